@@ -1,0 +1,117 @@
+using static TorchSharp.torch;
+
+namespace Loupe.Abstractions;
+
+/// <summary>What an analysis needs from the run; the validator checks it before anything runs.</summary>
+/// <param name="Capabilities">Model capabilities the analysis uses.</param>
+/// <param name="UsesTarget">True when the analysis explains a target (a <c>target:</c> is then allowed).</param>
+/// <param name="UsesData">True when the analysis reads the data source.</param>
+public sealed record AnalysisRequirements(ModelCapabilities Capabilities, bool UsesTarget = true, bool UsesData = true);
+
+/// <summary>Plain-data array result (float32, C-order) — what crosses the plugin boundary, never a live tensor.</summary>
+public sealed record NdArray(float[] Data, long[] Shape)
+{
+    /// <summary>Copies a tensor (any device/dtype) to a float32 array.</summary>
+    public static NdArray FromTensor(Tensor t)
+    {
+        using var c = t.detach().to(ScalarType.Float32).cpu().contiguous();
+        return new NdArray(c.data<float>().ToArray(), c.shape.ToArray());
+    }
+
+    /// <summary>A tensor view of the data (owned by the caller).</summary>
+    public Tensor ToTensor() => tensor(Data, Shape);
+}
+
+/// <summary>An RGB image, 8 bits per channel, row-major, interleaved.</summary>
+public sealed record RgbImage(int Width, int Height, byte[] Pixels)
+{
+    /// <summary>Creates a blank image filled with one grey value.</summary>
+    public static RgbImage Blank(int width, int height, byte value = 255)
+    {
+        var px = new byte[width * height * 3];
+        Array.Fill(px, value);
+        return new RgbImage(width, height, px);
+    }
+}
+
+/// <summary>Where an analysis sends its results; the host persists them (atomically) and records them in the manifest.</summary>
+public interface IArtifactSink
+{
+    /// <summary>Raw result as float32 <c>.npy</c>. <paramref name="inputId"/> is null for results about the whole step.</summary>
+    void Raw(string name, string? inputId, NdArray array, string? target = null);
+    /// <summary>Display image as PNG.</summary>
+    void Display(string name, string? inputId, RgbImage image, string? target = null);
+    /// <summary>Structured data as JSON.</summary>
+    void Json(string name, object value);
+    /// <summary>A named scalar metric for the manifest.</summary>
+    void Metric(string name, double value);
+}
+
+/// <summary>A batch prepared for a model: normalised input plus pixels for display.</summary>
+/// <param name="Ids">Input ids.</param>
+/// <param name="Input">Normalised model input N×C×H×W.</param>
+/// <param name="Pixels">Display pixels in [0,1], N×C×H×W.</param>
+/// <param name="Labels">Ground truth when known.</param>
+public sealed record InputBatch(string[] Ids, Tensor Input, Tensor Pixels, long[]? Labels);
+
+/// <summary>Everything a running analysis may use. Seeds and devices come from here, never globals.</summary>
+public interface IAnalysisContext
+{
+    /// <summary>Step id (also the output folder name).</summary>
+    string StepId { get; }
+    /// <summary>The model.</summary>
+    IModel Model { get; }
+    /// <summary>Effective preprocessing.</summary>
+    InputSpec Input { get; }
+    /// <summary>Class labels (possibly empty).</summary>
+    IReadOnlyList<string> Labels { get; }
+    /// <summary>The step's target (default top-1).</summary>
+    ITarget Target { get; }
+    /// <summary>Streams the data source as model-ready batches. Each batch is disposed when the enumeration moves on.</summary>
+    IEnumerable<InputBatch> Batches();
+    /// <summary>Number of inputs when known.</summary>
+    long? InputCount { get; }
+    /// <summary>Batch size of the run.</summary>
+    int BatchSize { get; }
+    /// <summary>Result sink.</summary>
+    IArtifactSink Output { get; }
+    /// <summary>Seed for this step (derived from the run seed and the step id).</summary>
+    int Seed { get; }
+    /// <summary>Cancellation of the run.</summary>
+    CancellationToken Cancellation { get; }
+    /// <summary>Reports progress in [0,1] with a short message.</summary>
+    void Progress(double fraction, string? message = null);
+    /// <summary>Records a warning in the manifest.</summary>
+    void Warn(string message);
+}
+
+/// <summary>What a validating analysis may check.</summary>
+/// <param name="Layers">Layer names of the model.</param>
+/// <param name="Capabilities">Capabilities of the model.</param>
+public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, ModelCapabilities Capabilities, IModel Model);
+
+/// <summary>A technique. Derive from <see cref="Analysis{TOptions}"/>.</summary>
+public interface IAnalysis : IHasOptions
+{
+    /// <summary>What the analysis needs.</summary>
+    AnalysisRequirements Requirements { get; }
+    /// <summary>Extra checks after binding (messages name the option); empty when valid.</summary>
+    IEnumerable<string> Validate(object options, AnalysisValidationContext context);
+    /// <summary>Runs the analysis; results go to <see cref="IAnalysisContext.Output"/>.</summary>
+    void Run(object options, IAnalysisContext context);
+}
+
+/// <summary>Base class of analyses: one small class per technique.</summary>
+public abstract class Analysis<TOptions> : IAnalysis, IHasOptions<TOptions> where TOptions : class, new()
+{
+    /// <inheritdoc/>
+    public Type OptionsType => typeof(TOptions);
+    /// <inheritdoc/>
+    public abstract AnalysisRequirements Requirements { get; }
+    /// <summary>Extra checks after binding.</summary>
+    public virtual IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context) => [];
+    /// <summary>Runs the analysis.</summary>
+    public abstract void Run(TOptions options, IAnalysisContext context);
+    IEnumerable<string> IAnalysis.Validate(object options, AnalysisValidationContext context) => Validate((TOptions)options, context);
+    void IAnalysis.Run(object options, IAnalysisContext context) => Run((TOptions)options, context);
+}

@@ -1,0 +1,58 @@
+using static TorchSharp.torch;
+
+namespace Loupe.Abstractions;
+
+/// <summary>A batch of inputs. Pixels are N×C×H×W float32: in [0,1] (not yet normalised), or already
+/// normalised model input when <see cref="IDataSource.Preprocessed"/> is true.</summary>
+public sealed class DataBatch(string[] ids, Tensor pixels, long[]? labels) : IDisposable
+{
+    /// <summary>Stable input ids (file names, dataset indices).</summary>
+    public string[] Ids { get; } = ids;
+    /// <summary>Image tensor.</summary>
+    public Tensor Pixels { get; } = pixels;
+    /// <summary>Ground-truth labels, when the source has them.</summary>
+    public long[]? Labels { get; } = labels;
+    /// <inheritdoc/>
+    public void Dispose() => Pixels.Dispose();
+}
+
+/// <summary>An open data source: streams batches, never loads a whole dataset.</summary>
+public interface IDataSource : IDisposable
+{
+    /// <summary>Number of items when known cheaply.</summary>
+    long? Count { get; }
+    /// <summary>True when the data is already normalised model input (e.g. <c>.npy</c> tensors).</summary>
+    bool Preprocessed { get; }
+    /// <summary>Streams batches shaped to <paramref name="spec"/>.</summary>
+    IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation);
+    /// <summary>Files read (hashed into the manifest).</summary>
+    IEnumerable<string> Files { get; }
+}
+
+/// <summary>What a data adapter gets when opening.</summary>
+/// <param name="BaseDirectory">Folder relative paths resolve against.</param>
+/// <param name="Input">The model's effective input spec (sources check shapes against it).</param>
+public sealed record DataOpenContext(string BaseDirectory, InputSpec Input)
+{
+    /// <summary>Warnings to put in the manifest.</summary>
+    public Action<string> Warn { get; init; } = _ => { };
+    /// <summary>Largest image (pixels) a decoder may allocate.</summary>
+    public long MaxImagePixels { get; init; } = 64L * 1024 * 1024;
+}
+
+/// <summary>Opens data sources from options. Derive from <see cref="DataAdapter{TOptions}"/>.</summary>
+public interface IDataAdapter : IHasOptions
+{
+    /// <summary>Opens the source; throws <see cref="LoupeException"/> naming the file on bad input.</summary>
+    IDataSource Open(object options, DataOpenContext context);
+}
+
+/// <summary>Base class of data adapters.</summary>
+public abstract class DataAdapter<TOptions> : IDataAdapter, IHasOptions<TOptions> where TOptions : class, new()
+{
+    /// <inheritdoc/>
+    public Type OptionsType => typeof(TOptions);
+    /// <summary>Opens the source.</summary>
+    public abstract IDataSource Open(TOptions options, DataOpenContext context);
+    IDataSource IDataAdapter.Open(object options, DataOpenContext context) => Open((TOptions)options, context);
+}

@@ -1,0 +1,56 @@
+using static TorchSharp.torch;
+
+namespace Loupe.Abstractions;
+
+/// <summary>Shared steps of explanation techniques, so each technique stays one small class.</summary>
+public static class Explain
+{
+    /// <summary>Forward pass with <paramref name="layers"/> and the target's layers captured; the target picks what to
+    /// explain on this (unperturbed) output. Dispose the returned capture.</summary>
+    public static (Tensor Output, ILayerCapture Capture, TargetInput TargetInput, TargetSelection Selection) Forward(
+        IModel model, ITarget target, Tensor input, IEnumerable<string> layers, bool forGradients)
+    {
+        var capture = model.Capture(layers.Union(target.RequiredLayers).ToList(), forGradients);
+        try
+        {
+            var output = model.Forward(input);
+            var ti = new TargetInput(output, l => capture[l]);
+            return (output, capture, ti, target.Select(ti));
+        }
+        catch
+        {
+            capture.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>d(Σ target scores)/d(<paramref name="wrt"/>). Inputs are independent in eval mode, so the gradient of the
+    /// sum is each row's own gradient.</summary>
+    public static Tensor Gradient(ITarget target, TargetInput input, TargetSelection selection, Tensor wrt)
+    {
+        using var scope = NewDisposeScope();
+        var score = target.Scores(input, selection).sum();
+        var g = autograd.grad([score], [wrt])[0];
+        return scope.MoveToOuter(g);
+    }
+
+    /// <summary>Writes the per-input raw map and display overlay, and keeps the overlay for the step's grid.</summary>
+    public static void Emit(IAnalysisContext ctx, string name, InputBatch batch, Tensor raw, Tensor displayMap, TargetSelection? selection, List<RgbImage> gridTiles, int maxGridTiles = 64)
+    {
+        for (int i = 0; i < batch.Ids.Length; i++)
+        {
+            var target = selection?.Labels[i];
+            ctx.Output.Raw(name, batch.Ids[i], NdArray.FromTensor(raw[i]), target);
+            var overlay = Display.Overlay(batch.Pixels[i], displayMap[i]);
+            overlay = Display.Scale(overlay, Display.UpscaleFactor(overlay.Width));
+            ctx.Output.Display(name, batch.Ids[i], overlay, target);
+            if (gridTiles.Count < maxGridTiles) gridTiles.Add(overlay);
+        }
+    }
+
+    /// <summary>Writes the step's grid of overlays (one tile per input, up to 64).</summary>
+    public static void EmitGrid(IAnalysisContext ctx, string name, List<RgbImage> tiles)
+    {
+        if (tiles.Count > 0) ctx.Output.Display(name + "-grid", null, Display.Grid(tiles, (int)Math.Ceiling(Math.Sqrt(tiles.Count))));
+    }
+}

@@ -1,0 +1,131 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Abstractions;
+
+/// <summary>What a loaded model can do. Analyses declare what they need; the validator compares.</summary>
+[Flags]
+public enum ModelCapabilities
+{
+    /// <summary>No capability.</summary>
+    None = 0,
+    /// <summary>Runs a forward pass.</summary>
+    Forward = 1,
+    /// <summary>Exposes intermediate layer activations.</summary>
+    LayerActivations = 2,
+    /// <summary>Differentiable: gradients w.r.t. inputs and activations.</summary>
+    Gradients = 4,
+    /// <summary>Exposes parameters (weights) by name.</summary>
+    Parameters = 8,
+}
+
+/// <summary>How raw pixels become model input: resize to <see cref="Height"/>×<see cref="Width"/>,
+/// scale uint8 to [0,1] (÷255), then (x − mean) / std per channel.</summary>
+public sealed record InputSpec(int Channels, int Height, int Width, float[] Mean, float[] Std)
+{
+    /// <summary>Checks the spec is consistent.</summary>
+    public void Validate()
+    {
+        if (Channels is not (1 or 3)) throw new ArgumentException($"input channels must be 1 or 3, got {Channels}");
+        if (Height <= 0 || Width <= 0) throw new ArgumentException($"input size must be positive, got {Height}×{Width}");
+        if (Mean.Length != Channels || Std.Length != Channels)
+            throw new ArgumentException($"input mean/std need {Channels} value(s), got {Mean.Length}/{Std.Length}");
+        if (Std.Any(s => s <= 0)) throw new ArgumentException("input std values must be > 0");
+    }
+
+    /// <summary>Normalises pixels in [0,1] (N×C×H×W) to model input.</summary>
+    public Tensor Normalize(Tensor pixels)
+    {
+        using var scope = NewDisposeScope();
+        var m = tensor(Mean).view(1, Channels, 1, 1);
+        var s = tensor(Std).view(1, Channels, 1, 1);
+        return scope.MoveToOuter((pixels - m) / s);
+    }
+
+    /// <summary>Inverse of <see cref="Normalize"/>, clamped to [0,1] (for display of preprocessed inputs).</summary>
+    public Tensor Denormalize(Tensor input)
+    {
+        using var scope = NewDisposeScope();
+        var m = tensor(Mean).view(1, Channels, 1, 1);
+        var s = tensor(Std).view(1, Channels, 1, 1);
+        return scope.MoveToOuter((input * s + m).clamp(0, 1));
+    }
+}
+
+/// <summary>One named layer of a model.</summary>
+/// <param name="Name">Dotted name, as a step names it (e.g. <c>layer4.1.conv2</c>).</param>
+/// <param name="Kind">Module type (Conv2d, ReLU, ...).</param>
+public sealed record LayerInfo(string Name, string Kind)
+{
+    /// <summary>Convolution/pooling geometry where the layer has one (for receptive fields).</summary>
+    public LayerGeometry? Geometry { get; init; }
+}
+
+/// <summary>Kernel, stride, padding and dilation of a spatial layer.</summary>
+public sealed record LayerGeometry(int[] Kernel, int[] Stride, int[] Padding, int[] Dilation);
+
+/// <summary>A loaded model. Implementations own native memory: dispose it.</summary>
+public interface IModel : IDisposable
+{
+    /// <summary>What this model can do.</summary>
+    ModelCapabilities Capabilities { get; }
+    /// <summary>The preprocessing the model was trained with (a pipeline's <c>model.input</c> overrides it).</summary>
+    InputSpec DefaultInput { get; }
+    /// <summary>Class labels the model carries, or null (a pipeline's <c>model.labels</c> overrides it).</summary>
+    IReadOnlyList<string>? DefaultLabels { get; }
+    /// <summary>Every layer a step may name.</summary>
+    IReadOnlyList<LayerInfo> Layers { get; }
+    /// <summary>Runs the model on a normalised batch (N×C×H×W). Gradients flow when the input or a captured layer requires them.</summary>
+    Tensor Forward(Tensor input);
+    /// <summary>Starts capturing the outputs of <paramref name="layers"/> on subsequent forwards. With
+    /// <paramref name="forGradients"/>, each captured activation is a leaf that requires grad, so
+    /// <c>torch.autograd.grad(score, capture[layer])</c> works without a backward pass to the input.</summary>
+    ILayerCapture Capture(IReadOnlyCollection<string> layers, bool forGradients);
+    /// <summary>A named parameter (e.g. <c>conv1.weight</c>), or null. The caller must not dispose it.</summary>
+    Tensor? GetParameter(string name);
+    /// <summary>Names of all parameters.</summary>
+    IReadOnlyList<string> ParameterNames { get; }
+}
+
+/// <summary>Active layer capture; disposing removes every hook (also after exceptions).</summary>
+public interface ILayerCapture : IDisposable
+{
+    /// <summary>Output of <paramref name="layer"/> in the latest forward; owned by the capture until the next forward or dispose.</summary>
+    Tensor this[string layer] { get; }
+    /// <summary>True when the layer produced an output in the latest forward.</summary>
+    bool TryGet(string layer, out Tensor activation);
+}
+
+/// <summary>What a model adapter gets when loading.</summary>
+/// <param name="BaseDirectory">Directory of the pipeline file: relative paths resolve against it.</param>
+/// <param name="Seed">Run seed (for models built without weights).</param>
+public sealed record ModelLoadContext(string BaseDirectory, int Seed)
+{
+    /// <summary>Warnings to put in the manifest.</summary>
+    public Action<string> Warn { get; init; } = _ => { };
+}
+
+/// <summary>Creates models from options (a backend). Derive from <see cref="ModelAdapter{TOptions}"/>.</summary>
+public interface IModelAdapter : IHasOptions
+{
+    /// <summary>Loads the model; throws <see cref="LoupeException"/> with a clear message on bad input.</summary>
+    IModel Load(object options, ModelLoadContext context);
+    /// <summary>Files that identify the model (hashed into the manifest).</summary>
+    IEnumerable<string> Files(object options, string baseDirectory);
+}
+
+/// <summary>Base class of model adapters.</summary>
+public abstract class ModelAdapter<TOptions> : IModelAdapter, IHasOptions<TOptions> where TOptions : class, new()
+{
+    /// <inheritdoc/>
+    public Type OptionsType => typeof(TOptions);
+    /// <summary>Loads the model.</summary>
+    public abstract IModel Load(TOptions options, ModelLoadContext context);
+    /// <summary>Files that identify the model.</summary>
+    public virtual IEnumerable<string> Files(TOptions options, string baseDirectory) => [];
+    IModel IModelAdapter.Load(object options, ModelLoadContext context) => Load((TOptions)options, context);
+    IEnumerable<string> IModelAdapter.Files(object options, string baseDirectory) => Files((TOptions)options, baseDirectory);
+}
+
+/// <summary>An error with a message meant for the user (no stack trace needed).</summary>
+public class LoupeException(string message, Exception? inner = null) : Exception(message, inner);

@@ -1,0 +1,84 @@
+using static TorchSharp.torch;
+
+namespace Loupe.Abstractions;
+
+/// <summary>What a target sees after a forward pass.</summary>
+/// <param name="Output">Model output (N×classes logits).</param>
+/// <param name="Layer">Captured activation of a layer listed in <see cref="ITarget.RequiredLayers"/>.</param>
+public sealed record TargetInput(Tensor Output, Func<string, Tensor> Layer);
+
+/// <summary>What a target decided to explain for each original input (e.g. the top-1 class), fixed on the
+/// unperturbed forward so that perturbed copies are scored for the same class.</summary>
+/// <param name="Classes">Class index per row, or null for targets that are not classes.</param>
+/// <param name="Labels">Human description per row (e.g. <c>class 3 (dress)</c>).</param>
+public sealed record TargetSelection(long[]? Classes, string[] Labels)
+{
+    /// <summary>Selection for a batch whose rows are copies of original rows <paramref name="rows"/>.</summary>
+    public TargetSelection Rows(IReadOnlyList<int> rows) =>
+        new(Classes is null ? null : rows.Select(r => Classes[r]).ToArray(), rows.Select(r => Labels[r]).ToArray());
+
+    /// <summary>Selection for <paramref name="count"/> copies of original row <paramref name="row"/>.</summary>
+    public TargetSelection Repeat(int row, int count) => Rows(Enumerable.Repeat(row, count).ToArray());
+}
+
+/// <summary>The scalar per input that an explanation explains (a class logit, a channel, ...).</summary>
+public interface ITarget
+{
+    /// <summary>Layers whose activations <see cref="Scores"/> needs (captured by the analysis).</summary>
+    IReadOnlyCollection<string> RequiredLayers { get; }
+    /// <summary>Decides what to explain for each input, from the unperturbed forward pass.</summary>
+    TargetSelection Select(TargetInput original);
+    /// <summary>One differentiable score per row (shape N), for rows described by <paramref name="selection"/>.</summary>
+    Tensor Scores(TargetInput input, TargetSelection selection);
+    /// <summary>Short description, e.g. <c>top-1</c> or <c>class 3 (dress)</c>.</summary>
+    string Describe();
+}
+
+/// <summary>What a target factory gets.</summary>
+/// <param name="Labels">Class labels (may be empty).</param>
+/// <param name="OutputSize">Number of model outputs (classes).</param>
+/// <param name="Layers">Layer names of the model.</param>
+public sealed record TargetContext(IReadOnlyList<string> Labels, long OutputSize, IReadOnlyList<string> Layers);
+
+/// <summary>Creates targets from YAML. Derive from <see cref="TargetFactory{TOptions}"/>.</summary>
+public interface ITargetFactory : IHasOptions
+{
+    /// <summary>Builds the target; throws <see cref="LoupeException"/> when options do not fit the model.</summary>
+    ITarget Create(object options, TargetContext context);
+}
+
+/// <summary>Base class of target factories.</summary>
+public abstract class TargetFactory<TOptions> : ITargetFactory, IHasOptions<TOptions> where TOptions : class, new()
+{
+    /// <inheritdoc/>
+    public Type OptionsType => typeof(TOptions);
+    /// <summary>Builds the target.</summary>
+    public abstract ITarget Create(TOptions options, TargetContext context);
+    ITarget ITargetFactory.Create(object options, TargetContext context) => Create((TOptions)options, context);
+}
+
+/// <summary>Base for targets that explain one class logit per input (pre-softmax).</summary>
+public abstract class ClassTarget(IReadOnlyList<string> labels) : ITarget
+{
+    /// <inheritdoc/>
+    public IReadOnlyCollection<string> RequiredLayers => [];
+    /// <summary>Class index per input.</summary>
+    protected abstract long[] Choose(Tensor output);
+    /// <inheritdoc/>
+    public TargetSelection Select(TargetInput original)
+    {
+        var classes = Choose(original.Output);
+        return new TargetSelection(classes, classes.Select(Name).ToArray());
+    }
+    /// <inheritdoc/>
+    public Tensor Scores(TargetInput input, TargetSelection selection)
+    {
+        using var scope = NewDisposeScope();
+        var idx = tensor(selection.Classes!, dtype: ScalarType.Int64).unsqueeze(1);
+        return scope.MoveToOuter(input.Output.gather(1, idx).squeeze(1));
+    }
+    /// <summary>"class 3 (dress)".</summary>
+    protected string Name(long c) => c < labels.Count ? $"class {c} ({labels[(int)c]})" : $"class {c}";
+    /// <inheritdoc/>
+    public abstract string Describe();
+}

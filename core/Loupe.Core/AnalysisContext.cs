@@ -1,0 +1,61 @@
+using Loupe.Abstractions;
+
+namespace Loupe.Core;
+
+/// <summary>The host's <see cref="IAnalysisContext"/>.</summary>
+internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtifactSink sink, CancellationToken cancellation,
+    IRunObserver? observer, List<string> warnings) : IAnalysisContext
+{
+    public string StepId => step.Spec.Id;
+    public IModel Model => run.Model;
+    public InputSpec Input => run.Input;
+    public IReadOnlyList<string> Labels => run.Labels;
+    public ITarget Target => step.Target;
+    public long? InputCount => run.Data?.Count;
+    public int BatchSize => step.Spec.BatchSize ?? run.Spec.BatchSize;
+    public IArtifactSink Output => sink;
+    public int Seed => StepSeed(run.Spec.Seed, step.Spec.Id);
+    public CancellationToken Cancellation => cancellation;
+
+    /// <summary>Run seed mixed with the step id (FNV-1a), so steps get independent, reproducible streams.</summary>
+    public static int StepSeed(int seed, string stepId)
+    {
+        unchecked
+        {
+            uint h = 2166136261;
+            foreach (var c in stepId) { h ^= c; h *= 16777619; }
+            return (int)(h ^ (uint)seed * 2654435761u) & int.MaxValue;
+        }
+    }
+
+    public IEnumerable<InputBatch> Batches()
+    {
+        if (run.Data is null) throw new LoupeException($"step '{StepId}' needs data, but the pipeline has no 'data' section");
+        foreach (var b in run.Data.Read(run.Input, BatchSize, cancellation))
+        {
+            cancellation.ThrowIfCancellationRequested();
+            using (b)
+            {
+                var input = run.Data.Preprocessed ? b.Pixels.alias() : run.Input.Normalize(b.Pixels);
+                var pixels = run.Data.Preprocessed ? run.Input.Denormalize(b.Pixels) : b.Pixels.alias();
+                try
+                {
+                    yield return new InputBatch(b.Ids, input, pixels, b.Labels);
+                }
+                finally
+                {
+                    input.Dispose();
+                    pixels.Dispose();
+                }
+            }
+        }
+    }
+
+    public void Progress(double fraction, string? message = null) => observer?.StepProgress(StepId, Math.Clamp(fraction, 0, 1), message);
+
+    public void Warn(string message)
+    {
+        lock (warnings) warnings.Add(message);
+        observer?.Warning($"{StepId}: {message}");
+    }
+}

@@ -1,0 +1,92 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.RegularExpressions;
+using Loupe.Abstractions;
+
+namespace Loupe.Core;
+
+/// <summary>One persisted result, as listed in the manifest.</summary>
+public sealed record ArtifactRecord(string Step, string? Input, string Kind, string Path, long[] Shape, string Dtype, string? Target, string Name);
+
+/// <summary>Persists one step's results under <c>&lt;out&gt;/&lt;step-id&gt;/</c> with atomic writes.</summary>
+public sealed partial class StepArtifactSink(string runDirectory, string stepId, List<ArtifactRecord> records, Dictionary<string, double> metrics) : IArtifactSink
+{
+    readonly object _gate = new();
+    readonly HashSet<string> _paths = [];
+
+    string PathFor(string name, string? inputId, string ext)
+    {
+        if (string.IsNullOrWhiteSpace(name)) throw new ArgumentException("artifact name must not be empty", nameof(name));
+        var file = inputId is null ? Safe(name) : $"{Safe(inputId)}.{Safe(name)}";
+        var rel = Path.Combine(stepId, file + ext);
+        lock (_gate)
+            if (!_paths.Add(rel)) throw new InvalidOperationException($"step '{stepId}' wrote artifact '{rel}' twice");
+        return rel;
+    }
+
+    static string Safe(string s) => SafeRx().Replace(s, "_");
+
+    void Add(ArtifactRecord r) { lock (_gate) records.Add(r); }
+
+    /// <inheritdoc/>
+    public void Raw(string name, string? inputId, NdArray array, string? target = null)
+    {
+        var expected = array.Shape.Aggregate(1L, (a, b) => a * b);
+        if (expected != array.Data.Length) throw new ArgumentException($"artifact '{name}': shape ({string.Join(",", array.Shape)}) does not match {array.Data.Length} values");
+        var rel = PathFor(name, inputId, ".npy");
+        AtomicFile.Write(Path.Combine(runDirectory, rel), Npy.Encode(array));
+        Add(new ArtifactRecord(stepId, inputId, "raw", rel, array.Shape, "float32", target, name));
+    }
+
+    /// <inheritdoc/>
+    public void Display(string name, string? inputId, RgbImage image, string? target = null)
+    {
+        var rel = PathFor(name, inputId, ".png");
+        AtomicFile.Write(Path.Combine(runDirectory, rel), Png.Encode(image));
+        Add(new ArtifactRecord(stepId, inputId, "display", rel, [image.Height, image.Width, 3], "uint8", target, name));
+    }
+
+    /// <inheritdoc/>
+    public void Json(string name, object value)
+    {
+        var rel = PathFor(name, null, ".json");
+        AtomicFile.Write(Path.Combine(runDirectory, rel), JsonSerializer.SerializeToUtf8Bytes(value, value.GetType(), Manifest.JsonOptions));
+        Add(new ArtifactRecord(stepId, null, "data", rel, [], "json", null, name));
+    }
+
+    /// <inheritdoc/>
+    public void Metric(string name, double value)
+    {
+        lock (_gate) metrics[name] = value;
+    }
+
+    [GeneratedRegex("[^A-Za-z0-9._-]")] private static partial Regex SafeRx();
+}
+
+/// <summary>The run manifest (<c>manifest.json</c>): what ran, on what, with which versions, and what it produced.</summary>
+public static class Manifest
+{
+    /// <summary>JSON settings for manifests and JSON artifacts.</summary>
+    public static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
+    };
+
+    /// <summary>Writes the manifest atomically (replacing the previous one).</summary>
+    public static void Write(string runDirectory, JsonObject manifest) =>
+        AtomicFile.Write(Path.Combine(runDirectory, "manifest.json"), System.Text.Encoding.UTF8.GetBytes(manifest.ToJsonString(JsonOptions)), overwrite: true);
+
+    /// <summary>A YAML node as JSON (scalars stay strings).</summary>
+    public static JsonNode? FromYaml(YamlDotNet.RepresentationModel.YamlNode? node) => node switch
+    {
+        null => null,
+        YamlDotNet.RepresentationModel.YamlScalarNode s => JsonValue.Create(s.Value),
+        YamlDotNet.RepresentationModel.YamlSequenceNode q => new JsonArray(q.Children.Select(FromYaml).ToArray()),
+        YamlDotNet.RepresentationModel.YamlMappingNode m => new JsonObject(m.Children.Select(kv =>
+            KeyValuePair.Create(((YamlDotNet.RepresentationModel.YamlScalarNode)kv.Key).Value ?? "", FromYaml(kv.Value)))),
+        _ => null,
+    };
+}

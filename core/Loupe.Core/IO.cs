@@ -1,0 +1,48 @@
+using System.Buffers.Binary;
+using System.Globalization;
+using System.Text;
+using System.Text.RegularExpressions;
+using Loupe.Abstractions;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+
+namespace Loupe.Core;
+
+/// <summary>Writes files atomically: a temporary file in the same folder, then a rename.</summary>
+public static class AtomicFile
+{
+    /// <summary>Writes <paramref name="bytes"/> to <paramref name="path"/>; never leaves a half-written file at that path.</summary>
+    public static void Write(string path, ReadOnlySpan<byte> bytes, bool overwrite = false)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(dir);
+        var tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+            {
+                fs.Write(bytes);
+                fs.Flush(true);
+            }
+            File.Move(tmp, path, overwrite);
+        }
+        catch
+        {
+            try { File.Delete(tmp); } catch { /* best effort */ }
+            throw;
+        }
+    }
+}
+
+/// <summary>PNG encoding of display images.</summary>
+public static class Png
+{
+    /// <summary>Encodes an RGB image as PNG bytes.</summary>
+    public static byte[] Encode(RgbImage img)
+    {
+        using var image = Image.LoadPixelData<Rgb24>(img.Pixels, img.Width, img.Height);
+        using var ms = new MemoryStream();
+        image.SaveAsPng(ms);
+        return ms.ToArray();
+    }
+}

@@ -1,0 +1,75 @@
+using System.ComponentModel;
+using System.Reflection;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Core;
+
+/// <summary>One row of <c>loupe layers</c>.</summary>
+public sealed record LayerRow(string Name, string Kind, long[]? OutputShape);
+
+/// <summary>One option of a component, for <c>loupe describe</c> (and the schema later).</summary>
+public sealed record OptionInfo(string Name, string Type, string? Default, string? Description, bool Required);
+
+/// <summary>Inspection helpers behind <c>loupe layers</c> and <c>loupe describe</c>.</summary>
+public static class Inspector
+{
+    /// <summary>Loads only the model of a pipeline file and lists its layers with output shapes (one probe forward).</summary>
+    public static (IReadOnlyList<LayerRow> Layers, InputSpec Input) Layers(string pipelineFile, IReadOnlyList<string> overrides, IReadOnlyList<string> pluginDirs)
+    {
+        var spec = PipelineParser.Parse(pipelineFile, overrides);
+        var errors = new List<PipelineError>();
+        using var registry = ComponentRegistry.Load(pluginDirs.Concat(spec.PluginDirs).Distinct());
+        var m = spec.Model!;
+        var desc = registry.Find(ComponentKind.Model, m.Uses)
+            ?? throw new PipelineException([new(spec.File, (int)m.Mark.Line, (int)m.Mark.Column, "model: " + registry.Unknown(ComponentKind.Model, m.Uses))]);
+        var options = OptionsBinder.Bind(desc.OptionsType, m.With, spec.File, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark).Value;
+        var input = m.Input is null ? null : (InputOptions)OptionsBinder.Bind(typeof(InputOptions), m.Input, spec.File, "model.input", spec.BaseDirectory, errors, m.Mark).Value;
+        if (errors.Count > 0) throw new PipelineException(errors);
+        using var model = registry.Create<IModelAdapter>(desc.Id).Load(options, new ModelLoadContext(spec.BaseDirectory, spec.Seed));
+        var inputSpec = input?.Apply(model.DefaultInput) ?? model.DefaultInput;
+        var captures = new List<(string Name, ILayerCapture Capture)>();
+        try
+        {
+            foreach (var l in model.Layers)
+            {
+                try { captures.Add((l.Name, model.Capture([l.Name], forGradients: false))); }
+                catch (LoupeException) { /* layers that do not map tensor → tensor have no single shape */ }
+            }
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            model.Forward(zeros(1, inputSpec.Channels, inputSpec.Height, inputSpec.Width));
+            var shapes = captures.ToDictionary(c => c.Name, c => c.Capture.TryGet(c.Name, out var t) ? t.shape : null);
+            return (model.Layers.Select(l => new LayerRow(l.Name, l.Kind, shapes.GetValueOrDefault(l.Name))).ToList(), inputSpec);
+        }
+        finally
+        {
+            foreach (var c in captures) c.Capture.Dispose();
+        }
+    }
+
+    /// <summary>Options of an options record, with YAML names, types, defaults and descriptions.</summary>
+    public static IReadOnlyList<OptionInfo> Options(Type optionsType)
+    {
+        object? defaults = null;
+        try { defaults = Activator.CreateInstance(optionsType); } catch { /* no defaults */ }
+        return OptionsBinder.Properties(optionsType).Select(p =>
+        {
+            var d = defaults is null ? null : p.GetValue(defaults);
+            string? shown = d switch
+            {
+                null => null,
+                string s when s.Length == 0 => null,
+                bool b => b ? "true" : "false",
+                Enum e => OptionsBinder.Kebab(e.ToString()),
+                Array a => "[" + string.Join(", ", a.Cast<object>()) + "]",
+                IFormattable f => f.ToString(null, System.Globalization.CultureInfo.InvariantCulture),
+                string s => s,
+                _ => "{...}",
+            };
+            return new OptionInfo(OptionsBinder.YamlName(p), OptionsBinder.Describe(p.PropertyType), shown,
+                p.GetCustomAttribute<DescriptionAttribute>()?.Description,
+                p.GetCustomAttribute<System.ComponentModel.DataAnnotations.RequiredAttribute>() != null);
+        }).ToList();
+    }
+}

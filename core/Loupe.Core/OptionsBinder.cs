@@ -1,0 +1,222 @@
+using System.Collections;
+using System.ComponentModel.DataAnnotations;
+using System.Globalization;
+using System.Reflection;
+using Loupe.Abstractions;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace Loupe.Core;
+
+/// <summary>A layer name found in bound options, with where it came from.</summary>
+public sealed record LayerReference(string Layer, string Option, Mark Mark, bool Spatial);
+
+/// <summary>Options bound from YAML, plus what the validator still has to check.</summary>
+public sealed record BoundOptions(object Value, IReadOnlyList<LayerReference> Layers);
+
+/// <summary>Binds YAML <c>with:</c> nodes to typed option records: unknown keys, wrong types, ranges,
+/// required values and missing files are reported at file:line:column.</summary>
+public static class OptionsBinder
+{
+    /// <summary>Normalised key: case and '_'/'-' do not matter (<c>num_classes</c> = <c>NumClasses</c>).</summary>
+    public static string Normalize(string name) => name.Replace("_", "").Replace("-", "").ToLowerInvariant();
+
+    /// <summary>The YAML name of a property (snake_case).</summary>
+    public static string YamlName(PropertyInfo p) =>
+        string.Concat(p.Name.Select((c, i) => i > 0 && char.IsUpper(c) ? "_" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
+
+    /// <summary>Public settable properties of an options type.</summary>
+    public static PropertyInfo[] Properties(Type t) =>
+        t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite && p.GetIndexParameters().Length == 0).ToArray();
+
+    /// <summary>Binds <paramref name="node"/> (may be null: all defaults) to <paramref name="type"/>.</summary>
+    public static BoundOptions Bind(Type type, YamlNode? node, string file, string where, string baseDirectory, List<PipelineError> errors, Mark fallback)
+    {
+        var layers = new List<LayerReference>();
+        var value = BindObject(type, node, file, where, baseDirectory, errors, layers, fallback);
+        return new BoundOptions(value, layers);
+    }
+
+    static object BindObject(Type type, YamlNode? node, string file, string where, string baseDir, List<PipelineError> errors, List<LayerReference> layers, Mark fallback)
+    {
+        object instance;
+        try { instance = Activator.CreateInstance(type)!; }
+        catch (Exception e) { throw new InvalidOperationException($"options type {type.Name} needs a public parameterless constructor", e); }
+        var props = Properties(type);
+        var seen = new HashSet<PropertyInfo>();
+
+        if (node is YamlScalarNode shorthand && !string.IsNullOrEmpty(shorthand.Value) &&
+            props.FirstOrDefault(p => p.GetCustomAttribute<ShorthandAttribute>() != null) is { } sp)
+        {
+            Assign(instance, sp, shorthand, file, where, baseDir, errors, layers);
+            seen.Add(sp);
+        }
+        else if (node is YamlMappingNode map)
+        {
+            foreach (var (k, v) in map.Children)
+            {
+                var key = (k as YamlScalarNode)?.Value ?? "";
+                var prop = props.FirstOrDefault(p => Normalize(p.Name) == Normalize(key));
+                if (prop is null)
+                {
+                    var names = props.Select(YamlName).ToArray();
+                    errors.Add(PipelineParser.At(file, k, $"unknown option '{key}' for {where}{Suggest.DidYouMean(key, names)}; options: {(names.Length == 0 ? "(none)" : string.Join(", ", names))}"));
+                    continue;
+                }
+                if (!seen.Add(prop)) { errors.Add(PipelineParser.At(file, k, $"option '{key}' given twice for {where}")); continue; }
+                Assign(instance, prop, v, file, where, baseDir, errors, layers);
+            }
+        }
+        else if (node is not null && !(node is YamlScalarNode { Value: null or "" or "~" or "null" }))
+        {
+            errors.Add(PipelineParser.At(file, node, $"{where}: expected a mapping of options"));
+        }
+
+        // Required / range checks (DataAnnotations) and layer defaults.
+        foreach (var p in props)
+        {
+            var val = p.GetValue(instance);
+            var keyMark = FindKeyMark(node as YamlMappingNode, p) ?? node?.Start ?? fallback;
+            if (p.GetCustomAttribute<RequiredAttribute>() != null && (val is null || val is string s && string.IsNullOrWhiteSpace(s)))
+            {
+                errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, $"{where}: option '{YamlName(p)}' is required"));
+                continue;
+            }
+            if (val is null) continue;
+            foreach (var attr in p.GetCustomAttributes<ValidationAttribute>())
+            {
+                if (attr is RequiredAttribute) continue;
+                if (!attr.IsValid(val))
+                    errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, $"{where}: option '{YamlName(p)}' {attr.FormatErrorMessage(YamlName(p)).Replace($"The field {YamlName(p)} ", "").TrimEnd('.')} (got {Show(val)})"));
+            }
+            if (!seen.Contains(p) && p.GetCustomAttribute<LayerNameAttribute>() is { } la && val is string defLayer && defLayer.Length > 0)
+                layers.Add(new(defLayer, YamlName(p), keyMark, la.Spatial));
+        }
+        return instance;
+    }
+
+    static Mark? FindKeyMark(YamlMappingNode? map, PropertyInfo p) =>
+        map?.Children.Keys.OfType<YamlScalarNode>().FirstOrDefault(k => Normalize(k.Value ?? "") == Normalize(p.Name))?.Start;
+
+    static string Show(object v) => v is IEnumerable e and not string ? "[" + string.Join(", ", e.Cast<object>()) + "]" : System.Convert.ToString(v, CultureInfo.InvariantCulture) ?? "";
+
+    static void Assign(object instance, PropertyInfo prop, YamlNode node, string file, string where, string baseDir, List<PipelineError> errors, List<LayerReference> layers)
+    {
+        var name = YamlName(prop);
+        var value = Convert(prop.PropertyType, node, file, $"{where}: option '{name}'", baseDir, errors, layers);
+        if (value is ConversionFailed) return;
+        if (prop.GetCustomAttribute<FilePathAttribute>() is { } fp && value is string path && path.Length > 0)
+        {
+            var full = Path.GetFullPath(Path.Combine(baseDir, path));
+            if (fp.Directory ? !Directory.Exists(full) : !File.Exists(full))
+                errors.Add(PipelineParser.At(file, node, $"{where}: option '{name}': {(fp.Directory ? "folder" : "file")} not found: {full}"));
+            value = full;
+        }
+        if (prop.GetCustomAttribute<LayerNameAttribute>() is { } la)
+        {
+            if (value is string l) layers.Add(new(l, name, node.Start, la.Spatial));
+            else if (value is IEnumerable<string> ls) foreach (var x in ls) layers.Add(new(x, name, node.Start, la.Spatial));
+        }
+        prop.SetValue(instance, value);
+    }
+
+    sealed class ConversionFailed { public static readonly ConversionFailed Instance = new(); }
+
+    static object? Convert(Type type, YamlNode node, string file, string what, string baseDir, List<PipelineError> errors, List<LayerReference> layers)
+    {
+        var underlying = Nullable.GetUnderlyingType(type);
+        if (underlying != null)
+        {
+            if (node is YamlScalarNode { Value: "~" or "null" or "" } && node is YamlScalarNode { Style: not ScalarStyle.SingleQuoted and not ScalarStyle.DoubleQuoted }) return null;
+            type = underlying;
+        }
+        if (type.IsArray || type.IsGenericType && type.GetGenericTypeDefinition() == typeof(List<>))
+        {
+            var elem = type.IsArray ? type.GetElementType()! : type.GetGenericArguments()[0];
+            var items = node is YamlSequenceNode seq ? seq.Children.ToList() : [node];
+            var list = (IList)Activator.CreateInstance(typeof(List<>).MakeGenericType(elem))!;
+            foreach (var item in items)
+            {
+                var v = Convert(elem, item, file, what, baseDir, errors, layers);
+                if (v is ConversionFailed) return v;
+                list.Add(v);
+            }
+            if (!type.IsArray) return list;
+            var arr = Array.CreateInstance(elem, list.Count);
+            list.CopyTo(arr, 0);
+            return arr;
+        }
+        if (type == typeof(object)) return node is YamlScalarNode os ? os.Value : node.ToString();
+        if (node is YamlMappingNode)
+        {
+            if (type.IsClass && type != typeof(string))
+                return BindObject(type, node, file, what, baseDir, errors, layers, node.Start);
+            errors.Add(PipelineParser.At(file, node, $"{what} must be {Describe(type)}, got a mapping"));
+            return ConversionFailed.Instance;
+        }
+        if (node is not YamlScalarNode s)
+        {
+            errors.Add(PipelineParser.At(file, node, $"{what} must be {Describe(type)}, got a list"));
+            return ConversionFailed.Instance;
+        }
+        var text = s.Value ?? "";
+        var inv = CultureInfo.InvariantCulture;
+        bool ok; object? result;
+        if (type == typeof(string)) { ok = true; result = text; }
+        else if (type == typeof(bool)) { ok = TryBool(text, out var b); result = b; }
+        else if (type == typeof(int)) { ok = int.TryParse(text, NumberStyles.Integer, inv, out var i); result = i; }
+        else if (type == typeof(long)) { ok = long.TryParse(text, NumberStyles.Integer, inv, out var l); result = l; }
+        else if (type == typeof(double)) { ok = double.TryParse(text, NumberStyles.Float, inv, out var d) && double.IsFinite(d); result = d; }
+        else if (type == typeof(float)) { ok = float.TryParse(text, NumberStyles.Float, inv, out var f) && float.IsFinite(f); result = f; }
+        else if (type.IsEnum)
+        {
+            var names = Enum.GetNames(type);
+            var match = names.FirstOrDefault(n => Normalize(n) == Normalize(text));
+            ok = match != null; result = ok ? Enum.Parse(type, match!) : null;
+            if (!ok)
+            {
+                var kebab = names.Select(Kebab).ToArray();
+                errors.Add(PipelineParser.At(file, s, $"{what}: '{text}' is not one of {string.Join(", ", kebab)}{Suggest.DidYouMean(text, kebab)}"));
+                return ConversionFailed.Instance;
+            }
+        }
+        else if (type.IsClass && type.GetProperties().Any(p => p.GetCustomAttribute<ShorthandAttribute>() != null))
+            return BindObject(type, node, file, what, baseDir, errors, layers, node.Start);
+        else throw new InvalidOperationException($"unsupported option type {type.Name} in {what}");
+        if (!ok)
+        {
+            errors.Add(PipelineParser.At(file, s, $"{what} must be {Describe(type)}, got '{text}'"));
+            return ConversionFailed.Instance;
+        }
+        return result;
+    }
+
+    /// <summary>kebab-case form of a PascalCase name.</summary>
+    public static string Kebab(string name) =>
+        string.Concat(name.Select((c, i) => i > 0 && char.IsUpper(c) ? "-" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
+
+    static bool TryBool(string text, out bool b)
+    {
+        switch (text.ToLowerInvariant())
+        {
+            case "true" or "yes" or "on": b = true; return true;
+            case "false" or "no" or "off": b = false; return true;
+            default: b = false; return false;
+        }
+    }
+
+    /// <summary>Human name of an option type (for errors and <c>loupe describe</c>).</summary>
+    public static string Describe(Type t)
+    {
+        var u = Nullable.GetUnderlyingType(t);
+        if (u != null) return Describe(u) + " (optional)";
+        if (t == typeof(string)) return "a string";
+        if (t == typeof(bool)) return "true or false";
+        if (t == typeof(int) || t == typeof(long)) return "an integer";
+        if (t == typeof(double) || t == typeof(float)) return "a number";
+        if (t.IsEnum) return "one of " + string.Join(", ", Enum.GetNames(t).Select(Kebab));
+        if (t.IsArray) return "a list of " + Describe(t.GetElementType()!).Replace("a ", "").Replace("an ", "") + "s";
+        if (t.IsGenericType && t.GetGenericTypeDefinition() == typeof(List<>)) return "a list of " + Describe(t.GetGenericArguments()[0]).Replace("a ", "").Replace("an ", "") + "s";
+        return "a mapping";
+    }
+}

@@ -1,0 +1,257 @@
+using Loupe.Abstractions;
+using System.Globalization;
+using YamlDotNet.Core;
+using YamlDotNet.RepresentationModel;
+
+namespace Loupe.Core;
+
+/// <summary>Parses a pipeline file into a <see cref="PipelineSpec"/>: structure only; ids and options are checked later.</summary>
+public static class PipelineParser
+{
+    static readonly string[] TopKeys = ["version", "name", "seed", "plugins", "model", "data", "steps", "output", "settings"];
+    static readonly string[] ModelKeys = ["uses", "with", "input", "labels"];
+    static readonly string[] DataKeys = ["uses", "with"];
+    static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size"];
+    static readonly string[] OutputKeys = ["dir", "report"];
+    static readonly string[] SettingsKeys = ["batch_size", "threads"];
+
+    /// <summary>Largest pipeline file accepted (bytes).</summary>
+    public const long MaxFileBytes = 1 << 20;
+
+    /// <summary>Parses <paramref name="path"/>, applying <c>--set key=value</c> overrides first.</summary>
+    public static PipelineSpec Parse(string path, IReadOnlyList<string>? overrides = null)
+    {
+        var file = Path.GetFullPath(path);
+        if (!System.IO.File.Exists(file)) throw new PipelineException([new(file, 0, 0, "pipeline file not found")]);
+        if (new FileInfo(file).Length > MaxFileBytes) throw new PipelineException([new(file, 0, 0, $"pipeline file is larger than {MaxFileBytes} bytes")]);
+        var text = System.IO.File.ReadAllText(file);
+        return ParseText(text, file, overrides);
+    }
+
+    /// <summary>Parses YAML text as if it were the file <paramref name="file"/>.</summary>
+    public static PipelineSpec ParseText(string text, string file, IReadOnlyList<string>? overrides = null)
+    {
+        var errors = new List<PipelineError>();
+        YamlMappingNode root;
+        try
+        {
+            var stream = new YamlStream();
+            stream.Load(new StringReader(text));
+            if (stream.Documents.Count == 0) throw new PipelineException([new(file, 0, 0, "the pipeline file is empty")]);
+            if (stream.Documents.Count > 1) throw new PipelineException([new(file, 0, 0, "the pipeline file holds more than one YAML document")]);
+            if (stream.Documents[0].RootNode is not YamlMappingNode m)
+                throw new PipelineException([At(file, stream.Documents[0].RootNode, "the pipeline must be a mapping (version, name, model, data, steps, output)")]);
+            root = m;
+        }
+        catch (YamlException e)
+        {
+            throw new PipelineException([new(file, (int)e.Start.Line, (int)e.Start.Column, "malformed YAML: " + Clean(e))]);
+        }
+        foreach (var o in overrides ?? []) Overrides.Apply(root, o, file, errors);
+        if (errors.Count > 0) throw new PipelineException(errors);
+
+        var spec = new PipelineSpec { File = file, Root = root };
+        CheckKeys(file, root, TopKeys, "pipeline", errors);
+        if (Scalar(file, root, "version", errors) is { } v && v.Value != "1")
+            errors.Add(At(file, v, $"unsupported pipeline version '{v.Value}' (this Loupe reads version 1)"));
+        if (Scalar(file, root, "name", errors) is { } n) spec.Name = n.Value ?? spec.Name;
+        if (Scalar(file, root, "seed", errors) is { } s) spec.Seed = Int(file, s, "seed", errors);
+
+        if (Child(root, "settings") is { } settingsNode)
+        {
+            if (settingsNode is not YamlMappingNode settings) errors.Add(At(file, settingsNode, "'settings' must be a mapping"));
+            else
+            {
+                CheckKeys(file, settings, SettingsKeys, "settings", errors);
+                if (Scalar(file, settings, "batch_size", errors) is { } b) spec.BatchSize = Positive(file, b, "settings.batch_size", errors);
+                if (Scalar(file, settings, "threads", errors) is { } t) spec.Threads = Int(file, t, "settings.threads", errors);
+            }
+        }
+
+        if (Child(root, "plugins") is { } pluginsNode)
+        {
+            if (pluginsNode is YamlSequenceNode seq)
+                foreach (var item in seq)
+                {
+                    if (item is YamlScalarNode ps && !string.IsNullOrWhiteSpace(ps.Value))
+                        spec.PluginDirs.Add(Path.GetFullPath(Path.Combine(spec.BaseDirectory, ps.Value!)));
+                    else errors.Add(At(file, item, "each 'plugins' entry must be a folder path"));
+                }
+            else errors.Add(At(file, pluginsNode, "'plugins' must be a list of folder paths"));
+        }
+
+        var modelNode = Child(root, "model");
+        if (modelNode is null) errors.Add(new(file, 1, 1, "missing 'model' section"));
+        else if (modelNode is not YamlMappingNode model) errors.Add(At(file, modelNode, "'model' must be a mapping with 'uses' and 'with'"));
+        else
+        {
+            CheckKeys(file, model, ModelKeys, "model", errors);
+            var uses = RequiredScalar(file, model, "uses", "model", errors);
+            var labels = Scalar(file, model, "labels", errors);
+            spec.Model = new ModelSpec(uses ?? "", Child(model, "with"), model.Start, Child(model, "input"), labels?.Value, labels?.Start ?? model.Start);
+        }
+
+        var dataNode = Child(root, "data");
+        if (dataNode is not null)
+        {
+            if (dataNode is not YamlMappingNode data) errors.Add(At(file, dataNode, "'data' must be a mapping with 'uses' and 'with'"));
+            else
+            {
+                CheckKeys(file, data, DataKeys, "data", errors);
+                var uses = RequiredScalar(file, data, "uses", "data", errors);
+                spec.Data = new ComponentRef(uses ?? "", Child(data, "with"), data.Start);
+            }
+        }
+
+        var stepsNode = Child(root, "steps");
+        if (stepsNode is null) errors.Add(new(file, 1, 1, "missing 'steps' section"));
+        else if (stepsNode is not YamlSequenceNode steps) errors.Add(At(file, stepsNode, "'steps' must be a list"));
+        else
+        {
+            var ids = new HashSet<string>();
+            int index = 0;
+            foreach (var stepNode in steps)
+            {
+                index++;
+                if (stepNode is not YamlMappingNode step) { errors.Add(At(file, stepNode, $"step {index} must be a mapping with 'id' and 'uses'")); continue; }
+                CheckKeys(file, step, StepKeys, $"step {index}", errors);
+                var usesNode = Child(step, "uses");
+                var uses = RequiredScalar(file, step, "uses", $"step {index}", errors);
+                var id = Scalar(file, step, "id", errors)?.Value ?? uses ?? $"step{index}";
+                if (!System.Text.RegularExpressions.Regex.IsMatch(id, "^[A-Za-z0-9][A-Za-z0-9_.-]*$"))
+                    errors.Add(At(file, Child(step, "id") ?? step, $"step id '{id}' may contain only letters, digits, '-', '_' and '.'"));
+                else if (!ids.Add(id)) errors.Add(At(file, Child(step, "id") ?? step, $"duplicate step id '{id}'"));
+                int? bs = Scalar(file, step, "batch_size", errors) is { } bsn ? Positive(file, bsn, $"steps.{id}.batch_size", errors) : null;
+                spec.Steps.Add(new StepSpec(id, uses ?? "", Child(step, "with"), Child(step, "target"), step.Start, usesNode?.Start ?? step.Start) { BatchSize = bs });
+            }
+            if (steps.Children.Count == 0) errors.Add(At(file, steps, "'steps' is empty: add at least one step"));
+        }
+
+        if (Child(root, "output") is { } outputNode)
+        {
+            if (outputNode is not YamlMappingNode output) errors.Add(At(file, outputNode, "'output' must be a mapping"));
+            else
+            {
+                CheckKeys(file, output, OutputKeys, "output", errors);
+                if (Scalar(file, output, "dir", errors) is { } d && !string.IsNullOrWhiteSpace(d.Value)) spec.OutputDir = d.Value!;
+                if (Scalar(file, output, "report", errors) is { } r && r.Value is not ("none" or "html"))
+                    errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected none or html)"));
+            }
+        }
+
+        if (errors.Count > 0) throw new PipelineException(errors);
+        return spec;
+    }
+
+    internal static PipelineError At(string file, YamlNode node, string message) => new(file, (int)node.Start.Line, (int)node.Start.Column, message);
+
+    internal static YamlNode? Child(YamlMappingNode m, string key) =>
+        m.Children.TryGetValue(new YamlScalarNode(key), out var v) ? v : null;
+
+    static void CheckKeys(string file, YamlMappingNode m, string[] allowed, string where, List<PipelineError> errors)
+    {
+        foreach (var key in m.Children.Keys)
+        {
+            if (key is not YamlScalarNode k) { errors.Add(At(file, key, $"keys in {where} must be plain names")); continue; }
+            if (!allowed.Contains(k.Value))
+                errors.Add(At(file, k, $"unknown key '{k.Value}' in {where}{Suggest.DidYouMean(k.Value ?? "", allowed)}; allowed: {string.Join(", ", allowed)}"));
+        }
+    }
+
+    static YamlScalarNode? Scalar(string file, YamlMappingNode m, string key, List<PipelineError> errors)
+    {
+        var n = Child(m, key);
+        if (n is null) return null;
+        if (n is YamlScalarNode s) return s;
+        errors.Add(At(file, n, $"'{key}' must be a single value"));
+        return null;
+    }
+
+    static string? RequiredScalar(string file, YamlMappingNode m, string key, string where, List<PipelineError> errors)
+    {
+        var s = Scalar(file, m, key, errors);
+        if (s is null || string.IsNullOrWhiteSpace(s.Value))
+        {
+            if (Child(m, key) is null) errors.Add(At(file, m, $"{where} is missing '{key}'"));
+            return null;
+        }
+        return s.Value;
+    }
+
+    static int Int(string file, YamlScalarNode s, string what, List<PipelineError> errors)
+    {
+        if (int.TryParse(s.Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v)) return v;
+        errors.Add(At(file, s, $"'{what}' must be an integer, got '{s.Value}'"));
+        return 0;
+    }
+
+    static int Positive(string file, YamlScalarNode s, string what, List<PipelineError> errors)
+    {
+        var v = Int(file, s, what, errors);
+        if (v <= 0 && int.TryParse(s.Value, out _)) { errors.Add(At(file, s, $"'{what}' must be > 0, got {v}")); return 1; }
+        return v;
+    }
+
+    static string Clean(YamlException e)
+    {
+        var msg = e.InnerException?.Message ?? e.Message;
+        var i = msg.IndexOf("): ", StringComparison.Ordinal);
+        return i >= 0 && msg.StartsWith('(') ? msg[(i + 3)..] : msg;
+    }
+}
+
+/// <summary><c>--set path=value</c> overrides on the YAML tree. Steps are addressed by id: <c>steps.cam.with.layer=layer3</c>.</summary>
+public static class Overrides
+{
+    /// <summary>Applies one override to <paramref name="root"/>.</summary>
+    public static void Apply(YamlMappingNode root, string assignment, string file, List<PipelineError> errors)
+    {
+        var eq = assignment.IndexOf('=');
+        if (eq <= 0) { errors.Add(new(file, 0, 0, $"--set '{assignment}': expected key=value")); return; }
+        var path = assignment[..eq].Split('.');
+        YamlNode value;
+        try
+        {
+            var ys = new YamlStream();
+            ys.Load(new StringReader(assignment[(eq + 1)..].Length == 0 ? "''" : assignment[(eq + 1)..]));
+            value = ys.Documents[0].RootNode;
+        }
+        catch (YamlException e) { errors.Add(new(file, 0, 0, $"--set '{assignment}': value is not valid YAML: {e.Message}")); return; }
+
+        YamlNode current = root;
+        for (int i = 0; i < path.Length; i++)
+        {
+            var key = path[i];
+            bool last = i == path.Length - 1;
+            switch (current)
+            {
+                case YamlMappingNode m:
+                    if (last) { m.Children[new YamlScalarNode(key)] = value; return; }
+                    if (!m.Children.TryGetValue(new YamlScalarNode(key), out var next))
+                    {
+                        next = new YamlMappingNode();
+                        m.Children[new YamlScalarNode(key)] = next;
+                    }
+                    current = next;
+                    break;
+                case YamlSequenceNode s:
+                    var match = s.Children.OfType<YamlMappingNode>().FirstOrDefault(c =>
+                        PipelineParser.Child(c, "id") is YamlScalarNode id && id.Value == key ||
+                        PipelineParser.Child(c, "id") is null && PipelineParser.Child(c, "uses") is YamlScalarNode u && u.Value == key);
+                    if (match is null && int.TryParse(key, out var idx) && idx >= 0 && idx < s.Children.Count) match = s.Children[idx] as YamlMappingNode;
+                    if (match is null)
+                    {
+                        var ids = s.Children.OfType<YamlMappingNode>().Select(c => (PipelineParser.Child(c, "id") as YamlScalarNode)?.Value).OfType<string>();
+                        errors.Add(new(file, 0, 0, $"--set '{assignment}': no step with id '{key}'{Suggest.DidYouMean(key, ids)}"));
+                        return;
+                    }
+                    if (last) { errors.Add(new(file, 0, 0, $"--set '{assignment}': cannot replace a whole step")); return; }
+                    current = match;
+                    break;
+                default:
+                    errors.Add(new(file, 0, 0, $"--set '{assignment}': '{string.Join('.', path[..i])}' is a value, not a section"));
+                    return;
+            }
+        }
+    }
+}

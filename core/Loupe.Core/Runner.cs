@@ -1,0 +1,450 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+using TorchSharp;
+using YamlDotNet.RepresentationModel;
+using static TorchSharp.torch;
+
+namespace Loupe.Core;
+
+/// <summary>Receives run events (the CLI draws progress from them).</summary>
+public interface IRunObserver
+{
+    /// <summary>A step starts.</summary>
+    void StepStarted(string stepId, string uses, int index, int count) { }
+    /// <summary>Progress within a step, in [0,1].</summary>
+    void StepProgress(string stepId, double fraction, string? message) { }
+    /// <summary>A step ended.</summary>
+    void StepFinished(string stepId, string status, TimeSpan duration, string? error) { }
+    /// <summary>A warning.</summary>
+    void Warning(string message) { }
+}
+
+/// <summary>How to run a pipeline.</summary>
+public sealed record RunRequest(string PipelineFile)
+{
+    /// <summary><c>--set key=value</c> overrides.</summary>
+    public IReadOnlyList<string> Overrides { get; init; } = [];
+    /// <summary>Explicit output folder (<c>--out</c>); must not exist or be empty.</summary>
+    public string? OutDir { get; init; }
+    /// <summary>Folders of built-in plugins.</summary>
+    public IReadOnlyList<string> PluginDirectories { get; init; } = [PluginHost.DefaultPluginDirectory];
+    /// <summary>Event receiver.</summary>
+    public IRunObserver? Observer { get; init; }
+}
+
+/// <summary>Outcome of a run.</summary>
+public sealed record RunResult(int ExitCode, string? OutDir, JsonObject? Manifest, IReadOnlyList<PipelineError> Errors);
+
+/// <summary>A resolved, bound and validated step, ready to run.</summary>
+public sealed record PreparedStep(StepSpec Spec, ComponentDescriptor Descriptor, IAnalysis Analysis, object Options, ITarget Target);
+
+/// <summary>A validated pipeline with its model and data opened. Dispose it.</summary>
+public sealed class PreparedRun : IDisposable
+{
+    /// <summary>The parsed pipeline.</summary>
+    public required PipelineSpec Spec { get; init; }
+    /// <summary>The registry.</summary>
+    public required ComponentRegistry Registry { get; init; }
+    /// <summary>The model.</summary>
+    public required IModel Model { get; init; }
+    /// <summary>Model options.</summary>
+    public required object ModelOptions { get; init; }
+    /// <summary>Effective input spec.</summary>
+    public required InputSpec Input { get; init; }
+    /// <summary>Labels.</summary>
+    public required IReadOnlyList<string> Labels { get; init; }
+    /// <summary>Model files.</summary>
+    public required IReadOnlyList<string> ModelFiles { get; init; }
+    /// <summary>Data source (null if none).</summary>
+    public IDataSource? Data { get; init; }
+    /// <summary>Data options.</summary>
+    public object? DataOptions { get; init; }
+    /// <summary>Steps.</summary>
+    public required IReadOnlyList<PreparedStep> Steps { get; init; }
+    /// <summary>Warnings found while preparing.</summary>
+    public required List<string> Warnings { get; init; }
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Data?.Dispose();
+        Model.Dispose();
+        Registry.Dispose();
+    }
+}
+
+/// <summary>Runs pipelines: parse → resolve ids → bind options → validate everything → run each step.</summary>
+public static class PipelineRunner
+{
+    /// <summary>Parses, resolves, binds and validates; loads the model and opens the data. Throws <see cref="PipelineException"/>.</summary>
+    public static PreparedRun Prepare(RunRequest request)
+    {
+        var spec = PipelineParser.Parse(request.PipelineFile, request.Overrides);
+        var file = spec.File;
+        var errors = new List<PipelineError>();
+        var warnings = new List<string>();
+
+        ComponentRegistry registry;
+        try
+        {
+            var dirs = request.PluginDirectories.Concat(spec.PluginDirs).Distinct().ToList();
+            registry = ComponentRegistry.Load(dirs);
+        }
+        catch (LoupeException e) { throw new PipelineException([new(file, 0, 0, e.Message)]); }
+
+        try
+        {
+            return PrepareWith(spec, registry, errors, warnings);
+        }
+        catch
+        {
+            registry.Dispose();
+            throw;
+        }
+    }
+
+    static PreparedRun PrepareWith(PipelineSpec spec, ComponentRegistry registry, List<PipelineError> errors, List<string> warnings)
+    {
+        var file = spec.File;
+        var m = spec.Model!;
+        if (spec.Threads > 0) torch.set_num_threads(spec.Threads);
+
+        // 1. Resolve ids.
+        var modelDesc = registry.Find(ComponentKind.Model, m.Uses);
+        if (modelDesc is null) errors.Add(new(file, (int)m.Mark.Line, (int)m.Mark.Column, "model: " + registry.Unknown(ComponentKind.Model, m.Uses)));
+        ComponentDescriptor? dataDesc = null;
+        if (spec.Data is { } d)
+        {
+            dataDesc = registry.Find(ComponentKind.Data, d.Uses);
+            if (dataDesc is null) errors.Add(new(file, (int)d.Mark.Line, (int)d.Mark.Column, "data: " + registry.Unknown(ComponentKind.Data, d.Uses)));
+        }
+        var stepDescs = spec.Steps.Select(s =>
+        {
+            var desc = registry.Find(ComponentKind.Analysis, s.Uses);
+            if (desc is null) errors.Add(new(file, (int)s.UsesMark.Line, (int)s.UsesMark.Column, $"step '{s.Id}': " + registry.Unknown(ComponentKind.Analysis, s.Uses)));
+            return desc;
+        }).ToList();
+
+        // 2. Bind options.
+        object? modelOptions = modelDesc is null ? null : OptionsBinder.Bind(modelDesc.OptionsType, m.With, file, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark).Value;
+        object? dataOptions = dataDesc is null ? null : OptionsBinder.Bind(dataDesc.OptionsType, spec.Data!.With, file, $"data '{spec.Data.Uses}'", spec.BaseDirectory, errors, spec.Data.Mark).Value;
+        var stepOptions = spec.Steps.Select((s, i) => stepDescs[i] is { } sd
+            ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark) : null).ToList();
+        var inputOverride = m.Input is null ? null : (InputOptions)OptionsBinder.Bind(typeof(InputOptions), m.Input, file, "model.input", spec.BaseDirectory, errors, m.Mark).Value;
+        string? labelsFile = null;
+        if (m.Labels is { } lf)
+        {
+            labelsFile = Path.GetFullPath(Path.Combine(spec.BaseDirectory, lf));
+            if (!File.Exists(labelsFile)) errors.Add(new(file, (int)m.LabelsMark.Line, (int)m.LabelsMark.Column, $"model.labels: file not found: {labelsFile}"));
+        }
+        // Target ids resolve before the model loads, so every naming error is reported together.
+        var targetRefs = spec.Steps.Select(s => ResolveTarget(s, registry, file, errors)).ToList();
+        if (errors.Count > 0) throw new PipelineException(errors);
+
+        // 3. Load the model (its layers are needed to validate the steps).
+        var modelAdapter = registry.Create<IModelAdapter>(modelDesc!.Id);
+        IModel model;
+        try
+        {
+            model = modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed) { Warn = warnings.Add });
+        }
+        catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+        {
+            throw new PipelineException([new(file, (int)m.Mark.Line, (int)m.Mark.Column, $"model '{m.Uses}': {e.Message}")]);
+        }
+        IDataSource? data = null;
+        try
+        {
+            var input = model.DefaultInput;
+            if (inputOverride is not null) input = inputOverride.Apply(input);
+            try { input.Validate(); }
+            catch (ArgumentException e) { errors.Add(new(file, (int)m.Mark.Line, (int)m.Mark.Column, "model.input: " + e.Message)); }
+            var labels = labelsFile is not null ? File.ReadAllLines(labelsFile).Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
+                : model.DefaultLabels?.ToList() ?? [];
+            if (errors.Count > 0) throw new PipelineException(errors);
+
+            // Probe the model once: output size, and the shape of every layer the steps name.
+            var layerNames = model.Layers.Select(l => l.Name).ToHashSet();
+            var refs = stepOptions.Where(o => o is not null).SelectMany(o => o!.Layers).ToList();
+            foreach (var r in refs.Where(r => !layerNames.Contains(r.Layer)))
+                errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' does not exist in the model{Suggest.DidYouMean(r.Layer, layerNames)}; run 'loupe layers {Path.GetFileName(file)}' to list them"));
+            var probeLayers = refs.Select(r => r.Layer).Where(layerNames.Contains).Distinct().ToList();
+            var (outputSize, shapes) = Probe(model, input, probeLayers);
+            foreach (var r in refs.Where(r => r.Spatial && shapes.TryGetValue(r.Layer, out var s) && s.Length != 4))
+                errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' has output shape ({string.Join("×", shapes[r.Layer])}), but this step needs a spatial N×C×H×W layer"));
+            if (labels.Count > 0 && labels.Count != outputSize)
+                warnings.Add($"the model has {outputSize} outputs but {labels.Count} labels");
+
+            // Steps: capabilities, targets, analysis-specific checks.
+            var prepared = new List<PreparedStep>();
+            var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model);
+            var tctx = new TargetContext(labels, outputSize, model.Layers.Select(l => l.Name).ToList());
+            for (int i = 0; i < spec.Steps.Count; i++)
+            {
+                var s = spec.Steps[i];
+                var analysis = registry.Create<IAnalysis>(stepDescs[i]!.Id);
+                var req = analysis.Requirements;
+                var missing = req.Capabilities & ~model.Capabilities;
+                if (missing != ModelCapabilities.None)
+                    errors.Add(new(file, (int)s.UsesMark.Line, (int)s.UsesMark.Column,
+                        $"step '{s.Id}' ({s.Uses}) needs {missing.ToString().ToLowerInvariant()}, which model backend '{m.Uses}' does not provide" +
+                        (missing.HasFlag(ModelCapabilities.Gradients) ? "; use a differentiable backend (e.g. 'torchvision' or 'onnx')" : "")));
+                if (!req.UsesTarget && s.Target is not null)
+                    errors.Add(PipelineParser.At(file, s.Target, $"step '{s.Id}' ({s.Uses}) does not explain a target; remove 'target'"));
+                if (req.UsesData && data is null && spec.Data is null)
+                    errors.Add(new(file, (int)s.Mark.Line, (int)s.Mark.Column, $"step '{s.Id}' ({s.Uses}) reads inputs, but the pipeline has no 'data' section"));
+                ITarget target = NoTarget.Instance;
+                if (req.UsesTarget && targetRefs[i] is { } tr)
+                {
+                    try { target = registry.Create<ITargetFactory>(tr.Descriptor.Id).Create(tr.Options, tctx); }
+                    catch (LoupeException e) { errors.Add(new(file, (int)tr.Mark.Line, (int)tr.Mark.Column, $"step '{s.Id}' target: {e.Message}")); }
+                    foreach (var l in target.RequiredLayers.Where(l => !layerNames.Contains(l)))
+                        errors.Add(new(file, (int)tr.Mark.Line, (int)tr.Mark.Column, $"step '{s.Id}' target: layer '{l}' does not exist{Suggest.DidYouMean(l, layerNames)}"));
+                }
+                if (missing == ModelCapabilities.None)
+                    foreach (var msg in analysis.Validate(stepOptions[i]!.Value, vctx))
+                        errors.Add(new(file, (int)(s.With?.Start.Line ?? s.Mark.Line), (int)(s.With?.Start.Column ?? s.Mark.Column), $"step '{s.Id}' ({s.Uses}): {msg}"));
+                prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target));
+            }
+            if (errors.Count > 0) throw new PipelineException(errors);
+
+            // Open the data last (after everything cheap was checked).
+            if (dataDesc is not null)
+            {
+                try { data = registry.Create<IDataAdapter>(dataDesc.Id).Open(dataOptions!, new DataOpenContext(spec.BaseDirectory, input) { Warn = warnings.Add }); }
+                catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+                {
+                    throw new PipelineException([new(file, (int)spec.Data!.Mark.Line, (int)spec.Data.Mark.Column, $"data '{spec.Data.Uses}': {e.Message}")]);
+                }
+                if (data.Count == 0)
+                    throw new PipelineException([new(file, (int)spec.Data!.Mark.Line, (int)spec.Data.Mark.Column, $"data '{spec.Data.Uses}': the data source is empty")]);
+            }
+            return new PreparedRun
+            {
+                Spec = spec, Registry = registry, Model = model, ModelOptions = modelOptions!, Input = input, Labels = labels,
+                ModelFiles = modelAdapter.Files(modelOptions!, spec.BaseDirectory).ToList(), Data = data, DataOptions = dataOptions,
+                Steps = prepared, Warnings = warnings,
+            };
+        }
+        catch
+        {
+            data?.Dispose();
+            model.Dispose();
+            throw;
+        }
+    }
+
+    sealed record TargetRef(ComponentDescriptor Descriptor, object Options, YamlDotNet.Core.Mark Mark);
+
+    static TargetRef? ResolveTarget(StepSpec s, ComponentRegistry registry, string file, List<PipelineError> errors)
+    {
+        string id; YamlNode? args; var mark = s.Target?.Start ?? s.Mark;
+        switch (s.Target)
+        {
+            case null: id = "top-1"; args = null; break;
+            case YamlScalarNode sc: id = sc.Value ?? ""; args = null; break;
+            case YamlMappingNode mp when mp.Children.Count == 1:
+                id = (mp.Children.Keys.First() as YamlScalarNode)?.Value ?? ""; args = mp.Children.Values.First(); break;
+            default:
+                errors.Add(PipelineParser.At(file, s.Target, $"step '{s.Id}': 'target' must be an id (e.g. top-1) or a mapping with one key (e.g. {{ class: 3 }})"));
+                return null;
+        }
+        var desc = registry.Find(ComponentKind.Target, id);
+        if (desc is null)
+        {
+            errors.Add(new(file, (int)mark.Line, (int)mark.Column, $"step '{s.Id}': " + registry.Unknown(ComponentKind.Target, id)));
+            return null;
+        }
+        var bound = OptionsBinder.Bind(desc.OptionsType, args, file, $"step '{s.Id}' target '{id}'", "", errors, mark);
+        return new TargetRef(desc, bound.Value, mark);
+    }
+
+    /// <summary>Runs a zero batch through the model, capturing <paramref name="layers"/>; returns the output size and layer shapes.</summary>
+    public static (long OutputSize, Dictionary<string, long[]> Shapes) Probe(IModel model, InputSpec input, IReadOnlyCollection<string> layers)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var cap = model.Capture(layers, forGradients: false);
+        var x = zeros(1, input.Channels, input.Height, input.Width);
+        Tensor y;
+        try { y = model.Forward(x); }
+        catch (Exception e) { throw new LoupeException($"the model cannot run on input 1×{input.Channels}×{input.Height}×{input.Width}: {e.Message}", e); }
+        var shapes = new Dictionary<string, long[]>();
+        foreach (var l in layers) if (cap.TryGet(l, out var a)) shapes[l] = a.shape;
+        return (y.dim() >= 2 ? y.shape[1] : y.numel(), shapes);
+    }
+
+    /// <summary>Runs a pipeline end to end. Never throws for pipeline problems: they come back as errors.</summary>
+    public static RunResult Run(RunRequest request, CancellationToken cancellation = default)
+    {
+        PreparedRun prepared;
+        try { prepared = Prepare(request); }
+        catch (PipelineException e) { return new RunResult(2, null, null, e.Errors); }
+        using (prepared)
+            return Execute(prepared, request, cancellation);
+    }
+
+    static string CreateOutputDirectory(PipelineSpec spec, string? explicitDir)
+    {
+        if (explicitDir is not null)
+        {
+            var full = Path.GetFullPath(explicitDir);
+            if (File.Exists(full) || Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
+                throw new PipelineException([new(spec.File, 0, 0, $"output folder {full} already exists and is not empty; Loupe never overwrites a run — choose another --out")]);
+            Directory.CreateDirectory(full);
+            return full;
+        }
+        var name = string.Concat(spec.Name.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_'));
+        var baseDir = Path.GetFullPath(spec.OutputDir.Replace("{name}", name).Replace("{timestamp}", DateTime.Now.ToString("yyyyMMdd-HHmmss")));
+        var dir = baseDir;
+        for (int i = 2; Directory.Exists(dir) || File.Exists(dir); i++) dir = $"{baseDir}-{i}";
+        Directory.CreateDirectory(dir);
+        return dir;
+    }
+
+    static RunResult Execute(PreparedRun run, RunRequest request, CancellationToken cancellation)
+    {
+        var spec = run.Spec;
+        string outDir;
+        try { outDir = CreateOutputDirectory(spec, request.OutDir); }
+        catch (PipelineException e) { return new RunResult(2, null, null, e.Errors); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return new RunResult(2, null, null, [new(spec.File, 0, 0, $"cannot create the output folder: {e.Message}")]);
+        }
+        var observer = request.Observer;
+        foreach (var w in run.Warnings) observer?.Warning(w);
+        var artifacts = new List<ArtifactRecord>();
+        var stepRecords = run.Steps.Select(s => new JsonObject { ["id"] = s.Spec.Id, ["uses"] = s.Spec.Uses, ["status"] = "pending" }).ToList();
+        var started = DateTimeOffset.Now;
+        var manifest = BuildManifest(run, request, started);
+        manifest["steps"] = new JsonArray(stepRecords.Cast<JsonNode>().ToArray());
+        void Save(string status)
+        {
+            manifest["status"] = status;
+            manifest["finishedAt"] = status == "running" ? null : DateTimeOffset.Now.ToString("o");
+            manifest["artifacts"] = JsonSerializer.SerializeToNode(artifacts, Manifest.JsonOptions);
+            Manifest.Write(outDir, manifest);
+        }
+        Save("running");
+
+        int failed = 0;
+        for (int i = 0; i < run.Steps.Count; i++)
+        {
+            var step = run.Steps[i];
+            var rec = stepRecords[i];
+            if (cancellation.IsCancellationRequested) { rec["status"] = "cancelled"; failed++; continue; }
+            observer?.StepStarted(step.Spec.Id, step.Spec.Uses, i, run.Steps.Count);
+            var metrics = new Dictionary<string, double>();
+            var warnings = new List<string>();
+            var sink = new StepArtifactSink(outDir, step.Spec.Id, artifacts, metrics);
+            var ctx = new AnalysisContext(run, step, sink, cancellation, observer, warnings);
+            rec["status"] = "running";
+            rec["startedAt"] = DateTimeOffset.Now.ToString("o");
+            rec["options"] = JsonSerializer.SerializeToNode(step.Options, step.Options.GetType(), Manifest.JsonOptions);
+            rec["target"] = step.Target.Describe();
+            var sw = Stopwatch.StartNew();
+            string status; string? error = null;
+            try
+            {
+                using (NewDisposeScope()) step.Analysis.Run(step.Options, ctx);
+                status = "succeeded";
+            }
+            catch (OperationCanceledException) when (cancellation.IsCancellationRequested) { status = "cancelled"; error = "cancelled by the user"; }
+            catch (Exception e)
+            {
+                status = "failed";
+                error = e is LoupeException ? e.Message : $"{e.GetType().Name}: {e.Message}";
+                rec["errorDetail"] = e.ToString();
+            }
+            sw.Stop();
+            if (status != "succeeded") failed++;
+            rec["status"] = status;
+            rec["durationMs"] = Math.Round(sw.Elapsed.TotalMilliseconds, 1);
+            if (error != null) rec["error"] = error;
+            if (warnings.Count > 0) rec["warnings"] = new JsonArray(warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
+            if (metrics.Count > 0) rec["metrics"] = JsonSerializer.SerializeToNode(metrics, Manifest.JsonOptions);
+            observer?.StepFinished(step.Spec.Id, status, sw.Elapsed, error);
+            Save("running");
+        }
+        manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
+        Save(failed == 0 ? "succeeded" : cancellation.IsCancellationRequested ? "cancelled" : "failed");
+        return new RunResult(failed == 0 ? 0 : 1, outDir, manifest, []);
+    }
+
+    static JsonObject BuildManifest(PreparedRun run, RunRequest request, DateTimeOffset started)
+    {
+        var spec = run.Spec;
+        JsonArray Files(IEnumerable<string> files) => new(files.Select(f => (JsonNode)new JsonObject
+        {
+            ["path"] = f, ["sha256"] = File.Exists(f) ? PluginHost.Sha256File(f) : null,
+        }).ToArray());
+        return new JsonObject
+        {
+            ["loupe"] = typeof(PipelineRunner).Assembly.GetName().Version?.ToString(3),
+            ["runId"] = Guid.NewGuid().ToString("N"),
+            ["status"] = "running",
+            ["startedAt"] = started.ToString("o"),
+            ["pipelineFile"] = spec.File,
+            ["pipelineSha256"] = PluginHost.Sha256File(spec.File),
+            ["overrides"] = new JsonArray(request.Overrides.Select(o => (JsonNode)JsonValue.Create(o)!).ToArray()),
+            ["pipeline"] = Manifest.FromYaml(spec.Root),
+            ["seed"] = spec.Seed,
+            ["environment"] = new JsonObject
+            {
+                ["dotnet"] = Environment.Version.ToString(),
+                ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+                ["torchSharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
+                ["threads"] = torch.get_num_threads(),
+                ["contract"] = LoupeContract.Version,
+                ["plugins"] = JsonSerializer.SerializeToNode(run.Registry.Plugins, Manifest.JsonOptions),
+            },
+            ["model"] = new JsonObject
+            {
+                ["uses"] = spec.Model!.Uses,
+                ["options"] = JsonSerializer.SerializeToNode(run.ModelOptions, run.ModelOptions.GetType(), Manifest.JsonOptions),
+                ["input"] = JsonSerializer.SerializeToNode(run.Input, Manifest.JsonOptions),
+                ["labels"] = new JsonArray(run.Labels.Select(l => (JsonNode)JsonValue.Create(l)!).ToArray()),
+                ["files"] = Files(run.ModelFiles),
+            },
+            ["data"] = run.Data is null ? null : new JsonObject
+            {
+                ["uses"] = spec.Data!.Uses,
+                ["options"] = JsonSerializer.SerializeToNode(run.DataOptions!, run.DataOptions!.GetType(), Manifest.JsonOptions),
+                ["count"] = run.Data.Count,
+                ["files"] = Files(run.Data.Files),
+            },
+            ["warnings"] = new JsonArray(run.Warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray()),
+        };
+    }
+
+    sealed class NoTarget : ITarget
+    {
+        public static readonly NoTarget Instance = new();
+        public IReadOnlyCollection<string> RequiredLayers => [];
+        public TargetSelection Select(TargetInput original) => throw new LoupeException("this step has no target");
+        public Tensor Scores(TargetInput input, TargetSelection selection) => throw new LoupeException("this step has no target");
+        public string Describe() => "none";
+    }
+}
+
+/// <summary>YAML <c>model.input</c>: overrides the model's default preprocessing.</summary>
+public sealed record InputOptions
+{
+    /// <summary>[height, width] (one value: square).</summary>
+    public int[]? Size { get; init; }
+    /// <summary>Channel count (1 or 3).</summary>
+    public int? Channels { get; init; }
+    /// <summary>Per-channel mean (applied after ÷255).</summary>
+    public float[]? Mean { get; init; }
+    /// <summary>Per-channel std.</summary>
+    public float[]? Std { get; init; }
+
+    /// <summary>The spec with these overrides applied.</summary>
+    public InputSpec Apply(InputSpec s) => new(
+        Channels ?? s.Channels,
+        Size is { Length: > 0 } ? Size[0] : s.Height,
+        Size is { Length: > 1 } ? Size[1] : Size is { Length: 1 } ? Size[0] : s.Width,
+        Mean ?? s.Mean, Std ?? s.Std);
+}

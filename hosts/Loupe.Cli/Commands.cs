@@ -1,0 +1,158 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+using Loupe.Core;
+
+namespace Loupe.Cli;
+
+/// <summary>The CLI verbs. Exit codes: 0 success, 1 a step failed, 2 invalid pipeline or usage.</summary>
+internal static class Commands
+{
+    static IReadOnlyList<string> PluginDirs
+    {
+        get
+        {
+            var extra = Environment.GetEnvironmentVariable("LOUPE_PLUGIN_PATH");
+            var dirs = new List<string> { PluginHost.DefaultPluginDirectory };
+            if (!string.IsNullOrEmpty(extra)) dirs.AddRange(extra.Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries));
+            return dirs;
+        }
+    }
+
+    static void Error(string message) => Console.Error.WriteLine(message);
+
+    public static int Run(string[] files, string? outDir, string[] overrides, bool quiet, bool json)
+    {
+        if (outDir is not null && files.Length > 1) { Error("error: --out can only be used with a single pipeline file"); return 2; }
+        using var cts = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            if (cts.IsCancellationRequested) return; // a second Ctrl+C terminates
+            e.Cancel = true;
+            cts.Cancel();
+            Console.Error.WriteLine("\nloupe: stopping after the current step (Ctrl+C again to abort)...");
+        };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            int worst = 0;
+            var summaries = new JsonArray();
+            foreach (var file in files)
+            {
+                var observer = new ConsoleObserver(quiet || json);
+                var sw = Stopwatch.StartNew();
+                var result = PipelineRunner.Run(new RunRequest(file) { OutDir = outDir, Overrides = overrides, PluginDirectories = PluginDirs, Observer = observer }, cts.Token);
+                sw.Stop();
+                foreach (var e in result.Errors) Error(e.ToString());
+                if (json) summaries.Add(Summary(file, result));
+                else if (result.OutDir is not null) observer.PrintSummary(result, sw.Elapsed);
+                worst = Math.Max(worst, result.ExitCode);
+                if (cts.IsCancellationRequested) break;
+            }
+            if (json) Console.WriteLine(summaries.Count == 1 ? summaries[0]!.ToJsonString(Manifest.JsonOptions) : summaries.ToJsonString(Manifest.JsonOptions));
+            return worst;
+        }
+        finally { Console.CancelKeyPress -= onCancel; }
+    }
+
+    static JsonObject Summary(string file, RunResult r) => new()
+    {
+        ["pipeline"] = Path.GetFullPath(file),
+        ["exitCode"] = r.ExitCode,
+        ["outDir"] = r.OutDir,
+        ["status"] = r.Manifest?["status"]?.GetValue<string>() ?? "invalid",
+        ["errors"] = new JsonArray(r.Errors.Select(e => (JsonNode)JsonValue.Create(e.ToString())!).ToArray()),
+        ["steps"] = r.Manifest?["steps"]?.DeepClone(),
+    };
+
+    public static int Validate(string file, string[] overrides, bool json)
+    {
+        try
+        {
+            using var prepared = PipelineRunner.Prepare(new RunRequest(file) { Overrides = overrides, PluginDirectories = PluginDirs });
+            if (json) Console.WriteLine(new JsonObject { ["pipeline"] = Path.GetFullPath(file), ["valid"] = true, ["steps"] = prepared.Steps.Count }.ToJsonString());
+            else Console.WriteLine($"{file}: valid ({prepared.Steps.Count} step(s): {string.Join(", ", prepared.Steps.Select(s => $"{s.Spec.Id} [{s.Spec.Uses}]"))})");
+            foreach (var w in prepared.Warnings) Console.Error.WriteLine("warning: " + w);
+            return 0;
+        }
+        catch (PipelineException e)
+        {
+            foreach (var err in e.Errors) Error(err.ToString());
+            if (json) Console.WriteLine(new JsonObject { ["pipeline"] = Path.GetFullPath(file), ["valid"] = false, ["errors"] = new JsonArray(e.Errors.Select(x => (JsonNode)JsonValue.Create(x.ToString())!).ToArray()) }.ToJsonString());
+            return 2;
+        }
+    }
+
+    static ComponentRegistry? LoadRegistry()
+    {
+        try { return ComponentRegistry.Load(PluginDirs); }
+        catch (LoupeException e) { Error("error: " + e.Message); return null; }
+    }
+
+    public static int Plugins(bool json)
+    {
+        using var registry = LoadRegistry();
+        if (registry is null) return 2;
+        if (json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                plugins = registry.Plugins,
+                components = registry.Components.Select(c => new { c.Id, Kind = c.Kind.ToString().ToLowerInvariant(), c.Description, c.Source }),
+            }, Manifest.JsonOptions));
+            return 0;
+        }
+        foreach (var p in registry.Plugins) Console.WriteLine($"{p.Name} {p.Version} (contract {p.ContractVersion})  {p.Path}");
+        Console.WriteLine();
+        foreach (var group in registry.Components.GroupBy(c => c.Kind).OrderBy(g => g.Key))
+        {
+            Console.WriteLine(group.Key.ToString().ToLowerInvariant() switch { "data" => "data sources:", var k => k + "s:" });
+            foreach (var c in group.OrderBy(c => c.Id)) Console.WriteLine($"  {c.Id,-20} {c.Description}  [{c.Source}]");
+        }
+        return 0;
+    }
+
+    public static int Describe(string id, bool json)
+    {
+        using var registry = LoadRegistry();
+        if (registry is null) return 2;
+        var matches = registry.Components.Where(c => c.Id == id).ToList();
+        if (matches.Count == 0)
+        {
+            Error($"error: no component '{id}'{Suggest.DidYouMean(id, registry.Components.Select(c => c.Id))}; run 'loupe plugins' for the list");
+            return 2;
+        }
+        foreach (var c in matches)
+        {
+            var options = Inspector.Options(c.OptionsType);
+            if (json)
+            {
+                Console.WriteLine(JsonSerializer.Serialize(new { c.Id, Kind = c.Kind.ToString().ToLowerInvariant(), c.Description, c.Source, Options = options }, Manifest.JsonOptions));
+                continue;
+            }
+            Console.WriteLine($"{c.Id} ({c.Kind.ToString().ToLowerInvariant()}, from {c.Source})");
+            Console.WriteLine($"  {c.Description}");
+            Console.WriteLine(options.Count == 0 ? "  options: none" : "  options (under 'with:'):");
+            foreach (var o in options)
+                Console.WriteLine($"    {o.Name,-20} {o.Type}{(o.Required ? ", required" : "")}{(o.Default is null ? "" : $", default {o.Default}")}{(o.Description is null ? "" : $"\n    {"",-20} {o.Description}")}");
+        }
+        return 0;
+    }
+
+    public static int Layers(string file, string[] overrides, bool json)
+    {
+        try
+        {
+            var (rows, input) = Inspector.Layers(file, overrides, PluginDirs);
+            if (json) { Console.WriteLine(JsonSerializer.Serialize(new { input, layers = rows }, Manifest.JsonOptions)); return 0; }
+            Console.WriteLine($"input: {input.Channels}×{input.Height}×{input.Width}, mean [{string.Join(", ", input.Mean)}], std [{string.Join(", ", input.Std)}]");
+            var width = rows.Count == 0 ? 10 : rows.Max(r => r.Name.Length) + 2;
+            foreach (var r in rows)
+                Console.WriteLine($"{r.Name.PadRight(width)}{r.Kind,-22}{(r.OutputShape is null ? "" : string.Join("×", r.OutputShape))}");
+            return 0;
+        }
+        catch (PipelineException e) { foreach (var err in e.Errors) Error(err.ToString()); return 2; }
+        catch (LoupeException e) { Error($"{file}: error: {e.Message}"); return 2; }
+    }
+}

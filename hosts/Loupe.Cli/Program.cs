@@ -1,0 +1,40 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+using Loupe.Cli;
+using Loupe.Core;
+
+var quiet = new Option<bool>("--quiet", "-q") { Description = "print only errors and the output folder", Recursive = true };
+var json = new Option<bool>("--json") { Description = "print a machine-readable JSON summary on stdout", Recursive = true };
+var setOpt = new Option<string[]>("--set") { Description = "override a pipeline value, e.g. --set steps.cam.with.layer=layer3 (repeatable)" };
+var outOpt = new Option<string?>("--out") { Description = "output folder (must not exist or be empty; default from output.dir)" };
+var files = new Argument<string[]>("pipeline") { Description = "pipeline YAML file(s)", Arity = ArgumentArity.OneOrMore };
+var oneFile = new Argument<string>("pipeline") { Description = "pipeline YAML file" };
+var idArg = new Argument<string>("id") { Description = "component id, e.g. grad-cam" };
+
+var root = new RootCommand("loupe — look inside convolutional networks: YAML pipelines of explanation techniques loaded from plugins.");
+root.Options.Add(quiet);
+root.Options.Add(json);
+
+var run = new Command("run", "validate and run pipeline file(s); exit code 0 only if every step succeeded") { files, outOpt, setOpt };
+run.SetAction(pr => Commands.Run(pr.GetValue(files)!, pr.GetValue(outOpt), pr.GetValue(setOpt) ?? [], pr.GetValue(quiet), pr.GetValue(json)));
+root.Subcommands.Add(run);
+
+var validate = new Command("validate", "check a pipeline (keys, ids, options, files, layers, capabilities) without running it") { oneFile, setOpt };
+validate.SetAction(pr => Commands.Validate(pr.GetValue(oneFile)!, pr.GetValue(setOpt) ?? [], pr.GetValue(json)));
+root.Subcommands.Add(validate);
+
+var plugins = new Command("plugins", "list loaded plugins and their components");
+plugins.SetAction(pr => Commands.Plugins(pr.GetValue(json)));
+root.Subcommands.Add(plugins);
+
+var describe = new Command("describe", "show a component's options: types, defaults, descriptions") { idArg };
+describe.SetAction(pr => Commands.Describe(pr.GetValue(idArg)!, pr.GetValue(json)));
+root.Subcommands.Add(describe);
+
+var layers = new Command("layers", "list the layers (and output shapes) of a pipeline's model") { oneFile, setOpt };
+layers.SetAction(pr => Commands.Layers(pr.GetValue(oneFile)!, pr.GetValue(setOpt) ?? [], pr.GetValue(json)));
+root.Subcommands.Add(layers);
+
+return root.Parse(args).Invoke();

@@ -1,0 +1,158 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.PixelFormats;
+using SixLabors.ImageSharp.Processing;
+using static TorchSharp.torch;
+
+namespace Loupe.Data;
+
+/// <summary>What to do with an unreadable input in the middle of a dataset.</summary>
+public enum OnError
+{
+    /// <summary>Stop with an error naming the file.</summary>
+    Fail,
+    /// <summary>Skip it and record a warning in the manifest.</summary>
+    Skip,
+}
+
+/// <summary>Options of <c>image-folder</c>.</summary>
+public sealed record ImageFolderOptions
+{
+    /// <summary>Folder of images.</summary>
+    [Required, FilePath(Directory = true), Description("folder of PNG/JPEG/BMP images (sorted by name)")]
+    public string Path { get; init; } = "";
+    /// <summary>Include subfolders.</summary>
+    [Description("include subfolders")]
+    public bool Recursive { get; init; }
+    /// <summary>At most this many images.</summary>
+    [Range(1, int.MaxValue), Description("read at most this many images")]
+    public int? Limit { get; init; }
+    /// <summary>Unreadable images policy.</summary>
+    [Description("unreadable image: fail (default) or skip with a warning")]
+    public OnError OnError { get; init; } = OnError.Fail;
+}
+
+/// <summary>Images from a folder. Preprocessing, exactly: decode to 8-bit RGB (or 8-bit luminance, BT.709, for
+/// 1-channel models); resize to the model's H×W with ImageSharp's bilinear (Triangle) resampler, stretching;
+/// then float32 ÷ 255. The host then normalises (x − mean) / std.</summary>
+public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
+{
+    static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".webp"];
+
+    /// <inheritdoc/>
+    public override IDataSource Open(ImageFolderOptions options, DataOpenContext context)
+    {
+        var files = Directory.EnumerateFiles(options.Path, "*", options.Recursive ? SearchOption.AllDirectories : SearchOption.TopDirectoryOnly)
+            .Where(f => Extensions.Contains(System.IO.Path.GetExtension(f).ToLowerInvariant()))
+            .OrderBy(f => f, StringComparer.Ordinal).ToList();
+        if (options.Limit is { } limit) files = files.Take(limit).ToList();
+        var usable = new List<string>();
+        foreach (var f in files)
+        {
+            // Header only: refuse undecodable and oversized images before any pixel buffer is allocated.
+            var problem = ImageDecoding.Check(f, context.MaxImagePixels);
+            if (problem is null) { usable.Add(f); continue; }
+            if (options.OnError == OnError.Skip) context.Warn($"skipped {f}: {problem}");
+            else throw new LoupeException($"{f}: {problem}");
+        }
+        return new ImageFolderSource(options, usable, context);
+    }
+
+    sealed class ImageFolderSource(ImageFolderOptions options, List<string> files, DataOpenContext context) : IDataSource
+    {
+        public long? Count => files.Count;
+        public bool Preprocessed => false;
+        public IEnumerable<string> Files => files;
+
+        public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
+        {
+            var ids = new List<string>();
+            var pixels = new List<float>();
+            foreach (var f in files)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                float[] px;
+                try { px = ImageDecoding.Load(f, spec, context.MaxImagePixels); }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    var msg = $"{f}: cannot decode image ({e.Message})";
+                    if (options.OnError == OnError.Skip) { context.Warn("skipped " + msg); continue; }
+                    throw new LoupeException(msg, e);
+                }
+                ids.Add(System.IO.Path.GetRelativePath(options.Path, f));
+                pixels.AddRange(px);
+                if (ids.Count == batchSize)
+                {
+                    yield return Batch(ids, pixels, spec);
+                    ids.Clear(); pixels.Clear();
+                }
+            }
+            if (ids.Count > 0) yield return Batch(ids, pixels, spec);
+        }
+
+        static DataBatch Batch(List<string> ids, List<float> pixels, InputSpec spec) =>
+            new([.. ids], tensor(pixels.ToArray(), [ids.Count, spec.Channels, spec.Height, spec.Width]), null);
+
+        public void Dispose() { }
+    }
+}
+
+/// <summary>Image decoding with limits (ImageSharp 2.x has reported flaws with crafted files: check the header first).</summary>
+public static class ImageDecoding
+{
+    /// <summary>Null when the header is readable and within the pixel budget, else the problem.</summary>
+    public static string? Check(string file, long maxPixels)
+    {
+        try
+        {
+            var info = Image.Identify(file);
+            if (info is null) return "not a recognised image format";
+            if (info.Width <= 0 || info.Height <= 0) return "image has no pixels";
+            if ((long)info.Width * info.Height > maxPixels)
+                return $"image is {info.Width}×{info.Height} = {(long)info.Width * info.Height} pixels, over the limit of {maxPixels}";
+            return null;
+        }
+        catch (Exception e) { return $"not a readable image ({e.GetType().Name}: {e.Message})"; }
+    }
+
+    /// <summary>Decodes, resizes and scales to [0,1]; returns C×H×W floats.</summary>
+    public static float[] Load(string file, InputSpec spec, long maxPixels)
+    {
+        if (Check(file, maxPixels) is { } problem) throw new LoupeException(problem);
+        using var img = Image.Load<Rgb24>(file);
+        if (img.Width != spec.Width || img.Height != spec.Height)
+            img.Mutate(c => c.Resize(new ResizeOptions { Size = new SixLabors.ImageSharp.Size(spec.Width, spec.Height), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Triangle }));
+        int hw = spec.Height * spec.Width;
+        var result = new float[spec.Channels * hw];
+        if (spec.Channels == 1)
+        {
+            using var grey = img.CloneAs<L8>();
+            grey.ProcessPixelRows(rows =>
+            {
+                for (int y = 0; y < rows.Height; y++)
+                {
+                    var row = rows.GetRowSpan(y);
+                    for (int x = 0; x < row.Length; x++) result[y * spec.Width + x] = row[x].PackedValue / 255f;
+                }
+            });
+        }
+        else
+        {
+            img.ProcessPixelRows(rows =>
+            {
+                for (int y = 0; y < rows.Height; y++)
+                {
+                    var row = rows.GetRowSpan(y);
+                    for (int x = 0; x < row.Length; x++)
+                    {
+                        int i = y * spec.Width + x;
+                        result[i] = row[x].R / 255f; result[hw + i] = row[x].G / 255f; result[2 * hw + i] = row[x].B / 255f;
+                    }
+                }
+            });
+        }
+        return result;
+    }
+}

@@ -1,0 +1,73 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Data;
+
+/// <summary>Options of <c>npy</c>.</summary>
+public sealed record NpyDataOptions
+{
+    /// <summary>The tensor file.</summary>
+    [Required, FilePath, Description("float32 .npy of shape N×C×H×W, already preprocessed (normalised) model input")]
+    public string Path { get; init; } = "";
+}
+
+/// <summary>Preprocessed tensors from a <c>.npy</c> file (N×C×H×W float32, C-order), streamed batch by batch.
+/// No resizing or normalisation: results can be compared exactly with other tools on the same tensor.</summary>
+public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
+{
+    /// <inheritdoc/>
+    public override IDataSource Open(NpyDataOptions options, DataOpenContext context)
+    {
+        Npy.Header h;
+        long length;
+        using (var s = File.OpenRead(options.Path)) { h = Npy.ReadHeader(s, options.Path); length = s.Length; }
+        if (h.Descr is not ("<f4" or "|f4")) throw new LoupeException($"{options.Path}: dtype '{h.Descr}' is not supported; save float32 (<f4)");
+        if (h.FortranOrder) throw new LoupeException($"{options.Path}: Fortran-order arrays are not supported; save C-order");
+        if (h.Shape.Length != 4) throw new LoupeException($"{options.Path}: expected 4 dimensions N×C×H×W, found shape ({string.Join(",", h.Shape)})");
+        var spec = context.Input;
+        if (h.Shape[1] != spec.Channels || h.Shape[2] != spec.Height || h.Shape[3] != spec.Width)
+            throw new LoupeException($"{options.Path}: shape ({string.Join(",", h.Shape)}) does not match the model input N×{spec.Channels}×{spec.Height}×{spec.Width}");
+        if (length - h.DataOffset < h.Count * 4)
+            throw new LoupeException($"{options.Path}: truncated: shape ({string.Join(",", h.Shape)}) needs {h.Count * 4} bytes of data, the file has {length - h.DataOffset}");
+        return new NpySource(options.Path, h);
+    }
+
+    sealed class NpySource(string path, Npy.Header header) : IDataSource
+    {
+        public long? Count => header.Shape[0];
+        public bool Preprocessed => true;
+        public IEnumerable<string> Files => [path];
+
+        public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
+        {
+            long item = header.Shape[1] * header.Shape[2] * header.Shape[3];
+            using var s = File.OpenRead(path);
+            s.Position = header.DataOffset;
+            var buf = new float[batchSize * item];
+            for (long done = 0; done < header.Shape[0];)
+            {
+                cancellation.ThrowIfCancellationRequested();
+                int n = (int)Math.Min(batchSize, header.Shape[0] - done);
+                var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(buf.AsSpan(0, (int)(n * item)));
+                s.ReadExactly(bytes);
+                var ids = Enumerable.Range(0, n).Select(i => (done + i).ToString("D5")).ToArray();
+                yield return new DataBatch(ids, tensor(buf.AsSpan(0, (int)(n * item)).ToArray(), [n, header.Shape[1], header.Shape[2], header.Shape[3]]), null);
+                done += n;
+            }
+        }
+
+        public void Dispose() { }
+    }
+}
+
+/// <summary>Registers the data sources.</summary>
+public sealed class Registrar : IPluginRegistrar
+{
+    /// <inheritdoc/>
+    public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
+        .AddLoupeData<ImageFolderAdapter>("image-folder", "PNG/JPEG/BMP images from a folder, resized and normalised per the model's input spec")
+        .AddLoupeData<IdxAdapter>("idx", "IDX files (MNIST / Fashion-MNIST), gzip or raw, streamed")
+        .AddLoupeData<NpyDataAdapter>("npy", "preprocessed N×C×H×W float32 tensors from a .npy file");
+}

@@ -1,0 +1,86 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.TorchSharp;
+
+/// <summary>Options of the <c>torchvision</c> backend.</summary>
+public sealed record TorchVisionOptions
+{
+    /// <summary>Architecture name.</summary>
+    [Required, Description("architecture: resnet18, resnet34, resnet50, vgg11, vgg16, alexnet or fashion-cnn (the Loupe demo CNN)")]
+    public string Architecture { get; init; } = "";
+
+    /// <summary>Number of outputs of the classifier head.</summary>
+    [Range(1, 100_000), Description("number of classes of the classifier head (default: 1000, or 10 for fashion-cnn)")]
+    public int? NumClasses { get; init; }
+
+    /// <summary>Weights file.</summary>
+    [FilePath, Description("weights: PyTorch state_dict (.pt/.pth, zip format), .safetensors, or TorchSharp .dat; omit for a seeded random initialisation")]
+    public string? Weights { get; init; }
+}
+
+/// <summary>TorchVision architectures (and the demo CNN) as a differentiable TorchSharp model.</summary>
+public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
+{
+    static readonly InputSpec ImageNet = new(3, 224, 224, [0.485f, 0.456f, 0.406f], [0.229f, 0.224f, 0.225f]);
+    /// <summary>Fashion-MNIST training-set statistics (pixels ÷255).</summary>
+    public static readonly InputSpec FashionMnist = new(1, 28, 28, [0.2860f], [0.3530f]);
+
+    /// <summary>Supported architecture names.</summary>
+    public static readonly string[] Architectures = ["resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "alexnet", "fashion-cnn"];
+
+    /// <summary>Builds an architecture with default initialisation.</summary>
+    public static nn.Module<Tensor, Tensor> Build(string architecture, int numClasses) => architecture switch
+    {
+        "resnet18" => torchvision.models.resnet18(num_classes: numClasses),
+        "resnet34" => torchvision.models.resnet34(num_classes: numClasses),
+        "resnet50" => torchvision.models.resnet50(num_classes: numClasses),
+        "vgg11" => torchvision.models.vgg11(num_classes: numClasses),
+        "vgg16" => torchvision.models.vgg16(num_classes: numClasses),
+        "alexnet" => torchvision.models.alexnet(num_classes: numClasses),
+        "fashion-cnn" => new FashionCnn(numClasses),
+        _ => throw new LoupeException($"unknown architecture '{architecture}'; supported: {string.Join(", ", Architectures)}"),
+    };
+
+    /// <inheritdoc/>
+    public override IModel Load(TorchVisionOptions options, ModelLoadContext context)
+    {
+        var arch = options.Architecture.Trim().ToLowerInvariant();
+        if (!Architectures.Contains(arch))
+        {
+            throw new LoupeException($"unknown architecture '{options.Architecture}'{Suggest.DidYouMean(arch, Architectures)}; supported: {string.Join(", ", Architectures)}");
+        }
+        var classes = options.NumClasses ?? (arch == "fashion-cnn" ? 10 : 1000);
+        if (options.Weights is null)
+        {
+            torch.manual_seed(context.Seed);
+            context.Warn($"model '{arch}' has no weights: using a random initialisation (seed {context.Seed})");
+        }
+        var module = Build(arch, classes);
+        try
+        {
+            if (options.Weights is not null) Weights.Load(module, options.Weights);
+        }
+        catch
+        {
+            module.Dispose();
+            throw;
+        }
+        return new TorchModel(module, arch == "fashion-cnn" ? FashionMnist : ImageNet, null);
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Files(TorchVisionOptions options, string baseDirectory) =>
+        options.Weights is null ? [] : [options.Weights];
+}
+
+/// <summary>Registers the TorchSharp backend.</summary>
+public sealed class Registrar : IPluginRegistrar
+{
+    /// <inheritdoc/>
+    public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) =>
+        services.AddLoupeModel<TorchVisionAdapter>("torchvision", "TorchVision architectures (resnet, vgg, alexnet) and the Loupe demo CNN in TorchSharp; differentiable");
+}

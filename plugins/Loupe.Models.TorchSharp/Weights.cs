@@ -1,0 +1,106 @@
+using System.Collections;
+using Loupe.Abstractions;
+using TorchSharp;
+using TorchSharp.PyBridge;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.TorchSharp;
+
+/// <summary>Loads weights into a module from PyTorch <c>torch.save(state_dict)</c> files (zip format),
+/// <c>.safetensors</c>, or TorchSharp's own <c>.dat</c> format, and reports every missing, unexpected
+/// or mis-shaped tensor by name. Pickles are read by PyBridge's restricted unpickler: no code runs.</summary>
+public static class Weights
+{
+    /// <summary>Largest weights file accepted.</summary>
+    public const long MaxBytes = 4L << 30;
+
+    /// <summary>Reads a state dict (name → tensor). Throws <see cref="LoupeException"/> naming the file.</summary>
+    public static Dictionary<string, Tensor> ReadStateDict(string path)
+    {
+        if (!File.Exists(path)) throw new LoupeException($"weights file not found: {path}");
+        var length = new FileInfo(path).Length;
+        if (length > MaxBytes) throw new LoupeException($"{path}: {length} bytes exceeds the weights size limit of {MaxBytes} bytes");
+        var ext = Path.GetExtension(path).ToLowerInvariant();
+        try
+        {
+            if (ext == ".safetensors")
+            {
+                CheckSafetensorsHeader(path, length);
+                return Safetensors.LoadStateDict(path);
+            }
+            if (ext is ".pt" or ".pth" or ".bin" or ".ckpt")
+            {
+                CheckZip(path);
+                var table = PyTorchUnpickler.UnpickleStateDict(path);
+                var dict = new Dictionary<string, Tensor>();
+                foreach (DictionaryEntry e in table)
+                {
+                    if (e.Value is not Tensor t)
+                        throw new LoupeException($"{path}: entry '{e.Key}' is a {e.Value?.GetType().Name ?? "null"}, not a tensor; save with torch.save(model.state_dict(), path)");
+                    dict[(string)e.Key] = t;
+                }
+                return dict;
+            }
+        }
+        catch (LoupeException) { throw; }
+        catch (Exception e)
+        {
+            throw new LoupeException($"{path}: cannot read weights ({e.GetType().Name}: {e.Message}). Expected a PyTorch state_dict saved with torch.save(model.state_dict(), path) in the zip format, or a .safetensors file; legacy and whole-model pickles are refused, never executed", e);
+        }
+        throw new LoupeException($"{path}: unknown weights format '{ext}' (use .pt/.pth, .safetensors or TorchSharp .dat)");
+    }
+
+    static void CheckZip(string path)
+    {
+        Span<byte> head = stackalloc byte[4];
+        using var s = File.OpenRead(path);
+        if (s.ReadAtLeast(head, 4, false) < 4 || head[0] != (byte)'P' || head[1] != (byte)'K')
+            throw new LoupeException($"{path}: not a PyTorch zip checkpoint (legacy pickles and other formats are refused, never executed); re-save with torch.save(model.state_dict(), path) from PyTorch ≥ 1.6");
+    }
+
+    static void CheckSafetensorsHeader(string path, long length)
+    {
+        Span<byte> head = stackalloc byte[8];
+        using var s = File.OpenRead(path);
+        if (s.ReadAtLeast(head, 8, false) < 8) throw new LoupeException($"{path}: truncated safetensors file");
+        var n = BitConverter.ToUInt64(head);
+        if (n > 100_000_000 || (long)n > length - 8) throw new LoupeException($"{path}: safetensors header length {n} is invalid for a {length}-byte file");
+    }
+
+    /// <summary>Loads weights into <paramref name="module"/>; strict by name and shape.</summary>
+    public static void Load(nn.Module module, string path)
+    {
+        if (Path.GetExtension(path).Equals(".dat", StringComparison.OrdinalIgnoreCase))
+        {
+            try { module.load(path, strict: true); }
+            catch (Exception e) { throw new LoupeException($"{path}: cannot load TorchSharp weights: {e.Message}", e); }
+            return;
+        }
+        var source = ReadStateDict(path);
+        try
+        {
+            // Checkpoints saved from DataParallel prefix every name with "module.".
+            if (source.Count > 0 && source.Keys.All(k => k.StartsWith("module.", StringComparison.Ordinal)))
+                source = source.ToDictionary(kv => kv.Key["module.".Length..], kv => kv.Value);
+            var target = module.state_dict();
+            var missing = target.Keys.Where(k => !source.ContainsKey(k)).ToList();
+            var unexpected = source.Keys.Where(k => !target.ContainsKey(k)).ToList();
+            var mismatched = target.Keys.Where(source.ContainsKey)
+                .Where(k => !target[k].shape.SequenceEqual(source[k].shape))
+                .Select(k => $"{k}: file has ({string.Join("×", source[k].shape)}), model expects ({string.Join("×", target[k].shape)})").ToList();
+            if (missing.Count + unexpected.Count + mismatched.Count > 0)
+            {
+                static string List(string what, List<string> items) => items.Count == 0 ? "" :
+                    $"\n  {what} ({items.Count}): {string.Join(", ", items.Take(8))}{(items.Count > 8 ? ", ..." : "")}";
+                throw new LoupeException($"{path}: weights do not fit this architecture:" + List("shape mismatch", mismatched) + List("missing", missing) + List("unexpected", unexpected));
+            }
+            using var _ = no_grad();
+            foreach (var (k, t) in target)
+                t.copy_(source[k].to(t.dtype));
+        }
+        finally
+        {
+            foreach (var t in source.Values) t.Dispose();
+        }
+    }
+}
