@@ -44,6 +44,7 @@ public static class OptionsBinder
         catch (Exception e) { throw new InvalidOperationException($"options type {type.Name} needs a public parameterless constructor", e); }
         var props = Properties(type);
         var seen = new HashSet<PropertyInfo>();
+        var likelyTypos = new HashSet<string>();
 
         if (node is YamlScalarNode shorthand && !string.IsNullOrEmpty(shorthand.Value) &&
             props.FirstOrDefault(p => p.GetCustomAttribute<ShorthandAttribute>() != null) is { } sp)
@@ -60,6 +61,7 @@ public static class OptionsBinder
                 if (prop is null)
                 {
                     var names = props.Select(YamlName).ToArray();
+                    if (Suggest.Closest(key, names) is { } near) likelyTypos.Add(near);
                     errors.Add(PipelineParser.At(file, k, $"unknown option '{key}' for {where}{Suggest.DidYouMean(key, names)}; options: {(names.Length == 0 ? "(none)" : string.Join(", ", names))}"));
                     continue;
                 }
@@ -79,6 +81,7 @@ public static class OptionsBinder
             var keyMark = FindKeyMark(node as YamlMappingNode, p) ?? node?.Start ?? fallback;
             if (p.GetCustomAttribute<RequiredAttribute>() != null && (val is null || val is string s && string.IsNullOrWhiteSpace(s)))
             {
+                if (likelyTypos.Contains(YamlName(p))) continue; // already reported as a misspelt key
                 errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, $"{where}: option '{YamlName(p)}' is required"));
                 continue;
             }

@@ -47,6 +47,12 @@ public static class PipelineParser
         {
             throw new PipelineException([new(file, (int)e.Start.Line, (int)e.Start.Column, "malformed YAML: " + Clean(e))]);
         }
+        catch (Exception e) when (e is InvalidOperationException or ArgumentException or IndexOutOfRangeException or NullReferenceException)
+        {
+            // YamlDotNet occasionally fails without a position; report the last token it could read.
+            var at = LastGoodMark(text);
+            throw new PipelineException([new(file, (int)at.Line, (int)at.Column, $"malformed YAML near here (the parser stopped: {e.Message})")]);
+        }
         foreach (var o in overrides ?? []) Overrides.Apply(root, o, file, errors);
         if (errors.Count > 0) throw new PipelineException(errors);
 
@@ -141,6 +147,18 @@ public static class PipelineParser
 
         if (errors.Count > 0) throw new PipelineException(errors);
         return spec;
+    }
+
+    static Mark LastGoodMark(string text)
+    {
+        var last = new Mark(0, 1, 1);
+        try
+        {
+            var scanner = new Scanner(new StringReader(text));
+            while (scanner.MoveNext()) last = scanner.Current!.End;
+        }
+        catch (Exception) { /* stop at the first token that cannot be read */ }
+        return last;
     }
 
     internal static PipelineError At(string file, YamlNode node, string message) => new(file, (int)node.Start.Line, (int)node.Start.Column, message);

@@ -25,7 +25,7 @@ public sealed class PluginHost
     public static string DefaultPluginDirectory => System.IO.Path.Combine(AppContext.BaseDirectory, "plugins");
 
     /// <summary>Main assemblies of the plugins in a folder: the folder itself and its immediate subfolders,
-    /// each recognised by its <c>.deps.json</c> (a built plugin) next to the matching <c>.dll</c>.</summary>
+    /// each recognised by its <c>.deps.json</c> and <c>.runtimeconfig.json</c> next to the matching <c>.dll</c>.</summary>
     public static IReadOnlyList<string> Discover(string folder)
     {
         if (!Directory.Exists(folder)) throw new LoupeException($"plugin folder not found: {folder}");
@@ -34,8 +34,10 @@ public sealed class PluginHost
         foreach (var dir in dirs)
             foreach (var deps in Directory.GetFiles(dir, "*.deps.json").OrderBy(d => d, StringComparer.Ordinal))
             {
-                var dll = deps[..^".deps.json".Length] + ".dll";
-                if (File.Exists(dll)) result.Add(dll);
+                // A plugin is built with EnableDynamicLoading: it has a .deps.json and a .runtimeconfig.json;
+                // plain libraries copied beside it (e.g. a contract assembly) have no runtimeconfig.
+                var stem = deps[..^".deps.json".Length];
+                if (File.Exists(stem + ".dll") && File.Exists(stem + ".runtimeconfig.json")) result.Add(stem + ".dll");
             }
         return result;
     }

@@ -167,6 +167,7 @@ public static class PipelineRunner
             // Probe the model once: output size, and the shape of every layer the steps name.
             var layerNames = model.Layers.Select(l => l.Name).ToHashSet();
             var refs = stepOptions.Where(o => o is not null).SelectMany(o => o!.Layers).ToList();
+            var badSteps = new HashSet<int>(Enumerable.Range(0, stepOptions.Count).Where(i => stepOptions[i]?.Layers.Any(r => !layerNames.Contains(r.Layer)) == true));
             foreach (var r in refs.Where(r => !layerNames.Contains(r.Layer)))
                 errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' does not exist in the model{Suggest.DidYouMean(r.Layer, layerNames)}; run 'loupe layers {Path.GetFileName(file)}' to list them"));
             var probeLayers = refs.Select(r => r.Layer).Where(layerNames.Contains).Distinct().ToList();
@@ -202,7 +203,7 @@ public static class PipelineRunner
                     foreach (var l in target.RequiredLayers.Where(l => !layerNames.Contains(l)))
                         errors.Add(new(file, (int)tr.Mark.Line, (int)tr.Mark.Column, $"step '{s.Id}' target: layer '{l}' does not exist{Suggest.DidYouMean(l, layerNames)}"));
                 }
-                if (missing == ModelCapabilities.None)
+                if (missing == ModelCapabilities.None && !badSteps.Contains(i))
                     foreach (var msg in analysis.Validate(stepOptions[i]!.Value, vctx))
                         errors.Add(new(file, (int)(s.With?.Start.Line ?? s.Mark.Line), (int)(s.With?.Start.Column ?? s.Mark.Column), $"step '{s.Id}' ({s.Uses}): {msg}"));
                 prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target));

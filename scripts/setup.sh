@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system packages Loupe's build needs on Debian/Ubuntu. Idempotent; safe to re-run.
+#   patchelf, gcc : the TorchSharp compatibility step (build/Loupe.NativeCompat.targets) on systems whose
+#                   libstdc++ lacks GLIBCXX_3.4.32 (Debian 12, Ubuntu 22.04). Nothing is needed elsewhere.
+#   --train       : also dataset-fashion-mnist, to retrain the demo CNN (tools/Loupe.TrainDemo).
+#   --fixtures    : also python3-torch/torchvision, to regenerate tests/fixtures (never needed by CI).
+set -euo pipefail
+pkgs=()
+command -v patchelf >/dev/null 2>&1 || pkgs+=(patchelf)
+command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
+for arg in "$@"; do
+  case "$arg" in
+    --train) [ -d /usr/share/datasets/fashion-mnist ] || pkgs+=(dataset-fashion-mnist) ;;
+    --fixtures) pkgs+=(python3-torch python3-torchvision) ;;
+  esac
+done
+if [ ${#pkgs[@]} -eq 0 ]; then echo "setup: nothing to install"; exit 0; fi
+if ! command -v apt-get >/dev/null 2>&1; then echo "setup: please install: ${pkgs[*]}" >&2; exit 1; fi
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}"
+echo "setup: installed ${pkgs[*]}"

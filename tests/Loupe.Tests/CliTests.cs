@@ -1,0 +1,109 @@
+using System.Text.Json.Nodes;
+
+namespace Loupe.Tests;
+
+/// <summary>End-to-end runs of the `loupe` executable on the shipped configs and bad input.</summary>
+public class CliTests
+{
+    [Fact]
+    public void QuickstartRunsEndToEndAndWritesAManifest()
+    {
+        var work = TestEnv.TempDir("loupe-cli");
+        var outDir = Path.Combine(work, "run");
+        var (code, stdout, stderr) = TestEnv.Cli(TestEnv.RepoRoot, "run", "configs/quickstart.yaml", "--out", outDir);
+        Assert.True(code == 0, stdout + stderr);
+        Assert.Contains($"outputs: {outDir}", stdout);
+        var m = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")))!;
+        Assert.Equal("succeeded", m["status"]!.GetValue<string>());
+        var steps = m["steps"]!.AsArray();
+        Assert.True(steps.Count >= 5);
+        Assert.All(steps, s => Assert.Equal("succeeded", s!["status"]!.GetValue<string>()));
+        var artifacts = m["artifacts"]!.AsArray();
+        foreach (var a in artifacts)
+        {
+            Assert.NotNull(a!["step"]);
+            Assert.NotNull(a["kind"]);
+            Assert.NotNull(a["shape"]);
+            Assert.True(File.Exists(Path.Combine(outDir, a["path"]!.GetValue<string>())), a["path"]!.ToString());
+        }
+        Assert.Contains(artifacts, a => a!["kind"]!.GetValue<string>() == "raw" && a["input"] is not null);
+        Assert.Contains(artifacts, a => a!["kind"]!.GetValue<string>() == "display");
+        Assert.Matches("^[0-9a-f]{64}$", m["model"]!["files"]![0]!["sha256"]!.GetValue<string>());
+        Assert.Matches("^[0-9a-f]{64}$", m["data"]!["files"]![0]!["sha256"]!.GetValue<string>());
+        Assert.True(m["data"]!["count"]!.GetValue<long>() >= 16);
+        Assert.Empty(Directory.GetFiles(outDir, "*.tmp", SearchOption.AllDirectories));
+
+        // A second run into the same folder is refused, and the first run's files stay intact.
+        var before = File.ReadAllText(Path.Combine(outDir, "manifest.json"));
+        var (code2, _, err2) = TestEnv.Cli(TestEnv.RepoRoot, "run", "configs/quickstart.yaml", "--out", outDir);
+        Assert.Equal(2, code2);
+        Assert.Contains("never overwrites", err2);
+        Assert.Equal(before, File.ReadAllText(Path.Combine(outDir, "manifest.json")));
+    }
+
+    [Fact]
+    public void ValidatePluginsDescribeAndLayers()
+    {
+        var (code, stdout, _) = TestEnv.Cli(TestEnv.RepoRoot, "validate", "configs/quickstart.yaml");
+        Assert.Equal(0, code);
+        Assert.Contains("valid", stdout);
+
+        (code, stdout, _) = TestEnv.Cli(TestEnv.RepoRoot, "plugins");
+        Assert.Equal(0, code);
+        foreach (var id in new[] { "grad-cam", "saliency", "occlusion", "filters", "activations", "torchvision", "idx" }) Assert.Contains(id, stdout);
+
+        (code, stdout, _) = TestEnv.Cli(TestEnv.RepoRoot, "describe", "occlusion");
+        Assert.Equal(0, code);
+        Assert.Contains("window", stdout);
+        Assert.Contains("default 8", stdout);
+        Assert.Contains("zero, mean, blur", stdout);
+
+        var (bad, _, err) = TestEnv.Cli(TestEnv.RepoRoot, "describe", "grad-kam");
+        Assert.Equal(2, bad);
+        Assert.Contains("did you mean 'grad-cam'", err);
+
+        (code, stdout, _) = TestEnv.Cli(TestEnv.RepoRoot, "layers", "configs/quickstart.yaml");
+        Assert.Equal(0, code);
+        Assert.Matches(@"relu3\s+ReLU\s+1×128×7×7", stdout);
+        Assert.Matches(@"fc\s+Linear\s+1×10", stdout);
+    }
+
+    [Fact]
+    public void BadInputGivesClearErrorsAndNonZeroExit()
+    {
+        var dir = TestEnv.TempDir("loupe-cli-bad");
+        File.WriteAllText(Path.Combine(dir, "broken.yaml"), "version: 1\nsteps: [\n");
+        var (code, _, err) = TestEnv.Cli(dir, "run", "broken.yaml");
+        Assert.Equal(2, code);
+        Assert.Contains("broken.yaml:", err);
+        Assert.Contains("malformed YAML", err);
+
+        // A corrupt image in an image folder: the error names the file.
+        var images = Path.Combine(dir, "images");
+        Directory.CreateDirectory(images);
+        foreach (var png in Directory.GetFiles(Path.Combine(TestEnv.Samples, "images", "fashion")).Take(2)) File.Copy(png, Path.Combine(images, Path.GetFileName(png)));
+        File.WriteAllBytes(Path.Combine(images, "zz-corrupt.png"), [0x89, (byte)'P', (byte)'N', (byte)'G', 1, 2, 3, 4, 5]);
+        File.WriteAllText(Path.Combine(dir, "images.yaml"), $"""
+            version: 1
+            model:
+              uses: torchvision
+              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+            data:
+              uses: image-folder
+              with: {"{"} path: images {"}"}
+            steps:
+              - uses: saliency
+            """);
+        (code, _, err) = TestEnv.Cli(dir, "run", "images.yaml", "--out", Path.Combine(dir, "out1"));
+        Assert.Equal(2, code);
+        Assert.Contains("zz-corrupt.png", err);
+        Assert.False(Directory.Exists(Path.Combine(dir, "out1")));
+
+        // The same folder with on_error: skip runs, and the manifest records the skipped file.
+        var (code3, _, err3) = TestEnv.Cli(dir, "run", "images.yaml", "--out", Path.Combine(dir, "out2"), "--set", "data.with.on_error=skip");
+        Assert.True(code3 == 0, err3);
+        var m = JsonNode.Parse(File.ReadAllText(Path.Combine(dir, "out2", "manifest.json")))!;
+        Assert.Contains(m["warnings"]!.AsArray(), w => w!.GetValue<string>().Contains("zz-corrupt.png"));
+        Assert.Equal(2, m["data"]!["count"]!.GetValue<long>());
+    }
+}

@@ -1,0 +1,128 @@
+using Loupe.Abstractions;
+using Loupe.Models.TorchSharp;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>The TorchSharp backend against PyTorch (fixtures from tests/fixtures/make_fixtures.py).</summary>
+public class ModelTests
+{
+    static float[] Logits(IModel model, string inputFixture)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var x = Npy.Read(TestEnv.Fixture(inputFixture)).ToTensor();
+        return model.Forward(x).data<float>().ToArray();
+    }
+
+    static IModel Load(string arch, string? weights, int? classes = null) =>
+        new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = arch, Weights = weights, NumClasses = classes }, new ModelLoadContext(TestEnv.RepoRoot, 0));
+
+    [Theory]
+    [InlineData("fashion_cnn_seed0.pt")]
+    [InlineData("fashion_cnn_seed0.safetensors")]
+    public void DemoCnnWeightsGiveThePyTorchLogits(string weights)
+    {
+        using var model = Load("fashion-cnn", TestEnv.Fixture(weights));
+        var expected = Npy.Read(TestEnv.Fixture("fashion_logits.npy")).Data;
+        var actual = Logits(model, "fashion_input.npy");
+        Assert.True(TestEnv.RelL2(actual, expected) < 1e-5, $"rel L2 {TestEnv.RelL2(actual, expected)}");
+    }
+
+    /// <summary>Deterministic weights shared with the Python script (hash scheme, see tests/fixtures/README.md).</summary>
+    static void SetHashWeights(IModel model)
+    {
+        var tm = (TorchModel)model;
+        using var _ = no_grad();
+        foreach (var (name, t) in tm.Module.state_dict())
+        {
+            if (t.dtype != ScalarType.Float32) continue;
+            long n = t.numel();
+            var v = new float[n];
+            int L = name.Length;
+            double fanIn = t.dim() >= 2 ? n / (double)t.shape[0] : 1;
+            for (long j = 0; j < n; j++)
+            {
+                uint x = unchecked((uint)j + (uint)L * 0x9E3779B9u);
+                unchecked { x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16; }
+                double s = Math.Sqrt(3) * (2.0 * x / 4294967296.0 - 1);
+                v[j] = (float)(name.EndsWith("running_var") ? 1 + 0.5 * s
+                    : name.EndsWith("running_mean") || name.EndsWith("bias") ? 0.1 * s
+                    : t.dim() == 1 ? 1 + 0.1 * s
+                    : s / Math.Sqrt(fanIn));
+            }
+            using var src = tensor(v, t.shape);
+            t.copy_(src);
+        }
+    }
+
+    [Theory]
+    [InlineData("resnet18")]
+    [InlineData("alexnet")]
+    [InlineData("vgg11")]
+    public void TorchVisionArchitecturesMatchPyTorch(string arch)
+    {
+        using var model = Load(arch, null, 10);
+        var keys = File.ReadAllLines(TestEnv.Fixture($"arch_state_keys_{arch}.txt")).Select(l => l.Split('\t')).ToDictionary(p => p[0], p => p[1]);
+        var ours = ((TorchModel)model).Module.state_dict();
+        Assert.Equal(keys.Keys.OrderBy(k => k), ours.Keys.OrderBy(k => k));
+        foreach (var (k, shape) in keys) Assert.Equal(shape, string.Join(",", ours[k].shape));
+        SetHashWeights(model);
+        var expected = Npy.Read(TestEnv.Fixture($"arch_logits_{arch}_hash.npy")).Data;
+        var actual = Logits(model, "arch_input_64.npy");
+        Assert.True(TestEnv.RelL2(actual, expected) < 1e-4, $"{arch}: rel L2 {TestEnv.RelL2(actual, expected)}");
+    }
+
+    [Fact]
+    public void WeightsForAnotherArchitectureNameTheTensors()
+    {
+        var e = Assert.Throws<LoupeException>(() => Load("fashion-cnn", TestEnv.Fixture("fashion_cnn_seed0.pt"), 5));
+        Assert.Contains("fc.weight: file has (10×128), model expects (5×128)", e.Message);
+        Assert.Contains("fc.bias", e.Message);
+        var e2 = Assert.Throws<LoupeException>(() => Load("resnet18", TestEnv.Fixture("fashion_cnn_seed0.safetensors")));
+        Assert.Contains("missing", e2.Message);
+        Assert.Contains("layer1.0.conv1.weight", e2.Message);
+        Assert.Contains("unexpected", e2.Message);
+    }
+
+    [Fact]
+    public void NonZipPicklesAndGarbageAreRefusedNotExecuted()
+    {
+        var dir = TestEnv.TempDir();
+        var legacy = Path.Combine(dir, "legacy.pt");
+        // A pickle (protocol 2) that would call os.system if it were executed: GLOBAL 'os system', REDUCE.
+        File.WriteAllBytes(legacy, [0x80, 0x02, .. "cos\nsystem\n"u8, .. "X\u0005\0\0\0touch"u8, 0x85, 0x52, 0x2e]);
+        var e = Assert.Throws<LoupeException>(() => Load("fashion-cnn", legacy));
+        Assert.Contains("refused", e.Message);
+        Assert.Contains(legacy, e.Message);
+        var garbage = Path.Combine(dir, "garbage.safetensors");
+        File.WriteAllBytes(garbage, [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3]);
+        Assert.Contains("header length", Assert.Throws<LoupeException>(() => Load("fashion-cnn", garbage)).Message);
+        var zipGarbage = Path.Combine(dir, "zip.pt");
+        File.WriteAllBytes(zipGarbage, [.. "PK\u0003\u0004"u8, .. new byte[64]]);
+        Assert.Contains(zipGarbage, Assert.Throws<LoupeException>(() => Load("fashion-cnn", zipGarbage)).Message);
+    }
+
+    [Fact]
+    public void CaptureForGradientsStopsAtTheLayerAndLeavesNoHooks()
+    {
+        using var model = Load("fashion-cnn", TestEnv.Fixture("fashion_cnn_seed0.pt"));
+        using var scope = NewDisposeScope();
+        var x = Npy.Read(TestEnv.Fixture("fashion_input.npy")).ToTensor();
+        Tensor a, y;
+        using (var cap = model.Capture(["relu3", "bn2"], forGradients: true))
+        {
+            y = model.Forward(x);
+            a = cap["relu3"];
+            Assert.True(a.requires_grad);
+            Assert.Equal([4L, 128, 7, 7], a.shape);
+            var g = torch.autograd.grad([y[.., 6].sum()], [a])[0];
+            Assert.Equal(a.shape, g.shape);
+            Assert.Throws<LoupeException>(() => cap["conv1"]);
+        }
+        // After dispose no hook fires: the same forward works and captures nothing.
+        using var y2 = model.Forward(x);
+        Assert.True(TestEnv.RelL2(y2.data<float>().ToArray(), y.detach().data<float>().ToArray()) < 1e-7);
+    }
+}

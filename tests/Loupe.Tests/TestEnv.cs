@@ -1,0 +1,93 @@
+using System.Diagnostics;
+using System.Reflection;
+using Loupe.Abstractions;
+using Loupe.Core;
+using TorchSharp;
+using static TorchSharp.torch;
+
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace Loupe.Tests;
+
+/// <summary>Paths and helpers shared by the tests.</summary>
+public static class TestEnv
+{
+    static TestEnv()
+    {
+        // One intra-op thread per test process: libtorch slows down badly when threads compete for 2 cores.
+        torch.set_num_threads(1);
+    }
+
+    public static string RepoRoot { get; } = FindRoot();
+
+    static string FindRoot()
+    {
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
+        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    public static string Configuration { get; } =
+        typeof(TestEnv).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+
+    public static string CliDirectory => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0");
+    public static string CliDll => Path.Combine(CliDirectory, "loupe.dll");
+    public static string PluginDirectory => Path.Combine(CliDirectory, "plugins");
+    public static string Fixtures => Path.Combine(RepoRoot, "tests", "fixtures");
+    public static string Fixture(string name) => Path.Combine(Fixtures, name);
+    public static string Samples => Path.Combine(RepoRoot, "samples");
+
+    /// <summary>A fresh temporary folder.</summary>
+    public static string TempDir(string prefix = "loupe-test")
+    {
+        var d = Path.Combine(Path.GetTempPath(), $"{prefix}-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    /// <summary>Writes a pipeline file into a temp folder and returns its path.</summary>
+    public static string Pipeline(string yaml, string? dir = null)
+    {
+        dir ??= TempDir();
+        var path = Path.Combine(dir, "pipeline.yaml");
+        File.WriteAllText(path, yaml);
+        return path;
+    }
+
+    /// <summary>Runs a pipeline in-process with the built-in plugins.</summary>
+    public static RunResult Run(string pipelinePath, string? outDir = null, params string[] overrides) =>
+        PipelineRunner.Run(new RunRequest(pipelinePath)
+        {
+            OutDir = outDir ?? Path.Combine(Path.GetDirectoryName(pipelinePath)!, "out"),
+            Overrides = overrides,
+            PluginDirectories = [PluginDirectory],
+        });
+
+    /// <summary>Runs the CLI as a separate process.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(CliDll);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["NO_COLOR"] = "1";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(300_000)) { p.Kill(true); throw new TimeoutException("loupe CLI did not finish in 300 s: " + string.Join(" ", args)); }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    /// <summary>Reads an artifact of a run.</summary>
+    public static NdArray Artifact(RunResult r, string relativePath) => Npy.Read(Path.Combine(r.OutDir!, relativePath));
+
+    /// <summary>Relative L2 error ‖a − b‖ / ‖b‖.</summary>
+    public static double RelL2(float[] a, float[] b)
+    {
+        Assert.Equal(b.Length, a.Length);
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (double)(a[i] - b[i]); den += b[i] * (double)b[i]; }
+        return Math.Sqrt(num / Math.Max(den, 1e-30));
+    }
+
+    public static string Yaml(string path) => path.Replace("\\", "/");
+}
