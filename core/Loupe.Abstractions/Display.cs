@@ -89,6 +89,27 @@ public static class Display
         return Image(blended);
     }
 
+    /// <summary>Batched <see cref="Overlay"/>: one overlay per row of <paramref name="pixels"/> (N×C×H×W in [0,1]) and
+    /// <paramref name="maps"/> (N×h×w, any resolution), each map min-max scaled on its own. One pass of tensor ops.</summary>
+    public static RgbImage[] Overlays(Tensor pixels, Tensor maps, double alpha = 0.55)
+    {
+        using var scope = NewDisposeScope();
+        long n = pixels.shape[0], h = pixels.shape[2], w = pixels.shape[3];
+        var m = maps.shape[1] == h && maps.shape[2] == w ? maps.to(ScalarType.Float32) : Resize(maps, h, w);
+        var flat = m.reshape(n, -1);
+        var min = flat.amin([1], keepdim: true);
+        var range = flat.amax([1], keepdim: true) - min;
+        var scaled = where(range > 0, (flat - min) / range.clamp_min(1e-30f), zeros_like(flat));
+        var idx = (scaled * 255).round().to(ScalarType.Int64).flatten();
+        var lut = tensor(ViridisLut.Value.ToArray()).view(256, 3).to(ScalarType.Float32) / 255f;
+        var heat = lut.index_select(0, idx).view(n, h, w, 3);
+        var bg = (pixels.shape[1] == 1 ? pixels.expand(-1, 3, -1, -1) : pixels).permute(0, 2, 3, 1);
+        var rgb = ((bg.clamp(0, 1) * (1 - alpha) + heat * alpha) * 255).round().to(ScalarType.Byte).contiguous();
+        var bytes = rgb.data<byte>().ToArray();
+        int size = (int)(h * w * 3);
+        return Enumerable.Range(0, (int)n).Select(i => new RgbImage((int)w, (int)h, bytes.AsSpan(i * size, size).ToArray())).ToArray();
+    }
+
     /// <summary>Scales an image by an integer factor with nearest-neighbour sampling (keeps pixels crisp).</summary>
     public static RgbImage Scale(RgbImage img, int factor)
     {

@@ -30,8 +30,8 @@ public sealed record OcclusionOptions
     [Description("fill value: zero, mean or blur")]
     public OcclusionFill Fill { get; init; } = OcclusionFill.Zero;
     /// <summary>Occluded copies per forward pass.</summary>
-    [Range(1, 65536), Description("occluded copies per forward pass")]
-    public int MicroBatch { get; init; } = 64;
+    [Range(1, 65536), Description("occluded copies per forward pass (default: as many as 64 RGB 224² images hold, at most 1024)")]
+    public int? MicroBatch { get; init; }
 }
 
 /// <summary>Occlusion (Zeiler &amp; Fergus 2014) with Captum's <c>Occlusion</c> semantics: windows at offsets 0, s, 2s, …
@@ -50,6 +50,9 @@ public sealed class Occlusion : Analysis<OcclusionOptions>
             yield return $"option 'window' ({options.Window}) is larger than the input ({spec.Height}×{spec.Width})";
     }
 
+    /// <summary>Input elements per forward pass when <c>micro_batch</c> is not set: 64 RGB images at 224².</summary>
+    public const long DefaultElementBudget = 64L * 3 * 224 * 224;
+
     /// <inheritdoc/>
     public override void Run(OcclusionOptions options, IAnalysisContext ctx)
     {
@@ -66,39 +69,43 @@ public sealed class Occlusion : Analysis<OcclusionOptions>
             var (_, capture, ti, selection) = Explain.Forward(ctx.Model, ctx.Target, x, [], forGradients: false);
             Tensor baseScores;
             using (capture) baseScores = ctx.Target.Scores(ti, selection);
-            var positions = new List<(int Y, int X)>();
-            for (int y = 0; y + win <= h; y += stride)
-                for (int xx = 0; xx + win <= w; xx += stride) positions.Add((y, xx));
+            // Window origins, as Captum: 0, s, 2s, ... while the window fits.
+            var ys = new List<long>(); var xs = new List<long>();
+            for (long y = 0; y + win <= h; y += stride) ys.Add(y);
+            for (long xx = 0; xx + win <= w; xx += stride) xs.Add(xx);
+            long positions = ys.Count * xs.Count;
+            var originY = tensor(ys.ToArray()).repeat_interleave(xs.Count);
+            var originX = tensor(xs.ToArray()).repeat(ys.Count);
             var fill = Baseline(x, options.Fill, win);
-            var attributions = new List<Tensor>();
-            for (int i = 0; i < n; i++)
+            // Copies per forward: all images of the batch × a chunk of window positions.
+            long perForward = options.MicroBatch ?? Math.Clamp(DefaultElementBudget / (c * h * w), 8, 1024);
+            long chunk = Math.Max(1, perForward / n);
+            var total = zeros(n, 1, h, w);
+            var count = zeros(1, 1, h, w);
+            var rows = arange(h).view(1, -1);
+            var cols = arange(w).view(1, -1);
+            for (long p0 = 0; p0 < positions; p0 += chunk)
             {
-                using var imageScope = NewDisposeScope();
-                var xi = x[i].unsqueeze(0);
-                var bi = fill[i].unsqueeze(0);
-                var total = zeros(1, 1, h, w);
-                var count = zeros(1, 1, h, w);
-                for (int p0 = 0; p0 < positions.Count; p0 += options.MicroBatch)
-                {
-                    using var chunkScope = NewDisposeScope();
-                    ctx.Cancellation.ThrowIfCancellationRequested();
-                    var chunk = positions.Skip(p0).Take(options.MicroBatch).ToList();
-                    var mask = zeros(chunk.Count, 1, h, w);
-                    for (int k = 0; k < chunk.Count; k++)
-                        mask[k, 0, TensorIndex.Slice(chunk[k].Y, chunk[k].Y + win), TensorIndex.Slice(chunk[k].X, chunk[k].X + win)] = 1f;
-                    var occluded = xi * (1 - mask) + bi * mask;
-                    var (_, cap, tiChunk, _) = Explain.Forward(ctx.Model, ctx.Target, occluded, [], forGradients: false);
-                    Tensor scores;
-                    using (cap) scores = ctx.Target.Scores(tiChunk, selection.Repeat(i, chunk.Count));
-                    var diff = (baseScores[i] - scores).view(-1, 1, 1, 1);
-                    total.add_((diff * mask).sum(0, keepdim: true));
-                    count.add_(mask.sum(0, keepdim: true));
-                }
-                var attr = where(count > 0, total / count.clamp_min(1), zeros_like(total)).expand(1, c, h, w).contiguous();
-                attributions.Add(imageScope.MoveToOuter(attr));
-                ctx.Progress((done + i + 1) / (double)(ctx.InputCount ?? n));
+                using var chunkScope = NewDisposeScope();
+                ctx.Cancellation.ThrowIfCancellationRequested();
+                long p = Math.Min(chunk, positions - p0);
+                var oy = originY.narrow(0, p0, p).view(-1, 1);
+                var ox = originX.narrow(0, p0, p).view(-1, 1);
+                var inRow = (rows >= oy).logical_and(rows < oy + win).to(ScalarType.Float32);   // p×h
+                var inCol = (cols >= ox).logical_and(cols < ox + win).to(ScalarType.Float32);   // p×w
+                var mask = (inRow.unsqueeze(2) * inCol.unsqueeze(1)).unsqueeze(1);              // p×1×h×w
+                var m = mask.unsqueeze(0);                                                      // 1×p×1×h×w
+                var occluded = (x.unsqueeze(1) * (1 - m) + fill.unsqueeze(1) * m).reshape(n * p, c, h, w);
+                var rowsOf = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)p)).ToArray();
+                var (_, cap, tiChunk, _) = Explain.Forward(ctx.Model, ctx.Target, occluded, [], forGradients: false);
+                Tensor scores;
+                using (cap) scores = ctx.Target.Scores(tiChunk, selection.Rows(rowsOf)).view(n, p);
+                var diff = (baseScores.view(n, 1) - scores).view(n, p, 1, 1);
+                total.add_((diff * mask.squeeze(1).unsqueeze(0)).sum(1, keepdim: true));
+                count.add_(mask.sum(0, keepdim: true));
+                ctx.Progress((done + n * (p0 + p) / (double)positions) / (ctx.InputCount ?? n));
             }
-            var all = cat(attributions, 0);
+            var all = where(count > 0, total / count.clamp_min(1), zeros_like(total)).expand(n, c, h, w).contiguous();
             Explain.Emit(ctx, "occlusion", batch, all, all[.., 0], selection, tiles);
             done += n;
         }

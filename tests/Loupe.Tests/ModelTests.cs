@@ -75,6 +75,17 @@ public class ModelTests
     }
 
     [Fact]
+    public void TorchSharpDatWeightsRoundTrip()
+    {
+        var dat = Path.Combine(TestEnv.TempDir(), "fashion.dat");
+        using (var model = Load("fashion-cnn", TestEnv.Fixture("fashion_cnn_seed0.safetensors")))
+            ((TorchModel)model).Module.save(dat);
+        using var reloaded = Load("fashion-cnn", dat);
+        var expected = Npy.Read(TestEnv.Fixture("fashion_logits.npy")).Data;
+        Assert.True(TestEnv.RelL2(Logits(reloaded, "fashion_input.npy"), expected) < 1e-5);
+    }
+
+    [Fact]
     public void WeightsForAnotherArchitectureNameTheTensors()
     {
         var e = Assert.Throws<LoupeException>(() => Load("fashion-cnn", TestEnv.Fixture("fashion_cnn_seed0.pt"), 5));
@@ -124,5 +135,50 @@ public class ModelTests
         // After dispose no hook fires: the same forward works and captures nothing.
         using var y2 = model.Forward(x);
         Assert.True(TestEnv.RelL2(y2.data<float>().ToArray(), y.detach().data<float>().ToArray()) < 1e-7);
+    }
+}
+
+/// <summary>The shipped demo model: it must be the trained one (≥ 90 % test accuracy, recorded in training.json).</summary>
+public class DemoModelTests
+{
+    static double Accuracy(string images, string labels, int? limit)
+    {
+        using var model = new TorchVisionAdapter().Load(new TorchVisionOptions
+        {
+            Architecture = "fashion-cnn", Weights = Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"),
+        }, new ModelLoadContext(TestEnv.RepoRoot, 0));
+        using var src = new Loupe.Data.IdxAdapter().Open(new Loupe.Data.IdxOptions { Images = images, Labels = labels, Limit = limit }, new DataOpenContext("/", model.DefaultInput));
+        long correct = 0, total = 0;
+        foreach (var b in src.Read(model.DefaultInput, 500, default))
+        {
+            using (b)
+            using (var scope = NewDisposeScope())
+            using (no_grad())
+            {
+                var pred = model.Forward(model.DefaultInput.Normalize(b.Pixels)).argmax(1).data<long>().ToArray();
+                correct += pred.Zip(b.Labels!).Count(p => p.First == p.Second);
+                total += pred.Length;
+            }
+        }
+        return correct / (double)total;
+    }
+
+    [Fact]
+    public void ShippedModelClassifiesTheShippedTestImages()
+    {
+        var dir = Path.Combine(TestEnv.Samples, "data", "fashion-mnist");
+        var acc = Accuracy(Path.Combine(dir, "t10k-first500-images-idx3-ubyte.gz"), Path.Combine(dir, "t10k-first500-labels-idx1-ubyte.gz"), null);
+        Assert.True(acc >= 0.88, $"accuracy on the 500 shipped test images: {acc:P1}");
+        var recorded = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "training.json")));
+        Assert.True(recorded.RootElement.GetProperty("testAccuracy").GetDouble() >= 0.90);
+    }
+
+    [Fact]
+    public void ShippedModelReachesNinetyPercentOnTheFullTestSetWhenInstalled()
+    {
+        const string dir = "/usr/share/datasets/fashion-mnist"; // Debian dataset-fashion-mnist (scripts/setup.sh --train)
+        if (!File.Exists(Path.Combine(dir, "t10k-images-idx3-ubyte.gz"))) return;
+        var acc = Accuracy(Path.Combine(dir, "t10k-images-idx3-ubyte.gz"), Path.Combine(dir, "t10k-labels-idx1-ubyte.gz"), null);
+        Assert.True(acc >= 0.90, $"test accuracy {acc:P2}");
     }
 }

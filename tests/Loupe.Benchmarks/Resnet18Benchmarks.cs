@@ -1,0 +1,86 @@
+using BenchmarkDotNet.Attributes;
+using Loupe.Abstractions;
+using Loupe.Analysis.Decisions;
+using Loupe.Models.TorchSharp;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Benchmarks;
+
+/// <summary>resnet18 at 224², batch 8, 2 intra-op threads: each technique next to the passes it needs.
+/// Techniques run through their real <see cref="IAnalysis"/> classes (display images included; files not written).</summary>
+[MemoryDiagnoser(false)]
+[BenchmarkDotNet.Attributes.MedianColumn]
+public class Resnet18Benchmarks
+{
+    IModel _model = null!;
+    Tensor _x = null!;
+    BenchContext _ctx = null!;
+
+    [Params(8)] public int Batch;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        torch.set_num_threads(2);
+        torch.manual_seed(0);
+        _model = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18" }, new ModelLoadContext(".", 0));
+        _x = randn(Batch, 3, 224, 224);
+        var target = new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], 1000, []));
+        _ctx = new BenchContext(_model, target, _x);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() { _x.Dispose(); _model.Dispose(); }
+
+    [Benchmark(Baseline = true, Description = "forward (no grad)")]
+    public float Forward()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        return _model.Forward(_x).sum().item<float>();
+    }
+
+    [Benchmark(Description = "forward+backward to input")]
+    public float ForwardBackward()
+    {
+        using var scope = NewDisposeScope();
+        var x = _x.detach().requires_grad_(true);
+        var y = _model.Forward(x);
+        var s = y.gather(1, y.argmax(1).unsqueeze(1)).sum();
+        return torch.autograd.grad([s], [x])[0].sum().item<float>();
+    }
+
+    [Benchmark(Description = "grad-cam (layer4)")]
+    public void GradCam() => new GradCam().Run(new GradCamOptions { Layer = "layer4" }, _ctx);
+
+    [Benchmark(Description = "saliency")]
+    public void Saliency() => new Saliency().Run(new SaliencyOptions(), _ctx);
+}
+
+/// <summary>A minimal analysis context over one in-memory batch; results are converted but not written.</summary>
+public sealed class BenchContext(IModel model, ITarget target, Tensor x) : IAnalysisContext, IArtifactSink
+{
+    public string StepId => "bench";
+    public IModel Model => model;
+    public InputSpec Input => model.DefaultInput;
+    public IReadOnlyList<string> Labels => [];
+    public ITarget Target => target;
+    public long? InputCount => x.shape[0];
+    public int BatchSize => (int)x.shape[0];
+    public IArtifactSink Output => this;
+    public int Seed => 0;
+    public CancellationToken Cancellation => default;
+    public IEnumerable<InputBatch> Batches()
+    {
+        var pixels = Input.Denormalize(x);
+        try { yield return new InputBatch(Enumerable.Range(0, (int)x.shape[0]).Select(i => i.ToString("D5")).ToArray(), x, pixels, null); }
+        finally { pixels.Dispose(); }
+    }
+    public void Progress(double fraction, string? message = null) { }
+    public void Warn(string message) { }
+    public void Raw(string name, string? inputId, NdArray array, string? target = null) { }
+    public void Display(string name, string? inputId, RgbImage image, string? target = null) { }
+    public void Json(string name, object value) { }
+    public void Metric(string name, double value) { }
+}
