@@ -24,6 +24,20 @@ public static class Explain
         }
     }
 
+    /// <summary>Streams the data with one no-grad forward per batch, yielding each batch with the activation of
+    /// <paramref name="layer"/> (owned by the stream: valid until the enumeration moves on).</summary>
+    public static IEnumerable<(InputBatch Batch, Tensor Activation)> LayerBatches(IAnalysisContext ctx, string layer)
+    {
+        foreach (var batch in ctx.Batches())
+        {
+            using var capture = ctx.Model.Capture([layer], forGradients: false);
+            using (no_grad())
+            using (NewDisposeScope())
+                ctx.Model.Forward(batch.Input);
+            yield return (batch, capture[layer]);
+        }
+    }
+
     /// <summary>d(Σ target scores)/d(<paramref name="wrt"/>). Inputs are independent in eval mode, so the gradient of the
     /// sum is each row's own gradient.</summary>
     public static Tensor Gradient(ITarget target, TargetInput input, TargetSelection selection, Tensor wrt)

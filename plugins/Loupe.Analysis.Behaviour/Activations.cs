@@ -80,13 +80,9 @@ public sealed class Activations : Analysis<ActivationsOptions>
             _ => null,
         };
         var grid = new List<RgbImage>();
-        foreach (var batch in ctx.Batches())
+        foreach (var (batch, a) in Explain.LayerBatches(ctx, options.Layer))
         {
             using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            using var cap = ctx.Model.Capture([options.Layer], forGradients: false);
-            ctx.Model.Forward(batch.Input);
-            var a = cap[options.Layer];
             long k = a.shape[1];
             CheckChannels(options, k);
             var h = batch.Input.shape[2]; var w = batch.Input.shape[3];
@@ -144,13 +140,9 @@ public sealed class Activations : Analysis<ActivationsOptions>
         List<float>[]? reservoirs = null;
         long[]? seen = null;
         double[]? sum = null, sumSq = null;
-        foreach (var batch in ctx.Batches())
+        foreach (var (_, a) in Explain.LayerBatches(ctx, options.Layer))
         {
             using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            using var cap = ctx.Model.Capture([options.Layer], forGradients: false);
-            ctx.Model.Forward(batch.Input);
-            var a = cap[options.Layer];
             long k = a.shape[1];
             CheckChannels(options, k);
             reservoirs ??= Enumerable.Range(0, (int)k).Select(_ => new List<float>()).ToArray();

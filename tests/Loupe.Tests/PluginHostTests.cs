@@ -29,18 +29,7 @@ public class PluginHostTests
         return outDir;
     }
 
-    static string EdgePipeline(string pluginDir, string steps) => TestEnv.Pipeline($"""
-        version: 1
-        plugins: [ {TestEnv.Yaml(pluginDir)} ]
-        model:
-          uses: torchvision
-          with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))} {"}"}
-        data:
-          uses: npy
-          with: {"{"} path: {TestEnv.Yaml(TestEnv.Fixture("fashion_input.npy"))} {"}"}
-        steps:
-        {steps}
-        """);
+    static string EdgePipeline(string pluginDir, string steps) => TestEnv.FixturePipeline(steps, pluginDir);
 
     [Fact]
     public void BuiltInPluginsRegisterKebabCaseIdsAndCarryNoTorchSharp()

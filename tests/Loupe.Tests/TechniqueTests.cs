@@ -7,19 +7,7 @@ namespace Loupe.Tests;
 /// formulas (tests/fixtures/make_fixtures.py) and closed-form cases.</summary>
 public class TechniqueTests
 {
-    static string FixturePipeline(string steps) => TestEnv.Pipeline($"""
-        version: 1
-        name: fixture
-        model:
-          uses: torchvision
-          with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))} {"}"}
-        data:
-          uses: npy
-          with: {"{"} path: {TestEnv.Yaml(TestEnv.Fixture("fashion_input.npy"))} {"}"}
-        settings: {"{"} batch_size: 3 {"}"}
-        steps:
-        {steps}
-        """);
+    static string FixturePipeline(string steps) => TestEnv.FixturePipeline(steps, batchSize: 3);
 
     static float[] Stack(Loupe.Core.RunResult r, string step, string name, int n = 4) =>
         Enumerable.Range(0, n).SelectMany(i => TestEnv.Artifact(r, $"{step}/{i:D5}.{name}.npy").Data).ToArray();

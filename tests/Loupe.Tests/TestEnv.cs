@@ -54,6 +54,22 @@ public static class TestEnv
         return path;
     }
 
+    /// <summary>A pipeline over the fixture demo CNN and the 4 fixture inputs (preprocessed .npy).</summary>
+    public static string FixturePipeline(string steps, string? pluginDir = null, int batchSize = 16) => Pipeline($"""
+        version: 1
+        name: fixture
+        {(pluginDir is null ? "" : $"plugins: [ {Yaml(pluginDir)} ]")}
+        model:
+          uses: torchvision
+          with: {"{"} architecture: fashion-cnn, weights: {Yaml(Fixture("fashion_cnn_seed0.pt"))} {"}"}
+        data:
+          uses: npy
+          with: {"{"} path: {Yaml(Fixture("fashion_input.npy"))} {"}"}
+        settings: {"{"} batch_size: {batchSize} {"}"}
+        steps:
+        {steps}
+        """);
+
     /// <summary>Runs a pipeline in-process with the built-in plugins.</summary>
     public static RunResult Run(string pipelinePath, string? outDir = null, params string[] overrides) =>
         PipelineRunner.Run(new RunRequest(pipelinePath)
