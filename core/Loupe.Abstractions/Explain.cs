@@ -8,14 +8,14 @@ public static class Explain
     /// <summary>Forward pass with <paramref name="layers"/> and the target's layers captured; the target picks what to
     /// explain on this (unperturbed) output. Dispose the returned capture.</summary>
     public static (Tensor Output, ILayerCapture Capture, TargetInput TargetInput, TargetSelection Selection) Forward(
-        IModel model, ITarget target, Tensor input, IEnumerable<string> layers, bool forGradients)
+        IModel model, ITarget target, Tensor input, IEnumerable<string> layers, bool forGradients, TargetSelection? given = null, int slot = 0)
     {
         var capture = model.Capture(layers.Union(target.RequiredLayers).ToList(), forGradients);
         try
         {
             var output = model.Forward(input);
             var ti = new TargetInput(output, l => capture[l]);
-            return (output, capture, ti, target.Select(ti));
+            return (output, capture, ti, given ?? target.Select(ti, slot));
         }
         catch
         {
@@ -35,6 +35,33 @@ public static class Explain
             using (NewDisposeScope())
                 ctx.Model.Forward(batch.Input);
             yield return (batch, capture[layer]);
+        }
+    }
+
+    /// <summary>Gradient of the target scores w.r.t. the input (one forward + one backward); the target is selected on
+    /// this forward unless <paramref name="given"/>.</summary>
+    public static (Tensor Gradient, TargetSelection Selection) InputGradient(IAnalysisContext ctx, Tensor input, TargetSelection? given, int slot)
+    {
+        using var scope = NewDisposeScope();
+        var x = input.detach().requires_grad_(true);
+        var (_, capture, ti, selection) = Forward(ctx.Model, ctx.Target, x, [], forGradients: true, given, slot);
+        using (capture)
+        {
+            var g = Gradient(ctx.Target, ti, selection, x);
+            return (scope.MoveToOuter(g), selection);
+        }
+    }
+
+    /// <summary>Target scores of a batch with no gradient (selecting on it unless <paramref name="given"/>).</summary>
+    public static (Tensor Scores, Tensor Output, TargetSelection Selection) Scores(IAnalysisContext ctx, Tensor input, TargetSelection? given, int slot)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (output, capture, ti, selection) = Forward(ctx.Model, ctx.Target, input, [], forGradients: false, given, slot);
+        using (capture)
+        {
+            var s = ctx.Target.Scores(ti, selection);
+            return (scope.MoveToOuter(s), scope.MoveToOuter(output), selection);
         }
     }
 

@@ -17,6 +17,30 @@ public enum ModelCapabilities
     Gradients = 4,
     /// <summary>Exposes parameters (weights) by name.</summary>
     Parameters = 8,
+    /// <summary>Layer outputs can be replaced during a forward pass (<see cref="IModelInterventions.Intervene"/>).</summary>
+    Interventions = 16,
+    /// <summary>Every ReLU's backward rule can be replaced (guided backprop, deconvnet: <see cref="IModelInterventions.OverrideRelu"/>).</summary>
+    ReluOverride = 32,
+}
+
+/// <summary>Backward rules for ReLUs (Springenberg et al. 2015; Zeiler &amp; Fergus 2014).</summary>
+public enum ReluRule
+{
+    /// <summary>Guided backprop: pass the gradient where the forward input &gt; 0 and the incoming gradient &gt; 0.</summary>
+    Guided,
+    /// <summary>DeconvNet: pass relu(incoming gradient), whatever the forward input was.</summary>
+    Deconvnet,
+}
+
+/// <summary>Optional model features behind <see cref="ModelCapabilities.Interventions"/> and <see cref="ModelCapabilities.ReluOverride"/>.</summary>
+public interface IModelInterventions
+{
+    /// <summary>While the returned handle lives, the output of <paramref name="layer"/> is replaced by
+    /// <paramref name="transform"/>(output) on every forward pass (e.g. zero a channel for Ablation-CAM).</summary>
+    IDisposable Intervene(string layer, Func<Tensor, Tensor> transform);
+    /// <summary>While the returned handle lives, every ReLU of the model (modules and the ReLUs inside residual blocks)
+    /// back-propagates with <paramref name="rule"/>. The forward pass is unchanged.</summary>
+    IDisposable OverrideRelu(ReluRule rule);
 }
 
 /// <summary>How raw pixels become model input: resize to <see cref="Height"/>×<see cref="Width"/>,

@@ -28,6 +28,10 @@ public interface ITarget
     IReadOnlyCollection<string> RequiredLayers { get; }
     /// <summary>Decides what to explain for each input, from the unperturbed forward pass.</summary>
     TargetSelection Select(TargetInput original);
+    /// <summary>How many explanations per input (e.g. k for <c>top-k</c>); each is one <paramref name="slot"/> of <see cref="Select(TargetInput, int)"/>.</summary>
+    int Slots => 1;
+    /// <summary>The selection of slot <paramref name="slot"/> (0-based, &lt; <see cref="Slots"/>).</summary>
+    TargetSelection Select(TargetInput original, int slot) => Select(original);
     /// <summary>One differentiable score per row (shape N), for rows described by <paramref name="selection"/>.</summary>
     Tensor Scores(TargetInput input, TargetSelection selection);
     /// <summary>Short description, e.g. <c>top-1</c> or <c>class 3 (dress)</c>.</summary>

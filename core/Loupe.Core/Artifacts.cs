@@ -79,6 +79,13 @@ public static class Manifest
     public static void Write(string runDirectory, JsonObject manifest) =>
         AtomicFile.Write(Path.Combine(runDirectory, "manifest.json"), System.Text.Encoding.UTF8.GetBytes(manifest.ToJsonString(JsonOptions)), overwrite: true);
 
+    /// <summary>Options as JSON for the manifest; a value that cannot be serialised is written as text, never fails the run.</summary>
+    public static JsonNode? ToNode(object value)
+    {
+        try { return JsonSerializer.SerializeToNode(value, value.GetType(), JsonOptions); }
+        catch (Exception e) when (e is NotSupportedException or InvalidOperationException or JsonException) { return JsonValue.Create(value.ToString()); }
+    }
+
     /// <summary>A YAML node as JSON (scalars stay strings).</summary>
     public static JsonNode? FromYaml(YamlDotNet.RepresentationModel.YamlNode? node) => node switch
     {

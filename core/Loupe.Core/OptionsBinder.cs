@@ -150,6 +150,19 @@ public static class OptionsBinder
             return arr;
         }
         if (type == typeof(object)) return node is YamlScalarNode os ? os.Value : node.ToString();
+        if (type == typeof(StepReference))
+        {
+            // inner: { uses: id, with: {...} } — resolved and bound by the runner, which knows the registry.
+            if (node is YamlScalarNode { Value: { Length: > 0 } id }) return new StepReference { Uses = id };
+            if (node is not YamlMappingNode rm || PipelineParser.Child(rm, "uses") is not YamlScalarNode { Value: { Length: > 0 } uses })
+            {
+                errors.Add(PipelineParser.At(file, node, $"{what} must name a step: {{ uses: <id>, with: {{ ... }} }}"));
+                return ConversionFailed.Instance;
+            }
+            foreach (var k in rm.Children.Keys.OfType<YamlScalarNode>().Where(k => k.Value is not ("uses" or "with")))
+                errors.Add(PipelineParser.At(file, k, $"{what}: unknown key '{k.Value}'{Suggest.DidYouMean(k.Value ?? "", ["uses", "with"])}; allowed: uses, with"));
+            return new StepReference { Uses = uses, With = PipelineParser.Child(rm, "with") };
+        }
         if (node is YamlMappingNode)
         {
             if (type.IsClass && type != typeof(string))

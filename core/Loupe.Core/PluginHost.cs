@@ -134,10 +134,18 @@ public sealed class ComponentRegistry : IDisposable
     public IReadOnlyList<ComponentDescriptor> Components { get; }
 
     /// <summary>Loads plugins from folders and builds the registry.</summary>
-    public static ComponentRegistry Load(IEnumerable<string> folders)
+    public static ComponentRegistry Load(IEnumerable<string> folders, IEnumerable<IPluginRegistrar>? inProcess = null)
     {
         var services = new ServiceCollection();
         var plugins = PluginHost.LoadInto(services, folders);
+        foreach (var r in inProcess ?? [])
+        {
+            var before = services.Count;
+            r.Register(services);
+            for (int i = before; i < services.Count; i++)
+                if (services[i].ImplementationInstance is ComponentDescriptor d)
+                    services[i] = ServiceDescriptor.Singleton(d with { Source = r.GetType().Assembly.GetName().Name + " (in-process)" });
+        }
         return new ComponentRegistry(services.BuildServiceProvider(), plugins);
     }
 

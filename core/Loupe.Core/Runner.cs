@@ -32,6 +32,8 @@ public sealed record RunRequest(string PipelineFile)
     public IReadOnlyList<string> PluginDirectories { get; init; } = [PluginHost.DefaultPluginDirectory];
     /// <summary>Event receiver.</summary>
     public IRunObserver? Observer { get; init; }
+    /// <summary>In-process registrars added after the plugin folders (for hosts that embed Loupe, and tests).</summary>
+    public IReadOnlyList<IPluginRegistrar> Registrars { get; init; } = [];
 }
 
 /// <summary>Outcome of a run.</summary>
@@ -89,7 +91,7 @@ public static class PipelineRunner
         try
         {
             var dirs = request.PluginDirectories.Concat(spec.PluginDirs).Distinct().ToList();
-            registry = ComponentRegistry.Load(dirs);
+            registry = ComponentRegistry.Load(dirs, request.Registrars);
         }
         catch (LoupeException e) { throw new PipelineException([new(file, 0, 0, e.Message)]); }
 
@@ -131,6 +133,9 @@ public static class PipelineRunner
         object? dataOptions = dataDesc is null ? null : OptionsBinder.Bind(dataDesc.OptionsType, spec.Data!.With, file, $"data '{spec.Data.Uses}'", spec.BaseDirectory, errors, spec.Data.Mark).Value;
         var stepOptions = spec.Steps.Select((s, i) => stepDescs[i] is { } sd
             ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark) : null).ToList();
+        // Steps that wrap other steps (e.g. noise-tunnel's inner): resolve and bind the inner step here.
+        for (int i = 0; i < stepOptions.Count; i++)
+            if (stepOptions[i] is { } bo) stepOptions[i] = ResolveReferences(bo, spec.Steps[i], registry, spec, errors);
         var inputOverride = m.Input is null ? null : (InputOptions)OptionsBinder.Bind(typeof(InputOptions), m.Input, file, "model.input", spec.BaseDirectory, errors, m.Mark).Value;
         string? labelsFile = null;
         if (m.Labels is { } lf)
@@ -186,7 +191,8 @@ public static class PipelineRunner
                 var s = spec.Steps[i];
                 var analysis = registry.Create<IAnalysis>(stepDescs[i]!.Id);
                 var req = analysis.Requirements;
-                var missing = req.Capabilities & ~model.Capabilities;
+                var needed = InnerAnalyses(stepOptions[i]!.Value).Aggregate(req.Capabilities, (c, a) => c | a.Requirements.Capabilities);
+                var missing = needed & ~model.Capabilities;
                 if (missing != ModelCapabilities.None)
                     errors.Add(new(file, (int)s.UsesMark.Line, (int)s.UsesMark.Column,
                         $"step '{s.Id}' ({s.Uses}) needs {missing.ToString().ToLowerInvariant()}, which model backend '{m.Uses}' does not provide" +
@@ -235,6 +241,33 @@ public static class PipelineRunner
             throw;
         }
     }
+
+    static BoundOptions ResolveReferences(BoundOptions bound, StepSpec s, ComponentRegistry registry, PipelineSpec spec, List<PipelineError> errors)
+    {
+        var layers = bound.Layers.ToList();
+        foreach (var p in OptionsBinder.Properties(bound.Value.GetType()).Where(p => p.PropertyType == typeof(StepReference)))
+        {
+            if (p.GetValue(bound.Value) is not StepReference r) continue;
+            var mark = (r.With as YamlNode)?.Start ?? s.With?.Start ?? s.Mark;
+            var desc = registry.Find(ComponentKind.Analysis, r.Uses);
+            if (desc is null)
+            {
+                errors.Add(new(spec.File, (int)mark.Line, (int)mark.Column, $"step '{s.Id}' option '{OptionsBinder.YamlName(p)}': " + registry.Unknown(ComponentKind.Analysis, r.Uses)));
+                continue;
+            }
+            var inner = OptionsBinder.Bind(desc.OptionsType, r.With as YamlNode, spec.File, $"step '{s.Id}' {OptionsBinder.YamlName(p)} ({r.Uses})", spec.BaseDirectory, errors, mark);
+            var nested = ResolveReferences(inner, s, registry, spec, errors);
+            r.Analysis = registry.Create<IAnalysis>(desc.Id);
+            r.Options = nested.Value;
+            layers.AddRange(nested.Layers);
+        }
+        return bound with { Layers = layers };
+    }
+
+    static IEnumerable<IAnalysis> InnerAnalyses(object options) =>
+        OptionsBinder.Properties(options.GetType()).Where(p => p.PropertyType == typeof(StepReference))
+            .Select(p => p.GetValue(options) as StepReference).Where(r => r?.Analysis is not null)
+            .SelectMany(r => new[] { r!.Analysis! }.Concat(InnerAnalyses(r.Options!)));
 
     sealed record TargetRef(ComponentDescriptor Descriptor, object Options, YamlDotNet.Core.Mark Mark);
 
@@ -343,7 +376,7 @@ public static class PipelineRunner
             var ctx = new AnalysisContext(run, step, sink, cancellation, observer, warnings);
             rec["status"] = "running";
             rec["startedAt"] = DateTimeOffset.Now.ToString("o");
-            rec["options"] = JsonSerializer.SerializeToNode(step.Options, step.Options.GetType(), Manifest.JsonOptions);
+            rec["options"] = Manifest.ToNode(step.Options);
             rec["target"] = step.Target.Describe();
             var sw = Stopwatch.StartNew();
             string status; string? error = null;
@@ -404,7 +437,7 @@ public static class PipelineRunner
             ["model"] = new JsonObject
             {
                 ["uses"] = spec.Model!.Uses,
-                ["options"] = JsonSerializer.SerializeToNode(run.ModelOptions, run.ModelOptions.GetType(), Manifest.JsonOptions),
+                ["options"] = Manifest.ToNode(run.ModelOptions),
                 ["input"] = JsonSerializer.SerializeToNode(run.Input, Manifest.JsonOptions),
                 ["labels"] = new JsonArray(run.Labels.Select(l => (JsonNode)JsonValue.Create(l)!).ToArray()),
                 ["files"] = Files(run.ModelFiles),
@@ -412,7 +445,7 @@ public static class PipelineRunner
             ["data"] = run.Data is null ? null : new JsonObject
             {
                 ["uses"] = spec.Data!.Uses,
-                ["options"] = JsonSerializer.SerializeToNode(run.DataOptions!, run.DataOptions!.GetType(), Manifest.JsonOptions),
+                ["options"] = Manifest.ToNode(run.DataOptions!),
                 ["count"] = run.Data.Count,
                 ["files"] = Files(run.Data.Files),
             },

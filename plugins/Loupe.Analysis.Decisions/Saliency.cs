@@ -25,33 +25,73 @@ public sealed record SaliencyOptions
 }
 
 /// <summary>Saliency (Simonyan et al. 2014): the gradient of the target score w.r.t. the input, one backward pass per batch.</summary>
-public sealed class Saliency : Analysis<SaliencyOptions>
+public sealed class Saliency : AttributionAnalysis<SaliencyOptions>
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients);
+    /// <inheritdoc/>
+    public override string ArtifactName => "saliency";
 
     /// <inheritdoc/>
-    public override void Run(SaliencyOptions options, IAnalysisContext ctx)
+    public override AttributionResult Attribute(SaliencyOptions options, AttributionInput input)
     {
-        var tiles = new List<RgbImage>();
-        long done = 0;
-        foreach (var batch in ctx.Batches())
-        {
-            using var scope = NewDisposeScope();
-            var x = batch.Input.detach().requires_grad_(true);
-            var (_, capture, ti, selection) = Explain.Forward(ctx.Model, ctx.Target, x, [], forGradients: true);
-            using (capture)
-            {
-                var g = Explain.Gradient(ctx.Target, ti, selection, x);
-                var attr = options.Abs ? g.abs() : g;
-                // Equation (Simonyan et al. 2014, §3.1): M_ij = max_c |w_h(i,j,c)|.
-                if (options.Reduce == ChannelReduce.Max) attr = g.abs().amax([1]);
-                var display = options.Reduce == ChannelReduce.Max ? attr : attr.abs().amax([1]);
-                Explain.Emit(ctx, "saliency", batch, attr, display, selection, tiles);
-            }
-            done += batch.Ids.Length;
-            if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);
-        }
-        Explain.EmitGrid(ctx, "saliency", tiles);
+        var (g, selection) = Explain.InputGradient(input.Context, input.Input, input.Selection, input.Slot);
+        // §3.1 of arxiv 1312.6034: M_ij = max_c |w_h(i,j,c)|.
+        var map = options.Reduce == ChannelReduce.Max ? g.abs().amax([1]) : options.Abs ? g.abs() : g;
+        return new AttributionResult(map, selection);
     }
+}
+
+/// <summary>Gradient × input (Shrikumar et al. 2016; Captum <c>InputXGradient</c>): x ⊙ ∂y/∂x, per channel.</summary>
+public sealed class GradientXInput : AttributionAnalysis<NoOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients);
+    /// <inheritdoc/>
+    public override string ArtifactName => "gradient-x-input";
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(NoOptions options, AttributionInput input)
+    {
+        var (g, selection) = Explain.InputGradient(input.Context, input.Input, input.Selection, input.Slot);
+        return new AttributionResult(g * input.Input, selection);
+    }
+}
+
+/// <summary>Base of the modified-ReLU gradient methods: the input gradient with every ReLU's backward replaced.</summary>
+public abstract class ReluRuleGradient : AttributionAnalysis<NoOptions>
+{
+    /// <summary>The ReLU backward rule.</summary>
+    protected abstract ReluRule Rule { get; }
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients | ModelCapabilities.ReluOverride);
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(NoOptions options, AttributionInput input)
+    {
+        var model = (IModelInterventions)input.Context.Model;
+        using var _ = model.OverrideRelu(Rule);
+        var (g, selection) = Explain.InputGradient(input.Context, input.Input, input.Selection, input.Slot);
+        return new AttributionResult(g, selection);
+    }
+}
+
+/// <summary>Guided backprop (Springenberg et al. 2015; Captum <c>GuidedBackprop</c>): at every ReLU the gradient passes
+/// only where the forward input &gt; 0 and the incoming gradient &gt; 0. Signed map, per channel.</summary>
+public sealed class GuidedBackprop : ReluRuleGradient
+{
+    /// <inheritdoc/>
+    protected override ReluRule Rule => ReluRule.Guided;
+    /// <inheritdoc/>
+    public override string ArtifactName => "guided-backprop";
+}
+
+/// <summary>DeconvNet (Zeiler &amp; Fergus 2014; Captum <c>Deconvolution</c>): at every ReLU the backward pass is
+/// relu(incoming gradient), whatever the forward input was. Signed map, per channel.</summary>
+public sealed class Deconvnet : ReluRuleGradient
+{
+    /// <inheritdoc/>
+    protected override ReluRule Rule => ReluRule.Deconvnet;
+    /// <inheritdoc/>
+    public override string ArtifactName => "deconvnet";
 }

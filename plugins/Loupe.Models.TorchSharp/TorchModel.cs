@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Loupe.Models.TorchSharp;
 
 /// <summary>An <see cref="IModel"/> over a TorchSharp module: eval mode, frozen parameters, hook-based capture.</summary>
-public sealed class TorchModel : IModel
+public sealed class TorchModel : IModel, IModelInterventions
 {
     readonly nn.Module<Tensor, Tensor> _module;
     readonly Dictionary<string, nn.Module> _modules;
@@ -29,7 +29,8 @@ public sealed class TorchModel : IModel
     /// <summary>The wrapped module.</summary>
     public nn.Module<Tensor, Tensor> Module => _module;
     /// <inheritdoc/>
-    public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.Parameters;
+    public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients
+        | ModelCapabilities.Parameters | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride;
     /// <inheritdoc/>
     public InputSpec DefaultInput { get; }
     /// <inheritdoc/>
@@ -57,6 +58,13 @@ public sealed class TorchModel : IModel
         if (missing.Count > 0) throw new LoupeException($"unknown layer(s): {string.Join(", ", missing)}");
         return new HookCapture(layers.Distinct().Select(l => (l, _modules[l])).ToList(), forGradients);
     }
+
+    /// <inheritdoc/>
+    public IDisposable Intervene(string layer, Func<Tensor, Tensor> transform) =>
+        Interventions.Intervene(_modules.TryGetValue(layer, out var m) ? m : throw new LoupeException($"unknown layer '{layer}'"), layer, transform);
+
+    /// <inheritdoc/>
+    public IDisposable OverrideRelu(ReluRule rule) => Interventions.OverrideRelu(_modules, rule);
 
     /// <inheritdoc/>
     public void Dispose() => _module.Dispose();

@@ -63,11 +63,111 @@ public sealed class ClassTargetFactory : TargetFactory<ClassTargetOptions>
     }
 }
 
+/// <summary>Options of <c>top-k</c>.</summary>
+public sealed record TopKOptions
+{
+    /// <summary>How many classes per input.</summary>
+    [Shorthand, Range(1, 1000), Description("explain each of the k highest-scoring classes of every input")]
+    public int K { get; init; } = 3;
+}
+
+/// <summary>Explain each of the k largest logits of every input: one map per input and rank (artifacts <c>*.top1</c> … <c>*.topk</c>).</summary>
+public sealed class TopKTargetFactory : TargetFactory<TopKOptions>
+{
+    /// <inheritdoc/>
+    public override ITarget Create(TopKOptions options, TargetContext context)
+    {
+        if (options.K > context.OutputSize)
+            throw new LoupeException($"top-k: k = {options.K} is larger than the number of outputs ({context.OutputSize})");
+        return new TopK(options.K, context.Labels);
+    }
+
+    sealed class TopK(int k, IReadOnlyList<string> labels) : ClassTarget(labels), ITarget
+    {
+        public int Slots => k;
+        protected override long[] Choose(Tensor output) => Rank(output, 0);
+        long[] Rank(Tensor output, int slot)
+        {
+            using var scope = NewDisposeScope();
+            var (_, idx) = output.detach().topk(k, 1);
+            return idx[.., slot].data<long>().ToArray();
+        }
+        public TargetSelection Select(TargetInput original, int slot)
+        {
+            var classes = Rank(original.Output, slot);
+            return new TargetSelection(classes, classes.Select(c => $"top-{slot + 1}: {Name(c)}").ToArray());
+        }
+        public override string Describe() => $"top-{k}";
+    }
+}
+
+/// <summary>A reference to a layer unit written as <c>layer:channel</c> or <c>layer:channel:y:x</c>.</summary>
+public sealed record UnitOptions
+{
+    /// <summary>The unit.</summary>
+    [Required, Shorthand, Description("layer:channel (channel mean) or layer:channel:y:x (one neuron), e.g. relu3:12")]
+    public string Unit { get; init; } = "";
+}
+
+/// <summary>Explain a channel's mean activation (<c>{ channel: "layer3:12" }</c>) or one neuron (<c>{ neuron: "layer3:12:4:4" }</c>).</summary>
+public sealed class UnitTargetFactory(bool neuron) : TargetFactory<UnitOptions>
+{
+    /// <summary>Channel target.</summary>
+    public UnitTargetFactory() : this(false) { }
+
+    /// <inheritdoc/>
+    public override ITarget Create(UnitOptions options, TargetContext context)
+    {
+        var parts = options.Unit.Split(':');
+        int expected = neuron ? 4 : 2;
+        if (parts.Length != expected || parts.Skip(1).Any(p => !int.TryParse(p, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) || v < 0))
+            throw new LoupeException($"'{options.Unit}' is not a {(neuron ? "neuron (layer:channel:y:x)" : "channel (layer:channel)")} with non-negative integer indices");
+        if (!context.Layers.Contains(parts[0]))
+            throw new LoupeException($"layer '{parts[0]}' does not exist{Suggest.DidYouMean(parts[0], context.Layers)}");
+        var idx = parts.Skip(1).Select(int.Parse).ToArray();
+        return new Unit(parts[0], idx, options.Unit, neuron);
+    }
+
+    sealed class Unit(string layer, int[] idx, string text, bool neuron) : ITarget
+    {
+        public IReadOnlyCollection<string> RequiredLayers => [layer];
+        public TargetSelection Select(TargetInput original)
+        {
+            var a = original.Layer(layer);
+            if (a.dim() < 2 || idx[0] >= a.shape[1])
+                throw new LoupeException($"target '{text}': layer '{layer}' has {(a.dim() < 2 ? 0 : a.shape[1])} channels");
+            if (neuron && (a.dim() != 4 || idx[1] >= a.shape[2] || idx[2] >= a.shape[3]))
+                throw new LoupeException($"target '{text}': position ({idx[1]}, {idx[2]}) is outside layer '{layer}' of shape ({string.Join("×", a.shape)})");
+            return new TargetSelection(null, Enumerable.Repeat(Describe(), (int)a.shape[0]).ToArray());
+        }
+        public Tensor Scores(TargetInput input, TargetSelection selection)
+        {
+            using var scope = NewDisposeScope();
+            var a = input.Layer(layer);
+            var unit = a.select(1, idx[0]);
+            var s = neuron ? unit.select(1, idx[1]).select(1, idx[2]) : unit.dim() > 1 ? unit.flatten(1).mean([1]) : unit;
+            return scope.MoveToOuter(s);
+        }
+        public string Describe() => (neuron ? "neuron " : "channel ") + text;
+    }
+}
+
 /// <summary>Registers the built-in targets.</summary>
 public sealed class Registrar : IPluginRegistrar
 {
     /// <inheritdoc/>
     public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
         .AddLoupeTarget<TopOneTargetFactory>("top-1", "the predicted class (largest logit) of each input; the default")
-        .AddLoupeTarget<ClassTargetFactory>("class", "a fixed class, by index or label name: { class: 3 } or { class: sneaker }");
+        .AddLoupeTarget<ClassTargetFactory>("class", "a fixed class, by index or label name: { class: 3 } or { class: sneaker }")
+        .AddLoupeTarget<TopKTargetFactory>("top-k", "each of the k largest logits: { top-k: 3 } gives one map per input and rank")
+        .AddLoupeTarget<UnitTargetFactory>("channel", "mean activation of a channel: { channel: \"relu3:12\" }")
+        .AddLoupeTarget<NeuronTargetFactory>("neuron", "one neuron of a layer: { neuron: \"relu3:12:3:4\" }");
+}
+
+/// <summary>Neuron target (<c>layer:channel:y:x</c>).</summary>
+public sealed class NeuronTargetFactory : TargetFactory<UnitOptions>
+{
+    readonly UnitTargetFactory _inner = new(neuron: true);
+    /// <inheritdoc/>
+    public override ITarget Create(UnitOptions options, TargetContext context) => _inner.Create(options, context);
 }

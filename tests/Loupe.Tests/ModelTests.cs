@@ -16,7 +16,7 @@ public class ModelTests
         return model.Forward(x).data<float>().ToArray();
     }
 
-    static IModel Load(string arch, string? weights, int? classes = null) =>
+    internal static IModel Load(string arch, string? weights, int? classes = null) =>
         new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = arch, Weights = weights, NumClasses = classes }, new ModelLoadContext(TestEnv.RepoRoot, 0));
 
     [Theory]
@@ -31,7 +31,7 @@ public class ModelTests
     }
 
     /// <summary>Deterministic weights shared with the Python script (hash scheme, see tests/fixtures/README.md).</summary>
-    static void SetHashWeights(IModel model)
+    internal static void SetHashWeights(IModel model)
     {
         var tm = (TorchModel)model;
         using var _ = no_grad();

@@ -78,7 +78,7 @@ public class PluginHostTests
         var manifest = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "manifest.json")))!;
         Assert.Equal("failed", manifest["status"]!.GetValue<string>());
         Assert.True(File.Exists(Path.Combine(r.OutDir!, "before", "00000.saliency.npy")));
-        Assert.True(File.Exists(Path.Combine(r.OutDir!, "after", "00003.cam.npy")));
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "after", "00003.grad-cam-layer.npy")));
         Assert.DoesNotContain(manifest["artifacts"]!.AsArray(), a => a!["step"]!.GetValue<string>() == "broken");
     }
 

@@ -9,10 +9,10 @@ public class TechniqueTests
 {
     static string FixturePipeline(string steps) => TestEnv.FixturePipeline(steps, batchSize: 3);
 
-    static float[] Stack(Loupe.Core.RunResult r, string step, string name, int n = 4) =>
+    internal static float[] Stack(Loupe.Core.RunResult r, string step, string name, int n = 4) =>
         Enumerable.Range(0, n).SelectMany(i => TestEnv.Artifact(r, $"{step}/{i:D5}.{name}.npy").Data).ToArray();
 
-    static void Close(float[] actual, string fixture, double tol)
+    internal static void Close(float[] actual, string fixture, double tol)
     {
         var expected = Npy.Read(TestEnv.Fixture(fixture)).Data;
         var err = TestEnv.RelL2(actual, expected);
@@ -38,9 +38,9 @@ public class TechniqueTests
         var r = TestEnv.Run(path);
         Assert.Equal(0, r.ExitCode);
         Close(Stack(r, "sal", "saliency"), "fashion_saliency.npy", 1e-4);
-        Close(Stack(r, "cam", "cam"), "fashion_gradcam_raw.npy", 1e-4);
-        Close(Stack(r, "cam", "cam-upsampled"), "fashion_gradcam_up.npy", 1e-4);
-        Close(Stack(r, "pgc", "cam-upsampled"), "fashion_gradcam_pgc.npy", 1e-4);
+        Close(Stack(r, "cam", "grad-cam-layer"), "fashion_gradcam_raw.npy", 1e-4);
+        Close(Stack(r, "cam", "grad-cam"), "fashion_gradcam_up.npy", 1e-4);
+        Close(Stack(r, "pgc", "grad-cam"), "fashion_gradcam_pgc.npy", 1e-4);
         Close(Stack(r, "occ", "occlusion"), "fashion_occlusion.npy", 1e-4);
         // Batches of 3 over 4 inputs: the second batch has one row; nothing may depend on batch composition.
         Assert.Equal([1L, 28, 28], TestEnv.Artifact(r, "sal/00003.saliency.npy").Shape);

@@ -1,0 +1,89 @@
+using static TorchSharp.torch;
+
+namespace Loupe.Abstractions;
+
+/// <summary>What an attribution method gets for one batch.</summary>
+/// <param name="Context">The running step's context (model, target, seed, ...).</param>
+/// <param name="Input">Normalised input N×C×H×W (possibly perturbed copies, e.g. by noise-tunnel).</param>
+/// <param name="Selection">What to explain per row; null: the method selects from its own forward pass (slot <paramref name="Slot"/>).</param>
+/// <param name="Slot">Target slot (e.g. the k-th class of <c>top-k</c>).</param>
+/// <param name="Ids">Input ids of the rows, when they are original inputs (null for perturbed copies).</param>
+public sealed record AttributionInput(IAnalysisContext Context, Tensor Input, TargetSelection? Selection, int Slot = 0, string[]? Ids = null);
+
+/// <summary>An attribution map per input and what it explains.</summary>
+/// <param name="Map">N×C×H×W (per channel) or N×H×W, at input resolution.</param>
+/// <param name="Selection">What each row explains.</param>
+/// <param name="Raw">An extra raw result at natural resolution (e.g. a CAM at layer resolution), or null.</param>
+public sealed record AttributionResult(Tensor Map, TargetSelection Selection, Tensor? Raw = null);
+
+/// <summary>A technique that produces one map per input for a target: what <c>noise-tunnel</c> and the metrics wrap.</summary>
+public interface IAttribution : IAnalysis
+{
+    /// <summary>Computes maps for one batch (tensors belong to the caller's dispose scope).</summary>
+    AttributionResult Attribute(object options, AttributionInput input);
+    /// <summary>Base name of its artifacts (e.g. <c>saliency</c>).</summary>
+    string ArtifactName { get; }
+}
+
+/// <summary>Base of attribution techniques: one abstract step (<see cref="Attribute(TOptions, AttributionInput)"/>); the
+/// base streams batches, loops over target slots, writes raw maps, overlays and the step grid.</summary>
+public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttribution where TOptions : class, new()
+{
+    /// <inheritdoc/>
+    public abstract string ArtifactName { get; }
+    /// <summary>Name of the extra raw result (<see cref="AttributionResult.Raw"/>).</summary>
+    protected virtual string RawName => ArtifactName + "-raw";
+
+    /// <summary>Computes maps for one batch.</summary>
+    public abstract AttributionResult Attribute(TOptions options, AttributionInput input);
+
+    AttributionResult IAttribution.Attribute(object options, AttributionInput input) => Attribute((TOptions)options, input);
+
+    /// <inheritdoc/>
+    public override void Run(TOptions options, IAnalysisContext ctx)
+    {
+        int slots = Math.Max(1, ctx.Target.Slots);
+        var tiles = new List<RgbImage>();
+        long done = 0;
+        foreach (var batch in ctx.Batches())
+        {
+            for (int slot = 0; slot < slots; slot++)
+            {
+                using var scope = NewDisposeScope();
+                ctx.Cancellation.ThrowIfCancellationRequested();
+                var result = Attribute(options, new AttributionInput(ctx, batch.Input, null, slot, slots > 1 ? batch.Ids.Select(i => $"{i}.top{slot + 1}").ToArray() : batch.Ids));
+                var suffix = slots > 1 ? $".top{slot + 1}" : "";
+                if (result.Raw is { } raw)
+                    for (int i = 0; i < batch.Ids.Length; i++)
+                        ctx.Output.Raw(RawName + suffix, batch.Ids[i], NdArray.FromTensor(raw[i]), result.Selection.Labels[i]);
+                var display = result.Map.dim() == 4 ? result.Map.abs().amax([1]) : result.Map;
+                Explain.Emit(ctx, ArtifactName + suffix, batch, result.Map, display, result.Selection, tiles);
+            }
+            done += batch.Ids.Length;
+            if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);
+        }
+        Explain.EmitGrid(ctx, ArtifactName, tiles);
+        Finish(options, ctx);
+    }
+
+    /// <summary>Called once after all batches (e.g. to write a summary).</summary>
+    protected virtual void Finish(TOptions options, IAnalysisContext ctx) { }
+}
+
+/// <summary>An option that names another step (<c>inner: { uses: saliency, with: {...} }</c>): the host resolves the id,
+/// binds and validates its options, and fills <see cref="Analysis"/> and <see cref="Options"/> before the step runs.</summary>
+public sealed class StepReference
+{
+    /// <summary>Component id of the inner analysis.</summary>
+    public string Uses { get; set; } = "";
+    /// <summary>The inner step's <c>with:</c> as written (host-owned).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public object? With { get; set; }
+    /// <summary>The resolved analysis (set by the host).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IAnalysis? Analysis { get; set; }
+    /// <summary>The inner options, bound (set by the host).</summary>
+    public object? Options { get; set; }
+    /// <inheritdoc/>
+    public override string ToString() => Uses;
+}

@@ -1,0 +1,118 @@
+using System.ComponentModel;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Cam;
+
+/// <summary>Which reference implementation's output convention the input-resolution map follows.</summary>
+public enum CamConvention
+{
+    /// <summary>Captum <c>LayerGradCam</c> + interpolation: the raw map (ReLU per <c>relu</c>), bilinearly upsampled, unnormalised.</summary>
+    Captum,
+    /// <summary>pytorch-grad-cam: ReLU, per-map (x − min) / (max + 1e-7), then bilinear resize; layers averaged, then rescaled.</summary>
+    PytorchGradCam,
+}
+
+/// <summary>Options shared by every CAM method.</summary>
+public record CamOptions
+{
+    /// <summary>One layer.</summary>
+    [LayerName(Spatial = true), Description("layer whose activations A (N×K×h×w) are weighted, e.g. layer4 or relu3")]
+    public string? Layer { get; init; }
+    /// <summary>Several layers (maps are averaged).</summary>
+    [LayerName(Spatial = true), Description("several layers: their upsampled maps are averaged (multi-layer aggregation)")]
+    public string[]? Layers { get; init; }
+    /// <summary>ReLU on the map.</summary>
+    [Description("apply ReLU to the layer map (the papers; Captum relu_attributions=True)")]
+    public bool Relu { get; init; } = true;
+    /// <summary>Output convention.</summary>
+    [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, then resized")]
+    public CamConvention Convention { get; init; } = CamConvention.Captum;
+
+    /// <summary>The layers to explain.</summary>
+    public IReadOnlyList<string> AllLayers => Layers is { Length: > 0 } ? Layers : Layer is { Length: > 0 } ? [Layer] : [];
+}
+
+/// <summary>What a CAM method sees for one layer.</summary>
+/// <param name="Activation">A, N×K×h×w (detached).</param>
+/// <param name="Gradient">∂y/∂A (N×K×h×w), or null for gradient-free methods.</param>
+/// <param name="Layer">Layer name.</param>
+/// <param name="Input">The normalised input batch.</param>
+/// <param name="Selection">What each row explains.</param>
+/// <param name="Context">The step context (for methods that run extra forward passes).</param>
+public sealed record CamLayer(Tensor Activation, Tensor? Gradient, string Layer, Tensor Input, TargetSelection Selection, IAnalysisContext Context);
+
+/// <summary>The CAM pipeline, once (as pytorch-grad-cam's base_cam): capture the layers, forward, gradients to the layers
+/// (never to the input), one map per layer from <see cref="LayerMap"/>, ReLU, the chosen convention, multi-layer mean.
+/// Each method overrides only <see cref="LayerMap"/> (and says whether it needs gradients).</summary>
+public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> where TOptions : CamOptions, new()
+{
+    /// <summary>True when <see cref="LayerMap"/> needs ∂y/∂A.</summary>
+    protected virtual bool UsesGradients => true;
+
+    /// <summary>The method's map for one layer, N×h×w, before ReLU and scaling.</summary>
+    protected abstract Tensor LayerMap(TOptions options, CamLayer layer);
+
+    /// <inheritdoc/>
+    protected override string RawName => ArtifactName + "-layer";
+
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations
+        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None) | ExtraCapabilities);
+
+    /// <summary>Capabilities beyond the pipeline's (e.g. interventions for Ablation-CAM).</summary>
+    protected virtual ModelCapabilities ExtraCapabilities => ModelCapabilities.None;
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
+    {
+        if (options.AllLayers.Count == 0) yield return "give a 'layer' (or 'layers')";
+        if (options.Layer is not null && options.Layers is not null) yield return "give either 'layer' or 'layers', not both";
+    }
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(TOptions options, AttributionInput input)
+    {
+        var ctx = input.Context;
+        var layers = options.AllLayers;
+        var x = input.Input;
+        long h = x.shape[2], w = x.shape[3];
+        var (_, capture, ti, selection) = Explain.Forward(ctx.Model, ctx.Target, x, layers, UsesGradients, input.Selection, input.Slot);
+        var maps = new List<Tensor>();
+        Tensor? raw = null;
+        using (capture)
+        {
+            var acts = layers.Select(l => capture[l]).ToList();
+            Tensor[]? grads = null;
+            if (UsesGradients)
+            {
+                using var s = NewDisposeScope();
+                var score = ctx.Target.Scores(ti, selection).sum();
+                grads = autograd.grad([score], acts).Select(g => s.MoveToOuter(g)).ToArray();
+            }
+            for (int i = 0; i < layers.Count; i++)
+            {
+                var a = acts[i].detach();
+                var g = grads?[i];
+                var map = LayerMap(options, new CamLayer(a, g, layers[i], x, selection, ctx));
+                if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
+                raw ??= map;
+                maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w) : Display.Resize(map, h, w));
+            }
+        }
+        var combined = maps.Count == 1 ? maps[0] : stack(maps, 0).mean([0]);
+        if (maps.Count > 1 && options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(combined);
+        return new AttributionResult(combined, selection, layers.Count == 1 ? raw : null);
+    }
+
+    /// <summary>pytorch-grad-cam's scale_cam_image without the resize: per map x − min, then / (1e-7 + max).</summary>
+    public static Tensor ScaleEach(Tensor maps)
+    {
+        using var scope = NewDisposeScope();
+        long n = maps.shape[0];
+        var flat = maps.reshape(n, -1);
+        var shifted = flat - flat.amin([1], keepdim: true);
+        var scaled = shifted / (1e-7f + shifted.amax([1], keepdim: true));
+        return scope.MoveToOuter(scaled.view(maps.shape));
+    }
+}

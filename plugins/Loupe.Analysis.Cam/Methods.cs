@@ -1,0 +1,265 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Cam;
+
+/// <summary>Grad-CAM (Selvaraju et al. 2017): α_k = mean_ij ∂y/∂A_kij (Eq. 1), map = Σ_k α_k A_k (Eq. 2).</summary>
+public sealed class GradCam : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "grad-cam";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l) => (l.Gradient!.mean([2, 3], keepdim: true) * l.Activation).sum(1);
+}
+
+/// <summary>Grad-CAM++ (Chattopadhay et al. 2018, Eq. 19 in arxiv 1710.11063, with exponential-output closed form as
+/// pytorch-grad-cam): a_kij = g² / (2g² + Σ_ab A_kab · g³), w_k = Σ_ij a_kij · relu(g_kij).</summary>
+public sealed class GradCamPlusPlus : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "grad-cam-plus-plus";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l)
+    {
+        var g = l.Gradient!; var a = l.Activation;
+        var g2 = g * g; var g3 = g2 * g;
+        var sumA = a.sum([2, 3], keepdim: true);
+        var aij = g2 / (2 * g2 + sumA * g3 + 1e-6f);
+        aij = where(g != 0, aij, zeros_like(aij));
+        var weights = (nn.functional.relu(g) * aij).sum([2, 3], keepdim: true);
+        return (weights * a).sum(1);
+    }
+}
+
+/// <summary>XGrad-CAM (Fu et al. 2020): w_k = Σ_ij (A_kij / Σ_ab A_kab) · ∂y/∂A_kij.</summary>
+public sealed class XGradCam : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "xgrad-cam";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l)
+    {
+        var a = l.Activation;
+        var weights = (l.Gradient! * a / (a.sum([2, 3], keepdim: true) + 1e-7f)).sum([2, 3], keepdim: true);
+        return (weights * a).sum(1);
+    }
+}
+
+/// <summary>HiRes-CAM (Draelos &amp; Carin 2020): Σ_k ∂y/∂A_k ⊙ A_k, element-wise (no spatial averaging of gradients).</summary>
+public sealed class HiResCam : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "hires-cam";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l) => (l.Gradient! * l.Activation).sum(1);
+}
+
+/// <summary>LayerCAM (Jiang et al. 2021, Eq. 6): Σ_k relu(∂y/∂A_k) ⊙ A_k.</summary>
+public sealed class LayerCam : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "layer-cam";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l) => (nn.functional.relu(l.Gradient!) * l.Activation).sum(1);
+}
+
+/// <summary>Eigen-CAM (Muhammad &amp; Yeasin 2020): the projection of A (h·w × K, centred) on its first principal
+/// direction. No gradients and no target. The SVD sign is fixed so that the map correlates positively with the mean
+/// activation (pytorch-grad-cam leaves it to LAPACK).</summary>
+public sealed class EigenCam : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "eigen-cam";
+    /// <inheritdoc/>
+    protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l)
+    {
+        var a = l.Activation;
+        long n = a.shape[0], k = a.shape[1], h = a.shape[2], w = a.shape[3];
+        var m = a.reshape(n, k, h * w).transpose(1, 2);                         // N×hw×K
+        var centred = m - m.mean([1], keepdim: true);
+        var (_, _, vh) = linalg.svd(centred, fullMatrices: false);
+        var proj = centred.matmul(vh[.., 0].unsqueeze(2)).squeeze(2);           // N×hw
+        var sign = (proj * a.mean([1]).reshape(n, h * w)).sum([1], keepdim: true).sign();
+        sign = where(sign == 0, ones_like(sign), sign);
+        return (proj * sign).view(n, h, w);
+    }
+}
+
+/// <summary>Score-CAM (Wang et al. 2020, as pytorch-grad-cam): each channel, upsampled to the input and min-max scaled,
+/// masks the input; w = softmax over channels of the target scores of the masked inputs. Forward passes only.</summary>
+public sealed class ScoreCam : CamAnalysis<ScoreCamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "score-cam";
+    /// <inheritdoc/>
+    protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(ScoreCamOptions o, CamLayer l)
+    {
+        var a = l.Activation; var x = l.Input;
+        long n = a.shape[0], k = a.shape[1], h = x.shape[2], w = x.shape[3];
+        var up = Display.Resize(a, h, w);                                         // N×K×H×W
+        var flat = up.reshape(n, k, -1);
+        var min = flat.amin([2]).view(n, k, 1, 1); var max = flat.amax([2]).view(n, k, 1, 1);
+        var masks = (up - min) / (max - min + 1e-8f);
+        long chunk = o.MicroBatch ?? 64;
+        var scores = new List<Tensor>();
+        using (no_grad())
+            for (int i = 0; i < n; i++)
+            {
+                var per = new List<Tensor>();
+                for (long c0 = 0; c0 < k; c0 += chunk)
+                {
+                    using var scope = NewDisposeScope();
+                    long c = Math.Min(chunk, k - c0);
+                    var masked = x[i].unsqueeze(0) * masks[i].narrow(0, c0, c).unsqueeze(1);   // c×C×H×W
+                    var sel = l.Selection.Repeat(i, (int)c);
+                    var (_, cap, ti, _) = Explain.Forward(l.Context.Model, l.Context.Target, masked, [], false, sel);
+                    using (cap) per.Add(scope.MoveToOuter(l.Context.Target.Scores(ti, sel)));
+                }
+                scores.Add(cat(per, 0));
+            }
+        var weights = nn.functional.softmax(stack(scores, 0), 1).view(n, k, 1, 1);
+        return (weights * a).sum(1);
+    }
+}
+
+/// <summary>Options of <c>score-cam</c> and <c>ablation-cam</c>.</summary>
+public record ScoreCamOptions : CamOptions
+{
+    /// <summary>Copies per forward.</summary>
+    [Range(1, 65536), Description("masked/ablated copies per forward pass (default 64)")]
+    public int? MicroBatch { get; init; }
+}
+
+/// <summary>Ablation-CAM (Desai &amp; Ramaswamy 2020, as pytorch-grad-cam): w_k = (y − y_k) / y, where y_k is the target
+/// score with channel k of the layer set to 0. Forward passes only (the model runs with the channel ablated).</summary>
+public sealed class AblationCam : CamAnalysis<ScoreCamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "ablation-cam";
+    /// <inheritdoc/>
+    protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override ModelCapabilities ExtraCapabilities => ModelCapabilities.Interventions;
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(ScoreCamOptions o, CamLayer l)
+    {
+        var a = l.Activation; var x = l.Input; var ctx = l.Context;
+        long n = a.shape[0], k = a.shape[1];
+        var (baseScores, _, _) = Explain.Scores(ctx, x, l.Selection, 0);
+        long chunk = o.MicroBatch ?? 64;
+        var model = (IModelInterventions)ctx.Model;
+        var scores = new List<Tensor>();
+        using (no_grad())
+            for (int i = 0; i < n; i++)
+            {
+                var per = new List<Tensor>();
+                for (long c0 = 0; c0 < k; c0 += chunk)
+                {
+                    using var scope = NewDisposeScope();
+                    long c = Math.Min(chunk, k - c0);
+                    // Row r of the copies ablates channel c0 + r.
+                    var keep = ones(c, k).scatter_(1, arange(c0, c0 + c).view(c, 1), zeros(c, 1)).view(c, k, 1, 1);
+                    var copies = x[i].unsqueeze(0).expand(c, -1, -1, -1);
+                    var sel = l.Selection.Repeat(i, (int)c);
+                    using (model.Intervene(l.Layer, act => act * keep))
+                    {
+                        var (_, cap, ti, _) = Explain.Forward(ctx.Model, ctx.Target, copies, [], false, sel);
+                        using (cap) per.Add(scope.MoveToOuter(ctx.Target.Scores(ti, sel)));
+                    }
+                }
+                scores.Add(cat(per, 0));
+            }
+        var ablated = stack(scores, 0);                                            // N×K
+        var b = baseScores.view(n, 1);
+        var weights = ((b - ablated) / (b + 1e-7f)).view(n, k, 1, 1);
+        return (weights * a).sum(1);
+    }
+}
+
+/// <summary>Options of <c>cam</c>.</summary>
+public record ClassCamOptions : CamOptions
+{
+    /// <summary>The linear head after global average pooling.</summary>
+    [Required, Description("the linear classifier layer after global average pooling (its weight W is classes×K), e.g. fc")]
+    public string Head { get; init; } = "fc";
+}
+
+/// <summary>CAM (Zhou et al. 2016, Eq. 2): Σ_k W[c, k] A_k with W the weights of the linear head that follows global
+/// average pooling of the layer. Needs a class target.</summary>
+public sealed class ClassActivationMap : CamAnalysis<ClassCamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "cam";
+    /// <inheritdoc/>
+    protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override ModelCapabilities ExtraCapabilities => ModelCapabilities.Parameters;
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(ClassCamOptions options, AnalysisValidationContext context)
+    {
+        foreach (var e in base.Validate(options, context)) yield return e;
+        var weight = context.Model.GetParameter(options.Head + ".weight");
+        if (weight is null || weight.dim() != 2)
+            yield return $"option 'head': '{options.Head}' has no 2-D weight; CAM needs the linear layer after global average pooling";
+    }
+
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(ClassCamOptions o, CamLayer l)
+    {
+        var classes = l.Selection.Classes ?? throw new LoupeException("cam needs a class target (top-1, top-k or class)");
+        var weight = l.Context.Model.GetParameter(o.Head + ".weight")!;
+        if (weight.shape[1] != l.Activation.shape[1])
+            throw new LoupeException($"head '{o.Head}' has {weight.shape[1]} inputs but layer '{l.Layer}' has {l.Activation.shape[1]} channels");
+        var wc = weight.detach().index_select(0, tensor(classes, dtype: ScalarType.Int64));         // N×K
+        return (wc.view(wc.shape[0], -1, 1, 1) * l.Activation).sum(1);
+    }
+}
+
+/// <summary>Guided Grad-CAM (Selvaraju et al. 2017, §3; Captum <c>GuidedGradCam</c>): guided backprop ⊙ the Grad-CAM map
+/// upsampled to the input (bilinear), per channel.</summary>
+public sealed class GuidedGradCam : CamAnalysis<CamOptions>
+{
+    readonly GradCam _gradCam = new();
+
+    /// <inheritdoc/>
+    public override string ArtifactName => "guided-grad-cam";
+    /// <inheritdoc/>
+    protected override ModelCapabilities ExtraCapabilities => ModelCapabilities.ReluOverride;
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l) => throw new NotSupportedException();
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(CamOptions options, AttributionInput input)
+    {
+        var cam = _gradCam.Attribute(options with { Convention = CamConvention.Captum }, input);
+        var model = (IModelInterventions)input.Context.Model;
+        Tensor guided;
+        using (model.OverrideRelu(ReluRule.Guided))
+            (guided, _) = Explain.InputGradient(input.Context, input.Input, cam.Selection, input.Slot);
+        return new AttributionResult(guided * cam.Map.unsqueeze(1), cam.Selection);
+    }
+}
+
+/// <summary>Registers the CAM family.</summary>
+public sealed class Registrar : IPluginRegistrar
+{
+    /// <inheritdoc/>
+    public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
+        .AddLoupeAnalysis<ClassActivationMap>("cam", "class activation map from the linear head after GAP (Zhou et al. 2016)")
+        .AddLoupeAnalysis<GradCam>("grad-cam", "gradient-weighted class activation map (Selvaraju et al. 2017)")
+        .AddLoupeAnalysis<GradCamPlusPlus>("grad-cam-plus-plus", "Grad-CAM++ (Chattopadhay et al. 2018)")
+        .AddLoupeAnalysis<XGradCam>("xgrad-cam", "XGrad-CAM (Fu et al. 2020)")
+        .AddLoupeAnalysis<HiResCam>("hires-cam", "HiRes-CAM: element-wise gradient × activation (Draelos & Carin 2020)")
+        .AddLoupeAnalysis<LayerCam>("layer-cam", "LayerCAM: relu(gradient) × activation (Jiang et al. 2021)")
+        .AddLoupeAnalysis<ScoreCam>("score-cam", "Score-CAM: channel-masked forward passes, softmax weights (Wang et al. 2020)")
+        .AddLoupeAnalysis<AblationCam>("ablation-cam", "Ablation-CAM: score drop when a channel is zeroed (Desai & Ramaswamy 2020)")
+        .AddLoupeAnalysis<EigenCam>("eigen-cam", "Eigen-CAM: first principal component of the activations (Muhammad & Yeasin 2020)")
+        .AddLoupeAnalysis<GuidedGradCam>("guided-grad-cam", "guided backprop × upsampled Grad-CAM (Selvaraju et al. 2017)");
+}

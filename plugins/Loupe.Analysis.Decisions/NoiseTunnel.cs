@@ -1,0 +1,95 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>How noisy maps are combined (Captum <c>NoiseTunnel</c>'s nt_type).</summary>
+public enum NoiseTunnelType
+{
+    /// <summary>Mean of the maps (Smilkov et al. 2017).</summary>
+    Smoothgrad,
+    /// <summary>Mean of the squared maps.</summary>
+    SmoothgradSq,
+    /// <summary>Variance of the maps (Adebayo et al. 2018).</summary>
+    Vargrad,
+}
+
+/// <summary>Options of <c>noise-tunnel</c>.</summary>
+public sealed record NoiseTunnelOptions
+{
+    /// <summary>The wrapped attribution step.</summary>
+    [Required, Description("the attribution step to smooth: { uses: saliency, with: { ... } }")]
+    public StepReference? Inner { get; init; }
+    /// <summary>Noisy samples per input.</summary>
+    [Range(1, 100_000), Description("noisy copies per input (n)")]
+    public int Samples { get; init; } = 50;
+    /// <summary>Noise level.</summary>
+    [Range(0.0, 100.0), Description("σ = noise_level · (max(x) − min(x)) per input (Smilkov et al.: 0.15)")]
+    public double NoiseLevel { get; init; } = 0.15;
+    /// <summary>Combination.</summary>
+    [Description("smoothgrad (mean), smoothgrad-sq (mean of squares) or vargrad (variance)")]
+    public NoiseTunnelType Type { get; init; } = NoiseTunnelType.Smoothgrad;
+    /// <summary>Copies per inner call.</summary>
+    [Range(1, 100_000), Description("noisy copies (× inputs) per call of the inner method (default: all samples at once, within 64 RGB 224² images)")]
+    public int? SamplesPerBatch { get; init; }
+}
+
+/// <summary>Noise tunnel: wraps any attribution step and combines its maps over noisy copies of each input (SmoothGrad,
+/// SmoothGrad², VarGrad). The target is fixed on the clean input; noise is drawn from the step's seed.</summary>
+public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    /// <inheritdoc/>
+    public override string ArtifactName => "noise-tunnel";
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(NoiseTunnelOptions options, AnalysisValidationContext context)
+    {
+        if (options.Inner?.Analysis is { } a && a is not IAttribution)
+            yield return $"inner step '{options.Inner.Uses}' is not an attribution method (it must produce one map per input, like saliency or integrated-gradients)";
+        if (options.Inner?.Analysis is NoiseTunnel) yield return "noise-tunnel cannot wrap another noise-tunnel";
+    }
+
+    Generator? _generator;
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(NoiseTunnelOptions options, AttributionInput input)
+    {
+        var ctx = input.Context;
+        var inner = (IAttribution)options.Inner!.Analysis!;
+        var x = input.Input;
+        long n = x.shape[0];
+        _generator ??= new Generator((ulong)ctx.Seed);
+        var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
+        var range = (x.flatten(1).amax([1]) - x.flatten(1).amin([1])).view(n, 1, 1, 1);
+        var sigma = range * (float)options.NoiseLevel;
+        long perCall = Math.Max(1, (options.SamplesPerBatch ?? Perturbation.CopiesPerForward(null, x)) / n);
+        Tensor? sum = null, sumSq = null;
+        for (int s0 = 0; s0 < options.Samples; s0 += (int)perCall)
+        {
+            using var chunk = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            int k = (int)Math.Min(perCall, options.Samples - s0);
+            var noise = randn([k, x.shape[0], x.shape[1], x.shape[2], x.shape[3]], generator: _generator) * sigma.unsqueeze(0);
+            var noisy = (x.unsqueeze(0) + noise).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
+            var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
+            var maps = inner.Attribute(options.Inner.Options!, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot)).Map;
+            var shaped = maps.view([k, n, .. maps.shape.Skip(1)]);
+            var s1 = shaped.sum(0, keepdim: false); var s2 = (shaped * shaped).sum(0, keepdim: false);
+            sum = sum is null ? chunk.MoveToOuter(s1) : chunk.MoveToOuter(sum + s1);
+            sumSq = sumSq is null ? chunk.MoveToOuter(s2) : chunk.MoveToOuter(sumSq + s2);
+        }
+        var mean = sum! / options.Samples;
+        var meanSq = sumSq! / options.Samples;
+        var result = options.Type switch
+        {
+            NoiseTunnelType.Smoothgrad => mean,
+            NoiseTunnelType.SmoothgradSq => meanSq,
+            _ => meanSq - mean * mean,
+        };
+        return new AttributionResult(result, selection);
+    }
+}

@@ -1,0 +1,106 @@
+using Loupe.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>What replaces removed pixels (in normalised input space, as Captum's baselines).</summary>
+public enum Fill
+{
+    /// <summary>Zero in normalised space (the dataset mean colour; Captum's default baseline).</summary>
+    Zero,
+    /// <summary>The image's per-channel mean.</summary>
+    Mean,
+    /// <summary>A Gaussian-blurred copy of the image.</summary>
+    Blur,
+    /// <summary>Black pixels (0 before normalisation).</summary>
+    Black,
+}
+
+/// <summary>Baselines and batched evaluation of perturbed copies, shared by the perturbation methods.</summary>
+public static class Perturbation
+{
+    /// <summary>A baseline image per input.</summary>
+    public static Tensor Baseline(Tensor x, Fill fill, double blurSigma, InputSpec spec)
+    {
+        using var scope = NewDisposeScope();
+        var r = fill switch
+        {
+            Fill.Zero => zeros_like(x),
+            Fill.Mean => x.mean([2, 3], keepdim: true).expand_as(x).contiguous(),
+            Fill.Black => spec.Normalize(zeros_like(x)),
+            _ => Blur(x, blurSigma),
+        };
+        return scope.MoveToOuter(r);
+    }
+
+    /// <summary>Separable Gaussian blur (reflect padding; replicate when the image is smaller than the kernel).</summary>
+    public static Tensor Blur(Tensor x, double sigma)
+    {
+        using var scope = NewDisposeScope();
+        sigma = Math.Max(0.5, sigma);
+        int radius = (int)Math.Ceiling(3 * sigma);
+        var k1 = arange(-radius, radius + 1, dtype: ScalarType.Float32);
+        k1 = exp(-(k1 * k1) / (float)(2 * sigma * sigma));
+        k1 = k1 / k1.sum();
+        long c = x.shape[1];
+        var kh = k1.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous();
+        var kw = k1.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous();
+        var mode = radius < x.shape[2] && radius < x.shape[3] ? PaddingModes.Reflect : PaddingModes.Replicate;
+        var padded = nn.functional.pad(x, [radius, radius, radius, radius], mode);
+        var b = nn.functional.conv2d(nn.functional.conv2d(padded, kh, groups: c), kw, groups: c);
+        return scope.MoveToOuter(b);
+    }
+
+    /// <summary>Input elements per forward pass when a method's micro-batch is not set: 64 RGB images at 224².</summary>
+    public const long DefaultElementBudget = 64L * 3 * 224 * 224;
+
+    /// <summary>Copies per forward: explicit, or as many as the element budget holds (8..1024).</summary>
+    public static long CopiesPerForward(int? microBatch, Tensor x) =>
+        microBatch ?? Math.Clamp(DefaultElementBudget / (x.shape[1] * x.shape[2] * x.shape[3]), 8, 1024);
+
+    /// <summary>Scores of the target for every input × mask: x ⊙ (1 − M) + fill ⊙ M for masks M (P×1×H×W, 1 = removed),
+    /// all images of the batch × a chunk of masks per forward pass. Returns N×P.</summary>
+    /// <param name="masks">Produces masks [start, start + count).</param>
+    /// <param name="probability">Score with the softmax probability of the selected class instead of the target score.</param>
+    public static Tensor MaskedScores(IAnalysisContext ctx, Tensor x, Tensor fill, long maskCount, Func<long, long, Tensor> masks,
+        TargetSelection selection, int? microBatch, bool probability = false, Action<double>? progress = null)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        long chunk = Math.Max(1, CopiesPerForward(microBatch, x) / n);
+        var parts = new List<Tensor>();
+        for (long p0 = 0; p0 < maskCount; p0 += chunk)
+        {
+            using var chunkScope = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            long p = Math.Min(chunk, maskCount - p0);
+            var m = masks(p0, p).unsqueeze(0);                                             // 1×p×1×h×w
+            var copies = (x.unsqueeze(1) * (1 - m) + fill.unsqueeze(1) * m).reshape(n * p, c, h, w);
+            var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)p)).ToArray();
+            var sel = selection.Rows(rows);
+            var (output, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, copies, [], forGradients: false, sel);
+            Tensor s;
+            using (capture)
+                s = probability && sel.Classes is not null
+                    ? nn.functional.softmax(output, 1).gather(1, tensor(sel.Classes, dtype: ScalarType.Int64).unsqueeze(1)).squeeze(1)
+                    : ctx.Target.Scores(ti, sel);
+            parts.Add(chunkScope.MoveToOuter(s.view(n, p)));
+            progress?.Invoke((p0 + p) / (double)maskCount);
+        }
+        return scope.MoveToOuter(cat(parts, 1));
+    }
+
+    /// <summary>Masks of axis-aligned boxes (P×1×H×W, 1 inside) from box origins and sizes, by broadcasting.</summary>
+    public static Tensor BoxMasks(Tensor originY, Tensor originX, long sizeY, long sizeX, long h, long w)
+    {
+        using var scope = NewDisposeScope();
+        var rows = arange(h).view(1, -1);
+        var cols = arange(w).view(1, -1);
+        var oy = originY.view(-1, 1); var ox = originX.view(-1, 1);
+        var inRow = (rows >= oy).logical_and(rows < oy + sizeY).to(ScalarType.Float32);
+        var inCol = (cols >= ox).logical_and(cols < ox + sizeX).to(ScalarType.Float32);
+        return scope.MoveToOuter((inRow.unsqueeze(2) * inCol.unsqueeze(1)).unsqueeze(1));
+    }
+}

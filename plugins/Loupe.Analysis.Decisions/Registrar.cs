@@ -1,0 +1,19 @@
+using Loupe.Abstractions;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>Registers the attribution techniques (gradient, path, perturbation methods and the noise tunnel).</summary>
+public sealed class Registrar : IPluginRegistrar
+{
+    /// <inheritdoc/>
+    public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
+        .AddLoupeAnalysis<Saliency>("saliency", "gradient of the target w.r.t. the input (Simonyan et al. 2014; Captum Saliency)")
+        .AddLoupeAnalysis<GradientXInput>("gradient-x-input", "input × gradient (Shrikumar et al. 2016; Captum InputXGradient)")
+        .AddLoupeAnalysis<IntegratedGradients>("integrated-gradients", "path-integrated gradients from a baseline (Sundararajan et al. 2017); records completeness")
+        .AddLoupeAnalysis<GuidedBackprop>("guided-backprop", "gradient with guided ReLU backward (Springenberg et al. 2015)")
+        .AddLoupeAnalysis<Deconvnet>("deconvnet", "gradient with DeconvNet ReLU backward (Zeiler & Fergus 2014)")
+        .AddLoupeAnalysis<NoiseTunnel>("noise-tunnel", "SmoothGrad / SmoothGrad² / VarGrad around any attribution step (inner:)")
+        .AddLoupeAnalysis<Occlusion>("occlusion", "sliding-window occlusion, Captum semantics (Zeiler & Fergus 2014); forward passes only")
+        .AddLoupeAnalysis<FeatureAblation>("feature-ablation", "ablate grid cells one at a time (Captum FeatureAblation); forward passes only")
+        .AddLoupeAnalysis<Rise>("rise", "randomized input sampling (Petsiuk et al. 2018), seeded; forward passes only");
+}

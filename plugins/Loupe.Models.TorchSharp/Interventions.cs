@@ -1,0 +1,105 @@
+using Loupe.Abstractions;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.TorchSharp;
+
+/// <summary>ReLU with a guided-backprop backward: gradient passes where the forward input &gt; 0 and the gradient &gt; 0
+/// (Springenberg et al. 2015, Eq. in §3.4).</summary>
+sealed class GuidedRelu : autograd.SingleTensorFunction<GuidedRelu>
+{
+    public override string Name => "LoupeGuidedRelu";
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var y = nn.functional.relu((Tensor)vars[0]);
+        ctx.save_for_backward([y]);
+        return y;
+    }
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    {
+        var y = ctx.get_saved_variables()[0];
+        return [grad * (y > 0) * (grad > 0)];
+    }
+}
+
+/// <summary>ReLU with a DeconvNet backward: relu(gradient), whatever the forward input was (Zeiler &amp; Fergus 2014).</summary>
+sealed class DeconvRelu : autograd.SingleTensorFunction<DeconvRelu>
+{
+    public override string Name => "LoupeDeconvRelu";
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars) => nn.functional.relu((Tensor)vars[0]);
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
+}
+
+/// <summary>Hook-based interventions on a TorchSharp module tree.</summary>
+static class Interventions
+{
+    static Tensor Apply(ReluRule rule, Tensor preActivation) =>
+        rule == ReluRule.Guided ? GuidedRelu.apply(preActivation) : DeconvRelu.apply(preActivation);
+
+    /// <summary>Replaces the backward rule of every ReLU module and of the functional ReLU that ends TorchVision's
+    /// residual blocks. Pre-hooks keep the pre-activation intact (TorchSharp's ReLUs and blocks work in place); the
+    /// module's own output is then replaced by the custom function applied to that pre-activation.</summary>
+    public static IDisposable OverrideRelu(IReadOnlyDictionary<string, nn.Module> modules, ReluRule rule)
+    {
+        var removers = new List<Action>();
+        try
+        {
+            foreach (var (name, module) in modules)
+            {
+                if (module is ReLU relu)
+                {
+                    Tensor? pre = null;
+                    var h1 = relu.register_forward_pre_hook((_, input) => { pre = input; return input.clone(); });
+                    var h2 = relu.register_forward_hook((_, _, _) => Apply(rule, pre!));
+                    removers.Add(() => h1.remove());
+                    removers.Add(() => h2.remove());
+                }
+                else if (module.GetType().Name is "BasicBlock" or "Bottleneck" && module is nn.Module<Tensor, Tensor> block)
+                {
+                    // out = relu(lastBn(...) + identity), identity = downsample(x) or x; the relu is functional.
+                    var children = module.named_children().ToDictionary(c => c.name, c => c.module);
+                    var lastBn = (children.GetValueOrDefault("bn3") ?? children.GetValueOrDefault("bn2")) as nn.Module<Tensor, Tensor>
+                        ?? throw new LoupeException($"block '{name}' has no bn2/bn3: cannot override its ReLU");
+                    var down = children.GetValueOrDefault("downsample") as nn.Module<Tensor, Tensor>;
+                    Tensor? blockInput = null, bnOut = null, identity = null;
+                    var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null; });
+                    var h2 = lastBn.register_forward_hook((_, _, output) => { bnOut = output; return output.clone(); });
+                    removers.Add(() => h1.remove());
+                    removers.Add(() => h2.remove());
+                    if (down is not null)
+                    {
+                        var h3 = down.register_forward_hook((_, _, output) => { identity = output; return output.clone(); });
+                        removers.Add(() => h3.remove());
+                    }
+                    var h4 = block.register_forward_hook((_, _, _) => Apply(rule, bnOut! + (identity ?? blockInput!)));
+                    removers.Add(() => h4.remove());
+                }
+            }
+        }
+        catch
+        {
+            foreach (var r in removers) r();
+            throw;
+        }
+        return new Handle(removers);
+    }
+
+    /// <summary>Replaces a module's output by <paramref name="transform"/>(output).</summary>
+    public static IDisposable Intervene(nn.Module module, string name, Func<Tensor, Tensor> transform)
+    {
+        if (module is not nn.Module<Tensor, Tensor> m)
+            throw new LoupeException($"layer '{name}' ({module.GetType().Name}) does not map one tensor to one tensor");
+        var h = m.register_forward_hook((_, _, output) => transform(output));
+        return new Handle([() => h.remove()]);
+    }
+
+    sealed class Handle(List<Action> removers) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var r in removers) r();
+            removers.Clear();
+        }
+    }
+}

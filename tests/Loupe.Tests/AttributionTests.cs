@@ -1,0 +1,229 @@
+using Loupe.Abstractions;
+using Loupe.Models.TorchSharp;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>The attribution and CAM family against PyTorch implementations of the published formulas
+/// (tests/fixtures/make_attribution_fixtures.py) and closed-form cases.</summary>
+public class AttributionTests
+{
+    static readonly Lazy<Loupe.Core.RunResult> All = new(() =>
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: gxi, uses: gradient-x-input }
+              - { id: ig, uses: integrated-gradients, with: { internal_batch_size: 64 } }
+              - { id: igt, uses: integrated-gradients, with: { method: riemann-trapezoid, steps: 20 } }
+              - { id: gbp, uses: guided-backprop }
+              - { id: dec, uses: deconvnet }
+              - { id: cam, uses: cam, with: { layer: relu3, head: fc } }
+              - { id: gc, uses: grad-cam, with: { layer: relu3 } }
+              - { id: gcpp, uses: grad-cam-plus-plus, with: { layer: relu3 } }
+              - { id: xgc, uses: xgrad-cam, with: { layer: relu3 } }
+              - { id: hr, uses: hires-cam, with: { layer: relu3 } }
+              - { id: lc, uses: layer-cam, with: { layer: relu3 } }
+              - { id: ec, uses: eigen-cam, with: { layer: relu3 } }
+              - { id: sc, uses: score-cam, with: { layer: relu3, micro_batch: 50 } }
+              - { id: ac, uses: ablation-cam, with: { layer: relu3, micro_batch: 50 } }
+              - { id: ggc, uses: guided-grad-cam, with: { layer: relu3 } }
+              - { id: fa, uses: feature-ablation, with: { cell: 7 } }
+            """, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        return r;
+    });
+
+    [Theory]
+    [InlineData("gxi", "gradient-x-input", "attr_gxi.npy")]
+    [InlineData("ig", "integrated-gradients", "attr_ig_gl50.npy")]
+    [InlineData("igt", "integrated-gradients", "attr_ig_trap20.npy")]
+    [InlineData("gbp", "guided-backprop", "attr_guided.npy")]
+    [InlineData("dec", "deconvnet", "attr_deconv.npy")]
+    [InlineData("cam", "cam-layer", "attr_cam.npy")]
+    [InlineData("gc", "grad-cam-layer", "attr_gradcam.npy")]
+    [InlineData("gcpp", "grad-cam-plus-plus-layer", "attr_gradcampp.npy")]
+    [InlineData("xgc", "xgrad-cam-layer", "attr_xgradcam.npy")]
+    [InlineData("hr", "hires-cam-layer", "attr_hirescam.npy")]
+    [InlineData("lc", "layer-cam-layer", "attr_layercam.npy")]
+    [InlineData("ec", "eigen-cam-layer", "attr_eigencam.npy")]
+    [InlineData("sc", "score-cam-layer", "attr_scorecam.npy")]
+    [InlineData("ac", "ablation-cam-layer", "attr_ablationcam.npy")]
+    [InlineData("ggc", "guided-grad-cam", "attr_guided_gradcam.npy")]
+    [InlineData("fa", "feature-ablation", "attr_feature_ablation.npy")]
+    public void MatchesThePyTorchReference(string step, string artifact, string fixture) =>
+        TechniqueTests.Close(TechniqueTests.Stack(All.Value, step, artifact), fixture, 1e-4);
+
+    [Theory]
+    [InlineData(ReluRule.Guided, "attr_r18_guided.npy")]
+    [InlineData(ReluRule.Deconvnet, "attr_r18_deconv.npy")]
+    public void ReluRulesReachTheReluInsideResidualBlocks(ReluRule rule, string fixture)
+    {
+        // torchvision's BasicBlock ends with a functional ReLU after the in-place residual add; PyTorch's reference
+        // replaces every nn.ReLU module (which torchvision also uses there), Loupe hooks the blocks.
+        using var model = ModelTests.Load("resnet18", null, 10);
+        ModelTests.SetHashWeights(model);
+        using var scope = NewDisposeScope();
+        var x = Npy.Read(TestEnv.Fixture("arch_input_64.npy")).ToTensor().requires_grad_(true);
+        Tensor g;
+        using (((IModelInterventions)model).OverrideRelu(rule))
+        {
+            var y = model.Forward(x);
+            var top1 = y.detach().argmax(1);
+            g = torch.autograd.grad([y.gather(1, top1.unsqueeze(1)).sum()], [x])[0];
+        }
+        TechniqueTests.Close(g.data<float>().ToArray(), fixture, 1e-4);
+        // The override is gone afterwards: plain gradients differ from guided ones.
+        var y2 = model.Forward(x);
+        var plain = torch.autograd.grad([y2.gather(1, y2.detach().argmax(1).unsqueeze(1)).sum()], [x])[0];
+        Assert.True(TestEnv.RelL2(plain.data<float>().ToArray(), g.data<float>().ToArray()) > 1e-2);
+    }
+
+    [Fact]
+    public void ReluRulesAtASingleReluAreTheClosedForm()
+    {
+        // F(x) = Σ_i w_i relu(x_i): gradient w_i [x_i > 0]; guided w_i [x_i > 0][w_i > 0]; deconvnet relu(w_i).
+        var x = tensor(new float[] { 1.5f, -0.5f, 2f, -1f, 0.3f, -2f });
+        var w = tensor(new float[] { 0.7f, 0.9f, -1.2f, -0.4f, 0.2f, 0.0f });
+        var seq = nn.Sequential(("relu", nn.ReLU()), ("fc", nn.Linear(6, 1, hasBias: false)));
+        using (no_grad()) ((nn.Module<Tensor, Tensor>)seq.named_children().Last().module).parameters().First().copy_(w.view(1, 6));
+        using var model = new TorchModel(seq, new InputSpec(1, 1, 6, [0f], [1f]), null);
+        float[] Grad(ReluRule? rule)
+        {
+            using var h = rule is { } r ? ((IModelInterventions)model).OverrideRelu(r) : null;
+            var xi = x.view(1, 6).detach().requires_grad_(true);
+            return torch.autograd.grad([model.Forward(xi).sum()], [xi])[0].data<float>().ToArray();
+        }
+        Assert.Equal(new float[] { 0.7f, 0, -1.2f, 0, 0.2f, 0 }, Grad(null));
+        Assert.Equal(new float[] { 0.7f, 0, 0, 0, 0.2f, 0 }, Grad(ReluRule.Guided));
+        Assert.Equal(new float[] { 0.7f, 0.9f, 0, 0, 0.2f, 0 }, Grad(ReluRule.Deconvnet));
+    }
+
+    [Fact]
+    public void IntegratedGradientsIsCompleteWithinOnePercentAt50Steps()
+    {
+        var dir = TestEnv.TempDir();
+        var r = TestEnv.Run(TestEnv.Pipeline($"""
+            version: 1
+            model:
+              uses: torchvision
+              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+            data:
+              uses: idx
+              with: {"{"} images: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"))}, limit: 16 {"}"}
+            steps:
+              - {"{"} id: ig, uses: integrated-gradients, with: {"{"} steps: 50, baseline: black {"}"} {"}"}
+            """, dir));
+        Assert.Equal(0, r.ExitCode);
+        var metrics = r.Manifest!["steps"]![0]!["metrics"]!;
+        Assert.True(metrics["completeness_error_mean_relative"]!.GetValue<double>() < 0.01, metrics.ToJsonString());
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "ig", "completeness.json")));
+    }
+
+    [Fact]
+    public void GaussLegendreNodesAreExact()
+    {
+        // Integrates polynomials of degree ≤ 2n − 1 exactly on [0, 1].
+        var (a, w) = Loupe.Analysis.Decisions.IntegratedGradients.Rule(Loupe.Analysis.Decisions.IntegrationRule.GaussLegendre, 5);
+        for (int deg = 0; deg <= 9; deg++)
+            Assert.Equal(1.0 / (deg + 1), a.Zip(w).Sum(p => p.Second * Math.Pow(p.First, deg)), 12);
+        Assert.Equal(1.0, w.Sum(), 12);
+    }
+
+    [Fact]
+    public void NoiseTunnelAndTopKAndUnitTargets()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: sg, uses: noise-tunnel, with: { inner: { uses: saliency, with: { abs: false } }, samples: 8, noise_level: 0.0 } }
+              - { id: vg, uses: noise-tunnel, with: { inner: { uses: saliency }, samples: 6, type: vargrad } }
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: top, uses: grad-cam, with: { layer: relu3 }, target: { top-k: 2 } }
+              - { id: ch, uses: saliency, target: { channel: "relu3:2" } }
+              - { id: ne, uses: saliency, target: { neuron: "relu3:2:3:3" } }
+            """));
+        Assert.True(r.ExitCode == 0, r.Manifest?.ToJsonString());
+        // With zero noise, SmoothGrad is the plain gradient.
+        Assert.Equal(TechniqueTests.Stack(r, "sal", "saliency").Select(v => (double)v), TechniqueTests.Stack(r, "sg", "noise-tunnel").Select(v => (double)v), new ToleranceComparer(1e-6));
+        Assert.All(TechniqueTests.Stack(r, "vg", "noise-tunnel"), v => Assert.True(v >= -1e-9));
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "top", "00000.grad-cam.top2.npy")));
+        var labels = r.Manifest!["artifacts"]!.AsArray().Where(a => a!["step"]!.GetValue<string>() == "top" && a["input"]?.GetValue<string>() == "00000").Select(a => a!["target"]!.GetValue<string>()).Distinct().ToList();
+        Assert.Contains(labels, l => l.StartsWith("top-1: class 6"));
+        Assert.Contains(labels, l => l.StartsWith("top-2: class"));
+        var channel = TestEnv.Artifact(r, "ch/00000.saliency.npy").Data;
+        var neuron = TestEnv.Artifact(r, "ne/00000.saliency.npy").Data;
+        Assert.Contains(channel, v => v > 0);
+        Assert.Contains(neuron, v => v > 0);
+        Assert.NotEqual(channel, neuron);
+        // A neuron's gradient is confined to its receptive field: (3,3) at relu3 sees input rows/cols 5..22
+        // (conv3 → pool2 → conv2 → pool1 → conv1: 2..4 → 4..9 → 3..10 → 6..21 → 5..22).
+        for (int y = 0; y < 28; y++)
+            for (int x = 0; x < 28; x++)
+                if (y < 5 || y > 22 || x < 5 || x > 22) Assert.Equal(0f, neuron[y * 28 + x]);
+    }
+
+    /// <summary>A forward-only backend (as onnx-runtime will be): the validator must refuse gradient techniques on it.</summary>
+    public sealed class ForwardOnlyAdapter : ModelAdapter<TorchVisionOptions>
+    {
+        public override IModel Load(TorchVisionOptions options, ModelLoadContext context) =>
+            new ForwardOnly(new TorchVisionAdapter().Load(options, context));
+        sealed class ForwardOnly(IModel inner) : IModel
+        {
+            public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations;
+            public InputSpec DefaultInput => inner.DefaultInput;
+            public IReadOnlyList<string>? DefaultLabels => inner.DefaultLabels;
+            public IReadOnlyList<LayerInfo> Layers => inner.Layers;
+            public Tensor Forward(Tensor input) { using var _ = no_grad(); return inner.Forward(input); }
+            public ILayerCapture Capture(IReadOnlyCollection<string> layers, bool forGradients) => inner.Capture(layers, false);
+            public Tensor? GetParameter(string name) => null;
+            public IReadOnlyList<string> ParameterNames => [];
+            public void Dispose() => inner.Dispose();
+        }
+    }
+
+    sealed class ForwardOnlyRegistrar : IPluginRegistrar
+    {
+        public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) =>
+            services.AddLoupeModel<ForwardOnlyAdapter>("forward-only-test", "test backend without gradients");
+    }
+
+    [Fact]
+    public void ValidationRefusesWhatCannotWork()
+    {
+        var dir = TestEnv.TempDir();
+        string Yaml(string steps) => $"""
+            version: 1
+            model:
+              uses: forward-only-test
+              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))} {"}"}
+            data:
+              uses: npy
+              with: {"{"} path: {TestEnv.Yaml(TestEnv.Fixture("fashion_input.npy"))} {"}"}
+            steps:
+            {steps}
+            """;
+        Loupe.Core.RunResult Run(string steps) => Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(TestEnv.Pipeline(Yaml(steps), TestEnv.TempDir()))
+        {
+            PluginDirectories = [TestEnv.PluginDirectory], Registrars = [new ForwardOnlyRegistrar()], OutDir = Path.Combine(TestEnv.TempDir(), "out"),
+        });
+        var grad = Run("  - { id: s, uses: saliency }\n  - { id: g, uses: grad-cam, with: { layer: relu3 } }\n  - { id: n, uses: noise-tunnel, with: { inner: { uses: integrated-gradients } } }\n");
+        Assert.Equal(2, grad.ExitCode);
+        Assert.Equal(3, grad.Errors.Count(e => e.Message.Contains("needs gradients") && e.Message.Contains("'forward-only-test'") && e.Message.Contains("differentiable backend")));
+        // Forward-only techniques run on it.
+        var ok = Run("  - { id: o, uses: occlusion, with: { window: 7 } }\n  - { id: f, uses: feature-ablation, with: { cell: 14 } }\n  - { id: e, uses: eigen-cam, with: { layer: relu3 } }\n  - { id: r, uses: rise, with: { masks: 50 } }\n  - { id: a, uses: activations, with: { layer: relu2, top: 2 } }\n");
+        Assert.True(ok.ExitCode == 0, string.Join("\n", ok.Errors) + ok.Manifest?.ToJsonString());
+
+        var inner = TestEnv.Run(TestEnv.FixturePipeline("  - { id: n, uses: noise-tunnel, with: { inner: { uses: filters, with: { layer: conv1 } } } }\n"));
+        Assert.Contains(inner.Errors, e => e.Message.Contains("inner step 'filters' is not an attribution method"));
+        var unknown = TestEnv.Run(TestEnv.FixturePipeline("  - { id: n, uses: noise-tunnel, with: { inner: { uses: salency } } }\n"));
+        Assert.Contains(unknown.Errors, e => e.Message.Contains("unknown analysis 'salency'") && e.Message.Contains("did you mean 'saliency'"));
+        var noLayer = TestEnv.Run(TestEnv.FixturePipeline("  - { id: c, uses: grad-cam }\n"));
+        Assert.Contains(noLayer.Errors, e => e.Message.Contains("give a 'layer'"));
+        var cam = TestEnv.Run(TestEnv.FixturePipeline("  - { id: c, uses: cam, with: { layer: relu3, head: conv9 } }\n"));
+        Assert.Contains(cam.Errors, e => e.Message.Contains("'conv9' has no 2-D weight"));
+    }
+
+    sealed class ToleranceComparer(double tol) : IEqualityComparer<double>
+    {
+        public bool Equals(double a, double b) => Math.Abs(a - b) <= tol;
+        public int GetHashCode(double v) => 0;
+    }
+}
