@@ -402,9 +402,46 @@ public static class PipelineRunner
             observer?.StepFinished(step.Spec.Id, status, sw.Elapsed, error);
             Save("running");
         }
+        try { WriteComparison(outDir, artifacts, manifest); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SixLabors.ImageSharp.ImageFormatException)
+        {
+            observer?.Warning($"comparison grid not written: {e.Message}");
+        }
         manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
         Save(failed == 0 ? "succeeded" : cancellation.IsCancellationRequested ? "cancelled" : "failed");
         return new RunResult(failed == 0 ? 0 : 1, outDir, manifest, []);
+    }
+
+    /// <summary>Methods × images: when two or more steps wrote a per-input display image for the same inputs, one grid
+    /// (rows: the first 8 shared inputs; columns: the steps in pipeline order, each step's first per-input image).</summary>
+    static void WriteComparison(string outDir, List<ArtifactRecord> artifacts, JsonObject manifest)
+    {
+        var perStep = artifacts.Where(a => a.Kind == "display" && a.Input is not null)
+            .GroupBy(a => a.Step)
+            .Select(g => (Step: g.Key, Name: g.First().Name, ByInput: g.Where(a => a.Name == g.First().Name).GroupBy(a => a.Input!).ToDictionary(x => x.Key, x => x.First())))
+            .ToList();
+        if (perStep.Count < 2) return;
+        var inputs = perStep[0].ByInput.Keys.Where(i => perStep.Count(s => s.ByInput.ContainsKey(i)) >= 2).Take(8).ToList();
+        if (inputs.Count == 0) return;
+        var tiles = new List<RgbImage>();
+        foreach (var input in inputs)
+            foreach (var s in perStep)
+            {
+                if (!s.ByInput.TryGetValue(input, out var a)) { tiles.Add(RgbImage.Blank(1, 1)); continue; }
+                using var img = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.Rgb24>(Path.Combine(outDir, a.Path));
+                var px = new byte[img.Width * img.Height * 3];
+                img.CopyPixelDataTo(px);
+                tiles.Add(new RgbImage(img.Width, img.Height, px));
+            }
+        var grid = Display.Grid(tiles, perStep.Count);
+        AtomicFile.Write(Path.Combine(outDir, "comparison.png"), Png.Encode(grid));
+        artifacts.Add(new ArtifactRecord("comparison", null, "display", "comparison.png", [grid.Height, grid.Width, 3], "uint8", null, "comparison"));
+        manifest["comparison"] = new JsonObject
+        {
+            ["path"] = "comparison.png",
+            ["columns"] = new JsonArray(perStep.Select(s => (JsonNode)JsonValue.Create($"{s.Step}/{s.Name}")!).ToArray()),
+            ["rows"] = new JsonArray(inputs.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray()),
+        };
     }
 
     static JsonObject BuildManifest(PreparedRun run, RunRequest request, DateTimeOffset started)

@@ -1,5 +1,6 @@
 using BenchmarkDotNet.Attributes;
 using Loupe.Abstractions;
+using Loupe.Analysis.Cam;
 using Loupe.Analysis.Decisions;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
@@ -52,10 +53,25 @@ public class Resnet18Benchmarks
     }
 
     [Benchmark(Description = "grad-cam (layer4)")]
-    public void GradCam() => new GradCam().Run(new GradCamOptions { Layer = "layer4" }, _ctx);
+    public void GradCam() => new GradCam().Run(new CamOptions { Layer = "layer4" }, _ctx);
+
+    [Benchmark(Description = "grad-cam-plus-plus (layer4)")]
+    public void GradCamPlusPlus() => new GradCamPlusPlus().Run(new CamOptions { Layer = "layer4" }, _ctx);
+
+    [Benchmark(Description = "layer-cam (layer4)")]
+    public void LayerCam() => new LayerCam().Run(new CamOptions { Layer = "layer4" }, _ctx);
 
     [Benchmark(Description = "saliency")]
     public void Saliency() => new Saliency().Run(new SaliencyOptions(), _ctx);
+
+    [Benchmark(Description = "gradient-x-input")]
+    public void GradientXInput() => new GradientXInput().Run(new NoOptions(), _ctx);
+
+    [Benchmark(Description = "guided-backprop")]
+    public void GuidedBackprop() => new GuidedBackprop().Run(new NoOptions(), _ctx);
+
+    [Benchmark(Description = "deconvnet")]
+    public void Deconvnet() => new Deconvnet().Run(new NoOptions(), _ctx);
 }
 
 /// <summary>A minimal analysis context over one in-memory batch; results are converted but not written.</summary>

@@ -32,6 +32,10 @@ public class CliTests
         Assert.Matches("^[0-9a-f]{64}$", m["data"]!["files"]![0]!["sha256"]!.GetValue<string>());
         Assert.True(m["data"]!["count"]!.GetValue<long>() >= 16);
         Assert.Empty(Directory.GetFiles(outDir, "*.tmp", SearchOption.AllDirectories));
+        // Methods × images comparison of the per-input display images.
+        Assert.True(File.Exists(Path.Combine(outDir, "comparison.png")));
+        Assert.Equal(["activations/masks", "saliency/saliency", "grad-cam/grad-cam", "occlusion/occlusion"],
+            m["comparison"]!["columns"]!.AsArray().Select(c => c!.GetValue<string>()));
 
         // A second run into the same folder is refused, and the first run's files stay intact.
         var before = File.ReadAllText(Path.Combine(outDir, "manifest.json"));
@@ -39,6 +43,18 @@ public class CliTests
         Assert.Equal(2, code2);
         Assert.Contains("never overwrites", err2);
         Assert.Equal(before, File.ReadAllText(Path.Combine(outDir, "manifest.json")));
+    }
+
+    [Fact]
+    public void EveryShippedConfigValidates()
+    {
+        foreach (var config in Directory.GetFiles(Path.Combine(TestEnv.RepoRoot, "configs"), "*.yaml"))
+        {
+            var (code, stdout, stderr) = TestEnv.Cli(TestEnv.RepoRoot, "validate", config);
+            // Configs over the full Fashion-MNIST test set need the Debian dataset package (scripts/setup.sh --train).
+            if (code != 0 && stderr.Contains("not found: /usr/share/datasets/")) continue;
+            Assert.True(code == 0, $"{config}:\n{stdout}{stderr}");
+        }
     }
 
     [Fact]

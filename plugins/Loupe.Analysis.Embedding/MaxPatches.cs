@@ -1,0 +1,197 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Embedding;
+
+/// <summary>One kept activation: image row, position at layer resolution, value.</summary>
+public readonly record struct TopEntry(float Value, int Image, int Y, int X) : IComparable<TopEntry>
+{
+    /// <summary>Better first: larger value, then earlier image, row, column (a total, deterministic order).</summary>
+    public int CompareTo(TopEntry o)
+    {
+        int c = o.Value.CompareTo(Value);
+        if (c != 0) return c;
+        c = Image.CompareTo(o.Image); if (c != 0) return c;
+        c = Y.CompareTo(o.Y); if (c != 0) return c;
+        return X.CompareTo(o.X);
+    }
+}
+
+/// <summary>Bounded top-k of <see cref="TopEntry"/> (a min-heap on the order above): memory k, independent of the dataset.</summary>
+public sealed class TopK(int k)
+{
+    // Priority = the entry itself; the heap's root is the worst kept entry (the comparer reverses "better first").
+    readonly PriorityQueue<TopEntry, TopEntry> _heap = new(Comparer<TopEntry>.Create((a, b) => b.CompareTo(a)));
+
+    /// <summary>Offers an entry; returns false when it is not better than the worst of k kept ones.</summary>
+    public bool Offer(TopEntry e)
+    {
+        if (_heap.Count < k) { _heap.Enqueue(e, e); return true; }
+        var worst = _heap.Peek();
+        if (e.CompareTo(worst) >= 0) return false;
+        _heap.DequeueEnqueue(e, e);
+        return true;
+    }
+
+    /// <summary>Kept entries, best first.</summary>
+    public TopEntry[] Sorted() => _heap.UnorderedItems.Select(t => t.Element).Order().ToArray();
+}
+
+/// <summary>Options of <c>max-patches</c>.</summary>
+public sealed record MaxPatchesOptions
+{
+    /// <summary>Layer.</summary>
+    [Required, LayerName(Spatial = true), Description("spatial layer (N×K×h×w) whose units are ranked, e.g. relu3")]
+    public string Layer { get; init; } = "";
+    /// <summary>Channels.</summary>
+    [Description("channels to rank; omit for all channels of the layer")]
+    public int[]? Channels { get; init; }
+    /// <summary>k.</summary>
+    [Range(1, 1024), Description("patches kept per channel (top-k positions over the dataset)")]
+    public int Top { get; init; } = 9;
+    /// <summary>Tile size.</summary>
+    [Range(8, 1024), Description("display size of one patch, in pixels (at least)")]
+    public int TileSize { get; init; } = 64;
+    /// <summary>Probes for the receptive field.</summary>
+    [Range(1, 256), Description("random probe inputs whose gradient support is united to measure the receptive field")]
+    public int Probes { get; init; } = 4;
+}
+
+/// <summary>Maximally activating patches: one streaming pass keeps, per channel, the top-k (image, y, x, value) of the
+/// activation with a bounded heap; a second pass crops each unit's receptive field (measured by gradient support,
+/// <see cref="ReceptiveFields"/>) from only the images needed. Outputs one grid per channel (<c>channel-0005.png</c>;
+/// the part of a field that lies outside the image is grey), <c>index.json</c>, <c>top-values.npy</c> (C×k, NaN
+/// where fewer positions exist), <c>top-positions.npy</c> (C×k×3: image row, y, x) and <c>receptive-field.json</c>.
+/// Boxes are [y0, x0, y1, x1] in input pixels, end-exclusive, clipped to the image.</summary>
+public sealed class MaxPatches : Analysis<MaxPatchesOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(MaxPatchesOptions options, AnalysisValidationContext context)
+    {
+        if (options.Channels is { Length: 0 }) yield return "option 'channels' is empty";
+        if (options.Channels?.Any(c => c < 0) == true) yield return "option 'channels' has a negative index";
+        if (!context.Capabilities.HasFlag(ModelCapabilities.Gradients))
+            yield return "max-patches measures receptive fields by gradient support and needs a backend with gradients; this backend is forward-only";
+    }
+
+    /// <summary>Streams the activations once and returns the top-k entries per selected channel (best first), the
+    /// channel list and the ids in row order.</summary>
+    public static (int[] Channels, TopEntry[][] Top, List<string> Ids) StreamTopK(IAnalysisContext ctx, string layer, int[]? channels, int k)
+    {
+        TopK[]? heaps = null;
+        int row = 0;
+        var ids = new List<string>();
+        long? total = ctx.InputCount;
+        foreach (var (batch, a) in Explain.LayerBatches(ctx, layer))
+        {
+            using var scope = NewDisposeScope();
+            if (a.dim() != 4) throw new LoupeException($"layer '{layer}' is not spatial (N×C×H×W)");
+            long b = a.shape[0], kc = a.shape[1], h = a.shape[2], w = a.shape[3];
+            if (channels is null) channels = Enumerable.Range(0, (int)kc).ToArray();
+            else if (channels.FirstOrDefault(c => c >= kc, -1) is var bad and >= 0)
+                throw new LoupeException($"option 'channels': index {bad} is out of range: layer '{layer}' has {kc} channels");
+            heaps ??= channels.Select(_ => new TopK(k)).ToArray();
+            var sel = a.index_select(1, tensor(channels.Select(c => (long)c).ToArray())).to(ScalarType.Float32);
+            var flat = sel.transpose(0, 1).reshape(channels.Length, -1);               // C' × (b·h·w), image-major
+            int kk = (int)Math.Min(k, flat.shape[1]);
+            // A stable descending sort keeps ties in index order, so the kept set is deterministic.
+            var (vals, idx) = flat.sort(1, descending: true, stable: true);
+            var v = vals.narrow(1, 0, kk).cpu().contiguous().data<float>().ToArray();
+            var ix = idx.narrow(1, 0, kk).cpu().contiguous().data<long>().ToArray();
+            for (int c = 0; c < channels.Length; c++)
+                for (int t = 0; t < kk; t++)
+                {
+                    long f = ix[c * kk + t];
+                    var e = new TopEntry(v[c * kk + t], row + (int)(f / (h * w)), (int)(f % (h * w) / w), (int)(f % w));
+                    if (!heaps[c].Offer(e)) break;   // sorted: nothing later in this row can enter
+                }
+            row += (int)b;
+            ids.AddRange(batch.Ids);
+            if (total is > 0) ctx.Progress(0.7 * row / total.Value, $"top-k {row}/{total}");
+        }
+        if (heaps is null) throw new LoupeException("the data source produced no inputs");
+        return (channels!, heaps.Select(hp => hp.Sorted()).ToArray(), ids);
+    }
+
+    /// <inheritdoc/>
+    public override void Run(MaxPatchesOptions options, IAnalysisContext ctx)
+    {
+        var rf = ReceptiveFields.Measure(ctx.Model, options.Layer, ctx.Input, ctx.Seed, options.Probes, ctx.Warn);
+        ctx.Output.Json("receptive-field", new
+        {
+            layer = options.Layer, method = rf.Method, height = rf.Height, width = rf.Width, stride = new[] { rf.StrideY, rf.StrideX },
+            reference_unit = new[] { rf.RefY, rf.RefX }, reference_box = new[] { rf.Y0, rf.X0, rf.Y1, rf.X1 },
+        });
+        ctx.Output.Metric("receptive_field", Math.Max(rf.Height, rf.Width));
+        var (channels, top, ids) = StreamTopK(ctx, options.Layer, options.Channels, options.Top);
+        int k = options.Top, n = channels.Length, H = ctx.Input.Height, W = ctx.Input.Width;
+
+        var values = new float[n * k];
+        var positions = new float[n * k * 3];
+        Array.Fill(values, float.NaN); Array.Fill(positions, float.NaN);
+        var index = new Dictionary<string, object>();
+        for (int c = 0; c < n; c++)
+        {
+            var list = new List<object>();
+            for (int t = 0; t < top[c].Length; t++)
+            {
+                var e = top[c][t];
+                var box = rf.Box(e.Y, e.X, H, W);
+                values[c * k + t] = e.Value;
+                positions[(c * k + t) * 3] = e.Image; positions[(c * k + t) * 3 + 1] = e.Y; positions[(c * k + t) * 3 + 2] = e.X;
+                list.Add(new { id = ids[e.Image], index = e.Image, y = e.Y, x = e.X, value = e.Value, box = new[] { box.Y0, box.X0, box.Y1, box.X1 } });
+            }
+            index[channels[c].ToString(System.Globalization.CultureInfo.InvariantCulture)] = list;
+        }
+        ctx.Output.Raw("top-values", null, new NdArray(values, [n, k]));
+        ctx.Output.Raw("top-positions", null, new NdArray(positions, [n, k, 3]));
+        ctx.Output.Json("index", new { layer = options.Layer, box = "y0, x0, y1, x1 (input pixels, end-exclusive, clipped)", channels = index });
+
+        // Second pass: crop only the needed images; tiles are made as the images stream by (no image is kept).
+        var byImage = new Dictionary<int, List<(int C, int T)>>();
+        for (int c = 0; c < n; c++)
+            for (int t = 0; t < top[c].Length; t++)
+                (byImage.TryGetValue(top[c][t].Image, out var l) ? l : byImage[top[c][t].Image] = []).Add((c, t));
+        var tiles = top.Select(e => new RgbImage[e.Length]).ToArray();
+        int scale = Display.UpscaleFactor(Math.Max(rf.Height, rf.Width), options.TileSize);
+        int row = 0, maxRow = byImage.Count == 0 ? -1 : byImage.Keys.Max();
+        foreach (var batch in ctx.Batches())
+        {
+            using var scope = NewDisposeScope();
+            for (int i = 0; i < batch.Ids.Length; i++)
+            {
+                if (!byImage.TryGetValue(row + i, out var uses)) continue;
+                foreach (var (c, t) in uses) tiles[c][t] = Patch(batch.Pixels[i], rf, top[c][t], H, W, scale, options.TileSize);
+            }
+            row += batch.Ids.Length;
+            if (row > maxRow) break;
+        }
+        int cols = (int)Math.Ceiling(Math.Sqrt(k));
+        for (int c = 0; c < n; c++)
+            ctx.Output.Display($"channel-{channels[c]:D4}", null, Display.Grid(tiles[c], cols, padding: 3));
+        ctx.Progress(1, "patches written");
+    }
+
+    /// <summary>The unit's receptive field cut from the image (C×H×W in [0,1]); parts outside the image are grey.</summary>
+    static RgbImage Patch(Tensor pixels, ReceptiveField rf, TopEntry e, int h, int w, int scale, int tileSize)
+    {
+        using var scope = NewDisposeScope();
+        var (uy0, ux0, _, _) = rf.Unclipped(e.Y, e.X);
+        var (y0, x0, y1, x1) = rf.Box(e.Y, e.X, h, w);
+        var canvas = full(pixels.shape[0], rf.Height, rf.Width, 0.5f);
+        if (y1 > y0 && x1 > x0)
+            canvas.narrow(1, y0 - uy0, y1 - y0).narrow(2, x0 - ux0, x1 - x0).copy_(pixels.narrow(1, y0, y1 - y0).narrow(2, x0, x1 - x0));
+        if (Math.Max(rf.Height, rf.Width) > tileSize)
+        {
+            double f = tileSize / (double)Math.Max(rf.Height, rf.Width);
+            canvas = Display.Resize(canvas.unsqueeze(0), Math.Max(1, (int)Math.Round(rf.Height * f)), Math.Max(1, (int)Math.Round(rf.Width * f)))[0];
+            return Display.Image(canvas);
+        }
+        return Display.Scale(Display.Image(canvas), scale);
+    }
+}

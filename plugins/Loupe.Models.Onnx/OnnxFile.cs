@@ -1,0 +1,253 @@
+using Google.Protobuf;
+using Loupe.Abstractions;
+using Onnx;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.Onnx;
+
+// Parsing: the ONNX protobuf classes come from OnnxSharp 0.3.2 (MIT). It is nothing more than the C# code that
+// protoc generates from onnx.proto (ONNX 1.18: external data, float8 types) on top of Google.Protobuf, plus a few
+// helpers we do not use. Taking it instead of running protoc on a vendored onnx.proto keeps the build free of a code
+// generation step and of a 4,000-line generated file in the repository; the classes (Onnx.ModelProto, ...) are the
+// standard generated ones, so switching to our own generated copy later is a namespace change.
+
+/// <summary>A parsed, self-contained ONNX model: external data is inlined, the one real input is known.</summary>
+public sealed class OnnxFile
+{
+    /// <summary>The model (external tensors already read into <c>raw_data</c>).</summary>
+    public required ModelProto Model { get; init; }
+    /// <summary>The file it came from (for messages).</summary>
+    public required string Source { get; init; }
+    /// <summary>Opset of the default (ai.onnx) domain.</summary>
+    public required long Opset { get; init; }
+    /// <summary>The one graph input that is not an initializer.</summary>
+    public required ValueInfoProto Input { get; init; }
+
+    /// <summary>Lowest and highest default-domain opsets this backend accepts.</summary>
+    public const long MinOpset = 7, MaxOpset = 17;
+
+    /// <summary>Reads and checks an ONNX file.</summary>
+    public static OnnxFile Load(string path, long maxBytes)
+    {
+        var full = System.IO.Path.GetFullPath(path);
+        if (!File.Exists(full)) throw new LoupeException($"ONNX file not found: {full}");
+        var length = new FileInfo(full).Length;
+        if (length > maxBytes)
+            throw new LoupeException($"ONNX file {full} is {length / 1048576.0:F0} MB, above the limit of {maxBytes / 1048576.0:F0} MB (option max_file_mb)");
+        if (length == 0) throw new LoupeException($"{full} is empty, not an ONNX model");
+        ModelProto model;
+        try
+        {
+            using var stream = File.OpenRead(full);
+            var input = new CodedInputStream(stream);
+            model = ModelProto.Parser.ParseFrom(input);
+        }
+        catch (Exception e) when (e is InvalidProtocolBufferException or InvalidOperationException or ArgumentException)
+        {
+            throw new LoupeException($"{full} is not a valid ONNX model (truncated or not an ONNX protobuf file): {e.Message}", e);
+        }
+        return FromProto(model, full, maxBytes);
+    }
+
+    /// <summary>Checks a model already in memory; <paramref name="source"/> names it and resolves external data.</summary>
+    public static OnnxFile FromProto(ModelProto model, string source, long maxBytes)
+    {
+        var graph = model.Graph;
+        if (graph is null || graph.Node.Count == 0 || graph.Output.Count == 0)
+            throw new LoupeException($"{source} is not a valid ONNX model: it has no graph, no nodes or no outputs (truncated or not an ONNX file?)");
+        if (model.IrVersion <= 0 || model.IrVersion > 100)
+            throw new LoupeException($"{source} is not a valid ONNX model: ir_version {model.IrVersion} (truncated or not an ONNX file?)");
+        var opsets = model.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).ToList();
+        long opset = opsets.Count == 0 ? 1 : opsets.Max();
+        if (opset < MinOpset || opset > MaxOpset)
+            throw new LoupeException($"{source} uses ONNX opset {opset}; the onnx backends support opsets {MinOpset}–{MaxOpset}");
+        InlineExternalData(graph, source, maxBytes);
+        var initNames = graph.Initializer.Select(t => t.Name).ToHashSet();
+        var inputs = graph.Input.Where(i => !initNames.Contains(i.Name)).ToList();
+        if (inputs.Count != 1)
+            throw new LoupeException($"{source} has {inputs.Count} inputs ({string.Join(", ", inputs.Select(i => $"'{i.Name}'"))}); Loupe image models take exactly one input (N×C×H×W)");
+        return new OnnxFile { Model = model, Source = source, Opset = opset, Input = inputs[0] };
+    }
+
+    /// <summary>Reads tensors stored outside the .onnx (data_location = EXTERNAL) into raw_data.</summary>
+    static void InlineExternalData(GraphProto graph, string source, long maxBytes)
+    {
+        var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(source)) ?? ".";
+        long total = 0;
+        IEnumerable<TensorProto> All() => graph.Initializer.Concat(graph.Node.SelectMany(n => n.Attribute).Where(a => a.T is not null).Select(a => a.T));
+        foreach (var t in All())
+        {
+            if (t.DataLocation != TensorProto.Types.DataLocation.External) continue;
+            var kv = t.ExternalData.ToDictionary(e => e.Key, e => e.Value);
+            if (!kv.TryGetValue("location", out var location) || location.Length == 0)
+                throw new LoupeException($"{source}: tensor '{t.Name}' is stored externally but names no data file");
+            if (System.IO.Path.IsPathRooted(location) || location.Split('/', '\\').Contains(".."))
+                throw new LoupeException($"{source}: tensor '{t.Name}' points outside the model's folder ('{location}'); refused");
+            var file = System.IO.Path.Combine(dir, location);
+            if (!File.Exists(file))
+                throw new LoupeException($"{source}: tensor '{t.Name}' is stored in external data file '{location}', which is missing (looked for {file})");
+            long offset = kv.TryGetValue("offset", out var o) ? long.Parse(o) : 0;
+            var fileLength = new FileInfo(file).Length;
+            long len = kv.TryGetValue("length", out var l) ? long.Parse(l) : fileLength - offset;
+            if (offset < 0 || len < 0 || offset + len > fileLength)
+                throw new LoupeException($"{source}: tensor '{t.Name}' needs bytes {offset}..{offset + len} of '{location}', which has {fileLength} bytes (truncated?)");
+            total += len;
+            if (total > maxBytes) throw new LoupeException($"{source}: external data exceeds the limit of {maxBytes / 1048576.0:F0} MB (option max_file_mb)");
+            var bytes = new byte[len];
+            using (var fs = File.OpenRead(file))
+            {
+                fs.Seek(offset, SeekOrigin.Begin);
+                fs.ReadExactly(bytes);
+            }
+            t.RawData = ByteString.CopyFrom(bytes);
+            t.DataLocation = TensorProto.Types.DataLocation.Default;
+            t.ExternalData.Clear();
+        }
+    }
+
+    /// <summary>The input spec (channels and size from the input's static shape or the options; mean/std from the
+    /// options, default 0 and 1) and the static dims that every forward input must match (null = free).</summary>
+    public (InputSpec Spec, long?[] Dims) InputSpecFor(OnnxOptions o)
+    {
+        var name = Input.Name;
+        var dims = Dims(Input);
+        if (dims is null || dims.Length != 4)
+            throw new LoupeException($"{Source}: input '{name}' has shape {Describe(dims)}; Loupe image models take N×C×H×W (rank 4)");
+        long? Pick(long? fromFile, int? fromOptions, string what)
+        {
+            if (fromFile is { } f && fromOptions is { } v && f != v)
+                throw new LoupeException($"{Source}: input '{name}' is {Describe(dims)}, but option {what} is {v}");
+            return fromFile ?? fromOptions;
+        }
+        var c = Pick(dims[1], o.Channels, "channels");
+        var h = Pick(dims[2], o.Height, "height");
+        var w = Pick(dims[3], o.Width, "width");
+        if (c is null || h is null || w is null)
+            throw new LoupeException($"{Source}: input '{name}' has a symbolic shape {Describe(dims)}; set options channels, height and width");
+        if (c is not (1 or 3))
+            throw new LoupeException($"{Source}: input '{name}' has {c} channels {Describe(dims)}; Loupe image models take 1 (grey) or 3 (RGB) channels");
+        int ch = (int)c;
+        var spec = new InputSpec(ch, (int)h, (int)w, Expand(o.Mean, ch, 0f, "mean"), Expand(o.Std, ch, 1f, "std"));
+        try { spec.Validate(); }
+        catch (ArgumentException e) { throw new LoupeException($"{Source}: {e.Message}"); }
+        return (spec, [null, c, dims[2], dims[3]]);
+    }
+
+    static float[] Expand(float[]? v, int channels, float fallback, string what)
+    {
+        if (v is null || v.Length == 0) return Enumerable.Repeat(fallback, channels).ToArray();
+        if (v.Length == 1) return Enumerable.Repeat(v[0], channels).ToArray();
+        if (v.Length != channels) throw new LoupeException($"option {what} has {v.Length} values; the model has {channels} input channels");
+        return v;
+    }
+
+    /// <summary>"(1×3×224×224)", with ? for symbolic dims.</summary>
+    public static string Describe(long?[]? dims) => dims is null ? "(unknown)" : "(" + string.Join("×", dims.Select(d => d?.ToString() ?? "?")) + ")";
+
+    /// <summary>Checks a forward input against the static dims.</summary>
+    public static void CheckInput(Tensor input, long?[] dims, string source)
+    {
+        if (input.dim() != 4 || Enumerable.Range(1, 3).Any(i => dims[i] is { } d && input.shape[i] != d))
+            throw new LoupeException($"{source}: input must be N×{dims[1]}×{dims[2]?.ToString() ?? "H"}×{dims[3]?.ToString() ?? "W"}, got ({string.Join("×", input.shape)})");
+    }
+
+    /// <summary>Static dimensions of a value (null where symbolic or unknown).</summary>
+    public static long?[]? Dims(ValueInfoProto v) =>
+        v.Type?.TensorType?.Shape is { } s ? s.Dim.Select(d => d.HasDimValue && d.DimValue > 0 ? d.DimValue : (long?)null).ToArray() : null;
+
+    /// <summary>Converts an ONNX tensor to a TorchSharp tensor: floating types become float32, integer types int64, bool stays bool.</summary>
+    public static Tensor ToTensor(TensorProto t, string source)
+    {
+        var dims = t.Dims.ToArray();
+        long n = 1;
+        foreach (var d in dims)
+        {
+            if (d < 0) throw new LoupeException($"{source}: tensor '{t.Name}' has a negative dimension");
+            n = checked(n * d);
+        }
+        var dt = (TensorProto.Types.DataType)t.DataType;
+        var rawMem = t.RawData.Memory;
+        var raw = rawMem.Span;
+        void CheckRaw(int elemSize)
+        {
+            if (rawMem.Length != n * elemSize)
+                throw new LoupeException($"{source}: tensor '{t.Name}' ({string.Join("×", dims)}, {dt}) has {rawMem.Length} bytes of data, expected {n * elemSize} (truncated?)");
+        }
+        void CheckCount(int count)
+        {
+            if (count != n)
+                throw new LoupeException($"{source}: tensor '{t.Name}' ({string.Join("×", dims)}, {dt}) has {count} values, expected {n} (truncated?)");
+        }
+        switch (dt)
+        {
+            case TensorProto.Types.DataType.Float:
+            {
+                float[] v;
+                if (raw.Length > 0) { CheckRaw(4); v = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(raw).ToArray(); }
+                else { CheckCount(t.FloatData.Count); v = t.FloatData.ToArray(); }
+                return tensor(v, dims);
+            }
+            case TensorProto.Types.DataType.Double:
+            {
+                double[] v;
+                if (raw.Length > 0) { CheckRaw(8); v = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, double>(raw).ToArray(); }
+                else { CheckCount(t.DoubleData.Count); v = t.DoubleData.ToArray(); }
+                return tensor(v.Select(x => (float)x).ToArray(), dims);
+            }
+            case TensorProto.Types.DataType.Float16:
+            {
+                float[] v;
+                if (raw.Length > 0) { CheckRaw(2); v = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(raw).ToArray().Select(h => (float)h).ToArray(); }
+                else { CheckCount(t.Int32Data.Count); v = t.Int32Data.Select(b => (float)BitConverter.UInt16BitsToHalf((ushort)b)).ToArray(); }
+                return tensor(v, dims);
+            }
+            case TensorProto.Types.DataType.Int64:
+            {
+                long[] v;
+                if (raw.Length > 0) { CheckRaw(8); v = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(raw).ToArray(); }
+                else { CheckCount(t.Int64Data.Count); v = t.Int64Data.ToArray(); }
+                return tensor(v, dims);
+            }
+            case TensorProto.Types.DataType.Int32 or TensorProto.Types.DataType.Int16 or TensorProto.Types.DataType.Int8
+                or TensorProto.Types.DataType.Uint8 or TensorProto.Types.DataType.Uint16 or TensorProto.Types.DataType.Bool:
+            {
+                int size = dt switch { TensorProto.Types.DataType.Int32 => 4, TensorProto.Types.DataType.Int16 or TensorProto.Types.DataType.Uint16 => 2, _ => 1 };
+                long[] v;
+                if (raw.Length > 0)
+                {
+                    CheckRaw(size);
+                    var r = raw;
+                    v = new long[n];
+                    for (int i = 0; i < n; i++)
+                        v[i] = dt switch
+                        {
+                            TensorProto.Types.DataType.Int32 => BitConverter.ToInt32(r.Slice(i * 4, 4)),
+                            TensorProto.Types.DataType.Int16 => BitConverter.ToInt16(r.Slice(i * 2, 2)),
+                            TensorProto.Types.DataType.Uint16 => BitConverter.ToUInt16(r.Slice(i * 2, 2)),
+                            TensorProto.Types.DataType.Int8 => (sbyte)r[i],
+                            _ => r[i],
+                        };
+                }
+                else { CheckCount(t.Int32Data.Count); v = t.Int32Data.Select(x => (long)x).ToArray(); }
+                if (dt == TensorProto.Types.DataType.Bool) return tensor(v.Select(x => x != 0).ToArray(), dims);
+                return tensor(v, dims);
+            }
+            case TensorProto.Types.DataType.Uint32 or TensorProto.Types.DataType.Uint64:
+            {
+                long[] v;
+                if (raw.Length > 0)
+                {
+                    int size = dt == TensorProto.Types.DataType.Uint32 ? 4 : 8;
+                    CheckRaw(size);
+                    var r = raw;
+                    v = new long[n];
+                    for (int i = 0; i < n; i++) v[i] = size == 4 ? BitConverter.ToUInt32(r.Slice(i * 4, 4)) : (long)BitConverter.ToUInt64(r.Slice(i * 8, 8));
+                }
+                else { CheckCount(t.Uint64Data.Count); v = t.Uint64Data.Select(x => (long)x).ToArray(); }
+                return tensor(v, dims);
+            }
+            default:
+                throw new LoupeException($"{source}: tensor '{t.Name}' has element type {dt}, which the onnx backend does not support");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+using Loupe.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.Onnx;
+
+/// <summary>An ONNX graph run as a differentiable TorchSharp program. Every node output is a layer (its ONNX value
+/// name; the node name is an alias of its first output). Subgraphs whose inputs are all constants are evaluated once
+/// at load (constant folding) and are not layers. Capture follows <c>TorchModel</c> exactly: the "hook" is the
+/// interpreter replacing a node's output before later nodes read it.</summary>
+public sealed class OnnxModel : IModel
+{
+    readonly List<OnnxNode> _plan;
+    readonly Dictionary<string, Tensor> _constants;
+    readonly Dictionary<string, string> _layerToValue;
+    readonly Dictionary<string, Tensor> _parameters;
+    readonly string _inputName, _outputName, _source;
+    readonly long?[] _inputDims;
+    readonly bool _flattenOutput;
+    readonly List<LayerCapture> _captures = new();
+    readonly object _gate = new();
+    bool _disposed;
+
+    OnnxModel(OnnxFile file, InputSpec input, long?[] inputDims, string? output, bool flattenOutput)
+    {
+        _source = file.Source;
+        var graph = file.Model.Graph;
+        _inputName = file.Input.Name;
+        _flattenOutput = flattenOutput;
+        _outputName = output ?? graph.Output[0].Name;
+        if (!graph.Output.Any(o => o.Name == _outputName) && !graph.Node.Any(n => n.Output.Contains(_outputName)))
+            throw new LoupeException($"{_source}: output '{output}' is neither a graph output nor a node output; graph outputs: {string.Join(", ", graph.Output.Select(o => o.Name))}");
+
+        var nodes = graph.Node.Select((n, i) => new OnnxNode(n, file.Opset, _source, i)).ToList();
+        foreach (var n in nodes) Ops.Check(n);                      // every unsupported operator is refused before anything runs
+        foreach (var n in nodes) Ops.Bind(n);
+
+        _constants = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        _parameters = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        _plan = new List<OnnxNode>();
+        try
+        {
+            using (no_grad())
+            {
+                foreach (var init in graph.Initializer)
+                {
+                    var t = OnnxFile.ToTensor(init, _source);
+                    t.DetachFromDisposeScope();
+                    if (_constants.Remove(init.Name, out var dup)) dup.Dispose();
+                    _constants[init.Name] = t;
+                    _parameters[init.Name] = t;
+                }
+                var defined = new HashSet<string>(_constants.Keys, StringComparer.Ordinal) { _inputName };
+                foreach (var n in nodes)
+                {
+                    foreach (var i in n.Inputs.Where(i => i.Length > 0))
+                        if (!defined.Contains(i)) throw n.Error($"input '{i}' is not produced by any earlier node, initializer or graph input (graph not topologically sorted?)");
+                    if (n.Inputs.Where(i => i.Length > 0).All(_constants.ContainsKey))
+                    {
+                        // Constant folding: evaluated once, now.
+                        using var scope = NewDisposeScope();
+                        var outs = Run(n, n.Inputs.Select(i => i.Length > 0 ? _constants[i] : null).ToArray());
+                        for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
+                            if (n.Outputs[k].Length > 0)
+                            {
+                                var c = outs[k].detach().clone();
+                                c.DetachFromDisposeScope();
+                                _constants[n.Outputs[k]] = c;
+                            }
+                    }
+                    else _plan.Add(n);
+                    foreach (var o in n.Outputs.Where(o => o.Length > 0)) defined.Add(o);
+                }
+                if (!defined.Contains(_outputName)) throw new LoupeException($"{_source}: output '{_outputName}' is never computed");
+            }
+        }
+        catch
+        {
+            foreach (var t in _constants.Values) t.Dispose();
+            throw;
+        }
+
+        // Layers: every output of a node that runs per forward, plus node names as aliases.
+        _layerToValue = new Dictionary<string, string>(StringComparer.Ordinal);
+        var layers = new List<LayerInfo>();
+        foreach (var n in _plan)
+        {
+            var geometry = GeometryOf(n);
+            foreach (var o in n.Outputs.Where(o => o.Length > 0))
+                if (_layerToValue.TryAdd(o, o)) layers.Add(new LayerInfo(o, n.OpType) { Geometry = geometry });
+        }
+        var nodeNames = _plan.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).Where(g => g.Count() == 1).Select(g => g.First());
+        foreach (var n in nodeNames)
+        {
+            var first = n.Outputs.FirstOrDefault(o => o.Length > 0);
+            if (first is not null && _layerToValue.TryAdd(n.Name, first)) layers.Add(new LayerInfo(n.Name, n.OpType) { Geometry = GeometryOf(n) });
+        }
+        Layers = layers;
+
+        // Parameters: initializers by name, plus "<layer>.weight"/".bias" for Conv, ConvTranspose and Gemm (the
+        // tensor as stored in the file), "<layer>.weight/.bias/.running_mean/.running_var" for BatchNormalization.
+        foreach (var n in nodes)
+        {
+            string[] roles = n.OpType switch
+            {
+                "Conv" or "ConvTranspose" or "Gemm" => ["", "weight", "bias"],
+                "BatchNormalization" => ["", "weight", "bias", "running_mean", "running_var"],
+                _ => [],
+            };
+            var names = new[] { n.Name, n.Outputs.FirstOrDefault() ?? "" }.Where(s => s.Length > 0).Distinct();
+            for (int r = 1; r < roles.Length && r < n.Inputs.Length; r++)
+                if (n.Inputs[r].Length > 0 && _constants.TryGetValue(n.Inputs[r], out var p))
+                    foreach (var name in names) _parameters.TryAdd($"{name}.{roles[r]}", p);
+        }
+
+        DefaultInput = input;
+        _inputDims = inputDims;
+    }
+
+    /// <summary>Builds the interpreter over a checked file and test-runs it once on zeros (so shape errors surface at load).</summary>
+    public static OnnxModel Create(OnnxFile file, OnnxOptions options)
+    {
+        var (spec, dims) = file.InputSpecFor(options);
+        var model = new OnnxModel(file, spec, dims, options.Output, options.FlattenOutput);
+        try
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            model.Forward(zeros(1, spec.Channels, spec.Height, spec.Width));
+            return model;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    static LayerGeometry? GeometryOf(OnnxNode n)
+    {
+        if (n.OpType is not ("Conv" or "MaxPool" or "AveragePool")) return null;
+        var k = n.Ints("kernel_shape");
+        if (k is null || k.Length != 2) return null;
+        var s = n.Ints("strides") ?? [1, 1];
+        var d = n.Ints("dilations") ?? [1, 1];
+        var p = n.String("auto_pad", "NOTSET") is "NOTSET" or "" ? n.Ints("pads") ?? [0, 0, 0, 0] : [0, 0, 0, 0];
+        return new LayerGeometry(k.Select(v => (int)v).ToArray(), s.Select(v => (int)v).ToArray(), p.Take(2).Select(v => (int)v).ToArray(), d.Select(v => (int)v).ToArray());
+    }
+
+    /// <inheritdoc/>
+    public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.Parameters;
+    /// <inheritdoc/>
+    public InputSpec DefaultInput { get; }
+    /// <inheritdoc/>
+    public IReadOnlyList<string>? DefaultLabels => null;
+    /// <inheritdoc/>
+    public IReadOnlyList<LayerInfo> Layers { get; }
+    /// <inheritdoc/>
+    public IReadOnlyList<string> ParameterNames => _parameters.Keys.ToList();
+    /// <inheritdoc/>
+    public Tensor? GetParameter(string name) => _parameters.GetValueOrDefault(name);
+    /// <summary>Number of nodes evaluated per forward (the rest were folded at load).</summary>
+    public int RuntimeNodeCount => _plan.Count;
+
+    static Tensor[] Run(OnnxNode n, Tensor?[] inputs)
+    {
+        try { return n.Run(n, inputs); }
+        catch (LoupeException) { throw; }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            var shapes = string.Join(", ", inputs.Select(t => t is null ? "-" : "(" + string.Join("×", t.shape) + ")"));
+            throw n.Error($"failed on inputs {shapes}: {e.Message.Split('\n')[0]}");
+        }
+    }
+
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        OnnxFile.CheckInput(input, _inputDims, _source);
+        LayerCapture[] captures;
+        lock (_gate) captures = _captures.ToArray();
+        using var scope = NewDisposeScope();
+        var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = input };
+        foreach (var n in _plan)
+        {
+            var inputs = new Tensor?[n.Inputs.Length];
+            for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
+            var outs = Run(n, inputs);
+            for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
+            {
+                var name = n.Outputs[k];
+                if (name.Length == 0) continue;
+                var o = outs[k];
+                foreach (var c in captures) o = c.OnForward(name, o);
+                env[name] = o;
+            }
+        }
+        var y = env[_outputName];
+        y = _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y.alias();
+        return scope.MoveToOuter(y);
+    }
+
+    /// <inheritdoc/>
+    public ILayerCapture Capture(IReadOnlyCollection<string> layers, bool forGradients)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var missing = layers.Where(l => !_layerToValue.ContainsKey(l)).ToList();
+        if (missing.Count > 0) throw new LoupeException($"unknown layer(s): {string.Join(", ", missing)}");
+        var capture = new LayerCapture(this, layers.Distinct().Select(l => (l, _layerToValue[l])).ToList(), forGradients);
+        lock (_gate) _captures.Add(capture);
+        return capture;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        LayerCapture[] captures;
+        lock (_gate) captures = _captures.ToArray();
+        foreach (var c in captures) c.Dispose();
+        foreach (var t in _constants.Values) t.Dispose();
+        _constants.Clear();
+        _parameters.Clear();
+    }
+
+    /// <summary>Keeps the outputs of the captured values. TorchSharp has no backward hooks, so for gradients the
+    /// output is replaced by a leaf that requires grad (when nothing upstream does): the backward pass then stops at
+    /// the layer instead of running down to the input. Same rules as <c>TorchModel</c>'s forward hooks.</summary>
+    sealed class LayerCapture : ILayerCapture
+    {
+        readonly OnnxModel _model;
+        readonly ILookup<string, string> _byValue;   // value name → requested layer names
+        readonly bool _forGradients;
+        readonly Dictionary<string, Tensor> _captured = new(StringComparer.Ordinal);
+        readonly object _gate = new();
+        bool _disposed;
+
+        public LayerCapture(OnnxModel model, List<(string Layer, string Value)> layers, bool forGradients)
+        {
+            _model = model;
+            _byValue = layers.ToLookup(l => l.Value, l => l.Layer);
+            _forGradients = forGradients;
+        }
+
+        public Tensor OnForward(string value, Tensor output)
+        {
+            if (_disposed || !_byValue.Contains(value)) return output;
+            foreach (var name in _byValue[value])
+            {
+                Tensor kept; Tensor? replacement;
+                if (!_forGradients) { kept = output.detach().clone(); replacement = null; }
+                else if (output.requires_grad) { kept = output; replacement = output.clone(); }
+                else { kept = output.detach().requires_grad_(true); replacement = kept.clone(); }
+                kept.DetachFromDisposeScope();
+                lock (_gate)
+                {
+                    if (_captured.Remove(name, out var old) && !ReferenceEquals(old, kept)) old.Dispose();
+                    _captured[name] = kept;
+                }
+                if (replacement is not null) output = replacement;
+            }
+            return output;
+        }
+
+        public Tensor this[string layer] => TryGet(layer, out var t) ? t : throw new LoupeException($"layer '{layer}' produced no output in the last forward pass");
+
+        public bool TryGet(string layer, out Tensor activation)
+        {
+            lock (_gate) return _captured.TryGetValue(layer, out activation!);
+        }
+
+        public void Dispose()
+        {
+            lock (_model._gate) _model._captures.Remove(this);
+            lock (_gate)
+            {
+                _disposed = true;
+                foreach (var t in _captured.Values) t.Dispose();
+                _captured.Clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,70 @@
+using System.Text;
+using Loupe.Abstractions;
+using Onnx;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.Onnx;
+
+/// <summary>One ONNX node, ready to run: its attributes parsed, its operator resolved.</summary>
+public sealed class OnnxNode
+{
+    readonly Dictionary<string, AttributeProto> _attributes;
+    readonly string _source;
+
+    internal OnnxNode(NodeProto node, long opset, string source, int index)
+    {
+        OpType = node.OpType;
+        Name = node.Name;
+        Domain = node.Domain;
+        Inputs = node.Input.ToArray();
+        Outputs = node.Output.ToArray();
+        Opset = opset;
+        Index = index;
+        _source = source;
+        _attributes = new Dictionary<string, AttributeProto>(StringComparer.Ordinal);
+        foreach (var a in node.Attribute) _attributes[a.Name] = a;
+    }
+
+    /// <summary>Operator type (Conv, Relu, ...).</summary>
+    public string OpType { get; }
+    /// <summary>Node name (may be empty).</summary>
+    public string Name { get; }
+    /// <summary>Operator domain ("" or ai.onnx for the standard operators).</summary>
+    public string Domain { get; }
+    /// <summary>Input value names ("" = optional input left out).</summary>
+    public string[] Inputs { get; }
+    /// <summary>Output value names ("" = optional output not produced).</summary>
+    public string[] Outputs { get; }
+    /// <summary>Opset of the default domain.</summary>
+    public long Opset { get; }
+    /// <summary>Position in the graph.</summary>
+    public int Index { get; }
+    /// <summary>The function that computes the outputs (set once the operator is resolved).</summary>
+    internal Func<OnnxNode, Tensor?[], Tensor[]> Run { get; set; } = null!;
+
+    /// <summary>How a message names this node.</summary>
+    public string Display => $"{OpType} node '{(Name.Length > 0 ? Name : Outputs.FirstOrDefault() ?? "#" + Index)}'";
+
+    /// <summary>A LoupeException about this node.</summary>
+    public LoupeException Error(string message) => new($"{_source}: {Display} (opset {Opset}): {message}");
+
+    public bool Has(string name) => _attributes.ContainsKey(name);
+
+    public long Int(string name, long fallback) => _attributes.TryGetValue(name, out var a) ? a.I : fallback;
+
+    public float Float(string name, float fallback) => _attributes.TryGetValue(name, out var a) ? a.F : fallback;
+
+    public string String(string name, string fallback) => _attributes.TryGetValue(name, out var a) ? Encoding.UTF8.GetString(a.S.Span) : fallback;
+
+    public long[]? Ints(string name) => _attributes.TryGetValue(name, out var a) ? a.Ints.ToArray() : null;
+
+    public float[]? Floats(string name) => _attributes.TryGetValue(name, out var a) ? a.Floats.ToArray() : null;
+
+    public AttributeProto? Attribute(string name) => _attributes.GetValueOrDefault(name);
+
+    /// <summary>Number of inputs actually given (trailing optional inputs may be absent).</summary>
+    public bool HasInput(int i) => i < Inputs.Length && Inputs[i].Length > 0;
+
+    /// <summary>True when output <paramref name="i"/> is requested by the graph.</summary>
+    public bool HasOutput(int i) => i < Outputs.Length && Outputs[i].Length > 0;
+}

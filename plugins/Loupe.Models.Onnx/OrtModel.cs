@@ -1,0 +1,273 @@
+using Google.Protobuf;
+using Loupe.Abstractions;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Tensor = TorchSharp.torch.Tensor;
+using Onnx;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.Onnx;
+
+/// <summary>An ONNX model run by ONNX Runtime: forward and layer activations, no gradients. Activations come from a
+/// copy of the model that declares the captured values as extra graph outputs; one session is cached per set of
+/// captured values.</summary>
+public sealed class OrtModel : IModel
+{
+    const int MaxCachedSessions = 8;
+    readonly ModelProto _model;
+    readonly string _source, _inputName, _outputName;
+    readonly long?[] _inputDims;
+    readonly bool _flattenOutput, _batchIsOne;
+    readonly SessionOptions _sessionOptions;
+    readonly Dictionary<string, string> _layerToValue = new(StringComparer.Ordinal);
+    readonly Dictionary<string, InferenceSession> _sessions = new(StringComparer.Ordinal);
+    readonly List<string> _sessionOrder = new();
+    readonly List<LayerCapture> _captures = new();
+    readonly object _gate = new();
+    bool _disposed;
+
+    OrtModel(OnnxFile file, OnnxOptions options)
+    {
+        OrtNative.EnsureResolver();
+        _model = file.Model;
+        _source = file.Source;
+        _inputName = file.Input.Name;
+        _outputName = options.Output ?? _model.Graph.Output[0].Name;
+        _flattenOutput = options.FlattenOutput;
+        (DefaultInput, _inputDims) = file.InputSpecFor(options);
+        _batchIsOne = OnnxFile.Dims(file.Input)?[0] == 1;
+        _sessionOptions = new SessionOptions
+        {
+            IntraOpNumThreads = options.Threads > 0 ? options.Threads : Math.Max(1, TorchSharp.torch.get_num_threads()),
+            InterOpNumThreads = 1,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+        };
+
+        // Layers: node outputs whose element type is float (propagated from initializers, Constant and Cast), so that
+        // declaring them as float graph outputs is valid.
+        var types = ElementTypes(_model.Graph);
+        var layers = new List<LayerInfo>();
+        foreach (var n in _model.Graph.Node)
+            foreach (var o in n.Output.Where(o => o.Length > 0 && types.GetValueOrDefault(o) == TensorProto.Types.DataType.Float))
+                if (_layerToValue.TryAdd(o, o)) layers.Add(new LayerInfo(o, n.OpType));
+        foreach (var g in _model.Graph.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).Where(g => g.Count() == 1))
+        {
+            var n = g.First();
+            var first = n.Output.FirstOrDefault(o => o.Length > 0);
+            if (first is not null && _layerToValue.ContainsKey(first) && _layerToValue.TryAdd(n.Name, first)) layers.Add(new LayerInfo(n.Name, n.OpType));
+        }
+        Layers = layers;
+    }
+
+    /// <summary>Creates the main session (so a model ONNX Runtime cannot run fails at load) and test-runs it on zeros.</summary>
+    public static OrtModel Create(OnnxFile file, OnnxOptions options)
+    {
+        var m = new OrtModel(file, options);
+        try
+        {
+            using var scope = NewDisposeScope();
+            m.Forward(zeros(1, m.DefaultInput.Channels, m.DefaultInput.Height, m.DefaultInput.Width));
+            return m;
+        }
+        catch
+        {
+            m.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Element types of values, propagated through the graph (unknown ops: the type of their first input).</summary>
+    static Dictionary<string, TensorProto.Types.DataType> ElementTypes(GraphProto g)
+    {
+        var t = new Dictionary<string, TensorProto.Types.DataType>(StringComparer.Ordinal);
+        foreach (var i in g.Input) t[i.Name] = (TensorProto.Types.DataType)(i.Type?.TensorType?.ElemType ?? 1);
+        foreach (var i in g.Initializer) t[i.Name] = (TensorProto.Types.DataType)i.DataType;
+        foreach (var n in g.Node)
+        {
+            var first = n.Input.Count > 0 && t.TryGetValue(n.Input[0], out var ft) ? ft : TensorProto.Types.DataType.Float;
+            var attr = n.Attribute.ToDictionary(a => a.Name);
+            TensorProto.Types.DataType type = n.OpType switch
+            {
+                "Shape" or "Size" or "ArgMax" or "ArgMin" or "NonZero" => TensorProto.Types.DataType.Int64,
+                "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual" or "Not" or "And" or "Or" or "Xor" or "IsNaN" or "IsInf" => TensorProto.Types.DataType.Bool,
+                "Cast" => (TensorProto.Types.DataType)(attr.TryGetValue("to", out var to) ? to.I : 1),
+                "Constant" => attr.TryGetValue("value", out var v) && v.T is not null ? (TensorProto.Types.DataType)v.T.DataType
+                    : attr.ContainsKey("value_int") || attr.ContainsKey("value_ints") ? TensorProto.Types.DataType.Int64 : TensorProto.Types.DataType.Float,
+                "ConstantOfShape" => attr.TryGetValue("value", out var cv) && cv.T is not null ? (TensorProto.Types.DataType)cv.T.DataType : TensorProto.Types.DataType.Float,
+                "Where" => n.Input.Count > 1 && t.TryGetValue(n.Input[1], out var wt) ? wt : TensorProto.Types.DataType.Float,
+                _ => first,
+            };
+            for (int k = 0; k < n.Output.Count; k++)
+                if (n.Output[k].Length > 0)
+                    t[n.Output[k]] = n.OpType is "TopK" or "MaxPool" && k == 1 ? TensorProto.Types.DataType.Int64
+                        : n.OpType == "Dropout" && k == 1 ? TensorProto.Types.DataType.Bool : type;
+        }
+        return t;
+    }
+
+    /// <inheritdoc/>
+    public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations;
+    /// <inheritdoc/>
+    public InputSpec DefaultInput { get; }
+    /// <inheritdoc/>
+    public IReadOnlyList<string>? DefaultLabels => null;
+    /// <inheritdoc/>
+    public IReadOnlyList<LayerInfo> Layers { get; }
+    /// <inheritdoc/>
+    public Tensor? GetParameter(string name) => null;
+    /// <inheritdoc/>
+    public IReadOnlyList<string> ParameterNames => [];
+
+    InferenceSession Session(IReadOnlyCollection<string> extraOutputs)
+    {
+        var key = string.Join("\n", extraOutputs.Order(StringComparer.Ordinal));
+        lock (_gate)
+        {
+            if (_sessions.TryGetValue(key, out var s))
+            {
+                _sessionOrder.Remove(key);
+                _sessionOrder.Add(key);
+                return s;
+            }
+            var model = _model;
+            var declared = _model.Graph.Output.Select(o => o.Name).ToHashSet();
+            if (extraOutputs.Count > 0 || !declared.Contains(_outputName))
+            {
+                model = _model.Clone();
+                foreach (var name in extraOutputs.Append(_outputName).Where(n => !declared.Contains(n)).Distinct())
+                    model.Graph.Output.Add(new ValueInfoProto
+                    {
+                        Name = name,
+                        Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float } },
+                    });
+            }
+            try { s = new InferenceSession(model.ToByteArray(), _sessionOptions); }
+            catch (OnnxRuntimeException e) { throw new LoupeException($"{_source}: ONNX Runtime cannot load the model: {e.Message}", e); }
+            _sessions[key] = s;
+            _sessionOrder.Add(key);
+            if (_sessionOrder.Count > MaxCachedSessions)
+            {
+                var oldest = _sessionOrder[0];
+                _sessionOrder.RemoveAt(0);
+                _sessions.Remove(oldest, out var old);
+                old?.Dispose();
+            }
+            return s;
+        }
+    }
+
+    /// <summary>Runs ONNX Runtime on one batch, returning the named outputs as TorchSharp tensors.</summary>
+    Dictionary<string, Tensor> RunOrt(InferenceSession session, Tensor x, IReadOnlyList<string> outputs)
+    {
+        var dims = x.shape.Select(d => (int)d).ToArray();
+        var dense = new DenseTensor<float>(x.data<float>().ToArray(), dims);
+        var inputs = new List<NamedOnnxValue> { NamedOnnxValue.CreateFromTensor(_inputName, dense) };
+        IDisposableReadOnlyCollection<DisposableNamedOnnxValue> results;
+        try { results = session.Run(inputs, outputs); }
+        catch (OnnxRuntimeException e) { throw new LoupeException($"{_source}: ONNX Runtime failed on an input of shape ({string.Join("×", x.shape)}): {e.Message}", e); }
+        using (results)
+        {
+            var map = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            foreach (var r in results)
+            {
+                Microsoft.ML.OnnxRuntime.Tensors.Tensor<float> t = r.AsTensor<float>();
+                var data = t is DenseTensor<float> d ? d.Buffer.ToArray() : t.ToArray();
+                map[r.Name] = tensor(data, t.Dimensions.ToArray().Select(v => (long)v).ToArray());
+            }
+            return map;
+        }
+    }
+
+    /// <inheritdoc/>
+    public Tensor Forward(Tensor input)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        OnnxFile.CheckInput(input, _inputDims, _source);
+        LayerCapture[] captures;
+        lock (_gate) captures = _captures.ToArray();
+        var values = captures.SelectMany(c => c.Values).Distinct().ToList();
+        var session = Session(values);
+        var outputs = values.Append(_outputName).Distinct().ToList();
+        using var scope = NewDisposeScope();
+        var x = input.detach().to(ScalarType.Float32).cpu().contiguous();
+        Dictionary<string, Tensor> result;
+        long n = x.shape[0];
+        if (_batchIsOne && n > 1)
+        {
+            // The model fixes batch 1: run the rows one at a time.
+            var parts = Enumerable.Range(0, (int)n).Select(i => RunOrt(session, x[TensorIndex.Slice(i, i + 1)].contiguous(), outputs)).ToList();
+            result = outputs.ToDictionary(o => o, o => cat(parts.Select(p => p[o]).ToArray(), 0));
+        }
+        else result = RunOrt(session, x, outputs);
+        foreach (var c in captures) c.Keep(result);
+        var y = result[_outputName];
+        y = _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y.alias();
+        return scope.MoveToOuter(y);
+    }
+
+    /// <inheritdoc/>
+    public ILayerCapture Capture(IReadOnlyCollection<string> layers, bool forGradients)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (forGradients) throw new LoupeException("backend 'onnx-runtime' computes no gradients; use the 'onnx' backend for gradient techniques");
+        var missing = layers.Where(l => !_layerToValue.ContainsKey(l)).ToList();
+        if (missing.Count > 0) throw new LoupeException($"unknown layer(s): {string.Join(", ", missing)}");
+        var c = new LayerCapture(this, layers.Distinct().Select(l => (l, _layerToValue[l])).ToList());
+        lock (_gate) _captures.Add(c);
+        return c;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        LayerCapture[] captures;
+        lock (_gate) captures = _captures.ToArray();
+        foreach (var c in captures) c.Dispose();
+        lock (_gate)
+        {
+            foreach (var s in _sessions.Values) s.Dispose();
+            _sessions.Clear();
+        }
+        _sessionOptions.Dispose();
+    }
+
+    sealed class LayerCapture(OrtModel model, List<(string Layer, string Value)> layers) : ILayerCapture
+    {
+        readonly Dictionary<string, Tensor> _captured = new(StringComparer.Ordinal);
+        readonly object _gate = new();
+
+        public IEnumerable<string> Values => layers.Select(l => l.Value);
+
+        public void Keep(Dictionary<string, Tensor> result)
+        {
+            lock (_gate)
+                foreach (var (layer, value) in layers)
+                {
+                    var kept = result[value].clone();
+                    kept.DetachFromDisposeScope();
+                    if (_captured.Remove(layer, out var old)) old.Dispose();
+                    _captured[layer] = kept;
+                }
+        }
+
+        public Tensor this[string layer] => TryGet(layer, out var t) ? t : throw new LoupeException($"layer '{layer}' produced no output in the last forward pass");
+
+        public bool TryGet(string layer, out Tensor activation)
+        {
+            lock (_gate) return _captured.TryGetValue(layer, out activation!);
+        }
+
+        public void Dispose()
+        {
+            lock (model._gate) model._captures.Remove(this);
+            lock (_gate)
+            {
+                foreach (var t in _captured.Values) t.Dispose();
+                _captured.Clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+using System.Diagnostics;
+using System.Reflection;
+using Loupe.Abstractions;
+using Loupe.Core;
+using TorchSharp;
+
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace Loupe.Embedding.Tests;
+
+/// <summary>Paths and helpers shared by the tests.</summary>
+public static class Env
+{
+    static Env()
+    {
+        // One intra-op thread per test process: libtorch slows down badly when threads compete for 2 cores.
+        torch.set_num_threads(1);
+    }
+
+    public static string RepoRoot { get; } = FindRoot();
+
+    static string FindRoot()
+    {
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
+        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    public static string Configuration { get; } =
+        typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+
+    public static string CliDirectory => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0");
+    public static string CliDll => Path.Combine(CliDirectory, "loupe.dll");
+    public static string BuiltInPlugins => Path.Combine(CliDirectory, "plugins");
+    public static string Fixture(string name) => Path.Combine(RepoRoot, "tests", "fixtures", "behaviour", name);
+    public static string Samples => Path.Combine(RepoRoot, "samples");
+    public static string Yaml(string path) => path.Replace("\\", "/");
+
+    public static string TempDir()
+    {
+        var d = Path.Combine(Path.GetTempPath(), $"loupe-embedding-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    /// <summary>A pipeline over the demo CNN and the first <paramref name="limit"/> shipped Fashion-MNIST test images,
+    /// (the embedding plugin is built in).</summary>
+    public static string FashionPipeline(string steps, int limit, int batchSize = 32)
+    {
+        var dir = TempDir();
+        var path = Path.Combine(dir, "pipeline.yaml");
+        File.WriteAllText(path, $"""
+            version: 1
+            name: embedding-test
+            seed: 0
+            model:
+              uses: torchvision
+              with: {"{"} architecture: fashion-cnn, weights: {Yaml(Path.Combine(Samples, "models/fashion-cnn/fashion-cnn.safetensors"))} {"}"}
+              labels: {Yaml(Path.Combine(Samples, "models/fashion-cnn/labels.txt"))}
+            data:
+              uses: idx
+              with:
+                images: {Yaml(Path.Combine(Samples, "data/fashion-mnist/t10k-first500-images-idx3-ubyte.gz"))}
+                labels: {Yaml(Path.Combine(Samples, "data/fashion-mnist/t10k-first500-labels-idx1-ubyte.gz"))}
+                limit: {limit}
+            settings: {"{"} batch_size: {batchSize} {"}"}
+            steps:
+            {steps}
+            """);
+        return path;
+    }
+
+    /// <summary>Runs a pipeline in-process through the real host, with the built-in plugins.</summary>
+    public static RunResult Run(string pipelinePath) =>
+        PipelineRunner.Run(new RunRequest(pipelinePath)
+        {
+            OutDir = Path.Combine(Path.GetDirectoryName(pipelinePath)!, "out"),
+            PluginDirectories = [BuiltInPlugins],
+        });
+
+    /// <summary>Runs the CLI as a separate process.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(CliDll);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["NO_COLOR"] = "1";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(300_000)) { p.Kill(true); throw new TimeoutException("loupe CLI did not finish in 300 s"); }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    public static NdArray Artifact(RunResult r, string relativePath) => Npy.Read(Path.Combine(r.OutDir!, relativePath));
+
+    public static string StepStatus(RunResult r, string id) =>
+        r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == id)!["status"]!.ToString();
+
+    public static string? StepError(RunResult r, string id) =>
+        r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == id)!["error"]?.ToString();
+
+    public static double Metric(RunResult r, string id, string name) =>
+        (double)r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == id)!["metrics"]![name]!;
+
+    /// <summary>The demo CNN, loaded directly.</summary>
+    public static IModel DemoModel() => new Loupe.Models.TorchSharp.TorchVisionAdapter().Load(
+        new Loupe.Models.TorchSharp.TorchVisionOptions { Architecture = "fashion-cnn", Weights = Path.Combine(Samples, "models/fashion-cnn/fashion-cnn.safetensors") },
+        new ModelLoadContext(RepoRoot, 0));
+}

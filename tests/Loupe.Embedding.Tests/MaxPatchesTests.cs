@@ -1,0 +1,102 @@
+using Loupe.Abstractions;
+using Loupe.Analysis.Embedding;
+using static TorchSharp.torch;
+
+namespace Loupe.Embedding.Tests;
+
+/// <summary>Streaming top-k against an exhaustive top-k, and receptive-field boxes against gradient support.</summary>
+public class MaxPatchesTests
+{
+    /// <summary>A minimal analysis context over an in-memory tensor dataset.</summary>
+    sealed class TensorContext(IModel model, Tensor pixels, int batchSize) : IAnalysisContext
+    {
+        public string StepId => "test";
+        public IModel Model => model;
+        public InputSpec Input => model.DefaultInput;
+        public IReadOnlyList<string> Labels => [];
+        public ITarget Target => throw new NotSupportedException();
+        public long? InputCount => pixels.shape[0];
+        public int BatchSize => batchSize;
+        public IArtifactSink Output => throw new NotSupportedException();
+        public int Seed => 0;
+        public CancellationToken Cancellation => default;
+        public void Progress(double fraction, string? message = null) { }
+        public void Warn(string message) { }
+        public IEnumerable<InputBatch> Batches()
+        {
+            for (long s = 0; s < pixels.shape[0]; s += batchSize)
+            {
+                long len = Math.Min(batchSize, pixels.shape[0] - s);
+                using var p = pixels.narrow(0, s, len);
+                using var input = Input.Normalize(p);
+                yield return new InputBatch(Enumerable.Range((int)s, (int)len).Select(i => $"{i:D5}").ToArray(), input, p, null);
+            }
+        }
+    }
+
+    [Fact]
+    public void StreamingTopKEqualsExhaustiveTopK()
+    {
+        _ = Env.RepoRoot;
+        using var model = Env.DemoModel();
+        using var gen = new TorchSharp.torch.Generator(5);
+        using var pixels = rand([23, 1, 28, 28], generator: gen);
+        int[] channels = [0, 3, 17, 63];
+        int k = 7;
+        var (ch, top, ids) = MaxPatches.StreamTopK(new TensorContext(model, pixels, 5), "relu2", channels, k);
+        Assert.Equal(channels, ch);
+        Assert.Equal(23, ids.Count);
+
+        // Exhaustive: one forward over everything, all (value, image, y, x) sorted with the same total order.
+        using var scope = NewDisposeScope();
+        using var capture = model.Capture(["relu2"], forGradients: false);
+        using (no_grad()) model.Forward(model.DefaultInput.Normalize(pixels));
+        var a = capture["relu2"];
+        long h = a.shape[2], w = a.shape[3];
+        for (int c = 0; c < channels.Length; c++)
+        {
+            var vals = a[.., channels[c]].contiguous().data<float>().ToArray();
+            var all = vals.Select((v, f) => new TopEntry(v, (int)(f / (h * w)), (int)(f % (h * w) / w), (int)(f % w))).Order().Take(k).ToArray();
+            Assert.Equal(all, top[c]);
+        }
+    }
+
+    [Fact]
+    public void TopKHeapKeepsTheBestUnderAnyArrivalOrder()
+    {
+        var rng = new Random(2);
+        var entries = Enumerable.Range(0, 500).Select(i => new TopEntry(rng.Next(20), i / 10, i % 10, 0)).ToArray();
+        var heap = new TopK(12);
+        foreach (var e in entries.OrderBy(_ => rng.Next())) heap.Offer(e);
+        Assert.Equal(entries.Order().Take(12).ToArray(), heap.Sorted());
+    }
+
+    [Theory]
+    [InlineData("conv1", 3, 1)]
+    [InlineData("pool1", 4, 2)]
+    [InlineData("relu2", 8, 2)]
+    [InlineData("relu3", 18, 4)]
+    public void ReceptiveFieldBoxesEqualTheGradientSupport(string layer, int size, int stride)
+    {
+        _ = Env.RepoRoot;
+        using var model = Env.DemoModel();
+        var rf = ReceptiveFields.Measure(model, layer, model.DefaultInput, seed: 0);
+        Assert.Equal(size, rf.Height);
+        Assert.Equal(size, rf.Width);
+        Assert.Equal(stride, rf.StrideY);
+        Assert.Equal(stride, rf.StrideX);
+        int lh = rf.LayerHeight, lw = rf.LayerWidth;
+        // Corners, edges and the centre: the box of each unit equals the bounding box of its own gradient support
+        // (union over 16 probes, one channel sum), measured independently of the reference unit.
+        (int, int)[] units = [(0, 0), (0, lw - 1), (lh - 1, 0), (lh - 1, lw - 1), (lh / 2, 0), (1, 2), (lh / 2, lw / 2)];
+        foreach (var (y, x) in units)
+        {
+            var support = ReceptiveFields.Bounds(ReceptiveFields.Support(model, layer, 1, 28, 28, y, x, probes: 16, seed: 11));
+            Assert.NotNull(support);
+            Assert.Equal(support.Value, rf.Box(y, x, 28, 28));
+        }
+        // The closed form for this architecture (3×3 convs with padding 1, 2×2 max-pools): unit y starts at
+        // stride·y − (size − stride)/2 … e.g. relu3 (3,3) sees rows 5..22.
+        if (layer == "relu3") Assert.Equal((5, 5, 23, 23), rf.Box(3, 3, 28, 28));
+    }
+}

@@ -1,0 +1,101 @@
+using System.Reflection;
+using Loupe.Abstractions;
+using Loupe.Models.Onnx;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using TorchSharp;
+using static TorchSharp.torch;
+using Tensor = TorchSharp.torch.Tensor;
+
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace Loupe.Onnx.Tests;
+
+/// <summary>Paths and helpers of the ONNX backend tests.</summary>
+public static class Env
+{
+    static Env()
+    {
+        // One intra-op thread per test process: libtorch slows down badly when threads compete for 2 cores.
+        torch.set_num_threads(1);
+    }
+
+    public static string RepoRoot { get; } = FindRoot();
+
+    static string FindRoot()
+    {
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
+        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    /// <summary>tests/fixtures/onnx: the ONNX fixtures and the script that made them.</summary>
+    public static string FixtureRoot => Path.Combine(RepoRoot, "tests", "fixtures", "onnx");
+
+    public static string Configuration { get; } =
+        typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+
+    public static string Fixture(string name) => Path.Combine(FixtureRoot, name);
+    public static string LoupeFixture(string name) => Path.Combine(RepoRoot, "tests", "fixtures", name);
+    public static string PluginDirectory => Path.Combine(RepoRoot, "plugins", "Loupe.Models.Onnx", "bin", Configuration, "net10.0");
+
+    public static string TempDir()
+    {
+        var d = Path.Combine(Path.GetTempPath(), $"loupe-onnx-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    public static readonly ModelLoadContext Context = new("/", 0);
+
+    public static IModel LoadOnnx(OnnxOptions o) => new OnnxAdapter().Load(o, Context);
+    public static IModel LoadOrt(OnnxOptions o) => new OnnxRuntimeAdapter().Load(o, Context);
+
+    /// <summary>Deterministic test input: sin(0.37 j) (values in [-1, 1]).</summary>
+    public static float[] SinInput(long n, double scale = 1, double offset = 0) =>
+        Enumerable.Range(0, (int)n).Select(j => (float)(offset + scale * Math.Sin(0.37 * j))).ToArray();
+
+    /// <summary>Runs ONNX Runtime directly on a model file (the reference), returning the first output.</summary>
+    public static (float[] Data, long[] Shape) OrtRun(string path, float[] x, long[] shape) => OrtRun(File.ReadAllBytes(path), x, shape);
+
+    public static (float[] Data, long[] Shape) OrtRun(byte[] model, float[] x, long[] shape)
+    {
+        using var options = new SessionOptions { IntraOpNumThreads = 1, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        using var s = new InferenceSession(model, options);
+        var input = new DenseTensor<float>(x, shape.Select(d => (int)d).ToArray());
+        using var r = s.Run([NamedOnnxValue.CreateFromTensor(s.InputMetadata.Keys.First(), input)]);
+        var t = r.First().AsTensor<float>();
+        return (t.ToArray(), t.Dimensions.ToArray().Select(d => (long)d).ToArray());
+    }
+
+    public static float[] Data(Tensor t) => t.detach().contiguous().to(ScalarType.Float32).cpu().data<float>().ToArray();
+
+    /// <summary>Relative L2 error ‖a − b‖ / ‖b‖.</summary>
+    public static double RelL2(float[] a, float[] b)
+    {
+        Assert.Equal(b.Length, a.Length);
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (double)(a[i] - b[i]); den += b[i] * (double)b[i]; }
+        return Math.Sqrt(num / Math.Max(den, 1e-30));
+    }
+
+    /// <summary>The 'hash' weight formula of tests/fixtures/make_fixtures.py (also ModelTests.SetHashWeights).</summary>
+    public static float[] HashValues(string name, long[] shape)
+    {
+        long n = shape.Aggregate(1L, (p, d) => p * d);
+        var v = new float[n];
+        int L = name.Length;
+        double fanIn = shape.Length >= 2 ? n / (double)shape[0] : 1;
+        for (long j = 0; j < n; j++)
+        {
+            uint x = unchecked((uint)j + (uint)L * 0x9E3779B9u);
+            unchecked { x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16; }
+            double s = Math.Sqrt(3) * (2.0 * x / 4294967296.0 - 1);
+            v[j] = (float)(name.EndsWith("running_var") ? 1 + 0.5 * s
+                : name.EndsWith("running_mean") || name.EndsWith("bias") ? 0.1 * s
+                : shape.Length == 1 ? 1 + 0.1 * s
+                : s / Math.Sqrt(fanIn));
+        }
+        return v;
+    }
+}
