@@ -87,3 +87,20 @@ public sealed class StepReference
     /// <inheritdoc/>
     public override string ToString() => Uses;
 }
+
+/// <summary>An option that names another step of the same pipeline by id (<c>of: saliency</c>): the host checks the step
+/// exists and fills <see cref="Analysis"/> and <see cref="Options"/> with that step's bound analysis, so a metric can
+/// recompute its maps batch by batch.</summary>
+public sealed class StepLink
+{
+    /// <summary>The referenced step id.</summary>
+    public string Id { get; set; } = "";
+    /// <summary>The referenced step's analysis (set by the host).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public IAnalysis? Analysis { get; set; }
+    /// <summary>The referenced step's options (set by the host).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public object? Options { get; set; }
+    /// <inheritdoc/>
+    public override string ToString() => Id;
+}

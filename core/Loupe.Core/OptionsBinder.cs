@@ -150,6 +150,12 @@ public static class OptionsBinder
             return arr;
         }
         if (type == typeof(object)) return node is YamlScalarNode os ? os.Value : node.ToString();
+        if (type == typeof(StepLink))
+        {
+            if (node is YamlScalarNode { Value: { Length: > 0 } linked }) return new StepLink { Id = linked };
+            errors.Add(PipelineParser.At(file, node, $"{what} must be the id of another step"));
+            return ConversionFailed.Instance;
+        }
         if (type == typeof(StepReference))
         {
             // inner: { uses: id, with: {...} } — resolved and bound by the runner, which knows the registry.

@@ -209,10 +209,16 @@ public static class PipelineRunner
                     foreach (var l in target.RequiredLayers.Where(l => !layerNames.Contains(l)))
                         errors.Add(new(file, (int)tr.Mark.Line, (int)tr.Mark.Column, $"step '{s.Id}' target: layer '{l}' does not exist{Suggest.DidYouMean(l, layerNames)}"));
                 }
-                if (missing == ModelCapabilities.None && !badSteps.Contains(i))
-                    foreach (var msg in analysis.Validate(stepOptions[i]!.Value, vctx))
-                        errors.Add(new(file, (int)(s.With?.Start.Line ?? s.Mark.Line), (int)(s.With?.Start.Column ?? s.Mark.Column), $"step '{s.Id}' ({s.Uses}): {msg}"));
                 prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target));
+            }
+            ResolveLinks(spec, prepared, errors);
+            for (int i = 0; i < prepared.Count; i++)
+            {
+                var s = prepared[i].Spec;
+                var missing = prepared[i].Analysis.Requirements.Capabilities & ~model.Capabilities;
+                if (missing == ModelCapabilities.None && !badSteps.Contains(i))
+                    foreach (var msg in prepared[i].Analysis.Validate(prepared[i].Options, vctx))
+                        errors.Add(new(file, (int)(s.With?.Start.Line ?? s.Mark.Line), (int)(s.With?.Start.Column ?? s.Mark.Column), $"step '{s.Id}' ({s.Uses}): {msg}"));
             }
             if (errors.Count > 0) throw new PipelineException(errors);
 
@@ -268,6 +274,27 @@ public static class PipelineRunner
         OptionsBinder.Properties(options.GetType()).Where(p => p.PropertyType == typeof(StepReference))
             .Select(p => p.GetValue(options) as StepReference).Where(r => r?.Analysis is not null)
             .SelectMany(r => new[] { r!.Analysis! }.Concat(InnerAnalyses(r.Options!)));
+
+    /// <summary>Fills every <see cref="StepLink"/> option (<c>of: step-id</c>) with the linked step's analysis and options.</summary>
+    static void ResolveLinks(PipelineSpec spec, List<PreparedStep> steps, List<PipelineError> errors)
+    {
+        foreach (var step in steps)
+            foreach (var p in OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink)))
+            {
+                if (p.GetValue(step.Options) is not StepLink link) continue;
+                var mark = step.Spec.With?.Start ?? step.Spec.Mark;
+                var target = steps.FirstOrDefault(s => s.Spec.Id == link.Id);
+                if (target is null || ReferenceEquals(target, step))
+                {
+                    var ids = steps.Where(s => !ReferenceEquals(s, step)).Select(s => s.Spec.Id).ToList();
+                    errors.Add(new(spec.File, (int)mark.Line, (int)mark.Column,
+                        $"step '{step.Spec.Id}' option '{OptionsBinder.YamlName(p)}': no other step with id '{link.Id}'{Suggest.DidYouMean(link.Id, ids)}; steps: {string.Join(", ", ids)}"));
+                    continue;
+                }
+                link.Analysis = target.Analysis;
+                link.Options = target.Options;
+            }
+    }
 
     sealed record TargetRef(ComponentDescriptor Descriptor, object Options, YamlDotNet.Core.Mark Mark);
 
