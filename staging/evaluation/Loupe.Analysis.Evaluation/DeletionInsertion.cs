@@ -1,0 +1,156 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>What removed (deletion) or not-yet-inserted (insertion) pixels are, in normalised input space.</summary>
+public enum Baseline
+{
+    /// <summary>Zero in normalised space (the dataset mean colour; RISE's deletion substrate on normalised tensors).</summary>
+    Zero,
+    /// <summary>The image's per-channel mean.</summary>
+    Mean,
+    /// <summary>A Gaussian-blurred copy of the image (RISE's insertion substrate).</summary>
+    Blur,
+    /// <summary>Black pixels (0 before normalisation).</summary>
+    Black,
+}
+
+/// <summary>Options of <c>deletion</c> and <c>insertion</c>.</summary>
+public sealed record PixelCurveOptions : MetricOptions
+{
+    /// <summary>Steps.</summary>
+    [Range(1, 100_000), Description("number of steps; step k removes/inserts round(k/steps · units) pixels or patches")]
+    public int Steps { get; init; } = 100;
+    /// <summary>Patch size.</summary>
+    [Range(1, 4096), Description("order and remove patch × patch blocks (ranked by their mean map value) instead of pixels")]
+    public int Patch { get; init; } = 1;
+    /// <summary>Baseline.</summary>
+    [Description("substrate: zero (normalised), mean, blur or black; default: zero for deletion, blur for insertion (Petsiuk et al.)")]
+    public Baseline? Baseline { get; init; }
+    /// <summary>Blur σ.</summary>
+    [Range(0.5, 1000.0), Description("σ in pixels of the blur baseline (RISE: 5)")]
+    public double BlurSigma { get; init; } = 5;
+    /// <summary>Copies per forward.</summary>
+    [Range(1, 100_000), Description("perturbed copies per forward pass (default: within 64 RGB 224² images)")]
+    public int? MicroBatch { get; init; }
+}
+
+/// <summary>Deletion / insertion (Petsiuk et al. 2018, RISE): pixels are ranked by the linked step's map (highest
+/// first; a per-channel map by Σ_c |·|, an N×H×W map by its signed value), removed from the image (deletion: replaced
+/// by the baseline) or revealed on the baseline (insertion) in <c>steps</c> equal fractions; the softmax probability of
+/// the target class is recorded at every step and the area under the curve (trapezoid over the fraction in [0,1]) is
+/// the score. Lower is better for deletion, higher for insertion.</summary>
+public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>
+{
+    /// <summary>True for insertion.</summary>
+    protected abstract bool Insert { get; }
+    string Name => Insert ? "insertion" : "deletion";
+
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    /// <inheritdoc/>
+    public override IReadOnlyList<string> MetricNames => ["auc_mean", "auc_std"];
+
+    /// <inheritdoc/>
+    protected override void Evaluate(PixelCurveOptions o, IAnalysisContext ctx, MetricWriter writer)
+    {
+        var fill = o.Baseline ?? (Insert ? Baseline.Blur : Baseline.Zero);
+        var ids = new List<string>();
+        var curves = new List<double[]>();
+        var labels = new List<string>();
+        bool warned = false;
+        foreach (var batch in ctx.Batches())
+        {
+            using var scope = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            var x = batch.Input;
+            long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+            var result = LinkedMaps(o, ctx, x, batch.Ids);
+            var sel = result.Selection;
+            if (sel.Classes is null && !warned) { ctx.Warn($"{Name}: the target is not a class; curves record the target score instead of a softmax probability"); warned = true; }
+            var map = Maps.Reduce(result.Map, h, w);
+            var rankPix = PixelRanks(map, o.Patch, out long units);
+            var baseline = fill switch
+            {
+                Baseline.Zero => zeros_like(x),
+                Baseline.Mean => x.mean([2, 3], keepdim: true).expand_as(x).contiguous(),
+                Baseline.Black => ctx.Input.Normalize(zeros_like(x)),
+                _ => Maps.Blur(x, o.BlurSigma),
+            };
+            var counts = Enumerable.Range(0, o.Steps + 1).Select(k => (long)Math.Round(k * (double)units / o.Steps)).ToArray();
+            long chunk = Math.Max(1, Maps.CopiesPerForward(o.MicroBatch, x) / n);
+            var parts = new List<Tensor>();
+            for (long k0 = 0; k0 < counts.Length; k0 += chunk)
+            {
+                using var inner = NewDisposeScope();
+                ctx.Cancellation.ThrowIfCancellationRequested();
+                long p = Math.Min(chunk, counts.Length - k0);
+                var ks = tensor(counts[(int)k0..(int)(k0 + p)]).view(1, p, 1, 1);
+                var m = (rankPix.unsqueeze(1) < ks).to(ScalarType.Float32).unsqueeze(2);          // N×p×1×H×W, 1 = changed
+                var (from, to) = Insert ? (baseline, x) : (x, baseline);
+                var copies = (from.unsqueeze(1) * (1 - m) + to.unsqueeze(1) * m).reshape(n * p, c, h, w);
+                var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)p)).ToArray();
+                parts.Add(inner.MoveToOuter(Maps.Probability(ctx, copies, sel.Rows(rows)).view(n, p)));
+            }
+            var probs = cat(parts, 1).to(ScalarType.Float64).contiguous().data<double>().ToArray();
+            int s1 = o.Steps + 1;
+            for (int i = 0; i < n; i++)
+            {
+                curves.Add(probs.AsSpan(i * s1, s1).ToArray());
+                ids.Add(batch.Ids[i]);
+                labels.Add(sel.Labels[i]);
+            }
+            if (ctx.InputCount is > 0) ctx.Progress(ids.Count / (double)ctx.InputCount.Value);
+        }
+        var aucs = curves.Select(Auc).ToList();
+        var flat = curves.SelectMany(cv => cv.Select(v => (float)v)).ToArray();
+        ctx.Output.Raw("curves", null, new NdArray(flat, [curves.Count, o.Steps + 1]));
+        ctx.Output.Json("auc", new
+        {
+            metric = Name, of = o.Of!.Id, baseline = fill.ToString().ToLowerInvariant(), steps = o.Steps, patch = o.Patch,
+            inputs = ids.Select((id, i) => new { id, target = labels[i], auc = aucs[i] }).ToArray(),
+        });
+        var (mean, std) = writer.Stat("auc", aucs);
+        var xs = Enumerable.Range(0, o.Steps + 1).Select(k => k / (double)o.Steps).ToArray();
+        var meanCurve = xs.Select((_, k) => curves.Average(cv => cv[k])).ToArray();
+        ctx.Output.Display("curves", null, Plots.Lines(xs, [($"mean (AUC {mean:F3} ± {std:F3})", meanCurve)],
+            $"{Name} of '{o.Of.Id}' ({curves.Count} inputs, baseline {fill.ToString().ToLowerInvariant()})",
+            Insert ? "fraction of pixels inserted" : "fraction of pixels deleted", "probability of the target class", curves.Take(64).ToList()));
+    }
+
+    /// <summary>Trapezoid AUC of a curve sampled at k/steps, k = 0..steps.</summary>
+    public static double Auc(double[] curve)
+    {
+        double s = 0;
+        for (int k = 0; k + 1 < curve.Length; k++) s += (curve[k] + curve[k + 1]) / 2;
+        return s / (curve.Length - 1);
+    }
+
+    /// <summary>Rank of each pixel's unit (0 = highest map value), N×H×W int64; units are pixels or patch × patch blocks.</summary>
+    public static Tensor PixelRanks(Tensor map, int patch, out long units)
+    {
+        using var scope = NewDisposeScope();
+        long n = map.shape[0], h = map.shape[1], w = map.shape[2];
+        long gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
+        var blocks = patch > 1
+            ? nn.functional.avg_pool2d(map.unsqueeze(1), patch, stride: patch, ceil_mode: true, count_include_pad: false).view(n, gh * gw)
+            : map.reshape(n, h * w);
+        units = gh * gw;
+        var order = blocks.argsort(1, descending: true);
+        var rank = zeros_like(order).scatter_(1, order, arange(units, dtype: ScalarType.Int64).unsqueeze(0).expand(n, units).contiguous());
+        var pix = rank.view(n, gh, gw);
+        if (patch > 1) pix = pix.repeat_interleave(patch, 1).repeat_interleave(patch, 2)[.., ..(int)h, ..(int)w];
+        return scope.MoveToOuter(pix.contiguous());
+    }
+}
+
+/// <summary><c>deletion</c>: remove the most important pixels first; a faithful map makes the probability drop fast (low AUC).</summary>
+public sealed class Deletion : PixelCurve { /// <inheritdoc/>
+    protected override bool Insert => false; }
+
+/// <summary><c>insertion</c>: reveal the most important pixels first on the baseline; a faithful map makes the probability rise fast (high AUC).</summary>
+public sealed class Insertion : PixelCurve { /// <inheritdoc/>
+    protected override bool Insert => true; }

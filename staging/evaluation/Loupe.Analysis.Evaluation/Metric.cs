@@ -1,0 +1,255 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using System.Globalization;
+using Loupe.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options every metric has: the attribution step it evaluates and optional expectations.</summary>
+public abstract record MetricOptions
+{
+    /// <summary>The evaluated step.</summary>
+    [Required, Description("id of the attribution step to evaluate (e.g. of: saliency); give this step the same target as that step")]
+    public StepLink? Of { get; init; }
+    /// <summary>Assertions on this step's metrics.</summary>
+    [Description("assertions checked after all outputs are written, e.g. [\"auc_mean < 0.2\"]; a failed one fails the step")]
+    public string[] Expect { get; init; } = [];
+}
+
+/// <summary>One row of a metric step's <c>summary</c>.</summary>
+public sealed record SummaryRow(string Step, string Of, string Metric, double Mean, double Std, int Count);
+
+/// <summary>Base of the faithfulness metrics: checks <c>of:</c> and <c>expect:</c>, collects metrics, writes the
+/// summary and checks the expectations after everything is written.</summary>
+public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptions : MetricOptions, new()
+{
+    /// <summary>Names of the scalar metrics this step writes (what <c>expect:</c> may name).</summary>
+    public abstract IReadOnlyList<string> MetricNames { get; }
+
+    /// <summary>Metric-specific checks.</summary>
+    protected virtual IEnumerable<string> ValidateMetric(TOptions options, AnalysisValidationContext context) => [];
+
+    /// <summary>Computes and writes the metric.</summary>
+    protected abstract void Evaluate(TOptions options, IAnalysisContext ctx, MetricWriter writer);
+
+    /// <inheritdoc/>
+    public sealed override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
+    {
+        if (options.Of?.Analysis is { } a && a is not IAttribution)
+            yield return $"option 'of': step '{options.Of.Id}' is not an attribution method (a metric needs one map per input, like saliency, grad-cam or occlusion)";
+        foreach (var e in Expectation.Errors(options.Expect, MetricNames)) yield return e;
+        foreach (var e in ValidateMetric(options, context)) yield return e;
+    }
+
+    /// <inheritdoc/>
+    public sealed override void Run(TOptions options, IAnalysisContext ctx)
+    {
+        var expectations = options.Expect.Select((e, i) => Expectation.Parse(e, i, MetricNames, out _)!).ToList();
+        var writer = new MetricWriter(ctx, options.Of!.Id);
+        Evaluate(options, ctx, writer);
+        ctx.Output.Json("summary", new { columns = new[] { "step", "of", "metric", "mean", "std", "count" }, rows = writer.Rows });
+        var failed = expectations.Select(e => e.Check(writer.Values)).Where(m => m is not null).ToList();
+        if (failed.Count > 0) throw new LoupeException($"{failed.Count} expectation(s) failed: " + string.Join("; ", failed));
+    }
+
+    /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>).</summary>
+    protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, Tensor input, string[]? ids, TargetSelection? selection = null) =>
+        ((IAttribution)options.Of!.Analysis!).Attribute(options.Of.Options!, new AttributionInput(ctx, input, selection, 0, ids));
+}
+
+/// <summary>Collects a step's metrics: forwards them to the manifest and keeps them for the expectations and summary.</summary>
+public sealed class MetricWriter(IAnalysisContext ctx, string of)
+{
+    /// <summary>Every scalar written.</summary>
+    public Dictionary<string, double> Values { get; } = [];
+    /// <summary>Summary rows (one per per-image statistic).</summary>
+    public List<SummaryRow> Rows { get; } = [];
+
+    /// <summary>Writes one scalar.</summary>
+    public void Metric(string name, double value)
+    {
+        Values[name] = value;
+        ctx.Output.Metric(name, value);
+    }
+
+    /// <summary>Writes <c>name_mean</c> and <c>name_std</c> (population std) over images and a summary row.</summary>
+    public (double Mean, double Std) Stat(string name, IReadOnlyList<double> values)
+    {
+        var finite = values.Where(double.IsFinite).ToList();
+        double mean = finite.Count == 0 ? double.NaN : finite.Average();
+        double std = finite.Count == 0 ? double.NaN : Math.Sqrt(finite.Sum(v => (v - mean) * (v - mean)) / finite.Count);
+        Metric(name + "_mean", mean);
+        Metric(name + "_std", std);
+        Rows.Add(new SummaryRow(ctx.StepId, of, name, mean, std, finite.Count));
+        return (mean, std);
+    }
+}
+
+/// <summary>An assertion <c>metric op number</c> (op: &lt; &lt;= &gt; &gt;= == !=).</summary>
+public sealed record Expectation(string Text, string Metric, string Op, double Value)
+{
+    static readonly string[] Ops = ["<=", ">=", "==", "!=", "<", ">"];
+
+    /// <summary>Parse errors of every expectation (empty when all parse).</summary>
+    public static IEnumerable<string> Errors(string[] expect, IReadOnlyList<string> metrics)
+    {
+        for (int i = 0; i < expect.Length; i++)
+            if (Parse(expect[i], i, metrics, out var error) is null) yield return error!;
+    }
+
+    /// <summary>Parses one expectation; null with an error naming the position (1-based character) when it does not.</summary>
+    public static Expectation? Parse(string text, int index, IReadOnlyList<string> metrics, out string? error)
+    {
+        string Err(int pos, string what) => $"option 'expect'[{index}] \"{text}\": at character {pos + 1}: {what}";
+        error = null;
+        int p = 0;
+        void Skip() { while (p < text.Length && char.IsWhiteSpace(text[p])) p++; }
+        Skip();
+        int start = p;
+        while (p < text.Length && (char.IsAsciiLetterOrDigit(text[p]) || text[p] == '_')) p++;
+        if (p == start) { error = Err(p, "expected a metric name (e.g. auc_mean)"); return null; }
+        var name = text[start..p];
+        if (!metrics.Contains(name))
+        {
+            error = Err(start, $"unknown metric '{name}'{Suggest.DidYouMean(name, metrics)}; this step writes: {string.Join(", ", metrics)}");
+            return null;
+        }
+        Skip();
+        var op = Ops.FirstOrDefault(o => string.CompareOrdinal(text, p, o, 0, o.Length) == 0);
+        if (op is null) { error = Err(p, "expected a comparison (<, <=, >, >=, ==, !=)"); return null; }
+        p += op.Length;
+        Skip();
+        int numStart = p;
+        while (p < text.Length && !char.IsWhiteSpace(text[p])) p++;
+        if (!double.TryParse(text.AsSpan(numStart, p - numStart), NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !double.IsFinite(value))
+        {
+            error = Err(numStart, "expected a number");
+            return null;
+        }
+        Skip();
+        if (p < text.Length) { error = Err(p, $"unexpected '{text[p..]}'"); return null; }
+        return new Expectation(text.Trim(), name, op, value);
+    }
+
+    /// <summary>Null when it holds; otherwise what failed.</summary>
+    public string? Check(IReadOnlyDictionary<string, double> values)
+    {
+        if (!values.TryGetValue(Metric, out var v)) return $"{Text} ({Metric} was not computed)";
+        bool ok = Op switch
+        {
+            "<" => v < Value, "<=" => v <= Value, ">" => v > Value, ">=" => v >= Value, "==" => v == Value, _ => v != Value,
+        };
+        return ok ? null : $"{Text} ({Metric} = {v.ToString("G4", CultureInfo.InvariantCulture)})";
+    }
+}
+
+/// <summary>Map helpers shared by the metrics.</summary>
+public static class Maps
+{
+    /// <summary>One value per pixel, N×H×W at the input's resolution: a per-channel map (N×C×H×W) is reduced by
+    /// Σ_c |·|; an N×H×W map keeps its sign. Maps at another resolution are resized bilinearly.</summary>
+    public static Tensor Reduce(Tensor map, long h, long w)
+    {
+        using var scope = NewDisposeScope();
+        var m = map.dim() switch
+        {
+            4 => map.abs().sum(1),
+            3 => map,
+            2 => map.unsqueeze(0),
+            _ => throw new LoupeException($"the linked step's maps have shape ({string.Join("×", map.shape)}); expected N×H×W or N×C×H×W"),
+        };
+        m = m.detach().to(ScalarType.Float32);
+        if (m.shape[1] != h || m.shape[2] != w)
+            m = nn.functional.interpolate(m.unsqueeze(1), [h, w], mode: InterpolationMode.Bilinear, align_corners: false).squeeze(1);
+        return scope.MoveToOuter(m.contiguous());
+    }
+
+    /// <summary>Softmax probability of the selected classes (N), or the target's score when the target is not a class.</summary>
+    public static Tensor Probability(IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (output, capture, ti, sel) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
+        using (capture)
+        {
+            var s = sel.Classes is not null
+                ? nn.functional.softmax(output, 1).gather(1, tensor(sel.Classes, dtype: ScalarType.Int64).unsqueeze(1)).squeeze(1)
+                : ctx.Target.Scores(ti, sel);
+            return scope.MoveToOuter(s.detach());
+        }
+    }
+
+    /// <summary>Copies per forward pass: explicit, or as many as 64 RGB 224² images hold (8..1024), as the perturbation methods.</summary>
+    public static long CopiesPerForward(int? microBatch, Tensor x) =>
+        microBatch ?? Math.Clamp(64L * 3 * 224 * 224 / (x.shape[1] * x.shape[2] * x.shape[3]), 8, 1024);
+
+    /// <summary>Separable Gaussian blur (reflect padding; replicate when the image is smaller than the kernel).</summary>
+    public static Tensor Blur(Tensor x, double sigma)
+    {
+        using var scope = NewDisposeScope();
+        sigma = Math.Max(0.5, sigma);
+        int radius = (int)Math.Ceiling(3 * sigma);
+        var k1 = arange(-radius, radius + 1, dtype: ScalarType.Float32);
+        k1 = exp(-(k1 * k1) / (float)(2 * sigma * sigma));
+        k1 = k1 / k1.sum();
+        long c = x.shape[1];
+        var kh = k1.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous();
+        var kw = k1.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous();
+        var mode = radius < x.shape[2] && radius < x.shape[3] ? PaddingModes.Reflect : PaddingModes.Replicate;
+        var padded = nn.functional.pad(x, [radius, radius, radius, radius], mode);
+        return scope.MoveToOuter(nn.functional.conv2d(nn.functional.conv2d(padded, kh, groups: c), kw, groups: c));
+    }
+
+    /// <summary>Object masks from display pixels in [0,1] (N×C×H×W): pixel (max over channels) &gt; threshold. N×H×W bool.</summary>
+    public static Tensor ObjectMask(Tensor pixels, double threshold)
+    {
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(pixels.amax([1]) > threshold);
+    }
+
+    /// <summary>Average ranks (ties share their mean rank), for Spearman's ρ.</summary>
+    public static double[] Ranks(float[] v)
+    {
+        var idx = Enumerable.Range(0, v.Length).ToArray();
+        Array.Sort(v.ToArray(), idx);
+        var r = new double[v.Length];
+        for (int i = 0; i < idx.Length;)
+        {
+            int j = i;
+            while (j + 1 < idx.Length && v[idx[j + 1]] == v[idx[i]]) j++;
+            double avg = (i + j) / 2.0;
+            for (int k = i; k <= j; k++) r[idx[k]] = avg;
+            i = j + 1;
+        }
+        return r;
+    }
+
+    /// <summary>Pearson correlation (NaN when one side is constant).</summary>
+    public static double Pearson(double[] a, double[] b)
+    {
+        double ma = a.Average(), mb = b.Average(), sab = 0, saa = 0, sbb = 0;
+        for (int i = 0; i < a.Length; i++) { sab += (a[i] - ma) * (b[i] - mb); saa += (a[i] - ma) * (a[i] - ma); sbb += (b[i] - mb) * (b[i] - mb); }
+        return saa <= 0 || sbb <= 0 ? double.NaN : sab / Math.Sqrt(saa * sbb);
+    }
+
+    /// <summary>Spearman's rank correlation with average ranks for ties.</summary>
+    public static double Spearman(float[] a, float[] b) => Pearson(Ranks(a), Ranks(b));
+
+    /// <summary>Mean SSIM of two H×W maps, each min-max normalised to [0,1] (data range 1), 7×7 uniform window,
+    /// K1 = 0.01, K2 = 0.03, population (co)variances, valid windows only (skimage's defaults except the sample covariance).</summary>
+    public static double Ssim(Tensor a, Tensor b)
+    {
+        using var scope = NewDisposeScope();
+        Tensor Norm(Tensor t) { var mn = t.min(); var mx = t.max(); var d = (mx - mn).clamp_min(1e-12f); return ((t - mn) / d).view(1, 1, t.shape[0], t.shape[1]); }
+        var x = Norm(a.to(ScalarType.Float64)); var y = Norm(b.to(ScalarType.Float64));
+        long win = Math.Min(7, Math.Min(a.shape[0], a.shape[1]));
+        Tensor Pool(Tensor t) => nn.functional.avg_pool2d(t, win, stride: 1);
+        var mx_ = Pool(x); var my = Pool(y);
+        var vx = Pool(x * x) - mx_ * mx_; var vy = Pool(y * y) - my * my; var cxy = Pool(x * y) - mx_ * my;
+        const double c1 = 0.01 * 0.01, c2 = 0.03 * 0.03;
+        var s = (2 * mx_ * my + c1) * (2 * cxy + c2) / ((mx_ * mx_ + my * my + c1) * (vx + vy + c2));
+        return s.mean().item<double>();
+    }
+}

@@ -1,0 +1,57 @@
+using Loupe.Abstractions;
+using SkiaSharp;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Line plots (ScottPlot 5, rendered to PNG and decoded with SkiaSharp 3 to an <see cref="RgbImage"/>).</summary>
+public static class Plots
+{
+    /// <summary>One line per series (name, ys); optional faint background lines.</summary>
+    public static RgbImage Lines(double[] xs, IReadOnlyList<(string Name, double[] Ys)> series, string title, string xLabel, string yLabel,
+        IReadOnlyList<double[]>? faint = null, string[]? xTicks = null, int width = 640, int height = 420)
+    {
+        var plt = new ScottPlot.Plot();
+        var palette = new ScottPlot.Palettes.Category10();
+        if (faint is not null)
+            foreach (var ys in faint)
+            {
+                var l = plt.Add.ScatterLine(xs, ys, new ScottPlot.Color(120, 120, 120, 50));
+                l.LineWidth = 1;
+            }
+        for (int i = 0; i < series.Count; i++)
+        {
+            var s = plt.Add.Scatter(xs, series[i].Ys, palette.GetColor(i));
+            s.LineWidth = 2;
+            s.MarkerSize = xs.Length <= 20 ? 6 : 0;
+            s.LegendText = series[i].Name;
+        }
+        if (series.Count > 1 || faint is not null) plt.ShowLegend(ScottPlot.Edge.Right);
+        if (xTicks is not null)
+        {
+            var ticks = xTicks.Select((t, i) => new ScottPlot.Tick(xs[i], t)).ToArray();
+            plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks);
+            plt.Axes.Bottom.TickLabelStyle.Rotation = 45;
+            plt.Axes.Bottom.TickLabelStyle.Alignment = ScottPlot.Alignment.MiddleLeft;
+        }
+        plt.Title(title);
+        plt.XLabel(xLabel);
+        plt.YLabel(yLabel);
+        return FromPng(plt.GetImageBytes(width, height, ScottPlot.ImageFormat.Png));
+    }
+
+    /// <summary>Decodes a PNG to an RGB image (on white).</summary>
+    public static RgbImage FromPng(byte[] png)
+    {
+        using var decoded = SKBitmap.Decode(png) ?? throw new LoupeException("could not decode the rendered plot");
+        using var rgba = new SKBitmap(new SKImageInfo(decoded.Width, decoded.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul));
+        using (var canvas = new SKCanvas(rgba))
+        {
+            canvas.Clear(SKColors.White);
+            canvas.DrawBitmap(decoded, 0, 0);
+        }
+        var src = rgba.GetPixelSpan();
+        var px = new byte[decoded.Width * decoded.Height * 3];
+        for (int i = 0, j = 0; i < px.Length; i += 3, j += 4) { px[i] = src[j]; px[i + 1] = src[j + 1]; px[i + 2] = src[j + 2]; }
+        return new RgbImage(decoded.Width, decoded.Height, px);
+    }
+}
