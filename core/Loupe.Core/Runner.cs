@@ -391,6 +391,8 @@ public static class PipelineRunner
         Save("running");
 
         int failed = 0;
+        long LiveTensors() => DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
+        var baselineTensors = LiveTensors();
         for (int i = 0; i < run.Steps.Count; i++)
         {
             var step = run.Steps[i];
@@ -426,6 +428,8 @@ public static class PipelineRunner
             if (error != null) rec["error"] = error;
             if (warnings.Count > 0) rec["warnings"] = new JsonArray(warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
             if (metrics.Count > 0) rec["metrics"] = JsonSerializer.SerializeToNode(metrics, Manifest.JsonOptions);
+            // Tensors created on this thread and still alive after the step, relative to before the first step (0 = no leak).
+            rec["liveTensorDelta"] = LiveTensors() - baselineTensors;
             observer?.StepFinished(step.Spec.Id, status, sw.Elapsed, error);
             Save("running");
         }
@@ -447,6 +451,10 @@ public static class PipelineRunner
             .GroupBy(a => a.Step)
             .Select(g => (Step: g.Key, Name: g.First().Name, ByInput: g.Where(a => a.Name == g.First().Name).GroupBy(a => a.Input!).ToDictionary(x => x.Key, x => x.First())))
             .ToList();
+        // Only per-input overlays of the common size (sheets of several channels, plots etc. are left out).
+        var size = perStep.Select(s => (s.ByInput.Values.First().Shape[0], s.ByInput.Values.First().Shape[1]))
+            .GroupBy(x => x).OrderByDescending(g => g.Count()).FirstOrDefault()?.Key;
+        perStep = perStep.Where(s => (s.ByInput.Values.First().Shape[0], s.ByInput.Values.First().Shape[1]) == size).ToList();
         if (perStep.Count < 2) return;
         var inputs = perStep[0].ByInput.Keys.Where(i => perStep.Count(s => s.ByInput.ContainsKey(i)) >= 2).Take(8).ToList();
         if (inputs.Count == 0) return;

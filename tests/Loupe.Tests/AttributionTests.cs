@@ -33,6 +33,13 @@ public class AttributionTests
         return r;
     });
 
+    [Fact]
+    public void NoStepLeavesLiveTensorsBehind()
+    {
+        var steps = All.Value.Manifest!["steps"]!.AsArray();
+        Assert.All(steps, s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]} live tensors left"));
+    }
+
     [Theory]
     [InlineData("gxi", "gradient-x-input", "attr_gxi.npy")]
     [InlineData("ig", "integrated-gradients", "attr_ig_gl50.npy")]

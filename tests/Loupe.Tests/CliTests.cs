@@ -34,7 +34,7 @@ public class CliTests
         Assert.Empty(Directory.GetFiles(outDir, "*.tmp", SearchOption.AllDirectories));
         // Methods × images comparison of the per-input display images.
         Assert.True(File.Exists(Path.Combine(outDir, "comparison.png")));
-        Assert.Equal(["activations/masks", "saliency/saliency", "grad-cam/grad-cam", "occlusion/occlusion"],
+        Assert.Equal(["saliency/saliency", "grad-cam/grad-cam", "occlusion/occlusion"],
             m["comparison"]!["columns"]!.AsArray().Select(c => c!.GetValue<string>()));
 
         // A second run into the same folder is refused, and the first run's files stay intact.

@@ -201,7 +201,7 @@ public static class Synthesizer
     {
         using var cap = model.Capture(layers, forGradients: true);
         var output = model.Forward(input.Normalize(pixels));
-        var oi = new ObjectiveInput(output, cap.TryGet(layers.FirstOrDefault() ?? "", out _) || layers.Count == 0 ? l => cap[l] : l => cap[l]);
+        var oi = new ObjectiveInput(output, l => cap[l]);
         var cols = objectives.Select(ob =>
         {
             var v = ob.Evaluate(oi);

@@ -1,3 +1,4 @@
+using TorchSharp;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
 

@@ -1,0 +1,213 @@
+using Loupe.Abstractions;
+using Loupe.Analysis.Evaluation;
+
+namespace Loupe.Evaluation.Tests;
+
+public class MetricTests
+{
+    /// <summary>8 region images (+ optionally one all-black image) as preprocessed .npy; returns its YAML path.</summary>
+    static string RegionData(bool withBlank = false)
+    {
+        var px = RegionNet.Images(8, 3);
+        int n = 8;
+        if (withBlank) { px = [.. px, .. new float[784]]; n = 9; }
+        var path = Path.Combine(Env.TempDir(), "region.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(px, [n, 1, 28, 28])));
+        return Env.Yaml(path);
+    }
+
+    static string RegionPipeline(string steps, bool withBlank = false) => $"""
+        version: 1
+        model: {"{"} uses: region-test {"}"}
+        data:
+          uses: npy
+          with: {"{"} path: {RegionData(withBlank)} {"}"}
+        settings: {"{"} batch_size: 4 {"}"}
+        steps:
+        {steps}
+        """;
+
+    static readonly Lazy<Loupe.Core.RunResult> Region = new(() =>
+    {
+        var r = Env.Run(RegionPipeline("""
+              - { id: sal, uses: saliency }
+              - { id: rnd, uses: random-map }
+              - { id: sal-del, uses: deletion, with: { of: sal, steps: 64, expect: ["auc_mean < 0.1"] } }
+              - { id: rnd-del, uses: deletion, with: { of: rnd, steps: 64 } }
+              - { id: sal-ins, uses: insertion, with: { of: sal, steps: 64, baseline: black } }
+              - { id: rnd-ins, uses: insertion, with: { of: rnd, steps: 64, baseline: black } }
+              - { id: sal-patch, uses: deletion, with: { of: sal, steps: 16, patch: 4 } }
+              - { id: sal-pg, uses: pointing-game, with: { of: sal, tolerance: 0 } }
+              - { id: rnd-pg, uses: pointing-game, with: { of: rnd, tolerance: 0 } }
+              - { id: rnd-fail, uses: deletion, with: { of: rnd, steps: 16, expect: ["auc_mean < 0.2", "auc_std >= 0"] } }
+            """));
+        return r;
+    });
+
+    [Fact]
+    public void DeletionAndInsertionSeparateACorrectMapFromARandomOne()
+    {
+        var r = Region.Value;
+        // Ideal: the probability collapses once 2/3 of the 64 region pixels (5% of the image) are gone. Chance: once
+        // 2/3 of all pixels are gone (AUC ≈ 0.67).
+        Assert.True(Env.Metric(r, "sal-del", "auc_mean") < 0.08, Env.Dump(r));
+        Assert.InRange(Env.Metric(r, "rnd-del", "auc_mean"), 0.5, 0.85);
+        Assert.True(Env.Metric(r, "sal-ins", "auc_mean") > 0.9);
+        Assert.InRange(Env.Metric(r, "rnd-ins", "auc_mean"), 0.5, 0.85);
+        Assert.True(Env.Metric(r, "sal-patch", "auc_mean") < 0.15);
+        var curves = Npy.Read(Path.Combine(r.OutDir!, "sal-del", "curves.npy"));
+        Assert.Equal(new long[] { 8, 65 }, curves.Shape);
+        Assert.All(Enumerable.Range(0, 8), i => Assert.True(curves.Data[i * 65] > 0.99 && curves.Data[i * 65 + 64] < 0.01));
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "sal-del", "curves.png")));
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "sal-del", "auc.json")));
+        Assert.Contains("\"metric\"", File.ReadAllText(Path.Combine(r.OutDir!, "sal-del", "summary.json")));
+    }
+
+    [Fact]
+    public void PointingGameHitsWithTheCorrectMapAndNotWithARandomOne()
+    {
+        var r = Region.Value;
+        Assert.Equal(1.0, Env.Metric(r, "sal-pg", "hit_rate"));
+        Assert.Equal(1.0, Env.Metric(r, "sal-pg", "energy_mean"), 6);
+        Assert.True(Env.Metric(r, "rnd-pg", "hit_rate") < 0.4);            // chance: 64 / 784 ≈ 0.08
+        Assert.InRange(Env.Metric(r, "rnd-pg", "energy_mean"), 0.04, 0.14);
+    }
+
+    [Fact]
+    public void AFailedExpectationFailsTheStepAfterItsOutputs()
+    {
+        var r = Region.Value;
+        Assert.Equal(1, r.ExitCode);
+        var steps = r.Manifest!["steps"]!.AsArray();
+        Assert.All(steps.Where(s => s!["id"]!.GetValue<string>() != "rnd-fail"), s => Assert.Equal("succeeded", s!["status"]!.GetValue<string>()));
+        var failed = steps.First(s => s!["id"]!.GetValue<string>() == "rnd-fail")!;
+        Assert.Equal("failed", failed["status"]!.GetValue<string>());
+        Assert.Contains("expectation(s) failed: auc_mean < 0.2 (auc_mean = 0.", failed["error"]!.GetValue<string>());
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "rnd-fail", "curves.npy")));
+        Assert.True(failed["metrics"]!["auc_mean"]!.GetValue<double>() > 0.2);
+    }
+
+    [Fact]
+    public void SanityRandomisationDecorrelatesModelDependentMapsButNotEdges()
+    {
+        var r = Env.Run($"""
+            version: 1
+            model:
+              uses: torchvision
+              with: {"{"} architecture: fashion-cnn, weights: {Env.DemoWeights} {"}"}
+            data:
+              uses: idx
+              with: {"{"} images: {Env.DemoImages}, limit: 8 {"}"}
+            steps:
+              - {"{"} id: sal, uses: saliency {"}"}
+              - {"{"} id: gc, uses: grad-cam, with: {"{"} layer: relu3 {"}"} {"}"}
+              - {"{"} id: edges, uses: sobel-map {"}"}
+              - {"{"} id: del-before, uses: deletion, with: {"{"} of: gc, steps: 10 {"}"} {"}"}
+              - {"{"} id: sal-sanity, uses: sanity-randomisation, with: {"{"} of: sal, expect: ["spearman_full_mean < 0.5"] {"}"} {"}"}
+              - {"{"} id: gc-sanity, uses: sanity-randomisation, with: {"{"} of: gc {"}"} {"}"}
+              - {"{"} id: edges-sanity, uses: sanity-randomisation, with: {"{"} of: edges {"}"} {"}"}
+              - {"{"} id: del-after, uses: deletion, with: {"{"} of: gc, steps: 10 {"}"} {"}"}
+            """);
+        Assert.True(r.ExitCode == 0, Env.Dump(r));
+        Assert.True(Env.Metric(r, "sal-sanity", "spearman_full_mean") < 0.5);
+        Assert.True(Env.Metric(r, "gc-sanity", "spearman_full_mean") < 0.5);
+        Assert.Equal(0, Env.Metric(r, "gc-sanity", "insensitive"));
+        Assert.True(Env.Metric(r, "edges-sanity", "spearman_full_mean") > 0.9);
+        Assert.Equal(1, Env.Metric(r, "edges-sanity", "insensitive"));
+        var edges = r.Manifest!["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == "edges-sanity")!;
+        Assert.Contains("barely change", edges["warnings"]!.ToJsonString());
+        // The weights were restored: the same metric before and after the randomisation steps agrees.
+        Assert.Equal(Env.Metric(r, "del-before", "auc_mean"), Env.Metric(r, "del-after", "auc_mean"), 9);
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "gc-sanity", "randomisation.png")));
+        var sp = Npy.Read(Path.Combine(r.OutDir!, "gc-sanity", "spearman.npy"));
+        Assert.Equal(8, sp.Shape[0]);
+    }
+
+    [Fact]
+    public void BadInputGivesClearValidationErrors()
+    {
+        var missing = Env.Run(RegionPipeline("""
+              - { id: sal, uses: saliency }
+              - { id: d, uses: deletion, with: { of: salency } }
+            """));
+        Assert.Equal(2, missing.ExitCode);
+        Assert.Contains(missing.Errors, e => e.Message.Contains("no other step with id 'salency'") && e.Message.Contains("steps: sal"));
+
+        var notAttribution = Env.Run(RegionPipeline("""
+              - { id: f, uses: filters, with: { layer: conv } }
+              - { id: d, uses: insertion, with: { of: f } }
+            """));
+        Assert.Equal(2, notAttribution.ExitCode);
+        Assert.Contains(notAttribution.Errors, e => e.Message.Contains("step 'f' is not an attribution method") && e.Message.Contains("step 'd' (insertion)"));
+
+        var badExpect = Env.Run(RegionPipeline("""
+              - { id: sal, uses: saliency }
+              - { id: d, uses: deletion, with: { of: sal, expect: ["auc_mean < low", "auc_men < 0.2", "auc_mean ~ 1"] } }
+            """));
+        Assert.Equal(2, badExpect.ExitCode);
+        Assert.Contains(badExpect.Errors, e => e.Message.Contains("'expect'[0] \"auc_mean < low\": at character 12: expected a number"));
+        Assert.Contains(badExpect.Errors, e => e.Message.Contains("'expect'[1]") && e.Message.Contains("unknown metric 'auc_men'") && e.Message.Contains("did you mean 'auc_mean'"));
+        Assert.Contains(badExpect.Errors, e => e.Message.Contains("'expect'[2]") && e.Message.Contains("at character 10: expected a comparison"));
+
+        var noOf = Env.Run(RegionPipeline("""
+              - { id: d, uses: pointing-game }
+            """));
+        Assert.Equal(2, noOf.ExitCode);
+        Assert.Contains(noOf.Errors, e => e.Message.Contains("of", StringComparison.OrdinalIgnoreCase));
+    }
+
+    [Fact]
+    public void AnAllBackgroundImageIsSkippedWithAWarning()
+    {
+        var r = Env.Run(RegionPipeline("""
+              - { id: sal, uses: saliency }
+              - { id: pg, uses: pointing-game, with: { of: sal, tolerance: 0 } }
+            """, withBlank: true));
+        Assert.True(r.ExitCode == 0, Env.Dump(r));
+        var pg = r.Manifest!["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == "pg")!;
+        Assert.Contains("1 input(s) have no object pixels", pg["warnings"]!.ToJsonString());
+        Assert.Contains("00008", pg["warnings"]!.ToJsonString());
+        Assert.Equal(1.0, Env.Metric(r, "pg", "hit_rate"));
+        Assert.Equal(1.0, Env.Metric(r, "pg", "skipped"));
+    }
+
+    [Theory]
+    [InlineData("auc_mean < 0.2", "auc_mean", "<", 0.2)]
+    [InlineData("  auc_std>=1e-3 ", "auc_std", ">=", 1e-3)]
+    [InlineData("auc_mean != -1", "auc_mean", "!=", -1)]
+    public void ExpectationsParse(string text, string metric, string op, double value)
+    {
+        var e = Expectation.Parse(text, 0, ["auc_mean", "auc_std"], out var err);
+        Assert.Null(err);
+        Assert.Equal((metric, op, value), (e!.Metric, e.Op, e.Value));
+        Assert.Null(new Expectation("x", "auc_mean", "<", 1).Check(new Dictionary<string, double> { ["auc_mean"] = 0.5 }));
+        Assert.NotNull(new Expectation("x", "auc_mean", "<", 1).Check(new Dictionary<string, double> { ["auc_mean"] = double.NaN }));
+    }
+
+    [Fact]
+    public void PlacementPastesEachItemInsideItsBox()
+    {
+        var src = new FashionPlacement().Open(new PlacementOptions { Images = Path.Combine(Env.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"), Canvas = 56, Limit = 5, Seed = 4 },
+            new DataOpenContext(Env.Samples, new InputSpec(1, 56, 56, [0f], [1f])));
+        var positions = new HashSet<(int, int)>();
+        int count = 0;
+        foreach (var b in src.Read(new InputSpec(1, 56, 56, [0f], [1f]), 2, default))
+            using (b)
+            {
+                Assert.Equal(new long[] { b.Ids.Length, 1, 56, 56 }, b.Pixels.shape);
+                for (int i = 0; i < b.Ids.Length; i++)
+                {
+                    var (y0, x0) = FashionPlacement.Position(4, count, 56, 28, 28);
+                    positions.Add((y0, x0));
+                    var px = b.Pixels[i, 0].contiguous().data<float>().ToArray();
+                    for (int y = 0; y < 56; y++)
+                        for (int x = 0; x < 56; x++)
+                            if (px[y * 56 + x] > 0) Assert.True(y >= y0 && y < y0 + 28 && x >= x0 && x < x0 + 28);
+                    Assert.True(px.Sum() > 10);
+                    count++;
+                }
+            }
+        Assert.Equal(5, count);
+        Assert.True(positions.Count > 1);
+    }
+}

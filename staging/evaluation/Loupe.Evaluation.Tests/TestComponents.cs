@@ -1,0 +1,100 @@
+using Loupe.Abstractions;
+using Loupe.Models.TorchSharp;
+using Microsoft.Extensions.DependencyInjection;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Loupe.Evaluation.Tests;
+
+/// <summary>A CNN whose output depends only on one 8×8 region (rows and columns 4..11) of a 28×28 grey image:
+/// z = 20 · mean_region(relu(conv1×1(x))) − 5, logits (z, −z). The true attribution is the region.</summary>
+public sealed class RegionNet : nn.Module<Tensor, Tensor>
+{
+    public const int Lo = 4, Hi = 12;
+    readonly Conv2d conv;
+    readonly ReLU relu;
+    readonly Linear fc;
+    readonly Tensor region;
+
+    public RegionNet() : base("RegionNet")
+    {
+        conv = nn.Conv2d(1, 1, 1);
+        relu = nn.ReLU();
+        fc = nn.Linear(1, 2);
+        using (no_grad())
+        {
+            conv.weight!.fill_(1); conv.bias!.fill_(0);
+            fc.weight!.copy_(tensor(new float[] { 20, -20 }).view(2, 1));
+            fc.bias!.copy_(tensor(new float[] { -5, 5 }));
+        }
+        region = zeros(1, 1, 28, 28);
+        region[TensorIndex.Colon, TensorIndex.Colon, TensorIndex.Slice(Lo, Hi), TensorIndex.Slice(Lo, Hi)] = 1f;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = relu.call(conv.call(x));
+        var s = (h * region).sum([1, 2, 3]) / ((Hi - Lo) * (Hi - Lo));
+        return scope.MoveToOuter(fc.call(s.unsqueeze(1)));
+    }
+
+    /// <summary>Images: the region uniform in [0.5, 1], the rest black (seeded). N×1×28×28.</summary>
+    public static float[] Images(int n, int seed)
+    {
+        var r = new Random(seed);
+        var px = new float[n * 28 * 28];
+        for (int i = 0; i < n; i++)
+            for (int y = Lo; y < Hi; y++)
+                for (int x = Lo; x < Hi; x++) px[i * 784 + y * 28 + x] = 0.5f + 0.5f * (float)r.NextDouble();
+        return px;
+    }
+}
+
+public sealed class RegionModelAdapter : ModelAdapter<NoOptions>
+{
+    public override IModel Load(NoOptions options, ModelLoadContext context) =>
+        new TorchModel(new RegionNet(), new InputSpec(1, 28, 28, [0f], [1f]), ["region", "other"]);
+}
+
+/// <summary>Uniform random maps (seeded): the chance-level control.</summary>
+public sealed class RandomMap : AttributionAnalysis<NoOptions>
+{
+    Generator? _gen;
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override string ArtifactName => "random-map";
+    public override AttributionResult Attribute(NoOptions options, AttributionInput input)
+    {
+        _gen ??= new Generator((ulong)input.Context.Seed + 1);
+        var (_, _, sel) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
+        var x = input.Input;
+        return new AttributionResult(rand([x.shape[0], x.shape[2], x.shape[3]], generator: _gen), sel);
+    }
+}
+
+/// <summary>Sobel edge magnitude of the input: ignores the model (Adebayo et al.'s edge-detector control).</summary>
+public sealed class SobelMap : AttributionAnalysis<NoOptions>
+{
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override string ArtifactName => "sobel-map";
+    public override AttributionResult Attribute(NoOptions options, AttributionInput input)
+    {
+        var (_, _, sel) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
+        var sx = tensor(new float[] { -1, 0, 1, -2, 0, 2, -1, 0, 1 }).view(1, 1, 3, 3);
+        var sy = sx.transpose(2, 3).contiguous();
+        var grey = input.Input.mean([1], keepdim: true);
+        var gx = nn.functional.conv2d(grey, sx, padding: [1, 1]);
+        var gy = nn.functional.conv2d(grey, sy, padding: [1, 1]);
+        return new AttributionResult((gx * gx + gy * gy).sqrt()[.., 0], sel);
+    }
+}
+
+public sealed class TestComponents : IPluginRegistrar
+{
+    public void Register(IServiceCollection services) => services
+        .AddLoupeModel<RegionModelAdapter>("region-test", "test CNN that looks at one region only")
+        .AddLoupeAnalysis<RandomMap>("random-map", "random maps (test control)")
+        .AddLoupeAnalysis<SobelMap>("sobel-map", "Sobel edge maps (test control)");
+}

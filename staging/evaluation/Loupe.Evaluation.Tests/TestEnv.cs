@@ -1,0 +1,64 @@
+using System.Reflection;
+using Loupe.Abstractions;
+using Loupe.Core;
+using TorchSharp;
+
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace Loupe.Evaluation.Tests;
+
+/// <summary>Paths and helpers (as tests/Loupe.Tests/TestEnv.cs) plus this plugin's build folder.</summary>
+public static class Env
+{
+    static Env() => torch.set_num_threads(1);
+
+    public static string RepoRoot { get; } = FindRoot();
+
+    static string FindRoot()
+    {
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
+        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    public static string Configuration { get; } =
+        typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+
+    public static string BuiltInPlugins => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0", "plugins");
+    public static string EvaluationPlugin => Path.Combine(RepoRoot, "staging", "evaluation", "Loupe.Analysis.Evaluation", "bin", Configuration, "net10.0");
+    public static string Samples => Path.Combine(RepoRoot, "samples");
+    public static string DemoWeights => Yaml(Path.Combine(Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"));
+    public static string DemoImages => Yaml(Path.Combine(Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"));
+
+    public static string TempDir()
+    {
+        var d = Path.Combine(Path.GetTempPath(), $"loupe-eval-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    public static string Yaml(string path) => path.Replace("\\", "/");
+
+    /// <summary>Runs a pipeline in-process with the built-in plugins, this plugin and the in-test components.</summary>
+    public static RunResult Run(string yaml)
+    {
+        var dir = TempDir();
+        var path = Path.Combine(dir, "pipeline.yaml");
+        File.WriteAllText(path, yaml);
+        return PipelineRunner.Run(new RunRequest(path)
+        {
+            OutDir = Path.Combine(dir, "out"),
+            PluginDirectories = [BuiltInPlugins, EvaluationPlugin],
+            Registrars = [new TestComponents()],
+        });
+    }
+
+    /// <summary>A metric of a step of the run's manifest.</summary>
+    public static double Metric(RunResult r, string step, string metric)
+    {
+        var s = r.Manifest!["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == step)!;
+        return s["metrics"]![metric]!.GetValue<double>();
+    }
+
+    public static string Dump(RunResult r) => string.Join("\n", r.Errors) + "\n" + r.Manifest?.ToJsonString();
+}

@@ -1,0 +1,79 @@
+using System.Reflection;
+using Loupe.Abstractions;
+using Loupe.Core;
+using TorchSharp;
+
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace Loupe.Synthesis.Tests;
+
+/// <summary>Paths and helpers.</summary>
+public static class Env
+{
+    static Env() => torch.set_num_threads(1);
+
+    public static string RepoRoot { get; } = FindRoot();
+
+    static string FindRoot()
+    {
+        var dir = AppContext.BaseDirectory;
+        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
+        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
+    }
+
+    public static string Configuration { get; } =
+        typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+
+    public static string BuiltInPlugins => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0", "plugins");
+    /// <summary>The staged plugin's own output folder (as a pipeline's <c>plugins:</c> would list it).</summary>
+    public static string SynthesisPlugin => Path.GetDirectoryName(typeof(Loupe.Analysis.Synthesis.ActivationMax).Assembly.Location) is { } testBin
+        ? Path.Combine(RepoRoot, "staging", "synthesis", "Loupe.Analysis.Synthesis", "bin", Configuration, "net10.0") : "";
+    public static string Demo(string file) => Y(Path.Combine(RepoRoot, "samples", "models", "fashion-cnn", file));
+    public static string Samples(string rel) => Y(Path.Combine(RepoRoot, "samples", rel));
+    public static string Y(string p) => p.Replace("\\", "/");
+
+    public static string TempDir()
+    {
+        var d = Path.Combine(Path.GetTempPath(), $"loupe-synth-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(d);
+        return d;
+    }
+
+    /// <summary>A pipeline on the shipped demo CNN (no data unless given).</summary>
+    public static string DemoPipeline(string steps, int seed = 0, string data = "") => Write($"""
+        version: 1
+        name: synth
+        seed: {seed}
+        model:
+          uses: torchvision
+          with: {"{"} architecture: fashion-cnn, weights: {Demo("fashion-cnn.safetensors")} {"}"}
+          labels: {Demo("labels.txt")}
+        {data}
+        steps:
+        {steps}
+        """);
+
+    public static string Write(string yaml)
+    {
+        var path = Path.Combine(TempDir(), "pipeline.yaml");
+        File.WriteAllText(path, yaml);
+        return path;
+    }
+
+    /// <summary>Runs through the real host with the built-in plugins and the staged plugin's folder.</summary>
+    public static RunResult Run(string pipeline) => PipelineRunner.Run(new RunRequest(pipeline)
+    {
+        PluginDirectories = [BuiltInPlugins, SynthesisPlugin],
+        OutDir = Path.Combine(Path.GetDirectoryName(pipeline)!, "out-" + Guid.NewGuid().ToString("N")[..8]),
+    });
+
+    public static NdArray Artifact(RunResult r, string rel) => Npy.Read(Path.Combine(r.OutDir!, rel));
+
+    public static double RelL2(float[] a, float[] b)
+    {
+        Assert.Equal(b.Length, a.Length);
+        double num = 0, den = 0;
+        for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (double)(a[i] - b[i]); den += b[i] * (double)b[i]; }
+        return Math.Sqrt(num / Math.Max(den, 1e-30));
+    }
+}
