@@ -42,7 +42,13 @@ public interface ITarget
 /// <param name="Labels">Class labels (may be empty).</param>
 /// <param name="OutputSize">Number of model outputs (classes).</param>
 /// <param name="Layers">Layer names of the model.</param>
-public sealed record TargetContext(IReadOnlyList<string> Labels, long OutputSize, IReadOnlyList<string> Layers);
+public sealed record TargetContext(IReadOnlyList<string> Labels, long OutputSize, IReadOnlyList<string> Layers)
+{
+    /// <summary>The model (for targets that need a reference forward pass, e.g. embedding similarity).</summary>
+    public IModel? Model { get; init; }
+    /// <summary>The effective input spec.</summary>
+    public InputSpec? Input { get; init; }
+}
 
 /// <summary>Creates targets from YAML. Derive from <see cref="TargetFactory{TOptions}"/>.</summary>
 public interface ITargetFactory : IHasOptions

@@ -185,7 +185,7 @@ public static class PipelineRunner
             // Steps: capabilities, targets, analysis-specific checks.
             var prepared = new List<PreparedStep>();
             var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model);
-            var tctx = new TargetContext(labels, outputSize, model.Layers.Select(l => l.Name).ToList());
+            var tctx = new TargetContext(labels, outputSize, model.Layers.Select(l => l.Name).ToList()) { Model = model, Input = input };
             for (int i = 0; i < spec.Steps.Count; i++)
             {
                 var s = spec.Steps[i];
@@ -317,7 +317,7 @@ public static class PipelineRunner
             errors.Add(new(file, (int)mark.Line, (int)mark.Column, $"step '{s.Id}': " + registry.Unknown(ComponentKind.Target, id)));
             return null;
         }
-        var bound = OptionsBinder.Bind(desc.OptionsType, args, file, $"step '{s.Id}' target '{id}'", "", errors, mark);
+        var bound = OptionsBinder.Bind(desc.OptionsType, args, file, $"step '{s.Id}' target '{id}'", Path.GetDirectoryName(file)!, errors, mark);
         return new TargetRef(desc, bound.Value, mark);
     }
 

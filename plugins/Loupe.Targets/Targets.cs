@@ -161,7 +161,8 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeTarget<ClassTargetFactory>("class", "a fixed class, by index or label name: { class: 3 } or { class: sneaker }")
         .AddLoupeTarget<TopKTargetFactory>("top-k", "each of the k largest logits: { top-k: 3 } gives one map per input and rank")
         .AddLoupeTarget<UnitTargetFactory>("channel", "mean activation of a channel: { channel: \"relu3:12\" }")
-        .AddLoupeTarget<NeuronTargetFactory>("neuron", "one neuron of a layer: { neuron: \"relu3:12:3:4\" }");
+        .AddLoupeTarget<NeuronTargetFactory>("neuron", "one neuron of a layer: { neuron: \"relu3:12:3:4\" }")
+        .AddLoupeTarget<SimilarToTargetFactory>("similar-to", "cosine similarity to a reference image's embedding at a layer: { similar-to: { image: ref.png, layer: gap } }");
 }
 
 /// <summary>Neuron target (<c>layer:channel:y:x</c>).</summary>

@@ -228,6 +228,27 @@ public class AttributionTests
         Assert.Contains(cam.Errors, e => e.Message.Contains("'conv9' has no 2-D weight"));
     }
 
+    [Fact]
+    public void SimilarToScoresTheCosineSimilarityOfEmbeddings()
+    {
+        using var model = ModelTests.Load("fashion-cnn", Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"));
+        var pngs = Directory.GetFiles(Path.Combine(TestEnv.Samples, "images", "fashion"), "*.png").Order(StringComparer.Ordinal).ToArray();
+        var ctx = new TargetContext([], 10, model.Layers.Select(l => l.Name).ToList()) { Model = model, Input = model.DefaultInput };
+        var target = new Loupe.Targets.SimilarToTargetFactory().Create(new Loupe.Targets.SimilarToOptions { Image = pngs[0], Layer = "gap" }, ctx);
+        using var src = new Loupe.Data.ImageFolderAdapter().Open(new Loupe.Data.ImageFolderOptions { Path = Path.GetDirectoryName(pngs[0])! }, new DataOpenContext("/", model.DefaultInput));
+        var batch = src.Read(model.DefaultInput, 32, default).Single();
+        using var scope = NewDisposeScope();
+        using var cap = model.Capture(target.RequiredLayers, false);
+        var output = model.Forward(model.DefaultInput.Normalize(batch.Pixels));
+        var ti = new TargetInput(output, l => cap[l]);
+        var scores = target.Scores(ti, target.Select(ti)).data<float>().ToArray();
+        Assert.Equal(1.0, scores[0], 5);                       // the reference itself
+        Assert.All(scores.Skip(1), v => Assert.True(v < 0.9999f && v > -1.0001f));
+        Assert.Contains("similarity to", target.Describe());
+        batch.Dispose();
+        Assert.Throws<LoupeException>(() => new Loupe.Targets.SimilarToTargetFactory().Create(new Loupe.Targets.SimilarToOptions { Image = pngs[0], Layer = "gapp" }, ctx));
+    }
+
     sealed class ToleranceComparer(double tol) : IEqualityComparer<double>
     {
         public bool Equals(double a, double b) => Math.Abs(a - b) <= tol;

@@ -118,7 +118,8 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>
         var meanCurve = xs.Select((_, k) => curves.Average(cv => cv[k])).ToArray();
         ctx.Output.Display("curves", null, Plots.Lines(xs, [($"mean (AUC {mean:F3} ± {std:F3})", meanCurve)],
             $"{Name} of '{o.Of.Id}' ({curves.Count} inputs, baseline {fill.ToString().ToLowerInvariant()})",
-            Insert ? "fraction of pixels inserted" : "fraction of pixels deleted", "probability of the target class", curves.Take(64).ToList()));
+            Insert ? "fraction of pixels inserted" : "fraction of pixels deleted", "probability of the target class", curves.Take(64).ToList(),
+            yRange: (-0.02, 1.02), legendLow: Insert));
     }
 
     /// <summary>Trapezoid AUC of a curve sampled at k/steps, k = 0..steps.</summary>

@@ -8,7 +8,8 @@ public static class Plots
 {
     /// <summary>One line per series (name, ys); optional faint background lines.</summary>
     public static RgbImage Lines(double[] xs, IReadOnlyList<(string Name, double[] Ys)> series, string title, string xLabel, string yLabel,
-        IReadOnlyList<double[]>? faint = null, string[]? xTicks = null, int width = 640, int height = 420)
+        IReadOnlyList<double[]>? faint = null, string[]? xTicks = null, (double Min, double Max)? yRange = null, bool legendLow = false,
+        int width = 640, int height = 420)
     {
         var plt = new ScottPlot.Plot();
         var palette = new ScottPlot.Palettes.Category10();
@@ -25,7 +26,13 @@ public static class Plots
             s.MarkerSize = xs.Length <= 20 ? 6 : 0;
             s.LegendText = series[i].Name;
         }
-        if (series.Count > 1 || faint is not null) plt.ShowLegend(ScottPlot.Edge.Right);
+        if (faint is { Count: > 0 })
+        {
+            var proxy = plt.Add.ScatterLine(new[] { xs[0] }, new[] { double.NaN }, new ScottPlot.Color(120, 120, 120, 120));
+            proxy.LegendText = "each input";
+        }
+        plt.ShowLegend(legendLow ? ScottPlot.Alignment.LowerRight : ScottPlot.Alignment.UpperRight);
+        if (yRange is { } yr) plt.Axes.SetLimitsY(yr.Min, yr.Max);
         if (xTicks is not null)
         {
             var ticks = xTicks.Select((t, i) => new ScottPlot.Tick(xs[i], t)).ToArray();
@@ -33,8 +40,8 @@ public static class Plots
             plt.Axes.Bottom.TickLabelStyle.Rotation = 45;
             plt.Axes.Bottom.TickLabelStyle.Alignment = ScottPlot.Alignment.MiddleLeft;
         }
-        plt.Title(title);
-        plt.XLabel(xLabel);
+        plt.Title(xTicks is null ? title : $"{title}\n({xLabel})");
+        if (xTicks is null) plt.XLabel(xLabel);
         plt.YLabel(yLabel);
         return FromPng(plt.GetImageBytes(width, height, ScottPlot.ImageFormat.Png));
     }

@@ -138,8 +138,9 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
             var xs = Enumerable.Range(0, l).Select(i => (double)i).ToArray();
             ctx.Output.Display("randomisation", null, Plots.Lines(xs,
                 [("Spearman ρ of |map|", per.Select(p => p.sp.Item1).ToArray()), ("SSIM", per.Select(p => p.ss.Item1).ToArray())],
-                $"cascading randomisation of '{o.Of.Id}'", "randomised down to module", "similarity to the original map",
-                xTicks: modules.Select(m => m.Module).ToArray()));
+                $"cascading randomisation of '{o.Of.Id}'", "randomised down to module, top first", "similarity to the original map",
+                xTicks: modules.Select(m => m.Module).ToArray(),
+                yRange: (Math.Min(-0.1, per.SelectMany(p => new[] { p.sp.Item1, p.ss.Item1 }).Where(double.IsFinite).DefaultIfEmpty(0).Min() - 0.05), 1.05)));
         }
     }
 }

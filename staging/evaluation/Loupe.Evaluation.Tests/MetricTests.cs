@@ -171,6 +171,27 @@ public class MetricTests
         Assert.Equal(1.0, Env.Metric(r, "pg", "skipped"));
     }
 
+    [Fact]
+    public void InfidelityAndSensitivityAreZeroForTheExactGradientOfALinearModel()
+    {
+        // In its region the model is linear (relu of positive pixels): the signed gradient explains every perturbation
+        // exactly (IᵀΦ = f(x) − f(x − I)) and does not change under small perturbations.
+        var r = Env.Run(RegionPipeline("""
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: rnd, uses: random-map }
+              - { id: sal-inf, uses: infidelity, with: { of: sal, samples: 16, sigma: 0.05, expect: ["infidelity_mean < 1e-6"] } }
+              - { id: rnd-inf, uses: infidelity, with: { of: rnd, samples: 16, sigma: 0.05 } }
+              - { id: sal-sens, uses: sensitivity-max, with: { of: sal, samples: 4 } }
+              - { id: rnd-sens, uses: sensitivity-max, with: { of: rnd, samples: 4 } }
+            """));
+        Assert.True(r.ExitCode == 0, Env.Dump(r));
+        Assert.True(Env.Metric(r, "sal-inf", "infidelity_mean") < 1e-6);
+        Assert.True(Env.Metric(r, "rnd-inf", "infidelity_mean") > 1e-2);
+        Assert.True(Env.Metric(r, "sal-sens", "sensitivity_mean") < 1e-6);
+        Assert.InRange(Env.Metric(r, "rnd-sens", "sensitivity_mean"), 0.5, 1.0);   // independent U[0,1] maps: ≈ √½
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "rnd-sens", "sensitivity.json")));
+    }
+
     [Theory]
     [InlineData("auc_mean < 0.2", "auc_mean", "<", 0.2)]
     [InlineData("  auc_std>=1e-3 ", "auc_std", ">=", 1e-3)]

@@ -164,8 +164,8 @@ public static class Synthesizer
                 if (clip)
                 {
                     var centred = img.detach() - 0.5f;
-                    if (o.NormClip > 0) ZeroBelowPercentile(p, centred.pow(2).sum(1).sqrt(), o.NormClip);
-                    if (o.ContributionClip > 0 && img.grad is { } g) ZeroBelowPercentile(p, (centred * -g).sum(1).abs(), o.ContributionClip);
+                    if (o.NormClip > 0) ZeroBelowPercentile(p, centred.pow(2).sum([1]).sqrt(), o.NormClip);
+                    if (o.ContributionClip > 0 && img.grad is { } g) ZeroBelowPercentile(p, (centred * -g).sum([1]).abs(), o.ContributionClip);
                 }
             }
             onStep?.Invoke(step);

@@ -70,7 +70,7 @@ public sealed class Parameterization
         if (Decorrelate)
         {
             var m = tensor(ColorCorrelationSvdSqrt);
-            var maxNorm = m.pow(2).sum(0).sqrt().max();             // max column norm (Lucid: np.max(np.linalg.norm(M, axis=0)))
+            var maxNorm = m.pow(2).sum([0]).sqrt().max();             // max column norm (Lucid: np.max(np.linalg.norm(M, axis=0)))
             _colour = (m / maxNorm).DetachFromDisposeScope();
         }
     }

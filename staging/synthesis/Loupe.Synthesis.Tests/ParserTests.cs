@@ -73,15 +73,3 @@ public class ParserTests
         Assert.Equal(21.5f - 0.5f * 13.5f + 18f, v[1], 5);
     }
 }
-public class DebugColour
-{
-    [Fact]
-    public void Dbg()
-    {
-        var p = new Loupe.Analysis.Synthesis.Parameterization(Loupe.Analysis.Synthesis.ParameterizationKind.Pixels, 1, 3, 2, 2, true, Loupe.Analysis.Synthesis.RangeMapping.None);
-        var img = TorchSharp.torch.rand(1, 3, 2, 2);
-        var e = p.ColourInverse(img);
-        var c = p.Colour(e);
-        Assert.Fail(string.Join(",", e.data<float>().ToArray()) + " | " + string.Join(",", c.data<float>().ToArray()));
-    }
-}
