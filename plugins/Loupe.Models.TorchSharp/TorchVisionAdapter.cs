@@ -10,7 +10,7 @@ namespace Loupe.Models.TorchSharp;
 public sealed record TorchVisionOptions
 {
     /// <summary>Architecture name.</summary>
-    [Required, Description("architecture: resnet18, resnet34, resnet50, vgg11, vgg16, alexnet or fashion-cnn (the Loupe demo CNN)")]
+    [Required, Description("architecture: alexnet, vgg11..vgg19 (+_bn), resnet18..resnet152, wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, googlenet, inception_v3, mobilenet_v2, or fashion-cnn (the Loupe demo CNN)")]
     public string Architecture { get; init; } = "";
 
     /// <summary>Number of outputs of the classifier head.</summary>
@@ -30,7 +30,12 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
     public static readonly InputSpec FashionMnist = new(1, 28, 28, [0.2860f], [0.3530f]);
 
     /// <summary>Supported architecture names.</summary>
-    public static readonly string[] Architectures = ["resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "alexnet", "fashion-cnn"];
+    public static readonly string[] Architectures =
+    [
+        "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+        "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2",
+        "resnext50_32x4d", "googlenet", "inception_v3", "mobilenet_v2", "fashion-cnn",
+    ];
 
     /// <summary>Builds an architecture with default initialisation.</summary>
     public static nn.Module<Tensor, Tensor> Build(string architecture, int numClasses) => architecture switch
@@ -38,9 +43,23 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
         "resnet18" => torchvision.models.resnet18(num_classes: numClasses),
         "resnet34" => torchvision.models.resnet34(num_classes: numClasses),
         "resnet50" => torchvision.models.resnet50(num_classes: numClasses),
+        "resnet101" => torchvision.models.resnet101(num_classes: numClasses),
+        "resnet152" => torchvision.models.resnet152(num_classes: numClasses),
+        "wide_resnet50_2" => torchvision.models.wide_resnet50_2(num_classes: numClasses),
+        "wide_resnet101_2" => torchvision.models.wide_resnet101_2(num_classes: numClasses),
+        "resnext50_32x4d" => torchvision.models.resnext50_32x4d(num_classes: numClasses),
         "vgg11" => torchvision.models.vgg11(num_classes: numClasses),
+        "vgg11_bn" => torchvision.models.vgg11_bn(num_classes: numClasses),
+        "vgg13" => torchvision.models.vgg13(num_classes: numClasses),
+        "vgg13_bn" => torchvision.models.vgg13_bn(num_classes: numClasses),
         "vgg16" => torchvision.models.vgg16(num_classes: numClasses),
+        "vgg16_bn" => torchvision.models.vgg16_bn(num_classes: numClasses),
+        "vgg19" => torchvision.models.vgg19(num_classes: numClasses),
+        "vgg19_bn" => torchvision.models.vgg19_bn(num_classes: numClasses),
         "alexnet" => torchvision.models.alexnet(num_classes: numClasses),
+        "googlenet" => torchvision.models.googlenet(num_classes: numClasses),
+        "inception_v3" => torchvision.models.inception_v3(num_classes: numClasses),
+        "mobilenet_v2" => torchvision.models.mobilenet_v2(num_classes: numClasses),
         "fashion-cnn" => new FashionCnn(numClasses),
         _ => throw new LoupeException($"unknown architecture '{architecture}'; supported: {string.Join(", ", Architectures)}"),
     };
@@ -69,7 +88,7 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
             module.Dispose();
             throw;
         }
-        return new TorchModel(module, arch == "fashion-cnn" ? FashionMnist : ImageNet, null);
+        return new TorchModel(module, arch == "fashion-cnn" ? FashionMnist : arch == "inception_v3" ? ImageNet with { Height = 299, Width = 299 } : ImageNet, null);
     }
 
     /// <inheritdoc/>

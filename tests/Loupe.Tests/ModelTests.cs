@@ -74,6 +74,24 @@ public class ModelTests
         Assert.True(TestEnv.RelL2(actual, expected) < 1e-4, $"{arch}: rel L2 {TestEnv.RelL2(actual, expected)}");
     }
 
+    public static IEnumerable<object[]> ArchKeyFiles() =>
+        Directory.GetFiles(Path.Combine(TestEnv.Fixtures, "arch_keys"), "*.txt").Order(StringComparer.Ordinal).Select(f => new object[] { Path.GetFileNameWithoutExtension(f) });
+
+    /// <summary>Every supported TorchVision architecture has PyTorch's state_dict names and shapes (torchvision 0.14,
+    /// tests/fixtures/make_arch_keys.py), so PyTorch checkpoints load by name.</summary>
+    [Theory]
+    [MemberData(nameof(ArchKeyFiles))]
+    public void ArchitectureStateDictsHavePyTorchNames(string arch)
+    {
+        Assert.Contains(arch, TorchVisionAdapter.Architectures);
+        var expected = File.ReadAllLines(TestEnv.Fixture(Path.Combine("arch_keys", arch + ".txt"))).Select(l => l.Split('\t')).ToDictionary(p => p[0], p => p[1]);
+        using var module = TorchVisionAdapter.Build(arch, 10);
+        var ours = module.state_dict().ToDictionary(kv => kv.Key, kv => string.Join(",", kv.Value.shape));
+        Assert.Empty(expected.Keys.Except(ours.Keys));
+        Assert.Empty(ours.Keys.Except(expected.Keys));
+        Assert.All(expected, kv => Assert.Equal(kv.Value, ours[kv.Key]));
+    }
+
     [Fact]
     public void TorchSharpDatWeightsRoundTrip()
     {

@@ -234,8 +234,16 @@ public static class Maps
         return saa <= 0 || sbb <= 0 ? double.NaN : sab / Math.Sqrt(saa * sbb);
     }
 
-    /// <summary>Spearman's rank correlation with average ranks for ties.</summary>
-    public static double Spearman(float[] a, float[] b) => Pearson(Ranks(a), Ranks(b));
+    /// <summary>Spearman's rank correlation with average ranks for ties.
+    /// A constant map shares no rank information with a varying one: ρ = 0 (e.g. Grad-CAM maps that become all zero
+    /// under randomisation); two constant maps: ρ = 1. NaN when a map has non-finite values.</summary>
+    public static double Spearman(float[] a, float[] b)
+    {
+        if (a.Any(v => !float.IsFinite(v)) || b.Any(v => !float.IsFinite(v))) return double.NaN;
+        bool ca = a.All(v => v == a[0]), cb = b.All(v => v == b[0]);
+        if (ca || cb) return ca && cb ? 1 : 0;
+        return Pearson(Ranks(a), Ranks(b));
+    }
 
     /// <summary>Mean SSIM of two H×W maps, each min-max normalised to [0,1] (data range 1), 7×7 uniform window,
     /// K1 = 0.01, K2 = 0.03, population (co)variances, valid windows only (skimage's defaults except the sample covariance).</summary>

@@ -37,6 +37,35 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
             .GroupBy(p => p.Contains('.') ? p[..p.LastIndexOf('.')] : "")
             .Select(g => (g.Key.Length == 0 ? "(root)" : g.Key, g.ToList())).Reverse().ToList();
 
+    /// <summary>Puts the modules in reverse execution order when the model supports interventions (one probe forward
+    /// records the order in which the modules run: TorchSharp lists parameters in field-declaration order, which need
+    /// not be the forward order); otherwise keeps the reverse parameter order.</summary>
+    public static List<(string Module, List<string> Parameters)> ExecutionOrder(IAnalysisContext ctx, List<(string Module, List<string> Parameters)> modules)
+    {
+        if (ctx.Model is not IModelInterventions iv || !ctx.Model.Capabilities.HasFlag(ModelCapabilities.Interventions)) return modules;
+        var layers = ctx.Model.Layers.Select(l => l.Name).ToHashSet();
+        var seen = new List<string>();
+        var handles = new List<IDisposable>();
+        try
+        {
+            foreach (var m in modules.Select(x => x.Module).Where(layers.Contains))
+                handles.Add(iv.Intervene(m, t => { if (!seen.Contains(m)) seen.Add(m); return t; }));
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            ctx.Model.Forward(zeros(1, ctx.Input.Channels, ctx.Input.Height, ctx.Input.Width));
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            return modules;
+        }
+        finally
+        {
+            foreach (var h in handles) h.Dispose();
+        }
+        // Last executed first; modules that did not run keep their (reversed) parameter order after them.
+        return modules.OrderBy(m => seen.IndexOf(m.Module) is var i and >= 0 ? seen.Count - i : int.MaxValue).ToList();
+    }
+
     static readonly string[] Statistics = ["running_mean", "running_var", "num_batches_tracked"];
 
     static bool Randomisable(IModel model, string name) =>
@@ -51,7 +80,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
     /// <inheritdoc/>
     protected override void Evaluate(SanityOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
-        var modules = Modules(ctx.Model);
+        var modules = ExecutionOrder(ctx, Modules(ctx.Model));
         if (o.MaxLayers is { } max) modules = modules.Take(max).ToList();
         int l = modules.Count;
         var spearman = Enumerable.Range(0, l).Select(_ => new List<double>()).ToArray();
@@ -103,6 +132,8 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
             done += batch.Ids.Length;
             if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);
         }
+        int invalid = spearman.Sum(v => v.Count(d => !double.IsFinite(d)));
+        if (invalid > 0) ctx.Warn($"sanity-randomisation: {invalid} randomised map(s) of '{o.Of!.Id}' had non-finite values and were left out of the means");
         static (double, double) Ms(List<double> v)
         {
             var f = v.Where(double.IsFinite).ToList();

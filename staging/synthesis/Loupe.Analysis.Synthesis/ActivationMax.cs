@@ -57,6 +57,9 @@ public sealed record ActivationMaxOptions
     /// <summary>Image size.</summary>
     [Description("[height, width] of the synthesised image (default: the model's input size)")]
     public int[]? Size { get; init; }
+    /// <summary>Resize to the model.</summary>
+    [Description("resize each step's transformed batch (bilinear) to the model's input size: for models with a fixed input size, or to synthesise at a lower resolution than the model sees")]
+    public bool ResizeToModel { get; init; }
     /// <summary>Init noise.</summary>
     [System.ComponentModel.DataAnnotations.Range(0.0, 10.0), Description("standard deviation of the initial parameters (seeded normal noise; 0 = start from grey)")]
     public double InitSd { get; init; } = 0.01;
@@ -136,7 +139,7 @@ public static class Synthesizer
         var rows = arange(n, dtype: ScalarType.Int64);
         bool clip = o.NormClip > 0 || o.ContributionClip > 0;
         float[] start;
-        using (var _ = no_grad()) start = Evaluate(model, input, objectives, layers, param.Image(p));
+        using (var _ = no_grad()) start = Evaluate(model, input, objectives, layers, FitToModel(param.Image(p), input, o));
 
         for (int step = 0; step < o.Steps; step++)
         {
@@ -150,6 +153,7 @@ public static class Synthesizer
             if (o.Jitter > 0) x = Transforms.Jitter(x, Transforms.UniformInt(gen, -o.Jitter, o.Jitter), Transforms.UniformInt(gen, -o.Jitter, o.Jitter));
             double sc = o.Scales is { Length: > 0 } ? Transforms.Choose(gen, o.Scales) : 1, rot = o.Rotations is { Length: > 0 } ? Transforms.Choose(gen, o.Rotations) : 0;
             x = Transforms.Affine(x, sc, rot);
+            x = FitToModel(x, input, o);
             var values = Scores(model, input, objectives, layers, x, rows);
             var loss = -values.sum();
             if (o.L2 > 0) loss = loss + (float)o.L2 * (img - (float)o.L2Center).pow(2).sum();
@@ -172,9 +176,13 @@ public static class Synthesizer
         }
         using var __ = no_grad();
         var final = param.Image(p).detach();
-        var finalValues = Evaluate(model, input, objectives, layers, final);
+        var finalValues = Evaluate(model, input, objectives, layers, FitToModel(final, input, o));
         return new SynthesisResult(final.clone(), history, start, finalValues);
     }
+
+    /// <summary>Bilinear resize to the model's input size when <see cref="ActivationMaxOptions.ResizeToModel"/> is set.</summary>
+    public static Tensor FitToModel(Tensor x, InputSpec input, ActivationMaxOptions o) =>
+        o.ResizeToModel && (x.shape[2] != input.Height || x.shape[3] != input.Width) ? Display.Resize(x, input.Height, input.Width) : x;
 
     /// <summary>Σ over pixels of |∂y| + |∂x| per image (anisotropic L1 total variation), shape N.</summary>
     public static Tensor TotalVariation(Tensor img)
@@ -289,9 +297,9 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         }
         var layerNames = context.Layers.Select(l => l.Name).ToHashSet();
         var probe = parsed.SelectMany(p => p.Ob.Layers).Where(layerNames.Contains).Distinct().ToList();
-        long h = o.Size is { Length: 2 } s1 ? s1[0] : context.Model.DefaultInput.Height, w = o.Size is { Length: 2 } s2 ? s2[1] : context.Model.DefaultInput.Width;
+        long h = o.Size is { Length: 2 } s1 && !o.ResizeToModel ? s1[0] : context.Model.DefaultInput.Height, w = o.Size is { Length: 2 } s2 && !o.ResizeToModel ? s2[1] : context.Model.DefaultInput.Width;
         var (outputs, shapes, probeError) = Probe(context.Model, probe, h, w);
-        if (probeError is not null) { errors.Add($"the model does not run on a {h}×{w} image: {probeError}"); return errors; }
+        if (probeError is not null) { errors.Add($"the model does not run on a {h}×{w} image: {probeError}{(o.ResizeToModel ? "" : "; set 'resize_to_model: true' to feed it the image resized to its input size")}"); return errors; }
         foreach (var (t, ob) in parsed)
             errors.AddRange(ObjectiveBinder.Check(ob, t, layerNames, shapes, outputs, context.Model.DefaultLabels));
         return errors;
@@ -318,7 +326,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
     public override void Run(ActivationMaxOptions o, IAnalysisContext ctx)
     {
         long h = o.Size is { Length: 2 } s1 ? s1[0] : ctx.Input.Height, w = o.Size is { Length: 2 } s2 ? s2[1] : ctx.Input.Width;
-        var (outputs, _, err) = Probe(ctx.Model, [], h, w);
+        var (outputs, _, err) = o.ResizeToModel ? Probe(ctx.Model, [], ctx.Input.Height, ctx.Input.Width) : Probe(ctx.Model, [], h, w);
         if (err is not null) throw new LoupeException($"the model does not run on a {h}×{w} image: {err}");
         var objectives = Build(o, ctx.Labels, outputs);
         int n = objectives.Count;
@@ -344,7 +352,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
 
         // Predictions of the final images (untransformed) for the record.
         long[] top;
-        using (no_grad()) top = ctx.Model.Forward(ctx.Input.Normalize(imgs)).reshape(n, -1).argmax(1).data<long>().ToArray();
+        using (no_grad()) top = ctx.Model.Forward(ctx.Input.Normalize(Synthesizer.FitToModel(imgs, ctx.Input, o))).reshape(n, -1).argmax(1).data<long>().ToArray();
         ctx.Output.Json("objectives", objectives.Select((x, i) => new
         {
             id = ids[i], objective = x.Text, parsed = x.Objective.ToString(), start = result.Start[i], final = result.Final[i],
