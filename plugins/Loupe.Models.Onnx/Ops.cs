@@ -143,6 +143,19 @@ public static class Ops
 
     static bool Symmetric(long[] b, long[] e) => b.SequenceEqual(e);
 
+    /// <summary>Asymmetric pads with begin ≥ end often give the same output as symmetric begin pads (the extra end rows
+    /// are never reached by a window): then the op pads itself and the explicit pad copy is skipped.</summary>
+    static bool BeginPadsSuffice(long[] inSize, long[] k, long[] s, long[] d, long[] b, long[] e)
+    {
+        for (int i = 0; i < 2; i++)
+        {
+            if (b[i] < e[i]) return false;
+            long span = d[i] * (k[i] - 1) + 1;
+            if ((inSize[i] + b[i] + e[i] - span) / s[i] != (inSize[i] + 2 * b[i] - span) / s[i]) return false;
+        }
+        return true;
+    }
+
     static Tensor Conv(OnnxNode n, Tensor x, Tensor w, Tensor? bias)
     {
         if (x.dim() != 4 || w.dim() != 4) throw n.Error($"only 2-D convolutions are supported (input {x.dim()}-D, weight {w.dim()}-D)");
@@ -151,7 +164,7 @@ public static class Ops
         var d = Fill(n.Ints("dilations"), 2, 1);
         var g = n.Int("group", 1);
         var (b, e) = Pads(n, [x.shape[2], x.shape[3]], k, s, d);
-        if (Symmetric(b, e)) return F.conv2d(x, w, bias, s, b, d, g);
+        if (Symmetric(b, e) || BeginPadsSuffice([x.shape[2], x.shape[3]], k, s, d, b, e)) return F.conv2d(x, w, bias, s, b, d, g);
         return F.conv2d(F.pad(x, TorchPad(b, e)), w, bias, s, [0, 0], d, g);
     }
 
@@ -199,7 +212,8 @@ public static class Ops
         var d = Fill(n.Ints("dilations"), 2, 1);
         bool ceil = n.Int("ceil_mode", 0) != 0;
         var (b, e) = Pads(n, [x.shape[2], x.shape[3]], k, s, d);
-        if (Symmetric(b, e) && b[0] <= k[0] / 2 && b[1] <= k[1] / 2) return F.max_pool2d(x, k, s, b, d, ceil);
+        if ((Symmetric(b, e) || !ceil && BeginPadsSuffice([x.shape[2], x.shape[3]], k, s, d, b, e)) && b[0] <= k[0] / 2 && b[1] <= k[1] / 2)
+            return F.max_pool2d(x, k, s, b, d, ceil);
         return F.max_pool2d(F.pad(x, TorchPad(b, e), PaddingModes.Constant, double.NegativeInfinity), k, s, [0, 0], d, ceil);
     }
 

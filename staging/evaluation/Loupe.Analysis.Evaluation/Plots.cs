@@ -39,6 +39,7 @@ public static class Plots
             plt.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks);
             plt.Axes.Bottom.TickLabelStyle.Rotation = 45;
             plt.Axes.Bottom.TickLabelStyle.Alignment = ScottPlot.Alignment.MiddleLeft;
+            plt.Axes.Bottom.MinimumSize = 20 + 6 * Math.Min(24, xTicks.Max(t => t.Length));
         }
         plt.Title(xTicks is null ? title : $"{title}\n({xLabel})");
         if (xTicks is null) plt.XLabel(xLabel);
