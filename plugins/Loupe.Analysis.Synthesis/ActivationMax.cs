@@ -359,6 +359,9 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
             predicted = top[i], predicted_label = top[i] < ctx.Labels.Count ? ctx.Labels[(int)top[i]] : null,
         }).ToList());
         for (int i = 0; i < n; i++) ctx.Output.Metric($"{ids[i]}.final", result.Final[i]);
+        for (int i = 0; i < n; i++)
+            if (result.Start[i] == result.Final[i])
+                ctx.Warn($"objective '{objectives[i].Text}' did not change: its gradient is zero at the start image (e.g. a ReLU channel that is off everywhere); use the layer before the ReLU or a larger init_sd");
     }
 
     /// <summary>File-name-safe form of an objective.</summary>

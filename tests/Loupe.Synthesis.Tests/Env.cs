@@ -25,9 +25,6 @@ public static class Env
         typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
 
     public static string BuiltInPlugins => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0", "plugins");
-    /// <summary>The staged plugin's own output folder (as a pipeline's <c>plugins:</c> would list it).</summary>
-    public static string SynthesisPlugin => Path.GetDirectoryName(typeof(Loupe.Analysis.Synthesis.ActivationMax).Assembly.Location) is { } testBin
-        ? Path.Combine(RepoRoot, "staging", "synthesis", "Loupe.Analysis.Synthesis", "bin", Configuration, "net10.0") : "";
     public static string Demo(string file) => Y(Path.Combine(RepoRoot, "samples", "models", "fashion-cnn", file));
     public static string Samples(string rel) => Y(Path.Combine(RepoRoot, "samples", rel));
     public static string Y(string p) => p.Replace("\\", "/");
@@ -63,7 +60,7 @@ public static class Env
     /// <summary>Runs through the real host with the built-in plugins and the staged plugin's folder.</summary>
     public static RunResult Run(string pipeline) => PipelineRunner.Run(new RunRequest(pipeline)
     {
-        PluginDirectories = [BuiltInPlugins, SynthesisPlugin],
+        PluginDirectories = [BuiltInPlugins],
         OutDir = Path.Combine(Path.GetDirectoryName(pipeline)!, "out-" + Guid.NewGuid().ToString("N")[..8]),
     });
 

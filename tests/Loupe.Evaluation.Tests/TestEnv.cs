@@ -25,7 +25,6 @@ public static class Env
         typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
 
     public static string BuiltInPlugins => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0", "plugins");
-    public static string EvaluationPlugin => Path.Combine(RepoRoot, "staging", "evaluation", "Loupe.Analysis.Evaluation", "bin", Configuration, "net10.0");
     public static string Samples => Path.Combine(RepoRoot, "samples");
     public static string DemoWeights => Yaml(Path.Combine(Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"));
     public static string DemoImages => Yaml(Path.Combine(Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"));
@@ -48,7 +47,7 @@ public static class Env
         return PipelineRunner.Run(new RunRequest(path)
         {
             OutDir = Path.Combine(dir, "out"),
-            PluginDirectories = [BuiltInPlugins, EvaluationPlugin],
+            PluginDirectories = [BuiltInPlugins],
             Registrars = [new TestComponents()],
         });
     }
