@@ -78,13 +78,13 @@ public static class Explain
     /// <summary>Writes the per-input raw map and display overlay, and keeps the overlay for the step's grid.</summary>
     public static void Emit(IAnalysisContext ctx, string name, InputBatch batch, Tensor raw, Tensor displayMap, TargetSelection? selection, List<RgbImage> gridTiles, int maxGridTiles = 64)
     {
-        var rawAll = NdArray.FromTensor(raw);
-        long per = rawAll.Data.Length / Math.Max(1, batch.Ids.Length);
+        using var cpu = raw.detach().to(ScalarType.Float32).cpu().contiguous();
         var overlays = Display.Overlays(batch.Pixels, displayMap);
         for (int i = 0; i < batch.Ids.Length; i++)
         {
             var target = selection?.Labels[i];
-            ctx.Output.Raw(name, batch.Ids[i], new NdArray(rawAll.Data.AsSpan((int)(i * per), (int)per).ToArray(), rawAll.Shape[1..]), target);
+            using var row = cpu[i];
+            ctx.Output.Raw(name, batch.Ids[i], new NdArray(row.data<float>().ToArray(), row.shape), target);
             var overlay = Display.Scale(overlays[i], Display.UpscaleFactor(overlays[i].Width));
             ctx.Output.Display(name, batch.Ids[i], overlay, target);
             if (gridTiles.Count < maxGridTiles) gridTiles.Add(overlay);
