@@ -52,7 +52,8 @@ public interface IArtifactSink
 /// <param name="Input">Normalised model input N×C×H×W.</param>
 /// <param name="Pixels">Display pixels in [0,1], N×C×H×W.</param>
 /// <param name="Labels">Ground truth when known.</param>
-public sealed record InputBatch(string[] Ids, Tensor Input, Tensor Pixels, long[]? Labels);
+/// <param name="Masks">Object masks N×1×H×W from the data source, when it has them.</param>
+public sealed record InputBatch(string[] Ids, Tensor Input, Tensor Pixels, long[]? Labels, Tensor? Masks = null);
 
 /// <summary>Everything a running analysis may use. Seeds and devices come from here, never globals.</summary>
 public interface IAnalysisContext

@@ -4,8 +4,11 @@ namespace Loupe.Abstractions;
 
 /// <summary>A batch of inputs. Pixels are N×C×H×W float32: in [0,1] (not yet normalised), or already
 /// normalised model input when <see cref="IDataSource.Preprocessed"/> is true.</summary>
-public sealed class DataBatch(string[] ids, Tensor pixels, long[]? labels) : IDisposable
+public sealed class DataBatch(string[] ids, Tensor pixels, long[]? labels, Tensor? masks = null) : IDisposable
 {
+    /// <summary>Known object masks (N×1×H×W, 1 = object) when the source has them (e.g. segmentations, placed items);
+    /// metrics such as the pointing game use them.</summary>
+    public Tensor? Masks { get; } = masks;
     /// <summary>Stable input ids (file names, dataset indices).</summary>
     public string[] Ids { get; } = ids;
     /// <summary>Image tensor.</summary>
@@ -13,7 +16,11 @@ public sealed class DataBatch(string[] ids, Tensor pixels, long[]? labels) : IDi
     /// <summary>Ground-truth labels, when the source has them.</summary>
     public long[]? Labels { get; } = labels;
     /// <inheritdoc/>
-    public void Dispose() => Pixels.Dispose();
+    public void Dispose()
+    {
+        Pixels.Dispose();
+        Masks?.Dispose();
+    }
 }
 
 /// <summary>An open data source: streams batches, never loads a whole dataset.</summary>

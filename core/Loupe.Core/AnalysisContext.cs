@@ -40,7 +40,7 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
                 var pixels = run.Data.Preprocessed ? run.Input.Denormalize(b.Pixels) : b.Pixels.alias();
                 try
                 {
-                    yield return new InputBatch(b.Ids, input, pixels, b.Labels);
+                    yield return new InputBatch(b.Ids, input, pixels, b.Labels, b.Masks);
                 }
                 finally
                 {

@@ -11,7 +11,7 @@ public static class PipelineParser
     static readonly string[] TopKeys = ["version", "name", "seed", "plugins", "model", "data", "steps", "output", "settings"];
     static readonly string[] ModelKeys = ["uses", "with", "input", "labels"];
     static readonly string[] DataKeys = ["uses", "with"];
-    static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size"];
+    static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect"];
     static readonly string[] OutputKeys = ["dir", "report"];
     static readonly string[] SettingsKeys = ["batch_size", "threads"];
 
@@ -128,7 +128,19 @@ public static class PipelineParser
                     errors.Add(At(file, Child(step, "id") ?? step, $"step id '{id}' may contain only letters, digits, '-', '_' and '.'"));
                 else if (!ids.Add(id)) errors.Add(At(file, Child(step, "id") ?? step, $"duplicate step id '{id}'"));
                 int? bs = Scalar(file, step, "batch_size", errors) is { } bsn ? Positive(file, bsn, $"steps.{id}.batch_size", errors) : null;
-                spec.Steps.Add(new StepSpec(id, uses ?? "", Child(step, "with"), Child(step, "target"), step.Start, usesNode?.Start ?? step.Start) { BatchSize = bs });
+                var expectations = new List<Expectation>();
+                if (Child(step, "expect") is { } expectNode)
+                {
+                    var items = expectNode is YamlSequenceNode es ? es.Children.ToList() : [expectNode];
+                    foreach (var item in items)
+                    {
+                        if (item is not YamlScalarNode { Value: { } line }) { errors.Add(At(file, item, $"step '{id}': each 'expect' entry must be a string such as \"auc_mean < 0.2\"")); continue; }
+                        var e = Expectation.Parse(line, item.Start, out var why);
+                        if (e is null) errors.Add(At(file, item, $"step '{id}': expect '{line}': {why}"));
+                        else expectations.Add(e);
+                    }
+                }
+                spec.Steps.Add(new StepSpec(id, uses ?? "", Child(step, "with"), Child(step, "target"), step.Start, usesNode?.Start ?? step.Start) { BatchSize = bs, Expect = expectations });
             }
             if (steps.Children.Count == 0) errors.Add(At(file, steps, "'steps' is empty: add at least one step"));
         }

@@ -14,6 +14,8 @@ public sealed record StepSpec(string Id, string Uses, YamlNode? With, YamlNode? 
 {
     /// <summary>Per-step batch size override.</summary>
     public int? BatchSize { get; init; }
+    /// <summary><c>expect:</c> thresholds on the step's metrics, checked after its outputs are written.</summary>
+    public IReadOnlyList<Expectation> Expect { get; init; } = [];
 }
 
 /// <summary>A parsed (not yet bound) pipeline.</summary>
@@ -43,4 +45,44 @@ public sealed class PipelineSpec
     public List<StepSpec> Steps { get; } = [];
     /// <summary>Output folder template.</summary>
     public string OutputDir { get; set; } = "runs/{name}-{timestamp}";
+}
+
+/// <summary>One <c>expect:</c> line: <c>[prefix.]metric op number</c>, e.g. <c>deletion.auc &lt; 0.2</c>.</summary>
+public sealed record Expectation(string Text, string Name, string Op, double Value, Mark Mark)
+{
+    static readonly System.Text.RegularExpressions.Regex Rx = new(@"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$");
+
+    /// <summary>Parses one expectation; the error names the column where it goes wrong.</summary>
+    public static Expectation? Parse(string text, Mark mark, out string? error)
+    {
+        var m = Rx.Match(text);
+        if (m.Success)
+        {
+            error = null;
+            return new Expectation(text.Trim(), m.Groups[1].Value, m.Groups[2].Value, double.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture), mark);
+        }
+        int pos = 0;
+        while (pos < text.Length && char.IsWhiteSpace(text[pos])) pos++;
+        if (pos == text.Length || !(char.IsLetter(text[pos]) || text[pos] == '_')) { error = $"expected a metric name at position {pos + 1}"; return null; }
+        while (pos < text.Length && (char.IsLetterOrDigit(text[pos]) || text[pos] is '_' or '.' or '-')) pos++;
+        while (pos < text.Length && char.IsWhiteSpace(text[pos])) pos++;
+        if (pos == text.Length || text[pos] is not ('<' or '>' or '=' or '!')) { error = $"expected a comparison (<, <=, >, >=, ==, !=) at position {pos + 1}"; return null; }
+        pos += pos + 1 < text.Length && text[pos + 1] == '=' ? 2 : 1;
+        while (pos < text.Length && char.IsWhiteSpace(text[pos])) pos++;
+        error = $"expected a number at position {pos + 1}";
+        return null;
+    }
+
+    /// <summary>Checks the expectation against a step's metrics; null when it holds, else the failure message.</summary>
+    public string? Check(IReadOnlyDictionary<string, double> metrics)
+    {
+        var last = Name.Contains('.') ? Name[(Name.LastIndexOf('.') + 1)..] : Name;
+        string[] candidates = [Name, last, last + "_mean"];
+        var key = candidates.FirstOrDefault(metrics.ContainsKey);
+        if (key is null)
+            return $"expect '{Text}': the step produced no metric '{last}'; its metrics: {(metrics.Count == 0 ? "(none)" : string.Join(", ", metrics.Keys.Order()))}";
+        var v = metrics[key];
+        bool ok = Op switch { "<" => v < Value, "<=" => v <= Value, ">" => v > Value, ">=" => v >= Value, "==" => v == Value, _ => v != Value };
+        return ok ? null : $"expect '{Text}' failed: {key} = {v.ToString("G6", System.Globalization.CultureInfo.InvariantCulture)}";
+    }
 }

@@ -422,6 +422,16 @@ public static class PipelineRunner
                 rec["errorDetail"] = e.ToString();
             }
             sw.Stop();
+            // expect: thresholds, checked after the step's outputs are written.
+            if (status == "succeeded" && step.Spec.Expect.Count > 0)
+            {
+                var failures = step.Spec.Expect.Select(e => e.Check(metrics)).OfType<string>().ToList();
+                rec["expectations"] = new JsonArray(step.Spec.Expect.Select(e => (JsonNode)new JsonObject
+                {
+                    ["expect"] = e.Text, ["passed"] = e.Check(metrics) is null,
+                }).ToArray());
+                if (failures.Count > 0) { status = "failed"; error = string.Join("; ", failures); }
+            }
             if (status != "succeeded") failed++;
             rec["status"] = status;
             rec["durationMs"] = Math.Round(sw.Elapsed.TotalMilliseconds, 1);
@@ -433,6 +443,7 @@ public static class PipelineRunner
             observer?.StepFinished(step.Spec.Id, status, sw.Elapsed, error);
             Save("running");
         }
+        WriteMetricsTable(outDir, run, stepRecords, artifacts, manifest);
         try { WriteComparison(outDir, artifacts, manifest); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or SixLabors.ImageSharp.ImageFormatException)
         {
@@ -441,6 +452,34 @@ public static class PipelineRunner
         manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
         Save(failed == 0 ? "succeeded" : cancellation.IsCancellationRequested ? "cancelled" : "failed");
         return new RunResult(failed == 0 ? 0 : 1, outDir, manifest, []);
+    }
+
+    /// <summary>Every metric of every step (e.g. each faithfulness metric × each attribution step it measures, as
+    /// mean and std over images) in one table: <c>metrics.csv</c> and the manifest's <c>metricsTable</c>.</summary>
+    static void WriteMetricsTable(string outDir, PreparedRun run, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest)
+    {
+        var rows = new List<(string Step, string Uses, string Of, string Metric, double Value)>();
+        for (int i = 0; i < run.Steps.Count; i++)
+        {
+            if (stepRecords[i]["metrics"] is not JsonObject metrics) continue;
+            var step = run.Steps[i];
+            var of = OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink))
+                .Select(p => (p.GetValue(step.Options) as StepLink)?.Id).FirstOrDefault(x => x is not null) ?? "";
+            foreach (var (name, value) in metrics)
+                if (value is JsonValue v && v.TryGetValue<double>(out var d)) rows.Add((step.Spec.Id, step.Spec.Uses, of, name, d));
+        }
+        if (rows.Count == 0) return;
+        static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
+        var sb = new System.Text.StringBuilder("step,uses,of,metric,value\n");
+        foreach (var r in rows)
+            sb.Append($"{Csv(r.Step)},{Csv(r.Uses)},{Csv(r.Of)},{Csv(r.Metric)},{r.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}\n");
+        AtomicFile.Write(Path.Combine(outDir, "metrics.csv"), System.Text.Encoding.UTF8.GetBytes(sb.ToString()));
+        artifacts.Add(new ArtifactRecord("metrics", null, "data", "metrics.csv", [rows.Count, 5], "csv", null, "metrics"));
+        manifest["metricsTable"] = new JsonArray(rows.GroupBy(r => r.Step).Select(g => (JsonNode)new JsonObject
+        {
+            ["step"] = g.Key, ["uses"] = g.First().Uses, ["of"] = g.First().Of.Length == 0 ? null : g.First().Of,
+            ["metrics"] = new JsonObject(g.Select(r => KeyValuePair.Create(r.Metric, (JsonNode?)JsonValue.Create(r.Value)))),
+        }).ToArray());
     }
 
     /// <summary>Methods × images: when two or more steps wrote a per-input display image for the same inputs, one grid

@@ -58,6 +58,17 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
                 foreach (var s in steps)
                     Console.WriteLine($"{s!["id"],-20} {s["uses"],-16} {s["status"],-10} {(s["durationMs"]?.GetValue<double>() ?? 0) / 1000,7:F2}s");
             }
+            if (result.Manifest?["metricsTable"] is System.Text.Json.Nodes.JsonArray table && table.Count > 0)
+            {
+                Console.WriteLine();
+                Console.WriteLine($"{"metrics of",-24} {"of",-16} values");
+                foreach (var row in table)
+                {
+                    var metrics = row!["metrics"]!.AsObject().Select(kv => $"{kv.Key}={kv.Value!.GetValue<double>():G4}");
+                    Console.WriteLine($"{row["step"],-24} {row["of"]?.ToString() ?? "",-16} {string.Join("  ", metrics)}");
+                }
+                Console.WriteLine();
+            }
             Console.WriteLine($"finished in {elapsed.TotalSeconds:F1}s; status: {result.Manifest?["status"]}");
         }
         Console.WriteLine($"outputs: {result.OutDir}");

@@ -101,6 +101,7 @@ public sealed class FashionPlacement : DataAdapter<PlacementOptions>
                 cancellation.ThrowIfCancellationRequested();
                 int k = Math.Min(batchSize, count - start);
                 var px = new float[k * c * c];
+                var mk = new float[k * c * c];
                 var ids = new string[k];
                 long[]? lab = labels is null ? null : new long[k];
                 for (int j = 0; j < k; j++)
@@ -110,7 +111,10 @@ public sealed class FashionPlacement : DataAdapter<PlacementOptions>
                     var (y0, x0) = Position(o.Seed, index, c, ih, iw);
                     for (int y = 0; y < ih; y++)
                         for (int x = 0; x < iw; x++)
+                        {
                             px[j * c * c + (y0 + y) * c + x0 + x] = buf[y * iw + x] / 255f;
+                            mk[j * c * c + (y0 + y) * c + x0 + x] = buf[y * iw + x] > 0 ? 1f : 0f;  // the item's own pixels
+                        }
                     ids[j] = index.ToString("D5");
                     if (lab is not null) { int b = labels!.ReadByte(); if (b < 0) throw new LoupeException($"{o.Labels}: truncated"); lab[j] = b; }
                 }
@@ -118,8 +122,11 @@ public sealed class FashionPlacement : DataAdapter<PlacementOptions>
                 var t = tensor(px).view(k, 1, c, c);
                 if (spec.Height != c || spec.Width != c)
                     t = nn.functional.interpolate(t, [spec.Height, spec.Width], mode: InterpolationMode.Bilinear, align_corners: false).clamp(0, 1);
+                var m = tensor(mk).view(k, 1, c, c);
+                if (spec.Height != c || spec.Width != c)
+                    m = nn.functional.interpolate(m, [spec.Height, spec.Width], mode: InterpolationMode.Nearest);
                 if (spec.Channels == 3) t = t.expand(k, 3, spec.Height, spec.Width);
-                yield return new DataBatch(ids, scope.MoveToOuter(t.contiguous()), lab);
+                yield return new DataBatch(ids, scope.MoveToOuter(t.contiguous()), lab, scope.MoveToOuter(m.contiguous()));
             }
         }
     }

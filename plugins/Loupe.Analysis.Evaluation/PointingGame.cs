@@ -44,7 +44,8 @@ public sealed class PointingGame : MetricAnalysis<PointingOptions>
             long n = x.shape[0], h = x.shape[2], w = x.shape[3];
             var result = LinkedMaps(o, ctx, x, batch.Ids);
             var map = Maps.Reduce(result.Map, h, w);
-            var mask = Maps.ObjectMask(batch.Pixels, o.Threshold).to(ScalarType.Float32);
+            // The data source's object masks when it has them (e.g. fashion-placement), else non-background pixels.
+            var mask = batch.Masks is { } known ? known[.., 0].to(ScalarType.Float32) : Maps.ObjectMask(batch.Pixels, o.Threshold).to(ScalarType.Float32);
             var dilated = t == 0 ? mask : nn.functional.conv2d(mask.unsqueeze(1), disk, padding: [t, t]).squeeze(1) > 0.5f;
             var dil = dilated.to(ScalarType.Bool).reshape(n, h * w);
             var argmax = map.reshape(n, h * w).argmax(1);
