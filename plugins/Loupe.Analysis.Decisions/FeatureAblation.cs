@@ -5,9 +5,27 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
 
+/// <summary>How the image is split into features.</summary>
+public enum FeatureSegments
+{
+    /// <summary>Square grid cells of side <c>cell</c>.</summary>
+    Grid,
+    /// <summary>SLIC superpixels (Achanta et al. 2012) of the image's colours and positions.</summary>
+    Superpixels,
+}
+
 /// <summary>Options of <c>feature-ablation</c>.</summary>
 public sealed record FeatureAblationOptions
 {
+    /// <summary>Feature shape.</summary>
+    [Description("grid (square cells) or superpixels (SLIC on the displayed image)")]
+    public FeatureSegments Segments { get; init; } = FeatureSegments.Grid;
+    /// <summary>Superpixel count.</summary>
+    [Range(2, 10_000), Description("superpixels: approximate number of segments")]
+    public int NSegments { get; init; } = 50;
+    /// <summary>SLIC compactness.</summary>
+    [Range(0.01, 1000.0), Description("superpixels: SLIC compactness m (colour in [0,1] units ×100; larger = more square)")]
+    public double Compactness { get; init; } = 10;
     /// <summary>Grid cell size.</summary>
     [Range(1, 4096), Description("side of the square grid cells (features), in input pixels; edge cells may be smaller")]
     public int Cell { get; init; } = 8;
@@ -36,6 +54,7 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         int cell = options.Cell;
         var (baseScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
+        if (options.Segments == FeatureSegments.Superpixels) return Superpixels(options, ctx, x, baseScores, selection);
         long gy = (h + cell - 1) / cell, gx = (w + cell - 1) / cell;
         var originY = (arange(gy) * cell).repeat_interleave(gx);
         var originX = (arange(gx) * cell).repeat(gy);
@@ -46,6 +65,58 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
         // Each pixel belongs to exactly one cell: expand the cell values back to pixels.
         var attr = diff.repeat_interleave(cell, 2).repeat_interleave(cell, 3)[.., .., ..(int)h, ..(int)w].expand(n, c, h, w).contiguous();
         return new AttributionResult(attr, selection);
+    }
+
+    /// <summary>Each image has its own superpixels: ablate them one by one (all of an image's segments batched).</summary>
+    AttributionResult Superpixels(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor baseScores, TargetSelection selection)
+    {
+        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var pixels = ctx.Input.Denormalize(x);
+        var fill = Perturbation.Baseline(x, options.Fill, Math.Sqrt(h * w / (double)options.NSegments) / 2, ctx.Input);
+        var maps = new List<Tensor>();
+        for (int i = 0; i < n; i++)
+        {
+            var labels = Slic.Segment(pixels[i], options.NSegments, options.Compactness);
+            long k = labels.max().item<long>() + 1;
+            var masks = (labels.unsqueeze(0) == arange(k).view(-1, 1, 1)).to(ScalarType.Float32).unsqueeze(1);   // k×1×H×W
+            var scores = Perturbation.MaskedScores(ctx, x[i].unsqueeze(0), fill[i].unsqueeze(0), k, (p0, p) => masks.narrow(0, p0, p),
+                selection.Rows([i]), options.MicroBatch);
+            var diff = baseScores[i] - scores[0];                                                                   // k
+            maps.Add(diff.index_select(0, labels.flatten()).view(1, 1, h, w).expand(1, c, h, w));
+        }
+        return new AttributionResult(cat(maps, 0).contiguous(), selection);
+    }
+}
+
+/// <summary>SLIC superpixels with tensor ops (Achanta et al. 2012): k-means on (colour × 100, position × m/S) from a
+/// regular grid of seeds, 10 iterations; every pixel is assigned to its nearest centre among all centres.</summary>
+public static class Slic
+{
+    /// <summary>Segment label per pixel (H×W, int64, 0..K−1, relabelled densely) of one image C×H×W in [0,1].</summary>
+    public static Tensor Segment(Tensor image, int segments, double compactness, int iterations = 10)
+    {
+        using var scope = NewDisposeScope();
+        long c = image.shape[0], h = image.shape[1], w = image.shape[2];
+        double step = Math.Sqrt(h * w / (double)segments);
+        var ys = arange(h, dtype: ScalarType.Float32).view(-1, 1).expand(h, w);
+        var xs = arange(w, dtype: ScalarType.Float32).view(1, -1).expand(h, w);
+        float spatial = (float)(compactness / step);
+        var features = cat([image.reshape(c, -1).t() * 100f, stack([ys.reshape(-1), xs.reshape(-1)], 1) * spatial], 1);   // HW×(C+2)
+        var gy = Math.Max(1, (int)Math.Round(h / step)); var gx = Math.Max(1, (int)Math.Round(w / step));
+        var cy = ((arange(gy, dtype: ScalarType.Float32) + 0.5f) * (h / (float)gy)).floor().to(ScalarType.Int64);
+        var cx = ((arange(gx, dtype: ScalarType.Float32) + 0.5f) * (w / (float)gx)).floor().to(ScalarType.Int64);
+        var seeds = (cy.view(-1, 1) * w + cx.view(1, -1)).reshape(-1);
+        var centres = features.index_select(0, seeds);
+        Tensor labels = zeros(h * w, dtype: ScalarType.Int64);
+        for (int it = 0; it < iterations; it++)
+        {
+            labels = cdist(features, centres).argmin(1);
+            var counts = zeros(centres.shape[0]).index_add_(0, labels, ones(h * w), 1);
+            var sums = zeros_like(centres).index_add_(0, labels, features, 1);
+            centres = where((counts > 0).unsqueeze(1), sums / counts.clamp_min(1).unsqueeze(1), centres);
+        }
+        var (_, dense, _) = unique(labels, return_inverse: true);
+        return scope.MoveToOuter(dense!.view(h, w));
     }
 }
 

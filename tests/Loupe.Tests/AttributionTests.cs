@@ -249,6 +249,50 @@ public class AttributionTests
         Assert.Throws<LoupeException>(() => new Loupe.Targets.SimilarToTargetFactory().Create(new Loupe.Targets.SimilarToOptions { Image = pngs[0], Layer = "gapp" }, ctx));
     }
 
+    [Fact]
+    public void SlicSuperpixelsFollowColourEdges()
+    {
+        using var scope = NewDisposeScope();
+        // Left half dark, right half bright, with a little noise: no segment may straddle the edge at x = 16.
+        torch.manual_seed(3);
+        var img = cat([full(3, 32, 16, 0.1f), full(3, 32, 16, 0.9f)], 2) + rand(3, 32, 32) * 0.02f;
+        var labels = Loupe.Analysis.Decisions.Slic.Segment(img, 16, 10);
+        var l = labels.data<long>().ToArray();
+        var k = l.Max() + 1;
+        Assert.InRange(k, 8, 24);
+        for (long seg = 0; seg < k; seg++)
+        {
+            var xs = Enumerable.Range(0, l.Length).Where(i => l[i] == seg).Select(i => i % 32).ToList();
+            Assert.NotEmpty(xs);
+            Assert.True(xs.All(x => x < 16) || xs.All(x => x >= 16), $"segment {seg} crosses the colour edge");
+        }
+    }
+
+    [Fact]
+    public void SuperpixelAblationGivesEachSegmentItsScoreDrop()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("  - { id: sp, uses: feature-ablation, with: { segments: superpixels, n_segments: 12, compactness: 5 } }\n"));
+        Assert.True(r.ExitCode == 0, r.Manifest?.ToJsonString());
+        var map = TestEnv.Artifact(r, "sp/00000.feature-ablation.npy").Data;
+        // Independent check for one segment of input 0: fill it with 0 (normalised) and take the drop of the top-1 logit.
+        using var model = ModelTests.Load("fashion-cnn", TestEnv.Fixture("fashion_cnn_seed0.pt"));
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var x = Npy.Read(TestEnv.Fixture("fashion_input.npy")).ToTensor()[0].unsqueeze(0);
+        var spec = model.DefaultInput;
+        var labels = Loupe.Analysis.Decisions.Slic.Segment(spec.Denormalize(x)[0], 12, 5).flatten().data<long>().ToArray();
+        var y = model.Forward(x);
+        var cls = y.argmax(1).item<long>();
+        foreach (var seg in labels.Distinct().Take(3))
+        {
+            var mask = tensor(labels.Select(v => v == seg ? 1f : 0f).ToArray()).view(1, 1, 28, 28);
+            var drop = y[0, cls].item<float>() - model.Forward(x * (1 - mask))[0, cls].item<float>();
+            var idx = Array.IndexOf(labels, seg);
+            Assert.Equal(drop, map[idx], 4);
+            Assert.All(Enumerable.Range(0, labels.Length).Where(i => labels[i] == seg), i => Assert.Equal(map[idx], map[i]));
+        }
+    }
+
     sealed class ToleranceComparer(double tol) : IEqualityComparer<double>
     {
         public bool Equals(double a, double b) => Math.Abs(a - b) <= tol;
