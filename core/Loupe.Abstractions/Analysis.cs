@@ -84,6 +84,9 @@ public interface IAnalysisContext
     void Progress(double fraction, string? message = null);
     /// <summary>Records a warning in the manifest.</summary>
     void Warn(string message);
+    /// <summary>Memory a step may use for batched copies (pipeline <c>settings.memory_budget_mb</c>, default 1 GiB);
+    /// see <see cref="Explain.CopiesPerForward"/>.</summary>
+    long MemoryBudgetBytes => 1L << 30;
 }
 
 /// <summary>What a validating analysis may check.</summary>

@@ -38,6 +38,45 @@ public static class Explain
         }
     }
 
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<IModel, Dictionary<string, long>> Footprints = new();
+
+    /// <summary>Bytes one input of this shape occupies in a forward pass: the input plus every layer's output, measured
+    /// once per model and shape with a probe forward (cached).</summary>
+    public static long BytesPerInput(IModel model, long[] shape)
+    {
+        var key = string.Join("x", shape.Skip(1));
+        var cache = Footprints.GetOrCreateValue(model);
+        lock (cache)
+            if (cache.TryGetValue(key, out var known)) return known;
+        long bytes = shape.Skip(1).Aggregate(1L, (a, b) => a * b) * 4;
+        using (var scope = NewDisposeScope())
+        using (no_grad())
+        {
+            var captures = new List<(string Name, ILayerCapture Capture)>();
+            try
+            {
+                foreach (var l in model.Layers)
+                    try { captures.Add((l.Name, model.Capture([l.Name], forGradients: false))); } catch (LoupeException) { /* not tensor → tensor */ }
+                model.Forward(zeros([1, .. shape.Skip(1)]));
+                foreach (var (name, c) in captures)
+                    if (c.TryGet(name, out var a)) bytes += a.numel() * a.element_size();
+            }
+            finally { foreach (var (_, c) in captures) c.Dispose(); }
+        }
+        lock (cache) cache[key] = bytes;
+        return bytes;
+    }
+
+    /// <summary>Copies per forward pass: <paramref name="requested"/>, or as many as the step's memory budget holds
+    /// (activations measured by <see cref="BytesPerInput"/>, ×3 with gradients for saved tensors and their gradients),
+    /// between 1 and 4096.</summary>
+    public static long CopiesPerForward(IAnalysisContext ctx, Tensor x, int? requested, bool gradients = false)
+    {
+        if (requested is { } r) return r;
+        var per = BytesPerInput(ctx.Model, x.shape) * (gradients ? 3 : 1);
+        return Math.Clamp(ctx.MemoryBudgetBytes / Math.Max(1, per), 1, 4096);
+    }
+
     /// <summary>Gradient of the target scores w.r.t. the input (one forward + one backward); the target is selected on
     /// this forward unless <paramref name="given"/>.</summary>
     public static (Tensor Gradient, TargetSelection Selection) InputGradient(IAnalysisContext ctx, Tensor input, TargetSelection? given, int slot)

@@ -13,7 +13,7 @@ public static class PipelineParser
     static readonly string[] DataKeys = ["uses", "with"];
     static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect"];
     static readonly string[] OutputKeys = ["dir", "report"];
-    static readonly string[] SettingsKeys = ["batch_size", "threads"];
+    static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb"];
 
     /// <summary>Largest pipeline file accepted (bytes).</summary>
     public const long MaxFileBytes = 1 << 20;
@@ -71,6 +71,7 @@ public static class PipelineParser
                 CheckKeys(file, settings, SettingsKeys, "settings", errors);
                 if (Scalar(file, settings, "batch_size", errors) is { } b) spec.BatchSize = Positive(file, b, "settings.batch_size", errors);
                 if (Scalar(file, settings, "threads", errors) is { } t) spec.Threads = Int(file, t, "settings.threads", errors);
+                if (Scalar(file, settings, "memory_budget_mb", errors) is { } mb) spec.MemoryBudgetBytes = Positive(file, mb, "settings.memory_budget_mb", errors) * (1L << 20);
             }
         }
 

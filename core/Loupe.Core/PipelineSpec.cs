@@ -33,6 +33,8 @@ public sealed class PipelineSpec
     public int Seed { get; set; }
     /// <summary>Batch size.</summary>
     public int BatchSize { get; set; } = 16;
+    /// <summary>Memory budget for batched copies per step, in bytes.</summary>
+    public long MemoryBudgetBytes { get; set; } = 1L << 30;
     /// <summary>Intra-op threads (0 = library default).</summary>
     public int Threads { get; set; }
     /// <summary>Extra plugin folders (absolute).</summary>

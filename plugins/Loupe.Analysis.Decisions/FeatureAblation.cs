@@ -33,7 +33,7 @@ public sealed record FeatureAblationOptions
     [Description("what an ablated cell is filled with: zero (normalised), mean, blur or black")]
     public Fill Fill { get; init; } = Fill.Zero;
     /// <summary>Copies per forward.</summary>
-    [Range(1, 65536), Description("ablated copies per forward pass (default: as many as 64 RGB 224² images hold, at most 1024)")]
+    [Range(1, 65536), Description("ablated copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? MicroBatch { get; init; }
 }
 
@@ -139,7 +139,7 @@ public sealed record RiseOptions
     [Description("what masked-out pixels become: zero (normalised), mean, blur or black (the paper multiplies pixels by the mask: black)")]
     public Fill Fill { get; init; } = Fill.Black;
     /// <summary>Copies per forward.</summary>
-    [Range(1, 65536), Description("masked copies per forward pass (default: as many as 64 RGB 224² images hold, at most 1024)")]
+    [Range(1, 65536), Description("masked copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? MicroBatch { get; init; }
 }
 

@@ -39,7 +39,7 @@ public sealed record IntegratedGradientsOptions
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
     /// <summary>Path points per backward pass.</summary>
-    [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as 64 RGB 224² images hold)")]
+    [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? InternalBatchSize { get; init; }
 }
 
@@ -110,7 +110,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         var (alphas, weights) = Rule(options.Method, options.Steps);
         var delta = x - baseline;
         var sum = zeros_like(x);
-        long perPass = Math.Max(1, (options.InternalBatchSize ?? Perturbation.CopiesPerForward(null, x)) / n);
+        long perPass = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true) / n);
         for (int s0 = 0; s0 < alphas.Length; s0 += (int)perPass)
         {
             using var chunk = NewDisposeScope();

@@ -66,7 +66,7 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var range = (x.flatten(1).amax([1]) - x.flatten(1).amin([1])).view(n, 1, 1, 1);
         var sigma = range * (float)options.NoiseLevel;
-        long perCall = Math.Max(1, (options.SamplesPerBatch ?? Perturbation.CopiesPerForward(null, x)) / n);
+        long perCall = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.SamplesPerBatch, gradients: true) / n);
         Tensor? sum = null, sumSq = null;
         for (int s0 = 0; s0 < options.Samples; s0 += (int)perCall)
         {

@@ -18,7 +18,7 @@ public sealed record OcclusionOptions
     [Description("fill value: zero (normalised), mean, blur (σ = window/2) or black")]
     public Fill Fill { get; init; } = Fill.Zero;
     /// <summary>Occluded copies per forward pass.</summary>
-    [Range(1, 65536), Description("occluded copies per forward pass (default: as many as 64 RGB 224² images hold, at most 1024)")]
+    [Range(1, 65536), Description("occluded copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? MicroBatch { get; init; }
 }
 

@@ -52,12 +52,6 @@ public static class Perturbation
         return scope.MoveToOuter(b);
     }
 
-    /// <summary>Input elements per forward pass when a method's micro-batch is not set: 64 RGB images at 224².</summary>
-    public const long DefaultElementBudget = 64L * 3 * 224 * 224;
-
-    /// <summary>Copies per forward: explicit, or as many as the element budget holds (8..1024).</summary>
-    public static long CopiesPerForward(int? microBatch, Tensor x) =>
-        microBatch ?? Math.Clamp(DefaultElementBudget / (x.shape[1] * x.shape[2] * x.shape[3]), 8, 1024);
 
     /// <summary>Scores of the target for every input × mask: x ⊙ (1 − M) + fill ⊙ M for masks M (P×1×H×W, 1 = removed),
     /// all images of the batch × a chunk of masks per forward pass. Returns N×P.</summary>
@@ -69,7 +63,7 @@ public static class Perturbation
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
-        long chunk = Math.Max(1, CopiesPerForward(microBatch, x) / n);
+        long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, microBatch) / n);
         var parts = new List<Tensor>();
         for (long p0 = 0; p0 < maskCount; p0 += chunk)
         {
