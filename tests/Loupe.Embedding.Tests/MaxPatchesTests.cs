@@ -99,4 +99,27 @@ public class MaxPatchesTests
         // stride·y − (size − stride)/2 … e.g. relu3 (3,3) sees rows 5..22.
         if (layer == "relu3") Assert.Equal((5, 5, 23, 23), rf.Box(3, 3, 28, 28));
     }
+
+    /// <summary>Receptive fields of TorchVision architectures (random weights, 64×64 probes): each unit's box equals the
+    /// bounding box of its own gradient support, for corners, edges and the centre.</summary>
+    [Theory]
+    [InlineData("resnet18", "layer1")]
+    [InlineData("resnet18", "layer2.0.conv1")]
+    [InlineData("vgg16", "features.4")]
+    [InlineData("vgg16", "features.9")]
+    public void ReceptiveFieldsOfTorchVisionModelsEqualTheGradientSupport(string arch, string layer)
+    {
+        TorchSharp.torch.manual_seed(0);
+        using var model = new Loupe.Models.TorchSharp.TorchVisionAdapter().Load(new Loupe.Models.TorchSharp.TorchVisionOptions { Architecture = arch }, new ModelLoadContext(".", 0));
+        var spec = model.DefaultInput with { Height = 64, Width = 64 };
+        var rf = ReceptiveFields.Measure(model, layer, spec, seed: 0);
+        int lh = rf.LayerHeight, lw = rf.LayerWidth;
+        (int, int)[] units = [(0, 0), (lh - 1, lw - 1), (lh / 2, lw / 2), (1, lw - 2)];
+        foreach (var (y, x) in units)
+        {
+            var support = ReceptiveFields.Bounds(ReceptiveFields.Support(model, layer, 3, 64, 64, y, x, probes: 8, seed: 5));
+            Assert.NotNull(support);
+            Assert.Equal(support.Value, rf.Box(y, x, 64, 64));
+        }
+    }
 }
