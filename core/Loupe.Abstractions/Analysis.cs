@@ -87,6 +87,9 @@ public interface IAnalysisContext
     /// <summary>Memory a step may use for batched copies (pipeline <c>settings.memory_budget_mb</c>, default 1 GiB);
     /// see <see cref="Explain.CopiesPerForward"/>.</summary>
     long MemoryBudgetBytes => 1L << 30;
+    /// <summary>Values shared by all steps of one run (same model, same data), e.g. a layer's dataset features, so
+    /// that steps reading the same thing do not each re-run the model. Store managed data, never live tensors.</summary>
+    IDictionary<string, object> RunCache => new Dictionary<string, object>();
 }
 
 /// <summary>What a validating analysis may check.</summary>

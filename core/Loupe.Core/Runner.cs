@@ -67,6 +67,8 @@ public sealed class PreparedRun : IDisposable
     public required IReadOnlyList<PreparedStep> Steps { get; init; }
     /// <summary>Warnings found while preparing.</summary>
     public required List<string> Warnings { get; init; }
+    /// <summary>Values shared by the steps of this run (<see cref="IAnalysisContext.RunCache"/>).</summary>
+    public System.Collections.Concurrent.ConcurrentDictionary<string, object> Cache { get; } = new();
     /// <inheritdoc/>
     public void Dispose()
     {

@@ -68,9 +68,30 @@ public static class Features
         _ => pool == FeaturePool.Avg && a.dim() == 3 ? a.mean([2]) : a.flatten(1),
     };
 
+    /// <summary>Largest feature matrix kept in the run cache (floats): 64 M = 256 MB.</summary>
+    public const long MaxCachedFloats = 64L << 20;
+
+    sealed record Cached(float[] Data, long Rows, long Cols, string[] Ids, long[]? Labels);
+
+    /// <summary>The dataset's N×D features at a layer: computed once per run and shared by every step that asks for the
+    /// same layer and pooling (embeddings, nearest-neighbours, pca, tsne), through the run cache.</summary>
+    public static FeatureSet Collect(IAnalysisContext ctx, string layer, FeaturePool pool)
+    {
+        var key = $"loupe.embedding.features:{layer}:{pool}";
+        if (ctx.RunCache.TryGetValue(key, out var hit) && hit is Cached c)
+        {
+            ctx.Progress(0.9, "features reused from an earlier step");
+            return new FeatureSet(tensor(c.Data, [c.Rows, c.Cols]), c.Ids, c.Labels);
+        }
+        var fs = Stream(ctx, layer, pool);
+        if ((long)fs.N * fs.D <= MaxCachedFloats)
+            ctx.RunCache[key] = new Cached(fs.X.data<float>().ToArray(), fs.N, fs.D, fs.Ids, fs.Labels);
+        return fs;
+    }
+
     /// <summary>Streams the data source once through the model and keeps only the N×D feature matrix
     /// (never the images). One dispose scope per batch.</summary>
-    public static FeatureSet Collect(IAnalysisContext ctx, string layer, FeaturePool pool)
+    static FeatureSet Stream(IAnalysisContext ctx, string layer, FeaturePool pool)
     {
         var chunks = new List<float[]>();
         var ids = new List<string>();
