@@ -29,29 +29,10 @@ public static class Perturbation
             Fill.Zero => zeros_like(x),
             Fill.Mean => x.mean([2, 3], keepdim: true).expand_as(x).contiguous(),
             Fill.Black => spec.Normalize(zeros_like(x)),
-            _ => Blur(x, blurSigma),
+            _ => ImageOps.GaussianBlur(x, blurSigma),
         };
         return scope.MoveToOuter(r);
     }
-
-    /// <summary>Separable Gaussian blur (reflect padding; replicate when the image is smaller than the kernel).</summary>
-    public static Tensor Blur(Tensor x, double sigma)
-    {
-        using var scope = NewDisposeScope();
-        sigma = Math.Max(0.5, sigma);
-        int radius = (int)Math.Ceiling(3 * sigma);
-        var k1 = arange(-radius, radius + 1, dtype: ScalarType.Float32);
-        k1 = exp(-(k1 * k1) / (float)(2 * sigma * sigma));
-        k1 = k1 / k1.sum();
-        long c = x.shape[1];
-        var kh = k1.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous();
-        var kw = k1.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous();
-        var mode = radius < x.shape[2] && radius < x.shape[3] ? PaddingModes.Reflect : PaddingModes.Replicate;
-        var padded = nn.functional.pad(x, [radius, radius, radius, radius], mode);
-        var b = nn.functional.conv2d(nn.functional.conv2d(padded, kh, groups: c), kw, groups: c);
-        return scope.MoveToOuter(b);
-    }
-
 
     /// <summary>Scores of the target for every input × mask: x ⊙ (1 − M) + fill ⊙ M for masks M (P×1×H×W, 1 = removed),
     /// all images of the batch × a chunk of masks per forward pass. Returns N×P.</summary>

@@ -78,10 +78,10 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>
                 Baseline.Zero => zeros_like(x),
                 Baseline.Mean => x.mean([2, 3], keepdim: true).expand_as(x).contiguous(),
                 Baseline.Black => ctx.Input.Normalize(zeros_like(x)),
-                _ => Maps.Blur(x, o.BlurSigma),
+                _ => ImageOps.GaussianBlur(x, o.BlurSigma),
             };
             var counts = Enumerable.Range(0, o.Steps + 1).Select(k => (long)Math.Round(k * (double)units / o.Steps)).ToArray();
-            long chunk = Math.Max(1, Maps.CopiesPerForward(o.MicroBatch, x) / n);
+            long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch) / n);
             var parts = new List<Tensor>();
             for (long k0 = 0; k0 < counts.Length; k0 += chunk)
             {

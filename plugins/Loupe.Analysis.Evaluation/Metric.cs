@@ -181,27 +181,6 @@ public static class Maps
         }
     }
 
-    /// <summary>Copies per forward pass: explicit, or as many as 64 RGB 224² images hold (8..1024), as the perturbation methods.</summary>
-    public static long CopiesPerForward(int? microBatch, Tensor x) =>
-        microBatch ?? Math.Clamp(64L * 3 * 224 * 224 / (x.shape[1] * x.shape[2] * x.shape[3]), 8, 1024);
-
-    /// <summary>Separable Gaussian blur (reflect padding; replicate when the image is smaller than the kernel).</summary>
-    public static Tensor Blur(Tensor x, double sigma)
-    {
-        using var scope = NewDisposeScope();
-        sigma = Math.Max(0.5, sigma);
-        int radius = (int)Math.Ceiling(3 * sigma);
-        var k1 = arange(-radius, radius + 1, dtype: ScalarType.Float32);
-        k1 = exp(-(k1 * k1) / (float)(2 * sigma * sigma));
-        k1 = k1 / k1.sum();
-        long c = x.shape[1];
-        var kh = k1.view(1, 1, -1, 1).expand(c, 1, -1, 1).contiguous();
-        var kw = k1.view(1, 1, 1, -1).expand(c, 1, 1, -1).contiguous();
-        var mode = radius < x.shape[2] && radius < x.shape[3] ? PaddingModes.Reflect : PaddingModes.Replicate;
-        var padded = nn.functional.pad(x, [radius, radius, radius, radius], mode);
-        return scope.MoveToOuter(nn.functional.conv2d(nn.functional.conv2d(padded, kh, groups: c), kw, groups: c));
-    }
-
     /// <summary>Object masks from display pixels in [0,1] (N×C×H×W): pixel (max over channels) &gt; threshold. N×H×W bool.</summary>
     public static Tensor ObjectMask(Tensor pixels, double threshold)
     {

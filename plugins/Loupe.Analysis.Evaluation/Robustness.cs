@@ -50,7 +50,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>
                 throw new LoupeException($"the maps of '{o.Of!.Id}' have shape ({string.Join("×", result.Map.shape)}), not the input's {h}×{w}: infidelity needs input-resolution maps");
             phi = phi.expand(n, c, h, w);
             var (fx, _, sel) = Explain.Scores(ctx, x, result.Selection, 0);
-            long chunk = Math.Max(1, Maps.CopiesPerForward(o.MicroBatch, x) / n);
+            long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch) / n);
             var sum = zeros(n, dtype: ScalarType.Float64);
             for (long s0 = 0; s0 < o.Samples; s0 += chunk)
             {
