@@ -17,17 +17,9 @@ public static class Env
         torch.set_num_threads(1);
     }
 
-    public static string RepoRoot { get; } = FindRoot();
+    public static string RepoRoot => Loupe.Testing.RepoPaths.Root;
 
-    static string FindRoot()
-    {
-        var dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
-        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
-    }
-
-    public static string Configuration { get; } =
-        typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+    public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
     public static string CliDirectory => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0");
     public static string CliDll => Path.Combine(CliDirectory, "loupe.dll");
@@ -36,12 +28,7 @@ public static class Env
     public static string Samples => Path.Combine(RepoRoot, "samples");
     public static string Yaml(string path) => path.Replace("\\", "/");
 
-    public static string TempDir()
-    {
-        var d = Path.Combine(Path.GetTempPath(), $"loupe-embedding-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(d);
-        return d;
-    }
+    public static string TempDir() => Loupe.Testing.RepoPaths.TempDir("loupe-embedding");
 
     /// <summary>A pipeline over the demo CNN and the first <paramref name="limit"/> shipped Fashion-MNIST test images,
     /// (the embedding plugin is built in).</summary>

@@ -12,29 +12,16 @@ public static class Env
 {
     static Env() => torch.set_num_threads(1);
 
-    public static string RepoRoot { get; } = FindRoot();
+    public static string RepoRoot => Loupe.Testing.RepoPaths.Root;
 
-    static string FindRoot()
-    {
-        var dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
-        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
-    }
-
-    public static string Configuration { get; } =
-        typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+    public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
     public static string BuiltInPlugins => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0", "plugins");
     public static string Samples => Path.Combine(RepoRoot, "samples");
     public static string DemoWeights => Yaml(Path.Combine(Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"));
     public static string DemoImages => Yaml(Path.Combine(Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"));
 
-    public static string TempDir()
-    {
-        var d = Path.Combine(Path.GetTempPath(), $"loupe-eval-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(d);
-        return d;
-    }
+    public static string TempDir() => Loupe.Testing.RepoPaths.TempDir("loupe-eval");
 
     public static string Yaml(string path) => path.Replace("\\", "/");
 

@@ -20,31 +20,18 @@ public static class Env
         torch.set_num_threads(1);
     }
 
-    public static string RepoRoot { get; } = FindRoot();
-
-    static string FindRoot()
-    {
-        var dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
-        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
-    }
+    public static string RepoRoot => Loupe.Testing.RepoPaths.Root;
 
     /// <summary>tests/fixtures/onnx: the ONNX fixtures and the script that made them.</summary>
     public static string FixtureRoot => Path.Combine(RepoRoot, "tests", "fixtures", "onnx");
 
-    public static string Configuration { get; } =
-        typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+    public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
     public static string Fixture(string name) => Path.Combine(FixtureRoot, name);
     public static string LoupeFixture(string name) => Path.Combine(RepoRoot, "tests", "fixtures", name);
     public static string PluginDirectory => Path.Combine(RepoRoot, "plugins", "Loupe.Models.Onnx", "bin", Configuration, "net10.0");
 
-    public static string TempDir()
-    {
-        var d = Path.Combine(Path.GetTempPath(), $"loupe-onnx-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(d);
-        return d;
-    }
+    public static string TempDir() => Loupe.Testing.RepoPaths.TempDir("loupe-onnx");
 
     public static readonly ModelLoadContext Context = new("/", 0);
 

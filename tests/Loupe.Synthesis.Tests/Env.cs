@@ -12,29 +12,16 @@ public static class Env
 {
     static Env() => torch.set_num_threads(1);
 
-    public static string RepoRoot { get; } = FindRoot();
+    public static string RepoRoot => Loupe.Testing.RepoPaths.Root;
 
-    static string FindRoot()
-    {
-        var dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
-        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
-    }
-
-    public static string Configuration { get; } =
-        typeof(Env).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+    public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
     public static string BuiltInPlugins => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0", "plugins");
     public static string Demo(string file) => Y(Path.Combine(RepoRoot, "samples", "models", "fashion-cnn", file));
     public static string Samples(string rel) => Y(Path.Combine(RepoRoot, "samples", rel));
     public static string Y(string p) => p.Replace("\\", "/");
 
-    public static string TempDir()
-    {
-        var d = Path.Combine(Path.GetTempPath(), $"loupe-synth-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(d);
-        return d;
-    }
+    public static string TempDir() => Loupe.Testing.RepoPaths.TempDir("loupe-synth");
 
     /// <summary>A pipeline on the shipped demo CNN (no data unless given).</summary>
     public static string DemoPipeline(string steps, int seed = 0, string data = "") => Write($"""

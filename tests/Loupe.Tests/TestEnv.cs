@@ -18,17 +18,9 @@ public static class TestEnv
         torch.set_num_threads(1);
     }
 
-    public static string RepoRoot { get; } = FindRoot();
+    public static string RepoRoot => Loupe.Testing.RepoPaths.Root;
 
-    static string FindRoot()
-    {
-        var dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
-        return dir ?? throw new InvalidOperationException("Framework.sln not found above " + AppContext.BaseDirectory);
-    }
-
-    public static string Configuration { get; } =
-        typeof(TestEnv).Assembly.GetCustomAttribute<AssemblyConfigurationAttribute>()?.Configuration ?? "Debug";
+    public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
     public static string CliDirectory => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0");
     public static string CliDll => Path.Combine(CliDirectory, "loupe.dll");
@@ -38,12 +30,7 @@ public static class TestEnv
     public static string Samples => Path.Combine(RepoRoot, "samples");
 
     /// <summary>A fresh temporary folder.</summary>
-    public static string TempDir(string prefix = "loupe-test")
-    {
-        var d = Path.Combine(Path.GetTempPath(), $"{prefix}-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(d);
-        return d;
-    }
+    public static string TempDir(string prefix = "loupe-test") => Loupe.Testing.RepoPaths.TempDir(prefix);
 
     /// <summary>Writes a pipeline file into a temp folder and returns its path.</summary>
     public static string Pipeline(string yaml, string? dir = null)
