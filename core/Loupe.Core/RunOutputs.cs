@@ -1,0 +1,120 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+using TorchSharp;
+
+namespace Loupe.Core;
+
+/// <summary>Run-level outputs: the manifest skeleton, the metrics table and the methods × images comparison.</summary>
+public static partial class PipelineRunner
+{
+    /// <summary>Every metric of every step (e.g. each faithfulness metric × each attribution step it measures, as
+    /// mean and std over images) in one table: <c>metrics.csv</c> and the manifest's <c>metricsTable</c>.</summary>
+    static void WriteMetricsTable(string outDir, PreparedRun run, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest)
+    {
+        var rows = new List<(string Step, string Uses, string Of, string Metric, double Value)>();
+        for (int i = 0; i < run.Steps.Count; i++)
+        {
+            if (stepRecords[i]["metrics"] is not JsonObject metrics) continue;
+            var step = run.Steps[i];
+            var of = OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink))
+                .Select(p => (p.GetValue(step.Options) as StepLink)?.Id).FirstOrDefault(x => x is not null) ?? "";
+            foreach (var (name, value) in metrics)
+                if (value is JsonValue v && v.TryGetValue<double>(out var d)) rows.Add((step.Spec.Id, step.Spec.Uses, of, name, d));
+        }
+        if (rows.Count == 0) return;
+        static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
+        var sb = new System.Text.StringBuilder("step,uses,of,metric,value\n");
+        foreach (var r in rows)
+            sb.Append($"{Csv(r.Step)},{Csv(r.Uses)},{Csv(r.Of)},{Csv(r.Metric)},{r.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}\n");
+        AtomicFile.Write(Path.Combine(outDir, "metrics.csv"), System.Text.Encoding.UTF8.GetBytes(sb.ToString()));
+        artifacts.Add(new ArtifactRecord("metrics", null, "data", "metrics.csv", [rows.Count, 5], "csv", null, "metrics"));
+        manifest["metricsTable"] = new JsonArray(rows.GroupBy(r => r.Step).Select(g => (JsonNode)new JsonObject
+        {
+            ["step"] = g.Key, ["uses"] = g.First().Uses, ["of"] = g.First().Of.Length == 0 ? null : g.First().Of,
+            ["metrics"] = new JsonObject(g.Select(r => KeyValuePair.Create(r.Metric, (JsonNode?)JsonValue.Create(r.Value)))),
+        }).ToArray());
+    }
+
+    /// <summary>Methods × images: when two or more steps wrote a per-input display image for the same inputs, one grid
+    /// (rows: the first 8 shared inputs; columns: the steps in pipeline order, each step's first per-input image).</summary>
+    static void WriteComparison(string outDir, List<ArtifactRecord> artifacts, JsonObject manifest)
+    {
+        var perStep = artifacts.Where(a => a.Kind == "display" && a.Input is not null)
+            .GroupBy(a => a.Step)
+            .Select(g => (Step: g.Key, Name: g.First().Name, ByInput: g.Where(a => a.Name == g.First().Name).GroupBy(a => a.Input!).ToDictionary(x => x.Key, x => x.First())))
+            .ToList();
+        // Only per-input overlays of the common size (sheets of several channels, plots etc. are left out).
+        var size = perStep.Select(s => (s.ByInput.Values.First().Shape[0], s.ByInput.Values.First().Shape[1]))
+            .GroupBy(x => x).OrderByDescending(g => g.Count()).FirstOrDefault()?.Key;
+        perStep = perStep.Where(s => (s.ByInput.Values.First().Shape[0], s.ByInput.Values.First().Shape[1]) == size).ToList();
+        if (perStep.Count < 2) return;
+        var inputs = perStep[0].ByInput.Keys.Where(i => perStep.Count(s => s.ByInput.ContainsKey(i)) >= 2).Take(8).ToList();
+        if (inputs.Count == 0) return;
+        var tiles = new List<RgbImage>();
+        foreach (var input in inputs)
+            foreach (var s in perStep)
+            {
+                if (!s.ByInput.TryGetValue(input, out var a)) { tiles.Add(RgbImage.Blank(1, 1)); continue; }
+                using var img = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.Rgb24>(Path.Combine(outDir, a.Path));
+                var px = new byte[img.Width * img.Height * 3];
+                img.CopyPixelDataTo(px);
+                tiles.Add(new RgbImage(img.Width, img.Height, px));
+            }
+        var grid = Display.Grid(tiles, perStep.Count);
+        AtomicFile.Write(Path.Combine(outDir, "comparison.png"), Png.Encode(grid));
+        artifacts.Add(new ArtifactRecord("comparison", null, "display", "comparison.png", [grid.Height, grid.Width, 3], "uint8", null, "comparison"));
+        manifest["comparison"] = new JsonObject
+        {
+            ["path"] = "comparison.png",
+            ["columns"] = new JsonArray(perStep.Select(s => (JsonNode)JsonValue.Create($"{s.Step}/{s.Name}")!).ToArray()),
+            ["rows"] = new JsonArray(inputs.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray()),
+        };
+    }
+
+    static JsonObject BuildManifest(PreparedRun run, RunRequest request, DateTimeOffset started)
+    {
+        var spec = run.Spec;
+        JsonArray Files(IEnumerable<string> files) => new(files.Select(f => (JsonNode)new JsonObject
+        {
+            ["path"] = f, ["sha256"] = File.Exists(f) ? PluginHost.Sha256File(f) : null,
+        }).ToArray());
+        return new JsonObject
+        {
+            ["loupe"] = typeof(PipelineRunner).Assembly.GetName().Version?.ToString(3),
+            ["runId"] = Guid.NewGuid().ToString("N"),
+            ["status"] = "running",
+            ["startedAt"] = started.ToString("o"),
+            ["pipelineFile"] = spec.File,
+            ["pipelineSha256"] = PluginHost.Sha256File(spec.File),
+            ["overrides"] = new JsonArray(request.Overrides.Select(o => (JsonNode)JsonValue.Create(o)!).ToArray()),
+            ["pipeline"] = Manifest.FromYaml(spec.Root),
+            ["seed"] = spec.Seed,
+            ["environment"] = new JsonObject
+            {
+                ["dotnet"] = Environment.Version.ToString(),
+                ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+                ["torchSharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
+                ["threads"] = torch.get_num_threads(),
+                ["contract"] = LoupeContract.Version,
+                ["plugins"] = JsonSerializer.SerializeToNode(run.Registry.Plugins, Manifest.JsonOptions),
+            },
+            ["model"] = new JsonObject
+            {
+                ["uses"] = spec.Model!.Uses,
+                ["options"] = Manifest.ToNode(run.ModelOptions),
+                ["input"] = JsonSerializer.SerializeToNode(run.Input, Manifest.JsonOptions),
+                ["labels"] = new JsonArray(run.Labels.Select(l => (JsonNode)JsonValue.Create(l)!).ToArray()),
+                ["files"] = Files(run.ModelFiles),
+            },
+            ["data"] = run.Data is null ? null : new JsonObject
+            {
+                ["uses"] = spec.Data!.Uses,
+                ["options"] = Manifest.ToNode(run.DataOptions!),
+                ["count"] = run.Data.Count,
+                ["files"] = Files(run.Data.Files),
+            },
+            ["warnings"] = new JsonArray(run.Warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray()),
+        };
+    }
+}

@@ -1,0 +1,94 @@
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+
+namespace Loupe.Core;
+
+/// <summary>Receives run events (the CLI draws progress from them).</summary>
+public interface IRunObserver
+{
+    /// <summary>A step starts.</summary>
+    void StepStarted(string stepId, string uses, int index, int count) { }
+    /// <summary>Progress within a step, in [0,1].</summary>
+    void StepProgress(string stepId, double fraction, string? message) { }
+    /// <summary>A step ended.</summary>
+    void StepFinished(string stepId, string status, TimeSpan duration, string? error) { }
+    /// <summary>A warning.</summary>
+    void Warning(string message) { }
+}
+
+/// <summary>How to run a pipeline.</summary>
+public sealed record RunRequest(string PipelineFile)
+{
+    /// <summary><c>--set key=value</c> overrides.</summary>
+    public IReadOnlyList<string> Overrides { get; init; } = [];
+    /// <summary>Explicit output folder (<c>--out</c>); must not exist or be empty.</summary>
+    public string? OutDir { get; init; }
+    /// <summary>Folders of built-in plugins.</summary>
+    public IReadOnlyList<string> PluginDirectories { get; init; } = [PluginHost.DefaultPluginDirectory];
+    /// <summary>Event receiver.</summary>
+    public IRunObserver? Observer { get; init; }
+    /// <summary>In-process registrars added after the plugin folders (for hosts that embed Loupe, and tests).</summary>
+    public IReadOnlyList<IPluginRegistrar> Registrars { get; init; } = [];
+}
+
+/// <summary>Outcome of a run.</summary>
+public sealed record RunResult(int ExitCode, string? OutDir, JsonObject? Manifest, IReadOnlyList<PipelineError> Errors);
+
+/// <summary>A resolved, bound and validated step, ready to run.</summary>
+public sealed record PreparedStep(StepSpec Spec, ComponentDescriptor Descriptor, IAnalysis Analysis, object Options, ITarget Target);
+
+/// <summary>A validated pipeline with its model and data opened. Dispose it.</summary>
+public sealed class PreparedRun : IDisposable
+{
+    /// <summary>The parsed pipeline.</summary>
+    public required PipelineSpec Spec { get; init; }
+    /// <summary>The registry.</summary>
+    public required ComponentRegistry Registry { get; init; }
+    /// <summary>The model.</summary>
+    public required IModel Model { get; init; }
+    /// <summary>Model options.</summary>
+    public required object ModelOptions { get; init; }
+    /// <summary>Effective input spec.</summary>
+    public required InputSpec Input { get; init; }
+    /// <summary>Labels.</summary>
+    public required IReadOnlyList<string> Labels { get; init; }
+    /// <summary>Model files.</summary>
+    public required IReadOnlyList<string> ModelFiles { get; init; }
+    /// <summary>Data source (null if none).</summary>
+    public IDataSource? Data { get; init; }
+    /// <summary>Data options.</summary>
+    public object? DataOptions { get; init; }
+    /// <summary>Steps.</summary>
+    public required IReadOnlyList<PreparedStep> Steps { get; init; }
+    /// <summary>Warnings found while preparing.</summary>
+    public required List<string> Warnings { get; init; }
+    /// <summary>Values shared by the steps of this run (<see cref="IAnalysisContext.RunCache"/>).</summary>
+    public System.Collections.Concurrent.ConcurrentDictionary<string, object> Cache { get; } = new();
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        Data?.Dispose();
+        Model.Dispose();
+        Registry.Dispose();
+    }
+}
+
+/// <summary>YAML <c>model.input</c>: overrides the model's default preprocessing.</summary>
+public sealed record InputOptions
+{
+    /// <summary>[height, width] (one value: square).</summary>
+    public int[]? Size { get; init; }
+    /// <summary>Channel count (1 or 3).</summary>
+    public int? Channels { get; init; }
+    /// <summary>Per-channel mean (applied after ÷255).</summary>
+    public float[]? Mean { get; init; }
+    /// <summary>Per-channel std.</summary>
+    public float[]? Std { get; init; }
+
+    /// <summary>The spec with these overrides applied.</summary>
+    public InputSpec Apply(InputSpec s) => new(
+        Channels ?? s.Channels,
+        Size is { Length: > 0 } ? Size[0] : s.Height,
+        Size is { Length: > 1 } ? Size[1] : Size is { Length: 1 } ? Size[0] : s.Width,
+        Mean ?? s.Mean, Std ?? s.Std);
+}
