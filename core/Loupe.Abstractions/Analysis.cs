@@ -90,12 +90,61 @@ public interface IAnalysisContext
     /// <summary>Values shared by all steps of one run (same model, same data), e.g. a layer's dataset features, so
     /// that steps reading the same thing do not each re-run the model. Store managed data, never live tensors.</summary>
     IDictionary<string, object> RunCache => new Dictionary<string, object>();
+
+    /// <summary>Feeds a layer's activations over the whole dataset to the pass's consumer and returns it. In a host run the
+    /// forward pass is shared: every consumer planned by any step (<see cref="IPlansLayerPasses"/>) that is not fed yet
+    /// rides along — all layers captured in one forward — and a consumer whose <see cref="LayerPass.Key"/> was already
+    /// fed is returned without touching the model. Without a host, one standalone pass.</summary>
+    ILayerConsumer RunLayerPass(LayerPass pass)
+    {
+        var consumer = pass.Create();
+        long rows = 0;
+        foreach (var (batch, activation) in Explain.LayerBatches(this, pass.Layer))
+        {
+            using var scope = NewDisposeScope();
+            consumer.Consume(batch, activation);
+            rows += batch.Ids.Length;
+            if (InputCount is > 0) Progress(0.8 * rows / InputCount.Value, $"forward pass {rows}/{InputCount}");
+        }
+        return consumer;
+    }
+}
+
+/// <summary>Folds one layer's activations over the dataset, batch by batch, into a small state (a feature matrix, a
+/// top-k, statistics). Consumers never keep the activation tensor: it is valid only during the call.</summary>
+public interface ILayerConsumer
+{
+    /// <summary>One batch, in dataset order: the batch and the layer's activation for it (N×…).</summary>
+    void Consume(InputBatch batch, Tensor activation);
+}
+
+/// <summary>A step's need for a layer's activations over the dataset. Consumers with the same <paramref name="Key"/>
+/// are one consumer, shared by all steps that ask for it, so the key must name everything the result depends on
+/// (layer, options).</summary>
+/// <param name="Layer">Layer to capture.</param>
+/// <param name="Key">Identity of the folded result.</param>
+/// <param name="Create">Makes an empty consumer.</param>
+public sealed record LayerPass(string Layer, string Key, Func<ILayerConsumer> Create);
+
+/// <summary>Implemented by analyses that read layer activations over the whole dataset. Before any step runs, the host
+/// collects every step's passes; the first <see cref="IAnalysisContext.RunLayerPass"/> of the run then feeds all of them
+/// in one forward pass over the data, so <c>embeddings</c>, <c>max-patches</c> and <c>activations</c> on one dataset do
+/// not each re-run the model.</summary>
+public interface IPlansLayerPasses
+{
+    /// <summary>The passes this step will ask for with these options (same keys as at run time).</summary>
+    IEnumerable<LayerPass> PlanLayerPasses(object options);
 }
 
 /// <summary>What a validating analysis may check.</summary>
 /// <param name="Layers">Layer names of the model.</param>
 /// <param name="Capabilities">Capabilities of the model.</param>
-public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, ModelCapabilities Capabilities, IModel Model);
+public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, ModelCapabilities Capabilities, IModel Model)
+{
+    /// <summary>Number of inputs of the data source. The host validates twice: first with this null (before the data is
+    /// opened), then — when the source knows its size — again with it set; checks that need it run only when it is set.</summary>
+    public long? InputCount { get; init; }
+}
 
 /// <summary>A technique. Derive from <see cref="Analysis{TOptions}"/>.</summary>
 public interface IAnalysis : IHasOptions

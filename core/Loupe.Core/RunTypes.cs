@@ -64,9 +64,13 @@ public sealed class PreparedRun : IDisposable
     public required List<string> Warnings { get; init; }
     /// <summary>Values shared by the steps of this run (<see cref="IAnalysisContext.RunCache"/>).</summary>
     public System.Collections.Concurrent.ConcurrentDictionary<string, object> Cache { get; } = new();
+    LayerPasses? _passes;
+    /// <summary>The run's shared dataset passes.</summary>
+    internal LayerPasses LayerPasses => _passes ??= new(this);
     /// <inheritdoc/>
     public void Dispose()
     {
+        _passes?.Dispose();
         Data?.Dispose();
         Model.Dispose();
         Registry.Dispose();

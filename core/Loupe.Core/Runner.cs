@@ -164,6 +164,16 @@ public static partial class PipelineRunner
                 }
                 if (data.Count == 0)
                     throw new PipelineException([new(file, (int)spec.Data!.Mark.Line, (int)spec.Data.Mark.Column, $"data '{spec.Data.Uses}': the data source is empty")]);
+                // Checks that depend on the number of inputs (e.g. t-SNE's perplexity): every other check passed above,
+                // so whatever this second round reports is new.
+                if (data.Count is { } count)
+                {
+                    var dctx = vctx with { InputCount = count };
+                    foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
+                        foreach (var msg in st.Analysis.Validate(st.Options, dctx))
+                            errors.Add(new(file, (int)(st.Spec.With?.Start.Line ?? st.Spec.Mark.Line), (int)(st.Spec.With?.Start.Column ?? st.Spec.Mark.Column), $"step '{st.Spec.Id}' ({st.Spec.Uses}): {msg}"));
+                    if (errors.Count > 0) { data.Dispose(); throw new PipelineException(errors); }
+                }
             }
             return new PreparedRun
             {
@@ -318,6 +328,8 @@ public static partial class PipelineRunner
             manifest["status"] = status;
             manifest["finishedAt"] = status == "running" ? null : DateTimeOffset.Now.ToString("o");
             manifest["artifacts"] = JsonSerializer.SerializeToNode(artifacts, Manifest.JsonOptions);
+            // Run-level warnings also arrive while steps run (e.g. a data source skipping an unreadable image).
+            manifest["warnings"] = new JsonArray(run.Warnings.Distinct().Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
             Manifest.Write(outDir, manifest);
         }
         Save("running");
@@ -340,6 +352,7 @@ public static partial class PipelineRunner
             rec["options"] = Manifest.ToNode(step.Options);
             rec["target"] = step.Target.Describe();
             var sw = Stopwatch.StartNew();
+            int runWarnings = run.Warnings.Count;
             string status; string? error = null;
             try
             {
@@ -372,6 +385,7 @@ public static partial class PipelineRunner
             if (metrics.Count > 0) rec["metrics"] = JsonSerializer.SerializeToNode(metrics, Manifest.JsonOptions);
             // Tensors created on this thread and still alive after the step, relative to before the first step (0 = no leak).
             rec["liveTensorDelta"] = LiveTensors() - baselineTensors;
+            foreach (var w in run.Warnings.Skip(runWarnings).Distinct()) observer?.Warning(w);
             observer?.StepFinished(step.Spec.Id, status, sw.Elapsed, error);
             Save("running");
         }

@@ -55,7 +55,7 @@ public sealed record ActivationsOptions
 /// <summary>Layer activation maps, upsampled to the input (bilinear) and overlaid, with optional thresholding by a value,
 /// a per-channel dataset quantile, or mean + k·σ. Statistics for quantile/sigma come from a first streaming pass at
 /// layer resolution (quantiles are exact up to 2^20 values per channel, from a uniform reservoir beyond).</summary>
-public sealed class Activations : Analysis<ActivationsOptions>
+public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasses
 {
     const int ReservoirSize = 1 << 20;
 
@@ -134,53 +134,30 @@ public sealed class Activations : Analysis<ActivationsOptions>
         return order.data<long>().Take(top).Select(v => (int)v).ToArray();
     }
 
+    /// <summary>The shared dataset pass that gathers a layer's per-channel statistics (sums and a seeded reservoir).</summary>
+    public static LayerPass StatsPass(string layer) => new(layer, $"loupe.activations.stats:{layer}", () => new StatsConsumer(layer));
+
+    /// <inheritdoc/>
+    public IEnumerable<LayerPass> PlanLayerPasses(object options) =>
+        ((ActivationsOptions)options).Threshold.Mode is ThresholdMode.Quantile or ThresholdMode.Sigma ? [StatsPass(((ActivationsOptions)options).Layer)] : [];
+
     static float[] DatasetThresholds(ActivationsOptions options, IAnalysisContext ctx)
     {
-        var rng = new Random(ctx.Seed);
-        List<float>[]? reservoirs = null;
-        long[]? seen = null;
-        double[]? sum = null, sumSq = null;
-        foreach (var (_, a) in Explain.LayerBatches(ctx, options.Layer))
-        {
-            using var scope = NewDisposeScope();
-            long k = a.shape[1];
-            CheckChannels(options, k);
-            reservoirs ??= Enumerable.Range(0, (int)k).Select(_ => new List<float>()).ToArray();
-            seen ??= new long[k]; sum ??= new double[k]; sumSq ??= new double[k];
-            var perChannel = a.transpose(0, 1).reshape(k, -1).to(ScalarType.Float64);
-            var s1 = perChannel.sum(1).data<double>().ToArray();
-            var s2 = (perChannel * perChannel).sum(1).data<double>().ToArray();
-            var values = a.transpose(0, 1).reshape(k, -1).contiguous().data<float>().ToArray();
-            long per = values.Length / k;
-            for (int c = 0; c < k; c++)
-            {
-                sum[c] += s1[c]; sumSq[c] += s2[c];
-                var r = reservoirs[c];
-                for (long j = 0; j < per; j++)
-                {
-                    seen[c]++;
-                    if (r.Count < ReservoirSize) r.Add(values[c * per + j]);
-                    else
-                    {
-                        long pick = rng.NextInt64(seen[c]);
-                        if (pick < ReservoirSize) r[(int)pick] = values[c * per + j];
-                    }
-                }
-            }
-        }
-        if (reservoirs is null) throw new LoupeException("the data source produced no inputs");
-        var result = new float[reservoirs.Length];
+        var stats = (StatsConsumer)ctx.RunLayerPass(StatsPass(options.Layer));
+        if (stats.Reservoirs is null) throw new LoupeException("the data source produced no inputs");
+        CheckChannels(options, stats.Reservoirs.Length);
+        var result = new float[stats.Reservoirs.Length];
         for (int c = 0; c < result.Length; c++)
         {
             if (options.Threshold.Mode == ThresholdMode.Sigma)
             {
-                double mean = sum![c] / seen![c];
-                double sd = Math.Sqrt(Math.Max(0, sumSq![c] / seen[c] - mean * mean));
+                double mean = stats.Sum![c] / stats.Seen![c];
+                double sd = Math.Sqrt(Math.Max(0, stats.SumSq![c] / stats.Seen[c] - mean * mean));
                 result[c] = (float)(mean + options.Threshold.K * sd);
             }
             else
             {
-                var sorted = reservoirs[c].ToArray();
+                var sorted = stats.Reservoirs[c].ToArray();
                 Array.Sort(sorted);
                 // Linear interpolation between order statistics (NumPy's default 'linear' method).
                 double pos = options.Threshold.Quantile * (sorted.Length - 1);
@@ -190,6 +167,46 @@ public sealed class Activations : Analysis<ActivationsOptions>
         }
         ctx.Output.Raw("thresholds", null, new NdArray(result, [result.Length]));
         return result;
+    }
+
+    /// <summary>Per-channel count, sum, sum of squares and a uniform reservoir of up to 2^20 values (seeded by the layer
+    /// name, so every step that shares the pass sees the same sample).</summary>
+    sealed class StatsConsumer(string layer) : ILayerConsumer
+    {
+        readonly Random _rng = new(StableHash(layer));
+        public List<float>[]? Reservoirs;
+        public long[]? Seen;
+        public double[]? Sum, SumSq;
+
+        static int StableHash(string s) { unchecked { int h = 17; foreach (var ch in s) h = h * 31 + ch; return h & int.MaxValue; } }
+
+        public void Consume(InputBatch batch, Tensor a)
+        {
+            using var scope = NewDisposeScope();
+            long k = a.shape[1];
+            Reservoirs ??= Enumerable.Range(0, (int)k).Select(_ => new List<float>()).ToArray();
+            Seen ??= new long[k]; Sum ??= new double[k]; SumSq ??= new double[k];
+            var perChannel = a.transpose(0, 1).reshape(k, -1).to(ScalarType.Float64);
+            var s1 = perChannel.sum(1).data<double>().ToArray();
+            var s2 = (perChannel * perChannel).sum(1).data<double>().ToArray();
+            var values = a.transpose(0, 1).reshape(k, -1).contiguous().data<float>().ToArray();
+            long per = values.Length / k;
+            for (int c = 0; c < k; c++)
+            {
+                Sum[c] += s1[c]; SumSq[c] += s2[c];
+                var r = Reservoirs[c];
+                for (long j = 0; j < per; j++)
+                {
+                    Seen[c]++;
+                    if (r.Count < ReservoirSize) r.Add(values[c * per + j]);
+                    else
+                    {
+                        long pick = _rng.NextInt64(Seen[c]);
+                        if (pick < ReservoirSize) r[(int)pick] = values[c * per + j];
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -35,6 +35,15 @@ public record FeatureOptions
     public FeaturePool Pool { get; init; } = FeaturePool.Avg;
 }
 
+/// <summary>Base of the techniques that work on a layer's dataset features: they read the run's shared dataset pass.</summary>
+public abstract class FeatureAnalysis<TOptions> : Analysis<TOptions>, IPlansLayerPasses where TOptions : FeatureOptions, new()
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
+    /// <inheritdoc/>
+    public IEnumerable<LayerPass> PlanLayerPasses(object options) => [Features.Pass(((TOptions)options).Layer, ((TOptions)options).Pool)];
+}
+
 /// <summary>The N×D feature matrix of a dataset at one layer (float32, CPU), with ids and labels.</summary>
 public sealed class FeatureSet(Tensor features, string[] ids, long[]? labels) : IDisposable
 {
@@ -68,52 +77,42 @@ public static class Features
         _ => pool == FeaturePool.Avg && a.dim() == 3 ? a.mean([2]) : a.flatten(1),
     };
 
-    /// <summary>Largest feature matrix kept in the run cache (floats): 64 M = 256 MB.</summary>
-    public const long MaxCachedFloats = 64L << 20;
+    /// <summary>The shared dataset pass that folds a layer's activations into the N×D feature matrix.</summary>
+    public static LayerPass Pass(string layer, FeaturePool pool) => new(layer, $"loupe.embedding.features:{layer}:{pool}", () => new Consumer(pool));
 
-    sealed record Cached(float[] Data, long Rows, long Cols, string[] Ids, long[]? Labels);
+    /// <summary>The dataset's N×D features at a layer, from the run's shared pass: computed once per run for every step
+    /// that asks for the same layer and pooling (embeddings, nearest-neighbours, pca, tsne), in the same forward pass
+    /// as the other dataset steps (max-patches, activation statistics).</summary>
+    public static FeatureSet Collect(IAnalysisContext ctx, string layer, FeaturePool pool) =>
+        ((Consumer)ctx.RunLayerPass(Pass(layer, pool))).ToFeatureSet();
 
-    /// <summary>The dataset's N×D features at a layer: computed once per run and shared by every step that asks for the
-    /// same layer and pooling (embeddings, nearest-neighbours, pca, tsne), through the run cache.</summary>
-    public static FeatureSet Collect(IAnalysisContext ctx, string layer, FeaturePool pool)
+    /// <summary>Keeps only the pooled N×D features (never the images or the activations).</summary>
+    sealed class Consumer(FeaturePool pool) : ILayerConsumer
     {
-        var key = $"loupe.embedding.features:{layer}:{pool}";
-        if (ctx.RunCache.TryGetValue(key, out var hit) && hit is Cached c)
-        {
-            ctx.Progress(0.9, "features reused from an earlier step");
-            return new FeatureSet(tensor(c.Data, [c.Rows, c.Cols]), c.Ids, c.Labels);
-        }
-        var fs = Stream(ctx, layer, pool);
-        if ((long)fs.N * fs.D <= MaxCachedFloats)
-            ctx.RunCache[key] = new Cached(fs.X.data<float>().ToArray(), fs.N, fs.D, fs.Ids, fs.Labels);
-        return fs;
-    }
+        readonly List<float[]> _chunks = [];
+        readonly List<string> _ids = [];
+        readonly List<long> _labels = [];
+        bool _allLabelled = true;
+        long _d = -1;
 
-    /// <summary>Streams the data source once through the model and keeps only the N×D feature matrix
-    /// (never the images). One dispose scope per batch.</summary>
-    static FeatureSet Stream(IAnalysisContext ctx, string layer, FeaturePool pool)
-    {
-        var chunks = new List<float[]>();
-        var ids = new List<string>();
-        var labels = new List<long>();
-        bool allLabelled = true;
-        long d = -1;
-        long? total = ctx.InputCount;
-        foreach (var (batch, a) in Explain.LayerBatches(ctx, layer))
+        public void Consume(InputBatch batch, Tensor activation)
         {
             using var scope = NewDisposeScope();
-            var f = Pool(a, pool).to(ScalarType.Float32).cpu().contiguous();
-            if (d < 0) d = f.shape[1];
-            chunks.Add(f.data<float>().ToArray());
-            ids.AddRange(batch.Ids);
-            if (batch.Labels is { } l) labels.AddRange(l); else allLabelled = false;
-            if (total is > 0) ctx.Progress(0.9 * ids.Count / total.Value, $"features {ids.Count}/{total}");
+            var f = Pool(activation, pool).to(ScalarType.Float32).cpu().contiguous();
+            if (_d < 0) _d = f.shape[1];
+            _chunks.Add(f.data<float>().ToArray());
+            _ids.AddRange(batch.Ids);
+            if (batch.Labels is { } l) _labels.AddRange(l); else _allLabelled = false;
         }
-        if (ids.Count == 0) throw new LoupeException("the data source produced no inputs");
-        var all = new float[chunks.Sum(c => (long)c.Length)];
-        long o = 0;
-        foreach (var c in chunks) { c.CopyTo(all, o); o += c.Length; }
-        return new FeatureSet(tensor(all, [ids.Count, d]), ids.ToArray(), allLabelled && labels.Count == ids.Count ? labels.ToArray() : null);
+
+        public FeatureSet ToFeatureSet()
+        {
+            if (_ids.Count == 0) throw new LoupeException("the data source produced no inputs");
+            var all = new float[_chunks.Sum(c => (long)c.Length)];
+            long o = 0;
+            foreach (var c in _chunks) { c.CopyTo(all, o); o += c.Length; }
+            return new FeatureSet(tensor(all, [_ids.Count, _d]), _ids.ToArray(), _allLabelled && _labels.Count == _ids.Count ? _labels.ToArray() : null);
+        }
     }
 
     /// <summary>Second pass: the display pixels (C×H×W in [0,1], CPU clones) of the inputs at <paramref name="indices"/>

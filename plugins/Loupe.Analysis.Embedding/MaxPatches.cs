@@ -65,7 +65,7 @@ public sealed record MaxPatchesOptions
 /// the part of a field that lies outside the image is grey), <c>index.json</c>, <c>top-values.npy</c> (C×k, NaN
 /// where fewer positions exist), <c>top-positions.npy</c> (C×k×3: image row, y, x) and <c>receptive-field.json</c>.
 /// Boxes are [y0, x0, y1, x1] in input pixels, end-exclusive, clipped to the image.</summary>
-public sealed class MaxPatches : Analysis<MaxPatchesOptions>
+public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
@@ -79,15 +79,30 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>
             yield return "max-patches measures receptive fields by gradient support and needs a backend with gradients; this backend is forward-only";
     }
 
-    /// <summary>Streams the activations once and returns the top-k entries per selected channel (best first), the
-    /// channel list and the ids in row order.</summary>
-    public static (int[] Channels, TopEntry[][] Top, List<string> Ids) StreamTopK(IAnalysisContext ctx, string layer, int[]? channels, int k)
+    /// <summary>The shared dataset pass that keeps the top-k entries per channel.</summary>
+    public static LayerPass Pass(string layer, int[]? channels, int k) =>
+        new(layer, $"loupe.max-patches.topk:{layer}:{(channels is null ? "all" : string.Join(',', channels))}:{k}", () => new TopKConsumer(layer, channels, k));
+
+    /// <inheritdoc/>
+    public IEnumerable<LayerPass> PlanLayerPasses(object options)
     {
-        TopK[]? heaps = null;
-        int row = 0;
-        var ids = new List<string>();
-        long? total = ctx.InputCount;
-        foreach (var (batch, a) in Explain.LayerBatches(ctx, layer))
+        var o = (MaxPatchesOptions)options;
+        return [Pass(o.Layer, o.Channels, o.Top)];
+    }
+
+    /// <summary>The top-k entries per selected channel over the dataset (best first), the channel list and the ids in
+    /// row order — from the run's shared dataset pass.</summary>
+    public static (int[] Channels, TopEntry[][] Top, List<string> Ids) StreamTopK(IAnalysisContext ctx, string layer, int[]? channels, int k) =>
+        ((TopKConsumer)ctx.RunLayerPass(Pass(layer, channels, k))).Result();
+
+    /// <summary>Bounded heaps per channel: memory k × channels, independent of the dataset.</summary>
+    sealed class TopKConsumer(string layer, int[]? channels, int k) : ILayerConsumer
+    {
+        TopK[]? _heaps;
+        int _row;
+        readonly List<string> _ids = [];
+
+        public void Consume(InputBatch batch, Tensor a)
         {
             using var scope = NewDisposeScope();
             if (a.dim() != 4) throw new LoupeException($"layer '{layer}' is not spatial (N×C×H×W)");
@@ -95,11 +110,12 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>
             if (channels is null) channels = Enumerable.Range(0, (int)kc).ToArray();
             else if (channels.FirstOrDefault(c => c >= kc, -1) is var bad and >= 0)
                 throw new LoupeException($"option 'channels': index {bad} is out of range: layer '{layer}' has {kc} channels");
-            heaps ??= channels.Select(_ => new TopK(k)).ToArray();
+            _heaps ??= channels.Select(_ => new TopK(k)).ToArray();
             var sel = a.index_select(1, tensor(channels.Select(c => (long)c).ToArray())).to(ScalarType.Float32);
             var flat = sel.transpose(0, 1).reshape(channels.Length, -1);               // C' × (b·h·w), image-major
             int kk = (int)Math.Min(k, flat.shape[1]);
-            // A stable descending sort keeps ties in index order, so the kept set is deterministic.
+            // A stable descending sort keeps ties in index order, so the kept set is deterministic (topk is not stable:
+            // with ReLU zeros at the boundary it would pick arbitrary positions).
             var (vals, idx) = flat.sort(1, descending: true, stable: true);
             var v = vals.narrow(1, 0, kk).cpu().contiguous().data<float>().ToArray();
             var ix = idx.narrow(1, 0, kk).cpu().contiguous().data<long>().ToArray();
@@ -107,15 +123,18 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>
                 for (int t = 0; t < kk; t++)
                 {
                     long f = ix[c * kk + t];
-                    var e = new TopEntry(v[c * kk + t], row + (int)(f / (h * w)), (int)(f % (h * w) / w), (int)(f % w));
-                    if (!heaps[c].Offer(e)) break;   // sorted: nothing later in this row can enter
+                    var e = new TopEntry(v[c * kk + t], _row + (int)(f / (h * w)), (int)(f % (h * w) / w), (int)(f % w));
+                    if (!_heaps[c].Offer(e)) break;   // sorted: nothing later in this row can enter
                 }
-            row += (int)b;
-            ids.AddRange(batch.Ids);
-            if (total is > 0) ctx.Progress(0.7 * row / total.Value, $"top-k {row}/{total}");
+            _row += (int)b;
+            _ids.AddRange(batch.Ids);
         }
-        if (heaps is null) throw new LoupeException("the data source produced no inputs");
-        return (channels!, heaps.Select(hp => hp.Sorted()).ToArray(), ids);
+
+        public (int[] Channels, TopEntry[][] Top, List<string> Ids) Result()
+        {
+            if (_heaps is null) throw new LoupeException("the data source produced no inputs");
+            return (channels!, _heaps.Select(hp => hp.Sorted()).ToArray(), _ids);
+        }
     }
 
     /// <inheritdoc/>
@@ -130,6 +149,8 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>
         ctx.Output.Metric("receptive_field", Math.Max(rf.Height, rf.Width));
         var (channels, top, ids) = StreamTopK(ctx, options.Layer, options.Channels, options.Top);
         int k = options.Top, n = channels.Length, H = ctx.Input.Height, W = ctx.Input.Width;
+        if (top.Any(t => t.Length < k))
+            ctx.Warn($"top = {k} exceeds the {top.Min(t => t.Length)} positions of layer '{options.Layer}' over the {ids.Count} input(s); those grids have fewer tiles (NaN rows in top-values.npy)");
 
         var values = new float[n * k];
         var positions = new float[n * k * 3];

@@ -28,11 +28,8 @@ public sealed record NearestNeighboursOptions : FeatureOptions
 
 /// <summary>Exact brute-force k-NN over a layer's dataset features (L2 or cosine), in blocks of dataset rows with
 /// tensor ops; results merged exactly across blocks.</summary>
-public sealed class NearestNeighbours : Analysis<NearestNeighboursOptions>
+public sealed class NearestNeighbours : FeatureAnalysis<NearestNeighboursOptions>
 {
-    /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
-
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(NearestNeighboursOptions options, AnalysisValidationContext context)
     {

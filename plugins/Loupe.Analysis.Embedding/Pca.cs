@@ -85,11 +85,8 @@ public sealed record PcaOptions : FeatureOptions
 
 /// <summary>PCA of a layer's dataset features: <c>coordinates.npy</c> (N×k), <c>components.npy</c> (k×D),
 /// <c>explained-variance.npy</c>, <c>explained-variance-ratio.npy</c>, <c>mean.npy</c>, a scatter of PC1/PC2 coloured by label.</summary>
-public sealed class PcaAnalysis : Analysis<PcaOptions>
+public sealed class PcaAnalysis : FeatureAnalysis<PcaOptions>
 {
-    /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
-
     /// <inheritdoc/>
     public override void Run(PcaOptions options, IAnalysisContext ctx)
     {

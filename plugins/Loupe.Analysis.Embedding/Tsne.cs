@@ -54,16 +54,14 @@ public sealed record TsneOptions : FeatureOptions
 
 /// <summary>Barnes-Hut t-SNE of a layer's dataset features: <c>coordinates.npy</c> (N×2), <c>scatter.png</c> coloured
 /// by label with a legend, <c>map.png</c> (thumbnails at their positions), KL divergence and trustworthiness metrics.</summary>
-public sealed class TsneAnalysis : Analysis<TsneOptions>
+public sealed class TsneAnalysis : FeatureAnalysis<TsneOptions>
 {
-    /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
-
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(TsneOptions options, AnalysisValidationContext context)
     {
         if (options.ExaggerationIterations > options.Iterations)
             yield return $"option 'exaggeration_iterations' ({options.ExaggerationIterations}) exceeds 'iterations' ({options.Iterations})";
+        if (context.InputCount is { } n && BarnesHutTsne.CheckPerplexity(n, options.Perplexity) is { } msg) yield return "option 'perplexity': " + msg;
     }
 
     /// <inheritdoc/>

@@ -140,36 +140,4 @@ public class RuntimeBackendTests(ITestOutputHelper output)
         var y = model.Forward(tensor(Env.SinInput(3 * 224 * 224, 0.5, 0.5), [1, 3, 224, 224]));
         Assert.Equal([1L, 512], y.shape);
     }
-
-    /// <summary>Timings (set LOUPE_ONNX_BENCH=1; printed to the test output). Not a pass/fail test.</summary>
-    [Fact]
-    public void Timings()
-    {
-        if (Environment.GetEnvironmentVariable("LOUPE_ONNX_BENCH") != "1") return;
-        int threads = int.TryParse(Environment.GetEnvironmentVariable("LOUPE_ONNX_BENCH_THREADS"), out var t) ? t : 2;
-        TorchSharp.torch.set_num_threads(threads);
-        try
-        {
-            using var onnx = Env.LoadOnnx(new OnnxOptions { Model = "mlnet-resnet18" });
-            using var ort = Env.LoadOrt(new OnnxOptions { Model = "mlnet-resnet18", Threads = threads });
-            using var tv = new Loupe.Models.TorchSharp.TorchVisionAdapter().Load(new() { Architecture = "resnet18" }, Env.Context);
-            var x0 = tensor(Env.SinInput(3 * 224 * 224, 0.5, 0.5), [1, 3, 224, 224]);
-            double Time(Action a, int n = 10)
-            {
-                for (int i = 0; i < 3; i++) a();
-                var sw = Stopwatch.StartNew();
-                for (int i = 0; i < n; i++) a();
-                return sw.Elapsed.TotalMilliseconds / n;
-            }
-            void FwdBwd(IModel m) { using var s = NewDisposeScope(); var x = x0.clone().requires_grad_(true); var y = m.Forward(x); autograd.grad([y[.., 0].sum()], [x]); }
-            void Fwd(IModel m) { using var s = NewDisposeScope(); using var _ = no_grad(); m.Forward(x0); }
-            output.WriteLine($"threads {threads}");
-            output.WriteLine($"onnx mlnet-resnet18 forward+backward to input: {Time(() => FwdBwd(onnx)):F1} ms");
-            output.WriteLine($"torchvision resnet18 forward+backward to input: {Time(() => FwdBwd(tv)):F1} ms");
-            output.WriteLine($"onnx mlnet-resnet18 forward (no grad): {Time(() => Fwd(onnx)):F1} ms");
-            output.WriteLine($"torchvision resnet18 forward (no grad): {Time(() => Fwd(tv)):F1} ms");
-            output.WriteLine($"onnx-runtime mlnet-resnet18 forward: {Time(() => Fwd(ort)):F1} ms");
-        }
-        finally { TorchSharp.torch.set_num_threads(1); }
-    }
 }

@@ -4,7 +4,8 @@ using static TorchSharp.torch;
 
 namespace Loupe.Tests;
 
-/// <summary>Steps that need the same layer's dataset features share one pass over the data (the run cache).</summary>
+/// <summary>Steps that need layer activations over the same dataset share one forward pass (the run's shared layer
+/// passes), whatever their layers.</summary>
 public class RunCacheTests
 {
     static int _forwardBatches;
@@ -58,5 +59,139 @@ public class RunCacheTests
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         Assert.Equal(3, _forwardBatches); // 120 inputs / 40 per batch, once for all three steps
         Assert.Equal(TestEnv.Artifact(r, "emb/features.npy").Data.Length, 120 * 128);
+    }
+
+    [Fact]
+    public void MaxPatchesActivationStatisticsAndEmbeddingsOnDifferentLayersShareOneForwardPass()
+    {
+        var dir = TestEnv.TempDir();
+        string Pipeline(string steps) => TestEnv.Pipeline($"""
+            version: 1
+            model:
+              uses: counting-test
+              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+            data:
+              uses: idx
+              with: {"{"} images: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"))}, limit: 120 {"}"}
+            settings: {"{"} batch_size: 40 {"}"}
+            steps:
+            {steps}
+            """, dir);
+        const string steps = """
+              - { id: patches, uses: max-patches, with: { layer: relu2, channels: [0, 3], top: 4, probes: 1 } }
+              - { id: stats, uses: activations, with: { layer: relu3, channels: [1], threshold: { mode: quantile, quantile: 0.99 } } }
+              - { id: emb, uses: embeddings, with: { layer: gap } }
+              - { id: tsne, uses: tsne, with: { layer: gap, perplexity: 10 } }
+            """;
+        (int Batches, Loupe.Core.RunResult Run) Run(string s, string name)
+        {
+            _forwardBatches = 0;
+            var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(Pipeline(s))
+            {
+                PluginDirectories = [TestEnv.PluginDirectory], Registrars = [new Registrar()], OutDir = Path.Combine(dir, name),
+            });
+            Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+            return (_forwardBatches, r);
+        }
+        var shared = Run(steps, "shared");
+        // 3 batches for the one shared pass over relu2, relu3 and gap; 3 more for the activation maps themselves (a
+        // per-input output pass that needs the thresholds first). Separately the dataset steps would need 3 passes.
+        Assert.Equal(6, shared.Batches);
+
+        // The shared pass gives the same results as each step alone.
+        foreach (var (line, artifact) in new[] { (0, "patches/top-values.npy"), (1, "stats/thresholds.npy"), (2, "emb/features.npy") })
+        {
+            var alone = Run(steps.Split('\n')[line] + "\n", "alone-" + line);
+            Assert.Equal(TestEnv.Artifact(alone.Run, artifact).Data, TestEnv.Artifact(shared.Run, artifact).Data);
+        }
+    }
+
+    [Fact]
+    public void PerplexityTooLargeForTheDatasetIsAValidationErrorBeforeAnyForwardPass()
+    {
+        var dir = TestEnv.TempDir();
+        var path = TestEnv.Pipeline($"""
+            version: 1
+            model:
+              uses: counting-test
+              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+            data:
+              uses: idx
+              with: {"{"} images: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"))}, limit: 20 {"}"}
+            steps:
+              - {"{"} id: tsne, uses: tsne, with: {"{"} layer: gap, perplexity: 30 {"}"} {"}"}
+            """, dir);
+        _forwardBatches = 0;
+        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(path)
+        {
+            PluginDirectories = [TestEnv.PluginDirectory], Registrars = [new Registrar()], OutDir = Path.Combine(dir, "out"),
+        });
+        Assert.Equal(2, r.ExitCode);
+        var e = Assert.Single(r.Errors);
+        Assert.Contains("step 'tsne' (tsne): option 'perplexity': perplexity 30 must be smaller than the number of inputs (20)", e.ToString());
+        Assert.Contains(Path.GetFileName(path), e.ToString());
+        Assert.Equal(0, _forwardBatches);
+        Assert.False(Directory.Exists(Path.Combine(dir, "out", "tsne")));
+    }
+}
+
+/// <summary>An image that cannot be decoded in the middle of a dataset, under both policies of <c>on_error</c>, for the
+/// dataset steps (their shared pass reads the data).</summary>
+public class UnreadableImageMidDatasetTests
+{
+    static string Folder(string dir)
+    {
+        var images = Path.Combine(dir, "images");
+        Directory.CreateDirectory(images);
+        var pngs = Directory.GetFiles(Path.Combine(TestEnv.Samples, "images", "fashion")).Order().Take(6).ToArray();
+        foreach (var png in pngs) File.Copy(png, Path.Combine(images, Path.GetFileName(png)));
+        // Header intact (the open-time check passes), pixel data cut: decoding fails while the dataset streams.
+        var bytes = File.ReadAllBytes(pngs[2]);
+        File.WriteAllBytes(Path.Combine(images, "00002-truncated.png"), bytes[..(bytes.Length / 2)]);
+        return images;
+    }
+
+    static string Pipeline(string dir, string onError) => TestEnv.Pipeline($"""
+        version: 1
+        model:
+          uses: torchvision
+          with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+        data:
+          uses: image-folder
+          with: {"{"} path: {TestEnv.Yaml(Folder(dir))}, on_error: {onError} {"}"}
+        settings: {"{"} batch_size: 3 {"}"}
+        steps:
+          - {"{"} id: emb, uses: embeddings, with: {"{"} layer: gap {"}"} {"}"}
+          - {"{"} id: patches, uses: max-patches, with: {"{"} layer: relu2, channels: [0], top: 2, probes: 1 {"}"} {"}"}
+          - {"{"} id: sal, uses: saliency {"}"}
+        """, dir);
+
+    [Fact]
+    public void FailPolicyFailsTheDatasetStepsNamingTheFileAndKeepsNothingHalfWritten()
+    {
+        var dir = TestEnv.TempDir();
+        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(Pipeline(dir, "fail")) { PluginDirectories = [TestEnv.PluginDirectory], OutDir = Path.Combine(dir, "out") });
+        Assert.Equal(1, r.ExitCode);
+        foreach (var step in new[] { "emb", "patches", "sal" })
+        {
+            var rec = r.Manifest!["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == step)!;
+            Assert.Equal("failed", rec["status"]!.GetValue<string>());
+            Assert.Contains("00002-truncated.png: cannot decode image", rec["error"]!.GetValue<string>());
+        }
+        Assert.False(File.Exists(Path.Combine(r.OutDir!, "emb", "features.npy")));
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "manifest.json")));
+    }
+
+    [Fact]
+    public void SkipPolicyLeavesTheImageOutWithAWarningInTheManifest()
+    {
+        var dir = TestEnv.TempDir();
+        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(Pipeline(dir, "skip")) { PluginDirectories = [TestEnv.PluginDirectory], OutDir = Path.Combine(dir, "out") });
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.Contains(r.Manifest!["warnings"]!.AsArray(), w => w!.GetValue<string>().Contains("skipped") && w.GetValue<string>().Contains("00002-truncated.png"));
+        Assert.Equal([6L, 128], TestEnv.Artifact(r, "emb/features.npy").Shape);
+        var ids = System.Text.Json.JsonSerializer.Deserialize<string[]>(File.ReadAllText(Path.Combine(r.OutDir!, "emb", "ids.json")))!;
+        Assert.DoesNotContain("00002-truncated.png", ids);
+        Assert.Equal(6, ids.Length);
     }
 }
