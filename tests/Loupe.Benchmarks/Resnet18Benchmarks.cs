@@ -8,7 +8,7 @@ using static TorchSharp.torch;
 
 namespace Loupe.Benchmarks;
 
-/// <summary>resnet18 at 224², batch 8, 2 intra-op threads: each technique next to the passes it needs.
+/// <summary>resnet18 at 224², batch 1 and 8, 2 intra-op threads: each technique next to the passes it needs.
 /// Techniques run through their real <see cref="IAnalysis"/> classes (display images included; files not written).</summary>
 [MemoryDiagnoser(false)]
 [BenchmarkDotNet.Attributes.MedianColumn]
@@ -18,7 +18,7 @@ public class Resnet18Benchmarks
     Tensor _x = null!;
     BenchContext _ctx = null!;
 
-    [Params(8)] public int Batch;
+    [Params(1, 8)] public int Batch;
 
     [GlobalSetup]
     public void Setup()
@@ -75,7 +75,7 @@ public class Resnet18Benchmarks
 }
 
 /// <summary>A minimal analysis context over one in-memory batch; results are converted but not written.</summary>
-public sealed class BenchContext(IModel model, ITarget target, Tensor x) : IAnalysisContext, IArtifactSink
+public sealed class BenchContext(IModel model, ITarget target, Tensor x, int batchSize = 0) : IAnalysisContext, IArtifactSink
 {
     public string StepId => "bench";
     public IModel Model => model;
@@ -83,15 +83,19 @@ public sealed class BenchContext(IModel model, ITarget target, Tensor x) : IAnal
     public IReadOnlyList<string> Labels => [];
     public ITarget Target => target;
     public long? InputCount => x.shape[0];
-    public int BatchSize => (int)x.shape[0];
+    public int BatchSize => batchSize > 0 ? batchSize : (int)x.shape[0];
     public IArtifactSink Output => this;
     public int Seed => 0;
     public CancellationToken Cancellation => default;
     public IEnumerable<InputBatch> Batches()
     {
-        var pixels = Input.Denormalize(x);
-        try { yield return new InputBatch(Enumerable.Range(0, (int)x.shape[0]).Select(i => i.ToString("D5")).ToArray(), x, pixels, null); }
-        finally { pixels.Dispose(); }
+        for (long b0 = 0; b0 < x.shape[0]; b0 += BatchSize)
+        {
+            long n = Math.Min(BatchSize, x.shape[0] - b0);
+            using var input = x.narrow(0, b0, n);
+            using var pixels = Input.Denormalize(input);
+            yield return new InputBatch(Enumerable.Range((int)b0, (int)n).Select(i => i.ToString("D5")).ToArray(), input, pixels, null);
+        }
     }
     public void Progress(double fraction, string? message = null) { }
     public void Warn(string message) { }
@@ -99,4 +103,52 @@ public sealed class BenchContext(IModel model, ITarget target, Tensor x) : IAnal
     public void Display(string name, string? inputId, RgbImage image, string? target = null) { }
     public void Json(string name, object value) { }
     public void Metric(string name, double value) { }
+}
+
+/// <summary>Score-CAM and Ablation-CAM on resnet18 layer4 (512 channels), 224², batch 8, 2 threads, against the forward
+/// passes they need: 8 × 512 = 4,096 masked (or ablated) image forwards in batches of 64, plus one forward of the batch
+/// (Ablation-CAM's base scores; Score-CAM's capture). About 2 minutes per call on 2 cores: run with
+/// <c>-- --filter '*Resnet18PerturbationCam*' --short</c> (1 warm-up, 3 iterations).</summary>
+[MemoryDiagnoser(false)]
+[BenchmarkDotNet.Attributes.MedianColumn]
+public class Resnet18PerturbationCamBenchmarks
+{
+    IModel _model = null!;
+    Tensor _x = null!;
+    BenchContext _ctx = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        torch.set_num_threads(2);
+        torch.manual_seed(0);
+        _model = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18" }, new ModelLoadContext(".", 0));
+        _x = randn(8, 3, 224, 224);
+        var target = new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], 1000, []));
+        _ctx = new BenchContext(_model, target, _x);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() { _x.Dispose(); _model.Dispose(); }
+
+    [Benchmark(Baseline = true, Description = "the passes: 64 forwards of 64 + 1 of 8")]
+    public float Passes()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        float s = _model.Forward(_x).sum().item<float>();
+        for (int i = 0; i < 8; i++)
+            for (int c = 0; c < 8; c++)
+            {
+                using var inner = NewDisposeScope();
+                s += _model.Forward(_x[i].unsqueeze(0).expand(64, -1, -1, -1) * (c + 1) / 8f).sum().item<float>();
+            }
+        return s;
+    }
+
+    [Benchmark(Description = "score-cam (layer4)")]
+    public void ScoreCam() => new ScoreCam().Run(new ScoreCamOptions { Layer = "layer4" }, _ctx);
+
+    [Benchmark(Description = "ablation-cam (layer4)")]
+    public void AblationCam() => new AblationCam().Run(new ScoreCamOptions { Layer = "layer4" }, _ctx);
 }

@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Joins BenchmarkDotNet's JSON results (Loupe) and python_bench.py's medians (Python) into one markdown table with
+the ratio Loupe / Python per row. Used by tools/bench/side-by-side.sh.
+
+Usage: combine.py BDN_RESULTS_DIR PYTHON_JSON"""
+import glob, json, os, sys
+
+# BenchmarkDotNet class -> row prefix (the model and batch the class benchmarks).
+PREFIX = {
+    "Resnet18Benchmarks": lambda params: f"resnet18 b{params.get('Batch', '8')}",
+    "PathBenchmarks": lambda params: "resnet18 b1",
+    "PerturbationCamBenchmarks": lambda params: "fashion-cnn b8",
+    "SynthesisBenchmarks": lambda params: "fashion-cnn b10",
+    "MaxPatchesBenchmarks": lambda params: "fashion-cnn 10k",
+}
+# Loupe descriptions whose Python row has another name.
+ALIAS = {"20 steps, pixels, no transforms": "activation-max, 20 steps, pixels"}
+
+
+def loupe_rows(results_dir):
+    rows = {}
+    for path in glob.glob(os.path.join(results_dir, "*.json")):
+        doc = json.load(open(path))
+        for b in doc.get("Benchmarks", []):
+            cls = b.get("Type", "")
+            if cls not in PREFIX:
+                continue
+            params = dict(p.split("=", 1) for p in b.get("Parameters", "").split("&") if "=" in p)
+            desc = b.get("Descriptor", {}).get("WorkloadMethodDisplayInfo", b.get("Method", "")).strip("'")
+            desc = ALIAS.get(desc, desc)
+            median = b.get("Statistics", {}).get("Median")
+            if median is not None:
+                rows[f"{PREFIX[cls](params)} | {desc}"] = median / 1e6   # ns -> ms
+    return rows
+
+
+def main():
+    loupe = loupe_rows(sys.argv[1])
+    python = json.load(open(sys.argv[2]))
+    print("| work (same model, input, batch, 2 threads) | Loupe median | Python median | Loupe / Python |")
+    print("|---|---:|---:|---:|")
+    worst = 0.0
+    for name in python:
+        if name not in loupe:
+            print(f"| {name} | — | {python[name]:.1f} ms | (no Loupe row) |")
+            continue
+        r = loupe[name] / python[name]
+        worst = max(worst, r)
+        print(f"| {name} | {loupe[name]:.1f} ms | {python[name]:.1f} ms | **{r:.2f}×** |")
+    print(f"\nrows: {sum(1 for n in python if n in loupe)}, worst ratio {worst:.2f}×")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""The Python side of Loupe's side-by-side benchmarks (tools/bench/side-by-side.sh).
+
+Each row does the same work as the Loupe benchmark of the same name (tests/Loupe.Benchmarks), with the formulas the
+reference libraries use (Captum for gradients/paths/occlusion, pytorch-grad-cam for CAMs, Lucent-style pixel
+optimisation), written directly against Debian's python3-torch 1.13 / torchvision 0.14 so no other package is needed.
+Same model architecture (random resnet18 weights, seed 0, eval mode; the demo CNN with its fixture weights), same input
+sizes and batch, same intra-op threads. Prints one JSON object: row name -> median milliseconds.
+
+Usage: python3 tools/bench/python_bench.py [--threads 2] [--repeats 15] [--only SUBSTRING]
+Not needed by CI.
+"""
+import argparse, json, os, statistics, sys, time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+
+def timed(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    t = []
+    for _ in range(repeats):
+        s = time.perf_counter()
+        fn()
+        t.append((time.perf_counter() - s) * 1000)
+    return statistics.median(t)
+
+
+def top1_score(out, cls):
+    return out.gather(1, cls.unsqueeze(1)).squeeze(1)
+
+
+# ---- gradient methods (Captum conventions) --------------------------------------------------------------------
+def input_gradient(model, x, cls):
+    x = x.detach().clone().requires_grad_(True)
+    s = top1_score(model(x), cls).sum()
+    return torch.autograd.grad(s, x)[0]
+
+
+def saliency(model, x, cls):          # Captum Saliency(abs=True): |dS/dx| per channel
+    return input_gradient(model, x, cls).abs()
+
+
+def gradient_x_input(model, x, cls):
+    return input_gradient(model, x, cls) * x
+
+
+class _Guided(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return z.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g.clamp(min=0) * (z > 0).to(g.dtype)
+
+
+class _Deconv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z):
+        return z.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.clamp(min=0)
+
+
+class _Rule(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, z):
+        return self.fn.apply(z)
+
+
+def with_relu_rule(model, fn):
+    """A copy of the model whose ReLU modules apply a backward rule (as Captum's GuidedBackprop/Deconvolution)."""
+    import copy
+    m = copy.deepcopy(model)
+    for name, mod in list(m.named_modules()):
+        for cname, child in list(mod.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(mod, cname, _Rule(fn))
+    return m.eval()
+
+
+# ---- CAM family (pytorch-grad-cam conventions: ReLU -> per-map min-max -> bilinear resize) -----------------------
+def layer_and_grad(model, layer, x, cls, need_grad=True):
+    store = {}
+
+    def hook(m, i, o):
+        # The graph starts at the layer (weights frozen, input without grad): the backward stops there, as Loupe's.
+        store["a"] = o.detach().requires_grad_(need_grad)
+        return store["a"]
+    h = layer.register_forward_hook(hook)
+    try:
+        out = model(x)
+    finally:
+        h.remove()
+    a = store["a"]
+    if not need_grad:
+        return a, None, out
+    g = torch.autograd.grad(top1_score(out, cls).sum(), a)[0]
+    return a, g, out
+
+
+def finish_cam(cam, size):
+    cam = F.relu(cam)
+    flat = cam.flatten(1)
+    mn, mx = flat.min(1)[0].view(-1, 1, 1), flat.max(1)[0].view(-1, 1, 1)
+    cam = (cam - mn) / (mx - mn + 1e-7)
+    return F.interpolate(cam.unsqueeze(1), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def grad_cam(model, layer, x, cls):
+    a, g, _ = layer_and_grad(model, layer, x, cls)
+    w = g.mean((2, 3), keepdim=True)
+    return finish_cam((w * a).sum(1), x.shape[2:])
+
+
+def grad_cam_pp(model, layer, x, cls):
+    a, g, _ = layer_and_grad(model, layer, x, cls)
+    g2, g3 = g ** 2, g ** 3
+    denom = 2 * g2 + (a.sum((2, 3), keepdim=True) * g3)
+    alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
+    w = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
+    return finish_cam((w * a).sum(1), x.shape[2:])
+
+
+def layer_cam(model, layer, x, cls):
+    a, g, _ = layer_and_grad(model, layer, x, cls)
+    return finish_cam((F.relu(g) * a).sum(1), x.shape[2:])
+
+
+def score_cam(model, layer, x, cls, chunk=64):
+    with torch.no_grad():
+        a, _, _ = layer_and_grad(model, layer, x, cls, need_grad=False)
+        n, k = a.shape[:2]
+        up = F.interpolate(a, size=x.shape[2:], mode="bilinear", align_corners=False)
+        flat = up.flatten(2)
+        mn, mx = flat.min(2)[0][..., None, None], flat.max(2)[0][..., None, None]
+        masks = (up - mn) / (mx - mn + 1e-8)
+        weights = torch.empty(n, k)
+        for i in range(n):
+            for c0 in range(0, k, chunk):
+                m = masks[i, c0:c0 + chunk].unsqueeze(1)
+                out = model(x[i:i + 1] * m)
+                weights[i, c0:c0 + chunk] = out[:, cls[i]]
+        weights = F.softmax(weights, 1)
+        return finish_cam((weights[..., None, None] * a).sum(1), x.shape[2:])
+
+
+def ablation_cam(model, layer, x, cls, chunk=64):
+    with torch.no_grad():
+        a, _, out = layer_and_grad(model, layer, x, cls, need_grad=False)
+        base = top1_score(out, cls)
+        n, k = a.shape[:2]
+        ablated = torch.empty(n, k)
+        for i in range(n):
+            for c0 in range(0, k, chunk):
+                c = min(chunk, k - c0)
+                keep = torch.ones(c, k)
+                keep[torch.arange(c), torch.arange(c0, c0 + c)] = 0
+                keep = keep.view(c, k, 1, 1)
+                h = layer.register_forward_hook(lambda m, inp, o: o * keep)
+                try:
+                    o = model(x[i:i + 1].expand(c, -1, -1, -1))
+                finally:
+                    h.remove()
+                ablated[i, c0:c0 + c] = o[:, cls[i]]
+        w = (base.view(n, 1) - ablated) / (base.view(n, 1) + 1e-7)
+        return finish_cam((w[..., None, None] * a).sum(1), x.shape[2:])
+
+
+# ---- path and perturbation methods (Captum) ----------------------------------------------------------------------
+def integrated_gradients(model, x, cls, steps=50):
+    # Captum's default: Gauss-Legendre points and weights on [0, 1], zero baseline; all steps in one batch per image.
+    pts, wts = np.polynomial.legendre.leggauss(steps)
+    alphas = torch.tensor((pts + 1) / 2, dtype=torch.float32)
+    weights = torch.tensor(wts / 2, dtype=torch.float32)
+    result = []
+    for i in range(x.shape[0]):
+        path = (alphas.view(-1, 1, 1, 1) * x[i:i + 1]).requires_grad_(True)
+        s = model(path)[:, cls[i]].sum()
+        g = torch.autograd.grad(s, path)[0]
+        result.append((g * weights.view(-1, 1, 1, 1)).sum(0) * x[i])
+    return torch.stack(result)
+
+
+def occlusion(model, x, cls, window=56, stride=56, chunk=64):
+    # Captum Occlusion with a zero baseline: score drop of each window, averaged over the windows covering a pixel.
+    n, c, h, w = x.shape
+    pos = [(y, z) for y in range(0, h - window + 1, stride) for z in range(0, w - window + 1, stride)]
+    with torch.no_grad():
+        base = top1_score(model(x), cls)
+        attr = torch.zeros(n, c, h, w)
+        count = torch.zeros(1, 1, h, w)
+        for y, z in pos:
+            count[..., y:y + window, z:z + window] += 1
+        for i in range(n):
+            for p0 in range(0, len(pos), chunk):
+                ps = pos[p0:p0 + chunk]
+                copies = x[i:i + 1].repeat(len(ps), 1, 1, 1)
+                for j, (y, z) in enumerate(ps):
+                    copies[j, :, y:y + window, z:z + window] = 0
+                drop = base[i] - model(copies)[:, cls[i]]
+                for j, (y, z) in enumerate(ps):
+                    attr[i, :, y:y + window, z:z + window] += drop[j]
+        return attr / count.clamp(min=1)
+
+
+# ---- demo CNN ------------------------------------------------------------------------------------------------------
+class FashionCnn(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 32, 3, padding=1); self.bn1 = nn.BatchNorm2d(32); self.relu1 = nn.ReLU(); self.pool1 = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1); self.bn2 = nn.BatchNorm2d(64); self.relu2 = nn.ReLU(); self.pool2 = nn.MaxPool2d(2)
+        self.conv3 = nn.Conv2d(64, 128, 3, padding=1); self.bn3 = nn.BatchNorm2d(128); self.relu3 = nn.ReLU()
+        self.gap = nn.AdaptiveAvgPool2d(1); self.flatten = nn.Flatten(); self.fc = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.pool1(self.relu1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.relu2(self.bn2(self.conv2(x))))
+        x = self.relu3(self.bn3(self.conv3(x)))
+        return self.fc(self.flatten(self.gap(x)))
+
+
+def activation_max_steps(model, steps=20, lr=0.05):
+    # Lucent-style pixel optimisation: sigmoid parameterisation, Adam, one class objective per image (batch 10).
+    torch.manual_seed(0)
+    p = torch.randn(10, 1, 28, 28).mul_(0.01).requires_grad_(True)
+    opt = torch.optim.Adam([p], lr=lr)
+    mean, std = 0.286, 0.353
+    for _ in range(steps):
+        opt.zero_grad()
+        img = torch.sigmoid(p)
+        loss = -model((img - mean) / std).diagonal().sum()
+        loss.backward()
+        opt.step()
+    return torch.sigmoid(p).detach()
+
+
+def max_patches_topk(model, images, batch=250, k=16, channels=16):
+    # One streaming pass: relu3 activations, top-k (value, image, y, x) per channel kept across batches.
+    store = {}
+    h = model.relu3.register_forward_hook(lambda m, i, o: store.__setitem__("a", o))
+    best_v = torch.full((channels, k), -float("inf"))
+    best_i = torch.zeros((channels, k), dtype=torch.long)
+    try:
+        with torch.no_grad():
+            for b0 in range(0, images.shape[0], batch):
+                model(images[b0:b0 + batch])
+                a = store["a"][:, :channels]                        # b x C x 7 x 7
+                flat = a.transpose(0, 1).reshape(channels, -1)
+                v, i = flat.topk(min(k, flat.shape[1]), 1)
+                allv = torch.cat([best_v, v], 1)
+                alli = torch.cat([best_i, i + b0 * 49], 1)
+                best_v, sel = allv.topk(k, 1)
+                best_i = alli.gather(1, sel)
+    finally:
+        h.remove()
+    return best_v, best_i
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    results = {}
+
+    def row(name, fn, repeats=None):
+        if args.only and args.only not in name:
+            return
+        results[name] = round(timed(fn, repeats or args.repeats), 2)
+        print(f"{name}: {results[name]} ms", file=sys.stderr, flush=True)
+
+    torch.manual_seed(0)
+    r18 = torchvision.models.resnet18().eval()
+    for p in r18.parameters():
+        p.requires_grad_(False)
+    guided, deconv = with_relu_rule(r18, _Guided), with_relu_rule(r18, _Deconv)
+    for b in (1, 8):
+        torch.manual_seed(0)
+        x = torch.randn(b, 3, 224, 224)
+        with torch.no_grad():
+            cls = r18(x).argmax(1)
+        tag = f"resnet18 b{b}"
+
+        def fwd():
+            with torch.no_grad():
+                r18(x)
+        row(f"{tag} | forward (no grad)", fwd)
+        row(f"{tag} | forward+backward to input", lambda: input_gradient(r18, x, cls))
+        row(f"{tag} | saliency", lambda: saliency(r18, x, cls))
+        row(f"{tag} | gradient-x-input", lambda: gradient_x_input(r18, x, cls))
+        row(f"{tag} | guided-backprop", lambda: input_gradient(guided, x, cls))
+        row(f"{tag} | deconvnet", lambda: input_gradient(deconv, x, cls))
+        row(f"{tag} | grad-cam (layer4)", lambda: grad_cam(r18, r18.layer4, x, cls))
+        row(f"{tag} | grad-cam-plus-plus (layer4)", lambda: grad_cam_pp(r18, r18.layer4, x, cls))
+        row(f"{tag} | layer-cam (layer4)", lambda: layer_cam(r18, r18.layer4, x, cls))
+        if b == 1:
+            row(f"{tag} | integrated-gradients, 50 steps", lambda: integrated_gradients(r18, x, cls, 50))
+            row(f"{tag} | occlusion, 16 windows of 56²", lambda: occlusion(r18, x, cls, 56, 56))
+
+    fashion = FashionCnn()
+    fashion.load_state_dict(torch.load(os.path.join(ROOT, "tests", "fixtures", "fashion_cnn_seed0.pt")))
+    fashion.eval()
+    for p in fashion.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(0)
+    x8 = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        cls8 = fashion(x8).argmax(1)
+    row("fashion-cnn b8 | score-cam (relu3)", lambda: score_cam(fashion, fashion.relu3, x8, cls8))
+    row("fashion-cnn b8 | ablation-cam (relu3)", lambda: ablation_cam(fashion, fashion.relu3, x8, cls8))
+    row("fashion-cnn b10 | activation-max, 20 steps, pixels", lambda: activation_max_steps(fashion))
+    imgs = torch.randn(10000, 1, 28, 28)
+    row("fashion-cnn 10k | max-patches top-k pass (relu3, 16 channels)", lambda: max_patches_topk(fashion, imgs), repeats=5)
+    print(json.dumps(results, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
