@@ -115,6 +115,8 @@ public static partial class PipelineRunner
                 ["files"] = Files(run.Data.Files),
             },
             ["warnings"] = new JsonArray(run.Warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray()),
+            // Cold start: from the process start (runtime start-up included) to the end of the first model forward.
+            ["coldStartMs"] = run.FirstForwardAt is { } ff ? Math.Round((ff - new DateTimeOffset(System.Diagnostics.Process.GetCurrentProcess().StartTime)).TotalMilliseconds, 1) : null,
         };
     }
 }

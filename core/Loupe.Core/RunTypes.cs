@@ -60,6 +60,8 @@ public sealed class PreparedRun : IDisposable
     public object? DataOptions { get; init; }
     /// <summary>Steps.</summary>
     public required IReadOnlyList<PreparedStep> Steps { get; init; }
+    /// <summary>When the first model forward (the validation probe) finished: the end of the cold start.</summary>
+    public DateTimeOffset? FirstForwardAt { get; init; }
     /// <summary>Warnings found while preparing.</summary>
     public required List<string> Warnings { get; init; }
     /// <summary>Values shared by the steps of this run (<see cref="IAnalysisContext.RunCache"/>).</summary>

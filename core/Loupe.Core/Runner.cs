@@ -109,6 +109,7 @@ public static partial class PipelineRunner
                 errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' does not exist in the model{Suggest.DidYouMean(r.Layer, layerNames)}; run 'loupe layers {Path.GetFileName(file)}' to list them"));
             var probeLayers = refs.Select(r => r.Layer).Where(layerNames.Contains).Distinct().ToList();
             var (outputSize, shapes) = Probe(model, input, probeLayers);
+            var firstForward = DateTimeOffset.Now;
             foreach (var r in refs.Where(r => r.Spatial && shapes.TryGetValue(r.Layer, out var s) && s.Length != 4))
                 errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' has output shape ({string.Join("×", shapes[r.Layer])}), but this step needs a spatial N×C×H×W layer"));
             if (labels.Count > 0 && labels.Count != outputSize)
@@ -179,7 +180,7 @@ public static partial class PipelineRunner
             {
                 Spec = spec, Registry = registry, Model = model, ModelOptions = modelOptions!, Input = input, Labels = labels,
                 ModelFiles = modelAdapter.Files(modelOptions!, spec.BaseDirectory).ToList(), Data = data, DataOptions = dataOptions,
-                Steps = prepared, Warnings = warnings,
+                Steps = prepared, Warnings = warnings, FirstForwardAt = firstForward,
             };
         }
         catch
