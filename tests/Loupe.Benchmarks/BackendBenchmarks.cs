@@ -20,8 +20,7 @@ public class BackendBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
-        torch.manual_seed(0);
+        Bench.Init();
         var ctx = new ModelLoadContext(".", 0);
         _native = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18" }, ctx);
         _onnx = new OnnxAdapter().Load(new OnnxOptions { Model = "mlnet-resnet18" }, ctx);
@@ -75,13 +74,12 @@ public class PathBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
-        torch.manual_seed(0);
-        _model = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18" }, new ModelLoadContext(".", 0));
+        Bench.Init();
+        _model = Bench.Resnet18();
         _x = randn(1, 3, 224, 224);
         _x50 = _x.expand(50, -1, -1, -1).contiguous();
         _x16 = _x.expand(16, -1, -1, -1).contiguous();
-        var target = new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], 1000, []));
+        var target = Bench.TopOne(1000);
         _ctx = new BenchContext(_model, target, _x);
     }
 

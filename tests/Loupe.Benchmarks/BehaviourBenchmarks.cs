@@ -21,15 +21,11 @@ public class MaxPatchesBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
-        var samples = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "samples");
-        _model = new TorchVisionAdapter().Load(new TorchVisionOptions
-        {
-            Architecture = "fashion-cnn", Weights = Path.GetFullPath(Path.Combine(samples, "models", "fashion-cnn", "fashion-cnn.safetensors")),
-        }, new ModelLoadContext(".", 0));
+        Bench.Init();
+        _model = Bench.Fashion();
         torch.manual_seed(0);
         _x = randn(10000, 1, 28, 28);
-        _ctx = new BenchContext(_model, new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], 10, [])), _x, 250);
+        _ctx = new BenchContext(_model, Bench.TopOne(10), _x, 250);
     }
 
     [GlobalCleanup]

@@ -22,16 +22,12 @@ public class MetricBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
-        var samples = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "samples");
-        _model = new TorchVisionAdapter().Load(new TorchVisionOptions
-        {
-            Architecture = "fashion-cnn", Weights = Path.GetFullPath(Path.Combine(samples, "models", "fashion-cnn", "fashion-cnn.safetensors")),
-        }, new ModelLoadContext(".", 0));
+        Bench.Init();
+        _model = Bench.Fashion();
         torch.manual_seed(0);
         _x = randn(8, 1, 28, 28);
         _x808 = _x.repeat(101, 1, 1, 1);
-        var target = new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], 10, []));
+        var target = Bench.TopOne(10);
         _ctx = new BenchContext(_model, target, _x);
         _link = new StepLink { Id = "saliency", Analysis = new Saliency(), Options = new SaliencyOptions() };
     }
@@ -75,16 +71,12 @@ public class PerturbationCamBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
-        var samples = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "samples");
-        _model = new TorchVisionAdapter().Load(new TorchVisionOptions
-        {
-            Architecture = "fashion-cnn", Weights = Path.GetFullPath(Path.Combine(samples, "models", "fashion-cnn", "fashion-cnn.safetensors")),
-        }, new ModelLoadContext(".", 0));
+        Bench.Init();
+        _model = Bench.Fashion();
         torch.manual_seed(0);
         _x = randn(8, 1, 28, 28);
         _x64 = randn(64, 1, 28, 28);
-        var target = new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], 10, []));
+        var target = Bench.TopOne(10);
         _ctx = new BenchContext(_model, target, _x);
     }
 

@@ -23,11 +23,10 @@ public class Resnet18Benchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
-        torch.manual_seed(0);
-        _model = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18" }, new ModelLoadContext(".", 0));
+        Bench.Init();
+        _model = Bench.Resnet18();
         _x = randn(Batch, 3, 224, 224);
-        var target = new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], 1000, []));
+        var target = Bench.TopOne(1000);
         _ctx = new BenchContext(_model, target, _x);
     }
 
@@ -120,11 +119,10 @@ public class Resnet18PerturbationCamBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
-        torch.manual_seed(0);
-        _model = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18" }, new ModelLoadContext(".", 0));
+        Bench.Init();
+        _model = Bench.Resnet18();
         _x = randn(8, 3, 224, 224);
-        var target = new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], 1000, []));
+        var target = Bench.TopOne(1000);
         _ctx = new BenchContext(_model, target, _x);
     }
 

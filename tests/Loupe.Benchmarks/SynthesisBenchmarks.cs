@@ -21,12 +21,8 @@ public class SynthesisBenchmarks
     [GlobalSetup]
     public void Setup()
     {
-        torch.set_num_threads(2);
-        var samples = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "samples");
-        _model = new TorchVisionAdapter().Load(new TorchVisionOptions
-        {
-            Architecture = "fashion-cnn", Weights = Path.GetFullPath(Path.Combine(samples, "models", "fashion-cnn", "fashion-cnn.safetensors")),
-        }, new ModelLoadContext(".", 0));
+        Bench.Init();
+        _model = Bench.Fashion();
         torch.manual_seed(0);
         _x = rand(10, 1, 28, 28);
         _objectives = Enumerable.Range(0, 10).Select(k => (Objective)new ClassLogit(k.ToString(), k)).ToList();

@@ -33,31 +33,48 @@ public class RunCacheTests
             services.AddLoupeModel<CountingAdapter>("counting-test", "counts forward passes");
     }
 
+    /// <summary>The demo CNN (forwards counted) over the first <paramref name="limit"/> shipped Fashion-MNIST images.</summary>
+    static string Pipeline(string dir, int limit, string steps) => TestEnv.Pipeline($"""
+        version: 1
+        model:
+          uses: counting-test
+          with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+        data:
+          uses: idx
+          with: {"{"} images: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"))}, limit: {limit} {"}"}
+        settings: {"{"} batch_size: 40 {"}"}
+        steps:
+        {steps}
+        """, dir);
+
+    /// <summary>Runs a pipeline; returns the number of batched forwards and the result.</summary>
+    static (int Batches, Loupe.Core.RunResult Run) Run(string path, string outDir)
+    {
+        _forwardBatches = 0;
+        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(path)
+        {
+            PluginDirectories = [TestEnv.PluginDirectory], Registrars = [new Registrar()], OutDir = outDir,
+        });
+        return (_forwardBatches, r);
+    }
+
+    static (int Batches, Loupe.Core.RunResult Run) RunOk(string path, string outDir)
+    {
+        var result = Run(path, outDir);
+        Assert.True(result.Run.ExitCode == 0, string.Join("\n", result.Run.Errors) + result.Run.Manifest?.ToJsonString());
+        return result;
+    }
+
     [Fact]
     public void EmbeddingPcaAndTsneOnOneLayerRunTheModelOnce()
     {
         var dir = TestEnv.TempDir();
-        var path = TestEnv.Pipeline($"""
-            version: 1
-            model:
-              uses: counting-test
-              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
-            data:
-              uses: idx
-              with: {"{"} images: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"))}, limit: 120 {"}"}
-            settings: {"{"} batch_size: 40 {"}"}
-            steps:
-              - {"{"} id: emb, uses: embeddings, with: {"{"} layer: gap {"}"} {"}"}
-              - {"{"} id: pca, uses: pca, with: {"{"} layer: gap {"}"} {"}"}
-              - {"{"} id: tsne, uses: tsne, with: {"{"} layer: gap, perplexity: 10 {"}"} {"}"}
-            """, dir);
-        _forwardBatches = 0;
-        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(path)
-        {
-            PluginDirectories = [TestEnv.PluginDirectory], Registrars = [new Registrar()], OutDir = Path.Combine(dir, "out"),
-        });
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
-        Assert.Equal(3, _forwardBatches); // 120 inputs / 40 per batch, once for all three steps
+        var (batches, r) = RunOk(Pipeline(dir, 120, """
+              - { id: emb, uses: embeddings, with: { layer: gap } }
+              - { id: pca, uses: pca, with: { layer: gap } }
+              - { id: tsne, uses: tsne, with: { layer: gap, perplexity: 10 } }
+            """), Path.Combine(dir, "out"));
+        Assert.Equal(3, batches); // 120 inputs / 40 per batch, once for all three steps
         Assert.Equal(TestEnv.Artifact(r, "emb/features.npy").Data.Length, 120 * 128);
     }
 
@@ -65,35 +82,14 @@ public class RunCacheTests
     public void MaxPatchesActivationStatisticsAndEmbeddingsOnDifferentLayersShareOneForwardPass()
     {
         var dir = TestEnv.TempDir();
-        string Pipeline(string steps) => TestEnv.Pipeline($"""
-            version: 1
-            model:
-              uses: counting-test
-              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
-            data:
-              uses: idx
-              with: {"{"} images: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"))}, limit: 120 {"}"}
-            settings: {"{"} batch_size: 40 {"}"}
-            steps:
-            {steps}
-            """, dir);
-        const string steps = """
-              - { id: patches, uses: max-patches, with: { layer: relu2, channels: [0, 3], top: 4, probes: 1 } }
-              - { id: stats, uses: activations, with: { layer: relu3, channels: [1], threshold: { mode: quantile, quantile: 0.99 } } }
-              - { id: emb, uses: embeddings, with: { layer: gap } }
-              - { id: tsne, uses: tsne, with: { layer: gap, perplexity: 10 } }
-            """;
-        (int Batches, Loupe.Core.RunResult Run) Run(string s, string name)
-        {
-            _forwardBatches = 0;
-            var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(Pipeline(s))
-            {
-                PluginDirectories = [TestEnv.PluginDirectory], Registrars = [new Registrar()], OutDir = Path.Combine(dir, name),
-            });
-            Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
-            return (_forwardBatches, r);
-        }
-        var shared = Run(steps, "shared");
+        string[] steps =
+        [
+            "  - { id: patches, uses: max-patches, with: { layer: relu2, channels: [0, 3], top: 4, probes: 1 } }",
+            "  - { id: stats, uses: activations, with: { layer: relu3, channels: [1], threshold: { mode: quantile, quantile: 0.99 } } }",
+            "  - { id: emb, uses: embeddings, with: { layer: gap } }",
+            "  - { id: tsne, uses: tsne, with: { layer: gap, perplexity: 10 } }",
+        ];
+        var shared = RunOk(Pipeline(dir, 120, string.Join("\n", steps)), Path.Combine(dir, "shared"));
         // 3 batches for the one shared pass over relu2, relu3 and gap; 3 more for the activation maps themselves (a
         // per-input output pass that needs the thresholds first). Separately the dataset steps would need 3 passes.
         Assert.Equal(6, shared.Batches);
@@ -101,7 +97,7 @@ public class RunCacheTests
         // The shared pass gives the same results as each step alone.
         foreach (var (line, artifact) in new[] { (0, "patches/top-values.npy"), (1, "stats/thresholds.npy"), (2, "emb/features.npy") })
         {
-            var alone = Run(steps.Split('\n')[line] + "\n", "alone-" + line);
+            var alone = RunOk(Pipeline(dir, 120, steps[line]), Path.Combine(dir, "alone-" + line));
             Assert.Equal(TestEnv.Artifact(alone.Run, artifact).Data, TestEnv.Artifact(shared.Run, artifact).Data);
         }
     }
@@ -110,27 +106,13 @@ public class RunCacheTests
     public void PerplexityTooLargeForTheDatasetIsAValidationErrorBeforeAnyForwardPass()
     {
         var dir = TestEnv.TempDir();
-        var path = TestEnv.Pipeline($"""
-            version: 1
-            model:
-              uses: counting-test
-              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
-            data:
-              uses: idx
-              with: {"{"} images: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"))}, limit: 20 {"}"}
-            steps:
-              - {"{"} id: tsne, uses: tsne, with: {"{"} layer: gap, perplexity: 30 {"}"} {"}"}
-            """, dir);
-        _forwardBatches = 0;
-        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(path)
-        {
-            PluginDirectories = [TestEnv.PluginDirectory], Registrars = [new Registrar()], OutDir = Path.Combine(dir, "out"),
-        });
+        var path = Pipeline(dir, 20, "  - { id: tsne, uses: tsne, with: { layer: gap, perplexity: 30 } }");
+        var (batches, r) = Run(path, Path.Combine(dir, "out"));
         Assert.Equal(2, r.ExitCode);
         var e = Assert.Single(r.Errors);
         Assert.Contains("step 'tsne' (tsne): option 'perplexity': perplexity 30 must be smaller than the number of inputs (20)", e.ToString());
         Assert.Contains(Path.GetFileName(path), e.ToString());
-        Assert.Equal(0, _forwardBatches);
+        Assert.Equal(0, batches);
         Assert.False(Directory.Exists(Path.Combine(dir, "out", "tsne")));
     }
 }

@@ -1,0 +1,30 @@
+using Loupe.Abstractions;
+using Loupe.Models.TorchSharp;
+using TorchSharp;
+
+namespace Loupe.Benchmarks;
+
+/// <summary>What every benchmark sets up the same way: 2 intra-op threads, the two models, the top-1 target.</summary>
+public static class Bench
+{
+    static readonly string Samples = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "samples"));
+
+    /// <summary>2 threads and seed 0 (call first in a [GlobalSetup]).</summary>
+    public static void Init()
+    {
+        torch.set_num_threads(2);
+        torch.manual_seed(0);
+    }
+
+    /// <summary>torchvision resnet18 (deterministic formula weights).</summary>
+    public static IModel Resnet18() => new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18" }, new ModelLoadContext(".", 0));
+
+    /// <summary>The demo CNN with its shipped weights.</summary>
+    public static IModel Fashion() => new TorchVisionAdapter().Load(new TorchVisionOptions
+    {
+        Architecture = "fashion-cnn", Weights = Path.Combine(Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"),
+    }, new ModelLoadContext(".", 0));
+
+    /// <summary>The top-1 target of a model with <paramref name="classes"/> outputs.</summary>
+    public static ITarget TopOne(int classes) => new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], classes, []));
+}
