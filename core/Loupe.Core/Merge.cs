@@ -73,7 +73,18 @@ public static class ShardMerger
             try { m = JsonNode.Parse(File.ReadAllText(file))!.AsObject(); }
             catch (Exception e) when (e is JsonException or InvalidOperationException) { errors.Add(new(file, 0, 0, $"unreadable manifest: {e.Message}")); continue; }
             if (m["shard"] is not JsonObject s) { errors.Add(new(d, 0, 0, "not a shard: this run was made without --shard i/n")); continue; }
-            var info = new ShardInfo((int)s["index"]!, (int)s["count"]!, (long)s["firstRow"]!, (long)s["rows"]!);
+            ShardInfo info;
+            List<ArtifactRecord> artifacts;
+            try
+            {
+                info = new ShardInfo((int)s["index"]!, (int)s["count"]!, (long)s["firstRow"]!, (long)s["rows"]!);
+                artifacts = m["artifacts"].Deserialize<List<ArtifactRecord>>(Manifest.JsonOptions) ?? [];
+            }
+            catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or NullReferenceException)
+            {
+                errors.Add(new(file, 0, 0, $"damaged manifest (shard or artifacts): {e.Message}"));
+                continue;
+            }
             if ((string?)m["status"] != "succeeded")
             {
                 var bad = (m["steps"] as JsonArray)?.FirstOrDefault(x => (string?)x?["status"] != "succeeded");
@@ -81,7 +92,6 @@ public static class ShardMerger
                     (bad is null ? "" : $" (step '{bad["id"]}': {bad["status"]}{(bad["error"] is { } err ? ": " + err : "")})") + "; run this shard again before merging"));
                 continue;
             }
-            var artifacts = m["artifacts"].Deserialize<List<ArtifactRecord>>(Manifest.JsonOptions) ?? [];
             shards.Add(new Shard(d, m, info, artifacts));
         }
         if (errors.Count > 0 || shards.Count == 0) { if (shards.Count == 0 && errors.Count == 0) errors.Add(new("merge", 0, 0, "no shard folders given")); return shards; }
@@ -130,21 +140,23 @@ public static class ShardMerger
             observer?.StepStarted(id, uses, i, stepNodes.Count);
             var metrics = new Dictionary<string, double>();
             var sink = new StepArtifactSink(dir, id, artifacts, metrics);
-            foreach (var s in shards)
-                foreach (var a in s.Artifacts.Where(a => a.Step == id && a.Input is not null))
-                    sink.Adopt(a, Path.Combine(s.Dir, a.Path));
             var stepSw = Stopwatch.StartNew();
             string status = "succeeded"; string? error = null;
             try
             {
+                foreach (var s in shards)
+                    foreach (var a in s.Artifacts.Where(a => a.Step == id && a.Input is not null))
+                        sink.Adopt(a, ShardFile(s, a.Path));
                 if (registry.Find(ComponentKind.Analysis, uses) is null) throw new LoupeException(registry.Unknown(ComponentKind.Analysis, uses));
                 if (registry.Create<IAnalysis>(uses) is not IShardable shardable) throw new LoupeException($"'{uses}' does not merge shards (not IShardable)");
                 shardable.Merge(new MergeContext(id, shards, labels, sink));
             }
-            catch (Exception e) when (e is LoupeException or IOException or JsonException or InvalidOperationException or ArgumentException or FormatException)
+            catch (Exception e)
             {
+                // A plugin's merge failing fails its step only, as a step does in a run.
                 status = "failed";
-                error = e.Message;
+                error = e is LoupeException ? e.Message : $"{e.GetType().Name}: {e.Message}";
+                rec["errorDetail"] = e.ToString();
             }
             // Step-level expect: thresholds, deferred by the shards, are checked on the merged metrics.
             var expectations = (rec["expectations"] as JsonArray ?? []).Select(e => (string)e!["expect"]!).ToList();
@@ -195,6 +207,15 @@ public static class ShardMerger
         return manifest;
     }
 
+    /// <summary>A file a shard's manifest lists; a clear error when it is gone.</summary>
+    static string ShardFile(Shard s, string relative)
+    {
+        var path = Path.Combine(s.Dir, relative);
+        if (!File.Exists(path))
+            throw new LoupeException($"shard {s.Info.Index}/{s.Info.Count} ({s.Dir}): '{relative}' is listed in its manifest but missing; run this shard again");
+        return path;
+    }
+
     sealed class MergeContext(string stepId, List<Shard> shards, IReadOnlyList<string> labels, IArtifactSink output) : IShardMerge
     {
         public string StepId => stepId;
@@ -215,7 +236,7 @@ public static class ShardMerger
         IReadOnlyList<T> Read<T>(string name, string ext, Func<string, T> read) => shards.Select(s =>
         {
             var a = Find(s, name, ext) ?? throw new LoupeException($"shard {s.Info.Index}/{s.Info.Count} ({s.Dir}) has no '{stepId}/{name}.{ext}'");
-            return read(Path.Combine(s.Dir, a.Path));
+            return read(ShardFile(s, a.Path));
         }).ToList();
 
         public IReadOnlyList<NdArray> Raw(string name) => Read<NdArray>(name, "npy", p => Npy.Read(p));
@@ -223,7 +244,7 @@ public static class ShardMerger
         public IReadOnlyList<RgbImage> Display(string name) => Read(name, "png", LoadPng);
 
         public IReadOnlyList<RgbImage> InputDisplays(string name, int max) => shards
-            .SelectMany(s => s.Artifacts.Where(a => a.Step == stepId && a.Input is not null && a.Name == name && a.Kind == "display").Select(a => Path.Combine(s.Dir, a.Path)))
+            .SelectMany(s => s.Artifacts.Where(a => a.Step == stepId && a.Input is not null && a.Name == name && a.Kind == "display").Select(a => ShardFile(s, a.Path)))
             .Take(max).Select(LoadPng).ToList();
 
         static RgbImage LoadPng(string path)

@@ -82,7 +82,7 @@ internal static class Commands
         var sw = Stopwatch.StartNew();
         var result = ShardMerger.Merge(new MergeRequest(dirs, outDir) { PluginDirectories = PluginDirs, Observer = observer });
         foreach (var e in result.Errors) Error(e.ToString());
-        if (json) Console.WriteLine(Summary(outDir, result).ToJsonString(Manifest.JsonOptions));
+        if (json) Console.WriteLine(Summary((string?)result.Manifest?["pipelineFile"] ?? outDir, result).ToJsonString(Manifest.JsonOptions));
         else if (result.OutDir is not null) observer.PrintSummary(result, sw.Elapsed);
         return result.ExitCode;
     }

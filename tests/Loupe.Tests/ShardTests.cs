@@ -131,6 +131,31 @@ public class ShardTests(ShardRuns runs) : IClassFixture<ShardRuns>
     }
 
     [Fact]
+    public void AShardMissingAResultFailsOnlyThatStepOfTheMerge()
+    {
+        var dir = TestEnv.TempDir();
+        var copies = runs.Shards.Select((s, i) =>
+        {
+            var to = Path.Combine(dir, $"part-{i}");
+            foreach (var f in Directory.GetFiles(s.OutDir!, "*", SearchOption.AllDirectories))
+            {
+                var dest = Path.Combine(to, Path.GetRelativePath(s.OutDir!, f));
+                Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
+                File.Copy(f, dest);
+            }
+            return to;
+        }).ToList();
+        File.Delete(Path.Combine(copies[2], "emb", "features.npy"));
+        var r = ShardMerger.Merge(new MergeRequest(copies, Path.Combine(dir, "merged")) { PluginDirectories = [TestEnv.PluginDirectory] });
+        Assert.Equal(1, r.ExitCode);
+        var steps = r.Manifest!["steps"]!.AsArray();
+        Assert.Equal("failed", (string?)steps[0]!["status"]);
+        Assert.Contains("shard 2/4", (string?)steps[0]!["error"]);
+        Assert.Contains("emb/features.npy", (string?)steps[0]!["error"]);
+        Assert.All(steps.Skip(1), s => Assert.Equal("succeeded", (string?)s!["status"]));
+    }
+
+    [Fact]
     public void WholeDatasetStepsAreRefusedUnderShardNamingTheStep()
     {
         var path = TestEnv.Pipeline(File.ReadAllText(runs.PipelineFile) + "\n  - { id: map2d, uses: tsne, with: { layer: gap } }\n");
