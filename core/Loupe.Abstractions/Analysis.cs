@@ -90,6 +90,10 @@ public interface IAnalysisContext
     /// <summary>Values shared by all steps of one run (same model, same data), e.g. a layer's dataset features, so
     /// that steps reading the same thing do not each re-run the model. Store managed data, never live tensors.</summary>
     IDictionary<string, object> RunCache => new Dictionary<string, object>();
+    /// <summary>The part of the dataset this run reads under <c>--shard i/n</c> (null: the whole dataset). Only
+    /// <see cref="IShardable"/> steps run on shards; row numbers they write should be dataset rows
+    /// (<see cref="ShardInfo.FirstRow"/> + row within the shard).</summary>
+    ShardInfo? Shard => null;
 
     /// <summary>Feeds a layer's activations over the whole dataset to the pass's consumer and returns it. In a host run the
     /// forward pass is shared: every consumer planned by any step (<see cref="IPlansLayerPasses"/>) that is not fed yet

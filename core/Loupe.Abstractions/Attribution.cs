@@ -27,7 +27,7 @@ public interface IAttribution : IAnalysis
 
 /// <summary>Base of attribution techniques: one abstract step (<see cref="Attribute(TOptions, AttributionInput)"/>); the
 /// base streams batches, loops over target slots, writes raw maps, overlays and the step grid.</summary>
-public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttribution where TOptions : class, new()
+public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttribution, IShardable where TOptions : class, new()
 {
     /// <inheritdoc/>
     public abstract string ArtifactName { get; }
@@ -47,6 +47,8 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
         long done = 0;
         foreach (var batch in ctx.Batches())
         {
+            // Grid tiles input by input (slots of one input together), so the grid does not depend on batch edges.
+            var slotTiles = Enumerable.Range(0, slots).Select(_ => new List<RgbImage>()).ToArray();
             for (int slot = 0; slot < slots; slot++)
             {
                 using var scope = NewDisposeScope();
@@ -57,8 +59,9 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
                     for (int i = 0; i < batch.Ids.Length; i++)
                         ctx.Output.Raw(RawName + suffix, batch.Ids[i], NdArray.FromTensor(raw[i]), result.Selection.Labels[i]);
                 var display = result.Map.dim() == 4 ? result.Map.abs().amax([1]) : result.Map;
-                Explain.Emit(ctx, ArtifactName + suffix, batch, result.Map, display, result.Selection, tiles);
+                Explain.Emit(ctx, ArtifactName + suffix, batch, result.Map, display, result.Selection, slotTiles[slot], Explain.MaxGridTiles - tiles.Count);
             }
+            tiles.AddRange(Interleave(slotTiles).Take(Explain.MaxGridTiles - tiles.Count));
             done += batch.Ids.Length;
             if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);
         }
@@ -68,6 +71,19 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
 
     /// <summary>Called once after all batches (e.g. to write a summary).</summary>
     protected virtual void Finish(TOptions options, IAnalysisContext ctx) { }
+
+    static IEnumerable<RgbImage> Interleave(IReadOnlyList<IReadOnlyList<RgbImage>> slots) =>
+        Enumerable.Range(0, slots.Select(s => s.Count).DefaultIfEmpty().Max()).SelectMany(i => slots.Where(s => i < s.Count).Select(s => s[i]));
+
+    /// <summary>Shards: maps and overlays are per input (unioned by the host); the grid is rebuilt from the first
+    /// overlays in dataset order. Override (calling this) when <see cref="Finish"/> writes whole-step results.</summary>
+    public virtual void Merge(IShardMerge merge)
+    {
+        var single = merge.InputDisplays(ArtifactName, Explain.MaxGridTiles);
+        var slots = single.Count > 0 ? [single] : Enumerable.Range(1, int.MaxValue)
+            .Select(k => merge.InputDisplays($"{ArtifactName}.top{k}", Explain.MaxGridTiles)).TakeWhile(t => t.Count > 0).ToList();
+        Explain.Grid(merge.Output, ArtifactName, Interleave(slots).Take(Explain.MaxGridTiles).ToList());
+    }
 }
 
 /// <summary>An option that names another step (<c>inner: { uses: saliency, with: {...} }</c>): the host resolves the id,

@@ -36,6 +36,15 @@ public interface IDataSource : IDisposable
     IEnumerable<string> Files { get; }
 }
 
+/// <summary>Optional for sources that can read a contiguous range of items without reading the ones before it
+/// (<c>--shard</c> uses it; other sources are sliced by streaming past the rows before the range).</summary>
+public interface IRangeDataSource
+{
+    /// <summary>A source over items [<paramref name="start"/>, <paramref name="start"/> + <paramref name="count"/>),
+    /// with the same ids those items have in the whole source. The caller disposes both sources.</summary>
+    IDataSource Slice(long start, long count);
+}
+
 /// <summary>What a data adapter gets when opening.</summary>
 /// <param name="BaseDirectory">Folder relative paths resolve against.</param>
 /// <param name="Input">The model's effective input spec (sources check shapes against it).</param>

@@ -114,8 +114,11 @@ public static class Explain
         return scope.MoveToOuter(g);
     }
 
+    /// <summary>Most overlays in a step's grid.</summary>
+    public const int MaxGridTiles = 64;
+
     /// <summary>Writes the per-input raw map and display overlay, and keeps the overlay for the step's grid.</summary>
-    public static void Emit(IAnalysisContext ctx, string name, InputBatch batch, Tensor raw, Tensor displayMap, TargetSelection? selection, List<RgbImage> gridTiles, int maxGridTiles = 64)
+    public static void Emit(IAnalysisContext ctx, string name, InputBatch batch, Tensor raw, Tensor displayMap, TargetSelection? selection, List<RgbImage> gridTiles, int maxGridTiles = MaxGridTiles)
     {
         using var cpu = raw.detach().to(ScalarType.Float32).cpu().contiguous();
         var overlays = Display.Overlays(batch.Pixels, displayMap);
@@ -131,8 +134,11 @@ public static class Explain
     }
 
     /// <summary>Writes the step's grid of overlays (one tile per input, up to 64).</summary>
-    public static void EmitGrid(IAnalysisContext ctx, string name, List<RgbImage> tiles)
+    public static void EmitGrid(IAnalysisContext ctx, string name, List<RgbImage> tiles) => Grid(ctx.Output, name, tiles);
+
+    /// <summary>Writes <c>name-grid</c>: the tiles in a square-ish grid (nothing when there are none).</summary>
+    public static void Grid(IArtifactSink output, string name, IReadOnlyList<RgbImage> tiles)
     {
-        if (tiles.Count > 0) ctx.Output.Display(name + "-grid", null, Display.Grid(tiles, (int)Math.Ceiling(Math.Sqrt(tiles.Count))));
+        if (tiles.Count > 0) output.Display(name + "-grid", null, Display.Grid(tiles, (int)Math.Ceiling(Math.Sqrt(tiles.Count))));
     }
 }

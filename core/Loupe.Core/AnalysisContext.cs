@@ -19,6 +19,7 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
     public long MemoryBudgetBytes => run.Spec.MemoryBudgetBytes;
     public IDictionary<string, object> RunCache => run.Cache;
     public ILayerConsumer RunLayerPass(LayerPass pass) => run.LayerPasses.Get(pass, this);
+    public ShardInfo? Shard => run.Shard;
 
     /// <summary>Run seed mixed with the step id (FNV-1a), so steps get independent, reproducible streams.</summary>
     public static int StepSeed(int seed, string stepId)

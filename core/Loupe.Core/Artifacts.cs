@@ -54,6 +54,17 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
         Add(new ArtifactRecord(stepId, null, "data", rel, [], "json", null, name));
     }
 
+    /// <summary>Copies an artifact another run wrote (a shard's per-input result) into this step, keeping its record.</summary>
+    public void Adopt(ArtifactRecord record, string sourceFile)
+    {
+        lock (_gate)
+            if (!_paths.Add(record.Path)) throw new LoupeException($"step '{stepId}': '{record.Path}' is in more than one shard (the shards overlap)");
+        var dest = Path.Combine(runDirectory, record.Path);
+        Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
+        File.Copy(sourceFile, dest);
+        Add(record);
+    }
+
     /// <inheritdoc/>
     public void Metric(string name, double value)
     {

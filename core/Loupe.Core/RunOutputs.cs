@@ -8,19 +8,33 @@ namespace Loupe.Core;
 /// <summary>Run-level outputs: the manifest skeleton, the metrics table and the methods × images comparison.</summary>
 public static partial class PipelineRunner
 {
+    /// <summary>The id of the step a step's <see cref="StepLink"/> option names (e.g. a metric's <c>of:</c>), or null.</summary>
+    static string? LinkedStep(PreparedStep step) =>
+        OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink))
+            .Select(p => (p.GetValue(step.Options) as StepLink)?.Id).FirstOrDefault(x => x is not null);
+
+    /// <summary>The run-level outputs, from the step records and artifacts (also used by <c>loupe merge</c>).</summary>
+    internal static void WriteRunOutputs(string outDir, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest, IRunObserver? observer)
+    {
+        WriteMetricsTable(outDir, stepRecords, artifacts, manifest);
+        try { WriteComparison(outDir, artifacts, manifest); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SixLabors.ImageSharp.ImageFormatException)
+        {
+            observer?.Warning($"comparison grid not written: {e.Message}");
+        }
+    }
+
     /// <summary>Every metric of every step (e.g. each faithfulness metric × each attribution step it measures, as
     /// mean and std over images) in one table: <c>metrics.csv</c> and the manifest's <c>metricsTable</c>.</summary>
-    static void WriteMetricsTable(string outDir, PreparedRun run, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest)
+    static void WriteMetricsTable(string outDir, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest)
     {
         var rows = new List<(string Step, string Uses, string Of, string Metric, double Value)>();
-        for (int i = 0; i < run.Steps.Count; i++)
+        foreach (var rec in stepRecords)
         {
-            if (stepRecords[i]["metrics"] is not JsonObject metrics) continue;
-            var step = run.Steps[i];
-            var of = OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink))
-                .Select(p => (p.GetValue(step.Options) as StepLink)?.Id).FirstOrDefault(x => x is not null) ?? "";
+            if (rec["metrics"] is not JsonObject metrics) continue;
+            string id = (string)rec["id"]!, uses = (string)rec["uses"]!, of = (string?)rec["of"] ?? "";
             foreach (var (name, value) in metrics)
-                if (value is JsonValue v && v.TryGetValue<double>(out var d)) rows.Add((step.Spec.Id, step.Spec.Uses, of, name, d));
+                if (value is JsonValue v && v.TryGetValue<double>(out var d)) rows.Add((id, uses, of, name, d));
         }
         if (rows.Count == 0) return;
         static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;

@@ -29,6 +29,8 @@ public sealed record RunRequest(string PipelineFile)
     public IRunObserver? Observer { get; init; }
     /// <summary>In-process registrars added after the plugin folders (for hosts that embed Loupe, and tests).</summary>
     public IReadOnlyList<IPluginRegistrar> Registrars { get; init; } = [];
+    /// <summary><c>--shard i/n</c>: run only that part of the dataset (steps must be <see cref="IShardable"/>).</summary>
+    public ShardRequest? Shard { get; init; }
 }
 
 /// <summary>Outcome of a run.</summary>
@@ -58,6 +60,8 @@ public sealed class PreparedRun : IDisposable
     public IDataSource? Data { get; init; }
     /// <summary>Data options.</summary>
     public object? DataOptions { get; init; }
+    /// <summary>The rows this run reads under <c>--shard</c> (null: all).</summary>
+    public ShardInfo? Shard { get; init; }
     /// <summary>Steps.</summary>
     public required IReadOnlyList<PreparedStep> Steps { get; init; }
     /// <summary>When the first model forward (the validation probe) finished: the end of the cold start.</summary>

@@ -29,7 +29,7 @@ public static partial class PipelineRunner
 
         try
         {
-            return PrepareWith(spec, registry, errors, warnings);
+            return PrepareWith(spec, registry, errors, warnings, request.Shard);
         }
         catch
         {
@@ -38,7 +38,7 @@ public static partial class PipelineRunner
         }
     }
 
-    static PreparedRun PrepareWith(PipelineSpec spec, ComponentRegistry registry, List<PipelineError> errors, List<string> warnings)
+    static PreparedRun PrepareWith(PipelineSpec spec, ComponentRegistry registry, List<PipelineError> errors, List<string> warnings, ShardRequest? shard)
     {
         var file = spec.File;
         var m = spec.Model!;
@@ -145,6 +145,7 @@ public static partial class PipelineRunner
                 prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target));
             }
             ResolveLinks(spec, prepared, errors);
+            if (shard is not null) errors.AddRange(RefuseUnshardable(spec, prepared, shard));
             for (int i = 0; i < prepared.Count; i++)
             {
                 var s = prepared[i].Spec;
@@ -176,8 +177,11 @@ public static partial class PipelineRunner
                     if (errors.Count > 0) { data.Dispose(); throw new PipelineException(errors); }
                 }
             }
+            ShardInfo? rows = null;
+            if (shard is not null) (data, rows) = Slice(spec, prepared, data, shard);
             return new PreparedRun
             {
+                Shard = rows,
                 Spec = spec, Registry = registry, Model = model, ModelOptions = modelOptions!, Input = input, Labels = labels,
                 ModelFiles = modelAdapter.Files(modelOptions!, spec.BaseDirectory).ToList(), Data = data, DataOptions = dataOptions,
                 Steps = prepared, Warnings = warnings, FirstForwardAt = firstForward,
@@ -324,6 +328,8 @@ public static partial class PipelineRunner
         var started = DateTimeOffset.Now;
         var manifest = BuildManifest(run, request, started);
         manifest["steps"] = new JsonArray(stepRecords.Cast<JsonNode>().ToArray());
+        if (run.Shard is { } shard)
+            manifest["shard"] = new JsonObject { ["index"] = shard.Index, ["count"] = shard.Count, ["firstRow"] = shard.FirstRow, ["rows"] = shard.Rows };
         void Save(string status)
         {
             manifest["status"] = status;
@@ -352,6 +358,7 @@ public static partial class PipelineRunner
             rec["startedAt"] = DateTimeOffset.Now.ToString("o");
             rec["options"] = Manifest.ToNode(step.Options);
             rec["target"] = step.Target.Describe();
+            if (LinkedStep(step) is { } of) rec["of"] = of;
             var sw = Stopwatch.StartNew();
             int runWarnings = run.Warnings.Count;
             string status; string? error = null;
@@ -369,7 +376,9 @@ public static partial class PipelineRunner
             }
             sw.Stop();
             // expect: thresholds, checked after the step's outputs are written.
-            if (status == "succeeded" && step.Spec.Expect.Count > 0)
+            if (status == "succeeded" && step.Spec.Expect.Count > 0 && run.Shard is not null)
+                rec["expectations"] = new JsonArray(step.Spec.Expect.Select(e => (JsonNode)new JsonObject { ["expect"] = e.Text, ["passed"] = "after merge" }).ToArray());
+            else if (status == "succeeded" && step.Spec.Expect.Count > 0)
             {
                 var failures = step.Spec.Expect.Select(e => e.Check(metrics)).OfType<string>().ToList();
                 rec["expectations"] = new JsonArray(step.Spec.Expect.Select(e => (JsonNode)new JsonObject
@@ -390,12 +399,9 @@ public static partial class PipelineRunner
             observer?.StepFinished(step.Spec.Id, status, sw.Elapsed, error);
             Save("running");
         }
-        WriteMetricsTable(outDir, run, stepRecords, artifacts, manifest);
-        try { WriteComparison(outDir, artifacts, manifest); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or SixLabors.ImageSharp.ImageFormatException)
-        {
-            observer?.Warning($"comparison grid not written: {e.Message}");
-        }
+        // A shard's run-level outputs are written by 'loupe merge', over all shards.
+        if (run.Shard is null) WriteRunOutputs(outDir, stepRecords, artifacts, manifest, observer);
+        else if (run.Data is ShardedDataSource { Ids: { } ids }) manifest["shard"]!["ids"] = new JsonArray(ids.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray());
         manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
         Save(failed == 0 ? "succeeded" : cancellation.IsCancellationRequested ? "cancelled" : "failed");
         return new RunResult(failed == 0 ? 0 : 1, outDir, manifest, []);

@@ -22,9 +22,19 @@ internal static class Commands
 
     static void Error(string message) => Console.Error.WriteLine(message);
 
-    public static int Run(string[] files, string? outDir, string[] overrides, bool quiet, bool json)
+    static bool ParseShard(string? text, out ShardRequest? shard)
+    {
+        shard = null;
+        if (text is null) return true;
+        shard = ShardRequest.Parse(text, out var why);
+        if (why is not null) Error("error: " + why);
+        return shard is not null;
+    }
+
+    public static int Run(string[] files, string? outDir, string[] overrides, bool quiet, bool json, string? shardText = null)
     {
         if (outDir is not null && files.Length > 1) { Error("error: --out can only be used with a single pipeline file"); return 2; }
+        if (!ParseShard(shardText, out var shard)) return 2;
         using var cts = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) =>
         {
@@ -42,7 +52,7 @@ internal static class Commands
             {
                 var observer = new ConsoleObserver(quiet || json);
                 var sw = Stopwatch.StartNew();
-                var result = PipelineRunner.Run(new RunRequest(file) { OutDir = outDir, Overrides = overrides, PluginDirectories = PluginDirs, Observer = observer }, cts.Token);
+                var result = PipelineRunner.Run(new RunRequest(file) { OutDir = outDir, Overrides = overrides, PluginDirectories = PluginDirs, Observer = observer, Shard = shard }, cts.Token);
                 sw.Stop();
                 foreach (var e in result.Errors) Error(e.ToString());
                 if (json) summaries.Add(Summary(file, result));
@@ -66,11 +76,23 @@ internal static class Commands
         ["steps"] = r.Manifest?["steps"]?.DeepClone(),
     };
 
-    public static int Validate(string file, string[] overrides, bool json)
+    public static int Merge(string[] dirs, string outDir, bool quiet, bool json)
     {
+        var observer = new ConsoleObserver(quiet || json);
+        var sw = Stopwatch.StartNew();
+        var result = ShardMerger.Merge(new MergeRequest(dirs, outDir) { PluginDirectories = PluginDirs, Observer = observer });
+        foreach (var e in result.Errors) Error(e.ToString());
+        if (json) Console.WriteLine(Summary((string?)result.Manifest?["pipelineFile"] ?? outDir, result).ToJsonString(Manifest.JsonOptions));
+        else if (result.OutDir is not null) observer.PrintSummary(result, sw.Elapsed);
+        return result.ExitCode;
+    }
+
+    public static int Validate(string file, string[] overrides, bool json, string? shardText = null)
+    {
+        if (!ParseShard(shardText, out var shard)) return 2;
         try
         {
-            using var prepared = PipelineRunner.Prepare(new RunRequest(file) { Overrides = overrides, PluginDirectories = PluginDirs });
+            using var prepared = PipelineRunner.Prepare(new RunRequest(file) { Overrides = overrides, PluginDirectories = PluginDirs, Shard = shard });
             if (json) Console.WriteLine(new JsonObject { ["pipeline"] = Path.GetFullPath(file), ["valid"] = true, ["steps"] = prepared.Steps.Count }.ToJsonString());
             else Console.WriteLine($"{file}: valid ({prepared.Steps.Count} step(s): {string.Join(", ", prepared.Steps.Select(s => $"{s.Spec.Id} [{s.Spec.Uses}]"))})");
             foreach (var w in prepared.Warnings) Console.Error.WriteLine("warning: " + w);

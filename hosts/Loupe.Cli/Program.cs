@@ -9,6 +9,7 @@ var quiet = new Option<bool>("--quiet", "-q") { Description = "print only errors
 var json = new Option<bool>("--json") { Description = "print a machine-readable JSON summary on stdout", Recursive = true };
 var setOpt = new Option<string[]>("--set") { Description = "override a pipeline value, e.g. --set steps.cam.with.layer=layer3 (repeatable)" };
 var outOpt = new Option<string?>("--out") { Description = "output folder (must not exist or be empty; default from output.dir)" };
+var shardOpt = new Option<string?>("--shard") { Description = "run only shard I of N of the dataset (0-based, e.g. 0/4); merge the shard folders with 'loupe merge'" };
 var files = new Argument<string[]>("pipeline") { Description = "pipeline YAML file(s)", Arity = ArgumentArity.OneOrMore };
 var oneFile = new Argument<string>("pipeline") { Description = "pipeline YAML file" };
 var idArg = new Argument<string>("id") { Description = "component id, e.g. grad-cam" };
@@ -17,13 +18,19 @@ var root = new RootCommand("loupe — look inside convolutional networks: YAML p
 root.Options.Add(quiet);
 root.Options.Add(json);
 
-var run = new Command("run", "validate and run pipeline file(s); exit code 0 only if every step succeeded") { files, outOpt, setOpt };
-run.SetAction(pr => Commands.Run(pr.GetValue(files)!, pr.GetValue(outOpt), pr.GetValue(setOpt) ?? [], pr.GetValue(quiet), pr.GetValue(json)));
+var run = new Command("run", "validate and run pipeline file(s); exit code 0 only if every step succeeded") { files, outOpt, setOpt, shardOpt };
+run.SetAction(pr => Commands.Run(pr.GetValue(files)!, pr.GetValue(outOpt), pr.GetValue(setOpt) ?? [], pr.GetValue(quiet), pr.GetValue(json), pr.GetValue(shardOpt)));
 root.Subcommands.Add(run);
 
-var validate = new Command("validate", "check a pipeline (keys, ids, options, files, layers, capabilities) without running it") { oneFile, setOpt };
-validate.SetAction(pr => Commands.Validate(pr.GetValue(oneFile)!, pr.GetValue(setOpt) ?? [], pr.GetValue(json)));
+var validate = new Command("validate", "check a pipeline (keys, ids, options, files, layers, capabilities) without running it") { oneFile, setOpt, shardOpt };
+validate.SetAction(pr => Commands.Validate(pr.GetValue(oneFile)!, pr.GetValue(setOpt) ?? [], pr.GetValue(json), pr.GetValue(shardOpt)));
 root.Subcommands.Add(validate);
+
+var shardDirs = new Argument<string[]>("shard-dir") { Description = "output folders of 'loupe run --shard i/n', all n of them", Arity = ArgumentArity.OneOrMore };
+var mergeOut = new Option<string>("--out") { Description = "folder for the merged run (must not exist or be empty)", Required = true };
+var merge = new Command("merge", "merge the output folders of 'run --shard i/n' into one run folder, as if run unsharded") { shardDirs, mergeOut };
+merge.SetAction(pr => Commands.Merge(pr.GetValue(shardDirs)!, pr.GetValue(mergeOut)!, pr.GetValue(quiet), pr.GetValue(json)));
+root.Subcommands.Add(merge);
 
 var plugins = new Command("plugins", "list loaded plugins and their components");
 plugins.SetAction(pr => Commands.Plugins(pr.GetValue(json)));

@@ -145,6 +145,21 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         ctx.Output.Metric("completeness_error_mean_relative", _relative.Average());
     }
 
+    /// <summary>Shards: completeness errors are per input (unioned); the mean relative error is the shards' means
+    /// weighted by their input counts (equal to the unsharded value up to rounding, ~1e-15 relative).</summary>
+    public override void Merge(IShardMerge merge)
+    {
+        base.Merge(merge);
+        if (!merge.Has("completeness", "json")) return;
+        var parts = merge.Json("completeness").Select(p => p.AsObject()).ToList();
+        var all = new System.Text.Json.Nodes.JsonObject();
+        foreach (var (id, v) in parts.SelectMany(p => p)) all[id] = v?.DeepClone();
+        merge.Output.Json("completeness", all);
+        merge.Output.Metric("completeness_error_max_abs", all.Max(kv => Math.Abs((float)kv.Value!)));
+        merge.Output.Metric("completeness_error_mean_relative",
+            parts.Select((p, i) => merge.Metrics[i]["completeness_error_mean_relative"] * p.Count).Sum() / all.Count);
+    }
+
     static Tensor LoadBaseline(string file, Tensor x)
     {
         var b = Npy.Read(file).ToTensor();

@@ -7,7 +7,7 @@ public sealed record EmbeddingsOptions : FeatureOptions;
 
 /// <summary>Features of one layer for the whole data source, streamed batch by batch: <c>features.npy</c> (N×D float32),
 /// <c>ids.json</c> (row order) and <c>labels.npy</c> (float32, when the source has labels).</summary>
-public sealed class Embeddings : FeatureAnalysis<EmbeddingsOptions>
+public sealed class Embeddings : FeatureAnalysis<EmbeddingsOptions>, IShardable
 {
     /// <inheritdoc/>
     public override void Run(EmbeddingsOptions options, IAnalysisContext ctx)
@@ -18,5 +18,15 @@ public sealed class Embeddings : FeatureAnalysis<EmbeddingsOptions>
         if (fs.Labels is { } l) ctx.Output.Raw("labels", null, Features.LabelArray(l));
         ctx.Output.Metric("inputs", fs.N);
         ctx.Output.Metric("dimensions", fs.D);
+    }
+
+    /// <summary>Shards: features, ids and labels are rows, concatenated in dataset order.</summary>
+    public void Merge(IShardMerge merge)
+    {
+        var x = merge.Rows("features");
+        merge.Concat("ids");
+        if (merge.Has("labels", "npy")) merge.Rows("labels");
+        merge.Output.Metric("inputs", x.Shape[0]);
+        merge.Output.Metric("dimensions", x.Shape[1]);
     }
 }

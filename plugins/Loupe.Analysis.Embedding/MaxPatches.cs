@@ -65,7 +65,7 @@ public sealed record MaxPatchesOptions
 /// the part of a field that lies outside the image is grey), <c>index.json</c>, <c>top-values.npy</c> (C×k, NaN
 /// where fewer positions exist), <c>top-positions.npy</c> (C×k×3: image row, y, x) and <c>receptive-field.json</c>.
 /// Boxes are [y0, x0, y1, x1] in input pixels, end-exclusive, clipped to the image.</summary>
-public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses
+public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses, IShardable
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
@@ -151,6 +151,7 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses
         int k = options.Top, n = channels.Length, H = ctx.Input.Height, W = ctx.Input.Width;
         if (top.Any(t => t.Length < k))
             ctx.Warn($"top = {k} exceeds the {top.Min(t => t.Length)} positions of layer '{options.Layer}' over the {ids.Count} input(s); those grids have fewer tiles (NaN rows in top-values.npy)");
+        long offset = ctx.Shard?.FirstRow ?? 0;   // rows written are dataset rows
 
         var values = new float[n * k];
         var positions = new float[n * k * 3];
@@ -164,8 +165,8 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses
                 var e = top[c][t];
                 var box = rf.Box(e.Y, e.X, H, W);
                 values[c * k + t] = e.Value;
-                positions[(c * k + t) * 3] = e.Image; positions[(c * k + t) * 3 + 1] = e.Y; positions[(c * k + t) * 3 + 2] = e.X;
-                list.Add(new { id = ids[e.Image], index = e.Image, y = e.Y, x = e.X, value = e.Value, box = new[] { box.Y0, box.X0, box.Y1, box.X1 } });
+                positions[(c * k + t) * 3] = e.Image + offset; positions[(c * k + t) * 3 + 1] = e.Y; positions[(c * k + t) * 3 + 2] = e.X;
+                list.Add(new { id = ids[e.Image], index = e.Image + offset, y = e.Y, x = e.X, value = e.Value, box = new[] { box.Y0, box.X0, box.Y1, box.X1 } });
             }
             index[channels[c].ToString(System.Globalization.CultureInfo.InvariantCulture)] = list;
         }
@@ -192,10 +193,52 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses
             row += batch.Ids.Length;
             if (row > maxRow) break;
         }
-        int cols = (int)Math.Ceiling(Math.Sqrt(k));
         for (int c = 0; c < n; c++)
-            ctx.Output.Display($"channel-{channels[c]:D4}", null, Display.Grid(tiles[c], cols, padding: 3));
+            if (ctx.Shard is null) ctx.Output.Display($"channel-{channels[c]:D4}", null, Grid(tiles[c], k));
+            else ctx.Output.Display($"channel-{channels[c]:D4}.candidates", null, Display.Grid(tiles[c], tiles[c].Length, padding: 0));
         ctx.Progress(1, "patches written");
+    }
+
+    static RgbImage Grid(RgbImage[] tiles, int k) => Display.Grid(tiles, (int)Math.Ceiling(Math.Sqrt(k)), padding: 3);
+
+    /// <summary>Shards: each shard keeps its own top-k per channel (entries in <c>index.json</c> with dataset rows, and
+    /// their tiles in one strip per channel, <c>channel-0005.candidates.png</c>); the global top-k is the top-k of
+    /// those candidates under the same total order, so the merge is exact.</summary>
+    public void Merge(IShardMerge merge)
+    {
+        merge.Same("receptive-field");
+        merge.Output.Metric("receptive_field", merge.Metrics[0]["receptive_field"]);
+        int k = (int)merge.Raw("top-values")[0].Shape[1];
+        var shards = merge.Json("index");
+        var channels = shards[0]["channels"]!.AsObject().Select(kv => kv.Key).ToList();
+        var values = new float[channels.Count * k];
+        var positions = new float[channels.Count * k * 3];
+        Array.Fill(values, float.NaN); Array.Fill(positions, float.NaN);
+        var index = new System.Text.Json.Nodes.JsonObject();
+        for (int c = 0; c < channels.Count; c++)
+        {
+            var name = $"channel-{int.Parse(channels[c], System.Globalization.CultureInfo.InvariantCulture):D4}";
+            var strips = merge.Display(name + ".candidates");
+            var candidates = shards.SelectMany((s, i) =>
+            {
+                var entries = s["channels"]![channels[c]]!.AsArray();
+                var tiles = ShardMerges.SplitStrip(strips[i], entries.Count);
+                return entries.Select((e, t) => (Entry: new TopEntry((float)e!["value"]!, (int)e["index"]!, (int)e["y"]!, (int)e["x"]!), Json: e, Tile: tiles[t]));
+            }).OrderBy(x => x.Entry).Take(k).ToList();
+            for (int t = 0; t < candidates.Count; t++)
+            {
+                var e = candidates[t].Entry;
+                values[c * k + t] = e.Value;
+                positions[(c * k + t) * 3] = e.Image; positions[(c * k + t) * 3 + 1] = e.Y; positions[(c * k + t) * 3 + 2] = e.X;
+            }
+            index[channels[c]] = new System.Text.Json.Nodes.JsonArray(candidates.Select(x => x.Json!.DeepClone()).ToArray());
+            merge.Output.Display(name, null, Grid(candidates.Select(x => x.Tile).ToArray(), k));
+        }
+        merge.Output.Raw("top-values", null, new NdArray(values, [channels.Count, k]));
+        merge.Output.Raw("top-positions", null, new NdArray(positions, [channels.Count, k, 3]));
+        var head = shards[0].DeepClone().AsObject();
+        head["channels"] = index;
+        merge.Output.Json("index", head);
     }
 
     /// <summary>The unit's receptive field cut from the image (C×H×W in [0,1]); parts outside the image are grey.</summary>

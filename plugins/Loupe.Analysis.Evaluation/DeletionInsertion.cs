@@ -43,7 +43,7 @@ public sealed record PixelCurveOptions : MetricOptions
 /// by the baseline) or revealed on the baseline (insertion) in <c>steps</c> equal fractions; the softmax probability of
 /// the target class is recorded at every step and the area under the curve (trapezoid over the fraction in [0,1]) is
 /// the score. Lower is better for deletion, higher for insertion.</summary>
-public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>
+public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
 {
     /// <summary>True for insertion.</summary>
     protected abstract bool Insert { get; }
@@ -114,12 +114,30 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>
             inputs = ids.Select((id, i) => new { id, target = labels[i], auc = aucs[i] }).ToArray(),
         });
         var (mean, std) = writer.Stat("auc", aucs);
-        var xs = Enumerable.Range(0, o.Steps + 1).Select(k => k / (double)o.Steps).ToArray();
+        Plot(ctx.Output, o.Of.Id, fill.ToString().ToLowerInvariant(), curves, mean, std);
+    }
+
+    void Plot(IArtifactSink output, string of, string baseline, List<double[]> curves, double mean, double std)
+    {
+        int steps = curves[0].Length - 1;
+        var xs = Enumerable.Range(0, steps + 1).Select(k => k / (double)steps).ToArray();
         var meanCurve = xs.Select((_, k) => curves.Average(cv => cv[k])).ToArray();
-        ctx.Output.Display("curves", null, Plots.Lines(xs, [($"mean (AUC {mean:F3} ± {std:F3})", meanCurve)],
-            $"{Name} of '{o.Of.Id}' ({curves.Count} inputs, baseline {fill.ToString().ToLowerInvariant()})",
+        output.Display("curves", null, Plots.Lines(xs, [($"mean (AUC {mean:F3} ± {std:F3})", meanCurve)],
+            $"{Name} of '{of}' ({curves.Count} inputs, baseline {baseline})",
             Insert ? "fraction of pixels inserted" : "fraction of pixels deleted", "probability of the target class", curves.Take(64).ToList(),
             yRange: (-0.02, 1.02), legendLow: Insert));
+    }
+
+    /// <inheritdoc/>
+    protected override void MergeDetails(IShardMerge merge)
+    {
+        var curves = merge.Rows("curves");
+        var auc = merge.Concat("auc", "inputs");
+        var aucs = auc["inputs"]!.AsArray().Select(i => (double)i!["auc"]!).ToList();
+        var (mean, std) = MetricWriter.MeanStd(aucs);
+        int s1 = (int)curves.Shape[1];
+        var rows = Enumerable.Range(0, (int)curves.Shape[0]).Select(i => curves.Data.AsSpan(i * s1, s1).ToArray().Select(v => (double)v).ToArray()).ToList();
+        Plot(merge.Output, (string)auc["of"]!, (string)auc["baseline"]!, rows, mean, std);
     }
 
     /// <summary>Trapezoid AUC of a curve sampled at k/steps, k = 0..steps.</summary>

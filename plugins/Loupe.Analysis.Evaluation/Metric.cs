@@ -46,44 +46,133 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptio
     /// <inheritdoc/>
     public sealed override void Run(TOptions options, IAnalysisContext ctx)
     {
-        var expectations = options.Expect.Select((e, i) => Expectation.Parse(e, i, MetricNames, out _)!).ToList();
-        var writer = new MetricWriter(ctx, options.Of!.Id);
+        var writer = new MetricWriter(ctx.Output, ctx.StepId, options.Of!.Id);
         Evaluate(options, ctx, writer);
-        ctx.Output.Json("summary", new { columns = new[] { "step", "of", "metric", "mean", "std", "count" }, rows = writer.Rows });
+        // A shard's values are partial: its expectations are checked by 'loupe merge' on all of them.
+        Finish(writer, options.Expect, check: ctx.Shard is null);
+    }
+
+    /// <summary>Writes <c>summary</c> and <c>values</c> (every per-image series, so that shards merge exactly) and
+    /// checks the expectations.</summary>
+    void Finish(MetricWriter writer, string[] expect, bool check)
+    {
+        var output = writer.Output;
+        output.Json("summary", new { columns = new[] { "step", "of", "metric", "mean", "std", "count" }, rows = writer.Rows });
+        output.Json("values", new MetricValues(writer.Of, expect, writer.Series.ToArray()));
+        if (!check) return;
+        var expectations = expect.Select((e, i) => Expectation.Parse(e, i, MetricNames, out _)!).ToList();
         var failed = expectations.Select(e => e.Check(writer.Values)).Where(m => m is not null).ToList();
         if (failed.Count > 0) throw new LoupeException($"{failed.Count} expectation(s) failed: " + string.Join("; ", failed));
     }
+
+    /// <summary>Shards (for metrics that declare <see cref="IShardable"/>): the metric-specific results
+    /// (<see cref="MergeDetails"/>), then every per-image series concatenated in dataset order and reduced exactly as
+    /// in an unsharded run; expectations are checked on the merged values.</summary>
+    public void Merge(IShardMerge merge)
+    {
+        MergeDetails(merge);
+        var parts = merge.Json("values").Select(p => System.Text.Json.JsonSerializer.Deserialize<MetricValues>(p, MetricValues.Json)!).ToList();
+        var writer = new MetricWriter(merge.Output, merge.StepId, parts[0].Of);
+        for (int j = 0; j < parts[0].Series.Length; j++)
+        {
+            var s = parts[0].Series[j];
+            writer.Replay(s with { Values = parts.SelectMany(p => p.Series[j].Values).ToArray() });
+        }
+        Finish(writer, parts[0].Expect, check: true);
+    }
+
+    /// <summary>Merges the metric's own whole-step results (curves, per-input JSON, plots) of the shards.</summary>
+    protected virtual void MergeDetails(IShardMerge merge) { }
 
     /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>).</summary>
     protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, Tensor input, string[]? ids, TargetSelection? selection = null) =>
         ((IAttribution)options.Of!.Analysis!).Attribute(options.Of.Options!, new AttributionInput(ctx, input, selection, 0, ids));
 }
 
-/// <summary>Collects a step's metrics: forwards them to the manifest and keeps them for the expectations and summary.</summary>
-public sealed class MetricWriter(IAnalysisContext ctx, string of)
+/// <summary>A per-image series behind a step's metrics: <c>stat</c> (name_mean, name_std), <c>rate</c> (a mean
+/// written as <see cref="Row"/>'s metric) or <c>count</c> (values summed).</summary>
+public sealed record MetricSeries(string Kind, string Name, string? Row, double[] Values);
+
+/// <summary>The <c>values</c> artifact of a metric step: everything its metrics are computed from.</summary>
+public sealed record MetricValues(string Of, string[] Expect, MetricSeries[] Series)
 {
+    /// <summary>How it is read back (the host writes camelCase, NaN as a string).</summary>
+    public static readonly System.Text.Json.JsonSerializerOptions Json = new()
+    {
+        PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.CamelCase,
+        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+}
+
+/// <summary>Collects a step's metrics: forwards them to the manifest and keeps them for the expectations and summary,
+/// with the per-image series they come from.</summary>
+public sealed class MetricWriter(IArtifactSink output, string stepId, string of)
+{
+    /// <summary>Where results go.</summary>
+    public IArtifactSink Output => output;
+    /// <summary>The evaluated step.</summary>
+    public string Of => of;
     /// <summary>Every scalar written.</summary>
     public Dictionary<string, double> Values { get; } = [];
     /// <summary>Summary rows (one per per-image statistic).</summary>
     public List<SummaryRow> Rows { get; } = [];
+    /// <summary>The per-image series, in the order they were written.</summary>
+    public List<MetricSeries> Series { get; } = [];
 
     /// <summary>Writes one scalar.</summary>
     public void Metric(string name, double value)
     {
         Values[name] = value;
-        ctx.Output.Metric(name, value);
+        output.Metric(name, value);
     }
 
     /// <summary>Writes <c>name_mean</c> and <c>name_std</c> (population std) over images and a summary row.</summary>
     public (double Mean, double Std) Stat(string name, IReadOnlyList<double> values)
     {
+        Series.Add(new("stat", name, null, values.ToArray()));
+        var (mean, std) = MeanStd(values);
+        Metric(name + "_mean", mean);
+        Metric(name + "_std", std);
+        Rows.Add(new SummaryRow(stepId, of, name, mean, std, values.Count(double.IsFinite)));
+        return (mean, std);
+    }
+
+    /// <summary>Mean and population std of the finite values (NaN when there are none).</summary>
+    public static (double Mean, double Std) MeanStd(IReadOnlyList<double> values)
+    {
         var finite = values.Where(double.IsFinite).ToList();
         double mean = finite.Count == 0 ? double.NaN : finite.Average();
         double std = finite.Count == 0 ? double.NaN : Math.Sqrt(finite.Sum(v => (v - mean) * (v - mean)) / finite.Count);
-        Metric(name + "_mean", mean);
-        Metric(name + "_std", std);
-        Rows.Add(new SummaryRow(ctx.StepId, of, name, mean, std, finite.Count));
         return (mean, std);
+    }
+
+    /// <summary>Writes the mean of per-image values as <paramref name="metric"/> (e.g. a hit rate) and a summary row <paramref name="row"/>.</summary>
+    public double Rate(string metric, string row, IReadOnlyList<double> values)
+    {
+        Series.Add(new("rate", metric, row, values.ToArray()));
+        double mean = values.Count == 0 ? double.NaN : values.Average();
+        Metric(metric, mean);
+        Rows.Add(new SummaryRow(stepId, of, row, mean, double.NaN, values.Count));
+        return mean;
+    }
+
+    /// <summary>Writes a count (shards add up).</summary>
+    public void Count(string name, double value)
+    {
+        Series.Add(new("count", name, null, [value]));
+        Metric(name, value);
+    }
+
+    /// <summary>Writes a series again (the shards' series concatenated).</summary>
+    public void Replay(MetricSeries s)
+    {
+        switch (s.Kind)
+        {
+            case "stat": Stat(s.Name, s.Values); break;
+            case "rate": Rate(s.Name, s.Row!, s.Values); break;
+            case "count": Count(s.Name, s.Values.Sum()); break;
+            default: throw new LoupeException($"unknown metric series kind '{s.Kind}'");
+        }
     }
 }
 

@@ -21,7 +21,7 @@ public sealed record PointingOptions : MetricOptions
 /// <c>fashion-placement</c>). A hit: the map's maximum (first one on ties; per-channel maps reduced by Σ_c |·|) lies in
 /// the mask dilated by a disk of radius <c>tolerance</c>. Energy: Σ_mask max(map, 0) / Σ max(map, 0). Inputs without
 /// object pixels are skipped with a warning.</summary>
-public sealed class PointingGame : MetricAnalysis<PointingOptions>
+public sealed class PointingGame : MetricAnalysis<PointingOptions>, IShardable
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
@@ -65,11 +65,13 @@ public sealed class PointingGame : MetricAnalysis<PointingOptions>
         if (empty.Count > 0)
             ctx.Warn($"pointing-game: {empty.Count} input(s) have no object pixels (no pixel > threshold {o.Threshold}), skipped: {string.Join(", ", empty.Take(10))}{(empty.Count > 10 ? ", ..." : "")}");
         ctx.Output.Json("pointing", new { of = o.Of!.Id, threshold = o.Threshold, tolerance = t, inputs = rows, skipped = empty });
-        writer.Metric("hit_rate", hits.Count == 0 ? double.NaN : hits.Average());
-        writer.Rows.Add(new SummaryRow(ctx.StepId, o.Of.Id, "hit", hits.Count == 0 ? double.NaN : hits.Average(), double.NaN, hits.Count));
+        writer.Rate("hit_rate", "hit", hits);
         writer.Stat("energy", energies);
-        writer.Metric("skipped", empty.Count);
+        writer.Count("skipped", empty.Count);
     }
+
+    /// <inheritdoc/>
+    protected override void MergeDetails(IShardMerge merge) => merge.Concat("pointing", "inputs", "skipped");
 
     /// <summary>A (2t+1)² disk kernel (1×1×k×k) for dilation by Euclidean distance ≤ t.</summary>
     static Tensor Disk(int t)

@@ -92,8 +92,9 @@ public sealed class IdxAdapter : DataAdapter<IdxOptions>
         return fs.ReadByte() == 0x1f && fs.ReadByte() == 0x8b;
     }
 
-    sealed class IdxSource(IdxOptions options, IdxHeader header, long start, long count) : IDataSource
+    sealed class IdxSource(IdxOptions options, IdxHeader header, long start, long count) : IDataSource, IRangeDataSource
     {
+        public IDataSource Slice(long first, long rows) => new IdxSource(options, header, start + first, rows);
         public long? Count => count;
         public bool Preprocessed => false;
         public IEnumerable<string> Files => options.Labels is null ? [options.Images] : [options.Images, options.Labels];

@@ -60,8 +60,9 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
         return new ImageFolderSource(options, usable, context);
     }
 
-    sealed class ImageFolderSource(ImageFolderOptions options, List<string> files, DataOpenContext context) : IDataSource
+    sealed class ImageFolderSource(ImageFolderOptions options, List<string> files, DataOpenContext context) : IDataSource, IRangeDataSource
     {
+        public IDataSource Slice(long start, long count) => new ImageFolderSource(options, files.GetRange((int)start, (int)count), context);
         public long? Count => files.Count;
         public bool Preprocessed => false;
         public IEnumerable<string> Files => files;

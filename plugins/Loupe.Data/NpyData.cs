@@ -34,9 +34,10 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         return new NpySource(options.Path, h);
     }
 
-    sealed class NpySource(string path, Npy.Header header) : IDataSource
+    sealed class NpySource(string path, Npy.Header header, long start = 0, long? count = null) : IDataSource, IRangeDataSource
     {
-        public long? Count => header.Shape[0];
+        public long? Count => count ?? header.Shape[0];
+        public IDataSource Slice(long first, long rows) => new NpySource(path, header, start + first, rows);
         public bool Preprocessed => true;
         public IEnumerable<string> Files => [path];
 
@@ -44,15 +45,16 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         {
             long item = header.Shape[1] * header.Shape[2] * header.Shape[3];
             using var s = File.OpenRead(path);
-            s.Position = header.DataOffset;
+            s.Position = header.DataOffset + start * item * 4;
             var buf = new float[batchSize * item];
-            for (long done = 0; done < header.Shape[0];)
+            long total = Count!.Value;
+            for (long done = 0; done < total;)
             {
                 cancellation.ThrowIfCancellationRequested();
-                int n = (int)Math.Min(batchSize, header.Shape[0] - done);
+                int n = (int)Math.Min(batchSize, total - done);
                 var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(buf.AsSpan(0, (int)(n * item)));
                 s.ReadExactly(bytes);
-                var ids = Enumerable.Range(0, n).Select(i => (done + i).ToString("D5")).ToArray();
+                var ids = Enumerable.Range(0, n).Select(i => (start + done + i).ToString("D5")).ToArray();
                 yield return new DataBatch(ids, tensor(buf.AsSpan(0, (int)(n * item)).ToArray(), [n, header.Shape[1], header.Shape[2], header.Shape[3]]), null);
                 done += n;
             }
