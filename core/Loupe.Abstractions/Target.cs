@@ -28,7 +28,7 @@ public interface ITarget
     IReadOnlyCollection<string> RequiredLayers { get; }
     /// <summary>Decides what to explain for each input, from the unperturbed forward pass.</summary>
     TargetSelection Select(TargetInput original);
-    /// <summary>How many explanations per input (e.g. k for <c>top-k</c>); each is one <paramref name="slot"/> of <see cref="Select(TargetInput, int)"/>.</summary>
+    /// <summary>How many explanations per input (e.g. k for <c>top-k</c>); each is one slot of <see cref="Select(TargetInput, int)"/>.</summary>
     int Slots => 1;
     /// <summary>The selection of slot <paramref name="slot"/> (0-based, &lt; <see cref="Slots"/>).</summary>
     TargetSelection Select(TargetInput original, int slot) => Select(original);

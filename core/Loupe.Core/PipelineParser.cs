@@ -8,12 +8,13 @@ namespace Loupe.Core;
 /// <summary>Parses a pipeline file into a <see cref="PipelineSpec"/>: structure only; ids and options are checked later.</summary>
 public static class PipelineParser
 {
-    static readonly string[] TopKeys = ["version", "name", "seed", "plugins", "model", "data", "steps", "output", "settings"];
-    static readonly string[] ModelKeys = ["uses", "with", "input", "labels"];
-    static readonly string[] DataKeys = ["uses", "with"];
-    static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect"];
-    static readonly string[] OutputKeys = ["dir", "report"];
-    static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb"];
+    internal static readonly string[] TopKeys = ["version", "name", "seed", "plugins", "model", "data", "steps", "output", "settings"];
+    internal static readonly string[] ModelKeys = ["uses", "with", "input", "labels"];
+    internal static readonly string[] DataKeys = ["uses", "with"];
+    internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect"];
+    internal static readonly string[] OutputKeys = ["dir", "report"];
+    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb"];
+    internal static readonly string[] ReportKinds = ["none", "html"];
 
     /// <summary>Largest pipeline file accepted (bytes).</summary>
     public const long MaxFileBytes = 1 << 20;
@@ -153,8 +154,8 @@ public static class PipelineParser
             {
                 CheckKeys(file, output, OutputKeys, "output", errors);
                 if (Scalar(file, output, "dir", errors) is { } d && !string.IsNullOrWhiteSpace(d.Value)) spec.OutputDir = d.Value!;
-                if (Scalar(file, output, "report", errors) is { } r && r.Value is not ("none" or "html"))
-                    errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected none or html)"));
+                if (Scalar(file, output, "report", errors) is { } r && !ReportKinds.Contains(r.Value))
+                    errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected {string.Join(" or ", ReportKinds)})"));
             }
         }
 

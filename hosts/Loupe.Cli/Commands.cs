@@ -9,7 +9,7 @@ namespace Loupe.Cli;
 /// <summary>The CLI verbs. Exit codes: 0 success, 1 a step failed, 2 invalid pipeline or usage.</summary>
 internal static class Commands
 {
-    static IReadOnlyList<string> PluginDirs
+    internal static IReadOnlyList<string> PluginDirs
     {
         get
         {
@@ -106,7 +106,7 @@ internal static class Commands
         }
     }
 
-    static ComponentRegistry? LoadRegistry()
+    internal static ComponentRegistry? LoadRegistry()
     {
         try { return ComponentRegistry.Load(PluginDirs); }
         catch (LoupeException e) { Error("error: " + e.Message); return null; }

@@ -44,4 +44,17 @@ var layers = new Command("layers", "list the layers (and output shapes) of a pip
 layers.SetAction(pr => Commands.Layers(pr.GetValue(oneFile)!, pr.GetValue(setOpt) ?? [], pr.GetValue(json)));
 root.Subcommands.Add(layers);
 
+// Authoring verbs (AuthoringCommands.cs): the pipeline schema for editors, and a plugin project from the template.
+var schemaOut = new Option<string?>("--out") { Description = "write the schema to this file (default: stdout)" };
+var schema = new Command("schema", "write the JSON Schema of pipeline files for the registered plugins (for editors)") { schemaOut };
+schema.SetAction(pr => AuthoringCommands.Schema(pr.GetValue(schemaOut)));
+root.Subcommands.Add(schema);
+
+var pluginName = new Argument<string>("name") { Description = "plugin name, e.g. SharpSaliency or Acme.SharpSaliency (the technique id is its kebab-case last part)" };
+var newOut = new Option<string?>("--out") { Description = "folder to create (default: ./NAME; must not exist or be empty)" };
+var feedOpt = new Option<string?>("--feed") { Description = "local NuGet feed holding the packed Loupe.Abstractions (written to the project's NuGet.config)" };
+var newPlugin = new Command("plugin", "create a plugin project: one technique, its options record, an xunit project and an example pipeline") { pluginName, newOut, feedOpt };
+newPlugin.SetAction(pr => AuthoringCommands.NewPlugin(pr.GetValue(pluginName)!, pr.GetValue(newOut), pr.GetValue(feedOpt)));
+root.Subcommands.Add(new Command("new", "create a project from a template") { newPlugin });
+
 return root.Parse(args).Invoke();
