@@ -165,7 +165,10 @@ public static class PipelineSchema
         foreach (var p in OptionsBinder.Properties(t))
         {
             var s = ValueSchema(p.PropertyType, depth + 1);
-            if (p.GetCustomAttribute<DescriptionAttribute>()?.Description is { } d) s["description"] = d;
+            var hint = p.GetCustomAttribute<LayerNameAttribute>() is not null ? "a layer name ('loupe layers FILE' lists them)"
+                : p.GetCustomAttribute<FilePathAttribute>() is { } fp ? (fp.Directory ? "a folder" : "a file") + ", relative to the pipeline file" : null;
+            var description = string.Join("; ", new[] { p.GetCustomAttribute<DescriptionAttribute>()?.Description, hint }.OfType<string>());
+            if (description.Length > 0) s["description"] = description;
             if (defaults is not null && Default(p.GetValue(defaults)) is { } dv) s["default"] = dv;
             var scalar = s["anyOf"] is JsonArray alternatives ? alternatives[0] as JsonObject : s; // T? is anyOf [T, null]
             if (p.GetCustomAttribute<RangeAttribute>() is { } r && scalar?["type"] is JsonValue type && type.GetValue<string>() is "integer" or "number")
