@@ -81,7 +81,7 @@ public class CliExperienceTests
     public void EveryVerbHasHelpAndHelpLoadsNoPlugin()
     {
         // LOUPE_PLUGIN_PATH pointing at a missing folder makes any plugin loading fail: help must not load plugins.
-        foreach (var verb in new[] { "", "run", "validate", "plugins", "describe", "layers", "schema", "new", "new plugin" })
+        foreach (var verb in new[] { "", "run", "validate", "merge", "plugins", "describe", "layers", "schema", "new", "new plugin" })
         {
             var (code, stdout, stderr) = Loupe(TestEnv.RepoRoot, [.. verb.Split(' ', StringSplitOptions.RemoveEmptyEntries), "--help"], ("LOUPE_PLUGIN_PATH", "/nonexistent-loupe-plugins"));
             Assert.True(code == 0, $"loupe {verb} --help: {stderr}");
