@@ -21,7 +21,7 @@ public enum OnError
 public sealed record ImageFolderOptions
 {
     /// <summary>Folder of images.</summary>
-    [Required, FilePath(Directory = true), Description("folder of PNG/JPEG/BMP images (sorted by name)")]
+    [Required, FilePath(Directory = true), Description("folder of PNG/JPEG/BMP/GIF/TGA/WebP/TIFF images (sorted by name)")]
     public string Path { get; init; } = "";
     /// <summary>Include subfolders.</summary>
     [Description("include subfolders")]
@@ -39,7 +39,7 @@ public sealed record ImageFolderOptions
 /// then float32 ÷ 255. The host then normalises (x − mean) / std.</summary>
 public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
 {
-    static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".webp"];
+    static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".webp", ".tif", ".tiff"];
 
     /// <inheritdoc/>
     public override IDataSource Open(ImageFolderOptions options, DataOpenContext context)
@@ -102,12 +102,30 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
 /// <summary>Image decoding with limits (ImageSharp 2.x has reported flaws with crafted files: check the header first).</summary>
 public static class ImageDecoding
 {
+    /// <summary>Decoders that read only the first frame of animated GIF and TIFF files: the header check bounds one
+    /// frame's pixels, and a file with thousands of frames must not decode them all. ImageSharp 2.1's WebP decoder
+    /// has no such mode, so animated WebP files are refused (<see cref="Check"/>).</summary>
+    static readonly Configuration Config = CreateConfig();
+
+    static Configuration CreateConfig()
+    {
+        var c = Configuration.Default.Clone();
+        c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Gif.GifFormat.Instance, new SixLabors.ImageSharp.Formats.Gif.GifDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
+        c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Tiff.TiffFormat.Instance, new SixLabors.ImageSharp.Formats.Tiff.TiffDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
+        return c;
+    }
+
     /// <summary>Null when the header is readable and within the pixel budget, else the problem.</summary>
     public static string? Check(string file, long maxPixels)
     {
         try
         {
-            var info = Image.Identify(file);
+            using var fs = File.OpenRead(file);
+            Span<byte> head = stackalloc byte[21];
+            if (fs.ReadAtLeast(head, head.Length, false) == head.Length && head[..4].SequenceEqual("RIFF"u8) && head[8..16].SequenceEqual("WEBPVP8X"u8) && (head[20] & 0x02) != 0)
+                return "animated WebP is not supported (save one frame as PNG or a still WebP)";
+            fs.Position = 0;
+            var info = Image.Identify(Config, fs);
             if (info is null) return "not a recognised image format";
             if (info.Width <= 0 || info.Height <= 0) return "image has no pixels";
             if ((long)info.Width * info.Height > maxPixels)
@@ -121,7 +139,7 @@ public static class ImageDecoding
     public static float[] Load(string file, InputSpec spec, long maxPixels)
     {
         if (Check(file, maxPixels) is { } problem) throw new LoupeException(problem);
-        using var img = Image.Load<Rgb24>(file);
+        using var img = Image.Load<Rgb24>(Config, file);
         if (img.Width != spec.Width || img.Height != spec.Height)
             img.Mutate(c => c.Resize(new ResizeOptions { Size = new SixLabors.ImageSharp.Size(spec.Width, spec.Height), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Triangle }));
         int hw = spec.Height * spec.Width;
