@@ -75,12 +75,7 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
                 cancellation.ThrowIfCancellationRequested();
                 float[] px;
                 try { px = ImageDecoding.Load(f, spec, context.MaxImagePixels); }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    var msg = $"{f}: cannot decode image ({e.Message})";
-                    if (options.OnError == OnError.Skip) { context.Warn("skipped " + msg); continue; }
-                    throw new LoupeException(msg, e);
-                }
+                catch (LoupeException e) when (options.OnError == OnError.Skip) { context.Warn("skipped " + e.Message); continue; }
                 ids.Add(System.IO.Path.GetRelativePath(options.Path, f));
                 pixels.AddRange(px);
                 if (ids.Count == batchSize)
@@ -122,8 +117,13 @@ public static class ImageDecoding
         {
             using var fs = File.OpenRead(file);
             Span<byte> head = stackalloc byte[21];
-            if (fs.ReadAtLeast(head, head.Length, false) == head.Length && head[..4].SequenceEqual("RIFF"u8) && head[8..16].SequenceEqual("WEBPVP8X"u8) && (head[20] & 0x02) != 0)
+            int got = fs.ReadAtLeast(head, head.Length, false);
+            if (got == head.Length && head[..4].SequenceEqual("RIFF"u8) && head[8..16].SequenceEqual("WEBPVP8X"u8) && (head[20] & 0x02) != 0)
                 return "animated WebP is not supported (save one frame as PNG or a still WebP)";
+            // ImageSharp 2.1 sizes a BMP's colour table from the pixel-data offset before checking it (found by
+            // tools/Loupe.Fuzz: a 65-byte file allocated 1.2 GB).
+            if (got >= 14 && head[0] == 'B' && head[1] == 'M' && System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(head[10..]) is var offset && offset > fs.Length)
+                return $"BMP pixel data offset {offset} is beyond the end of the file ({fs.Length} bytes)";
             fs.Position = 0;
             var info = Image.Identify(Config, fs);
             if (info is null) return "not a recognised image format";
@@ -138,8 +138,13 @@ public static class ImageDecoding
     /// <summary>Decodes, resizes and scales to [0,1]; returns C×H×W floats.</summary>
     public static float[] Load(string file, InputSpec spec, long maxPixels)
     {
-        if (Check(file, maxPixels) is { } problem) throw new LoupeException(problem);
-        using var img = Image.Load<Rgb24>(Config, file);
+        if (Check(file, maxPixels) is { } problem) throw new LoupeException($"{file}: {problem}");
+        Image<Rgb24> img;
+        // ImageSharp 2.1 throws all kinds of exceptions on crafted files (NullReference, IndexOutOfRange,
+        // DivideByZero, ... found by tools/Loupe.Fuzz): each becomes an error naming the file.
+        try { img = Image.Load<Rgb24>(Config, file); }
+        catch (Exception e) when (e is not OutOfMemoryException) { throw new LoupeException($"{file}: cannot decode image ({e.GetType().Name}: {e.Message})", e); }
+        using var _ = img;
         if (img.Width != spec.Width || img.Height != spec.Height)
             img.Mutate(c => c.Resize(new ResizeOptions { Size = new SixLabors.ImageSharp.Size(spec.Width, spec.Height), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Triangle }));
         int hw = spec.Height * spec.Width;

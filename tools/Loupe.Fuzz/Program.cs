@@ -38,7 +38,7 @@ if (opts.Replay.Count > 0)
 }
 
 var seeds = target.SeedGlobs.SelectMany(g => Glob(root, g)).Distinct().Where(f => new FileInfo(f).Length <= 4 << 20)
-    .Select(File.ReadAllBytes).ToList();
+    .Select(target.Seed).OfType<byte[]>().ToList();
 if (seeds.Count == 0) { Console.Error.WriteLine($"no seed files for {target.Name}"); return 2; }
 var rng = new Random(opts.Seed);
 var mutator = new Mutator(rng, target.Dictionary.Select(d => d.Select(c => (byte)c).ToArray()).ToArray());
@@ -109,6 +109,8 @@ namespace Loupe.Fuzz
     sealed class Runner(Target target, string outDir, TimeSpan timeout, long maxBytes)
     {
         readonly string _inflight = Path.Combine(outDir, "inflight" + target.Extension);
+        readonly Process _process = Process.GetCurrentProcess();
+        long _baseline = Process.GetCurrentProcess().PeakWorkingSet64 + (256L << 20); // room for libtorch and the JIT warming up
 
         public void ClearInflight() => File.Delete(_inflight);
 
@@ -141,13 +143,13 @@ namespace Loupe.Fuzz
             }, 16 << 20) { IsBackground = true };
             thread.Start();
             if (!thread.Join(timeout)) return new Result(Outcome.Hang, $"over {timeout.TotalSeconds} s", $"input did not finish in {timeout.TotalSeconds} s");
-            if (allocated > maxBytes) return new Result(Outcome.Memory, $"allocated {allocated >> 20} MB", $"allocated {allocated} bytes; {result}");
-            if (Environment.WorkingSet > maxBytes + (512L << 20))
-            {
-                GC.Collect();
-                if (Environment.WorkingSet > maxBytes + (512L << 20))
-                    return new Result(Outcome.Memory, $"resident {Environment.WorkingSet >> 20} MB", $"process resident set {Environment.WorkingSet} bytes; {result}");
-            }
+            // Peak resident memory is what hurts: a spike over the cap (above the process's own baseline) is a finding.
+            // Managed allocation is cumulative (a decoder may allocate and drop many buffers), so it only counts when
+            // it exceeds the cap fourfold.
+            _process.Refresh();
+            long peak = _process.PeakWorkingSet64 - _baseline;
+            if (peak > maxBytes) { _baseline = _process.PeakWorkingSet64; return new Result(Outcome.Memory, $"peak resident +{peak >> 20} MB", $"peak working set grew by {peak} bytes; {result}"); }
+            if (allocated > 4 * maxBytes) return new Result(Outcome.Memory, $"allocated {allocated >> 20} MB", $"allocated {allocated} bytes; {result}");
             return result!;
         }
 
@@ -237,7 +239,7 @@ namespace Loupe.Fuzz
             }
             if (target is null)
             {
-                Console.Error.WriteLine("usage: loupe-fuzz --target yaml|safetensors|pt|npy|onnx|idx|image --fuzz-minutes M [--seed S] [--out DIR] [--timeout-s 5] [--max-mb 1024] [--replay FILE...]");
+                Console.Error.WriteLine("usage: loupe-fuzz --target yaml|safetensors|pt|pickle|npy|onnx|idx|image --fuzz-minutes M [--seed S] [--out DIR] [--timeout-s 5] [--max-mb 1024] [--replay FILE...]");
                 return null;
             }
             return new Args(target, minutes, seed, outDir, timeout, maxMb, replay);

@@ -9,7 +9,11 @@ namespace Loupe.Fuzz;
 
 /// <summary>One reader under test: where its seeds come from, the extension its files need, the tokens worth
 /// inserting, and the call that reads a file exactly as a pipeline would.</summary>
-sealed record Target(string Name, string Extension, string[] SeedGlobs, string[] Dictionary, Action<string> Read);
+sealed record Target(string Name, string Extension, string[] SeedGlobs, string[] Dictionary, Action<string> Read)
+{
+    /// <summary>Turns a seed file into a seed input (default: its bytes; null skips the file).</summary>
+    public Func<string, byte[]?> Seed { get; init; } = File.ReadAllBytes;
+}
 
 static class Targets
 {
@@ -35,6 +39,18 @@ static class Targets
         new("pt", ".pt", ["tests/fixtures/*.pt", "tests/corpus/pt/*"],
             ["PK\u0003\u0004", "PK\u0001\u0002", "PK\u0005\u0006", "\u0080\u0002", "c__builtin__\neval\n", "cos\nsystem\n", "ctorch._utils\n_rebuild_tensor_v2\n", "R", ".", "q\u0000", "X\u0004\u0000\u0000\u0000", "J\u00ff\u00ff\u00ff\u007f", "data.pkl", "archive/data/0"],
             path => LoadWeights(path)),
+        // Structure-aware: the input is data.pkl alone, zipped with the fixture's storages before loading, so
+        // mutations reach the pickle walker instead of dying on zip checksums.
+        new("pickle", ".pkl", ["tests/fixtures/*.pt", "tests/corpus/pt/*.pt"],
+            ["\u0080\u0002", "c__builtin__\neval\n", "cposix\nsystem\n", "ctorch\nFloatStorage\n", "ctorch._utils\n_rebuild_tensor_v2\n", "ccollections\nOrderedDict\n",
+             "(", "t", "R", "Q", "b", "u", "s", "e", "}", "]", ")", "q\u0000", "h\u0000", "J\u00ff\u00ff\u00ff\u007f", "K\u0004", "X\u0001\u0000\u0000\u00000", "\u0085", "\u0086", "\u0093", "\u0094", "\u008c\u0005torch", "."],
+            path =>
+            {
+                var zip = path + ".pt";
+                WritePickleZip(path, zip);
+                try { LoadWeights(zip); }
+                finally { File.Delete(zip); }
+            }) { Seed = PickleOf },
         new("npy", ".npy", ["tests/fixtures/fashion_input.npy", "tests/fixtures/fashion_logits.npy", "tests/corpus/npy/*"],
             ["\u0093NUMPY", "'descr': '<f4'", "'descr': '<f8'", "'descr': '|O'", "'fortran_order': True", "'shape': (", "9223372036854775807", "-1", ",)", "()", "{", "}", "\n"],
             path =>
@@ -69,6 +85,42 @@ static class Targets
                 _ = ImageDecoding.Load(path, Rgb32, 4L << 20);
             }),
     ];
+
+    static byte[]? PickleOf(string ptFile)
+    {
+        try
+        {
+            using var z = System.IO.Compression.ZipFile.OpenRead(ptFile);
+            var e = z.Entries.FirstOrDefault(x => x.FullName.EndsWith("data.pkl", StringComparison.Ordinal));
+            if (e is null || e.Length > 1 << 20) return null;
+            using var s = e.Open();
+            var ms = new MemoryStream();
+            s.CopyTo(ms);
+            return ms.ToArray();
+        }
+        catch (InvalidDataException) { return null; }
+    }
+
+    static readonly Lazy<(string Name, byte[] Data)[]> Storages = new(() =>
+    {
+        using var z = System.IO.Compression.ZipFile.OpenRead(Path.Combine(Repo.Root, "tests/fixtures/fashion_cnn_seed0.pt"));
+        return z.Entries.Where(e => !e.FullName.EndsWith("data.pkl", StringComparison.Ordinal)).Select(e =>
+        {
+            using var s = e.Open();
+            var ms = new MemoryStream();
+            s.CopyTo(ms);
+            return (e.FullName, ms.ToArray());
+        }).ToArray();
+    });
+
+    static void WritePickleZip(string pickle, string zip)
+    {
+        using var fs = File.Create(zip);
+        using var z = new System.IO.Compression.ZipArchive(fs, System.IO.Compression.ZipArchiveMode.Create);
+        using (var s = z.CreateEntry("archive/data.pkl", System.IO.Compression.CompressionLevel.NoCompression).Open()) s.Write(File.ReadAllBytes(pickle));
+        foreach (var (name, data) in Storages.Value)
+            using (var s = z.CreateEntry(name, System.IO.Compression.CompressionLevel.NoCompression).Open()) s.Write(data);
+    }
 
     static void LoadWeights(string path)
     {
