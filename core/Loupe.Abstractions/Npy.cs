@@ -36,9 +36,12 @@ public static partial class Npy
     /// <summary>Parsed header of an .npy file.</summary>
     public sealed record Header(string Descr, bool FortranOrder, long[] Shape, long DataOffset)
     {
-        /// <summary>Number of elements.</summary>
-        public long Count => Shape.Aggregate(1L, (a, b) => a * b);
+        /// <summary>Number of elements (the header is refused when it overflows).</summary>
+        public long Count => Shape.Aggregate(1L, (a, b) => checked(a * b));
     }
+
+    /// <summary>Largest element count a header may declare: 2^60, so that <c>Count × 8</c> bytes still fits a long.</summary>
+    public const long MaxCount = 1L << 60;
 
     /// <summary>Reads and validates the header; errors name the file.</summary>
     public static Header ReadHeader(Stream s, string file)
@@ -69,6 +72,8 @@ public static partial class Npy
         var dims = shape.Groups[1].Value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
             .Select(d => long.TryParse(d, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= 0 ? v : throw new LoupeException($"{file}: bad .npy shape '{shape.Groups[1].Value}'"))
             .ToArray();
+        if (dims.Aggregate(1.0, (a, b) => a * b) > MaxCount)
+            throw new LoupeException($"{file}: .npy shape ({string.Join(",", dims)}) declares more elements than any file can hold");
         return new Header(descr.Groups[1].Value, fortran.Groups[1].Value == "True", dims, offset + headerLen);
     }
 

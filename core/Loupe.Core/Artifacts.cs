@@ -103,8 +103,17 @@ public static class Manifest
         null => null,
         YamlDotNet.RepresentationModel.YamlScalarNode s => JsonValue.Create(s.Value),
         YamlDotNet.RepresentationModel.YamlSequenceNode q => new JsonArray(q.Children.Select(FromYaml).ToArray()),
-        YamlDotNet.RepresentationModel.YamlMappingNode m => new JsonObject(m.Children.Select(kv =>
-            KeyValuePair.Create(((YamlDotNet.RepresentationModel.YamlScalarNode)kv.Key).Value ?? "", FromYaml(kv.Value)))),
+        YamlDotNet.RepresentationModel.YamlMappingNode m => FromMapping(m),
         _ => null,
     };
+
+    // Keys that are not plain scalars (YAML allows `? [a, b] : c`) are written as their YAML text; the last of two
+    // keys with the same text wins (found by tools/Loupe.Fuzz: both used to throw while writing the manifest).
+    static JsonObject FromMapping(YamlDotNet.RepresentationModel.YamlMappingNode m)
+    {
+        var o = new JsonObject();
+        foreach (var (k, v) in m.Children)
+            o[k is YamlDotNet.RepresentationModel.YamlScalarNode s ? s.Value ?? "" : k.ToString()] = FromYaml(v);
+        return o;
+    }
 }

@@ -1,6 +1,7 @@
 using Loupe.Abstractions;
 using System.Globalization;
 using YamlDotNet.Core;
+using YamlDotNet.Core.Events;
 using YamlDotNet.RepresentationModel;
 
 namespace Loupe.Core;
@@ -13,7 +14,7 @@ public static class PipelineParser
     internal static readonly string[] DataKeys = ["uses", "with"];
     internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect"];
     internal static readonly string[] OutputKeys = ["dir", "report"];
-    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb"];
+    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb", "max_image_pixels", "max_items"];
     internal static readonly string[] ReportKinds = ["none", "html"];
 
     /// <summary>Largest pipeline file accepted (bytes).</summary>
@@ -25,8 +26,13 @@ public static class PipelineParser
         var file = Path.GetFullPath(path);
         if (!System.IO.File.Exists(file)) throw new PipelineException([new(file, 0, 0, "pipeline file not found")]);
         if (new FileInfo(file).Length > MaxFileBytes) throw new PipelineException([new(file, 0, 0, $"pipeline file is larger than {MaxFileBytes} bytes")]);
-        var text = System.IO.File.ReadAllText(file);
-        return ParseText(text, file, overrides);
+        string text;
+        try { text = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(System.IO.File.ReadAllBytes(file)); }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new PipelineException([new(file, 0, 0, $"the pipeline file is not UTF-8 text (invalid byte at offset {e.Index}); save it as UTF-8")]);
+        }
+        return ParseText(text.TrimStart('\uFEFF'), file, overrides);
     }
 
     /// <summary>Parses YAML text as if it were the file <paramref name="file"/>.</summary>
@@ -36,6 +42,7 @@ public static class PipelineParser
         YamlMappingNode root;
         try
         {
+            CheckStructure(text, file);
             var stream = new YamlStream();
             stream.Load(new StringReader(text));
             if (stream.Documents.Count == 0) throw new PipelineException([new(file, 0, 0, "the pipeline file is empty")]);
@@ -61,7 +68,13 @@ public static class PipelineParser
         CheckKeys(file, root, TopKeys, "pipeline", errors);
         if (Scalar(file, root, "version", errors) is { } v && v.Value != "1")
             errors.Add(At(file, v, $"unsupported pipeline version '{v.Value}' (this Loupe reads version 1)"));
-        if (Scalar(file, root, "name", errors) is { } n) spec.Name = n.Value ?? spec.Name;
+        if (Scalar(file, root, "name", errors) is { } n)
+        {
+            // The name becomes part of the output folder: no path separators, no '..', no control characters.
+            if (n.Value is { } nv && (nv.Any(char.IsControl) || nv.IndexOfAny(['/', '\\']) >= 0 || nv.Contains("..")))
+                errors.Add(At(file, n, "'name' may not contain '/', '\\', '..' or control characters (it names the output folder)"));
+            else spec.Name = n.Value ?? spec.Name;
+        }
         if (Scalar(file, root, "seed", errors) is { } s) spec.Seed = Int(file, s, "seed", errors);
 
         if (Child(root, "settings") is { } settingsNode)
@@ -73,6 +86,8 @@ public static class PipelineParser
                 if (Scalar(file, settings, "batch_size", errors) is { } b) spec.BatchSize = Positive(file, b, "settings.batch_size", errors);
                 if (Scalar(file, settings, "threads", errors) is { } t) spec.Threads = Int(file, t, "settings.threads", errors);
                 if (Scalar(file, settings, "memory_budget_mb", errors) is { } mb) spec.MemoryBudgetBytes = Positive(file, mb, "settings.memory_budget_mb", errors) * (1L << 20);
+                if (Scalar(file, settings, "max_image_pixels", errors) is { } mp) spec.MaxImagePixels = Positive(file, mp, "settings.max_image_pixels", errors);
+                if (Scalar(file, settings, "max_items", errors) is { } mi) spec.MaxItems = Positive(file, mi, "settings.max_items", errors);
             }
         }
 
@@ -163,13 +178,83 @@ public static class PipelineParser
         return spec;
     }
 
+    /// <summary>Deepest nesting of mappings and lists accepted.</summary>
+    public const int MaxDepth = 64;
+    /// <summary>Most nodes a pipeline may hold once aliases are expanded (an "alias bomb" expands exponentially).</summary>
+    public const long MaxNodes = 100_000;
+
+    /// <summary>Streams the YAML events once, before any tree is built: refuses deep nesting (the tree builder recurses),
+    /// alias bombs (the tree shares aliased nodes, but binding and the manifest walk them expanded) and duplicate keys
+    /// (which YamlDotNet reports without a position).</summary>
+    static void CheckStructure(string text, string file)
+    {
+        var parser = new Parser(new StringReader(text));
+        var frames = new List<Frame>();
+        var sizes = new Dictionary<string, long>();
+        long expanded = 0;
+        while (parser.MoveNext())
+        {
+            var ev = parser.Current!;
+            PipelineError Error(string message) => new(file, (int)ev.Start.Line, (int)ev.Start.Column, message);
+            switch (ev)
+            {
+                case MappingStart or SequenceStart:
+                    if (frames.Count >= MaxDepth) throw new PipelineException([Error($"nesting deeper than {MaxDepth} levels")]);
+                    KeyCheck(null);
+                    frames.Add(new Frame(ev is MappingStart, ((NodeEvent)ev).Anchor.IsEmpty ? null : ((NodeEvent)ev).Anchor.Value, expanded));
+                    Count(1);
+                    break;
+                case MappingEnd or SequenceEnd:
+                    var done = frames[^1];
+                    frames.RemoveAt(frames.Count - 1);
+                    if (done.Anchor is not null) sizes[done.Anchor] = expanded - done.StartCount;
+                    Completed();
+                    break;
+                case YamlDotNet.Core.Events.Scalar sc:
+                    KeyCheck(sc);
+                    if (!sc.Anchor.IsEmpty) sizes[sc.Anchor.Value] = 1;
+                    Count(1);
+                    Completed();
+                    break;
+                case AnchorAlias al:
+                    KeyCheck(null);
+                    Count(sizes.GetValueOrDefault(al.Value.Value, 1));
+                    Completed();
+                    break;
+            }
+            void Count(long n)
+            {
+                expanded += n;
+                if (expanded > MaxNodes) throw new PipelineException([Error($"the pipeline expands to more than {MaxNodes} YAML nodes (aliases of aliases?)")]);
+            }
+            void KeyCheck(YamlDotNet.Core.Events.Scalar? key)
+            {
+                if (frames.Count == 0 || frames[^1] is not { IsMapping: true, ExpectKey: true } f || key is null) return;
+                if (!f.Keys.TryAdd(key.Value, key.Start))
+                    throw new PipelineException([Error($"duplicate key '{key.Value}' (first at line {f.Keys[key.Value].Line})")]);
+            }
+            void Completed() { if (frames.Count > 0 && frames[^1].IsMapping) frames[^1].ExpectKey = !frames[^1].ExpectKey; }
+        }
+    }
+
+    sealed class Frame(bool isMapping, string? anchor, long startCount)
+    {
+        public bool IsMapping { get; } = isMapping;
+        public string? Anchor { get; } = anchor;
+        public long StartCount { get; } = startCount;
+        public bool ExpectKey { get; set; } = true;
+        public Dictionary<string, Mark> Keys { get; } = [];
+    }
+
     static Mark LastGoodMark(string text)
     {
         var last = new Mark(0, 1, 1);
         try
         {
+            // YamlDotNet's scanner can emit Error tokens forever (found by tools/Loupe.Fuzz): stop at the first one,
+            // and never read more tokens than the text has characters.
             var scanner = new Scanner(new StringReader(text));
-            while (scanner.MoveNext()) last = scanner.Current!.End;
+            for (int n = 0; n <= text.Length && scanner.MoveNext() && scanner.Current is not YamlDotNet.Core.Tokens.Error; n++) last = scanner.Current!.End;
         }
         catch (Exception) { /* stop at the first token that cannot be read */ }
         return last;

@@ -78,6 +78,8 @@ public static class PipelineSchema
                 ["batch_size"] = Int("default batch size", 1),
                 ["threads"] = Int("intra-op threads (0: the library default)"),
                 ["memory_budget_mb"] = Int("memory budget for batched copies per step, in MiB", 1),
+                ["max_image_pixels"] = Int("largest image accepted (width × height, checked from the header before decoding)", 1),
+                ["max_items"] = Int("largest dataset accepted (items); a larger source is refused before any model runs", 1),
             }),
         }, required: ["model", "steps"]);
         var schema = new JsonObject

@@ -35,6 +35,10 @@ public sealed class PipelineSpec
     public int BatchSize { get; set; } = 16;
     /// <summary>Memory budget for batched copies per step, in bytes.</summary>
     public long MemoryBudgetBytes { get; set; } = 1L << 30;
+    /// <summary>Largest image (width × height) a data source may decode; checked from the header, before decoding.</summary>
+    public long MaxImagePixels { get; set; } = 64L * 1024 * 1024;
+    /// <summary>Largest dataset (items) a run accepts; null = no limit (sources stream, so size costs time, not memory).</summary>
+    public long? MaxItems { get; set; }
     /// <summary>Intra-op threads (0 = library default).</summary>
     public int Threads { get; set; }
     /// <summary>Extra plugin folders (absolute).</summary>

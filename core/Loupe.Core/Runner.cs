@@ -159,13 +159,15 @@ public static partial class PipelineRunner
             // Open the data last (after everything cheap was checked).
             if (dataDesc is not null)
             {
-                try { data = registry.Create<IDataAdapter>(dataDesc.Id).Open(dataOptions!, new DataOpenContext(spec.BaseDirectory, input) { Warn = warnings.Add }); }
+                try { data = registry.Create<IDataAdapter>(dataDesc.Id).Open(dataOptions!, new DataOpenContext(spec.BaseDirectory, input) { Warn = warnings.Add, MaxImagePixels = spec.MaxImagePixels }); }
                 catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
                 {
                     throw new PipelineException([new(file, (int)spec.Data!.Mark.Line, (int)spec.Data.Mark.Column, $"data '{spec.Data.Uses}': {e.Message}")]);
                 }
+                if (spec.MaxItems is { } maxItems && data.Count is { } n && n > maxItems)
+                    throw new PipelineException([new(file, (int)spec.Data!.Mark.Line, (int)spec.Data.Mark.Column, $"data '{spec.Data.Uses}': {n} items, over settings.max_items = {maxItems} ({string.Join(", ", data.Files.Take(3))}); use the source's limit option or raise the budget")]);
                 if (data.Count == 0)
-                    throw new PipelineException([new(file, (int)spec.Data!.Mark.Line, (int)spec.Data.Mark.Column, $"data '{spec.Data.Uses}': the data source is empty")]);
+                    throw new PipelineException([new(file, (int)spec.Data!.Mark.Line, (int)spec.Data.Mark.Column, $"data '{spec.Data.Uses}': the data source is empty ({string.Join(", ", data.Files.DefaultIfEmpty("no files").Take(3))})")]);
                 // Checks that depend on the number of inputs (e.g. t-SNE's perplexity): every other check passed above,
                 // so whatever this second round reports is new.
                 if (data.Count is { } count)

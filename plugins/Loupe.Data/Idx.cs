@@ -46,7 +46,7 @@ public sealed class IdxAdapter : DataAdapter<IdxOptions>
     public static IdxHeader ReadHeader(Stream s, string path)
     {
         Span<byte> head = stackalloc byte[4];
-        if (s.ReadAtLeast(head, 4, false) < 4) throw new LoupeException($"{path}: truncated IDX header");
+        if (Fill(s, head, path) < 4) throw new LoupeException($"{path}: truncated IDX header");
         if (head[0] != 0 || head[1] != 0) throw new LoupeException($"{path}: not an IDX file (bad magic {head[0]:x2}{head[1]:x2}{head[2]:x2}{head[3]:x2})");
         if (head[2] != 0x08) throw new LoupeException($"{path}: IDX element type 0x{head[2]:x2} is not supported (only unsigned bytes, 0x08)");
         int nd = head[3];
@@ -55,11 +55,18 @@ public sealed class IdxAdapter : DataAdapter<IdxOptions>
         Span<byte> d = stackalloc byte[4];
         for (int i = 0; i < nd; i++)
         {
-            if (s.ReadAtLeast(d, 4, false) < 4) throw new LoupeException($"{path}: truncated IDX header");
+            if (Fill(s, d, path) < 4) throw new LoupeException($"{path}: truncated IDX header");
             dims[i] = BinaryPrimitives.ReadInt32BigEndian(d);
             if (dims[i] < 0) throw new LoupeException($"{path}: negative IDX dimension {dims[i]}");
         }
         return new IdxHeader(head[2], dims, 4 + 4 * nd);
+    }
+
+    /// <summary>Reads until <paramref name="buffer"/> is full or the stream ends; corrupt gzip data is an error naming the file.</summary>
+    static int Fill(Stream s, Span<byte> buffer, string path)
+    {
+        try { return s.ReadAtLeast(buffer, buffer.Length, false); }
+        catch (InvalidDataException e) { throw new LoupeException($"{path}: corrupt gzip data ({e.Message})", e); }
     }
 
     /// <inheritdoc/>
@@ -114,18 +121,26 @@ public sealed class IdxAdapter : DataAdapter<IdxOptions>
                     ReadHeader(labels, options.Labels);
                     Skip(labels, start, options.Labels);
                 }
-                var buffer = new byte[batchSize * hw];
+                batchSize = (int)Math.Clamp(Array.MaxLength / hw, 1, batchSize);
+                // The buffer grows as data arrives: a small (gzipped) file that declares huge images allocates
+                // no more than it really holds before it is found truncated.
+                var buffer = new byte[Math.Min(batchSize * hw, 1 << 20)];
                 var lbuf = new byte[batchSize];
                 for (long done = 0; done < count;)
                 {
                     cancellation.ThrowIfCancellationRequested();
                     int n = (int)Math.Min(batchSize, count - done);
-                    if (images.ReadAtLeast(buffer.AsSpan(0, n * hw), n * hw, false) < n * hw)
-                        throw new LoupeException($"{options.Images}: truncated: ended before item {start + done + n}");
+                    for (int got = 0, r; got < n * hw; got += r)
+                    {
+                        int want = Math.Min(1 << 20, n * hw - got);
+                        if (buffer.Length < got + want) Array.Resize(ref buffer, (int)Math.Min(n * hw, Math.Max(2L * buffer.Length, got + want)));
+                        if ((r = Fill(images, buffer.AsSpan(got, want), options.Images)) < want)
+                            throw new LoupeException($"{options.Images}: truncated: ended before item {start + done + n}");
+                    }
                     long[]? lab = null;
                     if (labels is not null)
                     {
-                        if (labels.ReadAtLeast(lbuf.AsSpan(0, n), n, false) < n) throw new LoupeException($"{options.Labels}: truncated");
+                        if (Fill(labels, lbuf.AsSpan(0, n), options.Labels!) < n) throw new LoupeException($"{options.Labels}: truncated");
                         lab = lbuf.Take(n).Select(b => (long)b).ToArray();
                     }
                     var ids = Enumerable.Range(0, n).Select(i => (start + done + i).ToString("D5")).ToArray();
@@ -153,7 +168,7 @@ public sealed class IdxAdapter : DataAdapter<IdxOptions>
             var buf = new byte[81920];
             while (bytes > 0)
             {
-                int r = s.Read(buf, 0, (int)Math.Min(buf.Length, bytes));
+                int r = Fill(s, buf.AsSpan(0, (int)Math.Min(buf.Length, bytes)), path);
                 if (r == 0) throw new LoupeException($"{path}: truncated");
                 bytes -= r;
             }

@@ -21,7 +21,7 @@ public enum OnError
 public sealed record ImageFolderOptions
 {
     /// <summary>Folder of images.</summary>
-    [Required, FilePath(Directory = true), Description("folder of PNG/JPEG/BMP images (sorted by name)")]
+    [Required, FilePath(Directory = true), Description("folder of PNG/JPEG/BMP/GIF/TGA/WebP/TIFF images (sorted by name)")]
     public string Path { get; init; } = "";
     /// <summary>Include subfolders.</summary>
     [Description("include subfolders")]
@@ -39,7 +39,7 @@ public sealed record ImageFolderOptions
 /// then float32 ÷ 255. The host then normalises (x − mean) / std.</summary>
 public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
 {
-    static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".webp"];
+    static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".webp", ".tif", ".tiff"];
 
     /// <inheritdoc/>
     public override IDataSource Open(ImageFolderOptions options, DataOpenContext context)
@@ -76,12 +76,7 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
                 cancellation.ThrowIfCancellationRequested();
                 float[] px;
                 try { px = ImageDecoding.Load(f, spec, context.MaxImagePixels); }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    var msg = $"{f}: cannot decode image ({e.Message})";
-                    if (options.OnError == OnError.Skip) { context.Warn("skipped " + msg); continue; }
-                    throw new LoupeException(msg, e);
-                }
+                catch (LoupeException e) when (options.OnError == OnError.Skip) { context.Warn("skipped " + e.Message); continue; }
                 ids.Add(System.IO.Path.GetRelativePath(options.Path, f));
                 pixels.AddRange(px);
                 if (ids.Count == batchSize)
@@ -103,12 +98,35 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
 /// <summary>Image decoding with limits (ImageSharp 2.x has reported flaws with crafted files: check the header first).</summary>
 public static class ImageDecoding
 {
+    /// <summary>Decoders that read only the first frame of animated GIF and TIFF files: the header check bounds one
+    /// frame's pixels, and a file with thousands of frames must not decode them all. ImageSharp 2.1's WebP decoder
+    /// has no such mode, so animated WebP files are refused (<see cref="Check"/>).</summary>
+    static readonly Configuration Config = CreateConfig();
+
+    static Configuration CreateConfig()
+    {
+        var c = Configuration.Default.Clone();
+        c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Gif.GifFormat.Instance, new SixLabors.ImageSharp.Formats.Gif.GifDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
+        c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Tiff.TiffFormat.Instance, new SixLabors.ImageSharp.Formats.Tiff.TiffDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
+        return c;
+    }
+
     /// <summary>Null when the header is readable and within the pixel budget, else the problem.</summary>
     public static string? Check(string file, long maxPixels)
     {
         try
         {
-            var info = Image.Identify(file);
+            using var fs = File.OpenRead(file);
+            Span<byte> head = stackalloc byte[21];
+            int got = fs.ReadAtLeast(head, head.Length, false);
+            if (got == head.Length && head[..4].SequenceEqual("RIFF"u8) && head[8..16].SequenceEqual("WEBPVP8X"u8) && (head[20] & 0x02) != 0)
+                return "animated WebP is not supported (save one frame as PNG or a still WebP)";
+            // ImageSharp 2.1 sizes a BMP's colour table from the pixel-data offset before checking it (found by
+            // tools/Loupe.Fuzz: a 65-byte file allocated 1.2 GB).
+            if (got >= 14 && head[0] == 'B' && head[1] == 'M' && System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(head[10..]) is var offset && offset > fs.Length)
+                return $"BMP pixel data offset {offset} is beyond the end of the file ({fs.Length} bytes)";
+            fs.Position = 0;
+            var info = Image.Identify(Config, fs);
             if (info is null) return "not a recognised image format";
             if (info.Width <= 0 || info.Height <= 0) return "image has no pixels";
             if ((long)info.Width * info.Height > maxPixels)
@@ -121,8 +139,13 @@ public static class ImageDecoding
     /// <summary>Decodes, resizes and scales to [0,1]; returns C×H×W floats.</summary>
     public static float[] Load(string file, InputSpec spec, long maxPixels)
     {
-        if (Check(file, maxPixels) is { } problem) throw new LoupeException(problem);
-        using var img = Image.Load<Rgb24>(file);
+        if (Check(file, maxPixels) is { } problem) throw new LoupeException($"{file}: {problem}");
+        Image<Rgb24> img;
+        // ImageSharp 2.1 throws all kinds of exceptions on crafted files (NullReference, IndexOutOfRange,
+        // DivideByZero, ... found by tools/Loupe.Fuzz): each becomes an error naming the file.
+        try { img = Image.Load<Rgb24>(Config, file); }
+        catch (Exception e) when (e is not OutOfMemoryException) { throw new LoupeException($"{file}: cannot decode image ({e.GetType().Name}: {e.Message})", e); }
+        using var _ = img;
         if (img.Width != spec.Width || img.Height != spec.Height)
             img.Mutate(c => c.Resize(new ResizeOptions { Size = new SixLabors.ImageSharp.Size(spec.Width, spec.Height), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Triangle }));
         int hw = spec.Height * spec.Width;

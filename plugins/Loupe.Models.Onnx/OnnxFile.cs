@@ -23,6 +23,9 @@ public sealed class OnnxFile
     /// <summary>The one graph input that is not an initializer.</summary>
     public required ValueInfoProto Input { get; init; }
 
+    /// <summary>Largest input image (H×W) a model may declare: it is test-run on one such input at load.</summary>
+    public const long MaxInputPixels = 4096L * 4096;
+
     /// <summary>Lowest and highest default-domain opsets this backend accepts.</summary>
     public const long MinOpset = 7, MaxOpset = 17;
 
@@ -124,6 +127,8 @@ public sealed class OnnxFile
         var w = Pick(dims[3], o.Width, "width");
         if (c is null || h is null || w is null)
             throw new LoupeException($"{Source}: input '{name}' has a symbolic shape {Describe(dims)}; set options channels, height and width");
+        if (h * w > MaxInputPixels)
+            throw new LoupeException($"{Source}: input '{name}' is {c}×{h}×{w}, over the limit of {MaxInputPixels} pixels per image (the model is test-run on one input at load)");
         if (c is not (1 or 3))
             throw new LoupeException($"{Source}: input '{name}' has {c} channels {Describe(dims)}; Loupe image models take 1 (grey) or 3 (RGB) channels");
         int ch = (int)c;
@@ -163,7 +168,9 @@ public sealed class OnnxFile
         foreach (var d in dims)
         {
             if (d < 0) throw new LoupeException($"{source}: tensor '{t.Name}' has a negative dimension");
-            n = checked(n * d);
+            if (d > 0 && n > (1L << 40) / d)
+                throw new LoupeException($"{source}: tensor '{t.Name}' declares shape ({string.Join("×", dims)}), more elements than any model file holds");
+            n *= d;
         }
         var dt = (TensorProto.Types.DataType)t.DataType;
         var rawMem = t.RawData.Memory;

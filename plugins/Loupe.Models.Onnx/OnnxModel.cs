@@ -129,6 +129,11 @@ public sealed class OnnxModel : IModel
             model.Forward(zeros(1, spec.Channels, spec.Height, spec.Width));
             return model;
         }
+        catch (Exception e) when (e is not LoupeException and not OutOfMemoryException)
+        {
+            model.Dispose();
+            throw new LoupeException($"{file.Source}: the test forward on zeros failed: {e.Message.Split('\n')[0]}", e);
+        }
         catch
         {
             model.Dispose();
@@ -197,6 +202,7 @@ public sealed class OnnxModel : IModel
             }
         }
         var y = env[_outputName];
+        if (y.dim() == 0 || y.numel() == 0) throw new LoupeException($"{_source}: output '{_outputName}' is empty ({string.Join("×", y.shape)}); expected N×K scores");
         y = _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y.alias();
         return scope.MoveToOuter(y);
     }

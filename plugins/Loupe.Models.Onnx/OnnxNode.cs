@@ -10,6 +10,8 @@ public sealed class OnnxNode
 {
     readonly Dictionary<string, AttributeProto> _attributes;
     readonly string _source;
+    /// <summary>"file: node" for messages about this node's data.</summary>
+    public string Where => $"{_source}: {Display}";
 
     internal OnnxNode(NodeProto node, long opset, string source, int index)
     {

@@ -36,7 +36,7 @@ public static class Ops
         ["GlobalAveragePool"] = (n, x) => One(x[0]!.mean(SpatialDims(x[0]!), keepdim: true)),
         ["GlobalMaxPool"] = (n, x) => One(x[0]!.amax(SpatialDims(x[0]!), keepdim: true)),
         ["Gemm"] = (n, x) => One(Gemm(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
-        ["MatMul"] = (n, x) => One(x[0]!.matmul(x[1]!)),
+        ["MatMul"] = (n, x) => One(MatMul(n, x[0]!, x[1]!)),
         ["Flatten"] = (n, x) => One(Flatten(n, x[0]!)),
         ["Reshape"] = (n, x) => One(Reshape(n, x[0]!, Longs(x[1]!))),
         ["Transpose"] = (n, x) => One(x[0]!.permute(n.Ints("perm") ?? Enumerable.Range(0, (int)x[0]!.dim()).Reverse().Select(i => (long)i).ToArray())),
@@ -238,12 +238,28 @@ public static class Ops
         return sum / count;
     }
 
+    /// <summary>matmul with its shapes checked first: TorchSharp 0.107's THSTensor_matmul does not catch libtorch's
+    /// error, so a shape mismatch there aborts the process (found by tools/Loupe.Fuzz).</summary>
+    static Tensor MatMul(OnnxNode n, Tensor a, Tensor b)
+    {
+        string Shapes() => $"({string.Join("×", a.shape)}) and ({string.Join("×", b.shape)})";
+        if (a.dim() == 0 || b.dim() == 0) throw n.Error($"cannot multiply scalars: {Shapes()}");
+        long ka = a.shape[^1], kb = b.dim() == 1 ? b.shape[0] : b.shape[^2];
+        if (ka != kb) throw n.Error($"cannot multiply matrices of shapes {Shapes()}");
+        var ba = a.shape.SkipLast(2).Reverse().ToArray();
+        var bb = b.shape.SkipLast(2).Reverse().ToArray();
+        for (int i = 0; i < Math.Min(ba.Length, bb.Length); i++)
+            if (ba[i] != bb[i] && ba[i] != 1 && bb[i] != 1) throw n.Error($"batch dimensions do not broadcast: {Shapes()}");
+        return a.matmul(b);
+    }
+
     static Tensor Gemm(OnnxNode n, Tensor a, Tensor b, Tensor? c)
     {
+        if (a.dim() != 2 || b.dim() != 2) throw n.Error($"Gemm needs 2-D inputs, got ({string.Join("×", a.shape)}) and ({string.Join("×", b.shape)})");
         if (n.Int("transA", 0) != 0) a = a.t();
         if (n.Int("transB", 0) != 0) b = b.t();
         float alpha = n.Float("alpha", 1f), beta = n.Float("beta", 1f);
-        var y = a.matmul(b);
+        var y = MatMul(n, a, b);
         if (alpha != 1f) y = y * alpha;
         if (c is not null && beta != 0f) y = beta == 1f ? y + c : y + c * beta;
         return y;
@@ -385,7 +401,7 @@ public static class Ops
 
     internal static Tensor Constant(OnnxNode n)
     {
-        if (n.Attribute("value") is { T: { } tp }) return OnnxFile.ToTensor(tp, n.Display);
+        if (n.Attribute("value") is { T: { } tp }) return OnnxFile.ToTensor(tp, n.Where);
         if (n.Has("value_float")) return tensor(n.Float("value_float", 0));
         if (n.Has("value_floats")) return tensor(n.Floats("value_floats")!);
         if (n.Has("value_int")) return tensor(n.Int("value_int", 0));

@@ -8,7 +8,8 @@ namespace Loupe.Models.TorchSharp;
 
 /// <summary>Loads weights into a module from PyTorch <c>torch.save(state_dict)</c> files (zip format),
 /// <c>.safetensors</c>, or TorchSharp's own <c>.dat</c> format, and reports every missing, unexpected
-/// or mis-shaped tensor by name. Pickles are read by PyBridge's restricted unpickler: no code runs.</summary>
+/// or mis-shaped tensor by name. Files are validated first (<see cref="WeightsCheck"/>): pickles are walked, never run, and may only
+/// rebuild tensors; every declared size is checked against the bytes present before anything is allocated.</summary>
 public static class Weights
 {
     /// <summary>Largest weights file accepted.</summary>
@@ -25,12 +26,13 @@ public static class Weights
         {
             if (ext == ".safetensors")
             {
-                CheckSafetensorsHeader(path, length);
+                WeightsCheck.Safetensors(path, length);
                 return Safetensors.LoadStateDict(path);
             }
             if (ext is ".pt" or ".pth" or ".bin" or ".ckpt")
             {
                 CheckZip(path);
+                WeightsCheck.PyTorchZip(path, length);
                 var table = PyTorchUnpickler.UnpickleStateDict(path);
                 var dict = new Dictionary<string, Tensor>();
                 foreach (DictionaryEntry e in table)
@@ -56,15 +58,6 @@ public static class Weights
         using var s = File.OpenRead(path);
         if (s.ReadAtLeast(head, 4, false) < 4 || head[0] != (byte)'P' || head[1] != (byte)'K')
             throw new LoupeException($"{path}: not a PyTorch zip checkpoint (legacy pickles and other formats are refused, never executed); re-save with torch.save(model.state_dict(), path) from PyTorch ≥ 1.6");
-    }
-
-    static void CheckSafetensorsHeader(string path, long length)
-    {
-        Span<byte> head = stackalloc byte[8];
-        using var s = File.OpenRead(path);
-        if (s.ReadAtLeast(head, 8, false) < 8) throw new LoupeException($"{path}: truncated safetensors file");
-        var n = BitConverter.ToUInt64(head);
-        if (n > 100_000_000 || (long)n > length - 8) throw new LoupeException($"{path}: safetensors header length {n} is invalid for a {length}-byte file");
     }
 
     /// <summary>Loads weights into <paramref name="module"/>; strict by name and shape.</summary>

@@ -108,7 +108,9 @@ public class PipelineParsingTests
     {
         Assert.Contains(Errors($"version: 1\n{Model}\nsteps:\n  - id: f\n    uses: filters\n    with: {{ layer: conv1 }}\n  - id: f\n    uses: filters\n    with: {{ layer: conv2 }}\n"),
             e => e.Message.Contains("duplicate step id 'f'"));
-        Assert.Contains(Errors($"version: 1\nversion: 1\n{Model}\nsteps:\n  - uses: filters\n"), e => e.Message.Contains("malformed YAML"));
+        var dup = Assert.Single(Errors($"version: 1\nversion: 1\n{Model}\nsteps:\n  - uses: filters\n"));
+        Assert.Contains("duplicate key 'version' (first at line 1)", dup.Message);
+        Assert.Equal(2, dup.Line);
     }
 
     [Fact]
