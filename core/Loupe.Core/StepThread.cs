@@ -27,7 +27,7 @@ internal static class StepThread
     {
         Exception? error = null;
         long live = 0;
-        var done = new ManualResetEventSlim(); // not disposed: an abandoned thread may still set it
+        var done = new ManualResetEventSlim(); // not disposed when abandoned: the thread may still set it
         var thread = new Thread(() =>
         {
             try
@@ -45,11 +45,18 @@ internal static class StepThread
 
         var limit = timeout is { } t ? (int)Math.Min(t.TotalMilliseconds, int.MaxValue - 1) : Timeout.Infinite;
         if (WaitHandle.WaitAny([done.WaitHandle, run.WaitHandle], limit) == 0)
+        {
+            done.Dispose();
             return Finished(error, live, run.IsCancellationRequested ? "cancelled" : null);
+        }
 
         var why = run.IsCancellationRequested ? "cancelled" : "timeout";
         stepCancellation.Cancel();
-        if (done.Wait(Grace)) return Finished(error, live, why);
+        if (done.Wait(Grace))
+        {
+            done.Dispose();
+            return Finished(error, live, why);
+        }
         var message = why == "timeout"
             ? $"timed out after {Duration.Format(timeout!.Value)} and did not stop within {Duration.Format(Grace)} of being cancelled; its thread was abandoned"
             : $"cancelled by the user; the step did not stop within {Duration.Format(Grace)} and its thread was abandoned";
