@@ -439,7 +439,7 @@ public static partial class PipelineRunner
         }
         if (run.Shard is not null && run.Data is ShardedDataSource { Ids: { } ids }) manifest["shard"]!["ids"] = new JsonArray(ids.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray());
         manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
-        var cancelled = cancellation.IsCancellationRequested;
+        var cancelled = cancellation.IsCancellationRequested && failed > 0; // a run that finished anyway is not cancelled
         Save(failed == 0 ? "succeeded" : cancelled ? "cancelled" : "failed");
         IReadOnlyList<PipelineError> errors = manifestError is null ? [] :
             [new(spec.File, 0, 0, $"manifest.json could not be updated ({manifestError}); the copy in {outDir} is valid but shows an earlier state of the run")];
