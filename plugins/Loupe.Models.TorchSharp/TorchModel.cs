@@ -67,13 +67,7 @@ public sealed class TorchModel : IModel, IModelInterventions
     public IDisposable OverrideRelu(ReluRule rule) => Interventions.OverrideRelu(_modules, rule);
 
     /// <inheritdoc/>
-    public void Dispose()
-    {
-        // Module.Dispose frees the native module but not the managed parameter tensors (the soak test saw 14 — the
-        // demo CNN's parameters — stay alive per run), so they are disposed here first.
-        foreach (var t in _parameters.Values) t.Dispose();
-        _module.Dispose();
-    }
+    public void Dispose() => _module.Dispose();
 
     /// <summary>Forward hooks that keep each layer's output. TorchSharp has no module backward hooks, so for
     /// gradients the output is replaced by a leaf that requires grad (when nothing upstream does): the
