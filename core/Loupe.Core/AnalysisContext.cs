@@ -7,7 +7,9 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
     IRunObserver? observer, List<string> warnings) : IAnalysisContext
 {
     public string StepId => step.Spec.Id;
-    public IModel Model => run.Model;
+    public IModel Model { get; } = run.Model; // fixed: a step abandoned later keeps its own model
+    /// <summary>Set when the step's thread is abandoned: its progress and warnings are no longer reported.</summary>
+    public bool Detached { get; set; }
     public InputSpec Input => run.Input;
     public IReadOnlyList<string> Labels => run.Labels;
     public ITarget Target => step.Target;
@@ -55,10 +57,14 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
         }
     }
 
-    public void Progress(double fraction, string? message = null) => observer?.StepProgress(StepId, Math.Clamp(fraction, 0, 1), message);
+    public void Progress(double fraction, string? message = null)
+    {
+        if (!Detached) observer?.StepProgress(StepId, Math.Clamp(fraction, 0, 1), message);
+    }
 
     public void Warn(string message)
     {
+        if (Detached) return;
         lock (warnings) warnings.Add(message);
         observer?.Warning($"{StepId}: {message}");
     }

@@ -13,6 +13,13 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
 {
     readonly object _gate = new();
     readonly HashSet<string> _paths = [];
+    bool _closed;
+
+    /// <summary>The first write that failed because of the output folder (disk full, not writable), if any.</summary>
+    public OutputWriteException? Fault { get; private set; }
+
+    /// <summary>Stops recording: later writes (from a step thread that was abandoned) throw and are not listed.</summary>
+    public void Close() { lock (_gate) _closed = true; }
 
     string PathFor(string name, string? inputId, string ext)
     {
@@ -20,13 +27,40 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
         var file = inputId is null ? Safe(name) : $"{Safe(inputId)}.{Safe(name)}";
         var rel = Path.Combine(stepId, file + ext);
         lock (_gate)
+        {
+            ThrowIfClosed();
             if (!_paths.Add(rel)) throw new InvalidOperationException($"step '{stepId}' wrote artifact '{rel}' twice");
+        }
         return rel;
+    }
+
+    void ThrowIfClosed()
+    {
+        if (_closed) throw new OperationCanceledException($"step '{stepId}' was abandoned; its outputs are no longer recorded");
+    }
+
+    void Write(string rel, ReadOnlySpan<byte> bytes)
+    {
+        var path = Path.Combine(runDirectory, rel);
+        try { AtomicFile.Write(path, bytes); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            var fault = new OutputWriteException(path, e);
+            lock (_gate) Fault ??= fault;
+            throw fault;
+        }
     }
 
     static string Safe(string s) => SafeRx().Replace(s, "_");
 
-    void Add(ArtifactRecord r) { lock (_gate) records.Add(r); }
+    void Add(ArtifactRecord r)
+    {
+        lock (_gate)
+        {
+            ThrowIfClosed();
+            records.Add(r);
+        }
+    }
 
     /// <inheritdoc/>
     public void Raw(string name, string? inputId, NdArray array, string? target = null)
@@ -34,7 +68,7 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
         var expected = array.Shape.Aggregate(1L, (a, b) => a * b);
         if (expected != array.Data.Length) throw new ArgumentException($"artifact '{name}': shape ({string.Join(",", array.Shape)}) does not match {array.Data.Length} values");
         var rel = PathFor(name, inputId, ".npy");
-        AtomicFile.Write(Path.Combine(runDirectory, rel), Npy.Encode(array));
+        Write(rel, Npy.Encode(array));
         Add(new ArtifactRecord(stepId, inputId, "raw", rel, array.Shape, "float32", target, name));
     }
 
@@ -42,7 +76,7 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
     public void Display(string name, string? inputId, RgbImage image, string? target = null)
     {
         var rel = PathFor(name, inputId, ".png");
-        AtomicFile.Write(Path.Combine(runDirectory, rel), Png.Encode(image));
+        Write(rel, Png.Encode(image));
         Add(new ArtifactRecord(stepId, inputId, "display", rel, [image.Height, image.Width, 3], "uint8", target, name));
     }
 
@@ -50,7 +84,7 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
     public void Json(string name, object value)
     {
         var rel = PathFor(name, null, ".json");
-        AtomicFile.Write(Path.Combine(runDirectory, rel), JsonSerializer.SerializeToUtf8Bytes(value, value.GetType(), Manifest.JsonOptions));
+        Write(rel, JsonSerializer.SerializeToUtf8Bytes(value, value.GetType(), Manifest.JsonOptions));
         Add(new ArtifactRecord(stepId, null, "data", rel, [], "json", null, name));
     }
 
@@ -68,7 +102,11 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
     /// <inheritdoc/>
     public void Metric(string name, double value)
     {
-        lock (_gate) metrics[name] = value;
+        lock (_gate)
+        {
+            ThrowIfClosed();
+            metrics[name] = value;
+        }
     }
 
     [GeneratedRegex("[^A-Za-z0-9._-]")] private static partial Regex SafeRx();

@@ -11,6 +11,10 @@ namespace Loupe.Core;
 /// <summary>Writes files atomically: a temporary file in the same folder, then a rename.</summary>
 public static class AtomicFile
 {
+    /// <summary>Test seam for fault injection: given the final path, returns a stream to write instead of the temporary
+    /// file (e.g. <c>/dev/full</c> for a real ENOSPC), or null to write normally. Flows with the execution context.</summary>
+    internal static readonly AsyncLocal<Func<string, Stream?>?> Redirect = new();
+
     /// <summary>Writes <paramref name="bytes"/> to <paramref name="path"/>; never leaves a half-written file at that path.</summary>
     public static void Write(string path, ReadOnlySpan<byte> bytes, bool overwrite = false)
     {
@@ -19,10 +23,10 @@ public static class AtomicFile
         var tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
         try
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
+            using (var fs = Redirect.Value?.Invoke(path) ?? new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))
             {
                 fs.Write(bytes);
-                fs.Flush(true);
+                if (fs is FileStream f) f.Flush(true); else fs.Flush();
             }
             File.Move(tmp, path, overwrite);
         }

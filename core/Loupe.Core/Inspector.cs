@@ -19,7 +19,7 @@ public static class Inspector
     {
         var spec = PipelineParser.Parse(pipelineFile, overrides);
         var errors = new List<PipelineError>();
-        using var registry = ComponentRegistry.Load(pluginDirs.Concat(spec.PluginDirs).Distinct());
+        using var registry = ComponentRegistry.Load(pluginDirs.Select(d => new PluginSource(d)).Concat(spec.Plugins));
         var m = spec.Model!;
         var desc = registry.Find(ComponentKind.Model, m.Uses)
             ?? throw new PipelineException([new(spec.File, (int)m.Mark.Line, (int)m.Mark.Column, "model: " + registry.Unknown(ComponentKind.Model, m.Uses))]);

@@ -12,9 +12,10 @@ public static class PipelineParser
     internal static readonly string[] TopKeys = ["version", "name", "seed", "plugins", "model", "data", "steps", "output", "settings"];
     internal static readonly string[] ModelKeys = ["uses", "with", "input", "labels"];
     internal static readonly string[] DataKeys = ["uses", "with"];
-    internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect"];
+    internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect", "timeout"];
     internal static readonly string[] OutputKeys = ["dir", "report"];
-    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb", "max_image_pixels", "max_items"];
+    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb", "max_image_pixels", "max_items", "step_timeout"];
+    internal static readonly string[] PluginKeys = ["path", "sha256"];
     internal static readonly string[] ReportKinds = ["none", "html"];
 
     /// <summary>Largest pipeline file accepted (bytes).</summary>
@@ -88,6 +89,7 @@ public static class PipelineParser
                 if (Scalar(file, settings, "memory_budget_mb", errors) is { } mb) spec.MemoryBudgetBytes = Positive(file, mb, "settings.memory_budget_mb", errors) * (1L << 20);
                 if (Scalar(file, settings, "max_image_pixels", errors) is { } mp) spec.MaxImagePixels = Positive(file, mp, "settings.max_image_pixels", errors);
                 if (Scalar(file, settings, "max_items", errors) is { } mi) spec.MaxItems = Positive(file, mi, "settings.max_items", errors);
+                if (Scalar(file, settings, "step_timeout", errors) is { } st) spec.StepTimeout = Timeout(file, st, "settings.step_timeout", errors);
             }
         }
 
@@ -96,9 +98,21 @@ public static class PipelineParser
             if (pluginsNode is YamlSequenceNode seq)
                 foreach (var item in seq)
                 {
-                    if (item is YamlScalarNode ps && !string.IsNullOrWhiteSpace(ps.Value))
-                        spec.PluginDirs.Add(Path.GetFullPath(Path.Combine(spec.BaseDirectory, ps.Value!)));
-                    else errors.Add(At(file, item, "each 'plugins' entry must be a folder path"));
+                    string? path = null, sha = null;
+                    if (item is YamlScalarNode ps) path = ps.Value;
+                    else if (item is YamlMappingNode pm)
+                    {
+                        CheckKeys(file, pm, PluginKeys, "a 'plugins' entry", errors);
+                        path = Scalar(file, pm, "path", errors)?.Value;
+                        if (Scalar(file, pm, "sha256", errors) is { } h)
+                        {
+                            sha = h.Value?.Trim().ToLowerInvariant();
+                            if (sha is null || !System.Text.RegularExpressions.Regex.IsMatch(sha, "^[0-9a-f]{64}$"))
+                                errors.Add(At(file, h, $"'sha256' must be 64 hexadecimal digits (as printed by 'loupe plugins --verify'), got '{h.Value}'"));
+                        }
+                    }
+                    if (string.IsNullOrWhiteSpace(path)) errors.Add(At(file, item, "each 'plugins' entry must be a folder path or { path: FOLDER-OR-DLL, sha256: HASH }"));
+                    else spec.Plugins.Add(new PluginSource(Path.GetFullPath(Path.Combine(spec.BaseDirectory, path)), sha) { Line = (int)item.Start.Line, Column = (int)item.Start.Column });
                 }
             else errors.Add(At(file, pluginsNode, "'plugins' must be a list of folder paths"));
         }
@@ -145,6 +159,7 @@ public static class PipelineParser
                     errors.Add(At(file, Child(step, "id") ?? step, $"step id '{id}' may contain only letters, digits, '-', '_' and '.'"));
                 else if (!ids.Add(id)) errors.Add(At(file, Child(step, "id") ?? step, $"duplicate step id '{id}'"));
                 int? bs = Scalar(file, step, "batch_size", errors) is { } bsn ? Positive(file, bsn, $"steps.{id}.batch_size", errors) : null;
+                var timeout = Scalar(file, step, "timeout", errors) is { } tn ? Timeout(file, tn, $"steps.{id}.timeout", errors) ?? TimeSpan.Zero : (TimeSpan?)null;
                 var expectations = new List<Expectation>();
                 if (Child(step, "expect") is { } expectNode)
                 {
@@ -157,7 +172,7 @@ public static class PipelineParser
                         else expectations.Add(e);
                     }
                 }
-                spec.Steps.Add(new StepSpec(id, uses ?? "", Child(step, "with"), Child(step, "target"), step.Start, usesNode?.Start ?? step.Start) { BatchSize = bs, Expect = expectations });
+                spec.Steps.Add(new StepSpec(id, uses ?? "", Child(step, "with"), Child(step, "target"), step.Start, usesNode?.Start ?? step.Start) { BatchSize = bs, Expect = expectations, Timeout = timeout });
             }
             if (steps.Children.Count == 0) errors.Add(At(file, steps, "'steps' is empty: add at least one step"));
         }
@@ -307,6 +322,15 @@ public static class PipelineParser
         var v = Int(file, s, what, errors);
         if (v <= 0 && int.TryParse(s.Value, out _)) { errors.Add(At(file, s, $"'{what}' must be > 0, got {v}")); return 1; }
         return v;
+    }
+
+    /// <summary>A duration (<c>30s</c>, <c>500ms</c>, <c>2m</c>, <c>1h</c>, seconds) or <c>none</c> (null).</summary>
+    static TimeSpan? Timeout(string file, YamlScalarNode s, string what, List<PipelineError> errors)
+    {
+        if (s.Value is "none" or "0") return null;
+        if (Duration.Parse(s.Value) is { } t && t > TimeSpan.Zero) return t;
+        errors.Add(At(file, s, $"'{what}' must be a duration such as 30s, 500ms, 5m or 1h (or none), got '{s.Value}'"));
+        return null;
     }
 
     static string Clean(YamlException e)

@@ -14,6 +14,8 @@ public sealed record StepSpec(string Id, string Uses, YamlNode? With, YamlNode? 
 {
     /// <summary>Per-step batch size override.</summary>
     public int? BatchSize { get; init; }
+    /// <summary><c>timeout:</c> of this step (zero: none), overriding <c>settings.step_timeout</c>.</summary>
+    public TimeSpan? Timeout { get; init; }
     /// <summary><c>expect:</c> thresholds on the step's metrics, checked after its outputs are written.</summary>
     public IReadOnlyList<Expectation> Expect { get; init; } = [];
 }
@@ -41,8 +43,12 @@ public sealed class PipelineSpec
     public long? MaxItems { get; set; }
     /// <summary>Intra-op threads (0 = library default).</summary>
     public int Threads { get; set; }
+    /// <summary>Default step timeout (<c>settings.step_timeout</c>); null: none.</summary>
+    public TimeSpan? StepTimeout { get; set; }
+    /// <summary>Extra plugin folders (absolute), with their pinned hashes.</summary>
+    public List<PluginSource> Plugins { get; } = [];
     /// <summary>Extra plugin folders (absolute).</summary>
-    public List<string> PluginDirs { get; } = [];
+    public IEnumerable<string> PluginDirs => Plugins.Select(p => p.Path);
     /// <summary>The model.</summary>
     public ModelSpec? Model { get; set; }
     /// <summary>The data source.</summary>

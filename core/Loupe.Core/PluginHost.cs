@@ -1,4 +1,5 @@
 using System.Reflection;
+using System.Reflection.Metadata;
 using System.Security.Cryptography;
 using Loupe.Abstractions;
 using McMaster.NETCore.Plugins;
@@ -8,6 +9,29 @@ namespace Loupe.Core;
 
 /// <summary>A plugin assembly that was loaded.</summary>
 public sealed record LoadedPlugin(string Name, string Path, string Version, int ContractVersion, string Sha256);
+
+/// <summary>Where plugins come from: a folder (or one plugin <c>.dll</c>), optionally pinned to the SHA-256 of its plugin assembly.</summary>
+public sealed record PluginSource(string Path, string? Sha256 = null)
+{
+    /// <summary>Line of the pipeline entry (0: not from a pipeline).</summary>
+    public int Line { get; init; }
+    /// <summary>Column of the pipeline entry.</summary>
+    public int Column { get; init; }
+}
+
+/// <summary>A pinned plugin whose hash does not match, or a pin that does not name exactly one plugin.</summary>
+public sealed class PluginPinException(PluginSource source, string message) : LoupeException(message)
+{
+    /// <summary>The pipeline entry.</summary>
+    public PluginSource Source { get; } = source;
+}
+
+/// <summary>What <c>loupe plugins --verify</c> reports for one plugin assembly, read from its metadata without running it.</summary>
+public sealed record PluginCheck(string Path, string? Name, string? Version, int? ContractVersion, string Sha256, string? PinnedSha256, string? Error)
+{
+    /// <summary>True when nothing is wrong.</summary>
+    public bool Ok => Error is null;
+}
 
 /// <summary>The one seam over McMaster.NETCore.Plugins: finds plugin assemblies in folders, refuses unsafe
 /// ones, loads them with the contract types shared, and lets each registrar add its components.</summary>
@@ -28,6 +52,7 @@ public sealed class PluginHost
     /// each recognised by its <c>.deps.json</c> and <c>.runtimeconfig.json</c> next to the matching <c>.dll</c>.</summary>
     public static IReadOnlyList<string> Discover(string folder)
     {
+        if (folder.EndsWith(".dll", StringComparison.OrdinalIgnoreCase) && File.Exists(folder)) return [folder];
         if (!Directory.Exists(folder)) throw new LoupeException($"plugin folder not found: {folder}");
         var dirs = new[] { folder }.Concat(Directory.GetDirectories(folder).OrderBy(d => d, StringComparer.Ordinal));
         var result = new List<string>();
@@ -54,23 +79,100 @@ public sealed class PluginHost
     }
 
     /// <summary>Loads every plugin in <paramref name="folders"/> and registers its components into <paramref name="services"/>.</summary>
-    public static IReadOnlyList<LoadedPlugin> LoadInto(IServiceCollection services, IEnumerable<string> folders)
+    public static IReadOnlyList<LoadedPlugin> LoadInto(IServiceCollection services, IEnumerable<PluginSource> sources)
     {
         var plugins = new List<LoadedPlugin>();
-        foreach (var folder in folders)
-            foreach (var dll in Discover(folder))
-                plugins.Add(LoadOne(services, dll));
+        foreach (var source in Merge(sources))
+            foreach (var dll in Resolve(source))
+                plugins.Add(LoadOne(services, dll, source.Sha256 is null ? null : source));
         return plugins;
     }
 
-    static LoadedPlugin LoadOne(IServiceCollection services, string dll)
+    /// <summary>One source per path (a pinned one wins), in first-seen order.</summary>
+    static IEnumerable<PluginSource> Merge(IEnumerable<PluginSource> sources) =>
+        sources.Select(s => s with { Path = System.IO.Path.GetFullPath(s.Path) }).GroupBy(s => s.Path)
+            .Select(g => g.FirstOrDefault(s => s.Sha256 is not null) ?? g.First());
+
+    /// <summary>The plugin assemblies of a source; a pinned source must name exactly one.</summary>
+    static IReadOnlyList<string> Resolve(PluginSource source)
+    {
+        var dlls = Discover(source.Path);
+        if (source.Sha256 is not null && dlls.Count != 1)
+            throw new PluginPinException(source, $"plugin pin for {source.Path}: a pinned entry must name exactly one plugin, but it holds {dlls.Count}" +
+                (dlls.Count > 1 ? $" ({string.Join(", ", dlls.Select(System.IO.Path.GetFileName))}); pin each by its .dll path" : ""));
+        return dlls;
+    }
+
+    /// <summary>Refuses a plugin whose SHA-256 differs from its pin, before any of its code is loaded.</summary>
+    static void CheckPin(PluginSource? pin, string dll, string actual)
+    {
+        if (pin?.Sha256 is { } expected && !string.Equals(expected, actual, StringComparison.OrdinalIgnoreCase))
+            throw new PluginPinException(pin, $"plugin {dll}: SHA-256 mismatch: the pipeline pins {expected}, but the file's is {actual}; refusing to load it " +
+                "(if the plugin was updated on purpose, check where it came from and update the pin; 'loupe plugins --verify' prints the hashes)");
+    }
+
+    /// <summary>Checks the plugins of <paramref name="sources"/> from their files only (hash, assembly metadata, pins,
+    /// forbidden runtime copies): no plugin code is loaded or run.</summary>
+    public static IReadOnlyList<PluginCheck> Verify(IEnumerable<PluginSource> sources)
+    {
+        var checks = new List<PluginCheck>();
+        foreach (var source in Merge(sources))
+        {
+            IReadOnlyList<string> dlls;
+            try { dlls = Resolve(source); }
+            catch (LoupeException e) { checks.Add(new PluginCheck(source.Path, null, null, null, "", source.Sha256, e.Message)); continue; }
+            foreach (var dll in dlls)
+            {
+                var sha = Sha256File(dll);
+                string? name = null, version = null, error = null; int? contract = null;
+                try
+                {
+                    (name, version, contract) = ReadMetadata(dll);
+                    CheckFolder(dll);
+                    CheckPin(source.Sha256 is null ? null : source, dll, sha);
+                    if (contract is null) error = $"not a Loupe plugin: it lacks [assembly: LoupePlugin({LoupeContract.Version})]";
+                    else if (contract != LoupeContract.Version) error = $"built for contract version {contract}, but this host supports version {LoupeContract.Version}";
+                }
+                catch (Exception e) when (e is LoupeException or BadImageFormatException or InvalidOperationException or IOException) { error ??= e.Message; }
+                checks.Add(new PluginCheck(dll, name, version, contract, sha, source.Sha256, error));
+            }
+        }
+        return checks;
+    }
+
+    /// <summary>Name, version and <c>[assembly: LoupePlugin(n)]</c> of an assembly, from its metadata.</summary>
+    static (string Name, string Version, int? Contract) ReadMetadata(string dll)
+    {
+        using var stream = File.OpenRead(dll);
+        using var pe = new System.Reflection.PortableExecutable.PEReader(stream);
+        if (!pe.HasMetadata) throw new BadImageFormatException($"{dll} is not a .NET assembly");
+        var md = pe.GetMetadataReader();
+        var def = md.GetAssemblyDefinition();
+        int? contract = null;
+        foreach (var h in def.GetCustomAttributes())
+        {
+            var a = md.GetCustomAttribute(h);
+            if (a.Constructor.Kind != HandleKind.MemberReference) continue;
+            var ctor = md.GetMemberReference((MemberReferenceHandle)a.Constructor);
+            if (ctor.Parent.Kind != HandleKind.TypeReference) continue;
+            var type = md.GetTypeReference((TypeReferenceHandle)ctor.Parent);
+            if (md.GetString(type.Name) != nameof(LoupePluginAttribute) || md.GetString(type.Namespace) != typeof(LoupePluginAttribute).Namespace) continue;
+            var blob = md.GetBlobReader(a.Value);
+            if (blob.Length >= 6 && blob.ReadUInt16() == 1) contract = blob.ReadInt32(); // prolog 0x0001, then the int argument
+        }
+        return (md.GetString(def.Name), def.Version.ToString(), contract);
+    }
+
+    static LoadedPlugin LoadOne(IServiceCollection services, string dll, PluginSource? pin)
     {
         var full = System.IO.Path.GetFullPath(dll);
         CheckFolder(full);
         (LoadedPlugin Plugin, Assembly Assembly) entry;
         lock (Gate)
         {
-            if (!Loaded.TryGetValue(full, out entry))
+            if (pin is not null) CheckPin(pin, full, Sha256File(full));
+            if (Loaded.TryGetValue(full, out entry)) CheckPin(pin, full, entry.Plugin.Sha256); // the copy already loaded must match too
+            else
             {
                 Assembly asm;
                 try
@@ -134,10 +236,14 @@ public sealed class ComponentRegistry : IDisposable
     public IReadOnlyList<ComponentDescriptor> Components { get; }
 
     /// <summary>Loads plugins from folders and builds the registry.</summary>
-    public static ComponentRegistry Load(IEnumerable<string> folders, IEnumerable<IPluginRegistrar>? inProcess = null)
+    public static ComponentRegistry Load(IEnumerable<string> folders, IEnumerable<IPluginRegistrar>? inProcess = null) =>
+        Load(folders.Select(f => new PluginSource(f)), inProcess);
+
+    /// <summary>Loads plugins from sources (folders or plugin files, possibly pinned) and builds the registry.</summary>
+    public static ComponentRegistry Load(IEnumerable<PluginSource> sources, IEnumerable<IPluginRegistrar>? inProcess = null)
     {
         var services = new ServiceCollection();
-        var plugins = PluginHost.LoadInto(services, folders);
+        var plugins = PluginHost.LoadInto(services, sources);
         foreach (var r in inProcess ?? [])
         {
             var before = services.Count;

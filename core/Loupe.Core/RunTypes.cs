@@ -46,8 +46,12 @@ public sealed class PreparedRun : IDisposable
     public required PipelineSpec Spec { get; init; }
     /// <summary>The registry.</summary>
     public required ComponentRegistry Registry { get; init; }
-    /// <summary>The model.</summary>
-    public required IModel Model { get; init; }
+    /// <summary>The model (replaced by a fresh copy when a step that still uses it had to be abandoned).</summary>
+    public required IModel Model { get; set; }
+    /// <summary>Loads a fresh copy of the model.</summary>
+    internal Func<IModel>? Reload { get; init; }
+    /// <summary>True once a step's thread was abandoned: what it may still use is never disposed.</summary>
+    internal bool Abandoned { get; set; }
     /// <summary>Model options.</summary>
     public required object ModelOptions { get; init; }
     /// <summary>Effective input spec.</summary>
@@ -76,6 +80,9 @@ public sealed class PreparedRun : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        // An abandoned step may still run on the old model and the data source: freeing their native memory under it
+        // could crash the process, so they are left to the process's end.
+        if (Abandoned) return;
         _passes?.Dispose();
         Data?.Dispose();
         Model.Dispose();

@@ -22,9 +22,9 @@ public static partial class PipelineRunner
         ComponentRegistry registry;
         try
         {
-            var dirs = request.PluginDirectories.Concat(spec.PluginDirs).Distinct().ToList();
-            registry = ComponentRegistry.Load(dirs, request.Registrars);
+            registry = ComponentRegistry.Load(request.PluginDirectories.Select(d => new PluginSource(d)).Concat(spec.Plugins), request.Registrars);
         }
+        catch (PluginPinException e) { throw new PipelineException([new(file, e.Source.Line, e.Source.Column, e.Message)]); }
         catch (LoupeException e) { throw new PipelineException([new(file, 0, 0, e.Message)]); }
 
         try
@@ -187,6 +187,7 @@ public static partial class PipelineRunner
                 Spec = spec, Registry = registry, Model = model, ModelOptions = modelOptions!, Input = input, Labels = labels,
                 ModelFiles = modelAdapter.Files(modelOptions!, spec.BaseDirectory).ToList(), Data = data, DataOptions = dataOptions,
                 Steps = prepared, Warnings = warnings, FirstForwardAt = firstForward,
+                Reload = () => modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed)),
             };
         }
         catch
@@ -295,36 +296,38 @@ public static partial class PipelineRunner
             return Execute(prepared, request, cancellation);
     }
 
-    static string CreateOutputDirectory(PipelineSpec spec, string? explicitDir)
+    /// <summary>Creates the run's folder; returns it and whether it was created (rather than an existing empty one).</summary>
+    static (string Dir, bool Created) CreateOutputDirectory(PipelineSpec spec, string? explicitDir)
     {
         if (explicitDir is not null)
         {
             var full = Path.GetFullPath(explicitDir);
             if (File.Exists(full) || Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
                 throw new PipelineException([new(spec.File, 0, 0, $"output folder {full} already exists and is not empty; Loupe never overwrites a run — choose another --out")]);
+            var existed = Directory.Exists(full);
             Directory.CreateDirectory(full);
-            return full;
+            return (full, !existed);
         }
         var name = string.Concat(spec.Name.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_'));
         var baseDir = Path.GetFullPath(spec.OutputDir.Replace("{name}", name).Replace("{timestamp}", DateTime.Now.ToString("yyyyMMdd-HHmmss")));
         var dir = baseDir;
         for (int i = 2; Directory.Exists(dir) || File.Exists(dir); i++) dir = $"{baseDir}-{i}";
         Directory.CreateDirectory(dir);
-        return dir;
+        return (dir, true);
     }
 
     static RunResult Execute(PreparedRun run, RunRequest request, CancellationToken cancellation)
     {
         var spec = run.Spec;
         string outDir;
-        try { outDir = CreateOutputDirectory(spec, request.OutDir); }
+        bool created;
+        try { (outDir, created) = CreateOutputDirectory(spec, request.OutDir); }
         catch (PipelineException e) { return new RunResult(2, null, null, e.Errors); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return new RunResult(2, null, null, [new(spec.File, 0, 0, $"cannot create the output folder: {e.Message}")]);
         }
         var observer = request.Observer;
-        foreach (var w in run.Warnings) observer?.Warning(w);
         var artifacts = new List<ArtifactRecord>();
         var stepRecords = run.Steps.Select(s => new JsonObject { ["id"] = s.Spec.Id, ["uses"] = s.Spec.Uses, ["status"] = "pending" }).ToList();
         var started = DateTimeOffset.Now;
@@ -332,6 +335,7 @@ public static partial class PipelineRunner
         manifest["steps"] = new JsonArray(stepRecords.Cast<JsonNode>().ToArray());
         if (run.Shard is { } shard)
             manifest["shard"] = new JsonObject { ["index"] = shard.Index, ["count"] = shard.Count, ["firstRow"] = shard.FirstRow, ["rows"] = shard.Rows };
+        string? manifestError = null;
         void Save(string status)
         {
             manifest["status"] = status;
@@ -339,44 +343,67 @@ public static partial class PipelineRunner
             manifest["artifacts"] = JsonSerializer.SerializeToNode(artifacts, Manifest.JsonOptions);
             // Run-level warnings also arrive while steps run (e.g. a data source skipping an unreadable image).
             manifest["warnings"] = new JsonArray(run.Warnings.Distinct().Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
-            Manifest.Write(outDir, manifest);
+            // The manifest is replaced atomically: when it cannot be written, the copy on disk stays valid JSON.
+            try { Manifest.Write(outDir, manifest); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { manifestError ??= e.Message; }
         }
+        // The first write checks the folder is writable before any step runs.
         Save("running");
+        if (manifestError is not null)
+        {
+            if (created) try { Directory.Delete(outDir); } catch (Exception) { /* leave it */ }
+            return new RunResult(2, null, null, [new(spec.File, 0, 0, $"the output folder {outDir} is not writable: {manifestError}")]);
+        }
+        foreach (var w in run.Warnings) observer?.Warning(w);
 
         int failed = 0;
-        long LiveTensors() => DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
-        var baselineTensors = LiveTensors();
+        string? stop = null; // why the remaining steps do not run
+        bool outputFault = false;
         for (int i = 0; i < run.Steps.Count; i++)
         {
             var step = run.Steps[i];
             var rec = stepRecords[i];
-            if (cancellation.IsCancellationRequested) { rec["status"] = "cancelled"; failed++; continue; }
+            if (cancellation.IsCancellationRequested) stop ??= "not run: the run was cancelled";
+            if (stop is not null) { rec["status"] = "not run"; rec["error"] = stop; failed++; continue; }
             observer?.StepStarted(step.Spec.Id, step.Spec.Uses, i, run.Steps.Count);
             var metrics = new Dictionary<string, double>();
             var warnings = new List<string>();
             var sink = new StepArtifactSink(outDir, step.Spec.Id, artifacts, metrics);
-            var ctx = new AnalysisContext(run, step, sink, cancellation, observer, warnings);
+            var stepCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+            var ctx = new AnalysisContext(run, step, sink, stepCancellation.Token, observer, warnings);
+            var timeout = step.Spec.Timeout ?? spec.StepTimeout;
+            if (timeout == TimeSpan.Zero) timeout = null;
             rec["status"] = "running";
             rec["startedAt"] = DateTimeOffset.Now.ToString("o");
             rec["options"] = Manifest.ToNode(step.Options);
             rec["target"] = step.Target.Describe();
             if (LinkedStep(step) is { } of) rec["of"] = of;
+            if (timeout is { } t) rec["timeoutMs"] = t.TotalMilliseconds;
             var sw = Stopwatch.StartNew();
             int runWarnings = run.Warnings.Count;
-            string status; string? error = null;
-            try
-            {
-                using (NewDisposeScope()) step.Analysis.Run(step.Options, ctx);
-                status = "succeeded";
-            }
-            catch (OperationCanceledException) when (cancellation.IsCancellationRequested) { status = "cancelled"; error = "cancelled by the user"; }
-            catch (Exception e)
-            {
-                status = "failed";
-                error = e is LoupeException ? e.Message : $"{e.GetType().Name}: {e.Message}";
-                rec["errorDetail"] = e.ToString();
-            }
+            var outcome = StepThread.Run(() => step.Analysis.Run(step.Options, ctx), stepCancellation, timeout, cancellation);
             sw.Stop();
+            var (status, error) = (outcome.Status, outcome.Error);
+            if (outcome.Abandoned)
+            {
+                ctx.Detached = true;
+                sink.Close();
+                run.Abandoned = true;
+                // The abandoned thread keeps its model; later steps get a fresh copy.
+                try { run.Model = run.Reload!(); }
+                catch (Exception e) { stop = $"not run: the model could not be reloaded after step '{step.Spec.Id}' was abandoned: {e.Message}"; }
+            }
+            if (outcome.Exception is { } ex && status == "failed") rec["errorDetail"] = ex.ToString();
+            if (outcome.Fault is { } fault) rec["fault"] = fault;
+            if (outcome.Fault == "out-of-memory") GC.Collect();
+            // A full or unwritable output folder stops the run: later steps could not keep their outputs either.
+            if (sink.Fault is { } wf)
+            {
+                (status, error) = ("failed", wf.Message);
+                rec["fault"] = wf.Fault;
+                stop = $"not run: {wf.Message}";
+                outputFault = true;
+            }
             // expect: thresholds, checked after the step's outputs are written.
             if (status == "succeeded" && step.Spec.Expect.Count > 0 && run.Shard is not null)
                 rec["expectations"] = new JsonArray(step.Spec.Expect.Select(e => (JsonNode)new JsonObject { ["expect"] = e.Text, ["passed"] = "after merge" }).ToArray());
@@ -393,21 +420,36 @@ public static partial class PipelineRunner
             rec["status"] = status;
             rec["durationMs"] = Math.Round(sw.Elapsed.TotalMilliseconds, 1);
             if (error != null) rec["error"] = error;
-            if (warnings.Count > 0) rec["warnings"] = new JsonArray(warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
-            if (metrics.Count > 0) rec["metrics"] = JsonSerializer.SerializeToNode(metrics, Manifest.JsonOptions);
-            // Tensors created on this thread and still alive after the step, relative to before the first step (0 = no leak).
-            rec["liveTensorDelta"] = LiveTensors() - baselineTensors;
+            lock (warnings)
+                if (warnings.Count > 0) rec["warnings"] = new JsonArray(warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
+            if (!outcome.Abandoned && metrics.Count > 0) rec["metrics"] = JsonSerializer.SerializeToNode(metrics, Manifest.JsonOptions);
+            // Tensors created on the step's thread and still alive after it (0 = no leak; absent when abandoned).
+            if (outcome.LiveTensors is { } live) rec["liveTensorDelta"] = live;
             foreach (var w in run.Warnings.Skip(runWarnings).Distinct()) observer?.Warning(w);
             observer?.StepFinished(step.Spec.Id, status, sw.Elapsed, error);
+            if (!outcome.Abandoned) stepCancellation.Dispose(); // an abandoned step may still read its token
             Save("running");
         }
-        // A shard's run-level outputs are written by 'loupe merge', over all shards.
-        if (run.Shard is null) WriteRunOutputs(outDir, stepRecords, artifacts, manifest, observer);
-        else if (run.Data is ShardedDataSource { Ids: { } ids }) manifest["shard"]!["ids"] = new JsonArray(ids.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray());
+        // A shard's run-level outputs are written by 'loupe merge', over all shards; none after a full disk.
+        if (run.Shard is null && !outputFault)
+        {
+            try { WriteRunOutputs(outDir, stepRecords, artifacts, manifest, observer); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                observer?.Warning($"run-level outputs not written: {e.Message}");
+            }
+        }
+        if (run.Shard is not null && run.Data is ShardedDataSource { Ids: { } ids }) manifest["shard"]!["ids"] = new JsonArray(ids.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray());
         manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
-        Save(failed == 0 ? "succeeded" : cancellation.IsCancellationRequested ? "cancelled" : "failed");
-        return new RunResult(failed == 0 ? 0 : 1, outDir, manifest, []);
+        var cancelled = cancellation.IsCancellationRequested && failed > 0; // a run that finished anyway is not cancelled
+        Save(failed == 0 ? "succeeded" : cancelled ? "cancelled" : "failed");
+        IReadOnlyList<PipelineError> errors = manifestError is null ? [] :
+            [new(spec.File, 0, 0, $"manifest.json could not be updated ({manifestError}); the copy in {outDir} is valid but shows an earlier state of the run")];
+        return new RunResult(cancelled ? ExitCancelled : failed == 0 && manifestError is null ? 0 : 1, outDir, manifest, errors);
     }
+
+    /// <summary>Exit code of a run stopped by Ctrl+C (128 + SIGINT, as shells report it).</summary>
+    public const int ExitCancelled = 130;
 
     sealed class NoTarget : ITarget
     {

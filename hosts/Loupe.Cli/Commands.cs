@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Loupe.Abstractions;
@@ -36,34 +37,33 @@ internal static class Commands
         if (outDir is not null && files.Length > 1) { Error("error: --out can only be used with a single pipeline file"); return 2; }
         if (!ParseShard(shardText, out var shard)) return 2;
         using var cts = new CancellationTokenSource();
-        ConsoleCancelEventHandler onCancel = (_, e) =>
+        // Ctrl+C (SIGINT) or SIGTERM: cancel the current step, mark the rest "not run", write the manifest, exit 130.
+        // A second Ctrl+C terminates at once (the manifest on disk is still valid: it is always replaced atomically).
+        void OnSignal(PosixSignalContext e)
         {
-            if (cts.IsCancellationRequested) return; // a second Ctrl+C terminates
+            if (cts.IsCancellationRequested) return;
             e.Cancel = true;
             cts.Cancel();
-            Console.Error.WriteLine("\nloupe: stopping after the current step (Ctrl+C again to abort)...");
-        };
-        Console.CancelKeyPress += onCancel;
-        try
-        {
-            int worst = 0;
-            var summaries = new JsonArray();
-            foreach (var file in files)
-            {
-                var observer = new ConsoleObserver(quiet || json);
-                var sw = Stopwatch.StartNew();
-                var result = PipelineRunner.Run(new RunRequest(file) { OutDir = outDir, Overrides = overrides, PluginDirectories = PluginDirs, Observer = observer, Shard = shard }, cts.Token);
-                sw.Stop();
-                foreach (var e in result.Errors) Error(e.ToString());
-                if (json) summaries.Add(Summary(file, result));
-                else if (result.OutDir is not null) observer.PrintSummary(result, sw.Elapsed);
-                worst = Math.Max(worst, result.ExitCode);
-                if (cts.IsCancellationRequested) break;
-            }
-            if (json) Console.WriteLine(summaries.Count == 1 ? summaries[0]!.ToJsonString(Manifest.JsonOptions) : summaries.ToJsonString(Manifest.JsonOptions));
-            return worst;
+            Console.Error.WriteLine($"\nloupe: {e.Signal}: stopping the current step and writing the manifest (Ctrl+C again to abort)...");
         }
-        finally { Console.CancelKeyPress -= onCancel; }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        int worst = 0;
+        var summaries = new JsonArray();
+        foreach (var file in files)
+        {
+            var observer = new ConsoleObserver(quiet || json);
+            var sw = Stopwatch.StartNew();
+            var result = PipelineRunner.Run(new RunRequest(file) { OutDir = outDir, Overrides = overrides, PluginDirectories = PluginDirs, Observer = observer, Shard = shard }, cts.Token);
+            sw.Stop();
+            foreach (var e in result.Errors) Error(e.ToString());
+            if (json) summaries.Add(Summary(file, result));
+            else if (result.OutDir is not null) observer.PrintSummary(result, sw.Elapsed);
+            worst = Math.Max(worst, result.ExitCode);
+            if (cts.IsCancellationRequested) break;
+        }
+        if (json) Console.WriteLine(summaries.Count == 1 ? summaries[0]!.ToJsonString(Manifest.JsonOptions) : summaries.ToJsonString(Manifest.JsonOptions));
+        return worst;
     }
 
     static JsonObject Summary(string file, RunResult r) => new()
@@ -133,6 +133,31 @@ internal static class Commands
             foreach (var c in group.OrderBy(c => c.Id)) Console.WriteLine($"  {c.Id,-20} {c.Description}  [{c.Source}]");
         }
         return 0;
+    }
+
+    /// <summary><c>loupe plugins --verify [PIPELINE]</c>: every plugin assembly's path, version, contract version and
+    /// SHA-256, read from the files without loading them; exit 2 when any is refused (wrong contract, pin mismatch...).</summary>
+    public static int VerifyPlugins(string? pipeline, bool json)
+    {
+        var sources = PluginDirs.Select(d => new PluginSource(d)).ToList();
+        if (pipeline is not null)
+        {
+            try { sources.AddRange(PipelineParser.Parse(pipeline).Plugins); }
+            catch (PipelineException e) { foreach (var err in e.Errors) Error(err.ToString()); return 2; }
+        }
+        IReadOnlyList<PluginCheck> checks;
+        try { checks = PluginHost.Verify(sources); }
+        catch (LoupeException e) { Error("error: " + e.Message); return 2; }
+        if (json) Console.WriteLine(JsonSerializer.Serialize(new { plugins = checks }, Manifest.JsonOptions));
+        else
+            foreach (var c in checks)
+            {
+                Console.WriteLine($"{(c.Ok ? "ok  " : "FAIL")} {c.Name ?? Path.GetFileNameWithoutExtension(c.Path)} {c.Version ?? "?"} (contract {c.ContractVersion?.ToString() ?? "none"})");
+                Console.WriteLine($"     path    {c.Path}");
+                if (c.Sha256.Length > 0) Console.WriteLine($"     sha256  {c.Sha256}{(c.PinnedSha256 is null ? "" : " (pinned)")}");
+                if (c.Error is not null) Console.WriteLine($"     error   {c.Error}");
+            }
+        return checks.All(c => c.Ok) ? 0 : 2;
     }
 
     public static int Describe(string id, bool json)

@@ -32,8 +32,10 @@ var merge = new Command("merge", "merge the output folders of 'run --shard i/n' 
 merge.SetAction(pr => Commands.Merge(pr.GetValue(shardDirs)!, pr.GetValue(mergeOut)!, pr.GetValue(quiet), pr.GetValue(json)));
 root.Subcommands.Add(merge);
 
-var plugins = new Command("plugins", "list loaded plugins and their components");
-plugins.SetAction(pr => Commands.Plugins(pr.GetValue(json)));
+var verifyOpt = new Option<bool>("--verify") { Description = "check each plugin assembly without running it: path, version, contract version, SHA-256, pins" };
+var optionalFile = new Argument<string?>("pipeline") { Description = "also check this pipeline's plugins: entries and their pinned hashes", Arity = ArgumentArity.ZeroOrOne };
+var plugins = new Command("plugins", "list loaded plugins and their components") { verifyOpt, optionalFile };
+plugins.SetAction(pr => pr.GetValue(verifyOpt) ? Commands.VerifyPlugins(pr.GetValue(optionalFile), pr.GetValue(json)) : Commands.Plugins(pr.GetValue(json)));
 root.Subcommands.Add(plugins);
 
 var describe = new Command("describe", "show a component's options: types, defaults, descriptions") { idArg };

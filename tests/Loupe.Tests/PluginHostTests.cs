@@ -105,6 +105,101 @@ public class PluginHostTests
         Assert.Contains($"supports version {LoupeContract.Version}", e.Message);
     }
 
+    /// <summary>A fresh copy of the sample plugin at a new path (never loaded in this process yet).</summary>
+    static string FreshCopy()
+    {
+        var dir = TestEnv.TempDir("loupe-plugin-copy");
+        foreach (var f in Directory.GetFiles(SamplePlugin.Value)) File.Copy(f, Path.Combine(dir, Path.GetFileName(f)));
+        return dir;
+    }
+
+    static bool IsLoaded(string dir) => System.Runtime.Loader.AssemblyLoadContext.All.SelectMany(c => c.Assemblies)
+        .Any(a => !string.IsNullOrEmpty(a.Location) && a.Location.StartsWith(dir, StringComparison.Ordinal));
+
+    [Fact]
+    public void PluginsLoadOnlyFromConfiguredFolders()
+    {
+        // The plugin sits beside the pipeline file, in a plugins/ folder next to it and in the working folder: none is configured.
+        var work = FreshCopy();
+        var sub = Path.Combine(work, "plugins");
+        Directory.CreateDirectory(sub);
+        foreach (var f in Directory.GetFiles(work)) File.Copy(f, Path.Combine(sub, Path.GetFileName(f)));
+        var pipeline = TestEnv.Pipeline(File.ReadAllText(TestEnv.FixturePipeline("  - uses: edge-map\n")), work);
+        var r = TestEnv.Run(pipeline);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains("unknown analysis 'edge-map'", Assert.Single(r.Errors).Message);
+        Assert.False(IsLoaded(work));
+        var (code, stdout, _) = TestEnv.Cli(work, "plugins");
+        Assert.Equal(0, code);
+        Assert.DoesNotContain("EdgeMap", stdout);
+        Assert.Contains("Loupe.Analysis.Decisions", stdout);
+    }
+
+    /// <summary>A fixture pipeline using edge-map with <c>plugins: [ { path, sha256 } ]</c> on line 4.</summary>
+    static string PinnedPipeline(string path, string sha)
+    {
+        var p = TestEnv.FixturePipeline("  - uses: edge-map\n");
+        File.WriteAllText(p, File.ReadAllText(p).Replace("model:", $"plugins: [ {{ path: {TestEnv.Yaml(path)}, sha256: {sha} }} ]\nmodel:"));
+        return p;
+    }
+
+    [Fact]
+    public void APinnedPluginLoadsOnlyWhenItsHashMatches()
+    {
+        var dir = FreshCopy();
+        var dll = Path.Combine(dir, "Loupe.Sample.EdgeMap.dll");
+        var actual = PluginHost.Sha256File(dll);
+        var wrong = new string('0', 63) + "1";
+        var refused = TestEnv.Run(PinnedPipeline(dir, wrong));
+        Assert.Equal(2, refused.ExitCode);
+        var e = Assert.Single(refused.Errors);
+        Assert.Contains($"plugin {dll}: SHA-256 mismatch: the pipeline pins {wrong}, but the file's is {actual}; refusing to load it", e.Message);
+        Assert.Equal(4, e.Line); // the plugins: entry
+        Assert.False(IsLoaded(dir), "a plugin whose pin does not match must not be loaded");
+
+        var ok = TestEnv.Run(PinnedPipeline(dll, actual.ToUpperInvariant())); // a .dll path works too; hex case does not matter
+        Assert.Equal(0, ok.ExitCode);
+        Assert.Contains(ok.Manifest!["environment"]!["plugins"]!.AsArray(), p => p!["sha256"]!.GetValue<string>() == actual);
+        Assert.True(IsLoaded(dir)); // the check above can see a loaded plugin
+
+        // A pin needs exactly one plugin; a malformed hash is a parse error at its line.
+        var two = TestEnv.TempDir("loupe-two-plugins");
+        Directory.CreateDirectory(Path.Combine(two, "a")); Directory.CreateDirectory(Path.Combine(two, "b"));
+        foreach (var f in Directory.GetFiles(dir)) { File.Copy(f, Path.Combine(two, "a", Path.GetFileName(f))); File.Copy(f, Path.Combine(two, "b", Path.GetFileName(f))); }
+        Assert.Contains("must name exactly one plugin, but it holds 2", Assert.Single(TestEnv.Run(PinnedPipeline(two, actual)).Errors).Message);
+        var bad = Assert.Single(TestEnv.Run(PinnedPipeline(dir, "abc")).Errors);
+        Assert.Contains("'sha256' must be 64 hexadecimal digits", bad.Message);
+        Assert.Equal(4, bad.Line);
+    }
+
+    [Fact]
+    public void VerifyReportsEachPluginsPathVersionContractAndHashWithoutLoadingIt()
+    {
+        var dir = FreshCopy();
+        var dll = Path.Combine(dir, "Loupe.Sample.EdgeMap.dll");
+        var checks = PluginHost.Verify([new PluginSource(dir), new PluginSource(SamplePluginV99.Value)]);
+        Assert.False(IsLoaded(dir));
+        var c = checks[0];
+        Assert.Equal((dll, "Loupe.Sample.EdgeMap", 1, PluginHost.Sha256File(dll)), (c.Path, c.Name, c.ContractVersion, c.Sha256));
+        Assert.Matches(@"^\d+\.\d+\.\d+\.\d+$", c.Version);
+        Assert.True(c.Ok);
+        Assert.Equal(99, checks[1].ContractVersion);
+        Assert.Contains("built for contract version 99", checks[1].Error);
+
+        // The CLI: built-in plugins plus a pipeline's pinned entry; a wrong pin fails the check (exit 2).
+        var (code, stdout, stderr) = TestEnv.Cli(dir, "plugins", "--verify", "--json", PinnedPipeline(dir, PluginHost.Sha256File(dll)));
+        Assert.True(code == 0, stdout + stderr);
+        var plugins = JsonNode.Parse(stdout)!["plugins"]!.AsArray();
+        Assert.Contains(plugins, p => p!["name"]!.GetValue<string>() == "Loupe.Analysis.Cam" && p["contractVersion"]!.GetValue<int>() == 1);
+        var edge = Assert.Single(plugins, p => p!["path"]!.GetValue<string>() == dll)!;
+        Assert.Equal(PluginHost.Sha256File(dll), edge["pinnedSha256"]!.GetValue<string>());
+        Assert.All(plugins, p => Assert.Matches("^[0-9a-f]{64}$", p!["sha256"]!.GetValue<string>()));
+        var (badCode, badOut, _) = TestEnv.Cli(dir, "plugins", "--verify", PinnedPipeline(dir, new string('a', 64)));
+        Assert.Equal(2, badCode);
+        Assert.Contains("FAIL Loupe.Sample.EdgeMap", badOut);
+        Assert.Contains("SHA-256 mismatch", badOut);
+    }
+
     [Fact]
     public void AMissingPluginFolderIsAClearError()
     {

@@ -1,0 +1,122 @@
+using System.Runtime.InteropServices;
+using Loupe.Abstractions;
+using TorchSharp;
+
+namespace Loupe.Core;
+
+/// <summary>How one step ended.</summary>
+/// <param name="Status">succeeded, failed, timeout or cancelled.</param>
+/// <param name="Error">Message for the manifest (null when it succeeded).</param>
+/// <param name="Exception">The exception the step threw, if any.</param>
+/// <param name="Fault">A machine-readable kind for faults the host recognises (out-of-memory, disk-full, output-not-writable).</param>
+/// <param name="LiveTensors">Tensors created on the step's thread and still alive when it ended (null when abandoned).</param>
+/// <param name="Abandoned">The step did not stop when cancelled: its thread still runs and may still use the model.</param>
+internal sealed record StepOutcome(string Status, string? Error, Exception? Exception, string? Fault, long? LiveTensors, bool Abandoned);
+
+/// <summary>Runs each step on its own thread so that a step that hangs (past its <c>timeout</c>, or after Ctrl+C) can
+/// be left behind: the step's token is cancelled first, and a step that ignores it for <see cref="Grace"/> is abandoned
+/// (a thread cannot be killed safely in .NET); the run records it and goes on without it.</summary>
+internal static class StepThread
+{
+    /// <summary>How long a cancelled step may take to stop before it is abandoned.</summary>
+    public static TimeSpan Grace { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Runs <paramref name="body"/> on a new thread. <paramref name="stepCancellation"/> is the token the step
+    /// sees; it is cancelled when <paramref name="timeout"/> passes or <paramref name="run"/> is cancelled.</summary>
+    public static StepOutcome Run(Action body, CancellationTokenSource stepCancellation, TimeSpan? timeout, CancellationToken run)
+    {
+        Exception? error = null;
+        long live = 0;
+        var done = new ManualResetEventSlim(); // not disposed when abandoned: the thread may still set it
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                using (torch.NewDisposeScope()) body();
+            }
+            catch (Exception e) { error = e; }
+            finally
+            {
+                live = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
+                done.Set();
+            }
+        }, 16 << 20) { IsBackground = true, Name = "loupe step" };
+        thread.Start();
+
+        var limit = timeout is { } t ? (int)Math.Min(t.TotalMilliseconds, int.MaxValue - 1) : Timeout.Infinite;
+        if (WaitHandle.WaitAny([done.WaitHandle, run.WaitHandle], limit) == 0)
+        {
+            done.Dispose();
+            return Finished(error, live, run.IsCancellationRequested ? "cancelled" : null);
+        }
+
+        var why = run.IsCancellationRequested ? "cancelled" : "timeout";
+        stepCancellation.Cancel();
+        if (done.Wait(Grace))
+        {
+            done.Dispose();
+            return Finished(error, live, why);
+        }
+        var message = why == "timeout"
+            ? $"timed out after {Duration.Format(timeout!.Value)} and did not stop within {Duration.Format(Grace)} of being cancelled; its thread was abandoned"
+            : $"cancelled by the user; the step did not stop within {Duration.Format(Grace)} and its thread was abandoned";
+        return new StepOutcome(why, message, null, null, null, Abandoned: true);
+
+        static StepOutcome Finished(Exception? e, long live, string? stoppedBecause)
+        {
+            if (e is null) return new StepOutcome("succeeded", null, null, null, live, false);
+            if (stoppedBecause is not null && e is OperationCanceledException)
+                return new StepOutcome(stoppedBecause, stoppedBecause == "timeout" ? "timed out; the step stopped when cancelled" : "cancelled by the user", e, null, live, false);
+            var (fault, message) = Classify(e);
+            return new StepOutcome("failed", message, e, fault, live, false);
+        }
+    }
+
+    /// <summary>Recognises out-of-memory (managed or a libtorch allocation), a full disk and an unwritable output folder.</summary>
+    public static (string? Fault, string Message) Classify(Exception e)
+    {
+        var inner = e is System.Reflection.TargetInvocationException or AggregateException && e.InnerException is { } i ? i : e;
+        if (inner is OutOfMemoryException || inner is ExternalException && IsNativeOom(inner.Message))
+            return ("out-of-memory", $"out of memory: {FirstLine(inner.Message)}");
+        if (inner is OutputWriteException w) return (w.Fault, w.Message);
+        return (null, inner is LoupeException ? inner.Message : $"{inner.GetType().Name}: {inner.Message}");
+    }
+
+    static bool IsNativeOom(string m) =>
+        m.Contains("not enough memory", StringComparison.OrdinalIgnoreCase) || m.Contains("can't allocate memory", StringComparison.OrdinalIgnoreCase)
+        || m.Contains("out of memory", StringComparison.OrdinalIgnoreCase) || m.Contains("DefaultCPUAllocator", StringComparison.Ordinal);
+
+    static string FirstLine(string s) => s.Split('\n', 2)[0].Trim();
+}
+
+/// <summary>Writing into the run's output folder failed (disk full, read-only, permissions): the run stops.</summary>
+public sealed class OutputWriteException(string path, Exception inner)
+    : LoupeException($"{(IsDiskFull(inner) ? "disk full" : "output folder not writable")}: cannot write {path}: {inner.Message}", inner)
+{
+    /// <summary>disk-full or output-not-writable.</summary>
+    public string Fault { get; } = IsDiskFull(inner) ? "disk-full" : "output-not-writable";
+
+    /// <summary>ENOSPC (28) or EDQUOT (122) on Unix, ERROR_DISK_FULL / ERROR_HANDLE_DISK_FULL on Windows.</summary>
+    public static bool IsDiskFull(Exception e) => e is IOException && (e.HResult & 0xFFFF) is 28 or 122 or 39 or 112;
+}
+
+/// <summary>Durations in pipeline files: <c>500ms</c>, <c>30s</c>, <c>2m</c>, <c>1h</c>, or a number of seconds.</summary>
+public static class Duration
+{
+    static readonly System.Text.RegularExpressions.Regex Rx = new(@"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$");
+
+    /// <summary>Parses a duration; null when the text is not one.</summary>
+    public static TimeSpan? Parse(string? text)
+    {
+        var m = Rx.Match(text ?? "");
+        if (!m.Success) return null;
+        var v = double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+        return m.Groups[2].Value switch
+        {
+            "ms" => TimeSpan.FromMilliseconds(v), "m" => TimeSpan.FromMinutes(v), "h" => TimeSpan.FromHours(v), _ => TimeSpan.FromSeconds(v),
+        };
+    }
+
+    /// <summary>Short text, e.g. 1.5 s.</summary>
+    public static string Format(TimeSpan t) => t.TotalSeconds < 1 ? $"{t.TotalMilliseconds:0} ms" : $"{t.TotalSeconds:0.#} s";
+}

@@ -1,0 +1,337 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+using Loupe.Core;
+using Microsoft.Extensions.DependencyInjection;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>Faults injected during a run (issue 9, item 3): a step that hangs (cooperatively or not), runs out of memory,
+/// a full disk, a read-only output folder, Ctrl+C. In every case the manifest on disk is valid JSON, finished steps keep
+/// their outputs and the exit code is non-zero. (A step that throws: PluginHostTests.AThrowingPluginFails....)</summary>
+public class FaultTests
+{
+    public sealed record HangOptions
+    {
+        /// <summary>Stop when the step's token is cancelled; otherwise wait for <see cref="Release"/> only.</summary>
+        public bool Cooperative { get; init; } = true;
+    }
+
+    /// <summary>Released by the tests, so that a non-cooperative step thread ends with the test.</summary>
+    public static readonly ManualResetEventSlim Release = new();
+    /// <summary>Set when the abandoned step woke up and tried to write.</summary>
+    public static readonly ManualResetEventSlim WroteAfterAbandon = new();
+
+    /// <summary>Runs the model once, then hangs; a non-cooperative one ignores its token and later tries to write.</summary>
+    public sealed class Hang : Analysis<HangOptions>
+    {
+        public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward, UsesTarget: false, UsesData: false);
+        public override void Run(HangOptions o, IAnalysisContext ctx)
+        {
+            using (no_grad()) ctx.Model.Forward(zeros(1, 1, 28, 28)).Dispose();
+            if (o.Cooperative)
+            {
+                ctx.Cancellation.WaitHandle.WaitOne();
+                ctx.Cancellation.ThrowIfCancellationRequested();
+            }
+            Release.Wait();
+            try { ctx.Output.Json("late", new { woke = true }); }
+            finally { WroteAfterAbandon.Set(); }
+        }
+    }
+
+    public enum OomKind { Managed, Native }
+    public sealed record OomOptions { public OomKind Kind { get; init; } }
+
+    /// <summary>Runs out of memory: a managed OutOfMemoryException, or a libtorch allocation of 4 PiB that fails.</summary>
+    public sealed class Oom : Analysis<OomOptions>
+    {
+        public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward, UsesTarget: false, UsesData: false);
+        public override void Run(OomOptions o, IAnalysisContext ctx)
+        {
+            if (o.Kind == OomKind.Managed) throw new OutOfMemoryException("Array dimensions exceeded supported range.");
+            empty(1L << 50).Dispose();
+        }
+    }
+
+    sealed class Registrar : IPluginRegistrar
+    {
+        public void Register(IServiceCollection services)
+        {
+            services.AddLoupeAnalysis<Hang>("fault-hang", "hangs");
+            services.AddLoupeAnalysis<Oom>("fault-oom", "runs out of memory");
+        }
+    }
+
+    const string Around = """
+          - id: before
+            uses: saliency
+        {0}
+          - id: after
+            uses: grad-cam
+            with: {{ layer: relu3 }}
+        """;
+
+    static string Pipeline(string middle) => TestEnv.FixturePipeline(string.Format(Around, middle));
+
+    static RunResult Run(string pipeline, CancellationToken ct = default, IRunObserver? observer = null, params string[] overrides) =>
+        PipelineRunner.Run(new RunRequest(pipeline)
+        {
+            Overrides = overrides,
+            PluginDirectories = [TestEnv.PluginDirectory], Registrars = [new Registrar()], Observer = observer,
+            OutDir = Path.Combine(Path.GetDirectoryName(pipeline)!, "out"),
+        }, ct);
+
+    /// <summary>The manifest on disk: valid JSON, with these step statuses.</summary>
+    static JsonNode AssertManifest(string outDir, params string[] statuses)
+    {
+        var m = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")))!;
+        Assert.Equal(statuses, m["steps"]!.AsArray().Select(s => s!["status"]!.GetValue<string>()));
+        Assert.Empty(Directory.GetFiles(outDir, "*.tmp", SearchOption.AllDirectories));
+        return m;
+    }
+
+    static void AssertOutputs(string outDir, params string[] steps)
+    {
+        var m = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "manifest.json")))!;
+        foreach (var step in steps)
+        {
+            var listed = m["artifacts"]!.AsArray().Where(a => a!["step"]!.GetValue<string>() == step).ToList();
+            Assert.NotEmpty(listed);
+            Assert.All(listed, a => Assert.True(File.Exists(Path.Combine(outDir, a!["path"]!.GetValue<string>())), a!["path"]!.ToString()));
+        }
+    }
+
+    [Fact]
+    public void AHangingStepTimesOutAndTheRunMovesOn()
+    {
+        var sw = Stopwatch.StartNew();
+        var r = Run(Pipeline("""
+              - id: hang
+                uses: fault-hang
+                timeout: 500ms
+            """));
+        Assert.True(sw.Elapsed < TimeSpan.FromSeconds(60));
+        Assert.Equal(1, r.ExitCode);
+        var m = AssertManifest(r.OutDir!, "succeeded", "timeout", "succeeded");
+        var hang = m["steps"]![1]!;
+        Assert.Equal(500, hang["timeoutMs"]!.GetValue<double>());
+        Assert.Contains("timed out", hang["error"]!.GetValue<string>());
+        Assert.Equal(0, hang["liveTensorDelta"]!.GetValue<long>());
+        Assert.Equal("failed", m["status"]!.GetValue<string>());
+        AssertOutputs(r.OutDir!, "before", "after");
+    }
+
+    [Fact]
+    public void AStepThatIgnoresCancellationIsAbandonedAndLaterStepsGetAFreshModel()
+    {
+        Release.Reset(); WroteAfterAbandon.Reset();
+        try
+        {
+            var r = Run(Pipeline("""
+                  - id: hang
+                    uses: fault-hang
+                    with: { cooperative: false }
+                """), overrides: "settings.step_timeout=300ms");
+            Assert.Equal(1, r.ExitCode);
+            var m = AssertManifest(r.OutDir!, "succeeded", "timeout", "succeeded");
+            Assert.Contains("abandoned", m["steps"]![1]!["error"]!.GetValue<string>());
+            Assert.Null(m["steps"]![1]!["liveTensorDelta"]);
+            AssertOutputs(r.OutDir!, "before", "after");
+            // The abandoned thread wakes up later: what it writes is refused and never listed.
+            Release.Set();
+            Assert.True(WroteAfterAbandon.Wait(TimeSpan.FromSeconds(30)));
+            Assert.False(File.Exists(Path.Combine(r.OutDir!, "hang", "late.json")));
+        }
+        finally { Release.Set(); }
+    }
+
+    [Fact]
+    public void AStepTimeoutOverridesThePipelineDefaultAndBadDurationsAreErrors()
+    {
+        var spec = PipelineParser.Parse(Pipeline("""
+              - id: hang
+                uses: fault-hang
+                timeout: none
+            """), ["settings.step_timeout=2m"]);
+        Assert.Equal(TimeSpan.FromMinutes(2), spec.StepTimeout);
+        Assert.Equal(TimeSpan.Zero, spec.Steps[1].Timeout);
+        Assert.Null(spec.Steps[0].Timeout);
+        var e = Assert.Throws<PipelineException>(() => PipelineParser.Parse(Pipeline("""
+              - id: hang
+                uses: fault-hang
+                timeout: soon
+            """)));
+        Assert.Contains("'steps.hang.timeout' must be a duration such as 30s", Assert.Single(e.Errors).Message);
+        Assert.True(Assert.Single(e.Errors).Line > 0);
+    }
+
+    [Theory]
+    [InlineData("managed")]
+    [InlineData("native")]
+    public void OutOfMemoryFailsOnlyThatStep(string kind)
+    {
+        var r = Run(Pipeline($"""
+              - id: oom
+                uses: fault-oom
+                with: {"{"} kind: {kind} {"}"}
+            """));
+        Assert.Equal(1, r.ExitCode);
+        var m = AssertManifest(r.OutDir!, "succeeded", "failed", "succeeded");
+        var oom = m["steps"]![1]!;
+        Assert.Equal("out-of-memory", oom["fault"]!.GetValue<string>());
+        Assert.StartsWith("out of memory: ", oom["error"]!.GetValue<string>());
+        AssertOutputs(r.OutDir!, "before", "after");
+    }
+
+    /// <summary>A real ENOSPC from the kernel: writes are redirected to /dev/full once the disk "fills up" (from the
+    /// first output of step 'after'). When <paramref name="manifestFits"/>, only step outputs fail (a nearly full disk:
+    /// the small manifest still fits); otherwise every later write fails, the manifest too.</summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void ADiskFullOutputFolderStopsTheRunAndKeepsWhatFinished(bool manifestFits)
+    {
+        var pipeline = Pipeline("""
+              - id: middle
+                uses: occlusion
+                with: { window: 14, stride: 14 }
+            """);
+        bool full = false;
+        AtomicFile.Redirect.Value = path =>
+        {
+            var inStep = path.Contains($"{Path.DirectorySeparatorChar}middle{Path.DirectorySeparatorChar}");
+            full |= inStep;
+            return full && (inStep || !manifestFits) ? new FileStream("/dev/full", FileMode.Open, FileAccess.Write) : null;
+        };
+        RunResult r;
+        try { r = Run(pipeline); }
+        finally { AtomicFile.Redirect.Value = null; }
+        Assert.Equal(1, r.ExitCode);
+        var inMemory = r.Manifest!["steps"]!.AsArray();
+        Assert.Equal(["succeeded", "failed", "not run"], inMemory.Select(s => s!["status"]!.GetValue<string>()));
+        Assert.Equal("disk-full", inMemory[1]!["fault"]!.GetValue<string>());
+        Assert.Contains("No space left on device", inMemory[1]!["error"]!.GetValue<string>());
+        if (manifestFits)
+        {
+            AssertManifest(r.OutDir!, "succeeded", "failed", "not run");
+            Assert.Empty(r.Errors);
+        }
+        else
+        {
+            // The disk-full manifest could not be written: the copy on disk is the last one that fit (valid JSON).
+            AssertManifest(r.OutDir!, "succeeded", "pending", "pending");
+            Assert.Contains("manifest.json could not be updated", Assert.Single(r.Errors).Message);
+        }
+        AssertOutputs(r.OutDir!, "before");
+        Assert.False(Directory.Exists(Path.Combine(r.OutDir!, "after")));
+    }
+
+    /// <summary>Makes a folder read-only for this process: chmod for a normal user; root ignores modes, so the
+    /// immutable attribute (chattr +i) is used instead.</summary>
+    static void ReadOnly(string dir, bool on)
+    {
+        if (Environment.UserName != "root") { File.SetUnixFileMode(dir, on ? UnixFileMode.UserRead | UnixFileMode.UserExecute : UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute); return; }
+        using var p = Process.Start(new ProcessStartInfo("chattr", [on ? "+i" : "-i", dir]) { RedirectStandardError = true })!;
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, "chattr failed: " + p.StandardError.ReadToEnd());
+    }
+
+    [Fact]
+    public void AReadOnlyOutputFolderIsRefusedBeforeAnyStepRuns()
+    {
+        var pipeline = Pipeline("");
+        var ro = Path.Combine(Path.GetDirectoryName(pipeline)!, "readonly");
+        Directory.CreateDirectory(ro);
+        ReadOnly(ro, true);
+        try
+        {
+            var started = 0;
+            var observer = new Observer(() => started++);
+            foreach (var outDir in new[] { ro, Path.Combine(ro, "run") })
+            {
+                var r = PipelineRunner.Run(new RunRequest(pipeline) { PluginDirectories = [TestEnv.PluginDirectory], OutDir = outDir, Observer = observer });
+                Assert.Equal(2, r.ExitCode);
+                var e = Assert.Single(r.Errors).Message;
+                Assert.True(e.Contains("is not writable") || e.Contains("cannot create the output folder"), e);
+                Assert.Contains(ro, e);
+                Assert.Empty(Directory.EnumerateFileSystemEntries(ro));
+            }
+            Assert.Equal(0, started);
+        }
+        finally { ReadOnly(ro, false); }
+    }
+
+    sealed class Observer(Action started) : IRunObserver
+    {
+        public void StepStarted(string stepId, string uses, int index, int count) => started();
+    }
+
+    sealed class CancelOnStart(string stepId, CancellationTokenSource cts) : IRunObserver
+    {
+        public void StepStarted(string id, string uses, int index, int count) { if (id == stepId) cts.CancelAfter(300); }
+    }
+
+    [Fact]
+    public void CancellingAStepThatIgnoresItAbandonsItAndSkipsTheRest()
+    {
+        Release.Reset();
+        try
+        {
+            using var cts = new CancellationTokenSource();
+            var r = Run(Pipeline("""
+                  - id: hang
+                    uses: fault-hang
+                    with: { cooperative: false }
+                """), cts.Token, new CancelOnStart("hang", cts));
+            Assert.Equal(PipelineRunner.ExitCancelled, r.ExitCode);
+            var m = AssertManifest(r.OutDir!, "succeeded", "cancelled", "not run");
+            Assert.Equal("cancelled", m["status"]!.GetValue<string>());
+            Assert.Contains("abandoned", m["steps"]![1]!["error"]!.GetValue<string>());
+            AssertOutputs(r.OutDir!, "before");
+        }
+        finally { Release.Set(); }
+    }
+
+    /// <summary>Ctrl+C on the real CLI: SIGINT while a long step runs.</summary>
+    [Fact]
+    public void CtrlCMidStepLeavesAManifestThatSaysWhatFinished()
+    {
+        var pipeline = TestEnv.FixturePipeline("""
+              - id: first
+                uses: saliency
+              - id: slow
+                uses: activation-max
+                with: { objective: 'class:0', steps: 1000000 }
+              - id: last
+                uses: grad-cam
+                with: { layer: relu3 }
+            """);
+        var outDir = Path.Combine(Path.GetDirectoryName(pipeline)!, "out");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { TestEnv.CliDll, "run", pipeline, "--out", outDir }) psi.ArgumentList.Add(a);
+        psi.Environment["NO_COLOR"] = "1";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = new System.Text.StringBuilder();
+        var slowStarted = new ManualResetEventSlim();
+        p.ErrorDataReceived += (_, e) => { lock (stderr) stderr.AppendLine(e.Data); if (e.Data?.Contains("[2/3] slow") == true) slowStarted.Set(); };
+        p.BeginErrorReadLine();
+        try
+        {
+            Assert.True(slowStarted.Wait(TimeSpan.FromSeconds(120)), "the slow step never started:\n" + stderr);
+            Thread.Sleep(500); // mid-step
+            using (var kill = Process.Start("kill", ["-INT", p.Id.ToString()])!) kill.WaitForExit();
+            Assert.True(p.WaitForExit(60_000), "loupe did not stop after SIGINT");
+        }
+        finally { if (!p.HasExited) p.Kill(true); }
+        p.WaitForExit();
+        Assert.True(p.ExitCode == PipelineRunner.ExitCancelled, $"exit {p.ExitCode}\n{stdout.Result}\n{stderr}");
+        var m = AssertManifest(outDir, "succeeded", "cancelled", "not run");
+        Assert.Equal("cancelled", m["status"]!.GetValue<string>());
+        Assert.NotNull(m["finishedAt"]);
+        AssertOutputs(outDir, "first");
+        Assert.Contains("SIGINT", stderr.ToString());
+    }
+}
