@@ -47,6 +47,7 @@ public static class PipelineSchema
             ["target"] = new JsonObject { ["$ref"] = "#/$defs/target" },
             ["batch_size"] = Int("batch size of this step (overrides settings.batch_size)", 1),
             ["expect"] = AnyOf(Str("a threshold on a metric of this step, e.g. \"auc_mean < 0.2\""), new JsonObject { ["type"] = "array", ["items"] = Str("a threshold on a metric of this step, e.g. \"auc_mean < 0.2\"") }),
+            ["timeout"] = Duration(),
         }, required: ["uses"], extra: new JsonObject { ["$ref"] = "#/$defs/analysis-with" });
 
         var root = Section("pipeline", PipelineParser.TopKeys, new()
@@ -54,7 +55,16 @@ public static class PipelineSchema
             ["version"] = new JsonObject { ["description"] = "pipeline format version", ["enum"] = new JsonArray(1, "1") },
             ["name"] = Str("pipeline name (used by output.dir's {name})"),
             ["seed"] = Int("run seed; each step's seed derives from it and the step id"),
-            ["plugins"] = new JsonObject { ["description"] = "extra plugin folders, relative to this file", ["type"] = "array", ["items"] = Str("a plugin folder") },
+            ["plugins"] = new JsonObject
+            {
+                ["description"] = "extra plugin folders (or .dll files), relative to this file; { path, sha256 } pins the plugin's assembly hash",
+                ["type"] = "array",
+                ["items"] = AnyOf(Str("a plugin folder"), Section("plugin", PipelineParser.PluginKeys, new()
+                {
+                    ["path"] = Str("a plugin folder with one plugin, or its .dll"),
+                    ["sha256"] = Str("expected SHA-256 of the plugin assembly (loupe plugins --verify prints it)", pattern: "^[0-9a-fA-F]{64}$"),
+                }, required: ["path", "sha256"])),
+            },
             ["model"] = Section("model", PipelineParser.ModelKeys, new()
             {
                 ["uses"] = Ids(Of(ComponentKind.Model)),
@@ -79,6 +89,7 @@ public static class PipelineSchema
                 ["threads"] = Int("intra-op threads (0: the library default)"),
                 ["memory_budget_mb"] = Int("memory budget for batched copies per step, in MiB", 1),
                 ["max_image_pixels"] = Int("largest image accepted (width × height, checked from the header before decoding)", 1),
+                ["step_timeout"] = Duration(),
                 ["max_items"] = Int("largest dataset accepted (items); a larger source is refused before any model runs", 1),
             }),
         }, required: ["model", "steps"]);
@@ -226,6 +237,11 @@ public static class PipelineSchema
         var d = Convert.ToDouble(o, CultureInfo.InvariantCulture);
         return d == Math.Floor(d) && Math.Abs(d) < 1e15 ? (JsonNode)(long)d : (JsonNode)d;
     }
+
+    /// <summary>A step timeout: 500ms, 30s, 5m, 1h, a number of seconds, or none.</summary>
+    static JsonObject Duration() => AnyOf(
+        Str("a duration: 500ms, 30s, 5m, 1h (a bare number is seconds), or none", pattern: "^\\s*(none|[0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h)?)\\s*$"),
+        new JsonObject { ["type"] = "number", ["minimum"] = 0, ["description"] = "seconds" });
 
     static JsonObject AnyOf(params JsonNode[] items) => new() { ["anyOf"] = new JsonArray(items) };
 
