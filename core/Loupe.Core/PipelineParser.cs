@@ -153,8 +153,11 @@ public static class PipelineParser
             {
                 CheckKeys(file, output, OutputKeys, "output", errors);
                 if (Scalar(file, output, "dir", errors) is { } d && !string.IsNullOrWhiteSpace(d.Value)) spec.OutputDir = d.Value!;
-                if (Scalar(file, output, "report", errors) is { } r && r.Value is not ("none" or "html"))
-                    errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected none or html)"));
+                if (Scalar(file, output, "report", errors) is { } r)
+                {
+                    if (r.Value is not ("none" or "html")) errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected none or html)"));
+                    else spec.Report = r.Value;
+                }
             }
         }
 

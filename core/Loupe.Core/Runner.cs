@@ -404,6 +404,7 @@ public static partial class PipelineRunner
         else if (run.Data is ShardedDataSource { Ids: { } ids }) manifest["shard"]!["ids"] = new JsonArray(ids.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray());
         manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
         Save(failed == 0 ? "succeeded" : cancellation.IsCancellationRequested ? "cancelled" : "failed");
+        Report.RunReport.AfterRun(run, outDir, manifest, observer);
         return new RunResult(failed == 0 ? 0 : 1, outDir, manifest, []);
     }
 
