@@ -44,4 +44,16 @@ var layers = new Command("layers", "list the layers (and output shapes) of a pip
 layers.SetAction(pr => Commands.Layers(pr.GetValue(oneFile)!, pr.GetValue(setOpt) ?? [], pr.GetValue(json)));
 root.Subcommands.Add(layers);
 
+var runDir = new Argument<string>("run-folder") { Description = "a run's output folder (the one holding manifest.json)" };
+var report = new Command("report", "(re)build report.html in a run folder from its manifest.json and artifacts") { runDir };
+report.SetAction(pr => Commands.Report(pr.GetValue(runDir)!, pr.GetValue(json)));
+root.Subcommands.Add(report);
+
+var runA = new Argument<string>("run-a") { Description = "first run folder (A)" };
+var runB = new Argument<string>("run-b") { Description = "second run folder (B)" };
+var compareOut = new Option<string?>("--out") { Description = "folder for compare.html, compare.json and delta heatmaps (must not exist or be empty; default compare-<A>-vs-<B>)" };
+var compare = new Command("compare", "compare two runs step by step: what differs, array deltas with heatmaps, metric deltas") { runA, runB, compareOut };
+compare.SetAction(pr => Commands.Compare(pr.GetValue(runA)!, pr.GetValue(runB)!, pr.GetValue(compareOut), pr.GetValue(quiet), pr.GetValue(json)));
+root.Subcommands.Add(compare);
+
 return root.Parse(args).Invoke();
