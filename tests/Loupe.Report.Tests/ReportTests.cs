@@ -22,11 +22,12 @@ public class ReportTests
                 uses: tsne
                 with: { layer: gap, perplexity: 10, iterations: 250, exaggeration_iterations: 100, map_size: 0 }
               - id: broken
-                uses: tsne
-                with: { layer: gap, perplexity: 500 }
+                uses: pca
+                with: { layer: gap, components: 2 }
+                expect: [ "explained_variance_ratio_pc1 > 2" ]
             """, N);
         var r = Env.Run(pipeline);
-        Assert.Equal(1, r.ExitCode);                                   // the broken step fails; the report is still written
+        Assert.Equal(1, r.ExitCode);                                   // the broken step fails its expect:; the report is still written
         var html = Path.Combine(r.OutDir!, HtmlReport.FileName);
         Assert.True(File.Exists(html));
         Assert.Equal("report.html", r.Manifest!["report"]!["path"]!.GetValue<string>());
@@ -40,7 +41,7 @@ public class ReportTests
         Assert.Equal(["saliency", "cam", "tsne", "broken"], await page.EvaluateExpressionAsync<string[]>("[...document.querySelectorAll('section.step')].map(s => s.dataset.step)"));
         Assert.Equal(["summary", "comparison", "metrics"], await page.EvaluateExpressionAsync<string[]>("[...document.querySelectorAll('main > section[id]:not(.step)')].map(s => s.id)"));
         Assert.Equal("failed", await page.EvaluateExpressionAsync<string>("document.querySelector('section[data-step=broken]').dataset.status"));
-        Assert.Contains("perplexity 500 must be smaller than the number of inputs (200)",
+        Assert.Contains("expect 'explained_variance_ratio_pc1 > 2' failed: explained_variance_ratio_pc1 = 0.",
             await page.EvaluateExpressionAsync<string>("document.querySelector('section[data-step=broken] pre.error').textContent"));
         Assert.Contains("kl_divergence", await page.EvaluateExpressionAsync<string>("document.getElementById('metrics').textContent"));
 
@@ -56,7 +57,7 @@ public class ReportTests
         Assert.True(await page.EvaluateExpressionAsync<bool>("[...document.querySelectorAll('img')].every(i => i.loading === 'lazy')"));
 
         // The scatter: every point drawn; hovering a point shows its thumbnail, label and id; clicking opens it.
-        Assert.Equal(N, await page.EvaluateExpressionAsync<int>("+document.querySelector('[data-scatter] canvas').dataset.points"));
+        Assert.Equal(new[] { N, N }, await page.EvaluateExpressionAsync<int[]>("[...document.querySelectorAll('[data-scatter] canvas[data-points]')].map(c => +c.dataset.points)"));  // t-SNE, PCA
         var ids = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "tsne/points2d.json")))!["ids"]!.AsArray();
         await page.EvaluateExpressionAsync("document.querySelector('[data-scatter]').scrollIntoView(); window.scrollBy(0, -70)");
         var at = await page.EvaluateExpressionAsync<double[]>("(() => { const p = window.loupe.scatters[0].position(7); return [p[0] - window.scrollX, p[1] - window.scrollY]; })()");
