@@ -2,12 +2,14 @@
 # Installs the system packages Loupe's build needs on Debian/Ubuntu. Idempotent; safe to re-run.
 #   patchelf, gcc : the TorchSharp compatibility step (build/Loupe.NativeCompat.targets) on systems whose
 #                   libstdc++ lacks GLIBCXX_3.4.32 (Debian 12, Ubuntu 22.04). Nothing is needed elsewhere.
+#   chromium      : headless browser for the HTML report tests (tests/Loupe.Report.Tests, PuppeteerSharp).
 #   --train       : also dataset-fashion-mnist, to retrain the demo CNN (tools/Loupe.TrainDemo).
 #   --fixtures    : also python3-torch/torchvision, to regenerate tests/fixtures (never needed by CI).
 set -euo pipefail
 pkgs=()
 command -v patchelf >/dev/null 2>&1 || pkgs+=(patchelf)
 command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
+command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 for arg in "$@"; do
   case "$arg" in
     --train) [ -d /usr/share/datasets/fashion-mnist ] || pkgs+=(dataset-fashion-mnist) ;;

@@ -184,8 +184,11 @@ public static class PipelineParser
             {
                 CheckKeys(file, output, OutputKeys, "output", errors);
                 if (Scalar(file, output, "dir", errors) is { } d && !string.IsNullOrWhiteSpace(d.Value)) spec.OutputDir = d.Value!;
-                if (Scalar(file, output, "report", errors) is { } r && !ReportKinds.Contains(r.Value))
-                    errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected {string.Join(" or ", ReportKinds)})"));
+                if (Scalar(file, output, "report", errors) is { } r)
+                {
+                    if (!ReportKinds.Contains(r.Value)) errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected {string.Join(" or ", ReportKinds)})"));
+                    else spec.Report = r.Value;
+                }
             }
         }
 

@@ -57,6 +57,8 @@ public sealed class PipelineSpec
     public List<StepSpec> Steps { get; } = [];
     /// <summary>Output folder template.</summary>
     public string OutputDir { get; set; } = "runs/{name}-{timestamp}";
+    /// <summary><c>output.report</c>: <c>none</c> (default) or <c>html</c> (<c>report.html</c> after the run).</summary>
+    public string Report { get; set; } = "none";
 }
 
 /// <summary>One <c>expect:</c> line: <c>[prefix.]metric op number</c>, e.g. <c>deletion.auc &lt; 0.2</c>.</summary>

@@ -443,6 +443,7 @@ public static partial class PipelineRunner
         manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
         var cancelled = cancellation.IsCancellationRequested && failed > 0; // a run that finished anyway is not cancelled
         Save(failed == 0 ? "succeeded" : cancelled ? "cancelled" : "failed");
+        Report.RunReport.AfterRun(run, outDir, manifest, observer);
         IReadOnlyList<PipelineError> errors = manifestError is null ? [] :
             [new(spec.File, 0, 0, $"manifest.json could not be updated ({manifestError}); the copy in {outDir} is valid but shows an earlier state of the run")];
         return new RunResult(cancelled ? ExitCancelled : failed == 0 && manifestError is null ? 0 : 1, outDir, manifest, errors);

@@ -202,4 +202,51 @@ internal static class Commands
         catch (PipelineException e) { foreach (var err in e.Errors) Error(err.ToString()); return 2; }
         catch (LoupeException e) { Error($"{file}: error: {e.Message}"); return 2; }
     }
+
+    public static int Report(string runDir, bool json)
+    {
+        try
+        {
+            var path = Loupe.Core.Report.HtmlReport.Write(runDir);
+            Console.WriteLine(json ? new JsonObject { ["report"] = path }.ToJsonString() : $"report: {path}");
+            return 0;
+        }
+        catch (LoupeException e) { Error("error: " + e.Message); return 2; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Error($"error: {runDir}: {e.Message}"); return 2; }
+    }
+
+    public static int Compare(string runA, string runB, string? outDir, bool quiet, bool json)
+    {
+        outDir ??= UniqueFolder($"compare-{Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(runA)))}-vs-{Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(runB)))}");
+        JsonObject r;
+        try { r = Loupe.Core.Report.RunComparison.Write(runA, runB, outDir); }
+        catch (LoupeException e) { Error("error: " + e.Message); return 2; }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { Error($"error: {e.Message}"); return 2; }
+        var html = Path.Combine(Path.GetFullPath(outDir), "compare.html");
+        if (json) { Console.WriteLine(new JsonObject { ["report"] = html, ["compare"] = r }.ToJsonString(Manifest.JsonOptions)); return 0; }
+        if (!quiet)
+        {
+            foreach (var d in r["differences"]!.AsArray()) Console.WriteLine($"differs: {d!["field"]}: {Short(d["a"])} → {Short(d["b"])}");
+            foreach (var (key, label) in new[] { ("stepsOnlyInA", "only in A"), ("stepsOnlyInB", "only in B") })
+                if (r[key]!.AsArray().Count > 0) Console.WriteLine($"steps {label}: {string.Join(", ", r[key]!.AsArray())}");
+            foreach (var s in r["steps"]!.AsArray())
+            {
+                if (s!["compared"]!.GetValue<bool>() == false) { Console.WriteLine($"step {s["id"]}: not compared: {s["reason"]}"); continue; }
+                var sum = s["summary"]!;
+                var opts = s["differences"]!.AsArray().Count > 0 ? $"; options differ ({string.Join(", ", s["differences"]!.AsArray().Select(d => d!["field"]))})" : "";
+                Console.WriteLine($"step {s["id"]}: {sum["compared"]} arrays compared ({sum["notCompared"]} not: shapes differ), {sum["identical"]} identical, max |Δ| {sum["maxAbs"]}{opts}");
+            }
+        }
+        Console.WriteLine($"report: {html}");
+        return 0;
+    }
+
+    static string Short(JsonNode? n) { var t = n?.ToJsonString() ?? "null"; return t.Length > 80 ? t[..77] + "..." : t; }
+
+    static string UniqueFolder(string baseName)
+    {
+        var dir = Path.GetFullPath(baseName);
+        for (int i = 2; Directory.Exists(dir) || File.Exists(dir); i++) dir = Path.GetFullPath($"{baseName}-{i}");
+        return dir;
+    }
 }

@@ -59,4 +59,16 @@ var newPlugin = new Command("plugin", "create a plugin project: one technique, i
 newPlugin.SetAction(pr => AuthoringCommands.NewPlugin(pr.GetValue(pluginName)!, pr.GetValue(newOut), pr.GetValue(feedOpt)));
 root.Subcommands.Add(new Command("new", "create a project from a template") { newPlugin });
 
+var runDir = new Argument<string>("run-folder") { Description = "a run's output folder (the one holding manifest.json)" };
+var report = new Command("report", "(re)build report.html in a run folder from its manifest.json and artifacts") { runDir };
+report.SetAction(pr => Commands.Report(pr.GetValue(runDir)!, pr.GetValue(json)));
+root.Subcommands.Add(report);
+
+var runA = new Argument<string>("run-a") { Description = "first run folder (A)" };
+var runB = new Argument<string>("run-b") { Description = "second run folder (B)" };
+var compareOut = new Option<string?>("--out") { Description = "folder for compare.html, compare.json and delta heatmaps (must not exist or be empty; default compare-<A>-vs-<B>)" };
+var compare = new Command("compare", "compare two runs step by step: what differs, array deltas with heatmaps, metric deltas") { runA, runB, compareOut };
+compare.SetAction(pr => Commands.Compare(pr.GetValue(runA)!, pr.GetValue(runB)!, pr.GetValue(compareOut), pr.GetValue(quiet), pr.GetValue(json)));
+root.Subcommands.Add(compare);
+
 return root.Parse(args).Invoke();

@@ -84,7 +84,7 @@ public sealed record PcaOptions : FeatureOptions
 }
 
 /// <summary>PCA of a layer's dataset features: <c>coordinates.npy</c> (N×k), <c>components.npy</c> (k×D),
-/// <c>explained-variance.npy</c>, <c>explained-variance-ratio.npy</c>, <c>mean.npy</c>, a scatter of PC1/PC2 coloured by label.</summary>
+/// <c>explained-variance.npy</c>, <c>explained-variance-ratio.npy</c>, <c>mean.npy</c>, a scatter of PC1/PC2 coloured by label (PNG, and <c>points2d.json</c> for the report).</summary>
 public sealed class PcaAnalysis : FeatureAnalysis<PcaOptions>
 {
     /// <inheritdoc/>
@@ -105,9 +105,10 @@ public sealed class PcaAnalysis : FeatureAnalysis<PcaOptions>
         {
             var xs = Enumerable.Range(0, fs.N).Select(i => r.Coordinates[i, 0]).ToArray();
             var ys = Enumerable.Range(0, fs.N).Select(i => r.Coordinates[i, 1]).ToArray();
-            ctx.Output.Display("scatter", null, Plots.Scatter(xs, ys, fs.Labels, ctx.Labels,
-                $"PCA of '{options.Layer}' ({fs.N} inputs, {fs.D} features)",
-                $"PC1 ({r.ExplainedVarianceRatio[0]:P1})", $"PC2 ({r.ExplainedVarianceRatio[1]:P1})", options.PlotSize));
+            string title = $"PCA of '{options.Layer}' ({fs.N} inputs, {fs.D} features)",
+                xLabel = $"PC1 ({r.ExplainedVarianceRatio[0]:P1})", yLabel = $"PC2 ({r.ExplainedVarianceRatio[1]:P1})";
+            ctx.Output.Display("scatter", null, Plots.Scatter(xs, ys, fs.Labels, ctx.Labels, title, xLabel, yLabel, options.PlotSize));
+            ctx.Output.Json(Points2D.ArtifactName, Plots.Points(title, xLabel, yLabel, fs, xs, ys));
         }
     }
 }

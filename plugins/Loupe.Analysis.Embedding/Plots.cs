@@ -46,6 +46,10 @@ public static class Plots
         return FromPng(plt.GetImageBytes(width, size, ScottPlot.ImageFormat.Png));
     }
 
+    /// <summary>The scatter as data for the HTML report's interactive plot.</summary>
+    public static Points2D Points(string title, string xLabel, string yLabel, FeatureSet fs, double[] xs, double[] ys) =>
+        new Points2D(title, xLabel, yLabel, fs.Ids, xs.Select(v => (float)v).ToArray(), ys.Select(v => (float)v).ToArray(), fs.Labels).Validated();
+
     /// <summary>Decodes a PNG (SkiaSharp) to an RGB image.</summary>
     public static RgbImage FromPng(byte[] png)
     {

@@ -52,7 +52,7 @@ public sealed record TsneOptions : FeatureOptions
     public int PlotSize { get; init; } = 900;
 }
 
-/// <summary>Barnes-Hut t-SNE of a layer's dataset features: <c>coordinates.npy</c> (N×2), <c>scatter.png</c> coloured
+/// <summary>Barnes-Hut t-SNE of a layer's dataset features: <c>coordinates.npy</c> (N×2), <c>points2d.json</c> (for the report), <c>scatter.png</c> coloured
 /// by label with a legend, <c>map.png</c> (thumbnails at their positions), KL divergence and trustworthiness metrics.</summary>
 public sealed class TsneAnalysis : FeatureAnalysis<TsneOptions>
 {
@@ -102,8 +102,9 @@ public sealed class TsneAnalysis : FeatureAnalysis<TsneOptions>
         }
         var xs = Enumerable.Range(0, fs.N).Select(i => r.Embedding[2 * i]).ToArray();
         var ys = Enumerable.Range(0, fs.N).Select(i => r.Embedding[2 * i + 1]).ToArray();
-        ctx.Output.Display("scatter", null, Plots.Scatter(xs, ys, fs.Labels, ctx.Labels,
-            $"t-SNE of '{options.Layer}' ({fs.N} inputs, perplexity {options.Perplexity:0.#}, KL {r.KlDivergence:F3})", "t-SNE 1", "t-SNE 2", options.PlotSize));
+        var title = $"t-SNE of '{options.Layer}' ({fs.N} inputs, perplexity {options.Perplexity:0.#}, KL {r.KlDivergence:F3})";
+        ctx.Output.Display("scatter", null, Plots.Scatter(xs, ys, fs.Labels, ctx.Labels, title, "t-SNE 1", "t-SNE 2", options.PlotSize));
+        ctx.Output.Json(Points2D.ArtifactName, Plots.Points(title, "t-SNE 1", "t-SNE 2", fs, xs, ys));
         if (options.MapSize > 0)
         {
             int thumb = options.ThumbnailSize > 0 ? options.ThumbnailSize

@@ -1,0 +1,66 @@
+using System.Diagnostics;
+using Loupe.Core;
+using TorchSharp;
+
+[assembly: CollectionBehavior(DisableTestParallelization = true)]
+
+namespace Loupe.Report.Tests;
+
+/// <summary>Pipelines over the demo CNN and the shipped Fashion-MNIST images, run through the real host.</summary>
+public static class Env
+{
+    static Env() => torch.set_num_threads(1);
+
+    static string Samples => Path.Combine(Loupe.Testing.RepoPaths.Root, "samples");
+    static string Yaml(string p) => Loupe.Testing.RepoPaths.Yaml(p);
+
+    /// <summary>Writes a pipeline over the first <paramref name="limit"/> shipped test images.</summary>
+    public static string Pipeline(string name, string steps, int limit, string report = "html")
+    {
+        var dir = Loupe.Testing.RepoPaths.TempDir("loupe-report");
+        var path = Path.Combine(dir, "pipeline.yaml");
+        File.WriteAllText(path, $"""
+            version: 1
+            name: {name}
+            seed: 0
+            model:
+              uses: torchvision
+              with: {"{"} architecture: fashion-cnn, weights: {Yaml(Path.Combine(Samples, "models/fashion-cnn/fashion-cnn.safetensors"))} {"}"}
+              labels: {Yaml(Path.Combine(Samples, "models/fashion-cnn/labels.txt"))}
+            data:
+              uses: idx
+              with:
+                images: {Yaml(Path.Combine(Samples, "data/fashion-mnist/t10k-first500-images-idx3-ubyte.gz"))}
+                labels: {Yaml(Path.Combine(Samples, "data/fashion-mnist/t10k-first500-labels-idx1-ubyte.gz"))}
+                limit: {limit}
+            settings: {"{"} batch_size: 50 {"}"}
+            steps:
+            {steps}
+            output: {"{"} report: {report} {"}"}
+            """);
+        return path;
+    }
+
+    /// <summary>Runs a pipeline in-process with the built-in plugins into <c>&lt;pipeline folder&gt;/&lt;outName&gt;</c>.</summary>
+    public static RunResult Run(string pipeline, string outName = "out", params string[] overrides) =>
+        PipelineRunner.Run(new RunRequest(pipeline)
+        {
+            OutDir = Path.Combine(Path.GetDirectoryName(pipeline)!, outName),
+            PluginDirectories = [Loupe.Testing.RepoPaths.BuiltInPlugins],
+            Overrides = overrides,
+        });
+
+    /// <summary>Runs the CLI as a separate process.</summary>
+    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(Loupe.Testing.RepoPaths.CliDirectory, "loupe.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["NO_COLOR"] = "1";
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException("loupe CLI did not finish in 120 s"); }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+}
