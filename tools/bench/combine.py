@@ -26,7 +26,7 @@ def loupe_rows(results_dir):
             if cls not in PREFIX:
                 continue
             params = dict(p.split("=", 1) for p in b.get("Parameters", "").split("&") if "=" in p)
-            desc = b.get("Descriptor", {}).get("WorkloadMethodDisplayInfo", b.get("Method", "")).strip("'")
+            desc = b.get("MethodTitle", b.get("Method", "")).strip("'")
             desc = ALIAS.get(desc, desc)
             median = b.get("Statistics", {}).get("Median")
             if median is not None:
