@@ -7,10 +7,10 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 
 // In-process: BenchmarkDotNet's default toolchain builds a separate project whose output would miss Loupe's
 // TorchSharp compatibility step (and a second copy of libtorch); in-process runs use this build's output.
-// --short: 1 warm-up and 3 iterations, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
+// --short: no warm-up beyond the jitting call and 2 iterations, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
-var job = Job.Default.WithToolchain(InProcessEmitToolchain.Instance).WithWarmupCount(isShort ? 1 : 2).WithIterationCount(isShort ? 3 : 15).WithLaunchCount(1);
+var job = Job.Default.WithToolchain(InProcessEmitToolchain.Instance).WithWarmupCount(isShort ? 0 : 2).WithIterationCount(isShort ? 2 : 15).WithLaunchCount(1);
 if (isShort) job = job.WithInvocationCount(1).WithUnrollFactor(1);   // one call per iteration: no pilot stage
 var config = DefaultConfig.Instance
     .AddJob(job)
