@@ -7,10 +7,12 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 
 // In-process: BenchmarkDotNet's default toolchain builds a separate project whose output would miss Loupe's
 // TorchSharp compatibility step (and a second copy of libtorch); in-process runs use this build's output.
-// --short: no warm-up beyond the jitting call and 2 iterations, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
+// --short: no warm-up beyond the jitting call and 1 measured iteration, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
-var job = Job.Default.WithToolchain(InProcessEmitToolchain.Instance).WithWarmupCount(isShort ? 0 : 2).WithIterationCount(isShort ? 2 : 15).WithLaunchCount(1);
+// In-process runs stop a benchmark after 5 minutes by default; --short ones may take longer.
+var toolchain = isShort ? new InProcessEmitToolchain(TimeSpan.FromMinutes(40), logOutput: true) : InProcessEmitToolchain.Instance;
+var job = Job.Default.WithToolchain(toolchain).WithWarmupCount(isShort ? 0 : 2).WithIterationCount(isShort ? 1 : 15).WithLaunchCount(1);
 if (isShort) job = job.WithInvocationCount(1).WithUnrollFactor(1);   // one call per iteration: no pilot stage
 var config = DefaultConfig.Instance
     .AddJob(job)

@@ -107,7 +107,7 @@ public sealed class BenchContext(IModel model, ITarget target, Tensor x, int bat
 /// <summary>Score-CAM and Ablation-CAM on resnet18 layer4 (512 channels), 224², batch 8, 2 threads, against the forward
 /// passes they need: 8 × 512 = 4,096 masked (or ablated) image forwards in batches of 64, plus one forward of the batch
 /// (Ablation-CAM's base scores; Score-CAM's capture). About 2 minutes per call on 2 cores: run with
-/// <c>-- --filter '*Resnet18PerturbationCam*' --short</c> (the jitting call, then 2 measured iterations).</summary>
+/// <c>-- --filter '*Resnet18PerturbationCam*' --short</c> (the jitting call, then 1 measured iteration).</summary>
 [MemoryDiagnoser(false)]
 [BenchmarkDotNet.Attributes.MedianColumn]
 public class Resnet18PerturbationCamBenchmarks
