@@ -130,7 +130,7 @@ public static class Synthesizer
         long h = o.Size is { Length: 2 } s ? s[0] : input.Height, w = o.Size is { Length: 2 } s2 ? s2[1] : input.Width;
         var gen = new Generator((ulong)(uint)seed);
         var param = new Parameterization(o.Parameterization, n, input.Channels, h, w, o.Decorrelate, o.Range);
-        var p = new Parameter(o.InitSd > 0 ? param.Initial(gen, o.InitSd) : zeros(param.ParameterShape), requires_grad: true);
+        var p = TensorAccounting.NewParameter(o.InitSd > 0 ? param.Initial(gen, o.InitSd) : zeros(param.ParameterShape));
         using var opt = o.Optimizer == OptimizerKind.Adam
             ? (optim.Optimizer)optim.Adam([p], lr: o.LearningRate)
             : optim.SGD([p], o.LearningRate);

@@ -78,7 +78,7 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
             torch.manual_seed(context.Seed);
             context.Warn($"model '{arch}' has no weights: using a random initialisation (seed {context.Seed})");
         }
-        var module = Build(arch, classes);
+        var module = TensorAccounting.Constructed(Build(arch, classes));
         try
         {
             if (options.Weights is not null) Weights.Load(module, options.Weights);

@@ -1,10 +1,12 @@
 using System.Diagnostics;
 using System.Globalization;
+using Loupe.Abstractions;
 using Loupe.Core;
 using TorchSharp;
 
 // Soak test (opt-in, not part of `dotnet test`): runs a pipeline N times in this process through PipelineRunner and
-// records, after each run and a full GC, the resident set size and TorchSharp's live tensor count.
+// records, after each run and a full GC, the resident set size and the live tensor count (TensorAccounting.Live:
+// TorchSharp's Tensor.TotalCount less the handles moved into parameters, which TorchSharp 0.107 never uncounts).
 // Fails (exit 1) when RSS after the last run exceeds RSS after run 10 by more than 10 %, or when live tensors differ
 // from their count before the first run.
 //   dotnet run -c Release --project tools/Loupe.Soak -- [--runs 200] [--pipeline configs/quickstart.yaml] [--csv FILE]
@@ -25,7 +27,7 @@ var work = Path.Combine(Path.GetTempPath(), $"loupe-soak-{Guid.NewGuid():N}");
 Directory.CreateDirectory(work);
 var rows = new List<(int Run, double Seconds, long Rss, long Tensors, long Managed)>();
 Settle();
-long baselineTensors = torch.Tensor.TotalCount;
+long baselineTensors = TensorAccounting.Live, baselineRaw = torch.Tensor.TotalCount;
 Console.WriteLine($"pipeline {pipeline}; {runs} runs; live tensors before the first run: {baselineTensors}");
 try
 {
@@ -42,7 +44,7 @@ try
         }
         Directory.Delete(outDir, true);
         Settle();
-        rows.Add((run, sw.Elapsed.TotalSeconds, Rss(), torch.Tensor.TotalCount, GC.GetTotalMemory(false)));
+        rows.Add((run, sw.Elapsed.TotalSeconds, Rss(), TensorAccounting.Live, GC.GetTotalMemory(false)));
         if (run == 1 || run % 10 == 0)
             Console.WriteLine($"run {run,4}: {rows[^1].Seconds,6:F2} s  RSS {rows[^1].Rss / 1048576.0,8:F1} MiB  live tensors {rows[^1].Tensors}  managed heap {rows[^1].Managed / 1048576.0:F1} MiB");
     }
@@ -57,6 +59,7 @@ var growth = (last.Rss - r10.Rss) / (double)r10.Rss;
 Console.WriteLine();
 Console.WriteLine($"run 10 : RSS {r10.Rss / 1048576.0:F1} MiB, live tensors {r10.Tensors}");
 Console.WriteLine($"run {last.Run}: RSS {last.Rss / 1048576.0:F1} MiB ({growth:+0.0%;-0.0%}), live tensors {last.Tensors} (baseline {baselineTensors}); peak RSS {rows.Max(r => r.Rss) / 1048576.0:F1} MiB");
+Console.WriteLine($"TorchSharp's raw Tensor.TotalCount: {baselineRaw} before, {torch.Tensor.TotalCount} after; {TensorAccounting.MovedIntoParameters} handles moved into parameters (see TensorAccounting)");
 Console.WriteLine($"mean run time {rows.Average(r => r.Seconds):F2} s");
 bool ok = growth <= 0.10 && last.Tensors == baselineTensors;
 Console.WriteLine(ok ? "PASS: RSS within 10% of run 10 and live tensors at baseline" : "FAIL");
