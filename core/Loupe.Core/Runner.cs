@@ -11,6 +11,8 @@ namespace Loupe.Core;
 /// <summary>Runs pipelines: parse → resolve ids → bind options → validate everything → run each step.</summary>
 public static partial class PipelineRunner
 {
+    static PipelineRunner() => NativeHeap.LimitArenas();
+
     /// <summary>Parses, resolves, binds and validates; loads the model and opens the data. Throws <see cref="PipelineException"/>.</summary>
     public static PreparedRun Prepare(RunRequest request)
     {
@@ -292,8 +294,12 @@ public static partial class PipelineRunner
         PreparedRun prepared;
         try { prepared = Prepare(request); }
         catch (PipelineException e) { return new RunResult(2, null, null, e.Errors); }
-        using (prepared)
-            return Execute(prepared, request, cancellation);
+        try
+        {
+            using (prepared)
+                return Execute(prepared, request, cancellation);
+        }
+        finally { NativeHeap.Trim(); }
     }
 
     /// <summary>Creates the run's folder; returns it and whether it was created (rather than an existing empty one).</summary>

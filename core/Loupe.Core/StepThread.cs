@@ -13,50 +13,79 @@ namespace Loupe.Core;
 /// <param name="Abandoned">The step did not stop when cancelled: its thread still runs and may still use the model.</param>
 internal sealed record StepOutcome(string Status, string? Error, Exception? Exception, string? Fault, long? LiveTensors, bool Abandoned);
 
-/// <summary>Runs each step on its own thread so that a step that hangs (past its <c>timeout</c>, or after Ctrl+C) can
-/// be left behind: the step's token is cancelled first, and a step that ignores it for <see cref="Grace"/> is abandoned
-/// (a thread cannot be killed safely in .NET); the run records it and goes on without it.</summary>
+/// <summary>Runs each step on a worker thread of its own so that a step that hangs (past its <c>timeout</c>, or after
+/// Ctrl+C) can be left behind: the step's token is cancelled first, and a step that ignores it for <see cref="Grace"/>
+/// is abandoned (a thread cannot be killed safely in .NET); the run records it and goes on without it.
+/// Workers whose step ended are kept for the next step: a fresh thread per step spread libtorch's allocations over
+/// glibc's per-thread arenas and let a long-lived process's resident set creep upwards (tools/Loupe.Soak).
+/// An abandoned worker is never reused.</summary>
 internal static class StepThread
 {
     /// <summary>How long a cancelled step may take to stop before it is abandoned.</summary>
     public static TimeSpan Grace { get; set; } = TimeSpan.FromSeconds(2);
 
-    /// <summary>Runs <paramref name="body"/> on a new thread. <paramref name="stepCancellation"/> is the token the step
-    /// sees; it is cancelled when <paramref name="timeout"/> passes or <paramref name="run"/> is cancelled.</summary>
+    static readonly System.Collections.Concurrent.ConcurrentBag<Worker> Idle = [];
+
+    /// <summary>A long-lived thread that runs one step at a time.</summary>
+    sealed class Worker
+    {
+        readonly System.Collections.Concurrent.BlockingCollection<Action> _work = [];
+
+        public Worker() => new Thread(() =>
+        {
+            foreach (var item in _work.GetConsumingEnumerable()) item();
+        }, 16 << 20) { IsBackground = true, Name = "loupe step" }.Start();
+
+        /// <summary>Queues <paramref name="item"/> to run in the caller's execution context (async-locals flow to the
+        /// step as they would to a new thread).</summary>
+        public void Post(Action item)
+        {
+            var context = ExecutionContext.Capture();
+            _work.Add(context is null ? item : () => ExecutionContext.Run(context, _ => item(), null));
+        }
+
+        /// <summary>Lets the thread end after its current item (used when it is abandoned).</summary>
+        public void Retire() => _work.CompleteAdding();
+    }
+
+    /// <summary>Runs <paramref name="body"/> on a worker thread. <paramref name="stepCancellation"/> is the token the
+    /// step sees; it is cancelled when <paramref name="timeout"/> passes or <paramref name="run"/> is cancelled.</summary>
     public static StepOutcome Run(Action body, CancellationTokenSource stepCancellation, TimeSpan? timeout, CancellationToken run)
     {
         Exception? error = null;
         long live = 0;
         var done = new ManualResetEventSlim(); // not disposed when abandoned: the thread may still set it
-        var thread = new Thread(() =>
+        if (!Idle.TryTake(out var worker)) worker = new Worker();
+        worker.Post(() =>
         {
+            long before = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
             try
             {
+                torch.set_grad_enabled(true); // a step that left autograd off must not change the next one
                 using (torch.NewDisposeScope()) body();
             }
             catch (Exception e) { error = e; }
             finally
             {
-                live = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount;
+                live = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount - before;
                 done.Set();
             }
-        }, 16 << 20) { IsBackground = true, Name = "loupe step" };
-        thread.Start();
+        });
+        StepOutcome Reuse(StepOutcome outcome)
+        {
+            done.Dispose();
+            Idle.Add(worker);
+            return outcome;
+        }
 
         var limit = timeout is { } t ? (int)Math.Min(t.TotalMilliseconds, int.MaxValue - 1) : Timeout.Infinite;
         if (WaitHandle.WaitAny([done.WaitHandle, run.WaitHandle], limit) == 0)
-        {
-            done.Dispose();
-            return Finished(error, live, run.IsCancellationRequested ? "cancelled" : null);
-        }
+            return Reuse(Finished(error, live, run.IsCancellationRequested ? "cancelled" : null));
 
         var why = run.IsCancellationRequested ? "cancelled" : "timeout";
         stepCancellation.Cancel();
-        if (done.Wait(Grace))
-        {
-            done.Dispose();
-            return Finished(error, live, why);
-        }
+        if (done.Wait(Grace)) return Reuse(Finished(error, live, why));
+        worker.Retire();
         var message = why == "timeout"
             ? $"timed out after {Duration.Format(timeout!.Value)} and did not stop within {Duration.Format(Grace)} of being cancelled; its thread was abandoned"
             : $"cancelled by the user; the step did not stop within {Duration.Format(Grace)} and its thread was abandoned";

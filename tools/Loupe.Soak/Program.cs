@@ -10,6 +10,7 @@ using TorchSharp;
 // Fails (exit 1) when RSS after the last run exceeds RSS after run 10 by more than 10 %, or when live tensors differ
 // from their count before the first run.
 //   dotnet run -c Release --project tools/Loupe.Soak -- [--runs 200] [--pipeline configs/quickstart.yaml] [--csv FILE]
+NativeHeap.LimitArenas(); // first, before other threads allocate (as the CLI does)
 int runs = 200;
 string? pipeline = null, csv = null;
 for (int i = 0; i < args.Length; i++)

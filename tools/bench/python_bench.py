@@ -125,7 +125,8 @@ def finish_cam(cam, size):
 def grad_cam(model, layer, x, cls):
     a, g, _ = layer_and_grad(model, layer, x, cls)
     w = g.mean((2, 3), keepdim=True)
-    return finish_cam((w * a).sum(1), x.shape[2:])
+    cam = (w * a).sum(1)
+    return finish_cam(cam, x.shape[2:]), cam
 
 
 def grad_cam_pp(model, layer, x, cls):
@@ -134,12 +135,14 @@ def grad_cam_pp(model, layer, x, cls):
     denom = 2 * g2 + (a.sum((2, 3), keepdim=True) * g3)
     alpha = g2 / torch.where(denom != 0, denom, torch.ones_like(denom))
     w = (alpha * F.relu(g)).sum((2, 3), keepdim=True)
-    return finish_cam((w * a).sum(1), x.shape[2:])
+    cam = (w * a).sum(1)
+    return finish_cam(cam, x.shape[2:]), cam
 
 
 def layer_cam(model, layer, x, cls):
     a, g, _ = layer_and_grad(model, layer, x, cls)
-    return finish_cam((F.relu(g) * a).sum(1), x.shape[2:])
+    cam = (F.relu(g) * a).sum(1)
+    return finish_cam(cam, x.shape[2:]), cam
 
 
 def score_cam(model, layer, x, cls, chunk=64):
@@ -157,7 +160,8 @@ def score_cam(model, layer, x, cls, chunk=64):
                 out = model(x[i:i + 1] * m)
                 weights[i, c0:c0 + chunk] = out[:, cls[i]]
         weights = F.softmax(weights, 1)
-        return finish_cam((weights[..., None, None] * a).sum(1), x.shape[2:])
+        cam = (weights[..., None, None] * a).sum(1)
+        return finish_cam(cam, x.shape[2:]), cam
 
 
 def ablation_cam(model, layer, x, cls, chunk=64):
@@ -179,7 +183,48 @@ def ablation_cam(model, layer, x, cls, chunk=64):
                     h.remove()
                 ablated[i, c0:c0 + c] = o[:, cls[i]]
         w = (base.view(n, 1) - ablated) / (base.view(n, 1) + 1e-7)
-        return finish_cam((w[..., None, None] * a).sum(1), x.shape[2:])
+        cam = (w[..., None, None] * a).sum(1)
+        return finish_cam(cam, x.shape[2:]), cam
+
+
+# ---- the outputs every Loupe attribution step produces (so both sides do the same work) ------------------------
+# Loupe's rows run the real IAnalysis classes: besides the maps they copy each input's map out of the tensor, make a
+# heatmap overlay per input (min-max per map, 256-entry colour table, alpha 0.55 over the de-normalised image) and
+# tile the overlays into the step's grid. pytorch-grad-cam's show_cam_on_image and Captum's visualize_image_attr do
+# the same per image; here it is one batched pass, as Loupe's Display.Overlays.
+_LUT = torch.linspace(0, 1, 256).unsqueeze(1) * torch.tensor([[0.99, 0.91, 0.14]]) + 0.01   # any 256 x 3 table
+
+
+def emit(x, raw, display, extra_raw=None, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+    n, c, h, w = x.shape
+    pixels = (x * torch.tensor(std).view(1, c, 1, 1) + torch.tensor(mean).view(1, c, 1, 1)).clamp(0, 1)
+    arrays = [r.numpy().copy() for r in raw.detach().float().contiguous()]
+    if extra_raw is not None:
+        arrays += [r.numpy().copy() for r in extra_raw.detach().float().contiguous()]
+    m = display if display.shape[-2:] == (h, w) else F.interpolate(display.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    flat = m.reshape(n, -1)
+    mn = flat.amin(1, keepdim=True)
+    rng = flat.amax(1, keepdim=True) - mn
+    scaled = torch.where(rng > 0, (flat - mn) / rng.clamp_min(1e-30), torch.zeros_like(flat))
+    heat = _LUT.index_select(0, (scaled * 255).round().long().flatten()).view(n, h, w, 3)
+    bg = pixels.expand(-1, 3, -1, -1) if c == 1 else pixels
+    rgb = ((bg.permute(0, 2, 3, 1) * 0.45 + heat * 0.55) * 255).round().to(torch.uint8).contiguous().numpy()
+    tiles = [rgb[i].copy() for i in range(n)]
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = (n + cols - 1) // cols
+    grid = np.full((rows * h + (rows + 1) * 2, cols * w + (cols + 1) * 2, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        oy, ox = 2 + (i // cols) * (h + 2), 2 + (i % cols) * (w + 2)
+        grid[oy:oy + h, ox:ox + w] = t
+    return arrays, tiles, grid
+
+
+def emitted(fn, x, **norm):
+    """fn's maps, then Loupe's outputs for them (display of a per-channel map: max |.| over channels)."""
+    out = fn()
+    maps, extra = out if isinstance(out, tuple) else (out, None)
+    display = maps.abs().amax(1) if maps.dim() == 4 else maps
+    return emit(x, maps, display, extra, **norm)
 
 
 # ---- path and perturbation methods (Captum) ----------------------------------------------------------------------
@@ -217,6 +262,9 @@ def occlusion(model, x, cls, window=56, stride=56, chunk=64):
                 for j, (y, z) in enumerate(ps):
                     attr[i, :, y:y + window, z:z + window] += drop[j]
         return attr / count.clamp(min=1)
+
+
+FASHION = dict(mean=(0.2860,), std=(0.3530,))
 
 
 # ---- demo CNN ------------------------------------------------------------------------------------------------------
@@ -304,16 +352,16 @@ def main():
                 r18(x)
         row(f"{tag} | forward (no grad)", fwd)
         row(f"{tag} | forward+backward to input", lambda: input_gradient(r18, x, cls))
-        row(f"{tag} | saliency", lambda: saliency(r18, x, cls))
-        row(f"{tag} | gradient-x-input", lambda: gradient_x_input(r18, x, cls))
-        row(f"{tag} | guided-backprop", lambda: input_gradient(guided, x, cls))
-        row(f"{tag} | deconvnet", lambda: input_gradient(deconv, x, cls))
-        row(f"{tag} | grad-cam (layer4)", lambda: grad_cam(r18, r18.layer4, x, cls))
-        row(f"{tag} | grad-cam-plus-plus (layer4)", lambda: grad_cam_pp(r18, r18.layer4, x, cls))
-        row(f"{tag} | layer-cam (layer4)", lambda: layer_cam(r18, r18.layer4, x, cls))
+        row(f"{tag} | saliency", lambda: emitted(lambda: saliency(r18, x, cls), x))
+        row(f"{tag} | gradient-x-input", lambda: emitted(lambda: gradient_x_input(r18, x, cls), x))
+        row(f"{tag} | guided-backprop", lambda: emitted(lambda: input_gradient(guided, x, cls), x))
+        row(f"{tag} | deconvnet", lambda: emitted(lambda: input_gradient(deconv, x, cls), x))
+        row(f"{tag} | grad-cam (layer4)", lambda: emitted(lambda: grad_cam(r18, r18.layer4, x, cls), x))
+        row(f"{tag} | grad-cam-plus-plus (layer4)", lambda: emitted(lambda: grad_cam_pp(r18, r18.layer4, x, cls), x))
+        row(f"{tag} | layer-cam (layer4)", lambda: emitted(lambda: layer_cam(r18, r18.layer4, x, cls), x))
         if b == 1:
-            row(f"{tag} | integrated-gradients, 50 steps", lambda: integrated_gradients(r18, x, cls, 50))
-            row(f"{tag} | occlusion, 16 windows of 56²", lambda: occlusion(r18, x, cls, 56, 56))
+            row(f"{tag} | integrated-gradients, 50 steps", lambda: emitted(lambda: integrated_gradients(r18, x, cls, 50), x))
+            row(f"{tag} | occlusion, 16 windows of 56²", lambda: emitted(lambda: occlusion(r18, x, cls, 56, 56), x))
 
     fashion = FashionCnn()
     fashion.load_state_dict(torch.load(os.path.join(ROOT, "tests", "fixtures", "fashion_cnn_seed0.pt")))
@@ -324,8 +372,8 @@ def main():
     x8 = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         cls8 = fashion(x8).argmax(1)
-    row("fashion-cnn b8 | score-cam (relu3)", lambda: score_cam(fashion, fashion.relu3, x8, cls8))
-    row("fashion-cnn b8 | ablation-cam (relu3)", lambda: ablation_cam(fashion, fashion.relu3, x8, cls8))
+    row("fashion-cnn b8 | score-cam (relu3)", lambda: emitted(lambda: score_cam(fashion, fashion.relu3, x8, cls8), x8, **FASHION))
+    row("fashion-cnn b8 | ablation-cam (relu3)", lambda: emitted(lambda: ablation_cam(fashion, fashion.relu3, x8, cls8), x8, **FASHION))
     row("fashion-cnn b10 | activation-max, 20 steps, pixels", lambda: activation_max_steps(fashion))
     imgs = torch.randn(10000, 1, 28, 28)
     row("fashion-cnn 10k | max-patches top-k pass (relu3, 16 channels)", lambda: max_patches_topk(fashion, imgs), repeats=5)
