@@ -5,6 +5,18 @@ using static TorchSharp.torch;
 
 namespace Loupe.Models.TorchSharp;
 
+/// <summary>How a TorchSharp model lays out image batches in memory.</summary>
+public enum MemoryLayout
+{
+    /// <summary>Channels-last for batches of 2 or more images with more than one channel (measured on resnet18 224²,
+    /// 2 threads: batch 8 forward −27 %, forward+backward −13 %; batch 1 is faster in NCHW).</summary>
+    Auto,
+    /// <summary>Always channels-last (NHWC strides) for multi-channel 4-D inputs.</summary>
+    Always,
+    /// <summary>Always NCHW (the input as given).</summary>
+    Never,
+}
+
 /// <summary>An <see cref="IModel"/> over a TorchSharp module: eval mode, frozen parameters, hook-based capture.</summary>
 public sealed class TorchModel : IModel, IModelInterventions
 {
@@ -41,8 +53,30 @@ public sealed class TorchModel : IModel, IModelInterventions
     public IReadOnlyList<string> ParameterNames => _parameters.Keys.ToList();
     /// <inheritdoc/>
     public Tensor? GetParameter(string name) => _parameters.GetValueOrDefault(name);
+    /// <summary>Memory layout of 4-D inputs (see <see cref="MemoryLayout"/>).</summary>
+    public MemoryLayout Layout { get; init; } = MemoryLayout.Auto;
+
     /// <inheritdoc/>
-    public Tensor Forward(Tensor input) => _module.call(input);
+    public Tensor Forward(Tensor input)
+    {
+        if (!UseChannelsLast(input)) return _module.call(input);
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(_module.call(ChannelsLast(input)));
+    }
+
+    bool UseChannelsLast(Tensor x) =>
+        x.dim() == 4 && x.shape[1] > 1 && Layout switch
+        {
+            MemoryLayout.Always => true,
+            MemoryLayout.Never => false,
+            _ => x.shape[0] >= 2,
+        };
+
+    /// <summary>The same values with NHWC strides (N×C×H×W shape). TorchSharp 0.107 has no <c>memory_format</c>
+    /// argument, so this is <c>permute → contiguous → permute back</c>, which is what
+    /// <c>contiguous(memory_format=torch.channels_last)</c> does; libtorch's convolutions, batch norms and pools then
+    /// keep that layout layer after layer. Differentiable: gradients come back in the input's layout.</summary>
+    public static Tensor ChannelsLast(Tensor x) => x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
 
     static LayerGeometry? GeometryOf(nn.Module m) => m switch
     {

@@ -17,6 +17,10 @@ public sealed record TorchVisionOptions
     [Range(1, 100_000), Description("number of classes of the classifier head (default: 1000, or 10 for fashion-cnn)")]
     public int? NumClasses { get; init; }
 
+    /// <summary>Memory layout of 4-D inputs.</summary>
+    [Description("memory layout of image batches: auto (channels-last for batches of 2 or more, where libtorch's oneDNN convolutions are faster; NCHW for single images), always, or never")]
+    public MemoryLayout Layout { get; init; } = MemoryLayout.Auto;
+
     /// <summary>Weights file.</summary>
     [FilePath, Description("weights: PyTorch state_dict (.pt/.pth, zip format), .safetensors, or TorchSharp .dat; omit for a seeded random initialisation")]
     public string? Weights { get; init; }
@@ -88,7 +92,10 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
             module.Dispose();
             throw;
         }
-        return new TorchModel(module, arch == "fashion-cnn" ? FashionMnist : arch == "inception_v3" ? ImageNet with { Height = 299, Width = 299 } : ImageNet, null);
+        return new TorchModel(module, arch == "fashion-cnn" ? FashionMnist : arch == "inception_v3" ? ImageNet with { Height = 299, Width = 299 } : ImageNet, null)
+        {
+            Layout = options.Layout,
+        };
     }
 
     /// <inheritdoc/>

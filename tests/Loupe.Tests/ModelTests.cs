@@ -74,6 +74,37 @@ public class ModelTests
         Assert.True(TestEnv.RelL2(actual, expected) < 1e-4, $"{arch}: rel L2 {TestEnv.RelL2(actual, expected)}");
     }
 
+    /// <summary>Batches of 2+ multi-channel images run channels-last by default (layout: auto): the layers see NHWC
+    /// strides, and outputs and input gradients equal the NCHW model's.</summary>
+    [Fact]
+    public void ChannelsLastBatchesGiveTheNchwOutputsAndGradients()
+    {
+        using var auto = Load("resnet18", null, 10);
+        using var nchw = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18", NumClasses = 10, Layout = MemoryLayout.Never },
+            new ModelLoadContext(TestEnv.RepoRoot, 0));
+        using var scope = NewDisposeScope();
+        var x = randn([3, 3, 64, 64], generator: new Generator(7));
+        using (var cap = auto.Capture(["layer1"], forGradients: false))
+        using (no_grad())
+        {
+            auto.Forward(x);
+            Assert.Equal(1, cap["layer1"].stride(1)); // NHWC: channels are adjacent in memory
+            auto.Forward(x[..1]);
+            Assert.NotEqual(1, cap["layer1"].stride(1)); // a single image stays NCHW
+        }
+        (float[] Output, float[] Grad) Run(IModel m)
+        {
+            var xi = x.detach().requires_grad_(true);
+            var y = m.Forward(xi);
+            var g = autograd.grad([y[.., 3].sum()], [xi])[0];
+            return (y.detach().contiguous().data<float>().ToArray(), g.contiguous().data<float>().ToArray());
+        }
+        var (ya, ga) = Run(auto);
+        var (yn, gn) = Run(nchw);
+        Assert.True(TestEnv.RelL2(ya, yn) < 1e-5, $"outputs differ: rel L2 {TestEnv.RelL2(ya, yn)}");
+        Assert.True(TestEnv.RelL2(ga, gn) < 1e-4, $"gradients differ: rel L2 {TestEnv.RelL2(ga, gn)}");
+    }
+
     public static IEnumerable<object[]> ArchKeyFiles() =>
         Directory.GetFiles(Path.Combine(TestEnv.Fixtures, "arch_keys"), "*.txt").Order(StringComparer.Ordinal).Select(f => new object[] { Path.GetFileNameWithoutExtension(f) });
 
