@@ -115,3 +115,35 @@ public static class ShardMerges
         return tiles;
     }
 }
+
+/// <summary>Random streams tied to an input rather than to its position in a batch, so that a technique that draws
+/// noise gives the same result for an image whatever the batch size, the order of the data or the shard it runs in.</summary>
+public static class InputSeeds
+{
+    /// <summary>A seed from the step's seed and the input id (FNV-1a over the id's UTF-8 bytes; stable across
+    /// processes and platforms, unlike <see cref="string.GetHashCode()"/>).</summary>
+    public static ulong For(int stepSeed, string inputId)
+    {
+        ulong h = 14695981039346656037UL ^ (uint)stepSeed;
+        foreach (var b in System.Text.Encoding.UTF8.GetBytes(inputId))
+        {
+            h ^= b;
+            h *= 1099511628211UL;
+        }
+        return h & 0x7FFF_FFFF_FFFF_FFFFUL;
+    }
+
+    /// <summary>One generator per input (<paramref name="ids"/>), or null when the inputs have no ids (then callers
+    /// fall back to a step-level stream). Dispose them.</summary>
+    public static TorchSharp.torch.Generator[]? Generators(int stepSeed, IReadOnlyList<string>? ids) =>
+        ids is null ? null : ids.Select(id => new TorchSharp.torch.Generator(For(stepSeed, id))).ToArray();
+
+    /// <summary>Standard normal noise of shape <paramref name="perInput"/> for each input, stacked on axis 1:
+    /// k × N × <paramref name="perInput"/>[1..] where <paramref name="perInput"/> = [k, ...].</summary>
+    public static TorchSharp.torch.Tensor Randn(TorchSharp.torch.Generator[] generators, long[] perInput) =>
+        TorchSharp.torch.stack(generators.Select(g => TorchSharp.torch.randn(perInput, generator: g)).ToArray(), 1);
+
+    /// <summary>Uniform [0, 1) noise, as <see cref="Randn"/>.</summary>
+    public static TorchSharp.torch.Tensor Rand(TorchSharp.torch.Generator[] generators, long[] perInput) =>
+        TorchSharp.torch.stack(generators.Select(g => TorchSharp.torch.rand(perInput, generator: g)).ToArray(), 1);
+}

@@ -37,7 +37,8 @@ public sealed record NoiseTunnelOptions
 }
 
 /// <summary>Noise tunnel: wraps any attribution step and combines its maps over noisy copies of each input (SmoothGrad,
-/// SmoothGrad², VarGrad). The target is fixed on the clean input; noise is drawn from the step's seed.</summary>
+/// SmoothGrad², VarGrad). The target is fixed on the clean input; noise is drawn from the step's seed and the input's id, so an image gets the
+/// same noise whatever its batch, the data order or the shard.</summary>
 public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
 {
     /// <inheritdoc/>
@@ -62,7 +63,10 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         var inner = (IAttribution)options.Inner!.Analysis!;
         var x = input.Input;
         long n = x.shape[0];
-        _generator ??= new Generator((ulong)ctx.Seed);
+        // Noise per input id (the same for an image whatever its batch or shard); a step-level stream for inputs
+        // without ids (e.g. perturbed copies inside a metric).
+        var perInput = InputSeeds.Generators(ctx.Seed, input.Ids);
+        if (perInput is null) _generator ??= new Generator((ulong)ctx.Seed);
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var range = (x.flatten(1).amax([1]) - x.flatten(1).amin([1])).view(n, 1, 1, 1);
         var sigma = range * (float)options.NoiseLevel;
@@ -73,7 +77,9 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
             using var chunk = NewDisposeScope();
             ctx.Cancellation.ThrowIfCancellationRequested();
             int k = (int)Math.Min(perCall, options.Samples - s0);
-            var noise = randn([k, x.shape[0], x.shape[1], x.shape[2], x.shape[3]], generator: _generator) * sigma.unsqueeze(0);
+            var noise = (perInput is null
+                ? randn([k, x.shape[0], x.shape[1], x.shape[2], x.shape[3]], generator: _generator)
+                : InputSeeds.Randn(perInput, [k, x.shape[1], x.shape[2], x.shape[3]])) * sigma.unsqueeze(0);
             var noisy = (x.unsqueeze(0) + noise).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var maps = inner.Attribute(options.Inner.Options!, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot)).Map;
@@ -82,6 +88,7 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
             sum = sum is null ? chunk.MoveToOuter(s1) : chunk.MoveToOuter(sum + s1);
             sumSq = sumSq is null ? chunk.MoveToOuter(s2) : chunk.MoveToOuter(sumSq + s2);
         }
+        if (perInput is not null) foreach (var g in perInput) g.Dispose();
         var mean = sum! / options.Samples;
         var meanSq = sumSq! / options.Samples;
         var result = options.Type switch

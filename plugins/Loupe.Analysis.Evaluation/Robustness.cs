@@ -25,7 +25,7 @@ public sealed record InfidelityOptions : MetricOptions
 /// logit for class targets, as the attribution methods explain), Φ the linked step's map as is (signed; an N×H×W map
 /// is broadcast over channels). Lower is better. Note: <c>saliency</c> with its default <c>abs: true</c> has no sign,
 /// so its infidelity is large by construction.</summary>
-public sealed class Infidelity : MetricAnalysis<InfidelityOptions>
+public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
@@ -35,12 +35,12 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>
     /// <inheritdoc/>
     protected override void Evaluate(InfidelityOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
-        using var gen = new Generator((ulong)(uint)ctx.Seed);
         var ids = new List<string>();
         var values = new List<double>();
         foreach (var batch in ctx.Batches())
         {
             using var scope = NewDisposeScope();
+            var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;   // noise per image: shards give the same values
             var x = batch.Input;
             long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
             var result = LinkedMaps(o, ctx, x, batch.Ids);
@@ -57,7 +57,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>
                 using var inner = NewDisposeScope();
                 ctx.Cancellation.ThrowIfCancellationRequested();
                 long k = Math.Min(chunk, o.Samples - s0);
-                var noise = randn([n, k, c, h, w], generator: gen) * (float)o.Sigma;
+                var noise = InputSeeds.Randn(gens, [k, c, h, w]).transpose(0, 1) * (float)o.Sigma;   // n×k×c×h×w
                 var copies = (x.unsqueeze(1) - noise).reshape(n * k, c, h, w);
                 var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
                 var (fxi, _, _) = Explain.Scores(ctx, copies, sel.Rows(rows), 0);
@@ -65,6 +65,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>
                 var err = dot.to(ScalarType.Float64) - (fx.unsqueeze(1) - fxi.view(n, k)).to(ScalarType.Float64);
                 sum = inner.MoveToOuter(sum + (err * err).sum(1));
             }
+            foreach (var g in gens) g.Dispose();
             var infd = (sum / o.Samples).data<double>().ToArray();
             ids.AddRange(batch.Ids);
             values.AddRange(infd);
@@ -72,6 +73,13 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>
         ctx.Output.Raw("infidelity", null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
         ctx.Output.Json("infidelity", new { of = o.Of!.Id, sigma = o.Sigma, samples = o.Samples, normalize = false, inputs = ids.Select((id, i) => new { id, infidelity = values[i] }).ToArray() });
         writer.Stat("infidelity", values);
+    }
+
+    /// <inheritdoc/>
+    protected override void MergeDetails(IShardMerge merge)
+    {
+        merge.Rows("infidelity");
+        merge.Concat("infidelity", "inputs");
     }
 }
 
@@ -89,7 +97,7 @@ public sealed record SensitivityOptions : MetricOptions
 /// <summary>Max-sensitivity (Yeh et al. 2019; Captum <c>sensitivity_max</c> with its defaults): max over
 /// <c>samples</c> δ ~ U[−r, r]^d of ‖Φ(x + δ) − Φ(x)‖_F / ‖Φ(x)‖_F, per input; the target classes are those chosen on
 /// the clean input. Lower is better (more stable).</summary>
-public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>
+public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, IShardable
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
@@ -99,12 +107,12 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>
     /// <inheritdoc/>
     protected override void Evaluate(SensitivityOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
-        using var gen = new Generator((ulong)(uint)ctx.Seed);
         var ids = new List<string>();
         var values = new List<double>();
         foreach (var batch in ctx.Batches())
         {
             using var scope = NewDisposeScope();
+            var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;   // noise per image: shards give the same values
             var x = batch.Input;
             long n = x.shape[0];
             var result = LinkedMaps(o, ctx, x, batch.Ids);
@@ -115,15 +123,23 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>
             {
                 using var inner = NewDisposeScope();
                 ctx.Cancellation.ThrowIfCancellationRequested();
-                var delta = (rand(x.shape, generator: gen) * 2 - 1) * (float)o.Radius;
+                var delta = (InputSeeds.Rand(gens, [1, .. x.shape.Skip(1)]).squeeze(0) * 2 - 1) * (float)o.Radius;
                 var m = LinkedMaps(o, ctx, x + delta, null, result.Selection).Map.detach().to(ScalarType.Float64).reshape(n, -1);
                 worst = inner.MoveToOuter(maximum(worst, (m - phi).norm(1) / norm));
             }
+            foreach (var g in gens) g.Dispose();
             ids.AddRange(batch.Ids);
             values.AddRange(worst.data<double>().ToArray());
         }
         ctx.Output.Raw("sensitivity", null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
         ctx.Output.Json("sensitivity", new { of = o.Of!.Id, radius = o.Radius, samples = o.Samples, norm = "fro", inputs = ids.Select((id, i) => new { id, sensitivity = values[i] }).ToArray() });
         writer.Stat("sensitivity", values);
+    }
+
+    /// <inheritdoc/>
+    protected override void MergeDetails(IShardMerge merge)
+    {
+        merge.Rows("sensitivity");
+        merge.Concat("sensitivity", "inputs");
     }
 }

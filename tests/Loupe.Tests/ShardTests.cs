@@ -16,7 +16,8 @@ public sealed class ShardRuns
     public ShardRuns()
     {
         string S(params string[] p) => TestEnv.Yaml(Path.Combine([TestEnv.Samples, .. p]));
-        // The issue's pipeline: embeddings + max-patches + one attribution + metrics of it, over 200 demo images.
+        // The issue's pipeline: embeddings + max-patches + one attribution + metrics of it, over 200 demo images; plus the
+        // techniques that draw noise (per input id, so shards draw the same).
         PipelineFile = TestEnv.Pipeline($$"""
             version: 1
             name: shards
@@ -37,6 +38,9 @@ public sealed class ShardRuns
                 with: { of: cam, steps: 4, expect: [ "auc_mean < 0.95" ] }
                 expect: [ "auc_std < 1" ]
               - { id: pg, uses: pointing-game, with: { of: cam } }
+              - { id: sg, uses: noise-tunnel, with: { inner: { uses: saliency }, samples: 3 } }
+              - { id: inf, uses: infidelity, with: { of: cam, samples: 3 } }
+              - { id: sens, uses: sensitivity-max, with: { of: cam, samples: 2 } }
             """, Dir);
         Full = TestEnv.Run(PipelineFile, Path.Combine(Dir, "full"));
         Shards = Enumerable.Range(0, 4).Select(i => PipelineRunner.Run(new RunRequest(PipelineFile)
