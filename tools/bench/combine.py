@@ -2,7 +2,9 @@
 """Joins BenchmarkDotNet's JSON results (Loupe) and python_bench.py's medians (Python) into one markdown table with
 the ratio Loupe / Python per row. Used by tools/bench/side-by-side.sh.
 
-Usage: combine.py BDN_RESULTS_DIR PYTHON_JSON"""
+Usage: combine.py BDN_RESULTS_DIR PYTHON_JSON [PYTHON_JSON ...]
+With several Python runs (side-by-side.sh runs Python before and after Loupe, since this machine's speed drifts by
+±20 % over minutes), each row uses the faster Python median: the ratio is the conservative one for Loupe."""
 import glob, json, os, sys
 
 # BenchmarkDotNet class -> row prefix (the model and batch the class benchmarks).
@@ -36,17 +38,20 @@ def loupe_rows(results_dir):
 
 def main():
     loupe = loupe_rows(sys.argv[1])
-    python = json.load(open(sys.argv[2]))
-    print("| work (same model, input, batch, 2 threads) | Loupe median | Python median | Loupe / Python |")
-    print("|---|---:|---:|---:|")
+    runs = [json.load(open(p)) for p in sys.argv[2:]]
+    python = {name: min(r[name] for r in runs if name in r) for name in runs[0]}
+    multi = len(runs) > 1
+    print("| model, batch | work (same model, input, batch, 2 threads) | Loupe median | Python median" + (" (faster of %d runs: %s)" % (len(runs), " / ".join(f"run {i + 1}" for i in range(len(runs)))) if multi else "") + " | Loupe / Python |")
+    print("|---|---|---:|---:|---:|")
     worst = 0.0
     for name in python:
+        each = " (" + " / ".join(f"{r[name]:.1f}" for r in runs if name in r) + ")" if multi else ""
         if name not in loupe:
-            print(f"| {name} | — | {python[name]:.1f} ms | (no Loupe row) |")
+            print(f"| {name} | — | {python[name]:.1f} ms{each} | (no Loupe row) |")
             continue
         r = loupe[name] / python[name]
         worst = max(worst, r)
-        print(f"| {name} | {loupe[name]:.1f} ms | {python[name]:.1f} ms | **{r:.2f}×** |")
+        print(f"| {name} | {loupe[name]:.1f} ms | {python[name]:.1f} ms{each} | **{r:.2f}×** |")
     print(f"\nrows: {sum(1 for n in python if n in loupe)}, worst ratio {worst:.2f}×")
 
 
