@@ -95,6 +95,25 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
     public static (int[] Channels, TopEntry[][] Top, List<string> Ids) StreamTopK(IAnalysisContext ctx, string layer, int[]? channels, int k) =>
         ((TopKConsumer)ctx.RunLayerPass(Pass(layer, channels, k))).Result();
 
+    /// <summary>Per row of <paramref name="flat"/> (C × M), the first <paramref name="k"/> entries of a stable
+    /// descending sort: value descending, ties by index ascending, so the kept set is deterministic (topk alone is
+    /// not stable: with ReLU zeros at the boundary it would pick arbitrary positions). Without sorting M: topk finds
+    /// each row's k-th value t; the kept entries are those above t plus the lowest-index entries equal to t, and
+    /// only those k are sorted. Same result as <c>sort(stable)[:k]</c> (a test checks it on tie-heavy rows).</summary>
+    public static (Tensor Values, Tensor Indices) FirstInStableOrder(Tensor flat, int k)
+    {
+        using var scope = NewDisposeScope();
+        long rows = flat.shape[0];
+        var threshold = flat.topk(k, dim: 1).values.narrow(1, k - 1, 1);           // C × 1
+        var above = flat > threshold;
+        var tie = flat == threshold;
+        var need = k - above.sum([1], keepdim: true, type: ScalarType.Int64);     // C × 1, ≥ 1
+        var keep = above.logical_or(tie.logical_and(tie.to(ScalarType.Int64).cumsum(1) <= need));
+        var idx = keep.nonzero().select(1, 1).view(rows, k);                      // ascending index per row
+        var (values, order) = flat.gather(1, idx).sort(1, descending: true, stable: true);
+        return (scope.MoveToOuter(values), scope.MoveToOuter(idx.gather(1, order)));
+    }
+
     /// <summary>Bounded heaps per channel: memory k × channels, independent of the dataset.</summary>
     sealed class TopKConsumer(string layer, int[]? channels, int k) : ILayerConsumer
     {
@@ -114,11 +133,9 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
             var sel = a.index_select(1, tensor(channels.Select(c => (long)c).ToArray())).to(ScalarType.Float32);
             var flat = sel.transpose(0, 1).reshape(channels.Length, -1);               // C' × (b·h·w), image-major
             int kk = (int)Math.Min(k, flat.shape[1]);
-            // A stable descending sort keeps ties in index order, so the kept set is deterministic (topk is not stable:
-            // with ReLU zeros at the boundary it would pick arbitrary positions).
-            var (vals, idx) = flat.sort(1, descending: true, stable: true);
-            var v = vals.narrow(1, 0, kk).cpu().contiguous().data<float>().ToArray();
-            var ix = idx.narrow(1, 0, kk).cpu().contiguous().data<long>().ToArray();
+            var (vals, idx) = FirstInStableOrder(flat, kk);
+            var v = vals.cpu().contiguous().data<float>().ToArray();
+            var ix = idx.cpu().contiguous().data<long>().ToArray();
             for (int c = 0; c < channels.Length; c++)
                 for (int t = 0; t < kk; t++)
                 {

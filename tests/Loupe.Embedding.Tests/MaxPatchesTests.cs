@@ -7,6 +7,25 @@ namespace Loupe.Embedding.Tests;
 /// <summary>Streaming top-k against an exhaustive top-k, and receptive-field boxes against gradient support.</summary>
 public class MaxPatchesTests
 {
+    /// <summary>The top-k selection used per batch equals the first k of a stable descending sort, ties included:
+    /// rows of few distinct values (ReLU zeros), an all-zero row, distinct values, k = 1 and k = the row length.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(64)]
+    [InlineData(300)]
+    public void TopKSelectionEqualsTheStableSortPrefix(int k)
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator(3);
+        var ties = randint(0, 3, [4, 300], generator: g).to(ScalarType.Float32) * (rand([4, 300], generator: g) > 0.7f);
+        var flat = cat([ties, zeros(1, 300), randn([2, 300], generator: g)], 0);
+        var (v, i) = MaxPatches.FirstInStableOrder(flat, k);
+        var (sv, si) = flat.sort(1, descending: true, stable: true);
+        Assert.Equal(sv.narrow(1, 0, k).data<float>().ToArray(), v.contiguous().data<float>().ToArray());
+        Assert.Equal(si.narrow(1, 0, k).contiguous().data<long>().ToArray(), i.contiguous().data<long>().ToArray());
+    }
+
     /// <summary>A minimal analysis context over an in-memory tensor dataset.</summary>
     sealed class TensorContext(IModel model, Tensor pixels, int batchSize) : IAnalysisContext
     {
