@@ -10,9 +10,16 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // --short: no warm-up beyond the jitting call and 1 measured iteration, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
+// --iterations N: measured iterations per benchmark (default 15); tools/bench/interleaved.sh uses fewer per round.
+int iterations = 15;
+if (Array.IndexOf(args, "--iterations") is var at and >= 0 && at + 1 < args.Length)
+{
+    iterations = int.Parse(args[at + 1], System.Globalization.CultureInfo.InvariantCulture);
+    args = args.Where((_, i) => i != at && i != at + 1).ToArray();
+}
 // In-process runs stop a benchmark after 5 minutes by default; --short ones may take longer.
 var toolchain = isShort ? new InProcessEmitToolchain(TimeSpan.FromMinutes(40), logOutput: true) : InProcessEmitToolchain.Instance;
-var job = Job.Default.WithToolchain(toolchain).WithWarmupCount(isShort ? 0 : 2).WithIterationCount(isShort ? 1 : 15).WithLaunchCount(1);
+var job = Job.Default.WithToolchain(toolchain).WithWarmupCount(isShort ? 0 : 2).WithIterationCount(isShort ? 1 : iterations).WithLaunchCount(1);
 if (isShort) job = job.WithInvocationCount(1).WithUnrollFactor(1);   // one call per iteration: no pilot stage
 var config = DefaultConfig.Instance
     .AddJob(job)

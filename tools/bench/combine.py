@@ -36,7 +36,32 @@ def loupe_rows(results_dir):
     return rows
 
 
+def rounds(out, n):
+    """--rounds OUT N: round i is OUT/round-i (BenchmarkDotNet) and OUT/python-i.json; per row, the median of the
+    per-round ratios (each round's two sides ran minutes apart) and their range."""
+    import statistics
+    pairs = [(loupe_rows(os.path.join(out, f"round-{i}", "BenchmarkDotNet.Artifacts", "results")),
+              json.load(open(os.path.join(out, f"python-{i}.json")))) for i in range(1, n + 1)]
+    print(f"| model, batch | work (same model, input, batch, 2 threads) | Loupe median | Python median | Loupe / Python (median of {n} rounds) | per-round ratios |")
+    print("|---|---|---:|---:|---:|---|")
+    worst, count = 0.0, 0
+    for name in pairs[0][1]:
+        got = [(l[name], p[name]) for l, p in pairs if name in l and name in p]
+        if not got:
+            continue
+        ratios = [a / b for a, b in got]
+        med = statistics.median(ratios)
+        worst, count = max(worst, med), count + 1
+        row = name.split(" | ", 1)
+        print(f"| {row[0]} | {row[1]} | {statistics.median(a for a, _ in got):.1f} ms | {statistics.median(b for _, b in got):.1f} ms | "
+              f"**{med:.2f}×** | {' / '.join(f'{x:.2f}' for x in ratios)} |")
+    print(f"\nrows: {count}, worst median ratio {worst:.2f}×")
+
+
 def main():
+    if sys.argv[1] == "--rounds":
+        rounds(sys.argv[2], int(sys.argv[3]))
+        return
     loupe = loupe_rows(sys.argv[1])
     runs = [json.load(open(p)) for p in sys.argv[2:]]
     python = {name: min(r[name] for r in runs if name in r) for name in runs[0]}
