@@ -32,30 +32,8 @@ public static class Env
 
     /// <summary>A pipeline over the demo CNN and the first <paramref name="limit"/> shipped Fashion-MNIST test images,
     /// (the embedding plugin is built in).</summary>
-    public static string FashionPipeline(string steps, int limit, int batchSize = 32)
-    {
-        var dir = TempDir();
-        var path = Path.Combine(dir, "pipeline.yaml");
-        File.WriteAllText(path, $"""
-            version: 1
-            name: embedding-test
-            seed: 0
-            model:
-              uses: torchvision
-              with: {"{"} architecture: fashion-cnn, weights: {Yaml(Path.Combine(Samples, "models/fashion-cnn/fashion-cnn.safetensors"))} {"}"}
-              labels: {Yaml(Path.Combine(Samples, "models/fashion-cnn/labels.txt"))}
-            data:
-              uses: idx
-              with:
-                images: {Yaml(Path.Combine(Samples, "data/fashion-mnist/t10k-first500-images-idx3-ubyte.gz"))}
-                labels: {Yaml(Path.Combine(Samples, "data/fashion-mnist/t10k-first500-labels-idx1-ubyte.gz"))}
-                limit: {limit}
-            settings: {"{"} batch_size: {batchSize} {"}"}
-            steps:
-            {steps}
-            """);
-        return path;
-    }
+    public static string FashionPipeline(string steps, int limit, int batchSize = 32) =>
+        Loupe.Testing.FashionPipelines.Write("loupe-embedding", "embedding-test", steps, limit, batchSize);
 
     /// <summary>Runs a pipeline in-process through the real host, with the built-in plugins.</summary>
     public static RunResult Run(string pipelinePath) =>

@@ -11,35 +11,10 @@ public static class Env
 {
     static Env() => torch.set_num_threads(1);
 
-    static string Samples => Path.Combine(Loupe.Testing.RepoPaths.Root, "samples");
-    static string Yaml(string p) => Loupe.Testing.RepoPaths.Yaml(p);
 
     /// <summary>Writes a pipeline over the first <paramref name="limit"/> shipped test images.</summary>
-    public static string Pipeline(string name, string steps, int limit, string report = "html")
-    {
-        var dir = Loupe.Testing.RepoPaths.TempDir("loupe-report");
-        var path = Path.Combine(dir, "pipeline.yaml");
-        File.WriteAllText(path, $"""
-            version: 1
-            name: {name}
-            seed: 0
-            model:
-              uses: torchvision
-              with: {"{"} architecture: fashion-cnn, weights: {Yaml(Path.Combine(Samples, "models/fashion-cnn/fashion-cnn.safetensors"))} {"}"}
-              labels: {Yaml(Path.Combine(Samples, "models/fashion-cnn/labels.txt"))}
-            data:
-              uses: idx
-              with:
-                images: {Yaml(Path.Combine(Samples, "data/fashion-mnist/t10k-first500-images-idx3-ubyte.gz"))}
-                labels: {Yaml(Path.Combine(Samples, "data/fashion-mnist/t10k-first500-labels-idx1-ubyte.gz"))}
-                limit: {limit}
-            settings: {"{"} batch_size: 50 {"}"}
-            steps:
-            {steps}
-            output: {"{"} report: {report} {"}"}
-            """);
-        return path;
-    }
+    public static string Pipeline(string name, string steps, int limit, string report = "html") =>
+        Loupe.Testing.FashionPipelines.Write("loupe-report", name, steps, limit, 50, $"output: {{ report: {report} }}");
 
     /// <summary>Runs a pipeline in-process with the built-in plugins into <c>&lt;pipeline folder&gt;/&lt;outName&gt;</c>.</summary>
     public static RunResult Run(string pipeline, string outName = "out", params string[] overrides) =>
