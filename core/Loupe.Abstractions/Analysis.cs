@@ -15,7 +15,7 @@ public sealed record NdArray(float[] Data, long[] Shape)
     public static NdArray FromTensor(Tensor t)
     {
         using var c = t.detach().to(ScalarType.Float32).cpu().contiguous();
-        return new NdArray(c.data<float>().ToArray(), c.shape.ToArray());
+        return new NdArray(c.ToArray<float>(), c.shape.ToArray());
     }
 
     /// <summary>A tensor view of the data (owned by the caller).</summary>

@@ -126,7 +126,7 @@ public static class Explain
         {
             var target = selection?.Labels[i];
             using var row = cpu[i];
-            ctx.Output.Raw(name, batch.Ids[i], new NdArray(row.data<float>().ToArray(), row.shape), target);
+            ctx.Output.Raw(name, batch.Ids[i], new NdArray(row.ToArray<float>(), row.shape), target);
             var overlay = Display.Scale(overlays[i], Display.UpscaleFactor(overlays[i].Width));
             ctx.Output.Display(name, batch.Ids[i], overlay, target);
             if (gridTiles.Count < maxGridTiles) gridTiles.Add(overlay);

@@ -187,9 +187,9 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
             Reservoirs ??= Enumerable.Range(0, (int)k).Select(_ => new List<float>()).ToArray();
             Seen ??= new long[k]; Sum ??= new double[k]; SumSq ??= new double[k];
             var perChannel = a.transpose(0, 1).reshape(k, -1).to(ScalarType.Float64);
-            var s1 = perChannel.sum(1).data<double>().ToArray();
-            var s2 = (perChannel * perChannel).sum(1).data<double>().ToArray();
-            var values = a.transpose(0, 1).reshape(k, -1).contiguous().data<float>().ToArray();
+            var s1 = perChannel.sum(1).ToArray<double>();
+            var s2 = (perChannel * perChannel).sum(1).ToArray<double>();
+            var values = a.transpose(0, 1).reshape(k, -1).contiguous().ToArray<float>();
             long per = values.Length / k;
             for (int c = 0; c < k; c++)
             {

@@ -159,7 +159,7 @@ public sealed class Rise : AttributionAnalysis<RiseOptions>
         long cellH = (h + grid - 1) / grid, cellW = (w + grid - 1) / grid;
         var cells = (rand([count, 1, grid, grid], generator: gen) < p).to(ScalarType.Float32);
         var up = nn.functional.interpolate(cells, [(grid + 1) * cellH, (grid + 1) * cellW], mode: InterpolationMode.Bilinear, align_corners: false);
-        var shifts = (rand([count, 2], generator: gen) * tensor(new float[] { cellH, cellW })).to(ScalarType.Int64).data<long>().ToArray();
+        var shifts = (rand([count, 2], generator: gen) * tensor(new float[] { cellH, cellW })).to(ScalarType.Int64).ToArray<long>();
         var crops = Enumerable.Range(0, (int)count).Select(i => up[i, .., TensorIndex.Slice(shifts[2 * i], shifts[2 * i] + h), TensorIndex.Slice(shifts[2 * i + 1], shifts[2 * i + 1] + w)]).ToList();
         return scope.MoveToOuter(stack(crops, 0));
     }

@@ -125,8 +125,8 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         }
         var attr = delta * sum;
         var error = attr.flatten(1).sum(1) - (endScores - baseScores);
-        var errs = error.data<float>().ToArray();
-        var gaps = (endScores - baseScores).data<float>().ToArray();
+        var errs = error.ToArray<float>();
+        var gaps = (endScores - baseScores).ToArray<float>();
         lock (_completeness)
             for (int i = 0; i < errs.Length; i++)
             {

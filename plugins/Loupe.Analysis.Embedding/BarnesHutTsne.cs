@@ -211,8 +211,8 @@ public static class BarnesHutTsne
             var self = arange(start, start + len, dtype: ScalarType.Int64).unsqueeze(1);
             d = d.scatter(1, self, full(len, 1, double.PositiveInfinity, dtype: ScalarType.Float64));
             var (vals, idx) = d.topk(k, dim: 1, largest: false, sorted: true);
-            vals.contiguous().data<double>().ToArray().CopyTo(dist, start * k);
-            var ii = idx.contiguous().data<long>().ToArray();
+            vals.contiguous().ToArray<double>().CopyTo(dist, start * k);
+            var ii = idx.contiguous().ToArray<long>();
             for (int t = 0; t < ii.Length; t++) index[start * k + t] = (int)ii[t];
         }
         return (index, dist);

@@ -100,7 +100,7 @@ public static class Features
             using var scope = NewDisposeScope();
             var f = Pool(activation, pool).to(ScalarType.Float32).cpu().contiguous();
             if (_d < 0) _d = f.shape[1];
-            _chunks.Add(f.data<float>().ToArray());
+            _chunks.Add(f.ToArray<float>());
             _ids.AddRange(batch.Ids);
             if (batch.Labels is { } l) _labels.AddRange(l); else _allLabelled = false;
         }

@@ -134,8 +134,8 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
             var flat = sel.transpose(0, 1).reshape(channels.Length, -1);               // C' × (b·h·w), image-major
             int kk = (int)Math.Min(k, flat.shape[1]);
             var (vals, idx) = FirstInStableOrder(flat, kk);
-            var v = vals.cpu().contiguous().data<float>().ToArray();
-            var ix = idx.cpu().contiguous().data<long>().ToArray();
+            var v = vals.cpu().contiguous().ToArray<float>();
+            var ix = idx.cpu().contiguous().ToArray<long>();
             for (int c = 0; c < channels.Length; c++)
                 for (int t = 0; t < kk; t++)
                 {

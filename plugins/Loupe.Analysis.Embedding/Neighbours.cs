@@ -72,8 +72,8 @@ public sealed class NearestNeighbours : FeatureAnalysis<NearestNeighboursOptions
             bestI = candI.gather(1, order.narrow(1, 0, kk)).MoveToOuterDisposeScope();
         }
         int kOut = (int)bestD!.shape[1];
-        var di = bestD.contiguous().data<double>().ToArray();
-        var ii = bestI!.contiguous().data<long>().ToArray();
+        var di = bestD.contiguous().ToArray<double>();
+        var ii = bestI!.contiguous().ToArray<long>();
         var index = new long[q, kOut];
         var dist = new double[q, kOut];
         for (int r = 0; r < q; r++)

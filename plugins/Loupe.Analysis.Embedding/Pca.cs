@@ -54,13 +54,13 @@ public static class Pca
         var coords = xc.matmul(comps.t());
         var total = xc.pow(2).sum() / (n - 1);
         var ratio = total.item<double>() > 0 ? vals / total : zeros_like(vals);
-        return new PcaResult(To2D(coords), To2D(comps), vals.data<double>().ToArray(), ratio.data<double>().ToArray(), mean.data<double>().ToArray());
+        return new PcaResult(To2D(coords), To2D(comps), vals.ToArray<double>(), ratio.ToArray<double>(), mean.ToArray<double>());
     }
 
     static double[,] To2D(Tensor t)
     {
         var c = t.contiguous();
-        var flat = c.data<double>().ToArray();
+        var flat = c.ToArray<double>();
         int r = (int)c.shape[0], cols = (int)c.shape[1];
         var m = new double[r, cols];
         Buffer.BlockCopy(flat, 0, m, 0, flat.Length * sizeof(double));

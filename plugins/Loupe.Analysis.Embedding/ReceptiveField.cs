@@ -47,7 +47,7 @@ public static class ReceptiveFields
         var unit = sumChannels == false ? a[.., channel, y, x] : a[.., .., y, x];
         var g = autograd.grad([unit.sum()], [input])[0];
         var mask = (g.abs().sum([0, 1]) > 0).contiguous();
-        var flat = mask.data<bool>().ToArray();
+        var flat = mask.ToArray<bool>();
         var result = new bool[h, w];
         for (int i = 0; i < h; i++) for (int j = 0; j < w; j++) result[i, j] = flat[i * w + j];
         return result;

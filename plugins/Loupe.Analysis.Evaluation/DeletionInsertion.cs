@@ -95,7 +95,7 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
                 var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)p)).ToArray();
                 parts.Add(inner.MoveToOuter(Maps.Probability(ctx, copies, sel.Rows(rows)).view(n, p)));
             }
-            var probs = cat(parts, 1).to(ScalarType.Float64).contiguous().data<double>().ToArray();
+            var probs = cat(parts, 1).to(ScalarType.Float64).contiguous().ToArray<double>();
             int s1 = o.Steps + 1;
             for (int i = 0; i < n; i++)
             {

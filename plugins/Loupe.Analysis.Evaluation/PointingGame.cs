@@ -49,11 +49,11 @@ public sealed class PointingGame : MetricAnalysis<PointingOptions>, IShardable
             var dilated = t == 0 ? mask : nn.functional.conv2d(mask.unsqueeze(1), disk, padding: [t, t]).squeeze(1) > 0.5f;
             var dil = dilated.to(ScalarType.Bool).reshape(n, h * w);
             var argmax = map.reshape(n, h * w).argmax(1);
-            var hit = dil.gather(1, argmax.unsqueeze(1)).squeeze(1).data<bool>().ToArray();
+            var hit = dil.gather(1, argmax.unsqueeze(1)).squeeze(1).ToArray<bool>();
             var pos = map.clamp_min(0);
-            var energy = ((pos * mask).sum([1, 2]) / pos.sum([1, 2]).clamp_min(1e-30f)).to(ScalarType.Float64).data<double>().ToArray();
-            var area = mask.sum([1, 2]).data<float>().ToArray();
-            var am = argmax.data<long>().ToArray();
+            var energy = ((pos * mask).sum([1, 2]) / pos.sum([1, 2]).clamp_min(1e-30f)).to(ScalarType.Float64).ToArray<double>();
+            var area = mask.sum([1, 2]).ToArray<float>();
+            var am = argmax.ToArray<long>();
             for (int i = 0; i < n; i++)
             {
                 if (area[i] == 0) { empty.Add(batch.Ids[i]); continue; }

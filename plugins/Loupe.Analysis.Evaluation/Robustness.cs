@@ -66,7 +66,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
                 sum = inner.MoveToOuter(sum + (err * err).sum(1));
             }
             foreach (var g in gens) g.Dispose();
-            var infd = (sum / o.Samples).data<double>().ToArray();
+            var infd = (sum / o.Samples).ToArray<double>();
             ids.AddRange(batch.Ids);
             values.AddRange(infd);
         }
@@ -129,7 +129,7 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, ISharda
             }
             foreach (var g in gens) g.Dispose();
             ids.AddRange(batch.Ids);
-            values.AddRange(worst.data<double>().ToArray());
+            values.AddRange(worst.ToArray<double>());
         }
         ctx.Output.Raw("sensitivity", null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
         ctx.Output.Json("sensitivity", new { of = o.Of!.Id, radius = o.Radius, samples = o.Samples, norm = "fro", inputs = ids.Select((id, i) => new { id, sensitivity = values[i] }).ToArray() });

@@ -119,7 +119,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
                     var randomised = Maps.Reduce(LinkedMaps(o, ctx, x, batch.Ids, selection).Map, h, w).abs();
                     for (int i = 0; i < x.shape[0]; i++)
                     {
-                        spearman[g].Add(Maps.Spearman(reference[i].contiguous().data<float>().ToArray(), randomised[i].contiguous().data<float>().ToArray()));
+                        spearman[g].Add(Maps.Spearman(reference[i].contiguous().ToArray<float>(), randomised[i].contiguous().ToArray<float>()));
                         ssim[g].Add(Maps.Ssim(reference[i], randomised[i]));
                     }
                 }

@@ -160,7 +160,7 @@ public static class Synthesizer
             if (o.Tv > 0) loss = loss + (float)o.Tv * TotalVariation(img).sum();
             loss.backward();
             opt.step();
-            var v = values.detach().data<float>().ToArray();
+            var v = values.detach().ToArray<float>();
             for (int i = 0; i < n; i++) history[step, i] = v[i];
             using (var _ = no_grad())
             {
@@ -223,7 +223,7 @@ public static class Synthesizer
     {
         using var scope = NewDisposeScope();
         var rows = arange(objectives.Count, dtype: ScalarType.Int64);
-        return Scores(model, input, objectives, layers, pixels, rows).detach().data<float>().ToArray();
+        return Scores(model, input, objectives, layers, pixels, rows).detach().ToArray<float>();
     }
 }
 
@@ -352,7 +352,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
 
         // Predictions of the final images (untransformed) for the record.
         long[] top;
-        using (no_grad()) top = ctx.Model.Forward(ctx.Input.Normalize(Synthesizer.FitToModel(imgs, ctx.Input, o))).reshape(n, -1).argmax(1).data<long>().ToArray();
+        using (no_grad()) top = ctx.Model.Forward(ctx.Input.Normalize(Synthesizer.FitToModel(imgs, ctx.Input, o))).reshape(n, -1).argmax(1).ToArray<long>();
         ctx.Output.Json("objectives", objectives.Select((x, i) => new
         {
             id = ids[i], objective = x.Text, parsed = x.Objective.ToString(), start = result.Start[i], final = result.Final[i],

@@ -1,4 +1,5 @@
 using Onnx;
+using Loupe.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -107,7 +108,7 @@ public static class Ops
 
     // ---- helpers ----
 
-    internal static long[] Longs(Tensor t) => t.dtype == ScalarType.Int64 ? t.cpu().data<long>().ToArray() : t.to(ScalarType.Int64).cpu().data<long>().ToArray();
+    internal static long[] Longs(Tensor t) => (t.dtype == ScalarType.Int64 ? t : t.to(ScalarType.Int64)).ToArray<long>();
 
     static long Axis(long axis, long rank) => axis < 0 ? axis + rank : axis;
 

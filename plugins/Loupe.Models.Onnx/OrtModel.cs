@@ -161,7 +161,7 @@ public sealed class OrtModel : IModel
     Dictionary<string, Tensor> RunOrt(InferenceSession session, Tensor x, IReadOnlyList<string> outputs)
     {
         var dims = x.shape.Select(d => (int)d).ToArray();
-        var dense = new DenseTensor<float>(x.data<float>().ToArray(), dims);
+        var dense = new DenseTensor<float>(x.ToArray<float>(), dims);
         var inputs = new List<NamedOnnxValue> { NamedOnnxValue.CreateFromTensor(_inputName, dense) };
         IDisposableReadOnlyCollection<DisposableNamedOnnxValue> results;
         try { results = session.Run(inputs, outputs); }

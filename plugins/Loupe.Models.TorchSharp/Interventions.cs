@@ -5,22 +5,15 @@ using static TorchSharp.torch;
 
 namespace Loupe.Models.TorchSharp;
 
-/// <summary>ReLU with a guided-backprop backward: gradient passes where the forward input &gt; 0 and the gradient &gt; 0
-/// (Springenberg et al. 2015, Eq. in §3.4).</summary>
-sealed class GuidedRelu : autograd.SingleTensorFunction<GuidedRelu>
+/// <summary>Identity whose backward passes only the positive part of the gradient. After a plain ReLU it gives guided
+/// backprop (Springenberg et al. 2015, §3.4): ReLU's own backward then keeps the gradient where the forward input &gt; 0,
+/// so the gradient passes where input &gt; 0 and gradient &gt; 0. Nothing is saved for backward: a custom function
+/// holding the ReLU output and masking in its backward made guided backprop 1.3–1.5× its forward+backward.</summary>
+sealed class PositiveGradient : autograd.SingleTensorFunction<PositiveGradient>
 {
-    public override string Name => "LoupeGuidedRelu";
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
-    {
-        var y = nn.functional.relu((Tensor)vars[0]);
-        ctx.save_for_backward([y]);
-        return y;
-    }
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
-    {
-        var y = ctx.get_saved_variables()[0];
-        return [grad * (y > 0) * (grad > 0)];
-    }
+    public override string Name => "LoupePositiveGradient";
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars) => ((Tensor)vars[0]).alias();
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
 }
 
 /// <summary>ReLU with a DeconvNet backward: relu(gradient), whatever the forward input was (Zeiler &amp; Fergus 2014).</summary>
@@ -35,7 +28,7 @@ sealed class DeconvRelu : autograd.SingleTensorFunction<DeconvRelu>
 static class Interventions
 {
     static Tensor Apply(ReluRule rule, Tensor preActivation) =>
-        rule == ReluRule.Guided ? GuidedRelu.apply(preActivation) : DeconvRelu.apply(preActivation);
+        rule == ReluRule.Guided ? PositiveGradient.apply(nn.functional.relu(preActivation)) : DeconvRelu.apply(preActivation);
 
     /// <summary>Replaces the backward rule of every ReLU module and of the functional ReLU that ends TorchVision's
     /// residual blocks. Pre-hooks keep the pre-activation intact (TorchSharp's ReLUs and blocks work in place); the

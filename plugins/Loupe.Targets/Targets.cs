@@ -17,7 +17,7 @@ public sealed class TopOneTargetFactory : TargetFactory<NoOptions>
         protected override long[] Choose(Tensor output)
         {
             using var idx = output.detach().argmax(1);
-            return idx.data<long>().ToArray();
+            return idx.ToArray<long>();
         }
         public override string Describe() => "top-1";
     }
@@ -90,7 +90,7 @@ public sealed class TopKTargetFactory : TargetFactory<TopKOptions>
         {
             using var scope = NewDisposeScope();
             var (_, idx) = output.detach().topk(k, 1);
-            return idx[.., slot].data<long>().ToArray();
+            return idx[.., slot].ToArray<long>();
         }
         public TargetSelection Select(TargetInput original, int slot)
         {

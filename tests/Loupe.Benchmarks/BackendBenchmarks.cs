@@ -106,6 +106,6 @@ public class PathBenchmarks
         return _model.Forward(_x16).sum().item<float>() + _model.Forward(_x).sum().item<float>();
     }
 
-    [Benchmark(Description = "occlusion, 16 windows of 56²")]
+    [Benchmark(Description = "occlusion, 16 windows of 56²"), Floor("17 forwards (one batch of 16 + 1)")]
     public void Occlusion16() => new Occlusion().Run(new OcclusionOptions { Window = 56, Stride = 56 }, _ctx);
 }

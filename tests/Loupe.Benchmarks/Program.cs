@@ -8,6 +8,8 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // In-process: BenchmarkDotNet's default toolchain builds a separate project whose output would miss Loupe's
 // TorchSharp compatibility step (and a second copy of libtorch); in-process runs use this build's output.
 // --short: no warm-up beyond the jitting call and 1 measured iteration, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
+// --serve: single calls on request, for tools/bench/python_bench.py --paired (see Serve.cs).
+if (args.Contains("--serve")) return Loupe.Benchmarks.Serve.Run(Console.In, Console.Out);
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
 // --iterations N: measured iterations per benchmark (default 15); tools/bench/interleaved.sh uses fewer per round.
@@ -25,3 +27,4 @@ var config = DefaultConfig.Instance
     .AddJob(job)
     .WithOptions(ConfigOptions.DisableOptimizationsValidator);
 BenchmarkSwitcher.FromAssembly(typeof(Loupe.Benchmarks.Resnet18Benchmarks).Assembly).Run(args, config);
+return 0;

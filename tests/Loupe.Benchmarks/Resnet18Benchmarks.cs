@@ -41,7 +41,7 @@ public class Resnet18Benchmarks
         return _model.Forward(_x).sum().item<float>();
     }
 
-    [Benchmark(Description = "forward+backward to input")]
+    [Benchmark(Description = "forward+backward to input"), Floor("")]
     public float ForwardBackward()
     {
         using var scope = NewDisposeScope();
@@ -60,16 +60,16 @@ public class Resnet18Benchmarks
     [Benchmark(Description = "layer-cam (layer4)")]
     public void LayerCam() => new LayerCam().Run(new CamOptions { Layer = "layer4" }, _ctx);
 
-    [Benchmark(Description = "saliency")]
+    [Benchmark(Description = "saliency"), Floor("forward+backward to input")]
     public void Saliency() => new Saliency().Run(new SaliencyOptions(), _ctx);
 
-    [Benchmark(Description = "gradient-x-input")]
+    [Benchmark(Description = "gradient-x-input"), Floor("forward+backward to input")]
     public void GradientXInput() => new GradientXInput().Run(new NoOptions(), _ctx);
 
-    [Benchmark(Description = "guided-backprop")]
+    [Benchmark(Description = "guided-backprop"), Floor("forward+backward to input")]
     public void GuidedBackprop() => new GuidedBackprop().Run(new NoOptions(), _ctx);
 
-    [Benchmark(Description = "deconvnet")]
+    [Benchmark(Description = "deconvnet"), Floor("forward+backward to input")]
     public void Deconvnet() => new Deconvnet().Run(new NoOptions(), _ctx);
 }
 

@@ -41,7 +41,7 @@ public class AlgorithmTests
     public void TrustworthinessMatchesScikitLearnOnAKnownEmbedding()
     {
         using var x = FixtureFeatures();
-        var first2 = x.narrow(1, 0, 2).to(ScalarType.Float64).contiguous().data<double>().ToArray();
+        var first2 = x.narrow(1, 0, 2).to(ScalarType.Float64).contiguous().ToArray<double>();
         double expected = Reference.GetProperty("trustworthiness_k10_of_features_identity").GetDouble();
         Assert.Equal(expected, Trustworthiness.Compute(x, first2, 10), 6);
     }
@@ -99,10 +99,10 @@ public class AlgorithmTests
         var g = Pca.Fit(wide, 2);
         var wc = wide - wide.mean([0]);
         var cov = wc.t().matmul(wc) / 2;
-        var eig = linalg.eigvalsh(cov).flip(0).data<double>().ToArray();
+        var eig = linalg.eigvalsh(cov).flip(0).ToArray<double>();
         for (int i = 0; i < 2; i++) Assert.Equal(eig[i], g.ExplainedVariance[i], 9);
         var gramCoords = g.Coordinates;
-        var direct = wc.matmul(tensor(new[] { g.Components[0, 0], g.Components[0, 1], g.Components[0, 2], g.Components[0, 3] })).data<double>().ToArray();
+        var direct = wc.matmul(tensor(new[] { g.Components[0, 0], g.Components[0, 1], g.Components[0, 2], g.Components[0, 3] })).ToArray<double>();
         for (int i = 0; i < 3; i++) Assert.Equal(direct[i], gramCoords[i, 0], 9);
     }
 

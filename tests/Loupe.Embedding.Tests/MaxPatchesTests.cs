@@ -22,8 +22,8 @@ public class MaxPatchesTests
         var flat = cat([ties, zeros(1, 300), randn([2, 300], generator: g)], 0);
         var (v, i) = MaxPatches.FirstInStableOrder(flat, k);
         var (sv, si) = flat.sort(1, descending: true, stable: true);
-        Assert.Equal(sv.narrow(1, 0, k).data<float>().ToArray(), v.contiguous().data<float>().ToArray());
-        Assert.Equal(si.narrow(1, 0, k).contiguous().data<long>().ToArray(), i.contiguous().data<long>().ToArray());
+        Assert.Equal(sv.narrow(1, 0, k).ToArray<float>(), v.contiguous().ToArray<float>());
+        Assert.Equal(si.narrow(1, 0, k).contiguous().ToArray<long>(), i.contiguous().ToArray<long>());
     }
 
     /// <summary>A minimal analysis context over an in-memory tensor dataset.</summary>
@@ -74,7 +74,7 @@ public class MaxPatchesTests
         long h = a.shape[2], w = a.shape[3];
         for (int c = 0; c < channels.Length; c++)
         {
-            var vals = a[.., channels[c]].contiguous().data<float>().ToArray();
+            var vals = a[.., channels[c]].contiguous().ToArray<float>();
             var all = vals.Select((v, f) => new TopEntry(v, (int)(f / (h * w)), (int)(f % (h * w) / w), (int)(f % w))).Order().Take(k).ToArray();
             Assert.Equal(all, top[c]);
         }

@@ -248,7 +248,7 @@ public class MetricTests
                 {
                     var (y0, x0) = FashionPlacement.Position(4, count, 56, 28, 28);
                     positions.Add((y0, x0));
-                    var px = b.Pixels[i, 0].contiguous().data<float>().ToArray();
+                    var px = b.Pixels[i, 0].contiguous().ToArray<float>();
                     for (int y = 0; y < 56; y++)
                         for (int x = 0; x < 56; x++)
                             if (px[y * 56 + x] > 0) Assert.True(y >= y0 && y < y0 + 28 && x >= x0 && x < x0 + 28);

@@ -55,7 +55,7 @@ public static class Env
         return (t.ToArray(), t.Dimensions.ToArray().Select(d => (long)d).ToArray());
     }
 
-    public static float[] Data(Tensor t) => t.detach().contiguous().to(ScalarType.Float32).cpu().data<float>().ToArray();
+    public static float[] Data(Tensor t) => t.detach().contiguous().to(ScalarType.Float32).cpu().ToArray<float>();
 
     /// <summary>Relative L2 error ‖a − b‖ / ‖b‖.</summary>
     public static double RelL2(float[] a, float[] b)

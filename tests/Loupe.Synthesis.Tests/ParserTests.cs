@@ -1,3 +1,4 @@
+using Loupe.Abstractions;
 using Loupe.Analysis.Synthesis;
 
 namespace Loupe.Synthesis.Tests;
@@ -67,7 +68,7 @@ public class ParserTests
         using var scope = TorchSharp.torch.NewDisposeScope();
         var act = TorchSharp.torch.arange(2 * 3 * 2 * 2, dtype: TorchSharp.torch.ScalarType.Float32).view(2, 3, 2, 2);
         var input = new ObjectiveInput(TorchSharp.torch.zeros(2, 10), _ => act);
-        var v = ObjectiveParser.Parse("L:2 - 0.5 * L:0 + L:1:1:0").Evaluate(input).data<float>().ToArray();
+        var v = ObjectiveParser.Parse("L:2 - 0.5 * L:0 + L:1:1:0").Evaluate(input).ToArray<float>();
         // row 0: ch2 mean = 9.5, ch0 mean = 1.5, ch1[1,0] = 6  → 9.5 − 0.75 + 6
         Assert.Equal(9.5f - 0.75f + 6f, v[0], 5);
         Assert.Equal(21.5f - 0.5f * 13.5f + 18f, v[1], 5);

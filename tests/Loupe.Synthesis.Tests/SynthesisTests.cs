@@ -44,8 +44,8 @@ public class SynthesisTests
             Optimizer = opt, LearningRate = lr, Steps = steps,
         };
         var r = Synthesizer.Optimize(model, model.DefaultInput, [new ClassLogit("0", 0)], o, seed: 1);
-        var expected = (w / (2 * lambda)).data<float>().ToArray();
-        var got = r.Images.data<float>().ToArray();
+        var expected = (w / (2 * lambda)).ToArray<float>();
+        var got = r.Images.ToArray<float>();
         Assert.True(Env.RelL2(got, expected) < 0.01, $"relative error {Env.RelL2(got, expected):E3}");
         // The recorded objective approaches S(I*) = ‖w‖²/(2λ).
         var sStar = (w * w).sum().item<float>() / (2 * lambda);
@@ -61,7 +61,7 @@ public class SynthesisTests
         for (int y = 0; y < 5; y++)
             for (int x = 0; x < 7; x++)
                 Assert.Equal(img[1, 2, y, x].item<float>(), s[1, 2, (y + 2) % 5, ((x - 3) % 7 + 7) % 7].item<float>());
-        Assert.Equal(img.data<float>().ToArray(), Transforms.Jitter(s, -2, 3).data<float>().ToArray());
+        Assert.Equal(img.ToArray<float>(), Transforms.Jitter(s, -2, 3).ToArray<float>());
     }
 
     [Theory]
@@ -118,7 +118,7 @@ public class SynthesisTests
         var spec = zeros(p.ParameterShape);
         spec[0, 0, 0, 2, 0] = tensor(1f);
         var t = p.Spatial(spec);
-        var row = t[0, 0, 3].data<float>().ToArray();
+        var row = t[0, 0, 3].ToArray<float>();
         double amp = 2.0 * (1 / 0.25) / Parameterization.FftMagic / 8;
         for (int x = 0; x < 8; x++) Assert.Equal(amp * Math.Cos(2 * Math.PI * 2 * x / 8), row[x], 5);
     }
@@ -143,11 +143,11 @@ public class SynthesisTests
         // Reference: circular convolution with a normalised Gaussian (σ = 1) in the image domain.
         var k = Enumerable.Range(-8, 17).Select(i => Math.Exp(-i * i / 2.0)).ToArray();
         var ks = k.Sum();
-        var b = before[0, 0].data<float>().ToArray();
+        var b = before[0, 0].ToArray<float>();
         var tmp = new double[32 * 32]; var refImg = new double[32 * 32];
         for (int y = 0; y < 32; y++) for (int x = 0; x < 32; x++) { double s = 0; for (int i = -8; i <= 8; i++) s += k[i + 8] / ks * b[y * 32 + ((x + i) % 32 + 32) % 32]; tmp[y * 32 + x] = s; }
         for (int y = 0; y < 32; y++) for (int x = 0; x < 32; x++) { double s = 0; for (int i = -8; i <= 8; i++) s += k[i + 8] / ks * tmp[((y + i) % 32 + 32) % 32 * 32 + x]; refImg[y * 32 + x] = s; }
-        var a = after[0, 0].data<float>().ToArray();
+        var a = after[0, 0].ToArray<float>();
         double maxErr = a.Select((v, i) => Math.Abs(v - refImg[i])).Max(), scale = refImg.Max(Math.Abs);
         Assert.True(maxErr < 0.02 * scale, $"max error {maxErr} (scale {scale})");
     }

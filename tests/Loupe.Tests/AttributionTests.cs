@@ -78,11 +78,11 @@ public class AttributionTests
             var top1 = y.detach().argmax(1);
             g = torch.autograd.grad([y.gather(1, top1.unsqueeze(1)).sum()], [x])[0];
         }
-        TechniqueTests.Close(g.data<float>().ToArray(), fixture, 1e-4);
+        TechniqueTests.Close(g.ToArray<float>(), fixture, 1e-4);
         // The override is gone afterwards: plain gradients differ from guided ones.
         var y2 = model.Forward(x);
         var plain = torch.autograd.grad([y2.gather(1, y2.detach().argmax(1).unsqueeze(1)).sum()], [x])[0];
-        Assert.True(TestEnv.RelL2(plain.data<float>().ToArray(), g.data<float>().ToArray()) > 1e-2);
+        Assert.True(TestEnv.RelL2(plain.ToArray<float>(), g.ToArray<float>()) > 1e-2);
     }
 
     [Fact]
@@ -98,7 +98,7 @@ public class AttributionTests
         {
             using var h = rule is { } r ? ((IModelInterventions)model).OverrideRelu(r) : null;
             var xi = x.view(1, 6).detach().requires_grad_(true);
-            return torch.autograd.grad([model.Forward(xi).sum()], [xi])[0].data<float>().ToArray();
+            return torch.autograd.grad([model.Forward(xi).sum()], [xi])[0].ToArray<float>();
         }
         Assert.Equal(new float[] { 0.7f, 0, -1.2f, 0, 0.2f, 0 }, Grad(null));
         Assert.Equal(new float[] { 0.7f, 0, 0, 0, 0.2f, 0 }, Grad(ReluRule.Guided));
@@ -241,7 +241,7 @@ public class AttributionTests
         using var cap = model.Capture(target.RequiredLayers, false);
         var output = model.Forward(model.DefaultInput.Normalize(batch.Pixels));
         var ti = new TargetInput(output, l => cap[l]);
-        var scores = target.Scores(ti, target.Select(ti)).data<float>().ToArray();
+        var scores = target.Scores(ti, target.Select(ti)).ToArray<float>();
         Assert.Equal(1.0, scores[0], 5);                       // the reference itself
         Assert.All(scores.Skip(1), v => Assert.True(v < 0.9999f && v > -1.0001f));
         Assert.Contains("similarity to", target.Describe());
@@ -257,7 +257,7 @@ public class AttributionTests
         torch.manual_seed(3);
         var img = cat([full(3, 32, 16, 0.1f), full(3, 32, 16, 0.9f)], 2) + rand(3, 32, 32) * 0.02f;
         var labels = Loupe.Analysis.Decisions.Slic.Segment(img, 16, 10);
-        var l = labels.data<long>().ToArray();
+        var l = labels.ToArray<long>();
         var k = l.Max() + 1;
         Assert.InRange(k, 8, 24);
         for (long seg = 0; seg < k; seg++)
@@ -280,7 +280,7 @@ public class AttributionTests
         using var _ = no_grad();
         var x = Npy.Read(TestEnv.Fixture("fashion_input.npy")).ToTensor()[0].unsqueeze(0);
         var spec = model.DefaultInput;
-        var labels = Loupe.Analysis.Decisions.Slic.Segment(spec.Denormalize(x)[0], 12, 5).flatten().data<long>().ToArray();
+        var labels = Loupe.Analysis.Decisions.Slic.Segment(spec.Denormalize(x)[0], 12, 5).flatten().ToArray<long>();
         var y = model.Forward(x);
         var cls = y.argmax(1).item<long>();
         foreach (var seg in labels.Distinct().Take(3))

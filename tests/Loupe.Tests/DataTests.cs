@@ -26,7 +26,7 @@ public class DataTests
         var all = new byte[16 + 500 * 784];
         s.ReadExactly(all);
         var expected = all.Skip(16 + 12 * 784).Take(784).Select(b => b / 255f).ToArray();
-        Assert.Equal(expected, batches[0].Pixels[2].flatten().data<float>().ToArray());
+        Assert.Equal(expected, batches[0].Pixels[2].flatten().ToArray<float>());
         Assert.NotNull(batches[0].Labels);
         foreach (var b in batches) b.Dispose();
     }
@@ -83,7 +83,7 @@ public class DataTests
         using var src = new NpyDataAdapter().Open(new NpyDataOptions { Path = path }, new DataOpenContext(dir, Grey28));
         Assert.True(src.Preprocessed);
         var b = src.Read(Grey28, 5, default).Single();
-        Assert.Equal(data, b.Pixels.flatten().data<float>().ToArray());
+        Assert.Equal(data, b.Pixels.flatten().ToArray<float>());
         b.Dispose();
         var e = Assert.Throws<LoupeException>(() => new NpyDataAdapter().Open(new NpyDataOptions { Path = path }, new DataOpenContext(dir, new InputSpec(3, 28, 28, [0, 0, 0], [1, 1, 1]))));
         Assert.Contains("does not match the model input N×3×28×28", e.Message);

@@ -13,7 +13,7 @@ public class ModelTests
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var x = Npy.Read(TestEnv.Fixture(inputFixture)).ToTensor();
-        return model.Forward(x).data<float>().ToArray();
+        return model.Forward(x).ToArray<float>();
     }
 
     internal static IModel Load(string arch, string? weights, int? classes = null) =>
@@ -97,7 +97,7 @@ public class ModelTests
             var xi = x.detach().requires_grad_(true);
             var y = m.Forward(xi);
             var g = autograd.grad([y[.., 3].sum()], [xi])[0];
-            return (y.detach().contiguous().data<float>().ToArray(), g.contiguous().data<float>().ToArray());
+            return (y.detach().contiguous().ToArray<float>(), g.contiguous().ToArray<float>());
         }
         var (ya, ga) = Run(auto);
         var (yn, gn) = Run(nchw);
@@ -183,7 +183,7 @@ public class ModelTests
         }
         // After dispose no hook fires: the same forward works and captures nothing.
         using var y2 = model.Forward(x);
-        Assert.True(TestEnv.RelL2(y2.data<float>().ToArray(), y.detach().data<float>().ToArray()) < 1e-7);
+        Assert.True(TestEnv.RelL2(y2.ToArray<float>(), y.detach().ToArray<float>()) < 1e-7);
     }
 }
 
@@ -204,7 +204,7 @@ public class DemoModelTests
             using (var scope = NewDisposeScope())
             using (no_grad())
             {
-                var pred = model.Forward(model.DefaultInput.Normalize(b.Pixels)).argmax(1).data<long>().ToArray();
+                var pred = model.Forward(model.DefaultInput.Normalize(b.Pixels)).argmax(1).ToArray<long>();
                 correct += pred.Zip(b.Labels!).Count(p => p.First == p.Second);
                 total += pred.Length;
             }

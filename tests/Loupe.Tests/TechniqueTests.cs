@@ -72,7 +72,7 @@ public class TechniqueTests
         Assert.Equal(0, r.ExitCode);
         using var model = new Loupe.Models.TorchSharp.TorchVisionAdapter().Load(
             new Loupe.Models.TorchSharp.TorchVisionOptions { Architecture = "fashion-cnn", Weights = TestEnv.Fixture("fashion_cnn_seed0.pt") }, new ModelLoadContext(TestEnv.RepoRoot, 0));
-        var w = model.GetParameter("conv2.weight")!.data<float>().ToArray();
+        var w = model.GetParameter("conv2.weight")!.ToArray<float>();
         Assert.Equal(w, TestEnv.Artifact(r, "f/weights.npy").Data);
         Assert.True(File.Exists(Path.Combine(r.OutDir!, "f", "filters.png")));
 
@@ -84,7 +84,7 @@ public class TechniqueTests
         var thresholds = TestEnv.Artifact(r, "a/thresholds.npy").Data;
         foreach (var c in new[] { 0, 5 })
         {
-            var v = act[.., c].flatten().data<float>().ToArray().OrderBy(x => x).ToArray();
+            var v = act[.., c].flatten().ToArray<float>().OrderBy(x => x).ToArray();
             double pos = 0.9 * (v.Length - 1);
             int lo = (int)pos;
             var q = v[lo] + (pos - lo) * (v[Math.Min(lo + 1, v.Length - 1)] - v[lo]);
@@ -94,7 +94,7 @@ public class TechniqueTests
         var maps = TestEnv.Artifact(r, "v/00001.activations.npy");
         var masks = TestEnv.Artifact(r, "v/00001.masks.npy");
         var up = Display.Resize(maps.ToTensor(), 28, 28);
-        Assert.Equal((up > 0.5f).to(ScalarType.Float32).data<float>().ToArray(), masks.Data);
+        Assert.Equal((up > 0.5f).to(ScalarType.Float32).ToArray<float>(), masks.Data);
         Assert.Equal([1L, 7, 7], maps.Shape);
     }
 
@@ -111,7 +111,7 @@ public class TechniqueTests
         var (_, cap, ti, sel) = Explain.Forward(model, target, xg, [], true);
         var g = Explain.Gradient(target, ti, sel, xg);
         cap.Dispose();
-        Assert.True(TestEnv.RelL2(g.data<float>().ToArray(), w.data<float>().ToArray()) < 1e-6);
+        Assert.True(TestEnv.RelL2(g.ToArray<float>(), w.ToArray<float>()) < 1e-6);
     }
 
     sealed class LinearModel(Tensor w) : IModel

@@ -8,7 +8,9 @@ Same model architecture (random resnet18 weights, seed 0, eval mode; the demo CN
 sizes and batch, same intra-op threads. Prints one JSON object: row name -> median milliseconds.
 
 Usage: python3 tools/bench/python_bench.py [--threads 2] [--repeats 15] [--only SUBSTRING]
-Not needed by CI.
+       python3 tools/bench/python_bench.py --paired tests/Loupe.Benchmarks/bin/Release/net10.0/Loupe.Benchmarks.dll
+  --paired alternates single calls of each Python row, the Loupe row of the same name and the Loupe row of the passes
+  it needs (tools/bench/paired.sh). Not needed by CI.
 """
 import argparse, json, os, statistics, sys, time
 
@@ -320,20 +322,12 @@ def max_patches_topk(model, images, batch=250, k=16, channels=16):
     return best_v, best_i
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--only", default="")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    results = {}
+def define_rows():
+    """The Python rows in order: (name, function, repeats or None for the default)."""
+    rows = []
 
     def row(name, fn, repeats=None):
-        if args.only and args.only not in name:
-            return
-        results[name] = round(timed(fn, repeats or args.repeats), 2)
-        print(f"{name}: {results[name]} ms", file=sys.stderr, flush=True)
+        rows.append((name, fn, repeats))
 
     torch.manual_seed(0)
     r18 = torchvision.models.resnet18().eval()
@@ -347,21 +341,21 @@ def main():
             cls = r18(x).argmax(1)
         tag = f"resnet18 b{b}"
 
-        def fwd():
+        def fwd(x=x):
             with torch.no_grad():
                 r18(x)
         row(f"{tag} | forward (no grad)", fwd)
-        row(f"{tag} | forward+backward to input", lambda: input_gradient(r18, x, cls))
-        row(f"{tag} | saliency", lambda: emitted(lambda: saliency(r18, x, cls), x))
-        row(f"{tag} | gradient-x-input", lambda: emitted(lambda: gradient_x_input(r18, x, cls), x))
-        row(f"{tag} | guided-backprop", lambda: emitted(lambda: input_gradient(guided, x, cls), x))
-        row(f"{tag} | deconvnet", lambda: emitted(lambda: input_gradient(deconv, x, cls), x))
-        row(f"{tag} | grad-cam (layer4)", lambda: emitted(lambda: grad_cam(r18, r18.layer4, x, cls), x))
-        row(f"{tag} | grad-cam-plus-plus (layer4)", lambda: emitted(lambda: grad_cam_pp(r18, r18.layer4, x, cls), x))
-        row(f"{tag} | layer-cam (layer4)", lambda: emitted(lambda: layer_cam(r18, r18.layer4, x, cls), x))
+        row(f"{tag} | forward+backward to input", lambda x=x, cls=cls: input_gradient(r18, x, cls))
+        row(f"{tag} | saliency", lambda x=x, cls=cls: emitted(lambda: saliency(r18, x, cls), x))
+        row(f"{tag} | gradient-x-input", lambda x=x, cls=cls: emitted(lambda: gradient_x_input(r18, x, cls), x))
+        row(f"{tag} | guided-backprop", lambda x=x, cls=cls: emitted(lambda: input_gradient(guided, x, cls), x))
+        row(f"{tag} | deconvnet", lambda x=x, cls=cls: emitted(lambda: input_gradient(deconv, x, cls), x))
+        row(f"{tag} | grad-cam (layer4)", lambda x=x, cls=cls: emitted(lambda: grad_cam(r18, r18.layer4, x, cls), x))
+        row(f"{tag} | grad-cam-plus-plus (layer4)", lambda x=x, cls=cls: emitted(lambda: grad_cam_pp(r18, r18.layer4, x, cls), x))
+        row(f"{tag} | layer-cam (layer4)", lambda x=x, cls=cls: emitted(lambda: layer_cam(r18, r18.layer4, x, cls), x))
         if b == 1:
-            row(f"{tag} | integrated-gradients, 50 steps", lambda: emitted(lambda: integrated_gradients(r18, x, cls, 50), x))
-            row(f"{tag} | occlusion, 16 windows of 56²", lambda: emitted(lambda: occlusion(r18, x, cls, 56, 56), x))
+            row(f"{tag} | integrated-gradients, 50 steps", lambda x=x, cls=cls: emitted(lambda: integrated_gradients(r18, x, cls, 50), x), 7)
+            row(f"{tag} | occlusion, 16 windows of 56²", lambda x=x, cls=cls: emitted(lambda: occlusion(r18, x, cls, 56, 56), x))
 
     fashion = FashionCnn()
     fashion.load_state_dict(torch.load(os.path.join(ROOT, "tests", "fixtures", "fashion_cnn_seed0.pt")))
@@ -376,7 +370,117 @@ def main():
     row("fashion-cnn b8 | ablation-cam (relu3)", lambda: emitted(lambda: ablation_cam(fashion, fashion.relu3, x8, cls8), x8, **FASHION))
     row("fashion-cnn b10 | activation-max, 20 steps, pixels", lambda: activation_max_steps(fashion))
     imgs = torch.randn(10000, 1, 28, 28)
-    row("fashion-cnn 10k | max-patches top-k pass (relu3, 16 channels)", lambda: max_patches_topk(fashion, imgs), repeats=5)
+    row("fashion-cnn 10k | max-patches top-k pass (relu3, 16 channels)", lambda: max_patches_topk(fashion, imgs), 5)
+    return rows
+
+
+class LoupeServer:
+    """tests/Loupe.Benchmarks --serve: single calls of Loupe's rows on request (protocol in Serve.cs)."""
+
+    def __init__(self, dll):
+        import subprocess
+        self.proc = subprocess.Popen(["dotnet", dll, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        first = self.proc.stdout.readline()
+        if not first.startswith("ROWS "):
+            raise RuntimeError(f"Loupe server did not start: {first!r}")
+        self.floor = {r["name"]: r["floor"] for r in json.loads(first[5:])}
+
+    def run(self, name, count=1):
+        self.proc.stdin.write(f"{name}\t{count}\n")
+        answer = self.proc.stdout.readline()
+        if not answer.startswith("["):
+            raise RuntimeError(f"Loupe row {name!r}: {answer.strip()}")
+        return json.loads(answer)
+
+    def close(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def paired(rows, dll, repeats, pause):
+    """Per row: warm both sides, then `repeats` rounds, each one Python call, one Loupe call and (when the row has one)
+    one call of its Loupe floor, in rotating order with `pause` seconds between calls (OpenMP workers of the side that
+    just ran stop spinning). Ratios are medians of per-round ratios: each round's calls ran within seconds."""
+    server = LoupeServer(dll)
+    out = {}
+    try:
+        for name, fn, rep in rows:
+            if name not in server.floor:
+                print(f"{name}: no Loupe row", file=sys.stderr, flush=True)
+                continue
+            floor = server.floor[name]
+            n = rep or repeats
+            for _ in range(2):
+                fn()
+            server.run(name, 2)
+            if floor:
+                server.run(floor, 2)
+
+            def python_call():
+                s = time.perf_counter()
+                fn()
+                return (time.perf_counter() - s) * 1000
+            sides = [("python", python_call), ("loupe", lambda: server.run(name)[0])]
+            if floor:
+                sides.append(("floor", lambda: server.run(floor)[0]))
+            t = {k: [] for k, _ in sides}
+            for r in range(n):
+                for k, call in sides[r % len(sides):] + sides[:r % len(sides)]:
+                    time.sleep(pause)
+                    t[k].append(call())
+            med = statistics.median
+            out[name] = {
+                "python_ms": round(med(t["python"]), 2), "loupe_ms": round(med(t["loupe"]), 2),
+                "ratio": round(med([a / b for a, b in zip(t["loupe"], t["python"])]), 3),
+                "ratios": [round(a / b, 3) for a, b in zip(t["loupe"], t["python"])],
+            }
+            if floor:
+                out[name].update(floor=floor, floor_ms=round(med(t["floor"]), 2),
+                                 floor_ratio=round(med([a / b for a, b in zip(t["loupe"], t["floor"])]), 3))
+            o = out[name]
+            print(f"{name}: Loupe {o['loupe_ms']} ms, Python {o['python_ms']} ms, {o['ratio']}x"
+                  + (f", {o['floor_ratio']}x its floor" if floor else ""), file=sys.stderr, flush=True)
+    finally:
+        server.close()
+    return out
+
+
+def table(results, rounds):
+    """Markdown table of paired results."""
+    lines = ["| model, batch | work (same model, input, batch, 2 threads) | Loupe median | Python median | "
+             f"Loupe / Python (median of {rounds} paired rounds) | Loupe / its floor (the passes it needs) |",
+             "|---|---|---:|---:|---:|---|"]
+    for name, o in results.items():
+        tag, work = name.split(" | ", 1)
+        fl = f"{o['floor_ratio']:.2f}× ({o['floor'].split(' | ', 1)[1]}: {o['floor_ms']:.1f} ms)" if "floor" in o else "— (is a floor)"
+        lines.append(f"| {tag} | {work} | {o['loupe_ms']:.1f} ms | {o['python_ms']:.1f} ms | **{o['ratio']:.2f}×** | {fl} |")
+    worst = max(o["ratio"] for o in results.values())
+    lines.append(f"\nrows: {len(results)}, worst Loupe / Python {worst:.2f}×, "
+                 f"worst Loupe / floor {max((o['floor_ratio'] for o in results.values() if 'floor_ratio' in o), default=0):.2f}×")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--paired", metavar="LOUPE_BENCHMARKS_DLL",
+                    help="alternate single calls with Loupe's rows (Loupe.Benchmarks.dll --serve); prints JSON, then a table on stderr")
+    ap.add_argument("--pause", type=float, default=0.05, help="seconds between calls in --paired mode")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [r for r in define_rows() if args.only in r[0]]
+    if args.paired:
+        results = paired(rows, args.paired, args.repeats, args.pause)
+        print(json.dumps(results, indent=1, ensure_ascii=False))
+        print(table(results, args.repeats), file=sys.stderr)
+        return
+    results = {}
+    for name, fn, repeats in rows:
+        results[name] = round(timed(fn, repeats or args.repeats), 2)
+        print(f"{name}: {results[name]} ms", file=sys.stderr, flush=True)
     print(json.dumps(results, indent=1, ensure_ascii=False))
 
 

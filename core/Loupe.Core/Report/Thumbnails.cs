@@ -43,7 +43,7 @@ public sealed record ThumbnailIndex(int Size, int Columns, int PerSheet, string[
                 var px = data.Preprocessed ? run.Input.Denormalize(b.Pixels) : b.Pixels;
                 if (px.shape[1] == 1) px = px.expand(-1, 3, -1, -1);
                 var small = nn.functional.interpolate(px.to(ScalarType.Float32), [size, size], mode: InterpolationMode.Area);
-                var bytes = (small.clamp(0, 1) * 255).round().to(ScalarType.Byte).permute(0, 2, 3, 1).contiguous().data<byte>().ToArray();
+                var bytes = (small.clamp(0, 1) * 255).round().to(ScalarType.Byte).permute(0, 2, 3, 1).contiguous().ToArray<byte>();
                 for (int i = 0; i < b.Ids.Length && ids.Count < MaxInputs; i++)
                 {
                     sheet ??= new byte[columns * size * (perSheet / columns) * size * 3];
