@@ -138,8 +138,12 @@ public static class Synthesizer
         var history = new float[o.Steps, n];
         var rows = arange(n, dtype: ScalarType.Int64);
         bool clip = o.NormClip > 0 || o.ContributionClip > 0;
-        float[] start;
-        using (var _ = no_grad()) start = Evaluate(model, input, objectives, layers, FitToModel(param.Image(p), input, o));
+        // Without transforms, step 0 scores exactly the untransformed start image: its values are the start values, and
+        // the extra forward pass is saved.
+        bool plain = o.Pad <= 0 && o.Jitter <= 0 && (o.Scales ?? []).All(v => v == 1) && (o.Rotations ?? []).All(v => v % 360 == 0);
+        float[]? start = null;
+        if (!plain || o.Steps == 0)
+            using (var _ = no_grad()) start = Evaluate(model, input, objectives, layers, FitToModel(param.Image(p), input, o));
 
         for (int step = 0; step < o.Steps; step++)
         {
@@ -162,6 +166,7 @@ public static class Synthesizer
             opt.step();
             var v = values.detach().ToArray<float>();
             for (int i = 0; i < n; i++) history[step, i] = v[i];
+            start ??= v;
             using (var _ = no_grad())
             {
                 if (o.BlurEvery > 0 && (step + 1) % o.BlurEvery == 0) param.Blur(p, o.BlurSigma);
@@ -177,7 +182,7 @@ public static class Synthesizer
         using var __ = no_grad();
         var final = param.Image(p).detach();
         var finalValues = Evaluate(model, input, objectives, layers, FitToModel(final, input, o));
-        return new SynthesisResult(final.clone(), history, start, finalValues);
+        return new SynthesisResult(final.clone(), history, start!, finalValues);
     }
 
     /// <summary>Bilinear resize to the model's input size when <see cref="ActivationMaxOptions.ResizeToModel"/> is set.</summary>
@@ -209,6 +214,12 @@ public static class Synthesizer
     {
         using var cap = model.Capture(layers, forGradients: true);
         var output = model.Forward(input.Normalize(pixels));
+        if (rows.shape[0] == output.shape[0] && objectives.All(ob => ob is ClassLogit { Index: >= 0 } c && c.Index < output.shape[1]))
+        {
+            // Class objectives only (the common case): row i's logit of class i in one gather, not N objectives × N rows.
+            var classes = tensor(objectives.Select(ob => (long)((ClassLogit)ob).Index).ToArray());
+            return output.reshape(output.shape[0], -1).gather(1, classes.index_select(0, rows).unsqueeze(1)).squeeze(1);
+        }
         var oi = new ObjectiveInput(output, l => cap[l]);
         var cols = objectives.Select(ob =>
         {

@@ -52,6 +52,50 @@ public class SynthesisTests
         Assert.Equal(1.0, r.Final[0] / sStar, 2);
     }
 
+    /// <summary>Logits = flattened pixels × W (pixels × classes).</summary>
+    sealed class MatrixModel(Tensor w, int h, int wd) : IModel
+    {
+        public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.Gradients;
+        public InputSpec DefaultInput => new(1, h, wd, [0f], [1f]);
+        public IReadOnlyList<string>? DefaultLabels => null;
+        public IReadOnlyList<LayerInfo> Layers => [];
+        public Tensor Forward(Tensor input) => input.flatten(1).mm(w);
+        public ILayerCapture Capture(IReadOnlyCollection<string> layers, bool forGradients) => new LinearModel(w).Capture(layers, forGradients);
+        public Tensor? GetParameter(string name) => null;
+        public IReadOnlyList<string> ParameterNames => [];
+        public void Dispose() { }
+    }
+
+    [Fact]
+    public void ClassObjectivesScoreEachRowOnItsOwnObjective()
+    {
+        using var scope = NewDisposeScope();
+        var gen = new Generator(5);
+        var w = randn([12, 3], generator: gen);
+        var model = new MatrixModel(w, 3, 4);
+        var x = randn([2, 1, 3, 4], generator: gen);
+        var logits = x.flatten(1).mm(w);
+        // rows[r] names the objective of row r: row 0 → objective 1 (class 0), row 1 → objective 0 (class 2).
+        var got = Synthesizer.Scores(model, model.DefaultInput, [new ClassLogit("2", 2), new ClassLogit("0", 0)], [], x, tensor(new long[] { 1, 0 }));
+        Assert.Equal(new[] { logits[0, 0].item<float>(), logits[1, 2].item<float>() }, got.ToArray<float>());
+        // A class beyond the outputs still gets the objective's own error.
+        var e = Assert.Throws<LoupeException>(() => Synthesizer.Scores(model, model.DefaultInput, [new ClassLogit("7", 7), new ClassLogit("0", 0)], [], x, arange(2L)));
+        Assert.Contains("out of range", e.Message);
+    }
+
+    [Fact]
+    public void StartValuesWithoutTransformsAreTheInitialImagesScores()
+    {
+        // Without transforms the start values come from step 0's pass; with 0 steps they come from a separate pass.
+        using var scope = NewDisposeScope();
+        var model = new MatrixModel(randn([12, 3], generator: new Generator(6)), 3, 4);
+        var objectives = new Objective[] { new ClassLogit("0", 0), new ClassLogit("1", 1), new ClassLogit("2", 2) };
+        var o = new ActivationMaxOptions { Parameterization = ParameterizationKind.Pixels, Steps = 3 };
+        var fromStep = Synthesizer.Optimize(model, model.DefaultInput, objectives, o, seed: 4).Start;
+        var separate = Synthesizer.Optimize(model, model.DefaultInput, objectives, o with { Steps = 0 }, seed: 4).Start;
+        for (int i = 0; i < 3; i++) Assert.Equal(separate[i], fromStep[i], 5);
+    }
+
     [Fact]
     public void JitterShiftsByTheOffset()
     {
