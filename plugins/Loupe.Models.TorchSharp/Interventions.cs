@@ -32,7 +32,8 @@ static class Interventions
 
     /// <summary>Replaces the backward rule of every ReLU module and of the functional ReLU that ends TorchVision's
     /// residual blocks. Pre-hooks keep the pre-activation intact (TorchSharp's ReLUs and blocks work in place); the
-    /// module's own output is then replaced by the custom function applied to that pre-activation.</summary>
+    /// module's own output is then replaced by the custom function applied to that pre-activation. Install the override
+    /// before any capture of the same modules (captures registered earlier would see the module's placeholder output).</summary>
     public static IDisposable OverrideRelu(IReadOnlyDictionary<string, nn.Module> modules, ReluRule rule)
     {
         var removers = new List<Action>();
@@ -43,7 +44,10 @@ static class Interventions
                 if (module is ReLU relu)
                 {
                     Tensor? pre = null;
-                    var h1 = relu.register_forward_pre_hook((_, input) => { pre = input; return input.clone(); });
+                    // The module itself gets an empty tensor (its output is replaced below anyway): no copy of the
+                    // input for its in-place ReLU to overwrite, and no wasted ReLU pass. Forward hooks chain, so a
+                    // capture registered after this override sees the replaced output.
+                    var h1 = relu.register_forward_pre_hook((_, input) => { pre = input; return empty(0, dtype: input.dtype); });
                     var h2 = relu.register_forward_hook((_, _, _) => Apply(rule, pre!));
                     removers.Add(() => h1.remove());
                     removers.Add(() => h2.remove());

@@ -3,7 +3,7 @@
 # row, alternates one Python call, one Loupe call and one call of the Loupe row of the passes the technique needs
 # (rotating order, 50 ms apart), so every ratio compares calls made within seconds of each other — this machine's
 # speed drifts by ±20-40 % over minutes, which sequential runs cannot separate from the effects measured.
-#   bash tools/bench/paired.sh [OUT_DIR] [REPEATS=15] [ONLY=substring]   (~15 min on 2 cores; not part of CI)
+#   bash tools/bench/paired.sh [OUT_DIR] [REPEATS=15] [ONLY=substring]   (~8 min on 2 cores; not part of CI)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=$(realpath -m "${1:-bench-paired}")
