@@ -80,25 +80,27 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         var (_, capture, ti, selection) = Explain.Forward(ctx.Model, ctx.Target, x, layers, UsesGradients, input.Selection, input.Slot);
         var maps = new List<Tensor>();
         Tensor? raw = null;
+        List<Tensor> acts;
+        Tensor[]? grads = null;
         using (capture)
         {
-            var acts = layers.Select(l => capture[l]).ToList();
-            Tensor[]? grads = null;
+            var captured = layers.Select(l => capture[l]).ToList();
             if (UsesGradients)
             {
                 using var s = NewDisposeScope();
                 var score = ctx.Target.Scores(ti, selection).sum();
-                grads = autograd.grad([score], acts).Select(g => s.MoveToOuter(g)).ToArray();
+                grads = autograd.grad([score], captured).Select(g => s.MoveToOuter(g)).ToArray();
             }
-            for (int i = 0; i < layers.Count; i++)
-            {
-                var a = acts[i].detach();
-                var g = grads?[i];
-                var map = LayerMap(options, new CamLayer(a, g, layers[i], x, selection, ctx));
-                if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
-                raw ??= map;
-                maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w) : Display.Resize(map, h, w));
-            }
+            // Own handles on the activations: the capture ends here, so the extra forward passes of Score-CAM and
+            // Ablation-CAM do not copy (or, in ONNX Runtime, output) the layer again on every masked batch.
+            acts = captured.Select(a => a.detach()).ToList();
+        }
+        for (int i = 0; i < layers.Count; i++)
+        {
+            var map = LayerMap(options, new CamLayer(acts[i], grads?[i], layers[i], x, selection, ctx));
+            if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
+            raw ??= map;
+            maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w) : Display.Resize(map, h, w));
         }
         var combined = maps.Count == 1 ? maps[0] : stack(maps, 0).mean([0]);
         if (maps.Count > 1 && options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(combined);

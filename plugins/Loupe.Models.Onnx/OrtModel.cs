@@ -43,6 +43,9 @@ public sealed class OrtModel : IModel
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
         };
+        // No spin-waiting after a run: Loupe's steps interleave ORT runs with libtorch work (masks, top-k, maps) on the
+        // same cores, and ORT's spinning workers slowed that libtorch work 2-5x on 2 cores.
+        _sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
 
         // Layers: node outputs whose element type is float (propagated from initializers, Constant and Cast), so that
         // declaring them as float graph outputs is valid.

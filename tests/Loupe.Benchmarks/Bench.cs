@@ -25,6 +25,17 @@ public static class Bench
         Architecture = "fashion-cnn", Weights = Path.Combine(Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"),
     }, new ModelLoadContext(".", 0));
 
+    /// <summary>The demo CNN exported to ONNX (same weights), run by ONNX Runtime with 2 intra-op threads.</summary>
+    public static IModel FashionOnnxRuntime()
+    {
+        var spec = Loupe.Models.TorchSharp.TorchVisionAdapter.FashionMnist;
+        return new Loupe.Models.Onnx.OnnxRuntimeAdapter().Load(new Loupe.Models.Onnx.OnnxOptions
+        {
+            Path = Path.Combine(Samples, "models", "fashion-cnn", "fashion-cnn.onnx"), Channels = spec.Channels, Height = spec.Height,
+            Width = spec.Width, Mean = spec.Mean.ToArray(), Std = spec.Std.ToArray(), Threads = 2,
+        }, new ModelLoadContext(".", 0));
+    }
+
     /// <summary>The top-1 target of a model with <paramref name="classes"/> outputs.</summary>
     public static ITarget TopOne(int classes) => new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], classes, []));
 }

@@ -99,3 +99,41 @@ public class PerturbationCamBenchmarks
     [Benchmark(Description = "ablation-cam (relu3)")]
     public void AblationCam() => new Loupe.Analysis.Cam.AblationCam().Run(new Loupe.Analysis.Cam.ScoreCamOptions { Layer = "relu3" }, _ctx);
 }
+
+/// <summary>Score-CAM on the demo CNN run by ONNX Runtime (<c>samples/models/fashion-cnn/fashion-cnn.onnx</c>, the same
+/// weights exported): the backend swap for forward-only steps. Same input and batch as <see cref="PerturbationCamBenchmarks"/>.</summary>
+[MemoryDiagnoser(false)]
+[MedianColumn]
+public class OrtPerturbationCamBenchmarks
+{
+    IModel _model = null!;
+    Tensor _x = null!, _x64 = null!;
+    BenchContext _ctx = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        Bench.Init();
+        _model = Bench.FashionOnnxRuntime();
+        torch.manual_seed(0);
+        _x = randn(8, 1, 28, 28);
+        _x64 = randn(64, 1, 28, 28);
+        _ctx = new BenchContext(_model, Bench.TopOne(10), _x);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() { _x.Dispose(); _x64.Dispose(); _model.Dispose(); }
+
+    [Benchmark(Baseline = true, Description = "the passes: 16 forwards of 64 + 1 of 8")]
+    public float Passes()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        float s = _model.Forward(_x).sum().item<float>();
+        for (int i = 0; i < 16; i++) s += _model.Forward(_x64).sum().item<float>();
+        return s;
+    }
+
+    [Benchmark(Description = "score-cam (relu3)")]
+    public void ScoreCam() => new Loupe.Analysis.Cam.ScoreCam().Run(new Loupe.Analysis.Cam.ScoreCamOptions { Layer = "/relu3/Relu" }, _ctx);
+}

@@ -9,7 +9,7 @@ namespace Loupe.Benchmarks;
 /// (<c>tools/bench/python_bench.py --paired</c>) can alternate single calls of a Loupe row and its Python counterpart
 /// seconds apart — on a machine whose speed drifts by ±20–40 % over minutes, the only comparison that resolves ratios
 /// near 1.</summary>
-/// <remarks>Protocol: the server first writes one line <c>ROWS [{"name":..,"floor":..}, ...]</c>; then, for each request
+/// <remarks>Protocol: the server first writes one line <c>ROWS [{"name":..,"floor":..,"python":..}, ...]</c>; then, for each request
 /// line <c>NAME\tCOUNT</c>, it runs the row COUNT times and answers one line with a JSON array of milliseconds per call
 /// (or <c>ERROR message</c>). An empty line or end of input ends it. Each benchmark class is set up
 /// ([GlobalSetup]) on its row's first request and kept until the end.</remarks>
@@ -25,12 +25,16 @@ public static class Serve
         (typeof(PerturbationCamBenchmarks), "fashion-cnn b8", null),
         (typeof(SynthesisBenchmarks), "fashion-cnn b10", null),
         (typeof(MaxPatchesBenchmarks), "fashion-cnn 10k", null),
+        (typeof(OrtPerturbationCamBenchmarks), "fashion-cnn b8, onnx-runtime", null),
+        (typeof(OrtMaxPatchesBenchmarks), "fashion-cnn 10k, onnx-runtime", null),
     ];
 
     /// <summary>Loupe descriptions whose Python row has another name.</summary>
     static readonly Dictionary<string, string> Alias = new() { ["20 steps, pixels, no transforms"] = "activation-max, 20 steps, pixels" };
 
-    sealed record Row(string Name, string? Floor, int Class, MethodInfo Method);
+    /// <param name="Python">The Python row it is compared with: the same name without the backend after the comma
+    /// (<c>fashion-cnn b8, onnx-runtime | score-cam (relu3)</c> → <c>fashion-cnn b8 | score-cam (relu3)</c>).</param>
+    sealed record Row(string Name, string? Floor, int Class, MethodInfo Method, string Python);
 
     /// <summary>Runs the server until an empty line or the end of input.</summary>
     public static int Run(TextReader input, TextWriter output)
@@ -41,11 +45,13 @@ public static class Serve
             var methods = Classes[c].Type.GetMethods().Select(m => (m, a: m.GetCustomAttribute<BenchmarkAttribute>())).Where(t => t.a is not null).ToList();
             string Name(BenchmarkAttribute a, MethodInfo m) { var d = a.Description ?? m.Name; return $"{Classes[c].Prefix} | {Alias.GetValueOrDefault(d, d)}"; }
             var baseline = methods.Where(t => t.a!.Baseline).Select(t => Name(t.a!, t.m)).FirstOrDefault();
+            var python = Classes[c].Prefix.Split(',')[0];
             rows.AddRange(methods.Select(t => new Row(Name(t.a!, t.m),
-                t.m.GetCustomAttribute<FloorAttribute>() is { } f ? (f.Description.Length == 0 ? null : $"{Classes[c].Prefix} | {f.Description}") : t.a!.Baseline ? null : baseline, c, t.m)));
+                t.m.GetCustomAttribute<FloorAttribute>() is { } f ? (f.Description.Length == 0 ? null : $"{Classes[c].Prefix} | {f.Description}") : t.a!.Baseline ? null : baseline, c, t.m,
+                python + Name(t.a!, t.m)[Classes[c].Prefix.Length..])));
         }
         var byName = rows.GroupBy(r => r.Name).ToDictionary(g => g.Key, g => g.First());
-        output.WriteLine("ROWS " + JsonSerializer.Serialize(byName.Values.Select(r => new { name = r.Name, floor = r.Floor }),
+        output.WriteLine("ROWS " + JsonSerializer.Serialize(byName.Values.Select(r => new { name = r.Name, floor = r.Floor, python = r.Python }),
             new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
         output.Flush();
         var instances = new Dictionary<int, object>();

@@ -383,7 +383,13 @@ class LoupeServer:
         first = self.proc.stdout.readline()
         if not first.startswith("ROWS "):
             raise RuntimeError(f"Loupe server did not start: {first!r}")
-        self.floor = {r["name"]: r["floor"] for r in json.loads(first[5:])}
+        rows = json.loads(first[5:])
+        self.floor = {r["name"]: r["floor"] for r in rows}
+        # Loupe rows per Python row: the row of the same name, and the same work on another backend
+        # ("fashion-cnn b8, onnx-runtime | score-cam (relu3)" is compared with "fashion-cnn b8 | score-cam (relu3)").
+        self.variants = {}
+        for r in rows:
+            self.variants.setdefault(r["python"], []).append(r["name"])
 
     def run(self, name, count=1):
         self.proc.stdin.write(f"{name}\t{count}\n")
@@ -405,45 +411,49 @@ def paired(rows, dll, repeats, pause):
     server = LoupeServer(dll)
     out = {}
     try:
-        for name, fn, rep in rows:
-            if name not in server.floor:
-                print(f"{name}: no Loupe row", file=sys.stderr, flush=True)
-                continue
-            floor = server.floor[name]
-            n = rep or repeats
-            for _ in range(2):
-                fn()
-            server.run(name, 2)
-            if floor:
-                server.run(floor, 2)
-
-            def python_call():
-                s = time.perf_counter()
-                fn()
-                return (time.perf_counter() - s) * 1000
-            sides = [("python", python_call), ("loupe", lambda: server.run(name)[0])]
-            if floor:
-                sides.append(("floor", lambda: server.run(floor)[0]))
-            t = {k: [] for k, _ in sides}
-            for r in range(n):
-                for k, call in sides[r % len(sides):] + sides[:r % len(sides)]:
-                    time.sleep(pause)
-                    t[k].append(call())
-            med = statistics.median
-            out[name] = {
-                "python_ms": round(med(t["python"]), 2), "loupe_ms": round(med(t["loupe"]), 2),
-                "ratio": round(med([a / b for a, b in zip(t["loupe"], t["python"])]), 3),
-                "ratios": [round(a / b, 3) for a, b in zip(t["loupe"], t["python"])],
-            }
-            if floor:
-                out[name].update(floor=floor, floor_ms=round(med(t["floor"]), 2),
-                                 floor_ratio=round(med([a / b for a, b in zip(t["loupe"], t["floor"])]), 3))
-            o = out[name]
-            print(f"{name}: Loupe {o['loupe_ms']} ms, Python {o['python_ms']} ms, {o['ratio']}x"
-                  + (f", {o['floor_ratio']}x its floor" if floor else ""), file=sys.stderr, flush=True)
+        for pyname, fn, rep in rows:
+            if pyname not in server.variants:
+                print(f"{pyname}: no Loupe row", file=sys.stderr, flush=True)
+            for name in server.variants.get(pyname, []):
+                out[name] = paired_row(server, name, fn, rep or repeats, pause)
     finally:
         server.close()
     return out
+
+
+def paired_row(server, name, fn, n, pause):
+    """One Loupe row against its Python function (and its Loupe floor), `n` rotating rounds."""
+    floor = server.floor[name]
+    for _ in range(2):
+        fn()
+    server.run(name, 2)
+    if floor:
+        server.run(floor, 2)
+
+    def python_call():
+        s = time.perf_counter()
+        fn()
+        return (time.perf_counter() - s) * 1000
+    sides = [("python", python_call), ("loupe", lambda: server.run(name)[0])]
+    if floor:
+        sides.append(("floor", lambda: server.run(floor)[0]))
+    t = {k: [] for k, _ in sides}
+    for r in range(n):
+        for k, call in sides[r % len(sides):] + sides[:r % len(sides)]:
+            time.sleep(pause)
+            t[k].append(call())
+    med = statistics.median
+    o = {
+        "python_ms": round(med(t["python"]), 2), "loupe_ms": round(med(t["loupe"]), 2),
+        "ratio": round(med([a / b for a, b in zip(t["loupe"], t["python"])]), 3),
+        "ratios": [round(a / b, 3) for a, b in zip(t["loupe"], t["python"])],
+    }
+    if floor:
+        o.update(floor=floor, floor_ms=round(med(t["floor"]), 2),
+                 floor_ratio=round(med([a / b for a, b in zip(t["loupe"], t["floor"])]), 3))
+    print(f"{name}: Loupe {o['loupe_ms']} ms, Python {o['python_ms']} ms, {o['ratio']}x"
+          + (f", {o['floor_ratio']}x its floor" if floor else ""), file=sys.stderr, flush=True)
+    return o
 
 
 def table(results, rounds):
