@@ -107,7 +107,10 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
         var threshold = flat.topk(k, dim: 1).values.narrow(1, k - 1, 1);           // C × 1
         var above = flat > threshold;
         var tie = flat == threshold;
-        var need = k - above.sum([1], keepdim: true, type: ScalarType.Int64);     // C × 1, ≥ 1
+        // An explicit Scalar kept alive for the call: `k - tensor` builds a temporary Scalar that a long-running process
+        // once saw finalized mid-call ("Unknown scalar type" from libtorch, after ~10 min of benchmark calls).
+        using TorchSharp.Scalar kScalar = (long)k;
+        var need = above.sum([1], keepdim: true, type: ScalarType.Int64).neg_().add_(kScalar);   // C × 1, ≥ 1
         var keep = above.logical_or(tie.logical_and(tie.to(ScalarType.Int64).cumsum(1) <= need));
         var idx = keep.nonzero().select(1, 1).view(rows, k);                      // ascending index per row
         var (values, order) = flat.gather(1, idx).sort(1, descending: true, stable: true);

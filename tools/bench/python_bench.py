@@ -415,7 +415,10 @@ def paired(rows, dll, repeats, pause):
             if pyname not in server.variants:
                 print(f"{pyname}: no Loupe row", file=sys.stderr, flush=True)
             for name in server.variants.get(pyname, []):
-                out[name] = paired_row(server, name, fn, rep or repeats, pause)
+                try:
+                    out[name] = paired_row(server, name, fn, rep or repeats, pause)
+                except RuntimeError as e:       # one failing row must not lose the others' results
+                    print(f"{name}: FAILED: {e}", file=sys.stderr, flush=True)
     finally:
         server.close()
     return out
