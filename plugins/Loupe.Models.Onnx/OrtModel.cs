@@ -44,7 +44,7 @@ public sealed class OrtModel : IModel
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
         };
         // No spin-waiting after a run: Loupe's steps interleave ORT runs with libtorch work (masks, top-k, maps) on the
-        // same cores, and ORT's spinning workers slowed that libtorch work 2-5x on 2 cores.
+        // same cores, and ORT's spinning workers slowed that libtorch work ~2x on 2 cores (docs/benchmarks.md).
         _sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
 
         // Layers: node outputs whose element type is float (propagated from initializers, Constant and Cast), so that
