@@ -58,82 +58,69 @@ public class MetricBenchmarks
     }
 }
 
-/// <summary>Score-CAM and Ablation-CAM on the demo CNN (relu3, 128 channels, 8 images) against the forward passes they
-/// need: 8 × 128 masked (or ablated) image forwards, in batches of 64, plus one forward of the batch.</summary>
+/// <summary>Score-CAM on the demo CNN (relu3, 128 channels, 8 images) against the forward passes it needs: 8 × 128
+/// masked image forwards, in batches of 64, plus one forward of the batch. Subclasses pick the backend.</summary>
 [MemoryDiagnoser(false)]
 [MedianColumn]
-public class PerturbationCamBenchmarks
+public abstract class FashionCamBenchmarks
 {
-    IModel _model = null!;
+    /// <summary>The model under test.</summary>
+    protected IModel Model = null!;
     Tensor _x = null!, _x64 = null!;
-    BenchContext _ctx = null!;
+    /// <summary>The batch of 8 as an analysis context.</summary>
+    protected BenchContext Ctx = null!;
+
+    /// <summary>Loads the demo CNN on this class's backend.</summary>
+    protected abstract IModel Load();
+    /// <summary>relu3's name on this backend.</summary>
+    protected abstract string Relu3 { get; }
 
     [GlobalSetup]
     public void Setup()
     {
         Bench.Init();
-        _model = Bench.Fashion();
+        Model = Load();
         torch.manual_seed(0);
         _x = randn(8, 1, 28, 28);
         _x64 = randn(64, 1, 28, 28);
-        var target = Bench.TopOne(10);
-        _ctx = new BenchContext(_model, target, _x);
+        Ctx = new BenchContext(Model, Bench.TopOne(10), _x);
     }
 
     [GlobalCleanup]
-    public void Cleanup() { _x.Dispose(); _x64.Dispose(); _model.Dispose(); }
+    public void Cleanup() { _x.Dispose(); _x64.Dispose(); Model.Dispose(); }
 
     [Benchmark(Baseline = true, Description = "the passes: 16 forwards of 64 + 1 of 8")]
     public float Passes()
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        float s = _model.Forward(_x).sum().item<float>();
-        for (int i = 0; i < 16; i++) s += _model.Forward(_x64).sum().item<float>();
+        float s = Model.Forward(_x).sum().item<float>();
+        for (int i = 0; i < 16; i++) s += Model.Forward(_x64).sum().item<float>();
         return s;
     }
 
     [Benchmark(Description = "score-cam (relu3)")]
-    public void ScoreCam() => new Loupe.Analysis.Cam.ScoreCam().Run(new Loupe.Analysis.Cam.ScoreCamOptions { Layer = "relu3" }, _ctx);
-
-    [Benchmark(Description = "ablation-cam (relu3)")]
-    public void AblationCam() => new Loupe.Analysis.Cam.AblationCam().Run(new Loupe.Analysis.Cam.ScoreCamOptions { Layer = "relu3" }, _ctx);
+    public void ScoreCam() => new Loupe.Analysis.Cam.ScoreCam().Run(new Loupe.Analysis.Cam.ScoreCamOptions { Layer = Relu3 }, Ctx);
 }
 
-/// <summary>Score-CAM on the demo CNN run by ONNX Runtime (<c>samples/models/fashion-cnn/fashion-cnn.onnx</c>, the same
-/// weights exported): the backend swap for forward-only steps. Same input and batch as <see cref="PerturbationCamBenchmarks"/>.</summary>
-[MemoryDiagnoser(false)]
-[MedianColumn]
-public class OrtPerturbationCamBenchmarks
+/// <summary>Score-CAM and Ablation-CAM (same passes: 8 × 128 ablated forwards) on the TorchSharp demo CNN.</summary>
+public class PerturbationCamBenchmarks : FashionCamBenchmarks
 {
-    IModel _model = null!;
-    Tensor _x = null!, _x64 = null!;
-    BenchContext _ctx = null!;
+    /// <inheritdoc/>
+    protected override IModel Load() => Bench.Fashion();
+    /// <inheritdoc/>
+    protected override string Relu3 => "relu3";
 
-    [GlobalSetup]
-    public void Setup()
-    {
-        Bench.Init();
-        _model = Bench.FashionOnnxRuntime();
-        torch.manual_seed(0);
-        _x = randn(8, 1, 28, 28);
-        _x64 = randn(64, 1, 28, 28);
-        _ctx = new BenchContext(_model, Bench.TopOne(10), _x);
-    }
+    [Benchmark(Description = "ablation-cam (relu3)")]
+    public void AblationCam() => new Loupe.Analysis.Cam.AblationCam().Run(new Loupe.Analysis.Cam.ScoreCamOptions { Layer = Relu3 }, Ctx);
+}
 
-    [GlobalCleanup]
-    public void Cleanup() { _x.Dispose(); _x64.Dispose(); _model.Dispose(); }
-
-    [Benchmark(Baseline = true, Description = "the passes: 16 forwards of 64 + 1 of 8")]
-    public float Passes()
-    {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        float s = _model.Forward(_x).sum().item<float>();
-        for (int i = 0; i < 16; i++) s += _model.Forward(_x64).sum().item<float>();
-        return s;
-    }
-
-    [Benchmark(Description = "score-cam (relu3)")]
-    public void ScoreCam() => new Loupe.Analysis.Cam.ScoreCam().Run(new Loupe.Analysis.Cam.ScoreCamOptions { Layer = "/relu3/Relu" }, _ctx);
+/// <summary>Score-CAM with the demo CNN run by ONNX Runtime (<c>samples/models/fashion-cnn/fashion-cnn.onnx</c>, the same
+/// weights exported): the backend swap for forward-only steps.</summary>
+public class OrtPerturbationCamBenchmarks : FashionCamBenchmarks
+{
+    /// <inheritdoc/>
+    protected override IModel Load() => Bench.FashionOnnxRuntime();
+    /// <inheritdoc/>
+    protected override string Relu3 => "/relu3/Relu";
 }
