@@ -90,7 +90,7 @@ public static class Display
     /// or 3) and <paramref name="maps"/> (N×h×w, any resolution, bilinearly resized), each map min-max scaled on its
     /// own (or clamped to [0,1] when <paramref name="normalize"/> is false): colour = viridis[round(255 · m)], pixel =
     /// round(255 · (clamp(bg, 0, 1) · (1 − α) + colour · α)), in float32 as the equivalent tensor expression
-    /// (ties to even). Per-pixel work runs on spans: ~20 tensor ops per batch cost more than the loop.</summary>
+    /// (ties to even). Per-pixel work runs on spans (the blend in SIMD vectors), on the calling thread.</summary>
     public static RgbImage[] Overlays(Tensor pixels, Tensor maps, double alpha = 0.55, bool normalize = true)
     {
         int n = (int)pixels.shape[0], c = (int)pixels.shape[1], h = (int)pixels.shape[2], w = (int)pixels.shape[3];
@@ -105,16 +105,15 @@ public static class Display
         float keep = (float)(1 - alpha);
         var heat = HeatTerms((float)alpha);
         var result = new RgbImage[n];
-        // Images in parallel (the intra-op threads are idle meanwhile): at batch 8 the per-pixel work halves on 2 cores.
-        Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n * hw >= 1 << 16 ? Environment.ProcessorCount : 1 }, i =>
+        var idx = new int[hw];
+        for (int i = 0; i < n; i++)
         {
             var rgb = new byte[hw * 3];
-            var idx = new int[hw];
             int plane = i * c * hw, step = c == 1 ? 0 : hw;
             ColourIndices(m.AsSpan(i * hw, hw), normalize, idx);
             Blend(px.AsSpan(plane, hw), px.AsSpan(plane + step, hw), px.AsSpan(plane + 2 * step, hw), idx, heat, keep, rgb);
             result[i] = new RgbImage(w, h, rgb);
-        });
+        }
         return result;
     }
 
