@@ -10,8 +10,9 @@ namespace Loupe.Models.TorchSharp;
 /// <c>tests/fixtures/make_fixtures.py</c>.</summary>
 public sealed class FashionCnn : Module<Tensor, Tensor>
 {
-    readonly Conv2d conv1, conv2, conv3;
-    readonly BatchNorm2d bn1, bn2, bn3;
+    // Typed as modules, not Conv2d/BatchNorm2d: BatchNormFolding swaps what runs in the conv/bn slots.
+    readonly Module<Tensor, Tensor> conv1, conv2, conv3;
+    readonly Module<Tensor, Tensor> bn1, bn2, bn3;
     readonly ReLU relu1, relu2, relu3;
     readonly MaxPool2d pool1, pool2;
     readonly AdaptiveAvgPool2d gap;

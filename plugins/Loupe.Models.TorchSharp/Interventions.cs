@@ -34,7 +34,8 @@ static class Interventions
     /// residual blocks. Pre-hooks keep the pre-activation intact (TorchSharp's ReLUs and blocks work in place); the
     /// module's own output is then replaced by the custom function applied to that pre-activation. Install the override
     /// before any capture of the same modules (captures registered earlier would see the module's placeholder output).</summary>
-    public static IDisposable OverrideRelu(IReadOnlyDictionary<string, nn.Module> modules, ReluRule rule)
+    /// <param name="running">The modules that may run in a module's place (a folded batch norm's placeholder).</param>
+    public static IDisposable OverrideRelu(IReadOnlyDictionary<string, nn.Module> modules, ReluRule rule, Func<nn.Module, IReadOnlyList<nn.Module>> running)
     {
         var removers = new List<Action>();
         try
@@ -56,17 +57,20 @@ static class Interventions
                 {
                     // out = relu(lastBn(...) + identity), identity = downsample(x) or x; the relu is functional.
                     var children = module.named_children().ToDictionary(c => c.name, c => c.module);
-                    var lastBn = (children.GetValueOrDefault("bn3") ?? children.GetValueOrDefault("bn2")) as nn.Module<Tensor, Tensor>
+                    var lastBn = children.GetValueOrDefault("bn3") ?? children.GetValueOrDefault("bn2")
                         ?? throw new LoupeException($"block '{name}' has no bn2/bn3: cannot override its ReLU");
-                    var down = children.GetValueOrDefault("downsample") as nn.Module<Tensor, Tensor>;
+                    var down = children.GetValueOrDefault("downsample");
                     Tensor? blockInput = null, bnOut = null, identity = null;
                     var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null; });
-                    var h2 = lastBn.register_forward_hook((_, _, output) => { bnOut = output; return output.clone(); });
                     removers.Add(() => h1.remove());
-                    removers.Add(() => h2.remove());
-                    if (down is not null)
+                    foreach (var bn in running(lastBn).OfType<nn.Module<Tensor, Tensor>>())
                     {
-                        var h3 = down.register_forward_hook((_, _, output) => { identity = output; return output.clone(); });
+                        var h2 = bn.register_forward_hook((_, _, output) => { bnOut = output; return output.clone(); });
+                        removers.Add(() => h2.remove());
+                    }
+                    foreach (var d in down is null ? [] : running(down).OfType<nn.Module<Tensor, Tensor>>())
+                    {
+                        var h3 = d.register_forward_hook((_, _, output) => { identity = output; return output.clone(); });
                         removers.Add(() => h3.remove());
                     }
                     var h4 = block.register_forward_hook((_, _, _) => Apply(rule, bnOut! + (identity ?? blockInput!)));

@@ -24,8 +24,12 @@ public sealed class TorchModel : IModel, IModelInterventions
     readonly Dictionary<string, nn.Module> _modules;
     readonly Dictionary<string, Tensor> _parameters;
 
-    /// <summary>Wraps <paramref name="module"/> (takes ownership).</summary>
-    public TorchModel(nn.Module<Tensor, Tensor> module, InputSpec input, IReadOnlyList<string>? labels)
+    readonly BatchNormFolding? _folding;
+
+    /// <summary>Wraps <paramref name="module"/> (takes ownership). With <paramref name="foldBatchNorm"/>, batch norms
+    /// of TorchVision ResNets, VGG-BN sequences and the demo CNN are folded into their convolutions (see
+    /// <see cref="BatchNormFolding"/>); the fold is checked on one input and dropped if the outputs differ.</summary>
+    public TorchModel(nn.Module<Tensor, Tensor> module, InputSpec input, IReadOnlyList<string>? labels, bool foldBatchNorm = false)
     {
         _module = module;
         _module.eval();
@@ -36,10 +40,38 @@ public sealed class TorchModel : IModel, IModelInterventions
         DefaultInput = input;
         DefaultLabels = labels;
         Layers = _modules.Select(kv => new LayerInfo(kv.Key, kv.Value.GetType().Name) { Geometry = GeometryOf(kv.Value) }).ToList();
+        if (foldBatchNorm) _folding = CheckedFold(_module, input);
     }
 
-    /// <summary>The wrapped module.</summary>
-    public nn.Module<Tensor, Tensor> Module => _module;
+    /// <summary>Number of batch norms folded into convolutions (0 when folding is off or found nothing).</summary>
+    public int FoldedBatchNorms => _folding?.Count ?? 0;
+
+    /// <summary>Folds, then compares the folded and the original model on one seeded input: a relative difference above
+    /// 1e-3 of the largest output means a pair was not the chain it looked like, and the fold is undone.</summary>
+    static BatchNormFolding? CheckedFold(nn.Module<Tensor, Tensor> module, InputSpec input)
+    {
+        var folding = BatchNormFolding.Fold(module);
+        if (folding.Count == 0) { folding.Dispose(); return null; }
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var x = randn([1, input.Channels, input.Height, input.Width], generator: new Generator(0));
+        var folded = module.call(x);
+        var original = folding.Unfolded(() => module.call(x));
+        var tolerance = 1e-3 * (original.abs().max().item<float>() + 1e-6);
+        if ((folded - original).abs().max().item<float>() <= tolerance) return folding;
+        folding.Dispose();
+        return null;
+    }
+
+    /// <summary>The wrapped module. Reading it undoes batch-norm folding for good: the caller may change weights.</summary>
+    public nn.Module<Tensor, Tensor> Module
+    {
+        get
+        {
+            _folding?.Dispose();
+            return _module;
+        }
+    }
     /// <inheritdoc/>
     public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients
         | ModelCapabilities.Parameters | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride;
@@ -52,7 +84,11 @@ public sealed class TorchModel : IModel, IModelInterventions
     /// <inheritdoc/>
     public IReadOnlyList<string> ParameterNames => _parameters.Keys.ToList();
     /// <inheritdoc/>
-    public Tensor? GetParameter(string name) => _parameters.GetValueOrDefault(name);
+    public Tensor? GetParameter(string name)
+    {
+        _folding?.Release(name); // the caller may change it: that pair runs unfolded from now on
+        return _parameters.GetValueOrDefault(name);
+    }
     /// <summary>Memory layout of 4-D inputs (see <see cref="MemoryLayout"/>).</summary>
     public MemoryLayout Layout { get; init; } = MemoryLayout.Auto;
 
@@ -90,18 +126,47 @@ public sealed class TorchModel : IModel, IModelInterventions
     {
         var missing = layers.Where(l => !_modules.ContainsKey(l)).ToList();
         if (missing.Count > 0) throw new LoupeException($"unknown layer(s): {string.Join(", ", missing)}");
-        return new HookCapture(layers.Distinct().Select(l => (l, _modules[l])).ToList(), forGradients);
+        var names = layers.Distinct().ToList();
+        var pins = Pins(names);
+        try { return new HookCapture(names.Select(l => (l, Running(_modules[l]))).ToList(), forGradients, pins); }
+        catch { foreach (var p in pins) p.Dispose(); throw; }
     }
 
     /// <inheritdoc/>
-    public IDisposable Intervene(string layer, Func<Tensor, Tensor> transform) =>
-        Interventions.Intervene(_modules.TryGetValue(layer, out var m) ? m : throw new LoupeException($"unknown layer '{layer}'"), layer, transform);
+    public IDisposable Intervene(string layer, Func<Tensor, Tensor> transform)
+    {
+        var module = _modules.TryGetValue(layer, out var m) ? m : throw new LoupeException($"unknown layer '{layer}'");
+        var pins = Pins([layer]);
+        var handles = Running(module).Select(r => Interventions.Intervene(r, layer, transform)).ToList();
+        return new Disposables([.. handles, .. pins]);
+    }
 
     /// <inheritdoc/>
-    public IDisposable OverrideRelu(ReluRule rule) => Interventions.OverrideRelu(_modules, rule);
+    public IDisposable OverrideRelu(ReluRule rule) => Interventions.OverrideRelu(_modules, rule, m => Running(m));
+
+    /// <summary>The modules that may run for <paramref name="module"/>: itself, and what runs in its place while folded.</summary>
+    IReadOnlyList<nn.Module> Running(nn.Module module) =>
+        _folding?.RunsFor(module) is { } other ? [module, other] : [module];
+
+    /// <summary>Unfolds the folded convolutions among <paramref name="layers"/> for as long as the handles live.</summary>
+    List<IDisposable> Pins(IEnumerable<string> layers) =>
+        _folding is null ? [] : layers.Select(_folding.Pin).OfType<IDisposable>().ToList();
 
     /// <inheritdoc/>
-    public void Dispose() => _module.Dispose();
+    public void Dispose()
+    {
+        _folding?.Dispose();
+        _module.Dispose();
+    }
+
+    sealed class Disposables(List<IDisposable> items) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var d in items) d.Dispose();
+            items.Clear();
+        }
+    }
 
     /// <summary>Forward hooks that keep each layer's output. TorchSharp has no module backward hooks, so for
     /// gradients the output is replaced by a leaf that requires grad (when nothing upstream does): the
@@ -111,17 +176,22 @@ public sealed class TorchModel : IModel, IModelInterventions
         readonly Dictionary<string, Tensor> _captured = new();
         readonly List<Action> _hooks = new();
         readonly object _gate = new();
+        readonly List<IDisposable> _pins;
 
-        public HookCapture(List<(string Name, nn.Module Module)> layers, bool forGradients)
+        public HookCapture(List<(string Name, IReadOnlyList<nn.Module> Modules)> layers, bool forGradients, List<IDisposable> pins)
         {
+            _pins = pins;
             try
             {
-                foreach (var (name, module) in layers)
+                foreach (var (name, modules) in layers)
                 {
-                    if (module is not nn.Module<Tensor, Tensor> m)
-                        throw new LoupeException($"layer '{name}' ({module.GetType().Name}) does not map one tensor to one tensor and cannot be captured");
-                    var hook = m.register_forward_hook((_, _, output) => OnForward(name, output, forGradients));
-                    _hooks.Add(() => hook.remove());
+                    foreach (var module in modules)
+                    {
+                        if (module is not nn.Module<Tensor, Tensor> m)
+                            throw new LoupeException($"layer '{name}' ({module.GetType().Name}) does not map one tensor to one tensor and cannot be captured");
+                        var hook = m.register_forward_hook((_, _, output) => OnForward(name, output, forGradients));
+                        _hooks.Add(() => hook.remove());
+                    }
                 }
             }
             catch
@@ -157,6 +227,8 @@ public sealed class TorchModel : IModel, IModelInterventions
         {
             foreach (var remove in _hooks) remove();
             _hooks.Clear();
+            foreach (var p in _pins) p.Dispose();
+            _pins.Clear();
             lock (_gate)
             {
                 foreach (var t in _captured.Values) t.Dispose();

@@ -116,8 +116,11 @@ public class MetricTests
         Assert.Equal(1, Env.Metric(r, "edges-sanity", "insensitive"));
         var edges = r.Manifest!["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == "edges-sanity")!;
         Assert.Contains("barely change", edges["warnings"]!.ToJsonString());
-        // The weights were restored: the same metric before and after the randomisation steps agrees.
-        Assert.Equal(Env.Metric(r, "del-before", "auc_mean"), Env.Metric(r, "del-after", "auc_mean"), 9);
+        // The weights were restored: the same metric before and after the randomisation steps agrees. Not bit for bit:
+        // the parameters the randomisation handed out keep their batch norms unfolded from then on (fold_batchnorm),
+        // which moves results by float rounding (~1e-6 relative); weights left randomised move them by far more.
+        double before = Env.Metric(r, "del-before", "auc_mean"), after = Env.Metric(r, "del-after", "auc_mean");
+        Assert.True(Math.Abs(before - after) <= 1e-4 * Math.Abs(before), $"deletion AUC {before} before, {after} after");
         Assert.True(File.Exists(Path.Combine(r.OutDir!, "gc-sanity", "randomisation.png")));
         var sp = Npy.Read(Path.Combine(r.OutDir!, "gc-sanity", "spearman.npy"));
         Assert.Equal(8, sp.Shape[0]);

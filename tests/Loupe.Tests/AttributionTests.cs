@@ -61,14 +61,16 @@ public class AttributionTests
         TechniqueTests.Close(TechniqueTests.Stack(All.Value, step, artifact), fixture, 1e-4);
 
     [Theory]
-    [InlineData(ReluRule.Guided, "attr_r18_guided.npy")]
-    [InlineData(ReluRule.Deconvnet, "attr_r18_deconv.npy")]
-    public void ReluRulesReachTheReluInsideResidualBlocks(ReluRule rule, string fixture)
+    [InlineData(ReluRule.Guided, "attr_r18_guided.npy", false)]
+    [InlineData(ReluRule.Deconvnet, "attr_r18_deconv.npy", false)]
+    [InlineData(ReluRule.Guided, "attr_r18_guided.npy", true)]
+    [InlineData(ReluRule.Deconvnet, "attr_r18_deconv.npy", true)]
+    public void ReluRulesReachTheReluInsideResidualBlocks(ReluRule rule, string fixture, bool foldBatchNorm)
     {
         // torchvision's BasicBlock ends with a functional ReLU after the in-place residual add; PyTorch's reference
-        // replaces every nn.ReLU module (which torchvision also uses there), Loupe hooks the blocks.
-        using var model = ModelTests.Load("resnet18", null, 10);
-        ModelTests.SetHashWeights(model);
+        // replaces every nn.ReLU module (which torchvision also uses there), Loupe hooks the blocks (with batch norms
+        // folded, the hook on each block's last batch norm sits on its placeholder).
+        using var model = BatchNormFoldingTests.HashResNet18(foldBatchNorm);
         using var scope = NewDisposeScope();
         var x = Npy.Read(TestEnv.Fixture("arch_input_64.npy")).ToTensor().requires_grad_(true);
         Tensor g;

@@ -8,7 +8,7 @@ namespace Loupe.Tests;
 /// <summary>The TorchSharp backend against PyTorch (fixtures from tests/fixtures/make_fixtures.py).</summary>
 public class ModelTests
 {
-    static float[] Logits(IModel model, string inputFixture)
+    internal static float[] Logits(IModel model, string inputFixture)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -31,11 +31,13 @@ public class ModelTests
     }
 
     /// <summary>Deterministic weights shared with the Python script (hash scheme, see tests/fixtures/README.md).</summary>
-    internal static void SetHashWeights(IModel model)
+    internal static void SetHashWeights(IModel model) => SetHashWeights(((TorchModel)model).Module);
+
+    /// <inheritdoc cref="SetHashWeights(IModel)"/>
+    internal static void SetHashWeights(nn.Module module)
     {
-        var tm = (TorchModel)model;
         using var _ = no_grad();
-        foreach (var (name, t) in tm.Module.state_dict())
+        foreach (var (name, t) in module.state_dict())
         {
             if (t.dtype != ScalarType.Float32) continue;
             long n = t.numel();
