@@ -31,8 +31,9 @@ static class Interventions
         rule == ReluRule.Guided ? PositiveGradient.apply(nn.functional.relu(preActivation)) : DeconvRelu.apply(preActivation);
 
     /// <summary>Replaces the backward rule of every ReLU module and of the functional ReLU that ends TorchVision's
-    /// residual blocks. Pre-hooks keep the pre-activation intact (TorchSharp's ReLUs and blocks work in place); the
-    /// module's own output is then replaced by the custom function applied to that pre-activation. Install the override
+    /// residual blocks. Guided backprop wraps each ReLU's (and block's) output in <see cref="PositiveGradient"/>.
+    /// DeconvNet must drop the forward mask, so pre-hooks keep the pre-activation intact (TorchSharp's ReLUs and blocks
+    /// work in place) and the module's own output is replaced by the deconv ReLU of that pre-activation. Install the override
     /// before any capture of the same modules (captures registered earlier would see the module's placeholder output).</summary>
     /// <param name="running">The modules that may run in a module's place (a folded batch norm's placeholder).</param>
     public static IDisposable OverrideRelu(IReadOnlyDictionary<string, nn.Module> modules, ReluRule rule, Func<nn.Module, IReadOnlyList<nn.Module>> running)
@@ -42,7 +43,15 @@ static class Interventions
         {
             foreach (var (name, module) in modules)
             {
-                if (module is ReLU relu)
+                if (rule == ReluRule.Guided && (module is ReLU || module.GetType().Name is "BasicBlock" or "Bottleneck") && module is nn.Module<Tensor, Tensor> m)
+                {
+                    // Guided backprop needs no pre-activation: the ReLU's own backward keeps the gradient where its
+                    // input > 0, so wrapping its output (or a block's, which ends in a functional ReLU) in the
+                    // positive-gradient identity gives (x > 0)·(g > 0)·g with no extra pass over the activations.
+                    var h = m.register_forward_hook((_, _, output) => PositiveGradient.apply(output));
+                    removers.Add(() => h.remove());
+                }
+                else if (module is ReLU relu)
                 {
                     Tensor? pre = null;
                     // The module itself gets an empty tensor (its output is replaced below anyway): no copy of the
