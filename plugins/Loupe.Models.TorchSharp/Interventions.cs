@@ -24,12 +24,27 @@ sealed class DeconvRelu : autograd.SingleTensorFunction<DeconvRelu>
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
 }
 
+/// <summary>DeconvNet's ReLU after the ReLU already ran in place, without autograd, on the first input's buffer: the
+/// forward is that buffer (relu of the inputs' sum), the backward relu(gradient) to every input (the sum's derivative
+/// is 1 for each). No pass over the activations in the forward.</summary>
+sealed class DeconvPass : autograd.SingleTensorFunction<DeconvPass>
+{
+    public override string Name => "LoupeDeconvPass";
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        ctx.save_data("inputs", vars.Length);
+        return ((Tensor)vars[0]).alias();
+    }
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    {
+        var g = grad.clamp_min(0);
+        return [.. Enumerable.Repeat(g, (int)ctx.get_data("inputs"))];
+    }
+}
+
 /// <summary>Hook-based interventions on a TorchSharp module tree.</summary>
 static class Interventions
 {
-    static Tensor Apply(ReluRule rule, Tensor preActivation) =>
-        rule == ReluRule.Guided ? PositiveGradient.apply(nn.functional.relu(preActivation)) : DeconvRelu.apply(preActivation);
-
     /// <summary>Replaces the backward rule of every ReLU module and of the functional ReLU that ends TorchVision's
     /// residual blocks. Guided backprop wraps each ReLU's (and block's) output in <see cref="PositiveGradient"/>.
     /// DeconvNet must drop the forward mask, so pre-hooks keep the pre-activation intact (TorchSharp's ReLUs and blocks
@@ -51,6 +66,16 @@ static class Interventions
                     var h = m.register_forward_hook((_, _, output) => PositiveGradient.apply(output));
                     removers.Add(() => h.remove());
                 }
+                else if (module is ReLU { inplace: true } inplaceRelu)
+                {
+                    // DeconvNet at an in-place ReLU: the module runs on a detached alias of its input (same buffer, no
+                    // autograd record), so the buffer holds relu(x) and DeconvPass hands relu(gradient) to x's producer.
+                    Tensor? pre = null;
+                    var h1 = inplaceRelu.register_forward_pre_hook((_, input) => { pre = input; return input.detach(); });
+                    var h2 = inplaceRelu.register_forward_hook((_, _, output) => SameBuffer(output, pre!) ? DeconvPass.apply(pre!) : DeconvRelu.apply(pre!));
+                    removers.Add(() => h1.remove());
+                    removers.Add(() => h2.remove());
+                }
                 else if (module is ReLU relu)
                 {
                     Tensor? pre = null;
@@ -58,7 +83,7 @@ static class Interventions
                     // input for its in-place ReLU to overwrite, and no wasted ReLU pass. Forward hooks chain, so a
                     // capture registered after this override sees the replaced output.
                     var h1 = relu.register_forward_pre_hook((_, input) => { pre = input; return empty(0, dtype: input.dtype); });
-                    var h2 = relu.register_forward_hook((_, _, _) => Apply(rule, pre!));
+                    var h2 = relu.register_forward_hook((_, _, _) => DeconvRelu.apply(pre!));
                     removers.Add(() => h1.remove());
                     removers.Add(() => h2.remove());
                 }
@@ -72,17 +97,22 @@ static class Interventions
                     Tensor? blockInput = null, bnOut = null, identity = null;
                     var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null; });
                     removers.Add(() => h1.remove());
+                    // The block's own add and ReLU run on a detached alias of the last batch norm's output. TorchVision's
+                    // blocks add and ReLU in place, so that buffer then holds relu(bnOut + identity): DeconvPass returns it
+                    // and sends relu(gradient) to both terms. Were they not in place, bnOut is intact and is recomputed.
                     foreach (var bn in running(lastBn).OfType<nn.Module<Tensor, Tensor>>())
                     {
-                        var h2 = bn.register_forward_hook((_, _, output) => { bnOut = output; return output.clone(); });
+                        var h2 = bn.register_forward_hook((_, _, output) => { bnOut = output; return output.detach(); });
                         removers.Add(() => h2.remove());
                     }
                     foreach (var d in down is null ? [] : running(down).OfType<nn.Module<Tensor, Tensor>>())
                     {
-                        var h3 = d.register_forward_hook((_, _, output) => { identity = output; return output.clone(); });
+                        var h3 = d.register_forward_hook((_, _, output) => { identity = output; return null; });
                         removers.Add(() => h3.remove());
                     }
-                    var h4 = block.register_forward_hook((_, _, _) => Apply(rule, bnOut! + (identity ?? blockInput!)));
+                    var h4 = block.register_forward_hook((_, _, output) => SameBuffer(output, bnOut!)
+                        ? DeconvPass.apply(bnOut!, identity ?? blockInput!)
+                        : DeconvRelu.apply(bnOut! + (identity ?? blockInput!)));
                     removers.Add(() => h4.remove());
                 }
             }
@@ -94,6 +124,13 @@ static class Interventions
         }
         return new Handle(removers);
     }
+
+    [System.Runtime.InteropServices.DllImport("LibTorchSharp")]
+    static extern IntPtr THSStorage_data_ptr(IntPtr tensor);
+
+    /// <summary>True when both tensors start at the same memory (an in-place op returned its input's buffer).</summary>
+    static bool SameBuffer(Tensor a, Tensor b) =>
+        a.storage_offset() == b.storage_offset() && THSStorage_data_ptr(a.Handle) == THSStorage_data_ptr(b.Handle);
 
     /// <summary>Replaces a module's output by <paramref name="transform"/>(output).</summary>
     public static IDisposable Intervene(nn.Module module, string name, Func<Tensor, Tensor> transform)
