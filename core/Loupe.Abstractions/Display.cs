@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using static TorchSharp.torch;
 
@@ -127,16 +129,17 @@ public static class Display
     }
 
     /// <summary>rgb[p] = round(255 · (clamp(bg, 0, 1) · keep + heat[idx[p]])) per channel, interleaved. The arithmetic
-    /// runs on SIMD vectors (round ties to even, as torch.round); the table lookup and the interleaving are scalar.</summary>
+    /// runs on SIMD vectors of 8 pixels (round ties to even, as torch.round); the table lookup and the interleaving are
+    /// scalar, through 8-element stack buffers (no per-image scratch arrays: at 224² those were 400 KB of large-object
+    /// allocations per image).</summary>
     static void Blend(ReadOnlySpan<float> r, ReadOnlySpan<float> g, ReadOnlySpan<float> b, ReadOnlySpan<int> idx, float[] heat, float keep, Span<byte> rgb)
     {
         int hw = idx.Length;
-        var term = new float[hw];
-        var value = new int[hw];
+        Span<float> term = stackalloc float[8];
+        Span<int> value = stackalloc int[8];
         for (int ch = 0; ch < 3; ch++)
         {
             var bg = ch == 0 ? r : ch == 1 ? g : b;
-            for (int p = 0; p < hw; p++) term[p] = heat[idx[p] * 3 + ch];
             int q = 0;
             if (Vector256.IsHardwareAccelerated)
             {
@@ -144,20 +147,29 @@ public static class Display
                 var one = Vector256.Create(1f);
                 var k = Vector256.Create(keep);
                 var s = Vector256.Create(255f);
+                // Indices are 0..255 (ColourIndices guarantees it) and rgb holds 3·hw bytes: no bounds checks inside.
+                ref float heat0 = ref MemoryMarshal.GetArrayDataReference(heat);
+                ref byte out0 = ref MemoryMarshal.GetReference(rgb);
+                ref int idx0 = ref MemoryMarshal.GetReference(idx);
+                ref float term0 = ref MemoryMarshal.GetReference(term);
+                ref int value0 = ref MemoryMarshal.GetReference(value);
                 for (; q + 8 <= hw; q += 8)
                 {
+                    for (int j = 0; j < 8; j++) Unsafe.Add(ref term0, j) = Unsafe.Add(ref heat0, Unsafe.Add(ref idx0, q + j) * 3 + ch);
                     var x = Vector256.Create(bg.Slice(q, 8));
                     x = Vector256.Min(Vector256.Max(x, zero), one);
-                    var v = (x * k + Vector256.Create(term.AsSpan(q, 8))) * s;
-                    Vector256.ConvertToInt32(Vector256.Round(v)).CopyTo(value.AsSpan(q, 8));
+                    var v = (x * k + Vector256.LoadUnsafe(ref term0)) * s;
+                    Vector256.ConvertToInt32(Vector256.Round(v)).StoreUnsafe(ref value0);
+                    for (int j = 0; j < 8; j++) Unsafe.Add(ref out0, (q + j) * 3 + ch) = (byte)Unsafe.Add(ref value0, j);
                 }
             }
-            for (; q < hw; q++) value[q] = (int)MathF.Round((Math.Clamp(bg[q], 0f, 1f) * keep + term[q]) * 255f);
-            for (int p = 0; p < hw; p++) rgb[p * 3 + ch] = (byte)value[p];
+            for (; q < hw; q++) rgb[q * 3 + ch] = (byte)(int)MathF.Round((Math.Clamp(bg[q], 0f, 1f) * keep + heat[idx[q] * 3 + ch]) * 255f);
         }
     }
 
-    /// <summary>Colour-table index round(255 · scaled) of every value (min-max scaled, or clamped) into <paramref name="indices"/>.</summary>
+    /// <summary>Colour-table index round(255 · scaled) of every value (min-max scaled, or clamped) into
+    /// <paramref name="indices"/>; a NaN anywhere makes a normalised map all-minimum (as the tensor expression did), a
+    /// NaN value index 0. SIMD where available, with the scalar arithmetic's exact results (IEEE division, ties to even).</summary>
     static void ColourIndices(ReadOnlySpan<float> map, bool normalize, Span<int> indices)
     {
         float min = 0, range = 1;
@@ -165,14 +177,51 @@ public static class Display
         {
             float max = map[0];
             min = map[0];
-            foreach (var v in map)
+            bool nan = false;
+            int q = 0;
+            if (Vector256.IsHardwareAccelerated && map.Length >= 8)
             {
-                if (v < min || float.IsNaN(v)) min = v;
-                if (v > max || float.IsNaN(v)) max = v;
+                var vmin = Vector256.Create(map[..8]);
+                var vmax = vmin;
+                var vnan = Vector256<float>.Zero;
+                for (; q + 8 <= map.Length; q += 8)
+                {
+                    var v = Vector256.Create(map.Slice(q, 8));
+                    vnan |= ~Vector256.Equals(v, v);
+                    vmin = Vector256.Min(vmin, v);
+                    vmax = Vector256.Max(vmax, v);
+                }
+                nan = vnan != Vector256<float>.Zero;
+                for (int j = 0; j < 8; j++) { min = Math.Min(min, vmin[j]); max = Math.Max(max, vmax[j]); }
             }
-            range = max - min;   // NaN anywhere: NaN, and the map shows as all-minimum (as the tensor expression did)
+            for (; q < map.Length; q++)
+            {
+                var v = map[q];
+                nan |= float.IsNaN(v);
+                if (v < min) min = v;
+                if (v > max) max = v;
+            }
+            if (nan) { indices.Clear(); return; }
+            range = max - min;
         }
-        for (int p = 0; p < map.Length; p++)
+        int p = 0;
+        if (Vector256.IsHardwareAccelerated && (!normalize || range > 0))
+        {
+            var vmin = Vector256.Create(min);
+            var vrange = Vector256.Create(range);
+            var zero = Vector256<float>.Zero;
+            var one = Vector256.Create(1f);
+            var s255 = Vector256.Create(255f);
+            var top = Vector256.Create(255u);
+            for (; p + 8 <= map.Length; p += 8)
+            {
+                var v = Vector256.Create(map.Slice(p, 8));
+                var scaled = normalize ? (v - vmin) / vrange : Vector256.Min(Vector256.Max(v, zero), one);
+                var k = Vector256.ConvertToInt32(Vector256.Round(scaled * s255));
+                Vector256.ConditionalSelect(Vector256.LessThanOrEqual(k.AsUInt32(), top).AsInt32(), k, Vector256<int>.Zero).CopyTo(indices.Slice(p, 8));
+            }
+        }
+        for (; p < map.Length; p++)
         {
             float s = !normalize ? Math.Clamp(map[p], 0f, 1f) : range > 0 ? (map[p] - min) / range : 0f;
             int k = (int)MathF.Round(s * 255f);

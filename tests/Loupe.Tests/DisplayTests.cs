@@ -34,6 +34,7 @@ public class DisplayTests
     [InlineData(3, 224, 224, 224)]   // maps at input resolution
     [InlineData(3, 64, 48, 7)]       // CAM-sized maps, bilinearly resized
     [InlineData(1, 28, 28, 28)]      // grey images
+    [InlineData(3, 30, 27, 30)]      // 810 pixels: a tail after the last 8-pixel vector
     public void OverlaysEqualTheTensorExpressionByteForByte(int channels, int h, int w, int mapSize)
     {
         using var scope = NewDisposeScope();
@@ -41,6 +42,7 @@ public class DisplayTests
         var pixels = rand([4, channels, h, w], generator: gen) * 1.2f - 0.1f;   // some out of [0, 1]: clamped
         var maps = randn([4, mapSize, mapSize == h ? w : mapSize], generator: gen);
         maps[2].fill_(3f);                                                      // a constant map: all colour 0
+        maps[1][1, 1] = float.NaN;                                              // a NaN: the whole map colour 0
         var got = Display.Overlays(pixels, maps);
         var want = Reference(pixels, maps, 0.55f);
         Assert.Equal(4, got.Length);
