@@ -25,10 +25,9 @@ sealed class BatchNormFolding : IDisposable
     static readonly HashSet<string> KnownBlocks = ["ResNet", "BasicBlock", "Bottleneck", "FashionCnn"];
     const BindingFlags Instance = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
 
-    sealed class Pair(string convName, string bnName, nn.Module<Tensor, Tensor> conv, nn.Module<Tensor, Tensor> bn,
+    sealed class Pair(nn.Module<Tensor, Tensor> conv, nn.Module<Tensor, Tensor> bn,
         Action<nn.Module<Tensor, Tensor>> setConv, Action<nn.Module<Tensor, Tensor>> setBn, FusedConv fused)
     {
-        public readonly string ConvName = convName, BnName = bnName;
         public readonly nn.Module<Tensor, Tensor> Bn = bn;
         public readonly nn.Module<Tensor, Tensor> Placeholder = nn.Identity();
         public readonly FusedConv Fused = fused;
@@ -116,7 +115,7 @@ sealed class BatchNormFolding : IDisposable
         weight.DetachFromDisposeScope();
         bias.DetachFromDisposeScope();
         var fused = new FusedConv(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups);
-        var pair = new Pair(convName, bnName, conv, bn, setConv, setBn, fused);
+        var pair = new Pair(conv, bn, setConv, setBn, fused);
         _pairs.Add(pair);
         _byConv[convName] = pair;
         _runsFor[bn] = pair.Placeholder;
@@ -133,18 +132,17 @@ sealed class BatchNormFolding : IDisposable
     /// holds the tensor and may change it, and the fused weights would not follow.</summary>
     public void Release(string name)
     {
-        if (_byParameter.TryGetValue(name, out var pair)) lock (_gate) if (pair.Pins++ == 0) pair.Unfold();
+        if (_byParameter.TryGetValue(name, out var pair)) Pin(pair); // never unpinned
     }
 
     /// <summary>Unfolds the pair whose convolution is <paramref name="layer"/> until the handle is disposed (nested
     /// pins count); null when the layer is not a folded convolution.</summary>
-    public IDisposable? Pin(string layer)
+    public IDisposable? Pin(string layer) => _byConv.TryGetValue(layer, out var pair) ? Pin(pair) : null;
+
+    Unpin Pin(Pair pair)
     {
-        if (!_byConv.TryGetValue(layer, out var pair)) return null;
         lock (_gate)
-        {
             if (pair.Pins++ == 0) pair.Unfold();
-        }
         return new Unpin(this, pair);
     }
 

@@ -47,9 +47,10 @@ static class Interventions
 {
     /// <summary>Replaces the backward rule of every ReLU module and of the functional ReLU that ends TorchVision's
     /// residual blocks. Guided backprop wraps each ReLU's (and block's) output in <see cref="PositiveGradient"/>.
-    /// DeconvNet must drop the forward mask, so pre-hooks keep the pre-activation intact (TorchSharp's ReLUs and blocks
-    /// work in place) and the module's own output is replaced by the deconv ReLU of that pre-activation. Install the override
-    /// before any capture of the same modules (captures registered earlier would see the module's placeholder output).</summary>
+    /// DeconvNet must drop the forward mask: in-place ReLUs and blocks run on a detached alias and
+    /// <see cref="DeconvPass"/> returns the result with a relu(gradient) backward; a module that did not work in place
+    /// gets <see cref="DeconvRelu"/> of its kept pre-activation. Install the override before any capture of the same
+    /// modules (captures registered earlier would see the module's own output).</summary>
     /// <param name="running">The modules that may run in a module's place (a folded batch norm's placeholder).</param>
     public static IDisposable OverrideRelu(IReadOnlyDictionary<string, nn.Module> modules, ReluRule rule, Func<nn.Module, IReadOnlyList<nn.Module>> running)
     {
@@ -141,7 +142,8 @@ static class Interventions
         return new Handle([() => h.remove()]);
     }
 
-    sealed class Handle(List<Action> removers) : IDisposable
+    /// <summary>Runs the removers once when disposed.</summary>
+    internal sealed class Handle(List<Action> removers) : IDisposable
     {
         public void Dispose()
         {

@@ -137,8 +137,8 @@ public sealed class TorchModel : IModel, IModelInterventions
     {
         var module = _modules.TryGetValue(layer, out var m) ? m : throw new LoupeException($"unknown layer '{layer}'");
         var pins = Pins([layer]);
-        var handles = Running(module).Select(r => Interventions.Intervene(r, layer, transform)).ToList();
-        return new Disposables([.. handles, .. pins]);
+        var hooks = Running(module).Select(r => Interventions.Intervene(r, layer, transform));
+        return new Interventions.Handle([.. hooks.Concat(pins).Select(h => (Action)h.Dispose)]);
     }
 
     /// <inheritdoc/>
@@ -157,15 +157,6 @@ public sealed class TorchModel : IModel, IModelInterventions
     {
         _folding?.Dispose();
         _module.Dispose();
-    }
-
-    sealed class Disposables(List<IDisposable> items) : IDisposable
-    {
-        public void Dispose()
-        {
-            foreach (var d in items) d.Dispose();
-            items.Clear();
-        }
     }
 
     /// <summary>Forward hooks that keep each layer's output. TorchSharp has no module backward hooks, so for
