@@ -10,11 +10,11 @@ namespace Loupe.Models.TorchSharp;
 /// <c>tests/fixtures/make_fixtures.py</c>.</summary>
 public sealed class FashionCnn : Module<Tensor, Tensor>
 {
-    // Typed as modules, not Conv2d/BatchNorm2d: BatchNormFolding swaps what runs in the conv/bn slots.
+    // Typed as modules, not Conv2d/BatchNorm2d/MaxPool2d: Rewrites swaps what runs in these slots.
     readonly Module<Tensor, Tensor> conv1, conv2, conv3;
     readonly Module<Tensor, Tensor> bn1, bn2, bn3;
     readonly ReLU relu1, relu2, relu3;
-    readonly MaxPool2d pool1, pool2;
+    readonly Module<Tensor, Tensor> pool1, pool2;
     readonly AdaptiveAvgPool2d gap;
     readonly Flatten flatten;
     readonly Linear fc;

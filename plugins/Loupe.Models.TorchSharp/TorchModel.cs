@@ -24,12 +24,13 @@ public sealed class TorchModel : IModel, IModelInterventions
     readonly Dictionary<string, nn.Module> _modules;
     readonly Dictionary<string, Tensor> _parameters;
 
-    readonly BatchNormFolding? _folding;
+    readonly Rewrites? _rewrites;
 
     /// <summary>Wraps <paramref name="module"/> (takes ownership). With <paramref name="foldBatchNorm"/>, batch norms
-    /// of TorchVision ResNets, VGG-BN sequences and the demo CNN are folded into their convolutions (see
-    /// <see cref="BatchNormFolding"/>); the fold is checked on one input and dropped if the outputs differ.</summary>
-    public TorchModel(nn.Module<Tensor, Tensor> module, InputSpec input, IReadOnlyList<string>? labels, bool foldBatchNorm = false)
+    /// of TorchVision ResNets, VGG-BN sequences and the demo CNN are folded into their convolutions; with
+    /// <paramref name="fastMaxPool"/>, max pools run on a faster kernel (see <see cref="Rewrites"/>). The rewrites are
+    /// checked on one input and dropped if the outputs differ.</summary>
+    public TorchModel(nn.Module<Tensor, Tensor> module, InputSpec input, IReadOnlyList<string>? labels, bool foldBatchNorm = false, bool fastMaxPool = false)
     {
         _module = module;
         _module.eval();
@@ -40,35 +41,39 @@ public sealed class TorchModel : IModel, IModelInterventions
         DefaultInput = input;
         DefaultLabels = labels;
         Layers = _modules.Select(kv => new LayerInfo(kv.Key, kv.Value.GetType().Name) { Geometry = GeometryOf(kv.Value) }).ToList();
-        if (foldBatchNorm) _folding = CheckedFold(_module, input);
+        if (foldBatchNorm || fastMaxPool) _rewrites = CheckedRewrite(_module, input, foldBatchNorm, fastMaxPool);
     }
 
     /// <summary>Number of batch norms folded into convolutions (0 when folding is off or found nothing).</summary>
-    public int FoldedBatchNorms => _folding?.Count ?? 0;
+    public int FoldedBatchNorms => _rewrites?.FoldedBatchNorms ?? 0;
 
-    /// <summary>Folds, then compares the folded and the original model on one seeded input: a relative difference above
-    /// 1e-3 of the largest output means a pair was not the chain it looked like, and the fold is undone.</summary>
-    static BatchNormFolding? CheckedFold(nn.Module<Tensor, Tensor> module, InputSpec input)
+    /// <summary>Number of max pools that run on the faster kernel.</summary>
+    public int FastMaxPools => _rewrites?.FastMaxPools ?? 0;
+
+    /// <summary>Rewrites, then compares the rewritten and the original model on one seeded input: a relative difference
+    /// above 1e-3 of the largest output means a pair was not the chain it looked like, and the rewrites are undone.</summary>
+    static Rewrites? CheckedRewrite(nn.Module<Tensor, Tensor> module, InputSpec input, bool foldBatchNorm, bool fastMaxPool)
     {
-        var folding = BatchNormFolding.Fold(module);
-        if (folding.Count == 0) { folding.Dispose(); return null; }
+        var rewrites = Rewrites.Apply(module, foldBatchNorm, fastMaxPool);
+        if (rewrites.Count == 0) { rewrites.Dispose(); return null; }
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var x = randn([1, input.Channels, input.Height, input.Width], generator: new Generator(0));
         var folded = module.call(x);
-        var original = folding.Unfolded(() => module.call(x));
+        var original = rewrites.Undone(() => module.call(x));
         var tolerance = 1e-3 * (original.abs().max().item<float>() + 1e-6);
-        if ((folded - original).abs().max().item<float>() <= tolerance) return folding;
-        folding.Dispose();
+        if ((folded - original).abs().max().item<float>() <= tolerance) return rewrites;
+        rewrites.Dispose();
         return null;
     }
 
-    /// <summary>The wrapped module. Reading it undoes batch-norm folding for good: the caller may change weights.</summary>
+    /// <summary>The wrapped module. Reading it undoes the rewrites (folded batch norms, fast pools) for good: the caller
+    /// may change weights or the module tree.</summary>
     public nn.Module<Tensor, Tensor> Module
     {
         get
         {
-            _folding?.Dispose();
+            _rewrites?.Dispose();
             return _module;
         }
     }
@@ -86,7 +91,7 @@ public sealed class TorchModel : IModel, IModelInterventions
     /// <inheritdoc/>
     public Tensor? GetParameter(string name)
     {
-        _folding?.Release(name); // the caller may change it: that pair runs unfolded from now on
+        _rewrites?.Release(name); // the caller may change it: that pair runs unfolded from now on
         return _parameters.GetValueOrDefault(name);
     }
     /// <summary>Memory layout of 4-D inputs (see <see cref="MemoryLayout"/>).</summary>
@@ -146,16 +151,16 @@ public sealed class TorchModel : IModel, IModelInterventions
 
     /// <summary>The modules that may run for <paramref name="module"/>: itself, and what runs in its place while folded.</summary>
     IReadOnlyList<nn.Module> Running(nn.Module module) =>
-        _folding?.RunsFor(module) is { } other ? [module, other] : [module];
+        _rewrites?.RunsFor(module) is { } other ? [module, other] : [module];
 
     /// <summary>Unfolds the folded convolutions among <paramref name="layers"/> for as long as the handles live.</summary>
     List<IDisposable> Pins(IEnumerable<string> layers) =>
-        _folding is null ? [] : layers.Select(_folding.Pin).OfType<IDisposable>().ToList();
+        _rewrites is null ? [] : layers.Select(_rewrites.Pin).OfType<IDisposable>().ToList();
 
     /// <inheritdoc/>
     public void Dispose()
     {
-        _folding?.Dispose();
+        _rewrites?.Dispose();
         _module.Dispose();
     }
 

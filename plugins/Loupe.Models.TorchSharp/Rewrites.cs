@@ -6,54 +6,63 @@ using static TorchSharp.torch;
 
 namespace Loupe.Models.TorchSharp;
 
-/// <summary>Eval-mode batch norms folded into the convolution before them: <c>bn(conv(x)) = conv'(x)</c> with
-/// <c>w' = w·γ/√(σ²+ε)</c> and <c>b' = β + (b − μ)·γ/√(σ²+ε)</c> — the fold that ONNX exporters and
+/// <summary>What runs in place of some of a model's modules, for speed, with the same results: batch norms folded
+/// into the convolution before them, and max pools on a faster kernel (<see cref="FastMaxPool"/>).
+/// <para><b>Batch norms.</b> Eval-mode batch norms folded into the convolution before them: <c>bn(conv(x)) = conv'(x)</c>
+/// with <c>w' = w·γ/√(σ²+ε)</c> and <c>b' = β + (b − μ)·γ/√(σ²+ε)</c> — the fold that ONNX exporters and
 /// <c>torch.fx</c>'s fuser make. The batch norm's pass over every activation (and its backward) disappears: resnet18 at
 /// 224² runs its forward ~5 % and its forward+backward 3–5 % faster, the demo CNN's forward+backward ~20 %; outputs
-/// agree to float rounding (~1e-6 relative).
-/// <para>Only pairs whose data flow is known are folded: adjacent <c>Conv2d → BatchNorm2d</c> in a
-/// <see cref="Sequential"/> held in a field of its parent, and the <c>convK</c>/<c>bnK</c> fields of TorchVision's
-/// ResNet blocks and of the demo CNN, where <c>convK</c> feeds <c>bnK</c> and nothing else. The fold changes what runs,
-/// never the module tree: parents' fields point at a fused convolution, an identity placeholder for the batch norm, and
-/// a copy of a <see cref="Sequential"/> whose items are swapped (a Sequential lists its own names and parameters from
-/// its items, so it is never edited). Names, parameters and the state dict stay the model's own. Hooks on a batch norm
-/// or a Sequential also go on what runs in its place (<see cref="RunsFor"/>); a hook on a folded convolution needs the
-/// convolution's own output, so <see cref="Pin"/> unfolds the pair while the hook lives.</para></summary>
-sealed class BatchNormFolding : IDisposable
+/// agree to float rounding (~1e-6 relative). Only pairs whose data flow is known are folded: adjacent
+/// <c>Conv2d → BatchNorm2d</c> in a <see cref="Sequential"/> held in a field of its parent, and the <c>convK</c>/<c>bnK</c>
+/// fields of TorchVision's ResNet blocks and of the demo CNN, where <c>convK</c> feeds <c>bnK</c> and nothing else.</para>
+/// <para><b>Max pools.</b> Any <see cref="MaxPool2d"/> held in a field typed as a module, or in a Sequential, runs as a
+/// <see cref="FastMaxPool"/>: the same values, indices and gradients.</para>
+/// <para>The rewrites change what runs, never the module tree: parents' fields point at the replacement (a fused
+/// convolution, an identity placeholder for the batch norm, a fast pool), and a <see cref="Sequential"/> is replaced by
+/// a copy whose items are swapped (a Sequential lists its own names and parameters from its items, so it is never
+/// edited). Names, parameters and the state dict stay the model's own. Hooks on a replaced module also go on what runs
+/// in its place (<see cref="RunsFor"/>); a hook on a folded convolution needs the convolution's own output, so
+/// <see cref="Pin"/> unfolds the pair while the hook lives.</para></summary>
+sealed class Rewrites : IDisposable
 {
     /// <summary>Parent types whose <c>convK → bnK</c> fields are a chain in their forward.</summary>
     static readonly HashSet<string> KnownBlocks = ["ResNet", "BasicBlock", "Bottleneck", "FashionCnn"];
     const BindingFlags Instance = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
 
-    sealed class Pair(nn.Module<Tensor, Tensor> conv, nn.Module<Tensor, Tensor> bn,
-        Action<nn.Module<Tensor, Tensor>> setConv, Action<nn.Module<Tensor, Tensor>> setBn, FusedConv fused)
+    /// <summary>One replacement: applied while not pinned; owns what it put in place.</summary>
+    sealed class Swap(Action apply, Action undo, bool isFold, params IDisposable[] owned)
     {
-        public readonly nn.Module<Tensor, Tensor> Bn = bn;
-        public readonly nn.Module<Tensor, Tensor> Placeholder = nn.Identity();
-        public readonly FusedConv Fused = fused;
+        public readonly bool IsFold = isFold;
+        public readonly IDisposable[] Owned = owned;
         public int Pins;
 
-        public void Fold() { setConv(Fused); setBn(Placeholder); }
-        public void Unfold() { setConv(conv); setBn(Bn); }
+        public void Apply() => apply();
+        public void Undo() => undo();
     }
 
-    readonly List<Pair> _pairs = [];
-    readonly Dictionary<string, Pair> _byConv = [];
-    readonly Dictionary<string, Pair> _byParameter = [];
+    readonly List<Swap> _swaps = [];
+    readonly Dictionary<string, Swap> _byConv = [];
+    readonly Dictionary<string, Swap> _byParameter = [];
     readonly Dictionary<nn.Module, nn.Module> _runsFor = new(ReferenceEqualityComparer.Instance);
     readonly List<Action> _restoreFields = [];
     readonly List<SequentialCopy> _copies = [];
     readonly object _gate = new();
 
-    BatchNormFolding() { }
+    Rewrites() { }
 
-    /// <summary>Number of pairs folded now (pinned and released pairs run unfolded).</summary>
-    public int Count => _pairs.Count(p => p.Pins == 0);
+    /// <summary>Number of batch norms folded now (pinned and released pairs run unfolded).</summary>
+    public int FoldedBatchNorms => _swaps.Count(p => p.IsFold && p.Pins == 0);
 
-    /// <summary>Finds the foldable pairs of <paramref name="root"/> (which must be in eval mode) and folds them.</summary>
-    public static BatchNormFolding Fold(nn.Module root)
+    /// <summary>Number of max pools that run as <see cref="FastMaxPool"/>.</summary>
+    public int FastMaxPools => _swaps.Count(p => !p.IsFold);
+
+    /// <summary>Number of rewrites in place.</summary>
+    public int Count => _swaps.Count(p => p.Pins == 0);
+
+    /// <summary>Finds what can be rewritten in <paramref name="root"/> (which must be in eval mode) and rewrites it.</summary>
+    public static Rewrites Apply(nn.Module root, bool foldBatchNorm, bool fastMaxPool)
     {
-        var folding = new BatchNormFolding();
+        var rewrites = new Rewrites();
         using (no_grad())
         {
             // TorchSharp's named_modules() leaves out the root itself.
@@ -62,18 +71,24 @@ sealed class BatchNormFolding : IDisposable
                 if (module is Sequential) continue;
                 var prefix = name.Length == 0 ? "" : name + ".";
                 var fields = module.GetType().GetFields(Instance)
-                    .Where(f => f.FieldType.IsAssignableFrom(typeof(Identity)) && f.FieldType.IsAssignableFrom(typeof(FusedConv)) && f.FieldType.IsAssignableFrom(typeof(SequentialCopy)))
+                    .Where(f => f.FieldType.IsAssignableFrom(typeof(Identity)) && f.FieldType.IsAssignableFrom(typeof(FusedConv))
+                        && f.FieldType.IsAssignableFrom(typeof(SequentialCopy)) && f.FieldType.IsAssignableFrom(typeof(FastMaxPool)))
                     .ToDictionary(f => f.Name);
                 // The registered children must be the very objects in the fields: the names users see are the registry's.
                 var children = module.named_children().ToDictionary(c => c.name, c => c.module);
                 bool Registered(string field, object? value) => value is not null && ReferenceEquals(children.GetValueOrDefault(field), value);
-                if (KnownBlocks.Contains(module.GetType().Name)) folding.FromFields(module, prefix, fields, Registered);
+                if (foldBatchNorm && KnownBlocks.Contains(module.GetType().Name)) rewrites.FromFields(module, prefix, fields, Registered);
                 foreach (var (fieldName, field) in fields)
-                    if (field.GetValue(module) is Sequential seq && Registered(fieldName, seq)) folding.FromSequential(module, field, seq, prefix + fieldName + ".");
+                {
+                    var value = field.GetValue(module);
+                    if (!Registered(fieldName, value)) continue;
+                    if (value is Sequential seq) rewrites.FromSequential(module, field, seq, prefix + fieldName + ".", foldBatchNorm, fastMaxPool);
+                    else if (fastMaxPool && value is MaxPool2d pool) rewrites.AddPool(pool, m => field.SetValue(module, m));
+                }
             }
         }
-        foreach (var p in folding._pairs) p.Fold();
-        return folding;
+        foreach (var p in rewrites._swaps) p.Apply();
+        return rewrites;
     }
 
     void FromFields(nn.Module parent, string prefix, Dictionary<string, FieldInfo> fields, Func<string, object?, bool> registered)
@@ -87,17 +102,21 @@ sealed class BatchNormFolding : IDisposable
         }
     }
 
-    void FromSequential(nn.Module parent, FieldInfo field, Sequential seq, string prefix)
+    void FromSequential(nn.Module parent, FieldInfo field, Sequential seq, string prefix, bool foldBatchNorm, bool fastMaxPool)
     {
         var items = seq.named_children().ToList();
-        if (!Enumerable.Range(0, items.Count - 1).Any(i => items[i].module is Conv2d && items[i + 1].module is BatchNorm2d)) return;
+        bool folds = foldBatchNorm && Enumerable.Range(0, items.Count - 1).Any(i => items[i].module is Conv2d && items[i + 1].module is BatchNorm2d);
+        bool pools = fastMaxPool && items.Any(i => i.module is MaxPool2d);
+        if (!folds && !pools) return;
         if (items.Any(i => i.module is not nn.Module<Tensor, Tensor>)) return;
         var copy = new SequentialCopy(items.Select(i => (nn.Module<Tensor, Tensor>)i.module).ToList());
-        for (int i = 0; i + 1 < items.Count; i++)
+        for (int i = 0; i < items.Count; i++)
         {
-            if (items[i].module is not Conv2d conv || items[i + 1].module is not BatchNorm2d bn) continue;
             int ci = i, bi = i + 1;
-            Add(prefix + items[ci].name, prefix + items[bi].name, conv, bn, m => copy.Items[ci] = m, m => copy.Items[bi] = m);
+            if (folds && bi < items.Count && items[ci].module is Conv2d conv && items[bi].module is BatchNorm2d bn)
+                Add(prefix + items[ci].name, prefix + items[bi].name, conv, bn, m => copy.Items[ci] = m, m => copy.Items[bi] = m);
+            else if (pools && items[ci].module is MaxPool2d pool)
+                AddPool(pool, m => copy.Items[ci] = m);
         }
         field.SetValue(parent, copy);
         _restoreFields.Add(() => field.SetValue(parent, seq));
@@ -115,17 +134,25 @@ sealed class BatchNormFolding : IDisposable
         weight.DetachFromDisposeScope();
         bias.DetachFromDisposeScope();
         var fused = new FusedConv(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups);
-        var pair = new Pair(conv, bn, setConv, setBn, fused);
-        _pairs.Add(pair);
+        var placeholder = nn.Identity();
+        var pair = new Swap(() => { setConv(fused); setBn(placeholder); }, () => { setConv(conv); setBn(bn); }, true, fused, placeholder);
+        _swaps.Add(pair);
         _byConv[convName] = pair;
-        _runsFor[bn] = pair.Placeholder;
+        _runsFor[bn] = placeholder;
         foreach (var (p, _) in conv.named_parameters()) _byParameter[convName + "." + p] = pair;
         foreach (var (p, _) in bn.named_parameters()) _byParameter[bnName + "." + p] = pair;
         foreach (var (b, _) in bn.named_buffers()) _byParameter[bnName + "." + b] = pair;
     }
 
+    void AddPool(MaxPool2d pool, Action<nn.Module<Tensor, Tensor>> set)
+    {
+        var fast = new FastMaxPool(pool);
+        _swaps.Add(new Swap(() => set(fast), () => set(pool), false, fast));
+        _runsFor[pool] = fast;
+    }
+
     /// <summary>The module that runs in place of <paramref name="module"/> (a folded batch norm's placeholder, a
-    /// Sequential's copy), or null.</summary>
+    /// Sequential's copy, a fast max pool), or null.</summary>
     public nn.Module? RunsFor(nn.Module module) => _runsFor.GetValueOrDefault(module);
 
     /// <summary>Unfolds, for good, the pair that parameter or buffer <paramref name="name"/> belongs to: the caller
@@ -139,14 +166,14 @@ sealed class BatchNormFolding : IDisposable
     /// pins count); null when the layer is not a folded convolution.</summary>
     public IDisposable? Pin(string layer) => _byConv.TryGetValue(layer, out var pair) ? Pin(pair) : null;
 
-    Unpin Pin(Pair pair)
+    Unpin Pin(Swap pair)
     {
         lock (_gate)
-            if (pair.Pins++ == 0) pair.Unfold();
+            if (pair.Pins++ == 0) pair.Undo();
         return new Unpin(this, pair);
     }
 
-    sealed class Unpin(BatchNormFolding owner, Pair pair) : IDisposable
+    sealed class Unpin(Rewrites owner, Swap pair) : IDisposable
     {
         bool _done;
         public void Dispose()
@@ -155,31 +182,30 @@ sealed class BatchNormFolding : IDisposable
             {
                 if (_done) return;
                 _done = true;
-                if (--pair.Pins == 0) pair.Fold();
+                if (--pair.Pins == 0) pair.Apply();
             }
         }
     }
 
-    /// <summary>Unfolds every pair for the duration of <paramref name="action"/> (used to check the fold).</summary>
-    public T Unfolded<T>(Func<T> action)
+    /// <summary>Undoes every rewrite for the duration of <paramref name="action"/> (used to check them).</summary>
+    public T Undone<T>(Func<T> action)
     {
-        foreach (var p in _pairs) p.Unfold();
+        foreach (var p in _swaps) p.Undo();
         try { return action(); }
-        finally { foreach (var p in _pairs) if (p.Pins == 0) p.Fold(); }
+        finally { foreach (var p in _swaps) if (p.Pins == 0) p.Apply(); }
     }
 
-    /// <summary>Puts the original modules back (the module tree owns and disposes them) and frees the fused weights.</summary>
+    /// <summary>Puts the original modules back (the module tree owns and disposes them) and frees the replacements.</summary>
     public void Dispose()
     {
-        foreach (var p in _pairs)
+        foreach (var p in _swaps)
         {
-            p.Unfold();
-            p.Fused.Dispose();
-            p.Placeholder.Dispose();
+            p.Undo();
+            foreach (var d in p.Owned) d.Dispose();
         }
         foreach (var restore in _restoreFields) restore();
         foreach (var c in _copies) c.Dispose();
-        _pairs.Clear();
+        _swaps.Clear();
         _byConv.Clear();
         _byParameter.Clear();
         _runsFor.Clear();
@@ -187,8 +213,8 @@ sealed class BatchNormFolding : IDisposable
         _copies.Clear();
     }
 
-    /// <summary>What runs in place of a Sequential with folded pairs: the same items in order (hooks on them fire),
-    /// with the folded ones swapped. Not registered anywhere: it owns none of its items.</summary>
+    /// <summary>What runs in place of a Sequential with rewritten items: the same items in order (hooks on them fire),
+    /// with the rewritten ones swapped. Not registered anywhere: it owns none of its items.</summary>
     internal sealed class SequentialCopy(List<nn.Module<Tensor, Tensor>> items) : nn.Module<Tensor, Tensor>("Sequential")
     {
         public readonly List<nn.Module<Tensor, Tensor>> Items = items;
