@@ -7,7 +7,8 @@ using static TorchSharp.torch;
 namespace Loupe.Models.TorchSharp;
 
 /// <summary>What runs in place of some of a model's modules, for speed, with the same results: batch norms folded
-/// into the convolution before them, and max pools on a faster kernel (<see cref="FastMaxPool"/>).
+/// into the convolution before them, max pools on a faster kernel (<see cref="FastMaxPool"/>), and first-layer
+/// convolutions with a faster input gradient (<see cref="FewChannelConv"/>).
 /// <para><b>Batch norms.</b> Eval-mode batch norms folded into the convolution before them: <c>bn(conv(x)) = conv'(x)</c>
 /// with <c>w' = w·γ/√(σ²+ε)</c> and <c>b' = β + (b − μ)·γ/√(σ²+ε)</c> — the fold that ONNX exporters and
 /// <c>torch.fx</c>'s fuser make. The batch norm's pass over every activation (and its backward) disappears: resnet18 at
@@ -15,8 +16,9 @@ namespace Loupe.Models.TorchSharp;
 /// agree to float rounding (~1e-6 relative). Only pairs whose data flow is known are folded: adjacent
 /// <c>Conv2d → BatchNorm2d</c> in a <see cref="Sequential"/> held in a field of its parent, and the <c>convK</c>/<c>bnK</c>
 /// fields of TorchVision's ResNet blocks and of the demo CNN, where <c>convK</c> feeds <c>bnK</c> and nothing else.</para>
-/// <para><b>Max pools.</b> Any <see cref="MaxPool2d"/> held in a field typed as a module, or in a Sequential, runs as a
-/// <see cref="FastMaxPool"/>: the same values, indices and gradients.</para>
+/// <para><b>Fast kernels.</b> Any <see cref="MaxPool2d"/> held in a field typed as a module, or in a Sequential, runs as a
+/// <see cref="FastMaxPool"/>: the same values, indices and gradients; so does any <see cref="Conv2d"/> with at most 4
+/// input channels as a <see cref="FewChannelConv"/> (a folded one gets the same path inside its fused convolution).</para>
 /// <para>The rewrites change what runs, never the module tree: parents' fields point at the replacement (a fused
 /// convolution, an identity placeholder for the batch norm, a fast pool), and a <see cref="Sequential"/> is replaced by
 /// a copy whose items are swapped (a Sequential lists its own names and parameters from its items, so it is never
@@ -29,10 +31,12 @@ sealed class Rewrites : IDisposable
     static readonly HashSet<string> KnownBlocks = ["ResNet", "BasicBlock", "Bottleneck", "FashionCnn"];
     const BindingFlags Instance = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
 
+    enum Kind { Fold, Pool, Conv }
+
     /// <summary>One replacement: applied while not pinned; owns what it put in place.</summary>
-    sealed class Swap(Action apply, Action undo, bool isFold, params IDisposable[] owned)
+    sealed class Swap(Action apply, Action undo, Kind kind, params IDisposable[] owned)
     {
-        public readonly bool IsFold = isFold;
+        public readonly Kind Kind = kind;
         public readonly IDisposable[] Owned = owned;
         public int Pins;
 
@@ -46,21 +50,25 @@ sealed class Rewrites : IDisposable
     readonly Dictionary<nn.Module, nn.Module> _runsFor = new(ReferenceEqualityComparer.Instance);
     readonly List<Action> _restoreFields = [];
     readonly List<SequentialCopy> _copies = [];
+    readonly HashSet<nn.Module> _paired = new(ReferenceEqualityComparer.Instance);
     readonly object _gate = new();
 
     Rewrites() { }
 
     /// <summary>Number of batch norms folded now (pinned and released pairs run unfolded).</summary>
-    public int FoldedBatchNorms => _swaps.Count(p => p.IsFold && p.Pins == 0);
+    public int FoldedBatchNorms => _swaps.Count(p => p.Kind == Kind.Fold && p.Pins == 0);
 
     /// <summary>Number of max pools that run as <see cref="FastMaxPool"/>.</summary>
-    public int FastMaxPools => _swaps.Count(p => !p.IsFold);
+    public int FastMaxPools => _swaps.Count(p => p.Kind == Kind.Pool);
+
+    /// <summary>Number of unfolded first-layer convolutions that run as <see cref="FewChannelConv"/>.</summary>
+    public int FewChannelConvs => _swaps.Count(p => p.Kind == Kind.Conv);
 
     /// <summary>Number of rewrites in place.</summary>
     public int Count => _swaps.Count(p => p.Pins == 0);
 
     /// <summary>Finds what can be rewritten in <paramref name="root"/> (which must be in eval mode) and rewrites it.</summary>
-    public static Rewrites Apply(nn.Module root, bool foldBatchNorm, bool fastMaxPool)
+    public static Rewrites Apply(nn.Module root, bool foldBatchNorm, bool fastKernels)
     {
         var rewrites = new Rewrites();
         using (no_grad())
@@ -72,7 +80,8 @@ sealed class Rewrites : IDisposable
                 var prefix = name.Length == 0 ? "" : name + ".";
                 var fields = module.GetType().GetFields(Instance)
                     .Where(f => f.FieldType.IsAssignableFrom(typeof(Identity)) && f.FieldType.IsAssignableFrom(typeof(FusedConv))
-                        && f.FieldType.IsAssignableFrom(typeof(SequentialCopy)) && f.FieldType.IsAssignableFrom(typeof(FastMaxPool)))
+                        && f.FieldType.IsAssignableFrom(typeof(SequentialCopy)) && f.FieldType.IsAssignableFrom(typeof(FastMaxPool))
+                        && f.FieldType.IsAssignableFrom(typeof(FewChannelConv)))
                     .ToDictionary(f => f.Name);
                 // The registered children must be the very objects in the fields: the names users see are the registry's.
                 var children = module.named_children().ToDictionary(c => c.name, c => c.module);
@@ -82,8 +91,8 @@ sealed class Rewrites : IDisposable
                 {
                     var value = field.GetValue(module);
                     if (!Registered(fieldName, value)) continue;
-                    if (value is Sequential seq) rewrites.FromSequential(module, field, seq, prefix + fieldName + ".", foldBatchNorm, fastMaxPool);
-                    else if (fastMaxPool && value is MaxPool2d pool) rewrites.AddPool(pool, m => field.SetValue(module, m));
+                    if (value is Sequential seq) rewrites.FromSequential(module, field, seq, prefix + fieldName + ".", foldBatchNorm, fastKernels);
+                    else if (fastKernels) rewrites.AddFast((nn.Module)value!, m => field.SetValue(module, m));
                 }
             }
         }
@@ -102,12 +111,12 @@ sealed class Rewrites : IDisposable
         }
     }
 
-    void FromSequential(nn.Module parent, FieldInfo field, Sequential seq, string prefix, bool foldBatchNorm, bool fastMaxPool)
+    void FromSequential(nn.Module parent, FieldInfo field, Sequential seq, string prefix, bool foldBatchNorm, bool fastKernels)
     {
         var items = seq.named_children().ToList();
         bool folds = foldBatchNorm && Enumerable.Range(0, items.Count - 1).Any(i => items[i].module is Conv2d && items[i + 1].module is BatchNorm2d);
-        bool pools = fastMaxPool && items.Any(i => i.module is MaxPool2d);
-        if (!folds && !pools) return;
+        bool fast = fastKernels && items.Any(i => HasFastKernel(i.module));
+        if (!folds && !fast) return;
         if (items.Any(i => i.module is not nn.Module<Tensor, Tensor>)) return;
         var copy = new SequentialCopy(items.Select(i => (nn.Module<Tensor, Tensor>)i.module).ToList());
         for (int i = 0; i < items.Count; i++)
@@ -115,9 +124,13 @@ sealed class Rewrites : IDisposable
             int ci = i, bi = i + 1;
             if (folds && bi < items.Count && items[ci].module is Conv2d conv && items[bi].module is BatchNorm2d bn)
                 Add(prefix + items[ci].name, prefix + items[bi].name, conv, bn, m => copy.Items[ci] = m, m => copy.Items[bi] = m);
-            else if (pools && items[ci].module is MaxPool2d pool)
-                AddPool(pool, m => copy.Items[ci] = m);
         }
+        if (fast)
+            for (int i = 0; i < items.Count; i++)
+            {
+                int ci = i;
+                AddFast(items[ci].module, m => copy.Items[ci] = m);
+            }
         field.SetValue(parent, copy);
         _restoreFields.Add(() => field.SetValue(parent, seq));
         _runsFor[seq] = copy;
@@ -135,8 +148,9 @@ sealed class Rewrites : IDisposable
         bias.DetachFromDisposeScope();
         var fused = new FusedConv(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups);
         var placeholder = nn.Identity();
-        var pair = new Swap(() => { setConv(fused); setBn(placeholder); }, () => { setConv(conv); setBn(bn); }, true, fused, placeholder);
+        var pair = new Swap(() => { setConv(fused); setBn(placeholder); }, () => { setConv(conv); setBn(bn); }, Kind.Fold, fused, placeholder);
         _swaps.Add(pair);
+        _paired.Add(conv);
         _byConv[convName] = pair;
         _runsFor[bn] = placeholder;
         foreach (var (p, _) in conv.named_parameters()) _byParameter[convName + "." + p] = pair;
@@ -144,11 +158,23 @@ sealed class Rewrites : IDisposable
         foreach (var (b, _) in bn.named_buffers()) _byParameter[bnName + "." + b] = pair;
     }
 
-    void AddPool(MaxPool2d pool, Action<nn.Module<Tensor, Tensor>> set)
+    static bool HasFastKernel(nn.Module module) => module is MaxPool2d || module is Conv2d conv && ConvArgs.FewChannels(conv);
+
+    /// <summary>What a module runs as on the fast kernels, or null.</summary>
+    static (nn.Module<Tensor, Tensor> Fast, Kind Kind)? FastKernel(nn.Module module) => module switch
     {
-        var fast = new FastMaxPool(pool);
-        _swaps.Add(new Swap(() => set(fast), () => set(pool), false, fast));
-        _runsFor[pool] = fast;
+        MaxPool2d pool => (new FastMaxPool(pool), Kind.Pool),
+        Conv2d conv when ConvArgs.FewChannels(conv) => (new FewChannelConv(conv), Kind.Conv),
+        _ => null,
+    };
+
+    /// <summary>Swaps <paramref name="module"/> for its fast-kernel replacement, if it has one and is not a folded
+    /// convolution (which has the same path inside its fused convolution).</summary>
+    void AddFast(nn.Module module, Action<nn.Module<Tensor, Tensor>> set)
+    {
+        if (_paired.Contains(module) || module is not nn.Module<Tensor, Tensor> original || !HasFastKernel(module) || FastKernel(module) is not { } fast) return;
+        _swaps.Add(new Swap(() => set(fast.Fast), () => set(original), fast.Kind, fast.Fast));
+        _runsFor[module] = fast.Fast;
     }
 
     /// <summary>The module that runs in place of <paramref name="module"/> (a folded batch norm's placeholder, a
@@ -231,8 +257,9 @@ sealed class Rewrites : IDisposable
     internal sealed class FusedConv(Tensor weight, Tensor bias, long[] stride, long[] padding, long[] dilation, long groups)
         : nn.Module<Tensor, Tensor>("FusedConv")
     {
-        public override Tensor forward(Tensor x) =>
-            nn.functional.conv2d(x, weight, bias, strides: stride, padding: padding, dilation: dilation, groups: groups);
+        readonly ConvArgs _args = new(() => weight, () => bias, stride, padding, dilation, groups);
+
+        public override Tensor forward(Tensor x) => _args.Run(x);
 
         protected override void Dispose(bool disposing)
         {

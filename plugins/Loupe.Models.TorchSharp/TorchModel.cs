@@ -28,9 +28,9 @@ public sealed class TorchModel : IModel, IModelInterventions
 
     /// <summary>Wraps <paramref name="module"/> (takes ownership). With <paramref name="foldBatchNorm"/>, batch norms
     /// of TorchVision ResNets, VGG-BN sequences and the demo CNN are folded into their convolutions; with
-    /// <paramref name="fastMaxPool"/>, max pools run on a faster kernel (see <see cref="Rewrites"/>). The rewrites are
-    /// checked on one input and dropped if the outputs differ.</summary>
-    public TorchModel(nn.Module<Tensor, Tensor> module, InputSpec input, IReadOnlyList<string>? labels, bool foldBatchNorm = false, bool fastMaxPool = false)
+    /// <paramref name="fastKernels"/>, max pools and the input gradients of first-layer convolutions run on faster
+    /// kernels (see <see cref="Rewrites"/>). The rewrites are checked on one input and dropped if the outputs differ.</summary>
+    public TorchModel(nn.Module<Tensor, Tensor> module, InputSpec input, IReadOnlyList<string>? labels, bool foldBatchNorm = false, bool fastKernels = false)
     {
         _module = module;
         _module.eval();
@@ -41,7 +41,7 @@ public sealed class TorchModel : IModel, IModelInterventions
         DefaultInput = input;
         DefaultLabels = labels;
         Layers = _modules.Select(kv => new LayerInfo(kv.Key, kv.Value.GetType().Name) { Geometry = GeometryOf(kv.Value) }).ToList();
-        if (foldBatchNorm || fastMaxPool) _rewrites = CheckedRewrite(_module, input, foldBatchNorm, fastMaxPool);
+        if (foldBatchNorm || fastKernels) _rewrites = CheckedRewrite(_module, input, foldBatchNorm, fastKernels);
     }
 
     /// <summary>Number of batch norms folded into convolutions (0 when folding is off or found nothing).</summary>
@@ -50,11 +50,14 @@ public sealed class TorchModel : IModel, IModelInterventions
     /// <summary>Number of max pools that run on the faster kernel.</summary>
     public int FastMaxPools => _rewrites?.FastMaxPools ?? 0;
 
+    /// <summary>Number of unfolded first-layer convolutions with the faster input gradient (a folded one has it too).</summary>
+    public int FewChannelConvs => _rewrites?.FewChannelConvs ?? 0;
+
     /// <summary>Rewrites, then compares the rewritten and the original model on one seeded input: a relative difference
     /// above 1e-3 of the largest output means a pair was not the chain it looked like, and the rewrites are undone.</summary>
-    static Rewrites? CheckedRewrite(nn.Module<Tensor, Tensor> module, InputSpec input, bool foldBatchNorm, bool fastMaxPool)
+    static Rewrites? CheckedRewrite(nn.Module<Tensor, Tensor> module, InputSpec input, bool foldBatchNorm, bool fastKernels)
     {
-        var rewrites = Rewrites.Apply(module, foldBatchNorm, fastMaxPool);
+        var rewrites = Rewrites.Apply(module, foldBatchNorm, fastKernels);
         if (rewrites.Count == 0) { rewrites.Dispose(); return null; }
         using var scope = NewDisposeScope();
         using var _ = no_grad();

@@ -6,9 +6,10 @@ using static TorchSharp.torch;
 
 namespace Loupe.Tests;
 
-/// <summary>Max pools run on the faster kernel (<c>fast_max_pool</c>, on by default in the torchvision backend): the
-/// same values, captures and input gradients as libtorch's own max pool, bit for bit — ties included.</summary>
-public class FastMaxPoolTests
+/// <summary>Fast kernels (<c>fast_kernels</c>, on by default in the torchvision backend): max pools give the same values,
+/// captures and input gradients as libtorch's own max pool, bit for bit — ties included; first-layer convolutions give
+/// libtorch's input gradients to float rounding.</summary>
+public class FastKernelTests
 {
     /// <summary>Pools in a field and in a Sequential: overlapping windows with padding, dilation with ceil mode, and a
     /// plain 2×2. Integer weights and inputs make every value exact and full of ties (ReLU zeros, equal integers).</summary>
@@ -34,7 +35,7 @@ public class FastMaxPoolTests
     static readonly InputSpec Spec = new(4, 23, 23, [0f, 0f, 0f, 0f], [1f, 1f, 1f, 1f]);
 
     static (TorchModel Plain, TorchModel Fast) Pair() =>
-        (new TorchModel(new PoolNet(), Spec, null, fastMaxPool: false), new TorchModel(new PoolNet(), Spec, null, fastMaxPool: true));
+        (new TorchModel(new PoolNet(), Spec, null, fastKernels: false), new TorchModel(new PoolNet(), Spec, null, fastKernels: true));
 
     static Tensor IntegerInput(int batch, int seed) => randint(-3, 4, [batch, 4, 23, 23], generator: new Generator((ulong)seed)).to(float32);
 
@@ -133,17 +134,17 @@ public class FastMaxPoolTests
     }
 
     [Theory]
-    [InlineData("resnet18", 1, 64)]
-    [InlineData("vgg11", 5, 32)]     // pools inside the features Sequential
-    [InlineData("alexnet", 3, 64)]
-    [InlineData("fashion-cnn", 2, 28)]
-    public void TorchVisionModelsGiveTheSameLogitsAndGradientsWithFastPools(string arch, int pools, int size)
+    [InlineData("resnet18", 1, 0, 64)]   // conv1 is folded with bn1: the fused convolution takes the fast path itself
+    [InlineData("vgg11", 5, 1, 32)]      // pools and the first convolution inside the features Sequential
+    [InlineData("alexnet", 3, 1, 64)]
+    [InlineData("fashion-cnn", 2, 0, 28)]
+    public void TorchVisionModelsGiveTheSameLogitsAndGradientsWithFastKernels(string arch, int pools, int convs, int size)
     {
-        TorchModel Load(bool fastPools) => (TorchModel)new TorchVisionAdapter().Load(
-            new TorchVisionOptions { Architecture = arch, NumClasses = 10, FastMaxPool = fastPools }, new ModelLoadContext(".", 0));
+        TorchModel Load(bool fastKernels) => (TorchModel)new TorchVisionAdapter().Load(
+            new TorchVisionOptions { Architecture = arch, NumClasses = 10, FastKernels = fastKernels }, new ModelLoadContext(".", 0));
         using var plain = Load(false);
         using var fast = Load(true);
-        Assert.Equal(pools, fast.FastMaxPools);
+        Assert.Equal((pools, convs), (fast.FastMaxPools, fast.FewChannelConvs));
         using var scope = NewDisposeScope();
         var channels = arch == "fashion-cnn" ? 1 : 3;
         var x = randn([1, channels, size, size], generator: new Generator(2));
@@ -152,5 +153,71 @@ public class FastMaxPoolTests
         var (yb, gb) = Run(fast, x, w);
         Assert.True(TestEnv.RelL2(yb, ya) < 1e-6, $"logits rel L2 {TestEnv.RelL2(yb, ya):E2}");
         Assert.True(TestEnv.RelL2(gb, ga) < 1e-6, $"input gradient rel L2 {TestEnv.RelL2(gb, ga):E2}");
+    }
+
+    /// <summary>A first convolution with the given geometry, a ReLU and a second convolution.</summary>
+    sealed class FirstConvNet : nn.Module<Tensor, Tensor>
+    {
+        readonly nn.Module<Tensor, Tensor> conv, relu, head;
+
+        public FirstConvNet(int channels, int kernel, int stride, int padding, int dilation) : base("FirstConvNet")
+        {
+            conv = nn.Conv2d(channels, 6, kernel, stride: stride, padding: padding, dilation: dilation);
+            relu = nn.ReLU();
+            head = nn.Conv2d(6, 2, 1);
+            RegisterComponents();
+            using var _ = no_grad();
+            var g = new Generator((ulong)(channels * 1000 + kernel * 100 + stride * 10 + padding));
+            foreach (var p in parameters()) p.copy_(randn(p.shape, generator: g));
+        }
+
+        public override Tensor forward(Tensor x) => head.call(relu.call(conv.call(x))).flatten(1);
+    }
+
+    [Theory]
+    [InlineData(3, 7, 2, 3, 1, 1)] // resnet stem
+    [InlineData(1, 3, 1, 1, 1, 2)] // demo CNN stem
+    [InlineData(4, 5, 3, 0, 1, 1)] // stride larger than 2, no padding, sizes that do not divide
+    [InlineData(2, 3, 2, 2, 2, 3)] // dilation
+    [InlineData(3, 1, 2, 0, 1, 1)] // 1×1
+    [InlineData(3, 11, 4, 2, 1, 1)] // alexnet stem
+    public void FirstLayerInputGradientsEqualLibtorchs(int channels, int kernel, int stride, int padding, int dilation, int batch)
+    {
+        var spec = new InputSpec(channels, 29, 31, Enumerable.Repeat(0f, channels).ToArray(), Enumerable.Repeat(1f, channels).ToArray());
+        using var plain = new TorchModel(new FirstConvNet(channels, kernel, stride, padding, dilation), spec, null, fastKernels: false);
+        using var fast = new TorchModel(new FirstConvNet(channels, kernel, stride, padding, dilation), spec, null, fastKernels: true);
+        Assert.Equal((0, 1), (plain.FewChannelConvs, fast.FewChannelConvs));
+        using var scope = NewDisposeScope();
+        var x = randn([batch, channels, 29, 31], generator: new Generator(6)).contiguous();
+        Tensor w;
+        using (no_grad()) w = randn(plain.Forward(x).shape, generator: new Generator(7));
+        var (ya, ga) = Run(plain, x, w);
+        var (yb, gb) = Run(fast, x, w);
+        Assert.Equal(ya, yb);
+        Assert.True(TestEnv.RelL2(gb, ga) < 1e-6, $"input gradient rel L2 {TestEnv.RelL2(gb, ga):E2}");
+        // A weight changed in place through GetParameter (as sanity randomisation does) is what the fast path uses.
+        foreach (var m in new[] { plain, fast })
+            using (no_grad()) m.GetParameter("conv.weight")!.mul_(-2);
+        var (_, ga2) = Run(plain, x, w);
+        var (_, gb2) = Run(fast, x, w);
+        Assert.True(TestEnv.RelL2(gb2, ga2) < 1e-6, $"after the change: rel L2 {TestEnv.RelL2(gb2, ga2):E2}");
+        Assert.True(TestEnv.RelL2(ga2, ga) > 0.5);
+    }
+
+    [Fact]
+    public void AFirstConvolutionWhoseWeightsNeedGradientsRunsLibtorchsBackward()
+    {
+        var spec = new InputSpec(3, 16, 16, [0f, 0f, 0f], [1f, 1f, 1f]);
+        using var fast = new TorchModel(new FirstConvNet(3, 3, 1, 1, 1), spec, null, fastKernels: true);
+        using var scope = NewDisposeScope();
+        var weight = fast.GetParameter("conv.weight")!;
+        weight.requires_grad = true;
+        try
+        {
+            var x = randn([1, 3, 16, 16], generator: new Generator(8)).requires_grad_(true);
+            var grads = autograd.grad([fast.Forward(x).sum()], [x, weight]);
+            Assert.True(grads[1].abs().sum().item<float>() > 0);
+        }
+        finally { weight.requires_grad = false; }
     }
 }
