@@ -104,43 +104,75 @@ public sealed class ScoreCam : CamAnalysis<ScoreCamOptions>
     protected override Tensor LayerMap(ScoreCamOptions o, CamLayer l)
     {
         var a = l.Activation; var x = l.Input;
-        long n = a.shape[0], k = a.shape[1], h = x.shape[2], w = x.shape[3];
-        var up = Display.Resize(a, h, w);                                         // N×K×H×W
+        long n = a.shape[0], k = a.shape[1];
+        var up = Display.Resize(a, x.shape[2], x.shape[3]);                      // N×K×H×W
         var flat = up.reshape(n, k, -1);
         var min = flat.amin([2]).view(n, k, 1, 1); var max = flat.amax([2]).view(n, k, 1, 1);
         var masks = (up - min) / (max - min + 1e-8f);
-        long chunk = o.MicroBatch ?? 64;
-        var scores = new List<Tensor>();
-        // The masked copies of as many images as fit in PrecomputeBytes are made in one operation before their
-        // forwards, so the model's passes run back to back: a libtorch operation between two ONNX Runtime runs wakes
-        // libtorch's OpenMP workers, whose spinning then took ~40 % longer per run (demo CNN, 16 runs: 120 → 78 ms).
-        long perImage = k * x.shape[1] * h * w * sizeof(float);
-        long block = perImage <= PrecomputeBytes ? Math.Clamp(PrecomputeBytes / perImage, 1, n) : 1;
-        using (no_grad())
-            for (long i0 = 0; i0 < n; i0 += block)
-            {
-                long b = Math.Min(block, n - i0);
-                using var blockScope = NewDisposeScope();
-                var precomputed = perImage <= PrecomputeBytes ? x.narrow(0, i0, b).unsqueeze(1) * masks.narrow(0, i0, b).unsqueeze(2) : null; // b×K×C×H×W
-                for (long i = i0; i < i0 + b; i++)
-                {
-                    var per = new List<Tensor>();
-                    for (long c0 = 0; c0 < k; c0 += chunk)
-                    {
-                        using var scope = NewDisposeScope();
-                        long c = Math.Min(chunk, k - c0);
-                        var masked = precomputed is null
-                            ? x[i].unsqueeze(0) * masks[i].narrow(0, c0, c).unsqueeze(1)                    // c×C×H×W
-                            : precomputed[i - i0].narrow(0, c0, c);
-                        var sel = l.Selection.Repeat((int)i, (int)c);
-                        var (_, cap, ti, _) = Explain.Forward(l.Context.Model, l.Context.Target, masked, [], false, sel);
-                        using (cap) per.Add(scope.MoveToOuter(l.Context.Target.Scores(ti, sel)));
-                    }
-                    scores.Add(blockScope.MoveToOuter(cat(per, 0)));
-                }
-            }
-        var weights = nn.functional.softmax(stack(scores, 0), 1).view(n, k, 1, 1);
+        var weights = nn.functional.softmax(MaskedScores(l, masks, o.MicroBatch ?? 64), 1).view(n, k, 1, 1);
         return (weights * a).sum(1);
+    }
+
+    /// <summary>N×K: the target's score of each input multiplied by each of its K masks. The model's passes run back to
+    /// back: a libtorch operation between two ONNX Runtime runs wakes libtorch's OpenMP workers, whose spinning then
+    /// took ~40 % longer per run (demo CNN, 16 runs: 120 → 78 ms); so the masked copies are made in blocks before
+    /// their forwards, and a target that reads only the output scores all outputs once at the end.</summary>
+    static Tensor MaskedScores(CamLayer l, Tensor masks, long chunk)
+    {
+        var (model, target) = (l.Context.Model, l.Context.Target);
+        long n = masks.shape[0], k = masks.shape[1];
+        var kept = new List<Tensor>(); // outputs (or scores) of every chunk, outside the chunks' dispose scopes
+        try
+        {
+            bool outputOnly = target.RequiredLayers.Count == 0;
+            using (no_grad())
+                foreach (var (image, copies) in MaskedCopies(l.Input, masks, chunk))
+                {
+                    Tensor result;
+                    if (outputOnly) result = model.Forward(copies);
+                    else
+                    {
+                        var sel = l.Selection.Repeat((int)image, (int)copies.shape[0]);
+                        var (_, cap, ti, _) = Explain.Forward(model, target, copies, [], false, sel);
+                        using (cap) result = target.Scores(ti, sel);
+                    }
+                    result.DetachFromDisposeScope();
+                    kept.Add(result);
+                }
+            if (!outputOnly) return cat(kept, 0).view(n, k);
+            var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
+            var input = new TargetInput(cat(kept, 0), layer => throw new LoupeException($"target needs layer '{layer}'"));
+            return target.Scores(input, l.Selection.Rows(rows)).view(n, k);
+        }
+        finally
+        {
+            foreach (var t in kept) t.Dispose();
+        }
+    }
+
+    /// <summary>Image index and up to <paramref name="chunk"/> copies of it, each multiplied by one of its masks, in
+    /// image then mask order. The copies of as many images as fit in <see cref="PrecomputeBytes"/> are made in one
+    /// operation; a yielded tensor is valid until the enumeration moves on.</summary>
+    static IEnumerable<(long Image, Tensor Copies)> MaskedCopies(Tensor x, Tensor masks, long chunk)
+    {
+        long n = masks.shape[0], k = masks.shape[1];
+        long perImage = k * x.shape[1] * x.shape[2] * x.shape[3] * sizeof(float);
+        long block = perImage <= PrecomputeBytes ? Math.Clamp(PrecomputeBytes / perImage, 1, n) : 1;
+        for (long i0 = 0; i0 < n; i0 += block)
+        {
+            long b = Math.Min(block, n - i0);
+            using var blockScope = NewDisposeScope();
+            var precomputed = perImage <= PrecomputeBytes ? x.narrow(0, i0, b).unsqueeze(1) * masks.narrow(0, i0, b).unsqueeze(2) : null; // b×K×C×H×W
+            for (long i = i0; i < i0 + b; i++)
+                for (long c0 = 0; c0 < k; c0 += chunk)
+                {
+                    using var scope = NewDisposeScope();
+                    long c = Math.Min(chunk, k - c0);
+                    yield return (i, precomputed is null
+                        ? x[i].unsqueeze(0) * masks[i].narrow(0, c0, c).unsqueeze(1)                         // c×C×H×W
+                        : precomputed[i - i0].narrow(0, c0, c));
+                }
+        }
     }
 }
 
