@@ -9,6 +9,7 @@
 //
 // This file is compiled twice: as an MSBuild inline task (build/Loupe.NativeCompat.targets)
 // and, with LOUPE_NATIVECOMPAT_TESTS defined, into the test project, which tests the ELF logic.
+#nullable enable
 using System;
 using System.IO;
 using System.Text;

@@ -143,6 +143,7 @@ public interface IPlansLayerPasses
 /// <summary>What a validating analysis may check.</summary>
 /// <param name="Layers">Layer names of the model.</param>
 /// <param name="Capabilities">Capabilities of the model.</param>
+/// <param name="Model">The loaded model, for checks that need more than its layer list.</param>
 public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, ModelCapabilities Capabilities, IModel Model)
 {
     /// <summary>Number of inputs of the data source. The host validates twice: first with this null (before the data is

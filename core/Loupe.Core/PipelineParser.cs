@@ -187,7 +187,7 @@ public static class PipelineParser
                 if (Scalar(file, output, "report", errors) is { } r)
                 {
                     if (!ReportKinds.Contains(r.Value)) errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected {string.Join(" or ", ReportKinds)})"));
-                    else spec.Report = r.Value;
+                    else spec.Report = r.Value!;
                 }
             }
         }

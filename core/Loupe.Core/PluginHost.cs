@@ -23,7 +23,7 @@ public sealed record PluginSource(string Path, string? Sha256 = null)
 public sealed class PluginPinException(PluginSource source, string message) : LoupeException(message)
 {
     /// <summary>The pipeline entry.</summary>
-    public PluginSource Source { get; } = source;
+    public PluginSource Entry { get; } = source;
 }
 
 /// <summary>What <c>loupe plugins --verify</c> reports for one plugin assembly, read from its metadata without running it.</summary>

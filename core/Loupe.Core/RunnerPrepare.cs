@@ -24,7 +24,7 @@ public static partial class PipelineRunner
         {
             registry = ComponentRegistry.Load(request.PluginDirectories.Select(d => new PluginSource(d)).Concat(spec.Plugins), request.Registrars);
         }
-        catch (PluginPinException e) { throw new PipelineException([new(file, e.Source.Line, e.Source.Column, e.Message)]); }
+        catch (PluginPinException e) { throw new PipelineException([new(file, e.Entry.Line, e.Entry.Column, e.Message)]); }
         catch (LoupeException e) { throw new PipelineException([new(file, 0, 0, e.Message)]); }
 
         try

@@ -96,7 +96,7 @@ static class Interventions
                         ?? throw new LoupeException($"block '{name}' has no bn2/bn3: cannot override its ReLU");
                     var down = children.GetValueOrDefault("downsample");
                     Tensor? blockInput = null, bnOut = null, identity = null;
-                    var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null; });
+                    var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null!; });
                     removers.Add(() => h1.remove());
                     // The block's own add and ReLU run on a detached alias of the last batch norm's output. TorchVision's
                     // blocks add and ReLU in place, so that buffer then holds relu(bnOut + identity): DeconvPass returns it
@@ -108,7 +108,7 @@ static class Interventions
                     }
                     foreach (var d in down is null ? [] : running(down).OfType<nn.Module<Tensor, Tensor>>())
                     {
-                        var h3 = d.register_forward_hook((_, _, output) => { identity = output; return null; });
+                        var h3 = d.register_forward_hook((_, _, output) => { identity = output; return null!; });
                         removers.Add(() => h3.remove());
                     }
                     var h4 = block.register_forward_hook((_, _, output) => SameBuffer(output, bnOut!)

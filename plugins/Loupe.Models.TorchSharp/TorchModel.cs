@@ -188,7 +188,7 @@ public sealed class TorchModel : IModel, IModelInterventions
                     {
                         if (module is not nn.Module<Tensor, Tensor> m)
                             throw new LoupeException($"layer '{name}' ({module.GetType().Name}) does not map one tensor to one tensor and cannot be captured");
-                        var hook = m.register_forward_hook((_, _, output) => OnForward(name, output, forGradients));
+                        var hook = m.register_forward_hook((_, _, output) => OnForward(name, output, forGradients)!);
                         _hooks.Add(() => hook.remove());
                     }
                 }

@@ -99,7 +99,7 @@ public class BadInputTests
 }
 
 /// <summary>The onnx-runtime backend, and loading the plugin from its folder as the host does.</summary>
-public class RuntimeBackendTests(ITestOutputHelper output)
+public class RuntimeBackendTests
 {
     [Fact]
     public void DeclaresNoGradientsAndCapturesActivations()

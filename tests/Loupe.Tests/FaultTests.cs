@@ -232,6 +232,7 @@ public class FaultTests
     /// immutable attribute (chattr +i) is used instead.</summary>
     static void ReadOnly(string dir, bool on)
     {
+        if (OperatingSystem.IsWindows()) throw new PlatformNotSupportedException("folders are made read-only with Unix modes or chattr");
         if (Environment.UserName != "root") { File.SetUnixFileMode(dir, on ? UnixFileMode.UserRead | UnixFileMode.UserExecute : UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute); return; }
         using var p = Process.Start(new ProcessStartInfo("chattr", [on ? "+i" : "-i", dir]) { RedirectStandardError = true })!;
         p.WaitForExit();
@@ -296,7 +297,7 @@ public class FaultTests
 
     /// <summary>Ctrl+C on the real CLI: SIGINT while a long step runs.</summary>
     [Fact]
-    public void CtrlCMidStepLeavesAManifestThatSaysWhatFinished()
+    public async Task CtrlCMidStepLeavesAManifestThatSaysWhatFinished()
     {
         var pipeline = TestEnv.FixturePipeline("""
               - id: first
@@ -328,7 +329,8 @@ public class FaultTests
         }
         finally { if (!p.HasExited) p.Kill(true); }
         p.WaitForExit();
-        Assert.True(p.ExitCode == PipelineRunner.ExitCancelled, $"exit {p.ExitCode}\n{stdout.Result}\n{stderr}");
+        var stdoutText = await stdout;
+        Assert.True(p.ExitCode == PipelineRunner.ExitCancelled, $"exit {p.ExitCode}\n{stdoutText}\n{stderr}");
         var m = AssertManifest(outDir, "succeeded", "cancelled", "not run");
         Assert.Equal("cancelled", m["status"]!.GetValue<string>());
         Assert.NotNull(m["finishedAt"]);

@@ -144,7 +144,7 @@ public class PipelineParsingTests
         var bound = OptionsBinder.Bind(typeof(Loupe.Analysis.Behaviour.ActivationsOptions), ys.Documents[0].RootNode, "f.yaml", "x", "/", errors, default);
         Assert.Empty(errors);
         var o = (Loupe.Analysis.Behaviour.ActivationsOptions)bound.Value;
-        Assert.Equal([3], o.Channels);
+        Assert.Equal([3], o.Channels!);
         Assert.Equal(Loupe.Analysis.Behaviour.ThresholdMode.Quantile, o.Threshold.Mode);
         Assert.Equal(0.9, o.Threshold.Quantile);
         Assert.Equal("relu2", Assert.Single(bound.Layers).Layer);

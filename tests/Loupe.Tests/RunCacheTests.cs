@@ -75,7 +75,7 @@ public class RunCacheTests
               - { id: tsne, uses: tsne, with: { layer: gap, perplexity: 10 } }
             """), Path.Combine(dir, "out"));
         Assert.Equal(3, batches); // 120 inputs / 40 per batch, once for all three steps
-        Assert.Equal(TestEnv.Artifact(r, "emb/features.npy").Data.Length, 120 * 128);
+        Assert.Equal(120 * 128, TestEnv.Artifact(r, "emb/features.npy").Data.Length);
     }
 
     [Fact]
