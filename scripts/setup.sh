@@ -4,7 +4,8 @@
 #                   libstdc++ lacks GLIBCXX_3.4.32 (Debian 12, Ubuntu 22.04). Nothing is needed elsewhere.
 #   chromium      : headless browser for the HTML report tests (tests/Loupe.Report.Tests, PuppeteerSharp).
 #   --train       : also dataset-fashion-mnist, to retrain the demo CNN (tools/Loupe.TrainDemo).
-#   --fixtures    : also python3-torch/torchvision, to regenerate tests/fixtures (never needed by CI).
+#   --fixtures    : also python3-torch/torchvision/sklearn, to regenerate tests/fixtures and run the Python side of
+#                   the benchmarks (tools/bench, the t-SNE comparison); never needed by CI.
 set -euo pipefail
 pkgs=()
 command -v patchelf >/dev/null 2>&1 || pkgs+=(patchelf)
@@ -13,7 +14,7 @@ command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 for arg in "$@"; do
   case "$arg" in
     --train) [ -d /usr/share/datasets/fashion-mnist ] || pkgs+=(dataset-fashion-mnist) ;;
-    --fixtures) pkgs+=(python3-torch python3-torchvision) ;;
+    --fixtures) pkgs+=(python3-torch python3-torchvision python3-sklearn) ;;
   esac
 done
 if [ ${#pkgs[@]} -eq 0 ]; then echo "setup: nothing to install"; exit 0; fi
