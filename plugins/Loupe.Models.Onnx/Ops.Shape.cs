@@ -1,0 +1,147 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Loupe.Models.Onnx;
+
+/// <summary>ONNX operators that move or select elements: Flatten, Reshape, Split, Slice, Squeeze, Unsqueeze, Pad, Shape, Gather.</summary>
+public static partial class Ops
+{
+    static Tensor Flatten(OnnxNode n, Tensor x)
+    {
+        long axis = Axis(n.Int("axis", 1), x.dim());
+        var shape = x.shape;
+        long rows = shape[..(int)axis].Aggregate(1L, (p, v) => p * v);
+        long cols = shape[(int)axis..].Aggregate(1L, (p, v) => p * v);
+        return x.reshape(rows, cols);
+    }
+
+    static Tensor Reshape(OnnxNode n, Tensor x, long[] shape)
+    {
+        bool allowZero = n.Int("allowzero", 0) != 0;
+        var target = (long[])shape.Clone();
+        for (int i = 0; i < target.Length; i++)
+            if (target[i] == 0 && !allowZero) target[i] = x.shape[i];
+        return x.reshape(target);
+    }
+
+    static Tensor[] Split(OnnxNode n, Tensor?[] x)
+    {
+        var t = x[0]!;
+        long axis = Axis(n.Int("axis", 0), t.dim());
+        long[]? sizes = n.Opset >= 13 ? (x.Length > 1 && x[1] is { } s ? Longs(s) : null) : n.Ints("split");
+        int outputs = n.Outputs.Length;
+        if (sizes is null || sizes.Length == 0)
+        {
+            long dim = t.shape[axis];
+            if (dim % outputs != 0) throw n.Error($"cannot split {dim} into {outputs} equal parts");
+            sizes = Enumerable.Repeat(dim / outputs, outputs).ToArray();
+        }
+        return t.split(sizes, axis);
+    }
+
+    static Tensor Slice(OnnxNode n, Tensor?[] x)
+    {
+        var t = x[0]!;
+        long[] starts, ends, axes, steps;
+        if (n.Opset < 10)
+        {
+            starts = n.Ints("starts")!; ends = n.Ints("ends")!;
+            axes = n.Ints("axes") ?? Enumerable.Range(0, starts.Length).Select(i => (long)i).ToArray();
+            steps = Fill(null, starts.Length, 1);
+        }
+        else
+        {
+            starts = Longs(x[1]!); ends = Longs(x[2]!);
+            axes = x.Length > 3 && x[3] is { } a ? Longs(a) : Enumerable.Range(0, starts.Length).Select(i => (long)i).ToArray();
+            steps = x.Length > 4 && x[4] is { } st ? Longs(st) : Fill(null, starts.Length, 1);
+        }
+        for (int i = 0; i < starts.Length; i++)
+        {
+            long axis = Axis(axes[i], t.dim()), dim = t.shape[axis], step = steps[i];
+            if (step == 0) throw n.Error("slice step 0");
+            long start = starts[i], end = ends[i];
+            if (start < 0) start += dim;
+            if (end < 0) end += dim;
+            if (step > 0)
+            {
+                start = Math.Clamp(start, 0, dim); end = Math.Clamp(end, 0, dim);
+                t = t.slice(axis, start, Math.Max(start, end), step);
+            }
+            else
+            {
+                start = Math.Clamp(start, 0, dim - 1); end = Math.Clamp(end, -1, dim - 1);
+                var idx = new List<long>();
+                for (long j = start; j > end; j += step) idx.Add(j);
+                using var index = tensor(idx.ToArray(), device: t.device);
+                t = t.index_select(axis, index);
+            }
+        }
+        return t;
+    }
+
+    static long[]? AxesOf(OnnxNode n, Tensor?[] x) =>
+        n.Opset >= 13 ? (x.Length > 1 && x[1] is { } a ? Longs(a) : null) : n.Ints("axes");
+
+    static Tensor Squeeze(OnnxNode n, Tensor?[] x)
+    {
+        var t = x[0]!;
+        var axes = AxesOf(n, x);
+        if (axes is null) return t.squeeze();
+        foreach (var a in axes.Select(a => Axis(a, t.dim())).OrderDescending()) t = t.squeeze(a);
+        return t;
+    }
+
+    static Tensor Unsqueeze(OnnxNode n, Tensor?[] x)
+    {
+        var t = x[0]!;
+        var axes = AxesOf(n, x) ?? throw n.Error("axes are required");
+        long rank = t.dim() + axes.Length;
+        foreach (var a in axes.Select(a => Axis(a, rank)).Order()) t = t.unsqueeze(a);
+        return t;
+    }
+
+    static Tensor Pad(OnnxNode n, Tensor?[] x)
+    {
+        var t = x[0]!;
+        long[] pads; double value;
+        if (n.Opset < 11) { pads = n.Ints("pads") ?? []; value = n.Float("value", 0); }
+        else
+        {
+            pads = Longs(x[1]!);
+            value = x.Length > 2 && x[2] is { } v && v.numel() > 0 ? v.to(ScalarType.Float64).item<double>() : 0;
+        }
+        int r = (int)t.dim();
+        if (pads.Length != 2 * r) throw n.Error($"pads has {pads.Length} values for a {r}-D input");
+        int first = Enumerable.Range(0, r).FirstOrDefault(i => pads[i] != 0 || pads[i + r] != 0, r);
+        if (first == r) return t.alias();
+        var list = new List<long>();
+        for (int i = r - 1; i >= first; i--) { list.Add(pads[i]); list.Add(pads[i + r]); }
+        var mode = n.String("mode", "constant") switch { "reflect" => PaddingModes.Reflect, "edge" => PaddingModes.Replicate, _ => PaddingModes.Constant };
+        return F.pad(t, list.ToArray(), mode, value);
+    }
+
+    static Tensor Shape(OnnxNode n, Tensor x)
+    {
+        var shape = x.shape;
+        long r = shape.Length;
+        long start = n.Int("start", 0), end = n.Int("end", r);
+        if (start < 0) start += r;
+        if (end < 0) end += r;
+        start = Math.Clamp(start, 0, r); end = Math.Clamp(end, start, r);
+        return tensor(shape[(int)start..(int)end]);
+    }
+
+    static Tensor Gather(OnnxNode n, Tensor data, Tensor indices)
+    {
+        long axis = Axis(n.Int("axis", 0), data.dim());
+        long dim = data.shape[axis];
+        var idx = indices.to(ScalarType.Int64);
+        idx = where(idx < 0, idx + dim, idx);
+        var flat = idx.reshape(-1);
+        if (flat.device != data.device) flat = flat.to(data.device);
+        var picked = data.index_select(axis, flat);
+        var shape = data.shape[..(int)axis].Concat(indices.shape).Concat(data.shape[((int)axis + 1)..]).ToArray();
+        return picked.reshape(shape);
+    }
+}
