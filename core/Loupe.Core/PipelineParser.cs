@@ -36,8 +36,9 @@ public static class PipelineParser
         return ParseText(text.TrimStart('\uFEFF'), file, overrides);
     }
 
-    /// <summary>Parses YAML text as if it were the file <paramref name="file"/>.</summary>
-    public static PipelineSpec ParseText(string text, string file, IReadOnlyList<string>? overrides = null)
+    /// <summary>Parses YAML text as if it were the file <paramref name="file"/>. <paramref name="requireSteps"/> false
+    /// accepts a pipeline without steps (an in-process host loading a model before it knows what to run).</summary>
+    public static PipelineSpec ParseText(string text, string file, IReadOnlyList<string>? overrides = null, bool requireSteps = true)
     {
         var errors = new List<PipelineError>();
         YamlMappingNode root;
@@ -141,7 +142,7 @@ public static class PipelineParser
         }
 
         var stepsNode = Child(root, "steps");
-        if (stepsNode is null) errors.Add(new(file, 1, 1, "missing 'steps' section"));
+        if (stepsNode is null) { if (requireSteps) errors.Add(new(file, 1, 1, "missing 'steps' section")); }
         else if (stepsNode is not YamlSequenceNode steps) errors.Add(At(file, stepsNode, "'steps' must be a list"));
         else
         {

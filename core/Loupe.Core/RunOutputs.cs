@@ -100,7 +100,10 @@ public static partial class PipelineRunner
             ["status"] = "running",
             ["startedAt"] = started.ToString("o"),
             ["pipelineFile"] = spec.File,
-            ["pipelineSha256"] = PluginHost.Sha256File(spec.File),
+            // A pipeline given as text (the library's Pipelines.RunYaml) has no file: its text is hashed.
+            ["pipelineSha256"] = request.PipelineText is { } text
+                ? Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text))).ToLowerInvariant()
+                : PluginHost.Sha256File(spec.File),
             ["overrides"] = new JsonArray(request.Overrides.Select(o => (JsonNode)JsonValue.Create(o)!).ToArray()),
             ["pipeline"] = Manifest.FromYaml(spec.Root),
             ["seed"] = spec.Seed,

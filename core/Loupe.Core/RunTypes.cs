@@ -19,6 +19,9 @@ public interface IRunObserver
 /// <summary>How to run a pipeline.</summary>
 public sealed record RunRequest(string PipelineFile)
 {
+    /// <summary>The pipeline's YAML text, when it is not read from <see cref="PipelineFile"/> (which then only names it in
+    /// messages and gives the folder relative paths resolve against).</summary>
+    public string? PipelineText { get; init; }
     /// <summary><c>--set key=value</c> overrides.</summary>
     public IReadOnlyList<string> Overrides { get; init; } = [];
     /// <summary>Explicit output folder (<c>--out</c>); must not exist or be empty.</summary>
@@ -48,6 +51,10 @@ public sealed class PreparedRun : IDisposable
     public required ComponentRegistry Registry { get; init; }
     /// <summary>The model (replaced by a fresh copy when a step that still uses it had to be abandoned).</summary>
     public required IModel Model { get; set; }
+    /// <summary>False when the model belongs to an in-process host that keeps it over many runs.</summary>
+    internal bool OwnsModel { get; init; } = true;
+    /// <summary>False when the registry belongs to an in-process host.</summary>
+    internal bool OwnsRegistry { get; set; } = true;
     /// <summary>Loads a fresh copy of the model.</summary>
     internal Func<IModel>? Reload { get; init; }
     /// <summary>True once a step's thread was abandoned: what it may still use is never disposed.</summary>
@@ -85,8 +92,8 @@ public sealed class PreparedRun : IDisposable
         if (Abandoned) return;
         _passes?.Dispose();
         Data?.Dispose();
-        Model.Dispose();
-        Registry.Dispose();
+        if (OwnsModel) Model.Dispose();
+        if (OwnsRegistry) Registry.Dispose();
     }
 }
 

@@ -112,7 +112,7 @@ public static partial class PipelineRunner
             if (timeout is { } t) rec["timeoutMs"] = t.TotalMilliseconds;
             var sw = Stopwatch.StartNew();
             int runWarnings = run.Warnings.Count;
-            var outcome = StepThread.Run(() => step.Analysis.Run(step.Options, ctx), stepCancellation, timeout, cancellation);
+            var outcome = StepThread.Run(() => RunStepBody(run, step, ctx), stepCancellation, timeout, cancellation);
             sw.Stop();
             var (status, error) = (outcome.Status, outcome.Error);
             if (outcome.Abandoned)
@@ -178,6 +178,14 @@ public static partial class PipelineRunner
         IReadOnlyList<PipelineError> errors = manifestError is null ? [] :
             [new(spec.File, 0, 0, $"manifest.json could not be updated ({manifestError}); the copy in {outDir} is valid but shows an earlier state of the run")];
         return new RunResult(cancelled ? ExitCancelled : failed == 0 && manifestError is null ? 0 : 1, outDir, manifest, errors);
+    }
+
+    /// <summary>A step's body on its worker thread. libtorch keeps its intra-op thread count per native thread (OpenMP's
+    /// setting), so <c>settings.threads</c>, applied while preparing, is applied again on the worker that runs the step.</summary>
+    internal static void RunStepBody(PreparedRun run, PreparedStep step, IAnalysisContext context)
+    {
+        if (run.Spec.Threads > 0) torch.set_num_threads(run.Spec.Threads);
+        step.Analysis.Run(step.Options, context);
     }
 
     /// <summary>Exit code of a run stopped by Ctrl+C (128 + SIGINT, as shells report it).</summary>

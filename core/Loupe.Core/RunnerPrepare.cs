@@ -14,7 +14,9 @@ public static partial class PipelineRunner
     /// <summary>Parses, resolves, binds and validates; loads the model and opens the data. Throws <see cref="PipelineException"/>.</summary>
     public static PreparedRun Prepare(RunRequest request)
     {
-        var spec = PipelineParser.Parse(request.PipelineFile, request.Overrides);
+        var spec = request.PipelineText is { } text
+            ? PipelineParser.ParseText(text, Path.GetFullPath(request.PipelineFile), request.Overrides)
+            : PipelineParser.Parse(request.PipelineFile, request.Overrides);
         var file = spec.File;
         var errors = new List<PipelineError>();
         var warnings = new List<string>();
@@ -38,7 +40,9 @@ public static partial class PipelineRunner
         }
     }
 
-    static PreparedRun PrepareWith(PipelineSpec spec, ComponentRegistry registry, List<PipelineError> errors, List<string> warnings, ShardRequest? shard)
+    /// <summary>Prepares <paramref name="spec"/> with an open registry. With <paramref name="preloaded"/>, that model is used
+    /// (and left to its owner) instead of loading one: in-process hosts keep one model over many runs.</summary>
+    internal static PreparedRun PrepareWith(PipelineSpec spec, ComponentRegistry registry, List<PipelineError> errors, List<string> warnings, ShardRequest? shard, IModel? preloaded = null)
     {
         var file = spec.File;
         var m = spec.Model!;
@@ -84,7 +88,7 @@ public static partial class PipelineRunner
         IModel model;
         try
         {
-            model = modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed) { Warn = warnings.Add });
+            model = preloaded ?? modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed) { Warn = warnings.Add });
         }
         catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
         {
@@ -186,14 +190,14 @@ public static partial class PipelineRunner
                 Shard = rows,
                 Spec = spec, Registry = registry, Model = model, ModelOptions = modelOptions!, Input = input, Labels = labels,
                 ModelFiles = modelAdapter.Files(modelOptions!, spec.BaseDirectory).ToList(), Data = data, DataOptions = dataOptions,
-                Steps = prepared, Warnings = warnings, FirstForwardAt = firstForward,
+                Steps = prepared, Warnings = warnings, FirstForwardAt = firstForward, OwnsModel = preloaded is null,
                 Reload = () => modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed)),
             };
         }
         catch
         {
             data?.Dispose();
-            model.Dispose();
+            if (preloaded is null) model.Dispose();
             throw;
         }
     }
