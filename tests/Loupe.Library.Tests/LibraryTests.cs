@@ -10,6 +10,7 @@ namespace Loupe.Library.Tests;
 
 /// <summary>The public in-process API: numbers against the PyTorch fixtures, equality with the CLI's run, validation,
 /// the samples.</summary>
+[Collection("library")]
 public class LibraryTests
 {
     static string Fixture(string name) => Path.Combine(RepoPaths.Root, "tests", "fixtures", name);
