@@ -28,6 +28,13 @@ public static class Inspector
         if (errors.Count > 0) throw new PipelineException(errors);
         using var model = registry.Create<IModelAdapter>(desc.Id).Load(options, new ModelLoadContext(spec.BaseDirectory, spec.Seed));
         var inputSpec = input?.Apply(model.DefaultInput) ?? model.DefaultInput;
+        return (Layers(model, inputSpec), inputSpec);
+    }
+
+    /// <summary>A loaded model's layers with their output shapes for one input of <paramref name="input"/> (one probe forward;
+    /// layers that do not map a tensor to a tensor have no shape).</summary>
+    public static IReadOnlyList<LayerRow> Layers(IModel model, InputSpec input)
+    {
         var captures = new List<(string Name, ILayerCapture Capture)>();
         try
         {
@@ -38,9 +45,9 @@ public static class Inspector
             }
             using var scope = NewDisposeScope();
             using var _ = no_grad();
-            model.Forward(zeros(1, inputSpec.Channels, inputSpec.Height, inputSpec.Width));
+            model.Forward(zeros(1, input.Channels, input.Height, input.Width));
             var shapes = captures.ToDictionary(c => c.Name, c => c.Capture.TryGet(c.Name, out var t) ? t.shape : null);
-            return (model.Layers.Select(l => new LayerRow(l.Name, l.Kind, shapes.GetValueOrDefault(l.Name))).ToList(), inputSpec);
+            return model.Layers.Select(l => new LayerRow(l.Name, l.Kind, shapes.GetValueOrDefault(l.Name))).ToList();
         }
         finally
         {

@@ -32,6 +32,12 @@ var merge = new Command("merge", "merge the output folders of 'run --shard i/n' 
 merge.SetAction(pr => Commands.Merge(pr.GetValue(shardDirs)!, pr.GetValue(mergeOut)!, pr.GetValue(quiet), pr.GetValue(json)));
 root.Subcommands.Add(merge);
 
+var portOpt = new Option<int>("--port") { Description = "port to listen on (default: any free port)" };
+var hostOpt = new Option<string>("--host") { Description = "interface to bind (default 127.0.0.1; anything else exposes the model to the network)", DefaultValueFactory = _ => "127.0.0.1" };
+var serve = new Command("serve", "explore the pipeline's model in the browser: predictions and maps of any technique, layer and target") { oneFile, portOpt, hostOpt };
+serve.SetAction(pr => Serve.Run(pr.GetValue(oneFile)!, pr.GetValue(portOpt), pr.GetValue(hostOpt)!));
+root.Subcommands.Add(serve);
+
 var verifyOpt = new Option<bool>("--verify") { Description = "check each plugin assembly without running it: path, version, contract version, SHA-256, pins" };
 var optionalFile = new Argument<string?>("pipeline") { Description = "also check this pipeline's plugins: entries and their pinned hashes", Arity = ArgumentArity.ZeroOrOne };
 var plugins = new Command("plugins", "list loaded plugins and their components") { verifyOpt, optionalFile };

@@ -27,6 +27,9 @@ public sealed class ReportBrowser : IAsyncDisposable
         return new ReportBrowser(browser);
     }
 
+    /// <summary>A blank page (for pages served over HTTP, e.g. the explorer).</summary>
+    public Task<IPage> NewPageAsync() => _browser.NewPageAsync();
+
     /// <summary>A loaded page with what went wrong while loading it.</summary>
     public sealed record Loaded(IPage Page, List<string> ConsoleErrors, List<string> FailedRequests, double LoadMs, double ReadyMs);
 

@@ -53,18 +53,93 @@ public sealed class LoupeModel : IDisposable
         if (settings.MemoryBudgetMb is { } mb) s["memory_budget_mb"] = mb;
         if (settings.BatchSize is { } bs) s["batch_size"] = bs;
         if (s.Count > 0) h.Append("settings: ").Append(s.ToJsonString()).Append('\n');
-        var header = h.ToString();
+        return Open(h.ToString(), file, settings, null);
+    }
+
+    /// <summary>Loads the model of a pipeline file as <c>loupe run</c> would (its <c>model</c>, <c>plugins</c>, <c>seed</c> and
+    /// <c>settings</c>); its <c>data</c> section is what <see cref="PipelineInputs"/> reads. Its steps are not run.</summary>
+    public static LoupeModel FromPipeline(string pipelineFile, LoupeSettings? settings = null)
+    {
+        PipelineSpec spec;
+        try { spec = PipelineParser.Parse(pipelineFile); }
+        catch (PipelineException e) { throw new LoupeValidationException(e.Errors); }
+        string Emit(Func<string, bool> keep)
+        {
+            var m = new YamlDotNet.RepresentationModel.YamlMappingNode();
+            foreach (var (k, v) in spec.Root.Children)
+                if (k is YamlDotNet.RepresentationModel.YamlScalarNode { Value: { } key } && keep(key)) m.Add(k, v);
+            if (m.Children.Count == 0) return "";
+            var w = new StringWriter();
+            new YamlDotNet.RepresentationModel.YamlStream(new YamlDotNet.RepresentationModel.YamlDocument(m)).Save(w, assignAnchors: false);
+            var text = w.ToString().TrimEnd();
+            return (text.EndsWith("...") ? text[..^3].TrimEnd() : text) + "\n";
+        }
+        settings = (settings ?? new LoupeSettings()) with { BaseDirectory = spec.BaseDirectory };
+        return Open(Emit(k => k is not ("steps" or "data" or "output")), spec.File, settings, spec.Data is null ? null : Emit(k => k == "data"));
+    }
+
+    static LoupeModel Open(string header, string file, LoupeSettings settings, string? pipelineData)
+    {
         var spec = Parse(header, file, requireSteps: false);
         ComponentRegistry registry;
-        try { registry = ComponentRegistry.Load(settings.PluginDirectories.Select(d => new PluginSource(d)), settings.Registrars); }
-        catch (PluginPinException e) { throw new LoupeValidationException([new(file, 0, 0, e.Message)]); }
-        try { return new LoupeModel(PipelineRunner.PrepareWith(spec, registry, [], [], null), header, settings, file); }
+        try { registry = ComponentRegistry.Load(settings.PluginDirectories.Select(d => new PluginSource(d)).Concat(spec.Plugins), settings.Registrars); }
+        catch (PluginPinException e) { throw new LoupeValidationException([new(file, e.Entry.Line, e.Entry.Column, e.Message)]); }
+        catch (LoupeException e) when (e is not LoupeValidationException) { throw new LoupeValidationException([new(file, 0, 0, e.Message)]); }
+        try { return new LoupeModel(PipelineRunner.PrepareWith(spec, registry, [], [], null), header, settings, file) { _pipelineData = pipelineData }; }
         catch (PipelineException e) { registry.Dispose(); throw new LoupeValidationException(e.Errors); }
         catch { registry.Dispose(); throw; }
     }
 
+    string? _pipelineData;
+
+    /// <summary>The first <paramref name="max"/> inputs of the pipeline's data source (<see cref="FromPipeline"/>): ids,
+    /// model-ready input (1×C×H×W, normalised, for <see cref="Explain(string, NdArray, object?, object?, CancellationToken)"/>)
+    /// and the picture.</summary>
+    public IReadOnlyList<(string Id, NdArray Input, RgbImage Picture)> PipelineInputs(int max, CancellationToken cancellation = default) =>
+        _pipelineData is null ? [] : ReadData(_pipelineData, max, cancellation);
+
+    /// <summary>Images as the model sees them: decoded, resized and normalised by the <c>image-folder</c> source (as in
+    /// <see cref="Explain(string, ImageInput, object?, object?, CancellationToken)"/>), with the resized picture.</summary>
+    public IReadOnlyList<(string Id, NdArray Input, RgbImage Picture)> Preprocess(IReadOnlyList<ImageInput> images, CancellationToken cancellation = default)
+    {
+        using var folder = ImageFolder(images);
+        return ReadData(folder.Data, int.MaxValue, cancellation);
+    }
+
+    List<(string Id, NdArray Input, RgbImage Picture)> ReadData(string dataSection, int max, CancellationToken cancellation)
+    {
+        var result = new List<(string, NdArray, RgbImage)>();
+        if (max <= 0) return result;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            using var run = Prepare(_header + dataSection, requireSteps: false);
+            foreach (var b in run.Data!.Read(run.Input, run.Spec.BatchSize, cancellation))
+                using (b)
+                using (NewDisposeScope())
+                {
+                    var x = run.Data.Preprocessed ? b.Pixels : run.Input.Normalize(b.Pixels);
+                    var px = run.Data.Preprocessed ? run.Input.Denormalize(b.Pixels) : b.Pixels;
+                    for (int i = 0; i < b.Ids.Length && result.Count < max; i++)
+                        result.Add((b.Ids[i], NdArray.FromTensor(x[i..(i + 1)]), Display.Image(px[i])));
+                    if (result.Count >= max) break;
+                }
+        }
+        return result;
+    }
+
     /// <summary>The model's layers (names as techniques take them in <c>layer:</c>).</summary>
     public IReadOnlyList<LayerInfo> Layers => _loaded.Model.Layers;
+    /// <summary>The layers with their output shapes for one input (one probe forward), as <c>loupe layers</c> lists them.</summary>
+    public IReadOnlyList<LayerRow> LayerShapes()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return Inspector.Layers(_loaded.Model, _loaded.Input);
+        }
+    }
+
     /// <summary>Preprocessing: channels, size, mean and std.</summary>
     public InputSpec Input => _loaded.Input;
     /// <summary>Class names (empty when the model has none and no labels file was given).</summary>
@@ -77,11 +152,13 @@ public sealed class LoupeModel : IDisposable
     /// <summary>Every registered technique (analysis plugin) with its description and options.</summary>
     public IReadOnlyList<Technique> Techniques =>
         _loaded.Registry.Components.Where(c => c.Kind == ComponentKind.Analysis).OrderBy(c => c.Id, StringComparer.Ordinal)
-            .Select(c => new Technique(this, c)).ToList();
+            .Select(NewTechnique).ToList();
 
     /// <summary>A handle to one technique; an unknown id throws with the ids that come closest.</summary>
-    public Technique Technique(string id) => new(this, _loaded.Registry.Find(ComponentKind.Analysis, id)
+    public Technique Technique(string id) => NewTechnique(_loaded.Registry.Find(ComponentKind.Analysis, id)
         ?? throw new LoupeValidationException([new(_file, 0, 0, _loaded.Registry.Unknown(ComponentKind.Analysis, id))]));
+
+    Technique NewTechnique(ComponentDescriptor d) => new(this, d, _loaded.Registry.Create<IAnalysis>(d.Id).Requirements);
 
     /// <summary>Explains one image. <paramref name="options"/> are the technique's <c>with:</c> (anonymous object or
     /// dictionary); <paramref name="target"/> is what a pipeline step's <c>target:</c> holds — an id (<c>"top-1"</c>)

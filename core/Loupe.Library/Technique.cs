@@ -9,7 +9,14 @@ public sealed class Technique
     readonly LoupeModel _model;
     readonly ComponentDescriptor _descriptor;
 
-    internal Technique(LoupeModel model, ComponentDescriptor descriptor) { _model = model; _descriptor = descriptor; }
+    internal Technique(LoupeModel model, ComponentDescriptor descriptor, AnalysisRequirements requirements)
+    {
+        _model = model; _descriptor = descriptor; Requirements = requirements;
+    }
+
+    /// <summary>What it needs: model capabilities, whether it explains a target (attribution, CAM and perturbation
+    /// techniques do), whether it reads the data.</summary>
+    public AnalysisRequirements Requirements { get; }
 
     /// <summary>The id (a step's <c>uses:</c>).</summary>
     public string Id => _descriptor.Id;
