@@ -9,7 +9,8 @@ public enum CamConvention
 {
     /// <summary>Captum <c>LayerGradCam</c> + interpolation: the raw map (ReLU per <c>relu</c>), bilinearly upsampled, unnormalised.</summary>
     Captum,
-    /// <summary>pytorch-grad-cam: ReLU, per-map (x − min) / (max + 1e-7), then bilinear resize; layers averaged, then rescaled.</summary>
+    /// <summary>pytorch-grad-cam: ReLU, per-map (x − min) / (max + 1e-7), then bilinear resize; ReLU, mean over layers and the
+    /// min-max scaling once more (also for one layer); Score-CAM upsamples with align_corners = true.</summary>
     PytorchGradCam,
 }
 
@@ -26,7 +27,7 @@ public record CamOptions
     [Description("apply ReLU to the layer map (the papers; Captum relu_attributions=True)")]
     public bool Relu { get; init; } = true;
     /// <summary>Output convention.</summary>
-    [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, then resized")]
+    [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, resized, averaged over layers, min-max again")]
     public CamConvention Convention { get; init; } = CamConvention.Captum;
 
     /// <summary>The layers to explain.</summary>
@@ -103,7 +104,9 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w) : Display.Resize(map, h, w));
         }
         var combined = maps.Count == 1 ? maps[0] : stack(maps, 0).mean([0]);
-        if (maps.Count > 1 && options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(combined);
+        // pytorch-grad-cam ends every call with aggregate_multi_layers: ReLU, mean over layers and scale_cam_image once
+        // more, also for a single layer (a map resized by a non-integer factor peaks below 1 before it).
+        if (options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(nn.functional.relu(combined));
         return new AttributionResult(combined, selection, layers.Count == 1 ? raw : null);
     }
 

@@ -105,7 +105,8 @@ public sealed class ScoreCam : CamAnalysis<ScoreCamOptions>
     {
         var a = l.Activation; var x = l.Input;
         long n = a.shape[0], k = a.shape[1];
-        var up = Display.Resize(a, x.shape[2], x.shape[3]);                      // N×K×H×W
+        // pytorch-grad-cam upsamples with UpsamplingBilinear2d, i.e. align_corners = true.
+        var up = Display.Resize(a, x.shape[2], x.shape[3], alignCorners: o.Convention == CamConvention.PytorchGradCam);  // N×K×H×W
         var flat = up.reshape(n, k, -1);
         var min = flat.amin([2]).view(n, k, 1, 1); var max = flat.amax([2]).view(n, k, 1, 1);
         var masks = (up - min) / (max - min + 1e-8f);

@@ -10,7 +10,7 @@ public enum IntegrationRule
 {
     /// <summary>Gauss–Legendre quadrature (Captum's default).</summary>
     GaussLegendre,
-    /// <summary>Trapezoid rule on evenly spaced α in [0, 1].</summary>
+    /// <summary>Captum's <c>riemann_trapezoid</c>: α_i = i/(n−1), weights 1/n halved at both ends (they sum to (n−1)/n).</summary>
     RiemannTrapezoid,
     /// <summary>Left Riemann sum.</summary>
     RiemannLeft,
@@ -18,6 +18,8 @@ public enum IntegrationRule
     RiemannRight,
     /// <summary>Midpoint Riemann sum.</summary>
     RiemannMiddle,
+    /// <summary>The textbook trapezoid rule: α_i = i/(n−1), weights 1/(n−1) halved at both ends (they sum to 1).</summary>
+    Trapezoid,
 }
 
 /// <summary>Options of <c>integrated-gradients</c>.</summary>
@@ -27,7 +29,7 @@ public sealed record IntegratedGradientsOptions
     [Range(2, 100_000), Description("number of points on the path from the baseline to the input")]
     public int Steps { get; init; } = 50;
     /// <summary>Rule.</summary>
-    [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle")]
+    [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle (Captum's rules), or trapezoid (the textbook rule, weights sum to 1)")]
     public IntegrationRule Method { get; init; } = IntegrationRule.GaussLegendre;
     /// <summary>Baseline.</summary>
     [Description("baseline x′: zero (normalised), black, mean, blur, or a file (baseline_file)")]
@@ -64,9 +66,11 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
             case IntegrationRule.GaussLegendre:
                 var (nodes, weights) = GaussLegendre(n);
                 return (nodes.Select(v => 0.5 * (v + 1)).ToArray(), weights.Select(v => 0.5 * v).ToArray());
-            case IntegrationRule.RiemannTrapezoid:
+            case IntegrationRule.RiemannTrapezoid or IntegrationRule.Trapezoid:
+                // Captum 0.8's riemann_trapezoid divides by n, not n − 1: its maps are (n − 1)/n of the textbook rule's.
+                double width = rule == IntegrationRule.Trapezoid ? n - 1 : n;
                 return (Enumerable.Range(0, n).Select(i => i / (double)(n - 1)).ToArray(),
-                        Enumerable.Range(0, n).Select(i => (i == 0 || i == n - 1 ? 0.5 : 1.0) / (n - 1)).ToArray());
+                        Enumerable.Range(0, n).Select(i => (i == 0 || i == n - 1 ? 0.5 : 1.0) / width).ToArray());
             case IntegrationRule.RiemannLeft:
                 return (Enumerable.Range(0, n).Select(i => i / (double)n).ToArray(), Enumerable.Repeat(1.0 / n, n).ToArray());
             case IntegrationRule.RiemannRight:

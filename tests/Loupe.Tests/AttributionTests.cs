@@ -43,7 +43,7 @@ public class AttributionTests
     [Theory]
     [InlineData("gxi", "gradient-x-input", "attr_gxi.npy")]
     [InlineData("ig", "integrated-gradients", "attr_ig_gl50.npy")]
-    [InlineData("igt", "integrated-gradients", "attr_ig_trap20.npy")]
+    [InlineData("igt", "integrated-gradients", "conv_ig_riemann_trap20.npy")]
     [InlineData("gbp", "guided-backprop", "attr_guided.npy")]
     [InlineData("dec", "deconvnet", "attr_deconv.npy")]
     [InlineData("cam", "cam-layer", "attr_cam.npy")]
