@@ -14,6 +14,15 @@ public enum CamConvention
     PytorchGradCam,
 }
 
+/// <summary>How a layer map is upsampled to the input under the Captum convention (<c>LayerAttribution.interpolate</c>'s interpolate_mode).</summary>
+public enum CamUpsample
+{
+    /// <summary>Bilinear, align_corners = false.</summary>
+    Bilinear,
+    /// <summary>Nearest neighbour (PyTorch's legacy 'nearest'; Captum <c>GuidedGradCam</c>'s default).</summary>
+    Nearest,
+}
+
 /// <summary>Options shared by every CAM method.</summary>
 public record CamOptions
 {
@@ -29,6 +38,10 @@ public record CamOptions
     /// <summary>Output convention.</summary>
     [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, resized, averaged over layers, min-max again")]
     public CamConvention Convention { get; init; } = CamConvention.Captum;
+
+    /// <summary>Upsampling under the Captum convention.</summary>
+    [Description("convention captum only: bilinear or nearest upsampling of the layer map (Captum interpolate_mode; default bilinear, nearest for guided-grad-cam as Captum's GuidedGradCam)")]
+    public CamUpsample? Upsample { get; init; }
 
     /// <summary>The layers to explain.</summary>
     public IReadOnlyList<string> AllLayers => Layers is { Length: > 0 } ? Layers : Layer is { Length: > 0 } ? [Layer] : [];
@@ -69,6 +82,8 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
     {
         if (options.AllLayers.Count == 0) yield return "give a 'layer' (or 'layers')";
         if (options.Layer is not null && options.Layers is not null) yield return "give either 'layer' or 'layers', not both";
+        if (options.Upsample is not null && options.Convention == CamConvention.PytorchGradCam)
+            yield return "option 'upsample' applies to convention captum; pytorch-grad-cam always resizes bilinearly";
     }
 
     /// <inheritdoc/>
@@ -101,7 +116,9 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             var map = LayerMap(options, new CamLayer(acts[i], grads?[i], layers[i], x, selection, ctx));
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
             raw ??= map;
-            maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w) : Display.Resize(map, h, w));
+            maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w)
+                : options.Upsample == CamUpsample.Nearest ? nn.functional.interpolate(map.unsqueeze(1), [h, w], mode: InterpolationMode.Nearest).squeeze(1)
+                : Display.Resize(map, h, w));
         }
         var combined = maps.Count == 1 ? maps[0] : stack(maps, 0).mean([0]);
         // pytorch-grad-cam ends every call with aggregate_multi_layers: ReLU, mean over layers and scale_cam_image once

@@ -272,7 +272,7 @@ public sealed class ClassActivationMap : CamAnalysis<ClassCamOptions>
 }
 
 /// <summary>Guided Grad-CAM (Selvaraju et al. 2017, §3; Captum <c>GuidedGradCam</c>): guided backprop ⊙ the Grad-CAM map
-/// upsampled to the input (bilinear), per channel.</summary>
+/// upsampled to the input (nearest, Captum's default, or <c>upsample: bilinear</c>), per channel.</summary>
 public sealed class GuidedGradCam : CamAnalysis<CamOptions>
 {
     readonly GradCam _gradCam = new();
@@ -287,7 +287,7 @@ public sealed class GuidedGradCam : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override AttributionResult Attribute(CamOptions options, AttributionInput input)
     {
-        var cam = _gradCam.Attribute(options with { Convention = CamConvention.Captum }, input);
+        var cam = _gradCam.Attribute(options with { Convention = CamConvention.Captum, Upsample = options.Upsample ?? CamUpsample.Nearest }, input);
         var model = (IModelInterventions)input.Context.Model;
         Tensor guided;
         using (model.OverrideRelu(ReluRule.Guided))

@@ -37,6 +37,9 @@ public sealed record IntegratedGradientsOptions
     /// <summary>Custom baseline.</summary>
     [FilePath, Description("a .npy baseline in normalised input space, C×H×W or 1×C×H×W (overrides 'baseline')")]
     public string? BaselineFile { get; init; }
+    /// <summary>Constant baseline.</summary>
+    [Description(Perturbation.ConstantDescription + "'baseline'")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
@@ -103,12 +106,20 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
     }
 
     /// <inheritdoc/>
+    public override IEnumerable<string> Validate(IntegratedGradientsOptions options, AnalysisValidationContext context)
+    {
+        if (options.BaselineFile is not null && options.BaselineValue is not null) yield return "give either 'baseline_file' or 'baseline_value', not both";
+        foreach (var e in Perturbation.CheckConstant(options.BaselineValue, "baseline_value", context.Model.DefaultInput)) yield return e;
+    }
+
+    /// <inheritdoc/>
     public override AttributionResult Attribute(IntegratedGradientsOptions options, AttributionInput input)
     {
         var ctx = input.Context;
         var x = input.Input;
         long n = x.shape[0];
-        var baseline = options.BaselineFile is { } file ? LoadBaseline(file, x) : Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input);
+        var baseline = options.BaselineFile is { } file ? LoadBaseline(file, x)
+            : Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "baseline_value");
         var (endScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var (baseScores, _, _) = Explain.Scores(ctx, baseline, selection, input.Slot);
         var (alphas, weights) = Rule(options.Method, options.Steps);

@@ -80,4 +80,101 @@ public class ConventionTests
         var other = TechniqueTests.Stack(r, "scc", "score-cam-layer", 2);
         Assert.True(TestEnv.RelL2(other, Npy.Read(TestEnv.Fixture("conv_scorecam_pgc_8x8_layer.npy")).Data) > 1e-2);
     }
+
+    [Fact]
+    public void NoiseTunnelTakesFixedDrawsAndAbsoluteStdevs()
+    {
+        // The same draws per input through noise_dir (files written here) must give noise_file's result.
+        var dir = TestEnv.TempDir("loupe-noise");
+        for (int i = 0; i < 4; i++) File.Copy(TestEnv.Fixture("conv_nt_draws.npy"), Path.Combine(dir, $"{i:D5}.npy"));
+        var draws = TestEnv.Yaml(TestEnv.Fixture("conv_nt_draws.npy"));
+        var r = Run(TestEnv.FixturePipeline($$"""
+              - { id: sg, uses: noise-tunnel, with: { inner: { uses: saliency, with: { abs: false } }, samples: 4, stdevs: 0.3, noise_file: {{draws}}, samples_per_batch: 3 } }
+              - { id: vg, uses: noise-tunnel, with: { inner: { uses: saliency, with: { abs: false } }, samples: 4, stdevs: 0.3, noise_file: {{draws}}, type: vargrad } }
+              - { id: pd, uses: noise-tunnel, with: { inner: { uses: saliency, with: { abs: false } }, samples: 4, stdevs: 0.3, noise_dir: {{TestEnv.Yaml(dir)}} } }
+            """, batchSize: 3));
+        TechniqueTests.Close(TechniqueTests.Stack(r, "sg", "noise-tunnel"), "conv_nt_smoothgrad.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "vg", "noise-tunnel"), "conv_nt_vargrad.npy", 1e-3);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "pd", "noise-tunnel"), "conv_nt_smoothgrad.npy", 1e-4);
+    }
+
+    [Fact]
+    public void NoiseDrawsOfTheWrongShapeAreRefusedNamingTheFile()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline($$"""
+              - { id: sg, uses: noise-tunnel, with: { inner: { uses: saliency }, samples: 5, noise_file: {{TestEnv.Yaml(TestEnv.Fixture("conv_nt_draws.npy"))}} } }
+            """));
+        Assert.Equal(1, r.ExitCode);
+        var error = r.Manifest!["steps"]![0]!["error"]!.GetValue<string>();
+        Assert.Contains("conv_nt_draws.npy", error);
+        Assert.Contains("S ≥ samples (5)", error);
+    }
+
+    [Fact]
+    public void GuidedGradCamUpsamplesNearestAsCaptumUnlessBilinearIsAsked()
+    {
+        var r = Run(TestEnv.FixturePipeline("""
+              - { id: ggc, uses: guided-grad-cam, with: { layer: relu3 } }
+              - { id: nn, uses: grad-cam, with: { layer: relu3, upsample: nearest } }
+            """, batchSize: 4));
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ggc", "guided-grad-cam"), "conv_guided_gradcam_nearest.npy", 1e-4);
+        // Nearest upsampling by 4: every 4×4 block of the input-resolution map is one layer cell.
+        var up = TestEnv.Artifact(r, "nn/00000.grad-cam.npy").Data;
+        var raw = TestEnv.Artifact(r, "nn/00000.grad-cam-layer.npy").Data;
+        for (int y = 0; y < 28; y++)
+            for (int x = 0; x < 28; x++)
+                Assert.Equal(raw[y / 4 * 7 + x / 4], up[y * 28 + x]);
+    }
+
+    [Fact]
+    public void FeatureAblationPerElementAndWithAMaskFile()
+    {
+        var r = Run(Pipeline("conv_input_8x8.npy", 8, 8, """
+              - { id: el, uses: feature-ablation, with: { segments: elements } }
+            """));
+        TechniqueTests.Close(TechniqueTests.Stack(r, "el", "feature-ablation", 2), "conv_fa_elements_8x8.npy", 1e-4);
+        var m = Run(TestEnv.FixturePipeline($$"""
+              - { id: fm, uses: feature-ablation, with: { segments: mask, feature_mask: {{TestEnv.Yaml(TestEnv.Fixture("conv_fa_mask_ids.npy"))}}, fill_value: 0.5 } }
+            """, batchSize: 3));
+        TechniqueTests.Close(TechniqueTests.Stack(m, "fm", "feature-ablation"), "conv_fa_mask.npy", 1e-4);
+    }
+
+    [Fact]
+    public void OcclusionTakesRectangularWindowsStridesAndConstantFills()
+    {
+        var r = Run(TestEnv.FixturePipeline("""
+              - { id: occ, uses: occlusion, with: { window: [3, 5], stride: [2, 4], fill_value: 0.25 } }
+              - { id: ig, uses: integrated-gradients, with: { steps: 16, baseline_value: [0.5] } }
+            """, batchSize: 3));
+        TechniqueTests.Close(TechniqueTests.Stack(r, "occ", "occlusion"), "conv_occlusion_3x5_s2x4_fill025.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ig", "integrated-gradients"), "conv_ig_baseline05.npy", 1e-4);
+    }
+
+    [Fact]
+    public void DeletionTakesAConstantBaseline()
+    {
+        // Black pixels are (0 − 0.2860) / 0.3530 in the demo CNN's normalised space: the constant gives the same curves.
+        var black = (0f - 0.2860f) / 0.3530f;
+        var r = Run(TestEnv.FixturePipeline($$"""
+              - { id: sal, uses: saliency }
+              - { id: db, uses: deletion, with: { of: sal, steps: 8, baseline: black } }
+              - { id: dc, uses: deletion, with: { of: sal, steps: 8, baseline_value: {{black.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}} } }
+              - { id: dz, uses: deletion, with: { of: sal, steps: 8, baseline_value: 0.7 } }
+            """, batchSize: 4));
+        double Auc(string step) => r.Manifest!["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == step)!["metrics"]!["auc_mean"]!.GetValue<double>();
+        Assert.Equal(Auc("db"), Auc("dc"), 5);
+        Assert.NotEqual(Auc("db"), Auc("dz"), 3);
+    }
+
+    [Fact]
+    public void ConstantFillsOfTheWrongLengthAreValidationErrors()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: occ, uses: occlusion, with: { window: [3, 5, 7], fill_value: [0.1, 0.2] } }
+            """));
+        Assert.Equal(2, r.ExitCode);
+        var all = string.Join("\n", r.Errors);
+        Assert.Contains("option 'window': give one value or [height, width]", all);
+        Assert.Contains("option 'fill_value': give one value or one per channel (1), got 2", all);
+    }
 }
