@@ -9,10 +9,10 @@ namespace Loupe.Analysis.Decisions;
 public sealed record OcclusionOptions
 {
     /// <summary>Window size in pixels: one value (square) or [height, width].</summary>
-    [Description("occluding window in input pixels: one value (square) or [height, width] (Captum sliding_window_shapes)")]
+    [Range(1, 4096), Description("occluding window in input pixels: one value (square) or [height, width] (Captum sliding_window_shapes)")]
     public int[] Window { get; init; } = [8];
     /// <summary>Stride in pixels: one value or [height, width].</summary>
-    [Description("stride between windows: one value or [height, width] (default: window / 2 per axis; Captum strides)")]
+    [Range(1, 4096), Description("stride between windows: one value or [height, width] (default: window / 2 per axis; Captum strides)")]
     public int[]? Stride { get; init; }
     /// <summary>Fill of the window.</summary>
     [Description("fill value: zero (normalised), mean, blur (σ = window/2) or black")]
@@ -43,8 +43,8 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
     {
         var spec = context.Model.DefaultInput;
         foreach (var (name, v) in new[] { ("window", options.Window), ("stride", options.Stride) })
-            if (v is not null && (v.Length is not (1 or 2) || v.Any(e => e < 1 || e > 4096)))
-                yield return $"option '{name}': give one value or [height, width], each in 1..4096 (got [{string.Join(", ", v)}])";
+            if (v is not null && v.Length is not (1 or 2))
+                yield return $"option '{name}': give one value or [height, width] (got [{string.Join(", ", v)}])";
         if (options.Window.Length is 1 or 2 && (Pair(options.Window).H > spec.Height || Pair(options.Window).W > spec.Width))
             yield return $"option 'window' ([{string.Join(", ", options.Window)}]) is larger than the input ({spec.Height}×{spec.Width})";
         foreach (var e in Perturbation.CheckConstant(options.FillValue, "fill_value", spec)) yield return e;

@@ -176,5 +176,10 @@ public class ConventionTests
         var all = string.Join("\n", r.Errors);
         Assert.Contains("option 'window': give one value or [height, width]", all);
         Assert.Contains("option 'fill_value': give one value or one per channel (1), got 2", all);
+        var bounds = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: occ, uses: occlusion, with: { window: [3, 5], stride: [2, 0] } }
+            """));
+        Assert.Equal(2, bounds.ExitCode);   // a [Range] bounds each item of a list option
+        Assert.Contains("option 'stride' must be between 1 and 4096 (got 0 in [2, 0])", string.Join("\n", bounds.Errors));
     }
 }
