@@ -182,4 +182,33 @@ public class ConventionTests
         Assert.Equal(2, bounds.ExitCode);   // a [Range] bounds each item of a list option
         Assert.Contains("option 'stride' must be between 1 and 4096 (got 0 in [2, 0])", string.Join("\n", bounds.Errors));
     }
+
+    [Fact]
+    public void ReluRulesAndInterventionsRunOnTheOnnxBackend()
+    {
+        // A custom CNN reaches Loupe only through ONNX: its Relu nodes take guided backprop's and DeconvNet's rules
+        // (the validator no longer refuses these methods), and its values can be intervened on (Ablation-CAM).
+        var path = TestEnv.Pipeline($$"""
+            version: 1
+            model:
+              uses: onnx
+              with: { path: {{TestEnv.Yaml(TestEnv.Fixture("conv_cnn3.onnx"))}} }
+            data:
+              uses: npy
+              with: { path: {{TestEnv.Yaml(TestEnv.Fixture("conv_input_3x16.npy"))}} }
+            steps:
+              - { id: gbp, uses: guided-backprop }
+              - { id: dec, uses: deconvnet }
+              - { id: ggc, uses: guided-grad-cam, with: { layer: relu2 } }
+              - { id: ac, uses: ablation-cam, with: { layer: relu2 } }
+              - { id: fa, uses: feature-ablation, with: { segments: mask, feature_mask: {{TestEnv.Yaml(TestEnv.Fixture("conv_cnn3_mask_ids.npy"))}}, fill_value: [0.1, -0.2, 0.3] } }
+            """);
+        var r = Run(path);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "gbp", "guided-backprop", 2), "conv_cnn3_guided.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "dec", "deconvnet", 2), "conv_cnn3_deconv.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ggc", "guided-grad-cam", 2), "conv_cnn3_guided_gradcam.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ac", "ablation-cam-layer", 2), "conv_cnn3_ablationcam_layer.npy", 1e-4);
+        // Per-channel features with per-channel constant baselines: the three channels of a pixel differ.
+        TechniqueTests.Close(TechniqueTests.Stack(r, "fa", "feature-ablation", 2), "conv_cnn3_fa_mask.npy", 1e-4);
+    }
 }
