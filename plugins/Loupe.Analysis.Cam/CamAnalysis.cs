@@ -64,7 +64,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
     /// <summary>True when <see cref="LayerMap"/> needs ∂y/∂A.</summary>
     protected virtual bool UsesGradients => true;
 
-    /// <summary>The method's map for one layer, N×h×w, before ReLU and scaling.</summary>
+    /// <summary>The method's map for one layer, N×h×w (or N×K×h×w per channel), before ReLU and scaling.</summary>
     protected abstract Tensor LayerMap(TOptions options, CamLayer layer);
 
     /// <inheritdoc/>
@@ -117,7 +117,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
             raw ??= map;
             maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w)
-                : options.Upsample == CamUpsample.Nearest ? nn.functional.interpolate(map.unsqueeze(1), [h, w], mode: InterpolationMode.Nearest).squeeze(1)
+                : options.Upsample == CamUpsample.Nearest ? Nearest(map, h, w)
                 : Display.Resize(map, h, w));
         }
         var combined = maps.Count == 1 ? maps[0] : stack(maps, 0).mean([0]);
@@ -126,6 +126,11 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         if (options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(nn.functional.relu(combined));
         return new AttributionResult(combined, selection, layers.Count == 1 ? raw : null);
     }
+
+    /// <summary>Nearest-neighbour resize (PyTorch's legacy 'nearest', as Captum's interpolate) of N×h×w or N×K×h×w maps.</summary>
+    static Tensor Nearest(Tensor map, long h, long w) => map.dim() == 4
+        ? nn.functional.interpolate(map, [h, w], mode: InterpolationMode.Nearest)
+        : nn.functional.interpolate(map.unsqueeze(1), [h, w], mode: InterpolationMode.Nearest).squeeze(1);
 
     /// <summary>pytorch-grad-cam's scale_cam_image without the resize: per map x − min, then / (1e-7 + max).</summary>
     public static Tensor ScaleEach(Tensor maps)

@@ -211,4 +211,57 @@ public class ConventionTests
         // Per-channel features with per-channel constant baselines: the three channels of a pixel differ.
         TechniqueTests.Close(TechniqueTests.Stack(r, "fa", "feature-ablation", 2), "conv_cnn3_fa_mask.npy", 1e-4);
     }
+
+    [Fact]
+    public void CaptumLayerAttributionsAndPerChannelGradCam()
+    {
+        var r = Run(Pipeline("conv_input_8x8.npy", 8, 8, """
+              - { id: la, uses: layer-activation, with: { layer: relu3 } }
+              - { id: gxa, uses: layer-gradient-x-activation, with: { layer: relu3 } }
+              - { id: pc, uses: grad-cam, with: { layer: relu3, sum_channels: false } }
+            """));
+        Assert.Equal([128L, 2, 2], TestEnv.Artifact(r, "gxa/00000.layer-gradient-x-activation.npy").Shape);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "la", "layer-activation", 2), "conv_layer_activation_8x8.npy", 1e-5);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "gxa", "layer-gradient-x-activation", 2), "conv_layer_gxa_8x8.npy", 1e-4);
+        Assert.Equal([128L, 8, 8], TestEnv.Artifact(r, "pc/00000.grad-cam.npy").Shape);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "pc", "grad-cam", 2), "conv_gradcam_per_channel_8x8.npy", 1e-4);
+        var bad = TestEnv.Run(Pipeline("conv_input_8x8.npy", 8, 8, """
+              - { id: pc, uses: grad-cam, with: { layers: [relu2, relu3], sum_channels: false } }
+            """));
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains("sum_channels: false", string.Join("\n", bad.Errors));
+    }
+
+    [Fact]
+    public void ModelInputsAreTheExactPreprocessedTensors()
+    {
+        // Independent of Loupe's readers: the first 3 Fashion-MNIST test images decoded here from the gzip IDX file,
+        // /255, then (x − 0.2860) / 0.3530 (the demo CNN's normalisation).
+        var gz = Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz");
+        var path = TestEnv.Pipeline($$"""
+            version: 1
+            model:
+              uses: torchvision
+              with: { architecture: fashion-cnn, weights: {{TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))}} }
+            data:
+              uses: idx
+              with: { images: {{TestEnv.Yaml(gz)}}, limit: 3 }
+            steps:
+              - { id: in, uses: model-inputs, with: { images: true } }
+            """);
+        var r = Run(path);
+        using var file = new System.IO.Compression.GZipStream(File.OpenRead(gz), System.IO.Compression.CompressionMode.Decompress);
+        var bytes = new byte[16 + 3 * 784];
+        file.ReadExactly(bytes);
+        for (int i = 0; i < 3; i++)
+        {
+            var a = TestEnv.Artifact(r, $"in/{i:D5}.input.npy");
+            Assert.Equal([1L, 28, 28], a.Shape);
+            var expected = Enumerable.Range(0, 784).Select(j => (bytes[16 + i * 784 + j] / 255f - 0.2860f) / 0.3530f).ToArray();
+            Assert.True(TestEnv.RelL2(a.Data, expected) < 1e-6);
+            Assert.True(File.Exists(Path.Combine(r.OutDir!, "in", $"{i:D5}.input.png")));
+        }
+        var spec = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "in", "preprocessing.json")))!;
+        Assert.Equal(0.3530f, spec["std"]![0]!.GetValue<float>());
+    }
 }
