@@ -44,12 +44,13 @@ public static class Display
         return scope.MoveToOuter(r);
     }
 
-    /// <summary>Bilinear resize (align_corners = false) of an H×W or N×H×W or N×C×H×W map.</summary>
-    public static Tensor Resize(Tensor map, long height, long width)
+    /// <summary>Bilinear resize (align_corners = false unless <paramref name="alignCorners"/>, as PyTorch's
+    /// <c>UpsamplingBilinear2d</c>) of an H×W or N×H×W or N×C×H×W map.</summary>
+    public static Tensor Resize(Tensor map, long height, long width, bool alignCorners = false)
     {
         using var scope = NewDisposeScope();
         var x = map.dim() switch { 2 => map.unsqueeze(0).unsqueeze(0), 3 => map.unsqueeze(1), _ => map };
-        var r = nn.functional.interpolate(x.to(ScalarType.Float32), [height, width], mode: InterpolationMode.Bilinear, align_corners: false);
+        var r = nn.functional.interpolate(x.to(ScalarType.Float32), [height, width], mode: InterpolationMode.Bilinear, align_corners: alignCorners);
         r = map.dim() switch { 2 => r[0, 0], 3 => r[.., 0], _ => r };
         return scope.MoveToOuter(r);
     }

@@ -23,4 +23,17 @@ public static class ImageOps
         var padded = nn.functional.pad(x, [radius, radius, radius, radius], mode);
         return scope.MoveToOuter(nn.functional.conv2d(nn.functional.conv2d(padded, kh, groups: c), kw, groups: c));
     }
+
+    /// <summary>A constant baseline shaped like <paramref name="x"/> (N×C×H×W): one value for every channel or one per
+    /// channel, in the model's input space (normalised, as Captum's scalar and per-channel baselines). A wrong count is
+    /// an error naming <paramref name="option"/>.</summary>
+    public static Tensor ConstantBaseline(Tensor x, float[] values, string option)
+    {
+        long c = x.shape[1];
+        if (values.Length != 1 && values.Length != c)
+            throw new LoupeException($"option '{option}': give one value or one per channel ({c}), got {values.Length}");
+        using var scope = NewDisposeScope();
+        var v = values.Length == 1 ? full([1, c, 1, 1], values[0]) : tensor(values).view(1, c, 1, 1);
+        return scope.MoveToOuter(v.expand_as(x).contiguous());
+    }
 }

@@ -89,6 +89,13 @@ public static class OptionsBinder
             foreach (var attr in p.GetCustomAttributes<ValidationAttribute>())
             {
                 if (attr is RequiredAttribute) continue;
+                if (attr is RangeAttribute && val is IEnumerable items and not string)
+                {
+                    // A [Range] on a list option bounds each item.
+                    foreach (var item in items.Cast<object>().Where(i => !attr.IsValid(i)))
+                        errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, $"{where}: option '{YamlName(p)}' {attr.FormatErrorMessage(YamlName(p)).Replace($"The field {YamlName(p)} ", "").TrimEnd('.')} (got {Show(item)} in {Show(val)})"));
+                    continue;
+                }
                 if (!attr.IsValid(val))
                     errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, $"{where}: option '{YamlName(p)}' {attr.FormatErrorMessage(YamlName(p)).Replace($"The field {YamlName(p)} ", "").TrimEnd('.')} (got {Show(val)})"));
             }

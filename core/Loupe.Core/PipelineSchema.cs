@@ -183,12 +183,16 @@ public static class PipelineSchema
             var description = string.Join("; ", new[] { p.GetCustomAttribute<DescriptionAttribute>()?.Description, hint }.OfType<string>());
             if (description.Length > 0) s["description"] = description;
             if (defaults is not null && Default(p.GetValue(defaults)) is { } dv) s["default"] = dv;
-            var scalar = s["anyOf"] is JsonArray alternatives ? alternatives[0] as JsonObject : s; // T? is anyOf [T, null]
-            if (p.GetCustomAttribute<RangeAttribute>() is { } r && scalar?["type"] is JsonValue type && type.GetValue<string>() is "integer" or "number")
-            {
-                scalar[r.MinimumIsExclusive ? "exclusiveMinimum" : "minimum"] = Number(r.Minimum);
-                scalar[r.MaximumIsExclusive ? "exclusiveMaximum" : "maximum"] = Number(r.Maximum);
-            }
+            // T? is anyOf [T, null]; a list is anyOf [array of T, T]: a [Range] bounds T (each item of a list).
+            var alternatives = s["anyOf"] as JsonArray;
+            var scalars = alternatives is null ? [s] : alternatives.OfType<JsonObject>().Select(a => a["type"] is JsonValue { } at && at.GetValue<string>() == "array" ? a["items"] as JsonObject : a).ToList();
+            if (p.GetCustomAttribute<RangeAttribute>() is { } r)
+                foreach (var scalar in scalars)
+                    if (scalar?["type"] is JsonValue type && type.GetValue<string>() is "integer" or "number")
+                    {
+                        scalar[r.MinimumIsExclusive ? "exclusiveMinimum" : "minimum"] = Number(r.Minimum);
+                        scalar[r.MaximumIsExclusive ? "exclusiveMaximum" : "maximum"] = Number(r.Maximum);
+                    }
             if (p.GetCustomAttribute<RequiredAttribute>() != null) required.Add(OptionsBinder.YamlName(p));
             props[OptionsBinder.YamlName(p)] = s;
         }

@@ -9,8 +9,18 @@ public enum CamConvention
 {
     /// <summary>Captum <c>LayerGradCam</c> + interpolation: the raw map (ReLU per <c>relu</c>), bilinearly upsampled, unnormalised.</summary>
     Captum,
-    /// <summary>pytorch-grad-cam: ReLU, per-map (x − min) / (max + 1e-7), then bilinear resize; layers averaged, then rescaled.</summary>
+    /// <summary>pytorch-grad-cam: ReLU, per-map (x − min) / (max + 1e-7), then bilinear resize; ReLU, mean over layers and the
+    /// min-max scaling once more (also for one layer); Score-CAM upsamples with align_corners = true.</summary>
     PytorchGradCam,
+}
+
+/// <summary>How a layer map is upsampled to the input under the Captum convention (<c>LayerAttribution.interpolate</c>'s interpolate_mode).</summary>
+public enum CamUpsample
+{
+    /// <summary>Bilinear, align_corners = false.</summary>
+    Bilinear,
+    /// <summary>Nearest neighbour (PyTorch's legacy 'nearest'; Captum <c>GuidedGradCam</c>'s default).</summary>
+    Nearest,
 }
 
 /// <summary>Options shared by every CAM method.</summary>
@@ -26,8 +36,12 @@ public record CamOptions
     [Description("apply ReLU to the layer map (the papers; Captum relu_attributions=True)")]
     public bool Relu { get; init; } = true;
     /// <summary>Output convention.</summary>
-    [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, then resized")]
+    [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, resized, averaged over layers, min-max again")]
     public CamConvention Convention { get; init; } = CamConvention.Captum;
+
+    /// <summary>Upsampling under the Captum convention.</summary>
+    [Description("convention captum only: bilinear or nearest upsampling of the layer map (Captum interpolate_mode; default bilinear, nearest for guided-grad-cam as Captum's GuidedGradCam)")]
+    public CamUpsample? Upsample { get; init; }
 
     /// <summary>The layers to explain.</summary>
     public IReadOnlyList<string> AllLayers => Layers is { Length: > 0 } ? Layers : Layer is { Length: > 0 } ? [Layer] : [];
@@ -50,7 +64,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
     /// <summary>True when <see cref="LayerMap"/> needs ∂y/∂A.</summary>
     protected virtual bool UsesGradients => true;
 
-    /// <summary>The method's map for one layer, N×h×w, before ReLU and scaling.</summary>
+    /// <summary>The method's map for one layer, N×h×w (or N×K×h×w per channel), before ReLU and scaling.</summary>
     protected abstract Tensor LayerMap(TOptions options, CamLayer layer);
 
     /// <inheritdoc/>
@@ -68,6 +82,8 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
     {
         if (options.AllLayers.Count == 0) yield return "give a 'layer' (or 'layers')";
         if (options.Layer is not null && options.Layers is not null) yield return "give either 'layer' or 'layers', not both";
+        if (options.Upsample is not null && options.Convention == CamConvention.PytorchGradCam)
+            yield return "option 'upsample' applies to convention captum; pytorch-grad-cam always resizes bilinearly";
     }
 
     /// <inheritdoc/>
@@ -100,12 +116,21 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             var map = LayerMap(options, new CamLayer(acts[i], grads?[i], layers[i], x, selection, ctx));
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
             raw ??= map;
-            maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w) : Display.Resize(map, h, w));
+            maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w)
+                : options.Upsample == CamUpsample.Nearest ? Nearest(map, h, w)
+                : Display.Resize(map, h, w));
         }
         var combined = maps.Count == 1 ? maps[0] : stack(maps, 0).mean([0]);
-        if (maps.Count > 1 && options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(combined);
+        // pytorch-grad-cam ends every call with aggregate_multi_layers: ReLU, mean over layers and scale_cam_image once
+        // more, also for a single layer (a map resized by a non-integer factor peaks below 1 before it).
+        if (options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(nn.functional.relu(combined));
         return new AttributionResult(combined, selection, layers.Count == 1 ? raw : null);
     }
+
+    /// <summary>Nearest-neighbour resize (PyTorch's legacy 'nearest', as Captum's interpolate) of N×h×w or N×K×h×w maps.</summary>
+    static Tensor Nearest(Tensor map, long h, long w) => map.dim() == 4
+        ? nn.functional.interpolate(map, [h, w], mode: InterpolationMode.Nearest)
+        : nn.functional.interpolate(map.unsqueeze(1), [h, w], mode: InterpolationMode.Nearest).squeeze(1);
 
     /// <summary>pytorch-grad-cam's scale_cam_image without the resize: per map x − min, then / (1e-7 + max).</summary>
     public static Tensor ScaleEach(Tensor maps)

@@ -5,13 +5,37 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Cam;
 
-/// <summary>Grad-CAM (Selvaraju et al. 2017): α_k = mean_ij ∂y/∂A_kij (Eq. 1), map = Σ_k α_k A_k (Eq. 2).</summary>
-public sealed class GradCam : CamAnalysis<CamOptions>
+/// <summary>Grad-CAM (Selvaraju et al. 2017): α_k = mean_ij ∂y/∂A_kij (Eq. 1), map = Σ_k α_k A_k (Eq. 2); with
+/// <c>sum_channels: false</c> the per-channel terms α_k A_k (N×K×h×w, Captum's attr_dim_summation=False).</summary>
+public sealed class GradCam : CamAnalysis<GradCamOptions>
 {
     /// <inheritdoc/>
     public override string ArtifactName => "grad-cam";
     /// <inheritdoc/>
-    protected override Tensor LayerMap(CamOptions o, CamLayer l) => (l.Gradient!.mean([2, 3], keepdim: true) * l.Activation).sum(1);
+    public override IEnumerable<string> Validate(GradCamOptions options, AnalysisValidationContext context)
+    {
+        foreach (var e in base.Validate(options, context)) yield return e;
+        if (!options.SumChannels && (options.AllLayers.Count > 1 || options.Convention == CamConvention.PytorchGradCam))
+            yield return "sum_channels: false (Captum's attr_dim_summation=False) takes one layer and convention captum";
+    }
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(GradCamOptions o, CamLayer l)
+    {
+        var terms = l.Gradient!.mean([2, 3], keepdim: true) * l.Activation;
+        return o.SumChannels ? terms.sum(1) : terms;
+    }
+}
+
+/// <summary>Options of <c>grad-cam</c>.</summary>
+public record GradCamOptions : CamOptions
+{
+    /// <summary>An empty set of options.</summary>
+    public GradCamOptions() { }
+    /// <summary>Grad-CAM options from the shared CAM options (Guided Grad-CAM's).</summary>
+    public GradCamOptions(CamOptions shared) : base(shared) { }
+    /// <summary>Sum over channels.</summary>
+    [System.ComponentModel.Description("sum the weighted channels (true, the paper); false keeps them: K maps per input (Captum attr_dim_summation=False)")]
+    public bool SumChannels { get; init; } = true;
 }
 
 /// <summary>Grad-CAM++ (Chattopadhay et al. 2018, Eq. 19 in arxiv 1710.11063, with exponential-output closed form as
@@ -105,7 +129,8 @@ public sealed class ScoreCam : CamAnalysis<ScoreCamOptions>
     {
         var a = l.Activation; var x = l.Input;
         long n = a.shape[0], k = a.shape[1];
-        var up = Display.Resize(a, x.shape[2], x.shape[3]);                      // N×K×H×W
+        // pytorch-grad-cam upsamples with UpsamplingBilinear2d, i.e. align_corners = true.
+        var up = Display.Resize(a, x.shape[2], x.shape[3], alignCorners: o.Convention == CamConvention.PytorchGradCam);  // N×K×H×W
         var flat = up.reshape(n, k, -1);
         var min = flat.amin([2]).view(n, k, 1, 1); var max = flat.amax([2]).view(n, k, 1, 1);
         var masks = (up - min) / (max - min + 1e-8f);
@@ -271,7 +296,7 @@ public sealed class ClassActivationMap : CamAnalysis<ClassCamOptions>
 }
 
 /// <summary>Guided Grad-CAM (Selvaraju et al. 2017, §3; Captum <c>GuidedGradCam</c>): guided backprop ⊙ the Grad-CAM map
-/// upsampled to the input (bilinear), per channel.</summary>
+/// upsampled to the input (nearest, Captum's default, or <c>upsample: bilinear</c>), per channel.</summary>
 public sealed class GuidedGradCam : CamAnalysis<CamOptions>
 {
     readonly GradCam _gradCam = new();
@@ -286,7 +311,7 @@ public sealed class GuidedGradCam : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override AttributionResult Attribute(CamOptions options, AttributionInput input)
     {
-        var cam = _gradCam.Attribute(options with { Convention = CamConvention.Captum }, input);
+        var cam = _gradCam.Attribute(new GradCamOptions(options) { Convention = CamConvention.Captum, Upsample = options.Upsample ?? CamUpsample.Nearest }, input);
         var model = (IModelInterventions)input.Context.Model;
         Tensor guided;
         using (model.OverrideRelu(ReluRule.Guided))

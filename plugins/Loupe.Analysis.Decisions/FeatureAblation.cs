@@ -12,13 +12,17 @@ public enum FeatureSegments
     Grid,
     /// <summary>SLIC superpixels (Achanta et al. 2012) of the image's colours and positions.</summary>
     Superpixels,
+    /// <summary>Every scalar of the input (every channel of every pixel) is a feature: Captum's default (feature_mask=None).</summary>
+    Elements,
+    /// <summary>The feature ids of a .npy mask (<c>feature_mask</c>), as Captum's feature_mask.</summary>
+    Mask,
 }
 
 /// <summary>Options of <c>feature-ablation</c>.</summary>
 public sealed record FeatureAblationOptions
 {
     /// <summary>Feature shape.</summary>
-    [Description("grid (square cells) or superpixels (SLIC on the displayed image)")]
+    [Description("grid (square cells), superpixels (SLIC on the displayed image), elements (every scalar, Captum's default) or mask (feature_mask)")]
     public FeatureSegments Segments { get; init; } = FeatureSegments.Grid;
     /// <summary>Superpixel count.</summary>
     [Range(2, 10_000), Description("superpixels: approximate number of segments")]
@@ -32,6 +36,12 @@ public sealed record FeatureAblationOptions
     /// <summary>Fill.</summary>
     [Description("what an ablated cell is filled with: zero (normalised), mean, blur or black")]
     public Fill Fill { get; init; } = Fill.Zero;
+    /// <summary>Constant fill.</summary>
+    [Description(Perturbation.ConstantDescription + "'fill'")]
+    public float[]? FillValue { get; init; }
+    /// <summary>Feature ids.</summary>
+    [FilePath, Description("segments: mask: a float32 .npy of integer feature ids, H×W, C×H×W or 1×C×H×W, broadcastable to the input (a channel axis of C gives per-channel features); elements with the same id are ablated together")]
+    public string? FeatureMask { get; init; }
     /// <summary>Copies per forward.</summary>
     [Range(1, 65536), Description("ablated copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? MicroBatch { get; init; }
@@ -47,6 +57,14 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
     public override string ArtifactName => "feature-ablation";
 
     /// <inheritdoc/>
+    public override IEnumerable<string> Validate(FeatureAblationOptions options, AnalysisValidationContext context)
+    {
+        if ((options.Segments == FeatureSegments.Mask) != (options.FeatureMask is not null))
+            yield return "'segments: mask' and 'feature_mask' go together: give both or neither";
+        foreach (var e in Perturbation.CheckConstant(options.FillValue, "fill_value", context.Model.DefaultInput)) yield return e;
+    }
+
+    /// <inheritdoc/>
     public override AttributionResult Attribute(FeatureAblationOptions options, AttributionInput input)
     {
         var ctx = input.Context;
@@ -55,10 +73,16 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
         int cell = options.Cell;
         var (baseScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         if (options.Segments == FeatureSegments.Superpixels) return Superpixels(options, ctx, x, baseScores, selection);
+        if (options.Segments is FeatureSegments.Elements or FeatureSegments.Mask)
+        {
+            using var labels = options.Segments == FeatureSegments.Mask ? FeatureIds.Load(options.FeatureMask!, c, h, w)
+                : arange(c * h * w).view(c, h, w);
+            return new AttributionResult(ByIds(options, ctx, x, baseScores, selection, labels), selection);
+        }
         long gy = (h + cell - 1) / cell, gx = (w + cell - 1) / cell;
         var originY = (arange(gy) * cell).repeat_interleave(gx);
         var originX = (arange(gx) * cell).repeat(gy);
-        var fill = Perturbation.Baseline(x, options.Fill, cell / 2.0, ctx.Input);
+        var fill = Perturbation.Baseline(x, options.Fill, cell / 2.0, ctx.Input, options.FillValue);
         Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), cell, cell, h, w);
         var scores = Perturbation.MaskedScores(ctx, x, fill, gy * gx, Masks, selection, options.MicroBatch);
         var diff = (baseScores.view(n, 1) - scores).view(n, 1, gy, gx);
@@ -67,12 +91,25 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
         return new AttributionResult(attr, selection);
     }
 
+    /// <summary>Features given as dense ids per element (C×H×W, 0..K−1): feature k's elements are filled together, and
+    /// each element gets y(x) − y(x with its feature filled). Masks are built chunk by chunk (K may be C·H·W).</summary>
+    static Tensor ByIds(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor baseScores, TargetSelection selection, Tensor labels)
+    {
+        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        long k = labels.max().item<long>() + 1;
+        var fill = Perturbation.Baseline(x, options.Fill, options.Cell / 2.0, ctx.Input, options.FillValue);
+        Tensor Masks(long p0, long p) => (labels.unsqueeze(0) == arange(p0, p0 + p).view(p, 1, 1, 1)).to(ScalarType.Float32);   // p×C×H×W
+        var scores = Perturbation.MaskedScores(ctx, x, fill, k, Masks, selection, options.MicroBatch);
+        var diff = baseScores.view(n, 1) - scores;                                                                 // N×K
+        return diff.index_select(1, labels.flatten()).view(n, c, h, w);
+    }
+
     /// <summary>Each image has its own superpixels: ablate them one by one (all of an image's segments batched).</summary>
     AttributionResult Superpixels(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor baseScores, TargetSelection selection)
     {
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var pixels = ctx.Input.Denormalize(x);
-        var fill = Perturbation.Baseline(x, options.Fill, Math.Sqrt(h * w / (double)options.NSegments) / 2, ctx.Input);
+        var fill = Perturbation.Baseline(x, options.Fill, Math.Sqrt(h * w / (double)options.NSegments) / 2, ctx.Input, options.FillValue);
         var maps = new List<Tensor>();
         for (int i = 0; i < n; i++)
         {
@@ -85,6 +122,28 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
             maps.Add(diff.index_select(0, labels.flatten()).view(1, 1, h, w).expand(1, c, h, w));
         }
         return new AttributionResult(cat(maps, 0).contiguous(), selection);
+    }
+}
+
+/// <summary>Feature masks from .npy files (Captum's <c>feature_mask</c>).</summary>
+public static class FeatureIds
+{
+    /// <summary>The mask's ids broadcast to C×H×W and renumbered densely (0..K−1 in ascending id order).</summary>
+    public static Tensor Load(string file, long c, long h, long w)
+    {
+        using var scope = NewDisposeScope();
+        var a = Npy.Read(file);
+        var values = a.Data;
+        if (values.Any(v => v != Math.Floor(v) || Math.Abs(v) > 1 << 24))
+            throw new LoupeException($"{file}: a feature mask holds integer feature ids (whole numbers, |id| ≤ 2^24, saved as float32)");
+        var shape = a.Shape.ToList();
+        if (shape.Count == 4 && shape[0] == 1) shape.RemoveAt(0);
+        if (shape.Count == 2) shape.Insert(0, 1);
+        if (shape.Count != 3 || (shape[0] != 1 && shape[0] != c) || (shape[1] != 1 && shape[1] != h) || (shape[2] != 1 && shape[2] != w))
+            throw new LoupeException($"{file}: feature mask shape ({string.Join("×", a.Shape)}) does not broadcast to the input {c}×{h}×{w}; give H×W, C×H×W or 1×C×H×W (axes of size 1 broadcast)");
+        var ids = tensor(values).to(ScalarType.Int64).view([.. shape]).expand(c, h, w);
+        var (_, dense, _) = unique(ids.flatten(), return_inverse: true);
+        return scope.MoveToOuter(dense!.view(c, h, w));
     }
 }
 
@@ -138,6 +197,9 @@ public sealed record RiseOptions
     /// <summary>Fill for removed pixels.</summary>
     [Description("what masked-out pixels become: zero (normalised), mean, blur or black (the paper multiplies pixels by the mask: black)")]
     public Fill Fill { get; init; } = Fill.Black;
+    /// <summary>Constant fill.</summary>
+    [Description(Perturbation.ConstantDescription + "'fill'")]
+    public float[]? FillValue { get; init; }
     /// <summary>Copies per forward.</summary>
     [Range(1, 65536), Description("masked copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? MicroBatch { get; init; }
@@ -171,7 +233,7 @@ public sealed class Rise : AttributionAnalysis<RiseOptions>
         var x = input.Input;
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        var fill = Perturbation.Baseline(x, options.Fill, 4, ctx.Input);
+        var fill = Perturbation.Baseline(x, options.Fill, 4, ctx.Input, options.FillValue);
         // The same masks for every batch: regenerate them from the step seed, block by block.
         var gen = new Generator((ulong)ctx.Seed);
         var sal = zeros(n, h * w);

@@ -10,7 +10,7 @@ public enum IntegrationRule
 {
     /// <summary>Gauss–Legendre quadrature (Captum's default).</summary>
     GaussLegendre,
-    /// <summary>Trapezoid rule on evenly spaced α in [0, 1].</summary>
+    /// <summary>Captum's <c>riemann_trapezoid</c>: α_i = i/(n−1), weights 1/n halved at both ends (they sum to (n−1)/n).</summary>
     RiemannTrapezoid,
     /// <summary>Left Riemann sum.</summary>
     RiemannLeft,
@@ -18,6 +18,8 @@ public enum IntegrationRule
     RiemannRight,
     /// <summary>Midpoint Riemann sum.</summary>
     RiemannMiddle,
+    /// <summary>The textbook trapezoid rule: α_i = i/(n−1), weights 1/(n−1) halved at both ends (they sum to 1).</summary>
+    Trapezoid,
 }
 
 /// <summary>Options of <c>integrated-gradients</c>.</summary>
@@ -27,7 +29,7 @@ public sealed record IntegratedGradientsOptions
     [Range(2, 100_000), Description("number of points on the path from the baseline to the input")]
     public int Steps { get; init; } = 50;
     /// <summary>Rule.</summary>
-    [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle")]
+    [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle (Captum's rules), or trapezoid (the textbook rule, weights sum to 1)")]
     public IntegrationRule Method { get; init; } = IntegrationRule.GaussLegendre;
     /// <summary>Baseline.</summary>
     [Description("baseline x′: zero (normalised), black, mean, blur, or a file (baseline_file)")]
@@ -35,6 +37,9 @@ public sealed record IntegratedGradientsOptions
     /// <summary>Custom baseline.</summary>
     [FilePath, Description("a .npy baseline in normalised input space, C×H×W or 1×C×H×W (overrides 'baseline')")]
     public string? BaselineFile { get; init; }
+    /// <summary>Constant baseline.</summary>
+    [Description(Perturbation.ConstantDescription + "'baseline'")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
@@ -64,9 +69,11 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
             case IntegrationRule.GaussLegendre:
                 var (nodes, weights) = GaussLegendre(n);
                 return (nodes.Select(v => 0.5 * (v + 1)).ToArray(), weights.Select(v => 0.5 * v).ToArray());
-            case IntegrationRule.RiemannTrapezoid:
+            case IntegrationRule.RiemannTrapezoid or IntegrationRule.Trapezoid:
+                // Captum 0.8's riemann_trapezoid divides by n, not n − 1: its maps are (n − 1)/n of the textbook rule's.
+                double width = rule == IntegrationRule.Trapezoid ? n - 1 : n;
                 return (Enumerable.Range(0, n).Select(i => i / (double)(n - 1)).ToArray(),
-                        Enumerable.Range(0, n).Select(i => (i == 0 || i == n - 1 ? 0.5 : 1.0) / (n - 1)).ToArray());
+                        Enumerable.Range(0, n).Select(i => (i == 0 || i == n - 1 ? 0.5 : 1.0) / width).ToArray());
             case IntegrationRule.RiemannLeft:
                 return (Enumerable.Range(0, n).Select(i => i / (double)n).ToArray(), Enumerable.Repeat(1.0 / n, n).ToArray());
             case IntegrationRule.RiemannRight:
@@ -99,12 +106,20 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
     }
 
     /// <inheritdoc/>
+    public override IEnumerable<string> Validate(IntegratedGradientsOptions options, AnalysisValidationContext context)
+    {
+        if (options.BaselineFile is not null && options.BaselineValue is not null) yield return "give either 'baseline_file' or 'baseline_value', not both";
+        foreach (var e in Perturbation.CheckConstant(options.BaselineValue, "baseline_value", context.Model.DefaultInput)) yield return e;
+    }
+
+    /// <inheritdoc/>
     public override AttributionResult Attribute(IntegratedGradientsOptions options, AttributionInput input)
     {
         var ctx = input.Context;
         var x = input.Input;
         long n = x.shape[0];
-        var baseline = options.BaselineFile is { } file ? LoadBaseline(file, x) : Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input);
+        var baseline = options.BaselineFile is { } file ? LoadBaseline(file, x)
+            : Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "baseline_value");
         var (endScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var (baseScores, _, _) = Explain.Scores(ctx, baseline, selection, input.Slot);
         var (alphas, weights) = Rule(options.Method, options.Steps);

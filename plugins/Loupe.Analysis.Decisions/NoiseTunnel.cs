@@ -28,6 +28,15 @@ public sealed record NoiseTunnelOptions
     /// <summary>Noise level.</summary>
     [Range(0.0, 100.0), Description("σ = noise_level · (max(x) − min(x)) per input (Smilkov et al.: 0.15)")]
     public double NoiseLevel { get; init; } = 0.15;
+    /// <summary>Absolute noise σ.</summary>
+    [Range(0.0, 1e6), Description("absolute σ of the noise in normalised input space, as Captum's stdevs (overrides noise_level)")]
+    public double? Stdevs { get; init; }
+    /// <summary>Fixed draws shared by every input.</summary>
+    [FilePath, Description("fixed standard-normal draws z instead of the seeded ones: a float32 .npy S×C×H×W (S ≥ samples) used for every input; noise = σ·z")]
+    public string? NoiseFile { get; init; }
+    /// <summary>Fixed draws per input.</summary>
+    [FilePath(Directory = true), Description("fixed standard-normal draws per input: a folder of <input id>.npy files, each S×C×H×W (S ≥ samples); noise = σ·z")]
+    public string? NoiseDir { get; init; }
     /// <summary>Combination.</summary>
     [Description("smoothgrad (mean), smoothgrad-sq (mean of squares) or vargrad (variance)")]
     public NoiseTunnelType Type { get; init; } = NoiseTunnelType.Smoothgrad;
@@ -38,7 +47,7 @@ public sealed record NoiseTunnelOptions
 
 /// <summary>Noise tunnel: wraps any attribution step and combines its maps over noisy copies of each input (SmoothGrad,
 /// SmoothGrad², VarGrad). The target is fixed on the clean input; noise is drawn from the step's seed and the input's id, so an image gets the
-/// same noise whatever its batch, the data order or the shard.</summary>
+/// same noise whatever its batch, the data order or the shard — or read from fixed draws (<c>noise_file</c>, <c>noise_dir</c>).</summary>
 public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
 {
     /// <inheritdoc/>
@@ -52,6 +61,34 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         if (options.Inner?.Analysis is { } a && a is not IAttribution)
             yield return $"inner step '{options.Inner.Uses}' is not an attribution method (it must produce one map per input, like saliency or integrated-gradients)";
         if (options.Inner?.Analysis is NoiseTunnel) yield return "noise-tunnel cannot wrap another noise-tunnel";
+        if (options.NoiseFile is not null && options.NoiseDir is not null) yield return "give either 'noise_file' or 'noise_dir', not both";
+    }
+
+    /// <summary>The first <paramref name="samples"/> fixed draws of a file (S×C×H×W), checked against the input shape.</summary>
+    static Tensor Draws(string file, Tensor x, int samples)
+    {
+        var a = Npy.Read(file);
+        long c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        if (a.Shape.Length != 4 || a.Shape[0] < samples || a.Shape[1] != c || a.Shape[2] != h || a.Shape[3] != w)
+            throw new LoupeException($"{file}: noise draws of shape ({string.Join("×", a.Shape)}) do not fit: expected S×{c}×{h}×{w} with S ≥ samples ({samples})");
+        return a.ToTensor().narrow(0, 0, samples);
+    }
+
+    /// <summary>Fixed draws for the batch, samples × N × C×H×W, or null when the noise is seeded.</summary>
+    static Tensor? FixedDraws(NoiseTunnelOptions o, Tensor x, string[]? ids)
+    {
+        long n = x.shape[0];
+        if (o.NoiseFile is { } file) return Draws(file, x, o.Samples).unsqueeze(1).expand(-1, n, -1, -1, -1);
+        if (o.NoiseDir is not { } dir) return null;
+        if (ids is null) throw new LoupeException("noise_dir needs input ids (the step runs on copies without ids here); use noise_file");
+        return stack(ids.Select(id =>
+        {
+            var path = Path.Combine(dir, id + ".npy");
+            var baseId = System.Text.RegularExpressions.Regex.Replace(id, @"\.top\d+$", "");
+            if (!File.Exists(path) && baseId != id) path = Path.Combine(dir, baseId + ".npy");
+            if (!File.Exists(path)) throw new LoupeException($"noise_dir: no draws for input '{baseId}': {path} not found");
+            return Draws(path, x, o.Samples);
+        }).ToArray(), 1);
     }
 
     Generator? _generator;
@@ -69,7 +106,8 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         if (perInput is null) _generator ??= new Generator((ulong)ctx.Seed);
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var range = (x.flatten(1).amax([1]) - x.flatten(1).amin([1])).view(n, 1, 1, 1);
-        var sigma = range * (float)options.NoiseLevel;
+        var sigma = options.Stdevs is { } sd ? full([n, 1, 1, 1], (float)sd) : range * (float)options.NoiseLevel;
+        var draws = FixedDraws(options, x, input.Ids);
         long perCall = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.SamplesPerBatch, gradients: true) / n);
         Tensor? sum = null, sumSq = null;
         for (int s0 = 0; s0 < options.Samples; s0 += (int)perCall)
@@ -77,8 +115,8 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
             using var chunk = NewDisposeScope();
             ctx.Cancellation.ThrowIfCancellationRequested();
             int k = (int)Math.Min(perCall, options.Samples - s0);
-            var noise = (perInput is null
-                ? randn([k, x.shape[0], x.shape[1], x.shape[2], x.shape[3]], generator: _generator)
+            var noise = (draws is not null ? draws.narrow(0, s0, k)
+                : perInput is null ? randn([k, x.shape[0], x.shape[1], x.shape[2], x.shape[3]], generator: _generator)
                 : InputSeeds.Randn(perInput, [k, x.shape[1], x.shape[2], x.shape[3]])) * sigma.unsqueeze(0);
             var noisy = (x.unsqueeze(0) + noise).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();

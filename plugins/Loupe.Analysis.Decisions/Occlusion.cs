@@ -8,21 +8,24 @@ namespace Loupe.Analysis.Decisions;
 /// <summary>Options of <c>occlusion</c>.</summary>
 public sealed record OcclusionOptions
 {
-    /// <summary>Window side in pixels.</summary>
-    [Range(1, 4096), Description("side of the square occluding window, in input pixels")]
-    public int Window { get; init; } = 8;
-    /// <summary>Stride in pixels.</summary>
-    [Range(1, 4096), Description("stride between windows (default: window / 2)")]
-    public int? Stride { get; init; }
+    /// <summary>Window size in pixels: one value (square) or [height, width].</summary>
+    [Range(1, 4096), Description("occluding window in input pixels: one value (square) or [height, width] (Captum sliding_window_shapes)")]
+    public int[] Window { get; init; } = [8];
+    /// <summary>Stride in pixels: one value or [height, width].</summary>
+    [Range(1, 4096), Description("stride between windows: one value or [height, width] (default: window / 2 per axis; Captum strides)")]
+    public int[]? Stride { get; init; }
     /// <summary>Fill of the window.</summary>
     [Description("fill value: zero (normalised), mean, blur (σ = window/2) or black")]
     public Fill Fill { get; init; } = Fill.Zero;
+    /// <summary>Constant fill.</summary>
+    [Description(Perturbation.ConstantDescription + "'fill'")]
+    public float[]? FillValue { get; init; }
     /// <summary>Occluded copies per forward pass.</summary>
     [Range(1, 65536), Description("occluded copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? MicroBatch { get; init; }
 }
 
-/// <summary>Occlusion (Zeiler &amp; Fergus 2014) with Captum's <c>Occlusion</c> semantics: windows at offsets 0, s, 2s, …
+/// <summary>Occlusion (Zeiler &amp; Fergus 2014) with Captum's <c>Occlusion</c> semantics: h×w windows at offsets 0, s, 2s, … per axis
 /// that fit inside the image, covering all channels; a pixel's attribution is the mean, over the windows covering it,
 /// of y_c(x) − y_c(x with the window filled). Forward passes only.</summary>
 public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
@@ -32,12 +35,19 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "occlusion";
 
+    /// <summary>[height, width] of a one- or two-value option.</summary>
+    public static (int H, int W) Pair(int[] v) => v.Length == 1 ? (v[0], v[0]) : (v[0], v[1]);
+
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(OcclusionOptions options, AnalysisValidationContext context)
     {
         var spec = context.Model.DefaultInput;
-        if (options.Window > Math.Min(spec.Height, spec.Width))
-            yield return $"option 'window' ({options.Window}) is larger than the input ({spec.Height}×{spec.Width})";
+        foreach (var (name, v) in new[] { ("window", options.Window), ("stride", options.Stride) })
+            if (v is not null && v.Length is not (1 or 2))
+                yield return $"option '{name}': give one value or [height, width] (got [{string.Join(", ", v)}])";
+        if (options.Window.Length is 1 or 2 && (Pair(options.Window).H > spec.Height || Pair(options.Window).W > spec.Width))
+            yield return $"option 'window' ([{string.Join(", ", options.Window)}]) is larger than the input ({spec.Height}×{spec.Width})";
+        foreach (var e in Perturbation.CheckConstant(options.FillValue, "fill_value", spec)) yield return e;
     }
 
     /// <inheritdoc/>
@@ -46,16 +56,17 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
         var ctx = input.Context;
         var x = input.Input;
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
-        int win = options.Window, stride = options.Stride ?? Math.Max(1, win / 2);
-        if (win > h || win > w) throw new LoupeException($"window {win} is larger than the input {h}×{w}");
+        var (winH, winW) = Pair(options.Window);
+        var (strideH, strideW) = options.Stride is { } st ? Pair(st) : (Math.Max(1, winH / 2), Math.Max(1, winW / 2));
+        if (winH > h || winW > w) throw new LoupeException($"window {winH}×{winW} is larger than the input {h}×{w}");
         var (baseScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         // Window origins, as Captum: 0, s, 2s, ... while the window fits.
-        var ys = Enumerable.Range(0, (int)((h - win) / stride + 1)).Select(i => (long)i * stride).ToArray();
-        var xs = Enumerable.Range(0, (int)((w - win) / stride + 1)).Select(i => (long)i * stride).ToArray();
+        var ys = Enumerable.Range(0, (int)((h - winH) / strideH + 1)).Select(i => (long)i * strideH).ToArray();
+        var xs = Enumerable.Range(0, (int)((w - winW) / strideW + 1)).Select(i => (long)i * strideW).ToArray();
         var originY = tensor(ys).repeat_interleave(xs.Length);
         var originX = tensor(xs).repeat(ys.Length);
-        var fill = Perturbation.Baseline(x, options.Fill, win / 2.0, ctx.Input);
-        Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), win, win, h, w);
+        var fill = Perturbation.Baseline(x, options.Fill, Math.Max(winH, winW) / 2.0, ctx.Input, options.FillValue);
+        Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), winH, winW, h, w);
         var scores = Perturbation.MaskedScores(ctx, x, fill, originY.shape[0], Masks, selection, options.MicroBatch);
         var diff = baseScores.view(n, 1) - scores;                                            // N×P
         var total = zeros(n, h * w);

@@ -20,9 +20,21 @@ public enum Fill
 /// <summary>Baselines and batched evaluation of perturbed copies, shared by the perturbation methods.</summary>
 public static class Perturbation
 {
-    /// <summary>A baseline image per input.</summary>
-    public static Tensor Baseline(Tensor x, Fill fill, double blurSigma, InputSpec spec)
+    /// <summary>Description of the constant-fill options.</summary>
+    public const string ConstantDescription = "a constant instead: one value or one per channel, in normalised input space (as Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]; overrides ";
+
+    /// <summary>Checks a constant fill against the input's channel count.</summary>
+    public static IEnumerable<string> CheckConstant(float[]? values, string option, InputSpec spec)
     {
+        if (values is not null && values.Length != 1 && values.Length != spec.Channels)
+            yield return $"option '{option}': give one value or one per channel ({spec.Channels}), got {values.Length}";
+    }
+
+    /// <summary>A baseline image per input: <paramref name="constant"/> (one value or one per channel, see
+    /// <see cref="ImageOps.ConstantBaseline"/>) when given, else <paramref name="fill"/>.</summary>
+    public static Tensor Baseline(Tensor x, Fill fill, double blurSigma, InputSpec spec, float[]? constant = null, string option = "fill_value")
+    {
+        if (constant is not null) return ImageOps.ConstantBaseline(x, constant, option);
         using var scope = NewDisposeScope();
         var r = fill switch
         {

@@ -30,6 +30,9 @@ public sealed record PixelCurveOptions : MetricOptions
     /// <summary>Baseline.</summary>
     [Description("substrate: zero (normalised), mean, blur or black; default: zero for deletion, blur for insertion (Petsiuk et al.)")]
     public Baseline? Baseline { get; init; }
+    /// <summary>Constant baseline.</summary>
+    [Description("a constant substrate instead: one value or one per channel, in normalised input space (as Captum's baselines), e.g. 0.5 or [0.1, 0.2, 0.3]; overrides 'baseline'")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ.</summary>
     [Range(0.5, 1000.0), Description("σ in pixels of the blur baseline (RISE: 5)")]
     public double BlurSigma { get; init; } = 5;
@@ -73,7 +76,7 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
             if (sel.Classes is null && !warned) { ctx.Warn($"{Name}: the target is not a class; curves record the target score instead of a softmax probability"); warned = true; }
             var map = Maps.Reduce(result.Map, h, w);
             var rankPix = PixelRanks(map, o.Patch, out long units);
-            var baseline = fill switch
+            var baseline = o.BaselineValue is { } constant ? ImageOps.ConstantBaseline(x, constant, "baseline_value") : fill switch
             {
                 Baseline.Zero => zeros_like(x),
                 Baseline.Mean => x.mean([2, 3], keepdim: true).expand_as(x).contiguous(),

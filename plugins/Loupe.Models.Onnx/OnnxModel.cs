@@ -8,7 +8,7 @@ namespace Loupe.Models.Onnx;
 /// name; the node name is an alias of its first output). Subgraphs whose inputs are all constants are evaluated once
 /// at load (constant folding) and are not layers. Capture follows <c>TorchModel</c> exactly: the "hook" is the
 /// interpreter replacing a node's output before later nodes read it.</summary>
-public sealed class OnnxModel : IModel
+public sealed partial class OnnxModel : IModel
 {
     readonly List<OnnxNode> _plan;
     readonly Dictionary<string, Tensor> _constants;
@@ -153,7 +153,8 @@ public sealed class OnnxModel : IModel
     }
 
     /// <inheritdoc/>
-    public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.Parameters;
+    public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.Parameters
+        | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride;
     /// <inheritdoc/>
     public InputSpec DefaultInput { get; }
     /// <inheritdoc/>
@@ -184,7 +185,9 @@ public sealed class OnnxModel : IModel
         ObjectDisposedException.ThrowIf(_disposed, this);
         OnnxFile.CheckInput(input, _inputDims, _source);
         LayerCapture[] captures;
-        lock (_gate) captures = _captures.ToArray();
+        Intervention[] interventions;
+        ReluRule? relu;
+        lock (_gate) (captures, interventions, relu) = (_captures.ToArray(), _interventions.ToArray(), _reluRule);
         using var scope = NewDisposeScope();
         var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = input };
         foreach (var n in _plan)
@@ -192,11 +195,13 @@ public sealed class OnnxModel : IModel
             var inputs = new Tensor?[n.Inputs.Length];
             for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
             var outs = Run(n, inputs);
+            if (relu is { } rule && n.OpType == "Relu") outs = [OverriddenRelu(rule, inputs[0]!, outs[0])];
             for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
             {
                 var name = n.Outputs[k];
                 if (name.Length == 0) continue;
                 var o = outs[k];
+                foreach (var iv in interventions) if (iv.Value == name) o = iv.Transform(o);
                 foreach (var c in captures) o = c.OnForward(name, o);
                 env[name] = o;
             }

@@ -5,25 +5,6 @@ using static TorchSharp.torch;
 
 namespace Loupe.Models.TorchSharp;
 
-/// <summary>Identity whose backward passes only the positive part of the gradient. After a plain ReLU it gives guided
-/// backprop (Springenberg et al. 2015, §3.4): ReLU's own backward then keeps the gradient where the forward input &gt; 0,
-/// so the gradient passes where input &gt; 0 and gradient &gt; 0. Nothing is saved for backward: a custom function
-/// holding the ReLU output and masking in its backward made guided backprop 1.3–1.5× its forward+backward.</summary>
-sealed class PositiveGradient : autograd.SingleTensorFunction<PositiveGradient>
-{
-    public override string Name => "LoupePositiveGradient";
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars) => ((Tensor)vars[0]).alias();
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
-}
-
-/// <summary>ReLU with a DeconvNet backward: relu(gradient), whatever the forward input was (Zeiler &amp; Fergus 2014).</summary>
-sealed class DeconvRelu : autograd.SingleTensorFunction<DeconvRelu>
-{
-    public override string Name => "LoupeDeconvRelu";
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars) => nn.functional.relu((Tensor)vars[0]);
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
-}
-
 /// <summary>DeconvNet's ReLU after the ReLU already ran in place, without autograd, on the first input's buffer: the
 /// forward is that buffer (relu of the inputs' sum), the backward relu(gradient) to every input (the sum's derivative
 /// is 1 for each). No pass over the activations in the forward.</summary>

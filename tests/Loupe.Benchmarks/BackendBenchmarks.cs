@@ -107,5 +107,5 @@ public class PathBenchmarks
     }
 
     [Benchmark(Description = "occlusion, 16 windows of 56²"), Floor("17 forwards (one batch of 16 + 1)")]
-    public void Occlusion16() => new Occlusion().Run(new OcclusionOptions { Window = 56, Stride = 56 }, _ctx);
+    public void Occlusion16() => new Occlusion().Run(new OcclusionOptions { Window = [56], Stride = [56] }, _ctx);
 }

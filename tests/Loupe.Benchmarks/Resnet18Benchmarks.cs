@@ -52,7 +52,7 @@ public class Resnet18Benchmarks
     }
 
     [Benchmark(Description = "grad-cam (layer4)")]
-    public void GradCam() => new GradCam().Run(new CamOptions { Layer = "layer4" }, _ctx);
+    public void GradCam() => new GradCam().Run(new GradCamOptions { Layer = "layer4" }, _ctx);
 
     [Benchmark(Description = "grad-cam-plus-plus (layer4)")]
     public void GradCamPlusPlus() => new GradCamPlusPlus().Run(new CamOptions { Layer = "layer4" }, _ctx);

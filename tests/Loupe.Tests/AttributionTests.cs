@@ -26,7 +26,7 @@ public class AttributionTests
               - { id: ec, uses: eigen-cam, with: { layer: relu3 } }
               - { id: sc, uses: score-cam, with: { layer: relu3, micro_batch: 50 } }
               - { id: ac, uses: ablation-cam, with: { layer: relu3, micro_batch: 50 } }
-              - { id: ggc, uses: guided-grad-cam, with: { layer: relu3 } }
+              - { id: ggc, uses: guided-grad-cam, with: { layer: relu3, upsample: bilinear } }
               - { id: fa, uses: feature-ablation, with: { cell: 7 } }
             """, batchSize: 3));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
@@ -43,7 +43,7 @@ public class AttributionTests
     [Theory]
     [InlineData("gxi", "gradient-x-input", "attr_gxi.npy")]
     [InlineData("ig", "integrated-gradients", "attr_ig_gl50.npy")]
-    [InlineData("igt", "integrated-gradients", "attr_ig_trap20.npy")]
+    [InlineData("igt", "integrated-gradients", "conv_ig_riemann_trap20.npy")]
     [InlineData("gbp", "guided-backprop", "attr_guided.npy")]
     [InlineData("dec", "deconvnet", "attr_deconv.npy")]
     [InlineData("cam", "cam-layer", "attr_cam.npy")]

@@ -71,7 +71,7 @@ public class CliTests
         (code, stdout, _) = TestEnv.Cli(TestEnv.RepoRoot, "describe", "occlusion");
         Assert.Equal(0, code);
         Assert.Contains("window", stdout);
-        Assert.Contains("default 8", stdout);
+        Assert.Contains("default [8]", stdout);   // one value or [height, width]
         Assert.Contains("zero, mean, blur", stdout);
 
         var (bad, _, err) = TestEnv.Cli(TestEnv.RepoRoot, "describe", "grad-kam");

@@ -31,8 +31,10 @@ public class SchemaTests
             "configs/loupe.schema.json is stale: regenerate it with `loupe schema --out configs/loupe.schema.json`");
         // Every registered component is in it, with its options.
         var defs = JsonNode.Parse(Generated.Value)!["$defs"]!.AsObject();
-        Assert.Equal("integer", defs["analysis.occlusion"]!["properties"]!["window"]!["type"]!.GetValue<string>());
-        Assert.Equal(8, defs["analysis.occlusion"]!["properties"]!["window"]!["default"]!.GetValue<int>());
+        var window = defs["analysis.occlusion"]!["properties"]!["window"]!;   // one value or [h, w], each in [1, 4096]
+        Assert.Equal("integer", window["anyOf"]![1]!["type"]!.GetValue<string>());
+        Assert.Equal(1, window["anyOf"]![0]!["items"]!["minimum"]!.GetValue<int>());
+        Assert.Equal(8, window["default"]![0]!.GetValue<int>());
         Assert.Equal(["zero", "mean", "blur", "black"], defs["analysis.occlusion"]!["properties"]!["fill"]!["enum"]!.AsArray().Select(e => e!.GetValue<string>()));
         Assert.Contains("weights", defs["model.torchvision"]!["properties"]!.AsObject().Select(p => p.Key));
         Assert.Contains("layer", defs["analysis.filters"]!["required"]!.AsArray().Select(r => r!.GetValue<string>()));

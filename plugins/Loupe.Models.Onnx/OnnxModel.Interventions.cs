@@ -1,0 +1,49 @@
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.Onnx;
+
+/// <summary>Interventions on the interpreter, as the TorchSharp backend's hooks: a node output replaced on every forward
+/// (Ablation-CAM) and every <c>Relu</c> node back-propagating with another rule (guided backprop, DeconvNet, Guided
+/// Grad-CAM). The interpreter runs each node itself, so no hook is needed: it applies them as it goes.</summary>
+public sealed partial class OnnxModel : IModelInterventions
+{
+    readonly record struct Intervention(string Value, Func<Tensor, Tensor> Transform);
+
+    readonly List<Intervention> _interventions = new();
+    ReluRule? _reluRule;
+
+    /// <inheritdoc/>
+    public IDisposable Intervene(string layer, Func<Tensor, Tensor> transform)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!_layerToValue.TryGetValue(layer, out var value)) throw new LoupeException($"unknown layer: {layer}");
+        var iv = new Intervention(value, transform);
+        lock (_gate) _interventions.Add(iv);
+        return new Undo(() => { lock (_gate) _interventions.Remove(iv); });
+    }
+
+    /// <inheritdoc/>
+    public IDisposable OverrideRelu(ReluRule rule)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        lock (_gate)
+        {
+            if (_reluRule is not null) throw new LoupeException("a ReLU override is already active on this model");
+            _reluRule = rule;
+        }
+        return new Undo(() => { lock (_gate) _reluRule = null; });
+    }
+
+    /// <summary>A Relu node's output under <paramref name="rule"/>: guided backprop keeps the plain ReLU (whose backward
+    /// masks by input &gt; 0) followed by the positive-gradient identity; DeconvNet recomputes relu(x) with a relu(gradient)
+    /// backward. The forward values are unchanged.</summary>
+    static Tensor OverriddenRelu(ReluRule rule, Tensor input, Tensor output) =>
+        rule == ReluRule.Guided ? PositiveGradient.apply(output) : DeconvRelu.apply(input);
+
+    sealed class Undo(Action undo) : IDisposable
+    {
+        Action? _undo = undo;
+        public void Dispose() => Interlocked.Exchange(ref _undo, null)?.Invoke();
+    }
+}
