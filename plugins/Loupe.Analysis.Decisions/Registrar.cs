@@ -20,5 +20,10 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<KernelShap>("kernel-shap", "Shapley-kernel coalitions of features and a weighted linear fit (Lundberg & Lee 2017; Captum KernelShap)")
         .AddLoupeAnalysis<Lime>("lime", "local surrogate: random feature subsets, similarity weights, Lasso/linear fit (Ribeiro et al. 2016; Captum Lime)")
         .AddLoupeAnalysis<ShapleySampling>("shapley-sampling", "Shapley values by permutation sampling (Castro et al. 2009; Captum ShapleyValueSampling)")
-        .AddLoupeAnalysis<FeaturePermutation>("feature-permutation", "permute each feature across the batch (Captum FeaturePermutation); forward passes only");
+        .AddLoupeAnalysis<FeaturePermutation>("feature-permutation", "permute each feature across the batch (Captum FeaturePermutation); forward passes only")
+        .AddLoupeAnalysis<LayerGradientXActivation>("layer-gradient-x-activation", "layer activation × its gradient (Captum LayerGradientXActivation)")
+        .AddLoupeAnalysis<InternalInfluence>("internal-influence", "layer gradients integrated along the input path (Leino et al. 2018; Captum InternalInfluence)")
+        .AddLoupeAnalysis<LayerConductance>("layer-conductance", "conductance of a layer's units (Dhamdhere et al. 2018; Captum LayerConductance)")
+        .AddLoupeAnalysis<LayerIntegratedGradients>("layer-integrated-gradients", "integrated gradients along the path in a layer's space (Captum LayerIntegratedGradients)")
+        .AddLoupeAnalysis<NeuronConductance>("neuron-conductance", "input attribution through one neuron (Dhamdhere et al. 2018; Captum NeuronConductance)");
 }

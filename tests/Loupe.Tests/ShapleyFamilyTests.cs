@@ -39,8 +39,9 @@ public class ShapleyFamilyTests
     public void MatchesThePyTorchReferenceOnTheDemoCnn(string step, string artifact, string fixture) =>
         TechniqueTests.Close(TechniqueTests.Stack(Fixed.Value, step, artifact), fixture, 1e-4);
 
-    [Fact]
-    public void MatchesThePyTorchReferenceOnResNet18()
+    /// <summary>Runs steps on torchvision's resnet18 with the 'hash' weights (saved as TorchSharp .dat) over
+    /// arch_input_64.npy (2 inputs, 64²).</summary>
+    internal static RunResult ResNet18(string steps)
     {
         var dir = TestEnv.TempDir();
         var weights = Path.Combine(dir, "resnet18_hash.dat");
@@ -49,15 +50,23 @@ public class ShapleyFamilyTests
             ModelTests.SetHashWeights(module);
             module.save(weights);
         }
-        var r = TestEnv.Run(TestEnv.Pipeline($$"""
+        return TestEnv.Run(TestEnv.Pipeline($$"""
             version: 1
             model: { uses: torchvision, with: { architecture: resnet18, num_classes: 10, weights: {{TestEnv.Yaml(weights)}} }, input: { size: [64] } }
             data: { uses: npy, with: { path: {{F("arch_input_64.npy")}} } }
             settings: { batch_size: 2 }
             steps:
+            {{steps}}
+            """, dir));
+    }
+
+    [Fact]
+    public void MatchesThePyTorchReferenceOnResNet18()
+    {
+        var r = ResNet18($$"""
               - { id: gs, uses: gradient-shap, with: { draws_file: {{F("fam_r18_gshap_draws.npy")}} } }
               - { id: ks, uses: kernel-shap, with: { cell: 16, coalitions_file: {{F("fam_r18_kshap_coalitions.npy")}} } }
-            """, dir));
+            """);
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         TechniqueTests.Close(TechniqueTests.Stack(r, "gs", "gradient-shap", 2), "fam_r18_gshap.npy", 1e-4);
         // kernel-shap maps are constant per cell: compare the value of each 16×16 cell (its top-left pixel).
