@@ -25,5 +25,6 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<InternalInfluence>("internal-influence", "layer gradients integrated along the input path (Leino et al. 2018; Captum InternalInfluence)")
         .AddLoupeAnalysis<LayerConductance>("layer-conductance", "conductance of a layer's units (Dhamdhere et al. 2018; Captum LayerConductance)")
         .AddLoupeAnalysis<LayerIntegratedGradients>("layer-integrated-gradients", "integrated gradients along the path in a layer's space (Captum LayerIntegratedGradients)")
-        .AddLoupeAnalysis<NeuronConductance>("neuron-conductance", "input attribution through one neuron (Dhamdhere et al. 2018; Captum NeuronConductance)");
+        .AddLoupeAnalysis<NeuronConductance>("neuron-conductance", "input attribution through one neuron (Dhamdhere et al. 2018; Captum NeuronConductance)")
+        .AddLoupeAnalysis<AugSmooth>("aug-smooth", "test-time augmentation (flips × factors) around any attribution step (inner:), as pytorch-grad-cam's aug_smooth");
 }

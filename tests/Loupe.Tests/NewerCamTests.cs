@@ -40,4 +40,16 @@ public class NewerCamTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("compare rank 10 needs more than the model's 10 classes", r.Manifest!["steps"]![0]!["error"]!.ToString());
     }
+
+    [Fact]
+    public void AugSmoothAveragesTheDeaugmentedMapsAsPyTorchGradCam()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: ag, uses: aug-smooth, with: { inner: { uses: gradient-x-input } } }
+              - { id: ak, uses: aug-smooth, with: { inner: { uses: kpca-cam, with: { layer: relu3 } } } }
+            """, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ag", "aug-smooth"), "fam_aug_gxi.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ak", "aug-smooth"), "fam_aug_kpca.npy", 1e-4);
+    }
 }
