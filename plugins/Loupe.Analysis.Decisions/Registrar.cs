@@ -26,5 +26,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<LayerConductance>("layer-conductance", "conductance of a layer's units (Dhamdhere et al. 2018; Captum LayerConductance)")
         .AddLoupeAnalysis<LayerIntegratedGradients>("layer-integrated-gradients", "integrated gradients along the path in a layer's space (Captum LayerIntegratedGradients)")
         .AddLoupeAnalysis<NeuronConductance>("neuron-conductance", "input attribution through one neuron (Dhamdhere et al. 2018; Captum NeuronConductance)")
-        .AddLoupeAnalysis<AugSmooth>("aug-smooth", "test-time augmentation (flips × factors) around any attribution step (inner:), as pytorch-grad-cam's aug_smooth");
+        .AddLoupeAnalysis<AugSmooth>("aug-smooth", "test-time augmentation (flips × factors) around any attribution step (inner:), as pytorch-grad-cam's aug_smooth")
+        .AddLoupeAnalysis<DeepLift>("deeplift", "DeepLift, rescale rule, against a reference input (Shrikumar et al. 2017; Captum DeepLift)")
+        .AddLoupeAnalysis<DeepLiftShap>("deeplift-shap", "DeepLift averaged over a set of references (Lundberg & Lee 2017; Captum DeepLiftShap)");
 }
