@@ -49,6 +49,7 @@ public class NewerCamTests
               - { id: ak, uses: aug-smooth, with: { inner: { uses: kpca-cam, with: { layer: relu3 } } } }
             """, batchSize: 3));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
         TechniqueTests.Close(TechniqueTests.Stack(r, "ag", "aug-smooth"), "fam_aug_gxi.npy", 1e-4);
         TechniqueTests.Close(TechniqueTests.Stack(r, "ak", "aug-smooth"), "fam_aug_kpca.npy", 1e-4);
     }

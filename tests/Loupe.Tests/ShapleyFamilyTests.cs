@@ -93,6 +93,7 @@ public class ShapleyFamilyTests
         var a = Seeded(4);
         var b = Seeded(1);
         Assert.True(a.ExitCode == 0 && b.ExitCode == 0, string.Join("\n", a.Errors.Concat(b.Errors)));
+        Assert.All(a.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
         foreach (var (step, name) in new[] { ("gs", "gradient-shap"), ("ks", "kernel-shap"), ("lm", "lime"), ("ss", "shapley-sampling") })
         {
             var x = TechniqueTests.Stack(a, step, name);
