@@ -30,6 +30,9 @@ public enum ReluRule
     Guided,
     /// <summary>DeconvNet: pass relu(incoming gradient), whatever the forward input was.</summary>
     Deconvnet,
+    /// <summary>DeepLift's rescale rule (Captum's conventions): the batch is [inputs; references] (2N rows); every ReLU
+    /// back-propagates Δout/Δin between the two halves, and so does every max pool (Captum's maxpool rule).</summary>
+    Rescale,
 }
 
 /// <summary>Optional model features behind <see cref="ModelCapabilities.Interventions"/> and <see cref="ModelCapabilities.ReluOverride"/>.</summary>

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Cam;
 
-/// <summary>Options of <c>layer-activation</c> and <c>layer-gradient-x-activation</c>.</summary>
+/// <summary>Options of <c>layer-activation</c>.</summary>
 public sealed record LayerAttributionOptions
 {
     /// <summary>The layer.</summary>
@@ -53,22 +53,11 @@ public sealed class LayerActivation : LayerAttribution
     protected override Tensor Map(Tensor activation, Tensor? gradient) => activation.clone();
 }
 
-/// <summary>Captum <c>LayerGradientXActivation</c> (multiply_by_inputs=True): A ⊙ ∂y/∂A, per unit of the layer.</summary>
-public sealed class LayerGradientXActivation : LayerAttribution
-{
-    /// <inheritdoc/>
-    public override string ArtifactName => "layer-gradient-x-activation";
-    /// <inheritdoc/>
-    protected override bool UsesGradients => true;
-    /// <inheritdoc/>
-    protected override Tensor Map(Tensor activation, Tensor? gradient) => activation * gradient!;
-}
-
 /// <summary>Registers the layer attributions.</summary>
 public sealed class LayerAttributionRegistrar : IPluginRegistrar
 {
     /// <inheritdoc/>
     public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
-        .AddLoupeAnalysis<LayerActivation>("layer-activation", "a layer's output for every input (Captum LayerActivation)")
-        .AddLoupeAnalysis<LayerGradientXActivation>("layer-gradient-x-activation", "activation × gradient of the target per unit of a layer (Captum LayerGradientXActivation)");
+        .AddLoupeAnalysis<LayerActivation>("layer-activation", "a layer's output for every input (Captum LayerActivation)");
+    // layer-gradient-x-activation lives with the other layer attributions (Loupe.Analysis.Decisions, LayerAttribution.cs).
 }

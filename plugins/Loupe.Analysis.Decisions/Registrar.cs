@@ -15,5 +15,18 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<NoiseTunnel>("noise-tunnel", "SmoothGrad / SmoothGrad² / VarGrad around any attribution step (inner:)")
         .AddLoupeAnalysis<Occlusion>("occlusion", "sliding-window occlusion, Captum semantics (Zeiler & Fergus 2014); forward passes only")
         .AddLoupeAnalysis<FeatureAblation>("feature-ablation", "ablate grid cells one at a time (Captum FeatureAblation); forward passes only")
-        .AddLoupeAnalysis<Rise>("rise", "randomized input sampling (Petsiuk et al. 2018), seeded; forward passes only");
+        .AddLoupeAnalysis<Rise>("rise", "randomized input sampling (Petsiuk et al. 2018), seeded; forward passes only")
+        .AddLoupeAnalysis<GradientShap>("gradient-shap", "expected gradients over baselines, noise and path points (Lundberg & Lee 2017; Captum GradientShap)")
+        .AddLoupeAnalysis<KernelShap>("kernel-shap", "Shapley-kernel coalitions of features and a weighted linear fit (Lundberg & Lee 2017; Captum KernelShap)")
+        .AddLoupeAnalysis<Lime>("lime", "local surrogate: random feature subsets, similarity weights, Lasso/linear fit (Ribeiro et al. 2016; Captum Lime)")
+        .AddLoupeAnalysis<ShapleySampling>("shapley-sampling", "Shapley values by permutation sampling (Castro et al. 2009; Captum ShapleyValueSampling)")
+        .AddLoupeAnalysis<FeaturePermutation>("feature-permutation", "permute each feature across the batch (Captum FeaturePermutation); forward passes only")
+        .AddLoupeAnalysis<LayerGradientXActivation>("layer-gradient-x-activation", "layer activation × its gradient (Captum LayerGradientXActivation)")
+        .AddLoupeAnalysis<InternalInfluence>("internal-influence", "layer gradients integrated along the input path (Leino et al. 2018; Captum InternalInfluence)")
+        .AddLoupeAnalysis<LayerConductance>("layer-conductance", "conductance of a layer's units (Dhamdhere et al. 2018; Captum LayerConductance)")
+        .AddLoupeAnalysis<LayerIntegratedGradients>("layer-integrated-gradients", "integrated gradients along the path in a layer's space (Captum LayerIntegratedGradients)")
+        .AddLoupeAnalysis<NeuronConductance>("neuron-conductance", "input attribution through one neuron (Dhamdhere et al. 2018; Captum NeuronConductance)")
+        .AddLoupeAnalysis<AugSmooth>("aug-smooth", "test-time augmentation (flips × factors) around any attribution step (inner:), as pytorch-grad-cam's aug_smooth")
+        .AddLoupeAnalysis<DeepLift>("deeplift", "DeepLift, rescale rule, against a reference input (Shrikumar et al. 2017; Captum DeepLift)")
+        .AddLoupeAnalysis<DeepLiftShap>("deeplift-shap", "DeepLift averaged over a set of references (Lundberg & Lee 2017; Captum DeepLiftShap)");
 }

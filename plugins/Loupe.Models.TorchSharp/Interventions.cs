@@ -38,7 +38,8 @@ static class Interventions
         var removers = new List<Action>();
         try
         {
-            foreach (var (name, module) in modules)
+            if (rule == ReluRule.Rescale) RescaleRule.Install(modules, running, removers);
+            else foreach (var (name, module) in modules)
             {
                 if (rule == ReluRule.Guided && (module is ReLU || module.GetType().Name is "BasicBlock" or "Bottleneck") && module is nn.Module<Tensor, Tensor> m)
                 {

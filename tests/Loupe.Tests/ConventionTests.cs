@@ -220,9 +220,9 @@ public class ConventionTests
               - { id: gxa, uses: layer-gradient-x-activation, with: { layer: relu3 } }
               - { id: pc, uses: grad-cam, with: { layer: relu3, sum_channels: false } }
             """));
-        Assert.Equal([128L, 2, 2], TestEnv.Artifact(r, "gxa/00000.layer-gradient-x-activation.npy").Shape);
+        Assert.Equal([128L, 2, 2], TestEnv.Artifact(r, "gxa/00000.layer-gradient-x-activation-layer.npy").Shape);
         TechniqueTests.Close(TechniqueTests.Stack(r, "la", "layer-activation", 2), "conv_layer_activation_8x8.npy", 1e-5);
-        TechniqueTests.Close(TechniqueTests.Stack(r, "gxa", "layer-gradient-x-activation", 2), "conv_layer_gxa_8x8.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "gxa", "layer-gradient-x-activation-layer", 2), "conv_layer_gxa_8x8.npy", 1e-4);
         Assert.Equal([128L, 8, 8], TestEnv.Artifact(r, "pc/00000.grad-cam.npy").Shape);
         TechniqueTests.Close(TechniqueTests.Stack(r, "pc", "grad-cam", 2), "conv_gradcam_per_channel_8x8.npy", 1e-4);
         var bad = TestEnv.Run(Pipeline("conv_input_8x8.npy", 8, 8, """

@@ -1,0 +1,167 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Cam;
+
+/// <summary>Grad-CAM element-wise (pytorch-grad-cam <c>GradCAMElementWise</c>): Σ_k relu(∂y/∂A_k ⊙ A_k).</summary>
+public sealed class GradCamElementWise : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "grad-cam-element-wise";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l) => nn.functional.relu(l.Gradient! * l.Activation).sum(1);
+}
+
+/// <summary>Eigen-Grad-CAM (pytorch-grad-cam <c>EigenGradCAM</c>): the projection of ∂y/∂A ⊙ A (h·w × K, centred) on
+/// its first principal direction; the sign is fixed as <c>eigen-cam</c>'s (positive correlation with the channel mean of
+/// ∂y/∂A ⊙ A), where pytorch-grad-cam leaves it to LAPACK.</summary>
+public sealed class EigenGradCam : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "eigen-grad-cam";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l) => Projections.FirstComponent(l.Gradient! * l.Activation);
+}
+
+/// <summary>Kernel of <c>kpca-cam</c> (sklearn <c>KernelPCA</c>'s, coef0 = 1, degree 3).</summary>
+public enum KpcaKernel
+{
+    /// <summary>tanh(γ xᵀy + 1) (pytorch-grad-cam's default).</summary>
+    Sigmoid,
+    /// <summary>exp(−γ ‖x − y‖²).</summary>
+    Rbf,
+    /// <summary>(γ xᵀy + 1)³.</summary>
+    Poly,
+    /// <summary>xᵀy (plain PCA).</summary>
+    Linear,
+    /// <summary>xᵀy / (‖x‖ ‖y‖).</summary>
+    Cosine,
+}
+
+/// <summary>Options of <c>kpca-cam</c>.</summary>
+public sealed record KpcaCamOptions : CamOptions
+{
+    /// <summary>Kernel.</summary>
+    [Description("kernel of the kernel PCA: sigmoid (pytorch-grad-cam's default), rbf, poly, linear or cosine (sklearn's definitions, coef0 1, degree 3)")]
+    public KpcaKernel Kernel { get; init; } = KpcaKernel.Sigmoid;
+    /// <summary>γ.</summary>
+    [Range(1e-12, 1e12), Description("kernel γ (default 1/K, K = channels: sklearn's default)")]
+    public double? Gamma { get; init; }
+}
+
+/// <summary>KPCA-CAM (Karmani et al. 2024; pytorch-grad-cam <c>KPCA_CAM</c>): the first kernel principal component of
+/// the activations (h·w points of K channels, centred), as sklearn's <c>KernelPCA(n_components=1).fit_transform</c>:
+/// the top eigenvector of the double-centred kernel matrix × √eigenvalue, its largest-magnitude entry positive
+/// (sklearn's <c>svd_flip</c>). No gradients and no target.</summary>
+public sealed class KpcaCam : CamAnalysis<KpcaCamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "kpca-cam";
+    /// <inheritdoc/>
+    protected override bool UsesGradients => false;
+
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(KpcaCamOptions o, CamLayer l)
+    {
+        var a = l.Activation.to(ScalarType.Float64);
+        long n = a.shape[0], k = a.shape[1], h = a.shape[2], w = a.shape[3];
+        var x = a.reshape(n, k, h * w).transpose(1, 2);
+        x = x - x.mean([1], keepdim: true);                                         // N×hw×K
+        double gamma = o.Gamma ?? 1.0 / k;
+        var dot = x.matmul(x.transpose(1, 2));
+        var norms = x.square().sum([2], keepdim: true);
+        var kernel = o.Kernel switch
+        {
+            KpcaKernel.Sigmoid => (dot * gamma + 1).tanh(),
+            KpcaKernel.Rbf => (-(norms + norms.transpose(1, 2) - 2 * dot).clamp_min(0) * gamma).exp(),
+            KpcaKernel.Poly => (dot * gamma + 1).pow(3),
+            KpcaKernel.Linear => dot,
+            _ => dot / (norms.sqrt() * norms.sqrt().transpose(1, 2)).clamp_min(1e-300),
+        };
+        var centred = kernel - kernel.mean([1], keepdim: true) - kernel.mean([2], keepdim: true) + kernel.mean([1, 2], keepdim: true);
+        var (values, vectors) = linalg.eigh(centred);
+        var v = vectors[.., .., -1];                                                // N×hw, top eigenvalue last
+        var lambda = values[.., -1].clamp_min(0).sqrt().unsqueeze(1);
+        var sign = v.gather(1, v.abs().argmax(1, keepdim: true)).sign();
+        sign = where(sign == 0, ones_like(sign), sign);
+        return (v * sign * lambda).to(ScalarType.Float32).view(n, h, w);
+    }
+}
+
+/// <summary>Options of <c>finer-cam</c>.</summary>
+public sealed record FinerCamOptions : CamOptions
+{
+    /// <summary>α.</summary>
+    [Range(0.0, 100.0), Description("comparison strength α of the reference classes (pytorch-grad-cam's default 1)")]
+    public double Alpha { get; init; } = 1;
+    /// <summary>Reference classes.</summary>
+    [Description("ranks of the reference classes among all classes sorted by |logit − target logit| (rank 0 is the target itself; pytorch-grad-cam's default [1, 2, 3])")]
+    public int[] Compare { get; init; } = [1, 2, 3];
+}
+
+/// <summary>Finer-CAM (Zhang et al. 2025; pytorch-grad-cam <c>FinerCAM</c> over <c>GradCAM</c>): Grad-CAM of the
+/// score Σᵢ pᵢ (y_c − α y_i) / (Σᵢ pᵢ + 1e-9) over the reference classes i (the classes whose logits are closest to the
+/// target's, at ranks <c>compare</c>), p = softmax of the logits (differentiated too, as pytorch-grad-cam's
+/// <c>FinerWeightedTarget</c>). Runs one extra forward with gradients for that score.</summary>
+public sealed class FinerCam : CamAnalysis<FinerCamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "finer-cam";
+    /// <inheritdoc/>
+    protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override ModelCapabilities ExtraCapabilities => ModelCapabilities.Gradients;
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(FinerCamOptions options, AnalysisValidationContext context) =>
+        base.Validate(options, context).Concat(options.Compare is { Length: > 0 } c && c.All(r => r >= 1) ? [] : ["compare must list ranks ≥ 1 (rank 0 is the target class)"]);
+
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(FinerCamOptions o, CamLayer l)
+    {
+        var ctx = l.Context;
+        if (l.Selection.Classes is not { } classes) throw new LoupeException("finer-cam compares class logits: use a class target (top-1, top-k or class)");
+        using var capture = ctx.Model.Capture([l.Layer], forGradients: true);
+        var logits = ctx.Model.Forward(l.Input);
+        if (o.Compare.Max() >= logits.shape[1]) throw new LoupeException($"compare rank {o.Compare.Max()} needs more than the model's {logits.shape[1]} classes");
+        var main = tensor(classes).unsqueeze(1);
+        var yc = logits.gather(1, main);
+        var order = (logits.detach() - yc.detach()).abs().argsort(1);               // rank 0: the target itself
+        var refs = order.index_select(1, tensor(o.Compare.Select(r => (long)r).ToArray()));
+        var p = nn.functional.softmax(logits, 1).gather(1, refs);
+        var score = (p * (yc - o.Alpha * logits.gather(1, refs))).sum(1) / (p.sum(1) + 1e-9);
+        var a = capture[l.Layer];
+        var g = autograd.grad([score.sum()], [a])[0];
+        return (g.mean([2, 3], keepdim: true) * l.Activation).sum(1);
+    }
+}
+
+/// <summary>Projections of a layer's maps on their principal direction.</summary>
+public static class Projections
+{
+    /// <summary>First principal component of M (N×K×h×w as h·w points of K values, centred), N×h×w, signed so that it
+    /// correlates positively with the channel mean of M.</summary>
+    public static Tensor FirstComponent(Tensor m)
+    {
+        long n = m.shape[0], k = m.shape[1], h = m.shape[2], w = m.shape[3];
+        var points = m.reshape(n, k, h * w).transpose(1, 2);
+        var centred = points - points.mean([1], keepdim: true);
+        var (_, _, vh) = linalg.svd(centred, fullMatrices: false);
+        var proj = centred.matmul(vh[.., 0].unsqueeze(2)).squeeze(2);
+        var sign = (proj * m.mean([1]).reshape(n, h * w)).sum([1], keepdim: true).sign();
+        return (proj * where(sign == 0, ones_like(sign), sign)).view(n, h, w);
+    }
+}
+
+/// <summary>Registers the newer CAMs (issue 20) beside the CAM family's own registrar.</summary>
+public sealed class NewerCamRegistrar : IPluginRegistrar
+{
+    /// <inheritdoc/>
+    public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
+        .AddLoupeAnalysis<GradCamElementWise>("grad-cam-element-wise", "Grad-CAM with element-wise relu(gradient × activation) (pytorch-grad-cam GradCAMElementWise)")
+        .AddLoupeAnalysis<EigenGradCam>("eigen-grad-cam", "first principal component of gradient × activation (pytorch-grad-cam EigenGradCAM)")
+        .AddLoupeAnalysis<KpcaCam>("kpca-cam", "first kernel principal component of the activations (Karmani et al. 2024; pytorch-grad-cam KPCA_CAM)")
+        .AddLoupeAnalysis<FinerCam>("finer-cam", "Grad-CAM of the target against its most similar classes (Zhang et al. 2025; pytorch-grad-cam FinerCAM)");
+}

@@ -1,0 +1,94 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>Options shared by the methods that switch interpretable features on and off (kernel-shap, lime,
+/// shapley-sampling, feature-permutation): how the image is split into features and what an absent feature becomes.</summary>
+public record FeatureOptions
+{
+    /// <summary>Feature shape.</summary>
+    [Description("features: grid (square cells of side 'cell') or superpixels (SLIC on the displayed image); feature_mask overrides both")]
+    public FeatureSegments Segments { get; init; } = FeatureSegments.Grid;
+    /// <summary>Grid cell size.</summary>
+    [Range(1, 4096), Description("grid: side of the square cells, in input pixels; edge cells may be smaller")]
+    public int Cell { get; init; } = 8;
+    /// <summary>Superpixel count.</summary>
+    [Range(2, 10_000), Description("superpixels: approximate number of segments")]
+    public int NSegments { get; init; } = 50;
+    /// <summary>SLIC compactness.</summary>
+    [Range(0.01, 1000.0), Description("superpixels: SLIC compactness m (colour in [0,1] units ×100; larger = more square)")]
+    public double Compactness { get; init; } = 10;
+    /// <summary>Feature mask file.</summary>
+    [FilePath, Description("a .npy H×W feature mask (Captum's feature_mask): pixels with the same value form one feature; values are relabelled 0..M−1 in ascending order")]
+    public string? FeatureMask { get; init; }
+    /// <summary>Fill.</summary>
+    [Description("what an absent feature becomes (Captum's baselines): zero (normalised), mean, blur or black")]
+    public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Copies per forward.</summary>
+    [Range(1, 65536), Description("perturbed copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
+    public int? MicroBatch { get; init; }
+}
+
+/// <summary>Interpretable features of images (label maps) and batched evaluation of feature coalitions.</summary>
+public static class Features
+{
+    /// <summary>Feature labels of image <paramref name="i"/> of the batch: H×W int64, dense 0..M−1.</summary>
+    public static Tensor Labels(FeatureOptions options, IAnalysisContext ctx, Tensor x, int i)
+    {
+        long h = x.shape[2], w = x.shape[3];
+        if (options.FeatureMask is { } file) return MaskFile(file, h, w);
+        if (options.Segments == FeatureSegments.Superpixels)
+            return Slic.Segment(ctx.Input.Denormalize(x[i].unsqueeze(0))[0], options.NSegments, options.Compactness);
+        return Grid(h, w, options.Cell);
+    }
+
+    /// <summary>Grid cells of side <paramref name="cell"/> numbered row by row (H×W int64).</summary>
+    public static Tensor Grid(long h, long w, int cell)
+    {
+        using var scope = NewDisposeScope();
+        long gx = (w + cell - 1) / cell;
+        var rows = arange(h).div(cell, rounding_mode: RoundingMode.floor).view(-1, 1);
+        var cols = arange(w).div(cell, rounding_mode: RoundingMode.floor).view(1, -1);
+        return scope.MoveToOuter((rows * gx + cols).contiguous());
+    }
+
+    /// <summary>A feature mask from a .npy H×W (or 1×H×W) file, relabelled densely.</summary>
+    public static Tensor MaskFile(string file, long h, long w)
+    {
+        using var scope = NewDisposeScope();
+        var m = Npy.Read(file).ToTensor();
+        if (m.dim() == 3 && m.shape[0] == 1) m = m[0];
+        if (m.dim() != 2 || m.shape[0] != h || m.shape[1] != w)
+            throw new LoupeException($"{file}: feature_mask shape ({string.Join("×", m.shape)}) does not match the input {h}×{w}");
+        var (_, dense, _) = unique(m.flatten(), sorted: true, return_inverse: true);
+        return scope.MoveToOuter(dense!.view(h, w).to(ScalarType.Int64));
+    }
+
+    /// <summary>Number of features of a label map.</summary>
+    public static long Count(Tensor labels) => labels.max().item<long>() + 1;
+
+    /// <summary>Target scores of one image (x: 1×C×H×W) for coalitions <paramref name="z"/> (S×M, 1 = feature present,
+    /// kept from the image; 0 = absent, taken from <paramref name="fill"/>), a chunk of coalitions per forward. Returns S.</summary>
+    public static Tensor CoalitionScores(IAnalysisContext ctx, Tensor x, Tensor fill, Tensor labels, Tensor z, TargetSelection selection, int? microBatch)
+    {
+        long h = labels.shape[0], w = labels.shape[1];
+        var flat = labels.flatten();
+        var zf = z.to(ScalarType.Float32);
+        return Perturbation.MaskedScores(ctx, x, fill, z.shape[0],
+            (p0, p) => (1 - zf.narrow(0, p0, p).index_select(1, flat)).view(p, 1, h, w), selection, microBatch)[0];
+    }
+
+    /// <summary>Feature values (M per row of <paramref name="values"/>) spread to the pixels of each feature: N×C×H×W.</summary>
+    public static Tensor ToPixels(Tensor values, Tensor labels, long c)
+    {
+        long h = labels.shape[0], w = labels.shape[1];
+        return values.index_select(0, labels.flatten()).view(1, 1, h, w).expand(1, c, h, w);
+    }
+
+    /// <summary>Per-input generators: step seed × input id (<see cref="InputSeeds"/>); rows without ids use "#row".</summary>
+    public static Generator[] Generators(IAnalysisContext ctx, string[]? ids, long n) =>
+        Enumerable.Range(0, (int)n).Select(i => new Generator(InputSeeds.For(ctx.Seed, ids?[i] ?? $"#{i}"))).ToArray();
+}

@@ -1,0 +1,164 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>Options of <c>layer-gradient-x-activation</c>.</summary>
+public record LayerOptions
+{
+    /// <summary>Layer.</summary>
+    [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
+    public string Layer { get; init; } = "";
+}
+
+/// <summary>Options of the path methods at a layer (layer-conductance, internal-influence, layer-integrated-gradients).</summary>
+public record LayerPathOptions : LayerOptions
+{
+    /// <summary>Integration steps.</summary>
+    [Range(2, 100_000), Description("points on the path from the baseline to the input (Captum's n_steps)")]
+    public int Steps { get; init; } = 50;
+    /// <summary>Rule.</summary>
+    [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle")]
+    public IntegrationRule Method { get; init; } = IntegrationRule.GaussLegendre;
+    /// <summary>Baseline.</summary>
+    [Description("input baseline x′: zero (normalised; Captum's default), black, mean or blur")]
+    public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Blur σ for the blur baseline.</summary>
+    [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
+    public double BlurSigma { get; init; } = 5;
+    /// <summary>Points per pass.</summary>
+    [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as settings.memory_budget_mb holds)")]
+    public int? InternalBatchSize { get; init; }
+}
+
+/// <summary>Base of the layer attributions: the raw result is the layer attribution (N×K×h×w, Captum's output, written
+/// as <c>&lt;id&gt;-layer</c>); the overlay is its channel sum, bilinearly resized to the input.</summary>
+public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions> where TOptions : LayerOptions, new()
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients);
+    /// <inheritdoc/>
+    protected override string RawName => ArtifactName + "-layer";
+
+    /// <summary>The layer attribution of a batch (N×K×h×w).</summary>
+    protected abstract Tensor LayerMap(TOptions options, AttributionInput input, TargetSelection selection);
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(TOptions options, AttributionInput input)
+    {
+        var (_, _, selection) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
+        var layer = LayerMap(options, input, selection);
+        if (layer.dim() != 4) throw new LoupeException($"{ArtifactName}: layer '{options.Layer}' gives {layer.dim()}-D outputs; choose a layer with N×K×h×w outputs");
+        var map = Display.Resize(layer.sum(1, keepdim: false), input.Input.shape[2], input.Input.shape[3]);
+        return new AttributionResult(map, selection, layer);
+    }
+}
+
+/// <summary>Steps shared by the layer and neuron path methods.</summary>
+public static class LayerPaths
+{
+    /// <summary>Activations and ∂(target)/∂A at <paramref name="points"/> (both detached).</summary>
+    public static (Tensor Activation, Tensor Gradient) LayerGradient(IAnalysisContext ctx, string layer, Tensor points, TargetSelection selection)
+    {
+        using var scope = NewDisposeScope();
+        var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, points, [layer], forGradients: true, selection);
+        using (capture)
+        {
+            var a = capture[layer];
+            var g = Explain.Gradient(ctx.Target, ti, selection, a);
+            return (scope.MoveToOuter(a.detach()), scope.MoveToOuter(g));
+        }
+    }
+
+    /// <summary>Visits the path points x′ + α (x − x′) in chunks: <paramref name="visit"/>(first point index, points
+    /// (k·N×C×H×W, point-major), their selection).</summary>
+    public static void Path(IAnalysisContext ctx, Tensor x, Tensor baseline, double[] alphas, int? perPassOption, TargetSelection selection, Action<int, int, Tensor, TargetSelection> visit)
+    {
+        long n = x.shape[0];
+        var delta = x - baseline;
+        int perPass = (int)Math.Max(1, Explain.CopiesPerForward(ctx, x, perPassOption, gradients: true) / n);
+        for (int s0 = 0; s0 < alphas.Length; s0 += perPass)
+        {
+            using var chunk = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            int k = Math.Min(perPass, alphas.Length - s0);
+            var a = tensor(alphas.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view(k, 1, 1, 1, 1);
+            var points = (baseline.unsqueeze(0) + a * delta.unsqueeze(0)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
+            visit(s0, k, points, selection.Rows(Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray()));
+        }
+    }
+
+    /// <summary>The input baseline of a path method.</summary>
+    public static Tensor Baseline(LayerPathOptions o, AttributionInput input) =>
+        Perturbation.Baseline(input.Input, o.Baseline, o.BlurSigma, input.Context.Input);
+}
+
+/// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer.</summary>
+public sealed class LayerGradientXActivation : LayerAttribution<LayerOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "layer-gradient-x-activation";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(LayerOptions options, AttributionInput input, TargetSelection selection)
+    {
+        var (a, g) = LayerPaths.LayerGradient(input.Context, options.Layer, input.Input, selection);
+        return a * g;
+    }
+}
+
+/// <summary>Internal influence (Leino et al. 2018; Captum <c>InternalInfluence</c>): the layer gradient integrated along
+/// the input path, Σᵢ wᵢ ∂F/∂A(x′ + αᵢ (x − x′)), with IG's rules (α, w).</summary>
+public sealed class InternalInfluence : LayerAttribution<LayerPathOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "internal-influence";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(LayerPathOptions options, AttributionInput input, TargetSelection selection)
+    {
+        var ctx = input.Context;
+        long n = input.Input.shape[0];
+        var (alphas, weights) = IntegratedGradients.Rule(options.Method, options.Steps);
+        Tensor? sum = null;
+        LayerPaths.Path(ctx, input.Input, LayerPaths.Baseline(options, input), alphas, options.InternalBatchSize, selection, (s0, k, points, sel) =>
+        {
+            var (_, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel);
+            var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view([k, 1, 1, 1, 1]);
+            var part = (g.view([k, n, .. g.shape.Skip(1)]) * w).sum(0, keepdim: false);
+            if (sum is null) sum = part.MoveToOuterDisposeScope(); else sum.add_(part);
+        });
+        return sum!;
+    }
+}
+
+/// <summary>Layer conductance (Dhamdhere et al. 2018; Captum <c>LayerConductance</c>): Σᵢ ∂F/∂A(xᵢ) ⊙ (A(xᵢ₊₁) − A(xᵢ))
+/// over steps + 1 points xᵢ = x′ + αᵢ (x − x′) of the rule (Captum evaluates n_steps + 1 points and takes differences;
+/// with gauss-legendre the ends are not exactly x′ and x, so the sum approximates F(x) − F(x′) as Captum's does).</summary>
+public sealed class LayerConductance : LayerAttribution<LayerPathOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "layer-conductance";
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(LayerPathOptions options, AttributionInput input, TargetSelection selection)
+    {
+        var ctx = input.Context;
+        long n = input.Input.shape[0];
+        var (alphas, _) = IntegratedGradients.Rule(options.Method, options.Steps + 1);
+        Tensor? sum = null, lastA = null, lastG = null;
+        LayerPaths.Path(ctx, input.Input, LayerPaths.Baseline(options, input), alphas, options.InternalBatchSize, selection, (_, k, points, sel) =>
+        {
+            var (a, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel);
+            var av = a.view([k, n, .. a.shape.Skip(1)]); var gv = g.view([k, n, .. g.shape.Skip(1)]);
+            // Differences with the previous chunk's last point, then within the chunk.
+            var prevA = lastA is null ? av[..^1] : cat([lastA.unsqueeze(0), av[..^1]], 0);
+            var prevG = lastG is null ? gv[..^1] : cat([lastG.unsqueeze(0), gv[..^1]], 0);
+            var part = (prevG * (lastA is null ? av[1..] : av) - prevG * prevA).sum(0, keepdim: false);
+            if (sum is null) sum = part.MoveToOuterDisposeScope(); else sum.add_(part);
+            lastA?.Dispose(); lastG?.Dispose();
+            lastA = av[-1].clone().MoveToOuterDisposeScope(); lastG = gv[-1].clone().MoveToOuterDisposeScope();
+        });
+        lastA?.Dispose(); lastG?.Dispose();
+        return sum!;
+    }
+}

@@ -1,0 +1,113 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>Layer integrated gradients (Captum <c>LayerIntegratedGradients</c>): the path runs in the layer's space —
+/// the layer's output is replaced by A(x′) + αᵢ (A(x) − A(x′)) — and the result is (A(x) − A(x′)) ⊙ Σᵢ wᵢ ∂F/∂A there.
+/// Needs layer interventions (the torchvision and onnx backends have them).</summary>
+public sealed class LayerIntegratedGradients : LayerAttribution<LayerPathOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "layer-integrated-gradients";
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(base.Requirements.Capabilities | ModelCapabilities.Interventions);
+
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(LayerPathOptions options, AttributionInput input, TargetSelection selection)
+    {
+        var ctx = input.Context;
+        var model = (IModelInterventions)ctx.Model;
+        var x = input.Input;
+        long n = x.shape[0];
+        Tensor Act(Tensor inp)
+        {
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            using var capture = ctx.Model.Capture([options.Layer], forGradients: false);
+            ctx.Model.Forward(inp);
+            return scope.MoveToOuter(capture[options.Layer].clone());
+        }
+        var end = Act(x);
+        var start = Act(LayerPaths.Baseline(options, input));
+        var delta = end - start;
+        var (alphas, weights) = IntegratedGradients.Rule(options.Method, options.Steps);
+        var sum = zeros_like(end);
+        long perPass = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true) / n);
+        for (int s0 = 0; s0 < alphas.Length; s0 += (int)perPass)
+        {
+            using var chunk = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            int k = (int)Math.Min(perPass, alphas.Length - s0);
+            var shape = new long[] { k, 1 }.Concat(Enumerable.Repeat(1L, (int)end.dim() - 1)).ToArray();
+            var a = tensor(alphas.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view(shape);
+            var scaled = (start.unsqueeze(0) + a * delta.unsqueeze(0)).reshape([k * n, .. end.shape.Skip(1)]).detach().requires_grad_(true);
+            var sel = selection.Rows(Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
+            Tensor g;
+            using (model.Intervene(options.Layer, _ => scaled))
+            {
+                var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, x.repeat(k, 1, 1, 1), [], forGradients: false, sel);
+                using (capture) g = Explain.Gradient(ctx.Target, ti, sel, scaled);
+            }
+            var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view(shape);
+            sum.add_((g.view([k, n, .. end.shape.Skip(1)]) * w).sum(0, keepdim: false));
+        }
+        return delta * sum;
+    }
+}
+
+/// <summary>Options of <c>neuron-conductance</c>.</summary>
+public sealed record NeuronConductanceOptions : LayerPathOptions
+{
+    /// <summary>Neuron index.</summary>
+    [Required, Description("the neuron of the layer's output: [channel, y, x] (Captum's neuron_selector)")]
+    public int[]? Neuron { get; init; }
+}
+
+/// <summary>Neuron conductance (Dhamdhere et al. 2018; Captum <c>NeuronConductance</c>): how much each input pixel
+/// contributes to the target through one neuron n of a layer, (x − x′) ⊙ Σᵢ wᵢ (∂F/∂Aₙ · ∂Aₙ/∂x)(x′ + αᵢ (x − x′)).</summary>
+public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients);
+    /// <inheritdoc/>
+    public override string ArtifactName => "neuron-conductance";
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(NeuronConductanceOptions options, AnalysisValidationContext context)
+    {
+        if (options.Neuron is not { Length: 3 } nu || nu.Any(v => v < 0)) yield return "neuron must be [channel, y, x], each ≥ 0";
+    }
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(NeuronConductanceOptions options, AttributionInput input)
+    {
+        var ctx = input.Context;
+        var x = input.Input;
+        long n = x.shape[0];
+        var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
+        var baseline = LayerPaths.Baseline(options, input);
+        var (alphas, weights) = IntegratedGradients.Rule(options.Method, options.Steps);
+        int c = options.Neuron![0], py = options.Neuron[1], px = options.Neuron[2];
+        var sum = zeros_like(x);
+        LayerPaths.Path(ctx, x, baseline, alphas, options.InternalBatchSize, selection, (s0, k, points, sel) =>
+        {
+            var xp = points.detach().requires_grad_(true);
+            var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, xp, [options.Layer], forGradients: true, sel);
+            using (capture)
+            {
+                var a = capture[options.Layer];
+                if (a.dim() != 4 || c >= a.shape[1] || py >= a.shape[2] || px >= a.shape[3])
+                    throw new LoupeException($"neuron [{c}, {py}, {px}] is outside layer '{options.Layer}' ({string.Join("×", a.shape.Skip(1))})");
+                var score = ctx.Target.Scores(ti, sel).sum();
+                var dA = autograd.grad([score], [a], retain_graph: true)[0][.., c, py, px];   // ∂F/∂Aₙ per row
+                var dx = autograd.grad([a[.., c, py, px].sum()], [xp])[0];                     // ∂Aₙ/∂x per row
+                var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view(k, 1, 1, 1, 1);
+                sum.add_(((dx * dA.view(-1, 1, 1, 1)).view(k, n, x.shape[1], x.shape[2], x.shape[3]) * w).sum(0, keepdim: false));
+            }
+        });
+        return new AttributionResult((x - baseline) * sum, selection);
+    }
+}

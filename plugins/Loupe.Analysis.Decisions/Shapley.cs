@@ -1,0 +1,147 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>Options of <c>shapley-sampling</c>.</summary>
+public sealed record ShapleySamplingOptions : FeatureOptions
+{
+    /// <summary>Permutations per input.</summary>
+    [Range(1, 100_000), Description("feature permutations per input (Captum's n_samples, default 25); each costs M forwards of one copy")]
+    public int Samples { get; init; } = 25;
+    /// <summary>Permutations from a file.</summary>
+    [FilePath, Description("a .npy float32 S×M whose rows are permutations of 0..M−1, used for every input instead of the seeded draws")]
+    public string? PermutationsFile { get; init; }
+}
+
+/// <summary>Shapley value sampling (Castro et al. 2009; Captum <c>ShapleyValueSampling</c>): for each permutation of
+/// the features, start from the baseline and add the features in that order; each feature gets the score change it
+/// caused, averaged over the permutations. Seeded draws per input: permutation s = argsort of rand(S, M) row s.
+/// All prefixes of all permutations are evaluated in batched forwards.</summary>
+public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    /// <inheritdoc/>
+    public override string ArtifactName => "shapley-sampling";
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(ShapleySamplingOptions options, AttributionInput input)
+    {
+        var ctx = input.Context;
+        var x = input.Input;
+        long n = x.shape[0], c = x.shape[1];
+        var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
+        var fill = Perturbation.Baseline(x, options.Baseline, options.Cell / 2.0, ctx.Input);
+        var file = options.PermutationsFile is { } f ? Npy.Read(f).ToTensor().to(ScalarType.Int64) : null;
+        var maps = new List<Tensor>();
+        for (int i = 0; i < n; i++)
+        {
+            using var scope = NewDisposeScope();
+            var labels = Features.Labels(options, ctx, x, i);
+            long m = Features.Count(labels);
+            Tensor perms;
+            if (file is not null)
+            {
+                if (file.dim() != 2 || file.shape[1] != m || !(file.sort(1).Values == arange(m)).all().item<bool>())
+                    throw new LoupeException($"{options.PermutationsFile}: permutations_file must be S×{m} with each row a permutation of 0..{m - 1} (the image has {m} features)");
+                perms = file;
+            }
+            else
+            {
+                using var g = new Generator(InputSeeds.For(ctx.Seed, input.Ids?[i] ?? $"#{i}"));
+                perms = rand([options.Samples, m], generator: g).argsort(1);
+            }
+            long s = perms.shape[0];
+            // Prefix t (1..M) of permutation s holds the features at positions < t: z[s, t−1, f] = pos[s, f] < t.
+            var pos = perms.argsort(1);
+            var z = (pos.unsqueeze(1) < arange(1, m + 1).view(1, -1, 1)).reshape(s * m, m);
+            var coalitions = cat([zeros(1, m, dtype: z.dtype), z], 0);
+            var y = Features.CoalitionScores(ctx, x[i].unsqueeze(0), fill[i].unsqueeze(0), labels, coalitions, selection.Rows([i]), options.MicroBatch);
+            var prefix = y[1..].view(s, m);
+            var gain = prefix - cat([y[..1].expand(s, 1), prefix[.., ..^1]], 1);          // change when perms[s, t] is added
+            var total = zeros(m).index_add_(0, perms.flatten(), gain.flatten(), 1) / s;
+            maps.Add(scope.MoveToOuter(Features.ToPixels(total, labels, c)));
+        }
+        return new AttributionResult(cat(maps, 0).contiguous(), selection);
+    }
+}
+
+/// <summary>Options of <c>feature-permutation</c>.</summary>
+public sealed record FeaturePermutationOptions : FeatureOptions
+{
+    /// <summary>Permutations from a file.</summary>
+    [FilePath, Description("a .npy float32 M×N: row f permutes the N inputs of a batch for feature f (instead of the seeded draws; batches must have N inputs)")]
+    public string? PermutationsFile { get; init; }
+}
+
+/// <summary>Permutation feature importance (Breiman 2001; Captum <c>FeaturePermutation</c>): feature f of each input is
+/// replaced by the same feature of another input of the batch (one random permutation per feature, never the
+/// identity), and gets score(x) − score(permuted). The batch is the population, so batches need 2+ inputs and the
+/// features must be shared (grid cells or a feature mask file). Seeded draws per batch: a generator from the step seed
+/// and the batch's input ids joined by newlines; permutation f = argsort of rand(N), redrawn while it is the identity.</summary>
+public sealed class FeaturePermutation : AttributionAnalysis<FeaturePermutationOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    /// <inheritdoc/>
+    public override string ArtifactName => "feature-permutation";
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(FeaturePermutationOptions options, AnalysisValidationContext context)
+    {
+        if (options.Segments == FeatureSegments.Superpixels && options.FeatureMask is null)
+            yield return "segments: superpixels differ from image to image; feature-permutation needs features shared by the batch (grid or feature_mask)";
+    }
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(FeaturePermutationOptions options, AttributionInput input)
+    {
+        var ctx = input.Context;
+        var x = input.Input;
+        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        if (n < 2) throw new LoupeException("feature-permutation permutes features across the inputs of a batch: set settings.batch_size to 2 or more (this batch has 1 input)");
+        var (baseScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
+        var labels = Features.Labels(options, ctx, x, 0);
+        long m = Features.Count(labels);
+        Tensor perms;
+        if (options.PermutationsFile is { } file)
+        {
+            perms = Npy.Read(file).ToTensor().to(ScalarType.Int64);
+            if (perms.dim() != 2 || perms.shape[0] != m || perms.shape[1] != n || !(perms.sort(1).Values == arange(n)).all().item<bool>())
+                throw new LoupeException($"{file}: permutations_file must be {m}×{n} (features × inputs of the batch), each row a permutation of 0..{n - 1}");
+        }
+        else
+        {
+            using var g = new Generator(InputSeeds.For(ctx.Seed, string.Join("\n", input.Ids ?? Enumerable.Range(0, (int)n).Select(i => $"#{i}"))));
+            var identity = arange(n);
+            perms = stack(Enumerable.Range(0, (int)m).Select(_ =>
+            {
+                var p = rand(n, generator: g).argsort();
+                while ((p == identity).all().item<bool>()) p = rand(n, generator: g).argsort();
+                return p;
+            }).ToArray());
+        }
+        var flat = labels.flatten();
+        long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.MicroBatch) / n);
+        var parts = new List<Tensor>();
+        using (no_grad())
+            for (long f0 = 0; f0 < m; f0 += chunk)
+            {
+                using var scope = NewDisposeScope();
+                ctx.Cancellation.ThrowIfCancellationRequested();
+                long p = Math.Min(chunk, m - f0);
+                var mask = (flat.view(1, -1) == arange(f0, f0 + p).view(-1, 1)).to(ScalarType.Float32).view(1, p, 1, h, w);
+                var other = x.index_select(0, perms.narrow(0, f0, p).t().reshape(-1)).view(n, p, c, h, w);
+                var copies = (x.unsqueeze(1) * (1 - mask) + other * mask).reshape(n * p, c, h, w);
+                var sel = selection.Rows(Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)p)).ToArray());
+                var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, copies, [], forGradients: false, sel);
+                using (capture) parts.Add(scope.MoveToOuter(baseScores.view(n, 1) - ctx.Target.Scores(ti, sel).view(n, p)));
+            }
+        var diff = cat(parts, 1);                                                               // N×M
+        var map = diff.index_select(1, flat).view(n, 1, h, w).expand(n, c, h, w).contiguous();
+        return new AttributionResult(map, selection);
+    }
+}

@@ -1,0 +1,56 @@
+using Loupe.Core;
+
+namespace Loupe.Tests;
+
+/// <summary>layer-gradient-x-activation, internal-influence, layer-conductance, layer-integrated-gradients and
+/// neuron-conductance against PyTorch implementations of Captum's formulas (tests/fixtures/make_families_fixtures.py)
+/// on the demo CNN (pool2) and resnet18 (layer3), 4 Gauss–Legendre steps (neuron-conductance: relu3, 8).</summary>
+public class LayerFamilyTests
+{
+    const string Steps = """
+              - { id: gxa, uses: layer-gradient-x-activation, with: { layer: LAYER } }
+              - { id: ii, uses: internal-influence, with: { layer: LAYER, steps: N, internal_batch_size: 3 } }
+              - { id: lc, uses: layer-conductance, with: { layer: LAYER, steps: N, internal_batch_size: 2 } }
+              - { id: lig, uses: layer-integrated-gradients, with: { layer: LAYER, steps: N, internal_batch_size: 3 } }
+        """;
+
+    static readonly Lazy<RunResult> Cnn = new(() =>
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline(Steps.Replace("LAYER", "pool2").Replace("N", "4")
+            + "\n      - { id: nc, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8, internal_batch_size: 3 } }", batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        return r;
+    });
+
+    [Theory]
+    [InlineData("gxa", "layer-gradient-x-activation-layer", "fam_cnn_lgxa.npy")]
+    [InlineData("ii", "internal-influence-layer", "fam_cnn_influence.npy")]
+    [InlineData("lc", "layer-conductance-layer", "fam_cnn_conductance.npy")]
+    [InlineData("lig", "layer-integrated-gradients-layer", "fam_cnn_lig.npy")]
+    [InlineData("nc", "neuron-conductance", "fam_cnn_neuron_conductance.npy")]
+    public void MatchesThePyTorchReferenceOnTheDemoCnn(string step, string artifact, string fixture) =>
+        TechniqueTests.Close(TechniqueTests.Stack(Cnn.Value, step, artifact), fixture, 1e-4);
+
+    [Fact]
+    public void NoStepLeavesLiveTensorsBehind() =>
+        Assert.All(Cnn.Value.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
+
+    [Fact]
+    public void MatchesThePyTorchReferenceOnResNet18()
+    {
+        var r = ShapleyFamilyTests.ResNet18(Steps.Replace("LAYER", "layer3").Replace("N", "4"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        foreach (var (step, artifact, fixture) in new[] { ("gxa", "layer-gradient-x-activation-layer", "fam_r18_lgxa.npy"),
+            ("ii", "internal-influence-layer", "fam_r18_influence.npy"), ("lc", "layer-conductance-layer", "fam_r18_conductance.npy"),
+            ("lig", "layer-integrated-gradients-layer", "fam_r18_lig.npy") })
+            TechniqueTests.Close(TechniqueTests.Stack(r, step, artifact, 2), fixture, 1e-4);
+    }
+
+    [Fact]
+    public void NeuronOutsideTheLayerIsReported()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("- { id: nc, uses: neuron-conductance, with: { layer: relu3, neuron: [200, 0, 0], steps: 2 } }"));
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("neuron [200, 0, 0] is outside layer 'relu3' (128×7×7)", r.Manifest!["steps"]![0]!["error"]!.ToString());
+    }
+}

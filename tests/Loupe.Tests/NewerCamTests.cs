@@ -1,0 +1,56 @@
+using Loupe.Core;
+
+namespace Loupe.Tests;
+
+/// <summary>grad-cam-element-wise, eigen-grad-cam, kpca-cam and finer-cam against PyTorch / sklearn implementations of
+/// pytorch-grad-cam's formulas (tests/fixtures/make_families_fixtures.py): layer maps after ReLU, demo CNN at relu3 and
+/// resnet18 at layer3.</summary>
+public class NewerCamTests
+{
+    const string Steps = """
+              - { id: gcew, uses: grad-cam-element-wise, with: { layer: LAYER } }
+              - { id: egc, uses: eigen-grad-cam, with: { layer: LAYER } }
+              - { id: kpca, uses: kpca-cam, with: { layer: LAYER } }
+              - { id: finer, uses: finer-cam, with: { layer: LAYER } }
+        """;
+
+    static readonly (string Step, string Artifact, string Fixture)[] Cases =
+        [("gcew", "grad-cam-element-wise-layer", "gcew"), ("egc", "eigen-grad-cam-layer", "egc"), ("kpca", "kpca-cam-layer", "kpca"), ("finer", "finer-cam-layer", "finer")];
+
+    static void Check(RunResult r, string model, int n)
+    {
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
+        foreach (var (step, artifact, fixture) in Cases)
+            TechniqueTests.Close(TechniqueTests.Stack(r, step, artifact, n), $"fam_{model}_{fixture}.npy", 1e-4);
+    }
+
+    [Fact]
+    public void MatchThePyTorchReferenceOnTheDemoCnn() =>
+        Check(TestEnv.Run(TestEnv.FixturePipeline(Steps.Replace("LAYER", "relu3"), batchSize: 3)), "cnn", 4);
+
+    [Fact]
+    public void MatchThePyTorchReferenceOnResNet18() =>
+        Check(ShapleyFamilyTests.ResNet18(Steps.Replace("LAYER", "layer3")), "r18", 2);
+
+    [Fact]
+    public void FinerCamRefusesRanksBeyondTheClasses()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("- { id: f, uses: finer-cam, with: { layer: relu3, compare: [1, 10] } }"));
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("compare rank 10 needs more than the model's 10 classes", r.Manifest!["steps"]![0]!["error"]!.ToString());
+    }
+
+    [Fact]
+    public void AugSmoothAveragesTheDeaugmentedMapsAsPyTorchGradCam()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: ag, uses: aug-smooth, with: { inner: { uses: gradient-x-input } } }
+              - { id: ak, uses: aug-smooth, with: { inner: { uses: kpca-cam, with: { layer: relu3 } } } }
+            """, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ag", "aug-smooth"), "fam_aug_gxi.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ak", "aug-smooth"), "fam_aug_kpca.npy", 1e-4);
+    }
+}

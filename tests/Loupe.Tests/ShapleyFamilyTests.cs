@@ -1,0 +1,154 @@
+using Loupe.Abstractions;
+using Loupe.Core;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>gradient-shap, kernel-shap, lime, shapley-sampling and feature-permutation against PyTorch/sklearn
+/// implementations of Captum's formulas with the same draws (tests/fixtures/make_families_fixtures.py), on the demo
+/// CNN and on torchvision's resnet18, and the documented seed → draw rules.</summary>
+public class ShapleyFamilyTests
+{
+    static string F(string name) => TestEnv.Yaml(TestEnv.Fixture(name));
+
+    static readonly Lazy<RunResult> Fixed = new(() =>
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline($$"""
+              - { id: gs, uses: gradient-shap, with: { stdevs: 0.3, baselines_file: {{F("fam_gshap_baselines.npy")}}, draws_file: {{F("fam_gshap_draws.npy")}}, internal_batch_size: 5 } }
+              - { id: ks, uses: kernel-shap, with: { cell: 7, coalitions_file: {{F("fam_kshap_coalitions.npy")}}, micro_batch: 16 } }
+              - { id: ll, uses: lime, with: { cell: 7, alpha: 0.001, coalitions_file: {{F("fam_lime_coalitions.npy")}} } }
+              - { id: lr, uses: lime, with: { cell: 7, coalitions_file: {{F("fam_lime_coalitions.npy")}}, model: linear, distance: euclidean, kernel_width: 20 } }
+              - { id: ss, uses: shapley-sampling, with: { cell: 7, permutations_file: {{F("fam_shapley_perms.npy")}}, micro_batch: 7 } }
+              - { id: fp, uses: feature-permutation, with: { cell: 7, permutations_file: {{F("fam_fperm_perms.npy")}}, micro_batch: 3 } }
+            """, batchSize: 4));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        return r;
+    });
+
+    [Fact]
+    public void NoStepLeavesLiveTensorsBehind() =>
+        Assert.All(Fixed.Value.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
+
+    [Theory]
+    [InlineData("gs", "gradient-shap", "fam_gshap.npy")]
+    [InlineData("ks", "kernel-shap", "fam_kshap.npy")]
+    [InlineData("ll", "lime", "fam_lime_lasso.npy")]
+    [InlineData("lr", "lime", "fam_lime_linear.npy")]
+    [InlineData("ss", "shapley-sampling", "fam_shapley.npy")]
+    [InlineData("fp", "feature-permutation", "fam_fperm.npy")]
+    public void MatchesThePyTorchReferenceOnTheDemoCnn(string step, string artifact, string fixture) =>
+        TechniqueTests.Close(TechniqueTests.Stack(Fixed.Value, step, artifact), fixture, 1e-4);
+
+    /// <summary>Runs steps on torchvision's resnet18 with the 'hash' weights (saved as TorchSharp .dat) over
+    /// arch_input_64.npy (2 inputs, 64²).</summary>
+    internal static RunResult ResNet18(string steps)
+    {
+        var dir = TestEnv.TempDir();
+        var weights = Path.Combine(dir, "resnet18_hash.dat");
+        using (var module = Loupe.Models.TorchSharp.TorchVisionAdapter.Build("resnet18", 10))
+        {
+            ModelTests.SetHashWeights(module);
+            module.save(weights);
+        }
+        return TestEnv.Run(TestEnv.Pipeline($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: resnet18, num_classes: 10, weights: {{TestEnv.Yaml(weights)}} }, input: { size: [64] } }
+            data: { uses: npy, with: { path: {{F("arch_input_64.npy")}} } }
+            settings: { batch_size: 2 }
+            steps:
+            {{steps}}
+            """, dir));
+    }
+
+    [Fact]
+    public void MatchesThePyTorchReferenceOnResNet18()
+    {
+        var r = ResNet18($$"""
+              - { id: gs, uses: gradient-shap, with: { draws_file: {{F("fam_r18_gshap_draws.npy")}} } }
+              - { id: ks, uses: kernel-shap, with: { cell: 16, coalitions_file: {{F("fam_r18_kshap_coalitions.npy")}} } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        TechniqueTests.Close(TechniqueTests.Stack(r, "gs", "gradient-shap", 2), "fam_r18_gshap.npy", 1e-4);
+        // kernel-shap maps are constant per cell: compare the value of each 16×16 cell (its top-left pixel).
+        var cells = Enumerable.Range(0, 2).SelectMany(i =>
+        {
+            var map = TestEnv.Artifact(r, $"ks/{i:D5}.kernel-shap.npy").Data;                 // 3×64×64
+            return Enumerable.Range(0, 16).Select(f => map[(f / 4) * 16 * 64 + (f % 4) * 16]);
+        }).ToArray();
+        TechniqueTests.Close(cells, "fam_r18_kshap.npy", 1e-4);
+    }
+
+    static RunResult Seeded(int batchSize, string extra = "") =>
+        TestEnv.Run(TestEnv.FixturePipeline($$"""
+              - { id: gs, uses: gradient-shap, with: { samples: 4, stdevs: 0.2 } }
+              - { id: ks, uses: kernel-shap, with: { cell: 7, samples: 30 } }
+              - { id: lm, uses: lime, with: { cell: 7, samples: 30, alpha: 0.001 } }
+              - { id: ss, uses: shapley-sampling, with: { cell: 14, samples: 3 } }
+            {{extra}}
+            """, batchSize: batchSize));
+
+    [Fact]
+    public void SeededDrawsDependOnTheInputIdNotOnTheBatch()
+    {
+        var a = Seeded(4);
+        var b = Seeded(1);
+        Assert.True(a.ExitCode == 0 && b.ExitCode == 0, string.Join("\n", a.Errors.Concat(b.Errors)));
+        Assert.All(a.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
+        foreach (var (step, name) in new[] { ("gs", "gradient-shap"), ("ks", "kernel-shap"), ("lm", "lime"), ("ss", "shapley-sampling") })
+        {
+            var x = TechniqueTests.Stack(a, step, name);
+            Assert.Equal(x, TechniqueTests.Stack(b, step, name));
+            Assert.Contains(x, v => v != 0);
+        }
+    }
+
+    [Fact]
+    public void LimeDrawsFollowTheDocumentedSeedRule()
+    {
+        // rule: per input, Generator(InputSeeds.For(step seed, input id)); coalitions = rand(S, M) < ½.
+        var seeded = Seeded(4);
+        Assert.Equal(0, seeded.ExitCode);
+        int stepSeed = AnalysisContext.StepSeed(seeded.Manifest!["seed"]!.GetValue<int>(), "lm");
+        var dir = TestEnv.TempDir();
+        var file = Path.Combine(dir, "z.npy");
+        using (var g = new Generator(InputSeeds.For(stepSeed, "00002")))
+        using (var z = (rand([30, 16], generator: g) < 0.5).to(ScalarType.Float32))
+            File.WriteAllBytes(file, Npy.Encode(NdArray.FromTensor(z)));
+        var replay = TestEnv.Run(TestEnv.FixturePipeline($"- {{ id: lm, uses: lime, with: {{ cell: 7, alpha: 0.001, coalitions_file: {TestEnv.Yaml(file)} }} }}"));
+        Assert.True(replay.ExitCode == 0, string.Join("\n", replay.Errors));
+        Assert.Equal(TestEnv.Artifact(seeded, "lm/00002.lime.npy").Data, TestEnv.Artifact(replay, "lm/00002.lime.npy").Data);
+        Assert.NotEqual(TestEnv.Artifact(seeded, "lm/00001.lime.npy").Data, TestEnv.Artifact(replay, "lm/00001.lime.npy").Data);
+    }
+
+    [Fact]
+    public void ShapleySamplingIsEfficient()
+    {
+        // Every permutation telescopes: Σ_f φ_f = F(x) − F(baseline), whatever the permutations.
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: ss, uses: shapley-sampling, with: { cell: 14, samples: 2, baseline: black } }
+              - { id: ab, uses: feature-ablation, with: { cell: 28, fill: black } }
+            """));
+        Assert.Equal(0, r.ExitCode);
+        for (int i = 0; i < 4; i++)
+        {
+            var map = TestEnv.Artifact(r, $"ss/{i:D5}.shapley-sampling.npy").Data;
+            double total = Enumerable.Range(0, 4).Sum(f => (double)map[(f / 2) * 14 * 28 + (f % 2) * 14]);
+            // feature-ablation with one 28×28 cell: F(x) − F(black image) at every pixel.
+            double gap = TestEnv.Artifact(r, $"ab/{i:D5}.feature-ablation.npy").Data[0];
+            Assert.True(Math.Abs(total - gap) <= 1e-4 * Math.Max(1, Math.Abs(gap)), $"input {i}: Σφ {total} vs F(x) − F(b) {gap}");
+        }
+    }
+
+    [Fact]
+    public void BadDrawsAndSettingsAreReportedClearly()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline($"- {{ id: ks, uses: kernel-shap, with: {{ cell: 14, coalitions_file: {F("fam_kshap_coalitions.npy")} }} }}"));
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("coalitions_file must be S×4", r.Manifest!["steps"]![0]!["error"]!.ToString());
+        var fp = TestEnv.Run(TestEnv.FixturePipeline("- { id: fp, uses: feature-permutation, with: { segments: superpixels } }"));
+        Assert.Equal(2, fp.ExitCode);
+        Assert.Contains(fp.Errors, e => e.ToString().Contains("feature-permutation needs features shared by the batch"));
+        var one = TestEnv.Run(TestEnv.FixturePipeline("- { id: fp, uses: feature-permutation, with: { cell: 7 } }", batchSize: 1));
+        Assert.Contains("batch_size to 2 or more", one.Manifest!["steps"]![0]!["error"]!.ToString());
+    }
+}
