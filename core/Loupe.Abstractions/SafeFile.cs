@@ -49,7 +49,9 @@ public static class SafeFile
     /// so <c>link/..</c> is the parent of the link's target). Components that do not exist are kept as written.</summary>
     public static string RealPath(string path)
     {
-        var pending = new Stack<string>(Path.GetFullPath(path).Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse());
+        // Not Path.GetFullPath: it would fold 'link/..' before the link is resolved.
+        var absolute = Path.IsPathRooted(path) ? path : Path.Combine(Environment.CurrentDirectory, path);
+        var pending = new Stack<string>(absolute.Split('/', StringSplitOptions.RemoveEmptyEntries).Reverse());
         var resolved = "/";
         int hops = 0;
         while (pending.Count > 0)
@@ -83,7 +85,7 @@ public static class SafeFile
         var root = RealPath(folder);
         var real = RealPath(Path.Combine(root, relative));
         if (Path.IsPathRooted(relative) || !IsUnder(real, root) || real == root)
-            throw new LoupeException($"{what}: path '{Printable(relative)}' points outside {root} (it resolves to {real}); refused");
+            throw new LoupeException($"{what}: path '{Printable(relative)}' points outside {Printable(root)} (it resolves to {Printable(real)}); refused");
         return real;
     }
 

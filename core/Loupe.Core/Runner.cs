@@ -180,7 +180,7 @@ public static partial class PipelineRunner
             int before = artifactsJournaled;
             artifactsJournaled = artifacts.Count;
             try { folder.Journal(rec, artifacts.Skip(before).Take(artifactsJournaled - before)); }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { manifestError ??= e.Message; }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* the final manifest (and its check of the outputs) report it */ }
             if (status != "succeeded") Save("running");
         }
         // A shard's run-level outputs are written by 'loupe merge', over all shards; none after a full disk.

@@ -16,6 +16,7 @@ public static partial class PipelineRunner
     {
         var spec = PipelineParser.Parse(request.PipelineFile, request.Overrides);
         var file = spec.File;
+        CheckedOutputPath(spec, request.OutDir ?? spec.OutputDir); // refused before anything loads (validate too)
         var errors = new List<PipelineError>();
         var warnings = new List<string>();
 
@@ -305,7 +306,7 @@ public static partial class PipelineRunner
         var x = zeros(1, input.Channels, input.Height, input.Width);
         Tensor y;
         try { y = model.Forward(x); }
-        catch (Exception e) { throw new LoupeException($"the model cannot run on input 1×{input.Channels}×{input.Height}×{input.Width}: {e.Message}", e); }
+        catch (Exception e) { throw new LoupeException($"the model cannot run on input 1×{input.Channels}×{input.Height}×{input.Width}: {e.Message.Split('\n')[0]}", e); }
         var shapes = new Dictionary<string, long[]>();
         foreach (var l in layers) if (cap.TryGet(l, out var a)) shapes[l] = a.shape;
         return (y.dim() >= 2 ? y.shape[1] : y.numel(), shapes);

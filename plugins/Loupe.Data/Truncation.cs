@@ -6,12 +6,14 @@ namespace Loupe.Data;
 /// would explain a half-grey picture; PIL refuses such files ("image file is truncated"), and so does Loupe.</summary>
 internal static class Truncation
 {
+    static readonly byte[] PngSignature = [0x89, (byte)'P', (byte)'N', (byte)'G', 0x0D, 0x0A, 0x1A, 0x0A];
+
     /// <summary>Null when the file is complete (or not PNG/JPEG), else the problem.</summary>
     public static string? Check(Stream fs)
     {
         Span<byte> head = stackalloc byte[8];
         if (fs.ReadAtLeast(head, 8, false) < 8) return null;
-        if (head.SequenceEqual("\x89PNG\r\n\x1a\n"u8)) return Png(fs);
+        if (head.SequenceEqual(PngSignature)) return Png(fs);
         if (head[0] == 0xFF && head[1] == 0xD8) return Jpeg(fs);
         return null;
     }
@@ -55,6 +57,7 @@ internal static class Truncation
                 prev = b;
             }
         }
-        return lastSos >= 0 && lastEoi < lastSos ? $"truncated JPEG: no end-of-image marker after the last scan (the file ends at byte {i})" : null;
+        if (lastSos < 0) return $"truncated JPEG: the file ends at byte {i} before its first scan";
+        return lastEoi < lastSos ? $"truncated JPEG: no end-of-image marker after the last scan (the file ends at byte {i})" : null;
     }
 }

@@ -87,14 +87,14 @@ public sealed class OnnxFile
                 throw new LoupeException($"{source}: tensor '{t.Name}' is stored externally but names no data file");
             if (System.IO.Path.IsPathRooted(location) || location.Split('/', '\\').Contains(".."))
                 throw new LoupeException($"{source}: tensor '{Name(t)}' points outside the model's folder ('{SafeFile.Printable(location)}'); refused");
+            long offset = Number(kv, "offset", 0, t, source), length = Number(kv, "length", -1, t, source);
             // Links are resolved (a folder link to /etc with location etc/passwd must not read /etc/passwd).
             var file = SafeFile.Inside(dir, location, $"{source}: tensor '{Name(t)}' external data");
             if (!File.Exists(file))
-                throw new LoupeException($"{source}: tensor '{Name(t)}' is stored in external data file '{SafeFile.Printable(location)}', which is missing (looked for {file})");
+                throw new LoupeException($"{source}: tensor '{Name(t)}' is stored in external data file '{SafeFile.Printable(location)}', which is missing (looked for {SafeFile.Printable(file)})");
             SafeFile.RequireRegular(file, $"{source}: tensor '{Name(t)}' external data file '{SafeFile.Printable(location)}'");
             var fileLength = new FileInfo(file).Length;
-            long offset = Number(kv, "offset", 0, t, source);
-            long len = Number(kv, "length", fileLength - Math.Min(offset, fileLength), t, source);
+            long len = length >= 0 ? length : fileLength - Math.Min(offset, fileLength);
             if (offset > fileLength || len > fileLength - offset)
                 throw new LoupeException($"{source}: tensor '{Name(t)}' needs {len} bytes from offset {offset} of '{SafeFile.Printable(location)}', which has {fileLength} bytes (truncated?)");
             total += len;
