@@ -146,6 +146,11 @@ public static class Manifest
         Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
     };
 
+    /// <summary>Parses a manifest (or a JSON artifact) read back from a folder that may come from elsewhere: duplicate
+    /// keys and nesting over 64 levels are JSON errors here, not exceptions later (found by tools/Loupe.Fuzz).</summary>
+    public static JsonNode? Parse(string text) =>
+        JsonNode.Parse(text, null, new JsonDocumentOptions { AllowDuplicateProperties = false, MaxDepth = 64 });
+
     /// <summary>Largest manifest read back from a folder (run or shard folders may come from elsewhere).</summary>
     public const long MaxBytes = 512L << 20;
 

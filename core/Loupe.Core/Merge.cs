@@ -68,7 +68,7 @@ public static partial class ShardMerger
             var file = Path.Combine(d, "manifest.json");
             if (!File.Exists(file)) { errors.Add(new(d, 0, 0, "not a Loupe run folder (no manifest.json)")); continue; }
             JsonObject m;
-            try { m = JsonNode.Parse(SafeFile.ReadAllText(file, Manifest.MaxBytes, file))!.AsObject(); }
+            try { m = Manifest.Parse(SafeFile.ReadAllText(file, Manifest.MaxBytes, file))!.AsObject(); }
             catch (Exception e) when (e is JsonException or InvalidOperationException or LoupeException or IOException) { errors.Add(new(file, 0, 0, $"unreadable manifest: {e.Message}")); continue; }
             if (m["shard"] is not JsonObject s) { errors.Add(new(d, 0, 0, "not a shard: this run was made without --shard i/n")); continue; }
             ShardInfo info;
@@ -263,7 +263,7 @@ public static partial class ShardMerger
         }).ToList();
 
         public IReadOnlyList<NdArray> Raw(string name) => Read<NdArray>(name, "npy", p => Npy.Read(p));
-        public IReadOnlyList<JsonNode> Json(string name) => Read(name, "json", p => JsonNode.Parse(SafeFile.ReadAllText(p, Manifest.MaxBytes, p))!);
+        public IReadOnlyList<JsonNode> Json(string name) => Read(name, "json", p => Manifest.Parse(SafeFile.ReadAllText(p, Manifest.MaxBytes, p))!);
         public IReadOnlyList<RgbImage> Display(string name) => Read(name, "png", LoadPng);
 
         public IReadOnlyList<RgbImage> InputDisplays(string name, int max) => shards

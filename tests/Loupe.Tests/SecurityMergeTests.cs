@@ -59,6 +59,11 @@ public class SecurityMergeTests
         Assert.Equal(0, Merge(shards, Path.Combine(work, "ok")).ExitCode); // the shards are fine otherwise
         foreach (var s in shards) Edit(s, m => m["steps"]![0]!["id"] = "../../x");
         Assert.Contains("is not a valid step id", Merge(shards, Path.Combine(work, "o4")).Errors[0].Message);
+        // Duplicate keys (found by the fuzzer's manifest target: an ArgumentException from JsonObject, in merge and report).
+        var file = Path.Combine(shards[1], "manifest.json");
+        File.WriteAllText(file, File.ReadAllText(file).Replace("{\"loupe\"", "{\"model\":1,\"loupe\""));
+        Assert.Contains("unreadable manifest", Merge(shards, Path.Combine(work, "o5")).Errors.Single(e => e.File == file).Message);
+        Assert.Contains("not a Loupe manifest: invalid JSON", Assert.Throws<Loupe.Abstractions.LoupeException>(() => Loupe.Core.Report.RunFolder.Open(shards[1])).Message);
     }
 
     [Fact]

@@ -33,7 +33,7 @@ public sealed class RunFolder
         JsonObject manifest;
         try
         {
-            manifest = JsonNode.Parse(SafeFile.ReadAllText(file, Loupe.Core.Manifest.MaxBytes, file)) as JsonObject
+            manifest = Loupe.Core.Manifest.Parse(SafeFile.ReadAllText(file, Loupe.Core.Manifest.MaxBytes, file)) as JsonObject
                 ?? throw new LoupeException($"{file}: not a Loupe manifest: the top level is not a JSON object");
         }
         catch (JsonException e) { throw new LoupeException($"{file}: not a Loupe manifest: invalid JSON at line {e.LineNumber + 1}: {e.Message}"); }
