@@ -119,6 +119,9 @@ public static class ImageDecoding
     {
         try
         {
+            // .NET decodes file names as UTF-8: a name that is not UTF-8 comes back with U+FFFD and cannot be reopened.
+            if (file.Contains('\uFFFD') && !File.Exists(file))
+                return "its file name is not valid UTF-8 (shown with �), and .NET cannot open such a name: rename the file (e.g. convmv -f latin1 -t utf8)";
             // A FIFO blocks the open until a writer comes, a device never ends: refuse before opening.
             SafeFile.RequireRegular(file, "");
             using var fs = File.OpenRead(file);

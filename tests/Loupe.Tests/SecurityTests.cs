@@ -113,6 +113,20 @@ public class SecurityTests
     }
 
     [Fact]
+    public void A_file_name_that_is_not_utf8_is_a_clear_error_or_skipped()
+    {
+        // Item 13 (partly): .NET cannot open a name that is not UTF-8; it must not end in FileNotFoundException.
+        var dir = TestEnv.TempDir("loupe-sec-latin1");
+        File.Copy(Path.Combine(Corpus, "images", "ok-rgb.png"), Path.Combine(dir, "ok.png"));
+        using (var p = Process.Start("cp", [Path.Combine(Corpus, "images", "ok-rgb.png"), dir + "/caf\u00e9.png"])!) p.WaitForExit(); // UTF-8 name: fine
+        using (var p = Process.Start("bash", ["-c", $"cp '{Path.Combine(Corpus, "images", "ok-rgb.png")}' \"{dir}/$(printf 'caf\\xe8.png')\""])!) p.WaitForExit();
+        Assert.Contains("its file name is not valid UTF-8", Refused(ImageFolderPipeline(dir)).Message);
+        var r = TestEnv.Run(ImageFolderPipeline(dir, "skip"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        Assert.Equal(2, (long)r.Manifest!["data"]!["count"]!);
+    }
+
+    [Fact]
     public void The_output_folder_is_taken_exclusively()
     {
         // Item 11: a second run with the same --out while the first holds it is refused, and nothing is written.

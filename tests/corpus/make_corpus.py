@@ -282,6 +282,10 @@ o("external-data-via-link.onnx", external("linked/passwd"), "which is missing")
 o("external-offset-not-a-number.onnx", external("w.bin", offset="12abc"), "external data 'offset' is '12abc', not a whole number")
 o("external-offset-overflow.onnx", external("w.bin", offset="99999999999999999999"), "external data 'offset' is '99999999999999999999', not a whole number")
 o("external-length-negative.onnx", external("w.bin", length="-5"), "external data 'length' is '-5', not a whole number")
+# Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
+pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
+o("pad-bomb.onnx", model([helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("ReduceMean", ["p"], ["y"], axes=[2, 3], keepdims=0)], [X], [Y], [pads]),
+  "output shape (1×1×200028×200028) is over the memory budget of 1024 MB")
 o("control-chars-in-names.onnx", external("\x1b]0;pwned\x07\x1b[2J.bin"), "'?]0;pwned??[2J.bin', which is missing")
 # Protobuf nesting bomb: a GraphProto attribute inside a node inside a graph ... 150 levels deep.
 inner = helper.make_graph([], "g0", [], [])

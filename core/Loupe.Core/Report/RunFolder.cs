@@ -49,7 +49,7 @@ public sealed class RunFolder
         {
             if (a.Path is null || a.Step is null || a.Kind is null)
                 throw new LoupeException($"{file}: artifact '{SafeFile.Printable(a.Path ?? "")}' must name a step, a kind and a path inside the run folder");
-            SafeFile.Inside(dir, a.Path, $"{file}: artifact");
+            SafeFile.Inside(dir, a.Path, $"{file}: an artifact must name a step, a kind and a path inside the run folder");
         }
         return new RunFolder { Directory = dir, Manifest = manifest, Artifacts = artifacts, Steps = steps.Cast<JsonObject>().ToList() };
     }
