@@ -11,7 +11,8 @@ from onnx import TensorProto, helper
 from PIL import Image
 import torch
 
-import make_corpus_untrusted as untrusted
+sys.dont_write_bytecode = True  # no __pycache__/ inside the corpus folder (CorpusTests lists every file)
+import make_corpus_untrusted as untrusted  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARKER = "/tmp/loupe-corpus-pickle-ran"      # the malicious pickles would create this file; the test asserts they never do
