@@ -81,6 +81,12 @@ public class SecurityMergeTests
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         Assert.DoesNotContain(System.Runtime.Loader.AssemblyLoadContext.All.SelectMany(c => c.Assemblies), a => a.Location.StartsWith(evil, StringComparison.Ordinal));
 
+        // The folder loads only when the user names it: 'loupe merge --plugin DIR' (here it is not a real plugin, so the
+        // CLI's attempt to load it is a clear error, which shows it tried).
+        var (code, _, stderr) = TestEnv.Cli(TestEnv.RepoRoot, "merge", shards[0], shards[1], "--out", Path.Combine(TestEnv.TempDir("loupe-sec-merge"), "cli"), "--plugin", evil);
+        Assert.Equal(2, code);
+        Assert.Contains($"plugin {Path.Combine(evil, "Evil.dll")} could not be loaded", stderr);
+
         // A step whose plugin is not loaded fails with a message that names the folder but does not load it.
         foreach (var s in shards) Edit(s, m => m["steps"]![0]!["uses"] = "evil-technique");
         var failed = Merge(shards, Path.Combine(TestEnv.TempDir("loupe-sec-merge"), "out"));
