@@ -25,6 +25,8 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
     {
         if (string.IsNullOrWhiteSpace(name)) throw new ArgumentException("artifact name must not be empty", nameof(name));
         var file = inputId is null ? Safe(name) : $"{Safe(inputId)}.{Safe(name)}";
+        // Names near the 255-byte limit of a file name are shortened (with a hash), never failed as "not writable".
+        if (file.Length + ext.Length > 200) file = $"{file[..160]}~{Hash(file)}";
         var rel = Path.Combine(stepId, file + ext);
         lock (_gate)
         {
@@ -41,7 +43,9 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
 
     void Write(string rel, ReadOnlySpan<byte> bytes)
     {
-        var path = Path.Combine(runDirectory, rel);
+        var root = Path.GetFullPath(runDirectory);
+        var path = Path.GetFullPath(Path.Combine(root, rel));
+        if (!SafeFile.IsUnder(path, root)) throw new LoupeException($"step '{SafeFile.Printable(stepId)}': artifact path '{SafeFile.Printable(rel)}' points outside the output folder; refused");
         try { AtomicFile.Write(path, bytes); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -51,7 +55,21 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
         }
     }
 
-    static string Safe(string s) => SafeRx().Replace(s, "_");
+    /// <summary>A file-name part: unsafe characters become '_', and then a hash of the original is appended, so names
+    /// that differ only in those characters ("a b", "a_b", "a?b", names that were not UTF-8) stay distinct.</summary>
+    static string Safe(string s)
+    {
+        var safe = SafeRx().Replace(s, "_");
+        return safe == s ? s : $"{safe}~{Hash(s)}";
+    }
+
+    /// <summary>12 hex digits of the FNV-1a hash of the UTF-16 text.</summary>
+    static string Hash(string s)
+    {
+        ulong h = 14695981039346656037;
+        foreach (var c in s) { h ^= c; h *= 1099511628211; }
+        return (h & 0xFFFFFFFFFFFF).ToString("x12");
+    }
 
     void Add(ArtifactRecord r)
     {
@@ -93,7 +111,11 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
     {
         lock (_gate)
             if (!_paths.Add(record.Path)) throw new LoupeException($"step '{stepId}': '{record.Path}' is in more than one shard (the shards overlap)");
-        var dest = Path.Combine(runDirectory, record.Path);
+        // The record comes from another folder's manifest: its path must stay inside this run's folder.
+        var root = Path.GetFullPath(runDirectory);
+        var dest = Path.GetFullPath(Path.Combine(root, record.Path));
+        if (Path.IsPathRooted(record.Path) || !SafeFile.IsUnder(dest, root) || dest == root || record.Path.Contains('\0'))
+            throw new LoupeException($"step '{stepId}': artifact path '{SafeFile.Printable(record.Path)}' points outside the output folder; refused");
         Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
         File.Copy(sourceFile, dest);
         Add(record);
@@ -123,6 +145,14 @@ public static class Manifest
         NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
         Converters = { new System.Text.Json.Serialization.JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
     };
+
+    /// <summary>Parses a manifest (or a JSON artifact) read back from a folder that may come from elsewhere: duplicate
+    /// keys and nesting over 64 levels are JSON errors here, not exceptions later (found by tools/Loupe.Fuzz).</summary>
+    public static JsonNode? Parse(string text) =>
+        JsonNode.Parse(text, null, new JsonDocumentOptions { AllowDuplicateProperties = false, MaxDepth = 64 });
+
+    /// <summary>Largest manifest read back from a folder (run or shard folders may come from elsewhere).</summary>
+    public const long MaxBytes = 512L << 20;
 
     /// <summary>Writes the manifest atomically (replacing the previous one).</summary>
     public static void Write(string runDirectory, JsonObject manifest) =>

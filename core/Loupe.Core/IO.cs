@@ -20,7 +20,8 @@ public static class AtomicFile
     {
         var dir = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(dir);
-        var tmp = Path.Combine(dir, $".{Path.GetFileName(path)}.{Guid.NewGuid():N}.tmp");
+        // A short temporary name: a final name near the 255-byte limit must not fail as "not writable".
+        var tmp = Path.Combine(dir, $".{Guid.NewGuid():N}.tmp");
         try
         {
             using (var fs = Redirect.Value?.Invoke(path) ?? new FileStream(tmp, FileMode.CreateNew, FileAccess.Write))

@@ -22,7 +22,7 @@ public sealed record MergeRequest(IReadOnlyList<string> ShardDirectories, string
 /// an unsharded run: per-input artifacts are copied, each step's whole-step results are merged by the step's plugin
 /// (<see cref="IShardable"/>), expectations are checked on the merged metrics, and the run-level outputs and the
 /// manifest are written. The result is built in a temporary sibling folder and renamed into place at the end.</summary>
-public static class ShardMerger
+public static partial class ShardMerger
 {
     sealed record Shard(string Dir, JsonObject Manifest, ShardInfo Info, List<ArtifactRecord> Artifacts);
 
@@ -36,12 +36,10 @@ public static class ShardMerger
             errors.Add(new(outDir, 0, 0, "output folder already exists and is not empty; Loupe never overwrites a run — choose another --out"));
         if (errors.Count > 0) return new RunResult(2, null, null, errors);
 
-        var first = shards[0].Manifest;
-        var pipelineFile = (string?)first["pipelineFile"] ?? "";
-        var pluginDirs = request.PluginDirectories.Concat(((first["pipeline"]?["plugins"] as JsonArray) ?? [])
-            .Select(p => Path.GetFullPath(Path.Combine(Path.GetDirectoryName(pipelineFile) ?? ".", (string?)p ?? ""))));
+        // Only code the user named (built-in plugins, --plugin, LOUPE_PLUGIN_PATH) is loaded: a shard's manifest is data
+        // from elsewhere, and the plugin folders it names are never loaded (they are mentioned when a step needs one).
         ComponentRegistry registry;
-        try { registry = ComponentRegistry.Load(pluginDirs.Distinct().ToList(), request.Registrars); }
+        try { registry = ComponentRegistry.Load(request.PluginDirectories.Distinct().ToList(), request.Registrars); }
         catch (LoupeException e) { return new RunResult(2, null, null, [new(shards[0].Dir, 0, 0, e.Message)]); }
 
         var tmp = Path.Combine(Path.GetDirectoryName(outDir)!, $".{Path.GetFileName(outDir)}.merging-{Guid.NewGuid():N}");
@@ -70,8 +68,8 @@ public static class ShardMerger
             var file = Path.Combine(d, "manifest.json");
             if (!File.Exists(file)) { errors.Add(new(d, 0, 0, "not a Loupe run folder (no manifest.json)")); continue; }
             JsonObject m;
-            try { m = JsonNode.Parse(File.ReadAllText(file))!.AsObject(); }
-            catch (Exception e) when (e is JsonException or InvalidOperationException) { errors.Add(new(file, 0, 0, $"unreadable manifest: {e.Message}")); continue; }
+            try { m = Manifest.Parse(SafeFile.ReadAllText(file, Manifest.MaxBytes, file))!.AsObject(); }
+            catch (Exception e) when (e is JsonException or InvalidOperationException or LoupeException or IOException) { errors.Add(new(file, 0, 0, $"unreadable manifest: {e.Message}")); continue; }
             if (m["shard"] is not JsonObject s) { errors.Add(new(d, 0, 0, "not a shard: this run was made without --shard i/n")); continue; }
             ShardInfo info;
             List<ArtifactRecord> artifacts;
@@ -79,10 +77,17 @@ public static class ShardMerger
             {
                 info = new ShardInfo((int)s["index"]!, (int)s["count"]!, (long)s["firstRow"]!, (long)s["rows"]!);
                 artifacts = m["artifacts"].Deserialize<List<ArtifactRecord>>(Manifest.JsonOptions) ?? [];
+                foreach (var a in artifacts) SafeFile.Inside(d, a.Path ?? "", $"{file}: artifact");
             }
+            catch (LoupeException e) { errors.Add(new(file, 0, 0, e.Message)); continue; }
             catch (Exception e) when (e is JsonException or InvalidOperationException or FormatException or NullReferenceException)
             {
                 errors.Add(new(file, 0, 0, $"damaged manifest (shard or artifacts): {e.Message}"));
+                continue;
+            }
+            if ((m["steps"] as JsonArray ?? []).FirstOrDefault(x => x?["id"] is not JsonValue v || !v.TryGetValue<string>(out var id) || !StepId().IsMatch(id)) is { } badStep)
+            {
+                errors.Add(new(file, 0, 0, $"damaged manifest: step id {SafeFile.Printable(badStep?["id"]?.ToJsonString() ?? "(none)")} is not a valid step id"));
                 continue;
             }
             if ((string?)m["status"] != "succeeded")
@@ -147,7 +152,7 @@ public static class ShardMerger
                 foreach (var s in shards)
                     foreach (var a in s.Artifacts.Where(a => a.Step == id && a.Input is not null))
                         sink.Adopt(a, ShardFile(s, a.Path));
-                if (registry.Find(ComponentKind.Analysis, uses) is null) throw new LoupeException(registry.Unknown(ComponentKind.Analysis, uses));
+                if (registry.Find(ComponentKind.Analysis, uses) is null) throw new LoupeException(registry.Unknown(ComponentKind.Analysis, uses) + NotLoaded(first));
                 if (registry.Create<IAnalysis>(uses) is not IShardable shardable) throw new LoupeException($"'{uses}' does not merge shards (not IShardable)");
                 shardable.Merge(new MergeContext(id, shards, labels, sink));
             }
@@ -207,14 +212,32 @@ public static class ShardMerger
         return manifest;
     }
 
-    /// <summary>A file a shard's manifest lists; a clear error when it is gone.</summary>
+    /// <summary>The plugin entries of the shards' pipeline (folders or <c>{ path, sha256 }</c>), named but not loaded.</summary>
+    static string NotLoaded(JsonObject manifest)
+    {
+        var entries = ((manifest["pipeline"]?["plugins"] as JsonArray) ?? []).Select(p => p switch
+        {
+            JsonValue v when v.TryGetValue<string>(out var path) => path,
+            JsonObject o => (string?)(o["path"] as JsonValue) ?? o.ToJsonString(),
+            _ => p?.ToJsonString() ?? "",
+        }).Select(SafeFile.Printable).ToList();
+        return entries.Count == 0 ? "" : $". The shards' pipeline names plugin folder(s) {string.Join(", ", entries.Select(e => $"'{e}'"))}; " +
+            "merge never loads code named in a shard's manifest: pass the plugin you trust with --plugin DIR";
+    }
+
+    /// <summary>A file a shard's manifest lists: inside the shard's folder (links resolved), a regular file; a clear
+    /// error when it is gone.</summary>
     static string ShardFile(Shard s, string relative)
     {
-        var path = Path.Combine(s.Dir, relative);
+        var what = $"shard {s.Info.Index}/{s.Info.Count} ({s.Dir}): artifact";
+        var path = SafeFile.Inside(s.Dir, relative, what);
         if (!File.Exists(path))
-            throw new LoupeException($"shard {s.Info.Index}/{s.Info.Count} ({s.Dir}): '{relative}' is listed in its manifest but missing; run this shard again");
+            throw new LoupeException($"shard {s.Info.Index}/{s.Info.Count} ({s.Dir}): '{SafeFile.Printable(relative)}' is listed in its manifest but missing; run this shard again");
+        SafeFile.RequireRegular(path, $"{what} '{SafeFile.Printable(relative)}'");
         return path;
     }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9_.-]*\z")] private static partial System.Text.RegularExpressions.Regex StepId();
 
     sealed class MergeContext(string stepId, List<Shard> shards, IReadOnlyList<string> labels, IArtifactSink output) : IShardMerge
     {
@@ -240,7 +263,7 @@ public static class ShardMerger
         }).ToList();
 
         public IReadOnlyList<NdArray> Raw(string name) => Read<NdArray>(name, "npy", p => Npy.Read(p));
-        public IReadOnlyList<JsonNode> Json(string name) => Read(name, "json", p => JsonNode.Parse(File.ReadAllText(p))!);
+        public IReadOnlyList<JsonNode> Json(string name) => Read(name, "json", p => Manifest.Parse(SafeFile.ReadAllText(p, Manifest.MaxBytes, p))!);
         public IReadOnlyList<RgbImage> Display(string name) => Read(name, "png", LoadPng);
 
         public IReadOnlyList<RgbImage> InputDisplays(string name, int max) => shards

@@ -117,6 +117,11 @@ public static class OptionsBinder
         if (value is ConversionFailed) return;
         if (prop.GetCustomAttribute<FilePathAttribute>() is { } fp && value is string path && path.Length > 0)
         {
+            if (path.Contains('\0'))
+            {
+                errors.Add(PipelineParser.At(file, node, $"{where}: option '{name}': the path contains a NUL character"));
+                return;
+            }
             var full = Path.GetFullPath(Path.Combine(baseDir, path));
             if (fp.Directory ? !Directory.Exists(full) : !File.Exists(full))
                 errors.Add(PipelineParser.At(file, node, $"{where}: option '{name}': {(fp.Directory ? "folder" : "file")} not found: {full}"));

@@ -26,9 +26,12 @@ public static class PipelineParser
     {
         var file = Path.GetFullPath(path);
         if (!System.IO.File.Exists(file)) throw new PipelineException([new(file, 0, 0, "pipeline file not found")]);
-        if (new FileInfo(file).Length > MaxFileBytes) throw new PipelineException([new(file, 0, 0, $"pipeline file is larger than {MaxFileBytes} bytes")]);
+        // Capped by the bytes read, not the reported length (/dev/zero and procfs files report 0).
+        byte[] bytes;
+        try { bytes = SafeFile.ReadAllBytes(file, MaxFileBytes, file); }
+        catch (LoupeException e) { throw new PipelineException([new(file, 0, 0, e.Message.Contains("larger than") ? $"pipeline file is larger than {MaxFileBytes} bytes" : e.Message)]); }
         string text;
-        try { text = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(System.IO.File.ReadAllBytes(file)); }
+        try { text = new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes); }
         catch (System.Text.DecoderFallbackException e)
         {
             throw new PipelineException([new(file, 0, 0, $"the pipeline file is not UTF-8 text (invalid byte at offset {e.Index}); save it as UTF-8")]);
@@ -156,8 +159,9 @@ public static class PipelineParser
                 var usesNode = Child(step, "uses");
                 var uses = RequiredScalar(file, step, "uses", $"step {index}", errors);
                 var id = Scalar(file, step, "id", errors)?.Value ?? uses ?? $"step{index}";
-                if (!System.Text.RegularExpressions.Regex.IsMatch(id, "^[A-Za-z0-9][A-Za-z0-9_.-]*$"))
-                    errors.Add(At(file, Child(step, "id") ?? step, $"step id '{id}' may contain only letters, digits, '-', '_' and '.'"));
+                // \z, not $: '$' also matches before a final newline, which let "cam\n" through.
+                if (!System.Text.RegularExpressions.Regex.IsMatch(id, @"^[A-Za-z0-9][A-Za-z0-9_.-]*\z"))
+                    errors.Add(At(file, Child(step, "id") ?? step, $"step id '{SafeFile.Printable(id)}' may contain only letters, digits, '-', '_' and '.'"));
                 else if (!ids.Add(id)) errors.Add(At(file, Child(step, "id") ?? step, $"duplicate step id '{id}'"));
                 int? bs = Scalar(file, step, "batch_size", errors) is { } bsn ? Positive(file, bsn, $"steps.{id}.batch_size", errors) : null;
                 var timeout = Scalar(file, step, "timeout", errors) is { } tn ? Timeout(file, tn, $"steps.{id}.timeout", errors) ?? TimeSpan.Zero : (TimeSpan?)null;
@@ -205,7 +209,7 @@ public static class PipelineParser
     /// <summary>Streams the YAML events once, before any tree is built: refuses deep nesting (the tree builder recurses),
     /// alias bombs (the tree shares aliased nodes, but binding and the manifest walk them expanded) and duplicate keys
     /// (which YamlDotNet reports without a position).</summary>
-    static void CheckStructure(string text, string file)
+    internal static void CheckStructure(string text, string file)
     {
         var parser = new Parser(new StringReader(text));
         var frames = new List<Frame>();
@@ -333,7 +337,7 @@ public static class PipelineParser
     {
         if (s.Value is "none" or "0") return null;
         if (Duration.Parse(s.Value) is { } t && t > TimeSpan.Zero) return t;
-        errors.Add(At(file, s, $"'{what}' must be a duration such as 30s, 500ms, 5m or 1h (or none), got '{s.Value}'"));
+        errors.Add(At(file, s, $"'{what}' must be a duration such as 30s, 500ms, 5m or 1h (or none), at most {Duration.Max.TotalDays:F0} days, got '{SafeFile.Printable(s.Value ?? "")}'"));
         return null;
     }
 
@@ -342,61 +346,5 @@ public static class PipelineParser
         var msg = e.InnerException?.Message ?? e.Message;
         var i = msg.IndexOf("): ", StringComparison.Ordinal);
         return i >= 0 && msg.StartsWith('(') ? msg[(i + 3)..] : msg;
-    }
-}
-
-/// <summary><c>--set path=value</c> overrides on the YAML tree. Steps are addressed by id: <c>steps.cam.with.layer=layer3</c>.</summary>
-public static class Overrides
-{
-    /// <summary>Applies one override to <paramref name="root"/>.</summary>
-    public static void Apply(YamlMappingNode root, string assignment, string file, List<PipelineError> errors)
-    {
-        var eq = assignment.IndexOf('=');
-        if (eq <= 0) { errors.Add(new(file, 0, 0, $"--set '{assignment}': expected key=value")); return; }
-        var path = assignment[..eq].Split('.');
-        YamlNode value;
-        try
-        {
-            var ys = new YamlStream();
-            ys.Load(new StringReader(assignment[(eq + 1)..].Length == 0 ? "''" : assignment[(eq + 1)..]));
-            value = ys.Documents[0].RootNode;
-        }
-        catch (YamlException e) { errors.Add(new(file, 0, 0, $"--set '{assignment}': value is not valid YAML: {e.Message}")); return; }
-
-        YamlNode current = root;
-        for (int i = 0; i < path.Length; i++)
-        {
-            var key = path[i];
-            bool last = i == path.Length - 1;
-            switch (current)
-            {
-                case YamlMappingNode m:
-                    if (last) { m.Children[new YamlScalarNode(key)] = value; return; }
-                    if (!m.Children.TryGetValue(new YamlScalarNode(key), out var next))
-                    {
-                        next = new YamlMappingNode();
-                        m.Children[new YamlScalarNode(key)] = next;
-                    }
-                    current = next;
-                    break;
-                case YamlSequenceNode s:
-                    var match = s.Children.OfType<YamlMappingNode>().FirstOrDefault(c =>
-                        PipelineParser.Child(c, "id") is YamlScalarNode id && id.Value == key ||
-                        PipelineParser.Child(c, "id") is null && PipelineParser.Child(c, "uses") is YamlScalarNode u && u.Value == key);
-                    if (match is null && int.TryParse(key, out var idx) && idx >= 0 && idx < s.Children.Count) match = s.Children[idx] as YamlMappingNode;
-                    if (match is null)
-                    {
-                        var ids = s.Children.OfType<YamlMappingNode>().Select(c => (PipelineParser.Child(c, "id") as YamlScalarNode)?.Value).OfType<string>();
-                        errors.Add(new(file, 0, 0, $"--set '{assignment}': no step with id '{key}'{Suggest.DidYouMean(key, ids)}"));
-                        return;
-                    }
-                    if (last) { errors.Add(new(file, 0, 0, $"--set '{assignment}': cannot replace a whole step")); return; }
-                    current = match;
-                    break;
-                default:
-                    errors.Add(new(file, 0, 0, $"--set '{assignment}': '{string.Join('.', path[..i])}' is a value, not a section"));
-                    return;
-            }
-        }
     }
 }

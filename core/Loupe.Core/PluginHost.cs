@@ -81,11 +81,35 @@ public sealed class PluginHost
     /// <summary>Loads every plugin in <paramref name="folders"/> and registers its components into <paramref name="services"/>.</summary>
     public static IReadOnlyList<LoadedPlugin> LoadInto(IServiceCollection services, IEnumerable<PluginSource> sources)
     {
-        var plugins = new List<LoadedPlugin>();
+        // Every source is resolved and every pin checked from the files alone before any plugin code loads, so an
+        // unpinned copy reached through an earlier folder (or LOUPE_PLUGIN_PATH) cannot run first.
+        var entries = new List<(string Dll, PluginSource Source)>();
         foreach (var source in Merge(sources))
-            foreach (var dll in Resolve(source))
-                plugins.Add(LoadOne(services, dll, source.Sha256 is null ? null : source));
-        return plugins;
+            foreach (var dll in Resolve(source).Select(d => System.IO.Path.GetFullPath(d)))
+            {
+                int at = entries.FindIndex(e => e.Dll == dll);
+                if (at < 0) entries.Add((dll, source));
+                else if (source.Sha256 is not null) entries[at] = (dll, source); // the same file, reached twice: the pin applies
+            }
+        var pinned = new Dictionary<string, (string Dll, PluginSource Pin)>(StringComparer.OrdinalIgnoreCase);
+        foreach (var (dll, pin) in entries.Where(e => e.Source.Sha256 is not null))
+        {
+            CheckFolder(dll);
+            CheckPin(pin, dll, Sha256File(dll));
+            pinned[AssemblyNameOf(dll)] = (dll, pin);
+        }
+        foreach (var (dll, _) in entries.Where(e => e.Source.Sha256 is null && pinned.Count > 0))
+            if (pinned.TryGetValue(AssemblyNameOf(dll), out var p))
+                throw new PluginPinException(p.Pin, $"plugin {dll} is an unpinned copy of the pinned plugin '{AssemblyNameOf(dll)}' ({p.Dll}); " +
+                    "with a pin present only the pinned file may load: remove the other folder from the pipeline's plugins or LOUPE_PLUGIN_PATH, or pin that file");
+        return entries.Select(e => LoadOne(services, e.Dll, e.Source.Sha256 is null ? null : e.Source)).ToList();
+    }
+
+    /// <summary>The assembly name in a plugin's metadata (its file name when the metadata cannot be read).</summary>
+    static string AssemblyNameOf(string dll)
+    {
+        try { return ReadMetadata(dll).Name; }
+        catch (Exception e) when (e is BadImageFormatException or InvalidOperationException or IOException) { return System.IO.Path.GetFileNameWithoutExtension(dll); }
     }
 
     /// <summary>One source per path (a pinned one wins), in first-seen order.</summary>

@@ -27,37 +27,53 @@ public static partial class PipelineRunner
         finally { NativeHeap.Trim(); }
     }
 
-    /// <summary>Creates the run's folder; returns it and whether it was created (rather than an existing empty one).</summary>
-    static (string Dir, bool Created) CreateOutputDirectory(PipelineSpec spec, string? explicitDir)
+    /// <summary>Creates and takes the run's folder (exclusively: see <see cref="OutputFolder"/>); returns it and
+    /// whether it was created (rather than an existing empty one).</summary>
+    static (OutputFolder Folder, bool Created) CreateOutputDirectory(PipelineSpec spec, string? explicitDir)
     {
+        static bool OnlyLock(string dir) => Directory.EnumerateFileSystemEntries(dir).All(e => Path.GetFileName(e) == OutputFolder.LockName);
         if (explicitDir is not null)
         {
-            var full = Path.GetFullPath(explicitDir);
+            var full = CheckedOutputPath(spec, explicitDir);
+            string Refusal(string why) => $"output folder {full} {why}; Loupe never overwrites a run — choose another --out";
             if (File.Exists(full) || Directory.Exists(full) && Directory.EnumerateFileSystemEntries(full).Any())
-                throw new PipelineException([new(spec.File, 0, 0, $"output folder {full} already exists and is not empty; Loupe never overwrites a run — choose another --out")]);
+                throw new PipelineException([new(spec.File, 0, 0, Refusal(File.Exists(Path.Combine(full, OutputFolder.LockName)) ? "is in use by another run" : "already exists and is not empty"))]);
             var existed = Directory.Exists(full);
-            Directory.CreateDirectory(full);
-            return (full, !existed);
+            var folder = OutputFolder.TryTake(full) ?? throw new PipelineException([new(spec.File, 0, 0, Refusal("is in use by another run"))]);
+            if (!OnlyLock(full)) { folder.Dispose(); throw new PipelineException([new(spec.File, 0, 0, Refusal("already exists and is not empty"))]); }
+            return (folder, !existed);
         }
         var name = string.Concat(spec.Name.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' or '.' ? c : '_'));
-        var baseDir = Path.GetFullPath(spec.OutputDir.Replace("{name}", name).Replace("{timestamp}", DateTime.Now.ToString("yyyyMMdd-HHmmss")));
-        var dir = baseDir;
-        for (int i = 2; Directory.Exists(dir) || File.Exists(dir); i++) dir = $"{baseDir}-{i}";
-        Directory.CreateDirectory(dir);
-        return (dir, true);
+        var baseDir = CheckedOutputPath(spec, spec.OutputDir.Replace("{name}", name).Replace("{timestamp}", DateTime.Now.ToString("yyyyMMdd-HHmmss")));
+        for (int i = 1; ; i++)
+        {
+            var dir = i == 1 ? baseDir : $"{baseDir}-{i}";
+            if (Directory.Exists(dir) || File.Exists(dir)) continue;
+            // Two runs may pick the same free name at once: the one that takes the lock keeps it.
+            if (OutputFolder.TryTake(dir) is not { } folder) continue;
+            if (OnlyLock(dir)) return (folder, true);
+            folder.Dispose();
+        }
     }
 
     static RunResult Execute(PreparedRun run, RunRequest request, CancellationToken cancellation)
     {
         var spec = run.Spec;
-        string outDir;
+        OutputFolder folder;
         bool created;
-        try { (outDir, created) = CreateOutputDirectory(spec, request.OutDir); }
+        try { (folder, created) = CreateOutputDirectory(spec, request.OutDir); }
         catch (PipelineException e) { return new RunResult(2, null, null, e.Errors); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             return new RunResult(2, null, null, [new(spec.File, 0, 0, $"cannot create the output folder: {e.Message}")]);
         }
+        using (folder) return Execute(run, request, folder, created, cancellation);
+    }
+
+    static RunResult Execute(PreparedRun run, RunRequest request, OutputFolder folder, bool created, CancellationToken cancellation)
+    {
+        var spec = run.Spec;
+        var outDir = folder.Directory;
         var observer = request.Observer;
         var artifacts = new List<ArtifactRecord>();
         var stepRecords = run.Steps.Select(s => new JsonObject { ["id"] = s.Spec.Id, ["uses"] = s.Spec.Uses, ["status"] = "pending" }).ToList();
@@ -82,12 +98,13 @@ public static partial class PipelineRunner
         Save("running");
         if (manifestError is not null)
         {
+            folder.Dispose();
             if (created) try { Directory.Delete(outDir); } catch (Exception) { /* leave it */ }
             return new RunResult(2, null, null, [new(spec.File, 0, 0, $"the output folder {outDir} is not writable: {manifestError}")]);
         }
         foreach (var w in run.Warnings) observer?.Warning(w);
 
-        int failed = 0;
+        int failed = 0, artifactsJournaled = 0;
         string? stop = null; // why the remaining steps do not run
         bool outputFault = false;
         for (int i = 0; i < run.Steps.Count; i++)
@@ -159,7 +176,12 @@ public static partial class PipelineRunner
             foreach (var w in run.Warnings.Skip(runWarnings).Distinct()) observer?.Warning(w);
             observer?.StepFinished(step.Spec.Id, status, sw.Elapsed, error);
             if (!outcome.Abandoned) stepCancellation.Dispose(); // an abandoned step may still read its token
-            Save("running");
+            // A finished step is one journal line (O(1)); the whole manifest is rewritten only when something failed.
+            int before = artifactsJournaled;
+            artifactsJournaled = artifacts.Count;
+            try { folder.Journal(rec, artifacts.Skip(before).Take(artifactsJournaled - before)); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* the final manifest (and its check of the outputs) report it */ }
+            if (status != "succeeded") Save("running");
         }
         // A shard's run-level outputs are written by 'loupe merge', over all shards; none after a full disk.
         if (run.Shard is null && !outputFault)
@@ -173,10 +195,15 @@ public static partial class PipelineRunner
         if (run.Shard is not null && run.Data is ShardedDataSource { Ids: { } ids }) manifest["shard"]!["ids"] = new JsonArray(ids.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray());
         manifest["durationMs"] = Math.Round((DateTimeOffset.Now - started).TotalMilliseconds, 1);
         var cancelled = cancellation.IsCancellationRequested && failed > 0; // a run that finished anyway is not cancelled
+        // The folder (or some outputs) may have been deleted while the run went on: then it did not succeed.
+        if (folder.Missing(artifacts) is { } missing) { manifest["error"] = missing; failed++; observer?.Warning(missing); }
         Save(failed == 0 ? "succeeded" : cancelled ? "cancelled" : "failed");
+        if (manifestError is null) folder.DropJournal();
         Report.RunReport.AfterRun(run, outDir, manifest, observer);
-        IReadOnlyList<PipelineError> errors = manifestError is null ? [] :
-            [new(spec.File, 0, 0, $"manifest.json could not be updated ({manifestError}); the copy in {outDir} is valid but shows an earlier state of the run")];
+        var errors = new List<PipelineError>();
+        if (manifest["error"] is { } lost) errors.Add(new(spec.File, 0, 0, (string)lost!));
+        if (manifestError is not null)
+            errors.Add(new(spec.File, 0, 0, $"manifest.json could not be updated ({manifestError}); the copy in {outDir} is valid but shows an earlier state of the run"));
         return new RunResult(cancelled ? ExitCancelled : failed == 0 && manifestError is null ? 0 : 1, outDir, manifest, errors);
     }
 
@@ -184,8 +211,24 @@ public static partial class PipelineRunner
     /// setting), so <c>settings.threads</c>, applied while preparing, is applied again on the worker that runs the step.</summary>
     internal static void RunStepBody(PreparedRun run, PreparedStep step, IAnalysisContext context)
     {
-        if (run.Spec.Threads > 0) torch.set_num_threads(run.Spec.Threads);
+        if (run.Spec.Threads > 0) torch.set_num_threads(Math.Min(run.Spec.Threads, MaxThreads));
         step.Analysis.Run(step.Options, context);
+    }
+
+    /// <summary>Folders a run may never write into (nor below, but for '/' itself).</summary>
+    static readonly string[] SystemFolders = ["/etc", "/dev", "/proc", "/sys", "/boot", "/bin", "/sbin", "/lib", "/lib64"];
+
+    /// <summary>The absolute output path; refuses NUL characters, '/', '/usr' and system folders (links resolved).</summary>
+    static string CheckedOutputPath(PipelineSpec spec, string dir)
+    {
+        PipelineException Refuse(string why) => new([new(spec.File, 0, 0, $"output folder '{SafeFile.Printable(dir)}' {why}; choose another --out or output.dir")]);
+        if (dir.Contains('\0')) throw Refuse("contains a NUL character");
+        if (dir.Any(SafeFile.Unsafe)) throw Refuse("contains control characters");
+        var full = Path.GetFullPath(dir);
+        var real = SafeFile.RealPath(full);
+        if (real is "/" or "/usr" || SystemFolders.Any(f => SafeFile.IsUnder(real, f)))
+            throw Refuse($"is {(real == full ? "" : $"(through links) ")}{real}, a system folder");
+        return full;
     }
 
     /// <summary>Exit code of a run stopped by Ctrl+C (128 + SIGINT, as shells report it).</summary>

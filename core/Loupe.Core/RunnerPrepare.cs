@@ -18,6 +18,7 @@ public static partial class PipelineRunner
             ? PipelineParser.ParseText(text, Path.GetFullPath(request.PipelineFile), request.Overrides)
             : PipelineParser.Parse(request.PipelineFile, request.Overrides);
         var file = spec.File;
+        CheckedOutputPath(spec, request.OutDir ?? spec.OutputDir); // refused before anything loads (validate too)
         var errors = new List<PipelineError>();
         var warnings = new List<string>();
 
@@ -46,7 +47,9 @@ public static partial class PipelineRunner
     {
         var file = spec.File;
         var m = spec.Model!;
-        if (spec.Threads > 0) torch.set_num_threads(spec.Threads);
+        if (spec.Threads > MaxThreads)
+            warnings.Add($"settings.threads = {spec.Threads} is far above the {Environment.ProcessorCount} cores; using {MaxThreads} (4 per core)");
+        if (spec.Threads > 0) torch.set_num_threads(Math.Min(spec.Threads, MaxThreads));
 
         // 1. Resolve ids.
         var modelDesc = registry.Find(ComponentKind.Model, m.Uses);
@@ -76,8 +79,9 @@ public static partial class PipelineRunner
         string? labelsFile = null;
         if (m.Labels is { } lf)
         {
-            labelsFile = Path.GetFullPath(Path.Combine(spec.BaseDirectory, lf));
-            if (!File.Exists(labelsFile)) errors.Add(new(file, (int)m.LabelsMark.Line, (int)m.LabelsMark.Column, $"model.labels: file not found: {labelsFile}"));
+            labelsFile = lf.Contains('\0') ? lf : Path.GetFullPath(Path.Combine(spec.BaseDirectory, lf));
+            if (lf.Contains('\0')) errors.Add(new(file, (int)m.LabelsMark.Line, (int)m.LabelsMark.Column, "model.labels: the path contains a NUL character"));
+            else if (!File.Exists(labelsFile)) errors.Add(new(file, (int)m.LabelsMark.Line, (int)m.LabelsMark.Column, $"model.labels: file not found: {labelsFile}"));
         }
         // Target ids resolve before the model loads, so every naming error is reported together.
         var targetRefs = spec.Steps.Select(s => ResolveTarget(s, registry, file, errors)).ToList();
@@ -101,8 +105,21 @@ public static partial class PipelineRunner
             if (inputOverride is not null) input = inputOverride.Apply(input);
             try { input.Validate(); }
             catch (ArgumentException e) { errors.Add(new(file, (int)m.Mark.Line, (int)m.Mark.Column, "model.input: " + e.Message)); }
-            var labels = labelsFile is not null ? File.ReadAllLines(labelsFile).Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
-                : model.DefaultLabels?.ToList() ?? [];
+            // The size is bounded before the probe allocates anything (a forward needs many times the input).
+            long pixels = (long)input.Height * input.Width, bytes = pixels * input.Channels * sizeof(float);
+            if (pixels > spec.MaxImagePixels || bytes > spec.MemoryBudgetBytes)
+                errors.Add(new(file, (int)m.Mark.Line, (int)m.Mark.Column, $"model.input: {input.Channels}×{input.Height}×{input.Width} is over the limits " +
+                    $"(settings.max_image_pixels = {spec.MaxImagePixels} pixels, settings.memory_budget_mb = {spec.MemoryBudgetBytes >> 20} MB)"));
+            List<string> labels;
+            try
+            {
+                labels = labelsFile is not null ? SafeFile.ReadAllText(labelsFile, MaxLabelsBytes, $"model.labels: {labelsFile}").Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
+                    : model.DefaultLabels?.ToList() ?? [];
+            }
+            catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+            {
+                throw new PipelineException([new(file, (int)m.LabelsMark.Line, (int)m.LabelsMark.Column, e.Message)]);
+            }
             if (errors.Count > 0) throw new PipelineException(errors);
 
             // Probe the model once: output size, and the shape of every layer the steps name.
@@ -112,7 +129,10 @@ public static partial class PipelineRunner
             foreach (var r in refs.Where(r => !layerNames.Contains(r.Layer)))
                 errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' does not exist in the model{Suggest.DidYouMean(r.Layer, layerNames)}; run 'loupe layers {Path.GetFileName(file)}' to list them"));
             var probeLayers = refs.Select(r => r.Layer).Where(layerNames.Contains).Distinct().ToList();
-            var (outputSize, shapes) = Probe(model, input, probeLayers);
+            long outputSize;
+            Dictionary<string, long[]> shapes;
+            try { (outputSize, shapes) = Probe(model, input, probeLayers); }
+            catch (LoupeException e) { throw new PipelineException([new(file, (int)m.Mark.Line, (int)m.Mark.Column, $"model '{m.Uses}': {e.Message}")]); }
             var firstForward = DateTimeOffset.Now;
             foreach (var r in refs.Where(r => r.Spatial && shapes.TryGetValue(r.Layer, out var s) && s.Length != 4))
                 errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' has output shape ({string.Join("×", shapes[r.Layer])}), but this step needs a spatial N×C×H×W layer"));
@@ -275,6 +295,12 @@ public static partial class PipelineRunner
         return new TargetRef(desc, bound.Value, mark);
     }
 
+    /// <summary>Most intra-op threads a pipeline may ask for: 4 per core (thousands of threads stall the machine).</summary>
+    static int MaxThreads => 4 * Environment.ProcessorCount;
+
+    /// <summary>Largest labels file read (one class name a line).</summary>
+    const long MaxLabelsBytes = 16L << 20;
+
     /// <summary>Runs a zero batch through the model, capturing <paramref name="layers"/>; returns the output size and layer shapes.</summary>
     public static (long OutputSize, Dictionary<string, long[]> Shapes) Probe(IModel model, InputSpec input, IReadOnlyCollection<string> layers)
     {
@@ -284,7 +310,7 @@ public static partial class PipelineRunner
         var x = zeros(1, input.Channels, input.Height, input.Width);
         Tensor y;
         try { y = model.Forward(x); }
-        catch (Exception e) { throw new LoupeException($"the model cannot run on input 1×{input.Channels}×{input.Height}×{input.Width}: {e.Message}", e); }
+        catch (Exception e) { throw new LoupeException($"the model cannot run on input 1×{input.Channels}×{input.Height}×{input.Width}: {e.Message.Split('\n')[0]}", e); }
         var shapes = new Dictionary<string, long[]>();
         foreach (var l in layers) if (cap.TryGet(l, out var a)) shapes[l] = a.shape;
         return (y.dim() >= 2 ? y.shape[1] : y.numel(), shapes);

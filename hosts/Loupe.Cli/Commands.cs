@@ -76,11 +76,11 @@ internal static class Commands
         ["steps"] = r.Manifest?["steps"]?.DeepClone(),
     };
 
-    public static int Merge(string[] dirs, string outDir, bool quiet, bool json)
+    public static int Merge(string[] dirs, string outDir, bool quiet, bool json, string[]? plugins = null)
     {
         var observer = new ConsoleObserver(quiet || json);
         var sw = Stopwatch.StartNew();
-        var result = ShardMerger.Merge(new MergeRequest(dirs, outDir) { PluginDirectories = PluginDirs, Observer = observer });
+        var result = ShardMerger.Merge(new MergeRequest(dirs, outDir) { PluginDirectories = [.. PluginDirs, .. plugins ?? []], Observer = observer });
         foreach (var e in result.Errors) Error(e.ToString());
         if (json) Console.WriteLine(Summary((string?)result.Manifest?["pipelineFile"] ?? outDir, result).ToJsonString(Manifest.JsonOptions));
         else if (result.OutDir is not null) observer.PrintSummary(result, sw.Elapsed);

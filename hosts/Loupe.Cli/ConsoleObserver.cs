@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Loupe.Abstractions;
 using Loupe.Core;
 
 namespace Loupe.Cli;
@@ -14,7 +15,7 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
 
     public void StepStarted(string stepId, string uses, int index, int count)
     {
-        _label = $"[{index + 1}/{count}] {stepId} ({uses})";
+        _label = SafeFile.Printable($"[{index + 1}/{count}] {stepId} ({uses})");
         _step.Restart();
         if (!quiet && !_live) Console.Error.WriteLine(_label + " ...");
     }
@@ -28,22 +29,25 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
         const int width = 24;
         int filled = (int)Math.Round(fraction * width);
         var eta = fraction > 0.01 ? TimeSpan.FromMilliseconds(now / fraction - now) : (TimeSpan?)null;
-        var line = $"{_label} [{new string('#', filled)}{new string('.', width - filled)}] {fraction,4:P0}{(eta is { } e ? $" ETA {e:mm\\:ss}" : "")} {message}";
-        Console.Error.Write("\r" + line.PadRight(Math.Min(Console.BufferWidth > 0 ? Console.BufferWidth - 1 : 100, 120)));
+        var line = $"{_label} [{new string('#', filled)}{new string('.', width - filled)}] {fraction,4:P0}{(eta is { } e ? $" ETA {e:mm\\:ss}" : "")} {SafeFile.Printable(message ?? "")}";
+        Raw.Write("\r" + line.PadRight(Math.Min(Console.BufferWidth > 0 ? Console.BufferWidth - 1 : 100, 120)));
     }
 
     public void StepFinished(string stepId, string status, TimeSpan duration, string? error)
     {
         if (quiet) { if (error != null) Console.Error.WriteLine($"{stepId}: {status}: {error}"); return; }
-        if (_live) Console.Error.Write("\r" + new string(' ', 100) + "\r");
+        if (_live) Raw.Write("\r" + new string(' ', 100) + "\r");
         var mark = status == "succeeded" ? Paint("✓", "32") : Paint("✗", "31");
-        Console.Error.WriteLine($"{mark} {_label} {status} in {duration.TotalSeconds:F2}s{(error is null ? "" : ": " + error)}");
+        Raw.WriteLine($"{mark} {_label} {status} in {duration.TotalSeconds:F2}s{(error is null ? "" : ": " + SafeFile.Printable(error))}");
     }
 
     public void Warning(string message)
     {
-        if (!quiet) Console.Error.WriteLine(Paint("warning: ", "33") + message);
+        if (!quiet) Raw.WriteLine(Paint("warning: ", "33") + SafeFile.Printable(message));
     }
+
+    /// <summary>Standard error without filtering: every text written to it is cleaned here first.</summary>
+    static TextWriter Raw => PrintableWriter.RawError;
 
     string Paint(string s, string code) => _color ? $"\u001b[{code}m{s}\u001b[0m" : s;
 

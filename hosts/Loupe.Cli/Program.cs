@@ -5,6 +5,7 @@ using Loupe.Abstractions;
 using Loupe.Cli;
 using Loupe.Core;
 
+PrintableWriter.Install();
 var quiet = new Option<bool>("--quiet", "-q") { Description = "print only errors and the output folder", Recursive = true };
 var json = new Option<bool>("--json") { Description = "print a machine-readable JSON summary on stdout", Recursive = true };
 var setOpt = new Option<string[]>("--set") { Description = "override a pipeline value, e.g. --set steps.cam.with.layer=layer3 (repeatable)" };
@@ -28,8 +29,9 @@ root.Subcommands.Add(validate);
 
 var shardDirs = new Argument<string[]>("shard-dir") { Description = "output folders of 'loupe run --shard i/n', all n of them", Arity = ArgumentArity.OneOrMore };
 var mergeOut = new Option<string>("--out") { Description = "folder for the merged run (must not exist or be empty)", Required = true };
-var merge = new Command("merge", "merge the output folders of 'run --shard i/n' into one run folder, as if run unsharded") { shardDirs, mergeOut };
-merge.SetAction(pr => Commands.Merge(pr.GetValue(shardDirs)!, pr.GetValue(mergeOut)!, pr.GetValue(quiet), pr.GetValue(json)));
+var mergePlugins = new Option<string[]>("--plugin") { Description = "also load plugins from this folder (repeatable); merge never loads the plugin folders a shard's manifest names" };
+var merge = new Command("merge", "merge the output folders of 'run --shard i/n' into one run folder, as if run unsharded") { shardDirs, mergeOut, mergePlugins };
+merge.SetAction(pr => Commands.Merge(pr.GetValue(shardDirs)!, pr.GetValue(mergeOut)!, pr.GetValue(quiet), pr.GetValue(json), pr.GetValue(mergePlugins)));
 root.Subcommands.Add(merge);
 
 var portOpt = new Option<int>("--port") { Description = "port to listen on (default: any free port)" };

@@ -107,6 +107,9 @@ public static class ImageDecoding
     {
         var c = Configuration.Default.Clone();
         c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Gif.GifFormat.Instance, new SixLabors.ImageSharp.Formats.Gif.GifDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
+        // Text chunks (zTXt/iTXt) may inflate to gigabytes: metadata is never read.
+        c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Png.PngFormat.Instance, new SixLabors.ImageSharp.Formats.Png.PngDecoder { IgnoreMetadata = true });
+        c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Jpeg.JpegFormat.Instance, new SixLabors.ImageSharp.Formats.Jpeg.JpegDecoder { IgnoreMetadata = true });
         c.ImageFormatsManager.SetDecoder(SixLabors.ImageSharp.Formats.Tiff.TiffFormat.Instance, new SixLabors.ImageSharp.Formats.Tiff.TiffDecoder { DecodingMode = SixLabors.ImageSharp.Metadata.FrameDecodingMode.First });
         return c;
     }
@@ -116,6 +119,11 @@ public static class ImageDecoding
     {
         try
         {
+            // .NET decodes file names as UTF-8: a name that is not UTF-8 comes back with U+FFFD and cannot be reopened.
+            if (file.Contains('\uFFFD') && !File.Exists(file))
+                return "its file name is not valid UTF-8 (shown with �), and .NET cannot open such a name: rename the file (e.g. convmv -f latin1 -t utf8)";
+            // A FIFO blocks the open until a writer comes, a device never ends: refuse before opening.
+            SafeFile.RequireRegular(file, "");
             using var fs = File.OpenRead(file);
             Span<byte> head = stackalloc byte[21];
             int got = fs.ReadAtLeast(head, head.Length, false);
@@ -125,6 +133,9 @@ public static class ImageDecoding
             // tools/Loupe.Fuzz: a 65-byte file allocated 1.2 GB).
             if (got >= 14 && head[0] == 'B' && head[1] == 'M' && System.Buffers.Binary.BinaryPrimitives.ReadUInt32LittleEndian(head[10..]) is var offset && offset > fs.Length)
                 return $"BMP pixel data offset {offset} is beyond the end of the file ({fs.Length} bytes)";
+            // Decoders fill a truncated image with zeros; refuse it, as PIL does (LOAD_TRUNCATED_IMAGES off).
+            fs.Position = 0;
+            if (Truncation.Check(fs) is { } cut) return cut;
             fs.Position = 0;
             var info = Image.Identify(Config, fs);
             if (info is null) return "not a recognised image format";
@@ -133,6 +144,7 @@ public static class ImageDecoding
                 return $"image is {info.Width}×{info.Height} = {(long)info.Width * info.Height} pixels, over the limit of {maxPixels}";
             return null;
         }
+        catch (LoupeException e) { return e.Message.TrimStart(':', ' '); }
         catch (Exception e) { return $"not a readable image ({e.GetType().Name}: {e.Message})"; }
     }
 

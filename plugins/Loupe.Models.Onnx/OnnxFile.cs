@@ -34,6 +34,7 @@ public sealed class OnnxFile
     {
         var full = System.IO.Path.GetFullPath(path);
         if (!File.Exists(full)) throw new LoupeException($"ONNX file not found: {full}");
+        SafeFile.RequireRegular(full, $"ONNX file {full}");
         var length = new FileInfo(full).Length;
         if (length > maxBytes)
             throw new LoupeException($"ONNX file {full} is {length / 1048576.0:F0} MB, above the limit of {maxBytes / 1048576.0:F0} MB (option max_file_mb)");
@@ -85,15 +86,17 @@ public sealed class OnnxFile
             if (!kv.TryGetValue("location", out var location) || location.Length == 0)
                 throw new LoupeException($"{source}: tensor '{t.Name}' is stored externally but names no data file");
             if (System.IO.Path.IsPathRooted(location) || location.Split('/', '\\').Contains(".."))
-                throw new LoupeException($"{source}: tensor '{t.Name}' points outside the model's folder ('{location}'); refused");
-            var file = System.IO.Path.Combine(dir, location);
+                throw new LoupeException($"{source}: tensor '{Name(t)}' points outside the model's folder ('{SafeFile.Printable(location)}'); refused");
+            long offset = Number(kv, "offset", 0, t, source), length = Number(kv, "length", -1, t, source);
+            // Links are resolved (a folder link to /etc with location etc/passwd must not read /etc/passwd).
+            var file = SafeFile.Inside(dir, location, $"{source}: tensor '{Name(t)}' external data");
             if (!File.Exists(file))
-                throw new LoupeException($"{source}: tensor '{t.Name}' is stored in external data file '{location}', which is missing (looked for {file})");
-            long offset = kv.TryGetValue("offset", out var o) ? long.Parse(o) : 0;
+                throw new LoupeException($"{source}: tensor '{Name(t)}' is stored in external data file '{SafeFile.Printable(location)}', which is missing (looked for {SafeFile.Printable(file)})");
+            SafeFile.RequireRegular(file, $"{source}: tensor '{Name(t)}' external data file '{SafeFile.Printable(location)}'");
             var fileLength = new FileInfo(file).Length;
-            long len = kv.TryGetValue("length", out var l) ? long.Parse(l) : fileLength - offset;
-            if (offset < 0 || len < 0 || offset + len > fileLength)
-                throw new LoupeException($"{source}: tensor '{t.Name}' needs bytes {offset}..{offset + len} of '{location}', which has {fileLength} bytes (truncated?)");
+            long len = length >= 0 ? length : fileLength - Math.Min(offset, fileLength);
+            if (offset > fileLength || len > fileLength - offset)
+                throw new LoupeException($"{source}: tensor '{Name(t)}' needs {len} bytes from offset {offset} of '{SafeFile.Printable(location)}', which has {fileLength} bytes (truncated?)");
             total += len;
             if (total > maxBytes) throw new LoupeException($"{source}: external data exceeds the limit of {maxBytes / 1048576.0:F0} MB (option max_file_mb)");
             var bytes = new byte[len];
@@ -106,6 +109,18 @@ public sealed class OnnxFile
             t.DataLocation = TensorProto.Types.DataLocation.Default;
             t.ExternalData.Clear();
         }
+    }
+
+    /// <summary>A tensor's name as it may be printed.</summary>
+    static string Name(TensorProto t) => SafeFile.Printable(t.Name);
+
+    /// <summary>An external-data <c>offset</c>/<c>length</c>: a decimal integer ≥ 0 that fits 64 bits.</summary>
+    static long Number(Dictionary<string, string> kv, string key, long fallback, TensorProto t, string source)
+    {
+        if (!kv.TryGetValue(key, out var text)) return fallback;
+        if (!long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var v))
+            throw new LoupeException($"{source}: tensor '{Name(t)}' external data '{key}' is '{SafeFile.Printable(text)}', not a whole number of bytes from 0 to {long.MaxValue}");
+        return v;
     }
 
     /// <summary>The input spec (channels and size from the input's static shape or the options; mean/std from the

@@ -50,6 +50,19 @@ public sealed class OnnxNode
     /// <summary>A LoupeException about this node.</summary>
     public LoupeException Error(string message) => new($"{_source}: {Display} (opset {Opset}): {message}");
 
+    /// <summary>Largest tensor an operator whose output size comes from the file (Pad, Resize, Expand, ...) may create:
+    /// the default memory budget (settings.memory_budget_mb), checked before anything is allocated.</summary>
+    public const long MaxOutputBytes = 1L << 30;
+
+    /// <summary>Throws unless a float tensor of <paramref name="shape"/> fits <see cref="MaxOutputBytes"/> (no overflow).</summary>
+    public void CheckOutput(IEnumerable<long> shape)
+    {
+        long elements = 1;
+        foreach (var d in shape)
+            if (d < 0 || d > 0 && elements > MaxOutputBytes / 4 / d) throw Error($"output shape ({string.Join("×", shape)}) is over the memory budget of {MaxOutputBytes >> 20} MB");
+            else elements *= d;
+    }
+
     public bool Has(string name) => _attributes.ContainsKey(name);
 
     public long Int(string name, long fallback) => _attributes.TryGetValue(name, out var a) ? a.I : fallback;

@@ -117,6 +117,7 @@ public static partial class Ops
         if (first == r) return t.alias();
         var list = new List<long>();
         for (int i = r - 1; i >= first; i--) { list.Add(pads[i]); list.Add(pads[i + r]); }
+        n.CheckOutput(t.shape.Select((d, i) => d + pads[i] + pads[i + r])); // pads come from the file: bound before F.pad allocates
         var mode = n.String("mode", "constant") switch { "reflect" => PaddingModes.Reflect, "edge" => PaddingModes.Replicate, _ => PaddingModes.Constant };
         return F.pad(t, list.ToArray(), mode, value);
     }

@@ -220,11 +220,18 @@ public class FaultTests
         }
         else
         {
-            // The disk-full manifest could not be written: the copy on disk is the last one that fit (valid JSON).
-            AssertManifest(r.OutDir!, "succeeded", "pending", "pending");
+            // The disk-full manifest could not be written: the copy on disk is the last one that fit (valid JSON), the one
+            // written at the start (finished steps go to the journal, not to a rewritten manifest: issue 26), and the
+            // journal beside it records the step that finished.
+            AssertManifest(r.OutDir!, "pending", "pending", "pending");
+            var journal = File.ReadAllLines(Path.Combine(r.OutDir!, OutputFolder.JournalName)).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!).ToList();
+            Assert.Equal(["before/succeeded", "middle/failed"], journal.Select(j => $"{j["step"]!["id"]}/{j["step"]!["status"]}"));
+            var kept = journal[0]["artifacts"]!.AsArray();
+            Assert.NotEmpty(kept);
+            Assert.All(kept, a => Assert.True(File.Exists(Path.Combine(r.OutDir!, (string)a!["path"]!))));
             Assert.Contains("manifest.json could not be updated", Assert.Single(r.Errors).Message);
         }
-        AssertOutputs(r.OutDir!, "before");
+        if (manifestFits) AssertOutputs(r.OutDir!, "before");
         Assert.False(Directory.Exists(Path.Combine(r.OutDir!, "after")));
     }
 

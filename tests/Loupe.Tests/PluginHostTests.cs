@@ -206,4 +206,31 @@ public class PluginHostTests
         var r = TestEnv.Run(EdgePipeline("/nonexistent/plugins", "  - uses: edge-map\n"));
         Assert.Contains("plugin folder not found: /nonexistent/plugins", Assert.Single(r.Errors).Message);
     }
+
+    [Fact]
+    public void A_pin_is_checked_before_any_copy_loads_and_unpinned_copies_are_refused()
+    {
+        // Issue 26, hole 4: the host's folders (and LOUPE_PLUGIN_PATH) come before the pipeline's entries, so an
+        // unpinned copy of a pinned plugin used to load (and run its registrar) before the pin was checked.
+        var pinned = FreshCopy();
+        var earlier = FreshCopy();
+        var dll = Path.Combine(pinned, "Loupe.Sample.EdgeMap.dll");
+        RunResult Run(string sha) => PipelineRunner.Run(new RunRequest(PinnedPipeline(pinned, sha))
+        {
+            OutDir = Path.Combine(TestEnv.TempDir(), "out"), PluginDirectories = [TestEnv.PluginDirectory, earlier],
+        });
+        var wrong = Run(new string('0', 64));
+        Assert.Contains("SHA-256 mismatch", Assert.Single(wrong.Errors).Message);
+        var copy = Run(PluginHost.Sha256File(dll));
+        Assert.Equal(2, copy.ExitCode);
+        Assert.Contains($"plugin {Path.Combine(earlier, "Loupe.Sample.EdgeMap.dll")} is an unpinned copy of the pinned plugin 'Loupe.Sample.EdgeMap'", Assert.Single(copy.Errors).Message);
+        Assert.False(IsLoaded(earlier), "an unpinned copy of a pinned plugin must not load");
+        Assert.False(IsLoaded(pinned), "nothing loads while a pin is unresolved");
+        // The pinned file reached a second time through a folder entry is the same file: that is fine.
+        var same = PipelineRunner.Run(new RunRequest(PinnedPipeline(dll, PluginHost.Sha256File(dll)))
+        {
+            OutDir = Path.Combine(TestEnv.TempDir(), "out"), PluginDirectories = [TestEnv.PluginDirectory, pinned],
+        });
+        Assert.True(same.ExitCode == 0, string.Join("\n", same.Errors));
+    }
 }

@@ -127,7 +127,8 @@ public class UnreadableImageMidDatasetTests
         Directory.CreateDirectory(images);
         var pngs = Directory.GetFiles(Path.Combine(TestEnv.Samples, "images", "fashion")).Order().Take(6).ToArray();
         foreach (var png in pngs) File.Copy(png, Path.Combine(images, Path.GetFileName(png)));
-        // Header intact (the open-time check passes), pixel data cut: decoding fails while the dataset streams.
+        // Header intact, pixel data cut. Open refuses (or skips) a truncated file, so the fail-policy test cuts it only
+        // once the first step has started (CutWhenStepsStart): decoding then fails while the dataset streams.
         var bytes = File.ReadAllBytes(pngs[2]);
         File.WriteAllBytes(Path.Combine(images, "00002-truncated.png"), bytes[..(bytes.Length / 2)]);
         return images;
@@ -152,16 +153,31 @@ public class UnreadableImageMidDatasetTests
     public void FailPolicyFailsTheDatasetStepsNamingTheFileAndKeepsNothingHalfWritten()
     {
         var dir = TestEnv.TempDir();
-        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(Pipeline(dir, "fail")) { PluginDirectories = [TestEnv.PluginDirectory], OutDir = Path.Combine(dir, "out") });
+        var pipeline = Pipeline(dir, "fail");
+        var file = Path.Combine(dir, "images", "00002-truncated.png");
+        var whole = File.ReadAllBytes(Path.Combine(TestEnv.Samples, "images", "fashion", "00002-trouser.png"));
+        File.WriteAllBytes(file, whole);
+        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(pipeline)
+        {
+            PluginDirectories = [TestEnv.PluginDirectory], OutDir = Path.Combine(dir, "out"), Observer = new CutWhenStepsStart(file, whole.Length / 2),
+        });
         Assert.Equal(1, r.ExitCode);
         foreach (var step in new[] { "emb", "patches", "sal" })
         {
             var rec = r.Manifest!["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == step)!;
             Assert.Equal("failed", rec["status"]!.GetValue<string>());
-            Assert.Contains("00002-truncated.png: cannot decode image", rec["error"]!.GetValue<string>());
+            Assert.Contains("00002-truncated.png: truncated PNG", rec["error"]!.GetValue<string>());
         }
         Assert.False(File.Exists(Path.Combine(r.OutDir!, "emb", "features.npy")));
         Assert.True(File.Exists(Path.Combine(r.OutDir!, "manifest.json")));
+    }
+
+    sealed class CutWhenStepsStart(string file, int length) : Loupe.Core.IRunObserver
+    {
+        public void StepStarted(string stepId, string uses, int index, int count)
+        {
+            if (index == 0) File.WriteAllBytes(file, File.ReadAllBytes(file)[..length]);
+        }
     }
 
     [Fact]

@@ -96,7 +96,8 @@ static IEnumerable<string> Glob(string root, string pattern)
 {
     var dir = Path.Combine(root, Path.GetDirectoryName(pattern)!);
     if (!Directory.Exists(dir)) return [];
-    return Directory.EnumerateFiles(dir, Path.GetFileName(pattern)).Where(f => !f.EndsWith(".json") && !f.EndsWith(".py") && !f.EndsWith(".md")).Order();
+    // .json files are skipped (corpus.json, expectations) unless the pattern asks for them (the manifest target's seeds).
+    return Directory.EnumerateFiles(dir, Path.GetFileName(pattern)).Where(f => (!f.EndsWith(".json") || pattern.EndsWith(".json")) && !f.EndsWith(".py") && !f.EndsWith(".md")).Order();
 }
 
 namespace Loupe.Fuzz

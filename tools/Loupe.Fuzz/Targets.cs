@@ -26,7 +26,9 @@ static class Targets
         new("yaml", ".yaml", ["configs/*.yaml", "tests/corpus/yaml/*"],
             ["&a ", "*a", "<<: *a", "[", "]", "{", "}", "- ", ": ", "\t", "!!str ", "!!binary ", "'", "\"", "---\n", "...\n", "%YAML 1.2\n",
              "~", "? ", "|\n", ">-\n", "\\u0000", "version: 1\n", "steps:\n", "  - id: a\n    uses: grad-cam\n", "with: ", "model:\n", "settings: { batch_size: 99999999999 }\n",
-             "memory_budget_mb: -1", "999999999999999999999", "1e309", "\n  ", "#", "!"],
+             "memory_budget_mb: -1", "999999999999999999999", "1e309", "\n  ", "#", "!",
+             // issue 26: overflowing durations, NUL and escapes in strings, system output folders, devices as files
+             "timeout: 99999999999999999999h", "step_timeout: 1e300s", "\"\\0\"", "\"\\e[2J\"", "id: \"a\\n\"", "output: { dir: /etc }", "labels: /dev/zero", "threads: 100000", "input: { size: [100000, 100000] }"],
             path =>
             {
                 var spec = PipelineParser.Parse(path);
@@ -60,7 +62,9 @@ static class Targets
                 foreach (var b in source.Read(Grey28, 16, default)) b.Dispose();
             }),
         new("onnx", ".onnx", ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"],
-            ["\u0008\u0007", "\u0008\u00ff\u00ff\u00ff\u00ff\u000f", "Conv", "Gemm", "Reshape", "ConstantOfShape", "Expand", "Tile", "Resize", "\u0012\u0004", "\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u007f"],
+            ["\u0008\u0007", "\u0008\u00ff\u00ff\u00ff\u00ff\u000f", "Conv", "Gemm", "Reshape", "ConstantOfShape", "Expand", "Tile", "Resize", "\u0012\u0004", "\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u007f",
+             // issue 26: external data (location, offset, length), links out of the folder, control characters in names
+             "location", "offset", "length", "99999999999999999999", "-5", "12abc", "../", "/etc/passwd", "linked/passwd", "/dev/zero", "\u001b]0;x\u0007", "Pad"],
             path =>
             {
                 var file = OnnxFile.Load(path, 64L << 20);
@@ -78,11 +82,31 @@ static class Targets
                 foreach (var b in source.Read(Grey28, 16, default)) b.Dispose();
             }),
         new("image", ".png", ["samples/images/fashion/*.png", "tests/corpus/images/*"],
-            ["\u0089PNG\r\n\u001a\n", "IHDR", "IDAT", "IEND", "PLTE", "tRNS", "\u00ff\u00d8\u00ff", "GIF89a", "BM", "RIFF", "WEBP", "II*\u0000", "\u0000\u0001\u0086\u00a0"],
+            ["\u0089PNG\r\n\u001a\n", "IHDR", "IDAT", "IEND", "PLTE", "tRNS", "zTXt", "iTXt", "tEXt", "\u00ff\u00d9", "\u00ff\u00da", "\u00ff\u00d8\u00ff", "GIF89a", "BM", "RIFF", "WEBP", "II*\u0000", "\u0000\u0001\u0086\u00a0"],
             path =>
             {
                 if (ImageDecoding.Check(path, 4L << 20) is { } problem) throw new LoupeException($"{path}: {problem}");
                 _ = ImageDecoding.Load(path, Rgb32, 4L << 20);
+            }),
+        // Issue 26: manifests of shard and run folders from elsewhere, read by 'loupe merge' and 'loupe report': the
+        // input is the manifest of a one-shard run folder (paths inside it must stay inside; nothing may load code).
+        new("manifest", ".json", ["tools/Loupe.Fuzz/seeds/*.json"],
+            ["\"path\": \"../", "\"path\": \"/etc/passwd\"", "\"id\": \"../x\"", "\"plugins\": [", "{\"path\": \"x\", \"sha256\": \"", "\"shard\": {", "\"count\": 1", "\"index\": 0",
+             "\"status\": \"succeeded\"", "\"artifacts\": [", "null", "[[[[[[[[", "\"\\u0000\"", "\"\\u001b[2J\"", "9223372036854775807", "-1"],
+            path =>
+            {
+                var run = Path.Combine(Path.GetDirectoryName(path)!, "run-" + Guid.NewGuid().ToString("N"));
+                Directory.CreateDirectory(Path.Combine(run, "sal"));
+                File.Copy(path, Path.Combine(run, "manifest.json"));
+                try
+                {
+                    // The input was copied to <run>/manifest.json: refusals are re-raised naming the input.
+                    try { _ = Loupe.Core.Report.RunFolder.Open(run); }
+                    catch (LoupeException e) { throw new LoupeException($"{path}: {e.Message}"); }
+                    var r = ShardMerger.Merge(new MergeRequest([run], run + "-merged") { PluginDirectories = [] });
+                    if (r.Errors.Count > 0) throw new LoupeException($"{path}: {r.Errors[0]}");
+                }
+                finally { Directory.Delete(run, true); if (Directory.Exists(run + "-merged")) Directory.Delete(run + "-merged", true); }
             }),
     ];
 

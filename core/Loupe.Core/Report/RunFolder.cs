@@ -33,7 +33,7 @@ public sealed class RunFolder
         JsonObject manifest;
         try
         {
-            manifest = JsonNode.Parse(File.ReadAllText(file)) as JsonObject
+            manifest = Loupe.Core.Manifest.Parse(SafeFile.ReadAllText(file, Loupe.Core.Manifest.MaxBytes, file)) as JsonObject
                 ?? throw new LoupeException($"{file}: not a Loupe manifest: the top level is not a JSON object");
         }
         catch (JsonException e) { throw new LoupeException($"{file}: not a Loupe manifest: invalid JSON at line {e.LineNumber + 1}: {e.Message}"); }
@@ -47,9 +47,9 @@ public sealed class RunFolder
         catch (JsonException e) { throw new LoupeException($"{file}: not a Loupe manifest: 'artifacts' is malformed: {e.Message}"); }
         foreach (var a in artifacts)
         {
-            var full = a.Path is null ? null : Path.GetFullPath(Path.Combine(dir, a.Path));
-            if (a.Path is null || a.Step is null || a.Kind is null || Path.IsPathRooted(a.Path) || !full!.StartsWith(dir + Path.DirectorySeparatorChar, StringComparison.Ordinal))
-                throw new LoupeException($"{file}: artifact '{a.Path}' must name a step, a kind and a path inside the run folder");
+            if (a.Path is null || a.Step is null || a.Kind is null)
+                throw new LoupeException($"{file}: artifact '{SafeFile.Printable(a.Path ?? "")}' must name a step, a kind and a path inside the run folder");
+            SafeFile.Inside(dir, a.Path, $"{file}: an artifact must name a step, a kind and a path inside the run folder");
         }
         return new RunFolder { Directory = dir, Manifest = manifest, Artifacts = artifacts, Steps = steps.Cast<JsonObject>().ToList() };
     }

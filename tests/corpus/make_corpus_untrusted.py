@@ -1,0 +1,70 @@
+"""Issue 26 corpus cases (untrusted files: external data, limits, truncation, metadata bombs, control characters),
+kept out of make_corpus.py, which calls each function with its globals (the helpers y, o, img, ok_img, model, ...)."""
+import io
+import zlib
+
+import numpy as np
+from onnx import TensorProto, helper
+from PIL import Image
+
+
+def yaml_cases(g):
+    y, PIPE = g["y"], g["PIPE"]
+    # Issue 26: overflowing timeouts, NUL in paths, step ids with control characters, system output folders, /dev/zero
+    # as labels, model.input over the memory budget, absurd thread counts (a warning, then the run is valid).
+    y("timeout-overflow.yaml", PIPE + "settings: { step_timeout: 99999999999999999999h }\n", "must be a duration such as 30s")
+    y("timeout-step-overflow.yaml", PIPE.replace("uses: grad-cam", "uses: grad-cam\n    timeout: 99999999999999999999999999999999999999999999s"), "must be a duration such as 30s")
+    y("nul-in-path.yaml", PIPE.replace("path: ../../fixtures/fashion_input.npy", 'path: "../../fixtures/fashion\\0input.npy"'), "the path contains a NUL character")
+    y("step-id-newline.yaml", PIPE.replace("id: cam", 'id: "cam\\n"'), "step id 'cam\n' may contain only letters")
+    y("step-id-escape.yaml", PIPE.replace("id: cam", 'id: "cam\\e[2J"'), "step id 'cam?[2J' may contain only letters")
+    y("output-dir-etc.yaml", PIPE + "output: { dir: /etc/loupe-runs }\n", "a system folder")
+    y("output-dir-root.yaml", PIPE + "output: { dir: / }\n", "a system folder")
+    y("output-dir-dev.yaml", PIPE + "output: { dir: /dev/shm/../loupe-runs }\n", "a system folder")
+    y("labels-dev-zero.yaml", PIPE.replace("weights: ../../fixtures/fashion_cnn_seed0.pt }", "weights: ../../fixtures/fashion_cnn_seed0.pt }\n  labels: /dev/zero"), "is a character device, not a regular file")
+    y("input-size-huge.yaml", PIPE.replace("weights: ../../fixtures/fashion_cnn_seed0.pt }", "weights: ../../fixtures/fashion_cnn_seed0.pt }\n  input: { size: [100000, 100000] }"), "is over the limits")
+
+
+def onnx_cases(g):
+    o, model, raw_tensor, nodes, X, Y = g["o"], g["model"], g["raw_tensor"], g["nodes"], g["X"], g["Y"]
+
+    def external(location, **kv):
+        t = raw_tensor("w", [10, 784], b"")
+        t.data_location = TensorProto.EXTERNAL
+        t.external_data.add(key="location", value=location)
+        for k, v in kv.items():
+            t.external_data.add(key=k, value=v)
+        return model(nodes, [X], [Y], [t])
+
+
+    # Issue 26. SecurityTests copies this file next to a link 'linked' -> /etc: the real path must stay in the model's folder.
+    o("external-data-via-link.onnx", external("linked/passwd"), "which is missing")
+    o("external-offset-not-a-number.onnx", external("w.bin", offset="12abc"), "external data 'offset' is '12abc', not a whole number")
+    o("external-offset-overflow.onnx", external("w.bin", offset="99999999999999999999"), "external data 'offset' is '99999999999999999999', not a whole number")
+    o("external-length-negative.onnx", external("w.bin", length="-5"), "external data 'length' is '-5', not a whole number")
+    # Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
+    pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
+    o("pad-bomb.onnx", model([helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("ReduceMean", ["p"], ["y"], axes=[2, 3], keepdims=0)], [X], [Y], [pads]),
+      "output shape (1×1×200028×200028) is over the memory budget of 1024 MB")
+    o("control-chars-in-names.onnx", external("\x1b]0;pwned\x07\x1b[2J.bin"), "'?]0;pwned??[2J.bin', which is missing")
+
+
+def image_cases(g):
+    img, ok_img, png, jpg, png_chunk, pattern = g["img"], g["ok_img"], g["png"], g["jpg"], g["png_chunk"], g["pattern"]
+
+    def pil_refuses(data):
+        try:
+            Image.open(io.BytesIO(data)).load()
+        except (OSError, SyntaxError):
+            return True
+        return False
+
+
+    # Issue 26: slightly truncated files that ImageSharp would decode and fill; PIL (the reference) refuses both.
+    png_cut, jpg_cut = png[:-30], jpg[:-100]
+    assert pil_refuses(png_cut) and pil_refuses(jpg_cut)
+    img("truncated-last-bytes.png", png_cut, "truncated PNG")
+    img("truncated-no-eoi.jpg", jpg_cut, "truncated JPEG: no end-of-image marker")
+    # Text chunks that inflate to 2 × 160 MB: metadata is never inflated, the image itself is valid.
+    bomb = zlib.compress(b"\0" * (160 << 20), 9)
+    ztxt = png_chunk(b"zTXt", b"Comment\0\0" + bomb) + png_chunk(b"iTXt", b"Comment\0\1\0en\0\0" + bomb)
+    ok_img("text-chunk-bomb.png", png[:33] + ztxt + png[33:], np.asarray(pattern()))
