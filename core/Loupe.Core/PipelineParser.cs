@@ -12,9 +12,9 @@ public static class PipelineParser
     internal static readonly string[] TopKeys = ["version", "name", "seed", "plugins", "model", "data", "steps", "output", "settings"];
     internal static readonly string[] ModelKeys = ["uses", "with", "input", "labels"];
     internal static readonly string[] DataKeys = ["uses", "with"];
-    internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect", "timeout"];
+    internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect", "timeout", "display"];
     internal static readonly string[] OutputKeys = ["dir", "report"];
-    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb", "max_image_pixels", "max_items", "step_timeout"];
+    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb", "max_image_pixels", "max_items", "step_timeout", "display", "top_k"];
     internal static readonly string[] PluginKeys = ["path", "sha256"];
     internal static readonly string[] ReportKinds = ["none", "html"];
 

@@ -161,6 +161,15 @@ public static partial class PipelineRunner
             if (!outcome.Abandoned) stepCancellation.Dispose(); // an abandoned step may still read its token
             Save("running");
         }
+        if (!outputFault && !cancellation.IsCancellationRequested && run.TopK > 0 && run.Data is not null)
+        {
+            try
+            {
+                if (Predictions.Compute(run, run.TopK, cancellation, out var skipped) is { } predictions) manifest["predictions"] = predictions;
+                else if (skipped is not null) manifest["predictionsSkipped"] = skipped;
+            }
+            catch (Exception e) when (e is not OperationCanceledException) { observer?.Warning($"predictions not recorded: {e.Message}"); }
+        }
         // A shard's run-level outputs are written by 'loupe merge', over all shards; none after a full disk.
         if (run.Shard is null && !outputFault)
         {

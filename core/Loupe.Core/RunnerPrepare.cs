@@ -68,6 +68,8 @@ public static partial class PipelineRunner
         // Steps that wrap other steps (e.g. noise-tunnel's inner): resolve and bind the inner step here.
         for (int i = 0; i < stepOptions.Count; i++)
             if (stepOptions[i] is { } bo) stepOptions[i] = ResolveReferences(bo, spec.Steps[i], registry, spec, errors);
+        var displays = DisplayStyles.Bind(spec, errors);
+        var topK = DisplayStyles.TopK(spec, errors);
         var inputOverride = m.Input is null ? null : (InputOptions)OptionsBinder.Bind(typeof(InputOptions), m.Input, file, "model.input", spec.BaseDirectory, errors, m.Mark).Value;
         string? labelsFile = null;
         if (m.Labels is { } lf)
@@ -142,7 +144,7 @@ public static partial class PipelineRunner
                     foreach (var l in target.RequiredLayers.Where(l => !layerNames.Contains(l)))
                         errors.Add(new(file, (int)tr.Mark.Line, (int)tr.Mark.Column, $"step '{s.Id}' target: layer '{l}' does not exist{Suggest.DidYouMean(l, layerNames)}"));
                 }
-                prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target));
+                prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target) { Display = displays[i] });
             }
             ResolveLinks(spec, prepared, errors);
             if (shard is not null) errors.AddRange(RefuseUnshardable(spec, prepared, shard));
@@ -183,7 +185,7 @@ public static partial class PipelineRunner
             if (shard is not null) (data, rows) = Slice(spec, prepared, data, shard);
             return new PreparedRun
             {
-                Shard = rows,
+                Shard = rows, TopK = topK,
                 Spec = spec, Registry = registry, Model = model, ModelOptions = modelOptions!, Input = input, Labels = labels,
                 ModelFiles = modelAdapter.Files(modelOptions!, spec.BaseDirectory).ToList(), Data = data, DataOptions = dataOptions,
                 Steps = prepared, Warnings = warnings, FirstForwardAt = firstForward,
