@@ -98,9 +98,8 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
         var slots = single.Count > 0 ? [single] : Enumerable.Range(1, int.MaxValue)
             .Select(k => merge.InputDisplayEntries($"{ArtifactName}.top{k}", Explain.MaxGridTiles)).TakeWhile(t => t.Count > 0).ToList();
         var tiles = Interleave(slots).Take(Explain.MaxGridTiles).ToList();
-        // The maps' scales are not in the shards' outputs: captions name the input and target, the bar the scaling.
         Explain.Grid(merge.Output, ArtifactName, tiles.Select(t => t.Image).ToList(),
-            tiles.Select(t => (string?)(t.Target is null ? t.Input : $"{t.Input}\n{t.Target}")).ToList(), Title(merge.StepId, ArtifactName), Explain.Bar(DefaultOverlay));
+            tiles.Select(t => (string?)Explain.Caption(t.Input, t.Target)).ToList(), Title(merge.StepId, ArtifactName), Explain.Bar((merge.OverlayStyle ?? new OverlayStyle()).Over(DefaultOverlay)));
     }
 }
 

@@ -63,9 +63,11 @@ public sealed record OverlayStyle
 
     /// <summary>True when maps are scaled as Captum does (a sign or an outlier percentage is set); false: each map is
     /// min-max scaled (pytorch-grad-cam's <c>scale_cam_image</c>).</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public bool CaptumScaling => Sign is not null || OutlierPerc is not null;
 
     /// <summary>The colour map in effect.</summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public Colormap EffectiveColormap => Colormap ?? (Sign == AttributionSign.All ? Abstractions.Colormap.Diverging : Abstractions.Colormap.Viridis);
 
     /// <summary>What the colour measures, for a colour bar.</summary>
@@ -164,6 +166,6 @@ public static partial class Display
         var a = Math.Abs(v);
         if (a < 1e-2 || a >= 1e5) return v.ToString("0.##e+0", CultureInfo.InvariantCulture);
         int dec = Math.Max(0, 2 - (int)Math.Floor(Math.Log10(a)));
-        return Math.Round(v, dec).ToString(dec == 0 ? "0" : "0." + new string('#', dec), CultureInfo.InvariantCulture);
+        return Math.Round(v, dec, MidpointRounding.AwayFromZero).ToString(dec == 0 ? "0" : "0." + new string('#', dec), CultureInfo.InvariantCulture);
     }
 }

@@ -122,12 +122,12 @@ public static class Explain
         => Emit(ctx, name, batch, raw, displayMap, selection, gridTiles, null, null, maxGridTiles);
 
     /// <summary>Writes the per-input raw map (unchanged) and display overlay drawn in <paramref name="style"/> (null:
-    /// min-max scaled viridis), and keeps the overlay and its caption (input id, target, scale) for the step's grid.</summary>
+    /// min-max scaled viridis), and keeps the overlay and its caption (input id, target) for the step's grid.</summary>
     public static void Emit(IAnalysisContext ctx, string name, InputBatch batch, Tensor raw, Tensor displayMap, TargetSelection? selection,
         List<RgbImage> gridTiles, List<string>? gridCaptions, OverlayStyle? style, int maxGridTiles = MaxGridTiles)
     {
         using var cpu = raw.detach().to(ScalarType.Float32).cpu().contiguous();
-        var (overlays, scales) = StyledOverlays(batch.Pixels, displayMap, style);
+        var overlays = StyledOverlays(batch.Pixels, displayMap, style);
         for (int i = 0; i < batch.Ids.Length; i++)
         {
             var target = selection?.Labels[i];
@@ -138,45 +138,34 @@ public static class Explain
             if (gridTiles.Count < maxGridTiles)
             {
                 gridTiles.Add(overlay);
-                gridCaptions?.Add(Caption(batch.Ids[i], target, scales[i]));
+                gridCaptions?.Add(Caption(batch.Ids[i], target));
             }
         }
     }
 
-    /// <summary>A grid tile's caption: input id, target, and the map's scale.</summary>
-    static string Caption(string id, string? target, string scale) => target is null ? $"{id}\n{scale}" : $"{id}\n{target}\n{scale}";
+    /// <summary>A grid tile's caption: input id and target (what a merge of shards can rebuild from the artifacts).</summary>
+    public static string Caption(string id, string? target) => target is null ? id : $"{id}\n{target}";
 
-    /// <summary>Overlays of N×h×w maps on N×C×H×W pixels in <paramref name="style"/>, with each map's scale as text
-    /// (<c>0.012–3.4</c> for min-max, <c>scale 2.1</c> for Captum's scaling).</summary>
-    public static (RgbImage[] Overlays, string[] Scales) StyledOverlays(Tensor pixels, Tensor maps, OverlayStyle? style)
+    /// <summary>Overlays of N×h×w maps on N×C×H×W pixels in <paramref name="style"/> (null: min-max, viridis).</summary>
+    public static RgbImage[] StyledOverlays(Tensor pixels, Tensor maps, OverlayStyle? style)
     {
         style ??= new OverlayStyle();
         double alpha = style.Opacity ?? 0.55;
         var cmap = style.EffectiveColormap;
         int n = (int)maps.shape[0];
-        var scales = new string[n];
-        if (!style.CaptumScaling)
-        {
-            using var mn = maps.reshape(n, -1).amin([1]).to(ScalarType.Float32).cpu();
-            using var mx = maps.reshape(n, -1).amax([1]).to(ScalarType.Float32).cpu();
-            var lo = mn.ToArray<float>();
-            var hi = mx.ToArray<float>();
-            for (int i = 0; i < n; i++) scales[i] = $"{Display.Number(lo[i])} – {Display.Number(hi[i])}";
-            return (Display.Overlays(pixels, maps, alpha, normalize: true, cmap), scales);
-        }
+        if (!style.CaptumScaling) return Display.Overlays(pixels, maps, alpha, normalize: true, cmap);
         var sign = style.Sign ?? AttributionSign.Absolute;
         var m = maps.detach().to(ScalarType.Float32).cpu().contiguous().ToArray<float>();
         int hw = m.Length / Math.Max(1, n);
         var scaled = new float[m.Length];
         for (int i = 0; i < n; i++)
         {
-            var (s, t) = Display.NormalizeAttribution(m.AsSpan(i * hw, hw), sign, style.OutlierPerc ?? 0);
+            var (s, _) = Display.NormalizeAttribution(m.AsSpan(i * hw, hw), sign, style.OutlierPerc ?? 0);
             if (sign == AttributionSign.All) for (int k = 0; k < s.Length; k++) s[k] = (s[k] + 1) / 2;
             s.CopyTo(scaled, i * hw);
-            scales[i] = $"scale {Display.Number(t)}";
         }
         using var st = tensor(scaled, maps.shape);
-        return (Display.Overlays(pixels, st, alpha, normalize: false, cmap), scales);
+        return Display.Overlays(pixels, st, alpha, normalize: false, cmap);
     }
 
     /// <summary>The colour bar of overlays drawn in <paramref name="style"/>.</summary>

@@ -16,9 +16,9 @@ public sealed record ColourBar(byte[] Lut, string Low, string High, string? Labe
 public static class Figure
 {
     /// <summary>Size in pixels of body text (labels, captions).</summary>
-    public const float TextSize = 12;
+    public const float TextSize = 13;
     /// <summary>Size in pixels of titles.</summary>
-    public const float TitleSize = 14;
+    public const float TitleSize = 15;
     const int Pad = 4;
     const int MaxRowLabelWidth = 220;
 
@@ -89,19 +89,19 @@ public static class Figure
         for (int c = 0; c < cols; c++) colW[c] = Math.Max(colW[c], 24);
         int lh = LineHeight(TextSize), th = LineHeight(TitleSize);
 
-        var headLines = Enumerable.Range(0, cols).Select(c => columnTitles is not null && c < columnTitles.Count ? Wrap(columnTitles[c], colW[c], TextSize, 2) : []).ToList();
+        var headLines = Enumerable.Range(0, cols).Select(c => columnTitles is not null && c < columnTitles.Count ? Wrap(columnTitles[c], colW[c], TextSize, 3) : []).ToList();
         int headH = headLines.Count == 0 ? 0 : headLines.Max(l => l.Count) * lh;
         var labelLines = Enumerable.Range(0, rows).Select(r => rowLabels is not null && r < rowLabels.Count ? Wrap(rowLabels[r], MaxRowLabelWidth, TextSize, Math.Max(1, rowH[r] / lh)) : []).ToList();
         int labelW = labelLines.SelectMany(l => l).Select(l => (int)Math.Ceiling(TextWidth(l))).DefaultIfEmpty(0).Max();
         var capLines = Enumerable.Range(0, rows).Select(r => Enumerable.Range(0, cols).Select(c =>
             captions is not null && r < captions.Count && c < captions[r].Count && captions[r][c] is { } cap ? Wrap(cap, colW[c], TextSize, 4) : []).ToList()).ToList();
-        var capH = capLines.Select(row => row.Select(l => l.Count).DefaultIfEmpty(0).Max() * lh).ToArray();
+        var capH = capLines.Select(row => row.Select(l => l.Count).DefaultIfEmpty(0).Max() is var n && n > 0 ? n * lh + 2 : 0).ToArray();
 
-        int left = Pad + (labelW > 0 ? labelW + 2 * Pad : 0);
+        int left = Pad + (labelW > 0 ? labelW + 3 * Pad : 0);
         int gridW = colW.Sum() + Pad * Math.Max(0, cols - 1);
         int gridH = rowH.Zip(capH, (a, b) => a + b).Sum() + Pad * Math.Max(0, rows - 1);
-        var titleLines = title is null ? [] : Wrap(title, Math.Max(gridW + left, 320), TitleSize, 2);
-        int top = Pad + titleLines.Count * th + (titleLines.Count > 0 ? Pad : 0) + headH + (headH > 0 ? 2 : 0);
+        var titleLines = title is null ? [] : Wrap(title, Math.Max(gridW + left, 320) - Pad, TitleSize, 2);
+        int top = Pad + titleLines.Count * th + (titleLines.Count > 0 ? Pad : 0) + headH + (headH > 0 ? Pad : 0);
         var barLayout = bar is null ? default : BarLayout(bar, Math.Max(gridH, 48));
         int width = Math.Max(left + gridW + Pad + barLayout.Width, (int)Math.Ceiling(titleLines.Select(l => TextWidth(l, TitleSize)).DefaultIfEmpty(0).Max()) + 2 * Pad);
         int height = top + Math.Max(gridH, bar is null ? 0 : 48) + Pad;
@@ -114,7 +114,7 @@ public static class Figure
         {
             var lines = headLines[c];
             for (int i = 0; i < lines.Count; i++)
-                canvas.Text(lines[i], x + (colW[c] - TextWidth(lines[i])) / 2, top - 2 - (lines.Count - i) * lh, TextSize);
+                canvas.Text(lines[i], x + (colW[c] - TextWidth(lines[i])) / 2, top - Pad - (lines.Count - i) * lh, TextSize);
             x += colW[c] + Pad;
         }
         y = top;
@@ -129,7 +129,7 @@ public static class Figure
             {
                 if (c < cells[r].Count && cells[r][c] is { } img)
                     blits.Add((img, x + (colW[c] - img.Width) / 2, y + (rowH[r] - img.Height) / 2));
-                int cy = y + rowH[r];
+                int cy = y + rowH[r] + 2;
                 foreach (var l in capLines[r][c]) { canvas.Text(l, x + (colW[c] - TextWidth(l)) / 2, cy, TextSize); cy += lh; }
                 x += colW[c] + Pad;
             }
@@ -184,7 +184,7 @@ public static class Figure
         public void Text(string text, float x, float y, float size)
         {
             using var f = Font(size);
-            using var paint = new SKPaint { Color = new SKColor(0x20, 0x20, 0x20), IsAntialias = true };
+            using var paint = new SKPaint { Color = SKColors.Black, IsAntialias = true };
             C.DrawText(text, MathF.Round(x), MathF.Round(y - f.Metrics.Ascent), SKTextAlign.Left, f, paint);
         }
 
@@ -198,7 +198,7 @@ public static class Figure
             if (bar.Label is { } label)
             {
                 using var f = Font(TextSize);
-                using var paint = new SKPaint { Color = new SKColor(0x20, 0x20, 0x20), IsAntialias = true };
+                using var paint = new SKPaint { Color = SKColors.Black, IsAntialias = true };
                 var text = Ellipsis(label, h, TextSize);
                 float lx = bx + 14 + Pad + g.TextW + Pad - f.Metrics.Ascent, ly = y + (h + TextWidth(text)) / 2;
                 C.Save();

@@ -224,6 +224,8 @@ public static class ShardMerger
         public IReadOnlyList<ShardInfo> Shards { get; } = shards.Select(s => s.Info).ToList();
         public IReadOnlyList<string> Labels => labels;
         public IArtifactSink Output => output;
+        public OverlayStyle? OverlayStyle { get; } = ((shards[0].Manifest["steps"] as JsonArray)?.FirstOrDefault(x => (string?)x?["id"] == stepId)?["display"] as JsonObject)
+            ?.Deserialize<OverlayStyle>(Manifest.JsonOptions);
         public IReadOnlyList<IReadOnlyDictionary<string, double>> Metrics { get; } = shards.Select(s =>
         {
             var step = (s.Manifest["steps"] as JsonArray)?.FirstOrDefault(x => (string?)x?["id"] == stepId);

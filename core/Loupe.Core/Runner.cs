@@ -108,6 +108,7 @@ public static partial class PipelineRunner
             rec["startedAt"] = DateTimeOffset.Now.ToString("o");
             rec["options"] = Manifest.ToNode(step.Options);
             rec["target"] = step.Target.Describe();
+            if (step.Display is { } display) rec["display"] = Manifest.ToNode(display);
             if (LinkedStep(step) is { } of) rec["of"] = of;
             if (timeout is { } t) rec["timeoutMs"] = t.TotalMilliseconds;
             var sw = Stopwatch.StartNew();
