@@ -48,9 +48,12 @@ public static class Figure
         foreach (var para in text.Split('\n'))
         {
             var line = "";
-            foreach (var word in para.Split(' '))
+            // Words break at spaces, and after hyphens when a word is too wide ("integrated-" / "gradients").
+            var words = para.Split(' ').SelectMany(w => (TextWidth(w, size) <= width ? [w] : System.Text.RegularExpressions.Regex.Split(w, "(?<=-)"))
+                .Where(p => p.Length > 0).Select((p, k) => (Text: p, Glued: k > 0))).ToList();
+            foreach (var (word, glued) in words)
             {
-                var candidate = line.Length == 0 ? word : line + " " + word;
+                var candidate = line.Length == 0 ? word : line + (glued ? "" : " ") + word;
                 if (line.Length > 0 && TextWidth(candidate, size) > width) { lines.Add(line); line = word; }
                 else line = candidate;
             }
