@@ -14,9 +14,9 @@ public static partial class PipelineRunner
     /// <summary>Parses, resolves, binds and validates; loads the model and opens the data. Throws <see cref="PipelineException"/>.</summary>
     public static PreparedRun Prepare(RunRequest request)
     {
-        var spec = PipelineParser.Parse(request.PipelineFile, request.Overrides);
+        // Errors of the file's sections are kept, not thrown: ids, options and files are checked in the same pass.
+        var spec = PipelineParser.Parse(request.PipelineFile, request.Overrides, out var errors);
         var file = spec.File;
-        var errors = new List<PipelineError>();
         var warnings = new List<string>();
 
         ComponentRegistry registry;
