@@ -77,9 +77,9 @@ public static partial class PipelineParser
         {
             // YamlDotNet occasionally fails without a position; report the last token it could read.
             var at = LastGoodMark(text);
-            throw new PipelineException([new(file, (int)at.Line, (int)at.Column, $"malformed YAML near here (the parser stopped: {e.Message})")]);
+            throw new PipelineException([new(file, (int)at.Line, (int)at.Column, $"malformed YAML near here: the parser could not go on (expected a closing '}}', ']' or quote, or a line indented like its siblings; parser: {e.Message})")]);
         }
-        foreach (var o in overrides ?? []) Overrides.Apply(root, o, file, errors);
+        for (int k = 0; k < (overrides?.Count ?? 0); k++) Overrides.Apply(root, overrides![k], file, errors, k);
         if (errors.Count > 0) throw new PipelineException(errors);
 
         var spec = new PipelineSpec { File = file, Root = root };
@@ -289,7 +289,7 @@ public static partial class PipelineParser
 public static class Overrides
 {
     /// <summary>Applies one override to <paramref name="root"/>.</summary>
-    public static void Apply(YamlMappingNode root, string assignment, string file, List<PipelineError> errors)
+    public static void Apply(YamlMappingNode root, string assignment, string file, List<PipelineError> errors, int index = 0)
     {
         var eq = assignment.IndexOf('=');
         if (eq <= 0) { errors.Add(new(file, 0, 0, $"--set '{assignment}': expected key=value")); return; }
@@ -297,9 +297,7 @@ public static class Overrides
         YamlNode value;
         try
         {
-            var ys = new YamlStream();
-            ys.Load(new StringReader(assignment[(eq + 1)..].Length == 0 ? "''" : assignment[(eq + 1)..]));
-            value = ys.Documents[0].RootNode;
+            value = OverrideMarks.Parse(assignment[(eq + 1)..].Length == 0 ? "''" : assignment[(eq + 1)..], index);
         }
         catch (YamlException e) { errors.Add(new(file, 0, 0, $"--set '{assignment}': value is not valid YAML: {e.Message}")); return; }
 

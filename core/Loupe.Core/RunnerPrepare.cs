@@ -14,6 +14,12 @@ public static partial class PipelineRunner
     /// <summary>Parses, resolves, binds and validates; loads the model and opens the data. Throws <see cref="PipelineException"/>.</summary>
     public static PreparedRun Prepare(RunRequest request)
     {
+        try { return PrepareAll(request); }
+        catch (PipelineException e) when (request.Overrides.Count > 0) { throw new PipelineException(OverrideMarks.Locate(e.Errors, request.Overrides)); }
+    }
+
+    static PreparedRun PrepareAll(RunRequest request)
+    {
         // Errors of the file's sections are kept, not thrown: ids, options and files are checked in the same pass.
         var spec = PipelineParser.Parse(request.PipelineFile, request.Overrides, out var errors);
         var file = spec.File;

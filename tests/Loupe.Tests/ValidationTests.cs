@@ -39,3 +39,28 @@ public class ValidationTests
         Assert.DoesNotContain("broken.pt", stdout + stderr);
     }
 }
+
+/// <summary>Errors in <c>--set</c> values name the override, not a place in the file; YAML syntax errors the line.</summary>
+public class OverrideErrorTests
+{
+    [Fact]
+    public void OverrideErrorsQuoteTheOverride()
+    {
+        var quickstart = Path.Combine(TestEnv.RepoRoot, "configs", "quickstart.yaml");
+        var (code, stdout, stderr) = TestEnv.Cli(TestEnv.RepoRoot, "validate", quickstart, "--set", "steps.saliency.with.reduce=maxx", "--set", "settings.batch_size=0");
+        Assert.Equal(2, code);
+        var text = stdout + stderr;
+        Assert.Contains("error: --set 'steps.saliency.with.reduce=maxx': step 'saliency' (saliency): option 'reduce': 'maxx'", text);
+        Assert.Contains("error: --set 'settings.batch_size=0':", text);
+        Assert.DoesNotContain("quickstart.yaml:1:1", text);
+    }
+
+    [Fact]
+    public void YamlSyntaxErrorsGiveTheLineAndWhatWasExpected()
+    {
+        var path = TestEnv.Pipeline("version: 1\nmodel:\n  uses: torchvision\nsteps:\n  - uses: saliency\n    with: [a\n");
+        var e = Assert.Throws<Loupe.Core.PipelineException>(() => Loupe.Core.PipelineParser.Parse(path));
+        Assert.Contains("did not find expected ',' or ']'", e.Message);
+        Assert.Matches(":7:1: error: malformed YAML", e.Errors[0].ToString());
+    }
+}
