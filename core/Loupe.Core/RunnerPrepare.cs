@@ -24,6 +24,8 @@ public static partial class PipelineRunner
         var spec = PipelineParser.Parse(request.PipelineFile, request.Overrides, out var errors);
         var file = spec.File;
         var warnings = new List<string>();
+        // Extra plugins are code: never load them from a pipeline that has errors (a pin may be among them).
+        if (errors.Count > 0 && spec.Plugins.Count > 0) throw new PipelineException(errors);
 
         ComponentRegistry registry;
         try
