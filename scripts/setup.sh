@@ -3,6 +3,7 @@
 #   patchelf, gcc : the TorchSharp compatibility step (build/Loupe.NativeCompat.targets) on systems whose
 #                   libstdc++ lacks GLIBCXX_3.4.32 (Debian 12, Ubuntu 22.04). Nothing is needed elsewhere.
 #   chromium      : headless browser for the HTML report tests (tests/Loupe.Report.Tests, PuppeteerSharp).
+#   tesseract-ocr : OCR of the labelled figures in the tests (LabelledRunTests reads comparison.png's words).
 #   --train       : also dataset-fashion-mnist, to retrain the demo CNN (tools/Loupe.TrainDemo).
 #   --fixtures    : also python3-torch/torchvision/sklearn, to regenerate tests/fixtures and run the Python side of
 #                   the benchmarks (tools/bench, the t-SNE comparison); never needed by CI.
@@ -11,6 +12,7 @@ pkgs=()
 command -v patchelf >/dev/null 2>&1 || pkgs+=(patchelf)
 command -v gcc >/dev/null 2>&1 || pkgs+=(gcc)
 command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
+command -v tesseract >/dev/null 2>&1 || pkgs+=(tesseract-ocr tesseract-ocr-eng)
 for arg in "$@"; do
   case "$arg" in
     --train) [ -d /usr/share/datasets/fashion-mnist ] || pkgs+=(dataset-fashion-mnist) ;;

@@ -94,6 +94,9 @@ public interface IAnalysisContext
     /// <see cref="IShardable"/> steps run on shards; row numbers they write should be dataset rows
     /// (<see cref="ShardInfo.FirstRow"/> + row within the shard).</summary>
     ShardInfo? Shard => null;
+    /// <summary>How the step's heatmaps are drawn: the step's <c>display:</c> over <c>settings.display</c> (null: the
+    /// technique's default). Techniques apply it over their own default with <see cref="OverlayStyle.Over"/>.</summary>
+    OverlayStyle? OverlayStyle => null;
 
     /// <summary>Feeds a layer's activations over the whole dataset to the pass's consumer and returns it. In a host run the
     /// forward pass is shared: every consumer planned by any step (<see cref="IPlansLayerPasses"/>) that is not fed yet

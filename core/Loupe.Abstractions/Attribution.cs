@@ -37,18 +37,29 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
     /// <summary>Computes maps for one batch.</summary>
     public abstract AttributionResult Attribute(TOptions options, AttributionInput input);
 
+    /// <summary>How the technique's overlays are drawn when neither the step's <c>display:</c> nor
+    /// <c>settings.display</c> says otherwise (null: each map min-max scaled, viridis). Gradient maps use Captum's
+    /// <c>visualize_image_attr</c> scaling: |attribution| clipped at the 99th cumulative percentile.</summary>
+    protected virtual OverlayStyle? DefaultOverlay => null;
+
+    /// <summary>A grid title: step id and artifact name.</summary>
+    static string Title(string step, string name) => step == name ? step : $"{step} · {name}";
+
     AttributionResult IAttribution.Attribute(object options, AttributionInput input) => Attribute((TOptions)options, input);
 
     /// <inheritdoc/>
     public override void Run(TOptions options, IAnalysisContext ctx)
     {
         int slots = Math.Max(1, ctx.Target.Slots);
+        var style = (ctx.OverlayStyle ?? new OverlayStyle()).Over(DefaultOverlay);
         var tiles = new List<RgbImage>();
+        var captions = new List<string>();
         long done = 0;
         foreach (var batch in ctx.Batches())
         {
             // Grid tiles input by input (slots of one input together), so the grid does not depend on batch edges.
             var slotTiles = Enumerable.Range(0, slots).Select(_ => new List<RgbImage>()).ToArray();
+            var slotCaptions = Enumerable.Range(0, slots).Select(_ => new List<string>()).ToArray();
             for (int slot = 0; slot < slots; slot++)
             {
                 using var scope = NewDisposeScope();
@@ -58,31 +69,37 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
                 if (result.Raw is { } raw)
                     for (int i = 0; i < batch.Ids.Length; i++)
                         ctx.Output.Raw(RawName + suffix, batch.Ids[i], NdArray.FromTensor(raw[i]), result.Selection.Labels[i]);
-                var display = result.Map.dim() == 4 ? result.Map.abs().amax([1]) : result.Map;
-                Explain.Emit(ctx, ArtifactName + suffix, batch, result.Map, display, result.Selection, slotTiles[slot], Explain.MaxGridTiles - tiles.Count);
+                // Channels: max |value| (Simonyan et al.) for absolute maps, the sum (Captum) when the sign matters.
+                var display = result.Map.dim() != 4 ? result.Map
+                    : style.CaptumScaling && style.Sign is not (null or AttributionSign.Absolute) ? result.Map.sum([1]) : result.Map.abs().amax([1]);
+                Explain.Emit(ctx, ArtifactName + suffix, batch, result.Map, display, result.Selection, slotTiles[slot], slotCaptions[slot], style, Explain.MaxGridTiles - tiles.Count);
             }
-            tiles.AddRange(Interleave(slotTiles).Take(Explain.MaxGridTiles - tiles.Count));
+            int room = Explain.MaxGridTiles - tiles.Count;
+            tiles.AddRange(Interleave(slotTiles).Take(room));
+            captions.AddRange(Interleave(slotCaptions).Take(room));
             done += batch.Ids.Length;
             if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);
         }
-        Explain.EmitGrid(ctx, ArtifactName, tiles);
+        Explain.Grid(ctx.Output, ArtifactName, tiles, captions, Title(ctx.StepId, ArtifactName), Explain.Bar(style));
         Finish(options, ctx);
     }
 
     /// <summary>Called once after all batches (e.g. to write a summary).</summary>
     protected virtual void Finish(TOptions options, IAnalysisContext ctx) { }
 
-    static IEnumerable<RgbImage> Interleave(IReadOnlyList<IReadOnlyList<RgbImage>> slots) =>
+    static IEnumerable<T> Interleave<T>(IReadOnlyList<IReadOnlyList<T>> slots) =>
         Enumerable.Range(0, slots.Select(s => s.Count).DefaultIfEmpty().Max()).SelectMany(i => slots.Where(s => i < s.Count).Select(s => s[i]));
 
     /// <summary>Shards: maps and overlays are per input (unioned by the host); the grid is rebuilt from the first
     /// overlays in dataset order. Override (calling this) when <see cref="Finish"/> writes whole-step results.</summary>
     public virtual void Merge(IShardMerge merge)
     {
-        var single = merge.InputDisplays(ArtifactName, Explain.MaxGridTiles);
+        var single = merge.InputDisplayEntries(ArtifactName, Explain.MaxGridTiles);
         var slots = single.Count > 0 ? [single] : Enumerable.Range(1, int.MaxValue)
-            .Select(k => merge.InputDisplays($"{ArtifactName}.top{k}", Explain.MaxGridTiles)).TakeWhile(t => t.Count > 0).ToList();
-        Explain.Grid(merge.Output, ArtifactName, Interleave(slots).Take(Explain.MaxGridTiles).ToList());
+            .Select(k => merge.InputDisplayEntries($"{ArtifactName}.top{k}", Explain.MaxGridTiles)).TakeWhile(t => t.Count > 0).ToList();
+        var tiles = Interleave(slots).Take(Explain.MaxGridTiles).ToList();
+        Explain.Grid(merge.Output, ArtifactName, tiles.Select(t => t.Image).ToList(),
+            tiles.Select(t => (string?)Explain.Caption(t.Input, t.Target)).ToList(), Title(merge.StepId, ArtifactName), Explain.Bar((merge.OverlayStyle ?? new OverlayStyle()).Over(DefaultOverlay)));
     }
 }
 

@@ -7,7 +7,7 @@ namespace Loupe.Abstractions;
 
 /// <summary>Display helpers for plugins: colormaps, overlays, grids. Display images are for people;
 /// raw <c>.npy</c> results are what tests compare.</summary>
-public static class Display
+public static partial class Display
 {
     // Viridis (perceptually uniform, colour-blind friendly) sampled at 0, 1/8, ..., 1; linear in between.
     static readonly float[,] ViridisAnchors =
@@ -91,10 +91,11 @@ public static class Display
 
     /// <summary>Batched <see cref="Overlay"/>: one overlay per row of <paramref name="pixels"/> (N×C×H×W in [0,1], C = 1
     /// or 3) and <paramref name="maps"/> (N×h×w, any resolution, bilinearly resized), each map min-max scaled on its
-    /// own (or clamped to [0,1] when <paramref name="normalize"/> is false): colour = viridis[round(255 · m)], pixel =
+    /// own (or clamped to [0,1] when <paramref name="normalize"/> is false): colour = lut[round(255 · m)] (viridis unless
+    /// <paramref name="colormap"/> says otherwise), pixel =
     /// round(255 · (clamp(bg, 0, 1) · (1 − α) + colour · α)), in float32 as the equivalent tensor expression
     /// (ties to even). Per-pixel work runs on spans (the blend in SIMD vectors), on the calling thread.</summary>
-    public static RgbImage[] Overlays(Tensor pixels, Tensor maps, double alpha = 0.55, bool normalize = true)
+    public static RgbImage[] Overlays(Tensor pixels, Tensor maps, double alpha = 0.55, bool normalize = true, Colormap colormap = Colormap.Viridis)
     {
         int n = (int)pixels.shape[0], c = (int)pixels.shape[1], h = (int)pixels.shape[2], w = (int)pixels.shape[3];
         if (c != 1 && c != 3) throw new ArgumentException($"overlay pixels need 1 or 3 channels, got {c}", nameof(pixels));
@@ -106,7 +107,7 @@ public static class Display
         }
         int hw = h * w;
         float keep = (float)(1 - alpha);
-        var heat = HeatTerms((float)alpha);
+        var heat = HeatTerms((float)alpha, colormap);
         var result = new RgbImage[n];
         var idx = new int[hw];
         for (int i = 0; i < n; i++)
@@ -121,9 +122,9 @@ public static class Display
     }
 
     /// <summary>viridis / 255 · α per table entry and channel (the colour's share of the blend, as the tensor expression computes it).</summary>
-    static float[] HeatTerms(float alpha)
+    static float[] HeatTerms(float alpha, Colormap colormap)
     {
-        var unit = ViridisUnit.Value;
+        var unit = colormap == Colormap.Viridis ? ViridisUnit.Value : Lut(colormap).Select(b => b / 255f).ToArray();
         var terms = new float[unit.Length];
         for (int k = 0; k < unit.Length; k++) terms[k] = unit[k] * alpha;
         return terms;

@@ -119,9 +119,15 @@ public static class Explain
 
     /// <summary>Writes the per-input raw map and display overlay, and keeps the overlay for the step's grid.</summary>
     public static void Emit(IAnalysisContext ctx, string name, InputBatch batch, Tensor raw, Tensor displayMap, TargetSelection? selection, List<RgbImage> gridTiles, int maxGridTiles = MaxGridTiles)
+        => Emit(ctx, name, batch, raw, displayMap, selection, gridTiles, null, null, maxGridTiles);
+
+    /// <summary>Writes the per-input raw map (unchanged) and display overlay drawn in <paramref name="style"/> (null:
+    /// min-max scaled viridis), and keeps the overlay and its caption (input id, target) for the step's grid.</summary>
+    public static void Emit(IAnalysisContext ctx, string name, InputBatch batch, Tensor raw, Tensor displayMap, TargetSelection? selection,
+        List<RgbImage> gridTiles, List<string>? gridCaptions, OverlayStyle? style, int maxGridTiles = MaxGridTiles)
     {
         using var cpu = raw.detach().to(ScalarType.Float32).cpu().contiguous();
-        var overlays = Display.Overlays(batch.Pixels, displayMap);
+        var overlays = StyledOverlays(batch.Pixels, displayMap, style);
         for (int i = 0; i < batch.Ids.Length; i++)
         {
             var target = selection?.Labels[i];
@@ -129,8 +135,46 @@ public static class Explain
             ctx.Output.Raw(name, batch.Ids[i], new NdArray(row.ToArray<float>(), row.shape), target);
             var overlay = Display.Scale(overlays[i], Display.UpscaleFactor(overlays[i].Width));
             ctx.Output.Display(name, batch.Ids[i], overlay, target);
-            if (gridTiles.Count < maxGridTiles) gridTiles.Add(overlay);
+            if (gridTiles.Count < maxGridTiles)
+            {
+                gridTiles.Add(overlay);
+                gridCaptions?.Add(Caption(batch.Ids[i], target));
+            }
         }
+    }
+
+    /// <summary>A grid tile's caption: input id and target (what a merge of shards can rebuild from the artifacts).</summary>
+    public static string Caption(string id, string? target) => target is null ? id : $"{id}\n{target}";
+
+    /// <summary>Overlays of N×h×w maps on N×C×H×W pixels in <paramref name="style"/> (null: min-max, viridis).</summary>
+    public static RgbImage[] StyledOverlays(Tensor pixels, Tensor maps, OverlayStyle? style)
+    {
+        style ??= new OverlayStyle();
+        double alpha = style.Opacity ?? 0.55;
+        var cmap = style.EffectiveColormap;
+        int n = (int)maps.shape[0];
+        if (!style.CaptumScaling) return Display.Overlays(pixels, maps, alpha, normalize: true, cmap);
+        var sign = style.Sign ?? AttributionSign.Absolute;
+        var m = maps.detach().to(ScalarType.Float32).cpu().contiguous().ToArray<float>();
+        int hw = m.Length / Math.Max(1, n);
+        var scaled = new float[m.Length];
+        for (int i = 0; i < n; i++)
+        {
+            var (s, _) = Display.NormalizeAttribution(m.AsSpan(i * hw, hw), sign, style.OutlierPerc ?? 0);
+            if (sign == AttributionSign.All) for (int k = 0; k < s.Length; k++) s[k] = (s[k] + 1) / 2;
+            s.CopyTo(scaled, i * hw);
+        }
+        using var st = tensor(scaled, maps.shape);
+        return Display.Overlays(pixels, st, alpha, normalize: false, cmap);
+    }
+
+    /// <summary>The colour bar of overlays drawn in <paramref name="style"/>.</summary>
+    public static ColourBar Bar(OverlayStyle? style)
+    {
+        style ??= new OverlayStyle();
+        var lut = Display.Lut(style.EffectiveColormap);
+        if (!style.CaptumScaling) return new ColourBar(lut, "min", "max", style.Describe());
+        return new ColourBar(lut, style.Sign == AttributionSign.All ? "−scale" : "0", style.Sign == AttributionSign.All ? "+scale" : "scale", style.Describe());
     }
 
     /// <summary>Writes the step's grid of overlays (one tile per input, up to 64).</summary>
@@ -140,5 +184,12 @@ public static class Explain
     public static void Grid(IArtifactSink output, string name, IReadOnlyList<RgbImage> tiles)
     {
         if (tiles.Count > 0) output.Display(name + "-grid", null, Display.Grid(tiles, (int)Math.Ceiling(Math.Sqrt(tiles.Count))));
+    }
+
+    /// <summary>Writes <c>name-grid</c> as a labelled sheet: <paramref name="title"/>, a caption under each tile and a
+    /// colour bar (nothing when there are no tiles).</summary>
+    public static void Grid(IArtifactSink output, string name, IReadOnlyList<RgbImage> tiles, IReadOnlyList<string?>? captions, string title, ColourBar? bar)
+    {
+        if (tiles.Count > 0) output.Display(name + "-grid", null, Figure.Sheet(tiles, (int)Math.Ceiling(Math.Sqrt(tiles.Count)), captions, title, bar));
     }
 }

@@ -47,6 +47,11 @@ public interface IShardMerge
     IReadOnlyList<RgbImage> Display(string name);
     /// <summary>The per-input display images <paramref name="name"/> of all shards, in dataset order, at most <paramref name="max"/>.</summary>
     IReadOnlyList<RgbImage> InputDisplays(string name, int max);
+    /// <summary>The step's display style as the shards ran it (see <see cref="IAnalysisContext.OverlayStyle"/>).</summary>
+    OverlayStyle? OverlayStyle => null;
+    /// <summary>As <see cref="InputDisplays"/>, with each image's input id and target description (for captions).</summary>
+    IReadOnlyList<(string Input, string? Target, RgbImage Image)> InputDisplayEntries(string name, int max) =>
+        InputDisplays(name, max).Select(i => ("", (string?)null, i)).ToList();
 }
 
 /// <summary>The common merges: rows concatenated in dataset order, JSON arrays concatenated, a result every shard

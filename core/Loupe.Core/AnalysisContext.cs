@@ -22,6 +22,7 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
     public IDictionary<string, object> RunCache => run.Cache;
     public ILayerConsumer RunLayerPass(LayerPass pass) => run.LayerPasses.Get(pass, this);
     public ShardInfo? Shard => run.Shard;
+    public OverlayStyle? OverlayStyle => step.Display;
 
     /// <summary>Run seed mixed with the step id (FNV-1a), so steps get independent, reproducible streams.</summary>
     public static int StepSeed(int seed, string stepId)
@@ -37,7 +38,14 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
     public IEnumerable<InputBatch> Batches()
     {
         if (run.Data is null) throw new LoupeException($"step '{StepId}' needs data, but the pipeline has no 'data' section");
-        foreach (var b in run.Data.Read(run.Input, BatchSize, cancellation))
+        return Read(run, BatchSize, cancellation);
+    }
+
+    /// <summary>The run's data as model-ready batches (normalised input, display pixels); each batch is disposed when
+    /// the enumeration moves on.</summary>
+    internal static IEnumerable<InputBatch> Read(PreparedRun run, int batchSize, CancellationToken cancellation)
+    {
+        foreach (var b in run.Data!.Read(run.Input, batchSize, cancellation))
         {
             cancellation.ThrowIfCancellationRequested();
             using (b)

@@ -50,4 +50,13 @@ public static class Png
         image.SaveAsPng(ms);
         return ms.ToArray();
     }
+
+    /// <summary>Reads a PNG (one Loupe wrote) as an RGB image.</summary>
+    public static RgbImage Load(string path)
+    {
+        using var img = Image.Load<Rgb24>(path);
+        var px = new byte[img.Width * img.Height * 3];
+        img.CopyPixelDataTo(px);
+        return new RgbImage(img.Width, img.Height, px);
+    }
 }

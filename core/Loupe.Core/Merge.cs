@@ -194,6 +194,8 @@ public static partial class ShardMerger
         manifest["runId"] = Guid.NewGuid().ToString("N");
         manifest["startedAt"] = shards.Select(s => (string?)s.Manifest["startedAt"]).Min();
         manifest["steps"] = new JsonArray(records.Cast<JsonNode>().ToArray());
+        if (manifest["predictions"] is JsonObject predictions)
+            predictions["inputs"] = new JsonArray(shards.SelectMany(s => s.Manifest["predictions"]?["inputs"] as JsonArray ?? []).Select(e => e!.DeepClone()).ToArray());
         if (manifest["data"] is JsonObject data) data["count"] = shards.Sum(s => s.Info.Rows);
         manifest["warnings"] = new JsonArray(shards.SelectMany(s => s.Manifest["warnings"] as JsonArray ?? []).Select(w => (string?)w).Distinct()
             .Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
@@ -245,6 +247,8 @@ public static partial class ShardMerger
         public IReadOnlyList<ShardInfo> Shards { get; } = shards.Select(s => s.Info).ToList();
         public IReadOnlyList<string> Labels => labels;
         public IArtifactSink Output => output;
+        public OverlayStyle? OverlayStyle { get; } = ((shards[0].Manifest["steps"] as JsonArray)?.FirstOrDefault(x => (string?)x?["id"] == stepId)?["display"] as JsonObject)
+            ?.Deserialize<OverlayStyle>(Manifest.JsonOptions);
         public IReadOnlyList<IReadOnlyDictionary<string, double>> Metrics { get; } = shards.Select(s =>
         {
             var step = (s.Manifest["steps"] as JsonArray)?.FirstOrDefault(x => (string?)x?["id"] == stepId);
@@ -270,12 +274,10 @@ public static partial class ShardMerger
             .SelectMany(s => s.Artifacts.Where(a => a.Step == stepId && a.Input is not null && a.Name == name && a.Kind == "display").Select(a => ShardFile(s, a.Path)))
             .Take(max).Select(LoadPng).ToList();
 
-        static RgbImage LoadPng(string path)
-        {
-            using var img = Image.Load<Rgb24>(path);
-            var px = new byte[img.Width * img.Height * 3];
-            img.CopyPixelDataTo(px);
-            return new RgbImage(img.Width, img.Height, px);
-        }
+        public IReadOnlyList<(string Input, string? Target, RgbImage Image)> InputDisplayEntries(string name, int max) => shards
+            .SelectMany(s => s.Artifacts.Where(a => a.Step == stepId && a.Input is not null && a.Name == name && a.Kind == "display").Select(a => (a, s)))
+            .Take(max).Select(x => (x.a.Input!, x.a.Target, LoadPng(ShardFile(x.s, x.a.Path)))).ToList();
+
+        static RgbImage LoadPng(string path) => Png.Load(path);
     }
 }

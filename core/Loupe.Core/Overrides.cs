@@ -10,7 +10,7 @@ public static class Overrides
     static string Shorten(string s) => SafeFile.Printable(s.Length > 80 ? s[..80] + "…" : s);
 
     /// <summary>Applies one override to <paramref name="root"/>.</summary>
-    public static void Apply(YamlMappingNode root, string assignment, string file, List<PipelineError> errors)
+    public static void Apply(YamlMappingNode root, string assignment, string file, List<PipelineError> errors, int index = 0)
     {
         var eq = assignment.IndexOf('=');
         if (eq <= 0) { errors.Add(new(file, 0, 0, $"--set '{assignment}': expected key=value")); return; }
@@ -22,9 +22,8 @@ public static class Overrides
         {
             try { PipelineParser.CheckStructure(assignment[(eq + 1)..], file); }
             catch (PipelineException e) { errors.Add(new(file, 0, 0, $"--set '{Shorten(assignment)}': {e.Errors[0].Message}")); return; }
-            var ys = new YamlStream();
-            ys.Load(new StringReader(assignment[(eq + 1)..].Length == 0 ? "''" : assignment[(eq + 1)..]));
-            value = ys.Documents[0].RootNode;
+            // Marked as the override's own text, so later errors point at --set, not at the file.
+            value = OverrideMarks.Parse(assignment[(eq + 1)..].Length == 0 ? "''" : assignment[(eq + 1)..], index);
         }
         catch (YamlException e) { errors.Add(new(file, 0, 0, $"--set '{Shorten(assignment)}': value is not valid YAML: {e.Message}")); return; }
 

@@ -7,14 +7,14 @@ using YamlDotNet.RepresentationModel;
 namespace Loupe.Core;
 
 /// <summary>Parses a pipeline file into a <see cref="PipelineSpec"/>: structure only; ids and options are checked later.</summary>
-public static class PipelineParser
+public static partial class PipelineParser
 {
     internal static readonly string[] TopKeys = ["version", "name", "seed", "plugins", "model", "data", "steps", "output", "settings"];
     internal static readonly string[] ModelKeys = ["uses", "with", "input", "labels"];
     internal static readonly string[] DataKeys = ["uses", "with"];
-    internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect", "timeout"];
+    internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect", "timeout", "display"];
     internal static readonly string[] OutputKeys = ["dir", "report"];
-    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb", "max_image_pixels", "max_items", "step_timeout"];
+    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb", "max_image_pixels", "max_items", "step_timeout", "display", "top_k"];
     internal static readonly string[] PluginKeys = ["path", "sha256"];
     internal static readonly string[] ReportKinds = ["none", "html"];
 
@@ -23,6 +23,16 @@ public static class PipelineParser
 
     /// <summary>Parses <paramref name="path"/>, applying <c>--set key=value</c> overrides first.</summary>
     public static PipelineSpec Parse(string path, IReadOnlyList<string>? overrides = null)
+    {
+        var spec = Parse(path, overrides, out var errors);
+        if (errors.Count > 0) throw new PipelineException(errors);
+        return spec;
+    }
+
+    /// <summary>As <see cref="Parse(string, IReadOnlyList{string}?)"/>, but returns the spec together with the errors of its
+    /// sections, so that later checks (ids, options, files) can report theirs in the same pass. Throws only when the
+    /// file cannot be read as a pipeline at all (missing, not YAML, bad overrides, no model or steps).</summary>
+    public static PipelineSpec Parse(string path, IReadOnlyList<string>? overrides, out List<PipelineError> errors)
     {
         var file = Path.GetFullPath(path);
         if (!System.IO.File.Exists(file)) throw new PipelineException([new(file, 0, 0, "pipeline file not found")]);
@@ -36,14 +46,23 @@ public static class PipelineParser
         {
             throw new PipelineException([new(file, 0, 0, $"the pipeline file is not UTF-8 text (invalid byte at offset {e.Index}); save it as UTF-8")]);
         }
-        return ParseText(text.TrimStart('\uFEFF'), file, overrides);
+        return ParseText(text.TrimStart('\uFEFF'), file, overrides, out errors);
     }
 
     /// <summary>Parses YAML text as if it were the file <paramref name="file"/>. <paramref name="requireSteps"/> false
     /// accepts a pipeline without steps (an in-process host loading a model before it knows what to run).</summary>
     public static PipelineSpec ParseText(string text, string file, IReadOnlyList<string>? overrides = null, bool requireSteps = true)
     {
-        var errors = new List<PipelineError>();
+        var spec = ParseText(text, file, overrides, out var errors, requireSteps);
+        if (errors.Count > 0) throw new PipelineException(errors);
+        return spec;
+    }
+
+    /// <summary>As <see cref="ParseText(string, string, IReadOnlyList{string}?, bool)"/>, but returns the sections' errors
+    /// with the spec (see <see cref="Parse(string, IReadOnlyList{string}?, out List{PipelineError})"/>).</summary>
+    public static PipelineSpec ParseText(string text, string file, IReadOnlyList<string>? overrides, out List<PipelineError> found, bool requireSteps = true)
+    {
+        var errors = found = [];
         YamlMappingNode root;
         try
         {
@@ -64,9 +83,9 @@ public static class PipelineParser
         {
             // YamlDotNet occasionally fails without a position; report the last token it could read.
             var at = LastGoodMark(text);
-            throw new PipelineException([new(file, (int)at.Line, (int)at.Column, $"malformed YAML near here (the parser stopped: {e.Message})")]);
+            throw new PipelineException([new(file, (int)at.Line, (int)at.Column, $"malformed YAML near here: the parser could not go on (expected a closing '}}', ']' or quote, or a line indented like its siblings; parser: {e.Message})")]);
         }
-        foreach (var o in overrides ?? []) Overrides.Apply(root, o, file, errors);
+        for (int k = 0; k < (overrides?.Count ?? 0); k++) Overrides.Apply(root, overrides![k], file, errors, k);
         if (errors.Count > 0) throw new PipelineException(errors);
 
         var spec = new PipelineSpec { File = file, Root = root };
@@ -197,7 +216,8 @@ public static class PipelineParser
             }
         }
 
-        if (errors.Count > 0) throw new PipelineException(errors);
+        // Without a model or steps nothing later can be checked: stop here.
+        if (errors.Count > 0 && (spec.Model is null || spec.Steps.Count == 0)) throw new PipelineException(errors);
         return spec;
     }
 
@@ -205,83 +225,6 @@ public static class PipelineParser
     public const int MaxDepth = 64;
     /// <summary>Most nodes a pipeline may hold once aliases are expanded (an "alias bomb" expands exponentially).</summary>
     public const long MaxNodes = 100_000;
-
-    /// <summary>Streams the YAML events once, before any tree is built: refuses deep nesting (the tree builder recurses),
-    /// alias bombs (the tree shares aliased nodes, but binding and the manifest walk them expanded) and duplicate keys
-    /// (which YamlDotNet reports without a position).</summary>
-    internal static void CheckStructure(string text, string file)
-    {
-        var parser = new Parser(new StringReader(text));
-        var frames = new List<Frame>();
-        var sizes = new Dictionary<string, long>();
-        long expanded = 0;
-        while (parser.MoveNext())
-        {
-            var ev = parser.Current!;
-            PipelineError Error(string message) => new(file, (int)ev.Start.Line, (int)ev.Start.Column, message);
-            switch (ev)
-            {
-                case MappingStart or SequenceStart:
-                    if (frames.Count >= MaxDepth) throw new PipelineException([Error($"nesting deeper than {MaxDepth} levels")]);
-                    KeyCheck(null);
-                    frames.Add(new Frame(ev is MappingStart, ((NodeEvent)ev).Anchor.IsEmpty ? null : ((NodeEvent)ev).Anchor.Value, expanded));
-                    Count(1);
-                    break;
-                case MappingEnd or SequenceEnd:
-                    var done = frames[^1];
-                    frames.RemoveAt(frames.Count - 1);
-                    if (done.Anchor is not null) sizes[done.Anchor] = expanded - done.StartCount;
-                    Completed();
-                    break;
-                case YamlDotNet.Core.Events.Scalar sc:
-                    KeyCheck(sc);
-                    if (!sc.Anchor.IsEmpty) sizes[sc.Anchor.Value] = 1;
-                    Count(1);
-                    Completed();
-                    break;
-                case AnchorAlias al:
-                    KeyCheck(null);
-                    Count(sizes.GetValueOrDefault(al.Value.Value, 1));
-                    Completed();
-                    break;
-            }
-            void Count(long n)
-            {
-                expanded += n;
-                if (expanded > MaxNodes) throw new PipelineException([Error($"the pipeline expands to more than {MaxNodes} YAML nodes (aliases of aliases?)")]);
-            }
-            void KeyCheck(YamlDotNet.Core.Events.Scalar? key)
-            {
-                if (frames.Count == 0 || frames[^1] is not { IsMapping: true, ExpectKey: true } f || key is null) return;
-                if (!f.Keys.TryAdd(key.Value, key.Start))
-                    throw new PipelineException([Error($"duplicate key '{key.Value}' (first at line {f.Keys[key.Value].Line})")]);
-            }
-            void Completed() { if (frames.Count > 0 && frames[^1].IsMapping) frames[^1].ExpectKey = !frames[^1].ExpectKey; }
-        }
-    }
-
-    sealed class Frame(bool isMapping, string? anchor, long startCount)
-    {
-        public bool IsMapping { get; } = isMapping;
-        public string? Anchor { get; } = anchor;
-        public long StartCount { get; } = startCount;
-        public bool ExpectKey { get; set; } = true;
-        public Dictionary<string, Mark> Keys { get; } = [];
-    }
-
-    static Mark LastGoodMark(string text)
-    {
-        var last = new Mark(0, 1, 1);
-        try
-        {
-            // YamlDotNet's scanner can emit Error tokens forever (found by tools/Loupe.Fuzz): stop at the first one,
-            // and never read more tokens than the text has characters.
-            var scanner = new Scanner(new StringReader(text));
-            for (int n = 0; n <= text.Length && scanner.MoveNext() && scanner.Current is not YamlDotNet.Core.Tokens.Error; n++) last = scanner.Current!.End;
-        }
-        catch (Exception) { /* stop at the first token that cannot be read */ }
-        return last;
-    }
 
     internal static PipelineError At(string file, YamlNode node, string message) => new(file, (int)node.Start.Line, (int)node.Start.Column, message);
 

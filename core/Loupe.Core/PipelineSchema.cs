@@ -48,6 +48,7 @@ public static class PipelineSchema
             ["batch_size"] = Int("batch size of this step (overrides settings.batch_size)", 1),
             ["expect"] = AnyOf(Str("a threshold on a metric of this step, e.g. \"auc_mean < 0.2\""), new JsonObject { ["type"] = "array", ["items"] = Str("a threshold on a metric of this step, e.g. \"auc_mean < 0.2\"") }),
             ["timeout"] = Duration(),
+            ["display"] = With(ObjectSchema(typeof(OverlayStyle), 0), "how this step's heatmaps are drawn (over settings.display)"),
         }, required: ["uses"], extra: new JsonObject { ["$ref"] = "#/$defs/analysis-with" });
 
         var root = Section("pipeline", PipelineParser.TopKeys, new()
@@ -91,6 +92,8 @@ public static class PipelineSchema
                 ["max_image_pixels"] = Int("largest image accepted (width × height, checked from the header before decoding)", 1),
                 ["step_timeout"] = Duration(),
                 ["max_items"] = Int("largest dataset accepted (items); a larger source is refused before any model runs", 1),
+                ["display"] = With(ObjectSchema(typeof(OverlayStyle), 0), "how every step's heatmaps are drawn (colour map, outlier clipping, sign, opacity)"),
+                ["top_k"] = Int("classes recorded per input in the manifest's predictions (0: none)", 0),
             }),
         }, required: ["model", "steps"]);
         var schema = new JsonObject

@@ -17,7 +17,7 @@ public static partial class PipelineRunner
     internal static void WriteRunOutputs(string outDir, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest, IRunObserver? observer)
     {
         WriteMetricsTable(outDir, stepRecords, artifacts, manifest);
-        try { WriteComparison(outDir, artifacts, manifest); }
+        try { WriteComparison(outDir, stepRecords, artifacts, manifest); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or SixLabors.ImageSharp.ImageFormatException)
         {
             observer?.Warning($"comparison grid not written: {e.Message}");
@@ -51,8 +51,9 @@ public static partial class PipelineRunner
     }
 
     /// <summary>Methods × images: when two or more steps wrote a per-input display image for the same inputs, one grid
-    /// (rows: the first 8 shared inputs; columns: the steps in pipeline order, each step's first per-input image).</summary>
-    static void WriteComparison(string outDir, List<ArtifactRecord> artifacts, JsonObject manifest)
+    /// (rows: the first 8 shared inputs; columns: the steps in pipeline order, each step's first per-input image),
+    /// labelled: a title per column (step id · technique), a label per row (input id, prediction, true label).</summary>
+    static void WriteComparison(string outDir, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest)
     {
         var perStep = artifacts.Where(a => a.Kind == "display" && a.Input is not null)
             .GroupBy(a => a.Step)
@@ -65,17 +66,14 @@ public static partial class PipelineRunner
         if (perStep.Count < 2) return;
         var inputs = perStep[0].ByInput.Keys.Where(i => perStep.Count(s => s.ByInput.ContainsKey(i)) >= 2).Take(8).ToList();
         if (inputs.Count == 0) return;
-        var tiles = new List<RgbImage>();
+        var cells = new List<IReadOnlyList<RgbImage?>>();
         foreach (var input in inputs)
-            foreach (var s in perStep)
-            {
-                if (!s.ByInput.TryGetValue(input, out var a)) { tiles.Add(RgbImage.Blank(1, 1)); continue; }
-                using var img = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.Rgb24>(Path.Combine(outDir, a.Path));
-                var px = new byte[img.Width * img.Height * 3];
-                img.CopyPixelDataTo(px);
-                tiles.Add(new RgbImage(img.Width, img.Height, px));
-            }
-        var grid = Display.Grid(tiles, perStep.Count);
+            cells.Add(perStep.Select(s => s.ByInput.TryGetValue(input, out var a) ? Png.Load(Path.Combine(outDir, a.Path)) : null).ToList());
+        var uses = stepRecords.ToDictionary(r => (string)r["id"]!, r => (string?)r["uses"] ?? "");
+        var titles = perStep.Select(s => uses.GetValueOrDefault(s.Step) is { Length: > 0 } u && u != s.Step ? $"{s.Step} · {u}" : s.Step).ToList();
+        var predictions = Predictions.ById(manifest);
+        var rowLabels = inputs.Select(i => predictions.TryGetValue(i, out var p) ? RowLabel(i, p) : i).ToList();
+        var grid = Figure.Table(cells, titles, rowLabels, "Methods × images");
         AtomicFile.Write(Path.Combine(outDir, "comparison.png"), Png.Encode(grid));
         artifacts.Add(new ArtifactRecord("comparison", null, "display", "comparison.png", [grid.Height, grid.Width, 3], "uint8", null, "comparison"));
         manifest["comparison"] = new JsonObject
@@ -84,6 +82,13 @@ public static partial class PipelineRunner
             ["columns"] = new JsonArray(perStep.Select(s => (JsonNode)JsonValue.Create($"{s.Step}/{s.Name}")!).ToArray()),
             ["rows"] = new JsonArray(inputs.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray()),
         };
+    }
+
+    /// <summary>A comparison row's label: input id, predicted class and probability, true label when known.</summary>
+    static string RowLabel(string id, JsonObject prediction)
+    {
+        var label = $"{id}\npred: {Predictions.Describe(prediction, withTruth: false)}";
+        return prediction["labelName"] is { } truth ? $"{label}\ntrue: {(string?)truth}" : label;
     }
 
     static JsonObject BuildManifest(PreparedRun run, RunRequest request, DateTimeOffset started)

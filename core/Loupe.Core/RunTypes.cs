@@ -40,7 +40,11 @@ public sealed record RunRequest(string PipelineFile)
 public sealed record RunResult(int ExitCode, string? OutDir, JsonObject? Manifest, IReadOnlyList<PipelineError> Errors);
 
 /// <summary>A resolved, bound and validated step, ready to run.</summary>
-public sealed record PreparedStep(StepSpec Spec, ComponentDescriptor Descriptor, IAnalysis Analysis, object Options, ITarget Target);
+public sealed record PreparedStep(StepSpec Spec, ComponentDescriptor Descriptor, IAnalysis Analysis, object Options, ITarget Target)
+{
+    /// <summary>The step's <c>display:</c> over <c>settings.display</c> (null when neither is given).</summary>
+    public OverlayStyle? Display { get; init; }
+}
 
 /// <summary>A validated pipeline with its model and data opened. Dispose it.</summary>
 public sealed class PreparedRun : IDisposable
@@ -49,6 +53,8 @@ public sealed class PreparedRun : IDisposable
     public required PipelineSpec Spec { get; init; }
     /// <summary>The registry.</summary>
     public required ComponentRegistry Registry { get; init; }
+    /// <summary>Classes recorded per input (<c>settings.top_k</c>).</summary>
+    public int TopK { get; init; } = Predictions.DefaultTopK;
     /// <summary>The model (replaced by a fresh copy when a step that still uses it had to be abandoned).</summary>
     public required IModel Model { get; set; }
     /// <summary>False when the model belongs to an in-process host that keeps it over many runs.</summary>

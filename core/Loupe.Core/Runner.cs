@@ -125,6 +125,7 @@ public static partial class PipelineRunner
             rec["startedAt"] = DateTimeOffset.Now.ToString("o");
             rec["options"] = Manifest.ToNode(step.Options);
             rec["target"] = step.Target.Describe();
+            if (step.Display is { } display) rec["display"] = Manifest.ToNode(display);
             if (LinkedStep(step) is { } of) rec["of"] = of;
             if (timeout is { } t) rec["timeoutMs"] = t.TotalMilliseconds;
             var sw = Stopwatch.StartNew();
@@ -182,6 +183,15 @@ public static partial class PipelineRunner
             try { folder.Journal(rec, artifacts.Skip(before).Take(artifactsJournaled - before)); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { /* the final manifest (and its check of the outputs) report it */ }
             if (status != "succeeded") Save("running");
+        }
+        if (!outputFault && !cancellation.IsCancellationRequested && run.TopK > 0 && run.Data is not null)
+        {
+            try
+            {
+                if (Predictions.Compute(run, run.TopK, cancellation, out var skipped) is { } predictions) manifest["predictions"] = predictions;
+                else if (skipped is not null) manifest["predictionsSkipped"] = skipped;
+            }
+            catch (Exception e) when (e is not OperationCanceledException) { observer?.Warning($"predictions not recorded: {e.Message}"); }
         }
         // A shard's run-level outputs are written by 'loupe merge', over all shards; none after a full disk.
         if (run.Shard is null && !outputFault)

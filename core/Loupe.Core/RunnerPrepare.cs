@@ -14,13 +14,22 @@ public static partial class PipelineRunner
     /// <summary>Parses, resolves, binds and validates; loads the model and opens the data. Throws <see cref="PipelineException"/>.</summary>
     public static PreparedRun Prepare(RunRequest request)
     {
+        try { return PrepareAll(request); }
+        catch (PipelineException e) when (request.Overrides.Count > 0) { throw new PipelineException(OverrideMarks.Locate(e.Errors, request.Overrides)); }
+    }
+
+    static PreparedRun PrepareAll(RunRequest request)
+    {
+        // Errors of the file's sections are kept, not thrown: ids, options and files are checked in the same pass.
+        List<PipelineError> errors;
         var spec = request.PipelineText is { } text
-            ? PipelineParser.ParseText(text, Path.GetFullPath(request.PipelineFile), request.Overrides)
-            : PipelineParser.Parse(request.PipelineFile, request.Overrides);
+            ? PipelineParser.ParseText(text, Path.GetFullPath(request.PipelineFile), request.Overrides, out errors)
+            : PipelineParser.Parse(request.PipelineFile, request.Overrides, out errors);
         var file = spec.File;
         CheckedOutputPath(spec, request.OutDir ?? spec.OutputDir); // refused before anything loads (validate too)
-        var errors = new List<PipelineError>();
         var warnings = new List<string>();
+        // Extra plugins are code: never load them from a pipeline that has errors (a pin may be among them).
+        if (errors.Count > 0 && spec.Plugins.Count > 0) throw new PipelineException(errors);
 
         ComponentRegistry registry;
         try
@@ -75,6 +84,8 @@ public static partial class PipelineRunner
         // Steps that wrap other steps (e.g. noise-tunnel's inner): resolve and bind the inner step here.
         for (int i = 0; i < stepOptions.Count; i++)
             if (stepOptions[i] is { } bo) stepOptions[i] = ResolveReferences(bo, spec.Steps[i], registry, spec, errors);
+        var displays = DisplayStyles.Bind(spec, errors);
+        var topK = DisplayStyles.TopK(spec, errors);
         var inputOverride = m.Input is null ? null : (InputOptions)OptionsBinder.Bind(typeof(InputOptions), m.Input, file, "model.input", spec.BaseDirectory, errors, m.Mark).Value;
         string? labelsFile = null;
         if (m.Labels is { } lf)
@@ -166,7 +177,7 @@ public static partial class PipelineRunner
                     foreach (var l in target.RequiredLayers.Where(l => !layerNames.Contains(l)))
                         errors.Add(new(file, (int)tr.Mark.Line, (int)tr.Mark.Column, $"step '{s.Id}' target: layer '{l}' does not exist{Suggest.DidYouMean(l, layerNames)}"));
                 }
-                prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target));
+                prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target) { Display = displays[i] });
             }
             ResolveLinks(spec, prepared, errors);
             if (shard is not null) errors.AddRange(RefuseUnshardable(spec, prepared, shard));
@@ -207,7 +218,7 @@ public static partial class PipelineRunner
             if (shard is not null) (data, rows) = Slice(spec, prepared, data, shard);
             return new PreparedRun
             {
-                Shard = rows,
+                Shard = rows, TopK = topK,
                 Spec = spec, Registry = registry, Model = model, ModelOptions = modelOptions!, Input = input, Labels = labels,
                 ModelFiles = modelAdapter.Files(modelOptions!, spec.BaseDirectory).ToList(), Data = data, DataOptions = dataOptions,
                 Steps = prepared, Warnings = warnings, FirstForwardAt = firstForward, OwnsModel = preloaded is null,

@@ -125,12 +125,18 @@ internal static class Commands
             }, Manifest.JsonOptions));
             return 0;
         }
-        foreach (var p in registry.Plugins) Console.WriteLine($"{p.Name} {p.Version} (contract {p.ContractVersion})  {p.Path}");
-        Console.WriteLine();
+        Console.WriteLine("plugin assemblies:");
+        foreach (var p in registry.Plugins) Console.WriteLine($"  {p.Name} {p.Version} (contract {p.ContractVersion})  {p.Path}");
+        int width = registry.Components.Select(c => c.Id.Length).DefaultIfEmpty(0).Max();
         foreach (var group in registry.Components.GroupBy(c => c.Kind).OrderBy(g => g.Key))
         {
-            Console.WriteLine(group.Key.ToString().ToLowerInvariant() switch { "data" => "data sources:", var k => k + "s:" });
-            foreach (var c in group.OrderBy(c => c.Id)) Console.WriteLine($"  {c.Id,-20} {c.Description}  [{c.Source}]");
+            Console.WriteLine();
+            Console.WriteLine(group.Key switch
+            {
+                ComponentKind.Model => "model backends:", ComponentKind.Data => "data sources:", ComponentKind.Analysis => "analyses (steps):",
+                ComponentKind.Target => "targets:", var k => k.ToString().ToLowerInvariant() + ":",
+            });
+            foreach (var c in group.OrderBy(c => c.Id)) Console.WriteLine($"  {c.Id.PadRight(width)}  {c.Description}  [{c.Source}]");
         }
         return 0;
     }

@@ -58,24 +58,44 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
             var steps = result.Manifest?["steps"]?.AsArray();
             if (steps is not null)
             {
-                Console.WriteLine($"{"step",-20} {"uses",-16} {"status",-10} {"time",8}");
-                foreach (var s in steps)
-                    Console.WriteLine($"{s!["id"],-20} {s["uses"],-16} {s["status"],-10} {(s["durationMs"]?.GetValue<double>() ?? 0) / 1000,7:F2}s");
+                // Columns as wide as their longest entry, so long step ids and technique names stay aligned.
+                var rows = steps.Select(s => (Id: (string?)s!["id"] ?? "", Uses: (string?)s["uses"] ?? "", Status: (string?)s["status"] ?? "",
+                    Time: $"{(s["durationMs"]?.GetValue<double>() ?? 0) / 1000:F2}s")).ToList();
+                int wi = Math.Max(4, rows.Max(r => r.Id.Length)), wu = Math.Max(4, rows.Max(r => r.Uses.Length)), ws = Math.Max(6, rows.Max(r => r.Status.Length));
+                Console.WriteLine($"{"step".PadRight(wi)}  {"uses".PadRight(wu)}  {"status".PadRight(ws)}  {"time",8}");
+                foreach (var r in rows) Console.WriteLine($"{r.Id.PadRight(wi)}  {r.Uses.PadRight(wu)}  {r.Status.PadRight(ws)}  {r.Time,8}");
             }
             if (result.Manifest?["metricsTable"] is System.Text.Json.Nodes.JsonArray table && table.Count > 0)
             {
                 Console.WriteLine();
-                Console.WriteLine($"{"metrics of",-24} {"of",-16} values");
+                int wm = Math.Max(10, table.Max(r => ((string?)r!["step"] ?? "").Length)), wo = Math.Max(2, table.Max(r => r!["of"]?.ToString().Length ?? 0));
+                Console.WriteLine($"{"metrics of".PadRight(wm)}  {"of".PadRight(wo)}  values");
                 foreach (var row in table)
                 {
                     var metrics = row!["metrics"]!.AsObject().Select(kv => $"{kv.Key}={kv.Value!.GetValue<double>():G4}");
-                    Console.WriteLine($"{row["step"],-24} {row["of"]?.ToString() ?? "",-16} {string.Join("  ", metrics)}");
+                    Console.WriteLine($"{((string?)row["step"] ?? "").PadRight(wm)}  {(row["of"]?.ToString() ?? "").PadRight(wo)}  {string.Join("  ", metrics)}");
                 }
-                Console.WriteLine();
             }
+            PrintPredictions(result.Manifest);
+            Console.WriteLine();
             Console.WriteLine($"finished in {elapsed.TotalSeconds:F1}s; status: {result.Manifest?["status"]}");
         }
         Console.WriteLine($"outputs: {result.OutDir}");
         if (!quiet) Console.WriteLine($"manifest: {Path.Combine(result.OutDir!, "manifest.json")}");
+    }
+
+    /// <summary>The first inputs' top-3 predictions (all of them are in manifest.json).</summary>
+    static void PrintPredictions(System.Text.Json.Nodes.JsonNode? manifest)
+    {
+        if (manifest?["predictions"]?["inputs"] is not System.Text.Json.Nodes.JsonArray inputs || inputs.Count == 0) return;
+        const int shown = 8;
+        var rows = inputs.Take(shown).Select(e => (Id: (string?)e!["id"] ?? "", Truth: (string?)e["labelName"] ?? "",
+            Top: string.Join(", ", e["top"]!.AsArray().Take(3).Select(t => $"{(string?)t!["label"]} {((double)t["p"]! * 100).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)}%")))).ToList();
+        bool truth = rows.Any(r => r.Truth.Length > 0);
+        int wi = Math.Max(5, rows.Max(r => r.Id.Length)), wt = Math.Max(4, rows.Max(r => r.Truth.Length));
+        Console.WriteLine();
+        Console.WriteLine($"{"input".PadRight(wi)}  {(truth ? "true".PadRight(wt) + "  " : "")}predicted (top 3; top {(int?)manifest["predictions"]!["topK"]} in manifest.json)");
+        foreach (var r in rows) Console.WriteLine($"{r.Id.PadRight(wi)}  {(truth ? r.Truth.PadRight(wt) + "  " : "")}{r.Top}");
+        if (inputs.Count > shown) Console.WriteLine($"... and {inputs.Count - shown} more");
     }
 }

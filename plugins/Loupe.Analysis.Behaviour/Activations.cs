@@ -79,7 +79,9 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
             ThresholdMode.Quantile or ThresholdMode.Sigma => DatasetThresholds(options, ctx),
             _ => null,
         };
-        var grid = new List<RgbImage>();
+        var grid = new List<IReadOnlyList<RgbImage?>>();
+        var gridCaptions = new List<IReadOnlyList<string?>>();
+        var gridIds = new List<string>();
         foreach (var (batch, a) in Explain.LayerBatches(ctx, options.Layer))
         {
             using var scope = NewDisposeScope();
@@ -111,12 +113,14 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
                         : Display.Image(batch.Pixels[i] * (0.25f + 0.75f * masks[c].unsqueeze(0)));
                     tiles.Add(Display.Scale(tile, Display.UpscaleFactor(tile.Width, 64)));
                 }
-                var sheet = Display.Grid(tiles, Math.Min(8, tiles.Count));
+                var captions = channels.Select(c => (string?)$"ch {c}").ToList();
+                var sheet = Figure.Sheet(tiles, Math.Min(8, tiles.Count), captions);
                 ctx.Output.Display(masks is null ? "activations" : "masks", batch.Ids[i], sheet);
-                if (grid.Count < 16) grid.Add(sheet);
+                if (grid.Count < 16) { grid.Add(tiles.ToArray()); gridCaptions.Add(captions); gridIds.Add(batch.Ids[i]); }
             }
         }
-        if (grid.Count > 0) ctx.Output.Display("activations-grid", null, Display.Grid(grid, 1));
+        var what = options.Threshold.Mode == ThresholdMode.None ? "activation maps (viridis, min–max per map)" : "inputs where each channel exceeds its threshold (the rest dimmed)";
+        if (grid.Count > 0) ctx.Output.Display("activations-grid", null, Figure.Table(grid, null, gridIds, $"{ctx.StepId}: {options.Layer} — {what}", gridCaptions));
     }
 
     static string SafeId(string id) => string.Concat(id.Select(ch => char.IsLetterOrDigit(ch) || ch is '-' or '_' or '.' ? ch : '_'));

@@ -76,7 +76,9 @@ public sealed class Filters : Analysis<FiltersOptions>
             }
             columns = ins == 1 ? (int)Math.Ceiling(Math.Sqrt(shown)) : ins;
         }
-        ctx.Output.Display("filters", null, Display.Grid(tiles, columns));
+        var how = options.Scaling == FilterScaling.Global ? "one scale for all" : "each filter scaled on its own";
+        var layout = inC == 3 ? "RGB" : Math.Min(inC, options.MaxInputChannels) == 1 ? "one input channel" : $"rows: filters, columns: first {Math.Min(inC, options.MaxInputChannels)} input channels";
+        ctx.Output.Display("filters", null, Figure.Titled(Display.Grid(tiles, columns), $"{options.Layer}: {shown} of {outC} filters ({layout}; {how})"));
         ctx.Output.Metric("filters", outC);
         ctx.Output.Metric("weight_norm_mean", w.flatten(1).norm(1).mean().item<float>());
     }

@@ -53,6 +53,8 @@ public sealed record IntegratedGradientsOptions
 /// (<c>completeness.json</c> and metrics).</summary>
 public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradientsOptions>
 {
+    /// <inheritdoc/>
+    protected override OverlayStyle? DefaultOverlay => OverlayStyle.Gradient;
     readonly Dictionary<string, double> _completeness = new();
     readonly List<double> _relative = new();
 

@@ -51,6 +51,8 @@ public sealed record NoiseTunnelOptions
 public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
 {
     /// <inheritdoc/>
+    protected override OverlayStyle? DefaultOverlay => OverlayStyle.Gradient;
+    /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
     /// <inheritdoc/>
     public override string ArtifactName => "noise-tunnel";

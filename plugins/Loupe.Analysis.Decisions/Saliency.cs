@@ -28,6 +28,8 @@ public sealed record SaliencyOptions
 public sealed class Saliency : AttributionAnalysis<SaliencyOptions>
 {
     /// <inheritdoc/>
+    protected override OverlayStyle? DefaultOverlay => OverlayStyle.Gradient;
+    /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients);
     /// <inheritdoc/>
     public override string ArtifactName => "saliency";
@@ -46,6 +48,8 @@ public sealed class Saliency : AttributionAnalysis<SaliencyOptions>
 public sealed class GradientXInput : AttributionAnalysis<NoOptions>
 {
     /// <inheritdoc/>
+    protected override OverlayStyle? DefaultOverlay => OverlayStyle.Gradient;
+    /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients);
     /// <inheritdoc/>
     public override string ArtifactName => "gradient-x-input";
@@ -61,6 +65,8 @@ public sealed class GradientXInput : AttributionAnalysis<NoOptions>
 /// <summary>Base of the modified-ReLU gradient methods: the input gradient with every ReLU's backward replaced.</summary>
 public abstract class ReluRuleGradient : AttributionAnalysis<NoOptions>
 {
+    /// <inheritdoc/>
+    protected override OverlayStyle? DefaultOverlay => OverlayStyle.Gradient;
     /// <summary>The ReLU backward rule.</summary>
     protected abstract ReluRule Rule { get; }
     /// <inheritdoc/>

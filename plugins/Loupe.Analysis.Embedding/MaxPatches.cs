@@ -214,12 +214,15 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
             if (row > maxRow) break;
         }
         for (int c = 0; c < n; c++)
-            if (ctx.Shard is null) ctx.Output.Display($"channel-{channels[c]:D4}", null, Grid(tiles[c], k));
+            if (ctx.Shard is null) ctx.Output.Display($"channel-{channels[c]:D4}", null, Grid(options.Layer, channels[c], tiles[c], top[c].Select(e => (ids[e.Image], e.Value)).ToList(), k));
             else ctx.Output.Display($"channel-{channels[c]:D4}.candidates", null, Display.Grid(tiles[c], tiles[c].Length, padding: 0));
         ctx.Progress(1, "patches written");
     }
 
-    static RgbImage Grid(RgbImage[] tiles, int k) => Display.Grid(tiles, (int)Math.Ceiling(Math.Sqrt(k)), padding: 3);
+    /// <summary>A channel's sheet: titled by layer and channel, each patch captioned with its input and activation.</summary>
+    static RgbImage Grid(string layer, long channel, RgbImage[] tiles, IReadOnlyList<(string Id, float Value)> entries, int k) =>
+        Figure.Sheet(tiles, (int)Math.Ceiling(Math.Sqrt(k)), entries.Select(e => (string?)$"{e.Id}\nact {Display.Number(e.Value)}").ToList(),
+            $"{layer} · channel {channel}: top {tiles.Length} patches");
 
     /// <summary>Shards: each shard keeps its own top-k per channel (entries in <c>index.json</c> with dataset rows, and
     /// their tiles in one strip per channel, <c>channel-0005.candidates.png</c>); the global top-k is the top-k of
@@ -252,7 +255,8 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
                 positions[(c * k + t) * 3] = e.Image; positions[(c * k + t) * 3 + 1] = e.Y; positions[(c * k + t) * 3 + 2] = e.X;
             }
             index[channels[c]] = new System.Text.Json.Nodes.JsonArray(candidates.Select(x => x.Json!.DeepClone()).ToArray());
-            merge.Output.Display(name, null, Grid(candidates.Select(x => x.Tile).ToArray(), k));
+            merge.Output.Display(name, null, Grid((string?)shards[0]["layer"] ?? "", long.Parse(channels[c], System.Globalization.CultureInfo.InvariantCulture),
+                candidates.Select(x => x.Tile).ToArray(), candidates.Select(x => ((string?)x.Json!["id"] ?? "", x.Entry.Value)).ToList(), k));
         }
         merge.Output.Raw("top-values", null, new NdArray(values, [channels.Count, k]));
         merge.Output.Raw("top-positions", null, new NdArray(positions, [channels.Count, k, 3]));

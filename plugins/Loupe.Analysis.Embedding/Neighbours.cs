@@ -132,12 +132,21 @@ public sealed class NearestNeighbours : FeatureAnalysis<NearestNeighboursOptions
         try
         {
             var tiles = new List<RgbImage>();
+            var captions = new List<string?>();
+            string Name(int i) => fs.Labels?[i] is { } l && l >= 0 ? "\n" + (l < ctx.Labels.Count ? ctx.Labels[(int)l] : $"class {l}") : "";
             for (int r = 0; r < q; r++)
             {
                 tiles.Add(Tile(pixels[qIdx[r]], query: true));
-                for (int c = 0; c < k; c++) tiles.Add(Tile(pixels[(int)index[r, c]], query: false));
+                captions.Add($"query {fs.Ids[qIdx[r]]}{Name(qIdx[r])}");
+                for (int c = 0; c < k; c++)
+                {
+                    tiles.Add(Tile(pixels[(int)index[r, c]], query: false));
+                    captions.Add($"{fs.Ids[index[r, c]]} d={Display.Number(dist[r, c])}{Name((int)index[r, c])}");
+                }
             }
-            ctx.Output.Display("neighbours", null, Display.Grid(tiles, k + 1, padding: 3));
+            var metric = options.Metric.ToString().ToLowerInvariant();
+            ctx.Output.Display("neighbours", null, Figure.Sheet(tiles, k + 1, captions,
+                $"{options.Layer}: {k} nearest neighbours per query ({metric} distance; query first, framed)"));
         }
         finally
         {

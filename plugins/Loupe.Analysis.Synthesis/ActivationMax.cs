@@ -355,7 +355,10 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
             tiles.Add(tile);
             ctx.Output.Display("image", ids[i], tile);
         }
-        if (n > 1) ctx.Output.Display("grid", null, Display.Grid(tiles, Math.Min(n, 5)));
+        if (n > 1)
+            ctx.Output.Display("grid", null, Figure.Sheet(tiles, Math.Min(n, 5),
+                objectives.Select((x, i) => (string?)$"{x.Text}\nobjective {Display.Number(result.History[o.Steps - 1, i])}").ToList(),
+                $"{ctx.StepId}: images that maximise each objective ({o.Steps} steps)"));
         var hist = new float[o.Steps * n];
         Buffer.BlockCopy(result.History, 0, hist, 0, hist.Length * 4);
         ctx.Output.Raw("objective", null, new NdArray(hist, [o.Steps, n]));

@@ -17,6 +17,18 @@ public enum OnError
     Skip,
 }
 
+/// <summary>How an image is brought to the model's H×W.</summary>
+public enum ImageResize
+{
+    /// <summary>Both sides to the model's size; the aspect ratio changes.</summary>
+    Stretch,
+    /// <summary>The shorter side to <c>resize_size</c> (default H / 0.875, 256 for 224), then the centre H×W crop:
+    /// torchvision's <c>Resize(256)</c> + <c>CenterCrop(224)</c>, what most ImageNet checkpoints expect.</summary>
+    CenterCrop,
+    /// <summary>The longer side to the model's size, keeping the aspect ratio; black bars fill the rest (centred).</summary>
+    Pad,
+}
+
 /// <summary>Options of <c>image-folder</c>.</summary>
 public sealed record ImageFolderOptions
 {
@@ -32,11 +44,18 @@ public sealed record ImageFolderOptions
     /// <summary>Unreadable images policy.</summary>
     [Description("unreadable image: fail (default) or skip with a warning")]
     public OnError OnError { get; init; } = OnError.Fail;
+    /// <summary>How images are brought to the model's size.</summary>
+    [Description("stretch (default), center-crop (torchvision's Resize(256) + CenterCrop(224)) or pad (keep the aspect ratio, black bars)")]
+    public ImageResize Resize { get; init; } = ImageResize.Stretch;
+    /// <summary>Shorter side before the crop of <c>center-crop</c> (default round(H / 0.875)).</summary>
+    [Range(1, 65536), Description("center-crop: the shorter side before the crop (default round(height / 0.875), 256 for 224)")]
+    public int? ResizeSize { get; init; }
 }
 
 /// <summary>Images from a folder. Preprocessing, exactly: decode to 8-bit RGB (or 8-bit luminance, BT.709, for
-/// 1-channel models); resize to the model's H×W with ImageSharp's bilinear (Triangle) resampler, stretching;
-/// then float32 ÷ 255. The host then normalises (x − mean) / std.</summary>
+/// 1-channel models); resize to the model's H×W with ImageSharp's bilinear (Triangle) resampler, which widens its
+/// support when shrinking as PIL's does (stretching, or torchvision's shorter side + centre crop, or padding, per
+/// <c>resize</c>); then float32 ÷ 255. The host then normalises (x − mean) / std.</summary>
 public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
 {
     static readonly string[] Extensions = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tga", ".webp", ".tif", ".tiff"];
@@ -49,14 +68,19 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
             .OrderBy(f => f, StringComparer.Ordinal).ToList();
         if (options.Limit is { } limit) files = files.Take(limit).ToList();
         var usable = new List<string>();
+        int skipped = 0;
         foreach (var f in files)
         {
             // Header only: refuse undecodable and oversized images before any pixel buffer is allocated.
             var problem = ImageDecoding.Check(f, context.MaxImagePixels);
             if (problem is null) { usable.Add(f); continue; }
-            if (options.OnError == OnError.Skip) context.Warn($"skipped {f}: {problem}");
+            if (options.OnError == OnError.Skip) { context.Warn($"skipped {f}: {problem}"); skipped++; }
             else throw new LoupeException($"{f}: {problem}");
         }
+        if (skipped > 0) context.Warn($"image-folder: {skipped} of {files.Count} files skipped (on_error: skip); {usable.Count} images are used");
+        var ignored = Directory.EnumerateFiles(options.Path, "*", options.Recursive ? SearchOption.AllDirectories : SearchOption.TopDirectoryOnly)
+            .Count(f => !Extensions.Contains(System.IO.Path.GetExtension(f).ToLowerInvariant()));
+        if (ignored > 0) context.Warn($"image-folder: {ignored} files in {options.Path} are not images by their extension and were skipped ({string.Join(", ", Extensions)})");
         return new ImageFolderSource(options, usable, context);
     }
 
@@ -75,7 +99,7 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
             {
                 cancellation.ThrowIfCancellationRequested();
                 float[] px;
-                try { px = ImageDecoding.Load(f, spec, context.MaxImagePixels); }
+                try { px = ImageDecoding.Load(f, spec, context.MaxImagePixels, options.Resize, options.ResizeSize); }
                 catch (LoupeException e) when (options.OnError == OnError.Skip) { context.Warn("skipped " + e.Message); continue; }
                 ids.Add(System.IO.Path.GetRelativePath(options.Path, f));
                 pixels.AddRange(px);
@@ -148,8 +172,47 @@ public static class ImageDecoding
         catch (Exception e) { return $"not a readable image ({e.GetType().Name}: {e.Message})"; }
     }
 
+    static void Resize(Image<Rgb24> img, int w, int h) =>
+        img.Mutate(c => c.Resize(new ResizeOptions { Size = new SixLabors.ImageSharp.Size(w, h), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Triangle }));
+
+    /// <summary>Brings <paramref name="img"/> to w×h (disposing it when a new image is returned).</summary>
+    static Image<Rgb24> Fit(Image<Rgb24> img, int w, int h, ImageResize mode, int? resizeSize)
+    {
+        switch (mode)
+        {
+            case ImageResize.CenterCrop:
+            {
+                // torchvision: the shorter side to `size`, the longer to int(size · long / short); crop at round((H − h) / 2).
+                int size = resizeSize ?? (int)Math.Round(Math.Min(w, h) / 0.875);
+                bool wide = img.Width >= img.Height;
+                int shortSide = Math.Min(img.Width, img.Height), longSide = Math.Max(img.Width, img.Height);
+                int longNew = (int)((long)size * longSide / shortSide);
+                int nw = wide ? longNew : size, nh = wide ? size : longNew;
+                if (nw < w || nh < h) throw new LoupeException($"resize_size {size} is smaller than the model's {w}×{h} input");
+                if (nw != img.Width || nh != img.Height) Resize(img, nw, nh);
+                int top = (int)Math.Round((nh - h) / 2.0, MidpointRounding.ToEven), left = (int)Math.Round((nw - w) / 2.0, MidpointRounding.ToEven);
+                img.Mutate(c => c.Crop(new Rectangle(left, top, w, h)));
+                return img;
+            }
+            case ImageResize.Pad:
+            {
+                double scale = Math.Min(w / (double)img.Width, h / (double)img.Height);
+                int nw = Math.Clamp((int)Math.Round(img.Width * scale), 1, w), nh = Math.Clamp((int)Math.Round(img.Height * scale), 1, h);
+                Resize(img, nw, nh);
+                var canvas = new Image<Rgb24>(Config, w, h, new Rgb24(0, 0, 0));
+                var at = new SixLabors.ImageSharp.Point((w - nw) / 2, (h - nh) / 2);
+                canvas.Mutate(c => c.DrawImage(img, at, 1f));
+                img.Dispose();
+                return canvas;
+            }
+            default:
+                Resize(img, w, h);
+                return img;
+        }
+    }
+
     /// <summary>Decodes, resizes and scales to [0,1]; returns C×H×W floats.</summary>
-    public static float[] Load(string file, InputSpec spec, long maxPixels)
+    public static float[] Load(string file, InputSpec spec, long maxPixels, ImageResize resize = ImageResize.Stretch, int? resizeSize = null)
     {
         if (Check(file, maxPixels) is { } problem) throw new LoupeException($"{file}: {problem}");
         Image<Rgb24> img;
@@ -157,9 +220,12 @@ public static class ImageDecoding
         // DivideByZero, ... found by tools/Loupe.Fuzz): each becomes an error naming the file.
         try { img = Image.Load<Rgb24>(Config, file); }
         catch (Exception e) when (e is not OutOfMemoryException) { throw new LoupeException($"{file}: cannot decode image ({e.GetType().Name}: {e.Message})", e); }
-        using var _ = img;
         if (img.Width != spec.Width || img.Height != spec.Height)
-            img.Mutate(c => c.Resize(new ResizeOptions { Size = new SixLabors.ImageSharp.Size(spec.Width, spec.Height), Mode = ResizeMode.Stretch, Sampler = KnownResamplers.Triangle }));
+        {
+            try { img = Fit(img, spec.Width, spec.Height, resize, resizeSize); }
+            catch { img.Dispose(); throw; }
+        }
+        using var _ = img;
         int hw = spec.Height * spec.Width;
         var result = new float[spec.Channels * hw];
         if (spec.Channels == 1)

@@ -32,6 +32,14 @@ public sealed record TorchVisionOptions
     /// <summary>Weights file.</summary>
     [FilePath, Description("weights: PyTorch state_dict (.pt/.pth, zip format), .safetensors, or TorchSharp .dat; omit for a seeded random initialisation")]
     public string? Weights { get; init; }
+
+    /// <summary>Entry of a checkpoint dict that holds the state_dict.</summary>
+    [Description("the checkpoint entry holding the state_dict, for files such as {'state_dict': ..., 'epoch': ...} (default: the file itself when it is a state_dict, else the first of state_dict, model_state_dict, model, net, module found)")]
+    public string? WeightsKey { get; init; }
+
+    /// <summary>Prefix removed from every parameter name.</summary>
+    [Description("prefix removed from every parameter name, e.g. 'model.' (Lightning) or 'module.' (DataParallel; removed automatically when every name has it)")]
+    public string? StripPrefix { get; init; }
 }
 
 /// <summary>TorchVision architectures (and the demo CNN) as a differentiable TorchSharp model.</summary>
@@ -93,7 +101,7 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
         var module = TensorAccounting.Constructed(Build(arch, classes));
         try
         {
-            if (options.Weights is not null) Weights.Load(module, options.Weights);
+            if (options.Weights is not null) Weights.Load(module, options.Weights, options.WeightsKey, options.StripPrefix);
         }
         catch
         {

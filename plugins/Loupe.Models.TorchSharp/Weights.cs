@@ -15,8 +15,13 @@ public static class Weights
     /// <summary>Largest weights file accepted.</summary>
     public const long MaxBytes = 4L << 30;
 
-    /// <summary>Reads a state dict (name → tensor). Throws <see cref="LoupeException"/> naming the file.</summary>
-    public static Dictionary<string, Tensor> ReadStateDict(string path)
+    /// <summary>Entries of a checkpoint dict that usually hold the state_dict (Lightning, timm, torchvision and common
+    /// training scripts), tried in this order when no <c>weights_key</c> is given.</summary>
+    public static readonly string[] CommonKeys = ["state_dict", "model_state_dict", "model", "net", "module"];
+
+    /// <summary>Reads a state dict (name → tensor), from the file itself or from its entry <paramref name="weightsKey"/>
+    /// (or a common one: <see cref="CommonKeys"/>). Throws <see cref="LoupeException"/> naming the file.</summary>
+    public static Dictionary<string, Tensor> ReadStateDict(string path, string? weightsKey = null)
     {
         if (!File.Exists(path)) throw new LoupeException($"weights file not found: {path}");
         var length = new FileInfo(path).Length;
@@ -33,7 +38,7 @@ public static class Weights
             {
                 CheckZip(path);
                 WeightsCheck.PyTorchZip(path, length);
-                var table = PyTorchUnpickler.UnpickleStateDict(path);
+                var table = Select(path, PyTorchUnpickler.UnpickleStateDict(path), weightsKey);
                 var dict = new Dictionary<string, Tensor>();
                 foreach (DictionaryEntry e in table)
                 {
@@ -60,8 +65,25 @@ public static class Weights
             throw new LoupeException($"{path}: not a PyTorch zip checkpoint (legacy pickles and other formats are refused, never executed); re-save with torch.save(model.state_dict(), path) from PyTorch ≥ 1.6");
     }
 
-    /// <summary>Loads weights into <paramref name="module"/>; strict by name and shape.</summary>
-    public static void Load(nn.Module module, string path)
+    /// <summary>The dict that holds the tensors: the file's own, its entry <paramref name="key"/>, or a common entry.</summary>
+    static IDictionary Select(string path, IDictionary table, string? key)
+    {
+        var keys = table.Keys.OfType<object>().Select(k => k.ToString() ?? "").ToList();
+        string Listed() => string.Join(", ", keys.Take(12)) + (keys.Count > 12 ? ", ..." : "");
+        if (key is not null)
+        {
+            if (!table.Contains(key)) throw new LoupeException($"{path}: weights_key '{key}' is not in the checkpoint{Suggest.DidYouMean(key, keys)}; its entries: {Listed()}");
+            return table[key] as IDictionary ?? throw new LoupeException($"{path}: entry '{key}' is a {table[key]?.GetType().Name ?? "null"}, not a dict of tensors");
+        }
+        if (table.Values.OfType<object>().All(v => v is Tensor)) return table;
+        foreach (var k in CommonKeys)
+            if (table.Contains(k) && table[k] is IDictionary d && d.Values.OfType<object>().Any(v => v is Tensor)) return d;
+        throw new LoupeException($"{path}: the file is a checkpoint, not a state_dict, and none of its entries ({Listed()}) is a common one ({string.Join(", ", CommonKeys)}); set weights_key to the entry that holds the state_dict");
+    }
+
+    /// <summary>Loads weights into <paramref name="module"/>; strict by name and shape. <paramref name="weightsKey"/>
+    /// picks the state_dict inside a checkpoint dict; <paramref name="stripPrefix"/> is removed from every name.</summary>
+    public static void Load(nn.Module module, string path, string? weightsKey = null, string? stripPrefix = null)
     {
         if (Path.GetExtension(path).Equals(".dat", StringComparison.OrdinalIgnoreCase))
         {
@@ -69,9 +91,15 @@ public static class Weights
             catch (Exception e) { throw new LoupeException($"{path}: cannot load TorchSharp weights: {e.Message}", e); }
             return;
         }
-        var source = ReadStateDict(path);
+        var source = ReadStateDict(path, weightsKey);
         try
         {
+            if (stripPrefix is { Length: > 0 })
+            {
+                if (!source.Keys.Any(k => k.StartsWith(stripPrefix, StringComparison.Ordinal)))
+                    throw new LoupeException($"{path}: strip_prefix '{stripPrefix}' starts no parameter name (e.g. {string.Join(", ", source.Keys.Take(3))})");
+                source = source.ToDictionary(kv => kv.Key.StartsWith(stripPrefix, StringComparison.Ordinal) ? kv.Key[stripPrefix.Length..] : kv.Key, kv => kv.Value);
+            }
             // Checkpoints saved from DataParallel prefix every name with "module.".
             if (source.Count > 0 && source.Keys.All(k => k.StartsWith("module.", StringComparison.Ordinal)))
                 source = source.ToDictionary(kv => kv.Key["module.".Length..], kv => kv.Value);
@@ -85,7 +113,8 @@ public static class Weights
             {
                 static string List(string what, List<string> items) => items.Count == 0 ? "" :
                     $"\n  {what} ({items.Count}): {string.Join(", ", items.Take(8))}{(items.Count > 8 ? ", ..." : "")}";
-                throw new LoupeException($"{path}: weights do not fit this architecture:" + List("shape mismatch", mismatched) + List("missing", missing) + List("unexpected", unexpected));
+                throw new LoupeException($"{path}: weights do not fit this architecture:" + List("shape mismatch", mismatched) + List("missing", missing) + List("unexpected", unexpected)
+                    + (stripPrefix is null && unexpected.Count > 0 && unexpected.Select(k => k.Split('.')[0]).Distinct().Count() == 1 ? $"\n  every unexpected name starts with '{unexpected[0].Split('.')[0]}.': set strip_prefix: '{unexpected[0].Split('.')[0]}.'" : ""));
             }
             using var _ = no_grad();
             foreach (var (k, t) in target)

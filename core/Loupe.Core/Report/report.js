@@ -67,7 +67,8 @@
       const table = el('table', { class: 'grid' }, el('thead', {}, head));
       const tbody = el('tbody');
       for (const [id, paths] of page)
-        tbody.append(el('tr', { 'data-input': id }, el('td', {}, thumb(id, 56) || '', el('div', { class: 'muted' }, id)),
+        tbody.append(el('tr', { 'data-input': id }, el('td', {}, thumb(id, 56) || '', el('div', { class: 'muted' }, id),
+            ...((D.grid.predictions || {})[id] || []).map(line => el('div', { class: 'pred' }, line))),
           ...paths.map((p, k) => el('td', {}, img(p, `${id} ${D.grid.columns[k].step}`)))));
       table.append(tbody);
       return table;

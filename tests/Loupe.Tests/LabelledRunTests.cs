@@ -1,0 +1,119 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+using Loupe.Core;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>The quickstart run once, for the tests that read its labelled figures and predictions.</summary>
+public sealed class QuickstartRun
+{
+    public RunResult Result { get; } = TestEnv.Run(Path.Combine(TestEnv.RepoRoot, "configs", "quickstart.yaml"), Path.Combine(TestEnv.TempDir("quickstart"), "run"));
+    public JsonNode Manifest => Result.Manifest!;
+}
+
+/// <summary>What a person reads in a run's outputs: labelled comparison (checked by OCR), predictions, display styles.</summary>
+public class LabelledRunTests(QuickstartRun quickstart) : IClassFixture<QuickstartRun>
+{
+    static readonly string[] Classes = File.ReadAllLines(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "labels.txt")).Where(l => l.Trim().Length > 0).ToArray();
+
+    [Fact]
+    public void OcrOfTheQuickstartComparisonFindsEveryStepAndAClassName()
+    {
+        Assert.True(quickstart.Result.ExitCode == 0, string.Join("\n", quickstart.Result.Errors));
+        var png = Path.Combine(quickstart.Result.OutDir!, "comparison.png");
+        // Tesseract 5 (Debian tesseract-ocr, installed by scripts/setup.sh); sparse-text mode suits labels beside images.
+        var psi = new ProcessStartInfo("tesseract") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var a in new[] { png, "-", "--psm", "11" }) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var text = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.True(p.ExitCode == 0, p.StandardError.ReadToEnd());
+        var columns = quickstart.Manifest["comparison"]!["columns"]!.AsArray().Select(c => ((string)c!).Split('/')[0]).ToList();
+        Assert.Equal(["saliency", "grad-cam", "occlusion"], columns);
+        foreach (var id in columns) Assert.Contains(id, text);
+        Assert.Contains(Classes, c => text.Contains("pred: " + c, StringComparison.Ordinal));
+        Assert.Contains("true:", text);
+        // The figure itself, against its golden copy (overlays may move a level or two between libtorch builds).
+        FigureTests.AssertGolden("quickstart-comparison", Png.Load(png), 0.01, 2.0);
+    }
+
+    [Fact]
+    public void PredictionsAreTheSoftmaxTopKOfTheModelWithTrueLabels()
+    {
+        var preds = quickstart.Manifest["predictions"]!;
+        Assert.Equal(Predictions.DefaultTopK, (int)preds["topK"]!);
+        var inputs = preds["inputs"]!.AsArray();
+        Assert.Equal(32, inputs.Count);
+        // Independent check: logits of the shipped model on the first 4 inputs, softmax in double precision here.
+        using var scope = NewDisposeScope();
+        using var prep = PipelineRunner.Prepare(new RunRequest(Path.Combine(TestEnv.RepoRoot, "configs", "quickstart.yaml")) { PluginDirectories = [TestEnv.PluginDirectory] });
+        var batch = prep.Data!.Read(prep.Input, 4, default).First();
+        var logits = prep.Model.Forward(prep.Input.Normalize(batch.Pixels)).to(ScalarType.Float64).contiguous().ToArray<double>();
+        for (int i = 0; i < 4; i++)
+        {
+            var row = logits.AsSpan(i * 10, 10).ToArray();
+            double max = row.Max(), z = row.Sum(v => Math.Exp(v - max));
+            var order = Enumerable.Range(0, 10).OrderByDescending(k => row[k]).Take(5).ToList();
+            var top = inputs[i]!["top"]!.AsArray();
+            Assert.Equal(batch.Ids[i], (string)inputs[i]!["id"]!);
+            for (int j = 0; j < 5; j++)
+            {
+                Assert.Equal(order[j], (long)top[j]!["class"]!);
+                Assert.Equal(Classes[order[j]], (string)top[j]!["label"]!);
+                double want = Math.Exp(row[order[j]] - max) / z, got = (double)top[j]!["p"]!;
+                Assert.True(Math.Abs(want - got) <= 2e-6, $"input {i} top {j + 1}: p {got} vs softmax {want}"); // stored to 6 decimals
+            }
+            Assert.Equal(batch.Labels![i], (long)inputs[i]!["label"]!);
+            Assert.Equal(Classes[batch.Labels[i]], (string)inputs[i]!["labelName"]!);
+        }
+        batch.Dispose();
+    }
+
+    [Fact]
+    public void DisplayStylesChangeThePicturesNeverTheRawMaps()
+    {
+        var steps = """
+              - { id: sal, uses: saliency }
+              - id: styled
+                uses: saliency
+                display: { colormap: grey, sign: all, outlier_perc: 5, opacity: 0.8 }
+            """;
+        var path = Loupe.Testing.FashionPipelines.Write("display", "display", steps, 4, 4, "output: { dir: out }\n");
+        var r = TestEnv.Run(path, Path.Combine(Path.GetDirectoryName(path)!, "run"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        var a = File.ReadAllBytes(Path.Combine(r.OutDir!, "sal", "00000.saliency.npy"));
+        var b = File.ReadAllBytes(Path.Combine(r.OutDir!, "styled", "00000.saliency.npy"));
+        Assert.Equal(a, b);
+        var pa = Png.Load(Path.Combine(r.OutDir!, "sal", "00000.saliency.png"));
+        var pb = Png.Load(Path.Combine(r.OutDir!, "styled", "00000.saliency.png"));
+        Assert.NotEqual(pa.Pixels, pb.Pixels);
+        // Grey colour map: every overlay pixel of a grey image stays grey.
+        Assert.All(Enumerable.Range(0, pb.Pixels.Length / 3), p => Assert.True(pb.Pixels[p * 3] == pb.Pixels[p * 3 + 1] && pb.Pixels[p * 3 + 1] == pb.Pixels[p * 3 + 2]));
+        var rec = r.Manifest!["steps"]![1]!["display"]!;
+        Assert.Equal("grey", (string)rec["colormap"]!);
+        Assert.Equal("all", (string)rec["sign"]!);
+        Assert.Null(r.Manifest["steps"]![0]!["display"]);
+    }
+
+    [Fact]
+    public void SettingsDisplayIsTheDefaultAndBadValuesAreNamed()
+    {
+        var steps = """
+              - id: sal
+                uses: saliency
+                display: { colourmap: grey, sign: sideways }
+            """;
+        var path = Loupe.Testing.FashionPipelines.Write("display-bad", "display", steps, 4, 4, "output: { dir: out }\n");
+        var text = File.ReadAllText(path).Replace("settings: { batch_size: 4 }", "settings: { batch_size: 4, display: { opacity: 2 }, top_k: -1 }");
+        File.WriteAllText(path, text);
+        var e = Assert.Throws<PipelineException>(() => PipelineRunner.Prepare(new RunRequest(path) { PluginDirectories = [TestEnv.PluginDirectory] }));
+        var all = string.Join("\n", e.Errors);
+        Assert.Contains("colourmap", all);
+        Assert.Contains("colormap", all); // did you mean
+        Assert.Contains("sideways", all);
+        Assert.Contains("settings.display", all);
+        Assert.Contains("top_k", all);
+    }
+}

@@ -1,0 +1,66 @@
+namespace Loupe.Tests;
+
+/// <summary>Validation reports every mistake it can find in one pass, before any model loads.</summary>
+public class ValidationTests
+{
+    [Fact]
+    public void FiveMistakesInFiveSectionsGiveFiveErrorsBeforeTheModelLoads()
+    {
+        var dir = TestEnv.TempDir("five");
+        // Not weights at all: had the model been loaded, its reader would have complained about this file.
+        File.WriteAllText(Path.Combine(dir, "broken.pt"), "not a checkpoint");
+        var path = TestEnv.Pipeline($"""
+            version: 1
+            name: five
+            model:
+              uses: torchvision
+              with: {"{"} architecture: fashion-cnn, weights: broken.pt, colour: red {"}"}
+            data:
+              uses: idx
+              with: {"{"} images: missing-images.gz {"}"}
+            settings:
+              batch_size: 0
+            steps:
+              - id: sal
+                uses: saliency
+                with: {"{"} reduce: maxx {"}"}
+            output:
+              report: pdf
+            """, dir);
+        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        Assert.Equal(2, code);
+        var errors = (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList();
+        Assert.True(errors.Count == 5, string.Join("\n", errors));
+        Assert.Contains(errors, e => e.Contains(":10:") && e.Contains("settings.batch_size"));
+        Assert.Contains(errors, e => e.Contains(":16:") && e.Contains("'pdf'"));
+        Assert.Contains(errors, e => e.Contains(":5:") && e.Contains("'colour'"));
+        Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("missing-images.gz"));
+        Assert.Contains(errors, e => e.Contains(":14:") && e.Contains("did you mean 'max'"));
+        Assert.DoesNotContain("broken.pt", stdout + stderr);
+    }
+}
+
+/// <summary>Errors in <c>--set</c> values name the override, not a place in the file; YAML syntax errors the line.</summary>
+public class OverrideErrorTests
+{
+    [Fact]
+    public void OverrideErrorsQuoteTheOverride()
+    {
+        var quickstart = Path.Combine(TestEnv.RepoRoot, "configs", "quickstart.yaml");
+        var (code, stdout, stderr) = TestEnv.Cli(TestEnv.RepoRoot, "validate", quickstart, "--set", "steps.saliency.with.reduce=maxx", "--set", "settings.batch_size=0");
+        Assert.Equal(2, code);
+        var text = stdout + stderr;
+        Assert.Contains("error: --set 'steps.saliency.with.reduce=maxx': step 'saliency' (saliency): option 'reduce': 'maxx'", text);
+        Assert.Contains("error: --set 'settings.batch_size=0':", text);
+        Assert.DoesNotContain("quickstart.yaml:1:1", text);
+    }
+
+    [Fact]
+    public void YamlSyntaxErrorsGiveTheLineAndWhatWasExpected()
+    {
+        var path = TestEnv.Pipeline("version: 1\nmodel:\n  uses: torchvision\nsteps:\n  - uses: saliency\n    with: [a\n");
+        var e = Assert.Throws<Loupe.Core.PipelineException>(() => Loupe.Core.PipelineParser.Parse(path));
+        Assert.Contains("did not find expected ',' or ']'", e.Message);
+        Assert.Matches(":7:1: error: malformed YAML", e.Errors[0].ToString());
+    }
+}
