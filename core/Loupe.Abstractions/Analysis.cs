@@ -45,6 +45,9 @@ public interface IArtifactSink
     void Json(string name, object value);
     /// <summary>A named scalar metric for the manifest.</summary>
     void Metric(string name, double value);
+    /// <summary>Declares the direction of the metric series <paramref name="name"/> (its <c>name_mean</c>/<c>name_std</c>):
+    /// shown in the metrics table, metrics.csv and the report. Optional; the default records nothing.</summary>
+    void MetricDirection(string name, bool higherIsBetter) { }
 }
 
 /// <summary>A batch prepared for a model: normalised input plus pixels for display.</summary>

@@ -18,8 +18,9 @@ public abstract record MetricOptions
     public string[] Expect { get; init; } = [];
 }
 
-/// <summary>One row of a metric step's <c>summary</c>.</summary>
-public sealed record SummaryRow(string Step, string Of, string Metric, double Mean, double Std, int Count);
+/// <summary>One row of a metric step's <c>summary</c>; <see cref="HigherIsBetter"/> is the direction when the step
+/// declares it (null: not declared).</summary>
+public sealed record SummaryRow(string Step, string Of, string Metric, double Mean, double Std, int Count, bool? HigherIsBetter = null);
 
 /// <summary>Base of the faithfulness metrics: checks <c>of:</c> and <c>expect:</c>, collects metrics, writes the
 /// summary and checks the expectations after everything is written.</summary>
@@ -57,7 +58,7 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptio
     void Finish(MetricWriter writer, string[] expect, bool check)
     {
         var output = writer.Output;
-        output.Json("summary", new { columns = new[] { "step", "of", "metric", "mean", "std", "count" }, rows = writer.Rows });
+        output.Json("summary", new { columns = new[] { "step", "of", "metric", "mean", "std", "count", "higherIsBetter" }, rows = writer.Rows });
         output.Json("values", new MetricValues(writer.Of, expect, writer.Series.ToArray()));
         if (!check) return;
         var expectations = expect.Select((e, i) => Expectation.Parse(e, i, MetricNames, out _)!).ToList();
@@ -90,8 +91,8 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptio
 }
 
 /// <summary>A per-image series behind a step's metrics: <c>stat</c> (name_mean, name_std), <c>rate</c> (a mean
-/// written as <see cref="Row"/>'s metric) or <c>count</c> (values summed).</summary>
-public sealed record MetricSeries(string Kind, string Name, string? Row, double[] Values);
+/// written as <see cref="Row"/>'s metric) or <c>count</c> (values summed); <see cref="HigherIsBetter"/> when declared.</summary>
+public sealed record MetricSeries(string Kind, string Name, string? Row, double[] Values, bool? HigherIsBetter = null);
 
 /// <summary>The <c>values</c> artifact of a metric step: everything its metrics are computed from.</summary>
 public sealed record MetricValues(string Of, string[] Expect, MetricSeries[] Series)
@@ -127,13 +128,14 @@ public sealed class MetricWriter(IArtifactSink output, string stepId, string of)
     }
 
     /// <summary>Writes <c>name_mean</c> and <c>name_std</c> (population std) over images and a summary row.</summary>
-    public (double Mean, double Std) Stat(string name, IReadOnlyList<double> values)
+    public (double Mean, double Std) Stat(string name, IReadOnlyList<double> values, bool? higherIsBetter = null)
     {
-        Series.Add(new("stat", name, null, values.ToArray()));
+        Series.Add(new("stat", name, null, values.ToArray(), higherIsBetter));
         var (mean, std) = MeanStd(values);
         Metric(name + "_mean", mean);
         Metric(name + "_std", std);
-        Rows.Add(new SummaryRow(stepId, of, name, mean, std, values.Count(double.IsFinite)));
+        if (higherIsBetter is { } up) output.MetricDirection(name, up);
+        Rows.Add(new SummaryRow(stepId, of, name, mean, std, values.Count(double.IsFinite), higherIsBetter));
         return (mean, std);
     }
 
@@ -168,7 +170,7 @@ public sealed class MetricWriter(IArtifactSink output, string stepId, string of)
     {
         switch (s.Kind)
         {
-            case "stat": Stat(s.Name, s.Values); break;
+            case "stat": Stat(s.Name, s.Values, s.HigherIsBetter); break;
             case "rate": Rate(s.Name, s.Row!, s.Values); break;
             case "count": Count(s.Name, s.Values.Sum()); break;
             default: throw new LoupeException($"unknown metric series kind '{s.Kind}'");

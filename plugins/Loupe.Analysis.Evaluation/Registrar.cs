@@ -13,5 +13,25 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<SanityRandomisation>("sanity-randomisation", "cascading parameter randomisation, Spearman / SSIM per module (Adebayo et al. 2018); of: step id")
         .AddLoupeAnalysis<Infidelity>("infidelity", "infidelity under Gaussian perturbations (Yeh et al. 2019; Captum, normalize=False); of: step id")
         .AddLoupeAnalysis<SensitivityMax>("sensitivity-max", "max relative change of the map in an L-inf ball (Yeh et al. 2019; Captum sensitivity_max); of: step id")
+        // Complexity (no forward pass)
+        .AddLoupeAnalysis<Sparseness>("sparseness", "Gini index of |map| (Chalasani et al. 2020; Quantus Sparseness); higher is better; of: step id")
+        .AddLoupeAnalysis<Complexity>("complexity", "entropy of the map's fractional contributions (Bhatt et al. 2020; Quantus Complexity); lower is better; of: step id")
+        .AddLoupeAnalysis<EffectiveComplexity>("effective-complexity", "number of pixels with |map| > eps (Nguyen & Rodríguez Martínez 2020); lower is better; of: step id")
+        // Localisation (object masks from the data source or the input)
+        .AddLoupeAnalysis<AttributionLocalisation>("attribution-localisation", "share of positive attribution inside the object mask (Kohlbrenner et al. 2020); higher is better; of: step id")
+        .AddLoupeAnalysis<TopKIntersection>("top-k-intersection", "share of the k top pixels inside the object mask (Theiner et al. 2021); higher is better; of: step id")
+        .AddLoupeAnalysis<RelevanceRankAccuracy>("relevance-rank-accuracy", "share of the |mask| top pixels inside the mask (Arras et al. 2022); higher is better; of: step id")
+        .AddLoupeAnalysis<RelevanceMassAccuracy>("relevance-mass-accuracy", "share of attribution mass inside the mask (Arras et al. 2022); higher is better; of: step id")
+        .AddLoupeAnalysis<LocalisationAuc>("auc", "ROC AUC of the map as a detector of mask pixels (Fawcett 2006; Quantus AUC); higher is better; of: step id")
+        // Axiomatic
+        .AddLoupeAnalysis<Completeness>("completeness", "relative gap |Σmap − (f(x) − f(baseline))| / |f(x) − f(baseline)| (Sundararajan et al. 2017); lower is better; of: step id")
+        .AddLoupeAnalysis<NonSensitivity>("non-sensitivity", "pixels where zero attribution and zero effect disagree (Nguyen & Rodríguez Martínez 2020); lower is better; of: step id")
+        // Faithfulness
+        .AddLoupeAnalysis<FaithfulnessCorrelation>("faithfulness-correlation", "Pearson of subset attribution vs output drop over random subsets (Bhatt et al. 2020); higher is better; of: step id")
+        .AddLoupeAnalysis<FaithfulnessEstimate>("faithfulness-estimate", "Pearson of attribution vs output drop per pixel step (Alvarez-Melis & Jaakkola 2018); higher is better; of: step id")
+        .AddLoupeAnalysis<Monotonicity>("monotonicity", "probability never falls as pixels are restored least relevant first (Arya et al. 2019); higher is better; of: step id")
+        .AddLoupeAnalysis<PixelFlipping>("pixel-flipping", "area under the probability curve as pixels are removed most relevant first (Bach et al. 2015); lower is better; of: step id")
+        .AddLoupeAnalysis<Selectivity>("selectivity", "area under the probability curve as patches are removed most relevant first (Montavon et al. 2018); lower is better; of: step id")
+        .AddLoupeAnalysis<RegionPerturbation>("region-perturbation", "AOPC of MoRF/LeRF region perturbation (Samek et al. 2017); MoRF higher / LeRF lower is better; of: step id")
         .AddLoupeData<FashionPlacement>("fashion-placement", "Fashion-MNIST IDX items pasted at seeded random positions on a larger black canvas");
 }

@@ -1,0 +1,213 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of the faithfulness metrics (defaults: Quantus's per metric unless set).</summary>
+public sealed record FaithfulnessOptions : PerturbOptions
+{
+    /// <summary>Features per step.</summary>
+    [Range(1, int.MaxValue), Description("pixels perturbed per step, in rank order (Quantus features_in_step: 1)")]
+    public int FeaturesInStep { get; init; } = 1;
+    /// <summary>Runs.</summary>
+    [Range(2, 100_000), Description("faithfulness-correlation: random subsets per input (Quantus nr_runs: 100)")]
+    public int Runs { get; init; } = 100;
+    /// <summary>Subset size.</summary>
+    [Range(1, int.MaxValue), Description("faithfulness-correlation: pixels per random subset (Quantus subset_size: 224)")]
+    public int SubsetSize { get; init; } = 224;
+    /// <summary>Patch.</summary>
+    [Range(1, 4096), Description("region-perturbation and selectivity: side of the square regions (Quantus patch_size: 8)")]
+    public int Patch { get; init; } = 8;
+    /// <summary>Regions.</summary>
+    [Range(1, int.MaxValue), Description("region-perturbation: regions perturbed (Quantus regions_evaluation: 100; capped at the number of regions)")]
+    public int Regions { get; init; } = 100;
+    /// <summary>Order.</summary>
+    [Description("region-perturbation: morf (most relevant first; AOPC higher is better) or lerf (least relevant first; lower is better)")]
+    public RegionOrder Order { get; init; } = RegionOrder.Morf;
+}
+
+/// <summary>Perturbation order of <c>region-perturbation</c>.</summary>
+public enum RegionOrder
+{
+    /// <summary>Most relevant first.</summary>
+    Morf,
+    /// <summary>Least relevant first.</summary>
+    Lerf,
+}
+
+/// <summary>Base of the faithfulness metrics: the map ranks pixels (per-channel maps summed over channels), perturbed
+/// copies are scored in batches under the memory budget, and a published formula reduces the outputs.</summary>
+public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
+{
+    /// <summary>Quantus's default of <c>abs</c>.</summary>
+    protected virtual bool DefaultAbs => false;
+    /// <summary>Quantus's default of <c>softmax</c>.</summary>
+    protected virtual bool DefaultSoftmax => true;
+    /// <summary>Quantus's default of the baseline.</summary>
+    protected virtual Fill DefaultFill => Fill.Min;
+    /// <inheritdoc/>
+    protected override int? MicroBatch(FaithfulnessOptions options) => options.MicroBatch;
+
+    /// <inheritdoc/>
+    protected sealed override double[] Score(FaithfulnessOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        var a = b.Features(o.Abs ?? DefaultAbs, normalise: true);
+        return Of(o, b, a, b.Baseline(o.Baseline ?? DefaultFill), o.Softmax ?? DefaultSoftmax).ToArray<double>();
+    }
+
+    /// <summary>The scores (N) from the N×D features and the baseline.</summary>
+    protected abstract Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax);
+
+    /// <summary>Outputs after perturbing steps cumulatively: copy j has every feature with step ≤ j
+    /// taken from <paramref name="to"/>, the rest from <paramref name="from"/>. N×steps.</summary>
+    protected static Tensor Cumulative(MetricBatch b, Tensor step, long steps, Tensor from, Tensor to, bool softmax) =>
+        b.Outputs(steps, (k0, k) => b.Replace(step.unsqueeze(1) <= arange(k0, k0 + k).view(1, k, 1), to, from), softmax);
+
+    /// <summary>Outputs after perturbing each step alone: copy j has the features of step j from the baseline. N×steps.</summary>
+    protected static Tensor Single(MetricBatch b, Tensor step, long steps, Tensor baseline, bool softmax) =>
+        b.Outputs(steps, (k0, k) => b.Replace(step.unsqueeze(1) == arange(k0, k0 + k).view(1, k, 1), baseline), softmax);
+
+    /// <summary>Σ of <paramref name="a"/> over the features of each step: N×steps.</summary>
+    protected static Tensor StepSums(Tensor a, Tensor step, long steps) =>
+        zeros(a.shape[0], steps, dtype: ScalarType.Float64).scatter_add_(1, step, a);
+}
+
+/// <summary><c>faithfulness-correlation</c> (Bhatt et al. 2020): Pearson correlation, over <c>runs</c> random pixel
+/// subsets (seeded per input), between the subset's attribution sum and the output drop f(x) − f(x with the subset
+/// replaced). Quantus defaults: logits, signed map, baseline min, 100 runs of 224 pixels. Higher is better.</summary>
+public sealed class FaithfulnessCorrelation : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "faithfulness-correlation";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultSoftmax => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        if (o.SubsetSize >= b.D) throw new LoupeException($"faithfulness-correlation: option 'subset_size' = {o.SubsetSize} is not smaller than the {b.D} pixels of an input");
+        var subsets = Subsets(b, o.Runs, o.SubsetSize);                               // N×runs×D, drawn per input id
+        var fx = b.Clean(softmax);
+        var f = b.Outputs(o.Runs, (k0, k) => b.Replace(subsets.narrow(1, k0, k), baseline), softmax);
+        var sums = (a.unsqueeze(1) * subsets.to(ScalarType.Float64)).sum(2);
+        return QualityFormulas.PearsonRows(sums, fx.unsqueeze(1) - f);
+    }
+
+    /// <summary>Random subsets: for each input, <paramref name="runs"/> draws of <paramref name="size"/> distinct pixels
+    /// (the first <paramref name="size"/> of a permutation from the input's generator). N×runs×D bool.</summary>
+    public static Tensor Subsets(MetricBatch b, int runs, int size)
+    {
+        using var scope = NewDisposeScope();
+        var rows = b.Generators.Select(g =>
+        {
+            var perms = stack(Enumerable.Range(0, runs).Select(_ => randperm(b.D, generator: g)).ToArray());
+            return zeros(runs, b.D, dtype: ScalarType.Bool).scatter_(1, perms.narrow(1, 0, size), ones(runs, size, dtype: ScalarType.Bool));
+        }).ToArray();
+        return scope.MoveToOuter(stack(rows));
+    }
+}
+
+/// <summary><c>faithfulness-estimate</c> (Alvarez-Melis &amp; Jaakkola 2018): Pearson correlation between each step's
+/// attribution sum and the output drop when that step's pixels alone are replaced (pixels in decreasing order,
+/// <c>features_in_step</c> per step). Quantus defaults: logits, signed map, baseline min. Higher is better.</summary>
+public sealed class FaithfulnessEstimate : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "faithfulness-estimate";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultSoftmax => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, true, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
+        var drop = b.Clean(softmax).unsqueeze(1) - Single(b, step, steps, baseline, softmax);
+        return QualityFormulas.PearsonRows(StepSums(a, step, steps), drop);
+    }
+}
+
+/// <summary><c>monotonicity</c> (Arya et al. 2019): starting from the baseline, pixels are put back in increasing order
+/// of attribution (<c>features_in_step</c> per step); 1 when the class probability never decreases, else 0 (the mean
+/// is the share of monotonic inputs). Quantus defaults: softmax, |map|, baseline min. Higher is better.</summary>
+public sealed class Monotonicity : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "monotonicity";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultAbs => true;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, false, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
+        return QualityFormulas.NonDecreasing(Cumulative(b, step, steps, baseline, b.X, softmax));
+    }
+}
+
+/// <summary><c>pixel-flipping</c> (Bach et al. 2015): pixels replaced cumulatively in decreasing order of attribution
+/// (<c>features_in_step</c> per step); the score is the area under the probability curve, normalised by its length
+/// (Quantus returns the curve, or its trapezoid with dx = 1 = this × (steps − 1)). Lower is better.</summary>
+public sealed class PixelFlipping : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "pixel-flipping";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, true, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
+        return QualityFormulas.MeanTrapezoid(Cumulative(b, step, steps, b.X, baseline, softmax));
+    }
+}
+
+/// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions replaced cumulatively in decreasing order of
+/// their attribution; the area under the probability curve, normalised by its length. Lower is better.</summary>
+public sealed class Selectivity : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "selectivity";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, true, 1, o.Patch, b.X.shape[2], b.X.shape[3], out var steps);
+        return QualityFormulas.MeanTrapezoid(Cumulative(b, step, steps, b.X, baseline, softmax));
+    }
+}
+
+/// <summary><c>region-perturbation</c> (Samek et al. 2017): the first <c>regions</c> patch × patch regions in MoRF (or
+/// LeRF) order are replaced cumulatively (Quantus default: uniform noise, seeded per input); the score is AOPC, the
+/// mean over k = 0..L of f(x) − f(x after k regions). MoRF: higher is better; LeRF: lower is better.</summary>
+public sealed class RegionPerturbation : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "region-perturbation";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override Fill DefaultFill => Fill.Uniform;
+    /// <inheritdoc/>
+    protected override bool HigherIsBetterWith(FaithfulnessOptions options) => options.Order == RegionOrder.Morf;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, o.Order == RegionOrder.Morf, 1, o.Patch, b.X.shape[2], b.X.shape[3], out var steps);
+        long l = Math.Min(steps, o.Regions);
+        var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, l, b.X, baseline, softmax)], 1);
+        return QualityFormulas.Aopc(curve);
+    }
+}
