@@ -85,9 +85,12 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptio
     /// <summary>Merges the metric's own whole-step results (curves, per-input JSON, plots) of the shards.</summary>
     protected virtual void MergeDetails(IShardMerge merge) { }
 
-    /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>).</summary>
+    /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>). The
+    /// original inputs' maps are the ones that step made in this run (<see cref="MapCache"/>) when it kept them for the
+    /// same target; otherwise (perturbed inputs, a given selection, maps beyond the memory budget) the method runs.</summary>
     protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, Tensor input, string[]? ids, TargetSelection? selection = null) =>
-        ((IAttribution)options.Of!.Analysis!).Attribute(options.Of.Options!, new AttributionInput(ctx, input, selection, 0, ids));
+        (ids is not null && selection is null ? MapCache.TryGet(ctx, options.Of!.Id, ids) : null)
+        ?? ((IAttribution)options.Of!.Analysis!).Attribute(options.Of.Options!, new AttributionInput(ctx, input, selection, 0, ids));
 }
 
 /// <summary>A per-image series behind a step's metrics: <c>stat</c> (name_mean, name_std), <c>rate</c> (a mean

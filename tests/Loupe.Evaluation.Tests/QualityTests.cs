@@ -131,4 +131,27 @@ public class QualityTests
         Assert.Equal(2, r.ExitCode);
         Assert.Contains(r.Errors, e => e.Message.Contains("unknown metric 'sparsenes_mean'") && e.Message.Contains("did you mean 'sparseness_mean'"));
     }
+
+    [Fact]
+    public void MetricsReuseTheMapsOfTheStepTheyEvaluate()
+    {
+        FixtureMap.Calls = 0;
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+            settings: { batch_size: 2 }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+              - { id: s, uses: sparseness, with: { of: m } }
+              - { id: c, uses: complexity, with: { of: m } }
+              - { id: pf, uses: pixel-flipping, with: { of: m, features_in_step: 64 } }
+              - { id: other, uses: sparseness, with: { of: m }, target: { class: 1 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        // 2 batches for the step itself, none for the three metrics with its target, 2 for the one with another target.
+        Assert.Equal(4, FixtureMap.Calls);
+        var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!;
+        Assert.Equal(expected["sparseness"]![1]!.GetValue<double>(), Values(r, "s", "sparseness")[1], 4);
+    }
 }

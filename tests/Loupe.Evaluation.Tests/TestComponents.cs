@@ -110,8 +110,11 @@ public sealed class FixtureMap : AttributionAnalysis<FixtureMapOptions>
 {
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
     public override string ArtifactName => "fixture-map";
+    /// <summary>Calls of <see cref="Attribute"/> (tests of map reuse).</summary>
+    public static int Calls;
     public override AttributionResult Attribute(FixtureMapOptions options, AttributionInput input)
     {
+        Interlocked.Increment(ref Calls);
         var (_, _, sel) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
         var all = Npy.Read(options.Path);
         var ids = input.Ids ?? throw new LoupeException("fixture-map explains original inputs only");
