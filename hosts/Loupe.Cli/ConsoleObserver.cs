@@ -69,6 +69,12 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
                 }
                 Console.WriteLine();
             }
+            if (result.Manifest?["methodsTable"] is System.Text.Json.Nodes.JsonObject methods)
+            {
+                Console.WriteLine("methods × metrics (mean ± std over inputs; ↑ higher is better, ↓ lower is better)");
+                foreach (var line in Loupe.Core.MethodsTable.Lines(methods)) Console.WriteLine(line);
+                Console.WriteLine();
+            }
             Console.WriteLine($"finished in {elapsed.TotalSeconds:F1}s; status: {result.Manifest?["status"]}");
         }
         Console.WriteLine($"outputs: {result.OutDir}");

@@ -115,6 +115,22 @@ public class QualityTests
             bool up = id is not ("pixel-flipping" or "selectivity");
             Assert.True(up ? sal > rnd : sal < rnd, $"{id}: saliency {sal}, random {rnd}");
         }
+        // The methods × metrics table: both methods, every metric with its direction, saliency ranked first everywhere.
+        var table = r.Manifest!["methodsTable"]!;
+        Assert.Equal(["sal", "rnd"], table["methods"]!.AsArray().Select(m => m!.GetValue<string>()));
+        var cols = table["metrics"]!.AsArray().ToDictionary(c => c!["name"]!.GetValue<string>(), c => c!["higherIsBetter"]!.GetValue<bool>());
+        Assert.Equal(ids.ToHashSet(), cols.Keys.ToHashSet());
+        Assert.False(cols["pixel-flipping"]);
+        Assert.True(cols["auc"]);
+        Assert.Equal(1.0, table["meanRank"]![0]!.GetValue<double>());
+        Assert.Equal(2.0, table["meanRank"]![1]!.GetValue<double>());
+        var csv = File.ReadAllLines(Path.Combine(r.OutDir!, "metrics.csv"));
+        Assert.Contains(csv, l => l.StartsWith("sal-selectivity,selectivity,sal,selectivity_mean,") && l.EndsWith(",false"));
+        Assert.Contains(csv, l => l.StartsWith("rnd-auc,auc,rnd,auc_std,") && l.EndsWith(",true"));
+        var html = File.ReadAllText(Loupe.Core.Report.HtmlReport.Write(r.OutDir!));
+        Assert.Contains("Methods × metrics", html);
+        Assert.Contains("pixel-flipping ↓", html);
+        Assert.Contains("aria-label=\"mean rank per method\"", html);
     }
 
     [Fact]
