@@ -33,5 +33,11 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<PixelFlipping>("pixel-flipping", "area under the probability curve as pixels are removed most relevant first (Bach et al. 2015); lower is better; of: step id")
         .AddLoupeAnalysis<Selectivity>("selectivity", "area under the probability curve as patches are removed most relevant first (Montavon et al. 2018); lower is better; of: step id")
         .AddLoupeAnalysis<RegionPerturbation>("region-perturbation", "AOPC of MoRF/LeRF region perturbation (Samek et al. 2017); MoRF higher / LeRF lower is better; of: step id")
+        // Robustness (re-run the method on perturbed inputs, batched) and randomisation
+        .AddLoupeAnalysis<AvgSensitivity>("avg-sensitivity", "mean relative map change under uniform noise (Yeh et al. 2019; Quantus AvgSensitivity); lower is better; of: step id")
+        .AddLoupeAnalysis<LocalLipschitz>("local-lipschitz", "max ‖ΔΦ‖/‖Δx‖ under Gaussian noise (Alvarez-Melis & Jaakkola 2018); lower is better; of: step id")
+        .AddLoupeAnalysis<RelativeInputStability>("relative-input-stability", "max relative map change over relative input change (Agarwal et al. 2022); lower is better; of: step id")
+        .AddLoupeAnalysis<RelativeOutputStability>("relative-output-stability", "max relative map change over relative logit change (Agarwal et al. 2022); lower is better; of: step id")
+        .AddLoupeAnalysis<RandomLogit>("random-logit", "SSIM of the maps for the target and a random other class (Sixt et al. 2020); lower is better; of: step id")
         .AddLoupeData<FashionPlacement>("fashion-placement", "Fashion-MNIST IDX items pasted at seeded random positions on a larger black canvas");
 }

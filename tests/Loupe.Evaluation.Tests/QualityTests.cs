@@ -170,4 +170,62 @@ public class QualityTests
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!;
         Assert.Equal(expected["sparseness"]![1]!.GetValue<double>(), Values(r, "s", "sparseness")[1], 4);
     }
+
+    static Loupe.Core.RunResult RegionRun(string steps, int batchSize)
+    {
+        var path = Path.Combine(Env.TempDir(), "region.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(RegionNet.Images(6, 7), [6, 1, 28, 28])));
+        return Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
+            settings: { batch_size: {{batchSize}} }
+            steps:
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: rnd, uses: random-map }
+              - { id: edges, uses: sobel-map }
+            {{steps}}
+            """);
+    }
+
+    [Fact]
+    public void RobustnessIsZeroForAMapThatNoiseCannotChangeAndRandomLogitIsOneForAClassBlindMap()
+    {
+        // In its region the model is linear in positive pixels: the signed gradient is the same for every noisy copy.
+        string[] ids = ["avg-sensitivity", "local-lipschitz", "relative-input-stability", "relative-output-stability"];
+        var steps = string.Join("\n", ids.SelectMany(id => new[] { "sal", "rnd" }.Select(m => $"  - {{ id: {m}-{id}, uses: {id}, with: {{ of: {m}, samples: 5 }} }}")))
+            + "\n  - { id: sal-rl, uses: random-logit, with: { of: sal } }\n  - { id: edges-rl, uses: random-logit, with: { of: edges } }";
+        var r = RegionRun(steps, 4);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        foreach (var id in ids)
+        {
+            var key = id.Replace('-', '_') + "_mean";
+            Assert.True(Env.Metric(r, $"sal-{id}", key) < 1e-9, $"{id}: {Env.Metric(r, $"sal-{id}", key)}");
+            // (relative-input-stability divides by the relative input change, which the zero background makes huge)
+            Assert.True(Env.Metric(r, $"rnd-{id}", key) > (id == "relative-input-stability" ? 1e-3 : 0.1), $"{id} of random maps: {Env.Metric(r, $"rnd-{id}", key)}");
+        }
+        // The Sobel map ignores the class: identical maps (SSIM 1). Saliency for the other logit is the negated map.
+        Assert.Equal(1.0, Env.Metric(r, "edges-rl", "random_logit_mean"), 9);
+        Assert.True(Env.Metric(r, "sal-rl", "random_logit_mean") < 0);
+    }
+
+    [Fact]
+    public void RandomDrawsAreSeededPerInputSoBatchingDoesNotChangeTheNumbers()
+    {
+        const string steps = """
+              - { id: fc, uses: faithfulness-correlation, with: { of: edges, runs: 10, subset_size: 50 } }
+              - { id: rp, uses: region-perturbation, with: { of: sal, patch: 4, regions: 8 } }
+              - { id: as, uses: avg-sensitivity, with: { of: edges, samples: 3 } }
+              - { id: ll, uses: local-lipschitz, with: { of: edges, samples: 3, micro_batch: 2 } }
+              - { id: rl, uses: random-logit, with: { of: sal } }
+            """;
+        var a = RegionRun(steps, 4);
+        var b = RegionRun(steps, 3);
+        Assert.True(a.ExitCode == 0 && b.ExitCode == 0, Failures(a) + Failures(b));
+        foreach (var (step, key) in new[] { ("fc", "faithfulness_correlation"), ("rp", "region_perturbation"), ("as", "avg_sensitivity"), ("ll", "local_lipschitz"), ("rl", "random_logit") })
+        {
+            Assert.Equal(Values(a, step, key), Values(b, step, key));
+            Assert.Contains(Values(a, step, key), v => v != 0);
+        }
+    }
 }
