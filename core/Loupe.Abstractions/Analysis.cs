@@ -154,6 +154,14 @@ public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, 
     public long? InputCount { get; init; }
 }
 
+/// <summary>An analysis whose metric names are known before it runs (e.g. <c>auc_mean</c>): the host checks a step's
+/// <c>expect:</c> lines against them at validation, with a did-you-mean, instead of failing after the run.</summary>
+public interface IDeclaresMetrics
+{
+    /// <summary>Every scalar metric the step writes.</summary>
+    IReadOnlyList<string> MetricNames { get; }
+}
+
 /// <summary>A technique. Derive from <see cref="Analysis{TOptions}"/>.</summary>
 public interface IAnalysis : IHasOptions
 {

@@ -24,7 +24,7 @@ public sealed record SummaryRow(string Step, string Of, string Metric, double Me
 
 /// <summary>Base of the faithfulness metrics: checks <c>of:</c> and <c>expect:</c>, collects metrics, writes the
 /// summary and checks the expectations after everything is written.</summary>
-public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptions : MetricOptions, new()
+public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMetrics where TOptions : MetricOptions, new()
 {
     /// <summary>Names of the scalar metrics this step writes (what <c>expect:</c> may name).</summary>
     public abstract IReadOnlyList<string> MetricNames { get; }

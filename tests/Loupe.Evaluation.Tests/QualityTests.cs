@@ -33,6 +33,7 @@ public class QualityTests
           - { id: auc, uses: auc, with: { of: m } }
           - { id: completeness, uses: completeness, with: { of: m } }
           - { id: non_sensitivity, uses: non-sensitivity, with: { of: m } }
+          - { id: non_sensitivity_fis4, uses: non-sensitivity, with: { of: m, features_in_step: 4, softmax: false } }
           - { id: faithfulness_estimate, uses: faithfulness-estimate, with: { of: m } }
           - { id: monotonicity, uses: monotonicity, with: { of: m, features_in_step: 16 } }
           - { id: pixel_flipping, uses: pixel-flipping, with: { of: m, features_in_step: 16 } }
@@ -40,6 +41,7 @@ public class QualityTests
           - { id: region_perturbation_morf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min } }
           - { id: region_perturbation_lerf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, order: lerf } }
           - { id: fc, uses: faithfulness-correlation, with: { of: m, runs: 20, subset_size: 100 } }
+          - { id: sn, uses: sensitivity-n, with: { of: m, runs: 10, fractions: [0.05, 0.2] } }
         """));
 
     /// <summary>The errors of a run's failed steps (short, unlike the whole manifest).</summary>
@@ -52,10 +54,10 @@ public class QualityTests
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
-        Assert.Equal(16, expected.Count);
+        Assert.Equal(17, expected.Count);
         foreach (var (step, values) in expected)
         {
-            var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step;
+            var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity" : step;
             var got = Values(r, step, key);
             var want = values!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
             Assert.Equal(want.Length, got.Length);
@@ -77,6 +79,8 @@ public class QualityTests
         Assert.True(Values(r, "completeness", "completeness")[0] < 1e-5);
         Assert.True(Values(r, "fc", "faithfulness_correlation")[0] > 1 - 1e-6);
         Assert.True(Math.Abs(Values(r, "fc", "faithfulness_correlation")[1]) < 0.8);
+        Assert.True(Values(r, "sn", "sensitivity_n")[0] > 1 - 1e-6);
+        Assert.True(Values(r, "sn", "sensitivity_n")[1] < 0.8);
         var summary = File.ReadAllText(Path.Combine(r.OutDir!, "sparseness", "summary.json"));
         Assert.Contains("\"higherIsBetter\":true", summary.Replace(" ", ""));
         Assert.Contains("\"higher_is_better\": false", File.ReadAllText(Path.Combine(r.OutDir!, "region_perturbation_lerf", "region_perturbation.json")));
@@ -143,9 +147,14 @@ public class QualityTests
             steps:
               - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
               - { id: s, uses: sparseness, with: { of: m, expect: ["sparsenes_mean > 0.5"] } }
+              - { id: t, uses: pixel-flipping, with: { of: m }, expect: ["pixel-flipping.pixel_fliping < 0.5", "pixel_flipping < 0.5"] }
             """);
         Assert.Equal(2, r.ExitCode);
         Assert.Contains(r.Errors, e => e.Message.Contains("unknown metric 'sparsenes_mean'") && e.Message.Contains("did you mean 'sparseness_mean'"));
+        // The step-level form is checked at validation too (same names: 'pixel_flipping' resolves to pixel_flipping_mean).
+        var stepLevel = Assert.Single(r.Errors, e => e.Message.Contains("step 't'"));
+        Assert.Contains("no metric 'pixel_fliping'", stepLevel.Message);
+        Assert.Contains("did you mean 'pixel_flipping", stepLevel.Message);
     }
 
     [Fact]
