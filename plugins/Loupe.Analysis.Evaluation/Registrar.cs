@@ -39,6 +39,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<LocalLipschitz>("local-lipschitz", "max ‖ΔΦ‖/‖Δx‖ under Gaussian noise (Alvarez-Melis & Jaakkola 2018); lower is better; of: step id")
         .AddLoupeAnalysis<RelativeInputStability>("relative-input-stability", "max relative map change over relative input change (Agarwal et al. 2022); lower is better; of: step id")
         .AddLoupeAnalysis<RelativeOutputStability>("relative-output-stability", "max relative map change over relative logit change (Agarwal et al. 2022); lower is better; of: step id")
+        .AddLoupeAnalysis<RelativeRepresentationStability>("relative-representation-stability", "max relative map change over relative change of a layer's output (Agarwal et al. 2022); lower is better; of: step id, layer")
         .AddLoupeAnalysis<RandomLogit>("random-logit", "SSIM of the maps for the target and a random other class (Sixt et al. 2020); lower is better; of: step id")
         .AddLoupeData<FashionPlacement>("fashion-placement", "Fashion-MNIST IDX items pasted at seeded random positions on a larger black canvas");
 }

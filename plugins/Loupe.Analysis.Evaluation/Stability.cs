@@ -26,6 +26,9 @@ public sealed record StabilityOptions : MetricOptions
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
+    /// <summary>Representation layer.</summary>
+    [LayerName, Description("relative-representation-stability: the layer whose output is the internal representation (required there)")]
+    public string? Layer { get; init; }
 }
 
 /// <summary>Base of the robustness metrics: <c>samples</c> noisy copies per input (noise drawn per input id, one sample
@@ -44,7 +47,16 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     /// <summary>Quantus's default of normalise_by_max on the maps.</summary>
     protected virtual bool Normalise => false;
 
-    /// <summary>The per-sample value (N): maps e, e' (N×F), inputs x, x' (N×D) and logits h, h' (N×K).</summary>
+    /// <summary>What the model gives besides the maps, per row (N×K): the logits, or a layer's output
+    /// (relative-representation-stability).</summary>
+    protected virtual Tensor Representation(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    {
+        using var scope = NewDisposeScope();
+        var (_, output, _) = Explain.Scores(ctx, input, selection, 0);
+        return scope.MoveToOuter(output.to(ScalarType.Float64).reshape(input.shape[0], -1));
+    }
+
+    /// <summary>The per-sample value (N): maps e, e' (N×F), inputs x, x' (N×D) and representations h, h' (N×K).</summary>
     protected abstract Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs);
 
     /// <inheritdoc/>
@@ -56,9 +68,9 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         var x = b.X;
         Tensor Flat(Tensor m) { var f = m.detach().to(ScalarType.Float64).reshape(m.shape[0], -1); return Normalise ? QualityFormulas.NormaliseByMax(f) : f; }
         var e = Flat(b.Map);
-        var (_, h, _) = Explain.Scores(ctx, x, b.Selection, 0);
-        h = h.to(ScalarType.Float64);
-        var top = h.argmax(1);
+        var (_, logits, _) = Explain.Scores(ctx, x, b.Selection, 0);
+        var top = logits.argmax(1);
+        var h = Representation(o, ctx, x, b.Selection);
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
         var values = new List<Tensor>();
         for (int s0 = 0; s0 < o.Samples; s0 += (int)chunk)
@@ -74,14 +86,15 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
             var es = Flat(LinkedMaps(o, ctx, xs, null, sel).Map).view(k, n, -1);
-            var (_, hs, _) = Explain.Scores(ctx, xs, sel, 0);
-            hs = hs.to(ScalarType.Float64).view(k, n, -1);
+            var (_, logitsS, _) = Explain.Scores(ctx, xs, sel, 0);
+            var topS = logitsS.argmax(1).view(k, n);
+            var hs = Representation(o, ctx, xs, sel).view(k, n, -1);
             var xsv = xs.to(ScalarType.Float64).view(k, n, -1);
             var xv = x.to(ScalarType.Float64).reshape(n, -1);
             for (int j = 0; j < k; j++)
             {
                 var r = Ratio(o, e, es[j], xv, xsv[j], h, hs[j]);
-                if (o.SkipChangedPredictions ?? SkipChangedByDefault) r = where(hs[j].argmax(1) == top, r, full_like(r, double.NaN));
+                if (o.SkipChangedPredictions ?? SkipChangedByDefault) r = where(topS[j] == top, r, full_like(r, double.NaN));
                 values.Add(inner.MoveToOuter(r));
             }
         }
@@ -151,6 +164,32 @@ public sealed class RelativeOutputStability : StabilityMetric
     public override string Id => "relative-output-stability";
     /// <inheritdoc/>
     protected override bool SkipChangedByDefault => true;
+    /// <inheritdoc/>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h, hs, o.EpsMin).clamp_min(o.EpsMin);
+}
+
+/// <summary><c>relative-representation-stability</c> (Agarwal et al. 2022): as relative-input-stability with the output
+/// of <c>layer</c> in the denominator: ‖(Φ(x) − Φ(x'))/Φ(x)‖ / max(‖(L(x) − L(x'))/L(x)‖, ε). Lower is better.</summary>
+public sealed class RelativeRepresentationStability : StabilityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "relative-representation-stability";
+    /// <inheritdoc/>
+    protected override bool SkipChangedByDefault => true;
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
+    {
+        if (string.IsNullOrEmpty(o.Layer)) yield return "option 'layer' is required: the layer whose output is the internal representation (e.g. relu3)";
+    }
+    /// <inheritdoc/>
+    protected override Tensor Representation(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [o.Layer!], forGradients: false, selection);
+        using (capture) return scope.MoveToOuter(capture[o.Layer!].to(ScalarType.Float64).reshape(input.shape[0], -1));
+    }
     /// <inheritdoc/>
     protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
         RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h, hs, o.EpsMin).clamp_min(o.EpsMin);

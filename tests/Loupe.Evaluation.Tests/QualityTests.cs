@@ -148,6 +148,7 @@ public class QualityTests
               - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
               - { id: s, uses: sparseness, with: { of: m, expect: ["sparsenes_mean > 0.5"] } }
               - { id: t, uses: pixel-flipping, with: { of: m }, expect: ["pixel-flipping.pixel_fliping < 0.5", "pixel_flipping < 0.5"] }
+              - { id: u, uses: relative-representation-stability, with: { of: m } }
             """);
         Assert.Equal(2, r.ExitCode);
         Assert.Contains(r.Errors, e => e.Message.Contains("unknown metric 'sparsenes_mean'") && e.Message.Contains("did you mean 'sparseness_mean'"));
@@ -155,6 +156,7 @@ public class QualityTests
         var stepLevel = Assert.Single(r.Errors, e => e.Message.Contains("step 't'"));
         Assert.Contains("no metric 'pixel_fliping'", stepLevel.Message);
         Assert.Contains("did you mean 'pixel_flipping", stepLevel.Message);
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'u' (relative-representation-stability): option 'layer' is required"));
     }
 
     [Fact]
@@ -203,7 +205,9 @@ public class QualityTests
         // In its region the model is linear in positive pixels: the signed gradient is the same for every noisy copy.
         string[] ids = ["avg-sensitivity", "local-lipschitz", "relative-input-stability", "relative-output-stability"];
         var steps = string.Join("\n", ids.SelectMany(id => new[] { "sal", "rnd" }.Select(m => $"  - {{ id: {m}-{id}, uses: {id}, with: {{ of: {m}, samples: 5 }} }}")))
-            + "\n  - { id: sal-rl, uses: random-logit, with: { of: sal } }\n  - { id: edges-rl, uses: random-logit, with: { of: edges } }";
+            + "\n  - { id: sal-rl, uses: random-logit, with: { of: sal } }\n  - { id: edges-rl, uses: random-logit, with: { of: edges } }"
+            + "\n  - { id: sal-rrs, uses: relative-representation-stability, with: { of: sal, samples: 3, layer: relu } }"
+            + "\n  - { id: rnd-rrs, uses: relative-representation-stability, with: { of: rnd, samples: 3, layer: relu } }";
         var r = RegionRun(steps, 4);
         Assert.True(r.ExitCode == 0, Failures(r));
         foreach (var id in ids)
@@ -213,6 +217,8 @@ public class QualityTests
             // (relative-input-stability divides by the relative input change, which the zero background makes huge)
             Assert.True(Env.Metric(r, $"rnd-{id}", key) > (id == "relative-input-stability" ? 1e-3 : 0.1), $"{id} of random maps: {Env.Metric(r, $"rnd-{id}", key)}");
         }
+        Assert.True(Env.Metric(r, "sal-rrs", "relative_representation_stability_mean") < 1e-9);
+        Assert.True(Env.Metric(r, "rnd-rrs", "relative_representation_stability_mean") > 1e-3);
         // The Sobel map ignores the class: identical maps (SSIM 1). Saliency for the other logit is the negated map.
         Assert.Equal(1.0, Env.Metric(r, "edges-rl", "random_logit_mean"), 9);
         Assert.True(Env.Metric(r, "sal-rl", "random_logit_mean") < 0);
