@@ -248,3 +248,44 @@ public sealed class SensitivityN : FaithfulnessMetric
         return where(finite, all, zeros_like(all)).sum(1) / finite.sum(1).to(ScalarType.Float64);
     }
 }
+
+/// <summary><c>monotonicity-correlation</c> (Nguyen &amp; Rodríguez Martínez 2020; Quantus MonotonicityCorrelation):
+/// pixels in increasing order of |a|, <c>features_in_step</c> per step; each step's pixels alone are replaced
+/// <c>runs</c> times (Quantus nr_samples: 100; with the default uniform baseline each copy draws its own values, seeded
+/// per input); the step's variance E[(f(x') − f(x))²] / f(x)² (1/f(x)² only when |f(x)| ≥ 1e-5) is Spearman-correlated
+/// with the step's attribution sum. Softmax by default. Higher is better.</summary>
+public sealed class MonotonicityCorrelation : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "monotonicity-correlation";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultAbs => true;
+    /// <inheritdoc/>
+    protected override Fill DefaultFill => Fill.Uniform;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var x = b.X;
+        long h = x.shape[2], w = x.shape[3], runs = o.Runs;
+        var step = QualityFormulas.Steps(a, false, o.FeaturesInStep, 1, h, w, out var steps);
+        bool fresh = (o.Baseline ?? DefaultFill) == Fill.Uniform;
+        var f = b.Outputs(steps * runs, (k0, k) =>
+        {
+            var copySteps = arange(k0, k0 + k).div(runs, rounding_mode: RoundingMode.floor);            // step of each copy
+            var m = (step.unsqueeze(1) == copySteps.view(1, k, 1)).to(ScalarType.Float32).view(b.N, k, 1, h, w);
+            // Uniform: one draw per copy and input, in copy order (the same whatever the chunking); else the baseline.
+            var fill = fresh
+                ? b.Context.Input.Normalize(stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k)
+                    .Select(_ => rand([x.shape[1], h, w], generator: g)).ToArray())).ToArray()).view(b.N * k, x.shape[1], h, w)).view(b.N, k, x.shape[1], h, w)
+                : baseline.unsqueeze(1);
+            return x.unsqueeze(1) * (1 - m) + fill * m;
+        }, softmax).view(b.N, steps, runs);
+        var fx = b.Clean(softmax);
+        var inv = where(fx.abs() >= 1e-5, 1 / (fx * fx), ones_like(fx));
+        var variance = (f - fx.view(-1, 1, 1)).pow(2).mean([2]) * inv.unsqueeze(1);
+        return QualityFormulas.SpearmanRows(StepSums(a, step, steps), variance);
+    }
+}

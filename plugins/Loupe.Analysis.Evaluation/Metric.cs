@@ -283,7 +283,10 @@ public static class Maps
     }
 
     /// <summary>Average ranks (ties share their mean rank), for Spearman's ρ.</summary>
-    public static double[] Ranks(float[] v)
+    public static double[] Ranks(float[] v) => Ranks(Array.ConvertAll(v, x => (double)x));
+
+    /// <summary>Average ranks (ties share their mean rank) of float64 values.</summary>
+    public static double[] Ranks(double[] v)
     {
         var idx = Enumerable.Range(0, v.Length).ToArray();
         Array.Sort(v.ToArray(), idx);

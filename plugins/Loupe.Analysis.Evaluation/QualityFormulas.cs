@@ -130,7 +130,7 @@ public static class QualityFormulas
         Tensor Ranked(Tensor t)
         {
             long n = t.shape[0], w = t.shape[1];
-            var rows = Enumerable.Range(0, (int)n).SelectMany(i => Maps.Ranks(t[i].to(ScalarType.Float32).contiguous().ToArray<float>())).ToArray();
+            var rows = Enumerable.Range(0, (int)n).SelectMany(i => Maps.Ranks(t[i].to(ScalarType.Float64).contiguous().ToArray<double>())).ToArray();
             return tensor(rows, [n, w]);
         }
         return scope.MoveToOuter(PearsonRows(Ranked(x), Ranked(y)));

@@ -31,6 +31,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<FaithfulnessEstimate>("faithfulness-estimate", "Pearson of attribution vs output drop per pixel step (Alvarez-Melis & Jaakkola 2018); higher is better; of: step id")
         .AddLoupeAnalysis<SensitivityN>("sensitivity-n", "Pearson of subset attribution vs output drop, averaged over subset sizes n (Ancona et al. 2018); higher is better; of: step id")
         .AddLoupeAnalysis<Monotonicity>("monotonicity", "probability never falls as pixels are restored least relevant first (Arya et al. 2019); higher is better; of: step id")
+        .AddLoupeAnalysis<MonotonicityCorrelation>("monotonicity-correlation", "Spearman of step attribution vs output variance when the step is perturbed (Nguyen & Rodríguez Martínez 2020); higher is better; of: step id")
         .AddLoupeAnalysis<PixelFlipping>("pixel-flipping", "area under the probability curve as pixels are removed most relevant first (Bach et al. 2015); lower is better; of: step id")
         .AddLoupeAnalysis<Selectivity>("selectivity", "area under the probability curve as patches are removed most relevant first (Montavon et al. 2018); lower is better; of: step id")
         .AddLoupeAnalysis<RegionPerturbation>("region-perturbation", "AOPC of MoRF/LeRF region perturbation (Samek et al. 2017); MoRF higher / LeRF lower is better; of: step id")

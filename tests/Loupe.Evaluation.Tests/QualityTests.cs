@@ -36,6 +36,7 @@ public class QualityTests
           - { id: non_sensitivity_fis4, uses: non-sensitivity, with: { of: m, features_in_step: 4, softmax: false } }
           - { id: faithfulness_estimate, uses: faithfulness-estimate, with: { of: m } }
           - { id: monotonicity, uses: monotonicity, with: { of: m, features_in_step: 16 } }
+          - { id: monotonicity_correlation, uses: monotonicity-correlation, with: { of: m, features_in_step: 16, runs: 2, baseline: min, softmax: false } }
           - { id: pixel_flipping, uses: pixel-flipping, with: { of: m, features_in_step: 16 } }
           - { id: selectivity, uses: selectivity, with: { of: m, patch: 4 } }
           - { id: region_perturbation_morf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min } }
@@ -54,7 +55,7 @@ public class QualityTests
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
-        Assert.Equal(17, expected.Count);
+        Assert.Equal(18, expected.Count);
         foreach (var (step, values) in expected)
         {
             var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity" : step;
