@@ -94,24 +94,21 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         if (o.SubsetSize >= b.D) throw new LoupeException($"faithfulness-correlation: option 'subset_size' = {o.SubsetSize} is not smaller than the {b.D} pixels of an input");
-        var subsets = Subsets(b, o.Runs, o.SubsetSize);                               // N×runs×D, drawn per input id
-        var fx = b.Clean(softmax);
-        var f = b.Outputs(o.Runs, (k0, k) => b.Replace(subsets.narrow(1, k0, k), baseline), softmax);
-        var sums = (a.unsqueeze(1) * subsets.to(ScalarType.Float64)).sum(2);
-        return QualityFormulas.PearsonRows(sums, fx.unsqueeze(1) - f);
+        return Correlation(b, a, baseline, softmax, o.Runs, o.SubsetSize, b.Clean(softmax));
     }
 
-    /// <summary>Random subsets: for each input, <paramref name="runs"/> draws of <paramref name="size"/> distinct pixels
-    /// (the first <paramref name="size"/> of a permutation from the input's generator). N×runs×D bool.</summary>
-    public static Tensor Subsets(MetricBatch b, int runs, int size)
+    /// <summary>Pearson, per input, over <paramref name="runs"/> random subsets of <paramref name="size"/> pixels (drawn
+    /// per input id: the first <paramref name="size"/> of a permutation from the input's generator), of the subset's
+    /// attribution sum and the output drop f(x) − f(x with the subset replaced). Subsets are kept as indices
+    /// (N×runs×size); a chunk's masks are built only when its copies are.</summary>
+    public static Tensor Correlation(MetricBatch b, Tensor a, Tensor baseline, bool softmax, int runs, int size, Tensor fx)
     {
         using var scope = NewDisposeScope();
-        var rows = b.Generators.Select(g =>
-        {
-            var perms = stack(Enumerable.Range(0, runs).Select(_ => randperm(b.D, generator: g)).ToArray());
-            return zeros(runs, b.D, dtype: ScalarType.Bool).scatter_(1, perms.narrow(1, 0, size), ones(runs, size, dtype: ScalarType.Bool));
-        }).ToArray();
-        return scope.MoveToOuter(stack(rows));
+        var idx = stack(b.Generators.Select(g => stack(Enumerable.Range(0, runs).Select(_ => randperm(b.D, generator: g).narrow(0, 0, size)).ToArray())).ToArray());
+        var f = b.Outputs(runs, (k0, k) =>
+            b.Replace(zeros(b.N, k, b.D).scatter_(2, idx.narrow(1, k0, k), ones(b.N, k, size)), baseline), softmax);
+        var sums = a.gather(1, idx.view(b.N, -1)).view(b.N, runs, size).sum(2);
+        return scope.MoveToOuter(QualityFormulas.PearsonRows(sums, fx.unsqueeze(1) - f));
     }
 }
 
@@ -239,9 +236,7 @@ public sealed class SensitivityN : FaithfulnessMetric
         var per = o.Fractions.Select(frac =>
         {
             int size = (int)Math.Clamp(Math.Round(frac * b.D), 1, b.D - 1);
-            var subsets = FaithfulnessCorrelation.Subsets(b, o.Runs, size);
-            var f = b.Outputs(o.Runs, (k0, k) => b.Replace(subsets.narrow(1, k0, k), baseline), softmax);
-            return QualityFormulas.PearsonRows((a.unsqueeze(1) * subsets.to(ScalarType.Float64)).sum(2), fx.unsqueeze(1) - f);
+            return FaithfulnessCorrelation.Correlation(b, a, baseline, softmax, o.Runs, size, fx);
         }).ToArray();
         var all = stack(per, 1);
         var finite = all.isnan().logical_not();
