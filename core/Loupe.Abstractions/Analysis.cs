@@ -45,6 +45,9 @@ public interface IArtifactSink
     void Json(string name, object value);
     /// <summary>A named scalar metric for the manifest.</summary>
     void Metric(string name, double value);
+    /// <summary>Declares the direction of the metric series <paramref name="name"/> (its <c>name_mean</c>/<c>name_std</c>):
+    /// shown in the metrics table, metrics.csv and the report. Optional; the default records nothing.</summary>
+    void MetricDirection(string name, bool higherIsBetter) { }
 }
 
 /// <summary>A batch prepared for a model: normalised input plus pixels for display.</summary>
@@ -152,6 +155,14 @@ public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, 
     /// <summary>Number of inputs of the data source. The host validates twice: first with this null (before the data is
     /// opened), then — when the source knows its size — again with it set; checks that need it run only when it is set.</summary>
     public long? InputCount { get; init; }
+}
+
+/// <summary>An analysis whose metric names are known before it runs (e.g. <c>auc_mean</c>): the host checks a step's
+/// <c>expect:</c> lines against them at validation, with a did-you-mean, instead of failing after the run.</summary>
+public interface IDeclaresMetrics
+{
+    /// <summary>Every scalar metric the step writes.</summary>
+    IReadOnlyList<string> MetricNames { get; }
 }
 
 /// <summary>A technique. Derive from <see cref="Analysis{TOptions}"/>.</summary>

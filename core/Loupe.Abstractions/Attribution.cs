@@ -66,6 +66,7 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
                 ctx.Cancellation.ThrowIfCancellationRequested();
                 var result = Attribute(options, new AttributionInput(ctx, batch.Input, null, slot, slots > 1 ? batch.Ids.Select(i => $"{i}.top{slot + 1}").ToArray() : batch.Ids));
                 var suffix = slots > 1 ? $".top{slot + 1}" : "";
+                if (slots == 1) MapCache.Put(ctx, batch.Ids, result.Map, result.Selection);   // reused by steps that evaluate this one
                 if (result.Raw is { } raw)
                     for (int i = 0; i < batch.Ids.Length; i++)
                         ctx.Output.Raw(RawName + suffix, batch.Ids[i], NdArray.FromTensor(raw[i]), result.Selection.Labels[i]);

@@ -131,6 +131,19 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
         }
     }
 
+    /// <summary>Directions the step declared (<see cref="MetricDirection"/>): series name → higher is better.</summary>
+    public Dictionary<string, bool> Directions { get; } = [];
+
+    /// <inheritdoc/>
+    public void MetricDirection(string name, bool higherIsBetter)
+    {
+        lock (_gate)
+        {
+            ThrowIfClosed();
+            Directions[name] = higherIsBetter;
+        }
+    }
+
     [GeneratedRegex("[^A-Za-z0-9._-]")] private static partial Regex SafeRx();
 }
 

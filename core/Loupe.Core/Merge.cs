@@ -182,6 +182,8 @@ public static partial class ShardMerger
             if (warnings.Count > 0) rec["warnings"] = new JsonArray(warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
             rec.Remove("metrics");
             if (metrics.Count > 0) rec["metrics"] = JsonSerializer.SerializeToNode(metrics, Manifest.JsonOptions);
+            rec.Remove("directions");
+            if (sink.Directions.Count > 0) rec["directions"] = JsonSerializer.SerializeToNode(sink.Directions, Manifest.JsonOptions);
             rec["liveTensorDelta"] = shardSteps.Max(s => (long?)s["liveTensorDelta"] ?? 0);
             records.Add(rec);
             observer?.StepFinished(id, status, stepSw.Elapsed, error);

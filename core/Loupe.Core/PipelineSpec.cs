@@ -87,11 +87,19 @@ public sealed record Expectation(string Text, string Name, string Op, double Val
         return null;
     }
 
+    string Last => Name.Contains('.') ? Name[(Name.LastIndexOf('.') + 1)..] : Name;
+    string[] Candidates => [Name, Last, Last + "_mean"];
+
+    /// <summary>Null when the expectation names one of <paramref name="declared"/> (as <see cref="Check"/> resolves
+    /// names); otherwise the validation error, with a did-you-mean.</summary>
+    public string? Unknown(IReadOnlyList<string> declared) => Candidates.Any(declared.Contains) ? null
+        : $"expect '{Text}': the step writes no metric '{Last}'{Loupe.Abstractions.Suggest.DidYouMean(Last, declared.Concat(declared.Where(d => d.EndsWith("_mean")).Select(d => d[..^5])).Distinct().ToList())}; its metrics: {string.Join(", ", declared)}";
+
     /// <summary>Checks the expectation against a step's metrics; null when it holds, else the failure message.</summary>
     public string? Check(IReadOnlyDictionary<string, double> metrics)
     {
-        var last = Name.Contains('.') ? Name[(Name.LastIndexOf('.') + 1)..] : Name;
-        string[] candidates = [Name, last, last + "_mean"];
+        var last = Last;
+        string[] candidates = Candidates;
         var key = candidates.FirstOrDefault(metrics.ContainsKey);
         if (key is null)
             return $"expect '{Text}': the step produced no metric '{last}'; its metrics: {(metrics.Count == 0 ? "(none)" : string.Join(", ", metrics.Keys.Order()))}";

@@ -28,21 +28,25 @@ public static partial class PipelineRunner
     /// mean and std over images) in one table: <c>metrics.csv</c> and the manifest's <c>metricsTable</c>.</summary>
     static void WriteMetricsTable(string outDir, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest)
     {
-        var rows = new List<(string Step, string Uses, string Of, string Metric, double Value)>();
+        var rows = new List<(string Step, string Uses, string Of, string Metric, double Value, bool? Up)>();
         foreach (var rec in stepRecords)
         {
             if (rec["metrics"] is not JsonObject metrics) continue;
             string id = (string)rec["id"]!, uses = (string)rec["uses"]!, of = (string?)rec["of"] ?? "";
+            var dirs = rec["directions"] as JsonObject;
+            bool? Up(string metric) => dirs?.FirstOrDefault(d => metric == d.Key + "_mean" || metric == d.Key + "_std").Value?.GetValue<bool>();
             foreach (var (name, value) in metrics)
-                if (value is JsonValue v && v.TryGetValue<double>(out var d)) rows.Add((id, uses, of, name, d));
+                if (value is JsonValue v && v.TryGetValue<double>(out var d)) rows.Add((id, uses, of, name, d, Up(name)));
         }
         if (rows.Count == 0) return;
         static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
-        var sb = new System.Text.StringBuilder("step,uses,of,metric,value\n");
+        // higher_is_better: true/false for metrics whose step declared a direction, empty otherwise.
+        var sb = new System.Text.StringBuilder("step,uses,of,metric,value,higher_is_better\n");
         foreach (var r in rows)
-            sb.Append($"{Csv(r.Step)},{Csv(r.Uses)},{Csv(r.Of)},{Csv(r.Metric)},{r.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)}\n");
+            sb.Append($"{Csv(r.Step)},{Csv(r.Uses)},{Csv(r.Of)},{Csv(r.Metric)},{r.Value.ToString("R", System.Globalization.CultureInfo.InvariantCulture)},{(r.Up is { } up ? (up ? "true" : "false") : "")}\n");
         AtomicFile.Write(Path.Combine(outDir, "metrics.csv"), System.Text.Encoding.UTF8.GetBytes(sb.ToString()));
-        artifacts.Add(new ArtifactRecord("metrics", null, "data", "metrics.csv", [rows.Count, 5], "csv", null, "metrics"));
+        artifacts.Add(new ArtifactRecord("metrics", null, "data", "metrics.csv", [rows.Count, 6], "csv", null, "metrics"));
+        if (MethodsTable.Build(stepRecords) is { } methods) manifest["methodsTable"] = methods;
         manifest["metricsTable"] = new JsonArray(rows.GroupBy(r => r.Step).Select(g => (JsonNode)new JsonObject
         {
             ["step"] = g.Key, ["uses"] = g.First().Uses, ["of"] = g.First().Of.Length == 0 ? null : g.First().Of,

@@ -172,6 +172,7 @@ public static partial class PipelineRunner
             lock (warnings)
                 if (warnings.Count > 0) rec["warnings"] = new JsonArray(warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());
             if (!outcome.Abandoned && metrics.Count > 0) rec["metrics"] = JsonSerializer.SerializeToNode(metrics, Manifest.JsonOptions);
+            if (!outcome.Abandoned && sink.Directions.Count > 0) rec["directions"] = JsonSerializer.SerializeToNode(sink.Directions, Manifest.JsonOptions);
             // Tensors created on the step's thread and still alive after it (0 = no leak; absent when abandoned).
             if (outcome.LiveTensors is { } live) rec["liveTensorDelta"] = live;
             foreach (var w in run.Warnings.Skip(runWarnings).Distinct()) observer?.Warning(w);

@@ -188,6 +188,10 @@ public static partial class PipelineRunner
                 if (missing == ModelCapabilities.None && !badSteps.Contains(i))
                     foreach (var msg in prepared[i].Analysis.Validate(prepared[i].Options, vctx))
                         errors.Add(new(file, (int)(s.With?.Start.Line ?? s.Mark.Line), (int)(s.With?.Start.Column ?? s.Mark.Column), $"step '{s.Id}' ({s.Uses}): {msg}"));
+                // Step-level expect: lines are checked against the metrics the step declares (the same names as with: expect).
+                if (prepared[i].Analysis is IDeclaresMetrics declares)
+                    foreach (var e in s.Expect)
+                        if (e.Unknown(declares.MetricNames) is { } why) errors.Add(new(file, (int)e.Mark.Line, (int)e.Mark.Column, $"step '{s.Id}': {why}"));
             }
             if (errors.Count > 0) throw new PipelineException(errors);
 

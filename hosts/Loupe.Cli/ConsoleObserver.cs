@@ -76,6 +76,12 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
                     Console.WriteLine($"{((string?)row["step"] ?? "").PadRight(wm)}  {(row["of"]?.ToString() ?? "").PadRight(wo)}  {string.Join("  ", metrics)}");
                 }
             }
+            if (result.Manifest?["methodsTable"] is System.Text.Json.Nodes.JsonObject methods)
+            {
+                Console.WriteLine("methods × metrics (mean ± std over inputs; ↑ higher is better, ↓ lower is better)");
+                foreach (var line in Loupe.Core.MethodsTable.Lines(methods)) Console.WriteLine(line);
+                Console.WriteLine();
+            }
             PrintPredictions(result.Manifest);
             Console.WriteLine();
             Console.WriteLine($"finished in {elapsed.TotalSeconds:F1}s; status: {result.Manifest?["status"]}");

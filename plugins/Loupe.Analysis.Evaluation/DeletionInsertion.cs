@@ -116,7 +116,7 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
             metric = Name, of = o.Of!.Id, baseline = fill.ToString().ToLowerInvariant(), steps = o.Steps, patch = o.Patch,
             inputs = ids.Select((id, i) => new { id, target = labels[i], auc = aucs[i] }).ToArray(),
         });
-        var (mean, std) = writer.Stat("auc", aucs);
+        var (mean, std) = writer.Stat("auc", aucs, higherIsBetter: Insert);
         Plot(ctx.Output, o.Of.Id, fill.ToString().ToLowerInvariant(), curves, mean, std);
     }
 

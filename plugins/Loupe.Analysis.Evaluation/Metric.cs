@@ -18,12 +18,13 @@ public abstract record MetricOptions
     public string[] Expect { get; init; } = [];
 }
 
-/// <summary>One row of a metric step's <c>summary</c>.</summary>
-public sealed record SummaryRow(string Step, string Of, string Metric, double Mean, double Std, int Count);
+/// <summary>One row of a metric step's <c>summary</c>; <see cref="HigherIsBetter"/> is the direction when the step
+/// declares it (null: not declared).</summary>
+public sealed record SummaryRow(string Step, string Of, string Metric, double Mean, double Std, int Count, bool? HigherIsBetter = null);
 
 /// <summary>Base of the faithfulness metrics: checks <c>of:</c> and <c>expect:</c>, collects metrics, writes the
 /// summary and checks the expectations after everything is written.</summary>
-public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptions : MetricOptions, new()
+public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMetrics where TOptions : MetricOptions, new()
 {
     /// <summary>Names of the scalar metrics this step writes (what <c>expect:</c> may name).</summary>
     public abstract IReadOnlyList<string> MetricNames { get; }
@@ -57,7 +58,7 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptio
     void Finish(MetricWriter writer, string[] expect, bool check)
     {
         var output = writer.Output;
-        output.Json("summary", new { columns = new[] { "step", "of", "metric", "mean", "std", "count" }, rows = writer.Rows });
+        output.Json("summary", new { columns = new[] { "step", "of", "metric", "mean", "std", "count", "higherIsBetter" }, rows = writer.Rows });
         output.Json("values", new MetricValues(writer.Of, expect, writer.Series.ToArray()));
         if (!check) return;
         var expectations = expect.Select((e, i) => Expectation.Parse(e, i, MetricNames, out _)!).ToList();
@@ -84,14 +85,17 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions> where TOptio
     /// <summary>Merges the metric's own whole-step results (curves, per-input JSON, plots) of the shards.</summary>
     protected virtual void MergeDetails(IShardMerge merge) { }
 
-    /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>).</summary>
+    /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>). The
+    /// original inputs' maps are the ones that step made in this run (<see cref="MapCache"/>) when it kept them for the
+    /// same target; otherwise (perturbed inputs, a given selection, maps beyond the memory budget) the method runs.</summary>
     protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, Tensor input, string[]? ids, TargetSelection? selection = null) =>
-        ((IAttribution)options.Of!.Analysis!).Attribute(options.Of.Options!, new AttributionInput(ctx, input, selection, 0, ids));
+        (ids is not null && selection is null ? MapCache.TryGet(ctx, options.Of!.Id, ids) : null)
+        ?? ((IAttribution)options.Of!.Analysis!).Attribute(options.Of.Options!, new AttributionInput(ctx, input, selection, 0, ids));
 }
 
 /// <summary>A per-image series behind a step's metrics: <c>stat</c> (name_mean, name_std), <c>rate</c> (a mean
-/// written as <see cref="Row"/>'s metric) or <c>count</c> (values summed).</summary>
-public sealed record MetricSeries(string Kind, string Name, string? Row, double[] Values);
+/// written as <see cref="Row"/>'s metric) or <c>count</c> (values summed); <see cref="HigherIsBetter"/> when declared.</summary>
+public sealed record MetricSeries(string Kind, string Name, string? Row, double[] Values, bool? HigherIsBetter = null);
 
 /// <summary>The <c>values</c> artifact of a metric step: everything its metrics are computed from.</summary>
 public sealed record MetricValues(string Of, string[] Expect, MetricSeries[] Series)
@@ -127,13 +131,14 @@ public sealed class MetricWriter(IArtifactSink output, string stepId, string of)
     }
 
     /// <summary>Writes <c>name_mean</c> and <c>name_std</c> (population std) over images and a summary row.</summary>
-    public (double Mean, double Std) Stat(string name, IReadOnlyList<double> values)
+    public (double Mean, double Std) Stat(string name, IReadOnlyList<double> values, bool? higherIsBetter = null)
     {
-        Series.Add(new("stat", name, null, values.ToArray()));
+        Series.Add(new("stat", name, null, values.ToArray(), higherIsBetter));
         var (mean, std) = MeanStd(values);
         Metric(name + "_mean", mean);
         Metric(name + "_std", std);
-        Rows.Add(new SummaryRow(stepId, of, name, mean, std, values.Count(double.IsFinite)));
+        if (higherIsBetter is { } up) output.MetricDirection(name, up);
+        Rows.Add(new SummaryRow(stepId, of, name, mean, std, values.Count(double.IsFinite), higherIsBetter));
         return (mean, std);
     }
 
@@ -168,7 +173,7 @@ public sealed class MetricWriter(IArtifactSink output, string stepId, string of)
     {
         switch (s.Kind)
         {
-            case "stat": Stat(s.Name, s.Values); break;
+            case "stat": Stat(s.Name, s.Values, s.HigherIsBetter); break;
             case "rate": Rate(s.Name, s.Row!, s.Values); break;
             case "count": Count(s.Name, s.Values.Sum()); break;
             default: throw new LoupeException($"unknown metric series kind '{s.Kind}'");
@@ -278,7 +283,10 @@ public static class Maps
     }
 
     /// <summary>Average ranks (ties share their mean rank), for Spearman's ρ.</summary>
-    public static double[] Ranks(float[] v)
+    public static double[] Ranks(float[] v) => Ranks(Array.ConvertAll(v, x => (double)x));
+
+    /// <summary>Average ranks (ties share their mean rank) of float64 values.</summary>
+    public static double[] Ranks(double[] v)
     {
         var idx = Enumerable.Range(0, v.Length).ToArray();
         Array.Sort(v.ToArray(), idx);

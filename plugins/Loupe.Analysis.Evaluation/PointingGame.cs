@@ -66,7 +66,7 @@ public sealed class PointingGame : MetricAnalysis<PointingOptions>, IShardable
             ctx.Warn($"pointing-game: {empty.Count} input(s) have no object pixels (no pixel > threshold {o.Threshold}), skipped: {string.Join(", ", empty.Take(10))}{(empty.Count > 10 ? ", ..." : "")}");
         ctx.Output.Json("pointing", new { of = o.Of!.Id, threshold = o.Threshold, tolerance = t, inputs = rows, skipped = empty });
         writer.Rate("hit_rate", "hit", hits);
-        writer.Stat("energy", energies);
+        writer.Stat("energy", energies, higherIsBetter: true);
         writer.Count("skipped", empty.Count);
     }
 

@@ -72,7 +72,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
         }
         ctx.Output.Raw("infidelity", null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
         ctx.Output.Json("infidelity", new { of = o.Of!.Id, sigma = o.Sigma, samples = o.Samples, normalize = false, inputs = ids.Select((id, i) => new { id, infidelity = values[i] }).ToArray() });
-        writer.Stat("infidelity", values);
+        writer.Stat("infidelity", values, higherIsBetter: false);
     }
 
     /// <inheritdoc/>
@@ -133,7 +133,7 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, ISharda
         }
         ctx.Output.Raw("sensitivity", null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
         ctx.Output.Json("sensitivity", new { of = o.Of!.Id, radius = o.Radius, samples = o.Samples, norm = "fro", inputs = ids.Select((id, i) => new { id, sensitivity = values[i] }).ToArray() });
-        writer.Stat("sensitivity", values);
+        writer.Stat("sensitivity", values, higherIsBetter: false);
     }
 
     /// <inheritdoc/>

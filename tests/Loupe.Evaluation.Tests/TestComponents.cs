@@ -96,5 +96,30 @@ public sealed class TestComponents : IPluginRegistrar
     public void Register(IServiceCollection services) => services
         .AddLoupeModel<RegionModelAdapter>("region-test", "test CNN that looks at one region only")
         .AddLoupeAnalysis<RandomMap>("random-map", "random maps (test control)")
-        .AddLoupeAnalysis<SobelMap>("sobel-map", "Sobel edge maps (test control)");
+        .AddLoupeAnalysis<SobelMap>("sobel-map", "Sobel edge maps (test control)")
+        .AddLoupeAnalysis<FixtureMap>("fixture-map", "maps from a fixture file (test)");
+}
+
+public sealed record FixtureMapOptions
+{
+    public string Path { get; init; } = "";
+}
+
+/// <summary>Maps read from a fixture (row i of an N×H×W .npy for input id i, as the npy source numbers them).</summary>
+public sealed class FixtureMap : AttributionAnalysis<FixtureMapOptions>
+{
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override string ArtifactName => "fixture-map";
+    /// <summary>Calls of <see cref="Attribute"/> (tests of map reuse).</summary>
+    public static int Calls;
+    public override AttributionResult Attribute(FixtureMapOptions options, AttributionInput input)
+    {
+        Interlocked.Increment(ref Calls);
+        var (_, _, sel) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
+        var all = Npy.Read(options.Path);
+        var ids = input.Ids ?? throw new LoupeException("fixture-map explains original inputs only");
+        long hw = all.Shape[1] * all.Shape[2];
+        var rows = ids.SelectMany(id => all.Data.AsSpan((int)(int.Parse(id) * hw), (int)hw).ToArray()).ToArray();
+        return new AttributionResult(tensor(rows, [ids.Length, all.Shape[1], all.Shape[2]]), sel);
+    }
 }

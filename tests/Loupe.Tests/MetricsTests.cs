@@ -23,7 +23,7 @@ public class MetricsTests
         // The failing step's outputs were written before the expectation was checked.
         Assert.Contains(r.Manifest["artifacts"]!.AsArray(), a => a!["step"]!.GetValue<string>() == "del-strict");
         var csv = File.ReadAllLines(Path.Combine(r.OutDir!, "metrics.csv"));
-        Assert.Equal("step,uses,of,metric,value", csv[0]);
+        Assert.Equal("step,uses,of,metric,value,higher_is_better", csv[0]);
         Assert.Contains(csv, l => l.StartsWith("del-ok,deletion,sal,auc_mean,"));
         Assert.Contains(csv, l => l.StartsWith("ins,insertion,sal,auc_mean,"));
         var table = r.Manifest["metricsTable"]!.AsArray();

@@ -41,6 +41,8 @@ public sealed class ShardRuns
               - { id: sg, uses: noise-tunnel, with: { inner: { uses: saliency }, samples: 3 } }
               - { id: inf, uses: infidelity, with: { of: cam, samples: 3 } }
               - { id: sens, uses: sensitivity-max, with: { of: cam, samples: 2 } }
+              - { id: fc, uses: faithfulness-correlation, with: { of: cam, runs: 4, subset_size: 50 } }
+              - { id: ll, uses: local-lipschitz, with: { of: cam, samples: 2 } }
             """, Dir);
         Full = TestEnv.Run(PipelineFile, Path.Combine(Dir, "full"));
         Shards = Enumerable.Range(0, 4).Select(i => PipelineRunner.Run(new RunRequest(PipelineFile)
@@ -89,6 +91,8 @@ public class ShardTests(ShardRuns runs) : IClassFixture<ShardRuns>
 
         // Identical metrics, and the deferred expectations were checked on the merged values.
         Assert.True(JsonNode.DeepEquals(runs.Full.Manifest!["metricsTable"], merged.Manifest!["metricsTable"]));
+        Assert.True(JsonNode.DeepEquals(runs.Full.Manifest["methodsTable"], merged.Manifest["methodsTable"]));
+        Assert.NotNull(merged.Manifest["methodsTable"]);
         var steps = merged.Manifest["steps"]!.AsArray();
         for (int i = 0; i < steps.Count; i++)
             Assert.True(JsonNode.DeepEquals(runs.Full.Manifest["steps"]![i]!["metrics"], steps[i]!["metrics"]), $"{steps[i]!["id"]} metrics");

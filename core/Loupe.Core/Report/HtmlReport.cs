@@ -138,6 +138,7 @@ public static class HtmlReport
             .ToDictionary(r => r!["step"]!.ToString(), r => r!["of"]!.ToString()) ?? [];
         var withMetrics = run.Steps.Where(s => s["metrics"] is JsonObject o && o.Count > 0).ToList();
         if (withMetrics.Count == 0) sb.Append("<p class=\"muted\">No step reported metrics.</p>");
+        MethodsSection.Write(sb, run.Manifest["methodsTable"] as JsonObject);
         foreach (var group in withMetrics.GroupBy(s => s["uses"]?.ToString() ?? ""))
         {
             var names = group.SelectMany(s => ((JsonObject)s["metrics"]!).Select(kv => kv.Key)).Distinct().ToList();

@@ -1,0 +1,77 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of the axiomatic metrics.</summary>
+public sealed record AxiomaticOptions : PerturbOptions
+{
+    /// <summary>Threshold.</summary>
+    [Range(0.0, 1e6), Description("non-sensitivity: |a| < eps is a zero attribution and |Δf| < eps no change (Quantus: 1e-5)")]
+    public double Eps { get; init; } = 1e-5;
+    /// <summary>Features per step.</summary>
+    [Range(1, int.MaxValue), Description("non-sensitivity: pixels replaced together (Quantus features_in_step: 1)")]
+    public int FeaturesInStep { get; init; } = 1;
+}
+
+/// <summary><c>completeness</c> (Sundararajan et al. 2017): attributions should sum to f(x) − f(x̄), x̄ the baseline
+/// (Quantus: min, logits). The score is the relative gap |Σa − (f(x) − f(x̄))| / |f(x) − f(x̄)| of the map as given
+/// (signed, summed over all its values, not normalised), so 0 is complete. Quantus returns the bool Σa == Δf (exact
+/// float equality, after its default normalise_by_max, which rarely holds); the gap keeps the information. Lower is
+/// better.</summary>
+public sealed class Completeness : QualityMetric<AxiomaticOptions>
+{
+    /// <inheritdoc/>
+    public override string Id => "completeness";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+
+    /// <inheritdoc/>
+    protected override double[] Score(AxiomaticOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        bool softmax = o.Softmax ?? false;
+        var sum = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1).sum(1);
+        var baseline = b.Baseline(o.Baseline ?? Fill.Min);
+        var delta = b.Clean(softmax) - b.Outputs(1, (_, _) => baseline.unsqueeze(1), softmax).squeeze(1);
+        return ((sum - delta).abs() / delta.abs().clamp_min(1e-12)).ToArray<double>();
+    }
+}
+
+/// <summary><c>non-sensitivity</c> (Nguyen &amp; Rodríguez Martínez 2020): pixels are replaced in groups (Quantus
+/// features_in_step, default 1: each pixel alone; a group holds <c>features_in_step</c> consecutive pixels, in raster
+/// order, of the same kind — zero or non-zero attribution — as Quantus groups them; baseline min, softmax); the score
+/// counts the pixels where "zero attribution" (|a| &lt; eps after normalise_by_max) and "no effect" (|Δf| &lt; eps
+/// when its group is replaced) disagree. One forward per group. Lower is better.</summary>
+public sealed class NonSensitivity : QualityMetric<AxiomaticOptions>
+{
+    /// <inheritdoc/>
+    public override string Id => "non-sensitivity";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+    /// <inheritdoc/>
+    protected override int? MicroBatch(AxiomaticOptions options) => options.MicroBatch;
+
+    /// <inheritdoc/>
+    protected override double[] Score(AxiomaticOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        bool softmax = o.Softmax ?? true;
+        int fis = o.FeaturesInStep;
+        var a = b.Features(abs: true, normalise: true);
+        var zero = a < o.Eps;                                                           // N×D
+        // Group of each pixel: zero-attribution pixels first (rank among them / fis), then the others.
+        var zl = zero.to(ScalarType.Int64);
+        var rankZero = zl.cumsum(1) - 1;
+        var rankOther = (1 - zl).cumsum(1) - 1;
+        var zeroGroups = (zl.sum(1, keepdim: true) + fis - 1).div(fis, rounding_mode: RoundingMode.floor);
+        var group = where(zero, rankZero.div(fis, rounding_mode: RoundingMode.floor), zeroGroups + rankOther.div(fis, rounding_mode: RoundingMode.floor));
+        long groups = group.max().item<long>() + 1;
+        var baseline = b.Baseline(o.Baseline ?? Fill.Min);
+        var f = b.Outputs(groups, (k0, k) => b.Replace(group.unsqueeze(1) == arange(k0, k0 + k).view(1, k, 1), baseline), softmax);
+        var noEffect = (b.Clean(softmax).unsqueeze(1) - f.gather(1, group)).abs() < o.Eps;   // per pixel: its group's output
+        return (noEffect ^ zero).sum(1).to(ScalarType.Float64).ToArray<double>();
+    }
+}

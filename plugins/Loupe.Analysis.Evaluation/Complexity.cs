@@ -1,0 +1,67 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of the complexity metrics (Quantus defaults: abs and normalise on).</summary>
+public sealed record ComplexityOptions : MetricOptions
+{
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of the (channel-summed) map first (Quantus default: true)")]
+    public bool Abs { get; init; } = true;
+    /// <summary>Normalise.</summary>
+    [Description("divide each map by its max |·| first (Quantus normalise_by_max; default: true)")]
+    public bool Normalise { get; init; } = true;
+    /// <summary>Threshold.</summary>
+    [Range(0.0, 1e6), Description("effective-complexity: a feature counts when |a| > eps (Quantus: 1e-5)")]
+    public double Eps { get; init; } = 1e-5;
+}
+
+/// <summary>Base of the complexity metrics: a function of the map alone (no forward pass).</summary>
+public abstract class ComplexityMetric : QualityMetric<ComplexityOptions>
+{
+    /// <inheritdoc/>
+    protected sealed override double[] Score(ComplexityOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        return Of(b.Features(o.Abs, o.Normalise), o).ToArray<double>();
+    }
+
+    /// <summary>The score of N×D features.</summary>
+    protected abstract Tensor Of(Tensor a, ComplexityOptions o);
+}
+
+/// <summary><c>sparseness</c> (Chalasani et al. 2020): Gini index of |a|; one-hot → (D−1)/D, uniform → 0. Higher is better.</summary>
+public sealed class Sparseness : ComplexityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "sparseness";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override Tensor Of(Tensor a, ComplexityOptions o) => QualityFormulas.Gini(a);
+}
+
+/// <summary><c>complexity</c> (Bhatt et al. 2020): entropy of the fractional contributions |a|/Σ|a|. Lower is better.</summary>
+public sealed class Complexity : ComplexityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "complexity";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+    /// <inheritdoc/>
+    protected override Tensor Of(Tensor a, ComplexityOptions o) => QualityFormulas.Entropy(a);
+}
+
+/// <summary><c>effective-complexity</c> (Nguyen &amp; Rodríguez Martínez 2020): features with |a| &gt; eps. Lower is better.</summary>
+public sealed class EffectiveComplexity : ComplexityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "effective-complexity";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+    /// <inheritdoc/>
+    protected override Tensor Of(Tensor a, ComplexityOptions o) => QualityFormulas.EffectiveComplexity(a, o.Eps);
+}

@@ -1,0 +1,286 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of the faithfulness metrics (defaults: Quantus's per metric unless set).</summary>
+public sealed record FaithfulnessOptions : PerturbOptions
+{
+    /// <summary>Features per step.</summary>
+    [Range(1, int.MaxValue), Description("pixels perturbed per step, in rank order (Quantus features_in_step: 1)")]
+    public int FeaturesInStep { get; init; } = 1;
+    /// <summary>Runs.</summary>
+    [Range(2, 100_000), Description("faithfulness-correlation: random subsets per input (Quantus nr_runs: 100)")]
+    public int Runs { get; init; } = 100;
+    /// <summary>Subset size.</summary>
+    [Range(1, int.MaxValue), Description("faithfulness-correlation: pixels per random subset (Quantus subset_size: 224)")]
+    public int SubsetSize { get; init; } = 224;
+    /// <summary>Patch.</summary>
+    [Range(1, 4096), Description("region-perturbation and selectivity: side of the square regions (Quantus patch_size: 8)")]
+    public int Patch { get; init; } = 8;
+    /// <summary>Regions.</summary>
+    [Range(1, int.MaxValue), Description("region-perturbation: regions perturbed (Quantus regions_evaluation: 100; capped at the number of regions)")]
+    public int Regions { get; init; } = 100;
+    /// <summary>Subset sizes.</summary>
+    [Description("sensitivity-n: subset sizes n as fractions of the pixels (Ancona et al. sweep n up to 80%)")]
+    public double[] Fractions { get; init; } = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8];
+    /// <summary>Order.</summary>
+    [Description("region-perturbation: morf (most relevant first; AOPC higher is better) or lerf (least relevant first; lower is better)")]
+    public RegionOrder Order { get; init; } = RegionOrder.Morf;
+}
+
+/// <summary>Perturbation order of <c>region-perturbation</c>.</summary>
+public enum RegionOrder
+{
+    /// <summary>Most relevant first.</summary>
+    Morf,
+    /// <summary>Least relevant first.</summary>
+    Lerf,
+}
+
+/// <summary>Base of the faithfulness metrics: the map ranks pixels (per-channel maps summed over channels), perturbed
+/// copies are scored in batches under the memory budget, and a published formula reduces the outputs.</summary>
+public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
+{
+    /// <summary>Quantus's default of <c>abs</c>.</summary>
+    protected virtual bool DefaultAbs => false;
+    /// <summary>Quantus's default of <c>softmax</c>.</summary>
+    protected virtual bool DefaultSoftmax => true;
+    /// <summary>Quantus's default of the baseline.</summary>
+    protected virtual Fill DefaultFill => Fill.Min;
+    /// <inheritdoc/>
+    protected override int? MicroBatch(FaithfulnessOptions options) => options.MicroBatch;
+
+    /// <inheritdoc/>
+    protected sealed override double[] Score(FaithfulnessOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        var a = b.Features(o.Abs ?? DefaultAbs, normalise: true);
+        return Of(o, b, a, b.Baseline(o.Baseline ?? DefaultFill), o.Softmax ?? DefaultSoftmax).ToArray<double>();
+    }
+
+    /// <summary>The scores (N) from the N×D features and the baseline.</summary>
+    protected abstract Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax);
+
+    /// <summary>Outputs after perturbing steps cumulatively: copy j has every feature with step ≤ j
+    /// taken from <paramref name="to"/>, the rest from <paramref name="from"/>. N×steps.</summary>
+    protected static Tensor Cumulative(MetricBatch b, Tensor step, long steps, Tensor from, Tensor to, bool softmax) =>
+        b.Outputs(steps, (k0, k) => b.Replace(step.unsqueeze(1) <= arange(k0, k0 + k).view(1, k, 1), to, from), softmax);
+
+    /// <summary>Outputs after perturbing each step alone: copy j has the features of step j from the baseline. N×steps.</summary>
+    protected static Tensor Single(MetricBatch b, Tensor step, long steps, Tensor baseline, bool softmax) =>
+        b.Outputs(steps, (k0, k) => b.Replace(step.unsqueeze(1) == arange(k0, k0 + k).view(1, k, 1), baseline), softmax);
+
+    /// <summary>Σ of <paramref name="a"/> over the features of each step: N×steps.</summary>
+    protected static Tensor StepSums(Tensor a, Tensor step, long steps) =>
+        zeros(a.shape[0], steps, dtype: ScalarType.Float64).scatter_add_(1, step, a);
+}
+
+/// <summary><c>faithfulness-correlation</c> (Bhatt et al. 2020): Pearson correlation, over <c>runs</c> random pixel
+/// subsets (seeded per input), between the subset's attribution sum and the output drop f(x) − f(x with the subset
+/// replaced). Quantus defaults: logits, signed map, baseline min, 100 runs of 224 pixels. Higher is better.</summary>
+public sealed class FaithfulnessCorrelation : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "faithfulness-correlation";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultSoftmax => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        if (o.SubsetSize >= b.D) throw new LoupeException($"faithfulness-correlation: option 'subset_size' = {o.SubsetSize} is not smaller than the {b.D} pixels of an input");
+        return Correlation(b, a, baseline, softmax, o.Runs, o.SubsetSize, b.Clean(softmax));
+    }
+
+    /// <summary>Pearson, per input, over <paramref name="runs"/> random subsets of <paramref name="size"/> pixels (drawn
+    /// per input id: the first <paramref name="size"/> of a permutation from the input's generator), of the subset's
+    /// attribution sum and the output drop f(x) − f(x with the subset replaced). Subsets are kept as indices
+    /// (N×runs×size); a chunk's masks are built only when its copies are.</summary>
+    public static Tensor Correlation(MetricBatch b, Tensor a, Tensor baseline, bool softmax, int runs, int size, Tensor fx)
+    {
+        using var scope = NewDisposeScope();
+        var idx = stack(b.Generators.Select(g => stack(Enumerable.Range(0, runs).Select(_ => randperm(b.D, generator: g).narrow(0, 0, size)).ToArray())).ToArray());
+        var f = b.Outputs(runs, (k0, k) =>
+            b.Replace(zeros(b.N, k, b.D).scatter_(2, idx.narrow(1, k0, k), ones(b.N, k, size)), baseline), softmax);
+        var sums = a.gather(1, idx.view(b.N, -1)).view(b.N, runs, size).sum(2);
+        return scope.MoveToOuter(QualityFormulas.PearsonRows(sums, fx.unsqueeze(1) - f));
+    }
+}
+
+/// <summary><c>faithfulness-estimate</c> (Alvarez-Melis &amp; Jaakkola 2018): Pearson correlation between each step's
+/// attribution sum and the output drop when that step's pixels alone are replaced (pixels in decreasing order,
+/// <c>features_in_step</c> per step). Quantus defaults: logits, signed map, baseline min. Higher is better.</summary>
+public sealed class FaithfulnessEstimate : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "faithfulness-estimate";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultSoftmax => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, true, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
+        var drop = b.Clean(softmax).unsqueeze(1) - Single(b, step, steps, baseline, softmax);
+        return QualityFormulas.PearsonRows(StepSums(a, step, steps), drop);
+    }
+}
+
+/// <summary><c>monotonicity</c> (Arya et al. 2019): starting from the baseline, pixels are put back in increasing order
+/// of attribution (<c>features_in_step</c> per step); 1 when the class probability never decreases, else 0 (the mean
+/// is the share of monotonic inputs). Quantus defaults: softmax, |map|, baseline min. Higher is better.</summary>
+public sealed class Monotonicity : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "monotonicity";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultAbs => true;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, false, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
+        return QualityFormulas.NonDecreasing(Cumulative(b, step, steps, baseline, b.X, softmax));
+    }
+}
+
+/// <summary><c>pixel-flipping</c> (Bach et al. 2015): pixels replaced cumulatively in decreasing order of attribution
+/// (<c>features_in_step</c> per step); the score is the area under the probability curve, normalised by its length
+/// (Quantus returns the curve, or its trapezoid with dx = 1 = this × (steps − 1)). Lower is better.</summary>
+public sealed class PixelFlipping : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "pixel-flipping";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, true, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
+        return QualityFormulas.MeanTrapezoid(Cumulative(b, step, steps, b.X, baseline, softmax));
+    }
+}
+
+/// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions replaced cumulatively in decreasing order of
+/// their attribution; the area under the probability curve, normalised by its length. Lower is better.</summary>
+public sealed class Selectivity : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "selectivity";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, true, 1, o.Patch, b.X.shape[2], b.X.shape[3], out var steps);
+        return QualityFormulas.MeanTrapezoid(Cumulative(b, step, steps, b.X, baseline, softmax));
+    }
+}
+
+/// <summary><c>region-perturbation</c> (Samek et al. 2017): the first <c>regions</c> patch × patch regions in MoRF (or
+/// LeRF) order are replaced cumulatively (Quantus default: uniform noise, seeded per input); the score is AOPC, the
+/// mean over k = 0..L of f(x) − f(x after k regions). MoRF: higher is better; LeRF: lower is better.</summary>
+public sealed class RegionPerturbation : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "region-perturbation";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override Fill DefaultFill => Fill.Uniform;
+    /// <inheritdoc/>
+    protected override bool HigherIsBetterWith(FaithfulnessOptions options) => options.Order == RegionOrder.Morf;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = QualityFormulas.Steps(a, o.Order == RegionOrder.Morf, 1, o.Patch, b.X.shape[2], b.X.shape[3], out var steps);
+        long l = Math.Min(steps, o.Regions);
+        var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, l, b.X, baseline, softmax)], 1);
+        return QualityFormulas.Aopc(curve);
+    }
+}
+
+/// <summary><c>sensitivity-n</c> (Ancona et al. 2018): for each subset size n (<c>fractions</c> of the pixels), the
+/// Pearson correlation over <c>runs</c> random subsets of size n (seeded per input) between the subset's attribution
+/// sum and the output drop when it is replaced; the score is the mean over n (the per-n values are in the JSON as
+/// well). Logits and baseline min by default. **Differs from Quantus**, whose SensitivityN removes pixels cumulatively
+/// in attribution order and correlates across the inputs of its first batch: Loupe follows the paper. Higher is
+/// better.</summary>
+public sealed class SensitivityN : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "sensitivity-n";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultSoftmax => false;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        if (o.Fractions.Length == 0 || o.Fractions.Any(f => f is <= 0 or >= 1))
+            throw new LoupeException("sensitivity-n: option 'fractions' must list fractions in (0, 1)");
+        var fx = b.Clean(softmax);
+        var per = o.Fractions.Select(frac =>
+        {
+            int size = (int)Math.Clamp(Math.Round(frac * b.D), 1, b.D - 1);
+            return FaithfulnessCorrelation.Correlation(b, a, baseline, softmax, o.Runs, size, fx);
+        }).ToArray();
+        var all = stack(per, 1);
+        var finite = all.isnan().logical_not();
+        return where(finite, all, zeros_like(all)).sum(1) / finite.sum(1).to(ScalarType.Float64);
+    }
+}
+
+/// <summary><c>monotonicity-correlation</c> (Nguyen &amp; Rodríguez Martínez 2020; Quantus MonotonicityCorrelation):
+/// pixels in increasing order of |a|, <c>features_in_step</c> per step; each step's pixels alone are replaced
+/// <c>runs</c> times (Quantus nr_samples: 100; with the default uniform baseline each copy draws its own values, seeded
+/// per input); the step's variance E[(f(x') − f(x))²] / f(x)² (1/f(x)² only when |f(x)| ≥ 1e-5) is Spearman-correlated
+/// with the step's attribution sum. Softmax by default. Higher is better.</summary>
+public sealed class MonotonicityCorrelation : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "monotonicity-correlation";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool DefaultAbs => true;
+    /// <inheritdoc/>
+    protected override Fill DefaultFill => Fill.Uniform;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var x = b.X;
+        long h = x.shape[2], w = x.shape[3], runs = o.Runs;
+        var step = QualityFormulas.Steps(a, false, o.FeaturesInStep, 1, h, w, out var steps);
+        bool fresh = (o.Baseline ?? DefaultFill) == Fill.Uniform;
+        var f = b.Outputs(steps * runs, (k0, k) =>
+        {
+            var copySteps = arange(k0, k0 + k).div(runs, rounding_mode: RoundingMode.floor);            // step of each copy
+            var m = (step.unsqueeze(1) == copySteps.view(1, k, 1)).to(ScalarType.Float32).view(b.N, k, 1, h, w);
+            // Uniform: one draw per copy and input, in copy order (the same whatever the chunking); else the baseline.
+            var fill = fresh
+                ? b.Context.Input.Normalize(stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k)
+                    .Select(_ => rand([x.shape[1], h, w], generator: g)).ToArray())).ToArray()).view(b.N * k, x.shape[1], h, w)).view(b.N, k, x.shape[1], h, w)
+                : baseline.unsqueeze(1);
+            return x.unsqueeze(1) * (1 - m) + fill * m;
+        }, softmax).view(b.N, steps, runs);
+        var fx = b.Clean(softmax);
+        var inv = where(fx.abs() >= 1e-5, 1 / (fx * fx), ones_like(fx));
+        var variance = (f - fx.view(-1, 1, 1)).pow(2).mean([2]) * inv.unsqueeze(1);
+        return QualityFormulas.SpearmanRows(StepSums(a, step, steps), variance);
+    }
+}

@@ -1,0 +1,93 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of the localisation metrics. The mask: the data source's object masks when it has them
+/// (e.g. <c>fashion-placement</c>), else display pixels brighter than <c>threshold</c>.</summary>
+public sealed record LocalisationOptions : MetricOptions
+{
+    /// <summary>Object threshold.</summary>
+    [Range(0.0, 1.0), Description("object mask when the data source has none: display pixel (max over channels) > threshold")]
+    public double Threshold { get; init; } = 0.1;
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of the channel-summed map first (default: Quantus's per metric: true for attribution-localisation, false otherwise)")]
+    public bool? Abs { get; init; }
+    /// <summary>k.</summary>
+    [Range(1, int.MaxValue), Description("top-k-intersection: number of top features (Quantus: 1000; must be < the pixels per image)")]
+    public int K { get; init; } = 1000;
+    /// <summary>Weighted.</summary>
+    [Description("attribution-localisation: multiply by the mask's share of the image (Kohlbrenner et al.'s weighted variant)")]
+    public bool Weighted { get; init; }
+}
+
+/// <summary>Base of the localisation metrics: a function of the map and the object mask (no forward pass).
+/// Inputs whose mask is empty score NaN and are left out of the mean.</summary>
+public abstract class LocalisationMetric : QualityMetric<LocalisationOptions>
+{
+    /// <summary>Quantus's default of <c>abs</c>.</summary>
+    protected virtual bool DefaultAbs => false;
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+
+    /// <inheritdoc/>
+    protected sealed override double[] Score(LocalisationOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        return Of(b.Features(o.Abs ?? DefaultAbs, normalise: true), b.Mask(o.Threshold), o);
+    }
+
+    /// <summary>The score of N×D features against an N×D mask.</summary>
+    protected abstract double[] Of(Tensor a, Tensor s, LocalisationOptions o);
+}
+
+/// <summary><c>attribution-localisation</c> (Kohlbrenner et al. 2020): share of the positive attribution inside the mask.</summary>
+public sealed class AttributionLocalisation : LocalisationMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "attribution-localisation";
+    /// <inheritdoc/>
+    protected override bool DefaultAbs => true;
+    /// <inheritdoc/>
+    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => QualityFormulas.AttributionLocalisation(a, s, o.Weighted).ToArray<double>();
+}
+
+/// <summary><c>top-k-intersection</c> (Theiner et al. 2021): share of the k top features inside the mask.</summary>
+public sealed class TopKIntersection : LocalisationMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "top-k-intersection";
+    /// <inheritdoc/>
+    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => o.K < a.shape[1]
+        ? QualityFormulas.TopKIntersection(a, s, o.K).ToArray<double>()
+        : throw new LoupeException($"top-k-intersection: option 'k' = {o.K} is not smaller than the {a.shape[1]} pixels of an input");
+}
+
+/// <summary><c>relevance-rank-accuracy</c> (Arras et al. 2022): share of the |mask| top features inside the mask.</summary>
+public sealed class RelevanceRankAccuracy : LocalisationMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "relevance-rank-accuracy";
+    /// <inheritdoc/>
+    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => QualityFormulas.RelevanceRankAccuracy(a, s).ToArray<double>();
+}
+
+/// <summary><c>relevance-mass-accuracy</c> (Arras et al. 2022): share of the attribution mass inside the mask.</summary>
+public sealed class RelevanceMassAccuracy : LocalisationMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "relevance-mass-accuracy";
+    /// <inheritdoc/>
+    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => QualityFormulas.RelevanceMassAccuracy(a, s).ToArray<double>();
+}
+
+/// <summary><c>auc</c> (Fawcett 2006): ROC AUC of the map as a detector of the mask's pixels.</summary>
+public sealed class LocalisationAuc : LocalisationMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "auc";
+    /// <inheritdoc/>
+    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => QualityFormulas.RocAuc(a, s);
+}

@@ -1,0 +1,200 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>What replaces a perturbed feature.</summary>
+public enum Fill
+{
+    /// <summary>The image's minimum over all its values (Quantus's <c>"black"</c>).</summary>
+    Min,
+    /// <summary>A black pixel (0 before normalisation).</summary>
+    Black,
+    /// <summary>Zero in normalised space (the dataset mean colour).</summary>
+    Zero,
+    /// <summary>The image's mean over all its values (Quantus's <c>"mean"</c>).</summary>
+    Mean,
+    /// <summary>Uniform noise U[0, 1) in pixel space, seeded per input (Quantus's <c>"uniform"</c>).</summary>
+    Uniform,
+}
+
+/// <summary>One batch as a metric sees it: the input, the linked step's maps (reused, not recomputed) and what they
+/// explain, one random generator per input id, and helpers for perturbed forwards under the memory budget.</summary>
+public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor map, TargetSelection selection, Generator[] generators, int? microBatch)
+{
+    /// <summary>The step's context.</summary>
+    public IAnalysisContext Context => ctx;
+    /// <summary>The batch.</summary>
+    public InputBatch Batch => batch;
+    /// <summary>The linked step's maps as it produced them (N×C×H×W or N×H×W).</summary>
+    public Tensor Map => map;
+    /// <summary>What each row explains.</summary>
+    public TargetSelection Selection => selection;
+    /// <summary>One generator per input, seeded from the step seed and the input id (shards give the same numbers).</summary>
+    public Generator[] Generators => generators;
+    /// <summary>Normalised input N×C×H×W.</summary>
+    public Tensor X => batch.Input;
+    /// <summary>Rows.</summary>
+    public long N => batch.Input.shape[0];
+    /// <summary>Features (pixels) per input.</summary>
+    public long D => batch.Input.shape[2] * batch.Input.shape[3];
+
+    /// <summary>One value per pixel, N×D: a per-channel map summed over channels (Σ_c, signed, as Quantus sums
+    /// explanations over channels), an N×H×W map as is; maps at another resolution are resized bilinearly.
+    /// <paramref name="abs"/> takes |·| after the channel sum; <paramref name="normalise"/> divides by max|·| per row.</summary>
+    public Tensor Features(bool abs, bool normalise)
+    {
+        using var scope = NewDisposeScope();
+        long h = X.shape[2], w = X.shape[3];
+        var m = map.dim() == 4 ? map.detach().sum(1) : map.detach();
+        m = Maps.Reduce(m.to(ScalarType.Float32), h, w).reshape(N, h * w).to(ScalarType.Float64);
+        if (abs) m = m.abs();
+        if (normalise) m = QualityFormulas.NormaliseByMax(m);
+        return scope.MoveToOuter(m);
+    }
+
+    /// <summary>Object masks N×D (bool): the data source's when it has them, else display pixels above <paramref name="threshold"/>.</summary>
+    public Tensor Mask(double threshold)
+    {
+        using var scope = NewDisposeScope();
+        var m = batch.Masks is { } known ? known[.., 0] > 0.5f : Maps.ObjectMask(batch.Pixels, threshold);
+        return scope.MoveToOuter(m.reshape(N, D).contiguous());
+    }
+
+    /// <summary>The replacement values N×C×H×W for <paramref name="fill"/>.</summary>
+    public Tensor Baseline(Fill fill)
+    {
+        using var scope = NewDisposeScope();
+        var x = X;
+        var b = fill switch
+        {
+            Fill.Min => x.amin([1, 2, 3], keepdim: true).expand_as(x),
+            Fill.Mean => x.mean([1, 2, 3], keepdim: true).expand_as(x),
+            Fill.Zero => zeros_like(x),
+            Fill.Black => ctx.Input.Normalize(zeros_like(x)),
+            _ => ctx.Input.Normalize(stack(generators.Select(g => rand([x.shape[1], x.shape[2], x.shape[3]], generator: g)).ToArray())),
+        };
+        return scope.MoveToOuter(b.contiguous());
+    }
+
+    /// <summary>Model output for the explained target on <paramref name="copies"/> perturbed versions of every input:
+    /// <paramref name="make"/>(k0, k) returns N×k×C×H×W (copies k0..k0+k−1 of each row); as many copies per forward as
+    /// the memory budget allows. <paramref name="softmax"/>: the class probability (class targets), else the target
+    /// score (the logit). Returns N×copies (float64).</summary>
+    public Tensor Outputs(long copies, Func<long, long, Tensor> make, bool softmax)
+    {
+        using var scope = NewDisposeScope();
+        long n = N;
+        long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, X, microBatch) / n);
+        var parts = new List<Tensor>();
+        for (long k0 = 0; k0 < copies; k0 += chunk)
+        {
+            using var inner = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            long k = Math.Min(chunk, copies - k0);
+            var batchCopies = make(k0, k).reshape(n * k, X.shape[1], X.shape[2], X.shape[3]);
+            var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
+            parts.Add(inner.MoveToOuter(Output(batchCopies, selection.Rows(rows), softmax).view(n, k)));
+        }
+        return scope.MoveToOuter(cat(parts, 1).to(ScalarType.Float64));
+    }
+
+    /// <summary>Model output of the unperturbed inputs (N, float64).</summary>
+    public Tensor Clean(bool softmax)
+    {
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(Output(X, selection, softmax).to(ScalarType.Float64));
+    }
+
+    Tensor Output(Tensor input, TargetSelection sel, bool softmax) =>
+        softmax ? Maps.Probability(ctx, input, sel) : Explain.Scores(ctx, input, sel, 0).Scores;
+
+    /// <summary>x with the features where <paramref name="replace"/> (N×k×D, 1 = replaced) taken from <paramref name="baseline"/>: N×k×C×H×W.</summary>
+    public Tensor Replace(Tensor replace, Tensor baseline, Tensor? from = null)
+    {
+        var x = from ?? X;
+        long c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var m = replace.to(ScalarType.Float32).view(N, -1, 1, h, w);
+        return x.unsqueeze(1) * (1 - m) + baseline.unsqueeze(1) * m;
+    }
+}
+
+/// <summary>Base of the Quantus-style metrics: one score per input from the linked step's maps, written as
+/// <c>&lt;id&gt;_mean</c> / <c>&lt;id&gt;_std</c> (the id with '_' for '-'), <c>&lt;id&gt;.npy</c> and
+/// <c>&lt;id&gt;.json</c> (per input, with the direction); shards merge exactly.</summary>
+public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShardable where TOptions : MetricOptions, new()
+{
+    /// <summary>The component id (e.g. <c>sparseness</c>).</summary>
+    public abstract string Id { get; }
+    /// <summary>Direction of the score.</summary>
+    public abstract bool HigherIsBetter { get; }
+    /// <summary>Series name: the id with underscores.</summary>
+    protected string Key => Id.Replace('-', '_');
+
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    /// <inheritdoc/>
+    public override IReadOnlyList<string> MetricNames => [Key + "_mean", Key + "_std"];
+
+    /// <summary>Direction with these options (e.g. LeRF reverses region perturbation).</summary>
+    protected virtual bool HigherIsBetterWith(TOptions options) => HigherIsBetter;
+
+    /// <summary>Copies per forward for the perturbed inputs (null: the memory budget decides).</summary>
+    protected virtual int? MicroBatch(TOptions options) => null;
+
+    /// <summary>One score per row of the batch.</summary>
+    protected abstract double[] Score(TOptions options, MetricBatch batch);
+
+    /// <inheritdoc/>
+    protected override void Evaluate(TOptions o, IAnalysisContext ctx, MetricWriter writer)
+    {
+        var ids = new List<string>();
+        var labels = new List<string>();
+        var values = new List<double>();
+        foreach (var batch in ctx.Batches())
+        {
+            using var scope = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
+            var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
+            try { values.AddRange(Score(o, new MetricBatch(ctx, batch, result.Map, result.Selection, gens, MicroBatch(o)))); }
+            finally { foreach (var g in gens) g.Dispose(); }
+            ids.AddRange(batch.Ids);
+            labels.AddRange(result.Selection.Labels);
+            if (ctx.InputCount is > 0) ctx.Progress(ids.Count / (double)ctx.InputCount.Value);
+        }
+        ctx.Output.Raw(Key, null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
+        ctx.Output.Json(Key, new
+        {
+            metric = Id, of = o.Of!.Id, higher_is_better = HigherIsBetterWith(o), options = o,
+            inputs = ids.Select((id, i) => new { id, target = labels[i], value = values[i] }).ToArray(),
+        });
+        writer.Stat(Key, values, HigherIsBetterWith(o));
+    }
+
+    /// <inheritdoc/>
+    protected override void MergeDetails(IShardMerge merge)
+    {
+        merge.Rows(Key);
+        merge.Concat(Key, "inputs");
+    }
+}
+
+/// <summary>Options shared by the metrics that perturb features.</summary>
+public abstract record PerturbOptions : MetricOptions
+{
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of the channel-summed map first (default: Quantus's per metric)")]
+    public bool? Abs { get; init; }
+    /// <summary>Replacement.</summary>
+    [Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), black, zero, mean or uniform")]
+    public Fill? Baseline { get; init; }
+    /// <summary>Softmax.</summary>
+    [Description("score the class probability (true) or the target logit (false); default: Quantus's per metric")]
+    public bool? Softmax { get; init; }
+    /// <summary>Copies per forward.</summary>
+    [Range(1, 100_000), Description("perturbed copies per forward pass (default: within the memory budget)")]
+    public int? MicroBatch { get; init; }
+}

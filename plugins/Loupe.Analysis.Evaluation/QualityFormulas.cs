@@ -1,0 +1,189 @@
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>The published formulas of the Quantus-style metrics on flattened maps: <c>a</c> is N×D (one value per
+/// feature), <c>s</c> an N×D bool mask, model outputs are N×T curves. Float64 throughout; NaN where a formula is
+/// undefined (e.g. an empty mask), as Quantus does. Pure functions: the metric classes only gather their inputs.</summary>
+public static class QualityFormulas
+{
+    /// <summary>Quantus's <c>normalise_by_max</c>: a / max|a| per row (rows that are all zero stay zero).</summary>
+    public static Tensor NormaliseByMax(Tensor a)
+    {
+        using var scope = NewDisposeScope();
+        var m = a.abs().amax([1], keepdim: true);
+        return scope.MoveToOuter(a / where(m > 0, m, ones_like(m)));
+    }
+
+    /// <summary>Sparseness (Chalasani et al. 2020): the Gini index of |a| (+1e-7, Quantus), sorted ascending:
+    /// Σ_k (2k − D − 1) a_(k) / (D Σ a). One-hot maps give (D − 1)/D, uniform maps 0. Higher is sparser.</summary>
+    public static Tensor Gini(Tensor a)
+    {
+        using var scope = NewDisposeScope();
+        long d = a.shape[1];
+        var v = a.to(ScalarType.Float64).abs() + 1e-7;
+        var sorted = v.sort(1).Values;
+        var k = arange(1, d + 1, dtype: ScalarType.Float64).unsqueeze(0);
+        var g = ((2 * k - d - 1) * sorted).sum(1) / (d * sorted.sum(1));
+        return scope.MoveToOuter(g);
+    }
+
+    /// <summary>Complexity (Bhatt et al. 2020): entropy (natural log) of the fractional contributions p = |a| / Σ|a|:
+    /// −Σ p ln(p + 1e-12) (Quantus's guard). Lower is simpler.</summary>
+    public static Tensor Entropy(Tensor a)
+    {
+        using var scope = NewDisposeScope();
+        var v = a.to(ScalarType.Float64).abs();
+        var p = v / v.sum(1, keepdim: true);
+        return scope.MoveToOuter(-(p * (p + 1e-12).log()).sum(1));
+    }
+
+    /// <summary>Effective complexity (Nguyen &amp; Rodríguez Martínez 2020): the number of features with |a| &gt; eps.</summary>
+    public static Tensor EffectiveComplexity(Tensor a, double eps)
+    {
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter((a.abs() > eps).sum(1).to(ScalarType.Float64));
+    }
+
+    /// <summary>NaN where the mask is empty.</summary>
+    static Tensor NanWhereEmpty(Tensor v, Tensor s) => where(s.any(1), v, full_like(v, double.NaN));
+
+    /// <summary>Attribution localisation (Kohlbrenner et al. 2020): Σ_{s} a⁺ / Σ a⁺ (a⁺ = max(a, 0), 1e-9 guard);
+    /// weighted: × |s| / D. NaN for an empty mask.</summary>
+    public static Tensor AttributionLocalisation(Tensor a, Tensor s, bool weighted)
+    {
+        using var scope = NewDisposeScope();
+        var p = a.to(ScalarType.Float64).clamp_min(0);
+        var sf = s.to(ScalarType.Float64);
+        var r = (p * sf).sum(1) / (p.sum(1) + 1e-9);
+        if (weighted) r = r * sf.sum(1) / a.shape[1];
+        return scope.MoveToOuter(NanWhereEmpty(r, s));
+    }
+
+    /// <summary>Rank of each feature, 0 = largest value (a stable descending sort: ties keep feature order).</summary>
+    static Tensor Order(Tensor a) => a.to(ScalarType.Float64).sort(1, descending: true, stable: true).Indices;
+
+    /// <summary>Top-k intersection (Theiner et al. 2021): the fraction of the k highest-valued features inside the mask.</summary>
+    public static Tensor TopKIntersection(Tensor a, Tensor s, long k)
+    {
+        using var scope = NewDisposeScope();
+        var top = Order(a).narrow(1, 0, k);
+        var r = s.gather(1, top).to(ScalarType.Float64).mean([1]);
+        return scope.MoveToOuter(NanWhereEmpty(r, s));
+    }
+
+    /// <summary>Relevance rank accuracy (Arras et al. 2022): with K = |s|, the fraction of the K highest-valued features
+    /// that lie in the mask.</summary>
+    public static Tensor RelevanceRankAccuracy(Tensor a, Tensor s)
+    {
+        using var scope = NewDisposeScope();
+        long d = a.shape[1];
+        var k = s.sum(1, keepdim: true);                                               // N×1
+        var inTop = arange(d).unsqueeze(0) < k;                                        // the first K ranks
+        var hits = (s.gather(1, Order(a)) & inTop).sum(1).to(ScalarType.Float64);
+        return scope.MoveToOuter(NanWhereEmpty(hits / k.squeeze(1).clamp_min(1).to(ScalarType.Float64), s));
+    }
+
+    /// <summary>Relevance mass accuracy (Arras et al. 2022): Σ_{s} a / Σ a (signed, as given).</summary>
+    public static Tensor RelevanceMassAccuracy(Tensor a, Tensor s)
+    {
+        using var scope = NewDisposeScope();
+        var v = a.to(ScalarType.Float64);
+        return scope.MoveToOuter(NanWhereEmpty((v * s.to(ScalarType.Float64)).sum(1) / v.sum(1), s));
+    }
+
+    /// <summary>ROC AUC of the map as a detector of mask pixels (Fawcett 2006): the probability that a mask feature
+    /// outranks a background one, ties counting ½ (Mann–Whitney with average ranks; equals sklearn's roc_curve + auc).
+    /// NaN when the mask is empty or covers everything.</summary>
+    public static double[] RocAuc(Tensor a, Tensor s)
+    {
+        long n = a.shape[0];
+        var res = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            var v = a[i].to(ScalarType.Float32).contiguous().ToArray<float>();
+            var m = s[i].contiguous().ToArray<bool>();
+            var ranks = Maps.Ranks(v);
+            double pos = m.Count(b => b), neg = m.Length - pos, sum = 0;
+            for (int j = 0; j < m.Length; j++) if (m[j]) sum += ranks[j] + 1;
+            res[i] = pos == 0 || neg == 0 ? double.NaN : (sum - pos * (pos + 1) / 2) / (pos * neg);
+        }
+        return res;
+    }
+
+    /// <summary>Pearson correlation of two N×T tensors, row by row (NaN where a row is constant).</summary>
+    public static Tensor PearsonRows(Tensor x, Tensor y)
+    {
+        using var scope = NewDisposeScope();
+        var a = x.to(ScalarType.Float64); var b = y.to(ScalarType.Float64);
+        a = a - a.mean([1], keepdim: true); b = b - b.mean([1], keepdim: true);
+        var den = ((a * a).sum(1) * (b * b).sum(1)).sqrt();
+        var r = (a * b).sum(1) / den;
+        return scope.MoveToOuter(where(den > 0, r, full_like(r, double.NaN)));
+    }
+
+    /// <summary>Spearman correlation of two N×T tensors, row by row (average ranks for ties).</summary>
+    public static Tensor SpearmanRows(Tensor x, Tensor y)
+    {
+        using var scope = NewDisposeScope();
+        Tensor Ranked(Tensor t)
+        {
+            long n = t.shape[0], w = t.shape[1];
+            var rows = Enumerable.Range(0, (int)n).SelectMany(i => Maps.Ranks(t[i].to(ScalarType.Float64).contiguous().ToArray<double>())).ToArray();
+            return tensor(rows, [n, w]);
+        }
+        return scope.MoveToOuter(PearsonRows(Ranked(x), Ranked(y)));
+    }
+
+    /// <summary>Area under a curve sampled at equal steps (trapezoid), divided by the number of intervals so that it
+    /// lies in the curve's range (Quantus's <c>calculate_auc</c> uses dx = 1: the same value × (T − 1)).</summary>
+    public static Tensor MeanTrapezoid(Tensor curves)
+    {
+        using var scope = NewDisposeScope();
+        var c = curves.to(ScalarType.Float64);
+        long t = c.shape[1];
+        var area = t < 2 ? c.select(1, 0) : (c.narrow(1, 1, t - 1) + c.narrow(1, 0, t - 1)).sum(1) / (2.0 * (t - 1));
+        return scope.MoveToOuter(area);
+    }
+
+    /// <summary>AOPC (Samek et al. 2017): the mean over the L + 1 points of the perturbation curve of f(x) − f(x_k)
+    /// (the curve's first point is the unperturbed input).</summary>
+    public static Tensor Aopc(Tensor curves)
+    {
+        using var scope = NewDisposeScope();
+        var c = curves.to(ScalarType.Float64);
+        return scope.MoveToOuter((c.narrow(1, 0, 1) - c).mean([1]));
+    }
+
+    /// <summary>Monotonicity (Arya et al. 2019): 1 when the curve never decreases, else 0.</summary>
+    public static Tensor NonDecreasing(Tensor curves)
+    {
+        using var scope = NewDisposeScope();
+        var c = curves.to(ScalarType.Float64);
+        long t = c.shape[1];
+        return scope.MoveToOuter((c.narrow(1, 1, t - 1) - c.narrow(1, 0, t - 1) >= 0).all(1).to(ScalarType.Float64));
+    }
+
+    /// <summary>The step at which each feature is perturbed, N×D int64, and the number of steps: features ordered by
+    /// value (<paramref name="descending"/>: most relevant first; stable on ties), <paramref name="featuresInStep"/>
+    /// consecutive ones per step (Quantus's <c>features_in_step</c>); with <paramref name="patch"/> &gt; 1 the units are
+    /// non-overlapping patch × patch regions of an H×W map ranked by their summed value instead.</summary>
+    public static Tensor Steps(Tensor a, bool descending, int featuresInStep, int patch, long h, long w, out long steps)
+    {
+        using var scope = NewDisposeScope();
+        long n = a.shape[0];
+        var v = descending ? a.to(ScalarType.Float64) : -a.to(ScalarType.Float64);
+        long gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
+        var units = patch > 1
+            ? nn.functional.avg_pool2d(v.view(n, 1, h, w), patch, stride: patch, ceil_mode: true, count_include_pad: false).view(n, gh * gw)
+            : v;
+        long u = units.shape[1];
+        var order = units.sort(1, descending: true, stable: true).Indices;
+        var rank = zeros_like(order).scatter_(1, order, arange(u, dtype: ScalarType.Int64).unsqueeze(0).expand(n, u).contiguous());
+        var step = rank.div(featuresInStep, rounding_mode: RoundingMode.floor);
+        steps = (u + featuresInStep - 1) / featuresInStep;
+        if (patch > 1) step = step.view(n, gh, gw).repeat_interleave(patch, 1).repeat_interleave(patch, 2).narrow(1, 0, h).narrow(2, 0, w).reshape(n, h * w);
+        return scope.MoveToOuter(step.contiguous());
+    }
+}

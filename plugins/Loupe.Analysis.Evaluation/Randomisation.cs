@@ -1,0 +1,48 @@
+using System.ComponentModel;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of <c>random-logit</c>.</summary>
+public sealed record RandomLogitOptions : MetricOptions
+{
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of the channel-summed maps before comparing (Quantus default: false)")]
+    public bool Abs { get; init; }
+}
+
+/// <summary><c>random-logit</c> (Sixt et al. 2020; Quantus RandomLogit): the method is run again for a class drawn
+/// uniformly among the other classes (seeded per input id), and the score is the SSIM of the two maps (channel-summed,
+/// each min-max normalised; 7×7 uniform window, as <c>sanity-randomisation</c>). A map that does not depend on the
+/// class scores 1. Needs a class target. Lower is better.</summary>
+public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
+{
+    /// <inheritdoc/>
+    public override string Id => "random-logit";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+
+    /// <inheritdoc/>
+    protected override double[] Score(RandomLogitOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        var ctx = b.Context;
+        var classes = b.Selection.Classes ?? throw new LoupeException("random-logit: the target is not a class (use a class target such as top-1)");
+        var (_, output, _) = Explain.Scores(ctx, b.X, b.Selection, 0);
+        long k = output.shape[1];
+        if (k < 2) throw new LoupeException("random-logit: the model has one output; there is no other class to compare with");
+        var off = new long[b.N];
+        for (int i = 0; i < b.N; i++)
+        {
+            long r = randint(0, k - 1, [1], generator: b.Generators[i]).item<long>();   // one of the k − 1 other classes
+            off[i] = r >= classes[i] ? r + 1 : r;
+        }
+        var labels = off.Select(c => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}").ToArray();
+        var other = LinkedMaps(o, ctx, b.X, null, new TargetSelection(off, labels)).Map;
+        var a = b.Features(o.Abs, normalise: true);
+        var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null).Features(o.Abs, normalise: true);
+        long h = b.X.shape[2], w = b.X.shape[3];
+        return Enumerable.Range(0, (int)b.N).Select(i => Maps.Ssim(a[i].view(h, w), bm[i].view(h, w))).ToArray();
+    }
+}

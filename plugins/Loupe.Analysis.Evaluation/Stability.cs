@@ -1,0 +1,196 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of the robustness metrics (each re-runs the evaluated method on perturbed inputs).</summary>
+public sealed record StabilityOptions : MetricOptions
+{
+    /// <summary>Samples.</summary>
+    [Range(1, 100_000), Description("perturbed inputs per input (Quantus nr_samples: 200)")]
+    public int Samples { get; init; } = 200;
+    /// <summary>Uniform radius.</summary>
+    [Range(0.0, 1000.0), Description("avg-sensitivity and relative-*-stability: noise U[−r, r] per input element, normalised units (Quantus lower_bound: 0.2)")]
+    public double Radius { get; init; } = 0.2;
+    /// <summary>Gaussian σ.</summary>
+    [Range(0.0, 1000.0), Description("local-lipschitz: noise N(0, σ²) per input element, normalised units (Quantus perturb_std: 0.1)")]
+    public double Sigma { get; init; } = 0.1;
+    /// <summary>ε.</summary>
+    [Range(0.0, 1.0), Description("relative-*-stability: floor of the denominator and of zero entries (Quantus eps_min: 1e-6)")]
+    public double EpsMin { get; init; } = 1e-6;
+    /// <summary>Skip changed predictions.</summary>
+    [Description("leave out perturbed samples whose top-1 class changed (Quantus: true for relative-*-stability, false otherwise)")]
+    public bool? SkipChangedPredictions { get; init; }
+    /// <summary>Copies per call.</summary>
+    [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
+    public int? MicroBatch { get; init; }
+    /// <summary>Representation layer.</summary>
+    [LayerName, Description("relative-representation-stability: the layer whose output is the internal representation (required there)")]
+    public string? Layer { get; init; }
+}
+
+/// <summary>Base of the robustness metrics: <c>samples</c> noisy copies per input (noise drawn per input id, one sample
+/// at a time, so batches and shards give the same numbers), the method run again on them in batches of copies under the
+/// memory budget (target: the classes chosen on the clean input), and a per-sample ratio reduced over samples.</summary>
+public abstract class StabilityMetric : QualityMetric<StabilityOptions>
+{
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+    /// <summary>Gaussian (local Lipschitz) rather than uniform noise.</summary>
+    protected virtual bool Gaussian => false;
+    /// <summary>Quantus's default of skipping changed predictions.</summary>
+    protected virtual bool SkipChangedByDefault => false;
+    /// <summary>Max over samples (else the mean).</summary>
+    protected virtual bool TakeMax => true;
+    /// <summary>Quantus's default of normalise_by_max on the maps.</summary>
+    protected virtual bool Normalise => false;
+
+    /// <summary>What the model gives besides the maps, per row (N×K): the logits, or a layer's output
+    /// (relative-representation-stability).</summary>
+    protected virtual Tensor Representation(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    {
+        using var scope = NewDisposeScope();
+        var (_, output, _) = Explain.Scores(ctx, input, selection, 0);
+        return scope.MoveToOuter(output.to(ScalarType.Float64).reshape(input.shape[0], -1));
+    }
+
+    /// <summary>The per-sample value (N): maps e, e' (N×F), inputs x, x' (N×D) and representations h, h' (N×K).</summary>
+    protected abstract Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs);
+
+    /// <inheritdoc/>
+    protected override double[] Score(StabilityOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        var ctx = b.Context;
+        long n = b.N;
+        var x = b.X;
+        Tensor Flat(Tensor m) { var f = m.detach().to(ScalarType.Float64).reshape(m.shape[0], -1); return Normalise ? QualityFormulas.NormaliseByMax(f) : f; }
+        var e = Flat(b.Map);
+        var (_, logits, _) = Explain.Scores(ctx, x, b.Selection, 0);
+        var top = logits.argmax(1);
+        var h = Representation(o, ctx, x, b.Selection);
+        long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
+        var values = new List<Tensor>();
+        for (int s0 = 0; s0 < o.Samples; s0 += (int)chunk)
+        {
+            using var inner = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            int k = (int)Math.Min(chunk, o.Samples - s0);
+            // One draw per sample and input: the same noise whatever the chunking.
+            var noise = stack(Enumerable.Range(0, k).Select(_ => Gaussian
+                ? InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * o.Sigma
+                : (InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * 2 - 1) * o.Radius).ToArray());   // k×N×C×H×W
+            var xs = (x.unsqueeze(0) + noise.to(x.dtype)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
+            var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
+            var sel = b.Selection.Rows(rows);
+            var es = Flat(LinkedMaps(o, ctx, xs, null, sel).Map).view(k, n, -1);
+            var (_, logitsS, _) = Explain.Scores(ctx, xs, sel, 0);
+            var topS = logitsS.argmax(1).view(k, n);
+            var hs = Representation(o, ctx, xs, sel).view(k, n, -1);
+            var xsv = xs.to(ScalarType.Float64).view(k, n, -1);
+            var xv = x.to(ScalarType.Float64).reshape(n, -1);
+            for (int j = 0; j < k; j++)
+            {
+                var r = Ratio(o, e, es[j], xv, xsv[j], h, hs[j]);
+                if (o.SkipChangedPredictions ?? SkipChangedByDefault) r = where(topS[j] == top, r, full_like(r, double.NaN));
+                values.Add(inner.MoveToOuter(r));
+            }
+        }
+        var all = stack(values, 1);                                                   // N×samples
+        var finite = all.isnan().logical_not();
+        var reduced = TakeMax ? all.nan_to_num(double.NegativeInfinity).amax([1])
+            : where(finite, all, zeros_like(all)).sum(1) / finite.sum(1).to(ScalarType.Float64);   // NaN when no sample is left
+        reduced = where(reduced == double.NegativeInfinity, full_like(reduced, double.NaN), reduced);
+        return reduced.ToArray<double>();
+    }
+
+    /// <summary>Frobenius (L2 over all values) norm per row.</summary>
+    protected static Tensor Norm(Tensor t) => t.norm(1);
+}
+
+/// <summary><c>avg-sensitivity</c> (Yeh et al. 2019; Quantus AvgSensitivity): the mean over samples x' = x + U[−r, r]
+/// of ‖Φ(x) − Φ(x')‖ / ‖Φ(x)‖ (Frobenius norms, maps as given). Lower is better.</summary>
+public sealed class AvgSensitivity : StabilityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "avg-sensitivity";
+    /// <inheritdoc/>
+    protected override bool TakeMax => false;
+    /// <inheritdoc/>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+        Norm(e - es) / Norm(e).clamp_min(1e-30);
+}
+
+/// <summary><c>local-lipschitz</c> (Alvarez-Melis &amp; Jaakkola 2018; Quantus LocalLipschitzEstimate): the max over
+/// samples x' = x + N(0, σ²) of ‖Φ(x) − Φ(x')‖₂ / ‖x − x'‖₂, maps normalised by their max |·| (Quantus default).
+/// Lower is better.</summary>
+public sealed class LocalLipschitz : StabilityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "local-lipschitz";
+    /// <inheritdoc/>
+    protected override bool Gaussian => true;
+    /// <inheritdoc/>
+    protected override bool Normalise => true;
+    /// <inheritdoc/>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+        Norm(e - es) / Norm(x - xs).clamp_min(1e-30);
+}
+
+/// <summary><c>relative-input-stability</c> (Agarwal et al. 2022): the max over samples of
+/// ‖(Φ(x) − Φ(x'))/Φ(x)‖ / max(‖(x − x')/x‖, ε), zero entries of a divisor replaced by ε; samples whose prediction
+/// changed are left out (Quantus). Lower is better.</summary>
+public sealed class RelativeInputStability : StabilityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "relative-input-stability";
+    /// <inheritdoc/>
+    protected override bool SkipChangedByDefault => true;
+    /// <inheritdoc/>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+        Relative(e, es, o.EpsMin) / Relative(x, xs, o.EpsMin).clamp_min(o.EpsMin);
+
+    /// <summary>‖(a − b)/a‖ with a's zero entries replaced by ε (Quantus's guard).</summary>
+    internal static Tensor Relative(Tensor a, Tensor b, double eps) => Norm((a - b) / (a + (a == 0).to(a.dtype) * eps));
+}
+
+/// <summary><c>relative-output-stability</c> (Agarwal et al. 2022): as relative-input-stability with the model's
+/// logits in the denominator: ‖(Φ(x) − Φ(x'))/Φ(x)‖ / max(‖(h(x) − h(x'))/h(x)‖, ε). Lower is better.</summary>
+public sealed class RelativeOutputStability : StabilityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "relative-output-stability";
+    /// <inheritdoc/>
+    protected override bool SkipChangedByDefault => true;
+    /// <inheritdoc/>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h, hs, o.EpsMin).clamp_min(o.EpsMin);
+}
+
+/// <summary><c>relative-representation-stability</c> (Agarwal et al. 2022): as relative-input-stability with the output
+/// of <c>layer</c> in the denominator: ‖(Φ(x) − Φ(x'))/Φ(x)‖ / max(‖(L(x) − L(x'))/L(x)‖, ε). Lower is better.</summary>
+public sealed class RelativeRepresentationStability : StabilityMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "relative-representation-stability";
+    /// <inheritdoc/>
+    protected override bool SkipChangedByDefault => true;
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
+    {
+        if (string.IsNullOrEmpty(o.Layer)) yield return "option 'layer' is required: the layer whose output is the internal representation (e.g. relu3)";
+    }
+    /// <inheritdoc/>
+    protected override Tensor Representation(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [o.Layer!], forGradients: false, selection);
+        using (capture) return scope.MoveToOuter(capture[o.Layer!].to(ScalarType.Float64).reshape(input.shape[0], -1));
+    }
+    /// <inheritdoc/>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h, hs, o.EpsMin).clamp_min(o.EpsMin);
+}

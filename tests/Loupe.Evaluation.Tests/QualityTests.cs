@@ -1,0 +1,247 @@
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+
+namespace Loupe.Evaluation.Tests;
+
+/// <summary>The Quantus-style metrics (issue 22) against numpy implementations of their published formulas
+/// (tests/fixtures/make_quality_fixtures.py) and on the region CNN, whose right map is known.</summary>
+public class QualityTests
+{
+    static string Fixture(string name) => Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", name));
+
+    /// <summary>Per-input values of a quality metric step (its &lt;key&gt;.json).</summary>
+    static double[] Values(Loupe.Core.RunResult r, string step, string key)
+    {
+        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!;
+        return json["inputs"]!.AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
+    }
+
+    static readonly Lazy<Loupe.Core.RunResult> Fixed = new(() => Env.Run($$"""
+        version: 1
+        model: { uses: region-test }
+        data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+        settings: { batch_size: 4 }
+        steps:
+          - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+          - { id: sparseness, uses: sparseness, with: { of: m } }
+          - { id: complexity, uses: complexity, with: { of: m } }
+          - { id: effective_complexity, uses: effective-complexity, with: { of: m } }
+          - { id: attribution_localisation, uses: attribution-localisation, with: { of: m } }
+          - { id: top_k_intersection, uses: top-k-intersection, with: { of: m, k: 100 } }
+          - { id: relevance_rank_accuracy, uses: relevance-rank-accuracy, with: { of: m } }
+          - { id: relevance_mass_accuracy, uses: relevance-mass-accuracy, with: { of: m } }
+          - { id: auc, uses: auc, with: { of: m } }
+          - { id: completeness, uses: completeness, with: { of: m } }
+          - { id: non_sensitivity, uses: non-sensitivity, with: { of: m } }
+          - { id: non_sensitivity_fis4, uses: non-sensitivity, with: { of: m, features_in_step: 4, softmax: false } }
+          - { id: faithfulness_estimate, uses: faithfulness-estimate, with: { of: m } }
+          - { id: monotonicity, uses: monotonicity, with: { of: m, features_in_step: 16 } }
+          - { id: monotonicity_correlation, uses: monotonicity-correlation, with: { of: m, features_in_step: 16, runs: 2, baseline: min, softmax: false } }
+          - { id: pixel_flipping, uses: pixel-flipping, with: { of: m, features_in_step: 16 } }
+          - { id: selectivity, uses: selectivity, with: { of: m, patch: 4 } }
+          - { id: region_perturbation_morf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min } }
+          - { id: region_perturbation_lerf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, order: lerf } }
+          - { id: fc, uses: faithfulness-correlation, with: { of: m, runs: 20, subset_size: 100 } }
+          - { id: sn, uses: sensitivity-n, with: { of: m, runs: 10, fractions: [0.05, 0.2] } }
+        """));
+
+    /// <summary>The errors of a run's failed steps (short, unlike the whole manifest).</summary>
+    static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
+        r.Manifest?["steps"]?.AsArray().Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {((string?)s["error"])?.Split('\n')[0]}") ?? []);
+
+    [Fact]
+    public void EveryMetricMatchesTheNumpyReferenceOnFixedMaps()
+    {
+        var r = Fixed.Value;
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
+        Assert.Equal(18, expected.Count);
+        foreach (var (step, values) in expected)
+        {
+            var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity" : step;
+            var got = Values(r, step, key);
+            var want = values!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+            Assert.Equal(want.Length, got.Length);
+            for (int i = 0; i < want.Length; i++)
+                Assert.True(Math.Abs(got[i] - want[i]) <= 1e-4 + 1e-4 * Math.Abs(want[i]), $"{step}[{i}]: {got[i]} against numpy {want[i]}");
+        }
+    }
+
+    [Fact]
+    public void ClosedFormsHold()
+    {
+        var r = Fixed.Value;
+        // Map 2 is one-hot: sparseness (D − 1)/D up to Quantus's +1e-7, one effective feature, zero entropy.
+        Assert.InRange(Values(r, "sparseness", "sparseness")[2], 783.0 / 784 - 1e-3, 783.0 / 784);
+        Assert.Equal(1, Values(r, "effective_complexity", "effective_complexity")[2]);
+        Assert.True(Math.Abs(Values(r, "complexity", "complexity")[2]) < 1e-9);
+        // Map 0 is gradient × input of a model that is linear on its region: complete, and every random subset's
+        // attribution sum is proportional to its output drop (correlation 1).
+        Assert.True(Values(r, "completeness", "completeness")[0] < 1e-5);
+        Assert.True(Values(r, "fc", "faithfulness_correlation")[0] > 1 - 1e-6);
+        Assert.True(Math.Abs(Values(r, "fc", "faithfulness_correlation")[1]) < 0.8);
+        Assert.True(Values(r, "sn", "sensitivity_n")[0] > 1 - 1e-6);
+        Assert.True(Values(r, "sn", "sensitivity_n")[1] < 0.8);
+        var summary = File.ReadAllText(Path.Combine(r.OutDir!, "sparseness", "summary.json"));
+        Assert.Contains("\"higherIsBetter\":true", summary.Replace(" ", ""));
+        Assert.Contains("\"higher_is_better\": false", File.ReadAllText(Path.Combine(r.OutDir!, "region_perturbation_lerf", "region_perturbation.json")));
+    }
+
+    [Fact]
+    public void OnTheRegionCnnTheCorrectMapBeatsARandomOne()
+    {
+        var px = RegionNet.Images(8, 5);
+        var path = Path.Combine(Env.TempDir(), "region.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(px, [8, 1, 28, 28])));
+        string[] ids = ["attribution-localisation", "top-k-intersection", "relevance-rank-accuracy", "relevance-mass-accuracy", "auc",
+            "faithfulness-correlation", "faithfulness-estimate", "pixel-flipping", "selectivity", "region-perturbation"];
+        string With(string id) => id switch
+        {
+            "top-k-intersection" => ", k: 64", "faithfulness-correlation" => ", runs: 30, subset_size: 64",
+            "pixel-flipping" => ", features_in_step: 8", "selectivity" => ", patch: 4", "region-perturbation" => ", patch: 4, regions: 16",
+            _ => "",
+        };
+        var steps = string.Join("\n", ids.SelectMany(id => new[] { "sal", "rnd" }.Select(m => $"  - {{ id: {m}-{id}, uses: {id}, with: {{ of: {m}{With(id)} }} }}")));
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
+            settings: { batch_size: 4 }
+            steps:
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: rnd, uses: random-map }
+            {{steps}}
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        foreach (var id in ids)
+        {
+            var key = id.Replace('-', '_') + "_mean";
+            double sal = Env.Metric(r, $"sal-{id}", key), rnd = Env.Metric(r, $"rnd-{id}", key);
+            bool up = id is not ("pixel-flipping" or "selectivity");
+            Assert.True(up ? sal > rnd : sal < rnd, $"{id}: saliency {sal}, random {rnd}");
+        }
+        // The methods × metrics table: both methods, every metric with its direction, saliency ranked first everywhere.
+        var table = r.Manifest!["methodsTable"]!;
+        Assert.Equal(["sal", "rnd"], table["methods"]!.AsArray().Select(m => m!.GetValue<string>()));
+        var cols = table["metrics"]!.AsArray().ToDictionary(c => c!["name"]!.GetValue<string>(), c => c!["higherIsBetter"]!.GetValue<bool>());
+        Assert.Equal(ids.ToHashSet(), cols.Keys.ToHashSet());
+        Assert.False(cols["pixel-flipping"]);
+        Assert.True(cols["auc"]);
+        Assert.Equal(1.0, table["meanRank"]![0]!.GetValue<double>());
+        Assert.Equal(2.0, table["meanRank"]![1]!.GetValue<double>());
+        var csv = File.ReadAllLines(Path.Combine(r.OutDir!, "metrics.csv"));
+        Assert.Contains(csv, l => l.StartsWith("sal-selectivity,selectivity,sal,selectivity_mean,") && l.EndsWith(",false"));
+        Assert.Contains(csv, l => l.StartsWith("rnd-auc,auc,rnd,auc_std,") && l.EndsWith(",true"));
+        var html = File.ReadAllText(Loupe.Core.Report.HtmlReport.Write(r.OutDir!));
+        Assert.Contains("Methods × metrics", html);
+        Assert.Contains("pixel-flipping ↓", html);
+        Assert.Contains("aria-label=\"mean rank per method\"", html);
+    }
+
+    [Fact]
+    public void AMisspeltMetricInExpectFailsValidationWithASuggestion()
+    {
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+              - { id: s, uses: sparseness, with: { of: m, expect: ["sparsenes_mean > 0.5"] } }
+              - { id: t, uses: pixel-flipping, with: { of: m }, expect: ["pixel-flipping.pixel_fliping < 0.5", "pixel_flipping < 0.5"] }
+              - { id: u, uses: relative-representation-stability, with: { of: m } }
+            """);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.Message.Contains("unknown metric 'sparsenes_mean'") && e.Message.Contains("did you mean 'sparseness_mean'"));
+        // The step-level form is checked at validation too (same names: 'pixel_flipping' resolves to pixel_flipping_mean).
+        var stepLevel = Assert.Single(r.Errors, e => e.Message.Contains("step 't'"));
+        Assert.Contains("no metric 'pixel_fliping'", stepLevel.Message);
+        Assert.Contains("did you mean 'pixel_flipping", stepLevel.Message);
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'u' (relative-representation-stability): option 'layer' is required"));
+    }
+
+    [Fact]
+    public void MetricsReuseTheMapsOfTheStepTheyEvaluate()
+    {
+        FixtureMap.Calls = 0;
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+            settings: { batch_size: 2 }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+              - { id: s, uses: sparseness, with: { of: m } }
+              - { id: c, uses: complexity, with: { of: m } }
+              - { id: pf, uses: pixel-flipping, with: { of: m, features_in_step: 64 } }
+              - { id: other, uses: sparseness, with: { of: m }, target: { class: 1 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        // 2 batches for the step itself, none for the three metrics with its target, 2 for the one with another target.
+        Assert.Equal(4, FixtureMap.Calls);
+        var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!;
+        Assert.Equal(expected["sparseness"]![1]!.GetValue<double>(), Values(r, "s", "sparseness")[1], 4);
+    }
+
+    static Loupe.Core.RunResult RegionRun(string steps, int batchSize)
+    {
+        var path = Path.Combine(Env.TempDir(), "region.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(RegionNet.Images(6, 7), [6, 1, 28, 28])));
+        return Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
+            settings: { batch_size: {{batchSize}} }
+            steps:
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: rnd, uses: random-map }
+              - { id: edges, uses: sobel-map }
+            {{steps}}
+            """);
+    }
+
+    [Fact]
+    public void RobustnessIsZeroForAMapThatNoiseCannotChangeAndRandomLogitIsOneForAClassBlindMap()
+    {
+        // In its region the model is linear in positive pixels: the signed gradient is the same for every noisy copy.
+        string[] ids = ["avg-sensitivity", "local-lipschitz", "relative-input-stability", "relative-output-stability"];
+        var steps = string.Join("\n", ids.SelectMany(id => new[] { "sal", "rnd" }.Select(m => $"  - {{ id: {m}-{id}, uses: {id}, with: {{ of: {m}, samples: 5 }} }}")))
+            + "\n  - { id: sal-rl, uses: random-logit, with: { of: sal } }\n  - { id: edges-rl, uses: random-logit, with: { of: edges } }"
+            + "\n  - { id: sal-rrs, uses: relative-representation-stability, with: { of: sal, samples: 3, layer: relu } }"
+            + "\n  - { id: rnd-rrs, uses: relative-representation-stability, with: { of: rnd, samples: 3, layer: relu } }";
+        var r = RegionRun(steps, 4);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        foreach (var id in ids)
+        {
+            var key = id.Replace('-', '_') + "_mean";
+            Assert.True(Env.Metric(r, $"sal-{id}", key) < 1e-9, $"{id}: {Env.Metric(r, $"sal-{id}", key)}");
+            // (relative-input-stability divides by the relative input change, which the zero background makes huge)
+            Assert.True(Env.Metric(r, $"rnd-{id}", key) > (id == "relative-input-stability" ? 1e-3 : 0.1), $"{id} of random maps: {Env.Metric(r, $"rnd-{id}", key)}");
+        }
+        Assert.True(Env.Metric(r, "sal-rrs", "relative_representation_stability_mean") < 1e-9);
+        Assert.True(Env.Metric(r, "rnd-rrs", "relative_representation_stability_mean") > 1e-3);
+        // The Sobel map ignores the class: identical maps (SSIM 1). Saliency for the other logit is the negated map.
+        Assert.Equal(1.0, Env.Metric(r, "edges-rl", "random_logit_mean"), 9);
+        Assert.True(Env.Metric(r, "sal-rl", "random_logit_mean") < 0);
+    }
+
+    [Fact]
+    public void RandomDrawsAreSeededPerInputSoBatchingDoesNotChangeTheNumbers()
+    {
+        const string steps = """
+              - { id: fc, uses: faithfulness-correlation, with: { of: edges, runs: 10, subset_size: 50 } }
+              - { id: rp, uses: region-perturbation, with: { of: sal, patch: 4, regions: 8 } }
+              - { id: as, uses: avg-sensitivity, with: { of: edges, samples: 3 } }
+              - { id: ll, uses: local-lipschitz, with: { of: edges, samples: 3, micro_batch: 2 } }
+              - { id: rl, uses: random-logit, with: { of: sal } }
+            """;
+        var a = RegionRun(steps, 4);
+        var b = RegionRun(steps, 3);
+        Assert.True(a.ExitCode == 0 && b.ExitCode == 0, Failures(a) + Failures(b));
+        foreach (var (step, key) in new[] { ("fc", "faithfulness_correlation"), ("rp", "region_perturbation"), ("as", "avg_sensitivity"), ("ll", "local_lipschitz"), ("rl", "random_logit") })
+        {
+            Assert.Equal(Values(a, step, key), Values(b, step, key));
+            Assert.Contains(Values(a, step, key), v => v != 0);
+        }
+    }
+}
