@@ -37,13 +37,14 @@ public class TransformerCamTests
     public void GradCamOnViTTokensMatchesPytorchGradCamsReshapeTransform()
     {
         // reshape: auto finds the class token (17 = 1 + 4²); 'vit' says it explicitly; both give pytorch-grad-cam's map.
+        // The second step names the layer by its PyTorch module path, which the onnx backend resolves to the same value.
         var r = TestEnv.Run(VitPipeline($"""
               - id: auto
                 uses: grad-cam
                 with: {"{"} layer: "{Ln1}" {"}"}
               - id: vit
                 uses: grad-cam
-                with: {"{"} layer: "{Ln1}", reshape: vit {"}"}
+                with: {"{"} layer: encoder.layers.encoder_layer_1.ln_1, reshape: vit {"}"}
               - id: roll
                 uses: attention-rollout
                 with: {"{"} layers: ["{string.Format(Att, 0)}", "{string.Format(Att, 1)}"] {"}"}
@@ -53,6 +54,18 @@ public class TransformerCamTests
         Close(r, "vit", "grad-cam-layer", "vit_gradcam_ln1.npy", 1e-4);
         Close(r, "roll", "attention-rollout-grid", "vit_rollout.npy", 1e-5);
         Assert.Equal([32L, 32], TestEnv.Artifact(r, "roll/00000.attention-rollout.npy").Shape);
+    }
+
+    [Fact]
+    public void AMistypedModulePathSuggestsTheNearestModule()
+    {
+        var r = TestEnv.Run(VitPipeline("""
+              - id: cam
+                uses: grad-cam
+                with: { layer: encoder.layers.encoder_layer_1.ln1 }
+            """));
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.Message.Contains("did you mean 'encoder.layers.encoder_layer_1.ln_1'"));
     }
 
     [Fact]
