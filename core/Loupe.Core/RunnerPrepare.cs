@@ -145,8 +145,15 @@ public static partial class PipelineRunner
             try { (outputSize, shapes) = Probe(model, input, probeLayers); }
             catch (LoupeException e) { throw new PipelineException([new(file, (int)m.Mark.Line, (int)m.Mark.Column, $"model '{m.Uses}': {e.Message}")]); }
             var firstForward = DateTimeOffset.Now;
-            foreach (var r in refs.Where(r => r.Spatial && shapes.TryGetValue(r.Layer, out var s) && s.Length != 4))
-                errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' has output shape ({string.Join("×", shapes[r.Layer])}), but this step needs a spatial N×C×H×W layer"));
+            foreach (var o in stepOptions.Where(o => o is not null))
+                foreach (var r in o!.Layers.Where(r => r.Spatial && shapes.ContainsKey(r.Layer)))
+                {
+                    // A step whose options take a 'reshape' accepts token (N×T×C) and channels-last layers it can lay out as a grid.
+                    string? why = o.Value is IReshapesLayers rl ? LayerReshapes.Resolve(rl.Reshape, shapes[r.Layer]).Error
+                        : shapes[r.Layer].Length != 4 ? "this step needs a spatial N×C×H×W layer" : null;
+                    if (why is not null)
+                        errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' has output shape ({string.Join("×", shapes[r.Layer])}): {why}"));
+                }
             if (labels.Count > 0 && labels.Count != outputSize)
                 warnings.Add($"the model has {outputSize} outputs but {labels.Count} labels");
 

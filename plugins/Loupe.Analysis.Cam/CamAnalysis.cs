@@ -24,7 +24,7 @@ public enum CamUpsample
 }
 
 /// <summary>Options shared by every CAM method.</summary>
-public record CamOptions
+public record CamOptions : IReshapesLayers
 {
     /// <summary>One layer.</summary>
     [LayerName(Spatial = true), Description("layer whose activations A (N×K×h×w) are weighted, e.g. layer4 or relu3")]
@@ -38,6 +38,9 @@ public record CamOptions
     /// <summary>Output convention.</summary>
     [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, resized, averaged over layers, min-max again")]
     public CamConvention Convention { get; init; } = CamConvention.Captum;
+    /// <summary>Token/channels-last layout of the layers.</summary>
+    [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the class token of N×(1+h·w)×C), tokens (N×(h·w)×C) — pytorch-grad-cam's reshape_transform")]
+    public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
 
     /// <summary>Upsampling under the Captum convention.</summary>
     [Description("convention captum only: bilinear or nearest upsampling of the layer map (Captum interpolate_mode; default bilinear, nearest for guided-grad-cam as Captum's GuidedGradCam)")]
@@ -54,7 +57,11 @@ public record CamOptions
 /// <param name="Input">The normalised input batch.</param>
 /// <param name="Selection">What each row explains.</param>
 /// <param name="Context">The step context (for methods that run extra forward passes).</param>
-public sealed record CamLayer(Tensor Activation, Tensor? Gradient, string Layer, Tensor Input, TargetSelection Selection, IAnalysisContext Context);
+public sealed record CamLayer(Tensor Activation, Tensor? Gradient, string Layer, Tensor Input, TargetSelection Selection, IAnalysisContext Context)
+{
+    /// <summary>How the layer's own output was laid out as <see cref="Activation"/> (for methods that intervene on the layer).</summary>
+    public LayerReshape Reshape { get; init; } = LayerReshape.None;
+}
 
 /// <summary>The CAM pipeline, once (as pytorch-grad-cam's base_cam): capture the layers, forward, gradients to the layers
 /// (never to the input), one map per layer from <see cref="LayerMap"/>, ReLU, the chosen convention, multi-layer mean.
@@ -113,7 +120,10 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         }
         for (int i = 0; i < layers.Count; i++)
         {
-            var map = LayerMap(options, new CamLayer(acts[i], grads?[i], layers[i], x, selection, ctx));
+            var (mode, error) = LayerReshapes.Resolve(options.Reshape, acts[i].shape);
+            if (error is not null) throw new LoupeException($"layer '{layers[i]}': {error}");
+            var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode) : null, layers[i], x, selection, ctx) { Reshape = mode };
+            var map = LayerMap(options, grid);
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
             raw ??= map;
             maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w)

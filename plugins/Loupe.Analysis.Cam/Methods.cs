@@ -237,7 +237,7 @@ public sealed class AblationCam : CamAnalysis<ScoreCamOptions>
                     using var scope = NewDisposeScope();
                     long c = Math.Min(chunk, k - c0);
                     // Row r of the copies ablates channel c0 + r.
-                    var keep = ones(c, k).scatter_(1, arange(c0, c0 + c).view(c, 1), zeros(c, 1)).view(c, k, 1, 1);
+                    var keep = ones(c, k).scatter_(1, arange(c0, c0 + c).view(c, 1), zeros(c, 1)).view(LayerReshapes.ChannelShape(l.Reshape, c, k));
                     var copies = x[i].unsqueeze(0).expand(c, -1, -1, -1);
                     var sel = l.Selection.Repeat(i, (int)c);
                     using (model.Intervene(l.Layer, act => act * keep))
@@ -334,5 +334,6 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<ScoreCam>("score-cam", "Score-CAM: channel-masked forward passes, softmax weights (Wang et al. 2020)")
         .AddLoupeAnalysis<AblationCam>("ablation-cam", "Ablation-CAM: score drop when a channel is zeroed (Desai & Ramaswamy 2020)")
         .AddLoupeAnalysis<EigenCam>("eigen-cam", "Eigen-CAM: first principal component of the activations (Muhammad & Yeasin 2020)")
-        .AddLoupeAnalysis<GuidedGradCam>("guided-grad-cam", "guided backprop × upsampled Grad-CAM (Selvaraju et al. 2017)");
+        .AddLoupeAnalysis<GuidedGradCam>("guided-grad-cam", "guided backprop × upsampled Grad-CAM (Selvaraju et al. 2017)")
+        .AddLoupeAnalysis<AttentionRollout>("attention-rollout", "ViT attention rollout: head-averaged attention with the residual, multiplied over layers (Abnar & Zuidema 2020)");
 }

@@ -18,7 +18,7 @@ public sealed record OnnxOptions
     public string? Model { get; init; }
 
     /// <summary>Preprocessing preset for a file given by path.</summary>
-    [Description("preprocessing preset for 'path': mlnet-resnet18 (prepends ML.NET's ResNet preprocessing graph: ×255, RGB→BGR, minus the mean image)")]
+    [Description("preprocessing preset for 'path': imagenet (torchvision's mean [0.485, 0.456, 0.406] and std [0.229, 0.224, 0.225]) or mlnet-resnet18 (prepends ML.NET's ResNet preprocessing graph: ×255, RGB→BGR, minus the mean image)")]
     public string? Preset { get; init; }
 
     /// <summary>Per-channel mean of the input normalisation.</summary>
@@ -63,7 +63,14 @@ public static class OnnxSources
 {
     /// <summary>Built-in model names.</summary>
     public static readonly string[] BuiltIns = ["mlnet-resnet18"];
-    static readonly string[] Presets = ["mlnet-resnet18"];
+    static readonly string[] Presets = ["mlnet-resnet18", "imagenet"];
+
+    /// <summary>torchvision's ImageNet normalisation (mean and std of the RGB channels, pixels÷255).</summary>
+    public static readonly float[] ImageNetMean = [0.485f, 0.456f, 0.406f], ImageNetStd = [0.229f, 0.224f, 0.225f];
+
+    /// <summary>Mean and std from the options: given ones, else those of <c>preset: imagenet</c>, else null (0 and 1).</summary>
+    public static (float[]? Mean, float[]? Std) Normalisation(OnnxOptions o) =>
+        o.Preset?.Trim().ToLowerInvariant() == "imagenet" ? (o.Mean ?? ImageNetMean, o.Std ?? ImageNetStd) : (o.Mean, o.Std);
 
     /// <summary>Folder of the built-in ML.NET ResNet-18 files (copied from the NuGet package at build).</summary>
     public static string MlNetDirectory =>
@@ -80,7 +87,7 @@ public static class OnnxSources
         }
         if (o.Path is null) return [];
         var p = System.IO.Path.GetFullPath(System.IO.Path.Combine(baseDirectory, o.Path));
-        return o.Preset is null ? [p] : [p, System.IO.Path.Combine(MlNetDirectory, "ResNetPreprocess.onnx")];
+        return o.Preset?.Trim().ToLowerInvariant() != "mlnet-resnet18" ? [p] : [p, System.IO.Path.Combine(MlNetDirectory, "ResNetPreprocess.onnx")];
     }
 
     /// <summary>Loads and checks the model the options name.</summary>
@@ -112,6 +119,8 @@ public static class OnnxSources
             var prep = OnnxFile.Load(System.IO.Path.Combine(MlNetDirectory, "ResNetPreprocess.onnx"), max);
             file = OnnxFile.FromProto(MlNetPreprocess.Prepend(prep.Model, file.Model, path), path, max);
         }
+        else if (preset is null && o.Mean is null && o.Std is null && file.InputSpecFor(o).Spec.Channels == 3)
+            context.Warn($"{path}: an RGB model runs with mean 0 and std 1 (no 'mean'/'std' given); models trained on ImageNet-normalised inputs (torchvision's) need 'preset: imagenet'");
         return file;
     }
 }

@@ -147,7 +147,8 @@ public sealed class OnnxFile
         if (c is not (1 or 3))
             throw new LoupeException($"{Source}: input '{name}' has {c} channels {Describe(dims)}; Loupe image models take 1 (grey) or 3 (RGB) channels");
         int ch = (int)c;
-        var spec = new InputSpec(ch, (int)h, (int)w, Expand(o.Mean, ch, 0f, "mean"), Expand(o.Std, ch, 1f, "std"));
+        var (mean, std) = OnnxSources.Normalisation(o);
+        var spec = new InputSpec(ch, (int)h, (int)w, Expand(mean, ch, 0f, "mean"), Expand(std, ch, 1f, "std"));
         try { spec.Validate(); }
         catch (ArgumentException e) { throw new LoupeException($"{Source}: {e.Message}"); }
         return (spec, [null, c, dims[2], dims[3]]);

@@ -95,6 +95,8 @@ public sealed partial class OnnxModel : IModel
             var first = n.Outputs.FirstOrDefault(o => o.Length > 0);
             if (first is not null && _layerToValue.TryAdd(n.Name, first)) layers.Add(new LayerInfo(n.Name, n.OpType) { Geometry = GeometryOf(n) });
         }
+        foreach (var (path, value, op) in ModulePaths.Of(_plan))   // PyTorch module paths of exported graphs
+            if (_layerToValue.TryAdd(path, value)) layers.Add(new LayerInfo(path, $"module ({op}) = {value}"));
         Layers = layers;
 
         // Parameters: initializers by name, plus "<layer>.weight"/".bias" for Conv, ConvTranspose and Gemm (the

@@ -7,10 +7,13 @@ using static TorchSharp.torch;
 namespace Loupe.Targets;
 
 /// <summary>Explain the predicted class (the largest logit) of each input — the default target.</summary>
-public sealed class TopOneTargetFactory : TargetFactory<NoOptions>
+public sealed class TopOneTargetFactory : TargetFactory<ScoreOptions>
 {
     /// <inheritdoc/>
-    public override ITarget Create(NoOptions options, TargetContext context) => new TopOne(context.Labels);
+    public override ITarget Create(ScoreOptions options, TargetContext context) => new TopOne(context.Labels).With(options.Mode);
+
+    /// <summary>The logit of the predicted class (no options).</summary>
+    public ITarget Create(NoOptions options, TargetContext context) => Create(new ScoreOptions(), context);
 
     sealed class TopOne(IReadOnlyList<string> labels) : ClassTarget(labels)
     {
@@ -29,6 +32,10 @@ public sealed record ClassTargetOptions
     /// <summary>Class index or label name.</summary>
     [Required, Shorthand, Description("class index (0-based) or class name from the model's labels")]
     public string Class { get; init; } = "";
+
+    /// <summary>Score mode.</summary>
+    [Description("what is explained: logit (raw output), softmax, log-softmax, or sigmoid (multi-label heads)")]
+    public ScoreMode Mode { get; init; } = ScoreMode.Logit;
 }
 
 /// <summary>Explain one fixed class, by index or by label name (<c>target: { class: sneaker }</c>).</summary>
@@ -53,7 +60,7 @@ public sealed class ClassTargetFactory : TargetFactory<ClassTargetOptions>
                     : $"unknown class name '{options.Class}'{Suggest.DidYouMean(options.Class, context.Labels)}; labels: {string.Join(", ", context.Labels)}");
             index = found.k;
         }
-        return new Fixed(index, context.Labels);
+        return new Fixed(index, context.Labels).With(options.Mode);
     }
 
     sealed class Fixed(long index, IReadOnlyList<string> labels) : ClassTarget(labels)
@@ -69,6 +76,10 @@ public sealed record TopKOptions
     /// <summary>How many classes per input.</summary>
     [Shorthand, Range(1, 1000), Description("explain each of the k highest-scoring classes of every input")]
     public int K { get; init; } = 3;
+
+    /// <summary>Score mode.</summary>
+    [Description("what is explained: logit (raw output), softmax, log-softmax, or sigmoid (multi-label heads)")]
+    public ScoreMode Mode { get; init; } = ScoreMode.Logit;
 }
 
 /// <summary>Explain each of the k largest logits of every input: one map per input and rank (artifacts <c>*.top1</c> … <c>*.topk</c>).</summary>
@@ -79,7 +90,7 @@ public sealed class TopKTargetFactory : TargetFactory<TopKOptions>
     {
         if (options.K > context.OutputSize)
             throw new LoupeException($"top-k: k = {options.K} is larger than the number of outputs ({context.OutputSize})");
-        return new TopK(options.K, context.Labels);
+        return new TopK(options.K, context.Labels).With(options.Mode);
     }
 
     sealed class TopK(int k, IReadOnlyList<string> labels) : ClassTarget(labels), ITarget
@@ -162,6 +173,8 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeTarget<TopKTargetFactory>("top-k", "each of the k largest logits: { top-k: 3 } gives one map per input and rank")
         .AddLoupeTarget<UnitTargetFactory>("channel", "mean activation of a channel: { channel: \"relu3:12\" }")
         .AddLoupeTarget<NeuronTargetFactory>("neuron", "one neuron of a layer: { neuron: \"relu3:12:3:4\" }")
+        .AddLoupeTarget<BinaryTargetFactory>("binary", "a binary head's positive or negative side (±logit, or sigmoid): { binary: positive }")
+        .AddLoupeTarget<OutputTargetFactory>("output", "one output value or a weighted sum (regression heads): { output: 0 } or { output: { weights: [...] } }")
         .AddLoupeTarget<SimilarToTargetFactory>("similar-to", "cosine similarity to a reference image's embedding at a layer: { similar-to: { image: ref.png, layer: gap } }");
 }
 

@@ -4,14 +4,18 @@ using static TorchSharp.torch;
 
 namespace Loupe.Onnx.Tests;
 
-/// <summary>Each operator form (fixtures/ops/*.onnx) through the interpreter against ONNX Runtime.</summary>
+/// <summary>Each operator form (fixtures/onnx/ops/*.onnx, ops-tensor/*.onnx) through the interpreter against ONNX Runtime.</summary>
 public class OperatorTests
 {
+    static IEnumerable<string> OpFiles() => new[] { "ops", "ops-tensor" }
+        .SelectMany(d => Directory.GetFiles(Path.Combine(Env.FixtureRoot, d), "*.onnx")).Order(StringComparer.Ordinal);
+
+    /// <summary>"folder/name" of each operator model.</summary>
     public static TheoryData<string> OpModels()
     {
         var data = new TheoryData<string>();
-        foreach (var f in Directory.GetFiles(Path.Combine(Env.FixtureRoot, "ops"), "*.onnx").Order(StringComparer.Ordinal))
-            data.Add(Path.GetFileNameWithoutExtension(f));
+        foreach (var f in OpFiles())
+            data.Add(Path.GetRelativePath(Env.FixtureRoot, f)[..^".onnx".Length]);
         return data;
     }
 
@@ -19,7 +23,7 @@ public class OperatorTests
     [MemberData(nameof(OpModels))]
     public void MatchesOnnxRuntime(string name)
     {
-        var path = Env.Fixture($"ops/{name}.onnx");
+        var path = Env.Fixture($"{name}.onnx");
         long[] shape = [2, 3, 8, 8];
         var x = Env.SinInput(2 * 3 * 8 * 8, 1.5, 0.1);
         var (expected, expectedShape) = Env.OrtRun(path, x, shape);
@@ -38,7 +42,7 @@ public class OperatorTests
     [Fact]
     public void EveryOperatorOfTheBriefHasAFixture()
     {
-        var used = Directory.GetFiles(Path.Combine(Env.FixtureRoot, "ops"), "*.onnx")
+        var used = OpFiles()
             .SelectMany(f => global::Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(f)).Graph.Node.Select(n => n.OpType)).ToHashSet();
         var missing = Ops.Supported.Where(op => !used.Contains(op)).ToList();
         Assert.True(missing.Count == 0, "operators without a fixture: " + string.Join(", ", missing));

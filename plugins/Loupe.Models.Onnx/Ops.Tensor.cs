@@ -1,0 +1,164 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Loupe.Models.Onnx;
+
+/// <summary>ONNX operators that transformer and modern-CNN exports use (ViT, Swin, ConvNeXt, EfficientNet):
+/// LayerNormalization, Pow, Sqrt, Erf, element-wise comparisons and logic, ConstantOfShape, Expand, Where, Range, Mod,
+/// ScatterND, plus a few unary operators. Integer tensors are Int64 throughout (as <see cref="Cast"/> makes them).</summary>
+public static partial class Ops
+{
+    /// <summary>Adds the operators of this file to the table.</summary>
+    static Dictionary<string, OpFn> WithTensorOps(Dictionary<string, OpFn> table)
+    {
+        table["LayerNormalization"] = (n, x) => One(LayerNorm(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null));
+        table["Pow"] = (n, x) => One(Pow(x[0]!, x[1]!));
+        table["Sqrt"] = (n, x) => One(x[0]!.sqrt());
+        table["Erf"] = (n, x) => One(x[0]!.erf());
+        table["Exp"] = (n, x) => One(x[0]!.exp());
+        table["Log"] = (n, x) => One(x[0]!.log());
+        table["Neg"] = (n, x) => One(x[0]!.neg());
+        table["Abs"] = (n, x) => One(x[0]!.abs());
+        table["Reciprocal"] = (n, x) => One(x[0]!.reciprocal());
+        table["ReduceSum"] = (n, x) => One(ReduceSum(n, x));
+        table["Equal"] = (n, x) => One(x[0]!.eq(x[1]!));
+        table["Less"] = (n, x) => One(x[0]!.lt(x[1]!));
+        table["Greater"] = (n, x) => One(x[0]!.gt(x[1]!));
+        table["Not"] = (n, x) => One(x[0]!.logical_not());
+        table["And"] = (n, x) => One(x[0]!.logical_and(x[1]!));
+        table["Or"] = (n, x) => One(x[0]!.logical_or(x[1]!));
+        table["Where"] = (n, x) => One(where(x[0]!.to(ScalarType.Bool), x[1]!, x[2]!));
+        table["Mod"] = (n, x) => One(n.Int("fmod", 0) != 0 ? x[0]!.fmod(x[1]!) : x[0]!.remainder(x[1]!));
+        table["ConstantOfShape"] = (n, x) => One(ConstantOfShape(n, x[0]!));
+        table["Expand"] = (n, x) => One(Expand(n, x[0]!, Longs(x[1]!)));
+        table["Range"] = (n, x) => One(Range(n, x[0]!, x[1]!, x[2]!));
+        table["ScatterND"] = (n, x) => One(ScatterND(n, x[0]!, x[1]!, x[2]!));
+        return table;
+    }
+
+    /// <summary>Load-time checks of the operators of this file.</summary>
+    static void CheckTensorOps(OnnxNode n)
+    {
+        switch (n.OpType)
+        {
+            case "LayerNormalization":
+                if (n.HasOutput(1) || n.HasOutput(2)) throw n.Error("the Mean and InvStdDev outputs are not supported");
+                break;
+            case "ScatterND":
+                if (n.String("reduction", "none") is not ("none" or "add")) throw n.Error($"reduction '{n.String("reduction", "")}' is not supported (none, add)");
+                break;
+            case "ReduceSum":
+                if (n.Int("noop_with_empty_axes", 0) != 0) throw n.Error("noop_with_empty_axes = 1 is not supported");
+                break;
+        }
+    }
+
+    /// <summary>Normalises over the dims from <c>axis</c> to the last, then scales and shifts (computed in float32,
+    /// the stash type the exporters write).</summary>
+    static Tensor LayerNorm(OnnxNode n, Tensor x, Tensor scale, Tensor? bias)
+    {
+        long axis = Axis(n.Int("axis", -1), x.dim());
+        var shape = x.shape[(int)axis..];
+        float eps = n.Float("epsilon", 1e-5f);
+        if (scale.shape.SequenceEqual(shape) && (bias is null || bias.shape.SequenceEqual(shape)))
+            return F.layer_norm(x, shape, scale, bias, eps);
+        // Scale/bias that only broadcast to the normalised shape: normalise, then apply them with broadcasting.
+        var y = F.layer_norm(x, shape, null, null, eps) * scale;
+        return bias is null ? y : y + bias;
+    }
+
+    static Tensor Pow(Tensor x, Tensor y)
+    {
+        // Exporters write x^2 with a constant exponent: a scalar exponent keeps libtorch's exact square.
+        if (y.numel() == 1 && y.dim() <= x.dim() && x.is_floating_point())
+        {
+            double e = y.to(ScalarType.Float64).item<double>();
+            var r = x.pow(e);
+            return y.dim() == 0 ? r : r.reshape(BroadcastShape(x.shape, y.shape));
+        }
+        return x.pow(y.is_floating_point() || !x.is_floating_point() ? y : y.to(x.dtype));
+    }
+
+    static Tensor ReduceSum(OnnxNode n, Tensor?[] x)
+    {
+        var t = x[0]!;
+        bool keep = n.Int("keepdims", 1) != 0;
+        var axes = (n.Opset >= 13 ? (x.Length > 1 && x[1] is { } a ? Longs(a) : null) : n.Ints("axes"))
+                   ?? Enumerable.Range(0, (int)t.dim()).Select(i => (long)i).ToArray();
+        if (axes.Length == 0) axes = Enumerable.Range(0, (int)t.dim()).Select(i => (long)i).ToArray();
+        return t.sum(axes.Select(v => Axis(v, t.dim())).ToArray(), keep);
+    }
+
+    static Tensor ConstantOfShape(OnnxNode n, Tensor shape)
+    {
+        var dims = Longs(shape);
+        if (dims.Any(d => d < 0)) throw n.Error($"negative dimension in shape ({string.Join("×", dims)})");
+        using var value = n.Attribute("value") is { T: { } tp } ? OnnxFile.ToTensor(tp, n.Where) : tensor(0f);
+        if (value.numel() != 1) throw n.Error($"value must hold one element, it holds {value.numel()}");
+        return value.reshape([]).expand(dims).clone();
+    }
+
+    /// <summary>numpy broadcasting of two shapes (ONNX's multidirectional broadcasting).</summary>
+    static long[] BroadcastShape(long[] a, long[] b)
+    {
+        int r = Math.Max(a.Length, b.Length);
+        var o = new long[r];
+        for (int i = 0; i < r; i++)
+        {
+            long da = i < r - a.Length ? 1 : a[i - (r - a.Length)], db = i < r - b.Length ? 1 : b[i - (r - b.Length)];
+            if (da != db && da != 1 && db != 1) throw new ArgumentException($"shapes ({string.Join("×", a)}) and ({string.Join("×", b)}) do not broadcast");
+            o[i] = da == 1 ? db : da;
+        }
+        return o;
+    }
+
+    static Tensor Expand(OnnxNode n, Tensor x, long[] shape)
+    {
+        long[] target;
+        try { target = BroadcastShape(x.shape, shape); }
+        catch (ArgumentException e) { throw n.Error(e.Message); }
+        return x.expand(target);
+    }
+
+    static Tensor Range(OnnxNode n, Tensor start, Tensor limit, Tensor delta)
+    {
+        if (start.is_floating_point())
+        {
+            double s = start.to(ScalarType.Float64).item<double>(), l = limit.to(ScalarType.Float64).item<double>(), d = delta.to(ScalarType.Float64).item<double>();
+            if (d == 0) throw n.Error("delta is 0");
+            long count = Math.Max((long)Math.Ceiling((l - s) / d), 0);
+            return (arange(count, dtype: ScalarType.Float64) * d + s).to(start.dtype);
+        }
+        long si = start.item<long>(), li = limit.item<long>(), di = delta.item<long>();
+        if (di == 0) throw n.Error("delta is 0");
+        long n2 = Math.Max((long)Math.Ceiling((li - si) / (double)di), 0);
+        return arange(n2, dtype: ScalarType.Int64) * di + si;
+    }
+
+    /// <summary>Copies <paramref name="data"/> with the slices addressed by the last axis of <paramref name="indices"/>
+    /// replaced by (or, with reduction 'add', increased by) <paramref name="updates"/>; differentiable in both.</summary>
+    static Tensor ScatterND(OnnxNode n, Tensor data, Tensor indices, Tensor updates)
+    {
+        int k = (int)indices.shape[^1];
+        if (k > data.dim()) throw n.Error($"indices address {k} dims of a {data.dim()}-D tensor");
+        var lead = data.shape[..k];
+        var rest = data.shape[k..];
+        var idx = indices.to(ScalarType.Int64).reshape(-1, k);
+        var lin = zeros(idx.shape[0], dtype: ScalarType.Int64, device: data.device);
+        long stride = 1;
+        for (int j = k - 1; j >= 0; j--)
+        {
+            var col = idx[.., j];
+            col = where(col < 0, col + lead[j], col);
+            if (col.numel() > 0 && (col.min().item<long>() < 0 || col.max().item<long>() >= lead[j]))
+                throw n.Error($"index out of range for dim {j} of size {lead[j]}");
+            lin = lin + col * stride;
+            stride *= lead[j];
+        }
+        var flat = data.reshape([stride, .. rest]);
+        var upd = updates.reshape([-1, .. rest]).to(data.dtype);
+        var y = n.String("reduction", "none") == "add" ? flat.index_add(0, lin, upd, 1) : flat.index_copy(0, lin, upd);
+        return y.reshape(data.shape);
+    }
+}

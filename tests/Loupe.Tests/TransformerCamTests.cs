@@ -1,0 +1,101 @@
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>CAMs on transformer token layers (reshape) and attention rollout, on the small ViT of
+/// tests/fixtures/onnx/families (references: tests/fixtures/onnx/make_vit_cam_fixtures.py).</summary>
+public class TransformerCamTests
+{
+    static string Onnx(string name) => TestEnv.Yaml(Path.Combine(TestEnv.Fixtures, "onnx", name));
+
+    static string VitPipeline(string steps) => TestEnv.Pipeline($$"""
+        version: 1
+        name: vit
+        model:
+          uses: onnx
+          with: { path: {{Onnx("families/vit.onnx")}} }
+        data:
+          uses: npy
+          with: { path: {{Onnx("vit_input.npy")}} }
+        steps:
+        {{steps}}
+        """);
+
+    const string Ln1 = "/encoder/layers/encoder_layer_1/ln_1/LayerNormalization_output_0";
+    const string Att = "/encoder/layers/encoder_layer_{0}/self_attention/Softmax_output_0";
+
+    static void Close(Loupe.Core.RunResult r, string step, string artifact, string fixture, double tol)
+    {
+        var actual = Enumerable.Range(0, 2).SelectMany(i => TestEnv.Artifact(r, $"{step}/{i:D5}.{artifact}.npy").Data).ToArray();
+        var expected = Npy.Read(Path.Combine(TestEnv.Fixtures, "onnx", fixture)).Data;
+        double err = TestEnv.RelL2(actual, expected);
+        Assert.True(err <= tol, $"{step}: rel L2 {err:E2} against {fixture}");
+    }
+
+    [Fact]
+    public void GradCamOnViTTokensMatchesPytorchGradCamsReshapeTransform()
+    {
+        // reshape: auto finds the class token (17 = 1 + 4²); 'vit' says it explicitly; both give pytorch-grad-cam's map.
+        // The second step names the layer by its PyTorch module path, which the onnx backend resolves to the same value.
+        var r = TestEnv.Run(VitPipeline($"""
+              - id: auto
+                uses: grad-cam
+                with: {"{"} layer: "{Ln1}" {"}"}
+              - id: vit
+                uses: grad-cam
+                with: {"{"} layer: encoder.layers.encoder_layer_1.ln_1, reshape: vit {"}"}
+              - id: roll
+                uses: attention-rollout
+                with: {"{"} layers: ["{string.Format(Att, 0)}", "{string.Format(Att, 1)}"] {"}"}
+            """));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Close(r, "auto", "grad-cam-layer", "vit_gradcam_ln1.npy", 1e-4);
+        Close(r, "vit", "grad-cam-layer", "vit_gradcam_ln1.npy", 1e-4);
+        Close(r, "roll", "attention-rollout-grid", "vit_rollout.npy", 1e-5);
+        Assert.Equal([32L, 32], TestEnv.Artifact(r, "roll/00000.attention-rollout.npy").Shape);
+    }
+
+    [Fact]
+    public void AMistypedModulePathSuggestsTheNearestModule()
+    {
+        var r = TestEnv.Run(VitPipeline("""
+              - id: cam
+                uses: grad-cam
+                with: { layer: encoder.layers.encoder_layer_1.ln1 }
+            """));
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.Message.Contains("did you mean 'encoder.layers.encoder_layer_1.ln_1'"));
+    }
+
+    [Fact]
+    public void ATokenLayerThatCannotBeAGridIsRefusedAtValidation()
+    {
+        var path = VitPipeline($"""
+              - id: cam
+                uses: grad-cam
+                with: {"{"} layer: "{Ln1}", reshape: tokens {"}"}
+            """);
+        var r = TestEnv.Run(path);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.Message.Contains("reshape 'tokens': 17 tokens are not a square number") && e.Line == 12);
+    }
+
+    [Fact]
+    public void ReshapesLayOutTokensAndChannelsLastAsChannelsFirstGrids()
+    {
+        using var scope = NewDisposeScope();
+        var nhwc = arange(2 * 3 * 3 * 5, dtype: ScalarType.Float32).view(2, 3, 3, 5);
+        Assert.Equal((LayerReshape.Nhwc, (string?)null), LayerReshapes.Resolve(LayerReshape.Auto, nhwc.shape));
+        var g = LayerReshapes.ToGrid(nhwc, LayerReshape.Nhwc);
+        Assert.Equal([2L, 5, 3, 3], g.shape);
+        Assert.Equal(nhwc[1, 2, 0, 4].item<float>(), g[1, 4, 2, 0].item<float>());
+        var tokens = arange(2 * 10 * 4, dtype: ScalarType.Float32).view(2, 10, 4);   // class token + 3×3
+        Assert.Equal(LayerReshape.Vit, LayerReshapes.Resolve(LayerReshape.Auto, tokens.shape).Mode);
+        var t = LayerReshapes.ToGrid(tokens, LayerReshape.Vit);
+        Assert.Equal([2L, 4, 3, 3], t.shape);
+        Assert.Equal(tokens[0, 1 + 3 * 1 + 2, 3].item<float>(), t[0, 3, 1, 2].item<float>());   // token (1, 2) of the grid
+        Assert.Equal(LayerReshape.None, LayerReshapes.Resolve(LayerReshape.Auto, [2, 8, 7, 7]).Mode);
+        Assert.NotNull(LayerReshapes.Resolve(LayerReshape.Auto, [2, 11, 4]).Error);
+    }
+}
