@@ -22,7 +22,7 @@ public class TargetModeTests
         {
             var target = new ClassTargetFactory().Create(new ClassTargetOptions { Class = "c", Mode = mode }, ctx);
             var sel = target.Select(Input(output));
-            Assert.Equal([2L, 2L], sel.Classes);
+            Assert.Equal([2L, 2L], sel.Classes!);
             var s = target.Scores(Input(output), sel).ToArray<double>();
             for (int i = 0; i < 2; i++)
             {
@@ -48,7 +48,7 @@ public class TargetModeTests
         var z = tensor(new[] { 0.3, -1.2, 2.0, 0.7, 0.1 }, ScalarType.Float64).view(1, 5).requires_grad_(true);
         var target = new TopOneTargetFactory().Create(new ScoreOptions { Mode = ScoreMode.LogSoftmax }, new TargetContext([], 5, []));
         var sel = target.Select(Input(z.detach()));
-        Assert.Equal([2L], sel.Classes);
+        Assert.Equal([2L], sel.Classes!);
         var g = autograd.grad([target.Scores(Input(z), sel).sum()], [z])[0].view(-1).ToArray<double>();
         var e = new[] { 0.3, -1.2, 2.0, 0.7, 0.1 }.Select(Math.Exp).ToArray();
         for (int k = 0; k < 5; k++) Assert.Equal((k == 2 ? 1 : 0) - e[k] / e.Sum(), g[k], 12);
@@ -63,7 +63,7 @@ public class TargetModeTests
         var target = new TopKTargetFactory().Create(new TopKOptions { K = 2, Mode = ScoreMode.Sigmoid }, new TargetContext([], 4, []));
         Assert.Equal(2, target.Slots);
         var second = target.Select(Input(z), 1);
-        Assert.Equal([3L], second.Classes);
+        Assert.Equal([3L], second.Classes!);
         Assert.Equal(1 / (1 + Math.Exp(-1.0)), target.Scores(Input(z), second).item<float>(), 6);
     }
 
