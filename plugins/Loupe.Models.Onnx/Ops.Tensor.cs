@@ -96,6 +96,7 @@ public static partial class Ops
         if (dims.Any(d => d < 0)) throw n.Error($"negative dimension in shape ({string.Join("×", dims)})");
         using var value = n.Attribute("value") is { T: { } tp } ? OnnxFile.ToTensor(tp, n.Where) : tensor(0f);
         if (value.numel() != 1) throw n.Error($"value must hold one element, it holds {value.numel()}");
+        n.CheckOutput(dims); // the shape comes from the file: bounded before anything is allocated
         return value.reshape([]).expand(dims).clone();
     }
 
@@ -118,6 +119,7 @@ public static partial class Ops
         long[] target;
         try { target = BroadcastShape(x.shape, shape); }
         catch (ArgumentException e) { throw n.Error(e.Message); }
+        n.CheckOutput(target); // a view, but the next operator would materialise it
         return x.expand(target);
     }
 
@@ -127,12 +129,16 @@ public static partial class Ops
         {
             double s = start.to(ScalarType.Float64).item<double>(), l = limit.to(ScalarType.Float64).item<double>(), d = delta.to(ScalarType.Float64).item<double>();
             if (d == 0) throw n.Error("delta is 0");
-            long count = Math.Max((long)Math.Ceiling((l - s) / d), 0);
+            var steps = Math.Ceiling((l - s) / d);
+            if (!(steps <= long.MaxValue)) throw n.Error($"range ({s}, {l}, {d}) has no finite length");
+            long count = Math.Max((long)steps, 0);
+            n.CheckOutput([count]);
             return (arange(count, dtype: ScalarType.Float64) * d + s).to(start.dtype);
         }
         long si = start.item<long>(), li = limit.item<long>(), di = delta.item<long>();
         if (di == 0) throw n.Error("delta is 0");
         long n2 = Math.Max((long)Math.Ceiling((li - si) / (double)di), 0);
+        n.CheckOutput([n2]);
         return arange(n2, dtype: ScalarType.Int64) * di + si;
     }
 

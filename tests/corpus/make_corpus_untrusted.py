@@ -45,6 +45,15 @@ def onnx_cases(g):
     pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
     o("pad-bomb.onnx", model([helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("ReduceMean", ["p"], ["y"], axes=[2, 3], keepdims=0)], [X], [Y], [pads]),
       "output shape (1×1×200028×200028) is over the memory budget of 1024 MB")
+    # Expand and ConstantOfShape whose target shape (from the file) is 200000×200000 floats (149 GB): bounded too.
+    big = helper.make_tensor("shape", TensorProto.INT64, [2], [200000, 200000])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])
+    tail = [helper.make_node("ReduceMean", ["e"], ["m"], keepdims=0), helper.make_node("Add", ["x", "m"], ["s"]),
+            helper.make_node("ReduceMean", ["s"], ["y"], axes=[2, 3], keepdims=0)]
+    o("expand-bomb.onnx", model([helper.make_node("Expand", ["one", "shape"], ["e"]), *tail], [X], [Y], [one, big]),
+      "output shape (200000×200000) is over the memory budget of 1024 MB")
+    o("constant-of-shape-bomb.onnx", model([helper.make_node("ConstantOfShape", ["shape"], ["e"]), *tail], [X], [Y], [big]),
+      "output shape (200000×200000) is over the memory budget of 1024 MB")
     o("control-chars-in-names.onnx", external("\x1b]0;pwned\x07\x1b[2J.bin"), "'?]0;pwned??[2J.bin', which is missing")
 
 
