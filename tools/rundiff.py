@@ -6,8 +6,9 @@
 Every file of either folder is compared with its namesake in the other:
   - .npy: same dtype, shape and values (exactly, or within --atol);
   - .json (manifest, metrics, report data): equal after removing timings and host facts
-    (keys named like *time*, *duration*, *seconds*, started/finished, elapsed, host, version, command, out/dir paths)
-    and replacing the run folders' own paths and ISO timestamps in strings;
+    (keys named like *time*, *duration*, *Ms, started/finished, elapsed, host, command, memory, the random runId;
+    of the environment only the contract and the plugins' names and versions) and replacing the run folders' own
+    paths and ISO timestamps in strings;
   - .png and everything else: equal bytes, after the same path/timestamp replacement for text files (.html, .txt,
     .csv, .md, .log).
 Exits 0 when the folders match, 1 with one line per difference otherwise.
@@ -20,7 +21,7 @@ import sys
 
 import numpy as np
 
-VOLATILE_KEY = re.compile(r"(time|duration|seconds|elapsed|started|finished|^host$|^machine$|^pid$|version|^command$|_ms$|memory|rss|^peak)", re.I)
+VOLATILE_KEY = re.compile(r"(time|duration|seconds|elapsed|started|finished|^host$|^machine$|^pid$|^command$|_ms$|Ms$|memory|rss|^peak|^runId$)", re.I)
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?|\d{8}-\d{6}")
 TEXT = {".html", ".txt", ".csv", ".md", ".log", ".yaml", ".svg"}
 
@@ -39,6 +40,11 @@ def scrub_text(s, root):
 
 
 def scrub(value, root):
+    if isinstance(value, dict) and "plugins" in value and "dotnet" in value:
+        # The manifest's environment: the build's own facts (plugin paths and hashes) differ between two builds;
+        # which plugins, their versions and the contract must not.
+        return {"contract": value.get("contract"),
+                "plugins": [{k: p.get(k) for k in ("name", "version", "contractVersion")} for p in value["plugins"]]}
     if isinstance(value, dict):
         return {k: scrub(v, root) for k, v in value.items() if not VOLATILE_KEY.search(k)}
     if isinstance(value, list):

@@ -87,37 +87,27 @@ public interface IAnalysisContext
     void Progress(double fraction, string? message = null);
     /// <summary>Records a warning in the manifest.</summary>
     void Warn(string message);
-    /// <summary>Memory a step may use for batched copies (pipeline <c>settings.memory_budget_mb</c>, default 1 GiB);
+    /// <summary>Memory a step may use for batched copies (pipeline <c>settings.memory_budget_mb</c>, default 1 GiB:
+    /// <see cref="Toolkit.Explain.DefaultMemoryBudgetBytes"/>);
     /// see <see cref="Explain.CopiesPerForward"/>.</summary>
-    long MemoryBudgetBytes => 1L << 30;
+    long MemoryBudgetBytes { get; }
     /// <summary>Values shared by all steps of one run (same model, same data), e.g. a layer's dataset features, so
     /// that steps reading the same thing do not each re-run the model. Store managed data, never live tensors.</summary>
-    IDictionary<string, object> RunCache => new Dictionary<string, object>();
+    IDictionary<string, object> RunCache { get; }
     /// <summary>The part of the dataset this run reads under <c>--shard i/n</c> (null: the whole dataset). Only
     /// <see cref="IShardable"/> steps run on shards; row numbers they write should be dataset rows
     /// (<see cref="ShardInfo.FirstRow"/> + row within the shard).</summary>
-    ShardInfo? Shard => null;
+    ShardInfo? Shard { get; }
     /// <summary>How the step's heatmaps are drawn: the step's <c>display:</c> over <c>settings.display</c> (null: the
     /// technique's default). Techniques apply it over their own default with <see cref="OverlayStyle.Over"/>.</summary>
-    OverlayStyle? OverlayStyle => null;
+    OverlayStyle? OverlayStyle { get; }
 
     /// <summary>Feeds a layer's activations over the whole dataset to the pass's consumer and returns it. In a host run the
     /// forward pass is shared: every consumer planned by any step (<see cref="IPlansLayerPasses"/>) that is not fed yet
     /// rides along — all layers captured in one forward — and a consumer whose <see cref="LayerPass.Key"/> was already
-    /// fed is returned without touching the model. Without a host, one standalone pass.</summary>
-    ILayerConsumer RunLayerPass(LayerPass pass)
-    {
-        var consumer = pass.Create();
-        long rows = 0;
-        foreach (var (batch, activation) in Explain.LayerBatches(this, pass.Layer))
-        {
-            using var scope = NewDisposeScope();
-            consumer.Consume(batch, activation);
-            rows += batch.Ids.Length;
-            if (InputCount is > 0) Progress(0.8 * rows / InputCount.Value, $"forward pass {rows}/{InputCount}");
-        }
-        return consumer;
-    }
+    /// fed is returned without touching the model. A context without a host runs one standalone pass
+    /// (<see cref="Toolkit.Explain.StandaloneLayerPass"/>).</summary>
+    ILayerConsumer RunLayerPass(LayerPass pass);
 }
 
 /// <summary>Folds one layer's activations over the dataset, batch by batch, into a small state (a feature matrix, a

@@ -36,7 +36,7 @@ public sealed class PipelineSpec
     /// <summary>Batch size.</summary>
     public int BatchSize { get; set; } = 16;
     /// <summary>Memory budget for batched copies per step, in bytes.</summary>
-    public long MemoryBudgetBytes { get; set; } = 1L << 30;
+    public long MemoryBudgetBytes { get; set; } = Explain.DefaultMemoryBudgetBytes;
     /// <summary>Largest image (width × height) a data source may decode; checked from the header, before decoding.</summary>
     public long MaxImagePixels { get; set; } = 64L * 1024 * 1024;
     /// <summary>Largest dataset (items) a run accepts; null = no limit (sources stream, so size costs time, not memory).</summary>
@@ -93,7 +93,7 @@ public sealed record Expectation(string Text, string Name, string Op, double Val
     /// <summary>Null when the expectation names one of <paramref name="declared"/> (as <see cref="Check"/> resolves
     /// names); otherwise the validation error, with a did-you-mean.</summary>
     public string? Unknown(IReadOnlyList<string> declared) => Candidates.Any(declared.Contains) ? null
-        : $"expect '{Text}': the step writes no metric '{Last}'{Loupe.Abstractions.Suggest.DidYouMean(Last, declared.Concat(declared.Where(d => d.EndsWith("_mean")).Select(d => d[..^5])).Distinct().ToList())}; its metrics: {string.Join(", ", declared)}";
+        : $"expect '{Text}': the step writes no metric '{Last}'{Suggest.DidYouMean(Last, declared.Concat(declared.Where(d => d.EndsWith("_mean")).Select(d => d[..^5])).Distinct().ToList())}; its metrics: {string.Join(", ", declared)}";
 
     /// <summary>Checks the expectation against a step's metrics; null when it holds, else the failure message.</summary>
     public string? Check(IReadOnlyDictionary<string, double> metrics)

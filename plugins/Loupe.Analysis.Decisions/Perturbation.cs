@@ -4,47 +4,19 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
 
-/// <summary>What replaces removed pixels (in normalised input space, as Captum's baselines).</summary>
-public enum Fill
-{
-    /// <summary>Zero in normalised space (the dataset mean colour; Captum's default baseline).</summary>
-    Zero,
-    /// <summary>The image's per-channel mean.</summary>
-    Mean,
-    /// <summary>A Gaussian-blurred copy of the image.</summary>
-    Blur,
-    /// <summary>Black pixels (0 before normalisation).</summary>
-    Black,
-}
-
-/// <summary>Baselines and batched evaluation of perturbed copies, shared by the perturbation methods.</summary>
+/// <summary>Batched evaluation of perturbed copies, shared by the perturbation methods (baselines: the toolkit's
+/// <see cref="Baselines"/>).</summary>
 public static class Perturbation
 {
-    /// <summary>Description of the constant-fill options.</summary>
-    public const string ConstantDescription = "a constant instead: one value or one per channel, in normalised input space (as Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]; overrides ";
+    /// <summary>Description of the constant-fill options (<see cref="Baselines.ConstantDescription"/>).</summary>
+    public const string ConstantDescription = Baselines.ConstantDescription;
 
-    /// <summary>Checks a constant fill against the input's channel count.</summary>
-    public static IEnumerable<string> CheckConstant(float[]? values, string option, InputSpec spec)
-    {
-        if (values is not null && values.Length != 1 && values.Length != spec.Channels)
-            yield return $"option '{option}': give one value or one per channel ({spec.Channels}), got {values.Length}";
-    }
+    /// <summary>Checks a constant fill against the input's channel count (<see cref="Baselines.CheckConstant"/>).</summary>
+    public static IEnumerable<string> CheckConstant(float[]? values, string option, InputSpec spec) => Baselines.CheckConstant(values, option, spec);
 
-    /// <summary>A baseline image per input: <paramref name="constant"/> (one value or one per channel, see
-    /// <see cref="ImageOps.ConstantBaseline"/>) when given, else <paramref name="fill"/>.</summary>
-    public static Tensor Baseline(Tensor x, Fill fill, double blurSigma, InputSpec spec, float[]? constant = null, string option = "fill_value")
-    {
-        if (constant is not null) return ImageOps.ConstantBaseline(x, constant, option);
-        using var scope = NewDisposeScope();
-        var r = fill switch
-        {
-            Fill.Zero => zeros_like(x),
-            Fill.Mean => x.mean([2, 3], keepdim: true).expand_as(x).contiguous(),
-            Fill.Black => spec.Normalize(zeros_like(x)),
-            _ => ImageOps.GaussianBlur(x, blurSigma),
-        };
-        return scope.MoveToOuter(r);
-    }
+    /// <summary>A baseline image per input (<see cref="Baselines.Of"/>).</summary>
+    public static Tensor Baseline(Tensor x, Fill fill, double blurSigma, InputSpec spec, float[]? constant = null, string option = "fill_value") =>
+        Baselines.Of(x, fill, blurSigma, spec, constant, option);
 
     /// <summary>Scores of the target for every input × mask: x ⊙ (1 − M) + fill ⊙ M for masks M (P×1×H×W, 1 = removed),
     /// all images of the batch × a chunk of masks per forward pass. Returns N×P.</summary>

@@ -1,5 +1,4 @@
 using Loupe.Abstractions;
-using SkiaSharp;
 
 namespace Loupe.Analysis.Embedding;
 
@@ -43,28 +42,12 @@ public static class Plots
         plt.XLabel(xLabel);
         plt.YLabel(yLabel);
         int width = labels is null ? size : size + size / 5;
-        return FromPng(plt.GetImageBytes(width, size, ScottPlot.ImageFormat.Png));
+        return PlotImages.FromPng(plt.GetImageBytes(width, size, ScottPlot.ImageFormat.Png));
     }
 
     /// <summary>The scatter as data for the HTML report's interactive plot.</summary>
     public static Points2D Points(string title, string xLabel, string yLabel, FeatureSet fs, double[] xs, double[] ys) =>
         new Points2D(title, xLabel, yLabel, fs.Ids, xs.Select(v => (float)v).ToArray(), ys.Select(v => (float)v).ToArray(), fs.Labels).Validated();
-
-    /// <summary>Decodes a PNG (SkiaSharp) to an RGB image.</summary>
-    public static RgbImage FromPng(byte[] png)
-    {
-        using var decoded = SKBitmap.Decode(png) ?? throw new LoupeException("could not decode the rendered plot");
-        using var rgba = new SKBitmap(new SKImageInfo(decoded.Width, decoded.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul));
-        using (var canvas = new SKCanvas(rgba))
-        {
-            canvas.Clear(SKColors.White);
-            canvas.DrawBitmap(decoded, 0, 0);
-        }
-        var src = rgba.GetPixelSpan();
-        var px = new byte[decoded.Width * decoded.Height * 3];
-        for (int i = 0, j = 0; i < px.Length; i += 3, j += 4) { px[i] = src[j]; px[i + 1] = src[j + 1]; px[i + 2] = src[j + 2]; }
-        return new RgbImage(decoded.Width, decoded.Height, px);
-    }
 
     /// <summary>Chooses which inputs get a thumbnail on a <paramref name="size"/>² canvas with cells of
     /// <paramref name="cell"/> px: the canvas is split into cells and each cell shows the input nearest to its centre

@@ -2,21 +2,9 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Baseline = Loupe.Abstractions.Toolkit.Fill;
 
 namespace Loupe.Analysis.Evaluation;
-
-/// <summary>What removed (deletion) or not-yet-inserted (insertion) pixels are, in normalised input space.</summary>
-public enum Baseline
-{
-    /// <summary>Zero in normalised space (the dataset mean colour; RISE's deletion substrate on normalised tensors).</summary>
-    Zero,
-    /// <summary>The image's per-channel mean.</summary>
-    Mean,
-    /// <summary>A Gaussian-blurred copy of the image (RISE's insertion substrate).</summary>
-    Blur,
-    /// <summary>Black pixels (0 before normalisation).</summary>
-    Black,
-}
 
 /// <summary>Options of <c>deletion</c> and <c>insertion</c>.</summary>
 public sealed record PixelCurveOptions : MetricOptions
@@ -76,13 +64,7 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
             if (sel.Classes is null && !warned) { ctx.Warn($"{Name}: the target is not a class; curves record the target score instead of a softmax probability"); warned = true; }
             var map = Maps.Reduce(result.Map, h, w);
             var rankPix = PixelRanks(map, o.Patch, out long units);
-            var baseline = o.BaselineValue is { } constant ? ImageOps.ConstantBaseline(x, constant, "baseline_value") : fill switch
-            {
-                Baseline.Zero => zeros_like(x),
-                Baseline.Mean => x.mean([2, 3], keepdim: true).expand_as(x).contiguous(),
-                Baseline.Black => ctx.Input.Normalize(zeros_like(x)),
-                _ => ImageOps.GaussianBlur(x, o.BlurSigma),
-            };
+            var baseline = Baselines.Of(x, fill, o.BlurSigma, ctx.Input, o.BaselineValue, "baseline_value");
             var counts = Enumerable.Range(0, o.Steps + 1).Select(k => (long)Math.Round(k * (double)units / o.Steps)).ToArray();
             long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch) / n);
             var parts = new List<Tensor>();

@@ -1,5 +1,4 @@
 using Loupe.Abstractions;
-using SkiaSharp;
 
 namespace Loupe.Analysis.Evaluation;
 
@@ -44,22 +43,6 @@ public static class Plots
         plt.Title(xTicks is null ? title : $"{title}\n({xLabel})");
         if (xTicks is null) plt.XLabel(xLabel);
         plt.YLabel(yLabel);
-        return FromPng(plt.GetImageBytes(width, height, ScottPlot.ImageFormat.Png));
-    }
-
-    /// <summary>Decodes a PNG to an RGB image (on white).</summary>
-    public static RgbImage FromPng(byte[] png)
-    {
-        using var decoded = SKBitmap.Decode(png) ?? throw new LoupeException("could not decode the rendered plot");
-        using var rgba = new SKBitmap(new SKImageInfo(decoded.Width, decoded.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul));
-        using (var canvas = new SKCanvas(rgba))
-        {
-            canvas.Clear(SKColors.White);
-            canvas.DrawBitmap(decoded, 0, 0);
-        }
-        var src = rgba.GetPixelSpan();
-        var px = new byte[decoded.Width * decoded.Height * 3];
-        for (int i = 0, j = 0; i < px.Length; i += 3, j += 4) { px[i] = src[j]; px[i + 1] = src[j + 1]; px[i + 2] = src[j + 2]; }
-        return new RgbImage(decoded.Width, decoded.Height, px);
+        return PlotImages.FromPng(plt.GetImageBytes(width, height, ScottPlot.ImageFormat.Png));
     }
 }

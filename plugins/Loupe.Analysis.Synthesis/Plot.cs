@@ -1,5 +1,4 @@
 using Loupe.Abstractions;
-using SkiaSharp;
 
 namespace Loupe.Analysis.Synthesis;
 
@@ -23,22 +22,6 @@ public static class Plot
         plt.Title(title);
         plt.XLabel("step");
         plt.YLabel("objective");
-        return FromPng(plt.GetImageBytes(series <= 12 ? width + width / 3 : width, height, ScottPlot.ImageFormat.Png));
-    }
-
-    /// <summary>Decodes a PNG to an RGB image (white background).</summary>
-    public static RgbImage FromPng(byte[] png)
-    {
-        using var decoded = SKBitmap.Decode(png) ?? throw new LoupeException("could not decode the rendered plot");
-        using var rgba = new SKBitmap(new SKImageInfo(decoded.Width, decoded.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul));
-        using (var canvas = new SKCanvas(rgba))
-        {
-            canvas.Clear(SKColors.White);
-            canvas.DrawBitmap(decoded, 0, 0);
-        }
-        var src = rgba.GetPixelSpan();
-        var px = new byte[decoded.Width * decoded.Height * 3];
-        for (int i = 0, j = 0; i < px.Length; i += 3, j += 4) { px[i] = src[j]; px[i + 1] = src[j + 1]; px[i + 2] = src[j + 2]; }
-        return new RgbImage(decoded.Width, decoded.Height, px);
+        return PlotImages.FromPng(plt.GetImageBytes(series <= 12 ? width + width / 3 : width, height, ScottPlot.ImageFormat.Png));
     }
 }

@@ -246,7 +246,7 @@ public sealed partial class OnnxModel : IModel
         readonly OnnxModel _model;
         readonly ILookup<string, string> _byValue;   // value name → requested layer names
         readonly bool _forGradients;
-        readonly Dictionary<string, Tensor> _captured = new(StringComparer.Ordinal);
+        readonly CaptureSlots _slots = new();
         readonly object _gate = new();
         bool _disposed;
 
@@ -261,28 +261,13 @@ public sealed partial class OnnxModel : IModel
         {
             if (_disposed || !_byValue.Contains(value)) return output;
             foreach (var name in _byValue[value])
-            {
-                Tensor kept; Tensor? replacement;
-                if (!_forGradients) { kept = output.detach().clone(); replacement = null; }
-                else if (output.requires_grad) { kept = output; replacement = output.clone(); }
-                else { kept = output.detach().requires_grad_(true); replacement = kept.clone(); }
-                kept.DetachFromDisposeScope();
-                lock (_gate)
-                {
-                    if (_captured.Remove(name, out var old) && !ReferenceEquals(old, kept)) old.Dispose();
-                    _captured[name] = kept;
-                }
-                if (replacement is not null) output = replacement;
-            }
+                if (_slots.Keep(name, output, _forGradients) is { } replacement) output = replacement;
             return output;
         }
 
-        public Tensor this[string layer] => TryGet(layer, out var t) ? t : throw new LoupeException($"layer '{layer}' produced no output in the last forward pass");
+        public Tensor this[string layer] => _slots[layer];
 
-        public bool TryGet(string layer, out Tensor activation)
-        {
-            lock (_gate) return _captured.TryGetValue(layer, out activation!);
-        }
+        public bool TryGet(string layer, out Tensor activation) => _slots.TryGet(layer, out activation);
 
         public void Dispose()
         {
@@ -290,8 +275,7 @@ public sealed partial class OnnxModel : IModel
             lock (_gate)
             {
                 _disposed = true;
-                foreach (var t in _captured.Values) t.Dispose();
-                _captured.Clear();
+                _slots.Dispose();
             }
         }
     }

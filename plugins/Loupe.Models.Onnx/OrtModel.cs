@@ -239,38 +239,23 @@ public sealed class OrtModel : IModel
 
     sealed class LayerCapture(OrtModel model, List<(string Layer, string Value)> layers) : ILayerCapture
     {
-        readonly Dictionary<string, Tensor> _captured = new(StringComparer.Ordinal);
-        readonly object _gate = new();
+        readonly CaptureSlots _slots = new();
 
         public IEnumerable<string> Values => layers.Select(l => l.Value);
 
         public void Keep(Dictionary<string, Tensor> result)
         {
-            lock (_gate)
-                foreach (var (layer, value) in layers)
-                {
-                    var kept = result[value].clone();
-                    kept.DetachFromDisposeScope();
-                    if (_captured.Remove(layer, out var old)) old.Dispose();
-                    _captured[layer] = kept;
-                }
+            foreach (var (layer, value) in layers) _slots.Put(layer, result[value].clone());
         }
 
-        public Tensor this[string layer] => TryGet(layer, out var t) ? t : throw new LoupeException($"layer '{layer}' produced no output in the last forward pass");
+        public Tensor this[string layer] => _slots[layer];
 
-        public bool TryGet(string layer, out Tensor activation)
-        {
-            lock (_gate) return _captured.TryGetValue(layer, out activation!);
-        }
+        public bool TryGet(string layer, out Tensor activation) => _slots.TryGet(layer, out activation);
 
         public void Dispose()
         {
             lock (model._gate) model._captures.Remove(this);
-            lock (_gate)
-            {
-                foreach (var t in _captured.Values) t.Dispose();
-                _captured.Clear();
-            }
+            _slots.Dispose();
         }
     }
 }

@@ -172,9 +172,8 @@ public sealed class TorchModel : IModel, IModelInterventions
     /// backward pass then stops at the layer instead of running down to the input.</summary>
     sealed class HookCapture : ILayerCapture
     {
-        readonly Dictionary<string, Tensor> _captured = new();
+        readonly CaptureSlots _slots = new();
         readonly List<Action> _hooks = new();
-        readonly object _gate = new();
         readonly List<IDisposable> _pins;
 
         public HookCapture(List<(string Name, IReadOnlyList<nn.Module> Modules)> layers, bool forGradients, List<IDisposable> pins)
@@ -188,7 +187,7 @@ public sealed class TorchModel : IModel, IModelInterventions
                     {
                         if (module is not nn.Module<Tensor, Tensor> m)
                             throw new LoupeException($"layer '{name}' ({module.GetType().Name}) does not map one tensor to one tensor and cannot be captured");
-                        var hook = m.register_forward_hook((_, _, output) => OnForward(name, output, forGradients)!);
+                        var hook = m.register_forward_hook((_, _, output) => _slots.Keep(name, output, forGradients)!);
                         _hooks.Add(() => hook.remove());
                     }
                 }
@@ -200,27 +199,9 @@ public sealed class TorchModel : IModel, IModelInterventions
             }
         }
 
-        Tensor? OnForward(string name, Tensor output, bool forGradients)
-        {
-            Tensor kept; Tensor? replacement;
-            if (!forGradients) { kept = output.detach().clone(); replacement = null; }
-            else if (output.requires_grad) { kept = output; replacement = output.clone(); }
-            else { kept = output.detach().requires_grad_(true); replacement = kept.clone(); }
-            kept.DetachFromDisposeScope();
-            lock (_gate)
-            {
-                if (_captured.Remove(name, out var old) && !ReferenceEquals(old, kept)) old.Dispose();
-                _captured[name] = kept;
-            }
-            return replacement;
-        }
+        public Tensor this[string layer] => _slots[layer];
 
-        public Tensor this[string layer] => TryGet(layer, out var t) ? t : throw new LoupeException($"layer '{layer}' produced no output in the last forward pass");
-
-        public bool TryGet(string layer, out Tensor activation)
-        {
-            lock (_gate) return _captured.TryGetValue(layer, out activation!);
-        }
+        public bool TryGet(string layer, out Tensor activation) => _slots.TryGet(layer, out activation);
 
         public void Dispose()
         {
@@ -228,11 +209,7 @@ public sealed class TorchModel : IModel, IModelInterventions
             _hooks.Clear();
             foreach (var p in _pins) p.Dispose();
             _pins.Clear();
-            lock (_gate)
-            {
-                foreach (var t in _captured.Values) t.Dispose();
-                _captured.Clear();
-            }
+            _slots.Dispose();
         }
     }
 }

@@ -86,6 +86,11 @@ public sealed class BenchContext(IModel model, ITarget target, Tensor x, int bat
     public IArtifactSink Output => this;
     public int Seed => 0;
     public CancellationToken Cancellation => default;
+    public long MemoryBudgetBytes => Explain.DefaultMemoryBudgetBytes;
+    public IDictionary<string, object> RunCache { get; } = new Dictionary<string, object>();
+    public ShardInfo? Shard => null;
+    public OverlayStyle? OverlayStyle => null;
+    public ILayerConsumer RunLayerPass(LayerPass pass) => Explain.StandaloneLayerPass(this, pass);
     public IEnumerable<InputBatch> Batches()
     {
         for (long b0 = 0; b0 < x.shape[0]; b0 += BatchSize)

@@ -1,3 +1,4 @@
+using Loupe.Testing;
 using Loupe.Abstractions;
 using Loupe.Analysis.Embedding;
 using static TorchSharp.torch;
@@ -24,33 +25,6 @@ public class MaxPatchesTests
         var (sv, si) = flat.sort(1, descending: true, stable: true);
         Assert.Equal(sv.narrow(1, 0, k).ToArray<float>(), v.contiguous().ToArray<float>());
         Assert.Equal(si.narrow(1, 0, k).contiguous().ToArray<long>(), i.contiguous().ToArray<long>());
-    }
-
-    /// <summary>A minimal analysis context over an in-memory tensor dataset.</summary>
-    sealed class TensorContext(IModel model, Tensor pixels, int batchSize) : IAnalysisContext
-    {
-        public string StepId => "test";
-        public IModel Model => model;
-        public InputSpec Input => model.DefaultInput;
-        public IReadOnlyList<string> Labels => [];
-        public ITarget Target => throw new NotSupportedException();
-        public long? InputCount => pixels.shape[0];
-        public int BatchSize => batchSize;
-        public IArtifactSink Output => throw new NotSupportedException();
-        public int Seed => 0;
-        public CancellationToken Cancellation => default;
-        public void Progress(double fraction, string? message = null) { }
-        public void Warn(string message) { }
-        public IEnumerable<InputBatch> Batches()
-        {
-            for (long s = 0; s < pixels.shape[0]; s += batchSize)
-            {
-                long len = Math.Min(batchSize, pixels.shape[0] - s);
-                using var p = pixels.narrow(0, s, len);
-                using var input = Input.Normalize(p);
-                yield return new InputBatch(Enumerable.Range((int)s, (int)len).Select(i => $"{i:D5}").ToArray(), input, p, null);
-            }
-        }
     }
 
     [Fact]

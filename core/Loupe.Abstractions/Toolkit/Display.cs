@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using static TorchSharp.torch;
 
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>Display helpers for plugins: colormaps, overlays, grids. Display images are for people;
 /// raw <c>.npy</c> results are what tests compare.</summary>

@@ -1,10 +1,29 @@
 using static TorchSharp.torch;
 
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>Shared steps of explanation techniques, so each technique stays one small class.</summary>
 public static class Explain
 {
+    /// <summary>Memory budget of a run that sets no <c>settings.memory_budget_mb</c> (1 GiB).</summary>
+    public const long DefaultMemoryBudgetBytes = 1L << 30;
+
+    /// <summary>One standalone <see cref="IAnalysisContext.RunLayerPass"/> for contexts without a host (test doubles,
+    /// benchmarks): a forward pass over <paramref name="ctx"/>'s batches that feeds a fresh consumer, with progress.</summary>
+    public static ILayerConsumer StandaloneLayerPass(IAnalysisContext ctx, LayerPass pass)
+    {
+        var consumer = pass.Create();
+        long rows = 0;
+        foreach (var (batch, activation) in LayerBatches(ctx, pass.Layer))
+        {
+            using var scope = NewDisposeScope();
+            consumer.Consume(batch, activation);
+            rows += batch.Ids.Length;
+            if (ctx.InputCount is > 0) ctx.Progress(0.8 * rows / ctx.InputCount.Value, $"forward pass {rows}/{ctx.InputCount}");
+        }
+        return consumer;
+    }
+
     /// <summary>Forward pass with <paramref name="layers"/> and the target's layers captured; the target picks what to
     /// explain on this (unperturbed) output. Dispose the returned capture.</summary>
     public static (Tensor Output, ILayerCapture Capture, TargetInput TargetInput, TargetSelection Selection) Forward(

@@ -1,6 +1,6 @@
 using SkiaSharp;
 
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>A colour bar beside a figure: the colour table from low (bottom) to high (top) and what its ends mean.</summary>
 /// <param name="Lut">256-entry RGB table (interleaved), e.g. <see cref="Display.Lut(Colormap)"/>.</param>

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>The maps an attribution step produced in this run, kept in <see cref="IAnalysisContext.RunCache"/> (managed
 /// copies, up to the run's memory budget) so that a step evaluating it (a metric's <c>of:</c>) reuses them instead of

@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
 
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>NumPy <c>.npy</c> (format 1.0/2.0/3.0) reader and float32 writer.</summary>
 public static partial class Npy

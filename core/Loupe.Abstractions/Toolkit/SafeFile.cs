@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text;
 
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>Reading files that come from elsewhere (models, data, shard and run folders): real paths with every link
 /// resolved, confinement to a folder, refusal of special files (a FIFO blocks forever, a device never ends) and reads

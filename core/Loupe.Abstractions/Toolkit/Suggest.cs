@@ -1,4 +1,4 @@
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>"Did you mean" suggestions.</summary>
 public static class Suggest

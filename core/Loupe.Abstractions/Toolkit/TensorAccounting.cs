@@ -2,7 +2,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>
 /// A live tensor count that long runs can compare against a baseline. TorchSharp's <see cref="Tensor.TotalCount"/>

@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>Copies tensor elements into managed arrays in one block copy.</summary>
 /// <remarks>TorchSharp 0.107's <c>tensor.data&lt;T&gt;().ToArray()</c> goes through its strided accessor element by
