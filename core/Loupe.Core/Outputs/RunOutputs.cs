@@ -5,16 +5,12 @@ using TorchSharp;
 
 namespace Loupe.Core;
 
-/// <summary>Run-level outputs: the manifest skeleton, the metrics table and the methods × images comparison.</summary>
-public static partial class PipelineRunner
+/// <summary>Run-level outputs, written from the step records and artifacts of a finished run (or of merged shards):
+/// the metrics table and the methods × images comparison.</summary>
+internal static class RunOutputs
 {
-    /// <summary>The id of the step a step's <see cref="StepLink"/> option names (e.g. a metric's <c>of:</c>), or null.</summary>
-    static string? LinkedStep(PreparedStep step) =>
-        OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink))
-            .Select(p => (p.GetValue(step.Options) as StepLink)?.Id).FirstOrDefault(x => x is not null);
-
     /// <summary>The run-level outputs, from the step records and artifacts (also used by <c>loupe merge</c>).</summary>
-    internal static void WriteRunOutputs(string outDir, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest, IRunObserver? observer)
+    public static void Write(string outDir, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest, IRunObserver? observer)
     {
         WriteMetricsTable(outDir, stepRecords, artifacts, manifest);
         try { WriteComparison(outDir, stepRecords, artifacts, manifest); }
@@ -93,56 +89,5 @@ public static partial class PipelineRunner
     {
         var label = $"{id}\npred: {Predictions.Describe(prediction, withTruth: false)}";
         return prediction["labelName"] is { } truth ? $"{label}\ntrue: {(string?)truth}" : label;
-    }
-
-    static JsonObject BuildManifest(PreparedRun run, RunRequest request, DateTimeOffset started)
-    {
-        var spec = run.Spec;
-        JsonArray Files(IEnumerable<string> files) => new(files.Select(f => (JsonNode)new JsonObject
-        {
-            ["path"] = f, ["sha256"] = File.Exists(f) ? PluginHost.Sha256File(f) : null,
-        }).ToArray());
-        return new JsonObject
-        {
-            ["loupe"] = typeof(PipelineRunner).Assembly.GetName().Version?.ToString(3),
-            ["runId"] = Guid.NewGuid().ToString("N"),
-            ["status"] = "running",
-            ["startedAt"] = started.ToString("o"),
-            ["pipelineFile"] = spec.File,
-            // A pipeline given as text (the library's Pipelines.RunYaml) has no file: its text is hashed.
-            ["pipelineSha256"] = request.PipelineText is { } text
-                ? Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(text))).ToLowerInvariant()
-                : PluginHost.Sha256File(spec.File),
-            ["overrides"] = new JsonArray(request.Overrides.Select(o => (JsonNode)JsonValue.Create(o)!).ToArray()),
-            ["pipeline"] = Manifest.FromYaml(spec.Root),
-            ["seed"] = spec.Seed,
-            ["environment"] = new JsonObject
-            {
-                ["dotnet"] = Environment.Version.ToString(),
-                ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
-                ["torchSharp"] = typeof(torch).Assembly.GetName().Version?.ToString(),
-                ["threads"] = torch.get_num_threads(),
-                ["contract"] = LoupeContract.Version,
-                ["plugins"] = JsonSerializer.SerializeToNode(run.Registry.Plugins, Manifest.JsonOptions),
-            },
-            ["model"] = new JsonObject
-            {
-                ["uses"] = spec.Model!.Uses,
-                ["options"] = Manifest.ToNode(run.ModelOptions),
-                ["input"] = JsonSerializer.SerializeToNode(run.Input, Manifest.JsonOptions),
-                ["labels"] = new JsonArray(run.Labels.Select(l => (JsonNode)JsonValue.Create(l)!).ToArray()),
-                ["files"] = Files(run.ModelFiles),
-            },
-            ["data"] = run.Data is null ? null : new JsonObject
-            {
-                ["uses"] = spec.Data!.Uses,
-                ["options"] = Manifest.ToNode(run.DataOptions!),
-                ["count"] = run.Data.Count,
-                ["files"] = Files(run.Data.Files),
-            },
-            ["warnings"] = new JsonArray(run.Warnings.Select(w => (JsonNode)JsonValue.Create(w)!).ToArray()),
-            // Cold start: from the process start (runtime start-up included) to the end of the first model forward.
-            ["coldStartMs"] = run.FirstForwardAt is { } ff ? Math.Round((ff - new DateTimeOffset(System.Diagnostics.Process.GetCurrentProcess().StartTime)).TotalMilliseconds, 1) : null,
-        };
     }
 }

@@ -7,6 +7,9 @@ namespace Loupe.Core;
 /// outlier percentage, sign, opacity) with the same checks and messages as any options.</summary>
 static class DisplayStyles
 {
+    /// <summary>Classes recorded per input when <c>settings.top_k</c> is not given.</summary>
+    public const int DefaultTopK = 5;
+
     /// <summary>Per step (in pipeline order): the step's style over the settings' style; null when neither is given.</summary>
     public static OverlayStyle?[] Bind(PipelineSpec spec, List<PipelineError> errors)
     {
@@ -27,12 +30,12 @@ static class DisplayStyles
             (OverlayStyle)OptionsBinder.Bind(typeof(OverlayStyle), node, spec.File, where, spec.BaseDirectory, errors, node.Start).Value;
     }
 
-    /// <summary><c>settings.top_k</c>: classes recorded per input (0: none; default <see cref="Predictions.DefaultTopK"/>).</summary>
+    /// <summary><c>settings.top_k</c>: classes recorded per input (0: none; default <see cref="DefaultTopK"/>).</summary>
     public static int TopK(PipelineSpec spec, List<PipelineError> errors)
     {
-        if (PipelineParser.Child(spec.Root, "settings") is not YamlMappingNode s || PipelineParser.Child(s, "top_k") is not { } node) return Predictions.DefaultTopK;
+        if (PipelineParser.Child(spec.Root, "settings") is not YamlMappingNode s || PipelineParser.Child(s, "top_k") is not { } node) return DefaultTopK;
         if (node is YamlScalarNode { Value: { } v } && int.TryParse(v, System.Globalization.NumberStyles.Integer, System.Globalization.CultureInfo.InvariantCulture, out var k) && k >= 0) return k;
         errors.Add(PipelineParser.At(spec.File, node, $"settings.top_k must be a whole number ≥ 0 (0: no predictions), got '{(node as YamlScalarNode)?.Value ?? node.ToString()}'"));
-        return Predictions.DefaultTopK;
+        return DefaultTopK;
     }
 }

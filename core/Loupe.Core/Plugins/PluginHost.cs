@@ -10,15 +10,6 @@ namespace Loupe.Core;
 /// <summary>A plugin assembly that was loaded.</summary>
 public sealed record LoadedPlugin(string Name, string Path, string Version, int ContractVersion, string Sha256);
 
-/// <summary>Where plugins come from: a folder (or one plugin <c>.dll</c>), optionally pinned to the SHA-256 of its plugin assembly.</summary>
-public sealed record PluginSource(string Path, string? Sha256 = null)
-{
-    /// <summary>Line of the pipeline entry (0: not from a pipeline).</summary>
-    public int Line { get; init; }
-    /// <summary>Column of the pipeline entry.</summary>
-    public int Column { get; init; }
-}
-
 /// <summary>A pinned plugin whose hash does not match, or a pin that does not name exactly one plugin.</summary>
 public sealed class PluginPinException(PluginSource source, string message) : LoupeException(message)
 {

@@ -16,9 +16,9 @@ public sealed record ThumbnailIndex(int Size, int Columns, int PerSheet, string[
 
     /// <summary>Streams the run's data once and writes the sprite sheets and the index. Thumbnails are the display
     /// pixels (denormalised), area-resized to at most 48 px, one dispose scope per batch.</summary>
-    public static ThumbnailIndex Write(PreparedRun run, string outDir, CancellationToken cancellation)
+    public static ThumbnailIndex Write(ReportData run, string outDir, CancellationToken cancellation)
     {
-        var data = run.Data ?? throw new InvalidOperationException("the run has no data");
+        var data = run.Data;
         int size = Math.Min(48, Math.Max(run.Input.Height, run.Input.Width));
         const int columns = 32, perSheet = columns * 32;
         var ids = new List<string>();
@@ -35,7 +35,7 @@ public sealed record ThumbnailIndex(int Size, int Columns, int PerSheet, string[
             sheets.Add(rel);
             inSheet = 0;
         }
-        foreach (var b in data.Read(run.Input, run.Spec.BatchSize, cancellation))
+        foreach (var b in data.Read(run.Input, run.BatchSize, cancellation))
         {
             using (b)
             using (var scope = NewDisposeScope())

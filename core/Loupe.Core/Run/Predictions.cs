@@ -11,7 +11,7 @@ namespace Loupe.Core;
 public static class Predictions
 {
     /// <summary>Default number of classes recorded per input (<c>settings.top_k</c>; 0 turns predictions off).</summary>
-    public const int DefaultTopK = 5;
+    public const int DefaultTopK = DisplayStyles.DefaultTopK;
 
     /// <summary>One no-grad forward pass over the run's data; null (with the reason) when the model is no classifier.</summary>
     internal static JsonObject? Compute(PreparedRun run, int topK, CancellationToken cancellation, out string? skipped)

@@ -197,7 +197,7 @@ public static partial class PipelineRunner
         // A shard's run-level outputs are written by 'loupe merge', over all shards; none after a full disk.
         if (run.Shard is null && !outputFault)
         {
-            try { WriteRunOutputs(outDir, stepRecords, artifacts, manifest, observer); }
+            try { RunOutputs.Write(outDir, stepRecords, artifacts, manifest, observer); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
                 observer?.Warning($"run-level outputs not written: {e.Message}");
@@ -210,7 +210,7 @@ public static partial class PipelineRunner
         if (folder.Missing(artifacts) is { } missing) { manifest["error"] = missing; failed++; observer?.Warning(missing); }
         Save(failed == 0 ? "succeeded" : cancelled ? "cancelled" : "failed");
         if (manifestError is null) folder.DropJournal();
-        Report.RunReport.AfterRun(run, outDir, manifest, observer);
+        Report.RunReport.AfterRun(spec.Report, run.Data is { } data ? new Report.ReportData(data, run.Input, spec.BatchSize) : null, outDir, manifest, observer);
         var errors = new List<PipelineError>();
         if (manifest["error"] is { } lost) errors.Add(new(spec.File, 0, 0, (string)lost!));
         if (manifestError is not null)

@@ -206,7 +206,7 @@ public static partial class ShardMerger
             ["dir"] = s.Dir, ["runId"] = s.Manifest["runId"]?.DeepClone(), ["index"] = s.Info.Index, ["count"] = s.Info.Count,
             ["firstRow"] = s.Info.FirstRow, ["rows"] = s.Info.Rows, ["durationMs"] = s.Manifest["durationMs"]?.DeepClone(),
         }).ToArray());
-        PipelineRunner.WriteRunOutputs(dir, records, artifacts, manifest, observer);
+        RunOutputs.Write(dir, records, artifacts, manifest, observer);
         manifest["status"] = failed == 0 ? "succeeded" : "failed";
         manifest["finishedAt"] = DateTimeOffset.Now.ToString("o");
         manifest["durationMs"] = Math.Round(shards.Sum(s => (double?)s.Manifest["durationMs"] ?? 0), 1);
