@@ -1,3 +1,4 @@
+using Loupe.Testing;
 using System.Diagnostics;
 using System.Reflection;
 using Loupe.Abstractions;
@@ -36,37 +37,19 @@ public static class Env
         Loupe.Testing.FashionPipelines.Write("loupe-embedding", "embedding-test", steps, limit, batchSize);
 
     /// <summary>Runs a pipeline in-process through the real host, with the built-in plugins.</summary>
-    public static RunResult Run(string pipelinePath) =>
-        PipelineRunner.Run(new RunRequest(pipelinePath)
-        {
-            OutDir = Path.Combine(Path.GetDirectoryName(pipelinePath)!, "out"),
-            PluginDirectories = [BuiltInPlugins],
-        });
+    public static RunResult Run(string pipelinePath) => HostRuns.Run(pipelinePath);
 
     /// <summary>Runs the CLI as a separate process.</summary>
-    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(CliDll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["NO_COLOR"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(300_000)) { p.Kill(true); throw new TimeoutException("loupe CLI did not finish in 300 s"); }
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args) =>
+        HostRuns.Cli(workingDirectory, 300, args);
 
-    public static NdArray Artifact(RunResult r, string relativePath) => Npy.Read(Path.Combine(r.OutDir!, relativePath));
+    public static NdArray Artifact(RunResult r, string relativePath) => HostRuns.Artifact(r, relativePath);
 
-    public static string StepStatus(RunResult r, string id) =>
-        r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == id)!["status"]!.ToString();
+    public static string StepStatus(RunResult r, string id) => HostRuns.StepStatus(r, id);
 
-    public static string? StepError(RunResult r, string id) =>
-        r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == id)!["error"]?.ToString();
+    public static string? StepError(RunResult r, string id) => HostRuns.StepError(r, id);
 
-    public static double Metric(RunResult r, string id, string name) =>
-        (double)r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == id)!["metrics"]![name]!;
+    public static double Metric(RunResult r, string id, string name) => HostRuns.Metric(r, id, name);
 
     /// <summary>The demo CNN, loaded directly.</summary>
     public static IModel DemoModel() => new Loupe.Models.TorchSharp.TorchVisionAdapter().Load(

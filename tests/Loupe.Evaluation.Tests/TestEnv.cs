@@ -1,3 +1,4 @@
+using Loupe.Testing;
 using System.Reflection;
 using Loupe.Abstractions;
 using Loupe.Core;
@@ -31,20 +32,11 @@ public static class Env
         var dir = TempDir();
         var path = Path.Combine(dir, "pipeline.yaml");
         File.WriteAllText(path, yaml);
-        return PipelineRunner.Run(new RunRequest(path)
-        {
-            OutDir = Path.Combine(dir, "out"),
-            PluginDirectories = [BuiltInPlugins],
-            Registrars = [new TestComponents()],
-        });
+        return HostRuns.Run(path, Path.Combine(dir, "out"), registrars: [new TestComponents()]);
     }
 
     /// <summary>A metric of a step of the run's manifest.</summary>
-    public static double Metric(RunResult r, string step, string metric)
-    {
-        var s = r.Manifest!["steps"]!.AsArray().First(s => s!["id"]!.GetValue<string>() == step)!;
-        return s["metrics"]![metric]!.GetValue<double>();
-    }
+    public static double Metric(RunResult r, string step, string metric) => HostRuns.Metric(r, step, metric);
 
     public static string Dump(RunResult r) => string.Join("\n", r.Errors) + "\n" + r.Manifest?.ToJsonString();
 }

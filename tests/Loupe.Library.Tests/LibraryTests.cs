@@ -24,13 +24,7 @@ public class LibraryTests
         new { architecture = "fashion-cnn", weights = Sample("models/fashion-cnn/fashion-cnn.safetensors") },
         Settings with { Labels = Sample("models/fashion-cnn/labels.txt") });
 
-    static double RelL2(float[] a, float[] b)
-    {
-        Assert.Equal(b.Length, a.Length);
-        double num = 0, den = 0;
-        for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (double)(a[i] - b[i]); den += b[i] * (double)b[i]; }
-        return Math.Sqrt(num / Math.Max(den, 1e-30));
-    }
+    static double RelL2(float[] a, float[] b) => Numbers.RelL2(a, b);
 
     static float[] Stack(Explanation e, string name) =>
         e.InputIds.SelectMany(id => e.Artifacts.Single(a => a.InputId == id && a.Name == name && a.Kind == ArtifactKind.Raw).Array!.Data).ToArray();

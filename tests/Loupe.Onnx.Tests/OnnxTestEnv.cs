@@ -58,13 +58,7 @@ public static class Env
     public static float[] Data(Tensor t) => t.detach().contiguous().to(ScalarType.Float32).cpu().ToArray<float>();
 
     /// <summary>Relative L2 error ‖a − b‖ / ‖b‖.</summary>
-    public static double RelL2(float[] a, float[] b)
-    {
-        Assert.Equal(b.Length, a.Length);
-        double num = 0, den = 0;
-        for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (double)(a[i] - b[i]); den += b[i] * (double)b[i]; }
-        return Math.Sqrt(num / Math.Max(den, 1e-30));
-    }
+    public static double RelL2(float[] a, float[] b) => Loupe.Testing.Numbers.RelL2(a, b);
 
     /// <summary>The 'hash' weight formula of tests/fixtures/make_fixtures.py (also ModelTests.SetHashWeights).</summary>
     public static float[] HashValues(string name, long[] shape)

@@ -1,4 +1,4 @@
-using System.Diagnostics;
+using Loupe.Testing;
 using Loupe.Core;
 using TorchSharp;
 
@@ -11,31 +11,15 @@ public static class Env
 {
     static Env() => torch.set_num_threads(1);
 
-
     /// <summary>Writes a pipeline over the first <paramref name="limit"/> shipped test images.</summary>
     public static string Pipeline(string name, string steps, int limit, string report = "html") =>
         Loupe.Testing.FashionPipelines.Write("loupe-report", name, steps, limit, 50, $"output: {{ report: {report} }}");
 
     /// <summary>Runs a pipeline in-process with the built-in plugins into <c>&lt;pipeline folder&gt;/&lt;outName&gt;</c>.</summary>
     public static RunResult Run(string pipeline, string outName = "out", params string[] overrides) =>
-        PipelineRunner.Run(new RunRequest(pipeline)
-        {
-            OutDir = Path.Combine(Path.GetDirectoryName(pipeline)!, outName),
-            PluginDirectories = [Loupe.Testing.RepoPaths.BuiltInPlugins],
-            Overrides = overrides,
-        });
+        HostRuns.Run(pipeline, Path.Combine(Path.GetDirectoryName(pipeline)!, outName), overrides);
 
     /// <summary>Runs the CLI as a separate process.</summary>
-    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Path.Combine(Loupe.Testing.RepoPaths.CliDirectory, "loupe.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["NO_COLOR"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(120_000)) { p.Kill(true); throw new TimeoutException("loupe CLI did not finish in 120 s"); }
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args) =>
+        HostRuns.Cli(workingDirectory, 120, args);
 }

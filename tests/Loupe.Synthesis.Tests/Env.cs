@@ -1,3 +1,4 @@
+using Loupe.Testing;
 using System.Reflection;
 using Loupe.Abstractions;
 using Loupe.Core;
@@ -45,19 +46,10 @@ public static class Env
     }
 
     /// <summary>Runs through the real host with the built-in plugins and the staged plugin's folder.</summary>
-    public static RunResult Run(string pipeline) => PipelineRunner.Run(new RunRequest(pipeline)
-    {
-        PluginDirectories = [BuiltInPlugins],
-        OutDir = Path.Combine(Path.GetDirectoryName(pipeline)!, "out-" + Guid.NewGuid().ToString("N")[..8]),
-    });
+    public static RunResult Run(string pipeline) =>
+        HostRuns.Run(pipeline, Path.Combine(Path.GetDirectoryName(pipeline)!, "out-" + Guid.NewGuid().ToString("N")[..8]));
 
-    public static NdArray Artifact(RunResult r, string rel) => Npy.Read(Path.Combine(r.OutDir!, rel));
+    public static NdArray Artifact(RunResult r, string rel) => HostRuns.Artifact(r, rel);
 
-    public static double RelL2(float[] a, float[] b)
-    {
-        Assert.Equal(b.Length, a.Length);
-        double num = 0, den = 0;
-        for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (double)(a[i] - b[i]); den += b[i] * (double)b[i]; }
-        return Math.Sqrt(num / Math.Max(den, 1e-30));
-    }
+    public static double RelL2(float[] a, float[] b) => Numbers.RelL2(a, b);
 }

@@ -85,14 +85,5 @@ public class PluginTemplateTests
         }
     }
 
-    static string Dotnet(string workingDirectory, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var a in args.Append("-nologo")) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var so = p.StandardOutput.ReadToEndAsync(); var se = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(600_000)) { p.Kill(true); throw new TimeoutException("dotnet " + string.Join(" ", args)); }
-        Assert.True(p.ExitCode == 0, $"dotnet {string.Join(" ", args)} failed:\n{so.Result}\n{se.Result}");
-        return so.Result + se.Result;
-    }
+    static string Dotnet(string workingDirectory, params string[] args) => Loupe.Testing.HostRuns.Dotnet(workingDirectory, args);
 }

@@ -1,3 +1,4 @@
+using Loupe.Testing;
 using System.Diagnostics;
 using System.Reflection;
 using Loupe.Abstractions;
@@ -59,38 +60,17 @@ public static class TestEnv
 
     /// <summary>Runs a pipeline in-process with the built-in plugins.</summary>
     public static RunResult Run(string pipelinePath, string? outDir = null, params string[] overrides) =>
-        PipelineRunner.Run(new RunRequest(pipelinePath)
-        {
-            OutDir = outDir ?? Path.Combine(Path.GetDirectoryName(pipelinePath)!, "out"),
-            Overrides = overrides,
-            PluginDirectories = [PluginDirectory],
-        });
+        HostRuns.Run(pipelinePath, outDir, overrides);
 
     /// <summary>Runs the CLI as a separate process.</summary>
-    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(CliDll);
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        psi.Environment["NO_COLOR"] = "1";
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(300_000)) { p.Kill(true); throw new TimeoutException("loupe CLI did not finish in 300 s: " + string.Join(" ", args)); }
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    public static (int ExitCode, string Stdout, string Stderr) Cli(string workingDirectory, params string[] args) =>
+        HostRuns.Cli(workingDirectory, 300, args);
 
     /// <summary>Reads an artifact of a run.</summary>
-    public static NdArray Artifact(RunResult r, string relativePath) => Npy.Read(Path.Combine(r.OutDir!, relativePath));
+    public static NdArray Artifact(RunResult r, string relativePath) => HostRuns.Artifact(r, relativePath);
 
     /// <summary>Relative L2 error ‖a − b‖ / ‖b‖.</summary>
-    public static double RelL2(float[] a, float[] b)
-    {
-        Assert.Equal(b.Length, a.Length);
-        double num = 0, den = 0;
-        for (int i = 0; i < a.Length; i++) { num += (a[i] - b[i]) * (double)(a[i] - b[i]); den += b[i] * (double)b[i]; }
-        return Math.Sqrt(num / Math.Max(den, 1e-30));
-    }
+    public static double RelL2(float[] a, float[] b) => Numbers.RelL2(a, b);
 
     public static string Yaml(string path) => path.Replace("\\", "/");
 }
