@@ -1,0 +1,51 @@
+using Loupe.Abstractions;
+using Loupe.Testing;
+
+namespace Loupe.Library.Tests;
+
+/// <summary>Technique numbers through the in-process API (no pipeline file, no run folder): each technique on the
+/// fixture demo CNN and the 4 fixture inputs against its PyTorch / sklearn reference (tests/fixtures), and no tensor
+/// left behind by a call. Pipeline behaviour stays in Loupe.Tests, the CLI in its CLI tests.</summary>
+[Collection("library")]
+public class TechniqueApiTests
+{
+    static string Fixture(string name) => Path.Combine(RepoPaths.Root, "tests", "fixtures", name);
+
+    static LoupeModel FixtureModel() => LoupeModel.Load("torchvision",
+        new { architecture = "fashion-cnn", weights = Fixture("fashion_cnn_seed0.safetensors") },
+        new LoupeSettings { PluginDirectories = [RepoPaths.BuiltInPlugins], Threads = 1, BatchSize = 3 });
+
+    static float[] Stack(Explanation e, string name) =>
+        e.InputIds.SelectMany(id => e.Artifacts.Single(a => a.InputId == id && a.Name == name && a.Kind == ArtifactKind.Raw).Array!.Data).ToArray();
+
+    static long Live()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        return TensorAccounting.Live;
+    }
+
+    /// <summary>grad-cam-element-wise, eigen-grad-cam, kpca-cam and finer-cam at relu3 (make_families_fixtures.py;
+    /// formerly a pipeline run in Loupe.Tests/NewerCamTests).</summary>
+    [Fact]
+    public void NewerCamsMatchThePyTorchReferenceOnTheDemoCnn()
+    {
+        using var model = FixtureModel();
+        var input = Npy.Read(Fixture("fashion_input.npy"));
+        foreach (var (technique, artifact, fixture) in new[]
+                 {
+                     ("grad-cam-element-wise", "grad-cam-element-wise-layer", "gcew"), ("eigen-grad-cam", "eigen-grad-cam-layer", "egc"),
+                     ("kpca-cam", "kpca-cam-layer", "kpca"), ("finer-cam", "finer-cam-layer", "finer"),
+                 })
+        {
+            model.Explain(technique, input, new { layer = "relu3" });   // a first call's lasting allocations (caches) are not leaks
+            var before = Live();
+            var e = model.Explain(technique, input, new { layer = "relu3" });
+            Assert.True(Live() == before, $"{technique}: {Live() - before} tensors left behind");
+            Assert.Equal(4, e.InputIds.Count);
+            var expected = Npy.Read(Fixture($"fam_cnn_{fixture}.npy")).Data;
+            var err = Numbers.RelL2(Stack(e, artifact), expected);
+            Assert.True(err <= 1e-4, $"fam_cnn_{fixture}.npy: relative L2 error {err:E2} > 1E-04");
+        }
+    }
+}
