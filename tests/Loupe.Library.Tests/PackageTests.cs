@@ -33,7 +33,7 @@ public class PackageTests
                 Assert.Contains("plugins/Loupe.Analysis.Cam/Loupe.Analysis.Cam.dll", entries);
                 Assert.Contains("plugins/Loupe.Models.TorchSharp/Loupe.Models.TorchSharp.dll", entries);
                 Assert.Contains("buildTransitive/Loupe.Library.targets", entries);
-                Assert.DoesNotContain(entries, e => e.EndsWith("TorchSharp.dll", StringComparison.Ordinal) && e.StartsWith("plugins/", StringComparison.Ordinal));
+                Assert.DoesNotContain(entries, e => e.StartsWith("plugins/", StringComparison.Ordinal) && e.EndsWith("/TorchSharp.dll", StringComparison.Ordinal)); // the application's, never a copy
                 using var nuspec = new StreamReader(zip.GetEntry("Loupe.Library.nuspec")!.Open());
                 var text = nuspec.ReadToEnd();
                 Assert.Contains($"id=\"Loupe.Abstractions\" version=\"{version}\"", text);
@@ -70,6 +70,8 @@ public class PackageTests
         }
         finally
         {
+            // The application's folder carries libtorch (hundreds of MB): never left behind.
+            try { Directory.Delete(work, recursive: true); } catch (IOException) { }
             foreach (var id in new[] { "loupe.library", "loupe.abstractions" })
                 if (Directory.Exists(Path.Combine(cache, id, version))) Directory.Delete(Path.Combine(cache, id, version), recursive: true);
         }
