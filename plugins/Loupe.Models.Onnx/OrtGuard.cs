@@ -11,7 +11,7 @@ namespace Loupe.Models.Onnx;
 /// arithmetic exporters build sizes with), so sizes computed in the graph are known too. Each inferred output is held
 /// to the same budget as the <c>onnx</c> backend's (<see cref="OnnxNode.MaxOutputBytes"/>); values it cannot infer
 /// (data-dependent shapes, unknown operators, control flow) stay unknown and are left to ONNX Runtime.</summary>
-static class OrtGuard
+public static class OrtGuard
 {
     /// <summary>Constant tensors up to this many elements are tracked by value.</summary>
     const int MaxTracked = 4096;
@@ -20,7 +20,11 @@ static class OrtGuard
     sealed record V(long[] Shape, double[]? Data = null, bool Int = false);
 
     /// <summary>Throws a LoupeException naming the node whose inferred output is over the budget.</summary>
-    public static void Check(OnnxFile file, long[] inputShape)
+    public static void Check(OnnxFile file, long[] inputShape) => Shapes(file, inputShape);
+
+    /// <summary>The output shapes the pass infers (value name → shape; values it cannot infer are absent), after
+    /// checking each against the budget (throws a LoupeException naming the first node over it).</summary>
+    public static IReadOnlyDictionary<string, long[]> Shapes(OnnxFile file, long[] inputShape)
     {
         var g = file.Model.Graph;
         var known = new Dictionary<string, V>(StringComparer.Ordinal);
@@ -41,6 +45,7 @@ static class OrtGuard
                     known[n.Outputs[k]] = o;
                 }
         }
+        return known.Where(kv => kv.Key != file.Input.Name).ToDictionary(kv => kv.Key, kv => kv.Value.Shape, StringComparer.Ordinal);
     }
 
     static V? FromTensor(TensorProto t, string source)
@@ -66,7 +71,7 @@ static class OrtGuard
         "Gelu", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "IsInf",
         "Softmax", "LogSoftmax", "Hardmax", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "LpNormalization",
         "LRN", "Clip", "Dropout", "Cast", "CastLike", "Sin", "Cos", "Tan", "ThresholdedRelu", "Shrink", "Mish", "Trilu", "CumSum",
-        "MeanVarianceNormalization", "ReverseSequence",
+        "MeanVarianceNormalization", "ReverseSequence", "ScatterND", "ScatterElements", "Scatter",
     ];
 
     static readonly HashSet<string> Broadcasting =
@@ -87,7 +92,7 @@ static class OrtGuard
             {
                 "Identity" or "Cast" or "CastLike" => d.Select(v => a.Int || IntCast(n) ? Math.Truncate(v) : v).ToArray(),
                 "Neg" => d.Select(v => -v).ToArray(), "Abs" => d.Select(v => Math.Abs(v)).ToArray(), "Floor" => d.Select(v => Math.Floor(v)).ToArray(),
-                "Ceil" => d.Select(v => Math.Ceiling(v)).ToArray(), "Round" => d.Select(v => Math.Round(v)).ToArray(), "Sqrt" => d.Select(v => Math.Sqrt(v)).ToArray(),
+                "Ceil" => d.Select(v => Math.Ceiling(v)).ToArray(), "Not" => d.Select(v => v == 0 ? 1.0 : 0).ToArray(), "Round" => d.Select(v => Math.Round(v)).ToArray(), "Sqrt" => d.Select(v => Math.Sqrt(v)).ToArray(),
                 _ => null,
             } : null;
             var isInt = n.OpType is "Cast" ? IntCast(n) : a.Int;
@@ -97,7 +102,9 @@ static class OrtGuard
         {
             if (x.Length == 0 || x.Any(v => v is null)) return [];
             var shape = x.Select(v => v!.Shape).Aggregate(Broadcast);
-            return [new V(shape, Arithmetic(n.OpType, x!, shape), x.All(v => v!.Int))];
+            bool isInt = n.OpType is "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual" or "And" or "Or" or "Xor"
+                || x.Skip(n.OpType == "Where" ? 1 : 0).All(v => v!.Int);
+            return [new V(shape, Arithmetic(n.OpType, x!, shape), isInt)];
         }
         switch (n.OpType)
         {
@@ -157,7 +164,10 @@ static class OrtGuard
             {
                 if (S(0) is not { } s) return [];
                 var perm = n.Ints("perm") ?? Enumerable.Range(0, s.Length).Reverse().Select(i => (long)i).ToArray();
-                return [new V(perm.Select(p => s[p]).ToArray())];
+                var shape = perm.Select(p => s[p]).ToArray();
+                // Output index o along output axis k reads input axis perm[k]: gather through the inverse permutation.
+                var data = x[0]!.Data is { } d ? Gather(s, shape, d, (o, k) => o, perm) : null;
+                return [new V(shape, data, x[0]!.Int)];
             }
             case "Concat":
             {
@@ -303,23 +313,27 @@ static class OrtGuard
         return o;
     }
 
-    /// <summary>Elementwise integer/float arithmetic on small known values (shape computations), or null.</summary>
+    /// <summary>Elementwise arithmetic, comparisons and Where on small known values (shape computations), or null.</summary>
     static double[]? Arithmetic(string op, V?[] x, long[] shape)
     {
-        if (x.Length != 2 || x.Any(v => v!.Data is null) || Product(shape) > MaxTracked) return null;
-        var (a, b) = (x[0]!, x[1]!);
-        bool ints = a.Int && b.Int;
+        if (x.Length is < 2 or > 3 || x.Length == 3 && op != "Where" || x.Any(v => v!.Data is null) || Product(shape) > MaxTracked) return null;
+        bool ints = x.Skip(op == "Where" ? 1 : 0).All(v => v!.Int);
         int count = (int)Product(shape);
         double At(V v, int i) => v.Data!.Length == 1 ? v.Data[0] : v.Data.Length == count ? v.Data[i] : double.NaN;
         var result = new double[count];
         for (int i = 0; i < count; i++)
         {
-            double p = At(a, i), q = At(b, i);
-            if (double.IsNaN(p) || double.IsNaN(q)) return null;
+            double p = At(x[0]!, i), q = At(x[1]!, i), w = x.Length == 3 ? At(x[2]!, i) : 0;
+            if (double.IsNaN(p) || double.IsNaN(q) || double.IsNaN(w)) return null;
             result[i] = op switch
             {
                 "Add" => p + q, "Sub" => p - q, "Mul" => p * q, "Max" => Math.Max(p, q), "Min" => Math.Min(p, q),
                 "Div" => q == 0 ? double.NaN : ints ? Math.Truncate(p / q) : p / q,
+                "Mod" when ints && q != 0 => (p % q + q) % q, // fmod = 0: the sign of the divisor, as Python's %
+                "Equal" => p == q ? 1 : 0, "Less" => p < q ? 1 : 0, "Greater" => p > q ? 1 : 0,
+                "LessOrEqual" => p <= q ? 1 : 0, "GreaterOrEqual" => p >= q ? 1 : 0,
+                "And" => p != 0 && q != 0 ? 1 : 0, "Or" => p != 0 || q != 0 ? 1 : 0,
+                "Where" => p != 0 ? q : w,
                 _ => double.NaN,
             };
             if (double.IsNaN(result[i])) return null;
@@ -363,6 +377,26 @@ static class OrtGuard
         return new V(shape);
     }
 
+    /// <summary>Elements of an output of shape <paramref name="outShape"/> read from <paramref name="data"/> (shape
+    /// <paramref name="inShape"/>): output axis k at position o reads input axis <c>axes[k]</c> (default k) at
+    /// <c>index(o, k)</c>.</summary>
+    static double[] Gather(long[] inShape, long[] outShape, double[] data, Func<long, int, long> index, long[]? axes = null)
+    {
+        var inStrides = new long[inShape.Length];
+        for (int k = inShape.Length - 1, st = 1; k >= 0; st *= (int)inShape[k], k--) inStrides[k] = st;
+        int count = (int)Product(outShape);
+        var result = new double[count];
+        var at = new long[outShape.Length];
+        for (int i = 0; i < count; i++)
+        {
+            long offset = 0;
+            for (int k = 0; k < outShape.Length; k++) offset += index(at[k], k) * inStrides[axes is null ? k : axes[k]];
+            result[i] = data[offset];
+            for (int k = outShape.Length - 1; k >= 0 && ++at[k] == outShape[k]; k--) at[k] = 0;
+        }
+        return result;
+    }
+
     static V? Slice(OnnxNode n, V?[] x)
     {
         if (x[0] is not { } a) return null;
@@ -392,7 +426,7 @@ static class OrtGuard
             shape[ax] = count;
             ranges[ax] = (st, step, count);
         }
-        double[]? data = s.Length == 1 && a.Data is { } d ? Enumerable.Range(0, (int)shape[0]).Select(i => d[ranges[0].Start + i * ranges[0].Step]).ToArray() : null;
+        var data = a.Data is { } d ? Gather(s, shape, d, (o, k) => ranges[k].Start + o * ranges[k].Step) : null;
         return new V(shape, data, a.Int);
     }
 }
