@@ -128,22 +128,20 @@ public static class Explain
     {
         using var cpu = raw.detach().to(ScalarType.Float32).cpu().contiguous();
         var overlays = StyledOverlays(batch.Pixels, displayMap, style);
-        var shown = gridCaptions is null ? null : displayMap.detach().to(ScalarType.Float32).cpu().contiguous().ToArray<float>();
+        var shown = displayMap.detach().to(ScalarType.Float32).cpu().contiguous().ToArray<float>();
+        int hw = shown.Length / Math.Max(1, batch.Ids.Length);
         for (int i = 0; i < batch.Ids.Length; i++)
         {
             var target = selection?.Labels[i];
             using var row = cpu[i];
             ctx.Output.Raw(name, batch.Ids[i], new NdArray(row.ToArray<float>(), row.shape), target);
             var overlay = Display.Scale(overlays[i], Display.UpscaleFactor(overlays[i].Width));
-            ctx.Output.Display(name, batch.Ids[i], overlay, target);
+            var range = RangeText(shown.AsSpan(i * hw, hw), style);
+            ctx.Output.Display(name, batch.Ids[i], overlay, target, range);
             if (gridTiles.Count < maxGridTiles)
             {
                 gridTiles.Add(overlay);
-                if (gridCaptions is not null)
-                {
-                    int hw = shown!.Length / batch.Ids.Length;
-                    gridCaptions.Add(Caption(batch.Ids[i], target, RangeText(shown.AsSpan(i * hw, hw), style)));
-                }
+                gridCaptions?.Add(Caption(batch.Ids[i], target, range));
             }
         }
     }
