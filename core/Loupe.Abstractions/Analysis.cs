@@ -41,6 +41,9 @@ public interface IArtifactSink
     void Raw(string name, string? inputId, NdArray array, string? target = null);
     /// <summary>Display image as PNG.</summary>
     void Display(string name, string? inputId, RgbImage image, string? target = null);
+    /// <summary>Display image as PNG, with the value range its colours span (recorded in the manifest, e.g. "0 … 0.0123";
+    /// figures that show the image, such as comparison.png, print it).</summary>
+    void Display(string name, string? inputId, RgbImage image, string? target, string? range) => Display(name, inputId, image, target);
     /// <summary>Structured data as JSON.</summary>
     void Json(string name, object value);
     /// <summary>A named scalar metric for the manifest.</summary>

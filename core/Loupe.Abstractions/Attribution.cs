@@ -71,8 +71,7 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
                     for (int i = 0; i < batch.Ids.Length; i++)
                         ctx.Output.Raw(RawName + suffix, batch.Ids[i], NdArray.FromTensor(raw[i]), result.Selection.Labels[i]);
                 // Channels: max |value| (Simonyan et al.) for absolute maps, the sum (Captum) when the sign matters.
-                var display = result.Map.dim() != 4 ? result.Map
-                    : style.CaptumScaling && style.Sign is not (null or AttributionSign.Absolute) ? result.Map.sum([1]) : result.Map.abs().amax([1]);
+                var display = DisplayMap(result.Map, style);
                 Explain.Emit(ctx, ArtifactName + suffix, batch, result.Map, display, result.Selection, slotTiles[slot], slotCaptions[slot], style, Explain.MaxGridTiles - tiles.Count);
             }
             int room = Explain.MaxGridTiles - tiles.Count;
@@ -88,6 +87,11 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
     /// <summary>Called once after all batches (e.g. to write a summary).</summary>
     protected virtual void Finish(TOptions options, IAnalysisContext ctx) { }
 
+    /// <summary>The map an overlay shows: channels reduced by max |value| (Simonyan et al.) for absolute maps, by the
+    /// sum (Captum) when the sign matters.</summary>
+    static Tensor DisplayMap(Tensor map, OverlayStyle style) => map.dim() != 4 ? map
+        : style.CaptumScaling && style.Sign is not (null or AttributionSign.Absolute) ? map.sum([1]) : map.abs().amax([1]);
+
     static IEnumerable<T> Interleave<T>(IReadOnlyList<IReadOnlyList<T>> slots) =>
         Enumerable.Range(0, slots.Select(s => s.Count).DefaultIfEmpty().Max()).SelectMany(i => slots.Where(s => i < s.Count).Select(s => s[i]));
 
@@ -99,8 +103,21 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
         var slots = single.Count > 0 ? [single] : Enumerable.Range(1, int.MaxValue)
             .Select(k => merge.InputDisplayEntries($"{ArtifactName}.top{k}", Explain.MaxGridTiles)).TakeWhile(t => t.Count > 0).ToList();
         var tiles = Interleave(slots).Take(Explain.MaxGridTiles).ToList();
+        var style = (merge.OverlayStyle ?? new OverlayStyle()).Over(DefaultOverlay);
+        // Each tile's value range, from its own raw map (the map every shard wrote beside the overlay).
+        List<string> names = single.Count > 0 ? [ArtifactName] : Enumerable.Range(1, slots.Count).Select(k => $"{ArtifactName}.top{k}").ToList();
+        var raws = names.SelectMany(n => merge.InputRaws(n, int.MaxValue).Select(r => (Key: (n, r.Input), r.Array))).ToDictionary(r => r.Key, r => r.Array);
+        var tileNames = Interleave(slots.Select((s, k) => (IReadOnlyList<string>)s.Select(_ => names[k]).ToList()).ToList()).Take(Explain.MaxGridTiles).ToList();
+        string Caption(int i)
+        {
+            var t = tiles[i];
+            if (!raws.TryGetValue((tileNames[i], t.Input), out var raw)) return Explain.Caption(t.Input, t.Target);
+            using var scope = NewDisposeScope();
+            using var map = tensor(raw.Data, raw.Shape).unsqueeze(0);
+            return Explain.Caption(t.Input, t.Target, Explain.RangeText(DisplayMap(map, style).contiguous().ToArray<float>(), style));
+        }
         Explain.Grid(merge.Output, ArtifactName, tiles.Select(t => t.Image).ToList(),
-            tiles.Select(t => (string?)Explain.Caption(t.Input, t.Target)).ToList(), Title(merge.StepId, ArtifactName), Explain.Bar((merge.OverlayStyle ?? new OverlayStyle()).Over(DefaultOverlay)));
+            tiles.Select((_, i) => (string?)Caption(i)).ToList(), Title(merge.StepId, ArtifactName), Explain.Bar(style));
     }
 }
 

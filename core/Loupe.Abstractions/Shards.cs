@@ -52,6 +52,9 @@ public interface IShardMerge
     /// <summary>As <see cref="InputDisplays"/>, with each image's input id and target description (for captions).</summary>
     IReadOnlyList<(string Input, string? Target, RgbImage Image)> InputDisplayEntries(string name, int max) =>
         InputDisplays(name, max).Select(i => ("", (string?)null, i)).ToList();
+    /// <summary>The per-input raw results <paramref name="name"/> of all shards, in dataset order, at most
+    /// <paramref name="max"/> (e.g. to label a rebuilt grid with each map's value range).</summary>
+    IReadOnlyList<(string Input, NdArray Array)> InputRaws(string name, int max) => [];
 }
 
 /// <summary>The common merges: rows concatenated in dataset order, JSON arrays concatenated, a result every shard

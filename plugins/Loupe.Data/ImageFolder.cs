@@ -63,33 +63,32 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
     /// <inheritdoc/>
     public override IDataSource Open(ImageFolderOptions options, DataOpenContext context)
     {
-        var files = Directory.EnumerateFiles(options.Path, "*", options.Recursive ? SearchOption.AllDirectories : SearchOption.TopDirectoryOnly)
-            .Where(f => Extensions.Contains(System.IO.Path.GetExtension(f).ToLowerInvariant()))
-            .OrderBy(f => f, StringComparer.Ordinal).ToList();
+        // Names exactly as stored: one that is not UTF-8 gets an escaped id and is opened by its raw bytes.
+        var all = FolderFiles.List(options.Path, options.Recursive);
+        var files = all.Where(f => Extensions.Contains(System.IO.Path.GetExtension(f.Id).ToLowerInvariant())).ToList();
         if (options.Limit is { } limit) files = files.Take(limit).ToList();
-        var usable = new List<string>();
+        var usable = new List<FolderFile>();
         int skipped = 0;
         foreach (var f in files)
         {
             // Header only: refuse undecodable and oversized images before any pixel buffer is allocated.
             var problem = ImageDecoding.Check(f, context.MaxImagePixels);
             if (problem is null) { usable.Add(f); continue; }
-            if (options.OnError == OnError.Skip) { context.Warn($"skipped {f}: {problem}"); skipped++; }
-            else throw new LoupeException($"{f}: {problem}");
+            if (options.OnError == OnError.Skip) { context.Warn($"skipped {f.Path}: {problem}"); skipped++; }
+            else throw new LoupeException($"{f.Path}: {problem}");
         }
         if (skipped > 0) context.Warn($"image-folder: {skipped} of {files.Count} files skipped (on_error: skip); {usable.Count} images are used");
-        var ignored = Directory.EnumerateFiles(options.Path, "*", options.Recursive ? SearchOption.AllDirectories : SearchOption.TopDirectoryOnly)
-            .Count(f => !Extensions.Contains(System.IO.Path.GetExtension(f).ToLowerInvariant()));
+        var ignored = all.Count(f => !Extensions.Contains(System.IO.Path.GetExtension(f.Id).ToLowerInvariant()));
         if (ignored > 0) context.Warn($"image-folder: {ignored} files in {options.Path} are not images by their extension and were skipped ({string.Join(", ", Extensions)})");
         return new ImageFolderSource(options, usable, context);
     }
 
-    sealed class ImageFolderSource(ImageFolderOptions options, List<string> files, DataOpenContext context) : IDataSource, IRangeDataSource
+    sealed class ImageFolderSource(ImageFolderOptions options, List<FolderFile> files, DataOpenContext context) : IDataSource, IRangeDataSource
     {
         public IDataSource Slice(long start, long count) => new ImageFolderSource(options, files.GetRange((int)start, (int)count), context);
         public long? Count => files.Count;
         public bool Preprocessed => false;
-        public IEnumerable<string> Files => files;
+        public IEnumerable<string> Files => files.Select(f => f.Path);
 
         public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
         {
@@ -101,7 +100,7 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
                 float[] px;
                 try { px = ImageDecoding.Load(f, spec, context.MaxImagePixels, options.Resize, options.ResizeSize); }
                 catch (LoupeException e) when (options.OnError == OnError.Skip) { context.Warn("skipped " + e.Message); continue; }
-                ids.Add(System.IO.Path.GetRelativePath(options.Path, f));
+                ids.Add(f.Id);
                 pixels.AddRange(px);
                 if (ids.Count == batchSize)
                 {
@@ -139,16 +138,16 @@ public static class ImageDecoding
     }
 
     /// <summary>Null when the header is readable and within the pixel budget, else the problem.</summary>
-    public static string? Check(string file, long maxPixels)
+    public static string? Check(string file, long maxPixels) => Check(new FolderFile(file, System.IO.Path.GetFileName(file), null), maxPixels);
+
+    /// <summary>Null when the header is readable and within the pixel budget, else the problem.</summary>
+    public static string? Check(FolderFile file, long maxPixels)
     {
         try
         {
-            // .NET decodes file names as UTF-8: a name that is not UTF-8 comes back with U+FFFD and cannot be reopened.
-            if (file.Contains('\uFFFD') && !File.Exists(file))
-                return "its file name is not valid UTF-8 (shown with �), and .NET cannot open such a name: rename the file (e.g. convmv -f latin1 -t utf8)";
-            // A FIFO blocks the open until a writer comes, a device never ends: refuse before opening.
-            SafeFile.RequireRegular(file, "");
-            using var fs = File.OpenRead(file);
+            // A FIFO blocks the open until a writer comes, a device never ends: refused before reading (a name that
+            // is not UTF-8 is opened by its raw bytes).
+            using var fs = file.OpenRead("");
             Span<byte> head = stackalloc byte[21];
             int got = fs.ReadAtLeast(head, head.Length, false);
             if (got == head.Length && head[..4].SequenceEqual("RIFF"u8) && head[8..16].SequenceEqual("WEBPVP8X"u8) && (head[20] & 0x02) != 0)
@@ -212,14 +211,22 @@ public static class ImageDecoding
     }
 
     /// <summary>Decodes, resizes and scales to [0,1]; returns C×H×W floats.</summary>
-    public static float[] Load(string file, InputSpec spec, long maxPixels, ImageResize resize = ImageResize.Stretch, int? resizeSize = null)
+    public static float[] Load(string file, InputSpec spec, long maxPixels, ImageResize resize = ImageResize.Stretch, int? resizeSize = null) =>
+        Load(new FolderFile(file, System.IO.Path.GetFileName(file), null), spec, maxPixels, resize, resizeSize);
+
+    /// <summary>Decodes, resizes and scales to [0,1]; returns C×H×W floats.</summary>
+    public static float[] Load(FolderFile file, InputSpec spec, long maxPixels, ImageResize resize = ImageResize.Stretch, int? resizeSize = null)
     {
-        if (Check(file, maxPixels) is { } problem) throw new LoupeException($"{file}: {problem}");
+        if (Check(file, maxPixels) is { } problem) throw new LoupeException($"{file.Path}: {problem}");
         Image<Rgb24> img;
         // ImageSharp 2.1 throws all kinds of exceptions on crafted files (NullReference, IndexOutOfRange,
         // DivideByZero, ... found by tools/Loupe.Fuzz): each becomes an error naming the file.
-        try { img = Image.Load<Rgb24>(Config, file); }
-        catch (Exception e) when (e is not OutOfMemoryException) { throw new LoupeException($"{file}: cannot decode image ({e.GetType().Name}: {e.Message})", e); }
+        try
+        {
+            using var stream = file.OpenRead();
+            img = Image.Load<Rgb24>(Config, stream);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException and not LoupeException) { throw new LoupeException($"{file.Path}: cannot decode image ({e.GetType().Name}: {e.Message})", e); }
         if (img.Width != spec.Width || img.Height != spec.Height)
         {
             try { img = Fit(img, spec.Width, spec.Height, resize, resizeSize); }

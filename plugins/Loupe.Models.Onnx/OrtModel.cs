@@ -36,6 +36,9 @@ public sealed class OrtModel : IModel
         _flattenOutput = options.FlattenOutput;
         (DefaultInput, _inputDims) = file.InputSpecFor(options);
         _batchIsOne = OnnxFile.Dims(file.Input)?[0] == 1;
+        // Every output shape that can be inferred from the declared input size is held to the memory budget before
+        // ONNX Runtime sees the graph (it allocates, and constant-folds at session creation, whatever a node asks for).
+        OrtGuard.Check(file, [1, DefaultInput.Channels, DefaultInput.Height, DefaultInput.Width]);
         _sessionOptions = new SessionOptions
         {
             IntraOpNumThreads = options.Threads > 0 ? options.Threads : Math.Max(1, TorchSharp.torch.get_num_threads()),

@@ -6,7 +6,8 @@ using Loupe.Core;
 namespace Loupe.Tests;
 
 /// <summary>Runs every file of the bad-input corpus (tests/corpus, made by make_corpus.py) through the loader a user's
-/// pipeline would use: the pipeline parser and validator for YAML, the model backends for weights and ONNX files, the
+/// pipeline would use: the pipeline parser and validator for YAML, the model backends for weights and ONNX files
+/// (onnx/ through the differentiable <c>onnx</c> backend, onnx-runtime/ through ONNX Runtime), the
 /// data sources (opened and streamed to the end) for .npy, IDX and images. Each bad file must give Loupe's own error
 /// naming the file and what is wrong, within 5 s and 1 GB; odd but valid files must load correctly; no pickle may
 /// ever run code.</summary>
@@ -32,7 +33,7 @@ public sealed class CorpusTests(CorpusTests.Warm warm) : IClassFixture<CorpusTes
             .Where(f => f.Contains('/')).Order().ToList();
         Assert.True(onDisk.Count >= 60, $"{onDisk.Count} corpus files");
         Assert.Equal(onDisk, Expectations.Select(kv => kv.Key).Order().ToList());
-        foreach (var reader in new[] { "yaml", "pt", "safetensors", "onnx", "npy", "idx", "images" })
+        foreach (var reader in new[] { "yaml", "pt", "safetensors", "onnx", "onnx-runtime", "npy", "idx", "images" })
             Assert.Contains(onDisk, f => f.StartsWith(reader + "/"));
     }
 
@@ -91,6 +92,7 @@ public sealed class CorpusTests(CorpusTests.Warm warm) : IClassFixture<CorpusTes
             case "yaml": pipeline = path; break;
             case "pt" or "safetensors": model = $"uses: torchvision\n  with: {{ architecture: fashion-cnn, weights: {Yaml(path)} }}"; goto default;
             case "onnx": model = $"uses: onnx\n  with: {{ path: {Yaml(path)} }}"; goto default;
+            case "onnx-runtime": model = $"uses: onnx-runtime\n  with: {{ path: {Yaml(path)} }}"; goto default;
             case "npy": data = $"uses: npy\n  with: {{ path: {Yaml(path)} }}"; goto default;
             case "idx": data = $"uses: idx\n  with: {{ images: {Yaml(path)}, limit: 64 }}"; goto default;
             case "images":

@@ -95,11 +95,28 @@ public class FigureTests
     }
 
     [Fact]
+    public void EachMapsRangeIsItsMinAndMaxOrItsClipValue()
+    {
+        // Min-max scaling: the ends of the bar are the map's own min and max (NaN ignored).
+        Assert.Equal("-0.5 … 2.25", Explain.RangeText([1f, -0.5f, float.NaN, 2.25f], null));
+        // Captum's scaling: the clip value where the cumulative sum of the sorted |values| first reaches 100 − outlier %
+        // of the total (Captum's _cumulative_sum_threshold). Values 1..100 (total 5050): with no outliers, 100; with 2%,
+        // 98% of 5050 = 4949 is first reached at 99 (1 + … + 98 = 4851, 1 + … + 99 = 4950).
+        var ramp = Enumerable.Range(1, 100).Select(v => (float)v).ToArray();
+        Assert.Equal("0 … 100", Explain.RangeText(ramp, new OverlayStyle { Sign = AttributionSign.Absolute }));
+        Assert.Equal("0 … 99", Explain.RangeText(ramp, new OverlayStyle { OutlierPerc = 2 }));
+        // Signed: ± the clip value of |map|; negative: the clip value of the negative part.
+        Assert.Equal("±3", Explain.RangeText([-3f, 1f, 2f], new OverlayStyle { Sign = AttributionSign.All }));
+        Assert.Equal("−3 … 0", Explain.RangeText([-3f, 1f, 2f], new OverlayStyle { Sign = AttributionSign.Negative }));
+    }
+
+    [Fact]
     public void OverlaySheetHasCaptionsAndAColourBarWithItsRange()
     {
         var tiles = Enumerable.Range(0, 5).Select(i => Tile(40, 40, i)).ToList();
         var bar = new ColourBar(Display.Lut(Colormap.Viridis).ToArray(), "0", "scale", "|attribution| / 99% cum. threshold");
-        var img = Figure.Sheet(tiles, 3, tiles.Select((_, i) => (string?)$"{i:D5}\nclass {i}").ToList(), "sal · saliency", bar);
+        // Each caption ends with its map's range (Explain.RangeText): the bar's "scale" differs per tile.
+        var img = Figure.Sheet(tiles, 3, tiles.Select((_, i) => (string?)$"{i:D5}\nclass {i}\n0 … {0.0123 * (i + 1):G3}").ToList(), "sal · saliency", bar);
         AssertGolden("overlay-grid", img, 0.005, 1.0);
         // The bar: viridis from the bottom (index 0) to the top (index 255), in one column right of the tiles.
         var lut = Display.Lut(Colormap.Viridis).AsSpan();

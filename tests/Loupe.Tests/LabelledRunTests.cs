@@ -35,6 +35,16 @@ public class LabelledRunTests(QuickstartRun quickstart) : IClassFixture<Quicksta
         foreach (var id in columns) Assert.Contains(id, text);
         Assert.Contains(Classes, c => text.Contains("pred: " + c, StringComparison.Ordinal));
         Assert.Contains("true:", text);
+        // Each cell's value range is recorded with its overlay and printed under the cell (issue 23: the numbers the
+        // colours stand for): every comparison cell has one, and OCR reads the upper ends of most of them.
+        var rows = quickstart.Manifest["comparison"]!["rows"]!.AsArray().Select(r => (string)r!).ToList();
+        var ranges = quickstart.Manifest["artifacts"]!.AsArray()
+            .Where(a => (string?)a!["kind"] == "display" && columns.Contains((string)a!["step"]!) && rows.Contains((string?)a!["input"] ?? ""))
+            .Select(a => (string?)a!["range"]).ToList();
+        Assert.Equal(columns.Count * rows.Count, ranges.Count);
+        Assert.All(ranges, r => Assert.Matches(@"^-?[0-9.e-]+ … [0-9.e+-]+$", r ?? "(none)"));
+        int read = ranges.Count(r => text.Contains(r!.Split(' ')[^1], StringComparison.Ordinal));
+        Assert.True(read >= ranges.Count / 2, $"OCR read {read} of {ranges.Count} range ends: {string.Join(", ", ranges)}\n{text}");
         // The figure itself, against its golden copy (overlays may move a level or two between libtorch builds).
         FigureTests.AssertGolden("quickstart-comparison", Png.Load(png), 0.01, 2.0);
     }

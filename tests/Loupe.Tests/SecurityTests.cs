@@ -113,17 +113,47 @@ public class SecurityTests
     }
 
     [Fact]
-    public void A_file_name_that_is_not_utf8_is_a_clear_error_or_skipped()
+    public void File_names_that_are_not_utf8_run_with_distinct_escaped_ids()
     {
-        // Item 13 (partly): .NET cannot open a name that is not UTF-8; it must not end in FileNotFoundException.
+        // Item 13: names that are not UTF-8 (made at run time with raw bytes, never committed) are listed with readdir,
+        // opened by their bytes and given escaped ids ('%XX'); an escaped id that equals a real name ('img%FF.png' is
+        // also a file) gets a suffix, the real name keeps its own. Each output must come from its own file: the maps
+        // equal those of the same images under plain names.
         var dir = TestEnv.TempDir("loupe-sec-latin1");
-        File.Copy(Path.Combine(Corpus, "images", "ok-rgb.png"), Path.Combine(dir, "ok.png"));
-        using (var p = Process.Start("cp", [Path.Combine(Corpus, "images", "ok-rgb.png"), dir + "/caf\u00e9.png"])!) p.WaitForExit(); // UTF-8 name: fine
-        using (var p = Process.Start("bash", ["-c", $"cp '{Path.Combine(Corpus, "images", "ok-rgb.png")}' \"{dir}/$(printf 'caf\\xe8.png')\""])!) p.WaitForExit();
-        Assert.Contains("its file name is not valid UTF-8", Refused(ImageFolderPipeline(dir)).Message);
-        var r = TestEnv.Run(ImageFolderPipeline(dir, "skip"));
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
-        Assert.Equal(2, (long)r.Manifest!["data"]!["count"]!);
+        var plain = TestEnv.TempDir("loupe-sec-latin1-ref");
+        var images = new (string Raw, string Id, string Source)[]
+        {
+            ("img\\xff.png", "img%FF~2.png", "ok-rgb.png"), ("img\\xfe.png", "img%FE.png", "ok-1bit.png"),
+            ("img%FF.png", "img%FF.png", "ok-palette.png"), ("caf\\xe8.png", "caf%E8.png", "ok-baseline.jpg"),
+        };
+        for (int i = 0; i < images.Length; i++)
+        {
+            var source = Path.Combine(Corpus, "images", images[i].Source);
+            using (var p = Process.Start("bash", ["-c", $"cp '{source}' '{dir}/'$'{images[i].Raw}'"])!) p.WaitForExit();
+            File.Copy(source, Path.Combine(plain, $"r{i}.png"));
+        }
+        Assert.Equal(4, Directory.GetFiles(dir).Length);
+        Assert.Equal(3, Directory.GetFiles(dir).Count(f => f.Contains('\uFFFD'))); // what .NET itself sees: undecodable names
+
+        var r = TestEnv.Run(ImageFolderPipeline(dir));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.Equal(4, (long)r.Manifest!["data"]!["count"]!);
+        var raw = r.Manifest["artifacts"]!.AsArray().Where(a => (string?)a!["kind"] == "raw").ToDictionary(a => (string)a!["input"]!, a => (string)a!["path"]!);
+        Assert.Equal(images.Select(i => i.Id).Order(StringComparer.Ordinal), raw.Keys.Order(StringComparer.Ordinal));
+        Assert.Equal(4, raw.Values.Distinct().Count());
+        Assert.All(raw.Values, p => Assert.DoesNotContain('\uFFFD', p));
+
+        var reference = TestEnv.Run(ImageFolderPipeline(plain));
+        Assert.True(reference.ExitCode == 0, string.Join("\n", reference.Errors));
+        var refRaw = reference.Manifest!["artifacts"]!.AsArray().Where(a => (string?)a!["kind"] == "raw").ToDictionary(a => (string)a!["input"]!, a => (string)a!["path"]!);
+        for (int i = 0; i < images.Length; i++)
+        {
+            var got = File.ReadAllBytes(Path.Combine(r.OutDir!, raw[images[i].Id]));
+            var want = File.ReadAllBytes(Path.Combine(reference.OutDir!, refRaw[$"r{i}.png"]));
+            Assert.True(got.AsSpan().SequenceEqual(want), $"{images[i].Id}: its map is not the map of {images[i].Source}");
+        }
+        // The images differ, so a mix-up would show: no two reference maps are equal.
+        Assert.Equal(4, refRaw.Values.Select(p => Convert.ToHexString(File.ReadAllBytes(Path.Combine(reference.OutDir!, p)))).Distinct().Count());
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 namespace Loupe.Tests;
 
-/// <summary>Validation reports every mistake it can find in one pass, before any model loads.</summary>
+/// <summary>Validation reports every mistake it can find in one pass: before any model loads when the model section
+/// itself is wrong; with a valid model section, its layer names and targets too.</summary>
 public class ValidationTests
 {
     [Fact]
@@ -37,6 +38,62 @@ public class ValidationTests
         Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("missing-images.gz"));
         Assert.Contains(errors, e => e.Contains(":14:") && e.Contains("did you mean 'max'"));
         Assert.DoesNotContain("broken.pt", stdout + stderr);
+    }
+
+    static string FiveMistakes(string weights) => $"""
+        version: 1
+        name: five
+        model:
+          uses: torchvision
+          with: {"{"} architecture: fashion-cnn, weights: {weights} {"}"}
+        data:
+          uses: npy
+          with: {"{"} path: missing.npy {"}"}
+        settings:
+          batch_size: 0
+        steps:
+          - id: cam
+            uses: grad-cam
+            with: {"{"} layer: relu33 {"}"}
+          - id: sal
+            uses: saliency
+            target: {"{"} class: 42 {"}"}
+        output:
+          report: pdf
+        """;
+
+    [Fact]
+    public void LayerNamesAndTargetsAreReportedWithTheOtherErrorsInOnePass()
+    {
+        // Issue 23 item 4: a wrong layer name and a wrong target class used to wait for a second 'validate' (they were
+        // checked only once the first pass had no errors); with the model section valid, all five come at once.
+        var dir = TestEnv.TempDir("five-layers");
+        var path = TestEnv.Pipeline(FiveMistakes(TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))), dir);
+        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        Assert.Equal(2, code);
+        var errors = (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList();
+        Assert.True(errors.Count == 5, string.Join("\n", errors));
+        Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("missing.npy"));
+        Assert.Contains(errors, e => e.Contains(":10:") && e.Contains("settings.batch_size"));
+        Assert.Contains(errors, e => e.Contains(":14:") && e.Contains("layer 'relu33' does not exist in the model") && e.Contains("did you mean 'relu3'"));
+        Assert.Contains(errors, e => e.Contains(":17:") && e.Contains("step 'sal' target: class index 42 is out of range: the model has 10 outputs"));
+        Assert.Contains(errors, e => e.Contains(":19:") && e.Contains("'pdf'"));
+    }
+
+    [Fact]
+    public void AModelThatCannotLoadIsReportedOnceAndTheOtherErrorsStand()
+    {
+        var dir = TestEnv.TempDir("five-broken");
+        File.WriteAllText(Path.Combine(dir, "broken.pt"), "not a checkpoint");
+        var path = TestEnv.Pipeline(FiveMistakes("broken.pt"), dir);
+        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        Assert.Equal(2, code);
+        var errors = (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList();
+        Assert.True(errors.Count == 4, string.Join("\n", errors));
+        Assert.Single(errors, e => e.Contains("broken.pt") && e.Contains("layer names and targets could not be checked"));
+        Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("missing.npy"));
+        Assert.Contains(errors, e => e.Contains(":10:") && e.Contains("settings.batch_size"));
+        Assert.Contains(errors, e => e.Contains(":19:") && e.Contains("'pdf'"));
     }
 }
 

@@ -56,6 +56,51 @@ def onnx_cases(g):
       "output shape (200000×200000) is over the memory budget of 1024 MB")
     o("control-chars-in-names.onnx", external("\x1b]0;pwned\x07\x1b[2J.bin"), "'?]0;pwned??[2J.bin', which is missing")
 
+    # The same bombs through the onnx-runtime backend (tests/corpus/onnx-runtime/, loaded with `uses: onnx-runtime`):
+    # ONNX Runtime allocates whatever a node asks for, and constant-folds at session creation, so each output is sized
+    # to allocate 2-4 GB if nothing stopped it (over the 1 GB budget, small enough that malloc would not refuse it).
+    put = g["put"]
+
+    def r(name, nodes_, inits_, expected, opset=13):
+        put("onnx-runtime/" + name, model(nodes_, [X], [Y], inits_, opset=opset), expected)
+
+    def i64(name, values):
+        return helper.make_tensor(name, TensorProto.INT64, [len(values)], values)
+
+    def f32(name, values):
+        return helper.make_tensor(name, TensorProto.FLOAT, [len(values)], values)
+
+    # Each bomb's output e is reduced to one number and added to x, so y depends on it (not dead code).
+    rtail = [helper.make_node("ReduceMean", ["e"], ["m"], keepdims=0), helper.make_node("Add", ["x", "m"], ["s"]),
+             helper.make_node("Flatten", ["s"], ["fl"]), helper.make_node("Slice", ["fl", "z", "ten", "ax"], ["y"])]
+    rinits = [i64("z", [0]), i64("ten", [10]), i64("ax", [1])]
+    budget = "is over the memory budget of 1024 MB"
+    r("resize-bomb.onnx", [helper.make_node("Resize", ["x", "", "scales"], ["e"]), *rtail], [f32("scales", [1, 1, 1000, 1000]), *rinits],
+      "Resize node 'e' (opset 13): output shape (1×1×28000×28000) " + budget)
+    r("upsample-bomb.onnx", [helper.make_node("Upsample", ["x", "scales"], ["e"]), helper.make_node("ReduceMean", ["e"], ["m"], keepdims=0),
+                             helper.make_node("Add", ["x", "m"], ["s"]), helper.make_node("Flatten", ["s"], ["fl"]),
+                             helper.make_node("Slice", ["fl"], ["y"], starts=[0], ends=[10], axes=[1])],
+      [f32("scales", [1, 1, 1000, 1000])], "Upsample node 'e' (opset 9): output shape (1×1×28000×28000) " + budget, opset=9)
+    r("pad-bomb.onnx", [helper.make_node("Pad", ["x", "pads"], ["e"]), *rtail], [i64("pads", [0, 0, 12000, 12000, 0, 0, 12000, 12000]), *rinits],
+      "Pad node 'e' (opset 13): output shape (1×1×24028×24028) " + budget)
+    r("expand-bomb.onnx", [helper.make_node("Expand", ["one", "shape"], ["e"]), *rtail], [f32("one", [1.0]), i64("shape", [30000, 30000]), *rinits],
+      "Expand node 'e' (opset 13): output shape (30000×30000) " + budget)
+    r("constant-of-shape-bomb.onnx", [helper.make_node("ConstantOfShape", ["shape"], ["e"]), *rtail], [i64("shape", [30000, 30000]), *rinits],
+      "ConstantOfShape node 'e' (opset 13): output shape (30000×30000) " + budget)
+    r("tile-bomb.onnx", [helper.make_node("Tile", ["x", "reps"], ["e"]), *rtail], [i64("reps", [1, 1, 1000, 1000]), *rinits],
+      "Tile node 'e' (opset 13): output shape (1×1×28000×28000) " + budget)
+    r("range-bomb.onnx", [helper.make_node("Range", ["start", "limit", "delta"], ["e"]), *rtail],
+      [helper.make_tensor("start", TensorProto.FLOAT, [], [0.0]), helper.make_tensor("limit", TensorProto.FLOAT, [], [9e8]),
+       helper.make_tensor("delta", TensorProto.FLOAT, [], [1.0]), *rinits], "Range node 'e' (opset 13): output shape (900000000) " + budget)
+    r("conv-transpose-bomb.onnx", [helper.make_node("ConvTranspose", ["x", "w1"], ["e"], strides=[1000, 1000]), *rtail],
+      [helper.make_tensor("w1", TensorProto.FLOAT, [1, 1, 1, 1], [1.0]), *rinits], "ConvTranspose node 'e' (opset 13): output shape (1×1×27001×27001) " + budget)
+    # The size computed in the graph, as exporters write it: Shape(x)[2:4] * 1000, then Resize to those sizes.
+    r("computed-size-bomb.onnx", [helper.make_node("Shape", ["x"], ["shp"]), helper.make_node("Slice", ["shp", "two", "four"], ["hw"]),
+                                  helper.make_node("Mul", ["hw", "k"], ["big"]), helper.make_node("Concat", ["nc", "big"], ["sizes"], axis=0),
+                                  helper.make_node("Resize", ["x", "", "", "sizes"], ["e"]), *rtail],
+      [i64("two", [2]), i64("four", [4]), i64("k", [1000]), i64("nc", [1, 1]), *rinits],
+      "Resize node 'e' (opset 13): output shape (1×1×28000×28000) " + budget)
+
 
 def image_cases(g):
     img, ok_img, png, jpg, png_chunk, pattern = g["img"], g["ok_img"], g["png"], g["jpg"], g["png_chunk"], g["pattern"]

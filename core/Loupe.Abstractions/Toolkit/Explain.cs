@@ -147,23 +147,53 @@ public static class Explain
     {
         using var cpu = raw.detach().to(ScalarType.Float32).cpu().contiguous();
         var overlays = StyledOverlays(batch.Pixels, displayMap, style);
+        var shown = displayMap.detach().to(ScalarType.Float32).cpu().contiguous().ToArray<float>();
+        int hw = shown.Length / Math.Max(1, batch.Ids.Length);
         for (int i = 0; i < batch.Ids.Length; i++)
         {
             var target = selection?.Labels[i];
             using var row = cpu[i];
             ctx.Output.Raw(name, batch.Ids[i], new NdArray(row.ToArray<float>(), row.shape), target);
             var overlay = Display.Scale(overlays[i], Display.UpscaleFactor(overlays[i].Width));
-            ctx.Output.Display(name, batch.Ids[i], overlay, target);
+            var range = RangeText(shown.AsSpan(i * hw, hw), style);
+            ctx.Output.Display(name, batch.Ids[i], overlay, target, range);
             if (gridTiles.Count < maxGridTiles)
             {
                 gridTiles.Add(overlay);
-                gridCaptions?.Add(Caption(batch.Ids[i], target));
+                gridCaptions?.Add(Caption(batch.Ids[i], target, range));
             }
         }
     }
 
     /// <summary>A grid tile's caption: input id and target (what a merge of shards can rebuild from the artifacts).</summary>
     public static string Caption(string id, string? target) => target is null ? id : $"{id}\n{target}";
+
+    /// <summary>A grid tile's caption with the value range its colours span (<see cref="RangeText"/>).</summary>
+    public static string Caption(string id, string? target, string range) => $"{Caption(id, target)}\n{range}";
+
+    /// <summary>The values the colour bar's ends stand for on one display map drawn in <paramref name="style"/>: its
+    /// minimum and maximum (min–max scaling), or 0 and the clip value (Captum's scaling; ±clip for signed maps). Each map
+    /// is scaled on its own, so this is a fact of the map alone, the same whether a run is sharded or not.</summary>
+    public static string RangeText(ReadOnlySpan<float> map, OverlayStyle? style)
+    {
+        static string F(double v) => v.ToString("G3", System.Globalization.CultureInfo.InvariantCulture);
+        style ??= new OverlayStyle();
+        if (!style.CaptumScaling)
+        {
+            float min = float.PositiveInfinity, max = float.NegativeInfinity;
+            foreach (var v in map)
+                if (!float.IsNaN(v)) { min = Math.Min(min, v); max = Math.Max(max, v); }
+            return min > max ? "no values" : $"{F(min)} … {F(max)}";
+        }
+        var sign = style.Sign ?? AttributionSign.Absolute;
+        var (_, t) = Display.NormalizeAttribution(map, sign, style.OutlierPerc ?? 0);
+        return sign switch
+        {
+            AttributionSign.All => $"±{F(t)}",
+            AttributionSign.Negative => $"−{F(t)} … 0",
+            _ => $"0 … {F(t)}",
+        };
+    }
 
     /// <summary>Overlays of N×h×w maps on N×C×H×W pixels in <paramref name="style"/> (null: min-max, viridis).</summary>
     public static RgbImage[] StyledOverlays(Tensor pixels, Tensor maps, OverlayStyle? style)

@@ -6,7 +6,8 @@ using Loupe.Abstractions;
 namespace Loupe.Core;
 
 /// <summary>One persisted result, as listed in the manifest.</summary>
-public sealed record ArtifactRecord(string Step, string? Input, string Kind, string Path, long[] Shape, string Dtype, string? Target, string Name);
+public sealed record ArtifactRecord(string Step, string? Input, string Kind, string Path, long[] Shape, string Dtype, string? Target, string Name,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)] string? Range = null);
 
 /// <summary>Persists one step's results under <c>&lt;out&gt;/&lt;step-id&gt;/</c> with atomic writes.</summary>
 public sealed partial class StepArtifactSink(string runDirectory, string stepId, List<ArtifactRecord> records, Dictionary<string, double> metrics) : IArtifactSink
@@ -91,11 +92,14 @@ public sealed partial class StepArtifactSink(string runDirectory, string stepId,
     }
 
     /// <inheritdoc/>
-    public void Display(string name, string? inputId, RgbImage image, string? target = null)
+    public void Display(string name, string? inputId, RgbImage image, string? target = null) => Display(name, inputId, image, target, null);
+
+    /// <inheritdoc/>
+    public void Display(string name, string? inputId, RgbImage image, string? target, string? range)
     {
         var rel = PathFor(name, inputId, ".png");
         Write(rel, Png.Encode(image));
-        Add(new ArtifactRecord(stepId, inputId, "display", rel, [image.Height, image.Width, 3], "uint8", target, name));
+        Add(new ArtifactRecord(stepId, inputId, "display", rel, [image.Height, image.Width, 3], "uint8", target, name, range));
     }
 
     /// <inheritdoc/>

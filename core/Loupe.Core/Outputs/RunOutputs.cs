@@ -73,7 +73,9 @@ internal static class RunOutputs
         var titles = perStep.Select(s => uses.GetValueOrDefault(s.Step) is { Length: > 0 } u && u != s.Step ? $"{s.Step} · {u}" : s.Step).ToList();
         var predictions = Predictions.ById(manifest);
         var rowLabels = inputs.Select(i => predictions.TryGetValue(i, out var p) ? RowLabel(i, p) : i).ToList();
-        var grid = Figure.Table(cells, titles, rowLabels, "Methods × images");
+        // Each cell's value range (what the colours span on that map; recorded with its overlay), under the cell.
+        var captions = inputs.Select(i => (IReadOnlyList<string?>)perStep.Select(s => s.ByInput.TryGetValue(i, out var a) ? a.Range : null).ToList()).ToList();
+        var grid = Figure.Table(cells, titles, rowLabels, "Methods × images", captions.Any(r => r.Any(c => c is not null)) ? captions : null);
         AtomicFile.Write(Path.Combine(outDir, "comparison.png"), Png.Encode(grid));
         artifacts.Add(new ArtifactRecord("comparison", null, "display", "comparison.png", [grid.Height, grid.Width, 3], "uint8", null, "comparison"));
         manifest["comparison"] = new JsonObject

@@ -77,7 +77,9 @@ public static partial class PipelineRunner
         }).ToList();
 
         // 2. Bind options.
+        int beforeModel = errors.Count;
         object? modelOptions = modelDesc is null ? null : OptionsBinder.Bind(modelDesc.OptionsType, m.With, file, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark).Value;
+        bool modelValid = modelDesc is not null && errors.Count == beforeModel;
         object? dataOptions = dataDesc is null ? null : OptionsBinder.Bind(dataDesc.OptionsType, spec.Data!.With, file, $"data '{spec.Data.Uses}'", spec.BaseDirectory, errors, spec.Data.Mark).Value;
         var stepOptions = spec.Steps.Select((s, i) => stepDescs[i] is { } sd
             ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark) : null).ToList();
@@ -96,7 +98,12 @@ public static partial class PipelineRunner
         }
         // Target ids resolve before the model loads, so every naming error is reported together.
         var targetRefs = spec.Steps.Select(s => ResolveTarget(s, registry, file, errors)).ToList();
-        if (errors.Count > 0) throw new PipelineException(errors);
+        if (errors.Count > 0)
+        {
+            // One pass: layer names and targets are checked too when the model section itself is valid.
+            if (modelValid) CheckLayersAndTargets(spec, registry, modelDesc!, modelOptions!, stepDescs, stepOptions, targetRefs, labelsFile, inputOverride, preloaded, errors, warnings);
+            throw new PipelineException(errors);
+        }
 
         // 3. Load the model (its layers are needed to validate the steps).
         var modelAdapter = registry.Create<IModelAdapter>(modelDesc!.Id);
@@ -138,7 +145,7 @@ public static partial class PipelineRunner
             var refs = stepOptions.Where(o => o is not null).SelectMany(o => o!.Layers).ToList();
             var badSteps = new HashSet<int>(Enumerable.Range(0, stepOptions.Count).Where(i => stepOptions[i]?.Layers.Any(r => !layerNames.Contains(r.Layer)) == true));
             foreach (var r in refs.Where(r => !layerNames.Contains(r.Layer)))
-                errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' does not exist in the model{Suggest.DidYouMean(r.Layer, layerNames)}; run 'loupe layers {Path.GetFileName(file)}' to list them"));
+                errors.Add(UnknownLayer(file, r, layerNames));
             var probeLayers = refs.Select(r => r.Layer).Where(layerNames.Contains).Distinct().ToList();
             long outputSize;
             Dictionary<string, long[]> shapes;

@@ -280,6 +280,10 @@ public static partial class ShardMerger
             .SelectMany(s => s.Artifacts.Where(a => a.Step == stepId && a.Input is not null && a.Name == name && a.Kind == "display").Select(a => (a, s)))
             .Take(max).Select(x => (x.a.Input!, x.a.Target, LoadPng(ShardFile(x.s, x.a.Path)))).ToList();
 
+        public IReadOnlyList<(string Input, NdArray Array)> InputRaws(string name, int max) => shards
+            .SelectMany(s => s.Artifacts.Where(a => a.Step == stepId && a.Input is not null && a.Name == name && a.Kind == "raw").Select(a => (a, s)))
+            .Take(max).Select(x => (x.a.Input!, Npy.Read(ShardFile(x.s, x.a.Path)))).ToList();
+
         static RgbImage LoadPng(string path) => Png.Load(path);
     }
 }

@@ -1,0 +1,432 @@
+using Onnx;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.Onnx;
+
+/// <summary>The static fence before ONNX Runtime sees a model (issue 26 item 7): ONNX Runtime allocates whatever a
+/// node's output shape asks for, and constant-folds at session creation, so a hostile file whose Resize, Pad, Expand,
+/// ConstantOfShape, Tile, Range, ConvTranspose, ... output is huge would exhaust memory before any run. This pass
+/// infers every output shape it can from the model's declared input size (batch 1): shapes through the common
+/// operators, and the values of small constant tensors (initializers, <c>Constant</c>, <c>Shape</c> and the integer
+/// arithmetic exporters build sizes with), so sizes computed in the graph are known too. Each inferred output is held
+/// to the same budget as the <c>onnx</c> backend's (<see cref="OnnxNode.MaxOutputBytes"/>); values it cannot infer
+/// (data-dependent shapes, unknown operators, control flow) stay unknown and are left to ONNX Runtime.</summary>
+public static class OrtGuard
+{
+    /// <summary>Constant tensors up to this many elements are tracked by value.</summary>
+    const int MaxTracked = 4096;
+
+    /// <summary>What is known about a value: its shape and, for small constants, its elements (row-major).</summary>
+    sealed record V(long[] Shape, double[]? Data = null, bool Int = false);
+
+    /// <summary>Throws a LoupeException naming the node whose inferred output is over the budget.</summary>
+    public static void Check(OnnxFile file, long[] inputShape) => Shapes(file, inputShape);
+
+    /// <summary>The output shapes the pass infers (value name → shape; values it cannot infer are absent), after
+    /// checking each against the budget (throws a LoupeException naming the first node over it).</summary>
+    public static IReadOnlyDictionary<string, long[]> Shapes(OnnxFile file, long[] inputShape)
+    {
+        var g = file.Model.Graph;
+        var known = new Dictionary<string, V>(StringComparer.Ordinal);
+        foreach (var t in g.Initializer) if (FromTensor(t, file.Source) is { } v) known[t.Name] = v;
+        known[file.Input.Name] = new V(inputShape);
+        int index = 0;
+        foreach (var proto in g.Node)
+        {
+            var n = new OnnxNode(proto, file.Opset, file.Source, index++);
+            var ins = n.Inputs.Select(i => i.Length > 0 ? known.GetValueOrDefault(i) : null).ToArray();
+            V?[] outs;
+            try { outs = Infer(n, ins); }
+            catch (Exception e) when (e is not Abstractions.LoupeException) { outs = []; } // nonsense shapes: ONNX Runtime says so
+            for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
+                if (n.Outputs[k].Length > 0 && outs[k] is { } o)
+                {
+                    n.CheckOutput(o.Shape);
+                    known[n.Outputs[k]] = o;
+                }
+        }
+        return known.Where(kv => kv.Key != file.Input.Name).ToDictionary(kv => kv.Key, kv => kv.Value.Shape, StringComparer.Ordinal);
+    }
+
+    static V? FromTensor(TensorProto t, string source)
+    {
+        var dims = t.Dims.ToArray();
+        if (dims.Any(d => d < 0)) return null;
+        long n = 1;
+        foreach (var d in dims) n = d > 0 && n > MaxTracked ? n : n * d;
+        var dt = (TensorProto.Types.DataType)t.DataType;
+        bool isInt = dt is not (TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Double or TensorProto.Types.DataType.Float16 or TensorProto.Types.DataType.Bfloat16);
+        if (n > MaxTracked) return new V(dims, null, isInt);
+        try
+        {
+            using var scope = NewDisposeScope();
+            return new V(dims, OnnxFile.ToTensor(t, source).to(ScalarType.Float64).data<double>().ToArray(), isInt);
+        }
+        catch (Exception) { return new V(dims, null, isInt); } // unsupported or malformed: ONNX Runtime will say so
+    }
+
+    static readonly HashSet<string> SameShape =
+    [
+        "Identity", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Softplus", "Softsign",
+        "Gelu", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "IsInf",
+        "Softmax", "LogSoftmax", "Hardmax", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "LpNormalization",
+        "LRN", "Clip", "Dropout", "Cast", "CastLike", "Sin", "Cos", "Tan", "ThresholdedRelu", "Shrink", "Mish", "Trilu", "CumSum",
+        "MeanVarianceNormalization", "ReverseSequence", "ScatterND", "ScatterElements", "Scatter",
+    ];
+
+    static readonly HashSet<string> Broadcasting =
+    [
+        "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual",
+        "And", "Or", "Xor", "Mod", "PRelu", "Where", "BitShift",
+    ];
+
+    static V?[] Infer(OnnxNode n, V?[] x)
+    {
+        long[]? S(int i) => i < x.Length ? x[i]?.Shape : null;
+        double[]? D(int i) => i < x.Length ? x[i]?.Data : null;
+        long[]? L(int i) => D(i)?.Select(v => (long)v).ToArray();
+        if (SameShape.Contains(n.OpType))
+        {
+            if (x.Length == 0 || x[0] is not { } a) return [];
+            var data = a.Data is { } d ? n.OpType switch
+            {
+                "Identity" or "Cast" or "CastLike" => d.Select(v => a.Int || IntCast(n) ? Math.Truncate(v) : v).ToArray(),
+                "Neg" => d.Select(v => -v).ToArray(), "Abs" => d.Select(v => Math.Abs(v)).ToArray(), "Floor" => d.Select(v => Math.Floor(v)).ToArray(),
+                "Ceil" => d.Select(v => Math.Ceiling(v)).ToArray(), "Not" => d.Select(v => v == 0 ? 1.0 : 0).ToArray(), "Round" => d.Select(v => Math.Round(v)).ToArray(), "Sqrt" => d.Select(v => Math.Sqrt(v)).ToArray(),
+                _ => null,
+            } : null;
+            var isInt = n.OpType is "Cast" ? IntCast(n) : a.Int;
+            return [new V(a.Shape, data, isInt), new V(a.Shape)];
+        }
+        if (Broadcasting.Contains(n.OpType))
+        {
+            if (x.Length == 0 || x.Any(v => v is null)) return [];
+            var shape = x.Select(v => v!.Shape).Aggregate(Broadcast);
+            bool isInt = n.OpType is "Equal" or "Less" or "Greater" or "LessOrEqual" or "GreaterOrEqual" or "And" or "Or" or "Xor"
+                || x.Skip(n.OpType == "Where" ? 1 : 0).All(v => v!.Int);
+            return [new V(shape, Arithmetic(n.OpType, x!, shape), isInt)];
+        }
+        switch (n.OpType)
+        {
+            case "Constant":
+            {
+                if (n.Attribute("value") is { T: { } t }) return [FromTensor(t, n.Where)];
+                if (n.Attribute("value_float") is { } f) return [new V([], [f.F])];
+                if (n.Attribute("value_floats") is { } fs) return [new V([fs.Floats.Count], fs.Floats.Select(v => (double)v).ToArray())];
+                if (n.Attribute("value_int") is { } i) return [new V([], [i.I], true)];
+                if (n.Attribute("value_ints") is { } @is) return [new V([@is.Ints.Count], @is.Ints.Select(v => (double)v).ToArray(), true)];
+                return [];
+            }
+            case "Shape":
+            {
+                if (S(0) is not { } s) return [];
+                long r = s.Length, start = Axis(n.Int("start", 0), r, true), end = n.Has("end") ? Axis(n.Int("end", r), r, true) : r;
+                var dims = s.Skip((int)start).Take((int)Math.Max(end - start, 0)).Select(v => (double)v).ToArray();
+                return [new V([dims.Length], dims, true)];
+            }
+            case "Size": return S(0) is { } sz ? [new V([], [sz.Aggregate(1L, (p, v) => p * v)], true)] : [];
+            case "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool" or "LpPool": return [Windowed(n, S(0), S(1)), Windowed(n, S(0), S(1))];
+            case "GlobalAveragePool" or "GlobalMaxPool" or "GlobalLpPool":
+                return S(0) is { Length: > 2 } gs ? [new V([gs[0], gs[1], .. gs.Skip(2).Select(_ => 1L)])] : [];
+            case "Gemm":
+            {
+                if (S(0) is not { Length: 2 } a || S(1) is not { Length: 2 } b) return [];
+                return [new V([n.Int("transA", 0) != 0 ? a[1] : a[0], n.Int("transB", 0) != 0 ? b[0] : b[1]])];
+            }
+            case "MatMul":
+            {
+                if (S(0) is not { Length: > 0 } a || S(1) is not { Length: > 0 } b) return [];
+                if (a.Length == 1 && b.Length == 1) return [new V([])];
+                if (b.Length == 1) return [new V(a[..^1])];
+                if (a.Length == 1) return [new V([.. b[..^2], b[^1]])];
+                return [new V([.. Broadcast(a[..^2], b[..^2]), a[^2], b[^1]])];
+            }
+            case "Flatten":
+            {
+                if (S(0) is not { } s) return [];
+                long axis = Axis(n.Int("axis", 1), s.Length, true);
+                return [new V([Product(s.Take((int)axis)), Product(s.Skip((int)axis))])];
+            }
+            case "Reshape":
+            {
+                if (S(0) is not { } s || L(1) is not { } wanted) return [];
+                bool allowZero = n.Int("allowzero", 0) != 0;
+                var shape = wanted.Select((v, i) => v == 0 && !allowZero ? s[i] : v).ToArray();
+                int unknown = Array.IndexOf(shape, -1L);
+                if (unknown >= 0)
+                {
+                    long rest = Product(shape.Where((_, i) => i != unknown));
+                    shape[unknown] = rest == 0 ? 0 : Product(s) / rest;
+                }
+                return [new V(shape, x[0]!.Data, x[0]!.Int)];
+            }
+            case "Transpose":
+            {
+                if (S(0) is not { } s) return [];
+                var perm = n.Ints("perm") ?? Enumerable.Range(0, s.Length).Reverse().Select(i => (long)i).ToArray();
+                var shape = perm.Select(p => s[p]).ToArray();
+                // Output index o along output axis k reads input axis perm[k]: gather through the inverse permutation.
+                var data = x[0]!.Data is { } d ? Gather(s, shape, d, (o, k) => o, perm) : null;
+                return [new V(shape, data, x[0]!.Int)];
+            }
+            case "Concat":
+            {
+                if (x.Length == 0 || x.Any(v => v is null)) return [];
+                var first = x[0]!.Shape;
+                long axis = Axis(n.Int("axis", 0), first.Length, false);
+                var shape = first.ToArray();
+                shape[axis] = x.Sum(v => v!.Shape[axis]);
+                var data = first.Length == 1 && x.All(v => v!.Data is not null) ? x.SelectMany(v => v!.Data!).ToArray() : null;
+                return [new V(shape, data, x.All(v => v!.Int))];
+            }
+            case "Squeeze" or "Unsqueeze":
+            {
+                if (S(0) is not { } s) return [];
+                var axes = n.Opset >= 13 ? x.Length > 1 ? L(1) : null : n.Ints("axes");
+                if (n.OpType == "Squeeze")
+                {
+                    var drop = axes?.Select(a => Axis(a, s.Length, false)).ToHashSet();
+                    return [new V(s.Where((d, i) => drop is null ? d != 1 : !drop.Contains(i)).ToArray(), x[0]!.Data, x[0]!.Int)];
+                }
+                if (axes is null) return [];
+                int rank = s.Length + axes.Length;
+                var at = axes.Select(a => Axis(a, rank, false)).ToHashSet();
+                var shape = new long[rank];
+                for (int i = 0, j = 0; i < rank; i++) shape[i] = at.Contains(i) ? 1 : s[j++];
+                return [new V(shape, x[0]!.Data, x[0]!.Int)];
+            }
+            case "Gather":
+            {
+                if (S(0) is not { } s || S(1) is not { } q) return [];
+                long axis = Axis(n.Int("axis", 0), s.Length, false);
+                long[] shape = [.. s.Take((int)axis), .. q, .. s.Skip((int)axis + 1)];
+                double[]? data = null;
+                if (s.Length == 1 && D(0) is { } d && L(1) is { } idx && idx.All(i => i >= -d.Length && i < d.Length))
+                    data = idx.Select(i => d[i < 0 ? i + d.Length : i]).ToArray();
+                return [new V(shape, data, x[0]!.Int)];
+            }
+            case "Slice": return [Slice(n, x)];
+            case "ReduceMean" or "ReduceSum" or "ReduceMax" or "ReduceMin" or "ReduceProd" or "ReduceL1" or "ReduceL2" or "ReduceLogSum"
+                or "ReduceLogSumExp" or "ReduceSumSquare" or "ArgMax" or "ArgMin":
+            {
+                if (S(0) is not { } s) return [];
+                bool keep = n.Int("keepdims", 1) != 0;
+                long[]? axes = n.OpType.StartsWith("Arg") ? [n.Int("axis", 0)] : n.OpType == "ReduceSum" && n.Opset >= 13 ? x.Length > 1 ? L(1) : null : n.Ints("axes");
+                if (n.OpType == "ReduceSum" && n.Opset >= 13 && x.Length > 1 && x[1] is not null && axes is null) return [];
+                var set = (axes is { Length: > 0 } ? axes : Enumerable.Range(0, s.Length).Select(i => (long)i)).Select(a => Axis(a, s.Length, false)).ToHashSet();
+                if (axes is { Length: 0 } && n.Int("noop_with_empty_axes", 0) != 0) set.Clear();
+                return [new V(s.Select((d, i) => set.Contains(i) ? keep ? 1 : -1 : d).Where(d => d >= 0).ToArray())];
+            }
+            case "Pad":
+            {
+                if (S(0) is not { } s) return [];
+                var pads = n.Opset < 11 ? n.Ints("pads") : L(1);
+                if (pads is null || pads.Length != 2 * s.Length) return [];
+                return [new V(s.Select((d, i) => d + pads[i] + pads[i + s.Length]).ToArray())];
+            }
+            case "Resize" or "Upsample":
+            {
+                if (S(0) is not { } s) return [];
+                var sizes = n.OpType == "Resize" && n.Opset >= 11 && x.Length > 3 ? L(3) : null;
+                if (sizes is { Length: > 0 } && sizes.Length == s.Length) return [new V(sizes)];
+                var scales = n.OpType == "Upsample" && n.Opset < 9 ? n.Attribute("scales")?.Floats.Select(f => (double)f).ToArray()
+                    : D(n.OpType == "Resize" && n.Opset >= 11 ? 2 : 1);
+                if (scales is null || scales.Length != s.Length) return [];
+                return [new V(s.Select((d, i) => Floor(d * scales[i])).ToArray())];
+            }
+            case "Expand": return S(0) is { } es && L(1) is { } to ? [new V(Broadcast(es, to))] : [];
+            case "ConstantOfShape":
+            {
+                if (L(0) is not { } shape) return [];
+                if (shape.Any(d => d < 0)) return [];
+                n.CheckOutput(shape);
+                var fill = n.Attribute("value") is { T: { } t } ? FromTensor(t, n.Where) : null;
+                double[]? data = Product(shape) <= MaxTracked ? Enumerable.Repeat(fill?.Data is [var f] ? f : 0, (int)Product(shape)).ToArray() : null;
+                return [new V(shape, data, fill?.Int ?? false)];
+            }
+            case "Tile":
+                return S(0) is { } ts && L(1) is { } reps && reps.Length == ts.Length ? [new V(ts.Select((d, i) => Product([d, Math.Max(reps[i], 0)])).ToArray())] : [];
+            case "Range":
+            {
+                if (D(0) is not [var start] || D(1) is not [var limit] || D(2) is not [var delta] || delta == 0) return [];
+                double steps = Math.Ceiling((limit - start) / delta);
+                long count = steps > long.MaxValue / 2 ? long.MaxValue / 2 : (long)Math.Max(steps, 0);
+                double[]? data = count <= MaxTracked ? Enumerable.Range(0, (int)count).Select(i => start + i * delta).ToArray() : null;
+                return [new V([count], data, x.All(v => v!.Int))];
+            }
+            case "OneHot":
+            {
+                if (S(0) is not { } s || D(1) is not [var depth]) return [];
+                long axis = Axis(n.Int("axis", -1), s.Length + 1, false);
+                var shape = s.ToList();
+                shape.Insert((int)axis, (long)depth);
+                return [new V(shape.ToArray())];
+            }
+            case "TopK":
+            {
+                if (S(0) is not { } s) return [];
+                long k = n.Opset < 10 ? n.Int("k", 1) : L(1) is [var kk] ? kk : -1;
+                if (k < 0) return [];
+                var shape = s.ToArray();
+                shape[Axis(n.Int("axis", -1), s.Length, false)] = k;
+                return [new V(shape), new V(shape, null, true)];
+            }
+            case "Split":
+            {
+                if (S(0) is not { } s) return [];
+                long axis = Axis(n.Int("axis", 0), s.Length, false);
+                var parts = n.Opset < 13 ? n.Ints("split") : x.Length > 1 ? L(1) : null;
+                int outputs = n.Outputs.Length;
+                parts ??= s[axis] % outputs == 0 ? Enumerable.Repeat(s[axis] / outputs, outputs).ToArray() : null;
+                if (parts is null || parts.Length != outputs) return [];
+                return parts.Select(p => { var o = s.ToArray(); o[axis] = p; return (V?)new V(o); }).ToArray();
+            }
+            case "DepthToSpace" or "SpaceToDepth":
+            {
+                if (S(0) is not { Length: 4 } s) return [];
+                long b = n.Int("blocksize", 1);
+                if (b <= 0) return [];
+                return n.OpType == "DepthToSpace" ? [new V([s[0], s[1] / (b * b), s[2] * b, s[3] * b])] : [new V([s[0], s[1] * b * b, s[2] / b, s[3] / b])];
+            }
+            default: return [];
+        }
+    }
+
+    static bool IntCast(OnnxNode n) => n.OpType == "Cast" && n.Int("to", 1) is not (1 or 10 or 11 or 16);
+
+    static long Axis(long a, long rank, bool clamp) => clamp ? Math.Clamp(a < 0 ? a + rank : a, 0, rank) : a < 0 ? a + rank : a;
+
+    static long Product(IEnumerable<long> s) => s.Aggregate(1L, (p, d) => d > 0 && p > long.MaxValue / d ? long.MaxValue : p * d);
+
+    static long Floor(double v) => v >= long.MaxValue ? long.MaxValue : (long)Math.Floor(v);
+
+    /// <summary>Numpy broadcasting (throws on incompatible shapes: the pass then leaves the value unknown).</summary>
+    static long[] Broadcast(long[] a, long[] b)
+    {
+        int r = Math.Max(a.Length, b.Length);
+        var o = new long[r];
+        for (int i = 0; i < r; i++)
+        {
+            long x = i < r - a.Length ? 1 : a[i - (r - a.Length)], y = i < r - b.Length ? 1 : b[i - (r - b.Length)];
+            o[i] = x == y || y == 1 ? x : x == 1 ? y : throw new ArgumentException("incompatible shapes");
+        }
+        return o;
+    }
+
+    /// <summary>Elementwise arithmetic, comparisons and Where on small known values (shape computations), or null.</summary>
+    static double[]? Arithmetic(string op, V?[] x, long[] shape)
+    {
+        if (x.Length is < 2 or > 3 || x.Length == 3 && op != "Where" || x.Any(v => v!.Data is null) || Product(shape) > MaxTracked) return null;
+        bool ints = x.Skip(op == "Where" ? 1 : 0).All(v => v!.Int);
+        int count = (int)Product(shape);
+        double At(V v, int i) => v.Data!.Length == 1 ? v.Data[0] : v.Data.Length == count ? v.Data[i] : double.NaN;
+        var result = new double[count];
+        for (int i = 0; i < count; i++)
+        {
+            double p = At(x[0]!, i), q = At(x[1]!, i), w = x.Length == 3 ? At(x[2]!, i) : 0;
+            if (double.IsNaN(p) || double.IsNaN(q) || double.IsNaN(w)) return null;
+            result[i] = op switch
+            {
+                "Add" => p + q, "Sub" => p - q, "Mul" => p * q, "Max" => Math.Max(p, q), "Min" => Math.Min(p, q),
+                "Div" => q == 0 ? double.NaN : ints ? Math.Truncate(p / q) : p / q,
+                "Mod" when ints && q != 0 => (p % q + q) % q, // fmod = 0: the sign of the divisor, as Python's %
+                "Equal" => p == q ? 1 : 0, "Less" => p < q ? 1 : 0, "Greater" => p > q ? 1 : 0,
+                "LessOrEqual" => p <= q ? 1 : 0, "GreaterOrEqual" => p >= q ? 1 : 0,
+                "And" => p != 0 && q != 0 ? 1 : 0, "Or" => p != 0 || q != 0 ? 1 : 0,
+                "Where" => p != 0 ? q : w,
+                _ => double.NaN,
+            };
+            if (double.IsNaN(result[i])) return null;
+        }
+        return result;
+    }
+
+    /// <summary>Conv, ConvTranspose and pooling output shapes (kernel from the attribute or the weight).</summary>
+    static V? Windowed(OnnxNode n, long[]? s, long[]? w)
+    {
+        if (s is not { Length: > 2 }) return null;
+        int sp = s.Length - 2;
+        bool conv = n.OpType is "Conv" or "ConvTranspose", transposed = n.OpType == "ConvTranspose";
+        if (conv && w is not { } || conv && w!.Length != s.Length) return null;
+        var kernel = n.Ints("kernel_shape") ?? (conv ? w![2..] : null);
+        if (kernel is null || kernel.Length != sp) return null;
+        long[] strides = n.Ints("strides") ?? Enumerable.Repeat(1L, sp).ToArray(), dil = n.Ints("dilations") ?? Enumerable.Repeat(1L, sp).ToArray();
+        long[] pads = n.Ints("pads") ?? new long[2 * sp];
+        if (strides.Length != sp || dil.Length != sp || pads.Length != 2 * sp || strides.Any(v => v <= 0)) return null;
+        var autoPad = n.String("auto_pad", "NOTSET");
+        bool ceil = n.Int("ceil_mode", 0) != 0;
+        var shape = new long[s.Length];
+        shape[0] = s[0];
+        shape[1] = !conv ? s[1] : transposed ? w![1] * n.Int("group", 1) : w![0];
+        var outputShape = n.Ints("output_shape");
+        var outPad = n.Ints("output_padding") ?? new long[sp];
+        for (int i = 0; i < sp; i++)
+        {
+            long input = s[i + 2], k = (kernel[i] - 1) * dil[i] + 1;
+            if (transposed)
+                shape[i + 2] = outputShape is { } os && os.Length == sp ? os[i]
+                    : autoPad is "SAME_UPPER" or "SAME_LOWER" ? input * strides[i]
+                    : strides[i] * (input - 1) + (i < outPad.Length ? outPad[i] : 0) + k - pads[i] - pads[i + sp];
+            else if (autoPad is "SAME_UPPER" or "SAME_LOWER") shape[i + 2] = (input + strides[i] - 1) / strides[i];
+            else
+            {
+                long span = input + (autoPad == "VALID" ? 0 : pads[i] + pads[i + sp]) - k;
+                shape[i + 2] = (ceil ? (span + strides[i] - 1) / strides[i] : span / strides[i]) + 1;
+            }
+        }
+        return new V(shape);
+    }
+
+    /// <summary>Elements of an output of shape <paramref name="outShape"/> read from <paramref name="data"/> (shape
+    /// <paramref name="inShape"/>): output axis k at position o reads input axis <c>axes[k]</c> (default k) at
+    /// <c>index(o, k)</c>.</summary>
+    static double[] Gather(long[] inShape, long[] outShape, double[] data, Func<long, int, long> index, long[]? axes = null)
+    {
+        var inStrides = new long[inShape.Length];
+        for (int k = inShape.Length - 1, st = 1; k >= 0; st *= (int)inShape[k], k--) inStrides[k] = st;
+        int count = (int)Product(outShape);
+        var result = new double[count];
+        var at = new long[outShape.Length];
+        for (int i = 0; i < count; i++)
+        {
+            long offset = 0;
+            for (int k = 0; k < outShape.Length; k++) offset += index(at[k], k) * inStrides[axes is null ? k : axes[k]];
+            result[i] = data[offset];
+            for (int k = outShape.Length - 1; k >= 0 && ++at[k] == outShape[k]; k--) at[k] = 0;
+        }
+        return result;
+    }
+
+    static V? Slice(OnnxNode n, V?[] x)
+    {
+        if (x[0] is not { } a) return null;
+        var s = a.Shape;
+        long[]? L(int i) => i < x.Length ? x[i]?.Data?.Select(v => v >= long.MaxValue ? long.MaxValue : v <= long.MinValue ? long.MinValue : (long)v).ToArray() : null;
+        long[]? starts, ends, axes, steps = null;
+        if (n.Opset < 10) (starts, ends, axes) = (n.Ints("starts"), n.Ints("ends"), n.Ints("axes"));
+        else
+        {
+            (starts, ends) = (L(1), L(2));
+            axes = x.Length > 3 && n.Inputs[3].Length > 0 ? L(3) ?? [-999] : null;
+            steps = x.Length > 4 && n.Inputs[4].Length > 0 ? L(4) ?? [0] : null;
+            if (axes is [-999] || steps is [0]) return null;
+        }
+        if (starts is null || ends is null || starts.Length != ends.Length) return null;
+        axes ??= Enumerable.Range(0, starts.Length).Select(i => (long)i).ToArray();
+        steps ??= Enumerable.Repeat(1L, starts.Length).ToArray();
+        var shape = s.ToArray();
+        var ranges = s.Select(d => (Start: 0L, Step: 1L, Count: d)).ToArray();
+        for (int i = 0; i < starts.Length; i++)
+        {
+            long ax = Axis(axes[i], s.Length, false), dim = s[ax], step = steps[i];
+            if (step == 0) return null;
+            long st = starts[i] < 0 ? starts[i] + dim : starts[i], en = ends[i] < 0 ? ends[i] + dim : ends[i];
+            (st, en) = step > 0 ? (Math.Clamp(st, 0, dim), Math.Clamp(en, 0, dim)) : (Math.Clamp(st, 0, dim - 1), Math.Clamp(en, -1, dim - 1));
+            long count = step > 0 ? Math.Max((en - st + step - 1) / step, 0) : Math.Max((st - en - step - 1) / -step, 0);
+            shape[ax] = count;
+            ranges[ax] = (st, step, count);
+        }
+        var data = a.Data is { } d ? Gather(s, shape, d, (o, k) => ranges[k].Start + o * ranges[k].Step) : null;
+        return new V(shape, data, a.Int);
+    }
+}
