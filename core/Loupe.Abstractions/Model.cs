@@ -46,6 +46,36 @@ public interface IModelInterventions
     IDisposable OverrideRelu(ReluRule rule);
 }
 
+/// <summary>Optional model feature: a layer's *input* instead of its output (Captum's <c>attribute_to_layer_input=True</c>).
+/// The TorchSharp backend uses forward pre-hooks (the tensor the module receives); the onnx interpreter the value the
+/// node reads (its first input).</summary>
+public interface ILayerInputs
+{
+    /// <summary>As <see cref="IModel.Capture"/>, for the inputs of <paramref name="layers"/> (indexed by layer name).</summary>
+    ILayerCapture CaptureInputs(IReadOnlyCollection<string> layers, bool forGradients);
+    /// <summary>As <see cref="IModelInterventions.Intervene"/>, for the input of <paramref name="layer"/>.</summary>
+    IDisposable InterveneInput(string layer, Func<Tensor, Tensor> transform);
+}
+
+/// <summary>Helpers for options that attribute to a layer's input.</summary>
+public static class LayerInputs
+{
+    /// <summary>Description of the <c>attribute_to_layer_input</c> options.</summary>
+    public const string Description = "attribute to the layer's input instead of its output (Captum's attribute_to_layer_input=True): the tensor the module receives (torchvision) or the value the node reads (onnx)";
+
+    /// <summary>The model's layer-input feature, or a clear error naming <paramref name="who"/>.</summary>
+    public static ILayerInputs Of(IModel model, string who) => model as ILayerInputs
+        ?? throw new LoupeException($"{who}: attribute_to_layer_input needs a backend that exposes layer inputs (torchvision, onnx); {model.GetType().Name} does not");
+
+    /// <summary>A validation error when the model cannot give layer inputs (null when it can, or when not asked).</summary>
+    public static string? Check(bool asked, object? model) =>
+        asked && model is IModel m && m is not ILayerInputs ? $"attribute_to_layer_input: this model backend ({m.GetType().Name}) does not expose layer inputs; the torchvision and onnx backends do" : null;
+
+    /// <summary>Replaces the output (or, with <paramref name="input"/>, the input) of <paramref name="layer"/> on every forward.</summary>
+    public static IDisposable Intervene(IModel model, string layer, bool input, Func<Tensor, Tensor> transform, string who) =>
+        input ? Of(model, who).InterveneInput(layer, transform) : ((IModelInterventions)model).Intervene(layer, transform);
+}
+
 /// <summary>How raw pixels become model input: resize to <see cref="Height"/>×<see cref="Width"/>,
 /// scale uint8 to [0,1] (÷255), then (x − mean) / std per channel.</summary>
 public sealed record InputSpec(int Channels, int Height, int Width, float[] Mean, float[] Std)

@@ -11,6 +11,9 @@ public record LayerOptions
     /// <summary>Layer.</summary>
     [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
     public string Layer { get; init; } = "";
+    /// <summary>The layer's input instead of its output.</summary>
+    [Description(LayerInputs.Description)]
+    public bool AttributeToLayerInput { get; init; }
 }
 
 /// <summary>Options of the path methods at a layer (layer-conductance, internal-influence, layer-integrated-gradients).</summary>
@@ -42,6 +45,12 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
     /// <inheritdoc/>
     protected override string RawName => ArtifactName + "-layer";
 
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
+    {
+        if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
+    }
+
     /// <summary>The layer attribution of a batch (N×K×h×w).</summary>
     protected abstract Tensor LayerMap(TOptions options, AttributionInput input, TargetSelection selection);
 
@@ -50,7 +59,7 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
     {
         var (_, _, selection) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
         var layer = LayerMap(options, input, selection);
-        if (layer.dim() != 4) throw new LoupeException($"{ArtifactName}: layer '{options.Layer}' gives {layer.dim()}-D outputs; choose a layer with N×K×h×w outputs");
+        if (layer.dim() != 4) throw new LoupeException($"{ArtifactName}: layer '{options.Layer}' gives {layer.dim()}-D {(options.AttributeToLayerInput ? "inputs" : "outputs")}; choose a layer with N×K×h×w {(options.AttributeToLayerInput ? "inputs" : "outputs")}");
         var map = Display.Resize(layer.sum(1, keepdim: false), input.Input.shape[2], input.Input.shape[3]);
         return new AttributionResult(map, selection, layer);
     }
@@ -59,11 +68,12 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
 /// <summary>Steps shared by the layer and neuron path methods.</summary>
 public static class LayerPaths
 {
-    /// <summary>Activations and ∂(target)/∂A at <paramref name="points"/> (both detached).</summary>
-    public static (Tensor Activation, Tensor Gradient) LayerGradient(IAnalysisContext ctx, string layer, Tensor points, TargetSelection selection)
+    /// <summary>Activations and ∂(target)/∂A at <paramref name="points"/> (both detached); with <paramref name="layerInput"/>
+    /// A is the layer's input (Captum's attribute_to_layer_input=True).</summary>
+    public static (Tensor Activation, Tensor Gradient) LayerGradient(IAnalysisContext ctx, string layer, Tensor points, TargetSelection selection, bool layerInput = false)
     {
         using var scope = NewDisposeScope();
-        var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, points, [layer], forGradients: true, selection);
+        var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, points, [layer], forGradients: true, layerInput, selection);
         using (capture)
         {
             var a = capture[layer];
@@ -103,7 +113,7 @@ public sealed class LayerGradientXActivation : LayerAttribution<LayerOptions>
     /// <inheritdoc/>
     protected override Tensor LayerMap(LayerOptions options, AttributionInput input, TargetSelection selection)
     {
-        var (a, g) = LayerPaths.LayerGradient(input.Context, options.Layer, input.Input, selection);
+        var (a, g) = LayerPaths.LayerGradient(input.Context, options.Layer, input.Input, selection, options.AttributeToLayerInput);
         return a * g;
     }
 }
@@ -123,7 +133,7 @@ public sealed class InternalInfluence : LayerAttribution<LayerPathOptions>
         Tensor? sum = null;
         LayerPaths.Path(ctx, input.Input, LayerPaths.Baseline(options, input), alphas, options.InternalBatchSize, selection, (s0, k, points, sel) =>
         {
-            var (_, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel);
+            var (_, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel, options.AttributeToLayerInput);
             var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view([k, 1, 1, 1, 1]);
             var part = (g.view([k, n, .. g.shape.Skip(1)]) * w).sum(0, keepdim: false);
             if (sum is null) sum = part.MoveToOuterDisposeScope(); else sum.add_(part);
@@ -148,7 +158,7 @@ public sealed class LayerConductance : LayerAttribution<LayerPathOptions>
         Tensor? sum = null, lastA = null, lastG = null;
         LayerPaths.Path(ctx, input.Input, LayerPaths.Baseline(options, input), alphas, options.InternalBatchSize, selection, (_, k, points, sel) =>
         {
-            var (a, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel);
+            var (a, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel, options.AttributeToLayerInput);
             var av = a.view([k, n, .. a.shape.Skip(1)]); var gv = g.view([k, n, .. g.shape.Skip(1)]);
             // Differences with the previous chunk's last point, then within the chunk.
             var prevA = lastA is null ? av[..^1] : cat([lastA.unsqueeze(0), av[..^1]], 0);
