@@ -121,7 +121,7 @@ sealed class RescaleNonlinear : autograd.SingleTensorFunction<RescaleNonlinear>
         var g = grad.contiguous();
         var r = where(small, Rescale.OwnGradient(pre, g, kind, dim), g * ratio);
         if (kind == Nonlinearity.Softmax) r = r - r.sum() / r.numel();   // Captum's softmax rule: over all 2N rows
-        return [scope.MoveToOuter(r)];
+        return [scope.MoveToOuter(r), null!, null!];   // one gradient per argument (kind and dim get none)
     }
 }
 

@@ -9,8 +9,11 @@ namespace Loupe.Analysis.Decisions;
 public sealed record DeepLiftOptions
 {
     /// <summary>Baseline.</summary>
-    [Description("reference input x′: zero (normalised; Captum's default), black, mean or blur")]
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("reference input x′ (also spelled fill): zero (normalised; Captum's default), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
+    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
@@ -45,6 +48,10 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "deeplift";
 
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(DeepLiftOptions options, AnalysisValidationContext context) =>
+        Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput);
+
     /// <summary>Multipliers × (x − x′) for rows of inputs and references (same count).</summary>
     public static Tensor Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection selection, int slot)
     {
@@ -71,7 +78,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     {
         var ctx = input.Context;
         var (_, _, selection) = Explain.Scores(ctx, input.Input, input.Selection, input.Slot);
-        var reference = Perturbation.Baseline(input.Input, options.Baseline, options.BlurSigma, ctx.Input);
+        var reference = Perturbation.Baseline(input.Input, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill");
         return new AttributionResult(Attribute(ctx, input.Input, reference, selection, input.Slot), selection);
     }
 }

@@ -26,8 +26,11 @@ public record LayerPathOptions : LayerOptions
     [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle")]
     public IntegrationRule Method { get; init; } = IntegrationRule.GaussLegendre;
     /// <summary>Baseline.</summary>
-    [Description("input baseline x′: zero (normalised; Captum's default), black, mean or blur")]
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("input baseline x′ (also spelled fill): zero (normalised; Captum's default), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
+    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
@@ -49,6 +52,7 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
     public override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
     {
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
+        if (options is LayerPathOptions p) foreach (var c in Perturbation.CheckConstant(p.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
     }
 
     /// <summary>The layer attribution of a batch (N×K×h×w).</summary>
@@ -102,7 +106,7 @@ public static class LayerPaths
 
     /// <summary>The input baseline of a path method.</summary>
     public static Tensor Baseline(LayerPathOptions o, AttributionInput input) =>
-        Perturbation.Baseline(input.Input, o.Baseline, o.BlurSigma, input.Context.Input);
+        Perturbation.Baseline(input.Input, o.Baseline, o.BlurSigma, input.Context.Input, o.BaselineValue, "fill");
 }
 
 /// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer.</summary>

@@ -78,6 +78,7 @@ public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOpt
     {
         if (options.Neuron is not { Length: 3 } nu || nu.Any(v => v < 0)) yield return "neuron must be [channel, y, x], each ≥ 0";
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
+        foreach (var c in Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
     }
 
     /// <inheritdoc/>

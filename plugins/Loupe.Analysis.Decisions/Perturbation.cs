@@ -21,7 +21,7 @@ public enum Fill
 public static class Perturbation
 {
     /// <summary>Description of the constant-fill options.</summary>
-    public const string ConstantDescription = "a constant instead: one value or one per channel, in normalised input space (as Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]; overrides ";
+    public const string ConstantDescription = "older spelling of a constant given to ";
 
     /// <summary>Checks a constant fill against the input's channel count.</summary>
     public static IEnumerable<string> CheckConstant(float[]? values, string option, InputSpec spec)
