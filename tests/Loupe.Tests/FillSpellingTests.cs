@@ -60,12 +60,16 @@ public class FillSpellingTests
         var r = TestEnv.Run(TestEnv.FixturePipeline("""
               - { id: occ, uses: occlusion, with: { fill: 0.5, fill_value: 0.3 } }
               - { id: ig, uses: integrated-gradients, with: { fill: purple } }
-              - { id: dl, uses: deeplift, with: { fill: [0.1, 0.2] } }
             """));
         Assert.Equal(2, r.ExitCode);
         var all = string.Join("\n", r.Errors);
         Assert.Contains("option 'fill_value' given twice", all);
         Assert.Contains("'purple' is not one of zero, mean, blur, black", all);
-        Assert.Contains("option 'fill': give one value or one per channel (1), got 2", all);
+        // A constant of the wrong length is caught by the method's validation (binding succeeded).
+        var length = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: dl, uses: deeplift, with: { fill: [0.1, 0.2] } }
+            """));
+        Assert.Equal(2, length.ExitCode);
+        Assert.Contains("option 'fill': give one value or one per channel (1), got 2", string.Join("\n", length.Errors));
     }
 }
