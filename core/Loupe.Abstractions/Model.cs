@@ -31,7 +31,8 @@ public enum ReluRule
     /// <summary>DeconvNet: pass relu(incoming gradient), whatever the forward input was.</summary>
     Deconvnet,
     /// <summary>DeepLift's rescale rule (Captum's conventions): the batch is [inputs; references] (2N rows); every ReLU
-    /// back-propagates Δout/Δin between the two halves, and so does every max pool (Captum's maxpool rule).</summary>
+    /// back-propagates Δout/Δin between the two halves, and so does every max pool (Captum's maxpool rule); the onnx
+    /// interpreter also gives Sigmoid, Tanh and Softmax nodes Captum's rules (<see cref="Rescale"/>).</summary>
     Rescale,
 }
 
