@@ -31,7 +31,8 @@ public enum ReluRule
     /// <summary>DeconvNet: pass relu(incoming gradient), whatever the forward input was.</summary>
     Deconvnet,
     /// <summary>DeepLift's rescale rule (Captum's conventions): the batch is [inputs; references] (2N rows); every ReLU
-    /// back-propagates Δout/Δin between the two halves, and so does every max pool (Captum's maxpool rule).</summary>
+    /// back-propagates Δout/Δin between the two halves, and so does every max pool (Captum's maxpool rule); the onnx
+    /// interpreter also gives Sigmoid, Tanh and Softmax nodes Captum's rules (<see cref="Rescale"/>).</summary>
     Rescale,
 }
 
@@ -44,6 +45,36 @@ public interface IModelInterventions
     /// <summary>While the returned handle lives, every ReLU of the model (modules and the ReLUs inside residual blocks)
     /// back-propagates with <paramref name="rule"/>. The forward pass is unchanged.</summary>
     IDisposable OverrideRelu(ReluRule rule);
+}
+
+/// <summary>Optional model feature: a layer's *input* instead of its output (Captum's <c>attribute_to_layer_input=True</c>).
+/// The TorchSharp backend uses forward pre-hooks (the tensor the module receives); the onnx interpreter the value the
+/// node reads (its first input).</summary>
+public interface ILayerInputs
+{
+    /// <summary>As <see cref="IModel.Capture"/>, for the inputs of <paramref name="layers"/> (indexed by layer name).</summary>
+    ILayerCapture CaptureInputs(IReadOnlyCollection<string> layers, bool forGradients);
+    /// <summary>As <see cref="IModelInterventions.Intervene"/>, for the input of <paramref name="layer"/>.</summary>
+    IDisposable InterveneInput(string layer, Func<Tensor, Tensor> transform);
+}
+
+/// <summary>Helpers for options that attribute to a layer's input.</summary>
+public static class LayerInputs
+{
+    /// <summary>Description of the <c>attribute_to_layer_input</c> options.</summary>
+    public const string Description = "attribute to the layer's input instead of its output (Captum's attribute_to_layer_input=True): the tensor the module receives (torchvision) or the value the node reads (onnx)";
+
+    /// <summary>The model's layer-input feature, or a clear error naming <paramref name="who"/>.</summary>
+    public static ILayerInputs Of(IModel model, string who) => model as ILayerInputs
+        ?? throw new LoupeException($"{who}: attribute_to_layer_input needs a backend that exposes layer inputs (torchvision, onnx); {model.GetType().Name} does not");
+
+    /// <summary>A validation error when the model cannot give layer inputs (null when it can, or when not asked).</summary>
+    public static string? Check(bool asked, object? model) =>
+        asked && model is IModel m && m is not ILayerInputs ? $"attribute_to_layer_input: this model backend ({m.GetType().Name}) does not expose layer inputs; the torchvision and onnx backends do" : null;
+
+    /// <summary>Replaces the output (or, with <paramref name="input"/>, the input) of <paramref name="layer"/> on every forward.</summary>
+    public static IDisposable Intervene(IModel model, string layer, bool input, Func<Tensor, Tensor> transform, string who) =>
+        input ? Of(model, who).InterveneInput(layer, transform) : ((IModelInterventions)model).Intervene(layer, transform);
 }
 
 /// <summary>How raw pixels become model input: resize to <see cref="Height"/>×<see cref="Width"/>,

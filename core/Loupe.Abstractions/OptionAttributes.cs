@@ -19,3 +19,21 @@ public sealed class FilePathAttribute : Attribute
 /// <summary>Marks the option a scalar shorthand binds to (e.g. <c>target: { class: 3 }</c> binds 3 to it).</summary>
 [AttributeUsage(AttributeTargets.Property)]
 public sealed class ShorthandAttribute : Attribute;
+
+/// <summary>The option (an enum of named choices) also takes a number or a list of numbers, which bind to the property
+/// <see cref="Property"/> instead (e.g. <c>fill: 0.5</c> or <c>fill: [0.1, 0.2, 0.3]</c> → <c>FillValue</c>), so one
+/// documented key spells both the named and the constant form.</summary>
+[AttributeUsage(AttributeTargets.Property)]
+public sealed class OrConstantAttribute(string property) : Attribute
+{
+    /// <summary>The property a numeric value binds to.</summary>
+    public string Property => property;
+}
+
+/// <summary>Other keys that bind to this option (e.g. <c>fill</c> for an option named <c>baseline</c>).</summary>
+[AttributeUsage(AttributeTargets.Property)]
+public sealed class AliasAttribute(params string[] names) : Attribute
+{
+    /// <summary>The other keys, snake_case.</summary>
+    public string[] Names => names;
+}

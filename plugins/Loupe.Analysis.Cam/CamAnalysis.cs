@@ -46,6 +46,10 @@ public record CamOptions : IReshapesLayers
     [Description("convention captum only: bilinear or nearest upsampling of the layer map (Captum interpolate_mode; default bilinear, nearest for guided-grad-cam as Captum's GuidedGradCam)")]
     public CamUpsample? Upsample { get; init; }
 
+    /// <summary>The layer's input instead of its output.</summary>
+    [Description(LayerInputs.Description + " (Captum LayerGradCam's option, offered by every CAM method)")]
+    public bool AttributeToLayerInput { get; init; }
+
     /// <summary>The layers to explain.</summary>
     public IReadOnlyList<string> AllLayers => Layers is { Length: > 0 } ? Layers : Layer is { Length: > 0 } ? [Layer] : [];
 }
@@ -91,6 +95,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         if (options.Layer is not null && options.Layers is not null) yield return "give either 'layer' or 'layers', not both";
         if (options.Upsample is not null && options.Convention == CamConvention.PytorchGradCam)
             yield return "option 'upsample' applies to convention captum; pytorch-grad-cam always resizes bilinearly";
+        if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
     }
 
     /// <inheritdoc/>
@@ -100,7 +105,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         var layers = options.AllLayers;
         var x = input.Input;
         long h = x.shape[2], w = x.shape[3];
-        var (_, capture, ti, selection) = Explain.Forward(ctx.Model, ctx.Target, x, layers, UsesGradients, input.Selection, input.Slot);
+        var (_, capture, ti, selection) = Explain.Forward(ctx.Model, ctx.Target, x, layers, UsesGradients, options.AttributeToLayerInput, input.Selection, input.Slot);
         var maps = new List<Tensor>();
         Tensor? raw = null;
         List<Tensor> acts;
@@ -121,7 +126,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         for (int i = 0; i < layers.Count; i++)
         {
             var (mode, error) = LayerReshapes.Resolve(options.Reshape, acts[i].shape);
-            if (error is not null) throw new LoupeException($"layer '{layers[i]}': {error}");
+            if (error is not null) throw new LoupeException($"layer '{layers[i]}'{(options.AttributeToLayerInput ? " (its input)" : "")}: {error}");
             var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode) : null, layers[i], x, selection, ctx) { Reshape = mode };
             var map = LayerMap(options, grid);
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);

@@ -10,6 +10,9 @@ public sealed record LayerAttributionOptions
     /// <summary>The layer.</summary>
     [LayerName, System.ComponentModel.DataAnnotations.Required, Description("layer whose output is attributed (any layer with a tensor output)")]
     public string? Layer { get; init; }
+    /// <summary>The layer's input instead of its output.</summary>
+    [Description(LayerInputs.Description)]
+    public bool AttributeToLayerInput { get; init; }
 }
 
 /// <summary>Captum's layer attributions that keep every unit of a layer: the map of an input is the layer's K×h×w (or
@@ -27,11 +30,17 @@ public abstract class LayerAttribution : AttributionAnalysis<LayerAttributionOpt
         | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None));
 
     /// <inheritdoc/>
+    public override IEnumerable<string> Validate(LayerAttributionOptions options, AnalysisValidationContext context)
+    {
+        if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
+    }
+
+    /// <inheritdoc/>
     public override AttributionResult Attribute(LayerAttributionOptions options, AttributionInput input)
     {
         var ctx = input.Context;
         var layer = options.Layer!;
-        var (_, capture, ti, selection) = Explain.Forward(ctx.Model, ctx.Target, input.Input, [layer], UsesGradients, input.Selection, input.Slot);
+        var (_, capture, ti, selection) = Explain.Forward(ctx.Model, ctx.Target, input.Input, [layer], UsesGradients, options.AttributeToLayerInput, input.Selection, input.Slot);
         using (capture)
         {
             var a = capture[layer];

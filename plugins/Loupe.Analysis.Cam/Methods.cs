@@ -226,7 +226,6 @@ public sealed class AblationCam : CamAnalysis<ScoreCamOptions>
         long n = a.shape[0], k = a.shape[1];
         var (baseScores, _, _) = Explain.Scores(ctx, x, l.Selection, 0);
         long chunk = o.MicroBatch ?? 64;
-        var model = (IModelInterventions)ctx.Model;
         var scores = new List<Tensor>();
         using (no_grad())
             for (int i = 0; i < n; i++)
@@ -240,7 +239,7 @@ public sealed class AblationCam : CamAnalysis<ScoreCamOptions>
                     var keep = ones(c, k).scatter_(1, arange(c0, c0 + c).view(c, 1), zeros(c, 1)).view(LayerReshapes.ChannelShape(l.Reshape, c, k));
                     var copies = x[i].unsqueeze(0).expand(c, -1, -1, -1);
                     var sel = l.Selection.Repeat(i, (int)c);
-                    using (model.Intervene(l.Layer, act => act * keep))
+                    using (LayerInputs.Intervene(ctx.Model, l.Layer, o.AttributeToLayerInput, act => act * keep, ArtifactName))
                     {
                         var (_, cap, ti, _) = Explain.Forward(ctx.Model, ctx.Target, copies, [], false, sel);
                         using (cap) per.Add(scope.MoveToOuter(ctx.Target.Scores(ti, sel)));

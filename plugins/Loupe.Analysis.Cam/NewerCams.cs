@@ -123,7 +123,7 @@ public sealed class FinerCam : CamAnalysis<FinerCamOptions>
     {
         var ctx = l.Context;
         if (l.Selection.Classes is not { } classes) throw new LoupeException("finer-cam compares class logits: use a class target (top-1, top-k or class)");
-        using var capture = ctx.Model.Capture([l.Layer], forGradients: true);
+        using var capture = o.AttributeToLayerInput ? LayerInputs.Of(ctx.Model, ArtifactName).CaptureInputs([l.Layer], forGradients: true) : ctx.Model.Capture([l.Layer], forGradients: true);
         var logits = ctx.Model.Forward(l.Input);
         if (o.Compare.Max() >= logits.shape[1]) throw new LoupeException($"compare rank {o.Compare.Max()} needs more than the model's {logits.shape[1]} classes");
         var main = tensor(classes).unsqueeze(1);

@@ -9,8 +9,11 @@ namespace Loupe.Analysis.Decisions;
 public sealed record DeepLiftOptions
 {
     /// <summary>Baseline.</summary>
-    [Description("reference input x′: zero (normalised; Captum's default), black, mean or blur")]
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("reference input x′ (also spelled fill): zero (normalised; Captum's default), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
+    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
@@ -20,8 +23,14 @@ public sealed record DeepLiftOptions
 public sealed record DeepLiftShapOptions
 {
     /// <summary>Baseline set.</summary>
-    [Required, FilePath, Description("a .npy float32 B×C×H×W set of references in normalised input space (B ≥ 2); the map is the mean of DeepLift over them")]
+    [FilePath, Description("a .npy float32 B×C×H×W set of references in normalised input space (B ≥ 2); the map is the mean of DeepLift over them")]
     public string? BaselinesFile { get; init; }
+    /// <summary>References drawn from the data source.</summary>
+    [Range(2, 4096), Description("instead of baselines_file: draw this many references from the data source (the inputs with the smallest keys splitmix64(seed XOR index·0x9E3779B97F4A7C15), in data order)")]
+    public int? BaselinesFromData { get; init; }
+    /// <summary>Seed of the draw.</summary>
+    [Description("seed of baselines_from_data (default: the step seed)")]
+    public int? BaselineSeed { get; init; }
     /// <summary>Pairs per pass.</summary>
     [Range(1, 100_000), Description("input × reference pairs per forward/backward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? InternalBatchSize { get; init; }
@@ -30,13 +39,18 @@ public sealed record DeepLiftShapOptions
 /// <summary>DeepLift with the rescale rule (Shrikumar et al. 2017; Captum <c>DeepLift</c>): one forward of the batch
 /// [x; x′], the target scores of both halves summed (Captum's main-model hook keeps both), every ReLU and max pool back-propagating Δout/Δin multipliers (Captum's <c>nonlinear</c> and
 /// <c>maxpool</c> rules; linear layers keep their gradients), and attribution (x − x′) ⊙ multipliers. Its sum is
-/// F(x) − F(x′) (summation to delta). Needs the ReLU override of the torchvision backend.</summary>
+/// F(x) − F(x′) (summation to delta). Needs the rescale rule of the backend: the torchvision backend's ReLU modules,
+/// residual blocks and max pools; the onnx interpreter's Relu, Sigmoid, Tanh, Softmax and MaxPool nodes.</summary>
 public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients | ModelCapabilities.ReluOverride);
     /// <inheritdoc/>
     public override string ArtifactName => "deeplift";
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(DeepLiftOptions options, AnalysisValidationContext context) =>
+        Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput);
 
     /// <summary>Multipliers × (x − x′) for rows of inputs and references (same count).</summary>
     public static Tensor Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection selection, int slot)
@@ -64,13 +78,14 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     {
         var ctx = input.Context;
         var (_, _, selection) = Explain.Scores(ctx, input.Input, input.Selection, input.Slot);
-        var reference = Perturbation.Baseline(input.Input, options.Baseline, options.BlurSigma, ctx.Input);
+        var reference = Perturbation.Baseline(input.Input, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill");
         return new AttributionResult(Attribute(ctx, input.Input, reference, selection, input.Slot), selection);
     }
 }
 
 /// <summary>DeepLiftShap (Lundberg &amp; Lee 2017; Captum <c>DeepLiftShap</c>): DeepLift of each input against every
-/// reference of a set, averaged over the references (pairs batched).</summary>
+/// reference of a set (a file, or drawn from the data source by <see cref="DataReferences"/>), averaged over the
+/// references (pairs batched).</summary>
 public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
 {
     /// <inheritdoc/>
@@ -79,14 +94,24 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
     public override string ArtifactName => "deeplift-shap";
 
     /// <inheritdoc/>
+    public override IEnumerable<string> Validate(DeepLiftShapOptions options, AnalysisValidationContext context)
+    {
+        if ((options.BaselinesFile is null) == (options.BaselinesFromData is null))
+            yield return "give either 'baselines_file' or 'baselines_from_data' (the reference set)";
+        if (options.BaselineSeed is not null && options.BaselinesFromData is null)
+            yield return "'baseline_seed' only applies with 'baselines_from_data'";
+    }
+
+    /// <inheritdoc/>
     public override AttributionResult Attribute(DeepLiftShapOptions options, AttributionInput input)
     {
         var ctx = input.Context;
         var x = input.Input;
         long n = x.shape[0];
-        var refs = Npy.Read(options.BaselinesFile!).ToTensor();
+        var refs = options.BaselinesFile is { } file ? Npy.Read(file).ToTensor()
+            : DataReferences.Draw(ctx, options.BaselinesFromData!.Value, options.BaselineSeed ?? ctx.Seed, "baselines_from_data");
         if (refs.dim() != 4 || refs.shape[0] < 2 || refs.shape[1] != x.shape[1] || refs.shape[2] != x.shape[2] || refs.shape[3] != x.shape[3])
-            throw new LoupeException($"{options.BaselinesFile}: baselines_file must be B×{x.shape[1]}×{x.shape[2]}×{x.shape[3]} with B ≥ 2 (a single reference: use deeplift); it is {string.Join("×", refs.shape)}");
+            throw new LoupeException($"{options.BaselinesFile ?? "baselines_from_data"}: the references must be B×{x.shape[1]}×{x.shape[2]}×{x.shape[3]} with B ≥ 2 (a single reference: use deeplift); they are {string.Join("×", refs.shape)}");
         long b = refs.shape[0];
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         // Pair p = i·B + j: input i with reference j (Captum's repeat_interleave / repeat order).
@@ -105,5 +130,51 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
         }
         var all = cat(parts, 0);
         return new AttributionResult(all.view([n, b, .. x.shape.Skip(1)]).mean([1]), selection);
+    }
+}
+
+/// <summary>References drawn from the data source with a documented rule a test can reproduce: input i (0-based, in data
+/// order) gets the key splitmix64(seed XOR i·0x9E3779B97F4A7C15) (64-bit, wrapping), and the <c>count</c> inputs with
+/// the smallest keys are the references, in data order. One pass over the data, at most <c>count</c> inputs kept; the
+/// set is kept in the run cache for the step's later batches.</summary>
+public static class DataReferences
+{
+    /// <summary>splitmix64's finaliser over seed XOR index·golden-ratio constant.</summary>
+    public static ulong Key(int seed, long index)
+    {
+        unchecked
+        {
+            ulong z = (ulong)(uint)seed ^ ((ulong)index * 0x9E3779B97F4A7C15UL);
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            return z ^ (z >> 31);
+        }
+    }
+
+    /// <summary>The drawn references (B×C×H×W, normalised), B = min(count, inputs).</summary>
+    public static Tensor Draw(IAnalysisContext ctx, int count, int seed, string option)
+    {
+        if (ctx.Shard is not null)
+            throw new LoupeException($"{option}: under --shard each shard sees only its own rows, so the drawn references would differ per shard; write them to a file and use baselines_file");
+        var key = $"data-references:{count}:{seed}";
+        if (ctx.RunCache.TryGetValue(key, out var cached) && cached is NdArray kept) return kept.ToTensor();
+        var chosen = new List<(ulong Key, long Index, NdArray Input)>();
+        long index = 0;
+        foreach (var batch in ctx.Batches())
+        {
+            for (int i = 0; i < batch.Ids.Length; i++, index++)
+            {
+                var k = Key(seed, index);
+                if (chosen.Count == count && k >= chosen.Max(c => c.Key)) continue;
+                if (chosen.Count == count) chosen.Remove(chosen.MaxBy(c => c.Key));
+                chosen.Add((k, index, NdArray.FromTensor(batch.Input[i])));
+            }
+        }
+        if (chosen.Count == 0) throw new LoupeException($"{option}: the data source is empty");
+        using var scope = NewDisposeScope();
+        var refs = stack(chosen.OrderBy(c => c.Index).Select(c => c.Input.ToTensor()).ToArray(), 0);
+        var result = NdArray.FromTensor(refs);
+        ctx.RunCache[key] = result;
+        return scope.MoveToOuter(result.ToTensor());
     }
 }

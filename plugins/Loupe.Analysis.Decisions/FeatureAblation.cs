@@ -34,7 +34,7 @@ public sealed record FeatureAblationOptions
     [Range(1, 4096), Description("side of the square grid cells (features), in input pixels; edge cells may be smaller")]
     public int Cell { get; init; } = 8;
     /// <summary>Fill.</summary>
-    [Description("what an ablated cell is filled with: zero (normalised), mean, blur or black")]
+    [OrConstant(nameof(FillValue)), Description("what an ablated feature is filled with: zero (normalised), mean, blur, black, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Fill { get; init; } = Fill.Zero;
     /// <summary>Constant fill.</summary>
     [Description(Perturbation.ConstantDescription + "'fill'")]
@@ -195,7 +195,7 @@ public sealed record RiseOptions
     [Description("score masked copies with the class probability (softmax, as the paper) or the target score")]
     public bool Softmax { get; init; } = true;
     /// <summary>Fill for removed pixels.</summary>
-    [Description("what masked-out pixels become: zero (normalised), mean, blur or black (the paper multiplies pixels by the mask: black)")]
+    [OrConstant(nameof(FillValue)), Description("what masked-out pixels become: zero (normalised), mean, blur, black (the paper multiplies pixels by the mask: black), or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Fill { get; init; } = Fill.Black;
     /// <summary>Constant fill.</summary>
     [Description(Perturbation.ConstantDescription + "'fill'")]

@@ -25,8 +25,11 @@ public record FeatureOptions
     [FilePath, Description("a .npy H×W feature mask (Captum's feature_mask): pixels with the same value form one feature; values are relabelled 0..M−1 in ascending order")]
     public string? FeatureMask { get; init; }
     /// <summary>Fill.</summary>
-    [Description("what an absent feature becomes (Captum's baselines): zero (normalised), mean, blur or black")]
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("what an absent feature becomes (Captum's baselines; also spelled fill): zero (normalised), mean, blur, black, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
+    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Copies per forward.</summary>
     [Range(1, 65536), Description("perturbed copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? MicroBatch { get; init; }

@@ -15,8 +15,11 @@ public sealed record GradientShapOptions
     [Range(0.0, 1000.0), Description("σ of the Gaussian noise added to the input, in normalised units (Captum's stdevs, default 0)")]
     public double Stdevs { get; init; }
     /// <summary>Single baseline.</summary>
-    [Description("the baseline when no baselines file is given: zero (normalised), black, mean or blur")]
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("the baseline when no baselines file is given (also spelled fill): zero (normalised), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
+    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Baseline distribution.</summary>
     [FilePath, Description("a .npy float32 B×C×H×W set of baselines in normalised input space (the distribution of Captum's baselines); each sample draws one uniformly")]
     public string? BaselinesFile { get; init; }
@@ -41,6 +44,10 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients);
     /// <inheritdoc/>
     public override string ArtifactName => "gradient-shap";
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(GradientShapOptions options, AnalysisValidationContext context) =>
+        Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput);
 
     /// <inheritdoc/>
     public override AttributionResult Attribute(GradientShapOptions options, AttributionInput input)
@@ -73,7 +80,7 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
             foreach (var g in gens) g.Dispose();
         }
         long s = alphas.shape[1];
-        var baseSet = baselines is null ? Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input).unsqueeze(1) : null;
+        var baseSet = baselines is null ? Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill").unsqueeze(1) : null;
         long perPass = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true) / n);
         var sum = zeros_like(x);
         for (long s0 = 0; s0 < s; s0 += perPass)

@@ -32,13 +32,13 @@ public sealed record IntegratedGradientsOptions
     [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle (Captum's rules), or trapezoid (the textbook rule, weights sum to 1)")]
     public IntegrationRule Method { get; init; } = IntegrationRule.GaussLegendre;
     /// <summary>Baseline.</summary>
-    [Description("baseline x′: zero (normalised), black, mean, blur, or a file (baseline_file)")]
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("baseline x′ (also spelled fill): zero (normalised), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]; or a file (baseline_file)")]
     public Fill Baseline { get; init; } = Fill.Zero;
     /// <summary>Custom baseline.</summary>
     [FilePath, Description("a .npy baseline in normalised input space, C×H×W or 1×C×H×W (overrides 'baseline')")]
     public string? BaselineFile { get; init; }
     /// <summary>Constant baseline.</summary>
-    [Description(Perturbation.ConstantDescription + "'baseline'")]
+    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
     public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]

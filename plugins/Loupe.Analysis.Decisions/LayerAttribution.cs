@@ -11,6 +11,9 @@ public record LayerOptions
     /// <summary>Layer.</summary>
     [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
     public string Layer { get; init; } = "";
+    /// <summary>The layer's input instead of its output.</summary>
+    [Description(LayerInputs.Description)]
+    public bool AttributeToLayerInput { get; init; }
 }
 
 /// <summary>Options of the path methods at a layer (layer-conductance, internal-influence, layer-integrated-gradients).</summary>
@@ -23,8 +26,11 @@ public record LayerPathOptions : LayerOptions
     [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle")]
     public IntegrationRule Method { get; init; } = IntegrationRule.GaussLegendre;
     /// <summary>Baseline.</summary>
-    [Description("input baseline x′: zero (normalised; Captum's default), black, mean or blur")]
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("input baseline x′ (also spelled fill): zero (normalised; Captum's default), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
+    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
@@ -42,6 +48,13 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
     /// <inheritdoc/>
     protected override string RawName => ArtifactName + "-layer";
 
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
+    {
+        if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
+        if (options is LayerPathOptions p) foreach (var c in Perturbation.CheckConstant(p.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
+    }
+
     /// <summary>The layer attribution of a batch (N×K×h×w).</summary>
     protected abstract Tensor LayerMap(TOptions options, AttributionInput input, TargetSelection selection);
 
@@ -50,7 +63,7 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
     {
         var (_, _, selection) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
         var layer = LayerMap(options, input, selection);
-        if (layer.dim() != 4) throw new LoupeException($"{ArtifactName}: layer '{options.Layer}' gives {layer.dim()}-D outputs; choose a layer with N×K×h×w outputs");
+        if (layer.dim() != 4) throw new LoupeException($"{ArtifactName}: layer '{options.Layer}' gives {layer.dim()}-D {(options.AttributeToLayerInput ? "inputs" : "outputs")}; choose a layer with N×K×h×w {(options.AttributeToLayerInput ? "inputs" : "outputs")}");
         var map = Display.Resize(layer.sum(1, keepdim: false), input.Input.shape[2], input.Input.shape[3]);
         return new AttributionResult(map, selection, layer);
     }
@@ -59,11 +72,12 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
 /// <summary>Steps shared by the layer and neuron path methods.</summary>
 public static class LayerPaths
 {
-    /// <summary>Activations and ∂(target)/∂A at <paramref name="points"/> (both detached).</summary>
-    public static (Tensor Activation, Tensor Gradient) LayerGradient(IAnalysisContext ctx, string layer, Tensor points, TargetSelection selection)
+    /// <summary>Activations and ∂(target)/∂A at <paramref name="points"/> (both detached); with <paramref name="layerInput"/>
+    /// A is the layer's input (Captum's attribute_to_layer_input=True).</summary>
+    public static (Tensor Activation, Tensor Gradient) LayerGradient(IAnalysisContext ctx, string layer, Tensor points, TargetSelection selection, bool layerInput = false)
     {
         using var scope = NewDisposeScope();
-        var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, points, [layer], forGradients: true, selection);
+        var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, points, [layer], forGradients: true, layerInput, selection);
         using (capture)
         {
             var a = capture[layer];
@@ -92,7 +106,7 @@ public static class LayerPaths
 
     /// <summary>The input baseline of a path method.</summary>
     public static Tensor Baseline(LayerPathOptions o, AttributionInput input) =>
-        Perturbation.Baseline(input.Input, o.Baseline, o.BlurSigma, input.Context.Input);
+        Perturbation.Baseline(input.Input, o.Baseline, o.BlurSigma, input.Context.Input, o.BaselineValue, "fill");
 }
 
 /// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer.</summary>
@@ -103,7 +117,7 @@ public sealed class LayerGradientXActivation : LayerAttribution<LayerOptions>
     /// <inheritdoc/>
     protected override Tensor LayerMap(LayerOptions options, AttributionInput input, TargetSelection selection)
     {
-        var (a, g) = LayerPaths.LayerGradient(input.Context, options.Layer, input.Input, selection);
+        var (a, g) = LayerPaths.LayerGradient(input.Context, options.Layer, input.Input, selection, options.AttributeToLayerInput);
         return a * g;
     }
 }
@@ -123,7 +137,7 @@ public sealed class InternalInfluence : LayerAttribution<LayerPathOptions>
         Tensor? sum = null;
         LayerPaths.Path(ctx, input.Input, LayerPaths.Baseline(options, input), alphas, options.InternalBatchSize, selection, (s0, k, points, sel) =>
         {
-            var (_, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel);
+            var (_, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel, options.AttributeToLayerInput);
             var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view([k, 1, 1, 1, 1]);
             var part = (g.view([k, n, .. g.shape.Skip(1)]) * w).sum(0, keepdim: false);
             if (sum is null) sum = part.MoveToOuterDisposeScope(); else sum.add_(part);
@@ -148,7 +162,7 @@ public sealed class LayerConductance : LayerAttribution<LayerPathOptions>
         Tensor? sum = null, lastA = null, lastG = null;
         LayerPaths.Path(ctx, input.Input, LayerPaths.Baseline(options, input), alphas, options.InternalBatchSize, selection, (_, k, points, sel) =>
         {
-            var (a, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel);
+            var (a, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel, options.AttributeToLayerInput);
             var av = a.view([k, n, .. a.shape.Skip(1)]); var gv = g.view([k, n, .. g.shape.Skip(1)]);
             // Differences with the previous chunk's last point, then within the chunk.
             var prevA = lastA is null ? av[..^1] : cat([lastA.unsqueeze(0), av[..^1]], 0);

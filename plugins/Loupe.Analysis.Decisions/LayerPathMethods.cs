@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Decisions;
 
 /// <summary>Layer integrated gradients (Captum <c>LayerIntegratedGradients</c>): the path runs in the layer's space —
-/// the layer's output is replaced by A(x′) + αᵢ (A(x) − A(x′)) — and the result is (A(x) − A(x′)) ⊙ Σᵢ wᵢ ∂F/∂A there.
+/// the layer's output (or, with attribute_to_layer_input, its input) is replaced by A(x′) + αᵢ (A(x) − A(x′)) — and the result is (A(x) − A(x′)) ⊙ Σᵢ wᵢ ∂F/∂A there.
 /// Needs layer interventions (the torchvision and onnx backends have them).</summary>
 public sealed class LayerIntegratedGradients : LayerAttribution<LayerPathOptions>
 {
@@ -19,16 +19,14 @@ public sealed class LayerIntegratedGradients : LayerAttribution<LayerPathOptions
     protected override Tensor LayerMap(LayerPathOptions options, AttributionInput input, TargetSelection selection)
     {
         var ctx = input.Context;
-        var model = (IModelInterventions)ctx.Model;
         var x = input.Input;
         long n = x.shape[0];
         Tensor Act(Tensor inp)
         {
             using var scope = NewDisposeScope();
             using var _ = no_grad();
-            using var capture = ctx.Model.Capture([options.Layer], forGradients: false);
-            ctx.Model.Forward(inp);
-            return scope.MoveToOuter(capture[options.Layer].clone());
+            var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, inp, [options.Layer], forGradients: false, options.AttributeToLayerInput, selection);
+            using (capture) return scope.MoveToOuter(capture[options.Layer].clone());
         }
         var end = Act(x);
         var start = Act(LayerPaths.Baseline(options, input));
@@ -46,7 +44,7 @@ public sealed class LayerIntegratedGradients : LayerAttribution<LayerPathOptions
             var scaled = (start.unsqueeze(0) + a * delta.unsqueeze(0)).reshape([k * n, .. end.shape.Skip(1)]).detach().requires_grad_(true);
             var sel = selection.Rows(Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
             Tensor g;
-            using (model.Intervene(options.Layer, _ => scaled))
+            using (LayerInputs.Intervene(ctx.Model, options.Layer, options.AttributeToLayerInput, _ => scaled, ArtifactName))
             {
                 var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, x.repeat(k, 1, 1, 1), [], forGradients: false, sel);
                 using (capture) g = Explain.Gradient(ctx.Target, ti, sel, scaled);
@@ -79,6 +77,8 @@ public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOpt
     public override IEnumerable<string> Validate(NeuronConductanceOptions options, AnalysisValidationContext context)
     {
         if (options.Neuron is not { Length: 3 } nu || nu.Any(v => v < 0)) yield return "neuron must be [channel, y, x], each ≥ 0";
+        if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
+        foreach (var c in Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
     }
 
     /// <inheritdoc/>
@@ -95,7 +95,7 @@ public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOpt
         LayerPaths.Path(ctx, x, baseline, alphas, options.InternalBatchSize, selection, (s0, k, points, sel) =>
         {
             var xp = points.detach().requires_grad_(true);
-            var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, xp, [options.Layer], forGradients: true, sel);
+            var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, xp, [options.Layer], forGradients: true, options.AttributeToLayerInput, sel);
             using (capture)
             {
                 var a = capture[options.Layer];

@@ -15,7 +15,7 @@ public sealed record OcclusionOptions
     [Range(1, 4096), Description("stride between windows: one value or [height, width] (default: window / 2 per axis; Captum strides)")]
     public int[]? Stride { get; init; }
     /// <summary>Fill of the window.</summary>
-    [Description("fill value: zero (normalised), mean, blur (σ = window/2) or black")]
+    [OrConstant(nameof(FillValue)), Description("fill: zero (normalised), mean, blur (σ = window/2), black, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill Fill { get; init; } = Fill.Zero;
     /// <summary>Constant fill.</summary>
     [Description(Perturbation.ConstantDescription + "'fill'")]

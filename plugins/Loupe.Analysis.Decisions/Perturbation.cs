@@ -8,8 +8,8 @@ namespace Loupe.Analysis.Decisions;
 /// <see cref="Baselines"/>).</summary>
 public static class Perturbation
 {
-    /// <summary>Description of the constant-fill options (<see cref="Baselines.ConstantDescription"/>).</summary>
-    public const string ConstantDescription = Baselines.ConstantDescription;
+    /// <summary>Description of the constant-fill options.</summary>
+    public const string ConstantDescription = "older spelling of a constant given to ";
 
     /// <summary>Checks a constant fill against the input's channel count (<see cref="Baselines.CheckConstant"/>).</summary>
     public static IEnumerable<string> CheckConstant(float[]? values, string option, InputSpec spec) => Baselines.CheckConstant(values, option, spec);

@@ -16,10 +16,10 @@ public sealed record PixelCurveOptions : MetricOptions
     [Range(1, 4096), Description("order and remove patch × patch blocks (ranked by their mean map value) instead of pixels")]
     public int Patch { get; init; } = 1;
     /// <summary>Baseline.</summary>
-    [Description("substrate: zero (normalised), mean, blur or black; default: zero for deletion, blur for insertion (Petsiuk et al.)")]
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("substrate (also spelled fill): zero (normalised), mean, blur, black, or a constant: one value or one per channel in normalised space (as Captum's baselines), e.g. 0.5 or [0.1, 0.2, 0.3]; default: zero for deletion, blur for insertion (Petsiuk et al.)")]
     public Baseline? Baseline { get; init; }
-    /// <summary>Constant baseline.</summary>
-    [Description("a constant substrate instead: one value or one per channel, in normalised input space (as Captum's baselines), e.g. 0.5 or [0.1, 0.2, 0.3]; overrides 'baseline'")]
+    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
+    [Description("older spelling of a constant given to 'fill' (or 'baseline')")]
     public float[]? BaselineValue { get; init; }
     /// <summary>Blur σ.</summary>
     [Range(0.5, 1000.0), Description("σ in pixels of the blur baseline (RISE: 5)")]

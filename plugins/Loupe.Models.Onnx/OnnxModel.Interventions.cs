@@ -5,7 +5,7 @@ namespace Loupe.Models.Onnx;
 
 /// <summary>Interventions on the interpreter, as the TorchSharp backend's hooks: a node output replaced on every forward
 /// (Ablation-CAM) and every <c>Relu</c> node back-propagating with another rule (guided backprop, DeconvNet, Guided
-/// Grad-CAM). The interpreter runs each node itself, so no hook is needed: it applies them as it goes.</summary>
+/// Grad-CAM) or DeepLift's rescale rule (Relu, Sigmoid, Tanh, Softmax and MaxPool nodes). The interpreter runs each node itself, so no hook is needed: it applies them as it goes.</summary>
 public sealed partial class OnnxModel : IModelInterventions
 {
     readonly record struct Intervention(string Value, Func<Tensor, Tensor> Transform);
@@ -38,6 +38,14 @@ public sealed partial class OnnxModel : IModelInterventions
     /// <summary>A Relu node's output under <paramref name="rule"/>: guided backprop keeps the plain ReLU (whose backward
     /// masks by input &gt; 0) followed by the positive-gradient identity; DeconvNet recomputes relu(x) with a relu(gradient)
     /// backward. The forward values are unchanged.</summary>
+    /// <summary>A node's output under the rescale rule (<see cref="Ops.Rescaled"/>), errors named as the interpreter names them.</summary>
+    static Tensor? Rescaled(OnnxNode n, Tensor?[] inputs)
+    {
+        try { return Ops.Rescaled(n, inputs); }
+        catch (LoupeException) { throw; }
+        catch (Exception e) when (e is not OutOfMemoryException) { throw n.Error($"rescale rule failed: {e.Message.Split('\n')[0]}"); }
+    }
+
     static Tensor OverriddenRelu(ReluRule rule, Tensor input, Tensor output) =>
         rule == ReluRule.Guided ? PositiveGradient.apply(output) : DeconvRelu.apply(input);
 

@@ -191,13 +191,16 @@ public sealed partial class OnnxModel : IModel
         ReluRule? relu;
         lock (_gate) (captures, interventions, relu) = (_captures.ToArray(), _interventions.ToArray(), _reluRule);
         using var scope = NewDisposeScope();
-        var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = input };
+        var x = input;   // the graph input is a value too: a layer's input may be it
+        foreach (var iv in interventions) if (iv.Value == _inputName) x = iv.Transform(x);
+        foreach (var c in captures) x = c.OnForward(_inputName, x);
+        var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x };
         foreach (var n in _plan)
         {
             var inputs = new Tensor?[n.Inputs.Length];
             for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
-            var outs = Run(n, inputs);
-            if (relu is { } rule && n.OpType == "Relu") outs = [OverriddenRelu(rule, inputs[0]!, outs[0])];
+            var outs = relu == ReluRule.Rescale && Rescaled(n, inputs) is { } r ? [r] : Run(n, inputs);
+            if (relu is { } rule && rule != ReluRule.Rescale && n.OpType == "Relu") outs = [OverriddenRelu(rule, inputs[0]!, outs[0])];
             for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
             {
                 var name = n.Outputs[k];

@@ -1,3 +1,4 @@
+using Loupe.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -96,7 +97,13 @@ public static partial class Ops
         return y[.., .., TensorIndex.Slice(b[0] - p[0], h - (e[0] - p[0])), TensorIndex.Slice(b[1] - p[1], wd - (e[1] - p[1]))];
     }
 
-    static Tensor MaxPool(OnnxNode n, Tensor x)
+    static Tensor MaxPool(OnnxNode n, Tensor x) => MaxPool(n, x, (t, k, s, p, d, ceil) => F.max_pool2d(t, k, s, p, d, ceil));
+
+    /// <summary>A MaxPool node's output under DeepLift's rescale rule (Captum's maxpool multipliers, <see cref="Rescale.MaxPool2d"/>).
+    /// Asymmetric pads are applied first with −∞ (their multipliers are dropped by the pad's backward).</summary>
+    internal static Tensor RescaleMaxPool(OnnxNode n, Tensor x) => MaxPool(n, x, (t, k, s, p, d, ceil) => Rescale.MaxPool2d(t, k, s, p, d, ceil));
+
+    static Tensor MaxPool(OnnxNode n, Tensor x, Func<Tensor, long[], long[], long[], long[], bool, Tensor> pool)
     {
         if (x.dim() != 4) throw n.Error($"only 2-D pooling is supported (input {x.dim()}-D)");
         var k = n.Ints("kernel_shape")!;
@@ -105,8 +112,8 @@ public static partial class Ops
         bool ceil = n.Int("ceil_mode", 0) != 0;
         var (b, e) = Pads(n, [x.shape[2], x.shape[3]], k, s, d);
         if ((Symmetric(b, e) || !ceil && BeginPadsSuffice([x.shape[2], x.shape[3]], k, s, d, b, e)) && b[0] <= k[0] / 2 && b[1] <= k[1] / 2)
-            return F.max_pool2d(x, k, s, b, d, ceil);
-        return F.max_pool2d(F.pad(x, TorchPad(b, e), PaddingModes.Constant, double.NegativeInfinity), k, s, [0, 0], d, ceil);
+            return pool(x, k, s, b, d, ceil);
+        return pool(F.pad(x, TorchPad(b, e), PaddingModes.Constant, double.NegativeInfinity), k, s, [0, 0], d, ceil);
     }
 
     static Tensor AveragePool(OnnxNode n, Tensor x)

@@ -154,6 +154,30 @@ public static partial class Ops
         return x[0]!.clamp(min, max);
     }
 
+    /// <summary>The output of a Relu, Sigmoid, Tanh, Softmax or MaxPool node under DeepLift's rescale rule (Captum's
+    /// multipliers), or null for any other node (which keeps its gradient, as Captum's linear layers do).</summary>
+    internal static Tensor? Rescaled(OnnxNode n, Tensor?[] x)
+    {
+        switch (n.OpType)
+        {
+            case "Relu": return Rescale.Nonlinear(x[0]!, Nonlinearity.Relu);
+            case "Sigmoid": return Rescale.Nonlinear(x[0]!, Nonlinearity.Sigmoid);
+            case "Tanh": return Rescale.Nonlinear(x[0]!, Nonlinearity.Tanh);
+            case "Softmax":
+            {
+                long rank = x[0]!.dim();
+                long axis = Axis(n.Int("axis", n.Opset >= 13 ? -1 : 1), rank);
+                if (n.Opset < 13 && axis != rank - 1)
+                    throw n.Error($"the rescale rule (deeplift) needs a Softmax over one axis; opset {n.Opset} flattens the dims from axis {axis} of a {rank}-D input");
+                return Rescale.Nonlinear(x[0]!, Nonlinearity.Softmax, axis);
+            }
+            case "MaxPool":
+                if (n.Outputs.Length > 1 && n.Outputs[1].Length > 0) throw n.Error("the rescale rule (deeplift) does not cover a MaxPool whose indices are used");
+                return RescaleMaxPool(n, x[0]!);
+            default: return null;
+        }
+    }
+
     static Tensor Softmax(OnnxNode n, Tensor x)
     {
         long rank = x.dim();

@@ -47,6 +47,7 @@ sealed class Rewrites : IDisposable
     readonly List<Swap> _swaps = [];
     readonly Dictionary<string, Swap> _byConv = [];
     readonly Dictionary<string, Swap> _byParameter = [];
+    readonly Dictionary<string, Swap> _byBn = [];
     readonly Dictionary<nn.Module, nn.Module> _runsFor = new(ReferenceEqualityComparer.Instance);
     readonly List<Action> _restoreFields = [];
     readonly List<SequentialCopy> _copies = [];
@@ -152,6 +153,7 @@ sealed class Rewrites : IDisposable
         _swaps.Add(pair);
         _paired.Add(conv);
         _byConv[convName] = pair;
+        _byBn[bnName] = pair;
         _runsFor[bn] = placeholder;
         foreach (var (p, _) in conv.named_parameters()) _byParameter[convName + "." + p] = pair;
         foreach (var (p, _) in bn.named_parameters()) _byParameter[bnName + "." + p] = pair;
@@ -191,6 +193,10 @@ sealed class Rewrites : IDisposable
     /// <summary>Unfolds the pair whose convolution is <paramref name="layer"/> until the handle is disposed (nested
     /// pins count); null when the layer is not a folded convolution.</summary>
     public IDisposable? Pin(string layer) => _byConv.TryGetValue(layer, out var pair) ? Pin(pair) : null;
+
+    /// <summary>Unfolds the pair whose batch norm is <paramref name="layer"/> until the handle is disposed: the batch
+    /// norm's input (the convolution's own output) exists only unfolded. Null when the layer is no folded batch norm.</summary>
+    public IDisposable? PinInput(string layer) => _byBn.TryGetValue(layer, out var pair) ? Pin(pair) : null;
 
     Unpin Pin(Swap pair)
     {
@@ -233,6 +239,7 @@ sealed class Rewrites : IDisposable
         foreach (var c in _copies) c.Dispose();
         _swaps.Clear();
         _byConv.Clear();
+        _byBn.Clear();
         _byParameter.Clear();
         _runsFor.Clear();
         _restoreFields.Clear();

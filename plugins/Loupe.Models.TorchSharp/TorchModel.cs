@@ -18,7 +18,7 @@ public enum MemoryLayout
 }
 
 /// <summary>An <see cref="IModel"/> over a TorchSharp module: eval mode, frozen parameters, hook-based capture.</summary>
-public sealed class TorchModel : IModel, IModelInterventions
+public sealed partial class TorchModel : IModel, IModelInterventions
 {
     readonly nn.Module<Tensor, Tensor> _module;
     readonly Dictionary<string, nn.Module> _modules;
@@ -136,7 +136,7 @@ public sealed class TorchModel : IModel, IModelInterventions
         if (missing.Count > 0) throw new LoupeException($"unknown layer(s): {string.Join(", ", missing)}");
         var names = layers.Distinct().ToList();
         var pins = Pins(names);
-        try { return new HookCapture(names.Select(l => (l, Running(_modules[l]))).ToList(), forGradients, pins); }
+        try { return new HookCapture(names.Select(l => (l, Running(_modules[l]))).ToList(), forGradients, pins, inputs: false); }
         catch { foreach (var p in pins) p.Dispose(); throw; }
     }
 
@@ -176,7 +176,7 @@ public sealed class TorchModel : IModel, IModelInterventions
         readonly List<Action> _hooks = new();
         readonly List<IDisposable> _pins;
 
-        public HookCapture(List<(string Name, IReadOnlyList<nn.Module> Modules)> layers, bool forGradients, List<IDisposable> pins)
+        public HookCapture(List<(string Name, IReadOnlyList<nn.Module> Modules)> layers, bool forGradients, List<IDisposable> pins, bool inputs)
         {
             _pins = pins;
             try
@@ -187,6 +187,13 @@ public sealed class TorchModel : IModel, IModelInterventions
                     {
                         if (module is not nn.Module<Tensor, Tensor> m)
                             throw new LoupeException($"layer '{name}' ({module.GetType().Name}) does not map one tensor to one tensor and cannot be captured");
+                        if (inputs)
+                        {
+                            // Forward pre-hook: the module reads the replacement (or its own input when none).
+                            var pre = m.register_forward_pre_hook((_, input) => _slots.Keep(name, input, forGradients)!);
+                            _hooks.Add(() => pre.remove());
+                            continue;
+                        }
                         var hook = m.register_forward_hook((_, _, output) => _slots.Keep(name, output, forGradients)!);
                         _hooks.Add(() => hook.remove());
                     }

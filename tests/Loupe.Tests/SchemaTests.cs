@@ -35,7 +35,12 @@ public class SchemaTests
         Assert.Equal("integer", window["anyOf"]![1]!["type"]!.GetValue<string>());
         Assert.Equal(1, window["anyOf"]![0]!["items"]!["minimum"]!.GetValue<int>());
         Assert.Equal(8, window["default"]![0]!.GetValue<int>());
-        Assert.Equal(["zero", "mean", "blur", "black"], defs["analysis.occlusion"]!["properties"]!["fill"]!["enum"]!.AsArray().Select(e => e!.GetValue<string>()));
+        // fill: a named fill or a constant (one value or a per-channel list); integrated-gradients takes it as an alias of baseline.
+        var fill = defs["analysis.occlusion"]!["properties"]!["fill"]!["anyOf"]!;
+        Assert.Equal(["zero", "mean", "blur", "black"], fill[0]!["enum"]!.AsArray().Select(e => e!.GetValue<string>()));
+        Assert.Equal("number", fill[1]!["anyOf"]![0]!["items"]!["type"]!.GetValue<string>());
+        var ig = defs["analysis.integrated-gradients"]!["properties"]!.AsObject();
+        Assert.Equal(ig["baseline"]!.ToJsonString(), ig["fill"]!.ToJsonString());
         Assert.Contains("weights", defs["model.torchvision"]!["properties"]!.AsObject().Select(p => p.Key));
         Assert.Contains("layer", defs["analysis.filters"]!["required"]!.AsArray().Select(r => r!.GetValue<string>()));
     }

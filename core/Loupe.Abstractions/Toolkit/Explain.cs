@@ -43,6 +43,37 @@ public static class Explain
         }
     }
 
+    /// <summary>As <see cref="Forward(IModel, ITarget, Tensor, IEnumerable{string}, bool, TargetSelection?, int)"/>; with
+    /// <paramref name="layerInputs"/>, the capture holds the *inputs* of <paramref name="layers"/> (<see cref="ILayerInputs"/>).</summary>
+    public static (Tensor Output, ILayerCapture Capture, TargetInput TargetInput, TargetSelection Selection) Forward(
+        IModel model, ITarget target, Tensor input, IEnumerable<string> layers, bool forGradients, bool layerInputs, TargetSelection? given = null, int slot = 0)
+    {
+        if (!layerInputs) return Forward(model, target, input, layers, forGradients, given, slot);
+        var inputs = LayerInputs.Of(model, "attribute_to_layer_input").CaptureInputs(layers.ToList(), forGradients);
+        try
+        {
+            var (output, capture, ti, selection) = Forward(model, target, input, [], forGradients, given, slot);
+            return (output, new InputsCapture(inputs, capture), ti, selection);
+        }
+        catch
+        {
+            inputs.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Layer inputs first, then whatever the target captured.</summary>
+    sealed class InputsCapture(ILayerCapture inputs, ILayerCapture rest) : ILayerCapture
+    {
+        public Tensor this[string layer] => inputs.TryGet(layer, out var t) ? t : rest[layer];
+        public bool TryGet(string layer, out Tensor activation) => inputs.TryGet(layer, out activation) || rest.TryGet(layer, out activation);
+        public void Dispose()
+        {
+            rest.Dispose();
+            inputs.Dispose();
+        }
+    }
+
     /// <summary>Streams the data with one no-grad forward per batch, yielding each batch with the activation of
     /// <paramref name="layer"/> (owned by the stream: valid until the enumeration moves on).</summary>
     public static IEnumerable<(InputBatch Batch, Tensor Activation)> LayerBatches(IAnalysisContext ctx, string layer)

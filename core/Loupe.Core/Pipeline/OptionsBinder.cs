@@ -57,7 +57,9 @@ public static class OptionsBinder
             foreach (var (k, v) in map.Children)
             {
                 var key = (k as YamlScalarNode)?.Value ?? "";
-                var prop = props.FirstOrDefault(p => Normalize(p.Name) == Normalize(key));
+                var prop = props.FirstOrDefault(p => Normalize(p.Name) == Normalize(key))
+                    ?? props.FirstOrDefault(p => p.GetCustomAttribute<AliasAttribute>()?.Names.Any(a => Normalize(a) == Normalize(key)) == true);
+                if (prop is not null) prop = ConstantTarget(props, prop, v);
                 if (prop is null)
                 {
                     var names = props.Select(YamlName).ToArray();
@@ -223,6 +225,16 @@ public static class OptionsBinder
             return ConversionFailed.Instance;
         }
         return result;
+    }
+
+    /// <summary>For an <see cref="OrConstantAttribute"/> option given a number or a list: the property the constant binds to.</summary>
+    static PropertyInfo ConstantTarget(PropertyInfo[] props, PropertyInfo prop, YamlNode value)
+    {
+        if (prop.GetCustomAttribute<OrConstantAttribute>() is not { } oc) return prop;
+        bool numeric = value is YamlSequenceNode
+            || value is YamlScalarNode { Value: { } text } && double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
+        return numeric ? props.FirstOrDefault(p => p.Name == oc.Property)
+            ?? throw new InvalidOperationException($"{prop.DeclaringType?.Name}.{prop.Name}: [OrConstant] names no property '{oc.Property}'") : prop;
     }
 
     /// <summary>kebab-case form of a PascalCase name.</summary>

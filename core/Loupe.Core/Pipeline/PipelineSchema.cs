@@ -197,7 +197,16 @@ public static class PipelineSchema
                         scalar[r.MaximumIsExclusive ? "exclusiveMaximum" : "maximum"] = Number(r.Maximum);
                     }
             if (p.GetCustomAttribute<RequiredAttribute>() != null) required.Add(OptionsBinder.YamlName(p));
+            // [OrConstant]: the named choices or the constant property's numbers; [Alias]: the same schema under each alias.
+            if (p.GetCustomAttribute<OrConstantAttribute>() is { } oc && OptionsBinder.Properties(t).FirstOrDefault(c => c.Name == oc.Property) is { } cp)
+            {
+                var constant = ValueSchema(cp.PropertyType, depth + 1);
+                var named = new JsonObject();
+                foreach (var key in new[] { "type", "enum", "anyOf" }) if (s[key] is { } node) { named[key] = node.DeepClone(); s.Remove(key); }
+                s["anyOf"] = new JsonArray(named, constant);
+            }
             props[OptionsBinder.YamlName(p)] = s;
+            foreach (var alias in p.GetCustomAttribute<AliasAttribute>()?.Names ?? []) props[alias] = s.DeepClone();
         }
         var o = new JsonObject { ["type"] = "object", ["additionalProperties"] = false, ["properties"] = props };
         if (required.Count > 0) o["required"] = required;

@@ -74,7 +74,10 @@ public static class Inspector
                 string s => s,
                 _ => "{...}",
             };
-            return new OptionInfo(OptionsBinder.YamlName(p), OptionsBinder.Describe(p.PropertyType), shown,
+            var type = OptionsBinder.Describe(p.PropertyType)
+                + (p.GetCustomAttribute<OrConstantAttribute>() is not null ? ", or a number / one per channel" : "")
+                + (p.GetCustomAttribute<AliasAttribute>() is { } alias ? $" (key also: {string.Join(", ", alias.Names)})" : "");
+            return new OptionInfo(OptionsBinder.YamlName(p), type, shown,
                 p.GetCustomAttribute<DescriptionAttribute>()?.Description,
                 p.GetCustomAttribute<System.ComponentModel.DataAnnotations.RequiredAttribute>() != null);
         }).ToList();
