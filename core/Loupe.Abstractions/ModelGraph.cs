@@ -68,15 +68,18 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
     /// <summary>True for the operators with weights that act linearly on their input (Conv, Linear).</summary>
     public bool IsLinearLayer => Op is GraphOp.Conv or GraphOp.Linear;
 
-    /// <summary>Computes the node on <paramref name="inputs"/>; <paramref name="weight"/>/<paramref name="bias"/> replace the
-    /// node's own (for rules that modify parameters; BatchNorm ignores them).</summary>
-    public Tensor Apply(IReadOnlyList<Tensor> inputs, Tensor? weight = null, Tensor? bias = null)
+    /// <summary>Computes the node on <paramref name="inputs"/> with its own parameters.</summary>
+    public Tensor Apply(IReadOnlyList<Tensor> inputs) => Apply(inputs, Weight, Bias);
+
+    /// <summary>Computes a Conv or Linear node with <paramref name="weight"/> and <paramref name="bias"/> (null: none) in place
+    /// of its own (for rules that modify parameters); other operators ignore them.</summary>
+    public Tensor Apply(IReadOnlyList<Tensor> inputs, Tensor? weight, Tensor? bias)
     {
         var x = inputs[0];
         switch (Op)
         {
-            case GraphOp.Conv: return nn.functional.conv2d(x, weight ?? Weight!, bias ?? Bias, Stride, Padding, Dilation, Groups);
-            case GraphOp.Linear: return nn.functional.linear(x, weight ?? Weight!, bias ?? Bias);
+            case GraphOp.Conv: return nn.functional.conv2d(x, weight!, bias, Stride, Padding, Dilation, Groups);
+            case GraphOp.Linear: return nn.functional.linear(x, weight!, bias);
             case GraphOp.BatchNorm:
             {
                 using var scope = NewDisposeScope();
