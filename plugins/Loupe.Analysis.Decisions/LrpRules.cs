@@ -56,8 +56,13 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
             if (relevance[i] is not { } r) continue;
             observe?.Invoke(i, r);
             var node = nodes[i];
-            var xs = node.Inputs.Select(j => (j < 0 ? input : values[j]).detach()).ToArray();
-            var parts = Node(i, node, xs, r);
+            Tensor[] parts;
+            // One scope per node: the modified forwards and their graphs are freed as soon as the node is done.
+            using (var step = NewDisposeScope())
+            {
+                var xs = node.Inputs.Select(j => (j < 0 ? input : values[j]).detach()).ToArray();
+                parts = Node(i, node, xs, r).Select(p => ReferenceEquals(p, r) ? p : step.MoveToOuter(p)).ToArray();
+            }
             for (int k = 0; k < parts.Length; k++)
             {
                 int j = node.Inputs[k];
