@@ -42,7 +42,7 @@ public class ModelTests
     {
         using var model = Env.LoadOnnx(new OnnxOptions { Model = "mlnet-resnet18" });
         Assert.Equal(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.Parameters
-            | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride, model.Capabilities);
+            | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride | ModelCapabilities.Graph, model.Capabilities);
         var names = model.Layers.Select(l => l.Name).ToHashSet();
         Assert.Contains("Convolution249", names);                  // node name (alias)
         Assert.Contains("Convolution249_Output_0", names);         // value name
