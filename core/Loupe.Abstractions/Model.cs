@@ -21,6 +21,8 @@ public enum ModelCapabilities
     Interventions = 16,
     /// <summary>Every ReLU's backward rule can be replaced (guided backprop, deconvnet: <see cref="IModelInterventions.OverrideRelu"/>).</summary>
     ReluOverride = 32,
+    /// <summary>The model describes itself as a dataflow graph of standard operators (<see cref="IModelGraphSource.Graph"/>).</summary>
+    Graph = 64,
 }
 
 /// <summary>Backward rules for ReLUs (Springenberg et al. 2015; Zeiler &amp; Fergus 2014).</summary>

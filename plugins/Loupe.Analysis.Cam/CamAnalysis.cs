@@ -50,6 +50,10 @@ public record CamOptions : IReshapesLayers
     [Description(LayerInputs.Description + " (Captum LayerGradCam's option, offered by every CAM method)")]
     public bool AttributeToLayerInput { get; init; }
 
+    /// <summary>First principal component of the weighted activations instead of their channel sum.</summary>
+    [Description("pytorch-grad-cam's eigen_smooth: the map is the first principal component of the weighted activations (h·w points of K values, centred, SVD; signed to correlate positively with their channel mean) instead of their sum over channels; eigen-cam, eigen-grad-cam and kpca-cam are projections already and are unchanged")]
+    public bool EigenSmooth { get; init; }
+
     /// <summary>The layers to explain.</summary>
     public IReadOnlyList<string> AllLayers => Layers is { Length: > 0 } ? Layers : Layer is { Length: > 0 } ? [Layer] : [];
 }
@@ -76,7 +80,16 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
     protected virtual bool UsesGradients => true;
 
     /// <summary>The method's map for one layer, N×h×w (or N×K×h×w per channel), before ReLU and scaling.</summary>
-    protected abstract Tensor LayerMap(TOptions options, CamLayer layer);
+    protected virtual Tensor LayerMap(TOptions options, CamLayer layer) => WeightedActivations(options, layer).sum(1);
+
+    /// <summary>The weighted activations (N×K×h×w) whose channel sum is the map: what <c>eigen_smooth</c> projects
+    /// instead of summing (pytorch-grad-cam's get_cam_image). Methods whose map is not such a sum override
+    /// <see cref="LayerMap"/> and say so with <see cref="ProjectsAlready"/>, or refuse eigen_smooth.</summary>
+    protected virtual Tensor WeightedActivations(TOptions options, CamLayer layer) =>
+        throw new LoupeException($"{ArtifactName}: eigen_smooth does not apply: the map is not a sum of weighted activations");
+
+    /// <summary>True when the map already is a principal-component projection (eigen_smooth leaves it, as pytorch-grad-cam).</summary>
+    protected virtual bool ProjectsAlready => false;
 
     /// <inheritdoc/>
     protected override string RawName => ArtifactName + "-layer";
@@ -128,7 +141,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             var (mode, error) = LayerReshapes.Resolve(options.Reshape, acts[i].shape);
             if (error is not null) throw new LoupeException($"layer '{layers[i]}'{(options.AttributeToLayerInput ? " (its input)" : "")}: {error}");
             var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode) : null, layers[i], x, selection, ctx) { Reshape = mode };
-            var map = LayerMap(options, grid);
+            var map = options.EigenSmooth && !ProjectsAlready ? Projections.FirstComponent(WeightedActivations(options, grid)) : LayerMap(options, grid);
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
             raw ??= map;
             maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w)

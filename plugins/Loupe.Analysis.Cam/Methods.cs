@@ -15,15 +15,18 @@ public sealed class GradCam : CamAnalysis<GradCamOptions>
     public override IEnumerable<string> Validate(GradCamOptions options, AnalysisValidationContext context)
     {
         foreach (var e in base.Validate(options, context)) yield return e;
+        if (!options.SumChannels && options.EigenSmooth) yield return "sum_channels: false keeps the channels; eigen_smooth projects them: choose one";
         if (!options.SumChannels && (options.AllLayers.Count > 1 || options.Convention == CamConvention.PytorchGradCam))
             yield return "sum_channels: false (Captum's attr_dim_summation=False) takes one layer and convention captum";
     }
     /// <inheritdoc/>
     protected override Tensor LayerMap(GradCamOptions o, CamLayer l)
     {
-        var terms = l.Gradient!.mean([2, 3], keepdim: true) * l.Activation;
+        var terms = WeightedActivations(o, l);
         return o.SumChannels ? terms.sum(1) : terms;
     }
+    /// <inheritdoc/>
+    protected override Tensor WeightedActivations(GradCamOptions o, CamLayer l) => l.Gradient!.mean([2, 3], keepdim: true) * l.Activation;
 }
 
 /// <summary>Options of <c>grad-cam</c>.</summary>
@@ -45,7 +48,7 @@ public sealed class GradCamPlusPlus : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "grad-cam-plus-plus";
     /// <inheritdoc/>
-    protected override Tensor LayerMap(CamOptions o, CamLayer l)
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l)
     {
         var g = l.Gradient!; var a = l.Activation;
         var g2 = g * g; var g3 = g2 * g;
@@ -53,7 +56,7 @@ public sealed class GradCamPlusPlus : CamAnalysis<CamOptions>
         var aij = g2 / (2 * g2 + sumA * g3 + 1e-6f);
         aij = where(g != 0, aij, zeros_like(aij));
         var weights = (nn.functional.relu(g) * aij).sum([2, 3], keepdim: true);
-        return (weights * a).sum(1);
+        return weights * a;
     }
 }
 
@@ -63,11 +66,11 @@ public sealed class XGradCam : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "xgrad-cam";
     /// <inheritdoc/>
-    protected override Tensor LayerMap(CamOptions o, CamLayer l)
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l)
     {
         var a = l.Activation;
         var weights = (l.Gradient! * a / (a.sum([2, 3], keepdim: true) + 1e-7f)).sum([2, 3], keepdim: true);
-        return (weights * a).sum(1);
+        return weights * a;
     }
 }
 
@@ -77,7 +80,7 @@ public sealed class HiResCam : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "hires-cam";
     /// <inheritdoc/>
-    protected override Tensor LayerMap(CamOptions o, CamLayer l) => (l.Gradient! * l.Activation).sum(1);
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => l.Gradient! * l.Activation;
 }
 
 /// <summary>LayerCAM (Jiang et al. 2021, Eq. 6): Σ_k relu(∂y/∂A_k) ⊙ A_k.</summary>
@@ -86,7 +89,7 @@ public sealed class LayerCam : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "layer-cam";
     /// <inheritdoc/>
-    protected override Tensor LayerMap(CamOptions o, CamLayer l) => (nn.functional.relu(l.Gradient!) * l.Activation).sum(1);
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => nn.functional.relu(l.Gradient!) * l.Activation;
 }
 
 /// <summary>Eigen-CAM (Muhammad &amp; Yeasin 2020): the projection of A (h·w × K, centred) on its first principal
@@ -98,6 +101,8 @@ public sealed class EigenCam : CamAnalysis<CamOptions>
     public override string ArtifactName => "eigen-cam";
     /// <inheritdoc/>
     protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override bool ProjectsAlready => true;
     /// <inheritdoc/>
     protected override Tensor LayerMap(CamOptions o, CamLayer l)
     {
@@ -125,7 +130,7 @@ public sealed class ScoreCam : CamAnalysis<ScoreCamOptions>
     /// <inheritdoc/>
     protected override bool UsesGradients => false;
     /// <inheritdoc/>
-    protected override Tensor LayerMap(ScoreCamOptions o, CamLayer l)
+    protected override Tensor WeightedActivations(ScoreCamOptions o, CamLayer l)
     {
         var a = l.Activation; var x = l.Input;
         long n = a.shape[0], k = a.shape[1];
@@ -135,7 +140,7 @@ public sealed class ScoreCam : CamAnalysis<ScoreCamOptions>
         var min = flat.amin([2]).view(n, k, 1, 1); var max = flat.amax([2]).view(n, k, 1, 1);
         var masks = (up - min) / (max - min + 1e-8f);
         var weights = nn.functional.softmax(MaskedScores(l, masks, o.MicroBatch ?? 64), 1).view(n, k, 1, 1);
-        return (weights * a).sum(1);
+        return weights * a;
     }
 
     /// <summary>N×K: the target's score of each input multiplied by each of its K masks. The model's passes run back to
@@ -220,7 +225,7 @@ public sealed class AblationCam : CamAnalysis<ScoreCamOptions>
     /// <inheritdoc/>
     protected override ModelCapabilities ExtraCapabilities => ModelCapabilities.Interventions;
     /// <inheritdoc/>
-    protected override Tensor LayerMap(ScoreCamOptions o, CamLayer l)
+    protected override Tensor WeightedActivations(ScoreCamOptions o, CamLayer l)
     {
         var a = l.Activation; var x = l.Input; var ctx = l.Context;
         long n = a.shape[0], k = a.shape[1];
@@ -250,7 +255,7 @@ public sealed class AblationCam : CamAnalysis<ScoreCamOptions>
         var ablated = stack(scores, 0);                                            // N×K
         var b = baseScores.view(n, 1);
         var weights = ((b - ablated) / (b + 1e-7f)).view(n, k, 1, 1);
-        return (weights * a).sum(1);
+        return weights * a;
     }
 }
 
@@ -283,14 +288,14 @@ public sealed class ClassActivationMap : CamAnalysis<ClassCamOptions>
     }
 
     /// <inheritdoc/>
-    protected override Tensor LayerMap(ClassCamOptions o, CamLayer l)
+    protected override Tensor WeightedActivations(ClassCamOptions o, CamLayer l)
     {
         var classes = l.Selection.Classes ?? throw new LoupeException("cam needs a class target (top-1, top-k or class)");
         var weight = l.Context.Model.GetParameter(o.Head + ".weight")!;
         if (weight.shape[1] != l.Activation.shape[1])
             throw new LoupeException($"head '{o.Head}' has {weight.shape[1]} inputs but layer '{l.Layer}' has {l.Activation.shape[1]} channels");
         var wc = weight.detach().index_select(0, tensor(classes, dtype: ScalarType.Int64));         // N×K
-        return (wc.view(wc.shape[0], -1, 1, 1) * l.Activation).sum(1);
+        return wc.view(wc.shape[0], -1, 1, 1) * l.Activation;
     }
 }
 

@@ -11,7 +11,7 @@ public sealed class GradCamElementWise : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "grad-cam-element-wise";
     /// <inheritdoc/>
-    protected override Tensor LayerMap(CamOptions o, CamLayer l) => nn.functional.relu(l.Gradient! * l.Activation).sum(1);
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => nn.functional.relu(l.Gradient! * l.Activation);
 }
 
 /// <summary>Eigen-Grad-CAM (pytorch-grad-cam <c>EigenGradCAM</c>): the projection of ∂y/∂A ⊙ A (h·w × K, centred) on
@@ -21,6 +21,8 @@ public sealed class EigenGradCam : CamAnalysis<CamOptions>
 {
     /// <inheritdoc/>
     public override string ArtifactName => "eigen-grad-cam";
+    /// <inheritdoc/>
+    protected override bool ProjectsAlready => true;
     /// <inheritdoc/>
     protected override Tensor LayerMap(CamOptions o, CamLayer l) => Projections.FirstComponent(l.Gradient! * l.Activation);
 }
@@ -61,6 +63,8 @@ public sealed class KpcaCam : CamAnalysis<KpcaCamOptions>
     public override string ArtifactName => "kpca-cam";
     /// <inheritdoc/>
     protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override bool ProjectsAlready => true;
 
     /// <inheritdoc/>
     protected override Tensor LayerMap(KpcaCamOptions o, CamLayer l)
@@ -119,7 +123,7 @@ public sealed class FinerCam : CamAnalysis<FinerCamOptions>
         base.Validate(options, context).Concat(options.Compare is { Length: > 0 } c && c.All(r => r >= 1) ? [] : ["compare must list ranks ≥ 1 (rank 0 is the target class)"]);
 
     /// <inheritdoc/>
-    protected override Tensor LayerMap(FinerCamOptions o, CamLayer l)
+    protected override Tensor WeightedActivations(FinerCamOptions o, CamLayer l)
     {
         var ctx = l.Context;
         if (l.Selection.Classes is not { } classes) throw new LoupeException("finer-cam compares class logits: use a class target (top-1, top-k or class)");
@@ -134,7 +138,7 @@ public sealed class FinerCam : CamAnalysis<FinerCamOptions>
         var score = (p * (yc - o.Alpha * logits.gather(1, refs))).sum(1) / (p.sum(1) + 1e-9);
         var a = capture[l.Layer];
         var g = autograd.grad([score.sum()], [a])[0];
-        return (g.mean([2, 3], keepdim: true) * l.Activation).sum(1);
+        return g.mean([2, 3], keepdim: true) * l.Activation;
     }
 }
 

@@ -28,5 +28,6 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<NeuronConductance>("neuron-conductance", "input attribution through one neuron (Dhamdhere et al. 2018; Captum NeuronConductance)")
         .AddLoupeAnalysis<AugSmooth>("aug-smooth", "test-time augmentation (flips × factors) around any attribution step (inner:), as pytorch-grad-cam's aug_smooth")
         .AddLoupeAnalysis<DeepLift>("deeplift", "DeepLift, rescale rule, against a reference input (Shrikumar et al. 2017; Captum DeepLift)")
+        .AddLoupeAnalysis<Lrp>("lrp", "layer-wise relevance propagation with Zennit's rules and composites or Captum's defaults, on the model's canonized graph (Bach et al. 2015)")
         .AddLoupeAnalysis<DeepLiftShap>("deeplift-shap", "DeepLift averaged over a set of references (Lundberg & Lee 2017; Captum DeepLiftShap)");
 }

@@ -156,7 +156,7 @@ public sealed partial class OnnxModel : IModel
 
     /// <inheritdoc/>
     public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.Parameters
-        | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride;
+        | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride | ModelCapabilities.Graph;
     /// <inheritdoc/>
     public InputSpec DefaultInput { get; }
     /// <inheritdoc/>

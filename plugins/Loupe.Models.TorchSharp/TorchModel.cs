@@ -18,7 +18,7 @@ public enum MemoryLayout
 }
 
 /// <summary>An <see cref="IModel"/> over a TorchSharp module: eval mode, frozen parameters, hook-based capture.</summary>
-public sealed partial class TorchModel : IModel, IModelInterventions
+public sealed partial class TorchModel : IModel, IModelInterventions, IModelGraphSource
 {
     readonly nn.Module<Tensor, Tensor> _module;
     readonly Dictionary<string, nn.Module> _modules;
@@ -82,7 +82,9 @@ public sealed partial class TorchModel : IModel, IModelInterventions
     }
     /// <inheritdoc/>
     public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients
-        | ModelCapabilities.Parameters | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride;
+        | ModelCapabilities.Parameters | ModelCapabilities.Interventions | ModelCapabilities.ReluOverride | ModelCapabilities.Graph;
+    /// <inheritdoc/>
+    public ModelGraph Graph() => GraphExport.Export(_module);
     /// <inheritdoc/>
     public InputSpec DefaultInput { get; }
     /// <inheritdoc/>

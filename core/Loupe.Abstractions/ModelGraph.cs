@@ -1,0 +1,157 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Abstractions;
+
+/// <summary>Standard operators of a <see cref="ModelGraph"/>: what a CNN is made of once its framework is abstracted away.</summary>
+public enum GraphOp
+{
+    /// <summary>2-D convolution: <see cref="GraphNode.Weight"/> O×(I/groups)×kh×kw, optional bias, stride/padding/dilation/groups.</summary>
+    Conv,
+    /// <summary>Dense layer y = x Wᵀ + b on N×F inputs: <see cref="GraphNode.Weight"/> out×in, optional bias.</summary>
+    Linear,
+    /// <summary>Eval-mode batch norm over channels (dim 1): weight γ, bias β, <see cref="GraphNode.Mean"/>, <see cref="GraphNode.Var"/>, <see cref="GraphNode.Eps"/>.</summary>
+    BatchNorm,
+    /// <summary>max(x, 0).</summary>
+    Relu,
+    /// <summary>2-D max pooling (kernel, stride, padding, dilation, ceil mode).</summary>
+    MaxPool,
+    /// <summary>2-D average pooling (kernel, stride, padding, ceil mode, count_include_pad).</summary>
+    AvgPool,
+    /// <summary>Adaptive average pooling to <see cref="GraphNode.Kernel"/> (output height × width; 1×1 = global average pooling).</summary>
+    AdaptiveAvgPool,
+    /// <summary>Flattens every dimension after the batch.</summary>
+    Flatten,
+    /// <summary>Reshape to N × <see cref="GraphNode.Shape"/> (the batch dimension kept; 0 copies the input's size, −1 is inferred).</summary>
+    Reshape,
+    /// <summary>Element-wise sum of the inputs (residual connections).</summary>
+    Add,
+    /// <summary>Concatenation of the inputs along <see cref="GraphNode.Axis"/>.</summary>
+    Concat,
+    /// <summary>The input unchanged (dropout in eval mode, identity modules).</summary>
+    Identity,
+}
+
+/// <summary>One operator of a <see cref="ModelGraph"/>. Inputs are indices of earlier nodes (−1: the graph input). Parameter
+/// tensors are the model's own (do not dispose or modify them).</summary>
+public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
+{
+    /// <summary>Weight (Conv, Linear: as in PyTorch; BatchNorm: γ).</summary>
+    public Tensor? Weight { get; init; }
+    /// <summary>Bias (Conv, Linear; BatchNorm: β), or null.</summary>
+    public Tensor? Bias { get; init; }
+    /// <summary>Batch norm running mean.</summary>
+    public Tensor? Mean { get; init; }
+    /// <summary>Batch norm running variance.</summary>
+    public Tensor? Var { get; init; }
+    /// <summary>Batch norm ε.</summary>
+    public double Eps { get; init; } = 1e-5;
+    /// <summary>Kernel size (pools); AdaptiveAvgPool: output size.</summary>
+    public long[] Kernel { get; init; } = [1, 1];
+    /// <summary>Stride.</summary>
+    public long[] Stride { get; init; } = [1, 1];
+    /// <summary>Symmetric zero padding (height, width).</summary>
+    public long[] Padding { get; init; } = [0, 0];
+    /// <summary>Dilation.</summary>
+    public long[] Dilation { get; init; } = [1, 1];
+    /// <summary>Convolution groups.</summary>
+    public long Groups { get; init; } = 1;
+    /// <summary>Pools: ceil instead of floor for the output size.</summary>
+    public bool CeilMode { get; init; }
+    /// <summary>AvgPool: padded zeros count in the average.</summary>
+    public bool CountIncludePad { get; init; } = true;
+    /// <summary>Concat axis.</summary>
+    public long Axis { get; init; } = 1;
+    /// <summary>Reshape: target dimensions after the batch.</summary>
+    public long[] Shape { get; init; } = [];
+
+    /// <summary>True for the operators with weights that act linearly on their input (Conv, Linear).</summary>
+    public bool IsLinearLayer => Op is GraphOp.Conv or GraphOp.Linear;
+
+    /// <summary>Computes the node on <paramref name="inputs"/> with its own parameters.</summary>
+    public Tensor Apply(IReadOnlyList<Tensor> inputs) => Apply(inputs, Weight, Bias);
+
+    /// <summary>Computes a Conv or Linear node with <paramref name="weight"/> and <paramref name="bias"/> (null: none) in place
+    /// of its own (for rules that modify parameters); other operators ignore them.</summary>
+    public Tensor Apply(IReadOnlyList<Tensor> inputs, Tensor? weight, Tensor? bias)
+    {
+        var x = inputs[0];
+        switch (Op)
+        {
+            case GraphOp.Conv: return nn.functional.conv2d(x, weight!, bias, Stride, Padding, Dilation, Groups);
+            case GraphOp.Linear: return nn.functional.linear(x, weight!, bias);
+            case GraphOp.BatchNorm:
+            {
+                using var scope = NewDisposeScope();
+                var shape = new long[x.dim()]; Array.Fill(shape, 1L); shape[1] = -1;
+                var scale = Weight! / (Var! + Eps).sqrt();
+                return scope.MoveToOuter(x * scale.view(shape) + (Bias! - Mean! * scale).view(shape));
+            }
+            case GraphOp.Relu: return nn.functional.relu(x);
+            case GraphOp.MaxPool: return nn.functional.max_pool2d(x, Kernel, Stride, Padding, Dilation, CeilMode);
+            case GraphOp.AvgPool: return nn.functional.avg_pool2d(x, Kernel, Stride, Padding, CeilMode, CountIncludePad);
+            case GraphOp.AdaptiveAvgPool: return nn.functional.adaptive_avg_pool2d(x, Kernel);
+            case GraphOp.Flatten: return x.flatten(1);
+            case GraphOp.Reshape:
+                return x.reshape([x.shape[0], .. Shape.Select((d, i) => d == 0 ? x.shape[i + 1] : d)]);
+            case GraphOp.Add:
+            {
+                var sum = inputs[0];
+                for (int i = 1; i < inputs.Count; i++) sum = sum + inputs[i];
+                return inputs.Count == 1 ? sum.alias() : sum;
+            }
+            case GraphOp.Concat: return cat(inputs.ToArray(), Axis);
+            case GraphOp.Identity: return x.alias();
+            default: throw new LoupeException($"graph node '{Name}': unknown operator {Op}");
+        }
+    }
+}
+
+/// <summary>A model as a dataflow graph of <see cref="GraphOp"/> operators in topological order; the last node is the
+/// output. Techniques that propagate something other than gradients layer by layer (relevance rules, ...) run on it.</summary>
+public sealed record ModelGraph(IReadOnlyList<GraphNode> Nodes)
+{
+    /// <summary>Runs the graph, returning every node's output (index = node index).</summary>
+    public Tensor[] Run(Tensor input)
+    {
+        var values = new Tensor[Nodes.Count];
+        for (int i = 0; i < Nodes.Count; i++)
+        {
+            var n = Nodes[i];
+            values[i] = n.Apply(n.Inputs.Select(j => j < 0 ? input : values[j]).ToArray());
+        }
+        return values;
+    }
+
+    /// <summary>For each node, the nodes that read its output.</summary>
+    public List<int>[] Consumers()
+    {
+        var consumers = Nodes.Select(_ => new List<int>()).ToArray();
+        for (int i = 0; i < Nodes.Count; i++)
+            foreach (var j in Nodes[i].Inputs.Where(j => j >= 0)) consumers[j].Add(i);
+        return consumers;
+    }
+
+    /// <summary>Checks indices (every input an earlier node or the graph input) and parameters.</summary>
+    public void Validate(string source)
+    {
+        if (Nodes.Count == 0) throw new LoupeException($"{source}: the model graph is empty");
+        for (int i = 0; i < Nodes.Count; i++)
+        {
+            var n = Nodes[i];
+            if (n.Inputs.Length == 0 || n.Inputs.Any(j => j < -1 || j >= i))
+                throw new LoupeException($"{source}: graph node '{n.Name}' ({n.Op}) reads inputs [{string.Join(", ", n.Inputs)}]: each must be an earlier node or −1 (the input)");
+            if (n.IsLinearLayer && n.Weight is null || n.Op == GraphOp.BatchNorm && (n.Weight is null || n.Bias is null || n.Mean is null || n.Var is null))
+                throw new LoupeException($"{source}: graph node '{n.Name}' ({n.Op}) lacks its parameters");
+        }
+    }
+}
+
+/// <summary>Implemented by models that can describe themselves as a <see cref="ModelGraph"/> (capability
+/// <see cref="ModelCapabilities.Graph"/>).</summary>
+public interface IModelGraphSource
+{
+    /// <summary>The model as a graph of standard operators, or a <see cref="LoupeException"/> naming the first part of the
+    /// model that has no <see cref="GraphOp"/> equivalent. Running it gives the model's output (same weights).</summary>
+    ModelGraph Graph();
+}

@@ -1,0 +1,187 @@
+using Loupe.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>LRP rules for layers with weights (Zennit's names).</summary>
+public enum LrpRuleKind
+{
+    /// <summary>LRP-ε: R_i = x_i Σ_j w_ij R_j / stab(z_j) (Bach et al. 2015).</summary>
+    Epsilon,
+    /// <summary>Generalised LRP-γ: positive weights (and biases) amplified by γ, separately for positive and negative outputs (Montavon et al. 2019; Andéol et al. 2021).</summary>
+    Gamma,
+    /// <summary>LRP-αβ with α = 1, β = 0.</summary>
+    Alpha1Beta0,
+    /// <summary>LRP-αβ with α = 2, β = 1.</summary>
+    Alpha2Beta1,
+    /// <summary>z⁺: positive contributions only (Montavon et al. 2017); negative inputs meet negative weights.</summary>
+    ZPlus,
+    /// <summary>z^B for bounded inputs (the first layer): bounds low/high (Montavon et al. 2017).</summary>
+    ZBox,
+    /// <summary>Flat: inputs and weights replaced by ones, bias dropped (Lapuschkin et al. 2019).</summary>
+    Flat,
+    /// <summary>w²: inputs replaced by ones, weights and biases squared (Montavon et al. 2017).</summary>
+    WSquare,
+}
+
+/// <summary>A rule with its parameters. <see cref="Low"/>/<see cref="High"/> (z^B) are in model-input space, broadcastable to the input.</summary>
+public sealed record LrpRule(LrpRuleKind Kind, double Epsilon = 1e-6, double Gamma = 0.25, Tensor? Low = null, Tensor? High = null);
+
+/// <summary>Relevance propagation over a <see cref="ModelGraph"/> (Bach et al. 2015), each rule as Zennit defines it:
+/// outputs of modified forwards, relevance divided by the stabilised output, the gradient of the modified forward, times
+/// the (modified) input. Operators without weights: ReLU, identity, flatten, reshape, concatenation and max pooling
+/// pass relevance as their gradient does (unchanged, reshaped, split, to the maximum); average pooling and sums
+/// (residual additions) distribute it in proportion to each input's contribution (Zennit's <c>Norm</c>, or LRP-ε
+/// with <see cref="PoolEpsilon"/>).</summary>
+public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
+{
+    /// <summary>The stabiliser of proportional rules (pools, sums): Zennit's 1e-6; Captum uses its ε.</summary>
+    public double PoolEpsilon { get; init; } = 1e-6;
+
+    /// <summary>Zennit's stabiliser: x + ε·sign(x), with sign(0) = +1.</summary>
+    public static Tensor Stabilize(Tensor z, double epsilon) => z + (z.eq(0).to(z.dtype) + z.sign()) * epsilon;
+
+    /// <summary>Propagates <paramref name="outputRelevance"/> (shape of the last node's output) back to the input.
+    /// <paramref name="values"/> are the node outputs of <see cref="ModelGraph.Run"/> on <paramref name="input"/>;
+    /// <paramref name="observe"/> sees each node's total output relevance.</summary>
+    public Tensor Propagate(Tensor input, Tensor[] values, Tensor outputRelevance, Action<int, Tensor>? observe = null)
+    {
+        var nodes = graph.Nodes;
+        var relevance = new Tensor?[nodes.Count];
+        relevance[^1] = outputRelevance;
+        Tensor? inputRelevance = null;
+        for (int i = nodes.Count - 1; i >= 0; i--)
+        {
+            if (relevance[i] is not { } r) continue;
+            observe?.Invoke(i, r);
+            var node = nodes[i];
+            Tensor[] parts;
+            // One scope per node: the modified forwards and their graphs are freed as soon as the node is done.
+            using (var step = NewDisposeScope())
+            {
+                var xs = node.Inputs.Select(j => (j < 0 ? input : values[j]).detach()).ToArray();
+                parts = Node(i, node, xs, r).Select(p => ReferenceEquals(p, r) ? p : step.MoveToOuter(p)).ToArray();
+            }
+            for (int k = 0; k < parts.Length; k++)
+            {
+                int j = node.Inputs[k];
+                if (j < 0) inputRelevance = inputRelevance is null ? parts[k] : inputRelevance + parts[k];
+                else relevance[j] = relevance[j] is null ? parts[k] : relevance[j]! + parts[k];
+            }
+            relevance[i] = null;
+        }
+        return inputRelevance ?? zeros_like(input);
+    }
+
+    Tensor[] Node(int index, GraphNode node, Tensor[] xs, Tensor r)
+    {
+        switch (node.Op)
+        {
+            case GraphOp.Relu or GraphOp.Identity:
+                return [r];
+            case GraphOp.Flatten or GraphOp.Reshape:
+                return [r.reshape(xs[0].shape)];
+            case GraphOp.Concat or GraphOp.MaxPool:
+                return Gradient(node, xs, r);
+            case GraphOp.AvgPool or GraphOp.AdaptiveAvgPool or GraphOp.Add:
+                return Proportional(node, xs, r, PoolEpsilon);
+        }
+        var rule = ruleOf(index) ?? new LrpRule(LrpRuleKind.Epsilon);
+        return [Layer(node, xs[0], r, rule)];
+    }
+
+    static Tensor[] Gradient(GraphNode node, Tensor[] xs, Tensor r)
+    {
+        var leaves = xs.Select(x => x.requires_grad_(true)).ToArray();
+        var z = node.Apply(leaves);
+        var g = autograd.grad([z], leaves, [r]);
+        return g.ToArray();
+    }
+
+    /// <summary>LRP-ε on a parameter-free operator: R_k = x_k ⊙ ∂z/∂x_k · R / stab(z).</summary>
+    static Tensor[] Proportional(GraphNode node, Tensor[] xs, Tensor r, double epsilon)
+    {
+        var leaves = xs.Select(x => x.requires_grad_(true)).ToArray();
+        var z = node.Apply(leaves);
+        var s = r / Stabilize(z.detach(), epsilon);
+        var g = autograd.grad([z], leaves, [s]);
+        return leaves.Select((x, k) => x.detach() * g[k]).ToArray();
+    }
+
+    /// <summary>One modified forward: its output and a closure giving ∂/∂input · s.</summary>
+    sealed class Term(GraphNode node, Tensor x, Tensor? w, Tensor? b)
+    {
+        public readonly Tensor Input = x.detach().requires_grad_(true);
+        public Tensor Output = null!;
+        public Term Run() { Output = node.Apply([Input], w, b); return this; }
+        public Tensor Grad(Tensor s) => autograd.grad([Output], [Input], [s], retain_graph: true)[0];
+    }
+
+    static Tensor Layer(GraphNode node, Tensor x, Tensor r, LrpRule rule)
+    {
+        var w = node.Weight!;
+        var b = node.Bias;
+        Tensor? Pos(Tensor? t) => t?.clamp_min(0);
+        Tensor? Neg(Tensor? t) => t?.clamp_max(0);
+        Term T(Tensor input, Tensor? weight, Tensor? bias) => new Term(node, input, weight, bias).Run();
+        var xp = x.clamp_min(0);
+        var xn = x.clamp_max(0);
+        const double stab = 1e-6;
+        switch (rule.Kind)
+        {
+            case LrpRuleKind.Epsilon:
+            {
+                var t = T(x, w, b);
+                return t.Input.detach() * t.Grad(r / Stabilize(t.Output.detach(), rule.Epsilon));
+            }
+            case LrpRuleKind.ZPlus or LrpRuleKind.Alpha1Beta0:
+            {
+                var (t0, t1) = (T(xp, Pos(w), Pos(b)), T(xn, Neg(w), null));
+                var s = r / Stabilize((t0.Output + t1.Output).detach(), stab);
+                return xp * t0.Grad(s) + xn * t1.Grad(s);
+            }
+            case LrpRuleKind.Alpha2Beta1:
+            {
+                var (t0, t1, t2, t3) = (T(xp, Pos(w), Pos(b)), T(xn, Neg(w), null), T(xp, Neg(w), Neg(b)), T(xn, Pos(w), null));
+                var sp = r / Stabilize((t0.Output + t1.Output).detach(), stab);
+                var sn = r / Stabilize((t2.Output + t3.Output).detach(), stab);
+                return 2 * (xp * t0.Grad(sp) + xn * t1.Grad(sp)) - (xp * t2.Grad(sn) + xn * t3.Grad(sn));
+            }
+            case LrpRuleKind.Gamma:
+            {
+                var g = rule.Gamma;
+                var wUp = w + g * Pos(w)!;
+                var wDown = w + g * Neg(w)!;
+                var t0 = T(xp, wUp, b is null ? null : b + g * Pos(b)!);
+                var t1 = T(xn, wDown, null);
+                var t2 = T(xp, wDown, b is null ? null : b + g * Neg(b)!);
+                var t3 = T(xn, wUp, null);
+                var z = node.Apply([x], w, b);
+                var sp = z.gt(0).to(r.dtype) * r / Stabilize((t0.Output + t1.Output).detach(), stab);
+                var sn = z.lt(0).to(r.dtype) * r / Stabilize((t2.Output + t3.Output).detach(), stab);
+                return xp * t0.Grad(sp) + xn * t1.Grad(sp) + xp * t2.Grad(sn) + xn * t3.Grad(sn);
+            }
+            case LrpRuleKind.ZBox:
+            {
+                if (rule.Low is null || rule.High is null) throw new LoupeException("lrp: the z-box rule needs low and high bounds");
+                var low = rule.Low.expand(x.shape).contiguous();
+                var high = rule.High.expand(x.shape).contiguous();
+                var (t0, t1, t2) = (T(x, w, b), T(low, Pos(w), Pos(b)), T(high, Neg(w), Neg(b)));
+                var s = r / Stabilize((t0.Output - t1.Output - t2.Output).detach(), stab);
+                return x * t0.Grad(s) - low * t1.Grad(s) - high * t2.Grad(s);
+            }
+            case LrpRuleKind.WSquare:
+            {
+                var t = T(ones_like(x), w * w, b is null ? null : b * b);
+                return t.Grad(r / Stabilize(t.Output.detach(), stab));
+            }
+            case LrpRuleKind.Flat:
+            {
+                var t = T(ones_like(x), ones_like(w), null);
+                return t.Grad(r / Stabilize(t.Output.detach(), stab));
+            }
+            default: throw new LoupeException($"lrp: unknown rule {rule.Kind}");
+        }
+    }
+}

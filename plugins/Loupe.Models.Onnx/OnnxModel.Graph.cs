@@ -1,0 +1,133 @@
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.Onnx;
+
+// The ONNX graph as a ModelGraph: each runtime node maps to a standard operator; constants (initializers and folded
+// subgraphs) become parameters. A MatMul or Conv followed by an Add of a constant becomes one layer with that bias.
+public sealed partial class OnnxModel : IModelGraphSource
+{
+    static readonly string[] GraphOps =
+        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Concat", "Identity", "Dropout"];
+
+    /// <inheritdoc/>
+    public ModelGraph Graph()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var nodes = new List<GraphNode>();
+        var index = new Dictionary<string, int>(StringComparer.Ordinal) { [_inputName] = -1 };
+        foreach (var n in _plan)
+        {
+            int In(int i) => n.HasInput(i) && index.TryGetValue(n.Inputs[i], out var k) ? k
+                : throw n.Error($"input {i} ('{(i < n.Inputs.Length ? n.Inputs[i] : "")}') is not computed from the graph input: the model graph needs one data path per operator");
+            Tensor Const(int i) => n.HasInput(i) && _constants.TryGetValue(n.Inputs[i], out var t) ? t
+                : throw n.Error($"input {i} must be a constant (initializer) for the model graph");
+            string name = n.Name.Length > 0 ? n.Name : n.Outputs[0];
+            GraphNode? node = null;
+            int? alias = null;
+            switch (n.OpType)
+            {
+                case "Conv":
+                {
+                    var w = Const(1);
+                    if (w.dim() != 4) throw n.Error("the model graph supports 2-D convolutions only");
+                    node = new GraphNode(name, GraphOp.Conv, [In(0)])
+                    {
+                        Weight = w, Bias = n.HasInput(2) ? Const(2) : null, Stride = n.Ints("strides") ?? [1, 1],
+                        Padding = Pads(n), Dilation = n.Ints("dilations") ?? [1, 1], Groups = n.Int("group", 1),
+                    };
+                    break;
+                }
+                case "Gemm":
+                {
+                    if (n.Int("transA", 0) != 0) throw n.Error("transA = 1 has no dense-layer form in the model graph");
+                    var w = Const(1);
+                    float alpha = n.Float("alpha", 1f), beta = n.Float("beta", 1f);
+                    w = n.Int("transB", 0) != 0 ? w : w.t();
+                    Tensor? b = n.HasInput(2) ? Const(2) : null;
+                    node = new GraphNode(name, GraphOp.Linear, [In(0)])
+                    {
+                        Weight = alpha == 1f ? w : w * alpha,
+                        Bias = b is null ? null : (beta == 1f ? b : b * beta).flatten(),
+                    };
+                    break;
+                }
+                case "MatMul":
+                {
+                    var w = Const(1);
+                    if (w.dim() != 2) throw n.Error("the model graph supports MatMul by a constant matrix only");
+                    node = new GraphNode(name, GraphOp.Linear, [In(0)]) { Weight = w.t() };
+                    break;
+                }
+                case "Add":
+                {
+                    bool c0 = _constants.ContainsKey(n.Inputs[0]), c1 = _constants.ContainsKey(n.Inputs[1]);
+                    if (!c0 && !c1) { node = new GraphNode(name, GraphOp.Add, [In(0), In(1)]); break; }
+                    // x + constant: the bias of the layer before (MatMul, bias-free Conv).
+                    int from = In(c0 ? 1 : 0);
+                    var c = Const(c0 ? 0 : 1);
+                    if (from < 0 || !nodes[from].IsLinearLayer || nodes[from].Bias is not null || c.numel() != nodes[from].Weight!.shape[0])
+                        throw n.Error("adds a constant that is not the bias of the Conv/MatMul before it: no model-graph form");
+                    nodes[from] = nodes[from] with { Bias = c.flatten() };
+                    alias = from;
+                    break;
+                }
+                case "BatchNormalization":
+                    node = new GraphNode(name, GraphOp.BatchNorm, [In(0)])
+                    { Weight = Const(1), Bias = Const(2), Mean = Const(3), Var = Const(4), Eps = n.Float("epsilon", 1e-5f) };
+                    break;
+                case "Relu": node = new GraphNode(name, GraphOp.Relu, [In(0)]); break;
+                case "MaxPool":
+                case "AveragePool":
+                {
+                    if (n.HasOutput(1)) throw n.Error("max-pool indices have no model-graph form");
+                    var k = n.Ints("kernel_shape") ?? throw n.Error("kernel_shape is missing");
+                    if (k.Length != 2) throw n.Error("the model graph supports 2-D pools only");
+                    node = new GraphNode(name, n.OpType == "MaxPool" ? GraphOp.MaxPool : GraphOp.AvgPool, [In(0)])
+                    {
+                        Kernel = k, Stride = n.Ints("strides") ?? [1, 1], Padding = Pads(n), Dilation = n.Ints("dilations") ?? [1, 1],
+                        CeilMode = n.Int("ceil_mode", 0) != 0, CountIncludePad = n.Int("count_include_pad", 0) != 0,
+                    };
+                    break;
+                }
+                case "GlobalAveragePool": node = new GraphNode(name, GraphOp.AdaptiveAvgPool, [In(0)]) { Kernel = [1, 1] }; break;
+                case "Flatten":
+                    if (n.Int("axis", 1) != 1) throw n.Error("the model graph supports Flatten with axis 1 only");
+                    node = new GraphNode(name, GraphOp.Flatten, [In(0)]);
+                    break;
+                case "Reshape":
+                {
+                    var shape = Const(1).to(ScalarType.Int64).data<long>().ToArray();
+                    if (shape.Length < 2) throw n.Error("the model graph supports reshapes that keep the batch dimension only");
+                    node = new GraphNode(name, GraphOp.Reshape, [In(0)]) { Shape = shape[1..] };
+                    break;
+                }
+                case "Concat":
+                    node = new GraphNode(name, GraphOp.Concat, Enumerable.Range(0, n.Inputs.Length).Select(In).ToArray()) { Axis = n.Int("axis", 1) };
+                    break;
+                case "Identity" or "Dropout":
+                    if (n.HasOutput(1)) throw n.Error("a dropout mask output has no model-graph form");
+                    node = new GraphNode(name, GraphOp.Identity, [In(0)]);
+                    break;
+                default:
+                    throw n.Error($"operator {n.OpType} has no model-graph form; supported: {string.Join(", ", GraphOps)}");
+            }
+            if (alias is { } a) index[n.Outputs[0]] = a;
+            else { nodes.Add(node!); index[n.Outputs[0]] = nodes.Count - 1; }
+        }
+        int output = index.TryGetValue(_outputName, out var o) ? o : throw new LoupeException($"{_source}: output '{_outputName}' is not computed from the input");
+        if (output != nodes.Count - 1 || _flattenOutput)
+            nodes.Add(new GraphNode("output", _flattenOutput ? GraphOp.Flatten : GraphOp.Identity, [output]));
+        var graph = new ModelGraph(nodes);
+        graph.Validate(_source);
+        return graph;
+    }
+
+    static long[] Pads(OnnxNode n)
+    {
+        if (n.String("auto_pad", "NOTSET") is not ("NOTSET" or "")) throw n.Error("auto_pad has no model-graph form: export with explicit pads");
+        var p = n.Ints("pads") ?? [0, 0, 0, 0];
+        if (p.Length != 4 || p[0] != p[2] || p[1] != p[3]) throw n.Error($"pads [{string.Join(", ", p)}] are not symmetric: no model-graph form");
+        return [p[0], p[1]];
+    }
+}

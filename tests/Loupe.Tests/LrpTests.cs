@@ -1,0 +1,182 @@
+using Loupe.Abstractions;
+using Loupe.Analysis.Decisions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary><c>lrp</c>: maps against a PyTorch implementation of Zennit's rules and composites and of Captum's default
+/// rules (tests/fixtures/make_lrp_fixtures.py) on the demo CNN and resnet18, relevance conservation layer by layer, and
+/// closed-form values of every rule on a 2-layer net.</summary>
+public class LrpTests
+{
+    static readonly string[] CnnVariants =
+    [
+        "epsilon-plus", "epsilon-gamma-box", "epsilon-alpha2-beta1", "epsilon-plus-flat", "epsilon-alpha2-beta1-flat",
+        "captum", "uniform-epsilon", "uniform-gamma", "uniform-alpha1-beta0", "uniform-w-square",
+    ];
+
+    static string With(string variant) => variant switch
+    {
+        "captum" => "{ convention: captum }",
+        _ when variant.StartsWith("uniform-") => $"{{ rule: {variant["uniform-".Length..]} }}",
+        _ => $"{{ composite: {variant} }}",
+    };
+
+    [Fact]
+    public void MatchesThePyTorchReferenceOnTheDemoCnn()
+    {
+        var steps = string.Join("\n", CnnVariants.Select((v, i) => $"  - {{ id: l{i}, uses: lrp, with: {With(v)} }}"));
+        var r = TestEnv.Run(TestEnv.FixturePipeline(steps, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
+        var errors = CnnVariants.Select((v, i) => (v, e: TestEnv.RelL2(TechniqueTests.Stack(r, $"l{i}", "lrp"), Npy.Read(TestEnv.Fixture($"lrp_cnn_{v}.npy")).Data))).ToList();
+        Assert.True(errors.All(e => e.e <= 1e-4), string.Join("; ", errors.Select(e => $"{e.v}: {e.e:E2}")));
+    }
+
+    [Fact]
+    public void MatchesThePyTorchReferenceOnResNet18()
+    {
+        string[] variants = ["epsilon-gamma-box", "epsilon-plus-flat", "epsilon-alpha2-beta1", "captum"];
+        var r = ShapleyFamilyTests.ResNet18(string.Join("\n", variants.Select((v, i) => $"  - {{ id: l{i}, uses: lrp, with: {With(v)} }}")));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        var errors = variants.Select((v, i) => (v, e: TestEnv.RelL2(TechniqueTests.Stack(r, $"l{i}", "lrp", 2), Npy.Read(TestEnv.Fixture($"lrp_r18_{v}.npy")).Data))).ToList();
+        Assert.True(errors.All(e => e.e <= 1e-4), string.Join("; ", errors.Select(e => $"{e.v}: {e.e:E2}")));
+    }
+
+    [Fact]
+    public void ConventionCaptumRefusesAComposite()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("  - { id: l, uses: lrp, with: { convention: captum, composite: epsilon-plus } }"));
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.Message.Contains("convention: captum"));
+    }
+
+    // --- closed form: y = 3·relu(2·x1 − 0.5·x2) at x = (1, 2): z = 1, y = 3, relevance 1 at the output ---------------------
+
+    static ModelGraph TwoLayer(Tensor? bias = null) => new([
+        new GraphNode("fc1", GraphOp.Linear, [-1]) { Weight = tensor(new float[] { 2f, -0.5f }).view(1, 2), Bias = bias },
+        new GraphNode("relu", GraphOp.Relu, [0]),
+        new GraphNode("fc2", GraphOp.Linear, [1]) { Weight = tensor(new float[] { 3f }).view(1, 1) },
+    ]);
+
+    [Theory]
+    [InlineData(LrpRuleKind.Epsilon, 2.0, -1.0)]                 // x_i w_i / z
+    [InlineData(LrpRuleKind.ZPlus, 1.0, 0.0)]                    // positive contributions only: 2 / 2
+    [InlineData(LrpRuleKind.Alpha1Beta0, 1.0, 0.0)]
+    [InlineData(LrpRuleKind.Alpha2Beta1, 2.0, -1.0)]             // 2·(2/2, 0) − 1·(0, −1/−1)
+    [InlineData(LrpRuleKind.Gamma, 2.5 / 1.5, -1 / 1.5)]         // x⁺(w + γw⁺) / Σ = (2.5, −1) / 1.5
+    [InlineData(LrpRuleKind.Flat, 0.5, 0.5)]
+    [InlineData(LrpRuleKind.WSquare, 4 / 4.25, 0.25 / 4.25)]
+    [InlineData(LrpRuleKind.ZBox, 4 / 4.5, 0.5 / 4.5)]           // bounds −1, 3: (xw − l w⁺ − h w⁻) / (z − l·w⁺ − h·w⁻)
+    public void EveryRuleGivesItsClosedFormOnATwoLayerNet(LrpRuleKind kind, double r1, double r2)
+    {
+        using var scope = NewDisposeScope();
+        var graph = TwoLayer();
+        var x = tensor(new float[] { 1f, 2f }).view(1, 2);
+        var values = graph.Run(x);
+        Assert.Equal(3f, values[^1].item<float>(), 5);
+        var rule = new LrpRule(kind, Epsilon: 1e-9, Low: full(1, 2, -1f), High: full(1, 2, 3f));
+        var p = new LrpPropagation(graph, i => i == 0 ? rule : new LrpRule(LrpRuleKind.Epsilon, 1e-9));
+        var rel = p.Propagate(x, values, ones(1, 1)).data<float>().ToArray();
+        Assert.Equal(r1, rel[0], 5);
+        Assert.Equal(r2, rel[1], 5);
+    }
+
+    [Fact]
+    public void EpsilonAbsorbsRelevanceAndBiasesTakeTheirShare()
+    {
+        using var scope = NewDisposeScope();
+        // z = 1 + bias 1 = 2: the inputs keep (2, −1)/2; a large ε keeps z / (z + ε) of the relevance.
+        var graph = TwoLayer(tensor(new float[] { 1f }));
+        var x = tensor(new float[] { 1f, 2f }).view(1, 2);
+        var values = graph.Run(x);
+        var rel = new LrpPropagation(graph, _ => new LrpRule(LrpRuleKind.Epsilon, 1e-9)).Propagate(x, values, ones(1, 1)).data<float>().ToArray();
+        Assert.Equal(1.0, rel[0], 5);
+        Assert.Equal(-0.5, rel[1], 5);
+        var big = new LrpPropagation(graph, i => new LrpRule(LrpRuleKind.Epsilon, i == 0 ? 2.0 : 1e-9)).Propagate(x, values, ones(1, 1)).data<float>().ToArray();
+        Assert.Equal(0.5, big[0], 5);                                                     // 2 · 1 / (2 + 2)
+        Assert.Equal(-0.25, big[1], 5);
+    }
+
+    // --- conservation: no biases, ε → 0: every layer passes on exactly the relevance it receives ------------------------
+
+    static Tensor W(Generator g, params long[] shape) => randn(shape, generator: g) / MathF.Sqrt(shape.Skip(1).Aggregate(1L, (a, b) => a * b));
+
+    /// <summary>conv → relu → maxpool → conv → relu → avgpool → conv → relu → GAP → flatten → linear → relu → linear, no biases.</summary>
+    static ModelGraph Chain(Generator g) => new([
+        new GraphNode("c1", GraphOp.Conv, [-1]) { Weight = W(g, 16, 3, 3, 3), Padding = [1, 1] },
+        new GraphNode("r1", GraphOp.Relu, [0]),
+        new GraphNode("p1", GraphOp.MaxPool, [1]) { Kernel = [2, 2], Stride = [2, 2] },
+        new GraphNode("c2", GraphOp.Conv, [2]) { Weight = W(g, 16, 16, 3, 3), Padding = [1, 1] },
+        new GraphNode("r2", GraphOp.Relu, [3]),
+        new GraphNode("p2", GraphOp.AvgPool, [4]) { Kernel = [2, 2], Stride = [2, 2] },
+        new GraphNode("c3", GraphOp.Conv, [5]) { Weight = W(g, 32, 16, 3, 3), Padding = [1, 1] },
+        new GraphNode("r3", GraphOp.Relu, [6]),
+        new GraphNode("gap", GraphOp.AdaptiveAvgPool, [7]) { Kernel = [1, 1] },
+        new GraphNode("flat", GraphOp.Flatten, [8]),
+        new GraphNode("fc1", GraphOp.Linear, [9]) { Weight = W(g, 32, 32) },
+        new GraphNode("r4", GraphOp.Relu, [10]),
+        new GraphNode("fc2", GraphOp.Linear, [11]) { Weight = W(g, 4, 32) },
+    ]);
+
+    /// <summary>A residual net: stem conv → relu → [conv → relu → conv] + identity → relu → two branches concatenated → GAP → linear.</summary>
+    static ModelGraph Residual(Generator g) => new([
+        new GraphNode("stem", GraphOp.Conv, [-1]) { Weight = W(g, 6, 3, 3, 3), Padding = [1, 1] },
+        new GraphNode("r0", GraphOp.Relu, [0]),
+        new GraphNode("b.c1", GraphOp.Conv, [1]) { Weight = W(g, 6, 6, 3, 3), Padding = [1, 1] },
+        new GraphNode("b.r1", GraphOp.Relu, [2]),
+        new GraphNode("b.c2", GraphOp.Conv, [3]) { Weight = W(g, 6, 6, 3, 3), Padding = [1, 1] },
+        new GraphNode("b.add", GraphOp.Add, [4, 1]),
+        new GraphNode("b", GraphOp.Relu, [5]),
+        new GraphNode("left", GraphOp.Conv, [6]) { Weight = W(g, 4, 6, 1, 1) },
+        new GraphNode("right", GraphOp.Conv, [6]) { Weight = W(g, 4, 6, 3, 3), Padding = [1, 1] },
+        new GraphNode("cat", GraphOp.Concat, [7, 8]),
+        new GraphNode("rc", GraphOp.Relu, [9]),
+        new GraphNode("gap", GraphOp.AdaptiveAvgPool, [10]) { Kernel = [1, 1] },
+        new GraphNode("flat", GraphOp.Flatten, [11]),
+        new GraphNode("fc", GraphOp.Linear, [12]) { Weight = W(g, 4, 8) },
+    ]);
+
+    [Theory]
+    [InlineData(LrpRuleKind.Epsilon, LrpRuleKind.ZBox)]
+    [InlineData(LrpRuleKind.ZPlus, LrpRuleKind.ZBox)]
+    [InlineData(LrpRuleKind.Alpha1Beta0, LrpRuleKind.Flat)]
+    [InlineData(LrpRuleKind.Gamma, LrpRuleKind.WSquare)]
+    [InlineData(LrpRuleKind.Epsilon, LrpRuleKind.Epsilon)]
+    public void RelevanceIsConservedLayerByLayer(LrpRuleKind kind, LrpRuleKind first)
+    {
+        // α2β1 is left out: it conserves only where a unit has both positive and negative contributions. Flat and w²
+        // belong to the first layer: in hidden layers they hand relevance to zero activations, which the next
+        // proportional rule cannot pass on.
+        using var scope = NewDisposeScope();
+        var g = new Generator(7);
+        var x = randn([2, 3, 8, 8], generator: g);
+        var rule = new LrpRule(kind, Epsilon: 1e-9);
+        var firstRule = new LrpRule(first, Epsilon: 1e-9, Low: full(1, 3, 1, 1, -4f), High: full(1, 3, 1, 1, 4f));
+        foreach (var graph in new[] { Chain(g), Residual(g) })
+        {
+            var values = graph.Run(x);
+            var outRel = values[^1].relu() + 0.1;                     // any positive output relevance
+            double total = outRel.sum().item<float>();
+            var sums = new Dictionary<int, double>();
+            // The first layer takes a first-layer rule, the rest the rule under test; pools and sums use ε = 1e-9.
+            var p = new LrpPropagation(graph, i => i == 0 ? firstRule : rule) { PoolEpsilon = 1e-9 };
+            var rin = p.Propagate(x, values, outRel, (i, r) => sums[i] = r.sum().item<float>());
+            bool chain = graph.Nodes.All(n => n.Inputs.Length == 1) && graph.Consumers().All(c => c.Count <= 1);
+            if (chain)
+                foreach (var (i, s) in sums) Assert.True(Math.Abs(s - total) <= 1e-4 * total, $"{kind}, node {graph.Nodes[i].Name}: Σ R = {s} vs {total}");
+            else
+            {
+                // Residual: the sum's inputs share its relevance; the concatenation's inputs split it.
+                int add = graph.Nodes.ToList().FindIndex(n => n.Op == GraphOp.Add), cat = graph.Nodes.ToList().FindIndex(n => n.Op == GraphOp.Concat);
+                Assert.True(Math.Abs(sums[7] + sums[8] - sums[cat]) <= 1e-4 * total, $"{kind}: concat {sums[7]} + {sums[8]} vs {sums[cat]}");
+                Assert.True(Math.Abs(sums[1] - total) <= 1e-4 * total, $"{kind}: Σ R at the block input (identity + branch) {sums[1]} vs {total}");
+                Assert.True(Math.Abs(sums[add] - total) <= 1e-4 * total, $"{kind}: Σ R at the sum {sums[add]} vs {total}");
+                Assert.True(Math.Abs(sums[0] - total) <= 1e-4 * total, $"{kind}: Σ R at the stem {sums[0]} vs {total}");
+            }
+            double input = rin.sum().item<float>();
+            Assert.True(Math.Abs(input - total) <= 1e-4 * total, $"{kind}: Σ R at the input {input} vs {total}");
+        }
+    }
+}
