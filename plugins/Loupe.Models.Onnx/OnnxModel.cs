@@ -263,7 +263,7 @@ public sealed partial class OnnxModel : IModel
             foreach (var name in _byValue[value])
             {
                 Tensor kept; Tensor? replacement;
-                if (!_forGradients) { kept = output.detach().clone(); replacement = null; }
+                if (!_forGradients || !output.is_floating_point()) { kept = output.detach().clone(); replacement = null; }   // integer values (ArgMax labels) have no gradient
                 else if (output.requires_grad) { kept = output; replacement = output.clone(); }
                 else { kept = output.detach().requires_grad_(true); replacement = kept.clone(); }
                 kept.DetachFromDisposeScope();
