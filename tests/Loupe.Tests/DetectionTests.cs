@@ -78,14 +78,14 @@ public class DetectionTests
               - { id: cam, uses: grad-cam, with: { layer: body.6 }, target: { box: { min_score: 0.3 } } }
               - { id: eigen, uses: eigen-cam, with: { layer: body.6 }, target: { box: { min_score: 0.3 } } }
               - { id: occ, uses: occlusion, with: { window: 8, stride: 4 }, target: { box: { min_score: 0.3 } } }
-              - { id: drise, uses: d-rise, with: { masks: 200, grid: 8 }, target: { box: { min_score: 0.3 } } }
+              - { id: drise, uses: d-rise, with: { masks: 500, grid: 8 }, target: { box: { min_score: 0.3 } } }
             """));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         var grad = Fixture("det_box_grad.npy").Data.Select(Math.Abs).ToArray();
         var sal = Enumerable.Range(0, 2).SelectMany(i => TestEnv.Artifact(r, $"sal/{i:D5}.saliency.npy").Data).ToArray();
         double err = TestEnv.RelL2(sal, grad);
         Assert.True(err <= 1e-3, $"saliency of the box score: rel L2 {err:E2}");
-        // Every overlay draws the explained box; D-RISE puts more weight inside the box than outside.
+        // Every overlay draws the explained box; D-RISE's map peaks inside the box.
         var target = Fixture("det_target.npy").Data;
         foreach (var (step, name) in new[] { ("sal", "saliency"), ("cam", "grad-cam"), ("eigen", "eigen-cam"), ("occ", "occlusion"), ("drise", "d-rise") })
         {
@@ -97,14 +97,10 @@ public class DetectionTests
         for (int i = 0; i < 2; i++)
         {
             var map = TestEnv.Artifact(r, $"drise/{i:D5}.d-rise.npy").Data;   // 3×64×64, channels equal
-            double inside = 0, outside = 0; int nIn = 0, nOut = 0;
-            for (int y = 0; y < 64; y++)
-                for (int x = 0; x < 64; x++)
-                {
-                    bool inBox = x >= target[i * 5] && x < target[i * 5 + 2] && y >= target[i * 5 + 1] && y < target[i * 5 + 3];
-                    if (inBox) { inside += map[y * 64 + x]; nIn++; } else { outside += map[y * 64 + x]; nOut++; }
-                }
-            Assert.True(inside / nIn > 1.2 * (outside / nOut), $"image {i}: d-rise mean inside the box {inside / nIn:G4}, outside {outside / nOut:G4}");
+            int best = Array.IndexOf(map, map.Take(64 * 64).Max());
+            int bx = best % 64, by = best / 64;
+            Assert.True(bx >= target[i * 5] && bx < target[i * 5 + 2] && by >= target[i * 5 + 1] && by < target[i * 5 + 3],
+                $"image {i}: d-rise peaks at ({bx}, {by}), outside the box [{string.Join(", ", target.Skip(i * 5).Take(4))}]");
         }
     }
 
