@@ -141,4 +141,12 @@ public class DetectionTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("its target must be a detection target", r.Manifest!.ToJsonString());
     }
+
+    [Fact]
+    public void TheShippedConfigRuns()
+    {
+        var r = TestEnv.Run(Path.Combine(TestEnv.RepoRoot, "configs", "detection.yaml"), Path.Combine(TestEnv.TempDir("detection"), "run"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "comparison.png")));
+    }
 }

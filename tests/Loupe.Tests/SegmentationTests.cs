@@ -127,4 +127,12 @@ public class SegmentationTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("flatten_output: false", r.Manifest!.ToJsonString());
     }
+
+    [Fact]
+    public void TheShippedConfigRuns()
+    {
+        var r = TestEnv.Run(Path.Combine(TestEnv.RepoRoot, "configs", "segmentation.yaml"), Path.Combine(TestEnv.TempDir("segmentation"), "run"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "comparison.png")));
+    }
 }
