@@ -34,7 +34,7 @@ public sealed record BoxOptions
     public string Scores { get; init; } = "scores";
 
     /// <summary>Labels value.</summary>
-    [Description("model value holding the detection classes, N×D")]
+    [Description("model value holding the detection classes, N×D (when the model has none: the arg-max of 'probabilities')")]
     public string Labels { get; init; } = "labels";
 
     /// <summary>Class probabilities (D-RISE).</summary>
@@ -57,7 +57,7 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
     /// <inheritdoc/>
     public override ITarget Create(BoxOptions o, TargetContext context)
     {
-        foreach (var (name, what) in new[] { (o.Boxes, "boxes"), (o.Scores, "scores"), (o.Labels, "labels") })
+        foreach (var (name, what) in new[] { (o.Boxes, "boxes"), (o.Scores, "scores") })
             if (!context.Layers.Contains(name))
                 throw new LoupeException($"box: the model has no value '{name}' for the {what} (option '{what}'){Suggest.DidYouMean(name, context.Layers)}");
         string? Optional(string? given, string fallback, string option)
@@ -69,6 +69,10 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
         }
         var probs = Optional(o.Probabilities, "probs", "probabilities");
         var objectness = Optional(o.Objectness, "objectness", "objectness");
+        // Integer values (ArgMax labels) are not layers of every backend (onnx-runtime captures floats): then the labels
+        // are the arg-max of the class probabilities.
+        string? labels = context.Layers.Contains(o.Labels) ? o.Labels : probs is not null ? null
+            : throw new LoupeException($"box: the model has no value '{o.Labels}' for the labels (option 'labels') and no class probabilities (option 'probabilities'){Suggest.DidYouMean(o.Labels, context.Layers)}");
         long? cls = null;
         if (o.Class is { } c)
             cls = context.Labels.Count > 0 ? ClassTargetFactory.Resolve(c, context.Labels, context.Labels.Count)
@@ -79,7 +83,7 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
             if (b.Length != 4 || b[2] <= b[0] || b[3] <= b[1]) throw new LoupeException($"box: box must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got [{string.Join(", ", b)}]");
             if (cls is null) throw new LoupeException("box: a given box needs its 'class'");
         }
-        return new Box(o, cls, probs, objectness, context.Labels);
+        return new Box(o, cls, labels, probs, objectness, context.Labels);
     }
 
     /// <summary>The detection a row explains.</summary>
@@ -97,16 +101,16 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
         return scope.MoveToOuter(inter / (Area(a) + Area(b) - inter).clamp_min(1e-9));
     }
 
-    sealed class Box(BoxOptions o, long? cls, string? probs, string? objectness, IReadOnlyList<string> names) : ITarget, IDetectionSimilarity
+    sealed class Box(BoxOptions o, long? cls, string? labelValue, string? probs, string? objectness, IReadOnlyList<string> names) : ITarget, IDetectionSimilarity
     {
         public IReadOnlyCollection<string> RequiredLayers =>
-            new[] { o.Boxes, o.Scores, o.Labels, probs, objectness }.OfType<string>().Distinct().ToArray();
+            new[] { o.Boxes, o.Scores, labelValue, probs, objectness }.OfType<string>().Distinct().ToArray();
 
         (Tensor Boxes, Tensor Scores, Tensor Labels) Outputs(TargetInput input)
         {
             var b = input.Layer(o.Boxes);
             var s = input.Layer(o.Scores);
-            var l = input.Layer(o.Labels);
+            var l = labelValue is not null ? input.Layer(labelValue) : input.Layer(probs!).detach().argmax(-1);
             long n = b.shape[0];
             if (b.dim() != 3 || b.shape[2] != 4) throw new LoupeException($"target '{Describe()}': '{o.Boxes}' is ({string.Join("×", b.shape)}), boxes must be N×D×4");
             s = s.reshape(n, -1); l = l.reshape(n, -1);

@@ -17,11 +17,11 @@ public class DetectionTests
     static NdArray Fixture(string name) => Npy.Read(Path.Combine(Dir, name));
     static readonly string[] Names = ["boxes", "scores", "labels", "probs", "objectness"];
 
-    static string DetPipeline(string steps) => TestEnv.Pipeline($$"""
+    static string DetPipeline(string steps, string backend = "onnx") => TestEnv.Pipeline($$"""
         version: 1
         name: det
         model:
-          uses: onnx
+          uses: {{backend}}
           with: { path: {{TestEnv.Yaml(Model)}}, flatten_output: false, mean: [0, 0, 0], std: [1, 1, 1] }
           labels: {{TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "shapes-det", "labels.txt"))}}
         data:
@@ -130,6 +130,29 @@ public class DetectionTests
             double err = TestEnv.RelL2(s, expected.Skip(i * 8).Take(8).ToArray());
             Assert.True(err <= 1e-5, $"image {i}: {string.Join(", ", s)} vs {string.Join(", ", expected.Skip(i * 8).Take(8))}");
         }
+    }
+
+    [Fact]
+    public void ForwardOnlyMethodsGiveTheSameMapsOnOnnxRuntime()
+    {
+        // onnx-runtime exposes float values only: the box target then takes the labels as the arg-max of 'probs'.
+        const string steps = """
+              - { id: occ, uses: occlusion, with: { window: 8, stride: 4 }, target: { box: { min_score: 0.3 } } }
+              - { id: drise, uses: d-rise, with: { masks: 64, grid: 8 }, target: { box: { min_score: 0.3 } } }
+              - { id: eigen, uses: eigen-cam, with: { layer: /body/body.7/Relu_output_0 }, target: { box: { min_score: 0.3 } } }
+            """;
+        var ort = TestEnv.Run(DetPipeline(steps, "onnx-runtime"));
+        Assert.True(ort.ExitCode == 0, string.Join("\n", ort.Errors) + ort.Manifest?.ToJsonString());
+        var onnx = TestEnv.Run(DetPipeline(steps));
+        Assert.True(onnx.ExitCode == 0, string.Join("\n", onnx.Errors) + onnx.Manifest?.ToJsonString());
+        foreach (var (step, name) in new[] { ("occ", "occlusion"), ("drise", "d-rise"), ("eigen", "eigen-cam") })
+            for (int i = 0; i < 2; i++)
+            {
+                var a = TestEnv.Artifact(ort, $"{step}/{i:D5}.{name}.npy").Data;
+                var b = TestEnv.Artifact(onnx, $"{step}/{i:D5}.{name}.npy").Data;
+                double err = TestEnv.RelL2(a, b);
+                Assert.True(err <= 1e-4, $"{step} image {i}: onnx-runtime vs onnx rel L2 {err:E2}");
+            }
     }
 
     [Fact]
