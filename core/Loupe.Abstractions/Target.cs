@@ -13,12 +13,38 @@ public sealed record TargetInput(Tensor Output, Func<string, Tensor> Layer);
 /// <param name="Labels">Human description per row (e.g. <c>class 3 (dress)</c>).</param>
 public sealed record TargetSelection(long[]? Classes, string[] Labels)
 {
+    /// <summary>Per row, what else the target decided on the unperturbed forward and needs to score copies of the row
+    /// (e.g. a region mask, a detection's box); owned by the target, opaque to everyone else. Null when unused.</summary>
+    public IReadOnlyList<object?>? State { get; init; }
+
+    /// <summary>Per row, shapes that overlays of the row draw so that a reader sees what was explained (a mask's
+    /// outline, a box); null when there are none.</summary>
+    public IReadOnlyList<OverlayMark[]?>? Marks { get; init; }
+
     /// <summary>Selection for a batch whose rows are copies of original rows <paramref name="rows"/>.</summary>
     public TargetSelection Rows(IReadOnlyList<int> rows) =>
-        new(Classes is null ? null : rows.Select(r => Classes[r]).ToArray(), rows.Select(r => Labels[r]).ToArray());
+        new(Classes is null ? null : rows.Select(r => Classes[r]).ToArray(), rows.Select(r => Labels[r]).ToArray())
+        {
+            State = State is null ? null : rows.Select(r => State[r]).ToArray(),
+            Marks = Marks is null ? null : rows.Select(r => Marks[r]).ToArray(),
+        };
 
     /// <summary>Selection for <paramref name="count"/> copies of original row <paramref name="row"/>.</summary>
     public TargetSelection Repeat(int row, int count) => Rows(Enumerable.Repeat(row, count).ToArray());
+}
+
+/// <summary>A shape drawn on an overlay, in input pixel coordinates: a box outline (<see cref="Box"/>) or the outline of
+/// a region (<see cref="Mask"/>, row-major <see cref="MaskHeight"/>×<see cref="MaskWidth"/>, scaled to the image).</summary>
+public sealed record OverlayMark
+{
+    /// <summary>x1, y1, x2, y2 in input pixels (x2, y2 exclusive), or null.</summary>
+    public float[]? Box { get; init; }
+    /// <summary>Region, true inside; or null.</summary>
+    public bool[]? Mask { get; init; }
+    /// <summary>Rows of <see cref="Mask"/>.</summary>
+    public int MaskHeight { get; init; }
+    /// <summary>Columns of <see cref="Mask"/>.</summary>
+    public int MaskWidth { get; init; }
 }
 
 /// <summary>The scalar per input that an explanation explains (a class logit, a channel, ...).</summary>
@@ -36,6 +62,15 @@ public interface ITarget
     Tensor Scores(TargetInput input, TargetSelection selection);
     /// <summary>Short description, e.g. <c>top-1</c> or <c>class 3 (dress)</c>.</summary>
     string Describe();
+}
+
+/// <summary>A target over a detector's outputs that can also say how similar an input's detections are to the one it
+/// selected, as D-RISE weighs its random masks (Petsiuk et al. 2021): per row, the largest similarity over the
+/// input's detections (box overlap × class agreement × objectness, in [0, 1]). Forward-only.</summary>
+public interface IDetectionSimilarity
+{
+    /// <summary>One similarity per row (shape N), for rows described by <paramref name="selection"/>.</summary>
+    Tensor Similarity(TargetInput input, TargetSelection selection);
 }
 
 /// <summary>What a target factory gets.</summary>

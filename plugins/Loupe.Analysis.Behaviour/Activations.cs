@@ -36,11 +36,14 @@ public sealed record ThresholdOptions
 }
 
 /// <summary>Options of <c>activations</c>.</summary>
-public sealed record ActivationsOptions
+public sealed record ActivationsOptions : IReshapesLayers
 {
     /// <summary>Layer.</summary>
-    [Required, LayerName(Spatial = true), Description("layer whose activation maps are shown (N×K×h×w)")]
+    [Required, LayerName(Spatial = true), Description("layer whose activation maps are shown (N×K×h×w, or tokens / channels-last through 'reshape')")]
     public string Layer { get; init; } = "";
+    /// <summary>Layout of the layer.</summary>
+    [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the class token of N×(1+h·w)×C), tokens (N×(h·w)×C), as on CAM steps")]
+    public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
     /// <summary>Channels.</summary>
     [Description("channels to show; omit for the top-n most active per input")]
     public int[]? Channels { get; init; }
@@ -82,9 +85,10 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
         var grid = new List<IReadOnlyList<RgbImage?>>();
         var gridCaptions = new List<IReadOnlyList<string?>>();
         var gridIds = new List<string>();
-        foreach (var (batch, a) in Explain.LayerBatches(ctx, options.Layer))
+        foreach (var (batch, captured) in Explain.LayerBatches(ctx, options.Layer))
         {
             using var scope = NewDisposeScope();
+            var a = Grid(captured, options);
             long k = a.shape[1];
             CheckChannels(options, k);
             var h = batch.Input.shape[2]; var w = batch.Input.shape[3];
@@ -123,6 +127,16 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
         if (grid.Count > 0) ctx.Output.Display("activations-grid", null, Figure.Table(grid, null, gridIds, $"{ctx.StepId}: {options.Layer} — {what}", gridCaptions));
     }
 
+    /// <summary>The captured layer as N×C×h×w, per the step's <c>reshape</c>.</summary>
+    static Tensor Grid(Tensor a, ActivationsOptions options) => Grid(a, options.Reshape, options.Layer);
+
+    static Tensor Grid(Tensor a, LayerReshape reshape, string layer)
+    {
+        var (mode, error) = LayerReshapes.Resolve(reshape, a.shape);
+        if (error is not null) throw new LoupeException($"layer '{layer}': {error}");
+        return LayerReshapes.ToGrid(a, mode);
+    }
+
     static string SafeId(string id) => string.Concat(id.Select(ch => char.IsLetterOrDigit(ch) || ch is '-' or '_' or '.' ? ch : '_'));
 
     static void CheckChannels(ActivationsOptions options, long k)
@@ -139,15 +153,16 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
     }
 
     /// <summary>The shared dataset pass that gathers a layer's per-channel statistics (sums and a seeded reservoir).</summary>
-    public static LayerPass StatsPass(string layer) => new(layer, $"loupe.activations.stats:{layer}", () => new StatsConsumer(layer));
+    public static LayerPass StatsPass(string layer, LayerReshape reshape = LayerReshape.Auto) =>
+        new(layer, $"loupe.activations.stats:{layer}:{LayerReshapes.Name(reshape)}", () => new StatsConsumer(layer, reshape));
 
     /// <inheritdoc/>
     public IEnumerable<LayerPass> PlanLayerPasses(object options) =>
-        ((ActivationsOptions)options).Threshold.Mode is ThresholdMode.Quantile or ThresholdMode.Sigma ? [StatsPass(((ActivationsOptions)options).Layer)] : [];
+        ((ActivationsOptions)options).Threshold.Mode is ThresholdMode.Quantile or ThresholdMode.Sigma ? [StatsPass(((ActivationsOptions)options).Layer, ((ActivationsOptions)options).Reshape)] : [];
 
     static float[] DatasetThresholds(ActivationsOptions options, IAnalysisContext ctx)
     {
-        var stats = (StatsConsumer)ctx.RunLayerPass(StatsPass(options.Layer));
+        var stats = (StatsConsumer)ctx.RunLayerPass(StatsPass(options.Layer, options.Reshape));
         if (stats.Reservoirs is null) throw new LoupeException("the data source produced no inputs");
         CheckChannels(options, stats.Reservoirs.Length);
         var result = new float[stats.Reservoirs.Length];
@@ -175,7 +190,7 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
 
     /// <summary>Per-channel count, sum, sum of squares and a uniform reservoir of up to 2^20 values (seeded by the layer
     /// name, so every step that shares the pass sees the same sample).</summary>
-    sealed class StatsConsumer(string layer) : ILayerConsumer
+    sealed class StatsConsumer(string layer, LayerReshape reshape) : ILayerConsumer
     {
         readonly Random _rng = new(StableHash(layer));
         public List<float>[]? Reservoirs;
@@ -184,9 +199,10 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
 
         static int StableHash(string s) { unchecked { int h = 17; foreach (var ch in s) h = h * 31 + ch; return h & int.MaxValue; } }
 
-        public void Consume(InputBatch batch, Tensor a)
+        public void Consume(InputBatch batch, Tensor captured)
         {
             using var scope = NewDisposeScope();
+            var a = Grid(captured, reshape, layer);
             long k = a.shape[1];
             Reservoirs ??= Enumerable.Range(0, (int)k).Select(_ => new List<float>()).ToArray();
             Seen ??= new long[k]; Sum ??= new double[k]; SumSq ??= new double[k];

@@ -22,8 +22,9 @@ public static class Perturbation
     /// all images of the batch × a chunk of masks per forward pass. Returns N×P.</summary>
     /// <param name="masks">Produces masks [start, start + count).</param>
     /// <param name="probability">Score with the softmax probability of the selected class instead of the target score.</param>
+    /// <param name="score">Scores copies another way than the target's score (e.g. D-RISE's detection similarity).</param>
     public static Tensor MaskedScores(IAnalysisContext ctx, Tensor x, Tensor fill, long maskCount, Func<long, long, Tensor> masks,
-        TargetSelection selection, int? microBatch, bool probability = false, Action<double>? progress = null)
+        TargetSelection selection, int? microBatch, bool probability = false, Action<double>? progress = null, Func<TargetInput, TargetSelection, Tensor>? score = null)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -42,7 +43,8 @@ public static class Perturbation
             var (output, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, copies, [], forGradients: false, sel);
             Tensor s;
             using (capture)
-                s = probability && sel.Classes is not null
+                s = score is not null ? score(ti, sel)
+                    : probability && sel.Classes is not null
                     ? nn.functional.softmax(output, 1).gather(1, tensor(sel.Classes, dtype: ScalarType.Int64).unsqueeze(1)).squeeze(1)
                     : ctx.Target.Scores(ti, sel);
             parts.Add(chunkScope.MoveToOuter(s.view(n, p)));

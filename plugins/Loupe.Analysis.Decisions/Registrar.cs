@@ -16,6 +16,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<Occlusion>("occlusion", "sliding-window occlusion, Captum semantics (Zeiler & Fergus 2014); forward passes only")
         .AddLoupeAnalysis<FeatureAblation>("feature-ablation", "ablate grid cells one at a time (Captum FeatureAblation); forward passes only")
         .AddLoupeAnalysis<Rise>("rise", "randomized input sampling (Petsiuk et al. 2018), seeded; forward passes only")
+        .AddLoupeAnalysis<DRise>("d-rise", "RISE for detectors: masks weighted by the similarity of the masked detections to the target box (Petsiuk et al. 2021); forward passes only")
         .AddLoupeAnalysis<GradientShap>("gradient-shap", "expected gradients over baselines, noise and path points (Lundberg & Lee 2017; Captum GradientShap)")
         .AddLoupeAnalysis<KernelShap>("kernel-shap", "Shapley-kernel coalitions of features and a weighted linear fit (Lundberg & Lee 2017; Captum KernelShap)")
         .AddLoupeAnalysis<Lime>("lime", "local surrogate: random feature subsets, similarity weights, Lasso/linear fit (Ribeiro et al. 2016; Captum Lime)")

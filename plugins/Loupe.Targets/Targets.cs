@@ -42,25 +42,24 @@ public sealed record ClassTargetOptions
 public sealed class ClassTargetFactory : TargetFactory<ClassTargetOptions>
 {
     /// <inheritdoc/>
-    public override ITarget Create(ClassTargetOptions options, TargetContext context)
+    public override ITarget Create(ClassTargetOptions options, TargetContext context) =>
+        new Fixed(Resolve(options.Class, context.Labels, context.OutputSize), context.Labels).With(options.Mode);
+
+    /// <summary>A class given as a 0-based index (below <paramref name="count"/>) or a label name.</summary>
+    public static long Resolve(string text, IReadOnlyList<string> labels, long count, string what = "class")
     {
-        long index;
-        if (long.TryParse(options.Class, NumberStyles.Integer, CultureInfo.InvariantCulture, out var i))
+        if (long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var i))
         {
-            if (i < 0 || i >= context.OutputSize)
-                throw new LoupeException($"class index {i} is out of range: the model has {context.OutputSize} outputs (0..{context.OutputSize - 1})");
-            index = i;
+            if (i < 0 || i >= count)
+                throw new LoupeException($"{what} index {i} is out of range: the model has {count} {(what == "class" ? "outputs" : "classes")} (0..{count - 1})");
+            return i;
         }
-        else
-        {
-            var found = context.Labels.Select((l, k) => (l, k)).FirstOrDefault(p => string.Equals(p.l, options.Class, StringComparison.OrdinalIgnoreCase));
-            if (found.l is null)
-                throw new LoupeException(context.Labels.Count == 0
-                    ? $"class name '{options.Class}' cannot be resolved: the model has no labels (set model.labels)"
-                    : $"unknown class name '{options.Class}'{Suggest.DidYouMean(options.Class, context.Labels)}; labels: {string.Join(", ", context.Labels)}");
-            index = found.k;
-        }
-        return new Fixed(index, context.Labels).With(options.Mode);
+        var found = labels.Select((l, k) => (l, k)).FirstOrDefault(p => string.Equals(p.l, text, StringComparison.OrdinalIgnoreCase));
+        if (found.l is null)
+            throw new LoupeException(labels.Count == 0
+                ? $"{what} name '{text}' cannot be resolved: the model has no labels (set model.labels)"
+                : $"unknown {what} name '{text}'{Suggest.DidYouMean(text, labels)}; labels: {string.Join(", ", labels)}");
+        return found.k;
     }
 
     sealed class Fixed(long index, IReadOnlyList<string> labels) : ClassTarget(labels)
@@ -175,6 +174,8 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeTarget<NeuronTargetFactory>("neuron", "one neuron of a layer: { neuron: \"relu3:12:3:4\" }")
         .AddLoupeTarget<BinaryTargetFactory>("binary", "a binary head's positive or negative side (±logit, or sigmoid): { binary: positive }")
         .AddLoupeTarget<OutputTargetFactory>("output", "one output value or a weighted sum (regression heads): { output: 0 } or { output: { weights: [...] } }")
+        .AddLoupeTarget<RegionTargetFactory>("region", "segmentation: the class-k output summed over a mask (the model's argmax, a file or a box): { region: { class: disc } }")
+        .AddLoupeTarget<BoxTargetFactory>("box", "detection: IoU + score of the detection matching a box and class (default: the top detection): { box: { class: disc } }")
         .AddLoupeTarget<SimilarToTargetFactory>("similar-to", "cosine similarity to a reference image's embedding at a layer: { similar-to: { image: ref.png, layer: gap } }");
 }
 

@@ -57,6 +57,44 @@ public class TransformerCamTests
     }
 
     [Fact]
+    public void ActivationsLayTokensOutOnTheirGrid()
+    {
+        // reshape: auto on the ViT's N×17×16 tokens: channel c of the map at (y, x) is token 1 + 4y + x, channel c.
+        var path = VitPipeline($"""
+              - id: act
+                uses: activations
+                with: {"{"} layer: "{Ln1}", channels: [0, 5], threshold: {"{"} mode: quantile, quantile: 0.9 {"}"} {"}"}
+            """);
+        var r = TestEnv.Run(path);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        using var scope = NewDisposeScope();
+        using var prep = Loupe.Core.PipelineRunner.Prepare(new Loupe.Core.RunRequest(path) { PluginDirectories = [TestEnv.PluginDirectory] });
+        var x = Npy.Read(Path.Combine(TestEnv.Fixtures, "onnx", "vit_input.npy")).ToTensor();
+        using var cap = prep.Model.Capture([Ln1], forGradients: false);
+        using (no_grad()) prep.Model.Forward(x);
+        var tokens = cap[Ln1].contiguous().ToArray<float>();                 // 2×17×16
+        for (int i = 0; i < 2; i++)
+        {
+            var maps = TestEnv.Artifact(r, $"act/{i:D5}.activations.npy");
+            Assert.Equal([2L, 4, 4], maps.Shape);
+            int[] channels = [0, 5];
+            for (int c = 0; c < 2; c++)
+                for (int y = 0; y < 4; y++)
+                    for (int xx = 0; xx < 4; xx++)
+                        Assert.Equal(tokens[(i * 17 + 1 + 4 * y + xx) * 16 + channels[c]], maps.Data[(c * 4 + y) * 4 + xx], 1e-6f);
+        }
+        // Thresholds are per channel of the grid (16 channels), from the shared dataset pass over the same layout.
+        Assert.Equal([16L], TestEnv.Artifact(r, "act/thresholds.npy").Shape);
+        var none = TestEnv.Run(VitPipeline($"""
+              - id: act
+                uses: activations
+                with: {"{"} layer: "{Ln1}", reshape: none {"}"}
+            """));
+        Assert.Equal(2, none.ExitCode);
+        Assert.Contains(none.Errors, e => e.Message.Contains("reshape 'none' needs a 4-D layer"));
+    }
+
+    [Fact]
     public void AMistypedModulePathSuggestsTheNearestModule()
     {
         var r = TestEnv.Run(VitPipeline("""

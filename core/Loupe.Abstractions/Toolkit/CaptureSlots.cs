@@ -14,11 +14,12 @@ public sealed class CaptureSlots : IDisposable
     /// the output unchanged). Without gradients a detached clone is kept, so in-place ops downstream cannot change it.
     /// With gradients the kept tensor must be a leaf of the graph a score is differentiated against: the output itself
     /// when something upstream already requires grad (the model continues on a clone), else a detached copy that
-    /// requires grad (the model continues on a clone of it, so the backward pass stops at the layer).</summary>
+    /// requires grad (the model continues on a clone of it, so the backward pass stops at the layer). Integer values
+    /// (e.g. ArgMax labels) have no gradient and are kept as detached clones.</summary>
     public Tensor? Keep(string layer, Tensor output, bool forGradients)
     {
         Tensor kept; Tensor? replacement;
-        if (!forGradients) { kept = output.detach().clone(); replacement = null; }
+        if (!forGradients || !output.is_floating_point()) { kept = output.detach().clone(); replacement = null; }
         else if (output.requires_grad) { kept = output; replacement = output.clone(); }
         else { kept = output.detach().requires_grad_(true); replacement = kept.clone(); }
         Put(layer, kept);

@@ -187,6 +187,7 @@ public static class Explain
             ctx.Output.Raw(name, batch.Ids[i], new NdArray(row.ToArray<float>(), row.shape), target);
             var overlay = Display.Scale(overlays[i], Display.UpscaleFactor(overlays[i].Width));
             var range = RangeText(shown.AsSpan(i * hw, hw), style);
+            if (selection?.Marks?[i] is { Length: > 0 } marks) overlay = Display.DrawMarks(overlay, marks, overlays[i].Height, overlays[i].Width);
             ctx.Output.Display(name, batch.Ids[i], overlay, target, range);
             if (gridTiles.Count < maxGridTiles)
             {
