@@ -34,6 +34,9 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<MonotonicityCorrelation>("monotonicity-correlation", "Spearman of step attribution vs output variance when the step is perturbed (Nguyen & Rodríguez Martínez 2020); higher is better; of: step id")
         .AddLoupeAnalysis<PixelFlipping>("pixel-flipping", "area under the probability curve as pixels are removed most relevant first (Bach et al. 2015); lower is better; of: step id")
         .AddLoupeAnalysis<Selectivity>("selectivity", "area under the probability curve as patches are removed most relevant first (Montavon et al. 2018); lower is better; of: step id")
+        .AddLoupeAnalysis<Irof>("irof", "area over the probability curve as superpixels are removed most relevant first (Rieger & Hansen 2020); higher is better; of: step id")
+        .AddLoupeAnalysis<Road>("road", "accuracy as pixels are replaced by noisy linear imputation, MoRF or LeRF (Rong et al. 2022); MoRF lower / LeRF higher is better; of: step id")
+        .AddLoupeAnalysis<Sufficiency>("sufficiency", "share of inputs with a close explanation that get the same class (Dasgupta et al. 2022); higher is better; of: step id")
         .AddLoupeAnalysis<RegionPerturbation>("region-perturbation", "AOPC of MoRF/LeRF region perturbation (Samek et al. 2017); MoRF higher / LeRF lower is better; of: step id")
         // Robustness (re-run the method on perturbed inputs, batched) and randomisation
         .AddLoupeAnalysis<AvgSensitivity>("avg-sensitivity", "mean relative map change under uniform noise (Yeh et al. 2019; Quantus AvgSensitivity); lower is better; of: step id")
@@ -41,6 +44,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<RelativeInputStability>("relative-input-stability", "max relative map change over relative input change (Agarwal et al. 2022); lower is better; of: step id")
         .AddLoupeAnalysis<RelativeOutputStability>("relative-output-stability", "max relative map change over relative logit change (Agarwal et al. 2022); lower is better; of: step id")
         .AddLoupeAnalysis<RelativeRepresentationStability>("relative-representation-stability", "max relative map change over relative change of a layer's output (Agarwal et al. 2022); lower is better; of: step id, layer")
+        .AddLoupeAnalysis<Consistency>("consistency", "share of inputs with the same top-n explanation that get the same class (Dasgupta et al. 2022); higher is better; of: step id")
         .AddLoupeAnalysis<RandomLogit>("random-logit", "SSIM of the maps for the target and a random other class (Sixt et al. 2020); lower is better; of: step id")
         .AddLoupeData<FashionPlacement>("fashion-placement", "Fashion-MNIST IDX items pasted at seeded random positions on a larger black canvas");
 }
