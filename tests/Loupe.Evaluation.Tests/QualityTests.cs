@@ -137,6 +137,12 @@ public class QualityTests
         Assert.Contains("Methods × metrics", html);
         Assert.Contains("pixel-flipping ↓", html);
         Assert.Contains("aria-label=\"mean rank per method\"", html);
+        // Per-metric ranks: saliency is first on every metric, the random map second.
+        var rank = table["rank"]!.AsArray();
+        Assert.All(rank[0]!.AsArray(), r => Assert.Equal(1.0, r!.GetValue<double>()));
+        Assert.All(rank[1]!.AsArray(), r => Assert.Equal(2.0, r!.GetValue<double>()));
+        Assert.Contains("aria-label=\"rank of each method per metric\"", html);
+        Assert.Contains("road ↓", html);
     }
 
     [Fact]
