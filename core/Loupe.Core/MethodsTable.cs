@@ -28,7 +28,11 @@ public static class MethodsTable
                 // A column is the component (its series too when it declares several); a second step of the same
                 // component on the same method (e.g. MoRF and LeRF) gets its own column, named after the step.
                 var label = dirs.Count == 1 ? uses : $"{uses}.{name}";
-                var column = cells.ContainsKey((method, label)) ? $"{label} [{rec["id"]}]" : label;
+                // (the step id without the method's own prefix, e.g. 'saliency.road-lerf' → 'road-lerf', so that the
+                // column is shared by every method evaluated the same way)
+                var id = rec["id"]?.ToString() ?? "";
+                var step = id.StartsWith(method + ".", StringComparison.Ordinal) ? id[(method.Length + 1)..] : id;
+                var column = cells.ContainsKey((method, label)) ? $"{label} [{step}]" : label;
                 if (!columns.Any(c => c.Name == column)) columns.Add((column, up!.GetValue<bool>()));
                 if (!methods.Contains(method)) methods.Add(method);
                 cells[(method, column)] = (mean, std);

@@ -179,4 +179,19 @@ public class QualityMoreTests
         foreach (var (step, key) in new[] { ("road", "road"), ("irof", "irof"), ("focus", "focus"), ("mprt", "mprt") })
             Assert.Equal(Values(a, step, key), Values(b, step, key));
     }
+    [Fact]
+    public void TwoVariantsOfOneMetricShareAColumnAcrossMethods()
+    {
+        var r = Run("inputs.npy", 4, """
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: rnd, uses: random-map }
+              - { id: sal.road, uses: road, with: { of: sal, percentages: [10, 50, 90] } }
+              - { id: sal.road-lerf, uses: road, with: { of: sal, percentages: [10, 50, 90], order: lerf } }
+              - { id: rnd.road, uses: road, with: { of: rnd, percentages: [10, 50, 90] } }
+              - { id: rnd.road-lerf, uses: road, with: { of: rnd, percentages: [10, 50, 90], order: lerf } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var cols = r.Manifest!["methodsTable"]!["metrics"]!.AsArray().Select(c => (c!["name"]!.GetValue<string>(), c["higherIsBetter"]!.GetValue<bool>())).ToList();
+        Assert.Equal([("road", false), ("road [road-lerf]", true)], cols);
+    }
 }
