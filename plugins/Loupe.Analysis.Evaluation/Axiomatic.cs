@@ -75,3 +75,57 @@ public sealed class NonSensitivity : QualityMetric<AxiomaticOptions>
         return (noEffect ^ zero).sum(1).to(ScalarType.Float64).ToArray<double>();
     }
 }
+
+/// <summary>Options of <c>input-invariance</c>.</summary>
+public sealed record InputInvarianceOptions : MetricOptions
+{
+    /// <summary>Shift.</summary>
+    [Range(-1e6, 1e6), Description("constant added to every input value, in normalised units (Quantus input_shift: −1)")]
+    public double Shift { get; init; } = -1;
+    /// <summary>First layer.</summary>
+    [LayerName, Description("the layer that reads the input and is affine in it (conv or linear), whose output is corrected for the shift (default: the model's first layer)")]
+    public string? Layer { get; init; }
+}
+
+/// <summary><c>input-invariance</c> (Kindermans et al. 2017; Quantus InputInvariance): a second model that sees
+/// x + s but whose first layer subtracts L(s·1) − L(0) (exact for an affine first layer, padding included) computes the
+/// same function as the original; an invariant method gives it the same map for x + s. The score is the relative
+/// change ‖R'(x + s) − R(x)‖₁ / ‖R(x)‖₁ of the map as given (0: invariant; Quantus returns whether every value is
+/// exactly equal). Gradients are invariant; gradient × input is not. Needs model interventions. Lower is better.</summary>
+public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
+{
+    /// <inheritdoc/>
+    public override string Id => "input-invariance";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Interventions);
+
+    /// <inheritdoc/>
+    protected override double[] Score(InputInvarianceOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        var ctx = b.Context;
+        var iv = ctx.Model as IModelInterventions ?? throw new LoupeException("input-invariance: the model does not support interventions");
+        var layer = o.Layer ?? ctx.Model.Layers.FirstOrDefault()?.Name ?? throw new LoupeException("input-invariance: the model lists no layers");
+        var x = b.X;
+        var s = (float)o.Shift;
+        Tensor First(Tensor input)
+        {
+            using var _ = no_grad();
+            var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [layer], forGradients: false, b.Selection.Rows(Enumerable.Repeat(0, (int)input.shape[0]).ToArray()));
+            using (capture) return capture[layer].detach().clone();
+        }
+        var probe = x.narrow(0, 0, 1);
+        var delta = First(full_like(probe, s)) - First(zeros_like(probe));
+        var check = First(probe + s) - First(probe) - delta;
+        double err = check.abs().max().item<float>(), scale = delta.abs().max().item<float>() + 1e-12;
+        if (err > 1e-3 * scale + 1e-5)
+            throw new LoupeException($"input-invariance: layer '{layer}' is not affine in the input (shifting the input changes its output by more than a constant); set 'layer' to the first convolution or linear layer");
+        var reference = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1);
+        Tensor shifted;
+        using (iv.Intervene(layer, t => t - delta.to(t.dtype)))
+            shifted = LinkedMaps(o, ctx, x + s, null, b.Selection).Map.detach().to(ScalarType.Float64).reshape(b.N, -1);
+        return ((shifted - reference).abs().sum(1) / reference.abs().sum(1).clamp_min(1e-300)).ToArray<double>();
+    }
+}

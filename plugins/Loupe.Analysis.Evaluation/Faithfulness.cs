@@ -27,8 +27,23 @@ public sealed record FaithfulnessOptions : PerturbOptions
     [Description("sensitivity-n: subset sizes n as fractions of the pixels (Ancona et al. sweep n up to 80%)")]
     public double[] Fractions { get; init; } = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8];
     /// <summary>Order.</summary>
-    [Description("region-perturbation: morf (most relevant first; AOPC higher is better) or lerf (least relevant first; lower is better)")]
+    [Description("region-perturbation and road: morf (most relevant first; higher is better for region-perturbation's AOPC, lower for road's accuracy) or lerf (least relevant first; the reverse)")]
     public RegionOrder Order { get; init; } = RegionOrder.Morf;
+    /// <summary>Superpixels.</summary>
+    [Range(2, 100_000), Description("irof: approximate number of SLIC superpixels (skimage's default, which Quantus uses: 100)")]
+    public int Segments { get; init; } = 100;
+    /// <summary>SLIC compactness.</summary>
+    [Range(0.01, 1000.0), Description("irof: SLIC compactness (skimage default: 10)")]
+    public double Compactness { get; init; } = 10;
+    /// <summary>Grid instead of SLIC.</summary>
+    [Range(1, 4096), Description("irof: square cells of this side instead of SLIC superpixels")]
+    public int? Cell { get; init; }
+    /// <summary>ROAD percentages.</summary>
+    [Description("road: percentages of the pixels imputed, one curve point each (Quantus: 1, 3, ..., 99)")]
+    public double[] Percentages { get; init; } = Enumerable.Range(0, 50).Select(i => 1.0 + 2 * i).ToArray();
+    /// <summary>ROAD noise.</summary>
+    [Range(0.0, 1000.0), Description("road: σ of the Gaussian noise added to imputed values, normalised units, seeded per input (Quantus: 0.01)")]
+    public double Noise { get; init; } = 0.01;
 }
 
 /// <summary>Perturbation order of <c>region-perturbation</c>.</summary>
@@ -76,6 +91,15 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     /// <summary>Σ of <paramref name="a"/> over the features of each step: N×steps.</summary>
     protected static Tensor StepSums(Tensor a, Tensor step, long steps) =>
         zeros(a.shape[0], steps, dtype: ScalarType.Float64).scatter_add_(1, step, a);
+
+    /// <summary>The step of each pixel (N×D) and the number of steps: pixels ranked by <paramref name="a"/>
+    /// (<paramref name="descending"/>: most relevant first), <c>features_in_step</c> per step.</summary>
+    protected static Tensor PixelSteps(FaithfulnessOptions o, MetricBatch b, Tensor a, bool descending, out long steps) =>
+        QualityFormulas.Steps(a, descending, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out steps);
+
+    /// <summary>The step of each pixel (N×D): <c>patch</c> × <c>patch</c> regions ranked by their attribution.</summary>
+    protected static Tensor PatchSteps(FaithfulnessOptions o, MetricBatch b, Tensor a, bool descending, out long steps) =>
+        QualityFormulas.Steps(a, descending, 1, o.Patch, b.X.shape[2], b.X.shape[3], out steps);
 }
 
 /// <summary><c>faithfulness-correlation</c> (Bhatt et al. 2020): Pearson correlation, over <c>runs</c> random pixel
@@ -127,7 +151,7 @@ public sealed class FaithfulnessEstimate : FaithfulnessMetric
     /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
-        var step = QualityFormulas.Steps(a, true, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
+        var step = PixelSteps(o, b, a, true, out var steps);
         var drop = b.Clean(softmax).unsqueeze(1) - Single(b, step, steps, baseline, softmax);
         return QualityFormulas.PearsonRows(StepSums(a, step, steps), drop);
     }
@@ -148,44 +172,43 @@ public sealed class Monotonicity : FaithfulnessMetric
     /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
-        var step = QualityFormulas.Steps(a, false, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
+        var step = PixelSteps(o, b, a, false, out var steps);
         return QualityFormulas.NonDecreasing(Cumulative(b, step, steps, baseline, b.X, softmax));
     }
 }
 
-/// <summary><c>pixel-flipping</c> (Bach et al. 2015): pixels replaced cumulatively in decreasing order of attribution
-/// (<c>features_in_step</c> per step); the score is the area under the probability curve, normalised by its length
+/// <summary>Base of the removal-curve metrics: units (pixels or patches) replaced cumulatively by the baseline in
+/// decreasing order of attribution; the score is the area under the probability curve, normalised by its length
 /// (Quantus returns the curve, or its trapezoid with dx = 1 = this × (steps − 1)). Lower is better.</summary>
-public sealed class PixelFlipping : FaithfulnessMetric
+public abstract class RemovalCurveMetric : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+
+    /// <summary>The step of each pixel, most relevant first.</summary>
+    protected abstract Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long steps);
+
+    /// <inheritdoc/>
+    protected sealed override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax) =>
+        QualityFormulas.MeanTrapezoid(Cumulative(b, Steps(o, b, a, out var steps), steps, b.X, baseline, softmax));
+}
+
+/// <summary><c>pixel-flipping</c> (Bach et al. 2015): pixels removed most relevant first, <c>features_in_step</c> per step.</summary>
+public sealed class PixelFlipping : RemovalCurveMetric
 {
     /// <inheritdoc/>
     public override string Id => "pixel-flipping";
     /// <inheritdoc/>
-    public override bool HigherIsBetter => false;
-
-    /// <inheritdoc/>
-    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
-    {
-        var step = QualityFormulas.Steps(a, true, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out var steps);
-        return QualityFormulas.MeanTrapezoid(Cumulative(b, step, steps, b.X, baseline, softmax));
-    }
+    protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long steps) => PixelSteps(o, b, a, true, out steps);
 }
 
-/// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions replaced cumulatively in decreasing order of
-/// their attribution; the area under the probability curve, normalised by its length. Lower is better.</summary>
-public sealed class Selectivity : FaithfulnessMetric
+/// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions removed most relevant first.</summary>
+public sealed class Selectivity : RemovalCurveMetric
 {
     /// <inheritdoc/>
     public override string Id => "selectivity";
     /// <inheritdoc/>
-    public override bool HigherIsBetter => false;
-
-    /// <inheritdoc/>
-    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
-    {
-        var step = QualityFormulas.Steps(a, true, 1, o.Patch, b.X.shape[2], b.X.shape[3], out var steps);
-        return QualityFormulas.MeanTrapezoid(Cumulative(b, step, steps, b.X, baseline, softmax));
-    }
+    protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long steps) => PatchSteps(o, b, a, true, out steps);
 }
 
 /// <summary><c>region-perturbation</c> (Samek et al. 2017): the first <c>regions</c> patch × patch regions in MoRF (or
@@ -205,7 +228,7 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
-        var step = QualityFormulas.Steps(a, o.Order == RegionOrder.Morf, 1, o.Patch, b.X.shape[2], b.X.shape[3], out var steps);
+        var step = PatchSteps(o, b, a, o.Order == RegionOrder.Morf, out var steps);
         long l = Math.Min(steps, o.Regions);
         var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, l, b.X, baseline, softmax)], 1);
         return QualityFormulas.Aopc(curve);
@@ -265,7 +288,7 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
     {
         var x = b.X;
         long h = x.shape[2], w = x.shape[3], runs = o.Runs;
-        var step = QualityFormulas.Steps(a, false, o.FeaturesInStep, 1, h, w, out var steps);
+        var step = PixelSteps(o, b, a, false, out var steps);
         bool fresh = (o.Baseline ?? DefaultFill) == Fill.Uniform;
         var f = b.Outputs(steps * runs, (k0, k) =>
         {

@@ -5,8 +5,9 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
-/// <summary>Options of the localisation metrics. The mask: the data source's object masks when it has them
-/// (e.g. <c>fashion-placement</c>), else display pixels brighter than <c>threshold</c>.</summary>
+/// <summary>Options of the localisation metrics. The mask: a folder of masks or a boxes file keyed by input id when
+/// given, else the data source's object masks when it has them (e.g. <c>fashion-placement</c>), else display pixels
+/// brighter than <c>threshold</c>.</summary>
 public sealed record LocalisationOptions : MetricOptions
 {
     /// <summary>Object threshold.</summary>
@@ -21,6 +22,12 @@ public sealed record LocalisationOptions : MetricOptions
     /// <summary>Weighted.</summary>
     [Description("attribution-localisation: multiply by the mask's share of the image (Kohlbrenner et al.'s weighted variant)")]
     public bool Weighted { get; init; }
+    /// <summary>Masks folder.</summary>
+    [FilePath(Directory = true), Description(ObjectMasks.MasksDescription)]
+    public string? Masks { get; init; }
+    /// <summary>Boxes file.</summary>
+    [FilePath, Description(ObjectMasks.BoxesDescription)]
+    public string? Boxes { get; init; }
 }
 
 /// <summary>Base of the localisation metrics: a function of the map and the object mask (no forward pass).
@@ -36,7 +43,7 @@ public abstract class LocalisationMetric : QualityMetric<LocalisationOptions>
     protected sealed override double[] Score(LocalisationOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        return Of(b.Features(o.Abs ?? DefaultAbs, normalise: true), b.Mask(o.Threshold), o);
+        return Of(b.Features(o.Abs ?? DefaultAbs, normalise: true), b.Mask(o.Threshold, o.Masks, o.Boxes), o);
     }
 
     /// <summary>The score of N×D features against an N×D mask.</summary>
@@ -74,7 +81,9 @@ public sealed class RelevanceRankAccuracy : LocalisationMetric
     protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => QualityFormulas.RelevanceRankAccuracy(a, s).ToArray<double>();
 }
 
-/// <summary><c>relevance-mass-accuracy</c> (Arras et al. 2022): share of the attribution mass inside the mask.</summary>
+/// <summary><c>relevance-mass-accuracy</c> (Arras et al. 2022): share of the attribution mass inside the mask,
+/// Σ_mask a / Σ a on the signed map normalised by its max |·| (Quantus's defaults: abs false, normalise_by_max; on a
+/// signed map whose sum is near zero the ratio is unbounded, as in Quantus; set <c>abs: true</c> for |·|).</summary>
 public sealed class RelevanceMassAccuracy : LocalisationMetric
 {
     /// <inheritdoc/>

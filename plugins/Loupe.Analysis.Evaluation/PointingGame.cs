@@ -14,10 +14,16 @@ public sealed record PointingOptions : MetricOptions
     /// <summary>Tolerance.</summary>
     [Range(0, 4096), Description("a hit may lie this many pixels (Euclidean) outside the mask (Zhang et al.: 15)")]
     public int Tolerance { get; init; } = 15;
+    /// <summary>Masks folder.</summary>
+    [FilePath(Directory = true), Description(ObjectMasks.MasksDescription)]
+    public string? Masks { get; init; }
+    /// <summary>Boxes file.</summary>
+    [FilePath, Description(ObjectMasks.BoxesDescription)]
+    public string? Boxes { get; init; }
 }
 
-/// <summary>Pointing game (Zhang et al. 2016) and mask-energy ratio. The object mask is computed from the input
-/// itself: pixels brighter than <c>threshold</c> (exact for objects on a black background such as Fashion-MNIST and
+/// <summary>Pointing game (Zhang et al. 2016) and mask-energy ratio. The object mask: a masks folder or boxes file
+/// when given, the data source's masks when it has them, else computed from the input itself: pixels brighter than <c>threshold</c> (exact for objects on a black background such as Fashion-MNIST and
 /// <c>fashion-placement</c>). A hit: the map's maximum (first one on ties; per-channel maps reduced by Σ_c |·|) lies in
 /// the mask dilated by a disk of radius <c>tolerance</c>. Energy: Σ_mask max(map, 0) / Σ max(map, 0). Inputs without
 /// object pixels are skipped with a warning.</summary>
@@ -45,7 +51,7 @@ public sealed class PointingGame : MetricAnalysis<PointingOptions>, IShardable
             var result = LinkedMaps(o, ctx, x, batch.Ids);
             var map = Maps.Reduce(result.Map, h, w);
             // The data source's object masks when it has them (e.g. fashion-placement), else non-background pixels.
-            var mask = batch.Masks is { } known ? known[.., 0].to(ScalarType.Float32) : Maps.ObjectMask(batch.Pixels, o.Threshold).to(ScalarType.Float32);
+            var mask = ObjectMasks.For(batch, o.Masks, o.Boxes, o.Threshold).to(ScalarType.Float32);
             var dilated = t == 0 ? mask : nn.functional.conv2d(mask.unsqueeze(1), disk, padding: [t, t]).squeeze(1) > 0.5f;
             var dil = dilated.to(ScalarType.Bool).reshape(n, h * w);
             var argmax = map.reshape(n, h * w).argmax(1);

@@ -55,12 +55,12 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         return scope.MoveToOuter(m);
     }
 
-    /// <summary>Object masks N×D (bool): the data source's when it has them, else display pixels above <paramref name="threshold"/>.</summary>
-    public Tensor Mask(double threshold)
+    /// <summary>Object masks N×D (bool) from <see cref="ObjectMasks.For"/>: a masks folder, a boxes file, the data
+    /// source's masks, else display pixels above <paramref name="threshold"/>.</summary>
+    public Tensor Mask(double threshold, string? masks = null, string? boxes = null)
     {
         using var scope = NewDisposeScope();
-        var m = batch.Masks is { } known ? known[.., 0] > 0.5f : Maps.ObjectMask(batch.Pixels, threshold);
-        return scope.MoveToOuter(m.reshape(N, D).contiguous());
+        return scope.MoveToOuter(ObjectMasks.For(batch, masks, boxes, threshold).reshape(N, D).contiguous());
     }
 
     /// <summary>The replacement values N×C×H×W for <paramref name="fill"/>.</summary>
@@ -165,13 +165,22 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
             labels.AddRange(result.Selection.Labels);
             if (ctx.InputCount is > 0) ctx.Progress(ids.Count / (double)ctx.InputCount.Value);
         }
-        ctx.Output.Raw(Key, null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
-        ctx.Output.Json(Key, new
+        WriteScores(ctx, writer, Id, o, HigherIsBetterWith(o), ids, labels, values);
+    }
+
+    /// <summary>Writes per-input scores as every Quantus-style metric does: <c>&lt;key&gt;.npy</c>, <c>&lt;key&gt;.json</c>
+    /// (per input, with the direction) and the <c>&lt;key&gt;_mean</c> / <c>_std</c> statistic.</summary>
+    public static void WriteScores(IAnalysisContext ctx, MetricWriter writer, string id, TOptions o, bool higherIsBetter,
+        IReadOnlyList<string> ids, IReadOnlyList<string> labels, IReadOnlyList<double> values)
+    {
+        var key = id.Replace('-', '_');
+        ctx.Output.Raw(key, null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
+        ctx.Output.Json(key, new
         {
-            metric = Id, of = o.Of!.Id, higher_is_better = HigherIsBetterWith(o), options = o,
-            inputs = ids.Select((id, i) => new { id, target = labels[i], value = values[i] }).ToArray(),
+            metric = id, of = o.Of!.Id, higher_is_better = higherIsBetter, options = o,
+            inputs = ids.Select((x, i) => new { id = x, target = labels[i], value = values[i] }).ToArray(),
         });
-        writer.Stat(Key, values, HigherIsBetterWith(o));
+        writer.Stat(key, values, higherIsBetter);
     }
 
     /// <inheritdoc/>

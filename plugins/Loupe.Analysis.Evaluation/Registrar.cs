@@ -23,9 +23,11 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<RelevanceRankAccuracy>("relevance-rank-accuracy", "share of the |mask| top pixels inside the mask (Arras et al. 2022); higher is better; of: step id")
         .AddLoupeAnalysis<RelevanceMassAccuracy>("relevance-mass-accuracy", "share of attribution mass inside the mask (Arras et al. 2022); higher is better; of: step id")
         .AddLoupeAnalysis<LocalisationAuc>("auc", "ROC AUC of the map as a detector of mask pixels (Fawcett 2006; Quantus AUC); higher is better; of: step id")
+        .AddLoupeAnalysis<Focus>("focus", "share of positive relevance on the quadrants of the explained class in 2×2 mosaics (Arias-Duart et al. 2022); higher is better; of: step id")
         // Axiomatic
         .AddLoupeAnalysis<Completeness>("completeness", "relative gap |Σmap − (f(x) − f(baseline))| / |f(x) − f(baseline)| (Sundararajan et al. 2017); lower is better; of: step id")
         .AddLoupeAnalysis<NonSensitivity>("non-sensitivity", "pixels where zero attribution and zero effect disagree (Nguyen & Rodríguez Martínez 2020); lower is better; of: step id")
+        .AddLoupeAnalysis<InputInvariance>("input-invariance", "relative map change when the input is shifted and the first layer compensates (Kindermans et al. 2017); lower is better; of: step id")
         // Faithfulness
         .AddLoupeAnalysis<FaithfulnessCorrelation>("faithfulness-correlation", "Pearson of subset attribution vs output drop over random subsets (Bhatt et al. 2020); higher is better; of: step id")
         .AddLoupeAnalysis<FaithfulnessEstimate>("faithfulness-estimate", "Pearson of attribution vs output drop per pixel step (Alvarez-Melis & Jaakkola 2018); higher is better; of: step id")
@@ -34,13 +36,19 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<MonotonicityCorrelation>("monotonicity-correlation", "Spearman of step attribution vs output variance when the step is perturbed (Nguyen & Rodríguez Martínez 2020); higher is better; of: step id")
         .AddLoupeAnalysis<PixelFlipping>("pixel-flipping", "area under the probability curve as pixels are removed most relevant first (Bach et al. 2015); lower is better; of: step id")
         .AddLoupeAnalysis<Selectivity>("selectivity", "area under the probability curve as patches are removed most relevant first (Montavon et al. 2018); lower is better; of: step id")
+        .AddLoupeAnalysis<Irof>("irof", "area over the probability curve as superpixels are removed most relevant first (Rieger & Hansen 2020); higher is better; of: step id")
+        .AddLoupeAnalysis<Road>("road", "accuracy as pixels are replaced by noisy linear imputation, MoRF or LeRF (Rong et al. 2022); MoRF lower / LeRF higher is better; of: step id")
+        .AddLoupeAnalysis<Sufficiency>("sufficiency", "share of inputs with a close explanation that get the same class (Dasgupta et al. 2022); higher is better; of: step id")
         .AddLoupeAnalysis<RegionPerturbation>("region-perturbation", "AOPC of MoRF/LeRF region perturbation (Samek et al. 2017); MoRF higher / LeRF lower is better; of: step id")
         // Robustness (re-run the method on perturbed inputs, batched) and randomisation
         .AddLoupeAnalysis<AvgSensitivity>("avg-sensitivity", "mean relative map change under uniform noise (Yeh et al. 2019; Quantus AvgSensitivity); lower is better; of: step id")
         .AddLoupeAnalysis<LocalLipschitz>("local-lipschitz", "max ‖ΔΦ‖/‖Δx‖ under Gaussian noise (Alvarez-Melis & Jaakkola 2018); lower is better; of: step id")
+        .AddLoupeAnalysis<Continuity>("continuity", "max ‖ΔR‖₁/‖Δx‖₂ over translated copies of the input (Montavon et al. 2018); lower is better; of: step id")
         .AddLoupeAnalysis<RelativeInputStability>("relative-input-stability", "max relative map change over relative input change (Agarwal et al. 2022); lower is better; of: step id")
         .AddLoupeAnalysis<RelativeOutputStability>("relative-output-stability", "max relative map change over relative logit change (Agarwal et al. 2022); lower is better; of: step id")
         .AddLoupeAnalysis<RelativeRepresentationStability>("relative-representation-stability", "max relative map change over relative change of a layer's output (Agarwal et al. 2022); lower is better; of: step id, layer")
+        .AddLoupeAnalysis<Consistency>("consistency", "share of inputs with the same top-n explanation that get the same class (Dasgupta et al. 2022); higher is better; of: step id")
+        .AddLoupeAnalysis<Mprt>("mprt", "model parameter randomisation, smooth (noise-averaged Spearman) or efficient (entropy ratio) variant (Hedström et al. 2023); of: step id")
         .AddLoupeAnalysis<RandomLogit>("random-logit", "SSIM of the maps for the target and a random other class (Sixt et al. 2020); lower is better; of: step id")
         .AddLoupeData<FashionPlacement>("fashion-placement", "Fashion-MNIST IDX items pasted at seeded random positions on a larger black canvas");
 }

@@ -66,6 +66,34 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
         return modules.OrderBy(m => seen.IndexOf(m.Module) is var i and >= 0 ? seen.Count - i : int.MaxValue).ToList();
     }
 
+    /// <summary>Overwrites the parameters of module number <paramref name="g"/> (top first) in place with N(0, σ²)
+    /// values, σ the original's std, seeded from the step seed and <paramref name="g"/>; the originals are added to
+    /// <paramref name="saved"/> for <see cref="Restore"/>.</summary>
+    public static void Randomise(IAnalysisContext ctx, IEnumerable<string> parameters, int g, List<(Tensor Live, Tensor Copy)> saved)
+    {
+        using var _ = no_grad();
+        using var gen = new Generator((ulong)(uint)(ctx.Seed * 7919 + g * 104729 + 17));
+        foreach (var name in parameters)
+        {
+            var p = ctx.Model.GetParameter(name) ?? throw new LoupeException($"parameter '{name}' is listed but not available");
+            var copy = p.detach().clone();
+            copy.DetachFromDisposeScope();
+            saved.Add((p, copy));
+            double std = p.numel() > 1 ? p.detach().to(ScalarType.Float64).std().item<double>() : Math.Abs(p.detach().to(ScalarType.Float64).item<double>());
+            if (!double.IsFinite(std) || std == 0) std = 0.01;
+            using var rnd = randn(p.shape, dtype: p.dtype, generator: gen) * std;
+            p.copy_(rnd);
+        }
+    }
+
+    /// <summary>Puts back the parameters saved by <see cref="Randomise"/> (last first) and frees the copies.</summary>
+    public static void Restore(List<(Tensor Live, Tensor Copy)> saved)
+    {
+        using var _ = no_grad();
+        foreach (var (live, copy) in Enumerable.Reverse(saved)) { live.copy_(copy); copy.Dispose(); }
+        saved.Clear();
+    }
+
     static readonly string[] Statistics = ["running_mean", "running_var", "num_batches_tracked"];
 
     static bool Randomisable(IModel model, string name) =>
@@ -100,21 +128,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
                 for (int g = 0; g < l; g++)
                 {
                     ctx.Cancellation.ThrowIfCancellationRequested();
-                    using (no_grad())
-                    {
-                        using var gen = new Generator((ulong)(uint)(ctx.Seed * 7919 + g * 104729 + 17));
-                        foreach (var name in modules[g].Parameters)
-                        {
-                            var p = ctx.Model.GetParameter(name) ?? throw new LoupeException($"parameter '{name}' is listed but not available");
-                            var copy = p.detach().clone();
-                            copy.DetachFromDisposeScope();
-                            saved.Add((p, copy));
-                            double std = p.numel() > 1 ? p.detach().to(ScalarType.Float64).std().item<double>() : Math.Abs(p.detach().to(ScalarType.Float64).item<double>());
-                            if (!double.IsFinite(std) || std == 0) std = 0.01;
-                            using var rnd = randn(p.shape, dtype: p.dtype, generator: gen) * std;
-                            p.copy_(rnd);
-                        }
-                    }
+                    Randomise(ctx, modules[g].Parameters, g, saved);
                     using var inner = NewDisposeScope();
                     var randomised = Maps.Reduce(LinkedMaps(o, ctx, x, batch.Ids, selection).Map, h, w).abs();
                     for (int i = 0; i < x.shape[0]; i++)
@@ -126,8 +140,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
             }
             finally
             {
-                using (no_grad())
-                    foreach (var (live, copy) in Enumerable.Reverse(saved)) { live.copy_(copy); copy.Dispose(); }
+                Restore(saved);
             }
             done += batch.Ids.Length;
             if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);

@@ -124,3 +124,79 @@ public class OrtPerturbationCamBenchmarks : FashionCamBenchmarks
     /// <inheritdoc/>
     protected override string Relu3 => "/relu3/Relu";
 }
+
+/// <summary>The expensive Quantus-style metrics (issue 22) on 8 images of the demo CNN, each paired with the passes
+/// it needs (saliency's map is recomputed once: the bench context keeps no map cache).
+/// ROAD (5 percentages): 5 forwards of 8 imputed images, plus the imputation (conjugate gradients) it adds.
+/// Region perturbation (4×4 patches, 49 regions): 49 × 8 perturbed forwards and one clean forward.
+/// Local Lipschitz (10 samples): per sample a saliency pass and two forwards of 8 noisy images.</summary>
+[MemoryDiagnoser(false)]
+[MedianColumn]
+[GroupBenchmarksBy(BenchmarkDotNet.Configs.BenchmarkLogicalGroupRule.ByCategory)]
+[CategoriesColumn]
+public class QualityMetricBenchmarks
+{
+    IModel _model = null!;
+    Tensor _x = null!, _x392 = null!;
+    BenchContext _ctx = null!;
+    StepLink _link = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        Bench.Init();
+        _model = Bench.Fashion();
+        torch.manual_seed(0);
+        _x = randn(8, 1, 28, 28);
+        _x392 = _x.repeat(49, 1, 1, 1);
+        _ctx = new BenchContext(_model, Bench.TopOne(10), _x);
+        _link = new StepLink { Id = "saliency", Analysis = new Saliency(), Options = new SaliencyOptions() };
+    }
+
+    [GlobalCleanup]
+    public void Cleanup() { _x.Dispose(); _x392.Dispose(); _model.Dispose(); }
+
+    float Saliency()
+    {
+        var x = _x.detach().requires_grad_(true);
+        var y = _model.Forward(x);
+        return torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
+    }
+
+    [BenchmarkCategory("road"), Benchmark(Baseline = true, Description = "ROAD's passes: a saliency pass + 6 forwards of 8")]
+    public float RoadPasses()
+    {
+        using var scope = NewDisposeScope();
+        float s = Saliency();
+        using (no_grad()) for (int i = 0; i < 6; i++) s += _model.Forward(_x).sum().item<float>();
+        return s;
+    }
+
+    [BenchmarkCategory("road"), Benchmark(Description = "road, 5 percentages")]
+    public void Road() => new Road().Run(new FaithfulnessOptions { Of = _link, Percentages = [10, 30, 50, 70, 90] }, _ctx);
+
+    [BenchmarkCategory("region"), Benchmark(Baseline = true, Description = "region perturbation's passes: a saliency pass + 392 + 8 forwards")]
+    public float RegionPasses()
+    {
+        using var scope = NewDisposeScope();
+        float s = Saliency();
+        using (no_grad()) s += nn.functional.softmax(_model.Forward(_x392), 1).sum().item<float>() + _model.Forward(_x).sum().item<float>();
+        return s;
+    }
+
+    [BenchmarkCategory("region"), Benchmark(Description = "region-perturbation, 4×4 patches, 49 regions")]
+    public void RegionPerturbation() => new RegionPerturbation().Run(new FaithfulnessOptions { Of = _link, Patch = 4, Regions = 49 }, _ctx);
+
+    [BenchmarkCategory("lipschitz"), Benchmark(Baseline = true, Description = "local Lipschitz's passes: 11 saliency passes + 22 forwards of 8")]
+    public float LipschitzPasses()
+    {
+        using var scope = NewDisposeScope();
+        float s = 0;
+        for (int i = 0; i < 11; i++) s += Saliency();
+        using (no_grad()) for (int i = 0; i < 22; i++) s += _model.Forward(_x).sum().item<float>();
+        return s;
+    }
+
+    [BenchmarkCategory("lipschitz"), Benchmark(Description = "local-lipschitz, 10 samples")]
+    public void LocalLipschitz() => new LocalLipschitz().Run(new StabilityOptions { Of = _link, Samples = 10 }, _ctx);
+}

@@ -94,11 +94,12 @@ public class QualityTests
         var path = Path.Combine(Env.TempDir(), "region.npy");
         File.WriteAllBytes(path, Npy.Encode(new NdArray(px, [8, 1, 28, 28])));
         string[] ids = ["attribution-localisation", "top-k-intersection", "relevance-rank-accuracy", "relevance-mass-accuracy", "auc",
-            "faithfulness-correlation", "faithfulness-estimate", "pixel-flipping", "selectivity", "region-perturbation"];
+            "faithfulness-correlation", "faithfulness-estimate", "pixel-flipping", "selectivity", "region-perturbation", "irof", "road"];
         string With(string id) => id switch
         {
             "top-k-intersection" => ", k: 64", "faithfulness-correlation" => ", runs: 30, subset_size: 64",
             "pixel-flipping" => ", features_in_step: 8", "selectivity" => ", patch: 4", "region-perturbation" => ", patch: 4, regions: 16",
+            "irof" => ", segments: 30", "road" => ", percentages: [10, 30, 50, 70, 90]",
             _ => "",
         };
         var steps = string.Join("\n", ids.SelectMany(id => new[] { "sal", "rnd" }.Select(m => $"  - {{ id: {m}-{id}, uses: {id}, with: {{ of: {m}{With(id)} }} }}")));
@@ -117,7 +118,7 @@ public class QualityTests
         {
             var key = id.Replace('-', '_') + "_mean";
             double sal = Env.Metric(r, $"sal-{id}", key), rnd = Env.Metric(r, $"rnd-{id}", key);
-            bool up = id is not ("pixel-flipping" or "selectivity");
+            bool up = id is not ("pixel-flipping" or "selectivity" or "road");
             Assert.True(up ? sal > rnd : sal < rnd, $"{id}: saliency {sal}, random {rnd}");
         }
         // The methods × metrics table: both methods, every metric with its direction, saliency ranked first everywhere.
@@ -136,6 +137,12 @@ public class QualityTests
         Assert.Contains("Methods × metrics", html);
         Assert.Contains("pixel-flipping ↓", html);
         Assert.Contains("aria-label=\"mean rank per method\"", html);
+        // Per-metric ranks: saliency is first on every metric, the random map second.
+        var rank = table["rank"]!.AsArray();
+        Assert.All(rank[0]!.AsArray(), r => Assert.Equal(1.0, r!.GetValue<double>()));
+        Assert.All(rank[1]!.AsArray(), r => Assert.Equal(2.0, r!.GetValue<double>()));
+        Assert.Contains("aria-label=\"rank of each method per metric\"", html);
+        Assert.Contains("road ↓", html);
     }
 
     [Fact]

@@ -258,7 +258,7 @@ public class AttributionTests
         // Left half dark, right half bright, with a little noise: no segment may straddle the edge at x = 16.
         torch.manual_seed(3);
         var img = cat([full(3, 32, 16, 0.1f), full(3, 32, 16, 0.9f)], 2) + rand(3, 32, 32) * 0.02f;
-        var labels = Loupe.Analysis.Decisions.Slic.Segment(img, 16, 10);
+        var labels = Loupe.Abstractions.Slic.Segment(img, 16, 10);
         var l = labels.ToArray<long>();
         var k = l.Max() + 1;
         Assert.InRange(k, 8, 24);
@@ -282,7 +282,7 @@ public class AttributionTests
         using var _ = no_grad();
         var x = Npy.Read(TestEnv.Fixture("fashion_input.npy")).ToTensor()[0].unsqueeze(0);
         var spec = model.DefaultInput;
-        var labels = Loupe.Analysis.Decisions.Slic.Segment(spec.Denormalize(x)[0], 12, 5).flatten().ToArray<long>();
+        var labels = Loupe.Abstractions.Slic.Segment(spec.Denormalize(x)[0], 12, 5).flatten().ToArray<long>();
         var y = model.Forward(x);
         var cls = y.argmax(1).item<long>();
         foreach (var seg in labels.Distinct().Take(3))

@@ -28,7 +28,11 @@ public static class MethodsTable
                 // A column is the component (its series too when it declares several); a second step of the same
                 // component on the same method (e.g. MoRF and LeRF) gets its own column, named after the step.
                 var label = dirs.Count == 1 ? uses : $"{uses}.{name}";
-                var column = cells.ContainsKey((method, label)) ? $"{label} [{rec["id"]}]" : label;
+                // (the step id without the method's own prefix, e.g. 'saliency.road-lerf' → 'road-lerf', so that the
+                // column is shared by every method evaluated the same way)
+                var id = rec["id"]?.ToString() ?? "";
+                var step = id.StartsWith(method + ".", StringComparison.Ordinal) ? id[(method.Length + 1)..] : id;
+                var column = cells.ContainsKey((method, label)) ? $"{label} [{step}]" : label;
                 if (!columns.Any(c => c.Name == column)) columns.Add((column, up!.GetValue<bool>()));
                 if (!methods.Contains(method)) methods.Add(method);
                 cells[(method, column)] = (mean, std);
@@ -36,6 +40,7 @@ public static class MethodsTable
         }
         if (columns.Count == 0) return null;
         var ranks = methods.ToDictionary(m => m, _ => new List<double>());
+        var rank = new Dictionary<(string Method, string Column), double>();
         foreach (var (name, up) in columns)
         {
             var have = methods.Where(m => cells.TryGetValue((m, name), out var c) && double.IsFinite(c.Mean)).ToList();
@@ -44,7 +49,8 @@ public static class MethodsTable
                 double v = cells[(m, name)].Mean;
                 int better = have.Count(o => up ? cells[(o, name)].Mean > v : cells[(o, name)].Mean < v);
                 int ties = have.Count(o => cells[(o, name)].Mean == v);
-                ranks[m].Add(better + (ties + 1) / 2.0);
+                rank[(m, name)] = better + (ties + 1) / 2.0;
+                ranks[m].Add(rank[(m, name)]);
             }
         }
         JsonNode? Num(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
@@ -54,6 +60,7 @@ public static class MethodsTable
             ["metrics"] = new JsonArray(columns.Select(c => (JsonNode)new JsonObject { ["name"] = c.Name, ["higherIsBetter"] = c.Up }).ToArray()),
             ["mean"] = new JsonArray(methods.Select(m => (JsonNode)new JsonArray(columns.Select(c => cells.TryGetValue((m, c.Name), out var v) ? Num(v.Mean) : null).ToArray())).ToArray()),
             ["std"] = new JsonArray(methods.Select(m => (JsonNode)new JsonArray(columns.Select(c => cells.TryGetValue((m, c.Name), out var v) ? Num(v.Std) : null).ToArray())).ToArray()),
+            ["rank"] = new JsonArray(methods.Select(m => (JsonNode)new JsonArray(columns.Select(c => rank.TryGetValue((m, c.Name), out var r) ? JsonValue.Create(r) : null).ToArray())).ToArray()),
             ["meanRank"] = new JsonArray(methods.Select(m => ranks[m].Count == 0 ? null : JsonValue.Create(ranks[m].Average())).ToArray()),
         };
     }

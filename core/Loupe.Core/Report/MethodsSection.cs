@@ -5,8 +5,9 @@ using static Loupe.Core.Report.Html;
 
 namespace Loupe.Core.Report;
 
-/// <summary>The report's methods × metrics table (<see cref="MethodsTable"/>) and its ranking plot: an inline SVG of
-/// each method's mean rank over the metrics (1 = best on every metric), best first.</summary>
+/// <summary>The report's methods × metrics table (<see cref="MethodsTable"/>) and its ranking plots: an inline SVG of
+/// each method's mean rank over the metrics (1 = best on every metric), best first, and a grid of each method's rank
+/// on each metric.</summary>
 static class MethodsSection
 {
     public static void Write(StringBuilder sb, JsonObject? table)
@@ -44,5 +45,34 @@ static class MethodsSection
         }
         sb.Append($"<text x=\"{labelW}\" y=\"{h - 4}\" font-size=\"11\" fill=\"#666\">mean rank over {metrics.Count} metric(s); longer is better</text></svg>")
           .Append("<figcaption>Ranking of the methods</figcaption></figure>");
+        if (table["rank"] is JsonArray perMetric) RankGrid(sb, methods, metrics, perMetric);
+    }
+
+    /// <summary>The rank of every method on every metric (rows: metrics with their direction; columns: methods), a
+    /// circle per cell coloured from green (rank 1) to red (last).</summary>
+    static void RankGrid(StringBuilder sb, List<string> methods, List<(string Name, bool Up)> metrics, JsonArray rank)
+    {
+        int labelW = 230, colW = Math.Max(70, 8 * methods.Max(m => Math.Min(m.Length, 24))), rowH = 20, top = 28;
+        int w = labelW + colW * methods.Count + 10, h = top + rowH * metrics.Count + 8;
+        double worst = Math.Max(1, methods.Count);
+        string F(double v) => v.ToString("F1", CultureInfo.InvariantCulture);
+        sb.Append($"<figure class=\"ranking\"><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"rank of each method per metric\">");
+        for (int i = 0; i < methods.Count; i++)
+            sb.Append($"<text x=\"{F(labelW + colW * (i + 0.5))}\" y=\"18\" text-anchor=\"middle\" font-size=\"12\">{E(methods[i])}</text>");
+        for (int j = 0; j < metrics.Count; j++)
+        {
+            int y = top + j * rowH;
+            sb.Append($"<text x=\"{labelW - 6}\" y=\"{y + 14}\" text-anchor=\"end\" font-size=\"12\">{E(metrics[j].Name)} {(metrics[j].Up ? "↑" : "↓")}</text>");
+            for (int i = 0; i < methods.Count; i++)
+            {
+                if (rank[i]?[j] is not JsonValue rv) continue;
+                double r = rv.GetValue<double>(), t = worst > 1 ? (r - 1) / (worst - 1) : 0;
+                int red = (int)(60 + 180 * t), green = (int)(170 - 110 * t);
+                double cx = labelW + colW * (i + 0.5);
+                sb.Append($"<circle cx=\"{F(cx)}\" cy=\"{y + 10}\" r=\"8\" fill=\"rgb({red},{green},80)\"/>")
+                  .Append($"<text x=\"{F(cx + 12)}\" y=\"{y + 14}\" font-size=\"11\">{r.ToString("0.#", CultureInfo.InvariantCulture)}</text>");
+            }
+        }
+        sb.Append("</svg><figcaption>Rank of each method per metric (1 = best; ↑/↓: the metric's direction)</figcaption></figure>");
     }
 }

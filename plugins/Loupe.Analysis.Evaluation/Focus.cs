@@ -1,0 +1,118 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of <c>focus</c>.</summary>
+public sealed record FocusOptions : MetricOptions
+{
+    /// <summary>Copies per call.</summary>
+    [Range(1, 100_000), Description("mosaics per call of the method (default: the run's batch size)")]
+    public int? MicroBatch { get; init; }
+}
+
+/// <summary><c>focus</c> (Arias-Duart et al. 2022; Quantus Focus): for each input i explained for class c, a 2 × 2
+/// mosaic is built from i, one other input the model predicts as c and two it predicts as another class (drawn from
+/// the whole run, placed in random quadrants; seeded per input id), each image halved (2 × 2 average pooling, or
+/// bilinear resizing for odd sizes) so that the mosaic has the model's input size. The method explains the mosaic for
+/// c, and the score is the share of the positive relevance (channel-summed map) that lies in the two quadrants of
+/// class c. Inputs without such partners score NaN (left out of the mean, with a warning). The partners come from
+/// every input of the run, so the step does not run on shards. Higher is better.</summary>
+public sealed class Focus : MetricAnalysis<FocusOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    /// <inheritdoc/>
+    public override IReadOnlyList<string> MetricNames => ["focus_mean", "focus_std"];
+
+    /// <summary>Image (C×H×W) halved.</summary>
+    static Tensor Half(Tensor x)
+    {
+        long h = x.shape[1], w = x.shape[2];
+        return h % 2 == 0 && w % 2 == 0
+            ? nn.functional.avg_pool2d(x.unsqueeze(0), 2)[0]
+            : nn.functional.interpolate(x.unsqueeze(0), [h / 2, w / 2], mode: InterpolationMode.Bilinear, align_corners: false)[0];
+    }
+
+    /// <summary>The mosaic (C×H×W) of four images in quadrants top-left, top-right, bottom-left, bottom-right.</summary>
+    public static Tensor Mosaic(Tensor[] four, long h, long w)
+    {
+        var q = four.Select(Half).ToArray();
+        var top = cat([q[0], q[1]], 2);
+        var bottom = cat([q[2], q[3]], 2);
+        var m = cat([top, bottom], 1);
+        return m.shape[1] == h && m.shape[2] == w ? m
+            : nn.functional.interpolate(m.unsqueeze(0), [h, w], mode: InterpolationMode.Bilinear, align_corners: false)[0];
+    }
+
+    /// <inheritdoc/>
+    protected override void Evaluate(FocusOptions o, IAnalysisContext ctx, MetricWriter writer)
+    {
+        using var scope = NewDisposeScope();
+        var ids = new List<string>();
+        var inputs = new List<Tensor>();
+        var predicted = new List<long>();
+        var explained = new List<long>();
+        var labels = new List<string>();
+        foreach (var batch in ctx.Batches())
+        {
+            using var inner = NewDisposeScope();
+            var (_, logits, sel) = Explain.Scores(ctx, batch.Input, null, 0);
+            var classes = sel.Classes ?? throw new LoupeException("focus: the target is not a class (a mosaic is explained for a class; use a class target such as top-1)");
+            predicted.AddRange(logits.argmax(1).ToArray<long>());
+            explained.AddRange(classes);
+            labels.AddRange(sel.Labels);
+            ids.AddRange(batch.Ids);
+            inputs.Add(inner.MoveToOuter(batch.Input.detach().clone()));
+        }
+        var x = cat(inputs, 0);
+        long n = x.shape[0], h = x.shape[2], w = x.shape[3];
+        var values = Enumerable.Repeat(double.NaN, (int)n).ToArray();
+        var gens = InputSeeds.Generators(ctx.Seed, ids.ToArray())!;
+        var plans = new List<(int Row, Tensor Mosaic, bool[] Target)>();
+        for (int i = 0; i < n; i++)
+        {
+            var same = Enumerable.Range(0, (int)n).Where(j => j != i && predicted[j] == explained[i]).ToArray();
+            var other = Enumerable.Range(0, (int)n).Where(j => predicted[j] != explained[i]).ToArray();
+            if (same.Length == 0 || other.Length < 2) continue;
+            var g = gens[i];
+            int partner = same[randint(0, same.Length, [1], generator: g).item<long>()];
+            var pick = randperm(other.Length, generator: g).ToArray<long>();
+            var order = randperm(4, generator: g).ToArray<long>();               // quadrant of image k (i, partner, other, other)
+            var images = new[] { i, partner, other[pick[0]], other[pick[1]] };
+            var placed = new Tensor[4];
+            var target = new bool[4];
+            for (int k = 0; k < 4; k++) { placed[order[k]] = x[images[k]]; target[order[k]] = k < 2; }
+            plans.Add((i, Mosaic(placed, h, w), target));
+        }
+        foreach (var gen in gens) gen.Dispose();
+        int chunk = Math.Max(1, o.MicroBatch ?? ctx.BatchSize);
+        for (int s = 0; s < plans.Count; s += chunk)
+        {
+            using var inner = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            var part = plans.Skip(s).Take(chunk).ToList();
+            var rows = part.Select(p => p.Row).ToArray();
+            var selection = new TargetSelection(rows.Select(r => explained[r]).ToArray(), rows.Select(r => labels[r]).ToArray());
+            var raw = LinkedMaps(o, ctx, stack(part.Select(p => p.Mosaic).ToArray()), null, selection).Map.detach();
+            var map = Maps.Reduce(raw.dim() == 4 ? raw.sum(1) : raw, h, w);                 // channel sum, signed
+            var pos = map.clamp_min(0).to(ScalarType.Float64);
+            for (int k = 0; k < part.Count; k++)
+            {
+                var quadrant = zeros(h, w, dtype: ScalarType.Float64);
+                long hh = h / 2, hw = w / 2;
+                (long Y0, long Y1, long X0, long X1)[] boxes = [(0, hh, 0, hw), (0, hh, hw, w), (hh, h, 0, hw), (hh, h, hw, w)];
+                for (int q = 0; q < 4; q++)
+                    if (part[k].Target[q]) quadrant[TensorIndex.Slice(boxes[q].Y0, boxes[q].Y1), TensorIndex.Slice(boxes[q].X0, boxes[q].X1)] = 1.0;
+                double total = pos[k].sum().item<double>();
+                values[part[k].Row] = total > 0 ? (pos[k] * quadrant).sum().item<double>() / total : double.NaN;
+            }
+        }
+        int skipped = values.Count(double.IsNaN);
+        if (skipped > 0)
+            ctx.Warn($"focus: {skipped} input(s) have no mosaic (no other input predicted as their class, fewer than two of other classes, or no positive relevance); left out of the mean");
+        QualityMetric<FocusOptions>.WriteScores(ctx, writer, "focus", o, true, ids, labels, values);
+    }
+}

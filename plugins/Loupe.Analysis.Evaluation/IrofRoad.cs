@@ -1,0 +1,146 @@
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary><c>irof</c> (Rieger &amp; Hansen 2020): the image is split into superpixels (SLIC on the displayed image,
+/// <c>segments</c> / <c>compactness</c>; or a grid of <c>cell</c> × <c>cell</c> squares), ranked by their mean
+/// attribution and replaced cumulatively, most relevant first, by the baseline (Quantus: the image mean). With
+/// p_k = f(x after k segments) / f(x) (class probability by default) and p_0 = 1, the score is the area over that curve
+/// on [0, 1] (x = k / M, trapezoid): 1 − AUC. Quantus omits p_0 and returns M − Σ_trapezoid with dx = 1 (and its
+/// newest versions replace each segment alone); Loupe follows the paper's iterative removal, on the same scale for
+/// any M. Higher is better.</summary>
+public sealed class Irof : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "irof";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override Fill DefaultFill => Fill.Mean;
+
+    /// <summary>Segment labels (H×W int64, 0..M−1) of row <paramref name="i"/>.</summary>
+    static Tensor Segments(FaithfulnessOptions o, MetricBatch b, int i)
+    {
+        long h = b.X.shape[2], w = b.X.shape[3];
+        if (o.Cell is { } c)
+        {
+            long gx = (w + c - 1) / c;
+            return (arange(h).div(c, rounding_mode: RoundingMode.floor).view(-1, 1) * gx + arange(w).div(c, rounding_mode: RoundingMode.floor).view(1, -1)).contiguous();
+        }
+        var image = b.Context.Input.Denormalize(b.X[i].unsqueeze(0))[0].clamp(0, 1);
+        return Slic.Segment(image, o.Segments, o.Compactness);
+    }
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var counts = new long[b.N];
+        var steps = new Tensor[b.N];
+        for (int i = 0; i < b.N; i++)
+        {
+            var lab = Segments(o, b, i).flatten();
+            long m = counts[i] = lab.max().item<long>() + 1;
+            var size = zeros(m, dtype: ScalarType.Float64).index_add_(0, lab, ones(lab.shape[0], dtype: ScalarType.Float64), 1);
+            var mean = zeros(m, dtype: ScalarType.Float64).index_add_(0, lab, a[i], 1) / size.clamp_min(1);
+            var order = mean.sort(0, descending: true, stable: true).Indices;
+            var rank = zeros_like(order).scatter_(0, order, arange(m, dtype: ScalarType.Int64));
+            steps[i] = rank.index_select(0, lab);
+        }
+        long l = counts.Max();
+        var curve = Cumulative(b, stack(steps), l, b.X, baseline, softmax);   // N×L: point k−1 = after k segments
+        var fx = b.Clean(softmax);
+        var scores = new double[b.N];
+        for (int i = 0; i < b.N; i++)
+        {
+            var p = cat([ones(1, dtype: ScalarType.Float64), curve[i].narrow(0, 0, counts[i]) / fx[i]]).unsqueeze(0);
+            scores[i] = 1 - QualityFormulas.MeanTrapezoid(p).item<double>();
+        }
+        return tensor(scores);
+    }
+}
+
+/// <summary><c>road</c> (Rong et al. 2022; Quantus ROAD): for each of <c>percentages</c>, that share of the pixels
+/// (Quantus: ⌊D·p/100⌋, most relevant first for <c>order: morf</c>, least relevant first for <c>lerf</c>; signed map
+/// normalised by its max) is replaced by noisy linear imputation (<see cref="LinearImputation"/>, noise seeded per
+/// input), and the point is 1 when the model still predicts the explained class. The score is the mean of the
+/// points (the accuracy curve's mean; Quantus reports the curve averaged over inputs). MoRF: lower is better (the
+/// class is lost quickly); LeRF: higher is better. Needs a class target.</summary>
+public sealed class Road : FaithfulnessMetric
+{
+    /// <inheritdoc/>
+    public override string Id => "road";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => false;
+    /// <inheritdoc/>
+    protected override bool HigherIsBetterWith(FaithfulnessOptions options) => options.Order == RegionOrder.Lerf;
+
+    /// <inheritdoc/>
+    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var classes = b.Selection.Classes ?? throw new LoupeException("road: the target is not a class (ROAD scores whether the predicted class survives; use a class target such as top-1)");
+        if (o.Percentages.Length == 0 || o.Percentages.Any(p => p is < 0 or > 100)) throw new LoupeException("road: option 'percentages' must list values in [0, 100]");
+        var x = b.X;
+        long n = b.N, c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var rank = PixelSteps(o with { FeaturesInStep = 1 }, b, a, o.Order == RegionOrder.Morf, out _);
+        var target = tensor(classes);
+        var hits = new List<Tensor>();
+        foreach (var p in o.Percentages)
+        {
+            using var scope = NewDisposeScope();
+            b.Context.Cancellation.ThrowIfCancellationRequested();
+            long k = (long)Math.Floor(b.D * p / 100.0 + 1e-9);
+            var unknown = (rank < k).view(n, 1, h, w);
+            var noise = InputSeeds.Randn(b.Generators, [1, c, h, w]).squeeze(0).to(ScalarType.Float64) * o.Noise;   // one draw per input and point
+            var imputed = LinearImputation.Solve(x, unknown) + noise * unknown.to(ScalarType.Float64);
+            var (_, logits, _) = Explain.Scores(b.Context, imputed.to(x.dtype), b.Selection, 0);
+            hits.Add(scope.MoveToOuter((logits.argmax(1) == target).to(ScalarType.Float64)));
+        }
+        return stack(hits, 1).mean([1]);
+    }
+}
+
+/// <summary>ROAD's linear imputation (Rong et al. 2022): every unknown pixel equals the weighted mean of its in-image
+/// 8-neighbours (weights 1/6 for the 4 direct ones, 1/12 for the diagonals), known neighbours fixed; per channel. The
+/// system is symmetric positive definite when each unknown region touches a known pixel; it is solved with conjugate
+/// gradients in float64 (relative residual 1e-10; an unknown region with no known pixel stays at 0).</summary>
+public static class LinearImputation
+{
+    /// <summary>x (N×C×H×W) with the pixels where <paramref name="unknown"/> (N×1×H×W bool) imputed; float64.</summary>
+    public static Tensor Solve(Tensor x, Tensor unknown)
+    {
+        using var scope = NewDisposeScope();
+        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var u = unknown.to(ScalarType.Float64).expand(n, c, h, w).reshape(n * c, 1, h, w);
+        var known = x.to(ScalarType.Float64).reshape(n * c, 1, h, w) * (1 - u);
+        double d = 1.0 / 6, e = 1.0 / 12;
+        var kernel = tensor(new[] { e, d, e, d, 0, d, e, d, e }).view(1, 1, 3, 3);
+        Tensor Conv(Tensor t) => nn.functional.conv2d(t, kernel, padding: [1, 1]);
+        var weightSum = Conv(ones(1, 1, h, w, dtype: ScalarType.Float64));
+        Tensor A(Tensor v) => u * (weightSum * v - Conv(u * v));
+        var rhs = u * Conv(known);
+        var sol = zeros_like(rhs);
+        var r = rhs.clone();
+        var p = r.clone();
+        var rr = (r * r).sum([1, 2, 3]);
+        var tol = rr.sqrt() * 1e-10;
+        int maxIterations = (int)Math.Max(200, 20 * (h + w));
+        for (int it = 0; it < maxIterations; it++)
+        {
+            if ((rr.sqrt() <= tol).all().item<bool>()) break;
+            using var step = NewDisposeScope();   // one iteration's temporaries; the new state replaces the old
+            var ap = A(p);
+            var pap = (p * ap).sum([1, 2, 3]);
+            var alpha = where(pap > 0, rr / pap.clamp_min(1e-300), zeros_like(pap)).view(-1, 1, 1, 1);
+            var sol2 = sol + alpha * p;
+            var r2 = r - alpha * ap;
+            var rr2 = (r2 * r2).sum([1, 2, 3]);
+            var beta = where(rr > 0, rr2 / rr.clamp_min(1e-300), zeros_like(rr)).view(-1, 1, 1, 1);
+            var p2 = r2 + beta * p;
+            step.MoveToOuter(sol2, r2, p2, rr2);
+            foreach (var old in new[] { sol, r, p, rr }) old.Dispose();
+            (sol, r, p, rr) = (sol2, r2, p2, rr2);
+        }
+        return scope.MoveToOuter((known + u * sol).view(n, c, h, w));
+    }
+}

@@ -1,0 +1,86 @@
+using System.Globalization;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Object masks of the localisation metrics, from (first that applies) a folder of masks keyed by input id,
+/// a boxes file keyed by input id, the data source's masks, or display pixels above a threshold.</summary>
+public static class ObjectMasks
+{
+    /// <summary>Option description of the masks folder.</summary>
+    public const string MasksDescription = "folder of object masks, one per input id: <id>.npy (H×W or 1×H×W, non-zero = object) or <id>.png (grey > 127 = object); resized (nearest) to the model input; overrides the data source's masks";
+    /// <summary>Option description of the boxes file.</summary>
+    public const string BoxesDescription = "CSV file of object boxes 'id,x0,y0,x1,y1' (pixels of the model input, x1/y1 exclusive; several lines per id are united; a header line is allowed); an input without a line has an empty mask";
+
+    /// <summary>N×H×W bool masks of a batch.</summary>
+    public static Tensor For(InputBatch batch, string? masks, string? boxes, double threshold)
+    {
+        using var scope = NewDisposeScope();
+        long h = batch.Input.shape[2], w = batch.Input.shape[3];
+        Tensor m;
+        if (masks is not null) m = stack(batch.Ids.Select(id => FromFolder(masks, id, h, w)).ToArray());
+        else if (boxes is not null)
+        {
+            var all = ReadBoxes(boxes);
+            m = stack(batch.Ids.Select(id => FromBoxes(all.GetValueOrDefault(id), h, w)).ToArray());
+        }
+        else m = batch.Masks is { } known ? known[.., 0] > 0.5f : Maps.ObjectMask(batch.Pixels, threshold);
+        return scope.MoveToOuter(m.contiguous());
+    }
+
+    static Tensor FromFolder(string folder, string id, long h, long w)
+    {
+        using var scope = NewDisposeScope();
+        string npy = Path.Combine(folder, id + ".npy"), png = Path.Combine(folder, id + ".png");
+        Tensor m;
+        if (File.Exists(npy))
+        {
+            m = Npy.Read(npy).ToTensor().to(ScalarType.Float32);
+            if (m.dim() == 3 && m.shape[0] == 1) m = m[0];
+            if (m.dim() != 2) throw new LoupeException($"{npy}: a mask must be H×W or 1×H×W, not ({string.Join("×", m.shape)})");
+            m = (m != 0).to(ScalarType.Float32);
+        }
+        else if (File.Exists(png))
+        {
+            var img = Plots.FromPng(File.ReadAllBytes(png));
+            m = (tensor(img.Pixels.Select(p => (float)p).ToArray()).view(img.Height, img.Width, 3).amax([2]) > 127f).to(ScalarType.Float32);
+        }
+        else throw new LoupeException($"option 'masks': folder '{folder}' has no mask for input '{id}' (expected {id}.npy or {id}.png)");
+        if (m.shape[0] != h || m.shape[1] != w)
+            m = nn.functional.interpolate(m.view(1, 1, m.shape[0], m.shape[1]), [h, w], mode: InterpolationMode.Nearest).view(h, w);
+        return scope.MoveToOuter(m > 0.5f);
+    }
+
+    static Tensor FromBoxes(List<(int X0, int Y0, int X1, int Y1)>? list, long h, long w)
+    {
+        var m = zeros(h, w, dtype: ScalarType.Bool);
+        foreach (var (x0, y0, x1, y1) in list ?? [])
+            m[TensorIndex.Slice(Math.Clamp(y0, 0, h), Math.Clamp(y1, 0, h)), TensorIndex.Slice(Math.Clamp(x0, 0, w), Math.Clamp(x1, 0, w))] = true;
+        return m;
+    }
+
+    /// <summary>Boxes per input id from a CSV file <c>id,x0,y0,x1,y1</c>.</summary>
+    public static Dictionary<string, List<(int X0, int Y0, int X1, int Y1)>> ReadBoxes(string file)
+    {
+        var result = new Dictionary<string, List<(int, int, int, int)>>();
+        var lines = File.ReadAllLines(file);
+        for (int i = 0; i < lines.Length; i++)
+        {
+            var line = lines[i].Trim();
+            if (line.Length == 0 || line.StartsWith('#')) continue;
+            var f = line.Split(',').Select(s => s.Trim()).ToArray();
+            var c = new int[4];
+            bool ok = f.Length == 5 && Enumerable.Range(0, 4).All(k => int.TryParse(f[k + 1], NumberStyles.Integer, CultureInfo.InvariantCulture, out c[k]));
+            if (!ok)
+            {
+                if (i == 0 && result.Count == 0) continue;   // a header line
+                throw new LoupeException($"{file}:{i + 1}: expected 'id,x0,y0,x1,y1' with integer pixel coordinates, got '{line}'");
+            }
+            if (c[2] <= c[0] || c[3] <= c[1]) throw new LoupeException($"{file}:{i + 1}: empty box (x1 must exceed x0 and y1 must exceed y0)");
+            if (!result.TryGetValue(f[0], out var l)) result[f[0]] = l = [];
+            l.Add((c[0], c[1], c[2], c[3]));
+        }
+        return result;
+    }
+}
