@@ -113,7 +113,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
                 var per = (coef * gw).sum(1).cpu();                                                          // n × r
                 var rows = Enumerable.Range(0, (int)n).Where(i => cls[i] == c).ToArray();
                 if (!importance.TryGetValue(c, out var sum)) { importance[c] = sum = new double[r]; counts[c] = 0; }
-                var vals = per.index_select(0, tensor(rows.Select(i => (long)i).ToArray())).sum(0).data<double>().ToArray();
+                var vals = per.index_select(0, tensor(rows.Select(i => (long)i).ToArray())).sum(dim: 0).data<double>().ToArray();
                 for (int j = 0; j < r; j++) sum[j] += vals[j];
                 counts[c] += rows.Length;
             }

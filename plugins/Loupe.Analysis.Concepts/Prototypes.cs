@@ -106,9 +106,9 @@ public sealed class Prototypes : Analysis<PrototypesOptions>, IPlansLayerPasses
         int n = (int)x.shape[0];
         if (gamma <= 0)
         {
-            var d = Stats.Rbf(x, x, 1.0).log().neg();          // squared distances
+            var d = Stats.SquaredDistances(x, x);
             var off = d.masked_select(ones(n, n, dtype: ScalarType.Bool).triu(1));
-            double med = off.numel() == 0 ? 1 : off.median().item<double>();
+            double med = off.numel() == 0 ? 1 : Median(off.data<double>().ToArray());
             gamma = 1 / Math.Max(med, 1e-12);
         }
         var k = Stats.Rbf(x, x, gamma).data<double>().ToArray();
@@ -136,6 +136,13 @@ public sealed class Prototypes : Analysis<PrototypesOptions>, IPlansLayerPasses
         var witness = Enumerable.Range(0, n).Select(i => colMean[i] - crossS[i] / chosen.Count).ToArray();
         var critics = Enumerable.Range(0, n).Where(i => !chosen.Contains(i)).OrderByDescending(i => Math.Abs(witness[i])).ThenBy(i => i).Take(c).ToArray();
         return ([.. chosen], critics, gamma);
+    }
+
+    /// <summary>numpy's median: the mean of the two middle values for an even count.</summary>
+    static double Median(double[] v)
+    {
+        Array.Sort(v);
+        return v.Length % 2 == 1 ? v[v.Length / 2] : 0.5 * (v[v.Length / 2 - 1] + v[v.Length / 2]);
     }
 
     /// <inheritdoc/>

@@ -125,9 +125,15 @@ public static class Stats
     public static Tensor Rbf(Tensor a, Tensor b, double gamma)
     {
         using var scope = NewDisposeScope();
+        return scope.MoveToOuter((-gamma * SquaredDistances(a, b)).exp());
+    }
+
+    /// <summary>‖a_i − b_j‖² between the rows of <paramref name="a"/> and <paramref name="b"/>, float64.</summary>
+    public static Tensor SquaredDistances(Tensor a, Tensor b)
+    {
+        using var scope = NewDisposeScope();
         var a64 = a.to(ScalarType.Float64);
         var b64 = b.to(ScalarType.Float64);
-        var d2 = ((a64 * a64).sum(1, keepdim: true) + (b64 * b64).sum(1).unsqueeze(0) - 2 * a64.matmul(b64.t())).clamp_min(0);
-        return scope.MoveToOuter((-gamma * d2).exp());
+        return scope.MoveToOuter(((a64 * a64).sum(1, keepdim: true) + (b64 * b64).sum(1).unsqueeze(0) - 2 * a64.matmul(b64.t())).clamp_min(0));
     }
 }
