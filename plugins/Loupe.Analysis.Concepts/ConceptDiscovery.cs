@@ -25,7 +25,7 @@ public sealed record ConceptDiscoveryOptions
     [Range(1, 64), Description("most activating crops shown per concept")]
     public int Top { get; init; } = 8;
     /// <summary>Crop size.</summary>
-    [Range(0, 4096), Description("side of a crop in input pixels (0: three layer cells)")]
+    [Range(0, 4096), Description("side of a crop in input pixels (0: three layer cells, at least a third of the input)")]
     public int Crop { get; init; } = 0;
     /// <summary>Heat maps.</summary>
     [Range(0, 64), Description("inputs shown with one heat map per concept")]
@@ -39,7 +39,8 @@ public sealed record ConceptDiscoveryOptions
 /// Collins et al. 2018; CRAFT, Fel et al. 2023): every position of every input is a vector A ∈ ℝ^K₊; NMF writes it as
 /// A ≈ Σ_j U_j·W_j with r concept vectors W_j (<see cref="Nmf"/>). A second pass with gradients computes each input's
 /// coefficients U (W fixed), the importance of concept j for class k — gradient × concept, the mean over the class's
-/// inputs of Σ_positions U_j · (∂y_k/∂A · W_j) — and keeps each concept's most activating crops (streaming top-k).
+/// inputs of Σ_positions U_j · (∂y_k/∂A · W_j) — and keeps each concept's most activating crops (streaming top-k, one
+/// crop per input, centred on the position).
 /// Outputs <c>concepts.npy</c> (r×K), <c>importance.npy</c> (classes×r), <c>crops.json</c>, <c>concepts.png</c> (top
 /// crops per concept, ranked for the first class), <c>heatmaps.png</c> and <c>importance.png</c>.</summary>
 public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlansLayerPasses
@@ -138,20 +139,20 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
     {
         int H = ctx.Input.Height, W = ctx.Input.Width;
         double sy = H / (double)h, sx = W / (double)wd;
-        int size = options.Crop > 0 ? options.Crop : (int)Math.Round(3 * Math.Max(sy, sx));
-        int n = (int)coef.shape[0], r = (int)coef.shape[2], kk = (int)Math.Min(options.Top, coef.shape[0] * coef.shape[1]);
+        int size = options.Crop > 0 ? options.Crop : (int)Math.Round(Math.Max(3 * Math.Max(sy, sx), Math.Min(H, W) / 3.0));
+        int n = (int)coef.shape[0], r = (int)coef.shape[2];
         for (int j = 0; j < r; j++)
         {
-            var flat = coef.select(2, j).reshape(-1).to(ScalarType.Float32);
-            var (vals, idx) = flat.topk(kk);
-            var v = vals.cpu().data<float>().ToArray();
-            var ix = idx.cpu().data<long>().ToArray();
+            // Each input's best position for the concept, then the inputs in descending order (one crop per input).
+            var (best, where) = coef.select(2, j).to(ScalarType.Float32).max(1);
+            var v = best.cpu().data<float>().ToArray();
+            var pos = where.cpu().data<long>().ToArray();
             var list = tops[j];
-            for (int t = 0; t < kk; t++)
+            foreach (int img in Enumerable.Range(0, n).OrderByDescending(i => v[i]).ThenBy(i => i))
             {
-                if (list.Count >= options.Top && v[t] <= list[^1].Value) break;
-                int img = (int)(ix[t] / (h * wd)), pos = (int)(ix[t] % (h * wd));
-                int cy = (int)((pos / wd + 0.5) * sy), cx = (int)((pos % wd + 0.5) * sx);
+                if (list.Count >= options.Top && v[img] <= list[^1].Value) break;
+                int t = img;
+                int cy = (int)((pos[img] / wd + 0.5) * sy), cx = (int)((pos[img] % wd + 0.5) * sx);
                 int y0 = Math.Clamp(cy - size / 2, 0, Math.Max(0, H - size)), x0 = Math.Clamp(cx - size / 2, 0, Math.Max(0, W - size));
                 using var crop = batch.Pixels[img].narrow(1, y0, Math.Min(size, H)).narrow(2, x0, Math.Min(size, W)).cpu();
                 list.Add((v[t], batch.Ids[img], y0, x0, Math.Min(size, Math.Min(H, W)), ConceptPlots.Tile(crop, 64)));
