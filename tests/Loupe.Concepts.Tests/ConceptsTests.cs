@@ -94,3 +94,23 @@ public class ConceptsTests
         foreach (var png in new[] { "proto/prototypes.png", "cf/neighbours.png" }) Assert.True(new FileInfo(Path.Combine(r.OutDir!, png)).Length > 3000, png);
     }
 }
+
+/// <summary>configs/concepts.yaml runs as shipped (the guide's pictures come from it).</summary>
+public class ConfigTests
+{
+    [Fact]
+    public void ConceptsConfigRunsAndEveryStepSucceeds()
+    {
+        var outDir = Path.Combine(Loupe.Testing.RepoPaths.TempDir("loupe-concepts-config"), "run");
+        var r = Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(Path.Combine(Env.RepoRoot, "configs", "concepts.yaml"))
+        {
+            OutDir = outDir,
+            PluginDirectories = [Env.BuiltInPlugins],
+        });
+        Env.Succeeded(r, "tcav", "dissection", "concept-discovery", "prototypes", "counterfactuals");
+        Assert.Equal(0, r.ExitCode);
+        foreach (var png in new[] { "tcav/tcav.png", "dissection/units.png", "dissection/summary.png", "concept-discovery/concepts.png",
+                     "concept-discovery/heatmaps.png", "prototypes/prototypes.png", "counterfactuals/neighbours.png" })
+            Assert.True(new FileInfo(Path.Combine(outDir, png)).Length > 3000, png);
+    }
+}
