@@ -33,6 +33,9 @@ public sealed record Artifact(string Name, string? InputId, ArtifactKind Kind, N
 /// <param name="Score">The raw output value (logit).</param>
 public sealed record Prediction(int Index, string Label, double Probability, double Score);
 
+/// <summary>Progress of a running technique: <paramref name="Fraction"/> in [0,1] and what it is doing.</summary>
+public sealed record ExplainProgress(double Fraction, string? Message);
+
 /// <summary>The results of one technique on some inputs.</summary>
 public sealed class Explanation
 {
