@@ -74,7 +74,11 @@ public sealed partial class ExplorerServer
     {
         IResult Start(Func<IProgress<ExplainProgress>, CancellationToken, object> work) =>
             _inputs.Count == 0 ? Results.UnprocessableEntity(new { error = "the pipeline has no data section: no dataset to map" })
-                : Results.Json(_jobs.Start(work).Snapshot());
+                : Results.Json(_jobs.Start((progress, token) =>
+                {
+                    try { return work(progress, token); }
+                    finally { TrimHeap(); }
+                }).Snapshot());
         app.MapPost("/api/dataset/map", async (HttpRequest request, CancellationToken ct) =>
         {
             var body = await Body(request, ct);
@@ -91,8 +95,8 @@ public sealed partial class ExplorerServer
             return Start((progress, token) =>
             {
                 var e = _model.Explain("nearest-neighbours", DatasetBatch(), new { layer, k = Math.Min(8, _inputs.Count - 1), queries = new[] { index.ToString("D5") } }, null, progress, token);
-                var rows = e.Map(null, "indices") is var m && m is not null ? m : throw new LoupeException("nearest-neighbours produced no indices");
-                var dist = e.Map(null, "distances");
+                var rows = e.DatasetArray("indices");
+                var dist = e.DatasetArray("distances");
                 return new { input = index, layer, neighbours = rows.Data.Select((r, k) => new { index = (int)r, distance = dist.Data[k] }).ToArray() };
             });
         });
@@ -107,12 +111,12 @@ public sealed partial class ExplorerServer
                 var e = _model.Explain("max-patches", DatasetBatch(), new { layer, channels = new[] { channel }, top = 9 }, null, progress, token);
                 var grid = e.Artifacts.FirstOrDefault(a => a.Kind == ArtifactKind.Display && a.Name == $"channel-{channel:D4}")
                     ?? throw new LoupeException($"max-patches produced no grid for channel {channel}");
-                var top = e.Map(null, "top-positions");
+                var top = e.DatasetArray("top-positions");
                 return new
                 {
                     layer, channel, png = Convert.ToBase64String(grid.Image!.ToPng()),
                     inputs = Enumerable.Range(0, (int)top.Shape[1]).Select(k => (int)top.Data[k * 3]).ToArray(),
-                    values = e.Map(null, "top-values").Data,
+                    values = e.DatasetArray("top-values").Data.Select(v => float.IsNaN(v) ? (float?)null : v).ToArray(),
                 };
             });
         });
@@ -126,7 +130,7 @@ public sealed partial class ExplorerServer
             ? new { layer, perplexity = Math.Min(30.0, (_inputs.Count - 1) / 3.0), iterations = 500, exaggeration_iterations = 100, map_size = 0 }
             : new { layer, components = 2 };
         var e = _model.Explain(method, batch, options, null, progress, token);
-        var xy = e.Map(null, "coordinates");
+        var xy = e.DatasetArray("coordinates");
         int k = (int)xy.Shape[1];
         var predicted = _model.Predict(batch, 1, token);
         return new

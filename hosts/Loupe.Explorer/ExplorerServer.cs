@@ -210,6 +210,19 @@ public sealed partial class ExplorerServer : IAsyncDisposable
             // One failing technique shows its error in place; the app goes on.
             return new Shown(technique, null, null, null, null, ex.Message, sw.Elapsed.TotalMilliseconds);
         }
+        finally { TrimHeap(); }
+    }
+
+    long _lastTrim;
+
+    /// <summary>Hands freed native heap pages back to the OS (at most once a second), as a pipeline run does after it
+    /// ends: without it the C heap keeps the peak of every computation and the server's RSS creeps up.</summary>
+    internal void TrimHeap()
+    {
+        var now = Environment.TickCount64;
+        if (now - Interlocked.Read(ref _lastTrim) < 1000) return;
+        Interlocked.Exchange(ref _lastTrim, now);
+        Core.NativeHeap.Trim();
     }
 
     static byte[] Asset(string name)
