@@ -87,7 +87,10 @@ public sealed partial class ExplorerServer : IAsyncDisposable
     async Task Guard(HttpContext http, RequestDelegate next)
     {
         // Another origin (a web page the user happens to have open) may not drive the explorer.
-        if (http.Request.Headers.Origin is { Count: > 0 } origin && origin.ToString() != $"{http.Request.Scheme}://{http.Request.Host}")
+        // The one exception: a report page runs sandboxed (an opaque origin, "null") and loads its own images (GET /t/...).
+        var reportImage = HttpMethods.IsGet(http.Request.Method) && http.Request.Path.StartsWithSegments("/t");
+        if (http.Request.Headers.Origin is { Count: > 0 } origin && origin.ToString() != $"{http.Request.Scheme}://{http.Request.Host}"
+            && !(reportImage && origin.ToString() == "null"))
         {
             http.Response.StatusCode = StatusCodes.Status403Forbidden;
             return;

@@ -123,6 +123,9 @@ public sealed class ExplorerRunsTests : IDisposable
         Assert.Equal(401, await RawStatus(baseUri, "/t/runs/0/run-a/manifest.json"));
         Assert.Equal(401, await RawStatus(baseUri, "/api/runs"));
         Assert.Equal(403, await RawStatus(baseUri, $"/t/{token}/runs/0/run-a/manifest.json", "http://evil.example"));
+        // A sandboxed report (origin "null") may load its run's files, never drive the API.
+        Assert.Equal(200, await RawStatus(baseUri, $"/t/{token}/runs/0/run-a/manifest.json", "null"));
+        Assert.Equal(403, await RawStatus(baseUri, $"/api/runs?token={token}", "null"));
     }
 
     [Fact]
