@@ -19,7 +19,8 @@ window.addEventListener('loupe-info', () => {
   $('layers-layer').replaceChildren(...spatialLayers().map(opt));
   $('patch-layer').replaceChildren(...spatialLayers().map(opt));
   $('dataset-layer').replaceChildren(...pooledLayers().map(opt));
-  const spatial = spatialLayers();
+  // Default: the last layer with a spatial map larger than 1×1 (as the Explain tab's layer).
+  const spatial = spatialLayers().filter(l => l.shape[2] > 1 && l.shape[3] > 1);
   if (spatial.length) $('layers-layer').value = $('patch-layer').value = spatial[spatial.length - 1].name;
   const pooled = pooledLayers();
   // Default map layer: the last layer before the classifier output (the embedding), else the last spatial one.
