@@ -182,6 +182,23 @@ public sealed class LoupeModel : IDisposable
         return RunStep(technique, folder.Data, ids, options, target, cancellation);
     }
 
+    /// <summary>As <see cref="Explain(string, NdArray, object?, object?, CancellationToken)"/>, reporting the technique's
+    /// progress (a fraction in [0,1] and an optional message, as <c>loupe run</c> draws it) to <paramref name="progress"/>.
+    /// Cancelling <paramref name="cancellation"/> stops the computation (<see cref="OperationCanceledException"/>); the
+    /// model stays usable.</summary>
+    public Explanation Explain(string technique, NdArray input, object? options, object? target, IProgress<ExplainProgress> progress, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(progress);
+        using var folder = NpyFolder(input);
+        var ids = Enumerable.Range(0, (int)input.Shape[0]).Select(i => i.ToString("D5")).ToList();
+        return RunStep(technique, folder.Data, ids, options, target, cancellation, new ProgressObserver(progress));
+    }
+
+    sealed class ProgressObserver(IProgress<ExplainProgress> progress) : IRunObserver
+    {
+        public void StepProgress(string stepId, double fraction, string? message) => progress.Report(new ExplainProgress(fraction, message));
+    }
+
     /// <summary>The <paramref name="k"/> largest outputs of one image with softmax probabilities.</summary>
     public IReadOnlyList<Prediction> Predict(ImageInput image, int k = 5) => Predict([image], k)[0];
 
@@ -229,7 +246,7 @@ public sealed class LoupeModel : IDisposable
         return result;
     }
 
-    internal Explanation RunStep(string technique, string dataSection, IReadOnlyList<string> ids, object? options, object? target, CancellationToken cancellation)
+    internal Explanation RunStep(string technique, string dataSection, IReadOnlyList<string> ids, object? options, object? target, CancellationToken cancellation, IRunObserver? observer = null)
     {
         var step = new StringBuilder("steps:\n  - id: ").Append(System.Text.RegularExpressions.Regex.IsMatch(technique, "^[A-Za-z0-9][A-Za-z0-9_.-]*$") ? technique : "explain")
             .Append("\n    uses: ").Append(Json(technique)).Append('\n');
@@ -243,7 +260,7 @@ public sealed class LoupeModel : IDisposable
             var sink = new MemorySink();
             var warnings = new List<string>();
             using var stepCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-            var context = new AnalysisContext(run, prepared, sink, stepCancellation.Token, null, warnings);
+            var context = new AnalysisContext(run, prepared, sink, stepCancellation.Token, observer, warnings);
             // On a step worker, as in a pipeline run: same thread settings, same numbers.
             var outcome = StepThread.Run(() => PipelineRunner.RunStepBody(run, prepared, context), stepCancellation, null, cancellation);
             if (outcome.Status == "cancelled") throw new OperationCanceledException(outcome.Error, cancellation);

@@ -33,6 +33,9 @@ public sealed record Artifact(string Name, string? InputId, ArtifactKind Kind, N
 /// <param name="Score">The raw output value (logit).</param>
 public sealed record Prediction(int Index, string Label, double Probability, double Score);
 
+/// <summary>Progress of a running technique: <paramref name="Fraction"/> in [0,1] and what it is doing.</summary>
+public sealed record ExplainProgress(double Fraction, string? Message);
+
 /// <summary>The results of one technique on some inputs.</summary>
 public sealed class Explanation
 {
@@ -57,6 +60,13 @@ public sealed class Explanation
     /// <paramref name="name"/>, by default the one named like the technique (e.g. <c>grad-cam</c>, at input resolution,
     /// rather than <c>grad-cam-layer</c>), else the first.</summary>
     public NdArray Map(string? inputId = null, string? name = null) => Find(inputId, ArtifactKind.Raw, name).Array!;
+
+    /// <summary>A raw result about all inputs together (e.g. <c>features</c> of <c>embeddings</c>, <c>coordinates</c> of
+    /// <c>pca</c>, <c>indices</c> of <c>nearest-neighbours</c>): rows in input order.</summary>
+    public NdArray DatasetArray(string name) =>
+        Artifacts.FirstOrDefault(a => a.InputId is null && a.Kind == ArtifactKind.Raw && a.Name == name)?.Array
+            ?? throw new KeyNotFoundException($"{Technique} produced no raw result '{name}' about all inputs" +
+                $" (it produced: {string.Join(", ", Artifacts.Where(a => a.InputId is null).Select(a => a.Name).Distinct().Take(8))})");
 
     /// <summary>The picture of an input (for attribution techniques, the map over the image).</summary>
     public RgbImage Overlay(string? inputId = null, string? name = null) => Find(inputId, ArtifactKind.Display, name).Image!;

@@ -25,12 +25,15 @@ public sealed record ExplorerOptions
     public int MaxInputs { get; init; } = 64;
     /// <summary>Explanations kept for repeated requests (least recently used go first).</summary>
     public int CacheEntries { get; init; } = 256;
+    /// <summary>Folders whose run folders the Runs tab may open (default: the pipeline's <c>output.dir</c> parent,
+    /// e.g. <c>runs/</c>). Nothing outside them is readable.</summary>
+    public IReadOnlyList<string>? RunRoots { get; init; }
 }
 
 /// <summary>The explorer: a model loaded once (<see cref="LoupeModel.FromPipeline"/>), its inputs, and JSON endpoints that
 /// explain them with any registered technique. Every request needs the token; requests from another origin are refused;
 /// no path from a request reaches the file system (inputs are addressed by index, uploads are decoded in memory).</summary>
-public sealed class ExplorerServer : IAsyncDisposable
+public sealed partial class ExplorerServer : IAsyncDisposable
 {
     readonly LoupeModel _model;
     readonly ExplorerOptions _options;
@@ -38,12 +41,14 @@ public sealed class ExplorerServer : IAsyncDisposable
     readonly List<(string Id, NdArray Input, RgbImage Picture)> _uploads = [];
     readonly ExplanationCache _cache;
     readonly IReadOnlyList<Core.LayerRow> _layers;
+    readonly JobTable _jobs = new(64);
     /// <summary>The web app (started by <see cref="StartAsync"/>).</summary>
     public WebApplication App { get; }
 
-    ExplorerServer(LoupeModel model, ExplorerOptions options)
+    ExplorerServer(LoupeModel model, ExplorerOptions options, IReadOnlyList<string> runRoots)
     {
         _model = model; _options = options;
+        _runRoots = [.. runRoots.Select(r => Abstractions.SafeFile.RealPath(Path.GetFullPath(r)))];
         _inputs = [.. model.PipelineInputs(options.MaxInputs)];
         _cache = new ExplanationCache(options.CacheEntries);
         _layers = model.LayerShapes();
@@ -54,11 +59,20 @@ public sealed class ExplorerServer : IAsyncDisposable
         App = builder.Build();
         App.Use(Guard);
         Routes(App);
+        JobRoutes(App);
+        DatasetRoutes(App);
+        RunRoutes(App);
     }
 
     /// <summary>Loads the pipeline's model and data and builds the app (not started).</summary>
-    public static ExplorerServer Create(string pipelineFile, ExplorerOptions? options = null, LoupeSettings? settings = null) =>
-        new(LoupeModel.FromPipeline(pipelineFile, settings), options ?? new ExplorerOptions());
+    public static ExplorerServer Create(string pipelineFile, ExplorerOptions? options = null, LoupeSettings? settings = null)
+    {
+        options ??= new ExplorerOptions();
+        var roots = options.RunRoots ?? [DefaultRunRoot(pipelineFile)];
+        var model = LoupeModel.FromPipeline(pipelineFile, settings);
+        try { return new(model, options, roots); }
+        catch { model.Dispose(); throw; }
+    }
 
     /// <summary>Starts listening; returns the URL to open (with the token).</summary>
     public async Task<string> StartAsync(CancellationToken cancellation = default)
@@ -73,13 +87,19 @@ public sealed class ExplorerServer : IAsyncDisposable
     async Task Guard(HttpContext http, RequestDelegate next)
     {
         // Another origin (a web page the user happens to have open) may not drive the explorer.
-        if (http.Request.Headers.Origin is { Count: > 0 } origin && origin.ToString() != $"{http.Request.Scheme}://{http.Request.Host}")
+        // The one exception: a report page runs sandboxed (an opaque origin, "null") and loads its own images (GET /t/...).
+        var reportImage = HttpMethods.IsGet(http.Request.Method) && http.Request.Path.StartsWithSegments("/t");
+        if (http.Request.Headers.Origin is { Count: > 0 } origin && origin.ToString() != $"{http.Request.Scheme}://{http.Request.Host}"
+            && !(reportImage && origin.ToString() == "null"))
         {
             http.Response.StatusCode = StatusCodes.Status403Forbidden;
             return;
         }
         var token = http.Request.Headers["X-Loupe-Token"].ToString();
         if (token.Length == 0) token = http.Request.Query["token"].ToString();
+        // Run files (a report and the images it names by relative path) carry the token as the first path segment.
+        if (token.Length == 0 && http.Request.Path.StartsWithSegments("/t", out var rest) && rest.Value is { Length: > 1 } r)
+            token = r[1..].Split('/')[0];
         if (!CryptographicOperations.FixedTimeEquals(System.Text.Encoding.UTF8.GetBytes(token), System.Text.Encoding.UTF8.GetBytes(_options.Token)))
         {
             http.Response.StatusCode = StatusCodes.Status401Unauthorized;
@@ -87,6 +107,7 @@ public sealed class ExplorerServer : IAsyncDisposable
             return;
         }
         http.Response.Headers["X-Content-Type-Options"] = "nosniff";
+        http.Response.Headers["Referrer-Policy"] = "no-referrer";
         http.Response.Headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'";
         await next(http);
     }
@@ -96,6 +117,7 @@ public sealed class ExplorerServer : IAsyncDisposable
         // The page names its script and style with the token too: no request is served without it.
         app.MapGet("/", () => Results.Text(System.Text.Encoding.UTF8.GetString(Asset("index.html")).Replace("__TOKEN__", _options.Token), "text/html; charset=utf-8"));
         app.MapGet("/app.js", () => Results.Bytes(Asset("app.js"), "text/javascript; charset=utf-8"));
+        app.MapGet("/tabs.js", () => Results.Bytes(Asset("tabs.js"), "text/javascript; charset=utf-8"));
         app.MapGet("/app.css", () => Results.Bytes(Asset("app.css"), "text/css; charset=utf-8"));
 
         app.MapGet("/api/info", () => Results.Json(new
@@ -140,17 +162,9 @@ public sealed class ExplorerServer : IAsyncDisposable
         });
         app.MapPost("/api/explain", async (HttpRequest request, CancellationToken ct) =>
         {
-            JsonObject body;
-            try { body = await JsonSerializer.DeserializeAsync<JsonObject>(request.Body, cancellationToken: ct) ?? []; }
-            catch (JsonException e) { return Results.BadRequest(new { error = "request body: " + e.Message }); }
-            var index = body["input"]?.GetValue<int>() ?? -1;
-            var technique = body["technique"]?.GetValue<string>() ?? "";
-            var options = body["options"] as JsonObject;
-            var target = body["target"];
-            lock (_uploads)
-                if (!Exists(index)) return Results.NotFound(new { error = $"no input {index}" });
-            var key = $"{index}\n{technique}\n{options?.ToJsonString()}\n{target?.ToJsonString()}";
-            var result = _cache.GetOrAdd(key, () => Explain(index, technique, options, target, ct));
+            var (call, refused) = await ReadCall(request, ct);
+            if (refused is not null) return refused;
+            var result = _cache.GetOrAdd(call!.Key, () => Explain(call.Index, call.Technique, call.Options, call.Target, ct));
             return result.Error is null ? Results.Json(result) : Results.UnprocessableEntity(result);
         });
     }
@@ -179,12 +193,13 @@ public sealed class ExplorerServer : IAsyncDisposable
     /// <summary>One explanation as the page shows it.</summary>
     public sealed record Shown(string Technique, string? Target, string? Png, float? Min, float? Max, string? Error, double Milliseconds);
 
-    Shown Explain(int index, string technique, JsonObject? options, JsonNode? target, CancellationToken ct)
+    Shown Explain(int index, string technique, JsonObject? options, JsonNode? target, CancellationToken ct, IProgress<ExplainProgress>? progress = null)
     {
         var sw = System.Diagnostics.Stopwatch.StartNew();
         try
         {
-            var e = _model.Explain(technique, Input(index), options, target, ct);
+            var e = progress is null ? _model.Explain(technique, Input(index), options, target, ct)
+                : _model.Explain(technique, Input(index), options, target, progress, ct);
             var id = e.InputIds[0];
             var display = e.Artifacts.FirstOrDefault(a => a.InputId == id && a.Kind == ArtifactKind.Display && a.Name == technique)
                 ?? e.Artifacts.FirstOrDefault(a => a.Kind == ArtifactKind.Display);
@@ -198,6 +213,19 @@ public sealed class ExplorerServer : IAsyncDisposable
             // One failing technique shows its error in place; the app goes on.
             return new Shown(technique, null, null, null, null, ex.Message, sw.Elapsed.TotalMilliseconds);
         }
+        finally { TrimHeap(); }
+    }
+
+    long _lastTrim;
+
+    /// <summary>Hands freed native heap pages back to the OS (at most once a second), as a pipeline run does after it
+    /// ends: without it the C heap keeps the peak of every computation and the server's RSS creeps up.</summary>
+    internal void TrimHeap()
+    {
+        var now = Environment.TickCount64;
+        if (now - Interlocked.Read(ref _lastTrim) < 1000) return;
+        Interlocked.Exchange(ref _lastTrim, now);
+        Core.NativeHeap.Trim();
     }
 
     static byte[] Asset(string name)
@@ -211,7 +239,9 @@ public sealed class ExplorerServer : IAsyncDisposable
     /// <inheritdoc/>
     public async ValueTask DisposeAsync()
     {
+        _jobs.CancelAll();
         await App.DisposeAsync();
+        DeleteComparisons();
         _model.Dispose();
     }
 

@@ -67,7 +67,10 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
         var originX = tensor(xs).repeat(ys.Length);
         var fill = Perturbation.Baseline(x, options.Fill, Math.Max(winH, winW) / 2.0, ctx.Input, options.FillValue);
         Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), winH, winW, h, w);
-        var scores = Perturbation.MaskedScores(ctx, x, fill, originY.shape[0], Masks, selection, options.MicroBatch);
+        // When the batch is the whole data (one image in the explorer), progress counts windows, not inputs.
+        long windows = originY.shape[0];
+        Action<double>? progress = ctx.InputCount == n ? f => ctx.Progress(f, $"window {Math.Round(f * windows)}/{windows}") : null;
+        var scores = Perturbation.MaskedScores(ctx, x, fill, windows, Masks, selection, options.MicroBatch, progress: progress);
         var diff = baseScores.view(n, 1) - scores;                                            // N×P
         var total = zeros(n, h * w);
         var count = zeros(h * w);

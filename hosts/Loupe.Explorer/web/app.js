@@ -29,6 +29,7 @@ async function load() {
   renderInputs(info.inputs);
   await renderOptions();
   await select(0);
+  window.dispatchEvent(new Event('loupe-info'));
 }
 
 function renderInputs(inputs) {
@@ -42,6 +43,7 @@ function renderInputs(inputs) {
 
 async function select(index) {
   current = index;
+  window.dispatchEvent(new CustomEvent('loupe-select', { detail: index }));
   for (const img of document.querySelectorAll('#inputs img')) img.classList.toggle('selected', +img.dataset.index === index);
   $('current').textContent = `input ${index}`;
   const r = await api(`/api/predict/${index}?k=5`);
@@ -75,6 +77,43 @@ function optionsOf(id) {
   return o;
 }
 
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+// A computation on the server: started with POST, polled until it ends; `view` shows its progress and offers Cancel
+// (DELETE stops the technique through its cancellation token). Aborting `signal` cancels it too.
+async function runJob(url, body, view, signal) {
+  const r = await api(url, { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
+  let job = await r.json();
+  if (!r.ok) return { state: 'failed', error: job.error || r.statusText };
+  let cancelled = false;
+  const cancel = () => { if (!cancelled) { cancelled = true; api(`/api/jobs/${job.id}`, { method: 'DELETE' }); } };
+  signal?.addEventListener('abort', cancel);
+  while (job.state === 'running') {
+    view?.(job, cancel);
+    await sleep(120);
+    const p = await api(`/api/jobs/${job.id}`);
+    if (!p.ok) return { state: 'failed', error: `job ${job.id}: ${p.status}` };
+    job = await p.json();
+  }
+  signal?.removeEventListener('abort', cancel);
+  return job;
+}
+
+// Progress bar, message and a Cancel button inside an element.
+function progressView(target, title) {
+  let bar = null, text = null;
+  return (job, cancel) => {
+    if (!bar) {
+      bar = el('progress', { max: 1, value: 0, className: 'job-progress' });
+      text = el('div', { className: 'muted job-message' });
+      target.replaceChildren(...(title ? [el('b', { textContent: title })] : []), bar, text,
+        el('button', { textContent: 'Cancel', className: 'cancel', onclick: cancel }));
+    }
+    bar.value = job.progress;
+    text.textContent = `${job.message || 'running'} · ${job.seconds.toFixed(1)} s`;
+  };
+}
+
 async function explain() {
   if (busy) busy.abort();
   const controller = busy = new AbortController();
@@ -85,13 +124,15 @@ async function explain() {
   await Promise.all(ids.map(async (id, i) => {
     const body = { input: current, technique: id, options: optionsOf(id), target: JSON.parse($('target').value) };
     try {
-      const r = await api('/api/explain', { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' }, signal: controller.signal });
-      const x = await r.json();
+      const job = await runJob('/api/jobs', body, progressView(cards[i], id), controller.signal);
+      if (busy !== controller) return;
+      const x = job.result || {};
       const parts = [el('b', { textContent: `${id}${x.target ? ' · ' + x.target : ''}` })];
       if (x.png) parts.push(el('img', { src: 'data:image/png;base64,' + x.png, className: 'map' }), el('div', { textContent: `min ${x.min?.toPrecision(3)}, max ${x.max?.toPrecision(3)}, ${x.milliseconds.toFixed(0)} ms` }));
-      if (x.error) parts.push(el('div', { className: 'error', textContent: x.error }));
+      if (job.state === 'cancelled') parts.push(el('div', { className: 'error cancelled', textContent: 'cancelled' }));
+      else if (job.error) parts.push(el('div', { className: 'error', textContent: job.error }));
       cards[i].replaceChildren(...parts);
-    } catch (e) { if (e.name !== 'AbortError') cards[i].replaceChildren(el('b', { textContent: id }), el('div', { className: 'error', textContent: String(e) })); }
+    } catch (e) { cards[i].replaceChildren(el('b', { textContent: id }), el('div', { className: 'error', textContent: String(e) })); }
   }));
   if (busy === controller) $('status').textContent = 'done';
 }
