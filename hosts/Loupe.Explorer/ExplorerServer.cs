@@ -48,7 +48,7 @@ public sealed partial class ExplorerServer : IAsyncDisposable
     ExplorerServer(LoupeModel model, ExplorerOptions options, IReadOnlyList<string> runRoots)
     {
         _model = model; _options = options;
-        _runRoots = [.. runRoots.Select(r => Abstractions.SafeFile.RealPath(Path.GetFullPath(r)))];
+        _runRoots = [.. runRoots.Select(r => Abstractions.Toolkit.SafeFile.RealPath(Path.GetFullPath(r)))];
         _inputs = [.. model.PipelineInputs(options.MaxInputs)];
         _cache = new ExplanationCache(options.CacheEntries);
         _layers = model.LayerShapes();

@@ -43,7 +43,7 @@ public static class ObjectMasks
         }
         else if (File.Exists(png))
         {
-            var img = Plots.FromPng(File.ReadAllBytes(png));
+            var img = PlotImages.FromPng(File.ReadAllBytes(png));
             m = (tensor(img.Pixels.Select(p => (float)p).ToArray()).view(img.Height, img.Width, 3).amax([2]) > 127f).to(ScalarType.Float32);
         }
         else throw new LoupeException($"option 'masks': folder '{folder}' has no mask for input '{id}' (expected {id}.npy or {id}.png)");

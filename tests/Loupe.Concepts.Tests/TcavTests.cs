@@ -23,15 +23,15 @@ public class TcavTests
         // Same numbers as sklearn + scipy on the same activations and gradients.
         var cavs = Env.Artifact(r, "tcav/cavs.npy");
         Assert.Equal([3L, 10, 64 * 7 * 7], cavs.Shape);
-        var reference = Loupe.Abstractions.Npy.Read(Env.Fixture("tcav_cav_stripes_r0.npy")).Data;
+        var reference = Loupe.Abstractions.Toolkit.Npy.Read(Env.Fixture("tcav_cav_stripes_r0.npy")).Data;
         var mine = cavs.Data.Skip(2 * 10 * 3136).Take(3136).ToArray();
         Assert.True(Env.RelErr(mine, reference) < 2e-3, $"CAV differs from sklearn's by {Env.RelErr(mine, reference)}");
         var scores = Env.Artifact(r, "tcav/scores.npy");
-        var refScores = Loupe.Abstractions.Npy.Read(Env.Fixture("tcav_scores.npy"));
+        var refScores = Loupe.Abstractions.Toolkit.Npy.Read(Env.Fixture("tcav_scores.npy"));
         Assert.Equal(refScores.Shape, scores.Shape);
         Assert.Equal(refScores.Data, scores.Data);
         var p = Env.Artifact(r, "tcav/pvalues.npy").Data;
-        var refP = Loupe.Abstractions.Npy.Read(Env.Fixture("tcav_pvalues.npy")).Data;
+        var refP = Loupe.Abstractions.Toolkit.Npy.Read(Env.Fixture("tcav_pvalues.npy")).Data;
         for (int i = 0; i < p.Length; i++) Assert.True(Math.Abs(p[i] - refP[i]) <= 1e-5 + 1e-4 * refP[i], $"p[{i}] {p[i]} vs scipy {refP[i]}");
         Assert.True(new FileInfo(Path.Combine(r.OutDir!, "tcav/tcav.png")).Length > 5000);
     }

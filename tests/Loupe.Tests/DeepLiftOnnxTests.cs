@@ -43,8 +43,8 @@ public class DeepLiftOnnxTests
         TechniqueTests.Close(TechniqueTests.Stack(r, "dl", "deeplift", 5), "dl_net_deeplift.npy", 1e-4);
         TechniqueTests.Close(TechniqueTests.Stack(r, "dls", "deeplift-shap", 5), "dl_net_deeplift_shap_data.npy", 1e-4);
         // The rules are active: plain gradient × (x − 0) is another map.
-        var gxi = TechniqueTests.Stack(r, "grad", "saliency", 5).Zip(Loupe.Abstractions.Npy.Read(TestEnv.Fixture("dl_net_input.npy")).Data, (g, x) => g * x).ToArray();
-        Assert.True(TestEnv.RelL2(gxi, Loupe.Abstractions.Npy.Read(TestEnv.Fixture("dl_net_deeplift.npy")).Data) > 1e-2);
+        var gxi = TechniqueTests.Stack(r, "grad", "saliency", 5).Zip(Loupe.Abstractions.Toolkit.Npy.Read(TestEnv.Fixture("dl_net_input.npy")).Data, (g, x) => g * x).ToArray();
+        Assert.True(TestEnv.RelL2(gxi, Loupe.Abstractions.Toolkit.Npy.Read(TestEnv.Fixture("dl_net_deeplift.npy")).Data) > 1e-2);
     }
 
     [Fact]

@@ -1,4 +1,4 @@
-namespace Loupe.Abstractions;
+namespace Loupe.Abstractions.Toolkit;
 
 public static partial class Display
 {
