@@ -191,11 +191,20 @@ public class ExplorerJobsTests
                 await r.Content.ReadAsByteArrayAsync();
             }
         }
-        await Loop(0, 40);               // warm-up: allocators, JIT, the cache filled
-        var before = Rss();
-        var committed = GC.GetGCMemoryInfo().TotalCommittedBytes;
-        await Loop(40, 160);
-        var after = Rss();
-        Assert.True(after <= before * 1.10, $"RSS grew from {before >> 20} MiB to {after >> 20} MiB over 160 explain requests (> 10 %); managed heap committed {committed >> 20} → {GC.GetGCMemoryInfo().TotalCommittedBytes >> 20} MiB");
+        await Loop(0, 80);               // warm-up: allocators, JIT, the cache filled and evicted several times over
+        // What the server holds is measured directly: live native tensors (exact) and the managed heap after a full
+        // collection. The process's RSS is not asserted here: this test process also hosts the other tests' models, and
+        // glibc's per-thread arenas make it depend on how many threads the machine's load spreads the requests over
+        // (measured: +760 MiB while another test assembly ran beside it, flat when alone). tools/Loupe.ExplorerLoad
+        // measures RSS over 500 requests in a process of its own (issue 25's bar).
+        Rss();
+        var tensorsBefore = TensorAccounting.Live;
+        var heapBefore = GC.GetTotalMemory(forceFullCollection: true);
+        await Loop(80, 160);
+        Rss();
+        var tensorsAfter = TensorAccounting.Live;
+        var heapAfter = GC.GetTotalMemory(forceFullCollection: true);
+        Assert.True(tensorsAfter <= tensorsBefore, $"live tensors grew from {tensorsBefore} to {tensorsAfter} over 160 explain requests");
+        Assert.True(heapAfter <= heapBefore * 1.10 + (4 << 20), $"managed heap grew from {heapBefore >> 20} MiB to {heapAfter >> 20} MiB over 160 explain requests (> 10 % + 4 MiB)");
     }
 }
