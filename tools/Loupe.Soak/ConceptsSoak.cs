@@ -9,10 +9,12 @@ using Loupe.Testing;
 /// tests/Shared/RepeatedIdx.cs). RSS is recorded as every batch is handed out (per dataset pass) and every 250 ms (for
 /// the peak). Passes when, in every complete dataset pass, the median RSS of the last quarter of the pass is at most
 /// 1.1× that of its first quarter, the same holds over the whole run's batches, the peak stays under 1.5× the first
-/// pass's first-quarter median, and the live tensors are back at their count before the run.</summary>
+/// pass's first-quarter median, and the live tensors are back at their count before the run. The host's per-input
+/// predictions (settings.top_k, one manifest record per input) are off unless <c>--top-k</c> is given: they are the run's
+/// output and grow with the dataset by design.</summary>
 static class ConceptsSoak
 {
-    public static int Run(string root, long count, int batch, string? csv)
+    public static int Run(string root, long count, int batch, int topK, string? csv)
     {
         string Y(string p) => Path.Combine(root, p).Replace("\\", "/");
         var work = Path.Combine(Path.GetTempPath(), $"loupe-soak-concepts-{Guid.NewGuid():N}");
@@ -28,7 +30,7 @@ static class ConceptsSoak
             data:
               uses: repeated-idx
               with: { images: {{Y("samples/concepts/data/images-idx3-ubyte.gz")}}, labels: {{Y("samples/concepts/data/labels-idx1-ubyte.gz")}}, count: {{count}}, tag: soak }
-            settings: { batch_size: {{batch}} }
+            settings: { batch_size: {{batch}}, top_k: {{topK}} }
             steps:
               - { id: dissection, uses: dissection, with: { layer: relu2, masks: {{Y("samples/concepts/masks")}}, quantile: 0.005 } }
               - { id: concept-discovery, uses: concept-discovery, with: { layer: relu2, concepts: 4, iterations: 100, heatmaps: 2 } }
@@ -48,7 +50,7 @@ static class ConceptsSoak
             }
         });
         var sw = Stopwatch.StartNew();
-        Console.WriteLine($"concepts soak: dissection + concept-discovery + tcav over {count} inputs, batch {batch}; RSS before {RepeatedIdx.Rss() / 1048576.0:F1} MiB");
+        Console.WriteLine($"concepts soak: dissection + concept-discovery + tcav over {count} inputs, batch {batch}, top_k {topK}; RSS before {RepeatedIdx.Rss() / 1048576.0:F1} MiB");
         RunResult result;
         try
         {

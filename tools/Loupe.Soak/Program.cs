@@ -12,9 +12,9 @@ using TorchSharp;
 //   dotnet run -c Release --project tools/Loupe.Soak -- [--runs 200] [--pipeline configs/quickstart.yaml] [--csv FILE]
 // With --concepts N it instead runs dissection + concept-discovery + tcav once over N generated inputs and checks that
 // RSS stays flat through every dataset pass (ConceptsSoak.cs):
-//   dotnet run -c Release --project tools/Loupe.Soak -- --concepts 60000 [--batch 100] [--csv FILE]
+//   dotnet run -c Release --project tools/Loupe.Soak -- --concepts 60000 [--batch 100] [--top-k 0] [--csv FILE]
 NativeHeap.LimitArenas(); // first, before other threads allocate (as the CLI does)
-int runs = 200, batch = 100;
+int runs = 200, batch = 100, topK = 0;
 long concepts = 0;
 string? pipeline = null, csv = null;
 for (int i = 0; i < args.Length; i++)
@@ -25,9 +25,10 @@ for (int i = 0; i < args.Length; i++)
         case "--csv": csv = args[++i]; break;
         case "--concepts": concepts = long.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--batch": batch = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
-        default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.Soak [--runs N] [--pipeline FILE] [--csv FILE] | --concepts N [--batch B] [--csv FILE]"); return 2;
+        case "--top-k": topK = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.Soak [--runs N] [--pipeline FILE] [--csv FILE] | --concepts N [--batch B] [--top-k K] [--csv FILE]"); return 2;
     }
-if (concepts > 0) return ConceptsSoak.Run(FindRoot(), concepts, batch, csv);
+if (concepts > 0) return ConceptsSoak.Run(FindRoot(), concepts, batch, topK, csv);
 if (runs < 10) { Console.Error.WriteLine("--runs must be at least 10 (run 10 is the reference)"); return 2; }
 pipeline ??= Path.Combine(FindRoot(), "configs", "quickstart.yaml");
 
