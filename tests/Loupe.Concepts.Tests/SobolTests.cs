@@ -62,7 +62,7 @@ public class SobolTests
     }
 
     [Fact]
-    public void ConceptDiscoveryWithSobolImportanceRuns()
+    public void SobolRanksEachClassesPlantedTextureFirst()
     {
         var r = Env.Run(Env.PlantedPipeline("""
               - { id: cd, uses: concept-discovery, with: { layer: relu2, concepts: 4, iterations: 200, importance: sobol, designs: 16, heatmaps: 2 } }
@@ -73,6 +73,17 @@ public class SobolTests
         // Total indices are non-negative and, for a class logit driven by its concepts, not all zero.
         Assert.All(imp.Data, v => Assert.True(v >= 0 && !float.IsNaN(v)));
         Assert.True(imp.Data.Max() > 0.05, string.Join(", ", imp.Data));
-        Assert.Equal("sobol", Env.Json(r, "cd/crops.json").GetProperty("importance_method").GetString());
+        var crops = Env.Json(r, "cd/crops.json");
+        Assert.Equal("sobol", crops.GetProperty("importance_method").GetString());
+        // For each class (labels.txt: striped, dotted, plain), the concept with the largest total index is its planted
+        // texture: at least 6 of its 8 top crops come from images with that texture's mask.
+        var concepts = crops.GetProperty("concepts").EnumerateArray().ToList();
+        foreach (var (cls, mask) in new[] { (0, "stripes"), (1, "dots"), (2, "square") })
+        {
+            int best = Enumerable.Range(0, 4).MaxBy(j => imp.Data[cls * 4 + j]);
+            var ids = concepts[best].GetProperty("crops").EnumerateArray().Select(c => c.GetProperty("id").GetString()!).ToList();
+            int inMask = ids.Count(id => File.Exists(Path.Combine(Env.Planted, "masks", mask, id + ".png")));
+            Assert.True(inMask >= 6, $"class {cls}: most important concept {best} (S_T {string.Join(", ", imp.Data.Skip(cls * 4).Take(4))}) has {inMask}/{ids.Count} crops with {mask}");
+        }
     }
 }
