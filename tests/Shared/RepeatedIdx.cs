@@ -24,8 +24,9 @@ public sealed record RepeatedIdxOptions
 
 /// <summary>One memory sample, taken as a batch is handed out: which read of the data (a dataset pass), the rows handed
 /// out before it in that read, VmRSS, live tensors (<see cref="TensorAccounting.Live"/>) and the managed heap (after a
-/// full collection when asked, else 0).</summary>
-public sealed record MemorySample(int Read, long Row, long Rss, long LiveTensors, long Managed);
+/// full collection when asked, else 0) and the memory the .NET GC has committed (its heap including garbage not yet
+/// collected).</summary>
+public sealed record MemorySample(int Read, long Row, long Rss, long LiveTensors, long Managed, long GcCommitted);
 
 /// <summary>A data source for soak and memory tests: an IDX file's items cycled up to <c>count</c> inputs (60,000 from the
 /// 60 planted images). Ids are the item's index in the file, so masks keyed by id (dissection) stay valid for every copy.
@@ -106,7 +107,7 @@ public sealed class RepeatedIdx : DataAdapter<RepeatedIdxOptions>
                 cancellation.ThrowIfCancellationRequested();
                 int n = (int)Math.Min(batchSize, _o.Count - s);
                 long managed = _o.Managed ? GC.GetTotalMemory(true) : 0;
-                log.Add(new MemorySample(read, s, Rss(), TensorAccounting.Live, managed));
+                log.Add(new MemorySample(read, s, Rss(), TensorAccounting.Live, managed, GC.GetGCMemoryInfo().TotalCommittedBytes));
                 var px = new float[n * hw];
                 var items = Enumerable.Range(0, n).Select(i => (int)((s + i) % _items)).ToArray();
                 for (int i = 0; i < n; i++)

@@ -73,7 +73,7 @@ static class ConceptsSoak
         long tensorsAfter = TensorAccounting.Live;
         var samples = RepeatedIdx.Samples["soak"];
         if (csv is not null)
-            File.WriteAllLines(csv, ["read,row,rss_bytes,live_tensors", .. samples.Select(s => FormattableString.Invariant($"{s.Read},{s.Row},{s.Rss},{s.LiveTensors}"))]);
+            File.WriteAllLines(csv, ["read,row,rss_bytes,live_tensors,gc_committed_bytes", .. samples.Select(s => FormattableString.Invariant($"{s.Read},{s.Row},{s.Rss},{s.LiveTensors},{s.GcCommitted}"))]);
         int perPass = (int)((count + batch - 1) / batch);
         bool ok = true;
         double? reference = null;
@@ -89,7 +89,7 @@ static class ConceptsSoak
             reference ??= first;
             bool flat = last <= 1.1 * first;
             ok &= flat;
-            Console.WriteLine(FormattableString.Invariant($"pass {pass[0].Read}: {count} inputs, RSS median first quarter {first / 1048576:F1} MiB, last quarter {last / 1048576:F1} MiB ({last / first - 1:+0.0%;-0.0%}) {(flat ? "flat" : "GROWS")}"));
+            Console.WriteLine(FormattableString.Invariant($"pass {pass[0].Read}: {count} inputs, RSS median first quarter {first / 1048576:F1} MiB, last quarter {last / 1048576:F1} MiB ({last / first - 1:+0.0%;-0.0%}) {(flat ? "flat" : "GROWS")}; .NET GC committed {pass[1].GcCommitted / 1048576.0:F1} → {pass[^1].GcCommitted / 1048576.0:F1} MiB"));
         }
         var (f, l) = Quarters(samples);
         bool overall = l <= 1.1 * f, peakOk = reference is { } r0 && peak <= 1.5 * r0, tensorsOk = tensorsAfter == tensorsBefore;
