@@ -46,7 +46,7 @@ public class MprtTests
         {
             var want = node!["curves"]!.AsArray().Select(c => c!.AsArray().Select(v => v!.GetValue<double>()).ToArray()).ToArray();
             var got = Npy.Read(Path.Combine(r.OutDir!, step, "mprt_curve.npy"));
-            Assert.Equal([4, 8], got.Shape);
+            Assert.Equal(new long[] { 4, 8 }, got.Shape);
             // Spearman ρ of float32 maps and histogram entropies: a rounding difference moves a rank or a bin at most.
             for (int i = 0; i < 4; i++)
                 for (int k = 0; k < 8; k++)
@@ -57,7 +57,7 @@ public class MprtTests
             // Per-layer statistics in the metrics (metrics.csv) and the curve's JSON, modules in the reference's order.
             var layers = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "mprt_layers.json")))!;
             Assert.Equal(node["modules"]!.AsArray().Select(m => m!.GetValue<string>()), layers["modules"]!.AsArray().Select(m => m!.GetValue<string>()));
-            Assert.Equal(["original", .. node["modules"]!.AsArray().Select(m => m!.GetValue<string>())], layers["points"]!.AsArray().Select(p => p!["randomised"]!.GetValue<string>()));
+            Assert.Equal(new[] { "original" }.Concat(node["modules"]!.AsArray().Select(m => m!.GetValue<string>())), layers["points"]!.AsArray().Select(p => p!["randomised"]!.GetValue<string>()));
             for (int k = 1; k <= 7; k++)
                 Close(want.Average(c => c[k]), Env.Metric(r, step, $"mprt_layer{k}_mean"), $"{step} layer {k} mean", 2e-4);
             Close(want.Average(c => c[0]), Env.Metric(r, step, "mprt_original_mean"), $"{step} original mean", 2e-4);
@@ -87,7 +87,7 @@ public class MprtTests
               - { id: emprt, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, expect: ["mprt_layer1_mean > 0"] } }
             """);
         Assert.True(last.ExitCode == 0, Failures(last));
-        Assert.Equal([4, 2], Npy.Read(Path.Combine(last.OutDir!, "emprt", "mprt_curve.npy")).Shape);
+        Assert.Equal(new long[] { 4, 2 }, Npy.Read(Path.Combine(last.OutDir!, "emprt", "mprt_curve.npy")).Shape);
         // Without the per-layer curve the end point is the same (the same step id: the same draws).
         Assert.Equal(Env.Metric(a, "emprt", "mprt_mean"), Env.Metric(last, "emprt", "mprt_mean"), 12);
     }
