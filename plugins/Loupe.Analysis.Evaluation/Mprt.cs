@@ -256,6 +256,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         output.Display("mprt_layers", null, Plots.Lines(xs, [(smooth ? "mean Spearman ρ" : "mean entropy", stats.Select(s => s.Mean).ToArray())],
             $"{(smooth ? "smooth" : "efficient")} MPRT of '{of}' ({order})", xLabel,
             smooth ? "Spearman ρ to the intact model's |map|" : "entropy of the |map| histogram (nats)", faint: faint, xTicks: ticks,
+            legendLow: !smooth,   // entropies sit near the top of their axis
             yRange: smooth ? (Math.Min(-0.1, finite.Min() - 0.05), 1.05) : (0, Math.Max(0.1, finite.Max() * 1.05))));
     }
 

@@ -38,7 +38,7 @@ public class MaskFileTests
     }
 
     /// <summary>A PNG whose header declares <paramref name="w"/>×<paramref name="h"/> grey pixels, with
-    /// <paramref name="grey"/> (row-major bytes) as its image data when given, else none.</summary>
+    /// <paramref name="grey"/> (row-major bytes) as its image data when given, else one row only (truncated).</summary>
     static byte[] PngHeader(int w, int h, byte[]? grey = null)
     {
         var png = new List<byte>([0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10]);
@@ -54,11 +54,12 @@ public class MaskFileTests
         BinaryPrimitives.WriteInt32BigEndian(ihdr.AsSpan(4), h);
         ihdr[8] = 8;   // bit depth; colour type 0 (grey), deflate, no filter, no interlace
         Chunk("IHDR", ihdr);
-        if (grey is not null)
+        // Image data: every row of grey, else only the first row of a black image (a decoder must reach the data
+        // chunk to read the header, so even the refused files carry one).
+        using (var z = new MemoryStream())
         {
-            using var z = new MemoryStream();
             using (var zs = new System.IO.Compression.ZLibStream(z, System.IO.Compression.CompressionLevel.Optimal))
-                for (int y = 0; y < h; y++) { zs.WriteByte(0); zs.Write(grey, y * w, w); }   // filter 0 per row
+                for (int y = 0; y < (grey is null ? 1 : h); y++) { zs.WriteByte(0); zs.Write(grey ?? new byte[w], grey is null ? 0 : y * w, w); }   // filter 0 per row
             Chunk("IDAT", z.ToArray());
         }
         Chunk("IEND", []);
@@ -116,7 +117,7 @@ public class MaskFileTests
         var junk = Folder("junk", d => File.WriteAllBytes(Path.Combine(d, "00000.png"), Encoding.ASCII.GetBytes("<svg>not a png</svg>")));
         var e = Error(RunWith(junk));
         Assert.Contains("00000.png: not a readable image", e);
-        // A valid header with no pixel data behind it.
+        // A valid header with one row of pixel data behind it.
         var cut = Folder("cut", d => File.WriteAllBytes(Path.Combine(d, "00000.png"), PngHeader(28, 28)));
         e = Error(RunWith(cut));
         Assert.Contains("00000.png", e);
