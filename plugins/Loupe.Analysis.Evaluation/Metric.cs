@@ -33,6 +33,9 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     /// <see cref="MetricNames"/>; e.g. one series per randomised layer of <c>mprt</c>).</summary>
     protected virtual IReadOnlyList<string> MetricNamesWith(TOptions options, IModel model) => MetricNames;
 
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNamesFor(object options, IModel model) => MetricNamesWith((TOptions)options, model);
+
     /// <summary>Metric-specific checks.</summary>
     protected virtual IEnumerable<string> ValidateMetric(TOptions options, AnalysisValidationContext context) => [];
 

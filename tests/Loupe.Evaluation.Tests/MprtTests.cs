@@ -79,12 +79,16 @@ public class MprtTests
         // A layer past the model's seven modules, or a misspelt series, fails validation with the names it may use.
         var bad = Run(4, """
               - { id: m, uses: mprt, with: { of: sal, variant: efficient, expect: ["mprt_layer8_mean < 1"] } }
+              - { id: e, uses: mprt, with: { of: sal, variant: efficient, per_layer: false }, expect: ["mprt_layer2_mean > 0"] }
             """);
         Assert.NotEqual(0, bad.ExitCode);
-        Assert.Contains("unknown metric 'mprt_layer8_mean'", string.Join("\n", bad.Errors));
-        Assert.Contains("mprt_layer7_mean", string.Join("\n", bad.Errors));
+        var errors = string.Join("\n", bad.Errors);
+        Assert.Contains("unknown metric 'mprt_layer8_mean'", errors);
+        Assert.Contains("mprt_layer7_mean", errors);
+        // The step-level expect: grammar knows the same names (without the curve there is one point).
+        Assert.Contains("step 'e': expect 'mprt_layer2_mean > 0': the step writes no metric 'mprt_layer2_mean'", errors);
         var last = Run(4, """
-              - { id: emprt, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, expect: ["mprt_layer1_mean > 0"] } }
+              - { id: emprt, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, expect: ["mprt_layer1_mean > 0"] }, expect: ["mprt_layer1_mean > 1", "mprt_mean < 1"] }
             """);
         Assert.True(last.ExitCode == 0, Failures(last));
         Assert.Equal(new long[] { 4, 2 }, Npy.Read(Path.Combine(last.OutDir!, "emprt", "mprt_curve.npy")).Shape);
