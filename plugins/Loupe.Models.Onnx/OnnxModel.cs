@@ -98,6 +98,7 @@ public sealed partial class OnnxModel : IModel
         foreach (var (path, value, op) in ModulePaths.Of(_plan))   // PyTorch module paths of exported graphs
             if (_layerToValue.TryAdd(path, value)) layers.Add(new LayerInfo(path, $"module ({op}) = {value}"));
         Layers = layers;
+        BuildFusedPlan();
 
         // Parameters: initializers by name, plus "<layer>.weight"/".bias" for Conv, ConvTranspose and Gemm (the
         // tensor as stored in the file), "<layer>.weight/.bias/.running_mean/.running_var" for BatchNormalization.
@@ -195,7 +196,7 @@ public sealed partial class OnnxModel : IModel
         foreach (var iv in interventions) if (iv.Value == _inputName) x = iv.Transform(x);
         foreach (var c in captures) x = c.OnForward(_inputName, x);
         var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x };
-        foreach (var n in _plan)
+        foreach (var n in PlanFor(captures, interventions, relu))
         {
             var inputs = new Tensor?[n.Inputs.Length];
             for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
@@ -237,7 +238,9 @@ public sealed partial class OnnxModel : IModel
         lock (_gate) captures = _captures.ToArray();
         foreach (var c in captures) c.Dispose();
         foreach (var t in _constants.Values) t.Dispose();
+        foreach (var t in _fusedConstants) t.Dispose();
         _constants.Clear();
+        _fusedConstants.Clear();
         _parameters.Clear();
     }
 
@@ -267,6 +270,9 @@ public sealed partial class OnnxModel : IModel
                 if (_slots.Keep(name, output, _forGradients) is { } replacement) output = replacement;
             return output;
         }
+
+        /// <summary>True when this capture keeps one of <paramref name="values"/>.</summary>
+        public bool Reads(HashSet<string> values) => !_disposed && _byValue.Any(g => values.Contains(g.Key));
 
         public Tensor this[string layer] => _slots[layer];
 
