@@ -24,7 +24,7 @@ public sealed partial class OnnxModel
         for (int call = 0; call < calls; call++)
         {
             using var scope = NewDisposeScope();
-            var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = input.detach().requires_grad_(true) };
+            var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = Laid(input.detach().requires_grad_(true)) };
             foreach (var n in plan)
             {
                 var inputs = n.Inputs.Select(i => i.Length > 0 ? env[i] : null).ToArray();

@@ -124,7 +124,7 @@ public sealed partial class OnnxModel : IModel
     public static OnnxModel Create(OnnxFile file, OnnxOptions options)
     {
         var (spec, dims) = file.InputSpecFor(options);
-        var model = new OnnxModel(file, spec, dims, options.Output, options.FlattenOutput);
+        var model = new OnnxModel(file, spec, dims, options.Output, options.FlattenOutput) { Layout = options.Layout };
         try
         {
             using var scope = NewDisposeScope();
@@ -168,6 +168,20 @@ public sealed partial class OnnxModel : IModel
     public IReadOnlyList<string> ParameterNames => _parameters.Keys.ToList();
     /// <inheritdoc/>
     public Tensor? GetParameter(string name) => _parameters.GetValueOrDefault(name);
+    /// <summary>Memory layout of 4-D image batches (<see cref="OnnxLayout"/>).</summary>
+    public OnnxLayout Layout { get; init; } = OnnxLayout.Auto;
+
+    /// <summary>Channels-last strides for the input when <see cref="Layout"/> asks for them (the same values, N×C×H×W
+    /// shape; permute → contiguous → permute, as the torchvision backend): convolutions, pools and batch norms then
+    /// keep that layout. Differentiable; gradients come back in the input's layout.</summary>
+    Tensor Laid(Tensor x) =>
+        x.dim() == 4 && x.shape[1] > 1 && x.is_floating_point() && Layout switch
+        {
+            OnnxLayout.Always => true,
+            OnnxLayout.Never => false,
+            _ => x.shape[0] >= 2,
+        } ? x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : x;
+
     /// <summary>Number of nodes evaluated per forward (the rest were folded at load).</summary>
     public int RuntimeNodeCount => _plan.Count;
 
@@ -195,6 +209,7 @@ public sealed partial class OnnxModel : IModel
         var x = input;   // the graph input is a value too: a layer's input may be it
         foreach (var iv in interventions) if (iv.Value == _inputName) x = iv.Transform(x);
         foreach (var c in captures) x = c.OnForward(_inputName, x);
+        x = Laid(x);
         var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x };
         foreach (var n in PlanFor(captures, interventions, relu))
         {

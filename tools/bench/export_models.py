@@ -28,6 +28,8 @@ def bench_model(name):
 
 def export(name, path):
     model = bench_model(name)
+    for p in model.parameters():   # frozen, nn.MultiheadAttention takes its fused inference path, which does not export
+        p.requires_grad_(True)
     x = torch.randn(2, 3, 224, 224)
     tmp = path + ".tmp"
     torch.onnx.export(model, x, tmp, input_names=["x"], output_names=["logits"], opset_version=17,
