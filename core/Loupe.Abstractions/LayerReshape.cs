@@ -74,6 +74,15 @@ public static class LayerReshapes
         }
     }
 
+    /// <summary>A captured activation of <paramref name="layer"/> as N×C×h×w per the requested reshape, or a
+    /// <see cref="LoupeException"/> naming the layer when its shape cannot be laid out so.</summary>
+    public static Tensor ToGrid(Tensor a, LayerReshape requested, string layer)
+    {
+        var (mode, error) = Resolve(requested, a.shape);
+        if (error is not null) throw new LoupeException($"layer '{layer}': {error}");
+        return ToGrid(a, mode);
+    }
+
     /// <summary>Shape to which a per-channel factor (rows × C) is viewed to broadcast over the layer's own layout.</summary>
     public static long[] ChannelShape(LayerReshape mode, long rows, long channels) => mode switch
     {

@@ -128,14 +128,7 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
     }
 
     /// <summary>The captured layer as N×C×h×w, per the step's <c>reshape</c>.</summary>
-    static Tensor Grid(Tensor a, ActivationsOptions options) => Grid(a, options.Reshape, options.Layer);
-
-    static Tensor Grid(Tensor a, LayerReshape reshape, string layer)
-    {
-        var (mode, error) = LayerReshapes.Resolve(reshape, a.shape);
-        if (error is not null) throw new LoupeException($"layer '{layer}': {error}");
-        return LayerReshapes.ToGrid(a, mode);
-    }
+    static Tensor Grid(Tensor a, ActivationsOptions options) => LayerReshapes.ToGrid(a, options.Reshape, options.Layer);
 
     static string SafeId(string id) => string.Concat(id.Select(ch => char.IsLetterOrDigit(ch) || ch is '-' or '_' or '.' ? ch : '_'));
 
@@ -202,7 +195,7 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
         public void Consume(InputBatch batch, Tensor captured)
         {
             using var scope = NewDisposeScope();
-            var a = Grid(captured, reshape, layer);
+            var a = LayerReshapes.ToGrid(captured, reshape, layer);
             long k = a.shape[1];
             Reservoirs ??= Enumerable.Range(0, (int)k).Select(_ => new List<float>()).ToArray();
             Seen ??= new long[k]; Sum ??= new double[k]; SumSq ??= new double[k];

@@ -40,11 +40,14 @@ public sealed class TopK(int k)
 }
 
 /// <summary>Options of <c>max-patches</c>.</summary>
-public sealed record MaxPatchesOptions
+public sealed record MaxPatchesOptions : IReshapesLayers
 {
     /// <summary>Layer.</summary>
-    [Required, LayerName(Spatial = true), Description("spatial layer (N×K×h×w) whose units are ranked, e.g. relu3")]
+    [Required, LayerName(Spatial = true), Description("spatial layer (N×K×h×w, or tokens / channels-last laid out by 'reshape') whose units are ranked, e.g. relu3")]
     public string Layer { get; init; } = "";
+    /// <summary>How the layer is laid out as N×C×h×w (ViT tokens, NHWC).</summary>
+    [Description("layout of the layer as N×C×h×w: auto (from the shape), none, nhwc, vit (class token dropped), tokens")]
+    public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
     /// <summary>Channels.</summary>
     [Description("channels to rank; omit for all channels of the layer")]
     public int[]? Channels { get; init; }
@@ -64,7 +67,9 @@ public sealed record MaxPatchesOptions
 /// <see cref="ReceptiveFields"/>) from only the images needed. Outputs one grid per channel (<c>channel-0005.png</c>;
 /// the part of a field that lies outside the image is grey), <c>index.json</c>, <c>top-values.npy</c> (C×k, NaN
 /// where fewer positions exist), <c>top-positions.npy</c> (C×k×3: image row, y, x) and <c>receptive-field.json</c>.
-/// Boxes are [y0, x0, y1, x1] in input pixels, end-exclusive, clipped to the image.</summary>
+/// Boxes are [y0, x0, y1, x1] in input pixels, end-exclusive, clipped to the image. Token and channels-last layers
+/// are laid out as N×C×h×w first (<see cref="MaxPatchesOptions.Reshape"/>), for ranking and for the receptive field
+/// alike: a ViT token's field is its patch before the first attention and the whole image after it.</summary>
 public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses, IShardable
 {
     /// <inheritdoc/>
@@ -80,20 +85,22 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
     }
 
     /// <summary>The shared dataset pass that keeps the top-k entries per channel.</summary>
-    public static LayerPass Pass(string layer, int[]? channels, int k) =>
-        new(layer, $"loupe.max-patches.topk:{layer}:{(channels is null ? "all" : string.Join(',', channels))}:{k}", () => new TopKConsumer(layer, channels, k));
+    public static LayerPass Pass(string layer, int[]? channels, int k, LayerReshape reshape = LayerReshape.Auto) =>
+        new(layer, $"loupe.max-patches.topk:{layer}:{(channels is null ? "all" : string.Join(',', channels))}:{k}:{LayerReshapes.Name(reshape)}",
+            () => new TopKConsumer(layer, channels, k, reshape));
 
     /// <inheritdoc/>
     public IEnumerable<LayerPass> PlanLayerPasses(object options)
     {
         var o = (MaxPatchesOptions)options;
-        return [Pass(o.Layer, o.Channels, o.Top)];
+        return [Pass(o.Layer, o.Channels, o.Top, o.Reshape)];
     }
 
     /// <summary>The top-k entries per selected channel over the dataset (best first), the channel list and the ids in
-    /// row order — from the run's shared dataset pass.</summary>
-    public static (int[] Channels, TopEntry[][] Top, List<string> Ids) StreamTopK(IAnalysisContext ctx, string layer, int[]? channels, int k) =>
-        ((TopKConsumer)ctx.RunLayerPass(Pass(layer, channels, k))).Result();
+    /// row order — from the run's shared dataset pass. Positions are on the layer's grid per <paramref name="reshape"/>.</summary>
+    public static (int[] Channels, TopEntry[][] Top, List<string> Ids) StreamTopK(IAnalysisContext ctx, string layer, int[]? channels, int k,
+        LayerReshape reshape = LayerReshape.Auto) =>
+        ((TopKConsumer)ctx.RunLayerPass(Pass(layer, channels, k, reshape))).Result();
 
     /// <summary>Per row of <paramref name="flat"/> (C × M), the first <paramref name="k"/> entries of a stable
     /// descending sort: value descending, ties by index ascending, so the kept set is deterministic (topk alone is
@@ -118,16 +125,16 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
     }
 
     /// <summary>Bounded heaps per channel: memory k × channels, independent of the dataset.</summary>
-    sealed class TopKConsumer(string layer, int[]? channels, int k) : ILayerConsumer
+    sealed class TopKConsumer(string layer, int[]? channels, int k, LayerReshape reshape) : ILayerConsumer
     {
         TopK[]? _heaps;
         int _row;
         readonly List<string> _ids = [];
 
-        public void Consume(InputBatch batch, Tensor a)
+        public void Consume(InputBatch batch, Tensor captured)
         {
             using var scope = NewDisposeScope();
-            if (a.dim() != 4) throw new LoupeException($"layer '{layer}' is not spatial (N×C×H×W)");
+            var a = LayerReshapes.ToGrid(captured, reshape, layer);
             long b = a.shape[0], kc = a.shape[1], h = a.shape[2], w = a.shape[3];
             if (channels is null) channels = Enumerable.Range(0, (int)kc).ToArray();
             else if (channels.FirstOrDefault(c => c >= kc, -1) is var bad and >= 0)
@@ -160,14 +167,14 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
     /// <inheritdoc/>
     public override void Run(MaxPatchesOptions options, IAnalysisContext ctx)
     {
-        var rf = ReceptiveFields.Measure(ctx.Model, options.Layer, ctx.Input, ctx.Seed, options.Probes, ctx.Warn);
+        var rf = ReceptiveFields.Measure(ctx.Model, options.Layer, ctx.Input, ctx.Seed, options.Probes, ctx.Warn, options.Reshape);
         ctx.Output.Json("receptive-field", new
         {
             layer = options.Layer, method = rf.Method, height = rf.Height, width = rf.Width, stride = new[] { rf.StrideY, rf.StrideX },
             reference_unit = new[] { rf.RefY, rf.RefX }, reference_box = new[] { rf.Y0, rf.X0, rf.Y1, rf.X1 },
         });
         ctx.Output.Metric("receptive_field", Math.Max(rf.Height, rf.Width));
-        var (channels, top, ids) = StreamTopK(ctx, options.Layer, options.Channels, options.Top);
+        var (channels, top, ids) = StreamTopK(ctx, options.Layer, options.Channels, options.Top, options.Reshape);
         int k = options.Top, n = channels.Length, H = ctx.Input.Height, W = ctx.Input.Width;
         if (top.Any(t => t.Length < k))
             ctx.Warn($"top = {k} exceeds the {top.Min(t => t.Length)} positions of layer '{options.Layer}' over the {ids.Count} input(s); those grids have fewer tiles (NaN rows in top-values.npy)");

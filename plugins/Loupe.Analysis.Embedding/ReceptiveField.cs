@@ -34,15 +34,15 @@ public sealed record ReceptiveField(int RefY, int RefX, int Y0, int X0, int Y1, 
 public static class ReceptiveFields
 {
     /// <summary>Gradient support (H×W bool) of Σ_c A[c, y, x] over <paramref name="probes"/> random inputs of size h×w.</summary>
-    public static bool[,] Support(IModel model, string layer, int channels, int h, int w, int y, int x, int probes, int seed, bool? sumChannels = null, int channel = 0)
+    public static bool[,] Support(IModel model, string layer, int channels, int h, int w, int y, int x, int probes, int seed, bool? sumChannels = null, int channel = 0,
+        LayerReshape reshape = LayerReshape.Auto)
     {
         using var scope = NewDisposeScope();
         using var gen = new Generator((ulong)seed);
         var input = randn([probes, channels, h, w], generator: gen).requires_grad_(true);
         using var capture = model.Capture([layer], forGradients: true);
         model.Forward(input);
-        var a = capture[layer];
-        if (a.dim() != 4) throw new LoupeException($"layer '{layer}' is not spatial (N×C×H×W); receptive fields need a 4-D layer");
+        var a = LayerReshapes.ToGrid(capture[layer], reshape, layer);
         if (y >= a.shape[2] || x >= a.shape[3]) throw new ArgumentOutOfRangeException(nameof(y), $"unit ({y},{x}) is outside the {a.shape[2]}×{a.shape[3]} map");
         var unit = sumChannels == false ? a[.., channel, y, x] : a[.., .., y, x];
         var g = autograd.grad([unit.sum()], [input])[0];
@@ -62,22 +62,23 @@ public static class ReceptiveFields
         return y1 < 0 ? null : (y0, x0, y1 + 1, x1 + 1);
     }
 
-    static (int H, int W) LayerSize(IModel model, string layer, int c, int h, int w)
+    static (int H, int W) LayerSize(IModel model, string layer, int c, int h, int w, LayerReshape reshape)
     {
         using var scope = NewDisposeScope();
         using var capture = model.Capture([layer], forGradients: false);
         using (no_grad()) model.Forward(zeros(1, c, h, w));
-        var a = capture[layer];
-        if (a.dim() != 4) throw new LoupeException($"layer '{layer}' is not spatial (N×C×H×W)");
+        var a = LayerReshapes.ToGrid(capture[layer], reshape, layer);
         return ((int)a.shape[2], (int)a.shape[3]);
     }
 
-    /// <summary>Measures the layer's receptive field for inputs of <paramref name="spec"/>'s size.</summary>
-    public static ReceptiveField Measure(IModel model, string layer, InputSpec spec, int seed, int probes = 4, Action<string>? warn = null)
+    /// <summary>Measures the layer's receptive field for inputs of <paramref name="spec"/>'s size, on the layer laid out
+    /// as N×C×h×w per <paramref name="reshape"/>.</summary>
+    public static ReceptiveField Measure(IModel model, string layer, InputSpec spec, int seed, int probes = 4, Action<string>? warn = null,
+        LayerReshape reshape = LayerReshape.Auto)
     {
         if (!model.Capabilities.HasFlag(ModelCapabilities.Gradients))
             throw new LoupeException("max-patches measures receptive fields by gradient support and needs a backend with gradients; this backend is forward-only");
-        var (lh, lw) = LayerSize(model, layer, spec.Channels, spec.Height, spec.Width);
+        var (lh, lw) = LayerSize(model, layer, spec.Channels, spec.Height, spec.Width, reshape);
         ReceptiveField? best = null;
         for (int factor = 1; factor <= 8; factor *= 2)
         {
@@ -85,8 +86,8 @@ public static class ReceptiveFields
             ReceptiveField rf;
             try
             {
-                var (ph, pw) = factor == 1 ? (lh, lw) : LayerSize(model, layer, spec.Channels, h, w);
-                rf = MeasureAt(model, layer, spec.Channels, h, w, ph, pw, probes, seed);
+                var (ph, pw) = factor == 1 ? (lh, lw) : LayerSize(model, layer, spec.Channels, h, w, reshape);
+                rf = MeasureAt(model, layer, spec.Channels, h, w, ph, pw, probes, seed, reshape);
             }
             catch (Exception e) when (factor > 1 && e is not OperationCanceledException)
             {
@@ -102,17 +103,17 @@ public static class ReceptiveFields
         return best!;
     }
 
-    static ReceptiveField MeasureAt(IModel model, string layer, int c, int h, int w, int lh, int lw, int probes, int seed)
+    static ReceptiveField MeasureAt(IModel model, string layer, int c, int h, int w, int lh, int lw, int probes, int seed, LayerReshape reshape)
     {
         int ry = (lh - 1) / 2, rx = (lw - 1) / 2;
-        var b = Bounds(Support(model, layer, c, h, w, ry, rx, probes, seed))
-            ?? Bounds(Support(model, layer, c, h, w, ry, rx, probes * 8, seed + 1))
+        var b = Bounds(Support(model, layer, c, h, w, ry, rx, probes, seed, reshape: reshape))
+            ?? Bounds(Support(model, layer, c, h, w, ry, rx, probes * 8, seed + 1, reshape: reshape))
             ?? throw new LoupeException($"layer '{layer}': unit ({ry},{rx}) has no gradient support for random probes (dead unit?)");
         int sy = 0, sx = 0;
         if (lh > 1 || lw > 1)
         {
             int ny = Math.Min(ry + 1, lh - 1), nx = Math.Min(rx + 1, lw - 1);
-            var nb = Bounds(Support(model, layer, c, h, w, ny, nx, probes, seed + 2))
+            var nb = Bounds(Support(model, layer, c, h, w, ny, nx, probes, seed + 2, reshape: reshape))
                 ?? throw new LoupeException($"layer '{layer}': unit ({ny},{nx}) has no gradient support for random probes");
             // Use the far edges when the near edges are clipped (they cannot both be, with the reference centred).
             if (ny != ry) sy = nb.Y1 - b.Y1 != 0 ? nb.Y1 - b.Y1 : nb.Y0 - b.Y0;

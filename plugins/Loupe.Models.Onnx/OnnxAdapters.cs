@@ -53,9 +53,25 @@ public sealed record OnnxOptions
     [Range(1, 2048), Description("refuse .onnx files (and external data) larger than this many MB (default 2048)")]
     public int MaxFileMb { get; init; } = 2048;
 
+    /// <summary>Memory layout of image batches in the differentiable interpreter.</summary>
+    [Description("onnx only: memory layout of image batches: auto (channels-last for batches of 2+ multi-channel images, as the torchvision backend), always, never")]
+    public OnnxLayout Layout { get; init; } = OnnxLayout.Auto;
+
     /// <summary>ONNX Runtime intra-op threads.</summary>
     [Range(0, 256), Description("onnx-runtime only: intra-op threads (0 = as many as libtorch uses)")]
     public int Threads { get; init; }
+}
+
+/// <summary>How the <c>onnx</c> backend lays out 4-D image batches (the torchvision backend's <c>layout</c> rule).</summary>
+public enum OnnxLayout
+{
+    /// <summary>Channels-last (NHWC strides) for batches of 2 or more images with more than one channel: libtorch's
+    /// oneDNN convolutions are faster so at batch 8, slower for single images.</summary>
+    Auto,
+    /// <summary>Channels-last for every multi-channel 4-D input.</summary>
+    Always,
+    /// <summary>The input as given (NCHW).</summary>
+    Never,
 }
 
 /// <summary>Resolves options to a checked, self-contained model (built-ins, presets, external data).</summary>

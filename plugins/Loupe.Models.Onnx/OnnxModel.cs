@@ -98,6 +98,7 @@ public sealed partial class OnnxModel : IModel
         foreach (var (path, value, op) in ModulePaths.Of(_plan))   // PyTorch module paths of exported graphs
             if (_layerToValue.TryAdd(path, value)) layers.Add(new LayerInfo(path, $"module ({op}) = {value}"));
         Layers = layers;
+        BuildFusedPlan();
 
         // Parameters: initializers by name, plus "<layer>.weight"/".bias" for Conv, ConvTranspose and Gemm (the
         // tensor as stored in the file), "<layer>.weight/.bias/.running_mean/.running_var" for BatchNormalization.
@@ -123,7 +124,7 @@ public sealed partial class OnnxModel : IModel
     public static OnnxModel Create(OnnxFile file, OnnxOptions options)
     {
         var (spec, dims) = file.InputSpecFor(options);
-        var model = new OnnxModel(file, spec, dims, options.Output, options.FlattenOutput);
+        var model = new OnnxModel(file, spec, dims, options.Output, options.FlattenOutput) { Layout = options.Layout };
         try
         {
             using var scope = NewDisposeScope();
@@ -167,6 +168,20 @@ public sealed partial class OnnxModel : IModel
     public IReadOnlyList<string> ParameterNames => _parameters.Keys.ToList();
     /// <inheritdoc/>
     public Tensor? GetParameter(string name) => _parameters.GetValueOrDefault(name);
+    /// <summary>Memory layout of 4-D image batches (<see cref="OnnxLayout"/>).</summary>
+    public OnnxLayout Layout { get; init; } = OnnxLayout.Auto;
+
+    /// <summary>Channels-last strides for the input when <see cref="Layout"/> asks for them (the same values, N×C×H×W
+    /// shape; permute → contiguous → permute, as the torchvision backend): convolutions, pools and batch norms then
+    /// keep that layout. Differentiable; gradients come back in the input's layout.</summary>
+    Tensor Laid(Tensor x) =>
+        x.dim() == 4 && x.shape[1] > 1 && x.is_floating_point() && Layout switch
+        {
+            OnnxLayout.Always => true,
+            OnnxLayout.Never => false,
+            _ => x.shape[0] >= 2,
+        } ? x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : x;
+
     /// <summary>Number of nodes evaluated per forward (the rest were folded at load).</summary>
     public int RuntimeNodeCount => _plan.Count;
 
@@ -194,8 +209,9 @@ public sealed partial class OnnxModel : IModel
         var x = input;   // the graph input is a value too: a layer's input may be it
         foreach (var iv in interventions) if (iv.Value == _inputName) x = iv.Transform(x);
         foreach (var c in captures) x = c.OnForward(_inputName, x);
+        x = Laid(x);
         var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x };
-        foreach (var n in _plan)
+        foreach (var n in PlanFor(captures, interventions, relu))
         {
             var inputs = new Tensor?[n.Inputs.Length];
             for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
@@ -237,7 +253,9 @@ public sealed partial class OnnxModel : IModel
         lock (_gate) captures = _captures.ToArray();
         foreach (var c in captures) c.Dispose();
         foreach (var t in _constants.Values) t.Dispose();
+        foreach (var t in _fusedConstants) t.Dispose();
         _constants.Clear();
+        _fusedConstants.Clear();
         _parameters.Clear();
     }
 
@@ -267,6 +285,9 @@ public sealed partial class OnnxModel : IModel
                 if (_slots.Keep(name, output, _forGradients) is { } replacement) output = replacement;
             return output;
         }
+
+        /// <summary>True when this capture keeps one of <paramref name="values"/>.</summary>
+        public bool Reads(HashSet<string> values) => !_disposed && _byValue.Any(g => values.Contains(g.Key));
 
         public Tensor this[string layer] => _slots[layer];
 

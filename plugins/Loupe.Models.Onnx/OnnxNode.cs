@@ -27,6 +27,21 @@ public sealed class OnnxNode
         foreach (var a in node.Attribute) _attributes[a.Name] = a;
     }
 
+    /// <summary>A node made at load time from others (a fusion): <paramref name="like"/>'s name, place and attributes,
+    /// another operator type and other inputs and outputs.</summary>
+    internal OnnxNode(OnnxNode like, string opType, string[] inputs, string[] outputs)
+    {
+        OpType = opType;
+        Name = like.Name;
+        Domain = like.Domain;
+        Inputs = inputs;
+        Outputs = outputs;
+        Opset = like.Opset;
+        Index = like.Index;
+        _source = like._source;
+        _attributes = like._attributes;
+    }
+
     /// <summary>Operator type (Conv, Relu, ...).</summary>
     public string OpType { get; }
     /// <summary>Node name (may be empty).</summary>

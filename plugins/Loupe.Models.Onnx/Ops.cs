@@ -139,6 +139,9 @@ public static partial class Ops
         if (n.Int("transA", 0) != 0) a = a.t();
         if (n.Int("transB", 0) != 0) b = b.t();
         float alpha = n.Float("alpha", 1f), beta = n.Float("beta", 1f);
+        // The common case (a Linear layer: bias vector, unit scales) as one addmm, as nn.Linear runs it.
+        if (alpha == 1f && beta == 1f && c is { } bias && bias.dim() == 1 && a.shape[1] == b.shape[0] && bias.shape[0] == b.shape[1])
+            return addmm(bias, a, b, 1f, 1f);
         var y = MatMul(n, a, b);
         if (alpha != 1f) y = y * alpha;
         if (c is not null && beta != 0f) y = beta == 1f ? y + c : y + c * beta;

@@ -10,6 +10,8 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // --short: no warm-up beyond the jitting call and 1 measured iteration, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
 // --serve: single calls on request, for tools/bench/python_bench.py --paired (see Serve.cs).
 if (args.Contains("--serve")) return Loupe.Benchmarks.Serve.Run(Console.In, Console.Out);
+// --profile-onnx NAME [BATCH] [CALLS]: operator shares of the onnx backend on bench-models/NAME.onnx (OnnxFamilyBenchmarks.Profile).
+if (args.Length > 1 && args[0] == "--profile-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.Profile(args[1..]);
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
 // --iterations N: measured iterations per benchmark (default 15); tools/bench/interleaved.sh uses fewer per round.

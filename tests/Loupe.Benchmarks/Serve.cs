@@ -17,10 +17,10 @@ public static class Serve
 {
     /// <summary>Benchmark classes served, with the parameter sets and the row prefix (model, batch) of each: the same
     /// names as tools/bench/combine.py gives BenchmarkDotNet's results and python_bench.py its rows.</summary>
-    static readonly (Type Type, string Prefix, (string Field, object Value)? Param)[] Classes =
+    static readonly (Type Type, string Prefix, (string Field, object Value)[]? Param)[] Classes =
     [
-        (typeof(Resnet18Benchmarks), "resnet18 b1", ("Batch", 1)),
-        (typeof(Resnet18Benchmarks), "resnet18 b8", ("Batch", 8)),
+        (typeof(Resnet18Benchmarks), "resnet18 b1", [("Batch", 1)]),
+        (typeof(Resnet18Benchmarks), "resnet18 b8", [("Batch", 8)]),
         (typeof(PathBenchmarks), "resnet18 b1", null),
         (typeof(PerturbationCamBenchmarks), "fashion-cnn b8", null),
         (typeof(QualityMetricBenchmarks), "fashion-cnn b8", null),
@@ -28,6 +28,10 @@ public static class Serve
         (typeof(MaxPatchesBenchmarks), "fashion-cnn 10k", null),
         (typeof(OrtPerturbationCamBenchmarks), "fashion-cnn b8, onnx-runtime", null),
         (typeof(OrtMaxPatchesBenchmarks), "fashion-cnn 10k, onnx-runtime", null),
+        (typeof(OnnxFamilyBenchmarks), "vit_b_16 b1, onnx", [("Model", "vit_b_16"), ("Batch", 1)]),
+        (typeof(OnnxFamilyBenchmarks), "vit_b_16 b8, onnx", [("Model", "vit_b_16"), ("Batch", 8)]),
+        (typeof(OnnxFamilyBenchmarks), "convnext_tiny b1, onnx", [("Model", "convnext_tiny"), ("Batch", 1)]),
+        (typeof(OnnxFamilyBenchmarks), "convnext_tiny b8, onnx", [("Model", "convnext_tiny"), ("Batch", 8)]),
     ];
 
     /// <summary>Loupe descriptions whose Python row has another name.</summary>
@@ -92,10 +96,10 @@ public static class Serve
         return 0;
     }
 
-    static object SetUp((Type Type, string Prefix, (string Field, object Value)? Param) c)
+    static object SetUp((Type Type, string Prefix, (string Field, object Value)[]? Param) c)
     {
         var instance = Activator.CreateInstance(c.Type)!;
-        if (c.Param is { } p) c.Type.GetField(p.Field)!.SetValue(instance, p.Value);
+        foreach (var (field, value) in c.Param ?? []) c.Type.GetField(field)!.SetValue(instance, value);
         foreach (var m in c.Type.GetMethods().Where(m => m.GetCustomAttribute<GlobalSetupAttribute>() is not null))
             m.Invoke(instance, null);
         return instance;

@@ -37,4 +37,15 @@ public class ModulePathTests
         Assert.Contains("head", names);
         Assert.DoesNotContain("features.1.features.1.1", names);
     }
+
+    [Fact]
+    public void ChildrenOfANestedSequentialAreQualifiedByTheirParentsOwnName()
+    {
+        // ConvNeXt: "/features/features.1/features.1.0/block/block.2/LayerNormalization" → features.1.0.block.2.
+        using var model = Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(FamilyTests.Folder, "convnext.onnx") });
+        var layers = model.Layers.ToDictionary(l => l.Name, l => l.Kind);
+        Assert.Equal("module (LayerNormalization) = /features/features.1/features.1.0/block/block.2/LayerNormalization_output_0", layers["features.1.0.block.2"]);
+        Assert.Contains("features.1.0.block", layers.Keys);
+        Assert.DoesNotContain("features.1.0.block.block.2", layers.Keys);
+    }
 }

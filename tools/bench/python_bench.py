@@ -452,7 +452,40 @@ def define_rows():
     row("fashion-cnn b10 | activation-max, 20 steps, pixels", lambda: activation_max_steps(fashion))
     imgs = torch.randn(10000, 1, 28, 28)
     row("fashion-cnn 10k | max-patches top-k pass (relu3, 16 channels)", lambda: max_patches_topk(fashion, imgs), 5)
+
+    # Transformers / modern CNNs, the models Loupe's onnx backend runs from export_models.py's files (same weights).
+    # Built on their first call (the warm-up calls of both modes), so other rows do not pay for them.
+    from export_models import MODELS, bench_model
+    built = {}
+    for name in MODELS:
+        for b in (1, 8):
+            torch.manual_seed(0)
+            x = torch.randn(b, 3, 224, 224)
+
+            def model(name=name):
+                if name not in built:
+                    built[name] = bench_model(name)
+                return built[name]
+
+            def fwd(x=x, model=model):
+                with torch.no_grad():
+                    model()(x)
+
+            row(f"{name} b{b} | forward (no grad)", fwd, 7)
+            row(f"{name} b{b} | forward+backward to input", lambda x=x, model=model: input_gradient(model(), x, top_class(model(), x)), 7)
     return rows
+
+
+_top = {}
+
+
+def top_class(model, x):
+    """The predicted classes of x, computed once per (model, input): the timed call is forward+backward only."""
+    key = (id(model), id(x))
+    if key not in _top:
+        with torch.no_grad():
+            _top[key] = model(x).argmax(1)
+    return _top[key]
 
 
 class LoupeServer:

@@ -1,0 +1,53 @@
+using Loupe.Abstractions;
+using Loupe.Models.Onnx;
+using static TorchSharp.torch;
+
+namespace Loupe.Onnx.Tests;
+
+/// <summary>The fused plan (MatMul + bias → linear, the exported exact GELU → gelu): which groups it fuses, that it
+/// computes what the node-by-node plan computes, and that reading a value inside a fused group runs the node-by-node
+/// plan (the value is still a layer). Against PyTorch, FamilyTests covers it on every family.</summary>
+public class FusionTests
+{
+    const string Fc1 = "/encoder/layers/encoder_layer_0/mlp/mlp.0/Add_output_0";
+    const string Erf = "/encoder/layers/encoder_layer_0/mlp/mlp.1/Erf_output_0";
+    const string Gelu = "/encoder/layers/encoder_layer_0/mlp/mlp.1/Mul_1_output_0";
+    const string InProj = "/encoder/layers/encoder_layer_0/self_attention/MatMul_output_0";
+
+    [Fact]
+    public void ViTMlpsAndProjectionsAreFusedAndComputeTheSameFunction()
+    {
+        using var model = (OnnxModel)Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(FamilyTests.Folder, "vit.onnx") });
+        // Per block: 3 MatMul+Add pairs (in-projection, mlp.0, mlp.3) lose one node each, the GELU loses 4 of its 5.
+        Assert.Equal(model.RuntimeNodeCount - 2 * (3 + 4), model.FusedNodeCount);
+        using var scope = NewDisposeScope();
+        var x = tensor(Env.SinInput(2L * 3 * 32 * 32), [2, 3, 32, 32]).requires_grad_(true);
+        var fused = model.Forward(x);
+        var gFused = autograd.grad([fused[.., 3].sum()], [x])[0];
+        // Erf and InProj are inside fused groups: capturing them runs the node-by-node plan.
+        using var cap = model.Capture([Erf, Fc1, Gelu, InProj], forGradients: false);
+        var y = model.Forward(x);
+        var g = autograd.grad([y[.., 3].sum()], [x])[0];
+        var (erf, fc1, gelu) = (cap[Erf], cap[Fc1], cap[Gelu]);
+        Assert.Equal([17L, 2, 48], cap[InProj].shape);   // the in-projection before its bias: tokens first, 3 × 16
+        Assert.True(Env.RelL2(Env.Data(fused), Env.Data(y)) <= 1e-6, "fused logits differ from the node-by-node plan");
+        Assert.True(Env.RelL2(Env.Data(gFused), Env.Data(g)) <= 1e-5, "fused input gradient differs from the node-by-node plan");
+        Assert.True(Env.RelL2(Env.Data(erf), Env.Data(special.erf(fc1 / Math.Sqrt(2)))) <= 1e-6);
+        Assert.True(Env.RelL2(Env.Data(gelu), Env.Data(fc1 * 0.5 * (1 + special.erf(fc1 / Math.Sqrt(2))))) <= 1e-6);
+    }
+
+    [Fact]
+    public void AnInterventionInsideAFusedGroupTakesEffect()
+    {
+        using var model = (OnnxModel)Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(FamilyTests.Folder, "vit.onnx") });
+        using var scope = NewDisposeScope();
+        var x = tensor(Env.SinInput(2L * 3 * 32 * 32), [2, 3, 32, 32]);
+        using var _ = no_grad();
+        var before = Env.Data(model.Forward(x));
+        float[] zeroed;
+        using (model.Intervene(Erf, t => zeros_like(t)))   // erf ≡ 0: GELU becomes x/2
+            zeroed = Env.Data(model.Forward(x));
+        Assert.True(Env.RelL2(zeroed, before) > 1e-3, "the intervention inside the fused GELU had no effect");
+        Assert.Equal(before, Env.Data(model.Forward(x)));
+    }
+}
