@@ -14,7 +14,12 @@ public sealed record AttributionInput(IAnalysisContext Context, Tensor Input, Ta
 /// <param name="Map">N×C×H×W (per channel) or N×H×W, at input resolution.</param>
 /// <param name="Selection">What each row explains.</param>
 /// <param name="Raw">An extra raw result at natural resolution (e.g. a CAM at layer resolution), or null.</param>
-public sealed record AttributionResult(Tensor Map, TargetSelection Selection, Tensor? Raw = null);
+public sealed record AttributionResult(Tensor Map, TargetSelection Selection, Tensor? Raw = null)
+{
+    /// <summary>Attributions to the model's side inputs (<see cref="IModelSideInputs"/>), name → N×shape, or null; the
+    /// base writes them as <c>&lt;id&gt;.&lt;artifact&gt;-&lt;input&gt;.npy</c> and one table per step.</summary>
+    public IReadOnlyDictionary<string, Tensor>? Side { get; init; }
+}
 
 /// <summary>A technique that produces one map per input for a target: what <c>noise-tunnel</c> and the metrics wrap.</summary>
 public interface IAttribution : IAnalysis
@@ -37,6 +42,8 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
     /// <summary>Computes maps for one batch.</summary>
     public abstract AttributionResult Attribute(TOptions options, AttributionInput input);
 
+    readonly Dictionary<string, System.Text.Json.Nodes.JsonObject> _sideTables = new();
+
     /// <summary>How the technique's overlays are drawn when neither the step's <c>display:</c> nor
     /// <c>settings.display</c> says otherwise (null: each map min-max scaled, viridis). Gradient maps use Captum's
     /// <c>visualize_image_attr</c> scaling: |attribution| clipped at the 99th cumulative percentile.</summary>
@@ -50,6 +57,7 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
     /// <inheritdoc/>
     public override void Run(TOptions options, IAnalysisContext ctx)
     {
+        _sideTables.Clear();
         int slots = Math.Max(1, ctx.Target.Slots);
         var style = (ctx.OverlayStyle ?? new OverlayStyle()).Over(DefaultOverlay);
         var tiles = new List<RgbImage>();
@@ -67,6 +75,7 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
                 var result = Attribute(options, new AttributionInput(ctx, batch.Input, null, slot, slots > 1 ? batch.Ids.Select(i => $"{i}.top{slot + 1}").ToArray() : batch.Ids));
                 var suffix = slots > 1 ? $".top{slot + 1}" : "";
                 if (slots == 1) MapCache.Put(ctx, batch.Ids, result.Map, result.Selection);   // reused by steps that evaluate this one
+                if (result.Side is { } side) SideTables.Add(ctx, ArtifactName + suffix, batch.Ids, result.Selection, side, _sideTables);
                 if (result.Raw is { } raw)
                     for (int i = 0; i < batch.Ids.Length; i++)
                         ctx.Output.Raw(RawName + suffix, batch.Ids[i], NdArray.FromTensor(raw[i]), result.Selection.Labels[i]);
@@ -81,6 +90,7 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
             if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);
         }
         Explain.Grid(ctx.Output, ArtifactName, tiles, captions, Title(ctx.StepId, ArtifactName), Explain.Bar(style));
+        SideTables.Write(ctx.Output, _sideTables);
         Finish(options, ctx);
     }
 
@@ -154,4 +164,43 @@ public sealed class StepLink
     public object? Options { get; set; }
     /// <inheritdoc/>
     public override string ToString() => Id;
+}
+
+/// <summary>Writes attributions to side inputs (<see cref="AttributionResult.Side"/>): per input row a raw
+/// <c>&lt;artifact&gt;-&lt;input&gt;</c> array, and per step one JSON table <c>&lt;artifact&gt;-&lt;input&gt;.json</c>
+/// (input id → target and the flattened values), the numbers a bar chart of a vector input is drawn from.</summary>
+public static class SideTables
+{
+    /// <summary>Writes the rows of one batch and adds them to <paramref name="tables"/>.</summary>
+    public static void Add(IAnalysisContext ctx, string artifact, IReadOnlyList<string> ids, TargetSelection selection,
+        IReadOnlyDictionary<string, Tensor> side, Dictionary<string, System.Text.Json.Nodes.JsonObject> tables)
+    {
+        foreach (var (input, values) in side)
+        {
+            var name = $"{artifact}-{input}";
+            if (!tables.TryGetValue(name, out var table))
+                tables[name] = table = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["input"] = input,
+                    ["shape"] = new System.Text.Json.Nodes.JsonArray(values.shape.Skip(1).Select(d => (System.Text.Json.Nodes.JsonNode)d).ToArray()),
+                    ["rows"] = new System.Text.Json.Nodes.JsonObject(),
+                };
+            for (int i = 0; i < ids.Count; i++)
+            {
+                var row = NdArray.FromTensor(values[i]);
+                ctx.Output.Raw(name, ids[i], row, selection.Labels[i]);
+                table["rows"]![ids[i]] = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["target"] = selection.Labels[i],
+                    ["values"] = new System.Text.Json.Nodes.JsonArray(row.Data.Select(v => (System.Text.Json.Nodes.JsonNode)v).ToArray()),
+                };
+            }
+        }
+    }
+
+    /// <summary>Writes the step's tables.</summary>
+    public static void Write(IArtifactSink output, Dictionary<string, System.Text.Json.Nodes.JsonObject> tables)
+    {
+        foreach (var (name, table) in tables) output.Json(name, table);
+    }
 }

@@ -24,7 +24,7 @@ public enum CamUpsample
 }
 
 /// <summary>Options shared by every CAM method.</summary>
-public record CamOptions : IReshapesLayers
+public record CamOptions : IReshapesLayers, IAttributesToLayerInput
 {
     /// <summary>One layer.</summary>
     [LayerName(Spatial = true), Description("layer whose activations A (N×K×h×w) are weighted, e.g. layer4 or relu3")]

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Cam;
 
 /// <summary>Options of <c>layer-activation</c>.</summary>
-public sealed record LayerAttributionOptions
+public sealed record LayerAttributionOptions : IAttributesToLayerInput
 {
     /// <summary>The layer.</summary>
     [LayerName, System.ComponentModel.DataAnnotations.Required, Description("layer whose output is attributed (any layer with a tensor output)")]

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Decisions;
 
 /// <summary>Options of <c>layer-gradient-x-activation</c>.</summary>
-public record LayerOptions
+public record LayerOptions : IAttributesToLayerInput
 {
     /// <summary>Layer.</summary>
     [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
