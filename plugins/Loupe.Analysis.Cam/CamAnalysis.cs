@@ -96,7 +96,11 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
 
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations
-        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None) | ExtraCapabilities);
+        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None) | ExtraCapabilities) { HandlesSideInputs = !ForwardsCopies };
+
+    /// <summary>True for methods that forward copies of the rows (Score-CAM's masked inputs, Ablation-CAM's ablated
+    /// batches): they are refused on models with side inputs. The others forward the batch once, with its side inputs.</summary>
+    protected virtual bool ForwardsCopies => false;
 
     /// <summary>Capabilities beyond the pipeline's (e.g. interventions for Ablation-CAM).</summary>
     protected virtual ModelCapabilities ExtraCapabilities => ModelCapabilities.None;

@@ -27,7 +27,7 @@ public abstract class LayerAttribution : AttributionAnalysis<LayerAttributionOpt
 
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations
-        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None));
+        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None)) { HandlesSideInputs = true };   // one forward of the batch
 
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(LayerAttributionOptions options, AnalysisValidationContext context)

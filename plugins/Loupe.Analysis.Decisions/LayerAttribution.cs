@@ -113,6 +113,8 @@ public static class LayerPaths
 public sealed class LayerGradientXActivation : LayerAttribution<LayerOptions>
 {
     /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => base.Requirements with { HandlesSideInputs = true };   // one forward of the batch
+    /// <inheritdoc/>
     public override string ArtifactName => "layer-gradient-x-activation";
     /// <inheritdoc/>
     protected override Tensor LayerMap(LayerOptions options, AttributionInput input, TargetSelection selection)

@@ -93,11 +93,17 @@ internal sealed class SideInputStore : IDisposable
         if (!System.IO.File.Exists(path)) throw new LoupeException($"{what}: file not found");
         SafeFile.RequireRegular(path, what);
         NdArray a;
-        try { a = Npy.Read(path, count); }
+        try
+        {
+            // The header first: a file of another shape is refused before its data is read (the cap is the input's size).
+            long[] declared;
+            using (var s = System.IO.File.OpenRead(path)) declared = Npy.ReadHeader(s, path).Shape;
+            var rowShape = declared.Length == shape.Length + 1 && declared[0] == 1 ? declared.Skip(1).ToArray() : declared;
+            if (!rowShape.SequenceEqual(shape))
+                throw new LoupeException($"shape ({string.Join("×", declared)}) is not the input's shape ({string.Join("×", shape)}) or 1×that");
+            a = Npy.Read(path, count);
+        }
         catch (LoupeException e) { throw new LoupeException($"{what}: {e.Message}", e); }
-        var rowShape = a.Shape.Length == shape.Length + 1 && a.Shape[0] == 1 ? a.Shape.Skip(1).ToArray() : a.Shape;
-        if (!rowShape.SequenceEqual(shape))
-            throw new LoupeException($"{what}: shape ({string.Join("×", a.Shape)}) is not the input's shape ({string.Join("×", shape)}) or 1×that");
         if (a.Data.Any(v => !float.IsFinite(v))) throw new LoupeException($"{what}: holds NaN or infinite values");
         var t = tensor(a.Data, [1, .. shape]);
         t.DetachFromDisposeScope();
