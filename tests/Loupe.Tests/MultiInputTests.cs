@@ -152,4 +152,17 @@ public class MultiInputTests
         Assert.NotEqual(0, r.ExitCode);
         Assert.Contains(Path.Combine(folder, "00002.npy"), r.Manifest?.ToJsonString() + string.Join("\n", r.Errors));
     }
+
+    [Fact]
+    public void TheShippedConfigRunsFromTheCli()
+    {
+        var outDir = Path.Combine(TestEnv.TempDir("multi-cli"), "run");
+        var (code, stdout, stderr) = TestEnv.Cli(TestEnv.RepoRoot, "run", "configs/multi-input.yaml", "--out", outDir);
+        Assert.True(code == 0, stdout + stderr);
+        var ig = Enumerable.Range(0, 3).SelectMany(i => Npy.Read(Path.Combine(outDir, "ig", $"{i:D5}.integrated-gradients-meta.npy")).Data).ToArray();
+        TechniqueTests.Close(ig, "multi_ig_meta.npy", 1e-4);
+        var occ = Enumerable.Range(0, 3).SelectMany(i => Npy.Read(Path.Combine(outDir, "occlusion", $"{i:D5}.occlusion.npy")).Data).ToArray();
+        TechniqueTests.Close(occ, "multi_occlusion.npy", 1e-4);
+        Assert.True(File.Exists(Path.Combine(outDir, "saliency", "saliency-meta.json")));
+    }
 }
