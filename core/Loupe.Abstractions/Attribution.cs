@@ -75,13 +75,14 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
                 var result = Attribute(options, new AttributionInput(ctx, batch.Input, null, slot, slots > 1 ? batch.Ids.Select(i => $"{i}.top{slot + 1}").ToArray() : batch.Ids));
                 var suffix = slots > 1 ? $".top{slot + 1}" : "";
                 if (slots == 1) MapCache.Put(ctx, batch.Ids, result.Map, result.Selection);   // reused by steps that evaluate this one
-                if (result.Side is { } side) SideTables.Add(ctx, ArtifactName + suffix, batch.Ids, result.Selection, side, _sideTables);
                 if (result.Raw is { } raw)
                     for (int i = 0; i < batch.Ids.Length; i++)
                         ctx.Output.Raw(RawName + suffix, batch.Ids[i], NdArray.FromTensor(raw[i]), result.Selection.Labels[i]);
                 // Channels: max |value| (Simonyan et al.) for absolute maps, the sum (Captum) when the sign matters.
                 var display = DisplayMap(result.Map, style);
                 Explain.Emit(ctx, ArtifactName + suffix, batch, result.Map, display, result.Selection, slotTiles[slot], slotCaptions[slot], style, Explain.MaxGridTiles - tiles.Count);
+                // After the overlays, so the step's first display per input (what comparison.png shows) stays the map.
+                if (result.Side is { } side) SideTables.Add(ctx, ArtifactName + suffix, batch.Ids, result.Selection, side, _sideTables);
             }
             int room = Explain.MaxGridTiles - tiles.Count;
             tiles.AddRange(Interleave(slotTiles).Take(room));
@@ -167,10 +168,13 @@ public sealed class StepLink
 }
 
 /// <summary>Writes attributions to side inputs (<see cref="AttributionResult.Side"/>): per input row a raw
-/// <c>&lt;artifact&gt;-&lt;input&gt;</c> array, and per step one JSON table <c>&lt;artifact&gt;-&lt;input&gt;.json</c>
+/// <c>&lt;artifact&gt;-&lt;input&gt;</c> array (with a bar chart for vectors of up to <see cref="MaxBars"/>), and per step one JSON table <c>&lt;artifact&gt;-&lt;input&gt;.json</c>
 /// (input id → target and the flattened values), the numbers a bar chart of a vector input is drawn from.</summary>
 public static class SideTables
 {
+    /// <summary>Longest vector drawn as a bar chart (<c>&lt;id&gt;.&lt;artifact&gt;-&lt;input&gt;.png</c>).</summary>
+    public const int MaxBars = 64;
+
     /// <summary>Writes the rows of one batch and adds them to <paramref name="tables"/>.</summary>
     public static void Add(IAnalysisContext ctx, string artifact, IReadOnlyList<string> ids, TargetSelection selection,
         IReadOnlyDictionary<string, Tensor> side, Dictionary<string, System.Text.Json.Nodes.JsonObject> tables)
@@ -189,6 +193,8 @@ public static class SideTables
             {
                 var row = NdArray.FromTensor(values[i]);
                 ctx.Output.Raw(name, ids[i], row, selection.Labels[i]);
+                if (row.Shape.Length == 1 && row.Data.Length <= MaxBars)   // a vector input: its bar chart
+                    ctx.Output.Display(name, ids[i], Toolkit.Figure.Bars(row.Data, $"{ids[i]} · {input} · {selection.Labels[i]}"), selection.Labels[i]);
                 table["rows"]![ids[i]] = new System.Text.Json.Nodes.JsonObject
                 {
                     ["target"] = selection.Labels[i],

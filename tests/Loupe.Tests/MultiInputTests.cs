@@ -164,5 +164,11 @@ public class MultiInputTests
         var occ = Enumerable.Range(0, 3).SelectMany(i => Npy.Read(Path.Combine(outDir, "occlusion", $"{i:D5}.occlusion.npy")).Data).ToArray();
         TechniqueTests.Close(occ, "multi_occlusion.npy", 1e-4);
         Assert.True(File.Exists(Path.Combine(outDir, "saliency", "saliency-meta.json")));
+        // The bar chart of a vector side input: blue (positive) and red (negative) bars as the values' signs say.
+        var values = Npy.Read(Path.Combine(outDir, "ig", "00000.integrated-gradients-meta.npy")).Data;
+        using var png = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.Rgb24>(Path.Combine(outDir, "ig", "00000.integrated-gradients-meta.png"));
+        bool Has(byte r, byte g, byte b) { for (int y = 0; y < png.Height; y++) for (int x = 0; x < png.Width; x++) if (png[x, y] == new SixLabors.ImageSharp.PixelFormats.Rgb24(r, g, b)) return true; return false; }
+        Assert.Equal(values.Any(v => v > 0), Has(49, 104, 142));
+        Assert.Equal(values.Any(v => v < 0), Has(200, 60, 50));
     }
 }
