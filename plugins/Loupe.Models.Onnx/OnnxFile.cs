@@ -87,7 +87,7 @@ public sealed class OnnxFile
         var initNames = graph.Initializer.Select(t => t.Name).ToHashSet();
         var inputs = graph.Input.Where(i => !initNames.Contains(i.Name)).ToList();
         if (inputs.Count == 0)
-            throw new LoupeException($"{source} has no graph input besides its initializers; Loupe image models take an N×C×H×W input");
+            throw new LoupeException($"{source} has 0 inputs besides its initializers; Loupe image models take an N×C×H×W input");
         // Several inputs: the image is the only N×C×H×W one unless image_input says otherwise; the rest are side inputs.
         var image = inputs.Count == 1 ? inputs[0] : inputs.FirstOrDefault(i => Dims(i)?.Length == 4) ?? inputs[0];
         return new OnnxFile { Model = model, Source = source, Opset = opset, Input = image, Inputs = inputs };
