@@ -6,7 +6,13 @@ namespace Loupe.Abstractions;
 /// <param name="Capabilities">Model capabilities the analysis uses.</param>
 /// <param name="UsesTarget">True when the analysis explains a target (a <c>target:</c> is then allowed).</param>
 /// <param name="UsesData">True when the analysis reads the data source.</param>
-public sealed record AnalysisRequirements(ModelCapabilities Capabilities, bool UsesTarget = true, bool UsesData = true);
+public sealed record AnalysisRequirements(ModelCapabilities Capabilities, bool UsesTarget = true, bool UsesData = true)
+{
+    /// <summary>True when the analysis handles models with side inputs (<see cref="IModelSideInputs"/>): it holds each
+    /// row's side inputs fixed on the copies it forwards (<see cref="SideInputs.ForRows"/>) and may attribute to them.
+    /// The validator refuses the other analyses on such models.</summary>
+    public bool HandlesSideInputs { get; init; }
+}
 
 /// <summary>Plain-data array result (float32, C-order) — what crosses the plugin boundary, never a live tensor.</summary>
 public sealed record NdArray(float[] Data, long[] Shape)

@@ -14,7 +14,12 @@ public sealed record AttributionInput(IAnalysisContext Context, Tensor Input, Ta
 /// <param name="Map">N×C×H×W (per channel) or N×H×W, at input resolution.</param>
 /// <param name="Selection">What each row explains.</param>
 /// <param name="Raw">An extra raw result at natural resolution (e.g. a CAM at layer resolution), or null.</param>
-public sealed record AttributionResult(Tensor Map, TargetSelection Selection, Tensor? Raw = null);
+public sealed record AttributionResult(Tensor Map, TargetSelection Selection, Tensor? Raw = null)
+{
+    /// <summary>Attributions to the model's side inputs (<see cref="IModelSideInputs"/>), name → N×shape, or null; the
+    /// base writes them as <c>&lt;id&gt;.&lt;artifact&gt;-&lt;input&gt;.npy</c> and one table per step.</summary>
+    public IReadOnlyDictionary<string, Tensor>? Side { get; init; }
+}
 
 /// <summary>A technique that produces one map per input for a target: what <c>noise-tunnel</c> and the metrics wrap.</summary>
 public interface IAttribution : IAnalysis
@@ -37,6 +42,8 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
     /// <summary>Computes maps for one batch.</summary>
     public abstract AttributionResult Attribute(TOptions options, AttributionInput input);
 
+    readonly Dictionary<string, System.Text.Json.Nodes.JsonObject> _sideTables = new();
+
     /// <summary>How the technique's overlays are drawn when neither the step's <c>display:</c> nor
     /// <c>settings.display</c> says otherwise (null: each map min-max scaled, viridis). Gradient maps use Captum's
     /// <c>visualize_image_attr</c> scaling: |attribution| clipped at the 99th cumulative percentile.</summary>
@@ -50,6 +57,7 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
     /// <inheritdoc/>
     public override void Run(TOptions options, IAnalysisContext ctx)
     {
+        _sideTables.Clear();
         int slots = Math.Max(1, ctx.Target.Slots);
         var style = (ctx.OverlayStyle ?? new OverlayStyle()).Over(DefaultOverlay);
         var tiles = new List<RgbImage>();
@@ -73,6 +81,8 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
                 // Channels: max |value| (Simonyan et al.) for absolute maps, the sum (Captum) when the sign matters.
                 var display = DisplayMap(result.Map, style);
                 Explain.Emit(ctx, ArtifactName + suffix, batch, result.Map, display, result.Selection, slotTiles[slot], slotCaptions[slot], style, Explain.MaxGridTiles - tiles.Count);
+                // After the overlays, so the step's first display per input (what comparison.png shows) stays the map.
+                if (result.Side is { } side) SideTables.Add(ctx, ArtifactName + suffix, batch.Ids, result.Selection, side, _sideTables);
             }
             int room = Explain.MaxGridTiles - tiles.Count;
             tiles.AddRange(Interleave(slotTiles).Take(room));
@@ -81,6 +91,7 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
             if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);
         }
         Explain.Grid(ctx.Output, ArtifactName, tiles, captions, Title(ctx.StepId, ArtifactName), Explain.Bar(style));
+        SideTables.Write(ctx.Output, _sideTables);
         Finish(options, ctx);
     }
 
@@ -154,4 +165,48 @@ public sealed class StepLink
     public object? Options { get; set; }
     /// <inheritdoc/>
     public override string ToString() => Id;
+}
+
+/// <summary>Writes attributions to side inputs (<see cref="AttributionResult.Side"/>): per input row a raw
+/// <c>&lt;artifact&gt;-&lt;input&gt;</c> array (with a bar chart for vectors of up to <see cref="MaxBars"/>), and per step one JSON table <c>&lt;artifact&gt;-&lt;input&gt;.json</c>
+/// (input id → target and the flattened values), the numbers a bar chart of a vector input is drawn from.</summary>
+public static class SideTables
+{
+    /// <summary>Longest vector drawn as a bar chart (<c>&lt;id&gt;.&lt;artifact&gt;-&lt;input&gt;.png</c>).</summary>
+    public const int MaxBars = 64;
+
+    /// <summary>Writes the rows of one batch and adds them to <paramref name="tables"/>.</summary>
+    public static void Add(IAnalysisContext ctx, string artifact, IReadOnlyList<string> ids, TargetSelection selection,
+        IReadOnlyDictionary<string, Tensor> side, Dictionary<string, System.Text.Json.Nodes.JsonObject> tables)
+    {
+        foreach (var (input, values) in side)
+        {
+            var name = $"{artifact}-{input}";
+            if (!tables.TryGetValue(name, out var table))
+                tables[name] = table = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["input"] = input,
+                    ["shape"] = new System.Text.Json.Nodes.JsonArray(values.shape.Skip(1).Select(d => (System.Text.Json.Nodes.JsonNode)d).ToArray()),
+                    ["rows"] = new System.Text.Json.Nodes.JsonObject(),
+                };
+            for (int i = 0; i < ids.Count; i++)
+            {
+                var row = NdArray.FromTensor(values[i]);
+                ctx.Output.Raw(name, ids[i], row, selection.Labels[i]);
+                if (row.Shape.Length == 1 && row.Data.Length <= MaxBars)   // a vector input: its bar chart
+                    ctx.Output.Display(name, ids[i], Toolkit.Figure.Bars(row.Data, $"{ids[i]} · {input} · {selection.Labels[i]}"), selection.Labels[i]);
+                table["rows"]![ids[i]] = new System.Text.Json.Nodes.JsonObject
+                {
+                    ["target"] = selection.Labels[i],
+                    ["values"] = new System.Text.Json.Nodes.JsonArray(row.Data.Select(v => (System.Text.Json.Nodes.JsonNode)v).ToArray()),
+                };
+            }
+        }
+    }
+
+    /// <summary>Writes the step's tables.</summary>
+    public static void Write(IArtifactSink output, Dictionary<string, System.Text.Json.Nodes.JsonObject> tables)
+    {
+        foreach (var (name, table) in tables) output.Json(name, table);
+    }
 }

@@ -60,6 +60,14 @@ public interface ILayerInputs
     IDisposable InterveneInput(string layer, Func<Tensor, Tensor> transform);
 }
 
+/// <summary>Implemented by options records with an <c>attribute_to_layer_input</c> option: when it is true, the host
+/// checks the shape of each spatial layer's *input* (the tensor attributed) instead of its output.</summary>
+public interface IAttributesToLayerInput
+{
+    /// <summary>True when the step attributes to its layers' inputs.</summary>
+    bool AttributeToLayerInput { get; }
+}
+
 /// <summary>Helpers for options that attribute to a layer's input.</summary>
 public static class LayerInputs
 {

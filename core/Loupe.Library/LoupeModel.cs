@@ -224,13 +224,12 @@ public sealed class LoupeModel : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             using var run = Prepare(_header + dataSection, requireSteps: false);
-            foreach (var b in run.Data!.Read(run.Input, run.Spec.BatchSize, cancellation))
-                using (b)
+            // The host's batches: normalised input and, for a model with side inputs, the batch's side inputs active.
+            foreach (var b in AnalysisContext.Read(run, run.Spec.BatchSize, cancellation))
                 using (var scope = NewDisposeScope())
                 using (no_grad())
                 {
-                    var x = run.Data.Preprocessed ? b.Pixels : run.Input.Normalize(b.Pixels);
-                    var y = run.Model.Forward(x);
+                    var y = run.Model.Forward(b.Input);
                     if (y.dim() != 2) throw new LoupeException($"Predict needs an N×K output; this model gives ({string.Join("×", y.shape)})");
                     var n = Math.Min(k, (int)y.shape[1]);
                     var (top, idx) = y.softmax(1).topk(n, 1);

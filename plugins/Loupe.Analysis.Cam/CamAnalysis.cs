@@ -24,7 +24,7 @@ public enum CamUpsample
 }
 
 /// <summary>Options shared by every CAM method.</summary>
-public record CamOptions : IReshapesLayers
+public record CamOptions : IReshapesLayers, IAttributesToLayerInput
 {
     /// <summary>One layer.</summary>
     [LayerName(Spatial = true), Description("layer whose activations A (N×K×h×w) are weighted, e.g. layer4 or relu3")]
@@ -96,7 +96,11 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
 
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations
-        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None) | ExtraCapabilities);
+        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None) | ExtraCapabilities) { HandlesSideInputs = !ForwardsCopies };
+
+    /// <summary>True for methods that forward copies of the rows (Score-CAM's masked inputs, Ablation-CAM's ablated
+    /// batches): they are refused on models with side inputs. The others forward the batch once, with its side inputs.</summary>
+    protected virtual bool ForwardsCopies => false;
 
     /// <summary>Capabilities beyond the pipeline's (e.g. interventions for Ablation-CAM).</summary>
     protected virtual ModelCapabilities ExtraCapabilities => ModelCapabilities.None;

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Cam;
 
 /// <summary>Options of <c>layer-activation</c>.</summary>
-public sealed record LayerAttributionOptions
+public sealed record LayerAttributionOptions : IAttributesToLayerInput
 {
     /// <summary>The layer.</summary>
     [LayerName, System.ComponentModel.DataAnnotations.Required, Description("layer whose output is attributed (any layer with a tensor output)")]
@@ -27,7 +27,7 @@ public abstract class LayerAttribution : AttributionAnalysis<LayerAttributionOpt
 
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations
-        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None));
+        | (UsesGradients ? ModelCapabilities.Gradients : ModelCapabilities.None)) { HandlesSideInputs = true };   // one forward of the batch
 
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(LayerAttributionOptions options, AnalysisValidationContext context)

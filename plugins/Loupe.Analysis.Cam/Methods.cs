@@ -122,6 +122,8 @@ public sealed class EigenCam : CamAnalysis<CamOptions>
 /// masks the input; w = softmax over channels of the target scores of the masked inputs. Forward passes only.</summary>
 public sealed class ScoreCam : CamAnalysis<ScoreCamOptions>
 {
+    /// <inheritdoc/>
+    protected override bool ForwardsCopies => true;
     /// <summary>Largest block of masked copies made at once (64 MiB); an image whose copies need more gets them chunk by chunk.</summary>
     const long PrecomputeBytes = 64L << 20;
 
@@ -218,6 +220,8 @@ public record ScoreCamOptions : CamOptions
 /// score with channel k of the layer set to 0. Forward passes only (the model runs with the channel ablated).</summary>
 public sealed class AblationCam : CamAnalysis<ScoreCamOptions>
 {
+    /// <inheritdoc/>
+    protected override bool ForwardsCopies => true;
     /// <inheritdoc/>
     public override string ArtifactName => "ablation-cam";
     /// <inheritdoc/>

@@ -52,7 +52,7 @@ public sealed record FeatureAblationOptions
 public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions>
 {
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };
     /// <inheritdoc/>
     public override string ArtifactName => "feature-ablation";
 
@@ -116,8 +116,10 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
             var labels = Slic.Segment(pixels[i], options.NSegments, options.Compactness);
             long k = labels.max().item<long>() + 1;
             var masks = (labels.unsqueeze(0) == arange(k).view(-1, 1, 1)).to(ScalarType.Float32).unsqueeze(1);   // k×1×H×W
-            var scores = Perturbation.MaskedScores(ctx, x[i].unsqueeze(0), fill[i].unsqueeze(0), k, (p0, p) => masks.narrow(0, p0, p),
-                selection.Rows([i]), options.MicroBatch);
+            Tensor scores;
+            using (SideInputs.ForRows(ctx.Model, [i]))   // row i alone: its side inputs only
+                scores = Perturbation.MaskedScores(ctx, x[i].unsqueeze(0), fill[i].unsqueeze(0), k, (p0, p) => masks.narrow(0, p0, p),
+                    selection.Rows([i]), options.MicroBatch);
             var diff = baseScores[i] - scores[0];                                                                   // k
             maps.Add(diff.index_select(0, labels.flatten()).view(1, 1, h, w).expand(1, c, h, w));
         }
@@ -178,7 +180,7 @@ public sealed record RiseOptions
 public sealed class Rise : AttributionAnalysis<RiseOptions>
 {
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };
     /// <inheritdoc/>
     public override string ArtifactName => "rise";
 

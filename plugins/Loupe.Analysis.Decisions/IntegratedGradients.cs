@@ -43,6 +43,9 @@ public sealed record IntegratedGradientsOptions
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
+    /// <summary>Baselines of the side inputs.</summary>
+    [Description("baselines of the model's side inputs (Captum's per-input baselines): a list of { input: NAME, value: CONSTANT } or { input: NAME, file: X.npy }; side inputs not listed start from 0 (Captum's default)")]
+    public SideBaseline[]? SideBaselines { get; init; }
     /// <summary>Path points per backward pass.</summary>
     [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as settings.memory_budget_mb holds)")]
     public int? InternalBatchSize { get; init; }
@@ -59,7 +62,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
     readonly List<double> _relative = new();
 
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients) { HandlesSideInputs = true };
     /// <inheritdoc/>
     public override string ArtifactName => "integrated-gradients";
 
@@ -112,6 +115,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
     {
         if (options.BaselineFile is not null && options.BaselineValue is not null) yield return "give either 'baseline_file' or 'baseline_value', not both";
         foreach (var e in Perturbation.CheckConstant(options.BaselineValue, "baseline_value", context.Model.DefaultInput)) yield return e;
+        foreach (var e in SideBaseline.Check(options.SideBaselines, context.Model)) yield return e;
     }
 
     /// <inheritdoc/>
@@ -123,7 +127,13 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         var baseline = options.BaselineFile is { } file ? LoadBaseline(file, x)
             : Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "baseline_value");
         var (endScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        var (baseScores, _, _) = Explain.Scores(ctx, baseline, selection, input.Slot);
+        // Side inputs move along the same path, from their own baselines (Captum's tuple inputs and baselines).
+        var side = SideInputs.Of(ctx.Model)?.Active ?? new Dictionary<string, Tensor>();
+        var sideBase = side.ToDictionary(kv => kv.Key, kv => SideBaseline.Of(options.SideBaselines, kv.Key, kv.Value));
+        var sideDelta = side.ToDictionary(kv => kv.Key, kv => kv.Value - sideBase[kv.Key]);
+        var sideSum = side.ToDictionary(kv => kv.Key, kv => zeros_like(kv.Value));
+        Tensor baseScores;
+        using (SideInputs.Use(ctx.Model, sideBase)) (baseScores, _, _) = Explain.Scores(ctx, baseline, selection, input.Slot);
         var (alphas, weights) = Rule(options.Method, options.Steps);
         var delta = x - baseline;
         var sum = zeros_like(x);
@@ -137,11 +147,16 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
             var wts = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view(k, 1, 1, 1, 1);
             var points = (baseline.unsqueeze(0) + a * delta.unsqueeze(0)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
-            var (g, _) = Explain.InputGradient(ctx, points, selection.Rows(rows), input.Slot);
+            var sidePoints = side.Keys.ToDictionary(name => name, name => Path(sideBase[name], sideDelta[name], alphas.Skip(s0).Take(k)));
+            var (g, gs, _) = Explain.InputGradients(ctx, points, sidePoints, selection.Rows(rows), input.Slot);
             sum.add_((g.view(k, n, x.shape[1], x.shape[2], x.shape[3]) * wts).sum(0, keepdim: false));
+            foreach (var (name, gv) in gs)
+                sideSum[name].add_((gv.view([k, .. side[name].shape]) * wts.view([k, .. side[name].shape.Select(_ => 1L)])).sum(0, keepdim: false));
         }
         var attr = delta * sum;
-        var error = attr.flatten(1).sum(1) - (endScores - baseScores);
+        var sideAttr = side.Keys.ToDictionary(name => name, name => sideDelta[name] * sideSum[name]);
+        var total = sideAttr.Values.Aggregate(attr.flatten(1).sum(1), (acc, a) => acc + a.flatten(1).sum(1));
+        var error = total - (endScores - baseScores);
         var errs = error.ToArray<float>();
         var gaps = (endScores - baseScores).ToArray<float>();
         lock (_completeness)
@@ -150,7 +165,15 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
                 _completeness[input.Ids?[i] ?? $"#{_completeness.Count}"] = errs[i];
                 _relative.Add(Math.Abs(errs[i]) / Math.Max(1e-12, Math.Abs(gaps[i])));
             }
-        return new AttributionResult(attr, selection);
+        return new AttributionResult(attr, selection) { Side = sideAttr.Count > 0 ? sideAttr : null };
+    }
+
+    /// <summary>Points b + α (v − b) for the given α, k·N rows (α-major, as the image's points).</summary>
+    static Tensor Path(Tensor b, Tensor d, IEnumerable<double> alphas)
+    {
+        var a = alphas.Select(v => (float)v).ToArray();
+        var av = tensor(a).view([a.Length, .. b.shape.Select(_ => 1L)]);
+        return (b.unsqueeze(0) + av * d.unsqueeze(0)).reshape([a.Length * b.shape[0], .. b.shape.Skip(1)]);
     }
 
     /// <inheritdoc/>

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Decisions;
 
 /// <summary>Options of <c>layer-gradient-x-activation</c>.</summary>
-public record LayerOptions
+public record LayerOptions : IAttributesToLayerInput
 {
     /// <summary>Layer.</summary>
     [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
@@ -112,6 +112,8 @@ public static class LayerPaths
 /// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer.</summary>
 public sealed class LayerGradientXActivation : LayerAttribution<LayerOptions>
 {
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => base.Requirements with { HandlesSideInputs = true };   // one forward of the batch
     /// <inheritdoc/>
     public override string ArtifactName => "layer-gradient-x-activation";
     /// <inheritdoc/>

@@ -31,7 +31,7 @@ public sealed record OcclusionOptions
 public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
 {
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };
     /// <inheritdoc/>
     public override string ArtifactName => "occlusion";
 

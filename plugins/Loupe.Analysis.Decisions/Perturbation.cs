@@ -40,6 +40,7 @@ public static class Perturbation
             var copies = (x.unsqueeze(1) * (1 - m) + fill.unsqueeze(1) * m).reshape(n * p, c, h, w);
             var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)p)).ToArray();
             var sel = selection.Rows(rows);
+            using var held = SideInputs.ForRows(ctx.Model, rows);   // each copy keeps its row's side inputs
             var (output, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, copies, [], forGradients: false, sel);
             Tensor s;
             using (capture)

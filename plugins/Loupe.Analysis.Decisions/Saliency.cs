@@ -30,17 +30,19 @@ public sealed class Saliency : AttributionAnalysis<SaliencyOptions>
     /// <inheritdoc/>
     protected override OverlayStyle? DefaultOverlay => OverlayStyle.Gradient;
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients) { HandlesSideInputs = true };
     /// <inheritdoc/>
     public override string ArtifactName => "saliency";
 
     /// <inheritdoc/>
     public override AttributionResult Attribute(SaliencyOptions options, AttributionInput input)
     {
-        var (g, selection) = Explain.InputGradient(input.Context, input.Input, input.Selection, input.Slot);
+        var (g, side, selection) = Explain.InputGradients(input.Context, input.Input, null, input.Selection, input.Slot);
         // §3.1 of arxiv 1312.6034: M_ij = max_c |w_h(i,j,c)|.
         var map = options.Reduce == ChannelReduce.Max ? g.abs().amax([1]) : options.Abs ? g.abs() : g;
-        return new AttributionResult(map, selection);
+        // Side inputs (Captum's tuple inputs): |∂y/∂s| per element (reduce: max applies to the image's colour channels only).
+        var sideMaps = side.ToDictionary(kv => kv.Key, kv => options.Abs || options.Reduce == ChannelReduce.Max ? kv.Value.abs() : kv.Value);
+        return new AttributionResult(map, selection) { Side = sideMaps.Count > 0 ? sideMaps : null };
     }
 }
 
@@ -50,15 +52,17 @@ public sealed class GradientXInput : AttributionAnalysis<NoOptions>
     /// <inheritdoc/>
     protected override OverlayStyle? DefaultOverlay => OverlayStyle.Gradient;
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients) { HandlesSideInputs = true };
     /// <inheritdoc/>
     public override string ArtifactName => "gradient-x-input";
 
     /// <inheritdoc/>
     public override AttributionResult Attribute(NoOptions options, AttributionInput input)
     {
-        var (g, selection) = Explain.InputGradient(input.Context, input.Input, input.Selection, input.Slot);
-        return new AttributionResult(g * input.Input, selection);
+        var active = SideInputs.Of(input.Context.Model)?.Active;
+        var (g, side, selection) = Explain.InputGradients(input.Context, input.Input, null, input.Selection, input.Slot);
+        var sideMaps = side.ToDictionary(kv => kv.Key, kv => kv.Value * active![kv.Key]);
+        return new AttributionResult(g * input.Input, selection) { Side = sideMaps.Count > 0 ? sideMaps : null };
     }
 }
 

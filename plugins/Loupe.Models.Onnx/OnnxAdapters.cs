@@ -49,6 +49,14 @@ public sealed record OnnxOptions
     [Description("reshape an output of rank > 2 to N×K (scores per input; default true)")]
     public bool FlattenOutput { get; init; } = true;
 
+    /// <summary>The graph input that takes the image.</summary>
+    [Description("where the model has several inputs: the graph input that takes the image (default: its only N×C×H×W input); the others are side inputs")]
+    public string? ImageInput { get; init; }
+
+    /// <summary>Sources of the side inputs.</summary>
+    [Description("values of the model's side inputs (inputs besides the image, e.g. a metadata vector), one entry per input: { name: NAME, folder: DIR } (one <id>.npy per input id) or { name: NAME, file: X.npy } (the same for every input)")]
+    public SideInputSource[]? SideInputs { get; init; }
+
     /// <summary>Largest accepted model file.</summary>
     [Range(1, 2048), Description("refuse .onnx files (and external data) larger than this many MB (default 2048)")]
     public int MaxFileMb { get; init; } = 2048;
@@ -127,7 +135,9 @@ public static class OnnxSources
         else path = System.IO.Path.GetFullPath(System.IO.Path.Combine(context.BaseDirectory, o.Path!));
         if (preset is not null && !Presets.Contains(preset))
             throw new LoupeException($"unknown preset '{o.Preset}'{Suggest.DidYouMean(preset, Presets)}; presets: {string.Join(", ", Presets)}");
-        var file = OnnxFile.Load(path, max);
+        var file = OnnxFile.Load(path, max).WithImageInput(o.ImageInput);
+        if (preset == "mlnet-resnet18" && file.Inputs.Count > 1)
+            throw new LoupeException($"{path}: preset mlnet-resnet18 is for ML.NET's single-input ResNet18.onnx; this model has {file.Inputs.Count} inputs");
         if (preset == "mlnet-resnet18")
         {
             if (o.Mean is not null || o.Std is not null)

@@ -20,8 +20,26 @@ public sealed class OnnxFile
     public required string Source { get; init; }
     /// <summary>Opset of the default (ai.onnx) domain.</summary>
     public required long Opset { get; init; }
-    /// <summary>The one graph input that is not an initializer.</summary>
+    /// <summary>The graph input that takes the image (N×C×H×W).</summary>
     public required ValueInfoProto Input { get; init; }
+    /// <summary>Every graph input that is not an initializer, in graph order (the image and any side inputs).</summary>
+    public IReadOnlyList<ValueInfoProto> Inputs { get; init; } = [];
+
+    /// <summary>This file with the image input chosen: <paramref name="name"/> (option <c>image_input</c>), or the only
+    /// N×C×H×W input when the model has several inputs.</summary>
+    public OnnxFile WithImageInput(string? name)
+    {
+        if (name is null)
+        {
+            var images = Inputs.Where(i => Dims(i)?.Length == 4).ToList();
+            if (Inputs.Count > 1 && images.Count > 1)
+                throw new LoupeException($"{Source} has {images.Count} N×C×H×W inputs ({string.Join(", ", images.Select(i => $"'{i.Name}'"))}): set option image_input to the one the data source feeds");
+            return this;
+        }
+        var chosen = Inputs.FirstOrDefault(i => i.Name == name)
+            ?? throw new LoupeException($"{Source}: image_input '{name}' is not an input of the model{Suggest.DidYouMean(name, Inputs.Select(i => i.Name))}; inputs: {string.Join(", ", Inputs.Select(i => i.Name))}");
+        return new OnnxFile { Model = Model, Source = Source, Opset = Opset, Input = chosen, Inputs = Inputs };
+    }
 
     /// <summary>Largest input image (H×W) a model may declare: it is test-run on one such input at load.</summary>
     public const long MaxInputPixels = 4096L * 4096;
@@ -68,9 +86,11 @@ public sealed class OnnxFile
         InlineExternalData(graph, source, maxBytes);
         var initNames = graph.Initializer.Select(t => t.Name).ToHashSet();
         var inputs = graph.Input.Where(i => !initNames.Contains(i.Name)).ToList();
-        if (inputs.Count != 1)
-            throw new LoupeException($"{source} has {inputs.Count} inputs ({string.Join(", ", inputs.Select(i => $"'{i.Name}'"))}); Loupe image models take exactly one input (N×C×H×W)");
-        return new OnnxFile { Model = model, Source = source, Opset = opset, Input = inputs[0] };
+        if (inputs.Count == 0)
+            throw new LoupeException($"{source} has 0 inputs besides its initializers; Loupe image models take an N×C×H×W input");
+        // Several inputs: the image is the only N×C×H×W one unless image_input says otherwise; the rest are side inputs.
+        var image = inputs.Count == 1 ? inputs[0] : inputs.FirstOrDefault(i => Dims(i)?.Length == 4) ?? inputs[0];
+        return new OnnxFile { Model = model, Source = source, Opset = opset, Input = image, Inputs = inputs };
     }
 
     /// <summary>Reads tensors stored outside the .onnx (data_location = EXTERNAL) into raw_data.</summary>

@@ -38,3 +38,17 @@ public sealed partial class OnnxModel : ILayerInputs
         return new Undo(() => { lock (_gate) _interventions.Remove(iv); });
     }
 }
+
+/// <summary>Side inputs (every graph input but the image; <see cref="IModelSideInputs"/>): their values enter the
+/// interpreter's environment like the image, so gradients, captures and interventions reach them.</summary>
+public sealed partial class OnnxModel : IModelSideInputs
+{
+    /// <inheritdoc/>
+    public IReadOnlyList<ModelInput> Inputs => _side.Inputs;
+    /// <inheritdoc/>
+    public IReadOnlyDictionary<string, Tensor> Read(IReadOnlyList<string> ids) => _side.Read(ids);
+    /// <inheritdoc/>
+    public IReadOnlyDictionary<string, Tensor> Active => _side.Active;
+    /// <inheritdoc/>
+    public IDisposable Use(IReadOnlyDictionary<string, Tensor> values) => _side.Use(values);
+}

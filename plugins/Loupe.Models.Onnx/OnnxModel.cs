@@ -21,9 +21,12 @@ public sealed partial class OnnxModel : IModel
     readonly object _gate = new();
     bool _disposed;
 
-    OnnxModel(OnnxFile file, InputSpec input, long?[] inputDims, string? output, bool flattenOutput)
+    readonly SideInputStore _side;
+
+    OnnxModel(OnnxFile file, InputSpec input, long?[] inputDims, string? output, bool flattenOutput, SideInputStore side)
     {
         _source = file.Source;
+        _side = side;
         var graph = file.Model.Graph;
         _inputName = file.Input.Name;
         _flattenOutput = flattenOutput;
@@ -51,6 +54,7 @@ public sealed partial class OnnxModel : IModel
                     _parameters[init.Name] = t;
                 }
                 var defined = new HashSet<string>(_constants.Keys, StringComparer.Ordinal) { _inputName };
+                defined.UnionWith(side.Names);
                 foreach (var n in nodes)
                 {
                     foreach (var i in n.Inputs.Where(i => i.Length > 0))
@@ -124,7 +128,14 @@ public sealed partial class OnnxModel : IModel
     public static OnnxModel Create(OnnxFile file, OnnxOptions options)
     {
         var (spec, dims) = file.InputSpecFor(options);
-        var model = new OnnxModel(file, spec, dims, options.Output, options.FlattenOutput) { Layout = options.Layout };
+        var side = SideInputStore.Create(file, spec, options);
+        OnnxModel model;
+        try { model = new OnnxModel(file, spec, dims, options.Output, options.FlattenOutput, side) { Layout = options.Layout }; }
+        catch
+        {
+            side.Dispose();
+            throw;
+        }
         try
         {
             using var scope = NewDisposeScope();
@@ -211,6 +222,13 @@ public sealed partial class OnnxModel : IModel
         foreach (var c in captures) x = c.OnForward(_inputName, x);
         x = Laid(x);
         var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x };
+        foreach (var name in _side.Names)
+        {
+            var v = _side.ValueFor(name, x.shape[0]);
+            foreach (var iv in interventions) if (iv.Value == name) v = iv.Transform(v);
+            foreach (var c in captures) v = c.OnForward(name, v);
+            env[name] = v;
+        }
         foreach (var n in PlanFor(captures, interventions, relu))
         {
             var inputs = new Tensor?[n.Inputs.Length];
@@ -257,6 +275,7 @@ public sealed partial class OnnxModel : IModel
         _constants.Clear();
         _fusedConstants.Clear();
         _parameters.Clear();
+        _side.Dispose();
     }
 
     /// <summary>Keeps the outputs of the captured values. TorchSharp has no backward hooks, so for gradients the

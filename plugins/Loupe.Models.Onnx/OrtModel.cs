@@ -11,8 +11,9 @@ namespace Loupe.Models.Onnx;
 /// <summary>An ONNX model run by ONNX Runtime: forward and layer activations, no gradients. Activations come from a
 /// copy of the model that declares the captured values as extra graph outputs; one session is cached per set of
 /// captured values.</summary>
-public sealed class OrtModel : IModel
+public sealed class OrtModel : IModel, IModelSideInputs
 {
+    SideInputStore _side = null!;
     const int MaxCachedSessions = 8;
     readonly ModelProto _model;
     readonly string _source, _inputName, _outputName;
@@ -72,6 +73,7 @@ public sealed class OrtModel : IModel
         var m = new OrtModel(file, options);
         try
         {
+            m._side = SideInputStore.Create(file, m.DefaultInput, options);
             using var scope = NewDisposeScope();
             m.Forward(zeros(1, m.DefaultInput.Channels, m.DefaultInput.Height, m.DefaultInput.Width));
             return m;
@@ -111,6 +113,15 @@ public sealed class OrtModel : IModel
         }
         return t;
     }
+
+    /// <inheritdoc/>
+    public IReadOnlyList<ModelInput> Inputs => _side.Inputs;
+    /// <inheritdoc/>
+    public IReadOnlyDictionary<string, Tensor> Read(IReadOnlyList<string> ids) => _side.Read(ids);
+    /// <inheritdoc/>
+    public IReadOnlyDictionary<string, Tensor> Active => _side.Active;
+    /// <inheritdoc/>
+    public IDisposable Use(IReadOnlyDictionary<string, Tensor> values) => _side.Use(values);
 
     /// <inheritdoc/>
     public ModelCapabilities Capabilities => ModelCapabilities.Forward | ModelCapabilities.LayerActivations;
@@ -164,11 +175,13 @@ public sealed class OrtModel : IModel
     }
 
     /// <summary>Runs ONNX Runtime on one batch, returning the named outputs as TorchSharp tensors.</summary>
-    Dictionary<string, Tensor> RunOrt(InferenceSession session, Tensor x, IReadOnlyList<string> outputs)
+    Dictionary<string, Tensor> RunOrt(InferenceSession session, Tensor x, IReadOnlyDictionary<string, Tensor> side, IReadOnlyList<string> outputs)
     {
         var dims = x.shape.Select(d => (int)d).ToArray();
         var dense = new DenseTensor<float>(x.ToArray<float>(), dims);
         var inputs = new List<NamedOnnxValue> { NamedOnnxValue.CreateFromTensor(_inputName, dense) };
+        foreach (var (name, v) in side)
+            inputs.Add(NamedOnnxValue.CreateFromTensor(name, new DenseTensor<float>(v.ToArray<float>(), v.shape.Select(d => (int)d).ToArray())));
         IDisposableReadOnlyCollection<DisposableNamedOnnxValue> results;
         try { results = session.Run(inputs, outputs); }
         catch (OnnxRuntimeException e) { throw new LoupeException($"{_source}: ONNX Runtime failed on an input of shape ({string.Join("×", x.shape)}): {e.Message}", e); }
@@ -199,13 +212,15 @@ public sealed class OrtModel : IModel
         var x = input.detach().to(ScalarType.Float32).cpu().contiguous();
         Dictionary<string, Tensor> result;
         long n = x.shape[0];
+        var side = _side.Names.ToDictionary(name => name, name => _side.ValueFor(name, n).detach().to(ScalarType.Float32).cpu().contiguous());
         if (_batchIsOne && n > 1)
         {
             // The model fixes batch 1: run the rows one at a time.
-            var parts = Enumerable.Range(0, (int)n).Select(i => RunOrt(session, x[TensorIndex.Slice(i, i + 1)].contiguous(), outputs)).ToList();
+            var parts = Enumerable.Range(0, (int)n).Select(i => RunOrt(session, x[TensorIndex.Slice(i, i + 1)].contiguous(),
+                side.ToDictionary(kv => kv.Key, kv => kv.Value[TensorIndex.Slice(i, i + 1)].contiguous()), outputs)).ToList();
             result = outputs.ToDictionary(o => o, o => cat(parts.Select(p => p[o]).ToArray(), 0));
         }
-        else result = RunOrt(session, x, outputs);
+        else result = RunOrt(session, x, side, outputs);
         foreach (var c in captures) c.Keep(result);
         var y = result[_outputName];
         y = _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y.alias();
@@ -238,6 +253,7 @@ public sealed class OrtModel : IModel
             _sessions.Clear();
         }
         _sessionOptions.Dispose();
+        _side?.Dispose();
     }
 
     sealed class LayerCapture(OrtModel model, List<(string Layer, string Value)> layers) : ILayerCapture

@@ -74,11 +74,19 @@ public class BadInputTests
     }
 
     [Fact]
-    public void TwoInputsAreRefused()
+    public void TwoImageInputsNeedImageInputAndTheOtherASource()
     {
+        // Two N×C×H×W inputs: which one the data source feeds must be said (issue 18 item 10).
         var e = Refused(Env.Fixture("bad/two_inputs.onnx"));
-        Assert.Contains("2 inputs", e.Message);
+        Assert.Contains("2 N×C×H×W inputs", e.Message);
         Assert.Contains("'x2'", e.Message);
+        Assert.Contains("image_input", e.Message);
+        // Once it is, the other is a side input that needs values.
+        e = Refused(Env.Fixture("bad/two_inputs.onnx"), new OnnxOptions { ImageInput = "x" });
+        Assert.Contains("side input 'x2'", e.Message);
+        Assert.Contains("side_inputs", e.Message);
+        e = Refused(Env.Fixture("bad/two_inputs.onnx"), new OnnxOptions { ImageInput = "x3" });
+        Assert.Contains("image_input 'x3' is not an input of the model", e.Message);
     }
 
     [Fact]

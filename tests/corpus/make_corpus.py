@@ -243,7 +243,7 @@ o("huge-declared-dims.onnx", model(nodes, [X], [Y], [huge]), "more elements than
 o("raw-data-short.onnx", model(nodes, [X], [Y], [raw_tensor("w", [10, 784], np.zeros(100, np.float32).tobytes())]), "has 400 bytes of data, expected 31360")
 o("huge-input.onnx", model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 100000, 100000])], [Y], inits), "input 'x' is 1×100000×100000")
 o("no-input.onnx", model([helper.make_node("Constant", [], ["y"], value=helper.make_tensor("c", TensorProto.FLOAT, [1, 10], [0.0] * 10))], [], [Y]), "has 0 inputs")
-o("two-inputs.onnx", model(nodes, [X, helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 1, 28, 28])], [Y], inits), "has 2 inputs")
+o("two-inputs.onnx", model(nodes, [X, helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, 1, 28, 28])], [Y], inits), "has 2 N×C×H×W inputs")
 o("unknown-op.onnx", model([helper.make_node("FrobnicateTensor", ["x"], ["y"])], [X], [Y]), "unsupported ONNX operator 'FrobnicateTensor'")
 o("opset-99.onnx", model(nodes, [X], [Y], inits, opset=99), "uses ONNX opset 99")
 o("ir-version-0.onnx", model(nodes, [X], [Y], inits, ir=0), "ir_version 0")

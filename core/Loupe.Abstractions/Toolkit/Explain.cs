@@ -108,7 +108,8 @@ public static class Explain
             {
                 foreach (var l in model.Layers)
                     try { captures.Add((l.Name, model.Capture([l.Name], forGradients: false))); } catch (LoupeException) { /* not tensor → tensor */ }
-                model.Forward(zeros([1, .. shape.Skip(1)]));
+                using (SideInputs.ForRows(model, [0]))
+                    model.Forward(zeros([1, .. shape.Skip(1)]));
                 foreach (var (name, c) in captures)
                     if (c.TryGet(name, out var a)) bytes += a.numel() * a.element_size();
             }
@@ -139,6 +140,34 @@ public static class Explain
         {
             var g = Gradient(ctx.Target, ti, selection, x);
             return (scope.MoveToOuter(g), selection);
+        }
+    }
+
+    /// <summary>Gradients of the target scores w.r.t. the image <paramref name="input"/> and every side input (Captum's
+    /// tuple inputs): <paramref name="side"/> gives the side values of the forward's rows (null: the active ones,
+    /// <see cref="IModelSideInputs.Active"/>). Side is empty for single-input models.</summary>
+    public static (Tensor Gradient, Dictionary<string, Tensor> Side, TargetSelection Selection) InputGradients(
+        IAnalysisContext ctx, Tensor input, IReadOnlyDictionary<string, Tensor>? side, TargetSelection? given, int slot)
+    {
+        var values = side ?? (SideInputs.Of(ctx.Model)?.Active ?? new Dictionary<string, Tensor>());
+        if (values.Count == 0)
+        {
+            var (g0, sel0) = InputGradient(ctx, input, given, slot);
+            return (g0, new Dictionary<string, Tensor>(), sel0);
+        }
+        using var scope = NewDisposeScope();
+        var x = input.detach().requires_grad_(true);
+        var names = values.Keys.ToList();
+        var leaves = names.ToDictionary(n => n, n => values[n].detach().clone().requires_grad_(true), StringComparer.Ordinal);
+        using var use = SideInputs.Use(ctx.Model, leaves);
+        var (_, capture, ti, selection) = Forward(ctx.Model, ctx.Target, x, [], forGradients: true, given, slot);
+        using (capture)
+        {
+            var score = ctx.Target.Scores(ti, selection).sum();
+            var grads = autograd.grad([score], [x, .. names.Select(n => leaves[n])]);
+            var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            for (int i = 0; i < names.Count; i++) result[names[i]] = scope.MoveToOuter(grads[i + 1]);
+            return (scope.MoveToOuter(grads[0]), result, selection);
         }
     }
 

@@ -157,6 +157,33 @@ public static class Figure
     /// <summary>An image with a title above it (and an optional colour bar).</summary>
     public static RgbImage Titled(RgbImage image, string title, ColourBar? bar = null) => Table([[image]], null, null, title, null, bar);
 
+    /// <summary>A bar chart of a few signed values (e.g. the attributions of a side input's elements): one bar per value
+    /// from a zero line, positive blue, negative red, indices under the bars, <paramref name="title"/> and the largest
+    /// |value| above.</summary>
+    public static RgbImage Bars(IReadOnlyList<float> values, string title)
+    {
+        const int barW = 22, gap = 6, plotH = 120;
+        int lh = LineHeight(TextSize);
+        int n = Math.Max(1, values.Count);
+        int width = Math.Max(Pad * 2 + n * (barW + gap), (int)Math.Ceiling(TextWidth(title)) + 2 * Pad);
+        int height = Pad + 2 * lh + plotH + lh + Pad;
+        var canvas = new Canvas(width, height);
+        float max = values.Count == 0 ? 0 : values.Max(v => Math.Abs(v));
+        bool signed = values.Any(v => v < 0);
+        canvas.Text(title, Pad, Pad, TextSize);
+        canvas.Text($"max |value| {max.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}", Pad, Pad + lh, TextSize);
+        int top = Pad + 2 * lh, zero = signed ? top + plotH / 2 : top + plotH;
+        float scale = max > 0 ? (signed ? plotH / 2f : plotH) / max : 0;
+        canvas.Rect(Pad, zero, n * (barW + gap), 1, SKColors.Gray);
+        for (int i = 0; i < values.Count; i++)
+        {
+            int x = Pad + i * (barW + gap), h = (int)Math.Round(Math.Abs(values[i]) * scale);
+            canvas.Rect(x, values[i] >= 0 ? zero - h : zero + 1, barW, h, values[i] >= 0 ? new SKColor(49, 104, 142) : new SKColor(200, 60, 50));
+            canvas.Text(i.ToString(System.Globalization.CultureInfo.InvariantCulture), x + 2, top + plotH + 2, TextSize);
+        }
+        return canvas.ToImage();
+    }
+
     /// <summary>Copies <paramref name="src"/> into <paramref name="dst"/> at (x, y), clipped.</summary>
     static void Blit(RgbImage src, RgbImage dst, int x, int y)
     {
@@ -189,6 +216,13 @@ public static class Figure
             using var f = Font(size);
             using var paint = new SKPaint { Color = SKColors.Black, IsAntialias = true };
             C.DrawText(text, MathF.Round(x), MathF.Round(y - f.Metrics.Ascent), SKTextAlign.Left, f, paint);
+        }
+
+        /// <summary>A filled rectangle.</summary>
+        public void Rect(int x, int y, int w, int h, SKColor colour)
+        {
+            using var paint = new SKPaint { Color = colour, IsAntialias = false };
+            C.DrawRect(x, y, w, h, paint);
         }
 
         public void Bar(ColourBar bar, BarGeometry g, int x, int y, int h)

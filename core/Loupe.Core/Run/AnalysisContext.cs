@@ -1,4 +1,5 @@
 using Loupe.Abstractions;
+using static TorchSharp.torch;
 
 namespace Loupe.Core;
 
@@ -52,12 +53,22 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
             {
                 var input = run.Data.Preprocessed ? b.Pixels.alias() : run.Input.Normalize(b.Pixels);
                 var pixels = run.Data.Preprocessed ? run.Input.Denormalize(b.Pixels) : b.Pixels.alias();
+                // A model with side inputs reads the batch's rows of them; forwards use them while the batch is out.
+                IReadOnlyDictionary<string, Tensor>? side = null;
+                IDisposable? active = null;
                 try
                 {
+                    if (SideInputs.Of(run.Model) is { } si)
+                    {
+                        side = si.Read(b.Ids);
+                        active = si.Use(side);
+                    }
                     yield return new InputBatch(b.Ids, input, pixels, b.Labels, b.Masks);
                 }
                 finally
                 {
+                    active?.Dispose();
+                    if (side is not null) foreach (var t in side.Values) t.Dispose();
                     input.Dispose();
                     pixels.Dispose();
                 }

@@ -152,14 +152,24 @@ public static partial class PipelineRunner
             try { (outputSize, shapes) = Probe(model, input, probeLayers); }
             catch (LoupeException e) { throw new PipelineException([new(file, (int)m.Mark.Line, (int)m.Mark.Column, $"model '{m.Uses}': {e.Message}")]); }
             var firstForward = DateTimeOffset.Now;
+            // Steps that attribute to a layer's input are checked on that tensor, not on the layer's output.
+            var inputLayers = stepOptions.Where(o => o?.Value is IAttributesToLayerInput { AttributeToLayerInput: true })
+                .SelectMany(o => o!.Layers.Where(r => r.Spatial).Select(r => r.Layer)).Where(layerNames.Contains).Distinct().ToList();
+            Dictionary<string, long[]> inputShapes = [];
+            if (inputLayers.Count > 0 && model is ILayerInputs li)
+                try { inputShapes = ProbeInputs(model, li, input, inputLayers); }
+                catch (LoupeException e) { throw new PipelineException([new(file, (int)m.Mark.Line, (int)m.Mark.Column, $"model '{m.Uses}': {e.Message}")]); }
             foreach (var o in stepOptions.Where(o => o is not null))
                 foreach (var r in o!.Layers.Where(r => r.Spatial && shapes.ContainsKey(r.Layer)))
                 {
+                    bool ofInput = o.Value is IAttributesToLayerInput { AttributeToLayerInput: true };
+                    if (ofInput && !inputShapes.ContainsKey(r.Layer)) continue;   // no layer inputs: the step's own check says so
+                    var shape = ofInput ? inputShapes[r.Layer] : shapes[r.Layer];
                     // A step whose options take a 'reshape' accepts token (N×T×C) and channels-last layers it can lay out as a grid.
-                    string? why = o.Value is IReshapesLayers rl ? LayerReshapes.Resolve(rl.Reshape, shapes[r.Layer]).Error
-                        : shapes[r.Layer].Length != 4 ? "this step needs a spatial N×C×H×W layer" : null;
+                    string? why = o.Value is IReshapesLayers rl ? LayerReshapes.Resolve(rl.Reshape, shape).Error
+                        : shape.Length != 4 ? "this step needs a spatial N×C×H×W layer" : null;
                     if (why is not null)
-                        errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' has output shape ({string.Join("×", shapes[r.Layer])}): {why}"));
+                        errors.Add(new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' has {(ofInput ? "input" : "output")} shape ({string.Join("×", shape)}): {why}"));
                 }
             if (labels.Count > 0 && labels.Count != outputSize)
                 warnings.Add($"the model has {outputSize} outputs but {labels.Count} labels");
@@ -179,6 +189,12 @@ public static partial class PipelineRunner
                     errors.Add(new(file, (int)s.UsesMark.Line, (int)s.UsesMark.Column,
                         $"step '{s.Id}' ({s.Uses}) needs {missing.ToString().ToLowerInvariant()}, which model backend '{m.Uses}' does not provide" +
                         (missing.HasFlag(ModelCapabilities.Gradients) ? "; use a differentiable backend (e.g. 'torchvision' or 'onnx')" : "")));
+                foreach (var a in InnerAnalyses(stepOptions[i]!.Value).Prepend(analysis))
+                    if (SideInputs.Check(a.Requirements, model, s.Id, s.Uses) is { } sideError)
+                    {
+                        errors.Add(new(file, (int)s.UsesMark.Line, (int)s.UsesMark.Column, sideError));
+                        break;
+                    }
                 if (!req.UsesTarget && s.Target is not null)
                     errors.Add(PipelineParser.At(file, s.Target, $"step '{s.Id}' ({s.Uses}) does not explain a target; remove 'target'"));
                 if (req.UsesData && data is null && spec.Data is null)
@@ -329,6 +345,19 @@ public static partial class PipelineRunner
 
     /// <summary>Largest labels file read (one class name a line).</summary>
     const long MaxLabelsBytes = 16L << 20;
+
+    /// <summary>Runs a zero batch through the model, capturing the inputs of <paramref name="layers"/>; returns their shapes.</summary>
+    static Dictionary<string, long[]> ProbeInputs(IModel model, ILayerInputs li, InputSpec input, IReadOnlyCollection<string> layers)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        using var cap = li.CaptureInputs(layers, forGradients: false);
+        try { model.Forward(zeros(1, input.Channels, input.Height, input.Width)); }
+        catch (Exception e) { throw new LoupeException($"the model cannot run on input 1×{input.Channels}×{input.Height}×{input.Width}: {e.Message.Split('\n')[0]}", e); }
+        var shapes = new Dictionary<string, long[]>();
+        foreach (var l in layers) if (cap.TryGet(l, out var a)) shapes[l] = a.shape;
+        return shapes;
+    }
 
     /// <summary>Runs a zero batch through the model, capturing <paramref name="layers"/>; returns the output size and layer shapes.</summary>
     public static (long OutputSize, Dictionary<string, long[]> Shapes) Probe(IModel model, InputSpec input, IReadOnlyCollection<string> layers)
