@@ -48,4 +48,39 @@ public class TechniqueApiTests
             Assert.True(err <= 1e-4, $"fam_cnn_{fixture}.npy: relative L2 error {err:E2} > 1E-04");
         }
     }
+
+    static void Close(Explanation e, string artifact, string fixture)
+    {
+        var err = Numbers.RelL2(Stack(e, artifact), Npy.Read(Fixture(fixture)).Data);
+        Assert.True(err <= 1e-4, $"{fixture}: relative L2 error {err:E2} > 1E-04");
+    }
+
+    /// <summary>Saliency, Grad-CAM (both conventions, layer and upsampled maps) and occlusion on the 4 fixture inputs in
+    /// batches of 3 (make_fixtures.py; formerly a pipeline run in Loupe.Tests/TechniqueTests).</summary>
+    [Fact]
+    public void SaliencyGradCamAndOcclusionMatchThePyTorchReferences()
+    {
+        using var model = FixtureModel();
+        var input = Npy.Read(Fixture("fashion_input.npy"));
+        var sal = model.Explain("saliency", input);
+        Close(sal, "saliency", "fashion_saliency.npy");
+        var cam = model.Explain("grad-cam", input, new { layer = "relu3" });
+        Close(cam, "grad-cam-layer", "fashion_gradcam_raw.npy");
+        Close(cam, "grad-cam", "fashion_gradcam_up.npy");
+        Close(model.Explain("grad-cam", input, new { layer = "relu3", convention = "pytorch-grad-cam" }), "grad-cam", "fashion_gradcam_pgc.npy");
+        Close(model.Explain("occlusion", input, new { window = 4, stride = 2, fill = "zero" }), "occlusion", "fashion_occlusion.npy");
+        // Batches of 3 over 4 inputs: the second batch has one row; nothing may depend on batch composition.
+        Assert.Equal([1L, 28, 28], sal.Artifacts.Single(a => a.InputId == sal.InputIds[3] && a.Name == "saliency" && a.Kind == ArtifactKind.Raw).Array!.Shape);
+    }
+
+    /// <summary>Saliency with <c>reduce: max, abs: false</c> on the one-channel input is the paper's max |∂y/∂x| over
+    /// channels, i.e. |g| (formerly a pipeline run in Loupe.Tests/TechniqueTests).</summary>
+    [Fact]
+    public void SaliencyMaxOverChannelsIsThePapersMap()
+    {
+        using var model = FixtureModel();
+        var e = model.Explain("saliency", Npy.Read(Fixture("fashion_input.npy")), new { reduce = "max", abs = false });
+        Assert.Equal([28L, 28], e.Artifacts.First(a => a.Name == "saliency" && a.Kind == ArtifactKind.Raw).Array!.Shape);
+        Close(e, "saliency", "fashion_saliency.npy"); // one channel: max |g| = |g|
+    }
 }

@@ -22,18 +22,18 @@ public class PipelineSectionsTests
         // An unknown key lists exactly those keys, with a suggestion, at the key's position.
         var e = Assert.Single(Refused(Valid + "settings: { batch_sise: 4 }\n").Errors);
         Assert.Equal("unknown key 'batch_sise' in settings (did you mean 'batch_size'?); allowed: " + string.Join(", ", Keys(typeof(SettingsSection))), e.Message);
-        Assert.Equal((5, 13), (e.Line, e.Column));
+        Assert.Equal((4, 13), (e.Line, e.Column));
         var top = Assert.Single(Refused(Valid + "setings: {}\n").Errors);
         Assert.Contains("unknown key 'setings' in pipeline", top.Message);
         Assert.Contains("did you mean 'settings'", top.Message);
-        Assert.Equal((5, 1), (top.Line, top.Column));
+        Assert.Equal((4, 1), (top.Line, top.Column));
     }
 
     [Fact]
     public void Section_values_are_bound_with_the_fields_named()
     {
         var spec = PipelineParser.ParseText(Valid + "name: demo\nseed: 7\nsettings: { batch_size: 3, memory_budget_mb: 2, step_timeout: 1500ms, top_k: 0, display: { opacity: 0.25 } }\n" +
-                                            "output: { dir: out/{name}, report: html }\n", "/p/p.yaml");
+                                            "output: { dir: 'out/{name}', report: html }\n", "/p/p.yaml");
         Assert.Equal(("demo", 7, 3, 2L << 20, 0), (spec.Name, spec.Seed, spec.BatchSize, spec.MemoryBudgetBytes, spec.TopK));
         Assert.Equal(TimeSpan.FromMilliseconds(1500), spec.StepTimeout);
         Assert.Equal(0.25, spec.Display!.Opacity);
@@ -65,7 +65,7 @@ public class PipelineSectionsTests
         Assert.Equal(Keys(typeof(StepSection)), Props(schema["$defs"]!["step"]));
         // Values: [AtLeast] → minimum, initialisers → default, [Required] → required, descriptions from [Description].
         var batch = schema["properties"]!["settings"]!["properties"]!["batch_size"]!;
-        Assert.Equal((1, 16), (batch["minimum"]!.GetValue<int>(), batch["default"]!.GetValue<int>()));
+        Assert.Equal((1L, 16L), (batch["minimum"]!.GetValue<long>(), batch["default"]!.GetValue<long>()));
         Assert.Equal("default batch size", batch["description"]!.GetValue<string>());
         Assert.Equal(["none", "html"], schema["properties"]!["output"]!["properties"]!["report"]!["enum"]!.AsArray().Select(v => v!.GetValue<string>()));
         Assert.Equal(["uses"], schema["$defs"]!["step"]!["required"]!.AsArray().Select(v => v!.GetValue<string>()));
