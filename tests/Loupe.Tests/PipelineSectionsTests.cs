@@ -11,7 +11,7 @@ public class PipelineSectionsTests
 
     static PipelineException Refused(string yaml) => Assert.Throws<PipelineException>(() => PipelineParser.ParseText(yaml, "/p/p.yaml"));
 
-    static List<string> Keys(Type record) => OptionsBinder.Properties(record).Select(OptionsBinder.YamlName).ToList();
+    static List<string> Keys(Type record) => [.. OptionsBinder.Keys(record)];
 
     [Fact]
     public void Section_keys_are_the_records_properties()

@@ -107,7 +107,7 @@ public static partial class PipelineParser
         var (file, root) = (spec.File, spec.Root);
         var voice = new BindVoice("pipeline", "");
         var props = OptionsBinder.Properties(typeof(PipelineSection));
-        var names = props.Select(OptionsBinder.YamlName).ToArray();
+        var names = OptionsBinder.Keys(typeof(PipelineSection));
         var scalars = props.Where(p => p.PropertyType == typeof(string) || p.PropertyType.IsValueType).Select(OptionsBinder.YamlName).ToHashSet();
         var header = new YamlMappingNode();
         foreach (var (key, value) in root.Children)

@@ -1,9 +1,5 @@
-using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using Loupe.Abstractions;
 using TorchSharp;
-using YamlDotNet.RepresentationModel;
 using static TorchSharp.torch;
 
 namespace Loupe.Core;
