@@ -19,7 +19,7 @@ public sealed record BoundOptions(object Value, IReadOnlyList<LayerReference> La
 /// <see cref="Where"/> label, e.g. <c>step 2</c>, for unknown and missing keys).</summary>
 public sealed record BindVoice(string Where, string? Path = null)
 {
-    bool Host => Path is not null;
+    internal bool Host => Path is not null;
     /// <summary>The field <paramref name="name"/> as errors name it.</summary>
     public string Field(string name) => Host ? $"'{Dotted(name)}'" : $"{Where}: option '{name}'";
     string Dotted(string name) => Path is { Length: > 0 } ? $"{Path}.{name}" : name;
@@ -109,6 +109,8 @@ public static class OptionsBinder
         {
             var val = p.GetValue(instance);
             var keyMark = FindKeyMark(node as YamlMappingNode, p) ?? node?.Start ?? fallback;
+            // The pipeline's own fields are reported at their value (a --set override is located by it).
+            var valueMark = voice.Host ? FindValueMark(node as YamlMappingNode, p) ?? keyMark : keyMark;
             if (p.GetCustomAttribute<RequiredAttribute>() != null && (val is null || val is string s && string.IsNullOrWhiteSpace(s)))
             {
                 if (likelyTypos.Contains(YamlName(p))) continue; // already reported as a misspelt key
@@ -123,17 +125,20 @@ public static class OptionsBinder
                 {
                     // A [Range] on a list option bounds each item.
                     foreach (var item in items.Cast<object>().Where(i => !attr.IsValid(i)))
-                        errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, voice.Invalid(YamlName(p), Message(attr, p), $"{Show(item)} in {Show(val)}")));
+                        errors.Add(new(file, (int)valueMark.Line, (int)valueMark.Column, voice.Invalid(YamlName(p), Message(attr, p), $"{Show(item)} in {Show(val)}")));
                     continue;
                 }
                 if (!attr.IsValid(val))
-                    errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, voice.Invalid(YamlName(p), Message(attr, p), Show(val))));
+                    errors.Add(new(file, (int)valueMark.Line, (int)valueMark.Column, voice.Invalid(YamlName(p), Message(attr, p), Show(val))));
             }
             if (!seen.Contains(p) && p.GetCustomAttribute<LayerNameAttribute>() is { } la && val is string defLayer && defLayer.Length > 0)
                 layers.Add(new(defLayer, YamlName(p), keyMark, la.Spatial));
         }
         return instance;
     }
+
+    static Mark? FindValueMark(YamlMappingNode? map, PropertyInfo p) =>
+        map?.Children.FirstOrDefault(kv => kv.Key is YamlScalarNode k && Normalize(k.Value ?? "") == Normalize(p.Name)).Value?.Start;
 
     static string Message(ValidationAttribute attr, PropertyInfo p) => attr.FormatErrorMessage(YamlName(p)).Replace($"The field {YamlName(p)} ", "").TrimEnd('.');
 
@@ -145,7 +150,7 @@ public static class OptionsBinder
     static void Assign(object instance, PropertyInfo prop, YamlNode node, string file, BindVoice voice, string baseDir, List<PipelineError> errors, List<LayerReference> layers)
     {
         var name = YamlName(prop);
-        var value = Convert(prop.PropertyType, node, file, voice.Field(name), voice.Nested(name), baseDir, errors, layers);
+        var value = Convert(prop.PropertyType, node, file, voice.Field(name), voice.Nested(name), baseDir, errors, layers, voice.Host);
         if (value is ConversionFailed) return;
         if (prop.GetCustomAttribute<FilePathAttribute>() is { } fp && value is string path && path.Length > 0)
         {
@@ -169,7 +174,7 @@ public static class OptionsBinder
 
     sealed class ConversionFailed { public static readonly ConversionFailed Instance = new(); }
 
-    static object? Convert(Type type, YamlNode node, string file, string what, BindVoice nested, string baseDir, List<PipelineError> errors, List<LayerReference> layers)
+    static object? Convert(Type type, YamlNode node, string file, string what, BindVoice nested, string baseDir, List<PipelineError> errors, List<LayerReference> layers, bool host = false)
     {
         if (typeof(YamlNode).IsAssignableFrom(type)) return node; // kept as written: bound or checked later
         var underlying = Nullable.GetUnderlyingType(type);
@@ -194,7 +199,7 @@ public static class OptionsBinder
             var list = (IList)Activator.CreateInstance(typeof(List<>).MakeGenericType(elem))!;
             foreach (var item in items)
             {
-                var v = Convert(elem, item, file, what, nested, baseDir, errors, layers);
+                var v = Convert(elem, item, file, what, nested, baseDir, errors, layers, host);
                 if (v is ConversionFailed) return v;
                 list.Add(v);
             }
@@ -227,12 +232,13 @@ public static class OptionsBinder
         {
             if (type.IsClass && type != typeof(string))
                 return BindObject(type, node, file, nested, baseDir, errors, layers, node.Start);
-            errors.Add(PipelineParser.At(file, node, $"{what} must be {Describe(type)}, got a mapping"));
+            // The pipeline's own scalars say so as the parser always has: "'name' must be a single value".
+            errors.Add(PipelineParser.At(file, node, host ? $"{what} must be a single value" : $"{what} must be {Describe(type)}, got a mapping"));
             return ConversionFailed.Instance;
         }
         if (node is not YamlScalarNode s)
         {
-            errors.Add(PipelineParser.At(file, node, $"{what} must be {Describe(type)}, got a list"));
+            errors.Add(PipelineParser.At(file, node, host && (type == typeof(string) || !type.IsClass) ? $"{what} must be a single value" : $"{what} must be {Describe(type)}, got a list"));
             return ConversionFailed.Instance;
         }
         var text = s.Value ?? "";
