@@ -119,6 +119,10 @@ public interface ILayerConsumer
 {
     /// <summary>One batch, in dataset order: the batch and the layer's activation for it (N×…).</summary>
     void Consume(InputBatch batch, Tensor activation);
+
+    /// <summary>Called once before the first batch with the number of inputs the pass will read (null when the source
+    /// does not know it), for consumers whose state depends on the dataset's size (e.g. a top quantile).</summary>
+    void Begin(long? inputCount) { }
 }
 
 /// <summary>A step's need for a layer's activations over the dataset. Consumers with the same <paramref name="Key"/>
@@ -156,6 +160,10 @@ public interface IDeclaresMetrics
 {
     /// <summary>Every scalar metric the step writes.</summary>
     IReadOnlyList<string> MetricNames { get; }
+
+    /// <summary>The metric names with these <paramref name="options"/> on this <paramref name="model"/>, when they
+    /// depend on them (e.g. one series per randomised layer); default <see cref="MetricNames"/>.</summary>
+    IReadOnlyList<string> MetricNamesFor(object options, IModel model) => MetricNames;
 }
 
 /// <summary>A technique. Derive from <see cref="Analysis{TOptions}"/>.</summary>

@@ -33,6 +33,21 @@ public sealed record ConceptDiscoveryOptions
     /// <summary>Classes.</summary>
     [Description("classes whose concept importances are reported (names or indices); default every class with inputs")]
     public string[]? Classes { get; init; }
+    /// <summary>Importance method.</summary>
+    [Description("concept importance: 'gradient' (gradient × concept) or 'sobol' (CRAFT's total Sobol indices of the concept coefficients under a Halton/Saltelli mask design, Jansen estimator; needs a backend with interventions)")]
+    public ConceptImportance Importance { get; init; } = ConceptImportance.Gradient;
+    /// <summary>Sobol designs.</summary>
+    [Range(2, 4096), Description("importance 'sobol': quasi-Monte-Carlo points nd per input; the model runs nd·(concepts + 2) times per input (CRAFT: 32)")]
+    public int Designs { get; init; } = 32;
+}
+
+/// <summary>How concept-discovery ranks concepts for a class.</summary>
+public enum ConceptImportance
+{
+    /// <summary>Gradient × concept: mean over the class's inputs of Σ_positions U_j · (∂y/∂A · W_j).</summary>
+    Gradient,
+    /// <summary>Total Sobol indices of the concept coefficients (CRAFT), <see cref="ConceptSobol"/>.</summary>
+    Sobol,
 }
 
 /// <summary>Concept discovery by non-negative factorisation of a layer's activations (deep feature factorisation,
@@ -40,13 +55,23 @@ public sealed record ConceptDiscoveryOptions
 /// A ≈ Σ_j U_j·W_j with r concept vectors W_j (<see cref="Nmf"/>). A second pass with gradients computes each input's
 /// coefficients U (W fixed), the importance of concept j for class k — gradient × concept, the mean over the class's
 /// inputs of Σ_positions U_j · (∂y_k/∂A · W_j) — and keeps each concept's most activating crops (streaming top-k, one
-/// crop per input, centred on the position).
+/// crop per input, centred on the position). With <c>importance: sobol</c> the importance is instead the mean over the
+/// class's inputs of the concepts' total Sobol indices (<see cref="ConceptSobol"/>, CRAFT).
 /// Outputs <c>concepts.npy</c> (r×K), <c>importance.npy</c> (classes×r), <c>crops.json</c>, <c>concepts.png</c> (top
 /// crops per concept, ranked for the first class), <c>heatmaps.png</c> and <c>importance.png</c>.</summary>
 public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlansLayerPasses
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients, UsesTarget: false);
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(ConceptDiscoveryOptions options, AnalysisValidationContext context)
+    {
+        if (options.Importance == ConceptImportance.Sobol && !context.Capabilities.HasFlag(ModelCapabilities.Interventions))
+            yield return "option 'importance': 'sobol' replaces the layer's activation, which this model backend cannot do (use 'gradient')";
+    }
+
+    static string Method(ConceptDiscoveryOptions o) => o.Importance == ConceptImportance.Sobol ? "total Sobol index" : "gradient × concept";
 
     static LayerPass Pass(ConceptDiscoveryOptions o) => new(o.Layer, $"loupe.concepts.rows:{o.Layer}:{o.MaxRows}", () => new RowSample(o.MaxRows));
 
@@ -97,10 +122,12 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
         var tops = Enumerable.Range(0, r).Select(_ => new List<(float Value, string Id, int Y0, int X0, int Size, RgbImage Tile)>()).ToList();
         var heatRows = Enumerable.Range(0, r).Select(_ => new List<RgbImage?>()).ToList();
         var heatCaptions = new List<string>();
+        bool sobol = options.Importance == ConceptImportance.Sobol;
+        var design = sobol ? ConceptSobol.Design(r, options.Designs) : null;
         foreach (var batch in ctx.Batches())
         {
             using var inner = NewDisposeScope();
-            using var capture = ctx.Model.Capture([options.Layer], forGradients: true);
+            using var capture = ctx.Model.Capture([options.Layer], forGradients: !sobol);
             var output = ctx.Model.Forward(batch.Input);
             var act = capture[options.Layer];
             long n = act.shape[0], k = act.shape[1], h = act.shape[2], wd = act.shape[3];
@@ -109,6 +136,18 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
             var wanted = cls.Distinct().Where(c => classes is null || classes.Contains(c)).OrderBy(c => c).ToList();
             foreach (var (c, idx) in wanted.Select((c, i) => (c, i)))
             {
+                if (sobol)
+                {
+                    if (!importance.TryGetValue(c, out var acc)) { importance[c] = acc = new double[r]; counts[c] = 0; }
+                    foreach (int i in Enumerable.Range(0, (int)n).Where(i => cls[i] == c))
+                    {
+                        ctx.Cancellation.ThrowIfCancellationRequested();
+                        var st = ConceptSobol.Importance(ctx.Model, options.Layer, batch.Input.narrow(0, i, 1), coef[i], w, h, wd, c, design!, ctx.BatchSize);
+                        for (int j = 0; j < r; j++) acc[j] += st[j];
+                        counts[c]++;
+                    }
+                    continue;
+                }
                 var g = autograd.grad([output[.., c].sum()], [act], retain_graph: idx < wanted.Count - 1)[0];
                 var gw = g.to(ScalarType.Float64).permute(0, 2, 3, 1).reshape(n, h * wd, k).matmul(w.t());   // n × hw × r
                 var per = (coef * gw).sum(1).cpu();                                                          // n × r
@@ -171,7 +210,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
         ctx.Output.Raw("importance", null, new NdArray(imp.SelectMany(x => x.Select(v => (float)v)).ToArray(), [classes.Length, r]));
         ctx.Output.Json("crops", new
         {
-            layer = options.Layer, box = "y0, x0, y1, x1 (input pixels, end-exclusive)", classes = classes.Select(Name),
+            layer = options.Layer, importance_method = options.Importance == ConceptImportance.Sobol ? "sobol" : "gradient", box = "y0, x0, y1, x1 (input pixels, end-exclusive)", classes = classes.Select(Name),
             importance = imp,
             concepts = tops.Select((l, j) => new { concept = j, crops = l.Select(t => new { id = t.Id, value = t.Value, box = new[] { t.Y0, t.X0, t.Y0 + t.Size, t.X0 + t.Size } }) }),
         });
@@ -180,7 +219,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
         string ImpText(int j) => string.Join(", ", classes.Select((c, ci) => $"{Name(c)} {Display.Number(imp[ci][j])}"));
         var labels = order.Select(j => $"concept {j}\nimportance: {ImpText(j)}").ToList();
         ctx.Output.Display("concepts", null, Figure.Table(order.Select(j => (IReadOnlyList<RgbImage?>)tops[j].Select(t => (RgbImage?)t.Tile).ToList()).ToList(), null, labels,
-            $"NMF concepts of {options.Layer}: most activating crops{(classes.Length > 0 ? $", ranked by gradient × concept importance for class {Name(classes[0])}" : "")}",
+            $"NMF concepts of {options.Layer}: most activating crops{(classes.Length > 0 ? $", ranked by {Method(options)} importance for class {Name(classes[0])}" : "")}",
             order.Select(j => (IReadOnlyList<string?>)tops[j].Select(t => (string?)$"{t.Id} {Display.Number(t.Value)}").ToList()).ToList()));
         if (heatCaptions.Count > 0)
             ctx.Output.Display("heatmaps", null, Figure.Table(order.Select(j => (IReadOnlyList<RgbImage?>)heatRows[j]).ToList(), heatCaptions,
@@ -188,6 +227,6 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
                 new ColourBar(Display.Viridis.ToArray(), "0", "max U", "concept coefficient")));
         if (classes.Length > 0)
             ctx.Output.Display("importance", null, ConceptPlots.Bars(Enumerable.Range(0, r).Select(j => $"concept {j}").ToList(), imp[0],
-                "gradient × concept", $"Importance of the NMF concepts for class {Name(classes[0])} (mean over its {counts[classes[0]]} inputs)"));
+                Method(options), $"Importance of the NMF concepts for class {Name(classes[0])} (mean over its {counts[classes[0]]} inputs)"));
     }
 }

@@ -30,10 +30,17 @@ public sealed record DissectionOptions
 /// dataset (bounded heaps: memory q·N·h·w per unit, exact); their minimum is the unit's threshold T_k. Pass 2 upsamples
 /// each map bilinearly (align_corners = false) to the input size, thresholds it (≥ T_k) and accumulates, per unit and
 /// concept, the intersection and union with the user's masks over the whole dataset; IoU = Σ|M∩L| / Σ|M∪L|. Both
-/// passes go through the host's shared layer passes. Outputs <c>iou.npy</c> (K×C), <c>thresholds.npy</c>,
+/// passes go through the host's shared layer passes, and pass 1 is planned (<see cref="IPlansLayerPasses"/>): it rides
+/// along with whichever step's dataset pass runs first. Outputs <c>iou.npy</c> (K×C), <c>thresholds.npy</c>,
 /// <c>units.json</c> (label and IoU per unit), <c>summary.png</c> (units per concept) and <c>units.png</c>.</summary>
-public sealed class Dissection : Analysis<DissectionOptions>
+public sealed class Dissection : Analysis<DissectionOptions>, IPlansLayerPasses
 {
+    static LayerPass TopPass(DissectionOptions o) =>
+        new(o.Layer, FormattableString.Invariant($"loupe.dissection.top:{o.Layer}:{o.Quantile:R}"), () => new TopValues(o.Quantile));
+
+    /// <inheritdoc/>
+    public IEnumerable<LayerPass> PlanLayerPasses(object options) => [TopPass((DissectionOptions)options)];
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
 
@@ -49,11 +56,10 @@ public sealed class Dissection : Analysis<DissectionOptions>
     {
         var conceptDirs = ConceptImages.Subfolders(options.Masks, "dissection: option 'masks'");
         var names = conceptDirs.Select(d => Path.GetFileName(d)!).ToArray();
-        var (n, k, h, w) = Shape(ctx, options.Layer);
-        long total = n * h * w;
-        int m = (int)Math.Min(int.MaxValue, Math.Max(1, (long)Math.Ceiling(options.Quantile * total - 1e-9)));
-        var top = (TopValues)ctx.RunLayerPass(new LayerPass(options.Layer, $"loupe.dissection.top:{options.Layer}:{m}", () => new TopValues(m)));
+        var (_, k, _, _) = Shape(ctx, options.Layer);
+        var top = (TopValues)ctx.RunLayerPass(TopPass(options));
         var thresholds = top.Thresholds();
+        int m = top.M;
         var thrKey = string.Join(",", thresholds.Select(t => BitConverter.SingleToInt32Bits(t)));
         var ious = (IouConsumer)ctx.RunLayerPass(new LayerPass(options.Layer, $"loupe.dissection.iou:{options.Layer}:{options.Masks}:{thrKey.GetHashCode()}",
             () => new IouConsumer(thresholds, conceptDirs, ctx.Input)));
@@ -97,15 +103,29 @@ public sealed class Dissection : Analysis<DissectionOptions>
         return (n, a.shape[1], a.shape[2], a.shape[3]);
     }
 
-    /// <summary>Per unit, the m largest activations seen (bounded min-heaps); the threshold is their minimum.</summary>
-    sealed class TopValues(int m) : ILayerConsumer
+    /// <summary>Per unit, the m = ⌈q·N·h·w⌉ largest activations seen (bounded min-heaps; N from
+    /// <see cref="ILayerConsumer.Begin"/>, h·w from the first batch); the threshold is their minimum.</summary>
+    sealed class TopValues(double q) : ILayerConsumer
     {
         PriorityQueue<float, float>[]? _heaps;
+        long? _n;
+        int m;
+
+        public int M => m;
+
+        public void Begin(long? inputCount) => _n = inputCount
+            ?? throw new LoupeException("dissection: the data source does not know its size; the top-quantile threshold needs it (use a source with a known count)");
 
         public void Consume(InputBatch batch, Tensor a)
         {
             using var scope = NewDisposeScope();
+            if (a.dim() != 4) throw new LoupeException("dissection needs a spatial layer (N×K×h×w)");
             long k = a.shape[1];
+            if (m == 0)
+            {
+                long total = (_n ?? throw new LoupeException("dissection: the pass did not say how many inputs it reads")) * a.shape[2] * a.shape[3];
+                m = (int)Math.Min(int.MaxValue, Math.Max(1, (long)Math.Ceiling(q * total - 1e-9)));
+            }
             _heaps ??= Enumerable.Range(0, (int)k).Select(_ => new PriorityQueue<float, float>()).ToArray();
             var flat = a.to(ScalarType.Float32).transpose(0, 1).reshape(k, -1);
             int kk = (int)Math.Min(m, flat.shape[1]);

@@ -23,6 +23,7 @@ public static class Serve
         (typeof(Resnet18Benchmarks), "resnet18 b8", ("Batch", 8)),
         (typeof(PathBenchmarks), "resnet18 b1", null),
         (typeof(PerturbationCamBenchmarks), "fashion-cnn b8", null),
+        (typeof(QualityMetricBenchmarks), "fashion-cnn b8", null),
         (typeof(SynthesisBenchmarks), "fashion-cnn b10", null),
         (typeof(MaxPatchesBenchmarks), "fashion-cnn 10k", null),
         (typeof(OrtPerturbationCamBenchmarks), "fashion-cnn b8, onnx-runtime", null),

@@ -90,4 +90,20 @@ public class SharedPassTests
             """);
         Assert.Equal(CountedAdapter.Reads["alone"] + 2, CountedAdapter.Reads["shared"]);
     }
+
+    [Fact]
+    public void DissectionThresholdPassRidesAlongWhicheverStepRunsFirst()
+    {
+        string dis = $"  - {{ id: dis, uses: dissection, with: {{ layer: relu2, masks: {Env.Planted}/masks, quantile: 0.04 }} }}\n";
+        const string cd = "  - { id: cd, uses: concept-discovery, with: { layer: relu2, concepts: 3, iterations: 20 } }\n";
+        // dissection alone: its threshold pass, its IoU pass (needs the thresholds) and a partial read for units.png.
+        RunWith("dis-alone", dis);
+        // With concept-discovery first, dissection's planned threshold pass rides along with concept-discovery's NMF
+        // sample (one forward per batch for both): the only extra read is concept-discovery's gradient pass, in either
+        // order. Unplanned, dissection would re-read the data for its thresholds.
+        RunWith("cd-dis", cd + dis);
+        RunWith("dis-cd", dis + cd);
+        Assert.Equal(CountedAdapter.Reads["dis-alone"] + 1, CountedAdapter.Reads["cd-dis"]);
+        Assert.Equal(CountedAdapter.Reads["dis-cd"], CountedAdapter.Reads["cd-dis"]);
+    }
 }

@@ -26,6 +26,18 @@ public class ValidationTests
     }
 
     [Fact]
+    public void AnUnknownImportanceMethodIsRefusedWithTheChoices()
+    {
+        var r = Env.Run(Env.PlantedPipeline("""
+              - { id: cd, uses: concept-discovery, with: { layer: relu2, importance: shapley } }
+            """));
+        Assert.Equal(2, r.ExitCode);
+        var messages = string.Join("\n", r.Errors.Select(e => e.ToString()));
+        Assert.Contains("importance", messages);
+        Assert.Contains("sobol", messages);
+    }
+
+    [Fact]
     public void AnUnlabelledDatasetIsRefusedByTheLabelBasedTechniques()
     {
         var path = Env.PlantedPipeline("""

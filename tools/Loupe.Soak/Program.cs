@@ -10,8 +10,12 @@ using TorchSharp;
 // Fails (exit 1) when RSS after the last run exceeds RSS after run 10 by more than 10 %, or when live tensors differ
 // from their count before the first run.
 //   dotnet run -c Release --project tools/Loupe.Soak -- [--runs 200] [--pipeline configs/quickstart.yaml] [--csv FILE]
+// With --concepts N it instead runs dissection + concept-discovery + tcav once over N generated inputs and checks that
+// RSS stays flat through every dataset pass (ConceptsSoak.cs):
+//   dotnet run -c Release --project tools/Loupe.Soak -- --concepts 60000 [--batch 100] [--top-k 0] [--csv FILE]
 NativeHeap.LimitArenas(); // first, before other threads allocate (as the CLI does)
-int runs = 200;
+int runs = 200, batch = 100, topK = 0;
+long concepts = 0;
 string? pipeline = null, csv = null;
 for (int i = 0; i < args.Length; i++)
     switch (args[i])
@@ -19,8 +23,12 @@ for (int i = 0; i < args.Length; i++)
         case "--runs": runs = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--pipeline": pipeline = args[++i]; break;
         case "--csv": csv = args[++i]; break;
-        default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.Soak [--runs N] [--pipeline FILE] [--csv FILE]"); return 2;
+        case "--concepts": concepts = long.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--batch": batch = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--top-k": topK = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.Soak [--runs N] [--pipeline FILE] [--csv FILE] | --concepts N [--batch B] [--top-k K] [--csv FILE]"); return 2;
     }
+if (concepts > 0) return ConceptsSoak.Run(FindRoot(), concepts, batch, topK, csv);
 if (runs < 10) { Console.Error.WriteLine("--runs must be at least 10 (run 10 is the reference)"); return 2; }
 pipeline ??= Path.Combine(FindRoot(), "configs", "quickstart.yaml");
 

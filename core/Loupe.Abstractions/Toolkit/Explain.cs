@@ -13,6 +13,7 @@ public static class Explain
     public static ILayerConsumer StandaloneLayerPass(IAnalysisContext ctx, LayerPass pass)
     {
         var consumer = pass.Create();
+        consumer.Begin(ctx.InputCount);
         long rows = 0;
         foreach (var (batch, activation) in LayerBatches(ctx, pass.Layer))
         {

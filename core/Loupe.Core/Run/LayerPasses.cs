@@ -36,6 +36,16 @@ internal sealed class LayerPasses(PreparedRun run) : IDisposable
             if (!_done.ContainsKey(p.Key) && !_failed.ContainsKey(p.Key) && pending.All(x => x.Pass.Key != p.Key))
                 try { pending.Add((p, p.Create())); } catch (Exception e) { _failed[p.Key] = ExceptionDispatchInfo.Capture(e); }
 
+        for (int i = pending.Count - 1; i >= 0; i--)
+        {
+            var (pass, consumer) = pending[i];
+            try { consumer.Begin(ctx.InputCount); }
+            catch (Exception e) when (pass.Key != request.Key)
+            {
+                _failed[pass.Key] = ExceptionDispatchInfo.Capture(e);
+                pending.RemoveAt(i);
+            }
+        }
         var layers = pending.Select(p => p.Pass.Layer).Distinct().ToArray();
         long rows = 0;
         PassCount++;

@@ -216,7 +216,7 @@ public static partial class PipelineRunner
                         errors.Add(At(s.With?.Start ?? s.Mark, $"step '{s.Id}' ({s.Uses}): {msg}"));
                 if (prepared[i].Analysis is IDeclaresMetrics declares)
                     foreach (var e in s.Expect)
-                        if (e.Unknown(declares.MetricNames) is { } why) errors.Add(At(e.Mark, $"step '{s.Id}': {why}"));
+                        if (e.Unknown(declares.MetricNamesFor(prepared[i].Options, model)) is { } why) errors.Add(At(e.Mark, $"step '{s.Id}': {why}"));
             }
             if (errors.Count > 0) throw new PipelineException(errors);
         }
