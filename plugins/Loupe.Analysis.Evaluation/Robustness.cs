@@ -35,12 +35,8 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
     /// <inheritdoc/>
     protected override void Evaluate(InfidelityOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
-        var ids = new List<string>();
-        var values = new List<double>();
-        foreach (var batch in ctx.Batches())
+        var (ids, values) = NoisyInputs.PerInput(ctx, (batch, gens) =>
         {
-            using var scope = NewDisposeScope();
-            var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;   // noise per image: shards give the same values
             var x = batch.Input;
             long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
             var result = LinkedMaps(o, ctx, x, batch.Ids);
@@ -65,11 +61,8 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
                 var err = dot.to(ScalarType.Float64) - (fx.unsqueeze(1) - fxi.view(n, k)).to(ScalarType.Float64);
                 sum = inner.MoveToOuter(sum + (err * err).sum(1));
             }
-            foreach (var g in gens) g.Dispose();
-            var infd = (sum / o.Samples).ToArray<double>();
-            ids.AddRange(batch.Ids);
-            values.AddRange(infd);
-        }
+            return (sum / o.Samples).ToArray<double>();
+        });
         ctx.Output.Raw("infidelity", null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
         ctx.Output.Json("infidelity", new { of = o.Of!.Id, sigma = o.Sigma, samples = o.Samples, normalize = false, inputs = ids.Select((id, i) => new { id, infidelity = values[i] }).ToArray() });
         writer.Stat("infidelity", values, higherIsBetter: false);
@@ -107,12 +100,8 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, ISharda
     /// <inheritdoc/>
     protected override void Evaluate(SensitivityOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
-        var ids = new List<string>();
-        var values = new List<double>();
-        foreach (var batch in ctx.Batches())
+        var (ids, values) = NoisyInputs.PerInput(ctx, (batch, gens) =>
         {
-            using var scope = NewDisposeScope();
-            var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;   // noise per image: shards give the same values
             var x = batch.Input;
             long n = x.shape[0];
             var result = LinkedMaps(o, ctx, x, batch.Ids);
@@ -127,10 +116,8 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, ISharda
                 var m = LinkedMaps(o, ctx, x + delta, null, result.Selection).Map.detach().to(ScalarType.Float64).reshape(n, -1);
                 worst = inner.MoveToOuter(maximum(worst, (m - phi).norm(1) / norm));
             }
-            foreach (var g in gens) g.Dispose();
-            ids.AddRange(batch.Ids);
-            values.AddRange(worst.ToArray<double>());
-        }
+            return worst.ToArray<double>();
+        });
         ctx.Output.Raw("sensitivity", null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
         ctx.Output.Json("sensitivity", new { of = o.Of!.Id, radius = o.Radius, samples = o.Samples, norm = "fro", inputs = ids.Select((id, i) => new { id, sensitivity = values[i] }).ToArray() });
         writer.Stat("sensitivity", values, higherIsBetter: false);
@@ -141,5 +128,25 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, ISharda
     {
         merge.Rows("sensitivity");
         merge.Concat("sensitivity", "inputs");
+    }
+}
+
+/// <summary>The loop both noise metrics share: per batch, seeded generators per input id (shards draw the same noise as
+/// a whole run), one value per input from <c>perBatch</c>, collected with the ids in order.</summary>
+static class NoisyInputs
+{
+    public static (List<string> Ids, List<double> Values) PerInput(IAnalysisContext ctx, Func<InputBatch, Generator[], double[]> perBatch)
+    {
+        var ids = new List<string>();
+        var values = new List<double>();
+        foreach (var batch in ctx.Batches())
+        {
+            using var scope = NewDisposeScope();
+            var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
+            try { values.AddRange(perBatch(batch, gens)); }
+            finally { foreach (var g in gens) g.Dispose(); }
+            ids.AddRange(batch.Ids);
+        }
+        return (ids, values);
     }
 }

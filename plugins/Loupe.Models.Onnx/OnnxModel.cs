@@ -17,14 +17,15 @@ public sealed partial class OnnxModel : IModel
     readonly string _inputName, _outputName, _source;
     readonly long?[] _inputDims;
     readonly bool _flattenOutput;
-    readonly List<LayerCapture> _captures = new();
     readonly object _gate = new();
+    readonly OpenCaptures<LayerCapture> _captures;
     bool _disposed;
 
     readonly SideInputStore _side;
 
     OnnxModel(OnnxFile file, InputSpec input, long?[] inputDims, string? output, bool flattenOutput, SideInputStore side)
     {
+        _captures = new(_gate);
         _source = file.Source;
         _side = side;
         var graph = file.Model.Graph;
@@ -255,11 +256,7 @@ public sealed partial class OnnxModel : IModel
     public ILayerCapture Capture(IReadOnlyCollection<string> layers, bool forGradients)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var missing = layers.Where(l => !_layerToValue.ContainsKey(l)).ToList();
-        if (missing.Count > 0) throw new LoupeException($"unknown layer(s): {string.Join(", ", missing)}");
-        var capture = new LayerCapture(this, layers.Distinct().Select(l => (l, _layerToValue[l])).ToList(), forGradients);
-        lock (_gate) _captures.Add(capture);
-        return capture;
+        return _captures.Add(new LayerCapture(this, OpenCaptures<LayerCapture>.Resolve(layers, _layerToValue), forGradients));
     }
 
     /// <inheritdoc/>
@@ -267,9 +264,7 @@ public sealed partial class OnnxModel : IModel
     {
         if (_disposed) return;
         _disposed = true;
-        LayerCapture[] captures;
-        lock (_gate) captures = _captures.ToArray();
-        foreach (var c in captures) c.Dispose();
+        _captures.CloseAll();
         foreach (var t in _constants.Values) t.Dispose();
         foreach (var t in _fusedConstants) t.Dispose();
         _constants.Clear();
@@ -314,7 +309,7 @@ public sealed partial class OnnxModel : IModel
 
         public void Dispose()
         {
-            lock (_model._gate) _model._captures.Remove(this);
+            _model._captures.Remove(this);
             lock (_gate)
             {
                 _disposed = true;

@@ -23,12 +23,13 @@ public sealed class OrtModel : IModel, IModelSideInputs
     readonly Dictionary<string, string> _layerToValue = new(StringComparer.Ordinal);
     readonly Dictionary<string, InferenceSession> _sessions = new(StringComparer.Ordinal);
     readonly List<string> _sessionOrder = new();
-    readonly List<LayerCapture> _captures = new();
     readonly object _gate = new();
+    readonly OpenCaptures<LayerCapture> _captures;
     bool _disposed;
 
     OrtModel(OnnxFile file, OnnxOptions options)
     {
+        _captures = new(_gate);
         OrtNative.EnsureResolver();
         _model = file.Model;
         _source = file.Source;
@@ -232,11 +233,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (forGradients) throw new LoupeException("backend 'onnx-runtime' computes no gradients; use the 'onnx' backend for gradient techniques");
-        var missing = layers.Where(l => !_layerToValue.ContainsKey(l)).ToList();
-        if (missing.Count > 0) throw new LoupeException($"unknown layer(s): {string.Join(", ", missing)}");
-        var c = new LayerCapture(this, layers.Distinct().Select(l => (l, _layerToValue[l])).ToList());
-        lock (_gate) _captures.Add(c);
-        return c;
+        return _captures.Add(new LayerCapture(this, OpenCaptures<LayerCapture>.Resolve(layers, _layerToValue)));
     }
 
     /// <inheritdoc/>
@@ -244,9 +241,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
     {
         if (_disposed) return;
         _disposed = true;
-        LayerCapture[] captures;
-        lock (_gate) captures = _captures.ToArray();
-        foreach (var c in captures) c.Dispose();
+        _captures.CloseAll();
         lock (_gate)
         {
             foreach (var s in _sessions.Values) s.Dispose();
@@ -273,7 +268,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
 
         public void Dispose()
         {
-            lock (model._gate) model._captures.Remove(this);
+            model._captures.Remove(this);
             _slots.Dispose();
         }
     }

@@ -17,13 +17,12 @@ public static class Env
     }
 
     public static string RepoRoot => Loupe.Testing.RepoPaths.Root;
-    public static string CliDirectory => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Loupe.Testing.RepoPaths.Configuration, "net10.0");
-    public static string BuiltInPlugins => Path.Combine(CliDirectory, "plugins");
+    public static string BuiltInPlugins => Loupe.Testing.RepoPaths.BuiltInPlugins;
     /// <summary>The planted-concept model and data (tests/fixtures/make_planted_concepts.py).</summary>
     public static string Planted => Path.Combine(RepoRoot, "samples", "concepts");
     public static string Fixture(string name) => Path.Combine(RepoRoot, "tests", "fixtures", "concepts", name);
     public static JsonElement Facts => JsonDocument.Parse(File.ReadAllText(Fixture("concepts.json"))).RootElement;
-    static string Yaml(string path) => path.Replace("\\", "/");
+    static string Yaml(string path) => Loupe.Testing.RepoPaths.Yaml(path);
 
     /// <summary>A pipeline over the planted CNN and its 60 data images (labels from the IDX file).</summary>
     public static string PlantedPipeline(string steps, int batchSize = 16)
@@ -48,23 +47,15 @@ public static class Env
     }
 
     /// <summary>Runs a pipeline in-process through the real host, with the built-in plugins.</summary>
-    public static RunResult Run(string pipelinePath) =>
-        PipelineRunner.Run(new RunRequest(pipelinePath)
-        {
-            OutDir = Path.Combine(Path.GetDirectoryName(pipelinePath)!, "out"),
-            PluginDirectories = [BuiltInPlugins],
-        });
+    public static RunResult Run(string pipelinePath) => Loupe.Testing.HostRuns.Run(pipelinePath);
 
-    public static NdArray Artifact(RunResult r, string relativePath) => Npy.Read(Path.Combine(r.OutDir!, relativePath));
+    public static NdArray Artifact(RunResult r, string relativePath) => Loupe.Testing.HostRuns.Artifact(r, relativePath);
     public static JsonElement Json(RunResult r, string relativePath) => JsonDocument.Parse(File.ReadAllText(Path.Combine(r.OutDir!, relativePath))).RootElement;
 
     public static void Succeeded(RunResult r, params string[] ids)
     {
         foreach (var id in ids)
-        {
-            var step = r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == id)!;
-            Assert.True(step["status"]!.ToString() == "succeeded", $"{id}: {step["error"]}");
-        }
+            Assert.True(Loupe.Testing.HostRuns.StepStatus(r, id) == "succeeded", $"{id}: {Loupe.Testing.HostRuns.StepError(r, id)}");
     }
 
     /// <summary>Largest |a − b| relative to max |b|.</summary>

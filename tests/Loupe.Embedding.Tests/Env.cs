@@ -22,12 +22,12 @@ public static class Env
 
     public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
-    public static string CliDirectory => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0");
-    public static string CliDll => Path.Combine(CliDirectory, "loupe.dll");
-    public static string BuiltInPlugins => Path.Combine(CliDirectory, "plugins");
+    public static string CliDirectory => Loupe.Testing.RepoPaths.CliDirectory;
+    public static string CliDll => HostRuns.CliDll;
+    public static string BuiltInPlugins => Loupe.Testing.RepoPaths.BuiltInPlugins;
     public static string Fixture(string name) => Path.Combine(RepoRoot, "tests", "fixtures", "behaviour", name);
     public static string Samples => Path.Combine(RepoRoot, "samples");
-    public static string Yaml(string path) => path.Replace("\\", "/");
+    public static string Yaml(string path) => Loupe.Testing.RepoPaths.Yaml(path);
 
     public static string TempDir() => Loupe.Testing.RepoPaths.TempDir("loupe-embedding");
 

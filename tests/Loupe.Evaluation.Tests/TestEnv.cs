@@ -17,14 +17,14 @@ public static class Env
 
     public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
-    public static string BuiltInPlugins => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0", "plugins");
+    public static string BuiltInPlugins => Loupe.Testing.RepoPaths.BuiltInPlugins;
     public static string Samples => Path.Combine(RepoRoot, "samples");
     public static string DemoWeights => Yaml(Path.Combine(Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"));
     public static string DemoImages => Yaml(Path.Combine(Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"));
 
     public static string TempDir() => Loupe.Testing.RepoPaths.TempDir("loupe-eval");
 
-    public static string Yaml(string path) => path.Replace("\\", "/");
+    public static string Yaml(string path) => RepoPaths.Yaml(path);
 
     /// <summary>Runs a pipeline in-process with the built-in plugins, this plugin and the in-test components.</summary>
     public static RunResult Run(string yaml)

@@ -17,10 +17,10 @@ public static class Env
 
     public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
-    public static string BuiltInPlugins => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0", "plugins");
+    public static string BuiltInPlugins => Loupe.Testing.RepoPaths.BuiltInPlugins;
     public static string Demo(string file) => Y(Path.Combine(RepoRoot, "samples", "models", "fashion-cnn", file));
     public static string Samples(string rel) => Y(Path.Combine(RepoRoot, "samples", rel));
-    public static string Y(string p) => p.Replace("\\", "/");
+    public static string Y(string p) => Loupe.Testing.RepoPaths.Yaml(p);
 
     public static string TempDir() => Loupe.Testing.RepoPaths.TempDir("loupe-synth");
 

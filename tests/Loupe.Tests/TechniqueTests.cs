@@ -19,41 +19,8 @@ public class TechniqueTests
         Assert.True(err <= tol, $"{fixture}: relative L2 error {err:E2} > {tol:E0}");
     }
 
-    [Fact]
-    public void SaliencyGradCamAndOcclusionMatchThePyTorchReferences()
-    {
-        var path = FixturePipeline("""
-              - id: sal
-                uses: saliency
-              - id: cam
-                uses: grad-cam
-                with: { layer: relu3 }
-              - id: pgc
-                uses: grad-cam
-                with: { layer: relu3, convention: pytorch-grad-cam }
-              - id: occ
-                uses: occlusion
-                with: { window: 4, stride: 2, fill: zero }
-            """);
-        var r = TestEnv.Run(path);
-        Assert.Equal(0, r.ExitCode);
-        Close(Stack(r, "sal", "saliency"), "fashion_saliency.npy", 1e-4);
-        Close(Stack(r, "cam", "grad-cam-layer"), "fashion_gradcam_raw.npy", 1e-4);
-        Close(Stack(r, "cam", "grad-cam"), "fashion_gradcam_up.npy", 1e-4);
-        Close(Stack(r, "pgc", "grad-cam"), "fashion_gradcam_pgc.npy", 1e-4);
-        Close(Stack(r, "occ", "occlusion"), "fashion_occlusion.npy", 1e-4);
-        // Batches of 3 over 4 inputs: the second batch has one row; nothing may depend on batch composition.
-        Assert.Equal([1L, 28, 28], TestEnv.Artifact(r, "sal/00003.saliency.npy").Shape);
-    }
-
-    [Fact]
-    public void SaliencyMaxOverChannelsIsThePapersMap()
-    {
-        var r = TestEnv.Run(FixturePipeline("  - id: s\n    uses: saliency\n    with: { reduce: max, abs: false }\n"));
-        Assert.Equal(0, r.ExitCode);
-        Assert.Equal([28L, 28], TestEnv.Artifact(r, "s/00000.saliency.npy").Shape);
-        Close(Stack(r, "s", "saliency"), "fashion_saliency.npy", 1e-4); // one channel: max |g| = |g|
-    }
+    // Saliency, Grad-CAM and occlusion against make_fixtures.py, and saliency's max over channels, run through the
+    // in-process API: Loupe.Library.Tests/TechniqueApiTests. Here: what needs the run folder or the pipeline.
 
     [Fact]
     public void FiltersSaveTheExactWeightsAndActivationsThresholdByQuantile()

@@ -23,9 +23,9 @@ public static class TestEnv
 
     public static string Configuration => Loupe.Testing.RepoPaths.Configuration;
 
-    public static string CliDirectory => Path.Combine(RepoRoot, "hosts", "Loupe.Cli", "bin", Configuration, "net10.0");
-    public static string CliDll => Path.Combine(CliDirectory, "loupe.dll");
-    public static string PluginDirectory => Path.Combine(CliDirectory, "plugins");
+    public static string CliDirectory => Loupe.Testing.RepoPaths.CliDirectory;
+    public static string CliDll => Loupe.Testing.HostRuns.CliDll;
+    public static string PluginDirectory => Loupe.Testing.RepoPaths.BuiltInPlugins;
     public static string Fixtures => Path.Combine(RepoRoot, "tests", "fixtures");
     public static string Fixture(string name) => Path.Combine(Fixtures, name);
     public static string Samples => Path.Combine(RepoRoot, "samples");
@@ -72,5 +72,5 @@ public static class TestEnv
     /// <summary>Relative L2 error ‖a − b‖ / ‖b‖.</summary>
     public static double RelL2(float[] a, float[] b) => Numbers.RelL2(a, b);
 
-    public static string Yaml(string path) => path.Replace("\\", "/");
+    public static string Yaml(string path) => Loupe.Testing.RepoPaths.Yaml(path);
 }

@@ -14,6 +14,26 @@ public sealed record LayerReference(string Layer, string Option, Mark Mark, bool
 /// <summary>Options bound from YAML, plus what the validator still has to check.</summary>
 public sealed record BoundOptions(object Value, IReadOnlyList<LayerReference> Layers);
 
+/// <summary>How binding errors name what they are about: a component's options (<c>step 'cam': option 'layer'</c>,
+/// <see cref="Path"/> null) or a section of the pipeline file itself (<c>'settings.batch_size'</c>, with the section's
+/// <see cref="Where"/> label, e.g. <c>step 2</c>, for unknown and missing keys).</summary>
+public sealed record BindVoice(string Where, string? Path = null)
+{
+    internal bool Host => Path is not null;
+    /// <summary>The field <paramref name="name"/> as errors name it.</summary>
+    public string Field(string name) => Host ? $"'{Dotted(name)}'" : $"{Where}: option '{name}'";
+    string Dotted(string name) => Path is { Length: > 0 } ? $"{Path}.{name}" : name;
+    internal string Unknown(string key, string[] names) => Host
+        ? $"unknown key '{key}' in {Where}{Suggest.DidYouMean(key, names)}; allowed: {string.Join(", ", names)}"
+        : $"unknown option '{key}' for {Where}{Suggest.DidYouMean(key, names)}; options: {(names.Length == 0 ? "(none)" : string.Join(", ", names))}";
+    internal string Missing(string name) => Host ? $"{Where} is missing '{name}'" : $"{Where}: option '{name}' is required";
+    internal string Twice(string key) => Host ? $"key '{key}' given twice in {Where}" : $"option '{key}' given twice for {Where}";
+    internal string NotMapping => Host ? $"'{Path}' must be a mapping" : $"{Where}: expected a mapping of options";
+    internal string Invalid(string name, string message, string got) => Host ? $"{Field(name)} {message}, got {got}" : $"{Field(name)} {message} (got {got})";
+    /// <summary>The voice of an options record inside the field <paramref name="name"/>: always the options' voice.</summary>
+    internal BindVoice Nested(string name) => new(Host ? Dotted(name) : Field(name));
+}
+
 /// <summary>Binds YAML <c>with:</c> nodes to typed option records: unknown keys, wrong types, ranges,
 /// required values and missing files are reported at file:line:column.</summary>
 public static class OptionsBinder
@@ -30,14 +50,22 @@ public static class OptionsBinder
         t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite && p.GetIndexParameters().Length == 0).ToArray();
 
     /// <summary>Binds <paramref name="node"/> (may be null: all defaults) to <paramref name="type"/>.</summary>
-    public static BoundOptions Bind(Type type, YamlNode? node, string file, string where, string baseDirectory, List<PipelineError> errors, Mark fallback)
+    public static BoundOptions Bind(Type type, YamlNode? node, string file, string where, string baseDirectory, List<PipelineError> errors, Mark fallback) =>
+        Bind(type, node, file, new BindVoice(where), baseDirectory, errors, fallback);
+
+    /// <summary>As <see cref="Bind(Type, YamlNode?, string, string, string, List{PipelineError}, Mark)"/>, with errors in
+    /// <paramref name="voice"/> (the pipeline's own sections name their fields as <c>'settings.batch_size'</c>).</summary>
+    public static BoundOptions Bind(Type type, YamlNode? node, string file, BindVoice voice, string baseDirectory, List<PipelineError> errors, Mark fallback)
     {
         var layers = new List<LayerReference>();
-        var value = BindObject(type, node, file, where, baseDirectory, errors, layers, fallback);
+        var value = BindObject(type, node, file, voice, baseDirectory, errors, layers, fallback);
         return new BoundOptions(value, layers);
     }
 
-    static object BindObject(Type type, YamlNode? node, string file, string where, string baseDir, List<PipelineError> errors, List<LayerReference> layers, Mark fallback)
+    /// <summary>The YAML keys of an options record, in declaration order.</summary>
+    public static string[] Keys(Type type) => Properties(type).Select(YamlName).ToArray();
+
+    static object BindObject(Type type, YamlNode? node, string file, BindVoice voice, string baseDir, List<PipelineError> errors, List<LayerReference> layers, Mark fallback)
     {
         object instance;
         try { instance = Activator.CreateInstance(type)!; }
@@ -49,7 +77,7 @@ public static class OptionsBinder
         if (node is YamlScalarNode shorthand && !string.IsNullOrEmpty(shorthand.Value) &&
             props.FirstOrDefault(p => p.GetCustomAttribute<ShorthandAttribute>() != null) is { } sp)
         {
-            Assign(instance, sp, shorthand, file, where, baseDir, errors, layers);
+            Assign(instance, sp, shorthand, file, voice, baseDir, errors, layers);
             seen.Add(sp);
         }
         else if (node is YamlMappingNode map)
@@ -64,16 +92,16 @@ public static class OptionsBinder
                 {
                     var names = props.Select(YamlName).ToArray();
                     if (Suggest.Closest(key, names) is { } near) likelyTypos.Add(near);
-                    errors.Add(PipelineParser.At(file, k, $"unknown option '{key}' for {where}{Suggest.DidYouMean(key, names)}; options: {(names.Length == 0 ? "(none)" : string.Join(", ", names))}"));
+                    errors.Add(PipelineParser.At(file, k, voice.Unknown(key, names)));
                     continue;
                 }
-                if (!seen.Add(prop)) { errors.Add(PipelineParser.At(file, k, $"option '{key}' given twice for {where}")); continue; }
-                Assign(instance, prop, v, file, where, baseDir, errors, layers);
+                if (!seen.Add(prop)) { errors.Add(PipelineParser.At(file, k, voice.Twice(key))); continue; }
+                Assign(instance, prop, v, file, voice, baseDir, errors, layers);
             }
         }
         else if (node is not null && !(node is YamlScalarNode { Value: null or "" or "~" or "null" }))
         {
-            errors.Add(PipelineParser.At(file, node, $"{where}: expected a mapping of options"));
+            errors.Add(PipelineParser.At(file, node, voice.NotMapping));
         }
 
         // Required / range checks (DataAnnotations) and layer defaults.
@@ -81,10 +109,12 @@ public static class OptionsBinder
         {
             var val = p.GetValue(instance);
             var keyMark = FindKeyMark(node as YamlMappingNode, p) ?? node?.Start ?? fallback;
+            // The pipeline's own fields are reported at their value (a --set override is located by it).
+            var valueMark = voice.Host ? FindValueMark(node as YamlMappingNode, p) ?? keyMark : keyMark;
             if (p.GetCustomAttribute<RequiredAttribute>() != null && (val is null || val is string s && string.IsNullOrWhiteSpace(s)))
             {
                 if (likelyTypos.Contains(YamlName(p))) continue; // already reported as a misspelt key
-                errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, $"{where}: option '{YamlName(p)}' is required"));
+                errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, voice.Missing(YamlName(p))));
                 continue;
             }
             if (val is null) continue;
@@ -95,11 +125,11 @@ public static class OptionsBinder
                 {
                     // A [Range] on a list option bounds each item.
                     foreach (var item in items.Cast<object>().Where(i => !attr.IsValid(i)))
-                        errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, $"{where}: option '{YamlName(p)}' {attr.FormatErrorMessage(YamlName(p)).Replace($"The field {YamlName(p)} ", "").TrimEnd('.')} (got {Show(item)} in {Show(val)})"));
+                        errors.Add(new(file, (int)valueMark.Line, (int)valueMark.Column, voice.Invalid(YamlName(p), Message(attr, p), $"{Show(item)} in {Show(val)}")));
                     continue;
                 }
                 if (!attr.IsValid(val))
-                    errors.Add(new(file, (int)keyMark.Line, (int)keyMark.Column, $"{where}: option '{YamlName(p)}' {attr.FormatErrorMessage(YamlName(p)).Replace($"The field {YamlName(p)} ", "").TrimEnd('.')} (got {Show(val)})"));
+                    errors.Add(new(file, (int)valueMark.Line, (int)valueMark.Column, voice.Invalid(YamlName(p), Message(attr, p), Show(val))));
             }
             if (!seen.Contains(p) && p.GetCustomAttribute<LayerNameAttribute>() is { } la && val is string defLayer && defLayer.Length > 0)
                 layers.Add(new(defLayer, YamlName(p), keyMark, la.Spatial));
@@ -107,26 +137,31 @@ public static class OptionsBinder
         return instance;
     }
 
+    static Mark? FindValueMark(YamlMappingNode? map, PropertyInfo p) =>
+        map?.Children.FirstOrDefault(kv => kv.Key is YamlScalarNode k && Normalize(k.Value ?? "") == Normalize(p.Name)).Value?.Start;
+
+    static string Message(ValidationAttribute attr, PropertyInfo p) => attr.FormatErrorMessage(YamlName(p)).Replace($"The field {YamlName(p)} ", "").TrimEnd('.');
+
     static Mark? FindKeyMark(YamlMappingNode? map, PropertyInfo p) =>
         map?.Children.Keys.OfType<YamlScalarNode>().FirstOrDefault(k => Normalize(k.Value ?? "") == Normalize(p.Name))?.Start;
 
     static string Show(object v) => v is IEnumerable e and not string ? "[" + string.Join(", ", e.Cast<object>()) + "]" : System.Convert.ToString(v, CultureInfo.InvariantCulture) ?? "";
 
-    static void Assign(object instance, PropertyInfo prop, YamlNode node, string file, string where, string baseDir, List<PipelineError> errors, List<LayerReference> layers)
+    static void Assign(object instance, PropertyInfo prop, YamlNode node, string file, BindVoice voice, string baseDir, List<PipelineError> errors, List<LayerReference> layers)
     {
         var name = YamlName(prop);
-        var value = Convert(prop.PropertyType, node, file, $"{where}: option '{name}'", baseDir, errors, layers);
+        var value = Convert(prop.PropertyType, node, file, voice.Field(name), voice.Nested(name), baseDir, errors, layers, voice.Host);
         if (value is ConversionFailed) return;
         if (prop.GetCustomAttribute<FilePathAttribute>() is { } fp && value is string path && path.Length > 0)
         {
             if (path.Contains('\0'))
             {
-                errors.Add(PipelineParser.At(file, node, $"{where}: option '{name}': the path contains a NUL character"));
+                errors.Add(PipelineParser.At(file, node, $"{voice.Field(name)}: the path contains a NUL character"));
                 return;
             }
             var full = Path.GetFullPath(Path.Combine(baseDir, path));
             if (fp.Directory ? !Directory.Exists(full) : !File.Exists(full))
-                errors.Add(PipelineParser.At(file, node, $"{where}: option '{name}': {(fp.Directory ? "folder" : "file")} not found: {full}"));
+                errors.Add(PipelineParser.At(file, node, $"{voice.Field(name)}: {(fp.Directory ? "folder" : "file")} not found: {full}"));
             value = full;
         }
         if (prop.GetCustomAttribute<LayerNameAttribute>() is { } la)
@@ -139,13 +174,23 @@ public static class OptionsBinder
 
     sealed class ConversionFailed { public static readonly ConversionFailed Instance = new(); }
 
-    static object? Convert(Type type, YamlNode node, string file, string what, string baseDir, List<PipelineError> errors, List<LayerReference> layers)
+    static object? Convert(Type type, YamlNode node, string file, string what, BindVoice nested, string baseDir, List<PipelineError> errors, List<LayerReference> layers, bool host = false)
     {
+        if (typeof(YamlNode).IsAssignableFrom(type)) return node; // kept as written: bound or checked later
         var underlying = Nullable.GetUnderlyingType(type);
         if (underlying != null)
         {
             if (node is YamlScalarNode { Value: "~" or "null" or "" } && node is YamlScalarNode { Style: not ScalarStyle.SingleQuoted and not ScalarStyle.DoubleQuoted }) return null;
             type = underlying;
+        }
+        if (type == typeof(TimeSpan))
+        {
+            // A duration (500ms, 30s, 2m, 1h, seconds) or none/0: TimeSpan.Zero.
+            var dt = (node as YamlScalarNode)?.Value;
+            if (dt is "none" or "0") return TimeSpan.Zero;
+            if (Duration.Parse(dt) is { } t && t > TimeSpan.Zero) return t;
+            errors.Add(PipelineParser.At(file, node, $"{what} must be a duration such as 30s, 500ms, 5m or 1h (or none), at most {Duration.Max.TotalDays:F0} days, got '{SafeFile.Printable(dt ?? node.ToString())}'"));
+            return ConversionFailed.Instance;
         }
         if (type.IsArray || type.IsGenericType && type.GetGenericTypeDefinition() == typeof(List<>))
         {
@@ -154,7 +199,7 @@ public static class OptionsBinder
             var list = (IList)Activator.CreateInstance(typeof(List<>).MakeGenericType(elem))!;
             foreach (var item in items)
             {
-                var v = Convert(elem, item, file, what, baseDir, errors, layers);
+                var v = Convert(elem, item, file, what, nested, baseDir, errors, layers, host);
                 if (v is ConversionFailed) return v;
                 list.Add(v);
             }
@@ -186,13 +231,14 @@ public static class OptionsBinder
         if (node is YamlMappingNode)
         {
             if (type.IsClass && type != typeof(string))
-                return BindObject(type, node, file, what, baseDir, errors, layers, node.Start);
-            errors.Add(PipelineParser.At(file, node, $"{what} must be {Describe(type)}, got a mapping"));
+                return BindObject(type, node, file, nested, baseDir, errors, layers, node.Start);
+            // The pipeline's own scalars say so as the parser always has: "'name' must be a single value".
+            errors.Add(PipelineParser.At(file, node, host ? $"{what} must be a single value" : $"{what} must be {Describe(type)}, got a mapping"));
             return ConversionFailed.Instance;
         }
         if (node is not YamlScalarNode s)
         {
-            errors.Add(PipelineParser.At(file, node, $"{what} must be {Describe(type)}, got a list"));
+            errors.Add(PipelineParser.At(file, node, host && (type == typeof(string) || !type.IsClass) ? $"{what} must be a single value" : $"{what} must be {Describe(type)}, got a list"));
             return ConversionFailed.Instance;
         }
         var text = s.Value ?? "";
@@ -216,8 +262,14 @@ public static class OptionsBinder
                 return ConversionFailed.Instance;
             }
         }
-        else if (type.IsClass && type.GetProperties().Any(p => p.GetCustomAttribute<ShorthandAttribute>() != null))
-            return BindObject(type, node, file, what, baseDir, errors, layers, node.Start);
+        else if (type.IsClass && (type.GetProperties().Any(p => p.GetCustomAttribute<ShorthandAttribute>() != null)
+                 || s is { Value: null or "" or "~" or "null", Style: not ScalarStyle.SingleQuoted and not ScalarStyle.DoubleQuoted }))
+            return BindObject(type, node, file, nested, baseDir, errors, layers, node.Start);
+        else if (type.IsClass)
+        {
+            errors.Add(PipelineParser.At(file, s, $"{what} must be {Describe(type)}, got '{text}'"));
+            return ConversionFailed.Instance;
+        }
         else throw new InvalidOperationException($"unsupported option type {type.Name} in {what}");
         if (!ok)
         {

@@ -9,15 +9,6 @@ namespace Loupe.Core;
 /// <summary>Parses a pipeline file into a <see cref="PipelineSpec"/>: structure only; ids and options are checked later.</summary>
 public static partial class PipelineParser
 {
-    internal static readonly string[] TopKeys = ["version", "name", "seed", "plugins", "model", "data", "steps", "output", "settings"];
-    internal static readonly string[] ModelKeys = ["uses", "with", "input", "labels"];
-    internal static readonly string[] DataKeys = ["uses", "with"];
-    internal static readonly string[] StepKeys = ["id", "uses", "with", "target", "batch_size", "expect", "timeout", "display"];
-    internal static readonly string[] OutputKeys = ["dir", "report"];
-    internal static readonly string[] SettingsKeys = ["batch_size", "threads", "memory_budget_mb", "max_image_pixels", "max_items", "step_timeout", "display", "top_k"];
-    internal static readonly string[] PluginKeys = ["path", "sha256"];
-    internal static readonly string[] ReportKinds = ["none", "html"];
-
     /// <summary>Largest pipeline file accepted (bytes).</summary>
     public const long MaxFileBytes = 1 << 20;
 
@@ -63,7 +54,26 @@ public static partial class PipelineParser
     public static PipelineSpec ParseText(string text, string file, IReadOnlyList<string>? overrides, out List<PipelineError> found, bool requireSteps = true)
     {
         var errors = found = [];
-        YamlMappingNode root;
+        var root = LoadRoot(text, file);
+        for (int k = 0; k < (overrides?.Count ?? 0); k++) Overrides.Apply(root, overrides![k], file, errors, k);
+        if (errors.Count > 0) throw new PipelineException(errors);
+
+        var spec = new PipelineSpec { File = file, Root = root };
+        ReadHeader(spec, errors);
+        ReadSettings(spec, errors);
+        ReadPlugins(spec, errors);
+        ReadModel(spec, errors);
+        ReadData(spec, errors);
+        ReadSteps(spec, requireSteps, errors);
+        ReadOutput(spec, errors);
+        // Without a model or steps nothing later can be checked: stop here.
+        if (errors.Count > 0 && (spec.Model is null || spec.Steps.Count == 0)) throw new PipelineException(errors);
+        return spec;
+    }
+
+    /// <summary>The text as one YAML mapping, after the structure checks; malformed YAML is reported at its position.</summary>
+    static YamlMappingNode LoadRoot(string text, string file)
+    {
         try
         {
             CheckStructure(text, file);
@@ -73,7 +83,7 @@ public static partial class PipelineParser
             if (stream.Documents.Count > 1) throw new PipelineException([new(file, 0, 0, "the pipeline file holds more than one YAML document")]);
             if (stream.Documents[0].RootNode is not YamlMappingNode m)
                 throw new PipelineException([At(file, stream.Documents[0].RootNode, "the pipeline must be a mapping (version, name, model, data, steps, output)")]);
-            root = m;
+            return m;
         }
         catch (YamlException e)
         {
@@ -85,140 +95,150 @@ public static partial class PipelineParser
             var at = LastGoodMark(text);
             throw new PipelineException([new(file, (int)at.Line, (int)at.Column, $"malformed YAML near here: the parser could not go on (expected a closing '}}', ']' or quote, or a line indented like its siblings; parser: {e.Message})")]);
         }
-        for (int k = 0; k < (overrides?.Count ?? 0); k++) Overrides.Apply(root, overrides![k], file, errors, k);
-        if (errors.Count > 0) throw new PipelineException(errors);
+    }
 
-        var spec = new PipelineSpec { File = file, Root = root };
-        CheckKeys(file, root, TopKeys, "pipeline", errors);
-        if (Scalar(file, root, "version", errors) is { } v && v.Value != "1")
-            errors.Add(At(file, v, $"unsupported pipeline version '{v.Value}' (this Loupe reads version 1)"));
-        if (Scalar(file, root, "name", errors) is { } n)
+    /// <summary>Binds one section of the file to its record (<c>PipelineSections.cs</c>), in the host's voice.</summary>
+    static T Bind<T>(PipelineSpec spec, YamlNode node, string where, string path, List<PipelineError> errors) =>
+        (T)OptionsBinder.Bind(typeof(T), node, spec.File, new BindVoice(where, path), spec.BaseDirectory, errors, node.Start).Value;
+
+    /// <summary>Top-level keys, and the scalars among them (version, name, seed); the sections are read one by one below.</summary>
+    static void ReadHeader(PipelineSpec spec, List<PipelineError> errors)
+    {
+        var (file, root) = (spec.File, spec.Root);
+        var voice = new BindVoice("pipeline", "");
+        var props = OptionsBinder.Properties(typeof(PipelineSection));
+        var names = OptionsBinder.Keys(typeof(PipelineSection));
+        var scalars = props.Where(p => p.PropertyType == typeof(string) || p.PropertyType.IsValueType).Select(OptionsBinder.YamlName).ToHashSet();
+        var header = new YamlMappingNode();
+        foreach (var (key, value) in root.Children)
         {
-            // The name becomes part of the output folder: no path separators, no '..', no control characters.
-            if (n.Value is { } nv && (nv.Any(char.IsControl) || nv.IndexOfAny(['/', '\\']) >= 0 || nv.Contains("..")))
-                errors.Add(At(file, n, "'name' may not contain '/', '\\', '..' or control characters (it names the output folder)"));
-            else spec.Name = n.Value ?? spec.Name;
+            if (key is not YamlScalarNode k) errors.Add(At(file, key, "keys in pipeline must be plain names"));
+            else if (!names.Contains(k.Value)) errors.Add(At(file, k, voice.Unknown(k.Value ?? "", names)));
+            else if (scalars.Contains(k.Value!)) header.Add(key, value);
         }
-        if (Scalar(file, root, "seed", errors) is { } s) spec.Seed = Int(file, s, "seed", errors);
+        var h = (PipelineSection)OptionsBinder.Bind(typeof(PipelineSection), header, file, voice, spec.BaseDirectory, errors, root.Start).Value;
+        if (h.Version is { } v && v != "1") errors.Add(At(file, Child(root, "version")!, $"unsupported pipeline version '{v}' (this Loupe reads version 1)"));
+        // The name becomes part of the output folder: no path separators, no '..', no control characters.
+        if (h.Name.Any(char.IsControl) || h.Name.IndexOfAny(['/', '\\']) >= 0 || h.Name.Contains(".."))
+            errors.Add(At(file, Child(root, "name")!, "'name' may not contain '/', '\\', '..' or control characters (it names the output folder)"));
+        else spec.Name = h.Name;
+        spec.Seed = h.Seed;
+    }
 
-        if (Child(root, "settings") is { } settingsNode)
+    static void ReadSettings(PipelineSpec spec, List<PipelineError> errors)
+    {
+        var s = Child(spec.Root, "settings") is { } node ? Bind<SettingsSection>(spec, node, "settings", "settings", errors) : new SettingsSection();
+        spec.BatchSize = s.BatchSize;
+        spec.Threads = s.Threads;
+        spec.MemoryBudgetBytes = s.MemoryBudgetMb * (1L << 20);
+        spec.MaxImagePixels = s.MaxImagePixels;
+        spec.MaxItems = s.MaxItems;
+        spec.StepTimeout = s.StepTimeout is { } t && t > TimeSpan.Zero ? t : null;
+        spec.Display = s.Display;
+        spec.TopK = s.TopK;
+    }
+
+    static void ReadPlugins(PipelineSpec spec, List<PipelineError> errors)
+    {
+        if (Child(spec.Root, "plugins") is not { } pluginsNode) return;
+        var file = spec.File;
+        if (pluginsNode is not YamlSequenceNode seq) { errors.Add(At(file, pluginsNode, "'plugins' must be a list of folder paths")); return; }
+        foreach (var item in seq)
         {
-            if (settingsNode is not YamlMappingNode settings) errors.Add(At(file, settingsNode, "'settings' must be a mapping"));
-            else
+            if (item is not (YamlScalarNode or YamlMappingNode))
             {
-                CheckKeys(file, settings, SettingsKeys, "settings", errors);
-                if (Scalar(file, settings, "batch_size", errors) is { } b) spec.BatchSize = Positive(file, b, "settings.batch_size", errors);
-                if (Scalar(file, settings, "threads", errors) is { } t) spec.Threads = Int(file, t, "settings.threads", errors);
-                if (Scalar(file, settings, "memory_budget_mb", errors) is { } mb) spec.MemoryBudgetBytes = Positive(file, mb, "settings.memory_budget_mb", errors) * (1L << 20);
-                if (Scalar(file, settings, "max_image_pixels", errors) is { } mp) spec.MaxImagePixels = Positive(file, mp, "settings.max_image_pixels", errors);
-                if (Scalar(file, settings, "max_items", errors) is { } mi) spec.MaxItems = Positive(file, mi, "settings.max_items", errors);
-                if (Scalar(file, settings, "step_timeout", errors) is { } st) spec.StepTimeout = Timeout(file, st, "settings.step_timeout", errors);
+                errors.Add(At(file, item, "each 'plugins' entry must be a folder path or { path: FOLDER-OR-DLL, sha256: HASH }"));
+                continue;
             }
+            var entry = Bind<PluginSection>(spec, item, "a 'plugins' entry", "plugins", errors);
+            string? sha = null;
+            if (entry.Sha256 is { } h)
+            {
+                sha = h.Trim().ToLowerInvariant();
+                if (!System.Text.RegularExpressions.Regex.IsMatch(sha, "^[0-9a-f]{64}$"))
+                    errors.Add(At(file, Child((YamlMappingNode)item, "sha256")!, $"'sha256' must be 64 hexadecimal digits (as printed by 'loupe plugins --verify'), got '{h}'"));
+            }
+            if (!string.IsNullOrWhiteSpace(entry.Path))
+                spec.Plugins.Add(new PluginSource(Path.GetFullPath(Path.Combine(spec.BaseDirectory, entry.Path)), sha) { Line = (int)item.Start.Line, Column = (int)item.Start.Column });
         }
+    }
 
-        if (Child(root, "plugins") is { } pluginsNode)
-        {
-            if (pluginsNode is YamlSequenceNode seq)
-                foreach (var item in seq)
-                {
-                    string? path = null, sha = null;
-                    if (item is YamlScalarNode ps) path = ps.Value;
-                    else if (item is YamlMappingNode pm)
-                    {
-                        CheckKeys(file, pm, PluginKeys, "a 'plugins' entry", errors);
-                        path = Scalar(file, pm, "path", errors)?.Value;
-                        if (Scalar(file, pm, "sha256", errors) is { } h)
-                        {
-                            sha = h.Value?.Trim().ToLowerInvariant();
-                            if (sha is null || !System.Text.RegularExpressions.Regex.IsMatch(sha, "^[0-9a-f]{64}$"))
-                                errors.Add(At(file, h, $"'sha256' must be 64 hexadecimal digits (as printed by 'loupe plugins --verify'), got '{h.Value}'"));
-                        }
-                    }
-                    if (string.IsNullOrWhiteSpace(path)) errors.Add(At(file, item, "each 'plugins' entry must be a folder path or { path: FOLDER-OR-DLL, sha256: HASH }"));
-                    else spec.Plugins.Add(new PluginSource(Path.GetFullPath(Path.Combine(spec.BaseDirectory, path)), sha) { Line = (int)item.Start.Line, Column = (int)item.Start.Column });
-                }
-            else errors.Add(At(file, pluginsNode, "'plugins' must be a list of folder paths"));
-        }
-
-        var modelNode = Child(root, "model");
-        if (modelNode is null) errors.Add(new(file, 1, 1, "missing 'model' section"));
-        else if (modelNode is not YamlMappingNode model) errors.Add(At(file, modelNode, "'model' must be a mapping with 'uses' and 'with'"));
+    static void ReadModel(PipelineSpec spec, List<PipelineError> errors)
+    {
+        var modelNode = Child(spec.Root, "model");
+        if (modelNode is null) errors.Add(new(spec.File, 1, 1, "missing 'model' section"));
+        else if (modelNode is not YamlMappingNode model) errors.Add(At(spec.File, modelNode, "'model' must be a mapping with 'uses' and 'with'"));
         else
         {
-            CheckKeys(file, model, ModelKeys, "model", errors);
-            var uses = RequiredScalar(file, model, "uses", "model", errors);
-            var labels = Scalar(file, model, "labels", errors);
-            spec.Model = new ModelSpec(uses ?? "", Child(model, "with"), model.Start, Child(model, "input"), labels?.Value, labels?.Start ?? model.Start);
+            var m = Bind<ModelSection>(spec, model, "model", "model", errors);
+            spec.Model = new ModelSpec(m.Uses ?? "", m.With, model.Start, m.Input, m.Labels, Child(model, "labels")?.Start ?? model.Start);
         }
+    }
 
-        var dataNode = Child(root, "data");
-        if (dataNode is not null)
+    static void ReadData(PipelineSpec spec, List<PipelineError> errors)
+    {
+        if (Child(spec.Root, "data") is not { } dataNode) return;
+        if (dataNode is not YamlMappingNode data) { errors.Add(At(spec.File, dataNode, "'data' must be a mapping with 'uses' and 'with'")); return; }
+        var d = Bind<DataSection>(spec, data, "data", "data", errors);
+        spec.Data = new ComponentRef(d.Uses ?? "", d.With, data.Start);
+    }
+
+    static void ReadSteps(PipelineSpec spec, bool requireSteps, List<PipelineError> errors)
+    {
+        var stepsNode = Child(spec.Root, "steps");
+        if (stepsNode is null) { if (requireSteps) errors.Add(new(spec.File, 1, 1, "missing 'steps' section")); return; }
+        if (stepsNode is not YamlSequenceNode steps) { errors.Add(At(spec.File, stepsNode, "'steps' must be a list")); return; }
+        var ids = new HashSet<string>();
+        int index = 0;
+        foreach (var stepNode in steps)
         {
-            if (dataNode is not YamlMappingNode data) errors.Add(At(file, dataNode, "'data' must be a mapping with 'uses' and 'with'"));
-            else
-            {
-                CheckKeys(file, data, DataKeys, "data", errors);
-                var uses = RequiredScalar(file, data, "uses", "data", errors);
-                spec.Data = new ComponentRef(uses ?? "", Child(data, "with"), data.Start);
-            }
+            index++;
+            if (stepNode is not YamlMappingNode step) { errors.Add(At(spec.File, stepNode, $"step {index} must be a mapping with 'id' and 'uses'")); continue; }
+            spec.Steps.Add(ReadStep(spec, step, index, ids, errors));
         }
+        if (steps.Children.Count == 0) errors.Add(At(spec.File, steps, "'steps' is empty: add at least one step"));
+    }
 
-        var stepsNode = Child(root, "steps");
-        if (stepsNode is null) { if (requireSteps) errors.Add(new(file, 1, 1, "missing 'steps' section")); }
-        else if (stepsNode is not YamlSequenceNode steps) errors.Add(At(file, stepsNode, "'steps' must be a list"));
-        else
+    static StepSpec ReadStep(PipelineSpec spec, YamlMappingNode step, int index, HashSet<string> ids, List<PipelineError> errors)
+    {
+        var file = spec.File;
+        string? Text(string key) => Child(step, key) is YamlScalarNode { Value: { } v } && !string.IsNullOrWhiteSpace(v) ? v : null;
+        var named = Child(step, "id") is YamlScalarNode { Value: { } given } ? given : Text("uses") ?? $"step{index}";
+        var s = Bind<StepSection>(spec, step, $"step {index}", $"steps.{named}", errors);
+        var uses = string.IsNullOrWhiteSpace(s.Uses) ? null : s.Uses;
+        var id = s.Id ?? uses ?? $"step{index}";
+        // \z, not $: '$' also matches before a final newline, which let "cam\n" through.
+        if (!System.Text.RegularExpressions.Regex.IsMatch(id, @"^[A-Za-z0-9][A-Za-z0-9_.-]*\z"))
+            errors.Add(At(file, Child(step, "id") ?? step, $"step id '{SafeFile.Printable(id)}' may contain only letters, digits, '-', '_' and '.'"));
+        else if (!ids.Add(id)) errors.Add(At(file, Child(step, "id") ?? step, $"duplicate step id '{id}'"));
+        return new StepSpec(id, uses ?? "", s.With, s.Target, step.Start, Child(step, "uses")?.Start ?? step.Start)
         {
-            var ids = new HashSet<string>();
-            int index = 0;
-            foreach (var stepNode in steps)
-            {
-                index++;
-                if (stepNode is not YamlMappingNode step) { errors.Add(At(file, stepNode, $"step {index} must be a mapping with 'id' and 'uses'")); continue; }
-                CheckKeys(file, step, StepKeys, $"step {index}", errors);
-                var usesNode = Child(step, "uses");
-                var uses = RequiredScalar(file, step, "uses", $"step {index}", errors);
-                var id = Scalar(file, step, "id", errors)?.Value ?? uses ?? $"step{index}";
-                // \z, not $: '$' also matches before a final newline, which let "cam\n" through.
-                if (!System.Text.RegularExpressions.Regex.IsMatch(id, @"^[A-Za-z0-9][A-Za-z0-9_.-]*\z"))
-                    errors.Add(At(file, Child(step, "id") ?? step, $"step id '{SafeFile.Printable(id)}' may contain only letters, digits, '-', '_' and '.'"));
-                else if (!ids.Add(id)) errors.Add(At(file, Child(step, "id") ?? step, $"duplicate step id '{id}'"));
-                int? bs = Scalar(file, step, "batch_size", errors) is { } bsn ? Positive(file, bsn, $"steps.{id}.batch_size", errors) : null;
-                var timeout = Scalar(file, step, "timeout", errors) is { } tn ? Timeout(file, tn, $"steps.{id}.timeout", errors) ?? TimeSpan.Zero : (TimeSpan?)null;
-                var expectations = new List<Expectation>();
-                if (Child(step, "expect") is { } expectNode)
-                {
-                    var items = expectNode is YamlSequenceNode es ? es.Children.ToList() : [expectNode];
-                    foreach (var item in items)
-                    {
-                        if (item is not YamlScalarNode { Value: { } line }) { errors.Add(At(file, item, $"step '{id}': each 'expect' entry must be a string such as \"auc_mean < 0.2\"")); continue; }
-                        var e = Expectation.Parse(line, item.Start, out var why);
-                        if (e is null) errors.Add(At(file, item, $"step '{id}': expect '{line}': {why}"));
-                        else expectations.Add(e);
-                    }
-                }
-                spec.Steps.Add(new StepSpec(id, uses ?? "", Child(step, "with"), Child(step, "target"), step.Start, usesNode?.Start ?? step.Start) { BatchSize = bs, Expect = expectations, Timeout = timeout });
-            }
-            if (steps.Children.Count == 0) errors.Add(At(file, steps, "'steps' is empty: add at least one step"));
-        }
+            BatchSize = s.BatchSize, Expect = Expectations(file, id, s.Expect, errors), Timeout = s.Timeout, Display = s.Display,
+        };
+    }
 
-        if (Child(root, "output") is { } outputNode)
+    /// <summary>A step's <c>expect:</c> (one line or a list), each line parsed; errors name the line's position.</summary>
+    static List<Expectation> Expectations(string file, string id, YamlNode? expectNode, List<PipelineError> errors)
+    {
+        var expectations = new List<Expectation>();
+        if (expectNode is null) return expectations;
+        var items = expectNode is YamlSequenceNode es ? es.Children.ToList() : [expectNode];
+        foreach (var item in items)
         {
-            if (outputNode is not YamlMappingNode output) errors.Add(At(file, outputNode, "'output' must be a mapping"));
-            else
-            {
-                CheckKeys(file, output, OutputKeys, "output", errors);
-                if (Scalar(file, output, "dir", errors) is { } d && !string.IsNullOrWhiteSpace(d.Value)) spec.OutputDir = d.Value!;
-                if (Scalar(file, output, "report", errors) is { } r)
-                {
-                    if (!ReportKinds.Contains(r.Value)) errors.Add(At(file, r, $"unknown report kind '{r.Value}' (expected {string.Join(" or ", ReportKinds)})"));
-                    else spec.Report = r.Value!;
-                }
-            }
+            if (item is not YamlScalarNode { Value: { } line }) { errors.Add(At(file, item, $"step '{id}': each 'expect' entry must be a string such as \"auc_mean < 0.2\"")); continue; }
+            var e = Expectation.Parse(line, item.Start, out var why);
+            if (e is null) errors.Add(At(file, item, $"step '{id}': expect '{line}': {why}"));
+            else expectations.Add(e);
         }
+        return expectations;
+    }
 
-        // Without a model or steps nothing later can be checked: stop here.
-        if (errors.Count > 0 && (spec.Model is null || spec.Steps.Count == 0)) throw new PipelineException(errors);
-        return spec;
+    static void ReadOutput(PipelineSpec spec, List<PipelineError> errors)
+    {
+        if (Child(spec.Root, "output") is not { } node) return;
+        var o = Bind<OutputSection>(spec, node, "output", "output", errors);
+        if (!string.IsNullOrWhiteSpace(o.Dir)) spec.OutputDir = o.Dir;
+        spec.Report = OptionsBinder.Kebab(o.Report.ToString());
     }
 
     /// <summary>Deepest nesting of mappings and lists accepted.</summary>
@@ -230,59 +250,6 @@ public static partial class PipelineParser
 
     internal static YamlNode? Child(YamlMappingNode m, string key) =>
         m.Children.TryGetValue(new YamlScalarNode(key), out var v) ? v : null;
-
-    static void CheckKeys(string file, YamlMappingNode m, string[] allowed, string where, List<PipelineError> errors)
-    {
-        foreach (var key in m.Children.Keys)
-        {
-            if (key is not YamlScalarNode k) { errors.Add(At(file, key, $"keys in {where} must be plain names")); continue; }
-            if (!allowed.Contains(k.Value))
-                errors.Add(At(file, k, $"unknown key '{k.Value}' in {where}{Suggest.DidYouMean(k.Value ?? "", allowed)}; allowed: {string.Join(", ", allowed)}"));
-        }
-    }
-
-    static YamlScalarNode? Scalar(string file, YamlMappingNode m, string key, List<PipelineError> errors)
-    {
-        var n = Child(m, key);
-        if (n is null) return null;
-        if (n is YamlScalarNode s) return s;
-        errors.Add(At(file, n, $"'{key}' must be a single value"));
-        return null;
-    }
-
-    static string? RequiredScalar(string file, YamlMappingNode m, string key, string where, List<PipelineError> errors)
-    {
-        var s = Scalar(file, m, key, errors);
-        if (s is null || string.IsNullOrWhiteSpace(s.Value))
-        {
-            if (Child(m, key) is null) errors.Add(At(file, m, $"{where} is missing '{key}'"));
-            return null;
-        }
-        return s.Value;
-    }
-
-    static int Int(string file, YamlScalarNode s, string what, List<PipelineError> errors)
-    {
-        if (int.TryParse(s.Value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v)) return v;
-        errors.Add(At(file, s, $"'{what}' must be an integer, got '{s.Value}'"));
-        return 0;
-    }
-
-    static int Positive(string file, YamlScalarNode s, string what, List<PipelineError> errors)
-    {
-        var v = Int(file, s, what, errors);
-        if (v <= 0 && int.TryParse(s.Value, out _)) { errors.Add(At(file, s, $"'{what}' must be > 0, got {v}")); return 1; }
-        return v;
-    }
-
-    /// <summary>A duration (<c>30s</c>, <c>500ms</c>, <c>2m</c>, <c>1h</c>, seconds) or <c>none</c> (null).</summary>
-    static TimeSpan? Timeout(string file, YamlScalarNode s, string what, List<PipelineError> errors)
-    {
-        if (s.Value is "none" or "0") return null;
-        if (Duration.Parse(s.Value) is { } t && t > TimeSpan.Zero) return t;
-        errors.Add(At(file, s, $"'{what}' must be a duration such as 30s, 500ms, 5m or 1h (or none), at most {Duration.Max.TotalDays:F0} days, got '{SafeFile.Printable(s.Value ?? "")}'"));
-        return null;
-    }
 
     static string Clean(YamlException e)
     {

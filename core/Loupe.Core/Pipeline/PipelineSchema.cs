@@ -36,65 +36,29 @@ public static class PipelineSchema
         defs["step-reference"] = new JsonObject
         {
             ["description"] = "a step inside this option: an analysis id, or { uses: <id>, with: { ... } }",
-            ["anyOf"] = new JsonArray(Ids(Of(ComponentKind.Analysis)), Component(Of(ComponentKind.Analysis), ["uses", "with"], new(), new JsonObject { ["$ref"] = "#/$defs/analysis-with" })),
+            ["anyOf"] = new JsonArray(Ids(Of(ComponentKind.Analysis)), Component(Of(ComponentKind.Analysis), new(), new JsonObject { ["$ref"] = "#/$defs/analysis-with" })),
         };
         defs["target"] = TargetSchema(Of(ComponentKind.Target));
-        defs["step"] = Section("step", PipelineParser.StepKeys, new()
+        defs["step"] = Section(typeof(StepSection), new()
         {
-            ["id"] = Str("step id (default: its 'uses'); outputs go to <out>/<id>/", pattern: "^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
             ["uses"] = Ids(Of(ComponentKind.Analysis)),
             ["with"] = WithPlaceholder(),
             ["target"] = new JsonObject { ["$ref"] = "#/$defs/target" },
-            ["batch_size"] = Int("batch size of this step (overrides settings.batch_size)", 1),
-            ["expect"] = AnyOf(Str("a threshold on a metric of this step, e.g. \"auc_mean < 0.2\""), new JsonObject { ["type"] = "array", ["items"] = Str("a threshold on a metric of this step, e.g. \"auc_mean < 0.2\"") }),
-            ["timeout"] = Duration(),
-            ["display"] = With(ObjectSchema(typeof(OverlayStyle), 0), "how this step's heatmaps are drawn (over settings.display)"),
-        }, required: ["uses"], extra: new JsonObject { ["$ref"] = "#/$defs/analysis-with" });
+            ["expect"] = Lines(),
+        }, extra: new JsonObject { ["$ref"] = "#/$defs/analysis-with" });
+        Properties(defs["step"]!)["id"]!["pattern"] = "^[A-Za-z0-9][A-Za-z0-9_.-]*$";
 
-        var root = Section("pipeline", PipelineParser.TopKeys, new()
+        var plugin = ValueSchema(typeof(PluginSection), 0);
+        Properties(plugin["anyOf"]![0]!)["sha256"]!["pattern"] = "^[0-9a-fA-F]{64}$";
+        var root = Section(typeof(PipelineSection), new()
         {
             ["version"] = new JsonObject { ["description"] = "pipeline format version", ["enum"] = new JsonArray(1, "1") },
-            ["name"] = Str("pipeline name (used by output.dir's {name})"),
-            ["seed"] = Int("run seed; each step's seed derives from it and the step id"),
-            ["plugins"] = new JsonObject
-            {
-                ["description"] = "extra plugin folders (or .dll files), relative to this file; { path, sha256 } pins the plugin's assembly hash",
-                ["type"] = "array",
-                ["items"] = AnyOf(Str("a plugin folder"), Section("plugin", PipelineParser.PluginKeys, new()
-                {
-                    ["path"] = Str("a plugin folder with one plugin, or its .dll"),
-                    ["sha256"] = Str("expected SHA-256 of the plugin assembly (loupe plugins --verify prints it)", pattern: "^[0-9a-fA-F]{64}$"),
-                }, required: ["path", "sha256"])),
-            },
-            ["model"] = Section("model", PipelineParser.ModelKeys, new()
-            {
-                ["uses"] = Ids(Of(ComponentKind.Model)),
-                ["with"] = WithPlaceholder(),
-                ["input"] = With(ObjectSchema(typeof(InputOptions), 0), "overrides the model's default preprocessing"),
-                ["labels"] = Str("class labels file, one per line, relative to this file"),
-            }, required: ["uses"], extra: new JsonObject { ["allOf"] = Dispatch(Of(ComponentKind.Model)) }),
-            ["data"] = Section("data", PipelineParser.DataKeys, new()
-            {
-                ["uses"] = Ids(Of(ComponentKind.Data)),
-                ["with"] = WithPlaceholder(),
-            }, required: ["uses"], extra: new JsonObject { ["allOf"] = Dispatch(Of(ComponentKind.Data)) }),
+            ["plugins"] = new JsonObject { ["type"] = "array", ["items"] = plugin },
+            ["model"] = Section(typeof(ModelSection), new() { ["uses"] = Ids(Of(ComponentKind.Model)), ["with"] = WithPlaceholder() },
+                extra: new JsonObject { ["allOf"] = Dispatch(Of(ComponentKind.Model)) }),
+            ["data"] = Section(typeof(DataSection), new() { ["uses"] = Ids(Of(ComponentKind.Data)), ["with"] = WithPlaceholder() },
+                extra: new JsonObject { ["allOf"] = Dispatch(Of(ComponentKind.Data)) }),
             ["steps"] = new JsonObject { ["type"] = "array", ["minItems"] = 1, ["items"] = new JsonObject { ["$ref"] = "#/$defs/step" } },
-            ["output"] = Section("output", PipelineParser.OutputKeys, new()
-            {
-                ["dir"] = Str("output folder; {name} and {timestamp} are replaced"),
-                ["report"] = new JsonObject { ["type"] = "string", ["enum"] = new JsonArray(PipelineParser.ReportKinds.Select(k => (JsonNode)k).ToArray()) },
-            }),
-            ["settings"] = Section("settings", PipelineParser.SettingsKeys, new()
-            {
-                ["batch_size"] = Int("default batch size", 1),
-                ["threads"] = Int("intra-op threads (0: the library default)"),
-                ["memory_budget_mb"] = Int("memory budget for batched copies per step, in MiB", 1),
-                ["max_image_pixels"] = Int("largest image accepted (width × height, checked from the header before decoding)", 1),
-                ["step_timeout"] = Duration(),
-                ["max_items"] = Int("largest dataset accepted (items); a larger source is refused before any model runs", 1),
-                ["display"] = With(ObjectSchema(typeof(OverlayStyle), 0), "how every step's heatmaps are drawn (colour map, outlier clipping, sign, opacity)"),
-                ["top_k"] = Int("classes recorded per input in the manifest's predictions (0: none)", 0),
-            }),
         }, required: ["model", "steps"]);
         var schema = new JsonObject
         {
@@ -109,23 +73,44 @@ public static class PipelineSchema
 
     static string Def(ComponentDescriptor c) => $"{c.Kind.ToString().ToLowerInvariant()}.{c.Id}";
 
-    /// <summary>A mapping with exactly the parser's keys: a key the parser accepts but the schema lacks (or the reverse) is a bug.</summary>
-    static JsonObject Section(string where, string[] parserKeys, Dictionary<string, JsonNode> props, string[]? required = null, JsonObject? extra = null)
+    /// <summary>A section of the pipeline file from its record (PipelineSections.cs), the same record the parser binds:
+    /// <paramref name="overrides"/> replace the schema of properties that depend on the registry (ids, options).</summary>
+    static JsonObject Section(Type record, Dictionary<string, JsonNode> overrides, string[]? required = null, JsonObject? extra = null)
     {
-        if (!props.Keys.Order().SequenceEqual(parserKeys.Order()))
-            throw new InvalidOperationException($"pipeline schema of '{where}' is out of date with PipelineParser: schema keys {string.Join(", ", props.Keys)}, parser keys {string.Join(", ", parserKeys)}");
+        var o = ObjectSchema(record, 0);
+        var props = Properties(o);
+        foreach (var (key, schema) in overrides)
+        {
+            if (props[key] is not JsonObject old) throw new InvalidOperationException($"pipeline schema: {record.Name} has no key '{key}'");
+            if (old["description"] is { } d && schema is JsonObject so && so["description"] is null) so["description"] = d.DeepClone();
+            props[key] = schema;
+        }
+        if (required is { Length: > 0 }) o["required"] = new JsonArray(required.Select(r => (JsonNode)r).ToArray());
+        foreach (var (k, v) in extra ?? []) o[k] = v?.DeepClone();
+        return o;
+    }
+
+    static JsonObject Properties(JsonNode objectSchema) => objectSchema["properties"]!.AsObject();
+
+    /// <summary>A mapping with the given properties (a step reference's <c>{ uses, with }</c>).</summary>
+    static JsonObject Mapping(Dictionary<string, JsonNode> props, string[]? required = null, JsonObject? extra = null)
+    {
         var o = new JsonObject { ["type"] = "object", ["additionalProperties"] = false, ["properties"] = new JsonObject(props.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))) };
         if (required is { Length: > 0 }) o["required"] = new JsonArray(required.Select(r => (JsonNode)r).ToArray());
         foreach (var (k, v) in extra ?? []) o[k] = v?.DeepClone();
         return o;
     }
 
+    /// <summary><c>expect:</c>: one threshold line or a list of them.</summary>
+    static JsonObject Lines() => AnyOf(Str("a threshold on a metric of this step, e.g. \"auc_mean < 0.2\""),
+        new JsonObject { ["type"] = "array", ["items"] = Str("a threshold on a metric of this step, e.g. \"auc_mean < 0.2\"") });
+
     /// <summary><c>{ uses, with }</c> with the with-schema chosen by id.</summary>
-    static JsonObject Component(ComponentDescriptor[] cs, string[] keys, Dictionary<string, JsonNode> more, JsonObject dispatch)
+    static JsonObject Component(ComponentDescriptor[] cs, Dictionary<string, JsonNode> more, JsonObject dispatch)
     {
         more["uses"] = Ids(cs);
         more["with"] = WithPlaceholder();
-        return Section("step reference", keys, more, required: ["uses"], extra: dispatch);
+        return Mapping(more, required: ["uses"], extra: dispatch);
     }
 
     static JsonObject WithPlaceholder() => new() { ["description"] = "options of the component named by 'uses' (see 'loupe describe <id>')", ["type"] = new JsonArray("object", "null") };
@@ -196,6 +181,9 @@ public static class PipelineSchema
                         scalar[r.MinimumIsExclusive ? "exclusiveMinimum" : "minimum"] = Number(r.Minimum);
                         scalar[r.MaximumIsExclusive ? "exclusiveMaximum" : "maximum"] = Number(r.Maximum);
                     }
+            if (p.GetCustomAttribute<AtLeastAttribute>() is { } least)
+                foreach (var scalar in scalars)
+                    if (scalar?["type"] is JsonValue type && type.GetValue<string>() is "integer" or "number") scalar["minimum"] = least.Minimum;
             if (p.GetCustomAttribute<RequiredAttribute>() != null) required.Add(OptionsBinder.YamlName(p));
             // [OrConstant]: the named choices or the constant property's numbers; [Alias]: the same schema under each alias.
             if (p.GetCustomAttribute<OrConstantAttribute>() is { } oc && OptionsBinder.Properties(t).FirstOrDefault(c => c.Name == oc.Property) is { } cp)
@@ -228,6 +216,8 @@ public static class PipelineSchema
             var item = ValueSchema(t.IsArray ? t.GetElementType()! : t.GetGenericArguments()[0], depth);
             return AnyOf(new JsonObject { ["type"] = "array", ["items"] = item }, item.DeepClone());
         }
+        if (t == typeof(TimeSpan)) return Duration();
+        if (typeof(YamlDotNet.RepresentationModel.YamlNode).IsAssignableFrom(t)) return new JsonObject();
         if (t == typeof(StepLink)) return new JsonObject { ["type"] = "string", ["description"] = "the id of another step of this pipeline" };
         if (t == typeof(StepReference)) return new JsonObject { ["$ref"] = "#/$defs/step-reference" };
         if (t == typeof(object) || depth > 6 || !t.IsClass) return new JsonObject();
@@ -270,10 +260,4 @@ public static class PipelineSchema
         return o;
     }
 
-    static JsonObject Int(string description, int? minimum = null)
-    {
-        var o = new JsonObject { ["type"] = "integer", ["description"] = description };
-        if (minimum is not null) o["minimum"] = minimum;
-        return o;
-    }
 }

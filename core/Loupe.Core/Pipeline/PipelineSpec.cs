@@ -1,3 +1,4 @@
+using Loupe.Abstractions;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
@@ -7,7 +8,7 @@ namespace Loupe.Core;
 public sealed record ComponentRef(string Uses, YamlNode? With, Mark Mark);
 
 /// <summary>The model section.</summary>
-public sealed record ModelSpec(string Uses, YamlNode? With, Mark Mark, YamlNode? Input, string? Labels, Mark LabelsMark);
+public sealed record ModelSpec(string Uses, YamlNode? With, Mark Mark, InputOptions? Input, string? Labels, Mark LabelsMark);
 
 /// <summary>One step.</summary>
 public sealed record StepSpec(string Id, string Uses, YamlNode? With, YamlNode? Target, Mark Mark, Mark UsesMark)
@@ -18,6 +19,8 @@ public sealed record StepSpec(string Id, string Uses, YamlNode? With, YamlNode? 
     public TimeSpan? Timeout { get; init; }
     /// <summary><c>expect:</c> thresholds on the step's metrics, checked after its outputs are written.</summary>
     public IReadOnlyList<Expectation> Expect { get; init; } = [];
+    /// <summary><c>display:</c> of this step (over <c>settings.display</c>); null when not given.</summary>
+    public OverlayStyle? Display { get; init; }
 }
 
 /// <summary>A parsed (not yet bound) pipeline.</summary>
@@ -45,6 +48,10 @@ public sealed class PipelineSpec
     public int Threads { get; set; }
     /// <summary>Default step timeout (<c>settings.step_timeout</c>); null: none.</summary>
     public TimeSpan? StepTimeout { get; set; }
+    /// <summary><c>settings.display</c>: how every step's heatmaps are drawn; null when not given.</summary>
+    public OverlayStyle? Display { get; set; }
+    /// <summary><c>settings.top_k</c>: classes recorded per input (0: none).</summary>
+    public int TopK { get; set; } = DisplayStyles.DefaultTopK;
     /// <summary>Extra plugin folders (absolute), with their pinned hashes.</summary>
     public List<PluginSource> Plugins { get; } = [];
     /// <summary>Extra plugin folders (absolute).</summary>

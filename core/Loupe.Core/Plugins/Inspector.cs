@@ -24,7 +24,7 @@ public static class Inspector
         var desc = registry.Find(ComponentKind.Model, m.Uses)
             ?? throw new PipelineException([new(spec.File, (int)m.Mark.Line, (int)m.Mark.Column, "model: " + registry.Unknown(ComponentKind.Model, m.Uses))]);
         var options = OptionsBinder.Bind(desc.OptionsType, m.With, spec.File, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark).Value;
-        var input = m.Input is null ? null : (InputOptions)OptionsBinder.Bind(typeof(InputOptions), m.Input, spec.File, "model.input", spec.BaseDirectory, errors, m.Mark).Value;
+        var input = m.Input;
         if (errors.Count > 0) throw new PipelineException(errors);
         using var model = registry.Create<IModelAdapter>(desc.Id).Load(options, new ModelLoadContext(spec.BaseDirectory, spec.Seed));
         var inputSpec = input?.Apply(model.DefaultInput) ?? model.DefaultInput;

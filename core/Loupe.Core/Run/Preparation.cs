@@ -1,0 +1,263 @@
+using Loupe.Abstractions;
+using TorchSharp;
+
+namespace Loupe.Core;
+
+public static partial class PipelineRunner
+{
+    /// <summary>Prepares one parsed pipeline with an open registry, in named steps: resolve ids, bind options, (one-pass
+    /// checks when something is already wrong), load the model, check the input and read the labels, probe the layers,
+    /// prepare and validate the steps, open the data. Every step adds to <see cref="errors"/>; the run is refused at the
+    /// first point where the errors found so far would make the next step meaningless.</summary>
+    sealed class Preparation(PipelineSpec spec, ComponentRegistry registry, List<PipelineError> errors, List<string> warnings, ShardRequest? shard, IModel? preloaded)
+    {
+        readonly string file = spec.File;
+        readonly ModelSpec m = spec.Model!;
+        ComponentDescriptor? modelDesc, dataDesc;
+        List<ComponentDescriptor?> stepDescs = [];
+        object? modelOptions, dataOptions;
+        bool modelValid;
+        List<BoundOptions?> stepOptions = [];
+        string? labelsFile;
+        List<TargetRef?> targetRefs = [];
+        IModel model = null!;
+        IDataSource? data;
+        InputSpec input = null!;
+        List<string> labels = [];
+        HashSet<string> layerNames = [];
+        HashSet<int> badSteps = [];
+        long outputSize;
+
+        public PreparedRun Run()
+        {
+            if (spec.Threads > MaxThreads)
+                warnings.Add($"settings.threads = {spec.Threads} is far above the {Environment.ProcessorCount} cores; using {MaxThreads} (4 per core)");
+            if (spec.Threads > 0) torch.set_num_threads(Math.Min(spec.Threads, MaxThreads));
+            ResolveIds();
+            BindOptions();
+            if (errors.Count > 0)
+            {
+                // One pass: layer names and targets are checked too when the model section itself is valid.
+                if (modelValid) CheckLayersAndTargets(spec, registry, modelDesc!, modelOptions!, stepDescs, stepOptions, targetRefs, labelsFile, spec.Model!.Input, preloaded, errors, warnings);
+                throw new PipelineException(errors);
+            }
+            var modelAdapter = registry.Create<IModelAdapter>(modelDesc!.Id);
+            LoadModel(modelAdapter);
+            try
+            {
+                CheckInputAndReadLabels();
+                var firstForward = ProbeLayers();
+                var prepared = PrepareSteps();
+                ValidateSteps(prepared);
+                OpenData(prepared);
+                ShardInfo? rows = null;
+                if (shard is not null) (data, rows) = Slice(spec, prepared, data, shard);
+                return new PreparedRun
+                {
+                    Shard = rows, TopK = spec.TopK,
+                    Spec = spec, Registry = registry, Model = model, ModelOptions = modelOptions!, Input = input, Labels = labels,
+                    ModelFiles = modelAdapter.Files(modelOptions!, spec.BaseDirectory).ToList(), Data = data, DataOptions = dataOptions,
+                    Steps = prepared, Warnings = warnings, FirstForwardAt = firstForward, OwnsModel = preloaded is null,
+                    Reload = () => modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed)),
+                };
+            }
+            catch
+            {
+                data?.Dispose();
+                if (preloaded is null) model.Dispose();
+                throw;
+            }
+        }
+
+        PipelineError At(YamlDotNet.Core.Mark mark, string message) => new(file, (int)mark.Line, (int)mark.Column, message);
+
+        void ResolveIds()
+        {
+            modelDesc = registry.Find(ComponentKind.Model, m.Uses);
+            if (modelDesc is null) errors.Add(At(m.Mark, "model: " + registry.Unknown(ComponentKind.Model, m.Uses)));
+            if (spec.Data is { } d)
+            {
+                dataDesc = registry.Find(ComponentKind.Data, d.Uses);
+                if (dataDesc is null) errors.Add(At(d.Mark, "data: " + registry.Unknown(ComponentKind.Data, d.Uses)));
+            }
+            stepDescs = spec.Steps.Select(s =>
+            {
+                var desc = registry.Find(ComponentKind.Analysis, s.Uses);
+                if (desc is null) errors.Add(At(s.UsesMark, $"step '{s.Id}': " + registry.Unknown(ComponentKind.Analysis, s.Uses)));
+                return desc;
+            }).ToList();
+        }
+
+        /// <summary>Components' options (steps that wrap other steps, e.g. noise-tunnel's inner, get theirs resolved and
+        /// bound here), the labels file, and the targets: every naming error is reported before the model loads.</summary>
+        void BindOptions()
+        {
+            int beforeModel = errors.Count;
+            modelOptions = modelDesc is null ? null : OptionsBinder.Bind(modelDesc.OptionsType, m.With, file, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark).Value;
+            modelValid = modelDesc is not null && errors.Count == beforeModel;
+            dataOptions = dataDesc is null ? null : OptionsBinder.Bind(dataDesc.OptionsType, spec.Data!.With, file, $"data '{spec.Data.Uses}'", spec.BaseDirectory, errors, spec.Data.Mark).Value;
+            stepOptions = spec.Steps.Select((s, i) => stepDescs[i] is { } sd
+                ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark) : null).ToList();
+            for (int i = 0; i < stepOptions.Count; i++)
+                if (stepOptions[i] is { } bo) stepOptions[i] = ResolveReferences(bo, spec.Steps[i], registry, spec, errors);
+            if (m.Labels is { } lf)
+            {
+                labelsFile = lf.Contains('\0') ? lf : Path.GetFullPath(Path.Combine(spec.BaseDirectory, lf));
+                if (lf.Contains('\0')) errors.Add(At(m.LabelsMark, "model.labels: the path contains a NUL character"));
+                else if (!File.Exists(labelsFile)) errors.Add(At(m.LabelsMark, $"model.labels: file not found: {labelsFile}"));
+            }
+            targetRefs = spec.Steps.Select(s => ResolveTarget(s, registry, file, errors)).ToList();
+        }
+
+        void LoadModel(IModelAdapter modelAdapter)
+        {
+            try { model = preloaded ?? modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed) { Warn = warnings.Add }); }
+            catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+            {
+                throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {e.Message}")]);
+            }
+        }
+
+        void CheckInputAndReadLabels()
+        {
+            input = model.DefaultInput;
+            if (m.Input is { } inputOverride) input = inputOverride.Apply(input);
+            try { input.Validate(); }
+            catch (ArgumentException e) { errors.Add(At(m.Mark, "model.input: " + e.Message)); }
+            // The size is bounded before the probe allocates anything (a forward needs many times the input).
+            long pixels = (long)input.Height * input.Width, bytes = pixels * input.Channels * sizeof(float);
+            if (pixels > spec.MaxImagePixels || bytes > spec.MemoryBudgetBytes)
+                errors.Add(At(m.Mark, $"model.input: {input.Channels}×{input.Height}×{input.Width} is over the limits " +
+                    $"(settings.max_image_pixels = {spec.MaxImagePixels} pixels, settings.memory_budget_mb = {spec.MemoryBudgetBytes >> 20} MB)"));
+            try
+            {
+                labels = labelsFile is not null ? SafeFile.ReadAllText(labelsFile, MaxLabelsBytes, $"model.labels: {labelsFile}").Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
+                    : model.DefaultLabels?.ToList() ?? [];
+            }
+            catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+            {
+                throw new PipelineException([At(m.LabelsMark, e.Message)]);
+            }
+            if (errors.Count > 0) throw new PipelineException(errors);
+        }
+
+        /// <summary>Probes the model once: output size, and the shape of every layer the steps name (a step whose options
+        /// take a 'reshape' accepts token N×T×C and channels-last layers it can lay out as a grid).</summary>
+        DateTimeOffset ProbeLayers()
+        {
+            layerNames = model.Layers.Select(l => l.Name).ToHashSet();
+            var refs = stepOptions.Where(o => o is not null).SelectMany(o => o!.Layers).ToList();
+            badSteps = new HashSet<int>(Enumerable.Range(0, stepOptions.Count).Where(i => stepOptions[i]?.Layers.Any(r => !layerNames.Contains(r.Layer)) == true));
+            foreach (var r in refs.Where(r => !layerNames.Contains(r.Layer)))
+                errors.Add(UnknownLayer(file, r, layerNames));
+            var probeLayers = refs.Select(r => r.Layer).Where(layerNames.Contains).Distinct().ToList();
+            Dictionary<string, long[]> shapes;
+            try { (outputSize, shapes) = Probe(model, input, probeLayers); }
+            catch (LoupeException e) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {e.Message}")]); }
+            var firstForward = DateTimeOffset.Now;
+            // Steps that attribute to a layer's input are checked on that tensor, not on the layer's output.
+            var inputLayers = stepOptions.Where(o => o?.Value is IAttributesToLayerInput { AttributeToLayerInput: true })
+                .SelectMany(o => o!.Layers.Where(r => r.Spatial).Select(r => r.Layer)).Where(layerNames.Contains).Distinct().ToList();
+            Dictionary<string, long[]> inputShapes = [];
+            if (inputLayers.Count > 0 && model is ILayerInputs li)
+                try { inputShapes = ProbeInputs(model, li, input, inputLayers); }
+                catch (LoupeException e) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {e.Message}")]); }
+            foreach (var o in stepOptions.Where(o => o is not null))
+                foreach (var r in o!.Layers.Where(r => r.Spatial && shapes.ContainsKey(r.Layer)))
+                {
+                    bool ofInput = o.Value is IAttributesToLayerInput { AttributeToLayerInput: true };
+                    if (ofInput && !inputShapes.ContainsKey(r.Layer)) continue;   // no layer inputs: the step's own check says so
+                    var shape = ofInput ? inputShapes[r.Layer] : shapes[r.Layer];
+                    string? why = o.Value is IReshapesLayers rl ? LayerReshapes.Resolve(rl.Reshape, shape).Error
+                        : shape.Length != 4 ? "this step needs a spatial N×C×H×W layer" : null;
+                    if (why is not null)
+                        errors.Add(At(r.Mark, $"option '{r.Option}': layer '{r.Layer}' has {(ofInput ? "input" : "output")} shape ({string.Join("×", shape)}): {why}"));
+                }
+            if (labels.Count > 0 && labels.Count != outputSize)
+                warnings.Add($"the model has {outputSize} outputs but {labels.Count} labels");
+            return firstForward;
+        }
+
+        /// <summary>Each step's analysis and target, with the capability, target and data checks.</summary>
+        List<PreparedStep> PrepareSteps()
+        {
+            var prepared = new List<PreparedStep>();
+            var displays = DisplayStyles.Of(spec);
+            var tctx = new TargetContext(labels, outputSize, model.Layers.Select(l => l.Name).ToList()) { Model = model, Input = input };
+            for (int i = 0; i < spec.Steps.Count; i++)
+            {
+                var s = spec.Steps[i];
+                var analysis = registry.Create<IAnalysis>(stepDescs[i]!.Id);
+                var req = analysis.Requirements;
+                var needed = InnerAnalyses(stepOptions[i]!.Value).Aggregate(req.Capabilities, (c, a) => c | a.Requirements.Capabilities);
+                var missing = needed & ~model.Capabilities;
+                if (missing != ModelCapabilities.None)
+                    errors.Add(At(s.UsesMark, $"step '{s.Id}' ({s.Uses}) needs {missing.ToString().ToLowerInvariant()}, which model backend '{m.Uses}' does not provide" +
+                        (missing.HasFlag(ModelCapabilities.Gradients) ? "; use a differentiable backend (e.g. 'torchvision' or 'onnx')" : "")));
+                foreach (var a in InnerAnalyses(stepOptions[i]!.Value).Prepend(analysis))
+                    if (SideInputs.Check(a.Requirements, model, s.Id, s.Uses) is { } sideError)
+                    {
+                        errors.Add(At(s.UsesMark, sideError));
+                        break;
+                    }
+                if (!req.UsesTarget && s.Target is not null)
+                    errors.Add(PipelineParser.At(file, s.Target, $"step '{s.Id}' ({s.Uses}) does not explain a target; remove 'target'"));
+                if (req.UsesData && data is null && spec.Data is null)
+                    errors.Add(At(s.Mark, $"step '{s.Id}' ({s.Uses}) reads inputs, but the pipeline has no 'data' section"));
+                ITarget target = NoTarget.Instance;
+                if (req.UsesTarget && targetRefs[i] is { } tr)
+                {
+                    try { target = registry.Create<ITargetFactory>(tr.Descriptor.Id).Create(tr.Options, tctx); }
+                    catch (LoupeException e) { errors.Add(At(tr.Mark, $"step '{s.Id}' target: {e.Message}")); }
+                    foreach (var l in target.RequiredLayers.Where(l => !layerNames.Contains(l)))
+                        errors.Add(At(tr.Mark, $"step '{s.Id}' target: layer '{l}' does not exist{Suggest.DidYouMean(l, layerNames)}"));
+                }
+                prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target) { Display = displays[i] });
+            }
+            ResolveLinks(spec, prepared, errors);
+            if (shard is not null) errors.AddRange(RefuseUnshardable(spec, prepared, shard));
+            return prepared;
+        }
+
+        /// <summary>The analyses' own checks, and each step's <c>expect:</c> lines against the metrics it declares.</summary>
+        void ValidateSteps(List<PreparedStep> prepared)
+        {
+            var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model);
+            for (int i = 0; i < prepared.Count; i++)
+            {
+                var s = prepared[i].Spec;
+                var missing = prepared[i].Analysis.Requirements.Capabilities & ~model.Capabilities;
+                if (missing == ModelCapabilities.None && !badSteps.Contains(i))
+                    foreach (var msg in prepared[i].Analysis.Validate(prepared[i].Options, vctx))
+                        errors.Add(At(s.With?.Start ?? s.Mark, $"step '{s.Id}' ({s.Uses}): {msg}"));
+                if (prepared[i].Analysis is IDeclaresMetrics declares)
+                    foreach (var e in s.Expect)
+                        if (e.Unknown(declares.MetricNamesFor(prepared[i].Options, model)) is { } why) errors.Add(At(e.Mark, $"step '{s.Id}': {why}"));
+            }
+            if (errors.Count > 0) throw new PipelineException(errors);
+        }
+
+        /// <summary>Opens the data last (after everything cheap was checked), then the checks that depend on the number of
+        /// inputs (e.g. t-SNE's perplexity): every other check passed, so whatever this second round reports is new.</summary>
+        void OpenData(List<PreparedStep> prepared)
+        {
+            if (dataDesc is null) return;
+            var d = spec.Data!;
+            try { data = registry.Create<IDataAdapter>(dataDesc.Id).Open(dataOptions!, new DataOpenContext(spec.BaseDirectory, input) { Warn = warnings.Add, MaxImagePixels = spec.MaxImagePixels }); }
+            catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+            {
+                throw new PipelineException([At(d.Mark, $"data '{d.Uses}': {e.Message}")]);
+            }
+            if (spec.MaxItems is { } maxItems && data.Count is { } n && n > maxItems)
+                throw new PipelineException([At(d.Mark, $"data '{d.Uses}': {n} items, over settings.max_items = {maxItems} ({string.Join(", ", data.Files.Take(3))}); use the source's limit option or raise the budget")]);
+            if (data.Count == 0)
+                throw new PipelineException([At(d.Mark, $"data '{d.Uses}': the data source is empty ({string.Join(", ", data.Files.DefaultIfEmpty("no files").Take(3))})")]);
+            if (data.Count is not { } count) return;
+            var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count };
+            foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
+                foreach (var msg in st.Analysis.Validate(st.Options, dctx))
+                    errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): {msg}"));
+            if (errors.Count > 0) { data.Dispose(); throw new PipelineException(errors); }
+        }
+    }
+}
