@@ -65,4 +65,17 @@ public class FullGradShapleyCamTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("score rest needs a class target", r.Manifest!["steps"]![0]!["error"]!.ToString());
     }
+
+    [Fact]
+    public void ShapleyCamDifferentiatesTwiceOnTheOnnxInterpreter()
+    {
+        // The shipped demo CNN through torchvision (whose maps the PyTorch references check) and through its ONNX export:
+        // the ReST score's Hessian term comes from the onnx interpreter's double backward.
+        const string steps = "- { id: s, uses: shapley-cam, with: { layer: relu3, score: rest } }";
+        var tv = FamilyBackendTests.Run("torchvision", steps);
+        var onnx = FamilyBackendTests.Run("onnx", steps);
+        Ok(tv);
+        Ok(onnx);
+        FamilyBackendTests.Same(tv, onnx, "s", "shapley-cam-layer");
+    }
 }
