@@ -147,7 +147,7 @@ public enum ShapleyScore
 {
     /// <summary>The step's target (its class and mode: logit, softmax, ...).</summary>
     Target,
-    /// <summary>ReST (Cai et al. 2024; pytorch-grad-cam's <c>ClassifierOutputReST</c>): z_c − CE(z, c) = z_c + log softmax(z)_c.</summary>
+    /// <summary>ReST (Cai et al. 2025; pytorch-grad-cam's <c>ClassifierOutputReST</c>): z_c − CE(z, c) = z_c + log softmax(z)_c.</summary>
     Rest,
 }
 
@@ -159,7 +159,7 @@ public sealed record ShapleyCamOptions : CamOptions
     public ShapleyScore Score { get; init; } = ShapleyScore.Target;
 }
 
-/// <summary>ShapleyCAM (Cai et al. 2024; pytorch-grad-cam <c>ShapleyCAM</c>): channel weights mean_ij(∂y/∂A − ½ H·A), H the
+/// <summary>ShapleyCAM (Cai et al. 2025; pytorch-grad-cam <c>ShapleyCAM</c>): channel weights mean_ij(∂y/∂A − ½ H·A), H the
 /// Hessian of the score w.r.t. the layer (a Hessian-vector product with the activations, by double backward), then
 /// Σ_k w_k A_k. For a score piecewise linear in the layer (a logit after ReLUs and max pools) H·A is 0 and the map is
 /// Grad-CAM's; a softmax or ReST score makes it differ.</summary>
@@ -212,6 +212,6 @@ public sealed class NewerCamRegistrar : IPluginRegistrar
         .AddLoupeAnalysis<EigenGradCam>("eigen-grad-cam", "first principal component of gradient × activation (pytorch-grad-cam EigenGradCAM)")
         .AddLoupeAnalysis<KpcaCam>("kpca-cam", "first kernel principal component of the activations (Karmani et al. 2024; pytorch-grad-cam KPCA_CAM)")
         .AddLoupeAnalysis<FinerCam>("finer-cam", "Grad-CAM of the target against its most similar classes (Zhang et al. 2025; pytorch-grad-cam FinerCAM)")
-        .AddLoupeAnalysis<ShapleyCam>("shapley-cam", "channel weights from the gradient and the Hessian-vector product, mean(g − ½·H·A) (Cai et al. 2024; pytorch-grad-cam ShapleyCAM)")
+        .AddLoupeAnalysis<ShapleyCam>("shapley-cam", "channel weights from the gradient and the Hessian-vector product, mean(g − ½·H·A) (Cai et al. 2025; pytorch-grad-cam ShapleyCAM)")
         .AddLoupeAnalysis<FullGrad>("full-grad", "input gradient × input plus |bias × gradient| of every convolution and batch norm, scaled and summed (Srinivas & Fleuret 2019; pytorch-grad-cam FullGrad)");
 }
