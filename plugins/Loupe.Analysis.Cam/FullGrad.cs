@@ -31,6 +31,8 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
         if (error is not null) yield return error;
     }
 
+    const string CheckedKey = "full-grad: graph checked: ";
+
     /// <summary>Nodes whose bias FullGrad uses (pytorch-grad-cam: <c>Conv2d</c> with a bias, <c>BatchNorm2d</c>).</summary>
     static bool Biased(GraphNode n) => n.Op == GraphOp.Conv && n.Bias is not null || n.Op == GraphOp.BatchNorm;
 
@@ -46,17 +48,27 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
         if (ctx.Target.RequiredLayers.Count > 0)
             throw new LoupeException($"full-grad: explains model outputs; the target reads layers ({string.Join(", ", ctx.Target.RequiredLayers)})");
         if (ctx.Model is not IModelGraphSource source) throw new LoupeException("full-grad: the model has no graph form (capability graph)");
-        var (_, output, selection) = Explain.Scores(ctx, input.Input, input.Selection, input.Slot);
         using var scope = NewDisposeScope();
         var graph = source.Graph();
         var x = input.Input.detach().requires_grad_(true);
         var values = graph.Run(x);
         var y = values[^1];
-        var tolerance = 1e-3 * (output.abs().max().item<float>() + 1e-6);
-        if (!y.shape.SequenceEqual(output.shape) || (y.detach() - output).abs().max().item<float>() > tolerance)
-            throw new LoupeException("full-grad: the model's graph form does not reproduce its output (a module whose forward differs from its graph form?)");
+        var ti = new TargetInput(y, l => throw new LoupeException($"full-grad: no layer '{l}'"));
+        TargetSelection selection;
+        using (no_grad()) selection = input.Selection ?? ctx.Target.Select(new TargetInput(y.detach(), ti.Layer), input.Slot);
+        // The graph form must reproduce the model: checked against one forward of the model on the step's first batch
+        // (the graph's own forward is the one differentiated, so later batches cost one forward + one backward).
+        if (!ctx.RunCache.ContainsKey(CheckedKey + ctx.StepId))
+        {
+            Tensor output;
+            using (no_grad()) output = ctx.Model.Forward(input.Input);
+            var tolerance = 1e-3 * (output.abs().max().item<float>() + 1e-6);
+            if (!y.shape.SequenceEqual(output.shape) || (y.detach() - output).abs().max().item<float>() > tolerance)
+                throw new LoupeException("full-grad: the model's graph form does not reproduce its output (a module whose forward differs from its graph form?)");
+            ctx.RunCache[CheckedKey + ctx.StepId] = true;
+        }
         var layers = Enumerable.Range(0, graph.Nodes.Count).Where(i => Biased(graph.Nodes[i]) && values[i].dim() == 4).ToList();
-        var score = ctx.Target.Scores(new TargetInput(y, l => throw new LoupeException($"full-grad: no layer '{l}'")), selection).sum();
+        var score = ctx.Target.Scores(ti, selection).sum();
         var grads = autograd.grad([score], [x, .. layers.Select(i => values[i])]);
         long n = x.shape[0], h = x.shape[2], w = x.shape[3];
         var total = ScaledChannels((grads[0] * x.detach()).abs(), h, w);
