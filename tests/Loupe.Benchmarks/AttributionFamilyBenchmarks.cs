@@ -89,7 +89,7 @@ public class AttributionFamilyBenchmarks
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         float s = _model.Forward(_x).sum().item<float>();
-        using var g = new TorchSharp.Generator(0);
+        using var g = new Generator(0);
         for (int i = 0; i < 8; i++)
         {
             using var inner = NewDisposeScope();
