@@ -81,14 +81,14 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
         return new AttributionResult(scope.MoveToOuter(CamAnalysis<CamOptions>.ScaleEach(total)), selection);
     }
 
-    /// <summary>pytorch-grad-cam's scale_accross_batch_and_channels, summed over channels: each N×K map min-max scaled,
-    /// resized to h×w, then Σ_k (N×h×w).</summary>
+    /// <summary>pytorch-grad-cam's scale_accross_batch_and_channels summed over channels: Σ_k resize(scale(M_k)), N×h×w.
+    /// Bilinear resizing is linear and the same for every channel, so the sum is taken at the layer's resolution and
+    /// resized once (the same map, without K full-resolution copies: 822 MB for resnet18's last batch norm at 224², batch 8).</summary>
     static Tensor ScaledChannels(Tensor maps, long h, long w)
     {
         using var scope = NewDisposeScope();
-        long n = maps.shape[0], k = maps.shape[1];
-        var each = CamAnalysis<CamOptions>.ScaleEach(maps.reshape(n * k, maps.shape[2], maps.shape[3]));
-        if (each.shape[1] != h || each.shape[2] != w) each = Display.Resize(each, h, w);
-        return scope.MoveToOuter(each.view(n, k, h, w).sum(1));
+        long n = maps.shape[0], k = maps.shape[1], mh = maps.shape[2], mw = maps.shape[3];
+        var sum = CamAnalysis<CamOptions>.ScaleEach(maps.reshape(n * k, mh, mw)).view(n, k, mh, mw).sum(1);
+        return scope.MoveToOuter(mh != h || mw != w ? Display.Resize(sum, h, w) : sum);
     }
 }
