@@ -156,6 +156,10 @@ public interface IDeclaresMetrics
 {
     /// <summary>Every scalar metric the step writes.</summary>
     IReadOnlyList<string> MetricNames { get; }
+
+    /// <summary>The metric names with these <paramref name="options"/> on this <paramref name="model"/>, when they
+    /// depend on them (e.g. one series per randomised layer); default <see cref="MetricNames"/>.</summary>
+    IReadOnlyList<string> MetricNamesFor(object options, IModel model) => MetricNames;
 }
 
 /// <summary>A technique. Derive from <see cref="Analysis{TOptions}"/>.</summary>

@@ -29,6 +29,13 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     /// <summary>Names of the scalar metrics this step writes (what <c>expect:</c> may name).</summary>
     public abstract IReadOnlyList<string> MetricNames { get; }
 
+    /// <summary>The metric names <c>expect:</c> may name with these options on this model (default:
+    /// <see cref="MetricNames"/>; e.g. one series per randomised layer of <c>mprt</c>).</summary>
+    protected virtual IReadOnlyList<string> MetricNamesWith(TOptions options, IModel model) => MetricNames;
+
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNamesFor(object options, IModel model) => MetricNamesWith((TOptions)options, model);
+
     /// <summary>Metric-specific checks.</summary>
     protected virtual IEnumerable<string> ValidateMetric(TOptions options, AnalysisValidationContext context) => [];
 
@@ -40,7 +47,7 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     {
         if (options.Of?.Analysis is { } a && a is not IAttribution)
             yield return $"option 'of': step '{options.Of.Id}' is not an attribution method (a metric needs one map per input, like saliency, grad-cam or occlusion)";
-        foreach (var e in Expectation.Errors(options.Expect, MetricNames)) yield return e;
+        foreach (var e in Expectation.Errors(options.Expect, MetricNamesWith(options, context.Model))) yield return e;
         foreach (var e in ValidateMetric(options, context)) yield return e;
     }
 
@@ -61,7 +68,9 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
         output.Json("summary", new { columns = new[] { "step", "of", "metric", "mean", "std", "count", "higherIsBetter" }, rows = writer.Rows });
         output.Json("values", new MetricValues(writer.Of, expect, writer.Series.ToArray()));
         if (!check) return;
-        var expectations = expect.Select((e, i) => Expectation.Parse(e, i, MetricNames, out _)!).ToList();
+        // (validated against MetricNamesWith; a merge has no model, so the names written are the ones allowed)
+        var names = MetricNames.Concat(writer.Values.Keys).Distinct().ToList();
+        var expectations = expect.Select((e, i) => Expectation.Parse(e, i, names, out var error) ?? throw new LoupeException(error!)).ToList();
         var failed = expectations.Select(e => e.Check(writer.Values)).Where(m => m is not null).ToList();
         if (failed.Count > 0) throw new LoupeException($"{failed.Count} expectation(s) failed: " + string.Join("; ", failed));
     }

@@ -1,5 +1,6 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
+using System.Text.Json.Nodes;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
 
@@ -10,18 +11,35 @@ public enum MprtVariant
 {
     /// <summary>Smooth MPRT: maps averaged over noisy copies of the input before they are compared.</summary>
     Smooth,
-    /// <summary>Efficient MPRT: the rise in the maps' histogram entropy when the whole model is randomised.</summary>
+    /// <summary>Efficient MPRT: the rise in the maps' histogram entropy when the model is randomised.</summary>
     Efficient,
+}
+
+/// <summary>Order in which <c>mprt</c> randomises the modules (Quantus <c>layer_order</c>).</summary>
+public enum MprtOrder
+{
+    /// <summary>Cascading from the first module the input meets to the output (Quantus's default for both variants).</summary>
+    BottomUp,
+    /// <summary>Cascading from the output module down to the input (Adebayo et al.'s cascade).</summary>
+    TopDown,
+    /// <summary>One module at a time on the intact model, in bottom-up order.</summary>
+    Independent,
 }
 
 /// <summary>Options of <c>mprt</c>.</summary>
 public sealed record MprtOptions : MetricOptions
 {
     /// <summary>Variant.</summary>
-    [Description("smooth (sMPRT: Spearman of noise-averaged |maps|, intact vs randomised model; lower is better) or efficient (eMPRT: entropy of the randomised model's map over the intact one's; higher is better)")]
+    [Description("smooth (sMPRT: Spearman of noise-averaged |maps|, intact vs randomised model; lower is better) or efficient (eMPRT: relative rise of the map's histogram entropy, randomised over intact; higher is better)")]
     public MprtVariant Variant { get; init; } = MprtVariant.Smooth;
+    /// <summary>Layer order.</summary>
+    [Description("order of randomisation: bottom-up (cascading from the input side, Quantus's default), top-down (cascading from the output) or independent (one module at a time); the score is the curve's last point")]
+    public MprtOrder Order { get; init; } = MprtOrder.BottomUp;
+    /// <summary>Per-layer curve.</summary>
+    [Description("compute the curve after every module (true, Quantus skip_layers: false) or only the last point (false: two map evaluations instead of one per module)")]
+    public bool PerLayer { get; init; } = true;
     /// <summary>Noisy copies.</summary>
-    [Range(1, 100_000), Description("smooth: noisy copies averaged per map (Quantus nr_samples: 50)")]
+    [Range(1, 100_000), Description("smooth: copies averaged per map, the last one without noise (Quantus nr_samples: 50)")]
     public int Samples { get; init; } = 50;
     /// <summary>Noise magnitude.</summary>
     [Range(0.0, 1000.0), Description("smooth: noise σ as a fraction of the input's value range max − min (Quantus noise_magnitude: 0.1)")]
@@ -35,15 +53,20 @@ public sealed record MprtOptions : MetricOptions
 }
 
 /// <summary><c>mprt</c> variants of Hedström et al. (2023, "Sanity checks revisited"; Quantus SmoothMPRT and
-/// EfficientMPRT), beside the cascading <c>sanity-randomisation</c>. Every module's parameters are randomised as
-/// there (seeded from the step seed and the module; restored after each batch, also on errors), all of them at once,
-/// and the method runs again for the classes chosen on the intact model.
+/// EfficientMPRT), beside the cascading <c>sanity-randomisation</c>. Modules are those of <c>sanity-randomisation</c>
+/// in execution order; each is randomised as there (seeded from the step seed and the module, so every order ends on the
+/// same fully randomised model; restored after each batch, also on errors), in <c>order</c>, and after each module the
+/// method runs again for the classes chosen on the intact model: a curve with one point per module, after the
+/// <c>original</c> point. The score is the curve's last point (Quantus <c>return_last_correlation</c>).
 /// <list type="bullet">
-/// <item><c>smooth</c>: each map is the mean over <c>samples</c> copies x + N(0, σ²), σ = noise_magnitude × (max x − min x),
-/// noise seeded per input and shared by both models; the score is the Spearman ρ of the two |maps| (Quantus reports
-/// the ρ of every layer of the cascade; this is its end point). Lower is better.</item>
-/// <item><c>efficient</c>: H(randomised) / H(intact), H the entropy (natural log) of the <c>bins</c>-bin histogram of
-/// the |map|'s values over their range. Higher is better: a map that depends on the model becomes noisier.</item>
+/// <item><c>smooth</c>: each map is the mean over <c>samples</c> copies x + ε, ε ~ N(0, σ²) for all but the last copy
+/// (ε = 0), σ = noise_magnitude × (max x − min x); the noise is seeded per input and shared by every model. A point is
+/// the Spearman ρ of the intact and the randomised model's |map| (normalising by the maximum, as Quantus does, leaves
+/// ranks unchanged); the original point is the ρ of the evaluated step's map and the intact noise-averaged one. Lower
+/// is better.</item>
+/// <item><c>efficient</c>: a point is H(|map|), the entropy (natural log) of the <c>bins</c>-bin histogram of the map's
+/// values over their range; the score is (H(last) − H(original)) / H(original), the relative rise in complexity.
+/// Higher is better: a map that depends on the model becomes noisier.</item>
 /// </list></summary>
 public sealed class Mprt : QualityMetric<MprtOptions>
 {
@@ -54,13 +77,22 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Parameters);
     /// <inheritdoc/>
+    public override IReadOnlyList<string> MetricNames => ["mprt_mean", "mprt_std", "mprt_original_mean", "mprt_original_std"];
+    /// <inheritdoc/>
     protected override bool HigherIsBetterWith(MprtOptions options) => options.Variant == MprtVariant.Efficient;
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<string> MetricNamesWith(MprtOptions options, IModel model) =>
+        [.. MetricNames, .. LayerKeys(options.PerLayer ? SanityRandomisation.Modules(model).Count : 1).SelectMany(k => new[] { k + "_mean", k + "_std" })];
 
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(MprtOptions options, AnalysisValidationContext context)
     {
         if (context.Model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
     }
+
+    /// <summary>Series names of the curve's points after the original: <c>mprt_layer1</c> … (k-th module randomised).</summary>
+    static IEnumerable<string> LayerKeys(int count) => Enumerable.Range(1, count).Select(k => $"mprt_layer{k}");
 
     /// <summary>Entropy (natural log) of the <paramref name="bins"/>-bin histogram of each row's values over its range.</summary>
     public static double HistogramEntropy(Tensor row, int bins)
@@ -75,6 +107,12 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         return -(p * where(p > 0, p.log(), zeros_like(p))).sum().item<double>();
     }
 
+    /// <summary>The modules (top first, as <see cref="SanityRandomisation.Randomise"/> numbers them) in the order they
+    /// are randomised: indices into the top-first list.</summary>
+    public static int[] RandomisationOrder(int count, MprtOrder order) => order == MprtOrder.TopDown
+        ? Enumerable.Range(0, count).ToArray()
+        : Enumerable.Range(0, count).Reverse().ToArray();
+
     /// <summary>|map| (N×D) of the method: as given, or averaged over the noisy copies.</summary>
     Tensor Maps(MprtOptions o, MetricBatch b, Tensor? noise)
     {
@@ -85,43 +123,155 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         Tensor? sum = null;
         for (long s0 = 0; s0 < s; s0 += chunk)
         {
+            using var inner = NewDisposeScope();
             long k = Math.Min(chunk, s - s0);
             var xs = (b.X.unsqueeze(0) + noise.narrow(0, s0, k)).reshape(k * n, b.X.shape[1], b.X.shape[2], b.X.shape[3]);
             var sel = b.Selection.Rows(Enumerable.Range(0, (int)k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
             var m = LinkedMaps(o, b.Context, xs, null, sel).Map.detach().to(ScalarType.Float64).reshape(k, n, -1).sum([0]);
-            sum = sum is null ? m : sum + m;
+            sum = inner.MoveToOuter(sum is null ? m : sum + m);
         }
         return scope.MoveToOuter((sum! / s).abs());
     }
 
-    /// <inheritdoc/>
-    protected override double[] Score(MprtOptions o, MetricBatch b)
+    /// <summary>The curve of every row: N × (1 + points), column 0 the original point.</summary>
+    double[][] Curve(MprtOptions o, MetricBatch b, List<(string Module, List<string> Parameters)> modules)
     {
         using var scope = NewDisposeScope();
         var ctx = b.Context;
+        bool smooth = o.Variant == MprtVariant.Smooth;
         Tensor? noise = null;
-        if (o.Variant == MprtVariant.Smooth)
+        if (smooth)
         {
             var x = b.X;
             var sigma = (x.amax([1, 2, 3]) - x.amin([1, 2, 3])) * (float)o.NoiseMagnitude;               // per input
-            noise = stack(Enumerable.Range(0, o.Samples).Select(_ => InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0)).ToArray())
-                * sigma.view(1, -1, 1, 1, 1);                                                           // samples×N×C×H×W
+            var draws = Enumerable.Range(0, o.Samples - 1).Select(_ => InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * sigma.view(-1, 1, 1, 1))
+                .Append(zeros_like(x));                                                                   // the last copy: x itself
+            noise = stack(draws.ToArray());                                                               // samples×N×C×H×W
         }
-        var intact = noise is null ? b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1).abs() : Maps(o, b, noise);
-        var modules = SanityRandomisation.ExecutionOrder(ctx, SanityRandomisation.Modules(ctx.Model));
+        var given = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1).abs();
+        var intact = smooth ? Maps(o, b, noise) : given;
+        float[] Row(Tensor t, int i) => t[i].to(ScalarType.Float32).contiguous().ToArray<float>();
+        double Point(Tensor maps, int i) => smooth ? Evaluation.Maps.Spearman(Row(intact, i), Row(maps, i)) : HistogramEntropy(maps[i], o.Bins);
+        var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Evaluation.Maps.Spearman(Row(given, i), Row(intact, i)) : Point(intact, i) }).ToArray();
+        var order = RandomisationOrder(modules.Count, o.Order);
         var saved = new List<(Tensor Live, Tensor Copy)>();
-        Tensor randomised;
         try
         {
-            for (int g = 0; g < modules.Count; g++) SanityRandomisation.Randomise(ctx, modules[g].Parameters, g, saved);
-            randomised = Maps(o, b, noise);
+            for (int k = 0; k < order.Length; k++)
+            {
+                ctx.Cancellation.ThrowIfCancellationRequested();
+                if (o.Order == MprtOrder.Independent) SanityRandomisation.Restore(saved);
+                SanityRandomisation.Randomise(ctx, modules[order[k]].Parameters, order[k], saved);
+                if (!o.PerLayer && k < order.Length - 1) continue;
+                using var inner = NewDisposeScope();
+                var randomised = Maps(o, b, noise);
+                for (int i = 0; i < b.N; i++) curves[i].Add(Point(randomised, i));
+            }
         }
         finally
         {
             SanityRandomisation.Restore(saved);
         }
-        return Enumerable.Range(0, (int)b.N).Select(i => o.Variant == MprtVariant.Smooth
-            ? Evaluation.Maps.Spearman(intact[i].to(ScalarType.Float32).contiguous().ToArray<float>(), randomised[i].to(ScalarType.Float32).contiguous().ToArray<float>())
-            : HistogramEntropy(randomised[i], o.Bins) / Math.Max(HistogramEntropy(intact[i], o.Bins), 1e-12)).ToArray();
+        return curves.Select(c => c.ToArray()).ToArray();
+    }
+
+    /// <summary>The score of one curve: the last point (smooth), or the relative rise of the entropy (efficient).</summary>
+    static double EndPoint(MprtOptions o, double[] curve) =>
+        o.Variant == MprtVariant.Smooth ? curve[^1] : (curve[^1] - curve[0]) / Math.Max(curve[0], 1e-12);
+
+    /// <inheritdoc/>
+    protected override double[] Score(MprtOptions o, MetricBatch b) =>
+        Curve(o, b, SanityRandomisation.ExecutionOrder(b.Context, SanityRandomisation.Modules(b.Context.Model))).Select(c => EndPoint(o, c)).ToArray();
+
+    /// <inheritdoc/>
+    protected override void Evaluate(MprtOptions o, IAnalysisContext ctx, MetricWriter writer)
+    {
+        var modules = SanityRandomisation.ExecutionOrder(ctx, SanityRandomisation.Modules(ctx.Model));
+        var ids = new List<string>();
+        var labels = new List<string>();
+        var curves = new List<double[]>();
+        foreach (var batch in ctx.Batches())
+        {
+            using var scope = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
+            var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
+            try { curves.AddRange(Curve(o, new MetricBatch(ctx, batch, result.Map, result.Selection, gens, o.MicroBatch), modules)); }
+            finally { foreach (var g in gens) g.Dispose(); }
+            ids.AddRange(batch.Ids);
+            labels.AddRange(result.Selection.Labels);
+            if (ctx.InputCount is > 0) ctx.Progress(ids.Count / (double)ctx.InputCount.Value);
+        }
+        WriteScores(ctx, writer, Id, o, HigherIsBetterWith(o), ids, labels, curves.Select(c => EndPoint(o, c)).ToList());
+        // The curve: one series per point (metrics.csv, the summary, expect:), per input rows and the plot.
+        int points = o.PerLayer ? modules.Count : 1;
+        writer.Stat("mprt_original", curves.Select(c => c[0]).ToList());
+        foreach (var (key, k) in LayerKeys(points).Select((key, k) => (key, k)))
+            writer.Stat(key, curves.Select(c => c[k + 1]).ToList());
+        var order = RandomisationOrder(modules.Count, o.Order);
+        var names = o.PerLayer ? order.Select(g => modules[g].Module).ToArray()
+            : [o.Order == MprtOrder.Independent ? modules[order[^1]].Module : "all modules"];
+        var rows = new NdArray(curves.SelectMany(c => c.Select(v => (float)v)).ToArray(), [curves.Count, points + 1]);
+        ctx.Output.Raw("mprt_curve", null, rows);
+        WriteCurve(ctx.Output, new JsonObject
+        {
+            ["of"] = o.Of!.Id, ["variant"] = Kebab(o.Variant.ToString()), ["order"] = Kebab(o.Order.ToString()),
+            ["modules"] = new JsonArray(names.Select(n => (JsonNode)n).ToArray()),
+        }, rows);
+    }
+
+    static string Kebab(string name) => string.Concat(name.Select((c, i) => char.IsUpper(c) && i > 0 ? "-" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
+
+    /// <summary>Writes <c>mprt_layers.json</c> (per point: the module randomised last, mean and std over inputs) and the
+    /// plot of the mean curve over the inputs' curves, from the per-input rows (N × points).</summary>
+    static void WriteCurve(IArtifactSink output, JsonObject info, NdArray rows)
+    {
+        int n = (int)rows.Shape[0], p = (int)rows.Shape[1];
+        var modules = info["modules"]!.AsArray().Select(m => m!.GetValue<string>()).ToArray();
+        string variant = info["variant"]!.GetValue<string>(), order = info["order"]!.GetValue<string>(), of = info["of"]!.GetValue<string>();
+        var columns = Enumerable.Range(0, p).Select(j => Enumerable.Range(0, n).Select(i => (double)rows.Data[i * p + j]).ToList()).ToList();
+        var stats = columns.Select(c => MetricWriter.MeanStd(c)).ToList();
+        var ticks = new[] { "original" }.Concat(modules).ToArray();
+        bool smooth = variant == "smooth";
+        output.Json("mprt_layers", new JsonObject
+        {
+            ["of"] = of, ["variant"] = variant, ["order"] = order, ["modules"] = new JsonArray(modules.Select(m => (JsonNode)m).ToArray()),
+            ["note"] = smooth
+                ? "point k: Spearman ρ of the noise-averaged |map| of the model with the first k modules randomised (in 'order'; independent: only module k) and the intact model's; 'original': the evaluated step's map vs the intact noise-averaged map"
+                : "point k: entropy (nats) of the |map| histogram with the first k modules randomised (in 'order'; independent: only module k); 'original': the intact model's",
+            ["points"] = new JsonArray(ticks.Select((t, j) => (JsonNode)new JsonObject
+            {
+                ["randomised"] = t, ["mean"] = Num(stats[j].Mean), ["std"] = Num(stats[j].Std),
+            }).ToArray()),
+        });
+        var xs = Enumerable.Range(0, p).Select(j => (double)j).ToArray();
+        var faint = Enumerable.Range(0, Math.Min(n, 64)).Select(i => Enumerable.Range(0, p).Select(j => (double)rows.Data[i * p + j]).ToArray()).ToList();
+        string xLabel = order switch
+        {
+            "independent" => "module randomised alone (bottom-up order)",
+            "top-down" => "randomised cumulatively, output first, down to module",
+            _ => "randomised cumulatively, input first, up to module",
+        };
+        var finite = rows.Data.Where(float.IsFinite).DefaultIfEmpty(0f).ToArray();
+        output.Display("mprt_layers", null, Plots.Lines(xs, [(smooth ? "mean Spearman ρ" : "mean entropy", stats.Select(s => s.Mean).ToArray())],
+            $"{(smooth ? "smooth" : "efficient")} MPRT of '{of}' ({order})", xLabel,
+            smooth ? "Spearman ρ to the intact model's |map|" : "entropy of the |map| histogram (nats)", faint: faint, xTicks: ticks,
+            legendLow: !smooth,   // entropies sit near the top of their axis
+            yRange: smooth ? (Math.Min(-0.1, finite.Min() - 0.05), 1.05) : (0, Math.Max(0.1, finite.Max() * 1.05))));
+    }
+
+    static JsonNode? Num(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+
+    /// <inheritdoc/>
+    protected override void MergeDetails(IShardMerge merge)
+    {
+        base.MergeDetails(merge);
+        var rows = merge.Rows("mprt_curve");
+        var info = merge.Json("mprt_layers")[0].AsObject();
+        WriteCurve(merge.Output, new JsonObject
+        {
+            ["of"] = info["of"]!.GetValue<string>(), ["variant"] = info["variant"]!.GetValue<string>(), ["order"] = info["order"]!.GetValue<string>(),
+            ["modules"] = info["modules"]!.DeepClone(),
+        }, rows);
     }
 }

@@ -13,6 +13,9 @@ public static class ObjectMasks
     /// <summary>Option description of the boxes file.</summary>
     public const string BoxesDescription = "CSV file of object boxes 'id,x0,y0,x1,y1' (pixels of the model input, x1/y1 exclusive; several lines per id are united; a header line is allowed); an input without a line has an empty mask";
 
+    /// <summary>Byte cap of one mask file (a PNG mask of the largest allowed image compresses far below it).</summary>
+    public const long MaxMaskBytes = 64L << 20;
+
     /// <summary>N×H×W bool masks of a batch.</summary>
     public static Tensor For(InputBatch batch, string? masks, string? boxes, double threshold)
     {
@@ -32,18 +35,22 @@ public static class ObjectMasks
     static Tensor FromFolder(string folder, string id, long h, long w)
     {
         using var scope = NewDisposeScope();
-        string npy = Path.Combine(folder, id + ".npy"), png = Path.Combine(folder, id + ".png");
+        // The id names the file: one that would lead outside the folder (../, an absolute path, a link) is refused.
+        string npy = SafeFile.Inside(folder, id + ".npy", $"option 'masks': input '{SafeFile.Printable(id)}'"),
+            png = SafeFile.Inside(folder, id + ".png", $"option 'masks': input '{SafeFile.Printable(id)}'");
         Tensor m;
         if (File.Exists(npy))
         {
-            m = Npy.Read(npy).ToTensor().to(ScalarType.Float32);
+            SafeFile.RequireRegular(npy, $"option 'masks': {npy}");
+            m = Npy.Read(npy, ImageFiles.MaxPixels).ToTensor().to(ScalarType.Float32);
             if (m.dim() == 3 && m.shape[0] == 1) m = m[0];
             if (m.dim() != 2) throw new LoupeException($"{npy}: a mask must be H×W or 1×H×W, not ({string.Join("×", m.shape)})");
             m = (m != 0).to(ScalarType.Float32);
         }
         else if (File.Exists(png))
         {
-            var img = PlotImages.FromPng(File.ReadAllBytes(png));
+            // Capped read and a header check against the pixel limit before decoding (settings.max_image_pixels' default).
+            var img = ImageFiles.Read(png, $"option 'masks': {png}", MaxMaskBytes);
             m = (tensor(img.Pixels.Select(p => (float)p).ToArray()).view(img.Height, img.Width, 3).amax([2]) > 127f).to(ScalarType.Float32);
         }
         else throw new LoupeException($"option 'masks': folder '{folder}' has no mask for input '{id}' (expected {id}.npy or {id}.png)");

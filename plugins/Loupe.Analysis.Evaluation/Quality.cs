@@ -116,8 +116,9 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     {
         var x = from ?? X;
         long c = x.shape[1], h = x.shape[2], w = x.shape[3];
-        var m = replace.to(ScalarType.Float32).view(N, -1, 1, h, w);
-        return x.unsqueeze(1) * (1 - m) + baseline.unsqueeze(1) * m;
+        // One select instead of x·(1 − m) + baseline·m (four passes over the copies); the same values.
+        var m = replace.to(ScalarType.Bool).view(N, -1, 1, h, w);
+        return where(m, baseline.unsqueeze(1), x.unsqueeze(1));
     }
 }
 

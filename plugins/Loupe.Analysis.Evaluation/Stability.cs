@@ -47,17 +47,22 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     /// <summary>Quantus's default of normalise_by_max on the maps.</summary>
     protected virtual bool Normalise => false;
 
-    /// <summary>What the model gives besides the maps, per row (N×K): the logits, or a layer's output
-    /// (relative-representation-stability).</summary>
-    protected virtual Tensor Representation(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    /// <summary>Whether <see cref="Ratio"/> reads the representations h, h' (else no forward computes them).</summary>
+    protected virtual bool UsesRepresentation => false;
+
+    /// <summary>One forward of a batch without gradients: the logits (N×classes, for the changed-prediction check)
+    /// and what the model gives besides the maps (N×K) when <see cref="UsesRepresentation"/>: the logits, or a layer's
+    /// output (relative-representation-stability).</summary>
+    protected virtual (Tensor Logits, Tensor? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
         var (_, output, _) = Explain.Scores(ctx, input, selection, 0);
-        return scope.MoveToOuter(output.to(ScalarType.Float64).reshape(input.shape[0], -1));
+        return (scope.MoveToOuter(output), UsesRepresentation ? scope.MoveToOuter(output.to(ScalarType.Float64).reshape(input.shape[0], -1)) : null);
     }
 
-    /// <summary>The per-sample value (N): maps e, e' (N×F), inputs x, x' (N×D) and representations h, h' (N×K).</summary>
-    protected abstract Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs);
+    /// <summary>The per-sample value (N): maps e, e' (N×F), inputs x, x' (N×D) and representations h, h' (N×K; null
+    /// unless <see cref="UsesRepresentation"/>).</summary>
+    protected abstract Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs);
 
     /// <inheritdoc/>
     protected override double[] Score(StabilityOptions o, MetricBatch b)
@@ -68,9 +73,11 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         var x = b.X;
         Tensor Flat(Tensor m) { var f = m.detach().to(ScalarType.Float64).reshape(m.shape[0], -1); return Normalise ? QualityFormulas.NormaliseByMax(f) : f; }
         var e = Flat(b.Map);
-        var (_, logits, _) = Explain.Scores(ctx, x, b.Selection, 0);
-        var top = logits.argmax(1);
-        var h = Representation(o, ctx, x, b.Selection);
+        // The forwards without gradients run only for what needs them: the changed-prediction check and the
+        // representations (one forward gives both); the maps' own passes are the method's.
+        bool skip = o.SkipChangedPredictions ?? SkipChangedByDefault, forward = skip || UsesRepresentation;
+        Tensor? top = null, h = null;
+        if (forward) { var (logits, rep) = Forward(o, ctx, x, b.Selection); top = logits.argmax(1); h = rep; }
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
         var values = new List<Tensor>();
         for (int s0 = 0; s0 < o.Samples; s0 += (int)chunk)
@@ -86,15 +93,19 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
             var es = Flat(LinkedMaps(o, ctx, xs, null, sel).Map).view(k, n, -1);
-            var (_, logitsS, _) = Explain.Scores(ctx, xs, sel, 0);
-            var topS = logitsS.argmax(1).view(k, n);
-            var hs = Representation(o, ctx, xs, sel).view(k, n, -1);
+            Tensor? topS = null, hs = null;
+            if (forward)
+            {
+                var (logitsS, repS) = Forward(o, ctx, xs, sel);
+                topS = logitsS.argmax(1).view(k, n);
+                hs = repS?.view(k, n, -1);
+            }
             var xsv = xs.to(ScalarType.Float64).view(k, n, -1);
             var xv = x.to(ScalarType.Float64).reshape(n, -1);
             for (int j = 0; j < k; j++)
             {
-                var r = Ratio(o, e, es[j], xv, xsv[j], h, hs[j]);
-                if (o.SkipChangedPredictions ?? SkipChangedByDefault) r = where(topS[j] == top, r, full_like(r, double.NaN));
+                var r = Ratio(o, e, es[j], xv, xsv[j], h, hs?[j]);
+                if (skip) r = where(topS![j] == top!, r, full_like(r, double.NaN));
                 values.Add(inner.MoveToOuter(r));
             }
         }
@@ -119,7 +130,7 @@ public sealed class AvgSensitivity : StabilityMetric
     /// <inheritdoc/>
     protected override bool TakeMax => false;
     /// <inheritdoc/>
-    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
         Norm(e - es) / Norm(e).clamp_min(1e-30);
 }
 
@@ -135,7 +146,7 @@ public sealed class LocalLipschitz : StabilityMetric
     /// <inheritdoc/>
     protected override bool Normalise => true;
     /// <inheritdoc/>
-    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
         Norm(e - es) / Norm(x - xs).clamp_min(1e-30);
 }
 
@@ -149,7 +160,7 @@ public sealed class RelativeInputStability : StabilityMetric
     /// <inheritdoc/>
     protected override bool SkipChangedByDefault => true;
     /// <inheritdoc/>
-    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
         Relative(e, es, o.EpsMin) / Relative(x, xs, o.EpsMin).clamp_min(o.EpsMin);
 
     /// <summary>‖(a − b)/a‖ with a's zero entries replaced by ε (Quantus's guard).</summary>
@@ -163,10 +174,12 @@ public sealed class RelativeOutputStability : StabilityMetric
     /// <inheritdoc/>
     public override string Id => "relative-output-stability";
     /// <inheritdoc/>
+    protected override bool UsesRepresentation => true;
+    /// <inheritdoc/>
     protected override bool SkipChangedByDefault => true;
     /// <inheritdoc/>
-    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
-        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h, hs, o.EpsMin).clamp_min(o.EpsMin);
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
+        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h!, hs!, o.EpsMin).clamp_min(o.EpsMin);
 }
 
 /// <summary><c>relative-representation-stability</c> (Agarwal et al. 2022): as relative-input-stability with the output
@@ -176,6 +189,8 @@ public sealed class RelativeRepresentationStability : StabilityMetric
     /// <inheritdoc/>
     public override string Id => "relative-representation-stability";
     /// <inheritdoc/>
+    protected override bool UsesRepresentation => true;
+    /// <inheritdoc/>
     protected override bool SkipChangedByDefault => true;
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
@@ -183,14 +198,14 @@ public sealed class RelativeRepresentationStability : StabilityMetric
         if (string.IsNullOrEmpty(o.Layer)) yield return "option 'layer' is required: the layer whose output is the internal representation (e.g. relu3)";
     }
     /// <inheritdoc/>
-    protected override Tensor Representation(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    protected override (Tensor Logits, Tensor? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [o.Layer!], forGradients: false, selection);
-        using (capture) return scope.MoveToOuter(capture[o.Layer!].to(ScalarType.Float64).reshape(input.shape[0], -1));
+        var (output, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [o.Layer!], forGradients: false, selection);
+        using (capture) return (scope.MoveToOuter(output.detach()), scope.MoveToOuter(capture[o.Layer!].to(ScalarType.Float64).reshape(input.shape[0], -1)));
     }
     /// <inheritdoc/>
-    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor h, Tensor hs) =>
-        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h, hs, o.EpsMin).clamp_min(o.EpsMin);
+    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
+        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h!, hs!, o.EpsMin).clamp_min(o.EpsMin);
 }

@@ -43,6 +43,7 @@ public sealed class ShardRuns
               - { id: sens, uses: sensitivity-max, with: { of: cam, samples: 2 } }
               - { id: fc, uses: faithfulness-correlation, with: { of: cam, runs: 4, subset_size: 50 } }
               - { id: ll, uses: local-lipschitz, with: { of: cam, samples: 2 } }
+              - { id: emprt, uses: mprt, with: { of: cam, variant: efficient } }
             """, Dir);
         Full = TestEnv.Run(PipelineFile, Path.Combine(Dir, "full"));
         Shards = Enumerable.Range(0, 4).Select(i => PipelineRunner.Run(new RunRequest(PipelineFile)

@@ -363,6 +363,84 @@ def issue20_rows(row, r18, x, cls, tag):
     row(f"{tag} | kernel-shap, 25 coalitions, cells of 32", lambda: emitted(lambda: kernel_shap(r18, x, c, 25, 32), x))
 
 
+# ---- Quantus-style metrics on the demo CNN (the expensive ones; tests/Loupe.Benchmarks QualityMetricBenchmarks) ------
+def _norm_max(a):
+    return a / a.abs().amax(1, keepdim=True).clamp_min(1e-30)
+
+
+def road_metric(model, x, cls, percentages=(10, 30, 50, 70, 90), noise=0.01):
+    """ROAD (Rong et al. 2022) as its reference code does it: the saliency map, then per image and percentage the
+    noisy linear imputation solved with scipy's sparse solver, and one forward of all imputed images."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+    n, c, h, w = x.shape
+    a = _norm_max(input_gradient(model, x, cls).sum(1).reshape(n, -1))
+    order = torch.argsort(-a, dim=1, stable=True).numpy()
+    offsets = [(-1, -1, 1 / 12), (-1, 0, 1 / 6), (-1, 1, 1 / 12), (0, -1, 1 / 6), (0, 1, 1 / 6), (1, -1, 1 / 12), (1, 0, 1 / 6), (1, 1, 1 / 12)]
+    imgs = []
+    for i in range(n):
+        xi = x[i].double().numpy().reshape(c, -1)
+        for p in percentages:
+            unknown = np.zeros(h * w, bool)
+            unknown[order[i, :int(np.floor(h * w * p / 100 + 1e-9))]] = True
+            idx = -np.ones(h * w, int)
+            idx[unknown] = np.arange(unknown.sum())
+            rows, cols, vals = [], [], []
+            rhs = np.zeros((unknown.sum(), c))
+            for q in np.flatnonzero(unknown):
+                yy, xx = divmod(q, w)
+                total = 0.0
+                for dy, dx, wt in offsets:
+                    y2, x2 = yy + dy, xx + dx
+                    if 0 <= y2 < h and 0 <= x2 < w:
+                        total += wt
+                        r = y2 * w + x2
+                        if unknown[r]:
+                            rows.append(idx[q]); cols.append(idx[r]); vals.append(-wt)
+                        else:
+                            rhs[idx[q]] += wt * xi[:, r]
+                rows.append(idx[q]); cols.append(idx[q]); vals.append(total)
+            out = xi.copy()
+            if unknown.any():
+                A = sp.csc_matrix((vals, (rows, cols)), shape=(unknown.sum(),) * 2)
+                sol = spla.spsolve(A, rhs).reshape(unknown.sum(), c)
+                out[:, unknown] = sol.T + noise * np.random.randn(c, unknown.sum())
+            imgs.append(torch.from_numpy(out.reshape(c, h, w)).float())
+    with torch.no_grad():
+        pred = model(torch.stack(imgs)).argmax(1).view(n, -1)
+    return (pred == cls.view(n, 1)).double().mean(1)
+
+
+def region_perturbation_metric(model, x, cls, patch=4, regions=49):
+    """Region perturbation (Samek et al. 2017) with Quantus's uniform fill: patches ranked by attribution sum,
+    replaced cumulatively, every perturbed copy in one forward; AOPC of the softmax probability."""
+    n, c, h, w = x.shape
+    a = _norm_max(input_gradient(model, x, cls).sum(1).reshape(n, -1)).view(n, 1, h, w)
+    sums = F.avg_pool2d(a, patch).reshape(n, -1) * patch * patch
+    order = torch.argsort(-sums, dim=1, stable=True)[:, :regions]
+    region = (torch.arange(h)[:, None] // patch) * (w // patch) + torch.arange(w)[None, :] // patch
+    full = torch.full((n, (h // patch) * (w // patch)), regions, dtype=torch.long)   # regions not perturbed: never
+    full.scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    step = full.gather(1, region.reshape(1, -1).expand(n, -1)).view(n, 1, 1, h, w)
+    fill = torch.rand(n, 1, c, h, w)
+    m = step <= torch.arange(regions).view(1, -1, 1, 1, 1)
+    copies = torch.where(m, fill, x.unsqueeze(1)).reshape(-1, c, h, w)
+    with torch.no_grad():
+        p0 = F.softmax(model(x), 1).gather(1, cls[:, None])
+        ps = F.softmax(model(copies), 1).view(n, regions, -1).gather(2, cls.view(n, 1, 1).expand(n, regions, 1)).squeeze(2)
+    return torch.cat([torch.zeros(n, 1), p0 - ps], 1).mean(1)
+
+
+def local_lipschitz_metric(model, x, cls, samples=10, sigma=0.1):
+    """Local Lipschitz estimate (Alvarez-Melis & Jaakkola 2018; Quantus defaults): saliency of the input and of
+    `samples` noisy copies (one batch), max over copies of ||e - e'|| / ||x - x'||, maps normalised by their max."""
+    n = x.shape[0]
+    e = _norm_max(input_gradient(model, x, cls).reshape(n, -1))
+    xs = x.unsqueeze(0) + sigma * torch.randn((samples,) + tuple(x.shape))
+    es = _norm_max(input_gradient(model, xs.reshape(-1, *x.shape[1:]), cls.repeat(samples)).reshape(samples * n, -1)).view(samples, n, -1)
+    return ((e.unsqueeze(0) - es).norm(dim=2) / (x.unsqueeze(0) - xs).reshape(samples, n, -1).norm(dim=2)).amax(0)
+
+
 def define_rows():
     """The Python rows in order: (name, function, repeats or None for the default)."""
     rows = []
@@ -411,6 +489,9 @@ def define_rows():
         cls8 = fashion(x8).argmax(1)
     row("fashion-cnn b8 | score-cam (relu3)", lambda: emitted(lambda: score_cam(fashion, fashion.relu3, x8, cls8), x8, **FASHION))
     row("fashion-cnn b8 | ablation-cam (relu3)", lambda: emitted(lambda: ablation_cam(fashion, fashion.relu3, x8, cls8), x8, **FASHION))
+    row("fashion-cnn b8 | road, 5 percentages", lambda: road_metric(fashion, x8, cls8))
+    row("fashion-cnn b8 | region-perturbation, 4×4 patches, 49 regions", lambda: region_perturbation_metric(fashion, x8, cls8))
+    row("fashion-cnn b8 | local-lipschitz, 10 samples", lambda: local_lipschitz_metric(fashion, x8, cls8))
     row("fashion-cnn b10 | activation-max, 20 steps, pixels", lambda: activation_max_steps(fashion))
     imgs = torch.randn(10000, 1, 28, 28)
     row("fashion-cnn 10k | max-patches top-k pass (relu3, 16 channels)", lambda: max_patches_topk(fashion, imgs), 5)

@@ -205,7 +205,7 @@ public static partial class PipelineRunner
                 // Step-level expect: lines are checked against the metrics the step declares (the same names as with: expect).
                 if (prepared[i].Analysis is IDeclaresMetrics declares)
                     foreach (var e in s.Expect)
-                        if (e.Unknown(declares.MetricNames) is { } why) errors.Add(new(file, (int)e.Mark.Line, (int)e.Mark.Column, $"step '{s.Id}': {why}"));
+                        if (e.Unknown(declares.MetricNamesFor(prepared[i].Options, model)) is { } why) errors.Add(new(file, (int)e.Mark.Line, (int)e.Mark.Column, $"step '{s.Id}': {why}"));
             }
             if (errors.Count > 0) throw new PipelineException(errors);
 

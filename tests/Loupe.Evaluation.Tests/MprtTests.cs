@@ -1,0 +1,98 @@
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+
+namespace Loupe.Evaluation.Tests;
+
+/// <summary>The per-layer curves of the mprt variants (smooth and efficient, Hedström et al. 2023) on the demo CNN against
+/// the PyTorch/numpy restatement of the definition in tests/fixtures/make_mprt_fixtures.py, which draws the same noise
+/// and the same random weights from the same seeds.</summary>
+public class MprtTests
+{
+    static readonly JsonObject Expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected_mprt.json")))!.AsObject();
+
+    static Loupe.Core.RunResult Run(int batch, string steps) => Env.Run($$"""
+        version: 1
+        model:
+          uses: torchvision
+          with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} }
+        data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "fashion_input.npy"))}} } }
+        settings: { batch_size: {{batch}} }
+        steps:
+          - { id: sal, uses: saliency, with: { abs: false } }
+        {{steps}}
+        """);
+
+    const string Steps = """
+          - { id: smprt, uses: mprt, with: { of: sal, samples: 4, noise_magnitude: 0.2, expect: ["mprt_mean < 0.5", "mprt_layer7_mean < 0.5"] } }
+          - { id: smprt-td, uses: mprt, with: { of: sal, samples: 3, order: top-down } }
+          - { id: emprt, uses: mprt, with: { of: sal, variant: efficient } }
+          - { id: emprt-ind, uses: mprt, with: { of: sal, variant: efficient, order: independent } }
+        """;
+
+    static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
+        r.Manifest?["steps"]?.AsArray().Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []);
+
+    static void Close(double want, double got, string what, double tol)
+    {
+        Assert.True(Math.Abs(got - want) <= tol + tol * Math.Abs(want), $"{what}: {got} against the reference {want}");
+    }
+
+    [Fact]
+    public void CurvesMatchThePyTorchReferenceLayerByLayer()
+    {
+        var r = Run(4, Steps);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        foreach (var (step, node) in Expected)
+        {
+            var want = node!["curves"]!.AsArray().Select(c => c!.AsArray().Select(v => v!.GetValue<double>()).ToArray()).ToArray();
+            var got = Npy.Read(Path.Combine(r.OutDir!, step, "mprt_curve.npy"));
+            Assert.Equal(new long[] { 4, 8 }, got.Shape);
+            // Spearman ρ of float32 maps and histogram entropies: a rounding difference moves a rank or a bin at most.
+            for (int i = 0; i < 4; i++)
+                for (int k = 0; k < 8; k++)
+                    Close(want[i][k], got.Data[i * 8 + k], $"{step} input {i} point {k}", 2e-4);
+            var score = node["score"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "mprt.json")))!["inputs"]!.AsArray();
+            for (int i = 0; i < 4; i++) Close(score[i], json[i]!["value"]!.GetValue<double>(), $"{step} score {i}", 2e-4);
+            // Per-layer statistics in the metrics (metrics.csv) and the curve's JSON, modules in the reference's order.
+            var layers = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "mprt_layers.json")))!;
+            Assert.Equal(node["modules"]!.AsArray().Select(m => m!.GetValue<string>()), layers["modules"]!.AsArray().Select(m => m!.GetValue<string>()));
+            Assert.Equal(new[] { "original" }.Concat(node["modules"]!.AsArray().Select(m => m!.GetValue<string>())), layers["points"]!.AsArray().Select(p => p!["randomised"]!.GetValue<string>()));
+            for (int k = 1; k <= 7; k++)
+                Close(want.Average(c => c[k]), Env.Metric(r, step, $"mprt_layer{k}_mean"), $"{step} layer {k} mean", 2e-4);
+            Close(want.Average(c => c[0]), Env.Metric(r, step, "mprt_original_mean"), $"{step} original mean", 2e-4);
+            Assert.True(File.Exists(Path.Combine(r.OutDir!, step, "mprt_layers.png")));
+        }
+        var csv = File.ReadAllText(Path.Combine(r.OutDir!, "metrics.csv"));
+        Assert.Contains("smprt,mprt,sal,mprt_layer7_mean,", csv);
+        Assert.Contains("emprt-ind,mprt,sal,mprt_layer3_std,", csv);
+    }
+
+    [Fact]
+    public void BatchesGiveTheSameCurvesAndExpectNamesTheLayers()
+    {
+        var a = Run(4, Steps);
+        var b = Run(3, Steps);
+        Assert.True(a.ExitCode == 0 && b.ExitCode == 0, Failures(a) + Failures(b));
+        foreach (var step in new[] { "smprt", "emprt-ind" })
+            Assert.Equal(Npy.Read(Path.Combine(a.OutDir!, step, "mprt_curve.npy")).Data, Npy.Read(Path.Combine(b.OutDir!, step, "mprt_curve.npy")).Data);
+        // A layer past the model's seven modules, or a misspelt series, fails validation with the names it may use.
+        var bad = Run(4, """
+              - { id: m, uses: mprt, with: { of: sal, variant: efficient, expect: ["mprt_layer8_mean < 1"] } }
+              - { id: e, uses: mprt, with: { of: sal, variant: efficient, per_layer: false }, expect: ["mprt_layer2_mean > 0"] }
+            """);
+        Assert.NotEqual(0, bad.ExitCode);
+        var errors = string.Join("\n", bad.Errors);
+        Assert.Contains("unknown metric 'mprt_layer8_mean'", errors);
+        Assert.Contains("mprt_layer7_mean", errors);
+        // The step-level expect: grammar knows the same names (without the curve there is one point).
+        Assert.Contains("step 'e': expect 'mprt_layer2_mean > 0': the step writes no metric 'mprt_layer2_mean'", errors);
+        var last = Run(4, """
+              - { id: emprt, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, expect: ["mprt_layer1_mean > 0"] }, expect: ["mprt_layer1_mean > 1", "mprt_mean < 1"] }
+            """);
+        Assert.True(last.ExitCode == 0, Failures(last));
+        Assert.Equal(new long[] { 4, 2 }, Npy.Read(Path.Combine(last.OutDir!, "emprt", "mprt_curve.npy")).Shape);
+        // Without the per-layer curve the end point is the same (the same step id: the same draws).
+        Assert.Equal(Env.Metric(a, "emprt", "mprt_mean"), Env.Metric(last, "emprt", "mprt_mean"), 12);
+    }
+}
