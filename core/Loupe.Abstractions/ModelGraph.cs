@@ -30,6 +30,13 @@ public enum GraphOp
     Concat,
     /// <summary>The input unchanged (dropout in eval mode, identity modules).</summary>
     Identity,
+    /// <summary>Constant padding of the last two dimensions by <see cref="GraphNode.Pads"/> (left, right, top, bottom; as
+    /// <c>F.pad</c>) with <see cref="GraphNode.PadValue"/>.</summary>
+    Pad,
+    /// <summary>clamp(x, <see cref="GraphNode.Min"/>, <see cref="GraphNode.Max"/>) (ReLU6, Hardtanh; ONNX Clip).</summary>
+    Clip,
+    /// <summary>1 / (1 + e^−x).</summary>
+    Sigmoid,
 }
 
 /// <summary>One operator of a <see cref="ModelGraph"/>. Inputs are indices of earlier nodes (−1: the graph input). Parameter
@@ -64,6 +71,14 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
     public long Axis { get; init; } = 1;
     /// <summary>Reshape: target dimensions after the batch.</summary>
     public long[] Shape { get; init; } = [];
+    /// <summary>Pad: left, right, top, bottom (negative values crop).</summary>
+    public long[] Pads { get; init; } = [0, 0, 0, 0];
+    /// <summary>Pad: the constant written in the padded border.</summary>
+    public double PadValue { get; init; }
+    /// <summary>Clip: lower bound, or null for none.</summary>
+    public double? Min { get; init; }
+    /// <summary>Clip: upper bound, or null for none.</summary>
+    public double? Max { get; init; }
 
     /// <summary>True for the operators with weights that act linearly on their input (Conv, Linear).</summary>
     public bool IsLinearLayer => Op is GraphOp.Conv or GraphOp.Linear;
@@ -102,6 +117,9 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
             }
             case GraphOp.Concat: return cat(inputs.ToArray(), Axis);
             case GraphOp.Identity: return x.alias();
+            case GraphOp.Pad: return nn.functional.pad(x, Pads, PaddingModes.Constant, PadValue);
+            case GraphOp.Clip: return x.clamp(Min is { } lo ? (Scalar)lo : null, Max is { } hi ? (Scalar)hi : null);
+            case GraphOp.Sigmoid: return x.sigmoid();
             default: throw new LoupeException($"graph node '{Name}': unknown operator {Op}");
         }
     }

@@ -69,6 +69,9 @@ public sealed record CamLayer(Tensor Activation, Tensor? Gradient, string Layer,
 {
     /// <summary>How the layer's own output was laid out as <see cref="Activation"/> (for methods that intervene on the layer).</summary>
     public LayerReshape Reshape { get; init; } = LayerReshape.None;
+    /// <summary>H·A (N×K×h×w), the Hessian of the score w.r.t. the layer times its activation, for methods that ask
+    /// for it (<c>UsesHessian</c>), else null.</summary>
+    public Tensor? HessianTimesActivation { get; init; }
 }
 
 /// <summary>The CAM pipeline, once (as pytorch-grad-cam's base_cam): capture the layers, forward, gradients to the layers
@@ -102,6 +105,23 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
     /// batches): they are refused on models with side inputs. The others forward the batch once, with its side inputs.</summary>
     protected virtual bool ForwardsCopies => false;
 
+    /// <summary>True when <see cref="LayerMap"/> needs the Hessian of the score w.r.t. each layer times its activation
+    /// (<see cref="CamLayer.HessianTimesActivation"/>): the gradients are then taken with create_graph (double backward).</summary>
+    protected virtual bool UsesHessian => false;
+
+    /// <summary>The per-row score whose gradients weight the layers (default: the step's target).</summary>
+    protected virtual Tensor Score(TOptions options, TargetInput output, TargetSelection selection, IAnalysisContext context) =>
+        context.Target.Scores(output, selection);
+
+    /// <summary>H·A for one layer: d⟨∂y/∂A, A⟩/dA with A held fixed (pytorch-grad-cam's hvp, grad_outputs = A); zero where
+    /// the gradient does not depend on A (a score piecewise linear in the layer).</summary>
+    static Tensor HessianTimes(Tensor gradient, Tensor activation, bool retain)
+    {
+        if (!gradient.requires_grad) return zeros_like(activation);
+        return autograd.grad([gradient], [activation], [activation.detach()], retain_graph: retain, allow_unused: true)[0] is { } hv && hv.IsInvalid == false
+            ? hv.detach() : zeros_like(activation);
+    }
+
     /// <summary>Capabilities beyond the pipeline's (e.g. interventions for Ablation-CAM).</summary>
     protected virtual ModelCapabilities ExtraCapabilities => ModelCapabilities.None;
 
@@ -126,15 +146,17 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         var maps = new List<Tensor>();
         Tensor? raw = null;
         List<Tensor> acts;
-        Tensor[]? grads = null;
+        Tensor[]? grads = null, hvps = null;
         using (capture)
         {
             var captured = layers.Select(l => capture[l]).ToList();
             if (UsesGradients)
             {
                 using var s = NewDisposeScope();
-                var score = ctx.Target.Scores(ti, selection).sum();
-                grads = autograd.grad([score], captured).Select(g => s.MoveToOuter(g)).ToArray();
+                var score = Score(options, ti, selection, ctx).sum();
+                var g = autograd.grad([score], captured, retain_graph: UsesHessian, create_graph: UsesHessian);
+                if (UsesHessian) hvps = captured.Select((a, i) => s.MoveToOuter(HessianTimes(g[i], a, i < captured.Count - 1))).ToArray();
+                grads = g.Select(t => s.MoveToOuter(t.detach())).ToArray();
             }
             // Own handles on the activations: the capture ends here, so the extra forward passes of Score-CAM and
             // Ablation-CAM do not copy (or, in ONNX Runtime, output) the layer again on every masked batch.
@@ -144,7 +166,11 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         {
             var (mode, error) = LayerReshapes.Resolve(options.Reshape, acts[i].shape);
             if (error is not null) throw new LoupeException($"layer '{layers[i]}'{(options.AttributeToLayerInput ? " (its input)" : "")}: {error}");
-            var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode) : null, layers[i], x, selection, ctx) { Reshape = mode };
+            var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode) : null, layers[i], x, selection, ctx)
+            {
+                Reshape = mode,
+                HessianTimesActivation = hvps?[i] is { } hv ? LayerReshapes.ToGrid(hv, mode) : null,
+            };
             var map = options.EigenSmooth && !ProjectsAlready ? Projections.FirstComponent(WeightedActivations(options, grid)) : LayerMap(options, grid);
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
             raw ??= map;

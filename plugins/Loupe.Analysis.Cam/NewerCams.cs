@@ -142,6 +142,50 @@ public sealed class FinerCam : CamAnalysis<FinerCamOptions>
     }
 }
 
+/// <summary>The score ShapleyCAM differentiates.</summary>
+public enum ShapleyScore
+{
+    /// <summary>The step's target (its class and mode: logit, softmax, ...).</summary>
+    Target,
+    /// <summary>ReST (Cai et al. 2025; pytorch-grad-cam's <c>ClassifierOutputReST</c>): z_c − CE(z, c) = z_c + log softmax(z)_c.</summary>
+    Rest,
+}
+
+/// <summary>Options of <c>shapley-cam</c>.</summary>
+public sealed record ShapleyCamOptions : CamOptions
+{
+    /// <summary>Score.</summary>
+    [Description("score to explain: target (the step's target as configured, e.g. mode: logit or softmax) or rest (the paper's ReST: logit + log-softmax of the target class, pytorch-grad-cam's ClassifierOutputReST)")]
+    public ShapleyScore Score { get; init; } = ShapleyScore.Target;
+}
+
+/// <summary>ShapleyCAM (Cai et al. 2025; pytorch-grad-cam <c>ShapleyCAM</c>): channel weights mean_ij(∂y/∂A − ½ H·A), H the
+/// Hessian of the score w.r.t. the layer (a Hessian-vector product with the activations, by double backward), then
+/// Σ_k w_k A_k. For a score piecewise linear in the layer (a logit after ReLUs and max pools) H·A is 0 and the map is
+/// Grad-CAM's; a softmax or ReST score makes it differ.</summary>
+public sealed class ShapleyCam : CamAnalysis<ShapleyCamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "shapley-cam";
+    /// <inheritdoc/>
+    protected override bool UsesHessian => true;
+
+    /// <inheritdoc/>
+    protected override Tensor Score(ShapleyCamOptions o, TargetInput output, TargetSelection selection, IAnalysisContext context)
+    {
+        if (o.Score == ShapleyScore.Target) return base.Score(o, output, selection, context);
+        if (selection.Classes is not { } classes) throw new LoupeException("shapley-cam: score rest needs a class target (top-1, top-k or class)");
+        var z = output.Output;
+        if (z.dim() != 2) throw new LoupeException($"shapley-cam: score rest needs N×classes logits, the model gives {string.Join("×", z.shape)}");
+        var c = tensor(classes).unsqueeze(1);
+        return (z.gather(1, c) + nn.functional.log_softmax(z, 1).gather(1, c)).squeeze(1);
+    }
+
+    /// <inheritdoc/>
+    protected override Tensor WeightedActivations(ShapleyCamOptions o, CamLayer l) =>
+        (l.Gradient! - 0.5 * l.HessianTimesActivation!).mean([2, 3], keepdim: true) * l.Activation;
+}
+
 /// <summary>Projections of a layer's maps on their principal direction.</summary>
 public static class Projections
 {
@@ -167,5 +211,7 @@ public sealed class NewerCamRegistrar : IPluginRegistrar
         .AddLoupeAnalysis<GradCamElementWise>("grad-cam-element-wise", "Grad-CAM with element-wise relu(gradient × activation) (pytorch-grad-cam GradCAMElementWise)")
         .AddLoupeAnalysis<EigenGradCam>("eigen-grad-cam", "first principal component of gradient × activation (pytorch-grad-cam EigenGradCAM)")
         .AddLoupeAnalysis<KpcaCam>("kpca-cam", "first kernel principal component of the activations (Karmani et al. 2024; pytorch-grad-cam KPCA_CAM)")
-        .AddLoupeAnalysis<FinerCam>("finer-cam", "Grad-CAM of the target against its most similar classes (Zhang et al. 2025; pytorch-grad-cam FinerCAM)");
+        .AddLoupeAnalysis<FinerCam>("finer-cam", "Grad-CAM of the target against its most similar classes (Zhang et al. 2025; pytorch-grad-cam FinerCAM)")
+        .AddLoupeAnalysis<ShapleyCam>("shapley-cam", "channel weights from the gradient and the Hessian-vector product, mean(g − ½·H·A) (Cai et al. 2025; pytorch-grad-cam ShapleyCAM)")
+        .AddLoupeAnalysis<FullGrad>("full-grad", "input gradient × input plus |bias × gradient| of every convolution and batch norm, scaled and summed (Srinivas & Fleuret 2019; pytorch-grad-cam FullGrad)");
 }

@@ -54,6 +54,9 @@ public sealed record LrpOptions
     /// <summary>γ.</summary>
     [Range(0, 1e6), Description("γ of the gamma rule (Zennit's default 0.25)")]
     public double Gamma { get; init; } = 0.25;
+    /// <summary>Inputs per propagation.</summary>
+    [Range(1, 100_000), Description("inputs per forward and relevance pass (default: as many as settings.memory_budget_mb holds; a batch above it is split, with the same maps)")]
+    public int? InternalBatchSize { get; init; }
     /// <summary>Lowest pixel.</summary>
     [Description("z-box: lowest possible pixel value in [0,1] pixel space (normalised with the model's mean/std)")]
     public double Low { get; init; } = 0;
@@ -206,7 +209,20 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
     public override AttributionResult Attribute(LrpOptions options, AttributionInput input)
     {
         var ctx = input.Context;
-        var (_, output, selection) = Explain.Scores(ctx, input.Input, input.Selection, input.Slot);
-        return new AttributionResult(Attribute(ctx, options, input.Input, selection, output), selection);
+        var x = input.Input;
+        var (_, output, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
+        // The graph's node values and the rules' modified forwards (up to five copies of a layer's input) stay alive for
+        // a whole propagation: split the batch to what the memory budget holds. Rows are independent, so the maps equal
+        // the unsplit ones.
+        long n = x.shape[0], per = Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true);
+        if (per >= n) return new AttributionResult(Attribute(ctx, options, x, selection, output), selection);
+        var parts = new List<Tensor>();
+        for (long s = 0; s < n; s += per)
+        {
+            long len = Math.Min(per, n - s);
+            var rows = Enumerable.Range((int)s, (int)len).ToArray();
+            parts.Add(Attribute(ctx, options, x.narrow(0, s, len), selection.Rows(rows), output.narrow(0, s, len)));
+        }
+        return new AttributionResult(cat(parts, 0), selection);
     }
 }

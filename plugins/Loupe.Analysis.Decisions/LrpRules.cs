@@ -78,8 +78,10 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
     {
         switch (node.Op)
         {
-            case GraphOp.Relu or GraphOp.Identity:
-                return [r];
+            case GraphOp.Relu or GraphOp.Identity or GraphOp.Clip or GraphOp.Sigmoid:
+                return [r];                              // activations: Zennit's Pass rule
+            case GraphOp.Pad:
+                return Gradient(node, xs, r);            // identity on the kept region, the border's relevance dropped
             case GraphOp.Flatten or GraphOp.Reshape:
                 return [r.reshape(xs[0].shape)];
             case GraphOp.Concat or GraphOp.MaxPool:

@@ -8,7 +8,7 @@ namespace Loupe.Models.Onnx;
 public sealed partial class OnnxModel : IModelGraphSource
 {
     static readonly string[] GraphOps =
-        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Concat", "Identity", "Dropout"];
+        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Pad", "Clip", "Sigmoid"];
 
     /// <inheritdoc/>
     public ModelGraph Graph()
@@ -109,6 +109,16 @@ public sealed partial class OnnxModel : IModelGraphSource
                     if (n.HasOutput(1)) throw n.Error("a dropout mask output has no model-graph form");
                     node = new GraphNode(name, GraphOp.Identity, [In(0)]);
                     break;
+                case "Pad": node = PadNode(n, name, In(0), Const); break;
+                case "Clip":
+                {
+                    double? Bound(int i, string attribute) => n.Opset < 11
+                        ? (n.Has(attribute) ? n.Float(attribute, 0) : null)
+                        : n.HasInput(i) ? Const(i).to(ScalarType.Float64).item<double>() : null;
+                    node = new GraphNode(name, GraphOp.Clip, [In(0)]) { Min = Bound(1, "min"), Max = Bound(2, "max") };
+                    break;
+                }
+                case "Sigmoid": node = new GraphNode(name, GraphOp.Sigmoid, [In(0)]); break;
                 default:
                     throw n.Error($"operator {n.OpType} has no model-graph form; supported: {string.Join(", ", GraphOps)}");
             }
@@ -121,6 +131,19 @@ public sealed partial class OnnxModel : IModelGraphSource
         var graph = new ModelGraph(nodes);
         graph.Validate(_source);
         return graph;
+    }
+
+    /// <summary>A constant Pad of the two spatial dimensions of a 4-D value (batch and channels unpadded).</summary>
+    static GraphNode PadNode(OnnxNode n, string name, int input, Func<int, Tensor> constant)
+    {
+        if (n.String("mode", "constant") != "constant") throw n.Error($"{n.String("mode", "")} padding has no model-graph form (constant only)");
+        long[] pads = n.Opset < 11 ? n.Ints("pads") ?? [] : constant(1).to(ScalarType.Int64).data<long>().ToArray();
+        double value = n.Opset < 11 ? n.Float("value", 0) : n.HasInput(2) ? constant(2).to(ScalarType.Float64).item<double>() : 0;
+        if (n.Opset >= 11 && n.HasInput(3)) throw n.Error("Pad with axes has no model-graph form");
+        if (pads.Length != 8 || pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0)
+            throw n.Error($"pads [{string.Join(", ", pads)}]: the model graph pads the two spatial dimensions of a 4-D value only");
+        // ONNX: [n, c, h, w begins, n, c, h, w ends]; F.pad: (left, right, top, bottom).
+        return new GraphNode(name, GraphOp.Pad, [input]) { Pads = [pads[3], pads[7], pads[2], pads[6]], PadValue = value };
     }
 
     static long[] Pads(OnnxNode n)

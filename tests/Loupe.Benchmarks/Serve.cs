@@ -22,6 +22,7 @@ public static class Serve
         (typeof(Resnet18Benchmarks), "resnet18 b1", [("Batch", 1)]),
         (typeof(Resnet18Benchmarks), "resnet18 b8", [("Batch", 8)]),
         (typeof(PathBenchmarks), "resnet18 b1", null),
+        (typeof(AttributionFamilyBenchmarks), "resnet18 b8", null),
         (typeof(PerturbationCamBenchmarks), "fashion-cnn b8", null),
         (typeof(QualityMetricBenchmarks), "fashion-cnn b8", null),
         (typeof(SynthesisBenchmarks), "fashion-cnn b10", null),

@@ -18,7 +18,7 @@ public class FamilyBackendTests
               - { id: gs, uses: gradient-shap, with: { samples: 6, stdevs: 0.1 } }
         """;
 
-    static RunResult Run(string model, string steps)
+    internal static RunResult Run(string model, string steps)
     {
         var dir = TestEnv.TempDir();
         var m = Path.Combine(TestEnv.Samples, "models", "fashion-cnn");
@@ -37,7 +37,7 @@ public class FamilyBackendTests
         return r;
     }
 
-    static void Same(RunResult a, RunResult b, string step, string name)
+    internal static void Same(RunResult a, RunResult b, string step, string name)
     {
         var x = TechniqueTests.Stack(a, step, name);
         var err = TestEnv.RelL2(TechniqueTests.Stack(b, step, name), x);

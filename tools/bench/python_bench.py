@@ -322,6 +322,47 @@ def max_patches_topk(model, images, batch=250, k=16, channels=16):
     return best_v, best_i
 
 
+def kernel_shap(model, x, cls, samples, cell):
+    """Captum KernelShap's work: per input, `samples` coalitions of grid cells (the first all, the second none) scored in
+    one batched forward (zero fill), then a weighted linear regression (weights 1e6 for all/none, 1 otherwise)."""
+    from sklearn.linear_model import LinearRegression
+    n, c, h, w = x.shape
+    gx = (w + cell - 1) // cell
+    labels = (torch.arange(h)[:, None] // cell) * gx + torch.arange(w)[None, :] // cell
+    m = int(labels.max()) + 1
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model(x)                                                   # target selection
+    maps = []
+    for i in range(n):
+        z = (torch.rand(samples, m, generator=g) < 0.5).float()
+        z[0], z[1] = 1, 0
+        with torch.no_grad():
+            y = model(x[i:i + 1] * z[:, labels.flatten()].view(samples, 1, h, w))[:, cls[i]]
+        weights = np.ones(samples); weights[:2] = 1e6
+        coef = LinearRegression().fit(z.numpy(), y.double().numpy(), sample_weight=weights).coef_
+        maps.append(torch.from_numpy(coef).float()[labels].expand(c, h, w))
+    return torch.stack(maps)
+
+
+def issue20_rows(row, r18, x, cls, tag):
+    """Issue 20's methods with the reference formulas of tests/fixtures (pytorch-grad-cam's FullGrad and ShapleyCAM,
+    Zennit's EpsilonPlus, Captum's DeepLift rescale rule) and Captum's KernelShap work."""
+    import copy
+    sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
+    from make_cams_fixtures import full_grad, shapley_cam, rest, prepared
+    from make_lrp_fixtures import lrp_resnet
+    from fixture_models import rescaled, deeplift
+    hooked = prepared(copy.deepcopy(r18))            # out-of-place ReLUs: gradients at the hooked layer outputs
+    dl = rescaled(r18)
+    c = cls.tolist()
+    row(f"{tag} | full-grad", lambda: emitted(lambda: full_grad(hooked, x, c), x))
+    row(f"{tag} | shapley-cam (layer4, rest)", lambda: emitted(lambda: shapley_cam(hooked, hooked.layer4, x, c, rest), x))
+    row(f"{tag} | lrp (epsilon-plus)", lambda: emitted(lambda: lrp_resnet(r18, x, "epsilon-plus", None, None), x))
+    row(f"{tag} | deeplift", lambda: emitted(lambda: deeplift(dl, x, torch.zeros_like(x), c), x))
+    row(f"{tag} | kernel-shap, 25 coalitions, cells of 32", lambda: emitted(lambda: kernel_shap(r18, x, c, 25, 32), x))
+
+
 # ---- Quantus-style metrics on the demo CNN (the expensive ones; tests/Loupe.Benchmarks QualityMetricBenchmarks) ------
 def _norm_max(a):
     return a / a.abs().amax(1, keepdim=True).clamp_min(1e-30)
@@ -431,6 +472,8 @@ def define_rows():
         row(f"{tag} | grad-cam (layer4)", lambda x=x, cls=cls: emitted(lambda: grad_cam(r18, r18.layer4, x, cls), x))
         row(f"{tag} | grad-cam-plus-plus (layer4)", lambda x=x, cls=cls: emitted(lambda: grad_cam_pp(r18, r18.layer4, x, cls), x))
         row(f"{tag} | layer-cam (layer4)", lambda x=x, cls=cls: emitted(lambda: layer_cam(r18, r18.layer4, x, cls), x))
+        if b == 8:
+            issue20_rows(row, r18, x, cls, tag)
         if b == 1:
             row(f"{tag} | integrated-gradients, 50 steps", lambda x=x, cls=cls: emitted(lambda: integrated_gradients(r18, x, cls, 50), x), 7)
             row(f"{tag} | occlusion, 16 windows of 56²", lambda x=x, cls=cls: emitted(lambda: occlusion(r18, x, cls, 56, 56), x))

@@ -1,0 +1,94 @@
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Cam;
+
+/// <summary>FullGrad (Srinivas &amp; Fleuret 2019) in pytorch-grad-cam's <c>FullGrad</c> convention, on the model's graph
+/// form (<see cref="ModelCapabilities.Graph"/>, both backends): |∂y/∂x ⊙ x| per input channel plus, for every 2-D
+/// convolution with a bias and every batch norm (effective bias β − μγ/√(σ² + ε)), |b ⊙ ∂y/∂z| at that layer's output
+/// z. Each of these maps is min-max scaled per input and channel ((m − min) / (max + 1e-7)), resized bilinearly to the
+/// input (align_corners = false), summed over channels and layers, and the sum min-max scaled once more. One forward and
+/// one backward through the graph; the gradients at the layer outputs come from the same backward.</summary>
+public sealed class FullGrad : AttributionAnalysis<NoOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "full-grad";
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients | ModelCapabilities.Graph);
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(NoOptions options, AnalysisValidationContext context)
+    {
+        if (context.Model is not IModelGraphSource source) yield break;   // the capability check names what is missing
+        string? error = null;
+        try
+        {
+            using var scope = NewDisposeScope();
+            if (!source.Graph().Nodes.Any(Biased))
+                error = "full-grad: the model's graph has no convolution with a bias and no batch norm: FullGrad's bias terms would be empty";
+        }
+        catch (LoupeException e) { error = $"full-grad: the biases of the model's layers come from its graph form, which it lacks: {e.Message}"; }
+        if (error is not null) yield return error;
+    }
+
+    const string CheckedKey = "full-grad: graph checked: ";
+
+    /// <summary>Nodes whose bias FullGrad uses (pytorch-grad-cam: <c>Conv2d</c> with a bias, <c>BatchNorm2d</c>).</summary>
+    static bool Biased(GraphNode n) => n.Op == GraphOp.Conv && n.Bias is not null || n.Op == GraphOp.BatchNorm;
+
+    /// <summary>The bias a node adds to its output: a convolution's own, a batch norm's β − μγ/√(σ² + ε).</summary>
+    static Tensor BiasOf(GraphNode n) => n.Op == GraphOp.BatchNorm
+        ? n.Bias! - n.Mean! * n.Weight! / (n.Var! + n.Eps).sqrt()
+        : n.Bias!;
+
+    /// <inheritdoc/>
+    public override AttributionResult Attribute(NoOptions options, AttributionInput input)
+    {
+        var ctx = input.Context;
+        if (ctx.Target.RequiredLayers.Count > 0)
+            throw new LoupeException($"full-grad: explains model outputs; the target reads layers ({string.Join(", ", ctx.Target.RequiredLayers)})");
+        if (ctx.Model is not IModelGraphSource source) throw new LoupeException("full-grad: the model has no graph form (capability graph)");
+        using var scope = NewDisposeScope();
+        var graph = source.Graph();
+        var x = input.Input.detach().requires_grad_(true);
+        var values = graph.Run(x);
+        var y = values[^1];
+        var ti = new TargetInput(y, l => throw new LoupeException($"full-grad: no layer '{l}'"));
+        TargetSelection selection;
+        using (no_grad()) selection = input.Selection ?? ctx.Target.Select(new TargetInput(y.detach(), ti.Layer), input.Slot);
+        // The graph form must reproduce the model: checked against one forward of the model on the step's first batch
+        // (the graph's own forward is the one differentiated, so later batches cost one forward + one backward).
+        if (!ctx.RunCache.ContainsKey(CheckedKey + ctx.StepId))
+        {
+            Tensor output;
+            using (no_grad()) output = ctx.Model.Forward(input.Input);
+            var tolerance = 1e-3 * (output.abs().max().item<float>() + 1e-6);
+            if (!y.shape.SequenceEqual(output.shape) || (y.detach() - output).abs().max().item<float>() > tolerance)
+                throw new LoupeException("full-grad: the model's graph form does not reproduce its output (a module whose forward differs from its graph form?)");
+            ctx.RunCache[CheckedKey + ctx.StepId] = true;
+        }
+        var layers = Enumerable.Range(0, graph.Nodes.Count).Where(i => Biased(graph.Nodes[i]) && values[i].dim() == 4).ToList();
+        var score = ctx.Target.Scores(ti, selection).sum();
+        var grads = autograd.grad([score], [x, .. layers.Select(i => values[i])]);
+        long n = x.shape[0], h = x.shape[2], w = x.shape[3];
+        var total = ScaledChannels((grads[0] * x.detach()).abs(), h, w);
+        for (int j = 0; j < layers.Count; j++)
+        {
+            using var layerScope = NewDisposeScope();
+            var bias = BiasOf(graph.Nodes[layers[j]]).detach().view(1, -1, 1, 1);
+            total = layerScope.MoveToOuter(total + ScaledChannels((bias * grads[j + 1]).abs(), h, w));
+        }
+        return new AttributionResult(scope.MoveToOuter(CamAnalysis<CamOptions>.ScaleEach(total)), selection);
+    }
+
+    /// <summary>pytorch-grad-cam's scale_accross_batch_and_channels summed over channels: Σ_k resize(scale(M_k)), N×h×w.
+    /// Bilinear resizing is linear and the same for every channel, so the sum is taken at the layer's resolution and
+    /// resized once (the same map, without K full-resolution copies: 822 MB for resnet18's last batch norm at 224², batch 8).</summary>
+    static Tensor ScaledChannels(Tensor maps, long h, long w)
+    {
+        using var scope = NewDisposeScope();
+        long n = maps.shape[0], k = maps.shape[1], mh = maps.shape[2], mw = maps.shape[3];
+        var sum = CamAnalysis<CamOptions>.ScaleEach(maps.reshape(n * k, mh, mw)).view(n, k, mh, mw).sum(1);
+        return scope.MoveToOuter(mh != h || mw != w ? Display.Resize(sum, h, w) : sum);
+    }
+}

@@ -1,0 +1,81 @@
+using Loupe.Core;
+
+namespace Loupe.Tests;
+
+/// <summary>full-grad and shapley-cam against PyTorch implementations of pytorch-grad-cam's FullGrad and ShapleyCAM
+/// (tests/fixtures/make_cams_fixtures.py) on the demo CNN and resnet18 ('hash' weights, 64²). The onnx backend's
+/// full-grad: Loupe.Onnx.Tests/FullGradOnnxTests.</summary>
+public class FullGradShapleyCamTests
+{
+    static void Ok(RunResult r)
+    {
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
+    }
+
+    [Fact]
+    public void MatchThePyTorchReferenceOnTheDemoCnn()
+    {
+        // batch 3 over 4 inputs: the maps do not depend on batch edges.
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: fg, uses: full-grad }
+              - { id: rest, uses: shapley-cam, with: { layer: relu3, score: rest } }
+              - { id: soft, uses: shapley-cam, with: { layer: relu3 }, target: { top-1: softmax } }
+            """, batchSize: 3));
+        Ok(r);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "fg", "full-grad"), "cams_cnn_fullgrad.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "rest", "shapley-cam-layer"), "cams_cnn_shapley_rest.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "soft", "shapley-cam-layer"), "cams_cnn_shapley_softmax.npy", 1e-4);
+    }
+
+    [Fact]
+    public void MatchThePyTorchReferenceOnResNet18()
+    {
+        var r = ShapleyFamilyTests.ResNet18("""
+              - { id: fg, uses: full-grad }
+              - { id: rest, uses: shapley-cam, with: { layer: layer3, score: rest } }
+            """);
+        Ok(r);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "fg", "full-grad", 2), "cams_r18_fullgrad.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "rest", "shapley-cam-layer", 2), "cams_r18_shapley_rest.npy", 1e-4);
+    }
+
+    [Fact]
+    public void ShapleyCamOfALogitAfterReluIsGradCam()
+    {
+        // The top-1 logit is piecewise linear in relu3 (global average pool, linear head): H·A = 0, ShapleyCAM = Grad-CAM.
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: s, uses: shapley-cam, with: { layer: relu3 } }
+              - { id: g, uses: grad-cam, with: { layer: relu3 } }
+            """));
+        Ok(r);
+        var s = TechniqueTests.Stack(r, "s", "shapley-cam-layer");
+        var g = TechniqueTests.Stack(r, "g", "grad-cam-layer");
+        Assert.True(s.Max() > 0);
+        Assert.Equal(g.Length, s.Length);
+        for (int i = 0; i < s.Length; i++) Assert.True(Math.Abs(s[i] - g[i]) <= 1e-6 * (1 + Math.Abs(g[i])), $"{i}: {s[i]} vs {g[i]}");
+    }
+
+    [Fact]
+    public void RestScoreNeedsAClassTarget()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: s, uses: shapley-cam, with: { layer: relu3, score: rest }, target: { channel: "relu3:3" } }
+            """));
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("score rest needs a class target", r.Manifest!["steps"]![0]!["error"]!.ToString());
+    }
+
+    [Fact]
+    public void ShapleyCamDifferentiatesTwiceOnTheOnnxInterpreter()
+    {
+        // The shipped demo CNN through torchvision (whose maps the PyTorch references check) and through its ONNX export:
+        // the ReST score's Hessian term comes from the onnx interpreter's double backward.
+        const string steps = "- { id: s, uses: shapley-cam, with: { layer: relu3, score: rest } }";
+        var tv = FamilyBackendTests.Run("torchvision", steps);
+        var onnx = FamilyBackendTests.Run("onnx", steps);
+        Ok(tv);
+        Ok(onnx);
+        FamilyBackendTests.Same(tv, onnx, "s", "shapley-cam-layer");
+    }
+}
