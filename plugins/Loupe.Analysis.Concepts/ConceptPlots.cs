@@ -48,7 +48,7 @@ public static class ConceptPlots
         plt.YLabel("TCAV score (fraction of the class's inputs)");
         plt.HideGrid();
         int width = Math.Max(520, 90 * bars.Count + 200);
-        return Figure.Titled(FromPng(plt.GetImageBytes(width, 400, ScottPlot.ImageFormat.Png)), title);
+        return Figure.Titled(PlotImages.FromPng(plt.GetImageBytes(width, 400, ScottPlot.ImageFormat.Png)), title);
     }
 
     /// <summary>Horizontal bar chart of one value per item (e.g. units per concept, concept importances).</summary>
@@ -69,23 +69,7 @@ public static class ConceptPlots
         plt.Axes.SetLimitsY(min, max <= 0 ? 1 : max * 1.2);
         plt.YLabel(valueLabel);
         plt.HideGrid();
-        return Figure.Titled(FromPng(plt.GetImageBytes(Math.Max(420, 70 * values.Count + 140), 360, ScottPlot.ImageFormat.Png)), title);
-    }
-
-    /// <summary>Decodes a PNG (SkiaSharp) to an RGB image over white.</summary>
-    public static RgbImage FromPng(byte[] png)
-    {
-        using var decoded = SKBitmap.Decode(png) ?? throw new LoupeException("could not decode the rendered plot");
-        using var rgba = new SKBitmap(new SKImageInfo(decoded.Width, decoded.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul));
-        using (var canvas = new SKCanvas(rgba))
-        {
-            canvas.Clear(SKColors.White);
-            canvas.DrawBitmap(decoded, 0, 0);
-        }
-        var src = rgba.GetPixelSpan();
-        var px = new byte[decoded.Width * decoded.Height * 3];
-        for (int i = 0, j = 0; i < px.Length; i += 3, j += 4) { px[i] = src[j]; px[i + 1] = src[j + 1]; px[i + 2] = src[j + 2]; }
-        return new RgbImage(decoded.Width, decoded.Height, px);
+        return Figure.Titled(PlotImages.FromPng(plt.GetImageBytes(Math.Max(420, 70 * values.Count + 140), 360, ScottPlot.ImageFormat.Png)), title);
     }
 
     /// <summary>A display tile of C×H×W pixels in [0,1], upscaled to about <paramref name="size"/> pixels.</summary>
