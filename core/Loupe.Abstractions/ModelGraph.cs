@@ -129,7 +129,16 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
 /// output. Techniques that propagate something other than gradients layer by layer (relevance rules, ...) run on it.</summary>
 public sealed record ModelGraph(IReadOnlyList<GraphNode> Nodes)
 {
-    /// <summary>Runs the graph, returning every node's output (index = node index).</summary>
+    /// <summary>The layout a graph runs fastest in on this input: a batch of 2 or more multi-channel images with NHWC
+    /// strides (channels-last, same N×C×H×W shape and values; libtorch's convolutions and pools keep that layout layer
+    /// after layer, as the TorchSharp backend's own forward does for such batches), otherwise the input itself.
+    /// Differentiable: gradients come back in the input's layout.</summary>
+    public static Tensor PreferredLayout(Tensor input) =>
+        input.dim() == 4 && input.shape[0] >= 2 && input.shape[1] > 1 && !input.permute(0, 2, 3, 1).is_contiguous()
+            ? input.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : input;
+
+    /// <summary>Runs the graph, returning every node's output (index = node index). Give the input in
+    /// <see cref="PreferredLayout"/> for speed.</summary>
     public Tensor[] Run(Tensor input)
     {
         var values = new Tensor[Nodes.Count];

@@ -50,7 +50,7 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
         if (ctx.Model is not IModelGraphSource source) throw new LoupeException("full-grad: the model has no graph form (capability graph)");
         using var scope = NewDisposeScope();
         var graph = source.Graph();
-        var x = input.Input.detach().requires_grad_(true);
+        var x = ModelGraph.PreferredLayout(input.Input.detach()).requires_grad_(true);
         var values = graph.Run(x);
         var y = values[^1];
         var ti = new TargetInput(y, l => throw new LoupeException($"full-grad: no layer '{l}'"));
@@ -75,10 +75,30 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
         for (int j = 0; j < layers.Count; j++)
         {
             using var layerScope = NewDisposeScope();
-            var bias = BiasOf(graph.Nodes[layers[j]]).detach().view(1, -1, 1, 1);
-            total = layerScope.MoveToOuter(total + ScaledChannels((bias * grads[j + 1]).abs(), h, w));
+            total = layerScope.MoveToOuter(total + ScaledBiasChannels(BiasOf(graph.Nodes[layers[j]]).detach(), grads[j + 1], h, w));
         }
         return new AttributionResult(scope.MoveToOuter(CamAnalysis<CamOptions>.ScaleEach(total)), selection);
+    }
+
+    /// <summary><see cref="ScaledChannels"/> of |b ⊙ g| (bias b per channel, gradient g: N×K×h×w) without forming it:
+    /// |b_k g| = |b_k|·|g| (exactly, in floats), so its minimum and maximum per input and channel are |b_k| times those
+    /// of |g|, and Σ_k (|b_k||g_k| − |b_k|lo_k) / (1e-7 + |b_k|(hi_k − lo_k)) is one channel contraction of |g| with
+    /// c_k = |b_k| / (1e-7 + |b_k|(hi_k − lo_k)), less Σ_k c_k lo_k: four passes over g instead of nine (a 1e-7-relative
+    /// rounding difference, from factoring |b_k| out).</summary>
+    static Tensor ScaledBiasChannels(Tensor bias, Tensor grad, long h, long w)
+    {
+        using var scope = NewDisposeScope();
+        long n = grad.shape[0], k = grad.shape[1], mh = grad.shape[2], mw = grad.shape[3];
+        var g = grad.abs();
+        var (lo, hi) = (g.amin([2, 3]), g.amax([2, 3]));                          // N×K
+        var b = bias.abs().view(1, k);
+        var c = b / (1e-7f + b * (hi - lo));
+        // Channel contraction in g's own layout: N×hw×K for channels-last gradients, N×K×hw otherwise (both views).
+        var sum = g.permute(0, 2, 3, 1).is_contiguous()
+            ? g.permute(0, 2, 3, 1).reshape(n, mh * mw, k).matmul(c.unsqueeze(2)).view(n, mh, mw)
+            : c.unsqueeze(1).matmul(g.reshape(n, k, mh * mw)).view(n, mh, mw);
+        sum = sum - (c * lo).sum(1).view(n, 1, 1);
+        return scope.MoveToOuter(mh != h || mw != w ? Display.Resize(sum, h, w) : sum);
     }
 
     /// <summary>pytorch-grad-cam's scale_accross_batch_and_channels summed over channels: Σ_k resize(scale(M_k)), N×h×w.
