@@ -54,12 +54,12 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
 
     /// <summary>Multipliers × (x − x′) for rows of inputs and references (same count).</summary>
     public static Tensor Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection selection, int slot) =>
-        Attribute(ctx, x, reference, (TargetSelection?)selection, slot).Map;
+        AttributeAndSelect(ctx, x, reference, selection, slot).Map;
 
     /// <summary>Multipliers × (x − x′), and what they explain: <paramref name="selection"/>, or (null) the target's
     /// choice on the inputs' half of the one forward of [x; x′] — its first N rows are the model's output on x, so no
     /// forward of its own is needed to select.</summary>
-    static (Tensor Map, TargetSelection Selection) Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection? selection, int slot)
+    static (Tensor Map, TargetSelection Selection) AttributeAndSelect(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection? selection, int slot)
     {
         using var scope = NewDisposeScope();
         int n = (int)x.shape[0];
@@ -86,7 +86,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     {
         var ctx = input.Context;
         var reference = Perturbation.Baseline(input.Input, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill");
-        var (map, selection) = Attribute(ctx, input.Input, reference, input.Selection, input.Slot);
+        var (map, selection) = AttributeAndSelect(ctx, input.Input, reference, input.Selection, input.Slot);
         return new AttributionResult(map, selection);
     }
 }
