@@ -102,16 +102,4 @@ public class AttributionFamilyBenchmarks
 
     [Benchmark(Description = "kernel-shap, 25 coalitions, cells of 32"), Floor("forwards: 1 of 8 + 8 of 25")]
     public void KernelShap() => new KernelShap().Run(new KernelShapOptions { Cell = 32, Samples = 25 }, _ctx);
-
-    // TEMP profiling rows (not committed)
-    [Benchmark(Description = "tmp shapley attribute")]
-    public void TmpShapley() { using var s = NewDisposeScope(); new ShapleyCam().Attribute(new ShapleyCamOptions { Layer = "layer4", Score = ShapleyScore.Rest }, new AttributionInput(_ctx, _x, null)); }
-    [Benchmark(Description = "tmp grad-cam run")]
-    public void TmpGradCam() => new GradCam().Run(new GradCamOptions { Layer = "layer4" }, _ctx);
-    [Benchmark(Description = "tmp grad-cam attribute")]
-    public void TmpGradCamAttr() { using var s = NewDisposeScope(); new GradCam().Attribute(new GradCamOptions { Layer = "layer4" }, new AttributionInput(_ctx, _x, null)); }
-    [Benchmark(Description = "tmp full-grad attribute")]
-    public void TmpFullGrad() { using var s = NewDisposeScope(); new FullGrad().Attribute(new NoOptions(), new AttributionInput(_ctx, _x, null)); }
-    [Benchmark(Description = "tmp deeplift attribute")]
-    public void TmpDeepLift() { using var s = NewDisposeScope(); new DeepLift().Attribute(new DeepLiftOptions(), new AttributionInput(_ctx, _x, null)); }
 }
