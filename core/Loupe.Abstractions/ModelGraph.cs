@@ -150,6 +150,45 @@ public sealed record ModelGraph(IReadOnlyList<GraphNode> Nodes)
         return values;
     }
 
+    /// <summary>The graph with each batch norm fed only by a convolution/dense layer merged into it (w′ = w·s,
+    /// b′ = b·s + t with s = γ/√(σ² + ε), t = β − μs; the batch norm becomes an identity) and any other batch norm made
+    /// a depthwise 1×1 convolution with bias t, whose index goes in <paramref name="standalone"/>. <paramref name="merged"/>
+    /// (when given) receives, per merged layer, its own bias (or null) and the batch norm's s and t. A merged layer's
+    /// output is the batch norm's, so the gradient there is the batch norm's output gradient. Tensors made here belong
+    /// to the caller's dispose scope.</summary>
+    public ModelGraph FoldBatchNorms(out HashSet<int> standalone, Dictionary<int, (Tensor? Bias, Tensor Scale, Tensor Shift)>? merged = null)
+    {
+        var nodes = Nodes.ToList();
+        var consumers = Consumers();
+        standalone = [];
+        for (int i = 0; i < nodes.Count; i++)
+        {
+            var bn = nodes[i];
+            if (bn.Op != GraphOp.BatchNorm) continue;
+            var scale = bn.Weight! / (bn.Var! + bn.Eps).sqrt();
+            var shift = bn.Bias! - bn.Mean! * scale;
+            int p = bn.Inputs[0];
+            if (p >= 0 && nodes[p].IsLinearLayer && consumers[p].Count == 1)
+            {
+                var layer = nodes[p];
+                var view = new long[layer.Weight!.dim()]; Array.Fill(view, 1L); view[0] = -1;
+                merged?.Add(p, (layer.Bias, scale, shift));
+                nodes[p] = layer with
+                {
+                    Weight = layer.Weight * scale.view(view),
+                    Bias = (layer.Bias is null ? shift : layer.Bias * scale + shift),
+                };
+                nodes[i] = new GraphNode(bn.Name, GraphOp.Identity, bn.Inputs);
+            }
+            else
+            {
+                nodes[i] = new GraphNode(bn.Name, GraphOp.Conv, bn.Inputs) { Weight = scale.view(-1, 1, 1, 1), Bias = shift, Groups = scale.shape[0] };
+                standalone.Add(i);
+            }
+        }
+        return new ModelGraph(nodes);
+    }
+
     /// <summary>For each node, the nodes that read its output.</summary>
     public List<int>[] Consumers()
     {

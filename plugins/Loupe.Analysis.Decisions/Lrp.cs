@@ -101,37 +101,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
     /// <summary>Canonizes a graph: each batch norm fed only by a convolution/dense layer is merged into it (the batch
     /// norm becomes an identity); any other batch norm becomes a depthwise 1×1 convolution, returned in
     /// <paramref name="standalone"/> (LRP-ε). Tensors made here belong to the caller's dispose scope.</summary>
-    public static ModelGraph Canonize(ModelGraph graph, out HashSet<int> standalone)
-    {
-        var nodes = graph.Nodes.ToList();
-        var consumers = graph.Consumers();
-        standalone = [];
-        for (int i = 0; i < nodes.Count; i++)
-        {
-            var bn = nodes[i];
-            if (bn.Op != GraphOp.BatchNorm) continue;
-            var scale = bn.Weight! / (bn.Var! + bn.Eps).sqrt();
-            var shift = bn.Bias! - bn.Mean! * scale;
-            int p = bn.Inputs[0];
-            if (p >= 0 && nodes[p].IsLinearLayer && consumers[p].Count == 1)
-            {
-                var layer = nodes[p];
-                var view = new long[layer.Weight!.dim()]; Array.Fill(view, 1L); view[0] = -1;
-                nodes[p] = layer with
-                {
-                    Weight = layer.Weight * scale.view(view),
-                    Bias = (layer.Bias is null ? shift : layer.Bias * scale + shift),
-                };
-                nodes[i] = new GraphNode(bn.Name, GraphOp.Identity, bn.Inputs);
-            }
-            else
-            {
-                nodes[i] = new GraphNode(bn.Name, GraphOp.Conv, bn.Inputs) { Weight = scale.view(-1, 1, 1, 1), Bias = shift, Groups = scale.shape[0] };
-                standalone.Add(i);
-            }
-        }
-        return new ModelGraph(nodes);
-    }
+    public static ModelGraph Canonize(ModelGraph graph, out HashSet<int> standalone) => graph.FoldBatchNorms(out standalone);
 
     /// <summary>The rule of each node under <paramref name="options"/> (null for nodes without weights).</summary>
     public static Func<int, LrpRule?> Rules(ModelGraph graph, HashSet<int> standalone, LrpOptions options, InputSpec spec, long channels)
