@@ -1,0 +1,69 @@
+using System.Diagnostics;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Loupe.Benchmarks;
+
+/// <summary><c>--gemm-parity [ROUNDS]</c>: the GEMMs of vit_b_16 (its four linear shapes at batch 1 and 8) run by
+/// libtorch's <c>linear</c> (addmm: the BLAS libtorch links) and by a 1×1 convolution over the same memory (oneDNN),
+/// alternated call by call at 2 threads, forward and forward+backward to the input. Prints per shape the median time
+/// of each and their ratio: a relative measurement that stays meaningful on a loaded machine.</summary>
+public static class GemmParity
+{
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
+    struct TimeSpec { public long Seconds, Nanoseconds; }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "clock_gettime")]
+    static extern int ClockGetTime(int clock, out TimeSpec t);
+
+    /// <summary>CPU time of the calling thread (CLOCK_THREAD_CPUTIME_ID), in ms: with one intra-op thread libtorch
+    /// computes on the caller's thread.</summary>
+    static double ThreadCpuMs() => ClockGetTime(3, out var t) == 0 ? t.Seconds * 1e3 + t.Nanoseconds / 1e6 : throw new InvalidOperationException("clock_gettime failed");
+
+    public static int Run(string[] args)
+    {
+        Bench.Init();
+        int rounds = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 9;
+        // --gemm-parity ROUNDS 1: one intra-op thread and process CPU time instead of wall time, which a loaded
+        // machine barely disturbs (the time a thread waits for a core is not counted).
+        bool cpu = args.Length > 1 && args[1] == "1";
+        if (cpu) TorchSharp.torch.set_num_threads(1);
+        double Now() => cpu ? ThreadCpuMs() : Stopwatch.GetTimestamp() * 1000.0 / Stopwatch.Frequency;
+        Console.WriteLine("| M×K×N | linear fwd | 1×1 conv fwd | conv / linear | linear fwd+bwd | conv fwd+bwd | conv / linear |");
+        Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+        foreach (long m in new long[] { 197, 1576 })
+            foreach (var (k, n) in new (long, long)[] { (768, 2304), (768, 768), (768, 3072), (3072, 768) })
+            {
+                using var scope = NewDisposeScope();
+                var x = randn(m, k);
+                var w = randn(n, k) / Math.Sqrt(k);
+                var b = randn(n);
+                var w4 = w.reshape(n, k, 1, 1);
+                // [M,K] contiguous = an N=1, C=K, H=M, W=1 image in channels-last strides; the output comes back [M,N].
+                Tensor Linear(Tensor t) => F.linear(t, w, b);
+                Tensor Conv(Tensor t) => F.conv2d(t.t().reshape(1, k, m, 1), w4, b).reshape(n, m).t();
+                double Time(Func<Tensor, Tensor> f, bool backward)
+                {
+                    using var s = NewDisposeScope();
+                    var t = backward ? x.detach().requires_grad_(true) : x;
+                    double start = Now();
+                    if (backward) autograd.grad([f(t).sum()], [t])[0].sum().item<float>();
+                    else using (no_grad()) f(t).sum().item<float>();
+                    return Now() - start;
+                }
+                var check = (Conv(x) - Linear(x)).abs().max().item<float>() / Linear(x).abs().max().item<float>();
+                if (check > 1e-5) throw new InvalidOperationException($"1×1 conv differs from linear by {check} (relative)");
+                var times = new List<double>[4];
+                for (int i = 0; i < 4; i++) times[i] = [];
+                for (int r = -1; r < rounds; r++)
+                {
+                    var t = new[] { Time(Linear, false), Time(Conv, false), Time(Linear, true), Time(Conv, true) };
+                    if (r >= 0) for (int i = 0; i < 4; i++) times[i].Add(t[i]);
+                }
+                double Med(List<double> l) { l.Sort(); return l[l.Count / 2]; }
+                double lf = Med(times[0]), cf = Med(times[1]), lb = Med(times[2]), cb = Med(times[3]);
+                Console.WriteLine($"| {m}×{k}×{n} | {lf:F2} ms | {cf:F2} ms | {cf / lf:F2}× | {lb:F2} ms | {cb:F2} ms | {cb / lb:F2}× |");
+            }
+        return 0;
+    }
+}
