@@ -7,7 +7,9 @@ namespace Loupe.Benchmarks;
 /// <summary><c>--gemm-parity [ROUNDS]</c>: the GEMMs of vit_b_16 (its four linear shapes at batch 1 and 8) run by
 /// libtorch's <c>linear</c> (addmm: the BLAS libtorch links) and by a 1×1 convolution over the same memory (oneDNN),
 /// alternated call by call at 2 threads, forward and forward+backward to the input. Prints per shape the median time
-/// of each and their ratio: a relative measurement that stays meaningful on a loaded machine.</summary>
+/// of each and their ratio: a relative measurement that stays meaningful on a loaded machine. <c>--gemm-parity R 1</c>:
+/// one thread, thread CPU time (minimum), plus hot against cold weights; <c>--gemm-parity 1 api</c>: one linear per
+/// input rank, to read the BLAS entry point each reaches with <c>MKL_VERBOSE=1</c>.</summary>
 public static class GemmParity
 {
     [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Sequential)]
@@ -29,6 +31,41 @@ public static class GemmParity
         bool cpu = args.Length > 1 && args[1] == "1";
         if (cpu) TorchSharp.torch.set_num_threads(1);
         double Now() => cpu ? ThreadCpuMs() : Stopwatch.GetTimestamp() * 1000.0 / Stopwatch.Frequency;
+        if (args.Length > 1 && args[1] == "api")
+        {
+            // Which BLAS entry a linear reaches (run with MKL_VERBOSE=1): 2-D input, 3-D input, 3-D input requiring grad.
+            using var scope = NewDisposeScope();
+            var (w, b, x) = (randn(3072, 768), randn(3072), randn(197, 768));
+            foreach (var (name, t) in new[] { ("2-D", x), ("3-D [1,197,768]", x.unsqueeze(0)), ("3-D [197,1,768]", x.unsqueeze(1)), ("3-D, grad", x.unsqueeze(0).requires_grad_(true)) })
+            {
+                Console.WriteLine($"--- linear on {name} input");
+                Console.Out.Flush();
+                F.linear(t, w, b).sum().item<float>();
+            }
+            return 0;
+        }
+        if (cpu)
+        {
+            // Hot (one weight) against cold (16 weights in turn, 151 MB) at vit_b_16's fc1 shape, batch 1.
+            using var scope = NewDisposeScope();
+            long m = 197, k = 768, n = 3072;
+            var ws = Enumerable.Range(0, 16).Select(_ => randn(n, k) / Math.Sqrt(k)).ToArray();
+            var (b, x) = (randn(n), randn(m, k));
+            double PerLinear(bool cold)
+            {
+                double best = double.MaxValue;
+                using var _ = no_grad();
+                for (int r = 0; r < rounds; r++)
+                {
+                    using var s = NewDisposeScope();
+                    double start = Now();
+                    for (int i = 0; i < ws.Length; i++) F.linear(x, ws[cold ? i : 0], b);
+                    best = Math.Min(best, (Now() - start) / ws.Length);
+                }
+                return best;
+            }
+            for (int i = 0; i < 2; i++) Console.WriteLine($"{m}×{k}×{n}: hot {PerLinear(false):F2} ms, cold (16 weights) {PerLinear(true):F2} ms per linear");
+        }
         Console.WriteLine("| M×K×N | linear fwd | 1×1 conv fwd | conv / linear | linear fwd+bwd | conv fwd+bwd | conv / linear |");
         Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
         foreach (long m in new long[] { 197, 1576 })

@@ -76,11 +76,10 @@ public class OnnxFamilyBenchmarks
     /// times PyTorch's rows the same way.</summary>
     public static int CpuTime(string[] args)
     {
-        Bench.Init();
-        TorchSharp.torch.set_num_threads(1);
         var b = new OnnxFamilyBenchmarks { Model = args[0], Batch = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1 };
         int rounds = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5;
         b.Setup();
+        TorchSharp.torch.set_num_threads(1);   // after Setup (Bench.Init sets 2)
         try
         {
             foreach (var (name, row) in new (string, Func<float>)[] { ("forward (no grad)", b.Forward), ("forward+backward to input", b.ForwardBackward) })
