@@ -49,7 +49,7 @@ public static class LinearImputation
             sol.addcmul_(alpha, p, 1);
             r.addcmul_(alpha, ap, -1);
             var rr2 = Dot(r, r);
-            var p2 = p.mul(rr2 / rr.clamp_min(1e-300)).add_(r);
+            var p2 = r.addcmul(p, rr2 / rr.clamp_min(1e-300), 1);
             step.MoveToOuter(p2, rr2);
             p.Dispose();
             rr.Dispose();
