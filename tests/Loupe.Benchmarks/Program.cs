@@ -16,6 +16,8 @@ if (args.Length > 1 && args[0] == "--profile-onnx") return Loupe.Benchmarks.Onnx
 if (args.Length > 0 && args[0] == "--gemm-parity") return Loupe.Benchmarks.GemmParity.Run(args[1..]);
 // --cpu-onnx NAME [BATCH] [ROUNDS]: the onnx rows at 1 thread by thread CPU time (OnnxFamilyBenchmarks.CpuTime).
 if (args.Length > 1 && args[0] == "--cpu-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.CpuTime(args[1..]);
+// --profile-road [CALLS] [THREADS]: ROAD's imputation share against its floor (RoadProfile).
+if (args.Length > 0 && args[0] == "--profile-road") return Loupe.Benchmarks.RoadProfile.Run(args[1..]);
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
 // --iterations N: measured iterations per benchmark (default 15); tools/bench/interleaved.sh uses fewer per round.
