@@ -1,4 +1,4 @@
-using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 
 namespace Loupe.Analysis.Evaluation;
@@ -39,6 +39,7 @@ static class BandedImputation
     /// its matrix is singular; those pixels become 0 (the conjugate-gradient path's rule: it starts at 0 and a zero
     /// right-hand side leaves it there). That is the only way an unknown region can miss every known pixel: a region
     /// whose in-image neighbours are all unknown is the whole image.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // ROAD calls it a few dozen times per run: no tier-0 code
     public static void Solve(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w)
     {
         int hw = h * w;
@@ -119,6 +120,7 @@ static class BandedImputation
 
     /// <summary>In-place Cholesky of the envelope-stored lower triangle: L[i,j] = (A[i,j] − Σ_k L[i,k] L[j,k]) / L[j,j],
     /// k from the later of the two rows' first columns.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // ROAD calls it a few dozen times per run: no tier-0 code
     static void Factor(double[] l, int[] start, int[] first, int n)
     {
         for (int i = 0; i < n; i++)
@@ -137,20 +139,21 @@ static class BandedImputation
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
     static double Dot(ReadOnlySpan<double> a, ReadOnlySpan<double> b)
     {
-        double sum = 0;
-        int k = 0;
-        if (Vector.IsHardwareAccelerated && a.Length >= Vector<double>.Count)
+        // Four independent sums (the rows are 1–30 long here; a vector setup costs more than it saves).
+        ref double x = ref MemoryMarshal.GetReference(a), y = ref MemoryMarshal.GetReference(b);
+        int length = Math.Min(a.Length, b.Length), k = 0;
+        double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+        for (; k + 4 <= length; k += 4)
         {
-            var acc = Vector<double>.Zero;
-            var va = MemoryMarshal.Cast<double, Vector<double>>(a);
-            var vb = MemoryMarshal.Cast<double, Vector<double>>(b);
-            for (int v = 0; v < va.Length; v++) acc += va[v] * vb[v];
-            sum = Vector.Sum(acc);
-            k = va.Length * Vector<double>.Count;
+            s0 += Unsafe.Add(ref x, k) * Unsafe.Add(ref y, k);
+            s1 += Unsafe.Add(ref x, k + 1) * Unsafe.Add(ref y, k + 1);
+            s2 += Unsafe.Add(ref x, k + 2) * Unsafe.Add(ref y, k + 2);
+            s3 += Unsafe.Add(ref x, k + 3) * Unsafe.Add(ref y, k + 3);
         }
-        for (; k < a.Length; k++) sum += a[k] * b[k];
-        return sum;
+        for (; k < length; k++) s0 += Unsafe.Add(ref x, k) * Unsafe.Add(ref y, k);
+        return (s0 + s1) + (s2 + s3);
     }
 }

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -36,11 +37,12 @@ public static class LinearImputation
         if (solver == ImputationSolver.ConjugateGradient) return ConjugateGradient(x, unknown);
         using var scope = NewDisposeScope();
         int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3], hw = h * w;
-        var mask = unknown.reshape(n, hw).cpu().contiguous().data<bool>().ToArray();
+        // Raw storage reads (the element accessor costs as much as the 28×28 solves themselves).
+        var mask = MemoryMarshal.Cast<byte, bool>(unknown.to(ScalarType.Bool).reshape(n, hw).cpu().contiguous().bytes).ToArray();
         var direct = Enumerable.Range(0, n)
             .Where(i => solver == ImputationSolver.Direct || PrefersDirect(mask.AsSpan(i * hw, hw), h, w)).ToArray();
         if (direct.Length == 0) return scope.MoveToOuter(ConjugateGradient(x, unknown));
-        var data = x.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        var data = MemoryMarshal.Cast<byte, double>(x.to(ScalarType.Float64).cpu().contiguous().bytes).ToArray();
         foreach (int i in direct) BandedImputation.Solve(data.AsSpan(i * c * hw, c * hw), mask.AsSpan(i * hw, hw), c, h, w);
         var result = tensor(data, [n, c, h, w]).to(x.device);
         if (direct.Length < n)
