@@ -212,6 +212,31 @@ public class FigureTests
         Assert.Equal(1f, Display.CumulativeSumThreshold(v, 10));
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void CumulativeSumThresholdEqualsTheSortedScanOnRandomMapsWithTies(int seed)
+    {
+        // The sorted-scan definition (Captum's: sort, cumulative sum, first index reaching the goal) against the
+        // selection the toolkit uses, on maps with many ties (quantised values), zeros and a heavy tail.
+        var rng = new Random(seed);
+        foreach (int n in new[] { 1, 2, 7, 1000, 50176 })
+        {
+            var v = new float[n];
+            for (int i = 0; i < n; i++)
+                v[i] = rng.Next(4) == 0 ? 0 : MathF.Round((float)(-Math.Log(1 - rng.NextDouble()) * 3), seed == 2 ? 0 : 3);
+            foreach (double pct in new[] { 0.5, 10, 50, 98, 99.9, 100 })
+            {
+                var sorted = v.OrderBy(x => x).ToArray();
+                double total = sorted.Sum(x => (double)x), goal = total * 0.01 * pct, sum = 0;
+                float expected = sorted[^1];
+                foreach (var x in sorted) { sum += x; if (sum >= goal) { expected = x; break; } }
+                Assert.Equal(expected, Display.CumulativeSumThreshold(v, pct));
+            }
+        }
+    }
+
     [Fact]
     public void StyledOverlaysClipOutliersSoTheRestIsVisible()
     {

@@ -39,21 +39,42 @@ public static partial class Display
 
     /// <summary>Captum's <c>_cumulative_sum_threshold</c>: the smallest sorted value at which the cumulative sum of the
     /// sorted <paramref name="values"/> (non-negative) reaches <paramref name="percentile"/> % of their total.</summary>
+    /// <remarks>That value is the smallest v of the values with Σ_{x ≤ v} x ≥ goal, found without sorting by a
+    /// quickselect on sums (three-way partitions around a pivot, keeping the side that holds the goal): O(n) expected
+    /// instead of a sort, which cost 3.4 ms per 224² map — 6 % of a batch-1 saliency call, paid twice (overlay and
+    /// caption range).</remarks>
     public static float CumulativeSumThreshold(ReadOnlySpan<float> values, double percentile)
     {
         if (values.Length == 0) return 0;
-        var sorted = values.ToArray();
-        Array.Sort(sorted);
+        var a = values.ToArray();
         double total = 0;
-        foreach (var v in sorted) total += v;
-        double goal = total * 0.01 * percentile, sum = 0;
-        foreach (var v in sorted)
+        foreach (var v in a) total += v;
+        double goal = total * 0.01 * percentile, below = 0;
+        int lo = 0, hi = a.Length;   // candidates a[lo..hi); every value left of lo is smaller and summed in `below`
+        float max = float.NegativeInfinity;
+        foreach (var v in a) max = Math.Max(max, v);
+        while (hi > lo)
         {
-            sum += v;
-            if (sum >= goal) return v;
+            float p = MedianOfThree(a[lo], a[lo + (hi - lo) / 2], a[hi - 1]);
+            // Three-way partition of a[lo..hi): [lo, lt) < p, [lt, gt) == p, [gt, hi) > p.
+            int lt = lo, i = lo, gt = hi;
+            double less = 0;
+            while (i < gt)
+            {
+                float v = a[i];
+                if (v < p) { less += v; (a[lt], a[i]) = (a[i], a[lt]); lt++; i++; }
+                else if (v > p) { gt--; (a[gt], a[i]) = (a[i], a[gt]); }
+                else i++;
+            }
+            if (below + less >= goal) { hi = lt; continue; }
+            if (below + less + (double)p * (gt - lt) >= goal) return p;
+            below += less + (double)p * (gt - lt);
+            lo = gt;
         }
-        return sorted[^1];
+        return max;   // the goal is never reached (rounding): the largest value, as the sorted scan's fall-through
     }
+
+    static float MedianOfThree(float a, float b, float c) => Math.Max(Math.Min(a, b), Math.Min(Math.Max(a, b), c));
 
     /// <summary>Captum's <c>_normalize_attr</c> for one 2-D map: keeps the part of the map <paramref name="sign"/> names,
     /// divides by the cumulative-sum threshold at 100 − <paramref name="outlierPerc"/> and clips to [−1, 1] (a zero
