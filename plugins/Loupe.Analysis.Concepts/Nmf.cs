@@ -44,7 +44,8 @@ public static class Nmf
         for (int it = 0; it < iterations; it++)
         {
             using var inner = NewDisposeScope();
-            u = (u * xwt / u.matmul(wwt).clamp_min(Eps)).MoveToOuterDisposeScope();
+            // In place: one temporary per iteration (the denominator), not four, over every batch of a dataset pass.
+            u.mul_(xwt).div_(u.matmul(wwt).clamp_min_(Eps));
         }
         return scope.MoveToOuter(u);
     }
