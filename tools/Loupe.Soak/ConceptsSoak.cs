@@ -10,11 +10,11 @@ using Loupe.Testing;
 /// the peak). Passes when, in every complete dataset pass, the median RSS of the last quarter of the pass is at most
 /// 1.1× that of its first quarter, the same holds over the whole run's batches, the peak stays under 1.5× the first
 /// pass's first-quarter median, and the live tensors are back at their count before the run. The host's per-input
-/// predictions (settings.top_k, one manifest record per input) are off unless <c>--top-k</c> is given: they are the run's
-/// output and grow with the dataset by design.</summary>
+/// predictions (settings.top_k; streamed to predictions.jsonl, so they do not grow the process) are off unless
+/// <c>--top-k</c> is given, as in the recorded runs. <c>--steps a,b</c> keeps only those of the three steps.</summary>
 static class ConceptsSoak
 {
-    public static int Run(string root, long count, int batch, int topK, string? csv)
+    public static int Run(string root, long count, int batch, int topK, string? csv, IReadOnlyCollection<string>? steps = null)
     {
         string Y(string p) => Path.Combine(root, p).Replace("\\", "/");
         var work = Path.Combine(Path.GetTempPath(), $"loupe-soak-concepts-{Guid.NewGuid():N}");
@@ -36,6 +36,13 @@ static class ConceptsSoak
               - { id: concept-discovery, uses: concept-discovery, with: { layer: relu2, concepts: 4, iterations: 100, heatmaps: 2 } }
               - { id: tcav, uses: tcav, with: { layer: pool2, concepts: {{Y("samples/concepts/concepts")}}, random: {{Y("samples/concepts/random")}} } }
             """);
+        if (steps is not null)
+        {
+            // --steps: only these of the three steps (to find which pass grows); the other lines of the pipeline stay.
+            var known = new[] { "dissection", "concept-discovery", "tcav" };
+            if (steps.FirstOrDefault(s => !known.Contains(s)) is { } unknown) { Console.Error.WriteLine($"--steps: unknown step '{unknown}' (one of {string.Join(", ", known)})"); return 2; }
+            File.WriteAllLines(pipeline, File.ReadAllLines(pipeline).Where(l => !known.Any(k => l.Contains($"{{ id: {k},")) || steps.Any(s => l.Contains($"{{ id: {s},"))));
+        }
         GC.Collect();
         GC.WaitForPendingFinalizers();
         long tensorsBefore = TensorAccounting.Live;
