@@ -50,6 +50,16 @@ public class LabelledRunTests(QuickstartRun quickstart) : IClassFixture<Quicksta
     }
 
     [Fact]
+    public void TheReportGridShowsPredictionsReadFromThePredictionsFile()
+    {
+        var html = Loupe.Core.Report.HtmlReport.Build(Loupe.Core.Report.RunFolder.Open(quickstart.Result.OutDir!));
+        var first = Predictions.Read(quickstart.Manifest, quickstart.Result.OutDir!).First();
+        var top = first["top"]![0]!;
+        Assert.Contains($"{(string?)top["label"]} {((double)top["p"]!).ToString("0.0%", System.Globalization.CultureInfo.InvariantCulture)}", html);
+        Assert.Contains($"true: {(string?)first["labelName"]}", html);
+    }
+
+    [Fact]
     public void PredictionsAreTheSoftmaxTopKOfTheModelWithTrueLabels()
     {
         var preds = quickstart.Manifest["predictions"]!;
