@@ -113,18 +113,20 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         ? Enumerable.Range(0, count).ToArray()
         : Enumerable.Range(0, count).Reverse().ToArray();
 
-    /// <summary>|map| (N×D) of the method: as given, or averaged over the noisy copies.</summary>
-    Tensor Maps(MprtOptions o, MetricBatch b, Tensor? noise)
+    /// <summary>|map| (N×D) of the method: as given, or averaged over the noisy copies. <paramref name="clean"/>: the
+    /// evaluated step's own maps of the inputs (the intact model), which stand for the last copy (noise 0) instead of
+    /// running the method on it again.</summary>
+    Tensor Maps(MprtOptions o, MetricBatch b, Tensor? noise, Tensor? clean = null)
     {
         using var scope = NewDisposeScope();
         if (noise is null) return scope.MoveToOuter(LinkedMaps(o, b.Context, b.X, null, b.Selection).Map.detach().to(ScalarType.Float64).reshape(b.N, -1).abs());
-        long n = b.N, s = noise.shape[0];
+        long n = b.N, s = noise.shape[0], run = clean is null ? s : s - 1;   // the last copy is the clean input
         long chunk = Math.Max(1, Explain.CopiesPerForward(b.Context, b.X, o.MicroBatch, gradients: true) / n);
-        Tensor? sum = null;
-        for (long s0 = 0; s0 < s; s0 += chunk)
+        Tensor? sum = clean?.detach().to(ScalarType.Float64).reshape(n, -1);
+        for (long s0 = 0; s0 < run; s0 += chunk)
         {
             using var inner = NewDisposeScope();
-            long k = Math.Min(chunk, s - s0);
+            long k = Math.Min(chunk, run - s0);
             var xs = (b.X.unsqueeze(0) + noise.narrow(0, s0, k)).reshape(k * n, b.X.shape[1], b.X.shape[2], b.X.shape[3]);
             var sel = b.Selection.Rows(Enumerable.Range(0, (int)k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
             var m = LinkedMaps(o, b.Context, xs, null, sel).Map.detach().to(ScalarType.Float64).reshape(k, n, -1).sum([0]);
@@ -149,7 +151,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             noise = stack(draws.ToArray());                                                               // samples×N×C×H×W
         }
         var given = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1).abs();
-        var intact = smooth ? Maps(o, b, noise) : given;
+        var intact = smooth ? Maps(o, b, noise, clean: b.Map) : given;   // the step's maps of x: not recomputed
         float[] Row(Tensor t, int i) => t[i].to(ScalarType.Float32).contiguous().ToArray<float>();
         double Point(Tensor maps, int i) => smooth ? Evaluation.Maps.Spearman(Row(intact, i), Row(maps, i)) : HistogramEntropy(maps[i], o.Bins);
         var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Evaluation.Maps.Spearman(Row(given, i), Row(intact, i)) : Point(intact, i) }).ToArray();

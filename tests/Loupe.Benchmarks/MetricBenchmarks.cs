@@ -169,6 +169,20 @@ public class QualityMetricBenchmarks
         return torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
     }
 
+    /// <summary>The bench inputs repeated per percentage (N·P×1×H×W, input-major as ROAD batches them) and the masks
+    /// ROAD imputes on them: the |saliency| ranking, most relevant first, ⌊D·p/100⌋ pixels.</summary>
+    public (Tensor Xs, Tensor Unknown) RoadMasks(double[] percentages)
+    {
+        var x = _x.detach().requires_grad_(true);
+        var y = _model.Forward(x);
+        var a = torch.autograd.grad([y.max(1).values.sum()], [x])[0].abs().amax([1]).flatten(1);
+        long n = a.shape[0], d = a.shape[1], p = percentages.Length;
+        var rank = zeros_like(a, dtype: ScalarType.Int64).scatter_(1, a.argsort(1, descending: true), arange(d).expand(n, d).contiguous());
+        var limits = tensor(percentages.Select(q => (long)Math.Floor(d * q / 100.0 + 1e-9)).ToArray());
+        var unknown = (rank.unsqueeze(1) < limits.view(1, p, 1)).view(n * p, 1, _x.shape[2], _x.shape[3]);
+        return (_x.unsqueeze(1).expand(n, p, 1, _x.shape[2], _x.shape[3]).reshape(n * p, 1, _x.shape[2], _x.shape[3]), unknown);
+    }
+
     const string RoadFloor = "ROAD's passes: a saliency pass of 8 + one forward of 40";
     const string RegionFloor = "region perturbation's passes: a saliency pass of 8 + forwards of 392 and 8";
     const string LipschitzFloor = "local Lipschitz's passes: saliency passes of 8 and of 80";

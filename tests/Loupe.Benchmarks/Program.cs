@@ -12,6 +12,8 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 if (args.Contains("--serve")) return Loupe.Benchmarks.Serve.Run(Console.In, Console.Out);
 // --profile-onnx NAME [BATCH] [CALLS]: operator shares of the onnx backend on bench-models/NAME.onnx (OnnxFamilyBenchmarks.Profile).
 if (args.Length > 1 && args[0] == "--profile-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.Profile(args[1..]);
+// --profile-road [CALLS] [THREADS]: ROAD's imputation share against its floor (RoadProfile).
+if (args.Length > 0 && args[0] == "--profile-road") return Loupe.Benchmarks.RoadProfile.Run(args[1..]);
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
 // --iterations N: measured iterations per benchmark (default 15); tools/bench/interleaved.sh uses fewer per round.

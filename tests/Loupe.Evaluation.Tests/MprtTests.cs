@@ -95,4 +95,19 @@ public class MprtTests
         // Without the per-layer curve the end point is the same (the same step id: the same draws).
         Assert.Equal(Env.Metric(a, "emprt", "mprt_mean"), Env.Metric(last, "emprt", "mprt_mean"), 12);
     }
+
+    [Fact]
+    public void TheIntactMapsOfTheInputsAreTheStepsOwn()
+    {
+        CountingMap.Rows = 0;
+        var r = Run(4, """
+              - { id: cm, uses: counting-map }
+              - { id: smprt, uses: mprt, with: { of: cm, samples: 3, per_layer: false } }
+              - { id: emprt, uses: mprt, with: { of: cm, variant: efficient, per_layer: false } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        // 4 images for the step; smooth: 2 noisy copies on the intact model (the third copy is the input itself: the
+        // step's map) and 3 on the randomised one; efficient: the step's map, then 1 on the randomised model.
+        Assert.Equal(4 + (2 + 3) * 4 + 4, CountingMap.Rows);
+    }
 }

@@ -91,12 +91,27 @@ public sealed class SobelMap : AttributionAnalysis<NoOptions>
     }
 }
 
+/// <summary>Sobel maps that count the images they explain (<see cref="Rows"/>): tests of how often a metric runs the
+/// method it evaluates. Used by one test only (the count is global).</summary>
+public sealed class CountingMap : AttributionAnalysis<NoOptions>
+{
+    public static long Rows;
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override string ArtifactName => "counting-map";
+    public override AttributionResult Attribute(NoOptions options, AttributionInput input)
+    {
+        Interlocked.Add(ref Rows, input.Input.shape[0]);
+        return new SobelMap().Attribute(options, input);
+    }
+}
+
 public sealed class TestComponents : IPluginRegistrar
 {
     public void Register(IServiceCollection services) => services
         .AddLoupeModel<RegionModelAdapter>("region-test", "test CNN that looks at one region only")
         .AddLoupeAnalysis<RandomMap>("random-map", "random maps (test control)")
         .AddLoupeAnalysis<SobelMap>("sobel-map", "Sobel edge maps (test control)")
+        .AddLoupeAnalysis<CountingMap>("counting-map", "Sobel edge maps that count the images explained (test)")
         .AddLoupeAnalysis<FixtureMap>("fixture-map", "maps from a fixture file (test)");
 }
 

@@ -1,0 +1,45 @@
+using System.Diagnostics;
+using Loupe.Analysis.Evaluation;
+using static TorchSharp.torch;
+
+namespace Loupe.Benchmarks;
+
+/// <summary><c>--profile-road [CALLS] [THREADS]</c>: in-process stopwatch shares of ROAD (issue 22) on the bench row's inputs
+/// (the demo CNN, 8 images, 5 percentages): the whole metric, its floor (a saliency pass of 8 + one forward of 40)
+/// and the imputation alone on the 40 masks of the saliency ranking (MoRF), the median of CALLS calls each,
+/// interleaved so the machine's drift hits all three alike. On a loaded machine pass THREADS = 1: two-thread BLAS and
+/// convolutions stall when the other thread is descheduled, which inflates the floor far more than the imputation's
+/// small single-threaded calls.</summary>
+public static class RoadProfile
+{
+    /// <summary>Runs the profile and prints one line per phase.</summary>
+    public static int Run(string[] args)
+    {
+        int calls = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 15;
+        var bench = new QualityMetricBenchmarks();
+        bench.Setup();
+        if (args.Length > 1) set_num_threads(int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture));
+        var (xs, unknown) = bench.RoadMasks([10, 30, 50, 70, 90]);
+        var phases = new (string Name, Action Call)[]
+        {
+            ("road, 5 percentages", bench.Road),
+            ("its floor (saliency of 8 + forward of 40)", () => bench.RoadPasses()),
+            ("imputation alone (40 masks)", () => { using var s = NewDisposeScope(); LinearImputation.Solve(xs, unknown); }),
+        };
+        var times = phases.Select(_ => new List<double>()).ToArray();
+        foreach (var (_, call) in phases) call();   // warm-up
+        for (int i = 0; i < calls; i++)
+            for (int j = 0; j < phases.Length; j++)
+            {
+                var sw = Stopwatch.StartNew();
+                phases[j].Call();
+                times[j].Add(sw.Elapsed.TotalMilliseconds);
+            }
+        double Median(List<double> t) => t.Order().ElementAt(t.Count / 2);
+        double floor = Median(times[1]);
+        for (int j = 0; j < phases.Length; j++)
+            Console.WriteLine($"{phases[j].Name}: {Median(times[j]):F1} ms median of {calls} ({Median(times[j]) / floor:F2} × the floor)");
+        bench.Cleanup();
+        return 0;
+    }
+}
