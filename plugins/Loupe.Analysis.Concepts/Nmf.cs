@@ -44,8 +44,9 @@ public static class Nmf
         for (int it = 0; it < iterations; it++)
         {
             using var inner = NewDisposeScope();
-            // In place: one temporary per iteration (the denominator), not four, over every batch of a dataset pass.
-            u.mul_(xwt).div_(u.matmul(wwt).clamp_min_(Eps));
+            // In place: one temporary per iteration (the denominator, from U before the update), not four.
+            var den = u.matmul(wwt).clamp_min_(Eps);
+            u.mul_(xwt).div_(den);
         }
         return scope.MoveToOuter(u);
     }
