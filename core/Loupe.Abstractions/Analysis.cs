@@ -117,6 +117,13 @@ public interface IAnalysisContext
     /// fed is returned without touching the model. A context without a host runs one standalone pass
     /// (<see cref="Toolkit.Explain.StandaloneLayerPass"/>).</summary>
     ILayerConsumer RunLayerPass(LayerPass pass);
+
+    /// <summary>The step an option of this step names (<c>of: step-id</c>, <c>inner: { uses, with }</c>), as the host
+    /// resolved it when it planned the run: id, component, analysis (for <c>of:</c>, the instance that runs that step) and
+    /// bound options. References nested in the step's options, and those of a step it links to, resolve here too (a
+    /// metric of a noise-tunnel step runs that step's inner method with this context). Throws a
+    /// <see cref="LoupeException"/> for a reference the host did not resolve.</summary>
+    ReferencedStep Referenced(IStepReference reference);
 }
 
 /// <summary>Folds one layer's activations over the dataset, batch by batch, into a small state (a feature matrix, a
@@ -158,6 +165,14 @@ public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, 
     /// <summary>Number of inputs of the data source. The host validates twice: first with this null (before the data is
     /// opened), then — when the source knows its size — again with it set; checks that need it run only when it is set.</summary>
     public long? InputCount { get; init; }
+
+    /// <summary>The steps the validated step's options name, resolved by the host (see
+    /// <see cref="IAnalysisContext.Referenced"/>).</summary>
+    public StepReferences References { get; init; } = StepReferences.None;
+
+    /// <summary>The step <paramref name="reference"/> names, or null when the option is not set or the host could not
+    /// resolve it (an unknown id: the host reports that itself).</summary>
+    public ReferencedStep? Referenced(IStepReference? reference) => References.Find(reference);
 }
 
 /// <summary>An analysis whose metric names are known before it runs (e.g. <c>auc_mean</c>): the host checks a step's

@@ -132,41 +132,6 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
     }
 }
 
-/// <summary>An option that names another step (<c>inner: { uses: saliency, with: {...} }</c>): the host resolves the id,
-/// binds and validates its options, and fills <see cref="Analysis"/> and <see cref="Options"/> before the step runs.</summary>
-public sealed class StepReference
-{
-    /// <summary>Component id of the inner analysis.</summary>
-    public string Uses { get; set; } = "";
-    /// <summary>The inner step's <c>with:</c> as written (host-owned).</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
-    public object? With { get; set; }
-    /// <summary>The resolved analysis (set by the host).</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
-    public IAnalysis? Analysis { get; set; }
-    /// <summary>The inner options, bound (set by the host).</summary>
-    public object? Options { get; set; }
-    /// <inheritdoc/>
-    public override string ToString() => Uses;
-}
-
-/// <summary>An option that names another step of the same pipeline by id (<c>of: saliency</c>): the host checks the step
-/// exists and fills <see cref="Analysis"/> and <see cref="Options"/> with that step's bound analysis, so a metric can
-/// recompute its maps batch by batch.</summary>
-public sealed class StepLink
-{
-    /// <summary>The referenced step id.</summary>
-    public string Id { get; set; } = "";
-    /// <summary>The referenced step's analysis (set by the host).</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
-    public IAnalysis? Analysis { get; set; }
-    /// <summary>The referenced step's options (set by the host).</summary>
-    [System.Text.Json.Serialization.JsonIgnore]
-    public object? Options { get; set; }
-    /// <inheritdoc/>
-    public override string ToString() => Id;
-}
-
 /// <summary>Writes attributions to side inputs (<see cref="AttributionResult.Side"/>): per input row a raw
 /// <c>&lt;artifact&gt;-&lt;input&gt;</c> array (with a bar chart for vectors of up to <see cref="MaxBars"/>), and per step one JSON table <c>&lt;artifact&gt;-&lt;input&gt;.json</c>
 /// (input id → target and the flattened values), the numbers a bar chart of a vector input is drawn from.</summary>

@@ -129,7 +129,16 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
 /// output. Techniques that propagate something other than gradients layer by layer (relevance rules, ...) run on it.</summary>
 public sealed record ModelGraph(IReadOnlyList<GraphNode> Nodes)
 {
-    /// <summary>Runs the graph, returning every node's output (index = node index).</summary>
+    /// <summary>The layout a graph runs fastest in on this input: a batch of 2 or more multi-channel images with NHWC
+    /// strides (channels-last, same N×C×H×W shape and values; libtorch's convolutions and pools keep that layout layer
+    /// after layer, as the TorchSharp backend's own forward does for such batches), otherwise the input itself.
+    /// Differentiable: gradients come back in the input's layout.</summary>
+    public static Tensor PreferredLayout(Tensor input) =>
+        input.dim() == 4 && input.shape[0] >= 2 && input.shape[1] > 1 && !input.permute(0, 2, 3, 1).is_contiguous()
+            ? input.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : input;
+
+    /// <summary>Runs the graph, returning every node's output (index = node index). Give the input in
+    /// <see cref="PreferredLayout"/> for speed.</summary>
     public Tensor[] Run(Tensor input)
     {
         var values = new Tensor[Nodes.Count];
@@ -139,6 +148,45 @@ public sealed record ModelGraph(IReadOnlyList<GraphNode> Nodes)
             values[i] = n.Apply(n.Inputs.Select(j => j < 0 ? input : values[j]).ToArray());
         }
         return values;
+    }
+
+    /// <summary>The graph with each batch norm fed only by a convolution/dense layer merged into it (w′ = w·s,
+    /// b′ = b·s + t with s = γ/√(σ² + ε), t = β − μs; the batch norm becomes an identity) and any other batch norm made
+    /// a depthwise 1×1 convolution with bias t, whose index goes in <paramref name="standalone"/>. <paramref name="merged"/>
+    /// (when given) receives, per merged layer, its own bias (or null) and the batch norm's s and t. A merged layer's
+    /// output is the batch norm's, so the gradient there is the batch norm's output gradient. Tensors made here belong
+    /// to the caller's dispose scope.</summary>
+    public ModelGraph FoldBatchNorms(out HashSet<int> standalone, Dictionary<int, (Tensor? Bias, Tensor Scale, Tensor Shift)>? merged = null)
+    {
+        var nodes = Nodes.ToList();
+        var consumers = Consumers();
+        standalone = [];
+        for (int i = 0; i < nodes.Count; i++)
+        {
+            var bn = nodes[i];
+            if (bn.Op != GraphOp.BatchNorm) continue;
+            var scale = bn.Weight! / (bn.Var! + bn.Eps).sqrt();
+            var shift = bn.Bias! - bn.Mean! * scale;
+            int p = bn.Inputs[0];
+            if (p >= 0 && nodes[p].IsLinearLayer && consumers[p].Count == 1)
+            {
+                var layer = nodes[p];
+                var view = new long[layer.Weight!.dim()]; Array.Fill(view, 1L); view[0] = -1;
+                merged?.Add(p, (layer.Bias, scale, shift));
+                nodes[p] = layer with
+                {
+                    Weight = layer.Weight * scale.view(view),
+                    Bias = (layer.Bias is null ? shift : layer.Bias * scale + shift),
+                };
+                nodes[i] = new GraphNode(bn.Name, GraphOp.Identity, bn.Inputs);
+            }
+            else
+            {
+                nodes[i] = new GraphNode(bn.Name, GraphOp.Conv, bn.Inputs) { Weight = scale.view(-1, 1, 1, 1), Bias = shift, Groups = scale.shape[0] };
+                standalone.Add(i);
+            }
+        }
+        return new ModelGraph(nodes);
     }
 
     /// <summary>For each node, the nodes that read its output.</summary>

@@ -29,7 +29,8 @@ public static class Rescale
     /// <c>save_for_backward</c>, so they are disposed once <c>apply</c> returns.</summary>
     internal static void Save(autograd.AutogradContext ctx, params Tensor[] tensors)
     {
-        var kept = tensors.Select(t => { var c = t.detach().contiguous(); c.DetachFromDisposeScope(); return c; }).ToList();
+        // detach() only: a contiguous() here would turn channels-last activations into NCHW copies.
+        var kept = tensors.Select(t => { var c = t.detach(); c.DetachFromDisposeScope(); return c; }).ToList();
         (t_saved ??= []).AddRange(kept);
         ctx.save_for_backward(kept);
     }
@@ -52,7 +53,7 @@ public static class Rescale
     public static Tensor Nonlinear(Tensor pre, Nonlinearity kind, long dim = -1)
     {
         if (pre.shape[0] % 2 != 0) throw new LoupeException($"the rescale rule needs a batch [inputs; references] with an even number of rows, got {pre.shape[0]}");
-        return Run(() => RescaleNonlinear.apply(pre, kind, dim));
+        return Run(() => kind == Nonlinearity.Softmax ? RescaleNonlinear.apply(pre, kind, dim) : RescaleElementwise.apply(pre, kind));
     }
 
     /// <summary>2-D max pooling whose backward is Captum's DeepLift <c>maxpool</c> rule (see <see cref="RescaleMaxPool2d"/>).</summary>
@@ -69,6 +70,75 @@ public static class Rescale
         Nonlinearity.Tanh => x.tanh(),
         _ => x.softmax(dim),
     };
+
+    /// <summary>a − b for a batch [a; b] (half a batch): what <see cref="AfterInPlaceRelu"/> needs of a pre-activation
+    /// that an in-place ReLU is about to overwrite.</summary>
+    public static Tensor HalfDifference(Tensor pre)
+    {
+        if (pre.shape[0] % 2 != 0) throw new LoupeException($"the rescale rule needs a batch [inputs; references] with an even number of rows, got {pre.shape[0]}");
+        long h = pre.shape[0] / 2;
+        using var _ = no_grad();
+        return pre.narrow(0, 0, h) - pre.narrow(0, h, h);
+    }
+
+    /// <summary>Adds a − b of a batch [a; b] to <paramref name="din"/> in place (outside autograd).</summary>
+    public static void AddHalfDifference(Tensor din, Tensor x)
+    {
+        long h = x.shape[0] / 2;
+        using var _ = no_grad();
+        din.add_(x.narrow(0, 0, h)).sub_(x.narrow(0, h, h));
+    }
+
+    /// <summary>The rescale rule of a ReLU that already ran in place, without autograd: <paramref name="relu"/> is its
+    /// buffer (relu of the sum of <paramref name="inputs"/>, the first of which owns that buffer) and
+    /// <paramref name="din"/> the pre-activations' <see cref="HalfDifference"/> (consumed). The result is that buffer,
+    /// whose backward sends the gradient times the multipliers to every input (a sum's derivative is 1 for each):
+    /// no ReLU pass and no copy of the activations, only the multipliers' half-batch passes.</summary>
+    public static Tensor AfterInPlaceRelu(Tensor relu, Tensor din, params Tensor[] inputs)
+    {
+        using var scope = NewDisposeScope();
+        Tensor m;
+        using (no_grad())
+        {
+            long h = relu.shape[0] / 2;
+            var ya = relu.narrow(0, 0, h);
+            var ratio = (ya - relu.narrow(0, h, h)).div_(din);                   // inf/nan where din = 0: replaced below
+            m = where(din.abs_().lt(1e-10), ya.gt(0).to(relu.dtype), ratio);      // ReLU's own gradient: relu(a) > 0 ⇔ a > 0
+            din.Dispose();
+        }
+        return scope.MoveToOuter(Run(() => RescalePass.apply([m, .. inputs])));
+    }
+
+    /// <summary>The multipliers of an element-wise non-linearity f, computed in the forward from the pre-activations
+    /// [a; b] and outputs [f(a); f(b)]: (f(a) − f(b)) / (a − b), or f′(a) where |a − b| &lt; 1e-10. One half-batch
+    /// tensor serves both halves: where the halves differ by less than 1e-10, f′(a) and f′(b) agree (to float
+    /// rounding for σ and tanh; for ReLU unless a and b lie within 1e-10 of 0 on either side of it, where the
+    /// reference half gets f′(a) instead of Captum's f′(b)).</summary>
+    internal static Tensor Multipliers(Tensor pre, Tensor y, Nonlinearity kind)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        long h = pre.shape[0] / 2;
+        var a = pre.narrow(0, 0, h);
+        var din = a - pre.narrow(0, h, h);
+        var ratio = (y.narrow(0, 0, h) - y.narrow(0, h, h)).div_(din);      // inf/nan where din = 0: replaced below
+        var small = din.abs_().lt(1e-10);
+        var own = kind switch
+        {
+            Nonlinearity.Relu => a.gt(0).to(y.dtype),
+            Nonlinearity.Sigmoid => y.narrow(0, 0, h) * (1 - y.narrow(0, 0, h)),
+            _ => 1 - y.narrow(0, 0, h).square(),
+        };
+        return scope.MoveToOuter(where(small, own, ratio));
+    }
+
+    /// <summary>g (2N rows) times the half-batch <paramref name="m"/>, for both halves, in g's own memory layout.</summary>
+    internal static Tensor TimesHalves(Tensor g, Tensor m)
+    {
+        using var scope = NewDisposeScope();
+        long[] halves = [2, g.shape[0] / 2, .. g.shape.Skip(1)];
+        return scope.MoveToOuter((g.reshape(halves) * m).reshape(g.shape));   // views for NCHW and channels-last alike
+    }
 
     /// <summary>The function's own vector-Jacobian product g·∂f/∂x at <paramref name="x"/>.</summary>
     internal static Tensor OwnGradient(Tensor x, Tensor g, Nonlinearity kind, long dim)
@@ -91,7 +161,53 @@ public static class Rescale
 /// <param name="CeilMode">Ceil instead of floor for the output size.</param>
 public sealed record PoolGeometry(long[] Kernel, long[] Stride, long[] Padding, long[] Dilation, bool CeilMode);
 
-/// <summary>Captum's <c>nonlinear</c> / <c>softmax</c> multipliers (see <see cref="Rescale.Nonlinear"/>).</summary>
+/// <summary>Captum's <c>nonlinear</c> multipliers of ReLU, σ and tanh (see <see cref="Rescale.Nonlinear"/>): computed once
+/// in the forward (<see cref="Rescale.Multipliers"/>, half a batch, in the activations' layout), so the backward is one
+/// product per element.</summary>
+sealed class RescaleElementwise : autograd.SingleTensorFunction<RescaleElementwise>
+{
+    public override string Name => "LoupeRescaleElementwise";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var pre = (Tensor)vars[0];
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var y = Rescale.Forward(pre, (Nonlinearity)vars[1], -1);
+        Rescale.Save(ctx, Rescale.Multipliers(pre, y, (Nonlinearity)vars[1]));
+        return scope.MoveToOuter(y);
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    {
+        using var scope = NewDisposeScope();
+        return [scope.MoveToOuter(Rescale.TimesHalves(grad, ctx.get_saved_variables()[0])), null!];
+    }
+}
+
+/// <summary>The rescale rule on a buffer an in-place ReLU already wrote (see <see cref="Rescale.AfterInPlaceRelu"/>):
+/// arguments [multipliers; inputs...], forward the first input's buffer, backward the gradient times the multipliers
+/// to each input.</summary>
+sealed class RescalePass : autograd.SingleTensorFunction<RescalePass>
+{
+    public override string Name => "LoupeRescalePass";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        Rescale.Save(ctx, (Tensor)vars[0]);
+        ctx.save_data("inputs", vars.Length - 1);
+        return ((Tensor)vars[1]).alias();
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    {
+        using var scope = NewDisposeScope();
+        var g = scope.MoveToOuter(Rescale.TimesHalves(grad, ctx.get_saved_variables()[0]));
+        return [null!, .. Enumerable.Repeat(g, (int)ctx.get_data("inputs"))];
+    }
+}
+
+/// <summary>Captum's <c>softmax</c> multipliers (see <see cref="Rescale.Nonlinear"/>).</summary>
 sealed class RescaleNonlinear : autograd.SingleTensorFunction<RescaleNonlinear>
 {
     public override string Name => "LoupeRescaleNonlinear";
@@ -128,7 +244,9 @@ sealed class RescaleNonlinear : autograd.SingleTensorFunction<RescaleNonlinear>
 /// <summary>Max pooling with Captum's DeepLift <c>maxpool</c> rule on a batch [inputs; references]: with y, y′ the two
 /// halves' outputs and m = max(y, y′), the output gradient times [m − y′; y − m] is unpooled to each half's argmax
 /// positions (max_unpool2d: written, not added, where windows overlap), the halves are added, and divided by
-/// Δin = x − x′; where |Δin| &lt; 1e-10 the pool's own gradient is kept.</summary>
+/// Δin = x − x′; where |Δin| &lt; 1e-10 the pool's own gradient is kept. The forward pools through a channels-last
+/// view (libtorch's NCHW max-pool kernel is scalar) and keeps the output in the input's layout; Δout, Δin and the
+/// |Δin| &lt; 1e-10 mask are made once there, so the backward is two scatters and three element-wise passes.</summary>
 sealed class RescaleMaxPool2d : autograd.SingleTensorFunction<RescaleMaxPool2d>
 {
     public override string Name => "LoupeRescaleMaxPool2d";
@@ -138,26 +256,30 @@ sealed class RescaleMaxPool2d : autograd.SingleTensorFunction<RescaleMaxPool2d>
         var x = (Tensor)vars[0];
         var p = (PoolGeometry)vars[1];
         using var scope = NewDisposeScope();
-        var (y, indices) = nn.functional.max_pool2d_with_indices(x.contiguous(), p.Kernel, p.Stride, p.Padding, p.Dilation, p.CeilMode);
-        Rescale.Save(ctx, x, y, indices);
-        return scope.MoveToOuter(y.contiguous());
+        using var _ = no_grad();
+        var pooled = x.dim() == 4 && x.shape[1] > 1 ? x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : x;
+        var (y, indices) = nn.functional.max_pool2d_with_indices(pooled, p.Kernel, p.Stride, p.Padding, p.Dilation, p.CeilMode);
+        long h = x.shape[0] / 2;
+        var (y0, y1) = (y.narrow(0, 0, h), y.narrow(0, h, h));
+        var m = maximum(y0, y1);
+        var dout = cat([m - y1, y0 - m], 0);
+        var din = (x.narrow(0, 0, h) - x.narrow(0, h, h)).contiguous();
+        Rescale.Save(ctx, indices.contiguous(), dout, din, din.abs().lt(1e-10));
+        return scope.MoveToOuter(x.is_contiguous() ? y.contiguous() : y);
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
     {
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();
-        Tensor x = saved[0], y = saved[1], indices = saved[2];
-        long n = x.shape[0], c = x.shape[1], hw = x.shape[2] * x.shape[3];
-        Tensor Unpool(Tensor v) => zeros([n, c, hw], dtype: v.dtype).scatter_(2, indices.view(n, c, -1), v.contiguous().view(n, c, -1)).view(x.shape);
-        var xs = x.chunk(2, 0); var ys = y.chunk(2, 0);
-        var din = Rescale.Twice(xs[0] - xs[1]);
-        var m = maximum(ys[0], ys[1]);
-        var dout = cat([m - ys[1], ys[0] - m], 0);
-        var u = Unpool(grad * dout).chunk(2, 0);
-        var spread = Rescale.Twice(u[0] + u[1]);
-        var own = zeros([n, c, hw], dtype: grad.dtype).scatter_add_(2, indices.view(n, c, -1), grad.contiguous().view(n, c, -1)).view(x.shape);
-        var safe = where(din.abs() < 1e-10, ones_like(din), din);
-        return [scope.MoveToOuter(where(din.abs() < 1e-10, own, spread / safe)), null!];
+        Tensor indices = saved[0], dout = saved[1], din = saved[2], small = saved[3];
+        long n = indices.shape[0], c = indices.shape[1], hw = din.shape[2] * din.shape[3];
+        long[] shape = [n, .. din.shape.Skip(1)];
+        var at = indices.view(n, c, -1);
+        var unpooled = zeros([n, c, hw], dtype: grad.dtype).scatter_(2, at, (grad * dout).contiguous().view(n, c, -1)).view(shape);
+        var own = zeros([n, c, hw], dtype: grad.dtype).scatter_add_(2, at, grad.contiguous().view(n, c, -1));
+        var spread = (unpooled.narrow(0, 0, n / 2) + unpooled.narrow(0, n / 2, n / 2)).div_(din);   // inf/nan where Δin = 0: replaced
+        long[] halves = [2, n / 2, .. din.shape.Skip(1)];
+        return [scope.MoveToOuter(where(small, own.view(halves), spread).view(shape)), null!];
     }
 }

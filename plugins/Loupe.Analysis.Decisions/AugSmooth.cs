@@ -33,8 +33,8 @@ public sealed class AugSmooth : AttributionAnalysis<AugSmoothOptions>
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(AugSmoothOptions options, AnalysisValidationContext context)
     {
-        if (options.Inner?.Analysis is { } a && a is not IAttribution)
-            yield return $"inner step '{options.Inner.Uses}' is not an attribution method (it must produce one map per input, like grad-cam or saliency)";
+        if (context.Referenced(options.Inner)?.Analysis is { } a && a is not IAttribution)
+            yield return $"inner step '{options.Inner!.Uses}' is not an attribution method (it must produce one map per input, like grad-cam or saliency)";
         if (options.Factors.Length == 0) yield return "factors must list at least one factor";
     }
 
@@ -42,7 +42,8 @@ public sealed class AugSmooth : AttributionAnalysis<AugSmoothOptions>
     public override AttributionResult Attribute(AugSmoothOptions options, AttributionInput input)
     {
         var ctx = input.Context;
-        var inner = (IAttribution)options.Inner!.Analysis!;
+        var innerStep = ctx.Referenced(options.Inner!);
+        var inner = (IAttribution)innerStep.Analysis;
         var x = input.Input;
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         Tensor? sum = null;
@@ -53,7 +54,7 @@ public sealed class AugSmooth : AttributionAnalysis<AugSmoothOptions>
                 using var scope = NewDisposeScope();
                 ctx.Cancellation.ThrowIfCancellationRequested();
                 var augmented = (flip ? x.flip(3) : x) * (float)factor;
-                var map = inner.Attribute(options.Inner.Options!, new AttributionInput(ctx, augmented, selection, input.Slot)).Map;
+                var map = inner.Attribute(innerStep.Options, new AttributionInput(ctx, augmented, selection, input.Slot)).Map;
                 if (flip) map = map.flip(map.dim() - 1);
                 sum = sum is null ? scope.MoveToOuter(map.clone()) : sum.add_(map);
                 count++;

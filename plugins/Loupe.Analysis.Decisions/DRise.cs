@@ -48,22 +48,10 @@ public sealed class DRise : AttributionAnalysis<DRiseOptions>
         if (ctx.Target is not IDetectionSimilarity similarity)
             throw new LoupeException($"d-rise explains a detection: its target must be a detection target such as {{ box: ... }}, not '{ctx.Target.Describe()}'");
         var x = input.Input;
-        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var fill = Perturbation.Baseline(x, options.Fill, 4, ctx.Input, options.FillValue);
-        var gen = new Generator((ulong)ctx.Seed);
-        var sal = zeros(n, h * w);
-        const int block = 256;
-        for (long m0 = 0; m0 < options.Masks; m0 += block)
-        {
-            using var scope = NewDisposeScope();
-            long count = Math.Min(block, options.Masks - m0);
-            var keep = Rise.MakeMasks(gen, count, options.Grid, options.Probability, h, w);   // count×1×H×W
-            var weights = Perturbation.MaskedScores(ctx, x, fill, count, (p0, p) => 1 - keep.narrow(0, p0, p), selection, options.MicroBatch,
-                score: similarity.Similarity);
-            sal.add_(weights.matmul(keep.view(count, h * w)));
-        }
-        var map = (sal / (float)(options.Masks * options.Probability)).view(n, 1, h, w).expand(n, c, h, w).contiguous();
+        var map = Rise.WeightedMaskSum(ctx, x, options.Masks, options.Grid, options.Probability,
+            keep => Perturbation.MaskedScores(ctx, x, fill, keep.shape[0], (p0, p) => 1 - keep.narrow(0, p0, p), selection, options.MicroBatch, score: similarity.Similarity));
         return new AttributionResult(map, selection);
     }
 }

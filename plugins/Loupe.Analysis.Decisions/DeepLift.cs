@@ -53,33 +53,41 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
         Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput);
 
     /// <summary>Multipliers × (x − x′) for rows of inputs and references (same count).</summary>
-    public static Tensor Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection selection, int slot)
+    public static Tensor Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection selection, int slot) =>
+        AttributeAndSelect(ctx, x, reference, selection, slot).Map;
+
+    /// <summary>Multipliers × (x − x′), and what they explain: <paramref name="selection"/>, or (null) the target's
+    /// choice on the inputs' half of the one forward of [x; x′] — its first N rows are the model's output on x, so no
+    /// forward of its own is needed to select.</summary>
+    static (Tensor Map, TargetSelection Selection) AttributeAndSelect(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection? selection, int slot)
     {
         using var scope = NewDisposeScope();
-        long n = x.shape[0];
+        int n = (int)x.shape[0];
         var both = cat([x, reference], 0).detach().requires_grad_(true);
-        var rows = Enumerable.Range(0, (int)n).Concat(Enumerable.Range(0, (int)n)).ToArray();
+        var firstHalf = Enumerable.Range(0, n).ToArray();
+        var rows = firstHalf.Concat(firstHalf).ToArray();
         Tensor g;
+        TargetSelection chosen;
         using (((IModelInterventions)ctx.Model).OverrideRelu(ReluRule.Rescale))
         {
-            var sel = selection.Rows(rows);
-            var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, both, [], forGradients: false, sel, slot);
+            var (_, capture, ti, picked) = Explain.Forward(ctx.Model, ctx.Target, both, [], forGradients: false, selection?.Rows(rows), slot);
             using (capture)
             {
-                var score = ctx.Target.Scores(ti, sel).sum();                       // both halves, as Captum's forward hook
+                chosen = selection ?? picked.Rows(firstHalf);                     // rows are selected independently
+                var score = ctx.Target.Scores(ti, selection is null ? chosen.Rows(rows) : picked).sum();   // both halves, as Captum's forward hook
                 g = autograd.grad([score], [both])[0].narrow(0, 0, n);
             }
         }
-        return scope.MoveToOuter((x - reference) * g);
+        return (scope.MoveToOuter((x - reference) * g), chosen);
     }
 
     /// <inheritdoc/>
     public override AttributionResult Attribute(DeepLiftOptions options, AttributionInput input)
     {
         var ctx = input.Context;
-        var (_, _, selection) = Explain.Scores(ctx, input.Input, input.Selection, input.Slot);
         var reference = Perturbation.Baseline(input.Input, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill");
-        return new AttributionResult(Attribute(ctx, input.Input, reference, selection, input.Slot), selection);
+        var (map, selection) = AttributeAndSelect(ctx, input.Input, reference, input.Selection, input.Slot);
+        return new AttributionResult(map, selection);
     }
 }
 

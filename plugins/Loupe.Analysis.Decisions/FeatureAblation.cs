@@ -201,22 +201,30 @@ public sealed class Rise : AttributionAnalysis<RiseOptions>
     {
         var ctx = input.Context;
         var x = input.Input;
-        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var fill = Perturbation.Baseline(x, options.Fill, 4, ctx.Input, options.FillValue);
-        // The same masks for every batch: regenerate them from the step seed, block by block.
+        var map = WeightedMaskSum(ctx, x, options.Masks, options.Grid, options.Probability,
+            keep => Perturbation.MaskedScores(ctx, x, fill, keep.shape[0], (p0, p) => 1 - keep.narrow(0, p0, p), selection, options.MicroBatch, options.Softmax));
+        return new AttributionResult(map, selection);
+    }
+
+    /// <summary>RISE's map Σ_i w_i M_i / (N·p) over <paramref name="masks"/> seeded random masks (<see cref="MakeMasks"/>),
+    /// N×C×H×W (the same map on every channel). The same masks for every batch: they are regenerated from the step seed,
+    /// block by block; <paramref name="weights"/> gives the N×count weights of one block of kept-pixel masks
+    /// (count×1×H×W): RISE's scores, D-RISE's detection similarities.</summary>
+    public static Tensor WeightedMaskSum(IAnalysisContext ctx, Tensor x, int masks, int grid, double probability, Func<Tensor, Tensor> weights)
+    {
+        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var gen = new Generator((ulong)ctx.Seed);
         var sal = zeros(n, h * w);
         const int block = 256;
-        for (long m0 = 0; m0 < options.Masks; m0 += block)
+        for (long m0 = 0; m0 < masks; m0 += block)
         {
             using var scope = NewDisposeScope();
-            long count = Math.Min(block, options.Masks - m0);
-            var keep = MakeMasks(gen, count, options.Grid, options.Probability, h, w);   // count×1×H×W
-            var scores = Perturbation.MaskedScores(ctx, x, fill, count, (p0, p) => 1 - keep.narrow(0, p0, p), selection, options.MicroBatch, options.Softmax);
-            sal.add_(scores.matmul(keep.view(count, h * w)));
+            long count = Math.Min(block, masks - m0);
+            var keep = MakeMasks(gen, count, grid, probability, h, w);   // count×1×H×W
+            sal.add_(weights(keep).matmul(keep.view(count, h * w)));
         }
-        var map = (sal / (float)(options.Masks * options.Probability)).view(n, 1, h, w).expand(n, c, h, w).contiguous();
-        return new AttributionResult(map, selection);
+        return (sal / (float)(masks * probability)).view(n, 1, h, w).expand(n, c, h, w).contiguous();
     }
 }

@@ -101,37 +101,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
     /// <summary>Canonizes a graph: each batch norm fed only by a convolution/dense layer is merged into it (the batch
     /// norm becomes an identity); any other batch norm becomes a depthwise 1×1 convolution, returned in
     /// <paramref name="standalone"/> (LRP-ε). Tensors made here belong to the caller's dispose scope.</summary>
-    public static ModelGraph Canonize(ModelGraph graph, out HashSet<int> standalone)
-    {
-        var nodes = graph.Nodes.ToList();
-        var consumers = graph.Consumers();
-        standalone = [];
-        for (int i = 0; i < nodes.Count; i++)
-        {
-            var bn = nodes[i];
-            if (bn.Op != GraphOp.BatchNorm) continue;
-            var scale = bn.Weight! / (bn.Var! + bn.Eps).sqrt();
-            var shift = bn.Bias! - bn.Mean! * scale;
-            int p = bn.Inputs[0];
-            if (p >= 0 && nodes[p].IsLinearLayer && consumers[p].Count == 1)
-            {
-                var layer = nodes[p];
-                var view = new long[layer.Weight!.dim()]; Array.Fill(view, 1L); view[0] = -1;
-                nodes[p] = layer with
-                {
-                    Weight = layer.Weight * scale.view(view),
-                    Bias = (layer.Bias is null ? shift : layer.Bias * scale + shift),
-                };
-                nodes[i] = new GraphNode(bn.Name, GraphOp.Identity, bn.Inputs);
-            }
-            else
-            {
-                nodes[i] = new GraphNode(bn.Name, GraphOp.Conv, bn.Inputs) { Weight = scale.view(-1, 1, 1, 1), Bias = shift, Groups = scale.shape[0] };
-                standalone.Add(i);
-            }
-        }
-        return new ModelGraph(nodes);
-    }
+    public static ModelGraph Canonize(ModelGraph graph, out HashSet<int> standalone) => graph.FoldBatchNorms(out standalone);
 
     /// <summary>The rule of each node under <paramref name="options"/> (null for nodes without weights).</summary>
     public static Func<int, LrpRule?> Rules(ModelGraph graph, HashSet<int> standalone, LrpOptions options, InputSpec spec, long channels)
@@ -174,14 +144,22 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
     /// <summary>LRP maps of <paramref name="x"/> for <paramref name="selection"/> (the target's scores of the output).</summary>
     public static Tensor Attribute(IAnalysisContext ctx, LrpOptions options, Tensor x, TargetSelection selection, Tensor modelOutput)
     {
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(Relevance(ctx.Model, ctx.Input, options, x, OutputRelevance(ctx, options, modelOutput, selection), modelOutput));
+    }
+
+    /// <summary>The relevance the target puts on the model output: its scores' gradient (one-hot for a class logit),
+    /// times the scores under convention: captum.</summary>
+    static Tensor OutputRelevance(IAnalysisContext ctx, LrpOptions options, Tensor output, TargetSelection selection)
+    {
         if (ctx.Target.RequiredLayers.Count > 0) throw new LoupeException($"lrp: explains model outputs; the target reads layers ({string.Join(", ", ctx.Target.RequiredLayers)})");
         using var scope = NewDisposeScope();
-        var o = modelOutput.detach().requires_grad_(true);
+        var o = output.detach().requires_grad_(true);
         var scores = ctx.Target.Scores(new TargetInput(o, l => throw new LoupeException($"lrp: no layer '{l}'")), selection);
         var relevance = autograd.grad([scores.sum()], [o])[0];
         if (options.Convention == LrpConvention.Captum)
             relevance = relevance * scores.detach().view([-1, .. Enumerable.Repeat(1L, (int)o.dim() - 1)]);
-        return scope.MoveToOuter(Relevance(ctx.Model, ctx.Input, options, x, relevance, modelOutput));
+        return scope.MoveToOuter(relevance);
     }
 
     /// <summary>Propagates <paramref name="outputRelevance"/> (shape of the model output) to the input through the
@@ -189,33 +167,61 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
     /// that the graph reproduces the model. <paramref name="observe"/> sees each node's output relevance.</summary>
     public static Tensor Relevance(IModel model, InputSpec spec, LrpOptions options, Tensor x, Tensor outputRelevance, Tensor modelOutput, Action<int, Tensor>? observe = null)
     {
-        if (model is not IModelGraphSource source) throw new LoupeException("lrp: the model has no graph form (capability graph)");
         using var scope = NewDisposeScope();
-        var graph = Canonize(source.Graph(), out var standalone);
-        Tensor[] values;
-        using (no_grad()) values = graph.Run(x.detach());
-        var output = values[^1];
-        var tolerance = 1e-3 * (modelOutput.abs().max().item<float>() + 1e-6);
-        if (!output.shape.SequenceEqual(modelOutput.shape) || (output - modelOutput.detach()).abs().max().item<float>() > tolerance)
-            throw new LoupeException("lrp: the model's graph form does not reproduce its output (a module whose forward differs from its graph form?)");
-        var propagation = new LrpPropagation(graph, Rules(graph, standalone, options, spec, x.shape[1]))
-        {
-            PoolEpsilon = options.Convention == LrpConvention.Captum ? options.Epsilon ?? 1e-9 : 1e-6,
-        };
-        return scope.MoveToOuter(propagation.Propagate(x.detach(), values, outputRelevance, observe));
+        var pass = GraphPass.Run(model, x);
+        pass.Check(modelOutput);
+        return scope.MoveToOuter(pass.Propagate(spec, options, outputRelevance, observe));
     }
+
+    /// <summary>One no-grad run of the canonized graph on an input (in <see cref="ModelGraph.PreferredLayout"/>): the
+    /// node values the rules read, and the output the target can be selected on.</summary>
+    sealed class GraphPass
+    {
+        public required ModelGraph Graph { get; init; }
+        public required HashSet<int> Standalone { get; init; }
+        public required Tensor Input { get; init; }
+        public required Tensor[] Values { get; init; }
+        public Tensor Output => Values[^1];
+
+        public static GraphPass Run(IModel model, Tensor x)
+        {
+            if (model is not IModelGraphSource source) throw new LoupeException("lrp: the model has no graph form (capability graph)");
+            var graph = Canonize(source.Graph(), out var standalone);
+            var input = ModelGraph.PreferredLayout(x.detach());
+            using (no_grad()) return new GraphPass { Graph = graph, Standalone = standalone, Input = input, Values = graph.Run(input) };
+        }
+
+        /// <summary>Throws unless the graph's output matches the model's (1e-3 of the largest output).</summary>
+        public void Check(Tensor modelOutput)
+        {
+            var tolerance = 1e-3 * (modelOutput.abs().max().item<float>() + 1e-6);
+            if (!Output.shape.SequenceEqual(modelOutput.shape) || (Output - modelOutput.detach()).abs().max().item<float>() > tolerance)
+                throw new LoupeException("lrp: the model's graph form does not reproduce its output (a module whose forward differs from its graph form?)");
+        }
+
+        public Tensor Propagate(InputSpec spec, LrpOptions options, Tensor outputRelevance, Action<int, Tensor>? observe)
+        {
+            var propagation = new LrpPropagation(Graph, Rules(Graph, Standalone, options, spec, Input.shape[1]))
+            {
+                PoolEpsilon = options.Convention == LrpConvention.Captum ? options.Epsilon ?? 1e-9 : 1e-6,
+            };
+            return propagation.Propagate(Input, Values, outputRelevance, observe);
+        }
+    }
+
+    const string CheckedKey = "lrp: graph checked: ";
 
     /// <inheritdoc/>
     public override AttributionResult Attribute(LrpOptions options, AttributionInput input)
     {
         var ctx = input.Context;
         var x = input.Input;
-        var (_, output, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         // The graph's node values and the rules' modified forwards (up to five copies of a layer's input) stay alive for
         // a whole propagation: split the batch to what the memory budget holds. Rows are independent, so the maps equal
         // the unsplit ones.
         long n = x.shape[0], per = Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true);
-        if (per >= n) return new AttributionResult(Attribute(ctx, options, x, selection, output), selection);
+        if (per >= n) return Whole(ctx, options, input);
+        var (_, output, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var parts = new List<Tensor>();
         for (long s = 0; s < n; s += per)
         {
@@ -224,5 +230,22 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             parts.Add(Attribute(ctx, options, x.narrow(0, s, len), selection.Rows(rows), output.narrow(0, s, len)));
         }
         return new AttributionResult(cat(parts, 0), selection);
+    }
+
+    /// <summary>A batch in one propagation: the graph's forward gives both the node values and the output the target is
+    /// selected on; the model's own forward runs only on the step's first batch, to check that the graph reproduces it.</summary>
+    static AttributionResult Whole(IAnalysisContext ctx, LrpOptions options, AttributionInput input)
+    {
+        using var scope = NewDisposeScope();
+        if (ctx.Target.RequiredLayers.Count > 0) throw new LoupeException($"lrp: explains model outputs; the target reads layers ({string.Join(", ", ctx.Target.RequiredLayers)})");
+        var pass = GraphPass.Run(ctx.Model, input.Input);
+        if (!ctx.RunCache.ContainsKey(CheckedKey + ctx.StepId))
+        {
+            using (no_grad()) pass.Check(ctx.Model.Forward(input.Input));
+            ctx.RunCache[CheckedKey + ctx.StepId] = true;
+        }
+        var selection = input.Selection ?? ctx.Target.Select(new TargetInput(pass.Output, l => throw new LoupeException($"lrp: no layer '{l}'")), input.Slot);
+        var map = pass.Propagate(ctx.Input, options, OutputRelevance(ctx, options, pass.Output, selection), null);
+        return new AttributionResult(scope.MoveToOuter(map), selection);
     }
 }

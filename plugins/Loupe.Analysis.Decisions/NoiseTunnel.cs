@@ -60,9 +60,10 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(NoiseTunnelOptions options, AnalysisValidationContext context)
     {
-        if (options.Inner?.Analysis is { } a && a is not IAttribution)
-            yield return $"inner step '{options.Inner.Uses}' is not an attribution method (it must produce one map per input, like saliency or integrated-gradients)";
-        if (options.Inner?.Analysis is NoiseTunnel) yield return "noise-tunnel cannot wrap another noise-tunnel";
+        var inner = context.Referenced(options.Inner)?.Analysis;
+        if (inner is not null and not IAttribution)
+            yield return $"inner step '{options.Inner!.Uses}' is not an attribution method (it must produce one map per input, like saliency or integrated-gradients)";
+        if (inner is NoiseTunnel) yield return "noise-tunnel cannot wrap another noise-tunnel";
         if (options.NoiseFile is not null && options.NoiseDir is not null) yield return "give either 'noise_file' or 'noise_dir', not both";
     }
 
@@ -99,7 +100,8 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
     public override AttributionResult Attribute(NoiseTunnelOptions options, AttributionInput input)
     {
         var ctx = input.Context;
-        var inner = (IAttribution)options.Inner!.Analysis!;
+        var innerStep = ctx.Referenced(options.Inner!);
+        var inner = (IAttribution)innerStep.Analysis;
         var x = input.Input;
         long n = x.shape[0];
         // Noise per input id (the same for an image whatever its batch or shard); a step-level stream for inputs
@@ -122,7 +124,7 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
                 : InputSeeds.Randn(perInput, [k, x.shape[1], x.shape[2], x.shape[3]])) * sigma.unsqueeze(0);
             var noisy = (x.unsqueeze(0) + noise).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
-            var maps = inner.Attribute(options.Inner.Options!, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot)).Map;
+            var maps = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot)).Map;
             var shaped = maps.view([k, n, .. maps.shape.Skip(1)]);
             var s1 = shaped.sum(0, keepdim: false); var s2 = (shaped * shaped).sum(0, keepdim: false);
             sum = sum is null ? chunk.MoveToOuter(s1) : chunk.MoveToOuter(sum + s1);

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -12,7 +13,15 @@ namespace Loupe.Analysis.Evaluation;
 /// as two [1 2 1] passes over shifted views of one zero-padded copy (no float64 convolution, whose im2col costs as much
 /// as ten such calls); the masked operator u (Σw − K) u is one product and one fused multiply-add (the search
 /// directions are zero at known pixels already); the updates are in place; the residual is read every
-/// <see cref="CheckEvery"/> iterations (one synchronising read instead of one per iteration).</para></summary>
+/// <see cref="CheckEvery"/> iterations (one synchronising read instead of one per iteration).</para>
+/// <para>Direct path: even so, CG needs 80–100 iterations of ~18 tiny calls on 28×28 images, so each image whose
+/// system is small enough is solved exactly by a banded Cholesky factorisation instead (<see cref="BandedImputation"/>;
+/// same numbers to rounding). Rule (<see cref="PrefersDirect"/>): direct when n·b² ≤ 32·H·W·(H+W), n the unknowns and
+/// b the half-bandwidth of the raster-ordered system: the factorisation's n·b²/2 multiply-adds against CG's ~(H+W)
+/// iterations (the order of its count on a hole spanning the image) of ~16 flops per pixel, which run as tensor calls
+/// with their overhead on top. 28×28 images always go direct (n·b² ≤ 784·29² ≈ 15·H·W·(H+W)); 224×224 images go direct
+/// up to about two thirds of their pixels unknown in compact regions and by CG above (a full mask: n·b² ≈ 112·H·W·(H+W)). Images of one batch
+/// may take different paths.</para></summary>
 public static class LinearImputation
 {
     /// <summary>Iterations between two convergence checks.</summary>
@@ -21,8 +30,43 @@ public static class LinearImputation
     /// <summary>Relative residual at which every system is solved.</summary>
     public const double Tolerance = 1e-10;
 
-    /// <summary>x (N×C×H×W) with the pixels where <paramref name="unknown"/> (N×1×H×W bool) imputed; float64.</summary>
-    public static Tensor Solve(Tensor x, Tensor unknown)
+    /// <summary>x (N×C×H×W) with the pixels where <paramref name="unknown"/> (N×1×H×W bool) imputed; float64.
+    /// <paramref name="solver"/> forces one path (tests); by default each image takes the cheaper one.</summary>
+    public static Tensor Solve(Tensor x, Tensor unknown, ImputationSolver solver = ImputationSolver.Auto)
+    {
+        if (solver == ImputationSolver.ConjugateGradient) return ConjugateGradient(x, unknown);
+        using var scope = NewDisposeScope();
+        int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3], hw = h * w;
+        // Raw storage reads (the element accessor costs as much as the 28×28 solves themselves).
+        var mask = MemoryMarshal.Cast<byte, bool>(unknown.to(ScalarType.Bool).reshape(n, hw).cpu().contiguous().bytes).ToArray();
+        var direct = Enumerable.Range(0, n)
+            .Where(i => solver == ImputationSolver.Direct || PrefersDirect(mask.AsSpan(i * hw, hw), h, w)).ToArray();
+        if (direct.Length == 0) return scope.MoveToOuter(ConjugateGradient(x, unknown));
+        var data = MemoryMarshal.Cast<byte, double>(x.to(ScalarType.Float64).cpu().contiguous().bytes).ToArray();
+        foreach (int i in direct) BandedImputation.Solve(data.AsSpan(i * c * hw, c * hw), mask.AsSpan(i * hw, hw), c, h, w);
+        var result = tensor(data, [n, c, h, w]).to(x.device);
+        if (direct.Length < n)
+        {
+            var rest = tensor(Enumerable.Range(0, n).Except(direct).Select(i => (long)i).ToArray(), device: x.device);
+            result.index_copy_(0, rest, ConjugateGradient(x.index_select(0, rest), unknown.index_select(0, rest)));
+        }
+        return scope.MoveToOuter(result);
+    }
+
+    /// <summary>The rule between the two paths for one H×W mask (true = unknown): the banded factorisation when
+    /// n·b² ≤ 32·H·W·(H+W) (see the class comment).</summary>
+    public static bool PrefersDirect(ReadOnlySpan<bool> unknown, int h, int w)
+    {
+        var (count, band) = SystemShape(unknown, h, w);
+        return (double)count * band * band <= 32.0 * h * w * (h + w);
+    }
+
+    /// <summary>The number of unknowns n and the half-bandwidth b (largest raster-index gap between two neighbouring
+    /// unknowns) of one H×W mask's system.</summary>
+    public static (int Unknowns, int Band) SystemShape(ReadOnlySpan<bool> unknown, int h, int w) => BandedImputation.Shape(unknown, h, w);
+
+    /// <summary>The conjugate-gradient path for all images at once.</summary>
+    static Tensor ConjugateGradient(Tensor x, Tensor unknown)
     {
         using var scope = NewDisposeScope();
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
@@ -70,4 +114,15 @@ public static class LinearImputation
 
     /// <summary>The weighted sum K v of each pixel's in-image 8-neighbours (1/6 direct, 1/12 diagonal).</summary>
     static Tensor Neighbours(Tensor v) => Binomial(v) / 12 - v / 3;
+}
+
+/// <summary>Which solver <see cref="LinearImputation.Solve"/> uses.</summary>
+public enum ImputationSolver
+{
+    /// <summary>Per image, the cheaper one by <see cref="LinearImputation.PrefersDirect"/>.</summary>
+    Auto,
+    /// <summary>The banded Cholesky factorisation for every image.</summary>
+    Direct,
+    /// <summary>Conjugate gradients for all images at once.</summary>
+    ConjugateGradient,
 }

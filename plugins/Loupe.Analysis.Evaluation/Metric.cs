@@ -45,8 +45,8 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     /// <inheritdoc/>
     public sealed override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
     {
-        if (options.Of?.Analysis is { } a && a is not IAttribution)
-            yield return $"option 'of': step '{options.Of.Id}' is not an attribution method (a metric needs one map per input, like saliency, grad-cam or occlusion)";
+        if (context.Referenced(options.Of)?.Analysis is { } a && a is not IAttribution)
+            yield return $"option 'of': step '{options.Of!.Id}' is not an attribution method (a metric needs one map per input, like saliency, grad-cam or occlusion)";
         foreach (var e in Expectation.Errors(options.Expect, MetricNamesWith(options, context.Model))) yield return e;
         foreach (var e in ValidateMetric(options, context)) yield return e;
     }
@@ -97,9 +97,12 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>). The
     /// original inputs' maps are the ones that step made in this run (<see cref="MapCache"/>) when it kept them for the
     /// same target; otherwise (perturbed inputs, a given selection, maps beyond the memory budget) the method runs.</summary>
-    protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, Tensor input, string[]? ids, TargetSelection? selection = null) =>
-        (ids is not null && selection is null ? MapCache.TryGet(ctx, options.Of!.Id, ids) : null)
-        ?? ((IAttribution)options.Of!.Analysis!).Attribute(options.Of.Options!, new AttributionInput(ctx, input, selection, 0, ids));
+    protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, Tensor input, string[]? ids, TargetSelection? selection = null)
+    {
+        if (ids is not null && selection is null && MapCache.TryGet(ctx, options.Of!.Id, ids) is { } cached) return cached;
+        var of = ctx.Referenced(options.Of!);
+        return ((IAttribution)of.Analysis).Attribute(of.Options, new AttributionInput(ctx, input, selection, 0, ids));
+    }
 }
 
 /// <summary>A per-image series behind a step's metrics: <c>stat</c> (name_mean, name_std), <c>rate</c> (a mean

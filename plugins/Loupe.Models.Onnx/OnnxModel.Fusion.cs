@@ -11,7 +11,8 @@ namespace Loupe.Models.Onnx;
 // are libtorch's own linear (addmm with the transposed weight, as nn.Linear runs) and gelu (one native kernel each
 // way). The fused plan computes the same function; it is used only when nothing reads or replaces a value inside a
 // fused group (a capture, an intervention) and no ReLU rule is active — otherwise the node-by-node plan runs, so every
-// ONNX value stays a layer with its exact semantics.
+// ONNX value stays a layer with its exact semantics. Slices that tile an axis run as one split (same values, views
+// both; the backward differs only in how the zero-padded gradients are assembled, exactly).
 public sealed partial class OnnxModel
 {
     List<OnnxNode> _fused = null!;
@@ -71,10 +72,49 @@ public sealed partial class OnnxModel
                 _fusedInternal.UnionWith([n.Outputs[0], erf.Outputs[0], plus.Outputs[0], mul.Outputs[0]]);
             }
         }
+        // Slices of one value that tile an axis (the q, k, v of a packed in-projection): one split whose backward is
+        // one cat, instead of a zero-filled full-size gradient per Slice that autograd then sums. Placed at the last
+        // Slice; only when nothing reads a piece before that position.
+        foreach (var group in Enumerable.Range(0, _plan.Count)
+                     .Where(i => _plan[i] is { OpType: "Slice", Outputs.Length: 1 } s && s.Inputs.Length > 0 && Const(s.Inputs[0]) is null && !removed.Contains(i) && !replaced.ContainsKey(i))
+                     .GroupBy(i => _plan[i].Inputs[0]).Where(g => g.Count() >= 2))
+        {
+            var at = group.ToArray();
+            var slices = at.Select(i => _plan[i]).ToArray();
+            var outputs = slices.Select(s => s.Outputs[0]).ToArray();
+            if (outputs.Any(o => o.Length == 0 || consumers.TryGetValue(o, out var l) && l.Any(c => c <= at[^1]))) continue;
+            var offsets = new int[slices.Length + 1];
+            for (int j = 0; j < slices.Length; j++) offsets[j + 1] = offsets[j] + slices[j].Inputs.Length;
+            replaced[at[^1]] = Fused(slices[^1], "Slice (split)", slices.SelectMany(s => s.Inputs).ToArray(), outputs, (_, x) => SplitSlices(slices, offsets, x));
+            removed.UnionWith(at[..^1]);
+        }
         _fused = new List<OnnxNode>(_plan.Count);
         for (int i = 0; i < _plan.Count; i++)
             if (replaced.TryGetValue(i, out var f)) _fused.Add(f);
             else if (!removed.Contains(i)) _fused.Add(_plan[i]);
+    }
+
+    /// <summary>The Slice nodes <paramref name="slices"/> (their inputs concatenated in <paramref name="x"/>, the
+    /// first of each being the same value) as one split when their ranges tile one axis; otherwise each Slice as is.</summary>
+    static Tensor[] SplitSlices(OnnxNode[] slices, int[] offsets, Tensor?[] x)
+    {
+        var args = slices.Select((_, j) => x[offsets[j]..offsets[j + 1]]).ToArray();
+        var ranges = slices.Select((s, j) => Ops.ContiguousSlice(s, args[j])).ToArray();
+        if (ranges.All(r => r is not null && r.Value.Axis == ranges[0]!.Value.Axis))
+        {
+            var data = x[0]!;
+            long axis = ranges[0]!.Value.Axis, end = 0;
+            var order = Enumerable.Range(0, slices.Length).OrderBy(j => ranges[j]!.Value.Start).ToArray();
+            foreach (var j in order) end = ranges[j]!.Value.Start == end ? ranges[j]!.Value.End : -1;
+            if (end == data.shape[axis])
+            {
+                var parts = data.split(order.Select(j => ranges[j]!.Value.End - ranges[j]!.Value.Start).ToArray(), axis);
+                var outs = new Tensor[slices.Length];
+                for (int p = 0; p < order.Length; p++) outs[order[p]] = parts[p];
+                return outs;
+            }
+        }
+        return slices.Select((s, j) => Run(s, args[j])[0]).ToArray();
     }
 
     static OnnxNode Fused(OnnxNode like, string opType, string[] inputs, string[] outputs, Func<OnnxNode, Tensor?[], Tensor[]> run) =>

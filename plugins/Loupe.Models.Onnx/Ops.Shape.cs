@@ -40,22 +40,41 @@ public static partial class Ops
         return t.split(sizes, axis);
     }
 
+    /// <summary>A Slice node's starts, ends, axes and steps as given (inputs from opset 10, attributes before).</summary>
+    static (long[] Starts, long[] Ends, long[] Axes, long[] Steps) SliceArguments(OnnxNode n, Tensor?[] x)
+    {
+        if (n.Opset < 10)
+        {
+            var s = n.Ints("starts")!;
+            return (s, n.Ints("ends")!, n.Ints("axes") ?? Enumerable.Range(0, s.Length).Select(i => (long)i).ToArray(), Fill(null, s.Length, 1));
+        }
+        var starts = Longs(x[1]!);
+        return (starts, Longs(x[2]!),
+            x.Length > 3 && x[3] is { } a ? Longs(a) : Enumerable.Range(0, starts.Length).Select(i => (long)i).ToArray(),
+            x.Length > 4 && x[4] is { } st ? Longs(st) : Fill(null, starts.Length, 1));
+    }
+
+    /// <summary>When the Slice node <paramref name="n"/> on inputs <paramref name="x"/> takes one contiguous range
+    /// [start, end) of one axis (step 1), that range with start and end clamped as Slice clamps them; otherwise null.</summary>
+    internal static (long Axis, long Start, long End)? ContiguousSlice(OnnxNode n, Tensor?[] x)
+    {
+        var (starts, ends, axes, steps) = SliceArguments(n, x);
+        if (starts.Length != 1 || ends.Length != 1 || axes.Length != 1 || steps.Length != 1 || steps[0] != 1) return null;
+        var t = x[0]!;
+        long axis = Axis(axes[0], t.dim());
+        if (axis < 0 || axis >= t.dim()) return null;
+        long dim = t.shape[axis], start = starts[0], end = ends[0];
+        if (start < 0) start += dim;
+        if (end < 0) end += dim;
+        start = Math.Clamp(start, 0, dim);
+        end = Math.Clamp(end, 0, dim);
+        return (axis, start, Math.Max(start, end));
+    }
+
     static Tensor Slice(OnnxNode n, Tensor?[] x)
     {
         var t = x[0]!;
-        long[] starts, ends, axes, steps;
-        if (n.Opset < 10)
-        {
-            starts = n.Ints("starts")!; ends = n.Ints("ends")!;
-            axes = n.Ints("axes") ?? Enumerable.Range(0, starts.Length).Select(i => (long)i).ToArray();
-            steps = Fill(null, starts.Length, 1);
-        }
-        else
-        {
-            starts = Longs(x[1]!); ends = Longs(x[2]!);
-            axes = x.Length > 3 && x[3] is { } a ? Longs(a) : Enumerable.Range(0, starts.Length).Select(i => (long)i).ToArray();
-            steps = x.Length > 4 && x[4] is { } st ? Longs(st) : Fill(null, starts.Length, 1);
-        }
+        var (starts, ends, axes, steps) = SliceArguments(n, x);
         for (int i = 0; i < starts.Length; i++)
         {
             long axis = Axis(axes[i], t.dim()), dim = t.shape[axis], step = steps[i];

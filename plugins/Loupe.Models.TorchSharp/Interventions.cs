@@ -112,7 +112,7 @@ static class Interventions
     static extern IntPtr THSStorage_data_ptr(IntPtr tensor);
 
     /// <summary>True when both tensors start at the same memory (an in-place op returned its input's buffer).</summary>
-    static bool SameBuffer(Tensor a, Tensor b) =>
+    internal static bool SameBuffer(Tensor a, Tensor b) =>
         a.storage_offset() == b.storage_offset() && THSStorage_data_ptr(a.Handle) == THSStorage_data_ptr(b.Handle);
 
     /// <summary>Replaces a module's output by <paramref name="transform"/>(output).</summary>

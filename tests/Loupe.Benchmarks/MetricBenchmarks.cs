@@ -29,7 +29,8 @@ public class MetricBenchmarks
         _x808 = _x.repeat(101, 1, 1, 1);
         var target = Bench.TopOne(10);
         _ctx = new BenchContext(_model, target, _x);
-        _link = new StepLink { Id = "saliency", Analysis = new Saliency(), Options = new SaliencyOptions() };
+        _link = new StepLink { Id = "saliency" };
+        _ctx.References = new([KeyValuePair.Create<IStepReference, ReferencedStep>(_link, new("saliency", "saliency", new Saliency(), new SaliencyOptions()))]);
     }
 
     [GlobalCleanup]
@@ -154,7 +155,8 @@ public class QualityMetricBenchmarks
         _x40 = _x.repeat(5, 1, 1, 1);
         _x80 = _x.repeat(10, 1, 1, 1);
         _ctx = new BenchContext(_model, Bench.TopOne(10), _x);
-        _link = new StepLink { Id = "saliency", Analysis = new Saliency(), Options = new SaliencyOptions() };
+        _link = new StepLink { Id = "saliency" };
+        _ctx.References = new([KeyValuePair.Create<IStepReference, ReferencedStep>(_link, new("saliency", "saliency", new Saliency(), new SaliencyOptions()))]);
     }
 
     [GlobalCleanup]

@@ -71,19 +71,51 @@ public class OnnxFamilyBenchmarks
         return _model.Forward(_x).sum().item<float>();
     }
 
-    /// <summary><c>--profile-onnx NAME [BATCH] [CALLS]</c>: per operator type, the share of forward and backward time
+    /// <summary><c>--cpu-onnx NAME [BATCH] [ROUNDS]</c>: the two rows at one intra-op thread, timed by the calling
+    /// thread's CPU time (minimum over the rounds), which a loaded machine barely disturbs; tools/bench/cpu_time.py
+    /// times PyTorch's rows the same way.</summary>
+    public static int CpuTime(string[] args)
+    {
+        var b = new OnnxFamilyBenchmarks { Model = args[0], Batch = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1 };
+        int rounds = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5;
+        b.Setup();
+        TorchSharp.torch.set_num_threads(1);   // after Setup (Bench.Init sets 2)
+        try
+        {
+            foreach (var (name, row) in new (string, Func<float>)[] { ("forward (no grad)", b.Forward), ("forward+backward to input", b.ForwardBackward) })
+            {
+                row();
+                double best = double.MaxValue;
+                for (int r = 0; r < rounds; r++)
+                {
+                    double start = GemmParity.ThreadCpuMs();
+                    row();
+                    best = Math.Min(best, GemmParity.ThreadCpuMs() - start);
+                }
+                Console.WriteLine($"{args[0]} b{b.Batch} | {name} | {best:F1} ms thread CPU (1 thread, min of {rounds})");
+            }
+        }
+        finally { b.Cleanup(); }
+        return 0;
+    }
+
+    /// <summary><c>--profile-onnx NAME [BATCH] [CALLS] [cpu]</c>: per operator type, the share of forward and backward time
     /// (<see cref="OnnxModel.ProfileByOperator"/>), for the fused and the node-by-node plans.</summary>
     public static int Profile(string[] args)
     {
         Bench.Init();
         int batch = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 1;
         int calls = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 3;
+        // A fourth argument "cpu": one intra-op thread, each node timed by the calling thread's CPU time.
+        bool cpu = args.Length > 3 && args[3] == "cpu";
+        if (cpu) TorchSharp.torch.set_num_threads(1);
+        Func<double>? clock = cpu ? GemmParity.ThreadCpuMs : null;
         using var model = (OnnxModel)Load(args[0]);
         using var x = randn(batch, 3, 224, 224);
         foreach (var fused in new[] { false, true })
         {
-            model.ProfileByOperator(x, 1, fused);   // warm-up
-            var times = model.ProfileByOperator(x, calls, fused);
+            model.ProfileByOperator(x, 1, fused, clock);   // warm-up
+            var times = model.ProfileByOperator(x, calls, fused, clock);
             double f = times.Sum(t => t.ForwardMs), b = times.Sum(t => t.BackwardMs);
             Console.WriteLine($"{args[0]} b{batch}, {(fused ? "fused" : "node-by-node")} plan ({(fused ? model.FusedNodeCount : model.RuntimeNodeCount)} nodes), {calls} calls: forward {f / calls:F1} ms, backward {b / calls:F1} ms per call");
             Console.WriteLine("| operator | nodes | forward share | backward share |");

@@ -10,8 +10,12 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // --short: no warm-up beyond the jitting call and 1 measured iteration, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
 // --serve: single calls on request, for tools/bench/python_bench.py --paired (see Serve.cs).
 if (args.Contains("--serve")) return Loupe.Benchmarks.Serve.Run(Console.In, Console.Out);
-// --profile-onnx NAME [BATCH] [CALLS]: operator shares of the onnx backend on bench-models/NAME.onnx (OnnxFamilyBenchmarks.Profile).
+// --profile-onnx NAME [BATCH] [CALLS] [cpu]: operator shares of the onnx backend on bench-models/NAME.onnx (OnnxFamilyBenchmarks.Profile).
 if (args.Length > 1 && args[0] == "--profile-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.Profile(args[1..]);
+// --gemm-parity [ROUNDS]: vit_b_16's GEMM shapes by linear (BLAS) and by 1×1 convolution (oneDNN), alternated (GemmParity).
+if (args.Length > 0 && args[0] == "--gemm-parity") return Loupe.Benchmarks.GemmParity.Run(args[1..]);
+// --cpu-onnx NAME [BATCH] [ROUNDS]: the onnx rows at 1 thread by thread CPU time (OnnxFamilyBenchmarks.CpuTime).
+if (args.Length > 1 && args[0] == "--cpu-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.CpuTime(args[1..]);
 // --profile-road [CALLS] [THREADS]: ROAD's imputation share against its floor (RoadProfile).
 if (args.Length > 0 && args[0] == "--profile-road") return Loupe.Benchmarks.RoadProfile.Run(args[1..]);
 bool isShort = args.Contains("--short");

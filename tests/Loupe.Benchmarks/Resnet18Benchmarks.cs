@@ -76,6 +76,9 @@ public class Resnet18Benchmarks
 /// <summary>A minimal analysis context over one in-memory batch; results are converted but not written.</summary>
 public sealed class BenchContext(IModel model, ITarget target, Tensor x, int batchSize = 0) : IAnalysisContext, IArtifactSink
 {
+    /// <summary>The step references <see cref="Referenced"/> resolves (as the host's plan would).</summary>
+    public StepReferences References { get; set; } = StepReferences.None;
+    public ReferencedStep Referenced(IStepReference reference) => References.Of(reference);
     public string StepId => "bench";
     public IModel Model => model;
     public InputSpec Input => model.DefaultInput;

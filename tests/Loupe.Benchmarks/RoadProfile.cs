@@ -6,7 +6,7 @@ namespace Loupe.Benchmarks;
 
 /// <summary><c>--profile-road [CALLS] [THREADS]</c>: in-process stopwatch shares of ROAD (issue 22) on the bench row's inputs
 /// (the demo CNN, 8 images, 5 percentages): the whole metric, its floor (a saliency pass of 8 + one forward of 40)
-/// and the imputation alone on the 40 masks of the saliency ranking (MoRF), the median of CALLS calls each,
+/// and the imputation alone on the 40 masks of the saliency ranking (MoRF), by the default path and by conjugate gradients, the median of CALLS calls each,
 /// interleaved so the machine's drift hits all three alike. On a loaded machine pass THREADS = 1: two-thread BLAS and
 /// convolutions stall when the other thread is descheduled, which inflates the floor far more than the imputation's
 /// small single-threaded calls.</summary>
@@ -24,7 +24,8 @@ public static class RoadProfile
         {
             ("road, 5 percentages", bench.Road),
             ("its floor (saliency of 8 + forward of 40)", () => bench.RoadPasses()),
-            ("imputation alone (40 masks)", () => { using var s = NewDisposeScope(); LinearImputation.Solve(xs, unknown); }),
+            ("imputation alone (40 masks, default: direct on 28×28)", () => { using var s = NewDisposeScope(); LinearImputation.Solve(xs, unknown); }),
+            ("imputation by conjugate gradients (40 masks)", () => { using var s = NewDisposeScope(); LinearImputation.Solve(xs, unknown, ImputationSolver.ConjugateGradient); }),
         };
         var times = phases.Select(_ => new List<double>()).ToArray();
         foreach (var (_, call) in phases) call();   // warm-up

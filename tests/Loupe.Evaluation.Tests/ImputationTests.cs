@@ -15,6 +15,18 @@ public class ImputationTests
         return tensor(a.Data).view(a.Shape);
     }
 
+    /// <summary>A little-endian float64 .npy (the SDK's reader takes float32 only): header length at byte 8 (format
+    /// 1.0), then the values in C order.</summary>
+    static Tensor LoadFloat64(string name, long[] shape)
+    {
+        var bytes = File.ReadAllBytes(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", name));
+        int header = 10 + BitConverter.ToUInt16(bytes, 8);
+        Assert.Contains("'descr': '<f8'", System.Text.Encoding.ASCII.GetString(bytes, 10, header - 10));
+        var values = new double[(bytes.Length - header) / 8];
+        Buffer.BlockCopy(bytes, header, values, 0, values.Length * 8);
+        return tensor(values).view(shape);
+    }
+
     [Fact]
     public void TheBatchedSolveMatchesTheDenseSystemPerImageAndChannel()
     {
@@ -47,5 +59,86 @@ public class ImputationTests
         // No known pixel: the system has no data; the image stays at 0 (as Loupe documents), not NaN.
         var all = ones(1, 1, 7, 9, dtype: ScalarType.Bool);
         Assert.Equal(0.0, LinearImputation.Solve(randn(1, 1, 7, 9), all).abs().max().item<double>());
+    }
+
+    [Fact]
+    public void TheDirectPathMatchesTheDenseSolveToRoundoffAndIsTheDefaultOnSmallImages()
+    {
+        using var scope = NewDisposeScope();
+        var x = Load("impute_inputs.npy");
+        var unknown = Load("impute_masks.npy") > 0.5;
+        var want = LoadFloat64("impute_expected64.npy", [5, 3, 13, 10]);
+        var direct = LinearImputation.Solve(x, unknown, ImputationSolver.Direct);
+        Assert.True((direct - want).abs().max().item<double>() <= 1e-12, $"largest deviation from numpy: {(direct - want).abs().max().item<double>()}");
+        // Auto takes the direct path on every image here (n·b² far below 32·H·W·(H+W)) and gives the same numbers.
+        var masks = unknown.reshape(5, 130).data<bool>().ToArray();
+        for (int i = 0; i < 5; i++) Assert.True(LinearImputation.PrefersDirect(masks.AsSpan(i * 130, 130), 13, 10), $"image {i}");
+        Assert.Equal(0.0, (LinearImputation.Solve(x, unknown) - direct).abs().max().item<double>());
+    }
+
+    [Fact]
+    public void TheDirectAndConjugateGradientPathsAgreeOnRoadLikeMasks()
+    {
+        using var scope = NewDisposeScope();
+        // 28×28 like the bench row: the k pixels of a random ranking at 10…90 %, and blocks touching the borders.
+        manual_seed(2291);
+        var x = rand(7, 2, 28, 28, dtype: ScalarType.Float64);
+        var rank = randperm(784).view(1, 1, 28, 28);
+        var unknown = cat([rank < 78, rank < 235, rank < 392, rank < 548, rank < 705,
+            (arange(28).view(1, 1, 28, 1) >= 10) & (arange(28).view(1, 1, 1, 28) < 20),
+            (arange(28).view(1, 1, 28, 1) + arange(28).view(1, 1, 1, 28)) % 5 != 0], 0);
+        var cg = LinearImputation.Solve(x, unknown, ImputationSolver.ConjugateGradient);
+        var direct = LinearImputation.Solve(x, unknown, ImputationSolver.Direct);
+        Assert.True((cg - direct).abs().max().item<double>() < 1e-7, $"largest difference: {(cg - direct).abs().max().item<double>()}");
+        Assert.True((direct - x).abs().masked_select(unknown.expand_as(x)).min().item<double>() > 1e-6);   // imputed pixels moved
+    }
+
+    [Fact]
+    public void ABatchMixingBothPathsGivesEachImageItsOwnSolve()
+    {
+        using var scope = NewDisposeScope();
+        // 72×72 with all but one pixel unknown: n·b² = 5183·73² > 32·72²·144, so CG; a scattered mask goes direct.
+        var x = rand(2, 3, 72, 72, dtype: ScalarType.Float64);
+        var unknown = stack([ones(1, 72, 72, dtype: ScalarType.Bool), rand(1, 72, 72) < 0.3], 0);
+        unknown[0, 0, 40, 30].fill_(false);
+        var masks = unknown.reshape(2, 72 * 72).data<bool>().ToArray();
+        Assert.False(LinearImputation.PrefersDirect(masks.AsSpan(0, 72 * 72), 72, 72));
+        Assert.True(LinearImputation.PrefersDirect(masks.AsSpan(72 * 72, 72 * 72), 72, 72));
+        var auto = LinearImputation.Solve(x, unknown);
+        var cg = LinearImputation.Solve(x.narrow(0, 0, 1), unknown.narrow(0, 0, 1), ImputationSolver.ConjugateGradient);
+        var direct = LinearImputation.Solve(x.narrow(0, 1, 1), unknown.narrow(0, 1, 1), ImputationSolver.Direct);
+        Assert.Equal(0.0, (auto.narrow(0, 0, 1) - cg).abs().max().item<double>());
+        Assert.Equal(0.0, (auto.narrow(0, 1, 1) - direct).abs().max().item<double>());
+        // The one known pixel's value everywhere (weighted means of a single datum), up to CG's tolerance.
+        Assert.True((auto.narrow(0, 0, 1) - x.narrow(0, 0, 1).narrow(2, 40, 1).narrow(3, 30, 1)).abs().max().item<double>() < 1e-5);
+    }
+
+    [Fact]
+    public void TheDirectPathKeepsTheEdgeCasesOfTheConjugateGradientOne()
+    {
+        using var scope = NewDisposeScope();
+        var x = randn(3, 2, 7, 9, dtype: ScalarType.Float64);
+        var unknown = stack([zeros(1, 7, 9, dtype: ScalarType.Bool), ones(1, 7, 9, dtype: ScalarType.Bool), arange(63).view(1, 7, 9) % 3 == 0], 0);
+        var direct = LinearImputation.Solve(x, unknown, ImputationSolver.Direct);
+        var cg = LinearImputation.Solve(x, unknown, ImputationSolver.ConjugateGradient);
+        Assert.Equal(0.0, (direct[0] - x[0]).abs().max().item<double>());   // no unknowns: the image itself
+        Assert.Equal(0.0, direct[1].abs().max().item<double>());            // no known pixel: 0, as CG
+        Assert.Equal(0.0, cg[1].abs().max().item<double>());
+        Assert.True((direct - cg).abs().max().item<double>() < 1e-9);
+    }
+
+    [Fact]
+    public void TheBandIsTheLargestIndexGapBetweenNeighbouringUnknowns()
+    {
+        // Full H×W mask: the down-right neighbour is W + 1 unknowns later.
+        Assert.Equal((35, 8), LinearImputation.SystemShape(Enumerable.Repeat(true, 35).ToArray(), 5, 7));
+        // One row of unknowns: only the right neighbour, 1 later.
+        var row = new bool[35];
+        for (int x = 0; x < 7; x++) row[14 + x] = true;
+        Assert.Equal((7, 1), LinearImputation.SystemShape(row, 5, 7));
+        // Two unknowns diagonally adjacent (0,1) and (1,0), with (0,2) between them in raster order: gap 2.
+        var pair = new bool[35];
+        pair[1] = pair[2] = pair[7] = true;
+        Assert.Equal((3, 2), LinearImputation.SystemShape(pair, 5, 7));
     }
 }

@@ -5,7 +5,9 @@ namespace Loupe.Library.Tests;
 
 /// <summary>The library as an application outside the repository meets it: the packed Loupe.Library package (the
 /// library, the host and the standard plugins) from a local folder feed, built into the console sample
-/// (samples/Library/Packaged).</summary>
+/// (samples/Library/Packaged). In the "library" collection: its in-process explain must not overlap the tests that count
+/// live tensors (ExplorerJobsTests), which read a process-wide counter.</summary>
+[Collection("library")]
 public class PackageTests
 {
     static string Sample(string p) => Path.Combine(RepoPaths.Root, "samples", p);

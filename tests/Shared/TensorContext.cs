@@ -5,8 +5,10 @@ namespace Loupe.Testing;
 
 /// <summary>A minimal analysis context over an in-memory dataset (<paramref name="pixels"/>: N×C×H×W in [0,1], normalised
 /// with the model's input spec), shared by the test projects that call an analysis or a toolkit helper without a host.
-/// Ids are the row numbers (<c>00000</c>, ...); layer passes run standalone; no target or sink unless given.</summary>
-public sealed class TensorContext(IModel model, Tensor pixels, int batchSize, ITarget? target = null, IArtifactSink? output = null) : IAnalysisContext
+/// Ids are the row numbers (<c>00000</c>, ...); layer passes run standalone; no target, sink or step references unless
+/// given (<paramref name="references"/>: what <see cref="Referenced"/> resolves, as the host's plan would).</summary>
+public sealed class TensorContext(IModel model, Tensor pixels, int batchSize, ITarget? target = null, IArtifactSink? output = null,
+    StepReferences? references = null) : IAnalysisContext
 {
     public string StepId => "test";
     public IModel Model => model;
@@ -23,6 +25,7 @@ public sealed class TensorContext(IModel model, Tensor pixels, int batchSize, IT
     public ShardInfo? Shard => null;
     public OverlayStyle? OverlayStyle => null;
     public ILayerConsumer RunLayerPass(LayerPass pass) => Explain.StandaloneLayerPass(this, pass);
+    public ReferencedStep Referenced(IStepReference reference) => (references ?? StepReferences.None).Of(reference);
     public void Progress(double fraction, string? message = null) { }
     public void Warn(string message) { }
 

@@ -24,6 +24,7 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
     public ILayerConsumer RunLayerPass(LayerPass pass) => run.LayerPasses.Get(pass, this);
     public ShardInfo? Shard => run.Shard;
     public OverlayStyle? OverlayStyle => step.Display;
+    public ReferencedStep Referenced(IStepReference reference) => step.Resolved.Of(reference);
 
     /// <summary>Run seed mixed with the step id (FNV-1a), so steps get independent, reproducible streams.</summary>
     public static int StepSeed(int seed, string stepId)

@@ -18,6 +18,7 @@ public static partial class PipelineRunner
         object? modelOptions, dataOptions;
         bool modelValid;
         List<BoundOptions?> stepOptions = [];
+        List<List<PlannedReference>> stepReferences = [];
         string? labelsFile;
         List<TargetRef?> targetRefs = [];
         IModel model = null!;
@@ -88,8 +89,9 @@ public static partial class PipelineRunner
             }).ToList();
         }
 
-        /// <summary>Components' options (steps that wrap other steps, e.g. noise-tunnel's inner, get theirs resolved and
-        /// bound here), the labels file, and the targets: every naming error is reported before the model loads.</summary>
+        /// <summary>Components' options (the steps a step describes in place, e.g. noise-tunnel's inner, are resolved and
+        /// bound here into the plan's references; the options stay as bound), the labels file, and the targets: every
+        /// naming error is reported before the model loads.</summary>
         void BindOptions()
         {
             int beforeModel = errors.Count;
@@ -98,8 +100,9 @@ public static partial class PipelineRunner
             dataOptions = dataDesc is null ? null : OptionsBinder.Bind(dataDesc.OptionsType, spec.Data!.With, file, $"data '{spec.Data.Uses}'", spec.BaseDirectory, errors, spec.Data.Mark).Value;
             stepOptions = spec.Steps.Select((s, i) => stepDescs[i] is { } sd
                 ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark) : null).ToList();
+            stepReferences = stepOptions.Select(_ => new List<PlannedReference>()).ToList();
             for (int i = 0; i < stepOptions.Count; i++)
-                if (stepOptions[i] is { } bo) stepOptions[i] = ResolveReferences(bo, spec.Steps[i], registry, spec, errors);
+                if (stepOptions[i] is { } bo) (stepOptions[i], stepReferences[i]) = ResolveReferences(bo, spec.Steps[i], registry, spec, errors);
             if (m.Labels is { } lf)
             {
                 labelsFile = lf.Contains('\0') ? lf : Path.GetFullPath(Path.Combine(spec.BaseDirectory, lf));
@@ -189,12 +192,13 @@ public static partial class PipelineRunner
                 var s = spec.Steps[i];
                 var analysis = registry.Create<IAnalysis>(stepDescs[i]!.Id);
                 var req = analysis.Requirements;
-                var needed = InnerAnalyses(stepOptions[i]!.Value).Aggregate(req.Capabilities, (c, a) => c | a.Requirements.Capabilities);
+                var inner = stepReferences[i].Select(r => r.Step.Analysis).ToList();
+                var needed = inner.Aggregate(req.Capabilities, (c, a) => c | a.Requirements.Capabilities);
                 var missing = needed & ~model.Capabilities;
                 if (missing != ModelCapabilities.None)
                     errors.Add(At(s.UsesMark, $"step '{s.Id}' ({s.Uses}) needs {missing.ToString().ToLowerInvariant()}, which model backend '{m.Uses}' does not provide" +
                         (missing.HasFlag(ModelCapabilities.Gradients) ? "; use a differentiable backend (e.g. 'torchvision' or 'onnx')" : "")));
-                foreach (var a in InnerAnalyses(stepOptions[i]!.Value).Prepend(analysis))
+                foreach (var a in inner.Prepend(analysis))
                     if (SideInputs.Check(a.Requirements, model, s.Id, s.Uses) is { } sideError)
                     {
                         errors.Add(At(s.UsesMark, sideError));
@@ -212,7 +216,7 @@ public static partial class PipelineRunner
                     foreach (var l in target.RequiredLayers.Where(l => !layerNames.Contains(l)))
                         errors.Add(At(tr.Mark, $"step '{s.Id}' target: layer '{l}' does not exist{Suggest.DidYouMean(l, layerNames)}"));
                 }
-                prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target) { Display = displays[i] });
+                prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target) { Display = displays[i], References = stepReferences[i] });
             }
             ResolveLinks(spec, prepared, errors);
             if (shard is not null) errors.AddRange(RefuseUnshardable(spec, prepared, shard));
@@ -228,7 +232,7 @@ public static partial class PipelineRunner
                 var s = prepared[i].Spec;
                 var missing = prepared[i].Analysis.Requirements.Capabilities & ~model.Capabilities;
                 if (missing == ModelCapabilities.None && !badSteps.Contains(i))
-                    foreach (var msg in prepared[i].Analysis.Validate(prepared[i].Options, vctx))
+                    foreach (var msg in prepared[i].Analysis.Validate(prepared[i].Options, vctx with { References = prepared[i].Resolved }))
                         errors.Add(At(s.With?.Start ?? s.Mark, $"step '{s.Id}' ({s.Uses}): {msg}"));
                 if (prepared[i].Analysis is IDeclaresMetrics declares)
                     foreach (var e in s.Expect)
@@ -255,7 +259,7 @@ public static partial class PipelineRunner
             if (data.Count is not { } count) return;
             var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count };
             foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
-                foreach (var msg in st.Analysis.Validate(st.Options, dctx))
+                foreach (var msg in st.Analysis.Validate(st.Options, dctx with { References = st.Resolved }))
                     errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): {msg}"));
             if (errors.Count > 0) { data.Dispose(); throw new PipelineException(errors); }
         }

@@ -97,7 +97,7 @@ public static partial class PipelineRunner
         {
             rec["status"] = "running";
             rec["startedAt"] = DateTimeOffset.Now.ToString("o");
-            rec["options"] = Manifest.ToNode(step.Options);
+            rec["options"] = StepOptions(step);
             rec["target"] = step.Target.Describe();
             if (step.Display is { } display) rec["display"] = Manifest.ToNode(display);
             if (LinkedStep(step) is { } of) rec["of"] = of;

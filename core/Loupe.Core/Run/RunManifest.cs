@@ -10,8 +10,23 @@ public static partial class PipelineRunner
 {
     /// <summary>The id of the step a step's <see cref="StepLink"/> option names (e.g. a metric's <c>of:</c>), or null.</summary>
     static string? LinkedStep(PreparedStep step) =>
-        OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink))
-            .Select(p => (p.GetValue(step.Options) as StepLink)?.Id).FirstOrDefault(x => x is not null);
+        step.References.FirstOrDefault(r => r.OptionPath is not null && r.Entry is not null)?.Step.Id;
+
+    /// <summary>A step's options for its manifest record: as bound, with each step it describes in place
+    /// (<c>inner: { uses, with }</c>) written as <c>{ uses, options }</c>, its options as the plan bound them.</summary>
+    static JsonNode? StepOptions(PreparedStep step)
+    {
+        var node = Manifest.ToNode(step.Options);
+        var naming = Manifest.JsonOptions.PropertyNamingPolicy!;
+        foreach (var r in step.References.Where(r => r.OptionPath is not null && r.Entry is null).OrderBy(r => r.OptionPath!.Count(c => c == '.')))
+        {
+            var path = r.OptionPath!.Split('.');
+            var at = node;
+            foreach (var name in path[..^1]) at = ((at as JsonObject)?[naming.ConvertName(name)] as JsonObject)?["options"];
+            if ((at as JsonObject)?[naming.ConvertName(path[^1])] is JsonObject written) written["options"] = Manifest.ToNode(r.Step.Options);
+        }
+        return node;
+    }
 
     static JsonObject BuildManifest(PreparedRun run, RunRequest request, DateTimeOffset started)
     {

@@ -39,12 +39,41 @@ public sealed record RunRequest(string PipelineFile)
 /// <summary>Outcome of a run.</summary>
 public sealed record RunResult(int ExitCode, string? OutDir, JsonObject? Manifest, IReadOnlyList<PipelineError> Errors);
 
-/// <summary>A resolved, bound and validated step, ready to run.</summary>
+/// <summary>A resolved, bound and validated step, ready to run: the run plan's entry for one step. <see cref="Options"/>
+/// is exactly what the step's <c>with:</c> bound; the steps its options name are in <see cref="References"/>.</summary>
 public sealed record PreparedStep(StepSpec Spec, ComponentDescriptor Descriptor, IAnalysis Analysis, object Options, ITarget Target)
 {
+    IReadOnlyList<PlannedReference> _references = [];
+
     /// <summary>The step's <c>display:</c> over <c>settings.display</c> (null when neither is given).</summary>
     public OverlayStyle? Display { get; init; }
+
+    /// <summary>Every step this step's options name, resolved: its own in-place references (<c>inner:</c>, nested ones
+    /// included) and links (<c>of:</c>), then those of the steps it links to (what their analyses ask for when this
+    /// step runs them). Set once, when the run is planned.</summary>
+    public IReadOnlyList<PlannedReference> References
+    {
+        get => _references;
+        internal set
+        {
+            _references = value;
+            Resolved = new StepReferences(value.Select(r => KeyValuePair.Create(r.Reference, r.Step)));
+        }
+    }
+
+    /// <summary><see cref="References"/> as the SDK's table (what <see cref="IAnalysisContext.Referenced"/> and
+    /// <see cref="AnalysisValidationContext.Referenced"/> read).</summary>
+    public StepReferences Resolved { get; private set; } = StepReferences.None;
 }
+
+/// <summary>One step reference resolved in the run's plan.</summary>
+/// <param name="Reference">The option value, as bound (never changed).</param>
+/// <param name="Step">The step it names: id, component, analysis and bound options.</param>
+/// <param name="OptionPath">For the step's own references, the option's property path from the step's options
+/// (<c>Of</c>, <c>Inner</c>, <c>Inner.Inner</c>); null for a reference of a linked step.</param>
+/// <param name="Entry">For a link (<see cref="StepLink"/>), the plan entry of the linked step; null for a step
+/// described in place.</param>
+public sealed record PlannedReference(IStepReference Reference, ReferencedStep Step, string? OptionPath, PreparedStep? Entry);
 
 /// <summary>A validated pipeline with its model and data opened. Dispose it.</summary>
 public sealed class PreparedRun : IDisposable

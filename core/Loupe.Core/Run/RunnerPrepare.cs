@@ -52,37 +52,46 @@ public static partial class PipelineRunner
     internal static PreparedRun PrepareWith(PipelineSpec spec, ComponentRegistry registry, List<PipelineError> errors, List<string> warnings, ShardRequest? shard, IModel? preloaded = null) =>
         new Preparation(spec, registry, errors, warnings, shard, preloaded).Run();
 
-    static BoundOptions ResolveReferences(BoundOptions bound, StepSpec s, ComponentRegistry registry, PipelineSpec spec, List<PipelineError> errors)
+    /// <summary>Resolves and binds the steps a step's options describe in place (<see cref="StepReference"/>,
+    /// <c>inner: { uses, with }</c>), nested ones included, depth first: the plan's references (the options are left as
+    /// bound) and the layers their options name, added to the step's.</summary>
+    static (BoundOptions Bound, List<PlannedReference> References) ResolveReferences(BoundOptions bound, StepSpec s, ComponentRegistry registry, PipelineSpec spec, List<PipelineError> errors)
     {
+        var references = new List<PlannedReference>();
         var layers = bound.Layers.ToList();
-        foreach (var p in OptionsBinder.Properties(bound.Value.GetType()).Where(p => p.PropertyType == typeof(StepReference)))
+        void Resolve(object options, string path, string idPath)
         {
-            if (p.GetValue(bound.Value) is not StepReference r) continue;
-            var mark = (r.With as YamlNode)?.Start ?? s.With?.Start ?? s.Mark;
-            var desc = registry.Find(ComponentKind.Analysis, r.Uses);
-            if (desc is null)
+            foreach (var p in OptionsBinder.Properties(options.GetType()).Where(p => p.PropertyType == typeof(StepReference)))
             {
-                errors.Add(new(spec.File, (int)mark.Line, (int)mark.Column, $"step '{s.Id}' option '{OptionsBinder.YamlName(p)}': " + registry.Unknown(ComponentKind.Analysis, r.Uses)));
-                continue;
+                if (p.GetValue(options) is not StepReference r) continue;
+                var mark = (r.With as YamlNode)?.Start ?? s.With?.Start ?? s.Mark;
+                var name = OptionsBinder.YamlName(p);
+                var desc = registry.Find(ComponentKind.Analysis, r.Uses);
+                if (desc is null)
+                {
+                    errors.Add(new(spec.File, (int)mark.Line, (int)mark.Column, $"step '{s.Id}' option '{name}': " + registry.Unknown(ComponentKind.Analysis, r.Uses)));
+                    continue;
+                }
+                var inner = OptionsBinder.Bind(desc.OptionsType, r.With as YamlNode, spec.File, $"step '{s.Id}' {name} ({r.Uses})", spec.BaseDirectory, errors, mark);
+                var step = new ReferencedStep($"{idPath}/{name}", desc.Id, registry.Create<IAnalysis>(desc.Id), inner.Value);
+                references.Add(new PlannedReference(r, step, path + p.Name, null));
+                layers.AddRange(inner.Layers);
+                Resolve(inner.Value, path + p.Name + ".", step.Id);
             }
-            var inner = OptionsBinder.Bind(desc.OptionsType, r.With as YamlNode, spec.File, $"step '{s.Id}' {OptionsBinder.YamlName(p)} ({r.Uses})", spec.BaseDirectory, errors, mark);
-            var nested = ResolveReferences(inner, s, registry, spec, errors);
-            r.Analysis = registry.Create<IAnalysis>(desc.Id);
-            r.Options = nested.Value;
-            layers.AddRange(nested.Layers);
         }
-        return bound with { Layers = layers };
+        Resolve(bound.Value, "", s.Id);
+        return (bound with { Layers = layers }, references);
     }
 
-    static IEnumerable<IAnalysis> InnerAnalyses(object options) =>
-        OptionsBinder.Properties(options.GetType()).Where(p => p.PropertyType == typeof(StepReference))
-            .Select(p => p.GetValue(options) as StepReference).Where(r => r?.Analysis is not null)
-            .SelectMany(r => new[] { r!.Analysis! }.Concat(InnerAnalyses(r.Options!)));
-
-    /// <summary>Fills every <see cref="StepLink"/> option (<c>of: step-id</c>) with the linked step's analysis and options.</summary>
+    /// <summary>Links every <see cref="StepLink"/> option (<c>of: step-id</c>) to the named step's plan entry, then gives
+    /// each step the references of the steps it links to (transitively: a metric of a noise-tunnel step runs that
+    /// step's inner method too).</summary>
     static void ResolveLinks(PipelineSpec spec, List<PreparedStep> steps, List<PipelineError> errors)
     {
-        foreach (var step in steps)
+        var own = steps.Select(s => s.References.ToList()).ToList();
+        for (int i = 0; i < steps.Count; i++)
+        {
+            var step = steps[i];
             foreach (var p in OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink)))
             {
                 if (p.GetValue(step.Options) is not StepLink link) continue;
@@ -95,9 +104,26 @@ public static partial class PipelineRunner
                         $"step '{step.Spec.Id}' option '{OptionsBinder.YamlName(p)}': no other step with id '{link.Id}'{Suggest.DidYouMean(link.Id, ids)}; steps: {string.Join(", ", ids)}"));
                     continue;
                 }
-                link.Analysis = target.Analysis;
-                link.Options = target.Options;
+                own[i].Add(new PlannedReference(link, new ReferencedStep(target.Spec.Id, target.Descriptor.Id, target.Analysis, target.Options), p.Name, target));
             }
+        }
+        for (int i = 0; i < steps.Count; i++)
+        {
+            var all = new List<PlannedReference>(own[i]);
+            var seen = new HashSet<int> { i };
+            var queue = new Queue<PreparedStep>(own[i].Select(r => r.Entry).OfType<PreparedStep>());
+            while (queue.TryDequeue(out var linked))
+            {
+                int k = steps.FindIndex(s => ReferenceEquals(s, linked));
+                if (!seen.Add(k)) continue;
+                foreach (var r in own[k])
+                {
+                    all.Add(r with { OptionPath = null });
+                    if (r.Entry is not null) queue.Enqueue(r.Entry);
+                }
+            }
+            steps[i].References = all;
+        }
     }
 
     sealed record TargetRef(ComponentDescriptor Descriptor, object Options, YamlDotNet.Core.Mark Mark);
