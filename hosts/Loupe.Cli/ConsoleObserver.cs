@@ -82,7 +82,7 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
                 foreach (var line in Loupe.Core.MethodsTable.Lines(methods)) Console.WriteLine(line);
                 Console.WriteLine();
             }
-            PrintPredictions(result.Manifest);
+            PrintPredictions(result.Manifest, result.OutDir!);
             Console.WriteLine();
             Console.WriteLine($"finished in {elapsed.TotalSeconds:F1}s; status: {result.Manifest?["status"]}");
         }
@@ -90,18 +90,19 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
         if (!quiet) Console.WriteLine($"manifest: {Path.Combine(result.OutDir!, "manifest.json")}");
     }
 
-    /// <summary>The first inputs' top-3 predictions (all of them are in manifest.json).</summary>
-    static void PrintPredictions(System.Text.Json.Nodes.JsonNode? manifest)
+    /// <summary>The first inputs' top-3 predictions (all of them are in the run folder's predictions file).</summary>
+    static void PrintPredictions(System.Text.Json.Nodes.JsonNode? manifest, string runDir)
     {
-        if (manifest?["predictions"]?["inputs"] is not System.Text.Json.Nodes.JsonArray inputs || inputs.Count == 0) return;
         const int shown = 8;
-        var rows = inputs.Take(shown).Select(e => (Id: (string?)e!["id"] ?? "", Truth: (string?)e["labelName"] ?? "",
+        var rows = Loupe.Core.Predictions.Read(manifest, runDir).Take(shown).Select(e => (Id: (string?)e["id"] ?? "", Truth: (string?)e["labelName"] ?? "",
             Top: string.Join(", ", e["top"]!.AsArray().Take(3).Select(t => $"{(string?)t!["label"]} {((double)t["p"]! * 100).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)}%")))).ToList();
+        if (rows.Count == 0) return;
+        long count = (long?)manifest!["predictions"]!["count"] ?? (manifest["predictions"]!["inputs"] as System.Text.Json.Nodes.JsonArray)?.Count ?? rows.Count;
         bool truth = rows.Any(r => r.Truth.Length > 0);
         int wi = Math.Max(5, rows.Max(r => r.Id.Length)), wt = Math.Max(4, rows.Max(r => r.Truth.Length));
         Console.WriteLine();
-        Console.WriteLine($"{"input".PadRight(wi)}  {(truth ? "true".PadRight(wt) + "  " : "")}predicted (top 3; top {(int?)manifest["predictions"]!["topK"]} in manifest.json)");
+        Console.WriteLine($"{"input".PadRight(wi)}  {(truth ? "true".PadRight(wt) + "  " : "")}predicted (top 3; top {(int?)manifest["predictions"]!["topK"]} in {Loupe.Core.Predictions.FileName})");
         foreach (var r in rows) Console.WriteLine($"{r.Id.PadRight(wi)}  {(truth ? r.Truth.PadRight(wt) + "  " : "")}{r.Top}");
-        if (inputs.Count > shown) Console.WriteLine($"... and {inputs.Count - shown} more");
+        if (count > shown) Console.WriteLine($"... and {count - shown} more");
     }
 }

@@ -44,7 +44,9 @@ public static class Nmf
         for (int it = 0; it < iterations; it++)
         {
             using var inner = NewDisposeScope();
-            u = (u * xwt / u.matmul(wwt).clamp_min(Eps)).MoveToOuterDisposeScope();
+            // In place: one temporary per iteration (the denominator, from U before the update), not four.
+            var den = u.matmul(wwt).clamp_min_(Eps);
+            u.mul_(xwt).div_(den);
         }
         return scope.MoveToOuter(u);
     }

@@ -50,12 +50,28 @@ public class LabelledRunTests(QuickstartRun quickstart) : IClassFixture<Quicksta
     }
 
     [Fact]
+    public void TheReportGridShowsPredictionsReadFromThePredictionsFile()
+    {
+        var html = Loupe.Core.Report.HtmlReport.Build(Loupe.Core.Report.RunFolder.Open(quickstart.Result.OutDir!));
+        var first = Predictions.Read(quickstart.Manifest, quickstart.Result.OutDir!).First();
+        var top = first["top"]![0]!;
+        Assert.Contains($"{(string?)top["label"]} {((double)top["p"]!).ToString("0.0%", System.Globalization.CultureInfo.InvariantCulture)}", html);
+        Assert.Contains($"true: {(string?)first["labelName"]}", html);
+    }
+
+    [Fact]
     public void PredictionsAreTheSoftmaxTopKOfTheModelWithTrueLabels()
     {
         var preds = quickstart.Manifest["predictions"]!;
         Assert.Equal(Predictions.DefaultTopK, (int)preds["topK"]!);
-        var inputs = preds["inputs"]!.AsArray();
+        // The records are streamed to their own file in the run folder; the manifest counts and names it.
+        Assert.Equal(Predictions.FileName, (string)preds["file"]!);
+        Assert.Null(preds["inputs"]);
+        var inputs = Predictions.Read(quickstart.Manifest, quickstart.Result.OutDir!).ToList();
         Assert.Equal(32, inputs.Count);
+        Assert.Equal(32, (long)preds["count"]!);
+        Assert.Equal(32, File.ReadLines(Path.Combine(quickstart.Result.OutDir!, Predictions.FileName)).Count());
+        Assert.False(File.Exists(Path.Combine(quickstart.Result.OutDir!, Predictions.FileName + ".part")));
         // Independent check: logits of the shipped model on the first 4 inputs, softmax in double precision here.
         using var scope = NewDisposeScope();
         using var prep = PipelineRunner.Prepare(new RunRequest(Path.Combine(TestEnv.RepoRoot, "configs", "quickstart.yaml")) { PluginDirectories = [TestEnv.PluginDirectory] });

@@ -72,7 +72,7 @@ public class MultiInputTests
         // The predictions saw each row's own side input.
         var logits = Npy.Read(TestEnv.Fixture("multi_logits.npy")).Data;
         var top = Enumerable.Range(0, 3).Select(i => Array.IndexOf(logits, logits.Skip(3 * i).Take(3).Max(), 3 * i) - 3 * i).ToArray();
-        var predicted = r.Manifest!["predictions"]!["inputs"]!.AsArray().Select(e => e!["top"]![0]!["class"]!.GetValue<long>()).ToArray();
+        var predicted = Loupe.Core.Predictions.Read(r.Manifest, r.OutDir!).Select(e => e["top"]![0]!["class"]!.GetValue<long>()).ToArray();
         Assert.Equal(top.Select(t => (long)t), predicted);
     }
 

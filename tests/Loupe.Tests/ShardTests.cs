@@ -101,6 +101,61 @@ public class ShardTests(ShardRuns runs) : IClassFixture<ShardRuns>
         Assert.True((bool)steps[3]!["expectations"]![0]!["passed"]!);
         Assert.Equal(200, (long)merged.Manifest["data"]!["count"]!);
         Assert.Equal(4, merged.Manifest["mergedFrom"]!.AsArray().Count);
+
+        // The per-input predictions: each shard streamed its rows to its own file; the merge joins them, in dataset
+        // order, into a file byte-identical to the unsharded run's, and the manifests summarise it alike.
+        Assert.Equal(new long[] { 48, 48, 48, 56 }, runs.Shards.Select(s => (long)s.Manifest!["predictions"]!["count"]!));
+        Assert.True(JsonNode.DeepEquals(runs.Full.Manifest["predictions"], merged.Manifest["predictions"]), merged.Manifest["predictions"]?.ToJsonString());
+        Assert.Equal(200, (long)merged.Manifest["predictions"]!["count"]!);
+        var lines = File.ReadAllLines(Path.Combine(merged.OutDir!, Predictions.FileName));
+        Assert.Equal(File.ReadAllLines(Path.Combine(runs.Full.OutDir!, Predictions.FileName)), lines);
+        Assert.Equal(Predictions.Read(runs.Full.Manifest, runs.Full.OutDir!).Select(e => (string?)e["id"]), lines.Select(l => (string?)JsonNode.Parse(l)!["id"]));
+        Assert.Equal(200, lines.Select(l => (string?)JsonNode.Parse(l)!["id"]).Distinct().Count());
+    }
+
+    [Fact]
+    public void PredictionsOfManifestsWithInlineRecordsAreStillReadAndMerged()
+    {
+        // Run folders written before the records moved to predictions.jsonl keep them in manifest.json
+        // (predictions.inputs): the readers and the merge take both.
+        var dir = TestEnv.TempDir();
+        var copies = new List<string>();
+        for (int i = 0; i < 4; i++)
+        {
+            var src = runs.Shards[i].OutDir!;
+            var dst = CopyDir(src, Path.Combine(dir, $"old{i}"));
+            var m = JsonNode.Parse(File.ReadAllText(Path.Combine(dst, "manifest.json")))!.AsObject();
+            var inline = new JsonArray(Predictions.Read(m, dst).Select(e => (JsonNode)e.DeepClone()).ToArray());
+            var p = m["predictions"]!.AsObject();
+            p.Remove("file");
+            p.Remove("count");
+            p["inputs"] = inline;
+            File.Delete(Path.Combine(dst, Predictions.FileName));
+            File.WriteAllText(Path.Combine(dst, "manifest.json"), m.ToJsonString());
+            Assert.Equal(i < 3 ? 48 : 56, Predictions.Read(m, dst).Count());
+            copies.Add(dst);
+        }
+        var merged = ShardMerger.Merge(new MergeRequest(copies, Path.Combine(dir, "merged")) { PluginDirectories = [TestEnv.PluginDirectory] });
+        Assert.True(merged.ExitCode == 0, Why(merged));
+        Assert.Equal(File.ReadAllLines(Path.Combine(runs.Full.OutDir!, Predictions.FileName)), File.ReadAllLines(Path.Combine(merged.OutDir!, Predictions.FileName)));
+        Assert.Equal(200, (long)merged.Manifest!["predictions"]!["count"]!);
+        // A file name that leaves the run folder, or a missing file, is refused naming the field or the file.
+        var bad = JsonNode.Parse("""{"predictions":{"file":"../x.jsonl"}}""");
+        Assert.Contains("predictions.file", Assert.Throws<LoupeException>(() => Predictions.Read(bad, dir).ToList()).Message);
+        var gone = JsonNode.Parse("""{"predictions":{"file":"predictions.jsonl"}}""");
+        Assert.Contains("missing", Assert.Throws<LoupeException>(() => Predictions.Read(gone, dir).ToList()).Message);
+    }
+
+    /// <summary>A copy of a run folder; returns <paramref name="dst"/>.</summary>
+    static string CopyDir(string src, string dst)
+    {
+        foreach (var f in Directory.GetFiles(src, "*", SearchOption.AllDirectories))
+        {
+            var dest = Path.Combine(dst, Path.GetRelativePath(src, f));
+            Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
+            File.Copy(f, dest);
+        }
+        return dst;
     }
 
     static Dictionary<string, JsonNode> Artifacts(RunResult r) =>
@@ -143,17 +198,7 @@ public class ShardTests(ShardRuns runs) : IClassFixture<ShardRuns>
     public void AShardMissingAResultFailsOnlyThatStepOfTheMerge()
     {
         var dir = TestEnv.TempDir();
-        var copies = runs.Shards.Select((s, i) =>
-        {
-            var to = Path.Combine(dir, $"part-{i}");
-            foreach (var f in Directory.GetFiles(s.OutDir!, "*", SearchOption.AllDirectories))
-            {
-                var dest = Path.Combine(to, Path.GetRelativePath(s.OutDir!, f));
-                Directory.CreateDirectory(Path.GetDirectoryName(dest)!);
-                File.Copy(f, dest);
-            }
-            return to;
-        }).ToList();
+        var copies = runs.Shards.Select((s, i) => CopyDir(s.OutDir!, Path.Combine(dir, $"part-{i}"))).ToList();
         File.Delete(Path.Combine(copies[2], "emb", "features.npy"));
         var r = ShardMerger.Merge(new MergeRequest(copies, Path.Combine(dir, "merged")) { PluginDirectories = [TestEnv.PluginDirectory] });
         Assert.Equal(1, r.ExitCode);

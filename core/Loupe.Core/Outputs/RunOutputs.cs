@@ -71,7 +71,7 @@ internal static class RunOutputs
             cells.Add(perStep.Select(s => s.ByInput.TryGetValue(input, out var a) ? Png.Load(Path.Combine(outDir, a.Path)) : null).ToList());
         var uses = stepRecords.ToDictionary(r => (string)r["id"]!, r => (string?)r["uses"] ?? "");
         var titles = perStep.Select(s => uses.GetValueOrDefault(s.Step) is { Length: > 0 } u && u != s.Step ? $"{s.Step} · {u}" : s.Step).ToList();
-        var predictions = Predictions.ById(manifest);
+        var predictions = Predictions.ById(manifest, outDir, inputs);
         var rowLabels = inputs.Select(i => predictions.TryGetValue(i, out var p) ? RowLabel(i, p) : i).ToList();
         // Each cell's value range (what the colours span on that map; recorded with its overlay), under the cell.
         var captions = inputs.Select(i => (IReadOnlyList<string?>)perStep.Select(s => s.ByInput.TryGetValue(i, out var a) ? a.Range : null).ToList()).ToList();

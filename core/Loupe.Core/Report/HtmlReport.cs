@@ -122,7 +122,7 @@ public static class HtmlReport
             ["rows"] = new JsonArray(rows.Select(i => (JsonNode)new JsonArray(i, new JsonArray(columns.Select(c =>
                 c.ByInput.TryGetValue(i, out var p) ? (JsonNode?)JsonValue.Create(Url(p)) : null).ToArray()))).ToArray()),
             // Per input: the top classes with probabilities and the true label (manifest predictions).
-            ["predictions"] = new JsonObject(Predictions.ById(run.Manifest).Where(kv => rows.Contains(kv.Key)).Select(kv => KeyValuePair.Create(kv.Key,
+            ["predictions"] = new JsonObject(Predictions.ById(run.Manifest, run.Directory, rows).Select(kv => KeyValuePair.Create(kv.Key,
                 (JsonNode?)new JsonArray([.. (kv.Value["top"] as JsonArray ?? []).Take(3).Select(t => (JsonNode)JsonValue.Create(
                     $"{(string?)t!["label"]} {((double)t["p"]!).ToString("0.0%", System.Globalization.CultureInfo.InvariantCulture)}")!),
                     .. kv.Value["labelName"] is { } truth ? [(JsonNode)JsonValue.Create($"true: {(string?)truth}")!] : Array.Empty<JsonNode>()])))),

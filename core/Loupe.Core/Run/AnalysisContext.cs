@@ -74,6 +74,8 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
                     pixels.Dispose();
                 }
             }
+            // The batch's work is done and its tensors are freed: hand the freed native heap back when it has piled up.
+            NativeHeap.TrimIfGrown();
         }
     }
 

@@ -166,7 +166,7 @@ public static partial class PipelineRunner
             if (outputFault || cancellation.IsCancellationRequested || run.TopK <= 0 || run.Data is null) return;
             try
             {
-                if (Predictions.Compute(run, run.TopK, cancellation, out var skipped) is { } predictions) manifest["predictions"] = predictions;
+                if (Predictions.Compute(run, run.TopK, outDir, cancellation, out var skipped) is { } predictions) manifest["predictions"] = predictions;
                 else if (skipped is not null) manifest["predictionsSkipped"] = skipped;
             }
             catch (Exception e) when (e is not OperationCanceledException) { observer?.Warning($"predictions not recorded: {e.Message}"); }

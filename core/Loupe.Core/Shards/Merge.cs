@@ -26,6 +26,23 @@ public static partial class ShardMerger
 {
     sealed record Shard(string Dir, JsonObject Manifest, ShardInfo Info, List<ArtifactRecord> Artifacts);
 
+    /// <summary>The shards' per-input predictions, in shard (dataset) order, streamed into one predictions file of the
+    /// merged run (record by record; shards written before the records had their own file are read from their manifest).</summary>
+    static void MergePredictions(string dir, JsonObject predictions, IReadOnlyList<Shard> shards)
+    {
+        long count = 0;
+        using (var writer = new StreamWriter(Path.Combine(dir, Predictions.FileName), false, new System.Text.UTF8Encoding(false)))
+            foreach (var s in shards)
+                foreach (var e in Predictions.Read(s.Manifest, s.Dir))
+                {
+                    writer.WriteLine(e.ToJsonString());
+                    count++;
+                }
+        predictions.Remove("inputs");
+        predictions["count"] = count;
+        predictions["file"] = Predictions.FileName;
+    }
+
     /// <summary>Merges; never throws for bad input: problems come back as errors (exit code 2).</summary>
     public static RunResult Merge(MergeRequest request)
     {
@@ -196,8 +213,7 @@ public static partial class ShardMerger
         manifest["runId"] = Guid.NewGuid().ToString("N");
         manifest["startedAt"] = shards.Select(s => (string?)s.Manifest["startedAt"]).Min();
         manifest["steps"] = new JsonArray(records.Cast<JsonNode>().ToArray());
-        if (manifest["predictions"] is JsonObject predictions)
-            predictions["inputs"] = new JsonArray(shards.SelectMany(s => s.Manifest["predictions"]?["inputs"] as JsonArray ?? []).Select(e => e!.DeepClone()).ToArray());
+        if (manifest["predictions"] is JsonObject predictions) MergePredictions(dir, predictions, shards);
         if (manifest["data"] is JsonObject data) data["count"] = shards.Sum(s => s.Info.Rows);
         manifest["warnings"] = new JsonArray(shards.SelectMany(s => s.Manifest["warnings"] as JsonArray ?? []).Select(w => (string?)w).Distinct()
             .Select(w => (JsonNode)JsonValue.Create(w)!).ToArray());

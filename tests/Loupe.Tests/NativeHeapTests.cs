@@ -1,0 +1,51 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using Loupe.Core;
+
+namespace Loupe.Tests;
+
+/// <summary>Runs alone (after the parallel tests): the resident set it measures is the whole process's.</summary>
+[CollectionDefinition("native heap", DisableParallelization = true)]
+public sealed class NativeHeapCollection;
+
+/// <summary><see cref="NativeHeap.TrimIfGrown"/>, which the host calls between the batches of every dataset pass: freed
+/// heap blocks that glibc keeps (a live block above them pins the heap's top) are handed back once the resident set
+/// has grown by <see cref="NativeHeap.GrowthBeforeTrim"/>, and not before.</summary>
+[Collection("native heap")]
+public class NativeHeapTests
+{
+    static long Rss() => long.Parse(File.ReadAllText("/proc/self/statm").Split(' ')[1], CultureInfo.InvariantCulture) * Environment.SystemPageSize;
+
+    [Fact]
+    public void FreedHeapIsHandedBackOnceTheResidentSetHasGrown()
+    {
+        Assert.True(OperatingSystem.IsLinux(), "the test suite runs on Linux (glibc)");
+        NativeHeap.Trim();
+        NativeHeap.TrimIfGrown();   // the mark: the resident set now (or a trim of what piled up before)
+        NativeHeap.TrimIfGrown();
+        // 8 MiB more: under the growth that triggers a trim, so nothing happens.
+        const int block = 32 << 10;   // below glibc's mmap threshold: from the heap, as libtorch's small tensors
+        var ones = Enumerable.Repeat((byte)1, block).ToArray();
+        // Marshal.AllocHGlobal is malloc on Linux; every block is written so that its pages are resident.
+        var small = Enumerable.Range(0, 256).Select(_ => Marshal.AllocHGlobal(block)).ToArray();
+        foreach (var p in small) Marshal.Copy(ones, 0, p, block);
+        Assert.False(NativeHeap.TrimIfGrown());
+        // 160 MiB in blocks, touched, then all freed but the last, which keeps the freed ones below the heap's top.
+        var blocks = Enumerable.Range(0, 5120).Select(_ => Marshal.AllocHGlobal(block)).ToArray();
+        foreach (var p in blocks) Marshal.Copy(ones, 0, p, block);
+        foreach (var p in blocks[..^1]) Marshal.FreeHGlobal(p);
+        long kept = Rss();
+        try
+        {
+            Assert.True(NativeHeap.TrimIfGrown(), $"no trim after freeing 160 MiB (resident {kept >> 20} MiB)");
+            long after = Rss();
+            Assert.True(after < kept - (100L << 20), $"resident {kept >> 20} MiB before the trim, {after >> 20} MiB after");
+            Assert.False(NativeHeap.TrimIfGrown());   // the mark moved down with it
+        }
+        finally
+        {
+            Marshal.FreeHGlobal(blocks[^1]);
+            foreach (var p in small) Marshal.FreeHGlobal(p);
+        }
+    }
+}
