@@ -15,14 +15,17 @@ public sealed partial class OnnxModel
     /// <summary>Per operator type, forward and backward milliseconds summed over <paramref name="calls"/> calls on
     /// <paramref name="input"/> (fused plan when <paramref name="fused"/>), most expensive first. <paramref name="clockMs"/>
     /// replaces the wall clock (e.g. the calling thread's CPU time, with one intra-op thread).</summary>
-    public IReadOnlyList<OperatorTime> ProfileByOperator(Tensor input, int calls, bool fused = true, Func<double>? clockMs = null)
+    public IReadOnlyList<OperatorTime> ProfileByOperator(Tensor input, int calls, bool fused = true, Func<double>? clockMs = null, bool byShape = false)
     {
         clockMs ??= () => Stopwatch.GetTimestamp() * 1000.0 / Stopwatch.Frequency;
         ObjectDisposedException.ThrowIf(_disposed, this);
         var plan = fused ? _fused : _plan;
         var fwd = new Dictionary<string, double>(StringComparer.Ordinal);
         var bwd = new Dictionary<string, double>(StringComparer.Ordinal);
-        var count = plan.GroupBy(n => n.OpType).ToDictionary(g => g.Key, g => g.Count());
+        // byShape: one row per operator type and input shapes/strides (where a layout makes one node slower than another).
+        string Key(OnnxNode n, Tensor?[] inputs) => !byShape ? n.OpType
+            : $"{n.OpType} {string.Join(" ", inputs.Where(t => t is not null).Select(t => $"[{string.Join("×", t!.shape)}]{(t!.is_contiguous() ? "" : "/" + string.Join(",", t.stride()))}"))}";
+        var count = new Dictionary<string, int>(StringComparer.Ordinal);
         for (int call = 0; call < calls; call++)
         {
             using var scope = NewDisposeScope();
@@ -30,9 +33,11 @@ public sealed partial class OnnxModel
             foreach (var n in plan)
             {
                 var inputs = n.Inputs.Select(i => i.Length > 0 ? env[i] : null).ToArray();
+                var key = Key(n, inputs);
+                if (call == 0) count[key] = count.GetValueOrDefault(key) + 1;
                 double start = clockMs();
                 var outs = Run(n, inputs);
-                fwd[n.OpType] = fwd.GetValueOrDefault(n.OpType) + clockMs() - start;
+                fwd[key] = fwd.GetValueOrDefault(key) + clockMs() - start;
                 for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
                     if (n.Outputs[k].Length > 0) env[n.Outputs[k]] = outs[k];
 
@@ -45,7 +50,7 @@ public sealed partial class OnnxModel
                 var g = randn_like(y);
                 start = clockMs();
                 _ = autograd.grad([y], wrt, [g], allow_unused: true);
-                bwd[n.OpType] = bwd.GetValueOrDefault(n.OpType) + clockMs() - start;
+                bwd[key] = bwd.GetValueOrDefault(key) + clockMs() - start;
             }
         }
         return fwd.Keys.Select(op => new OperatorTime(op, count[op], fwd[op], bwd.GetValueOrDefault(op)))

@@ -108,14 +108,16 @@ public class OnnxFamilyBenchmarks
         int calls = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 3;
         // A fourth argument "cpu": one intra-op thread, each node timed by the calling thread's CPU time.
         bool cpu = args.Length > 3 && args[3] == "cpu";
+        // A fifth argument "shapes": one row per operator and input shapes/strides.
+        bool byShape = args.Length > 4 && args[4] == "shapes";
         if (cpu) TorchSharp.torch.set_num_threads(1);
         Func<double>? clock = cpu ? GemmParity.ThreadCpuMs : null;
         using var model = (OnnxModel)Load(args[0]);
         using var x = randn(batch, 3, 224, 224);
         foreach (var fused in new[] { false, true })
         {
-            model.ProfileByOperator(x, 1, fused, clock);   // warm-up
-            var times = model.ProfileByOperator(x, calls, fused, clock);
+            model.ProfileByOperator(x, 1, fused, clock, byShape);   // warm-up
+            var times = model.ProfileByOperator(x, calls, fused, clock, byShape);
             double f = times.Sum(t => t.ForwardMs), b = times.Sum(t => t.BackwardMs);
             Console.WriteLine($"{args[0]} b{batch}, {(fused ? "fused" : "node-by-node")} plan ({(fused ? model.FusedNodeCount : model.RuntimeNodeCount)} nodes), {calls} calls: forward {f / calls:F1} ms, backward {b / calls:F1} ms per call");
             Console.WriteLine("| operator | nodes | forward share | backward share |");
