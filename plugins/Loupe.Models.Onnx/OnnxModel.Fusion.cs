@@ -55,7 +55,7 @@ public sealed partial class OnnxModel
                 {
                     if (x[0]!.dim() < 1 || x[0]!.shape[^1] != k)
                         throw node.Error($"cannot multiply ({string.Join("×", x[0]!.shape)}) by the {k}×{wt.shape[0]} weight");
-                    return [F.linear(x[0]!, wt, b)];
+                    return [Ops.Linear(x[0]!, wt, b)];
                 });
                 removed.Add(i);
                 _fusedInternal.Add(n.Outputs[0]);

@@ -130,7 +130,21 @@ public static partial class Ops
         var bb = b.shape.SkipLast(2).Reverse().ToArray();
         for (int i = 0; i < Math.Min(ba.Length, bb.Length); i++)
             if (ba[i] != bb[i] && ba[i] != 1 && bb[i] != 1) throw n.Error($"batch dimensions do not broadcast: {Shapes()}");
+        if (a.dim() > 2 && b.dim() == 2)
+            return a.reshape(-1, ka).mm(b).reshape([.. a.shape[..^1], b.shape[1]]);
         return a.matmul(b);
+    }
+
+    /// <summary>libtorch's linear on the rows of <paramref name="x"/> (any rank ≥ 1) as one 2-D GEMM. libtorch's own
+    /// N-D path leaves the single GEMM when x is a transpose's view whose size-1 axis has a large stride (vit_b_16's
+    /// in-projection input, [197,1,768] with strides 768,151296,1: 3.4× slower forward and backward, measured with
+    /// tests/Loupe.Benchmarks --gemm-parity 5 layout); flattening first is a view (a copy where it cannot be), and the
+    /// values are the same.</summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
+    {
+        if (x.dim() == 2) return F.linear(x, weight, bias);
+        long k = x.shape[^1];
+        return F.linear(x.reshape(-1, k), weight, bias).reshape([.. x.shape[..^1], weight.shape[0]]);
     }
 
     static Tensor Gemm(OnnxNode n, Tensor a, Tensor b, Tensor? c)

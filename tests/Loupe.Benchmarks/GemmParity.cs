@@ -44,6 +44,35 @@ public static class GemmParity
             }
             return 0;
         }
+        if (args.Length > 1 && args[1] == "layout")
+        {
+            // The same linear (vit_b_16's in-projection, 197×768×2304) on the layouts the interpreter hands it, one thread,
+            // thread CPU time: where a 3-D input makes libtorch leave the one-GEMM path.
+            TorchSharp.torch.set_num_threads(1);
+            using var scope = NewDisposeScope();
+            var (w, b, x) = (randn(2304, 768) / Math.Sqrt(768), randn(2304), randn(197, 768));
+            var cases = new (string, Tensor)[]
+            {
+                ("2-D [197,768]", x), ("[1,197,768]", x.unsqueeze(0)), ("[197,1,768] view of a transpose", x.unsqueeze(0).transpose(0, 1)),
+                ("[197,1,768] contiguous", x.unsqueeze(1)), ("[197,1,768] transpose view, reshaped 2-D", x.unsqueeze(0).transpose(0, 1).reshape(197, 768)),
+            };
+            foreach (var grad in new[] { false, true })
+                foreach (var (name, t) in cases)
+                {
+                    double best = double.MaxValue;
+                    var input = grad ? t.detach().requires_grad_(true) : t;
+                    for (int r = 0; r < rounds; r++)
+                    {
+                        using var s = NewDisposeScope();
+                        using var ng = grad ? null : no_grad();
+                        double start = ThreadCpuMs();
+                        for (int i = 0; i < 8; i++) F.linear(input, w, b);
+                        best = Math.Min(best, (ThreadCpuMs() - start) / 8);
+                    }
+                    Console.WriteLine($"{name}{(grad ? ", requires grad" : "")}: {best:F2} ms (strides {string.Join(",", input.stride())}, contiguous {input.is_contiguous()})");
+                }
+            return 0;
+        }
         if (cpu)
         {
             // Hot (one weight) against cold (16 weights in turn, 151 MB) at vit_b_16's fc1 shape, batch 1.
