@@ -56,6 +56,22 @@ public static class GemmParity
                 ("2-D [197,768]", x), ("[1,197,768]", x.unsqueeze(0)), ("[197,1,768] view of a transpose", x.unsqueeze(0).transpose(0, 1)),
                 ("[197,1,768] contiguous", x.unsqueeze(1)), ("[197,1,768] transpose view, reshaped 2-D", x.unsqueeze(0).transpose(0, 1).reshape(197, 768)),
             };
+            // The same GEMM as a 1×1 convolution over channels-last memory (oneDNN; no reorder: x's rows are the pixels).
+            var w4 = w.reshape(2304, 768, 1, 1);
+            foreach (var grad in new[] { false, true })
+            {
+                double bestConv = double.MaxValue;
+                var xin = grad ? x.detach().requires_grad_(true) : x;
+                for (int r = 0; r < rounds; r++)
+                {
+                    using var s = NewDisposeScope();
+                    using var ng = grad ? null : no_grad();
+                    double start = ThreadCpuMs();
+                    for (int i = 0; i < 8; i++) F.conv2d(xin.reshape(1, 197, 1, 768).permute(0, 3, 1, 2), w4, b).permute(0, 2, 3, 1).reshape(197, 2304);
+                    bestConv = Math.Min(bestConv, (ThreadCpuMs() - start) / 8);
+                }
+                Console.WriteLine($"1×1 conv over channels-last rows{(grad ? ", requires grad" : "")}: {bestConv:F2} ms");
+            }
             foreach (var grad in new[] { false, true })
                 foreach (var (name, t) in cases)
                 {

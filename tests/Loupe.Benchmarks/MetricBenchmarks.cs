@@ -163,6 +163,8 @@ public class QualityMetricBenchmarks
     public void Cleanup() { _x.Dispose(); _x392.Dispose(); _x40.Dispose(); _x80.Dispose(); _model.Dispose(); }
 
     float Saliency() => Saliency(_x);
+    public float SaliencyPass() => Saliency(_x);
+    public float Forward40() { using (no_grad()) return _model.Forward(_x40).sum().item<float>(); }
 
     float Saliency(Tensor input)
     {

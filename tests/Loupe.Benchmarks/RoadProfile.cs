@@ -24,6 +24,8 @@ public static class RoadProfile
         {
             ("road, 5 percentages", bench.Road),
             ("its floor (saliency of 8 + forward of 40)", () => bench.RoadPasses()),
+            ("saliency of 8", () => { using var s = NewDisposeScope(); bench.SaliencyPass(); }),
+            ("forward of 40", () => { using var s = NewDisposeScope(); bench.Forward40(); }),
             ("imputation alone (40 masks, default: direct on 28×28)", () => { using var s = NewDisposeScope(); LinearImputation.Solve(xs, unknown); }),
             ("imputation by conjugate gradients (40 masks)", () => { using var s = NewDisposeScope(); LinearImputation.Solve(xs, unknown, ImputationSolver.ConjugateGradient); }),
         };
