@@ -165,7 +165,7 @@ public sealed class ActivationAtlas : Analysis<ActivationAtlasOptions>, IPlansLa
             throw new LoupeException($"no cell of the {o.Grid}×{o.Grid} grid holds {o.MinCount} or more of the {m} vectors; lower 'grid' or 'min_count', or raise 'max'");
         ctx.Output.Raw("cells", null, new NdArray(cells.SelectMany(k => k.Mean.Select(x => (float)x)).ToArray(), [cells.Count, c]));
 
-        var predicted = Predict(ctx, sample.Rows);
+        var predicted = Predict(ctx, sample.Rows, $"loupe.atlas.predictions:{o.Max}:{o.SampleSeed}");
         var (icons, start, final) = Render(o, ctx, cells, sample.Spatial);
         try
         {
@@ -223,9 +223,25 @@ public sealed class ActivationAtlas : Analysis<ActivationAtlasOptions>, IPlansLa
         return cells;
     }
 
+    sealed record Predictions(bool Classifier, Dictionary<long, long> Classes);
+
     /// <summary>The model's top-1 class of the sampled inputs (dataset rows), from one more pass over the data up to the
-    /// last sampled row; null when the model's output is not one score per class.</summary>
-    static Dictionary<long, long>? Predict(IAnalysisContext ctx, long[] rows)
+    /// last sampled row; null when the model's output is not one score per class. The sample's rows depend only on
+    /// max and sample_seed, so atlas steps of the run that share them (other layers, positions) share this pass through
+    /// the run cache under <paramref name="cacheKey"/>.</summary>
+    static Dictionary<long, long>? Predict(IAnalysisContext ctx, long[] rows, string cacheKey)
+    {
+        if (ctx.RunCache.TryGetValue(cacheKey, out var cached) && cached is Predictions known && (!known.Classifier || rows.All(known.Classes.ContainsKey)))
+        {
+            ctx.Progress(0.9, "predictions of the sampled inputs reused from an earlier atlas step");
+            return known.Classifier ? known.Classes : null;
+        }
+        var found = Read(ctx, rows);
+        ctx.RunCache[cacheKey] = new Predictions(found is not null, found ?? []);
+        return found;
+    }
+
+    static Dictionary<long, long>? Read(IAnalysisContext ctx, long[] rows)
     {
         var wanted = rows.ToHashSet();
         long last = rows.Max(), row = 0;

@@ -261,6 +261,36 @@ public class AtlasTests
     }
 
     [Fact]
+    public void AtlasStepsRideTheSharedLayerPassAndShareOnePredictionPass()
+    {
+        // Two atlases (random and mean positions) and embeddings of relu3 over 200 inputs, from a source that records
+        // every read: one shared layer pass feeds all three, the first atlas reads once more for its sample's
+        // predictions (the second reuses them: same max and sample_seed, so the same rows), and the host reads once for
+        // its own predictions. Three reads, not five.
+        var path = Env.DemoPipeline("""
+              - { id: atlas, uses: activation-atlas, with: { layer: relu3, grid: 5, steps: 4, tsne_iterations: 250 } }
+              - { id: atlas-mean, uses: activation-atlas, with: { layer: relu3, position: mean, grid: 5, steps: 4, tsne_iterations: 250 } }
+              - { id: emb, uses: embeddings, with: { layer: relu3 } }
+            """, data: $$"""
+            data:
+              uses: repeated-idx
+              with: { images: {{Env.Samples("data/fashion-mnist/t10k-first500-images-idx3-ubyte.gz")}}, count: 200, tag: atlas-reads }
+            settings:
+              batch_size: 50
+            """);
+        var r = Loupe.Testing.HostRuns.Run(path, Path.Combine(Path.GetDirectoryName(path)!, "out"), registrars: [new Loupe.Testing.RepeatedIdx.Registrar()]);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
+        var reads = Loupe.Testing.RepeatedIdx.Samples["atlas-reads"].GroupBy(s => s.Read).Select(g => g.Count()).ToList();
+        Assert.Equal([4, 4, 4], reads);
+        // Both atlases hold the same 200 inputs; their vectors differ (a position vs the mean), the mean ones equal embeddings' features.
+        var mean = Env.Artifact(r, "atlas-mean/vectors.npy");
+        var features = Env.Artifact(r, "emb/features.npy");
+        Assert.Equal(features.Shape, mean.Shape);
+        for (int i = 0; i < mean.Data.Length; i++) Assert.Equal(features.Data[i], mean.Data[i], 5);
+        Assert.NotEqual(mean.Data, Env.Artifact(r, "atlas/vectors.npy").Data);
+    }
+
+    [Fact]
     public void AtlasConfigWritesTheAtlasAndCellsAgreeWithTheVectors()
     {
         var outDir = Path.Combine(Env.TempDir(), "run");
