@@ -349,13 +349,14 @@ public sealed class ActivationAtlas : Analysis<ActivationAtlasOptions>, IPlansLa
             tiles.Add(icons is null ? Shade(size, cells[i].Members.Length / (double)maxCount) : Display.Image(Display.Resize(icons[i].unsqueeze(0), size, size)[0]));
         if (icons is not null) ctx.Output.Raw("icons", null, NdArray.FromTensor(icons));
 
-        var what = o.Position == AtlasPosition.Random && sample.Spatial ? "one vector per input at a random position" : sample.Spatial ? "one vector per input, averaged over positions" : "one vector per input";
-        var head = $"Activation atlas of '{o.Layer}': t-SNE of {m} activation vectors ({what})";
+        var what = o.Position == AtlasPosition.Random && sample.Spatial ? "one vector each at a random position" : sample.Spatial ? "one vector each, averaged over positions" : "one vector each";
+        var head = $"Activation atlas of '{o.Layer}': {m} inputs, {what}";
         var detail = icons is null
-            ? $"{o.Grid}×{o.Grid} grid, {cells.Count} cells with ≥ {o.MinCount} vectors; darker = more vectors (no icons: steps 0)"
-            : $"{o.Grid}×{o.Grid} grid, {cells.Count} cells with ≥ {o.MinCount} vectors; each icon maximises its cell's mean vector ({o.Steps} steps); fainter = fewer vectors";
+            ? $"t-SNE, {o.Grid}×{o.Grid} grid, {cells.Count} cells with ≥ {o.MinCount} vectors (count under each; no icons: steps 0)"
+            : $"t-SNE, {o.Grid}×{o.Grid} grid, {cells.Count} cells with ≥ {o.MinCount} vectors; icons maximise each cell's mean vector ({o.Steps} steps); fainter = fewer vectors";
         var faded = tiles.Select((t, i) => icons is null ? t : Fade(t, 0.25 + 0.75 * cells[i].Members.Length / maxCount)).ToList();
-        ctx.Output.Display("atlas", null, Figure.Titled(Figure.Table(Layout(o.Grid, cells, faded), title: detail), head));
+        var counts = icons is null ? Layout(o.Grid, cells, cells.Select(k => (string?)k.Members.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToList()) : null;
+        ctx.Output.Display("atlas", null, Figure.Titled(Figure.Table(Layout(o.Grid, cells, faded), title: detail, captions: counts), head));
 
         if (predicted is null) return;
         var majority = cells.Select(k => Majority(k, sample, predicted)).ToList();
@@ -377,14 +378,14 @@ public sealed class ActivationAtlas : Analysis<ActivationAtlasOptions>, IPlansLa
         ctx.Output.Display("atlas-classes", null, Figure.Titled(Figure.Table(rows, title: classTitle, captions: captions), head));
     }
 
-    /// <summary>Grid rows × columns of the icons (null where a cell is empty).</summary>
-    static List<IReadOnlyList<RgbImage?>> Layout(int grid, List<AtlasCell> cells, List<RgbImage> tiles)
+    /// <summary>Grid rows × columns of one item per cell (default where a cell is empty), trimmed to the occupied rows
+    /// and columns so the figure is no larger than the occupied grid.</summary>
+    static List<IReadOnlyList<T?>> Layout<T>(int grid, List<AtlasCell> cells, IReadOnlyList<T?> items) where T : class
     {
-        var table = Enumerable.Range(0, grid).Select(_ => new RgbImage?[grid]).ToList();
-        for (int i = 0; i < cells.Count; i++) table[cells[i].Row][cells[i].Column] = tiles[i];
-        // Trim rows and columns that are empty on every side, so the figure is no larger than the occupied grid.
+        var table = Enumerable.Range(0, grid).Select(_ => new T?[grid]).ToList();
+        for (int i = 0; i < cells.Count; i++) table[cells[i].Row][cells[i].Column] = items[i];
         int r0 = cells.Min(k => k.Row), r1 = cells.Max(k => k.Row), c0 = cells.Min(k => k.Column), c1 = cells.Max(k => k.Column);
-        return table.Skip(r0).Take(r1 - r0 + 1).Select(r => (IReadOnlyList<RgbImage?>)r.Skip(c0).Take(c1 - c0 + 1).ToList()).ToList();
+        return table.Skip(r0).Take(r1 - r0 + 1).Select(r => (IReadOnlyList<T?>)r.Skip(c0).Take(c1 - c0 + 1).ToList()).ToList();
     }
 
     static readonly ScottPlot.Palettes.Category10 Palette = new();

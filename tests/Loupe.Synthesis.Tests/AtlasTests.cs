@@ -263,13 +263,13 @@ public class AtlasTests
     [Fact]
     public void AtlasStepsRideTheSharedLayerPassAndShareOnePredictionPass()
     {
-        // Two atlases (random and mean positions) and embeddings of relu3 over 200 inputs, from a source that records
+        // Two atlases (random and mean positions, the second without icons) and embeddings of relu3 over 200 inputs, from a source that records
         // every read: one shared layer pass feeds all three, the first atlas reads once more for its sample's
         // predictions (the second reuses them: same max and sample_seed, so the same rows), and the host reads once for
         // its own predictions. Three reads, not five.
         var path = Env.DemoPipeline("""
               - { id: atlas, uses: activation-atlas, with: { layer: relu3, grid: 5, steps: 4, tsne_iterations: 250 } }
-              - { id: atlas-mean, uses: activation-atlas, with: { layer: relu3, position: mean, grid: 5, steps: 4, tsne_iterations: 250 } }
+              - { id: atlas-mean, uses: activation-atlas, with: { layer: relu3, position: mean, grid: 5, steps: 0, tsne_iterations: 250 } }
               - { id: emb, uses: embeddings, with: { layer: relu3 } }
             """, data: $$"""
             data:
@@ -288,6 +288,10 @@ public class AtlasTests
         Assert.Equal(features.Shape, mean.Shape);
         for (int i = 0; i < mean.Data.Length; i++) Assert.Equal(features.Data[i], mean.Data[i], 5);
         Assert.NotEqual(mean.Data, Env.Artifact(r, "atlas/vectors.npy").Data);
+        // steps: 0 draws the map without icons.
+        Assert.False(File.Exists(Path.Combine(r.OutDir!, "atlas-mean", "icons.npy")));
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "atlas-mean", "atlas.png")));
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "atlas", "icons.npy")));
     }
 
     [Fact]
