@@ -129,7 +129,7 @@ public static class Synthesizer
         int n = objectives.Count;
         long h = o.Size is { Length: 2 } s ? s[0] : input.Height, w = o.Size is { Length: 2 } s2 ? s2[1] : input.Width;
         var gen = new Generator((ulong)(uint)seed);
-        var param = new Parameterization(o.Parameterization, n, input.Channels, h, w, o.Decorrelate, o.Range);
+        using var param = new Parameterization(o.Parameterization, n, input.Channels, h, w, o.Decorrelate, o.Range);
         var p = TensorAccounting.NewParameter(o.InitSd > 0 ? param.Initial(gen, o.InitSd) : zeros(param.ParameterShape));
         using var opt = o.Optimizer == OptimizerKind.Adam
             ? (optim.Optimizer)optim.Adam([p], lr: o.LearningRate)
@@ -219,6 +219,16 @@ public static class Synthesizer
             // Class objectives only (the common case): row i's logit of class i in one gather, not N objectives × N rows.
             var classes = tensor(objectives.Select(ob => (long)((ClassLogit)ob).Index).ToArray());
             return output.reshape(output.shape[0], -1).gather(1, classes.index_select(0, rows).unsqueeze(1)).squeeze(1);
+        }
+        if (rows.shape[0] == output.shape[0] && objectives.Count > 0 && objectives[0] is DirectionNeuron d0
+            && objectives.All(ob => ob is DirectionNeuron d && d.LayerName == d0.LayerName && d.CossimPower == d0.CossimPower && d.Centre == d0.Centre && d.Vector.Length == d0.Vector.Length))
+        {
+            // Atlas icons: one direction per row, all rows at once (N×C directions) instead of N objectives × N rows.
+            var a = cap[d0.LayerName];
+            if (a.dim() < 2 || a.shape[1] != d0.Vector.Length)
+                throw new LoupeException($"an atlas direction has {d0.Vector.Length} values but layer '{d0.LayerName}' has {(a.dim() < 2 ? 1 : a.shape[1])} channels");
+            var v = tensor(objectives.SelectMany(ob => ((DirectionNeuron)ob).Vector).ToArray(), [objectives.Count, d0.Vector.Length]).to(a.dtype).to(a.device);
+            return DirectionNeuron.Values(a, v.index_select(0, rows), d0.CossimPower, d0.Centre);
         }
         var oi = new ObjectiveInput(output, l => cap[l]);
         var cols = objectives.Select(ob =>

@@ -91,6 +91,52 @@ public sealed record Direction(string LayerName, float[] Vector, string Source) 
     public override string ToString() => $"direction({ClassLogit.Quote(LayerName)}, {Path.GetFileName(Source)})";
 }
 
+/// <summary>Carter et al.'s activation-atlas objective (Lucid's <c>direction_neuron</c> with <c>cossim_pow</c>): for the
+/// layer's activation vector a (at the centre position ⌊H/2⌋, ⌊W/2⌋ when <see cref="Centre"/>, else averaged over
+/// positions; a 2-D layer's row as it is) and the direction v, S = ⟨a, v⟩ · max(cos, 0.1)^p with
+/// cos = ⟨a, v⟩ / ((ε + ‖a‖)(ε + ‖v‖)), ε = 1e-4 (Lucid's <c>_dot_cossim</c>: the 0.1 floor keeps the factor positive,
+/// so a wrong-way activation is still pushed along v); p = 0 gives the plain dot product.</summary>
+public sealed record DirectionNeuron(string LayerName, float[] Vector, double CossimPower, bool Centre = true) : Objective
+{
+    /// <summary>Lucid's ε in the cosine's denominators.</summary>
+    public const double Epsilon = 1e-4;
+    /// <summary>Lucid's floor of the cosine.</summary>
+    public const double CosineFloor = 0.1;
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Layers => [LayerName];
+
+    /// <inheritdoc/>
+    public override Tensor Evaluate(ObjectiveInput input)
+    {
+        var a = input.Layer(LayerName);
+        if (a.dim() < 2 || a.shape[1] != Vector.Length)
+            throw new LoupeException($"an atlas direction has {Vector.Length} values but layer '{LayerName}' has {(a.dim() < 2 ? 1 : a.shape[1])} channels");
+        return Values(a, tensor(Vector).to(a.dtype).to(a.device).unsqueeze(0).expand(a.shape[0], -1), CossimPower, Centre);
+    }
+
+    /// <summary>The activation vector each row's objective reads (N×C): the centre position, the mean over positions, or the row of a 2-D layer.</summary>
+    public static Tensor Vectors(Tensor a, bool centre) => a.dim() switch
+    {
+        2 => a,
+        4 => centre ? a[.., .., a.shape[2] / 2, a.shape[3] / 2] : a.mean([2, 3]),
+        _ => centre ? a.flatten(2)[.., .., a.flatten(2).shape[2] / 2] : a.flatten(2).mean([2]),
+    };
+
+    /// <summary>The objective of row i against direction row i of <paramref name="v"/> (N×C), shape N.</summary>
+    public static Tensor Values(Tensor a, Tensor v, double power, bool centre)
+    {
+        var x = Vectors(a, centre);
+        var dot = (x * v).sum([1]);
+        if (power == 0) return dot;
+        var cos = dot / ((x.pow(2).sum([1]).sqrt() + Epsilon) * (v.pow(2).sum([1]).sqrt() + Epsilon));
+        return dot * cos.clamp_min(CosineFloor).pow(power);
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"direction-neuron({ClassLogit.Quote(LayerName)}, {Vector.Length} values, cossim^{CossimPower.ToString("G", CultureInfo.InvariantCulture)}{(Centre ? ", centre" : ", mean")})";
+}
+
 /// <summary>a op b.</summary>
 public sealed record Binary(char Op, Objective Left, Objective Right) : Objective
 {

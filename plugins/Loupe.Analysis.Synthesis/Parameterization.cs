@@ -26,8 +26,9 @@ public enum RangeMapping
 
 /// <summary>The image parameterisation: parameter tensor P → spatial pre-image t (pixels: t = P; fft: t = irfft2(scale·P)/4)
 /// → colour decorrelation (t ← Cᵀ-mixed channels, Lucid's ImageNet colour correlation matrix; identity for grey)
-/// → range mapping (sigmoid, clamp or none) → image in [0,1] pixel space.</summary>
-public sealed class Parameterization
+/// → range mapping (sigmoid, clamp or none) → image in [0,1] pixel space. Dispose it: its frequency scale and colour
+/// matrix live outside any dispose scope.</summary>
+public sealed class Parameterization : IDisposable
 {
     /// <summary>Lucid's square root of the ImageNet colour correlation (from its SVD).</summary>
     public static readonly float[,] ColorCorrelationSvdSqrt =
@@ -87,6 +88,13 @@ public sealed class Parameterization
     {
         var k = arange(n, dtype: ScalarType.Float32);
         return where(k < (n + 1) / 2, k, k - n) / n;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        _scale?.Dispose();
+        _colour?.Dispose();
     }
 
     /// <summary>Shape of the parameter tensor.</summary>

@@ -1,7 +1,6 @@
-using Loupe.Abstractions;
 using static TorchSharp.torch;
 
-namespace Loupe.Analysis.Embedding;
+namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>Settings of <see cref="BarnesHutTsne"/> (defaults: scikit-learn 1.2's <c>TSNE</c>).</summary>
 public sealed record TsneSettings

@@ -1,4 +1,4 @@
-namespace Loupe.Analysis.Embedding;
+namespace Loupe.Abstractions.Toolkit;
 
 public static partial class BarnesHutTsne
 {
