@@ -56,6 +56,28 @@ public static class GemmParity
                 ("2-D [197,768]", x), ("[1,197,768]", x.unsqueeze(0)), ("[197,1,768] view of a transpose", x.unsqueeze(0).transpose(0, 1)),
                 ("[197,1,768] contiguous", x.unsqueeze(1)), ("[197,1,768] transpose view, reshaped 2-D", x.unsqueeze(0).transpose(0, 1).reshape(197, 768)),
             };
+            // The weight in ONNX's own K×N layout (addmm, no transposed copy: NN forward, NT backward) against linear's N×K
+            // (NT forward, NN backward), forward and forward+backward to the input.
+            var wkn = w.t().contiguous();
+            foreach (var (label, run) in new (string, Func<Tensor, Tensor>)[] { ("linear, N×K weight", t => F.linear(t, w, b)), ("addmm, K×N weight", t => addmm(b, t, wkn, 1f, 1f)) })
+                foreach (var backward in new[] { false, true })
+                {
+                    double best = double.MaxValue;
+                    for (int r = 0; r < rounds; r++)
+                    {
+                        using var s = NewDisposeScope();
+                        var xin = x.detach().requires_grad_(backward);
+                        using var ng = backward ? null : no_grad();
+                        double start = ThreadCpuMs();
+                        for (int i = 0; i < 8; i++)
+                        {
+                            var y = run(xin);
+                            if (backward) autograd.grad([y], [xin], [ones_like(y)]);
+                        }
+                        best = Math.Min(best, (ThreadCpuMs() - start) / 8);
+                    }
+                    Console.WriteLine($"{label}{(backward ? ", forward+backward" : "")}: {best:F2} ms");
+                }
             // The same GEMM as a 1×1 convolution over channels-last memory (oneDNN; no reorder: x's rows are the pixels).
             var w4 = w.reshape(2304, 768, 1, 1);
             foreach (var grad in new[] { false, true })
