@@ -43,7 +43,9 @@ public static class LinearImputation
             .Where(i => solver == ImputationSolver.Direct || PrefersDirect(mask.AsSpan(i * hw, hw), h, w)).ToArray();
         if (direct.Length == 0) return scope.MoveToOuter(ConjugateGradient(x, unknown));
         var data = MemoryMarshal.Cast<byte, double>(x.to(ScalarType.Float64).cpu().contiguous().bytes).ToArray();
-        foreach (int i in direct) BandedImputation.Solve(data.AsSpan(i * c * hw, c * hw), mask.AsSpan(i * hw, hw), c, h, w);
+        // One image per task: the systems are independent (same numbers in any order). On the idle 2-core machine the 40
+        // solves of the ROAD bench took 5.7–7.6 ms in parallel against 8.6–9.5 ms in sequence (--profile-road 15 1 and 15 2).
+        Parallel.ForEach(direct, i => BandedImputation.Solve(data.AsSpan(i * c * hw, c * hw), mask.AsSpan(i * hw, hw), c, h, w));
         var result = tensor(data, [n, c, h, w]).to(x.device);
         if (direct.Length < n)
         {
