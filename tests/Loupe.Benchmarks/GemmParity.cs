@@ -44,73 +44,7 @@ public static class GemmParity
             }
             return 0;
         }
-        if (args.Length > 1 && args[1] == "layout")
-        {
-            // The same linear (vit_b_16's in-projection, 197×768×2304) on the layouts the interpreter hands it, one thread,
-            // thread CPU time: where a 3-D input makes libtorch leave the one-GEMM path.
-            TorchSharp.torch.set_num_threads(1);
-            using var scope = NewDisposeScope();
-            var (w, b, x) = (randn(2304, 768) / Math.Sqrt(768), randn(2304), randn(197, 768));
-            var cases = new (string, Tensor)[]
-            {
-                ("2-D [197,768]", x), ("[1,197,768]", x.unsqueeze(0)), ("[197,1,768] view of a transpose", x.unsqueeze(0).transpose(0, 1)),
-                ("[197,1,768] contiguous", x.unsqueeze(1)), ("[197,1,768] transpose view, reshaped 2-D", x.unsqueeze(0).transpose(0, 1).reshape(197, 768)),
-            };
-            // The weight in ONNX's own K×N layout (addmm, no transposed copy: NN forward, NT backward) against linear's N×K
-            // (NT forward, NN backward), forward and forward+backward to the input.
-            var wkn = w.t().contiguous();
-            foreach (var (label, run) in new (string, Func<Tensor, Tensor>)[] { ("linear, N×K weight", t => F.linear(t, w, b)), ("addmm, K×N weight", t => addmm(b, t, wkn, 1f, 1f)) })
-                foreach (var backward in new[] { false, true })
-                {
-                    double best = double.MaxValue;
-                    for (int r = 0; r < rounds; r++)
-                    {
-                        using var s = NewDisposeScope();
-                        var xin = x.detach().requires_grad_(backward);
-                        using var ng = backward ? null : no_grad();
-                        double start = ThreadCpuMs();
-                        for (int i = 0; i < 8; i++)
-                        {
-                            var y = run(xin);
-                            if (backward) autograd.grad([y], [xin], [ones_like(y)]);
-                        }
-                        best = Math.Min(best, (ThreadCpuMs() - start) / 8);
-                    }
-                    Console.WriteLine($"{label}{(backward ? ", forward+backward" : "")}: {best:F2} ms");
-                }
-            // The same GEMM as a 1×1 convolution over channels-last memory (oneDNN; no reorder: x's rows are the pixels).
-            var w4 = w.reshape(2304, 768, 1, 1);
-            foreach (var grad in new[] { false, true })
-            {
-                double bestConv = double.MaxValue;
-                var xin = grad ? x.detach().requires_grad_(true) : x;
-                for (int r = 0; r < rounds; r++)
-                {
-                    using var s = NewDisposeScope();
-                    using var ng = grad ? null : no_grad();
-                    double start = ThreadCpuMs();
-                    for (int i = 0; i < 8; i++) F.conv2d(xin.reshape(1, 197, 1, 768).permute(0, 3, 1, 2), w4, b).permute(0, 2, 3, 1).reshape(197, 2304);
-                    bestConv = Math.Min(bestConv, (ThreadCpuMs() - start) / 8);
-                }
-                Console.WriteLine($"1×1 conv over channels-last rows{(grad ? ", requires grad" : "")}: {bestConv:F2} ms");
-            }
-            foreach (var grad in new[] { false, true })
-                foreach (var (name, t) in cases)
-                {
-                    double best = double.MaxValue;
-                    var input = grad ? t.detach().requires_grad_(true) : t;
-                    for (int r = 0; r < rounds; r++)
-                    {
-                        using var s = NewDisposeScope();
-                        using var ng = grad ? null : no_grad();
-                        double start = ThreadCpuMs();
-                        for (int i = 0; i < 8; i++) F.linear(input, w, b);
-                        best = Math.Min(best, (ThreadCpuMs() - start) / 8);
-                    }
-                    Console.WriteLine($"{name}{(grad ? ", requires grad" : "")}: {best:F2} ms (strides {string.Join(",", input.stride())}, contiguous {input.is_contiguous()})");
-                }
-            return 0;
-        }
+        if (args.Length > 1 && args[1] == "layout") return Layouts(rounds);
         if (cpu)
         {
             // Hot (one weight) against cold (16 weights in turn, 151 MB) at vit_b_16's fc1 shape, batch 1.
@@ -168,6 +102,58 @@ public static class GemmParity
                 double Med(List<double> l) { l.Sort(); return cpu ? l[0] : l[l.Count / 2]; }
                 double lf = Med(times[0]), cf = Med(times[1]), lb = Med(times[2]), cb = Med(times[3]);
                 Console.WriteLine($"| {m}×{k}×{n} | {lf:F2} ms | {cf:F2} ms | {cf / lf:F2}× | {lb:F2} ms | {cb:F2} ms | {cb / lb:F2}× |");
+            }
+        return 0;
+    }
+
+    /// <summary><c>--gemm-parity ROUNDS layout</c>: the same linear (vit_b_16's in-projection, 197×768×2304) on the
+    /// layouts the onnx interpreter hands it, with the weight in either layout and as a 1×1 convolution over
+    /// channels-last rows (oneDNN), forward and forward+backward to the input; one thread, thread CPU time, minimum over
+    /// the rounds of 8 calls each. Found the transpose view that makes libtorch's N-D linear leave the one-GEMM path.</summary>
+    static int Layouts(int rounds)
+    {
+        TorchSharp.torch.set_num_threads(1);
+        using var scope = NewDisposeScope();
+        var (w, b, x) = (randn(2304, 768) / Math.Sqrt(768), randn(2304), randn(197, 768));
+        var wkn = w.t().contiguous();
+        var w4 = w.reshape(2304, 768, 1, 1);
+        double Best(Tensor input, bool backward, Func<Tensor, Tensor> run)
+        {
+            double best = double.MaxValue;
+            for (int r = 0; r < rounds; r++)
+            {
+                using var s = NewDisposeScope();
+                var xin = input.detach().requires_grad_(backward);
+                using var ng = backward ? null : no_grad();
+                double start = ThreadCpuMs();
+                for (int i = 0; i < 8; i++)
+                {
+                    var y = run(xin);
+                    if (backward) autograd.grad([y], [xin], [ones_like(y)]);
+                }
+                best = Math.Min(best, (ThreadCpuMs() - start) / 8);
+            }
+            return best;
+        }
+        var ways = new (string, Func<Tensor, Tensor>)[]
+        {
+            ("linear, N×K weight", t => F.linear(t, w, b)),
+            ("addmm, K×N weight", t => addmm(b, t, wkn, 1f, 1f)),
+            ("1×1 conv over channels-last rows", t => F.conv2d(t.reshape(1, 197, 1, 768).permute(0, 3, 1, 2), w4, b).permute(0, 2, 3, 1).reshape(197, 2304)),
+        };
+        foreach (var (label, run) in ways)
+            foreach (var backward in new[] { false, true })
+                Console.WriteLine($"{label}{(backward ? ", forward+backward" : "")}: {Best(x, backward, run):F2} ms");
+        var inputs = new (string, Tensor)[]
+        {
+            ("2-D [197,768]", x), ("[1,197,768]", x.unsqueeze(0)), ("[197,1,768] view of a transpose", x.unsqueeze(0).transpose(0, 1)),
+            ("[197,1,768] contiguous", x.unsqueeze(1)), ("[197,1,768] transpose view, reshaped 2-D", x.unsqueeze(0).transpose(0, 1).reshape(197, 768)),
+        };
+        foreach (var backward in new[] { false, true })
+            foreach (var (name, t) in inputs)
+            {
+                // detach() keeps the view's strides: the layout is what is measured.
+                Console.WriteLine($"linear on {name}{(backward ? ", forward+backward" : "")}: {Best(t, backward, v => F.linear(v, w, b)):F2} ms (strides {string.Join(",", t.stride())})");
             }
         return 0;
     }
