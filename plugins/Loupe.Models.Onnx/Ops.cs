@@ -130,7 +130,7 @@ public static partial class Ops
         var bb = b.shape.SkipLast(2).Reverse().ToArray();
         for (int i = 0; i < Math.Min(ba.Length, bb.Length); i++)
             if (ba[i] != bb[i] && ba[i] != 1 && bb[i] != 1) throw n.Error($"batch dimensions do not broadcast: {Shapes()}");
-        if (a.dim() > 2 && b.dim() == 2)
+        if (a.dim() > 2 && b.dim() == 2 && ka > 0 && a.numel() > 0)
             return a.reshape(-1, ka).mm(b).reshape([.. a.shape[..^1], b.shape[1]]);
         return a.matmul(b);
     }
@@ -142,8 +142,8 @@ public static partial class Ops
     /// values are the same.</summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
     {
-        if (x.dim() == 2) return F.linear(x, weight, bias);
-        long k = x.shape[^1];
+        long k = x.dim() > 0 ? x.shape[^1] : 0;
+        if (x.dim() == 2 || k == 0 || x.numel() == 0) return F.linear(x, weight, bias);
         return F.linear(x.reshape(-1, k), weight, bias).reshape([.. x.shape[..^1], weight.shape[0]]);
     }
 

@@ -46,4 +46,13 @@ public class LinearLayoutTests
         Assert.Equal(x.shape, gx.shape);
         Assert.True((gx - gxc).abs().max().item<double>() <= 1e-12, $"{layout}: input gradients differ");
     }
+
+    [Fact]
+    public void EmptyBatchesKeepTheirShape()
+    {
+        using var scope = NewDisposeScope();
+        var (w, b) = (randn(4, 6), randn(4));
+        Assert.Equal([0L, 5, 4], Ops.Linear(zeros(0, 5, 6), w, b).shape);
+        Assert.Equal([3L, 0, 4], Ops.Linear(zeros(3, 0, 6), w, b).shape);
+    }
 }
