@@ -14,24 +14,10 @@ namespace Loupe.Onnx.Tests;
 /// the target DeepLift selects on its own [x; x′] forward is the one a separate forward selects.</summary>
 public class DeepLiftPathTests
 {
-    /// <summary>The top-1 logit.</summary>
-    sealed class Top1 : ITarget
-    {
-        public IReadOnlyCollection<string> RequiredLayers => [];
-        public TargetSelection Select(TargetInput original)
-        {
-            var classes = original.Output.detach().argmax(1).data<long>().ToArray();
-            return new TargetSelection(classes, classes.Select(c => c.ToString()).ToArray());
-        }
-        public Tensor Scores(TargetInput input, TargetSelection selection) =>
-            input.Output.gather(1, tensor(selection.Classes!).unsqueeze(1)).squeeze(1);
-        public string Describe() => "top-1";
-    }
-
     static (float[] Map, long[] Classes) Map(IModel model, Tensor x, TargetSelection? given)
     {
         using var scope = NewDisposeScope();
-        var ctx = new TensorContext(model, x, (int)x.shape[0], new Top1());
+        var ctx = new TensorContext(model, x, (int)x.shape[0], new Top1Target());
         var r = new DeepLift().Attribute(new DeepLiftOptions(), new AttributionInput(ctx, x, given));
         return (Env.Data(r.Map), r.Selection.Classes!);
     }

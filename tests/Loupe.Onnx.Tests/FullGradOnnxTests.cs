@@ -12,24 +12,10 @@ namespace Loupe.Onnx.Tests;
 /// model's; ONNX Runtime has no gradients and no graph and is refused.</summary>
 public class FullGradOnnxTests
 {
-    /// <summary>The top-1 logit.</summary>
-    sealed class Top1 : ITarget
-    {
-        public IReadOnlyCollection<string> RequiredLayers => [];
-        public TargetSelection Select(TargetInput original)
-        {
-            var classes = original.Output.detach().argmax(1).data<long>().ToArray();
-            return new TargetSelection(classes, classes.Select(c => c.ToString()).ToArray());
-        }
-        public Tensor Scores(TargetInput input, TargetSelection selection) =>
-            input.Output.gather(1, tensor(selection.Classes!).unsqueeze(1)).squeeze(1);
-        public string Describe() => "top-1";
-    }
-
     static float[] Map(IModel model, Tensor x)
     {
         using var scope = NewDisposeScope();
-        var ctx = new TensorContext(model, x, 2, new Top1());
+        var ctx = new TensorContext(model, x, 2, new Top1Target());
         Assert.Empty(new FullGrad().Validate(new NoOptions(), new AnalysisValidationContext(model.Layers, model.Capabilities, model)));
         return Env.Data(new FullGrad().Attribute(new NoOptions(), new AttributionInput(ctx, x, null)).Map);
     }
