@@ -83,12 +83,12 @@ public sealed class Road : FaithfulnessMetric
         var x = b.X;
         long n = b.N, c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var rank = PixelSteps(o with { FeaturesInStep = 1 }, b, a, o.Order == RegionOrder.Morf, out _);
-        // One noise draw per input and point, in point order (the same numbers whatever the chunking below).
-        var noise = stack(o.Percentages.Select(_ => InputSeeds.Randn(b.Generators, [1, c, h, w]).squeeze(0)).ToArray(), 1);   // N×P×C×H×W
-        var limits = tensor(o.Percentages.Select(p => (long)Math.Floor(b.D * p / 100.0 + 1e-9)).ToArray());
-        // As many points per pass as the memory budget holds: their imputations are solved together (one batched
-        // conjugate-gradient run) and their images scored in one forward.
-        long points = o.Percentages.Length, chunk = Math.Max(1, Explain.CopiesPerForward(b.Context, x, o.MicroBatch) / n);
+        // One noise draw of P×C×H×W per input (the same numbers whatever the chunking below).
+        long points = o.Percentages.Length;
+        var noise = InputSeeds.Randn(b.Generators, [points, c, h, w]).transpose(0, 1);   // N×P×C×H×W
+        var limits = o.Percentages.Select(p => (long)Math.Floor(b.D * p / 100.0 + 1e-9)).ToArray();
+        // As many points per pass as the memory budget holds: their images are imputed together and scored in one forward.
+        long chunk = Math.Max(1, Explain.CopiesPerForward(b.Context, x, o.MicroBatch) / n);
         var target = tensor(classes);
         var hits = new List<Tensor>();
         for (long p0 = 0; p0 < points; p0 += chunk)
@@ -96,12 +96,10 @@ public sealed class Road : FaithfulnessMetric
             using var scope = NewDisposeScope();
             b.Context.Cancellation.ThrowIfCancellationRequested();
             long k = Math.Min(chunk, points - p0);
-            var unknown = (rank.unsqueeze(1) < limits.narrow(0, p0, k).view(1, k, 1)).view(n * k, 1, h, w);
-            var xs = x.unsqueeze(1).expand(n, k, c, h, w).reshape(n * k, c, h, w);
-            var imputed = LinearImputation.Solve(xs, unknown)
-                + noise.narrow(1, p0, k).reshape(n * k, c, h, w).to(ScalarType.Float64) * o.Noise * unknown.to(ScalarType.Float64);
+            var imputed = LinearImputation.Noisy(x, rank, limits[(int)p0..(int)(p0 + k)], noise.narrow(1, p0, k), o.Noise);
             var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
-            var (_, logits, _) = Explain.Scores(b.Context, imputed.to(x.dtype), b.Selection.Rows(rows), 0);
+            var sel = b.Selection.Rows(rows);
+            var (_, logits, _) = Explain.Scores(b.Context, imputed, sel, 0);
             hits.Add(scope.MoveToOuter((logits.argmax(1).view(n, k) == target.view(n, 1)).to(ScalarType.Float64)));
         }
         return cat(hits, 1).mean([1]);

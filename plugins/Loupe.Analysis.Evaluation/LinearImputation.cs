@@ -36,29 +36,81 @@ public static class LinearImputation
     {
         if (solver == ImputationSolver.ConjugateGradient) return ConjugateGradient(x, unknown);
         using var scope = NewDisposeScope();
-        int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3], hw = h * w;
-        // Raw storage reads (the element accessor costs as much as the 28×28 solves themselves).
-        var mask = MemoryMarshal.Cast<byte, bool>(unknown.to(ScalarType.Bool).reshape(n, hw).cpu().contiguous().bytes).ToArray();
-        var direct = Enumerable.Range(0, n)
-            .Where(i => solver == ImputationSolver.Direct || PrefersDirect(mask.AsSpan(i * hw, hw), h, w)).ToArray();
-        if (direct.Length == 0) return scope.MoveToOuter(ConjugateGradient(x, unknown));
-        var data = MemoryMarshal.Cast<byte, double>(x.to(ScalarType.Float64).cpu().contiguous().bytes).ToArray();
-        // One image per task: the systems are independent (same numbers in any order). On the idle 2-core machine the 40
-        // solves of the ROAD bench took 5.7–7.6 ms in parallel against 8.6–9.5 ms in sequence (--profile-road 15 1 and 15 2).
-        Parallel.ForEach(direct, i => BandedImputation.Solve(data.AsSpan(i * c * hw, c * hw), mask.AsSpan(i * hw, hw), c, h, w));
-        var result = tensor(data, [n, c, h, w]).to(x.device);
-        if (direct.Length < n)
-        {
-            var rest = tensor(Enumerable.Range(0, n).Except(direct).Select(i => (long)i).ToArray(), device: x.device);
-            result.index_copy_(0, rest, ConjugateGradient(x.index_select(0, rest), unknown.index_select(0, rest)));
-        }
-        return scope.MoveToOuter(result);
+        int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3];
+        var mask = unknown.to(ScalarType.Bool).reshape(n, h * w).cpu().contiguous();
+        var data = x.to(ScalarType.Float64, copy: true).cpu().contiguous();   // its own copy: solved in place
+        SolveInPlace(data, mask, n, c, h, w, solver == ImputationSolver.Direct);
+        return scope.MoveToOuter(data.to(x.device));
     }
+
+    /// <summary>ROAD's noisy imputation of every input at every point, in one call: copy j of input i (row i·P + j of
+    /// the (N·P)×C×H×W result, in x's dtype) has the pixels with <paramref name="rank"/>[i] &lt;
+    /// <paramref name="limits"/>[j] imputed, plus σ·<paramref name="noise"/>[i, j] there. <paramref name="rank"/>:
+    /// N×(H·W) integers; <paramref name="noise"/>: N×P×C×H×W. The same numbers as <see cref="Solve"/> on the
+    /// expanded copies and their masks, then the noise; the masks, copies and noise never become tensors (each of
+    /// those steps was a tensor call costing more than its arithmetic on ROAD's small images).</summary>
+    public static Tensor Noisy(Tensor x, Tensor rank, long[] limits, Tensor noise, double sigma)
+    {
+        using var scope = NewDisposeScope();
+        int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3], hw = h * w, chw = c * hw, p = limits.Length;
+        var ranks = Cells<long>(rank.to(ScalarType.Int64).reshape(n, hw).cpu().contiguous());
+        var pixels = Cells<double>(x.to(ScalarType.Float64).reshape(n, chw).cpu().contiguous());
+        // Native buffers, not managed arrays: ROAD's copies are ~250 KB, a large-object-heap allocation per call.
+        var maskTensor = empty([n * p, hw], ScalarType.Bool);
+        var dataTensor = empty([n * p, c, h, w], ScalarType.Float64);
+        var mask = Cells<bool>(maskTensor);
+        var data = Cells<double>(dataTensor);
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < p; j++)
+            {
+                int image = i * p + j;
+                var m = mask.Slice(image * hw, hw);
+                var r = ranks.Slice(i * hw, hw);
+                for (int q = 0; q < hw; q++) m[q] = r[q] < limits[j];
+                pixels.Slice(i * chw, chw).CopyTo(data.Slice(image * chw, chw));
+            }
+        SolveInPlace(dataTensor, maskTensor, n * p, c, h, w, direct: false);
+        var z = Cells<double>(noise.to(ScalarType.Float64).reshape(n * p, chw).cpu().contiguous());
+        for (int image = 0; image < n * p; image++)
+        {
+            var m = mask.Slice(image * hw, hw);
+            for (int ch = 0; ch < c; ch++)
+            {
+                var d = data.Slice(image * chw + ch * hw, hw);
+                var e = z.Slice(image * chw + ch * hw, hw);
+                for (int q = 0; q < hw; q++)
+                    if (m[q]) d[q] += sigma * e[q];
+            }
+        }
+        return scope.MoveToOuter(dataTensor.to(x.dtype).to(x.device));
+    }
+
+    /// <summary>Imputes N images of C×H×W (float64, in place) where <paramref name="mask"/> (N×H×W) is true: each image
+    /// by the banded factorisation when it prefers it (or <paramref name="direct"/>), the rest by one batched
+    /// conjugate-gradient run.</summary>
+    static void SolveInPlace(Tensor data, Tensor mask, int n, int c, int h, int w, bool direct)
+    {
+        int hw = h * w, chw = c * hw;
+        var byDirect = Enumerable.Range(0, n).Where(i => direct || PrefersDirect(Cells<bool>(mask).Slice(i * hw, hw), h, w)).ToArray();
+        // One image per task: the systems are independent (same numbers in any order). With both cores free (no
+        // libtorch thread spinning after its last call), the 40 systems of the ROAD bench take ~2 ms in parallel
+        // against ~3.3 ms in sequence (--profile-road).
+        Parallel.ForEach(byDirect, i => BandedImputation.Solve(Cells<double>(data).Slice(i * chw, chw), Cells<bool>(mask).Slice(i * hw, hw), c, h, w));
+        if (byDirect.Length == n) return;
+        using var scope = NewDisposeScope();
+        var rest = tensor(Enumerable.Range(0, n).Except(byDirect).Select(i => (long)i).ToArray());
+        data.index_copy_(0, rest, ConjugateGradient(data.index_select(0, rest), mask.index_select(0, rest).view(-1, 1, h, w)));
+    }
+
+    /// <summary>A contiguous CPU tensor's storage as a span of its elements.</summary>
+    static Span<T> Cells<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? [] : MemoryMarshal.Cast<byte, T>(t.bytes);
 
     /// <summary>The rule between the two paths for one H×W mask (true = unknown): the banded factorisation when
     /// n·b² ≤ 32·H·W·(H+W) (see the class comment).</summary>
     public static bool PrefersDirect(ReadOnlySpan<bool> unknown, int h, int w)
     {
+        // n ≤ H·W and b ≤ W + 1 whatever the mask: small images need not be counted.
+        if ((double)h * w * (w + 1) * (w + 1) <= 32.0 * h * w * (h + w)) return true;
         var (count, band) = SystemShape(unknown, h, w);
         return (double)count * band * band <= 32.0 * h * w * (h + w);
     }

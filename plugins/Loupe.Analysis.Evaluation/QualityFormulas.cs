@@ -165,6 +165,35 @@ public static class QualityFormulas
         return scope.MoveToOuter((c.narrow(1, 1, t - 1) - c.narrow(1, 0, t - 1) >= 0).all(1).to(ScalarType.Float64));
     }
 
+    /// <summary>Each value's position in its row sorted in decreasing order, ties in index order (a stable descending
+    /// sort; NaN first, as torch sorts it), N×U int64 from N×U float64. On the CPU's storage (a sort of a few hundred
+    /// values per row: the two tensor calls it replaces, sort and scatter, cost more than the sort itself).</summary>
+    static Tensor Ranks(Tensor units)
+    {
+        using var scope = NewDisposeScope();
+        int n = (int)units.shape[0], u = (int)units.shape[1];
+        var values = units.to(ScalarType.Float64).cpu().contiguous();
+        var result = empty([n, u], ScalarType.Int64);
+        var keys = new double[u];
+        var order = new int[u];
+        for (int i = 0; i < n; i++)
+        {
+            var row = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, double>(values.bytes).Slice(i * u, u);
+            // Ascending on −value is descending on value; NaN compares below everything, so it comes first either way.
+            for (int j = 0; j < u; j++) (keys[j], order[j]) = (-row[j], j);
+            Array.Sort(keys, order);
+            // Array.Sort is not stable: restore index order within each run of equal keys.
+            for (int j0 = 0, j1; j0 < u; j0 = j1)
+            {
+                for (j1 = j0 + 1; j1 < u && keys[j1].CompareTo(keys[j0]) == 0; j1++) { }
+                if (j1 - j0 > 1) Array.Sort(order, j0, j1 - j0);
+            }
+            var rank = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(result.bytes).Slice(i * u, u);
+            for (int j = 0; j < u; j++) rank[order[j]] = j;
+        }
+        return scope.MoveToOuter(result.to(units.device));
+    }
+
     /// <summary>The step at which each feature is perturbed, N×D int64, and the number of steps: features ordered by
     /// value (<paramref name="descending"/>: most relevant first; stable on ties), <paramref name="featuresInStep"/>
     /// consecutive ones per step (Quantus's <c>features_in_step</c>); with <paramref name="patch"/> &gt; 1 the units are
@@ -179,9 +208,8 @@ public static class QualityFormulas
             ? nn.functional.avg_pool2d(v.view(n, 1, h, w), patch, stride: patch, ceil_mode: true, count_include_pad: false).view(n, gh * gw)
             : v;
         long u = units.shape[1];
-        var order = units.sort(1, descending: true, stable: true).Indices;
-        var rank = zeros_like(order).scatter_(1, order, arange(u, dtype: ScalarType.Int64).unsqueeze(0).expand(n, u).contiguous());
-        var step = rank.div(featuresInStep, rounding_mode: RoundingMode.floor);
+        var rank = Ranks(units);
+        var step = featuresInStep == 1 ? rank : rank.div(featuresInStep, rounding_mode: RoundingMode.floor);
         steps = (u + featuresInStep - 1) / featuresInStep;
         if (patch > 1) step = step.view(n, gh, gw).repeat_interleave(patch, 1).repeat_interleave(patch, 2).narrow(1, 0, h).narrow(2, 0, w).reshape(n, h * w);
         return scope.MoveToOuter(step.contiguous());

@@ -94,6 +94,33 @@ public class ImputationTests
     }
 
     [Fact]
+    public void RoadsFusedNoisyImputationIsTheSolveOfEachCopyPlusItsNoiseAtTheImputedPixels()
+    {
+        using var scope = NewDisposeScope();
+        // Two inputs of 3 channels, 13×21 (wider than tall) and 21×13, float32 as a model takes them; five points
+        // from none to every pixel; one large image whose near-full masks take the conjugate-gradient path.
+        manual_seed(77);
+        foreach (var (h, w) in new[] { (13, 21), (21, 13), (72, 72) })
+        {
+            int d = h * w, n = 2;
+            long[] limits = h == 72 ? [300, d - 1] : [0, 30, 150, d - 1, d];
+            int p = limits.Length;
+            var x = randn([n, 3, h, w]);
+            var rank = stack([randperm(d), randperm(d)]);
+            var noise = randn([n, p, 3, h, w]);
+            var fused = LinearImputation.Noisy(x, rank, limits, noise, 0.5);
+            Assert.Equal(ScalarType.Float32, fused.dtype);
+            Assert.Equal([n * p, 3, h, w], fused.shape);
+            var unknown = (rank.unsqueeze(1) < tensor(limits).view(1, p, 1)).view(n * p, 1, h, w);
+            var copies = x.unsqueeze(1).expand(n, p, 3, h, w).reshape(n * p, 3, h, w);
+            var want = LinearImputation.Solve(copies, unknown) + 0.5 * noise.reshape(n * p, 3, h, w).to(ScalarType.Float64) * unknown.to(ScalarType.Float64);
+            double diff = (fused.to(ScalarType.Float64) - want).abs().max().item<double>();
+            Assert.True(diff < 1e-5, $"{h}×{w}: largest difference {diff}");
+            if (h != 72) Assert.Equal(0.0, (fused.narrow(0, 0, 1) - x.narrow(0, 0, 1)).abs().max().item<float>());   // point 0: the input itself
+        }
+    }
+
+    [Fact]
     public void ABatchMixingBothPathsGivesEachImageItsOwnSolve()
     {
         using var scope = NewDisposeScope();

@@ -50,6 +50,26 @@ public class QualityTests
         r.Manifest?["steps"]?.AsArray().Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {((string?)s["error"])?.Split('\n')[0]}") ?? []);
 
     [Fact]
+    public void StepsRankFeaturesAsTorchsStableDescendingSort()
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        // Many ties (values rounded to tenths, zeros of both signs), a NaN, and both directions; features_in_step 3.
+        TorchSharp.torch.manual_seed(5);
+        var a = (TorchSharp.torch.randn(4, 60, dtype: TorchSharp.torch.ScalarType.Float64) * 3).round() / 10;
+        a[0, 7] = TorchSharp.torch.tensor(double.NaN, dtype: TorchSharp.torch.ScalarType.Float64);
+        a[1, 3] = TorchSharp.torch.tensor(-0.0, dtype: TorchSharp.torch.ScalarType.Float64);
+        foreach (var descending in new[] { true, false })
+        {
+            var v = descending ? a : -a;
+            var order = v.sort(1, descending: true, stable: true).Indices;
+            var want = TorchSharp.torch.zeros_like(order).scatter_(1, order, TorchSharp.torch.arange(60L).expand(4, 60).contiguous()).div(3, rounding_mode: TorchSharp.torch.RoundingMode.floor);
+            var got = Loupe.Analysis.Evaluation.QualityFormulas.Steps(a, descending, 3, 1, 6, 10, out long steps);
+            Assert.Equal(20, steps);
+            Assert.Equal(want.data<long>().ToArray(), got.data<long>().ToArray());
+        }
+    }
+
+    [Fact]
     public void EveryMetricMatchesTheNumpyReferenceOnFixedMaps()
     {
         var r = Fixed.Value;
