@@ -92,15 +92,20 @@ public static class LinearImputation
     {
         int hw = h * w, chw = c * hw;
         var byDirect = Enumerable.Range(0, n).Where(i => direct || PrefersDirect(Cells<bool>(mask).Slice(i * hw, hw), h, w)).ToArray();
-        // One image per task: the systems are independent (same numbers in any order). With both cores free (no
-        // libtorch thread spinning after its last call), the 40 systems of the ROAD bench take ~2 ms in parallel
-        // against ~3.3 ms in sequence (--profile-road).
-        Parallel.ForEach(byDirect, i => BandedImputation.Solve(Cells<double>(data).Slice(i * chw, chw), Cells<bool>(mask).Slice(i * hw, hw), c, h, w));
+        // One image per task (the systems are independent: same numbers in any order), handed out one at a time, the
+        // largest systems first: a thread that shares its core (with a libtorch worker still spinning after the last
+        // tensor call, for up to ~10 ms) then holds up the others by one small system at most.
+        var unknowns = byDirect.Select(i => -Count(Cells<bool>(mask).Slice(i * hw, hw))).ToArray();
+        Array.Sort(unknowns, byDirect);
+        Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(byDirect, System.Collections.Concurrent.EnumerablePartitionerOptions.NoBuffering),
+            i => BandedImputation.Solve(Cells<double>(data).Slice(i * chw, chw), Cells<bool>(mask).Slice(i * hw, hw), c, h, w));
         if (byDirect.Length == n) return;
         using var scope = NewDisposeScope();
         var rest = tensor(Enumerable.Range(0, n).Except(byDirect).Select(i => (long)i).ToArray());
         data.index_copy_(0, rest, ConjugateGradient(data.index_select(0, rest), mask.index_select(0, rest).view(-1, 1, h, w)));
     }
+
+    static int Count(ReadOnlySpan<bool> mask) => mask.Count(true);
 
     /// <summary>A contiguous CPU tensor's storage as a span of its elements.</summary>
     static Span<T> Cells<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? [] : MemoryMarshal.Cast<byte, T>(t.bytes);
