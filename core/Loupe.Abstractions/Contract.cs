@@ -4,7 +4,7 @@ namespace Loupe.Abstractions;
 public static class LoupeContract
 {
     /// <summary>The contract version this host implements.</summary>
-    public const int Version = 1;
+    public const int Version = 2;
 }
 
 /// <summary>Marks an assembly as a Loupe plugin and records the contract version it was built against.</summary>

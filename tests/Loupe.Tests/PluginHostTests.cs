@@ -180,7 +180,7 @@ public class PluginHostTests
         var checks = PluginHost.Verify([new PluginSource(dir), new PluginSource(SamplePluginV99.Value)]);
         Assert.False(IsLoaded(dir));
         var c = checks[0];
-        Assert.Equal((dll, "Loupe.Sample.EdgeMap", 1, PluginHost.Sha256File(dll)), (c.Path, c.Name, c.ContractVersion, c.Sha256));
+        Assert.Equal((dll, "Loupe.Sample.EdgeMap", LoupeContract.Version, PluginHost.Sha256File(dll)), (c.Path, c.Name, c.ContractVersion, c.Sha256));
         Assert.Matches(@"^\d+\.\d+\.\d+\.\d+$", c.Version);
         Assert.True(c.Ok);
         Assert.Equal(99, checks[1].ContractVersion);
@@ -190,7 +190,7 @@ public class PluginHostTests
         var (code, stdout, stderr) = TestEnv.Cli(dir, "plugins", "--verify", "--json", PinnedPipeline(dir, PluginHost.Sha256File(dll)));
         Assert.True(code == 0, stdout + stderr);
         var plugins = JsonNode.Parse(stdout)!["plugins"]!.AsArray();
-        Assert.Contains(plugins, p => p!["name"]!.GetValue<string>() == "Loupe.Analysis.Cam" && p["contractVersion"]!.GetValue<int>() == 1);
+        Assert.Contains(plugins, p => p!["name"]!.GetValue<string>() == "Loupe.Analysis.Cam" && p["contractVersion"]!.GetValue<int>() == LoupeContract.Version);
         var edge = Assert.Single(plugins, p => p!["path"]!.GetValue<string>() == dll)!;
         Assert.Equal(PluginHost.Sha256File(dll), edge["pinnedSha256"]!.GetValue<string>());
         Assert.All(plugins, p => Assert.Matches("^[0-9a-f]{64}$", p!["sha256"]!.GetValue<string>()));
