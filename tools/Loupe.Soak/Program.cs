@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Loupe.Abstractions;
 using Loupe.Core;
+using Loupe.Tools;
 using TorchSharp;
 
 // Soak test (opt-in, not part of `dotnet test`): runs a pipeline N times in this process through PipelineRunner and
@@ -30,14 +31,14 @@ for (int i = 0; i < args.Length; i++)
         case "--steps": steps = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
         default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.Soak [--runs N] [--pipeline FILE] [--csv FILE] | --concepts N [--batch B] [--top-k K] [--steps dissection,concept-discovery,tcav] [--csv FILE]"); return 2;
     }
-if (concepts > 0) return ConceptsSoak.Run(FindRoot(), concepts, batch, topK, csv, steps);
+if (concepts > 0) return ConceptsSoak.Run(ToolProcess.FindRoot("; pass --pipeline"), concepts, batch, topK, csv, steps);
 if (runs < 10) { Console.Error.WriteLine("--runs must be at least 10 (run 10 is the reference)"); return 2; }
-pipeline ??= Path.Combine(FindRoot(), "configs", "quickstart.yaml");
+pipeline ??= Path.Combine(ToolProcess.FindRoot("; pass --pipeline"), "configs", "quickstart.yaml");
 
 var work = Path.Combine(Path.GetTempPath(), $"loupe-soak-{Guid.NewGuid():N}");
 Directory.CreateDirectory(work);
 var rows = new List<(int Run, double Seconds, long Rss, long Tensors, long Managed)>();
-Settle();
+ToolProcess.Settle();
 long baselineTensors = TensorAccounting.Live, baselineRaw = torch.Tensor.TotalCount;
 Console.WriteLine($"pipeline {pipeline}; {runs} runs; live tensors before the first run: {baselineTensors}");
 try
@@ -54,8 +55,8 @@ try
             return 1;
         }
         Directory.Delete(outDir, true);
-        Settle();
-        rows.Add((run, sw.Elapsed.TotalSeconds, Rss(), TensorAccounting.Live, GC.GetTotalMemory(false)));
+        ToolProcess.Settle();
+        rows.Add((run, sw.Elapsed.TotalSeconds, ToolProcess.Rss(), TensorAccounting.Live, GC.GetTotalMemory(false)));
         if (run == 1 || run % 10 == 0)
             Console.WriteLine($"run {run,4}: {rows[^1].Seconds,6:F2} s  RSS {rows[^1].Rss / 1048576.0,8:F1} MiB  live tensors {rows[^1].Tensors}  managed heap {rows[^1].Managed / 1048576.0:F1} MiB");
     }
@@ -75,29 +76,3 @@ Console.WriteLine($"mean run time {rows.Average(r => r.Seconds):F2} s");
 bool ok = growth <= 0.10 && last.Tensors == baselineTensors;
 Console.WriteLine(ok ? "PASS: RSS within 10% of run 10 and live tensors at baseline" : "FAIL");
 return ok ? 0 : 1;
-
-static void Settle()
-{
-    GC.Collect();
-    GC.WaitForPendingFinalizers();
-    GC.Collect();
-}
-
-static long Rss()
-{
-    // VmRSS from /proc (Linux); elsewhere the working set.
-    const string status = "/proc/self/status";
-    if (File.Exists(status))
-        foreach (var line in File.ReadLines(status))
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-    using var p = Process.GetCurrentProcess();
-    return p.WorkingSet64;
-}
-
-static string FindRoot()
-{
-    var dir = AppContext.BaseDirectory;
-    while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
-    return dir ?? throw new InvalidOperationException("Framework.sln not found; pass --pipeline");
-}
