@@ -9,6 +9,23 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // TorchSharp compatibility step (and a second copy of libtorch); in-process runs use this build's output.
 // --short: no warm-up beyond the jitting call and 1 measured iteration, for benchmarks whose single call takes minutes (Resnet18PerturbationCam).
 // --serve: single calls on request, for tools/bench/python_bench.py --paired (see Serve.cs).
+// --spin-check: CPU time this process spends during 50 ms of sleep after a parallel tensor call: libgomp's idle workers
+// spin (300,000 rounds by default; GOMP_SPINCOUNT=N in the environment sets N). See docs/benchmarks.md, issue 22.
+if (args.Contains("--spin-check"))
+{
+    TorchSharp.torch.set_num_threads(2);
+    using var m = TorchSharp.torch.randn(400, 400);
+    for (int i = 0; i < 7; i++)
+    {
+        m.matmul(m).Dispose();
+        using var p = System.Diagnostics.Process.GetCurrentProcess();
+        var t0 = p.TotalProcessorTime;
+        Thread.Sleep(50);
+        p.Refresh();
+        Console.WriteLine($"CPU during 50 ms of sleep after a parallel matmul: {(p.TotalProcessorTime - t0).TotalMilliseconds:F1} ms");
+    }
+    return 0;
+}
 if (args.Contains("--serve")) return Loupe.Benchmarks.Serve.Run(Console.In, Console.Out);
 // --profile-onnx NAME [BATCH] [CALLS] [cpu]: operator shares of the onnx backend on bench-models/NAME.onnx (OnnxFamilyBenchmarks.Profile).
 if (args.Length > 1 && args[0] == "--profile-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.Profile(args[1..]);
