@@ -263,10 +263,16 @@ public static class BandedImputation
             return ws;
         }
 
+        /// <summary>Factor storage a thread keeps between systems (8 MB): ROAD's 28×28 systems need ~25,000 entries; a
+        /// large image's direct system (224² with a few thousand unknowns, up to ~4 M entries) gets an array of its
+        /// own that the collector takes back, rather than a thread pool thread holding tens of megabytes for good.</summary>
+        const int RetainedEntries = 1 << 20;
+
         /// <summary>The factor's storage, zeroed.</summary>
         public double[] Entries(int count)
         {
-            if (_entries.Length < count) _entries = new double[Math.Max(count, 2 * _entries.Length)];
+            if (count > RetainedEntries) return new double[count];
+            if (_entries.Length < count) _entries = new double[Math.Min(RetainedEntries, Math.Max(count, 2 * _entries.Length))];
             else Array.Clear(_entries, 0, count);
             return _entries;
         }

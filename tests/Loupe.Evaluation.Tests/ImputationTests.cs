@@ -121,6 +121,25 @@ public class ImputationTests
     }
 
     [Fact]
+    public void ALargeDirectSystemSatisfiesItsEquations()
+    {
+        using var scope = NewDisposeScope();
+        // 224×224 with a 60-row band unknown: n·b² = 13,440·225² is under the direct rule's bound, and its ~3 M factor
+        // entries take the path that does not keep its storage. Each unknown must equal the weighted mean of its
+        // in-image neighbours (the system's own equations, by a 3×3 convolution).
+        manual_seed(11);
+        var x = rand(1, 1, 224, 224, dtype: ScalarType.Float64);
+        var unknown = ((arange(224).view(1, 1, 224, 1) >= 80) & (arange(224).view(1, 1, 224, 1) < 140)).expand(1, 1, 224, 224).contiguous();
+        Assert.True(LinearImputation.PrefersDirect(unknown.reshape(-1).data<bool>().ToArray(), 224, 224));
+        var v = LinearImputation.Solve(x, unknown);
+        var k = tensor(new[] { 1 / 12.0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 1 / 12.0 }, dtype: ScalarType.Float64).view(1, 1, 3, 3);
+        var degree = nn.functional.conv2d(ones_like(v), k, padding: [1, 1]);
+        var residual = (degree * v - nn.functional.conv2d(v, k, padding: [1, 1])).masked_select(unknown);
+        Assert.True(residual.abs().max().item<double>() < 1e-10, $"largest residual {residual.abs().max().item<double>()}");
+        Assert.Equal(0.0, (v - x).masked_select(unknown.logical_not()).abs().max().item<double>());   // known pixels kept
+    }
+
+    [Fact]
     public void ABatchMixingBothPathsGivesEachImageItsOwnSolve()
     {
         using var scope = NewDisposeScope();
