@@ -39,18 +39,6 @@ public sealed class RepeatedIdx : DataAdapter<RepeatedIdxOptions>
     /// <inheritdoc/>
     public override IDataSource Open(RepeatedIdxOptions options, DataOpenContext context) => new Source(options);
 
-    /// <summary>VmRSS of this process in bytes (Linux), else the working set.</summary>
-    public static long Rss()
-    {
-        const string status = "/proc/self/status";
-        if (File.Exists(status))
-            foreach (var line in File.ReadLines(status))
-                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                    return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-        using var p = System.Diagnostics.Process.GetCurrentProcess();
-        return p.WorkingSet64;
-    }
-
     /// <summary>Median of a sequence.</summary>
     public static double Median(IEnumerable<long> values)
     {
@@ -107,7 +95,7 @@ public sealed class RepeatedIdx : DataAdapter<RepeatedIdxOptions>
                 cancellation.ThrowIfCancellationRequested();
                 int n = (int)Math.Min(batchSize, _o.Count - s);
                 long managed = _o.Managed ? GC.GetTotalMemory(true) : 0;
-                log.Add(new MemorySample(read, s, Rss(), TensorAccounting.Live, managed, GC.GetGCMemoryInfo().TotalCommittedBytes));
+                log.Add(new MemorySample(read, s, ProcessMemory.Rss(), TensorAccounting.Live, managed, GC.GetGCMemoryInfo().TotalCommittedBytes));
                 var px = new float[n * hw];
                 var items = Enumerable.Range(0, n).Select(i => (int)((s + i) % _items)).ToArray();
                 for (int i = 0; i < n; i++)

@@ -3,7 +3,7 @@ using System.Globalization;
 using System.Net.Http.Json;
 using Loupe;
 using Loupe.Core;
-using Loupe.Tools;
+using Loupe.Testing;
 using Loupe.Explorer;
 
 // Load test of `loupe serve` (opt-in, not part of `dotnet test`; run it on an idle machine — timings on a busy one
@@ -25,7 +25,7 @@ for (int i = 0; i < args.Length; i++)
         default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.ExplorerLoad [--requests N] [--csv FILE]"); return 2;
     }
 if (requests < 100) { Console.Error.WriteLine("--requests must be at least 100 (request 50 is the RSS reference)"); return 2; }
-var root = ToolProcess.FindRoot();
+var root = RepoPaths.Root;
 var settings = new LoupeSettings { PluginDirectories = [Path.Combine(AppContext.BaseDirectory, "plugins")] };
 var rows = new List<string> { "scenario,request,milliseconds,rss_bytes" };
 
@@ -86,11 +86,11 @@ async Task<(List<double> Ms, long Rss50, long RssLast)> Drive(string pipeline, s
         if (!r.IsSuccessStatusCode) throw new InvalidOperationException($"{scenario}: request {i} answered {(int)r.StatusCode}");
         ms.Add(sw.Elapsed.TotalMilliseconds);
         long rss = 0;
-        if (i == 49 || i == requests - 1) { ToolProcess.Settle(); rss = ToolProcess.Rss(); if (i == 49) rss50 = rss; }
+        if (i == 49 || i == requests - 1) { ProcessMemory.Settle(); rss = ProcessMemory.Rss(); if (i == 49) rss50 = rss; }
         rows.Add(FormattableString.Invariant($"{scenario},{i},{ms[^1]:F3},{(rss > 0 ? rss.ToString(CultureInfo.InvariantCulture) : "")}"));
     }
-    ToolProcess.Settle();
-    return (ms, rss50, ToolProcess.Rss());
+    ProcessMemory.Settle();
+    return (ms, rss50, ProcessMemory.Rss());
 }
 
 static double Median(List<double> xs) => Percentile(xs, 0.5);

@@ -48,18 +48,18 @@ static class ConceptsSoak
         GC.Collect();
         GC.WaitForPendingFinalizers();
         long tensorsBefore = TensorAccounting.Live;
-        long peak = RepeatedIdx.Rss();
+        long peak = ProcessMemory.Rss();
         using var stop = new CancellationTokenSource();
         var sampler = Task.Run(async () =>
         {
             while (!stop.IsCancellationRequested)
             {
-                peak = Math.Max(peak, RepeatedIdx.Rss());
+                peak = Math.Max(peak, ProcessMemory.Rss());
                 try { await Task.Delay(250, stop.Token); } catch (TaskCanceledException) { }
             }
         });
         var sw = Stopwatch.StartNew();
-        Console.WriteLine($"concepts soak: dissection + concept-discovery + tcav over {count} inputs, batch {batch}, top_k {topK}; RSS before {RepeatedIdx.Rss() / 1048576.0:F1} MiB");
+        Console.WriteLine($"concepts soak: dissection + concept-discovery + tcav over {count} inputs, batch {batch}, top_k {topK}; RSS before {ProcessMemory.Rss() / 1048576.0:F1} MiB");
         RunResult result;
         try
         {

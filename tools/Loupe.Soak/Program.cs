@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using Loupe.Abstractions;
 using Loupe.Core;
-using Loupe.Tools;
+using Loupe.Testing;
 using TorchSharp;
 
 // Soak test (opt-in, not part of `dotnet test`): runs a pipeline N times in this process through PipelineRunner and
@@ -31,14 +31,14 @@ for (int i = 0; i < args.Length; i++)
         case "--steps": steps = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
         default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.Soak [--runs N] [--pipeline FILE] [--csv FILE] | --concepts N [--batch B] [--top-k K] [--steps dissection,concept-discovery,tcav] [--csv FILE]"); return 2;
     }
-if (concepts > 0) return ConceptsSoak.Run(ToolProcess.FindRoot("; pass --pipeline"), concepts, batch, topK, csv, steps);
+if (concepts > 0) return ConceptsSoak.Run(RepoPaths.Root, concepts, batch, topK, csv, steps);
 if (runs < 10) { Console.Error.WriteLine("--runs must be at least 10 (run 10 is the reference)"); return 2; }
-pipeline ??= Path.Combine(ToolProcess.FindRoot("; pass --pipeline"), "configs", "quickstart.yaml");
+pipeline ??= Path.Combine(RepoPaths.Root, "configs", "quickstart.yaml");
 
 var work = Path.Combine(Path.GetTempPath(), $"loupe-soak-{Guid.NewGuid():N}");
 Directory.CreateDirectory(work);
 var rows = new List<(int Run, double Seconds, long Rss, long Tensors, long Managed)>();
-ToolProcess.Settle();
+ProcessMemory.Settle();
 long baselineTensors = TensorAccounting.Live, baselineRaw = torch.Tensor.TotalCount;
 Console.WriteLine($"pipeline {pipeline}; {runs} runs; live tensors before the first run: {baselineTensors}");
 try
@@ -55,8 +55,8 @@ try
             return 1;
         }
         Directory.Delete(outDir, true);
-        ToolProcess.Settle();
-        rows.Add((run, sw.Elapsed.TotalSeconds, ToolProcess.Rss(), TensorAccounting.Live, GC.GetTotalMemory(false)));
+        ProcessMemory.Settle();
+        rows.Add((run, sw.Elapsed.TotalSeconds, ProcessMemory.Rss(), TensorAccounting.Live, GC.GetTotalMemory(false)));
         if (run == 1 || run % 10 == 0)
             Console.WriteLine($"run {run,4}: {rows[^1].Seconds,6:F2} s  RSS {rows[^1].Rss / 1048576.0,8:F1} MiB  live tensors {rows[^1].Tensors}  managed heap {rows[^1].Managed / 1048576.0:F1} MiB");
     }

@@ -1,11 +1,11 @@
 using System.Diagnostics;
 using System.Globalization;
 
-namespace Loupe.Tools;
+namespace Loupe.Testing;
 
-/// <summary>What the opt-in memory tools (Loupe.Soak, Loupe.ExplorerLoad) read about their own process: one copy,
-/// linked into each.</summary>
-static class ToolProcess
+/// <summary>What the memory tests and the opt-in memory tools (tools/Loupe.Soak, tools/Loupe.ExplorerLoad, which link
+/// this file) read about their own process.</summary>
+public static class ProcessMemory
 {
     /// <summary>Two full collections around the pending finalizers: what is left is live.</summary>
     public static void Settle()
@@ -15,7 +15,7 @@ static class ToolProcess
         GC.Collect();
     }
 
-    /// <summary>VmRSS from /proc (Linux); elsewhere the working set.</summary>
+    /// <summary>VmRSS of this process in bytes (Linux), else the working set.</summary>
     public static long Rss()
     {
         const string status = "/proc/self/status";
@@ -25,13 +25,5 @@ static class ToolProcess
                     return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
         using var p = Process.GetCurrentProcess();
         return p.WorkingSet64;
-    }
-
-    /// <summary>The repository root: the first folder above the tool's binaries that holds Framework.sln.</summary>
-    public static string FindRoot(string hint = "")
-    {
-        var dir = AppContext.BaseDirectory;
-        while (dir is not null && !File.Exists(Path.Combine(dir, "Framework.sln"))) dir = Path.GetDirectoryName(dir);
-        return dir ?? throw new InvalidOperationException("Framework.sln not found" + hint);
     }
 }
