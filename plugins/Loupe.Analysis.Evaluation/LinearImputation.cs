@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
@@ -53,36 +54,50 @@ public static class LinearImputation
     {
         using var scope = NewDisposeScope();
         int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3], hw = h * w, chw = c * hw, p = limits.Length;
-        var ranks = Cells<long>(rank.to(ScalarType.Int64).reshape(n, hw).cpu().contiguous());
-        var pixels = Cells<double>(x.to(ScalarType.Float64).reshape(n, chw).cpu().contiguous());
+        var rankTensor = rank.to(ScalarType.Int64).reshape(n, hw).cpu().contiguous();
+        var pixelTensor = x.to(ScalarType.Float64).reshape(n, chw).cpu().contiguous();
+        var noiseTensor = noise.to(ScalarType.Float64).reshape(n * p, chw).cpu().contiguous();
         // Native buffers, not managed arrays: ROAD's copies are ~250 KB, a large-object-heap allocation per call.
         var maskTensor = empty([n * p, hw], ScalarType.Bool);
         var dataTensor = empty([n * p, c, h, w], ScalarType.Float64);
-        var mask = Cells<bool>(maskTensor);
-        var data = Cells<double>(dataTensor);
-        for (int i = 0; i < n; i++)
-            for (int j = 0; j < p; j++)
-            {
-                int image = i * p + j;
-                var m = mask.Slice(image * hw, hw);
-                var r = ranks.Slice(i * hw, hw);
-                for (int q = 0; q < hw; q++) m[q] = r[q] < limits[j];
-                pixels.Slice(i * chw, chw).CopyTo(data.Slice(image * chw, chw));
-            }
-        SolveInPlace(dataTensor, maskTensor, n * p, c, h, w, direct: false);
-        var z = Cells<double>(noise.to(ScalarType.Float64).reshape(n * p, chw).cpu().contiguous());
-        for (int image = 0; image < n * p; image++)
+        // Each copy is built, solved and made noisy by one iteration on libtorch's threads, the largest masks first.
+        var order = Enumerable.Range(0, n * p).OrderByDescending(image => limits[image % p]).ToArray();
+        var viaGradients = new bool[n * p];
+        TensorThreads.For(order.Length, k =>
         {
-            var m = mask.Slice(image * hw, hw);
-            for (int ch = 0; ch < c; ch++)
-            {
-                var d = data.Slice(image * chw + ch * hw, hw);
-                var e = z.Slice(image * chw + ch * hw, hw);
-                for (int q = 0; q < hw; q++)
-                    if (m[q]) d[q] += sigma * e[q];
-            }
+            int image = order[k], i = image / p;
+            long limit = limits[image % p];
+            var m = Cells<bool>(maskTensor).Slice(image * hw, hw);
+            var r = Cells<long>(rankTensor).Slice(i * hw, hw);
+            for (int q = 0; q < hw; q++) m[q] = r[q] < limit;
+            var d = Cells<double>(dataTensor).Slice(image * chw, chw);
+            Cells<double>(pixelTensor).Slice(i * chw, chw).CopyTo(d);
+            if (!PrefersDirect(m, h, w)) { viaGradients[image] = true; return; }
+            BandedImputation.Solve(d, m, c, h, w);
+            AddNoise(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+        });
+        var rest = Enumerable.Range(0, n * p).Where(image => viaGradients[image]).Select(image => (long)image).ToArray();
+        if (rest.Length > 0)
+        {
+            var index = tensor(rest);
+            dataTensor.index_copy_(0, index, ConjugateGradient(dataTensor.index_select(0, index), maskTensor.index_select(0, index).view(-1, 1, h, w)));
+            foreach (int image in rest)
+                AddNoise(Cells<double>(dataTensor).Slice(image * chw, chw), Cells<bool>(maskTensor).Slice(image * hw, hw),
+                    Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
         }
         return scope.MoveToOuter(dataTensor.to(x.dtype).to(x.device));
+    }
+
+    /// <summary>σ·noise added to one copy's imputed pixels, every channel.</summary>
+    static void AddNoise(Span<double> data, ReadOnlySpan<bool> mask, ReadOnlySpan<double> noise, double sigma, int c, int hw)
+    {
+        for (int ch = 0; ch < c; ch++)
+        {
+            var d = data.Slice(ch * hw, hw);
+            var e = noise.Slice(ch * hw, hw);
+            for (int q = 0; q < hw; q++)
+                if (mask[q]) d[q] += sigma * e[q];
+        }
     }
 
     /// <summary>Imputes N images of C×H×W (float64, in place) where <paramref name="mask"/> (N×H×W) is true: each image
@@ -92,13 +107,15 @@ public static class LinearImputation
     {
         int hw = h * w, chw = c * hw;
         var byDirect = Enumerable.Range(0, n).Where(i => direct || PrefersDirect(Cells<bool>(mask).Slice(i * hw, hw), h, w)).ToArray();
-        // One image per task (the systems are independent: same numbers in any order), handed out one at a time, the
-        // largest systems first: a thread that shares its core (with a libtorch worker still spinning after the last
-        // tensor call, for up to ~10 ms) then holds up the others by one small system at most.
+        // One image per iteration on libtorch's threads (the systems are independent: same numbers in any order),
+        // handed out one at a time, the largest systems first.
         var unknowns = byDirect.Select(i => -Count(Cells<bool>(mask).Slice(i * hw, hw))).ToArray();
         Array.Sort(unknowns, byDirect);
-        Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(byDirect, System.Collections.Concurrent.EnumerablePartitionerOptions.NoBuffering),
-            i => BandedImputation.Solve(Cells<double>(data).Slice(i * chw, chw), Cells<bool>(mask).Slice(i * hw, hw), c, h, w));
+        TensorThreads.For(byDirect.Length, k =>
+        {
+            int i = byDirect[k];
+            BandedImputation.Solve(Cells<double>(data).Slice(i * chw, chw), Cells<bool>(mask).Slice(i * hw, hw), c, h, w);
+        });
         if (byDirect.Length == n) return;
         using var scope = NewDisposeScope();
         var rest = tensor(Enumerable.Range(0, n).Except(byDirect).Select(i => (long)i).ToArray());

@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
 
@@ -174,10 +175,10 @@ public static class QualityFormulas
         int n = (int)units.shape[0], u = (int)units.shape[1];
         var values = units.to(ScalarType.Float64).cpu().contiguous();
         var result = empty([n, u], ScalarType.Int64);
-        var keys = new double[u];
-        var order = new int[u];
-        for (int i = 0; i < n; i++)
+        TensorThreads.For(n, i =>   // rows on libtorch's threads (one is still spinning after the pass that made the map)
         {
+            var keys = new double[u];
+            var order = new int[u];
             var row = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, double>(values.bytes).Slice(i * u, u);
             // Ascending on −value is descending on value; NaN compares below everything, so it comes first either way.
             for (int j = 0; j < u; j++) (keys[j], order[j]) = (-row[j], j);
@@ -190,7 +191,7 @@ public static class QualityFormulas
             }
             var rank = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(result.bytes).Slice(i * u, u);
             for (int j = 0; j < u; j++) rank[order[j]] = j;
-        }
+        });
         return scope.MoveToOuter(result.to(units.device));
     }
 

@@ -11,6 +11,34 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // --serve: single calls on request, for tools/bench/python_bench.py --paired (see Serve.cs).
 // --spin-check: CPU time this process spends during 50 ms of sleep after a parallel tensor call: libgomp's idle workers
 // spin (300,000 rounds by default; GOMP_SPINCOUNT=N in the environment sets N). See docs/benchmarks.md, issue 22.
+// --team-check: 40 iterations of 50 µs of managed work right after a parallel tensor call (a saliency pass of the demo
+// CNN), by a plain loop, by Parallel.For and by TensorThreads.For (on libtorch's OpenMP team): medians of 61 rounds.
+if (args.Contains("--team-check"))
+{
+    var bench = new Loupe.Benchmarks.QualityMetricBenchmarks();
+    bench.Setup();
+    static void Work(int _) { var t = System.Diagnostics.Stopwatch.StartNew(); while (t.Elapsed.TotalMilliseconds < 0.05) { } }
+    var loops = new (string Name, Action Run)[]
+    {
+        ("plain loop", () => { for (int i = 0; i < 40; i++) Work(i); }),
+        ("Parallel.For", () => Parallel.For(0, 40, Work)),
+        ("TensorThreads.For", () => Loupe.Abstractions.Toolkit.TensorThreads.For(40, Work)),
+    };
+    var times = loops.Select(_ => new List<double>()).ToArray();
+    for (int r = 0; r < 61; r++)
+        for (int j = 0; j < loops.Length; j++)
+        {
+            Thread.Sleep(20);
+            bench.SaliencyPass();
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            loops[j].Run();
+            times[j].Add(sw.Elapsed.TotalMilliseconds);
+        }
+    for (int j = 0; j < loops.Length; j++)
+        Console.WriteLine($"{loops[j].Name}: median {times[j].Order().ElementAt(30):F2} ms, slowest {times[j].Max():F2} ms (2 ms of work)");
+    Console.WriteLine($"on libtorch's team: {Loupe.Abstractions.Toolkit.TensorThreads.OnTensorTeam}");
+    return 0;
+}
 if (args.Contains("--spin-check"))
 {
     TorchSharp.torch.set_num_threads(2);
