@@ -85,7 +85,7 @@ public sealed class Road : FaithfulnessMetric
         var rank = PixelSteps(o with { FeaturesInStep = 1 }, b, a, o.Order == RegionOrder.Morf, out _);
         // One noise draw of P×C×H×W per input (the same numbers whatever the chunking below).
         long points = o.Percentages.Length;
-        var noise = InputSeeds.Randn(b.Generators, [points, c, h, w]).transpose(0, 1);   // N×P×C×H×W
+        var noise = stack(b.Generators.Select(g => randn([points, c, h, w], generator: g)).ToArray());   // N×P×C×H×W
         var limits = o.Percentages.Select(p => (long)Math.Floor(b.D * p / 100.0 + 1e-9)).ToArray();
         // As many points per pass as the memory budget holds: their images are imputed together and scored in one forward.
         long chunk = Math.Max(1, Explain.CopiesPerForward(b.Context, x, o.MicroBatch) / n);

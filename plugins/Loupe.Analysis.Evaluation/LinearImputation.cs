@@ -56,7 +56,9 @@ public static class LinearImputation
         int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3], hw = h * w, chw = c * hw, p = limits.Length;
         var rankTensor = rank.to(ScalarType.Int64).reshape(n, hw).cpu().contiguous();
         var pixelTensor = x.to(ScalarType.Float64).reshape(n, chw).cpu().contiguous();
-        var noiseTensor = noise.to(ScalarType.Float64).reshape(n * p, chw).cpu().contiguous();
+        // The noise as drawn (float32 normally: no conversion pass; other types become float64).
+        var noiseTensor = (noise.dtype == ScalarType.Float32 ? noise : noise.to(ScalarType.Float64)).reshape(n * p, chw).cpu().contiguous();
+        bool single = noiseTensor.dtype == ScalarType.Float32;
         // Native buffers, not managed arrays: ROAD's copies are ~250 KB, a large-object-heap allocation per call.
         var maskTensor = empty([n * p, hw], ScalarType.Bool);
         var dataTensor = empty([n * p, c, h, w], ScalarType.Float64);
@@ -74,7 +76,8 @@ public static class LinearImputation
             Cells<double>(pixelTensor).Slice(i * chw, chw).CopyTo(d);
             if (!PrefersDirect(m, h, w)) { viaGradients[image] = true; return; }
             BandedImputation.Solve(d, m, c, h, w);
-            AddNoise(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+            if (single) AddNoise(d, m, Cells<float>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+            else AddNoise(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
         });
         var rest = Enumerable.Range(0, n * p).Where(image => viaGradients[image]).Select(image => (long)image).ToArray();
         if (rest.Length > 0)
@@ -82,21 +85,26 @@ public static class LinearImputation
             var index = tensor(rest);
             dataTensor.index_copy_(0, index, ConjugateGradient(dataTensor.index_select(0, index), maskTensor.index_select(0, index).view(-1, 1, h, w)));
             foreach (int image in rest)
-                AddNoise(Cells<double>(dataTensor).Slice(image * chw, chw), Cells<bool>(maskTensor).Slice(image * hw, hw),
-                    Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+            {
+                var d = Cells<double>(dataTensor).Slice(image * chw, chw);
+                var m = Cells<bool>(maskTensor).Slice(image * hw, hw);
+                if (single) AddNoise(d, m, Cells<float>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+                else AddNoise(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+            }
         }
         return scope.MoveToOuter(dataTensor.to(x.dtype).to(x.device));
     }
 
     /// <summary>σ·noise added to one copy's imputed pixels, every channel.</summary>
-    static void AddNoise(Span<double> data, ReadOnlySpan<bool> mask, ReadOnlySpan<double> noise, double sigma, int c, int hw)
+    static void AddNoise<T>(Span<double> data, ReadOnlySpan<bool> mask, ReadOnlySpan<T> noise, double sigma, int c, int hw)
+        where T : unmanaged, System.Numerics.INumberBase<T>
     {
         for (int ch = 0; ch < c; ch++)
         {
             var d = data.Slice(ch * hw, hw);
             var e = noise.Slice(ch * hw, hw);
             for (int q = 0; q < hw; q++)
-                if (mask[q]) d[q] += sigma * e[q];
+                if (mask[q]) d[q] += sigma * double.CreateTruncating(e[q]);
         }
     }
 

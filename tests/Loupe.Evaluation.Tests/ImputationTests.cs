@@ -108,14 +108,18 @@ public class ImputationTests
             var x = randn([n, 3, h, w]);
             var rank = stack([randperm(d), randperm(d)]);
             var noise = randn([n, p, 3, h, w]);
-            var fused = LinearImputation.Noisy(x, rank, limits, noise, 0.5);
-            Assert.Equal(ScalarType.Float32, fused.dtype);
-            Assert.Equal([n * p, 3, h, w], fused.shape);
             var unknown = (rank.unsqueeze(1) < tensor(limits).view(1, p, 1)).view(n * p, 1, h, w);
             var copies = x.unsqueeze(1).expand(n, p, 3, h, w).reshape(n * p, 3, h, w);
             var want = LinearImputation.Solve(copies, unknown) + 0.5 * noise.reshape(n * p, 3, h, w).to(ScalarType.Float64) * unknown.to(ScalarType.Float64);
-            double diff = (fused.to(ScalarType.Float64) - want).abs().max().item<double>();
-            Assert.True(diff < 1e-5, $"{h}×{w}: largest difference {diff}");
+            Tensor fused = null!;
+            foreach (var z in new[] { noise, noise.to(ScalarType.Float64) })   // the noise read as drawn, or converted
+            {
+                fused = LinearImputation.Noisy(x, rank, limits, z, 0.5);
+                Assert.Equal(ScalarType.Float32, fused.dtype);
+                Assert.Equal([n * p, 3, h, w], fused.shape);
+                double diff = (fused.to(ScalarType.Float64) - want).abs().max().item<double>();
+                Assert.True(diff < 1e-5, $"{h}×{w}, {z.dtype} noise: largest difference {diff}");
+            }
             if (h != 72) Assert.Equal(0.0, (fused.narrow(0, 0, 1) - x.narrow(0, 0, 1)).abs().max().item<float>());   // point 0: the input itself
         }
     }
