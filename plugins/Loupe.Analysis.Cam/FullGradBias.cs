@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using System.Numerics;
 using System.Runtime.InteropServices;
 using TorchSharp;
@@ -30,7 +31,7 @@ public static class FullGradBias
         var absBias = MemoryMarshal.Cast<byte, float>(b.bytes).ToArray().Select(MathF.Abs).ToArray();
         if (absBias.Length != k) return null;
         var output = new float[n * hw];
-        Parallel.For(0, n, i =>
+        TensorThreads.For(n, i =>   // on libtorch's threads: the backward pass just ended and its worker still spins
         {
             var g = MemoryMarshal.Cast<byte, float>(storage.bytes).Slice(i * k * hw, k * hw);
             var o = output.AsSpan(i * hw, hw);
