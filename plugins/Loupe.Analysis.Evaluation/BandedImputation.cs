@@ -44,6 +44,9 @@ public static class BandedImputation
         return (count, band);
     }
 
+    /// <summary>Entries of the factor's storage for n unknowns and half-bandwidth b (each column b + 1 + Pad).</summary>
+    public static long Entries(long unknowns, long band) => unknowns * (band + 1 + Pad) + 1;
+
     /// <summary>Imputes one image in place: <paramref name="image"/> holds C planes of H×W pixels; the pixels where
     /// <paramref name="unknown"/> is true are replaced by the solution. With no known pixel the system has no data and
     /// its matrix is singular; those pixels become 0 (the conjugate-gradient path's rule: it starts at 0 and a zero
@@ -97,7 +100,7 @@ public static class BandedImputation
         // Column k's rows k.. are at k·S: S = b + 1 and Pad zeros, so that the factor's four-column updates run in
         // whole vectors (see Factor).
         int stride = band + 1 + Pad;
-        var l = ws.Entries(n * stride + 1);
+        var l = ws.Entries(checked((int)Entries(n, band)));
         int discard = n * stride;   // where an absent neighbour's entry goes (never read)
         ref double l0 = ref MemoryMarshal.GetArrayDataReference(l);
 

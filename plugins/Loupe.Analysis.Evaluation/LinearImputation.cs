@@ -15,14 +15,15 @@ namespace Loupe.Analysis.Evaluation;
 /// as ten such calls); the masked operator u (Σw − K) u is one product and one fused multiply-add (the search
 /// directions are zero at known pixels already); the updates are in place; the residual is read every
 /// <see cref="CheckEvery"/> iterations (one synchronising read instead of one per iteration).</para>
-/// <para>Direct path: even so, CG needs 80–100 iterations of ~18 tiny calls on 28×28 images, so each image whose
-/// system is small enough is solved exactly by a banded Cholesky factorisation instead (<see cref="BandedImputation"/>;
-/// same numbers to rounding). Rule (<see cref="PrefersDirect"/>): direct when n·b² ≤ 32·H·W·(H+W), n the unknowns and
-/// b the half-bandwidth of the raster-ordered system: the factorisation's n·b²/2 multiply-adds against CG's ~(H+W)
-/// iterations (the order of its count on a hole spanning the image) of ~16 flops per pixel, which run as tensor calls
-/// with their overhead on top. 28×28 images always go direct (n·b² ≤ 784·29² ≈ 15·H·W·(H+W)); 224×224 images go direct
-/// up to about two thirds of their pixels unknown in compact regions and by CG above (a full mask: n·b² ≈ 112·H·W·(H+W)). Images of one batch
-/// may take different paths.</para></summary>
+/// <para>Direct path: even so, CG needs 80–100 iterations of ~18 tiny calls on 28×28 images and hundreds of full-size
+/// ones on 224×224 images, so each image is solved exactly by a banded Cholesky factorisation instead
+/// (<see cref="BandedImputation"/>; same numbers to rounding) whenever its factor fits <see cref="DirectEntries"/>
+/// (<see cref="PrefersDirect"/>): n·(b + 8) float64 entries, n the unknowns and b the half-bandwidth of the
+/// raster-ordered system. Its n·b²/2 multiply-adds beat CG's ~(H+W) iterations over every pixel at every size measured:
+/// 28×28 always; on ImageNet's 224×224 (the 40 systems of ROAD's five percentages on 8 inputs, blob-shaped masks)
+/// 1.5 s against 11.3 s when the 70 % and 90 % masks went to CG (`Loupe.Benchmarks.dll --road-large`). Only images
+/// whose factor would not fit (a mask spanning much of a 300×300 image or larger) take CG; images of one batch may
+/// take different paths.</para></summary>
 public static class LinearImputation
 {
     /// <summary>Iterations between two convergence checks.</summary>
@@ -31,16 +32,21 @@ public static class LinearImputation
     /// <summary>Relative residual at which every system is solved.</summary>
     public const double Tolerance = 1e-10;
 
+    /// <summary>Most float64 entries a direct solve's factor may hold (32 M, 256 MB per system being solved; a full
+    /// 224×224 mask needs 11.7 M): larger systems take the conjugate-gradient path.</summary>
+    public const long DirectEntries = 32L << 20;
+
     /// <summary>x (N×C×H×W) with the pixels where <paramref name="unknown"/> (N×1×H×W bool) imputed; float64.
-    /// <paramref name="solver"/> forces one path (tests); by default each image takes the cheaper one.</summary>
-    public static Tensor Solve(Tensor x, Tensor unknown, ImputationSolver solver = ImputationSolver.Auto)
+    /// <paramref name="solver"/> forces one path (tests); by default each image is solved directly when its factor holds
+    /// at most <paramref name="directEntries"/> entries, else by conjugate gradients.</summary>
+    public static Tensor Solve(Tensor x, Tensor unknown, ImputationSolver solver = ImputationSolver.Auto, long directEntries = DirectEntries)
     {
         if (solver == ImputationSolver.ConjugateGradient) return ConjugateGradient(x, unknown);
         using var scope = NewDisposeScope();
         int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3];
         var mask = unknown.to(ScalarType.Bool).reshape(n, h * w).cpu().contiguous();
         var data = x.to(ScalarType.Float64, copy: true).cpu().contiguous();   // its own copy: solved in place
-        SolveInPlace(data, mask, n, c, h, w, solver == ImputationSolver.Direct);
+        SolveInPlace(data, mask, n, c, h, w, solver == ImputationSolver.Direct, directEntries);
         return scope.MoveToOuter(data.to(x.device));
     }
 
@@ -50,7 +56,7 @@ public static class LinearImputation
     /// N×(H·W) integers; <paramref name="noise"/>: N×P×C×H×W. The same numbers as <see cref="Solve"/> on the
     /// expanded copies and their masks, then the noise; the masks, copies and noise never become tensors (each of
     /// those steps was a tensor call costing more than its arithmetic on ROAD's small images).</summary>
-    public static Tensor Noisy(Tensor x, Tensor rank, long[] limits, Tensor noise, double sigma)
+    public static Tensor Noisy(Tensor x, Tensor rank, long[] limits, Tensor noise, double sigma, long directEntries = DirectEntries)
     {
         using var scope = NewDisposeScope();
         int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3], hw = h * w, chw = c * hw, p = limits.Length;
@@ -74,7 +80,7 @@ public static class LinearImputation
             for (int q = 0; q < hw; q++) m[q] = r[q] < limit;
             var d = Cells<double>(dataTensor).Slice(image * chw, chw);
             Cells<double>(pixelTensor).Slice(i * chw, chw).CopyTo(d);
-            if (!PrefersDirect(m, h, w)) { viaGradients[image] = true; return; }
+            if (!PrefersDirect(m, h, w, directEntries)) { viaGradients[image] = true; return; }
             BandedImputation.Solve(d, m, c, h, w);
             if (single) AddNoise(d, m, Cells<float>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
             else AddNoise(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
@@ -111,10 +117,10 @@ public static class LinearImputation
     /// <summary>Imputes N images of C×H×W (float64, in place) where <paramref name="mask"/> (N×H×W) is true: each image
     /// by the banded factorisation when it prefers it (or <paramref name="direct"/>), the rest by one batched
     /// conjugate-gradient run.</summary>
-    static void SolveInPlace(Tensor data, Tensor mask, int n, int c, int h, int w, bool direct)
+    static void SolveInPlace(Tensor data, Tensor mask, int n, int c, int h, int w, bool direct, long directEntries)
     {
         int hw = h * w, chw = c * hw;
-        var byDirect = Enumerable.Range(0, n).Where(i => direct || PrefersDirect(Cells<bool>(mask).Slice(i * hw, hw), h, w)).ToArray();
+        var byDirect = Enumerable.Range(0, n).Where(i => direct || PrefersDirect(Cells<bool>(mask).Slice(i * hw, hw), h, w, directEntries)).ToArray();
         // One image per iteration on libtorch's threads (the systems are independent: same numbers in any order),
         // handed out one at a time, the largest systems first.
         var unknowns = byDirect.Select(i => -Count(Cells<bool>(mask).Slice(i * hw, hw))).ToArray();
@@ -135,14 +141,14 @@ public static class LinearImputation
     /// <summary>A contiguous CPU tensor's storage as a span of its elements.</summary>
     static Span<T> Cells<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? [] : MemoryMarshal.Cast<byte, T>(t.bytes);
 
-    /// <summary>The rule between the two paths for one H×W mask (true = unknown): the banded factorisation when
-    /// n·b² ≤ 32·H·W·(H+W) (see the class comment).</summary>
-    public static bool PrefersDirect(ReadOnlySpan<bool> unknown, int h, int w)
+    /// <summary>The rule between the two paths for one H×W mask (true = unknown): the banded factorisation when its
+    /// factor holds at most <paramref name="directEntries"/> entries (see the class comment).</summary>
+    public static bool PrefersDirect(ReadOnlySpan<bool> unknown, int h, int w, long directEntries = DirectEntries)
     {
-        // n ≤ H·W and b ≤ W + 1 whatever the mask: small images need not be counted.
-        if ((double)h * w * (w + 1) * (w + 1) <= 32.0 * h * w * (h + w)) return true;
+        // n ≤ H·W and b ≤ W + 1 whatever the mask: images whose every mask fits need not be counted.
+        if (BandedImputation.Entries(h * w, w + 1) <= directEntries) return true;
         var (count, band) = SystemShape(unknown, h, w);
-        return (double)count * band * band <= 32.0 * h * w * (h + w);
+        return BandedImputation.Entries(count, band) <= directEntries;
     }
 
     /// <summary>The number of unknowns n and the half-bandwidth b (largest raster-index gap between two neighbouring

@@ -63,6 +63,8 @@ if (args.Length > 0 && args[0] == "--gemm-parity") return Loupe.Benchmarks.GemmP
 if (args.Length > 1 && args[0] == "--cpu-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.CpuTime(args[1..]);
 // --profile-road [CALLS] [THREADS]: ROAD's imputation share against its floor (RoadProfile).
 if (args.Length > 0 && args[0] == "--profile-road") return Loupe.Benchmarks.RoadProfile.Run(args[1..]);
+// --road-large [SIDE] [CALLS]: ROAD's imputation at ImageNet size against resnet18's forward of the 40 copies (RoadLarge).
+if (args.Length > 0 && args[0] == "--road-large") return Loupe.Benchmarks.RoadLarge.Run(args[1..]);
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
 // --iterations N: measured iterations per benchmark (default 15); tools/bench/interleaved.sh uses fewer per round.

@@ -98,7 +98,8 @@ public class ImputationTests
     {
         using var scope = NewDisposeScope();
         // Two inputs of 3 channels, 13×21 (wider than tall) and 21×13, float32 as a model takes them; five points
-        // from none to every pixel; one large image whose near-full masks take the conjugate-gradient path.
+        // from none to every pixel; one larger image whose near-full masks take the conjugate-gradient path under a
+        // factor limit of 100,000 entries.
         manual_seed(77);
         foreach (var (h, w) in new[] { (13, 21), (21, 13), (72, 72) })
         {
@@ -110,11 +111,12 @@ public class ImputationTests
             var noise = randn([n, p, 3, h, w]);
             var unknown = (rank.unsqueeze(1) < tensor(limits).view(1, p, 1)).view(n * p, 1, h, w);
             var copies = x.unsqueeze(1).expand(n, p, 3, h, w).reshape(n * p, 3, h, w);
-            var want = LinearImputation.Solve(copies, unknown) + 0.5 * noise.reshape(n * p, 3, h, w).to(ScalarType.Float64) * unknown.to(ScalarType.Float64);
+            long limit = h == 72 ? 100_000 : LinearImputation.DirectEntries;
+            var want = LinearImputation.Solve(copies, unknown, directEntries: limit) + 0.5 * noise.reshape(n * p, 3, h, w).to(ScalarType.Float64) * unknown.to(ScalarType.Float64);
             Tensor fused = null!;
             foreach (var z in new[] { noise, noise.to(ScalarType.Float64) })   // the noise read as drawn, or converted
             {
-                fused = LinearImputation.Noisy(x, rank, limits, z, 0.5);
+                fused = LinearImputation.Noisy(x, rank, limits, z, 0.5, limit);
                 Assert.Equal(ScalarType.Float32, fused.dtype);
                 Assert.Equal([n * p, 3, h, w], fused.shape);
                 double diff = (fused.to(ScalarType.Float64) - want).abs().max().item<double>();
@@ -128,8 +130,8 @@ public class ImputationTests
     public void ALargeDirectSystemSatisfiesItsEquations()
     {
         using var scope = NewDisposeScope();
-        // 224×224 with a 60-row band unknown: n·b² = 13,440·225² is under the direct rule's bound, and its ~3 M factor
-        // entries take the path that does not keep its storage. Each unknown must equal the weighted mean of its
+        // 224×224 with a 60-row band unknown: 13,440 unknowns, band 225, ~3 M factor entries (under the direct limit),
+        // which take the path that does not keep its storage. Each unknown must equal the weighted mean of its
         // in-image neighbours (the system's own equations, by a 3×3 convolution).
         manual_seed(11);
         var x = rand(1, 1, 224, 224, dtype: ScalarType.Float64);
@@ -147,14 +149,17 @@ public class ImputationTests
     public void ABatchMixingBothPathsGivesEachImageItsOwnSolve()
     {
         using var scope = NewDisposeScope();
-        // 72×72 with all but one pixel unknown: n·b² = 5183·73² > 32·72²·144, so CG; a scattered mask goes direct.
+        // With a factor limit of 100,000 entries: 72×72 with all but one pixel unknown (5183 unknowns, band 73: 5183·81
+        // entries) takes CG; a scattered mask (~1,550 unknowns, band ~25) goes direct.
+        const long limit = 100_000;
         var x = rand(2, 3, 72, 72, dtype: ScalarType.Float64);
         var unknown = stack([ones(1, 72, 72, dtype: ScalarType.Bool), rand(1, 72, 72) < 0.3], 0);
         unknown[0, 0, 40, 30].fill_(false);
         var masks = unknown.reshape(2, 72 * 72).data<bool>().ToArray();
-        Assert.False(LinearImputation.PrefersDirect(masks.AsSpan(0, 72 * 72), 72, 72));
-        Assert.True(LinearImputation.PrefersDirect(masks.AsSpan(72 * 72, 72 * 72), 72, 72));
-        var auto = LinearImputation.Solve(x, unknown);
+        Assert.False(LinearImputation.PrefersDirect(masks.AsSpan(0, 72 * 72), 72, 72, limit));
+        Assert.True(LinearImputation.PrefersDirect(masks.AsSpan(72 * 72, 72 * 72), 72, 72, limit));
+        Assert.True(LinearImputation.PrefersDirect(masks.AsSpan(0, 72 * 72), 72, 72));   // the default limit: direct
+        var auto = LinearImputation.Solve(x, unknown, directEntries: limit);
         var cg = LinearImputation.Solve(x.narrow(0, 0, 1), unknown.narrow(0, 0, 1), ImputationSolver.ConjugateGradient);
         var direct = LinearImputation.Solve(x.narrow(0, 1, 1), unknown.narrow(0, 1, 1), ImputationSolver.Direct);
         Assert.Equal(0.0, (auto.narrow(0, 0, 1) - cg).abs().max().item<double>());

@@ -1,0 +1,48 @@
+using System.Diagnostics;
+using Loupe.Analysis.Evaluation;
+using static TorchSharp.torch;
+
+namespace Loupe.Benchmarks;
+
+/// <summary><c>--road-large [SIDE] [CALLS]</c>: ROAD's noisy imputation at ImageNet size (issue 22): 8 inputs of
+/// 3×SIDE×SIDE (default 224), five percentages (10…90), ranked by a smooth random map (blobs, as saliency maps are),
+/// against the forward of the 40 imputed images through resnet18 (the pass ROAD needs after the map). Medians of CALLS
+/// calls (default 5), alternated.</summary>
+public static class RoadLarge
+{
+    /// <summary>Runs the comparison and prints one line per phase.</summary>
+    public static int Run(string[] args)
+    {
+        Bench.Init();
+        int side = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 224;
+        int calls = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 5;
+        manual_seed(3);
+        long n = 8, d = side * side;
+        var x = randn([n, 3, side, side]);
+        var map = nn.functional.interpolate(randn([n, 1, side / 16, side / 16]), size: [side, side], mode: InterpolationMode.Bilinear, align_corners: false).flatten(1);
+        var rank = zeros_like(map, dtype: ScalarType.Int64).scatter_(1, map.argsort(1, descending: true), arange(d).expand(n, d).contiguous());
+        long[] limits = [.. new[] { 10, 30, 50, 70, 90 }.Select(p => (long)Math.Floor(d * p / 100.0 + 1e-9))];
+        var noise = randn([n, limits.Length, 3, side, side]);
+        using var model = Bench.Resnet18();
+        var copies = x.repeat(limits.Length, 1, 1, 1);
+        var unknown = (rank.unsqueeze(1) < tensor(limits).view(1, -1, 1)).view(-1, 1, side, side);
+        var inputCopies = x.unsqueeze(1).expand(n, limits.Length, 3, side, side).reshape(-1, 3, side, side);
+        var phases = new (string Name, Action Call)[]
+        {
+            ("imputation of 40, every system by the banded factorisation", () => { using var s = NewDisposeScope(); LinearImputation.Solve(inputCopies, unknown, ImputationSolver.Direct); }),
+            ("noisy imputation of 40", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(x, rank, limits, noise, 0.01); }),
+            ("resnet18 forward of 40", () => { using var s = NewDisposeScope(); using (no_grad()) model.Forward(copies); }),
+        };
+        var times = phases.Select(_ => new List<double>()).ToArray();
+        for (int i = 0; i <= calls; i++)
+            for (int j = 0; j < phases.Length; j++)
+            {
+                var sw = Stopwatch.StartNew();
+                phases[j].Call();
+                if (i > 0) times[j].Add(sw.Elapsed.TotalMilliseconds);
+            }
+        foreach (var (p, t) in phases.Zip(times))
+            Console.WriteLine($"{p.Name} ({side}×{side}): {t.Order().ElementAt(t.Count / 2):F0} ms median of {calls}");
+        return 0;
+    }
+}
