@@ -206,26 +206,59 @@ public static class BandedImputation
             ref double c1 = ref Unsafe.Add(ref l0, (k0 + 1) * stride - 1);   // shifted: row j of every block column at offset j − k0
             ref double c2 = ref Unsafe.Add(ref l0, (k0 + 2) * stride - 2);
             ref double c3 = ref Unsafe.Add(ref l0, (k0 + 3) * stride - 3);
-            for (int j = k0 + 4, end = last[k0 + 3]; j <= end; j++)
+            int end = last[k0 + 3], j = k0 + 4;
+            // Two later columns at a time: rows j+1.. of both take the same four source vectors (loaded once for
+            // eight multiply-adds); row j of column j (its diagonal) first, on its own.
+            for (; j < end; j += 2)
             {
                 int o = j - k0;
                 double a0 = Unsafe.Add(ref c0, o), a1 = Unsafe.Add(ref c1, o), a2 = Unsafe.Add(ref c2, o), a3 = Unsafe.Add(ref c3, o);
-                if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == 0) continue;
-                var v0 = Vector256.Create(-a0);
-                var v1 = Vector256.Create(-a1);
-                var v2 = Vector256.Create(-a2);
-                var v3 = Vector256.Create(-a3);
-                ref double y = ref Unsafe.Add(ref l0, j * stride);
-                for (int r = 0, m = end - j + 1; r < m; r += 4)
+                double b0 = Unsafe.Add(ref c0, o + 1), b1 = Unsafe.Add(ref c1, o + 1), b2 = Unsafe.Add(ref c2, o + 1), b3 = Unsafe.Add(ref c3, o + 1);
+                if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == 0 && b0 == 0 && b1 == 0 && b2 == 0 && b3 == 0) continue;
+                ref double y = ref Unsafe.Add(ref l0, j * stride);         // column j: row j at 0
+                ref double z = ref Unsafe.Add(ref l0, (j + 1) * stride);   // column j + 1: row j + 1 at 0
+                y = Math.FusedMultiplyAdd(-a3, a3, Math.FusedMultiplyAdd(-a2, a2, Math.FusedMultiplyAdd(-a1, a1, Math.FusedMultiplyAdd(-a0, a0, y))));
+                var u0 = Vector256.Create(-a0);
+                var u1 = Vector256.Create(-a1);
+                var u2 = Vector256.Create(-a2);
+                var u3 = Vector256.Create(-a3);
+                var v0 = Vector256.Create(-b0);
+                var v1 = Vector256.Create(-b1);
+                var v2 = Vector256.Create(-b2);
+                var v3 = Vector256.Create(-b3);
+                ref double below = ref Unsafe.Add(ref y, 1);
+                for (int r = 0, m = end - j; r < m; r += 4)
                 {
-                    nuint at = (nuint)(o + r);
-                    var acc = Vector256.LoadUnsafe(ref y, (nuint)r);
-                    acc = Vector256.FusedMultiplyAdd(v0, Vector256.LoadUnsafe(ref c0, at), acc);
-                    acc = Vector256.FusedMultiplyAdd(v1, Vector256.LoadUnsafe(ref c1, at), acc);
-                    acc = Vector256.FusedMultiplyAdd(v2, Vector256.LoadUnsafe(ref c2, at), acc);
-                    acc = Vector256.FusedMultiplyAdd(v3, Vector256.LoadUnsafe(ref c3, at), acc);
-                    acc.StoreUnsafe(ref y, (nuint)r);
+                    nuint at = (nuint)(o + 1 + r), rr = (nuint)r;
+                    var s0 = Vector256.LoadUnsafe(ref c0, at);
+                    var s1 = Vector256.LoadUnsafe(ref c1, at);
+                    var s2 = Vector256.LoadUnsafe(ref c2, at);
+                    var s3 = Vector256.LoadUnsafe(ref c3, at);
+                    var p = Vector256.LoadUnsafe(ref below, rr);
+                    var q = Vector256.LoadUnsafe(ref z, rr);
+                    p = Vector256.FusedMultiplyAdd(u0, s0, p);
+                    q = Vector256.FusedMultiplyAdd(v0, s0, q);
+                    p = Vector256.FusedMultiplyAdd(u1, s1, p);
+                    q = Vector256.FusedMultiplyAdd(v1, s1, q);
+                    p = Vector256.FusedMultiplyAdd(u2, s2, p);
+                    q = Vector256.FusedMultiplyAdd(v2, s2, q);
+                    p = Vector256.FusedMultiplyAdd(u3, s3, p);
+                    q = Vector256.FusedMultiplyAdd(v3, s3, q);
+                    p.StoreUnsafe(ref below, rr);
+                    q.StoreUnsafe(ref z, rr);
                 }
+            }
+            if (j == end)   // the last column alone
+            {
+                int o = j - k0;
+                double a0 = Unsafe.Add(ref c0, o), a1 = Unsafe.Add(ref c1, o), a2 = Unsafe.Add(ref c2, o), a3 = Unsafe.Add(ref c3, o);
+                ref double y = ref Unsafe.Add(ref l0, j * stride);
+                var acc = Vector256.LoadUnsafe(ref y);   // rows j..j+3: only row j is non-zero in the sources
+                acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a0), Vector256.LoadUnsafe(ref c0, (nuint)o), acc);
+                acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a1), Vector256.LoadUnsafe(ref c1, (nuint)o), acc);
+                acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a2), Vector256.LoadUnsafe(ref c2, (nuint)o), acc);
+                acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a3), Vector256.LoadUnsafe(ref c3, (nuint)o), acc);
+                acc.StoreUnsafe(ref y);
             }
         }
     }

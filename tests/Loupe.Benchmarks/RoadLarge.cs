@@ -33,6 +33,27 @@ public static class RoadLarge
             ("noisy imputation of 40", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(x, rank, limits, noise, 0.01); }),
             ("resnet18 forward of 40", () => { using var s = NewDisposeScope(); using (no_grad()) model.Forward(copies); }),
         };
+        if (args.Contains("one"))
+        {
+            // One system per percentage of input 0, on this thread: time against n·b²/2 multiply-adds.
+            var masks = unknown.reshape(-1, d).cpu().contiguous();
+            for (int j = 0; j < limits.Length; j++)
+            {
+                var m = masks[j].data<bool>().ToArray();
+                var (un, band) = LinearImputation.SystemShape(m, side, side);
+                var image = x[0].to(ScalarType.Float64).contiguous().data<double>().ToArray();
+                var best = double.MaxValue;
+                for (int k = 0; k < 3; k++)
+                {
+                    var copy = (double[])image.Clone();
+                    var sw = Stopwatch.StartNew();
+                    BandedImputation.Solve(copy, m, 3, side, side);
+                    best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+                }
+                Console.WriteLine($"{limits[j]} unknown: n {un}, band {band}: {best:F1} ms, {un * (double)band * band / 2 / best / 1e6:F2} G multiply-adds/s (n·b²/2)");
+            }
+            return 0;
+        }
         var times = phases.Select(_ => new List<double>()).ToArray();
         for (int i = 0; i <= calls; i++)
             for (int j = 0; j < phases.Length; j++)
