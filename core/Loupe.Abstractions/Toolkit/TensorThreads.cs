@@ -69,21 +69,19 @@ public static class TensorThreads
     }
 
     /// <summary>The libgomp libtorch loaded (found in the process's mappings, so it is the same instance, not a second
-    /// copy), or null.</summary>
+    /// copy; the one beside libtorch_cpu when there are several), or null.</summary>
     static unsafe Gomp? Find()
     {
         if (!OperatingSystem.IsLinux()) return null;
         try
         {
             _ = TorchSharp.torch.get_num_threads();   // libtorch (and with it libgomp) is loaded
-            string? path = null;
-            foreach (var line in File.ReadLines("/proc/self/maps"))
-            {
-                int slash = line.IndexOf('/');
-                if (slash < 0) continue;
-                var file = line[slash..];
-                if (Path.GetFileName(file).StartsWith("libgomp", StringComparison.Ordinal)) { path = file; break; }
-            }
+            // libgomp beside libtorch_cpu when the process has more than one copy (another native library may carry its own).
+            var files = File.ReadLines("/proc/self/maps").Select(line => line.IndexOf('/') is var slash and >= 0 ? line[slash..] : null)
+                .OfType<string>().Distinct().ToList();
+            var torchDirs = files.Where(f => Path.GetFileName(f).StartsWith("libtorch_cpu", StringComparison.Ordinal)).Select(Path.GetDirectoryName).ToHashSet();
+            var gomps = files.Where(f => Path.GetFileName(f).StartsWith("libgomp", StringComparison.Ordinal)).ToList();
+            var path = gomps.FirstOrDefault(f => torchDirs.Contains(Path.GetDirectoryName(f))) ?? gomps.FirstOrDefault();
             if (path is null || !NativeLibrary.TryLoad(path, out var lib)) return null;
             if (!NativeLibrary.TryGetExport(lib, "GOMP_parallel", out var parallel) || !NativeLibrary.TryGetExport(lib, "omp_in_parallel", out var inParallel))
                 return null;
