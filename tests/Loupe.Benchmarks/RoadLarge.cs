@@ -62,6 +62,7 @@ public static class RoadLarge
                 phases[j].Call();
                 if (i > 0) times[j].Add(sw.Elapsed.TotalMilliseconds);
             }
+        Console.WriteLine($"collections during the run: gen0 {GC.CollectionCount(0)}, gen1 {GC.CollectionCount(1)}, gen2 {GC.CollectionCount(2)}; GC pause {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms");
         foreach (var (p, t) in phases.Zip(times))
             Console.WriteLine($"{p.Name} ({side}×{side}): {t.Order().ElementAt(t.Count / 2):F0} ms median of {calls}");
         return 0;
