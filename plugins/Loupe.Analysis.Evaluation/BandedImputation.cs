@@ -100,62 +100,69 @@ public static class BandedImputation
         // Column k's rows k.. are at k·S: S = b + 1 and Pad zeros, so that the factor's four-column updates run in
         // whole vectors (see Factor).
         int stride = band + 1 + Pad;
-        var l = ws.Entries(checked((int)Entries(n, band)));
-        int discard = n * stride;   // where an absent neighbour's entry goes (never read)
-        ref double l0 = ref MemoryMarshal.GetArrayDataReference(l);
-
-        // Pass 2, each unknown: its right-hand side (the stencil over the known values), its diagonal (Σ in-image
-        // weights) and −w for each backward unknown neighbour j, at row i of column j (a select, not a branch: the
-        // masks are irregular and such branches mispredict).
-        var rhs = ws.Rhs;   // C right-hand sides of n, then zeros (the solves' whole last vectors read past n)
-        Array.Clear(rhs, c * n, Pad + 1);
-        ref double degree = ref MemoryMarshal.GetArrayDataReference(ws.Degree);
-        for (int i = 0; i < n; i++)
+        var l = ws.Entries(checked((int)Entries(n, band)), out var native);
+        try
         {
-            int q = cell[i];
+            int discard = n * stride;   // where an absent neighbour's entry goes (never read)
+            ref double l0 = ref MemoryMarshal.GetReference(l);
+
+            // Pass 2, each unknown: its right-hand side (the stencil over the known values), its diagonal (Σ in-image
+            // weights) and −w for each backward unknown neighbour j, at row i of column j (a select, not a branch: the
+            // masks are irregular and such branches mispredict).
+            var rhs = ws.Rhs;   // C right-hand sides of n, then zeros (the solves' whole last vectors read past n)
+            Array.Clear(rhs, c * n, Pad + 1);
+            ref double degree = ref MemoryMarshal.GetArrayDataReference(ws.Degree);
+            for (int i = 0; i < n; i++)
+            {
+                int q = cell[i];
+                for (int ch = 0; ch < c; ch++)
+                {
+                    ref double z = ref Unsafe.Add(ref known, ch * padded + q);
+                    rhs[ch * n + i] = (Unsafe.Add(ref z, -1) + Unsafe.Add(ref z, 1) + Unsafe.Add(ref z, -w2) + Unsafe.Add(ref z, w2)) / 6
+                        + (Unsafe.Add(ref z, -w2 - 1) + Unsafe.Add(ref z, -w2 + 1) + Unsafe.Add(ref z, w2 - 1) + Unsafe.Add(ref z, w2 + 1)) / 12;
+                }
+                Unsafe.Add(ref l0, i * stride) = Unsafe.Add(ref degree, q);
+                Unsafe.Add(ref l0, Entry(Unsafe.Add(ref index, q - 1), i, stride, discard)) = -1.0 / 6;
+                Unsafe.Add(ref l0, Entry(Unsafe.Add(ref index, q - w2 - 1), i, stride, discard)) = -1.0 / 12;
+                Unsafe.Add(ref l0, Entry(Unsafe.Add(ref index, q - w2), i, stride, discard)) = -1.0 / 6;
+                Unsafe.Add(ref l0, Entry(Unsafe.Add(ref index, q - w2 + 1), i, stride, discard)) = -1.0 / 12;
+            }
+
+            var inverse = ws.Inverse;
+            Factor(l, last, inverse, n, stride);
+            // The two triangular solves per channel, column by column in whole vectors: past a column's extent its
+            // entries are zero (up to the stride), so the extra lanes add nothing to v (the next channel's values, or the
+            // zeros after the last) and read nothing into the dot products.
+            ref double inv = ref MemoryMarshal.GetArrayDataReference(inverse);
             for (int ch = 0; ch < c; ch++)
             {
-                ref double z = ref Unsafe.Add(ref known, ch * padded + q);
-                rhs[ch * n + i] = (Unsafe.Add(ref z, -1) + Unsafe.Add(ref z, 1) + Unsafe.Add(ref z, -w2) + Unsafe.Add(ref z, w2)) / 6
-                    + (Unsafe.Add(ref z, -w2 - 1) + Unsafe.Add(ref z, -w2 + 1) + Unsafe.Add(ref z, w2 - 1) + Unsafe.Add(ref z, w2 + 1)) / 12;
+                ref double v = ref rhs[ch * n];
+                for (int k = 0; k < n; k++)   // L y = r
+                {
+                    double vk = Unsafe.Add(ref v, k) *= Unsafe.Add(ref inv, k);
+                    if (vk == 0) continue;
+                    var a = Vector256.Create(-vk);
+                    ref double x = ref Unsafe.Add(ref l0, k * stride + 1);
+                    ref double y = ref Unsafe.Add(ref v, k + 1);
+                    for (int r = 0, m = last[k] - k; r < m; r += 4)
+                        Vector256.FusedMultiplyAdd(a, Vector256.LoadUnsafe(ref x, (nuint)r), Vector256.LoadUnsafe(ref y, (nuint)r)).StoreUnsafe(ref y, (nuint)r);
+                }
+                for (int k = n - 1; k >= 0; k--)   // Lᵀ v = y
+                {
+                    ref double x = ref Unsafe.Add(ref l0, k * stride + 1);
+                    ref double y = ref Unsafe.Add(ref v, k + 1);
+                    var sum = Vector256<double>.Zero;
+                    for (int r = 0, m = last[k] - k; r < m; r += 4)
+                        sum = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref x, (nuint)r), Vector256.LoadUnsafe(ref y, (nuint)r), sum);
+                    Unsafe.Add(ref v, k) = (Unsafe.Add(ref v, k) - Vector256.Sum(sum)) * Unsafe.Add(ref inv, k);
+                }
+                var plane = image.Slice(ch * hw, hw);
+                for (int i = 0; i < n; i++) plane[pixel[i]] = Unsafe.Add(ref v, i);
             }
-            Unsafe.Add(ref l0, i * stride) = Unsafe.Add(ref degree, q);
-            Unsafe.Add(ref l0, Entry(Unsafe.Add(ref index, q - 1), i, stride, discard)) = -1.0 / 6;
-            Unsafe.Add(ref l0, Entry(Unsafe.Add(ref index, q - w2 - 1), i, stride, discard)) = -1.0 / 12;
-            Unsafe.Add(ref l0, Entry(Unsafe.Add(ref index, q - w2), i, stride, discard)) = -1.0 / 6;
-            Unsafe.Add(ref l0, Entry(Unsafe.Add(ref index, q - w2 + 1), i, stride, discard)) = -1.0 / 12;
         }
-
-        var inverse = ws.Inverse;
-        Factor(l, last, inverse, n, stride);
-        // The two triangular solves per channel, column by column in whole vectors: past a column's extent its
-        // entries are zero (up to the stride), so the extra lanes add nothing to v (the next channel's values, or the
-        // zeros after the last) and read nothing into the dot products.
-        ref double inv = ref MemoryMarshal.GetArrayDataReference(inverse);
-        for (int ch = 0; ch < c; ch++)
+        finally
         {
-            ref double v = ref rhs[ch * n];
-            for (int k = 0; k < n; k++)   // L y = r
-            {
-                double vk = Unsafe.Add(ref v, k) *= Unsafe.Add(ref inv, k);
-                if (vk == 0) continue;
-                var a = Vector256.Create(-vk);
-                ref double x = ref Unsafe.Add(ref l0, k * stride + 1);
-                ref double y = ref Unsafe.Add(ref v, k + 1);
-                for (int r = 0, m = last[k] - k; r < m; r += 4)
-                    Vector256.FusedMultiplyAdd(a, Vector256.LoadUnsafe(ref x, (nuint)r), Vector256.LoadUnsafe(ref y, (nuint)r)).StoreUnsafe(ref y, (nuint)r);
-            }
-            for (int k = n - 1; k >= 0; k--)   // Lᵀ v = y
-            {
-                ref double x = ref Unsafe.Add(ref l0, k * stride + 1);
-                ref double y = ref Unsafe.Add(ref v, k + 1);
-                var sum = Vector256<double>.Zero;
-                for (int r = 0, m = last[k] - k; r < m; r += 4)
-                    sum = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref x, (nuint)r), Vector256.LoadUnsafe(ref y, (nuint)r), sum);
-                Unsafe.Add(ref v, k) = (Unsafe.Add(ref v, k) - Vector256.Sum(sum)) * Unsafe.Add(ref inv, k);
-            }
-            var plane = image.Slice(ch * hw, hw);
-            for (int i = 0; i < n; i++) plane[pixel[i]] = Unsafe.Add(ref v, i);
+            if (native != 0) Workspace.Free(native);
         }
     }
 
@@ -172,10 +179,10 @@ public static class BandedImputation
     /// first column's diagonal, plus three for a whole last vector; the entries there are zero (rows past a column's
     /// extent), so the padded lanes add nothing, and writes reach at most b + 2 rows into a column.</para></summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // ROAD calls it a few dozen times per run: no tier-0 code
-    static void Factor(double[] l, int[] last, double[] inverse, int n, int stride)
+    static void Factor(Span<double> l, int[] last, double[] inverse, int n, int stride)
     {
         if ((long)n * stride > l.Length) throw new InvalidOperationException("ROAD imputation: factor storage too small");
-        ref double l0 = ref MemoryMarshal.GetArrayDataReference(l);
+        ref double l0 = ref MemoryMarshal.GetReference(l);
         for (int k0 = 0; k0 < n; k0 += 4)
         {
             int size = Math.Min(4, n - k0);
@@ -299,19 +306,31 @@ public static class BandedImputation
             return ws;
         }
 
-        /// <summary>Factor storage a thread keeps between systems (8 MB): ROAD's 28×28 systems need ~25,000 entries; a
-        /// large image's direct system (224² with a few thousand unknowns, up to ~4 M entries) gets an array of its
-        /// own that the collector takes back, rather than a thread pool thread holding tens of megabytes for good.</summary>
+        /// <summary>Factor storage a thread keeps between systems (8 MB): ROAD's 28×28 systems need ~25,000 entries. A
+        /// larger system (a 224×224 mask: up to 11.7 M entries) gets native memory of its own, freed as soon as it is
+        /// solved: no thread holds tens of megabytes for good, and ROAD's dozens of such systems per batch neither
+        /// churn the large-object heap (72 gen-2 collections in 8 ImageNet-size imputations when they were arrays) nor
+        /// fragment it.</summary>
         const int RetainedEntries = 1 << 20;
 
-        /// <summary>The factor's storage, zeroed.</summary>
-        public double[] Entries(int count)
+        /// <summary>The factor's storage, zeroed: this thread's array, or native memory (<paramref name="native"/> ≠ 0,
+        /// released by <see cref="Free"/>; calloc's pages are zero as they are touched) for systems above
+        /// <see cref="RetainedEntries"/>.</summary>
+        public unsafe Span<double> Entries(int count, out nint native)
         {
-            if (count > RetainedEntries) return new double[count];
+            native = 0;
+            if (count > RetainedEntries)
+            {
+                native = (nint)NativeMemory.AllocZeroed((nuint)count, sizeof(double));
+                return new Span<double>((void*)native, count);
+            }
             if (_entries.Length < count) _entries = new double[Math.Min(RetainedEntries, Math.Max(count, 2 * _entries.Length))];
             else Array.Clear(_entries, 0, count);
-            return _entries;
+            return _entries.AsSpan(0, count);
         }
+
+        /// <summary>Releases storage <see cref="Entries"/> took from native memory.</summary>
+        public static unsafe void Free(nint native) => NativeMemory.Free((void*)native);
     }
 
     /// <summary>Zeros after each column's widest extent: a four-column block's reach (3) and a whole vector's (3), and
