@@ -71,6 +71,13 @@ public static class LinearImputation
         // Each copy is built, solved and made noisy by one iteration on libtorch's threads, the largest masks first.
         var order = Enumerable.Range(0, n * p).OrderByDescending(image => limits[image % p]).ToArray();
         var viaGradients = new bool[n * p];
+        void AddNoise(int image)
+        {
+            var d = Cells<double>(dataTensor).Slice(image * chw, chw);
+            var m = Cells<bool>(maskTensor).Slice(image * hw, hw);
+            if (single) AddScaled(d, m, Cells<float>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+            else AddScaled(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+        }
         TensorThreads.For(order.Length, k =>
         {
             int image = order[k], i = image / p;
@@ -82,27 +89,16 @@ public static class LinearImputation
             Cells<double>(pixelTensor).Slice(i * chw, chw).CopyTo(d);
             if (!PrefersDirect(m, h, w, directEntries)) { viaGradients[image] = true; return; }
             BandedImputation.Solve(d, m, c, h, w);
-            if (single) AddNoise(d, m, Cells<float>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
-            else AddNoise(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
+            AddNoise(image);
         });
-        var rest = Enumerable.Range(0, n * p).Where(image => viaGradients[image]).Select(image => (long)image).ToArray();
-        if (rest.Length > 0)
-        {
-            var index = tensor(rest);
-            dataTensor.index_copy_(0, index, ConjugateGradient(dataTensor.index_select(0, index), maskTensor.index_select(0, index).view(-1, 1, h, w)));
-            foreach (int image in rest)
-            {
-                var d = Cells<double>(dataTensor).Slice(image * chw, chw);
-                var m = Cells<bool>(maskTensor).Slice(image * hw, hw);
-                if (single) AddNoise(d, m, Cells<float>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
-                else AddNoise(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
-            }
-        }
+        var rest = Enumerable.Range(0, n * p).Where(image => viaGradients[image]).ToArray();
+        ConjugateGradientRows(dataTensor, maskTensor, rest, h, w);
+        foreach (int image in rest) AddNoise(image);
         return scope.MoveToOuter(dataTensor.to(x.dtype).to(x.device));
     }
 
     /// <summary>σ·noise added to one copy's imputed pixels, every channel.</summary>
-    static void AddNoise<T>(Span<double> data, ReadOnlySpan<bool> mask, ReadOnlySpan<T> noise, double sigma, int c, int hw)
+    static void AddScaled<T>(Span<double> data, ReadOnlySpan<bool> mask, ReadOnlySpan<T> noise, double sigma, int c, int hw)
         where T : unmanaged, System.Numerics.INumberBase<T>
     {
         for (int ch = 0; ch < c; ch++)
@@ -130,10 +126,17 @@ public static class LinearImputation
             int i = byDirect[k];
             BandedImputation.Solve(Cells<double>(data).Slice(i * chw, chw), Cells<bool>(mask).Slice(i * hw, hw), c, h, w);
         });
-        if (byDirect.Length == n) return;
+        ConjugateGradientRows(data, mask, Enumerable.Range(0, n).Except(byDirect).ToArray(), h, w);
+    }
+
+    /// <summary>The listed images of <paramref name="data"/> (N×C×H×W float64, in place) imputed by one batched
+    /// conjugate-gradient run on their masks (N×H·W).</summary>
+    static void ConjugateGradientRows(Tensor data, Tensor mask, int[] rows, int h, int w)
+    {
+        if (rows.Length == 0) return;
         using var scope = NewDisposeScope();
-        var rest = tensor(Enumerable.Range(0, n).Except(byDirect).Select(i => (long)i).ToArray());
-        data.index_copy_(0, rest, ConjugateGradient(data.index_select(0, rest), mask.index_select(0, rest).view(-1, 1, h, w)));
+        var index = tensor(rows.Select(i => (long)i).ToArray());
+        data.index_copy_(0, index, ConjugateGradient(data.index_select(0, index), mask.index_select(0, index).view(-1, 1, h, w)));
     }
 
     static int Count(ReadOnlySpan<bool> mask) => mask.Count(true);
