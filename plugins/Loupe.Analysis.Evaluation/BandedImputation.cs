@@ -27,7 +27,8 @@ public static class BandedImputation
     public static (int Unknowns, int Band) Shape(ReadOnlySpan<bool> unknown, int h, int w)
     {
         int count = 0, band = 0;
-        var index = new int[h * w];
+        var rented = System.Buffers.ArrayPool<int>.Shared.Rent(h * w);   // a 224×224 mask: 200 KB, not per call
+        var index = rented.AsSpan(0, h * w);
         for (int i = 0; i < h * w; i++) index[i] = unknown[i] ? count++ : -1;
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
@@ -41,6 +42,7 @@ public static class BandedImputation
                         if (x + dx >= 0 && x + dx < w && index[(y + 1) * w + x + dx] >= 0)
                             band = Math.Max(band, index[(y + 1) * w + x + dx] - i);
             }
+        System.Buffers.ArrayPool<int>.Shared.Return(rented);
         return (count, band);
     }
 

@@ -46,7 +46,7 @@ public static class LinearImputation
         int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3];
         var mask = unknown.to(ScalarType.Bool).reshape(n, h * w).cpu().contiguous();
         var data = x.to(ScalarType.Float64, copy: true).cpu().contiguous();   // its own copy: solved in place
-        SolveInPlace(data, mask, n, c, h, w, solver == ImputationSolver.Direct, directEntries);
+        SolveInPlace(data, mask, n, c, h, w, solver, directEntries);
         return scope.MoveToOuter(data.to(x.device));
     }
 
@@ -87,8 +87,7 @@ public static class LinearImputation
             for (int q = 0; q < hw; q++) m[q] = r[q] < limit;
             var d = Cells<double>(dataTensor).Slice(image * chw, chw);
             Cells<double>(pixelTensor).Slice(i * chw, chw).CopyTo(d);
-            if (!PrefersDirect(m, h, w, directEntries)) { viaGradients[image] = true; return; }
-            BandedImputation.Solve(d, m, c, h, w);
+            if (!SolveDirect(d, m, c, h, w, directEntries)) { viaGradients[image] = true; return; }
             AddNoise(image);
         });
         var rest = Enumerable.Range(0, n * p).Where(image => viaGradients[image]).ToArray();
@@ -111,12 +110,18 @@ public static class LinearImputation
     }
 
     /// <summary>Imputes N images of C×H×W (float64, in place) where <paramref name="mask"/> (N×H×W) is true: each image
-    /// by the banded factorisation when it prefers it (or <paramref name="direct"/>), the rest by one batched
-    /// conjugate-gradient run.</summary>
-    static void SolveInPlace(Tensor data, Tensor mask, int n, int c, int h, int w, bool direct, long directEntries)
+    /// by its direct path (<see cref="DirectPath"/>; any size when <paramref name="solver"/> is Direct, the named one
+    /// when it names one), the rest by one batched conjugate-gradient run.</summary>
+    static void SolveInPlace(Tensor data, Tensor mask, int n, int c, int h, int w, ImputationSolver solver, long directEntries)
     {
         int hw = h * w, chw = c * hw;
-        var byDirect = Enumerable.Range(0, n).Where(i => direct || PrefersDirect(Cells<bool>(mask).Slice(i * hw, hw), h, w, directEntries)).ToArray();
+        var paths = Enumerable.Range(0, n).Select(i => solver switch
+        {
+            ImputationSolver.Banded or ImputationSolver.Dissected => solver,
+            ImputationSolver.Direct => DirectPath(Cells<bool>(mask).Slice(i * hw, hw), h, w, long.MaxValue),
+            _ => DirectPath(Cells<bool>(mask).Slice(i * hw, hw), h, w, directEntries),
+        }).ToArray();
+        var byDirect = Enumerable.Range(0, n).Where(i => paths[i] != ImputationSolver.ConjugateGradient).ToArray();
         // One image per iteration on libtorch's threads (the systems are independent: same numbers in any order),
         // handed out one at a time, the largest systems first.
         var unknowns = byDirect.Select(i => -Count(Cells<bool>(mask).Slice(i * hw, hw))).ToArray();
@@ -124,7 +129,10 @@ public static class LinearImputation
         TensorThreads.For(byDirect.Length, k =>
         {
             int i = byDirect[k];
-            BandedImputation.Solve(Cells<double>(data).Slice(i * chw, chw), Cells<bool>(mask).Slice(i * hw, hw), c, h, w);
+            var image = Cells<double>(data).Slice(i * chw, chw);
+            var m = Cells<bool>(mask).Slice(i * hw, hw);
+            if (paths[i] == ImputationSolver.Dissected) DissectedImputation.Solve(image, m, c, h, w);
+            else BandedImputation.Solve(image, m, c, h, w);
         });
         ConjugateGradientRows(data, mask, Enumerable.Range(0, n).Except(byDirect).ToArray(), h, w);
     }
@@ -144,14 +152,38 @@ public static class LinearImputation
     /// <summary>A contiguous CPU tensor's storage as a span of its elements.</summary>
     static Span<T> Cells<T>(Tensor t) where T : unmanaged => t.numel() == 0 ? [] : MemoryMarshal.Cast<byte, T>(t.bytes);
 
-    /// <summary>The rule between the two paths for one H×W mask (true = unknown): the banded factorisation when its
-    /// factor holds at most <paramref name="directEntries"/> entries (see the class comment).</summary>
-    public static bool PrefersDirect(ReadOnlySpan<bool> unknown, int h, int w, long directEntries = DirectEntries)
+    /// <summary>Whether one H×W mask (true = unknown) takes a direct path, within <paramref name="directEntries"/>
+    /// entries of factor (see the class comment).</summary>
+    public static bool PrefersDirect(ReadOnlySpan<bool> unknown, int h, int w, long directEntries = DirectEntries) =>
+        DirectPath(unknown, h, w, directEntries) != ImputationSolver.ConjugateGradient;
+
+    /// <summary>Half-bandwidth above which the nested-dissection factorisation beats the banded one (measured on
+    /// 224×224 ROAD masks, `Loupe.Benchmarks.dll --road-large 224 3 one`: band 76, 5,017 unknowns: banded 1.1 ms,
+    /// dissected 2.5; band 130, 15,052 unknowns: 7.2 and 6.9 ms; band 225: 142 and 23 ms).</summary>
+    public const int DissectionBand = 128;
+
+    /// <summary>The path one mask's system takes: <see cref="ImputationSolver.Banded"/> while its band is at most
+    /// <see cref="DissectionBand"/> and its factor fits, else <see cref="ImputationSolver.Dissected"/> when the
+    /// dissection's factor (bounded by the full mask's) fits, else banded if that fits, else conjugate gradients.</summary>
+    public static ImputationSolver DirectPath(ReadOnlySpan<bool> unknown, int h, int w, long directEntries = DirectEntries)
     {
-        // n ≤ H·W and b ≤ W + 1 whatever the mask: images whose every mask fits need not be counted.
-        if (BandedImputation.Entries(h * w, w + 1) <= directEntries) return true;
+        // b ≤ W + 1 whatever the mask: narrow images need not be counted.
+        if (w + 1 <= DissectionBand && BandedImputation.Entries(h * w, w + 1) <= directEntries) return ImputationSolver.Banded;
         var (count, band) = SystemShape(unknown, h, w);
-        return BandedImputation.Entries(count, band) <= directEntries;
+        bool banded = BandedImputation.Entries(count, band) <= directEntries;
+        if (banded && band <= DissectionBand) return ImputationSolver.Banded;
+        if (DissectedImputation.Entries(h, w) <= directEntries) return ImputationSolver.Dissected;
+        return banded ? ImputationSolver.Banded : ImputationSolver.ConjugateGradient;
+    }
+
+    /// <summary>Imputes one image by its direct path; false (image untouched) when it has none within
+    /// <paramref name="directEntries"/>.</summary>
+    static bool SolveDirect(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w, long directEntries)
+    {
+        var path = DirectPath(unknown, h, w, directEntries);
+        if (path == ImputationSolver.Dissected) DissectedImputation.Solve(image, unknown, c, h, w);
+        else if (path == ImputationSolver.Banded) BandedImputation.Solve(image, unknown, c, h, w);
+        return path != ImputationSolver.ConjugateGradient;
     }
 
     /// <summary>The number of unknowns n and the half-bandwidth b (largest raster-index gap between two neighbouring
@@ -214,8 +246,13 @@ public enum ImputationSolver
 {
     /// <summary>Per image, the cheaper one by <see cref="LinearImputation.PrefersDirect"/>.</summary>
     Auto,
-    /// <summary>The banded Cholesky factorisation for every image.</summary>
+    /// <summary>A direct (exact) factorisation for every image: banded or nested dissection by the image's band.
+    /// </summary>
     Direct,
     /// <summary>Conjugate gradients for all images at once.</summary>
     ConjugateGradient,
+    /// <summary>A direct path: the banded Cholesky factorisation (<see cref="BandedImputation"/>).</summary>
+    Banded,
+    /// <summary>A direct path: the nested-dissection one (<see cref="DissectedImputation"/>).</summary>
+    Dissected,
 }

@@ -183,6 +183,41 @@ public class ImputationTests
     }
 
     [Fact]
+    public void NestedDissectionGivesTheBandedSolutionOnEveryShapeOfMask()
+    {
+        // The multifrontal path against the banded one (same system, another elimination order): random scatters from
+        // sparse to all-but-one pixel, blobs, lines along the cuts, wide, tall, one-row and tiny images.
+        var random = new Random(5);
+        foreach (var (h, w) in new[] { (1, 1), (1, 9), (9, 1), (2, 3), (5, 7), (13, 21), (21, 13), (40, 40), (57, 33), (96, 96) })
+        {
+            int hw = h * w;
+            var masks = new List<bool[]>();
+            foreach (double fraction in new[] { 0.05, 0.3, 0.6, 0.9, 0.99 })
+                masks.Add([.. Enumerable.Range(0, hw).Select(_ => random.NextDouble() < fraction)]);
+            var allButOne = Enumerable.Repeat(true, hw).ToArray();
+            allButOne[random.Next(hw)] = false;
+            masks.Add(allButOne);
+            // A disc, and the middle row and column (the first cuts' lines) with their neighbours.
+            masks.Add([.. Enumerable.Range(0, hw).Select(p => Math.Pow(p / w - h / 2.0, 2) + Math.Pow(p % w - w / 3.0, 2) < hw / 8.0)]);
+            masks.Add([.. Enumerable.Range(0, hw).Select(p => Math.Abs(p / w - h / 2) <= 1 || Math.Abs(p % w - w / 2) <= 1)]);
+            masks.Add(new bool[hw]);
+            masks.Add(Enumerable.Repeat(true, hw).ToArray());
+            foreach (var (mask, index) in masks.Select((m, i) => (m, i)))
+            {
+                var image = Enumerable.Range(0, 3 * hw).Select(_ => random.NextDouble() * 2 - 1).ToArray();
+                var banded = (double[])image.Clone();
+                var dissected = (double[])image.Clone();
+                BandedImputation.Solve(banded, mask, 3, h, w);
+                DissectedImputation.Solve(dissected, mask, 3, h, w);
+                double diff = banded.Zip(dissected, (a, b) => Math.Abs(a - b)).Max();
+                Assert.True(diff < 1e-10, $"{h}×{w}, mask {index}: largest difference {diff}");
+                if (mask.Contains(true) && mask.Contains(false))
+                    Assert.Contains(Enumerable.Range(0, 3 * hw), i => mask[i % hw] && Math.Abs(dissected[i] - image[i]) > 1e-6);
+            }
+        }
+    }
+
+    [Fact]
     public void TheBandIsTheLargestIndexGapBetweenNeighbouringUnknowns()
     {
         // Full H×W mask: the down-right neighbour is W + 1 unknowns later.

@@ -1,0 +1,495 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>The direct path of <see cref="LinearImputation"/> for large images: the same system as
+/// <see cref="BandedImputation"/> (unknown p: (Σ in-image w) v_p − Σ_{unknown q} w v_q = Σ_{known q} w x_q, w = 1/6
+/// direct, 1/12 diagonal), solved exactly by a multifrontal Cholesky factorisation in nested-dissection order, in
+/// float64, all channels as right-hand sides.
+/// <para>Why: the banded factorisation costs n·b²/2 multiply-adds, b ≈ the unknowns of one image row; on a full
+/// 224×224 mask that is ~1.3·10⁹, more arithmetic than resnet18's forward of the image. Nested dissection (George 1973)
+/// orders the unknowns so that the factor's work grows as n^1.5 instead of n·W²: ~10× less at 224×224.</para>
+/// <para>How: the image's box is cut in two by its middle row or column (the longer side), each half again, down to
+/// boxes of at most <see cref="LeafArea"/> pixels. A one-pixel line separates the two halves (8-neighbours are at most
+/// one row and column apart), so each half's unknowns couple with the other's only through the line's. Unknowns are
+/// eliminated leaves first, each box's line after both its halves. Each box (node) gathers a dense frontal matrix over
+/// its own unknowns V (a leaf's box, or its line) and the unknowns B on the one-pixel ring around its box (which all
+/// lie on lines of enclosing boxes, eliminated later): A's entries that couple V to V ∪ B, plus its halves' update
+/// matrices (their rings lie in V ∪ B); it eliminates V (a dense partial Cholesky, the same four-column kernel as the
+/// banded path) and passes the Schur complement on B to its parent. The factor's columns stay for the two triangular
+/// solves (forward over the nodes in elimination order, backward in reverse). Same numbers as the banded path to
+/// rounding (tests/Loupe.Evaluation.Tests/ImputationTests.cs).</para></summary>
+public static class DissectedImputation
+{
+    /// <summary>Largest box that is not cut further: its unknowns form one dense front.</summary>
+    public const int LeafArea = 24;
+
+    /// <summary>Imputes one image in place, as <see cref="BandedImputation.Solve"/> does (same rule for an image with no
+    /// known pixel: its pixels become 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Solve(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w)
+    {
+        int hw = h * w;
+        if (image.Length < c * hw || unknown.Length < hw) throw new ArgumentException("ROAD imputation: image or mask shorter than C×H×W");
+        int n = unknown[..hw].Count(true);
+        if (n == 0) return;
+        if (n == hw)
+        {
+            image[..(c * hw)].Clear();
+            return;
+        }
+        var ws = Workspace.For(h, w, c);
+        var tree = ws.Tree;
+        var pos = ws.Position;   // a pixel's place in the front being assembled, else −1
+
+        // Right-hand sides: per channel, Σ_{known in-image neighbours} w x_q at every pixel (used at the unknown ones),
+        // from a copy of the known values on a grid with a zero border (no bounds tests, no branch on the mask).
+        var rhs = ws.Rhs;
+        int w2 = w + 2, padded = (h + 2) * w2;
+        var known = ws.Known;
+        for (int ch = 0; ch < c; ch++)
+        {
+            var plane = image.Slice(ch * hw, hw);
+            var z = known.AsSpan(ch * padded, padded);
+            for (int y = 0, p = 0; y < h; y++)
+                for (int x = 0, q = (y + 1) * w2 + 1; x < w; x++, p++, q++)
+                    z[q] = unknown[p] ? 0 : plane[p];
+            var b = rhs.AsSpan(ch * hw, hw);
+            for (int y = 0, p = 0; y < h; y++)
+                for (int x = 0, q = (y + 1) * w2 + 1; x < w; x++, p++, q++)
+                    b[p] = (z[q - 1] + z[q + 1] + z[q - w2] + z[q + w2]) / 6 + (z[q - w2 - 1] + z[q - w2 + 1] + z[q + w2 - 1] + z[q + w2 + 1]) / 12;
+        }
+
+        // Factorisation, nodes in post-order (children before parents). Each node's front is built where its factor
+        // columns stay (the factor's storage, at its end); its forward solve runs while the front is at hand; its
+        // Schur complement goes to the update stack.
+        int nodes = tree.Count;
+        var lists = ws.Lists;   // per node: its V then its B (pixels)
+        int listTop = 0, factorTop = 0, stackTop = 0, updateCount = 0;
+        var nodeList = ws.NodeList;
+        var nodeFactor = ws.NodeFactor;
+        var map = ws.Map;
+        for (int node = 0; node < nodes; node++)
+        {
+            ref readonly var box = ref tree.Boxes[node];
+            int vStart = listTop;
+            if (box.Leaf)
+            {
+                for (int y = box.R0; y < box.R1; y++)
+                    for (int x = box.C0; x < box.C1; x++)
+                        if (unknown[y * w + x]) Push(ref lists, ref listTop, y * w + x);
+            }
+            else if (box.Horizontal)
+            {
+                for (int x = box.C0; x < box.C1; x++)
+                    if (unknown[box.Line * w + x]) Push(ref lists, ref listTop, box.Line * w + x);
+            }
+            else
+            {
+                for (int y = box.R0; y < box.R1; y++)
+                    if (unknown[y * w + box.Line]) Push(ref lists, ref listTop, y * w + box.Line);
+            }
+            int k = listTop - vStart;
+            // The ring: the rows above and below the box (corners included), then the columns left and right.
+            for (int x = box.C0 - 1; x <= box.C1; x++)
+            {
+                if ((uint)x >= (uint)w) continue;
+                if (box.R0 > 0 && unknown[(box.R0 - 1) * w + x]) Push(ref lists, ref listTop, (box.R0 - 1) * w + x);
+                if (box.R1 < h && unknown[box.R1 * w + x]) Push(ref lists, ref listTop, box.R1 * w + x);
+            }
+            for (int y = box.R0; y < box.R1; y++)
+            {
+                if (box.C0 > 0 && unknown[y * w + box.C0 - 1]) Push(ref lists, ref listTop, y * w + box.C0 - 1);
+                if (box.C1 < w && unknown[y * w + box.C1]) Push(ref lists, ref listTop, y * w + box.C1);
+            }
+            int t = listTop - vStart, m = t - k, ld = t + Pad;
+            nodeList[node] = (vStart, k, m);
+            nodeFactor[node] = factorTop;
+            for (int i = 0; i < t; i++) pos[lists[vStart + i]] = i;
+
+            // The front: lower triangle, column-major, ld = t + Pad rows (zeros past t: the kernel's whole vectors
+            // read and write there).
+            ws.EnsureFactor(factorTop + (long)t * ld + Pad);
+            fixed (double* factor = ws.Factor)
+            {
+                double* f = factor + factorTop;
+                for (int j = 0; j < t; j++) new Span<double>(f + (long)j * ld + j, ld - j).Clear();
+                // The children's update matrices (the top entries of the stack; packed lower triangles), extended in.
+                int first = updateCount - box.Children;
+                fixed (double* stack = ws.Stack)
+                    for (int u = first; u < updateCount; u++)
+                    {
+                        var (offset, size, listAt) = ws.Updates[u];
+                        for (int i = 0; i < size; i++) map[i] = pos[lists[listAt + i]];
+                        double* column = stack + offset;
+                        for (int j = 0; j < size; column += size - j, j++)
+                        {
+                            int pj = map[j];
+                            for (int i = j; i < size; i++)
+                            {
+                                int pi = map[i];
+                                f[(long)Math.Min(pi, pj) * ld + Math.Max(pi, pj)] += column[i - j];
+                            }
+                        }
+                    }
+                if (box.Children > 0) stackTop = ws.Updates[first].Offset;
+                updateCount = first;
+                // A's entries of V's columns: the diagonal, and −w below it for each neighbour in V ∪ B placed after.
+                for (int i = 0; i < k; i++)
+                {
+                    int p = lists[vStart + i], y = p / w, x = p - y * w;
+                    f[(long)i * ld + i] += ws.Degree[p];
+                    for (int d = 0; d < 8; d++)
+                    {
+                        int yy = y + Dy[d], xx = x + Dx[d];
+                        if ((uint)yy >= (uint)h || (uint)xx >= (uint)w) continue;
+                        int r = pos[yy * w + xx];
+                        if (r > i) f[(long)i * ld + r] -= Weight[d];
+                    }
+                }
+                PartialFactor(f, t, ld, k);
+                // The Schur complement on B, packed, onto the stack.
+                if (updateCount == ws.Updates.Length) Array.Resize(ref ws.Updates, 2 * updateCount);
+                ws.EnsureStack(stackTop + (long)m * (m + 1) / 2);
+                ws.Updates[updateCount++] = (stackTop, m, vStart + k);
+                fixed (double* stack = ws.Stack)
+                    for (int j = 0; j < m; j++)
+                    {
+                        new ReadOnlySpan<double>(f + (long)(k + j) * ld + k + j, m - j).CopyTo(new Span<double>(stack + stackTop, m - j));
+                        stackTop += m - j;
+                    }
+                // Forward solve L y = r over this front, every channel: V's values become y, B's take the update.
+                if (k > 0)
+                    fixed (double* g = ws.Gather)
+                    {
+                        Gather(g, rhs, lists, vStart, t, ld, c, hw);
+                        for (int j = 0; j < k; j++)
+                        {
+                            double* col = f + (long)j * ld + j;
+                            for (int c0 = 0; c0 < c; c0 += 4)
+                                Forward(col, g + c0 * ld + j, ld, Math.Min(4, c - c0), t - j);
+                        }
+                        Scatter(g, rhs, lists, vStart, t, ld, c, hw);
+                    }
+            }
+            // V's columns stay (rows j..t−1 of column j are the factor's).
+            factorTop += k * ld;
+            for (int i = 0; i < t; i++) pos[lists[vStart + i]] = -1;
+        }
+        ws.Lists = lists;
+
+        // The backward solve Lᵀ v = y, nodes in reverse: each node's unknowns from the later ones (its ring), every
+        // channel in one pass over the node's columns.
+        fixed (double* l0 = ws.Factor)
+        fixed (double* g = ws.Gather)
+            for (int node = nodes - 1; node >= 0; node--)
+            {
+                var (vStart, k, m) = nodeList[node];
+                if (k == 0) continue;
+                int t = k + m, ld = t + Pad;
+                Gather(g, rhs, lists, vStart, t, ld, c, hw);
+                for (int j = k - 1; j >= 0; j--)
+                {
+                    double* col = l0 + nodeFactor[node] + (long)j * ld + j;
+                    for (int c0 = 0; c0 < c; c0 += 4)
+                        Backward(col, g + c0 * ld + j, ld, Math.Min(4, c - c0), t - j);
+                }
+                Scatter(g, rhs, lists, vStart, k, ld, c, hw);
+            }
+        for (int ch = 0; ch < c; ch++)
+        {
+            var plane = image.Slice(ch * hw, hw);
+            var b = rhs.AsSpan(ch * hw, hw);
+            for (int p = 0; p < hw; p++)
+                if (unknown[p]) plane[p] = b[p];
+        }
+    }
+
+    /// <summary>The right-hand sides of a front's first <paramref name="count"/> unknowns, channel ch at g[ch·ld..].</summary>
+    static unsafe void Gather(double* g, double[] rhs, int[] lists, int start, int count, int ld, int c, int hw)
+    {
+        for (int ch = 0; ch < c; ch++)
+            for (int i = 0; i < count; i++) g[ch * ld + i] = rhs[ch * hw + lists[start + i]];
+    }
+
+    /// <summary>The inverse of <see cref="Gather"/>.</summary>
+    static unsafe void Scatter(double* g, double[] rhs, int[] lists, int start, int count, int ld, int c, int hw)
+    {
+        for (int ch = 0; ch < c; ch++)
+            for (int i = 0; i < count; i++) rhs[ch * hw + lists[start + i]] = g[ch * ld + i];
+    }
+
+    /// <summary>One column of the forward solve for up to four channels (g[ch·ld] at the column's diagonal row):
+    /// v = g[0] / L[j,j], then g[1..rows) −= v·L[j+1.., j].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Forward(double* col, double* g, int ld, int channels, int rows)
+    {
+        double inv = 1 / col[0];
+        double* g1 = channels > 1 ? g + ld : g, g2 = channels > 2 ? g + 2 * ld : g, g3 = channels > 3 ? g + 3 * ld : g;
+        double v0 = g[0] *= inv;
+        double v1 = channels > 1 ? g1[0] *= inv : 0, v2 = channels > 2 ? g2[0] *= inv : 0, v3 = channels > 3 ? g3[0] *= inv : 0;
+        // A missing channel reads and writes channel 0's row with coefficient 0 (after channel 0's own update:
+        // g3 last is 0 · … added to what channel 0 just stored, so the order below keeps it exact).
+        var a0 = Vector256.Create(-v0); var a1 = Vector256.Create(-v1); var a2 = Vector256.Create(-v2); var a3 = Vector256.Create(-v3);
+        int r = 1;
+        for (; r + 4 <= rows; r += 4)
+        {
+            var l = Vector256.Load(col + r);
+            Vector256.FusedMultiplyAdd(a0, l, Vector256.Load(g + r)).Store(g + r);
+            Vector256.FusedMultiplyAdd(a1, l, Vector256.Load(g1 + r)).Store(g1 + r);
+            Vector256.FusedMultiplyAdd(a2, l, Vector256.Load(g2 + r)).Store(g2 + r);
+            Vector256.FusedMultiplyAdd(a3, l, Vector256.Load(g3 + r)).Store(g3 + r);
+        }
+        for (; r < rows; r++)
+        {
+            double l = col[r];
+            g[r] = Math.FusedMultiplyAdd(-v0, l, g[r]);
+            g1[r] = Math.FusedMultiplyAdd(-v1, l, g1[r]);
+            g2[r] = Math.FusedMultiplyAdd(-v2, l, g2[r]);
+            g3[r] = Math.FusedMultiplyAdd(-v3, l, g3[r]);
+        }
+    }
+
+    /// <summary>One column of the backward solve for up to four channels: g[0] = (g[0] − Σ L[j+1.., j]·g[1..]) / L[j,j].
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Backward(double* col, double* g, int ld, int channels, int rows)
+    {
+        double* g1 = channels > 1 ? g + ld : g, g2 = channels > 2 ? g + 2 * ld : g, g3 = channels > 3 ? g + 3 * ld : g;
+        var s0 = Vector256<double>.Zero; var s1 = Vector256<double>.Zero; var s2 = Vector256<double>.Zero; var s3 = Vector256<double>.Zero;
+        int r = 1;
+        for (; r + 4 <= rows; r += 4)
+        {
+            var l = Vector256.Load(col + r);
+            s0 = Vector256.FusedMultiplyAdd(l, Vector256.Load(g + r), s0);
+            s1 = Vector256.FusedMultiplyAdd(l, Vector256.Load(g1 + r), s1);
+            s2 = Vector256.FusedMultiplyAdd(l, Vector256.Load(g2 + r), s2);
+            s3 = Vector256.FusedMultiplyAdd(l, Vector256.Load(g3 + r), s3);
+        }
+        double d0 = Vector256.Sum(s0), d1 = Vector256.Sum(s1), d2 = Vector256.Sum(s2), d3 = Vector256.Sum(s3);
+        for (; r < rows; r++)
+        {
+            double l = col[r];
+            d0 = Math.FusedMultiplyAdd(l, g[r], d0);
+            d1 = Math.FusedMultiplyAdd(l, g1[r], d1);
+            d2 = Math.FusedMultiplyAdd(l, g2[r], d2);
+            d3 = Math.FusedMultiplyAdd(l, g3[r], d3);
+        }
+        double inv = 1 / col[0];
+        if (channels > 3) g3[0] = (g3[0] - d3) * inv;
+        if (channels > 2) g2[0] = (g2[0] - d2) * inv;
+        if (channels > 1) g1[0] = (g1[0] - d1) * inv;
+        g[0] = (g[0] - d0) * inv;
+    }
+
+    /// <summary>An upper bound on the factor storage (float64 entries) of an H×W image's system, whatever its mask: the
+    /// full mask's V columns of every front (each unknown set only shrinks a front), plus its largest front.</summary>
+    public static long Entries(int h, int w)
+    {
+        var tree = Trees.GetOrAdd((h, w), size => new Dissection(size.Item1, size.Item2));
+        long total = 0, largest = 0;
+        foreach (var box in tree.Boxes)
+        {
+            int rows = box.R1 - box.R0, cols = box.C1 - box.C0;
+            long k = box.Leaf ? (long)rows * cols : box.Horizontal ? cols : rows;
+            long ring = 2L * (Math.Min(box.C1, w - 1) - Math.Max(box.C0 - 1, 0) + 1) + 2L * rows;
+            long t = k + ring, ld = t + Pad;
+            total += k * ld;
+            largest = Math.Max(largest, t * ld);
+        }
+        return total + largest;
+    }
+
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<(int, int), Dissection> Trees = new();
+
+    static void Push(ref int[] list, ref int top, int value)
+    {
+        if (top == list.Length) Array.Resize(ref list, 2 * list.Length);
+        list[top++] = value;
+    }
+
+    static readonly int[] Dy = [0, 0, -1, 1, -1, -1, 1, 1];
+    static readonly int[] Dx = [-1, 1, 0, 0, -1, 1, -1, 1];
+    static readonly double[] Weight = [1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 6, 1.0 / 12, 1.0 / 12, 1.0 / 12, 1.0 / 12];
+
+    /// <summary>Zero rows after each front column: a whole last vector (3) and the kernel's reach, one to spare.</summary>
+    const int Pad = 8;
+
+    /// <summary>Eliminates the first <paramref name="k"/> of the <paramref name="t"/> unknowns of a dense front (lower
+    /// triangle, column-major, leading dimension <paramref name="ld"/> ≥ t + 4, rows t.. zero): columns 0..k−1 become
+    /// the factor's, the trailing (t−k)×(t−k) block the Schur complement. Right-looking by blocks of four columns, as
+    /// <see cref="BandedImputation"/>'s kernel: each block's columns take the block's earlier columns, their pivot and
+    /// scale; then every later column j (of V and of B) gets A[j.., j] −= Σ_s L[j, s]·L[j.., s], two columns per pass.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void PartialFactor(double* f, int t, int ld, int k)
+    {
+        for (int k0 = 0; k0 < k; k0 += 4)
+        {
+            int size = Math.Min(4, k - k0);
+            for (int c = k0; c < k0 + size; c++)
+            {
+                double* column = f + (long)c * ld + c;
+                for (int e = k0; e < c; e++)
+                {
+                    double* x = f + (long)e * ld + c;
+                    double a = *x;
+                    if (a == 0) continue;
+                    var av = Vector256.Create(-a);
+                    for (int r = 0, rows = t - c; r < rows; r += 4)
+                        Vector256.FusedMultiplyAdd(av, Vector256.Load(x + r), Vector256.Load(column + r)).Store(column + r);
+                }
+                double d = *column;
+                if (!(d > 0)) throw new InvalidOperationException($"ROAD imputation: the system is not positive definite (pivot {d}).");
+                d = Math.Sqrt(d);
+                *column = d;
+                var scale = Vector256.Create(1 / d);
+                for (int r = 1, rows = t - c; r < rows; r += 4)
+                    (Vector256.Load(column + r) * scale).Store(column + r);
+            }
+            // Sources: the block's columns; a short block's missing ones read column k0 with coefficient 0.
+            double* s0 = f + (long)k0 * ld;
+            double* s1 = size > 1 ? s0 + ld : s0;
+            double* s2 = size > 2 ? s0 + 2 * ld : s0;
+            double* s3 = size > 3 ? s0 + 3 * ld : s0;
+            int j = k0 + size;
+            for (; j + 1 < t; j += 2)
+            {
+                double a0 = s0[j], a1 = size > 1 ? s1[j] : 0, a2 = size > 2 ? s2[j] : 0, a3 = size > 3 ? s3[j] : 0;
+                double b0 = s0[j + 1], b1 = size > 1 ? s1[j + 1] : 0, b2 = size > 2 ? s2[j + 1] : 0, b3 = size > 3 ? s3[j + 1] : 0;
+                if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == 0 && b0 == 0 && b1 == 0 && b2 == 0 && b3 == 0) continue;
+                double* y = f + (long)j * ld + j;           // column j from its diagonal
+                double* z = f + (long)(j + 1) * ld + j + 1; // column j + 1 from its diagonal
+                *y = Math.FusedMultiplyAdd(-a3, a3, Math.FusedMultiplyAdd(-a2, a2, Math.FusedMultiplyAdd(-a1, a1, Math.FusedMultiplyAdd(-a0, a0, *y))));
+                var u0 = Vector256.Create(-a0); var u1 = Vector256.Create(-a1); var u2 = Vector256.Create(-a2); var u3 = Vector256.Create(-a3);
+                var v0 = Vector256.Create(-b0); var v1 = Vector256.Create(-b1); var v2 = Vector256.Create(-b2); var v3 = Vector256.Create(-b3);
+                double* below = y + 1;
+                int from = j + 1;
+                for (int r = 0, rows = t - from; r < rows; r += 4)
+                {
+                    var x0 = Vector256.Load(s0 + from + r);
+                    var x1 = Vector256.Load(s1 + from + r);
+                    var x2 = Vector256.Load(s2 + from + r);
+                    var x3 = Vector256.Load(s3 + from + r);
+                    var p = Vector256.Load(below + r);
+                    var q = Vector256.Load(z + r);
+                    p = Vector256.FusedMultiplyAdd(u0, x0, p);
+                    q = Vector256.FusedMultiplyAdd(v0, x0, q);
+                    p = Vector256.FusedMultiplyAdd(u1, x1, p);
+                    q = Vector256.FusedMultiplyAdd(v1, x1, q);
+                    p = Vector256.FusedMultiplyAdd(u2, x2, p);
+                    q = Vector256.FusedMultiplyAdd(v2, x2, q);
+                    p = Vector256.FusedMultiplyAdd(u3, x3, p);
+                    q = Vector256.FusedMultiplyAdd(v3, x3, q);
+                    p.Store(below + r);
+                    q.Store(z + r);
+                }
+            }
+            if (j < t)   // the last column alone: its diagonal only
+            {
+                double a0 = s0[j], a1 = size > 1 ? s1[j] : 0, a2 = size > 2 ? s2[j] : 0, a3 = size > 3 ? s3[j] : 0;
+                double* y = f + (long)j * ld + j;
+                *y = Math.FusedMultiplyAdd(-a3, a3, Math.FusedMultiplyAdd(-a2, a2, Math.FusedMultiplyAdd(-a1, a1, Math.FusedMultiplyAdd(-a0, a0, *y))));
+            }
+        }
+    }
+
+    /// <summary>One box of the dissection: its pixels [R0, R1) × [C0, C1); a leaf, or cut by row (Horizontal) or
+    /// column <see cref="Line"/> into halves that precede it in post-order (<see cref="Children"/> of them non-empty).
+    /// </summary>
+    readonly record struct Box(int R0, int R1, int C0, int C1, bool Leaf, bool Horizontal, int Line, int Children);
+
+    /// <summary>The boxes of an H×W image in post-order (depends on the size only).</summary>
+    sealed class Dissection
+    {
+        public readonly List<Box> List = [];
+        public Box[] Boxes = [];
+        public int Count => Boxes.Length;
+
+        public Dissection(int h, int w)
+        {
+            Add(0, h, 0, w);
+            Boxes = [.. List];
+        }
+
+        /// <summary>Adds the box's subtree; false when the box is empty.</summary>
+        bool Add(int r0, int r1, int c0, int c1)
+        {
+            int rows = r1 - r0, cols = c1 - c0;
+            if (rows <= 0 || cols <= 0) return false;
+            if (rows * cols <= LeafArea)
+            {
+                List.Add(new Box(r0, r1, c0, c1, true, false, -1, 0));
+                return true;
+            }
+            bool horizontal = rows >= cols;
+            int line = horizontal ? r0 + rows / 2 : c0 + cols / 2;
+            int children = 0;
+            if (horizontal)
+            {
+                if (Add(r0, line, c0, c1)) children++;
+                if (Add(line + 1, r1, c0, c1)) children++;
+            }
+            else
+            {
+                if (Add(r0, r1, c0, line)) children++;
+                if (Add(r0, r1, line + 1, c1)) children++;
+            }
+            List.Add(new Box(r0, r1, c0, c1, false, horizontal, line, children));
+            return true;
+        }
+    }
+
+    /// <summary>One thread's arrays, grown to the largest system seen and kept (a full 224×224 mask: ~3 M factor
+    /// entries).</summary>
+    sealed class Workspace
+    {
+        [ThreadStatic] static Workspace? _current;
+        public Dissection Tree = null!;
+        public int[] Position = [], Lists = new int[1024], Map = [];
+        public long[] NodeFactor = [];
+        public (int Start, int K, int M)[] NodeList = [];
+        public (int Offset, int Size, int ListAt)[] Updates = new (int, int, int)[64];
+        public double[] Rhs = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [];
+        int _h = -1, _w = -1;
+
+        public static Workspace For(int h, int w, int c)
+        {
+            var ws = _current ??= new Workspace();
+            int hw = h * w;
+            if ((ws._h, ws._w) != (h, w))
+            {
+                ws.Tree = Trees.GetOrAdd((h, w), size => new Dissection(size.Item1, size.Item2));
+                ws.Degree = new double[hw];
+                for (int y = 0; y < h; y++)
+                    for (int x = 0; x < w; x++)
+                    {
+                        double vertical = (y > 0 ? 1 : 0) + (y < h - 1 ? 1 : 0), horizontal = (x > 0 ? 1 : 0) + (x < w - 1 ? 1 : 0);
+                        ws.Degree[y * w + x] = (vertical + horizontal) / 6 + vertical * horizontal / 12;
+                    }
+                ws.NodeList = new (int, int, int)[ws.Tree.Count];
+                ws.NodeFactor = new long[ws.Tree.Count];
+                ws.Map = new int[hw];
+                ws.Known = [];
+                ws.Position = new int[hw];
+                Array.Fill(ws.Position, -1);
+                (ws._h, ws._w) = (h, w);
+            }
+            if (ws.Rhs.Length < c * hw) ws.Rhs = new double[c * hw];
+            if (ws.Known.Length < c * (h + 2) * (w + 2)) ws.Known = new double[c * (h + 2) * (w + 2)];   // borders stay 0
+            if (ws.Gather.Length < c * (hw + Pad)) ws.Gather = new double[c * (hw + Pad)];
+            return ws;
+        }
+
+        public void EnsureFactor(long count) => Ensure(ref Factor, count);
+
+        public void EnsureStack(long count) => Ensure(ref Stack, count);
+
+        static void Ensure(ref double[] array, long count)
+        {
+            if (count > Array.MaxLength) throw new InvalidOperationException("ROAD imputation: the factor does not fit in one array");
+            if (array.Length < count) Array.Resize(ref array, (int)Math.Min(Array.MaxLength, Math.Max(count, 2L * array.Length)));
+        }
+    }
+}
