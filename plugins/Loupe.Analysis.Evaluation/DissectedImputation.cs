@@ -74,35 +74,14 @@ public static class DissectedImputation
         {
             ref readonly var box = ref tree.Boxes[node];
             int vStart = listTop;
-            if (box.Leaf)
-            {
-                for (int y = box.R0; y < box.R1; y++)
-                    for (int x = box.C0; x < box.C1; x++)
-                        if (unknown[y * w + x]) Push(ref lists, ref listTop, y * w + x);
-            }
-            else if (box.Horizontal)
-            {
-                for (int x = box.C0; x < box.C1; x++)
-                    if (unknown[box.Line * w + x]) Push(ref lists, ref listTop, box.Line * w + x);
-            }
-            else
-            {
-                for (int y = box.R0; y < box.R1; y++)
-                    if (unknown[y * w + box.Line]) Push(ref lists, ref listTop, y * w + box.Line);
-            }
+            // V, then B: the box's pixels (a leaf) or its line's, and its ring, as the dissection lists them, the
+            // unknown ones.
+            if (lists.Length < listTop + box.Count + box.RingCount) Array.Resize(ref lists, Math.Max(2 * lists.Length, listTop + box.Count + box.RingCount));
+            foreach (int p in tree.Pixels.AsSpan(box.First, box.Count))
+                if (unknown[p]) lists[listTop++] = p;
             int k = listTop - vStart;
-            // The ring: the rows above and below the box (corners included), then the columns left and right.
-            for (int x = box.C0 - 1; x <= box.C1; x++)
-            {
-                if ((uint)x >= (uint)w) continue;
-                if (box.R0 > 0 && unknown[(box.R0 - 1) * w + x]) Push(ref lists, ref listTop, (box.R0 - 1) * w + x);
-                if (box.R1 < h && unknown[box.R1 * w + x]) Push(ref lists, ref listTop, box.R1 * w + x);
-            }
-            for (int y = box.R0; y < box.R1; y++)
-            {
-                if (box.C0 > 0 && unknown[y * w + box.C0 - 1]) Push(ref lists, ref listTop, y * w + box.C0 - 1);
-                if (box.C1 < w && unknown[y * w + box.C1]) Push(ref lists, ref listTop, y * w + box.C1);
-            }
+            foreach (int p in tree.Pixels.AsSpan(box.Ring, box.RingCount))
+                if (unknown[p]) lists[listTop++] = p;
             int t = listTop - vStart, m = t - k, ld = t + Pad;
             nodeList[node] = (vStart, k, m);
             nodeFactor[node] = factorTop;
@@ -121,16 +100,14 @@ public static class DissectedImputation
                     for (int u = first; u < updateCount; u++)
                     {
                         var (offset, size, listAt) = ws.Updates[u];
+                        // The child's ring is in the order of this front (the dissection sorts rings so): its lower
+                        // triangle lands in this one's.
                         for (int i = 0; i < size; i++) map[i] = pos[lists[listAt + i]];
                         double* column = stack + offset;
                         for (int j = 0; j < size; column += size - j, j++)
                         {
-                            int pj = map[j];
-                            for (int i = j; i < size; i++)
-                            {
-                                int pi = map[i];
-                                f[(long)Math.Min(pi, pj) * ld + Math.Max(pi, pj)] += column[i - j];
-                            }
+                            double* target = f + (long)map[j] * ld;
+                            for (int i = j; i < size; i++) target[map[i]] += column[i - j];
                         }
                     }
                 if (box.Children > 0) stackTop = ws.Updates[first].Offset;
@@ -162,16 +139,12 @@ public static class DissectedImputation
                 // Forward solve L y = r over this front, every channel: V's values become y, B's take the update.
                 if (k > 0)
                     fixed (double* g = ws.Gather)
-                    {
-                        Gather(g, rhs, lists, vStart, t, ld, c, hw);
-                        for (int j = 0; j < k; j++)
+                        for (int c0 = 0; c0 < c; c0 += 4)
                         {
-                            double* col = f + (long)j * ld + j;
-                            for (int c0 = 0; c0 < c; c0 += 4)
-                                Forward(col, g + c0 * ld + j, ld, Math.Min(4, c - c0), t - j);
+                            Gather(g, rhs, lists, vStart, t, c0, Math.Min(4, c - c0), hw);
+                            for (int j = 0; j < k; j++) Forward(f + (long)j * ld + j, g + 4 * j, t - j);
+                            Scatter(g, rhs, lists, vStart, t, c0, Math.Min(4, c - c0), hw);
                         }
-                        Scatter(g, rhs, lists, vStart, t, ld, c, hw);
-                    }
             }
             // V's columns stay (rows j..t−1 of column j are the factor's).
             factorTop += k * ld;
@@ -188,14 +161,12 @@ public static class DissectedImputation
                 var (vStart, k, m) = nodeList[node];
                 if (k == 0) continue;
                 int t = k + m, ld = t + Pad;
-                Gather(g, rhs, lists, vStart, t, ld, c, hw);
-                for (int j = k - 1; j >= 0; j--)
+                for (int c0 = 0; c0 < c; c0 += 4)
                 {
-                    double* col = l0 + nodeFactor[node] + (long)j * ld + j;
-                    for (int c0 = 0; c0 < c; c0 += 4)
-                        Backward(col, g + c0 * ld + j, ld, Math.Min(4, c - c0), t - j);
+                    Gather(g, rhs, lists, vStart, t, c0, Math.Min(4, c - c0), hw);
+                    for (int j = k - 1; j >= 0; j--) Backward(l0 + nodeFactor[node] + (long)j * ld + j, g + 4 * j, t - j);
+                    Scatter(g, rhs, lists, vStart, k, c0, Math.Min(4, c - c0), hw);
                 }
-                Scatter(g, rhs, lists, vStart, k, ld, c, hw);
             }
         for (int ch = 0; ch < c; ch++)
         {
@@ -206,81 +177,56 @@ public static class DissectedImputation
         }
     }
 
-    /// <summary>The right-hand sides of a front's first <paramref name="count"/> unknowns, channel ch at g[ch·ld..].</summary>
-    static unsafe void Gather(double* g, double[] rhs, int[] lists, int start, int count, int ld, int c, int hw)
+    /// <summary>The right-hand sides of channels c0.. (up to four) at a front's first <paramref name="count"/>
+    /// unknowns, interleaved: unknown i's at g[4i..4i+4) (lanes past the channels 0).</summary>
+    static unsafe void Gather(double* g, double[] rhs, int[] lists, int start, int count, int c0, int channels, int hw)
     {
-        for (int ch = 0; ch < c; ch++)
-            for (int i = 0; i < count; i++) g[ch * ld + i] = rhs[ch * hw + lists[start + i]];
+        new Span<double>(g, 4 * count).Clear();
+        for (int ch = 0; ch < channels; ch++)
+        {
+            int plane = (c0 + ch) * hw;
+            for (int i = 0; i < count; i++) g[4 * i + ch] = rhs[plane + lists[start + i]];
+        }
     }
 
     /// <summary>The inverse of <see cref="Gather"/>.</summary>
-    static unsafe void Scatter(double* g, double[] rhs, int[] lists, int start, int count, int ld, int c, int hw)
+    static unsafe void Scatter(double* g, double[] rhs, int[] lists, int start, int count, int c0, int channels, int hw)
     {
-        for (int ch = 0; ch < c; ch++)
-            for (int i = 0; i < count; i++) rhs[ch * hw + lists[start + i]] = g[ch * ld + i];
-    }
-
-    /// <summary>One column of the forward solve for up to four channels (g[ch·ld] at the column's diagonal row):
-    /// v = g[0] / L[j,j], then g[1..rows) −= v·L[j+1.., j].</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Forward(double* col, double* g, int ld, int channels, int rows)
-    {
-        double inv = 1 / col[0];
-        double* g1 = channels > 1 ? g + ld : g, g2 = channels > 2 ? g + 2 * ld : g, g3 = channels > 3 ? g + 3 * ld : g;
-        double v0 = g[0] *= inv;
-        double v1 = channels > 1 ? g1[0] *= inv : 0, v2 = channels > 2 ? g2[0] *= inv : 0, v3 = channels > 3 ? g3[0] *= inv : 0;
-        // A missing channel reads and writes channel 0's row with coefficient 0 (after channel 0's own update:
-        // g3 last is 0 · … added to what channel 0 just stored, so the order below keeps it exact).
-        var a0 = Vector256.Create(-v0); var a1 = Vector256.Create(-v1); var a2 = Vector256.Create(-v2); var a3 = Vector256.Create(-v3);
-        int r = 1;
-        for (; r + 4 <= rows; r += 4)
+        for (int ch = 0; ch < channels; ch++)
         {
-            var l = Vector256.Load(col + r);
-            Vector256.FusedMultiplyAdd(a0, l, Vector256.Load(g + r)).Store(g + r);
-            Vector256.FusedMultiplyAdd(a1, l, Vector256.Load(g1 + r)).Store(g1 + r);
-            Vector256.FusedMultiplyAdd(a2, l, Vector256.Load(g2 + r)).Store(g2 + r);
-            Vector256.FusedMultiplyAdd(a3, l, Vector256.Load(g3 + r)).Store(g3 + r);
-        }
-        for (; r < rows; r++)
-        {
-            double l = col[r];
-            g[r] = Math.FusedMultiplyAdd(-v0, l, g[r]);
-            g1[r] = Math.FusedMultiplyAdd(-v1, l, g1[r]);
-            g2[r] = Math.FusedMultiplyAdd(-v2, l, g2[r]);
-            g3[r] = Math.FusedMultiplyAdd(-v3, l, g3[r]);
+            int plane = (c0 + ch) * hw;
+            for (int i = 0; i < count; i++) rhs[plane + lists[start + i]] = g[4 * i + ch];
         }
     }
 
-    /// <summary>One column of the backward solve for up to four channels: g[0] = (g[0] − Σ L[j+1.., j]·g[1..]) / L[j,j].
-    /// </summary>
+    /// <summary>One column of the forward solve, four channels at once (g at the column's diagonal row, interleaved):
+    /// v = g[0] / L[j,j], then g[r] −= L[j+r, j]·v for the column's other rows.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Backward(double* col, double* g, int ld, int channels, int rows)
+    static unsafe void Forward(double* col, double* g, int rows)
     {
-        double* g1 = channels > 1 ? g + ld : g, g2 = channels > 2 ? g + 2 * ld : g, g3 = channels > 3 ? g + 3 * ld : g;
+        var v = Vector256.Load(g) * Vector256.Create(1 / col[0]);
+        v.Store(g);
+        var minus = -v;
+        for (int r = 1; r < rows; r++)
+            Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), minus, Vector256.Load(g + 4 * r)).Store(g + 4 * r);
+    }
+
+    /// <summary>One column of the backward solve, four channels at once: g[0] = (g[0] − Σ_r L[j+r, j]·g[r]) / L[j,j].
+    /// Four sums in turn (the multiply-adds of one would wait on each other).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Backward(double* col, double* g, int rows)
+    {
         var s0 = Vector256<double>.Zero; var s1 = Vector256<double>.Zero; var s2 = Vector256<double>.Zero; var s3 = Vector256<double>.Zero;
         int r = 1;
         for (; r + 4 <= rows; r += 4)
         {
-            var l = Vector256.Load(col + r);
-            s0 = Vector256.FusedMultiplyAdd(l, Vector256.Load(g + r), s0);
-            s1 = Vector256.FusedMultiplyAdd(l, Vector256.Load(g1 + r), s1);
-            s2 = Vector256.FusedMultiplyAdd(l, Vector256.Load(g2 + r), s2);
-            s3 = Vector256.FusedMultiplyAdd(l, Vector256.Load(g3 + r), s3);
+            s0 = Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), Vector256.Load(g + 4 * r), s0);
+            s1 = Vector256.FusedMultiplyAdd(Vector256.Create(col[r + 1]), Vector256.Load(g + 4 * r + 4), s1);
+            s2 = Vector256.FusedMultiplyAdd(Vector256.Create(col[r + 2]), Vector256.Load(g + 4 * r + 8), s2);
+            s3 = Vector256.FusedMultiplyAdd(Vector256.Create(col[r + 3]), Vector256.Load(g + 4 * r + 12), s3);
         }
-        double d0 = Vector256.Sum(s0), d1 = Vector256.Sum(s1), d2 = Vector256.Sum(s2), d3 = Vector256.Sum(s3);
-        for (; r < rows; r++)
-        {
-            double l = col[r];
-            d0 = Math.FusedMultiplyAdd(l, g[r], d0);
-            d1 = Math.FusedMultiplyAdd(l, g1[r], d1);
-            d2 = Math.FusedMultiplyAdd(l, g2[r], d2);
-            d3 = Math.FusedMultiplyAdd(l, g3[r], d3);
-        }
-        double inv = 1 / col[0];
-        if (channels > 3) g3[0] = (g3[0] - d3) * inv;
-        if (channels > 2) g2[0] = (g2[0] - d2) * inv;
-        if (channels > 1) g1[0] = (g1[0] - d1) * inv;
-        g[0] = (g[0] - d0) * inv;
+        for (; r < rows; r++) s0 = Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), Vector256.Load(g + 4 * r), s0);
+        ((Vector256.Load(g) - ((s0 + s1) + (s2 + s3))) * Vector256.Create(1 / col[0])).Store(g);
     }
 
     /// <summary>An upper bound on the factor storage (float64 entries) of an H×W image's system, whatever its mask: the
@@ -291,10 +237,7 @@ public static class DissectedImputation
         long total = 0, largest = 0;
         foreach (var box in tree.Boxes)
         {
-            int rows = box.R1 - box.R0, cols = box.C1 - box.C0;
-            long k = box.Leaf ? (long)rows * cols : box.Horizontal ? cols : rows;
-            long ring = 2L * (Math.Min(box.C1, w - 1) - Math.Max(box.C0 - 1, 0) + 1) + 2L * rows;
-            long t = k + ring, ld = t + Pad;
+            long k = box.Count, t = k + box.RingCount, ld = t + Pad;
             total += k * ld;
             largest = Math.Max(largest, t * ld);
         }
@@ -303,11 +246,6 @@ public static class DissectedImputation
 
     static readonly System.Collections.Concurrent.ConcurrentDictionary<(int, int), Dissection> Trees = new();
 
-    static void Push(ref int[] list, ref int top, int value)
-    {
-        if (top == list.Length) Array.Resize(ref list, 2 * list.Length);
-        list[top++] = value;
-    }
 
     static readonly int[] Dy = [0, 0, -1, 1, -1, -1, 1, 1];
     static readonly int[] Dx = [-1, 1, 0, 0, -1, 1, -1, 1];
@@ -397,30 +335,81 @@ public static class DissectedImputation
 
     /// <summary>One box of the dissection: its pixels [R0, R1) × [C0, C1); a leaf, or cut by row (Horizontal) or
     /// column <see cref="Line"/> into halves that precede it in post-order (<see cref="Children"/> of them non-empty).
-    /// </summary>
-    readonly record struct Box(int R0, int R1, int C0, int C1, bool Leaf, bool Horizontal, int Line, int Children);
+    /// Its own pixels (a leaf's box in raster order, or its line's along it) are <see cref="Count"/> entries of
+    /// <see cref="Dissection.Pixels"/> from <see cref="First"/>; its ring's, <see cref="RingCount"/> from
+    /// <see cref="Ring"/>.</summary>
+    readonly record struct Box(int R0, int R1, int C0, int C1, bool Leaf, bool Horizontal, int Line, int Children, int Depth)
+    {
+        public int First { get; init; }
+        public int Count { get; init; }
+        public int Ring { get; init; }
+        public int RingCount { get; init; }
+    }
 
-    /// <summary>The boxes of an H×W image in post-order (depends on the size only).</summary>
+    /// <summary>The boxes of an H×W image in post-order, and their pixel lists (depends on the size only).
+    /// <para>Ring order: every ring pixel lies on the line of an enclosing box (a pixel next to a box and outside it
+    /// is on the line that cut the smallest box holding both); rings are sorted by that line's depth, deepest first,
+    /// then along the line. A node's front (its line, then its ring) is then in that same order, and so is each
+    /// child's ring within it: a child's update matrix extends into its parent's lower triangle entry by entry, with
+    /// no transposition.</para></summary>
     sealed class Dissection
     {
-        public readonly List<Box> List = [];
-        public Box[] Boxes = [];
+        readonly List<Box> _list = [];
+        public readonly Box[] Boxes;
+        public readonly int[] Pixels;
         public int Count => Boxes.Length;
 
         public Dissection(int h, int w)
         {
-            Add(0, h, 0, w);
-            Boxes = [.. List];
+            Add(0, h, 0, w, 0);
+            int maxDepth = _list.Max(b => b.Depth), side = Math.Max(h, w) + 1;
+            var key = new long[h * w];
+            Array.Fill(key, long.MaxValue);
+            foreach (var box in _list.Where(b => !b.Leaf))
+                for (int i = box.Horizontal ? box.C0 : box.R0; i < (box.Horizontal ? box.C1 : box.R1); i++)
+                    key[box.Horizontal ? box.Line * w + i : i * w + box.Line] = (long)(maxDepth - box.Depth) * side + i;
+            var pixels = new List<int>();
+            Boxes = new Box[_list.Count];
+            var ring = new List<int>();
+            for (int b = 0; b < _list.Count; b++)
+            {
+                var box = _list[b];
+                int first = pixels.Count;
+                if (box.Leaf)
+                {
+                    for (int y = box.R0; y < box.R1; y++)
+                        for (int x = box.C0; x < box.C1; x++) pixels.Add(y * w + x);
+                }
+                else if (box.Horizontal) for (int x = box.C0; x < box.C1; x++) pixels.Add(box.Line * w + x);
+                else for (int y = box.R0; y < box.R1; y++) pixels.Add(y * w + box.Line);
+                ring.Clear();
+                for (int x = Math.Max(box.C0 - 1, 0); x <= Math.Min(box.C1, w - 1); x++)
+                {
+                    if (box.R0 > 0) ring.Add((box.R0 - 1) * w + x);
+                    if (box.R1 < h) ring.Add(box.R1 * w + x);
+                }
+                for (int y = box.R0; y < box.R1; y++)
+                {
+                    if (box.C0 > 0) ring.Add(y * w + box.C0 - 1);
+                    if (box.C1 < w) ring.Add(y * w + box.C1);
+                }
+                if (ring.Any(p => key[p] == long.MaxValue)) throw new InvalidOperationException("ROAD imputation: a ring pixel on no line (dissection bug)");
+                ring.Sort((p, q) => key[p].CompareTo(key[q]));
+                int at = pixels.Count;
+                pixels.AddRange(ring);
+                Boxes[b] = box with { First = first, Count = at - first, Ring = at, RingCount = ring.Count };
+            }
+            Pixels = [.. pixels];
         }
 
         /// <summary>Adds the box's subtree; false when the box is empty.</summary>
-        bool Add(int r0, int r1, int c0, int c1)
+        bool Add(int r0, int r1, int c0, int c1, int depth)
         {
             int rows = r1 - r0, cols = c1 - c0;
             if (rows <= 0 || cols <= 0) return false;
             if (rows * cols <= LeafArea)
             {
-                List.Add(new Box(r0, r1, c0, c1, true, false, -1, 0));
+                _list.Add(new Box(r0, r1, c0, c1, true, false, -1, 0, depth));
                 return true;
             }
             bool horizontal = rows >= cols;
@@ -428,15 +417,15 @@ public static class DissectedImputation
             int children = 0;
             if (horizontal)
             {
-                if (Add(r0, line, c0, c1)) children++;
-                if (Add(line + 1, r1, c0, c1)) children++;
+                if (Add(r0, line, c0, c1, depth + 1)) children++;
+                if (Add(line + 1, r1, c0, c1, depth + 1)) children++;
             }
             else
             {
-                if (Add(r0, r1, c0, line)) children++;
-                if (Add(r0, r1, line + 1, c1)) children++;
+                if (Add(r0, r1, c0, line, depth + 1)) children++;
+                if (Add(r0, r1, line + 1, c1, depth + 1)) children++;
             }
-            List.Add(new Box(r0, r1, c0, c1, false, horizontal, line, children));
+            _list.Add(new Box(r0, r1, c0, c1, false, horizontal, line, children, depth));
             return true;
         }
     }
@@ -478,7 +467,7 @@ public static class DissectedImputation
             }
             if (ws.Rhs.Length < c * hw) ws.Rhs = new double[c * hw];
             if (ws.Known.Length < c * (h + 2) * (w + 2)) ws.Known = new double[c * (h + 2) * (w + 2)];   // borders stay 0
-            if (ws.Gather.Length < c * (hw + Pad)) ws.Gather = new double[c * (hw + Pad)];
+            if (ws.Gather.Length < 4 * hw) ws.Gather = new double[4 * hw];
             return ws;
         }
 

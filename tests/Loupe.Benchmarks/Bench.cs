@@ -37,5 +37,14 @@ public static class Bench
     }
 
     /// <summary>The top-1 target of a model with <paramref name="classes"/> outputs.</summary>
+    /// <summary>A link to a saliency step, resolvable in <paramref name="ctx"/> (the step a metric evaluates).</summary>
+    public static StepLink SaliencyStep(BenchContext ctx)
+    {
+        var link = new StepLink { Id = "saliency" };
+        ctx.References = new([KeyValuePair.Create<IStepReference, ReferencedStep>(link,
+            new("saliency", "saliency", new Loupe.Analysis.Decisions.Saliency(), new Loupe.Analysis.Decisions.SaliencyOptions()))]);
+        return link;
+    }
+
     public static ITarget TopOne(int classes) => new Loupe.Targets.TopOneTargetFactory().Create(new NoOptions(), new TargetContext([], classes, []));
 }

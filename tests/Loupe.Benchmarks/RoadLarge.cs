@@ -4,10 +4,10 @@ using static TorchSharp.torch;
 
 namespace Loupe.Benchmarks;
 
-/// <summary><c>--road-large [SIDE] [CALLS]</c>: ROAD's noisy imputation at ImageNet size (issue 22): 8 inputs of
+/// <summary><c>--road-large [SIDE] [CALLS] [one | metric]</c>: ROAD's noisy imputation at ImageNet size (issue 22): 8 inputs of
 /// 3×SIDE×SIDE (default 224), five percentages (10…90), ranked by a smooth random map (blobs, as saliency maps are),
 /// against the forward of the 40 imputed images through resnet18 (the pass ROAD needs after the map). Medians of CALLS
-/// calls (default 5), alternated.</summary>
+/// calls (default 5), alternated; with <c>metric</c>, also the whole metric on resnet18 b8 and its floor.</summary>
 public static class RoadLarge
 {
     /// <summary>Runs the comparison and prints one line per phase.</summary>
@@ -23,6 +23,7 @@ public static class RoadLarge
         var rank = zeros_like(map, dtype: ScalarType.Int64).scatter_(1, map.argsort(1, descending: true), arange(d).expand(n, d).contiguous());
         long[] limits = [.. new[] { 10, 30, 50, 70, 90 }.Select(p => (long)Math.Floor(d * p / 100.0 + 1e-9))];
         var noise = randn([n, limits.Length, 3, side, side]);
+        var generators = Enumerable.Range(0, (int)n).Select(i => new TorchSharp.torch.Generator((ulong)i)).ToArray();
         using var model = Bench.Resnet18();
         var copies = x.repeat(limits.Length, 1, 1, 1);
         var unknown = (rank.unsqueeze(1) < tensor(limits).view(1, -1, 1)).view(-1, 1, side, side);
@@ -32,7 +33,15 @@ public static class RoadLarge
             ("imputation of 40, every system by the banded factorisation", () => { using var s = NewDisposeScope(); LinearImputation.Solve(inputCopies, unknown, ImputationSolver.Banded); }),
             ("noisy imputation of 40", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(x, rank, limits, noise, 0.01); }),
             ("resnet18 forward of 40", () => { using var s = NewDisposeScope(); using (no_grad()) model.Forward(copies); }),
+            ("noise draw of 8 × 5 × 3×SIDE×SIDE, per-input generators", () => { using var s = NewDisposeScope(); stack(generators.Select(g => randn([limits.Length, 3, side, side], generator: g)).ToArray()); }),
         };
+        if (args.Contains("metric"))
+        {
+            // The whole metric on resnet18 b8 (224×224 only) against its floor, as the paired row runs them.
+            var bench = new LargeRoadBenchmarks();
+            bench.Setup();
+            phases = [.. phases, ("road, 5 percentages (resnet18 b8)", bench.Road), ("its floor (saliency of 8 + forward of 40)", () => bench.RoadPasses())];
+        }
         if (args.Contains("one"))
         {
             // One system per percentage of input 0, on this thread: time against n·b²/2 multiply-adds.

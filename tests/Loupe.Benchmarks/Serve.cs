@@ -25,6 +25,7 @@ public static class Serve
         (typeof(AttributionFamilyBenchmarks), "resnet18 b8", null),
         (typeof(PerturbationCamBenchmarks), "fashion-cnn b8", null),
         (typeof(QualityMetricBenchmarks), "fashion-cnn b8", null),
+        (typeof(LargeRoadBenchmarks), "resnet18 b8", null),
         (typeof(SynthesisBenchmarks), "fashion-cnn b10", null),
         (typeof(MaxPatchesBenchmarks), "fashion-cnn 10k", null),
         (typeof(OrtPerturbationCamBenchmarks), "fashion-cnn b8, onnx-runtime", null),

@@ -474,6 +474,8 @@ def define_rows():
         row(f"{tag} | layer-cam (layer4)", lambda x=x, cls=cls: emitted(lambda: layer_cam(r18, r18.layer4, x, cls), x))
         if b == 8:
             issue20_rows(row, r18, x, cls, tag)
+            # ROAD at ImageNet size: scipy's solver on 40 systems of up to 45,000 unknowns, ~a minute a call.
+            row(f"{tag} | road, 5 percentages", lambda x=x, cls=cls: road_metric(r18, x, cls), 5)
         if b == 1:
             row(f"{tag} | integrated-gradients, 50 steps", lambda x=x, cls=cls: emitted(lambda: integrated_gradients(r18, x, cls, 50), x), 7)
             row(f"{tag} | occlusion, 16 windows of 56²", lambda x=x, cls=cls: emitted(lambda: occlusion(r18, x, cls, 56, 56), x))
