@@ -164,7 +164,17 @@ public static class DissectedImputation
                 for (int c0 = 0; c0 < c; c0 += 4)
                 {
                     Gather(g, rhs, lists, vStart, t, c0, Math.Min(4, c - c0), hw);
-                    for (int j = k - 1; j >= 0; j--) Backward(l0 + nodeFactor[node] + (long)j * ld + j, g + 4 * j, t - j);
+                    double* l = l0 + nodeFactor[node];
+                    // The ring's part first, columns in storage order (independent dot products, most of the
+                    // node's entries, read front to back); then the k×k triangle, last column first.
+                    if (m > 0)
+                        for (int j = 0; j < k; j++)
+                            (Vector256.Load(g + 4 * j) - Dot(l + (long)j * ld + k, g + 4 * k, m)).Store(g + 4 * j);
+                    for (int j = k - 1; j >= 0; j--)
+                    {
+                        double* col = l + (long)j * ld + j;
+                        ((Vector256.Load(g + 4 * j) - Dot(col + 1, g + 4 * (j + 1), k - j - 1)) * Vector256.Create(1 / col[0])).Store(g + 4 * j);
+                    }
                     Scatter(g, rhs, lists, vStart, k, c0, Math.Min(4, c - c0), hw);
                 }
             }
@@ -211,13 +221,13 @@ public static class DissectedImputation
             Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), minus, Vector256.Load(g + 4 * r)).Store(g + 4 * r);
     }
 
-    /// <summary>One column of the backward solve, four channels at once: g[0] = (g[0] − Σ_r L[j+r, j]·g[r]) / L[j,j].
-    /// Four sums in turn (the multiply-adds of one would wait on each other).</summary>
+    /// <summary>Σ_r L[r]·g[r] over <paramref name="rows"/> rows, four channels at once (g interleaved); four sums in
+    /// turn (the multiply-adds of one would wait on each other).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Backward(double* col, double* g, int rows)
+    static unsafe Vector256<double> Dot(double* col, double* g, int rows)
     {
         var s0 = Vector256<double>.Zero; var s1 = Vector256<double>.Zero; var s2 = Vector256<double>.Zero; var s3 = Vector256<double>.Zero;
-        int r = 1;
+        int r = 0;
         for (; r + 4 <= rows; r += 4)
         {
             s0 = Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), Vector256.Load(g + 4 * r), s0);
@@ -226,7 +236,7 @@ public static class DissectedImputation
             s3 = Vector256.FusedMultiplyAdd(Vector256.Create(col[r + 3]), Vector256.Load(g + 4 * r + 12), s3);
         }
         for (; r < rows; r++) s0 = Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), Vector256.Load(g + 4 * r), s0);
-        ((Vector256.Load(g) - ((s0 + s1) + (s2 + s3))) * Vector256.Create(1 / col[0])).Store(g);
+        return (s0 + s1) + (s2 + s3);
     }
 
     /// <summary>An upper bound on the factor storage (float64 entries) of an H×W image's system, whatever its mask: the

@@ -218,6 +218,44 @@ public class ImputationTests
     }
 
     [Fact]
+    public void WideBandsTakeTheDissectionAndAllPathsAgree()
+    {
+        using var scope = NewDisposeScope();
+        // 3×150×150: a blob-shaped 80 % mask (band ~150 > 128) goes to the dissection, a scattered 5 % one (band ~10)
+        // stays banded; Auto, Direct and each forced path give the same numbers, and the system's own equations hold.
+        manual_seed(9);
+        int side = 150, hw = side * side;
+        var x = rand(2, 3, side, side, dtype: ScalarType.Float64);
+        var smooth = nn.functional.interpolate(rand(1, 1, 10, 10), size: [side, side], mode: InterpolationMode.Bilinear, align_corners: false).flatten();
+        var blob = (smooth.argsort(descending: true).argsort() < (long)(0.8 * hw)).view(1, 1, side, side);
+        var scattered = (rand(1, 1, side, side) < 0.05);
+        var unknown = cat([blob, scattered], 0);
+        var masks = unknown.reshape(2, hw).data<bool>().ToArray();
+        Assert.Equal(ImputationSolver.Dissected, LinearImputation.DirectPath(masks.AsSpan(0, hw), side, side));
+        Assert.Equal(ImputationSolver.Banded, LinearImputation.DirectPath(masks.AsSpan(hw, hw), side, side));
+        Assert.True(LinearImputation.SystemShape(masks.AsSpan(0, hw), side, side).Band > LinearImputation.DissectionBand);
+        var auto = LinearImputation.Solve(x, unknown);
+        foreach (var solver in new[] { ImputationSolver.Direct, ImputationSolver.Banded, ImputationSolver.Dissected })
+        {
+            double diff = (LinearImputation.Solve(x, unknown, solver) - auto).abs().max().item<double>();
+            Assert.True(diff < 1e-10, $"{solver}: largest difference {diff}");
+        }
+        var k = tensor(new[] { 1 / 12.0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 1 / 12.0 }, dtype: ScalarType.Float64).view(1, 1, 3, 3);
+        var v = auto.view(6, 1, side, side);
+        var degree = nn.functional.conv2d(ones_like(v), k, padding: [1, 1]);
+        var residual = (degree * v - nn.functional.conv2d(v, k, padding: [1, 1])).masked_select(unknown.expand(2, 3, side, side).reshape(6, 1, side, side));
+        Assert.True(residual.abs().max().item<double>() < 1e-10, $"largest residual {residual.abs().max().item<double>()}");
+        Assert.Equal(0.0, (auto - x).masked_select(unknown.logical_not().expand_as(x)).abs().max().item<double>());
+        // ROAD's fused path takes the same paths: the same numbers plus the noise.
+        var rank = stack([smooth.argsort(descending: true).argsort(), randperm(hw)]);
+        var noise = randn([2, 1, 3, side, side]);
+        var fused = LinearImputation.Noisy(x.to(ScalarType.Float32), rank, [(long)(0.8 * hw)], noise, 0.25);
+        var copies = LinearImputation.Solve(x.to(ScalarType.Float32), (rank < (long)(0.8 * hw)).view(2, 1, side, side));
+        var want = copies + 0.25 * noise.view(2, 3, side, side).to(ScalarType.Float64) * (rank < (long)(0.8 * hw)).view(2, 1, side, side).to(ScalarType.Float64);
+        Assert.True((fused.to(ScalarType.Float64) - want).abs().max().item<double>() < 1e-5);
+    }
+
+    [Fact]
     public void TheBandIsTheLargestIndexGapBetweenNeighbouringUnknowns()
     {
         // Full H×W mask: the down-right neighbour is W + 1 unknowns later.
