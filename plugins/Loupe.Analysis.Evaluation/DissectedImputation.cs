@@ -240,22 +240,32 @@ public static class DissectedImputation
     }
 
     /// <summary>An upper bound on the factor storage (float64 entries) of an H×W image's system, whatever its mask: the
-    /// full mask's V columns of every front (each unknown set only shrinks a front), plus its largest front.</summary>
+    /// full mask's V columns of every front (each unknown set only shrinks a front), plus its largest front. Counted
+    /// over the boxes alone (no pixel lists: a caller may ask about any size before choosing a path).</summary>
     public static long Entries(int h, int w)
     {
-        var tree = Trees.GetOrAdd((h, w), size => new Dissection(size.Item1, size.Item2));
         long total = 0, largest = 0;
-        foreach (var box in tree.Boxes)
+        void Count(int r0, int r1, int c0, int c1)
         {
-            long k = box.Count, t = k + box.RingCount, ld = t + Pad;
+            int rows = r1 - r0, cols = c1 - c0;
+            if (rows <= 0 || cols <= 0) return;
+            bool leaf = (long)rows * cols <= LeafArea, horizontal = rows >= cols;
+            if (!leaf)
+            {
+                int line = horizontal ? r0 + rows / 2 : c0 + cols / 2;
+                if (horizontal) { Count(r0, line, c0, c1); Count(line + 1, r1, c0, c1); }
+                else { Count(r0, r1, c0, line); Count(r0, r1, line + 1, c1); }
+            }
+            long k = leaf ? (long)rows * cols : horizontal ? cols : rows;
+            long across = Math.Min(c1, w - 1) - Math.Max(c0 - 1, 0) + 1;
+            long ring = (r0 > 0 ? across : 0) + (r1 < h ? across : 0) + (c0 > 0 ? rows : 0) + (c1 < w ? rows : 0);
+            long t = k + ring, ld = t + Pad;
             total += k * ld;
             largest = Math.Max(largest, t * ld);
         }
+        Count(0, h, 0, w);
         return total + largest;
     }
-
-    static readonly System.Collections.Concurrent.ConcurrentDictionary<(int, int), Dissection> Trees = new();
-
 
     static readonly int[] Dy = [0, 0, -1, 1, -1, -1, 1, 1];
     static readonly int[] Dx = [-1, 1, 0, 0, -1, 1, -1, 1];
@@ -440,8 +450,9 @@ public static class DissectedImputation
         }
     }
 
-    /// <summary>One thread's arrays, grown to the largest system seen and kept (a full 224×224 mask: ~3 M factor
-    /// entries).</summary>
+    /// <summary>One thread's arrays and the dissection of the last image size it solved, grown to the largest system
+    /// seen and kept (a full 224×224 mask: ~3 M factor entries, 27 MB). Per thread, not per process: a run over images
+    /// of many sizes keeps one dissection per thread, not one per size.</summary>
     sealed class Workspace
     {
         [ThreadStatic] static Workspace? _current;
@@ -459,7 +470,7 @@ public static class DissectedImputation
             int hw = h * w;
             if ((ws._h, ws._w) != (h, w))
             {
-                ws.Tree = Trees.GetOrAdd((h, w), size => new Dissection(size.Item1, size.Item2));
+                ws.Tree = new Dissection(h, w);
                 ws.Degree = new double[hw];
                 for (int y = 0; y < h; y++)
                     for (int x = 0; x < w; x++)

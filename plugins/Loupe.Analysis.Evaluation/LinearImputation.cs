@@ -15,15 +15,15 @@ namespace Loupe.Analysis.Evaluation;
 /// as ten such calls); the masked operator u (Σw − K) u is one product and one fused multiply-add (the search
 /// directions are zero at known pixels already); the updates are in place; the residual is read every
 /// <see cref="CheckEvery"/> iterations (one synchronising read instead of one per iteration).</para>
-/// <para>Direct path: even so, CG needs 80–100 iterations of ~18 tiny calls on 28×28 images and hundreds of full-size
-/// ones on 224×224 images, so each image is solved exactly by a banded Cholesky factorisation instead
-/// (<see cref="BandedImputation"/>; same numbers to rounding) whenever its factor fits <see cref="DirectEntries"/>
-/// (<see cref="PrefersDirect"/>): n·(b + 8) float64 entries, n the unknowns and b the half-bandwidth of the
-/// raster-ordered system. Its n·b²/2 multiply-adds beat CG's ~(H+W) iterations over every pixel at every size measured:
-/// 28×28 always; on ImageNet's 224×224 (the 40 systems of ROAD's five percentages on 8 inputs, blob-shaped masks)
-/// 1.5 s against 11.3 s when the 70 % and 90 % masks went to CG (`Loupe.Benchmarks.dll --road-large`). Only images
-/// whose factor would not fit (a mask spanning much of a 300×300 image or larger) take CG; images of one batch may
-/// take different paths.</para></summary>
+/// <para>Direct paths: even so, CG needs 80–100 iterations of ~18 tiny calls on 28×28 images and hundreds of
+/// full-size ones on 224×224 images, so each image is solved exactly by a Cholesky factorisation instead (same numbers
+/// to rounding; <see cref="DirectPath"/>): the banded one (<see cref="BandedImputation"/>, n·b²/2 multiply-adds, n the
+/// unknowns and b the half-bandwidth of the raster-ordered system) while b ≤ <see cref="DissectionBand"/>, every 28×28
+/// mask; the nested-dissection one (<see cref="DissectedImputation"/>, ~n^1.5) for wider bands, ImageNet-size masks
+/// from ~30 % unknown up. On the 40 systems of ROAD's five percentages on 8 inputs of 224×224 (blob-shaped masks, two
+/// threads, `Loupe.Benchmarks.dll --road-large`): 11.3 s when the 70 % and 90 % masks went to CG, 1.1–1.5 s all banded,
+/// 0.33–0.40 s with the dissection. CG is left for images whose factor would not fit <see cref="DirectEntries"/> (the
+/// dissection's bound: ~600×600 pixels); images of one batch may take different paths.</para></summary>
 public static class LinearImputation
 {
     /// <summary>Iterations between two convergence checks.</summary>

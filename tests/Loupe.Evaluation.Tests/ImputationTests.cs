@@ -234,6 +234,11 @@ public class ImputationTests
         Assert.Equal(ImputationSolver.Dissected, LinearImputation.DirectPath(masks.AsSpan(0, hw), side, side));
         Assert.Equal(ImputationSolver.Banded, LinearImputation.DirectPath(masks.AsSpan(hw, hw), side, side));
         Assert.True(LinearImputation.SystemShape(masks.AsSpan(0, hw), side, side).Band > LinearImputation.DissectionBand);
+        // The dissection's storage bound, counted over its boxes (independently: a Python count of the same boxes and
+        // rings gives 284,617 and 3,324,153 entries), admits 224×224 and not 1024×1024 under the default limit.
+        Assert.Equal(284_617, DissectedImputation.Entries(72, 72));
+        Assert.Equal(3_324_153, DissectedImputation.Entries(224, 224));
+        Assert.True(DissectedImputation.Entries(1024, 1024) > LinearImputation.DirectEntries);
         var auto = LinearImputation.Solve(x, unknown);
         foreach (var solver in new[] { ImputationSolver.Direct, ImputationSolver.Banded, ImputationSolver.Dissected })
         {
