@@ -67,6 +67,18 @@ public class QualityTests
             Assert.Equal(20, steps);
             Assert.Equal(want.data<long>().ToArray(), got.data<long>().ToArray());
         }
+        // A map of 224×224: infinities, NaNs, zeros of both signs, subnormals and many ties among 50,176 values.
+        var big = (TorchSharp.torch.randn(2, 50176, dtype: TorchSharp.torch.ScalarType.Float64) * 50).round() / 10;
+        foreach (var (at, value) in new[] { (5, double.PositiveInfinity), (9, double.NegativeInfinity), (11, double.NaN), (40000, double.NaN), (13, -0.0), (14, 0.0), (15, double.Epsilon), (16, -double.Epsilon), (17, double.MaxValue) })
+            big[1, at] = TorchSharp.torch.tensor(value, dtype: TorchSharp.torch.ScalarType.Float64);
+        foreach (var descending in new[] { true, false })
+        {
+            var order = (descending ? big : -big).sort(1, descending: true, stable: true).Indices;
+            var want = TorchSharp.torch.zeros_like(order).scatter_(1, order, TorchSharp.torch.arange(50176L).expand(2, 50176).contiguous());
+            var got = Loupe.Analysis.Evaluation.QualityFormulas.Steps(big, descending, 1, 1, 224, 224, out long steps);
+            Assert.Equal(50176, steps);
+            Assert.Equal(want.data<long>().ToArray(), got.data<long>().ToArray());
+        }
     }
 
     [Fact]
