@@ -181,95 +181,60 @@ public static class BandedImputation
     /// first column's diagonal, plus three for a whole last vector; the entries there are zero (rows past a column's
     /// extent), so the padded lanes add nothing, and writes reach at most b + 2 rows into a column.</para></summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // ROAD calls it a few dozen times per run: no tier-0 code
-    static void Factor(Span<double> l, int[] last, double[] inverse, int n, int stride)
+    static unsafe void Factor(Span<double> l, int[] last, double[] inverse, int n, int stride)
     {
         if ((long)n * stride > l.Length) throw new InvalidOperationException("ROAD imputation: factor storage too small");
-        ref double l0 = ref MemoryMarshal.GetReference(l);
-        for (int k0 = 0; k0 < n; k0 += 4)
-        {
-            int size = Math.Min(4, n - k0);
-            for (int c = k0; c < k0 + size; c++)
+        fixed (double* l0 = l)
+            for (int k0 = 0; k0 < n; k0 += 4)
             {
-                ref double column = ref Unsafe.Add(ref l0, c * stride);
-                for (int e = k0; e < c; e++)   // the block's earlier columns: rows c..last[e]
+                int size = Math.Min(4, n - k0);
+                for (int c = k0; c < k0 + size; c++)
                 {
-                    ref double x = ref Unsafe.Add(ref l0, e * stride + c - e);
-                    double a = x;
-                    if (a == 0) continue;
-                    var av = Vector256.Create(-a);
-                    for (int r = 0, m = last[e] - c + 1; r < m; r += 4)
-                        Vector256.FusedMultiplyAdd(av, Vector256.LoadUnsafe(ref x, (nuint)r), Vector256.LoadUnsafe(ref column, (nuint)r)).StoreUnsafe(ref column, (nuint)r);
+                    double* column = l0 + (long)c * stride;
+                    for (int e = k0; e < c; e++)   // the block's earlier columns: rows c..last[e]
+                    {
+                        double* x = l0 + (long)e * stride + c - e;
+                        if (*x != 0) CholeskyKernels.Axpy(-*x, x, column, last[e] - c + 1);
+                    }
+                    double d = *column;
+                    if (!(d > 0)) throw new InvalidOperationException($"ROAD imputation: the system is not positive definite at unknown {c} (pivot {d}).");
+                    d = Math.Sqrt(d);
+                    *column = d;
+                    double inv = inverse[c] = 1 / d;
+                    CholeskyKernels.Scale(column + 1, inv, last[c] - c);   // whole vectors: the zeros past the extent stay 0
                 }
-                double d = column;
-                if (!(d > 0)) throw new InvalidOperationException($"ROAD imputation: the system is not positive definite at unknown {c} (pivot {d}).");
-                d = Math.Sqrt(d);
-                column = d;
-                double inv = inverse[c] = 1 / d;
-                var scale = Vector256.Create(inv);
-                ref double below = ref Unsafe.Add(ref column, 1);   // whole vectors: the zeros past the extent stay 0
-                for (int r = 0, m = last[c] - c; r < m; r += 4)
-                    (Vector256.LoadUnsafe(ref below, (nuint)r) * scale).StoreUnsafe(ref below, (nuint)r);
-            }
-            if (size < 4) break;   // the last block: no column after it
-            ref double c0 = ref Unsafe.Add(ref l0, k0 * stride);
-            ref double c1 = ref Unsafe.Add(ref l0, (k0 + 1) * stride - 1);   // shifted: row j of every block column at offset j − k0
-            ref double c2 = ref Unsafe.Add(ref l0, (k0 + 2) * stride - 2);
-            ref double c3 = ref Unsafe.Add(ref l0, (k0 + 3) * stride - 3);
-            int end = last[k0 + 3], j = k0 + 4;
-            // Two later columns at a time: rows j+1.. of both take the same four source vectors (loaded once for
-            // eight multiply-adds); row j of column j (its diagonal) first, on its own.
-            for (; j < end; j += 2)
-            {
-                int o = j - k0;
-                double a0 = Unsafe.Add(ref c0, o), a1 = Unsafe.Add(ref c1, o), a2 = Unsafe.Add(ref c2, o), a3 = Unsafe.Add(ref c3, o);
-                double b0 = Unsafe.Add(ref c0, o + 1), b1 = Unsafe.Add(ref c1, o + 1), b2 = Unsafe.Add(ref c2, o + 1), b3 = Unsafe.Add(ref c3, o + 1);
-                if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == 0 && b0 == 0 && b1 == 0 && b2 == 0 && b3 == 0) continue;
-                ref double y = ref Unsafe.Add(ref l0, j * stride);         // column j: row j at 0
-                ref double z = ref Unsafe.Add(ref l0, (j + 1) * stride);   // column j + 1: row j + 1 at 0
-                y = Math.FusedMultiplyAdd(-a3, a3, Math.FusedMultiplyAdd(-a2, a2, Math.FusedMultiplyAdd(-a1, a1, Math.FusedMultiplyAdd(-a0, a0, y))));
-                var u0 = Vector256.Create(-a0);
-                var u1 = Vector256.Create(-a1);
-                var u2 = Vector256.Create(-a2);
-                var u3 = Vector256.Create(-a3);
-                var v0 = Vector256.Create(-b0);
-                var v1 = Vector256.Create(-b1);
-                var v2 = Vector256.Create(-b2);
-                var v3 = Vector256.Create(-b3);
-                ref double below = ref Unsafe.Add(ref y, 1);
-                for (int r = 0, m = end - j; r < m; r += 4)
+                if (size < 4) break;   // the last block: no column after it
+                double* c0 = l0 + (long)k0 * stride;
+                double* c1 = l0 + (long)(k0 + 1) * stride - 1;   // shifted: row j of every block column at offset j − k0
+                double* c2 = l0 + (long)(k0 + 2) * stride - 2;
+                double* c3 = l0 + (long)(k0 + 3) * stride - 3;
+                int end = last[k0 + 3], j = k0 + 4;
+                // Two later columns at a time: rows j+1.. of both take the same four source vectors (loaded once for
+                // eight multiply-adds); row j of column j (its diagonal) first, on its own.
+                for (; j < end; j += 2)
                 {
-                    nuint at = (nuint)(o + 1 + r), rr = (nuint)r;
-                    var s0 = Vector256.LoadUnsafe(ref c0, at);
-                    var s1 = Vector256.LoadUnsafe(ref c1, at);
-                    var s2 = Vector256.LoadUnsafe(ref c2, at);
-                    var s3 = Vector256.LoadUnsafe(ref c3, at);
-                    var p = Vector256.LoadUnsafe(ref below, rr);
-                    var q = Vector256.LoadUnsafe(ref z, rr);
-                    p = Vector256.FusedMultiplyAdd(u0, s0, p);
-                    q = Vector256.FusedMultiplyAdd(v0, s0, q);
-                    p = Vector256.FusedMultiplyAdd(u1, s1, p);
-                    q = Vector256.FusedMultiplyAdd(v1, s1, q);
-                    p = Vector256.FusedMultiplyAdd(u2, s2, p);
-                    q = Vector256.FusedMultiplyAdd(v2, s2, q);
-                    p = Vector256.FusedMultiplyAdd(u3, s3, p);
-                    q = Vector256.FusedMultiplyAdd(v3, s3, q);
-                    p.StoreUnsafe(ref below, rr);
-                    q.StoreUnsafe(ref z, rr);
+                    int o = j - k0;
+                    double a0 = c0[o], a1 = c1[o], a2 = c2[o], a3 = c3[o];
+                    double b0 = c0[o + 1], b1 = c1[o + 1], b2 = c2[o + 1], b3 = c3[o + 1];
+                    if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == 0 && b0 == 0 && b1 == 0 && b2 == 0 && b3 == 0) continue;
+                    double* y = l0 + (long)j * stride;         // column j: row j at 0
+                    double* z = l0 + (long)(j + 1) * stride;   // column j + 1: row j + 1 at 0
+                    *y = CholeskyKernels.Diagonal(*y, a0, a1, a2, a3);
+                    CholeskyKernels.UpdatePair(c0 + o + 1, c1 + o + 1, c2 + o + 1, c3 + o + 1, a0, a1, a2, a3, b0, b1, b2, b3, y + 1, z, end - j);
+                }
+                if (j == end)   // the last column alone
+                {
+                    int o = j - k0;
+                    double a0 = c0[o], a1 = c1[o], a2 = c2[o], a3 = c3[o];
+                    double* y = l0 + (long)j * stride;
+                    var acc = Vector256.Load(y);   // rows j..j+3: only row j is non-zero in the sources
+                    acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a0), Vector256.Load(c0 + o), acc);
+                    acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a1), Vector256.Load(c1 + o), acc);
+                    acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a2), Vector256.Load(c2 + o), acc);
+                    acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a3), Vector256.Load(c3 + o), acc);
+                    acc.Store(y);
                 }
             }
-            if (j == end)   // the last column alone
-            {
-                int o = j - k0;
-                double a0 = Unsafe.Add(ref c0, o), a1 = Unsafe.Add(ref c1, o), a2 = Unsafe.Add(ref c2, o), a3 = Unsafe.Add(ref c3, o);
-                ref double y = ref Unsafe.Add(ref l0, j * stride);
-                var acc = Vector256.LoadUnsafe(ref y);   // rows j..j+3: only row j is non-zero in the sources
-                acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a0), Vector256.LoadUnsafe(ref c0, (nuint)o), acc);
-                acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a1), Vector256.LoadUnsafe(ref c1, (nuint)o), acc);
-                acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a2), Vector256.LoadUnsafe(ref c2, (nuint)o), acc);
-                acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a3), Vector256.LoadUnsafe(ref c3, (nuint)o), acc);
-                acc.StoreUnsafe(ref y);
-            }
-        }
     }
 
     /// <summary>One thread's arrays, grown to the largest system seen and reused: a 28×28 image at 90 % unknown has

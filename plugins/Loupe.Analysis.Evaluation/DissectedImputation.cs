@@ -292,19 +292,13 @@ public static class DissectedImputation
                 for (int e = k0; e < c; e++)
                 {
                     double* x = f + (long)e * ld + c;
-                    double a = *x;
-                    if (a == 0) continue;
-                    var av = Vector256.Create(-a);
-                    for (int r = 0, rows = t - c; r < rows; r += 4)
-                        Vector256.FusedMultiplyAdd(av, Vector256.Load(x + r), Vector256.Load(column + r)).Store(column + r);
+                    if (*x != 0) CholeskyKernels.Axpy(-*x, x, column, t - c);
                 }
                 double d = *column;
                 if (!(d > 0)) throw new InvalidOperationException($"ROAD imputation: the system is not positive definite (pivot {d}).");
                 d = Math.Sqrt(d);
                 *column = d;
-                var scale = Vector256.Create(1 / d);
-                for (int r = 1, rows = t - c; r < rows; r += 4)
-                    (Vector256.Load(column + r) * scale).Store(column + r);
+                CholeskyKernels.Scale(column + 1, 1 / d, t - c - 1);
             }
             // Sources: the block's columns; a short block's missing ones read column k0 with coefficient 0.
             double* s0 = f + (long)k0 * ld;
@@ -319,36 +313,15 @@ public static class DissectedImputation
                 if (a0 == 0 && a1 == 0 && a2 == 0 && a3 == 0 && b0 == 0 && b1 == 0 && b2 == 0 && b3 == 0) continue;
                 double* y = f + (long)j * ld + j;           // column j from its diagonal
                 double* z = f + (long)(j + 1) * ld + j + 1; // column j + 1 from its diagonal
-                *y = Math.FusedMultiplyAdd(-a3, a3, Math.FusedMultiplyAdd(-a2, a2, Math.FusedMultiplyAdd(-a1, a1, Math.FusedMultiplyAdd(-a0, a0, *y))));
-                var u0 = Vector256.Create(-a0); var u1 = Vector256.Create(-a1); var u2 = Vector256.Create(-a2); var u3 = Vector256.Create(-a3);
-                var v0 = Vector256.Create(-b0); var v1 = Vector256.Create(-b1); var v2 = Vector256.Create(-b2); var v3 = Vector256.Create(-b3);
-                double* below = y + 1;
+                *y = CholeskyKernels.Diagonal(*y, a0, a1, a2, a3);
                 int from = j + 1;
-                for (int r = 0, rows = t - from; r < rows; r += 4)
-                {
-                    var x0 = Vector256.Load(s0 + from + r);
-                    var x1 = Vector256.Load(s1 + from + r);
-                    var x2 = Vector256.Load(s2 + from + r);
-                    var x3 = Vector256.Load(s3 + from + r);
-                    var p = Vector256.Load(below + r);
-                    var q = Vector256.Load(z + r);
-                    p = Vector256.FusedMultiplyAdd(u0, x0, p);
-                    q = Vector256.FusedMultiplyAdd(v0, x0, q);
-                    p = Vector256.FusedMultiplyAdd(u1, x1, p);
-                    q = Vector256.FusedMultiplyAdd(v1, x1, q);
-                    p = Vector256.FusedMultiplyAdd(u2, x2, p);
-                    q = Vector256.FusedMultiplyAdd(v2, x2, q);
-                    p = Vector256.FusedMultiplyAdd(u3, x3, p);
-                    q = Vector256.FusedMultiplyAdd(v3, x3, q);
-                    p.Store(below + r);
-                    q.Store(z + r);
-                }
+                CholeskyKernels.UpdatePair(s0 + from, s1 + from, s2 + from, s3 + from, a0, a1, a2, a3, b0, b1, b2, b3, y + 1, z, t - from);
             }
             if (j < t)   // the last column alone: its diagonal only
             {
                 double a0 = s0[j], a1 = size > 1 ? s1[j] : 0, a2 = size > 2 ? s2[j] : 0, a3 = size > 3 ? s3[j] : 0;
                 double* y = f + (long)j * ld + j;
-                *y = Math.FusedMultiplyAdd(-a3, a3, Math.FusedMultiplyAdd(-a2, a2, Math.FusedMultiplyAdd(-a1, a1, Math.FusedMultiplyAdd(-a0, a0, *y))));
+                *y = CholeskyKernels.Diagonal(*y, a0, a1, a2, a3);
             }
         }
     }
