@@ -261,6 +261,18 @@ public class ImputationTests
     }
 
     [Fact]
+    public void RoadsNoiseFilledInPlaceIsRandnPerInput()
+    {
+        using var scope = NewDisposeScope();
+        // ROAD fills its N×P×C×H×W noise row by row with normal_ from each input's generator (no stacked copy); the
+        // numbers must stay those of randn([P, C, H, W], generator), as drawn before and as the shards rely on.
+        var noise = empty([2, 5, 3, 17, 19]);
+        for (int i = 0; i < 2; i++) noise[i].normal_(0, 1, generator: new Generator((ulong)(40 + i)));
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(0f, (noise[i] - randn([5, 3, 17, 19], generator: new Generator((ulong)(40 + i)))).abs().max().item<float>());
+    }
+
+    [Fact]
     public void TheBandIsTheLargestIndexGapBetweenNeighbouringUnknowns()
     {
         // Full H×W mask: the down-right neighbour is W + 1 unknowns later.
