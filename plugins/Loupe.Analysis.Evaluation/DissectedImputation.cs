@@ -42,6 +42,8 @@ public static class DissectedImputation
         var ws = Workspace.For(h, w, c);
         var tree = ws.Tree;
         var pos = ws.Position;   // a pixel's place in the front being assembled, else −1
+        if (ws.Dirty) Array.Fill(pos, -1);   // a solve that threw left a front's places set
+        ws.Dirty = true;
 
         // Right-hand sides: per channel, Σ_{known in-image neighbours} w x_q at every pixel (used at the unknown ones),
         // from a copy of the known values on a grid with a zero border (no bounds tests, no branch on the mask).
@@ -151,6 +153,7 @@ public static class DissectedImputation
             for (int i = 0; i < t; i++) pos[lists[vStart + i]] = -1;
         }
         ws.Lists = lists;
+        ws.Dirty = false;
 
         // The backward solve Lᵀ v = y, nodes in reverse: each node's unknowns from the later ones (its ring), every
         // channel in one pass over the node's columns.
@@ -435,6 +438,7 @@ public static class DissectedImputation
         public (int Start, int K, int M)[] NodeList = [];
         public (int Offset, int Size, int ListAt)[] Updates = new (int, int, int)[64];
         public double[] Rhs = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [];
+        public bool Dirty;
         int _h = -1, _w = -1;
 
         public static Workspace For(int h, int w, int c)
