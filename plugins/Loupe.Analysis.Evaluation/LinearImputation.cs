@@ -22,7 +22,7 @@ namespace Loupe.Analysis.Evaluation;
 /// mask; the nested-dissection one (<see cref="DissectedImputation"/>, ~n^1.5) for wider bands, ImageNet-size masks
 /// from ~30 % unknown up. On the 40 systems of ROAD's five percentages on 8 inputs of 224×224 (blob-shaped masks, two
 /// threads, `Loupe.Benchmarks.dll --road-large`): 11.3 s when the 70 % and 90 % masks went to CG, 1.1–1.5 s all banded,
-/// 0.33–0.40 s with the dissection. CG is left for images whose factor would not fit <see cref="DirectEntries"/> (the
+/// 0.25–0.40 s with the dissection. CG is left for images whose factor would not fit <see cref="DirectEntries"/> (the
 /// dissection's bound: ~600×600 pixels); images of one batch may take different paths.</para></summary>
 public static class LinearImputation
 {
