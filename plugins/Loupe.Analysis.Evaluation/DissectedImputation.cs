@@ -188,6 +188,7 @@ public static class DissectedImputation
             for (int p = 0; p < hw; p++)
                 if (unknown[p]) plane[p] = b[p];
         }
+        ws.Trim();
     }
 
     /// <summary>The right-hand sides of channels c0.. (up to four) at a front's first <paramref name="count"/>
@@ -467,6 +468,19 @@ public static class DissectedImputation
             if (ws.Known.Length < c * (h + 2) * (w + 2)) ws.Known = new double[c * (h + 2) * (w + 2)];   // borders stay 0
             if (ws.Gather.Length < 4 * hw) ws.Gather = new double[4 * hw];
             return ws;
+        }
+
+        /// <summary>Factor and update storage a thread keeps between systems (8 M entries, 64 MB each: a 224×224 image
+        /// needs ~3.3 M, grown by doubling to at most twice that); larger ones (up to ~600×600 images: ~30 M entries)
+        /// are let go after their solve, so that no thread of a long-lived process holds hundreds of megabytes for good.
+        /// </summary>
+        const int RetainedEntries = 8 << 20;
+
+        /// <summary>Drops storage grown past <see cref="RetainedEntries"/>.</summary>
+        public void Trim()
+        {
+            if (Factor.Length > RetainedEntries) Factor = [];
+            if (Stack.Length > RetainedEntries) Stack = [];
         }
 
         public void EnsureFactor(long count) => Ensure(ref Factor, count);
