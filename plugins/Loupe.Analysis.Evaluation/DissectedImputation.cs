@@ -249,25 +249,15 @@ public static class DissectedImputation
     public static long Entries(int h, int w)
     {
         long total = 0, largest = 0;
-        void Count(int r0, int r1, int c0, int c1)
+        ImageDissection.Walk(h, w, LeafArea, box =>
         {
-            int rows = r1 - r0, cols = c1 - c0;
-            if (rows <= 0 || cols <= 0) return;
-            bool leaf = (long)rows * cols <= LeafArea, horizontal = rows >= cols;
-            if (!leaf)
-            {
-                int line = horizontal ? r0 + rows / 2 : c0 + cols / 2;
-                if (horizontal) { Count(r0, line, c0, c1); Count(line + 1, r1, c0, c1); }
-                else { Count(r0, r1, c0, line); Count(r0, r1, line + 1, c1); }
-            }
-            long k = leaf ? (long)rows * cols : horizontal ? cols : rows;
-            long across = Math.Min(c1, w - 1) - Math.Max(c0 - 1, 0) + 1;
-            long ring = (r0 > 0 ? across : 0) + (r1 < h ? across : 0) + (c0 > 0 ? rows : 0) + (c1 < w ? rows : 0);
+            long rows = box.R1 - box.R0, across = Math.Min(box.C1, w - 1) - Math.Max(box.C0 - 1, 0) + 1;
+            long k = box.Leaf ? rows * (box.C1 - box.C0) : box.Horizontal ? box.C1 - box.C0 : rows;
+            long ring = (box.R0 > 0 ? across : 0) + (box.R1 < h ? across : 0) + (box.C0 > 0 ? rows : 0) + (box.C1 < w ? rows : 0);
             long t = k + ring, ld = t + Pad;
             total += k * ld;
             largest = Math.Max(largest, t * ld);
-        }
-        Count(0, h, 0, w);
+        });
         return total + largest;
     }
 
@@ -330,110 +320,13 @@ public static class DissectedImputation
         }
     }
 
-    /// <summary>One box of the dissection: its pixels [R0, R1) × [C0, C1); a leaf, or cut by row (Horizontal) or
-    /// column <see cref="Line"/> into halves that precede it in post-order (<see cref="Children"/> of them non-empty).
-    /// Its own pixels (a leaf's box in raster order, or its line's along it) are <see cref="Count"/> entries of
-    /// <see cref="Dissection.Pixels"/> from <see cref="First"/>; its ring's, <see cref="RingCount"/> from
-    /// <see cref="Ring"/>.</summary>
-    readonly record struct Box(int R0, int R1, int C0, int C1, bool Leaf, bool Horizontal, int Line, int Children, int Depth)
-    {
-        public int First { get; init; }
-        public int Count { get; init; }
-        public int Ring { get; init; }
-        public int RingCount { get; init; }
-    }
-
-    /// <summary>The boxes of an H×W image in post-order, and their pixel lists (depends on the size only).
-    /// <para>Ring order: every ring pixel lies on the line of an enclosing box (a pixel next to a box and outside it
-    /// is on the line that cut the smallest box holding both); rings are sorted by that line's depth, deepest first,
-    /// then along the line. A node's front (its line, then its ring) is then in that same order, and so is each
-    /// child's ring within it: a child's update matrix extends into its parent's lower triangle entry by entry, with
-    /// no transposition.</para></summary>
-    sealed class Dissection
-    {
-        readonly List<Box> _list = [];
-        public readonly Box[] Boxes;
-        public readonly int[] Pixels;
-        public int Count => Boxes.Length;
-
-        public Dissection(int h, int w)
-        {
-            Add(0, h, 0, w, 0);
-            int maxDepth = _list.Max(b => b.Depth), side = Math.Max(h, w) + 1;
-            var key = new long[h * w];
-            Array.Fill(key, long.MaxValue);
-            foreach (var box in _list.Where(b => !b.Leaf))
-                for (int i = box.Horizontal ? box.C0 : box.R0; i < (box.Horizontal ? box.C1 : box.R1); i++)
-                    key[box.Horizontal ? box.Line * w + i : i * w + box.Line] = (long)(maxDepth - box.Depth) * side + i;
-            var pixels = new List<int>();
-            Boxes = new Box[_list.Count];
-            var ring = new List<int>();
-            for (int b = 0; b < _list.Count; b++)
-            {
-                var box = _list[b];
-                int first = pixels.Count;
-                if (box.Leaf)
-                {
-                    for (int y = box.R0; y < box.R1; y++)
-                        for (int x = box.C0; x < box.C1; x++) pixels.Add(y * w + x);
-                }
-                else if (box.Horizontal) for (int x = box.C0; x < box.C1; x++) pixels.Add(box.Line * w + x);
-                else for (int y = box.R0; y < box.R1; y++) pixels.Add(y * w + box.Line);
-                ring.Clear();
-                for (int x = Math.Max(box.C0 - 1, 0); x <= Math.Min(box.C1, w - 1); x++)
-                {
-                    if (box.R0 > 0) ring.Add((box.R0 - 1) * w + x);
-                    if (box.R1 < h) ring.Add(box.R1 * w + x);
-                }
-                for (int y = box.R0; y < box.R1; y++)
-                {
-                    if (box.C0 > 0) ring.Add(y * w + box.C0 - 1);
-                    if (box.C1 < w) ring.Add(y * w + box.C1);
-                }
-                if (ring.Any(p => key[p] == long.MaxValue)) throw new InvalidOperationException("ROAD imputation: a ring pixel on no line (dissection bug)");
-                ring.Sort((p, q) => key[p].CompareTo(key[q]));
-                int at = pixels.Count;
-                pixels.AddRange(ring);
-                Boxes[b] = box with { First = first, Count = at - first, Ring = at, RingCount = ring.Count };
-            }
-            Pixels = [.. pixels];
-        }
-
-        /// <summary>Adds the box's subtree; false when the box is empty.</summary>
-        bool Add(int r0, int r1, int c0, int c1, int depth)
-        {
-            int rows = r1 - r0, cols = c1 - c0;
-            if (rows <= 0 || cols <= 0) return false;
-            if (rows * cols <= LeafArea)
-            {
-                _list.Add(new Box(r0, r1, c0, c1, true, false, -1, 0, depth));
-                return true;
-            }
-            bool horizontal = rows >= cols;
-            int line = horizontal ? r0 + rows / 2 : c0 + cols / 2;
-            int children = 0;
-            if (horizontal)
-            {
-                if (Add(r0, line, c0, c1, depth + 1)) children++;
-                if (Add(line + 1, r1, c0, c1, depth + 1)) children++;
-            }
-            else
-            {
-                if (Add(r0, r1, c0, line, depth + 1)) children++;
-                if (Add(r0, r1, line + 1, c1, depth + 1)) children++;
-            }
-            _list.Add(new Box(r0, r1, c0, c1, false, horizontal, line, children, depth));
-            return true;
-        }
-    }
-
     /// <summary>One thread's arrays and the dissection of the last image size it solved, grown to the largest system
     /// seen and kept (a full 224×224 mask: ~3 M factor entries, 27 MB). Per thread, not per process: a run over images
     /// of many sizes keeps one dissection per thread, not one per size.</summary>
     sealed class Workspace
     {
         [ThreadStatic] static Workspace? _current;
-        public Dissection Tree = null!;
+        public ImageDissection Tree = null!;
         public int[] Position = [], Lists = new int[1024], Map = [];
         public long[] NodeFactor = [];
         public (int Start, int K, int M)[] NodeList = [];
@@ -448,7 +341,7 @@ public static class DissectedImputation
             int hw = h * w;
             if ((ws._h, ws._w) != (h, w))
             {
-                ws.Tree = new Dissection(h, w);
+                ws.Tree = new ImageDissection(h, w, LeafArea);
                 ws.Degree = new double[hw];
                 for (int y = 0; y < h; y++)
                     for (int x = 0; x < w; x++)

@@ -37,6 +37,15 @@ public static class Bench
     }
 
     /// <summary>The top-1 target of a model with <paramref name="classes"/> outputs.</summary>
+    /// <summary>A saliency pass (forward, backward of the top logit to the input), summed to a float: what the
+    /// metric rows' floors count as the linked step's pass.</summary>
+    public static float SaliencySum(IModel model, torch.Tensor input)
+    {
+        var x = input.detach().requires_grad_(true);
+        var y = model.Forward(x);
+        return torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
+    }
+
     /// <summary>A link to a saliency step, resolvable in <paramref name="ctx"/> (the step a metric evaluates).</summary>
     public static StepLink SaliencyStep(BenchContext ctx)
     {

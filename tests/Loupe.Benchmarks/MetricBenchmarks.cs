@@ -164,12 +164,7 @@ public class QualityMetricBenchmarks
     public float SaliencyPass() => Saliency(_x);
     public float Forward40() { using (no_grad()) return _model.Forward(_x40).sum().item<float>(); }
 
-    float Saliency(Tensor input)
-    {
-        var x = input.detach().requires_grad_(true);
-        var y = _model.Forward(x);
-        return torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
-    }
+    float Saliency(Tensor input) => Bench.SaliencySum(_model, input);
 
     /// <summary>The bench inputs repeated per percentage (N·P×1×H×W, input-major as ROAD batches them) and the masks
     /// ROAD imputes on them: the |saliency| ranking, most relevant first, ⌊D·p/100⌋ pixels.</summary>
@@ -258,9 +253,7 @@ public class LargeRoadBenchmarks
     public float RoadPasses()
     {
         using var scope = NewDisposeScope();
-        var x = _x.detach().requires_grad_(true);
-        var y = _model.Forward(x);
-        float s = torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
+        float s = Bench.SaliencySum(_model, _x);
         using (no_grad()) s += _model.Forward(_x40).sum().item<float>();
         return s;
     }
