@@ -39,190 +39,288 @@ public static class DissectedImputation
             image[..(c * hw)].Clear();
             return;
         }
-        var ws = Workspace.For(h, w, c);
+        var ws = Workspace.For(h, w, c, n);
         var tree = ws.Tree;
         var pos = ws.Position;   // a pixel's place in the front being assembled, else −1
         if (ws.Dirty) Array.Fill(pos, -1);   // a solve that threw left a front's places set
         ws.Dirty = true;
+        int nodes = tree.Count, groups = (c + 3) / 4;
 
-        // Right-hand sides: per channel, Σ_{known in-image neighbours} w x_q at every pixel (used at the unknown ones),
-        // from a copy of the known values on a grid with a zero border (no bounds tests, no branch on the mask).
-        var rhs = ws.Rhs;
+        // The elimination order: node by node, each node's unknowns as the dissection lists them. The solves' values
+        // live in that order, four channels interleaved per group (y[(group·n + i)·4 + lane]): a node's own unknowns
+        // are one contiguous run, its ring's a few runs of its ancestors'.
+        var index = ws.Index;
+        var nodeStart = ws.NodeStart;
+        for (int node = 0, next = 0; node < nodes; node++)
+        {
+            ref readonly var box = ref tree.Boxes[node];
+            nodeStart[node] = next;
+            foreach (int p in tree.Pixels.AsSpan(box.First, box.Count))
+                if (unknown[p]) index[p] = next++;
+        }
+
+        // Right-hand sides: per channel, Σ_{known in-image neighbours} w x_q at every unknown pixel, from a copy of the
+        // known values on a grid with a zero border (no bounds tests, no branch on the mask).
         int w2 = w + 2, padded = (h + 2) * w2;
         var known = ws.Known;
-        for (int ch = 0; ch < c; ch++)
+        fixed (double* y = ws.Y)
         {
-            var plane = image.Slice(ch * hw, hw);
-            var z = known.AsSpan(ch * padded, padded);
-            for (int y = 0, p = 0; y < h; y++)
-                for (int x = 0, q = (y + 1) * w2 + 1; x < w; x++, p++, q++)
-                    z[q] = unknown[p] ? 0 : plane[p];
-            var b = rhs.AsSpan(ch * hw, hw);
-            for (int y = 0, p = 0; y < h; y++)
-                for (int x = 0, q = (y + 1) * w2 + 1; x < w; x++, p++, q++)
-                    b[p] = (z[q - 1] + z[q + 1] + z[q - w2] + z[q + w2]) / 6 + (z[q - w2 - 1] + z[q - w2 + 1] + z[q + w2 - 1] + z[q + w2 + 1]) / 12;
+            if (c % 4 != 0) new Span<double>(y + (long)(groups - 1) * n * 4, 4 * n).Clear();   // the unused lanes
+            for (int ch = 0; ch < c; ch++)
+            {
+                var plane = image.Slice(ch * hw, hw);
+                var z = known.AsSpan(ch * padded, padded);
+                for (int yy = 0, p = 0; yy < h; yy++)
+                    for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
+                        z[q] = unknown[p] ? 0 : plane[p];
+                double* lane = y + (long)(ch >> 2) * n * 4 + (ch & 3);
+                for (int yy = 0, p = 0; yy < h; yy++)
+                    for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
+                        if (unknown[p])
+                            lane[4 * index[p]] = (z[q - 1] + z[q + 1] + z[q - w2] + z[q + w2]) / 6 + (z[q - w2 - 1] + z[q - w2 + 1] + z[q + w2 - 1] + z[q + w2 + 1]) / 12;
+            }
         }
 
         // Factorisation, nodes in post-order (children before parents). Each node's front is built where its factor
-        // columns stay (the factor's storage, at its end); its forward solve runs while the front is at hand; its
-        // Schur complement goes to the update stack.
-        int nodes = tree.Count;
+        // columns stay (the factor's storage, at its end): its own columns from A and its children's updates; they
+        // are factored; the Schur complement on its ring is written over the rest of the front (−L₂₁L₂₁ᵀ, one dense
+        // product), takes the children's updates on ring pairs and goes to the update stack. The forward solve runs
+        // while the front is at hand.
         var lists = ws.Lists;   // per node: its V then its B (pixels)
+        var places = ws.Places; // per list entry of a ring: the pixel's place in the elimination order
         int listTop = 0, factorTop = 0, stackTop = 0, updateCount = 0;
         var nodeList = ws.NodeList;
         var nodeFactor = ws.NodeFactor;
-        var map = ws.Map;
         for (int node = 0; node < nodes; node++)
         {
             ref readonly var box = ref tree.Boxes[node];
             int vStart = listTop;
             // V, then B: the box's pixels (a leaf) or its line's, and its ring, as the dissection lists them, the
             // unknown ones.
-            if (lists.Length < listTop + box.Count + box.RingCount) Array.Resize(ref lists, Math.Max(2 * lists.Length, listTop + box.Count + box.RingCount));
+            if (lists.Length < listTop + box.Count + box.RingCount)
+            {
+                int size = Math.Max(2 * lists.Length, listTop + box.Count + box.RingCount);
+                Array.Resize(ref lists, size);
+                Array.Resize(ref places, size);
+            }
             foreach (int p in tree.Pixels.AsSpan(box.First, box.Count))
                 if (unknown[p]) lists[listTop++] = p;
             int k = listTop - vStart;
             foreach (int p in tree.Pixels.AsSpan(box.Ring, box.RingCount))
-                if (unknown[p]) lists[listTop++] = p;
+                if (unknown[p])
+                {
+                    places[listTop] = index[p];
+                    lists[listTop++] = p;
+                }
             int t = listTop - vStart, m = t - k, ld = t + Pad;
             nodeList[node] = (vStart, k, m);
             nodeFactor[node] = factorTop;
             for (int i = 0; i < t; i++) pos[lists[vStart + i]] = i;
 
-            // The front: lower triangle, column-major, ld = t + Pad rows (zeros past t: the kernel's whole vectors
-            // read and write there).
+            // The front: lower triangle, column-major, ld = t + Pad rows. V's columns start at zero (and stay zero past
+            // row t: the kernels' whole vectors read and write there); the ring's are written whole by the product.
             ws.EnsureFactor(factorTop + (long)t * ld + Pad);
+            int first = updateCount - box.Children;
             fixed (double* factor = ws.Factor)
+            fixed (double* stack = ws.Stack)
             {
                 double* f = factor + factorTop;
-                for (int j = 0; j < t; j++) new Span<double>(f + (long)j * ld + j, ld - j).Clear();
-                // The children's update matrices (the top entries of the stack; packed lower triangles), extended in.
-                int first = updateCount - box.Children;
-                fixed (double* stack = ws.Stack)
-                    for (int u = first; u < updateCount; u++)
-                    {
-                        var (offset, size, listAt) = ws.Updates[u];
-                        // The child's ring is in the order of this front (the dissection sorts rings so): its lower
-                        // triangle lands in this one's.
-                        for (int i = 0; i < size; i++) map[i] = pos[lists[listAt + i]];
-                        double* column = stack + offset;
-                        for (int j = 0; j < size; column += size - j, j++)
-                        {
-                            double* target = f + (long)map[j] * ld;
-                            for (int i = j; i < size; i++) target[map[i]] += column[i - j];
-                        }
-                    }
-                if (box.Children > 0) stackTop = ws.Updates[first].Offset;
-                updateCount = first;
+                for (int j = 0; j < k; j++) new Span<double>(f + (long)j * ld + j, ld - j).Clear();
+                // The children's update matrices (the top entries of the stack; packed lower triangles): their columns
+                // that land in V's now. A child's ring is in the order of this front (the dissection sorts rings so):
+                // its lower triangle lands in this one's, its first columns in V's.
+                for (int u = first; u < updateCount; u++) ExtendAdd(ws, u, stack, f, ld, lists, pos, 0, k);
                 // A's entries of V's columns: the diagonal, and −w below it for each neighbour in V ∪ B placed after.
                 for (int i = 0; i < k; i++)
                 {
-                    int p = lists[vStart + i], y = p / w, x = p - y * w;
+                    int p = lists[vStart + i], py = p / w, px = p - py * w;
                     f[(long)i * ld + i] += ws.Degree[p];
                     for (int d = 0; d < 8; d++)
                     {
-                        int yy = y + Dy[d], xx = x + Dx[d];
+                        int yy = py + Dy[d], xx = px + Dx[d];
                         if ((uint)yy >= (uint)h || (uint)xx >= (uint)w) continue;
                         int r = pos[yy * w + xx];
                         if (r > i) f[(long)i * ld + r] -= Weight[d];
                     }
                 }
                 PartialFactor(f, t, ld, k);
-                // The Schur complement on B, packed, onto the stack.
+                if (m > 0) SchurProduct(f, ld, k, m);
+                for (int u = first; u < updateCount; u++) ExtendAdd(ws, u, stack, f, ld, lists, pos, k, t);
+                if (box.Children > 0) stackTop = ws.Updates[first].Offset;
+                updateCount = first;
+                // The Schur complement on B, packed, onto the stack (over the children's, now spent).
                 if (updateCount == ws.Updates.Length) Array.Resize(ref ws.Updates, 2 * updateCount);
-                ws.EnsureStack(stackTop + (long)m * (m + 1) / 2);
                 ws.Updates[updateCount++] = (stackTop, m, vStart + k);
-                fixed (double* stack = ws.Stack)
-                    for (int j = 0; j < m; j++)
-                    {
-                        new ReadOnlySpan<double>(f + (long)(k + j) * ld + k + j, m - j).CopyTo(new Span<double>(stack + stackTop, m - j));
-                        stackTop += m - j;
-                    }
-                // Forward solve L y = r over this front, every channel: V's values become y, B's take the update.
+            }
+            ws.EnsureStack(stackTop + (long)m * (m + 1) / 2);
+            fixed (double* factor = ws.Factor)
+            fixed (double* stack = ws.Stack)
+            fixed (double* y = ws.Y)
+            fixed (double* g = ws.Gather)
+            {
+                double* f = factor + factorTop;
+                for (int j = 0; j < m; j++)
+                {
+                    new ReadOnlySpan<double>(f + (long)(k + j) * ld + k + j, m - j).CopyTo(new Span<double>(stack + stackTop, m - j));
+                    stackTop += m - j;
+                }
+                // Forward solve L y = r over this front, every channel: V's values (a run of y) become y, B's (gathered)
+                // take the update.
                 if (k > 0)
-                    fixed (double* g = ws.Gather)
-                        for (int c0 = 0; c0 < c; c0 += 4)
-                        {
-                            Gather(g, rhs, lists, vStart, t, c0, Math.Min(4, c - c0), hw);
-                            for (int j = 0; j < k; j++) Forward(f + (long)j * ld + j, g + 4 * j, t - j);
-                            Scatter(g, rhs, lists, vStart, t, c0, Math.Min(4, c - c0), hw);
-                        }
+                    for (int group = 0; group < groups; group++)
+                    {
+                        double* yv = y + ((long)group * n + nodeStart[node]) * 4, yg = y + (long)group * n * 4;
+                        for (int i = 0; i < m; i++) Vector256.Load(yg + 4 * places[vStart + k + i]).Store(g + 4 * i);
+                        for (int j = 0; j < k; j++) Forward(f + (long)j * ld + j, yv + 4 * j, k - j, g, m);
+                        for (int i = 0; i < m; i++) Vector256.Load(g + 4 * i).Store(yg + 4 * places[vStart + k + i]);
+                    }
             }
             // V's columns stay (rows j..t−1 of column j are the factor's).
             factorTop += k * ld;
             for (int i = 0; i < t; i++) pos[lists[vStart + i]] = -1;
         }
         ws.Lists = lists;
+        ws.Places = places;
         ws.Dirty = false;
 
         // The backward solve Lᵀ v = y, nodes in reverse: each node's unknowns from the later ones (its ring), every
         // channel in one pass over the node's columns.
         fixed (double* l0 = ws.Factor)
+        fixed (double* y = ws.Y)
         fixed (double* g = ws.Gather)
             for (int node = nodes - 1; node >= 0; node--)
             {
                 var (vStart, k, m) = nodeList[node];
                 if (k == 0) continue;
                 int t = k + m, ld = t + Pad;
-                for (int c0 = 0; c0 < c; c0 += 4)
+                double* l = l0 + nodeFactor[node];
+                for (int group = 0; group < groups; group++)
                 {
-                    Gather(g, rhs, lists, vStart, t, c0, Math.Min(4, c - c0), hw);
-                    double* l = l0 + nodeFactor[node];
-                    // The ring's part first, columns in storage order (independent dot products, most of the
-                    // node's entries, read front to back); then the k×k triangle, last column first.
+                    double* yv = y + ((long)group * n + nodeStart[node]) * 4, yg = y + (long)group * n * 4;
+                    // The ring part first, columns in storage order (independent dot products, most of the node's
+                    // entries, read front to back); then the k×k triangle, last column first.
                     if (m > 0)
+                    {
+                        for (int i = 0; i < m; i++) Vector256.Load(yg + 4 * places[vStart + k + i]).Store(g + 4 * i);
                         for (int j = 0; j < k; j++)
-                            (Vector256.Load(g + 4 * j) - Dot(l + (long)j * ld + k, g + 4 * k, m)).Store(g + 4 * j);
+                            (Vector256.Load(yv + 4 * j) - Dot(l + (long)j * ld + k, g, m)).Store(yv + 4 * j);
+                    }
                     for (int j = k - 1; j >= 0; j--)
                     {
                         double* col = l + (long)j * ld + j;
-                        ((Vector256.Load(g + 4 * j) - Dot(col + 1, g + 4 * (j + 1), k - j - 1)) * Vector256.Create(1 / col[0])).Store(g + 4 * j);
+                        ((Vector256.Load(yv + 4 * j) - Dot(col + 1, yv + 4 * (j + 1), k - j - 1)) * Vector256.Create(1 / col[0])).Store(yv + 4 * j);
                     }
-                    Scatter(g, rhs, lists, vStart, k, c0, Math.Min(4, c - c0), hw);
                 }
             }
-        for (int ch = 0; ch < c; ch++)
-        {
-            var plane = image.Slice(ch * hw, hw);
-            var b = rhs.AsSpan(ch * hw, hw);
-            for (int p = 0; p < hw; p++)
-                if (unknown[p]) plane[p] = b[p];
-        }
+        fixed (double* y = ws.Y)
+            for (int ch = 0; ch < c; ch++)
+            {
+                var plane = image.Slice(ch * hw, hw);
+                double* lane = y + (long)(ch >> 2) * n * 4 + (ch & 3);
+                for (int p = 0; p < hw; p++)
+                    if (unknown[p]) plane[p] = lane[4 * index[p]];
+            }
         ws.Trim();
     }
 
-    /// <summary>The right-hand sides of channels c0.. (up to four) at a front's first <paramref name="count"/>
-    /// unknowns, interleaved: unknown i's at g[4i..4i+4) (lanes past the channels 0).</summary>
-    static unsafe void Gather(double* g, double[] rhs, int[] lists, int start, int count, int c0, int channels, int hw)
+    /// <summary>Adds the columns [<paramref name="from"/>, <paramref name="to"/>) of the front that child update
+    /// <paramref name="u"/> lands in (its columns whose places fall there; they come first to last, rings being in the
+    /// front's order) into the front <paramref name="f"/>.</summary>
+    static unsafe void ExtendAdd(Workspace ws, int u, double* stack, double* f, int ld, int[] lists, int[] pos, int from, int to)
     {
-        new Span<double>(g, 4 * count).Clear();
-        for (int ch = 0; ch < channels; ch++)
+        var (offset, size, listAt) = ws.Updates[u];
+        // The child's places in this front, and where each run of consecutive places ends (rings follow lines, so
+        // a column's rows land in a few runs).
+        var map = ws.Map;
+        var runEnd = ws.RunEnd;
+        for (int i = 0; i < size; i++) map[i] = pos[lists[listAt + i]];
+        for (int i = size - 1, end = size; i >= 0; i--)
         {
-            int plane = (c0 + ch) * hw;
-            for (int i = 0; i < count; i++) g[4 * i + ch] = rhs[plane + lists[start + i]];
+            if (i + 1 < size && map[i + 1] != map[i] + 1) end = i + 1;
+            runEnd[i] = end;
+        }
+        int j = 0;
+        while (j < size && map[j] < from) j++;
+        double* column = stack + offset + (long)j * size - (long)j * (j - 1) / 2;
+        for (; j < size && map[j] < to; column += size - j, j++)
+        {
+            double* into = f + (long)map[j] * ld;
+            for (int i = j; i < size;)
+            {
+                int end = runEnd[i], run = end - i, r = 0;
+                double* src = column + (i - j), dst = into + map[i];
+                for (; r + 4 <= run; r += 4) (Vector256.Load(dst + r) + Vector256.Load(src + r)).Store(dst + r);
+                for (; r < run; r++) dst[r] += src[r];
+                i = end;
+            }
         }
     }
 
-    /// <summary>The inverse of <see cref="Gather"/>.</summary>
-    static unsafe void Scatter(double* g, double[] rhs, int[] lists, int start, int count, int c0, int channels, int hw)
+    /// <summary>The Schur complement's product: the ring block of the front (columns and rows k..k+m−1) becomes
+    /// −L₂₁L₂₁ᵀ, L₂₁ = rows k.. of V's k factored columns, lower triangle, by 8×8 tiles with the sums in registers
+    /// (each entry written once: the block needs no clearing; each row vector loaded feeds eight multiply-adds).
+    /// Reads up to 7 rows past the ring (zero in V's columns) and writes up to 7 past it and above the diagonal within
+    /// a tile (space the front does not use).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void SchurProduct(double* f, int ld, int k, int m)
     {
-        for (int ch = 0; ch < channels; ch++)
+        double* l = f + k;
+        for (int j0 = 0; j0 < m; j0 += 8)
         {
-            int plane = (c0 + ch) * hw;
-            for (int i = 0; i < count; i++) rhs[plane + lists[start + i]] = g[4 * i + ch];
+            int cols = Math.Min(8, m - j0);
+            for (int i0 = j0; i0 < m; i0 += 8)
+            {
+                Vector256<double> a0 = default, a1 = default, b0 = default, b1 = default, c0 = default, c1 = default, d0 = default, d1 = default;
+                Vector256<double> e0 = default, e1 = default, g0 = default, g1 = default, h0 = default, h1 = default, q0 = default, q1 = default;
+                double* rows = l + i0, across = l + j0;
+                for (int s = 0; s < k; s++, rows += ld, across += ld)
+                {
+                    var r0 = Vector256.Load(rows);
+                    var r1 = Vector256.Load(rows + 4);
+                    var x = Vector256.Create(across[0]);
+                    a0 = Vector256.FusedMultiplyAdd(r0, x, a0); a1 = Vector256.FusedMultiplyAdd(r1, x, a1);
+                    x = Vector256.Create(across[1]);
+                    b0 = Vector256.FusedMultiplyAdd(r0, x, b0); b1 = Vector256.FusedMultiplyAdd(r1, x, b1);
+                    x = Vector256.Create(across[2]);
+                    c0 = Vector256.FusedMultiplyAdd(r0, x, c0); c1 = Vector256.FusedMultiplyAdd(r1, x, c1);
+                    x = Vector256.Create(across[3]);
+                    d0 = Vector256.FusedMultiplyAdd(r0, x, d0); d1 = Vector256.FusedMultiplyAdd(r1, x, d1);
+                    x = Vector256.Create(across[4]);
+                    e0 = Vector256.FusedMultiplyAdd(r0, x, e0); e1 = Vector256.FusedMultiplyAdd(r1, x, e1);
+                    x = Vector256.Create(across[5]);
+                    g0 = Vector256.FusedMultiplyAdd(r0, x, g0); g1 = Vector256.FusedMultiplyAdd(r1, x, g1);
+                    x = Vector256.Create(across[6]);
+                    h0 = Vector256.FusedMultiplyAdd(r0, x, h0); h1 = Vector256.FusedMultiplyAdd(r1, x, h1);
+                    x = Vector256.Create(across[7]);
+                    q0 = Vector256.FusedMultiplyAdd(r0, x, q0); q1 = Vector256.FusedMultiplyAdd(r1, x, q1);
+                }
+                double* u = f + (long)(k + j0) * ld + k + i0;
+                (-a0).Store(u); (-a1).Store(u + 4);
+                if (cols > 1) { (-b0).Store(u + ld); (-b1).Store(u + ld + 4); }
+                if (cols > 2) { (-c0).Store(u + 2 * ld); (-c1).Store(u + 2 * ld + 4); }
+                if (cols > 3) { (-d0).Store(u + 3 * ld); (-d1).Store(u + 3 * ld + 4); }
+                if (cols > 4) { (-e0).Store(u + 4 * ld); (-e1).Store(u + 4 * ld + 4); }
+                if (cols > 5) { (-g0).Store(u + 5 * ld); (-g1).Store(u + 5 * ld + 4); }
+                if (cols > 6) { (-h0).Store(u + 6 * ld); (-h1).Store(u + 6 * ld + 4); }
+                if (cols > 7) { (-q0).Store(u + 7 * ld); (-q1).Store(u + 7 * ld + 4); }
+            }
         }
     }
 
-    /// <summary>One column of the forward solve, four channels at once (g at the column's diagonal row, interleaved):
-    /// v = g[0] / L[j,j], then g[r] −= L[j+r, j]·v for the column's other rows.</summary>
+    /// <summary>One column of the forward solve, four channels at once (interleaved): v = y[0] / L[j,j], then
+    /// y[r] −= L[j+r, j]·v for the column's other rows in V (<paramref name="rows"/> from the diagonal, in y), and
+    /// ring[i] −= L[k+i, j]·v for its <paramref name="ringRows"/> rows on the ring (gathered).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Forward(double* col, double* g, int rows)
+    static unsafe void Forward(double* col, double* y, int rows, double* ring, int ringRows)
     {
-        var v = Vector256.Load(g) * Vector256.Create(1 / col[0]);
-        v.Store(g);
+        var v = Vector256.Load(y) * Vector256.Create(1 / col[0]);
+        v.Store(y);
         var minus = -v;
         for (int r = 1; r < rows; r++)
-            Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), minus, Vector256.Load(g + 4 * r)).Store(g + 4 * r);
+            Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), minus, Vector256.Load(y + 4 * r)).Store(y + 4 * r);
+        col += rows;
+        for (int r = 0; r < ringRows; r++)
+            Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), minus, Vector256.Load(ring + 4 * r)).Store(ring + 4 * r);
     }
 
     /// <summary>Σ_r L[r]·g[r] over <paramref name="rows"/> rows, four channels at once (g interleaved); four sums in
@@ -270,9 +368,9 @@ public static class DissectedImputation
 
     /// <summary>Eliminates the first <paramref name="k"/> of the <paramref name="t"/> unknowns of a dense front (lower
     /// triangle, column-major, leading dimension <paramref name="ld"/> ≥ t + 4, rows t.. zero): columns 0..k−1 become
-    /// the factor's, the trailing (t−k)×(t−k) block the Schur complement. Right-looking by blocks of four columns, as
-    /// <see cref="BandedImputation"/>'s kernel: each block's columns take the block's earlier columns, their pivot and
-    /// scale; then every later column j (of V and of B) gets A[j.., j] −= Σ_s L[j, s]·L[j.., s], two columns per pass.
+    /// the factor's (the trailing block is left to <see cref="SchurProduct"/>). Right-looking by blocks of four
+    /// columns, as <see cref="BandedImputation"/>'s kernel: each block's columns take the block's earlier columns, their
+    /// pivot and scale; then every later column j of V gets A[j.., j] −= Σ_s L[j, s]·L[j.., s], two columns per pass.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe void PartialFactor(double* f, int t, int ld, int k)
@@ -300,7 +398,7 @@ public static class DissectedImputation
             double* s2 = size > 2 ? s0 + 2 * ld : s0;
             double* s3 = size > 3 ? s0 + 3 * ld : s0;
             int j = k0 + size;
-            for (; j + 1 < t; j += 2)
+            for (; j + 1 < k; j += 2)
             {
                 double a0 = s0[j], a1 = size > 1 ? s1[j] : 0, a2 = size > 2 ? s2[j] : 0, a3 = size > 3 ? s3[j] : 0;
                 double b0 = s0[j + 1], b1 = size > 1 ? s1[j + 1] : 0, b2 = size > 2 ? s2[j + 1] : 0, b3 = size > 3 ? s3[j + 1] : 0;
@@ -311,11 +409,16 @@ public static class DissectedImputation
                 int from = j + 1;
                 CholeskyKernels.UpdatePair(s0 + from, s1 + from, s2 + from, s3 + from, a0, a1, a2, a3, b0, b1, b2, b3, y + 1, z, t - from);
             }
-            if (j < t)   // the last column alone: its diagonal only
+            if (j < k)   // the last column alone
             {
                 double a0 = s0[j], a1 = size > 1 ? s1[j] : 0, a2 = size > 2 ? s2[j] : 0, a3 = size > 3 ? s3[j] : 0;
                 double* y = f + (long)j * ld + j;
                 *y = CholeskyKernels.Diagonal(*y, a0, a1, a2, a3);
+                int from = j + 1;
+                CholeskyKernels.Axpy(-a0, s0 + from, y + 1, t - from);
+                if (size > 1) CholeskyKernels.Axpy(-a1, s1 + from, y + 1, t - from);
+                if (size > 2) CholeskyKernels.Axpy(-a2, s2 + from, y + 1, t - from);
+                if (size > 3) CholeskyKernels.Axpy(-a3, s3 + from, y + 1, t - from);
             }
         }
     }
@@ -327,15 +430,15 @@ public static class DissectedImputation
     {
         [ThreadStatic] static Workspace? _current;
         public ImageDissection Tree = null!;
-        public int[] Position = [], Lists = new int[1024], Map = [];
+        public int[] Position = [], Lists = new int[1024], Places = new int[1024], Index = [], NodeStart = [], Map = [], RunEnd = [];
         public long[] NodeFactor = [];
         public (int Start, int K, int M)[] NodeList = [];
         public (int Offset, int Size, int ListAt)[] Updates = new (int, int, int)[64];
-        public double[] Rhs = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [];
+        public double[] Y = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [];
         public bool Dirty;
         int _h = -1, _w = -1;
 
-        public static Workspace For(int h, int w, int c)
+        public static Workspace For(int h, int w, int c, int n)
         {
             var ws = _current ??= new Workspace();
             int hw = h * w;
@@ -351,13 +454,16 @@ public static class DissectedImputation
                     }
                 ws.NodeList = new (int, int, int)[ws.Tree.Count];
                 ws.NodeFactor = new long[ws.Tree.Count];
+                ws.Index = new int[hw];
                 ws.Map = new int[hw];
+                ws.RunEnd = new int[hw];
+                ws.NodeStart = new int[ws.Tree.Count];
                 ws.Known = [];
                 ws.Position = new int[hw];
                 Array.Fill(ws.Position, -1);
                 (ws._h, ws._w) = (h, w);
             }
-            if (ws.Rhs.Length < c * hw) ws.Rhs = new double[c * hw];
+            if (ws.Y.Length < (long)(c + 3) / 4 * 4 * n) ws.Y = new double[(c + 3) / 4 * 4 * hw];
             if (ws.Known.Length < c * (h + 2) * (w + 2)) ws.Known = new double[c * (h + 2) * (w + 2)];   // borders stay 0
             if (ws.Gather.Length < 4 * hw) ws.Gather = new double[4 * hw];
             return ws;

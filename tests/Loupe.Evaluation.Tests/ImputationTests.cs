@@ -217,6 +217,34 @@ public class ImputationTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(4)]
+    [InlineData(6)]
+    public void NestedDissectionSolvesAnyNumberOfChannels(int channels)
+    {
+        // Channels go through the solves four at a time: one, a whole group, and a group and a half give the banded
+        // solution per channel, on a blob mask (large fronts) and a scatter (many small ones).
+        var random = new Random(channels);
+        int h = 45, w = 38, hw = h * w;
+        var masks = new[]
+        {
+            Enumerable.Range(0, hw).Select(p => Math.Pow(p / w - 20, 2) + Math.Pow(p % w - 15, 2) < 300).ToArray(),
+            Enumerable.Range(0, hw).Select(_ => random.NextDouble() < 0.4).ToArray(),
+        };
+        foreach (var mask in masks)
+        {
+            var image = Enumerable.Range(0, channels * hw).Select(_ => random.NextDouble() * 2 - 1).ToArray();
+            var banded = (double[])image.Clone();
+            var dissected = (double[])image.Clone();
+            BandedImputation.Solve(banded, mask, channels, h, w);
+            DissectedImputation.Solve(dissected, mask, channels, h, w);
+            double diff = banded.Zip(dissected, (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(diff < 1e-10, $"{channels} channels: largest difference {diff}");
+            Assert.Contains(Enumerable.Range(0, channels * hw), i => mask[i % hw] && Math.Abs(dissected[i] - image[i]) > 1e-6);
+        }
+    }
+
     [Fact]
     public void WideBandsTakeTheDissectionAndAllPathsAgree()
     {
