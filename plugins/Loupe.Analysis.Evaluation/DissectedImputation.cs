@@ -171,7 +171,7 @@ public static class DissectedImputation
                     {
                         double* yv = y + ((long)group * n + nodeStart[node]) * 4, yg = y + (long)group * n * 4;
                         for (int i = 0; i < m; i++) Vector256.Load(yg + 4 * places[vStart + k + i]).Store(g + 4 * i);
-                        for (int j = 0; j < k; j++) Forward(f + (long)j * ld + j, yv + 4 * j, k - j, g, m);
+                        ForwardFront(f, ld, k, m, yv, g);
                         for (int i = 0; i < m; i++) Vector256.Load(g + 4 * i).Store(yg + 4 * places[vStart + k + i]);
                     }
             }
@@ -202,13 +202,22 @@ public static class DissectedImputation
                     if (m > 0)
                     {
                         for (int i = 0; i < m; i++) Vector256.Load(yg + 4 * places[vStart + k + i]).Store(g + 4 * i);
-                        for (int j = 0; j < k; j++)
-                            (Vector256.Load(yv + 4 * j) - Dot(l + (long)j * ld + k, g, m)).Store(yv + 4 * j);
+                        SubtractDots(l + k, ld, 0, k, g, m, yv);
                     }
-                    for (int j = k - 1; j >= 0; j--)
+                    // The triangle by blocks of four columns from the last: each block's columns take the solved rows
+                    // below the block at once, then the block's own 4×4 triangle.
+                    for (int hi = k; hi > 0;)
                     {
-                        double* col = l + (long)j * ld + j;
-                        ((Vector256.Load(yv + 4 * j) - Dot(col + 1, yv + 4 * (j + 1), k - j - 1)) * Vector256.Create(1 / col[0])).Store(yv + 4 * j);
+                        int lo = Math.Max(0, hi - 4);
+                        SubtractDots(l + hi, ld, lo, hi, yv + 4 * hi, k - hi, yv);
+                        for (int j = hi - 1; j >= lo; j--)
+                        {
+                            double* col = l + (long)j * ld + j;
+                            var v = Vector256.Load(yv + 4 * j);
+                            for (int r = 1; j + r < hi; r++) v = Vector256.FusedMultiplyAdd(Vector256.Create(-col[r]), Vector256.Load(yv + 4 * (j + r)), v);
+                            (v * Vector256.Create(1 / col[0])).Store(yv + 4 * j);
+                        }
+                        hi = lo;
                     }
                 }
             }
@@ -307,20 +316,89 @@ public static class DissectedImputation
         }
     }
 
-    /// <summary>One column of the forward solve, four channels at once (interleaved): v = y[0] / L[j,j], then
-    /// y[r] −= L[j+r, j]·v for the column's other rows in V (<paramref name="rows"/> from the diagonal, in y), and
-    /// ring[i] −= L[k+i, j]·v for its <paramref name="ringRows"/> rows on the ring (gathered).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Forward(double* col, double* y, int rows, double* ring, int ringRows)
+    /// <summary>The forward solve over one front, four channels at once (interleaved): V's values y (a run) become
+    /// L₁₁⁻¹y, the ring's (gathered in <paramref name="ring"/>) take −L₂₁ times them. By blocks of four columns: the
+    /// block's 4×4 triangle, then each later row takes the four columns' terms in one load and store of its value.
+    /// </summary>
+    static unsafe void ForwardFront(double* f, int ld, int k, int m, double* y, double* ring)
     {
-        var v = Vector256.Load(y) * Vector256.Create(1 / col[0]);
-        v.Store(y);
-        var minus = -v;
-        for (int r = 1; r < rows; r++)
-            Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), minus, Vector256.Load(y + 4 * r)).Store(y + 4 * r);
-        col += rows;
-        for (int r = 0; r < ringRows; r++)
-            Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), minus, Vector256.Load(ring + 4 * r)).Store(ring + 4 * r);
+        int j = 0;
+        for (; j + 4 <= k; j += 4)
+        {
+            double* c0 = f + (long)j * ld, c1 = c0 + ld, c2 = c1 + ld, c3 = c2 + ld;
+            double* yj = y + 4 * j;
+            var v0 = Vector256.Load(yj) * Vector256.Create(1 / c0[j]);
+            var v1 = Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 1]), v0, Vector256.Load(yj + 4)) * Vector256.Create(1 / c1[j + 1]);
+            var v2 = Vector256.FusedMultiplyAdd(Vector256.Create(-c1[j + 2]), v1,
+                Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 2]), v0, Vector256.Load(yj + 8))) * Vector256.Create(1 / c2[j + 2]);
+            var v3 = Vector256.FusedMultiplyAdd(Vector256.Create(-c2[j + 3]), v2, Vector256.FusedMultiplyAdd(Vector256.Create(-c1[j + 3]), v1,
+                Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 3]), v0, Vector256.Load(yj + 12)))) * Vector256.Create(1 / c3[j + 3]);
+            v0.Store(yj); v1.Store(yj + 4); v2.Store(yj + 8); v3.Store(yj + 12);
+            Update4(c0, c1, c2, c3, -v0, -v1, -v2, -v3, j + 4, k, y);
+            Update4(c0 + k, c1 + k, c2 + k, c3 + k, -v0, -v1, -v2, -v3, 0, m, ring);
+        }
+        for (; j < k; j++)
+        {
+            double* col = f + (long)j * ld;
+            var v = Vector256.Load(y + 4 * j) * Vector256.Create(1 / col[j]);
+            v.Store(y + 4 * j);
+            var minus = -v;
+            for (int r = j + 1; r < k; r++)
+                Vector256.FusedMultiplyAdd(Vector256.Create(col[r]), minus, Vector256.Load(y + 4 * r)).Store(y + 4 * r);
+            for (int r = 0; r < m; r++)
+                Vector256.FusedMultiplyAdd(Vector256.Create(col[k + r]), minus, Vector256.Load(ring + 4 * r)).Store(ring + 4 * r);
+        }
+    }
+
+    /// <summary>y[r] += c0[r]·n0 + c1[r]·n1 + c2[r]·n2 + c3[r]·n3 for r in [from, to) (y interleaved, four lanes).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Update4(double* c0, double* c1, double* c2, double* c3, Vector256<double> n0, Vector256<double> n1,
+        Vector256<double> n2, Vector256<double> n3, int from, int to, double* y)
+    {
+        for (int r = from; r < to; r++)
+        {
+            var v = Vector256.FusedMultiplyAdd(Vector256.Create(c0[r]), n0, Vector256.Load(y + 4 * r));
+            v = Vector256.FusedMultiplyAdd(Vector256.Create(c1[r]), n1, v);
+            v = Vector256.FusedMultiplyAdd(Vector256.Create(c2[r]), n2, v);
+            Vector256.FusedMultiplyAdd(Vector256.Create(c3[r]), n3, v).Store(y + 4 * r);
+        }
+    }
+
+    /// <summary>y[j] −= Σ_r L[r, j]·x[r] for the columns j in [from, to), r over <paramref name="rows"/> rows (column j's
+    /// from <c>l + j·ld</c>; x and y interleaved, four lanes): four columns at a time, each x[r] loaded once for four
+    /// multiply-adds, two rows per pass (eight independent sums).</summary>
+    static unsafe void SubtractDots(double* l, int ld, int from, int to, double* x, int rows, double* y)
+    {
+        int j = from;
+        for (; j + 4 <= to; j += 4)
+        {
+            double* c0 = l + (long)j * ld, c1 = c0 + ld, c2 = c1 + ld, c3 = c2 + ld;
+            Vector256<double> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+            int r = 0;
+            for (; r + 2 <= rows; r += 2)
+            {
+                var x0 = Vector256.Load(x + 4 * r);
+                var x1 = Vector256.Load(x + 4 * r + 4);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Create(c0[r]), x0, a0); b0 = Vector256.FusedMultiplyAdd(Vector256.Create(c0[r + 1]), x1, b0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Create(c1[r]), x0, a1); b1 = Vector256.FusedMultiplyAdd(Vector256.Create(c1[r + 1]), x1, b1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Create(c2[r]), x0, a2); b2 = Vector256.FusedMultiplyAdd(Vector256.Create(c2[r + 1]), x1, b2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.Create(c3[r]), x0, a3); b3 = Vector256.FusedMultiplyAdd(Vector256.Create(c3[r + 1]), x1, b3);
+            }
+            if (r < rows)
+            {
+                var x0 = Vector256.Load(x + 4 * r);
+                a0 = Vector256.FusedMultiplyAdd(Vector256.Create(c0[r]), x0, a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.Create(c1[r]), x0, a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.Create(c2[r]), x0, a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.Create(c3[r]), x0, a3);
+            }
+            double* yj = y + 4 * j;
+            (Vector256.Load(yj) - (a0 + b0)).Store(yj);
+            (Vector256.Load(yj + 4) - (a1 + b1)).Store(yj + 4);
+            (Vector256.Load(yj + 8) - (a2 + b2)).Store(yj + 8);
+            (Vector256.Load(yj + 12) - (a3 + b3)).Store(yj + 12);
+        }
+        for (; j < to; j++) (Vector256.Load(y + 4 * j) - Dot(l + (long)j * ld, x, rows)).Store(y + 4 * j);
     }
 
     /// <summary>Σ_r L[r]·g[r] over <paramref name="rows"/> rows, four channels at once (g interleaved); four sums in
