@@ -143,8 +143,8 @@ public static class DissectedImputation
                         if (r > i) f[(long)i * ld + r] -= Weight[d];
                     }
                 }
-                PartialFactor(f, t, ld, k);
-                if (m > 0) SchurProduct(f, ld, k, m);
+                PartialFactor(ws, f, t, ld, k);
+                if (m > 0) SchurProduct(ws, f, ld, k, m);
                 for (int u = first; u < updateCount; u++) ExtendAdd(ws, u, stack, f, ld, lists, pos, k, t);
                 if (box.Children > 0) stackTop = ws.Updates[first].Offset;
                 updateCount = first;
@@ -234,85 +234,113 @@ public static class DissectedImputation
 
     /// <summary>Adds the columns [<paramref name="from"/>, <paramref name="to"/>) of the front that child update
     /// <paramref name="u"/> lands in (its columns whose places fall there; they come first to last, rings being in the
-    /// front's order) into the front <paramref name="f"/>.</summary>
+    /// front's order) into the front <paramref name="f"/>, entry by entry (vectors over runs of consecutive places were
+    /// no faster on dense rings and several times slower on scattered ones).</summary>
     static unsafe void ExtendAdd(Workspace ws, int u, double* stack, double* f, int ld, int[] lists, int[] pos, int from, int to)
     {
         var (offset, size, listAt) = ws.Updates[u];
-        // The child's places in this front, and where each run of consecutive places ends (rings follow lines, so
-        // a column's rows land in a few runs).
         var map = ws.Map;
-        var runEnd = ws.RunEnd;
         for (int i = 0; i < size; i++) map[i] = pos[lists[listAt + i]];
-        for (int i = size - 1, end = size; i >= 0; i--)
-        {
-            if (i + 1 < size && map[i + 1] != map[i] + 1) end = i + 1;
-            runEnd[i] = end;
-        }
         int j = 0;
         while (j < size && map[j] < from) j++;
         double* column = stack + offset + (long)j * size - (long)j * (j - 1) / 2;
         for (; j < size && map[j] < to; column += size - j, j++)
         {
             double* into = f + (long)map[j] * ld;
-            for (int i = j; i < size;)
-            {
-                int end = runEnd[i], run = end - i, r = 0;
-                double* src = column + (i - j), dst = into + map[i];
-                for (; r + 4 <= run; r += 4) (Vector256.Load(dst + r) + Vector256.Load(src + r)).Store(dst + r);
-                for (; r < run; r++) dst[r] += src[r];
-                i = end;
-            }
+            for (int i = j; i < size; i++) into[map[i]] += column[i - j];
         }
     }
 
     /// <summary>The Schur complement's product: the ring block of the front (columns and rows k..k+m−1) becomes
-    /// −L₂₁L₂₁ᵀ, L₂₁ = rows k.. of V's k factored columns, lower triangle, by 8×8 tiles with the sums in registers
-    /// (each entry written once: the block needs no clearing; each row vector loaded feeds eight multiply-adds).
-    /// Reads up to 7 rows past the ring (zero in V's columns) and writes up to 7 past it and above the diagonal within
-    /// a tile (space the front does not use).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void SchurProduct(double* f, int ld, int k, int m)
+    /// −L₂₁L₂₁ᵀ, L₂₁ = rows k.. of V's k factored columns (each entry written once: the block needs no clearing).</summary>
+    static unsafe void SchurProduct(Workspace ws, double* f, int ld, int k, int m)
     {
-        double* l = f + k;
-        for (int j0 = 0; j0 < m; j0 += 8)
+        fixed (double* p = ws.Packed(m, k))
         {
-            int cols = Math.Min(8, m - j0);
-            for (int i0 = j0; i0 < m; i0 += 8)
+            Pack(f, ld, k, m, 0, k, p);
+            Tiles(p, k, m, m, f + (long)k * ld + k, ld, assign: true);
+        }
+    }
+
+    /// <summary>Copies rows [r0, r0 + rows) of columns [s0, s1) into <paramref name="p"/> by tiles of eight rows, each
+    /// tile's rows contiguous per column (p[(tile·(s1−s0) + s − s0)·8 + i]): the product's operands read in order.
+    /// Reads up to seven rows past the last (the front's zero rows).</summary>
+    static unsafe void Pack(double* f, int ld, int r0, int rows, int s0, int s1, double* p)
+    {
+        for (int i0 = 0; i0 < rows; i0 += 8)
+            for (int s = s0; s < s1; s++, p += 8)
+            {
+                double* from = f + (long)s * ld + r0 + i0;
+                Vector256.Load(from).Store(p);
+                Vector256.Load(from + 4).Store(p + 4);
+            }
+    }
+
+    /// <summary>C −= PPᵀ (or C = −PPᵀ with <paramref name="assign"/>) on the lower triangle of the first
+    /// <paramref name="cols"/> columns and <paramref name="rows"/> rows of C (column-major, leading dimension
+    /// <paramref name="ld"/>), P packed by <see cref="Pack"/> with inner dimension <paramref name="inner"/>: 8×8 tiles
+    /// with the sums in registers, each packed row vector feeding eight multiply-adds. Writes whole tiles: up to seven
+    /// rows past <paramref name="rows"/> and above the diagonal within a tile (space the front does not read; zero rows
+    /// stay zero when subtracting, their packed rows being zero).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void Tiles(double* p, int inner, int rows, int cols, double* c, int ld, bool assign)
+    {
+        long tile = 8L * inner;
+        for (int j0 = 0; j0 < cols; j0 += 8)
+        {
+            int n = Math.Min(8, cols - j0);
+            for (int i0 = j0; i0 < rows; i0 += 8)
             {
                 Vector256<double> a0 = default, a1 = default, b0 = default, b1 = default, c0 = default, c1 = default, d0 = default, d1 = default;
                 Vector256<double> e0 = default, e1 = default, g0 = default, g1 = default, h0 = default, h1 = default, q0 = default, q1 = default;
-                double* rows = l + i0, across = l + j0;
-                for (int s = 0; s < k; s++, rows += ld, across += ld)
+                double* x = p + i0 / 8 * tile, y = p + j0 / 8 * tile;
+                for (int s = 0; s < inner; s++, x += 8, y += 8)
                 {
-                    var r0 = Vector256.Load(rows);
-                    var r1 = Vector256.Load(rows + 4);
-                    var x = Vector256.Create(across[0]);
-                    a0 = Vector256.FusedMultiplyAdd(r0, x, a0); a1 = Vector256.FusedMultiplyAdd(r1, x, a1);
-                    x = Vector256.Create(across[1]);
-                    b0 = Vector256.FusedMultiplyAdd(r0, x, b0); b1 = Vector256.FusedMultiplyAdd(r1, x, b1);
-                    x = Vector256.Create(across[2]);
-                    c0 = Vector256.FusedMultiplyAdd(r0, x, c0); c1 = Vector256.FusedMultiplyAdd(r1, x, c1);
-                    x = Vector256.Create(across[3]);
-                    d0 = Vector256.FusedMultiplyAdd(r0, x, d0); d1 = Vector256.FusedMultiplyAdd(r1, x, d1);
-                    x = Vector256.Create(across[4]);
-                    e0 = Vector256.FusedMultiplyAdd(r0, x, e0); e1 = Vector256.FusedMultiplyAdd(r1, x, e1);
-                    x = Vector256.Create(across[5]);
-                    g0 = Vector256.FusedMultiplyAdd(r0, x, g0); g1 = Vector256.FusedMultiplyAdd(r1, x, g1);
-                    x = Vector256.Create(across[6]);
-                    h0 = Vector256.FusedMultiplyAdd(r0, x, h0); h1 = Vector256.FusedMultiplyAdd(r1, x, h1);
-                    x = Vector256.Create(across[7]);
-                    q0 = Vector256.FusedMultiplyAdd(r0, x, q0); q1 = Vector256.FusedMultiplyAdd(r1, x, q1);
+                    var r0 = Vector256.Load(x);
+                    var r1 = Vector256.Load(x + 4);
+                    var v = Vector256.Create(y[0]);
+                    a0 = Vector256.FusedMultiplyAdd(r0, v, a0); a1 = Vector256.FusedMultiplyAdd(r1, v, a1);
+                    v = Vector256.Create(y[1]);
+                    b0 = Vector256.FusedMultiplyAdd(r0, v, b0); b1 = Vector256.FusedMultiplyAdd(r1, v, b1);
+                    v = Vector256.Create(y[2]);
+                    c0 = Vector256.FusedMultiplyAdd(r0, v, c0); c1 = Vector256.FusedMultiplyAdd(r1, v, c1);
+                    v = Vector256.Create(y[3]);
+                    d0 = Vector256.FusedMultiplyAdd(r0, v, d0); d1 = Vector256.FusedMultiplyAdd(r1, v, d1);
+                    v = Vector256.Create(y[4]);
+                    e0 = Vector256.FusedMultiplyAdd(r0, v, e0); e1 = Vector256.FusedMultiplyAdd(r1, v, e1);
+                    v = Vector256.Create(y[5]);
+                    g0 = Vector256.FusedMultiplyAdd(r0, v, g0); g1 = Vector256.FusedMultiplyAdd(r1, v, g1);
+                    v = Vector256.Create(y[6]);
+                    h0 = Vector256.FusedMultiplyAdd(r0, v, h0); h1 = Vector256.FusedMultiplyAdd(r1, v, h1);
+                    v = Vector256.Create(y[7]);
+                    q0 = Vector256.FusedMultiplyAdd(r0, v, q0); q1 = Vector256.FusedMultiplyAdd(r1, v, q1);
                 }
-                double* u = f + (long)(k + j0) * ld + k + i0;
-                (-a0).Store(u); (-a1).Store(u + 4);
-                if (cols > 1) { (-b0).Store(u + ld); (-b1).Store(u + ld + 4); }
-                if (cols > 2) { (-c0).Store(u + 2 * ld); (-c1).Store(u + 2 * ld + 4); }
-                if (cols > 3) { (-d0).Store(u + 3 * ld); (-d1).Store(u + 3 * ld + 4); }
-                if (cols > 4) { (-e0).Store(u + 4 * ld); (-e1).Store(u + 4 * ld + 4); }
-                if (cols > 5) { (-g0).Store(u + 5 * ld); (-g1).Store(u + 5 * ld + 4); }
-                if (cols > 6) { (-h0).Store(u + 6 * ld); (-h1).Store(u + 6 * ld + 4); }
-                if (cols > 7) { (-q0).Store(u + 7 * ld); (-q1).Store(u + 7 * ld + 4); }
+                double* u = c + (long)j0 * ld + i0;
+                Put(u, a0, a1, assign);
+                if (n > 1) Put(u + ld, b0, b1, assign);
+                if (n > 2) Put(u + 2 * ld, c0, c1, assign);
+                if (n > 3) Put(u + 3 * ld, d0, d1, assign);
+                if (n > 4) Put(u + 4 * ld, e0, e1, assign);
+                if (n > 5) Put(u + 5 * ld, g0, g1, assign);
+                if (n > 6) Put(u + 6 * ld, h0, h1, assign);
+                if (n > 7) Put(u + 7 * ld, q0, q1, assign);
             }
+        }
+    }
+
+    /// <summary>Eight entries of a column take −(lo, hi): assigned, or subtracted from what is there.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Put(double* u, Vector256<double> lo, Vector256<double> hi, bool assign)
+    {
+        if (assign)
+        {
+            (-lo).Store(u);
+            (-hi).Store(u + 4);
+        }
+        else
+        {
+            (Vector256.Load(u) - lo).Store(u);
+            (Vector256.Load(u + 4) - hi).Store(u + 4);
         }
     }
 
@@ -450,10 +478,33 @@ public static class DissectedImputation
     /// columns, as <see cref="BandedImputation"/>'s kernel: each block's columns take the block's earlier columns, their
     /// pivot and scale; then every later column j of V gets A[j.., j] −= Σ_s L[j, s]·L[j.., s], two columns per pass.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void PartialFactor(double* f, int t, int ld, int k)
+    static unsafe void PartialFactor(Workspace ws, double* f, int t, int ld, int k)
     {
-        for (int k0 = 0; k0 < k; k0 += 4)
+        for (int b0 = 0; b0 < k; b0 += Panel)
+        {
+            int b1 = Math.Min(k, b0 + Panel);
+            FactorColumns(f, t, ld, b0, b1);
+            if (b1 == k) break;
+            // V's later columns take this block's Schur update at once (the tiled product, rows b1..t−1).
+            fixed (double* p = ws.Packed(t - b1, b1 - b0))
+            {
+                Pack(f, ld, b1, t - b1, b0, b1, p);
+                Tiles(p, b1 - b0, t - b1, k - b1, f + (long)b1 * ld + b1, ld, assign: false);
+            }
+        }
+    }
+
+    /// <summary>Columns eliminated between two tiled updates of V's later columns (a multiple of the tiles' eight).
+    /// </summary>
+    const int Panel = 32;
+
+    /// <summary>Factors columns [first, k) of a front whose earlier columns' updates they have taken: by blocks of four,
+    /// each block's columns take the block's earlier columns, their pivot and scale, then the later columns up to
+    /// <paramref name="k"/> take the block's update, two columns per pass.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void FactorColumns(double* f, int t, int ld, int first, int k)
+    {
+        for (int k0 = first; k0 < k; k0 += 4)
         {
             int size = Math.Min(4, k - k0);
             for (int c = k0; c < k0 + size; c++)
@@ -508,7 +559,7 @@ public static class DissectedImputation
     {
         [ThreadStatic] static Workspace? _current;
         public ImageDissection Tree = null!;
-        public int[] Position = [], Lists = new int[1024], Places = new int[1024], Index = [], NodeStart = [], Map = [], RunEnd = [];
+        public int[] Position = [], Lists = new int[1024], Places = new int[1024], Index = [], NodeStart = [], Map = [];
         public long[] NodeFactor = [];
         public (int Start, int K, int M)[] NodeList = [];
         public (int Offset, int Size, int ListAt)[] Updates = new (int, int, int)[64];
@@ -534,7 +585,6 @@ public static class DissectedImputation
                 ws.NodeFactor = new long[ws.Tree.Count];
                 ws.Index = new int[hw];
                 ws.Map = new int[hw];
-                ws.RunEnd = new int[hw];
                 ws.NodeStart = new int[ws.Tree.Count];
                 ws.Known = [];
                 ws.Position = new int[hw];
@@ -561,6 +611,17 @@ public static class DissectedImputation
         }
 
         public void EnsureFactor(long count) => Ensure(ref Factor, count);
+
+        double[] _packed = [];
+
+        /// <summary>Room for <paramref name="rows"/> rows (rounded up to tiles of eight) of <paramref name="inner"/>
+        /// packed columns.</summary>
+        public double[] Packed(int rows, int inner)
+        {
+            long count = (rows + 7L) / 8 * 8 * inner;
+            if (_packed.Length < count) _packed = new double[Math.Max(count, 2L * _packed.Length)];
+            return _packed;
+        }
 
         public void EnsureStack(long count) => Ensure(ref Stack, count);
 
