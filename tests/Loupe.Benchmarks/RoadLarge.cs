@@ -65,7 +65,9 @@ public static class RoadLarge
                     }
                     return best;
                 }
-                double best = Best(BandedImputation.Solve), dissected = Best(DissectedImputation.Solve);
+                double best = Best(BandedImputation.Solve);
+                Best(DissectedImputation.Solve);   // the first call grows the thread's storage to this mask's size
+                double dissected = Best(DissectedImputation.Solve);
                 Console.WriteLine($"{limits[j]} unknown: n {un}, band {band}: {best:F1} ms, {un * (double)band * band / 2 / best / 1e6:F2} G multiply-adds/s (n·b²/2); nested dissection {dissected:F1} ms");
             }
             return 0;
