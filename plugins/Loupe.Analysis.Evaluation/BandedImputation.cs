@@ -24,6 +24,7 @@ namespace Loupe.Analysis.Evaluation;
 public static class BandedImputation
 {
     /// <summary>The system's size and half-bandwidth for one mask of H×W pixels (true = unknown).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static (int Unknowns, int Band) Shape(ReadOnlySpan<bool> unknown, int h, int w)
     {
         int count = 0, band = 0;

@@ -11,6 +11,7 @@ internal static class FrontKernels
 {
     /// <summary>The Schur complement's product: the ring block of the front (columns and rows k..k+m−1) becomes
     /// −L₂₁L₂₁ᵀ, L₂₁ = rows k.. of V's k factored columns (each entry written once: the block needs no clearing).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void SchurProduct(ref double[] buffer, double* f, int ld, int k, int m)
     {
         fixed (double* p = Packed(ref buffer, m, k))
@@ -23,6 +24,7 @@ internal static class FrontKernels
     /// <summary>Copies rows [r0, r0 + rows) of columns [s0, s1) into <paramref name="p"/> by tiles of eight rows, each
     /// tile's rows contiguous per column (p[(tile·(s1−s0) + s − s0)·8 + i]): the product's operands read in order.
     /// Reads up to seven rows past the last (the front's zero rows).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe void Pack(double* f, int ld, int r0, int rows, int s0, int s1, double* p)
     {
         for (int i0 = 0; i0 < rows; i0 += 8)
@@ -106,6 +108,7 @@ internal static class FrontKernels
     /// L₁₁⁻¹y, the ring's (gathered in <paramref name="ring"/>) take −L₂₁ times them. By blocks of four columns: the
     /// block's 4×4 triangle, then each later row takes the four columns' terms in one load and store of its value.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void ForwardFront(double* f, int ld, int k, int m, double* y, double* ring)
     {
         int j = 0;
@@ -153,6 +156,7 @@ internal static class FrontKernels
     /// <summary>y[j] −= Σ_r L[r, j]·x[r] for the columns j in [from, to), r over <paramref name="rows"/> rows (column j's
     /// from <c>l + j·ld</c>; x and y interleaved, four lanes): four columns at a time, each x[r] loaded once for four
     /// multiply-adds, two rows per pass (eight independent sums).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void SubtractDots(double* l, int ld, int from, int to, double* x, int rows, double* y)
     {
         int j = from;
@@ -205,6 +209,20 @@ internal static class FrontKernels
         return (s0 + s1) + (s2 + s3);
     }
 
+    /// <summary>Asks for the cache lines of [<paramref name="from"/>, <paramref name="to"/>) into L2, at most
+    /// <see cref="PrefetchBytes"/> of them (the hardware prefetcher follows longer runs).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Prefetch(double* from, double* to)
+    {
+        byte* a = (byte*)from, end = (byte*)to;
+        if (end - a > PrefetchBytes) end = a + PrefetchBytes;
+        if (System.Runtime.Intrinsics.X86.Sse.IsSupported)
+            for (; a < end; a += 64) System.Runtime.Intrinsics.X86.Sse.Prefetch1(a);
+    }
+
+    /// <summary>Most bytes <see cref="Prefetch"/> requests at once.</summary>
+    const int PrefetchBytes = 16 << 10;
+
     /// <summary>Zero rows after each front column: a whole last vector (3) and the kernel's reach, one to spare.</summary>
     public const int Pad = 8;
 
@@ -214,6 +232,7 @@ internal static class FrontKernels
     /// columns, as <see cref="BandedImputation"/>'s kernel: each block's columns take the block's earlier columns, their
     /// pivot and scale; then every later column j of V gets A[j.., j] −= Σ_s L[j, s]·L[j.., s], two columns per pass.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void PartialFactor(ref double[] buffer, double* f, int t, int ld, int k)
     {
         for (int b0 = 0; b0 < k; b0 += Panel)

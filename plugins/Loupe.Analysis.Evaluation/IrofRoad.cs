@@ -83,14 +83,15 @@ public sealed class Road : FaithfulnessMetric
         var x = b.X;
         long n = b.N, c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var rank = PixelSteps(o with { FeaturesInStep = 1 }, b, a, o.Order == RegionOrder.Morf, out _);
-        // One noise draw of P×C×H×W per input (the same numbers whatever the chunking below).
         long points = o.Percentages.Length;
-        // Filled in place (the numbers of randn([P, C, H, W], generator) per input; no stacked copy: 24 MB at 224×224).
-        var noise = empty([n, points, c, h, w]);   // N×P×C×H×W
-        for (int i = 0; i < n; i++) noise[i].normal_(0, 1, generator: b.Generators[i]);
         var limits = o.Percentages.Select(p => (long)Math.Floor(b.D * p / 100.0 + 1e-9)).ToArray();
-        // As many points per pass as the memory budget holds: their images are imputed together and scored in one forward.
-        long chunk = Math.Max(1, Explain.CopiesPerForward(b.Context, x, o.MicroBatch) / n);
+        // One noise draw per input, of the values used only (C per imputed pixel and point; the same numbers whatever the
+        // chunking below), filled in place from the input's generator.
+        var noise = empty([n, LinearImputation.NoiseLength(limits, c, h * w)]);
+        for (int i = 0; i < n; i++) noise[i].normal_(0, 1, generator: b.Generators[i]);
+        // As few passes as the memory budget allows, of even sizes: each pass's points are imputed together and scored in
+        // one forward.
+        long chunk = Explain.EvenPasses(points, Explain.CopiesPerForward(b.Context, x, o.MicroBatch) / n);
         var target = tensor(classes);
         var hits = new List<Tensor>();
         for (long p0 = 0; p0 < points; p0 += chunk)
@@ -98,7 +99,9 @@ public sealed class Road : FaithfulnessMetric
             using var scope = NewDisposeScope();
             b.Context.Cancellation.ThrowIfCancellationRequested();
             long k = Math.Min(chunk, points - p0);
-            var imputed = LinearImputation.Noisy(x, rank, limits[(int)p0..(int)(p0 + k)], noise.narrow(1, p0, k), o.Noise);
+            var pass = limits[(int)p0..(int)(p0 + k)];
+            long from = LinearImputation.NoiseLength(limits[..(int)p0], c, h * w);
+            var imputed = LinearImputation.Noisy(x, rank, pass, noise.narrow(1, from, LinearImputation.NoiseLength(pass, c, h * w)), o.Noise);
             var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
             var sel = b.Selection.Rows(rows);
             var (_, logits, _) = Explain.Scores(b.Context, imputed, sel, 0);

@@ -52,18 +52,28 @@ public static class LinearImputation
 
     /// <summary>ROAD's noisy imputation of every input at every point, in one call: copy j of input i (row i·P + j of
     /// the (N·P)×C×H×W result, in x's dtype) has the pixels with <paramref name="rank"/>[i] &lt;
-    /// <paramref name="limits"/>[j] imputed, plus σ·<paramref name="noise"/>[i, j] there. <paramref name="rank"/>:
-    /// N×(H·W) integers; <paramref name="noise"/>: N×P×C×H×W. The same numbers as <see cref="Solve"/> on the
-    /// expanded copies and their masks, then the noise; the masks, copies and noise never become tensors (each of
-    /// those steps was a tensor call costing more than its arithmetic on ROAD's small images).</summary>
+    /// <paramref name="limits"/>[j] imputed, plus σ times its noise there. <paramref name="rank"/>: N×(H·W), each row a
+    /// permutation of 0..H·W−1 (a pixel's place in the removal order), so that copy j has exactly
+    /// u_j = min(limits[j], H·W) unknown pixels. <paramref name="noise"/>: N×(C·Σ_j u_j), only the values that are
+    /// used: input i's row holds point after point, each point's C·u_j values channel after channel, each channel's
+    /// over the point's unknown pixels in raster order (<see cref="NoiseLength"/>). The same numbers as
+    /// <see cref="Solve"/> on the expanded copies and their masks, then the noise; the masks, copies and noise never
+    /// become tensors (each of those steps was a tensor call costing more than its arithmetic on ROAD's small
+    /// images).</summary>
     public static Tensor Noisy(Tensor x, Tensor rank, long[] limits, Tensor noise, double sigma, long directEntries = DirectEntries)
     {
         using var scope = NewDisposeScope();
         int n = (int)x.shape[0], c = (int)x.shape[1], h = (int)x.shape[2], w = (int)x.shape[3], hw = h * w, chw = c * hw, p = limits.Length;
+        var unknowns = limits.Select(l => (int)Math.Clamp(l, 0, hw)).ToArray();
+        var starts = new long[p];   // where each point's noise starts in an input's row
+        for (int j = 1; j < p; j++) starts[j] = starts[j - 1] + (long)c * unknowns[j - 1];
+        long perInput = NoiseLength(limits, c, hw);
+        if (noise.numel() != n * perInput)
+            throw new ArgumentException($"ROAD imputation: the noise holds {noise.numel()} values, not N·C·Σ unknowns = {n * perInput}");
         var rankTensor = rank.to(ScalarType.Int64).reshape(n, hw).cpu().contiguous();
         var pixelTensor = x.to(ScalarType.Float64).reshape(n, chw).cpu().contiguous();
         // The noise as drawn (float32 normally: no conversion pass; other types become float64).
-        var noiseTensor = (noise.dtype == ScalarType.Float32 ? noise : noise.to(ScalarType.Float64)).reshape(n * p, chw).cpu().contiguous();
+        var noiseTensor = (noise.dtype == ScalarType.Float32 ? noise : noise.to(ScalarType.Float64)).reshape(n, perInput).cpu().contiguous();
         bool single = noiseTensor.dtype == ScalarType.Float32;
         // The result in x's type when it is float32 or float64 (else float64, converted at the end): each copy is
         // solved in a per-thread float64 buffer and written once, with no N·P×C×H×W float64 intermediate (48 MB for
@@ -77,14 +87,20 @@ public static class LinearImputation
         void Finish(int image, Span<double> d)
         {
             var m = Cells<bool>(maskTensor).Slice(image * hw, hw);
-            if (single) AddScaled(d, m, Cells<float>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
-            else AddScaled(d, m, Cells<double>(noiseTensor).Slice(image * chw, chw), sigma, c, hw);
-            if (singleOut)
+            long at = (long)(image / p) * perInput + starts[image % p];
+            int count = c * unknowns[image % p];
+            if (single)
             {
-                var o = Cells<float>(result).Slice(image * chw, chw);
-                for (int q = 0; q < chw; q++) o[q] = (float)d[q];
+                var z = Cells<float>(noiseTensor).Slice((int)at, count);
+                if (singleOut) Write(d, m, z, sigma, Cells<float>(result).Slice(image * chw, chw), c, hw);
+                else Write(d, m, z, sigma, Cells<double>(result).Slice(image * chw, chw), c, hw);
             }
-            else d.CopyTo(Cells<double>(result).Slice(image * chw, chw));
+            else
+            {
+                var z = Cells<double>(noiseTensor).Slice((int)at, count);
+                if (singleOut) Write(d, m, z, sigma, Cells<float>(result).Slice(image * chw, chw), c, hw);
+                else Write(d, m, z, sigma, Cells<double>(result).Slice(image * chw, chw), c, hw);
+            }
         }
         TensorThreads.For(order.Length, k =>
         {
@@ -92,7 +108,9 @@ public static class LinearImputation
             long limit = limits[image % p];
             var m = Cells<bool>(maskTensor).Slice(image * hw, hw);
             var r = Cells<long>(rankTensor).Slice(i * hw, hw);
-            for (int q = 0; q < hw; q++) m[q] = r[q] < limit;
+            int count = 0;
+            for (int q = 0; q < hw; q++) count += (m[q] = r[q] < limit) ? 1 : 0;
+            if (count != unknowns[image % p]) throw new ArgumentException($"ROAD imputation: rank row {i} is not a permutation of 0..{hw - 1}");
             var d = CopyBuffer(chw);
             Cells<double>(pixelTensor).Slice(i * chw, chw).CopyTo(d);
             if (!SolveDirect(d, m, c, h, w, directEntries)) { viaGradients[image] = true; return; }
@@ -110,6 +128,10 @@ public static class LinearImputation
         return scope.MoveToOuter(result.to(x.dtype).to(x.device));
     }
 
+    /// <summary>The noise values <see cref="Noisy"/> reads per input for these points on C×<paramref name="hw"/>
+    /// images: C·Σ_j min(limits[j], H·W).</summary>
+    public static long NoiseLength(IEnumerable<long> limits, long c, long hw) => c * limits.Sum(l => Math.Clamp(l, 0, hw));
+
     [ThreadStatic] static double[]? _copy;
 
     /// <summary>This thread's buffer for one copy being solved (C·H·W float64), kept between calls.</summary>
@@ -119,16 +141,18 @@ public static class LinearImputation
         return _copy.AsSpan(0, chw);
     }
 
-    /// <summary>σ·noise added to one copy's imputed pixels, every channel.</summary>
-    static void AddScaled<T>(Span<double> data, ReadOnlySpan<bool> mask, ReadOnlySpan<T> noise, double sigma, int c, int hw)
-        where T : unmanaged, System.Numerics.INumberBase<T>
+    /// <summary>One solved copy written into its row of the result (<paramref name="output"/>, C·H·W values), σ·noise
+    /// added at its imputed pixels: the noise's next value at each, channel after channel.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+    static void Write<T, U>(ReadOnlySpan<double> data, ReadOnlySpan<bool> mask, ReadOnlySpan<T> noise, double sigma, Span<U> output, int c, int hw)
+        where T : unmanaged, System.Numerics.INumberBase<T> where U : unmanaged, System.Numerics.INumberBase<U>
     {
+        int e = 0;
         for (int ch = 0; ch < c; ch++)
         {
             var d = data.Slice(ch * hw, hw);
-            var e = noise.Slice(ch * hw, hw);
-            for (int q = 0; q < hw; q++)
-                if (mask[q]) d[q] += sigma * double.CreateTruncating(e[q]);
+            var o = output.Slice(ch * hw, hw);
+            for (int q = 0; q < hw; q++) o[q] = U.CreateTruncating(mask[q] ? d[q] + sigma * double.CreateTruncating(noise[e++]) : d[q]);
         }
     }
 

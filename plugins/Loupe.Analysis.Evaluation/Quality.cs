@@ -82,12 +82,12 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     /// <summary>Model output for the explained target on <paramref name="copies"/> perturbed versions of every input:
     /// <paramref name="make"/>(k0, k) returns N×k×C×H×W (copies k0..k0+k−1 of each row); as many copies per forward as
     /// the memory budget allows. <paramref name="softmax"/>: the class probability (class targets), else the target
-    /// score (the logit). Returns N×copies (float64).</summary>
+    /// score (the logit). Returns N×copies (float64). Passes of even sizes (<see cref="Explain.EvenPasses"/>).</summary>
     public Tensor Outputs(long copies, Func<long, long, Tensor> make, bool softmax)
     {
         using var scope = NewDisposeScope();
         long n = N;
-        long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, X, microBatch) / n);
+        long chunk = Explain.EvenPasses(copies, Explain.CopiesPerForward(ctx, X, microBatch) / n);
         var parts = new List<Tensor>();
         for (long k0 = 0; k0 < copies; k0 += chunk)
         {

@@ -4,10 +4,14 @@ using static TorchSharp.torch;
 
 namespace Loupe.Benchmarks;
 
-/// <summary><c>--road-large [SIDE] [CALLS] [one | metric]</c>: ROAD's noisy imputation at ImageNet size (issue 22): 8 inputs of
-/// 3×SIDE×SIDE (default 224), five percentages (10…90), ranked by a smooth random map (blobs, as saliency maps are),
-/// against the forward of the 40 imputed images through resnet18 (the pass ROAD needs after the map). Medians of CALLS
-/// calls (default 5), alternated; with <c>metric</c>, also the whole metric on resnet18 b8 and its floor.</summary>
+/// <summary><c>--road-large [SIDE] [CALLS] [one | metric | inmetric | sweep | pair | chunks | first]</c>: ROAD's noisy
+/// imputation at ImageNet size (issue 22): 8 inputs of 3×SIDE×SIDE (default 224), five percentages (10…90), ranked by a
+/// smooth random map (blobs, as saliency maps are), against the forward of the 40 imputed images through resnet18 (the
+/// pass ROAD needs after the map). Medians of CALLS calls (default 5), alternated; with <c>metric</c>, also the whole
+/// metric on resnet18 b8 and its floor. <c>inmetric</c>: the metric, its floor and the raw forwards call by call;
+/// <c>sweep</c>: the 40 systems one after another on one thread; <c>pair</c>: 8 systems of each size on one thread and
+/// on two; <c>chunks</c>: the forward of the 40 copies split into passes of several sizes; <c>first</c>: the first
+/// calls of a fresh process.</summary>
 public static class RoadLarge
 {
     delegate void SpanSolver(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w);
@@ -24,7 +28,7 @@ public static class RoadLarge
         var map = nn.functional.interpolate(randn([n, 1, side / 16, side / 16]), size: [side, side], mode: InterpolationMode.Bilinear, align_corners: false).flatten(1);
         var rank = zeros_like(map, dtype: ScalarType.Int64).scatter_(1, map.argsort(1, descending: true), arange(d).expand(n, d).contiguous());
         long[] limits = [.. new[] { 10, 30, 50, 70, 90 }.Select(p => (long)Math.Floor(d * p / 100.0 + 1e-9))];
-        var noise = randn([n, limits.Length, 3, side, side]);
+        var noise = randn([n, LinearImputation.NoiseLength(limits, 3, d)]);
         var generators = Enumerable.Range(0, (int)n).Select(i => new TorchSharp.torch.Generator((ulong)i)).ToArray();
         using var model = Bench.Resnet18();
         var copies = x.repeat(limits.Length, 1, 1, 1);
@@ -34,7 +38,10 @@ public static class RoadLarge
         {
             ("imputation of 40, every system by the banded factorisation", () => { using var s = NewDisposeScope(); LinearImputation.Solve(inputCopies, unknown, ImputationSolver.Banded); }),
             ("noisy imputation of 40", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(x, rank, limits, noise, 0.01); }),
+            ("noisy imputation of 40, one thread", () => { using var s = NewDisposeScope(); set_num_threads(1); LinearImputation.Noisy(x, rank, limits, noise, 0.01); set_num_threads(2); }),
             ("resnet18 forward of 40", () => { using var s = NewDisposeScope(); using (no_grad()) model.Forward(copies); }),
+            ("resnet18 forward of 32 + 8", () => { using var s = NewDisposeScope(); using (no_grad()) { model.Forward(copies.narrow(0, 0, 32)); model.Forward(copies.narrow(0, 32, 8)); } }),
+            ("resnet18 forward of 24 + 16", () => { using var s = NewDisposeScope(); using (no_grad()) { model.Forward(copies.narrow(0, 0, 24)); model.Forward(copies.narrow(0, 24, 16)); } }),
             ("noise draw of 8 × 5 × 3×SIDE×SIDE, per-input generators", () => { using var s = NewDisposeScope(); stack(generators.Select(g => randn([limits.Length, 3, side, side], generator: g)).ToArray()); }),
         };
         if (args.Contains("metric"))
@@ -43,6 +50,101 @@ public static class RoadLarge
             var bench = new LargeRoadBenchmarks();
             bench.Setup();
             phases = [.. phases, ("road, 5 percentages (resnet18 b8)", bench.Road), ("its floor (saliency of 8 + forward of 40)", () => bench.RoadPasses())];
+        }
+        if (args.Contains("sweep"))
+        {
+            // One thread, the 40 systems one after another (as a run meets them), solve alone, per round.
+            var masks = unknown.reshape(n, limits.Length, d).cpu().contiguous();
+            var images = Enumerable.Range(0, (int)n).Select(i => x[i].to(ScalarType.Float64).contiguous().data<double>().ToArray()).ToArray();
+            var ms = Enumerable.Range(0, (int)n).Select(i => Enumerable.Range(0, limits.Length).Select(j => masks[i, j].data<bool>().ToArray()).ToArray()).ToArray();
+            for (int r = 0; r < calls; r++)
+            {
+                double solve = 0, banded = 0;
+                var all = Stopwatch.StartNew();
+                for (int j = limits.Length - 1; j >= 0; j--)
+                    for (int i = 0; i < n; i++)
+                    {
+                        var copy = (double[])images[i].Clone();
+                        var sw = Stopwatch.StartNew();
+                        if (j == 0) { BandedImputation.Solve(copy, ms[i][j], 3, side, side); banded += sw.Elapsed.TotalMilliseconds; }
+                        else { DissectedImputation.Solve(copy, ms[i][j], 3, side, side); solve += sw.Elapsed.TotalMilliseconds; }
+                    }
+                Console.WriteLine($"round {r}: dissected {solve:F0} ms, banded {banded:F0} ms, all {all.Elapsed.TotalMilliseconds:F0} ms");
+            }
+            return 0;
+        }
+        if (args.Contains("first"))
+        {
+            // The first calls of a fresh process (a CLI run meets ROAD a few times): storage grown, code compiled.
+            for (int r = 0; r < 4; r++)
+            {
+                var sw = Stopwatch.StartNew();
+                using (var s4 = NewDisposeScope()) LinearImputation.Noisy(x, rank, limits, noise, 0.01);
+                Console.WriteLine($"noisy imputation of 40, call {r}: {sw.Elapsed.TotalMilliseconds:F0} ms");
+            }
+            return 0;
+        }
+        if (args.Contains("chunks"))
+        {
+            // resnet18's forward of the 40 copies split into passes of several sizes, rotated, minimum and median.
+            int[][] splits = [[40], [32, 8], [24, 16], [20, 20], [14, 13, 13], [10, 10, 10, 10], [8, 8, 8, 8, 8]];
+            var t = splits.Select(_ => new List<double>()).ToArray();
+            for (int r = 0; r <= calls; r++)
+                for (int q = 0; q < splits.Length; q++)
+                {
+                    int at = 0;
+                    var sw = Stopwatch.StartNew();
+                    using (var s3 = NewDisposeScope()) using (no_grad())
+                        foreach (var size in splits[q]) { model.Forward(copies.narrow(0, at, size)); at += size; }
+                    if (r > 0) t[q].Add(sw.Elapsed.TotalMilliseconds);
+                }
+            for (int q = 0; q < splits.Length; q++)
+                Console.WriteLine($"{string.Join("+", splits[q])}: min {t[q].Min():F0}, median {t[q].Order().ElementAt(t[q].Count / 2):F0} ms");
+            return 0;
+        }
+        if (args.Contains("inmetric"))
+        {
+            var bench = new LargeRoadBenchmarks();
+            bench.Setup();
+            for (int r = 0; r <= calls; r++)
+            {
+                
+                var sw = Stopwatch.StartNew(); bench.Road(); double road = sw.Elapsed.TotalMilliseconds;
+                sw.Restart(); bench.RoadPasses(); double floor = sw.Elapsed.TotalMilliseconds;
+                sw.Restart(); using (var s2 = NewDisposeScope()) using (no_grad()) { model.Forward(copies.narrow(0, 0, 32)); model.Forward(copies.narrow(0, 32, 8)); }
+                double f328 = sw.Elapsed.TotalMilliseconds;
+                Console.WriteLine($"road {road:F0} ms, floor {floor:F0} ms, ratio {road / floor:F2}, raw forward 32+8 {f328:F0}");
+            }
+            return 0;
+        }
+        if (args.Contains("pair"))
+        {
+            // Two-thread efficiency per mask size: 8 systems of one percentage (inputs 0..7) on one thread, then on two.
+            var masks = unknown.reshape(n, limits.Length, d).cpu().contiguous();
+            var images = Enumerable.Range(0, (int)n).Select(i => x[i].to(ScalarType.Float64).contiguous().data<double>().ToArray()).ToArray();
+            for (int j = 1; j < limits.Length; j++)
+            {
+                var ms = Enumerable.Range(0, (int)n).Select(i => masks[i, j].data<bool>().ToArray()).ToArray();
+                double Time(int threads)
+                {
+                    var best = double.MaxValue;
+                    for (int r = 0; r < 4; r++)
+                    {
+                        var sw = Stopwatch.StartNew();
+                        var ts = Enumerable.Range(0, threads).Select(t => new Thread(() =>
+                        {
+                            for (int i = t; i < n; i += threads) { var copy = (double[])images[i].Clone(); DissectedImputation.Solve(copy, ms[i], 3, side, side); }
+                        })).ToArray();
+                        foreach (var th in ts) th.Start();
+                        foreach (var th in ts) th.Join();
+                        if (r > 0) best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+                    }
+                    return best;
+                }
+                double one = Time(1), two = Time(2);
+                Console.WriteLine($"{limits[j]} unknown x8: one thread {one:F1} ms, two threads {two:F1} ms, efficiency {one / two / 2:P0}");
+            }
+            return 0;
         }
         if (args.Contains("one"))
         {

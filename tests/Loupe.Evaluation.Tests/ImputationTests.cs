@@ -108,11 +108,11 @@ public class ImputationTests
             int p = limits.Length;
             var x = randn([n, 3, h, w]);
             var rank = stack([randperm(d), randperm(d)]);
-            var noise = randn([n, p, 3, h, w]);
+            var noise = randn([n, LinearImputation.NoiseLength(limits, 3, d)]);
             var unknown = (rank.unsqueeze(1) < tensor(limits).view(1, p, 1)).view(n * p, 1, h, w);
             var copies = x.unsqueeze(1).expand(n, p, 3, h, w).reshape(n * p, 3, h, w);
             long limit = h == 72 ? 100_000 : LinearImputation.DirectEntries;
-            var want = LinearImputation.Solve(copies, unknown, directEntries: limit) + 0.5 * noise.reshape(n * p, 3, h, w).to(ScalarType.Float64) * unknown.to(ScalarType.Float64);
+            var want = LinearImputation.Solve(copies, unknown, directEntries: limit) + 0.5 * DenseNoise(noise, unknown, limits, 3);
             Tensor fused = null!;
             foreach (var z in new[] { noise, noise.to(ScalarType.Float64) })   // the noise read as drawn, or converted
             {
@@ -124,6 +124,10 @@ public class ImputationTests
             }
             if (h != 72) Assert.Equal(0.0, (fused.narrow(0, 0, 1) - x.narrow(0, 0, 1)).abs().max().item<float>());   // point 0: the input itself
         }
+        // The noise's layout rests on each rank row being a permutation, and on its length: both are checked.
+        var y = randn([1, 3, 5, 6]);
+        Assert.Throws<ArgumentException>(() => LinearImputation.Noisy(y, zeros([1, 30], dtype: ScalarType.Int64), [10], randn([1, 30]), 0.5));
+        Assert.Throws<ArgumentException>(() => LinearImputation.Noisy(y, randperm(30).unsqueeze(0), [10], randn([1, 31]), 0.5));
     }
 
     [Fact]
@@ -281,10 +285,11 @@ public class ImputationTests
         Assert.Equal(0.0, (auto - x).masked_select(unknown.logical_not().expand_as(x)).abs().max().item<double>());
         // ROAD's fused path takes the same paths: the same numbers plus the noise.
         var rank = stack([smooth.argsort(descending: true).argsort(), randperm(hw)]);
-        var noise = randn([2, 1, 3, side, side]);
-        var fused = LinearImputation.Noisy(x.to(ScalarType.Float32), rank, [(long)(0.8 * hw)], noise, 0.25);
-        var copies = LinearImputation.Solve(x.to(ScalarType.Float32), (rank < (long)(0.8 * hw)).view(2, 1, side, side));
-        var want = copies + 0.25 * noise.view(2, 3, side, side).to(ScalarType.Float64) * (rank < (long)(0.8 * hw)).view(2, 1, side, side).to(ScalarType.Float64);
+        long[] point = [(long)(0.8 * hw)];
+        var noise = randn([2, LinearImputation.NoiseLength(point, 3, hw)]);
+        var fused = LinearImputation.Noisy(x.to(ScalarType.Float32), rank, point, noise, 0.25);
+        var removed = (rank < point[0]).view(2, 1, side, side);
+        var want = LinearImputation.Solve(x.to(ScalarType.Float32), removed) + 0.25 * DenseNoise(noise, removed, point, 3);
         Assert.True((fused.to(ScalarType.Float64) - want).abs().max().item<double>() < 1e-5);
     }
 
@@ -292,12 +297,14 @@ public class ImputationTests
     public void RoadsNoiseFilledInPlaceIsRandnPerInput()
     {
         using var scope = NewDisposeScope();
-        // ROAD fills its N×P×C×H×W noise row by row with normal_ from each input's generator (no stacked copy); the
-        // numbers must stay those of randn([P, C, H, W], generator), as drawn before and as the shards rely on.
-        var noise = empty([2, 5, 3, 17, 19]);
+        // ROAD fills its N×L noise (L: the values its points use) row by row with normal_ from each input's generator (no
+        // stacked copy); the numbers must be those of randn([L], generator): one input's draw, whatever the batch or shard.
+        long length = LinearImputation.NoiseLength([32, 161, 400], 3, 17 * 19);
+        Assert.Equal(3 * (32 + 161 + 17 * 19), length);   // a point past every pixel uses each pixel once
+        var noise = empty([2, length]);
         for (int i = 0; i < 2; i++) noise[i].normal_(0, 1, generator: new Generator((ulong)(40 + i)));
         for (int i = 0; i < 2; i++)
-            Assert.Equal(0f, (noise[i] - randn([5, 3, 17, 19], generator: new Generator((ulong)(40 + i)))).abs().max().item<float>());
+            Assert.Equal(0f, (noise[i] - randn([length], generator: new Generator((ulong)(40 + i)))).abs().max().item<float>());
     }
 
     [Fact]
@@ -313,5 +320,22 @@ public class ImputationTests
         var pair = new bool[35];
         pair[1] = pair[2] = pair[7] = true;
         Assert.Equal((3, 2), LinearImputation.SystemShape(pair, 5, 7));
+    }
+
+    /// <summary>ROAD's compact noise (N×(C·Σ unknowns), see <see cref="LinearImputation.Noisy"/>) spread onto the copies'
+    /// pixels: copy i·P + j takes, channel after channel, the next values of input i's row at its unknown pixels in raster
+    /// order (masked_scatter's order), 0 elsewhere; float64, (N·P)×C×H×W.</summary>
+    static Tensor DenseNoise(Tensor noise, Tensor unknown, long[] limits, int c)
+    {
+        long copies = unknown.shape[0], hw = unknown.shape[2] * unknown.shape[3];
+        int p = limits.Length;
+        var dense = zeros([copies, c, hw], dtype: ScalarType.Float64);
+        for (long image = 0; image < copies; image++)
+        {
+            long i = image / p, j = image % p, from = LinearImputation.NoiseLength(limits[..(int)j], c, hw);
+            var values = noise[i].narrow(0, from, LinearImputation.NoiseLength([limits[j]], c, hw)).to(ScalarType.Float64);
+            dense[image].masked_scatter_(unknown[image].reshape(1, hw).expand(c, hw), values);
+        }
+        return dense.view(copies, c, unknown.shape[2], unknown.shape[3]);
     }
 }

@@ -129,6 +129,17 @@ public static class Explain
         return Math.Clamp(ctx.MemoryBudgetBytes / Math.Max(1, per), 1, 4096);
     }
 
+    /// <summary>Items per pass when <paramref name="total"/> items go through passes of at most
+    /// <paramref name="most"/>: as few passes as that allows, of even sizes, so that the last one is not a runt (forward
+    /// time per copy is not flat in the batch: resnet18 at 224×224 runs 40 copies as 20 + 20 in ~0.88× and as 32 + 8
+    /// in ~0.94× the time of one pass of 40, `Loupe.Benchmarks.dll --road-large 224 8 chunks`).</summary>
+    public static long EvenPasses(long total, long most)
+    {
+        total = Math.Max(1, total);
+        long passes = (total + Math.Max(1, most) - 1) / Math.Max(1, most);
+        return (total + passes - 1) / passes;
+    }
+
     /// <summary>Gradient of the target scores w.r.t. the input (one forward + one backward); the target is selected on
     /// this forward unless <paramref name="given"/>.</summary>
     public static (Tensor Gradient, TargetSelection Selection) InputGradient(IAnalysisContext ctx, Tensor input, TargetSelection? given, int slot)
