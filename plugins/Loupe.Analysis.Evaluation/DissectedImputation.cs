@@ -89,6 +89,8 @@ public static class DissectedImputation
         // are factored; the Schur complement on its ring is written over the rest of the front (−L₂₁L₂₁ᵀ, one dense
         // product), takes the children's updates on ring pairs and goes to the update stack. The forward solve runs
         // while the front is at hand.
+        Span<int> offsets = stackalloc int[8];   // the neighbours' places in the image, in Dy/Dx order
+        for (int d = 0; d < 8; d++) offsets[d] = Dy[d] * w + Dx[d];
         var lists = ws.Lists;   // per node: its V then its B (pixels)
         var places = ws.Places; // per list entry of a ring: the pixel's place in the elimination order
         int listTop = 0, factorTop = 0, stackTop = 0, updateCount = 0;
@@ -136,14 +138,25 @@ public static class DissectedImputation
                 // A's entries of V's columns: the diagonal, and −w below it for each neighbour in V ∪ B placed after.
                 for (int i = 0; i < k; i++)
                 {
-                    int p = lists[vStart + i], py = p / w, px = p - py * w;
-                    f[(long)i * ld + i] += ws.Degree[p];
+                    int p = lists[vStart + i];
+                    double* column = f + (long)i * ld;
+                    column[i] += ws.Degree[p];
+                    if (ws.Interior[p])   // every neighbour in the image: no division, no bounds test
+                    {
+                        for (int d = 0; d < 8; d++)
+                        {
+                            int r = pos[p + offsets[d]];
+                            if (r > i) column[r] -= Weight[d];
+                        }
+                        continue;
+                    }
+                    int py = p / w, px = p - py * w;
                     for (int d = 0; d < 8; d++)
                     {
                         int yy = py + Dy[d], xx = px + Dx[d];
                         if ((uint)yy >= (uint)h || (uint)xx >= (uint)w) continue;
                         int r = pos[yy * w + xx];
-                        if (r > i) f[(long)i * ld + r] -= Weight[d];
+                        if (r > i) column[r] -= Weight[d];
                     }
                 }
                 FrontKernels.PartialFactor(ref ws.PackBuffer, f, t, ld, k);
@@ -292,6 +305,7 @@ public static class DissectedImputation
         public (int Start, int K, int M)[] NodeList = [];
         public (int Offset, int Size, int ListAt)[] Updates = new (int, int, int)[64];
         public double[] Y = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [];
+        public bool[] Interior = [];   // pixels with all eight neighbours in the image
         public bool Dirty;
         int _h = -1, _w = -1;
 
@@ -303,11 +317,13 @@ public static class DissectedImputation
             {
                 ws.Tree = new ImageDissection(h, w, LeafArea);
                 ws.Degree = new double[hw];
+                ws.Interior = new bool[hw];
                 for (int y = 0; y < h; y++)
                     for (int x = 0; x < w; x++)
                     {
                         double vertical = (y > 0 ? 1 : 0) + (y < h - 1 ? 1 : 0), horizontal = (x > 0 ? 1 : 0) + (x < w - 1 ? 1 : 0);
                         ws.Degree[y * w + x] = (vertical + horizontal) / 6 + vertical * horizontal / 12;
+                        ws.Interior[y * w + x] = vertical == 2 && horizontal == 2;
                     }
                 ws.NodeList = new (int, int, int)[ws.Tree.Count];
                 ws.NodeFactor = new long[ws.Tree.Count];
