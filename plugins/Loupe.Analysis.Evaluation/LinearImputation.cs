@@ -18,9 +18,9 @@ namespace Loupe.Analysis.Evaluation;
 /// <para>Direct paths: even so, CG needs 80–100 iterations of ~18 tiny calls on 28×28 images and hundreds of
 /// full-size ones on 224×224 images, so each image is solved exactly by a Cholesky factorisation instead (same numbers
 /// to rounding; <see cref="DirectPath"/>): the banded one (<see cref="BandedImputation"/>, n·b²/2 multiply-adds, n the
-/// unknowns and b the half-bandwidth of the raster-ordered system) while b ≤ <see cref="DissectionBand"/>, every 28×28
-/// mask; the nested-dissection one (<see cref="DissectedImputation"/>, ~n^1.5) for wider bands, ImageNet-size masks
-/// from ~30 % unknown up. On the 40 systems of ROAD's five percentages on 8 inputs of 224×224 (blob-shaped masks, two
+/// unknowns and b the half-bandwidth of the raster-ordered system) or the nested-dissection one
+/// (<see cref="DissectedImputation"/>, ~n^1.5), whichever is estimated faster: every 28×28 mask banded, ImageNet-size
+/// masks dissected from ~30 % unknown up, 112×112 ones from ~50 %. On the 40 systems of ROAD's five percentages on 8 inputs of 224×224 (blob-shaped masks, two
 /// threads, `Loupe.Benchmarks.dll --road-large`): 11.3 s when the 70 % and 90 % masks went to CG, 1.1–1.5 s all banded,
 /// 0.25–0.40 s with the dissection. CG is left for images whose factor would not fit <see cref="DirectEntries"/> (the
 /// dissection's bound: ~600×600 pixels); images of one batch may take different paths.</para></summary>
@@ -204,23 +204,30 @@ public static class LinearImputation
     public static bool PrefersDirect(ReadOnlySpan<bool> unknown, int h, int w, long directEntries = DirectEntries) =>
         DirectPath(unknown, h, w, directEntries) != ImputationSolver.ConjugateGradient;
 
-    /// <summary>Half-bandwidth above which the nested-dissection factorisation beats the banded one (measured on
-    /// 224×224 ROAD masks, `Loupe.Benchmarks.dll --road-large 224 3 one`: band 76, 5,017 unknowns: banded 1.1 ms,
-    /// dissected 2.5; band 130, 15,052 unknowns: 7.2 and 6.9 ms; band 225: 142 and 23 ms).</summary>
-    public const int DissectionBand = 128;
+    /// <summary>Estimated time of the banded factorisation of n unknowns with half-bandwidth b, in nanoseconds: n·b²/2
+    /// multiply-adds at ~10 G/s. With <see cref="DissectedNanoseconds"/>, fitted on ROAD-like masks (blobs at 10…90 %)
+    /// of 64², 112², 160² and 224² pixels, `Loupe.Benchmarks.dll --road-large SIDE 1 one`: it picks the faster path on
+    /// every one of them (e.g. 112² at 90 %: banded 9.8 ms, dissected 3.0; 224² at 10 %: 1.1 and 3.8 ms).</summary>
+    public static double BandedNanoseconds(long unknowns, long band) => 0.05 * unknowns * band * band;
 
-    /// <summary>The path one mask's system takes: <see cref="ImputationSolver.Banded"/> while its band is at most
-    /// <see cref="DissectionBand"/> and its factor fits, else <see cref="ImputationSolver.Dissected"/> when the
-    /// dissection's factor (bounded by the full mask's) fits, else banded if that fits, else conjugate gradients.</summary>
+    /// <summary>Estimated time of the nested-dissection factorisation of n unknowns in an H×W image, in nanoseconds:
+    /// 1.8·n^1.5 (the fronts' arithmetic) + 80 per pixel (the walk over the dissection's boxes, lists and rings).</summary>
+    public static double DissectedNanoseconds(long unknowns, long pixels) => 1.8 * Math.Pow(unknowns, 1.5) + 80.0 * pixels;
+
+    /// <summary>The path one mask's system takes: the cheaper of <see cref="ImputationSolver.Banded"/> and
+    /// <see cref="ImputationSolver.Dissected"/> by their estimated times among those whose factor fits
+    /// <paramref name="directEntries"/> (the dissection's bounded by the full mask's), else conjugate gradients.</summary>
     public static ImputationSolver DirectPath(ReadOnlySpan<bool> unknown, int h, int w, long directEntries = DirectEntries)
     {
-        // b ≤ W + 1 whatever the mask: narrow images need not be counted.
-        if (w + 1 <= DissectionBand && BandedImputation.Entries(h * w, w + 1) <= directEntries) return ImputationSolver.Banded;
+        // Narrow images need not be counted: with b ≤ W + 1 ≤ 40 the banded path's estimate, at most H·W·(W + 1)²/20 ns,
+        // is below the dissection's per-pixel term alone.
+        if (w + 1 <= 40 && BandedImputation.Entries(h * w, w + 1) <= directEntries) return ImputationSolver.Banded;
         var (count, band) = SystemShape(unknown, h, w);
         bool banded = BandedImputation.Entries(count, band) <= directEntries;
-        if (banded && band <= DissectionBand) return ImputationSolver.Banded;
-        if (DissectedImputation.Entries(h, w) <= directEntries) return ImputationSolver.Dissected;
-        return banded ? ImputationSolver.Banded : ImputationSolver.ConjugateGradient;
+        bool dissected = DissectedImputation.Entries(h, w) <= directEntries;
+        if (banded && dissected)
+            return BandedNanoseconds(count, band) <= DissectedNanoseconds(count, (long)h * w) ? ImputationSolver.Banded : ImputationSolver.Dissected;
+        return banded ? ImputationSolver.Banded : dissected ? ImputationSolver.Dissected : ImputationSolver.ConjugateGradient;
     }
 
     /// <summary>Imputes one image by its direct path; false (image untouched) when it has none within
