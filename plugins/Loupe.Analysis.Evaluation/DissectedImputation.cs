@@ -334,6 +334,10 @@ public static class DissectedImputation
                 ws.Position = new int[hw];
                 Array.Fill(ws.Position, -1);
                 (ws._h, ws._w) = (h, w);
+                // The factor's storage at once, up to its bound for this size (any mask's, when that is kept between
+                // systems): grown by doubling instead, a thread's first large system copied and paged in ~60 MB.
+                long bound = Entries(h, w);
+                if (bound <= RetainedEntries) ws.EnsureFactor(bound + FrontKernels.Pad);
             }
             if (ws.Y.Length < (long)(c + 3) / 4 * 4 * n) ws.Y = new double[(c + 3) / 4 * 4 * hw];
             if (ws.Known.Length < c * (h + 2) * (w + 2)) ws.Known = new double[c * (h + 2) * (w + 2)];   // borders stay 0
