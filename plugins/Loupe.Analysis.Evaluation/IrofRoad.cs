@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
 
@@ -86,9 +87,14 @@ public sealed class Road : FaithfulnessMetric
         long points = o.Percentages.Length;
         var limits = o.Percentages.Select(p => (long)Math.Floor(b.D * p / 100.0 + 1e-9)).ToArray();
         // One noise draw per input, of the values used only (C per imputed pixel and point; the same numbers whatever the
-        // chunking below), filled in place from the input's generator.
+        // chunking below), filled in place from the input's generator; the inputs' rows on libtorch's threads (each row
+        // draws from its own generator: the same numbers in any order).
         var noise = empty([n, LinearImputation.NoiseLength(limits, c, h * w)]);
-        for (int i = 0; i < n; i++) noise[i].normal_(0, 1, generator: b.Generators[i]);
+        TensorThreads.For((int)n, i =>
+        {
+            using var row = noise[i];
+            row.normal_(0, 1, generator: b.Generators[i]);
+        });
         // As few passes as the memory budget allows, of even sizes: each pass's points are imputed together and scored in
         // one forward.
         long chunk = Explain.EvenPasses(points, Explain.CopiesPerForward(b.Context, x, o.MicroBatch) / n);
