@@ -23,6 +23,9 @@ public sealed record FaithfulnessOptions : PerturbOptions
     /// <summary>Regions.</summary>
     [Range(1, int.MaxValue), Description("region-perturbation: regions perturbed (Quantus regions_evaluation: 100; capped at the number of regions)")]
     public int Regions { get; init; } = 100;
+    /// <summary>Where the regions lie.</summary>
+    [Description("region-perturbation and selectivity: sliding (Quantus: a patch at every pixel, ranked by its attribution sum, each taken in that order unless it overlaps one taken before) or grid (fixed tiles ranked by their mean attribution)")]
+    public RegionWindows Windows { get; init; } = RegionWindows.Sliding;
     /// <summary>Subset sizes.</summary>
     [Description("sensitivity-n: subset sizes n as fractions of the pixels (Ancona et al. sweep n up to 80%)")]
     public double[] Fractions { get; init; } = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8];
@@ -44,6 +47,15 @@ public sealed record FaithfulnessOptions : PerturbOptions
     /// <summary>ROAD noise.</summary>
     [Range(0.0, 1000.0), Description("road: σ of the Gaussian noise added to imputed values, normalised units, seeded per input (Quantus: 0.01)")]
     public double Noise { get; init; } = 0.01;
+}
+
+/// <summary>Where <c>region-perturbation</c> and <c>selectivity</c> find their regions.</summary>
+public enum RegionWindows
+{
+    /// <summary>Quantus's: a window at every pixel, taken greedily in rank order unless it overlaps one taken before.</summary>
+    Sliding,
+    /// <summary>Fixed non-overlapping tiles.</summary>
+    Grid,
 }
 
 /// <summary>Perturbation order of <c>region-perturbation</c>.</summary>
@@ -97,9 +109,26 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected static Tensor PixelSteps(FaithfulnessOptions o, MetricBatch b, Tensor a, bool descending, out long steps) =>
         QualityFormulas.Steps(a, descending, o.FeaturesInStep, 1, b.X.shape[2], b.X.shape[3], out steps);
 
-    /// <summary>The step of each pixel (N×D): <c>patch</c> × <c>patch</c> regions ranked by their attribution.</summary>
-    protected static Tensor PatchSteps(FaithfulnessOptions o, MetricBatch b, Tensor a, bool descending, out long steps) =>
-        QualityFormulas.Steps(a, descending, 1, o.Patch, b.X.shape[2], b.X.shape[3], out steps);
+    /// <summary>The step of each pixel (N×D) when <c>patch</c> × <c>patch</c> regions (<c>windows</c>: sliding or grid)
+    /// are perturbed one by one, at most <paramref name="limit"/> of them, and each row's number of regions.</summary>
+    protected static Tensor RegionSteps(FaithfulnessOptions o, MetricBatch b, Tensor a, bool descending, long limit, out long[] counts)
+    {
+        long h = b.X.shape[2], w = b.X.shape[3];
+        if (o.Windows == RegionWindows.Sliding) return QualityFormulas.SlidingSteps(a, descending, o.Patch, h, w, limit, out counts);
+        var step = QualityFormulas.Steps(a, descending, 1, o.Patch, h, w, out long steps);
+        counts = Enumerable.Repeat(Math.Min(steps, limit), (int)b.N).ToArray();
+        return step;
+    }
+
+    /// <summary>One score per row from the first <paramref name="lengths"/>[i] points of row i's curve (N×T) by
+    /// <paramref name="reduce"/> (a formula on N×T curves); the whole curves at once when every length is T.</summary>
+    protected static Tensor RowPrefixes(Tensor curves, long[] lengths, Func<Tensor, Tensor> reduce)
+    {
+        if (lengths.All(l => l == curves.shape[1])) return reduce(curves);
+        using var scope = NewDisposeScope();
+        var rows = lengths.Select((l, i) => reduce(curves[i].narrow(0, 0, l).unsqueeze(0))).ToArray();
+        return scope.MoveToOuter(cat(rows));
+    }
 }
 
 /// <summary><c>faithfulness-correlation</c> (Bhatt et al. 2020): Pearson correlation, over <c>runs</c> random pixel
@@ -185,12 +214,15 @@ public abstract class RemovalCurveMetric : FaithfulnessMetric
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
 
-    /// <summary>The step of each pixel, most relevant first.</summary>
-    protected abstract Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long steps);
+    /// <summary>The step of each pixel, most relevant first, and each row's number of steps.</summary>
+    protected abstract Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts);
 
     /// <inheritdoc/>
-    protected sealed override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax) =>
-        QualityFormulas.MeanTrapezoid(Cumulative(b, Steps(o, b, a, out var steps), steps, b.X, baseline, softmax));
+    protected sealed override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
+    {
+        var step = Steps(o, b, a, out var counts);
+        return RowPrefixes(Cumulative(b, step, counts.Max(), b.X, baseline, softmax), counts, QualityFormulas.MeanTrapezoid);
+    }
 }
 
 /// <summary><c>pixel-flipping</c> (Bach et al. 2015): pixels removed most relevant first, <c>features_in_step</c> per step.</summary>
@@ -199,16 +231,22 @@ public sealed class PixelFlipping : RemovalCurveMetric
     /// <inheritdoc/>
     public override string Id => "pixel-flipping";
     /// <inheritdoc/>
-    protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long steps) => PixelSteps(o, b, a, true, out steps);
+    protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts)
+    {
+        var step = PixelSteps(o, b, a, true, out long steps);
+        counts = Enumerable.Repeat(steps, (int)b.N).ToArray();
+        return step;
+    }
 }
 
-/// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions removed most relevant first.</summary>
+/// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions removed most relevant first, every region
+/// that <c>windows</c> yields (sliding: Quantus's non-overlapping windows, whose number differs between inputs).</summary>
 public sealed class Selectivity : RemovalCurveMetric
 {
     /// <inheritdoc/>
     public override string Id => "selectivity";
     /// <inheritdoc/>
-    protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long steps) => PatchSteps(o, b, a, true, out steps);
+    protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts) => RegionSteps(o, b, a, true, long.MaxValue, out counts);
 }
 
 /// <summary><c>region-perturbation</c> (Samek et al. 2017): the first <c>regions</c> patch × patch regions in MoRF (or
@@ -228,10 +266,9 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
-        var step = PatchSteps(o, b, a, o.Order == RegionOrder.Morf, out var steps);
-        long l = Math.Min(steps, o.Regions);
-        var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, l, b.X, baseline, softmax)], 1);
-        return QualityFormulas.Aopc(curve);
+        var step = RegionSteps(o, b, a, o.Order == RegionOrder.Morf, o.Regions, out var counts);
+        var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, counts.Max(), b.X, baseline, softmax)], 1);
+        return RowPrefixes(curve, [.. counts.Select(l => l + 1)], QualityFormulas.Aopc);
     }
 }
 

@@ -245,6 +245,72 @@ public static class QualityFormulas
         }
     }
 
+    /// <summary>Quantus's regions for <c>region-perturbation</c> and <c>selectivity</c>: a <paramref name="patch"/> ×
+    /// <paramref name="patch"/> window with its top-left corner at every pixel of the H×W map (windows that run past the
+    /// bottom or right edge keep their in-image part), ranked by the sum of <paramref name="a"/> (N×D) inside it (zero
+    /// past the edges), ascending with ties in pixel order; walked from the end (<paramref name="descending"/>, MoRF:
+    /// Quantus's <c>argsort(sums)[::-1]</c>) or from the start (LeRF). A window is taken when it overlaps none taken
+    /// before (windows compared whole, past the edges too, as Quantus's padded mask compares them), until
+    /// <paramref name="limit"/> are taken. Returns each pixel's step, N×D int64: the index of its window, or
+    /// <see cref="long.MaxValue"/> for pixels in no taken window (never perturbed); and each row's number of windows.</summary>
+    public static Tensor SlidingSteps(Tensor a, bool descending, int patch, long h, long w, long limit, out long[] counts)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(patch, 1);
+        int n = (int)a.shape[0], rows = (int)h, cols = (int)w, d = rows * cols;
+        if (a.shape[1] != d) throw new ArgumentException($"a has {a.shape[1]} features per row, not {h}×{w}", nameof(a));
+        var values = a.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        var steps = new long[(long)n * d];
+        var taken = new long[n];
+        TensorThreads.For(n, i =>
+        {
+            var v = values.AsSpan(i * d, d);
+            // Window sums: along rows, then the row sums down the columns (direct sums, no cancellation).
+            var across = new double[d];
+            var sums = new double[d];
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++)
+                {
+                    double t = 0;
+                    for (int j = c, end = Math.Min(c + patch, cols); j < end; j++) t += v[r * cols + j];
+                    across[r * cols + c] = t;
+                }
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++)
+                {
+                    double t = 0;
+                    for (int k = r, end = Math.Min(r + patch, rows); k < end; k++) t += across[k * cols + c];
+                    sums[r * cols + c] = t;
+                }
+            // Ascending, ties in pixel order, NaN last (numpy's order).
+            var order = new int[d];
+            for (int k = 0; k < d; k++) order[k] = k;
+            Array.Sort(order, (x, y) =>
+            {
+                double sx = sums[x], sy = sums[y];
+                int c = double.IsNaN(sx) ? (double.IsNaN(sy) ? 0 : 1) : double.IsNaN(sy) ? -1 : sx.CompareTo(sy);
+                return c != 0 ? c : x.CompareTo(y);
+            });
+            var step = steps.AsSpan(i * d, d);
+            step.Fill(long.MaxValue);
+            var blocked = new bool[d];   // corners whose window would overlap a taken one
+            long count = 0;
+            for (int t = 0; t < d && count < limit; t++)
+            {
+                int at = descending ? order[d - 1 - t] : order[t];
+                if (blocked[at]) continue;
+                int r0 = at / cols, c0 = at % cols;
+                for (int r = r0; r < Math.Min(r0 + patch, rows); r++)
+                    step.Slice(r * cols + c0, Math.Min(c0 + patch, cols) - c0).Fill(count);
+                for (int r = Math.Max(0, r0 - patch + 1); r < Math.Min(rows, r0 + patch); r++)
+                    blocked.AsSpan(r * cols + Math.Max(0, c0 - patch + 1), Math.Min(cols, c0 + patch) - Math.Max(0, c0 - patch + 1)).Fill(true);
+                count++;
+            }
+            taken[i] = count;
+        });
+        counts = taken;
+        return tensor(steps, [n, d]);
+    }
+
     /// <summary>The step at which each feature is perturbed, N×D int64, and the number of steps: features ordered by
     /// value (<paramref name="descending"/>: most relevant first; stable on ties), <paramref name="featuresInStep"/>
     /// consecutive ones per step (Quantus's <c>features_in_step</c>); with <paramref name="patch"/> &gt; 1 the units are

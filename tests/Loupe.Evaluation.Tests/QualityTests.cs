@@ -39,8 +39,11 @@ public class QualityTests
           - { id: monotonicity_correlation, uses: monotonicity-correlation, with: { of: m, features_in_step: 16, runs: 2, baseline: min, softmax: false } }
           - { id: pixel_flipping, uses: pixel-flipping, with: { of: m, features_in_step: 16 } }
           - { id: selectivity, uses: selectivity, with: { of: m, patch: 4 } }
+          - { id: selectivity_grid, uses: selectivity, with: { of: m, patch: 4, windows: grid } }
           - { id: region_perturbation_morf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min } }
           - { id: region_perturbation_lerf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, order: lerf } }
+          - { id: region_perturbation_morf_grid, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, windows: grid } }
+          - { id: region_perturbation_lerf_grid, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, order: lerf, windows: grid } }
           - { id: fc, uses: faithfulness-correlation, with: { of: m, runs: 20, subset_size: 100 } }
           - { id: sn, uses: sensitivity-n, with: { of: m, runs: 10, fractions: [0.05, 0.2] } }
         """));
@@ -87,10 +90,11 @@ public class QualityTests
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
-        Assert.Equal(18, expected.Count);
+        Assert.Equal(21, expected.Count);
         foreach (var (step, values) in expected)
         {
-            var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity" : step;
+            var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity"
+                : step.StartsWith("selectivity") ? "selectivity" : step;
             var got = Values(r, step, key);
             var want = values!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
             Assert.Equal(want.Length, got.Length);
