@@ -281,15 +281,20 @@ public static class QualityFormulas
                     for (int k = r, end = Math.Min(r + patch, rows); k < end; k++) t += across[k * cols + c];
                     sums[r * cols + c] = t;
                 }
-            // Ascending, ties in pixel order, NaN last (numpy's order).
+            // Ascending, ties in pixel order (each run of equal sums sorted by pixel after the primitive sort); NaN sums
+            // (a NaN in the map) sort with +∞, at the end, where numpy puts NaN.
             var order = new int[d];
-            for (int k = 0; k < d; k++) order[k] = k;
-            Array.Sort(order, (x, y) =>
+            for (int k = 0; k < d; k++)
             {
-                double sx = sums[x], sy = sums[y];
-                int c = double.IsNaN(sx) ? (double.IsNaN(sy) ? 0 : 1) : double.IsNaN(sy) ? -1 : sx.CompareTo(sy);
-                return c != 0 ? c : x.CompareTo(y);
-            });
+                order[k] = k;
+                if (double.IsNaN(sums[k])) sums[k] = double.PositiveInfinity;
+            }
+            Array.Sort(sums, order);
+            for (int s0 = 0, e; s0 < d; s0 = e)
+            {
+                for (e = s0 + 1; e < d && sums[e] == sums[s0]; e++) { }
+                if (e - s0 > 1) Array.Sort(order, s0, e - s0);
+            }
             var step = steps.AsSpan(i * d, d);
             step.Fill(long.MaxValue);
             var blocked = new bool[d];   // corners whose window would overlap a taken one

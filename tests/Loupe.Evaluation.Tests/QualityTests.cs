@@ -85,6 +85,34 @@ public class QualityTests
     }
 
     [Fact]
+    public void SlidingRegionsAreQuantusGreedyWindows()
+    {
+        // tests/fixtures/make_quality_fixtures.py restates Quantus's padded loop (RegionPerturbation, Selectivity) on a 7×9
+        // map with ties, patch 3 (windows past the bottom and right edges), MoRF and LeRF, every region and at most 4.
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var fixture = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "sliding.json")))!.AsObject();
+        var map = fixture["map"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+        var a = TorchSharp.torch.tensor(map.Concat(map.Select(v => -v)).ToArray(), [2, 63]);   // row 1: the reversed ranking
+        foreach (var (name, descending) in new[] { ("morf", true), ("lerf", false) })
+            foreach (var limit in new long?[] { null, 4 })
+            {
+                var want = fixture[$"{name}_{(limit is null ? "all" : "4")}"]!;
+                var got = Loupe.Analysis.Evaluation.QualityFormulas.SlidingSteps(a, descending, 3, 7, 9, limit ?? long.MaxValue, out var counts);
+                Assert.Equal(want["count"]!.GetValue<long>(), counts[0]);
+                Assert.Equal(want["steps"]!.AsArray().Select(v => v!.GetValue<long>()).ToArray(),
+                    got[0].data<long>().ToArray().Select(v => v == long.MaxValue ? -1 : v).ToArray());
+                // Every region is one window's in-image part: a rectangle of at most 3×3 pixels.
+                var steps = got[1].data<long>().ToArray();
+                for (long k = 0; k < counts[1]; k++)
+                {
+                    var pixels = Enumerable.Range(0, 63).Where(i => steps[i] == k).ToArray();
+                    int r0 = pixels.Min(i => i / 9), r1 = pixels.Max(i => i / 9), c0 = pixels.Min(i => i % 9), c1 = pixels.Max(i => i % 9);
+                    Assert.True(r1 - r0 < 3 && c1 - c0 < 3 && pixels.Length == (r1 - r0 + 1) * (c1 - c0 + 1), $"{name}: region {k} is not a window");
+                }
+            }
+    }
+
+    [Fact]
     public void EveryMetricMatchesTheNumpyReferenceOnFixedMaps()
     {
         var r = Fixed.Value;
