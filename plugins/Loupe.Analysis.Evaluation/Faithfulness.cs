@@ -120,6 +120,19 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
         return step;
     }
 
+    /// <summary>The most regions <see cref="RegionSteps"/> can find on this batch's images: the grid's tiles, or as
+    /// many disjoint patch × patch windows as fit in the (H+p−1)×(W+p−1) area the sliding windows cover.</summary>
+    protected static long RegionBound(FaithfulnessOptions o, MetricBatch b)
+    {
+        long h = b.X.shape[2], w = b.X.shape[3], p = o.Patch;
+        if (o.Windows == RegionWindows.Grid) return ((h + p - 1) / p) * ((w + p - 1) / p);
+        long across = h + p - 1, down = w + p - 1;
+        return Math.Min(across * (down / p) / p, down * (across / p) / p);
+    }
+
+    /// <summary>The y title of a curve of model outputs.</summary>
+    protected static string OutputTitle(bool softmax) => softmax ? "probability of the explained class" : "score of the explained class (logit)";
+
     /// <summary>One score per row from the first <paramref name="lengths"/>[i] points of row i's curve (N×T) by
     /// <paramref name="reduce"/> (a formula on N×T curves); the whole curves at once when every length is T.</summary>
     protected static Tensor RowPrefixes(Tensor curves, long[] lengths, Func<Tensor, Tensor> reduce)
@@ -217,11 +230,16 @@ public abstract class RemovalCurveMetric : FaithfulnessMetric
     /// <summary>The step of each pixel, most relevant first, and each row's number of steps.</summary>
     protected abstract Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts);
 
+    /// <summary>The curve's points (as many as any row can have).</summary>
+    protected abstract CurveAxis Axis(FaithfulnessOptions o, MetricBatch b, bool softmax);
+
     /// <inheritdoc/>
     protected sealed override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         var step = Steps(o, b, a, out var counts);
-        return RowPrefixes(Cumulative(b, step, counts.Max(), b.X, baseline, softmax), counts, QualityFormulas.MeanTrapezoid);
+        var curve = Cumulative(b, step, counts.Max(), b.X, baseline, softmax);
+        b.RecordCurves(curve, counts, Axis(o, b, softmax));
+        return RowPrefixes(curve, counts, QualityFormulas.MeanTrapezoid);
     }
 }
 
@@ -237,6 +255,11 @@ public sealed class PixelFlipping : RemovalCurveMetric
         counts = Enumerable.Repeat(steps, (int)b.N).ToArray();
         return step;
     }
+
+    /// <inheritdoc/>
+    protected override CurveAxis Axis(FaithfulnessOptions o, MetricBatch b, bool softmax) =>
+        new([.. Enumerable.Range(1, (int)((b.D + o.FeaturesInStep - 1) / o.FeaturesInStep)).Select(k => Math.Min(1.0, (double)k * o.FeaturesInStep / b.D))],
+            "share of the pixels removed (most relevant first)", OutputTitle(softmax));
 }
 
 /// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions removed most relevant first, every region
@@ -247,6 +270,10 @@ public sealed class Selectivity : RemovalCurveMetric
     public override string Id => "selectivity";
     /// <inheritdoc/>
     protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts) => RegionSteps(o, b, a, true, long.MaxValue, out counts);
+
+    /// <inheritdoc/>
+    protected override CurveAxis Axis(FaithfulnessOptions o, MetricBatch b, bool softmax) =>
+        new([.. Enumerable.Range(1, (int)RegionBound(o, b)).Select(k => (double)k)], $"{o.Patch}×{o.Patch} regions removed (most relevant first)", OutputTitle(softmax));
 }
 
 /// <summary><c>region-perturbation</c> (Samek et al. 2017): the first <c>regions</c> patch × patch regions in MoRF (or
@@ -268,7 +295,11 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     {
         var step = RegionSteps(o, b, a, o.Order == RegionOrder.Morf, o.Regions, out var counts);
         var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, counts.Max(), b.X, baseline, softmax)], 1);
-        return RowPrefixes(curve, [.. counts.Select(l => l + 1)], QualityFormulas.Aopc);
+        long[] lengths = [.. counts.Select(l => l + 1)];
+        long width = 1 + Math.Min(o.Regions, RegionBound(o, b));
+        b.RecordCurves(curve, lengths, new([.. Enumerable.Range(0, (int)width).Select(k => (double)k)],
+            $"{o.Patch}×{o.Patch} regions replaced ({(o.Order == RegionOrder.Morf ? "most" : "least")} relevant first)", OutputTitle(softmax)));
+        return RowPrefixes(curve, lengths, QualityFormulas.Aopc);
     }
 }
 

@@ -81,6 +81,7 @@ public sealed class Road : FaithfulnessMetric
     {
         var classes = b.Selection.Classes ?? throw new LoupeException("road: the target is not a class (ROAD scores whether the predicted class survives; use a class target such as top-1)");
         if (o.Percentages.Length == 0 || o.Percentages.Any(p => p is < 0 or > 100)) throw new LoupeException("road: option 'percentages' must list values in [0, 100]");
+        if (o.Percentages.Distinct().Count() != o.Percentages.Length) throw new LoupeException("road: option 'percentages' lists a value twice");
         var x = b.X;
         long n = b.N, c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var rank = PixelSteps(o with { FeaturesInStep = 1 }, b, a, o.Order == RegionOrder.Morf, out _);
@@ -113,6 +114,14 @@ public sealed class Road : FaithfulnessMetric
             var (_, logits, _) = Explain.Scores(b.Context, imputed, sel, 0);
             hits.Add(scope.MoveToOuter((logits.argmax(1).view(n, k) == target.view(n, 1)).to(ScalarType.Float64)));
         }
-        return cat(hits, 1).mean([1]);
+        var curve = cat(hits, 1);
+        b.RecordCurves(curve, null, new(o.Percentages, $"pixels imputed, % of the image ({(o.Order == RegionOrder.Morf ? "most" : "least")} relevant first)",
+            "explained class still predicted", [.. CurvePoints(o)!]));
+        return curve.mean([1]);
     }
+
+    /// <summary>One series per percentage, <c>road_p10</c> … (<c>p2_5</c> for 2.5): their means are Quantus's ROAD result,
+    /// the accuracy at each percentage.</summary>
+    protected override IReadOnlyList<string>? CurvePoints(FaithfulnessOptions o) =>
+        [.. o.Percentages.Select(p => "p" + p.ToString("0.###", System.Globalization.CultureInfo.InvariantCulture).Replace('.', '_'))];
 }

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
@@ -111,6 +112,27 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     Tensor Output(Tensor input, TargetSelection sel, bool softmax) =>
         softmax ? Maps.Probability(ctx, input, sel) : Explain.Scores(ctx, input, sel, 0).Scores;
 
+    /// <summary>The curves the scores were reduced from, when the metric recorded them (<see cref="RecordCurves"/>): one
+    /// row per input, as wide as the axis, NaN past a row's own length.</summary>
+    public (double[][] Rows, CurveAxis Axis)? Curves { get; private set; }
+
+    /// <summary>Records the curves (N×T) the scores are reduced from: row i's first <paramref name="lengths"/>[i] points
+    /// (all T when null), padded with NaN to the axis's width. Written by <see cref="QualityMetric{TOptions}"/> as
+    /// <c>&lt;key&gt;_curve.npy</c>, <c>.json</c> and a plot, and as one series per named point.</summary>
+    public void RecordCurves(Tensor curves, long[]? lengths, CurveAxis axis)
+    {
+        long t = curves.shape[1], width = axis.X.Length;
+        var values = curves.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        var rows = new double[N][];
+        for (int i = 0; i < N; i++)
+        {
+            long length = lengths?[i] ?? t;
+            if (length > width) throw new InvalidOperationException($"a curve of {length} points on an axis of {width}");
+            rows[i] = Enumerable.Range(0, (int)width).Select(j => j < length ? values[i * t + j] : double.NaN).ToArray();
+        }
+        Curves = (rows, axis);
+    }
+
     /// <summary>x with the features where <paramref name="replace"/> (N×k×D, 1 = replaced) taken from <paramref name="baseline"/>: N×k×C×H×W.</summary>
     public Tensor Replace(Tensor replace, Tensor baseline, Tensor? from = null)
     {
@@ -121,6 +143,11 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         return where(m, baseline.unsqueeze(1), x.unsqueeze(1));
     }
 }
+
+/// <summary>The points of a metric's curve: their x values and the axes' titles, for the plot; for curves with few
+/// fixed points (ROAD's percentages), the name of each point's series (<c>&lt;key&gt;_&lt;point&gt;</c>, mean and std
+/// in metrics.csv and <c>expect:</c>).</summary>
+public sealed record CurveAxis(double[] X, string XTitle, string YTitle, string[]? Points = null);
 
 /// <summary>Base of the Quantus-style metrics: one score per input from the linked step's maps, written as
 /// <c>&lt;id&gt;_mean</c> / <c>&lt;id&gt;_std</c> (the id with '_' for '-'), <c>&lt;id&gt;.npy</c> and
@@ -145,8 +172,15 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
     /// <summary>Copies per forward for the perturbed inputs (null: the memory budget decides).</summary>
     protected virtual int? MicroBatch(TOptions options) => null;
 
-    /// <summary>One score per row of the batch.</summary>
+    /// <summary>One score per row of the batch (curve metrics also record the curves: <see cref="MetricBatch.RecordCurves"/>).</summary>
     protected abstract double[] Score(TOptions options, MetricBatch batch);
+
+    /// <summary>Names of the curve's points when each gets a series (<c>&lt;key&gt;_&lt;name&gt;</c>); null: none.</summary>
+    protected virtual IReadOnlyList<string>? CurvePoints(TOptions options) => null;
+
+    /// <inheritdoc/>
+    protected override IReadOnlyList<string> MetricNamesWith(TOptions options, IModel model) =>
+        CurvePoints(options) is { } points ? [.. MetricNames, .. points.SelectMany(p => new[] { $"{Key}_{p}_mean", $"{Key}_{p}_std" })] : MetricNames;
 
     /// <inheritdoc/>
     protected override void Evaluate(TOptions o, IAnalysisContext ctx, MetricWriter writer)
@@ -154,19 +188,61 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
         var ids = new List<string>();
         var labels = new List<string>();
         var values = new List<double>();
+        var curves = new List<double[]>();
+        CurveAxis? axis = null;
         foreach (var batch in ctx.Batches())
         {
             using var scope = NewDisposeScope();
             ctx.Cancellation.ThrowIfCancellationRequested();
             var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
             var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
-            try { values.AddRange(Score(o, new MetricBatch(ctx, batch, result.Map, result.Selection, gens, MicroBatch(o)))); }
+            var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, gens, MicroBatch(o));
+            try { values.AddRange(Score(o, mb)); }
             finally { foreach (var g in gens) g.Dispose(); }
+            if (mb.Curves is { } c) { curves.AddRange(c.Rows); axis ??= c.Axis; }
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
             if (ctx.InputCount is > 0) ctx.Progress(ids.Count / (double)ctx.InputCount.Value);
         }
         WriteScores(ctx, writer, Id, o, HigherIsBetterWith(o), ids, labels, values);
+        if (axis is null) return;
+        if (axis.Points is { } points)
+            for (int j = 0; j < points.Length; j++) writer.Stat($"{Key}_{points[j]}", curves.Select(r => r[j]).ToList());
+        var rows = new NdArray(curves.SelectMany(r => r.Select(v => (float)v)).ToArray(), [curves.Count, axis.X.Length]);
+        ctx.Output.Raw(Key + "_curve", null, rows);
+        WriteCurve(ctx.Output, Id, o.Of!.Id, axis, rows);
+    }
+
+    /// <summary><c>&lt;key&gt;_curve.json</c> (the axis; per point the mean and std over the inputs that reach it) and the
+    /// plot of the mean curve over the inputs' curves (N×T rows, NaN past a row's end).</summary>
+    static void WriteCurve(IArtifactSink output, string id, string of, CurveAxis axis, NdArray rows)
+    {
+        int n = (int)rows.Shape[0], t = (int)rows.Shape[1];
+        var stats = Enumerable.Range(0, t).Select(j => MetricWriter.MeanStd(Enumerable.Range(0, n).Select(i => (double)rows.Data[i * t + j]).ToList())).ToList();
+        static JsonNode? Num(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
+        output.Json(id.Replace('-', '_') + "_curve", new JsonObject
+        {
+            ["metric"] = id, ["of"] = of, ["x"] = new JsonArray(axis.X.Select(v => (JsonNode?)v).ToArray()),
+            ["x_title"] = axis.XTitle, ["y_title"] = axis.YTitle,
+            ["points"] = axis.Points is null ? null : new JsonArray(axis.Points.Select(p => (JsonNode?)p).ToArray()),
+            ["note"] = "rows of <key>_curve.npy: one curve per input, NaN past its own length; mean and std per point over the inputs that reach it",
+            ["mean"] = new JsonArray(stats.Select(s => Num(s.Mean)).ToArray()),
+            ["std"] = new JsonArray(stats.Select(s => Num(s.Std)).ToArray()),
+        });
+        // The plot: each input's curve held at its last value past its end (nothing more is removed), their mean, up to
+        // the longest curve.
+        int shown = Math.Max(1, Enumerable.Range(0, n).Select(i => Enumerable.Range(0, t).LastOrDefault(j => !float.IsNaN(rows.Data[i * t + j]), -1) + 1).DefaultIfEmpty(1).Max());
+        var held = Enumerable.Range(0, n).Select(i =>
+        {
+            var ys = new double[shown];
+            double last = double.NaN;
+            for (int j = 0; j < shown; j++) ys[j] = last = float.IsNaN(rows.Data[i * t + j]) ? last : rows.Data[i * t + j];
+            return ys;
+        }).ToList();
+        bool ragged = held.Count > 0 && Enumerable.Range(0, n).Any(i => float.IsNaN(rows.Data[i * t + shown - 1]));
+        var mean = Enumerable.Range(0, shown).Select(j => MetricWriter.MeanStd(held.Select(h => h[j]).ToList()).Mean).ToArray();
+        output.Display(id.Replace('-', '_') + "_curve", null, Plots.Lines(axis.X[..shown], [(ragged ? "mean over inputs (each held at its end)" : "mean over inputs", mean)],
+            $"{id} of '{of}'", axis.XTitle, axis.YTitle, faint: held.Take(64).ToList()));
     }
 
     /// <summary>Writes per-input scores as every Quantus-style metric does: <c>&lt;key&gt;.npy</c>, <c>&lt;key&gt;.json</c>
@@ -189,6 +265,13 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
     {
         merge.Rows(Key);
         merge.Concat(Key, "inputs");
+        // A curve this base class wrote has its JSON beside the rows (mprt writes its own mprt_curve rows and merges them).
+        if (!merge.Has(Key + "_curve", "npy") || !merge.Has(Key + "_curve", "json")) return;
+        var rows = merge.Rows(Key + "_curve");
+        var info = merge.Json(Key + "_curve")[0];
+        var axis = new CurveAxis(info["x"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray(), info["x_title"]!.GetValue<string>(),
+            info["y_title"]!.GetValue<string>(), info["points"]?.AsArray().Select(v => v!.GetValue<string>()).ToArray());
+        WriteCurve(merge.Output, Id, info["of"]!.GetValue<string>(), axis, rows);
     }
 }
 

@@ -56,6 +56,19 @@ public class QualityMoreTests
         Close(Want("irof"), Values(r, "irof", "irof"), "irof");
         Close(Want("road_morf"), Values(r, "road_morf", "road"), "road morf");
         Close(Want("road_lerf"), Values(r, "road_lerf", "road"), "road lerf");
+        // The curves: each input's hit at every percentage (Quantus's per-input booleans), and their means over the
+        // inputs as the series road_p5 … (Quantus's ROAD result, accuracy per percentage).
+        int[] pct = [5, 20, 40, 60, 80, 95];
+        foreach (var order in new[] { "morf", "lerf" })
+        {
+            var hits = Expected[$"road_{order}_hits"]!.AsArray().Select(row => row!.AsArray().Select(v => v!.GetValue<double>()).ToArray()).ToArray();
+            var curve = Loupe.Testing.HostRuns.Artifact(r, $"road_{order}/road_curve.npy");
+            Assert.Equal([4L, 6], curve.Shape);
+            Assert.Equal(hits.SelectMany(h => h).Select(v => (float)v).ToArray(), curve.Data);
+            for (int j = 0; j < pct.Length; j++)
+                Assert.Equal(hits.Average(h => h[j]), Loupe.Testing.HostRuns.Metric(r, $"road_{order}", $"road_p{pct[j]}_mean"), 12);
+            Assert.True(File.Exists(Path.Combine(r.OutDir!, $"road_{order}", "road_curve.png")), "the curve's plot");
+        }
         Close(Want("continuity"), Values(r, "continuity", "continuity"), "continuity", 1e-5);
         Assert.Contains("\"higher_is_better\": true", File.ReadAllText(Path.Combine(r.OutDir!, "road_lerf", "road.json")));
         Assert.Contains("\"higher_is_better\": false", File.ReadAllText(Path.Combine(r.OutDir!, "road_morf", "road.json")));

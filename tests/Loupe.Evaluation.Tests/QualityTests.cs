@@ -132,6 +132,35 @@ public class QualityTests
     }
 
     [Fact]
+    public void RemovalCurvesAreQuantusCurves()
+    {
+        // Quantus returns these curves per input: selectivity's f(x_k), k = 1..K (K differs between inputs with sliding
+        // windows: NaN after it), region perturbation's f(x) − f(x_k), k = 1..20 (Loupe's rows start at k = 0).
+        var r = Fixed.Value;
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var curves = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "curves.json")))!.AsObject();
+        double[][] Rows(string key) => curves[key]!.AsArray().Select(c => c!.AsArray().Select(v => v!.GetValue<double>()).ToArray()).ToArray();
+        var selectivity = Loupe.Testing.HostRuns.Artifact(r, "selectivity/selectivity_curve.npy");
+        var rp = Loupe.Testing.HostRuns.Artifact(r, "region_perturbation_morf/region_perturbation_curve.npy");
+        long ws = selectivity.Shape[1], wr = rp.Shape[1];
+        Assert.Equal(21, wr);
+        foreach (var (i, want) in Rows("selectivity").Select((c, i) => (i, c)))
+            for (int k = 0; k < ws; k++)
+                if (k < want.Length) Assert.True(Math.Abs(selectivity.Data[i * ws + k] - want[k]) < 1e-5, $"selectivity[{i}, {k}]: {selectivity.Data[i * ws + k]} against {want[k]}");
+                else Assert.True(float.IsNaN(selectivity.Data[i * ws + k]), $"selectivity[{i}, {k}] past the input's {want.Length} regions");
+        foreach (var (i, want) in Rows("region_perturbation_morf").Select((c, i) => (i, c)))
+            for (int k = 0; k < want.Length; k++)
+            {
+                double drop = rp.Data[i * wr] - rp.Data[i * wr + k + 1];
+                Assert.True(Math.Abs(drop - want[k]) < 1e-5, $"region perturbation[{i}, {k + 1}]: {drop} against {want[k]}");
+            }
+        // The JSON's per-point means are over the inputs that reach the point.
+        var info = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "selectivity", "selectivity_curve.json")))!;
+        var last = Rows("selectivity").Where(c => c.Length == 49).Select(c => c[48]).Average();
+        Assert.Equal(last, info["mean"]![48]!.GetValue<double>(), 1e-5);
+    }
+
+    [Fact]
     public void ClosedFormsHold()
     {
         var r = Fixed.Value;

@@ -44,6 +44,8 @@ public sealed class ShardRuns
               - { id: fc, uses: faithfulness-correlation, with: { of: cam, runs: 4, subset_size: 50 } }
               - { id: ll, uses: local-lipschitz, with: { of: cam, samples: 2 } }
               - { id: emprt, uses: mprt, with: { of: cam, variant: efficient } }
+              - { id: road, uses: road, with: { of: cam, percentages: [10, 50, 90] } }
+              - { id: sel, uses: selectivity, with: { of: cam, patch: 7 } }
             """, Dir);
         Full = TestEnv.Run(PipelineFile, Path.Combine(Dir, "full"));
         Shards = Enumerable.Range(0, 4).Select(i => PipelineRunner.Run(new RunRequest(PipelineFile)
