@@ -24,8 +24,8 @@ public sealed record FaithfulnessOptions : PerturbOptions
     [Range(1, int.MaxValue), Description("region-perturbation: regions perturbed (Quantus regions_evaluation: 100; capped at the number of regions)")]
     public int Regions { get; init; } = 100;
     /// <summary>Where the regions lie.</summary>
-    [Description("region-perturbation and selectivity: sliding (Quantus: a patch at every pixel, ranked by its attribution sum, each taken in that order unless it overlaps one taken before) or grid (fixed tiles ranked by their mean attribution)")]
-    public RegionWindows Windows { get; init; } = RegionWindows.Sliding;
+    [Description("region-perturbation and selectivity: grid (Quantus 0.6: patch x patch blocks of the image padded evenly to multiples of the patch, ranked by their attribution sum) or sliding (Quantus 0.5: a patch at every pixel, ranked by its attribution sum, each taken in that order unless it overlaps one taken before)")]
+    public RegionWindows Windows { get; init; } = RegionWindows.Grid;
     /// <summary>Subset sizes.</summary>
     [Description("sensitivity-n: subset sizes n as fractions of the pixels (Ancona et al. sweep n up to 80%)")]
     public double[] Fractions { get; init; } = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8];
@@ -52,10 +52,10 @@ public sealed record FaithfulnessOptions : PerturbOptions
 /// <summary>Where <c>region-perturbation</c> and <c>selectivity</c> find their regions.</summary>
 public enum RegionWindows
 {
-    /// <summary>Quantus's: a window at every pixel, taken greedily in rank order unless it overlaps one taken before.</summary>
-    Sliding,
-    /// <summary>Fixed non-overlapping tiles.</summary>
+    /// <summary>Quantus 0.6's: fixed blocks of the evenly padded image.</summary>
     Grid,
+    /// <summary>Quantus 0.5's: a window at every pixel, taken greedily in rank order unless it overlaps one taken before.</summary>
+    Sliding,
 }
 
 /// <summary>Perturbation order of <c>region-perturbation</c>.</summary>
@@ -120,12 +120,12 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
         return step;
     }
 
-    /// <summary>The most regions <see cref="RegionSteps"/> can find on this batch's images: the grid's tiles, or as
+    /// <summary>The most regions <see cref="RegionSteps"/> can find on this batch's images: the grid's blocks, or as
     /// many disjoint patch × patch windows as fit in the (H+p−1)×(W+p−1) area the sliding windows cover.</summary>
     protected static long RegionBound(FaithfulnessOptions o, MetricBatch b)
     {
         long h = b.X.shape[2], w = b.X.shape[3], p = o.Patch;
-        if (o.Windows == RegionWindows.Grid) return ((h + p - 1) / p) * ((w + p - 1) / p);
+        if (o.Windows == RegionWindows.Grid) return ((h + p - 1) / p) * ((w + p - 1) / p);   // the padded image's blocks
         long across = h + p - 1, down = w + p - 1;
         return Math.Min(across * (down / p) / p, down * (across / p) / p);
     }

@@ -245,7 +245,8 @@ public static class QualityFormulas
         }
     }
 
-    /// <summary>Quantus's regions for <c>region-perturbation</c> and <c>selectivity</c>: a <paramref name="patch"/> ×
+    /// <summary>Quantus 0.5's regions for <c>region-perturbation</c> and <c>selectivity</c> (0.6 took fixed blocks,
+    /// <see cref="Steps"/>): a <paramref name="patch"/> ×
     /// <paramref name="patch"/> window with its top-left corner at every pixel of the H×W map (windows that run past the
     /// bottom or right edge keep their in-image part), ranked by the sum of <paramref name="a"/> (N×D) inside it (zero
     /// past the edges), ascending with ties in pixel order; walked from the end (<paramref name="descending"/>, MoRF:
@@ -319,21 +320,26 @@ public static class QualityFormulas
     /// <summary>The step at which each feature is perturbed, N×D int64, and the number of steps: features ordered by
     /// value (<paramref name="descending"/>: most relevant first; stable on ties), <paramref name="featuresInStep"/>
     /// consecutive ones per step (Quantus's <c>features_in_step</c>); with <paramref name="patch"/> &gt; 1 the units are
-    /// non-overlapping patch × patch regions of an H×W map ranked by their summed value instead.</summary>
+    /// Quantus 0.6's blocks instead (<c>region-perturbation</c>, <c>selectivity</c>): the H×W map is padded with zeros
+    /// to multiples of the patch, split evenly between the two sides (the smaller half first, <c>get_padding_size</c>),
+    /// cut into patch × patch blocks (row-major), and the blocks are ranked by their summed value, stably
+    /// (<c>argsort(-sums)</c>, or <c>argsort(sums)</c> for LeRF; a block's pixels in the padding are not in the image).</summary>
     public static Tensor Steps(Tensor a, bool descending, int featuresInStep, int patch, long h, long w, out long steps)
     {
         using var scope = NewDisposeScope();
         long n = a.shape[0];
         var v = descending ? a.to(ScalarType.Float64) : -a.to(ScalarType.Float64);
-        long gh = (h + patch - 1) / patch, gw = (w + patch - 1) / patch;
+        long padH = (patch - h % patch) % patch, padW = (patch - w % patch) % patch;
+        long top = padH / 2, left = padW / 2, gh = (h + padH) / patch, gw = (w + padW) / patch;
         var units = patch > 1
-            ? nn.functional.avg_pool2d(v.view(n, 1, h, w), patch, stride: patch, ceil_mode: true, count_include_pad: false).view(n, gh * gw)
+            ? nn.functional.pad(v.view(n, 1, h, w), [left, padW - left, top, padH - top]).view(n, gh, patch, gw, patch).sum([2, 4]).view(n, gh * gw)
             : v;
         long u = units.shape[1];
         var rank = Ranks(units);
         var step = featuresInStep == 1 ? rank : rank.div(featuresInStep, rounding_mode: RoundingMode.floor);
         steps = (u + featuresInStep - 1) / featuresInStep;
-        if (patch > 1) step = step.view(n, gh, gw).repeat_interleave(patch, 1).repeat_interleave(patch, 2).narrow(1, 0, h).narrow(2, 0, w).reshape(n, h * w);
+        if (patch > 1)
+            step = step.view(n, gh, gw).repeat_interleave(patch, 1).repeat_interleave(patch, 2).narrow(1, top, h).narrow(2, left, w).reshape(n, h * w);
         return scope.MoveToOuter(step.contiguous());
     }
 }

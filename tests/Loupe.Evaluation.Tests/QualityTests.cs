@@ -39,11 +39,11 @@ public class QualityTests
           - { id: monotonicity_correlation, uses: monotonicity-correlation, with: { of: m, features_in_step: 16, runs: 2, baseline: min, softmax: false } }
           - { id: pixel_flipping, uses: pixel-flipping, with: { of: m, features_in_step: 16 } }
           - { id: selectivity, uses: selectivity, with: { of: m, patch: 4 } }
-          - { id: selectivity_grid, uses: selectivity, with: { of: m, patch: 4, windows: grid } }
+          - { id: selectivity_sliding, uses: selectivity, with: { of: m, patch: 4, windows: sliding } }
           - { id: region_perturbation_morf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min } }
           - { id: region_perturbation_lerf, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, order: lerf } }
-          - { id: region_perturbation_morf_grid, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, windows: grid } }
-          - { id: region_perturbation_lerf_grid, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, order: lerf, windows: grid } }
+          - { id: region_perturbation_morf_sliding, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, windows: sliding } }
+          - { id: region_perturbation_lerf_sliding, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, order: lerf, windows: sliding } }
           - { id: fc, uses: faithfulness-correlation, with: { of: m, runs: 20, subset_size: 100 } }
           - { id: sn, uses: sensitivity-n, with: { of: m, runs: 10, fractions: [0.05, 0.2] } }
         """));
@@ -81,6 +81,22 @@ public class QualityTests
             var got = Loupe.Analysis.Evaluation.QualityFormulas.Steps(big, descending, 1, 1, 224, 224, out long steps);
             Assert.Equal(50176, steps);
             Assert.Equal(want.data<long>().ToArray(), got.data<long>().ToArray());
+        }
+    }
+
+    [Fact]
+    public void GridRegionsAreQuantusBlocksOfTheEvenlyPaddedMap()
+    {
+        // tests/fixtures/make_quality_fixtures.py restates Quantus 0.6's blocks on a 7×10 map with ties, patch 4 (one
+        // padding row at the bottom, a column on each side), MoRF and LeRF.
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var fixture = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "grid.json")))!.AsObject();
+        var a = TorchSharp.torch.tensor(fixture["map"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray(), [1, 70]);
+        foreach (var (name, descending) in new[] { ("morf", true), ("lerf", false) })
+        {
+            var got = Loupe.Analysis.Evaluation.QualityFormulas.Steps(a, descending, 1, 4, 7, 10, out long steps);
+            Assert.Equal(fixture[name]!["count"]!.GetValue<long>(), steps);
+            Assert.Equal(fixture[name]!["steps"]!.AsArray().Select(v => v!.GetValue<long>()).ToArray(), got.data<long>().ToArray());
         }
     }
 
@@ -134,20 +150,25 @@ public class QualityTests
     [Fact]
     public void RemovalCurvesAreQuantusCurves()
     {
-        // Quantus returns these curves per input: selectivity's f(x_k), k = 1..K (K differs between inputs with sliding
-        // windows: NaN after it), region perturbation's f(x) − f(x_k), k = 1..20 (Loupe's rows start at k = 0).
+        // Quantus returns these curves per input: selectivity's f(x_k), k = 1..K (with Quantus 0.5's sliding windows K
+        // differs between inputs: NaN after it), region perturbation's f(x) − f(x_k), k = 1..20 (Loupe's rows start at k = 0).
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var curves = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "curves.json")))!.AsObject();
         double[][] Rows(string key) => curves[key]!.AsArray().Select(c => c!.AsArray().Select(v => v!.GetValue<double>()).ToArray()).ToArray();
-        var selectivity = Loupe.Testing.HostRuns.Artifact(r, "selectivity/selectivity_curve.npy");
+        foreach (var step in new[] { "selectivity", "selectivity_sliding" })
+        {
+            var selectivity = Loupe.Testing.HostRuns.Artifact(r, $"{step}/selectivity_curve.npy");
+            long ws = selectivity.Shape[1];
+            foreach (var (i, want) in Rows(step).Select((c, i) => (i, c)))
+                for (int k = 0; k < ws; k++)
+                    if (k < want.Length) Assert.True(Math.Abs(selectivity.Data[i * ws + k] - want[k]) < 1e-5, $"{step}[{i}, {k}]: {selectivity.Data[i * ws + k]} against {want[k]}");
+                    else Assert.True(float.IsNaN(selectivity.Data[i * ws + k]), $"{step}[{i}, {k}] past the input's {want.Length} regions");
+        }
+        Assert.Contains(Rows("selectivity_sliding"), c => c.Length < 49);   // the ragged case is exercised
         var rp = Loupe.Testing.HostRuns.Artifact(r, "region_perturbation_morf/region_perturbation_curve.npy");
-        long ws = selectivity.Shape[1], wr = rp.Shape[1];
+        long wr = rp.Shape[1];
         Assert.Equal(21, wr);
-        foreach (var (i, want) in Rows("selectivity").Select((c, i) => (i, c)))
-            for (int k = 0; k < ws; k++)
-                if (k < want.Length) Assert.True(Math.Abs(selectivity.Data[i * ws + k] - want[k]) < 1e-5, $"selectivity[{i}, {k}]: {selectivity.Data[i * ws + k]} against {want[k]}");
-                else Assert.True(float.IsNaN(selectivity.Data[i * ws + k]), $"selectivity[{i}, {k}] past the input's {want.Length} regions");
         foreach (var (i, want) in Rows("region_perturbation_morf").Select((c, i) => (i, c)))
             for (int k = 0; k < want.Length; k++)
             {
@@ -155,8 +176,8 @@ public class QualityTests
                 Assert.True(Math.Abs(drop - want[k]) < 1e-5, $"region perturbation[{i}, {k + 1}]: {drop} against {want[k]}");
             }
         // The JSON's per-point means are over the inputs that reach the point.
-        var info = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "selectivity", "selectivity_curve.json")))!;
-        var last = Rows("selectivity").Where(c => c.Length == 49).Select(c => c[48]).Average();
+        var info = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "selectivity_sliding", "selectivity_curve.json")))!;
+        var last = Rows("selectivity_sliding").Where(c => c.Length == 49).Select(c => c[48]).Average();
         Assert.Equal(last, info["mean"]![48]!.GetValue<double>(), 1e-5);
     }
 
