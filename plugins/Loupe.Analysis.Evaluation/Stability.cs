@@ -12,13 +12,16 @@ public sealed record StabilityOptions : MetricOptions
     [Range(1, 100_000), Description("perturbed inputs per input (Quantus nr_samples: 200)")]
     public int Samples { get; init; } = 200;
     /// <summary>Uniform radius.</summary>
-    [Range(0.0, 1000.0), Description("avg-sensitivity and relative-*-stability: noise U[−r, r] per input element, normalised units (Quantus lower_bound: 0.2)")]
+    [Range(0.0, 1000.0), Description("avg-sensitivity and relative-*-stability: noise up to r per input element, normalised units: U[−r, r], or U[lower_bound, r] when lower_bound is set (Quantus: avg-sensitivity lower_bound 0.2 = U[−0.2, 0.2]; relative-*-stability upper_bound 0.2)")]
     public double Radius { get; init; } = 0.2;
+    /// <summary>One-sided noise from this bound.</summary>
+    [Range(0.0, 1000.0), Description("avg-sensitivity and relative-*-stability: noise U[lower_bound, radius] instead of U[−radius, radius] (Quantus's relative-*-stability: 0.02, its batch_uniform_noise lower_bound with upper_bound 0.2; unset for avg-sensitivity)")]
+    public double? LowerBound { get; init; }
     /// <summary>Gaussian σ.</summary>
     [Range(0.0, 1000.0), Description("local-lipschitz: noise N(0, σ²) per input element, normalised units (Quantus perturb_std: 0.1)")]
     public double Sigma { get; init; } = 0.1;
     /// <summary>ε.</summary>
-    [Range(0.0, 1.0), Description("relative-*-stability: floor of the denominator and of zero entries (Quantus eps_min: 1e-6)")]
+    [Range(0.0, 1.0), Description("relative-*-stability: replaces the denominator and the divisors' entries when they are exactly 0 (Quantus eps_min: 1e-6)")]
     public double EpsMin { get; init; } = 1e-6;
     /// <summary>Skip changed predictions.</summary>
     [Description("leave out perturbed samples whose top-1 class changed (Quantus: true for relative-*-stability, false otherwise)")]
@@ -46,6 +49,15 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     protected virtual bool TakeMax => true;
     /// <summary>Quantus's default of normalise_by_max on the maps.</summary>
     protected virtual bool Normalise => false;
+    /// <summary>Quantus's default lower bound of one-sided uniform noise (null: symmetric).</summary>
+    protected virtual double? DefaultLowerBound => null;
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
+    {
+        if (!Gaussian && (o.LowerBound ?? DefaultLowerBound) is { } lo && lo >= o.Radius)
+            yield return $"option 'lower_bound' ({lo}) must be below 'radius' ({o.Radius}): the noise is drawn from U[lower_bound, radius]";
+    }
 
     /// <summary>Whether <see cref="Ratio"/> reads the representations h, h' (else no forward computes them).</summary>
     protected virtual bool UsesRepresentation => false;
@@ -88,7 +100,9 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             // One draw per sample and input: the same noise whatever the chunking.
             var noise = stack(Enumerable.Range(0, k).Select(_ => Gaussian
                 ? InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * o.Sigma
-                : (InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * 2 - 1) * o.Radius).ToArray());   // k×N×C×H×W
+                : (o.LowerBound ?? DefaultLowerBound) is { } lo
+                    ? InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * (o.Radius - lo) + lo
+                    : (InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * 2 - 1) * o.Radius).ToArray());   // k×N×C×H×W
             var xs = (x.unsqueeze(0) + noise.to(x.dtype)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
@@ -150,51 +164,63 @@ public sealed class LocalLipschitz : StabilityMetric
         Norm(e - es) / Norm(x - xs).clamp_min(1e-30);
 }
 
-/// <summary><c>relative-input-stability</c> (Agarwal et al. 2022): the max over samples of
-/// ‖(Φ(x) − Φ(x'))/Φ(x)‖ / max(‖(x − x')/x‖, ε), zero entries of a divisor replaced by ε; samples whose prediction
-/// changed are left out (Quantus). Lower is better.</summary>
-public sealed class RelativeInputStability : StabilityMetric
+/// <summary>Base of the relative stabilities (Agarwal et al. 2022; Quantus 0.6): noise U[0.02, 0.2] per input element,
+/// samples whose prediction changed left out, the max over samples of ‖(Φ(x) − Φ(x'))/Φ(x)‖ over a denominator that
+/// is replaced by ε when it is exactly 0, as are the zero entries of the divisors (Quantus's guards).</summary>
+public abstract class RelativeStability : StabilityMetric
+{
+    /// <inheritdoc/>
+    protected override bool SkipChangedByDefault => true;
+    /// <inheritdoc/>
+    protected override double? DefaultLowerBound => 0.02;
+
+    /// <summary>The denominator of the ratio (N).</summary>
+    protected abstract Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs);
+
+    /// <inheritdoc/>
+    protected sealed override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs)
+    {
+        var d = Denominator(o, x, xs, h, hs);
+        return Relative(e, es, o.EpsMin) / (d + (d == 0).to(d.dtype) * o.EpsMin);
+    }
+
+    /// <summary>‖(a − b)/a‖ with a's zero entries replaced by ε (Quantus's guard).</summary>
+    protected static Tensor Relative(Tensor a, Tensor b, double eps) => Norm((a - b) / (a + (a == 0).to(a.dtype) * eps));
+}
+
+/// <summary><c>relative-input-stability</c>: the denominator is ‖(x − x')/x‖. Lower is better.</summary>
+public sealed class RelativeInputStability : RelativeStability
 {
     /// <inheritdoc/>
     public override string Id => "relative-input-stability";
     /// <inheritdoc/>
-    protected override bool SkipChangedByDefault => true;
-    /// <inheritdoc/>
-    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
-        Relative(e, es, o.EpsMin) / Relative(x, xs, o.EpsMin).clamp_min(o.EpsMin);
-
-    /// <summary>‖(a − b)/a‖ with a's zero entries replaced by ε (Quantus's guard).</summary>
-    internal static Tensor Relative(Tensor a, Tensor b, double eps) => Norm((a - b) / (a + (a == 0).to(a.dtype) * eps));
+    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) => Relative(x, xs, o.EpsMin);
 }
 
-/// <summary><c>relative-output-stability</c> (Agarwal et al. 2022): as relative-input-stability with the model's
-/// logits in the denominator: ‖(Φ(x) − Φ(x'))/Φ(x)‖ / max(‖(h(x) − h(x'))/h(x)‖, ε). Lower is better.</summary>
-public sealed class RelativeOutputStability : StabilityMetric
+/// <summary><c>relative-output-stability</c>: the denominator is the change of the logits, ‖h(x) − h(x')‖₂ (the
+/// paper's and Quantus's: not relative to h(x)). Lower is better.</summary>
+public sealed class RelativeOutputStability : RelativeStability
 {
     /// <inheritdoc/>
     public override string Id => "relative-output-stability";
     /// <inheritdoc/>
     protected override bool UsesRepresentation => true;
     /// <inheritdoc/>
-    protected override bool SkipChangedByDefault => true;
-    /// <inheritdoc/>
-    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
-        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h!, hs!, o.EpsMin).clamp_min(o.EpsMin);
+    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) => Norm(h! - hs!);
 }
 
 /// <summary><c>relative-representation-stability</c> (Agarwal et al. 2022): as relative-input-stability with the output
 /// of <c>layer</c> in the denominator: ‖(Φ(x) − Φ(x'))/Φ(x)‖ / max(‖(L(x) − L(x'))/L(x)‖, ε). Lower is better.</summary>
-public sealed class RelativeRepresentationStability : StabilityMetric
+public sealed class RelativeRepresentationStability : RelativeStability
 {
     /// <inheritdoc/>
     public override string Id => "relative-representation-stability";
     /// <inheritdoc/>
     protected override bool UsesRepresentation => true;
     /// <inheritdoc/>
-    protected override bool SkipChangedByDefault => true;
-    /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
     {
+        foreach (var e in base.ValidateMetric(o, context)) yield return e;
         if (string.IsNullOrEmpty(o.Layer)) yield return "option 'layer' is required: the layer whose output is the internal representation (e.g. relu3)";
     }
     /// <inheritdoc/>
@@ -206,6 +232,5 @@ public sealed class RelativeRepresentationStability : StabilityMetric
         using (capture) return (scope.MoveToOuter(output.detach()), scope.MoveToOuter(capture[o.Layer!].to(ScalarType.Float64).reshape(input.shape[0], -1)));
     }
     /// <inheritdoc/>
-    protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
-        RelativeInputStability.Relative(e, es, o.EpsMin) / RelativeInputStability.Relative(h!, hs!, o.EpsMin).clamp_min(o.EpsMin);
+    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) => Relative(h!, hs!, o.EpsMin);
 }

@@ -322,6 +322,67 @@ public class QualityTests
     }
 
     [Fact]
+    public void RelativeStabilitiesFollowQuantusNoiseAndDenominators()
+    {
+        // Gradient × input of the region CNN is c·x on the region (c = 20/64) and 0 elsewhere, and the logits are
+        // (z, −z) with z = 20·mean_R(x) − 5. With x' = x + u, u ~ U[0.02, 0.2] per pixel (Quantus 0.6: one-sided, so the
+        // region stays positive and the prediction unchanged), a sample's relative output stability is
+        // ‖u_R/x_R‖₂ / ‖h(x) − h(x')‖₂ = ‖u_R/x_R‖₂ / (√2·20·mean_R(u)) and its relative input stability
+        // ‖u_R/x_R‖₂ / ‖u/(x + ε·[x = 0])‖₂; the score is the max over samples. The draws are the step's: seeded by the
+        // step seed (FNV-1a of the step id and the pipeline seed) and the input id, one U[0, 1) image per sample.
+        var path = Path.Combine(Env.TempDir(), "region.npy");
+        var images = RegionNet.Images(3, 11);
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
+        var r = Env.Run($$"""
+            version: 1
+            seed: 3
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
+            steps:
+              - { id: gxi, uses: gradient-x-input }
+              - { id: ros, uses: relative-output-stability, with: { of: gxi, samples: 4 } }
+              - { id: ris, uses: relative-input-stability, with: { of: gxi, samples: 4 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        static int StepSeed(int seed, string id)
+        {
+            unchecked
+            {
+                uint h = 2166136261;
+                foreach (var c in id) { h ^= c; h *= 16777619; }
+                return (int)(h ^ (uint)seed * 2654435761u) & int.MaxValue;
+            }
+        }
+        foreach (var step in new[] { "ros", "ris" })
+        {
+            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, step == "ros" ? "relative_output_stability.json" : "relative_input_stability.json")))!;
+            var inputs = json["inputs"]!.AsArray();
+            for (int i = 0; i < 3; i++)
+            {
+                using var g = new TorchSharp.torch.Generator(Loupe.Abstractions.InputSeeds.For(StepSeed(3, step), inputs[i]!["id"]!.GetValue<string>()));
+                double best = double.NegativeInfinity;
+                for (int j = 0; j < 4; j++)
+                {
+                    var u = TorchSharp.torch.rand([1, 1, 28, 28], generator: g).data<float>().Select(v => v * 0.18 + 0.02).ToArray();
+                    double num = 0, sumU = 0, den = 0;
+                    for (int p = 0; p < 784; p++)
+                    {
+                        double x = images[i * 784 + p];
+                        bool inRegion = p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;
+                        if (inRegion) { num += u[p] / x * (u[p] / x); sumU += u[p]; }
+                        double rel = u[p] / (x == 0 ? 1e-6 : x);
+                        den += rel * rel;
+                    }
+                    double ratio = step == "ros" ? Math.Sqrt(num) / (Math.Sqrt(2) * 20 * sumU / 64) : Math.Sqrt(num) / Math.Sqrt(den);
+                    best = Math.Max(best, ratio);
+                }
+                double got = inputs[i]!["value"]!.GetValue<double>();
+                Assert.True(Math.Abs(got - best) <= 1e-4 * Math.Abs(best), $"{step}[{i}]: {got} against {best}");
+            }
+        }
+    }
+
+    [Fact]
     public void RobustnessIsZeroForAMapThatNoiseCannotChangeAndRandomLogitIsOneForAClassBlindMap()
     {
         // In its region the model is linear in positive pixels: the signed gradient is the same for every noisy copy.
