@@ -8,9 +8,8 @@ namespace Loupe.Analysis.Evaluation;
 /// <c>segments</c> / <c>compactness</c>; or a grid of <c>cell</c> × <c>cell</c> squares), ranked by their mean
 /// attribution and replaced cumulatively, most relevant first, by the baseline (Quantus: the image mean). With
 /// p_k = f(x after k segments) / f(x) (class probability by default) and p_0 = 1, the score is the area over that curve
-/// on [0, 1] (x = k / M, trapezoid): 1 − AUC. Quantus omits p_0 and returns M − Σ_trapezoid with dx = 1 (and its
-/// newest versions replace each segment alone); Loupe follows the paper's iterative removal, on the same scale for
-/// any M. Higher is better.</summary>
+/// on [0, 1] (x = k / M, trapezoid): 1 − AUC. Quantus omits p_0 and returns M − Σ_trapezoid with dx = 1 (it removes
+/// segments cumulatively too); Loupe keeps the paper's scale, the same for any M. Higher is better.</summary>
 public sealed class Irof : FaithfulnessMetric
 {
     /// <inheritdoc/>
