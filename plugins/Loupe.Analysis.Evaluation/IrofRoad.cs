@@ -79,8 +79,7 @@ public sealed class Road : FaithfulnessMetric
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         var classes = b.Selection.Classes ?? throw new LoupeException("road: the target is not a class (ROAD scores whether the predicted class survives; use a class target such as top-1)");
-        if (o.Percentages.Length == 0 || o.Percentages.Any(p => p is < 0 or > 100)) throw new LoupeException("road: option 'percentages' must list values in [0, 100]");
-        if (o.Percentages.Distinct().Count() != o.Percentages.Length) throw new LoupeException("road: option 'percentages' lists a value twice");
+        if (PercentageErrors(o).FirstOrDefault() is { } error) throw new LoupeException("road: " + error);
         var x = b.X;
         long n = b.N, c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var rank = PixelSteps(o with { FeaturesInStep = 1 }, b, a, o.Order == RegionOrder.Morf, out _);
@@ -117,6 +116,15 @@ public sealed class Road : FaithfulnessMetric
         b.RecordCurves(curve, null, new(o.Percentages, $"pixels imputed, % of the image ({(o.Order == RegionOrder.Morf ? "most" : "least")} relevant first)",
             "explained class still predicted", [.. CurvePoints(o)!]));
         return curve.mean([1]);
+    }
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context) => PercentageErrors(o);
+
+    static IEnumerable<string> PercentageErrors(FaithfulnessOptions o)
+    {
+        if (o.Percentages.Length == 0 || o.Percentages.Any(p => p is < 0 or > 100 || double.IsNaN(p))) yield return "option 'percentages' must list values in [0, 100]";
+        else if (o.Percentages.Distinct().Count() != o.Percentages.Length) yield return $"option 'percentages' lists {o.Percentages.GroupBy(p => p).First(g => g.Count() > 1).Key} twice (each is one curve point and one series)";
     }
 
     /// <summary>One series per percentage, <c>road_p10</c> … (<c>p2_5</c> for 2.5): their means are Quantus's ROAD result,

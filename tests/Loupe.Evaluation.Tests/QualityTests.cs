@@ -271,8 +271,18 @@ public class QualityTests
               - { id: s, uses: sparseness, with: { of: m, expect: ["sparsenes_mean > 0.5"] } }
               - { id: t, uses: pixel-flipping, with: { of: m }, expect: ["pixel-flipping.pixel_fliping < 0.5", "pixel_flipping < 0.5"] }
               - { id: u, uses: relative-representation-stability, with: { of: m } }
+              - { id: v, uses: relative-input-stability, with: { of: m, lower_bound: 0.3 } }
+              - { id: w, uses: road, with: { of: m, percentages: [10, 50, 10] } }
+              - { id: x, uses: road, with: { of: m, percentages: [10, 150] } }
+              - { id: y, uses: road, with: { of: m, percentages: [10, 50], expect: ["road_p50_mean < 0.5", "road_p30_mean < 0.5"] } }
             """);
         Assert.Equal(2, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'v'") && e.Message.Contains("'lower_bound' (0.3) must be below 'radius' (0.2)"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'w'") && e.Message.Contains("lists 10 twice"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'x'") && e.Message.Contains("must list values in [0, 100]"));
+        // ROAD's per-percentage series are known to expect: p50 passes validation, p30 (not a percentage) does not.
+        Assert.Contains(r.Errors, e => e.Message.Contains("unknown metric 'road_p30_mean'") && e.Message.Contains("road_p50_mean"));
+        Assert.DoesNotContain(r.Errors, e => e.Message.Contains("\"road_p50_mean < 0.5\""));
         Assert.Contains(r.Errors, e => e.Message.Contains("unknown metric 'sparsenes_mean'") && e.Message.Contains("did you mean 'sparseness_mean'"));
         // The step-level form is checked at validation too (same names: 'pixel_flipping' resolves to pixel_flipping_mean).
         var stepLevel = Assert.Single(r.Errors, e => e.Message.Contains("step 't'"));
