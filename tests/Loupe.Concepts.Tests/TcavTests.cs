@@ -18,7 +18,7 @@ public class TcavTests
         bool Significant(string concept, string cls) => results.Single(x => x.GetProperty("concept").GetString() == concept && x.GetProperty("class").GetString() == cls).GetProperty("significant").GetBoolean();
         Assert.True(Significant("stripes", "striped"));
         foreach (var cls in new[] { "striped", "dotted", "plain" }) Assert.False(Significant("random", cls), cls);
-        Assert.Equal(0.05 / 9, json.GetProperty("bonferroni_threshold").GetDouble(), 12);
+        Assert.Equal(0.05 / 9, json.GetProperty("bonferroni_threshold").GetDouble(), 1e-12);
 
         // Same numbers as sklearn + scipy on the same activations and gradients.
         var cavs = Env.Artifact(r, "tcav/cavs.npy");
@@ -41,15 +41,15 @@ public class TcavTests
     {
         // scipy.stats.ttest_ind([1,2,3,4], [2,4,6,8,10]) = (t = -2.0578065752724592, p = 0.07861923505869378) (pooled variance).
         var (t, pv) = Loupe.Analysis.Concepts.Stats.TTest([1, 2, 3, 4], [2, 4, 6, 8, 10]);
-        Assert.Equal(-2.0578065752724592, t, 10);
-        Assert.Equal(0.07861923505869378, pv, 10);
+        Assert.Equal(-2.0578065752724592, t, 1e-10);
+        Assert.Equal(0.07861923505869378, pv, 1e-10);
         // One feature, symmetric data: optimum of Σ softplus(∓(w x + b)) + (w² + b²)/2 has b = 0 and w solving
         // w = 4 σ(−2w) for the two points ±2 (the stationarity condition, checked here).
         using var pos = TorchSharp.torch.tensor(new float[] { 2f }, [1, 1]);
         using var neg = TorchSharp.torch.tensor(new float[] { -2f }, [1, 1]);
         var (w, b, acc) = Loupe.Analysis.Concepts.Stats.Logistic(pos, neg, 1.0);
-        Assert.Equal(0, b, 9);
-        Assert.Equal(w[0], 2 * 2 / (1 + Math.Exp(2 * w[0])), 9);
+        Assert.Equal(0, b, 1e-9);
+        Assert.Equal(w[0], 2 * 2 / (1 + Math.Exp(2 * w[0])), 1e-9);
         Assert.Equal(1.0, acc);
     }
 }

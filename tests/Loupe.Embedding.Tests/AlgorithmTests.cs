@@ -43,7 +43,7 @@ public class AlgorithmTests
         using var x = FixtureFeatures();
         var first2 = x.narrow(1, 0, 2).to(ScalarType.Float64).contiguous().ToArray<double>();
         double expected = Reference.GetProperty("trustworthiness_k10_of_features_identity").GetDouble();
-        Assert.Equal(expected, Trustworthiness.Compute(x, first2, 10), 6);
+        Assert.Equal(expected, Trustworthiness.Compute(x, first2, 10), 1e-6);
     }
 
     [Fact]
@@ -61,10 +61,10 @@ public class AlgorithmTests
     {
         using var x = FixtureFeatures();
         var (rowPtr, cols, vals) = BarnesHutTsne.JointProbabilities(x, 30);
-        Assert.Equal(1.0, vals.Sum(), 9);
+        Assert.Equal(1.0, vals.Sum(), 1e-9);
         var map = new Dictionary<(int, int), double>();
         for (int i = 0; i < 500; i++) for (int t = rowPtr[i]; t < rowPtr[i + 1]; t++) map[(i, cols[t])] = vals[t];
-        foreach (var ((i, j), v) in map) Assert.Equal(v, map[(j, i)], 15);
+        foreach (var ((i, j), v) in map) Assert.Equal(v, map[(j, i)], 1e-15);
         Assert.DoesNotContain(map.Keys, k => k.Item1 == k.Item2);
     }
 
@@ -87,23 +87,23 @@ public class AlgorithmTests
         using var x = tensor(data, [n, 4]);
         var r = Pca.Fit(x, 3);
         double va = a.Sum(t => t * t) / (n - 1), vb = b.Sum(t => t * t) / (n - 1);
-        Assert.Equal(va, r.ExplainedVariance[0], 9);
-        Assert.Equal(vb, r.ExplainedVariance[1], 9);
-        Assert.Equal(0, r.ExplainedVariance[2], 9);
+        Assert.Equal(va, r.ExplainedVariance[0], 1e-9);
+        Assert.Equal(vb, r.ExplainedVariance[1], 1e-9);
+        Assert.Equal(0, r.ExplainedVariance[2], 1e-9);
         double[] uPos = [-0.6, 0.8, 0, 0], vPos = [0, 0, 1, 0];   // sign: largest |loading| positive
-        for (int d = 0; d < 4; d++) { Assert.Equal(uPos[d], r.Components[0, d], 9); Assert.Equal(vPos[d], r.Components[1, d], 9); }
-        for (int i = 0; i < n; i++) Assert.Equal(-a[i], r.Coordinates[i, 0], 9);
-        Assert.Equal(1.0, r.ExplainedVarianceRatio[0] + r.ExplainedVarianceRatio[1], 9);
+        for (int d = 0; d < 4; d++) { Assert.Equal(uPos[d], r.Components[0, d], 1e-9); Assert.Equal(vPos[d], r.Components[1, d], 1e-9); }
+        for (int i = 0; i < n; i++) Assert.Equal(-a[i], r.Coordinates[i, 0], 1e-9);
+        Assert.Equal(1.0, r.ExplainedVarianceRatio[0] + r.ExplainedVarianceRatio[1], 1e-9);
         // The Gram-matrix path (D > N) gives the same answer.
         using var wide = x.narrow(0, 0, 3);
         var g = Pca.Fit(wide, 2);
         var wc = wide - wide.mean([0]);
         var cov = wc.t().matmul(wc) / 2;
         var eig = linalg.eigvalsh(cov).flip(0).ToArray<double>();
-        for (int i = 0; i < 2; i++) Assert.Equal(eig[i], g.ExplainedVariance[i], 9);
+        for (int i = 0; i < 2; i++) Assert.Equal(eig[i], g.ExplainedVariance[i], 1e-9);
         var gramCoords = g.Coordinates;
         var direct = wc.matmul(tensor(new[] { g.Components[0, 0], g.Components[0, 1], g.Components[0, 2], g.Components[0, 3] })).ToArray<double>();
-        for (int i = 0; i < 3; i++) Assert.Equal(direct[i], gramCoords[i, 0], 9);
+        for (int i = 0; i < 3; i++) Assert.Equal(direct[i], gramCoords[i, 0], 1e-9);
     }
 
     [Fact]
@@ -136,7 +136,7 @@ public class AlgorithmTests
             for (int c = 0; c < k; c++)
             {
                 Assert.Equal(expected[c].j, idx[r, c]);
-                Assert.Equal(expected[c].Item2, dist[r, c], 6);
+                Assert.Equal(expected[c].Item2, dist[r, c], 1e-6);
             }
         }
     }

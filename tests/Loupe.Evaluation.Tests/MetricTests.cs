@@ -68,7 +68,7 @@ public class MetricTests
     {
         var r = Region.Value;
         Assert.Equal(1.0, Env.Metric(r, "sal-pg", "hit_rate"));
-        Assert.Equal(1.0, Env.Metric(r, "sal-pg", "energy_mean"), 6);
+        Assert.Equal(1.0, Env.Metric(r, "sal-pg", "energy_mean"), 1e-6);
         Assert.True(Env.Metric(r, "rnd-pg", "hit_rate") < 0.4);            // chance: 64 / 784 ≈ 0.08
         Assert.InRange(Env.Metric(r, "rnd-pg", "energy_mean"), 0.04, 0.14);
     }

@@ -66,7 +66,7 @@ public class QualityMoreTests
             Assert.Equal([4L, 6], curve.Shape);
             Assert.Equal(hits.SelectMany(h => h).Select(v => (float)v).ToArray(), curve.Data);
             for (int j = 0; j < pct.Length; j++)
-                Assert.Equal(hits.Average(h => h[j]), Loupe.Testing.HostRuns.Metric(r, $"road_{order}", $"road_p{pct[j]}_mean"), 12);
+                Assert.Equal(hits.Average(h => h[j]), Loupe.Testing.HostRuns.Metric(r, $"road_{order}", $"road_p{pct[j]}_mean"), 1e-12);
             Assert.True(File.Exists(Path.Combine(r.OutDir!, $"road_{order}", "road_curve.png")), "the curve's plot");
         }
         Close(Want("continuity"), Values(r, "continuity", "continuity"), "continuity", 1e-5);
@@ -162,7 +162,7 @@ public class QualityMoreTests
             double sum = 0; int count = 0;
             for (int y = RegionNet.Lo; y < RegionNet.Hi; y++) for (int c = RegionNet.Lo; c < RegionNet.Hi; c++)
                 { double v = x.Data[i * 784 + y * 28 + c]; if (v > 0) { sum += v; count++; } }
-            Assert.Equal(count / sum, gxi[i], 4);
+            Assert.Equal(count / sum, gxi[i], 1e-4);
         }
         // A map that ignores the model: identical after randomisation (ρ = 1, no entropy rise); random maps: ρ ≈ 0.
         Assert.All(Values(r, "sm-edges", "mprt"), v => Assert.Equal(1.0, v, 9));

@@ -151,7 +151,7 @@ public class ExplorerJobsTests
         var got = nn.GetProperty("result").GetProperty("neighbours").EnumerateArray().ToList();
         Assert.Equal(expected, got.Select(n => n.GetProperty("index").GetInt32()));
         for (int k = 0; k < got.Count; k++)
-            Assert.Equal(Dist(4, expected[k]), got[k].GetProperty("distance").GetDouble(), 4);
+            Assert.Equal(Dist(4, expected[k]), got[k].GetProperty("distance").GetDouble(), 1e-4);
         Assert.Equal(HttpStatusCode.NotFound, (await http.PostAsJsonAsync("/api/dataset/neighbours", new { input = 8, layer = "relu3" })).StatusCode);
 
         // Max-activating patches of one channel: the max-patches technique's grid, inputs ranked by its top values.

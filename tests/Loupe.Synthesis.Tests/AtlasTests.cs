@@ -48,13 +48,13 @@ public class AtlasTests
     public void LayoutNormalisationClipsOutliersAsCarter()
     {
         // numpy: np.percentile([1, 2, 3, 4], 25) = 1.75 (linear interpolation).
-        Assert.Equal(1.75, ActivationAtlas.Percentile([1, 2, 3, 4], 25), 12);
+        Assert.Equal(1.75, ActivationAtlas.Percentile([1, 2, 3, 4], 25), 1e-12);
         // 0..99 and an outlier 1000: P1 = 1, P99 = 99, margin 0.1·98 → clip to [−8.8, 108.8]; then min 0, max 108.8.
         var values = Enumerable.Range(0, 100).Select(i => (double)i).Append(1000).ToArray();
         var n = ActivationAtlas.Normalize(values, 1, 99, 0.1);
-        Assert.Equal(0.0, n[0], 12);
-        Assert.Equal(50 / 108.8, n[50], 12);
-        Assert.Equal(1.0, n[100], 12);
+        Assert.Equal(0.0, n[0], 1e-12);
+        Assert.Equal(50 / 108.8, n[50], 1e-12);
+        Assert.Equal(1.0, n[100], 1e-12);
         // Without clipping it is a plain min-max scaling; a constant axis sits in the middle.
         Assert.Equal(new[] { 0.0, 0.25, 1.0 }, ActivationAtlas.Normalize([2, 3, 6], 0, 100, 0));
         Assert.Equal(new[] { 0.5, 0.5 }, ActivationAtlas.Normalize([7, 7], 1, 99, 0.1));
@@ -90,20 +90,20 @@ public class AtlasTests
         {
             var vec = centre ? a[r, .., 1, 1].detach().ToArray<double>() : a[r].detach().mean([1, 2]).ToArray<double>();
             var (value, grad) = Hand(vec, v, p);
-            Assert.Equal(value, s[r].item<double>(), 10);
+            Assert.Equal(value, s[r].item<double>(), 1e-10);
             for (int ch = 0; ch < 3; ch++)
                 for (int y = 0; y < 3; y++)
                     for (int x = 0; x < 3; x++)
                     {
                         double expected = centre ? (y == 1 && x == 1 ? grad[ch] : 0) : grad[ch] / 9;
-                        Assert.Equal(expected, g[r, ch, y, x].item<double>(), 10);
+                        Assert.Equal(expected, g[r, ch, y, x].item<double>(), 1e-10);
                     }
         }
         // Row 1 really is on the floor when p > 0: value = dot · 0.1^p.
         if (p > 0)
         {
             var vec = centre ? a[1, .., 1, 1].detach().ToArray<double>() : a[1].detach().mean([1, 2]).ToArray<double>();
-            Assert.Equal(vec.Zip(v, (x, y) => x * y).Sum() * Math.Pow(0.1, p), s[1].item<double>(), 10);
+            Assert.Equal(vec.Zip(v, (x, y) => x * y).Sum() * Math.Pow(0.1, p), s[1].item<double>(), 1e-10);
         }
     }
 
@@ -145,7 +145,7 @@ public class AtlasTests
         using var cap = model.Capture(["feat"], false);
         var oi = new ObjectiveInput(x.mean([2, 3]), l => cap[l]);
         for (int r = 0; r < 3; r++)
-            Assert.Equal(objectives[(int)rows[r].item<long>()].Evaluate(oi)[r].item<float>(), got[r], 5);
+            Assert.Equal(objectives[(int)rows[r].item<long>()].Evaluate(oi)[r].item<float>(), got[r], 1e-5);
     }
 
     [Fact]
@@ -286,7 +286,7 @@ public class AtlasTests
         var mean = Env.Artifact(r, "atlas-mean/vectors.npy");
         var features = Env.Artifact(r, "emb/features.npy");
         Assert.Equal(features.Shape, mean.Shape);
-        for (int i = 0; i < mean.Data.Length; i++) Assert.Equal(features.Data[i], mean.Data[i], 5);
+        for (int i = 0; i < mean.Data.Length; i++) Assert.Equal(features.Data[i], mean.Data[i], 1e-5);
         Assert.NotEqual(mean.Data, Env.Artifact(r, "atlas/vectors.npy").Data);
         // steps: 0 draws the map without icons.
         Assert.False(File.Exists(Path.Combine(r.OutDir!, "atlas-mean", "icons.npy")));

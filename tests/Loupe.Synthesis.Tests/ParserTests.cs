@@ -70,7 +70,7 @@ public class ParserTests
         var input = new ObjectiveInput(TorchSharp.torch.zeros(2, 10), _ => act);
         var v = ObjectiveParser.Parse("L:2 - 0.5 * L:0 + L:1:1:0").Evaluate(input).ToArray<float>();
         // row 0: ch2 mean = 9.5, ch0 mean = 1.5, ch1[1,0] = 6  → 9.5 − 0.75 + 6
-        Assert.Equal(9.5f - 0.75f + 6f, v[0], 5);
-        Assert.Equal(21.5f - 0.5f * 13.5f + 18f, v[1], 5);
+        Assert.Equal(9.5f - 0.75f + 6f, v[0], 1e-5);
+        Assert.Equal(21.5f - 0.5f * 13.5f + 18f, v[1], 1e-5);
     }
 }

@@ -49,7 +49,7 @@ public class SynthesisTests
         Assert.True(Env.RelL2(got, expected) < 0.01, $"relative error {Env.RelL2(got, expected):E3}");
         // The recorded objective approaches S(I*) = ‖w‖²/(2λ).
         var sStar = (w * w).sum().item<float>() / (2 * lambda);
-        Assert.Equal(1.0, r.Final[0] / sStar, 2);
+        Assert.Equal(1.0, r.Final[0] / sStar, 1e-2);
     }
 
     /// <summary>Logits = flattened pixels × W (pixels × classes).</summary>
@@ -93,7 +93,7 @@ public class SynthesisTests
         var o = new ActivationMaxOptions { Parameterization = ParameterizationKind.Pixels, Steps = 3 };
         var fromStep = Synthesizer.Optimize(model, model.DefaultInput, objectives, o, seed: 4).Start;
         var separate = Synthesizer.Optimize(model, model.DefaultInput, objectives, o with { Steps = 0 }, seed: 4).Start;
-        for (int i = 0; i < 3; i++) Assert.Equal(separate[i], fromStep[i], 5);
+        for (int i = 0; i < 3; i++) Assert.Equal(separate[i], fromStep[i], 1e-5);
     }
 
     [Fact]
@@ -164,7 +164,7 @@ public class SynthesisTests
         var t = p.Spatial(spec);
         var row = t[0, 0, 3].ToArray<float>();
         double amp = 2.0 * (1 / 0.25) / Parameterization.FftMagic / 8;
-        for (int x = 0; x < 8; x++) Assert.Equal(amp * Math.Cos(2 * Math.PI * 2 * x / 8), row[x], 5);
+        for (int x = 0; x < 8; x++) Assert.Equal(amp * Math.Cos(2 * Math.PI * 2 * x / 8), row[x], 1e-5);
     }
 
     [Fact]

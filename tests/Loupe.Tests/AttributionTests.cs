@@ -87,8 +87,8 @@ public class AttributionTests
         // Integrates polynomials of degree ≤ 2n − 1 exactly on [0, 1].
         var (a, w) = Loupe.Analysis.Decisions.IntegratedGradients.Rule(Loupe.Analysis.Decisions.IntegrationRule.GaussLegendre, 5);
         for (int deg = 0; deg <= 9; deg++)
-            Assert.Equal(1.0 / (deg + 1), a.Zip(w).Sum(p => p.Second * Math.Pow(p.First, deg)), 12);
-        Assert.Equal(1.0, w.Sum(), 12);
+            Assert.Equal(1.0 / (deg + 1), a.Zip(w).Sum(p => p.Second * Math.Pow(p.First, deg)), 1e-12);
+        Assert.Equal(1.0, w.Sum(), 1e-12);
     }
 
     [Fact]
@@ -197,7 +197,7 @@ public class AttributionTests
         var output = model.Forward(model.DefaultInput.Normalize(batch.Pixels));
         var ti = new TargetInput(output, l => cap[l]);
         var scores = target.Scores(ti, target.Select(ti)).ToArray<float>();
-        Assert.Equal(1.0, scores[0], 5);                       // the reference itself
+        Assert.Equal(1.0, scores[0], 1e-5);                       // the reference itself
         Assert.All(scores.Skip(1), v => Assert.True(v < 0.9999f && v > -1.0001f));
         Assert.Contains("similarity to", target.Describe());
         batch.Dispose();
@@ -243,7 +243,7 @@ public class AttributionTests
             var mask = tensor(labels.Select(v => v == seg ? 1f : 0f).ToArray()).view(1, 1, 28, 28);
             var drop = y[0, cls].item<float>() - model.Forward(x * (1 - mask))[0, cls].item<float>();
             var idx = Array.IndexOf(labels, seg);
-            Assert.Equal(drop, map[idx], 4);
+            Assert.Equal(drop, map[idx], 1e-4);
             Assert.All(Enumerable.Range(0, labels.Length).Where(i => labels[i] == seg), i => Assert.Equal(map[idx], map[i]));
         }
     }

@@ -75,12 +75,12 @@ public class LrpTests
         var graph = TwoLayer();
         var x = tensor(new float[] { 1f, 2f }).view(1, 2);
         var values = graph.Run(x);
-        Assert.Equal(3f, values[^1].item<float>(), 5);
+        Assert.Equal(3f, values[^1].item<float>(), 1e-5);
         var rule = new LrpRule(kind, Epsilon: 1e-9, Low: full(1, 2, -1f), High: full(1, 2, 3f));
         var p = new LrpPropagation(graph, i => i == 0 ? rule : new LrpRule(LrpRuleKind.Epsilon, 1e-9));
         var rel = p.Propagate(x, values, ones(1, 1)).data<float>().ToArray();
-        Assert.Equal(r1, rel[0], 5);
-        Assert.Equal(r2, rel[1], 5);
+        Assert.Equal(r1, rel[0], 1e-5);
+        Assert.Equal(r2, rel[1], 1e-5);
     }
 
     [Fact]
@@ -92,11 +92,11 @@ public class LrpTests
         var x = tensor(new float[] { 1f, 2f }).view(1, 2);
         var values = graph.Run(x);
         var rel = new LrpPropagation(graph, _ => new LrpRule(LrpRuleKind.Epsilon, 1e-9)).Propagate(x, values, ones(1, 1)).data<float>().ToArray();
-        Assert.Equal(1.0, rel[0], 5);
-        Assert.Equal(-0.5, rel[1], 5);
+        Assert.Equal(1.0, rel[0], 1e-5);
+        Assert.Equal(-0.5, rel[1], 1e-5);
         var big = new LrpPropagation(graph, i => new LrpRule(LrpRuleKind.Epsilon, i == 0 ? 2.0 : 1e-9)).Propagate(x, values, ones(1, 1)).data<float>().ToArray();
-        Assert.Equal(0.5, big[0], 5);                                                     // 2 · 1 / (2 + 2)
-        Assert.Equal(-0.25, big[1], 5);
+        Assert.Equal(0.5, big[0], 1e-5);                                                     // 2 · 1 / (2 + 2)
+        Assert.Equal(-0.25, big[1], 1e-5);
     }
 
     // --- conservation: no biases, ε → 0: every layer passes on exactly the relevance it receives ------------------------

@@ -35,7 +35,7 @@ public class TargetModeTests
                     ScoreMode.Sigmoid => 1 / (1 + Math.Exp(-r[2])),
                     _ => r[2],
                 };
-                Assert.Equal(expected, s[i], 12);
+                Assert.Equal(expected, s[i], 1e-12);
             }
         }
     }
@@ -51,7 +51,7 @@ public class TargetModeTests
         Assert.Equal([2L], sel.Classes!);
         var g = autograd.grad([target.Scores(Input(z), sel).sum()], [z])[0].view(-1).ToArray<double>();
         var e = new[] { 0.3, -1.2, 2.0, 0.7, 0.1 }.Select(Math.Exp).ToArray();
-        for (int k = 0; k < 5; k++) Assert.Equal((k == 2 ? 1 : 0) - e[k] / e.Sum(), g[k], 12);
+        for (int k = 0; k < 5; k++) Assert.Equal((k == 2 ? 1 : 0) - e[k] / e.Sum(), g[k], 1e-12);
         Assert.Equal("top-1 (log-softmax)", target.Describe());
     }
 
@@ -64,7 +64,7 @@ public class TargetModeTests
         Assert.Equal(2, target.Slots);
         var second = target.Select(Input(z), 1);
         Assert.Equal([3L], second.Classes!);
-        Assert.Equal(1 / (1 + Math.Exp(-1.0)), target.Scores(Input(z), second).item<float>(), 6);
+        Assert.Equal(1 / (1 + Math.Exp(-1.0)), target.Scores(Input(z), second).item<float>(), 1e-6);
     }
 
     [Theory]

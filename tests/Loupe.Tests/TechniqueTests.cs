@@ -55,7 +55,7 @@ public class TechniqueTests
             double pos = 0.9 * (v.Length - 1);
             int lo = (int)pos;
             var q = v[lo] + (pos - lo) * (v[Math.Min(lo + 1, v.Length - 1)] - v[lo]);
-            Assert.Equal(q, thresholds[c], 5);
+            Assert.Equal(q, thresholds[c], 1e-5);
         }
         // Masks are exactly (upsampled activation > threshold).
         var maps = TestEnv.Artifact(r, "v/00001.activations.npy");
