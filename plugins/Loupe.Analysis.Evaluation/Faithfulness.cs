@@ -357,14 +357,17 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
         var x = b.X;
         long h = x.shape[2], w = x.shape[3], runs = o.Runs;
         var step = PixelSteps(o, b, a, false, out var steps);
-        bool fresh = (o.Baseline ?? DefaultFill) == Fill.Uniform;
+        var fillKind = o.Baseline ?? DefaultFill;
+        bool fresh = fillKind is Fill.Uniform or Fill.UniformInput;
+        // U[0, 1) pixels (uniform) are normalised; uniform-input draws are model-input values already.
+        Tensor Draws(Tensor u) => fillKind == Fill.Uniform ? b.Context.Input.Normalize(u) : u;
         var f = b.Outputs(steps * runs, (k0, k) =>
         {
             var copySteps = arange(k0, k0 + k).div(runs, rounding_mode: RoundingMode.floor);            // step of each copy
             var m = (step.unsqueeze(1) == copySteps.view(1, k, 1)).to(ScalarType.Float32).view(b.N, k, 1, h, w);
             // Uniform: one draw per copy and input, in copy order (the same whatever the chunking); else the baseline.
             var fill = fresh
-                ? b.Context.Input.Normalize(stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k)
+                ? Draws(stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k)
                     .Select(_ => rand([x.shape[1], h, w], generator: g)).ToArray())).ToArray()).view(b.N * k, x.shape[1], h, w)).view(b.N, k, x.shape[1], h, w)
                 : baseline.unsqueeze(1);
             return x.unsqueeze(1) * (1 - m) + fill * m;

@@ -17,8 +17,11 @@ public enum Fill
     Zero,
     /// <summary>The image's mean over all its values (Quantus's <c>"mean"</c>).</summary>
     Mean,
-    /// <summary>Uniform noise U[0, 1) in pixel space, seeded per input (Quantus's <c>"uniform"</c>).</summary>
+    /// <summary>Uniform noise U[0, 1) in pixel space, seeded per input (Quantus's <c>"uniform"</c> on unnormalised images).</summary>
     Uniform,
+    /// <summary>Uniform noise U[0, 1) in the model's input space (normalised values), seeded per input: Quantus's
+    /// <c>"uniform"</c> as it draws on the tensors it is given.</summary>
+    UniformInput,
 }
 
 /// <summary>One batch as a metric sees it: the input, the linked step's maps (reused, not recomputed) and what they
@@ -75,6 +78,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
             Fill.Mean => x.mean([1, 2, 3], keepdim: true).expand_as(x),
             Fill.Zero => zeros_like(x),
             Fill.Black => ctx.Input.Normalize(zeros_like(x)),
+            Fill.UniformInput => stack(generators.Select(g => rand([x.shape[1], x.shape[2], x.shape[3]], generator: g)).ToArray()),
             _ => ctx.Input.Normalize(stack(generators.Select(g => rand([x.shape[1], x.shape[2], x.shape[3]], generator: g)).ToArray())),
         };
         return scope.MoveToOuter(b.contiguous());
@@ -282,7 +286,7 @@ public abstract record PerturbOptions : MetricOptions
     [Description("take |·| of the channel-summed map first (default: Quantus's per metric)")]
     public bool? Abs { get; init; }
     /// <summary>Replacement.</summary>
-    [Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), black, zero, mean or uniform")]
+    [Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), black, zero, mean, uniform (U[0,1) pixels) or uniform-input (U[0,1) in the model's input space, as Quantus draws on normalised tensors)")]
     public Fill? Baseline { get; init; }
     /// <summary>Softmax.</summary>
     [Description("score the class probability (true) or the target logit (false); default: Quantus's per metric")]

@@ -332,6 +332,57 @@ public class QualityTests
     }
 
     [Fact]
+    public void UniformFillsDrawPixelsOrModelInputs()
+    {
+        // One 28×28 block replaced by the fill (region perturbation, patch 28, one region), logits: the score is
+        // (z(x) − z(v))/2 with z = 20·mean_R(relu(·)) − 5. The draw u ~ U[0, 1) is the step's first from the input's
+        // generator; `uniform-input` puts u in the model's input space (Quantus's draw on the tensors it is given),
+        // `uniform` takes u as pixels and normalises them: (u − 0.5)/0.25 for this model.
+        var path = Path.Combine(Env.TempDir(), "region.npy");
+        var images = RegionNet.Images(3, 13);
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
+        var r = Env.Run($$"""
+            version: 1
+            seed: 5
+            model: { uses: region-test-scaled }
+            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
+            steps:
+              - { id: sal, uses: saliency }
+              - { id: rpi, uses: region-perturbation, with: { of: sal, patch: 28, regions: 1, softmax: false, baseline: uniform-input } }
+              - { id: rpp, uses: region-perturbation, with: { of: sal, patch: 28, regions: 1, softmax: false, baseline: uniform } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        static double Z(Func<int, double> pixel)
+        {
+            double sum = 0;
+            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
+                for (int x = RegionNet.Lo; x < RegionNet.Hi; x++) sum += Math.Max(0, pixel(y * 28 + x));
+            return 20 * sum / ((RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo)) - 5;
+        }
+        static int StepSeed(int seed, string id)
+        {
+            unchecked
+            {
+                uint h = 2166136261;
+                foreach (var c in id) { h ^= c; h *= 16777619; }
+                return (int)(h ^ (uint)seed * 2654435761u) & int.MaxValue;
+            }
+        }
+        foreach (var (step, pixels) in new[] { ("rpi", false), ("rpp", true) })
+        {
+            var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "region_perturbation.json")))!["inputs"]!.AsArray();
+            for (int i = 0; i < 3; i++)
+            {
+                using var g = new TorchSharp.torch.Generator(InputSeeds.For(StepSeed(5, step), inputs[i]!["id"]!.GetValue<string>()));
+                var u = TorchSharp.torch.rand([1, 28, 28], generator: g).data<float>().ToArray();
+                double zx = Z(p => images[i * 784 + p]), zv = Z(p => pixels ? (u[p] - 0.5) / 0.25 : u[p]);
+                double want = (zx - zv) / 2, got = inputs[i]!["value"]!.GetValue<double>();
+                Assert.True(Math.Abs(got - want) < 1e-4, $"{step}[{i}]: {got} against {want}");
+            }
+        }
+    }
+
+    [Fact]
     public void RelativeStabilitiesFollowQuantusNoiseAndDenominators()
     {
         // Gradient × input of the region CNN is c·x on the region (c = 20/64) and 0 elsewhere, and the logits are

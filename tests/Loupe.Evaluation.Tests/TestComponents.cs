@@ -59,6 +59,14 @@ public sealed class RegionModelAdapter : ModelAdapter<NoOptions>
         new TorchModel(new RegionNet(), new InputSpec(1, 28, 28, [0f], [1f]), ["region", "other"]);
 }
 
+/// <summary>The region CNN declaring a normalisation (mean 0.5, std 0.25), so that pixel-space and model-space fills
+/// differ; the data are given in model space as before.</summary>
+public sealed class ScaledRegionModelAdapter : ModelAdapter<NoOptions>
+{
+    public override IModel Load(NoOptions options, ModelLoadContext context) =>
+        new TorchModel(new RegionNet(), new InputSpec(1, 28, 28, [0.5f], [0.25f]), ["region", "other"]);
+}
+
 /// <summary>Uniform random maps (seeded): the chance-level control.</summary>
 public sealed class RandomMap : AttributionAnalysis<NoOptions>
 {
@@ -109,6 +117,7 @@ public sealed class TestComponents : IPluginRegistrar
 {
     public void Register(IServiceCollection services) => services
         .AddLoupeModel<RegionModelAdapter>("region-test", "test CNN that looks at one region only")
+        .AddLoupeModel<ScaledRegionModelAdapter>("region-test-scaled", "the region CNN with normalisation mean 0.5, std 0.25 (test)")
         .AddLoupeAnalysis<RandomMap>("random-map", "random maps (test control)")
         .AddLoupeAnalysis<SobelMap>("sobel-map", "Sobel edge maps (test control)")
         .AddLoupeAnalysis<CountingMap>("counting-map", "Sobel edge maps that count the images explained (test)")
