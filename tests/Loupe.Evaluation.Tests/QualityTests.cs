@@ -331,6 +331,36 @@ public class QualityTests
             """);
     }
 
+    /// <summary>Three region images (<paramref name="imageSeed"/>) through <paramref name="steps"/> with pipeline seed
+    /// <paramref name="seed"/>, on <paramref name="model"/>.</summary>
+    static (Loupe.Core.RunResult Run, float[] Images) SeededRegionRun(int seed, int imageSeed, string model, string steps)
+    {
+        var path = Path.Combine(Env.TempDir(), "region.npy");
+        var images = RegionNet.Images(3, imageSeed);
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
+        var r = Env.Run($$"""
+            version: 1
+            seed: {{seed}}
+            model: { uses: {{model}} }
+            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
+            steps:
+            {{steps}}
+            """);
+        return (r, images);
+    }
+
+    /// <summary>The generator a metric step draws from for one input: seeded by the step seed (FNV-1a of the step id,
+    /// mixed with the pipeline seed, as the host derives it) and the input id.</summary>
+    static TorchSharp.torch.Generator InputGenerator(int seed, string stepId, string inputId)
+    {
+        uint h = 2166136261;
+        unchecked
+        {
+            foreach (var c in stepId) { h ^= c; h *= 16777619; }
+            return new TorchSharp.torch.Generator(InputSeeds.For((int)(h ^ (uint)seed * 2654435761u) & int.MaxValue, inputId));
+        }
+    }
+
     [Fact]
     public void UniformFillsDrawPixelsOrModelInputs()
     {
@@ -338,15 +368,7 @@ public class QualityTests
         // (z(x) − z(v))/2 with z = 20·mean_R(relu(·)) − 5. The draw u ~ U[0, 1) is the step's first from the input's
         // generator; `uniform-input` puts u in the model's input space (Quantus's draw on the tensors it is given),
         // `uniform` takes u as pixels and normalises them: (u − 0.5)/0.25 for this model.
-        var path = Path.Combine(Env.TempDir(), "region.npy");
-        var images = RegionNet.Images(3, 13);
-        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
-        var r = Env.Run($$"""
-            version: 1
-            seed: 5
-            model: { uses: region-test-scaled }
-            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
-            steps:
+        var (r, images) = SeededRegionRun(5, 13, "region-test-scaled", """
               - { id: sal, uses: saliency }
               - { id: rpi, uses: region-perturbation, with: { of: sal, patch: 28, regions: 1, softmax: false, baseline: uniform-input } }
               - { id: rpp, uses: region-perturbation, with: { of: sal, patch: 28, regions: 1, softmax: false, baseline: uniform } }
@@ -359,21 +381,12 @@ public class QualityTests
                 for (int x = RegionNet.Lo; x < RegionNet.Hi; x++) sum += Math.Max(0, pixel(y * 28 + x));
             return 20 * sum / ((RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo)) - 5;
         }
-        static int StepSeed(int seed, string id)
-        {
-            unchecked
-            {
-                uint h = 2166136261;
-                foreach (var c in id) { h ^= c; h *= 16777619; }
-                return (int)(h ^ (uint)seed * 2654435761u) & int.MaxValue;
-            }
-        }
         foreach (var (step, pixels) in new[] { ("rpi", false), ("rpp", true) })
         {
             var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "region_perturbation.json")))!["inputs"]!.AsArray();
             for (int i = 0; i < 3; i++)
             {
-                using var g = new TorchSharp.torch.Generator(InputSeeds.For(StepSeed(5, step), inputs[i]!["id"]!.GetValue<string>()));
+                using var g = InputGenerator(5, step, inputs[i]!["id"]!.GetValue<string>());
                 var u = TorchSharp.torch.rand([1, 28, 28], generator: g).data<float>().ToArray();
                 double zx = Z(p => images[i * 784 + p]), zv = Z(p => pixels ? (u[p] - 0.5) / 0.25 : u[p]);
                 double want = (zx - zv) / 2, got = inputs[i]!["value"]!.GetValue<double>();
@@ -391,36 +404,19 @@ public class QualityTests
         // ‖u_R/x_R‖₂ / ‖h(x) − h(x')‖₂ = ‖u_R/x_R‖₂ / (√2·20·mean_R(u)) and its relative input stability
         // ‖u_R/x_R‖₂ / ‖u/(x + ε·[x = 0])‖₂; the score is the max over samples. The draws are the step's: seeded by the
         // step seed (FNV-1a of the step id and the pipeline seed) and the input id, one U[0, 1) image per sample.
-        var path = Path.Combine(Env.TempDir(), "region.npy");
-        var images = RegionNet.Images(3, 11);
-        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
-        var r = Env.Run($$"""
-            version: 1
-            seed: 3
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
-            steps:
+        var (r, images) = SeededRegionRun(3, 11, "region-test", """
               - { id: gxi, uses: gradient-x-input }
               - { id: ros, uses: relative-output-stability, with: { of: gxi, samples: 4 } }
               - { id: ris, uses: relative-input-stability, with: { of: gxi, samples: 4 } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
-        static int StepSeed(int seed, string id)
-        {
-            unchecked
-            {
-                uint h = 2166136261;
-                foreach (var c in id) { h ^= c; h *= 16777619; }
-                return (int)(h ^ (uint)seed * 2654435761u) & int.MaxValue;
-            }
-        }
         foreach (var step in new[] { "ros", "ris" })
         {
             var json = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, step == "ros" ? "relative_output_stability.json" : "relative_input_stability.json")))!;
             var inputs = json["inputs"]!.AsArray();
             for (int i = 0; i < 3; i++)
             {
-                using var g = new TorchSharp.torch.Generator(Loupe.Abstractions.InputSeeds.For(StepSeed(3, step), inputs[i]!["id"]!.GetValue<string>()));
+                using var g = InputGenerator(3, step, inputs[i]!["id"]!.GetValue<string>());
                 double best = double.NegativeInfinity;
                 for (int j = 0; j < 4; j++)
                 {
