@@ -263,7 +263,8 @@ public sealed class PixelFlipping : RemovalCurveMetric
 }
 
 /// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions removed most relevant first, every region
-/// that <c>windows</c> yields (sliding: Quantus's non-overlapping windows, whose number differs between inputs).</summary>
+/// that <c>windows</c> yields (grid: Quantus 0.6's blocks; sliding: Quantus 0.5's windows, whose number differs between
+/// inputs).</summary>
 public sealed class Selectivity : RemovalCurveMetric
 {
     /// <inheritdoc/>

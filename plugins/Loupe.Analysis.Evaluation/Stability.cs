@@ -98,11 +98,12 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             ctx.Cancellation.ThrowIfCancellationRequested();
             int k = (int)Math.Min(chunk, o.Samples - s0);
             // One draw per sample and input: the same noise whatever the chunking.
+            // Uniform: U[lower_bound, radius], or U[−radius, radius] without a lower bound.
+            double? lower = o.LowerBound ?? DefaultLowerBound;
+            double from = lower ?? -o.Radius;
             var noise = stack(Enumerable.Range(0, k).Select(_ => Gaussian
                 ? InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * o.Sigma
-                : (o.LowerBound ?? DefaultLowerBound) is { } lo
-                    ? InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * (o.Radius - lo) + lo
-                    : (InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * 2 - 1) * o.Radius).ToArray());   // k×N×C×H×W
+                : InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * (o.Radius - from) + from).ToArray());   // k×N×C×H×W
             var xs = (x.unsqueeze(0) + noise.to(x.dtype)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
@@ -209,8 +210,8 @@ public sealed class RelativeOutputStability : RelativeStability
     protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) => Norm(h! - hs!);
 }
 
-/// <summary><c>relative-representation-stability</c> (Agarwal et al. 2022): as relative-input-stability with the output
-/// of <c>layer</c> in the denominator: ‖(Φ(x) − Φ(x'))/Φ(x)‖ / max(‖(L(x) − L(x'))/L(x)‖, ε). Lower is better.</summary>
+/// <summary><c>relative-representation-stability</c>: the denominator is the relative change of the output of
+/// <c>layer</c>, ‖(L(x) − L(x'))/L(x)‖. Lower is better.</summary>
 public sealed class RelativeRepresentationStability : RelativeStability
 {
     /// <inheritdoc/>

@@ -128,9 +128,9 @@ public class OrtPerturbationCamBenchmarks : FashionCamBenchmarks
 /// <summary>The expensive Quantus-style metrics (issue 22) on 8 images of the demo CNN, each paired with the passes
 /// it needs (saliency's map is recomputed once: the bench context keeps no map cache).
 /// ROAD (5 percentages): the 5 × 8 imputed images in one forward, plus the imputation (one batched conjugate-gradient
-/// solve) it adds. Region perturbation (4×4 patches, 49 regions, on the fixed grid
-/// of tiles, as the Python side and the recorded rows: Quantus's sliding windows may find fewer than 49 regions, which
-/// would leave the metric less work than its floor): the 49 × 8 perturbed images in one forward and one clean forward. Local Lipschitz (10 samples): the 10 × 8 noisy images in one saliency pass (no other forward: the
+/// solve) it adds. Region perturbation (4×4 patches, 49 regions, on the grid of
+/// blocks, the default, as the Python side and the recorded rows; Quantus 0.5's sliding windows may find fewer than 49
+/// regions, less work than the floor): the 49 × 8 perturbed images in one forward and one clean forward. Local Lipschitz (10 samples): the 10 × 8 noisy images in one saliency pass (no other forward: the
 /// ratio reads only the maps and the inputs). Batches as the metrics batch them under the default memory budget.
 /// Paired with Python (tools/bench/python_bench.py) and served as rows "fashion-cnn b8 | road, 5 percentages" etc.</summary>
 [MemoryDiagnoser(false)]
