@@ -34,7 +34,7 @@ public sealed class Completeness : QualityMetric<AxiomaticOptions>
         using var scope = NewDisposeScope();
         bool softmax = o.Softmax ?? false;
         var sum = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1).sum(1);
-        var baseline = b.Baseline(o.Baseline ?? Fill.Min);
+        var baseline = b.Baseline(o.Baseline ?? Fill.Min, o.BaselineValue);
         var delta = b.Clean(softmax) - b.Outputs(1, (_, _) => baseline.unsqueeze(1), softmax).squeeze(1);
         return ((sum - delta).abs() / delta.abs().clamp_min(1e-12)).ToArray<double>();
     }
@@ -69,7 +69,7 @@ public sealed class NonSensitivity : QualityMetric<AxiomaticOptions>
         var zeroGroups = (zl.sum(1, keepdim: true) + fis - 1).div(fis, rounding_mode: RoundingMode.floor);
         var group = where(zero, rankZero.div(fis, rounding_mode: RoundingMode.floor), zeroGroups + rankOther.div(fis, rounding_mode: RoundingMode.floor));
         long groups = group.max().item<long>() + 1;
-        var baseline = b.Baseline(o.Baseline ?? Fill.Min);
+        var baseline = b.Baseline(o.Baseline ?? Fill.Min, o.BaselineValue);
         var f = b.Outputs(groups, (k0, k) => b.Replace(group.unsqueeze(1) == arange(k0, k0 + k).view(1, k, 1), baseline), softmax);
         var noEffect = (b.Clean(softmax).unsqueeze(1) - f.gather(1, group)).abs() < o.Eps;   // per pixel: its group's output
         return (noEffect ^ zero).sum(1).to(ScalarType.Float64).ToArray<double>();

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Evaluation;
 
 /// <summary>Options of <c>continuity</c>.</summary>
-public sealed record ContinuityOptions : MetricOptions
+public sealed record ContinuityOptions : MetricOptions, IConstantFill
 {
     /// <summary>Steps.</summary>
     [Range(1, 4096), Description("translated copies per input: shifts of shift, 2·shift, ..., steps·shift pixels to the right (Quantus nr_steps: 28)")]
@@ -21,8 +21,11 @@ public sealed record ContinuityOptions : MetricOptions
     [Description("divide each map by its max |·| (Quantus default: true)")]
     public bool Normalise { get; init; } = true;
     /// <summary>Fill.</summary>
-    [Description("what enters at the left edge: min (Quantus 'black': the image minimum), black, zero or mean")]
+    [OrConstant(nameof(BaselineValue)), Description("what enters at the left edge: min (Quantus 'black': the image minimum), max (Quantus 'white'), black, zero, mean, or a constant in the model's input space (one value or one per channel)")]
     public Fill Baseline { get; init; } = Fill.Min;
+    /// <summary>Constant fill (<c>baseline: 0.5</c> binds here).</summary>
+    [Description("a constant given to 'baseline': one value or one per channel, in the model's input space")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("translated copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
@@ -55,7 +58,7 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
         var ctx = b.Context;
         var x = b.X;
         long n = b.N;
-        var fill = b.Baseline(o.Baseline);
+        var fill = b.Baseline(o.Baseline, o.BaselineValue);
         var r = b.Features(o.Abs, o.Normalise);
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
         var worst = full(n, double.NegativeInfinity, dtype: ScalarType.Float64);

@@ -85,7 +85,7 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     {
         using var scope = NewDisposeScope();
         var a = b.Features(o.Abs ?? DefaultAbs, normalise: true);
-        return Of(o, b, a, b.Baseline(o.Baseline ?? DefaultFill), o.Softmax ?? DefaultSoftmax).ToArray<double>();
+        return Of(o, b, a, b.Baseline(o.Baseline ?? DefaultFill, o.BaselineValue), o.Softmax ?? DefaultSoftmax).ToArray<double>();
     }
 
     /// <summary>The scores (N) from the N×D features and the baseline.</summary>
@@ -359,7 +359,7 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
         long h = x.shape[2], w = x.shape[3], runs = o.Runs;
         var step = PixelSteps(o, b, a, false, out var steps);
         var fillKind = o.Baseline ?? DefaultFill;
-        bool fresh = fillKind is Fill.Uniform or Fill.UniformInput;
+        bool fresh = o.BaselineValue is null && fillKind is Fill.Uniform or Fill.UniformInput;
         // U[0, 1) pixels (uniform) are normalised; uniform-input draws are model-input values already.
         Tensor Draws(Tensor u) => fillKind == Fill.Uniform ? b.Context.Input.Normalize(u) : u;
         var f = b.Outputs(steps * runs, (k0, k) =>

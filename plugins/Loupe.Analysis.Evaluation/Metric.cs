@@ -18,6 +18,14 @@ public abstract record MetricOptions
     public string[] Expect { get; init; } = [];
 }
 
+/// <summary>Options whose fill may be a constant (<c>baseline: 0.5</c> or one value per channel), checked against the
+/// model's channels at validation.</summary>
+public interface IConstantFill
+{
+    /// <summary>The constant, in the model's input space; null: the named fill.</summary>
+    float[]? BaselineValue { get; }
+}
+
 /// <summary>One row of a metric step's <c>summary</c>; <see cref="HigherIsBetter"/> is the direction when the step
 /// declares it (null: not declared).</summary>
 public sealed record SummaryRow(string Step, string Of, string Metric, double Mean, double Std, int Count, bool? HigherIsBetter = null);
@@ -48,6 +56,8 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
         if (context.Referenced(options.Of)?.Analysis is { } a && a is not IAttribution)
             yield return $"option 'of': step '{options.Of!.Id}' is not an attribution method (a metric needs one map per input, like saliency, grad-cam or occlusion)";
         foreach (var e in Expectation.Errors(options.Expect, MetricNamesWith(options, context.Model))) yield return e;
+        if (options is IConstantFill { BaselineValue: { } constant })
+            foreach (var e in Baselines.CheckConstant(constant, "baseline", context.Model.DefaultInput)) yield return e;
         foreach (var e in ValidateMetric(options, context)) yield return e;
     }
 

@@ -17,6 +17,8 @@ public enum Fill
     Zero,
     /// <summary>The image's mean over all its values (Quantus's <c>"mean"</c>).</summary>
     Mean,
+    /// <summary>The image's maximum over all its values (Quantus's <c>"white"</c>).</summary>
+    Max,
     /// <summary>Uniform noise U[0, 1) in pixel space, seeded per input (Quantus's <c>"uniform"</c> on unnormalised images).</summary>
     Uniform,
     /// <summary>Uniform noise U[0, 1) in the model's input space (normalised values), seeded per input: Quantus's
@@ -67,15 +69,18 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         return scope.MoveToOuter(ObjectMasks.For(batch, masks, boxes, threshold).reshape(N, D).contiguous());
     }
 
-    /// <summary>The replacement values N×C×H×W for <paramref name="fill"/>.</summary>
-    public Tensor Baseline(Fill fill)
+    /// <summary>The replacement values N×C×H×W: <paramref name="constant"/> (one value or one per channel, in the
+    /// model's input space, as Quantus's numeric <c>perturb_baseline</c>) when given, else <paramref name="fill"/>.</summary>
+    public Tensor Baseline(Fill fill, float[]? constant = null)
     {
+        if (constant is not null) return ImageOps.ConstantBaseline(X, constant, "baseline");
         using var scope = NewDisposeScope();
         var x = X;
         var b = fill switch
         {
             Fill.Min => x.amin([1, 2, 3], keepdim: true).expand_as(x),
             Fill.Mean => x.mean([1, 2, 3], keepdim: true).expand_as(x),
+            Fill.Max => x.amax([1, 2, 3], keepdim: true).expand_as(x),
             Fill.Zero => zeros_like(x),
             Fill.Black => ctx.Input.Normalize(zeros_like(x)),
             Fill.UniformInput => stack(generators.Select(g => rand([x.shape[1], x.shape[2], x.shape[3]], generator: g)).ToArray()),
@@ -280,14 +285,17 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
 }
 
 /// <summary>Options shared by the metrics that perturb features.</summary>
-public abstract record PerturbOptions : MetricOptions
+public abstract record PerturbOptions : MetricOptions, IConstantFill
 {
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the channel-summed map first (default: Quantus's per metric)")]
     public bool? Abs { get; init; }
     /// <summary>Replacement.</summary>
-    [Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), black, zero, mean, uniform (U[0,1) pixels) or uniform-input (U[0,1) in the model's input space, as Quantus draws on normalised tensors)")]
+    [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean, uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, as Quantus draws on normalised tensors), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill? Baseline { get; init; }
+    /// <summary>Constant replacement (<c>baseline: 0.5</c> binds here).</summary>
+    [Description("a constant given to 'baseline': one value or one per channel, in the model's input space")]
+    public float[]? BaselineValue { get; init; }
     /// <summary>Softmax.</summary>
     [Description("score the class probability (true) or the target logit (false); default: Quantus's per metric")]
     public bool? Softmax { get; init; }

@@ -32,9 +32,11 @@ public class QualityTests
           - { id: relevance_mass_accuracy, uses: relevance-mass-accuracy, with: { of: m } }
           - { id: auc, uses: auc, with: { of: m } }
           - { id: completeness, uses: completeness, with: { of: m } }
+          - { id: completeness_white, uses: completeness, with: { of: m, baseline: max } }
           - { id: non_sensitivity, uses: non-sensitivity, with: { of: m } }
           - { id: non_sensitivity_fis4, uses: non-sensitivity, with: { of: m, features_in_step: 4, softmax: false } }
           - { id: faithfulness_estimate, uses: faithfulness-estimate, with: { of: m } }
+          - { id: faithfulness_estimate_constant, uses: faithfulness-estimate, with: { of: m, baseline: 0.3 } }
           - { id: monotonicity, uses: monotonicity, with: { of: m, features_in_step: 16 } }
           - { id: monotonicity_correlation, uses: monotonicity-correlation, with: { of: m, features_in_step: 16, runs: 2, baseline: min, softmax: false } }
           - { id: pixel_flipping, uses: pixel-flipping, with: { of: m, features_in_step: 16 } }
@@ -134,11 +136,12 @@ public class QualityTests
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
-        Assert.Equal(21, expected.Count);
+        Assert.Equal(23, expected.Count);
         foreach (var (step, values) in expected)
         {
             var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity"
-                : step.StartsWith("selectivity") ? "selectivity" : step;
+                : step.StartsWith("selectivity") ? "selectivity" : step.StartsWith("completeness") ? "completeness"
+                : step.StartsWith("faithfulness_estimate") ? "faithfulness_estimate" : step;
             var got = Values(r, step, key);
             var want = values!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
             Assert.Equal(want.Length, got.Length);
@@ -275,10 +278,15 @@ public class QualityTests
               - { id: w, uses: road, with: { of: m, percentages: [10, 50, 10] } }
               - { id: x, uses: road, with: { of: m, percentages: [10, 150] } }
               - { id: y, uses: road, with: { of: m, percentages: [10, 50], expect: ["road_p50_mean < 0.5", "road_p30_mean < 0.5"] } }
+              - { id: z, uses: pixel-flipping, with: { of: m, baseline: [0.1, 0.2] } }
+              - { id: z2, uses: continuity, with: { of: m, baseline: [0.1, 0.2, 0.3] } }
             """);
         Assert.Equal(2, r.ExitCode);
         Assert.Contains(r.Errors, e => e.Message.Contains("step 'v'") && e.Message.Contains("'lower_bound' (0.3) must be below 'radius' (0.2)"));
         Assert.Contains(r.Errors, e => e.Message.Contains("step 'w'") && e.Message.Contains("lists 10 twice"));
+        // A constant fill needs one value or one per channel (the region CNN has one).
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'z'") && e.Message.Contains("option 'baseline': give one value or one per channel (1), got 2"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'z2'") && e.Message.Contains("option 'baseline': give one value or one per channel (1), got 3"));
         Assert.Contains(r.Errors, e => e.Message.Contains("step 'x'") && e.Message.Contains("must list values in [0, 100]"));
         // ROAD's per-percentage series are known to expect: p50 passes validation, p30 (not a percentage) does not.
         Assert.Contains(r.Errors, e => e.Message.Contains("unknown metric 'road_p30_mean'") && e.Message.Contains("road_p50_mean"));
