@@ -42,6 +42,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<RegionPerturbation>("region-perturbation", "AOPC of MoRF/LeRF region perturbation (Samek et al. 2017); MoRF higher / LeRF lower is better; of: step id")
         // Robustness (re-run the method on perturbed inputs, batched) and randomisation
         .AddLoupeAnalysis<AvgSensitivity>("avg-sensitivity", "mean relative map change under uniform noise (Yeh et al. 2019; Quantus AvgSensitivity); lower is better; of: step id")
+        .AddLoupeAnalysis<MaxSensitivity>("max-sensitivity", "max relative map change under uniform noise (Yeh et al. 2019; Quantus MaxSensitivity; Captum's sensitivity_max is sensitivity-max); lower is better; of: step id")
         .AddLoupeAnalysis<LocalLipschitz>("local-lipschitz", "max ‖ΔΦ‖/‖Δx‖ under Gaussian noise (Alvarez-Melis & Jaakkola 2018); lower is better; of: step id")
         .AddLoupeAnalysis<Continuity>("continuity", "max ‖ΔR‖₁/‖Δx‖₂ over translated copies of the input (Montavon et al. 2018); lower is better; of: step id")
         .AddLoupeAnalysis<RelativeInputStability>("relative-input-stability", "max relative map change over relative input change (Agarwal et al. 2022); lower is better; of: step id")

@@ -26,6 +26,12 @@ public sealed record StabilityOptions : MetricOptions
     /// <summary>Skip changed predictions.</summary>
     [Description("leave out perturbed samples whose top-1 class changed (Quantus: true for relative-*-stability, false otherwise)")]
     public bool? SkipChangedPredictions { get; init; }
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of the maps, clean and perturbed, after normalise (Quantus abs; default false for every robustness metric)")]
+    public bool? Abs { get; init; }
+    /// <summary>Normalise.</summary>
+    [Description("divide each map, clean and perturbed, by its max |·| (Quantus normalise with normalise_by_max, per map; default: Quantus's per metric, true for local-lipschitz only)")]
+    public bool? Normalise { get; init; }
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
@@ -83,7 +89,13 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         var ctx = b.Context;
         long n = b.N;
         var x = b.X;
-        Tensor Flat(Tensor m) { var f = m.detach().to(ScalarType.Float64).reshape(m.shape[0], -1); return Normalise ? QualityFormulas.NormaliseByMax(f) : f; }
+        bool normalise = o.Normalise ?? Normalise, abs = o.Abs ?? false;
+        Tensor Flat(Tensor m)
+        {
+            var f = m.detach().to(ScalarType.Float64).reshape(m.shape[0], -1);
+            if (normalise) f = QualityFormulas.NormaliseByMax(f);
+            return abs ? f.abs() : f;
+        }
         var e = Flat(b.Map);
         // The forwards without gradients run only for what needs them: the changed-prediction check and the
         // representations (one forward gives both); the maps' own passes are the method's.
@@ -138,12 +150,27 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
 
 /// <summary><c>avg-sensitivity</c> (Yeh et al. 2019; Quantus AvgSensitivity): the mean over samples x' = x + U[−r, r]
 /// of ‖Φ(x) − Φ(x')‖ / ‖Φ(x)‖ (Frobenius norms, maps as given). Lower is better.</summary>
-public sealed class AvgSensitivity : StabilityMetric
+public sealed class AvgSensitivity : MapSensitivity
 {
     /// <inheritdoc/>
     public override string Id => "avg-sensitivity";
     /// <inheritdoc/>
     protected override bool TakeMax => false;
+}
+
+/// <summary><c>max-sensitivity</c> (Yeh et al. 2019; Quantus MaxSensitivity): the max over samples x' = x + U[−r, r]
+/// of ‖Φ(x) − Φ(x')‖ / ‖Φ(x)‖ (Frobenius norms, maps as given). Lower is better. Captum's sensitivity_max (L∞-ball
+/// noise of radius 0.02, 10 samples, ‖Φ(x) − Φ(x')‖ alone) is <c>sensitivity-max</c>.</summary>
+public sealed class MaxSensitivity : MapSensitivity
+{
+    /// <inheritdoc/>
+    public override string Id => "max-sensitivity";
+}
+
+/// <summary>Base of Quantus's two sensitivities: a sample's value is ‖Φ(x) − Φ(x')‖_F / ‖Φ(x)‖_F (Quantus's
+/// difference, fro_norm numerator and denominator).</summary>
+public abstract class MapSensitivity : StabilityMetric
+{
     /// <inheritdoc/>
     protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
         Norm(e - es) / Norm(e).clamp_min(1e-30);

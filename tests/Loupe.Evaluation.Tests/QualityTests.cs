@@ -448,6 +448,51 @@ public class QualityTests
     }
 
     [Fact]
+    public void QuantusSensitivitiesAreTheMeanAndMaxOfTheRelativeMapChange()
+    {
+        // Gradient × input of the region CNN is e_p = ±c·relu(x_p) on the region R (c = 20/64), 0 elsewhere (the sign
+        // of the explained class cancels in the ratio).
+        // Each sample x' = x + u, u ~ U[−0.2, 0.2] per pixel (Quantus's batch_uniform_noise with lower_bound 0.2), gives
+        // ‖e − e'‖_F / ‖e‖_F (Quantus's difference and fro_norm); avg-sensitivity takes the mean over samples,
+        // max-sensitivity the max. With normalise each map is first divided by its max |·|. The draws are the step's.
+        var (r, images) = SeededRegionRun(7, 17, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: avg, uses: avg-sensitivity, with: { of: gxi, samples: 4 } }
+              - { id: max, uses: max-sensitivity, with: { of: gxi, samples: 4 } }
+              - { id: maxn, uses: max-sensitivity, with: { of: gxi, samples: 4, normalise: true, abs: true } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        double[] Map(Func<int, double> x, bool normalise)
+        {
+            var e = new double[784];
+            for (int p = 0; p < 784; p++)
+                if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi) e[p] = 20.0 / 64 * Math.Max(0, x(p));
+            double m = e.Max(Math.Abs);
+            return normalise ? e.Select(v => v / m).ToArray() : e;
+        }
+        foreach (var (step, file, max, normalise) in new[] { ("avg", "avg_sensitivity", false, false), ("max", "max_sensitivity", true, false), ("maxn", "max_sensitivity", true, true) })
+        {
+            var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, file + ".json")))!["inputs"]!.AsArray();
+            for (int i = 0; i < 3; i++)
+            {
+                using var g = InputGenerator(7, step, inputs[i]!["id"]!.GetValue<string>());
+                var e = Map(p => images[i * 784 + p], normalise);
+                var ratios = new List<double>();
+                for (int j = 0; j < 4; j++)
+                {
+                    var u = TorchSharp.torch.rand([1, 1, 28, 28], generator: g).data<float>().ToArray();
+                    var es = Map(p => images[i * 784 + p] + (float)(u[p] * 0.4 - 0.2), normalise);
+                    ratios.Add(Math.Sqrt(e.Zip(es, (a, b) => (a - b) * (a - b)).Sum()) / Math.Sqrt(e.Sum(v => v * v)));
+                }
+                double want = max ? ratios.Max() : ratios.Average(), got = inputs[i]!["value"]!.GetValue<double>();
+                Assert.True(Math.Abs(got - want) <= 1e-4 * Math.Abs(want) + 1e-7, $"{step}[{i}]: {got} against {want}");
+            }
+        }
+        // The maps differ between the samples (the noise reaches the region), and the max exceeds the mean.
+        Assert.True(Env.Metric(r, "max", "max_sensitivity_mean") > Env.Metric(r, "avg", "avg_sensitivity_mean") * 1.01);
+    }
+
+    [Fact]
     public void RobustnessIsZeroForAMapThatNoiseCannotChangeAndRandomLogitIsOneForAClassBlindMap()
     {
         // In its region the model is linear in positive pixels: the signed gradient is the same for every noisy copy.
