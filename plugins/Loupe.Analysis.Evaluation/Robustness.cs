@@ -7,30 +7,76 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Evaluation;
 
 /// <summary>Options of <c>infidelity</c>.</summary>
-public sealed record InfidelityOptions : MetricOptions
+public sealed record InfidelityOptions : MetricOptions, IConstantFill
 {
     /// <summary>Perturbations.</summary>
-    [Range(1, 100_000), Description("Gaussian perturbations per input (Captum n_perturb_samples: 10)")]
+    [Description("gaussian (Captum's infidelity: I ~ N(0, σ²) per input element, `samples` draws) or blocks (Quantus 0.6's Infidelity: patch × patch blocks of every channel replaced by the baseline cumulatively, in raster order)")]
+    public InfidelityPerturbation Perturbation { get; init; } = InfidelityPerturbation.Gaussian;
+    /// <summary>Perturbations.</summary>
+    [Range(1, 100_000), Description("gaussian: perturbations per input (Captum n_perturb_samples: 10); unused by blocks (Quantus repeats its deterministic pass n_perturb_samples times: the same number)")]
     public int Samples { get; init; } = 10;
     /// <summary>σ.</summary>
-    [Range(0.0, 1000.0), Description("σ of the perturbation I ~ N(0, σ²), in normalised input units")]
+    [Range(0.0, 1000.0), Description("gaussian: σ of the perturbation I ~ N(0, σ²), in normalised input units")]
     public double Sigma { get; init; } = 0.1;
+    /// <summary>Captum's normalize.</summary>
+    [Description("Captum's normalize: scale IᵀΦ by β = E[IᵀΦ·Δf] / E[(IᵀΦ)²] (1 when the denominator is 0), so the score does not depend on the map's scale")]
+    public bool Normalize { get; init; }
+    /// <summary>Block sides.</summary>
+    [Description("blocks: the block sides, one pass each, scores averaged (Quantus perturb_patch_sizes: [4]); the image is padded evenly to a multiple of each")]
+    public int[] PatchSizes { get; init; } = [4];
+    /// <summary>Replacement.</summary>
+    [OrConstant(nameof(BaselineValue)), Description("blocks: what replaces a block: min (Quantus 'black', its default), max ('white'), mean, black, zero, uniform, uniform-input, or a constant in the model's input space")]
+    public Fill Baseline { get; init; } = Fill.Min;
+    /// <summary>Constant replacement.</summary>
+    [Description("a constant given to 'baseline': one value or one per channel, in the model's input space")]
+    public float[]? BaselineValue { get; init; }
+    /// <summary>Softmax.</summary>
+    [Description("score the class probability instead of the target's score (Captum: the model's output as given; Quantus softmax: false)")]
+    public bool Softmax { get; init; }
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of the map first, after normalise (Quantus abs: false)")]
+    public bool Abs { get; init; }
+    /// <summary>Normalise.</summary>
+    [Description("divide the map by its max |·| first (Quantus normalise: false; per map)")]
+    public bool Normalise { get; init; }
     /// <summary>Copies per forward.</summary>
-    [Range(1, 100_000), Description("perturbed copies per forward pass (default: within 64 RGB 224² images)")]
+    [Range(1, 100_000), Description("perturbed copies per forward pass (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
 }
 
-/// <summary>Infidelity (Yeh et al. 2019; Captum <c>infidelity</c> with <c>normalize=False</c>, its default):
-/// INFD = E_I[(Iᵀ Φ − (f(x) − f(x − I)))²] with I ~ N(0, σ²) per input element (seeded), f the target score (the class
-/// logit for class targets, as the attribution methods explain), Φ the linked step's map as is (signed; an N×H×W map
-/// is broadcast over channels). Lower is better. Note: <c>saliency</c> with its default <c>abs: true</c> has no sign,
-/// so its infidelity is large by construction.</summary>
+/// <summary>How <c>infidelity</c> perturbs its inputs.</summary>
+public enum InfidelityPerturbation
+{
+    /// <summary>Captum's: Gaussian noise subtracted from the input.</summary>
+    Gaussian,
+    /// <summary>Quantus 0.6's: blocks replaced by the baseline cumulatively, in raster order.</summary>
+    Blocks,
+}
+
+/// <summary>Infidelity (Yeh et al. 2019): the mean squared gap between the map's prediction of an output change,
+/// Σ Φ·(x − x'), and the change itself, f(x) − f(x'); f the target score (the class logit for class targets, as the
+/// attribution methods explain; the probability with <c>softmax</c>), Φ the linked step's map as is (signed; an
+/// N×H×W map is broadcast over channels). Lower is better.
+/// <para><c>perturbation: gaussian</c> is Captum's <c>infidelity</c>: x' = x − I, I ~ N(0, σ²) per input element
+/// (seeded per input), the mean over <c>samples</c>; <c>normalize</c> as Captum's. <c>perturbation: blocks</c> is
+/// Quantus 0.6's Infidelity: for each block side p, the image (padded evenly to multiples of p, as Quantus pads) is cut
+/// into p×p blocks of every channel, replaced by the baseline one after another in raster order (x_k has blocks 1..k
+/// replaced), the mean over k of the squared gap; the mean over block sides. Quantus repeats that deterministic pass
+/// n_perturb_samples times (the same number); here a random baseline draws once per input.</para>
+/// Note: <c>saliency</c> with its default <c>abs: true</c> has no sign, so its infidelity is large by construction.</summary>
 public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["infidelity_mean", "infidelity_std"];
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(InfidelityOptions o, AnalysisValidationContext context)
+    {
+        if (o.PatchSizes.Length == 0 || o.PatchSizes.Any(p => p < 1))
+            yield return $"option 'patch_sizes': give one or more block sides ≥ 1, got [{string.Join(", ", o.PatchSizes)}]";
+    }
 
     /// <inheritdoc/>
     protected override void Evaluate(InfidelityOptions o, IAnalysisContext ctx, MetricWriter writer)
@@ -44,28 +90,81 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
             if (phi.dim() == 3) phi = phi.unsqueeze(1);
             if (phi.shape[2] != h || phi.shape[3] != w)
                 throw new LoupeException($"the maps of '{o.Of!.Id}' have shape ({string.Join("×", result.Map.shape)}), not the input's {h}×{w}: infidelity needs input-resolution maps");
+            if (o.Normalise) phi = phi / phi.abs().amax([1, 2, 3], keepdim: true).clamp_min(1e-30f);
+            if (o.Abs) phi = phi.abs();
             phi = phi.expand(n, c, h, w);
-            var (fx, _, sel) = Explain.Scores(ctx, x, result.Selection, 0);
-            long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch) / n);
-            var sum = zeros(n, dtype: ScalarType.Float64);
-            for (long s0 = 0; s0 < o.Samples; s0 += chunk)
-            {
-                using var inner = NewDisposeScope();
-                ctx.Cancellation.ThrowIfCancellationRequested();
-                long k = Math.Min(chunk, o.Samples - s0);
-                var noise = InputSeeds.Randn(gens, [k, c, h, w]).transpose(0, 1) * (float)o.Sigma;   // n×k×c×h×w
-                var copies = (x.unsqueeze(1) - noise).reshape(n * k, c, h, w);
-                var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
-                var (fxi, _, _) = Explain.Scores(ctx, copies, sel.Rows(rows), 0);
-                var dot = (noise * phi.unsqueeze(1)).sum([2, 3, 4]);                     // n×k
-                var err = dot.to(ScalarType.Float64) - (fx.unsqueeze(1) - fxi.view(n, k)).to(ScalarType.Float64);
-                sum = inner.MoveToOuter(sum + (err * err).sum(1));
-            }
-            return (sum / o.Samples).ToArray<double>();
+            var b = new MetricBatch(ctx, batch, phi, result.Selection, gens, o.MicroBatch);
+            // Per input: Σ (IᵀΦ)², Σ IᵀΦ·Δf, Σ Δf² and Σ (IᵀΦ − Δf)² over its perturbations, and their count.
+            var (aa, ab, bb, gap, count) = o.Perturbation == InfidelityPerturbation.Blocks ? Blocks(o, b, phi) : Gaussian(o, b, phi);
+            if (!o.Normalize) return (gap / count).ToArray<double>();
+            var beta = ab / where(aa == 0, ones_like(aa), aa);
+            return ((beta * beta * aa - 2 * beta * ab + bb) / count).ToArray<double>();
         });
         ctx.Output.Raw("infidelity", null, new NdArray(values.Select(v => (float)v).ToArray(), [values.Count]));
-        ctx.Output.Json("infidelity", new { of = o.Of!.Id, sigma = o.Sigma, samples = o.Samples, normalize = false, inputs = ids.Select((id, i) => new { id, infidelity = values[i] }).ToArray() });
+        ctx.Output.Json("infidelity", new
+        {
+            of = o.Of!.Id, perturbation = o.Perturbation.ToString().ToLowerInvariant(), sigma = o.Sigma, samples = o.Samples,
+            normalize = o.Normalize, patch_sizes = o.PatchSizes, inputs = ids.Select((id, i) => new { id, infidelity = values[i] }).ToArray(),
+        });
         writer.Stat("infidelity", values, higherIsBetter: false);
+    }
+
+    /// <summary>Captum's perturbations: x' = x − I, I ~ N(0, σ²), every input's k copies drawn at a time (the same
+    /// numbers whatever the chunking).</summary>
+    static (Tensor, Tensor, Tensor, Tensor, double) Gaussian(InfidelityOptions o, MetricBatch b, Tensor phi)
+    {
+        var x = b.X;
+        long n = b.N, c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var fx = b.Clean(o.Softmax);
+        // IᵀΦ of each copy, kept as numbers: the copies' tensors live only within their pass.
+        var dots = new double[n * o.Samples];
+        var drop = fx.unsqueeze(1) - b.Outputs(o.Samples, (k0, k) =>
+        {
+            var noise = InputSeeds.Randn(b.Generators, [k, c, h, w]).transpose(0, 1) * (float)o.Sigma;   // n×k×c×h×w
+            var dot = (noise * phi.unsqueeze(1)).sum([2, 3, 4]).to(ScalarType.Float64).data<double>().ToArray();
+            for (long i = 0; i < n; i++) Array.Copy(dot, i * k, dots, i * o.Samples + k0, k);
+            return x.unsqueeze(1) - noise;
+        }, o.Softmax);
+        return Sums(tensor(dots).view(n, o.Samples), drop, 1);
+    }
+
+    /// <summary>Quantus 0.6's perturbations: per block side, the blocks replaced cumulatively in raster order; the sums
+    /// are means over the blocks, added over the block sides (their count divides).</summary>
+    static (Tensor, Tensor, Tensor, Tensor, double) Blocks(InfidelityOptions o, MetricBatch b, Tensor phi)
+    {
+        var x = b.X;
+        long n = b.N, h = x.shape[2], w = x.shape[3];
+        var baseline = b.Baseline(o.Baseline, o.BaselineValue);
+        var fx = b.Clean(o.Softmax);
+        // Σ_c Φ·(x − baseline) per pixel: a copy's IᵀΦ is the sum over the pixels it replaced.
+        var contribution = (phi * (x - baseline)).sum(1).to(ScalarType.Float64).reshape(n, h * w);
+        Tensor? aa = null, ab = null, bb = null, gap = null;
+        foreach (int p in o.PatchSizes)
+        {
+            var block = tensor(BlockOfPixel(h, w, p));
+            long blocks = block.max().ToInt64() + 1;
+            var dot = zeros(n, blocks, dtype: ScalarType.Float64).index_add_(1, block, contribution, 1).cumsum(1);
+            var drop = fx.unsqueeze(1) - b.Outputs(blocks, (k0, k) => b.Replace((block.view(1, 1, -1) <= arange(k0, k0 + k).view(1, k, 1)).expand(n, k, -1), baseline), o.Softmax);
+            var (a2, a1, b2, g, _) = Sums(dot, drop, 1);
+            aa = Add(aa, a2 / blocks); ab = Add(ab, a1 / blocks); bb = Add(bb, b2 / blocks); gap = Add(gap, g / blocks);
+        }
+        return (aa!, ab!, bb!, gap!, o.PatchSizes.Length);
+    }
+
+    static Tensor Add(Tensor? sum, Tensor t) => sum is null ? t : sum + t;
+
+    static (Tensor, Tensor, Tensor, Tensor, double) Sums(Tensor dot, Tensor drop, double count) =>
+        ((dot * dot).sum(1), (dot * drop).sum(1), (drop * drop).sum(1), (dot - drop).pow(2).sum(1), count);
+
+    /// <summary>Each pixel's block for side <paramref name="p"/>: the image padded to multiples of p, the smaller half
+    /// of the padding before (Quantus's <c>get_padding_size</c>), blocks numbered row by row.</summary>
+    internal static long[] BlockOfPixel(long h, long w, int p)
+    {
+        long padH = (p - h % p) % p, padW = (p - w % p) % p, top = padH / 2, left = padW / 2, across = (w + padW) / p;
+        var block = new long[h * w];
+        for (long y = 0; y < h; y++)
+            for (long x = 0; x < w; x++) block[y * w + x] = (y + top) / p * across + (x + left) / p;
+        return block;
     }
 
     /// <inheritdoc/>

@@ -13,7 +13,7 @@ public class QualityTests
     static double[] Values(Loupe.Core.RunResult r, string step, string key)
     {
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!;
-        return json["inputs"]!.AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
+        return json["inputs"]!.AsArray().Select(i => (i!["value"] ?? i[key])!.GetValue<double>()).ToArray();
     }
 
     static readonly Lazy<Loupe.Core.RunResult> Fixed = new(() => Env.Run($$"""
@@ -47,6 +47,8 @@ public class QualityTests
           - { id: region_perturbation_morf_sliding, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, windows: sliding } }
           - { id: region_perturbation_lerf_sliding, uses: region-perturbation, with: { of: m, patch: 4, regions: 20, baseline: min, order: lerf, windows: sliding } }
           - { id: fc, uses: faithfulness-correlation, with: { of: m, runs: 20, subset_size: 100 } }
+          - { id: infidelity_blocks, uses: infidelity, with: { of: m, perturbation: blocks } }
+          - { id: infidelity_blocks_sides, uses: infidelity, with: { of: m, perturbation: blocks, patch_sizes: [3, 7], softmax: true, normalise: true, baseline: 0.25, micro_batch: 7 } }
           - { id: sn, uses: sensitivity-n, with: { of: m, runs: 10, fractions: [0.05, 0.2] } }
         """));
 
@@ -136,12 +138,12 @@ public class QualityTests
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
-        Assert.Equal(23, expected.Count);
+        Assert.Equal(25, expected.Count);
         foreach (var (step, values) in expected)
         {
             var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity"
                 : step.StartsWith("selectivity") ? "selectivity" : step.StartsWith("completeness") ? "completeness"
-                : step.StartsWith("faithfulness_estimate") ? "faithfulness_estimate" : step;
+                : step.StartsWith("faithfulness_estimate") ? "faithfulness_estimate" : step.StartsWith("infidelity") ? "infidelity" : step;
             var got = Values(r, step, key);
             var want = values!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
             Assert.Equal(want.Length, got.Length);
@@ -444,6 +446,41 @@ public class QualityTests
                 double got = inputs[i]!["value"]!.GetValue<double>();
                 Assert.True(Math.Abs(got - best) <= 1e-4 * Math.Abs(best), $"{step}[{i}]: {got} against {best}");
             }
+        }
+    }
+
+    [Fact]
+    public void CaptumsNormalizedInfidelityIsTheBestScaleOfTheMap()
+    {
+        // Captum: with a = IᵀΦ, b = f(x) − f(x − I) summed over the samples, infidelity = (Σa² − 2Σab + Σb²)/n and, with
+        // normalize, (β²Σa² − 2βΣab + Σb²)/n with β = Σab/Σa². The same step (same id and seed: the same noise) on the map
+        // scaled by s gives U(s) = (s²Σa² − 2sΣab + Σb²)/n: three scales give the three sums, hence the normalised value
+        // Σb²/n − (Σab)²/(nΣa²), which no scale of the map changes.
+        var maps = Npy.Read(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "maps.npy"));
+        double[] Run(double scale, bool normalize)
+        {
+            var path = Path.Combine(Env.TempDir(), "maps.npy");
+            File.WriteAllBytes(path, Npy.Encode(new NdArray(maps.Data.Select(v => (float)(v * scale)).ToArray(), maps.Shape)));
+            var r = Env.Run($$"""
+                version: 1
+                model: { uses: region-test }
+                data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+                steps:
+                  - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(path)}} } }
+                  - { id: inf, uses: infidelity, with: { of: m, samples: 5, sigma: 0.3, normalize: {{(normalize ? "true" : "false")}} } }
+                """);
+            Assert.True(r.ExitCode == 0, Failures(r));
+            return Values(r, "inf", "infidelity");
+        }
+        var (u1, u2, u3, n1, n5) = (Run(1, false), Run(2, false), Run(3, false), Run(1, true), Run(5, true));
+        for (int i = 0; i < u1.Length; i++)
+        {
+            // U(s) = A s² − 2B s + C (per sample): second differences give A, then B and C.
+            double a = (u3[i] - 2 * u2[i] + u1[i]) / 2, bterm = (a * 3 - (u2[i] - u1[i])) / 2, c = u1[i] - a + 2 * bterm;
+            double want = c - bterm * bterm / a;
+            Assert.True(Math.Abs(n1[i] - want) <= 1e-4 * Math.Abs(u1[i]) + 1e-6, $"normalized[{i}]: {n1[i]} against {want} (from the unnormalised scales)");
+            Assert.True(Math.Abs(n5[i] - n1[i]) <= 1e-4 * Math.Abs(n1[i]) + 1e-6, $"normalized[{i}] changed with the map's scale: {n1[i]} against {n5[i]}");
+            Assert.True(n1[i] <= u1[i] + 1e-9);
         }
     }
 
