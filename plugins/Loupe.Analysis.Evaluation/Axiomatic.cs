@@ -5,8 +5,11 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
-/// <summary>Options of the axiomatic metrics.</summary>
-public sealed record AxiomaticOptions : PerturbOptions
+/// <summary>Options of <c>completeness</c>.</summary>
+public sealed record CompletenessOptions : PerturbOptions;
+
+/// <summary>Options of <c>non-sensitivity</c>.</summary>
+public sealed record NonSensitivityOptions : PerturbOptions
 {
     /// <summary>Threshold.</summary>
     [Range(0.0, 1e6), Description("non-sensitivity: |a| < eps is a zero attribution and |Δf| < eps no change (Quantus: 1e-5)")]
@@ -18,10 +21,10 @@ public sealed record AxiomaticOptions : PerturbOptions
 
 /// <summary><c>completeness</c> (Sundararajan et al. 2017): attributions should sum to f(x) − f(x̄), x̄ the baseline
 /// (Quantus: min, logits). The score is the relative gap |Σa − (f(x) − f(x̄))| / |f(x) − f(x̄)| of the map as given
-/// (signed, summed over all its values, not normalised), so 0 is complete. Quantus returns the bool Σa == Δf (exact
-/// float equality, after its default normalise_by_max, which rarely holds); the gap keeps the information. Lower is
-/// better.</summary>
-public sealed class Completeness : QualityMetric<AxiomaticOptions>
+/// (signed, summed over all its values, not normalised unless <c>normalise</c>/<c>abs</c> say so: Quantus normalises
+/// by default), so 0 is complete. Quantus returns the bool Σa == Δf (exact float equality, which rarely holds); the
+/// gap keeps the information. Lower is better.</summary>
+public sealed class Completeness : QualityMetric<CompletenessOptions>
 {
     /// <inheritdoc/>
     public override string Id => "completeness";
@@ -29,11 +32,14 @@ public sealed class Completeness : QualityMetric<AxiomaticOptions>
     public override bool HigherIsBetter => false;
 
     /// <inheritdoc/>
-    protected override double[] Score(AxiomaticOptions o, MetricBatch b)
+    protected override double[] Score(CompletenessOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
         bool softmax = o.Softmax ?? false;
-        var sum = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1).sum(1);
+        var a = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1);
+        if (o.Normalise == true) a = QualityFormulas.NormaliseByMax(a);
+        if (o.Abs == true) a = a.abs();
+        var sum = a.sum(1);
         var baseline = b.Baseline(o.Baseline ?? Fill.Min, o.BaselineValue);
         var delta = b.Clean(softmax) - b.Outputs(1, (_, _) => baseline.unsqueeze(1), softmax).squeeze(1);
         return ((sum - delta).abs() / delta.abs().clamp_min(1e-12)).ToArray<double>();
@@ -43,24 +49,25 @@ public sealed class Completeness : QualityMetric<AxiomaticOptions>
 /// <summary><c>non-sensitivity</c> (Nguyen &amp; Rodríguez Martínez 2020): pixels are replaced in groups (Quantus
 /// features_in_step, default 1: each pixel alone; a group holds <c>features_in_step</c> consecutive pixels, in raster
 /// order, of the same kind — zero or non-zero attribution — as Quantus groups them; baseline min, softmax); the score
-/// counts the pixels where "zero attribution" (|a| &lt; eps after normalise_by_max) and "no effect" (|Δf| &lt; eps
-/// when its group is replaced) disagree. One forward per group. Lower is better.</summary>
-public sealed class NonSensitivity : QualityMetric<AxiomaticOptions>
+/// counts the pixels where "zero attribution" (a &lt; eps of the channel-summed map, |·| and normalise_by_max by
+/// default as Quantus's; with <c>abs: false</c> Quantus's signed test, so negative pixels count as zero) and "no effect"
+/// (|Δf| &lt; eps when its group is replaced) disagree. One forward per group. Lower is better.</summary>
+public sealed class NonSensitivity : QualityMetric<NonSensitivityOptions>
 {
     /// <inheritdoc/>
     public override string Id => "non-sensitivity";
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
     /// <inheritdoc/>
-    protected override int? MicroBatch(AxiomaticOptions options) => options.MicroBatch;
+    protected override int? MicroBatch(NonSensitivityOptions options) => options.MicroBatch;
 
     /// <inheritdoc/>
-    protected override double[] Score(AxiomaticOptions o, MetricBatch b)
+    protected override double[] Score(NonSensitivityOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
         bool softmax = o.Softmax ?? true;
         int fis = o.FeaturesInStep;
-        var a = b.Features(abs: true, normalise: true);
+        var a = b.Features(o.Abs ?? true, o.Normalise ?? true);
         var zero = a < o.Eps;                                                           // N×D
         // Group of each pixel: zero-attribution pixels first (rank among them / fis), then the others.
         var zl = zero.to(ScalarType.Int64);

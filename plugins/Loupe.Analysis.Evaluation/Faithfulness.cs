@@ -84,7 +84,7 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected sealed override double[] Score(FaithfulnessOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        var a = b.Features(o.Abs ?? DefaultAbs, normalise: true);
+        var a = b.Features(o.Abs ?? DefaultAbs, o.Normalise ?? true);
         return Of(o, b, a, b.Baseline(o.Baseline ?? DefaultFill, o.BaselineValue), o.Softmax ?? DefaultSoftmax).ToArray<double>();
     }
 
@@ -286,8 +286,6 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     public override string Id => "region-perturbation";
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
-    /// <inheritdoc/>
-    protected override Fill DefaultFill => Fill.Uniform;
     /// <inheritdoc/>
     protected override bool HigherIsBetterWith(FaithfulnessOptions options) => options.Order == RegionOrder.Morf;
 

@@ -290,6 +290,9 @@ public abstract record PerturbOptions : MetricOptions, IConstantFill
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the channel-summed map first (default: Quantus's per metric)")]
     public bool? Abs { get; init; }
+    /// <summary>Normalise.</summary>
+    [Description("divide the channel-summed map by its max |·| first (Quantus normalise with normalise_by_max, per map; default: Quantus's per metric)")]
+    public bool? Normalise { get; init; }
     /// <summary>Replacement.</summary>
     [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean, uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, as Quantus draws on normalised tensors), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill? Baseline { get; init; }

@@ -33,6 +33,8 @@ public class QualityTests
           - { id: auc, uses: auc, with: { of: m } }
           - { id: completeness, uses: completeness, with: { of: m } }
           - { id: completeness_white, uses: completeness, with: { of: m, baseline: max } }
+          - { id: completeness_normalised, uses: completeness, with: { of: m, normalise: true } }
+          - { id: non_sensitivity_signed, uses: non-sensitivity, with: { of: m, abs: false } }
           - { id: non_sensitivity, uses: non-sensitivity, with: { of: m } }
           - { id: non_sensitivity_fis4, uses: non-sensitivity, with: { of: m, features_in_step: 4, softmax: false } }
           - { id: faithfulness_estimate, uses: faithfulness-estimate, with: { of: m } }
@@ -138,7 +140,7 @@ public class QualityTests
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
-        Assert.Equal(25, expected.Count);
+        Assert.Equal(27, expected.Count);
         foreach (var (step, values) in expected)
         {
             var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity"
@@ -299,6 +301,23 @@ public class QualityTests
         Assert.Contains("no metric 'pixel_fliping'", stepLevel.Message);
         Assert.Contains("did you mean 'pixel_flipping", stepLevel.Message);
         Assert.Contains(r.Errors, e => e.Message.Contains("step 'u' (relative-representation-stability): option 'layer' is required"));
+    }
+
+    [Fact]
+    public void CompletenessRejectsNonSensitivitysOptions()
+    {
+        // Each axiomatic metric takes only the options it uses: a key it would ignore fails validation.
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+              - { id: c, uses: completeness, with: { of: m, eps: 0.1, features_in_step: 4 } }
+            """);
+        Assert.Equal(2, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.Message.Contains("unknown option 'eps' for step 'c' (completeness)"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("unknown option 'features_in_step' for step 'c' (completeness)"));
     }
 
     [Fact]
