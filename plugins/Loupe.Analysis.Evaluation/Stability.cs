@@ -26,6 +26,9 @@ public sealed record StabilityOptions : MetricOptions
     /// <summary>Skip changed predictions.</summary>
     [Description("leave out perturbed samples whose top-1 class changed (Quantus: true for relative-*-stability, false otherwise)")]
     public bool? SkipChangedPredictions { get; init; }
+    /// <summary>Quantus's return_nan_when_prediction_changes.</summary>
+    [Description("an input whose top-1 class changed on any perturbed sample scores NaN (left out of the mean), as Quantus's return_nan_when_prediction_changes (its default: true for relative-*-stability, false otherwise; Loupe's default false, relative-*-stability then leave out the changed samples as the paper does)")]
+    public bool NanWhenPredictionChanges { get; init; }
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the maps, clean and perturbed, after normalise (Quantus abs; default false for every robustness metric)")]
     public bool? Abs { get; init; }
@@ -99,7 +102,9 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         var e = Flat(b.Map);
         // The forwards without gradients run only for what needs them: the changed-prediction check and the
         // representations (one forward gives both); the maps' own passes are the method's.
-        bool skip = o.SkipChangedPredictions ?? SkipChangedByDefault, forward = skip || UsesRepresentation;
+        bool skip = o.SkipChangedPredictions ?? SkipChangedByDefault, nanIfChanged = o.NanWhenPredictionChanges;
+        bool forward = skip || nanIfChanged || UsesRepresentation;
+        var changed = zeros(n, dtype: ScalarType.Bool);                               // any sample's top-1 changed
         Tensor? top = null, h = null;
         if (forward) { var (logits, rep) = Forward(o, ctx, x, b.Selection); top = logits.argmax(1); h = rep; }
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
@@ -126,6 +131,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
                 var (logitsS, repS) = Forward(o, ctx, xs, sel);
                 topS = logitsS.argmax(1).view(k, n);
                 hs = repS?.view(k, n, -1);
+                changed = inner.MoveToOuter(changed.logical_or((topS != top!.unsqueeze(0)).any(0)));
             }
             var xsv = xs.to(ScalarType.Float64).view(k, n, -1);
             var xv = x.to(ScalarType.Float64).reshape(n, -1);
@@ -141,6 +147,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         var reduced = TakeMax ? all.nan_to_num(double.NegativeInfinity).amax([1])
             : where(finite, all, zeros_like(all)).sum(1) / finite.sum(1).to(ScalarType.Float64);   // NaN when no sample is left
         reduced = where(reduced == double.NegativeInfinity, full_like(reduced, double.NaN), reduced);
+        if (nanIfChanged) reduced = where(changed, full_like(reduced, double.NaN), reduced);
         return reduced.ToArray<double>();
     }
 

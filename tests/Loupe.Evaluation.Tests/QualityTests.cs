@@ -549,6 +549,67 @@ public class QualityTests
     }
 
     [Fact]
+    public void AnInputWhoseTopClassChangesUnderNoiseScoresNaNWhenAsked()
+    {
+        // Region means close to the decision boundary (z = 20·mean_R(relu x) − 5 = 0 at 0.25): noise U[−0.2, 0.2] flips
+        // the first input's class on some samples, never the third's. With nan_when_prediction_changes (Quantus's
+        // return_nan_when_prediction_changes) an input is NaN exactly when one of its samples changed class (replayed
+        // from the step's draws), else it keeps avg-sensitivity's value, which the run without the option gives.
+        var images = new float[3 * 784];
+        float[] levels = [0.2502f, 0.27f, 0.6f];
+        for (int i = 0; i < 3; i++)
+            for (int p = 0; p < 784; p++)
+                if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi)
+                    images[i * 784 + p] = levels[i] + 0.002f * ((p * 7 + i) % 5 - 2);
+        var path = Path.Combine(Env.TempDir(), "near.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
+        var r = Env.Run($$"""
+            version: 1
+            seed: 4
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
+            steps:
+              - { id: gxi, uses: gradient-x-input }
+              - { id: nan, uses: avg-sensitivity, with: { of: gxi, samples: 6, nan_when_prediction_changes: true } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        static double Z(Func<int, double> x)
+        {
+            double sum = 0;
+            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
+                for (int xx = RegionNet.Lo; xx < RegionNet.Hi; xx++) sum += Math.Max(0, x(y * 28 + xx));
+            return 20 * sum / ((RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo)) - 5;
+        }
+        var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "nan", "avg_sensitivity.json")))!["inputs"]!.AsArray();
+        var flips = new bool[3];
+        for (int i = 0; i < 3; i++)
+        {
+            using var g = InputGenerator(4, "nan", inputs[i]!["id"]!.GetValue<string>());
+            double z = Z(p => images[i * 784 + p]), sum = 0;
+            for (int j = 0; j < 6; j++)
+            {
+                var u = TorchSharp.torch.rand([1, 1, 28, 28], generator: g).data<float>().ToArray();
+                Func<int, double> xs = p => images[i * 784 + p] + (float)(u[p] * 0.4 - 0.2);
+                flips[i] |= Z(xs) > 0 != z > 0;
+                double num = 0, den = 0;
+                for (int p = 0; p < 784; p++)
+                    if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi)
+                    {
+                        double e = Math.Max(0, images[i * 784 + p]), es = Math.Max(0, xs(p));
+                        num += (e - es) * (e - es); den += e * e;
+                    }
+                sum += Math.Sqrt(num / den);
+            }
+            var node = inputs[i]!["value"];
+            double got = node is null ? double.NaN : node.GetValueKind() == System.Text.Json.JsonValueKind.String
+                ? double.Parse(node.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture) : node.GetValue<double>();
+            if (flips[i]) Assert.True(double.IsNaN(got), $"input {i} changed class on a sample but scored {got}");
+            else Assert.True(Math.Abs(got - sum / 6) <= 1e-4 * sum / 6, $"input {i}: {got} against {sum / 6}");
+        }
+        Assert.True(flips[0] && !flips[2], $"the boundary inputs should differ: {string.Join(", ", flips)}");
+    }
+
+    [Fact]
     public void RobustnessIsZeroForAMapThatNoiseCannotChangeAndRandomLogitIsOneForAClassBlindMap()
     {
         // In its region the model is linear in positive pixels: the signed gradient is the same for every noisy copy.
