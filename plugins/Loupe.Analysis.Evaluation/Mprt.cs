@@ -50,6 +50,21 @@ public sealed record MprtOptions : MetricOptions
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("smooth: noisy copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of the maps (smooth: of the noise-averaged map) before comparing them (Quantus's defaults: true for MPRT and sMPRT, false for eMPRT)")]
+    public bool? Abs { get; init; }
+    /// <summary>The score.</summary>
+    [Description("smooth: last (the curve's last point, Quantus return_last_correlation) or average (the mean over the randomised points, Quantus return_average_correlation; needs per_layer)")]
+    public MprtScore Score { get; init; } = MprtScore.Last;
+}
+
+/// <summary>What <c>mprt</c>'s smooth score reduces its curve to.</summary>
+public enum MprtScore
+{
+    /// <summary>The last point: every module randomised.</summary>
+    Last,
+    /// <summary>The mean over the points after the original.</summary>
+    Average,
 }
 
 /// <summary><c>mprt</c> variants of Hedström et al. (2023, "Sanity checks revisited"; Quantus SmoothMPRT and
@@ -89,6 +104,10 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     protected override IEnumerable<string> ValidateMetric(MprtOptions options, AnalysisValidationContext context)
     {
         if (context.Model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
+        if (options.Score == MprtScore.Average && options.Variant != MprtVariant.Smooth)
+            yield return "option 'score': average applies to variant smooth (eMPRT's score is the relative entropy rise)";
+        if (options.Score == MprtScore.Average && !options.PerLayer)
+            yield return "option 'score': average needs the curve's every point (per_layer: true)";
     }
 
     /// <summary>Series names of the curve's points after the original: <c>mprt_layer1</c> … (k-th module randomised).</summary>
@@ -119,7 +138,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     Tensor Maps(MprtOptions o, MetricBatch b, Tensor? noise, Tensor? clean = null)
     {
         using var scope = NewDisposeScope();
-        if (noise is null) return scope.MoveToOuter(LinkedMaps(o, b.Context, b.X, null, b.Selection).Map.detach().to(ScalarType.Float64).reshape(b.N, -1).abs());
+        if (noise is null) return scope.MoveToOuter(Magnitude(o, LinkedMaps(o, b.Context, b.X, null, b.Selection).Map.detach().to(ScalarType.Float64).reshape(b.N, -1)));
         long n = b.N, s = noise.shape[0], run = clean is null ? s : s - 1;   // the last copy is the clean input
         long chunk = Math.Max(1, Explain.CopiesPerForward(b.Context, b.X, o.MicroBatch, gradients: true) / n);
         Tensor? sum = clean?.detach().to(ScalarType.Float64).reshape(n, -1);
@@ -132,8 +151,11 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             var m = LinkedMaps(o, b.Context, xs, null, sel).Map.detach().to(ScalarType.Float64).reshape(k, n, -1).sum([0]);
             sum = inner.MoveToOuter(sum is null ? m : sum + m);
         }
-        return scope.MoveToOuter((sum! / s).abs());
+        return scope.MoveToOuter(Magnitude(o, sum! / s));
     }
+
+    /// <summary>|map| unless <c>abs</c> is off (by default off for eMPRT, as Quantus's).</summary>
+    static Tensor Magnitude(MprtOptions o, Tensor map) => o.Abs ?? o.Variant == MprtVariant.Smooth ? map.abs() : map;
 
     /// <summary>The curve of every row: N × (1 + points), column 0 the original point.</summary>
     double[][] Curve(MprtOptions o, MetricBatch b, List<(string Module, List<string> Parameters)> modules)
@@ -150,7 +172,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
                 .Append(zeros_like(x));                                                                   // the last copy: x itself
             noise = stack(draws.ToArray());                                                               // samples×N×C×H×W
         }
-        var given = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1).abs();
+        var given = Magnitude(o, b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1));
         var intact = smooth ? Maps(o, b, noise, clean: b.Map) : given;   // the step's maps of x: not recomputed
         float[] Row(Tensor t, int i) => t[i].to(ScalarType.Float32).contiguous().ToArray<float>();
         double Point(Tensor maps, int i) => smooth ? Evaluation.Maps.Spearman(Row(intact, i), Row(maps, i)) : HistogramEntropy(maps[i], o.Bins);
@@ -177,9 +199,10 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         return curves.Select(c => c.ToArray()).ToArray();
     }
 
-    /// <summary>The score of one curve: the last point (smooth), or the relative rise of the entropy (efficient).</summary>
+    /// <summary>The score of one curve: the last point or the mean of the randomised points (smooth), or the relative rise of the entropy (efficient).</summary>
     static double EndPoint(MprtOptions o, double[] curve) =>
-        o.Variant == MprtVariant.Smooth ? curve[^1] : (curve[^1] - curve[0]) / Math.Max(curve[0], 1e-12);
+        o.Variant == MprtVariant.Efficient ? (curve[^1] - curve[0]) / Math.Max(curve[0], 1e-12)
+        : o.Score == MprtScore.Average ? curve.Skip(1).Average() : curve[^1];
 
     /// <inheritdoc/>
     protected override double[] Score(MprtOptions o, MetricBatch b) =>

@@ -27,6 +27,8 @@ public class MprtTests
           - { id: smprt-td, uses: mprt, with: { of: sal, samples: 3, order: top-down } }
           - { id: emprt, uses: mprt, with: { of: sal, variant: efficient } }
           - { id: emprt-ind, uses: mprt, with: { of: sal, variant: efficient, order: independent } }
+          - { id: emprt-abs, uses: mprt, with: { of: sal, variant: efficient, abs: true } }
+          - { id: smprt-avg-signed, uses: mprt, with: { of: sal, samples: 2, abs: false, score: average } }
         """;
 
     static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
