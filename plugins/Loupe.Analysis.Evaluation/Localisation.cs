@@ -22,6 +22,12 @@ public sealed record LocalisationOptions : MetricOptions
     /// <summary>Weighted.</summary>
     [Description("attribution-localisation: multiply by the mask's share of the image (Kohlbrenner et al.'s weighted variant)")]
     public bool Weighted { get; init; }
+    /// <summary>Positive attribution only.</summary>
+    [Description("attribution-localisation: only the positive attribution counts (Kohlbrenner et al.; Quantus positive_attributions, whose default is false: with abs false the signed ratio Σ_mask a / Σ a, NaN when it exceeds 1)")]
+    public bool PositiveOnly { get; init; } = true;
+    /// <summary>Concept influence.</summary>
+    [Description("top-k-intersection: divide the score by the mask's share of the image (Quantus concept_influence)")]
+    public bool ConceptInfluence { get; init; }
     /// <summary>Masks folder.</summary>
     [FilePath(Directory = true), Description(ObjectMasks.MasksDescription)]
     public string? Masks { get; init; }
@@ -58,7 +64,7 @@ public sealed class AttributionLocalisation : LocalisationMetric
     /// <inheritdoc/>
     protected override bool DefaultAbs => true;
     /// <inheritdoc/>
-    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => QualityFormulas.AttributionLocalisation(a, s, o.Weighted).ToArray<double>();
+    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => QualityFormulas.AttributionLocalisation(a, s, o.Weighted, o.PositiveOnly).ToArray<double>();
 }
 
 /// <summary><c>top-k-intersection</c> (Theiner et al. 2021): share of the k top features inside the mask.</summary>
@@ -68,7 +74,7 @@ public sealed class TopKIntersection : LocalisationMetric
     public override string Id => "top-k-intersection";
     /// <inheritdoc/>
     protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => o.K < a.shape[1]
-        ? QualityFormulas.TopKIntersection(a, s, o.K).ToArray<double>()
+        ? QualityFormulas.TopKIntersection(a, s, o.K, o.ConceptInfluence).ToArray<double>()
         : throw new LoupeException($"top-k-intersection: option 'k' = {o.K} is not smaller than the {a.shape[1]} pixels of an input");
 }
 

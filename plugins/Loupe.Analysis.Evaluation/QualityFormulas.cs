@@ -52,12 +52,14 @@ public static class QualityFormulas
 
     /// <summary>Attribution localisation (Kohlbrenner et al. 2020): Σ_{s} a⁺ / Σ a⁺ (a⁺ = max(a, 0), 1e-9 guard);
     /// weighted: × |s| / D. NaN for an empty mask.</summary>
-    public static Tensor AttributionLocalisation(Tensor a, Tensor s, bool weighted)
+    public static Tensor AttributionLocalisation(Tensor a, Tensor s, bool weighted, bool positiveOnly = true)
     {
         using var scope = NewDisposeScope();
-        var p = a.to(ScalarType.Float64).clamp_min(0);
+        var p = positiveOnly ? a.to(ScalarType.Float64).clamp_min(0) : a.to(ScalarType.Float64);
         var sf = s.to(ScalarType.Float64);
         var r = (p * sf).sum(1) / (p.sum(1) + 1e-9);
+        // A signed map can put more than all of its mass inside the mask: Quantus leaves such inputs out (NaN).
+        if (!positiveOnly) r = where(r > 1, full_like(r, double.NaN), r);
         if (weighted) r = r * sf.sum(1) / a.shape[1];
         return scope.MoveToOuter(NanWhereEmpty(r, s));
     }
@@ -65,12 +67,15 @@ public static class QualityFormulas
     /// <summary>Rank of each feature, 0 = largest value (a stable descending sort: ties keep feature order).</summary>
     static Tensor Order(Tensor a) => a.to(ScalarType.Float64).sort(1, descending: true, stable: true).Indices;
 
-    /// <summary>Top-k intersection (Theiner et al. 2021): the fraction of the k highest-valued features inside the mask.</summary>
-    public static Tensor TopKIntersection(Tensor a, Tensor s, long k)
+    /// <summary>Top-k intersection (Theiner et al. 2021): the fraction of the k highest-valued features inside the mask
+    /// (× D/|mask| with <paramref name="conceptInfluence"/>).</summary>
+    public static Tensor TopKIntersection(Tensor a, Tensor s, long k, bool conceptInfluence = false)
     {
         using var scope = NewDisposeScope();
         var top = Order(a).narrow(1, 0, k);
         var r = s.gather(1, top).to(ScalarType.Float64).mean([1]);
+        // Concept influence (Quantus): the share divided by the mask's share of the image.
+        if (conceptInfluence) r = r * a.shape[1] / s.to(ScalarType.Float64).sum(1);
         return scope.MoveToOuter(NanWhereEmpty(r, s));
     }
 

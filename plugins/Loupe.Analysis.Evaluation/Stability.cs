@@ -26,6 +26,9 @@ public sealed record StabilityOptions : MetricOptions
     /// <summary>Skip changed predictions.</summary>
     [Description("leave out perturbed samples whose top-1 class changed (Quantus: true for relative-*-stability, false otherwise)")]
     public bool? SkipChangedPredictions { get; init; }
+    /// <summary>Probabilities.</summary>
+    [Description("relative-output-stability: compare the class probabilities instead of the logits (Quantus softmax; default false)")]
+    public bool Softmax { get; init; }
     /// <summary>Quantus's return_nan_when_prediction_changes.</summary>
     [Description("an input whose top-1 class changed on any perturbed sample scores NaN (left out of the mean), as Quantus's return_nan_when_prediction_changes (its default: true for relative-*-stability, false otherwise; Loupe's default false, relative-*-stability then leave out the changed samples as the paper does)")]
     public bool NanWhenPredictionChanges { get; init; }
@@ -241,7 +244,8 @@ public sealed class RelativeOutputStability : RelativeStability
     /// <inheritdoc/>
     protected override bool UsesRepresentation => true;
     /// <inheritdoc/>
-    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) => Norm(h! - hs!);
+    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
+        o.Softmax ? Norm(h!.softmax(1) - hs!.softmax(1)) : Norm(h! - hs!);
 }
 
 /// <summary><c>relative-representation-stability</c>: the denominator is the relative change of the output of

@@ -28,6 +28,8 @@ public class QualityTests
           - { id: effective_complexity, uses: effective-complexity, with: { of: m } }
           - { id: attribution_localisation, uses: attribution-localisation, with: { of: m } }
           - { id: top_k_intersection, uses: top-k-intersection, with: { of: m, k: 100 } }
+          - { id: top_k_intersection_concept, uses: top-k-intersection, with: { of: m, k: 100, concept_influence: true } }
+          - { id: attribution_localisation_signed, uses: attribution-localisation, with: { of: m, abs: false, positive_only: false } }
           - { id: relevance_rank_accuracy, uses: relevance-rank-accuracy, with: { of: m } }
           - { id: relevance_mass_accuracy, uses: relevance-mass-accuracy, with: { of: m } }
           - { id: auc, uses: auc, with: { of: m } }
@@ -57,6 +59,21 @@ public class QualityTests
     /// <summary>The errors of a run's failed steps (short, unlike the whole manifest).</summary>
     static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
         r.Manifest?["steps"]?.AsArray().Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {((string?)s["error"])?.Split('\n')[0]}") ?? []);
+
+    [Fact]
+    public void SignedAttributionLocalisationLeavesOutRatiosAboveOne()
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        // Quantus (positive_attributions false): Σ_mask a / (Σ a + 1e-9), NaN above 1; positive only: Σ_mask a⁺ / Σ a⁺.
+        var a = TorchSharp.torch.tensor(new double[] { 2, -1.5, 0.2, 0.5, -0.1, 0.4 }).view(2, 3);
+        var s = TorchSharp.torch.tensor(new[] { true, false, false, true, false, false }).view(2, 3);
+        var signed = Loupe.Analysis.Evaluation.QualityFormulas.AttributionLocalisation(a, s, false, positiveOnly: false).data<double>().ToArray();
+        Assert.True(double.IsNaN(signed[0]));                                    // 2 / 0.7 > 1
+        Assert.Equal(0.5 / (0.8 + 1e-9), signed[1], 1e-12);
+        var positive = Loupe.Analysis.Evaluation.QualityFormulas.AttributionLocalisation(a, s, false).data<double>().ToArray();
+        Assert.Equal(2 / (2.2 + 1e-9), positive[0], 1e-12);
+        Assert.Equal(0.5 / (0.9 + 1e-9), positive[1], 1e-12);
+    }
 
     [Fact]
     public void StepsRankFeaturesAsTorchsStableDescendingSort()
@@ -140,12 +157,13 @@ public class QualityTests
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
-        Assert.Equal(27, expected.Count);
+        Assert.Equal(29, expected.Count);
         foreach (var (step, values) in expected)
         {
             var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity"
                 : step.StartsWith("selectivity") ? "selectivity" : step.StartsWith("completeness") ? "completeness"
-                : step.StartsWith("faithfulness_estimate") ? "faithfulness_estimate" : step.StartsWith("infidelity") ? "infidelity" : step;
+                : step.StartsWith("faithfulness_estimate") ? "faithfulness_estimate" : step.StartsWith("infidelity") ? "infidelity"
+                : step.StartsWith("top_k_intersection") ? "top_k_intersection" : step.StartsWith("attribution_localisation") ? "attribution_localisation" : step;
             var got = Values(r, step, key);
             var want = values!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
             Assert.Equal(want.Length, got.Length);
@@ -607,6 +625,52 @@ public class QualityTests
             else Assert.True(Math.Abs(got - sum / 6) <= 1e-4 * sum / 6, $"input {i}: {got} against {sum / 6}");
         }
         Assert.True(flips[0] && !flips[2], $"the boundary inputs should differ: {string.Join(", ", flips)}");
+    }
+
+    [Fact]
+    public void RelativeOutputStabilityComparesProbabilitiesWhenAsked()
+    {
+        // Region means near the boundary (z ≈ 1, logits (z, −z)) keep the softmax away from saturation: a sample's value
+        // is ‖u_R/x_R‖₂ / ‖p(x) − p(x')‖₂ with p = (σ(2z), 1 − σ(2z)), so the denominator is √2·|σ(2z) − σ(2z')|.
+        var images = new float[3 * 784];
+        for (int i = 0; i < 3; i++)
+            for (int p = 0; p < 784; p++)
+                if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi)
+                    images[i * 784 + p] = 0.28f + 0.02f * i + 0.003f * ((p * 3 + i) % 7 - 3);
+        var path = Path.Combine(Env.TempDir(), "near.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
+        var r = Env.Run($$"""
+            version: 1
+            seed: 6
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
+            steps:
+              - { id: gxi, uses: gradient-x-input }
+              - { id: ross, uses: relative-output-stability, with: { of: gxi, samples: 3, softmax: true } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        static double Sigmoid(double v) => 1 / (1 + Math.Exp(-v));
+        var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "ross", "relative_output_stability.json")))!["inputs"]!.AsArray();
+        for (int i = 0; i < 3; i++)
+        {
+            using var g = InputGenerator(6, "ross", inputs[i]!["id"]!.GetValue<string>());
+            double best = double.NegativeInfinity;
+            for (int j = 0; j < 3; j++)
+            {
+                var u = TorchSharp.torch.rand([1, 1, 28, 28], generator: g).data<float>().Select(v => v * 0.18 + 0.02).ToArray();
+                double num = 0, sum = 0, sumU = 0;
+                for (int p = 0; p < 784; p++)
+                    if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi)
+                    {
+                        double x = images[i * 784 + p];
+                        num += u[p] / x * (u[p] / x); sum += x; sumU += u[p];
+                    }
+                double z = 20 * sum / 64 - 5, zs = 20 * (sum + sumU) / 64 - 5;
+                best = Math.Max(best, Math.Sqrt(num) / (Math.Sqrt(2) * Math.Abs(Sigmoid(2 * z) - Sigmoid(2 * zs))));
+            }
+            double got = inputs[i]!["value"]!.GetValue<double>();
+            Assert.True(Math.Abs(got - best) <= 1e-4 * Math.Abs(best), $"ross[{i}]: {got} against {best}");
+        }
     }
 
     [Fact]
