@@ -40,7 +40,7 @@ public sealed class Completeness : QualityMetric<CompletenessOptions>
         if (o.Normalise == true) a = QualityFormulas.NormaliseByMax(a);
         if (o.Abs == true) a = a.abs();
         var sum = a.sum(1);
-        var baseline = b.Baseline(o.Baseline ?? Fill.Min, o.BaselineValue);
+        var baseline = o.BaselineOf(b, Fill.Min);
         var delta = b.Clean(softmax) - b.Outputs(1, (_, _) => baseline.unsqueeze(1), softmax).squeeze(1);
         return ((sum - delta).abs() / delta.abs().clamp_min(1e-12)).ToArray<double>();
     }
@@ -76,7 +76,7 @@ public sealed class NonSensitivity : QualityMetric<NonSensitivityOptions>
         var zeroGroups = (zl.sum(1, keepdim: true) + fis - 1).div(fis, rounding_mode: RoundingMode.floor);
         var group = where(zero, rankZero.div(fis, rounding_mode: RoundingMode.floor), zeroGroups + rankOther.div(fis, rounding_mode: RoundingMode.floor));
         long groups = group.max().item<long>() + 1;
-        var baseline = b.Baseline(o.Baseline ?? Fill.Min, o.BaselineValue);
+        var baseline = b.PerStep(o.FillOf(Fill.Min), o.BaselineOf(b, Fill.Min), group, groups, o.UniformLow, o.UniformHigh);
         var f = b.Outputs(groups, (k0, k) => b.Replace(group.unsqueeze(1) == arange(k0, k0 + k).view(1, k, 1), baseline), softmax);
         var noEffect = (b.Clean(softmax).unsqueeze(1) - f.gather(1, group)).abs() < o.Eps;   // per pixel: its group's output
         return (noEffect ^ zero).sum(1).to(ScalarType.Float64).ToArray<double>();

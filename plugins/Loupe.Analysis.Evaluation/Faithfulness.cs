@@ -85,8 +85,13 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     {
         using var scope = NewDisposeScope();
         var a = b.Features(o.Abs ?? DefaultAbs, o.Normalise ?? true);
-        return Of(o, b, a, b.Baseline(o.Baseline ?? DefaultFill, o.BaselineValue), o.Softmax ?? DefaultSoftmax).ToArray<double>();
+        return Of(o, b, a, o.BaselineOf(b, DefaultFill), o.Softmax ?? DefaultSoftmax).ToArray<double>();
     }
+
+    /// <summary>The fill of a metric that perturbs steps one call each: <paramref name="baseline"/>, or with
+    /// <c>uniform-step</c> one value per step (<see cref="MetricBatch.PerStep"/>).</summary>
+    protected Tensor PerStep(FaithfulnessOptions o, MetricBatch b, Tensor baseline, Tensor step, long steps) =>
+        b.PerStep(o.FillOf(DefaultFill), baseline, step, steps, o.UniformLow, o.UniformHigh);
 
     /// <summary>The scores (N) from the N×D features and the baseline.</summary>
     protected abstract Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax);
@@ -160,19 +165,24 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         if (o.SubsetSize >= b.D) throw new LoupeException($"faithfulness-correlation: option 'subset_size' = {o.SubsetSize} is not smaller than the {b.D} pixels of an input");
-        return Correlation(b, a, baseline, softmax, o.Runs, o.SubsetSize, b.Clean(softmax));
+        return Correlation(o, b, a, baseline, softmax, o.Runs, o.SubsetSize, b.Clean(softmax));
     }
 
     /// <summary>Pearson, per input, over <paramref name="runs"/> random subsets of <paramref name="size"/> pixels (drawn
     /// per input id: the first <paramref name="size"/> of a permutation from the input's generator), of the subset's
     /// attribution sum and the output drop f(x) − f(x with the subset replaced). Subsets are kept as indices
     /// (N×runs×size); a chunk's masks are built only when its copies are.</summary>
-    public static Tensor Correlation(MetricBatch b, Tensor a, Tensor baseline, bool softmax, int runs, int size, Tensor fx)
+    public static Tensor Correlation(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax, int runs, int size, Tensor fx)
     {
         using var scope = NewDisposeScope();
         var idx = stack(b.Generators.Select(g => stack(Enumerable.Range(0, runs).Select(_ => randperm(b.D, generator: g).narrow(0, 0, size)).ToArray())).ToArray());
+        // uniform-step: one value per subset (Quantus draws one per perturbation call), after the subsets.
+        var values = o.FillOf(Fill.Min) == Fill.UniformStep ? b.Scalars(runs, o.UniformLow, o.UniformHigh) : null;
         var f = b.Outputs(runs, (k0, k) =>
-            b.Replace(zeros(b.N, k, b.D).scatter_(2, idx.narrow(1, k0, k), ones(b.N, k, size)), baseline), softmax);
+        {
+            var m = zeros(b.N, k, b.D).scatter_(2, idx.narrow(1, k0, k), ones(b.N, k, size));
+            return values is null ? b.Replace(m, baseline) : b.ReplaceWith(m, values.narrow(1, k0, k));
+        }, softmax);
         var sums = a.gather(1, idx.view(b.N, -1)).view(b.N, runs, size).sum(2);
         return scope.MoveToOuter(QualityFormulas.PearsonRows(sums, fx.unsqueeze(1) - f));
     }
@@ -194,7 +204,7 @@ public sealed class FaithfulnessEstimate : FaithfulnessMetric
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         var step = PixelSteps(o, b, a, true, out var steps);
-        var drop = b.Clean(softmax).unsqueeze(1) - Single(b, step, steps, baseline, softmax);
+        var drop = b.Clean(softmax).unsqueeze(1) - Single(b, step, steps, PerStep(o, b, baseline, step, steps), softmax);
         return QualityFormulas.PearsonRows(StepSums(a, step, steps), drop);
     }
 }
@@ -237,7 +247,7 @@ public abstract class RemovalCurveMetric : FaithfulnessMetric
     protected sealed override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         var step = Steps(o, b, a, out var counts);
-        var curve = Cumulative(b, step, counts.Max(), b.X, baseline, softmax);
+        var curve = Cumulative(b, step, counts.Max(), b.X, PerStep(o, b, baseline, step, counts.Max()), softmax);
         b.RecordCurves(curve, counts, Axis(o, b, softmax));
         return RowPrefixes(curve, counts, QualityFormulas.MeanTrapezoid);
     }
@@ -293,7 +303,7 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         var step = RegionSteps(o, b, a, o.Order == RegionOrder.Morf, o.Regions, out var counts);
-        var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, counts.Max(), b.X, baseline, softmax)], 1);
+        var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, counts.Max(), b.X, PerStep(o, b, baseline, step, counts.Max()), softmax)], 1);
         long[] lengths = [.. counts.Select(l => l + 1)];
         long width = 1 + Math.Min(o.Regions, RegionBound(o, b));
         b.RecordCurves(curve, lengths, new([.. Enumerable.Range(0, (int)width).Select(k => (double)k)],
@@ -326,7 +336,7 @@ public sealed class SensitivityN : FaithfulnessMetric
         var per = o.Fractions.Select(frac =>
         {
             int size = (int)Math.Clamp(Math.Round(frac * b.D), 1, b.D - 1);
-            return FaithfulnessCorrelation.Correlation(b, a, baseline, softmax, o.Runs, size, fx);
+            return FaithfulnessCorrelation.Correlation(o, b, a, baseline, softmax, o.Runs, size, fx);
         }).ToArray();
         var all = stack(per, 1);
         var finite = all.isnan().logical_not();
@@ -356,10 +366,13 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
         var x = b.X;
         long h = x.shape[2], w = x.shape[3], runs = o.Runs;
         var step = PixelSteps(o, b, a, false, out var steps);
-        var fillKind = o.Baseline ?? DefaultFill;
-        bool fresh = o.BaselineValue is null && fillKind is Fill.Uniform or Fill.UniformInput;
-        // U[0, 1) pixels (uniform) are normalised; uniform-input draws are model-input values already.
-        Tensor Draws(Tensor u) => fillKind == Fill.Uniform ? b.Context.Input.Normalize(u) : u;
+        var fillKind = o.FillOf(DefaultFill);
+        bool fresh = fillKind is Fill.Uniform or Fill.UniformInput;
+        float lo = (float)o.UniformLow, span = (float)(o.UniformHigh - o.UniformLow);
+        // U[low, high) pixels (uniform) are normalised; uniform-input draws are model-input values already.
+        Tensor Draws(Tensor u) => fillKind == Fill.Uniform ? b.Context.Input.Normalize(u * span + lo) : u * span + lo;
+        // uniform-step: one value per copy (a step's sample: Quantus's one draw per perturbation call).
+        var values = fillKind == Fill.UniformStep ? b.Scalars(steps * runs, o.UniformLow, o.UniformHigh).to(x.dtype) : null;
         var f = b.Outputs(steps * runs, (k0, k) =>
         {
             var copySteps = arange(k0, k0 + k).div(runs, rounding_mode: RoundingMode.floor);            // step of each copy
@@ -368,7 +381,7 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
             var fill = fresh
                 ? Draws(stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k)
                     .Select(_ => rand([x.shape[1], h, w], generator: g)).ToArray())).ToArray()).view(b.N * k, x.shape[1], h, w)).view(b.N, k, x.shape[1], h, w)
-                : baseline.unsqueeze(1);
+                : values is not null ? values.narrow(1, k0, k).view(b.N, k, 1, 1, 1) : baseline.unsqueeze(1);
             return x.unsqueeze(1) * (1 - m) + fill * m;
         }, softmax).view(b.N, steps, runs);
         var fx = b.Clean(softmax);

@@ -48,7 +48,8 @@ public sealed class Irof : FaithfulnessMetric
             steps[i] = rank.index_select(0, lab);
         }
         long l = counts.Max();
-        var curve = Cumulative(b, stack(steps), l, b.X, baseline, softmax);   // N×L: point k−1 = after k segments
+        var segmentOf = stack(steps);
+        var curve = Cumulative(b, segmentOf, l, b.X, PerStep(o, b, baseline, segmentOf, l), softmax);   // N×L: point k−1 = after k segments
         var fx = b.Clean(softmax);
         var scores = new double[b.N];
         for (int i = 0; i < b.N; i++)

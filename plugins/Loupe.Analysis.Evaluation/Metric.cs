@@ -56,6 +56,8 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
         if (context.Referenced(options.Of)?.Analysis is { } a && a is not IAttribution)
             yield return $"option 'of': step '{options.Of!.Id}' is not an attribution method (a metric needs one map per input, like saliency, grad-cam or occlusion)";
         foreach (var e in Expectation.Errors(options.Expect, MetricNamesWith(options, context.Model))) yield return e;
+        if (options is PerturbOptions { UniformLow: var low, UniformHigh: var high } && low >= high)
+            yield return $"option 'uniform_low' ({low}) must be below 'uniform_high' ({high})";
         if (options is IConstantFill { BaselineValue: { } constant })
             foreach (var e in Baselines.CheckConstant(constant, "baseline", context.Model.DefaultInput)) yield return e;
         foreach (var e in ValidateMetric(options, context)) yield return e;

@@ -24,6 +24,9 @@ public enum Fill
     /// <summary>Uniform noise U[0, 1) in the model's input space (normalised values), seeded per input: Quantus's
     /// <c>"uniform"</c> as it draws on the tensors it is given.</summary>
     UniformInput,
+    /// <summary>One U[0, 1) value per input and perturbation (a step, region, segment, subset or sample), in the model's
+    /// input space, written to every value that perturbation replaces: Quantus's batched <c>"uniform"</c>.</summary>
+    UniformStep,
 }
 
 /// <summary>One batch as a metric sees it: the input, the linked step's maps (reused, not recomputed) and what they
@@ -70,12 +73,15 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     }
 
     /// <summary>The replacement values N×C×H×W: <paramref name="constant"/> (one value or one per channel, in the
-    /// model's input space, as Quantus's numeric <c>perturb_baseline</c>) when given, else <paramref name="fill"/>.</summary>
-    public Tensor Baseline(Fill fill, float[]? constant = null)
+    /// model's input space, as Quantus's numeric <c>perturb_baseline</c>) when given, else <paramref name="fill"/>; the
+    /// uniform fills draw U[<paramref name="low"/>, <paramref name="high"/>) (Quantus uniform_low, uniform_high), and
+    /// <see cref="Fill.UniformStep"/> one value per input here (one perturbation: see <see cref="PerStep"/>).</summary>
+    public Tensor Baseline(Fill fill, float[]? constant = null, double low = 0, double high = 1)
     {
         if (constant is not null) return ImageOps.ConstantBaseline(X, constant, "baseline");
         using var scope = NewDisposeScope();
         var x = X;
+        Tensor Uniform(long[] shape) => stack(generators.Select(g => rand(shape, generator: g)).ToArray()) * (float)(high - low) + (float)low;
         var b = fill switch
         {
             Fill.Min => x.amin([1, 2, 3], keepdim: true).expand_as(x),
@@ -83,10 +89,31 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
             Fill.Max => x.amax([1, 2, 3], keepdim: true).expand_as(x),
             Fill.Zero => zeros_like(x),
             Fill.Black => ctx.Input.Normalize(zeros_like(x)),
-            Fill.UniformInput => stack(generators.Select(g => rand([x.shape[1], x.shape[2], x.shape[3]], generator: g)).ToArray()),
-            _ => ctx.Input.Normalize(stack(generators.Select(g => rand([x.shape[1], x.shape[2], x.shape[3]], generator: g)).ToArray())),
+            Fill.UniformInput => Uniform([x.shape[1], x.shape[2], x.shape[3]]),
+            Fill.UniformStep => Uniform([1, 1, 1]).expand_as(x),
+            _ => ctx.Input.Normalize(Uniform([x.shape[1], x.shape[2], x.shape[3]])),
         };
-        return scope.MoveToOuter(b.contiguous());
+        return scope.MoveToOuter(b.to(x.dtype).contiguous());
+    }
+
+    /// <summary>The replacement values of a metric that perturbs <paramref name="steps"/> groups of pixels one call
+    /// each (<paramref name="step"/>: each pixel's group, N×D, values ≥ steps in none): <paramref name="baseline"/>, but
+    /// for <see cref="Fill.UniformStep"/> every group's pixels get their own U[low, high) value (per input, drawn in
+    /// group order), as Quantus's batched replacement draws one value per call.</summary>
+    public Tensor PerStep(Fill? fill, Tensor baseline, Tensor step, long steps, double low = 0, double high = 1)
+    {
+        if (fill != Fill.UniformStep) return baseline;
+        using var scope = NewDisposeScope();
+        var u = Scalars(steps, low, high);                                                       // N×steps
+        var value = u.gather(1, step.clamp(0, Math.Max(steps - 1, 0)));                         // N×D
+        return scope.MoveToOuter(value.view(N, 1, X.shape[2], X.shape[3]).expand_as(X).to(X.dtype).contiguous());
+    }
+
+    /// <summary>U[low, high) values N×<paramref name="count"/>, each input's from its own generator, in order.</summary>
+    public Tensor Scalars(long count, double low, double high)
+    {
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(stack(generators.Select(g => rand(Math.Max(count, 1), generator: g)).ToArray()).narrow(1, 0, count) * (float)(high - low) + (float)low);
     }
 
     /// <summary>Model output for the explained target on <paramref name="copies"/> perturbed versions of every input:
@@ -150,6 +177,15 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         // One select instead of x·(1 − m) + baseline·m (four passes over the copies); the same values.
         var m = replace.to(ScalarType.Bool).view(N, -1, 1, h, w);
         return where(m, baseline.unsqueeze(1), x.unsqueeze(1));
+    }
+
+    /// <summary>x with the features where <paramref name="replace"/> (N×k×D) set to one value per copy
+    /// (<paramref name="values"/>, N×k): N×k×C×H×W.</summary>
+    public Tensor ReplaceWith(Tensor replace, Tensor values)
+    {
+        long h = X.shape[2], w = X.shape[3], k = values.shape[1];
+        var m = replace.to(ScalarType.Bool).view(N, k, 1, h, w);
+        return where(m, values.to(X.dtype).view(N, k, 1, 1, 1), X.unsqueeze(1));
     }
 }
 
@@ -294,11 +330,21 @@ public abstract record PerturbOptions : MetricOptions, IConstantFill
     [Description("divide the channel-summed map by its max |·| first (Quantus normalise with normalise_by_max, per map; default: Quantus's per metric)")]
     public bool? Normalise { get; init; }
     /// <summary>Replacement.</summary>
-    [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean, uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, as Quantus draws on normalised tensors), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
+    [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean, uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, one value per element), uniform-step (one U[0,1) value per input and perturbation step, in the model's input space: Quantus's batched 'uniform'), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill? Baseline { get; init; }
     /// <summary>Constant replacement (<c>baseline: 0.5</c> binds here).</summary>
     [Description("a constant given to 'baseline': one value or one per channel, in the model's input space")]
     public float[]? BaselineValue { get; init; }
+    /// <summary>Low end of the uniform fills.</summary>
+    [Range(-1e6, 1e6), Description("the uniform fills draw U[uniform_low, uniform_high) (Quantus's uniform_low: 0)")]
+    public double UniformLow { get; init; }
+    /// <summary>High end of the uniform fills.</summary>
+    [Range(-1e6, 1e6), Description("the uniform fills draw U[uniform_low, uniform_high) (Quantus's uniform_high: 1)")]
+    public double UniformHigh { get; init; } = 1;
+    /// <summary>The baseline these options ask for, or <paramref name="fallback"/> (the metric's default).</summary>
+    public Tensor BaselineOf(MetricBatch b, Fill fallback) => b.Baseline(Baseline ?? fallback, BaselineValue, UniformLow, UniformHigh);
+    /// <summary>The fill these options ask for (a constant counts as none of the named ones).</summary>
+    public Fill? FillOf(Fill fallback) => BaselineValue is null ? Baseline ?? fallback : null;
     /// <summary>Softmax.</summary>
     [Description("score the class probability (true) or the target logit (false); default: Quantus's per metric")]
     public bool? Softmax { get; init; }

@@ -136,15 +136,17 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
         long n = b.N, h = x.shape[2], w = x.shape[3];
         var baseline = b.Baseline(o.Baseline, o.BaselineValue);
         var fx = b.Clean(o.Softmax);
-        // Σ_c Φ·(x − baseline) per pixel: a copy's IᵀΦ is the sum over the pixels it replaced.
-        var contribution = (phi * (x - baseline)).sum(1).to(ScalarType.Float64).reshape(n, h * w);
         Tensor? aa = null, ab = null, bb = null, gap = null;
         foreach (int p in o.PatchSizes)
         {
             var block = tensor(BlockOfPixel(h, w, p));
             long blocks = block.max().ToInt64() + 1;
+            // uniform-step: one value per block, as Quantus draws one per replacement call.
+            var fill = b.PerStep(o.BaselineValue is null ? o.Baseline : null, baseline, block.expand(n, -1), blocks);
+            // Σ_c Φ·(x − fill) per pixel: a copy's IᵀΦ is the sum over the pixels it replaced.
+            var contribution = (phi * (x - fill)).sum(1).to(ScalarType.Float64).reshape(n, h * w);
             var dot = zeros(n, blocks, dtype: ScalarType.Float64).index_add_(1, block, contribution, 1).cumsum(1);
-            var drop = fx.unsqueeze(1) - b.Outputs(blocks, (k0, k) => b.Replace((block.view(1, 1, -1) <= arange(k0, k0 + k).view(1, k, 1)).expand(n, k, -1), baseline), o.Softmax);
+            var drop = fx.unsqueeze(1) - b.Outputs(blocks, (k0, k) => b.Replace((block.view(1, 1, -1) <= arange(k0, k0 + k).view(1, k, 1)).expand(n, k, -1), fill), o.Softmax);
             var (a2, a1, b2, g, _) = Sums(dot, drop, 1);
             aa = Add(aa, a2 / blocks); ab = Add(ab, a1 / blocks); bb = Add(bb, b2 / blocks); gap = Add(gap, g / blocks);
         }

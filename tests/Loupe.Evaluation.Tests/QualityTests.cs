@@ -443,6 +443,66 @@ public class QualityTests
     }
 
     [Fact]
+    public void UniformStepDrawsOneValuePerPerturbation()
+    {
+        // Quantus's batched "uniform": one U[low, high) value per input and perturbation call. Region perturbation with
+        // one 28×28 region: the copy is the constant u, so the score is (z(x) − z(u))/2, z = 20·mean_R(relu ·) − 5.
+        // Faithfulness correlation: run j replaces its subset by u_j. Each input's generator first gives the metric's
+        // one-call baseline (a value per input), then the subsets (faithfulness correlation), then the values.
+        var (r, images) = SeededRegionRun(8, 19, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: rp, uses: region-perturbation, with: { of: gxi, patch: 28, regions: 1, softmax: false, baseline: uniform-step, uniform_low: -1, uniform_high: 3 } }
+              - { id: fc, uses: faithfulness-correlation, with: { of: gxi, runs: 6, subset_size: 60, baseline: uniform-step } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        static double Z(Func<int, double> x)
+        {
+            double sum = 0;
+            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
+                for (int xx = RegionNet.Lo; xx < RegionNet.Hi; xx++) sum += Math.Max(0, x(y * 28 + xx));
+            return 20 * sum / ((RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo)) - 5;
+        }
+        static bool InRegion(int p) => p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;
+        var rp = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "rp", "region_perturbation.json")))!["inputs"]!.AsArray();
+        var fc = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "fc", "faithfulness_correlation.json")))!["inputs"]!.AsArray();
+        var values = new List<double>();
+        for (int i = 0; i < 3; i++)
+        {
+            Func<int, double> x = p => images[i * 784 + p];
+            using (var g = InputGenerator(8, "rp", rp[i]!["id"]!.GetValue<string>()))
+            {
+                TorchSharp.torch.rand([1, 1, 1], generator: g).Dispose();                           // the one-call baseline
+                double u = TorchSharp.torch.rand(1, generator: g).data<float>()[0] * 4f - 1f;
+                double want = (Z(x) - (20 * Math.Max(0, u) - 5)) / 2, got = rp[i]!["value"]!.GetValue<double>();
+                Assert.True(Math.Abs(got - want) < 1e-4, $"rp[{i}]: {got} against {want} (u = {u})");
+                values.Add(u);
+            }
+            using (var g = InputGenerator(8, "fc", fc[i]!["id"]!.GetValue<string>()))
+            {
+                TorchSharp.torch.rand([1, 1, 1], generator: g).Dispose();
+                var subsets = Enumerable.Range(0, 6).Select(_ => TorchSharp.torch.randperm(784, generator: g).narrow(0, 0, 60).data<long>().ToArray()).ToArray();
+                var us = TorchSharp.torch.rand(6, generator: g).data<float>().ToArray();
+                double zx = Z(x), max = Enumerable.Range(0, 784).Where(InRegion).Max(p => Math.Max(0, x(p)));
+                var sums = new double[6];
+                var drops = new double[6];
+                for (int j = 0; j < 6; j++)
+                {
+                    var set = subsets[j].ToHashSet();
+                    sums[j] = set.Where(p => InRegion((int)p)).Sum(p => Math.Max(0, x((int)p)) / max);   // the map relu(x)·c, normalised
+                    drops[j] = zx - Z(p => set.Contains(p) ? us[j] : x(p));
+                }
+                double ms = sums.Average(), md = drops.Average();
+                double cov = sums.Zip(drops, (s1, d) => (s1 - ms) * (d - md)).Sum();
+                double want = cov / Math.Sqrt(sums.Sum(s1 => (s1 - ms) * (s1 - ms)) * drops.Sum(d => (d - md) * (d - md)));
+                double got = fc[i]!["value"]!.GetValue<double>();
+                Assert.True(Math.Abs(got - want) < 1e-4, $"fc[{i}]: {got} against {want}");
+            }
+        }
+        Assert.All(values, u => Assert.InRange(u, -1, 3));
+        Assert.Contains(values, u => u > 1);   // beyond U[0, 1): the bounds are used
+    }
+
+    [Fact]
     public void RelativeStabilitiesFollowQuantusNoiseAndDenominators()
     {
         // Gradient × input of the region CNN is c·x on the region (c = 20/64) and 0 elsewhere, and the logits are
