@@ -51,6 +51,8 @@ public class QualityMoreTests
               - { id: road_morf, uses: road, with: { of: m, percentages: [5, 20, 40, 60, 80, 95], noise: 0 } }
               - { id: road_lerf, uses: road, with: { of: m, percentages: [5, 20, 40, 60, 80, 95], noise: 0, order: lerf } }
               - { id: continuity, uses: continuity, with: { of: sal, steps: 3, shift: 2 } }
+              - { id: continuity_quantus, uses: continuity, with: { of: sal, sweep: quantus } }
+              - { id: continuity_nan, uses: continuity, with: { of: sal, sweep: quantus, nan_when_prediction_changes: true } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
         Close(Want("irof"), Values(r, "irof", "irof"), "irof");
@@ -70,6 +72,15 @@ public class QualityMoreTests
             Assert.True(File.Exists(Path.Combine(r.OutDir!, $"road_{order}", "road_curve.png")), "the curve's plot");
         }
         Close(Want("continuity"), Values(r, "continuity", "continuity"), "continuity", 1e-5);
+        Close(Want("continuity_quantus"), Values(r, "continuity_quantus", "continuity"), "continuity (Quantus's sweep)", 1e-5);
+        // Shifting the region's content out of it changes the class: every input changed (numpy), so every one is NaN.
+        Assert.All(Expected["continuity_quantus_changed"]!.AsArray(), c => Assert.True(c!.GetValue<bool>()));
+        Assert.All(Values(r, "continuity_nan", "continuity"), v => Assert.True(double.IsNaN(v)));
+        // Quantus 0.6's shifts: −W + k·⌊(2W + 1)/steps⌋, k = 1..steps.
+        var quantus = new Loupe.Analysis.Evaluation.ContinuityOptions { Sweep = Loupe.Analysis.Evaluation.ContinuitySweep.Quantus };
+        Assert.Equal(Enumerable.Range(1, 28).Select(k => -28L + 2 * k), Loupe.Analysis.Evaluation.Continuity.Shifts(quantus, 28));
+        Assert.Equal(new long[] { -17, -6, 5, 16, 27 }, Loupe.Analysis.Evaluation.Continuity.Shifts(quantus with { Steps = 5 }, 28));
+        Assert.Equal(new long[] { 2, 4, 6 }, Loupe.Analysis.Evaluation.Continuity.Shifts(new() { Steps = 3, Shift = 2 }, 28));
         Assert.Contains("\"higher_is_better\": true", File.ReadAllText(Path.Combine(r.OutDir!, "road_lerf", "road.json")));
         Assert.Contains("\"higher_is_better\": false", File.ReadAllText(Path.Combine(r.OutDir!, "road_morf", "road.json")));
     }
