@@ -61,6 +61,42 @@ public class QualityTests
         r.Manifest?["steps"]?.AsArray().Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {((string?)s["error"])?.Split('\n')[0]}") ?? []);
 
     [Fact]
+    public void PointingGameTakesQuantussTiesSignAndWeights()
+    {
+        // Two inputs whose object mask is the region R (the only bright pixels). Input 0's map ties its maximum 5 at
+        // pixel (0, 0), outside R and first in raster order, and inside R; input 1's maximum 3 is inside R, with −9 at
+        // (27, 27). ties first: miss, hit; any (Quantus): hit, hit; weighted: a hit scores 1 − |R|/784; abs true: |−9|
+        // wins on input 1, outside R.
+        var images = new float[2 * 784];
+        var maps = new float[2 * 784];
+        int inside = RegionNet.Lo * 28 + RegionNet.Lo + 1;
+        for (int i = 0; i < 2; i++)
+            for (int p = 0; p < 784; p++)
+                if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi) images[i * 784 + p] = 0.8f;
+        maps[0] = 5; maps[inside] = 5; maps[784 + inside] = 3; maps[784 + 783] = -9;
+        var dir = Env.TempDir();
+        File.WriteAllBytes(Path.Combine(dir, "x.npy"), Npy.Encode(new NdArray(images, [2, 1, 28, 28])));
+        File.WriteAllBytes(Path.Combine(dir, "m.npy"), Npy.Encode(new NdArray(maps, [2, 28, 28])));
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(dir, "x.npy"))}} } }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(Path.Combine(dir, "m.npy"))}} } }
+              - { id: first, uses: pointing-game, with: { of: m, tolerance: 0 } }
+              - { id: any, uses: pointing-game, with: { of: m, tolerance: 0, ties: any } }
+              - { id: weighted, uses: pointing-game, with: { of: m, tolerance: 0, ties: any, weighted: true } }
+              - { id: abs, uses: pointing-game, with: { of: m, tolerance: 0, ties: any, abs: true } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        double area = (RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo) / 784.0;
+        Assert.Equal(0.5, Env.Metric(r, "first", "hit_rate"), 1e-12);
+        Assert.Equal(1.0, Env.Metric(r, "any", "hit_rate"), 1e-12);
+        Assert.Equal(1 - area, Env.Metric(r, "weighted", "hit_rate"), 1e-12);
+        Assert.Equal(0.5, Env.Metric(r, "abs", "hit_rate"), 1e-12);
+    }
+
+    [Fact]
     public void SignedAttributionLocalisationLeavesOutRatiosAboveOne()
     {
         using var scope = TorchSharp.torch.NewDisposeScope();
