@@ -30,7 +30,7 @@ public sealed record FaithfulnessOptions : PerturbOptions
     [Description("sensitivity-n: subset sizes n as fractions of the pixels (Ancona et al. sweep n up to 80%)")]
     public double[] Fractions { get; init; } = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8];
     /// <summary>Order.</summary>
-    [Description("region-perturbation and road: morf (most relevant first; higher is better for region-perturbation's AOPC, lower for road's accuracy) or lerf (least relevant first; the reverse)")]
+    [Description("region-perturbation and road: morf (most relevant first; higher is better for region-perturbation's AOPC, lower for road's accuracy) or lerf (least relevant first; the reverse); region-perturbation also random (the grid's regions in a random order seeded per input, Quantus's reference curve)")]
     public RegionOrder Order { get; init; } = RegionOrder.Morf;
     /// <summary>Superpixels.</summary>
     [Range(2, 100_000), Description("irof: approximate number of SLIC superpixels (skimage's default, which Quantus uses: 100)")]
@@ -65,6 +65,8 @@ public enum RegionOrder
     Morf,
     /// <summary>Least relevant first.</summary>
     Lerf,
+    /// <summary>region-perturbation: a random order of the grid's regions, seeded per input (Quantus order "random").</summary>
+    Random,
 }
 
 /// <summary>Base of the faithfulness metrics: the map ranks pixels (per-channel maps summed over channels), perturbed
@@ -297,18 +299,37 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
-    protected override bool HigherIsBetterWith(FaithfulnessOptions options) => options.Order == RegionOrder.Morf;
+    protected override bool HigherIsBetterWith(FaithfulnessOptions options) => options.Order != RegionOrder.Lerf;
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
+    {
+        if (o.Order == RegionOrder.Random && o.Windows == RegionWindows.Sliding)
+            yield return "option 'order': random takes the grid's regions (windows: grid), as Quantus 0.6";
+    }
 
     /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
-        var step = RegionSteps(o, b, a, o.Order == RegionOrder.Morf, o.Regions, out var counts);
+        var step = o.Order == RegionOrder.Random ? RandomBlocks(o, b, out var counts) : RegionSteps(o, b, a, o.Order == RegionOrder.Morf, o.Regions, out counts);
         var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, counts.Max(), b.X, PerStep(o, b, baseline, step, counts.Max()), softmax)], 1);
         long[] lengths = [.. counts.Select(l => l + 1)];
         long width = 1 + Math.Min(o.Regions, RegionBound(o, b));
         b.RecordCurves(curve, lengths, new([.. Enumerable.Range(0, (int)width).Select(k => (double)k)],
-            $"{o.Patch}×{o.Patch} regions replaced ({(o.Order == RegionOrder.Morf ? "most" : "least")} relevant first)", OutputTitle(softmax)));
+            $"{o.Patch}×{o.Patch} regions replaced ({(o.Order == RegionOrder.Random ? "in a random order" : o.Order == RegionOrder.Morf ? "most relevant first" : "least relevant first")})", OutputTitle(softmax)));
         return RowPrefixes(curve, lengths, QualityFormulas.Aopc);
+    }
+
+    /// <summary>The grid's blocks (as <c>windows: grid</c> cuts them) in a random order per input: block j of the
+    /// raster order is perturbed at step perm[j], perm a permutation drawn from the input's generator.</summary>
+    static Tensor RandomBlocks(FaithfulnessOptions o, MetricBatch b, out long[] counts)
+    {
+        long h = b.X.shape[2], w = b.X.shape[3];
+        var block = tensor(Infidelity.BlockOfPixel(h, w, o.Patch));
+        long blocks = block.max().item<long>() + 1;
+        var step = stack(b.Generators.Select(g => randperm(blocks, generator: g).index_select(0, block)).ToArray());   // N×D
+        counts = Enumerable.Repeat(Math.Min(blocks, o.Regions), (int)b.N).ToArray();
+        return step;
     }
 }
 

@@ -120,7 +120,8 @@ public sealed class Road : FaithfulnessMetric
     }
 
     /// <inheritdoc/>
-    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context) => PercentageErrors(o);
+    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context) =>
+        o.Order == RegionOrder.Random ? [.. PercentageErrors(o), "option 'order': road takes morf or lerf"] : PercentageErrors(o);
 
     static IEnumerable<string> PercentageErrors(FaithfulnessOptions o)
     {

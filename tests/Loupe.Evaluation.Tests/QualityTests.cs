@@ -338,6 +338,8 @@ public class QualityTests
               - { id: y, uses: road, with: { of: m, percentages: [10, 50], expect: ["road_p50_mean < 0.5", "road_p30_mean < 0.5"] } }
               - { id: z, uses: pixel-flipping, with: { of: m, baseline: [0.1, 0.2] } }
               - { id: z2, uses: continuity, with: { of: m, baseline: [0.1, 0.2, 0.3] } }
+              - { id: z3, uses: road, with: { of: m, order: random } }
+              - { id: z4, uses: region-perturbation, with: { of: m, order: random, windows: sliding } }
             """);
         Assert.Equal(2, r.ExitCode);
         Assert.Contains(r.Errors, e => e.Message.Contains("step 'v'") && e.Message.Contains("'lower_bound' (0.3) must be below 'radius' (0.2)"));
@@ -345,6 +347,8 @@ public class QualityTests
         // A constant fill needs one value or one per channel (the region CNN has one).
         Assert.Contains(r.Errors, e => e.Message.Contains("step 'z'") && e.Message.Contains("option 'baseline': give one value or one per channel (1), got 2"));
         Assert.Contains(r.Errors, e => e.Message.Contains("step 'z2'") && e.Message.Contains("option 'baseline': give one value or one per channel (1), got 3"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'z3'") && e.Message.Contains("road takes morf or lerf"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'z4'") && e.Message.Contains("random takes the grid's regions"));
         Assert.Contains(r.Errors, e => e.Message.Contains("step 'x'") && e.Message.Contains("must list values in [0, 100]"));
         // ROAD's per-percentage series are known to expect: p50 passes validation, p30 (not a percentage) does not.
         Assert.Contains(r.Errors, e => e.Message.Contains("unknown metric 'road_p30_mean'") && e.Message.Contains("road_p50_mean"));
@@ -476,6 +480,34 @@ public class QualityTests
                 Assert.True(Math.Abs(got - want) < 1e-4, $"{step}[{i}]: {got} against {want}");
             }
         }
+    }
+
+    [Fact]
+    public void RandomRegionOrderIsAPermutationOfTheGridSeededPerInput()
+    {
+        // patch 14 cuts 28×28 into four blocks; the region R lies in block 0, so the logit stays z until block 0 is
+        // replaced (fill: the image minimum 0, z = −5 after) at step perm[0] + 1, perm the input's first draw
+        // (randperm(4)): AOPC = (4 − perm[0])·(z + 5)/5.
+        var (r, images) = SeededRegionRun(9, 23, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: rnd, uses: region-perturbation, with: { of: gxi, patch: 14, regions: 4, softmax: false, baseline: min, order: random } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "rnd", "region_perturbation.json")))!["inputs"]!.AsArray();
+        var firsts = new List<long>();
+        for (int i = 0; i < 3; i++)
+        {
+            double sum = 0;
+            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
+                for (int x = RegionNet.Lo; x < RegionNet.Hi; x++) sum += Math.Max(0, images[i * 784 + y * 28 + x]);
+            double z = 20 * sum / 64 - 5;
+            using var g = InputGenerator(9, "rnd", inputs[i]!["id"]!.GetValue<string>());
+            long first = TorchSharp.torch.randperm(4, generator: g).data<long>()[0];
+            firsts.Add(first);
+            double want = (4 - first) * (z + 5) / 5, got = inputs[i]!["value"]!.GetValue<double>();
+            Assert.True(Math.Abs(got - want) < 1e-4, $"rnd[{i}]: {got} against {want} (block 0 at step {first + 1})");
+        }
+        Assert.True(firsts.Distinct().Count() > 1, "the order differs between inputs");
     }
 
     [Fact]
