@@ -5,6 +5,17 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
+/// <summary>A norm of a flattened map (Quantus's norm_func).</summary>
+public enum MapNorm
+{
+    /// <summary>Frobenius: the L2 norm of all values.</summary>
+    Fro,
+    /// <summary>L2 (the same as <see cref="Fro"/> on a flattened map).</summary>
+    L2,
+    /// <summary>The largest |value|.</summary>
+    Linf,
+}
+
 /// <summary>Options of the robustness metrics (each re-runs the evaluated method on perturbed inputs).</summary>
 public sealed record StabilityOptions : MetricOptions
 {
@@ -26,6 +37,12 @@ public sealed record StabilityOptions : MetricOptions
     /// <summary>Skip changed predictions.</summary>
     [Description("leave out perturbed samples whose top-1 class changed (Quantus: true for relative-*-stability, false otherwise)")]
     public bool? SkipChangedPredictions { get; init; }
+    /// <summary>Numerator norm.</summary>
+    [Description("avg-sensitivity and max-sensitivity: the norm of Φ(x) − Φ(x') (Quantus norm_numerator: fro; l2 is the same on the flat map; linf the largest |·|)")]
+    public MapNorm NormNumerator { get; init; } = MapNorm.Fro;
+    /// <summary>Denominator norm.</summary>
+    [Description("avg-sensitivity and max-sensitivity: the norm of Φ(x) (Quantus norm_denominator: fro)")]
+    public MapNorm NormDenominator { get; init; } = MapNorm.Fro;
     /// <summary>Probabilities.</summary>
     [Description("relative-output-stability: compare the class probabilities instead of the logits (Quantus softmax; default false)")]
     public bool Softmax { get; init; }
@@ -183,7 +200,9 @@ public abstract class MapSensitivity : StabilityMetric
 {
     /// <inheritdoc/>
     protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
-        Norm(e - es) / Norm(e).clamp_min(1e-30);
+        Of(o.NormNumerator, e - es) / Of(o.NormDenominator, e).clamp_min(1e-30);
+
+    static Tensor Of(MapNorm norm, Tensor t) => norm == MapNorm.Linf ? t.abs().amax([1]) : Norm(t);
 }
 
 /// <summary><c>local-lipschitz</c> (Alvarez-Melis &amp; Jaakkola 2018; Quantus LocalLipschitzEstimate): the max over

@@ -662,6 +662,7 @@ public class QualityTests
               - { id: avg, uses: avg-sensitivity, with: { of: gxi, samples: 4 } }
               - { id: max, uses: max-sensitivity, with: { of: gxi, samples: 4 } }
               - { id: maxn, uses: max-sensitivity, with: { of: gxi, samples: 4, normalise: true, abs: true } }
+              - { id: maxi, uses: max-sensitivity, with: { of: gxi, samples: 4, norm_numerator: linf, norm_denominator: l2 } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
         double[] Map(Func<int, double> x, bool normalise)
@@ -672,7 +673,7 @@ public class QualityTests
             double m = e.Max(Math.Abs);
             return normalise ? e.Select(v => v / m).ToArray() : e;
         }
-        foreach (var (step, file, max, normalise) in new[] { ("avg", "avg_sensitivity", false, false), ("max", "max_sensitivity", true, false), ("maxn", "max_sensitivity", true, true) })
+        foreach (var (step, file, max, normalise) in new[] { ("avg", "avg_sensitivity", false, false), ("max", "max_sensitivity", true, false), ("maxn", "max_sensitivity", true, true), ("maxi", "max_sensitivity", true, false) })
         {
             var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, file + ".json")))!["inputs"]!.AsArray();
             for (int i = 0; i < 3; i++)
@@ -684,7 +685,8 @@ public class QualityTests
                 {
                     var u = TorchSharp.torch.rand([1, 1, 28, 28], generator: g).data<float>().ToArray();
                     var es = Map(p => images[i * 784 + p] + (float)(u[p] * 0.4 - 0.2), normalise);
-                    ratios.Add(Math.Sqrt(e.Zip(es, (a, b) => (a - b) * (a - b)).Sum()) / Math.Sqrt(e.Sum(v => v * v)));
+                    double numerator = step == "maxi" ? e.Zip(es, (a, b) => Math.Abs(a - b)).Max() : Math.Sqrt(e.Zip(es, (a, b) => (a - b) * (a - b)).Sum());
+                    ratios.Add(numerator / Math.Sqrt(e.Sum(v => v * v)));
                 }
                 double want = max ? ratios.Max() : ratios.Average(), got = inputs[i]!["value"]!.GetValue<double>();
                 Assert.True(Math.Abs(got - want) <= 1e-4 * Math.Abs(want) + 1e-7, $"{step}[{i}]: {got} against {want}");
