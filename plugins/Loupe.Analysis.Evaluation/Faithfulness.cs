@@ -47,6 +47,9 @@ public sealed record FaithfulnessOptions : PerturbOptions
     /// <summary>ROAD noise.</summary>
     [Range(0.0, 1000.0), Description("road: σ of the Gaussian noise added to imputed values, normalised units, seeded per input (Quantus: 0.01)")]
     public double Noise { get; init; } = 0.01;
+    /// <summary>The correlation.</summary>
+    [Description("faithfulness-correlation, faithfulness-estimate and sensitivity-n (default pearson), monotonicity-correlation (default spearman): pearson, spearman or kendall (τ-b) — Quantus's similarity_func")]
+    public Similarity? Similarity { get; init; }
 }
 
 /// <summary>Where <c>region-perturbation</c> and <c>selectivity</c> find their regions.</summary>
@@ -186,7 +189,7 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
             return values is null ? b.Replace(m, baseline) : b.ReplaceWith(m, values.narrow(1, k0, k));
         }, softmax);
         var sums = a.gather(1, idx.view(b.N, -1)).view(b.N, runs, size).sum(2);
-        return scope.MoveToOuter(QualityFormulas.PearsonRows(sums, fx.unsqueeze(1) - f));
+        return scope.MoveToOuter(QualityFormulas.CorrelationRows(o.Similarity ?? Similarity.Pearson, sums, fx.unsqueeze(1) - f));
     }
 }
 
@@ -207,7 +210,7 @@ public sealed class FaithfulnessEstimate : FaithfulnessMetric
     {
         var step = PixelSteps(o, b, a, true, out var steps);
         var drop = b.Clean(softmax).unsqueeze(1) - Single(b, step, steps, PerStep(o, b, baseline, step, steps), softmax);
-        return QualityFormulas.PearsonRows(StepSums(a, step, steps), drop);
+        return QualityFormulas.CorrelationRows(o.Similarity ?? Similarity.Pearson, StepSums(a, step, steps), drop);
     }
 }
 
@@ -408,6 +411,6 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
         var fx = b.Clean(softmax);
         var inv = where(fx.abs() >= 1e-5, 1 / (fx * fx), ones_like(fx));
         var variance = (f - fx.view(-1, 1, 1)).pow(2).mean([2]) * inv.unsqueeze(1);
-        return QualityFormulas.SpearmanRows(StepSums(a, step, steps), variance);
+        return QualityFormulas.CorrelationRows(o.Similarity ?? Similarity.Spearman, StepSums(a, step, steps), variance);
     }
 }

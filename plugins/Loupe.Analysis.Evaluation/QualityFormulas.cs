@@ -4,6 +4,17 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
+/// <summary>How a correlation metric compares its two series (Quantus's similarity_func).</summary>
+public enum Similarity
+{
+    /// <summary>Pearson's r.</summary>
+    Pearson,
+    /// <summary>Spearman's ρ (average ranks for ties).</summary>
+    Spearman,
+    /// <summary>Kendall's τ-b.</summary>
+    Kendall,
+}
+
 /// <summary>The published formulas of the Quantus-style metrics on flattened maps: <c>a</c> is N×D (one value per
 /// feature), <c>s</c> an N×D bool mask, model outputs are N×T curves. Float64 throughout; NaN where a formula is
 /// undefined (e.g. an empty mask), as Quantus does. Pure functions: the metric classes only gather their inputs.</summary>
@@ -127,6 +138,41 @@ public static class QualityFormulas
         var den = ((a * a).sum(1) * (b * b).sum(1)).sqrt();
         var r = (a * b).sum(1) / den;
         return scope.MoveToOuter(where(den > 0, r, full_like(r, double.NaN)));
+    }
+
+    /// <summary>The correlation <paramref name="kind"/> of two N×T tensors, row by row (NaN for a constant row).</summary>
+    public static Tensor CorrelationRows(Similarity kind, Tensor x, Tensor y) => kind switch
+    {
+        Similarity.Spearman => SpearmanRows(x, y),
+        Similarity.Kendall => KendallRows(x, y),
+        _ => PearsonRows(x, y),
+    };
+
+    /// <summary>Kendall's τ-b of two N×T tensors, row by row (scipy's kendalltau default): (concordant − discordant)
+    /// pairs over √((n₀ − ties in x)(n₀ − ties in y)), n₀ = T(T−1)/2; NaN when either row is constant. O(T²) per row.</summary>
+    public static Tensor KendallRows(Tensor x, Tensor y)
+    {
+        using var scope = NewDisposeScope();
+        long n = x.shape[0], t = x.shape[1];
+        var a = x.to(ScalarType.Float64).contiguous().data<double>().ToArray();
+        var b = y.to(ScalarType.Float64).contiguous().data<double>().ToArray();
+        var tau = new double[n];
+        Parallel.For(0, (int)n, row =>
+        {
+            long s = 0, tiesA = 0, tiesB = 0;
+            int o = (int)(row * t);
+            for (int i = 0; i < t; i++)
+                for (int j = i + 1; j < t; j++)
+                {
+                    int sa = Math.Sign(a[o + i] - a[o + j]), sb = Math.Sign(b[o + i] - b[o + j]);
+                    s += sa * sb;
+                    if (sa == 0) tiesA++;
+                    if (sb == 0) tiesB++;
+                }
+            double pairs = t * (t - 1) / 2.0, den = Math.Sqrt((pairs - tiesA) * (pairs - tiesB));
+            tau[row] = den > 0 ? s / den : double.NaN;
+        });
+        return scope.MoveToOuter(tensor(tau));
     }
 
     /// <summary>Spearman correlation of two N×T tensors, row by row (average ranks for ties).</summary>

@@ -41,6 +41,8 @@ public class QualityTests
           - { id: non_sensitivity_fis4, uses: non-sensitivity, with: { of: m, features_in_step: 4, softmax: false } }
           - { id: faithfulness_estimate, uses: faithfulness-estimate, with: { of: m } }
           - { id: faithfulness_estimate_constant, uses: faithfulness-estimate, with: { of: m, baseline: 0.3 } }
+          - { id: faithfulness_estimate_kendall, uses: faithfulness-estimate, with: { of: m, similarity: kendall } }
+          - { id: monotonicity_correlation_pearson, uses: monotonicity-correlation, with: { of: m, features_in_step: 16, runs: 2, baseline: min, softmax: false, similarity: pearson } }
           - { id: monotonicity, uses: monotonicity, with: { of: m, features_in_step: 16 } }
           - { id: monotonicity_correlation, uses: monotonicity-correlation, with: { of: m, features_in_step: 16, runs: 2, baseline: min, softmax: false } }
           - { id: pixel_flipping, uses: pixel-flipping, with: { of: m, features_in_step: 16 } }
@@ -193,12 +195,13 @@ public class QualityTests
         var r = Fixed.Value;
         Assert.True(r.ExitCode == 0, Failures(r));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected.json")))!.AsObject();
-        Assert.Equal(29, expected.Count);
+        Assert.Equal(31, expected.Count);
         foreach (var (step, values) in expected)
         {
             var key = step.StartsWith("region_perturbation") ? "region_perturbation" : step.StartsWith("non_sensitivity") ? "non_sensitivity"
                 : step.StartsWith("selectivity") ? "selectivity" : step.StartsWith("completeness") ? "completeness"
                 : step.StartsWith("faithfulness_estimate") ? "faithfulness_estimate" : step.StartsWith("infidelity") ? "infidelity"
+                : step.StartsWith("monotonicity_correlation") ? "monotonicity_correlation"
                 : step.StartsWith("top_k_intersection") ? "top_k_intersection" : step.StartsWith("attribution_localisation") ? "attribution_localisation" : step;
             var got = Values(r, step, key);
             var want = values!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
