@@ -13,7 +13,7 @@ public sealed record InfidelityOptions : MetricOptions, IConstantFill
     [Description("gaussian (Captum's infidelity: I ~ N(0, σ²) per input element, `samples` draws) or blocks (Quantus 0.6's Infidelity: patch × patch blocks of every channel replaced by the baseline cumulatively, in raster order)")]
     public InfidelityPerturbation Perturbation { get; init; } = InfidelityPerturbation.Gaussian;
     /// <summary>Perturbations.</summary>
-    [Range(1, 100_000), Description("gaussian: perturbations per input (Captum n_perturb_samples: 10); unused by blocks (Quantus repeats its deterministic pass n_perturb_samples times: the same number)")]
+    [Range(1, 100_000), Description("gaussian: perturbations per input (Captum n_perturb_samples: 10); blocks: passes with a random baseline, each drawn afresh (with a fixed baseline Quantus's repeated passes give the same number: one runs)")]
     public int Samples { get; init; } = 10;
     /// <summary>σ.</summary>
     [Range(0.0, 1000.0), Description("gaussian: σ of the perturbation I ~ N(0, σ²), in normalised input units")]
@@ -134,23 +134,28 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
     {
         var x = b.X;
         long n = b.N, h = x.shape[2], w = x.shape[3];
-        var baseline = b.Baseline(o.Baseline, o.BaselineValue);
         var fx = b.Clean(o.Softmax);
+        // A random fill is drawn afresh for each of `samples` passes (Quantus repeats its pass n_perturb_samples
+        // times); a fixed one gives the same pass every time, so it runs once.
+        bool random = o.BaselineValue is null && o.Baseline is Fill.Uniform or Fill.UniformInput or Fill.UniformStep;
+        int passes = random ? o.Samples : 1;
         Tensor? aa = null, ab = null, bb = null, gap = null;
-        foreach (int p in o.PatchSizes)
-        {
-            var block = tensor(BlockOfPixel(h, w, p));
-            long blocks = block.max().ToInt64() + 1;
-            // uniform-step: one value per block, as Quantus draws one per replacement call.
-            var fill = b.PerStep(o.BaselineValue is null ? o.Baseline : null, baseline, block.expand(n, -1), blocks);
-            // Σ_c Φ·(x − fill) per pixel: a copy's IᵀΦ is the sum over the pixels it replaced.
-            var contribution = (phi * (x - fill)).sum(1).to(ScalarType.Float64).reshape(n, h * w);
-            var dot = zeros(n, blocks, dtype: ScalarType.Float64).index_add_(1, block, contribution, 1).cumsum(1);
-            var drop = fx.unsqueeze(1) - b.Outputs(blocks, (k0, k) => b.Replace((block.view(1, 1, -1) <= arange(k0, k0 + k).view(1, k, 1)).expand(n, k, -1), fill), o.Softmax);
-            var (a2, a1, b2, g, _) = Sums(dot, drop, 1);
-            aa = Add(aa, a2 / blocks); ab = Add(ab, a1 / blocks); bb = Add(bb, b2 / blocks); gap = Add(gap, g / blocks);
-        }
-        return (aa!, ab!, bb!, gap!, o.PatchSizes.Length);
+        for (int pass = 0; pass < passes; pass++)
+            foreach (int p in o.PatchSizes)
+            {
+                var baseline = b.Baseline(o.Baseline, o.BaselineValue);
+                var block = tensor(BlockOfPixel(h, w, p));
+                long blocks = block.max().ToInt64() + 1;
+                // uniform-step: one value per block, as Quantus draws one per replacement call.
+                var fill = b.PerStep(o.BaselineValue is null ? o.Baseline : null, baseline, block.expand(n, -1), blocks);
+                // Σ_c Φ·(x − fill) per pixel: a copy's IᵀΦ is the sum over the pixels it replaced.
+                var contribution = (phi * (x - fill)).sum(1).to(ScalarType.Float64).reshape(n, h * w);
+                var dot = zeros(n, blocks, dtype: ScalarType.Float64).index_add_(1, block, contribution, 1).cumsum(1);
+                var drop = fx.unsqueeze(1) - b.Outputs(blocks, (k0, k) => b.Replace((block.view(1, 1, -1) <= arange(k0, k0 + k).view(1, k, 1)).expand(n, k, -1), fill), o.Softmax);
+                var (a2, a1, b2, g, _) = Sums(dot, drop, 1);
+                aa = Add(aa, a2 / blocks); ab = Add(ab, a1 / blocks); bb = Add(bb, b2 / blocks); gap = Add(gap, g / blocks);
+            }
+        return (aa!, ab!, bb!, gap!, o.PatchSizes.Length * passes);
     }
 
     static Tensor Add(Tensor? sum, Tensor t) => sum is null ? t : sum + t;

@@ -653,6 +653,48 @@ public class QualityTests
     }
 
     [Fact]
+    public void BlockInfidelityWithARandomFillAveragesFreshPasses()
+    {
+        // One 28×28 block (patch 28) replaced by u: IᵀΦ = Σ_R c·relu(x)·(x − u), Δf = z(x) − z(u·1), z(u·1) = 20·relu(u) − 5.
+        // With uniform-step each of the `samples` passes draws its own u (after the pass's one-call baseline, a value
+        // per input); the score is the mean of (IᵀΦ − Δf)² over the passes. A fixed fill runs one pass.
+        var (r, images) = SeededRegionRun(10, 29, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: inf, uses: infidelity, with: { of: gxi, perturbation: blocks, patch_sizes: [28], baseline: uniform-step, samples: 3 } }
+              - { id: min1, uses: infidelity, with: { of: gxi, perturbation: blocks, samples: 1 } }
+              - { id: min5, uses: infidelity, with: { of: gxi, perturbation: blocks, samples: 5 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "inf", "infidelity.json")))!["inputs"]!.AsArray();
+        for (int i = 0; i < 3; i++)
+        {
+            double sum = 0;
+            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
+                for (int x = RegionNet.Lo; x < RegionNet.Hi; x++) sum += Math.Max(0, images[i * 784 + y * 28 + x]);
+            double z = 20 * sum / 64 - 5;
+            using var g = InputGenerator(10, "inf", inputs[i]!["id"]!.GetValue<string>());
+            double total = 0;
+            for (int pass = 0; pass < 3; pass++)
+            {
+                TorchSharp.torch.rand([1, 1, 1], generator: g).Dispose();
+                float u = TorchSharp.torch.rand(1, generator: g).data<float>()[0];
+                double dot = 0;
+                for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
+                    for (int x = RegionNet.Lo; x < RegionNet.Hi; x++)
+                    {
+                        float v = images[i * 784 + y * 28 + x];
+                        dot += 20.0 / 64 * Math.Max(0, v) * (v - u);
+                    }
+                double drop = z - (20 * Math.Max(0, u) - 5);
+                total += (dot - drop) * (dot - drop);
+            }
+            double want = total / 3, got = inputs[i]!["infidelity"]!.GetValue<double>();
+            Assert.True(Math.Abs(got - want) <= 1e-4 * Math.Abs(want) + 1e-6, $"inf[{i}]: {got} against {want}");
+        }
+        Assert.Equal(Values(r, "min1", "infidelity"), Values(r, "min5", "infidelity"));
+    }
+
+    [Fact]
     public void QuantusSensitivitiesAreTheMeanAndMaxOfTheRelativeMapChange()
     {
         // Gradient × input of the region CNN is e_p = ±c·relu(x_p) on the region R (c = 20/64), 0 elsewhere (the sign
