@@ -125,7 +125,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
             for (long i = 0; i < n; i++) Array.Copy(dot, i * k, dots, i * o.Samples + k0, k);
             return x.unsqueeze(1) - noise;
         }, o.Softmax);
-        return Sums(tensor(dots).view(n, o.Samples), drop, 1);
+        return Sums(tensor(dots).view(n, o.Samples), drop, o.Samples);
     }
 
     /// <summary>Quantus 0.6's perturbations: per block side, the blocks replaced cumulatively in raster order; the sums

@@ -618,6 +618,41 @@ public class QualityTests
     }
 
     [Fact]
+    public void GaussianInfidelityIsTheMeanSquaredGapOverTheSamples()
+    {
+        // A zero map predicts no change: infidelity = mean over the samples of (f(x) − f(x − I))², I ~ N(0, σ²) the
+        // step's draws (each input's generator, one randn of samples×1×28×28), f = z = 20·mean_R(relu ·) − 5.
+        var zeros = Path.Combine(Env.TempDir(), "zeros.npy");
+        File.WriteAllBytes(zeros, Npy.Encode(new NdArray(new float[3 * 784], [3, 28, 28])));
+        var (r, images) = SeededRegionRun(12, 31, "region-test", $$"""
+              - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(zeros)}} } }
+              - { id: inf, uses: infidelity, with: { of: m, samples: 4, sigma: 0.3 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        static double Z(Func<int, double> x)
+        {
+            double sum = 0;
+            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
+                for (int xx = RegionNet.Lo; xx < RegionNet.Hi; xx++) sum += Math.Max(0, x(y * 28 + xx));
+            return 20 * sum / 64 - 5;
+        }
+        var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "inf", "infidelity.json")))!["inputs"]!.AsArray();
+        for (int i = 0; i < 3; i++)
+        {
+            using var g = InputGenerator(12, "inf", inputs[i]!["id"]!.GetValue<string>());
+            var noise = TorchSharp.torch.randn([4, 1, 28, 28], generator: g).data<float>().ToArray();
+            double z = Z(p => images[i * 784 + p]), total = 0;
+            for (int j = 0; j < 4; j++)
+            {
+                double drop = z - Z(p => images[i * 784 + p] - noise[j * 784 + p] * 0.3f);
+                total += drop * drop;
+            }
+            double want = total / 4, got = inputs[i]!["infidelity"]!.GetValue<double>();
+            Assert.True(Math.Abs(got - want) <= 1e-4 * want, $"inf[{i}]: {got} against {want}");
+        }
+    }
+
+    [Fact]
     public void CaptumsNormalizedInfidelityIsTheBestScaleOfTheMap()
     {
         // Captum: with a = IᵀΦ, b = f(x) − f(x − I) summed over the samples, infidelity = (Σa² − 2Σab + Σb²)/n and, with
