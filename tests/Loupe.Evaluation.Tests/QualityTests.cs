@@ -16,6 +16,28 @@ public class QualityTests
         return json["inputs"]!.AsArray().Select(i => (i!["value"] ?? i[key])!.GetValue<double>()).ToArray();
     }
 
+    /// <summary>A run of the region CNN on the fixture inputs with the fixture maps as step <c>m</c>, then <paramref name="steps"/>.</summary>
+    static Loupe.Core.RunResult FixtureRun(string steps) => Env.Run($$"""
+        version: 1
+        model: { uses: region-test }
+        data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+        steps:
+          - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+        {{steps}}
+        """);
+
+    /// <summary>Whether pixel p of a 28×28 image lies in the region CNN's region R.</summary>
+    static bool InRegion(int p) => p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;
+
+    /// <summary>The region CNN's logit of class 0, z = 20·mean_R(relu x) − 5, of an image given pixel by pixel.</summary>
+    static double RegionLogit(Func<int, double> pixel)
+    {
+        double sum = 0;
+        for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
+            for (int x = RegionNet.Lo; x < RegionNet.Hi; x++) sum += Math.Max(0, pixel(y * 28 + x));
+        return 20 * sum / ((RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo)) - 5;
+    }
+
     static readonly Lazy<Loupe.Core.RunResult> Fixed = new(() => Env.Run($$"""
         version: 1
         model: { uses: region-test }
@@ -74,7 +96,7 @@ public class QualityTests
         int inside = RegionNet.Lo * 28 + RegionNet.Lo + 1;
         for (int i = 0; i < 2; i++)
             for (int p = 0; p < 784; p++)
-                if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi) images[i * 784 + p] = 0.8f;
+                if (InRegion(p)) images[i * 784 + p] = 0.8f;
         maps[0] = 5; maps[inside] = 5; maps[784 + inside] = 3; maps[784 + 783] = -9;
         var dir = Env.TempDir();
         File.WriteAllBytes(Path.Combine(dir, "x.npy"), Npy.Encode(new NdArray(images, [2, 1, 28, 28])));
@@ -326,12 +348,7 @@ public class QualityTests
     [Fact]
     public void AMisspeltMetricInExpectFailsValidationWithASuggestion()
     {
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-            steps:
-              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+        var r = FixtureRun("""
               - { id: s, uses: sparseness, with: { of: m, expect: ["sparsenes_mean > 0.5"] } }
               - { id: t, uses: pixel-flipping, with: { of: m }, expect: ["pixel-flipping.pixel_fliping < 0.5", "pixel_flipping < 0.5"] }
               - { id: u, uses: relative-representation-stability, with: { of: m } }
@@ -368,12 +385,7 @@ public class QualityTests
     public void CompletenessRejectsNonSensitivitysOptions()
     {
         // Each axiomatic metric takes only the options it uses: a key it would ignore fails validation.
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-            steps:
-              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+        var r = FixtureRun("""
               - { id: c, uses: completeness, with: { of: m, eps: 0.1, features_in_step: 4 } }
             """);
         Assert.Equal(2, r.ExitCode);
@@ -464,13 +476,6 @@ public class QualityTests
               - { id: rpp, uses: region-perturbation, with: { of: sal, patch: 28, regions: 1, softmax: false, baseline: uniform } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
-        static double Z(Func<int, double> pixel)
-        {
-            double sum = 0;
-            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
-                for (int x = RegionNet.Lo; x < RegionNet.Hi; x++) sum += Math.Max(0, pixel(y * 28 + x));
-            return 20 * sum / ((RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo)) - 5;
-        }
         foreach (var (step, pixels) in new[] { ("rpi", false), ("rpp", true) })
         {
             var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "region_perturbation.json")))!["inputs"]!.AsArray();
@@ -478,7 +483,7 @@ public class QualityTests
             {
                 using var g = InputGenerator(5, step, inputs[i]!["id"]!.GetValue<string>());
                 var u = TorchSharp.torch.rand([1, 28, 28], generator: g).data<float>().ToArray();
-                double zx = Z(p => images[i * 784 + p]), zv = Z(p => pixels ? (u[p] - 0.5) / 0.25 : u[p]);
+                double zx = RegionLogit(p => images[i * 784 + p]), zv = RegionLogit(p => pixels ? (u[p] - 0.5) / 0.25 : u[p]);
                 double want = (zx - zv) / 2, got = inputs[i]!["value"]!.GetValue<double>();
                 Assert.True(Math.Abs(got - want) < 1e-4, $"{step}[{i}]: {got} against {want}");
             }
@@ -526,14 +531,6 @@ public class QualityTests
               - { id: fc, uses: faithfulness-correlation, with: { of: gxi, runs: 6, subset_size: 60, baseline: uniform-step } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
-        static double Z(Func<int, double> x)
-        {
-            double sum = 0;
-            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
-                for (int xx = RegionNet.Lo; xx < RegionNet.Hi; xx++) sum += Math.Max(0, x(y * 28 + xx));
-            return 20 * sum / ((RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo)) - 5;
-        }
-        static bool InRegion(int p) => p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;
         var rp = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "rp", "region_perturbation.json")))!["inputs"]!.AsArray();
         var fc = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "fc", "faithfulness_correlation.json")))!["inputs"]!.AsArray();
         var values = new List<double>();
@@ -544,7 +541,7 @@ public class QualityTests
             {
                 TorchSharp.torch.rand([1, 1, 1], generator: g).Dispose();                           // the one-call baseline
                 double u = TorchSharp.torch.rand(1, generator: g).data<float>()[0] * 4f - 1f;
-                double want = (Z(x) - (20 * Math.Max(0, u) - 5)) / 2, got = rp[i]!["value"]!.GetValue<double>();
+                double want = (RegionLogit(x) - (20 * Math.Max(0, u) - 5)) / 2, got = rp[i]!["value"]!.GetValue<double>();
                 Assert.True(Math.Abs(got - want) < 1e-4, $"rp[{i}]: {got} against {want} (u = {u})");
                 values.Add(u);
             }
@@ -553,14 +550,14 @@ public class QualityTests
                 TorchSharp.torch.rand([1, 1, 1], generator: g).Dispose();
                 var subsets = Enumerable.Range(0, 6).Select(_ => TorchSharp.torch.randperm(784, generator: g).narrow(0, 0, 60).data<long>().ToArray()).ToArray();
                 var us = TorchSharp.torch.rand(6, generator: g).data<float>().ToArray();
-                double zx = Z(x), max = Enumerable.Range(0, 784).Where(InRegion).Max(p => Math.Max(0, x(p)));
+                double zx = RegionLogit(x), max = Enumerable.Range(0, 784).Where(InRegion).Max(p => Math.Max(0, x(p)));
                 var sums = new double[6];
                 var drops = new double[6];
                 for (int j = 0; j < 6; j++)
                 {
                     var set = subsets[j].ToHashSet();
                     sums[j] = set.Where(p => InRegion((int)p)).Sum(p => Math.Max(0, x((int)p)) / max);   // the map relu(x)·c, normalised
-                    drops[j] = zx - Z(p => set.Contains(p) ? us[j] : x(p));
+                    drops[j] = zx - RegionLogit(p => set.Contains(p) ? us[j] : x(p));
                 }
                 double ms = sums.Average(), md = drops.Average();
                 double cov = sums.Zip(drops, (s1, d) => (s1 - ms) * (d - md)).Sum();
@@ -603,7 +600,7 @@ public class QualityTests
                     for (int p = 0; p < 784; p++)
                     {
                         double x = images[i * 784 + p];
-                        bool inRegion = p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;
+                        bool inRegion = InRegion(p);
                         if (inRegion) { num += u[p] / x * (u[p] / x); sumU += u[p]; }
                         double rel = u[p] / (x == 0 ? 1e-6 : x);
                         den += rel * rel;
@@ -629,7 +626,7 @@ public class QualityTests
               - { id: inf, uses: infidelity, with: { of: m, samples: 4, sigma: 0.3 } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
-        static double Z(Func<int, double> x)
+        static double RegionLogit(Func<int, double> x)
         {
             double sum = 0;
             for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
@@ -641,10 +638,10 @@ public class QualityTests
         {
             using var g = InputGenerator(12, "inf", inputs[i]!["id"]!.GetValue<string>());
             var noise = TorchSharp.torch.randn([4, 1, 28, 28], generator: g).data<float>().ToArray();
-            double z = Z(p => images[i * 784 + p]), total = 0;
+            double z = RegionLogit(p => images[i * 784 + p]), total = 0;
             for (int j = 0; j < 4; j++)
             {
-                double drop = z - Z(p => images[i * 784 + p] - noise[j * 784 + p] * 0.3f);
+                double drop = z - RegionLogit(p => images[i * 784 + p] - noise[j * 784 + p] * 0.3f);
                 total += drop * drop;
             }
             double want = total / 4, got = inputs[i]!["infidelity"]!.GetValue<double>();
@@ -749,7 +746,7 @@ public class QualityTests
         {
             var e = new double[784];
             for (int p = 0; p < 784; p++)
-                if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi) e[p] = 20.0 / 64 * Math.Max(0, x(p));
+                if (InRegion(p)) e[p] = 20.0 / 64 * Math.Max(0, x(p));
             double m = e.Max(Math.Abs);
             return normalise ? e.Select(v => v / m).ToArray() : e;
         }
@@ -787,7 +784,7 @@ public class QualityTests
         float[] levels = [0.2502f, 0.27f, 0.6f];
         for (int i = 0; i < 3; i++)
             for (int p = 0; p < 784; p++)
-                if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi)
+                if (InRegion(p))
                     images[i * 784 + p] = levels[i] + 0.002f * ((p * 7 + i) % 5 - 2);
         var path = Path.Combine(Env.TempDir(), "near.npy");
         File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
@@ -801,27 +798,20 @@ public class QualityTests
               - { id: nan, uses: avg-sensitivity, with: { of: gxi, samples: 6, nan_when_prediction_changes: true } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
-        static double Z(Func<int, double> x)
-        {
-            double sum = 0;
-            for (int y = RegionNet.Lo; y < RegionNet.Hi; y++)
-                for (int xx = RegionNet.Lo; xx < RegionNet.Hi; xx++) sum += Math.Max(0, x(y * 28 + xx));
-            return 20 * sum / ((RegionNet.Hi - RegionNet.Lo) * (RegionNet.Hi - RegionNet.Lo)) - 5;
-        }
         var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "nan", "avg_sensitivity.json")))!["inputs"]!.AsArray();
         var flips = new bool[3];
         for (int i = 0; i < 3; i++)
         {
             using var g = InputGenerator(4, "nan", inputs[i]!["id"]!.GetValue<string>());
-            double z = Z(p => images[i * 784 + p]), sum = 0;
+            double z = RegionLogit(p => images[i * 784 + p]), sum = 0;
             for (int j = 0; j < 6; j++)
             {
                 var u = TorchSharp.torch.rand([1, 1, 28, 28], generator: g).data<float>().ToArray();
                 Func<int, double> xs = p => images[i * 784 + p] + (float)(u[p] * 0.4 - 0.2);
-                flips[i] |= Z(xs) > 0 != z > 0;
+                flips[i] |= RegionLogit(xs) > 0 != z > 0;
                 double num = 0, den = 0;
                 for (int p = 0; p < 784; p++)
-                    if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi)
+                    if (InRegion(p))
                     {
                         double e = Math.Max(0, images[i * 784 + p]), es = Math.Max(0, xs(p));
                         num += (e - es) * (e - es); den += e * e;
@@ -845,7 +835,7 @@ public class QualityTests
         var images = new float[3 * 784];
         for (int i = 0; i < 3; i++)
             for (int p = 0; p < 784; p++)
-                if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi)
+                if (InRegion(p))
                     images[i * 784 + p] = 0.28f + 0.02f * i + 0.003f * ((p * 3 + i) % 7 - 3);
         var path = Path.Combine(Env.TempDir(), "near.npy");
         File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
@@ -870,7 +860,7 @@ public class QualityTests
                 var u = TorchSharp.torch.rand([1, 1, 28, 28], generator: g).data<float>().Select(v => v * 0.18 + 0.02).ToArray();
                 double num = 0, sum = 0, sumU = 0;
                 for (int p = 0; p < 784; p++)
-                    if (p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi)
+                    if (InRegion(p))
                     {
                         double x = images[i * 784 + p];
                         num += u[p] / x * (u[p] / x); sum += x; sumU += u[p];

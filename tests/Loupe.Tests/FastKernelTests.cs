@@ -9,8 +9,16 @@ namespace Loupe.Tests;
 /// <summary>Fast kernels (<c>fast_kernels</c>, on by default in the torchvision backend): max pools give the same values,
 /// captures and input gradients as libtorch's own max pool, bit for bit — ties included; first-layer convolutions give
 /// libtorch's input gradients to float rounding.</summary>
+[Collection("native heap")]
 public class FastKernelTests
 {
+    static void Settle()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+    }
+
     /// <summary>Pools in a field and in a Sequential: overlapping windows with padding, dilation with ceil mode, and a
     /// plain 2×2. Integer weights and inputs make every value exact and full of ties (ReLU zeros, equal integers).</summary>
     sealed class PoolNet : nn.Module<Tensor, Tensor>
@@ -121,12 +129,15 @@ public class FastKernelTests
             Tensor w;
             using (no_grad()) w = ones_like(fast.Forward(x));
             Run(fast, x, w);
+            // The live count is the process's: other tests' garbage is finalised first (this class runs alone).
+            Settle();
             var before = Tensor.TotalCount;
             for (int i = 0; i < 5; i++) Run(fast, x, w);
             using (var scope = NewDisposeScope())
             {
                 var y = fast.Forward(x.detach().requires_grad_(true)); // a graph that is never run backwards
             }
+            Settle();
             Assert.Equal(before, Tensor.TotalCount);
             x.Dispose();
             w.Dispose();

@@ -5,7 +5,9 @@ using static TorchSharp.torch;
 
 namespace Loupe.Tests;
 
-/// <summary>The live tensor count that the soak test and long runs rely on.</summary>
+/// <summary>The live tensor count that the soak test and long runs rely on. Runs alone: the count is the process's,
+/// and tests running beside it would move it.</summary>
+[Collection("native heap")]
 public class TensorAccountingTests
 {
     static void Settle()
