@@ -437,10 +437,16 @@ public class QualityTests
     /// <paramref name="seed"/>, on <paramref name="model"/>.</summary>
     static (Loupe.Core.RunResult Run, float[] Images) SeededRegionRun(int seed, int imageSeed, string model, string steps)
     {
-        var path = Path.Combine(Env.TempDir(), "region.npy");
         var images = RegionNet.Images(3, imageSeed);
-        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
-        var r = Env.Run($$"""
+        return (RunOn(images, seed, model, steps), images);
+    }
+
+    /// <summary>A run with pipeline seed <paramref name="seed"/> on these 1×28×28 images.</summary>
+    static Loupe.Core.RunResult RunOn(float[] images, int seed, string model, string steps)
+    {
+        var path = Path.Combine(Env.TempDir(), "region.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [images.Length / 784, 1, 28, 28])));
+        return Env.Run($$"""
             version: 1
             seed: {{seed}}
             model: { uses: {{model}} }
@@ -448,7 +454,6 @@ public class QualityTests
             steps:
             {{steps}}
             """);
-        return (r, images);
     }
 
     /// <summary>The generator a metric step draws from for one input: seeded by the step seed (FNV-1a of the step id,
@@ -786,14 +791,7 @@ public class QualityTests
             for (int p = 0; p < 784; p++)
                 if (InRegion(p))
                     images[i * 784 + p] = levels[i] + 0.002f * ((p * 7 + i) % 5 - 2);
-        var path = Path.Combine(Env.TempDir(), "near.npy");
-        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
-        var r = Env.Run($$"""
-            version: 1
-            seed: 4
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
-            steps:
+        var r = RunOn(images, 4, "region-test", """
               - { id: gxi, uses: gradient-x-input }
               - { id: nan, uses: avg-sensitivity, with: { of: gxi, samples: 6, nan_when_prediction_changes: true } }
             """);
@@ -837,14 +835,7 @@ public class QualityTests
             for (int p = 0; p < 784; p++)
                 if (InRegion(p))
                     images[i * 784 + p] = 0.28f + 0.02f * i + 0.003f * ((p * 3 + i) % 7 - 3);
-        var path = Path.Combine(Env.TempDir(), "near.npy");
-        File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [3, 1, 28, 28])));
-        var r = Env.Run($$"""
-            version: 1
-            seed: 6
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Env.Yaml(path)}} } }
-            steps:
+        var r = RunOn(images, 6, "region-test", """
               - { id: gxi, uses: gradient-x-input }
               - { id: ross, uses: relative-output-stability, with: { of: gxi, samples: 3, softmax: true } }
             """);
