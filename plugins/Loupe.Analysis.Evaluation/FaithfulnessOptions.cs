@@ -1,0 +1,73 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Evaluation;
+
+/// <summary>Options of the faithfulness metrics (defaults: Quantus's per metric unless set).</summary>
+public sealed record FaithfulnessOptions : PerturbOptions
+{
+    /// <summary>Features per step.</summary>
+    [Range(1, int.MaxValue), Description("pixels perturbed per step, in rank order (Quantus features_in_step: 1)")]
+    public int FeaturesInStep { get; init; } = 1;
+    /// <summary>Runs.</summary>
+    [Range(2, 100_000), Description("faithfulness-correlation: random subsets per input (Quantus nr_runs: 100)")]
+    public int Runs { get; init; } = 100;
+    /// <summary>Subset size.</summary>
+    [Range(1, int.MaxValue), Description("faithfulness-correlation: pixels per random subset (Quantus subset_size: 224)")]
+    public int SubsetSize { get; init; } = 224;
+    /// <summary>Patch.</summary>
+    [Range(1, 4096), Description("region-perturbation and selectivity: side of the square regions (Quantus patch_size: 8)")]
+    public int Patch { get; init; } = 8;
+    /// <summary>Regions.</summary>
+    [Range(1, int.MaxValue), Description("region-perturbation: regions perturbed (Quantus regions_evaluation: 100; capped at the number of regions)")]
+    public int Regions { get; init; } = 100;
+    /// <summary>Where the regions lie.</summary>
+    [Description("region-perturbation and selectivity: grid (Quantus 0.6: patch x patch blocks of the image padded evenly to multiples of the patch, ranked by their attribution sum) or sliding (Quantus 0.5: a patch at every pixel, ranked by its attribution sum, each taken in that order unless it overlaps one taken before)")]
+    public RegionWindows Windows { get; init; } = RegionWindows.Grid;
+    /// <summary>Subset sizes.</summary>
+    [Description("sensitivity-n: subset sizes n as fractions of the pixels (Ancona et al. sweep n up to 80%)")]
+    public double[] Fractions { get; init; } = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8];
+    /// <summary>Order.</summary>
+    [Description("region-perturbation and road: morf (most relevant first; higher is better for region-perturbation's AOPC, lower for road's accuracy) or lerf (least relevant first; the reverse); region-perturbation also random (the grid's regions in a random order seeded per input, Quantus's reference curve)")]
+    public RegionOrder Order { get; init; } = RegionOrder.Morf;
+    /// <summary>Superpixels.</summary>
+    [Range(2, 100_000), Description("irof: approximate number of SLIC superpixels (skimage's default, which Quantus uses: 100)")]
+    public int Segments { get; init; } = 100;
+    /// <summary>SLIC compactness.</summary>
+    [Range(0.01, 1000.0), Description("irof: SLIC compactness (skimage default: 10)")]
+    public double Compactness { get; init; } = 10;
+    /// <summary>Grid instead of SLIC.</summary>
+    [Range(1, 4096), Description("irof: square cells of this side instead of SLIC superpixels")]
+    public int? Cell { get; init; }
+    /// <summary>ROAD percentages.</summary>
+    [Description("road: percentages of the pixels imputed, one curve point each (Quantus: 1, 3, ..., 99)")]
+    public double[] Percentages { get; init; } = Enumerable.Range(0, 50).Select(i => 1.0 + 2 * i).ToArray();
+    /// <summary>ROAD noise.</summary>
+    [Range(0.0, 1000.0), Description("road: σ of the Gaussian noise added to imputed values, normalised units, seeded per input (Quantus: 0.01)")]
+    public double Noise { get; init; } = 0.01;
+    /// <summary>The correlation.</summary>
+    [Description("faithfulness-correlation, faithfulness-estimate and sensitivity-n (default pearson), monotonicity-correlation (default spearman): pearson, spearman or kendall (τ-b) — Quantus's similarity_func")]
+    public Similarity? Similarity { get; init; }
+}
+
+/// <summary>Where <c>region-perturbation</c> and <c>selectivity</c> find their regions.</summary>
+public enum RegionWindows
+{
+    /// <summary>Quantus 0.6's: fixed blocks of the evenly padded image.</summary>
+    Grid,
+    /// <summary>Quantus 0.5's: a window at every pixel, taken greedily in rank order unless it overlaps one taken before.</summary>
+    Sliding,
+}
+
+/// <summary>Perturbation order of <c>region-perturbation</c>.</summary>
+public enum RegionOrder
+{
+    /// <summary>Most relevant first.</summary>
+    Morf,
+    /// <summary>Least relevant first.</summary>
+    Lerf,
+    /// <summary>region-perturbation: a random order of the grid's regions, seeded per input (Quantus order "random").</summary>
+    Random,
+}
