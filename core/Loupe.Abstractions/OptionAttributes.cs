@@ -37,3 +37,16 @@ public sealed class AliasAttribute(params string[] names) : Attribute
     /// <summary>The other keys, snake_case.</summary>
     public string[] Names => names;
 }
+
+/// <summary>The enum (an option's named choices) also takes <c>true</c> and <c>false</c>, which bind to the members
+/// <see cref="WhenTrue"/> and <see cref="WhenFalse"/> (e.g. <c>normalise: true</c> for the metric's default
+/// normalisation, <c>normalise: negative</c> for a named one), so a switch can grow named forms without breaking the
+/// pipelines that wrote it as a boolean.</summary>
+[AttributeUsage(AttributeTargets.Enum)]
+public sealed class BooleanFormsAttribute(string whenTrue, string whenFalse) : Attribute
+{
+    /// <summary>The member <c>true</c> binds to.</summary>
+    public string WhenTrue => whenTrue;
+    /// <summary>The member <c>false</c> binds to.</summary>
+    public string WhenFalse => whenFalse;
+}

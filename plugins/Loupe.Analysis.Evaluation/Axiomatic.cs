@@ -37,7 +37,7 @@ public sealed class Completeness : QualityMetric<CompletenessOptions>
         using var scope = NewDisposeScope();
         bool softmax = o.Softmax ?? false;
         var a = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1);
-        if (o.Normalise == true) a = QualityFormulas.NormaliseByMax(a);
+        a = Normalisations.Rows(a, o.Normalise.Resolve(false));
         if (o.Abs == true) a = a.abs();
         var sum = a.sum(1);
         var baseline = o.BaselineOf(b, Fill.Min);
@@ -67,7 +67,7 @@ public sealed class NonSensitivity : QualityMetric<NonSensitivityOptions>
         using var scope = NewDisposeScope();
         bool softmax = o.Softmax ?? true;
         int fis = o.FeaturesInStep;
-        var a = b.Features(o.Abs ?? true, o.Normalise ?? true);
+        var a = b.Features(o.Abs ?? true, o.Normalise.Resolve(true));
         var zero = a < o.Eps;                                                           // N×D
         // Group of each pixel: zero-attribution pixels first (rank among them / fis), then the others.
         var zl = zero.to(ScalarType.Int64);

@@ -12,8 +12,8 @@ public sealed record ComplexityOptions : MetricOptions
     [Description("take |·| of the (channel-summed) map first (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
-    [Description("divide each map by its max |·| first (Quantus normalise_by_max; default: true)")]
-    public bool Normalise { get; init; } = true;
+    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Threshold.</summary>
     [Range(0.0, 1e6), Description("effective-complexity: a feature counts when |a| > eps (Quantus: 1e-5)")]
     public double Eps { get; init; } = 1e-5;
@@ -26,7 +26,7 @@ public abstract class ComplexityMetric : QualityMetric<ComplexityOptions>
     protected sealed override double[] Score(ComplexityOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        return Of(b.Features(o.Abs, o.Normalise), o).ToArray<double>();
+        return Of(b.Features(o.Abs, o.Normalise.Resolve()), o).ToArray<double>();
     }
 
     /// <summary>The score of N×D features.</summary>

@@ -33,8 +33,8 @@ public sealed record ContinuityOptions : MetricOptions, IConstantFill
     [Description("take |·| of the channel-summed maps (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
-    [Description("divide each map by its max |·| (Quantus default: true)")]
-    public bool Normalise { get; init; } = true;
+    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Fill.</summary>
     [OrConstant(nameof(BaselineValue)), Description("what enters at the left edge: min (Quantus 'black': the image minimum), max (Quantus 'white'), black, zero, mean, or a constant in the model's input space (one value or one per channel)")]
     public Fill Baseline { get; init; } = Fill.Min;
@@ -85,7 +85,7 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
         var x = b.X;
         long n = b.N;
         var fill = b.Baseline(o.Baseline, o.BaselineValue);
-        var r = b.Features(o.Abs, o.Normalise);
+        var r = b.Features(o.Abs, o.Normalise.Resolve());
         var shifts = Shifts(o, x.shape[3]);
         bool quantus = o.Sweep == ContinuitySweep.Quantus;
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
@@ -100,7 +100,7 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
             var xs = copies.reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var sel = b.Selection.Rows(Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
             var maps = LinkedMaps(o, ctx, xs, null, sel).Map;
-            var rs = new MetricBatch(ctx, b.Batch with { Input = xs }, maps, sel, [], null).Features(o.Abs, o.Normalise).view(k, n, -1);
+            var rs = new MetricBatch(ctx, b.Batch with { Input = xs }, maps, sel, [], null).Features(o.Abs, o.Normalise.Resolve()).view(k, n, -1);
             var dr = (rs - r.unsqueeze(0)).abs().sum(2);                                                   // k×N
             var dx = (copies - x.unsqueeze(0)).to(ScalarType.Float64).reshape(k, n, -1).norm(2);           // k×N
             // Quantus divides by ‖x − x_k‖₂ + 1e-9; the right sweep never meets x_k = x but where it does (a constant

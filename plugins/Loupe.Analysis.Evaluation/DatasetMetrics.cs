@@ -13,8 +13,8 @@ public sealed record DatasetMetricOptions : MetricOptions
     [Description("take |·| of the channel-summed map first (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
-    [Description("divide each map by its max |·| first (Quantus default: true)")]
-    public bool Normalise { get; init; } = true;
+    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Distance threshold.</summary>
     [Range(0.0, 1.0), Description("sufficiency: two explanations agree when their distance, divided by the largest distance between any two, is ≤ threshold (Quantus: 0.6)")]
     public double Threshold { get; init; } = 0.6;
@@ -54,7 +54,7 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
             var (_, logits, _) = Explain.Scores(ctx, batch.Input, result.Selection, 0);
             predicted.AddRange(logits.argmax(1).ToArray<long>());
             var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, [], null);
-            features.Add(inner.MoveToOuter(mb.Features(o.Abs, o.Normalise)));
+            features.Add(inner.MoveToOuter(mb.Features(o.Abs, o.Normalise.Resolve())));
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
         }

@@ -22,7 +22,7 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected sealed override double[] Score(FaithfulnessOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        var a = b.Features(o.Abs ?? DefaultAbs, o.Normalise ?? true);
+        var a = b.Features(o.Abs ?? DefaultAbs, o.Normalise.Resolve(true));
         return Of(o, b, a, o.BaselineOf(b, DefaultFill), o.Softmax ?? DefaultSoftmax).ToArray<double>();
     }
 

@@ -49,7 +49,7 @@ public abstract class LocalisationMetric : QualityMetric<LocalisationOptions>
     protected sealed override double[] Score(LocalisationOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        return Of(b.Features(o.Abs ?? DefaultAbs, normalise: true), b.Mask(o.Threshold, o.Masks, o.Boxes), o);
+        return Of(b.Features(o.Abs ?? DefaultAbs, Normalisation.Max), b.Mask(o.Threshold, o.Masks, o.Boxes), o);
     }
 
     /// <summary>The score of N×D features against an N×D mask.</summary>

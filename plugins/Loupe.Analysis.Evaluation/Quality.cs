@@ -52,15 +52,16 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
 
     /// <summary>One value per pixel, N×D: a per-channel map summed over channels (Σ_c, signed, as Quantus sums
     /// explanations over channels), an N×H×W map as is; maps at another resolution are resized bilinearly.
-    /// <paramref name="abs"/> takes |·| after the channel sum; <paramref name="normalise"/> divides by max|·| per row.</summary>
-    public Tensor Features(bool abs, bool normalise)
+    /// <paramref name="abs"/> takes |·| after the channel sum; <paramref name="normalise"/> rescales each row
+    /// (<see cref="Normalisation.Default"/>: by max|·|).</summary>
+    public Tensor Features(bool abs, Normalisation normalise)
     {
         using var scope = NewDisposeScope();
         long h = X.shape[2], w = X.shape[3];
         var m = map.dim() == 4 ? map.detach().sum(1) : map.detach();
         m = Maps.Reduce(m.to(ScalarType.Float32), h, w).reshape(N, h * w).to(ScalarType.Float64);
         if (abs) m = m.abs();
-        if (normalise) m = QualityFormulas.NormaliseByMax(m);
+        m = Normalisations.Rows(m, normalise.Resolve());
         return scope.MoveToOuter(m);
     }
 
@@ -327,8 +328,8 @@ public abstract record PerturbOptions : MetricOptions, IConstantFill
     [Description("take |·| of the channel-summed map first (default: Quantus's per metric)")]
     public bool? Abs { get; init; }
     /// <summary>Normalise.</summary>
-    [Description("divide the channel-summed map by its max |·| first (Quantus normalise with normalise_by_max, per map; default: Quantus's per metric)")]
-    public bool? Normalise { get; init; }
+    [Description("rescale the channel-summed map first, per map: true (Quantus normalise with its default normalise_func, normalise_by_max), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²)); default: Quantus's per metric")]
+    public Normalisation? Normalise { get; init; }
     /// <summary>Replacement.</summary>
     [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean, uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, one value per element), uniform-step (one U[0,1) value per input and perturbation step, in the model's input space: Quantus's batched 'uniform'), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill? Baseline { get; init; }

@@ -20,14 +20,6 @@ public enum Similarity
 /// undefined (e.g. an empty mask), as Quantus does. Pure functions: the metric classes only gather their inputs.</summary>
 public static class QualityFormulas
 {
-    /// <summary>Quantus's <c>normalise_by_max</c>: a / max|a| per row (rows that are all zero stay zero).</summary>
-    public static Tensor NormaliseByMax(Tensor a)
-    {
-        using var scope = NewDisposeScope();
-        var m = a.abs().amax([1], keepdim: true);
-        return scope.MoveToOuter(a / where(m > 0, m, ones_like(m)));
-    }
-
     /// <summary>Sparseness (Chalasani et al. 2020): the Gini index of |a| (+1e-7, Quantus), sorted ascending:
     /// Σ_k (2k − D − 1) a_(k) / (D Σ a). One-hot maps give (D − 1)/D, uniform maps 0. Higher is sparser.</summary>
     public static Tensor Gini(Tensor a)

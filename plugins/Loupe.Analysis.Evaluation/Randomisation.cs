@@ -40,8 +40,8 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         }
         var labels = off.Select(c => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}").ToArray();
         var other = LinkedMaps(o, ctx, b.X, null, new TargetSelection(off, labels)).Map;
-        var a = b.Features(o.Abs, normalise: true);
-        var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null).Features(o.Abs, normalise: true);
+        var a = b.Features(o.Abs, Normalisation.Max);
+        var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null).Features(o.Abs, Normalisation.Max);
         long h = b.X.shape[2], w = b.X.shape[3];
         return Enumerable.Range(0, (int)b.N).Select(i => Maps.Ssim(a[i].view(h, w), bm[i].view(h, w))).ToArray();
     }

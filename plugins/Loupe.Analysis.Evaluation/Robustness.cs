@@ -37,8 +37,8 @@ public sealed record InfidelityOptions : MetricOptions, IConstantFill
     [Description("take |·| of the map first, after normalise (Quantus abs: false)")]
     public bool Abs { get; init; }
     /// <summary>Normalise.</summary>
-    [Description("divide the map by its max |·| first (Quantus normalise: false; per map)")]
-    public bool Normalise { get; init; }
+    [Description("rescale the map first, per map: false (Quantus's default), true (by max |·|), or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    public Normalisation Normalise { get; init; }
     /// <summary>Copies per forward.</summary>
     [Range(1, 100_000), Description("perturbed copies per forward pass (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
@@ -90,7 +90,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
             if (phi.dim() == 3) phi = phi.unsqueeze(1);
             if (phi.shape[2] != h || phi.shape[3] != w)
                 throw new LoupeException($"the maps of '{o.Of!.Id}' have shape ({string.Join("×", result.Map.shape)}), not the input's {h}×{w}: infidelity needs input-resolution maps");
-            if (o.Normalise) phi = phi / phi.abs().amax([1, 2, 3], keepdim: true).clamp_min(1e-30f);
+            phi = Normalisations.Rows(phi.flatten(1), o.Normalise.Resolve()).view_as(phi);
             if (o.Abs) phi = phi.abs();
             phi = phi.expand(n, c, h, w);
             var b = new MetricBatch(ctx, batch, phi, result.Selection, gens, o.MicroBatch);

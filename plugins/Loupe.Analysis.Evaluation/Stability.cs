@@ -53,8 +53,8 @@ public sealed record StabilityOptions : MetricOptions
     [Description("take |·| of the maps, clean and perturbed, after normalise (Quantus abs; default false for every robustness metric)")]
     public bool? Abs { get; init; }
     /// <summary>Normalise.</summary>
-    [Description("divide each map, clean and perturbed, by its max |·| (Quantus normalise with normalise_by_max, per map; default: Quantus's per metric, true for local-lipschitz only)")]
-    public bool? Normalise { get; init; }
+    [Description("rescale each map, clean and perturbed, per map: true (Quantus normalise with the metric's default normalise_func: second-moment for relative-*-stability, max for the others), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²)); default: Quantus's per metric, true for local-lipschitz only")]
+    public Normalisation? Normalise { get; init; }
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
@@ -76,8 +76,10 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     protected virtual bool SkipChangedByDefault => false;
     /// <summary>Max over samples (else the mean).</summary>
     protected virtual bool TakeMax => true;
-    /// <summary>Quantus's default of normalise_by_max on the maps.</summary>
+    /// <summary>Quantus's default of normalising the maps.</summary>
     protected virtual bool Normalise => false;
+    /// <summary>Quantus's default normalise_func.</summary>
+    protected virtual Normalisation NormaliseFunction => Normalisation.Max;
     /// <summary>Quantus's default lower bound of one-sided uniform noise (null: symmetric).</summary>
     protected virtual double? DefaultLowerBound => null;
 
@@ -112,11 +114,12 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         var ctx = b.Context;
         long n = b.N;
         var x = b.X;
-        bool normalise = o.Normalise ?? Normalise, abs = o.Abs ?? false;
+        var normalise = o.Normalise.Resolve(Normalise, NormaliseFunction);
+        bool abs = o.Abs ?? false;
         Tensor Flat(Tensor m)
         {
             var f = m.detach().to(ScalarType.Float64).reshape(m.shape[0], -1);
-            if (normalise) f = QualityFormulas.NormaliseByMax(f);
+            f = Normalisations.Rows(f, normalise);
             return abs ? f.abs() : f;
         }
         var e = Flat(b.Map);
@@ -230,6 +233,8 @@ public abstract class RelativeStability : StabilityMetric
     protected override bool SkipChangedByDefault => true;
     /// <inheritdoc/>
     protected override double? DefaultLowerBound => 0.02;
+    /// <inheritdoc/>
+    protected override Normalisation NormaliseFunction => Normalisation.SecondMoment;
 
     /// <summary>The denominator of the ratio (N).</summary>
     protected abstract Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs);

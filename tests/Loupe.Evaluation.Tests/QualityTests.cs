@@ -27,7 +27,7 @@ public class QualityTests
         """);
 
     /// <summary>Whether pixel p of a 28×28 image lies in the region CNN's region R.</summary>
-    static bool InRegion(int p) => p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;
+    internal static bool InRegion(int p) => p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;
 
     /// <summary>The region CNN's logit of class 0, z = 20·mean_R(relu x) − 5, of an image given pixel by pixel.</summary>
     static double RegionLogit(Func<int, double> pixel)
@@ -81,7 +81,7 @@ public class QualityTests
         """));
 
     /// <summary>The errors of a run's failed steps (short, unlike the whole manifest).</summary>
-    static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
+    internal static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
         r.Manifest?["steps"]?.AsArray().Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {((string?)s["error"])?.Split('\n')[0]}") ?? []);
 
     [Fact]
@@ -435,14 +435,14 @@ public class QualityTests
 
     /// <summary>Three region images (<paramref name="imageSeed"/>) through <paramref name="steps"/> with pipeline seed
     /// <paramref name="seed"/>, on <paramref name="model"/>.</summary>
-    static (Loupe.Core.RunResult Run, float[] Images) SeededRegionRun(int seed, int imageSeed, string model, string steps)
+    internal static (Loupe.Core.RunResult Run, float[] Images) SeededRegionRun(int seed, int imageSeed, string model, string steps)
     {
         var images = RegionNet.Images(3, imageSeed);
         return (RunOn(images, seed, model, steps), images);
     }
 
     /// <summary>A run with pipeline seed <paramref name="seed"/> on these 1×28×28 images.</summary>
-    static Loupe.Core.RunResult RunOn(float[] images, int seed, string model, string steps)
+    internal static Loupe.Core.RunResult RunOn(float[] images, int seed, string model, string steps)
     {
         var path = Path.Combine(Env.TempDir(), "region.npy");
         File.WriteAllBytes(path, Npy.Encode(new NdArray(images, [images.Length / 784, 1, 28, 28])));
@@ -458,7 +458,7 @@ public class QualityTests
 
     /// <summary>The generator a metric step draws from for one input: seeded by the step seed (FNV-1a of the step id,
     /// mixed with the pipeline seed, as the host derives it) and the input id.</summary>
-    static TorchSharp.torch.Generator InputGenerator(int seed, string stepId, string inputId)
+    internal static TorchSharp.torch.Generator InputGenerator(int seed, string stepId, string inputId)
     {
         uint h = 2166136261;
         unchecked

@@ -254,6 +254,8 @@ public static class OptionsBinder
         {
             var names = Enum.GetNames(type);
             var match = names.FirstOrDefault(n => Normalize(n) == Normalize(text));
+            if (match is null && type.GetCustomAttribute<BooleanFormsAttribute>() is { } forms && TryBool(text, out var flag))
+                match = flag ? forms.WhenTrue : forms.WhenFalse;
             ok = match != null; result = ok ? Enum.Parse(type, match!) : null;
             if (!ok)
             {
@@ -312,7 +314,7 @@ public static class OptionsBinder
         if (t == typeof(bool)) return "true or false";
         if (t == typeof(int) || t == typeof(long)) return "an integer";
         if (t == typeof(double) || t == typeof(float)) return "a number";
-        if (t.IsEnum) return "one of " + string.Join(", ", Enum.GetNames(t).Select(Kebab));
+        if (t.IsEnum) return (t.GetCustomAttribute<BooleanFormsAttribute>() is null ? "one of " : "true, false or one of ") + string.Join(", ", Enum.GetNames(t).Select(Kebab));
         if (t.IsArray) return "a list of " + Describe(t.GetElementType()!).Replace("a ", "").Replace("an ", "") + "s";
         if (t.IsGenericType && t.GetGenericTypeDefinition() == typeof(List<>)) return "a list of " + Describe(t.GetGenericArguments()[0]).Replace("a ", "").Replace("an ", "") + "s";
         return "a mapping";

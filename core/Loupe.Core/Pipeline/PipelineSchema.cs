@@ -209,7 +209,11 @@ public static class PipelineSchema
         if (t == typeof(bool)) return new JsonObject { ["type"] = "boolean" };
         if (t == typeof(int) || t == typeof(long)) return new JsonObject { ["type"] = "integer" };
         if (t == typeof(double) || t == typeof(float)) return new JsonObject { ["type"] = "number" };
-        if (t.IsEnum) return new JsonObject { ["type"] = "string", ["enum"] = new JsonArray(Enum.GetNames(t).Select(n => (JsonNode)OptionsBinder.Kebab(n)).ToArray()) };
+        if (t.IsEnum)
+        {
+            var named = new JsonObject { ["type"] = "string", ["enum"] = new JsonArray(Enum.GetNames(t).Select(n => (JsonNode)OptionsBinder.Kebab(n)).ToArray()) };
+            return t.GetCustomAttribute<BooleanFormsAttribute>() is null ? named : AnyOf(named, new JsonObject { ["type"] = "boolean" });
+        }
         if (t.IsArray || t.IsGenericType && t.GetGenericTypeDefinition() == typeof(List<>))
         {
             // A single value binds as a one-element list.

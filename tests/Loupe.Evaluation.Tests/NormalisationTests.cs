@@ -1,0 +1,120 @@
+using System.Text.Json.Nodes;
+using Loupe.Analysis.Evaluation;
+using static Loupe.Evaluation.Tests.QualityTests;
+using static TorchSharp.torch;
+
+namespace Loupe.Evaluation.Tests;
+
+/// <summary>Quantus's normalise_func choices (normalise: max | negative | second-moment, with true and false): the
+/// functions on hand-worked rows, the binding of the option's spellings, and the relative stabilities, whose
+/// <c>normalise: true</c> is Quantus's second-moment estimate, against the closed form on the region CNN.</summary>
+public class NormalisationTests
+{
+    static readonly double[][] Rows =
+    [
+        [3, -1, 0, 1.5, -4],
+        [0, 0, 0, 0, 0],
+        [2, 4, 0, 1, 1],
+        [-2, -4, 0, -1, -1],
+    ];
+
+    static double[][] Apply(Normalisation kind)
+    {
+        using var scope = NewDisposeScope();
+        var a = tensor(Rows.SelectMany(r => r).ToArray(), [Rows.Length, 5]);
+        var b = Normalisations.Rows(a, kind).data<double>().ToArray();
+        return [.. Enumerable.Range(0, Rows.Length).Select(i => b[(i * 5)..(i * 5 + 5)])];
+    }
+
+    static void Same(double[][] want, double[][] got, string what)
+    {
+        for (int i = 0; i < want.Length; i++)
+            for (int j = 0; j < 5; j++)
+                Assert.True(Math.Abs(want[i][j] - got[i][j]) < 1e-12, $"{what}[{i}][{j}]: {got[i][j]} against {want[i][j]}");
+    }
+
+    [Fact]
+    public void TheFunctionsAreQuantussOnEachRow()
+    {
+        // normalise_by_negative: positives over the row's max, negatives over |min|; a row of one sign over its own
+        // extreme; a zero row as it is.
+        Same([[1, -0.25, 0, 0.5, -1], [0, 0, 0, 0, 0], [0.5, 1, 0, 0.25, 0.25], [-0.5, -1, 0, -0.25, -0.25]], Apply(Normalisation.Negative), "negative");
+        Same([[0.75, -0.25, 0, 0.375, -1], [0, 0, 0, 0, 0], [0.5, 1, 0, 0.25, 0.25], [-0.5, -1, 0, -0.25, -0.25]], Apply(Normalisation.Max), "max");
+        // Second moment: Σa²/5 = 5.65 for the first row, 4.4 for the third and fourth.
+        double s1 = Math.Sqrt(28.25 / 5), s3 = Math.Sqrt(22.0 / 5);
+        Same([Rows[0].Select(v => v / s1).ToArray(), Rows[1], Rows[2].Select(v => v / s3).ToArray(), Rows[3].Select(v => v / s3).ToArray()],
+            Apply(Normalisation.SecondMoment), "second moment");
+        Same(Rows, Apply(Normalisation.None), "none");
+        Assert.Equal(Normalisation.SecondMoment, ((Normalisation?)null).Resolve(true, Normalisation.SecondMoment));
+        Assert.Equal(Normalisation.None, ((Normalisation?)null).Resolve(false, Normalisation.SecondMoment));
+        Assert.Equal(Normalisation.Negative, ((Normalisation?)Normalisation.Negative).Resolve(false));
+    }
+
+    [Fact]
+    public void TheOptionTakesBooleansAndNamesAndRejectsOthersWithASuggestion()
+    {
+        var (bad, _) = SeededRegionRun(1, 2, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: s, uses: sparseness, with: { of: gxi, normalise: negativ } }
+            """);
+        Assert.NotEqual(0, bad.ExitCode);
+        var error = string.Join("\n", bad.Errors);
+        Assert.Contains("normalise", error);
+        Assert.Contains("did you mean 'negative'", error);
+        // The same map under true, max and false: true is max for sparseness (a scale-free Gini, so all agree), and
+        // the names bind (a map that is all positive gives the same under negative).
+        var (r, _) = SeededRegionRun(1, 2, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: t, uses: sparseness, with: { of: gxi, normalise: true } }
+              - { id: f, uses: sparseness, with: { of: gxi, normalise: false } }
+              - { id: n, uses: sparseness, with: { of: gxi, normalise: negative } }
+              - { id: m, uses: sparseness, with: { of: gxi, normalise: second-moment } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        foreach (var step in new[] { "f", "n", "m" })
+            Assert.Equal(Env.Metric(r, "t", "sparseness_mean"), Env.Metric(r, step, "sparseness_mean"), 5);
+    }
+
+    [Fact]
+    public void RelativeStabilityNormalisesByTheSecondMomentWhenTrue()
+    {
+        // Gradient × input of the region CNN is c·x on the region R and 0 elsewhere; x' = x + u, u ~ U[0.02, 0.2] (the
+        // step's draws, as in QualityTests). Normalised maps are c·x/s and c·x'/s'; off R both are 0 (Quantus's ε guard
+        // gives 0/ε = 0), so a sample's relative input stability is ‖1 − (x'/x)(s/s')‖₂ over R divided by ‖u/x‖₂ over
+        // all pixels, with s = √(Σ_R x²/784) for the second moment (normalise: true, Quantus's default function here)
+        // and s = max_R x for normalise: max. The score is the max over the samples.
+        var (r, images) = SeededRegionRun(3, 11, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: ris_true, uses: relative-input-stability, with: { of: gxi, samples: 3, normalise: true } }
+              - { id: ris_max, uses: relative-input-stability, with: { of: gxi, samples: 3, normalise: max } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        foreach (var (step, secondMoment) in new[] { ("ris_true", true), ("ris_max", false) })
+        {
+            var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "relative_input_stability.json")))!["inputs"]!.AsArray();
+            for (int i = 0; i < 3; i++)
+            {
+                var x = images.AsSpan(i * 784, 784).ToArray();
+                double Scale(Func<int, double> v) => secondMoment
+                    ? Math.Sqrt(Enumerable.Range(0, 784).Where(InRegion).Sum(p => v(p) * v(p)) / 784)
+                    : Enumerable.Range(0, 784).Where(InRegion).Max(v);
+                using var g = InputGenerator(3, step, inputs[i]!["id"]!.GetValue<string>());
+                double best = double.NegativeInfinity;
+                for (int j = 0; j < 3; j++)
+                {
+                    var u = rand([1, 1, 28, 28], generator: g).data<float>().Select(v => v * 0.18 + 0.02).ToArray();
+                    double s = Scale(p => x[p]), sp = Scale(p => x[p] + u[p]);
+                    double num = 0, den = 0;
+                    for (int p = 0; p < 784; p++)
+                    {
+                        if (InRegion(p)) num += Math.Pow(1 - (x[p] + u[p]) / x[p] * (s / sp), 2);
+                        den += Math.Pow(u[p] / (x[p] == 0 ? 1e-6 : x[p]), 2);
+                    }
+                    best = Math.Max(best, Math.Sqrt(num) / Math.Sqrt(den));
+                }
+                double got = inputs[i]!["value"]!.GetValue<double>();
+                Assert.True(Math.Abs(got - best) <= 1e-4 * Math.Abs(best), $"{step}[{i}]: {got} against {best}");
+            }
+        }
+    }
+}
