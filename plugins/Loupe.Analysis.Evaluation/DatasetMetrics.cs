@@ -18,9 +18,50 @@ public sealed record DatasetMetricOptions : MetricOptions
     /// <summary>Distance threshold.</summary>
     [Range(0.0, 1.0), Description("sufficiency: two explanations agree when their distance, divided by the largest distance between any two, is ≤ threshold (Quantus: 0.6)")]
     public double Threshold { get; init; } = 0.6;
+    /// <summary>Distance between two explanations.</summary>
+    [Description("sufficiency: the distance between two explanations (Quantus distance_func, a scipy cdist metric): seuclidean (the default: each pixel over its standard deviation across the run, pixels that never vary left out), euclidean, sqeuclidean, cityblock, chebyshev, cosine, correlation")]
+    public Distance Distance { get; init; }
     /// <summary>Top n.</summary>
-    [Range(1, int.MaxValue), Description("consistency: an explanation is discretised to its n most relevant pixels (the set of their positions)")]
+    [Range(1, int.MaxValue), Description("consistency: the n of top-n and top-n-sign (Quantus: 5)")]
     public int TopN { get; init; } = 5;
+    /// <summary>Discretisation.</summary>
+    [Description("consistency: what two explanations must share to agree (Quantus discretise_func): top-n (the default: the set of positions of their n most relevant pixels), top-n-sign (Quantus's default: the signs of the first n values in raster order), sign (the signs of all values), floating-points (all values rounded to 2 decimals), rank (the order of all values, ties in pixel order)")]
+    public Discretisation Discretise { get; init; }
+}
+
+/// <summary>The distances of <c>sufficiency</c> (scipy's cdist names).</summary>
+public enum Distance
+{
+    /// <summary>Standardised Euclidean: each pixel over its standard deviation across the run (pixels that never vary
+    /// left out; scipy would give NaN).</summary>
+    Seuclidean,
+    /// <summary>‖u − v‖₂.</summary>
+    Euclidean,
+    /// <summary>‖u − v‖₂².</summary>
+    Sqeuclidean,
+    /// <summary>‖u − v‖₁.</summary>
+    Cityblock,
+    /// <summary>‖u − v‖∞.</summary>
+    Chebyshev,
+    /// <summary>1 − u·v / (‖u‖‖v‖).</summary>
+    Cosine,
+    /// <summary>The cosine distance of the centred vectors.</summary>
+    Correlation,
+}
+
+/// <summary>The discretisations of <c>consistency</c> (Quantus's discretise_func).</summary>
+public enum Discretisation
+{
+    /// <summary>The set of positions of the n most relevant pixels.</summary>
+    TopN,
+    /// <summary>Quantus's <c>top_n_sign</c>: the signs of the first n values of the flattened map.</summary>
+    TopNSign,
+    /// <summary>Quantus's <c>sign</c>: the signs of all values.</summary>
+    Sign,
+    /// <summary>Quantus's <c>floating_points</c>: all values rounded to 2 decimals.</summary>
+    FloatingPoints,
+    /// <summary>Quantus's <c>rank</c>: the order of the values, largest first (ties in pixel order).</summary>
+    Rank,
 }
 
 /// <summary>Base of the metrics of Dasgupta et al. (2022) whose per-input value depends on every input of the run:
@@ -77,8 +118,9 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
 }
 
 /// <summary><c>sufficiency</c> (Dasgupta et al. 2022; Quantus Sufficiency): two explanations agree when their
-/// standardised Euclidean distance (each pixel scaled by its variance over the run's maps; pixels that never vary are
-/// left out), divided by the largest distance between any two maps, is at most <c>threshold</c>; the score is the share
+/// distance (by default the standardised Euclidean: each pixel scaled by its variance over the run's maps; pixels that
+/// never vary are left out), divided by the largest distance between any two maps (Quantus's normalise_func on the
+/// distance matrix: <c>second-moment</c> divides by its root mean square instead), is at most <c>threshold</c>; the score is the share
 /// of the other inputs with an agreeing explanation that the model assigns to the same class. Higher is better.</summary>
 public sealed class Sufficiency : DatasetMetric
 {
@@ -89,21 +131,50 @@ public sealed class Sufficiency : DatasetMetric
     protected override double[] Score(DatasetMetricOptions o, Tensor a, long[] predicted)
     {
         using var scope = NewDisposeScope();
-        var v = a.shape[0] > 1 ? a.var(0, unbiased: true) : zeros(a.shape[1], dtype: ScalarType.Float64);
-        var keep = v > 0;
-        var cols = keep.nonzero().squeeze(1);
-        var z = a.index_select(1, cols) / v.index_select(0, cols).sqrt();
-        var d = cdist(z, z);
-        var max = d.max();
-        var dn = max.item<double>() > 0 ? d / max : d;
+        var d = Distances(a, o.Distance);
+        // Quantus normalises the distance matrix (all of it) with normalise_func, whether or not the maps are.
+        var function = o.Normalise.Resolve() is var f and not Normalisation.None ? f : Normalisation.Max;
+        var dn = Normalisations.Rows(d.reshape(1, -1), function).view_as(d);
         return SameClassShare(dn <= o.Threshold, predicted);
+    }
+
+    /// <summary>The N×N distances between the rows of <paramref name="a"/> (scipy's cdist of a with itself).</summary>
+    public static Tensor Distances(Tensor a, Distance distance)
+    {
+        using var scope = NewDisposeScope();
+        Tensor Cosine(Tensor u)
+        {
+            var unit = u / u.norm(1, keepdim: true);
+            return 1 - unit.matmul(unit.T);
+        }
+        var d = distance switch
+        {
+            Distance.Seuclidean => Standardised(a),
+            Distance.Euclidean => cdist(a, a),
+            Distance.Sqeuclidean => cdist(a, a).square(),
+            Distance.Cityblock => cdist(a, a, p: 1),
+            Distance.Chebyshev => (a.unsqueeze(1) - a.unsqueeze(0)).abs().amax([2]),
+            Distance.Cosine => Cosine(a),
+            Distance.Correlation => Cosine(a - a.mean([1], keepdim: true)),
+            _ => throw new ArgumentOutOfRangeException(nameof(distance), distance, null),
+        };
+        return scope.MoveToOuter(d);
+    }
+
+    static Tensor Standardised(Tensor a)
+    {
+        var v = a.shape[0] > 1 ? a.var(0, unbiased: true) : zeros(a.shape[1], dtype: ScalarType.Float64);
+        var cols = (v > 0).nonzero().squeeze(1);
+        var z = a.index_select(1, cols) / v.index_select(0, cols).sqrt();
+        return cdist(z, z);
     }
 }
 
-/// <summary><c>consistency</c> (Dasgupta et al. 2022; Quantus Consistency): explanations are discretised to the set
-/// of positions of their <c>top_n</c> most relevant pixels (Quantus's default discretisation keeps the signs of the
-/// first n values of the flattened map, whatever their relevance; Loupe follows the paper's idea of an explanation as
-/// its most relevant features); the score is the share of the other inputs with the same discretised explanation that
+/// <summary><c>consistency</c> (Dasgupta et al. 2022; Quantus Consistency): explanations are discretised (by default)
+/// to the set of positions of their <c>top_n</c> most relevant pixels (Quantus's default discretisation,
+/// <c>discretise: top-n-sign</c>, keeps the signs of the first n values of the flattened map, whatever their relevance;
+/// Loupe follows the paper's idea of an explanation as its most relevant features; <c>sign</c>, <c>floating-points</c>
+/// and <c>rank</c> are Quantus's others); the score is the share of the other inputs with the same discretised explanation that
 /// the model assigns to the same class (0 when none has it). Higher is better.</summary>
 public sealed class Consistency : DatasetMetric
 {
@@ -116,8 +187,16 @@ public sealed class Consistency : DatasetMetric
         using var scope = NewDisposeScope();
         long n = a.shape[0];
         int k = (int)Math.Min(o.TopN, a.shape[1]);
-        var top = a.sort(1, descending: true, stable: true).Indices.narrow(1, 0, k).sort(1).Values;   // the set, sorted
-        var same = (top.unsqueeze(1) == top.unsqueeze(0)).all(2);                                     // N×N
+        var label = o.Discretise switch
+        {
+            Discretisation.TopN => a.sort(1, descending: true, stable: true).Indices.narrow(1, 0, k).sort(1).Values,   // the set, sorted
+            Discretisation.TopNSign => a.narrow(1, 0, k).sign(),
+            Discretisation.Sign => a.sign(),
+            Discretisation.FloatingPoints => a.round(2),
+            Discretisation.Rank => a.sort(1, descending: true, stable: true).Indices,
+            _ => throw new ArgumentOutOfRangeException(nameof(o), o.Discretise, null),
+        };
+        var same = (label.unsqueeze(1) == label.unsqueeze(0)).all(2);                                     // N×N
         return SameClassShare(same, predicted);
     }
 }

@@ -104,6 +104,33 @@ public class QualityMoreTests
     }
 
     [Fact]
+    public void SufficiencyDistancesAreScipysAndConsistencyDiscretisesAsQuantus()
+    {
+        // tests/fixtures/make_dataset_metric_fixtures.py: scipy's cdist, and Quantus's discretise functions restated.
+        var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected_dataset.json")))!.AsObject();
+        string[] distances = ["euclidean", "sqeuclidean", "cityblock", "chebyshev", "cosine", "correlation"];
+        string[] discretisations = ["top-n-sign", "sign", "floating-points", "rank"];
+        var r = Run("inputs8.npy", 3, $$"""
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps8.npy")}} } }
+              - { id: s, uses: fixture-map, with: { path: {{Fixture("maps8s.npy")}} } }
+              - { id: suf_sm, uses: sufficiency, with: { of: m, distance: euclidean, normalise: second-moment } }
+            {{string.Concat(distances.Select(d => $"  - {{ id: suf_{d}, uses: sufficiency, with: {{ of: m, distance: {d} }} }}\n"))}}
+            {{string.Concat(discretisations.Select(d => $"  - {{ id: con_signed_{d}, uses: consistency, with: {{ of: s, abs: false, discretise: {d} }} }}\n"
+                + $"  - {{ id: con_abs_{d}, uses: consistency, with: {{ of: s, discretise: {d} }} }}\n"))}}
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        double[] Of(string key) => expected[key]!.AsArray().Select(v => v!.GetValue<double>()).ToArray();
+        foreach (var d in distances)
+            Close(Of("sufficiency_" + d), Values(r, "suf_" + d, "sufficiency"), "sufficiency " + d);
+        Close(Of("sufficiency_euclidean_second_moment"), Values(r, "suf_sm", "sufficiency"), "sufficiency, second moment");
+        foreach (var d in discretisations)
+        {
+            Close(Of("consistency_signed_" + d), Values(r, "con_signed_" + d, "consistency"), "signed consistency " + d);
+            Close(Of("consistency_abs_" + d), Values(r, "con_abs_" + d, "consistency"), "consistency " + d);
+        }
+    }
+
+    [Fact]
     public void LocalisationMasksComeFromAFolderOrABoxesFile()
     {
         var dir = Env.TempDir();
