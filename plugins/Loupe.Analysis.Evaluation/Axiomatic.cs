@@ -92,6 +92,12 @@ public sealed record InputInvarianceOptions : MetricOptions
     /// <summary>First layer.</summary>
     [LayerName, Description("the layer that reads the input and is affine in it (conv or linear), whose output is corrected for the shift (default: the model's first layer)")]
     public string? Layer { get; init; }
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of both maps, after normalise (Quantus abs: false)")]
+    public bool Abs { get; init; }
+    /// <summary>Normalise.</summary>
+    [Description("rescale both maps, each over all its values: false (Quantus's default), true (by max |·|), or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    public Normalisation Normalise { get; init; }
 }
 
 /// <summary><c>input-invariance</c> (Kindermans et al. 2017; Quantus InputInvariance): a second model that sees
@@ -129,10 +135,15 @@ public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
         double err = check.abs().max().item<float>(), scale = delta.abs().max().item<float>() + 1e-12;
         if (err > 1e-3 * scale + 1e-5)
             throw new LoupeException($"input-invariance: layer '{layer}' is not affine in the input (shifting the input changes its output by more than a constant); set 'layer' to the first convolution or linear layer");
-        var reference = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1);
+        Tensor Flat(Tensor map)
+        {
+            var f = Normalisations.Rows(map.detach().to(ScalarType.Float64).reshape(b.N, -1), o.Normalise.Resolve());
+            return o.Abs ? f.abs() : f;
+        }
+        var reference = Flat(b.Map);
         Tensor shifted;
         using (iv.Intervene(layer, t => t - delta.to(t.dtype)))
-            shifted = LinkedMaps(o, ctx, x + s, null, b.Selection).Map.detach().to(ScalarType.Float64).reshape(b.N, -1);
+            shifted = Flat(LinkedMaps(o, ctx, x + s, null, b.Selection).Map);
         return ((shifted - reference).abs().sum(1) / reference.abs().sum(1).clamp_min(1e-300)).ToArray<double>();
     }
 }

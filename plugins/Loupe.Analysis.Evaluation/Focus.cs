@@ -11,6 +11,9 @@ public sealed record FocusOptions : MetricOptions
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("mosaics per call of the method (default: the run's batch size)")]
     public int? MicroBatch { get; init; }
+    /// <summary>Absolute values.</summary>
+    [Description("take |·| of the channel-summed map before its positive part is kept (Quantus abs: false; Quantus's normalise cannot change the share)")]
+    public bool Abs { get; init; }
 }
 
 /// <summary><c>focus</c> (Arias-Duart et al. 2022; Quantus Focus): for each input i explained for class c, a 2 × 2
@@ -98,7 +101,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             var selection = new TargetSelection(rows.Select(r => explained[r]).ToArray(), rows.Select(r => labels[r]).ToArray());
             var raw = LinkedMaps(o, ctx, stack(part.Select(p => p.Mosaic).ToArray()), null, selection).Map.detach();
             var map = Maps.Reduce(raw.dim() == 4 ? raw.sum(1) : raw, h, w);                 // channel sum, signed
-            var pos = map.clamp_min(0).to(ScalarType.Float64);
+            var pos = (o.Abs ? map.abs() : map.clamp_min(0)).to(ScalarType.Float64);
             for (int k = 0; k < part.Count; k++)
             {
                 var quadrant = zeros(h, w, dtype: ScalarType.Float64);

@@ -31,6 +31,9 @@ public sealed record StabilityOptions : MetricOptions
     /// <summary>Gaussian σ.</summary>
     [Range(0.0, 1000.0), Description("local-lipschitz: noise N(0, σ²) per input element, normalised units (Quantus perturb_std: 0.1)")]
     public double Sigma { get; init; } = 0.1;
+    /// <summary>Gaussian mean.</summary>
+    [Range(-1e6, 1e6), Description("local-lipschitz: mean of the noise N(mean, σ²), normalised units (Quantus perturb_mean: 0)")]
+    public double Mean { get; init; }
     /// <summary>ε.</summary>
     [Range(0.0, 1.0), Description("relative-*-stability: replaces the denominator and the divisors' entries when they are exactly 0 (Quantus eps_min: 1e-6)")]
     public double EpsMin { get; init; } = 1e-6;
@@ -142,7 +145,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             double? lower = o.LowerBound ?? DefaultLowerBound;
             double from = lower ?? -o.Radius;
             var noise = stack(Enumerable.Range(0, k).Select(_ => Gaussian
-                ? InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * o.Sigma
+                ? InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * o.Sigma + o.Mean
                 : InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * (o.Radius - from) + from).ToArray());   // k×N×C×H×W
             var xs = (x.unsqueeze(0) + noise.to(x.dtype)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();

@@ -1,14 +1,16 @@
 using System.Text.Json.Nodes;
+using Loupe.Abstractions;
 using Loupe.Analysis.Evaluation;
 using static Loupe.Evaluation.Tests.QualityTests;
 using static TorchSharp.torch;
 
 namespace Loupe.Evaluation.Tests;
 
-/// <summary>Quantus's normalise_func choices (normalise: max | negative | second-moment, with true and false): the
-/// functions on hand-worked rows, the binding of the option's spellings, and the relative stabilities, whose
-/// <c>normalise: true</c> is Quantus's second-moment estimate, against the closed form on the region CNN.</summary>
-public class NormalisationTests
+/// <summary>Quantus options of the metrics, against closed forms: normalise_func (normalise: max | negative |
+/// second-moment, with true and false) on hand-worked rows, the binding of the option's spellings, the relative
+/// stabilities (whose <c>normalise: true</c> is Quantus's second-moment estimate), input-invariance's abs/normalise,
+/// local-lipschitz's perturb_mean and focus's abs on the region CNN.</summary>
+public class QuantusOptionTests
 {
     static readonly double[][] Rows =
     [
@@ -115,6 +117,82 @@ public class NormalisationTests
                 double got = inputs[i]!["value"]!.GetValue<double>();
                 Assert.True(Math.Abs(got - best) <= 1e-4 * Math.Abs(best), $"{step}[{i}]: {got} against {best}");
             }
+        }
+    }
+
+    [Fact]
+    public void LocalLipschitzDrawsAroundItsMean()
+    {
+        // Gradient × input of the region CNN, normalised by its max |·| (Quantus's default here), is ±x/max x on the
+        // region R (x ≥ 0 there) and 0 elsewhere; on x' = x + N(mean, σ²) (the step's draws) it is ±relu(x')/max relu(x')
+        // on R, the class fixed on the clean input. The score is the max over samples of ‖Φ − Φ'‖₂ / ‖x − x'‖₂.
+        var (r, images) = SeededRegionRun(5, 13, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: ll, uses: local-lipschitz, with: { of: gxi, samples: 3, sigma: 0.1, mean: 0.3 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "ll", "local_lipschitz.json")))!["inputs"]!.AsArray();
+        for (int i = 0; i < 3; i++)
+        {
+            var x = images.AsSpan(i * 784, 784).ToArray();
+            double max = Enumerable.Range(0, 784).Where(InRegion).Max(p => x[p]);
+            using var g = InputGenerator(5, "ll", inputs[i]!["id"]!.GetValue<string>());
+            double best = double.NegativeInfinity;
+            for (int j = 0; j < 3; j++)
+            {
+                var z = randn([1, 1, 28, 28], generator: g).data<float>().ToArray();
+                var xs = x.Select((v, p) => (double)(v + (z[p] * 0.1f + 0.3f))).ToArray();
+                double maxS = Enumerable.Range(0, 784).Where(InRegion).Max(p => Math.Max(0, xs[p]));
+                double num = Enumerable.Range(0, 784).Where(InRegion).Sum(p => Math.Pow(x[p] / max - Math.Max(0, xs[p]) / maxS, 2));
+                double den = Enumerable.Range(0, 784).Sum(p => Math.Pow(xs[p] - x[p], 2));
+                best = Math.Max(best, Math.Sqrt(num / den));
+            }
+            double got = inputs[i]!["value"]!.GetValue<double>();
+            Assert.True(Math.Abs(got - best) <= 1e-4 * best, $"ll[{i}]: {got} against {best}");
+        }
+    }
+
+    [Fact]
+    public void InputInvarianceNormalisesBothMapsAndFocusTakesAbs()
+    {
+        var (r, images) = SeededRegionRun(1, 17, "region-test", """
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: gxi, uses: gradient-x-input }
+              - { id: ii, uses: input-invariance, with: { of: gxi, shift: -1, normalise: true } }
+              - { id: ii-abs, uses: input-invariance, with: { of: gxi, shift: -1, normalise: true, abs: true } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        // Under the compensated shift the gradient is unchanged, so the maps are g·x and g·(x − 1) on the region's
+        // pixels P where x > 0 (g = ±c): normalised, x/max x and (x − 1)/max|x − 1|; with abs both are |·|.
+        foreach (var (step, abs) in new[] { ("ii", false), ("ii-abs", true) })
+        {
+            var got = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "input_invariance.json")))!["inputs"]!.AsArray();
+            for (int i = 0; i < 3; i++)
+            {
+                var p = Enumerable.Range(0, 784).Where(q => InRegion(q) && images[i * 784 + q] > 0).Select(q => (double)images[i * 784 + q]).ToArray();
+                double m = p.Max(), ms = p.Max(v => Math.Abs(v - 1));
+                Func<double, double> f = abs ? Math.Abs : v => v;
+                double want = p.Sum(v => Math.Abs(f((v - 1) / ms) - f(v / m))) / p.Sum(v => Math.Abs(v / m));
+                Assert.True(Math.Abs(got[i]!["value"]!.GetValue<double>() - want) <= 1e-4 * want, $"{step}[{i}]: {got[i]!["value"]} against {want}");
+            }
+        }
+        // The model reads only the top-left quadrant of a mosaic. Signed saliency of class 1 (the odd inputs of the
+        // eight, which have partners of both classes) is negative there, so without abs those inputs have no positive
+        // relevance (NaN); with abs all relevance lies in that quadrant, so every input scores 0 or 1.
+        var eight = Npy.Read(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "inputs8.npy")).Data.ToArray();
+        r = RunOn(eight, 1, "region-test", """
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: focus, uses: focus, with: { of: sal } }
+              - { id: focus-abs, uses: focus, with: { of: sal, abs: true } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var plain = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "focus", "focus.json")))!["inputs"]!.AsArray();
+        var withAbs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "focus-abs", "focus.json")))!["inputs"]!.AsArray();
+        for (int i = 0; i < 8; i++)
+        {
+            var v = withAbs[i]!["value"]!;
+            Assert.True(v.GetValueKind() == System.Text.Json.JsonValueKind.Number && v.GetValue<double>() is 0 or 1, $"focus with abs [{i}] = {v}");
+            if (i % 2 == 1) Assert.Equal("NaN", plain[i]!["value"]!.ToString());
         }
     }
 }
