@@ -62,8 +62,13 @@ public sealed record StabilityOptions : MetricOptions
     [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
     /// <summary>Representation layer.</summary>
-    [LayerName, Description("relative-representation-stability: the layer whose output is the internal representation (required there)")]
+    [LayerName, Description("relative-representation-stability: the layer whose output is the internal representation (this or 'layers' is required there)")]
     public string? Layer { get; init; }
+    /// <summary>Representation layers.</summary>
+    [LayerName, Description("relative-representation-stability: several layers whose outputs, flattened and concatenated, are the internal representation (Quantus layer_names)")]
+    public string[]? Layers { get; init; }
+    /// <summary>The representation's layers: <see cref="Layer"/> then <see cref="Layers"/>, each once.</summary>
+    public string[] RepresentationLayers() => [.. new[] { Layer }.Concat(Layers ?? []).OfType<string>().Where(l => l.Length > 0).Distinct()];
 }
 
 /// <summary>Base of the robustness metrics: <c>samples</c> noisy copies per input (noise drawn per input id, one sample
@@ -275,8 +280,9 @@ public sealed class RelativeOutputStability : RelativeStability
         o.Softmax ? Norm(h!.softmax(1) - hs!.softmax(1)) : Norm(h! - hs!);
 }
 
-/// <summary><c>relative-representation-stability</c>: the denominator is the relative change of the output of
-/// <c>layer</c>, ‖(L(x) − L(x'))/L(x)‖. Lower is better.</summary>
+/// <summary><c>relative-representation-stability</c>: the denominator is the relative change of the internal
+/// representation, ‖(L(x) − L(x'))/L(x)‖: the output of <c>layer</c>, or those of <c>layers</c> flattened and
+/// concatenated (Quantus layer_names; the norm does not depend on their order). Lower is better.</summary>
 public sealed class RelativeRepresentationStability : RelativeStability
 {
     /// <inheritdoc/>
@@ -287,15 +293,20 @@ public sealed class RelativeRepresentationStability : RelativeStability
     protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
     {
         foreach (var e in base.ValidateMetric(o, context)) yield return e;
-        if (string.IsNullOrEmpty(o.Layer)) yield return "option 'layer' is required: the layer whose output is the internal representation (e.g. relu3)";
+        if (o.RepresentationLayers().Length == 0) yield return "option 'layer' (or 'layers') is required: the layer whose output is the internal representation (e.g. relu3)";
     }
     /// <inheritdoc/>
     protected override (Tensor Logits, Tensor? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        var (output, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [o.Layer!], forGradients: false, selection);
-        using (capture) return (scope.MoveToOuter(output.detach()), scope.MoveToOuter(capture[o.Layer!].to(ScalarType.Float64).reshape(input.shape[0], -1)));
+        var layers = o.RepresentationLayers();
+        var (output, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, layers, forGradients: false, selection);
+        using (capture)
+        {
+            var h = cat(layers.Select(l => capture[l].to(ScalarType.Float64).reshape(input.shape[0], -1)).ToArray(), 1);
+            return (scope.MoveToOuter(output.detach()), scope.MoveToOuter(h));
+        }
     }
     /// <inheritdoc/>
     protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) => Relative(h!, hs!, o.EpsMin);

@@ -195,4 +195,30 @@ public class QuantusOptionTests
             if (i % 2 == 1) Assert.Equal("NaN", plain[i]!["value"]!.ToString());
         }
     }
+
+    [Fact]
+    public void RepresentationStabilityConcatenatesItsLayers()
+    {
+        // One sample, the same step id and seed, so the same noise in three runs: the numerator n is shared, and the
+        // representation of [conv, relu] concatenated has ‖·‖² = d_conv² + d_relu², so 1/r² = 1/r_conv² + 1/r_relu².
+        double[] Scores(string layers)
+        {
+            var (r, _) = SeededRegionRun(7, 19, "region-test", $$"""
+                  - { id: gxi, uses: gradient-x-input }
+                  - { id: rrs, uses: relative-representation-stability, with: { of: gxi, samples: 1, {{layers}} } }
+                """);
+            Assert.True(r.ExitCode == 0, Failures(r));
+            return JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "rrs", "relative_representation_stability.json")))!["inputs"]!
+                .AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
+        }
+        var conv = Scores("layer: conv");
+        var relu = Scores("layers: [relu]");
+        var both = Scores("layers: [conv, relu]");
+        for (int i = 0; i < 3; i++)
+        {
+            double want = 1 / Math.Sqrt(1 / (conv[i] * conv[i]) + 1 / (relu[i] * relu[i]));
+            Assert.True(Math.Abs(both[i] - want) <= 1e-6 * want, $"rrs[{i}]: {both[i]} against {want} (conv {conv[i]}, relu {relu[i]})");
+        }
+    }
 }
+
