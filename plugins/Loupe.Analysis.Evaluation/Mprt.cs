@@ -47,6 +47,9 @@ public sealed record MprtOptions : MetricOptions
     /// <summary>Histogram bins.</summary>
     [Range(2, 100_000), Description("efficient: bins of the histogram of map values whose entropy is the map's complexity (Quantus n_bins: 100)")]
     public int Bins { get; init; } = 100;
+    /// <summary>Complexity of a map (eMPRT).</summary>
+    [Description("efficient: the map's complexity (Quantus complexity_func): discrete-entropy (the default: entropy of the 'bins'-bin histogram of its values), entropy (Shannon entropy of the map as a distribution, a/Σa; needs abs: true) or gini (Gini coefficient of the values + 1e-7, sorted)")]
+    public MprtComplexity Complexity { get; init; }
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("smooth: noisy copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
@@ -56,6 +59,17 @@ public sealed record MprtOptions : MetricOptions
     /// <summary>The score.</summary>
     [Description("smooth: last (the curve's last point, Quantus return_last_correlation) or average (the mean over the randomised points, Quantus return_average_correlation; needs per_layer)")]
     public MprtScore Score { get; init; } = MprtScore.Last;
+}
+
+/// <summary>eMPRT's complexity of a map (Quantus's complexity_func).</summary>
+public enum MprtComplexity
+{
+    /// <summary>Entropy of the histogram of the values (Quantus <c>discrete_entropy</c>).</summary>
+    DiscreteEntropy,
+    /// <summary>Shannon entropy of a / Σa (Quantus <c>entropy</c>, scipy.stats.entropy); non-negative maps only.</summary>
+    Entropy,
+    /// <summary>Gini coefficient of the values + 1e-7, sorted ascending (Quantus <c>gini_coeffiient</c>).</summary>
+    Gini,
 }
 
 /// <summary>What <c>mprt</c>'s smooth score reduces its curve to.</summary>
@@ -79,8 +93,8 @@ public enum MprtScore
 /// the Spearman ρ of the intact and the randomised model's |map| (normalising by the maximum, as Quantus does, leaves
 /// ranks unchanged); the original point is the ρ of the evaluated step's map and the intact noise-averaged one. Lower
 /// is better.</item>
-/// <item><c>efficient</c>: a point is H(|map|), the entropy (natural log) of the <c>bins</c>-bin histogram of the map's
-/// values over their range; the score is (H(last) − H(original)) / H(original), the relative rise in complexity.
+/// <item><c>efficient</c>: a point is H(map), the entropy (natural log) of the <c>bins</c>-bin histogram of the map's
+/// values over their range (or the map's Shannon entropy or Gini coefficient: <c>complexity</c>); the score is (H(last) − H(original)) / H(original), the relative rise in complexity.
 /// Higher is better: a map that depends on the model becomes noisier.</item>
 /// </list></summary>
 public sealed class Mprt : QualityMetric<MprtOptions>
@@ -106,6 +120,10 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         if (context.Model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
         if (options.Score == MprtScore.Average && options.Variant != MprtVariant.Smooth)
             yield return "option 'score': average applies to variant smooth (eMPRT's score is the relative entropy rise)";
+        if (options.Complexity == MprtComplexity.Entropy && options.Abs != true)
+            yield return "option 'complexity': entropy treats the map as a distribution and needs non-negative values: set abs: true (Quantus asserts the same)";
+        if (options.Complexity != MprtComplexity.DiscreteEntropy && options.Variant != MprtVariant.Efficient)
+            yield return "option 'complexity' applies to variant efficient";
         if (options.Score == MprtScore.Average && !options.PerLayer)
             yield return "option 'score': average needs the curve's every point (per_layer: true)";
     }
@@ -124,6 +142,28 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         var counts = zeros(bins, dtype: ScalarType.Float64).index_add_(0, idx, ones_like(v), 1);
         var p = counts / counts.sum();
         return -(p * where(p > 0, p.log(), zeros_like(p))).sum().item<double>();
+    }
+
+    /// <summary>eMPRT's complexity of one map (a row of values).</summary>
+    public static double Complexity(Tensor row, MprtComplexity complexity, int bins)
+    {
+        using var scope = NewDisposeScope();
+        var v = row.to(ScalarType.Float64).flatten();
+        switch (complexity)
+        {
+            case MprtComplexity.DiscreteEntropy:
+                return HistogramEntropy(v, bins);
+            case MprtComplexity.Entropy:
+                var p = v / v.sum();
+                return -(p * where(p > 0, p.log(), zeros_like(p))).sum().item<double>();
+            case MprtComplexity.Gini:
+                long d = v.shape[0];
+                var sorted = (v + 1e-7).sort().Values;
+                var k = arange(1, d + 1, dtype: ScalarType.Float64);
+                return (((2 * k - d - 1) * sorted).sum() / (d * sorted.sum())).item<double>();
+            default:
+                throw new ArgumentOutOfRangeException(nameof(complexity), complexity, null);
+        }
     }
 
     /// <summary>The modules (top first, as <see cref="SanityRandomisation.Randomise"/> numbers them) in the order they
@@ -175,7 +215,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         var given = Magnitude(o, b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1));
         var intact = smooth ? Maps(o, b, noise, clean: b.Map) : given;   // the step's maps of x: not recomputed
         float[] Row(Tensor t, int i) => t[i].to(ScalarType.Float32).contiguous().ToArray<float>();
-        double Point(Tensor maps, int i) => smooth ? Evaluation.Maps.Spearman(Row(intact, i), Row(maps, i)) : HistogramEntropy(maps[i], o.Bins);
+        double Point(Tensor maps, int i) => smooth ? Evaluation.Maps.Spearman(Row(intact, i), Row(maps, i)) : Complexity(maps[i], o.Complexity, o.Bins);
         var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Evaluation.Maps.Spearman(Row(given, i), Row(intact, i)) : Point(intact, i) }).ToArray();
         var order = RandomisationOrder(modules.Count, o.Order);
         var saved = new List<(Tensor Live, Tensor Copy)>();
@@ -199,9 +239,11 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         return curves.Select(c => c.ToArray()).ToArray();
     }
 
-    /// <summary>The score of one curve: the last point or the mean of the randomised points (smooth), or the relative rise of the entropy (efficient).</summary>
+    /// <summary>The score of one curve: the last point or the mean of the randomised points (smooth), or the relative
+    /// rise of the complexity (efficient; Quantus's (b − a)/a, NaN where the original's complexity is 0 — a constant map's
+    /// histogram entropy — which Quantus would divide by).</summary>
     static double EndPoint(MprtOptions o, double[] curve) =>
-        o.Variant == MprtVariant.Efficient ? (curve[^1] - curve[0]) / Math.Max(curve[0], 1e-12)
+        o.Variant == MprtVariant.Efficient ? (curve[0] == 0 ? double.NaN : (curve[^1] - curve[0]) / curve[0])
         : o.Score == MprtScore.Average ? curve.Skip(1).Average() : curve[^1];
 
     /// <inheritdoc/>

@@ -29,6 +29,8 @@ public class MprtTests
           - { id: emprt-ind, uses: mprt, with: { of: sal, variant: efficient, order: independent } }
           - { id: emprt-abs, uses: mprt, with: { of: sal, variant: efficient, abs: true } }
           - { id: smprt-avg-signed, uses: mprt, with: { of: sal, samples: 2, abs: false, score: average } }
+          - { id: emprt-gini, uses: mprt, with: { of: sal, variant: efficient, complexity: gini } }
+          - { id: emprt-entropy, uses: mprt, with: { of: sal, variant: efficient, order: top-down, abs: true, complexity: entropy } }
         """;
 
     static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
