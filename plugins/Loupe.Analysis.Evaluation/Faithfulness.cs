@@ -15,6 +15,8 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected virtual bool DefaultSoftmax => true;
     /// <summary>Quantus's default of the baseline.</summary>
     protected virtual Fill DefaultFill => Fill.Min;
+    /// <summary>Whether the metric replaces features by a baseline (ROAD imputes them instead).</summary>
+    protected virtual bool UsesBaseline => true;
     /// <inheritdoc/>
     protected override int? MicroBatch(FaithfulnessOptions options) => options.MicroBatch;
 
@@ -23,7 +25,7 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     {
         using var scope = NewDisposeScope();
         var a = b.Features(o.Abs ?? DefaultAbs, o.Normalise.Resolve(true));
-        return Of(o, b, a, o.BaselineOf(b, DefaultFill), o.Softmax ?? DefaultSoftmax).ToArray<double>();
+        return Of(o, b, a, UsesBaseline ? o.BaselineOf(b, DefaultFill) : b.X, o.Softmax ?? DefaultSoftmax).ToArray<double>();
     }
 
     /// <summary>The fill of a metric that perturbs steps one call each: <paramref name="baseline"/>, or with

@@ -120,8 +120,16 @@ public sealed class Road : FaithfulnessMetric
     }
 
     /// <inheritdoc/>
-    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context) =>
-        o.Order == RegionOrder.Random ? [.. PercentageErrors(o), "option 'order': road takes morf or lerf"] : PercentageErrors(o);
+    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
+    {
+        foreach (var e in PercentageErrors(o)) yield return e;
+        if (o.Order == RegionOrder.Random) yield return "option 'order': road takes morf or lerf";
+        if (o.Baseline is not null || o.BaselineValue is not null || o.BaselineImages is not null)
+            yield return "road imputes the removed pixels from their neighbours: it takes no 'baseline' or 'baseline_images'";
+    }
+
+    /// <inheritdoc/>
+    protected override bool UsesBaseline => false;
 
     static IEnumerable<string> PercentageErrors(FaithfulnessOptions o)
     {

@@ -97,6 +97,35 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         return scope.MoveToOuter(b.to(x.dtype).contiguous());
     }
 
+    /// <summary>Byte cap of one baseline image file.</summary>
+    public const long MaxBaselineBytes = 256L << 20;
+
+    /// <summary>The replacement values N×C×H×W from a folder of one <c>&lt;id&gt;.npy</c> per input (Quantus's array
+    /// <c>perturb_baseline</c>): C×H×W, or H×W / 1×H×W for every channel, in the model's input space, at the model
+    /// input's size. The id names the file inside the folder (never outside it); a missing, oversized, misshapen or
+    /// non-finite file is an error naming it.</summary>
+    public Tensor BaselineImages(string folder)
+    {
+        using var scope = NewDisposeScope();
+        long c = X.shape[1], h = X.shape[2], w = X.shape[3];
+        var images = batch.Ids.Select(id =>
+        {
+            var what = $"option 'baseline_images': input '{SafeFile.Printable(id)}'";
+            var path = SafeFile.Inside(folder, id + ".npy", what);
+            if (!File.Exists(path)) throw new LoupeException($"{what}: folder '{folder}' has no {SafeFile.Printable(id)}.npy");
+            SafeFile.RequireRegular(path, $"option 'baseline_images': {path}");
+            if (new FileInfo(path).Length > MaxBaselineBytes) throw new LoupeException($"option 'baseline_images': {path} is larger than {MaxBaselineBytes >> 20} MiB");
+            var t = Npy.Read(path, ImageFiles.MaxPixels).ToTensor().to(ScalarType.Float32);
+            var shape = string.Join("×", t.shape);
+            if (t.dim() == 2) t = t.unsqueeze(0);
+            if (t.dim() != 3 || t.shape[0] is var tc && tc != c && tc != 1 || t.shape[1] != h || t.shape[2] != w)
+                throw new LoupeException($"option 'baseline_images': {path} has shape ({shape}); the model's input is {c}×{h}×{w} (give C×H×W, or H×W for every channel)");
+            if (!t.isfinite().all().item<bool>()) throw new LoupeException($"option 'baseline_images': {path} holds NaN or infinite values");
+            return t.expand(c, h, w);
+        }).ToArray();
+        return scope.MoveToOuter(stack(images).to(X.dtype).contiguous());
+    }
+
     /// <summary>The replacement values of a metric that perturbs <paramref name="steps"/> groups of pixels one call
     /// each (<paramref name="step"/>: each pixel's group, N×D, values ≥ steps in none): <paramref name="baseline"/>, but
     /// for <see cref="Fill.UniformStep"/> every group's pixels get their own U[low, high) value (per input, drawn in
@@ -342,10 +371,14 @@ public abstract record PerturbOptions : MetricOptions, IConstantFill
     /// <summary>High end of the uniform fills.</summary>
     [Range(-1e6, 1e6), Description("the uniform fills draw U[uniform_low, uniform_high) (Quantus's uniform_high: 1)")]
     public double UniformHigh { get; init; } = 1;
+    /// <summary>Baseline images.</summary>
+    [FilePath(Directory = true), Description("folder of baseline images, one per input id: <id>.npy, C×H×W (or H×W for every channel) in the model's input space at its input size (Quantus's array perturb_baseline, e.g. a blurred copy); replaces 'baseline'")]
+    public string? BaselineImages { get; init; }
     /// <summary>The baseline these options ask for, or <paramref name="fallback"/> (the metric's default).</summary>
-    public Tensor BaselineOf(MetricBatch b, Fill fallback) => b.Baseline(Baseline ?? fallback, BaselineValue, UniformLow, UniformHigh);
-    /// <summary>The fill these options ask for (a constant counts as none of the named ones).</summary>
-    public Fill? FillOf(Fill fallback) => BaselineValue is null ? Baseline ?? fallback : null;
+    public Tensor BaselineOf(MetricBatch b, Fill fallback) => BaselineImages is { } folder ? b.BaselineImages(folder)
+        : b.Baseline(Baseline ?? fallback, BaselineValue, UniformLow, UniformHigh);
+    /// <summary>The fill these options ask for (a constant or baseline images count as none of the named ones).</summary>
+    public Fill? FillOf(Fill fallback) => BaselineValue is null && BaselineImages is null ? Baseline ?? fallback : null;
     /// <summary>Softmax.</summary>
     [Description("score the class probability (true) or the target logit (false); default: Quantus's per metric")]
     public bool? Softmax { get; init; }

@@ -220,5 +220,58 @@ public class QuantusOptionTests
             Assert.True(Math.Abs(both[i] - want) <= 1e-6 * want, $"rrs[{i}]: {both[i]} against {want} (conv {conv[i]}, relu {relu[i]})");
         }
     }
+
+    [Fact]
+    public void BaselineImagesReplaceTheBaselineInputByInput()
+    {
+        // Completeness of gradient × input on the region CNN with baseline image x̄ per input: Σa = c·Σ_R relu'(x)·x and
+        // f(x) − f(x̄) = c·Σ_R (relu x − relu x̄) (c = 20/64), so the gap is |Σ_R relu x̄| / |Σ_R x − Σ_R relu x̄| over
+        // an image whose region is positive. Each input gets its own image (values in [−0.5, 1.5)).
+        var images = RegionNet.Images(3, 23);
+        var folder = Path.Combine(Env.TempDir(), "baselines");
+        Directory.CreateDirectory(folder);
+        var rng = new Random(5);
+        var baselines = new float[3][];
+        for (int i = 0; i < 3; i++)
+        {
+            baselines[i] = Enumerable.Range(0, 784).Select(_ => (float)(rng.NextDouble() * 2 - 0.5)).ToArray();
+            File.WriteAllBytes(Path.Combine(folder, $"{i:00000}.npy"), Npy.Encode(new NdArray(baselines[i], i == 1 ? [28, 28] : [1, 28, 28])));
+        }
+        var r = RunOn(images, 1, "region-test", $$"""
+              - { id: gxi, uses: gradient-x-input }
+              - { id: c, uses: completeness, with: { of: gxi, baseline_images: {{Env.Yaml(folder)}} } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var got = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "c", "completeness.json")))!["inputs"]!.AsArray();
+        for (int i = 0; i < 3; i++)
+        {
+            var region = Enumerable.Range(0, 784).Where(InRegion).ToArray();
+            double sx = region.Sum(p => (double)Math.Max(0, images[i * 784 + p])), sb = region.Sum(p => (double)Math.Max(0, baselines[i][p]));
+            double want = Math.Abs(sb) / Math.Abs(sx - sb);
+            Assert.True(Math.Abs(got[i]!["value"]!.GetValue<double>() - want) <= 1e-4 * want, $"completeness[{i}]: {got[i]!["value"]} against {want}");
+        }
+        // A misshapen image, a missing one, and both spellings of the baseline: errors that name the file or the keys.
+        File.WriteAllBytes(Path.Combine(folder, "00001.npy"), Npy.Encode(new NdArray(new float[27 * 28], [27, 28])));
+        File.Delete(Path.Combine(folder, "00002.npy"));
+        var bad = RunOn(images, 1, "region-test", $$"""
+              - { id: gxi, uses: gradient-x-input }
+              - { id: c, uses: completeness, with: { of: gxi, baseline_images: {{Env.Yaml(folder)}} } }
+            """);
+        Assert.Contains("00001.npy has shape (27×28); the model's input is 1×28×28", Loupe.Testing.HostRuns.StepError(bad, "c") ?? "");
+        File.WriteAllBytes(Path.Combine(folder, "00001.npy"), Npy.Encode(new NdArray(baselines[1], [28, 28])));
+        bad = RunOn(images, 1, "region-test", $$"""
+              - { id: gxi, uses: gradient-x-input }
+              - { id: c, uses: completeness, with: { of: gxi, baseline_images: {{Env.Yaml(folder)}} } }
+            """);
+        Assert.Contains("has no 00002.npy", Loupe.Testing.HostRuns.StepError(bad, "c") ?? "");
+        bad = RunOn(images, 1, "region-test", $$"""
+              - { id: gxi, uses: gradient-x-input }
+              - { id: c, uses: completeness, with: { of: gxi, baseline: max, baseline_images: {{Env.Yaml(folder)}} } }
+              - { id: r, uses: road, with: { of: gxi, baseline: max } }
+            """);
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Contains(bad.Errors, e => e.Message.Contains("step 'c' (completeness): give 'baseline' or 'baseline_images', not both"));
+        Assert.Contains(bad.Errors, e => e.Message.Contains("step 'r' (road): road imputes the removed pixels"));
+    }
 }
 
