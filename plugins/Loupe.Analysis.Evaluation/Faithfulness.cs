@@ -326,20 +326,22 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
         long h = x.shape[2], w = x.shape[3], runs = o.Runs;
         var step = PixelSteps(o, b, a, false, out var steps);
         var fillKind = o.FillOf(DefaultFill);
-        bool fresh = fillKind is Fill.Uniform or Fill.UniformInput;
+        bool fresh = fillKind is Fill.Uniform or Fill.UniformInput || NoiseFill.Adds(fillKind);
+        var noise = o.NoiseOf();
         float lo = (float)o.UniformLow, span = (float)(o.UniformHigh - o.UniformLow);
         // U[low, high) pixels (uniform) are normalised; uniform-input draws are model-input values already.
         Tensor Draws(Tensor u) => fillKind == Fill.Uniform ? b.Context.Input.Normalize(u * span + lo) : u * span + lo;
+        Tensor Draw(Generator g) => NoiseFill.Adds(fillKind) ? noise.Draw(fillKind!.Value, [x.shape[1], h, w], g) : rand([x.shape[1], h, w], generator: g);
         // uniform-step: one value per copy (a step's sample: Quantus's one draw per perturbation call).
         var values = fillKind == Fill.UniformStep ? b.Scalars(steps * runs, o.UniformLow, o.UniformHigh).to(x.dtype) : null;
         var f = b.Outputs(steps * runs, (k0, k) =>
         {
             var copySteps = arange(k0, k0 + k).div(runs, rounding_mode: RoundingMode.floor);            // step of each copy
             var m = (step.unsqueeze(1) == copySteps.view(1, k, 1)).to(ScalarType.Float32).view(b.N, k, 1, h, w);
-            // Uniform: one draw per copy and input, in copy order (the same whatever the chunking); else the baseline.
+            // Uniform and noise: one draw per copy and input, in copy order (the same whatever the chunking); else the baseline.
+            var draws = fresh ? stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k).Select(_ => Draw(g)).ToArray())).ToArray()) : null;   // N×k×C×H×W
             var fill = fresh
-                ? Draws(stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k)
-                    .Select(_ => rand([x.shape[1], h, w], generator: g)).ToArray())).ToArray()).view(b.N * k, x.shape[1], h, w)).view(b.N, k, x.shape[1], h, w)
+                ? NoiseFill.Adds(fillKind) ? x.unsqueeze(1) + draws!.to(x.dtype) : Draws(draws!.view(b.N * k, x.shape[1], h, w)).view(b.N, k, x.shape[1], h, w)
                 : values is not null ? values.narrow(1, k0, k).view(b.N, k, 1, 1, 1) : baseline.unsqueeze(1);
             return x.unsqueeze(1) * (1 - m) + fill * m;
         }, softmax).view(b.N, steps, runs);

@@ -58,6 +58,8 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
         foreach (var e in Expectation.Errors(options.Expect, MetricNamesWith(options, context.Model))) yield return e;
         if (options is PerturbOptions { UniformLow: var low, UniformHigh: var high } && low >= high)
             yield return $"option 'uniform_low' ({low}) must be below 'uniform_high' ({high})";
+        if (options is PerturbOptions { UpperBound: { } upper, LowerBound: var lower } && upper <= lower)
+            yield return $"option 'upper_bound' ({upper}) must be above 'lower_bound' ({lower})";
         if (options is PerturbOptions { BaselineImages: not null } po && (po.Baseline is not null || po.BaselineValue is not null))
             yield return "give 'baseline' or 'baseline_images', not both: the images replace the baseline";
         if (options is IConstantFill { BaselineValue: { } constant })

@@ -27,6 +27,25 @@ public enum Fill
     /// <summary>One U[0, 1) value per input and perturbation (a step, region, segment, subset or sample), in the model's
     /// input space, written to every value that perturbation replaces: Quantus's batched <c>"uniform"</c>.</summary>
     UniformStep,
+    /// <summary>The value plus N(perturb_mean, perturb_std²) noise, per element, seeded per input (Quantus's
+    /// <c>perturb_func=batch_gaussian_noise</c>).</summary>
+    GaussianNoise,
+    /// <summary>The value plus U[−lower_bound, lower_bound] noise, or U[lower_bound, upper_bound] when that is given,
+    /// per element, seeded per input (Quantus's <c>perturb_func=batch_uniform_noise</c>).</summary>
+    UniformNoise,
+}
+
+/// <summary>The noise of the additive fills (<see cref="Fill.GaussianNoise"/>, <see cref="Fill.UniformNoise"/>), with
+/// Quantus's defaults.</summary>
+public sealed record NoiseFill(double Mean = 0, double Std = 0.01, double Lower = 0.02, double? Upper = null)
+{
+    /// <summary>One draw of the noise of <paramref name="fill"/> of this shape from <paramref name="g"/>.</summary>
+    public Tensor Draw(Fill fill, long[] shape, Generator g) => fill == Fill.GaussianNoise
+        ? randn(shape, generator: g) * (float)Std + (float)Mean
+        : rand(shape, generator: g) * (float)((Upper ?? Lower) - (Upper is null ? -Lower : Lower)) + (float)(Upper is null ? -Lower : Lower);
+
+    /// <summary>Whether the fill adds noise to the value it replaces.</summary>
+    public static bool Adds(Fill? fill) => fill is Fill.GaussianNoise or Fill.UniformNoise;
 }
 
 /// <summary>One batch as a metric sees it: the input, the linked step's maps (reused, not recomputed) and what they
@@ -77,7 +96,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     /// model's input space, as Quantus's numeric <c>perturb_baseline</c>) when given, else <paramref name="fill"/>; the
     /// uniform fills draw U[<paramref name="low"/>, <paramref name="high"/>) (Quantus uniform_low, uniform_high), and
     /// <see cref="Fill.UniformStep"/> one value per input here (one perturbation: see <see cref="PerStep"/>).</summary>
-    public Tensor Baseline(Fill fill, float[]? constant = null, double low = 0, double high = 1)
+    public Tensor Baseline(Fill fill, float[]? constant = null, double low = 0, double high = 1, NoiseFill? noise = null)
     {
         if (constant is not null) return ImageOps.ConstantBaseline(X, constant, "baseline");
         using var scope = NewDisposeScope();
@@ -92,6 +111,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
             Fill.Black => ctx.Input.Normalize(zeros_like(x)),
             Fill.UniformInput => Uniform([x.shape[1], x.shape[2], x.shape[3]]),
             Fill.UniformStep => Uniform([1, 1, 1]).expand_as(x),
+            Fill.GaussianNoise or Fill.UniformNoise => x + stack(generators.Select(g => (noise ?? new()).Draw(fill, [x.shape[1], x.shape[2], x.shape[3]], g)).ToArray()).to(x.dtype),
             _ => ctx.Input.Normalize(Uniform([x.shape[1], x.shape[2], x.shape[3]])),
         };
         return scope.MoveToOuter(b.to(x.dtype).contiguous());
@@ -360,7 +380,7 @@ public abstract record PerturbOptions : MetricOptions, IConstantFill
     [Description("rescale the channel-summed map first, per map: true (Quantus normalise with its default normalise_func, normalise_by_max), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²)); default: Quantus's per metric")]
     public Normalisation? Normalise { get; init; }
     /// <summary>Replacement.</summary>
-    [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean, uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, one value per element), uniform-step (one U[0,1) value per input and perturbation step, in the model's input space: Quantus's batched 'uniform'), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
+    [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean, uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, one value per element), uniform-step (one U[0,1) value per input and perturbation step, in the model's input space: Quantus's batched 'uniform'), gaussian-noise or uniform-noise (the value plus noise: Quantus's perturb_func batch_gaussian_noise / batch_uniform_noise, see perturb_mean, perturb_std, lower_bound, upper_bound), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill? Baseline { get; init; }
     /// <summary>Constant replacement (<c>baseline: 0.5</c> binds here).</summary>
     [Description("a constant given to 'baseline': one value or one per channel, in the model's input space")]
@@ -374,9 +394,23 @@ public abstract record PerturbOptions : MetricOptions, IConstantFill
     /// <summary>Baseline images.</summary>
     [FilePath(Directory = true), Description("folder of baseline images, one per input id: <id>.npy, C×H×W (or H×W for every channel) in the model's input space at its input size (Quantus's array perturb_baseline, e.g. a blurred copy); replaces 'baseline'")]
     public string? BaselineImages { get; init; }
+    /// <summary>Gaussian noise mean.</summary>
+    [Range(-1e6, 1e6), Description("baseline gaussian-noise: the noise's mean, in the model's input space (Quantus perturb_mean: 0)")]
+    public double PerturbMean { get; init; }
+    /// <summary>Gaussian noise σ.</summary>
+    [Range(0.0, 1e6), Description("baseline gaussian-noise: the noise's σ (Quantus perturb_std: 0.01)")]
+    public double PerturbStd { get; init; } = 0.01;
+    /// <summary>Uniform noise bound.</summary>
+    [Range(-1e6, 1e6), Description("baseline uniform-noise: U[−lower_bound, lower_bound], or U[lower_bound, upper_bound] when that is given (Quantus lower_bound: 0.02)")]
+    public double LowerBound { get; init; } = 0.02;
+    /// <summary>Uniform noise upper bound.</summary>
+    [Range(-1e6, 1e6), Description("baseline uniform-noise: the upper end of U[lower_bound, upper_bound] (Quantus upper_bound: none)")]
+    public double? UpperBound { get; init; }
+    /// <summary>The additive noise these options ask for.</summary>
+    public NoiseFill NoiseOf() => new(PerturbMean, PerturbStd, LowerBound, UpperBound);
     /// <summary>The baseline these options ask for, or <paramref name="fallback"/> (the metric's default).</summary>
     public Tensor BaselineOf(MetricBatch b, Fill fallback) => BaselineImages is { } folder ? b.BaselineImages(folder)
-        : b.Baseline(Baseline ?? fallback, BaselineValue, UniformLow, UniformHigh);
+        : b.Baseline(Baseline ?? fallback, BaselineValue, UniformLow, UniformHigh, NoiseOf());
     /// <summary>The fill these options ask for (a constant or baseline images count as none of the named ones).</summary>
     public Fill? FillOf(Fill fallback) => BaselineValue is null && BaselineImages is null ? Baseline ?? fallback : null;
     /// <summary>Softmax.</summary>

@@ -137,7 +137,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
         var fx = b.Clean(o.Softmax);
         // A random fill is drawn afresh for each of `samples` passes (Quantus repeats its pass n_perturb_samples
         // times); a fixed one gives the same pass every time, so it runs once.
-        bool random = o.BaselineValue is null && o.Baseline is Fill.Uniform or Fill.UniformInput or Fill.UniformStep;
+        bool random = o.BaselineValue is null && (o.Baseline is Fill.Uniform or Fill.UniformInput or Fill.UniformStep || NoiseFill.Adds(o.Baseline));
         int passes = random ? o.Samples : 1;
         Tensor? aa = null, ab = null, bb = null, gap = null;
         for (int pass = 0; pass < passes; pass++)

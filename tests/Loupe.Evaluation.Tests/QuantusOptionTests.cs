@@ -273,5 +273,40 @@ public class QuantusOptionTests
         Assert.Contains(bad.Errors, e => e.Message.Contains("step 'c' (completeness): give 'baseline' or 'baseline_images', not both"));
         Assert.Contains(bad.Errors, e => e.Message.Contains("step 'r' (road): road imputes the removed pixels"));
     }
+
+    [Fact]
+    public void NoiseFillsAddQuantussNoiseToTheReplacedValues()
+    {
+        // Completeness with x̄ = x + noise (the step's draw: one per element from the input's generator; Gaussian
+        // N(0.1, 0.3²), or uniform U[−0.4, 0.4] / U[0.1, 0.5]): the gap is |Σ_R relu x̄| / |Σ_R x − Σ_R relu x̄| for the
+        // region CNN's gradient × input.
+        var (r, images) = SeededRegionRun(4, 29, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: g, uses: completeness, with: { of: gxi, baseline: gaussian-noise, perturb_mean: 0.1, perturb_std: 0.3 } }
+              - { id: u, uses: completeness, with: { of: gxi, baseline: uniform-noise, lower_bound: 0.4 } }
+              - { id: v, uses: completeness, with: { of: gxi, baseline: uniform-noise, lower_bound: 0.1, upper_bound: 0.5 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        foreach (var step in new[] { "g", "u", "v" })
+        {
+            var got = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "completeness.json")))!["inputs"]!.AsArray();
+            for (int i = 0; i < 3; i++)
+            {
+                using var gen = InputGenerator(4, step, got[i]!["id"]!.GetValue<string>());
+                var noise = (step == "g" ? randn([1, 28, 28], generator: gen) * 0.3f + 0.1f
+                    : step == "u" ? rand([1, 28, 28], generator: gen) * 0.8f - 0.4f : rand([1, 28, 28], generator: gen) * 0.4f + 0.1f).data<float>().ToArray();
+                var region = Enumerable.Range(0, 784).Where(InRegion).ToArray();
+                double sx = region.Sum(p => (double)images[i * 784 + p]);
+                double sb = region.Sum(p => (double)Math.Max(0, images[i * 784 + p] + noise[p]));
+                double want = Math.Abs(sb) / Math.Abs(sx - sb);
+                Assert.True(Math.Abs(got[i]!["value"]!.GetValue<double>() - want) <= 1e-4 * want, $"{step}[{i}]: {got[i]!["value"]} against {want}");
+            }
+        }
+        var bad = RunOn(images, 4, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: u, uses: completeness, with: { of: gxi, baseline: uniform-noise, lower_bound: 0.4, upper_bound: 0.3 } }
+            """);
+        Assert.Contains(bad.Errors, e => e.Message.Contains("option 'upper_bound' (0.3) must be above 'lower_bound' (0.4)"));
+    }
 }
 
