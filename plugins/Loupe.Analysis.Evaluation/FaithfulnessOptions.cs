@@ -5,6 +5,15 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
+/// <summary>What <c>irof</c> reports.</summary>
+public enum IrofScore
+{
+    /// <summary>Rieger &amp; Hansen's area over the curve on [0, 1], p_0 = 1 included.</summary>
+    Paper,
+    /// <summary>Quantus's M − Σ trapezoid(p_1 … p_M, dx = 1).</summary>
+    Quantus,
+}
+
 /// <summary>Options of the faithfulness metrics (defaults: Quantus's per metric unless set).</summary>
 public sealed record FaithfulnessOptions : PerturbOptions
 {
@@ -38,6 +47,9 @@ public sealed record FaithfulnessOptions : PerturbOptions
     /// <summary>SLIC compactness.</summary>
     [Range(0.01, 1000.0), Description("irof: SLIC compactness (skimage default: 10)")]
     public double Compactness { get; init; } = 10;
+    /// <summary>IROF's score.</summary>
+    [Description("irof: paper (the default: 1 − the area under p_0 = 1, p_1 … p_M on [0, 1], comparable across segment counts) or quantus (Quantus's M − Σ trapezoid of p_1 … p_M with dx = 1, as Quantus gives it for a batch of one input or of equal segment counts)")]
+    public IrofScore Score { get; init; }
     /// <summary>Grid instead of SLIC.</summary>
     [Range(1, 4096), Description("irof: square cells of this side instead of SLIC superpixels")]
     public int? Cell { get; init; }

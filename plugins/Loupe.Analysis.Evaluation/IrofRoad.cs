@@ -54,8 +54,14 @@ public sealed class Irof : FaithfulnessMetric
         var scores = new double[b.N];
         for (int i = 0; i < b.N; i++)
         {
-            var p = cat([ones(1, dtype: ScalarType.Float64), curve[i].narrow(0, 0, counts[i]) / fx[i]]).unsqueeze(0);
-            scores[i] = 1 - QualityFormulas.MeanTrapezoid(p).item<double>();
+            var p = curve[i].narrow(0, 0, counts[i]) / fx[i];
+            if (o.Score == IrofScore.Quantus)
+            {
+                // M − np.trapz(p_1 … p_M, dx = 1).
+                double trapz = counts[i] < 2 ? 0 : ((p.sum() - (p[0] + p[-1]) / 2).item<double>());
+                scores[i] = counts[i] - trapz;
+            }
+            else scores[i] = 1 - QualityFormulas.MeanTrapezoid(cat([ones(1, dtype: ScalarType.Float64), p]).unsqueeze(0)).item<double>();
         }
         return tensor(scores);
     }
