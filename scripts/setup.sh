@@ -16,7 +16,7 @@ command -v tesseract >/dev/null 2>&1 || pkgs+=(tesseract-ocr tesseract-ocr-eng)
 for arg in "$@"; do
   case "$arg" in
     --train) [ -d /usr/share/datasets/fashion-mnist ] || pkgs+=(dataset-fashion-mnist) ;;
-    --fixtures) pkgs+=(python3-torch python3-torchvision python3-sklearn) ;;
+    --fixtures) pkgs+=(python3-torch python3-torchvision python3-sklearn python3-skimage) ;;
   esac
 done
 if [ ${#pkgs[@]} -eq 0 ]; then echo "setup: nothing to install"; exit 0; fi

@@ -47,6 +47,11 @@ public sealed record MprtOptions : MetricOptions
     /// <summary>Histogram bins.</summary>
     [Range(2, 100_000), Description("efficient: bins of the histogram of map values whose entropy is the map's complexity (Quantus n_bins: 100)")]
     public int Bins { get; init; } = 100;
+    /// <summary>Similarity (sMPRT).</summary>
+    [Description("smooth: how a randomised model's map is compared with the intact one (Quantus similarity_func): spearman (the default), pearson or flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps)")]
+    public MapSimilarity Similarity { get; init; } = DefaultSimilarity;
+    /// <summary>The default of <see cref="Similarity"/>.</summary>
+    public const MapSimilarity DefaultSimilarity = MapSimilarity.Spearman;
     /// <summary>Complexity of a map (eMPRT).</summary>
     [Description("efficient: the map's complexity (Quantus complexity_func): discrete-entropy (the default: entropy of the 'bins'-bin histogram of its values), entropy (Shannon entropy of the map as a distribution, a/Σa; needs abs: true) or gini (Gini coefficient of the values + 1e-7, sorted)")]
     public MprtComplexity Complexity { get; init; }
@@ -120,6 +125,10 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         if (context.Model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
         if (options.Score == MprtScore.Average && options.Variant != MprtVariant.Smooth)
             yield return "option 'score': average applies to variant smooth (eMPRT's score is the relative entropy rise)";
+        if (options.Similarity != MprtOptions.DefaultSimilarity && options.Variant != MprtVariant.Smooth)
+            yield return "option 'similarity' applies to variant smooth (eMPRT compares complexities)";
+        if (options.Similarity == MapSimilarity.Ssim)
+            yield return "option 'similarity': ssim compares 2-D maps (random-logit, sanity-randomisation); mprt takes spearman, pearson or flat-ssim";
         if (options.Complexity == MprtComplexity.Entropy && options.Abs != true)
             yield return "option 'complexity': entropy treats the map as a distribution and needs non-negative values: set abs: true (Quantus asserts the same)";
         if (options.Complexity != MprtComplexity.DiscreteEntropy && options.Variant != MprtVariant.Efficient)
@@ -214,9 +223,9 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         }
         var given = Magnitude(o, b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1));
         var intact = smooth ? Maps(o, b, noise, clean: b.Map) : given;   // the step's maps of x: not recomputed
-        float[] Row(Tensor t, int i) => t[i].to(ScalarType.Float32).contiguous().ToArray<float>();
-        double Point(Tensor maps, int i) => smooth ? Evaluation.Maps.Spearman(Row(intact, i), Row(maps, i)) : Complexity(maps[i], o.Complexity, o.Bins);
-        var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Evaluation.Maps.Spearman(Row(given, i), Row(intact, i)) : Point(intact, i) }).ToArray();
+        double Similar(Tensor p, Tensor q) => MapSimilarities.Of(o.Similarity, p, q, 1, p.shape[0]);
+        double Point(Tensor maps, int i) => smooth ? Similar(intact[i], maps[i]) : Complexity(maps[i], o.Complexity, o.Bins);
+        var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Similar(given[i], intact[i]) : Point(intact, i) }).ToArray();
         var order = RandomisationOrder(modules.Count, o.Order);
         var saved = new List<(Tensor Live, Tensor Copy)>();
         try

@@ -10,11 +10,15 @@ public sealed record RandomLogitOptions : MetricOptions
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the channel-summed maps before comparing (Quantus default: false)")]
     public bool Abs { get; init; }
+    /// <summary>Similarity.</summary>
+    [Description("how the two maps are compared: ssim (the default: 7×7 windows over the maps, each min-max scaled), flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps, 7-value windows), spearman or pearson")]
+    public MapSimilarity Similarity { get; init; } = MapSimilarity.Ssim;
 }
 
 /// <summary><c>random-logit</c> (Sixt et al. 2020; Quantus RandomLogit): the method is run again for a class drawn
 /// uniformly among the other classes (seeded per input id), and the score is the SSIM of the two maps (channel-summed,
-/// each min-max normalised; 7×7 uniform window, as <c>sanity-randomisation</c>). A map that does not depend on the
+/// each min-max normalised; 7×7 uniform window, as <c>sanity-randomisation</c>; or another <c>similarity</c>, such as
+/// Quantus's 1-D <c>flat-ssim</c>). A map that does not depend on the
 /// class scores 1. Needs a class target. Lower is better.</summary>
 public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
 {
@@ -43,6 +47,6 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         var a = b.Features(o.Abs, Normalisation.Max);
         var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null).Features(o.Abs, Normalisation.Max);
         long h = b.X.shape[2], w = b.X.shape[3];
-        return Enumerable.Range(0, (int)b.N).Select(i => Maps.Ssim(a[i].view(h, w), bm[i].view(h, w))).ToArray();
+        return Enumerable.Range(0, (int)b.N).Select(i => MapSimilarities.Of(o.Similarity, a[i], bm[i], h, w)).ToArray();
     }
 }

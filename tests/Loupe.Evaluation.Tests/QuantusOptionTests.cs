@@ -308,5 +308,39 @@ public class QuantusOptionTests
             """);
         Assert.Contains(bad.Errors, e => e.Message.Contains("option 'upper_bound' (0.3) must be above 'lower_bound' (0.4)"));
     }
+
+    [Fact]
+    public void MapSimilaritiesAreSkimagesAndScipys()
+    {
+        // tests/fixtures/make_similarity_fixtures.py: skimage's structural_similarity of flattened maps as Quantus
+        // calls it, scipy's pearsonr and spearmanr.
+        var root = Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality");
+        var pairs = Npy.Read(Path.Combine(root, "similarity_pairs.npy"));
+        var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(root, "expected_similarity.json")))!;
+        long p = pairs.Shape[0], n = pairs.Shape[2];
+        foreach (var (key, kind) in new[] { ("flat_ssim", MapSimilarity.FlatSsim), ("pearson", MapSimilarity.Pearson), ("spearman", MapSimilarity.Spearman) })
+            for (int i = 0; i < p; i++)
+            {
+                using var a = tensor(pairs.Data.AsSpan((int)(2 * i * n), (int)n).ToArray());
+                using var b = tensor(pairs.Data.AsSpan((int)((2 * i + 1) * n), (int)n).ToArray());
+                double want = expected[key]![i]!.GetValue<double>(), got = MapSimilarities.Of(kind, a, b, 28, 28);
+                Assert.True(Math.Abs(got - want) <= 1e-6, $"{key}[{i}]: {got} against {want}");
+            }
+        // A map that depends on neither the class nor the weights: 1 under every similarity.
+        var (r, _) = SeededRegionRun(2, 3, "region-test", """
+              - { id: edges, uses: sobel-map }
+              - { id: rl, uses: random-logit, with: { of: edges, similarity: flat-ssim } }
+              - { id: mp, uses: mprt, with: { of: edges, samples: 1, similarity: pearson } }
+              - { id: mf, uses: mprt, with: { of: edges, samples: 1, similarity: flat-ssim } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        foreach (var (step, key) in new[] { ("rl", "random_logit"), ("mp", "mprt"), ("mf", "mprt") })
+            Assert.Equal(1.0, Env.Metric(r, step, key + "_mean"), 9);
+        var bad = RunOn(RegionNet.Images(3, 3), 2, "region-test", """
+              - { id: edges, uses: sobel-map }
+              - { id: m, uses: mprt, with: { of: edges, similarity: ssim } }
+            """);
+        Assert.Contains(bad.Errors, e => e.Message.Contains("mprt takes spearman, pearson or flat-ssim"));
+    }
 }
 
