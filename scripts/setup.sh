@@ -5,7 +5,7 @@
 #   chromium      : headless browser for the HTML report tests (tests/Loupe.Report.Tests, PuppeteerSharp).
 #   tesseract-ocr : OCR of the labelled figures in the tests (LabelledRunTests reads comparison.png's words).
 #   --train       : also dataset-fashion-mnist, to retrain the demo CNN (tools/Loupe.TrainDemo).
-#   --fixtures    : also python3-torch/torchvision/sklearn, to regenerate tests/fixtures and run the Python side of
+#   --fixtures    : also python3-torch/torchvision/sklearn/skimage, to regenerate tests/fixtures and run the Python side of
 #                   the benchmarks (tools/bench, the t-SNE comparison); never needed by CI.
 set -euo pipefail
 pkgs=()
