@@ -10,7 +10,7 @@ public enum FeatureSegments
 {
     /// <summary>Square grid cells of side <c>cell</c>.</summary>
     Grid,
-    /// <summary>SLIC superpixels (Achanta et al. 2012) of the image's colours and positions.</summary>
+    /// <summary>SLIC superpixels (Achanta et al. 2012) of the image's colours and positions, as scikit-image computes them.</summary>
     Superpixels,
     /// <summary>Every scalar of the input (every channel of every pixel) is a feature: Captum's default (feature_mask=None).</summary>
     Elements,
@@ -22,13 +22,13 @@ public enum FeatureSegments
 public sealed record FeatureAblationOptions
 {
     /// <summary>Feature shape.</summary>
-    [Description("grid (square cells), superpixels (SLIC on the displayed image), elements (every scalar, Captum's default) or mask (feature_mask)")]
+    [Description("grid (square cells), superpixels (scikit-image's SLIC on the displayed image), elements (every scalar, Captum's default) or mask (feature_mask)")]
     public FeatureSegments Segments { get; init; } = FeatureSegments.Grid;
     /// <summary>Superpixel count.</summary>
     [Range(2, 10_000), Description("superpixels: approximate number of segments")]
     public int NSegments { get; init; } = 50;
     /// <summary>SLIC compactness.</summary>
-    [Range(0.01, 1000.0), Description("superpixels: SLIC compactness m (colour in [0,1] units ×100; larger = more square)")]
+    [Range(0.01, 1000.0), Description("superpixels: SLIC compactness, as scikit-image's (colour distance in Lab for RGB, in [0, 1] after rescaling otherwise, over this; larger = more square)")]
     public double Compactness { get; init; } = 10;
     /// <summary>Grid cell size.</summary>
     [Range(1, 4096), Description("side of the square grid cells (features), in input pixels; edge cells may be smaller")]

@@ -10,7 +10,7 @@ namespace Loupe.Analysis.Decisions;
 public record FeatureOptions
 {
     /// <summary>Feature shape.</summary>
-    [Description("features: grid (square cells of side 'cell') or superpixels (SLIC on the displayed image); feature_mask overrides both")]
+    [Description("features: grid (square cells of side 'cell') or superpixels (scikit-image's SLIC on the displayed image); feature_mask overrides both")]
     public FeatureSegments Segments { get; init; } = FeatureSegments.Grid;
     /// <summary>Grid cell size.</summary>
     [Range(1, 4096), Description("grid: side of the square cells, in input pixels; edge cells may be smaller")]
@@ -19,7 +19,7 @@ public record FeatureOptions
     [Range(2, 10_000), Description("superpixels: approximate number of segments")]
     public int NSegments { get; init; } = 50;
     /// <summary>SLIC compactness.</summary>
-    [Range(0.01, 1000.0), Description("superpixels: SLIC compactness m (colour in [0,1] units ×100; larger = more square)")]
+    [Range(0.01, 1000.0), Description("superpixels: SLIC compactness, as scikit-image's (colour distance in Lab for RGB, in [0, 1] after rescaling otherwise, over this; larger = more square)")]
     public double Compactness { get; init; } = 10;
     /// <summary>Feature mask file.</summary>
     [FilePath, Description("a .npy H×W feature mask (Captum's feature_mask): pixels with the same value form one feature; values are relabelled 0..M−1 in ascending order")]

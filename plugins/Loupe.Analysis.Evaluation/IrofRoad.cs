@@ -4,8 +4,9 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
-/// <summary><c>irof</c> (Rieger &amp; Hansen 2020): the image is split into superpixels (SLIC on the displayed image,
-/// <c>segments</c> / <c>compactness</c>; or a grid of <c>cell</c> × <c>cell</c> squares), ranked by their mean
+/// <summary><c>irof</c> (Rieger &amp; Hansen 2020): the image is split into superpixels (scikit-image's SLIC on the
+/// model's input, as Quantus calls it, <c>segments</c> / <c>compactness</c>; or a grid of <c>cell</c> × <c>cell</c>
+/// squares), ranked by their mean
 /// attribution and replaced cumulatively, most relevant first, by the baseline (Quantus: the image mean). With
 /// p_k = f(x after k segments) / f(x) (class probability by default) and p_0 = 1, the score is the area over that curve
 /// on [0, 1] (x = k / M, trapezoid): 1 − AUC. Quantus omits p_0 and returns M − Σ_trapezoid with dx = 1 (it removes
@@ -28,8 +29,8 @@ public sealed class Irof : FaithfulnessMetric
             long gx = (w + c - 1) / c;
             return (arange(h).div(c, rounding_mode: RoundingMode.floor).view(-1, 1) * gx + arange(w).div(c, rounding_mode: RoundingMode.floor).view(1, -1)).contiguous();
         }
-        var image = b.Context.Input.Denormalize(b.X[i].unsqueeze(0))[0].clamp(0, 1);
-        return Slic.Segment(image, o.Segments, o.Compactness);
+        // Quantus segments the model's input as it is given (slic rescales it by its global minimum and maximum).
+        return Slic.Segment(b.X[i], o.Segments, o.Compactness);
     }
 
     /// <inheritdoc/>

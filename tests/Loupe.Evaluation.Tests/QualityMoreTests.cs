@@ -49,6 +49,7 @@ public class QualityMoreTests
               - { id: sal, uses: saliency, with: { abs: false } }
               - { id: irof, uses: irof, with: { of: m, cell: 4 } }
               - { id: irof_quantus, uses: irof, with: { of: m, cell: 4, score: quantus } }
+              - { id: irof_slic, uses: irof, with: { of: m, score: quantus } }
               - { id: road_morf, uses: road, with: { of: m, percentages: [5, 20, 40, 60, 80, 95], noise: 0 } }
               - { id: road_lerf, uses: road, with: { of: m, percentages: [5, 20, 40, 60, 80, 95], noise: 0, order: lerf } }
               - { id: continuity, uses: continuity, with: { of: sal, steps: 3, shift: 2 } }
@@ -58,6 +59,7 @@ public class QualityMoreTests
         Assert.True(r.ExitCode == 0, Failures(r));
         Close(Want("irof"), Values(r, "irof", "irof"), "irof");
         Close(Want("irof_quantus"), Values(r, "irof_quantus", "irof"), "irof, Quantus's score");
+        Close(Want("irof_slic_quantus"), Values(r, "irof_slic", "irof"), "irof on skimage's superpixels, Quantus's score");
         Close(Want("road_morf"), Values(r, "road_morf", "road"), "road morf");
         Close(Want("road_lerf"), Values(r, "road_lerf", "road"), "road lerf");
         // The curves: each input's hit at every percentage (Quantus's per-input booleans), and their means over the
