@@ -9,6 +9,8 @@ public enum MapSimilarity
     Spearman,
     /// <summary>Pearson's r of the flattened maps.</summary>
     Pearson,
+    /// <summary>Kendall's τ-b of the flattened maps (scipy's kendalltau).</summary>
+    Kendall,
     /// <summary>Loupe's SSIM: 7×7 windows over the H×W maps, each min-max scaled (as <c>sanity-randomisation</c>).</summary>
     Ssim,
     /// <summary>Quantus's <c>ssim</c>: skimage's SSIM of the flattened maps (7-value windows, sample covariances, the
@@ -28,6 +30,7 @@ public static class MapSimilarities
         {
             MapSimilarity.Spearman => Maps.Spearman(Flat(a), Flat(b)),
             MapSimilarity.Pearson => Maps.Pearson(Flat(a).Select(v => (double)v).ToArray(), Flat(b).Select(v => (double)v).ToArray()),
+            MapSimilarity.Kendall => KendallTau(Flat(a).Select(v => (double)v).ToArray(), Flat(b).Select(v => (double)v).ToArray()),
             MapSimilarity.Ssim => Maps.Ssim(a.reshape(h, w), b.reshape(h, w)),
             MapSimilarity.FlatSsim => FlatSsim(a.reshape(-1), b.reshape(-1)),
             _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
@@ -53,4 +56,51 @@ public static class MapSimilarities
         var s = (2 * ux * uy + c1) * (2 * vxy + c2) / ((ux * ux + uy * uy + c1) * (vx + vy + c2));
         return s.mean().item<double>();
     }
+
+    /// <summary>Kendall's τ-b as scipy's <c>kendalltau</c> computes it, in O(n log n) (Knight 1966): the pairs sorted by
+    /// (x, y), the discordant ones counted as inversions of y, and (C − D) = n₀ − ties(x) − ties(y) + ties(x, y) − 2D
+    /// over √((n₀ − ties(x))(n₀ − ties(y))), n₀ = n(n − 1)/2. NaN when either side is constant.</summary>
+    public static double KendallTau(double[] x, double[] y)
+    {
+        int n = x.Length;
+        if (y.Length != n) throw new ArgumentException("Kendall's τ of series of different lengths");
+        if (n < 2 || x.Any(double.IsNaN) || y.Any(double.IsNaN)) return double.NaN;
+        // y as dense ranks, then the pairs in (x, y) order.
+        var byY = Enumerable.Range(0, n).ToArray();
+        Array.Sort(y.ToArray(), byY);
+        var rank = new int[n];
+        for (int i = 0, r = 0; i < n; i++)
+        {
+            if (i > 0 && y[byY[i]] != y[byY[i - 1]]) r++;
+            rank[byY[i]] = r;
+        }
+        var order = Enumerable.Range(0, n).ToArray();
+        Array.Sort(order, (i, j) => x[i] != x[j] ? x[i].CompareTo(x[j]) : rank[i].CompareTo(rank[j]));
+        long Pairs(long t) => t * (t - 1) / 2;
+        long xTies = 0, jointTies = 0, yTies = 0, discordant = 0;
+        for (int i = 0, run = 1, joint = 1; i < n; i++)
+        {
+            bool sameX = i + 1 < n && x[order[i + 1]] == x[order[i]];
+            bool sameXY = sameX && rank[order[i + 1]] == rank[order[i]];
+            if (sameX) run++; else { xTies += Pairs(run); run = 1; }
+            if (sameXY) joint++; else { jointTies += Pairs(joint); joint = 1; }
+        }
+        var perRank = new long[n];
+        foreach (var r in rank) perRank[r]++;
+        foreach (var c in perRank) yTies += Pairs(c);
+        // Inversions of the y ranks in (x, y) order: a Fenwick tree of the ranks seen so far.
+        var tree = new long[n + 1];
+        for (int i = 0; i < n; i++)
+        {
+            int r = rank[order[i]];
+            long notAbove = 0;
+            for (int k = r + 1; k > 0; k -= k & -k) notAbove += tree[k];
+            discordant += i - notAbove;
+            for (int k = r + 1; k <= n; k += k & -k) tree[k]++;
+        }
+        long total = Pairs(n);
+        double den = Math.Sqrt((double)(total - xTies)) * Math.Sqrt((double)(total - yTies));
+        return den > 0 ? (total - xTies - yTies + jointTies - 2 * discordant) / den : double.NaN;
+    }
 }
+

@@ -48,7 +48,7 @@ public sealed record MprtOptions : MetricOptions
     [Range(2, 100_000), Description("efficient: bins of the histogram of map values whose entropy is the map's complexity (Quantus n_bins: 100)")]
     public int Bins { get; init; } = 100;
     /// <summary>Similarity (sMPRT).</summary>
-    [Description("smooth: how a randomised model's map is compared with the intact one (Quantus similarity_func): spearman (the default), pearson or flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps)")]
+    [Description("smooth: how a randomised model's map is compared with the intact one (Quantus similarity_func): spearman (the default), pearson, kendall (τ-b) or flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps)")]
     public MapSimilarity Similarity { get; init; } = DefaultSimilarity;
     /// <summary>The default of <see cref="Similarity"/>.</summary>
     public const MapSimilarity DefaultSimilarity = MapSimilarity.Spearman;
@@ -128,7 +128,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         if (options.Similarity != MprtOptions.DefaultSimilarity && options.Variant != MprtVariant.Smooth)
             yield return "option 'similarity' applies to variant smooth (eMPRT compares complexities)";
         if (options.Similarity == MapSimilarity.Ssim)
-            yield return "option 'similarity': ssim compares 2-D maps (random-logit, sanity-randomisation); mprt takes spearman, pearson or flat-ssim";
+            yield return "option 'similarity': ssim compares 2-D maps (random-logit, sanity-randomisation); mprt takes spearman, pearson, kendall or flat-ssim";
         if (options.Complexity == MprtComplexity.Entropy && options.Abs != true)
             yield return "option 'complexity': entropy treats the map as a distribution and needs non-negative values: set abs: true (Quantus asserts the same)";
         if (options.Complexity != MprtComplexity.DiscreteEntropy && options.Variant != MprtVariant.Efficient)

@@ -140,8 +140,7 @@ public static class QualityFormulas
         _ => PearsonRows(x, y),
     };
 
-    /// <summary>Kendall's τ-b of two N×T tensors, row by row (scipy's kendalltau default): (concordant − discordant)
-    /// pairs over √((n₀ − ties in x)(n₀ − ties in y)), n₀ = T(T−1)/2; NaN when either row is constant. O(T²) per row.</summary>
+    /// <summary>Kendall's τ-b of two N×T tensors, row by row (scipy's kendalltau default; <see cref="MapSimilarities.KendallTau"/>).</summary>
     public static Tensor KendallRows(Tensor x, Tensor y)
     {
         using var scope = NewDisposeScope();
@@ -149,21 +148,7 @@ public static class QualityFormulas
         var a = x.to(ScalarType.Float64).contiguous().data<double>().ToArray();
         var b = y.to(ScalarType.Float64).contiguous().data<double>().ToArray();
         var tau = new double[n];
-        Parallel.For(0, (int)n, row =>
-        {
-            long s = 0, tiesA = 0, tiesB = 0;
-            int o = (int)(row * t);
-            for (int i = 0; i < t; i++)
-                for (int j = i + 1; j < t; j++)
-                {
-                    int sa = Math.Sign(a[o + i] - a[o + j]), sb = Math.Sign(b[o + i] - b[o + j]);
-                    s += sa * sb;
-                    if (sa == 0) tiesA++;
-                    if (sb == 0) tiesB++;
-                }
-            double pairs = t * (t - 1) / 2.0, den = Math.Sqrt((pairs - tiesA) * (pairs - tiesB));
-            tau[row] = den > 0 ? s / den : double.NaN;
-        });
+        Parallel.For(0, (int)n, row => tau[row] = MapSimilarities.KendallTau(a.AsSpan((int)(row * t), (int)t).ToArray(), b.AsSpan((int)(row * t), (int)t).ToArray()));
         return scope.MoveToOuter(tensor(tau));
     }
 

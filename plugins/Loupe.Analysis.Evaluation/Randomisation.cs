@@ -11,7 +11,7 @@ public sealed record RandomLogitOptions : MetricOptions
     [Description("take |·| of the channel-summed maps before comparing (Quantus default: false)")]
     public bool Abs { get; init; }
     /// <summary>Similarity.</summary>
-    [Description("how the two maps are compared: ssim (the default: 7×7 windows over the maps, each min-max scaled), flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps, 7-value windows), spearman or pearson")]
+    [Description("how the two maps are compared: ssim (the default: 7×7 windows over the maps, each min-max scaled), flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps, 7-value windows), spearman, pearson or kendall (τ-b)")]
     public MapSimilarity Similarity { get; init; } = MapSimilarity.Ssim;
 }
 

@@ -318,7 +318,7 @@ public class QuantusOptionTests
         var pairs = Npy.Read(Path.Combine(root, "similarity_pairs.npy"));
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(root, "expected_similarity.json")))!;
         long p = pairs.Shape[0], n = pairs.Shape[2];
-        foreach (var (key, kind) in new[] { ("flat_ssim", MapSimilarity.FlatSsim), ("pearson", MapSimilarity.Pearson), ("spearman", MapSimilarity.Spearman) })
+        foreach (var (key, kind) in new[] { ("flat_ssim", MapSimilarity.FlatSsim), ("pearson", MapSimilarity.Pearson), ("spearman", MapSimilarity.Spearman), ("kendall", MapSimilarity.Kendall) })
             for (int i = 0; i < p; i++)
             {
                 using var a = tensor(pairs.Data.AsSpan((int)(2 * i * n), (int)n).ToArray());
@@ -332,15 +332,16 @@ public class QuantusOptionTests
               - { id: rl, uses: random-logit, with: { of: edges, similarity: flat-ssim } }
               - { id: mp, uses: mprt, with: { of: edges, samples: 1, similarity: pearson } }
               - { id: mf, uses: mprt, with: { of: edges, samples: 1, similarity: flat-ssim } }
+              - { id: mk, uses: mprt, with: { of: edges, samples: 1, similarity: kendall } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
-        foreach (var (step, key) in new[] { ("rl", "random_logit"), ("mp", "mprt"), ("mf", "mprt") })
+        foreach (var (step, key) in new[] { ("rl", "random_logit"), ("mp", "mprt"), ("mf", "mprt"), ("mk", "mprt") })
             Assert.Equal(1.0, Env.Metric(r, step, key + "_mean"), 9);
         var bad = RunOn(RegionNet.Images(3, 3), 2, "region-test", """
               - { id: edges, uses: sobel-map }
               - { id: m, uses: mprt, with: { of: edges, similarity: ssim } }
             """);
-        Assert.Contains(bad.Errors, e => e.Message.Contains("mprt takes spearman, pearson or flat-ssim"));
+        Assert.Contains(bad.Errors, e => e.Message.Contains("mprt takes spearman, pearson, kendall or flat-ssim"));
     }
 }
 
