@@ -96,7 +96,7 @@ public sealed record InputInvarianceOptions : MetricOptions
     [Description("take |·| of both maps, after normalise (Quantus abs: false)")]
     public bool Abs { get; init; }
     /// <summary>Normalise.</summary>
-    [Description("rescale both maps, each over all its values: false (Quantus's default), true (by max |·|), or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    [Description("rescale both maps, each over all its values: false (Quantus's default), true (by max |·|), or " + Normalisations.Functions)]
     public Normalisation Normalise { get; init; }
 }
 

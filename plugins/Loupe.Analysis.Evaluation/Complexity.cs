@@ -12,7 +12,7 @@ public sealed record ComplexityOptions : MetricOptions
     [Description("take |·| of the (channel-summed) map first (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
-    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions)]
     public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Threshold.</summary>
     [Range(0.0, 1e6), Description("effective-complexity: a feature counts when |a| > eps (Quantus: 1e-5)")]

@@ -33,7 +33,7 @@ public sealed record ContinuityOptions : MetricOptions, IConstantFill
     [Description("take |·| of the channel-summed maps (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
-    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions)]
     public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Fill.</summary>
     [OrConstant(nameof(BaselineValue)), Description("what enters at the left edge: min (Quantus 'black': the image minimum), max (Quantus 'white'), black, zero, mean, or a constant in the model's input space (one value or one per channel)")]

@@ -13,7 +13,7 @@ public sealed record DatasetMetricOptions : MetricOptions
     [Description("take |·| of the channel-summed map first (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
-    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions)]
     public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Distance threshold.</summary>
     [Range(0.0, 1.0), Description("sufficiency: two explanations agree when their distance, divided by the largest distance between any two, is ≤ threshold (Quantus: 0.6)")]

@@ -27,6 +27,9 @@ public enum Normalisation
 /// is, as Quantus leaves it.</summary>
 public static class Normalisations
 {
+    /// <summary>The named functions, for option descriptions.</summary>
+    public const string Functions = "max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))";
+
     /// <summary>The function a metric applies: <see cref="Normalisation.Default"/> resolves to
     /// <paramref name="function"/>, the metric's Quantus <c>normalise_func</c>.</summary>
     public static Normalisation Resolve(this Normalisation given, Normalisation function = Normalisation.Max) =>

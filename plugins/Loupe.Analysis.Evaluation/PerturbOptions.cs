@@ -54,7 +54,7 @@ public abstract record PerturbOptions : MetricOptions, IConstantFill
     [Description("take |·| of the channel-summed map first (default: Quantus's per metric)")]
     public bool? Abs { get; init; }
     /// <summary>Normalise.</summary>
-    [Description("rescale the channel-summed map first, per map: true (Quantus normalise with its default normalise_func, normalise_by_max), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²)); default: Quantus's per metric")]
+    [Description("rescale the channel-summed map first, per map: true (Quantus normalise with its default normalise_func, normalise_by_max), false, or " + Normalisations.Functions + "; default: Quantus's per metric")]
     public Normalisation? Normalise { get; init; }
     /// <summary>Replacement.</summary>
     [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean, uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, one value per element), uniform-step (one U[0,1) value per input and perturbation step, in the model's input space: Quantus's batched 'uniform'), gaussian-noise or uniform-noise (the value plus noise: Quantus's perturb_func batch_gaussian_noise / batch_uniform_noise, see perturb_mean, perturb_std, lower_bound, upper_bound), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]

@@ -37,7 +37,7 @@ public sealed record InfidelityOptions : MetricOptions, IConstantFill
     [Description("take |·| of the map first, after normalise (Quantus abs: false)")]
     public bool Abs { get; init; }
     /// <summary>Normalise.</summary>
-    [Description("rescale the map first, per map: false (Quantus's default), true (by max |·|), or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²))")]
+    [Description("rescale the map first, per map: false (Quantus's default), true (by max |·|), or " + Normalisations.Functions)]
     public Normalisation Normalise { get; init; }
     /// <summary>Copies per forward.</summary>
     [Range(1, 100_000), Description("perturbed copies per forward pass (default: within the memory budget)")]

@@ -56,7 +56,7 @@ public sealed record StabilityOptions : MetricOptions
     [Description("take |·| of the maps, clean and perturbed, after normalise (Quantus abs; default false for every robustness metric)")]
     public bool? Abs { get; init; }
     /// <summary>Normalise.</summary>
-    [Description("rescale each map, clean and perturbed, per map: true (Quantus normalise with the metric's default normalise_func: second-moment for relative-*-stability, max for the others), false, or max (normalise_by_max), negative (normalise_by_negative: positives over the max, negatives over |min|), second-moment (normalise_by_average_second_moment_estimate: over √(mean a²)); default: Quantus's per metric, true for local-lipschitz only")]
+    [Description("rescale each map, clean and perturbed, per map: true (Quantus normalise with the metric's default normalise_func: second-moment for relative-*-stability, max for the others), false, or " + Normalisations.Functions + "; default: Quantus's per metric, true for local-lipschitz only")]
     public Normalisation? Normalise { get; init; }
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
