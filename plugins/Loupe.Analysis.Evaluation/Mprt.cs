@@ -52,6 +52,9 @@ public sealed record MprtOptions : MetricOptions
     public MapSimilarity Similarity { get; init; } = DefaultSimilarity;
     /// <summary>The default of <see cref="Similarity"/>.</summary>
     public const MapSimilarity DefaultSimilarity = MapSimilarity.Spearman;
+    /// <summary>Normalise.</summary>
+    [Description("rescale each map (smooth: after averaging), per map, before abs and the comparison: true (Quantus's default function of both variants, second-moment), false, or " + Normalisations.Functions + "; default: on for smooth (Quantus sMPRT), off for efficient (Quantus eMPRT); Quantus's plain MPRT normalises by max. Spearman, Pearson and Kendall do not change under a positive scale; flat-ssim does")]
+    public Normalisation? Normalise { get; init; }
     /// <summary>Complexity of a map (eMPRT).</summary>
     [Description("efficient: the map's complexity (Quantus complexity_func): discrete-entropy (the default: entropy of the 'bins'-bin histogram of its values), entropy (Shannon entropy of the map as a distribution, a/Σa; needs abs: true) or gini (Gini coefficient of the values + 1e-7, sorted)")]
     public MprtComplexity Complexity { get; init; }
@@ -203,8 +206,14 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         return scope.MoveToOuter(Magnitude(o, sum! / s));
     }
 
-    /// <summary>|map| unless <c>abs</c> is off (by default off for eMPRT, as Quantus's).</summary>
-    static Tensor Magnitude(MprtOptions o, Tensor map) => o.Abs ?? o.Variant == MprtVariant.Smooth ? map.abs() : map;
+    /// <summary>The map normalised (by default for sMPRT, by the second moment, as Quantus's), then |map| unless
+    /// <c>abs</c> is off (by default off for eMPRT, as Quantus's).</summary>
+    static Tensor Magnitude(MprtOptions o, Tensor map)
+    {
+        bool smooth = o.Variant == MprtVariant.Smooth;
+        var m = Normalisations.Rows(map, o.Normalise.Resolve(smooth, Normalisation.SecondMoment));
+        return o.Abs ?? smooth ? m.abs() : m;
+    }
 
     /// <summary>The curve of every row: N × (1 + points), column 0 the original point.</summary>
     double[][] Curve(MprtOptions o, MetricBatch b, List<(string Module, List<string> Parameters)> modules)

@@ -31,6 +31,7 @@ public class MprtTests
           - { id: smprt-avg-signed, uses: mprt, with: { of: sal, samples: 2, abs: false, score: average } }
           - { id: emprt-gini, uses: mprt, with: { of: sal, variant: efficient, complexity: gini } }
           - { id: emprt-entropy, uses: mprt, with: { of: sal, variant: efficient, order: top-down, abs: true, complexity: entropy } }
+          - { id: smprt-ssim, uses: mprt, with: { of: sal, samples: 2, similarity: flat-ssim } }
         """;
 
     static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
