@@ -13,7 +13,7 @@ public sealed record DatasetMetricOptions : MetricOptions
     [Description("take |·| of the channel-summed map first (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
-    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions)]
+    [Description("rescale the run's maps first, all together as Quantus rescales its batch: true (Quantus normalise_by_max: one max |a| over every map; the default), false, or " + Normalisations.Functions)]
     public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Distance threshold.</summary>
     [Range(0.0, 1.0), Description("sufficiency: two explanations agree when their distance, divided by the largest distance between any two, is ≤ threshold (Quantus: 0.6)")]
@@ -95,12 +95,20 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
             var (_, logits, _) = Explain.Scores(ctx, batch.Input, result.Selection, 0);
             predicted.AddRange(logits.argmax(1).ToArray<long>());
             var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, [], null);
-            features.Add(inner.MoveToOuter(mb.Features(o.Abs, o.Normalise.Resolve())));
+            features.Add(inner.MoveToOuter(mb.Features(o.Abs, Normalisation.None)));
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
         }
-        var values = ids.Count == 0 ? [] : Score(o, cat(features, 0), predicted.ToArray());
+        var values = ids.Count == 0 ? [] : Score(o, Together(cat(features, 0), o.Normalise.Resolve()), predicted.ToArray());
         QualityMetric<DatasetMetricOptions>.WriteScores(ctx, writer, Id, o, true, ids, labels, values);
+    }
+
+    /// <summary>The run's maps (N×D) normalised together, as one array: Quantus normalises the whole batch it is
+    /// given (normalise_by_max: one max |a| over every map), and these metrics see the run as one batch.</summary>
+    static Tensor Together(Tensor a, Normalisation normalise)
+    {
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(Normalisations.Rows(a.reshape(1, -1), normalise).view_as(a));
     }
 
     /// <summary>Per input i: among the other inputs j whose explanation agrees with i's (<paramref name="agree"/>, N×N

@@ -33,6 +33,15 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected Tensor PerStep(FaithfulnessOptions o, MetricBatch b, Tensor baseline, Tensor step, long steps) =>
         b.PerStep(o.FillOf(DefaultFill), baseline, step, steps, o.UniformLow, o.UniformHigh);
 
+    /// <summary>The fill of a metric that perturbs steps cumulatively: as <see cref="PerStep"/>, but
+    /// <c>running-mean</c> gives each step the mean of the array as perturbed so far
+    /// (<see cref="MetricBatch.RunningMean"/>; <paramref name="patch"/> &gt; 0: of the edge-padded array).</summary>
+    protected Tensor CumulativeFill(FaithfulnessOptions o, MetricBatch b, Tensor baseline, Tensor step, long steps, long patch = 0) =>
+        o.FillOf(DefaultFill) == Fill.RunningMean ? b.RunningMean(step, steps, patch) : PerStep(o, b, baseline, step, steps);
+
+    /// <summary>The patch of the padded array the region metrics perturb (grid windows), 0 for the image itself.</summary>
+    protected static long GridPatch(FaithfulnessOptions o) => o.Windows == RegionWindows.Grid || o.Order == RegionOrder.Random ? o.Patch : 0;
+
     /// <summary>The scores (N) from the N×D features and the baseline.</summary>
     protected abstract Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax);
 
@@ -180,6 +189,9 @@ public abstract class RemovalCurveMetric : FaithfulnessMetric
     /// <summary>The step of each pixel, most relevant first, and each row's number of steps.</summary>
     protected abstract Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts);
 
+    /// <summary>The patch the array is padded to before it is perturbed (0: not padded).</summary>
+    protected virtual long Padding(FaithfulnessOptions o) => 0;
+
     /// <summary>The curve's points (as many as any row can have).</summary>
     protected abstract CurveAxis Axis(FaithfulnessOptions o, MetricBatch b, bool softmax);
 
@@ -187,7 +199,7 @@ public abstract class RemovalCurveMetric : FaithfulnessMetric
     protected sealed override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         var step = Steps(o, b, a, out var counts);
-        var curve = Cumulative(b, step, counts.Max(), b.X, PerStep(o, b, baseline, step, counts.Max()), softmax);
+        var curve = Cumulative(b, step, counts.Max(), b.X, CumulativeFill(o, b, baseline, step, counts.Max(), Padding(o)), softmax);
         b.RecordCurves(curve, counts, Axis(o, b, softmax));
         return RowPrefixes(curve, counts, QualityFormulas.MeanTrapezoid);
     }
@@ -223,12 +235,15 @@ public sealed class Selectivity : RemovalCurveMetric
     protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts) => RegionSteps(o, b, a, true, long.MaxValue, out counts);
 
     /// <inheritdoc/>
+    protected override long Padding(FaithfulnessOptions o) => GridPatch(o);
+
+    /// <inheritdoc/>
     protected override CurveAxis Axis(FaithfulnessOptions o, MetricBatch b, bool softmax) =>
         new([.. Enumerable.Range(1, (int)RegionBound(o, b)).Select(k => (double)k)], $"{o.Patch}×{o.Patch} regions removed (most relevant first)", OutputTitle(softmax));
 }
 
 /// <summary><c>region-perturbation</c> (Samek et al. 2017): the first <c>regions</c> patch × patch regions in MoRF (or
-/// LeRF) order are replaced cumulatively (Quantus default: uniform noise, seeded per input); the score is AOPC, the
+/// LeRF) order are replaced cumulatively (Quantus default: the image minimum, its "black"); the score is AOPC, the
 /// mean over k = 0..L of f(x) − f(x after k regions). MoRF: higher is better; LeRF: lower is better.</summary>
 public sealed class RegionPerturbation : FaithfulnessMetric
 {
@@ -250,7 +265,7 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         var step = o.Order == RegionOrder.Random ? RandomBlocks(o, b, out var counts) : RegionSteps(o, b, a, o.Order == RegionOrder.Morf, o.Regions, out counts);
-        var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, counts.Max(), b.X, PerStep(o, b, baseline, step, counts.Max()), softmax)], 1);
+        var curve = cat([b.Clean(softmax).unsqueeze(1), Cumulative(b, step, counts.Max(), b.X, CumulativeFill(o, b, baseline, step, counts.Max(), GridPatch(o)), softmax)], 1);
         long[] lengths = [.. counts.Select(l => l + 1)];
         long width = 1 + Math.Min(o.Regions, RegionBound(o, b));
         b.RecordCurves(curve, lengths, new([.. Enumerable.Range(0, (int)width).Select(k => (double)k)],

@@ -50,7 +50,7 @@ public sealed class Irof : FaithfulnessMetric
         }
         long l = counts.Max();
         var segmentOf = stack(steps);
-        var curve = Cumulative(b, segmentOf, l, b.X, PerStep(o, b, baseline, segmentOf, l), softmax);   // N×L: point k−1 = after k segments
+        var curve = Cumulative(b, segmentOf, l, b.X, CumulativeFill(o, b, baseline, segmentOf, l), softmax);   // N×L: point k−1 = after k segments
         var fx = b.Clean(softmax);
         var scores = new double[b.N];
         for (int i = 0; i < b.N; i++)

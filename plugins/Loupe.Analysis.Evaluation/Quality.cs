@@ -63,7 +63,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         var b = fill switch
         {
             Fill.Min => x.amin([1, 2, 3], keepdim: true).expand_as(x),
-            Fill.Mean => x.mean([1, 2, 3], keepdim: true).expand_as(x),
+            Fill.Mean or Fill.RunningMean => x.mean([1, 2, 3], keepdim: true).expand_as(x),
             Fill.Max => x.amax([1, 2, 3], keepdim: true).expand_as(x),
             Fill.Zero => zeros_like(x),
             Fill.Black => ctx.Input.Normalize(zeros_like(x)),
@@ -115,6 +115,48 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         var u = Scalars(steps, low, high);                                                       // N×steps
         var value = u.gather(1, step.clamp(0, Math.Max(steps - 1, 0)));                         // N×D
         return scope.MoveToOuter(value.view(N, 1, X.shape[2], X.shape[3]).expand_as(X).to(X.dtype).contiguous());
+    }
+
+    /// <summary>The replacement values of a metric that perturbs <paramref name="steps"/> groups of pixels cumulatively
+    /// (<paramref name="step"/>: each pixel's group, N×D; values ≥ steps in none) with Quantus's <c>"mean"</c>
+    /// (<see cref="Fill.RunningMean"/>): group j's pixels take μ_j, the mean of every value of the array after groups
+    /// 0..j−1 were replaced, μ_0 the image's mean. A pixel keeps the value it was given, so one image holds every
+    /// copy's replacements. <paramref name="patch"/> &gt; 0: the array is the image edge-padded to multiples of the
+    /// patch (the smaller half first), as Quantus's region metrics perturb it; a padded cell belongs to its block.</summary>
+    public Tensor RunningMean(Tensor step, long steps, long patch = 0)
+    {
+        using var scope = NewDisposeScope();
+        var x = X.to(ScalarType.Float64);
+        long c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var s = step.view(N, 1, h, w).to(ScalarType.Float64);
+        if (patch > 0)
+        {
+            long ph = (patch - h % patch) % patch, pw = (patch - w % patch) % patch;
+            long[] pad = [pw / 2, pw - pw / 2, ph / 2, ph - ph / 2];   // left, right, top, bottom
+            x = nn.functional.pad(x, pad, TorchSharp.PaddingModes.Replicate);
+            s = nn.functional.pad(s, pad, TorchSharp.PaddingModes.Replicate);
+        }
+        long cells = x.shape[1] * x.shape[2] * x.shape[3];
+        var group = s.expand(-1, c, -1, -1).reshape(N, -1).to(ScalarType.Int64);
+        var inside = group < steps;
+        var index = where(inside, group, zeros_like(group));
+        var flat = x.reshape(N, -1);
+        var sums = zeros(N, Math.Max(steps, 1), dtype: ScalarType.Float64).scatter_add_(1, index, where(inside, flat, zeros_like(flat))).cpu().data<double>().ToArray();
+        var counts = zeros(N, Math.Max(steps, 1), dtype: ScalarType.Float64).scatter_add_(1, index, inside.to(ScalarType.Float64)).cpu().data<double>().ToArray();
+        var total = flat.sum(1).cpu().data<double>().ToArray();
+        var mu = new double[N * Math.Max(steps, 1)];
+        for (long i = 0; i < N; i++)
+        {
+            double sum = total[i];
+            for (long j = 0; j < steps; j++)
+            {
+                long k = i * steps + j;
+                mu[k] = sum / cells;
+                sum += counts[k] * mu[k] - sums[k];
+            }
+        }
+        var value = tensor(mu, [N, Math.Max(steps, 1)]).gather(1, step.clamp(0, Math.Max(steps - 1, 0)));   // N×D
+        return scope.MoveToOuter(value.view(N, 1, h, w).expand_as(X).to(X.dtype).contiguous());
     }
 
     /// <summary>U[low, high) values N×<paramref name="count"/>, each input's from its own generator, in order.</summary>

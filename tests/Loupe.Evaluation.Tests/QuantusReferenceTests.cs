@@ -1,0 +1,135 @@
+using System.Text.Json.Nodes;
+
+namespace Loupe.Evaluation.Tests;
+
+/// <summary>Loupe's metrics against Quantus 0.6.0 itself (not a restatement): the library's own outputs for its
+/// deterministic metrics on the trained demo CNN, eight Fashion-MNIST inputs, fixed maps and object masks
+/// (tests/fixtures/make_quantus_fixtures.py writes tests/fixtures/quality/quantus/). Each step sets the options that
+/// express Quantus's call; where Loupe's default is Quantus's, the step leaves it unset, so a changed default fails here.
+/// Every mismatch is reported at once.</summary>
+public class QuantusReferenceTests
+{
+    static readonly string Dir = Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "quantus");
+    static string Fixture(string name) => Env.Yaml(Path.Combine(Dir, name));
+    static readonly JsonObject Expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Dir, "expected.json")))!.AsObject();
+
+    static double Num(JsonNode? v) => v is JsonValue j && j.TryGetValue<string>(out var s)
+        ? double.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : v!.GetValue<double>();
+
+    static double[] Want(string key) => Expected[key]!.AsArray().Select(Num).ToArray();
+
+    static double[][] WantRows(string key) => Expected[key]!.AsArray().Select(r => r!.AsArray().Select(Num).ToArray()).ToArray();
+
+    static double[] Values(Loupe.Core.RunResult r, string step, string key) =>
+        JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!["inputs"]!.AsArray()
+            .Select(i => Num(i!["value"])).ToArray();
+
+    static double[][] Curve(Loupe.Core.RunResult r, string path)
+    {
+        var a = Loupe.Testing.HostRuns.Artifact(r, path);
+        int n = (int)a.Shape[0], k = (int)a.Shape[1];
+        return Enumerable.Range(0, n).Select(i => a.Data.Skip(i * k).Take(k).Select(v => (double)v).ToArray()).ToArray();
+    }
+
+    sealed class Mismatches
+    {
+        readonly List<string> list = [];
+        public void Close(string what, double[] want, double[] got, double tol, int rows = int.MaxValue)
+        {
+            if (want.Length != got.Length) { list.Add($"{what}: {got.Length} values against Quantus's {want.Length}"); return; }
+            for (int i = 0; i < Math.Min(rows, want.Length); i++)
+                if (!(double.IsNaN(want[i]) && double.IsNaN(got[i])) && !(Math.Abs(got[i] - want[i]) <= tol + tol * Math.Abs(want[i])))
+                    list.Add($"{what}[{i}]: {got[i]:R} against Quantus {want[i]:R}");
+        }
+        public void Rows(string what, double[][] want, double[][] got, double tol, int rows = int.MaxValue)
+        {
+            if (want.Length != got.Length) { list.Add($"{what}: {got.Length} rows against Quantus's {want.Length}"); return; }
+            for (int i = 0; i < Math.Min(rows, want.Length); i++) Close($"{what}[{i}]", want[i], got[i], tol);
+        }
+        public void Check() => Assert.True(list.Count == 0, string.Join("\n", list));
+    }
+
+    [Fact]
+    public void DeterministicMetricsGiveQuantusNumbers()
+    {
+        var masks = Fixture("masks");
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+            settings: { batch_size: 8 }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: sparseness, uses: sparseness, with: { of: m } }
+              - { id: complexity, uses: complexity, with: { of: m } }
+              - { id: effective, uses: effective-complexity, with: { of: m } }
+              - { id: pointing, uses: pointing-game, with: { of: m, tolerance: 0, ties: any, abs: false, masks: {{masks}} } }
+              - { id: al, uses: attribution-localisation, with: { of: m, masks: {{masks}} } }
+              - { id: topk, uses: top-k-intersection, with: { of: m, k: 100, masks: {{masks}} } }
+              - { id: rra, uses: relevance-rank-accuracy, with: { of: m, masks: {{masks}} } }
+              - { id: rma, uses: relevance-mass-accuracy, with: { of: m, masks: {{masks}} } }
+              - { id: auc, uses: auc, with: { of: m, masks: {{masks}} } }
+              - { id: fe, uses: faithfulness-estimate, with: { of: m, features_in_step: 28 } }
+              - { id: mc, uses: monotonicity-correlation, with: { of: m, features_in_step: 28, runs: 5, baseline: min } }
+              - { id: pf, uses: pixel-flipping, with: { of: m, features_in_step: 28 } }
+              - { id: rp_morf, uses: region-perturbation, with: { of: m, patch: 4, regions: 10 } }
+              - { id: rp_lerf, uses: region-perturbation, with: { of: m, patch: 4, regions: 10, order: lerf } }
+              - { id: sel, uses: selectivity, with: { of: m, patch: 4 } }
+              - { id: pf_mean, uses: pixel-flipping, with: { of: m, features_in_step: 28, baseline: running-mean } }
+              - { id: rp_mean, uses: region-perturbation, with: { of: m, patch: 8, regions: 10, baseline: running-mean } }
+              - { id: sel_mean, uses: selectivity, with: { of: m, patch: 8, baseline: running-mean } }
+              - { id: fe_mean, uses: faithfulness-estimate, with: { of: m, features_in_step: 28, baseline: running-mean } }
+              - { id: irof, uses: irof, with: { of: m, score: quantus, baseline: running-mean } }
+              - { id: road, uses: road, with: { of: m, percentages: [10, 30, 50, 70, 90], noise: 0 } }
+              - { id: ns, uses: non-sensitivity, with: { of: m } }
+              - { id: cont, uses: continuity, with: { of: sal, sweep: quantus } }
+              - { id: suff, uses: sufficiency, with: { of: m } }
+              - { id: cons, uses: consistency, with: { of: m, discretise: top-n-sign } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
+            .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
+        var m = new Mismatches();
+        // Maps 6 and 7 hold equal values (a zero background, a radially symmetric blob): Quantus orders them by numpy's
+        // unstable argsort, whose order among equal values depends on numpy's version and the CPU's sort kernels;
+        // Loupe's sorts are stable. The metrics that rank pixels or regions are compared on maps 0-5 (no ties), the
+        // others on all eight.
+        const int TieFree = 6;
+        m.Close("sparseness", Want("sparseness"), Values(r, "sparseness", "sparseness"), 1e-5);
+        m.Close("complexity", Want("complexity"), Values(r, "complexity", "complexity"), 1e-5);
+        m.Close("effective-complexity", Want("effective_complexity"), Values(r, "effective", "effective_complexity"), 0);
+        var hits = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "pointing", "pointing.json")))!;
+        m.Close("pointing-game", Want("pointing_game"), hits["inputs"]!.AsArray().Select(i => i!["hit"]!.GetValue<bool>() ? 1.0 : 0.0).ToArray(), 0);
+        m.Close("attribution-localisation", Want("attribution_localisation"), Values(r, "al", "attribution_localisation"), 1e-5);
+        m.Close("top-k-intersection", Want("top_k_intersection"), Values(r, "topk", "top_k_intersection"), 1e-9, TieFree);
+        m.Close("relevance-rank-accuracy", Want("relevance_rank_accuracy"), Values(r, "rra", "relevance_rank_accuracy"), 1e-9);
+        m.Close("relevance-mass-accuracy", Want("relevance_mass_accuracy"), Values(r, "rma", "relevance_mass_accuracy"), 1e-5);
+        m.Close("auc", Want("auc"), Values(r, "auc", "auc"), 1e-6);
+        m.Close("faithfulness-estimate", Want("faithfulness_estimate"), Values(r, "fe", "faithfulness_estimate"), 1e-4, TieFree);
+        m.Close("monotonicity-correlation", Want("monotonicity_correlation"), Values(r, "mc", "monotonicity_correlation"), 1e-6, TieFree);
+        m.Rows("pixel-flipping curve", WantRows("pixel_flipping"), Curve(r, "pf/pixel_flipping_curve.npy"), 1e-4, TieFree);
+        m.Rows("selectivity curve", WantRows("selectivity"), Curve(r, "sel/selectivity_curve.npy"), 1e-4, TieFree);
+        foreach (var order in new[] { "morf", "lerf" })
+        {
+            // Quantus's curve is f(x) − f(x_k), k = 1..L; Loupe's f(x_k), k = 0..L.
+            var fk = Curve(r, $"rp_{order}/region_perturbation_curve.npy");
+            m.Rows($"region-perturbation {order}", WantRows($"region_perturbation_{order}"),
+                fk.Select(row => row.Skip(1).Select(v => row[0] - v).ToArray()).ToArray(), 1e-4, TieFree);
+        }
+        // Quantus's "mean": the cumulative metrics take the mean of the array as perturbed so far (the region metrics
+        // of the edge-padded array: 28 is padded to 32 for patches of 8), the others the image's mean.
+        m.Rows("pixel-flipping curve, running mean", WantRows("pixel_flipping_mean"), Curve(r, "pf_mean/pixel_flipping_curve.npy"), 1e-4, TieFree);
+        m.Rows("selectivity curve, running mean", WantRows("selectivity_mean"), Curve(r, "sel_mean/selectivity_curve.npy"), 1e-4, TieFree);
+        var rpMean = Curve(r, "rp_mean/region_perturbation_curve.npy");
+        m.Rows("region-perturbation, running mean", WantRows("region_perturbation_mean"),
+            rpMean.Select(row => row.Skip(1).Select(v => row[0] - v).ToArray()).ToArray(), 1e-4, TieFree);
+        m.Close("faithfulness-estimate, mean", Want("faithfulness_estimate_mean"), Values(r, "fe_mean", "faithfulness_estimate"), 1e-4, TieFree);
+        m.Close("irof (score: quantus)", Want("irof"), Values(r, "irof", "irof"), 1e-4, TieFree);
+        m.Rows("road hits", WantRows("road"), Curve(r, "road/road_curve.npy"), 0);
+        m.Close("non-sensitivity", Want("non_sensitivity"), Values(r, "ns", "non_sensitivity"), 0);
+        m.Close("continuity", Want("continuity"), Values(r, "cont", "continuity"), 1e-4);
+        m.Close("sufficiency", Want("sufficiency"), Values(r, "suff", "sufficiency"), 1e-6);
+        m.Close("consistency", Want("consistency"), Values(r, "cons", "consistency"), 1e-6);
+        m.Check();
+    }
+}
