@@ -9,7 +9,7 @@ namespace Loupe.Analysis.Evaluation;
 public sealed record ComplexityOptions : MetricOptions
 {
     /// <summary>Absolute values.</summary>
-    [Description("take |·| of the (channel-summed) map first (Quantus default: true)")]
+    [Description("take |·| of the (channel-summed) map, after normalise (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
     [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions)]

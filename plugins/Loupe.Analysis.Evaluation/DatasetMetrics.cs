@@ -10,7 +10,7 @@ namespace Loupe.Analysis.Evaluation;
 public sealed record DatasetMetricOptions : MetricOptions
 {
     /// <summary>Absolute values.</summary>
-    [Description("take |·| of the channel-summed map first (Quantus default: true)")]
+    [Description("take |·| of the channel-summed map (after normalise, as Quantus) (Quantus default: true)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
     [Description("rescale the run's maps first, all together as Quantus rescales its batch: true (Quantus normalise_by_max: one max |a| over every map; the default), false, or " + Normalisations.Functions)]
@@ -95,20 +95,21 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
             var (_, logits, _) = Explain.Scores(ctx, batch.Input, result.Selection, 0);
             predicted.AddRange(logits.argmax(1).ToArray<long>());
             var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, [], null);
-            features.Add(inner.MoveToOuter(mb.Features(o.Abs, Normalisation.None)));
+            features.Add(inner.MoveToOuter(mb.Features(false, Normalisation.None)));
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
         }
-        var values = ids.Count == 0 ? [] : Score(o, Together(cat(features, 0), o.Normalise.Resolve()), predicted.ToArray());
+        var values = ids.Count == 0 ? [] : Score(o, Together(cat(features, 0), o.Normalise.Resolve(), o.Abs), predicted.ToArray());
         QualityMetric<DatasetMetricOptions>.WriteScores(ctx, writer, Id, o, true, ids, labels, values);
     }
 
     /// <summary>The run's maps (N×D) normalised together, as one array: Quantus normalises the whole batch it is
-    /// given (normalise_by_max: one max |a| over every map), and these metrics see the run as one batch.</summary>
-    static Tensor Together(Tensor a, Normalisation normalise)
+    /// given (normalise_by_max: one max |a| over every map), and these metrics see the run as one batch; then |·|.</summary>
+    static Tensor Together(Tensor a, Normalisation normalise, bool abs)
     {
         using var scope = NewDisposeScope();
-        return scope.MoveToOuter(Normalisations.Rows(a.reshape(1, -1), normalise).view_as(a));
+        var n = Normalisations.Rows(a.reshape(1, -1), normalise).view_as(a);
+        return scope.MoveToOuter(abs ? n.abs() : n);
     }
 
     /// <summary>Per input i: among the other inputs j whose explanation agrees with i's (<paramref name="agree"/>, N×N

@@ -14,7 +14,7 @@ public sealed record LocalisationOptions : MetricOptions
     [Range(0.0, 1.0), Description("object mask when the data source has none: display pixel (max over channels) > threshold")]
     public double Threshold { get; init; } = 0.1;
     /// <summary>Absolute values.</summary>
-    [Description("take |·| of the channel-summed map first (default: Quantus's per metric: true for attribution-localisation, false otherwise)")]
+    [Description("take |·| of the channel-summed map (after normalise, as Quantus) (default: Quantus's per metric: true for attribution-localisation, false otherwise)")]
     public bool? Abs { get; init; }
     /// <summary>k.</summary>
     [Range(1, int.MaxValue), Description("top-k-intersection: number of top features (Quantus: 1000; must be < the pixels per image)")]

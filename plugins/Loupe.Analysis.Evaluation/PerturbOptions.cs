@@ -17,7 +17,7 @@ public enum Fill
     /// <summary>The image's mean over all its values (Quantus's <c>"mean"</c> where a metric perturbs the input once).</summary>
     Mean,
     /// <summary>Quantus's <c>"mean"</c> in the metrics that perturb cumulatively (pixel-flipping, selectivity,
-    /// region-perturbation, irof): each step's pixels take the mean of the array as perturbed so far (region metrics:
+    /// region-perturbation, irof, infidelity's blocks): each step's pixels take the mean of the array as perturbed so far (region metrics:
     /// of the edge-padded array Quantus perturbs); <see cref="Mean"/> where a metric perturbs once.</summary>
     RunningMean,
     /// <summary>The image's maximum over all its values (Quantus's <c>"white"</c>).</summary>
@@ -55,13 +55,13 @@ public sealed record NoiseFill(double Mean = 0, double Std = 0.01, double Lower 
 public abstract record PerturbOptions : MetricOptions, IConstantFill
 {
     /// <summary>Absolute values.</summary>
-    [Description("take |·| of the channel-summed map first (default: Quantus's per metric)")]
+    [Description("take |·| of the channel-summed map (after normalise, as Quantus) (default: Quantus's per metric)")]
     public bool? Abs { get; init; }
     /// <summary>Normalise.</summary>
     [Description("rescale the channel-summed map first, per map: true (Quantus normalise with its default normalise_func, normalise_by_max), false, or " + Normalisations.Functions + "; default: Quantus's per metric")]
     public Normalisation? Normalise { get; init; }
     /// <summary>Replacement.</summary>
-    [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean (the image's mean), running-mean (Quantus's 'mean' in the cumulative metrics, pixel-flipping, selectivity, region-perturbation, irof: the mean of the image as perturbed so far, recomputed before each step; elsewhere the image's mean), uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, one value per element), uniform-step (one U[0,1) value per input and perturbation step, in the model's input space: Quantus's batched 'uniform'), gaussian-noise or uniform-noise (the value plus noise: Quantus's perturb_func batch_gaussian_noise / batch_uniform_noise, see perturb_mean, perturb_std, lower_bound, upper_bound), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
+    [OrConstant(nameof(BaselineValue)), Description("what replaces a perturbed pixel (all channels): min (Quantus 'black': the image minimum), max (Quantus 'white': the image maximum), black, zero, mean (the image's mean), running-mean (Quantus's 'mean' in the cumulative metrics, pixel-flipping, selectivity, region-perturbation, irof, infidelity's blocks: the mean of the image as perturbed so far, recomputed before each step; elsewhere the image's mean), uniform (U[0,1) pixels), uniform-input (U[0,1) in the model's input space, one value per element), uniform-step (one U[0,1) value per input and perturbation step, in the model's input space: Quantus's batched 'uniform'), gaussian-noise or uniform-noise (the value plus noise: Quantus's perturb_func batch_gaussian_noise / batch_uniform_noise, see perturb_mean, perturb_std, lower_bound, upper_bound), or a constant in the model's input space (Quantus's numeric perturb_baseline): one value or one per channel, e.g. 0.5 or [0.1, 0.2, 0.3]")]
     public Fill? Baseline { get; init; }
     /// <summary>Constant replacement (<c>baseline: 0.5</c> binds here).</summary>
     [Description("a constant given to 'baseline': one value or one per channel, in the model's input space")]

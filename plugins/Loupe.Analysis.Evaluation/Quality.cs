@@ -37,8 +37,8 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         long h = X.shape[2], w = X.shape[3];
         var m = map.dim() == 4 ? map.detach().sum(1) : map.detach();
         m = Maps.Reduce(m.to(ScalarType.Float32), h, w).reshape(N, h * w).to(ScalarType.Float64);
+        m = Normalisations.Rows(m, normalise.Resolve());   // before |·|, as Quantus (it matters for normalise_by_negative)
         if (abs) m = m.abs();
-        m = Normalisations.Rows(m, normalise.Resolve());
         return scope.MoveToOuter(m);
     }
 

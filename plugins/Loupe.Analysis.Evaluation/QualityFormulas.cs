@@ -43,11 +43,12 @@ public static class QualityFormulas
         return scope.MoveToOuter(-(p * (p + 1e-12).log()).sum(1));
     }
 
-    /// <summary>Effective complexity (Nguyen &amp; Rodríguez Martínez 2020): the number of features with |a| &gt; eps.</summary>
+    /// <summary>Effective complexity (Nguyen &amp; Rodríguez Martínez 2020): the number of features with a &gt; eps, as
+    /// Quantus counts them (a is |map| under the metric's default abs; a signed map counts its positive values only).</summary>
     public static Tensor EffectiveComplexity(Tensor a, double eps)
     {
         using var scope = NewDisposeScope();
-        return scope.MoveToOuter((a.abs() > eps).sum(1).to(ScalarType.Float64));
+        return scope.MoveToOuter((a > eps).sum(1).to(ScalarType.Float64));
     }
 
     /// <summary>NaN where the mask is empty.</summary>

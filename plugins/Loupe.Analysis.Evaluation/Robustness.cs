@@ -147,7 +147,9 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
                 var block = tensor(BlockOfPixel(h, w, p));
                 long blocks = block.max().ToInt64() + 1;
                 // uniform-step: one value per block, as Quantus draws one per replacement call.
-                var fill = b.PerStep(o.BaselineValue is null ? o.Baseline : null, baseline, block.expand(n, -1), blocks);
+                // running-mean: Quantus's "mean" of the array as perturbed so far (the blocks are cumulative).
+                var fill = o.BaselineValue is null && o.Baseline == Fill.RunningMean ? b.RunningMean(block.expand(n, -1), blocks)
+                    : b.PerStep(o.BaselineValue is null ? o.Baseline : null, baseline, block.expand(n, -1), blocks);
                 // Σ_c Φ·(x − fill) per pixel: a copy's IᵀΦ is the sum over the pixels it replaced.
                 var contribution = (phi * (x - fill)).sum(1).to(ScalarType.Float64).reshape(n, h * w);
                 var dot = zeros(n, blocks, dtype: ScalarType.Float64).index_add_(1, block, contribution, 1).cumsum(1);

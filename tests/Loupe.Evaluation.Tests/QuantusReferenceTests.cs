@@ -20,9 +20,9 @@ public class QuantusReferenceTests
 
     static double[][] WantRows(string key) => Expected[key]!.AsArray().Select(r => r!.AsArray().Select(Num).ToArray()).ToArray();
 
-    static double[] Values(Loupe.Core.RunResult r, string step, string key) =>
+    static double[] Values(Loupe.Core.RunResult r, string step, string key, string field = "value") =>
         JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!["inputs"]!.AsArray()
-            .Select(i => Num(i!["value"])).ToArray();
+            .Select(i => Num(i![field])).ToArray();
 
     static double[][] Curve(Loupe.Core.RunResult r, string path)
     {
@@ -84,6 +84,17 @@ public class QuantusReferenceTests
               - { id: road, uses: road, with: { of: m, percentages: [10, 30, 50, 70, 90], noise: 0 } }
               - { id: ns, uses: non-sensitivity, with: { of: m } }
               - { id: cont, uses: continuity, with: { of: sal, sweep: quantus } }
+              - { id: inf4, uses: infidelity, with: { of: m, perturbation: blocks, patch_sizes: [4] } }
+              - { id: inf47, uses: infidelity, with: { of: m, perturbation: blocks, patch_sizes: [4, 7], baseline: running-mean } }
+              - { id: topk_ci, uses: top-k-intersection, with: { of: m, k: 100, concept_influence: true, masks: {{masks}} } }
+              - { id: auc_abs, uses: auc, with: { of: m, abs: true, masks: {{masks}} } }
+              - { id: sparse_neg, uses: sparseness, with: { of: m, normalise: negative } }
+              - { id: cx_sm, uses: complexity, with: { of: m, normalise: second-moment } }
+              - { id: ec_signed, uses: effective-complexity, with: { of: m, abs: false, eps: 0.1 } }
+              - { id: fe1, uses: faithfulness-estimate, with: { of: m } }
+              - { id: ns_signed, uses: non-sensitivity, with: { of: m, abs: false } }
+              - { id: cons_rank, uses: consistency, with: { of: m, discretise: rank } }
+              - { id: cons_fp, uses: consistency, with: { of: m, discretise: floating-points } }
               - { id: suff, uses: sufficiency, with: { of: m } }
               - { id: cons, uses: consistency, with: { of: m, discretise: top-n-sign } }
             """);
@@ -130,6 +141,17 @@ public class QuantusReferenceTests
         m.Close("continuity", Want("continuity"), Values(r, "cont", "continuity"), 1e-4);
         m.Close("sufficiency", Want("sufficiency"), Values(r, "suff", "sufficiency"), 1e-6);
         m.Close("consistency", Want("consistency"), Values(r, "cons", "consistency"), 1e-6);
+        m.Close("infidelity (blocks of 4)", Want("infidelity_blocks"), Values(r, "inf4", "infidelity", "infidelity"), 1e-4);
+        m.Close("infidelity (blocks of 4 and 7, running mean)", Want("infidelity_blocks_mean"), Values(r, "inf47", "infidelity", "infidelity"), 1e-4);
+        m.Close("top-k-intersection, concept influence", Want("top_k_concept"), Values(r, "topk_ci", "top_k_intersection"), 1e-9, TieFree);
+        m.Close("auc, abs", Want("auc_abs"), Values(r, "auc_abs", "auc"), 1e-6);
+        m.Close("sparseness, normalise_by_negative", Want("sparseness_negative"), Values(r, "sparse_neg", "sparseness"), 1e-5);
+        m.Close("complexity, second moment", Want("complexity_second_moment"), Values(r, "cx_sm", "complexity"), 1e-5);
+        m.Close("effective-complexity, signed, eps 0.1", Want("effective_complexity_signed"), Values(r, "ec_signed", "effective_complexity"), 0);
+        m.Close("faithfulness-estimate, one pixel per step", Want("faithfulness_estimate_1"), Values(r, "fe1", "faithfulness_estimate"), 1e-4, TieFree);
+        m.Close("non-sensitivity, signed", Want("non_sensitivity_signed"), Values(r, "ns_signed", "non_sensitivity"), 0);
+        m.Close("consistency, rank", Want("consistency_rank"), Values(r, "cons_rank", "consistency"), 1e-6);
+        m.Close("consistency, floating points", Want("consistency_floating_points"), Values(r, "cons_fp", "consistency"), 1e-6);
         m.Check();
     }
 }
