@@ -31,6 +31,8 @@ public class QuantusReferenceTests
         return Enumerable.Range(0, n).Select(i => a.Data.Skip(i * k).Take(k).Select(v => (double)v).ToArray()).ToArray();
     }
 
+    static double[] Log(double[] v) => [.. v.Select(u => Math.Log(u))];
+
     sealed class Mismatches
     {
         readonly List<string> list = [];
@@ -46,6 +48,22 @@ public class QuantusReferenceTests
             if (want.Length != got.Length) { list.Add($"{what}: {got.Length} rows against Quantus's {want.Length}"); return; }
             for (int i = 0; i < Math.Min(rows, want.Length); i++) Close($"{what}[{i}]", want[i], got[i], tol);
         }
+        /// <summary>Within <paramref name="rel"/> (relative) or <paramref name="abs"/> of the range of two seeds' values.</summary>
+        public void Spread(string what, double[] seed0, double[] seed1, double[] got, double rel, double abs = 0)
+        {
+            if (seed0.Length != got.Length) { list.Add($"{what}: {got.Length} values against Quantus's {seed0.Length}"); return; }
+            for (int i = 0; i < got.Length; i++)
+            {
+                if (double.IsNaN(seed0[i]) || double.IsNaN(seed1[i]) || double.IsNaN(got[i]))
+                {
+                    if (!(double.IsNaN(seed0[i]) && double.IsNaN(got[i]))) list.Add($"{what}[{i}]: {got[i]:R} against Quantus {seed0[i]:R} / {seed1[i]:R}");
+                    continue;
+                }
+                double lo = Math.Min(seed0[i], seed1[i]), hi = Math.Max(seed0[i], seed1[i]), slack = abs + rel * Math.Abs(hi);
+                if (got[i] < lo - slack || got[i] > hi + slack) list.Add($"{what}[{i}]: {got[i]:R} outside Quantus's {lo:R} .. {hi:R} ± {slack:R}");
+            }
+        }
+
         public void Check() => Assert.True(list.Count == 0, string.Join("\n", list));
     }
 
@@ -96,6 +114,11 @@ public class QuantusReferenceTests
               - { id: cons_rank, uses: consistency, with: { of: m, discretise: rank } }
               - { id: cons_fp, uses: consistency, with: { of: m, discretise: floating-points } }
               - { id: suff, uses: sufficiency, with: { of: m } }
+              - { id: avgs, uses: avg-sensitivity, with: { of: sal } }
+              - { id: maxs, uses: max-sensitivity, with: { of: sal } }
+              - { id: lips, uses: local-lipschitz, with: { of: sal } }
+              - { id: ris, uses: relative-input-stability, with: { of: sal, nan_when_prediction_changes: true } }
+              - { id: ros, uses: relative-output-stability, with: { of: sal, nan_when_prediction_changes: true } }
               - { id: cons, uses: consistency, with: { of: m, discretise: top-n-sign } }
             """);
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
@@ -152,6 +175,15 @@ public class QuantusReferenceTests
         m.Close("non-sensitivity, signed", Want("non_sensitivity_signed"), Values(r, "ns_signed", "non_sensitivity"), 0);
         m.Close("consistency, rank", Want("consistency_rank"), Values(r, "cons_rank", "consistency"), 1e-6);
         m.Close("consistency, floating points", Want("consistency_floating_points"), Values(r, "cons_fp", "consistency"), 1e-6);
+        // Random metrics (numpy's draws cannot be replayed): within the Monte Carlo spread of Quantus's two seeds. The
+        // mean over 200 samples is tight (< 0.5 % between seeds), the max over them looser, the relative stabilities'
+        // ratios heavy-tailed (a factor 1.3 between seeds): compared in log scale, with the inputs whose prediction
+        // flips under the noise NaN in both.
+        m.Spread("avg-sensitivity", Want("avg_sensitivity"), Want("avg_sensitivity_seed1"), Values(r, "avgs", "avg_sensitivity"), 0.03);
+        m.Spread("max-sensitivity", Want("max_sensitivity"), Want("max_sensitivity_seed1"), Values(r, "maxs", "max_sensitivity"), 0.08);
+        m.Spread("local-lipschitz", Want("local_lipschitz"), Want("local_lipschitz_seed1"), Values(r, "lips", "local_lipschitz"), 0.12);
+        m.Spread("relative-input-stability (log)", Log(Want("relative_input_stability")), Log(Want("relative_input_stability_seed1")), Log(Values(r, "ris", "relative_input_stability")), 0, Math.Log(2.5));
+        m.Spread("relative-output-stability (log)", Log(Want("relative_output_stability")), Log(Want("relative_output_stability_seed1")), Log(Values(r, "ros", "relative_output_stability")), 0, Math.Log(2.5));
         m.Check();
     }
 }
