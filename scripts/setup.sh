@@ -5,8 +5,9 @@
 #   chromium      : headless browser for the HTML report tests (tests/Loupe.Report.Tests, PuppeteerSharp).
 #   tesseract-ocr : OCR of the labelled figures in the tests (LabelledRunTests reads comparison.png's words).
 #   --train       : also dataset-fashion-mnist, to retrain the demo CNN (tools/Loupe.TrainDemo).
-#   --fixtures    : also python3-torch/torchvision/sklearn/skimage, to regenerate tests/fixtures and run the Python side of
-#                   the benchmarks (tools/bench, the t-SNE comparison); never needed by CI.
+#   --fixtures    : also python3-torch/torchvision/sklearn/skimage/onnx, to regenerate tests/fixtures and run the Python
+#                   side of the benchmarks (tools/bench, the t-SNE comparison), and Quantus 0.6's dependencies (pandas,
+#                   opencv, tqdm, matplotlib, cachetools) for make_quantus_fixtures.py; never needed by CI.
 set -euo pipefail
 pkgs=()
 command -v patchelf >/dev/null 2>&1 || pkgs+=(patchelf)
@@ -16,7 +17,7 @@ command -v tesseract >/dev/null 2>&1 || pkgs+=(tesseract-ocr tesseract-ocr-eng)
 for arg in "$@"; do
   case "$arg" in
     --train) [ -d /usr/share/datasets/fashion-mnist ] || pkgs+=(dataset-fashion-mnist) ;;
-    --fixtures) pkgs+=(python3-torch python3-torchvision python3-sklearn python3-skimage) ;;
+    --fixtures) pkgs+=(python3-torch python3-torchvision python3-sklearn python3-skimage python3-onnx python3-pandas python3-opencv python3-tqdm python3-matplotlib python3-cachetools) ;;
   esac
 done
 if [ ${#pkgs[@]} -eq 0 ]; then echo "setup: nothing to install"; exit 0; fi

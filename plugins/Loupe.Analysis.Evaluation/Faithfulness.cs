@@ -24,9 +24,22 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected sealed override double[] Score(FaithfulnessOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        var a = b.Features(o.Abs ?? DefaultAbs, o.Normalise.Resolve(true));
+        var a = o.Features == FeatureUnit.Values ? b.ValueFeatures(o.Abs ?? DefaultAbs, o.Normalise.Resolve(true)) : b.Features(o.Abs ?? DefaultAbs, o.Normalise.Resolve(true));
         return Of(o, b, a, UsesBaseline ? o.BaselineOf(b, DefaultFill) : b.X, o.Softmax ?? DefaultSoftmax).ToArray<double>();
     }
+
+    /// <summary>Whether the metric ranks single features, so that <c>features: values</c> applies.</summary>
+    protected virtual bool RanksFeatures => false;
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
+    {
+        if (o.Features == FeatureUnit.Values && !RanksFeatures)
+            yield return $"option 'features': values applies to pixel-flipping, faithfulness-estimate, faithfulness-correlation, monotonicity, monotonicity-correlation and sensitivity-n, not to {Id}";
+    }
+
+    /// <summary>The features a row has: pixels, or channel values under <c>features: values</c>.</summary>
+    protected static long FeatureCount(FaithfulnessOptions o, MetricBatch b) => o.Features == FeatureUnit.Values ? b.D * b.X.shape[1] : b.D;
 
     /// <summary>The fill of a metric that perturbs steps one call each: <paramref name="baseline"/>, or with
     /// <c>uniform-step</c> one value per step (<see cref="MetricBatch.PerStep"/>).</summary>
@@ -106,6 +119,8 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
     /// <inheritdoc/>
     public override string Id => "faithfulness-correlation";
     /// <inheritdoc/>
+    protected override bool RanksFeatures => true;
+    /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
     protected override bool DefaultSoftmax => false;
@@ -113,7 +128,7 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
     /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
-        if (o.SubsetSize >= b.D) throw new LoupeException($"faithfulness-correlation: option 'subset_size' = {o.SubsetSize} is not smaller than the {b.D} pixels of an input");
+        if (o.SubsetSize >= a.shape[1]) throw new LoupeException($"faithfulness-correlation: option 'subset_size' = {o.SubsetSize} is not smaller than the {a.shape[1]} {(o.Features == FeatureUnit.Values ? "channel values" : "pixels")} of an input");
         return Correlation(o, b, a, baseline, softmax, o.Runs, o.SubsetSize, b.Clean(softmax));
     }
 
@@ -124,12 +139,13 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
     public static Tensor Correlation(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax, int runs, int size, Tensor fx)
     {
         using var scope = NewDisposeScope();
-        var idx = stack(b.Generators.Select(g => stack(Enumerable.Range(0, runs).Select(_ => randperm(b.D, generator: g).narrow(0, 0, size)).ToArray())).ToArray());
+        long d = a.shape[1];   // pixels, or channel values
+        var idx = stack(b.Generators.Select(g => stack(Enumerable.Range(0, runs).Select(_ => randperm(d, generator: g).narrow(0, 0, size)).ToArray())).ToArray());
         // uniform-step: one value per subset (Quantus draws one per perturbation call), after the subsets.
         var values = o.FillOf(Fill.Min) == Fill.UniformStep ? b.Scalars(runs, o.UniformLow, o.UniformHigh) : null;
         var f = b.Outputs(runs, (k0, k) =>
         {
-            var m = zeros(b.N, k, b.D).scatter_(2, idx.narrow(1, k0, k), ones(b.N, k, size));
+            var m = zeros(b.N, k, d).scatter_(2, idx.narrow(1, k0, k), ones(b.N, k, size));
             return values is null ? b.Replace(m, baseline) : b.ReplaceWith(m, values.narrow(1, k0, k));
         }, softmax);
         var sums = a.gather(1, idx.view(b.N, -1)).view(b.N, runs, size).sum(2);
@@ -144,6 +160,8 @@ public sealed class FaithfulnessEstimate : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "faithfulness-estimate";
+    /// <inheritdoc/>
+    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
@@ -165,6 +183,8 @@ public sealed class Monotonicity : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "monotonicity";
+    /// <inheritdoc/>
+    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
@@ -211,6 +231,8 @@ public sealed class PixelFlipping : RemovalCurveMetric
     /// <inheritdoc/>
     public override string Id => "pixel-flipping";
     /// <inheritdoc/>
+    protected override bool RanksFeatures => true;
+    /// <inheritdoc/>
     protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts)
     {
         var step = PixelSteps(o, b, a, true, out long steps);
@@ -220,8 +242,8 @@ public sealed class PixelFlipping : RemovalCurveMetric
 
     /// <inheritdoc/>
     protected override CurveAxis Axis(FaithfulnessOptions o, MetricBatch b, bool softmax) =>
-        new([.. Enumerable.Range(1, (int)((b.D + o.FeaturesInStep - 1) / o.FeaturesInStep)).Select(k => Math.Min(1.0, (double)k * o.FeaturesInStep / b.D))],
-            "share of the pixels removed (most relevant first)", OutputTitle(softmax));
+        new([.. Enumerable.Range(1, (int)((FeatureCount(o, b) + o.FeaturesInStep - 1) / o.FeaturesInStep)).Select(k => Math.Min(1.0, (double)k * o.FeaturesInStep / FeatureCount(o, b)))],
+            $"share of the {(o.Features == FeatureUnit.Values ? "channel values" : "pixels")} removed (most relevant first)", OutputTitle(softmax));
 }
 
 /// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions removed most relevant first, every region
@@ -257,6 +279,7 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
     {
+        foreach (var e in base.ValidateMetric(o, context)) yield return e;
         if (o.Order == RegionOrder.Random && o.Windows == RegionWindows.Sliding)
             yield return "option 'order': random takes the grid's regions (windows: grid), as Quantus 0.6";
     }
@@ -297,6 +320,8 @@ public sealed class SensitivityN : FaithfulnessMetric
     /// <inheritdoc/>
     public override string Id => "sensitivity-n";
     /// <inheritdoc/>
+    protected override bool RanksFeatures => true;
+    /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
     protected override bool DefaultSoftmax => false;
@@ -309,7 +334,8 @@ public sealed class SensitivityN : FaithfulnessMetric
         var fx = b.Clean(softmax);
         var per = o.Fractions.Select(frac =>
         {
-            int size = (int)Math.Clamp(Math.Round(frac * b.D), 1, b.D - 1);
+            long d = a.shape[1];
+            int size = (int)Math.Clamp(Math.Round(frac * d), 1, d - 1);
             return FaithfulnessCorrelation.Correlation(o, b, a, baseline, softmax, o.Runs, size, fx);
         }).ToArray();
         var all = stack(per, 1);
@@ -327,6 +353,8 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "monotonicity-correlation";
+    /// <inheritdoc/>
+    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
@@ -352,7 +380,7 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
         var f = b.Outputs(steps * runs, (k0, k) =>
         {
             var copySteps = arange(k0, k0 + k).div(runs, rounding_mode: RoundingMode.floor);            // step of each copy
-            var m = (step.unsqueeze(1) == copySteps.view(1, k, 1)).to(ScalarType.Float32).view(b.N, k, 1, h, w);
+            var m = (step.unsqueeze(1) == copySteps.view(1, k, 1)).to(ScalarType.Float32).view(b.N, k, step.shape[1] == b.D ? 1 : x.shape[1], h, w);
             // Uniform and noise: one draw per copy and input, in copy order (the same whatever the chunking); else the baseline.
             var draws = fresh ? stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k).Select(_ => Draw(g)).ToArray())).ToArray()) : null;   // N×k×C×H×W
             var fill = fresh

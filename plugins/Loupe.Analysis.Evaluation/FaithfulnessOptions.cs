@@ -59,9 +59,21 @@ public sealed record FaithfulnessOptions : PerturbOptions
     /// <summary>ROAD noise.</summary>
     [Range(0.0, 1000.0), Description("road: σ of the Gaussian noise added to imputed values, normalised units, seeded per input (Quantus: 0.01)")]
     public double Noise { get; init; } = 0.01;
+    /// <summary>What a feature is.</summary>
+    [Description("pixel-flipping, faithfulness-estimate, faithfulness-correlation, monotonicity, monotonicity-correlation and sensitivity-n: pixels (the default: a pixel with all its channels, ranked by the channel-summed map) or values (Quantus 0.6 on several channels: every channel value is a feature — a per-channel map is used per channel, an H×W map is copied to every channel — so features_in_step, subset_size and the curves count channel values; ties among a pixel's copies in channel order, where Quantus's unstable sort leaves them to numpy)")]
+    public FeatureUnit Features { get; init; }
     /// <summary>The correlation.</summary>
     [Description("faithfulness-correlation, faithfulness-estimate and sensitivity-n (default pearson), monotonicity-correlation (default spearman): pearson, spearman or kendall (τ-b) — Quantus's similarity_func")]
     public Similarity? Similarity { get; init; }
+}
+
+/// <summary>The features of the pixel-ranking metrics.</summary>
+public enum FeatureUnit
+{
+    /// <summary>A pixel with all its channels.</summary>
+    Pixels,
+    /// <summary>A single channel value (Quantus 0.6 on inputs with several channels).</summary>
+    Values,
 }
 
 /// <summary>Where <c>region-perturbation</c> and <c>selectivity</c> find their regions.</summary>

@@ -129,6 +129,7 @@ public sealed class Road : FaithfulnessMetric
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
     {
+        foreach (var e in base.ValidateMetric(o, context)) yield return e;
         foreach (var e in PercentageErrors(o)) yield return e;
         if (o.Order == RegionOrder.Random) yield return "option 'order': road takes morf or lerf";
         if (o.Baseline is not null || o.BaselineValue is not null || o.BaselineImages is not null)

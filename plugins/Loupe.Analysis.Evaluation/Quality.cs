@@ -42,6 +42,32 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         return scope.MoveToOuter(m);
     }
 
+    /// <summary>One value per channel value, N×(C·H·W) in channel-major order (Quantus 0.6's features on several
+    /// channels): a per-channel map as it is, an N×H×W map copied to every channel; resized bilinearly when its
+    /// resolution differs; <paramref name="normalise"/> over all of a row's values, then <paramref name="abs"/>.</summary>
+    public Tensor ValueFeatures(bool abs, Normalisation normalise)
+    {
+        using var scope = NewDisposeScope();
+        long c = X.shape[1], h = X.shape[2], w = X.shape[3];
+        var m = map.detach().to(ScalarType.Float32);
+        if (m.dim() == 3) m = m.unsqueeze(1);
+        if (m.dim() != 4 || m.shape[1] != 1 && m.shape[1] != c)
+            throw new LoupeException($"features: values: the linked step's maps have shape ({string.Join("×", map.shape)}); expected N×H×W or N×{c}×H×W");
+        if (m.shape[2] != h || m.shape[3] != w)
+            m = nn.functional.interpolate(m, [h, w], mode: InterpolationMode.Bilinear, align_corners: false);
+        var v = m.expand(N, c, h, w).reshape(N, c * h * w).to(ScalarType.Float64);
+        v = Normalisations.Rows(v, normalise.Resolve());
+        if (abs) v = v.abs();
+        return scope.MoveToOuter(v.contiguous());
+    }
+
+    /// <summary>A per-feature tensor (N×k×D for pixels, N×k×(C·D) for channel values) laid out as N×k×(1 or C)×H×W.</summary>
+    Tensor AsImage(Tensor perFeature, long k)
+    {
+        long c = X.shape[1], h = X.shape[2], w = X.shape[3];
+        return perFeature.view(N, k, perFeature.shape[^1] == c * h * w && c > 1 ? c : 1, h, w);
+    }
+
     /// <summary>Object masks N×D (bool) from <see cref="ObjectMasks.For"/>: a masks folder, a boxes file, the data
     /// source's masks, else display pixels above <paramref name="threshold"/>.</summary>
     public Tensor Mask(double threshold, string? masks = null, string? boxes = null)
@@ -113,8 +139,8 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         if (fill != Fill.UniformStep) return baseline;
         using var scope = NewDisposeScope();
         var u = Scalars(steps, low, high);                                                       // N×steps
-        var value = u.gather(1, step.clamp(0, Math.Max(steps - 1, 0)));                         // N×D
-        return scope.MoveToOuter(value.view(N, 1, X.shape[2], X.shape[3]).expand_as(X).to(X.dtype).contiguous());
+        var value = u.gather(1, step.clamp(0, Math.Max(steps - 1, 0)));                         // N×D or N×(C·D)
+        return scope.MoveToOuter(AsImage(value, 1).squeeze(1).expand_as(X).to(X.dtype).contiguous());
     }
 
     /// <summary>The replacement values of a metric that perturbs <paramref name="steps"/> groups of pixels cumulatively
@@ -128,7 +154,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         using var scope = NewDisposeScope();
         var x = X.to(ScalarType.Float64);
         long c = x.shape[1], h = x.shape[2], w = x.shape[3];
-        var s = step.view(N, 1, h, w).to(ScalarType.Float64);
+        var s = AsImage(step, 1).squeeze(1).to(ScalarType.Float64);
         if (patch > 0)
         {
             long ph = (patch - h % patch) % patch, pw = (patch - w % patch) % patch;
@@ -155,8 +181,8 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
                 sum += counts[k] * mu[k] - sums[k];
             }
         }
-        var value = tensor(mu, [N, Math.Max(steps, 1)]).gather(1, step.clamp(0, Math.Max(steps - 1, 0)));   // N×D
-        return scope.MoveToOuter(value.view(N, 1, h, w).expand_as(X).to(X.dtype).contiguous());
+        var value = tensor(mu, [N, Math.Max(steps, 1)]).gather(1, step.clamp(0, Math.Max(steps - 1, 0)));   // N×D or N×(C·D)
+        return scope.MoveToOuter(AsImage(value, 1).squeeze(1).expand_as(X).to(X.dtype).contiguous());
     }
 
     /// <summary>U[low, high) values N×<paramref name="count"/>, each input's from its own generator, in order.</summary>
@@ -219,13 +245,13 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         Curves = (rows, axis);
     }
 
-    /// <summary>x with the features where <paramref name="replace"/> (N×k×D, 1 = replaced) taken from <paramref name="baseline"/>: N×k×C×H×W.</summary>
+    /// <summary>x with the features where <paramref name="replace"/> (N×k×D, or N×k×(C·D) for channel values; 1 =
+    /// replaced) taken from <paramref name="baseline"/>: N×k×C×H×W.</summary>
     public Tensor Replace(Tensor replace, Tensor baseline, Tensor? from = null)
     {
         var x = from ?? X;
-        long c = x.shape[1], h = x.shape[2], w = x.shape[3];
         // One select instead of x·(1 − m) + baseline·m (four passes over the copies); the same values.
-        var m = replace.to(ScalarType.Bool).view(N, -1, 1, h, w);
+        var m = AsImage(replace.to(ScalarType.Bool), replace.shape[1]);
         return where(m, baseline.unsqueeze(1), x.unsqueeze(1));
     }
 
@@ -233,8 +259,8 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     /// (<paramref name="values"/>, N×k): N×k×C×H×W.</summary>
     public Tensor ReplaceWith(Tensor replace, Tensor values)
     {
-        long h = X.shape[2], w = X.shape[3], k = values.shape[1];
-        var m = replace.to(ScalarType.Bool).view(N, k, 1, h, w);
+        long k = values.shape[1];
+        var m = AsImage(replace.to(ScalarType.Bool), k);
         return where(m, values.to(X.dtype).view(N, k, 1, 1, 1), X.unsqueeze(1));
     }
 }

@@ -186,4 +186,55 @@ public class QuantusReferenceTests
         m.Spread("relative-output-stability (log)", Log(Want("relative_output_stability")), Log(Want("relative_output_stability_seed1")), Log(Values(r, "ros", "relative_output_stability")), 0, Math.Log(2.5));
         m.Check();
     }
+
+    [Fact]
+    public void ChannelValuesAreQuantusFeaturesOnSeveralChannels()
+    {
+        // Quantus 0.6 ranks and perturbs single channel values of a 3-channel input (features: values): per-channel
+        // maps with distinct values, and H×W maps copied to every channel.
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: onnx, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "conv_cnn3.onnx"))}} } }
+            data: { uses: npy, with: { path: {{Fixture("rgb_inputs.npy")}} } }
+            settings: { batch_size: 6 }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("rgb_maps.npy")}} } }
+              - { id: hw, uses: fixture-map, with: { path: {{Fixture("rgb_maps_hw.npy")}} } }
+              - { id: pf, uses: pixel-flipping, with: { of: m, features: values, features_in_step: 8 } }
+              - { id: pf_mean, uses: pixel-flipping, with: { of: m, features: values, features_in_step: 8, baseline: running-mean } }
+              - { id: pf_hw, uses: pixel-flipping, with: { of: hw, features: values, features_in_step: 16 } }
+              - { id: fe, uses: faithfulness-estimate, with: { of: m, features: values, features_in_step: 16 } }
+              - { id: mc, uses: monotonicity-correlation, with: { of: m, features: values, features_in_step: 32, runs: 3, baseline: min } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
+            .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
+        var m = new Mismatches();
+        m.Rows("pixel-flipping curve, channel values", WantRows("rgb_pixel_flipping"), Curve(r, "pf/pixel_flipping_curve.npy"), 1e-4);
+        m.Rows("pixel-flipping curve, channel values, running mean", WantRows("rgb_pixel_flipping_mean"), Curve(r, "pf_mean/pixel_flipping_curve.npy"), 1e-4);
+        // A map copied to every channel ties each pixel's three values: Quantus's unstable argsort orders them as
+        // numpy's sort kernel happens to, Loupe in channel order. Steps of 16 values (Quantus needs a divisor of H·W,
+        // never a multiple of 3 here) split a pixel's copies at most at each step's ends, so the curves agree to about
+        // one channel value's effect (7.9e-4 at most on this model); steps of whole pixels would be far apart.
+        m.Rows("pixel-flipping curve, an H×W map on every channel", WantRows("rgb_pixel_flipping_hw"), Curve(r, "pf_hw/pixel_flipping_curve.npy"), 2e-3);
+        m.Close("faithfulness-estimate, channel values", Want("rgb_faithfulness_estimate"), Values(r, "fe", "faithfulness_estimate"), 1e-4);
+        m.Close("monotonicity-correlation, channel values", Want("rgb_monotonicity_correlation"), Values(r, "mc", "monotonicity_correlation"), 1e-6);
+        m.Check();
+    }
+
+    [Fact]
+    public void ChannelValuesAreRefusedWhereRegionsAreRanked()
+    {
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: onnx, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "conv_cnn3.onnx"))}} } }
+            data: { uses: npy, with: { path: {{Fixture("rgb_inputs.npy")}} } }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("rgb_maps.npy")}} } }
+              - { id: sel, uses: selectivity, with: { of: m, features: values } }
+              - { id: road, uses: road, with: { of: m, features: values } }
+            """);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.ToString().Contains("'features'") && e.ToString().Contains("not to selectivity"));
+        Assert.Contains(r.Errors, e => e.ToString().Contains("'features'") && e.ToString().Contains("not to road"));
+    }
 }

@@ -129,7 +129,7 @@ public sealed record FixtureMapOptions
     public string Path { get; init; } = "";
 }
 
-/// <summary>Maps read from a fixture (row i of an N×H×W .npy for input id i, as the npy source numbers them).</summary>
+/// <summary>Maps read from a fixture (row i of an N×H×W or N×C×H×W .npy for input id i, as the npy source numbers them).</summary>
 public sealed class FixtureMap : AttributionAnalysis<FixtureMapOptions>
 {
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
@@ -142,8 +142,9 @@ public sealed class FixtureMap : AttributionAnalysis<FixtureMapOptions>
         var (_, _, sel) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
         var all = Npy.Read(options.Path);
         var ids = input.Ids ?? throw new LoupeException("fixture-map explains original inputs only");
-        long hw = all.Shape[1] * all.Shape[2];
+        // N×H×W, or N×C×H×W (per-channel maps).
+        long hw = all.Shape.Skip(1).Aggregate(1L, (p, d) => p * d);
         var rows = ids.SelectMany(id => all.Data.AsSpan((int)(int.Parse(id) * hw), (int)hw).ToArray()).ToArray();
-        return new AttributionResult(tensor(rows, [ids.Length, all.Shape[1], all.Shape[2]]), sel);
+        return new AttributionResult(tensor(rows, [ids.Length, .. all.Shape.Skip(1)]), sel);
     }
 }
