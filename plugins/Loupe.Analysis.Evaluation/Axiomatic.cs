@@ -17,6 +17,9 @@ public sealed record NonSensitivityOptions : PerturbOptions
     /// <summary>Features per step.</summary>
     [Range(1, int.MaxValue), Description("non-sensitivity: pixels replaced together (Quantus features_in_step: 1)")]
     public int FeaturesInStep { get; init; } = 1;
+    /// <summary>What a feature is.</summary>
+    [Description("pixels (the default: a pixel with all its channels, tested on the channel-summed map) or values (Quantus 0.6 on several channels: each channel value replaced alone and counted, a per-channel map used per channel, an H×W map copied to every channel)")]
+    public FeatureUnit Features { get; init; }
 }
 
 /// <summary><c>completeness</c> (Sundararajan et al. 2017): attributions should sum to f(x) − f(x̄), x̄ the baseline
@@ -67,8 +70,8 @@ public sealed class NonSensitivity : QualityMetric<NonSensitivityOptions>
         using var scope = NewDisposeScope();
         bool softmax = o.Softmax ?? true;
         int fis = o.FeaturesInStep;
-        var a = b.Features(o.Abs ?? true, o.Normalise.Resolve(true));
-        var zero = a < o.Eps;                                                           // N×D
+        var a = o.Features == FeatureUnit.Values ? b.ValueFeatures(o.Abs ?? true, o.Normalise.Resolve(true)) : b.Features(o.Abs ?? true, o.Normalise.Resolve(true));
+        var zero = a < o.Eps;                                                           // N×D (or N×C·D)
         // Group of each pixel: zero-attribution pixels first (rank among them / fis), then the others.
         var zl = zero.to(ScalarType.Int64);
         var rankZero = zl.cumsum(1) - 1;

@@ -205,6 +205,8 @@ public class QuantusReferenceTests
               - { id: pf_hw, uses: pixel-flipping, with: { of: hw, features: values, features_in_step: 16 } }
               - { id: fe, uses: faithfulness-estimate, with: { of: m, features: values, features_in_step: 16 } }
               - { id: mc, uses: monotonicity-correlation, with: { of: m, features: values, features_in_step: 32, runs: 3, baseline: min } }
+              - { id: sparse, uses: fixture-map, with: { path: {{Fixture("rgb_maps_sparse.npy")}} } }
+              - { id: ns, uses: non-sensitivity, with: { of: sparse, features: values } }
             """);
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
             .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
@@ -218,6 +220,7 @@ public class QuantusReferenceTests
         m.Rows("pixel-flipping curve, an H×W map on every channel", WantRows("rgb_pixel_flipping_hw"), Curve(r, "pf_hw/pixel_flipping_curve.npy"), 2e-3);
         m.Close("faithfulness-estimate, channel values", Want("rgb_faithfulness_estimate"), Values(r, "fe", "faithfulness_estimate"), 1e-4);
         m.Close("monotonicity-correlation, channel values", Want("rgb_monotonicity_correlation"), Values(r, "mc", "monotonicity_correlation"), 1e-6);
+        m.Close("non-sensitivity, channel values", Want("rgb_non_sensitivity"), Values(r, "ns", "non_sensitivity"), 0);
         m.Check();
     }
 
