@@ -207,6 +207,8 @@ public class QuantusReferenceTests
               - { id: mc, uses: monotonicity-correlation, with: { of: m, features: values, features_in_step: 32, runs: 3, baseline: min } }
               - { id: sparse, uses: fixture-map, with: { path: {{Fixture("rgb_maps_sparse.npy")}} } }
               - { id: ns, uses: non-sensitivity, with: { of: sparse, features: values } }
+              - { id: rp, uses: region-perturbation, with: { of: m, patch: 4, regions: 8 } }
+              - { id: sel, uses: selectivity, with: { of: m, patch: 3, baseline: running-mean } }
             """);
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
             .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
@@ -221,6 +223,11 @@ public class QuantusReferenceTests
         m.Close("faithfulness-estimate, channel values", Want("rgb_faithfulness_estimate"), Values(r, "fe", "faithfulness_estimate"), 1e-4);
         m.Close("monotonicity-correlation, channel values", Want("rgb_monotonicity_correlation"), Values(r, "mc", "monotonicity_correlation"), 1e-6);
         m.Close("non-sensitivity, channel values", Want("rgb_non_sensitivity"), Values(r, "ns", "non_sensitivity"), 0);
+        // Quantus's blocks span every channel: whole pixels, as Loupe's default (the 16×16 image padded to 18×18 for
+        // patches of 3, its running mean over the edge-padded array).
+        var rp = Curve(r, "rp/region_perturbation_curve.npy");
+        m.Rows("region-perturbation on three channels", WantRows("rgb_region_perturbation"), rp.Select(row => row.Skip(1).Select(v => row[0] - v).ToArray()).ToArray(), 1e-4);
+        m.Rows("selectivity on three channels, running mean", WantRows("rgb_selectivity_mean"), Curve(r, "sel/selectivity_curve.npy"), 1e-4);
         m.Check();
     }
 
