@@ -48,6 +48,18 @@ public class QuantusReferenceTests
             if (want.Length != got.Length) { list.Add($"{what}: {got.Length} rows against Quantus's {want.Length}"); return; }
             for (int i = 0; i < Math.Min(rows, want.Length); i++) Close($"{what}[{i}]", want[i], got[i], tol);
         }
+        /// <summary>Rows of different lengths: Quantus's row i against the start of Loupe's, whose rest must be NaN.</summary>
+        public void Ragged(string what, double[][] want, double[][] got, double tol, int rows)
+        {
+            if (want.Length != got.Length) { list.Add($"{what}: {got.Length} rows against Quantus's {want.Length}"); return; }
+            for (int i = 0; i < Math.Min(rows, want.Length); i++)
+            {
+                if (got[i].Length < want[i].Length || got[i].Skip(want[i].Length).Any(v => !double.IsNaN(v)))
+                    list.Add($"{what}[{i}]: {got[i].Count(v => !double.IsNaN(v))} points against Quantus's {want[i].Length}");
+                else Close($"{what}[{i}]", want[i], got[i].Take(want[i].Length).ToArray(), tol);
+            }
+        }
+
         /// <summary>Within <paramref name="rel"/> (relative) or <paramref name="abs"/> of the range of two seeds' values.</summary>
         public void Spread(string what, double[] seed0, double[] seed1, double[] got, double rel, double abs = 0)
         {
@@ -113,6 +125,9 @@ public class QuantusReferenceTests
               - { id: ns_signed, uses: non-sensitivity, with: { of: m, abs: false } }
               - { id: cons_rank, uses: consistency, with: { of: m, discretise: rank } }
               - { id: cons_fp, uses: consistency, with: { of: m, discretise: floating-points } }
+              - { id: rp05_morf, uses: region-perturbation, with: { of: m, patch: 4, regions: 10, windows: sliding } }
+              - { id: rp05_lerf, uses: region-perturbation, with: { of: m, patch: 4, regions: 10, windows: sliding, order: lerf } }
+              - { id: sel05, uses: selectivity, with: { of: m, patch: 4, windows: sliding } }
               - { id: suff, uses: sufficiency, with: { of: m } }
               - { id: avgs, uses: avg-sensitivity, with: { of: sal } }
               - { id: maxs, uses: max-sensitivity, with: { of: sal } }
@@ -175,6 +190,14 @@ public class QuantusReferenceTests
         m.Close("non-sensitivity, signed", Want("non_sensitivity_signed"), Values(r, "ns_signed", "non_sensitivity"), 0);
         m.Close("consistency, rank", Want("consistency_rank"), Values(r, "cons_rank", "consistency"), 1e-6);
         m.Close("consistency, floating points", Want("consistency_floating_points"), Values(r, "cons_fp", "consistency"), 1e-6);
+        // Quantus 0.5.3's sliding windows (windows: sliding): curves of different lengths, Loupe's padded with NaN.
+        foreach (var order in new[] { "morf", "lerf" })
+        {
+            var fk = Curve(r, $"rp05_{order}/region_perturbation_curve.npy");
+            m.Ragged($"region-perturbation {order}, Quantus 0.5", WantRows($"v05_region_perturbation_{order}"),
+                fk.Select(row => row.Skip(1).Select(v => row[0] - v).ToArray()).ToArray(), 1e-4, TieFree);
+        }
+        m.Ragged("selectivity, Quantus 0.5", WantRows("v05_selectivity"), Curve(r, "sel05/selectivity_curve.npy"), 1e-4, TieFree);
         // Random metrics (numpy's draws cannot be replayed): within the Monte Carlo spread of Quantus's two seeds. The
         // mean over 200 samples is tight (< 0.5 % between seeds), the max over them looser, the relative stabilities'
         // ratios heavy-tailed (a factor 1.3 between seeds): compared in log scale, with the inputs whose prediction
