@@ -14,6 +14,9 @@ public sealed record FocusOptions : MetricOptions
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the channel-summed map before its positive part is kept (Quantus abs: false; Quantus's normalise cannot change the share)")]
     public bool Abs { get; init; }
+    /// <summary>Quadrants file: the inputs are mosaics already.</summary>
+    [FilePath, Description("CSV file 'id,tl,tr,bl,br' (1 = the quadrant holds the explained class, 0 = not; a header line is allowed): the inputs are mosaics already (Quantus's x_batch and custom_batch), scored from the linked step's own maps with Quantus's formula, the positive part of every value over all of it (+1e-9); an input without a line is left out")]
+    public string? Quadrants { get; init; }
 }
 
 /// <summary><c>focus</c> (Arias-Duart et al. 2022; Quantus Focus): for each input i explained for class c, a 2 × 2
@@ -53,6 +56,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
     /// <inheritdoc/>
     protected override void Evaluate(FocusOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
+        if (o.Quadrants is { } file) { Given(o, file, ctx, writer); return; }
         using var scope = NewDisposeScope();
         var ids = new List<string>();
         var inputs = new List<Tensor>();
@@ -105,8 +109,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             for (int k = 0; k < part.Count; k++)
             {
                 var quadrant = zeros(h, w, dtype: ScalarType.Float64);
-                long hh = h / 2, hw = w / 2;
-                (long Y0, long Y1, long X0, long X1)[] boxes = [(0, hh, 0, hw), (0, hh, hw, w), (hh, h, 0, hw), (hh, h, hw, w)];
+                var boxes = Boxes(h, w);
                 for (int q = 0; q < 4; q++)
                     if (part[k].Target[q]) quadrant[TensorIndex.Slice(boxes[q].Y0, boxes[q].Y1), TensorIndex.Slice(boxes[q].X0, boxes[q].X1)] = 1.0;
                 double total = pos[k].sum().item<double>();
@@ -117,5 +120,55 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
         if (skipped > 0)
             ctx.Warn($"focus: {skipped} input(s) have no mosaic (no other input predicted as their class, fewer than two of other classes, or no positive relevance); left out of the mean");
         QualityMetric<FocusOptions>.WriteScores(ctx, writer, "focus", o, true, ids, labels, values);
+    }
+
+    /// <summary>The four quadrants' boxes (top-left, top-right, bottom-left, bottom-right) of an H×W image.</summary>
+    static (long Y0, long Y1, long X0, long X1)[] Boxes(long h, long w) =>
+        [(0, h / 2, 0, w / 2), (0, h / 2, w / 2, w), (h / 2, h, 0, w / 2), (h / 2, h, w / 2, w)];
+
+    /// <summary>Inputs that are mosaics already (Quantus Focus with its custom_batch): each input with a line in the
+    /// quadrants file scores Σ(mask · a⁺) / (Σ a⁺ + 1e-9) over every value of the linked step's map (per channel when
+    /// it has channels, |·| first under <c>abs</c>), the mask 1 on the quadrants marked 1.</summary>
+    void Given(FocusOptions o, string file, IAnalysisContext ctx, MetricWriter writer)
+    {
+        var marks = new Dictionary<string, bool[]>();
+        foreach (var (line, id, v) in IdCsv.Integers(file, 4, "'id,tl,tr,bl,br' (0 or 1)"))
+        {
+            if (v.Any(q => q is not (0 or 1))) throw new LoupeException($"{file}:{line}: quadrant marks must be 0 or 1");
+            marks[id] = [.. v.Select(q => q == 1)];
+        }
+        var ids = new List<string>();
+        var labels = new List<string>();
+        var values = new List<double>();
+        foreach (var batch in ctx.Batches())
+        {
+            using var scope = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
+            var map = result.Map.detach().to(ScalarType.Float64);
+            if (map.dim() == 3) map = map.unsqueeze(1);
+            long h = batch.Input.shape[2], w = batch.Input.shape[3];
+            if (map.shape[2] != h || map.shape[3] != w)
+                map = nn.functional.interpolate(map, [h, w], mode: InterpolationMode.Bilinear, align_corners: false);
+            var pos = (o.Abs ? map.abs() : map).clamp_min(0);
+            for (int i = 0; i < batch.Ids.Length; i++)
+            {
+                double value = double.NaN;
+                if (marks.TryGetValue(batch.Ids[i], out var mark))
+                {
+                    var mask = zeros(h, w, dtype: ScalarType.Float64);
+                    var boxes = Boxes(h, w);
+                    for (int q = 0; q < 4; q++)
+                        if (mark[q]) mask[TensorIndex.Slice(boxes[q].Y0, boxes[q].Y1), TensorIndex.Slice(boxes[q].X0, boxes[q].X1)] = 1.0;
+                    value = (pos[i] * mask).sum().item<double>() / (pos[i].sum().item<double>() + 1e-9);
+                }
+                values.Add(value);
+            }
+            ids.AddRange(batch.Ids);
+            labels.AddRange(result.Selection.Labels);
+        }
+        int missing = values.Count(double.IsNaN);
+        if (missing > 0) ctx.Warn($"focus: {missing} input(s) have no line in {file}; left out of the mean");
+        QualityMetric<FocusOptions>.WriteScores(ctx, writer, "focus", o, true, ids, labels, [.. values]);
     }
 }

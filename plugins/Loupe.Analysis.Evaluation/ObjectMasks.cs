@@ -1,4 +1,3 @@
-using System.Globalization;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
 
@@ -71,21 +70,10 @@ public static class ObjectMasks
     public static Dictionary<string, List<(int X0, int Y0, int X1, int Y1)>> ReadBoxes(string file)
     {
         var result = new Dictionary<string, List<(int, int, int, int)>>();
-        var lines = File.ReadAllLines(file);
-        for (int i = 0; i < lines.Length; i++)
+        foreach (var (line, id, c) in IdCsv.Integers(file, 4, "'id,x0,y0,x1,y1' (pixel coordinates)"))
         {
-            var line = lines[i].Trim();
-            if (line.Length == 0 || line.StartsWith('#')) continue;
-            var f = line.Split(',').Select(s => s.Trim()).ToArray();
-            var c = new int[4];
-            bool ok = f.Length == 5 && Enumerable.Range(0, 4).All(k => int.TryParse(f[k + 1], NumberStyles.Integer, CultureInfo.InvariantCulture, out c[k]));
-            if (!ok)
-            {
-                if (i == 0 && result.Count == 0) continue;   // a header line
-                throw new LoupeException($"{file}:{i + 1}: expected 'id,x0,y0,x1,y1' with integer pixel coordinates, got '{line}'");
-            }
-            if (c[2] <= c[0] || c[3] <= c[1]) throw new LoupeException($"{file}:{i + 1}: empty box (x1 must exceed x0 and y1 must exceed y0)");
-            if (!result.TryGetValue(f[0], out var l)) result[f[0]] = l = [];
+            if (c[2] <= c[0] || c[3] <= c[1]) throw new LoupeException($"{file}:{line}: empty box (x1 must exceed x0 and y1 must exceed y0)");
+            if (!result.TryGetValue(id, out var l)) result[id] = l = [];
             l.Add((c[0], c[1], c[2], c[3]));
         }
         return result;

@@ -270,4 +270,47 @@ public class QuantusReferenceTests
         Assert.Contains(r.Errors, e => e.ToString().Contains("'features'") && e.ToString().Contains("not to selectivity"));
         Assert.Contains(r.Errors, e => e.ToString().Contains("'features'") && e.ToString().Contains("not to road"));
     }
+
+    [Fact]
+    public void FocusOnGivenMosaicsIsQuantus()
+    {
+        // The inputs are mosaics already, their quadrants marked in a CSV file (Quantus's custom_batch); the maps are
+        // the linked step's own.
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+            data: { uses: npy, with: { path: {{Fixture("mosaics.npy")}} } }
+            settings: { batch_size: 3 }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("mosaic_maps.npy")}} } }
+              - { id: focus, uses: focus, with: { of: m, quadrants: {{Fixture("quadrants.csv")}} } }
+              - { id: focus_abs, uses: focus, with: { of: m, quadrants: {{Fixture("quadrants.csv")}}, abs: true } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
+            .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
+        var m = new Mismatches();
+        m.Close("focus (given mosaics)", Want("focus"), Values(r, "focus", "focus"), 1e-6);
+        m.Close("focus (given mosaics), abs", Want("focus_abs"), Values(r, "focus_abs", "focus"), 1e-6);
+        m.Check();
+    }
+
+    [Fact]
+    public void ABadQuadrantsLineIsAnErrorNamingIt()
+    {
+        var dir = Env.TempDir();
+        var csv = Path.Combine(dir, "q.csv");
+        File.WriteAllText(csv, "id,tl,tr,bl,br\n00000,1,0,0,0\n00001,1,2,0,0\n");
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+            data: { uses: npy, with: { path: {{Fixture("mosaics.npy")}} } }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("mosaic_maps.npy")}} } }
+              - { id: focus, uses: focus, with: { of: m, quadrants: {{Env.Yaml(csv)}} } }
+            """);
+        Assert.NotEqual(0, r.ExitCode);
+        var error = (string?)r.Manifest?["steps"]?.AsArray().First(s => (string?)s!["id"] == "focus")!["error"] ?? "";
+        Assert.Contains("q.csv:3", error);
+        Assert.Contains("0 or 1", error);
+    }
 }
