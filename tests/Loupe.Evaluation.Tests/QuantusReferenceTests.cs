@@ -313,4 +313,22 @@ public class QuantusReferenceTests
         Assert.Contains("q.csv:3", error);
         Assert.Contains("0 or 1", error);
     }
+
+    [Fact]
+    public void RandomLogitOnATwoClassModelIsQuantus()
+    {
+        // Two classes leave Quantus's random draw one choice: the other class. Signed gradients, Quantus's SSIM.
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "inputs.npy"))}} } }
+            steps:
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: rl, uses: random-logit, with: { of: sal, similarity: flat-ssim } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        var m = new Mismatches();
+        m.Close("random-logit (two classes, flat SSIM)", Want("random_logit"), Values(r, "rl", "random_logit"), 1e-6);
+        m.Check();
+    }
 }
