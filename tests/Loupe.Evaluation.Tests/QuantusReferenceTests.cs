@@ -228,6 +228,9 @@ public class QuantusReferenceTests
               - { id: pf_hw, uses: pixel-flipping, with: { of: hw, features: values, features_in_step: 16 } }
               - { id: fe, uses: faithfulness-estimate, with: { of: m, features: values, features_in_step: 16 } }
               - { id: mc, uses: monotonicity-correlation, with: { of: m, features: values, features_in_step: 32, runs: 3, baseline: min } }
+              - { id: fc, uses: faithfulness-correlation, with: { of: m, features: values, runs: 10, subset_size: 100 } }
+              - { id: sn, uses: sensitivity-n, with: { of: m, features: values, runs: 10 } }
+              - { id: mono, uses: monotonicity, with: { of: m, features: values, features_in_step: 64 } }
               - { id: sparse, uses: fixture-map, with: { path: {{Fixture("rgb_maps_sparse.npy")}} } }
               - { id: ns, uses: non-sensitivity, with: { of: sparse, features: values } }
               - { id: rp, uses: region-perturbation, with: { of: m, patch: 4, regions: 8 } }
@@ -246,6 +249,11 @@ public class QuantusReferenceTests
         m.Close("faithfulness-estimate, channel values", Want("rgb_faithfulness_estimate"), Values(r, "fe", "faithfulness_estimate"), 1e-4);
         m.Close("monotonicity-correlation, channel values", Want("rgb_monotonicity_correlation"), Values(r, "mc", "monotonicity_correlation"), 1e-6);
         m.Close("non-sensitivity, channel values", Want("rgb_non_sensitivity"), Values(r, "ns", "non_sensitivity"), 0);
+        // Random subsets of the 768 channel values (no Quantus numbers to match: numpy's draws): scores in [−1, 1].
+        foreach (var (step, key) in new[] { ("fc", "faithfulness_correlation"), ("sn", "sensitivity_n") })
+            Assert.All(Values(r, step, key), v => Assert.InRange(v, -1, 1));
+        Assert.All(Values(r, "mono", "monotonicity"), v => Assert.True(v is 0 or 1));
+        Assert.Equal(3 * 16 * 16 / 8, Curve(r, "pf/pixel_flipping_curve.npy")[0].Length);   // steps of 8 channel values
         // Quantus's blocks span every channel: whole pixels, as Loupe's default (the 16×16 image padded to 18×18 for
         // patches of 3, its running mean over the edge-padded array).
         var rp = Curve(r, "rp/region_perturbation_curve.npy");
@@ -330,5 +338,46 @@ public class QuantusReferenceTests
         var m = new Mismatches();
         m.Close("random-logit (two classes, flat SSIM)", Want("random_logit"), Values(r, "rl", "random_logit"), 1e-6);
         m.Check();
+    }
+
+    [Fact]
+    public void OnOneChannelValuesArePixels()
+    {
+        // With one channel a channel value is a pixel: every metric that takes features: values gives the same
+        // numbers both ways, random subsets and draws included (same step ids, so the same generators).
+        string[] metrics = ["faithfulness-correlation: { runs: 20, subset_size: 60 }", "faithfulness-estimate: { features_in_step: 28 }",
+            "monotonicity: { features_in_step: 56 }", "monotonicity-correlation: { features_in_step: 56, runs: 3 }",
+            "pixel-flipping: { features_in_step: 28 }", "sensitivity-n: { runs: 10, fractions: [0.1, 0.3] }",
+            "non-sensitivity: { features_in_step: 1 }"];
+        Loupe.Core.RunResult Run(string features)
+        {
+            var steps = string.Join("\n", metrics.Select(line =>
+            {
+                var id = line[..line.IndexOf(':')];
+                var with = line[(line.IndexOf('{') + 1)..line.LastIndexOf('}')];
+                return $"  - {{ id: {id}, uses: {id}, with: {{ of: m, features: {features}, {with} }} }}";
+            }));
+            var r = Env.Run($$"""
+                version: 1
+                model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+                data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+                settings: { batch_size: 4 }
+                steps:
+                  - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+                {{steps}}
+                """);
+            Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
+                .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
+            return r;
+        }
+        var pixels = Run("pixels");
+        var values = Run("values");
+        foreach (var id in metrics.Select(line => line[..line.IndexOf(':')]))
+        {
+            var key = id.Replace('-', '_');
+            var p = Values(pixels, id, key);
+            Assert.True(p.Any(v => !double.IsNaN(v)), $"{id}: no finite score");
+            Assert.Equal(p, Values(values, id, key));
+        }
     }
 }
