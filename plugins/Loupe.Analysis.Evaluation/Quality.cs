@@ -61,11 +61,12 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         return scope.MoveToOuter(v.contiguous());
     }
 
-    /// <summary>A per-feature tensor (N×k×D for pixels, N×k×(C·D) for channel values) laid out as N×k×(1 or C)×H×W.</summary>
-    Tensor AsImage(Tensor perFeature, long k)
+    /// <summary>A per-feature tensor (N×[k×]D for pixels, N×[k×](C·D) for channel values) laid out as
+    /// N×k×(1 or C)×H×W.</summary>
+    Tensor AsImage(Tensor perFeature)
     {
         long c = X.shape[1], h = X.shape[2], w = X.shape[3];
-        return perFeature.view(N, k, perFeature.shape[^1] == c * h * w && c > 1 ? c : 1, h, w);
+        return perFeature.view(N, -1, perFeature.shape[^1] == c * h * w && c > 1 ? c : 1, h, w);
     }
 
     /// <summary>Object masks N×D (bool) from <see cref="ObjectMasks.For"/>: a masks folder, a boxes file, the data
@@ -140,7 +141,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         using var scope = NewDisposeScope();
         var u = Scalars(steps, low, high);                                                       // N×steps
         var value = u.gather(1, step.clamp(0, Math.Max(steps - 1, 0)));                         // N×D or N×(C·D)
-        return scope.MoveToOuter(AsImage(value, 1).squeeze(1).expand_as(X).to(X.dtype).contiguous());
+        return scope.MoveToOuter(AsImage(value).squeeze(1).expand_as(X).to(X.dtype).contiguous());
     }
 
     /// <summary>The replacement values of a metric that perturbs <paramref name="steps"/> groups of pixels cumulatively
@@ -154,7 +155,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         using var scope = NewDisposeScope();
         var x = X.to(ScalarType.Float64);
         long c = x.shape[1], h = x.shape[2], w = x.shape[3];
-        var s = AsImage(step, 1).squeeze(1).to(ScalarType.Float64);
+        var s = AsImage(step).squeeze(1).to(ScalarType.Float64);
         if (patch > 0)
         {
             long ph = (patch - h % patch) % patch, pw = (patch - w % patch) % patch;
@@ -182,7 +183,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
             }
         }
         var value = tensor(mu, [N, Math.Max(steps, 1)]).gather(1, step.clamp(0, Math.Max(steps - 1, 0)));   // N×D or N×(C·D)
-        return scope.MoveToOuter(AsImage(value, 1).squeeze(1).expand_as(X).to(X.dtype).contiguous());
+        return scope.MoveToOuter(AsImage(value).squeeze(1).expand_as(X).to(X.dtype).contiguous());
     }
 
     /// <summary>U[low, high) values N×<paramref name="count"/>, each input's from its own generator, in order.</summary>
@@ -251,7 +252,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     {
         var x = from ?? X;
         // One select instead of x·(1 − m) + baseline·m (four passes over the copies); the same values.
-        var m = AsImage(replace.to(ScalarType.Bool), replace.shape[1]);
+        var m = AsImage(replace.to(ScalarType.Bool));
         return where(m, baseline.unsqueeze(1), x.unsqueeze(1));
     }
 
@@ -260,7 +261,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     public Tensor ReplaceWith(Tensor replace, Tensor values)
     {
         long k = values.shape[1];
-        var m = AsImage(replace.to(ScalarType.Bool), k);
+        var m = AsImage(replace.to(ScalarType.Bool));
         return where(m, values.to(X.dtype).view(N, k, 1, 1, 1), X.unsqueeze(1));
     }
 }
