@@ -136,8 +136,7 @@ public class QuantusReferenceTests
               - { id: ros, uses: relative-output-stability, with: { of: sal, nan_when_prediction_changes: true } }
               - { id: cons, uses: consistency, with: { of: m, discretise: top-n-sign } }
             """);
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
-            .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
         var m = new Mismatches();
         // Maps 6 and 7 hold equal values (a zero background, a radially symmetric blob): Quantus orders them by numpy's
         // unstable argsort, whose order among equal values depends on numpy's version and the CPU's sort kernels;
@@ -236,8 +235,7 @@ public class QuantusReferenceTests
               - { id: rp, uses: region-perturbation, with: { of: m, patch: 4, regions: 8 } }
               - { id: sel, uses: selectivity, with: { of: m, patch: 3, baseline: running-mean } }
             """);
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
-            .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
         var m = new Mismatches();
         m.Rows("pixel-flipping curve, channel values", WantRows("rgb_pixel_flipping"), Curve(r, "pf/pixel_flipping_curve.npy"), 1e-4);
         m.Rows("pixel-flipping curve, channel values, running mean", WantRows("rgb_pixel_flipping_mean"), Curve(r, "pf_mean/pixel_flipping_curve.npy"), 1e-4);
@@ -294,8 +292,7 @@ public class QuantusReferenceTests
               - { id: focus, uses: focus, with: { of: m, quadrants: {{Fixture("quadrants.csv")}} } }
               - { id: focus_abs, uses: focus, with: { of: m, quadrants: {{Fixture("quadrants.csv")}}, abs: true } }
             """);
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
-            .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
         var m = new Mismatches();
         m.Close("focus (given mosaics)", Want("focus"), Values(r, "focus", "focus"), 1e-6);
         m.Close("focus (given mosaics), abs", Want("focus_abs"), Values(r, "focus_abs", "focus"), 1e-6);
@@ -334,7 +331,7 @@ public class QuantusReferenceTests
               - { id: sal, uses: saliency, with: { abs: false } }
               - { id: rl, uses: random-logit, with: { of: sal, similarity: flat-ssim } }
             """);
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
         var m = new Mismatches();
         m.Close("random-logit (two classes, flat SSIM)", Want("random_logit"), Values(r, "rl", "random_logit"), 1e-6);
         m.Check();
@@ -366,8 +363,7 @@ public class QuantusReferenceTests
                   - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
                 {{steps}}
                 """);
-            Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n", r.Manifest?["steps"]?.AsArray()
-                .Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
+            Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
             return r;
         }
         var pixels = Run("pixels");
