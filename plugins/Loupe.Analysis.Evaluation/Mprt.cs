@@ -27,7 +27,7 @@ public enum MprtOrder
 }
 
 /// <summary>Options of <c>mprt</c>.</summary>
-public sealed record MprtOptions : MetricOptions
+public sealed record MprtOptions : RandomisationOptions
 {
     /// <summary>Variant.</summary>
     [Description("smooth (sMPRT: Spearman of noise-averaged |maps|, intact vs randomised model; lower is better) or efficient (eMPRT: relative rise of the map's histogram entropy, randomised over intact; higher is better)")]
@@ -67,6 +67,11 @@ public sealed record MprtOptions : MetricOptions
     /// <summary>The score.</summary>
     [Description("smooth: last (the curve's last point, Quantus return_last_correlation) or average (the mean over the randomised points, Quantus return_average_correlation; needs per_layer)")]
     public MprtScore Score { get; init; } = MprtScore.Last;
+    /// <summary>What smooth's randomised maps are compared with.</summary>
+    [Description("smooth: what each randomised model's map is compared with: smoothed (the intact model's noise-averaged map, as the paper and Quantus when no a_batch is passed; the default) or given (the evaluated step's own maps, as Quantus when a_batch is passed)")]
+    public MprtReference Reference { get; init; }
+    /// <summary>The randomisation in effect: Quantus's reset unless <c>randomise</c> says otherwise.</summary>
+    internal ParameterRandomisation Kind => Randomise ?? ParameterRandomisation.Reset;
 }
 
 /// <summary>eMPRT's complexity of a map (Quantus's complexity_func).</summary>
@@ -80,6 +85,15 @@ public enum MprtComplexity
     Gini,
 }
 
+/// <summary>What <c>mprt</c>'s smooth variant compares the randomised models' maps with.</summary>
+public enum MprtReference
+{
+    /// <summary>The intact model's noise-averaged maps (Hedström et al.; Quantus SmoothMPRT without a_batch).</summary>
+    Smoothed,
+    /// <summary>The evaluated step's maps (Quantus SmoothMPRT with a_batch).</summary>
+    Given,
+}
+
 /// <summary>What <c>mprt</c>'s smooth score reduces its curve to.</summary>
 public enum MprtScore
 {
@@ -91,15 +105,16 @@ public enum MprtScore
 
 /// <summary><c>mprt</c> variants of Hedström et al. (2023, "Sanity checks revisited"; Quantus SmoothMPRT and
 /// EfficientMPRT), beside the cascading <c>sanity-randomisation</c>. Modules are those of <c>sanity-randomisation</c>
-/// in execution order; each is randomised as there (seeded from the step seed and the module, so every order ends on the
-/// same fully randomised model; restored after each batch, also on errors), in <c>order</c>, and after each module the
+/// in execution order; each is re-initialised as PyTorch's reset_parameters after torch.manual_seed(reset_seed + 1), as
+/// Quantus does (or drawn as there: <c>randomise: normal</c>; either way every order ends on the same fully randomised
+/// model; restored after each batch, also on errors), in <c>order</c>, and after each module the
 /// method runs again for the classes chosen on the intact model: a curve with one point per module, after the
 /// <c>original</c> point. The score is the curve's last point (Quantus <c>return_last_correlation</c>).
 /// <list type="bullet">
 /// <item><c>smooth</c>: each map is the mean over <c>samples</c> copies x + ε, ε ~ N(0, σ²) for all but the last copy
 /// (ε = 0), σ = noise_magnitude × (max x − min x); the noise is seeded per input and shared by every model. A point is
-/// the Spearman ρ of the intact and the randomised model's |map| (normalising by the maximum, as Quantus does, leaves
-/// ranks unchanged); the original point is the ρ of the evaluated step's map and the intact noise-averaged one. Lower
+/// the Spearman ρ of the intact (or, <c>reference: given</c>, the evaluated step's) and the randomised model's |map|
+/// (normalising, as Quantus does, leaves ranks unchanged); the original point is the ρ of the evaluated step's map and the intact noise-averaged one. Lower
 /// is better.</item>
 /// <item><c>efficient</c>: a point is H(map), the entropy (natural log) of the <c>bins</c>-bin histogram of the map's
 /// values over their range (or the map's Shannon entropy or Gini coefficient: <c>complexity</c>); the score is (H(last) − H(original)) / H(original), the relative rise in complexity.
@@ -120,12 +135,14 @@ public sealed class Mprt : QualityMetric<MprtOptions>
 
     /// <inheritdoc/>
     protected override IReadOnlyList<string> MetricNamesWith(MprtOptions options, IModel model) =>
-        [.. MetricNames, .. LayerKeys(options.PerLayer ? SanityRandomisation.Modules(model).Count : 1).SelectMany(k => new[] { k + "_mean", k + "_std" })];
+        [.. MetricNames, .. LayerKeys(options.PerLayer ? ModelRandomisation.Modules(model, options.Kind).Count : 1).SelectMany(k => new[] { k + "_mean", k + "_std" })];
 
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(MprtOptions options, AnalysisValidationContext context)
     {
         if (context.Model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
+        else if (ModelRandomisation.Modules(context.Model, options.Kind).Count == 0)
+            yield return "randomise: reset re-initialises modules by their PyTorch parameter names (weight, bias), and no parameter of this model has one: use randomise: normal";
         if (options.Score == MprtScore.Average && options.Variant != MprtVariant.Smooth)
             yield return "option 'score': average applies to variant smooth (eMPRT's score is the relative entropy rise)";
         if (options.Similarity != MprtOptions.DefaultSimilarity && options.Variant != MprtVariant.Smooth)
@@ -134,6 +151,8 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             yield return "option 'similarity': ssim compares 2-D maps (random-logit, sanity-randomisation); mprt takes spearman, pearson, kendall or flat-ssim";
         if (options.Complexity == MprtComplexity.Entropy && options.Abs != true)
             yield return "option 'complexity': entropy treats the map as a distribution and needs non-negative values: set abs: true (Quantus asserts the same)";
+        if (options.Reference != MprtReference.Smoothed && options.Variant != MprtVariant.Smooth)
+            yield return "option 'reference' applies to variant smooth (eMPRT compares complexities)";
         if (options.Complexity != MprtComplexity.DiscreteEntropy && options.Variant != MprtVariant.Efficient)
             yield return "option 'complexity' applies to variant efficient";
         if (options.Score == MprtScore.Average && !options.PerLayer)
@@ -178,7 +197,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         }
     }
 
-    /// <summary>The modules (top first, as <see cref="SanityRandomisation.Randomise"/> numbers them) in the order they
+    /// <summary>The modules (top first, as <see cref="ModelRandomisation.Randomise"/> numbers them) in the order they
     /// are randomised: indices into the top-first list.</summary>
     public static int[] RandomisationOrder(int count, MprtOrder order) => order == MprtOrder.TopDown
         ? Enumerable.Range(0, count).ToArray()
@@ -233,7 +252,8 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         var given = Magnitude(o, b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1));
         var intact = smooth ? Maps(o, b, noise, clean: b.Map) : given;   // the step's maps of x: not recomputed
         double Similar(Tensor p, Tensor q) => MapSimilarities.Of(o.Similarity, p, q, 1, p.shape[0]);
-        double Point(Tensor maps, int i) => smooth ? Similar(intact[i], maps[i]) : Complexity(maps[i], o.Complexity, o.Bins);
+        var reference = o.Reference == MprtReference.Given ? given : intact;
+        double Point(Tensor maps, int i) => smooth ? Similar(reference[i], maps[i]) : Complexity(maps[i], o.Complexity, o.Bins);
         var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Similar(given[i], intact[i]) : Point(intact, i) }).ToArray();
         var order = RandomisationOrder(modules.Count, o.Order);
         var saved = new List<(Tensor Live, Tensor Copy)>();
@@ -242,8 +262,8 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             for (int k = 0; k < order.Length; k++)
             {
                 ctx.Cancellation.ThrowIfCancellationRequested();
-                if (o.Order == MprtOrder.Independent) SanityRandomisation.Restore(saved);
-                SanityRandomisation.Randomise(ctx, modules[order[k]].Parameters, order[k], saved);
+                if (o.Order == MprtOrder.Independent) ModelRandomisation.Restore(saved);
+                ModelRandomisation.Randomise(ctx, modules[order[k]], order[k], o.Kind, o.ResetSeed, saved);
                 if (!o.PerLayer && k < order.Length - 1) continue;
                 using var inner = NewDisposeScope();
                 var randomised = Maps(o, b, noise);
@@ -252,7 +272,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         }
         finally
         {
-            SanityRandomisation.Restore(saved);
+            ModelRandomisation.Restore(saved);
         }
         return curves.Select(c => c.ToArray()).ToArray();
     }
@@ -266,12 +286,12 @@ public sealed class Mprt : QualityMetric<MprtOptions>
 
     /// <inheritdoc/>
     protected override double[] Score(MprtOptions o, MetricBatch b) =>
-        Curve(o, b, SanityRandomisation.ExecutionOrder(b.Context, SanityRandomisation.Modules(b.Context.Model))).Select(c => EndPoint(o, c)).ToArray();
+        Curve(o, b, ModelRandomisation.ExecutionOrder(b.Context, ModelRandomisation.Modules(b.Context.Model, o.Kind))).Select(c => EndPoint(o, c)).ToArray();
 
     /// <inheritdoc/>
     protected override void Evaluate(MprtOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
-        var modules = SanityRandomisation.ExecutionOrder(ctx, SanityRandomisation.Modules(ctx.Model));
+        var modules = ModelRandomisation.ExecutionOrder(ctx, ModelRandomisation.Modules(ctx.Model, o.Kind));
         var ids = new List<string>();
         var labels = new List<string>();
         var curves = new List<double[]>();

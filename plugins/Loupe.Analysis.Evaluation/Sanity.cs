@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Evaluation;
 
 /// <summary>Options of <c>sanity-randomisation</c>.</summary>
-public sealed record SanityOptions : MetricOptions
+public sealed record SanityOptions : RandomisationOptions
 {
     /// <summary>Flag threshold.</summary>
     [Range(-1.0, 1.0), Description("warn (and set insensitive = 1) when the mean Spearman ρ at full randomisation is above this")]
@@ -18,7 +18,8 @@ public sealed record SanityOptions : MetricOptions
 
 /// <summary>Cascading model-parameter randomisation (Adebayo et al. 2018). Modules are the parameter names grouped by
 /// prefix (before the last '.'), randomised from the top (last) module down, cumulatively: each parameter is
-/// overwritten in place with N(0, σ²) values (σ: the original's std; seeded from the step seed and the module), the
+/// overwritten in place with N(0, σ²) values (σ: the original's std; seeded from the step seed and the module; or
+/// re-initialised as PyTorch's reset_parameters, as Quantus's MPRT: <c>randomise: reset</c>), the
 /// maps are recomputed for the same target classes as on the intact model, and compared with the original maps:
 /// Spearman ρ of |map| (average ranks for ties) and SSIM of the min-max normalised |map|. The weights are restored
 /// after every batch, also on errors. A method whose maps do not change is flagged.</summary>
@@ -29,86 +30,19 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["spearman_full_mean", "spearman_full_std", "ssim_full_mean", "ssim_full_std", "insensitive"];
 
-    /// <summary>Modules, top first: (module, its parameter names), grouped by the name before the last '.'.
-    /// Only floating-point weights are randomised: BatchNorm statistics (<c>running_mean</c>, <c>running_var</c>,
-    /// <c>num_batches_tracked</c>), which <see cref="IModel.ParameterNames"/> also lists, are left as they are.</summary>
-    public static List<(string Module, List<string> Parameters)> Modules(IModel model) =>
-        model.ParameterNames.Where(n => Randomisable(model, n))
-            .GroupBy(p => p.Contains('.') ? p[..p.LastIndexOf('.')] : "")
-            .Select(g => (g.Key.Length == 0 ? "(root)" : g.Key, g.ToList())).Reverse().ToList();
-
-    /// <summary>Puts the modules in reverse execution order when the model supports interventions (one probe forward
-    /// records the order in which the modules run: TorchSharp lists parameters in field-declaration order, which need
-    /// not be the forward order); otherwise keeps the reverse parameter order.</summary>
-    public static List<(string Module, List<string> Parameters)> ExecutionOrder(IAnalysisContext ctx, List<(string Module, List<string> Parameters)> modules)
-    {
-        if (ctx.Model is not IModelInterventions iv || !ctx.Model.Capabilities.HasFlag(ModelCapabilities.Interventions)) return modules;
-        var layers = ctx.Model.Layers.Select(l => l.Name).ToHashSet();
-        var seen = new List<string>();
-        var handles = new List<IDisposable>();
-        try
-        {
-            foreach (var m in modules.Select(x => x.Module).Where(layers.Contains))
-                handles.Add(iv.Intervene(m, t => { if (!seen.Contains(m)) seen.Add(m); return t; }));
-            using var scope = NewDisposeScope();
-            using var _ = no_grad();
-            ctx.Model.Forward(zeros(1, ctx.Input.Channels, ctx.Input.Height, ctx.Input.Width));
-        }
-        catch (Exception e) when (e is not OperationCanceledException)
-        {
-            return modules;
-        }
-        finally
-        {
-            foreach (var h in handles) h.Dispose();
-        }
-        // Last executed first; modules that did not run keep their (reversed) parameter order after them.
-        return modules.OrderBy(m => seen.IndexOf(m.Module) is var i and >= 0 ? seen.Count - i : int.MaxValue).ToList();
-    }
-
-    /// <summary>Overwrites the parameters of module number <paramref name="g"/> (top first) in place with N(0, σ²)
-    /// values, σ the original's std, seeded from the step seed and <paramref name="g"/>; the originals are added to
-    /// <paramref name="saved"/> for <see cref="Restore"/>.</summary>
-    public static void Randomise(IAnalysisContext ctx, IEnumerable<string> parameters, int g, List<(Tensor Live, Tensor Copy)> saved)
-    {
-        using var _ = no_grad();
-        using var gen = new Generator((ulong)(uint)(ctx.Seed * 7919 + g * 104729 + 17));
-        foreach (var name in parameters)
-        {
-            var p = ctx.Model.GetParameter(name) ?? throw new LoupeException($"parameter '{name}' is listed but not available");
-            var copy = p.detach().clone();
-            copy.DetachFromDisposeScope();
-            saved.Add((p, copy));
-            double std = p.numel() > 1 ? p.detach().to(ScalarType.Float64).std().item<double>() : Math.Abs(p.detach().to(ScalarType.Float64).item<double>());
-            if (!double.IsFinite(std) || std == 0) std = 0.01;
-            using var rnd = randn(p.shape, dtype: p.dtype, generator: gen) * std;
-            p.copy_(rnd);
-        }
-    }
-
-    /// <summary>Puts back the parameters saved by <see cref="Randomise"/> (last first) and frees the copies.</summary>
-    public static void Restore(List<(Tensor Live, Tensor Copy)> saved)
-    {
-        using var _ = no_grad();
-        foreach (var (live, copy) in Enumerable.Reverse(saved)) { live.copy_(copy); copy.Dispose(); }
-        saved.Clear();
-    }
-
-    static readonly string[] Statistics = ["running_mean", "running_var", "num_batches_tracked"];
-
-    static bool Randomisable(IModel model, string name) =>
-        !Statistics.Contains(name[(name.LastIndexOf('.') + 1)..]) && model.GetParameter(name) is { } t && t.is_floating_point();
-
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(SanityOptions options, AnalysisValidationContext context)
     {
         if (context.Model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
+        else if (ModelRandomisation.Modules(context.Model, options.Randomise ?? ParameterRandomisation.Normal).Count == 0)
+            yield return "randomise: reset re-initialises modules by their PyTorch parameter names (weight, bias), and no parameter of this model has one: use randomise: normal";
     }
 
     /// <inheritdoc/>
     protected override void Evaluate(SanityOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
-        var modules = ExecutionOrder(ctx, Modules(ctx.Model));
+        var kind = o.Randomise ?? ParameterRandomisation.Normal;
+        var modules = ModelRandomisation.ExecutionOrder(ctx, ModelRandomisation.Modules(ctx.Model, kind));
         if (o.MaxLayers is { } max) modules = modules.Take(max).ToList();
         int l = modules.Count;
         var spearman = Enumerable.Range(0, l).Select(_ => new List<double>()).ToArray();
@@ -128,7 +62,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
                 for (int g = 0; g < l; g++)
                 {
                     ctx.Cancellation.ThrowIfCancellationRequested();
-                    Randomise(ctx, modules[g].Parameters, g, saved);
+                    ModelRandomisation.Randomise(ctx, modules[g], g, kind, o.ResetSeed, saved);
                     using var inner = NewDisposeScope();
                     var randomised = Maps.Reduce(LinkedMaps(o, ctx, x, batch.Ids, selection).Map, h, w).abs();
                     for (int i = 0; i < x.shape[0]; i++)
@@ -140,7 +74,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
             }
             finally
             {
-                Restore(saved);
+                ModelRandomisation.Restore(saved);
             }
             done += batch.Ids.Length;
             if (ctx.InputCount is > 0) ctx.Progress(done / (double)ctx.InputCount.Value);

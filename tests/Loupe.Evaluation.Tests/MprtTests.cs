@@ -5,7 +5,8 @@ namespace Loupe.Evaluation.Tests;
 
 /// <summary>The per-layer curves of the mprt variants (smooth and efficient, Hedström et al. 2023) on the demo CNN against
 /// the PyTorch/numpy restatement of the definition in tests/fixtures/make_mprt_fixtures.py, which draws the same noise
-/// and the same random weights from the same seeds.</summary>
+/// and the same random weights from the same seeds (<c>randomise: normal</c>; the default, Quantus's reset, is checked
+/// against Quantus itself in QuantusRandomisationTests.cs).</summary>
 public class MprtTests
 {
     static readonly JsonObject Expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected_mprt.json")))!.AsObject();
@@ -23,15 +24,15 @@ public class MprtTests
         """);
 
     const string Steps = """
-          - { id: smprt, uses: mprt, with: { of: sal, samples: 4, noise_magnitude: 0.2, expect: ["mprt_mean < 0.5", "mprt_layer7_mean < 0.5"] } }
-          - { id: smprt-td, uses: mprt, with: { of: sal, samples: 3, order: top-down } }
-          - { id: emprt, uses: mprt, with: { of: sal, variant: efficient } }
-          - { id: emprt-ind, uses: mprt, with: { of: sal, variant: efficient, order: independent } }
-          - { id: emprt-abs, uses: mprt, with: { of: sal, variant: efficient, abs: true } }
-          - { id: smprt-avg-signed, uses: mprt, with: { of: sal, samples: 2, abs: false, score: average } }
-          - { id: emprt-gini, uses: mprt, with: { of: sal, variant: efficient, complexity: gini } }
-          - { id: emprt-entropy, uses: mprt, with: { of: sal, variant: efficient, order: top-down, abs: true, complexity: entropy } }
-          - { id: smprt-ssim, uses: mprt, with: { of: sal, samples: 2, similarity: flat-ssim } }
+          - { id: smprt, uses: mprt, with: { of: sal, randomise: normal, samples: 4, noise_magnitude: 0.2, expect: ["mprt_mean < 0.5", "mprt_layer7_mean < 0.5"] } }
+          - { id: smprt-td, uses: mprt, with: { of: sal, randomise: normal, samples: 3, order: top-down } }
+          - { id: emprt, uses: mprt, with: { of: sal, randomise: normal, variant: efficient } }
+          - { id: emprt-ind, uses: mprt, with: { of: sal, randomise: normal, variant: efficient, order: independent } }
+          - { id: emprt-abs, uses: mprt, with: { of: sal, randomise: normal, variant: efficient, abs: true } }
+          - { id: smprt-avg-signed, uses: mprt, with: { of: sal, randomise: normal, samples: 2, abs: false, score: average } }
+          - { id: emprt-gini, uses: mprt, with: { of: sal, randomise: normal, variant: efficient, complexity: gini } }
+          - { id: emprt-entropy, uses: mprt, with: { of: sal, randomise: normal, variant: efficient, order: top-down, abs: true, complexity: entropy } }
+          - { id: smprt-ssim, uses: mprt, with: { of: sal, randomise: normal, samples: 2, similarity: flat-ssim } }
         """;
 
     static string Failures(Loupe.Core.RunResult r) => string.Join("\n", r.Errors) + string.Join("\n",
@@ -93,7 +94,7 @@ public class MprtTests
         // The step-level expect: grammar knows the same names (without the curve there is one point).
         Assert.Contains("step 'e': expect 'mprt_layer2_mean > 0': the step writes no metric 'mprt_layer2_mean'", errors);
         var last = Run(4, """
-              - { id: emprt, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, expect: ["mprt_layer1_mean > 0"] }, expect: ["mprt_layer1_mean > 1", "mprt_mean < 1"] }
+              - { id: emprt, uses: mprt, with: { of: sal, randomise: normal, variant: efficient, per_layer: false, expect: ["mprt_layer1_mean > 0"] }, expect: ["mprt_layer1_mean > 1", "mprt_mean < 1"] }
             """);
         Assert.True(last.ExitCode == 0, Failures(last));
         Assert.Equal(new long[] { 4, 2 }, Npy.Read(Path.Combine(last.OutDir!, "emprt", "mprt_curve.npy")).Shape);

@@ -7,7 +7,7 @@ namespace Loupe.Evaluation.Tests;
 /// (tests/fixtures/make_quantus_fixtures.py writes tests/fixtures/quality/quantus/). Each step sets the options that
 /// express Quantus's call; where Loupe's default is Quantus's, the step leaves it unset, so a changed default fails here.
 /// Every mismatch is reported at once.</summary>
-public class QuantusReferenceTests
+public partial class QuantusReferenceTests
 {
     static readonly string Dir = Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "quantus");
     static string Fixture(string name) => Env.Yaml(Path.Combine(Dir, name));

@@ -1,0 +1,64 @@
+using System.Text.Json.Nodes;
+
+namespace Loupe.Evaluation.Tests;
+
+/// <summary>Quantus 0.6.0's parameter randomisation run itself on the demo CNN (tests/fixtures/make_quantus_fixtures.py,
+/// <c>mprt_cases</c>), the explanation being the signed input gradient that Quantus recomputes on every randomised
+/// model: with modules re-initialised as PyTorch's reset_parameters after torch.manual_seed(seed + 1) (Loupe's
+/// <c>randomise: reset</c>, the default of <c>mprt</c>), Loupe gives Quantus's curves point by point where no noise is
+/// drawn — MPRT (cascading from the top: <c>sanity-randomisation</c>), sMPRT with one sample, eMPRT — and, where
+/// numpy's noise is drawn (sMPRT with eight samples, with and without a_batch), curves within the spread of two Quantus
+/// seeds.</summary>
+public partial class QuantusReferenceTests
+{
+    static string[] Names(string key) => Expected[key]!.AsArray().Select(n => n!.GetValue<string>()).ToArray();
+
+    static double[] PointMeans(double[][] rows, int from) =>
+        Enumerable.Range(from, rows[0].Length - from).Select(k => rows.Average(row => row[k])).ToArray();
+
+    [Fact]
+    public void ParameterRandomisationGivesQuantusNumbers()
+    {
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+            settings: { batch_size: 8 }
+            steps:
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: mprt, uses: sanity-randomisation, with: { of: sal, randomise: reset } }
+              - { id: smprt1, uses: mprt, with: { of: sal, samples: 1 } }
+              - { id: emprt, uses: mprt, with: { of: sal, variant: efficient, per_layer: false } }
+              - { id: given, uses: mprt, with: { of: sal, samples: 8, reference: given } }
+              - { id: smoothed, uses: mprt, with: { of: sal, samples: 8 } }
+            """);
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
+        var m = new Mismatches();
+
+        // The modules, in Quantus's order (its named_modules with reset_parameters; Loupe's execution order).
+        var modules = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "mprt", "randomisation.json")))!["layers"]!.AsArray()
+            .Select(l => l!["module"]!.GetValue<string>()).ToArray();
+        Assert.Equal(Names("mprt_reset_layers").Skip(1), modules);
+        var smoothModules = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "smprt1", "mprt_layers.json")))!["modules"]!.AsArray()
+            .Select(l => l!.GetValue<string>()).ToArray();
+        Assert.Equal(Names("smprt_reset_1_layers").Skip(1), smoothModules);
+
+        // MPRT: Spearman of |gradient| after each module, top first (Quantus's 'original' point compares the map with
+        // itself; Loupe's curve starts at the first module). Float32 gradients of two libtorch versions: a rank moves
+        // at most.
+        m.Rows("MPRT (reset, top-down)", WantRows("mprt_reset").Select(row => row[1..]).ToArray(), Curve(r, "mprt/spearman.npy"), 1e-4);
+        // sMPRT with one sample (no noise), bottom-up: every point, the original included.
+        m.Rows("sMPRT, one sample", WantRows("smprt_reset_1"), Curve(r, "smprt1/mprt_curve.npy"), 1e-4);
+        // eMPRT, 100 bins, skip_layers (the fully randomised model only): the relative rise of the histogram entropy.
+        m.Close("eMPRT", Want("emprt_reset"), Values(r, "emprt", "mprt"), 1e-3);
+
+        // sMPRT with eight noisy copies: the points' means over the inputs within the spread of two seeds. Given: the
+        // step's maps against each model's smoothed maps (Quantus with a_batch), the original point included; smoothed:
+        // the randomised points only (Quantus's own original point compares two smoothings of its own).
+        m.Spread("sMPRT, a_batch given", PointMeans(WantRows("smprt_given"), 0), PointMeans(WantRows("smprt_given_seed1"), 0),
+            PointMeans(Curve(r, "given/mprt_curve.npy"), 0), 0, 0.05);
+        m.Spread("sMPRT, smoothed", PointMeans(WantRows("smprt_smoothed"), 1), PointMeans(WantRows("smprt_smoothed_seed1"), 1),
+            PointMeans(Curve(r, "smoothed/mprt_curve.npy"), 1), 0, 0.05);
+        m.Check();
+    }
+}
