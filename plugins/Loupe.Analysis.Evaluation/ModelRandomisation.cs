@@ -14,8 +14,8 @@ public enum ParameterRandomisation
     /// <summary>PyTorch's <c>reset_parameters()</c> of the module, each after <c>torch.manual_seed(reset_seed + 1)</c>,
     /// as Quantus's randomisation metrics do: ≥2-D weights (convolutions, linear layers) U(±1/√fan_in) (kaiming_uniform
     /// with a = √5), their biases U(±1/√fan_in), 1-D weights (norm layers) 1, their biases 0, BatchNorm statistics
-    /// reset (mean 0, variance 1). Modules with no weight or bias (class tokens, position embeddings) are left as they
-    /// are, as PyTorch modules without <c>reset_parameters</c> are by Quantus.</summary>
+    /// reset (mean 0, variance 1). Modules without a weight (class tokens, position embeddings, attention's in_proj) are
+    /// left as they are, as PyTorch modules without <c>reset_parameters</c> are by Quantus.</summary>
     Reset,
 }
 
@@ -23,7 +23,7 @@ public enum ParameterRandomisation
 public abstract record RandomisationOptions : MetricOptions
 {
     /// <summary>How modules are randomised; null: the metric's default.</summary>
-    [Description("how a module's parameters are randomised: reset (PyTorch's reset_parameters after torch.manual_seed(reset_seed + 1) per module, as Quantus: U(±1/√fan_in) weights and biases, norm layers 1 and 0, BatchNorm statistics reset; modules without weight or bias left out) or normal (N(0, σ²), σ the original's std, seeded from the step seed; BatchNorm statistics kept); default: reset for mprt (Quantus), normal for sanity-randomisation (Adebayo et al.)")]
+    [Description("how a module's parameters are randomised: reset (PyTorch's reset_parameters after torch.manual_seed(reset_seed + 1) per module, as Quantus: U(±1/√fan_in) weights and biases, norm layers 1 and 0, BatchNorm statistics reset; modules without a weight left out) or normal (N(0, σ²), σ the original's std, seeded from the step seed; BatchNorm statistics kept); default: reset for mprt (Quantus), normal for sanity-randomisation (Adebayo et al.)")]
     public ParameterRandomisation? Randomise { get; init; }
     /// <summary>Quantus's seed.</summary>
     [Range(0, int.MaxValue - 1), Description("randomise: reset — Quantus's seed: every module is re-initialised from a generator seeded reset_seed + 1 (Quantus: torch.manual_seed(seed + 1), seed 42 by default), so the same module shapes get the same values as in Quantus and PyTorch")]
@@ -40,13 +40,44 @@ public static class ModelRandomisation
     /// floating-point weights are listed: BatchNorm statistics (<c>running_mean</c>, <c>running_var</c>,
     /// <c>num_batches_tracked</c>), which <see cref="IModel.ParameterNames"/> also lists, are reset with their module
     /// under <see cref="ParameterRandomisation.Reset"/> and kept under <see cref="ParameterRandomisation.Normal"/>.
-    /// Under Reset, modules with neither a <c>weight</c> nor a <c>bias</c> are left out (PyTorch modules without
-    /// <c>reset_parameters</c>, which Quantus does not count).</summary>
+    /// Under Reset, modules without a <c>weight</c> are left out (PyTorch modules without <c>reset_parameters</c>,
+    /// which Quantus does not count, and those of <see cref="ResetLeavesOut"/>).
+    /// <para>A tensor listed under several names (an ONNX model lists a Conv's weight under its initializer's name, its
+    /// node's and its output's) belongs to one module only, so that it is randomised once and the curve has one point
+    /// per module: the first that lists it among the modules named by a model layer, PyTorch paths (no '/') before
+    /// ONNX node names, then the others; a module left with no tensor of its own is dropped.</para></summary>
     public static List<(string Module, List<string> Parameters)> Modules(IModel model, ParameterRandomisation kind = ParameterRandomisation.Normal) =>
-        model.ParameterNames.Where(n => Randomisable(model, n))
+        Groups(model).Where(g => kind == ParameterRandomisation.Normal || g.Parameters.Any(p => Leaf(p) == "weight")).Reverse().ToList();
+
+    /// <summary>Modules that <see cref="ParameterRandomisation.Reset"/> leaves out although they hold a bias: their
+    /// weight is not listed under the module's name (an ONNX export that stores a linear layer as an anonymous MatMul
+    /// constant), so PyTorch's reset cannot be applied; the metrics warn with their names.</summary>
+    public static List<string> ResetLeavesOut(IModel model) =>
+        Groups(model).Where(g => g.Parameters.Any(p => Leaf(p) == "bias") && !g.Parameters.Any(p => Leaf(p) == "weight")).Select(g => g.Module).ToList();
+
+    /// <summary>Warns, naming them, about the modules <see cref="ResetLeavesOut"/> finds, when <paramref name="kind"/> is
+    /// Reset.</summary>
+    public static void WarnLeftOut(IAnalysisContext ctx, string metric, ParameterRandomisation kind)
+    {
+        if (kind != ParameterRandomisation.Reset || ResetLeavesOut(ctx.Model) is not { Count: > 0 } left) return;
+        ctx.Warn($"{metric}: randomise: reset leaves {left.Count} module(s) as they are, whose bias has no weight under the same name " +
+                 $"(a layer exported as an anonymous MatMul constant): {string.Join(", ", left.Take(5))}{(left.Count > 5 ? ", …" : "")}; randomise: normal randomises every tensor");
+    }
+
+    /// <summary>The parameter groups in parameter order, each tensor in one group only.</summary>
+    static List<(string Module, List<string> Parameters)> Groups(IModel model)
+    {
+        var groups = model.ParameterNames.Where(n => Randomisable(model, n))
             .GroupBy(p => p.Contains('.') ? p[..p.LastIndexOf('.')] : "")
-            .Where(g => kind == ParameterRandomisation.Normal || g.Any(p => Leaf(p) is "weight" or "bias"))
-            .Select(g => (g.Key.Length == 0 ? "(root)" : g.Key, g.ToList())).Reverse().ToList();
+            .Select(g => (Module: g.Key.Length == 0 ? "(root)" : g.Key, Parameters: g.ToList())).ToList();
+        var layers = model.Layers.Select(l => l.Name).ToHashSet(StringComparer.Ordinal);
+        var owner = new Dictionary<IntPtr, string>();
+        foreach (var (module, parameters) in groups.OrderBy(g => (layers.Contains(g.Module) ? 0 : 1, g.Module.Contains('/') ? 1 : 0)))
+            foreach (var p in parameters) owner.TryAdd(model.GetParameter(p)!.Handle, module);
+        return groups
+            .Select(g => (g.Module, Parameters: g.Parameters.Where(p => owner[model.GetParameter(p)!.Handle] == g.Module).ToList()))
+            .Where(g => g.Parameters.Count > 0).ToList();
+    }
 
     /// <summary>Puts the modules in reverse execution order when the model supports interventions (one probe forward
     /// records the order in which the modules run: TorchSharp lists parameters in field-declaration order, which need
@@ -110,10 +141,10 @@ public static class ModelRandomisation
         using var gen = new Generator((ulong)seed + 1);
         string Name(string leaf) => module.Module == "(root)" ? leaf : module.Module + "." + leaf;
         string? Find(string leaf) => module.Parameters.FirstOrDefault(p => p == Name(leaf));
-        var weightName = Find("weight");
-        var weight = weightName is null ? null : model.GetParameter(weightName);
+        var weightName = Find("weight") ?? throw new InvalidOperationException($"module '{module.Module}' has no weight to reset");
+        var weight = model.GetParameter(weightName)!;
         double bound = 0;
-        if (weight is not null && weight.dim() >= 2)
+        if (weight.dim() >= 2)
         {
             // torch.nn.init._calculate_fan_in_and_fan_out: size(1) × the receptive field.
             long fanIn = weight.shape[1] * weight.shape.Skip(2).Aggregate(1L, (a, b) => a * b);
@@ -121,15 +152,15 @@ public static class ModelRandomisation
             {
                 // kaiming_uniform_(a=√5) as torch.nn.init computes it (gain, std, bound), for the same float bound.
                 double a = Math.Sqrt(5.0), gain = Math.Sqrt(2.0 / (1 + a * a)), std = gain / Math.Sqrt(fanIn);
-                Save(model, weightName!, saved).copy_(empty(weight.shape, dtype: weight.dtype).uniform_(-Math.Sqrt(3.0) * std, Math.Sqrt(3.0) * std, generator: gen));
+                Save(model, weightName, saved).copy_(empty(weight.shape, dtype: weight.dtype).uniform_(-Math.Sqrt(3.0) * std, Math.Sqrt(3.0) * std, generator: gen));
                 bound = 1 / Math.Sqrt(fanIn);
             }
         }
-        else if (weight is not null) Save(model, weightName!, saved).fill_(1);
+        else Save(model, weightName, saved).fill_(1);
         if (Find("bias") is { } biasName && model.GetParameter(biasName) is { } bias)
         {
             var live = Save(model, biasName, saved);
-            if (weight is not null && weight.dim() >= 2) { if (bound > 0) live.copy_(empty(bias.shape, dtype: bias.dtype).uniform_(-bound, bound, generator: gen)); }
+            if (weight.dim() >= 2) { if (bound > 0) live.copy_(empty(bias.shape, dtype: bias.dtype).uniform_(-bound, bound, generator: gen)); }
             else live.zero_();
         }
         // BatchNorm's reset_running_stats.

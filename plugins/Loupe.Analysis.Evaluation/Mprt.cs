@@ -292,6 +292,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     protected override void Evaluate(MprtOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
         var modules = ModelRandomisation.ExecutionOrder(ctx, ModelRandomisation.Modules(ctx.Model, o.Kind));
+        ModelRandomisation.WarnLeftOut(ctx, Id, o.Kind);
         var ids = new List<string>();
         var labels = new List<string>();
         var curves = new List<double[]>();

@@ -43,6 +43,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
     {
         var kind = o.Randomise ?? ParameterRandomisation.Normal;
         var modules = ModelRandomisation.ExecutionOrder(ctx, ModelRandomisation.Modules(ctx.Model, kind));
+        ModelRandomisation.WarnLeftOut(ctx, "sanity-randomisation", kind);
         if (o.MaxLayers is { } max) modules = modules.Take(max).ToList();
         int l = modules.Count;
         var spearman = Enumerable.Range(0, l).Select(_ => new List<double>()).ToArray();

@@ -61,4 +61,42 @@ public partial class QuantusReferenceTests
             PointMeans(Curve(r, "smoothed/mprt_curve.npy"), 1), 0, 0.05);
         m.Check();
     }
+
+    /// <summary>The ONNX export of torchvision's ViT (samples/models/fashion-vit) lists a tensor under its initializer's
+    /// name, its node's and its output's: each is randomised once, in the module PyTorch names it by where there is
+    /// one. Reset leaves what Quantus's leaves (the class token, the position embedding and attention's in_proj, whose
+    /// modules have no reset_parameters) and, with a warning, the MLP layers whose weights were exported as anonymous
+    /// MatMul constants; the attention's out_proj (a Gemm node) and the norm layers are reset.</summary>
+    [Fact]
+    public void OnnxExportsRandomiseEachTensorOnce()
+    {
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: onnx, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "samples", "models", "fashion-vit", "fashion-vit.onnx"))}}, mean: [0.2860], std: [0.3530] } }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
+            settings: { batch_size: 8 }
+            steps:
+              - { id: sal, uses: saliency }
+              - { id: reset, uses: sanity-randomisation, with: { of: sal, randomise: reset } }
+              - { id: normal, uses: sanity-randomisation, with: { of: sal } }
+            """);
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
+        string[] Modules(string step) => JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "randomisation.json")))!["layers"]!.AsArray()
+            .Select(l => l!["module"]!.GetValue<string>()).ToArray();
+        string[] Block(int i, bool mlp) =>
+        [
+            .. mlp ? new[] { $"vit.encoder.layers.encoder_layer_{i}.mlp.3", $"vit.encoder.layers.encoder_layer_{i}.mlp.0" } : [],
+            $"vit.encoder.layers.encoder_layer_{i}.ln_2",
+            .. mlp ? new[] { $"vit.encoder.layers.encoder_layer_{i}.self_attention" } : [],
+            $"/vit/encoder/layers/encoder_layer_{i}/self_attention/Gemm",
+            $"vit.encoder.layers.encoder_layer_{i}.ln_1",
+        ];
+        Assert.Equal(["vit.heads.head", "vit.encoder.ln", .. Block(1, false), .. Block(0, false), "vit.conv_proj"], Modules("reset"));
+        // Normal randomises every tensor once: the class token, the position embedding, in_proj's bias under its
+        // module, and the anonymous MatMul weights (in_proj's and the MLPs') under the root.
+        Assert.Equal(["vit", "vit.heads.head", "vit.encoder", "vit.encoder.ln", .. Block(1, true), .. Block(0, true), "vit.conv_proj", "(root)"], Modules("normal"));
+        var warnings = r.Manifest!["steps"]!.AsArray().Single(s => (string?)s!["id"] == "reset")!["warnings"]!.ToJsonString();
+        Assert.Contains("leaves 4 module(s) as they are", warnings);
+        Assert.Contains("vit.encoder.layers.encoder_layer_1.mlp.3", warnings);
+    }
 }
