@@ -41,6 +41,9 @@ public sealed record FaithfulnessOptions : PerturbOptions
     /// <summary>Order.</summary>
     [Description("region-perturbation and road: morf (most relevant first; higher is better for region-perturbation's AOPC, lower for road's accuracy) or lerf (least relevant first; the reverse); region-perturbation also random (the grid's regions in a random order seeded per input, Quantus's reference curve)")]
     public RegionOrder Order { get; init; } = RegionOrder.Morf;
+    /// <summary>Segmentation.</summary>
+    [Description("irof: how the image is cut into segments (Quantus segmentation_method): slic (the default: scikit-image's SLIC, 'segments' and 'compactness') or felzenszwalb (scikit-image's felzenszwalb with its defaults, scale 1, sigma 0.8, min_size 20, as Quantus calls it)")]
+    public Segmentation Segmentation { get; init; }
     /// <summary>Superpixels.</summary>
     [Range(2, 100_000), Description("irof: approximate number of SLIC superpixels (skimage's default, which Quantus uses: 100)")]
     public int Segments { get; init; } = 100;
@@ -83,6 +86,15 @@ public enum RegionWindows
     Grid,
     /// <summary>Quantus 0.5's: a window at every pixel, taken greedily in rank order unless it overlaps one taken before.</summary>
     Sliding,
+}
+
+/// <summary>How <c>irof</c> segments the image (Quantus's segmentation_method).</summary>
+public enum Segmentation
+{
+    /// <summary>scikit-image's SLIC superpixels.</summary>
+    Slic,
+    /// <summary>scikit-image's felzenszwalb (Felzenszwalb &amp; Huttenlocher 2004) with its defaults.</summary>
+    Felzenszwalb,
 }
 
 /// <summary>Perturbation order of <c>region-perturbation</c>.</summary>

@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Evaluation;
 
 /// <summary><c>irof</c> (Rieger &amp; Hansen 2020): the image is split into superpixels (scikit-image's SLIC on the
-/// model's input, as Quantus calls it, <c>segments</c> / <c>compactness</c>; or a grid of <c>cell</c> × <c>cell</c>
-/// squares), ranked by their mean
+/// model's input, as Quantus calls it, <c>segments</c> / <c>compactness</c>; its felzenszwalb:
+/// <c>segmentation: felzenszwalb</c>; or a grid of <c>cell</c> × <c>cell</c> squares), ranked by their mean
 /// attribution and replaced cumulatively, most relevant first, by the baseline (Quantus: the image mean). With
 /// p_k = f(x after k segments) / f(x) (class probability by default) and p_0 = 1, the score is the area over that curve
 /// on [0, 1] (x = k / M, trapezoid): 1 − AUC. Quantus omits p_0 and returns M − Σ_trapezoid with dx = 1 (it removes
@@ -20,6 +20,14 @@ public sealed class Irof : FaithfulnessMetric
     /// <inheritdoc/>
     protected override Fill DefaultFill => Fill.Mean;
 
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
+    {
+        foreach (var e in base.ValidateMetric(o, context)) yield return e;
+        if (o.Cell is not null && o.Segmentation != Segmentation.Slic)
+            yield return "options 'cell' and 'segmentation' both choose the segments: set one of them";
+    }
+
     /// <summary>Segment labels (H×W int64, 0..M−1) of row <paramref name="i"/>.</summary>
     static Tensor Segments(FaithfulnessOptions o, MetricBatch b, int i)
     {
@@ -29,8 +37,9 @@ public sealed class Irof : FaithfulnessMetric
             long gx = (w + c - 1) / c;
             return (arange(h).div(c, rounding_mode: RoundingMode.floor).view(-1, 1) * gx + arange(w).div(c, rounding_mode: RoundingMode.floor).view(1, -1)).contiguous();
         }
-        // Quantus segments the model's input as it is given (slic rescales it by its global minimum and maximum).
-        return Slic.Segment(b.X[i], o.Segments, o.Compactness);
+        // Quantus segments the model's input as it is given (slic rescales it by its global minimum and maximum;
+        // felzenszwalb takes the values as they are).
+        return o.Segmentation == Segmentation.Felzenszwalb ? Felzenszwalb.Segment(b.X[i]) : Slic.Segment(b.X[i], o.Segments, o.Compactness);
     }
 
     /// <inheritdoc/>

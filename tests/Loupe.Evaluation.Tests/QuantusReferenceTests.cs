@@ -111,6 +111,7 @@ public partial class QuantusReferenceTests
               - { id: sel_mean, uses: selectivity, with: { of: m, patch: 8, baseline: running-mean } }
               - { id: fe_mean, uses: faithfulness-estimate, with: { of: m, features_in_step: 28, baseline: running-mean } }
               - { id: irof, uses: irof, with: { of: m, score: quantus, baseline: running-mean } }
+              - { id: irof_f, uses: irof, with: { of: m, score: quantus, baseline: running-mean, segmentation: felzenszwalb } }
               - { id: road, uses: road, with: { of: m, percentages: [10, 30, 50, 70, 90], noise: 0 } }
               - { id: ns, uses: non-sensitivity, with: { of: m } }
               - { id: cont, uses: continuity, with: { of: sal, sweep: quantus } }
@@ -174,6 +175,7 @@ public partial class QuantusReferenceTests
             rpMean.Select(row => row.Skip(1).Select(v => row[0] - v).ToArray()).ToArray(), 1e-4, TieFree);
         m.Close("faithfulness-estimate, mean", Want("faithfulness_estimate_mean"), Values(r, "fe_mean", "faithfulness_estimate"), 1e-4, TieFree);
         m.Close("irof (score: quantus)", Want("irof"), Values(r, "irof", "irof"), 1e-4, TieFree);
+        m.Close("irof (felzenszwalb)", Want("irof_felzenszwalb"), Values(r, "irof_f", "irof"), 1e-4, TieFree);
         m.Rows("road hits", WantRows("road"), Curve(r, "road/road_curve.npy"), 0);
         m.Close("non-sensitivity", Want("non_sensitivity"), Values(r, "ns", "non_sensitivity"), 0);
         m.Close("continuity", Want("continuity"), Values(r, "cont", "continuity"), 1e-4);
