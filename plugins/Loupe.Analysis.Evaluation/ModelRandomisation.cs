@@ -28,6 +28,10 @@ public abstract record RandomisationOptions : MetricOptions
     /// <summary>Quantus's seed.</summary>
     [Range(0, int.MaxValue - 1), Description("randomise: reset — Quantus's seed: every module is re-initialised from a generator seeded reset_seed + 1 (Quantus: torch.manual_seed(seed + 1), seed 42 by default), so the same module shapes get the same values as in Quantus and PyTorch")]
     public int ResetSeed { get; init; } = 42;
+    /// <summary>The metric's randomisation when <see cref="Randomise"/> is not set.</summary>
+    protected abstract ParameterRandomisation DefaultRandomisation { get; }
+    /// <summary>The randomisation in effect.</summary>
+    internal ParameterRandomisation Kind => Randomise ?? DefaultRandomisation;
 }
 
 /// <summary>The modules of a model that the parameter-randomisation metrics randomise, and how (shared by
@@ -48,6 +52,14 @@ public static class ModelRandomisation
     /// ONNX node names, then the others; a module left with no tensor of its own is dropped.</para></summary>
     public static List<(string Module, List<string> Parameters)> Modules(IModel model, ParameterRandomisation kind = ParameterRandomisation.Normal) =>
         Groups(model).Where(g => kind == ParameterRandomisation.Normal || g.Parameters.Any(p => Leaf(p) == "weight")).Reverse().ToList();
+
+    /// <summary>What stops the metrics from randomising the model: no parameters, or none that reset can re-initialise.</summary>
+    public static IEnumerable<string> Validate(IModel model, ParameterRandomisation kind)
+    {
+        if (model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
+        else if (Modules(model, kind).Count == 0)
+            yield return "randomise: reset re-initialises modules by their PyTorch parameter names (a module's 'weight', then its 'bias'), and no parameter of this model is named so: use randomise: normal";
+    }
 
     /// <summary>Modules that <see cref="ParameterRandomisation.Reset"/> leaves out although they hold a bias: their
     /// weight is not listed under the module's name (an ONNX export that stores a linear layer as an anonymous MatMul

@@ -70,8 +70,8 @@ public sealed record MprtOptions : RandomisationOptions
     /// <summary>What smooth's randomised maps are compared with.</summary>
     [Description("smooth: what each randomised model's map is compared with: smoothed (the intact model's noise-averaged map, as the paper and Quantus when no a_batch is passed; the default) or given (the evaluated step's own maps, as Quantus when a_batch is passed)")]
     public MprtReference Reference { get; init; }
-    /// <summary>The randomisation in effect: Quantus's reset unless <c>randomise</c> says otherwise.</summary>
-    internal ParameterRandomisation Kind => Randomise ?? ParameterRandomisation.Reset;
+    /// <summary>Quantus's reset.</summary>
+    protected override ParameterRandomisation DefaultRandomisation => ParameterRandomisation.Reset;
 }
 
 /// <summary>eMPRT's complexity of a map (Quantus's complexity_func).</summary>
@@ -140,9 +140,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(MprtOptions options, AnalysisValidationContext context)
     {
-        if (context.Model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
-        else if (ModelRandomisation.Modules(context.Model, options.Kind).Count == 0)
-            yield return "randomise: reset re-initialises modules by their PyTorch parameter names (weight, bias), and no parameter of this model has one: use randomise: normal";
+        foreach (var e in ModelRandomisation.Validate(context.Model, options.Kind)) yield return e;
         if (options.Score == MprtScore.Average && options.Variant != MprtVariant.Smooth)
             yield return "option 'score': average applies to variant smooth (eMPRT's score is the relative entropy rise)";
         if (options.Similarity != MprtOptions.DefaultSimilarity && options.Variant != MprtVariant.Smooth)

@@ -14,6 +14,8 @@ public sealed record SanityOptions : RandomisationOptions
     /// <summary>Optional cap.</summary>
     [Range(1, 100_000), Description("randomise at most this many modules (top first); default: all")]
     public int? MaxLayers { get; init; }
+    /// <summary>Adebayo et al.'s normal draws.</summary>
+    protected override ParameterRandomisation DefaultRandomisation => ParameterRandomisation.Normal;
 }
 
 /// <summary>Cascading model-parameter randomisation (Adebayo et al. 2018). Modules are the parameter names grouped by
@@ -33,15 +35,13 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(SanityOptions options, AnalysisValidationContext context)
     {
-        if (context.Model.ParameterNames.Count == 0) yield return "the model exposes no parameters to randomise";
-        else if (ModelRandomisation.Modules(context.Model, options.Randomise ?? ParameterRandomisation.Normal).Count == 0)
-            yield return "randomise: reset re-initialises modules by their PyTorch parameter names (weight, bias), and no parameter of this model has one: use randomise: normal";
+        foreach (var e in ModelRandomisation.Validate(context.Model, options.Kind)) yield return e;
     }
 
     /// <inheritdoc/>
     protected override void Evaluate(SanityOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
-        var kind = o.Randomise ?? ParameterRandomisation.Normal;
+        var kind = o.Kind;
         var modules = ModelRandomisation.ExecutionOrder(ctx, ModelRandomisation.Modules(ctx.Model, kind));
         ModelRandomisation.WarnLeftOut(ctx, "sanity-randomisation", kind);
         if (o.MaxLayers is { } max) modules = modules.Take(max).ToList();
