@@ -19,12 +19,7 @@ public partial class QuantusReferenceTests
     [Fact]
     public void ParameterRandomisationGivesQuantusNumbers()
     {
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
-            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-            settings: { batch_size: 8 }
-            steps:
+        var r = OnDemoCnn("inputs.npy", 8, $$"""
               - { id: sal, uses: saliency, with: { abs: false } }
               - { id: mprt, uses: sanity-randomisation, with: { of: sal, randomise: reset } }
               - { id: smprt1, uses: mprt, with: { of: sal, samples: 1 } }

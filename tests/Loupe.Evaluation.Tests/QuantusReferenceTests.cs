@@ -18,6 +18,17 @@ public partial class QuantusReferenceTests
 
     static double[] Want(string key) => Expected[key]!.AsArray().Select(Num).ToArray();
 
+    /// <summary>A run of the trained demo CNN on a fixture's inputs (an .npy file in the Quantus fixtures), with the
+    /// given step lines (each "  - { ... }").</summary>
+    static Loupe.Core.RunResult OnDemoCnn(string inputs, int batch, string steps) => Env.Run($$"""
+        version: 1
+        model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+        data: { uses: npy, with: { path: {{Fixture(inputs)}} } }
+        settings: { batch_size: {{batch}} }
+        steps:
+        {{steps}}
+        """);
+
     static double[][] WantRows(string key) => Expected[key]!.AsArray().Select(r => r!.AsArray().Select(Num).ToArray()).ToArray();
 
     static double[] Values(Loupe.Core.RunResult r, string step, string key, string field = "value") =>
@@ -83,12 +94,7 @@ public partial class QuantusReferenceTests
     public void DeterministicMetricsGiveQuantusNumbers()
     {
         var masks = Fixture("masks");
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
-            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-            settings: { batch_size: 8 }
-            steps:
+        var r = OnDemoCnn("inputs.npy", 8, $$"""
               - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
               - { id: sal, uses: saliency, with: { abs: false } }
               - { id: sparseness, uses: sparseness, with: { of: m } }
@@ -286,12 +292,7 @@ public partial class QuantusReferenceTests
     {
         // The inputs are mosaics already, their quadrants marked in a CSV file (Quantus's custom_batch); the maps are
         // the linked step's own.
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
-            data: { uses: npy, with: { path: {{Fixture("mosaics.npy")}} } }
-            settings: { batch_size: 3 }
-            steps:
+        var r = OnDemoCnn("mosaics.npy", 3, $$"""
               - { id: m, uses: fixture-map, with: { path: {{Fixture("mosaic_maps.npy")}} } }
               - { id: focus, uses: focus, with: { of: m, quadrants: {{Fixture("quadrants.csv")}} } }
               - { id: focus_abs, uses: focus, with: { of: m, quadrants: {{Fixture("quadrants.csv")}}, abs: true } }
@@ -309,11 +310,7 @@ public partial class QuantusReferenceTests
         var dir = Env.TempDir();
         var csv = Path.Combine(dir, "q.csv");
         File.WriteAllText(csv, "id,tl,tr,bl,br\n00000,1,0,0,0\n00001,1,2,0,0\n");
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
-            data: { uses: npy, with: { path: {{Fixture("mosaics.npy")}} } }
-            steps:
+        var r = OnDemoCnn("mosaics.npy", 8, $$"""
               - { id: m, uses: fixture-map, with: { path: {{Fixture("mosaic_maps.npy")}} } }
               - { id: focus, uses: focus, with: { of: m, quadrants: {{Env.Yaml(csv)}} } }
             """);
@@ -358,12 +355,7 @@ public partial class QuantusReferenceTests
                 var with = line[(line.IndexOf('{') + 1)..line.LastIndexOf('}')];
                 return $"  - {{ id: {id}, uses: {id}, with: {{ of: m, features: {features}, {with} }} }}";
             }));
-            var r = Env.Run($$"""
-                version: 1
-                model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
-                data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-                settings: { batch_size: 4 }
-                steps:
+            var r = OnDemoCnn("inputs.npy", 4, $$"""
                   - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
                 {{steps}}
                 """);
