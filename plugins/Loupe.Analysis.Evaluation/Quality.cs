@@ -26,6 +26,8 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
     public long N => batch.Input.shape[0];
     /// <summary>Features (pixels) per input.</summary>
     public long D => batch.Input.shape[2] * batch.Input.shape[3];
+    /// <summary>Dataset row of the batch's first input (the data source's order; a shard's rows counted from its first).</summary>
+    public long Start { get; init; }
 
     /// <summary>One value per pixel, N×D: a per-channel map summed over channels (Σ_c, signed, as Quantus sums
     /// explanations over channels), an N×H×W map as is; maps at another resolution are resized bilinearly.
@@ -318,7 +320,7 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
             ctx.Cancellation.ThrowIfCancellationRequested();
             var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
             var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
-            var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, gens, MicroBatch(o));
+            var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, gens, MicroBatch(o)) { Start = (ctx.Shard?.FirstRow ?? 0) + ids.Count };
             try { values.AddRange(Score(o, mb)); }
             finally { foreach (var g in gens) g.Dispose(); }
             if (mb.Curves is { } c) { curves.AddRange(c.Rows); axis ??= c.Axis; }

@@ -1,5 +1,7 @@
 using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -13,10 +15,28 @@ public sealed record RandomLogitOptions : MetricOptions
     /// <summary>Similarity.</summary>
     [Description("how the two maps are compared: ssim (the default: 7×7 windows over the maps, each min-max scaled), flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps, 7-value windows), spearman, pearson or kendall (τ-b)")]
     public MapSimilarity Similarity { get; init; } = MapSimilarity.Ssim;
+    /// <summary>How the other class is drawn.</summary>
+    [Description("how the other class is drawn: per-input (the default: from the input's own generator, seeded by the step seed and its id, so shards and batch sizes give the same classes) or quantus (as Quantus's RandomLogit: numpy's RandomState(quantus_seed).randint(0, K − 1, n) afresh for each of its batches of quantus_batch_size inputs in dataset order, the p-th value for the batch's p-th input, an index into the other classes in increasing order; K is the model's class count, which Quantus's num_classes must equal)")]
+    public OtherClassDraw Draw { get; init; }
+    /// <summary>Quantus's seed.</summary>
+    [Range(0, uint.MaxValue), Description("draw: quantus — Quantus's seed (RandomLogit seed, default 42)")]
+    public long QuantusSeed { get; init; } = 42;
+    /// <summary>Quantus's batch size.</summary>
+    [Range(1, int.MaxValue), Description("draw: quantus — the batch_size Quantus was called with (its default: 64): numpy is seeded again at each of its batches")]
+    public int QuantusBatchSize { get; init; } = 64;
+}
+
+/// <summary>How <c>random-logit</c> draws the other class.</summary>
+public enum OtherClassDraw
+{
+    /// <summary>From the input's generator (step seed and input id).</summary>
+    PerInput,
+    /// <summary>As Quantus's RandomLogit draws it (numpy's legacy RandomState, per batch).</summary>
+    Quantus,
 }
 
 /// <summary><c>random-logit</c> (Sixt et al. 2020; Quantus RandomLogit): the method is run again for a class drawn
-/// uniformly among the other classes (seeded per input id), and the score is the SSIM of the two maps (channel-summed,
+/// uniformly among the other classes (seeded per input id; or as Quantus draws it: <c>draw: quantus</c>), and the score is the SSIM of the two maps (channel-summed,
 /// each min-max normalised; 7×7 uniform window, as <c>sanity-randomisation</c>; or another <c>similarity</c>, such as
 /// Quantus's 1-D <c>flat-ssim</c>). A map that does not depend on the
 /// class scores 1. Needs a class target. Lower is better.</summary>
@@ -39,7 +59,8 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         var off = new long[b.N];
         for (int i = 0; i < b.N; i++)
         {
-            long r = randint(0, k - 1, [1], generator: b.Generators[i]).item<long>();   // one of the k − 1 other classes
+            long r = o.Draw == OtherClassDraw.Quantus ? QuantusDraw(o, b.Start + i, k)
+                : randint(0, k - 1, [1], generator: b.Generators[i]).item<long>();   // one of the k − 1 other classes
             off[i] = r >= classes[i] ? r + 1 : r;
         }
         var labels = off.Select(c => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}").ToArray();
@@ -48,5 +69,14 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null).Features(o.Abs, Normalisation.Max);
         long h = b.X.shape[2], w = b.X.shape[3];
         return Enumerable.Range(0, (int)b.N).Select(i => MapSimilarities.Of(o.Similarity, a[i], bm[i], h, w)).ToArray();
+    }
+
+    /// <summary>Quantus's draw for the input at dataset row <paramref name="row"/>: its batch (of quantus_batch_size rows)
+    /// seeds numpy afresh and draws one index per row, the row's at its place in the batch (numpy's draws are a prefix
+    /// of any longer draw, so the batch's actual length does not matter).</summary>
+    static long QuantusDraw(RandomLogitOptions o, long row, long k)
+    {
+        int place = (int)(row % o.QuantusBatchSize);
+        return new NumpyRandomState((uint)o.QuantusSeed).RandInt(0, k - 1, place + 1)[place];
     }
 }

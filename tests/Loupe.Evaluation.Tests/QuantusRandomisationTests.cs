@@ -94,4 +94,23 @@ public partial class QuantusReferenceTests
         Assert.Contains("leaves 4 module(s) as they are", warnings);
         Assert.Contains("vit.encoder.layers.encoder_layer_1.mlp.3", warnings);
     }
+
+    /// <summary>Quantus's RandomLogit seeds numpy with its seed at every batch and draws the other classes there:
+    /// <c>draw: quantus</c> follows those draws (batches of 3 over the 8 inputs: the third batch is short), so the
+    /// scores (Spearman of the signed gradients, scale-free) are Quantus's.</summary>
+    [Fact]
+    public void RandomLogitDrawsQuantusClasses()
+    {
+        var r = OnDemoCnn("inputs.npy", 5, """
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: rl, uses: random-logit, with: { of: sal, draw: quantus, quantus_batch_size: 3, similarity: spearman } }
+              - { id: own, uses: random-logit, with: { of: sal, similarity: spearman } }
+            """);
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
+        var m = new Mismatches();
+        m.Close("random-logit, Quantus's draws", Want("random_logit_draws"), Values(r, "rl", "random_logit"), 1e-5);
+        m.Check();
+        // Loupe's own draws (per input id) are other classes: some inputs differ.
+        Assert.Contains(Values(r, "own", "random_logit").Zip(Want("random_logit_draws")), p => Math.Abs(p.First - p.Second) > 1e-3);
+    }
 }
