@@ -38,6 +38,23 @@ public enum ReluRule
     Rescale,
 }
 
+/// <summary>Optional: parameters handed out for reading only. <see cref="IModel.GetParameter"/> prepares the model for
+/// the caller changing the tensor (a TorchSharp model runs a folded convolution–BatchNorm pair unfolded from then on);
+/// reading through this leaves the model as it is. The caller must neither change nor dispose the tensor.</summary>
+public interface IModelParameterReader
+{
+    /// <summary>A named parameter to read, or null.</summary>
+    Tensor? ReadParameter(string name);
+}
+
+/// <summary>Reading a model's parameters without preparing it for their change.</summary>
+public static class ModelParameters
+{
+    /// <summary>A named parameter to look at only (<see cref="IModelParameterReader"/> where the model offers it, else
+    /// <see cref="IModel.GetParameter"/>), or null. The caller must neither change nor dispose it.</summary>
+    public static Tensor? Read(IModel model, string name) => model is IModelParameterReader r ? r.ReadParameter(name) : model.GetParameter(name);
+}
+
 /// <summary>Optional model features behind <see cref="ModelCapabilities.Interventions"/> and <see cref="ModelCapabilities.ReluOverride"/>.</summary>
 public interface IModelInterventions
 {

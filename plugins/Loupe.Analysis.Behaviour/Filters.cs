@@ -44,7 +44,7 @@ public sealed class Filters : Analysis<FiltersOptions>
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(FiltersOptions options, AnalysisValidationContext context)
     {
-        var w = context.Model.GetParameter(options.Layer + ".weight");
+        var w = ModelParameters.Read(context.Model, options.Layer + ".weight");
         if (w is null) yield return $"layer '{options.Layer}' has no weight; filters needs a convolution layer";
         else if (w.dim() != 4) yield return $"layer '{options.Layer}' has a {w.dim()}-D weight ({string.Join("×", w.shape)}); filters needs a convolution layer (4-D weight)";
     }
@@ -53,7 +53,7 @@ public sealed class Filters : Analysis<FiltersOptions>
     public override void Run(FiltersOptions options, IAnalysisContext ctx)
     {
         using var scope = NewDisposeScope();
-        var w = ctx.Model.GetParameter(options.Layer + ".weight")!.detach().to(ScalarType.Float32).cpu();
+        var w = ModelParameters.Read(ctx.Model, options.Layer + ".weight")!.detach().to(ScalarType.Float32).cpu();
         ctx.Output.Raw("weights", null, NdArray.FromTensor(w));
         long outC = w.shape[0], inC = w.shape[1];
         int shown = (int)Math.Min(outC, options.MaxFilters);

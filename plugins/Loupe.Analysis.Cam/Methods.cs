@@ -286,7 +286,7 @@ public sealed class ClassActivationMap : CamAnalysis<ClassCamOptions>
     public override IEnumerable<string> Validate(ClassCamOptions options, AnalysisValidationContext context)
     {
         foreach (var e in base.Validate(options, context)) yield return e;
-        var weight = context.Model.GetParameter(options.Head + ".weight");
+        var weight = ModelParameters.Read(context.Model, options.Head + ".weight");
         if (weight is null || weight.dim() != 2)
             yield return $"option 'head': '{options.Head}' has no 2-D weight; CAM needs the linear layer after global average pooling";
     }
@@ -295,7 +295,7 @@ public sealed class ClassActivationMap : CamAnalysis<ClassCamOptions>
     protected override Tensor WeightedActivations(ClassCamOptions o, CamLayer l)
     {
         var classes = l.Selection.Classes ?? throw new LoupeException("cam needs a class target (top-1, top-k or class)");
-        var weight = l.Context.Model.GetParameter(o.Head + ".weight")!;
+        var weight = ModelParameters.Read(l.Context.Model, o.Head + ".weight")!;
         if (weight.shape[1] != l.Activation.shape[1])
             throw new LoupeException($"head '{o.Head}' has {weight.shape[1]} inputs but layer '{l.Layer}' has {l.Activation.shape[1]} channels");
         var wc = weight.detach().index_select(0, tensor(classes, dtype: ScalarType.Int64));         // N×K

@@ -85,9 +85,9 @@ public static class ModelRandomisation
         var layers = model.Layers.Select(l => l.Name).ToHashSet(StringComparer.Ordinal);
         var owner = new Dictionary<IntPtr, string>();
         foreach (var (module, parameters) in groups.OrderBy(g => (layers.Contains(g.Module) ? 0 : 1, g.Module.Contains('/') ? 1 : 0)))
-            foreach (var p in parameters) owner.TryAdd(model.GetParameter(p)!.Handle, module);
+            foreach (var p in parameters) owner.TryAdd(ModelParameters.Read(model, p)!.Handle, module);
         return groups
-            .Select(g => (g.Module, Parameters: g.Parameters.Where(p => owner[model.GetParameter(p)!.Handle] == g.Module).ToList()))
+            .Select(g => (g.Module, Parameters: g.Parameters.Where(p => owner[ModelParameters.Read(model, p)!.Handle] == g.Module).ToList()))
             .Where(g => g.Parameters.Count > 0).ToList();
     }
 
@@ -205,5 +205,5 @@ public static class ModelRandomisation
     static string Leaf(string name) => name[(name.LastIndexOf('.') + 1)..];
 
     static bool Randomisable(IModel model, string name) =>
-        !Statistics.Contains(Leaf(name)) && model.GetParameter(name) is { } t && t.is_floating_point();
+        !Statistics.Contains(Leaf(name)) && ModelParameters.Read(model, name) is { } t && t.is_floating_point();
 }

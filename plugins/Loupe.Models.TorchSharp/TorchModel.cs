@@ -18,7 +18,7 @@ public enum MemoryLayout
 }
 
 /// <summary>An <see cref="IModel"/> over a TorchSharp module: eval mode, frozen parameters, hook-based capture.</summary>
-public sealed partial class TorchModel : IModel, IModelInterventions, IModelGraphSource
+public sealed partial class TorchModel : IModel, IModelInterventions, IModelGraphSource, IModelParameterReader
 {
     readonly nn.Module<Tensor, Tensor> _module;
     readonly Dictionary<string, nn.Module> _modules;
@@ -99,6 +99,8 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
         _rewrites?.Release(name); // the caller may change it: that pair runs unfolded from now on
         return _parameters.GetValueOrDefault(name);
     }
+    /// <inheritdoc/>
+    public Tensor? ReadParameter(string name) => _parameters.GetValueOrDefault(name);   // no release: the pair stays folded
     /// <summary>Memory layout of 4-D inputs (see <see cref="MemoryLayout"/>).</summary>
     public MemoryLayout Layout { get; init; } = MemoryLayout.Auto;
 

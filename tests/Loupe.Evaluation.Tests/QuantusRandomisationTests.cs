@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using Loupe.Analysis.Evaluation;
 
 namespace Loupe.Evaluation.Tests;
 
@@ -112,5 +113,20 @@ public partial class QuantusReferenceTests
         m.Check();
         // Loupe's own draws (per input id) are other classes: some inputs differ.
         Assert.Contains(Values(r, "own", "random_logit").Zip(Want("random_logit_draws")), p => Math.Abs(p.First - p.Second) > 1e-3);
+    }
+
+    /// <summary>Listing the modules (what validation does for mprt and sanity-randomisation) reads the parameters
+    /// without unfolding a folded model's convolution–BatchNorm pairs; re-initialising a module unfolds its pair.</summary>
+    [Fact]
+    public void ListingModulesKeepsTheModelFolded()
+    {
+        using var model = (Loupe.Models.TorchSharp.TorchModel)new Loupe.Models.TorchSharp.TorchVisionAdapter().Load(
+            new Loupe.Models.TorchSharp.TorchVisionOptions { Architecture = "fashion-cnn" }, new Loupe.Abstractions.ModelLoadContext(Env.RepoRoot, 0));
+        Assert.Equal(3, model.FoldedBatchNorms);
+        Assert.Equal(7, ModelRandomisation.Modules(model, ParameterRandomisation.Reset).Count);
+        Assert.Empty(ModelRandomisation.Validate(model, ParameterRandomisation.Reset));
+        Assert.Equal(3, model.FoldedBatchNorms);
+        model.GetParameter("bn2.weight");
+        Assert.Equal(2, model.FoldedBatchNorms);
     }
 }
