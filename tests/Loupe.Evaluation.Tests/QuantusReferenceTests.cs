@@ -20,9 +20,16 @@ public partial class QuantusReferenceTests
 
     /// <summary>A run of the trained demo CNN on a fixture's inputs (an .npy file in the Quantus fixtures), with the
     /// given step lines (each "  - { ... }").</summary>
-    static Loupe.Core.RunResult OnDemoCnn(string inputs, int batch, string steps) => Env.Run($$"""
+    static Loupe.Core.RunResult OnDemoCnn(string inputs, int batch, string steps) =>
+        On($"{{ uses: torchvision, with: {{ architecture: fashion-cnn, weights: {Env.DemoWeights} }} }}", inputs, batch, steps);
+
+    /// <summary>The same on the 3-channel CNN (tests/fixtures/conv_cnn3.onnx) and the RGB fixture inputs.</summary>
+    static Loupe.Core.RunResult OnRgbCnn(int batch, string steps) =>
+        On($"{{ uses: onnx, with: {{ path: {Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "conv_cnn3.onnx"))} }} }}", "rgb_inputs.npy", batch, steps);
+
+    static Loupe.Core.RunResult On(string model, string inputs, int batch, string steps) => Env.Run($$"""
         version: 1
-        model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+        model: {{model}}
         data: { uses: npy, with: { path: {{Fixture(inputs)}} } }
         settings: { batch_size: {{batch}} }
         steps:
@@ -224,12 +231,7 @@ public partial class QuantusReferenceTests
     {
         // Quantus 0.6 ranks and perturbs single channel values of a 3-channel input (features: values): per-channel
         // maps with distinct values, and H×W maps copied to every channel.
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: onnx, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "conv_cnn3.onnx"))}} } }
-            data: { uses: npy, with: { path: {{Fixture("rgb_inputs.npy")}} } }
-            settings: { batch_size: 6 }
-            steps:
+        var r = OnRgbCnn(6, $$"""
               - { id: m, uses: fixture-map, with: { path: {{Fixture("rgb_maps.npy")}} } }
               - { id: hw, uses: fixture-map, with: { path: {{Fixture("rgb_maps_hw.npy")}} } }
               - { id: pf, uses: pixel-flipping, with: { of: m, features: values, features_in_step: 8 } }
@@ -273,11 +275,7 @@ public partial class QuantusReferenceTests
     [Fact]
     public void ChannelValuesAreRefusedWhereRegionsAreRanked()
     {
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: onnx, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "conv_cnn3.onnx"))}} } }
-            data: { uses: npy, with: { path: {{Fixture("rgb_inputs.npy")}} } }
-            steps:
+        var r = OnRgbCnn(6, $$"""
               - { id: m, uses: fixture-map, with: { path: {{Fixture("rgb_maps.npy")}} } }
               - { id: sel, uses: selectivity, with: { of: m, features: values } }
               - { id: road, uses: road, with: { of: m, features: values } }
