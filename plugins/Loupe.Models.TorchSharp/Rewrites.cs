@@ -142,7 +142,10 @@ sealed class Rewrites : IDisposable
     {
         if (bn.running_mean is null || bn.running_var is null || conv.padding_mode != PaddingModes.Zeros || conv.padding is null) return;
         using var scope = NewDisposeScope();
-        var scale = (bn.weight ?? ones_like(bn.running_var)) / (bn.running_var + bn.eps).sqrt();
+        // An explicit Scalar held to the end of the method: an implicit one can be finalised while libtorch reads it
+        // (seen once in CI as "Expected false to be true" from Scalar::toDouble inside add).
+        using var eps = bn.eps.ToScalar();
+        var scale = (bn.weight ?? ones_like(bn.running_var)) / (bn.running_var + eps).sqrt();
         var weight = (conv.weight! * scale.view(-1, 1, 1, 1)).contiguous();
         var bias = (bn.bias ?? zeros_like(bn.running_mean)) + ((conv.bias ?? zeros_like(bn.running_mean)) - bn.running_mean) * scale;
         weight.DetachFromDisposeScope();
