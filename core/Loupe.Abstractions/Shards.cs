@@ -22,6 +22,11 @@ public interface IShardable
     /// shards' results (in shard order, which is dataset order). Throw <see cref="LoupeException"/> for a problem the
     /// user must see; the merged step is then recorded as failed.</summary>
     void Merge(IShardMerge merge);
+
+    /// <summary>Why a step with these <paramref name="options"/> cannot run on shards after all (e.g. an option that
+    /// scores the inputs against each other), or null when it can (the default). The host refuses such a step under
+    /// <c>--shard</c> with this reason, at validation.</summary>
+    string? Unshardable(object options) => null;
 }
 
 /// <summary>What a step's merge reads (the shards' whole-step results and metrics) and where it writes.</summary>

@@ -15,6 +15,10 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected virtual bool DefaultSoftmax => true;
     /// <summary>Quantus's default of the baseline.</summary>
     protected virtual Fill DefaultFill => Fill.Min;
+    /// <summary>The softmax with these options (the option, else <see cref="DefaultSoftmax"/>).</summary>
+    protected virtual bool SoftmaxOf(FaithfulnessOptions o) => o.Softmax ?? DefaultSoftmax;
+    /// <summary>How each map is rescaled before it is scored (the option, else Quantus's normalise_by_max).</summary>
+    protected virtual Normalisation NormalisationOf(FaithfulnessOptions o) => o.Normalise.Resolve(true);
     /// <summary>Whether the metric replaces features by a baseline (ROAD imputes them instead).</summary>
     protected virtual bool UsesBaseline => true;
     /// <inheritdoc/>
@@ -24,8 +28,8 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected sealed override double[] Score(FaithfulnessOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        var a = o.Features == FeatureUnit.Values ? b.ValueFeatures(o.Abs ?? DefaultAbs, o.Normalise.Resolve(true)) : b.Features(o.Abs ?? DefaultAbs, o.Normalise.Resolve(true));
-        return Of(o, b, a, UsesBaseline ? o.BaselineOf(b, DefaultFill) : b.X, o.Softmax ?? DefaultSoftmax).ToArray<double>();
+        var a = o.Features == FeatureUnit.Values ? b.ValueFeatures(o.Abs ?? DefaultAbs, NormalisationOf(o)) : b.Features(o.Abs ?? DefaultAbs, NormalisationOf(o));
+        return Of(o, b, a, UsesBaseline ? o.BaselineOf(b, DefaultFill) : b.X, SoftmaxOf(o)).ToArray<double>();
     }
 
     /// <summary>Whether the metric ranks single features, so that <c>features: values</c> applies.</summary>
@@ -306,41 +310,6 @@ public sealed class RegionPerturbation : FaithfulnessMetric
         var step = stack(b.Generators.Select(g => randperm(blocks, generator: g).index_select(0, block)).ToArray());   // N×D
         counts = Enumerable.Repeat(Math.Min(blocks, o.Regions), (int)b.N).ToArray();
         return step;
-    }
-}
-
-/// <summary><c>sensitivity-n</c> (Ancona et al. 2018): for each subset size n (<c>fractions</c> of the pixels), the
-/// Pearson correlation over <c>runs</c> random subsets of size n (seeded per input) between the subset's attribution
-/// sum and the output drop when it is replaced; the score is the mean over n (the per-n values are in the JSON as
-/// well). Logits and baseline min by default. **Differs from Quantus**, whose SensitivityN removes pixels cumulatively
-/// in attribution order and correlates across the inputs of its first batch: Loupe follows the paper. Higher is
-/// better.</summary>
-public sealed class SensitivityN : FaithfulnessMetric
-{
-    /// <inheritdoc/>
-    public override string Id => "sensitivity-n";
-    /// <inheritdoc/>
-    protected override bool RanksFeatures => true;
-    /// <inheritdoc/>
-    public override bool HigherIsBetter => true;
-    /// <inheritdoc/>
-    protected override bool DefaultSoftmax => false;
-
-    /// <inheritdoc/>
-    protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
-    {
-        if (o.Fractions.Length == 0 || o.Fractions.Any(f => f is <= 0 or >= 1))
-            throw new LoupeException("sensitivity-n: option 'fractions' must list fractions in (0, 1)");
-        var fx = b.Clean(softmax);
-        var per = o.Fractions.Select(frac =>
-        {
-            long d = a.shape[1];
-            int size = (int)Math.Clamp(Math.Round(frac * d), 1, d - 1);
-            return FaithfulnessCorrelation.Correlation(o, b, a, baseline, softmax, o.Runs, size, fx);
-        }).ToArray();
-        var all = stack(per, 1);
-        var finite = all.isnan().logical_not();
-        return where(finite, all, zeros_like(all)).sum(1) / finite.sum(1).to(ScalarType.Float64);
     }
 }
 

@@ -5,12 +5,14 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
-/// <summary>What <c>irof</c> reports.</summary>
-public enum IrofScore
+/// <summary>Whose definition <c>irof</c> and <c>sensitivity-n</c> report.</summary>
+public enum ScoreConvention
 {
-    /// <summary>Rieger &amp; Hansen's area over the curve on [0, 1], p_0 = 1 included.</summary>
+    /// <summary>The paper's (irof: Rieger &amp; Hansen's area over the curve on [0, 1], p_0 = 1 included;
+    /// sensitivity-n: Ancona et al.'s random subsets per input).</summary>
     Paper,
-    /// <summary>Quantus's M − Σ trapezoid(p_1 … p_M, dx = 1).</summary>
+    /// <summary>Quantus's (irof: M − Σ trapezoid(p_1 … p_M, dx = 1); sensitivity-n: per step of the attribution order,
+    /// the correlation across the inputs).</summary>
     Quantus,
 }
 
@@ -38,6 +40,12 @@ public sealed record FaithfulnessOptions : PerturbOptions
     /// <summary>Subset sizes.</summary>
     [Description("sensitivity-n: subset sizes n as fractions of the pixels (Ancona et al. sweep n up to 80%)")]
     public double[] Fractions { get; init; } = [0.01, 0.05, 0.1, 0.2, 0.4, 0.8];
+    /// <summary>Sensitivity-n's share of the features (Quantus).</summary>
+    [Range(0.0, 1.0), Description("sensitivity-n with score: quantus: the steps scored cover this share of the H×W pixels, ⌊max_fraction·H·W / features_in_step⌋ steps (Quantus n_max_percentage: 0.8)")]
+    public double MaxFraction { get; init; } = 0.8;
+    /// <summary>Quantus's batch.</summary>
+    [Range(2, int.MaxValue), Description("sensitivity-n with score: quantus: correlate only the run's first n inputs, as Quantus scores only the first batch it is given (its batch_size, 64 by default); default: every input of the run")]
+    public int? QuantusBatchSize { get; init; }
     /// <summary>Order.</summary>
     [Description("region-perturbation and road: morf (most relevant first; higher is better for region-perturbation's AOPC, lower for road's accuracy) or lerf (least relevant first; the reverse); region-perturbation also random (the grid's regions in a random order seeded per input, Quantus's reference curve)")]
     public RegionOrder Order { get; init; } = RegionOrder.Morf;
@@ -51,8 +59,8 @@ public sealed record FaithfulnessOptions : PerturbOptions
     [Range(0.01, 1000.0), Description("irof: SLIC compactness (skimage default: 10)")]
     public double Compactness { get; init; } = 10;
     /// <summary>IROF's score.</summary>
-    [Description("irof: paper (the default: 1 − the area under p_0 = 1, p_1 … p_M on [0, 1], comparable across segment counts) or quantus (Quantus's M − Σ trapezoid of p_1 … p_M with dx = 1, as Quantus gives it for a batch of one input or of equal segment counts)")]
-    public IrofScore Score { get; init; }
+    [Description("irof: paper (the default: 1 − the area under p_0 = 1, p_1 … p_M on [0, 1], comparable across segment counts) or quantus (Quantus's M − Σ trapezoid of p_1 … p_M with dx = 1, as Quantus gives it for a batch of one input or of equal segment counts); sensitivity-n: paper (the default: Ancona et al.'s random subsets of each size, correlated per input) or quantus (Quantus's SensitivityN: features removed cumulatively in attribution order, features_in_step at a time; per step, the correlation across the run's inputs of the output drop and the step's attribution sum; the score is the mean over the steps; softmax by default; no shards)")]
+    public ScoreConvention Score { get; init; }
     /// <summary>Grid instead of SLIC.</summary>
     [Range(1, 4096), Description("irof: square cells of this side instead of SLIC superpixels")]
     public int? Cell { get; init; }

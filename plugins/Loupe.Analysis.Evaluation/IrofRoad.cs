@@ -65,7 +65,7 @@ public sealed class Irof : FaithfulnessMetric
         for (int i = 0; i < b.N; i++)
         {
             var p = curve[i].narrow(0, 0, counts[i]) / fx[i];
-            if (o.Score == IrofScore.Quantus)
+            if (o.Score == ScoreConvention.Quantus)
             {
                 // M − np.trapz(p_1 … p_M, dx = 1).
                 double trapz = counts[i] < 2 ? 0 : ((p.sum() - (p[0] + p[-1]) / 2).item<double>());

@@ -248,6 +248,19 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         Curves = (rows, axis);
     }
 
+    /// <summary>Per-input rows a metric scores across the run's inputs once it has seen them all
+    /// (<see cref="RecordAcross"/>), or null.</summary>
+    public double[][]? Across { get; private set; }
+
+    /// <summary>Records this batch's rows (N×T) for <see cref="QualityMetric{TOptions}.ScoreAcross"/>: the metric's
+    /// score is then a function of every input's row, not one value per input.</summary>
+    public void RecordAcross(Tensor rows)
+    {
+        long t = rows.shape[1];
+        var values = rows.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        Across = Enumerable.Range(0, (int)N).Select(i => values.AsSpan((int)(i * t), (int)t).ToArray()).ToArray();
+    }
+
     /// <summary>x with the features where <paramref name="replace"/> (N×k×D, or N×k×(C·D) for channel values; 1 =
     /// replaced) taken from <paramref name="baseline"/>: N×k×C×H×W.</summary>
     public Tensor Replace(Tensor replace, Tensor baseline, Tensor? from = null)
@@ -299,6 +312,16 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
     /// <summary>One score per row of the batch (curve metrics also record the curves: <see cref="MetricBatch.RecordCurves"/>).</summary>
     protected abstract double[] Score(TOptions options, MetricBatch batch);
 
+    /// <summary>Scores the run from the rows its batches recorded with <see cref="MetricBatch.RecordAcross"/> (in
+    /// dataset order) instead of one value per input; such options must refuse shards (<see cref="Unshardable"/>).</summary>
+    protected virtual void ScoreAcross(TOptions o, IAnalysisContext ctx, MetricWriter writer, IReadOnlyList<string> ids, IReadOnlyList<string> labels, IReadOnlyList<double[]> rows) =>
+        throw new InvalidOperationException($"{Id} recorded rows across inputs but does not score them");
+
+    /// <summary>Why these options cannot run on shards (null: they can).</summary>
+    protected virtual string? Unshardable(TOptions o) => null;
+
+    string? IShardable.Unshardable(object options) => Unshardable((TOptions)options);
+
     /// <summary>Names of the curve's points when each gets a series (<c>&lt;key&gt;_&lt;name&gt;</c>); null: none.</summary>
     protected virtual IReadOnlyList<string>? CurvePoints(TOptions options) => null;
 
@@ -313,6 +336,7 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
         var labels = new List<string>();
         var values = new List<double>();
         var curves = new List<double[]>();
+        var across = new List<double[]>();
         CurveAxis? axis = null;
         foreach (var batch in ctx.Batches())
         {
@@ -324,49 +348,19 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
             try { values.AddRange(Score(o, mb)); }
             finally { foreach (var g in gens) g.Dispose(); }
             if (mb.Curves is { } c) { curves.AddRange(c.Rows); axis ??= c.Axis; }
+            if (mb.Across is { } r) across.AddRange(r);
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
             if (ctx.InputCount is > 0) ctx.Progress(ids.Count / (double)ctx.InputCount.Value);
         }
+        if (across.Count > 0) { ScoreAcross(o, ctx, writer, ids, labels, across); return; }
         WriteScores(ctx, writer, Id, o, HigherIsBetterWith(o), ids, labels, values);
         if (axis is null) return;
         if (axis.Points is { } points)
             for (int j = 0; j < points.Length; j++) writer.Stat($"{Key}_{points[j]}", curves.Select(r => r[j]).ToList());
         var rows = new NdArray(curves.SelectMany(r => r.Select(v => (float)v)).ToArray(), [curves.Count, axis.X.Length]);
         ctx.Output.Raw(Key + "_curve", null, rows);
-        WriteCurve(ctx.Output, Id, o.Of!.Id, axis, rows);
-    }
-
-    /// <summary><c>&lt;key&gt;_curve.json</c> (the axis; per point the mean and std over the inputs that reach it) and the
-    /// plot of the mean curve over the inputs' curves (N×T rows, NaN past a row's end).</summary>
-    static void WriteCurve(IArtifactSink output, string id, string of, CurveAxis axis, NdArray rows)
-    {
-        int n = (int)rows.Shape[0], t = (int)rows.Shape[1];
-        var stats = Enumerable.Range(0, t).Select(j => MetricWriter.MeanStd(Enumerable.Range(0, n).Select(i => (double)rows.Data[i * t + j]).ToList())).ToList();
-        static JsonNode? Num(double v) => double.IsFinite(v) ? JsonValue.Create(v) : null;
-        output.Json(id.Replace('-', '_') + "_curve", new JsonObject
-        {
-            ["metric"] = id, ["of"] = of, ["x"] = new JsonArray(axis.X.Select(v => (JsonNode?)v).ToArray()),
-            ["x_title"] = axis.XTitle, ["y_title"] = axis.YTitle,
-            ["points"] = axis.Points is null ? null : new JsonArray(axis.Points.Select(p => (JsonNode?)p).ToArray()),
-            ["note"] = "rows of <key>_curve.npy: one curve per input, NaN past its own length; mean and std per point over the inputs that reach it",
-            ["mean"] = new JsonArray(stats.Select(s => Num(s.Mean)).ToArray()),
-            ["std"] = new JsonArray(stats.Select(s => Num(s.Std)).ToArray()),
-        });
-        // The plot: each input's curve held at its last value past its end (nothing more is removed), their mean, up to
-        // the longest curve.
-        int shown = Math.Max(1, Enumerable.Range(0, n).Select(i => Enumerable.Range(0, t).LastOrDefault(j => !float.IsNaN(rows.Data[i * t + j]), -1) + 1).DefaultIfEmpty(1).Max());
-        var held = Enumerable.Range(0, n).Select(i =>
-        {
-            var ys = new double[shown];
-            double last = double.NaN;
-            for (int j = 0; j < shown; j++) ys[j] = last = float.IsNaN(rows.Data[i * t + j]) ? last : rows.Data[i * t + j];
-            return ys;
-        }).ToList();
-        bool ragged = held.Count > 0 && Enumerable.Range(0, n).Any(i => float.IsNaN(rows.Data[i * t + shown - 1]));
-        var mean = Enumerable.Range(0, shown).Select(j => MetricWriter.MeanStd(held.Select(h => h[j]).ToList()).Mean).ToArray();
-        output.Display(id.Replace('-', '_') + "_curve", null, Plots.Lines(axis.X[..shown], [(ragged ? "mean over inputs (each held at its end)" : "mean over inputs", mean)],
-            $"{id} of '{of}'", axis.XTitle, axis.YTitle, faint: held.Take(64).ToList()));
+        CurveArtifacts.Write(ctx.Output, Id, o.Of!.Id, axis, rows);
     }
 
     /// <summary>Writes per-input scores as every Quantus-style metric does: <c>&lt;key&gt;.npy</c>, <c>&lt;key&gt;.json</c>
@@ -395,6 +389,6 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
         var info = merge.Json(Key + "_curve")[0];
         var axis = new CurveAxis(info["x"]!.AsArray().Select(v => v!.GetValue<double>()).ToArray(), info["x_title"]!.GetValue<string>(),
             info["y_title"]!.GetValue<string>(), info["points"]?.AsArray().Select(v => v!.GetValue<string>()).ToArray());
-        WriteCurve(merge.Output, Id, info["of"]!.GetValue<string>(), axis, rows);
+        CurveArtifacts.Write(merge.Output, Id, info["of"]!.GetValue<string>(), axis, rows);
     }
 }

@@ -98,12 +98,18 @@ internal sealed class ShardedDataSource(IDataSource inner, ShardInfo shard) : ID
 public static partial class PipelineRunner
 {
     /// <summary>Steps that cannot run on a part of the dataset, one error each (at the step's <c>uses:</c>).</summary>
-    static IEnumerable<PipelineError> RefuseUnshardable(PipelineSpec spec, List<PreparedStep> steps, ShardRequest shard) =>
-        steps.Where(s => s.Analysis is not IShardable).Select(s => new PipelineError(spec.File, (int)s.Spec.UsesMark.Line, (int)s.Spec.UsesMark.Column,
-            $"step '{s.Spec.Id}' ({s.Spec.Uses}) cannot run under --shard {shard}: " +
-            (s.Analysis.Requirements.UsesData ? "its result is not a map over the inputs that 'loupe merge' can combine (it needs the whole dataset at once)"
-                : "it does not read the data, so there is nothing to shard") +
-            "; run it in a pipeline without --shard (docs/scale-out.md)"));
+    static IEnumerable<PipelineError> RefuseUnshardable(PipelineSpec spec, List<PreparedStep> steps, ShardRequest shard)
+    {
+        foreach (var s in steps)
+        {
+            var why = s.Analysis is IShardable shardable ? shardable.Unshardable(s.Options)
+                : s.Analysis.Requirements.UsesData ? "its result is not a map over the inputs that 'loupe merge' can combine (it needs the whole dataset at once)"
+                : "it does not read the data, so there is nothing to shard";
+            if (why is not null)
+                yield return new PipelineError(spec.File, (int)s.Spec.UsesMark.Line, (int)s.Spec.UsesMark.Column,
+                    $"step '{s.Spec.Id}' ({s.Spec.Uses}) cannot run under --shard {shard}: {why}; run it in a pipeline without --shard (docs/scale-out.md)");
+        }
+    }
 
     /// <summary>The shard's rows of <paramref name="data"/>, in whole batches of the least common multiple of the
     /// batch sizes the steps use.</summary>
