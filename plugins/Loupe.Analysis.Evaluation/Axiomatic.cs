@@ -40,7 +40,7 @@ public sealed class Completeness : QualityMetric<CompletenessOptions>
         using var scope = NewDisposeScope();
         bool softmax = o.Softmax ?? false;
         var a = b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1);
-        a = Normalisations.Rows(a, o.Normalise.Resolve(false));
+        a = Normalisations.Rows(a, o.Normalise.Resolve(false), b.NormaliseGroup);
         if (o.Abs == true) a = a.abs();
         var sum = a.sum(1);
         var baseline = o.BaselineOf(b, Fill.Min);
@@ -87,7 +87,7 @@ public sealed class NonSensitivity : QualityMetric<NonSensitivityOptions>
 }
 
 /// <summary>Options of <c>input-invariance</c>.</summary>
-public sealed record InputInvarianceOptions : MetricOptions
+public sealed record InputInvarianceOptions : NormalisedMetricOptions
 {
     /// <summary>Shift.</summary>
     [Range(-1e6, 1e6), Description("constant added to every input value, in normalised units (Quantus input_shift: −1)")]
@@ -140,7 +140,7 @@ public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
             throw new LoupeException($"input-invariance: layer '{layer}' is not affine in the input (shifting the input changes its output by more than a constant); set 'layer' to the first convolution or linear layer");
         Tensor Flat(Tensor map)
         {
-            var f = Normalisations.Rows(map.detach().to(ScalarType.Float64).reshape(b.N, -1), o.Normalise.Resolve());
+            var f = Normalisations.Rows(map.detach().to(ScalarType.Float64).reshape(b.N, -1), o.Normalise.Resolve(), b.NormaliseGroup);
             return o.Abs ? f.abs() : f;
         }
         var reference = Flat(b.Map);

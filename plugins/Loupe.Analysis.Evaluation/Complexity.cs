@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Evaluation;
 
 /// <summary>Options of the complexity metrics (Quantus defaults: abs and normalise on).</summary>
-public sealed record ComplexityOptions : MetricOptions
+public sealed record ComplexityOptions : NormalisedMetricOptions
 {
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the (channel-summed) map, after normalise (Quantus default: true)")]

@@ -15,7 +15,7 @@ public enum ContinuitySweep
 }
 
 /// <summary>Options of <c>continuity</c>.</summary>
-public sealed record ContinuityOptions : MetricOptions, IConstantFill
+public sealed record ContinuityOptions : NormalisedMetricOptions, IConstantFill
 {
     /// <summary>Steps.</summary>
     [Range(1, 4096), Description("translated copies per input (default 10 for sweep: right; Quantus nr_steps: 28, the default for sweep: quantus)")]
@@ -100,7 +100,7 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
             var xs = copies.reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var sel = b.Selection.Rows(Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
             var maps = LinkedMaps(o, ctx, xs, null, sel).Map;
-            var rs = new MetricBatch(ctx, b.Batch with { Input = xs }, maps, sel, [], null).Features(o.Abs, o.Normalise.Resolve()).view(k, n, -1);
+            var rs = new MetricBatch(ctx, b.Batch with { Input = xs }, maps, sel, [], null) { NormaliseGroup = b.NormaliseGroup }.Features(o.Abs, o.Normalise.Resolve()).view(k, n, -1);
             var dr = (rs - r.unsqueeze(0)).abs().sum(2);                                                   // k×N
             var dx = (copies - x.unsqueeze(0)).to(ScalarType.Float64).reshape(k, n, -1).norm(2);           // k×N
             // Quantus divides by ‖x − x_k‖₂ + 1e-9; the right sweep never meets x_k = x but where it does (a constant

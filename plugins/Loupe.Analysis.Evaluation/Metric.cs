@@ -18,6 +18,17 @@ public abstract record MetricOptions
     public string[] Expect { get; init; } = [];
 }
 
+/// <summary>Options of the metrics that rescale maps (<c>normalise</c>), with the scope of that rescaling.</summary>
+public abstract record NormalisedMetricOptions : MetricOptions
+{
+    /// <summary>Which maps one normalisation covers.</summary>
+    [Description("which maps 'normalise' rescales together: map (each on its own, the default: a score does not depend on the other inputs) or batch (the maps of each batch of the run — settings.batch_size or the step's batch_size — together, by one max |a| or second moment; perturbed maps over the batch's maps of the same perturbation): Quantus called once per batch of your data, which normalises the a_batch of a call and the maps it explains together — its numbers for the scale-dependent metrics (effective-complexity, non-sensitivity, local-lipschitz, continuity, random-logit, infidelity or completeness with normalise) with the same batches")]
+    public NormaliseScope NormaliseOver { get; init; }
+
+    /// <summary>Rows normalised together for a batch of <paramref name="n"/> maps.</summary>
+    public long Together(long n) => NormaliseOver == NormaliseScope.Batch ? n : 1;
+}
+
 /// <summary>Options whose fill may be a constant (<c>baseline: 0.5</c> or one value per channel), checked against the
 /// model's channels at validation.</summary>
 public interface IConstantFill

@@ -23,6 +23,16 @@ public enum Normalisation
     SecondMoment,
 }
 
+/// <summary>Which maps a normalisation rescales together (<c>normalise_over</c>).</summary>
+public enum NormaliseScope
+{
+    /// <summary>Each map by its own max (or second moment): a score does not depend on the other inputs.</summary>
+    Map,
+    /// <summary>The maps of one batch of the run together, as Quantus normalises every batch it is given (one max
+    /// |a| over all of them); perturbed maps over the batch's maps of the same perturbation.</summary>
+    Batch,
+}
+
 /// <summary>The normalisations on flattened maps (N×F, one map per row, float64). A map that is all zeros stays as it
 /// is, as Quantus leaves it.</summary>
 public static class Normalisations
@@ -49,6 +59,11 @@ public static class Normalisations
         Normalisation.SecondMoment => BySecondMoment(a),
         _ => throw new ArgumentOutOfRangeException(nameof(kind), kind, null),
     };
+
+    /// <summary>Applies <paramref name="kind"/> to groups of <paramref name="together"/> consecutive rows of
+    /// <paramref name="a"/> (R×F, R a multiple of it), each group as one map (1: each row on its own).</summary>
+    public static Tensor Rows(Tensor a, Normalisation kind, long together) =>
+        together <= 1 || kind == Normalisation.None ? Rows(a, kind) : Rows(a.reshape(-1, together * a.shape[1]), kind).view_as(a);
 
     /// <summary>Quantus's <c>normalise_by_max</c>: a / max|a| per row.</summary>
     public static Tensor ByMax(Tensor a)

@@ -52,7 +52,7 @@ public sealed record NoiseFill(double Mean = 0, double Std = 0.01, double Lower 
 }
 
 /// <summary>Options shared by the metrics that perturb features.</summary>
-public abstract record PerturbOptions : MetricOptions, IConstantFill
+public abstract record PerturbOptions : NormalisedMetricOptions, IConstantFill
 {
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the channel-summed map (after normalise, as Quantus) (default: Quantus's per metric)")]

@@ -10,6 +10,10 @@ namespace Loupe.Analysis.Evaluation;
 /// explain, one random generator per input id, and helpers for perturbed forwards under the memory budget.</summary>
 public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor map, TargetSelection selection, Generator[] generators, int? microBatch)
 {
+    /// <summary>Consecutive maps normalised together (<see cref="Normalisations.Rows(Tensor, Normalisation, long)"/>):
+    /// 1, or the batch's size under <c>normalise_over: batch</c>.</summary>
+    public long NormaliseGroup { get; init; } = 1;
+
     /// <summary>The step's context.</summary>
     public IAnalysisContext Context => ctx;
     /// <summary>The batch.</summary>
@@ -39,7 +43,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         long h = X.shape[2], w = X.shape[3];
         var m = map.dim() == 4 ? map.detach().sum(1) : map.detach();
         m = Maps.Reduce(m.to(ScalarType.Float32), h, w).reshape(N, h * w).to(ScalarType.Float64);
-        m = Normalisations.Rows(m, normalise.Resolve());   // before |·|, as Quantus (it matters for normalise_by_negative)
+        m = Normalisations.Rows(m, normalise.Resolve(), NormaliseGroup);   // before |·|, as Quantus (it matters for normalise_by_negative)
         if (abs) m = m.abs();
         return scope.MoveToOuter(m);
     }
@@ -58,7 +62,7 @@ public sealed class MetricBatch(IAnalysisContext ctx, InputBatch batch, Tensor m
         if (m.shape[2] != h || m.shape[3] != w)
             m = nn.functional.interpolate(m, [h, w], mode: InterpolationMode.Bilinear, align_corners: false);
         var v = m.expand(N, c, h, w).reshape(N, c * h * w).to(ScalarType.Float64);
-        v = Normalisations.Rows(v, normalise.Resolve());
+        v = Normalisations.Rows(v, normalise.Resolve(), NormaliseGroup);
         if (abs) v = v.abs();
         return scope.MoveToOuter(v.contiguous());
     }
@@ -344,7 +348,11 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
             ctx.Cancellation.ThrowIfCancellationRequested();
             var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
             var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
-            var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, gens, MicroBatch(o)) { Start = (ctx.Shard?.FirstRow ?? 0) + ids.Count };
+            var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, gens, MicroBatch(o))
+            {
+                Start = (ctx.Shard?.FirstRow ?? 0) + ids.Count,
+                NormaliseGroup = o is NormalisedMetricOptions scoped ? scoped.Together(batch.Ids.Length) : 1,
+            };
             try { values.AddRange(Score(o, mb)); }
             finally { foreach (var g in gens) g.Dispose(); }
             if (mb.Curves is { } c) { curves.AddRange(c.Rows); axis ??= c.Axis; }

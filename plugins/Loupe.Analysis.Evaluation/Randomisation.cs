@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Evaluation;
 
 /// <summary>Options of <c>random-logit</c>.</summary>
-public sealed record RandomLogitOptions : MetricOptions
+public sealed record RandomLogitOptions : NormalisedMetricOptions
 {
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the channel-summed maps before comparing (Quantus default: false)")]
@@ -66,7 +66,7 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         var labels = off.Select(c => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}").ToArray();
         var other = LinkedMaps(o, ctx, b.X, null, new TargetSelection(off, labels)).Map;
         var a = b.Features(o.Abs, Normalisation.Max);
-        var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null).Features(o.Abs, Normalisation.Max);
+        var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null) { NormaliseGroup = b.NormaliseGroup }.Features(o.Abs, Normalisation.Max);
         long h = b.X.shape[2], w = b.X.shape[3];
         return Enumerable.Range(0, (int)b.N).Select(i => MapSimilarities.Of(o.Similarity, a[i], bm[i], h, w)).ToArray();
     }

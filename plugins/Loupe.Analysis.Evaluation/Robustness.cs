@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Evaluation;
 
 /// <summary>Options of <c>infidelity</c>.</summary>
-public sealed record InfidelityOptions : MetricOptions, IConstantFill
+public sealed record InfidelityOptions : NormalisedMetricOptions, IConstantFill
 {
     /// <summary>Perturbations.</summary>
     [Description("gaussian (Captum's infidelity: I ~ N(0, σ²) per input element, `samples` draws) or blocks (Quantus 0.6's Infidelity: patch × patch blocks of every channel replaced by the baseline cumulatively, in raster order)")]
@@ -90,7 +90,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
             if (phi.dim() == 3) phi = phi.unsqueeze(1);
             if (phi.shape[2] != h || phi.shape[3] != w)
                 throw new LoupeException($"the maps of '{o.Of!.Id}' have shape ({string.Join("×", result.Map.shape)}), not the input's {h}×{w}: infidelity needs input-resolution maps");
-            phi = Normalisations.Rows(phi.flatten(1), o.Normalise.Resolve()).view_as(phi);
+            phi = Normalisations.Rows(phi.flatten(1), o.Normalise.Resolve(), o.Together(n)).view_as(phi);
             if (o.Abs) phi = phi.abs();
             phi = phi.expand(n, c, h, w);
             var b = new MetricBatch(ctx, batch, phi, result.Selection, gens, o.MicroBatch);

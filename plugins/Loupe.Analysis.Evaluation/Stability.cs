@@ -17,7 +17,7 @@ public enum MapNorm
 }
 
 /// <summary>Options of the robustness metrics (each re-runs the evaluated method on perturbed inputs).</summary>
-public sealed record StabilityOptions : MetricOptions
+public sealed record StabilityOptions : NormalisedMetricOptions
 {
     /// <summary>Samples.</summary>
     [Range(1, 100_000), Description("perturbed inputs per input (Quantus nr_samples: 200)")]
@@ -127,7 +127,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         Tensor Flat(Tensor m)
         {
             var f = m.detach().to(ScalarType.Float64).reshape(m.shape[0], -1);
-            f = Normalisations.Rows(f, normalise);
+            f = Normalisations.Rows(f, normalise, b.NormaliseGroup);   // perturbed maps: k groups of the batch's n
             return abs ? f.abs() : f;
         }
         var e = Flat(b.Map);
