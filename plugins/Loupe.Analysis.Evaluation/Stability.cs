@@ -12,8 +12,10 @@ public enum MapNorm
     Fro,
     /// <summary>L2 (the same as <see cref="Fro"/> on a flattened map).</summary>
     L2,
-    /// <summary>The largest |value|.</summary>
+    /// <summary>The largest |value| (Quantus linf_norm, distance_chebyshev).</summary>
     Linf,
+    /// <summary>The sum of |values| (Quantus distance_manhattan).</summary>
+    L1,
 }
 
 /// <summary>Options of the robustness metrics (each re-runs the evaluated method on perturbed inputs).</summary>
@@ -22,17 +24,20 @@ public sealed record StabilityOptions : NormalisedMetricOptions
     /// <summary>Samples.</summary>
     [Range(1, 100_000), Description("perturbed inputs per input (Quantus nr_samples: 200)")]
     public int Samples { get; init; } = 200;
+    /// <summary>The noise's distribution; null: the metric's.</summary>
+    [Description("the noise added to each input element (Quantus perturb_func): uniform (batch_uniform_noise: the default of avg-sensitivity, max-sensitivity and relative-*-stability) or gaussian (batch_gaussian_noise: local-lipschitz's default)")]
+    public StabilityNoise? Noise { get; init; }
     /// <summary>Uniform radius.</summary>
-    [Range(0.0, 1000.0), Description("avg-sensitivity and relative-*-stability: noise up to r per input element, normalised units: U[−r, r], or U[lower_bound, r] when lower_bound is set (Quantus: avg-sensitivity lower_bound 0.2 = U[−0.2, 0.2]; relative-*-stability upper_bound 0.2)")]
-    public double Radius { get; init; } = 0.2;
+    [Range(0.0, 1000.0), Description("uniform noise: up to r per input element, normalised units: U[−r, r], or U[lower_bound, r] when lower_bound is set (Quantus: 0.2 — avg- and max-sensitivity's lower_bound 0.2 = U[−0.2, 0.2], relative-*-stability's upper_bound 0.2; local-lipschitz 0.02, batch_uniform_noise's own lower_bound)")]
+    public double? Radius { get; init; }
     /// <summary>One-sided noise from this bound.</summary>
-    [Range(0.0, 1000.0), Description("avg-sensitivity and relative-*-stability: noise U[lower_bound, radius] instead of U[−radius, radius] (Quantus's relative-*-stability: 0.02, its batch_uniform_noise lower_bound with upper_bound 0.2; unset for avg-sensitivity)")]
+    [Range(0.0, 1000.0), Description("uniform noise: U[lower_bound, radius] instead of U[−radius, radius] (Quantus's relative-*-stability: 0.02, its batch_uniform_noise lower_bound with upper_bound 0.2; unset for the others)")]
     public double? LowerBound { get; init; }
     /// <summary>Gaussian σ.</summary>
-    [Range(0.0, 1000.0), Description("local-lipschitz: noise N(0, σ²) per input element, normalised units (Quantus perturb_std: 0.1)")]
-    public double Sigma { get; init; } = 0.1;
+    [Range(0.0, 1000.0), Description("gaussian noise: N(mean, σ²) per input element, normalised units (Quantus perturb_std: local-lipschitz 0.1; the others 0.01, batch_gaussian_noise's own)")]
+    public double? Sigma { get; init; }
     /// <summary>Gaussian mean.</summary>
-    [Range(-1e6, 1e6), Description("local-lipschitz: mean of the noise N(mean, σ²), normalised units (Quantus perturb_mean: 0)")]
+    [Range(-1e6, 1e6), Description("gaussian noise: the mean of N(mean, σ²), normalised units (Quantus perturb_mean: 0)")]
     public double Mean { get; init; }
     /// <summary>ε.</summary>
     [Range(0.0, 1.0), Description("relative-*-stability: replaces the denominator and the divisors' entries when they are exactly 0 (Quantus eps_min: 1e-6)")]
@@ -41,10 +46,10 @@ public sealed record StabilityOptions : NormalisedMetricOptions
     [Description("leave out perturbed samples whose top-1 class changed (Quantus: true for relative-*-stability, false otherwise)")]
     public bool? SkipChangedPredictions { get; init; }
     /// <summary>Numerator norm.</summary>
-    [Description("avg-sensitivity and max-sensitivity: the norm of Φ(x) − Φ(x') (Quantus norm_numerator: fro; l2 is the same on the flat map; linf the largest |·|)")]
+    [Description("avg-sensitivity, max-sensitivity and local-lipschitz: the norm of Φ(x) − Φ(x') (Quantus norm_numerator: fro_norm, or local-lipschitz's distance_euclidean; l2 is the same on the flat map; linf the largest |·| (linf_norm, distance_chebyshev); l1 the sum of |·| (distance_manhattan))")]
     public MapNorm NormNumerator { get; init; } = MapNorm.Fro;
     /// <summary>Denominator norm.</summary>
-    [Description("avg-sensitivity and max-sensitivity: the norm of Φ(x) (Quantus norm_denominator: fro)")]
+    [Description("avg-sensitivity and max-sensitivity: the norm of Φ(x); local-lipschitz: the norm of x − x' (Quantus norm_denominator: fro_norm; local-lipschitz's distance_euclidean); the same choices as norm_numerator")]
     public MapNorm NormDenominator { get; init; } = MapNorm.Fro;
     /// <summary>Probabilities.</summary>
     [Description("relative-output-stability: compare the class probabilities instead of the logits (Quantus softmax; default false)")]
@@ -71,6 +76,15 @@ public sealed record StabilityOptions : NormalisedMetricOptions
     public string[] RepresentationLayers() => [.. new[] { Layer }.Concat(Layers ?? []).OfType<string>().Where(l => l.Length > 0).Distinct()];
 }
 
+/// <summary>The noise of the robustness metrics (Quantus's perturb_func).</summary>
+public enum StabilityNoise
+{
+    /// <summary>U[−radius, radius], or U[lower_bound, radius] (batch_uniform_noise).</summary>
+    Uniform,
+    /// <summary>N(mean, σ²) (batch_gaussian_noise).</summary>
+    Gaussian,
+}
+
 /// <summary>Base of the robustness metrics: <c>samples</c> noisy copies per input (noise drawn per input id, one sample
 /// at a time, so batches and shards give the same numbers), the method run again on them in batches of copies under the
 /// memory budget (target: the classes chosen on the clean input), and a per-sample ratio reduced over samples.</summary>
@@ -78,8 +92,17 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
 {
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
-    /// <summary>Gaussian (local Lipschitz) rather than uniform noise.</summary>
+    /// <summary>Gaussian (local Lipschitz) rather than uniform noise by default.</summary>
     protected virtual bool Gaussian => false;
+
+    /// <summary>Whether these options draw Gaussian noise.</summary>
+    bool GaussianWith(StabilityOptions o) => o.Noise is { } kind ? kind == StabilityNoise.Gaussian : Gaussian;
+    /// <summary>The uniform noise's radius: the option, else Quantus's (the metric's bound; for a metric whose own
+    /// noise is Gaussian, batch_uniform_noise's default 0.02).</summary>
+    double RadiusOf(StabilityOptions o) => o.Radius ?? (Gaussian ? 0.02 : 0.2);
+    /// <summary>The Gaussian noise's σ: the option, else Quantus's (local-lipschitz's perturb_std 0.1; for the others,
+    /// batch_gaussian_noise's default 0.01).</summary>
+    double SigmaOf(StabilityOptions o) => o.Sigma ?? (Gaussian ? 0.1 : 0.01);
     /// <summary>Quantus's default of skipping changed predictions.</summary>
     protected virtual bool SkipChangedByDefault => false;
     /// <summary>Max over samples (else the mean).</summary>
@@ -94,8 +117,8 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
     {
-        if (!Gaussian && (o.LowerBound ?? DefaultLowerBound) is { } lo && lo >= o.Radius)
-            yield return $"option 'lower_bound' ({lo}) must be below 'radius' ({o.Radius}): the noise is drawn from U[lower_bound, radius]";
+        if (!GaussianWith(o) && (o.LowerBound ?? DefaultLowerBound) is { } lo && lo >= RadiusOf(o))
+            yield return $"option 'lower_bound' ({lo}) must be below 'radius' ({RadiusOf(o)}): the noise is drawn from U[lower_bound, radius]";
     }
 
     /// <summary>Whether <see cref="Ratio"/> reads the representations h, h' (else no forward computes them).</summary>
@@ -140,6 +163,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         if (forward) { var (logits, rep) = Forward(o, ctx, x, b.Selection); top = logits.argmax(1); h = rep; }
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
         var values = new List<Tensor>();
+        bool gaussian = GaussianWith(o);
         for (int s0 = 0; s0 < o.Samples; s0 += (int)chunk)
         {
             using var inner = NewDisposeScope();
@@ -148,10 +172,10 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             // One draw per sample and input: the same noise whatever the chunking.
             // Uniform: U[lower_bound, radius], or U[−radius, radius] without a lower bound.
             double? lower = o.LowerBound ?? DefaultLowerBound;
-            double from = lower ?? -o.Radius;
-            var noise = stack(Enumerable.Range(0, k).Select(_ => Gaussian
-                ? InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * o.Sigma + o.Mean
-                : InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * (o.Radius - from) + from).ToArray());   // k×N×C×H×W
+            double radius = RadiusOf(o), from = lower ?? -radius, sigma = SigmaOf(o);
+            var noise = stack(Enumerable.Range(0, k).Select(_ => gaussian
+                ? InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * sigma + o.Mean
+                : InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * (radius - from) + from).ToArray());   // k×N×C×H×W
             var xs = (x.unsqueeze(0) + noise.to(x.dtype)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
@@ -184,6 +208,14 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
 
     /// <summary>Frobenius (L2 over all values) norm per row.</summary>
     protected static Tensor Norm(Tensor t) => t.norm(1);
+
+    /// <summary>The norm <paramref name="norm"/> of each row.</summary>
+    protected static Tensor Of(MapNorm norm, Tensor t) => norm switch
+    {
+        MapNorm.Linf => t.abs().amax([1]),
+        MapNorm.L1 => t.abs().sum(1),
+        _ => Norm(t),
+    };
 }
 
 /// <summary><c>avg-sensitivity</c> (Yeh et al. 2019; Quantus AvgSensitivity): the mean over samples x' = x + U[−r, r]
@@ -212,8 +244,6 @@ public abstract class MapSensitivity : StabilityMetric
     /// <inheritdoc/>
     protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
         Of(o.NormNumerator, e - es) / Of(o.NormDenominator, e).clamp_min(1e-30);
-
-    static Tensor Of(MapNorm norm, Tensor t) => norm == MapNorm.Linf ? t.abs().amax([1]) : Norm(t);
 }
 
 /// <summary><c>local-lipschitz</c> (Alvarez-Melis &amp; Jaakkola 2018; Quantus LocalLipschitzEstimate): the max over
@@ -229,7 +259,7 @@ public sealed class LocalLipschitz : StabilityMetric
     protected override bool Normalise => true;
     /// <inheritdoc/>
     protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
-        Norm(e - es) / Norm(x - xs).clamp_min(1e-30);
+        Of(o.NormNumerator, e - es) / Of(o.NormDenominator, x - xs).clamp_min(1e-30);
 }
 
 /// <summary>Base of the relative stabilities (Agarwal et al. 2022; Quantus 0.6): noise U[0.02, 0.2] per input element,
