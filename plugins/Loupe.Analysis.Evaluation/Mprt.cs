@@ -47,6 +47,15 @@ public sealed record MprtOptions : RandomisationOptions
     /// <summary>Histogram bins.</summary>
     [Range(2, 100_000), Description("efficient: bins of the histogram of map values whose entropy is the map's complexity (Quantus n_bins: 100)")]
     public int Bins { get; init; } = 100;
+    /// <summary>Quantus's rule for the bins.</summary>
+    [Description("efficient: 'bins' from every map of the run by Quantus's rule (complexity_func_kwargs rule): freedman-diaconis, scott, square-root, sturges or rice, clamped to [min_bins, max_bins]; as Quantus, the sample size n is the number of axes of one explanation (3), so square-root, sturges and rice give min_bins; not under --shard")]
+    public BinRule? BinsRule { get; init; }
+    /// <summary>Fewest bins.</summary>
+    [Range(1, 100_000), Description("efficient with bins_rule: the fewest bins (Quantus min_n_bins: 10)")]
+    public int MinBins { get; init; } = 10;
+    /// <summary>Most bins.</summary>
+    [Range(1, 100_000), Description("efficient with bins_rule: the most bins (Quantus max_n_bins: 200)")]
+    public int MaxBins { get; init; } = 200;
     /// <summary>Similarity (sMPRT).</summary>
     [Description("smooth: how a randomised model's map is compared with the intact one (Quantus similarity_func): spearman (the default), pearson, kendall (τ-b) or flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps)")]
     public MapSimilarity Similarity { get; init; } = DefaultSimilarity;
@@ -155,45 +164,31 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             yield return "option 'complexity' applies to variant efficient";
         if (options.Score == MprtScore.Average && !options.PerLayer)
             yield return "option 'score': average needs the curve's every point (per_layer: true)";
+        if (options.BinsRule is not null && (options.Variant != MprtVariant.Efficient || options.Complexity != MprtComplexity.DiscreteEntropy))
+            yield return "option 'bins_rule' applies to variant efficient with complexity discrete-entropy";
+        if (options.MinBins > options.MaxBins) yield return $"option 'min_bins' ({options.MinBins}) must not exceed 'max_bins' ({options.MaxBins})";
+    }
+
+    /// <inheritdoc/>
+    protected override string? Unshardable(MprtOptions o) => o.BinsRule is BinRule.FreedmanDiaconis or BinRule.Scott
+        ? "its bins_rule computes the histogram's bins from every map of the run" : null;
+
+    /// <summary>The options with <c>bins</c> from <c>bins_rule</c> when it is set, computed once from every map of the
+    /// run as Quantus computes it from the whole a_batch.</summary>
+    MprtOptions WithRuleBins(MprtOptions o, IAnalysisContext ctx)
+    {
+        if (o.BinsRule is not { } rule) return o;
+        if (rule is not (BinRule.FreedmanDiaconis or BinRule.Scott)) return o with { Bins = MapComplexity.QuantusBins(null, rule, o.MinBins, o.MaxBins) };
+        using var scope = NewDisposeScope();
+        var maps = cat(ctx.Batches().Select(batch => LinkedMaps(o, ctx, batch.Input, batch.Ids).Map.detach().to(ScalarType.Float64).flatten()).ToList(), 0);
+        // Quantus normalises the whole a_batch it is given at once (then |·|) before it applies the rule.
+        maps = Normalisations.Rows(maps.unsqueeze(0), o.Normalise.Resolve(false, Normalisation.SecondMoment)).squeeze(0);
+        if (o.Abs == true) maps = maps.abs();
+        return o with { Bins = MapComplexity.QuantusBins(maps, rule, o.MinBins, o.MaxBins) };
     }
 
     /// <summary>Series names of the curve's points after the original: <c>mprt_layer1</c> … (k-th module randomised).</summary>
     static IEnumerable<string> LayerKeys(int count) => Enumerable.Range(1, count).Select(k => $"mprt_layer{k}");
-
-    /// <summary>Entropy (natural log) of the <paramref name="bins"/>-bin histogram of each row's values over its range.</summary>
-    public static double HistogramEntropy(Tensor row, int bins)
-    {
-        using var scope = NewDisposeScope();
-        var v = row.to(ScalarType.Float64);
-        double lo = v.min().item<double>(), hi = v.max().item<double>();
-        if (hi <= lo) return 0;
-        var idx = ((v - lo) / (hi - lo) * bins).floor().clamp(0, bins - 1).to(ScalarType.Int64);
-        var counts = zeros(bins, dtype: ScalarType.Float64).index_add_(0, idx, ones_like(v), 1);
-        var p = counts / counts.sum();
-        return -(p * where(p > 0, p.log(), zeros_like(p))).sum().item<double>();
-    }
-
-    /// <summary>eMPRT's complexity of one map (a row of values).</summary>
-    public static double Complexity(Tensor row, MprtComplexity complexity, int bins)
-    {
-        using var scope = NewDisposeScope();
-        var v = row.to(ScalarType.Float64).flatten();
-        switch (complexity)
-        {
-            case MprtComplexity.DiscreteEntropy:
-                return HistogramEntropy(v, bins);
-            case MprtComplexity.Entropy:
-                var p = v / v.sum();
-                return -(p * where(p > 0, p.log(), zeros_like(p))).sum().item<double>();
-            case MprtComplexity.Gini:
-                long d = v.shape[0];
-                var sorted = (v + 1e-7).sort().Values;
-                var k = arange(1, d + 1, dtype: ScalarType.Float64);
-                return (((2 * k - d - 1) * sorted).sum() / (d * sorted.sum())).item<double>();
-            default:
-                throw new ArgumentOutOfRangeException(nameof(complexity), complexity, null);
-        }
-    }
 
     /// <summary>The modules (top first, as <see cref="ModelRandomisation.Randomise"/> numbers them) in the order they
     /// are randomised: indices into the top-first list.</summary>
@@ -251,7 +246,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         var intact = smooth ? Maps(o, b, noise, clean: b.Map) : given;   // the step's maps of x: not recomputed
         double Similar(Tensor p, Tensor q) => MapSimilarities.Of(o.Similarity, p, q, 1, p.shape[0]);
         var reference = o.Reference == MprtReference.Given ? given : intact;
-        double Point(Tensor maps, int i) => smooth ? Similar(reference[i], maps[i]) : Complexity(maps[i], o.Complexity, o.Bins);
+        double Point(Tensor maps, int i) => smooth ? Similar(reference[i], maps[i]) : MapComplexity.Of(maps[i], o.Complexity, o.Bins);
         var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Similar(given[i], intact[i]) : Point(intact, i) }).ToArray();
         var order = RandomisationOrder(modules.Count, o.Order);
         var saved = new List<(Tensor Live, Tensor Copy)>();
@@ -287,8 +282,9 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         Curve(o, b, ModelRandomisation.ExecutionOrder(b.Context, ModelRandomisation.Modules(b.Context.Model, o.Kind))).Select(c => EndPoint(o, c)).ToArray();
 
     /// <inheritdoc/>
-    protected override void Evaluate(MprtOptions o, IAnalysisContext ctx, MetricWriter writer)
+    protected override void Evaluate(MprtOptions given, IAnalysisContext ctx, MetricWriter writer)
     {
+        var o = WithRuleBins(given, ctx);
         var modules = ModelRandomisation.ExecutionOrder(ctx, ModelRandomisation.Modules(ctx.Model, o.Kind));
         ModelRandomisation.WarnLeftOut(ctx, Id, o.Kind);
         var ids = new List<string>();

@@ -86,6 +86,8 @@ public class MprtTests
         var bad = Run(4, """
               - { id: m, uses: mprt, with: { of: sal, variant: efficient, expect: ["mprt_layer8_mean < 1"] } }
               - { id: e, uses: mprt, with: { of: sal, variant: efficient, per_layer: false }, expect: ["mprt_layer2_mean > 0"] }
+              - { id: r, uses: mprt, with: { of: sal, bins_rule: scott } }
+              - { id: b, uses: mprt, with: { of: sal, variant: efficient, bins_rule: rice, min_bins: 20, max_bins: 10 } }
             """);
         Assert.NotEqual(0, bad.ExitCode);
         var errors = string.Join("\n", bad.Errors);
@@ -93,6 +95,9 @@ public class MprtTests
         Assert.Contains("mprt_layer7_mean", errors);
         // The step-level expect: grammar knows the same names (without the curve there is one point).
         Assert.Contains("step 'e': expect 'mprt_layer2_mean > 0': the step writes no metric 'mprt_layer2_mean'", errors);
+        // Quantus's bin rules belong to eMPRT's histogram, within bounds that make sense.
+        Assert.Contains("option 'bins_rule' applies to variant efficient with complexity discrete-entropy", errors);
+        Assert.Contains("option 'min_bins' (20) must not exceed 'max_bins' (10)", errors);
         var last = Run(4, """
               - { id: emprt, uses: mprt, with: { of: sal, randomise: normal, variant: efficient, per_layer: false, expect: ["mprt_layer1_mean > 0"] }, expect: ["mprt_layer1_mean > 1", "mprt_mean < 1"] }
             """);

@@ -25,6 +25,9 @@ public partial class QuantusReferenceTests
               - { id: mprt, uses: sanity-randomisation, with: { of: sal, randomise: reset } }
               - { id: smprt1, uses: mprt, with: { of: sal, samples: 1 } }
               - { id: emprt, uses: mprt, with: { of: sal, variant: efficient, per_layer: false } }
+              - { id: emprt_fd, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, bins_rule: freedman-diaconis, min_bins: 2 } }
+              - { id: emprt_scott, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, bins_rule: scott, min_bins: 2 } }
+              - { id: emprt_sturges, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, bins_rule: sturges } }
               - { id: given, uses: mprt, with: { of: sal, samples: 8, reference: given } }
               - { id: smoothed, uses: mprt, with: { of: sal, samples: 8 } }
             """);
@@ -47,6 +50,13 @@ public partial class QuantusReferenceTests
         m.Rows("sMPRT, one sample", WantRows("smprt_reset_1"), Curve(r, "smprt1/mprt_curve.npy"), 1e-4);
         // eMPRT, 100 bins, skip_layers (the fully randomised model only): the relative rise of the histogram entropy.
         m.Close("eMPRT", Want("emprt_reset"), Values(r, "emprt", "mprt"), 1e-3);
+        // eMPRT with the bins by Quantus's rules, computed from every map of the run: the same count, the same score.
+        foreach (var (step, key) in new[] { ("emprt_fd", "emprt_fd"), ("emprt_scott", "emprt_scott"), ("emprt_sturges", "emprt_sturges") })
+        {
+            var bins = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "mprt.json")))!["options"]!["bins"]!.GetValue<int>();
+            m.Close($"eMPRT bins ({key})", [Expected[key + "_bins"]!.GetValue<int>()], [bins], 0);
+            m.Close($"eMPRT ({key})", Want(key), Values(r, step, "mprt"), 1e-3);
+        }
 
         // sMPRT with eight noisy copies: the points' means over the inputs within the spread of two seeds. Given: the
         // step's maps against each model's smoothed maps (Quantus with a_batch), the original point included; smoothed:

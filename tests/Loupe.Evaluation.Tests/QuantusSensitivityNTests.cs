@@ -53,7 +53,7 @@ public partial class QuantusReferenceTests
     }
 
     [Fact]
-    public void SensitivityNWithQuantusScoreIsRefusedUnderShardAndItsOptionsAreChecked()
+    public void OptionsThatScoreTheRunAsAWholeAreRefusedUnderShardAndChecked()
     {
         var dir = Env.TempDir();
         var path = Path.Combine(dir, "pipeline.yaml");
@@ -66,11 +66,15 @@ public partial class QuantusReferenceTests
               - { id: sal, uses: saliency }
               - { id: paper, uses: sensitivity-n, with: { of: sal, runs: 4 } }
               - { id: sn, uses: sensitivity-n, with: { of: sal, score: quantus, features_in_step: 28 } }
+              - { id: emprt, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, bins_rule: sturges } }
+              - { id: emprt_fd, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, bins_rule: freedman-diaconis } }
             """);
         var e = Assert.Throws<PipelineException>(() => PipelineRunner.Prepare(new RunRequest(path)
         { PluginDirectories = [Env.BuiltInPlugins], Shard = new ShardRequest(0, 2) }));
-        var error = Assert.Single(e.Errors);
-        Assert.Contains("step 'sn' (sensitivity-n) cannot run under --shard 0/2: with score: quantus it correlates each step across the inputs", error.Message);
+        // The paper's sensitivity-n and a data-free bin rule shard; the two that need every input at once do not.
+        Assert.Equal(2, e.Errors.Count);
+        Assert.Contains(e.Errors, x => x.Message.Contains("step 'sn' (sensitivity-n) cannot run under --shard 0/2: with score: quantus it correlates each step across the inputs"));
+        Assert.Contains(e.Errors, x => x.Message.Contains("step 'emprt_fd' (mprt) cannot run under --shard 0/2: its bins_rule computes the histogram's bins from every map of the run"));
 
         File.WriteAllText(path, $$"""
             version: 1
