@@ -15,7 +15,7 @@ public class FullFamilyTests
     [Fact]
     public void FullSizeFamiliesMatchPyTorch()
     {
-        var dir = Environment.GetEnvironmentVariable(Flag + "_DIR") is { Length: > 0 } d ? d : Path.Combine(Path.GetTempPath(), "loupe-full-families");
+        var dir = Environment.GetEnvironmentVariable(Flag + "_DIR") is { Length: > 0 } d ? d : Path.Combine(Loupe.Testing.TestTemp.Machine, "loupe-full-families");
         Directory.CreateDirectory(dir);
         if (!Directory.EnumerateFiles(dir, "*.onnx").Any())
         {
