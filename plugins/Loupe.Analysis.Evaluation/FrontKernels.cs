@@ -38,42 +38,44 @@ internal static class FrontKernels
 
     /// <summary>C −= PPᵀ (or C = −PPᵀ with <paramref name="assign"/>) on the lower triangle of the first
     /// <paramref name="cols"/> columns and <paramref name="rows"/> rows of C (column-major, leading dimension
-    /// <paramref name="ld"/>), P packed by <see cref="Pack"/> with inner dimension <paramref name="inner"/>: 8×8 tiles
-    /// with the sums in registers, each packed row vector feeding eight multiply-adds. Writes whole tiles: up to seven
-    /// rows past <paramref name="rows"/> and above the diagonal within a tile (space the front does not read; zero rows
-    /// stay zero when subtracting, their packed rows being zero).</summary>
+    /// <paramref name="ld"/>), P packed by <see cref="Pack"/> with inner dimension <paramref name="inner"/>: tiles of
+    /// eight rows by six columns with the sums in registers (twelve accumulators, two row vectors and a broadcast: the
+    /// sixteen vector registers of AVX2 — an 8×8 tile needs nineteen and spills, at a third of the speed), each packed
+    /// row vector feeding six multiply-adds. A tile's six columns may straddle two packed tiles of eight: each column
+    /// reads at its own offset. Writes whole tiles: up to seven rows past <paramref name="rows"/> and above the diagonal
+    /// within a tile (space the front does not read; zero rows stay zero when subtracting, their packed rows being
+    /// zero).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe void Tiles(double* p, int inner, int rows, int cols, double* c, int ld, bool assign)
     {
         long tile = 8L * inner;
-        for (int j0 = 0; j0 < cols; j0 += 8)
+        for (int j0 = 0; j0 < cols; j0 += 6)
         {
-            int n = Math.Min(8, cols - j0);
-            for (int i0 = j0; i0 < rows; i0 += 8)
+            int n = Math.Min(6, cols - j0);
+            // Column j0 + q's offset from column j0's place (past the packed tile of eight: the next tile's); columns
+            // past the last read column j0's (their sums are not stored).
+            long o1 = Offset(j0, 1, n, tile), o2 = Offset(j0, 2, n, tile), o3 = Offset(j0, 3, n, tile), o4 = Offset(j0, 4, n, tile), o5 = Offset(j0, 5, n, tile);
+            for (int i0 = j0 & ~7; i0 < rows; i0 += 8)
             {
-                Vector256<double> a0 = default, a1 = default, b0 = default, b1 = default, c0 = default, c1 = default, d0 = default, d1 = default;
-                Vector256<double> e0 = default, e1 = default, g0 = default, g1 = default, h0 = default, h1 = default, q0 = default, q1 = default;
-                double* x = p + i0 / 8 * tile, y = p + j0 / 8 * tile;
+                Vector256<double> a0 = default, a1 = default, b0 = default, b1 = default, c0 = default, c1 = default;
+                Vector256<double> d0 = default, d1 = default, e0 = default, e1 = default, g0 = default, g1 = default;
+                double* x = p + i0 / 8 * tile, y = p + j0 / 8 * tile + (j0 & 7);
                 for (int s = 0; s < inner; s++, x += 8, y += 8)
                 {
                     var r0 = Vector256.Load(x);
                     var r1 = Vector256.Load(x + 4);
                     var v = Vector256.Create(y[0]);
                     a0 = Vector256.FusedMultiplyAdd(r0, v, a0); a1 = Vector256.FusedMultiplyAdd(r1, v, a1);
-                    v = Vector256.Create(y[1]);
+                    v = Vector256.Create(y[o1]);
                     b0 = Vector256.FusedMultiplyAdd(r0, v, b0); b1 = Vector256.FusedMultiplyAdd(r1, v, b1);
-                    v = Vector256.Create(y[2]);
+                    v = Vector256.Create(y[o2]);
                     c0 = Vector256.FusedMultiplyAdd(r0, v, c0); c1 = Vector256.FusedMultiplyAdd(r1, v, c1);
-                    v = Vector256.Create(y[3]);
+                    v = Vector256.Create(y[o3]);
                     d0 = Vector256.FusedMultiplyAdd(r0, v, d0); d1 = Vector256.FusedMultiplyAdd(r1, v, d1);
-                    v = Vector256.Create(y[4]);
+                    v = Vector256.Create(y[o4]);
                     e0 = Vector256.FusedMultiplyAdd(r0, v, e0); e1 = Vector256.FusedMultiplyAdd(r1, v, e1);
-                    v = Vector256.Create(y[5]);
+                    v = Vector256.Create(y[o5]);
                     g0 = Vector256.FusedMultiplyAdd(r0, v, g0); g1 = Vector256.FusedMultiplyAdd(r1, v, g1);
-                    v = Vector256.Create(y[6]);
-                    h0 = Vector256.FusedMultiplyAdd(r0, v, h0); h1 = Vector256.FusedMultiplyAdd(r1, v, h1);
-                    v = Vector256.Create(y[7]);
-                    q0 = Vector256.FusedMultiplyAdd(r0, v, q0); q1 = Vector256.FusedMultiplyAdd(r1, v, q1);
                 }
                 double* u = c + (long)j0 * ld + i0;
                 Put(u, a0, a1, assign);
@@ -82,11 +84,13 @@ internal static class FrontKernels
                 if (n > 3) Put(u + 3 * ld, d0, d1, assign);
                 if (n > 4) Put(u + 4 * ld, e0, e1, assign);
                 if (n > 5) Put(u + 5 * ld, g0, g1, assign);
-                if (n > 6) Put(u + 6 * ld, h0, h1, assign);
-                if (n > 7) Put(u + 7 * ld, q0, q1, assign);
             }
         }
     }
+
+    /// <summary>Where column j0 + q of a tile of <see cref="Tiles"/> reads, from column j0's place.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static long Offset(int j0, int q, int n, long tile) => q >= n ? 0 : (j0 & 7) + q < 8 ? q : tile + q - 8;
 
     /// <summary>Eight entries of a column take −(lo, hi): assigned, or subtracted from what is there.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
