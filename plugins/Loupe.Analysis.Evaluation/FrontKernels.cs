@@ -40,7 +40,7 @@ internal static class FrontKernels
     /// <paramref name="cols"/> columns and <paramref name="rows"/> rows of C (column-major, leading dimension
     /// <paramref name="ld"/>), P packed by <see cref="Pack"/> with inner dimension <paramref name="inner"/>: tiles of
     /// eight rows by six columns with the sums in registers (twelve accumulators, two row vectors and a broadcast: the
-    /// sixteen vector registers of AVX2 — an 8×8 tile needs nineteen and spills, at a third of the speed), each packed
+    /// sixteen vector registers of AVX2; an 8×8 tile needs nineteen and spilled: ~1.4× the time), each packed
     /// row vector feeding six multiply-adds. A tile's six columns may straddle two packed tiles of eight: each column
     /// reads at its own offset. Writes whole tiles: up to seven rows past <paramref name="rows"/> and above the diagonal
     /// within a tile (space the front does not read; zero rows stay zero when subtracting, their packed rows being
