@@ -4,14 +4,16 @@ using static TorchSharp.torch;
 
 namespace Loupe.Benchmarks;
 
-/// <summary><c>--road-large [SIDE] [CALLS] [one | metric | inmetric | sweep | pair | chunks | first]</c>: ROAD's noisy
+/// <summary><c>--road-large [SIDE] [CALLS] [one | metric | inmetric | sweep | pair | chunks | first] [speckled]</c>: ROAD's noisy
 /// imputation at ImageNet size (issue 22): 8 inputs of 3×SIDE×SIDE (default 224), five percentages (10…90), ranked by a
 /// smooth random map (blobs, as saliency maps are), against the forward of the 40 imputed images through resnet18 (the
 /// pass ROAD needs after the map). Medians of CALLS calls (default 5), alternated; with <c>metric</c>, also the whole
 /// metric on resnet18 b8 and its floor. <c>inmetric</c>: the metric, its floor and the raw forwards call by call;
 /// <c>sweep</c>: the 40 systems one after another on one thread; <c>pair</c>: 8 systems of each size on one thread and
 /// on two; <c>chunks</c>: the forward of the 40 copies split into passes of several sizes; <c>first</c>: the first
-/// calls of a fresh process.</summary>
+/// calls of a fresh process. With <c>speckled</c>, the masks are ranked by white noise instead (speckled, as input
+/// gradients are), in the modes that solve these masks (<c>metric</c> and <c>inmetric</c> run the metric itself, on
+/// resnet18's saliency maps as the paired row does).</summary>
 public static class RoadLarge
 {
     delegate void SpanSolver(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w);
@@ -25,7 +27,7 @@ public static class RoadLarge
         manual_seed(3);
         long n = 8, d = side * side;
         var x = randn([n, 3, side, side]);
-        var map = nn.functional.interpolate(randn([n, 1, side / 16, side / 16]), size: [side, side], mode: InterpolationMode.Bilinear, align_corners: false).flatten(1);
+        var map = args.Contains("speckled") ? randn([n, side * side]) : nn.functional.interpolate(randn([n, 1, side / 16, side / 16]), size: [side, side], mode: InterpolationMode.Bilinear, align_corners: false).flatten(1);
         var rank = zeros_like(map, dtype: ScalarType.Int64).scatter_(1, map.argsort(1, descending: true), arange(d).expand(n, d).contiguous());
         long[] limits = [.. new[] { 10, 30, 50, 70, 90 }.Select(p => (long)Math.Floor(d * p / 100.0 + 1e-9))];
         var noise = randn([n, LinearImputation.NoiseLength(limits, 3, d)]);
