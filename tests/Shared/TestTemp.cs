@@ -8,7 +8,7 @@ namespace Loupe.Testing;
 /// test run leaves nothing behind in the machine's temp folder (runs used to leave gigabytes there, until a later
 /// run found the disk full). TMPDIR is pointed at the folder, so Path.GetTempPath() in the tests, and every process
 /// they start (the CLI, dotnet build, python), write there too. Folders of test processes that died without
-/// cleaning up (killed runs) are swept at the next start.
+/// cleaning up (killed runs) are swept at a later start, once untouched for half an hour.
 /// </summary>
 static class TestTemp
 {
@@ -41,7 +41,7 @@ static class TestTemp
     /// Deletes a folder with rm on Unix: .NET cannot delete files whose names are not UTF-8 (the security tests make
     /// some), and at exit the test platform kills a host that takes more than a moment
     /// (VSTEST_TESTHOST_SHUTDOWN_TIMEOUT, 100 ms), too short to delete a large run's files, so there the rm is left
-    /// to outlive the host. Whatever survives is swept by the next test process.
+    /// to outlive the host. Whatever survives is swept by a later test process.
     /// </summary>
     static void Remove(string dir, bool wait)
     {
@@ -71,7 +71,10 @@ static class TestTemp
         {
             var rest = Path.GetFileName(dir)[Prefix.Length..];
             var dash = rest.IndexOf('-');
-            if (dash > 0 && int.TryParse(rest[..dash], out var pid) && !Alive(pid)) Remove(dir, wait: true);
+            // Dead, and untouched for a while: a process of another PID namespace sharing this folder may look dead.
+            if (dash > 0 && int.TryParse(rest[..dash], out var pid) && !Alive(pid)
+                && DateTime.UtcNow - Directory.GetLastWriteTimeUtc(dir) > TimeSpan.FromMinutes(30))
+                Remove(dir, wait: true);
         }
     }
 
