@@ -7,10 +7,11 @@ namespace Loupe.Analysis.Evaluation;
 /// <summary>The direct path of <see cref="LinearImputation"/>: one image's imputation system, exactly, by a banded
 /// Cholesky factorisation A = LLᵀ in float64 on plain arrays, all channels as right-hand sides (the matrix depends on
 /// the mask only).
-/// <para>Unknown pixel p (unknowns numbered in raster order): (Σ_{in-image neighbours} w) v_p − Σ_{unknown neighbours
-/// q} w v_q = Σ_{known neighbours q} w x_q, w = 1/6 direct, 1/12 diagonal. A neighbour of p is at most one image row
-/// away, so the half-bandwidth b (the largest index gap between two neighbouring unknowns) is at most the number of
-/// unknowns in one image row + 1 ≤ W + 1. The factor keeps the envelope: column k holds rows k..last[k], last[k] the
+/// <para>Unknown pixel p (unknowns numbered in raster order, or component by component when the mask may have many:
+/// <see cref="MaskComponents"/>): (Σ_{in-image neighbours} w) v_p − Σ_{unknown neighbours q} w v_q = Σ_{known
+/// neighbours q} w x_q, w = 1/6 direct, 1/12 diagonal. A neighbour of p is at most one image row away, so the
+/// half-bandwidth b (the largest index gap between two neighbouring unknowns) is at most the number of unknowns in one
+/// image row (of p's component) + 1 ≤ W + 1. The factor keeps the envelope: column k holds rows k..last[k], last[k] the
 /// last row whose first non-zero is at or left of k (a prefix maximum, so it never shrinks from one column to the
 /// next); every column is stored in b + 1 + <see cref="Pad"/> entries, so the factorisation costs at most n·b²/2
 /// multiply-adds and each solve 2·n·b, all in whole 4-wide vectors.</para>
@@ -23,14 +24,25 @@ namespace Loupe.Analysis.Evaluation;
 /// ~0.65 building, ~1.0 factorising and ~0.45 solving; 4.4 ms before these changes).</para></summary>
 public static class BandedImputation
 {
-    /// <summary>The system's size and half-bandwidth for one mask of H×W pixels (true = unknown).</summary>
+    /// <summary>The system's size and half-bandwidth for one mask of H×W pixels (true = unknown), in the numbering
+    /// <see cref="Solve"/> factorises in (raster order, or component by component: <see cref="MaskComponents"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static (int Unknowns, int Band) Shape(ReadOnlySpan<bool> unknown, int h, int w)
     {
-        int count = 0, band = 0;
-        var rented = System.Buffers.ArrayPool<int>.Shared.Rent(h * w);   // a 224×224 mask: 200 KB, not per call
-        var index = rented.AsSpan(0, h * w);
-        for (int i = 0; i < h * w; i++) index[i] = unknown[i] ? count++ : -1;
+        int hw = h * w, count = unknown[..hw].Count(true), band = 0;
+        var pool = System.Buffers.ArrayPool<int>.Shared;   // a 224×224 mask: 200 KB, not per call
+        var rented = pool.Rent(hw);
+        var index = rented.AsSpan(0, hw);
+        if (MaskComponents.Worthwhile(count, h, w))
+        {
+            // The order goes to this thread's workspace: SolveShaped, called next on this mask, takes it from there.
+            var ws = Workspace.Ordering(hw);
+            ws.Ordered = (MaskComponents.Order(unknown, h, w, ws.Order, ws.Root, ws.Slot), h, w);
+            index.Fill(-1);
+            for (int i = 0; i < count; i++) index[ws.Order[i]] = i;
+        }
+        else
+            for (int i = 0, next = 0; i < hw; i++) index[i] = unknown[i] ? next++ : -1;
         for (int y = 0; y < h; y++)
             for (int x = 0; x < w; x++)
             {
@@ -43,7 +55,7 @@ public static class BandedImputation
                         if (x + dx >= 0 && x + dx < w && index[(y + 1) * w + x + dx] >= 0)
                             band = Math.Max(band, index[(y + 1) * w + x + dx] - i);
             }
-        System.Buffers.ArrayPool<int>.Shared.Return(rented);
+        pool.Return(rented);
         return (count, band);
     }
 
@@ -55,8 +67,15 @@ public static class BandedImputation
     /// its matrix is singular; those pixels become 0 (the conjugate-gradient path's rule: it starts at 0 and a zero
     /// right-hand side leaves it there). That is the only way an unknown region can miss every known pixel: a region
     /// whose in-image neighbours are all unknown is the whole image.</summary>
+    public static void Solve(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w) => SolveCore(image, unknown, c, h, w, shaped: false);
+
+    /// <summary><see cref="Solve"/> on a mask whose
+    /// <see cref="Shape"/> this thread has just computed: its component order is taken from there, not labelled
+    /// again.</summary>
+    internal static void SolveShaped(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w) => SolveCore(image, unknown, c, h, w, shaped: true);
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // ROAD calls it a few dozen times per run: no tier-0 code
-    public static void Solve(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w)
+    static void SolveCore(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w, bool shaped)
     {
         int hw = h * w, w2 = w + 2, padded = (h + 2) * w2;
         if (image.Length < c * hw || unknown.Length < hw) throw new ArgumentException("ROAD imputation: image or mask shorter than C×H×W");
@@ -69,28 +88,28 @@ public static class BandedImputation
         var cell = ws.Cell;
         var last = ws.Last;
 
-        // Pass 1, raster order: number the unknowns; copy the known values; for unknown i, f = its first non-zero
-        // column (the smallest index among its backward neighbours: left and the row above; −1 as unsigned never
-        // wins), so last[f] ≥ i (last[k] = the last row whose envelope reaches column k) and the widest extent b ≥ i − f.
+        // Pass 1: copy the known values; number the unknowns, in raster order or component by component (each
+        // component's in raster order: a pixel's backward neighbours — left, and the row above — are then numbered
+        // before it either way); for unknown i, f = its first non-zero column (the smallest index among its backward
+        // neighbours; −1 as unsigned never wins), so last[f] ≥ i (last[k] = the last row whose envelope reaches column
+        // k) and the widest extent b ≥ i − f.
         int n = 0, band = 0;
+        int count = unknown[..hw].Count(true);
+        bool byComponent = MaskComponents.Worthwhile(count, h, w);
+        if (byComponent && !(shaped && ws.Ordered == (count, h, w))) MaskComponents.Order(unknown, h, w, ws.Order, ws.Root, ws.Slot);
+        ws.Ordered = default;
         for (int y = 0, p = 0; y < h; y++)
             for (int q = (y + 1) * w2 + 1, end = q + w; q < end; q++, p++)
             {
                 if (!unknown[p])
-                {
-                    Unsafe.Add(ref index, q) = -1;
                     for (int ch = 0; ch < c; ch++) Unsafe.Add(ref known, ch * padded + q) = image[ch * hw + p];
-                    continue;
-                }
-                Unsafe.Add(ref index, q) = n;
-                uint f = Math.Min(Math.Min((uint)n, (uint)Unsafe.Add(ref index, q - 1)),
-                    Math.Min((uint)Unsafe.Add(ref index, q - w2 - 1), Math.Min((uint)Unsafe.Add(ref index, q - w2), (uint)Unsafe.Add(ref index, q - w2 + 1))));
-                pixel[n] = p;
-                cell[n] = q;
-                last[n] = n;
-                last[f] = n;   // n is the largest row so far
-                band = Math.Max(band, n - (int)f);
-                n++;
+                else if (!byComponent) Number(ref index, ws, p, q, ref n, ref band);
+            }
+        if (byComponent)
+            for (int i = 0; i < count; i++)
+            {
+                int p = ws.Order[i], y = p / w;
+                Number(ref index, ws, p, (y + 1) * w2 + 1 + p - y * w, ref n, ref band);
             }
         if (n == 0) return;
         if (n == hw)
@@ -169,6 +188,23 @@ public static class BandedImputation
         }
     }
 
+    /// <summary>Numbers unknown pixel <paramref name="p"/> (cell <paramref name="q"/> of the padded grid) n, its
+    /// backward neighbours numbered already (pass 1 of <see cref="Solve"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Number(ref int index, Workspace ws, int p, int q, ref int n, ref int band)
+    {
+        int w2 = ws.Stride;
+        Unsafe.Add(ref index, q) = n;
+        uint f = Math.Min(Math.Min((uint)n, (uint)Unsafe.Add(ref index, q - 1)),
+            Math.Min((uint)Unsafe.Add(ref index, q - w2 - 1), Math.Min((uint)Unsafe.Add(ref index, q - w2), (uint)Unsafe.Add(ref index, q - w2 + 1))));
+        ws.Pixel[n] = p;
+        ws.Cell[n] = q;
+        ws.Last[n] = n;
+        ws.Last[f] = n;   // n is the largest row so far
+        band = Math.Max(band, n - (int)f);
+        n++;
+    }
+
     /// <summary>Where A[i, j] lives (row i of column j), or the discard slot when j is −1 (no unknown there).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static int Entry(int j, int i, int stride, int discard) => j >= 0 ? j * stride + i - j : discard;
@@ -243,10 +279,26 @@ public static class BandedImputation
     sealed class Workspace
     {
         [ThreadStatic] static Workspace? _current;
-        public int[] Index = [], Pixel = [], Cell = [], Last = [];
+        public int[] Index = [], Pixel = [], Cell = [], Last = [], Order = [], Root = [], Slot = [];
+        public int Stride;   // the padded grid's row length, W + 2
+        public (int Count, int H, int W) Ordered;   // what the last Shape left in Order
         public double[] Rhs = [], Inverse = [], Known = [], Degree = [];
         int _h, _w;
         double[] _entries = [];
+
+        /// <summary>This thread's workspace with its component-order arrays of at least <paramref name="hw"/>
+        /// entries (<see cref="Shape"/>; nothing else set).</summary>
+        public static Workspace Ordering(int hw)
+        {
+            var ws = _current ??= new Workspace();
+            ws.EnsureOrdering(hw);
+            return ws;
+        }
+
+        void EnsureOrdering(int hw)
+        {
+            if (Order.Length < hw) (Order, Root, Slot) = (new int[hw], new int[hw], new int[hw]);
+        }
 
         /// <summary>This thread's workspace for H×W images of C channels; the padded grid's border set.</summary>
         public static Workspace For(int h, int w, int c)
@@ -256,6 +308,8 @@ public static class BandedImputation
             if (ws.Index.Length < padded) ws.Index = new int[padded];
             if (ws.Known.Length < c * padded) ws.Known = new double[c * padded];
             if (ws.Pixel.Length < hw) (ws.Pixel, ws.Cell, ws.Last, ws.Inverse) = (new int[hw], new int[hw], new int[hw], new double[hw]);
+            if (w + 1 > 40) ws.EnsureOrdering(hw);
+            ws.Stride = w + 2;
             if (ws.Rhs.Length < c * hw + Pad + 1) ws.Rhs = new double[c * hw + Pad + 1];
             if ((ws._h, ws._w) != (h, w))
             {

@@ -349,7 +349,7 @@ public class ImputationTests
     /// <summary>ROAD's compact noise (N×(C·Σ unknowns), see <see cref="LinearImputation.Noisy"/>) spread onto the copies'
     /// pixels: copy i·P + j takes, channel after channel, the next values of input i's row at its unknown pixels in raster
     /// order (masked_scatter's order), 0 elsewhere; float64, (N·P)×C×H×W.</summary>
-    static Tensor DenseNoise(Tensor noise, Tensor unknown, long[] limits, int c)
+    internal static Tensor DenseNoise(Tensor noise, Tensor unknown, long[] limits, int c)
     {
         long copies = unknown.shape[0], hw = unknown.shape[2] * unknown.shape[3];
         int p = limits.Length;
