@@ -80,7 +80,7 @@ public static class DissectedImputation
                 for (int yy = 0, p = 0; yy < h; yy++)
                     for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
                         if (unknown[p])
-                            lane[4 * index[p]] = (z[q - 1] + z[q + 1] + z[q - w2] + z[q + w2]) / 6 + (z[q - w2 - 1] + z[q - w2 + 1] + z[q + w2 - 1] + z[q + w2 + 1]) / 12;
+                            lane[4 * index[p]] = (z[q - 1] + z[q + 1] + z[q - w2] + z[q + w2]) * BandedImputation.Direct + (z[q - w2 - 1] + z[q - w2 + 1] + z[q + w2 - 1] + z[q + w2 + 1]) * BandedImputation.Diagonal;
             }
         }
 
