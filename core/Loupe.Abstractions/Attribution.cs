@@ -72,7 +72,10 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
             {
                 using var scope = NewDisposeScope();
                 ctx.Cancellation.ThrowIfCancellationRequested();
-                var result = Attribute(options, new AttributionInput(ctx, batch.Input, null, slot, slots > 1 ? batch.Ids.Select(i => $"{i}.top{slot + 1}").ToArray() : batch.Ids));
+                // A target that reads the data (e.g. ground-truth labels) selects here; any other selects on the
+                // technique's own forward pass.
+                var given = ctx.Target is IDataTarget data ? data.Select(batch, slot) : null;
+                var result = Attribute(options, new AttributionInput(ctx, batch.Input, given, slot, slots > 1 ? batch.Ids.Select(i => $"{i}.top{slot + 1}").ToArray() : batch.Ids));
                 var suffix = slots > 1 ? $".top{slot + 1}" : "";
                 if (slots == 1) MapCache.Put(ctx, batch.Ids, result.Map, result.Selection);   // reused by steps that evaluate this one
                 if (result.Raw is { } raw)

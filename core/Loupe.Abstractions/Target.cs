@@ -64,6 +64,18 @@ public interface ITarget
     string Describe();
 }
 
+/// <summary>A target that decides what to explain from the data rather than from the model's output — each input's
+/// ground-truth label, as Quantus's <c>y_batch</c> and Captum's <c>target=labels</c> usually are. The host's attribution
+/// runs (<see cref="AttributionAnalysis{TOptions}"/>) take this selection for every batch instead of letting the
+/// technique select on its own forward pass; a technique that selects on its own output calls
+/// <see cref="ITarget.Select(TargetInput)"/>, which such a target refuses with a clear error.</summary>
+public interface IDataTarget
+{
+    /// <summary>The selection of slot <paramref name="slot"/> for the rows of <paramref name="batch"/>, from the data
+    /// alone; throws <see cref="LoupeException"/> naming the input when the data does not say (e.g. no label).</summary>
+    TargetSelection Select(InputBatch batch, int slot);
+}
+
 /// <summary>A target over a detector's outputs that can also say how similar an input's detections are to the one it
 /// selected, as D-RISE weighs its random masks (Petsiuk et al. 2021): per row, the largest similarity over the
 /// input's detections (box overlap × class agreement × objectness, in [0, 1]). Forward-only.</summary>

@@ -91,7 +91,7 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
         {
             ctx.Cancellation.ThrowIfCancellationRequested();
             using var inner = NewDisposeScope();
-            var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
+            var result = LinkedMaps(o, ctx, batch);
             var (_, logits, _) = Explain.Scores(ctx, batch.Input, result.Selection, 0);
             predicted.AddRange(logits.argmax(1).ToArray<long>());
             var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, [], null);

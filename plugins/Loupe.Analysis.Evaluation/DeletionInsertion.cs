@@ -59,7 +59,7 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
             ctx.Cancellation.ThrowIfCancellationRequested();
             var x = batch.Input;
             long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
-            var result = LinkedMaps(o, ctx, x, batch.Ids);
+            var result = LinkedMaps(o, ctx, batch);
             var sel = result.Selection;
             if (sel.Classes is null && !warned) { ctx.Warn($"{Name}: the target is not a class; curves record the target score instead of a softmax probability"); warned = true; }
             var map = Maps.Reduce(result.Map, h, w);

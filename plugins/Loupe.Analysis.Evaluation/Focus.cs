@@ -144,7 +144,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
         {
             using var scope = NewDisposeScope();
             ctx.Cancellation.ThrowIfCancellationRequested();
-            var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
+            var result = LinkedMaps(o, ctx, batch);
             var map = result.Map.detach().to(ScalarType.Float64);
             if (map.dim() == 3) map = map.unsqueeze(1);
             long h = batch.Input.shape[2], w = batch.Input.shape[3];

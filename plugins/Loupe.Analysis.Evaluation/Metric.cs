@@ -121,6 +121,16 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     /// <summary>Merges the metric's own whole-step results (curves, per-input JSON, plots) of the shards.</summary>
     protected virtual void MergeDetails(IShardMerge merge) { }
 
+    /// <summary>Maps of the linked step for one of the run's batches: as
+    /// <see cref="LinkedMaps(TOptions, IAnalysisContext, Tensor, string[], TargetSelection)"/>, a target that reads
+    /// the data (<see cref="IDataTarget"/>, e.g. ground-truth labels) selecting from the batch when the maps are made
+    /// again.</summary>
+    protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, InputBatch batch)
+    {
+        if (MapCache.TryGet(ctx, options.Of!.Id, batch.Ids) is { } cached) return cached;
+        return LinkedMaps(options, ctx, batch.Input, batch.Ids, ctx.Target is IDataTarget data ? data.Select(batch, 0) : null);
+    }
+
     /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>). The
     /// original inputs' maps are the ones that step made in this run (<see cref="MapCache"/>) when it kept them for the
     /// same target; otherwise (perturbed inputs, a given selection, maps beyond the memory budget) the method runs.</summary>

@@ -180,7 +180,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         if (o.BinsRule is not { } rule) return o;
         if (rule is not (BinRule.FreedmanDiaconis or BinRule.Scott)) return o with { Bins = MapComplexity.QuantusBins(null, rule, o.MinBins, o.MaxBins) };
         using var scope = NewDisposeScope();
-        var maps = cat(ctx.Batches().Select(batch => LinkedMaps(o, ctx, batch.Input, batch.Ids).Map.detach().to(ScalarType.Float64).flatten()).ToList(), 0);
+        var maps = cat(ctx.Batches().Select(batch => LinkedMaps(o, ctx, batch).Map.detach().to(ScalarType.Float64).flatten()).ToList(), 0);
         // Quantus normalises the whole a_batch it is given at once (then |·|) before it applies the rule.
         maps = Normalisations.Rows(maps.unsqueeze(0), o.Normalise.Resolve(false, Normalisation.SecondMoment)).squeeze(0);
         if (o.Abs == true) maps = maps.abs();
@@ -294,7 +294,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         {
             using var scope = NewDisposeScope();
             ctx.Cancellation.ThrowIfCancellationRequested();
-            var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
+            var result = LinkedMaps(o, ctx, batch);
             var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
             try { curves.AddRange(Curve(o, new MetricBatch(ctx, batch, result.Map, result.Selection, gens, o.MicroBatch), modules)); }
             finally { foreach (var g in gens) g.Dispose(); }

@@ -67,7 +67,7 @@ public sealed class PointingGame : MetricAnalysis<PointingOptions>, IShardable
             using var scope = NewDisposeScope();
             var x = batch.Input;
             long n = x.shape[0], h = x.shape[2], w = x.shape[3];
-            var result = LinkedMaps(o, ctx, x, batch.Ids);
+            var result = LinkedMaps(o, ctx, batch);
             var map = o.Abs is not null && result.Map.dim() == 4 ? Maps.Reduce(result.Map.sum(1), h, w) : Maps.Reduce(result.Map, h, w);
             if (o.Abs == true) map = map.abs();
             // The data source's object masks when it has them (e.g. fashion-placement), else non-background pixels.

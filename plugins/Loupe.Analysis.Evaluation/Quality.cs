@@ -312,7 +312,7 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
         {
             using var scope = NewDisposeScope();
             ctx.Cancellation.ThrowIfCancellationRequested();
-            var result = LinkedMaps(o, ctx, batch.Input, batch.Ids);
+            var result = LinkedMaps(o, ctx, batch);
             var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
             var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, gens, MicroBatch(o))
             {

@@ -85,7 +85,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
         {
             var x = batch.Input;
             long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
-            var result = LinkedMaps(o, ctx, x, batch.Ids);
+            var result = LinkedMaps(o, ctx, batch);
             var phi = result.Map.detach().to(ScalarType.Float32);
             if (phi.dim() == 3) phi = phi.unsqueeze(1);
             if (phi.shape[2] != h || phi.shape[3] != w)
@@ -212,7 +212,7 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, ISharda
         {
             var x = batch.Input;
             long n = x.shape[0];
-            var result = LinkedMaps(o, ctx, x, batch.Ids);
+            var result = LinkedMaps(o, ctx, batch);
             var phi = result.Map.detach().to(ScalarType.Float64).reshape(n, -1);
             var norm = phi.norm(1).clamp_min(1e-30);
             var worst = zeros(n, dtype: ScalarType.Float64);

@@ -54,7 +54,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
             using var scope = NewDisposeScope();
             var x = batch.Input;
             long h = x.shape[2], w = x.shape[3];
-            var original = LinkedMaps(o, ctx, x, batch.Ids);
+            var original = LinkedMaps(o, ctx, batch);
             var selection = original.Selection;
             var reference = Maps.Reduce(original.Map, h, w).abs();
             var saved = new List<(Tensor Live, Tensor Copy)>();

@@ -11,6 +11,10 @@ public sealed record NpyDataOptions
     /// <summary>The tensor file.</summary>
     [Required, FilePath, Description("float32 .npy of shape N×C×H×W, already preprocessed (normalised) model input")]
     public string Path { get; init; } = "";
+
+    /// <summary>Ground-truth labels.</summary>
+    [FilePath, Description("optional .npy of the inputs' integer class labels (int64, int32, int16 or uint8; shape N or N×1): the classes the 'label' target explains")]
+    public string? Labels { get; init; }
 }
 
 /// <summary>Preprocessed tensors from a <c>.npy</c> file (N×C×H×W float32, C-order), streamed batch by batch.
@@ -31,15 +35,44 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
             throw new LoupeException($"{options.Path}: shape ({string.Join(",", h.Shape)}) does not match the model input N×{spec.Channels}×{spec.Height}×{spec.Width}");
         if (length - h.DataOffset < h.Count * 4)
             throw new LoupeException($"{options.Path}: truncated: shape ({string.Join(",", h.Shape)}) needs {h.Count * 4} bytes of data, the file has {length - h.DataOffset}");
-        return new NpySource(options.Path, h);
+        return new NpySource(options.Path, h, options.Labels is null ? null : ReadLabels(options.Labels, h.Shape[0]), options.Labels);
     }
 
-    sealed class NpySource(string path, Npy.Header header, long start = 0, long? count = null) : IDataSource, IRangeDataSource
+    /// <summary>The labels file: N integers (shape N or N×1) of a little-endian integer type, for <paramref name="n"/>
+    /// inputs.</summary>
+    static long[] ReadLabels(string file, long n)
+    {
+        using var s = File.OpenRead(file);
+        var h = Npy.ReadHeader(s, file);
+        int size = h.Descr switch { "<i8" => 8, "<i4" => 4, "<i2" => 2, "|u1" or "<u1" => 1, _ => 0 };
+        if (size == 0) throw new LoupeException($"{file}: labels of dtype '{h.Descr}' are not supported; save integers (int64, int32, int16 or uint8)");
+        if (h.FortranOrder && h.Shape.Length > 1) throw new LoupeException($"{file}: Fortran-order arrays are not supported; save C-order");
+        if (!(h.Shape.Length == 1 || h.Shape.Length == 2 && h.Shape[1] == 1))
+            throw new LoupeException($"{file}: expected one label per input (shape N or N×1), found shape ({string.Join(",", h.Shape)})");
+        if (h.Shape[0] != n) throw new LoupeException($"{file}: {h.Shape[0]} labels for {n} inputs");
+        var bytes = new byte[n * size];
+        if (s.Length - h.DataOffset < bytes.Length)
+            throw new LoupeException($"{file}: truncated: {n} labels need {bytes.Length} bytes of data, the file has {s.Length - h.DataOffset}");
+        s.Position = h.DataOffset;
+        s.ReadExactly(bytes);
+        var labels = new long[n];
+        for (int i = 0; i < n; i++)
+            labels[i] = size switch
+            {
+                8 => BitConverter.ToInt64(bytes, i * 8),
+                4 => BitConverter.ToInt32(bytes, i * 4),
+                2 => BitConverter.ToInt16(bytes, i * 2),
+                _ => bytes[i],
+            };
+        return labels;
+    }
+
+    sealed class NpySource(string path, Npy.Header header, long[]? labels, string? labelsPath, long start = 0, long? count = null) : IDataSource, IRangeDataSource
     {
         public long? Count => count ?? header.Shape[0];
-        public IDataSource Slice(long first, long rows) => new NpySource(path, header, start + first, rows);
+        public IDataSource Slice(long first, long rows) => new NpySource(path, header, labels, labelsPath, start + first, rows);
         public bool Preprocessed => true;
-        public IEnumerable<string> Files => [path];
+        public IEnumerable<string> Files => labelsPath is null ? [path] : [path, labelsPath];
 
         public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
         {
@@ -55,7 +88,8 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
                 var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(buf.AsSpan(0, (int)(n * item)));
                 s.ReadExactly(bytes);
                 var ids = Enumerable.Range(0, n).Select(i => (start + done + i).ToString("D5")).ToArray();
-                yield return new DataBatch(ids, tensor(buf.AsSpan(0, (int)(n * item)).ToArray(), [n, header.Shape[1], header.Shape[2], header.Shape[3]]), null);
+                yield return new DataBatch(ids, tensor(buf.AsSpan(0, (int)(n * item)).ToArray(), [n, header.Shape[1], header.Shape[2], header.Shape[3]]),
+                    labels?[(int)(start + done)..(int)(start + done + n)]);
                 done += n;
             }
         }

@@ -39,13 +39,15 @@ public static class ScoreModes
     };
 
     /// <summary><paramref name="target"/> scored in <paramref name="mode"/> (itself for logit).</summary>
-    public static ITarget With(this ITarget target, ScoreMode mode) => mode == ScoreMode.Logit ? target : new Scored(target, mode);
+    public static ITarget With(this ITarget target, ScoreMode mode) =>
+        mode == ScoreMode.Logit ? target : target is IDataTarget ? new ScoredData(target, mode) : new Scored(target, mode);
 
     /// <summary>kebab-case name of a mode (as written in YAML).</summary>
     public static string Name(ScoreMode mode) => mode switch { ScoreMode.LogSoftmax => "log-softmax", _ => mode.ToString().ToLowerInvariant() };
 
-    sealed class Scored(ITarget inner, ScoreMode mode) : ITarget
+    class Scored(ITarget inner, ScoreMode mode) : ITarget
     {
+        protected ITarget Inner => inner;
         public IReadOnlyCollection<string> RequiredLayers => inner.RequiredLayers;
         public int Slots => inner.Slots;
         public TargetSelection Select(TargetInput original) => inner.Select(original);
@@ -58,6 +60,12 @@ public static class ScoreModes
             return scope.MoveToOuter(inner.Scores(new TargetInput(transformed, input.Layer), selection));
         }
         public string Describe() => $"{inner.Describe()} ({Name(mode)})";
+    }
+
+    /// <summary>A scored target that selects from the data (its inner one does).</summary>
+    sealed class ScoredData(ITarget target, ScoreMode mode) : Scored(target, mode), IDataTarget
+    {
+        public TargetSelection Select(InputBatch batch, int slot) => ((IDataTarget)Inner).Select(batch, slot);
     }
 }
 

@@ -168,6 +168,7 @@ public sealed class Registrar : IPluginRegistrar
     /// <inheritdoc/>
     public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
         .AddLoupeTarget<TopOneTargetFactory>("top-1", "the predicted class (largest logit) of each input; the default")
+        .AddLoupeTarget<LabelTargetFactory>("label", "each input's ground-truth class from the data's labels file (npy or idx labels:): Quantus's y_batch, Captum's target=labels")
         .AddLoupeTarget<ClassTargetFactory>("class", "a fixed class, by index or label name: { class: 3 } or { class: sneaker }")
         .AddLoupeTarget<TopKTargetFactory>("top-k", "each of the k largest logits: { top-k: 3 } gives one map per input and rank")
         .AddLoupeTarget<UnitTargetFactory>("channel", "mean activation of a channel: { channel: \"relu3:12\" }")

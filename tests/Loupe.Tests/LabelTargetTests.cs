@@ -1,0 +1,126 @@
+using Loupe.Abstractions;
+using Loupe.Targets;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>The <c>label</c> target (each input's ground-truth class from the data, Quantus's <c>y_batch</c>) and the
+/// <c>npy</c> data source's <c>labels:</c> file.</summary>
+public class LabelTargetTests
+{
+    static string Labels(string dir, long[] values, string descr = "<i8")
+    {
+        var path = Path.Combine(dir, "labels.npy");
+        var header = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({values.Length},), }}";
+        header = header.PadRight(((10 + header.Length + 1 + 63) / 64) * 64 - 10 - 1) + "\n";
+        using var s = File.Create(path);
+        s.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0, (byte)header.Length, (byte)(header.Length >> 8)]);
+        s.Write(System.Text.Encoding.ASCII.GetBytes(header));
+        foreach (var v in values)
+            if (descr == "<i8") s.Write(BitConverter.GetBytes(v));
+            else s.Write(BitConverter.GetBytes((int)v));
+        return path;
+    }
+
+    static string Pipeline(string labels, string steps) => TestEnv.Pipeline($"""
+        version: 1
+        model:
+          uses: torchvision
+          with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))} {"}"}
+        data:
+          uses: npy
+          with: {"{"} path: {TestEnv.Yaml(TestEnv.Fixture("fashion_input.npy"))}, labels: {TestEnv.Yaml(labels)} {"}"}
+        settings: {"{"} batch_size: 3 {"}"}
+        steps:
+        {steps}
+        """, Path.GetDirectoryName(labels));
+
+    [Fact]
+    public void EachInputIsExplainedForItsLabelNotItsPrediction()
+    {
+        // Labels 7, 2, 7, 2 (int32 on disk) over the 4 fixture inputs in batches of 3: the label step's map of each input
+        // is the fixed-class step's of its label, whatever the model predicts; a metric of the step runs on those classes.
+        var dir = TestEnv.TempDir();
+        var labels = Labels(dir, [7, 2, 7, 2], "<i4");
+        var r = TestEnv.Run(Pipeline(labels, """
+              - { id: lab, uses: saliency, target: label }
+              - { id: c7, uses: saliency, target: { class: 7 } }
+              - { id: c2, uses: saliency, target: { class: 2 } }
+              - { id: soft, uses: saliency, target: { label: softmax } }
+              - { id: pf, uses: pixel-flipping, with: { of: lab, features_in_step: 98 } }
+            """), Path.Combine(dir, "out"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        for (int i = 0; i < 4; i++)
+        {
+            var map = TestEnv.Artifact(r, $"lab/{i:D5}.saliency.npy").Data;
+            var want = TestEnv.Artifact(r, $"{(i % 2 == 0 ? "c7" : "c2")}/{i:D5}.saliency.npy").Data;
+            Assert.Equal(want, map);
+            Assert.NotEqual(want, TestEnv.Artifact(r, $"{(i % 2 == 0 ? "c2" : "c7")}/{i:D5}.saliency.npy").Data);
+            Assert.NotEqual(map, TestEnv.Artifact(r, $"soft/{i:D5}.saliency.npy").Data);   // softmax of the label, not its logit
+        }
+        var targets = r.Manifest!["artifacts"]!.AsArray().Where(a => (string?)a!["step"] == "lab" && (string?)a!["kind"] == "raw").Select(a => (string?)a!["target"]).ToList();
+        Assert.Equal(4, targets.Count);
+        Assert.All(targets, t => Assert.Matches(@"^class [27]\b", t ?? ""));
+    }
+
+    [Fact]
+    public void AMetricWithTheLabelTargetRemakesTheMapsForTheLabels()
+    {
+        // The metric step's target differs from the evaluated step's, so the step's kept maps do not serve: the metric
+        // makes them again, selecting each input's label from the data (all 7 here) — the same numbers as the metric
+        // with target class 7 on the maps that step kept.
+        var dir = TestEnv.TempDir();
+        var r = TestEnv.Run(Pipeline(Labels(dir, [7, 7, 7, 7]), """
+              - { id: c7, uses: saliency, target: { class: 7 } }
+              - { id: by-label, uses: pixel-flipping, with: { of: c7, features_in_step: 98 }, target: label }
+              - { id: by-class, uses: pixel-flipping, with: { of: c7, features_in_step: 98 }, target: { class: 7 } }
+            """), Path.Combine(dir, "out"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + StepError(r));
+        var csv = File.ReadAllLines(Path.Combine(r.OutDir!, "metrics.csv")).Skip(1).Select(l => l.Split(',')).ToList();
+        var byLabel = csv.Where(f => f[0] == "by-label").ToDictionary(f => f[3], f => f[4]);
+        var byClass = csv.Where(f => f[0] == "by-class").ToDictionary(f => f[3], f => f[4]);
+        Assert.NotEmpty(byLabel);
+        Assert.Equal(byClass, byLabel);
+    }
+
+    static string StepError(Loupe.Core.RunResult r) =>
+        string.Join("; ", r.Manifest!["steps"]!.AsArray().Select(s => (string?)s!["error"]).Where(e => e is not null)) is { Length: > 0 } e ? e : "(no step error)";
+
+    [Fact]
+    public void MissingWrongOrUnusableLabelsAreClearErrors()
+    {
+        var dir = TestEnv.TempDir();
+        // Three labels for four inputs: the data source names the file.
+        var short3 = TestEnv.Run(Pipeline(Labels(dir, [1, 2, 3]), "  - { id: s, uses: saliency, target: label }\n"), Path.Combine(dir, "a"));
+        Assert.NotEqual(0, short3.ExitCode);
+        Assert.True(short3.Errors.Any(e => e.Message.Contains("labels.npy") && e.Message.Contains("3 labels for 4 inputs")), string.Join("\n", short3.Errors));
+        // A label past the model's ten outputs: the input is named.
+        var dir2 = TestEnv.TempDir();
+        var big = TestEnv.Run(Pipeline(Labels(dir2, [1, 2, 10, 3]), "  - { id: s, uses: saliency, target: label }\n"), Path.Combine(dir2, "b"));
+        Assert.NotEqual(0, big.ExitCode);
+        Assert.Matches(@"target 'label': input '00002' has label 10, outside the model's 10 outputs", StepError(big));
+        // No labels at all (the fixture pipeline's npy has none).
+        var none = TestEnv.Run(TestEnv.FixturePipeline("  - { id: s, uses: saliency, target: label }\n"));
+        Assert.NotEqual(0, none.ExitCode);
+        Assert.StartsWith("target 'label': the data source gives no labels (input '00000')", StepError(none));
+    }
+
+    [Fact]
+    public void TheTargetSelectsFromTheBatchAndRefusesToChooseFromAnOutput()
+    {
+        using var scope = NewDisposeScope();
+        var target = new LabelTargetFactory().Create(new ScoreOptions { Mode = ScoreMode.LogSoftmax }, new TargetContext(["a", "b", "c"], 3, []));
+        var data = Assert.IsAssignableFrom<IDataTarget>(target);
+        var output = tensor(new[] { 2.0, 0.5, -1.0, 0.0, 3.0, 1.0 }, ScalarType.Float64).view(2, 3);
+        var batch = new InputBatch(["x", "y"], zeros(2, 1, 2, 2), zeros(2, 1, 2, 2), [2, 0]);
+        var sel = data.Select(batch, 0);
+        Assert.Equal([2L, 0L], sel.Classes!);
+        Assert.Equal(["class 2 (c)", "class 0 (a)"], sel.Labels);
+        var s = target.Scores(new TargetInput(output, l => throw new KeyNotFoundException(l)), sel).ToArray<double>();
+        Assert.Equal(-1.0 - Math.Log(Math.Exp(2.0) + Math.Exp(0.5) + Math.Exp(-1.0)), s[0], 1e-12);
+        Assert.Equal(0.0 - Math.Log(1 + Math.Exp(3.0) + Math.Exp(1.0)), s[1], 1e-12);
+        var e = Assert.Throws<LoupeException>(() => target.Select(new TargetInput(output, l => throw new KeyNotFoundException(l))));
+        Assert.Contains("not from the data's labels", e.Message);
+        Assert.Equal("label (log-softmax)", target.Describe());
+    }
+}
