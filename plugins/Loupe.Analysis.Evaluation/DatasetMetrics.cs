@@ -27,6 +27,9 @@ public sealed record DatasetMetricOptions : MetricOptions
     /// <summary>Discretisation.</summary>
     [Description("consistency: what two explanations must share to agree (Quantus discretise_func): top-n (the default: the set of positions of their n most relevant pixels), top-n-sign (Quantus's default: the signs of the first n values in raster order), sign (the signs of all values), floating-points (all values rounded to 2 decimals), rank (the order of all values, ties in pixel order)")]
     public Discretisation Discretise { get; init; }
+    /// <summary>Quantus's batch scope.</summary>
+    [Range(1, int.MaxValue), Description("compare each input only with the inputs of its own group of this many, in dataset order, as Quantus compares within each batch of its batch_size (64 by default): its distances, their normalisation, seuclidean's variances and the agreeing inputs are per batch; the maps are still normalised over the whole run, as Quantus normalises the a_batch it is given (default: one group, the whole run)")]
+    public int? QuantusBatchSize { get; init; }
 }
 
 /// <summary>The distances of <c>sufficiency</c> (scipy's cdist names).</summary>
@@ -99,8 +102,23 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
         }
-        var values = ids.Count == 0 ? [] : Score(o, Together(cat(features, 0), o.Normalise.Resolve(), o.Abs), predicted.ToArray());
+        var values = ids.Count == 0 ? [] : Grouped(o, Together(cat(features, 0), o.Normalise.Resolve(), o.Abs), predicted.ToArray());
         QualityMetric<DatasetMetricOptions>.WriteScores(ctx, writer, Id, o, true, ids, labels, values);
+    }
+
+    /// <summary><see cref="Score"/> of each group of <c>quantus_batch_size</c> consecutive inputs on its own (all inputs
+    /// when unset).</summary>
+    double[] Grouped(DatasetMetricOptions o, Tensor a, long[] predicted)
+    {
+        int n = predicted.Length, group = Math.Min(n, o.QuantusBatchSize ?? n);
+        var values = new List<double>(n);
+        for (int start = 0; start < n; start += group)
+        {
+            using var scope = NewDisposeScope();
+            int count = Math.Min(group, n - start);
+            values.AddRange(Score(o, a.narrow(0, start, count), predicted[start..(start + count)]));
+        }
+        return [.. values];
     }
 
     /// <summary>The run's maps (N×D) normalised together, as one array: Quantus normalises the whole batch it is

@@ -108,6 +108,54 @@ public class QualityMoreTests
     }
 
     [Fact]
+    public void QuantusBatchSizeComparesWithinEachGroupOfInputs()
+    {
+        // quantus_batch_size: 4 over the 8 inputs: each half is scored on its own, as Quantus scores each of its batches
+        // — the numbers of two runs on the halves alone (both metrics are invariant to the run-wide max normalisation
+        // the grouped run applies); 8 or more is the whole run.
+        var dir = Env.TempDir();
+        var inputs = Npy.Read(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "inputs8.npy"));
+        var maps = Npy.Read(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "maps8.npy"));
+        NdArray Half(NdArray a, int h)
+        {
+            long row = a.Data.Length / a.Shape[0];
+            return new NdArray(a.Data.AsSpan((int)(h * 4 * row), (int)(4 * row)).ToArray(), [4, .. a.Shape[1..]]);
+        }
+        string Steps(string m, string extra) => $$"""
+              - { id: m, uses: fixture-map, with: { path: {{m}} } }
+              - { id: suf, uses: sufficiency, with: { of: m{{extra}} } }
+              - { id: seu, uses: sufficiency, with: { of: m, distance: euclidean{{extra}} } }
+              - { id: con, uses: consistency, with: { of: m{{extra}} } }
+            """;
+        var grouped = Run("inputs8.npy", 3, Steps(Fixture("maps8.npy"), ", quantus_batch_size: 4"));
+        Assert.True(grouped.ExitCode == 0, Failures(grouped));
+        var whole = Run("inputs8.npy", 3, Steps(Fixture("maps8.npy"), ", quantus_batch_size: 8"));
+        Assert.True(whole.ExitCode == 0, Failures(whole));
+        Close(Want("sufficiency"), Values(whole, "suf", "sufficiency"), "sufficiency, one group of 8");
+        Close(Want("consistency"), Values(whole, "con", "consistency"), "consistency, one group of 8");
+        var halves = new[] { 0, 1 }.Select(h =>
+        {
+            File.WriteAllBytes(Path.Combine(dir, $"x{h}.npy"), Npy.Encode(Half(inputs, h)));
+            File.WriteAllBytes(Path.Combine(dir, $"m{h}.npy"), Npy.Encode(Half(maps, h)));
+            var r = Env.Run($$"""
+                version: 1
+                model: { uses: region-test }
+                data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(dir, $"x{h}.npy"))}} } }
+                steps:
+                {{Steps(Env.Yaml(Path.Combine(dir, $"m{h}.npy")), "")}}
+                """);
+            Assert.True(r.ExitCode == 0, Failures(r));
+            return r;
+        }).ToArray();
+        foreach (var (step, key) in new[] { ("suf", "sufficiency"), ("seu", "sufficiency"), ("con", "consistency") })
+        {
+            var want = halves.SelectMany(r => Values(r, step, key)).ToArray();
+            Close(want, Values(grouped, step, key), $"{step}, groups of 4", 1e-12);
+            Assert.NotEqual(want, Values(whole, step, key));   // the scope changes the numbers on these maps
+        }
+    }
+
+    [Fact]
     public void SufficiencyDistancesAreScipysAndConsistencyDiscretisesAsQuantus()
     {
         // tests/fixtures/make_dataset_metric_fixtures.py: scipy's cdist, and Quantus's discretise functions restated.
