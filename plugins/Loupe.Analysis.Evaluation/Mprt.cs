@@ -74,7 +74,7 @@ public sealed record MprtOptions : RandomisationOptions
     [Description("take |·| of the maps (smooth: of the noise-averaged map) before comparing them (Quantus's defaults: true for MPRT and sMPRT, false for eMPRT)")]
     public bool? Abs { get; init; }
     /// <summary>The score.</summary>
-    [Description("smooth: last (the curve's last point, Quantus return_last_correlation) or average (the mean over the randomised points, Quantus return_average_correlation; needs per_layer)")]
+    [Description("smooth: last (the curve's last point, Quantus return_last_correlation), average (the mean over the randomised points, what return_average_correlation means; needs per_layer) or quantus-average (the mean over every point, the original's included, as Quantus 0.6 computes return_average_correlation: its check for the original's key misses it; needs per_layer)")]
     public MprtScore Score { get; init; } = MprtScore.Last;
     /// <summary>What smooth's randomised maps are compared with.</summary>
     [Description("smooth: what each randomised model's map is compared with: smoothed (the intact model's noise-averaged map, as the paper and Quantus when no a_batch is passed; the default) or given (the evaluated step's own maps, as Quantus when a_batch is passed)")]
@@ -110,6 +110,9 @@ public enum MprtScore
     Last,
     /// <summary>The mean over the points after the original.</summary>
     Average,
+    /// <summary>The mean over every point, the original's included: Quantus 0.6's return_average_correlation (MPRT and
+    /// SmoothMPRT skip a key "orig" where they stored "original", so the original point enters the mean).</summary>
+    QuantusAverage,
 }
 
 /// <summary><c>mprt</c> variants of Hedström et al. (2023, "Sanity checks revisited"; Quantus SmoothMPRT and
@@ -150,8 +153,8 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     protected override IEnumerable<string> ValidateMetric(MprtOptions options, AnalysisValidationContext context)
     {
         foreach (var e in ModelRandomisation.Validate(context.Model, options.Kind)) yield return e;
-        if (options.Score == MprtScore.Average && options.Variant != MprtVariant.Smooth)
-            yield return "option 'score': average applies to variant smooth (eMPRT's score is the relative entropy rise)";
+        if (options.Score != MprtScore.Last && options.Variant != MprtVariant.Smooth)
+            yield return $"option 'score': {(options.Score == MprtScore.Average ? "average" : "quantus-average")} applies to variant smooth (eMPRT's score is the relative entropy rise)";
         if (options.Similarity != MprtOptions.DefaultSimilarity && options.Variant != MprtVariant.Smooth)
             yield return "option 'similarity' applies to variant smooth (eMPRT compares complexities)";
         if (options.Similarity == MapSimilarity.Ssim)
@@ -162,8 +165,8 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             yield return "option 'reference' applies to variant smooth (eMPRT compares complexities)";
         if (options.Complexity != MprtComplexity.DiscreteEntropy && options.Variant != MprtVariant.Efficient)
             yield return "option 'complexity' applies to variant efficient";
-        if (options.Score == MprtScore.Average && !options.PerLayer)
-            yield return "option 'score': average needs the curve's every point (per_layer: true)";
+        if (options.Score != MprtScore.Last && !options.PerLayer)
+            yield return $"option 'score': {(options.Score == MprtScore.Average ? "average" : "quantus-average")} needs the curve's every point (per_layer: true)";
         if (options.BinsRule is not null && (options.Variant != MprtVariant.Efficient || options.Complexity != MprtComplexity.DiscreteEntropy))
             yield return "option 'bins_rule' applies to variant efficient with complexity discrete-entropy";
         if (options.MinBins > options.MaxBins) yield return $"option 'min_bins' ({options.MinBins}) must not exceed 'max_bins' ({options.MaxBins})";
@@ -275,7 +278,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     /// histogram entropy — which Quantus would divide by).</summary>
     static double EndPoint(MprtOptions o, double[] curve) =>
         o.Variant == MprtVariant.Efficient ? (curve[0] == 0 ? double.NaN : (curve[^1] - curve[0]) / curve[0])
-        : o.Score == MprtScore.Average ? curve.Skip(1).Average() : curve[^1];
+        : o.Score switch { MprtScore.Average => curve.Skip(1).Average(), MprtScore.QuantusAverage => curve.Average(), _ => curve[^1] };
 
     /// <inheritdoc/>
     protected override double[] Score(MprtOptions o, MetricBatch b) =>

@@ -108,6 +108,32 @@ public class MprtTests
     }
 
     [Fact]
+    public void AveragesLeaveOutOrKeepTheOriginalPoint()
+    {
+        // average: the mean over the seven randomised points; quantus-average: over all eight, the original's included,
+        // as Quantus 0.6's return_average_correlation computes it (mprt.py: the original is stored under "original" and
+        // skipped under "orig"). Each step's score from its own curve (the noise is drawn per step).
+        var r = Run(4, """
+              - { id: avg, uses: mprt, with: { of: sal, randomise: normal, samples: 2, abs: false, reference: given, score: average } }
+              - { id: qavg, uses: mprt, with: { of: sal, randomise: normal, samples: 2, abs: false, reference: given, score: quantus-average } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        double[] Point(string step, int i) => Npy.Read(Path.Combine(r.OutDir!, step, "mprt_curve.npy")).Data.AsSpan(i * 8, 8).ToArray().Select(v => (double)v).ToArray();
+        double[] Scores(string step) => JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "mprt.json")))!["inputs"]!.AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
+        var (avg, qavg) = (Scores("avg"), Scores("qavg"));
+        for (int i = 0; i < 4; i++)
+        {
+            var (a, q) = (Point("avg", i), Point("qavg", i));
+            Assert.NotEqual(1.0, q[0], 6);   // the given maps are not the smoothed ones: the original point is below 1
+            Close(a.Skip(1).Average(), avg[i], $"average {i}", 1e-6);
+            Close(q.Average(), qavg[i], $"quantus-average {i}", 1e-6);
+            Assert.True(Math.Abs(q.Average() - q.Skip(1).Average()) > 1e-6, "the original point moves the mean");
+        }
+        var bad = Run(4, "  - { id: e, uses: mprt, with: { of: sal, variant: efficient, score: quantus-average } }\n");
+        Assert.Contains("option 'score': quantus-average applies to variant smooth", string.Join("\n", bad.Errors));
+    }
+
+    [Fact]
     public void TheIntactMapsOfTheInputsAreTheStepsOwn()
     {
         CountingMap.Rows = 0;
