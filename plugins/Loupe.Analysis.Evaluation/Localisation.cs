@@ -16,6 +16,9 @@ public sealed record LocalisationOptions : MetricOptions
     /// <summary>Absolute values.</summary>
     [Description("take |·| of the channel-summed map (after normalise, as Quantus) (default: Quantus's per metric: true for attribution-localisation, false otherwise)")]
     public bool? Abs { get; init; }
+    /// <summary>Normalise.</summary>
+    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions + " (ranks, the AUC and the pointing game's maximum do not change under any of them; relevance-mass-accuracy and attribution-localisation do under negative)")]
+    public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>k.</summary>
     [Range(1, int.MaxValue), Description("top-k-intersection: number of top features (Quantus: 1000; must be < the pixels per image)")]
     public int K { get; init; } = 1000;
@@ -49,7 +52,7 @@ public abstract class LocalisationMetric : QualityMetric<LocalisationOptions>
     protected sealed override double[] Score(LocalisationOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        return Of(b.Features(o.Abs ?? DefaultAbs, Normalisation.Max), b.Mask(o.Threshold, o.Masks, o.Boxes), o);
+        return Of(b.Features(o.Abs ?? DefaultAbs, o.Normalise.Resolve()), b.Mask(o.Threshold, o.Masks, o.Boxes), o);
     }
 
     /// <summary>The score of N×D features against an N×D mask.</summary>

@@ -10,8 +10,11 @@ namespace Loupe.Analysis.Evaluation;
 public sealed record RandomLogitOptions : NormalisedMetricOptions
 {
     /// <summary>Absolute values.</summary>
-    [Description("take |·| of the channel-summed maps before comparing (Quantus default: false)")]
+    [Description("take |·| of the channel-summed maps, after normalise, before comparing (Quantus default: false)")]
     public bool Abs { get; init; }
+    /// <summary>Normalise.</summary>
+    [Description("rescale both maps first, each on its own: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions + " (spearman and kendall do not change under any of them; pearson does under negative; ssim min-max scales each map itself; flat-ssim depends on the maps' scale)")]
+    public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Similarity.</summary>
     [Description("how the two maps are compared: ssim (the default: 7×7 windows over the maps, each min-max scaled), flat-ssim (Quantus's ssim: skimage's SSIM of the flattened maps, 7-value windows), spearman, pearson or kendall (τ-b)")]
     public MapSimilarity Similarity { get; init; } = MapSimilarity.Ssim;
@@ -65,8 +68,8 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         }
         var labels = off.Select(c => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}").ToArray();
         var other = LinkedMaps(o, ctx, b.X, null, new TargetSelection(off, labels)).Map;
-        var a = b.Features(o.Abs, Normalisation.Max);
-        var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null) { NormaliseGroup = b.NormaliseGroup }.Features(o.Abs, Normalisation.Max);
+        var a = b.Features(o.Abs, o.Normalise.Resolve());
+        var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null) { NormaliseGroup = b.NormaliseGroup }.Features(o.Abs, o.Normalise.Resolve());
         long h = b.X.shape[2], w = b.X.shape[3];
         return Enumerable.Range(0, (int)b.N).Select(i => MapSimilarities.Of(o.Similarity, a[i], bm[i], h, w)).ToArray();
     }
