@@ -225,7 +225,7 @@ public abstract class RemovalCurveMetric : FaithfulnessMetric
         var step = Steps(o, b, a, out var counts);
         var curve = Cumulative(b, step, counts.Max(), b.X, CumulativeFill(o, b, baseline, step, counts.Max(), Padding(o)), softmax);
         b.RecordCurves(curve, counts, Axis(o, b, softmax));
-        return RowPrefixes(curve, counts, QualityFormulas.MeanTrapezoid);
+        return RowPrefixes(curve, counts, o.Score == ScoreConvention.Quantus ? QualityFormulas.Trapezoid : QualityFormulas.MeanTrapezoid);
     }
 }
 

@@ -177,6 +177,17 @@ public static class QualityFormulas
         return scope.MoveToOuter(area);
     }
 
+    /// <summary>Area under a curve sampled at unit steps (trapezoid, dx = 1; 0 for a single point): numpy's
+    /// <c>trapz(curve, dx=1)</c>, Quantus's <c>calculate_auc</c>.</summary>
+    public static Tensor Trapezoid(Tensor curves)
+    {
+        using var scope = NewDisposeScope();
+        var c = curves.to(ScalarType.Float64);
+        long t = c.shape[1];
+        var area = t < 2 ? zeros(c.shape[0], dtype: ScalarType.Float64) : (c.narrow(1, 1, t - 1) + c.narrow(1, 0, t - 1)).sum(1) / 2.0;
+        return scope.MoveToOuter(area);
+    }
+
     /// <summary>AOPC (Samek et al. 2017): the mean over the L + 1 points of the perturbation curve of f(x) − f(x_k)
     /// (the curve's first point is the unperturbed input).</summary>
     public static Tensor Aopc(Tensor curves)
