@@ -6,8 +6,11 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
-/// <summary>Options of <c>infidelity</c>.</summary>
-public sealed record InfidelityOptions : NormalisedMetricOptions, IConstantFill
+/// <summary>Options of <c>infidelity</c>. The replacement options (<c>baseline</c> and its constant, images, uniform
+/// range and noise parameters: Quantus's perturb_baseline and perturb_func_kwargs) are those of the other perturbing
+/// metrics and apply to <c>perturbation: blocks</c>; Quantus's defaults: baseline min ("black"), abs, normalise and
+/// softmax off.</summary>
+public sealed record InfidelityOptions : PerturbOptions
 {
     /// <summary>Perturbations.</summary>
     [Description("gaussian (Captum's infidelity: I ~ N(0, σ²) per input element, `samples` draws) or blocks (Quantus 0.6's Infidelity: patch × patch blocks of every channel replaced by the baseline cumulatively, in raster order)")]
@@ -24,24 +27,6 @@ public sealed record InfidelityOptions : NormalisedMetricOptions, IConstantFill
     /// <summary>Block sides.</summary>
     [Description("blocks: the block sides, one pass each, scores averaged (Quantus perturb_patch_sizes: [4]); the image is padded evenly to a multiple of each")]
     public int[] PatchSizes { get; init; } = [4];
-    /// <summary>Replacement.</summary>
-    [OrConstant(nameof(BaselineValue)), Description("blocks: what replaces a block: min (Quantus 'black', its default), max ('white'), mean, black, zero, uniform, uniform-input, or a constant in the model's input space")]
-    public Fill Baseline { get; init; } = Fill.Min;
-    /// <summary>Constant replacement.</summary>
-    [Description("a constant given to 'baseline': one value or one per channel, in the model's input space")]
-    public float[]? BaselineValue { get; init; }
-    /// <summary>Softmax.</summary>
-    [Description("score the class probability instead of the target's score (Captum: the model's output as given; Quantus softmax: false)")]
-    public bool Softmax { get; init; }
-    /// <summary>Absolute values.</summary>
-    [Description("take |·| of the map first, after normalise (Quantus abs: false)")]
-    public bool Abs { get; init; }
-    /// <summary>Normalise.</summary>
-    [Description("rescale the map first, per map: false (Quantus's default), true (by max |·|), or " + Normalisations.Functions)]
-    public Normalisation Normalise { get; init; }
-    /// <summary>Copies per forward.</summary>
-    [Range(1, 100_000), Description("perturbed copies per forward pass (default: within the memory budget)")]
-    public int? MicroBatch { get; init; }
 }
 
 /// <summary>How <c>infidelity</c> perturbs its inputs.</summary>
@@ -90,8 +75,8 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
             if (phi.dim() == 3) phi = phi.unsqueeze(1);
             if (phi.shape[2] != h || phi.shape[3] != w)
                 throw new LoupeException($"the maps of '{o.Of!.Id}' have shape ({string.Join("×", result.Map.shape)}), not the input's {h}×{w}: infidelity needs input-resolution maps");
-            phi = Normalisations.Rows(phi.flatten(1), o.Normalise.Resolve(), o.Together(n)).view_as(phi);
-            if (o.Abs) phi = phi.abs();
+            phi = Normalisations.Rows(phi.flatten(1), o.Normalise.Resolve(false), o.Together(n)).view_as(phi);
+            if (o.Abs ?? false) phi = phi.abs();
             phi = phi.expand(n, c, h, w);
             var b = new MetricBatch(ctx, batch, phi, result.Selection, gens, o.MicroBatch);
             // Per input: Σ (IᵀΦ)², Σ IᵀΦ·Δf, Σ Δf² and Σ (IᵀΦ − Δf)² over its perturbations, and their count.
@@ -115,7 +100,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
     {
         var x = b.X;
         long n = b.N, c = x.shape[1], h = x.shape[2], w = x.shape[3];
-        var fx = b.Clean(o.Softmax);
+        var fx = b.Clean(o.Softmax ?? false);
         // IᵀΦ of each copy, kept as numbers: the copies' tensors live only within their pass.
         var dots = new double[n * o.Samples];
         var drop = fx.unsqueeze(1) - b.Outputs(o.Samples, (k0, k) =>
@@ -124,7 +109,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
             var dot = (noise * phi.unsqueeze(1)).sum([2, 3, 4]).to(ScalarType.Float64).data<double>().ToArray();
             for (long i = 0; i < n; i++) Array.Copy(dot, i * k, dots, i * o.Samples + k0, k);
             return x.unsqueeze(1) - noise;
-        }, o.Softmax);
+        }, o.Softmax ?? false);
         return Sums(tensor(dots).view(n, o.Samples), drop, o.Samples);
     }
 
@@ -134,26 +119,27 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
     {
         var x = b.X;
         long n = b.N, h = x.shape[2], w = x.shape[3];
-        var fx = b.Clean(o.Softmax);
+        var fx = b.Clean(o.Softmax ?? false);
         // A random fill is drawn afresh for each of `samples` passes (Quantus repeats its pass n_perturb_samples
         // times); a fixed one gives the same pass every time, so it runs once.
-        bool random = o.BaselineValue is null && (o.Baseline is Fill.Uniform or Fill.UniformInput or Fill.UniformStep || NoiseFill.Adds(o.Baseline));
+        var kind = o.FillOf(Fill.Min);   // null: a constant or baseline images
+        bool random = kind is Fill.Uniform or Fill.UniformInput or Fill.UniformStep || NoiseFill.Adds(kind);
         int passes = random ? o.Samples : 1;
         Tensor? aa = null, ab = null, bb = null, gap = null;
         for (int pass = 0; pass < passes; pass++)
             foreach (int p in o.PatchSizes)
             {
-                var baseline = b.Baseline(o.Baseline, o.BaselineValue);
+                var baseline = o.BaselineOf(b, Fill.Min);
                 var block = tensor(BlockOfPixel(h, w, p));
                 long blocks = block.max().ToInt64() + 1;
                 // uniform-step: one value per block, as Quantus draws one per replacement call.
                 // running-mean: Quantus's "mean" of the array as perturbed so far (the blocks are cumulative).
-                var fill = o.BaselineValue is null && o.Baseline == Fill.RunningMean ? b.RunningMean(block.expand(n, -1), blocks)
-                    : b.PerStep(o.BaselineValue is null ? o.Baseline : null, baseline, block.expand(n, -1), blocks);
+                var fill = kind == Fill.RunningMean ? b.RunningMean(block.expand(n, -1), blocks)
+                    : b.PerStep(kind, baseline, block.expand(n, -1), blocks, o.UniformLow, o.UniformHigh);
                 // Σ_c Φ·(x − fill) per pixel: a copy's IᵀΦ is the sum over the pixels it replaced.
                 var contribution = (phi * (x - fill)).sum(1).to(ScalarType.Float64).reshape(n, h * w);
                 var dot = zeros(n, blocks, dtype: ScalarType.Float64).index_add_(1, block, contribution, 1).cumsum(1);
-                var drop = fx.unsqueeze(1) - b.Outputs(blocks, (k0, k) => b.Replace((block.view(1, 1, -1) <= arange(k0, k0 + k).view(1, k, 1)).expand(n, k, -1), fill), o.Softmax);
+                var drop = fx.unsqueeze(1) - b.Outputs(blocks, (k0, k) => b.Replace((block.view(1, 1, -1) <= arange(k0, k0 + k).view(1, k, 1)).expand(n, k, -1), fill), o.Softmax ?? false);
                 var (a2, a1, b2, g, _) = Sums(dot, drop, 1);
                 aa = Add(aa, a2 / blocks); ab = Add(ab, a1 / blocks); bb = Add(bb, b2 / blocks); gap = Add(gap, g / blocks);
             }
