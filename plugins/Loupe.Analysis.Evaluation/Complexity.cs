@@ -17,6 +17,9 @@ public sealed record ComplexityOptions : NormalisedMetricOptions
     /// <summary>Threshold.</summary>
     [Range(0.0, 1e6), Description("effective-complexity: a feature counts when |a| > eps (Quantus: 1e-5)")]
     public double Eps { get; init; } = 1e-5;
+    /// <summary>What a feature is.</summary>
+    [Description("pixels (the default: one value per pixel, a per-channel map summed over its channels) or values (every value of the map as the evaluated step gives it — a per-channel map's C·H·W values, as Quantus takes the a_batch it is given; an H×W map's H·W values)")]
+    public FeatureUnit Features { get; init; }
 }
 
 /// <summary>Base of the complexity metrics: a function of the map alone (no forward pass).</summary>
@@ -26,7 +29,8 @@ public abstract class ComplexityMetric : QualityMetric<ComplexityOptions>
     protected sealed override double[] Score(ComplexityOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        return Of(b.Features(o.Abs, o.Normalise.Resolve()), o).ToArray<double>();
+        var a = o.Features == FeatureUnit.Values ? b.MapValues(o.Abs, o.Normalise.Resolve()) : b.Features(o.Abs, o.Normalise.Resolve());
+        return Of(a, o).ToArray<double>();
     }
 
     /// <summary>The score of N×D features.</summary>

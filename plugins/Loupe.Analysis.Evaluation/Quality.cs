@@ -67,6 +67,16 @@ public sealed partial class MetricBatch(IAnalysisContext ctx, InputBatch batch, 
         return scope.MoveToOuter(v.contiguous());
     }
 
+    /// <summary>Every value of the map as the step gave it, N×(its values per input), at its own resolution: what the
+    /// metrics of the map alone read with <c>features: values</c>; <paramref name="normalise"/> over a row, then
+    /// <paramref name="abs"/>.</summary>
+    public Tensor MapValues(bool abs, Normalisation normalise)
+    {
+        using var scope = NewDisposeScope();
+        var v = Normalisations.Rows(map.detach().reshape(N, -1).to(ScalarType.Float64), normalise.Resolve(), NormaliseGroup);
+        return scope.MoveToOuter(abs ? v.abs() : v.contiguous());
+    }
+
     /// <summary>A per-feature tensor (N×[k×]D for pixels, N×[k×](C·D) for channel values) laid out as
     /// N×k×(1 or C)×H×W.</summary>
     Tensor AsImage(Tensor perFeature)
