@@ -182,6 +182,17 @@ public sealed class LoupeModel : IDisposable
         return RunStep(technique, folder.Data, ids, options, target, cancellation);
     }
 
+    /// <summary>As <see cref="Explain(string, NdArray, object?, object?, CancellationToken)"/>, with each row's
+    /// ground-truth class in <paramref name="labels"/> (the data's labels: <c>target: "label"</c> explains them, as
+    /// Quantus's <c>y_batch</c> and Captum's <c>target=labels</c>; predictions record them).</summary>
+    public Explanation Explain(string technique, NdArray input, IReadOnlyList<long> labels, object? options = null, object? target = null, CancellationToken cancellation = default)
+    {
+        ArgumentNullException.ThrowIfNull(labels);
+        using var folder = NpyFolder(input, labels);
+        var ids = Enumerable.Range(0, (int)input.Shape[0]).Select(i => i.ToString("D5")).ToList();
+        return RunStep(technique, folder.Data, ids, options, target, cancellation);
+    }
+
     /// <summary>As <see cref="Explain(string, NdArray, object?, object?, CancellationToken)"/>, reporting the technique's
     /// progress (a fraction in [0,1] and an optional message, as <c>loupe run</c> draws it) to <paramref name="progress"/>.
     /// Cancelling <paramref name="cancellation"/> stops the computation (<see cref="OperationCanceledException"/>); the
@@ -299,13 +310,22 @@ public sealed class LoupeModel : IDisposable
         return t;
     }
 
-    static TempInputs NpyFolder(NdArray input)
+    static TempInputs NpyFolder(NdArray input, IReadOnlyList<long>? labels = null)
     {
         if (input.Shape.Length != 4) throw new ArgumentException($"expected N×C×H×W model input, got shape ({string.Join(",", input.Shape)})", nameof(input));
+        if (labels is not null && labels.Count != input.Shape[0])
+            throw new ArgumentException($"{labels.Count} labels for {input.Shape[0]} inputs", nameof(labels));
         var t = new TempInputs();
         var path = Path.Combine(t.Folder, "input.npy");
         File.WriteAllBytes(path, Npy.Encode(input));
-        t.Data = "data:\n  uses: npy\n  with: " + new JsonObject { ["path"] = path }.ToJsonString() + "\n";
+        var with = new JsonObject { ["path"] = path };
+        if (labels is not null)
+        {
+            var file = Path.Combine(t.Folder, "labels.npy");
+            File.WriteAllBytes(file, Npy.EncodeInt64(labels));
+            with["labels"] = file;
+        }
+        t.Data = "data:\n  uses: npy\n  with: " + with.ToJsonString() + "\n";
         return t;
     }
 

@@ -49,6 +49,21 @@ public class TechniqueApiTests
         }
     }
 
+    /// <summary>Ground-truth labels given with the input: <c>target: "label"</c> explains each row for its own label,
+    /// the maps of a fixed-class call for that class; the label count must match the rows.</summary>
+    [Fact]
+    public void LabelsGivenWithTheInputAreWhatTheLabelTargetExplains()
+    {
+        using var model = FixtureModel();
+        var input = Npy.Read(Fixture("fashion_input.npy"));
+        var byLabel = model.Explain("saliency", input, new long[] { 3, 8, 3, 8 }, target: "label");
+        var three = model.Explain("saliency", input, target: new { @class = 3 });
+        var eight = model.Explain("saliency", input, target: new { @class = 8 });
+        float[] Row(Explanation e, int i) => e.Artifacts.Single(a => a.InputId == e.InputIds[i] && a.Name == "saliency" && a.Kind == ArtifactKind.Raw).Array!.Data;
+        for (int i = 0; i < 4; i++) Assert.Equal(Row(i % 2 == 0 ? three : eight, i), Row(byLabel, i));
+        Assert.Throws<ArgumentException>(() => model.Explain("saliency", input, new long[] { 3, 8 }, target: "label"));
+    }
+
     static void Close(Explanation e, string artifact, string fixture)
     {
         var err = Numbers.RelL2(Stack(e, artifact), Npy.Read(Fixture(fixture)).Data);

@@ -11,14 +11,14 @@ public class LabelTargetTests
     static string Labels(string dir, long[] values, string descr = "<i8")
     {
         var path = Path.Combine(dir, "labels.npy");
-        var header = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': ({values.Length},), }}";
-        header = header.PadRight(((10 + header.Length + 1 + 63) / 64) * 64 - 10 - 1) + "\n";
-        using var s = File.Create(path);
-        s.Write([0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0, (byte)header.Length, (byte)(header.Length >> 8)]);
-        s.Write(System.Text.Encoding.ASCII.GetBytes(header));
-        foreach (var v in values)
-            if (descr == "<i8") s.Write(BitConverter.GetBytes(v));
-            else s.Write(BitConverter.GetBytes((int)v));
+        var bytes = Npy.EncodeInt64(values);
+        if (descr == "<i4")   // the same values as int32: the header's dtype (same length), then 4 bytes each
+        {
+            int data = Array.IndexOf(bytes, (byte)'\n') + 1;
+            bytes[bytes.AsSpan(0, data).IndexOf("<i8"u8) + 2] = (byte)'4';
+            bytes = [.. bytes.AsSpan(0, data), .. values.SelectMany(v => BitConverter.GetBytes((int)v))];
+        }
+        File.WriteAllBytes(path, bytes);
         return path;
     }
 

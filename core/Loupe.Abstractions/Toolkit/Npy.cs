@@ -5,33 +5,49 @@ using System.Text.RegularExpressions;
 
 namespace Loupe.Abstractions.Toolkit;
 
-/// <summary>NumPy <c>.npy</c> (format 1.0/2.0/3.0) reader and float32 writer.</summary>
+/// <summary>NumPy <c>.npy</c> (format 1.0/2.0/3.0) reader, float32 and int64 writer.</summary>
 public static partial class Npy
 {
     /// <summary>Serialises a float32 array.</summary>
     public static byte[] Encode(NdArray a)
     {
-        var shape = a.Shape.Length switch
-        {
-            0 => "()",
-            1 => $"({a.Shape[0]},)",
-            _ => "(" + string.Join(", ", a.Shape) + ")",
-        };
-        var header = $"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}";
-        int total = 10 + header.Length + 1;
-        int pad = (64 - total % 64) % 64;
-        header = header + new string(' ', pad) + "\n";
-        var bytes = new byte[10 + header.Length + a.Data.Length * 4];
-        bytes[0] = 0x93; "NUMPY"u8.CopyTo(bytes.AsSpan(1));
-        bytes[6] = 1; bytes[7] = 0;
-        BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(8), (ushort)header.Length);
-        Encoding.ASCII.GetBytes(header).CopyTo(bytes, 10);
-        var body = bytes.AsSpan(10 + header.Length);
+        var bytes = WithHeader("<f4", a.Shape, a.Data.Length * 4L, out var body);
         if (BitConverter.IsLittleEndian) System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.Data.AsSpan()).CopyTo(body);
         else for (int i = 0; i < a.Data.Length; i++) BinaryPrimitives.WriteSingleLittleEndian(body[(i * 4)..], a.Data[i]);
         return bytes;
     }
 
+    /// <summary>Serialises a one-dimensional int64 array (e.g. class labels: the <c>npy</c> data source's
+    /// <c>labels:</c> file).</summary>
+    public static byte[] EncodeInt64(IReadOnlyList<long> values)
+    {
+        var bytes = WithHeader("<i8", [values.Count], values.Count * 8L, out var body);
+        for (int i = 0; i < values.Count; i++) BinaryPrimitives.WriteInt64LittleEndian(body[(i * 8)..], values[i]);
+        return bytes;
+    }
+
+    /// <summary>A file of <paramref name="dataBytes"/> bytes of data after a format 1.0 header (padded to 64 bytes);
+    /// <paramref name="body"/> is the data's part.</summary>
+    static byte[] WithHeader(string descr, long[] dims, long dataBytes, out Span<byte> body)
+    {
+        var shape = dims.Length switch
+        {
+            0 => "()",
+            1 => $"({dims[0]},)",
+            _ => "(" + string.Join(", ", dims) + ")",
+        };
+        var header = $"{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}";
+        int total = 10 + header.Length + 1;
+        int pad = (64 - total % 64) % 64;
+        header = header + new string(' ', pad) + "\n";
+        var bytes = new byte[10 + header.Length + dataBytes];
+        bytes[0] = 0x93; "NUMPY"u8.CopyTo(bytes.AsSpan(1));
+        bytes[6] = 1; bytes[7] = 0;
+        BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(8), (ushort)header.Length);
+        Encoding.ASCII.GetBytes(header).CopyTo(bytes, 10);
+        body = bytes.AsSpan(10 + header.Length);
+        return bytes;
+    }
 
     /// <summary>Parsed header of an .npy file.</summary>
     public sealed record Header(string Descr, bool FortranOrder, long[] Shape, long DataOffset)
