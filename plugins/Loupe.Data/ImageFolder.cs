@@ -50,6 +50,18 @@ public sealed record ImageFolderOptions
     /// <summary>Shorter side before the crop of <c>center-crop</c> (default round(H / 0.875)).</summary>
     [Range(1, 65536), Description("center-crop: the shorter side before the crop (default round(height / 0.875), 256 for 224)")]
     public int? ResizeSize { get; init; }
+    /// <summary>Ground-truth labels.</summary>
+    [Description("the images' classes (what the 'label' target explains): none (the default) or folders (torchvision's ImageFolder: an image's class is the place of its top subfolder among the folder's subfolders sorted by name; needs recursive: true)")]
+    public ImageLabels Labels { get; init; }
+}
+
+/// <summary>Where <c>image-folder</c> finds the images' classes.</summary>
+public enum ImageLabels
+{
+    /// <summary>No labels.</summary>
+    None,
+    /// <summary>torchvision's ImageFolder: class k is the k-th subfolder by name.</summary>
+    Folders,
 }
 
 /// <summary>Images from a folder. Preprocessing, exactly: decode to 8-bit RGB (or 8-bit luminance, BT.709, for
@@ -63,6 +75,8 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
     /// <inheritdoc/>
     public override IDataSource Open(ImageFolderOptions options, DataOpenContext context)
     {
+        if (options.Labels == ImageLabels.Folders && !options.Recursive)
+            throw new LoupeException($"{options.Path}: option 'labels': folders reads the classes from the subfolders; set recursive: true");
         // Names exactly as stored: one that is not UTF-8 gets an escaped id and is opened by its raw bytes.
         var all = FolderFiles.List(options.Path, options.Recursive);
         var files = all.Where(f => Extensions.Contains(System.IO.Path.GetExtension(f.Id).ToLowerInvariant())).ToList();
@@ -80,12 +94,27 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
         if (skipped > 0) context.Warn($"image-folder: {skipped} of {files.Count} files skipped (on_error: skip); {usable.Count} images are used");
         var ignored = all.Count(f => !Extensions.Contains(System.IO.Path.GetExtension(f.Id).ToLowerInvariant()));
         if (ignored > 0) context.Warn($"image-folder: {ignored} files in {options.Path} are not images by their extension and were skipped ({string.Join(", ", Extensions)})");
-        return new ImageFolderSource(options, usable, context);
+        return new ImageFolderSource(options, usable, options.Labels == ImageLabels.Folders ? FolderLabels(options.Path, usable) : null, context);
     }
 
-    sealed class ImageFolderSource(ImageFolderOptions options, List<FolderFile> files, DataOpenContext context) : IDataSource, IRangeDataSource
+    /// <summary>Each file's class as torchvision's ImageFolder numbers them: the place of its top subfolder among the
+    /// folder's subfolders sorted by name (ordinal); a file directly in the folder has none (an error naming it).</summary>
+    static long[] FolderLabels(string folder, List<FolderFile> files)
     {
-        public IDataSource Slice(long start, long count) => new ImageFolderSource(options, files.GetRange((int)start, (int)count), context);
+        var classes = Directory.EnumerateDirectories(folder).Select(d => System.IO.Path.GetFileName(d)).Order(StringComparer.Ordinal).ToList();
+        var index = classes.Select((c, k) => (c, k)).ToDictionary(p => p.c, p => (long)p.k, StringComparer.Ordinal);
+        return [.. files.Select(f =>
+        {
+            int slash = f.Id.IndexOf('/');
+            if (slash < 0) throw new LoupeException($"{f.Path}: option 'labels': folders takes each image's class from its subfolder; this image is directly in {folder}");
+            return index.TryGetValue(f.Id[..slash], out var k) ? k
+                : throw new LoupeException($"{f.Path}: option 'labels': its subfolder '{f.Id[..slash]}' is not among the folder's subfolders (a name that is not UTF-8?)");
+        })];
+    }
+
+    sealed class ImageFolderSource(ImageFolderOptions options, List<FolderFile> files, long[]? labels, DataOpenContext context) : IDataSource, IRangeDataSource
+    {
+        public IDataSource Slice(long start, long count) => new ImageFolderSource(options, files.GetRange((int)start, (int)count), labels?[(int)start..(int)(start + count)], context);
         public long? Count => files.Count;
         public bool Preprocessed => false;
         public IEnumerable<string> Files => files.Select(f => f.Path);
@@ -94,25 +123,28 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
         {
             var ids = new List<string>();
             var pixels = new List<float>();
-            foreach (var f in files)
+            var rows = new List<long>();
+            for (int i = 0; i < files.Count; i++)
             {
+                var f = files[i];
                 cancellation.ThrowIfCancellationRequested();
                 float[] px;
                 try { px = ImageDecoding.Load(f, spec, context.MaxImagePixels, options.Resize, options.ResizeSize); }
                 catch (LoupeException e) when (options.OnError == OnError.Skip) { context.Warn("skipped " + e.Message); continue; }
                 ids.Add(f.Id);
                 pixels.AddRange(px);
+                if (labels is not null) rows.Add(labels[i]);
                 if (ids.Count == batchSize)
                 {
-                    yield return Batch(ids, pixels, spec);
-                    ids.Clear(); pixels.Clear();
+                    yield return Batch(ids, pixels, rows, spec);
+                    ids.Clear(); pixels.Clear(); rows.Clear();
                 }
             }
-            if (ids.Count > 0) yield return Batch(ids, pixels, spec);
+            if (ids.Count > 0) yield return Batch(ids, pixels, rows, spec);
         }
 
-        static DataBatch Batch(List<string> ids, List<float> pixels, InputSpec spec) =>
-            new([.. ids], tensor(pixels.ToArray(), [ids.Count, spec.Channels, spec.Height, spec.Width]), null);
+        DataBatch Batch(List<string> ids, List<float> pixels, List<long> rows, InputSpec spec) =>
+            new([.. ids], tensor(pixels.ToArray(), [ids.Count, spec.Channels, spec.Height, spec.Width]), labels is null ? null : [.. rows]);
 
         public void Dispose() { }
     }

@@ -83,6 +83,43 @@ public class LabelTargetTests
         Assert.Equal(byClass, byLabel);
     }
 
+    [Fact]
+    public void ImageFolderClassesAreTheSortedSubfolders()
+    {
+        // torchvision's ImageFolder: classes are the subfolders sorted by name (an empty one counts): "a-bag" 0,
+        // "b-boot" 1, "c-empty" 2 (no image), "d-shirt" 3.
+        var dir = TestEnv.TempDir();
+        var root = Path.Combine(dir, "images");
+        var samples = Directory.GetFiles(Path.Combine(TestEnv.Samples, "images", "fashion"), "*.png").Order(StringComparer.Ordinal).Take(3).ToArray();
+        foreach (var (sub, file) in new[] { ("d-shirt", samples[0]), ("a-bag", samples[1]), ("b-boot", samples[2]) })
+        {
+            Directory.CreateDirectory(Path.Combine(root, sub));
+            File.Copy(file, Path.Combine(root, sub, Path.GetFileName(file)));
+        }
+        Directory.CreateDirectory(Path.Combine(root, "c-empty"));
+        string Yaml(string with) => TestEnv.Pipeline($"""
+            version: 1
+            model:
+              uses: torchvision
+              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+            data:
+              uses: image-folder
+              with: {"{"} path: {TestEnv.Yaml(root)}{with} {"}"}
+            steps:
+              - {"{"} id: s, uses: saliency, target: label {"}"}
+            """, dir);
+        var r = TestEnv.Run(Yaml(", recursive: true, labels: folders"), Path.Combine(dir, "out"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + StepError(r));
+        var targets = r.Manifest!["artifacts"]!.AsArray().Where(a => (string?)a!["step"] == "s" && (string?)a!["kind"] == "raw")
+            .ToDictionary(a => ((string)a!["input"]!).Split('/')[0], a => (string?)a!["target"]);
+        Assert.Equal(3, targets.Count);
+        Assert.StartsWith("class 0", targets["a-bag"]);
+        Assert.StartsWith("class 1", targets["b-boot"]);
+        Assert.StartsWith("class 3", targets["d-shirt"]);
+        var flat = TestEnv.Run(Yaml(", labels: folders"), Path.Combine(dir, "flat"));
+        Assert.Contains(flat.Errors, e => e.Message.Contains("option 'labels': folders reads the classes from the subfolders; set recursive: true"));
+    }
+
     static string StepError(Loupe.Core.RunResult r) =>
         string.Join("; ", r.Manifest!["steps"]!.AsArray().Select(s => (string?)s!["error"]).Where(e => e is not null)) is { Length: > 0 } e ? e : "(no step error)";
 
