@@ -30,6 +30,9 @@ public sealed record DatasetMetricOptions : MetricOptions
     /// <summary>Quantus's batch scope.</summary>
     [Range(1, int.MaxValue), Description("compare each input only with the inputs of its own group of this many, in dataset order, as Quantus compares within each batch of its batch_size (64 by default): its distances, their normalisation, seuclidean's variances and the agreeing inputs are per batch; the maps are still normalised over the whole run, as Quantus normalises the a_batch it is given (default: one group, the whole run)")]
     public int? QuantusBatchSize { get; init; }
+    /// <summary>What a feature is.</summary>
+    [Description("pixels (the default: one value per pixel, a per-channel map summed over its channels) or values (every value of the map as the evaluated step gives it — a per-channel map's C·H·W values, as Quantus compares the a_batch it is given)")]
+    public FeatureUnit Features { get; init; }
 }
 
 /// <summary>The distances of <c>sufficiency</c> (scipy's cdist names).</summary>
@@ -98,7 +101,7 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
             var (_, logits, _) = Explain.Scores(ctx, batch.Input, result.Selection, 0);
             predicted.AddRange(logits.argmax(1).ToArray<long>());
             var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, [], null);
-            features.Add(inner.MoveToOuter(mb.Features(false, Normalisation.None)));
+            features.Add(inner.MoveToOuter(o.Features == FeatureUnit.Values ? mb.MapValues(false, Normalisation.None) : mb.Features(false, Normalisation.None)));
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
         }

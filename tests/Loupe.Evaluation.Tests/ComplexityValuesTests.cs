@@ -45,4 +45,46 @@ public class ComplexityValuesTests
         }
         Assert.NotEqual(sp, Values("sp-px", "sparseness"));   // the channel-summed pixels score otherwise
     }
+
+    [Fact]
+    public void ConsistencyOnValuesComparesEveryChannelsSigns()
+    {
+        // Maps of 2×28×28 for the 8 inputs, grouped by the class the model predicts: within a group every map is the
+        // group's base map with channel 0 scaled by 2^k and channel 1 by 2^−k (k the member's place) — the same sign at
+        // every value, but channel sums of another sign wherever the two channels disagree enough. Signs of all values
+        // (discretise: sign, abs: false): an input agrees with the other members of its group, all predicted alike, so
+        // it scores 1 in a group of two or more, else 0; on channel-summed pixels no two agree: 0.
+        var dir = Env.TempDir();
+        var path = Path.Combine(dir, "maps.npy");
+        string Pipeline() => $$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "inputs8.npy"))}} } }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(path)}} } }
+              - { id: values, uses: consistency, with: { of: m, features: values, discretise: sign, abs: false } }
+              - { id: pixels, uses: consistency, with: { of: m, discretise: sign, abs: false } }
+            """;
+        var rng = new Random(11);
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(new float[8 * 1568], [8, 2, 28, 28])));
+        var first = Env.Run(Pipeline());
+        var predicted = File.ReadAllLines(Path.Combine(first.OutDir!, "predictions.jsonl"))
+            .Select(l => (long)System.Text.Json.Nodes.JsonNode.Parse(l)!["top"]![0]!["class"]!).ToArray();
+        var data = new float[8 * 1568];
+        foreach (var group in Enumerable.Range(0, 8).GroupBy(i => predicted[i]))
+        {
+            var baseMap = Enumerable.Range(0, 1568).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            foreach (var (i, k) in group.Select((i, k) => (i, k)))
+                for (int v = 0; v < 1568; v++) data[i * 1568 + v] = baseMap[v] * MathF.Pow(2, v < 784 ? k : -k);
+        }
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(data, [8, 2, 28, 28])));
+        var r = Env.Run(Pipeline());
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
+        double[] Values(string step) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "consistency.json")))!["inputs"]!
+            .AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
+        var want = Enumerable.Range(0, 8).Select(i => predicted.Count(p => p == predicted[i]) > 1 ? 1.0 : 0.0).ToArray();
+        Assert.Contains(1.0, want);   // some inputs share a prediction: the values mode has agreements to find
+        Assert.Equal(want, Values("values"));
+        Assert.All(Values("pixels"), v => Assert.Equal(0.0, v));
+    }
 }
