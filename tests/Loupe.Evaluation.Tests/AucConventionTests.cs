@@ -4,21 +4,10 @@ namespace Loupe.Evaluation.Tests;
 /// (return_auc_per_sample) and Selectivity (get_auc_score) give it, against the curves the run wrote.</summary>
 public class AucConventionTests
 {
-    static string Fixture(string name) => Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", name));
-
-    static double[] Values(Loupe.Core.RunResult r, string step, string key) =>
-        System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!["inputs"]!.AsArray()
-            .Select(i => i!["value"]!.GetValue<double>()).ToArray();
-
     [Fact]
     public void QuantusScoreIsTheTrapezoidWithUnitSteps()
     {
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-            steps:
-              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+        var r = Env.FixtureRun("""
               - { id: pf, uses: pixel-flipping, with: { of: m, features_in_step: 16 } }
               - { id: pf-q, uses: pixel-flipping, with: { of: m, features_in_step: 16, score: quantus } }
               - { id: sel, uses: selectivity, with: { of: m, patch: 4 } }
@@ -30,7 +19,7 @@ public class AucConventionTests
             var curve = Npy.Read(Path.Combine(r.OutDir!, step + "-q", key + "_curve.npy"));
             long n = curve.Shape[0], t = curve.Shape[1];
             Assert.Equal(curve.Data, Npy.Read(Path.Combine(r.OutDir!, step, key + "_curve.npy")).Data);
-            var (paper, quantus) = (Values(r, step, key), Values(r, step + "-q", key));
+            var (paper, quantus) = (Env.InputValues(r, step, key), Env.InputValues(r, step + "-q", key));
             for (int i = 0; i < n; i++)
             {
                 var c = curve.Data.AsSpan((int)(i * t), (int)t).ToArray();

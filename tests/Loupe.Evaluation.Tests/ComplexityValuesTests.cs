@@ -27,8 +27,7 @@ public class ComplexityValuesTests
               - { id: sp-px, uses: sparseness, with: { of: m } }
             """);
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
-        double[] Values(string step, string key) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!["inputs"]!
-            .AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
+        double[] Values(string step, string key) => Env.InputValues(r, step, key);
         var (sp, cx, ec) = (Values("sp", "sparseness"), Values("cx", "complexity"), Values("ec", "effective_complexity"));
         for (int i = 0; i < 4; i++)
         {
@@ -80,8 +79,7 @@ public class ComplexityValuesTests
         File.WriteAllBytes(path, Npy.Encode(new NdArray(data, [8, 2, 28, 28])));
         var r = Env.Run(Pipeline());
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
-        double[] Values(string step) => System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "consistency.json")))!["inputs"]!
-            .AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
+        double[] Values(string step) => Env.InputValues(r, step, "consistency");
         var want = Enumerable.Range(0, 8).Select(i => predicted.Count(p => p == predicted[i]) > 1 ? 1.0 : 0.0).ToArray();
         Assert.Contains(1.0, want);   // some inputs share a prediction: the values mode has agreements to find
         Assert.Equal(want, Values("values"));

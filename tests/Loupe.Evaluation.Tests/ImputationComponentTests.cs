@@ -49,12 +49,7 @@ public class ImputationComponentTests
         var banded = LinearImputation.Solve(x, unknown, ImputationSolver.Banded);
         double diff = (banded - LinearImputation.Solve(x, unknown, ImputationSolver.Dissected)).abs().max().item<double>();
         Assert.True(diff < 1e-10, $"largest difference from the dissection {diff}");
-        var k = tensor(new[] { 1 / 12.0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 1 / 12.0 }, dtype: ScalarType.Float64).view(1, 1, 3, 3);
-        var v = banded.view(6, 1, side, side);
-        var degree = nn.functional.conv2d(ones_like(v), k, padding: [1, 1]);
-        var residual = (degree * v - nn.functional.conv2d(v, k, padding: [1, 1])).masked_select(unknown.expand(2, 3, side, side).reshape(6, 1, side, side));
-        Assert.True(residual.abs().max().item<double>() < 1e-10, $"largest residual {residual.abs().max().item<double>()}");
-        Assert.Equal(0.0, (banded - x).masked_select(unknown.logical_not().expand_as(x)).abs().max().item<double>());
+        ImputationTests.AssertSolves(x, unknown, banded);
         // ROAD's fused path (which reuses the order its path choice computed) gives the same numbers plus the noise.
         var rank = stack([randperm(hw), smooth.argsort(descending: true).argsort()]);
         long[] points = [(long)(0.1 * hw), (long)(0.3 * hw)];

@@ -301,12 +301,7 @@ public class ImputationTests
             double diff = (LinearImputation.Solve(x, unknown, solver) - auto).abs().max().item<double>();
             Assert.True(diff < 1e-10, $"{solver}: largest difference {diff}");
         }
-        var k = tensor(new[] { 1 / 12.0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 1 / 12.0 }, dtype: ScalarType.Float64).view(1, 1, 3, 3);
-        var v = auto.view(6, 1, side, side);
-        var degree = nn.functional.conv2d(ones_like(v), k, padding: [1, 1]);
-        var residual = (degree * v - nn.functional.conv2d(v, k, padding: [1, 1])).masked_select(unknown.expand(2, 3, side, side).reshape(6, 1, side, side));
-        Assert.True(residual.abs().max().item<double>() < 1e-10, $"largest residual {residual.abs().max().item<double>()}");
-        Assert.Equal(0.0, (auto - x).masked_select(unknown.logical_not().expand_as(x)).abs().max().item<double>());
+        AssertSolves(x, unknown, auto);
         // ROAD's fused path takes the same paths: the same numbers plus the noise.
         var rank = stack([smooth.argsort(descending: true).argsort(), randperm(hw)]);
         long[] point = [(long)(0.8 * hw)];
@@ -315,6 +310,21 @@ public class ImputationTests
         var removed = (rank < point[0]).view(2, 1, side, side);
         var want = LinearImputation.Solve(x.to(ScalarType.Float32), removed) + 0.25 * DenseNoise(noise, removed, point, 3);
         Assert.True((fused.to(ScalarType.Float64) - want).abs().max().item<double>() < 1e-5);
+    }
+
+    /// <summary>Rong et al.'s equations hold at every unknown pixel of <paramref name="solved"/> (N×C×H×W float64, masks
+    /// N×1×H×W), each the weighted mean of its in-image neighbours (a convolution here, not the solver's stencil), to
+    /// 1e-10; known pixels keep <paramref name="x"/>'s values exactly.</summary>
+    internal static void AssertSolves(Tensor x, Tensor unknown, Tensor solved)
+    {
+        using var scope = NewDisposeScope();
+        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var k = tensor(new[] { 1 / 12.0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 1 / 12.0 }, dtype: ScalarType.Float64).view(1, 1, 3, 3);
+        var v = solved.view(n * c, 1, h, w);
+        var degree = nn.functional.conv2d(ones_like(v), k, padding: [1, 1]);
+        var residual = (degree * v - nn.functional.conv2d(v, k, padding: [1, 1])).masked_select(unknown.expand(n, c, h, w).reshape(n * c, 1, h, w));
+        Assert.True(residual.abs().max().item<double>() < 1e-10, $"largest residual {residual.abs().max().item<double>()}");
+        Assert.Equal(0.0, (solved - x).masked_select(unknown.logical_not().expand_as(x)).abs().max().item<double>());
     }
 
     [Fact]

@@ -5,21 +5,12 @@ namespace Loupe.Evaluation.Tests;
 /// from a range of width 1e-7 is that constant to ~1e-7.</summary>
 public class InfidelityFillTests
 {
-    static string Fixture(string name) => Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", name));
-
-    static double[] Values(Loupe.Core.RunResult r, string step) =>
-        System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "infidelity.json")))!["inputs"]!.AsArray()
-            .Select(i => i!["infidelity"]!.GetValue<double>()).ToArray();
+    static double[] Values(Loupe.Core.RunResult r, string step) => Env.InputValues(r, step, "infidelity");
 
     [Fact]
     public void BlocksTakeTheNoiseAndUniformParameters()
     {
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-            steps:
-              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+        var r = Env.FixtureRun("""
               - { id: still, uses: infidelity, with: { of: m, perturbation: blocks, baseline: gaussian-noise, perturb_std: 0, samples: 2 } }
               - { id: noisy, uses: infidelity, with: { of: m, perturbation: blocks, baseline: gaussian-noise, samples: 2 } }
               - { id: point, uses: infidelity, with: { of: m, perturbation: blocks, baseline: uniform-step, uniform_low: 0.25, uniform_high: 0.2500001, samples: 2 } }

@@ -5,31 +5,20 @@ namespace Loupe.Evaluation.Tests;
 /// invariances say it must.</summary>
 public class NormaliseOptionTests
 {
-    static string Fixture(string name) => Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", name));
-
-    static double[] Values(Loupe.Core.RunResult r, string step, string key) =>
-        System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!["inputs"]!.AsArray()
-            .Select(i => i!["value"]!.GetValue<double>()).ToArray();
+    static double[] Values(Loupe.Core.RunResult r, string step, string key) => Env.InputValues(r, step, key);
 
     /// <summary>The region CNN with the fixture's signed maps (<c>m</c>), or the demo CNN with signed saliency maps
     /// (<c>sal</c>).</summary>
     static Loupe.Core.RunResult Run(string steps, bool demo = false)
     {
-        var r = Env.Run(demo ? $$"""
+        var r = demo ? Env.Run($$"""
             version: 1
             model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
             data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "fashion_input.npy"))}} } }
             steps:
               - { id: sal, uses: saliency, with: { abs: false } }
             {{steps}}
-            """ : $$"""
-            version: 1
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-            steps:
-              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
-            {{steps}}
-            """);
+            """) : Env.FixtureRun(steps);
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + string.Join("\n",
             r.Manifest?["steps"]?.AsArray().Where(s => (string?)s!["status"] != "succeeded").Select(s => $"{s!["id"]}: {s["error"]}") ?? []));
         return r;
@@ -38,8 +27,9 @@ public class NormaliseOptionTests
     [Fact]
     public void RandomLogitTakesTheNormalisationItIsGiven()
     {
-        // Signed saliency maps of the demo CNN, the other classes drawn as Quantus draws them (the same in every step). flat-ssim depends on the maps' scale: false differs from max; Spearman does not change
-        // under any positive rescaling or the sign-preserving negative one.
+        // Signed saliency maps of the demo CNN, the other classes drawn as Quantus draws them (the same in every step).
+        // flat-ssim depends on the maps' scale: false differs from max; Spearman does not change under any positive
+        // rescaling or the sign-preserving negative one.
         var r = Run("""
               - { id: max, uses: random-logit, with: { of: sal, draw: quantus, similarity: flat-ssim } }
               - { id: raw, uses: random-logit, with: { of: sal, draw: quantus, similarity: flat-ssim, normalise: false } }

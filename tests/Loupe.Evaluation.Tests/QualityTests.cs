@@ -7,24 +7,11 @@ namespace Loupe.Evaluation.Tests;
 /// (tests/fixtures/make_quality_fixtures.py) and on the region CNN, whose right map is known.</summary>
 public partial class QualityTests
 {
-    static string Fixture(string name) => Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", name));
+    static string Fixture(string name) => Env.QualityFixture(name);
 
-    /// <summary>Per-input values of a quality metric step (its &lt;key&gt;.json).</summary>
-    static double[] Values(Loupe.Core.RunResult r, string step, string key)
-    {
-        var json = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!;
-        return json["inputs"]!.AsArray().Select(i => (i!["value"] ?? i[key])!.GetValue<double>()).ToArray();
-    }
+    static double[] Values(Loupe.Core.RunResult r, string step, string key) => Env.InputValues(r, step, key);
 
-    /// <summary>A run of the region CNN on the fixture inputs with the fixture maps as step <c>m</c>, then <paramref name="steps"/>.</summary>
-    static Loupe.Core.RunResult FixtureRun(string steps) => Env.Run($$"""
-        version: 1
-        model: { uses: region-test }
-        data: { uses: npy, with: { path: {{Fixture("inputs.npy")}} } }
-        steps:
-          - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
-        {{steps}}
-        """);
+    static Loupe.Core.RunResult FixtureRun(string steps) => Env.FixtureRun(steps);
 
     /// <summary>Whether pixel p of a 28×28 image lies in the region CNN's region R.</summary>
     internal static bool InRegion(int p) => p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;

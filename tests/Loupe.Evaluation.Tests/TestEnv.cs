@@ -38,5 +38,25 @@ public static class Env
     /// <summary>A metric of a step of the run's manifest.</summary>
     public static double Metric(RunResult r, string step, string metric) => HostRuns.Metric(r, step, metric);
 
+    /// <summary>A file of tests/fixtures/quality, as written in a pipeline.</summary>
+    public static string QualityFixture(string name) => Yaml(Path.Combine(RepoRoot, "tests", "fixtures", "quality", name));
+
+    /// <summary>Per-input values of a metric step (its &lt;key&gt;.json: each input's <c>value</c>, or its
+    /// <paramref name="key"/> field).</summary>
+    public static double[] InputValues(RunResult r, string step, string key) =>
+        System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!["inputs"]!.AsArray()
+            .Select(i => (i!["value"] ?? i[key])!.GetValue<double>()).ToArray();
+
+    /// <summary>A run of the region CNN on the fixture inputs with the fixture maps as step <c>m</c>, then
+    /// <paramref name="steps"/>.</summary>
+    public static RunResult FixtureRun(string steps) => Run($$"""
+        version: 1
+        model: { uses: region-test }
+        data: { uses: npy, with: { path: {{QualityFixture("inputs.npy")}} } }
+        steps:
+          - { id: m, uses: fixture-map, with: { path: {{QualityFixture("maps.npy")}} } }
+        {{steps}}
+        """);
+
     public static string Dump(RunResult r) => string.Join("\n", r.Errors) + "\n" + r.Manifest?.ToJsonString();
 }
