@@ -19,7 +19,7 @@ public sealed record DatasetMetricOptions : MetricOptions
     [Range(0.0, 1.0), Description("sufficiency: two explanations agree when their distance, divided by the largest distance between any two, is ≤ threshold (Quantus: 0.6)")]
     public double Threshold { get; init; } = 0.6;
     /// <summary>Distance between two explanations.</summary>
-    [Description("sufficiency: the distance between two explanations (Quantus distance_func, a scipy cdist metric): seuclidean (the default: each pixel over its standard deviation across the run, pixels that never vary left out), euclidean, sqeuclidean, cityblock, chebyshev, cosine, correlation")]
+    [Description("sufficiency: the distance between two explanations (Quantus distance_func, a scipy cdist metric): seuclidean (the default: each pixel over its standard deviation across the run, pixels that never vary left out), euclidean, sqeuclidean, cityblock, chebyshev, cosine, correlation, braycurtis, canberra, jensenshannon (non-negative maps)")]
     public Distance Distance { get; init; }
     /// <summary>Top n.</summary>
     [Range(1, int.MaxValue), Description("consistency: the n of top-n and top-n-sign (Quantus: 5)")]
@@ -53,6 +53,13 @@ public enum Distance
     Cosine,
     /// <summary>The cosine distance of the centred vectors.</summary>
     Correlation,
+    /// <summary>Bray–Curtis: Σ|u − v| / Σ|u + v|.</summary>
+    Braycurtis,
+    /// <summary>Canberra: Σ |u − v| / (|u| + |v|), a term whose both values are 0 counting 0.</summary>
+    Canberra,
+    /// <summary>Jensen–Shannon: √(½ KL(p‖m) + ½ KL(q‖m)), p = u/Σu, q = v/Σv, m = (p + q)/2, natural logarithm
+    /// (non-negative maps: abs).</summary>
+    Jensenshannon,
 }
 
 /// <summary>The discretisations of <c>consistency</c> (Quantus's discretise_func).</summary>
@@ -183,12 +190,34 @@ public sealed class Sufficiency : DatasetMetric
             Distance.Euclidean => cdist(a, a),
             Distance.Sqeuclidean => cdist(a, a).square(),
             Distance.Cityblock => cdist(a, a, p: 1),
-            Distance.Chebyshev => (a.unsqueeze(1) - a.unsqueeze(0)).abs().amax([2]),
+            Distance.Chebyshev => Pairwise(a, (u, v) => (u - v).abs().amax([1])),
             Distance.Cosine => Cosine(a),
             Distance.Correlation => Cosine(a - a.mean([1], keepdim: true)),
+            Distance.Braycurtis => Pairwise(a, (u, v) => (u - v).abs().sum(1) / (u + v).abs().sum(1)),
+            Distance.Canberra => Pairwise(a, (u, v) =>
+            {
+                var den = u.abs() + v.abs();
+                return where(den > 0, (u - v).abs() / where(den > 0, den, ones_like(den)), zeros_like(den)).sum(1);
+            }),
+            Distance.Jensenshannon => Pairwise(a / a.sum(1, keepdim: true), (p, q) =>
+            {
+                var m = (p + q) / 2;
+                Tensor Kl(Tensor x) => where(x > 0, x * (x / where(m > 0, m, ones_like(m))).log(), zeros_like(x)).sum(1);
+                return ((Kl(p) + Kl(q)) / 2).clamp_min(0).sqrt();
+            }),
             _ => throw new ArgumentOutOfRangeException(nameof(distance), distance, null),
         };
         return scope.MoveToOuter(d);
+    }
+
+    /// <summary>f(u, v) for every pair of rows, row by row (u: one row, 1×D, against v: all N×D; f reduces over dim 1):
+    /// N×D in memory at a time, not N×N×D.</summary>
+    static Tensor Pairwise(Tensor a, Func<Tensor, Tensor, Tensor> f)
+    {
+        using var scope = NewDisposeScope();
+        var rows = new Tensor[a.shape[0]];
+        for (long i = 0; i < rows.Length; i++) rows[i] = f(a[i].unsqueeze(0), a);
+        return scope.MoveToOuter(stack(rows));
     }
 
     static Tensor Standardised(Tensor a)

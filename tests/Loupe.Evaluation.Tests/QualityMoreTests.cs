@@ -160,7 +160,7 @@ public class QualityMoreTests
     {
         // tests/fixtures/make_dataset_metric_fixtures.py: scipy's cdist, and Quantus's discretise functions restated.
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected_dataset.json")))!.AsObject();
-        string[] distances = ["euclidean", "sqeuclidean", "cityblock", "chebyshev", "cosine", "correlation"];
+        string[] distances = ["euclidean", "sqeuclidean", "cityblock", "chebyshev", "cosine", "correlation", "braycurtis", "canberra", "jensenshannon"];
         string[] discretisations = ["top-n-sign", "sign", "floating-points", "rank"];
         var r = Run("inputs8.npy", 3, $$"""
               - { id: m, uses: fixture-map, with: { path: {{Fixture("maps8.npy")}} } }
