@@ -40,7 +40,12 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     {
         if (o.Features == FeatureUnit.Values && !RanksFeatures)
             yield return $"option 'features': values applies to pixel-flipping, faithfulness-estimate, faithfulness-correlation, monotonicity, monotonicity-correlation and sensitivity-n, not to {Id}";
+        if (o.QuantusBatchSize is not null && !UsesQuantusBatch)
+            yield return $"option 'quantus_batch_size' applies to sensitivity-n and irof, not to {Id} (its Quantus scores do not depend on the batch)";
     }
+
+    /// <summary>Whether the metric reads <c>quantus_batch_size</c>.</summary>
+    protected virtual bool UsesQuantusBatch => false;
 
     /// <summary>The features a row has: pixels, or channel values under <c>features: values</c>.</summary>
     protected static long FeatureCount(FaithfulnessOptions o, MetricBatch b) => o.Features == FeatureUnit.Values ? b.D * b.X.shape[1] : b.D;

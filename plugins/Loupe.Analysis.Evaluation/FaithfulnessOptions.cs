@@ -44,7 +44,7 @@ public sealed record FaithfulnessOptions : PerturbOptions
     [Range(0.0, 1.0), Description("sensitivity-n with score: quantus: the steps scored cover this share of the H×W pixels, ⌊max_fraction·H·W / features_in_step⌋ steps (Quantus n_max_percentage: 0.8)")]
     public double MaxFraction { get; init; } = 0.8;
     /// <summary>Quantus's batch.</summary>
-    [Range(2, int.MaxValue), Description("sensitivity-n with score: quantus: correlate only the run's first n inputs, as Quantus scores only the first batch it is given (its batch_size, 64 by default); default: every input of the run")]
+    [Range(1, int.MaxValue), Description("sensitivity-n with score: quantus: correlate only the run's first n inputs, as Quantus scores only the first batch it is given (its batch_size, 64 by default; at least 2); default: every input of the run. irof: Quantus's batch effects over batches of this many consecutive inputs (give a settings.batch_size that is a multiple of it): the min (black), max (white), mean and running-mean baselines are taken over the whole batch's array, and with score: quantus each curve is padded with zeros to the batch's largest segment count; default: none (each input alone)")]
     public int? QuantusBatchSize { get; init; }
     /// <summary>Order.</summary>
     [Description("region-perturbation and road: morf (most relevant first; higher is better for region-perturbation's AOPC, lower for road's accuracy) or lerf (least relevant first; the reverse); region-perturbation also random (the grid's regions in a random order seeded per input, Quantus's reference curve)")]

@@ -19,6 +19,8 @@ public sealed class Irof : FaithfulnessMetric
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
     protected override Fill DefaultFill => Fill.Mean;
+    /// <inheritdoc/>
+    protected override bool UsesQuantusBatch => true;
 
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
@@ -59,7 +61,12 @@ public sealed class Irof : FaithfulnessMetric
         }
         long l = counts.Max();
         var segmentOf = stack(steps);
-        var curve = Cumulative(b, segmentOf, l, b.X, CumulativeFill(o, b, baseline, segmentOf, l), softmax);   // N×L: point k−1 = after k segments
+        // quantus_batch_size: Quantus's batch effects, per group of that many dataset rows.
+        var groups = o.QuantusBatchSize is { } q ? b.QuantusGroups(q, Id) : null;
+        var fill = o.FillOf(DefaultFill);
+        if (groups is not null && fill is Fill.Min or Fill.Max or Fill.Mean) baseline = b.GroupBaseline(fill.Value, groups);
+        var to = groups is not null && fill == Fill.RunningMean ? b.RunningMean(segmentOf, l, 0, groups) : CumulativeFill(o, b, baseline, segmentOf, l);
+        var curve = Cumulative(b, segmentOf, l, b.X, to, softmax);   // N×L: point k−1 = after k segments
         var fx = b.Clean(softmax);
         var scores = new double[b.N];
         for (int i = 0; i < b.N; i++)
@@ -67,8 +74,11 @@ public sealed class Irof : FaithfulnessMetric
             var p = curve[i].narrow(0, 0, counts[i]) / fx[i];
             if (o.Score == ScoreConvention.Quantus)
             {
-                // M − np.trapz(p_1 … p_M, dx = 1).
+                // M − np.trapz(p_1 … p_M, dx = 1); Quantus pads the curve with zeros to its batch's largest M, which
+                // adds the last point's half.
                 double trapz = counts[i] < 2 ? 0 : ((p.sum() - (p[0] + p[-1]) / 2).item<double>());
+                if (groups is not null && counts[i] < Enumerable.Range(0, (int)b.N).Where(k => groups[k] == groups[i]).Max(k => counts[k]))
+                    trapz += p[-1].item<double>() / 2;
                 scores[i] = counts[i] - trapz;
             }
             else scores[i] = 1 - QualityFormulas.MeanTrapezoid(cat([ones(1, dtype: ScalarType.Float64), p]).unsqueeze(0)).item<double>();

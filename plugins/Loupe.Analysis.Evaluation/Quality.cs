@@ -165,8 +165,10 @@ public sealed partial class MetricBatch(IAnalysisContext ctx, InputBatch batch, 
     /// (<see cref="Fill.RunningMean"/>): group j's pixels take μ_j, the mean of every value of the array after groups
     /// 0..j−1 were replaced, μ_0 the image's mean. A pixel keeps the value it was given, so one image holds every
     /// copy's replacements. <paramref name="patch"/> &gt; 0: the array is the image edge-padded to multiples of the
-    /// patch (the smaller half first), as Quantus's region metrics perturb it; a padded cell belongs to its block.</summary>
-    public Tensor RunningMean(Tensor step, long steps, long patch = 0)
+    /// patch (the smaller half first), as Quantus's region metrics perturb it; a padded cell belongs to its block.
+    /// <paramref name="groups"/>: each row's group (<see cref="QuantusGroups"/>); μ_j is then the mean of the whole
+    /// group's array, as Quantus's IROF takes the mean of its batch.</summary>
+    public Tensor RunningMean(Tensor step, long steps, long patch = 0, long[]? groups = null)
     {
         using var scope = NewDisposeScope();
         var x = X.to(ScalarType.Float64);
@@ -187,19 +189,47 @@ public sealed partial class MetricBatch(IAnalysisContext ctx, InputBatch batch, 
         var sums = zeros(N, Math.Max(steps, 1), dtype: ScalarType.Float64).scatter_add_(1, index, where(inside, flat, zeros_like(flat))).cpu().data<double>().ToArray();
         var counts = zeros(N, Math.Max(steps, 1), dtype: ScalarType.Float64).scatter_add_(1, index, inside.to(ScalarType.Float64)).cpu().data<double>().ToArray();
         var total = flat.sum(1).cpu().data<double>().ToArray();
+        groups ??= [.. Enumerable.Range(0, (int)N).Select(i => (long)i)];
+        int g = (int)groups.Max() + 1;
+        var sum = new double[g];
+        var size = new double[g];
+        for (long i = 0; i < N; i++) { sum[groups[i]] += total[i]; size[groups[i]] += cells; }
         var mu = new double[N * Math.Max(steps, 1)];
-        for (long i = 0; i < N; i++)
+        for (long j = 0; j < steps; j++)
         {
-            double sum = total[i];
-            for (long j = 0; j < steps; j++)
-            {
-                long k = i * steps + j;
-                mu[k] = sum / cells;
-                sum += counts[k] * mu[k] - sums[k];
-            }
+            for (long i = 0; i < N; i++) mu[i * steps + j] = sum[groups[i]] / size[groups[i]];
+            for (long i = 0; i < N; i++) sum[groups[i]] += counts[i * steps + j] * mu[i * steps + j] - sums[i * steps + j];
         }
         var value = tensor(mu, [N, Math.Max(steps, 1)]).gather(1, step.clamp(0, Math.Max(steps - 1, 0)));   // N×D or N×(C·D)
         return scope.MoveToOuter(AsImage(value).squeeze(1).expand_as(X).to(X.dtype).contiguous());
+    }
+
+    /// <summary>Each row's batch as Quantus would form it with a batch_size of <paramref name="size"/>: consecutive
+    /// dataset rows, numbered from 0 within this batch. Warns when a group runs over this batch's edges (the run's
+    /// batch_size is not a multiple of <paramref name="size"/>), where Loupe's groups are cut and Quantus's are not.</summary>
+    public long[] QuantusGroups(int size, string metric)
+    {
+        long first = Start / size;
+        bool cut = Start % size != 0 || (Start + N) % size != 0 && N == ctx.BatchSize;
+        if (cut)
+            ctx.Warn($"{metric}: quantus_batch_size {size} groups run over the run's batches (settings.batch_size {ctx.BatchSize}): the groups are cut at each batch's edge, where Quantus's are not; give a batch_size that is a multiple of {size}");
+        return [.. Enumerable.Range(0, (int)N).Select(i => (Start + i) / size - first)];
+    }
+
+    /// <summary><paramref name="fill"/> (min, max or mean) over every value of each group's rows: Quantus's
+    /// "black", "white" and "mean" taken over a whole batch. N×C×H×W.</summary>
+    public Tensor GroupBaseline(Fill fill, long[] groups)
+    {
+        using var scope = NewDisposeScope();
+        var rows = new Tensor[N];
+        foreach (var g in groups.Distinct())
+        {
+            var members = Enumerable.Range(0, (int)N).Where(i => groups[i] == g).ToArray();
+            var x = X.index_select(0, tensor(members.Select(i => (long)i).ToArray()));
+            var v = fill switch { Fill.Min => x.min(), Fill.Max => x.max(), _ => x.to(ScalarType.Float64).mean().to(X.dtype) };
+            foreach (var i in members) rows[i] = v.expand(X.shape[1], X.shape[2], X.shape[3]);
+        }
+        return scope.MoveToOuter(stack(rows).contiguous());
     }
 
     /// <summary>U[low, high) values N×<paramref name="count"/>, each input's from its own generator, in order.</summary>

@@ -41,6 +41,9 @@ public sealed class SensitivityN : FaithfulnessMetric
         ? "with score: quantus it correlates each step across the inputs, so it needs the whole dataset at once" : null;
 
     /// <inheritdoc/>
+    protected override bool UsesQuantusBatch => true;
+
+    /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
     {
         foreach (var e in base.ValidateMetric(o, context)) yield return e;
@@ -49,6 +52,7 @@ public sealed class SensitivityN : FaithfulnessMetric
             if (o.QuantusBatchSize is not null) yield return "option 'quantus_batch_size' applies to score: quantus";
             yield break;
         }
+        if (o.QuantusBatchSize < 2) yield return "option 'quantus_batch_size' must be at least 2 for sensitivity-n (it correlates across the inputs)";
         if (o.MaxFraction <= 0) yield return "option 'max_fraction' must be above 0";
         if (o.Normalise.Resolve(true) == Normalisation.Negative)
             yield return "option 'normalise': negative with score: quantus would rescale the run's maps by the run's own max and min together (Quantus's batch); give true, second-moment or false (equal scores: one positive factor)";

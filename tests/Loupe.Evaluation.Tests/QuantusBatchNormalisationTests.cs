@@ -49,4 +49,45 @@ public partial class QuantusReferenceTests
         m.Check();
         Assert.Contains(Values(r, "rl_map", "random_logit").Zip(Want("random_logit_ssim_batch")), p => Math.Abs(p.First - p.Second) > 1e-3);
     }
+
+    [Fact]
+    public void IrofOverQuantusBatchesGivesQuantusNumbers()
+    {
+        // Quantus's IROF takes "mean" and "black" over its whole batch's array and pads each curve with zeros to the
+        // batch's largest segment count: quantus_batch_size 8 (one batch) and 4 (two, inside a run batch of 8; on
+        // felzenszwalb segments, 4 to 12 per input, so that curves are padded).
+        var r = OnDemoCnn("inputs.npy", 8, $$"""
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+              - { id: irof8, uses: irof, with: { of: m, score: quantus, baseline: running-mean, quantus_batch_size: 8 } }
+              - { id: irof4, uses: irof, with: { of: m, score: quantus, baseline: min, quantus_batch_size: 4, segmentation: felzenszwalb } }
+              - { id: irof1, uses: irof, with: { of: m, score: quantus, baseline: running-mean } }
+            """);
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
+        var m = new Mismatches();
+        // Map 7, a symmetric blob, has segments of equal mean that numpy's unstable argsort may take in another order.
+        m.Close("irof, one batch of 8", Want("irof_batch"), Values(r, "irof8", "irof"), 1e-4, rows: 7);
+        m.Close("irof black, batches of 4", Want("irof_batch4_black"), Values(r, "irof4", "irof"), 1e-4, rows: 7);
+        m.Check();
+        // Each input alone gives other numbers (Quantus's per-input case), and groups that fit the run's batches
+        // leave no warning.
+        Assert.Contains(Values(r, "irof1", "irof").Zip(Want("irof_batch")), p => Math.Abs(p.First - p.Second) > 0.1);
+        Assert.DoesNotContain(Loupe.Testing.HostRuns.Warnings(r, "irof8").Concat(Loupe.Testing.HostRuns.Warnings(r, "irof4")), w => w.Contains("quantus_batch_size"));
+    }
+
+    [Fact]
+    public void IrofGroupsCutByTheRunsBatchesWarnOnce()
+    {
+        var r = OnDemoCnn("inputs.npy", 3, $$"""
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+              - { id: irof4, uses: irof, with: { of: m, score: quantus, baseline: min, quantus_batch_size: 4 } }
+            """);
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
+        Assert.Single(Loupe.Testing.HostRuns.Warnings(r, "irof4"), w => w.Contains("quantus_batch_size 4") && w.Contains("multiple of 4"));
+        var bad = OnDemoCnn("inputs.npy", 8, $$"""
+              - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
+              - { id: pf, uses: pixel-flipping, with: { of: m, quantus_batch_size: 4 } }
+            """);
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Contains("quantus_batch_size' applies to sensitivity-n and irof, not to pixel-flipping", QualityTests.Failures(bad));
+    }
 }

@@ -60,6 +60,10 @@ public static class HostRuns
     /// <summary>A step's error in the run's manifest, if any.</summary>
     public static string? StepError(RunResult r, string id) => Step(r, id)["error"]?.ToString();
 
+    /// <summary>A step's warnings in the run's manifest.</summary>
+    public static string[] Warnings(RunResult r, string id) =>
+        Step(r, id)["warnings"]?.AsArray().Select(w => w!.ToString()).ToArray() ?? [];
+
     /// <summary>A metric of a step in the run's manifest.</summary>
     public static double Metric(RunResult r, string id, string name) => Step(r, id)["metrics"]![name]!.GetValue<double>();
 }

@@ -87,7 +87,11 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
     public void Warn(string message)
     {
         if (Detached) return;
-        lock (warnings) warnings.Add(message);
+        lock (warnings)
+        {
+            if (warnings.Contains(message)) return;   // a batch-by-batch warning is recorded once
+            warnings.Add(message);
+        }
         observer?.Warning($"{StepId}: {message}");
     }
 }
