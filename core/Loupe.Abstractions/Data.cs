@@ -34,6 +34,10 @@ public interface IDataSource : IDisposable
     IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation);
     /// <summary>Files read (hashed into the manifest).</summary>
     IEnumerable<string> Files { get; }
+    /// <summary>Whether every item carries a ground-truth class (<see cref="DataBatch"/>'s labels): the host refuses a
+    /// target that reads labels (<see cref="IDataTarget"/>) at validation when false; null when the source cannot say
+    /// before reading.</summary>
+    bool? HasLabels => null;
 }
 
 /// <summary>Optional for sources that can read a contiguous range of items without reading the ones before it

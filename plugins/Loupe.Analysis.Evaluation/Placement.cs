@@ -86,6 +86,7 @@ public sealed class FashionPlacement : DataAdapter<PlacementOptions>
         public long? Count => count;
         public bool Preprocessed => false;
         public IEnumerable<string> Files => o.Labels is null ? [o.Images] : [o.Images, o.Labels];
+        public bool? HasLabels => o.Labels is not null;
         public void Dispose() { }
 
         public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)

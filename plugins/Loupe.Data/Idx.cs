@@ -105,6 +105,7 @@ public sealed class IdxAdapter : DataAdapter<IdxOptions>
         public long? Count => count;
         public bool Preprocessed => false;
         public IEnumerable<string> Files => options.Labels is null ? [options.Images] : [options.Images, options.Labels];
+        public bool? HasLabels => options.Labels is not null;
 
         public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
         {

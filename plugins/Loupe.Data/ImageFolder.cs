@@ -118,6 +118,7 @@ public sealed class ImageFolderAdapter : DataAdapter<ImageFolderOptions>
         public long? Count => files.Count;
         public bool Preprocessed => false;
         public IEnumerable<string> Files => files.Select(f => f.Path);
+        public bool? HasLabels => labels is not null;
 
         public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
         {

@@ -73,6 +73,7 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         public IDataSource Slice(long first, long rows) => new NpySource(path, header, labels, labelsPath, start + first, rows);
         public bool Preprocessed => true;
         public IEnumerable<string> Files => labelsPath is null ? [path] : [path, labelsPath];
+        public bool? HasLabels => labels is not null;
 
         public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
         {

@@ -136,10 +136,17 @@ public class LabelTargetTests
         var big = TestEnv.Run(Pipeline(Labels(dir2, [1, 2, 10, 3]), "  - { id: s, uses: saliency, target: label }\n"), Path.Combine(dir2, "b"));
         Assert.NotEqual(0, big.ExitCode);
         Assert.Matches(@"target 'label': input '00002' has label 10, outside the model's 10 outputs", StepError(big));
-        // No labels at all (the fixture pipeline's npy has none).
-        var none = TestEnv.Run(TestEnv.FixturePipeline("  - { id: s, uses: saliency, target: label }\n"));
+        // No labels at all (the fixture pipeline's npy has none): refused before anything runs, every such step at once,
+        // at its 'target' line; a step with another target is not named.
+        var none = TestEnv.Run(TestEnv.FixturePipeline("  - { id: s, uses: saliency, target: label }\n  - { id: t, uses: saliency }\n  - { id: u, uses: saliency, target: { label: { mode: softmax } } }\n"));
         Assert.NotEqual(0, none.ExitCode);
-        Assert.StartsWith("target 'label': the data source gives no labels (input '00000')", StepError(none));
+        Assert.Null(none.Manifest);
+        var errors = none.Errors.Where(e => e.Message.Contains("reads each input's label")).ToArray();
+        Assert.Equal(2, errors.Length);
+        Assert.Contains("step 's' (saliency): its target reads each input's label, and data 'npy' has none", errors[0].Message);
+        Assert.Contains("step 'u'", errors[1].Message);
+        Assert.True(errors[0].Line > 0 && errors[1].Line > errors[0].Line);
+        Assert.DoesNotContain(none.Errors, e => e.Message.Contains("step 't'"));
     }
 
     [Fact]

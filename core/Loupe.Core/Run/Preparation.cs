@@ -241,8 +241,9 @@ public static partial class PipelineRunner
             if (errors.Count > 0) throw new PipelineException(errors);
         }
 
-        /// <summary>Opens the data last (after everything cheap was checked), then the checks that depend on the number of
-        /// inputs (e.g. t-SNE's perplexity): every other check passed, so whatever this second round reports is new.</summary>
+        /// <summary>Opens the data last (after everything cheap was checked), then the checks that depend on it: targets
+        /// that read labels the data does not have, and the number of inputs (e.g. t-SNE's perplexity): every other check
+        /// passed, so whatever this second round reports is new.</summary>
         void OpenData(List<PreparedStep> prepared)
         {
             if (dataDesc is null) return;
@@ -256,11 +257,16 @@ public static partial class PipelineRunner
                 throw new PipelineException([At(d.Mark, $"data '{d.Uses}': {n} items, over settings.max_items = {maxItems} ({string.Join(", ", data.Files.Take(3))}); use the source's limit option or raise the budget")]);
             if (data.Count == 0)
                 throw new PipelineException([At(d.Mark, $"data '{d.Uses}': the data source is empty ({string.Join(", ", data.Files.DefaultIfEmpty("no files").Take(3))})")]);
-            if (data.Count is not { } count) return;
-            var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count };
-            foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
-                foreach (var msg in st.Analysis.Validate(st.Options, dctx with { References = st.Resolved }))
-                    errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): {msg}"));
+            if (data.HasLabels == false)
+                foreach (var st in prepared.Where(st => st.Target is IDataTarget))
+                    errors.Add(At(st.Spec.Target?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): its target reads each input's label, and data '{d.Uses}' has none (give the source its labels: 'loupe describe {d.Uses}' lists its options)"));
+            if (data.Count is { } count)
+            {
+                var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count };
+                foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
+                    foreach (var msg in st.Analysis.Validate(st.Options, dctx with { References = st.Resolved }))
+                        errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): {msg}"));
+            }
             if (errors.Count > 0) { data.Dispose(); throw new PipelineException(errors); }
         }
     }

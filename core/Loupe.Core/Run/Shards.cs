@@ -50,6 +50,7 @@ internal sealed class ShardedDataSource(IDataSource inner, ShardInfo shard) : ID
     public long? Count => shard.Rows;
     public bool Preprocessed => inner.Preprocessed;
     public IEnumerable<string> Files => inner.Files;
+    public bool? HasLabels => inner.HasLabels;
 
     public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
     {
