@@ -44,6 +44,12 @@ public sealed record ContinuityOptions : NormalisedMetricOptions, IConstantFill
     /// <summary>Copies per call.</summary>
     [Range(1, 100_000), Description("translated copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
+    /// <summary>What a map's values are.</summary>
+    [Description("pixels (the default: the channel-summed map) or values (every value of the maps as the method gives them, a per-channel map's channels apart, as Quantus flattens the a_batch: normalise and |·| per value before the L1 distance)")]
+    public FeatureUnit Features { get; init; }
+
+    /// <summary>The maps' values as these options read them (N×features).</summary>
+    internal Tensor Values(MetricBatch b) => Features == FeatureUnit.Values ? b.MapValues(Abs, Normalise.Resolve()) : b.Features(Abs, Normalise.Resolve());
 }
 
 /// <summary><c>continuity</c> (Montavon et al. 2018; Quantus Continuity): the strongest variation of the explanation
@@ -85,7 +91,7 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
         var x = b.X;
         long n = b.N;
         var fill = b.Baseline(o.Baseline, o.BaselineValue);
-        var r = b.Features(o.Abs, o.Normalise.Resolve());
+        var r = o.Values(b);
         var shifts = Shifts(o, x.shape[3]);
         bool quantus = o.Sweep == ContinuitySweep.Quantus;
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
@@ -100,7 +106,7 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
             var xs = copies.reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var sel = b.Selection.Rows(Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
             var maps = LinkedMaps(o, ctx, xs, null, sel).Map;
-            var rs = new MetricBatch(ctx, b.Batch with { Input = xs }, maps, sel, [], null) { NormaliseGroup = b.NormaliseGroup }.Features(o.Abs, o.Normalise.Resolve()).view(k, n, -1);
+            var rs = o.Values(new MetricBatch(ctx, b.Batch with { Input = xs }, maps, sel, [], null) { NormaliseGroup = b.NormaliseGroup }).view(k, n, -1);
             var dr = (rs - r.unsqueeze(0)).abs().sum(2);                                                   // k×N
             var dx = (copies - x.unsqueeze(0)).to(ScalarType.Float64).reshape(k, n, -1).norm(2);           // k×N
             // Quantus divides by ‖x − x_k‖₂ + 1e-9; the right sweep never meets x_k = x but where it does (a constant

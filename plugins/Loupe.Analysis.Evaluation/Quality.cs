@@ -212,7 +212,7 @@ public sealed partial class MetricBatch(IAnalysisContext ctx, InputBatch batch, 
         long first = Start / size;
         bool cut = Start % size != 0 || (Start + N) % size != 0 && N == ctx.BatchSize;
         if (cut)
-            ctx.Warn($"{metric}: quantus_batch_size {size} groups run over the run's batches (settings.batch_size {ctx.BatchSize}): the groups are cut at each batch's edge, where Quantus's are not; give a batch_size that is a multiple of {size}");
+            ctx.Warn($"{metric}: quantus_batch_size {size} groups run over the step's batches of {ctx.BatchSize} inputs: the groups are cut at each batch's edge, where Quantus's are not; give a batch_size (the step's or settings.batch_size) that is a multiple of {size}");
         return [.. Enumerable.Range(0, (int)N).Select(i => (Start + i) / size - first)];
     }
 

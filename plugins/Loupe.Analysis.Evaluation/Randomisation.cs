@@ -27,6 +27,12 @@ public sealed record RandomLogitOptions : NormalisedMetricOptions
     /// <summary>Quantus's batch size.</summary>
     [Range(1, int.MaxValue), Description("draw: quantus — the batch_size Quantus was called with (its default: 64): numpy is seeded again at each of its batches")]
     public int QuantusBatchSize { get; init; } = 64;
+    /// <summary>What a map's values are.</summary>
+    [Description("pixels (the default: the channel-summed maps) or values (every value of the maps as the method gives them, a per-channel map's channels apart, as Quantus compares the flattened maps; normalise and |·| per value; not with similarity: ssim, whose windows are 2-D)")]
+    public FeatureUnit Features { get; init; }
+
+    /// <summary>The maps' values as these options read them (N×features).</summary>
+    internal Tensor Values(MetricBatch b) => Features == FeatureUnit.Values ? b.MapValues(Abs, Normalise.Resolve()) : b.Features(Abs, Normalise.Resolve());
 }
 
 /// <summary>How <c>random-logit</c> draws the other class.</summary>
@@ -51,6 +57,13 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
     public override bool HigherIsBetter => false;
 
     /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(RandomLogitOptions o, AnalysisValidationContext context)
+    {
+        if (o.Features == FeatureUnit.Values && o.Similarity == MapSimilarity.Ssim)
+            yield return "option 'features': values compares the flattened maps (as Quantus does); similarity: ssim needs 2-D maps — use flat-ssim (Quantus's ssim), spearman, pearson or kendall";
+    }
+
+    /// <inheritdoc/>
     protected override double[] Score(RandomLogitOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
@@ -68,8 +81,8 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         }
         var labels = off.Select(c => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}").ToArray();
         var other = LinkedMaps(o, ctx, b.X, null, new TargetSelection(off, labels)).Map;
-        var a = b.Features(o.Abs, o.Normalise.Resolve());
-        var bm = new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null) { NormaliseGroup = b.NormaliseGroup }.Features(o.Abs, o.Normalise.Resolve());
+        var a = o.Values(b);
+        var bm = o.Values(new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null) { NormaliseGroup = b.NormaliseGroup });
         long h = b.X.shape[2], w = b.X.shape[3];
         return Enumerable.Range(0, (int)b.N).Select(i => MapSimilarities.Of(o.Similarity, a[i], bm[i], h, w)).ToArray();
     }
