@@ -19,7 +19,7 @@ public sealed record DatasetMetricOptions : MetricOptions
     [Range(0.0, 1.0), Description("sufficiency: two explanations agree when their distance, divided by the largest distance between any two, is ≤ threshold (Quantus: 0.6)")]
     public double Threshold { get; init; } = 0.6;
     /// <summary>Distance between two explanations.</summary>
-    [Description("sufficiency: the distance between two explanations (Quantus distance_func, a scipy cdist metric): seuclidean (the default: each pixel over its standard deviation across the run, pixels that never vary left out), euclidean, sqeuclidean, cityblock, chebyshev, cosine, correlation, braycurtis, canberra, jensenshannon (non-negative maps)")]
+    [Description("sufficiency: the distance between two explanations (Quantus distance_func, a scipy cdist metric): seuclidean (the default: each pixel over its standard deviation across the run, pixels that never vary left out), euclidean, sqeuclidean, cityblock, chebyshev, cosine, correlation, braycurtis, canberra, jensenshannon (non-negative maps), minkowski (scipy's default p = 2, the only one Quantus's call can give: euclidean), hamming (the share of values that differ)")]
     public Distance Distance { get; init; }
     /// <summary>Top n.</summary>
     [Range(1, int.MaxValue), Description("consistency: the n of top-n and top-n-sign (Quantus: 5)")]
@@ -60,6 +60,10 @@ public enum Distance
     /// <summary>Jensen–Shannon: √(½ KL(p‖m) + ½ KL(q‖m)), p = u/Σu, q = v/Σv, m = (p + q)/2, natural logarithm
     /// (non-negative maps: abs).</summary>
     Jensenshannon,
+    /// <summary>scipy's minkowski with its default p = 2 (Quantus passes no p): ‖u − v‖₂.</summary>
+    Minkowski,
+    /// <summary>Hamming: the share of values where u ≠ v.</summary>
+    Hamming,
 }
 
 /// <summary>The discretisations of <c>consistency</c> (Quantus's discretise_func).</summary>
@@ -187,7 +191,8 @@ public sealed class Sufficiency : DatasetMetric
         var d = distance switch
         {
             Distance.Seuclidean => Standardised(a),
-            Distance.Euclidean => cdist(a, a),
+            Distance.Euclidean or Distance.Minkowski => cdist(a, a),
+            Distance.Hamming => Pairwise(a, (u, v) => (u != v).to(ScalarType.Float64).mean([1])),
             Distance.Sqeuclidean => cdist(a, a).square(),
             Distance.Cityblock => cdist(a, a, p: 1),
             Distance.Chebyshev => Pairwise(a, (u, v) => (u - v).abs().amax([1])),

@@ -160,12 +160,13 @@ public class QualityMoreTests
     {
         // tests/fixtures/make_dataset_metric_fixtures.py: scipy's cdist, and Quantus's discretise functions restated.
         var expected = JsonNode.Parse(File.ReadAllText(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "expected_dataset.json")))!.AsObject();
-        string[] distances = ["euclidean", "sqeuclidean", "cityblock", "chebyshev", "cosine", "correlation", "braycurtis", "canberra", "jensenshannon"];
+        string[] distances = ["euclidean", "sqeuclidean", "cityblock", "chebyshev", "cosine", "correlation", "braycurtis", "canberra", "jensenshannon", "minkowski", "hamming"];
         string[] discretisations = ["top-n-sign", "sign", "floating-points", "rank"];
         var r = Run("inputs8.npy", 3, $$"""
               - { id: m, uses: fixture-map, with: { path: {{Fixture("maps8.npy")}} } }
               - { id: s, uses: fixture-map, with: { path: {{Fixture("maps8s.npy")}} } }
               - { id: suf_sm, uses: sufficiency, with: { of: m, distance: euclidean, normalise: second-moment } }
+              - { id: suf_ham_signed, uses: sufficiency, with: { of: s, distance: hamming, abs: false } }
             {{string.Concat(distances.Select(d => $"  - {{ id: suf_{d}, uses: sufficiency, with: {{ of: m, distance: {d} }} }}\n"))}}
             {{string.Concat(discretisations.Select(d => $"  - {{ id: con_signed_{d}, uses: consistency, with: {{ of: s, abs: false, discretise: {d} }} }}\n"
                 + $"  - {{ id: con_abs_{d}, uses: consistency, with: {{ of: s, discretise: {d} }} }}\n"))}}
@@ -175,6 +176,8 @@ public class QualityMoreTests
         foreach (var d in distances)
             Close(Of("sufficiency_" + d), Values(r, "suf_" + d, "sufficiency"), "sufficiency " + d);
         Close(Of("sufficiency_euclidean_second_moment"), Values(r, "suf_sm", "sufficiency"), "sufficiency, second moment");
+        Close(Of("sufficiency_hamming_signed"), Values(r, "suf_ham_signed", "sufficiency"), "sufficiency, hamming, signed");
+        Assert.Contains(Of("sufficiency_hamming_signed"), v => v > 0);
         foreach (var d in discretisations)
         {
             Close(Of("consistency_signed_" + d), Values(r, "con_signed_" + d, "consistency"), "signed consistency " + d);
