@@ -79,6 +79,9 @@ public sealed record MprtOptions : RandomisationOptions
     /// <summary>What smooth's randomised maps are compared with.</summary>
     [Description("smooth: what each randomised model's map is compared with: smoothed (the intact model's noise-averaged map, as the paper and Quantus when no a_batch is passed; the default) or given (the evaluated step's own maps, as Quantus when a_batch is passed)")]
     public MprtReference Reference { get; init; }
+    /// <summary>Quantus's compute_extra_scores.</summary>
+    [Description("efficient: also the model's complexity, the entropy of its softmax output, at each point, and per input the extra scores of Quantus's compute_extra_scores (mprt_delta_explanation, mprt_fraction_explanation, mprt_delta_model, mprt_fraction_model, mprt_delta_explanation_vs_models, mprt_average_complexity, mprt_correlation_model_vs_explanation_complexity; mprt_extra.json); one forward per point more")]
+    public bool ExtraScores { get; init; }
     /// <summary>Quantus's reset.</summary>
     protected override ParameterRandomisation DefaultRandomisation => ParameterRandomisation.Reset;
 }
@@ -147,7 +150,8 @@ public sealed class Mprt : QualityMetric<MprtOptions>
 
     /// <inheritdoc/>
     protected override IReadOnlyList<string> MetricNamesWith(MprtOptions options, IModel model) =>
-        [.. MetricNames, .. LayerKeys(options.PerLayer ? ModelRandomisation.Modules(model, options.Kind).Count : 1).SelectMany(k => new[] { k + "_mean", k + "_std" })];
+        [.. MetricNames, .. LayerKeys(options.PerLayer ? ModelRandomisation.Modules(model, options.Kind).Count : 1)
+            .Concat(options.ExtraScores ? EmprtExtra.Names : []).SelectMany(k => new[] { k + "_mean", k + "_std" })];
 
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(MprtOptions options, AnalysisValidationContext context)
@@ -155,6 +159,8 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         foreach (var e in ModelRandomisation.Validate(context.Model, options.Kind)) yield return e;
         if (options.Score != MprtScore.Last && options.Variant != MprtVariant.Smooth)
             yield return $"option 'score': {(options.Score == MprtScore.Average ? "average" : "quantus-average")} applies to variant smooth (eMPRT's score is the relative entropy rise)";
+        if (options.ExtraScores && options.Variant != MprtVariant.Efficient)
+            yield return "option 'extra_scores' applies to variant efficient (Quantus EfficientMPRT's compute_extra_scores)";
         if (options.Similarity != MprtOptions.DefaultSimilarity && options.Variant != MprtVariant.Smooth)
             yield return "option 'similarity' applies to variant smooth (eMPRT compares complexities)";
         if (options.Similarity == MapSimilarity.Ssim)
@@ -230,8 +236,9 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         return o.Abs ?? smooth ? m.abs() : m;
     }
 
-    /// <summary>The curve of every row: N × (1 + points), column 0 the original point.</summary>
-    double[][] Curve(MprtOptions o, MetricBatch b, List<(string Module, List<string> Parameters)> modules)
+    /// <summary>The curve of every row: N × (1 + points), column 0 the original point; with <paramref name="model"/>,
+    /// each row's model entropy at the same points is added to it (<see cref="EmprtExtra.OutputEntropies"/>).</summary>
+    double[][] Curve(MprtOptions o, MetricBatch b, List<(string Module, List<string> Parameters)> modules, List<double[]>? model = null)
     {
         using var scope = NewDisposeScope();
         var ctx = b.Context;
@@ -251,6 +258,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         var reference = o.Reference == MprtReference.Given ? given : intact;
         double Point(Tensor maps, int i) => smooth ? Similar(reference[i], maps[i]) : MapComplexity.Of(maps[i], o.Complexity, o.Bins);
         var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Similar(given[i], intact[i]) : Point(intact, i) }).ToArray();
+        var entropies = model is null ? null : EmprtExtra.OutputEntropies(b).Select(e => new List<double> { e }).ToArray();
         var order = RandomisationOrder(modules.Count, o.Order);
         var saved = new List<(Tensor Live, Tensor Copy)>();
         try
@@ -264,12 +272,15 @@ public sealed class Mprt : QualityMetric<MprtOptions>
                 using var inner = NewDisposeScope();
                 var randomised = Maps(o, b, noise);
                 for (int i = 0; i < b.N; i++) curves[i].Add(Point(randomised, i));
+                if (entropies is not null)
+                    foreach (var (e, i) in EmprtExtra.OutputEntropies(b).Select((e, i) => (e, i))) entropies[i].Add(e);
             }
         }
         finally
         {
             ModelRandomisation.Restore(saved);
         }
+        if (entropies is not null) model!.AddRange(entropies.Select(e => e.ToArray()));
         return curves.Select(c => c.ToArray()).ToArray();
     }
 
@@ -293,19 +304,21 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         var ids = new List<string>();
         var labels = new List<string>();
         var curves = new List<double[]>();
+        var model = o.ExtraScores ? new List<double[]>() : null;
         foreach (var batch in ctx.Batches())
         {
             using var scope = NewDisposeScope();
             ctx.Cancellation.ThrowIfCancellationRequested();
             var result = LinkedMaps(o, ctx, batch);
             var gens = InputSeeds.Generators(ctx.Seed, batch.Ids)!;
-            try { curves.AddRange(Curve(o, new MetricBatch(ctx, batch, result.Map, result.Selection, gens, o.MicroBatch), modules)); }
+            try { curves.AddRange(Curve(o, new MetricBatch(ctx, batch, result.Map, result.Selection, gens, o.MicroBatch), modules, model)); }
             finally { foreach (var g in gens) g.Dispose(); }
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
             if (ctx.InputCount is > 0) ctx.Progress(ids.Count / (double)ctx.InputCount.Value);
         }
         WriteScores(ctx, writer, Id, o, HigherIsBetterWith(o), ids, labels, curves.Select(c => EndPoint(o, c)).ToList());
+        if (model is not null) EmprtExtra.Write(writer, ctx.Output, ids, curves, model);
         // The curve: one series per point (metrics.csv, the summary, expect:), per input rows and the plot.
         int points = o.PerLayer ? modules.Count : 1;
         writer.Stat("mprt_original", curves.Select(c => c[0]).ToList());
@@ -369,6 +382,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     protected override void MergeDetails(IShardMerge merge)
     {
         base.MergeDetails(merge);
+        if (merge.Has("mprt_extra", "json")) merge.Concat("mprt_extra", "inputs");
         var rows = merge.Rows("mprt_curve");
         var info = merge.Json("mprt_layers")[0].AsObject();
         WriteCurve(merge.Output, new JsonObject

@@ -139,4 +139,36 @@ public partial class QuantusReferenceTests
         model.GetParameter("bn2.weight");
         Assert.Equal(2, model.FoldedBatchNorms);
     }
+
+    [Fact]
+    public void EfficientMprtExtraScoresAreQuantus()
+    {
+        // Quantus EfficientMPRT(compute_extra_scores=True), skip_layers (the last point only) and every layer.
+        var r = OnDemoCnn("inputs.npy", 8, """
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: last, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, extra_scores: true } }
+              - { id: layers, uses: mprt, with: { of: sal, variant: efficient, extra_scores: true }, expect: ["mprt_fraction_model_mean > 1"] }
+            """);
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
+        var m = new Mismatches();
+        foreach (var (step, key) in new[] { ("last", "emprt_extra"), ("layers", "emprt_extra_layers") })
+        {
+            var want = Expected[key]!.AsObject();
+            var inputs = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, "mprt_extra.json")))!["inputs"]!.AsArray();
+            m.Close($"{step}: eMPRT", want["scores"]!.AsArray().Select(Num).ToArray(), Values(r, step, "mprt"), 1e-3);
+            foreach (var name in EmprtExtra.Names)
+            {
+                var field = name["mprt_".Length..];
+                var got = inputs.Select(i => i![field] is { } v ? v.GetValue<double>() : double.NaN).ToArray();
+                // The intact model's output entropy is ~1e-4 nats here: Quantus takes it from float32 probabilities
+                // near 1, whose rounding moves it by up to ~1 %, and the fractions of the model's with it.
+                double tol = name.Contains("model") ? 2e-2 : 1e-3;
+                m.Close($"{step}: {field}", want["scores_" + field]!.AsArray().Select(Num).ToArray(), got, tol);
+            }
+        }
+        m.Check();
+        Assert.Equal(EmprtExtra.Names.Length * 2, ((JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "manifest.json")))!["steps"]!.AsArray()
+            .Single(s => (string?)s!["id"] == "layers")!["metrics"]!).Count(kv => kv.Key.StartsWith("mprt_") && EmprtExtra.Names.Any(n => kv.Key.StartsWith(n + "_"))));
+    }
 }
+
