@@ -258,6 +258,9 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         var reference = o.Reference == MprtReference.Given ? given : intact;
         double Point(Tensor maps, int i) => smooth ? Similar(reference[i], maps[i]) : MapComplexity.Of(maps[i], o.Complexity, o.Bins);
         var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Similar(given[i], intact[i]) : Point(intact, i) }).ToArray();
+        // The intact model's output as the randomised ones run it: modules whose parameters are written run unfolded
+        // (a batch norm folded into its convolution rounds differently), whichever batch randomises them first.
+        if (model is not null) foreach (var p in modules.SelectMany(m => m.Parameters)) ctx.Model.GetParameter(p);
         var entropies = model is null ? null : EmprtExtra.OutputEntropies(b).Select(e => new List<double> { e }).ToArray();
         var order = RandomisationOrder(modules.Count, o.Order);
         var saved = new List<(Tensor Live, Tensor Copy)>();

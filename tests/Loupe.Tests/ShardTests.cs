@@ -43,7 +43,8 @@ public sealed class ShardRuns
               - { id: sens, uses: sensitivity-max, with: { of: cam, samples: 2 } }
               - { id: fc, uses: faithfulness-correlation, with: { of: cam, runs: 4, subset_size: 50 } }
               - { id: ll, uses: local-lipschitz, with: { of: cam, samples: 2 } }
-              - { id: emprt, uses: mprt, with: { of: cam, variant: efficient } }
+              - { id: emprt, uses: mprt, with: { of: cam, variant: efficient, extra_scores: true } }
+              - { id: irofq, uses: irof, with: { of: cam, cell: 7, score: quantus, baseline: running-mean, quantus_batch_size: 8 } }
               - { id: road, uses: road, with: { of: cam, percentages: [10, 50, 90] } }
               - { id: sel, uses: selectivity, with: { of: cam, patch: 7 } }
             """, Dir);
