@@ -67,7 +67,7 @@ public sealed record StabilityOptions : NormalisedMetricOptions
     [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
     /// <summary>Representation layer.</summary>
-    [LayerName, Description("relative-representation-stability: the layer whose output is the internal representation (this or 'layers' is required there)")]
+    [LayerName, Description("relative-representation-stability: the layer whose output is the internal representation; without it and 'layers', every layer of the model but its containers (Sequential, ModuleList, ModuleDict), each output of each call, as Quantus's default (layer_names and layer_indices None)")]
     public string? Layer { get; init; }
     /// <summary>Representation layers.</summary>
     [LayerName, Description("relative-representation-stability: several layers whose outputs, flattened and concatenated, are the internal representation (Quantus layer_names)")]
@@ -312,29 +312,56 @@ public sealed class RelativeOutputStability : RelativeStability
 
 /// <summary><c>relative-representation-stability</c>: the denominator is the relative change of the internal
 /// representation, ‖(L(x) − L(x'))/L(x)‖: the output of <c>layer</c>, or those of <c>layers</c> flattened and
-/// concatenated (Quantus layer_names; the norm does not depend on their order). Lower is better.</summary>
+/// concatenated (Quantus layer_names; the norm does not depend on their order), or by default those of every layer
+/// but the containers, once per call (Quantus's forward hooks on every module but the model and its Sequentials: a
+/// module that runs twice contributes both outputs). Lower is better.</summary>
 public sealed class RelativeRepresentationStability : RelativeStability
 {
     /// <inheritdoc/>
     public override string Id => "relative-representation-stability";
     /// <inheritdoc/>
     protected override bool UsesRepresentation => true;
-    /// <inheritdoc/>
-    protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
-    {
-        foreach (var e in base.ValidateMetric(o, context)) yield return e;
-        if (o.RepresentationLayers().Length == 0) yield return "option 'layer' (or 'layers') is required: the layer whose output is the internal representation (e.g. relu3)";
-    }
+    /// <summary>Kinds of layers that only hold others (Quantus skips the model and its Sequentials).</summary>
+    static readonly HashSet<string> Containers = ["Sequential", "ModuleList", "ModuleDict"];
+
+    /// <summary>The layers of the default representation: every layer but the containers.</summary>
+    public static string[] AllLayers(IModel model) => [.. model.Layers.Where(l => !Containers.Contains(l.Kind)).Select(l => l.Name)];
+
     /// <inheritdoc/>
     protected override (Tensor Logits, Tensor? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var layers = o.RepresentationLayers();
-        var (output, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, layers, forGradients: false, selection);
-        using (capture)
+        long n = input.shape[0];
+        if (layers.Length == 0 && ctx.Model is IModelInterventions iv && ctx.Model.Capabilities.HasFlag(ModelCapabilities.Interventions))
         {
-            var h = cat(layers.Select(l => capture[l].to(ScalarType.Float64).reshape(input.shape[0], -1)).ToArray(), 1);
+            // Every call's output, as Quantus's forward hooks collect them (kept out of the module's own dispose scope).
+            var outputs = new List<Tensor>();
+            var handles = new List<IDisposable>();
+            try
+            {
+                foreach (var l in AllLayers(ctx.Model))
+                    handles.Add(iv.Intervene(l, t =>
+                    {
+                        if (t.dim() > 0 && t.shape[0] == n) outputs.Add(t.detach().to(ScalarType.Float64).reshape(n, -1).DetachFromDisposeScope());
+                        return t;
+                    }));
+                var (logits, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
+                capture.Dispose();
+                return (scope.MoveToOuter(logits.detach()), scope.MoveToOuter(cat(outputs, 1)));
+            }
+            finally
+            {
+                foreach (var h in handles) h.Dispose();
+                foreach (var t in outputs) t.Dispose();
+            }
+        }
+        if (layers.Length == 0) layers = AllLayers(ctx.Model);
+        var (output, cap, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, layers, forGradients: false, selection);
+        using (cap)
+        {
+            var h = cat(layers.Select(l => cap[l].to(ScalarType.Float64).reshape(n, -1)).ToArray(), 1);
             return (scope.MoveToOuter(output.detach()), scope.MoveToOuter(h));
         }
     }

@@ -149,6 +149,7 @@ public partial class QuantusReferenceTests
               - { id: ris, uses: relative-input-stability, with: { of: sal, nan_when_prediction_changes: true } }
               - { id: ros, uses: relative-output-stability, with: { of: sal, nan_when_prediction_changes: true } }
               - { id: rrs, uses: relative-representation-stability, with: { of: sal, layer: conv3, nan_when_prediction_changes: true } }
+              - { id: rrs_all, uses: relative-representation-stability, with: { of: sal, nan_when_prediction_changes: true } }
               - { id: cons, uses: consistency, with: { of: m, discretise: top-n-sign } }
             """);
         Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
@@ -223,6 +224,7 @@ public partial class QuantusReferenceTests
         m.Spread("relative-input-stability (log)", Log(Want("relative_input_stability")), Log(Want("relative_input_stability_seed1")), Log(Values(r, "ris", "relative_input_stability")), 0, Math.Log(2.5));
         m.Spread("relative-output-stability (log)", Log(Want("relative_output_stability")), Log(Want("relative_output_stability_seed1")), Log(Values(r, "ros", "relative_output_stability")), 0, Math.Log(2.5));
         m.Spread("relative-representation-stability (log)", Log(Want("relative_representation_stability")), Log(Want("relative_representation_stability_seed1")), Log(Values(r, "rrs", "relative_representation_stability")), 0, Math.Log(2.5));
+        m.Spread("relative-representation-stability, every layer (log)", Log(Want("relative_representation_stability_all")), Log(Want("relative_representation_stability_all_seed1")), Log(Values(r, "rrs_all", "relative_representation_stability")), 0, Math.Log(2.5));
         m.Check();
     }
 

@@ -53,6 +53,41 @@ public sealed class RegionNet : nn.Module<Tensor, Tensor>
     }
 }
 
+/// <summary>A CNN that calls one ReLU module twice (as torchvision's ResNet blocks do): relu(conv x), an identity
+/// layer that shows the first call's output, relu(conv2 ·), then the region's mean into a linear layer.</summary>
+public sealed class ReuseNet : nn.Module<Tensor, Tensor>
+{
+    readonly Conv2d conv, conv2;
+    readonly ReLU relu;
+    readonly Identity first;
+    readonly Linear fc;
+
+    public ReuseNet() : base("ReuseNet")
+    {
+        conv = nn.Conv2d(1, 1, 1);
+        conv2 = nn.Conv2d(1, 1, 1);
+        relu = nn.ReLU();
+        first = nn.Identity();
+        fc = nn.Linear(1, 2);
+        using (no_grad())
+        {
+            conv.weight!.fill_(1); conv.bias!.fill_(-0.2f);
+            conv2.weight!.fill_(0.5f); conv2.bias!.fill_(0.1f);
+            fc.weight!.copy_(tensor(new float[] { 20, -20 }).view(2, 1));
+            fc.bias!.copy_(tensor(new float[] { -5, 5 }));
+        }
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = relu.call(conv2.call(first.call(relu.call(conv.call(x)))));
+        var s = h[TensorIndex.Colon, TensorIndex.Colon, TensorIndex.Slice(RegionNet.Lo, RegionNet.Hi), TensorIndex.Slice(RegionNet.Lo, RegionNet.Hi)].mean([1, 2, 3]);
+        return scope.MoveToOuter(fc.call(s.unsqueeze(1)));
+    }
+}
+
 public sealed class RegionModelAdapter : ModelAdapter<NoOptions>
 {
     public override IModel Load(NoOptions options, ModelLoadContext context) =>
@@ -61,6 +96,12 @@ public sealed class RegionModelAdapter : ModelAdapter<NoOptions>
 
 /// <summary>The region CNN declaring a normalisation (mean 0.5, std 0.25), so that pixel-space and model-space fills
 /// differ; the data are given in model space as before.</summary>
+public sealed class ReuseModelAdapter : ModelAdapter<NoOptions>
+{
+    public override IModel Load(NoOptions options, ModelLoadContext context) =>
+        new TorchModel(new ReuseNet(), new InputSpec(1, 28, 28, [0f], [1f]), ["region", "other"]);
+}
+
 public sealed class ScaledRegionModelAdapter : ModelAdapter<NoOptions>
 {
     public override IModel Load(NoOptions options, ModelLoadContext context) =>
@@ -117,6 +158,7 @@ public sealed class TestComponents : IPluginRegistrar
 {
     public void Register(IServiceCollection services) => services
         .AddLoupeModel<RegionModelAdapter>("region-test", "test CNN that looks at one region only")
+        .AddLoupeModel<ReuseModelAdapter>("reuse-test", "test CNN that calls one ReLU module twice")
         .AddLoupeModel<ScaledRegionModelAdapter>("region-test-scaled", "the region CNN with normalisation mean 0.5, std 0.25 (test)")
         .AddLoupeAnalysis<RandomMap>("random-map", "random maps (test control)")
         .AddLoupeAnalysis<SobelMap>("sobel-map", "Sobel edge maps (test control)")
