@@ -18,6 +18,30 @@ public sealed class NumpyRandomState
         for (int i = 1; i < N; i++) mt[i] = 1812433253u * (mt[i - 1] ^ (mt[i - 1] >> 30)) + (uint)i;
     }
 
+    /// <summary>numpy's <c>RandomState(array)</c> and CPython's <c>random.seed(int)</c> (the integer's 32-bit words,
+    /// least significant first): the reference init_by_array over init_genrand(19650218).</summary>
+    public static NumpyRandomState FromKey(uint[] key)
+    {
+        var s = new NumpyRandomState(19650218u);
+        var mt = s.mt;
+        int i = 1, j = 0;
+        for (int k = Math.Max(N, key.Length); k > 0; k--)
+        {
+            mt[i] = (mt[i] ^ ((mt[i - 1] ^ (mt[i - 1] >> 30)) * 1664525u)) + key[j] + (uint)j;
+            i++; j++;
+            if (i >= N) { mt[0] = mt[N - 1]; i = 1; }
+            if (j >= key.Length) j = 0;
+        }
+        for (int k = N - 1; k > 0; k--)
+        {
+            mt[i] = (mt[i] ^ ((mt[i - 1] ^ (mt[i - 1] >> 30)) * 1566083941u)) - (uint)i;
+            i++;
+            if (i >= N) { mt[0] = mt[N - 1]; i = 1; }
+        }
+        mt[0] = 0x80000000u;
+        return s;
+    }
+
     /// <summary>The next 32-bit output (genrand_int32).</summary>
     public uint NextUInt32()
     {
