@@ -17,6 +17,24 @@ public sealed record FocusOptions : MetricOptions
     /// <summary>Quadrants file: the inputs are mosaics already.</summary>
     [FilePath, Description("CSV file 'id,tl,tr,bl,br' (1 = the quadrant holds the explained class, 0 = not; a header line is allowed): the inputs are mosaics already (Quantus's x_batch and custom_batch), scored from the linked step's own maps with Quantus's formula, the positive part of every value over all of it (+1e-9); an input without a line is left out")]
     public string? Quadrants { get; init; }
+    /// <summary>Which mosaics.</summary>
+    [Description("how the mosaics are made: own (the default: one per input at the model's input size, partners drawn per input id) or quantus (Quantus's mosaic_creation on the data's labels: mosaics_per_class per class, Python's random seeded with mosaic_seed, four full images side by side, so twice the input's height and width — the model must take that size; the whole run at once)")]
+    public MosaicSource Mosaics { get; init; }
+    /// <summary>Quantus's mosaics_per_class.</summary>
+    [Range(1, 100_000), Description("mosaics: quantus — mosaics per class (Quantus mosaics_per_class)")]
+    public int? MosaicsPerClass { get; init; }
+    /// <summary>Quantus's seed.</summary>
+    [Range(1, long.MaxValue), Description("mosaics: quantus — the seed of Python's random (Quantus mosaic_creation's seed; Quantus leaves an unset or 0 seed to the system, which no run can repeat)")]
+    public long? MosaicSeed { get; init; }
+}
+
+/// <summary>Where <c>focus</c>'s mosaics come from.</summary>
+public enum MosaicSource
+{
+    /// <summary>Loupe's: one per input, at the input's size.</summary>
+    Own,
+    /// <summary>Quantus's mosaic_creation.</summary>
+    Quantus,
 }
 
 /// <summary><c>focus</c> (Arias-Duart et al. 2022; Quantus Focus): for each input i explained for class c, a 2 × 2
@@ -32,6 +50,19 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["focus_mean", "focus_std"];
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(FocusOptions o, AnalysisValidationContext context)
+    {
+        if (o.Mosaics == MosaicSource.Quantus)
+        {
+            if (o.MosaicsPerClass is null) yield return "mosaics: quantus needs 'mosaics_per_class' (Quantus's mosaics_per_class)";
+            if (o.MosaicSeed is null) yield return "mosaics: quantus needs 'mosaic_seed' (Quantus's seed, at least 1: an unset seed draws differently each run)";
+            if (o.Quadrants is not null) yield return "options 'quadrants' (the inputs are mosaics) and 'mosaics: quantus' (make them) exclude each other";
+        }
+        else if (o.MosaicsPerClass is not null || o.MosaicSeed is not null)
+            yield return "options 'mosaics_per_class' and 'mosaic_seed' apply to mosaics: quantus";
+    }
 
     /// <summary>Image (C×H×W) halved.</summary>
     static Tensor Half(Tensor x)
@@ -57,6 +88,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
     protected override void Evaluate(FocusOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
         if (o.Quadrants is { } file) { Given(o, file, ctx, writer); return; }
+        if (o.Mosaics == MosaicSource.Quantus) { QuantusMosaicRun(o, ctx, writer); return; }
         using var scope = NewDisposeScope();
         var ids = new List<string>();
         var inputs = new List<Tensor>();
@@ -126,6 +158,66 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
     static (long Y0, long Y1, long X0, long X1)[] Boxes(long h, long w) =>
         [(0, h / 2, 0, w / 2), (0, h / 2, w / 2, w), (h / 2, h, 0, w / 2), (h / 2, h, w / 2, w)];
 
+    /// <summary>Quantus's Focus score of one map's positive part (C×H×W): Σ(mask · a⁺) / (Σ a⁺ + 1e-9), the mask 1 on
+    /// the quadrants marked (top-left, top-right, bottom-left, bottom-right; halves at ⌊H/2⌋, ⌊W/2⌋).</summary>
+    static double QuantusShare(Tensor positive, bool[] mark)
+    {
+        using var scope = NewDisposeScope();
+        long h = positive.shape[^2], w = positive.shape[^1];
+        var mask = zeros(h, w, dtype: ScalarType.Float64);
+        var boxes = Boxes(h, w);
+        for (int q = 0; q < 4; q++)
+            if (mark[q]) mask[TensorIndex.Slice(boxes[q].Y0, boxes[q].Y1), TensorIndex.Slice(boxes[q].X0, boxes[q].X1)] = 1.0;
+        return (positive * mask).sum().item<double>() / (positive.sum().item<double>() + 1e-9);
+    }
+
+    /// <summary>Quantus's mosaics (<see cref="QuantusMosaics"/>) of the run's inputs by their labels, four full inputs
+    /// side by side (2H × 2W), each explained by the linked step's method for its class and scored as Quantus's
+    /// Focus (<see cref="QuantusShare"/> over every value of the map). Writes <c>mosaics.json</c> (each mosaic's inputs,
+    /// quadrants and class) beside the scores, one per mosaic.</summary>
+    void QuantusMosaicRun(FocusOptions o, IAnalysisContext ctx, MetricWriter writer)
+    {
+        using var scope = NewDisposeScope();
+        var ids = new List<string>();
+        var truth = new List<long>();
+        var inputs = new List<Tensor>();
+        foreach (var batch in ctx.Batches())
+        {
+            using var inner = NewDisposeScope();
+            if (batch.Labels is null)
+                throw new LoupeException($"focus: mosaics: quantus builds the mosaics from the data's labels, and input '{batch.Ids[0]}' has none (give the data source its labels)");
+            ids.AddRange(batch.Ids);
+            truth.AddRange(batch.Labels);
+            inputs.Add(inner.MoveToOuter(batch.Input.detach().clone()));
+        }
+        var x = cat(inputs, 0);
+        var mosaics = QuantusMosaics.Create(truth, o.MosaicsPerClass!.Value, o.MosaicSeed!.Value);
+        string Label(long c) => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}";
+        var values = new double[mosaics.Count];
+        int chunk = Math.Max(1, o.MicroBatch ?? ctx.BatchSize);
+        for (int s = 0; s < mosaics.Count; s += chunk)
+        {
+            using var inner = NewDisposeScope();
+            ctx.Cancellation.ThrowIfCancellationRequested();
+            var part = mosaics.Skip(s).Take(chunk).ToList();
+            var images = stack(part.Select(m => cat([cat([x[m.Rows[0]], x[m.Rows[1]]], 2), cat([x[m.Rows[2]], x[m.Rows[3]]], 2)], 1)).ToArray());
+            var selection = new TargetSelection(part.Select(m => m.Class).ToArray(), part.Select(m => Label(m.Class)).ToArray());
+            var map = LinkedMaps(o, ctx, images, null, selection).Map.detach().to(ScalarType.Float64);
+            if (map.dim() == 3) map = map.unsqueeze(1);
+            if (map.shape[2] != images.shape[2] || map.shape[3] != images.shape[3])
+                map = nn.functional.interpolate(map, [images.shape[2], images.shape[3]], mode: InterpolationMode.Bilinear, align_corners: false);
+            var pos = (o.Abs ? map.abs() : map).clamp_min(0);
+            for (int k = 0; k < part.Count; k++) values[s + k] = QuantusShare(pos[k], part[k].Target);
+        }
+        var names = mosaics.Select((_, k) => $"mosaic{k:D5}").ToList();
+        ctx.Output.Json("mosaics", new
+        {
+            note = "Quantus mosaic_creation: inputs in quadrants top-left, top-right, bottom-left, bottom-right; target marks the quadrants of the mosaic's class",
+            mosaics = mosaics.Select((m, k) => new { id = names[k], @class = m.Class, inputs = m.Rows.Select(r => ids[r]).ToArray(), target = m.Target }).ToArray(),
+        });
+        QualityMetric<FocusOptions>.WriteScores(ctx, writer, "focus", o, true, names, [.. mosaics.Select(m => Label(m.Class))], values);
+    }
+
     /// <summary>Inputs that are mosaics already (Quantus Focus with its custom_batch): each input with a line in the
     /// quadrants file scores Σ(mask · a⁺) / (Σ a⁺ + 1e-9) over every value of the linked step's map (per channel when
     /// it has channels, |·| first under <c>abs</c>), the mask 1 on the quadrants marked 1.</summary>
@@ -152,18 +244,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
                 map = nn.functional.interpolate(map, [h, w], mode: InterpolationMode.Bilinear, align_corners: false);
             var pos = (o.Abs ? map.abs() : map).clamp_min(0);
             for (int i = 0; i < batch.Ids.Length; i++)
-            {
-                double value = double.NaN;
-                if (marks.TryGetValue(batch.Ids[i], out var mark))
-                {
-                    var mask = zeros(h, w, dtype: ScalarType.Float64);
-                    var boxes = Boxes(h, w);
-                    for (int q = 0; q < 4; q++)
-                        if (mark[q]) mask[TensorIndex.Slice(boxes[q].Y0, boxes[q].Y1), TensorIndex.Slice(boxes[q].X0, boxes[q].X1)] = 1.0;
-                    value = (pos[i] * mask).sum().item<double>() / (pos[i].sum().item<double>() + 1e-9);
-                }
-                values.Add(value);
-            }
+                values.Add(marks.TryGetValue(batch.Ids[i], out var mark) ? QuantusShare(pos[i], mark) : double.NaN);
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
         }
