@@ -202,7 +202,12 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             var part = mosaics.Skip(s).Take(chunk).ToList();
             var images = stack(part.Select(m => cat([cat([x[m.Rows[0]], x[m.Rows[1]]], 2), cat([x[m.Rows[2]], x[m.Rows[3]]], 2)], 1)).ToArray());
             var selection = new TargetSelection(part.Select(m => m.Class).ToArray(), part.Select(m => Label(m.Class)).ToArray());
-            var map = LinkedMaps(o, ctx, images, null, selection).Map.detach().to(ScalarType.Float64);
+            Tensor map;
+            try { map = LinkedMaps(o, ctx, images, null, selection).Map.detach().to(ScalarType.Float64); }
+            catch (LoupeException e) when (s == 0)
+            {
+                throw new LoupeException($"focus: Quantus's mosaics are four inputs side by side, {images.shape[2]}×{images.shape[3]}, and the model could not take them ({e.Message}); use mosaics: own (one input's size) for a model of fixed input size");
+            }
             if (map.dim() == 3) map = map.unsqueeze(1);
             if (map.shape[2] != images.shape[2] || map.shape[3] != images.shape[3])
                 map = nn.functional.interpolate(map, [images.shape[2], images.shape[3]], mode: InterpolationMode.Bilinear, align_corners: false);

@@ -53,5 +53,16 @@ public partial class QuantusReferenceTests
         Assert.NotEqual(0, unlabelled.ExitCode);
         Assert.Contains("input '00000' has none", Loupe.Testing.HostRuns.StepError(unlabelled, "f"));
         Assert.Equal("succeeded", Loupe.Testing.HostRuns.StepStatus(unlabelled, "sal"));
+        // A model of fixed input size (the ViT sample takes 28×28 only) cannot take the 56×56 mosaics: said so.
+        var vit = Env.Run($$"""
+            version: 1
+            model: { uses: onnx, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "samples", "models", "fashion-vit", "fashion-vit.onnx"))}} } }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}}, labels: {{Fixture("labels.npy")}} } }
+            steps:
+              - { id: sal, uses: saliency }
+              - { id: f, uses: focus, with: { of: sal, mosaics: quantus, mosaics_per_class: 1, mosaic_seed: 3 } }
+            """);
+        Assert.NotEqual(0, vit.ExitCode);
+        Assert.Contains("four inputs side by side, 56×56, and the model could not take them", Loupe.Testing.HostRuns.StepError(vit, "f"));
     }
 }
