@@ -128,6 +128,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
         }
         foreach (var gen in gens) gen.Dispose();
         int chunk = Math.Max(1, o.MicroBatch ?? ctx.BatchSize);
+        var figure = new FocusFigure(ctx);
         for (int s = 0; s < plans.Count; s += chunk)
         {
             using var inner = NewDisposeScope();
@@ -146,8 +147,10 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
                     if (part[k].Target[q]) quadrant[TensorIndex.Slice(boxes[q].Y0, boxes[q].Y1), TensorIndex.Slice(boxes[q].X0, boxes[q].X1)] = 1.0;
                 double total = pos[k].sum().item<double>();
                 values[part[k].Row] = total > 0 ? (pos[k] * quadrant).sum().item<double>() / total : double.NaN;
+                figure.Add(part[k].Mosaic, pos[k], part[k].Target, ids[part[k].Row], labels[part[k].Row], values[part[k].Row]);
             }
         }
+        figure.Write(o.Of!.Id);
         int skipped = values.Count(double.IsNaN);
         if (skipped > 0)
             ctx.Warn($"focus: {skipped} input(s) have no mosaic (no other input predicted as their class, fewer than two of other classes, or no positive relevance); left out of the mean");
@@ -194,6 +197,8 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
         var mosaics = QuantusMosaics.Create(truth, o.MosaicsPerClass!.Value, o.MosaicSeed!.Value);
         string Label(long c) => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}";
         var values = new double[mosaics.Count];
+        var names = mosaics.Select((_, k) => $"mosaic{k:D5}").ToList();
+        var figure = new FocusFigure(ctx);
         int chunk = Math.Max(1, o.MicroBatch ?? ctx.BatchSize);
         for (int s = 0; s < mosaics.Count; s += chunk)
         {
@@ -212,9 +217,13 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             if (map.shape[2] != images.shape[2] || map.shape[3] != images.shape[3])
                 map = nn.functional.interpolate(map, [images.shape[2], images.shape[3]], mode: InterpolationMode.Bilinear, align_corners: false);
             var pos = (o.Abs ? map.abs() : map).clamp_min(0);
-            for (int k = 0; k < part.Count; k++) values[s + k] = QuantusShare(pos[k], part[k].Target);
+            for (int k = 0; k < part.Count; k++)
+            {
+                values[s + k] = QuantusShare(pos[k], part[k].Target);
+                figure.Add(images[k], pos[k], part[k].Target, names[s + k], Label(part[k].Class), values[s + k]);
+            }
         }
-        var names = mosaics.Select((_, k) => $"mosaic{k:D5}").ToList();
+        figure.Write(o.Of!.Id);
         ctx.Output.Json("mosaics", new
         {
             note = "Quantus mosaic_creation: inputs in quadrants top-left, top-right, bottom-left, bottom-right; target marks the quadrants of the mosaic's class",
@@ -237,6 +246,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
         var ids = new List<string>();
         var labels = new List<string>();
         var values = new List<double>();
+        var figure = new FocusFigure(ctx);
         foreach (var batch in ctx.Batches())
         {
             using var scope = NewDisposeScope();
@@ -249,12 +259,17 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
                 map = nn.functional.interpolate(map, [h, w], mode: InterpolationMode.Bilinear, align_corners: false);
             var pos = (o.Abs ? map.abs() : map).clamp_min(0);
             for (int i = 0; i < batch.Ids.Length; i++)
-                values.Add(marks.TryGetValue(batch.Ids[i], out var mark) ? QuantusShare(pos[i], mark) : double.NaN);
+            {
+                if (!marks.TryGetValue(batch.Ids[i], out var mark)) { values.Add(double.NaN); continue; }
+                values.Add(QuantusShare(pos[i], mark));
+                figure.Add(batch.Input[i], pos[i], mark, batch.Ids[i], result.Selection.Labels[i], values[^1]);
+            }
             ids.AddRange(batch.Ids);
             labels.AddRange(result.Selection.Labels);
         }
         int missing = values.Count(double.IsNaN);
         if (missing > 0) ctx.Warn($"focus: {missing} input(s) have no line in {file}; left out of the mean");
+        figure.Write(o.Of!.Id);
         QualityMetric<FocusOptions>.WriteScores(ctx, writer, "focus", o, true, ids, labels, [.. values]);
     }
 }

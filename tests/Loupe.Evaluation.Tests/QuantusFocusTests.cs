@@ -30,6 +30,9 @@ public partial class QuantusReferenceTests
         var m = new Mismatches();
         m.Close("focus (Quantus's mosaics)", want["scores"]!.AsArray().Select(Num).ToArray(), Values(r, "focus", "focus"), 1e-4);
         m.Check();
+        // The figure: the mosaics (56×56, upscaled ×2) with their maps, quadrants and scores, in a sheet of 4 columns.
+        using var sheet = SixLabors.ImageSharp.Image.Load(Path.Combine(r.OutDir!, "focus", "focus-grid.png"));
+        Assert.True(sheet.Width > 4 * 112 && sheet.Height > 3 * 112, $"{sheet.Width}×{sheet.Height}");
     }
 
     [Fact]
