@@ -344,7 +344,7 @@ public sealed class RelativeRepresentationStability : RelativeStability
                 foreach (var l in AllLayers(ctx.Model))
                     handles.Add(iv.Intervene(l, t =>
                     {
-                        if (t.dim() > 0 && t.shape[0] == n) outputs.Add(t.detach().to(ScalarType.Float64).reshape(n, -1).DetachFromDisposeScope());
+                        if (t.dim() > 0 && t.shape[0] == n) outputs.Add(t.detach().reshape(n, -1).clone().DetachFromDisposeScope());
                         return t;
                     }));
                 var (logits, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
@@ -361,10 +361,13 @@ public sealed class RelativeRepresentationStability : RelativeStability
         var (output, cap, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, layers, forGradients: false, selection);
         using (cap)
         {
-            var h = cat(layers.Select(l => cap[l].to(ScalarType.Float64).reshape(n, -1)).ToArray(), 1);
+            var h = cat(layers.Select(l => cap[l].reshape(n, -1)).ToArray(), 1);
             return (scope.MoveToOuter(output.detach()), scope.MoveToOuter(h));
         }
     }
     /// <inheritdoc/>
-    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) => Relative(h!, hs!, o.EpsMin);
+    /// <remarks>The representations are kept as the model gives them (float32: every layer's output of every copy can be
+    /// large) and compared in float64.</remarks>
+    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
+        Relative(h!.to(ScalarType.Float64), hs!.to(ScalarType.Float64), o.EpsMin);
 }
