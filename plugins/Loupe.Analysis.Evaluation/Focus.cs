@@ -194,6 +194,10 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             inputs.Add(inner.MoveToOuter(batch.Input.detach().clone()));
         }
         var x = cat(inputs, 0);
+        long outputs;
+        using (no_grad()) outputs = ctx.Model.Forward(x.narrow(0, 0, 1)).reshape(1, -1).shape[1];
+        if (truth.FindIndex(c => c < 0 || c >= outputs) is var bad and >= 0)
+            throw new LoupeException($"focus: input '{ids[bad]}' has label {truth[bad]}, outside the model's {outputs} outputs (the mosaics are explained for their labels)");
         var mosaics = QuantusMosaics.Create(truth, o.MosaicsPerClass!.Value, o.MosaicSeed!.Value);
         string Label(long c) => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}";
         var values = new double[mosaics.Count];

@@ -56,6 +56,18 @@ public partial class QuantusReferenceTests
         Assert.NotEqual(0, unlabelled.ExitCode);
         Assert.Contains("input '00000' has none", Loupe.Testing.HostRuns.StepError(unlabelled, "f"));
         Assert.Equal("succeeded", Loupe.Testing.HostRuns.StepStatus(unlabelled, "sal"));
+        // A label past the model's outputs names the input.
+        var dir = Env.TempDir();
+        File.WriteAllBytes(Path.Combine(dir, "labels.npy"), Loupe.Abstractions.Toolkit.Npy.EncodeInt64([1, 2, 12, 3, 1, 2, 1, 2]));
+        var big = Env.Run($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+            data: { uses: npy, with: { path: {{Fixture("inputs.npy")}}, labels: {{Env.Yaml(Path.Combine(dir, "labels.npy"))}} } }
+            steps:
+              - { id: sal, uses: saliency }
+              - { id: f, uses: focus, with: { of: sal, mosaics: quantus, mosaics_per_class: 1, mosaic_seed: 3 } }
+            """);
+        Assert.Contains("input '00002' has label 12, outside the model's 10 outputs", Loupe.Testing.HostRuns.StepError(big, "f"));
         // A model of fixed input size (the ViT sample takes 28×28 only) cannot take the 56×56 mosaics: said so.
         var vit = Env.Run($$"""
             version: 1
