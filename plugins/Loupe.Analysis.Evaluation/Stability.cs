@@ -192,9 +192,11 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             var xv = x.to(ScalarType.Float64).reshape(n, -1);
             for (int j = 0; j < k; j++)
             {
+                // Each sample's temporaries (float64 copies of every layer's output, by default) freed before the next.
+                using var one = NewDisposeScope();
                 var r = Ratio(o, e, es[j], xv, xsv[j], h, hs?[j]);
                 if (skip) r = where(topS![j] == top!, r, full_like(r, double.NaN));
-                values.Add(inner.MoveToOuter(r));
+                values.Add(inner.MoveToOuter(one.MoveToOuter(r)));
             }
         }
         var all = stack(values, 1);                                                   // N×samples
@@ -367,7 +369,19 @@ public sealed class RelativeRepresentationStability : RelativeStability
     }
     /// <inheritdoc/>
     /// <remarks>The representations are kept as the model gives them (float32: every layer's output of every copy can be
-    /// large) and compared in float64.</remarks>
-    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
-        Relative(h!.to(ScalarType.Float64), hs!.to(ScalarType.Float64), o.EpsMin);
+    /// large) and compared in float64, a block of columns at a time (the float64 temporaries stay small).</remarks>
+    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs)
+    {
+        long rows = h!.shape[0], k = h.shape[1], step = Math.Max(1, (1L << 22) / Math.Max(1, rows));
+        var squares = zeros(rows, dtype: ScalarType.Float64);
+        for (long c0 = 0; c0 < k; c0 += step)
+        {
+            using var block = NewDisposeScope();
+            long width = Math.Min(step, k - c0);
+            var a = h.narrow(1, c0, width).to(ScalarType.Float64);
+            var b = hs!.narrow(1, c0, width).to(ScalarType.Float64);
+            squares.add_(((a - b) / (a + (a == 0).to(a.dtype) * o.EpsMin)).square().sum(1));
+        }
+        return squares.sqrt();
+    }
 }
