@@ -66,9 +66,7 @@ public class AttributionTests
         var dir = TestEnv.TempDir();
         var r = TestEnv.Run(TestEnv.Pipeline($"""
             version: 1
-            model:
-              uses: torchvision
-              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+            {TestEnv.DemoModel}
             data:
               uses: idx
               with: {"{"} images: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "data", "fashion-mnist", "t10k-first500-images-idx3-ubyte.gz"))}, limit: 16 {"}"}

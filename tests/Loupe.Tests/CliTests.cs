@@ -101,9 +101,7 @@ public class CliTests
         File.WriteAllBytes(Path.Combine(images, "zz-corrupt.png"), [0x89, (byte)'P', (byte)'N', (byte)'G', 1, 2, 3, 4, 5]);
         File.WriteAllText(Path.Combine(dir, "images.yaml"), $"""
             version: 1
-            model:
-              uses: torchvision
-              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+            {TestEnv.DemoModel}
             data:
               uses: image-folder
               with: {"{"} path: images {"}"}

@@ -99,9 +99,7 @@ public class LabelTargetTests
         Directory.CreateDirectory(Path.Combine(root, "c-empty"));
         string Yaml(string with) => TestEnv.Pipeline($"""
             version: 1
-            model:
-              uses: torchvision
-              with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+            {TestEnv.DemoModel}
             data:
               uses: image-folder
               with: {"{"} path: {TestEnv.Yaml(root)}{with} {"}"}

@@ -137,9 +137,7 @@ public class UnreadableImageMidDatasetTests
 
     static string Pipeline(string dir, string onError) => TestEnv.Pipeline($"""
         version: 1
-        model:
-          uses: torchvision
-          with: {"{"} architecture: fashion-cnn, weights: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} {"}"}
+        {TestEnv.DemoModel}
         data:
           uses: image-folder
           with: {"{"} path: {TestEnv.Yaml(Folder(dir))}, on_error: {onError} {"}"}

@@ -30,6 +30,9 @@ public static class TestEnv
     public static string Fixture(string name) => Path.Combine(Fixtures, name);
     public static string Samples => Path.Combine(RepoRoot, "samples");
 
+    /// <summary>The pipeline's <c>model:</c> line for the trained demo CNN of samples/models/fashion-cnn.</summary>
+    public static string DemoModel => $"model: {{ uses: torchvision, with: {{ architecture: fashion-cnn, weights: {Yaml(Path.Combine(Samples, "models", "fashion-cnn", "fashion-cnn.safetensors"))} }} }}";
+
     /// <summary>A fresh temporary folder.</summary>
     public static string TempDir(string prefix = "loupe-test") => Loupe.Testing.RepoPaths.TempDir(prefix);
 
