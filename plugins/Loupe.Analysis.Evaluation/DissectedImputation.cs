@@ -48,6 +48,9 @@ public static class DissectedImputation
         if (ws.Dirty) Array.Fill(pos, -1);   // a solve that threw left a front's places set
         ws.Dirty = true;
         int nodes = tree.Count, groups = (c + 3) / 4;
+        // The mask as bytes (a bool is 0 or 1): the lists below add it instead of branching on it (a speckled mask's
+        // branches, as input gradients rank pixels, were mispredicted one in three).
+        ref byte unknownBytes = ref Unsafe.As<bool, byte>(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(unknown));
 
         // The elimination order: node by node, each node's unknowns as the dissection lists them. The solves' values
         // live in that order, four channels interleaved per group (y[(group·n + i)·4 + lane]): a node's own unknowns
@@ -59,28 +62,65 @@ public static class DissectedImputation
             ref readonly var box = ref tree.Boxes[node];
             nodeStart[node] = next;
             foreach (int p in tree.Pixels.AsSpan(box.First, box.Count))
-                if (unknown[p]) index[p] = next++;
+            {
+                index[p] = next;   // a known pixel's entry is never read
+                next += Unsafe.Add(ref unknownBytes, p);
+            }
         }
 
         // Right-hand sides: per channel, Σ_{known in-image neighbours} w x_q at every unknown pixel, from a copy of the
-        // known values on a grid with a zero border (no bounds tests, no branch on the mask).
+        // known values on a grid with a zero border (no bounds tests, no branch on the mask). Up to four channels (one
+        // group): the copy holds each pixel's channels side by side, so that one pass over the pixels forms every
+        // channel's sum as one vector, the order of its terms as below.
         int w2 = w + 2, padded = (h + 2) * w2;
-        var known = ws.Known;
         fixed (double* y = ws.Y)
+        fixed (double* im = image)
         {
             if (c % 4 != 0) new Span<double>(y + (long)(groups - 1) * n * 4, 4 * n).Clear();   // the unused lanes
-            for (int ch = 0; ch < c; ch++)
+            if (c <= 4)
             {
-                var plane = image.Slice(ch * hw, hw);
-                var z = known.AsSpan(ch * padded, padded);
-                for (int yy = 0, p = 0; yy < h; yy++)
-                    for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
-                        z[q] = unknown[p] ? 0 : plane[p];
-                double* lane = y + (long)(ch >> 2) * n * 4 + (ch & 3);
-                for (int yy = 0, p = 0; yy < h; yy++)
-                    for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
-                        if (unknown[p])
-                            lane[4 * index[p]] = (z[q - 1] + z[q + 1] + z[q - w2] + z[q + w2]) * BandedImputation.Direct + (z[q - w2 - 1] + z[q - w2 + 1] + z[q + w2 - 1] + z[q + w2 + 1]) * BandedImputation.Diagonal;
+                if (ws.KnownLanes.Length < 4 * padded) ws.KnownLanes = new double[4 * padded];   // borders stay 0
+                // Channels past c read the first one's values, masked off.
+                double* c0 = im, c1 = c > 1 ? im + hw : im, c2 = c > 2 ? im + 2 * hw : im, c3 = c > 3 ? im + 3 * hw : im;
+                var lanes = Vector256.Create(-1L, c > 1 ? -1 : 0, c > 2 ? -1 : 0, c > 3 ? -1 : 0).AsDouble();
+                fixed (double* z = ws.KnownLanes)
+                {
+                    for (int yy = 0, p = 0; yy < h; yy++)
+                        for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
+                        {
+                            var keep = Vector256.Create((long)Unsafe.Add(ref unknownBytes, p) - 1).AsDouble() & lanes;   // zero at unknown pixels
+                            (Vector256.Create(c0[p], c1[p], c2[p], c3[p]) & keep).Store(z + 4L * q);
+                        }
+                    var direct = Vector256.Create(BandedImputation.Direct);
+                    var diagonal = Vector256.Create(BandedImputation.Diagonal);
+                    long up = -4L * w2, down = 4L * w2;
+                    for (int yy = 0, p = 0; yy < h; yy++)
+                        for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
+                            if (unknown[p])
+                            {
+                                double* at = z + 4L * q;
+                                var sides = Vector256.Load(at - 4) + Vector256.Load(at + 4) + Vector256.Load(at + up) + Vector256.Load(at + down);
+                                var corners = Vector256.Load(at + up - 4) + Vector256.Load(at + up + 4) + Vector256.Load(at + down - 4) + Vector256.Load(at + down + 4);
+                                (sides * direct + corners * diagonal).Store(y + 4L * index[p]);
+                            }
+                }
+            }
+            else
+            {
+                var known = ws.Known;
+                for (int ch = 0; ch < c; ch++)
+                {
+                    var plane = image.Slice(ch * hw, hw);
+                    var z = known.AsSpan(ch * padded, padded);
+                    for (int yy = 0, p = 0; yy < h; yy++)
+                        for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
+                            z[q] = unknown[p] ? 0 : plane[p];
+                    double* lane = y + (long)(ch >> 2) * n * 4 + (ch & 3);
+                    for (int yy = 0, p = 0; yy < h; yy++)
+                        for (int x = 0, q = (yy + 1) * w2 + 1; x < w; x++, p++, q++)
+                            if (unknown[p])
+                                lane[4 * index[p]] = (z[q - 1] + z[q + 1] + z[q - w2] + z[q + w2]) * BandedImputation.Direct + (z[q - w2 - 1] + z[q - w2 + 1] + z[q + w2 - 1] + z[q + w2 + 1]) * BandedImputation.Diagonal;
+                }
             }
         }
 
@@ -109,14 +149,17 @@ public static class DissectedImputation
                 Array.Resize(ref places, size);
             }
             foreach (int p in tree.Pixels.AsSpan(box.First, box.Count))
-                if (unknown[p]) lists[listTop++] = p;
+            {
+                lists[listTop] = p;
+                listTop += Unsafe.Add(ref unknownBytes, p);
+            }
             int k = listTop - vStart;
             foreach (int p in tree.Pixels.AsSpan(box.Ring, box.RingCount))
-                if (unknown[p])
-                {
-                    places[listTop] = index[p];
-                    lists[listTop++] = p;
-                }
+            {
+                places[listTop] = index[p];
+                lists[listTop] = p;
+                listTop += Unsafe.Add(ref unknownBytes, p);
+            }
             int t = listTop - vStart, m = t - k, ld = t + FrontKernels.Pad;
             nodeList[node] = (vStart, k, m);
             nodeFactor[node] = factorTop;
@@ -241,13 +284,27 @@ public static class DissectedImputation
                 }
             }
         fixed (double* y = ws.Y)
-            for (int ch = 0; ch < c; ch++)
+        fixed (double* im = image)
+        {
+            if (c == 3)   // ROAD's images: each pixel's three values from one vector
             {
-                var plane = image.Slice(ch * hw, hw);
-                double* lane = y + (long)(ch >> 2) * n * 4 + (ch & 3);
                 for (int p = 0; p < hw; p++)
-                    if (unknown[p]) plane[p] = lane[4 * index[p]];
+                    if (unknown[p])
+                    {
+                        var v = Vector256.Load(y + 4L * index[p]);
+                        im[p] = v.GetElement(0);
+                        im[hw + p] = v.GetElement(1);
+                        im[2 * hw + p] = v.GetElement(2);
+                    }
             }
+            else
+                for (int ch = 0; ch < c; ch++)
+                {
+                    double* plane = im + (long)ch * hw, lane = y + (long)(ch >> 2) * n * 4 + (ch & 3);
+                    for (int p = 0; p < hw; p++)
+                        if (unknown[p]) plane[p] = lane[4 * index[p]];
+                }
+        }
         ws.Trim();
     }
 
@@ -304,7 +361,7 @@ public static class DissectedImputation
         public long[] NodeFactor = [];
         public (int Start, int K, int M)[] NodeList = [];
         public (int Offset, int Size, int ListAt)[] Updates = new (int, int, int)[64];
-        public double[] Y = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [];
+        public double[] Y = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [], KnownLanes = [];
         public bool[] Interior = [];   // pixels with all eight neighbours in the image
         public bool Dirty;
         int _h = -1, _w = -1;
@@ -331,6 +388,7 @@ public static class DissectedImputation
                 ws.Map = new int[hw];
                 ws.NodeStart = new int[ws.Tree.Count];
                 ws.Known = [];
+                ws.KnownLanes = [];
                 ws.Position = new int[hw];
                 Array.Fill(ws.Position, -1);
                 (ws._h, ws._w) = (h, w);
