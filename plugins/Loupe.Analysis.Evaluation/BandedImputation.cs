@@ -24,12 +24,69 @@ namespace Loupe.Analysis.Evaluation;
 /// ~0.65 building, ~1.0 factorising and ~0.45 solving; 4.4 ms before these changes).</para></summary>
 public static class BandedImputation
 {
+    /// <summary>The half-bandwidth of a mask's system in raster order: the largest index gap between two neighbouring
+    /// unknowns, the index of an unknown being the number of unknowns before it. Two neighbours in one row are 1 apart;
+    /// a pixel and its three neighbours in the next row are the difference of their prefix counts, taken eight pixels at
+    /// a time over padded rows (no bounds tests, no branch on the mask: ~0.1 instead of ~0.5 ms per 224×224 mask).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe int RasterBand(ReadOnlySpan<bool> unknown, int h, int w)
+    {
+        int stride = w + 2, size = h * stride;
+        var pool = System.Buffers.ArrayPool<int>.Shared;
+        var before = pool.Rent(size);   // per padded pixel: the unknowns before it in raster order
+        var mask = pool.Rent(size);     // per padded pixel: −1 where unknown, else 0 (the borders 0)
+        int band = 0;
+        ref byte bits = ref Unsafe.As<bool, byte>(ref System.Runtime.InteropServices.MemoryMarshal.GetReference(unknown));
+        fixed (int* e = before)
+        fixed (int* u = mask)
+        {
+            for (int y = 0, p = 0, next = 0; y < h; y++)
+            {
+                int row = y * stride, previous = 0;
+                e[row] = e[row + w + 1] = 0;
+                u[row] = u[row + w + 1] = 0;
+                for (int x = 0; x < w; x++, p++)
+                {
+                    int b = Unsafe.Add(ref bits, p);
+                    e[row + 1 + x] = next;
+                    next += b;
+                    u[row + 1 + x] = -b;
+                    band |= previous & b;   // two unknowns side by side: 1 apart
+                    previous = b;
+                }
+            }
+            var widest = Vector256<int>.Zero;
+            int lanes = Vector256<int>.Count;
+            for (int y = 0; y + 1 < h; y++)
+            {
+                int* ep = e + y * stride + 1, up = u + y * stride + 1, eq = ep + stride, uq = up + stride;
+                int x = 0;
+                for (; x + lanes <= w; x += lanes)
+                {
+                    var ev = Vector256.Load(ep + x);
+                    var uv = Vector256.Load(up + x);
+                    for (int dx = -1; dx <= 1; dx++)
+                        widest = Vector256.Max(widest, (Vector256.Load(eq + x + dx) - ev) & (uv & Vector256.Load(uq + x + dx)));
+                }
+                for (; x < w; x++)
+                    for (int dx = -1; dx <= 1; dx++)
+                        band = Math.Max(band, (eq[x + dx] - ep[x]) & up[x] & uq[x + dx]);
+            }
+            for (int i = 0; i < lanes; i++) band = Math.Max(band, widest.GetElement(i));
+        }
+        pool.Return(before);
+        pool.Return(mask);
+        return band;
+    }
+
     /// <summary>The system's size and half-bandwidth for one mask of H×W pixels (true = unknown), in the numbering
     /// <see cref="Solve"/> factorises in (raster order, or component by component: <see cref="MaskComponents"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static (int Unknowns, int Band) Shape(ReadOnlySpan<bool> unknown, int h, int w)
     {
         int hw = h * w, count = unknown[..hw].Count(true), band = 0;
+        if (!MaskComponents.Worthwhile(count, h, w)) return (count, RasterBand(unknown, h, w));
         var pool = System.Buffers.ArrayPool<int>.Shared;   // a 224×224 mask: 200 KB, not per call
         var rented = pool.Rent(hw);
         var index = rented.AsSpan(0, hw);

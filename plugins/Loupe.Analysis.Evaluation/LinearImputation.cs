@@ -18,8 +18,8 @@ namespace Loupe.Analysis.Evaluation;
 /// <para>Direct paths: even so, CG needs 80–100 iterations of ~18 tiny calls on 28×28 images and hundreds of
 /// full-size ones on 224×224 images, so each image is solved exactly by a Cholesky factorisation instead (same numbers
 /// to rounding; <see cref="DirectPath"/>): the banded one (<see cref="BandedImputation"/>, n·b²/2 multiply-adds, n the
-/// unknowns and b the half-bandwidth of the system in raster order, or region by region on wide masks of at most half
-/// their pixels unknown: <see cref="MaskComponents"/>) or the nested-dissection one
+/// unknowns and b the half-bandwidth of the system in raster order, or region by region on wide masks of at most 45 %
+/// of their pixels unknown: <see cref="MaskComponents"/>) or the nested-dissection one
 /// (<see cref="DissectedImputation"/>, ~n^1.5), whichever is estimated faster: every 28×28 mask banded, ImageNet-size
 /// masks dissected from ~30 % unknown up, 112×112 ones from ~50 %. On the 40 systems of ROAD's five percentages on 8 inputs of 224×224 (blob-shaped masks, two
 /// threads, `Loupe.Benchmarks.dll --road-large`): 11.3 s when the 70 % and 90 % masks went to CG, 1.1–1.5 s all banded,

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Loupe.Abstractions.Toolkit;
 using Loupe.Analysis.Evaluation;
 using static TorchSharp.torch;
 
@@ -117,6 +118,40 @@ public static class RoadLarge
                 double f328 = sw.Elapsed.TotalMilliseconds;
                 Console.WriteLine($"road {road:F0} ms, floor {floor:F0} ms, ratio {road / floor:F2}, raw forward 32+8 {f328:F0}");
             }
+            return 0;
+        }
+        if (args.Contains("parts"))
+        {
+            // The metric as the paired row runs it (saliency maps of resnet18, 8 inputs), and its parts: the saliency
+            // pass, the forward of the 40 copies in the passes the metric makes (and in one pass, the paired floor's),
+            // the imputation of the metric's own masks. Alternated, medians.
+            var bench = new LargeRoadBenchmarks();
+            bench.Setup();
+            var ctx = new BenchContext(model, Bench.TopOne(1000), x);
+            long per = Explain.EvenPasses(n * limits.Length, Explain.CopiesPerForward(ctx, x, null));
+            var saliency = x.detach().requires_grad_(true);
+            var g = autograd.grad([model.Forward(saliency).max(1).values.sum()], [saliency])[0].detach();
+            var order = g.abs().sum(1).reshape(n, d).argsort(1, descending: true);
+            var metricRank = zeros_like(order).scatter_(1, order, arange(d).expand(n, d).contiguous());
+            var parts = new (string Name, Action Call)[]
+            {
+                ("road, 5 percentages (saliency + metric)", bench.Road),
+                ("saliency pass of 8", () => { using var s = NewDisposeScope(); Bench.SaliencySum(model, x); }),
+                ($"forward of 40 in passes of {per}", () => { using var s = NewDisposeScope(); using (no_grad()) for (long at = 0; at < copies.shape[0]; at += per) model.Forward(copies.narrow(0, at, Math.Min(per, copies.shape[0] - at))); }),
+                ("forward of 40 in one pass", () => { using var s = NewDisposeScope(); using (no_grad()) model.Forward(copies); }),
+                ("noisy imputation of the metric's 40", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(x, metricRank, limits, noise, 0.01); }),
+            };
+            var spent = parts.Select(_ => new List<double>()).ToArray();
+            for (int r = 0; r <= calls; r++)
+                for (int j = 0; j < parts.Length; j++)
+                {
+                    int q = (j + r) % parts.Length;   // rotating order
+                    var sw = Stopwatch.StartNew();
+                    parts[q].Call();
+                    if (r > 0) spent[q].Add(sw.Elapsed.TotalMilliseconds);
+                }
+            foreach (var (p, t) in parts.Zip(spent))
+                Console.WriteLine($"{p.Name}: median {t.Order().ElementAt(t.Count / 2):F0} ms, min {t.Min():F0} ms");
             return 0;
         }
         if (args.Contains("pair"))

@@ -367,6 +367,33 @@ public class ImputationTests
         Assert.Equal((3, 2), LinearImputation.SystemShape(pair, 5, 7));
     }
 
+    [Fact]
+    public void TheRasterBandMatchesAScanOfEveryNeighbouringPair()
+    {
+        // Masks kept in raster order (narrow images at any fill, wide ones past 45 % unknown): the vectorised band
+        // against a scan of every pair of neighbouring unknowns by their raster indices, on widths around the vectors'
+        // eight lanes and ROAD's sizes, at fills from sparse to full, and rows of unknowns alternating with known ones.
+        var random = new Random(11);
+        foreach (var (h, w) in new[] { (1, 1), (2, 1), (1, 9), (3, 7), (5, 8), (6, 9), (4, 16), (9, 17), (28, 28), (33, 39), (50, 64), (64, 71), (224, 224) })
+            foreach (double fill in new[] { 0.05, 0.3, 0.5, 0.7, 0.9, 1.0, -1.0 })
+            {
+                int hw = h * w;
+                var mask = fill < 0
+                    ? [.. Enumerable.Range(0, hw).Select(p => p / w % 2 == 0)]
+                    : Enumerable.Range(0, hw).Select(_ => random.NextDouble() < fill).ToArray();
+                int count = mask.Count(m => m);
+                if (w + 1 > 40 && count * 20 <= hw * 9) continue;   // these take the component order
+                var index = new int[hw];
+                for (int p = 0, next = 0; p < hw; p++) index[p] = mask[p] ? next++ : -1;
+                int band = 0;
+                for (int p = 0; p < hw; p++)
+                    for (int q = p + 1; q < hw && q <= p + w + 1; q++)
+                        if (mask[p] && mask[q] && Math.Abs(p / w - q / w) <= 1 && Math.Abs(p % w - q % w) <= 1)
+                            band = Math.Max(band, index[q] - index[p]);
+                Assert.Equal((count, band), LinearImputation.SystemShape(mask, h, w));
+            }
+    }
+
     /// <summary>ROAD's compact noise (N×(C·Σ unknowns), see <see cref="LinearImputation.Noisy"/>) spread onto the copies'
     /// pixels: copy i·P + j takes, channel after channel, the next values of input i's row at its unknown pixels in raster
     /// order (masked_scatter's order), 0 elsewhere; float64, (N·P)×C×H×W.</summary>
