@@ -132,7 +132,8 @@ public static class Explain
     /// <summary>Items per pass when <paramref name="total"/> items go through passes of at most
     /// <paramref name="most"/>: as few passes as that allows, of even sizes, so that the last one is not a runt (forward
     /// time per copy is not flat in the batch: resnet18 at 224×224 runs 40 copies as 20 + 20 in ~0.88× and as 32 + 8
-    /// in ~0.94× the time of one pass of 40, `Loupe.Benchmarks.dll --road-large 224 8 chunks`).</summary>
+    /// in ~0.94× the time of one pass of 40 on one machine, as 20 + 20 in ~0.62× and as 24 + 16 in ~0.65× on another,
+    /// `Loupe.Benchmarks.dll --road-large 224 8 chunks`).</summary>
     public static long EvenPasses(long total, long most)
     {
         total = Math.Max(1, total);
