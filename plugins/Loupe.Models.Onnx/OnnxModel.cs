@@ -25,6 +25,7 @@ public sealed partial class OnnxModel : IModel
 
     OnnxModel(OnnxFile file, InputSpec input, long?[] inputDims, string? output, bool flattenOutput, SideInputStore side)
     {
+        Loupe.Abstractions.Toolkit.TorchNative.Configure();   // before the graph's first convolution
         _captures = new(_gate);
         _source = file.Source;
         _side = side;
@@ -191,7 +192,8 @@ public sealed partial class OnnxModel : IModel
         {
             OnnxLayout.Always => true,
             OnnxLayout.Never => false,
-            _ => x.shape[0] >= 2,
+            // Channels-last pays off on oneDNN's convolutions only; where they are off (TorchNative), NCHW.
+            _ => x.shape[0] >= 2 && !Loupe.Abstractions.Toolkit.TorchNative.Configure(),
         } ? x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : x;
 
     /// <summary>Number of nodes evaluated per forward (the rest were folded at load).</summary>

@@ -32,6 +32,7 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
     /// kernels (see <see cref="Rewrites"/>). The rewrites are checked on one input and dropped if the outputs differ.</summary>
     public TorchModel(nn.Module<Tensor, Tensor> module, InputSpec input, IReadOnlyList<string>? labels, bool foldBatchNorm = false, bool fastKernels = false)
     {
+        Loupe.Abstractions.Toolkit.TorchNative.Configure();   // before the module's first convolution
         _module = module;
         _module.eval();
         foreach (var p in _module.parameters()) p.requires_grad = false;
@@ -117,7 +118,8 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
         {
             MemoryLayout.Always => true,
             MemoryLayout.Never => false,
-            _ => x.shape[0] >= 2,
+            // Channels-last pays off on oneDNN's convolutions only; where they are off (TorchNative), NCHW.
+            _ => x.shape[0] >= 2 && !Loupe.Abstractions.Toolkit.TorchNative.Configure(),
         };
 
     /// <summary>The same values with NHWC strides (N×C×H×W shape). TorchSharp 0.107 has no <c>memory_format</c>
