@@ -188,12 +188,11 @@ public sealed partial class OnnxModel : IModel
     /// shape; permute → contiguous → permute, as the torchvision backend): convolutions, pools and batch norms then
     /// keep that layout. Differentiable; gradients come back in the input's layout.</summary>
     Tensor Laid(Tensor x) =>
-        x.dim() == 4 && x.shape[1] > 1 && x.is_floating_point() && Layout switch
+        x.dim() == 4 && x.shape[1] > 1 && !Loupe.Abstractions.Toolkit.TorchNative.Configure() && x.is_floating_point() && Layout switch
         {
             OnnxLayout.Always => true,
             OnnxLayout.Never => false,
-            // Channels-last pays off on oneDNN's convolutions only; where they are off (TorchNative), NCHW.
-            _ => x.shape[0] >= 2 && !Loupe.Abstractions.Toolkit.TorchNative.Configure(),
+            _ => x.shape[0] >= 2,
         } ? x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2) : x;
 
     /// <summary>Number of nodes evaluated per forward (the rest were folded at load).</summary>

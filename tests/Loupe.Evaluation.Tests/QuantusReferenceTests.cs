@@ -51,7 +51,14 @@ public partial class QuantusReferenceTests
 
     static double[] Log(double[] v) => [.. v.Select(u => Math.Log(u))];
 
-    sealed class Mismatches
+    /// <summary>Quantus's numbers were made on PyTorch's oneDNN convolutions; where Loupe runs ATen's own instead
+    /// (TorchNative: machines without a cache description), outputs differ in their last bits, and a decision on a
+    /// threshold (non-sensitivity's |Δf| &lt; ε: one feature of ~700, on two of eight inputs) or a rank among near-equal
+    /// values (monotonicity-correlation's Spearman: 0.0482 against 0.0487 on one input) can flip. There, a count may be
+    /// one off and that correlation 2 % off; with oneDNN, every number is held as before.</summary>
+    internal static int FlipSlack => Loupe.Abstractions.Toolkit.TorchNative.Configure() ? 1 : 0;
+
+    internal sealed class Mismatches
     {
         readonly List<string> list = [];
         public void Close(string what, double[] want, double[] got, double tol, int rows = int.MaxValue)
@@ -61,6 +68,14 @@ public partial class QuantusReferenceTests
                 if (!(double.IsNaN(want[i]) && double.IsNaN(got[i])) && !(Math.Abs(got[i] - want[i]) <= tol + tol * Math.Abs(want[i])))
                     list.Add($"{what}[{i}]: {got[i]:R} against Quantus {want[i]:R}");
         }
+        /// <summary>Counts (non-sensitivity's): equal, or within <paramref name="slack"/>.</summary>
+        public void Counts(string what, double[] want, double[] got, int slack)
+        {
+            if (want.Length != got.Length) { list.Add($"{what}: {got.Length} values against Quantus's {want.Length}"); return; }
+            for (int i = 0; i < want.Length; i++)
+                if (!(Math.Abs(got[i] - want[i]) <= slack)) list.Add($"{what}[{i}]: {got[i]:R} against Quantus {want[i]:R}");
+        }
+
         public void Rows(string what, double[][] want, double[][] got, double tol, int rows = int.MaxValue)
         {
             if (want.Length != got.Length) { list.Add($"{what}: {got.Length} rows against Quantus's {want.Length}"); return; }
@@ -170,7 +185,7 @@ public partial class QuantusReferenceTests
         m.Close("relevance-mass-accuracy", Want("relevance_mass_accuracy"), Values(r, "rma", "relevance_mass_accuracy"), 1e-5);
         m.Close("auc", Want("auc"), Values(r, "auc", "auc"), 1e-6);
         m.Close("faithfulness-estimate", Want("faithfulness_estimate"), Values(r, "fe", "faithfulness_estimate"), 1e-4, TieFree);
-        m.Close("monotonicity-correlation", Want("monotonicity_correlation"), Values(r, "mc", "monotonicity_correlation"), 1e-6, TieFree);
+        m.Close("monotonicity-correlation", Want("monotonicity_correlation"), Values(r, "mc", "monotonicity_correlation"), FlipSlack == 0 ? 1e-6 : 2e-2, TieFree);
         m.Rows("pixel-flipping curve", WantRows("pixel_flipping"), Curve(r, "pf/pixel_flipping_curve.npy"), 1e-4, TieFree);
         m.Rows("selectivity curve", WantRows("selectivity"), Curve(r, "sel/selectivity_curve.npy"), 1e-4, TieFree);
         foreach (var order in new[] { "morf", "lerf" })
@@ -191,7 +206,7 @@ public partial class QuantusReferenceTests
         m.Close("irof (score: quantus)", Want("irof"), Values(r, "irof", "irof"), 1e-4, TieFree);
         m.Close("irof (felzenszwalb)", Want("irof_felzenszwalb"), Values(r, "irof_f", "irof"), 1e-4, TieFree);
         m.Rows("road hits", WantRows("road"), Curve(r, "road/road_curve.npy"), 0);
-        m.Close("non-sensitivity", Want("non_sensitivity"), Values(r, "ns", "non_sensitivity"), 0);
+        m.Counts("non-sensitivity", Want("non_sensitivity"), Values(r, "ns", "non_sensitivity"), FlipSlack);
         m.Close("continuity", Want("continuity"), Values(r, "cont", "continuity"), 1e-4);
         m.Close("sufficiency", Want("sufficiency"), Values(r, "suff", "sufficiency"), 1e-6);
         m.Close("consistency", Want("consistency"), Values(r, "cons", "consistency"), 1e-6);
@@ -203,7 +218,7 @@ public partial class QuantusReferenceTests
         m.Close("complexity, second moment", Want("complexity_second_moment"), Values(r, "cx_sm", "complexity"), 1e-5);
         m.Close("effective-complexity, signed, eps 0.1", Want("effective_complexity_signed"), Values(r, "ec_signed", "effective_complexity"), 0);
         m.Close("faithfulness-estimate, one pixel per step", Want("faithfulness_estimate_1"), Values(r, "fe1", "faithfulness_estimate"), 1e-4, TieFree);
-        m.Close("non-sensitivity, signed", Want("non_sensitivity_signed"), Values(r, "ns_signed", "non_sensitivity"), 0);
+        m.Counts("non-sensitivity, signed", Want("non_sensitivity_signed"), Values(r, "ns_signed", "non_sensitivity"), FlipSlack);
         m.Close("consistency, rank", Want("consistency_rank"), Values(r, "cons_rank", "consistency"), 1e-6);
         m.Close("consistency, floating points", Want("consistency_floating_points"), Values(r, "cons_fp", "consistency"), 1e-6);
         // Quantus 0.5.3's sliding windows (windows: sliding): curves of different lengths, Loupe's padded with NaN.
@@ -260,7 +275,7 @@ public partial class QuantusReferenceTests
         m.Rows("pixel-flipping curve, an H×W map on every channel", WantRows("rgb_pixel_flipping_hw"), Curve(r, "pf_hw/pixel_flipping_curve.npy"), 2e-3);
         m.Close("faithfulness-estimate, channel values", Want("rgb_faithfulness_estimate"), Values(r, "fe", "faithfulness_estimate"), 1e-4);
         m.Close("monotonicity-correlation, channel values", Want("rgb_monotonicity_correlation"), Values(r, "mc", "monotonicity_correlation"), 1e-6);
-        m.Close("non-sensitivity, channel values", Want("rgb_non_sensitivity"), Values(r, "ns", "non_sensitivity"), 0);
+        m.Counts("non-sensitivity, channel values", Want("rgb_non_sensitivity"), Values(r, "ns", "non_sensitivity"), FlipSlack);
         // Random subsets of the 768 channel values (no Quantus numbers to match: numpy's draws): scores in [−1, 1].
         foreach (var (step, key) in new[] { ("fc", "faithfulness_correlation"), ("sn", "sensitivity_n") })
             Assert.All(Values(r, step, key), v => Assert.InRange(v, -1, 1));

@@ -41,8 +41,9 @@ public class DeepLiftPathTests
         }, Env.Context);
         ModelTests.SetHashWeights((TorchModel)plain);
         var (fromPlain, _) = Map(plain, x, null);
-        // Measured 1.9e-5: the multipliers (Δout/Δin) magnify the backends' last-bit differences where Δin is tiny.
-        Assert.True(Env.RelL2(fromPlain, fromOnnx) <= 3e-5, $"torchvision (plain) vs onnx: {Env.RelL2(fromPlain, fromOnnx):E2}");
+        // Measured 1.9e-5 on oneDNN's convolutions, 3.8e-5 on ATen's own (TorchNative): the multipliers (Δout/Δin)
+        // magnify the backends' last-bit differences where Δin is tiny.
+        Assert.True(Env.RelL2(fromPlain, fromOnnx) <= 5e-5, $"torchvision (plain) vs onnx: {Env.RelL2(fromPlain, fromOnnx):E2}");
         long[] separate;
         using (no_grad()) separate = tv.Forward(x).argmax(1).data<long>().ToArray();
         Assert.Equal(separate, classes);
