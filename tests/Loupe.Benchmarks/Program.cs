@@ -13,6 +13,7 @@ using BenchmarkDotNet.Toolchains.InProcess.Emit;
 // spin (300,000 rounds by default; GOMP_SPINCOUNT=N in the environment sets N). See docs/benchmarks.md, issue 22.
 // --team-check: 40 iterations of 50 µs of managed work right after a parallel tensor call (a saliency pass of the demo
 // CNN), by a plain loop, by Parallel.For and by TensorThreads.For (on libtorch's OpenMP team): medians of 61 rounds.
+Loupe.Core.NativeHeap.LimitArenas(); // first, as the CLI does (one arena, freed blocks kept)
 if (args.Contains("--team-check"))
 {
     var bench = new Loupe.Benchmarks.QualityMetricBenchmarks();
