@@ -49,7 +49,8 @@ public static class NativeHeap
     /// <c>mmap</c>'d blocks (<c>M_MMAP_MAX = 0</c>: the heap grows instead) and no automatic trimming of the heap's top
     /// (<c>M_TRIM_THRESHOLD</c> 2 GB); with one arena, threads that start later share the main heap. The resident set
     /// stays at the run's peak between batches instead of following every tensor; <see cref="TrimIfGrown"/> and
-    /// <see cref="Trim"/> still hand memory back where the host asks. Reported by <see cref="BlocksKept"/>.</summary>
+    /// <see cref="Trim"/> still hand the main heap's free pages back where the host asks (a secondary arena's free
+    /// top, at most 64 MB per heap, stays for reuse). Reported by <see cref="BlocksKept"/>.</summary>
     static void KeepBlocks()
     {
         if (Environment.GetEnvironmentVariable("LOUPE_MALLOC") == "keep" || Environment.GetEnvironmentVariable("MALLOC_MMAP_MAX_") is not null
