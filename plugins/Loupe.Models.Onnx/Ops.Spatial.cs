@@ -1,4 +1,5 @@
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -57,9 +58,13 @@ public static partial class Ops
         var d = Fill(n.Ints("dilations"), 2, 1);
         var g = n.Int("group", 1);
         var (b, e) = Pads(n, [x.shape[2], x.shape[3]], k, s, d);
-        if (Symmetric(b, e) || BeginPadsSuffice([x.shape[2], x.shape[3]], k, s, d, b, e)) return F.conv2d(x, w, bias, s, b, d, g);
-        return F.conv2d(F.pad(x, TorchPad(b, e)), w, bias, s, [0, 0], d, g);
+        if (Symmetric(b, e) || BeginPadsSuffice([x.shape[2], x.shape[3]], k, s, d, b, e)) return Conv2d(x, w, bias, s, b, d, g);
+        return Conv2d(F.pad(x, TorchPad(b, e)), w, bias, s, [0, 0], d, g);
     }
+
+    /// <summary>libtorch's convolution, or <see cref="DirectConvolution"/> where it applies (oneDNN off, stride 1).</summary>
+    static Tensor Conv2d(Tensor x, Tensor w, Tensor? bias, long[] s, long[] p, long[] d, long g) =>
+        DirectConvolution.Applies(x, w, bias, s, p, d, g) ? DirectConvolution.Conv2d(x, w, bias, p, d) : F.conv2d(x, w, bias, s, p, d, g);
 
     static Tensor ConvTranspose(OnnxNode n, Tensor x, Tensor w, Tensor? bias)
     {

@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -16,12 +17,19 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
 
     /// <summary>The convolution of <paramref name="x"/>; an NCHW input with at most 4 channels that needs its gradient
     /// (the first layer of an image model, when a technique differentiates to the pixels) goes through
-    /// <see cref="FewChannelConvFunction"/>.</summary>
+    /// <see cref="FewChannelConvFunction"/>; other stride-1 ones, where oneDNN is off, through
+    /// <see cref="DirectConvolution"/>.</summary>
     public Tensor Run(Tensor x)
     {
         if (Groups == 1 && x.dim() == 4 && x.shape[1] <= FewChannelConvFunction.MaxChannels && x.requires_grad && is_grad_enabled()
             && x.is_contiguous() && !Weight.requires_grad && Bias is not { requires_grad: true })
             return FewChannelConvFunction.apply(x, this);
+        if (x.dim() == 4 && x.shape[1] > FewChannelConvFunction.MaxChannels)
+        {
+            var weight = Weight;
+            var bias = Bias;
+            if (DirectConvolution.Applies(x, weight, bias, Stride, Padding, Dilation, Groups)) return DirectConvolution.Conv2d(x, weight, bias, Padding, Dilation);
+        }
         return Conv(x);
     }
 
@@ -30,11 +38,18 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
     public static bool FewChannels(Conv2d conv) =>
         conv.in_channels <= FewChannelConvFunction.MaxChannels && conv.groups == 1 && conv.padding_mode == PaddingModes.Zeros && conv.padding is not null;
 
+    /// <summary>Whether <paramref name="conv"/> can run on <see cref="DirectConvolution"/> in this process (enabled
+    /// there; stride 1, one group, zero padding given as numbers, within the kernel's reach).</summary>
+    public static bool Direct(Conv2d conv) =>
+        DirectConvolution.Enabled && conv.groups == 1 && conv.padding_mode == PaddingModes.Zeros && conv.padding is { Length: 2 } p
+        && conv.stride.All(s => s == 1) && conv.in_channels > FewChannelConvFunction.MaxChannels
+        && p[0] <= conv.dilation[0] * (conv.kernel_size[0] - 1) && p[1] <= conv.dilation[1] * (conv.kernel_size[1] - 1);
+
     public static ConvArgs Of(Conv2d conv) => new(() => conv.weight!, () => conv.bias, conv.stride, conv.padding!, conv.dilation, conv.groups);
 }
 
-/// <summary>Runs in place of a first-layer <see cref="Conv2d"/> (see <see cref="Rewrites"/>): the same convolution,
-/// with <see cref="ConvArgs.Run"/>'s faster input gradient.</summary>
+/// <summary>Runs in place of a first-layer <see cref="Conv2d"/>, or of a stride-1 one where <see cref="DirectConvolution"/>
+/// is enabled (see <see cref="Rewrites"/>): the same convolution, through <see cref="ConvArgs.Run"/>.</summary>
 sealed class FewChannelConv(Conv2d conv) : nn.Module<Tensor, Tensor>("Conv2d")
 {
     readonly ConvArgs _args = ConvArgs.Of(conv);

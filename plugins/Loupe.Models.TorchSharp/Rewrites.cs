@@ -1,5 +1,6 @@
 using System.Reflection;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -18,7 +19,9 @@ namespace Loupe.Models.TorchSharp;
 /// fields of TorchVision's ResNet blocks and of the demo CNN, where <c>convK</c> feeds <c>bnK</c> and nothing else.</para>
 /// <para><b>Fast kernels.</b> Any <see cref="MaxPool2d"/> held in a field typed as a module, or in a Sequential, runs as a
 /// <see cref="FastMaxPool"/>: the same values, indices and gradients; so does any <see cref="Conv2d"/> with at most 4
-/// input channels as a <see cref="FewChannelConv"/> (a folded one gets the same path inside its fused convolution).</para>
+/// input channels as a <see cref="FewChannelConv"/> (a folded one gets the same path inside its fused convolution), and,
+/// where <see cref="DirectConvolution"/> is enabled, any stride-1 one it can run (a folded one inside its fused
+/// convolution, and on a <see cref="FewChannelConv"/> while pinned or released).</para>
 /// <para>The rewrites change what runs, never the module tree: parents' fields point at the replacement (a fused
 /// convolution, an identity placeholder for the batch norm, a fast pool), and a <see cref="Sequential"/> is replaced by
 /// a copy whose items are swapped (a Sequential lists its own names and parameters from its items, so it is never
@@ -31,17 +34,20 @@ sealed class Rewrites : IDisposable
     static readonly HashSet<string> KnownBlocks = ["ResNet", "BasicBlock", "Bottleneck", "FashionCnn"];
     const BindingFlags Instance = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
 
-    enum Kind { Fold, Pool, Conv }
+    enum Kind { Fold, Pool, Conv, Direct }
 
-    /// <summary>One replacement: applied while not pinned; owns what it put in place.</summary>
+    /// <summary>One replacement: applied while not pinned; owns what it put in place. A pinned fold runs its convolution
+    /// on the fast kernel when there is one (<see cref="Unfold"/>); undone for good, the original modules.</summary>
     sealed class Swap(Action apply, Action undo, Kind kind, params IDisposable[] owned)
     {
         public readonly Kind Kind = kind;
         public readonly IDisposable[] Owned = owned;
         public int Pins;
+        public Action? Unfold { get; init; }
 
         public void Apply() => apply();
         public void Undo() => undo();
+        public void Pin() => (Unfold ?? undo)();
     }
 
     readonly List<Swap> _swaps = [];
@@ -65,6 +71,9 @@ sealed class Rewrites : IDisposable
     /// <summary>Number of unfolded first-layer convolutions that run as <see cref="FewChannelConv"/>.</summary>
     public int FewChannelConvs => _swaps.Count(p => p.Kind == Kind.Conv);
 
+    /// <summary>Number of unfolded convolutions that run on <see cref="DirectConvolution"/> (where it is enabled).</summary>
+    public int DirectConvs => _swaps.Count(p => p.Kind == Kind.Direct);
+
     /// <summary>Number of rewrites in place.</summary>
     public int Count => _swaps.Count(p => p.Pins == 0);
 
@@ -87,7 +96,7 @@ sealed class Rewrites : IDisposable
                 // The registered children must be the very objects in the fields: the names users see are the registry's.
                 var children = module.named_children().ToDictionary(c => c.name, c => c.module);
                 bool Registered(string field, object? value) => value is not null && ReferenceEquals(children.GetValueOrDefault(field), value);
-                if (foldBatchNorm && KnownBlocks.Contains(module.GetType().Name)) rewrites.FromFields(module, prefix, fields, Registered);
+                if (foldBatchNorm && KnownBlocks.Contains(module.GetType().Name)) rewrites.FromFields(module, prefix, fields, Registered, fastKernels);
                 foreach (var (fieldName, field) in fields)
                 {
                     var value = field.GetValue(module);
@@ -101,14 +110,14 @@ sealed class Rewrites : IDisposable
         return rewrites;
     }
 
-    void FromFields(nn.Module parent, string prefix, Dictionary<string, FieldInfo> fields, Func<string, object?, bool> registered)
+    void FromFields(nn.Module parent, string prefix, Dictionary<string, FieldInfo> fields, Func<string, object?, bool> registered, bool fastKernels)
     {
         foreach (var (name, field) in fields)
         {
             if (!name.StartsWith("bn", StringComparison.Ordinal) || field.GetValue(parent) is not BatchNorm2d bn || !registered(name, bn)) continue;
             var convName = "conv" + name[2..];
             if (!fields.TryGetValue(convName, out var convField) || convField.GetValue(parent) is not Conv2d conv || !registered(convName, conv)) continue;
-            Add(prefix + convName, prefix + name, conv, bn, m => convField.SetValue(parent, m), m => field.SetValue(parent, m));
+            Add(prefix + convName, prefix + name, conv, bn, m => convField.SetValue(parent, m), m => field.SetValue(parent, m), fastKernels);
         }
     }
 
@@ -124,7 +133,7 @@ sealed class Rewrites : IDisposable
         {
             int ci = i, bi = i + 1;
             if (folds && bi < items.Count && items[ci].module is Conv2d conv && items[bi].module is BatchNorm2d bn)
-                Add(prefix + items[ci].name, prefix + items[bi].name, conv, bn, m => copy.Items[ci] = m, m => copy.Items[bi] = m);
+                Add(prefix + items[ci].name, prefix + items[bi].name, conv, bn, m => copy.Items[ci] = m, m => copy.Items[bi] = m, fastKernels);
         }
         if (fast)
             for (int i = 0; i < items.Count; i++)
@@ -138,7 +147,7 @@ sealed class Rewrites : IDisposable
         _copies.Add(copy);
     }
 
-    void Add(string convName, string bnName, Conv2d conv, BatchNorm2d bn, Action<nn.Module<Tensor, Tensor>> setConv, Action<nn.Module<Tensor, Tensor>> setBn)
+    void Add(string convName, string bnName, Conv2d conv, BatchNorm2d bn, Action<nn.Module<Tensor, Tensor>> setConv, Action<nn.Module<Tensor, Tensor>> setBn, bool fastKernels)
     {
         if (bn.running_mean is null || bn.running_var is null || conv.padding_mode != PaddingModes.Zeros || conv.padding is null) return;
         using var scope = NewDisposeScope();
@@ -152,7 +161,14 @@ sealed class Rewrites : IDisposable
         bias.DetachFromDisposeScope();
         var fused = new FusedConv(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups);
         var placeholder = nn.Identity();
-        var pair = new Swap(() => { setConv(fused); setBn(placeholder); }, () => { setConv(conv); setBn(bn); }, Kind.Fold, fused, placeholder);
+        // Unfolded (pinned, or released because its weights may change), the convolution runs on its fast kernel if it has
+        // one; hooks on it go on that kernel too.
+        var unfolded = fastKernels ? FastKernel(conv)?.Fast : null;
+        var pair = unfolded is null
+            ? new Swap(() => { setConv(fused); setBn(placeholder); }, () => { setConv(conv); setBn(bn); }, Kind.Fold, fused, placeholder)
+            : new Swap(() => { setConv(fused); setBn(placeholder); }, () => { setConv(conv); setBn(bn); }, Kind.Fold, fused, placeholder, unfolded)
+            { Unfold = () => { setConv(unfolded); setBn(bn); } };
+        if (unfolded is not null) _runsFor[conv] = unfolded;
         _swaps.Add(pair);
         _paired.Add(conv);
         _byConv[convName] = pair;
@@ -163,13 +179,14 @@ sealed class Rewrites : IDisposable
         foreach (var (b, _) in bn.named_buffers()) _byParameter[bnName + "." + b] = pair;
     }
 
-    static bool HasFastKernel(nn.Module module) => module is MaxPool2d || module is Conv2d conv && ConvArgs.FewChannels(conv);
+    static bool HasFastKernel(nn.Module module) => module is MaxPool2d || module is Conv2d conv && (ConvArgs.FewChannels(conv) || ConvArgs.Direct(conv));
 
     /// <summary>What a module runs as on the fast kernels, or null.</summary>
     static (nn.Module<Tensor, Tensor> Fast, Kind Kind)? FastKernel(nn.Module module) => module switch
     {
         MaxPool2d pool => (new FastMaxPool(pool), Kind.Pool),
         Conv2d conv when ConvArgs.FewChannels(conv) => (new FewChannelConv(conv), Kind.Conv),
+        Conv2d conv when ConvArgs.Direct(conv) => (new FewChannelConv(conv), Kind.Direct),
         _ => null,
     };
 
@@ -204,7 +221,7 @@ sealed class Rewrites : IDisposable
     Unpin Pin(Swap pair)
     {
         lock (_gate)
-            if (pair.Pins++ == 0) pair.Undo();
+            if (pair.Pins++ == 0) pair.Pin();
         return new Unpin(this, pair);
     }
 

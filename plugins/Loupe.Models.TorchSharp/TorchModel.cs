@@ -1,4 +1,5 @@
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -53,6 +54,10 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
 
     /// <summary>Number of unfolded first-layer convolutions with the faster input gradient (a folded one has it too).</summary>
     public int FewChannelConvs => _rewrites?.FewChannelConvs ?? 0;
+
+    /// <summary>Number of unfolded convolutions that run on the direct kernel where oneDNN is off (a folded one runs
+    /// there too when it can).</summary>
+    public int DirectConvs => _rewrites?.DirectConvs ?? 0;
 
     /// <summary>Rewrites, then compares the rewritten and the original model on one seeded input: a relative difference
     /// above 1e-3 of the largest output means a pair was not the chain it looked like, and the rewrites are undone.</summary>

@@ -162,8 +162,10 @@ public class FastKernelTests
         var w = randn([1, 10], generator: new Generator(3));
         var (ya, ga) = Run(plain, x, w);
         var (yb, gb) = Run(fast, x, w);
-        Assert.True(TestEnv.RelL2(yb, ya) < 1e-6, $"logits rel L2 {TestEnv.RelL2(yb, ya):E2}");
-        Assert.True(TestEnv.RelL2(gb, ga) < 1e-6, $"input gradient rel L2 {TestEnv.RelL2(gb, ga):E2}");
+        // Float rounding: where oneDNN is off, the fast model's stride-1 convolutions run on DirectConvolution, whose
+        // sums run in another order than libtorch's (vgg11's eight: ~3e-6).
+        Assert.True(TestEnv.RelL2(yb, ya) < 1e-5, $"logits rel L2 {TestEnv.RelL2(yb, ya):E2}");
+        Assert.True(TestEnv.RelL2(gb, ga) < 1e-5, $"input gradient rel L2 {TestEnv.RelL2(gb, ga):E2}");
     }
 
     /// <summary>A first convolution with the given geometry, a ReLU and a second convolution.</summary>
@@ -204,7 +206,10 @@ public class FastKernelTests
         using (no_grad()) w = randn(plain.Forward(x).shape, generator: new Generator(7));
         var (ya, ga) = Run(plain, x, w);
         var (yb, gb) = Run(fast, x, w);
-        Assert.Equal(ya, yb);
+        // The first layer's forward is libtorch's; the 1×1 head (6 channels) runs on DirectConvolution where oneDNN is
+        // off: equal to float rounding.
+        if (DirectConvolution.Enabled) Assert.True(TestEnv.RelL2(yb, ya) < 1e-6, $"output rel L2 {TestEnv.RelL2(yb, ya):E2}");
+        else Assert.Equal(ya, yb);
         Assert.True(TestEnv.RelL2(gb, ga) < 1e-6, $"input gradient rel L2 {TestEnv.RelL2(gb, ga):E2}");
         // A weight changed in place through GetParameter (as sanity randomisation does) is what the fast path uses.
         foreach (var m in new[] { plain, fast })

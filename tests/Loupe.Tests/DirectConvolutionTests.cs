@@ -1,0 +1,148 @@
+using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
+using Loupe.Models.TorchSharp;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>The direct convolution kernel (<see cref="DirectConvolution"/>, where oneDNN is off) against libtorch's own
+/// convolution: outputs and input gradients to float rounding over kernel sizes, paddings, dilations, channel counts
+/// that do not fill a block of 32, images narrower than a tile and a batch; and the backend routes a model's
+/// convolutions through it exactly where it says it applies.</summary>
+[Collection("native heap")]
+public class DirectConvolutionTests
+{
+    [Theory]
+    [InlineData(2, 5, 7, 9, 11, 3, 1, 1, true)]    // channels that fill neither a vector nor a block
+    [InlineData(1, 8, 33, 7, 7, 3, 1, 1, false)]   // one channel past a block; a 7×7 image (tiles straddle rows)
+    [InlineData(3, 6, 64, 14, 14, 3, 0, 1, true)]  // no padding: a smaller output
+    [InlineData(2, 4, 16, 10, 13, 5, 2, 1, true)]  // 5×5
+    [InlineData(2, 4, 40, 12, 12, 3, 2, 2, false)] // dilation 2
+    [InlineData(1, 9, 5, 6, 8, 1, 0, 1, true)]     // 1×1
+    [InlineData(2, 3, 3, 1, 1, 3, 1, 1, true)]     // a 1×1 image: every tap but the centre reads padding
+    [InlineData(2, 5, 6, 8, 9, 3, 1, 1, true)]     // asymmetric padding below (see the test)
+    public void OutputsAndInputGradientsEqualLibtorchs(int n, int c, int o, int h, int w, int k, int pad, int dilation, bool bias)
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator((ulong)(n * 100000 + c * 1000 + o * 10 + k));
+        var x = randn([n, c, h, w], generator: g);
+        var weight = randn([o, c, k, k], generator: g);
+        var b = bias ? randn([o], generator: g) : null;
+        // The last case pads rows by 1 and columns by 0: the kernel takes the two paddings apart.
+        long ph = pad, pw = n == 2 && c == 5 && o == 6 ? 0 : pad;
+        var reference = nn.functional.conv2d(x, weight, b, padding: [ph, pw], dilation: [dilation, dilation]);
+        var y = DirectConvolution.Forward(x, weight, b, ph, pw, dilation, dilation);
+        Assert.Equal(reference.shape, y.shape);
+        Assert.True(TestEnv.RelL2(y.ToArray<float>(), reference.ToArray<float>()) < 1e-6, $"output rel L2 {TestEnv.RelL2(y.ToArray<float>(), reference.ToArray<float>()):E2}");
+
+        var upstream = randn(reference.shape, generator: g);
+        var xi = x.detach().requires_grad_(true);
+        var expected = autograd.grad([(nn.functional.conv2d(xi, weight, b, padding: [ph, pw], dilation: [dilation, dilation]) * upstream).sum()], [xi])[0];
+        var gradient = DirectConvolution.InputGradient(upstream, weight, ph, pw, dilation, dilation);
+        Assert.Equal(expected.shape, gradient.shape);
+        Assert.True(TestEnv.RelL2(gradient.ToArray<float>(), expected.ToArray<float>()) < 1e-6,
+            $"input gradient rel L2 {TestEnv.RelL2(gradient.ToArray<float>(), expected.ToArray<float>()):E2}");
+
+        // Through autograd, as a model runs it (arguments read when it runs).
+        var xj = x.detach().requires_grad_(true);
+        var viaFunction = autograd.grad([(DirectConvolution.Conv2d(xj, weight, b, [ph, pw], [dilation, dilation]) * upstream).sum()], [xj])[0];
+        Assert.True(TestEnv.RelL2(viaFunction.ToArray<float>(), expected.ToArray<float>()) < 1e-6);
+    }
+
+    /// <summary>A gradient taken with <c>create_graph</c> (ShapleyCAM's Hessian-vector products) differentiates once
+    /// more through the kernel: the Hessian-vector product of Σ conv(x)² equals libtorch's.</summary>
+    [Theory]
+    [InlineData(3, 1, 1)]
+    [InlineData(5, 2, 2)]
+    [InlineData(3, 0, 1)]
+    public void InputGradientsAreDifferentiableOnceMore(int k, int pad, int dilation)
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator((ulong)(k * 10 + pad));
+        var x = randn([2, 6, 9, 10], generator: g);
+        var weight = randn([7, 6, k, k], generator: g);
+        var b = randn([7], generator: g);
+        var v = randn([2, 6, 9, 10], generator: g);
+        float[] Hvp(Func<Tensor, Tensor> conv)
+        {
+            var xi = x.detach().requires_grad_(true);
+            var first = autograd.grad([conv(xi).pow(2).sum()], [xi], retain_graph: true, create_graph: true)[0];
+            return autograd.grad([(first * v).sum()], [xi])[0].ToArray<float>();
+        }
+        var expected = Hvp(xi => nn.functional.conv2d(xi, weight, b, padding: [pad, pad], dilation: [dilation, dilation]));
+        var direct = Hvp(xi => DirectConvolution.Conv2d(xi, weight, b, [pad, pad], [dilation, dilation]));
+        Assert.True(TestEnv.RelL2(direct, expected) < 1e-5, $"Hessian-vector product rel L2 {TestEnv.RelL2(direct, expected):E2}");
+    }
+
+    /// <summary>A stride-1 convolution with a batch norm (folded by the backend into a fused convolution, the demo
+    /// CNN's shape), a ReLU and a dilated convolution on its own, in a Sequential held in a field.</summary>
+    sealed class TwoConvNet : nn.Module<Tensor, Tensor>
+    {
+        public readonly nn.Module<Tensor, Tensor> body;
+
+        public TwoConvNet() : base("TwoConvNet")
+        {
+            body = nn.Sequential(("conv1", nn.Conv2d(6, 40, 3, padding: 1)), ("bn1", nn.BatchNorm2d(40)), ("relu", nn.ReLU()),
+                ("conv2", nn.Conv2d(40, 12, 3, padding: 2, dilation: 2)), ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()));
+            RegisterComponents();
+            using var _ = no_grad();
+            var g = new Generator(11);
+            foreach (var p in parameters()) p.copy_(randn(p.shape, generator: g) * 0.3);
+            foreach (var (name, b) in named_buffers())
+                if (name.EndsWith("running_var", StringComparison.Ordinal)) b.copy_(rand(b.shape, generator: g) + 0.5);
+                else if (name.EndsWith("running_mean", StringComparison.Ordinal)) b.copy_(randn(b.shape, generator: g) * 0.1);
+        }
+
+        public override Tensor forward(Tensor x) => body.call(x);
+    }
+
+    /// <summary>Logits and input gradients of a model whose convolutions the backend rewrites agree with libtorch's
+    /// functional convolutions, folded, pinned and released alike; the convolutions run the direct kernel exactly when it
+    /// is enabled in this process (forward and backward of both: four calls).</summary>
+    [Fact]
+    public void AModelsStrideOneConvolutionsRunTheKernelWhereItIsEnabled()
+    {
+        using var scope = NewDisposeScope();
+        var spec = new InputSpec(6, 10, 10, Enumerable.Repeat(0f, 6).ToArray(), Enumerable.Repeat(1f, 6).ToArray());
+        var net = new TwoConvNet();
+        net.eval();
+        var p = net.named_parameters().ToDictionary(q => q.name, q => q.parameter.detach().clone());
+        var bufs = net.named_buffers().ToDictionary(q => q.name, q => q.buffer.detach().clone());
+        Tensor Reference(Tensor input)
+        {
+            var h = nn.functional.conv2d(input, p["body.conv1.weight"], p["body.conv1.bias"], padding: [1, 1]);
+            h = nn.functional.batch_norm(h, bufs["body.bn1.running_mean"], bufs["body.bn1.running_var"], p["body.bn1.weight"], p["body.bn1.bias"], false, 0.1, 1e-5);
+            h = nn.functional.relu(h);
+            h = nn.functional.conv2d(h, p["body.conv2.weight"], p["body.conv2.bias"], padding: [2, 2], dilation: [2, 2]);
+            return h.mean([2, 3]);
+        }
+        using var model = new TorchModel(net, spec, null, foldBatchNorm: true, fastKernels: true);
+        Assert.Equal(DirectConvolution.Enabled ? 1 : 0, model.DirectConvs);
+        var x = randn([3, 6, 10, 10], generator: new Generator(12));
+        var upstream = randn([3, 12], generator: new Generator(13));
+        var xr = x.detach().requires_grad_(true);
+        var expected = autograd.grad([(Reference(xr) * upstream).sum()], [xr])[0].ToArray<float>();
+        void Check(string state, int calls)
+        {
+            long before = DirectConvolution.Calls;
+            var xi = x.detach().requires_grad_(true);
+            var gradient = autograd.grad([(model.Forward(xi) * upstream).sum()], [xi])[0].ToArray<float>();
+            Assert.Equal(DirectConvolution.Enabled ? calls : 0, DirectConvolution.Calls - before);
+            Assert.True(TestEnv.RelL2(gradient, expected) < 1e-5, $"{state}: input gradient rel L2 {TestEnv.RelL2(gradient, expected):E2}");
+        }
+        Check("folded", 4);
+        // A capture on the folded convolution unfolds it: it runs on the kernel still, and the hook sees its output.
+        using (var capture = model.Capture(["body.conv1"], forGradients: false))
+        {
+            Check("pinned", 4);
+            var seen = capture["body.conv1"].detach();
+            Assert.True(TestEnv.RelL2(seen.ToArray<float>(), nn.functional.conv2d(x, p["body.conv1.weight"], p["body.conv1.bias"], padding: [1, 1]).ToArray<float>()) < 1e-6);
+        }
+        // A parameter handed out is released for good: the kernel reads it as it is when it runs.
+        using (no_grad()) model.GetParameter("body.conv1.weight")!.mul_(-1);
+        using (no_grad()) p["body.conv1.weight"].mul_(-1);
+        expected = autograd.grad([(Reference(xr) * upstream).sum()], [xr])[0].ToArray<float>();
+        Check("released", 4);
+    }
+}
