@@ -48,7 +48,7 @@ public static class ConceptPlots
         plt.YLabel("TCAV score (fraction of the class's inputs)");
         plt.HideGrid();
         int width = Math.Max(520, 90 * bars.Count + 200);
-        return Figure.Titled(PlotImages.FromPng(plt.GetImageBytes(width, 400, ScottPlot.ImageFormat.Png)), title);
+        return Figure.Titled(PlotImages.Draw(width, 400, canvas => plt.Render(canvas, width, 400)), title);
     }
 
     /// <summary>Horizontal bar chart of one value per item (e.g. units per concept, concept importances).</summary>
@@ -69,7 +69,8 @@ public static class ConceptPlots
         plt.Axes.SetLimitsY(min, max <= 0 ? 1 : max * 1.2);
         plt.YLabel(valueLabel);
         plt.HideGrid();
-        return Figure.Titled(PlotImages.FromPng(plt.GetImageBytes(Math.Max(420, 70 * values.Count + 140), 360, ScottPlot.ImageFormat.Png)), title);
+        int wide = Math.Max(420, 70 * values.Count + 140);
+        return Figure.Titled(PlotImages.Draw(wide, 360, canvas => plt.Render(canvas, wide, 360)), title);
     }
 
     /// <summary>A display tile of C×H×W pixels in [0,1], upscaled to about <paramref name="size"/> pixels.</summary>

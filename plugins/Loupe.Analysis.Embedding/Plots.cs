@@ -42,7 +42,7 @@ public static class Plots
         plt.XLabel(xLabel);
         plt.YLabel(yLabel);
         int width = labels is null ? size : size + size / 5;
-        return PlotImages.FromPng(plt.GetImageBytes(width, size, ScottPlot.ImageFormat.Png));
+        return PlotImages.Draw(width, size, canvas => plt.Render(canvas, width, size));
     }
 
     /// <summary>The scatter as data for the HTML report's interactive plot.</summary>

@@ -43,6 +43,6 @@ public static class Plots
         plt.Title(xTicks is null ? title : $"{title}\n({xLabel})");
         if (xTicks is null) plt.XLabel(xLabel);
         plt.YLabel(yLabel);
-        return PlotImages.FromPng(plt.GetImageBytes(width, height, ScottPlot.ImageFormat.Png));
+        return PlotImages.Draw(width, height, canvas => plt.Render(canvas, width, height));
     }
 }

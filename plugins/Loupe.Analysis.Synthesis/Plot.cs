@@ -22,6 +22,7 @@ public static class Plot
         plt.Title(title);
         plt.XLabel("step");
         plt.YLabel("objective");
-        return PlotImages.FromPng(plt.GetImageBytes(series <= 12 ? width + width / 3 : width, height, ScottPlot.ImageFormat.Png));
+        int shown = series <= 12 ? width + width / 3 : width;
+        return PlotImages.Draw(shown, height, canvas => plt.Render(canvas, shown, height));
     }
 }
