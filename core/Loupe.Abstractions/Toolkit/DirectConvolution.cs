@@ -75,9 +75,12 @@ public static class DirectConvolution
         long positions = oh * wp, tiles = (positions + Tile - 1) / Tile;
         long reach = dh * (kh - 1) * wp + dw * (kw - 1);
         long plane = Math.Max(hp * wp, tiles * Tile + reach);   // tiles past the last row read zeros
+        long blocks = (o + Block - 1) / Block, chunks = (tiles + TilesPerItem - 1) / TilesPerItem, items = n * blocks * chunks;
+        if (items > int.MaxValue)   // more work items than one loop hands out: libtorch's convolution
+            return scope.MoveToOuter(nn.functional.conv2d(x, weight, bias, padding: [ph, pw], dilation: [dh, dw]));
         var input = zeros([n, c, plane]);
         input.narrow(2, 0, hp * wp).view(n, c, hp, wp).narrow(2, ph, h).narrow(3, pw, w).copy_(x);
-        long blocks = (o + Block - 1) / Block, width = blocks * Block, k = c * kh * kw;
+        long width = blocks * Block, k = c * kh * kw;
         // Weights per block of 32 output channels: k rows (channel, tap i, tap j) of 32 values.
         var rows = weight.detach().permute(1, 2, 3, 0).reshape(k, o);
         if (width != o) rows = nn.functional.pad(rows, [0, width - o]);
@@ -90,8 +93,6 @@ public static class DirectConvolution
             for (long j = 0; j < kw; j++)
                 taps[i * kw + j] = (int)(i * dh * wp + j * dw);
         float* inBase = Pointer(input), wBase = Pointer(packed), bBase = Pointer(biases), outBase = Pointer(output);
-        long chunks = (tiles + TilesPerItem - 1) / TilesPerItem, items = n * blocks * chunks;
-        if (items > int.MaxValue || plane * c > int.MaxValue) throw new ArgumentException("convolution too large for the direct kernel");
         TensorThreads.For((int)items, item =>
         {
             long chunk = item % chunks, rest = item / chunks, block = rest % blocks, image = rest / blocks;
