@@ -50,6 +50,13 @@ public interface IArtifactSink
     /// <summary>Display image as PNG, with the value range its colours span (recorded in the manifest, e.g. "0 … 0.0123";
     /// figures that show the image, such as comparison.png, print it).</summary>
     void Display(string name, string? inputId, RgbImage image, string? target, string? range) => Display(name, inputId, image, target);
+    /// <summary>A figure (a plot, a chart of the step's results) that <paramref name="draw"/> draws: a sink that keeps
+    /// pictures draws it now (the default: <see cref="Display(string, string?, RgbImage, string?)"/> of the drawing);
+    /// one that keeps them in memory may draw it the first time it is looked at (the library), and one that keeps only
+    /// numbers never draws it. Drawing costs a few milliseconds a plot (tens the first time in a process), which on a
+    /// small model outweighs the metric it shows. <paramref name="draw"/> must read only what it captured (no tensor
+    /// that the step disposes).</summary>
+    void Figure(string name, string? inputId, Func<RgbImage> draw, string? target = null) => Display(name, inputId, draw(), target);
     /// <summary>Structured data as JSON.</summary>
     void Json(string name, object value);
     /// <summary>A named scalar metric for the manifest.</summary>

@@ -24,7 +24,19 @@ public enum ArtifactKind
 /// <param name="Image">The picture (<see cref="ArtifactKind.Display"/>).</param>
 /// <param name="Json">Structured data (<see cref="ArtifactKind.Data"/>).</param>
 /// <param name="Target">What was explained (e.g. <c>class 7 (sneaker)</c>), when the technique says.</param>
-public sealed record Artifact(string Name, string? InputId, ArtifactKind Kind, NdArray? Array, RgbImage? Image, JsonNode? Json, string? Target);
+public sealed record Artifact(string Name, string? InputId, ArtifactKind Kind, NdArray? Array, RgbImage? Image, JsonNode? Json, string? Target)
+{
+    readonly RgbImage? _image = Image;
+    readonly Lazy<RgbImage>? _figure;
+
+    /// <summary>A figure the technique handed over undrawn (<see cref="IArtifactSink.Figure"/>): drawn the first time
+    /// <see cref="Image"/> is read, once.</summary>
+    internal Artifact(string name, string? inputId, Func<RgbImage> draw, string? target)
+        : this(name, inputId, ArtifactKind.Display, null, null, null, target) => _figure = new(draw, LazyThreadSafetyMode.ExecutionAndPublication);
+
+    /// <summary>The picture (<see cref="ArtifactKind.Display"/>); a figure (a plot) is drawn when first read.</summary>
+    public RgbImage? Image { get => _image ?? _figure?.Value; init => _image = value; }
+}
 
 /// <summary>A top-k entry of <see cref="LoupeModel.Predict(ImageInput, int)"/>.</summary>
 /// <param name="Index">Output index (class id).</param>
@@ -107,6 +119,8 @@ internal sealed class MemorySink : IArtifactSink
         Add(new(name, inputId, ArtifactKind.Raw, array, null, null, target));
     }
     public void Display(string name, string? inputId, RgbImage image, string? target = null) => Add(new(name, inputId, ArtifactKind.Display, null, image, null, target));
+    // Figures are drawn when a caller looks at them: a notebook that reads a metric's numbers pays for no plot.
+    public void Figure(string name, string? inputId, Func<RgbImage> draw, string? target = null) => Add(new(name, inputId, draw, target));
     public void Json(string name, object value) => Add(new(name, null, ArtifactKind.Data, null, null, JsonSerializer.SerializeToNode(value, value.GetType(), Manifest.JsonOptions), null));
     public void Metric(string name, double value) { lock (_gate) Metrics[name] = value; }
 }

@@ -226,7 +226,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
                 order.Select(j => $"concept {j}").ToList(), $"Where each NMF concept of {options.Layer} is present (coefficient U, scaled per concept)", null,
                 new ColourBar(Display.Viridis.ToArray(), "0", "max U", "concept coefficient")));
         if (classes.Length > 0)
-            ctx.Output.Display("importance", null, ConceptPlots.Bars(Enumerable.Range(0, r).Select(j => $"concept {j}").ToList(), imp[0],
+            ctx.Output.Figure("importance", null, () => ConceptPlots.Bars(Enumerable.Range(0, r).Select(j => $"concept {j}").ToList(), imp[0],
                 Method(options), $"Importance of the NMF concepts for class {Name(classes[0])} (mean over its {counts[classes[0]]} inputs)"));
     }
 }

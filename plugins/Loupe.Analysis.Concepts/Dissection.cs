@@ -86,7 +86,7 @@ public sealed class Dissection : Analysis<DissectionOptions>, IPlansLayerPasses
             units = units.Select(x => new { unit = x.Unit, label = x.Labelled ? names[x.Concept] : null, best_concept = names[x.Concept], iou = x.Iou, threshold = thresholds[x.Unit] }),
             summary = names.Select((c, i) => new { concept = c, units = perConcept[i] }),
         });
-        ctx.Output.Display("summary", null, ConceptPlots.Bars(names, perConcept.Select(v => (double)v).ToArray(), "units labelled",
+        ctx.Output.Figure("summary", null, () => ConceptPlots.Bars(names, perConcept.Select(v => (double)v).ToArray(), "units labelled",
             $"Network dissection of {options.Layer}: units per concept (IoU ≥ {Display.Number(options.IouThreshold)}, top {Display.Number(100 * options.Quantile)} % threshold)"));
         var shown = units.Where(x => x.Labelled).OrderByDescending(x => x.Iou).ThenBy(x => x.Unit).Take(options.Show).ToList();
         if (shown.Count > 0) ctx.Output.Display("units", null, UnitFigure(ctx, options, shown, names, conceptDirs, thresholds));

@@ -184,7 +184,7 @@ public sealed class Tcav : Analysis<TcavOptions>
         ctx.Output.Raw("cavs", null, new NdArray(cavs.Take(nc).SelectMany(c => c.SelectMany(w => w.Select(v => (float)v))).ToArray(), [nc, nr, dim]));
         ctx.Output.Json("tcav", new { layer = options.Layer, concepts = names, classes = tested.Select(k => ClassName(ctx, k)), random_sets = nr,
             alpha = options.Alpha, bonferroni_threshold = threshold, c = options.C, results });
-        ctx.Output.Display("tcav", null, ConceptPlots.TcavBars(bars,
+        ctx.Output.Figure("tcav", null, () => ConceptPlots.TcavBars(bars,
             $"TCAV at {options.Layer}: mean ± std over {nr} random sets; * = significant (two-sided t-test vs random CAVs, p < {Display.Number(threshold)} after Bonferroni)"));
     }
 

@@ -40,7 +40,7 @@ public sealed class PcaAnalysis : FeatureAnalysis<PcaOptions>
             var ys = Enumerable.Range(0, fs.N).Select(i => r.Coordinates[i, 1]).ToArray();
             string title = $"PCA of '{options.Layer}' ({fs.N} inputs, {fs.D} features)",
                 xLabel = $"PC1 ({r.ExplainedVarianceRatio[0]:P1})", yLabel = $"PC2 ({r.ExplainedVarianceRatio[1]:P1})";
-            ctx.Output.Display("scatter", null, Plots.Scatter(xs, ys, fs.Labels, ctx.Labels, title, xLabel, yLabel, options.PlotSize));
+            ctx.Output.Figure("scatter", null, () => Plots.Scatter(xs, ys, fs.Labels, ctx.Labels, title, xLabel, yLabel, options.PlotSize));
             ctx.Output.Json(Points2D.ArtifactName, Plots.Points(title, xLabel, yLabel, fs, xs, ys));
         }
     }

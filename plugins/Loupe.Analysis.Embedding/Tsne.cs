@@ -103,7 +103,7 @@ public sealed class TsneAnalysis : FeatureAnalysis<TsneOptions>
         var xs = Enumerable.Range(0, fs.N).Select(i => r.Embedding[2 * i]).ToArray();
         var ys = Enumerable.Range(0, fs.N).Select(i => r.Embedding[2 * i + 1]).ToArray();
         var title = $"t-SNE of '{options.Layer}' ({fs.N} inputs, perplexity {options.Perplexity:0.#}, KL {r.KlDivergence:F3})";
-        ctx.Output.Display("scatter", null, Plots.Scatter(xs, ys, fs.Labels, ctx.Labels, title, "t-SNE 1", "t-SNE 2", options.PlotSize));
+        ctx.Output.Figure("scatter", null, () => Plots.Scatter(xs, ys, fs.Labels, ctx.Labels, title, "t-SNE 1", "t-SNE 2", options.PlotSize));
         ctx.Output.Json(Points2D.ArtifactName, Plots.Points(title, "t-SNE 1", "t-SNE 2", fs, xs, ys));
         if (options.MapSize > 0)
         {

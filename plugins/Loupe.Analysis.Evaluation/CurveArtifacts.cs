@@ -22,8 +22,14 @@ public static class CurveArtifacts
             ["mean"] = new JsonArray(stats.Select(s => Num(s.Mean)).ToArray()),
             ["std"] = new JsonArray(stats.Select(s => Num(s.Std)).ToArray()),
         });
-        // The plot: each input's curve held at its last value past its end (nothing more is removed), their mean, up to
-        // the longest curve.
+        output.Figure(id.Replace('-', '_') + "_curve", null, () => Plot(id, of, axis, rows));
+    }
+
+    /// <summary>The plot: each input's curve held at its last value past its end (nothing more is removed), their mean,
+    /// up to the longest curve.</summary>
+    static RgbImage Plot(string id, string of, CurveAxis axis, NdArray rows)
+    {
+        int n = (int)rows.Shape[0], t = (int)rows.Shape[1];
         int shown = Math.Max(1, Enumerable.Range(0, n).Select(i => Enumerable.Range(0, t).LastOrDefault(j => !float.IsNaN(rows.Data[i * t + j]), -1) + 1).DefaultIfEmpty(1).Max());
         var held = Enumerable.Range(0, n).Select(i =>
         {
@@ -34,7 +40,7 @@ public static class CurveArtifacts
         }).ToList();
         bool ragged = held.Count > 0 && Enumerable.Range(0, n).Any(i => float.IsNaN(rows.Data[i * t + shown - 1]));
         var mean = Enumerable.Range(0, shown).Select(j => MetricWriter.MeanStd(held.Select(h => h[j]).ToList()).Mean).ToArray();
-        output.Display(id.Replace('-', '_') + "_curve", null, Plots.Lines(axis.X[..shown], [(ragged ? "mean over inputs (each held at its end)" : "mean over inputs", mean)],
-            $"{id} of '{of}'", axis.XTitle, axis.YTitle, faint: held.Take(64).ToList()));
+        return Plots.Lines(axis.X[..shown], [(ragged ? "mean over inputs (each held at its end)" : "mean over inputs", mean)],
+            $"{id} of '{of}'", axis.XTitle, axis.YTitle, faint: held.Take(64).ToList());
     }
 }

@@ -107,7 +107,7 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
         int steps = curves[0].Length - 1;
         var xs = Enumerable.Range(0, steps + 1).Select(k => k / (double)steps).ToArray();
         var meanCurve = xs.Select((_, k) => curves.Average(cv => cv[k])).ToArray();
-        output.Display("curves", null, Plots.Lines(xs, [($"mean (AUC {mean:F3} ± {std:F3})", meanCurve)],
+        output.Figure("curves", null, () => Plots.Lines(xs, [($"mean (AUC {mean:F3} ± {std:F3})", meanCurve)],
             $"{Name} of '{of}' ({curves.Count} inputs, baseline {baseline})",
             Insert ? "fraction of pixels inserted" : "fraction of pixels deleted", "probability of the target class", curves.Take(64).ToList(),
             yRange: (-0.02, 1.02), legendLow: Insert));

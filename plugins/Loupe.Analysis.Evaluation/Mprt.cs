@@ -372,7 +372,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             _ => "randomised cumulatively, input first, up to module",
         };
         var finite = rows.Data.Where(float.IsFinite).DefaultIfEmpty(0f).ToArray();
-        output.Display("mprt_layers", null, Plots.Lines(xs, [(smooth ? "mean Spearman ρ" : "mean entropy", stats.Select(s => s.Mean).ToArray())],
+        output.Figure("mprt_layers", null, () => Plots.Lines(xs, [(smooth ? "mean Spearman ρ" : "mean entropy", stats.Select(s => s.Mean).ToArray())],
             $"{(smooth ? "smooth" : "efficient")} MPRT of '{of}' ({order})", xLabel,
             smooth ? "Spearman ρ to the intact model's |map|" : "entropy of the |map| histogram (nats)", faint: faint, xTicks: ticks,
             legendLow: !smooth,   // entropies sit near the top of their axis

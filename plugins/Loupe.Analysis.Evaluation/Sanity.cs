@@ -115,7 +115,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
         if (l > 0)
         {
             var xs = Enumerable.Range(0, l).Select(i => (double)i).ToArray();
-            ctx.Output.Display("randomisation", null, Plots.Lines(xs,
+            ctx.Output.Figure("randomisation", null, () => Plots.Lines(xs,
                 [("Spearman ρ of |map|", per.Select(p => p.sp.Item1).ToArray()), ("SSIM", per.Select(p => p.ss.Item1).ToArray())],
                 $"cascading randomisation of '{o.Of.Id}'", "randomised down to module, top first", "similarity to the original map",
                 xTicks: modules.Select(m => m.Module).ToArray(),

@@ -126,7 +126,7 @@ public sealed class SensitivityN : FaithfulnessMetric
         });
         writer.Stat(key, perStep, true);
         var unit = o.Features == FeatureUnit.Values ? "channel values" : "pixels";
-        ctx.Output.Display(key + "_curve", null, Plots.Lines(features, [($"{(o.Similarity ?? Similarity.Pearson).ToString().ToLowerInvariant()} across {n} inputs", perStep)],
+        ctx.Output.Figure(key + "_curve", null, () => Plots.Lines(features, [($"{(o.Similarity ?? Similarity.Pearson).ToString().ToLowerInvariant()} across {n} inputs", perStep)],
             $"{Id} (Quantus) of '{o.Of!.Id}'", $"{unit} removed (most relevant first)", "r(output drop, step's attribution)"));
     }
 }

@@ -372,7 +372,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         var hist = new float[o.Steps * n];
         Buffer.BlockCopy(result.History, 0, hist, 0, hist.Length * 4);
         ctx.Output.Raw("objective", null, new NdArray(hist, [o.Steps, n]));
-        ctx.Output.Display("objective", null, Plot.Lines(result.History, objectives.Select(x => x.Text).ToArray(), "objective per step", 640, 400));
+        ctx.Output.Figure("objective", null, () => Plot.Lines(result.History, objectives.Select(x => x.Text).ToArray(), "objective per step", 640, 400));
 
         // Predictions of the final images (untransformed) for the record.
         long[] top;

@@ -197,6 +197,14 @@ public class QualityMetricBenchmarks
     [BenchmarkCategory("road"), Benchmark(Description = "road, 5 percentages"), Floor(RoadFloor)]
     public void Road() => new Road().Run(new FaithfulnessOptions { Of = _link, Percentages = [10, 30, 50, 70, 90] }, _ctx);
 
+    /// <summary>ROAD with its curve figure drawn, as a pipeline run draws it (not a row: <c>--profile-road</c> prints it).</summary>
+    public void RoadDrawn()
+    {
+        _ctx.DrawFigures = true;
+        try { Road(); }
+        finally { _ctx.DrawFigures = false; }
+    }
+
     [BenchmarkCategory("region"), Benchmark(Baseline = true, Description = RegionFloor), Floor("")]
     public float RegionPasses()
     {

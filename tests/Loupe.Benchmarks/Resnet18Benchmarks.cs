@@ -108,6 +108,10 @@ public sealed class BenchContext(IModel model, ITarget target, Tensor x, int bat
     public void Warn(string message) { }
     public void Raw(string name, string? inputId, NdArray array, string? target = null) { }
     public void Display(string name, string? inputId, RgbImage image, string? target = null) { }
+    /// <summary>Whether figures are drawn (as a pipeline run draws them) or, the default, left undrawn as the library
+    /// leaves them until they are looked at: the rows time the techniques and metrics, not their plots.</summary>
+    public bool DrawFigures { get; set; }
+    public void Figure(string name, string? inputId, Func<RgbImage> draw, string? target = null) { if (DrawFigures) draw(); }
     public void Json(string name, object value) { }
     public void Metric(string name, double value) { }
 }
