@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -169,13 +170,22 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             using var inner = NewDisposeScope();
             ctx.Cancellation.ThrowIfCancellationRequested();
             int k = (int)Math.Min(chunk, o.Samples - s0);
-            // One draw per sample and input: the same noise whatever the chunking.
+            // One draw per sample and input: the same noise whatever the chunking. Each input's generator fills its
+            // samples in order, on libtorch's threads (one generator per thread: the same numbers in any order).
             // Uniform: U[lower_bound, radius], or U[−radius, radius] without a lower bound.
             double? lower = o.LowerBound ?? DefaultLowerBound;
             double radius = RadiusOf(o), from = lower ?? -radius, sigma = SigmaOf(o);
-            var noise = stack(Enumerable.Range(0, k).Select(_ => gaussian
-                ? InputSeeds.Randn(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * sigma + o.Mean
-                : InputSeeds.Rand(b.Generators, [1, .. x.shape.Skip(1)]).squeeze(0) * (radius - from) + from).ToArray());   // k×N×C×H×W
+            var noise = empty([k, n, .. x.shape.Skip(1)]);                          // k×N×C×H×W
+            TensorThreads.For((int)n, i =>
+            {
+                for (int j = 0; j < k; j++)
+                {
+                    using var cell = noise[j, i];
+                    if (gaussian) cell.normal_(0, 1, generator: b.Generators[i]);
+                    else cell.uniform_(0, 1, generator: b.Generators[i]);
+                }
+            });
+            noise = gaussian ? noise * sigma + o.Mean : noise * (radius - from) + from;
             var xs = (x.unsqueeze(0) + noise.to(x.dtype)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
@@ -190,14 +200,23 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             }
             var xsv = xs.to(ScalarType.Float64).view(k, n, -1);
             var xv = x.to(ScalarType.Float64).reshape(n, -1);
-            for (int j = 0; j < k; j++)
+            if (hs is null)
             {
-                // Each sample's temporaries (float64 copies of every layer's output, by default) freed before the next.
-                using var one = NewDisposeScope();
-                var r = Ratio(o, e, es[j], xv, xsv[j], h, hs?[j]);
-                if (skip) r = where(topS![j] == top!, r, full_like(r, double.NaN));
-                values.Add(inner.MoveToOuter(one.MoveToOuter(r)));
+                // Row by row ratios: the k samples' rows in one call (N·k rows, sample-major).
+                Tensor Rows(Tensor t) => t.unsqueeze(0).expand(k, t.shape[0], t.shape[1]).reshape(k * n, t.shape[1]);
+                var r = Ratio(o, Rows(e), es.reshape(k * n, -1), Rows(xv), xsv.reshape(k * n, -1), null, null).view(k, n);
+                if (skip) r = where(topS! == top!.unsqueeze(0), r, full_like(r, double.NaN));
+                values.AddRange(r.unbind(0).Select(t => inner.MoveToOuter(t)));
             }
+            else
+                for (int j = 0; j < k; j++)
+                {
+                    // Each sample's temporaries (float64 copies of every layer's output, by default) freed before the next.
+                    using var one = NewDisposeScope();
+                    var r = Ratio(o, e, es[j], xv, xsv[j], h, hs[j]);
+                    if (skip) r = where(topS![j] == top!, r, full_like(r, double.NaN));
+                    values.Add(inner.MoveToOuter(one.MoveToOuter(r)));
+                }
         }
         var all = stack(values, 1);                                                   // N×samples
         var finite = all.isnan().logical_not();
