@@ -163,6 +163,7 @@ public class QualityMetricBenchmarks
 
     float Saliency() => Saliency(_x);
     public float SaliencyPass() => Saliency(_x);
+    public float SaliencyPass80() => Saliency(_x80);
     public float Forward40() { using (no_grad()) return _model.Forward(_x40).sum().item<float>(); }
 
     float Saliency(Tensor input) => Bench.SaliencySum(_model, input);
