@@ -583,14 +583,27 @@ def paired(rows, dll, repeats, pause):
     return out
 
 
+def warm(call, calls=30, seconds=1.0):
+    """Warm-up of one side until it runs as it will in a long run: at least 2 calls, and up to `calls` calls or
+    `seconds` in all (a row of ~10 ms gets 30). .NET compiles a method first without optimisation and again, optimised,
+    on a background thread after ~30 calls; with only 2 warm-up calls a 10 ms Loupe row was timed in that transition —
+    its own unoptimised code and the compiler's thread competing for the 2 cores — and read 1.1-2.0x its floor from one
+    run to the next (1.14-1.24x with every method compiled optimised at once, DOTNET_TieredCompilation=0).
+    Python's side gets the same warm-up (PyTorch's allocator and kernel caches warm up too)."""
+    s = time.perf_counter()
+    for i in range(calls):
+        call()
+        if i >= 1 and time.perf_counter() - s >= seconds:
+            break
+
+
 def paired_row(server, name, fn, n, pause):
     """One Loupe row against its Python function (and its Loupe floor), `n` rotating rounds."""
     floor = server.floor[name]
-    for _ in range(2):
-        fn()
-    server.run(name, 2)
+    warm(fn)
+    warm(lambda: server.run(name)[0])
     if floor:
-        server.run(floor, 2)
+        warm(lambda: server.run(floor)[0])
 
     def python_call():
         s = time.perf_counter()
