@@ -51,22 +51,11 @@ public class FigureTests
             Assert.Equal(before + 1, Volatile.Read(ref CountedFigure.Drawn));
         }
 
-        var run = Pipelines.RunYaml($$"""
-            version: 1
-            name: figure
-            model:
-              uses: torchvision
-              with: { architecture: fashion-cnn, weights: {{RepoPaths.Yaml(Fixture("fashion_cnn_seed0.safetensors"))}} }
-            data:
-              uses: npy
-              with: { path: {{RepoPaths.Yaml(Fixture("fashion_input.npy"))}} }
-            settings: { threads: 1 }
-            steps:
-              - { id: fig, uses: counted-figure }
-            """, RepoPaths.TempDir("loupe-figure-base"), new PipelineOptions
+        var pipeline = FashionPipelines.Write("loupe-figure", "figure", "  - { id: fig, uses: counted-figure }", limit: 4, batchSize: 4);
+        var run = Pipelines.Run(pipeline, new PipelineOptions
         {
             PluginDirectories = [RepoPaths.BuiltInPlugins], Registrars = [new CountedFigureRegistrar()],
-            OutDir = Path.Combine(RepoPaths.TempDir("loupe-figure"), "out"),
+            OutDir = Path.Combine(Path.GetDirectoryName(pipeline)!, "out"),
         });
         Assert.True(run.ExitCode == 0, string.Join("\n", run.Errors));
         using var png = SixLabors.ImageSharp.Image.Load<SixLabors.ImageSharp.PixelFormats.Rgb24>(Path.Combine(run.OutDir!, "fig", "plot.png"));
