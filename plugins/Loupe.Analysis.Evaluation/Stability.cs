@@ -68,10 +68,10 @@ public sealed record StabilityOptions : NormalisedMetricOptions
     [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
     /// <summary>Representation layer.</summary>
-    [LayerName, Description("relative-representation-stability: the layer whose output is the internal representation; without it and 'layers', every layer of the model but its containers (Sequential, ModuleList, ModuleDict), each output of each call, as Quantus's default (layer_names and layer_indices None)")]
+    [LayerName, Description("relative-representation-stability: the layer whose output (every call's, as Quantus's forward hooks keep them: a module that runs twice gives both) is the internal representation; without it and 'layers', every layer of the model but its containers (Sequential, ModuleList, ModuleDict), each output of each call, as Quantus's default (layer_names and layer_indices None)")]
     public string? Layer { get; init; }
     /// <summary>Representation layers.</summary>
-    [LayerName, Description("relative-representation-stability: several layers whose outputs, flattened and concatenated, are the internal representation (Quantus layer_names)")]
+    [LayerName, Description("relative-representation-stability: several layers whose outputs (every call's, as Quantus's forward hooks keep them), flattened and concatenated, are the internal representation (Quantus layer_names)")]
     public string[]? Layers { get; init; }
     /// <summary>The representation's layers: <see cref="Layer"/> then <see cref="Layers"/>, each once.</summary>
     public string[] RepresentationLayers() => [.. new[] { Layer }.Concat(Layers ?? []).OfType<string>().Where(l => l.Length > 0).Distinct()];
@@ -120,7 +120,13 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     {
         if (!GaussianWith(o) && (o.LowerBound ?? DefaultLowerBound) is { } lo && lo >= RadiusOf(o))
             yield return $"option 'lower_bound' ({lo}) must be below 'radius' ({RadiusOf(o)}): the noise is drawn from U[lower_bound, radius]";
+        if (!ReadsLayers)
+            foreach (var (key, set) in new[] { ("layer", o.Layer is not null), ("layers", o.Layers is not null) })
+                if (set) yield return $"option '{key}' applies to relative-representation-stability, not to {Id} (it reads no layer's output)";
     }
+
+    /// <summary>Whether the representation is layers' outputs (<c>layer</c>, <c>layers</c>).</summary>
+    protected virtual bool ReadsLayers => false;
 
     /// <summary>Whether <see cref="Ratio"/> reads the representations h, h' (else no forward computes them).</summary>
     protected virtual bool UsesRepresentation => false;
@@ -329,78 +335,4 @@ public sealed class RelativeOutputStability : RelativeStability
     /// <inheritdoc/>
     protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
         o.Softmax ? Norm(h!.softmax(1) - hs!.softmax(1)) : Norm(h! - hs!);
-}
-
-/// <summary><c>relative-representation-stability</c>: the denominator is the relative change of the internal
-/// representation, ‖(L(x) − L(x'))/L(x)‖: the output of <c>layer</c>, or those of <c>layers</c> flattened and
-/// concatenated (Quantus layer_names; the norm does not depend on their order), or by default those of every layer
-/// but the containers, once per call (Quantus's forward hooks on every module but the model and its Sequentials: a
-/// module that runs twice contributes both outputs). Lower is better.</summary>
-public sealed class RelativeRepresentationStability : RelativeStability
-{
-    /// <inheritdoc/>
-    public override string Id => "relative-representation-stability";
-    /// <inheritdoc/>
-    protected override bool UsesRepresentation => true;
-    /// <summary>Kinds of layers that only hold others (Quantus skips the model and its Sequentials).</summary>
-    static readonly HashSet<string> Containers = ["Sequential", "ModuleList", "ModuleDict"];
-
-    /// <summary>The layers of the default representation: every layer but the containers.</summary>
-    public static string[] AllLayers(IModel model) => [.. model.Layers.Where(l => !Containers.Contains(l.Kind)).Select(l => l.Name)];
-
-    /// <inheritdoc/>
-    protected override (Tensor Logits, Tensor? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
-    {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        var layers = o.RepresentationLayers();
-        long n = input.shape[0];
-        if (layers.Length == 0 && ctx.Model is IModelInterventions iv && ctx.Model.Capabilities.HasFlag(ModelCapabilities.Interventions))
-        {
-            // Every call's output, as Quantus's forward hooks collect them (kept out of the module's own dispose scope).
-            var outputs = new List<Tensor>();
-            var handles = new List<IDisposable>();
-            try
-            {
-                foreach (var l in AllLayers(ctx.Model))
-                    handles.Add(iv.Intervene(l, t =>
-                    {
-                        if (t.dim() > 0 && t.shape[0] == n) outputs.Add(t.detach().reshape(n, -1).clone().DetachFromDisposeScope());
-                        return t;
-                    }));
-                var (logits, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
-                capture.Dispose();
-                return (scope.MoveToOuter(logits.detach()), scope.MoveToOuter(cat(outputs, 1)));
-            }
-            finally
-            {
-                foreach (var h in handles) h.Dispose();
-                foreach (var t in outputs) t.Dispose();
-            }
-        }
-        if (layers.Length == 0) layers = AllLayers(ctx.Model);
-        var (output, cap, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, layers, forGradients: false, selection);
-        using (cap)
-        {
-            var h = cat(layers.Select(l => cap[l].reshape(n, -1)).ToArray(), 1);
-            return (scope.MoveToOuter(output.detach()), scope.MoveToOuter(h));
-        }
-    }
-    /// <inheritdoc/>
-    /// <remarks>The representations are kept as the model gives them (float32: every layer's output of every copy can be
-    /// large) and compared in float64, a block of columns at a time (the float64 temporaries stay small).</remarks>
-    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs)
-    {
-        long rows = h!.shape[0], k = h.shape[1], step = Math.Max(1, (1L << 22) / Math.Max(1, rows));
-        var squares = zeros(rows, dtype: ScalarType.Float64);
-        for (long c0 = 0; c0 < k; c0 += step)
-        {
-            using var block = NewDisposeScope();
-            long width = Math.Min(step, k - c0);
-            var a = h.narrow(1, c0, width).to(ScalarType.Float64);
-            var b = hs!.narrow(1, c0, width).to(ScalarType.Float64);
-            squares.add_(((a - b) / (a + (a == 0).to(a.dtype) * o.EpsMin)).square().sum(1));
-        }
-        return squares.sqrt();
-    }
 }

@@ -197,61 +197,6 @@ public class QuantusOptionTests
     }
 
     [Fact]
-    public void RepresentationStabilityConcatenatesItsLayers()
-    {
-        // One sample, the same step id and seed, so the same noise in three runs: the numerator n is shared, and the
-        // representation of [conv, relu] concatenated has ‖·‖² = d_conv² + d_relu², so 1/r² = 1/r_conv² + 1/r_relu².
-        double[] Scores(string layers)
-        {
-            var (r, _) = SeededRegionRun(7, 19, "region-test", $$"""
-                  - { id: gxi, uses: gradient-x-input }
-                  - { id: rrs, uses: relative-representation-stability, with: { of: gxi, samples: 1, {{layers}} } }
-                """);
-            Assert.True(r.ExitCode == 0, Failures(r));
-            return JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "rrs", "relative_representation_stability.json")))!["inputs"]!
-                .AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
-        }
-        var conv = Scores("layer: conv");
-        var relu = Scores("layers: [relu]");
-        var both = Scores("layers: [conv, relu]");
-        for (int i = 0; i < 3; i++)
-        {
-            double want = 1 / Math.Sqrt(1 / (conv[i] * conv[i]) + 1 / (relu[i] * relu[i]));
-            Assert.True(Math.Abs(both[i] - want) <= 1e-6 * want, $"rrs[{i}]: {both[i]} against {want} (conv {conv[i]}, relu {relu[i]})");
-        }
-    }
-
-    [Fact]
-    public void RepresentationStabilityTakesEveryCallOfEveryLayerByDefault()
-    {
-        // Quantus's default hooks every module but the containers and keeps each call's output. On a CNN whose ReLU
-        // runs twice, the default's ‖·‖² is the named layers' (the ReLU's last call) plus the ReLU's first call, which
-        // the identity layer 'first' shows on its own: 1/r² = 1/r_named² + 1/r_first². Same noise in every run.
-        double[] Scores(string model, string layers)
-        {
-            var (r, _) = SeededRegionRun(7, 19, model, $$"""
-                  - { id: gxi, uses: gradient-x-input }
-                  - { id: rrs, uses: relative-representation-stability, with: { of: gxi, samples: 1{{layers}} } }
-                """);
-            Assert.True(r.ExitCode == 0, Failures(r));
-            return JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "rrs", "relative_representation_stability.json")))!["inputs"]!
-                .AsArray().Select(i => i!["value"]!.GetValue<double>()).ToArray();
-        }
-        var all = Scores("reuse-test", "");
-        var named = Scores("reuse-test", ", layers: [conv, relu, first, conv2, fc]");
-        var first = Scores("reuse-test", ", layer: first");
-        for (int i = 0; i < 3; i++)
-        {
-            double want = 1 / Math.Sqrt(1 / (named[i] * named[i]) + 1 / (first[i] * first[i]));
-            Assert.True(Math.Abs(all[i] - want) <= 1e-6 * want, $"rrs[{i}]: {all[i]} against {want} (named {named[i]}, first {first[i]})");
-        }
-        // Each module once: the default is every layer named.
-        var region = Scores("region-test", "");
-        var regionNamed = Scores("region-test", ", layers: [conv, relu, fc]");
-        for (int i = 0; i < 3; i++) Assert.True(Math.Abs(region[i] - regionNamed[i]) <= 1e-9 * regionNamed[i], $"region rrs[{i}]: {region[i]} against {regionNamed[i]}");
-    }
-
-    [Fact]
     public void BaselineImagesReplaceTheBaselineInputByInput()
     {
         // Completeness of gradient × input on the region CNN with baseline image x̄ per input: Σa = c·Σ_R relu'(x)·x and
