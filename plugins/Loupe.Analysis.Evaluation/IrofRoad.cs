@@ -148,7 +148,9 @@ public sealed class Road : FaithfulnessMetric
                 b.Context.Cancellation.ThrowIfCancellationRequested();
                 long k = Math.Min(pass, copies - r0);
                 var rows = Enumerable.Range((int)r0, (int)k).Select(r => r / (int)gk).ToArray();   // copy r: input r / gk
-                var (_, logits, _) = Explain.Scores(b.Context, imputed.narrow(0, r0, k), b.Selection.Rows(rows), 0);
+                // Only the predicted class is read: the model's output, without the target's capture and scores.
+                Tensor logits;
+                using (no_grad()) logits = b.Context.Model.Forward(imputed.narrow(0, r0, k));
                 found.Add(scope.MoveToOuter(logits.argmax(1) == target.index_select(0, tensor(rows.Select(i => (long)i).ToArray()))));
             }
             hits.Add(groupScope.MoveToOuter(cat(found, 0).view(n, gk).to(ScalarType.Float64)));
