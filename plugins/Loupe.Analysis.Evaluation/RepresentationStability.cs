@@ -46,6 +46,8 @@ public sealed class RelativeRepresentationStability : RelativeStability
                     }));
                 var (logits, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
                 capture.Dispose();
+                if (outputs.Count == 0)
+                    throw new LoupeException($"relative-representation-stability: {(layers.Length > 0 ? $"layer(s) {string.Join(", ", layers)}" : "the model's layers")} gave no output of the batch's {n} rows during the forward pass (a layer the model never calls, or whose output is not one row per input): name layers that 'loupe layers' lists with an N×… output");
                 return (scope.MoveToOuter(logits.detach()), scope.MoveToOuter(cat(outputs, 1)));
             }
             finally
