@@ -46,6 +46,24 @@ public static class Bench
         return torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
     }
 
+    /// <summary>The forward (no gradients; <paramref name="softmax"/>: with a softmax) of <paramref name="copies"/>' rows
+    /// (k copies of each of N inputs) in passes of <paramref name="perPass"/> copies of each input, as a metric makes
+    /// them under the toolkit's pass sizes (<see cref="Loupe.Abstractions.Toolkit.Explain.CopiesPerForward"/>), so that a
+    /// floor counts the passes the metric runs, not one pass of everything.</summary>
+    public static float ForwardInPasses(IModel model, torch.Tensor copies, long n, long perPass, bool softmax = false)
+    {
+        float s = 0;
+        long rows = copies.shape[0], pass = Math.Max(1, perPass) * n;
+        using (torch.no_grad())
+            for (long at = 0; at < rows; at += pass)
+            {
+                using var scope = torch.NewDisposeScope();
+                var y = model.Forward(copies.narrow(0, at, Math.Min(pass, rows - at)));
+                s += (softmax ? torch.nn.functional.softmax(y, 1) : y).sum().item<float>();
+            }
+        return s;
+    }
+
     /// <summary>A link to a saliency step, resolvable in <paramref name="ctx"/> (the step a metric evaluates).</summary>
     public static StepLink SaliencyStep(BenchContext ctx)
     {

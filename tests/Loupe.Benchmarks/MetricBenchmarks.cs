@@ -40,9 +40,11 @@ public class MetricBenchmarks
     {
         using var scope = NewDisposeScope();
         float s = 0;
+        // The 101 steps of each input in the passes deletion and insertion make (as many steps as the toolkit's pass holds).
+        long perPass = Math.Max(1, Explain.CopiesPerForward(_ctx, _x, null) / _x.shape[0]);
         for (int i = 0; i < 2; i++)
         {
-            using (no_grad()) s += nn.functional.softmax(_model.Forward(_x808), 1).sum().item<float>();
+            s += Bench.ForwardInPasses(_model, _x808, _x.shape[0], perPass, softmax: true);
             var x = _x.detach().requires_grad_(true);
             var y = _model.Forward(x);
             s += torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
@@ -183,16 +185,15 @@ public class QualityMetricBenchmarks
     }
 
     const string RoadFloor = "ROAD's passes: a saliency pass of 8 + one forward of 40";
-    const string RegionFloor = "region perturbation's passes: a saliency pass of 8 + forwards of 392 and 8";
-    const string LipschitzFloor = "local Lipschitz's passes: saliency passes of 8 and of 80";
+    const string RegionFloor = "region perturbation's passes: a saliency pass of 8 + forwards of 392 (in its passes) and 8";
+    const string LipschitzFloor = "local Lipschitz's passes: a saliency pass of 8 and the 80 copies' (in its passes)";
 
     [BenchmarkCategory("road"), Benchmark(Baseline = true, Description = RoadFloor), Floor("")]
     public float RoadPasses()
     {
         using var scope = NewDisposeScope();
-        float s = Saliency();
-        using (no_grad()) s += _model.Forward(_x40).sum().item<float>();
-        return s;
+        // The 40 imputed copies in the passes ROAD makes (one of 40 under the toolkit's pass size).
+        return Saliency() + Bench.ForwardInPasses(_model, _x40, 1, Explain.EvenPasses(40, Explain.CopiesPerForward(_ctx, _x, null)));
     }
 
     [BenchmarkCategory("road"), Benchmark(Description = "road, 5 percentages"), Floor(RoadFloor)]
@@ -211,7 +212,9 @@ public class QualityMetricBenchmarks
     {
         using var scope = NewDisposeScope();
         float s = Saliency();
-        using (no_grad()) s += nn.functional.softmax(_model.Forward(_x392), 1).sum().item<float>() + _model.Forward(_x).sum().item<float>();
+        // The 49 regions of each input in the passes the metric makes (even passes of the toolkit's size).
+        s += Bench.ForwardInPasses(_model, _x392, 8, Explain.EvenPasses(49, Explain.CopiesPerForward(_ctx, _x, null) / 8), softmax: true);
+        using (no_grad()) s += _model.Forward(_x).sum().item<float>();
         return s;
     }
 
@@ -222,7 +225,11 @@ public class QualityMetricBenchmarks
     public float LipschitzPasses()
     {
         using var scope = NewDisposeScope();
-        return Saliency(_x) + Saliency(_x80);
+        // The 10 samples of each input in the passes the metric makes (as many samples as a gradient pass holds).
+        long perPass = Math.Max(1, Explain.CopiesPerForward(_ctx, _x, null, gradients: true) / 8) * 8;
+        float s = Saliency(_x);
+        for (long at = 0; at < _x80.shape[0]; at += perPass) s += Saliency(_x80.narrow(0, at, Math.Min(perPass, _x80.shape[0] - at)));
+        return s;
     }
 
     [BenchmarkCategory("lipschitz"), Benchmark(Description = "local-lipschitz, 10 samples"), Floor(LipschitzFloor)]

@@ -66,6 +66,8 @@ if (args.Length > 1 && args[0] == "--cpu-onnx") return Loupe.Benchmarks.OnnxFami
 if (args.Length > 0 && args[0] == "--profile-road") return Loupe.Benchmarks.RoadProfile.Run(args[1..]);
 // --conv-layers [CALLS]: single 3×3 convolutions by libtorch and by the direct kernel (ConvLayers).
 if (args.Length > 0 && args[0] == "--conv-layers") return Loupe.Benchmarks.ConvLayers.Run(args[1..]);
+// --batch-sweep [fashion | resnet18] [TOTAL] [ROUNDS]: forward time per copy by pass size (BatchSweep).
+if (args.Length > 0 && args[0] == "--batch-sweep") return Loupe.Benchmarks.BatchSweep.Run(args[1..]);
 // --road-large [SIDE] [CALLS]: ROAD's imputation at ImageNet size against resnet18's forward of the 40 copies (RoadLarge).
 if (args.Length > 0 && args[0] == "--road-large") return Loupe.Benchmarks.RoadLarge.Run(args[1..]);
 bool isShort = args.Contains("--short");

@@ -119,14 +119,26 @@ public static class Explain
         return bytes;
     }
 
-    /// <summary>Copies per forward pass: <paramref name="requested"/>, or as many as the step's memory budget holds
-    /// (activations measured by <see cref="BytesPerInput"/>, ×3 with gradients for saved tensors and their gradients),
-    /// between 1 and 4096.</summary>
+    /// <summary>Activations a pass is sized to when the memory budget would allow more (64 MiB, as estimated by
+    /// <see cref="BytesPerInput"/>): larger passes are no faster per copy, and in a pipeline run they were several times
+    /// slower — faithfulness-correlation's 3,200 copies of the demo CNN took 4.7 s in passes of 1,600 (the 1 GiB
+    /// budget's), 1.75 s in passes of 512 and 0.8–1.0 s in passes of 64–128, with 1.86 M page faults against 0.1 M
+    /// (`Loupe.Benchmarks.dll --batch-sweep`, docs/benchmarks.md). Never below <see cref="MinPassCopies"/>.</summary>
+    public const long PassBytes = 64L << 20;
+
+    /// <summary>The fewest copies the speed cap (<see cref="PassBytes"/>) leaves in a pass: resnet18 at 224² ran
+    /// 23.7 ms a copy in passes of 1, 19.9 in passes of 2 and 17.1–17.2 from 8 to 32 (same benchmark).</summary>
+    public const long MinPassCopies = 8;
+
+    /// <summary>Copies per forward pass: <paramref name="requested"/>, or as many as fill <see cref="PassBytes"/> of
+    /// activations (at least <see cref="MinPassCopies"/>) and the step's memory budget still holds (activations measured
+    /// by <see cref="BytesPerInput"/>, ×3 with gradients for saved tensors and their gradients), between 1 and
+    /// 4096.</summary>
     public static long CopiesPerForward(IAnalysisContext ctx, Tensor x, int? requested, bool gradients = false)
     {
         if (requested is { } r) return r;
-        var per = BytesPerInput(ctx.Model, x.shape) * (gradients ? 3 : 1);
-        return Math.Clamp(ctx.MemoryBudgetBytes / Math.Max(1, per), 1, 4096);
+        var per = Math.Max(1, BytesPerInput(ctx.Model, x.shape) * (gradients ? 3 : 1));
+        return Math.Clamp(Math.Min(ctx.MemoryBudgetBytes / per, Math.Max(MinPassCopies, PassBytes / per)), 1, 4096);
     }
 
     /// <summary>Items per pass when <paramref name="total"/> items go through passes of at most

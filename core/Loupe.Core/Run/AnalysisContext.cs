@@ -47,9 +47,17 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
     /// the enumeration moves on.</summary>
     internal static IEnumerable<InputBatch> Read(PreparedRun run, int batchSize, CancellationToken cancellation)
     {
+        bool first = true;
         foreach (var b in run.Data!.Read(run.Input, batchSize, cancellation))
         {
             cancellation.ThrowIfCancellationRequested();
+            // Between two batches of the pass (the previous batch's work is done and its tensors are freed): hand the
+            // freed native heap back when it has piled up. Not after the last batch: the step's working set stays
+            // for the next step instead of being faulted in again — trimming after every step (an aggressive
+            // collection and malloc_trim each time its passes grew the resident set by 64 MiB) cost the 164
+            // single-batch steps of configs/metrics-suite.yaml 26 s of 81 (docs/benchmarks.md); the run trims at its end.
+            if (!first) NativeHeap.TrimIfGrown();
+            first = false;
             using (b)
             {
                 var input = run.Data.Preprocessed ? b.Pixels.alias() : run.Input.Normalize(b.Pixels);
@@ -74,8 +82,6 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
                     pixels.Dispose();
                 }
             }
-            // The batch's work is done and its tensors are freed: hand the freed native heap back when it has piled up.
-            NativeHeap.TrimIfGrown();
         }
     }
 
