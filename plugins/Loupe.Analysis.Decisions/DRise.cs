@@ -25,7 +25,7 @@ public sealed record DRiseOptions
     [Description(Perturbation.ConstantDescription + "'fill'")]
     public float[]? FillValue { get; init; }
     /// <summary>Copies per forward.</summary>
-    [Range(1, 65536), Description("masked copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
+    [Range(1, 65536), Description("masked copies per forward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? MicroBatch { get; init; }
 }
 

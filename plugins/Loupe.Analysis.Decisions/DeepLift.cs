@@ -32,7 +32,7 @@ public sealed record DeepLiftShapOptions
     [Description("seed of baselines_from_data (default: the step seed)")]
     public int? BaselineSeed { get; init; }
     /// <summary>Pairs per pass.</summary>
-    [Range(1, 100_000), Description("input × reference pairs per forward/backward pass (default: as many as settings.memory_budget_mb holds)")]
+    [Range(1, 100_000), Description("input × reference pairs per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
 }
 

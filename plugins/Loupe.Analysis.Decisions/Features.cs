@@ -31,7 +31,7 @@ public record FeatureOptions
     [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
     public float[]? BaselineValue { get; init; }
     /// <summary>Copies per forward.</summary>
-    [Range(1, 65536), Description("perturbed copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
+    [Range(1, 65536), Description("perturbed copies per forward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? MicroBatch { get; init; }
 }
 

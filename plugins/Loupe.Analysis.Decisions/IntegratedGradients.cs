@@ -47,7 +47,7 @@ public sealed record IntegratedGradientsOptions
     [Description("baselines of the model's side inputs (Captum's per-input baselines): a list of { input: NAME, value: CONSTANT } or { input: NAME, file: X.npy }; side inputs not listed start from 0 (Captum's default)")]
     public SideBaseline[]? SideBaselines { get; init; }
     /// <summary>Path points per backward pass.</summary>
-    [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as settings.memory_budget_mb holds)")]
+    [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
 }
 

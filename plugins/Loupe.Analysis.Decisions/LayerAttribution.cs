@@ -35,7 +35,7 @@ public record LayerPathOptions : LayerOptions
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
     /// <summary>Points per pass.</summary>
-    [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as settings.memory_budget_mb holds)")]
+    [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
 }
 

@@ -55,7 +55,7 @@ public sealed record LrpOptions
     [Range(0, 1e6), Description("γ of the gamma rule (Zennit's default 0.25)")]
     public double Gamma { get; init; } = 0.25;
     /// <summary>Inputs per propagation.</summary>
-    [Range(1, 100_000), Description("inputs per forward and relevance pass (default: as many as settings.memory_budget_mb holds; a batch above it is split, with the same maps)")]
+    [Range(1, 100_000), Description("inputs per forward and relevance pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb; a batch above it is split, with the same maps)")]
     public int? InternalBatchSize { get; init; }
     /// <summary>Lowest pixel.</summary>
     [Description("z-box: lowest possible pixel value in [0,1] pixel space (normalised with the model's mean/std)")]

@@ -21,7 +21,7 @@ public sealed record OcclusionOptions
     [Description(Perturbation.ConstantDescription + "'fill'")]
     public float[]? FillValue { get; init; }
     /// <summary>Occluded copies per forward pass.</summary>
-    [Range(1, 65536), Description("occluded copies per forward pass (default: as many as settings.memory_budget_mb holds)")]
+    [Range(1, 65536), Description("occluded copies per forward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? MicroBatch { get; init; }
 }
 
