@@ -19,9 +19,12 @@ public sealed record ShapleySamplingOptions : FeatureOptions
 /// <summary>Shapley value sampling (Castro et al. 2009; Captum <c>ShapleyValueSampling</c>): for each permutation of
 /// the features, start from the baseline and add the features in that order; each feature gets the score change it
 /// caused, averaged over the permutations. Seeded draws per input: permutation s = argsort of rand(S, M) row s.
-/// All prefixes of all permutations are evaluated in batched forwards.</summary>
+/// The prefixes of the permutations are evaluated in batched forwards, a chunk of permutations at a time.</summary>
 public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions>
 {
+    /// <summary>Prefix-mask entries (K permutations × M prefixes × M features) a chunk of permutations may span.</summary>
+    const long ChunkEntries = 16L << 20;
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
     /// <inheritdoc/>
@@ -42,28 +45,39 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
             using var scope = NewDisposeScope();
             var labels = Features.Labels(options, ctx, x, i);
             long m = Features.Count(labels);
-            Tensor perms;
-            if (file is not null)
+            if (file is not null && (file.dim() != 2 || file.shape[1] != m || !(file.sort(1).Values == arange(m)).all().item<bool>()))
+                throw new LoupeException($"{options.PermutationsFile}: permutations_file must be S×{m} with each row a permutation of 0..{m - 1} (the image has {m} features)");
+            long s = file?.shape[0] ?? options.Samples;
+            using var g = file is null ? new Generator(InputSeeds.For(ctx.Seed, input.Ids?[i] ?? $"#{i}")) : null;
+            var xi = x[i].unsqueeze(0);
+            var fi = fill[i].unsqueeze(0);
+            var rows = selection.Rows([i]);
+            // The empty coalition's score, then the permutations a chunk at a time: a chunk's K·M prefix coalitions are
+            // built pass by pass from its positions (never the S·M×M masks at once: 100,000 permutations of 784 pixels
+            // would be 61 GB), and the run's cancellation is checked between chunks and passes.
+            var empty = Features.CoalitionScores(ctx, xi, fi, labels, zeros(1, m, dtype: ScalarType.Bool), rows, options.MicroBatch);
+            long perChunk = Math.Clamp(ChunkEntries / Math.Max(1, m * m), 1, s);
+            var total = zeros(m);
+            for (long s0 = 0; s0 < s; s0 += perChunk)
             {
-                if (file.dim() != 2 || file.shape[1] != m || !(file.sort(1).Values == arange(m)).all().item<bool>())
-                    throw new LoupeException($"{options.PermutationsFile}: permutations_file must be S×{m} with each row a permutation of 0..{m - 1} (the image has {m} features)");
-                perms = file;
+                using var chunkScope = NewDisposeScope();
+                ctx.Cancellation.ThrowIfCancellationRequested();
+                long k = Math.Min(perChunk, s - s0);
+                // Seeded draws: rows s0.. of rand(S, M), drawn chunk after chunk from the input's generator (the same
+                // numbers as one draw of all S rows).
+                var perms = file is not null ? file.narrow(0, s0, k) : rand([k, m], generator: g).argsort(1);
+                // Prefix t (1..M) of permutation j holds the features at positions < t.
+                var pos = perms.argsort(1);
+                var y = Perturbation.MaskedScores(ctx, xi, fi, k * m, (p0, p) =>
+                {
+                    var r = arange(p0, p0 + p);
+                    var prefix = pos.index_select(0, r.div(m, rounding_mode: RoundingMode.floor)) < (r.remainder(m) + 1).unsqueeze(1);
+                    return (1 - prefix.to(ScalarType.Float32).index_select(1, labels.flatten())).view(p, 1, labels.shape[0], labels.shape[1]);
+                }, rows, options.MicroBatch)[0].view(k, m);
+                var gain = y - cat([empty.expand(k, 1), y[.., ..^1]], 1);                   // change when perms[j, t] is added
+                total.index_add_(0, perms.flatten(), gain.flatten(), 1);
             }
-            else
-            {
-                using var g = new Generator(InputSeeds.For(ctx.Seed, input.Ids?[i] ?? $"#{i}"));
-                perms = rand([options.Samples, m], generator: g).argsort(1);
-            }
-            long s = perms.shape[0];
-            // Prefix t (1..M) of permutation s holds the features at positions < t: z[s, t−1, f] = pos[s, f] < t.
-            var pos = perms.argsort(1);
-            var z = (pos.unsqueeze(1) < arange(1, m + 1).view(1, -1, 1)).reshape(s * m, m);
-            var coalitions = cat([zeros(1, m, dtype: z.dtype), z], 0);
-            var y = Features.CoalitionScores(ctx, x[i].unsqueeze(0), fill[i].unsqueeze(0), labels, coalitions, selection.Rows([i]), options.MicroBatch);
-            var prefix = y[1..].view(s, m);
-            var gain = prefix - cat([y[..1].expand(s, 1), prefix[.., ..^1]], 1);          // change when perms[s, t] is added
-            var total = zeros(m).index_add_(0, perms.flatten(), gain.flatten(), 1) / s;
-            maps.Add(scope.MoveToOuter(Features.ToPixels(total, labels, c)));
+            maps.Add(scope.MoveToOuter(Features.ToPixels(total / s, labels, c)));
         }
         return new AttributionResult(cat(maps, 0).contiguous(), selection);
     }
