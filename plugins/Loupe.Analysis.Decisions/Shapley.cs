@@ -45,8 +45,8 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
             using var scope = NewDisposeScope();
             var labels = Features.Labels(options, ctx, x, i);
             long m = Features.Count(labels);
-            if (file is not null && (file.dim() != 2 || file.shape[1] != m || !(file.sort(1).Values == arange(m)).all().item<bool>()))
-                throw new LoupeException($"{options.PermutationsFile}: permutations_file must be S×{m} with each row a permutation of 0..{m - 1} (the image has {m} features)");
+            if (file is not null && (file.dim() != 2 || file.shape[0] == 0 || file.shape[1] != m || !(file.sort(1).Values == arange(m)).all().item<bool>()))
+                throw new LoupeException($"{options.PermutationsFile}: permutations_file must be S×{m} (S ≥ 1) with each row a permutation of 0..{m - 1} (the image has {m} features)");
             long s = file?.shape[0] ?? options.Samples;
             using var g = file is null ? new Generator(InputSeeds.For(ctx.Seed, input.Ids?[i] ?? $"#{i}")) : null;
             var xi = x[i].unsqueeze(0);

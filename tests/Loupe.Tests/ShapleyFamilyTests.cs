@@ -150,5 +150,11 @@ public class ShapleyFamilyTests
         Assert.Contains(fp.Errors, e => e.ToString().Contains("feature-permutation needs features shared by the batch"));
         var one = TestEnv.Run(TestEnv.FixturePipeline("- { id: fp, uses: feature-permutation, with: { cell: 7 } }", batchSize: 1));
         Assert.Contains("batch_size to 2 or more", one.Manifest!["steps"]![0]!["error"]!.ToString());
+        // A permutations file with no rows: an error naming the file, not an average over no permutations.
+        var none = Path.Combine(TestEnv.TempDir(), "no-perms.npy");
+        File.WriteAllBytes(none, Loupe.Abstractions.Toolkit.Npy.Encode(new NdArray([], [0, 4])));
+        var empty = TestEnv.Run(TestEnv.FixturePipeline($"- {{ id: ss, uses: shapley-sampling, with: {{ cell: 14, permutations_file: {TestEnv.Yaml(none)} }} }}"));
+        Assert.Equal(1, empty.ExitCode);
+        Assert.Contains("no-perms.npy: permutations_file must be S×4 (S ≥ 1)", empty.Manifest!["steps"]![0]!["error"]!.ToString());
     }
 }
