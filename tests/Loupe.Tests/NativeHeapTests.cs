@@ -59,6 +59,19 @@ public class NativeHeapTests
     {
         NativeHeap.LimitArenas();
         Assert.True(NativeHeap.BlocksKept, "glibc's options were not set (LOUPE_MALLOC, MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES in the environment?)");
+        // Up to three tries: a thread of another test still running (a step left behind after its timeout, a pipeline
+        // ending with a trim) can take the freed block or trim the heap between the free and the next allocation — the
+        // full suite failed here once in four runs, never alone. With glibc's defaults every try fails.
+        var failures = new List<string>();
+        for (int attempt = 0; attempt < 3 && failures.Count == attempt; attempt++)
+            if (KeptAndReused() is { } failure) failures.Add(failure);
+        Assert.True(failures.Count < 3, string.Join("; ", failures));
+    }
+
+    /// <summary>One try: a written 48 MB block, freed, stays resident, and the next 48 MB block gets its pages without
+    /// faulting them in; null when it holds, else what failed.</summary>
+    static string? KeptAndReused()
+    {
         const int size = 48 << 20, chunk = 1 << 20;
         var ones = Enumerable.Repeat((byte)1, chunk).ToArray();
         NativeHeap.Trim();
@@ -66,12 +79,12 @@ public class NativeHeapTests
         for (int off = 0; off < size; off += chunk) Marshal.Copy(ones, 0, first + off, chunk);
         Marshal.FreeHGlobal(first);
         long kept = ResidentBytes(first, size);
-        Assert.True(kept > 40L << 20, $"a freed 48 MB block went back to the kernel: {kept >> 20} MiB of it resident after the free");
+        if (kept <= 40L << 20) return $"a freed 48 MB block went back to the kernel: {kept >> 20} MiB of it resident after the free";
         var again = Marshal.AllocHGlobal(size);
         try
         {
             long ready = ResidentBytes(again, size);   // before the block is written: pages it did not have to fault in
-            Assert.True(ready > 40L << 20, $"the next 48 MB block took new pages: {ready >> 20} MiB of it resident before it was written");
+            return ready > 40L << 20 ? null : $"the next 48 MB block took new pages: {ready >> 20} MiB of it resident before it was written";
         }
         finally { Marshal.FreeHGlobal(again); }
     }
