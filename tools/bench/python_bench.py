@@ -565,7 +565,7 @@ class LoupeServer:
 
 def paired(rows, dll, repeats, pause):
     """Per row: warm both sides, then `repeats` rounds, each one Python call, one Loupe call and (when the row has one)
-    one call of its Loupe floor, in rotating order with `pause` seconds between calls (OpenMP workers of the side that
+    one call of its Loupe floor, in the order of `round_order` with `pause` seconds between calls (OpenMP workers of the side that
     just ran stop spinning). Ratios are medians of per-round ratios: each round's calls ran within seconds."""
     server = LoupeServer(dll)
     out = {}
@@ -597,8 +597,22 @@ def warm(call, calls=30, seconds=1.0):
             break
 
 
+def round_order(sides, r):
+    """The order of round r's calls: Python leads every round, then an untimed Loupe call ("wake"), then Loupe and its
+    floor taking turns (P w L F, P w F L, ...; rows without a floor: P w L). Python's single-threaded calls leave the
+    VM's second vCPU idle for as long as they run, and on this 2-core VM the next call after a vCPU has idled for
+    ~100 ms or more runs at about half speed (2026-12-05, the demo CNN's ROAD floor: median 9.3 ms 50 ms after another
+    Loupe call, 19.7 ms 50 ms after Python's ROAD call; tools/bench/round_order_probe.py). Without the wake-up call,
+    whichever of Loupe and its floor followed Python took that penalty: a rotation of the three put Loupe there in two
+    rounds of three and its floor in one, and alternating them made the per-round ratios bimodal (~2x and ~0.5x)."""
+    python = sides[0]
+    wake = ("wake", sides[-1][1])
+    rest = sides[1:] if r % 2 == 0 else sides[1:][::-1]
+    return [python, wake, *rest]
+
+
 def paired_row(server, name, fn, n, pause):
-    """One Loupe row against its Python function (and its Loupe floor), `n` rotating rounds."""
+    """One Loupe row against its Python function (and its Loupe floor), `n` rounds (order: `round_order`)."""
     floor = server.floor[name]
     warm(fn)
     warm(lambda: server.run(name)[0])
@@ -614,9 +628,11 @@ def paired_row(server, name, fn, n, pause):
         sides.append(("floor", lambda: server.run(floor)[0]))
     t = {k: [] for k, _ in sides}
     for r in range(n):
-        for k, call in sides[r % len(sides):] + sides[:r % len(sides)]:
+        for k, call in round_order(sides, r):
             time.sleep(pause)
-            t[k].append(call())
+            v = call()
+            if k in t:
+                t[k].append(v)
     med = statistics.median
     o = {
         "python_ms": round(med(t["python"]), 2), "loupe_ms": round(med(t["loupe"]), 2),
