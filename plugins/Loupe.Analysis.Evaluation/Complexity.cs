@@ -9,13 +9,13 @@ namespace Loupe.Analysis.Evaluation;
 public sealed record ComplexityOptions : NormalisedMetricOptions
 {
     /// <summary>Absolute values.</summary>
-    [Description("take |·| of the (channel-summed) map, after normalise (Quantus default: true)")]
+    [Description("take |·| of the (channel-summed) map, after normalise (Quantus default: true); false scores the signed values as Quantus does (sparseness' Gini formula on them, complexity NaN where a value is negative)")]
     public bool Abs { get; init; } = true;
     /// <summary>Normalise.</summary>
     [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions)]
     public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Threshold.</summary>
-    [Range(0.0, 1e6), Description("effective-complexity: a feature counts when |a| > eps (Quantus: 1e-5)")]
+    [Range(0.0, 1e6), Description("effective-complexity: a feature counts when its value (|a| under abs, the default) > eps (Quantus: 1e-5)")]
     public double Eps { get; init; } = 1e-5;
     /// <summary>What a feature is.</summary>
     [Description("pixels (the default: one value per pixel, a per-channel map summed over its channels) or values (every value of the map as the evaluated step gives it — a per-channel map's C·H·W values, as Quantus takes the a_batch it is given; an H×W map's H·W values)")]
@@ -37,7 +37,7 @@ public abstract class ComplexityMetric : QualityMetric<ComplexityOptions>
     protected abstract Tensor Of(Tensor a, ComplexityOptions o);
 }
 
-/// <summary><c>sparseness</c> (Chalasani et al. 2020): Gini index of |a|; one-hot → (D−1)/D, uniform → 0. Higher is better.</summary>
+/// <summary><c>sparseness</c> (Chalasani et al. 2020): Gini index of the map's values (|a| by default); one-hot → (D−1)/D, uniform → 0. Higher is better.</summary>
 public sealed class Sparseness : ComplexityMetric
 {
     /// <inheritdoc/>
@@ -48,7 +48,7 @@ public sealed class Sparseness : ComplexityMetric
     protected override Tensor Of(Tensor a, ComplexityOptions o) => QualityFormulas.Gini(a);
 }
 
-/// <summary><c>complexity</c> (Bhatt et al. 2020): entropy of the fractional contributions |a|/Σ|a|. Lower is better.</summary>
+/// <summary><c>complexity</c> (Bhatt et al. 2020): entropy of the fractional contributions a/Σ|a| (|a| by default). Lower is better.</summary>
 public sealed class Complexity : ComplexityMetric
 {
     /// <inheritdoc/>
@@ -59,7 +59,7 @@ public sealed class Complexity : ComplexityMetric
     protected override Tensor Of(Tensor a, ComplexityOptions o) => QualityFormulas.Entropy(a);
 }
 
-/// <summary><c>effective-complexity</c> (Nguyen &amp; Rodríguez Martínez 2020): features with |a| &gt; eps. Lower is better.</summary>
+/// <summary><c>effective-complexity</c> (Nguyen &amp; Rodríguez Martínez 2020): features with a &gt; eps (|a| by default). Lower is better.</summary>
 public sealed class EffectiveComplexity : ComplexityMetric
 {
     /// <inheritdoc/>

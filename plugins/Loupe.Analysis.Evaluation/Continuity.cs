@@ -36,7 +36,7 @@ public sealed record ContinuityOptions : NormalisedMetricOptions, IConstantFill
     [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions)]
     public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Fill.</summary>
-    [OrConstant(nameof(BaselineValue)), Description("what enters at the left edge: min (Quantus 'black': the image minimum), max (Quantus 'white'), black, zero, mean, or a constant in the model's input space (one value or one per channel)")]
+    [OrConstant(nameof(BaselineValue)), Description("what enters at the left edge: min (the image minimum: Quantus's Continuity always fills with its 'black', whatever perturb_baseline says), max (the image maximum), black, zero, mean, or a constant in the model's input space (one value or one per channel)")]
     public Fill Baseline { get; init; } = Fill.Min;
     /// <summary>Constant fill (<c>baseline: 0.5</c> binds here).</summary>
     [Description("a constant given to 'baseline': one value or one per channel, in the model's input space")]

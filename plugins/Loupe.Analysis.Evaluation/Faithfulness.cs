@@ -13,8 +13,11 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected virtual bool DefaultAbs => false;
     /// <summary>Quantus's default of <c>softmax</c>.</summary>
     protected virtual bool DefaultSoftmax => true;
-    /// <summary>Quantus's default of the baseline.</summary>
+    /// <summary>The metric's default baseline: Quantus's, unless docs/evaluation.md says it differs (monotonicity-correlation's
+    /// uniform pixels against Quantus's one batched value per step, <c>uniform-step</c>).</summary>
     protected virtual Fill DefaultFill => Fill.Min;
+    /// <summary>The default fill with these options (<see cref="DefaultFill"/> unless a convention changes it).</summary>
+    protected virtual Fill DefaultFillWith(FaithfulnessOptions o) => DefaultFill;
     /// <summary>The softmax with these options (the option, else <see cref="DefaultSoftmax"/>).</summary>
     protected virtual bool SoftmaxOf(FaithfulnessOptions o) => o.Softmax ?? DefaultSoftmax;
     /// <summary>How each map is rescaled before it is scored (the option, else Quantus's normalise_by_max).</summary>
@@ -28,8 +31,25 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected sealed override double[] Score(FaithfulnessOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        var a = o.Features == FeatureUnit.Values ? b.ValueFeatures(o.Abs ?? DefaultAbs, NormalisationOf(o)) : b.Features(o.Abs ?? DefaultAbs, NormalisationOf(o));
-        return Of(o, b, a, UsesBaseline ? o.BaselineOf(b, DefaultFill) : b.X, SoftmaxOf(o)).ToArray<double>();
+        var a = o.Features == FeatureUnit.Values ? b.ValueFeatures(o.Abs ?? DefaultAbs, NormalisationOf(o))
+            : SumsBlocksOverChannels && b.Map.dim() == 4 && b.Map.shape[1] > 1 ? ChannelSummedValues(b, o.Abs ?? DefaultAbs, NormalisationOf(o))
+            : b.Features(o.Abs ?? DefaultAbs, NormalisationOf(o));
+        return Of(o, b, a, UsesBaseline ? o.BaselineOf(b, DefaultFillWith(o)) : b.X, SoftmaxOf(o)).ToArray<double>();
+    }
+
+    /// <summary>Whether the metric ranks regions whose sums Quantus takes over every channel value of a per-channel
+    /// map (<c>region-perturbation</c>, <c>selectivity</c>): then a pixel's feature is Σ_c of its normalised (and,
+    /// under <c>abs</c>, absolute) channel values, not the normalised channel sum — the same ranking for signed maps
+    /// and scale-only normalisations, another under <c>abs</c> or <c>normalise: negative</c>.</summary>
+    protected virtual bool SumsBlocksOverChannels => false;
+
+    /// <summary>N×(H·W): each pixel's Σ_c of the map's values normalised over all C·H·W of them, then |·| under
+    /// <paramref name="abs"/> (Quantus's order).</summary>
+    static Tensor ChannelSummedValues(MetricBatch b, bool abs, Normalisation normalise)
+    {
+        using var scope = NewDisposeScope();
+        long c = b.X.shape[1];
+        return scope.MoveToOuter(b.ValueFeatures(abs, normalise).view(b.N, c, -1).sum(1));
     }
 
     /// <summary>Whether the metric ranks single features, so that <c>features: values</c> applies.</summary>
@@ -42,10 +62,20 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
             yield return $"option 'features': values applies to pixel-flipping, faithfulness-estimate, faithfulness-correlation, monotonicity, monotonicity-correlation and sensitivity-n, not to {Id}";
         if (o.QuantusBatchSize is not null && !UsesQuantusBatch)
             yield return $"option 'quantus_batch_size' applies to sensitivity-n and irof, not to {Id} (its Quantus scores do not depend on the batch)";
+        if (o.Runs < MinRuns)
+            yield return $"option 'runs' must be at least {MinRuns} for {Id} (a correlation over the runs)";
+        if (o.Score != ScoreConvention.Paper && !UsesScore)
+            yield return $"option 'score' applies to pixel-flipping, selectivity, region-perturbation, irof and sensitivity-n, not to {Id} (it has one definition)";
     }
 
     /// <summary>Whether the metric reads <c>quantus_batch_size</c>.</summary>
     protected virtual bool UsesQuantusBatch => false;
+
+    /// <summary>The fewest <c>runs</c> the metric takes.</summary>
+    protected virtual int MinRuns => 1;
+
+    /// <summary>Whether the metric reads <c>score</c> (paper or Quantus convention).</summary>
+    protected virtual bool UsesScore => false;
 
     /// <summary>The features a row has: pixels, or channel values under <c>features: values</c>.</summary>
     protected static long FeatureCount(FaithfulnessOptions o, MetricBatch b) => o.Features == FeatureUnit.Values ? b.D * b.X.shape[1] : b.D;
@@ -53,13 +83,13 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     /// <summary>The fill of a metric that perturbs steps one call each: <paramref name="baseline"/>, or with
     /// <c>uniform-step</c> one value per step (<see cref="MetricBatch.PerStep"/>).</summary>
     protected Tensor PerStep(FaithfulnessOptions o, MetricBatch b, Tensor baseline, Tensor step, long steps) =>
-        b.PerStep(o.FillOf(DefaultFill), baseline, step, steps, o.UniformLow, o.UniformHigh);
+        b.PerStep(o.FillOf(DefaultFillWith(o)), baseline, step, steps, o.UniformLow, o.UniformHigh);
 
     /// <summary>The fill of a metric that perturbs steps cumulatively: as <see cref="PerStep"/>, but
     /// <c>running-mean</c> gives each step the mean of the array as perturbed so far
     /// (<see cref="MetricBatch.RunningMean"/>; <paramref name="patch"/> &gt; 0: of the edge-padded array).</summary>
     protected Tensor CumulativeFill(FaithfulnessOptions o, MetricBatch b, Tensor baseline, Tensor step, long steps, long patch = 0) =>
-        o.FillOf(DefaultFill) == Fill.RunningMean ? b.RunningMean(step, steps, patch) : PerStep(o, b, baseline, step, steps);
+        o.FillOf(DefaultFillWith(o)) == Fill.RunningMean ? b.RunningMean(step, steps, patch) : PerStep(o, b, baseline, step, steps);
 
     /// <summary>The patch of the padded array the region metrics perturb (grid windows), 0 for the image itself.</summary>
     protected static long GridPatch(FaithfulnessOptions o) => o.Windows == RegionWindows.Grid || o.Order == RegionOrder.Random ? o.Patch : 0;
@@ -127,6 +157,8 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "faithfulness-correlation";
+    /// <inheritdoc/>
+    protected override int MinRuns => 2;
     /// <inheritdoc/>
     protected override bool RanksFeatures => true;
     /// <inheritdoc/>
@@ -214,6 +246,8 @@ public abstract class RemovalCurveMetric : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
+    /// <inheritdoc/>
+    protected override bool UsesScore => true;
 
     /// <summary>The step of each pixel, most relevant first, and each row's number of steps.</summary>
     protected abstract Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts);
@@ -263,6 +297,8 @@ public sealed class Selectivity : RemovalCurveMetric
     /// <inheritdoc/>
     public override string Id => "selectivity";
     /// <inheritdoc/>
+    protected override bool SumsBlocksOverChannels => true;
+    /// <inheritdoc/>
     protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts) => RegionSteps(o, b, a, true, long.MaxValue, out counts);
 
     /// <inheritdoc/>
@@ -275,13 +311,19 @@ public sealed class Selectivity : RemovalCurveMetric
 
 /// <summary><c>region-perturbation</c> (Samek et al. 2017): the first <c>regions</c> patch × patch regions in MoRF (or
 /// LeRF) order are replaced cumulatively (Quantus default: the image minimum, its "black"); the score is AOPC, the
-/// mean over k = 0..L of f(x) − f(x after k regions). MoRF: higher is better; LeRF: lower is better.</summary>
+/// mean over k = 0..L of f(x) − f(x after k regions), or with <c>score: quantus</c> Quantus's get_auc_score of its
+/// curve: numpy's trapz, dx = 1, of f(x) − f(x after k regions) for k = 1..L. MoRF: higher is better; LeRF: lower is
+/// better (both scores: Quantus labels the metric lower-is-better whatever the order).</summary>
 public sealed class RegionPerturbation : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "region-perturbation";
     /// <inheritdoc/>
+    protected override bool SumsBlocksOverChannels => true;
+    /// <inheritdoc/>
     public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool UsesScore => true;
     /// <inheritdoc/>
     protected override bool HigherIsBetterWith(FaithfulnessOptions options) => options.Order != RegionOrder.Lerf;
 
@@ -302,7 +344,7 @@ public sealed class RegionPerturbation : FaithfulnessMetric
         long width = 1 + Math.Min(o.Regions, RegionBound(o, b));
         b.RecordCurves(curve, lengths, new([.. Enumerable.Range(0, (int)width).Select(k => (double)k)],
             $"{o.Patch}×{o.Patch} regions replaced ({(o.Order == RegionOrder.Random ? "in a random order" : o.Order == RegionOrder.Morf ? "most relevant first" : "least relevant first")})", OutputTitle(softmax)));
-        return RowPrefixes(curve, lengths, QualityFormulas.Aopc);
+        return RowPrefixes(curve, lengths, o.Score == ScoreConvention.Quantus ? QualityFormulas.DropTrapezoid : QualityFormulas.Aopc);
     }
 
     /// <summary>The grid's blocks (as <c>windows: grid</c> cuts them) in a random order per input: block j of the
@@ -321,7 +363,7 @@ public sealed class RegionPerturbation : FaithfulnessMetric
 /// <summary><c>monotonicity-correlation</c> (Nguyen &amp; Rodríguez Martínez 2020; Quantus MonotonicityCorrelation):
 /// pixels in increasing order of |a|, <c>features_in_step</c> per step; each step's pixels alone are replaced
 /// <c>runs</c> times (Quantus nr_samples: 100; with the default uniform baseline each copy draws its own values, seeded
-/// per input); the step's variance E[(f(x') − f(x))²] / f(x)² (1/f(x)² only when |f(x)| ≥ 1e-5) is Spearman-correlated
+/// per input); the step's variance E[(f(x') − f(x))²] / f(x)² (1/f(x)² only when |f(x)| ≥ <c>eps</c>, Quantus: 1e-5) is Spearman-correlated
 /// with the step's attribution sum. Softmax by default. Higher is better.</summary>
 public sealed class MonotonicityCorrelation : FaithfulnessMetric
 {
@@ -342,7 +384,7 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
         var x = b.X;
         long h = x.shape[2], w = x.shape[3], runs = o.Runs;
         var step = PixelSteps(o, b, a, false, out var steps);
-        var fillKind = o.FillOf(DefaultFill);
+        var fillKind = o.FillOf(DefaultFillWith(o));
         bool fresh = fillKind is Fill.Uniform or Fill.UniformInput || NoiseFill.Adds(fillKind);
         var noise = o.NoiseOf();
         float lo = (float)o.UniformLow, span = (float)(o.UniformHigh - o.UniformLow);
@@ -363,7 +405,7 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
             return x.unsqueeze(1) * (1 - m) + fill * m;
         }, softmax).view(b.N, steps, runs);
         var fx = b.Clean(softmax);
-        var inv = where(fx.abs() >= 1e-5, 1 / (fx * fx), ones_like(fx));
+        var inv = where(fx.abs() >= o.Eps, 1 / (fx * fx), ones_like(fx));
         var variance = (f - fx.view(-1, 1, 1)).pow(2).mean([2]) * inv.unsqueeze(1);
         return QualityFormulas.CorrelationRows(o.Similarity ?? Similarity.Spearman, StepSums(a, step, steps), variance);
     }

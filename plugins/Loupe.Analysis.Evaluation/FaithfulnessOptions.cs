@@ -5,7 +5,8 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
 
-/// <summary>Whose definition <c>irof</c> and <c>sensitivity-n</c> report.</summary>
+/// <summary>Whose definition <c>irof</c>, <c>sensitivity-n</c>, <c>pixel-flipping</c>, <c>selectivity</c> and
+/// <c>region-perturbation</c> report.</summary>
 public enum ScoreConvention
 {
     /// <summary>The paper's (irof: Rieger &amp; Hansen's area over the curve on [0, 1], p_0 = 1 included;
@@ -23,8 +24,11 @@ public sealed record FaithfulnessOptions : PerturbOptions
     [Range(1, int.MaxValue), Description("pixels perturbed per step, in rank order (Quantus features_in_step: 1)")]
     public int FeaturesInStep { get; init; } = 1;
     /// <summary>Runs.</summary>
-    [Range(2, 100_000), Description("faithfulness-correlation: random subsets per input (Quantus nr_runs: 100)")]
+    [Range(1, 100_000), Description("faithfulness-correlation: random subsets per input (Quantus nr_runs: 100; at least 2); sensitivity-n: random subsets per size (at least 2); monotonicity-correlation: samples per step (Quantus nr_samples: 100)")]
     public int Runs { get; init; } = 100;
+    /// <summary>Monotonicity-correlation's threshold.</summary>
+    [Range(0.0, 1e6), Description("monotonicity-correlation: a step's variance is divided by f(x)² only where |f(x)| ≥ eps (Quantus eps: 1e-5)")]
+    public double Eps { get; init; } = 1e-5;
     /// <summary>Subset size.</summary>
     [Range(1, int.MaxValue), Description("faithfulness-correlation: pixels per random subset (Quantus subset_size: 224)")]
     public int SubsetSize { get; init; } = 224;
@@ -59,7 +63,7 @@ public sealed record FaithfulnessOptions : PerturbOptions
     [Range(0.01, 1000.0), Description("irof: SLIC compactness (skimage default: 10)")]
     public double Compactness { get; init; } = 10;
     /// <summary>IROF's score.</summary>
-    [Description("irof: paper (the default: 1 − the area under p_0 = 1, p_1 … p_M on [0, 1], comparable across segment counts) or quantus (Quantus's M − Σ trapezoid of p_1 … p_M with dx = 1, as Quantus gives it for a batch of one input or of equal segment counts); sensitivity-n: paper (the default: Ancona et al.'s random subsets of each size, correlated per input) or quantus (Quantus's SensitivityN: features removed cumulatively in attribution order, features_in_step at a time; per step, the correlation across the run's inputs of the output drop and the step's attribution sum; the score is the mean over the steps; softmax by default; no shards); pixel-flipping and selectivity: paper (the default: the curve's trapezoid area over its steps, in the curve's range) or quantus (numpy's trapz with dx = 1, as Quantus's PixelFlipping return_auc_per_sample and Selectivity get_auc_score: the same × (steps − 1))")]
+    [Description("irof: paper (the default: 1 − the area under p_0 = 1, p_1 … p_M on [0, 1], comparable across segment counts) or quantus (Quantus's M − Σ trapezoid of p_1 … p_M with dx = 1, as Quantus gives it for a batch of one input or of equal segment counts); sensitivity-n: paper (the default: Ancona et al.'s random subsets of each size, correlated per input) or quantus (Quantus's SensitivityN: features removed cumulatively in attribution order, features_in_step at a time; per step, the correlation across the run's inputs of the output drop and the step's attribution sum; the score is the mean over the steps; softmax by default; no shards); pixel-flipping and selectivity: paper (the default: the curve's trapezoid area over its steps, in the curve's range) or quantus (numpy's trapz with dx = 1, as Quantus's PixelFlipping return_auc_per_sample and Selectivity get_auc_score: the same × (steps − 1)); region-perturbation: paper (the default: AOPC, the mean drop over k = 0..L) or quantus (Quantus's get_auc_score: numpy's trapz with dx = 1 of the drops f(x) − f(x_k), k = 1..L); no other metric takes it")]
     public ScoreConvention Score { get; init; }
     /// <summary>Grid instead of SLIC.</summary>
     [Range(1, 4096), Description("irof: square cells of this side instead of SLIC superpixels")]

@@ -12,8 +12,11 @@ public sealed record FocusOptions : MetricOptions
     [Range(1, 100_000), Description("mosaics per call of the method (default: the run's batch size)")]
     public int? MicroBatch { get; init; }
     /// <summary>Absolute values.</summary>
-    [Description("take |·| of the channel-summed map before its positive part is kept (Quantus abs: false; Quantus's normalise cannot change the share)")]
+    [Description("take |·| of the map, after normalise, before its positive part is kept (Quantus abs: false)")]
     public bool Abs { get; init; }
+    /// <summary>Normalise.</summary>
+    [Description("rescale each map first, over all its values: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions + " — a scale leaves the share as it is but for the 1e-9 Quantus adds to its denominator (mosaics: quantus and quadrants), which decides the score of a map of tiny values; negative can change it under abs")]
+    public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>Quadrants file: the inputs are mosaics already.</summary>
     [FilePath, Description("CSV file 'id,tl,tr,bl,br' (1 = the quadrant holds the explained class, 0 = not; a header line is allowed): the inputs are mosaics already (Quantus's x_batch and custom_batch), scored from the linked step's own maps with Quantus's formula, the positive part of every value over all of it (+1e-9); an input without a line is left out")]
     public string? Quadrants { get; init; }
@@ -137,8 +140,8 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             var rows = part.Select(p => p.Row).ToArray();
             var selection = new TargetSelection(rows.Select(r => explained[r]).ToArray(), rows.Select(r => labels[r]).ToArray());
             var raw = LinkedMaps(o, ctx, stack(part.Select(p => p.Mosaic).ToArray()), null, selection).Map.detach();
-            var map = Maps.Reduce(raw.dim() == 4 ? raw.sum(1) : raw, h, w);                 // channel sum, signed
-            var pos = (o.Abs ? map.abs() : map.clamp_min(0)).to(ScalarType.Float64);
+            var map = Normalised(o, Maps.Reduce(raw.dim() == 4 ? raw.sum(1) : raw, h, w).to(ScalarType.Float64));   // channel sum, signed
+            var pos = o.Abs ? map.abs() : map.clamp_min(0);
             for (int k = 0; k < part.Count; k++)
             {
                 var quadrant = zeros(h, w, dtype: ScalarType.Float64);
@@ -156,6 +159,11 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             ctx.Warn($"focus: {skipped} input(s) have no mosaic (no other input predicted as their class, fewer than two of other classes, or no positive relevance); left out of the mean");
         QualityMetric<FocusOptions>.WriteScores(ctx, writer, "focus", o, true, ids, labels, values);
     }
+
+    /// <summary>Each map (first dimension) rescaled over all its values by <c>normalise</c> (Quantus's preprocessing,
+    /// before abs and the positive part).</summary>
+    static Tensor Normalised(FocusOptions o, Tensor maps) =>
+        Normalisations.Rows(maps.reshape(maps.shape[0], -1), o.Normalise.Resolve()).reshape(maps.shape);
 
     /// <summary>The four quadrants' boxes (top-left, top-right, bottom-left, bottom-right) of an H×W image.</summary>
     static (long Y0, long Y1, long X0, long X1)[] Boxes(long h, long w) =>
@@ -220,7 +228,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             if (map.dim() == 3) map = map.unsqueeze(1);
             if (map.shape[2] != images.shape[2] || map.shape[3] != images.shape[3])
                 map = nn.functional.interpolate(map, [images.shape[2], images.shape[3]], mode: InterpolationMode.Bilinear, align_corners: false);
-            var pos = (o.Abs ? map.abs() : map).clamp_min(0);
+            var pos = (o.Abs ? Normalised(o, map).abs() : Normalised(o, map)).clamp_min(0);
             for (int k = 0; k < part.Count; k++)
             {
                 values[s + k] = QuantusShare(pos[k], part[k].Target);
@@ -261,7 +269,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             long h = batch.Input.shape[2], w = batch.Input.shape[3];
             if (map.shape[2] != h || map.shape[3] != w)
                 map = nn.functional.interpolate(map, [h, w], mode: InterpolationMode.Bilinear, align_corners: false);
-            var pos = (o.Abs ? map.abs() : map).clamp_min(0);
+            var pos = (o.Abs ? Normalised(o, map).abs() : Normalised(o, map)).clamp_min(0);
             for (int i = 0; i < batch.Ids.Length; i++)
             {
                 if (!marks.TryGetValue(batch.Ids[i], out var mark)) { values.Add(double.NaN); continue; }

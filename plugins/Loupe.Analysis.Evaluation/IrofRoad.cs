@@ -7,7 +7,8 @@ namespace Loupe.Analysis.Evaluation;
 /// <summary><c>irof</c> (Rieger &amp; Hansen 2020): the image is split into superpixels (scikit-image's SLIC on the
 /// model's input, as Quantus calls it, <c>segments</c> / <c>compactness</c>; its felzenszwalb:
 /// <c>segmentation: felzenszwalb</c>; or a grid of <c>cell</c> × <c>cell</c> squares), ranked by their mean
-/// attribution and replaced cumulatively, most relevant first, by the baseline (Quantus: the image mean). With
+/// attribution and replaced cumulatively, most relevant first, by the baseline (by default the image mean; with
+/// <c>score: quantus</c> Quantus's default "mean", which it takes of the array as perturbed so far: running-mean). With
 /// p_k = f(x after k segments) / f(x) (class probability by default) and p_0 = 1, the score is the area over that curve
 /// on [0, 1] (x = k / M, trapezoid): 1 − AUC. Quantus omits p_0 and returns M − Σ_trapezoid with dx = 1 (it removes
 /// segments cumulatively too); Loupe keeps the paper's scale, the same for any M. Higher is better.</summary>
@@ -19,8 +20,14 @@ public sealed class Irof : FaithfulnessMetric
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
     protected override Fill DefaultFill => Fill.Mean;
+    /// <summary>Quantus's IROF fills each segment with get_baseline_value("mean") of the array as perturbed so far (its
+    /// perturbation is cumulative), so <c>score: quantus</c> defaults to running-mean; the paper's score keeps the image
+    /// mean.</summary>
+    protected override Fill DefaultFillWith(FaithfulnessOptions o) => o.Score == ScoreConvention.Quantus ? Fill.RunningMean : Fill.Mean;
     /// <inheritdoc/>
     protected override bool UsesQuantusBatch => true;
+    /// <inheritdoc/>
+    protected override bool UsesScore => true;
 
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
@@ -63,7 +70,7 @@ public sealed class Irof : FaithfulnessMetric
         var segmentOf = stack(steps);
         // quantus_batch_size: Quantus's batch effects, per group of that many dataset rows.
         var groups = o.QuantusBatchSize is { } q ? b.QuantusGroups(q, Id) : null;
-        var fill = o.FillOf(DefaultFill);
+        var fill = o.FillOf(DefaultFillWith(o));
         if (groups is not null && fill is Fill.Min or Fill.Max or Fill.Mean) baseline = b.GroupBaseline(fill.Value, groups);
         var to = groups is not null && fill == Fill.RunningMean ? b.RunningMean(segmentOf, l, 0, groups) : CumulativeFill(o, b, baseline, segmentOf, l);
         var curve = Cumulative(b, segmentOf, l, b.X, to, softmax);   // N×L: point k−1 = after k segments

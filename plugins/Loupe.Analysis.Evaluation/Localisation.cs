@@ -17,13 +17,13 @@ public sealed record LocalisationOptions : MetricOptions
     [Description("take |·| of the channel-summed map (after normalise, as Quantus) (default: Quantus's per metric: true for attribution-localisation, false otherwise)")]
     public bool? Abs { get; init; }
     /// <summary>Normalise.</summary>
-    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions + " (ranks, the AUC and the pointing game's maximum do not change under any of them; relevance-mass-accuracy and attribution-localisation do under negative)")]
+    [Description("rescale each map first: true (Quantus normalise_by_max; the default), false, or " + Normalisations.Functions + " (with abs: false, ranks, the AUC and the pointing game's maximum do not change under any of them; with abs: true negative can reorder them, as in Quantus; relevance-mass-accuracy and attribution-localisation change under negative)")]
     public Normalisation Normalise { get; init; } = Normalisation.Default;
     /// <summary>k.</summary>
     [Range(1, int.MaxValue), Description("top-k-intersection: number of top features (Quantus: 1000; must be < the pixels per image)")]
     public int K { get; init; } = 1000;
     /// <summary>Weighted.</summary>
-    [Description("attribution-localisation: multiply by the mask's share of the image (Kohlbrenner et al.'s weighted variant)")]
+    [Description("attribution-localisation: multiply by the mask's share of the image, |mask| / (H·W) (Kohlbrenner et al.'s weighted variant, Quantus 0.5; Quantus 0.6's batched code divides by (N−2)·C·H·W instead)")]
     public bool Weighted { get; init; }
     /// <summary>Positive attribution only.</summary>
     [Description("attribution-localisation: only the positive attribution counts (Kohlbrenner et al.; Quantus positive_attributions, whose default is false: with abs false the signed ratio Σ_mask a / Σ a, NaN when it exceeds 1)")]

@@ -29,6 +29,10 @@ public enum MprtOrder
 /// <summary>Options of <c>mprt</c>.</summary>
 public sealed record MprtOptions : RandomisationOptions
 {
+    /// <summary>What a map's values are.</summary>
+    [Description("pixels (the default: a per-channel map summed over its channels, signed, as quantus.explain reduces the maps it gives Quantus's MPRT variants — SmoothMPRT always calls it) or values (every value of the map as the method gives it, a per-channel map's C·H·W values, as Quantus flattens a per-channel a_batch or explain_func output)")]
+    public FeatureUnit Features { get; init; }
+
     /// <summary>Variant.</summary>
     [Description("smooth (sMPRT: Spearman of noise-averaged |maps|, intact vs randomised model; lower is better) or efficient (eMPRT: relative rise of the map's histogram entropy, randomised over intact; higher is better)")]
     public MprtVariant Variant { get; init; } = MprtVariant.Smooth;
@@ -189,7 +193,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         if (o.BinsRule is not { } rule) return o;
         if (rule is not (BinRule.FreedmanDiaconis or BinRule.Scott)) return o with { Bins = MapComplexity.QuantusBins(null, rule, o.MinBins, o.MaxBins) };
         using var scope = NewDisposeScope();
-        var maps = cat(ctx.Batches().Select(batch => LinkedMaps(o, ctx, batch).Map.detach().to(ScalarType.Float64).flatten()).ToList(), 0);
+        var maps = cat(ctx.Batches().Select(batch => Flat(o, LinkedMaps(o, ctx, batch).Map, batch.Ids.Length).flatten()).ToList(), 0);
         // Quantus normalises the whole a_batch it is given at once (then |·|) before it applies the rule.
         maps = Normalisations.Rows(maps.unsqueeze(0), o.Normalise.Resolve(false, Normalisation.SecondMoment)).squeeze(0);
         if (o.Abs == true) maps = maps.abs();
@@ -211,20 +215,29 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     Tensor Maps(MprtOptions o, MetricBatch b, Tensor? noise, Tensor? clean = null)
     {
         using var scope = NewDisposeScope();
-        if (noise is null) return scope.MoveToOuter(Magnitude(o, LinkedMaps(o, b.Context, b.X, null, b.Selection).Map.detach().to(ScalarType.Float64).reshape(b.N, -1)));
+        if (noise is null) return scope.MoveToOuter(Magnitude(o, Flat(o, LinkedMaps(o, b.Context, b.X, null, b.Selection).Map, b.N)));
         long n = b.N, s = noise.shape[0], run = clean is null ? s : s - 1;   // the last copy is the clean input
         long chunk = Math.Max(1, Explain.CopiesPerForward(b.Context, b.X, o.MicroBatch, gradients: true) / n);
-        Tensor? sum = clean?.detach().to(ScalarType.Float64).reshape(n, -1);
+        Tensor? sum = clean is null ? null : Flat(o, clean, n);
         for (long s0 = 0; s0 < run; s0 += chunk)
         {
             using var inner = NewDisposeScope();
             long k = Math.Min(chunk, run - s0);
             var xs = (b.X.unsqueeze(0) + noise.narrow(0, s0, k)).reshape(k * n, b.X.shape[1], b.X.shape[2], b.X.shape[3]);
             var sel = b.Selection.Rows(Enumerable.Range(0, (int)k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
-            var m = LinkedMaps(o, b.Context, xs, null, sel).Map.detach().to(ScalarType.Float64).reshape(k, n, -1).sum([0]);
+            var m = Flat(o, LinkedMaps(o, b.Context, xs, null, sel).Map, k * n).reshape(k, n, -1).sum([0]);
             sum = inner.MoveToOuter(sum is null ? m : sum + m);
         }
         return scope.MoveToOuter(Magnitude(o, sum! / s));
+    }
+
+    /// <summary>The maps as <paramref name="rows"/> × values in float64: with <c>features: pixels</c> a per-channel map's
+    /// signed channel sum (quantus.explain's default reduction), else every value.</summary>
+    static Tensor Flat(MprtOptions o, Tensor map, long rows)
+    {
+        var m = map.detach().to(ScalarType.Float64);
+        if (o.Features == FeatureUnit.Pixels && m.dim() == 4) m = m.sum(1);
+        return m.reshape(rows, -1);
     }
 
     /// <summary>The map normalised (by default for sMPRT, by the second moment, as Quantus's), then |map| unless
@@ -252,7 +265,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
                 .Append(zeros_like(x));                                                                   // the last copy: x itself
             noise = stack(draws.ToArray());                                                               // samples×N×C×H×W
         }
-        var given = Magnitude(o, b.Map.detach().to(ScalarType.Float64).reshape(b.N, -1));
+        var given = Magnitude(o, Flat(o, b.Map, b.N));
         var intact = smooth ? Maps(o, b, noise, clean: b.Map) : given;   // the step's maps of x: not recomputed
         double Similar(Tensor p, Tensor q) => MapSimilarities.Of(o.Similarity, p, q, 1, p.shape[0]);
         var reference = o.Reference == MprtReference.Given ? given : intact;
@@ -288,10 +301,10 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     }
 
     /// <summary>The score of one curve: the last point or the mean of the randomised points (smooth), or the relative
-    /// rise of the complexity (efficient; Quantus's (b − a)/a, NaN where the original's complexity is 0 — a constant map's
-    /// histogram entropy — which Quantus would divide by).</summary>
+    /// rise of the complexity (efficient; Quantus's (b − a)/a in floating point: where the original's complexity is 0 — a
+    /// constant map's histogram entropy — +∞ when the randomised map's is not, NaN when it is 0 too, as numpy gives).</summary>
     static double EndPoint(MprtOptions o, double[] curve) =>
-        o.Variant == MprtVariant.Efficient ? (curve[0] == 0 ? double.NaN : (curve[^1] - curve[0]) / curve[0])
+        o.Variant == MprtVariant.Efficient ? (curve[^1] - curve[0]) / curve[0]
         : o.Score switch { MprtScore.Average => curve.Skip(1).Average(), MprtScore.QuantusAverage => curve.Average(), _ => curve[^1] };
 
     /// <inheritdoc/>

@@ -20,26 +20,29 @@ public enum Similarity
 /// undefined (e.g. an empty mask), as Quantus does. Pure functions: the metric classes only gather their inputs.</summary>
 public static class QualityFormulas
 {
-    /// <summary>Sparseness (Chalasani et al. 2020): the Gini index of |a| (+1e-7, Quantus), sorted ascending:
-    /// Σ_k (2k − D − 1) a_(k) / (D Σ a). One-hot maps give (D − 1)/D, uniform maps 0. Higher is sparser.</summary>
+    /// <summary>Sparseness (Chalasani et al. 2020): the Gini index of a (+1e-7, Quantus), sorted ascending:
+    /// Σ_k (2k − D − 1) a_(k) / (D Σ a). One-hot maps give (D − 1)/D, uniform maps 0. Higher is sparser. a is taken as
+    /// given, as Quantus takes it: |·| is the metric's <c>abs</c> (its default), and a signed map gives Quantus's
+    /// numbers for one (not a Gini index: the sum may be near 0).</summary>
     public static Tensor Gini(Tensor a)
     {
         using var scope = NewDisposeScope();
         long d = a.shape[1];
-        var v = a.to(ScalarType.Float64).abs() + 1e-7;
+        var v = a.to(ScalarType.Float64) + 1e-7;
         var sorted = v.sort(1).Values;
         var k = arange(1, d + 1, dtype: ScalarType.Float64).unsqueeze(0);
         var g = ((2 * k - d - 1) * sorted).sum(1) / (d * sorted.sum(1));
         return scope.MoveToOuter(g);
     }
 
-    /// <summary>Complexity (Bhatt et al. 2020): entropy (natural log) of the fractional contributions p = |a| / Σ|a|:
-    /// −Σ p ln(p + 1e-12) (Quantus's guard). Lower is simpler.</summary>
+    /// <summary>Complexity (Bhatt et al. 2020): entropy (natural log) of the fractional contributions p = a / Σ|a|:
+    /// −Σ p ln(p + 1e-12) (Quantus's guard). Lower is simpler. a is taken as given, as Quantus takes it: |·| is the
+    /// metric's <c>abs</c> (its default); a signed map's negative contributions give NaN, as in Quantus.</summary>
     public static Tensor Entropy(Tensor a)
     {
         using var scope = NewDisposeScope();
-        var v = a.to(ScalarType.Float64).abs();
-        var p = v / v.sum(1, keepdim: true);
+        var v = a.to(ScalarType.Float64);
+        var p = v / v.abs().sum(1, keepdim: true);
         return scope.MoveToOuter(-(p * (p + 1e-12).log()).sum(1));
     }
 
@@ -195,6 +198,15 @@ public static class QualityFormulas
         using var scope = NewDisposeScope();
         var c = curves.to(ScalarType.Float64);
         return scope.MoveToOuter((c.narrow(1, 0, 1) - c).mean([1]));
+    }
+
+    /// <summary>Quantus's region-perturbation score (get_auc_score): the trapezoid, dx = 1, of the drops
+    /// f(x) − f(x_k), k = 1..L, from curves whose first column is f(x); 0 for L ≤ 1 (numpy's trapz of one value).</summary>
+    public static Tensor DropTrapezoid(Tensor curves)
+    {
+        using var scope = NewDisposeScope();
+        var c = curves.to(ScalarType.Float64);
+        return scope.MoveToOuter(Trapezoid(c.narrow(1, 0, 1) - c.narrow(1, 1, c.shape[1] - 1)));
     }
 
     /// <summary>Monotonicity (Arya et al. 2019): 1 when the curve never decreases, else 0.</summary>

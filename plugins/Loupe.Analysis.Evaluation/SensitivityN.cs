@@ -42,6 +42,10 @@ public sealed class SensitivityN : FaithfulnessMetric
 
     /// <inheritdoc/>
     protected override bool UsesQuantusBatch => true;
+    /// <inheritdoc/>
+    protected override bool UsesScore => true;
+    /// <inheritdoc/>
+    protected override int MinRuns => 2;
 
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)

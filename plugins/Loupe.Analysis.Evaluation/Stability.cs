@@ -44,7 +44,7 @@ public sealed record StabilityOptions : NormalisedMetricOptions
     [Range(0.0, 1.0), Description("relative-*-stability: replaces the denominator and the divisors' entries when they are exactly 0 (Quantus eps_min: 1e-6)")]
     public double EpsMin { get; init; } = 1e-6;
     /// <summary>Skip changed predictions.</summary>
-    [Description("leave out perturbed samples whose top-1 class changed (Quantus: true for relative-*-stability, false otherwise)")]
+    [Description("leave out perturbed samples whose top-1 class changed (default: true for relative-*-stability, as the paper; false otherwise). Quantus never leaves a sample out: its relative stabilities give such an input NaN, which is nan_when_prediction_changes")]
     public bool? SkipChangedPredictions { get; init; }
     /// <summary>Numerator norm.</summary>
     [Description("avg-sensitivity, max-sensitivity and local-lipschitz: the norm of Φ(x) − Φ(x') (Quantus norm_numerator: fro_norm, or local-lipschitz's distance_euclidean; l2 is the same on the flat map; linf the largest |·| (linf_norm, distance_chebyshev); l1 the sum of |·| (distance_manhattan))")]
@@ -265,12 +265,14 @@ public sealed class MaxSensitivity : MapSensitivity
 }
 
 /// <summary>Base of Quantus's two sensitivities: a sample's value is ‖Φ(x) − Φ(x')‖_F / ‖Φ(x)‖_F (Quantus's
-/// difference, fro_norm numerator and denominator).</summary>
+/// difference, fro_norm numerator and denominator), unguarded as in Quantus: a map of zeros has no relative change —
+/// +∞ when a sample's map is not zero, no value (NaN, left out as a skipped sample) when it is, so an input whose every
+/// map is zero scores NaN, not the best score 0 (a Grad-CAM whose ReLU zeroes the whole map is not "stable").</summary>
 public abstract class MapSensitivity : StabilityMetric
 {
     /// <inheritdoc/>
     protected override Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs) =>
-        Of(o.NormNumerator, e - es) / Of(o.NormDenominator, e).clamp_min(1e-30);
+        Of(o.NormNumerator, e - es) / Of(o.NormDenominator, e);
 }
 
 /// <summary><c>local-lipschitz</c> (Alvarez-Melis &amp; Jaakkola 2018; Quantus LocalLipschitzEstimate): the max over

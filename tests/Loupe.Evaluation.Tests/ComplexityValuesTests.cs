@@ -46,6 +46,45 @@ public class ComplexityValuesTests
     }
 
     [Fact]
+    public void AbsFalseScoresTheSignedValuesAsQuantusDoes()
+    {
+        // Quantus applies |·| only through abs=True: with abs=False sparseness runs its Gini formula on the signed
+        // values (+1e-7) and complexity divides by Σ|a| and takes the log of negative shares (NaN). Loupe took |·|
+        // inside both formulas, so abs: false changed nothing (audit of 2026-12-05: [1, −1] gave 0 and ln 2).
+        var dir = Env.TempDir();
+        var rng = new Random(9);
+        var data = Enumerable.Range(0, 4 * 784).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        var path = Path.Combine(dir, "maps.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(data, [4, 28, 28])));
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "inputs.npy"))}} } }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(path)}} } }
+              - { id: sp, uses: sparseness, with: { of: m, abs: false } }
+              - { id: cx, uses: complexity, with: { of: m, abs: false } }
+              - { id: ec, uses: effective-complexity, with: { of: m, abs: false, eps: 0.1 } }
+              - { id: sp-abs, uses: sparseness, with: { of: m } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
+        double[] Values(string step, string key) => Env.InputValues(r, step, key);
+        var (sp, cx, ec, spAbs) = (Values("sp", "sparseness"), Values("cx", "complexity"), Values("ec", "effective_complexity"), Values("sp-abs", "sparseness"));
+        for (int i = 0; i < 4; i++)
+        {
+            var v = data.AsSpan(i * 784, 784).ToArray().Select(x => (double)x).ToArray();
+            double max = v.Max(Math.Abs);
+            var a = v.Select(x => x / max).ToArray();   // normalise_by_max, no |·|
+            var s = a.Select(x => x + 1e-7).Order().ToArray();
+            double gini = s.Select((x, k) => (2.0 * (k + 1) - s.Length - 1) * x).Sum() / (s.Length * s.Sum());
+            Assert.True(Math.Abs(gini - sp[i]) <= 1e-9 * Math.Abs(gini), $"sparseness {sp[i]:R}, the signed Gini {gini:R}");
+            Assert.True(double.IsNaN(cx[i]), $"complexity of a signed map: {cx[i]} (Quantus: NaN)");
+            Assert.Equal(a.Count(x => x > 0.1), ec[i], 9);
+            Assert.NotEqual(sp[i], spAbs[i]);
+        }
+    }
+
+    [Fact]
     public void ConsistencyOnValuesComparesEveryChannelsSigns()
     {
         // Maps of 2×28×28 for the 8 inputs, grouped by the class the model predicts: within a group every map is the

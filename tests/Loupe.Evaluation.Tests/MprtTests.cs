@@ -147,4 +147,49 @@ public class MprtTests
         // step's map) and 3 on the randomised one; efficient: the step's map, then 1 on the randomised model.
         Assert.Equal(4 + (2 + 3) * 4 + 4, CountingMap.Rows);
     }
+
+    [Fact]
+    public void PerChannelMapsAreSummedOverChannelsAsQuantusExplainDoes()
+    {
+        // Quantus's MPRT variants score the maps quantus.explain gives them, summed over the channels with their sign
+        // (reduce_axes=[1]); mprt flattened a per-channel map's C·H·W values instead (audit of 2026-12-05). On the
+        // 3-channel CNN: eMPRT's original point is the 100-bin histogram entropy of the signed channel sum of the
+        // step's saved maps (restated here), features: values scores every value, and maps that are already H×W
+        // (saliency's reduce: max) score the same either way.
+        string Fixture(string name) => Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", name));
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: onnx, with: { path: {{Fixture("conv_cnn3.onnx")}} } }
+            data: { uses: npy, with: { path: {{Fixture("quality/quantus/rgb_inputs.npy")}} } }
+            settings: { batch_size: 4 }
+            steps:
+              - { id: sal, uses: saliency, with: { abs: false } }
+              - { id: salmax, uses: saliency, with: { reduce: max } }
+              - { id: pixels, uses: mprt, with: { of: sal, variant: efficient, per_layer: false } }
+              - { id: values, uses: mprt, with: { of: sal, variant: efficient, per_layer: false, features: values } }
+              - { id: max-pixels, uses: mprt, with: { of: salmax, variant: efficient, per_layer: false } }
+              - { id: max-values, uses: mprt, with: { of: salmax, variant: efficient, per_layer: false, features: values } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        NdArray Curve(string step) => Npy.Read(Path.Combine(r.OutDir!, step, "mprt_curve.npy"));
+        var (pixels, values) = (Curve("pixels"), Curve("values"));
+        long points = pixels.Shape[1];
+        var maps = Directory.GetFiles(Path.Combine(r.OutDir!, "sal"), "*.saliency.npy").Order(StringComparer.Ordinal).Select(f => Npy.Read(f)).ToArray();
+        Assert.Equal(pixels.Shape[0], maps.Length);
+        bool differs = false;
+        for (int i = 0; i < maps.Length; i++)
+        {
+            Assert.Equal(3, maps[i].Shape[0]);
+            int hw = maps[i].Data.Length / 3;
+            var sum = Enumerable.Range(0, hw).Select(p => (double)maps[i].Data[p] + maps[i].Data[hw + p] + maps[i].Data[2 * hw + p]).ToArray();
+            double lo = sum.Min(), hi = sum.Max();
+            var counts = new double[100];
+            foreach (var v in sum) counts[Math.Clamp((int)Math.Floor((v - lo) / (hi - lo) * 100), 0, 99)]++;
+            double entropy = -counts.Where(c => c > 0).Sum(c => c / hw * Math.Log(c / hw));
+            Assert.Equal(entropy, pixels.Data[i * points], 4);   // the curve is stored in float32
+            differs |= Math.Abs(pixels.Data[i * points] - values.Data[i * points]) > 1e-3;
+        }
+        Assert.True(differs, "the channel sum and the C·H·W values gave the same entropies");
+        Assert.Equal(Curve("max-pixels").Data, Curve("max-values").Data);
+    }
 }

@@ -44,12 +44,15 @@ public class QualityMoreTests
     [Fact]
     public void IrofRoadAndContinuityMatchTheNumpyReference()
     {
+        // The numpy restatement (make_quality_more_fixtures.py) fills IROF's segments with the clean image's mean for
+        // both scores: the Quantus-score steps say baseline: mean (score: quantus alone now defaults to Quantus's
+        // running mean, checked against Quantus itself in QuantusReferenceTests).
         var r = Run("inputs.npy", 4, $$"""
               - { id: m, uses: fixture-map, with: { path: {{Fixture("maps.npy")}} } }
               - { id: sal, uses: saliency, with: { abs: false } }
               - { id: irof, uses: irof, with: { of: m, cell: 4 } }
-              - { id: irof_quantus, uses: irof, with: { of: m, cell: 4, score: quantus } }
-              - { id: irof_slic, uses: irof, with: { of: m, score: quantus } }
+              - { id: irof_quantus, uses: irof, with: { of: m, cell: 4, score: quantus, baseline: mean } }
+              - { id: irof_slic, uses: irof, with: { of: m, score: quantus, baseline: mean } }
               - { id: road_morf, uses: road, with: { of: m, percentages: [5, 20, 40, 60, 80, 95], noise: 0 } }
               - { id: road_lerf, uses: road, with: { of: m, percentages: [5, 20, 40, 60, 80, 95], noise: 0, order: lerf } }
               - { id: continuity, uses: continuity, with: { of: sal, steps: 3, shift: 2 } }

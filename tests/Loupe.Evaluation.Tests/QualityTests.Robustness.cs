@@ -208,6 +208,21 @@ public partial class QualityTests
     }
 
     [Fact]
+    public void SensitivitiesOfAMapOfZerosAreUndefinedNotPerfect()
+    {
+        // ‖Φ(x) − Φ(x')‖ / ‖Φ(x)‖ with Φ ≡ 0 is 0/0 in every sample: Quantus divides unguarded (NaN); a guard on the
+        // denominator gave 0, the best score, to a method that explains nothing.
+        var r = RegionRun("""
+              - { id: z, uses: zero-map }
+              - { id: avg, uses: avg-sensitivity, with: { of: z, samples: 3 } }
+              - { id: max, uses: max-sensitivity, with: { of: z, samples: 3 } }
+            """, 4);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        Assert.All(Values(r, "avg", "avg_sensitivity"), v => Assert.True(double.IsNaN(v), $"avg-sensitivity {v}"));
+        Assert.All(Values(r, "max", "max_sensitivity"), v => Assert.True(double.IsNaN(v), $"max-sensitivity {v}"));
+    }
+
+    [Fact]
     public void RandomDrawsAreSeededPerInputSoBatchingDoesNotChangeTheNumbers()
     {
         const string steps = """

@@ -133,6 +133,7 @@ public partial class QuantusReferenceTests
               - { id: pf, uses: pixel-flipping, with: { of: m, features_in_step: 28 } }
               - { id: rp_morf, uses: region-perturbation, with: { of: m, patch: 4, regions: 10 } }
               - { id: rp_lerf, uses: region-perturbation, with: { of: m, patch: 4, regions: 10, order: lerf } }
+              - { id: rp_q, uses: region-perturbation, with: { of: m, patch: 4, regions: 10, score: quantus } }
               - { id: sel, uses: selectivity, with: { of: m, patch: 4 } }
               - { id: pf_mean, uses: pixel-flipping, with: { of: m, features_in_step: 28, baseline: running-mean } }
               - { id: rp_mean, uses: region-perturbation, with: { of: m, patch: 8, regions: 10, baseline: running-mean } }
@@ -140,6 +141,7 @@ public partial class QuantusReferenceTests
               - { id: fe_mean, uses: faithfulness-estimate, with: { of: m, features_in_step: 28, baseline: running-mean } }
               - { id: irof, uses: irof, with: { of: m, score: quantus, baseline: running-mean } }
               - { id: irof_f, uses: irof, with: { of: m, score: quantus, baseline: running-mean, segmentation: felzenszwalb } }
+              - { id: irof_d, uses: irof, with: { of: m, score: quantus } }
               - { id: road, uses: road, with: { of: m, percentages: [10, 30, 50, 70, 90], noise: 0 } }
               - { id: ns, uses: non-sensitivity, with: { of: m } }
               - { id: cont, uses: continuity, with: { of: sal, sweep: quantus } }
@@ -195,6 +197,9 @@ public partial class QuantusReferenceTests
             m.Rows($"region-perturbation {order}", WantRows($"region_perturbation_{order}"),
                 fk.Select(row => row.Skip(1).Select(v => row[0] - v).ToArray()).ToArray(), 1e-4, TieFree);
         }
+        // score: quantus is Quantus's get_auc_score of its curve: numpy's trapz with dx = 1, per input.
+        m.Close("region-perturbation, score: quantus", WantRows("region_perturbation_morf").Select(row => row.Zip(row.Skip(1), (a, b) => (a + b) / 2).Sum()).ToArray(),
+            Values(r, "rp_q", "region_perturbation"), 1e-4, TieFree);
         // Quantus's "mean": the cumulative metrics take the mean of the array as perturbed so far (the region metrics
         // of the edge-padded array: 28 is padded to 32 for patches of 8), the others the image's mean.
         m.Rows("pixel-flipping curve, running mean", WantRows("pixel_flipping_mean"), Curve(r, "pf_mean/pixel_flipping_curve.npy"), 1e-4, TieFree);
@@ -205,6 +210,8 @@ public partial class QuantusReferenceTests
         m.Close("faithfulness-estimate, mean", Want("faithfulness_estimate_mean"), Values(r, "fe_mean", "faithfulness_estimate"), 1e-4, TieFree);
         m.Close("irof (score: quantus)", Want("irof"), Values(r, "irof", "irof"), 1e-4, TieFree);
         m.Close("irof (felzenszwalb)", Want("irof_felzenszwalb"), Values(r, "irof_f", "irof"), 1e-4, TieFree);
+        // score: quantus alone is Quantus's call with its default baseline ("mean" of the array as perturbed so far).
+        m.Close("irof (score: quantus, default baseline)", Want("irof"), Values(r, "irof_d", "irof"), 1e-4, TieFree);
         m.Rows("road hits", WantRows("road"), Curve(r, "road/road_curve.npy"), 0);
         m.Counts("non-sensitivity", Want("non_sensitivity"), Values(r, "ns", "non_sensitivity"), FlipSlack);
         m.Close("continuity", Want("continuity"), Values(r, "cont", "continuity"), 1e-4);

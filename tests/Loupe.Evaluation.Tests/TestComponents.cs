@@ -163,12 +163,26 @@ public sealed class TestComponents : IPluginRegistrar
         .AddLoupeAnalysis<RandomMap>("random-map", "random maps (test control)")
         .AddLoupeAnalysis<SobelMap>("sobel-map", "Sobel edge maps (test control)")
         .AddLoupeAnalysis<CountingMap>("counting-map", "Sobel edge maps that count the images explained (test)")
-        .AddLoupeAnalysis<FixtureMap>("fixture-map", "maps from a fixture file (test)");
+        .AddLoupeAnalysis<FixtureMap>("fixture-map", "maps from a fixture file (test)")
+        .AddLoupeAnalysis<ZeroMap>("zero-map", "maps of zeros for any input (test: a method whose map vanishes)");
 }
 
 public sealed record FixtureMapOptions
 {
     public string Path { get; init; } = "";
+}
+
+/// <summary>Maps of zeros (N×H×W) for any input, with the target's selection: a method whose map vanishes, as a
+/// Grad-CAM's does when its ReLU zeroes every value.</summary>
+public sealed class ZeroMap : AttributionAnalysis<NoOptions>
+{
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override string ArtifactName => "zero-map";
+    public override AttributionResult Attribute(NoOptions options, AttributionInput input)
+    {
+        var (_, _, sel) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
+        return new AttributionResult(zeros(input.Input.shape[0], input.Input.shape[2], input.Input.shape[3]), sel);
+    }
 }
 
 /// <summary>Maps read from a fixture (row i of an N×H×W or N×C×H×W .npy for input id i, as the npy source numbers them).</summary>

@@ -45,7 +45,9 @@ public static class Env
     /// <paramref name="key"/> field).</summary>
     public static double[] InputValues(RunResult r, string step, string key) =>
         System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, step, key + ".json")))!["inputs"]!.AsArray()
-            .Select(i => (i!["value"] ?? i[key])!.GetValue<double>()).ToArray();
+            .Select(i => (i!["value"] ?? i[key]) is System.Text.Json.Nodes.JsonValue v && v.TryGetValue<string>(out var text)
+                ? double.Parse(text, System.Globalization.CultureInfo.InvariantCulture)   // NaN and ±Infinity are written as strings
+                : (i["value"] ?? i[key])!.GetValue<double>()).ToArray();
 
     /// <summary>A run of the region CNN on the fixture inputs with the fixture maps as step <c>m</c>, then
     /// <paramref name="steps"/>.</summary>
