@@ -13,8 +13,7 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     protected virtual bool DefaultAbs => false;
     /// <summary>Quantus's default of <c>softmax</c>.</summary>
     protected virtual bool DefaultSoftmax => true;
-    /// <summary>The metric's default baseline: Quantus's, unless docs/evaluation.md says it differs (monotonicity-correlation's
-    /// uniform pixels against Quantus's one batched value per step, <c>uniform-step</c>).</summary>
+    /// <summary>The metric's default baseline: Quantus's, unless docs/evaluation.md says it differs.</summary>
     protected virtual Fill DefaultFill => Fill.Min;
     /// <summary>The default fill with these options (<see cref="DefaultFill"/> unless a convention changes it).</summary>
     protected virtual Fill DefaultFillWith(FaithfulnessOptions o) => DefaultFill;
@@ -362,8 +361,9 @@ public sealed class RegionPerturbation : FaithfulnessMetric
 
 /// <summary><c>monotonicity-correlation</c> (Nguyen &amp; Rodríguez Martínez 2020; Quantus MonotonicityCorrelation):
 /// pixels in increasing order of |a|, <c>features_in_step</c> per step; each step's pixels alone are replaced
-/// <c>runs</c> times (Quantus nr_samples: 100; with the default uniform baseline each copy draws its own values, seeded
-/// per input); the step's variance E[(f(x') − f(x))²] / f(x)² (1/f(x)² only when |f(x)| ≥ <c>eps</c>, Quantus: 1e-5) is Spearman-correlated
+/// <c>runs</c> times (Quantus nr_samples: 100; with the default baseline, Quantus's batched "uniform", each copy draws
+/// one U[0, 1) value in the model's input space for all the pixels it replaces, seeded per input: <c>uniform-step</c>;
+/// until 2026-12-05 the default drew U[0, 1) per pixel in display space, <c>uniform</c>); the step's variance E[(f(x') − f(x))²] / f(x)² (1/f(x)² only when |f(x)| ≥ <c>eps</c>, Quantus: 1e-5) is Spearman-correlated
 /// with the step's attribution sum. Softmax by default. Higher is better.</summary>
 public sealed class MonotonicityCorrelation : FaithfulnessMetric
 {
@@ -376,7 +376,7 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
     /// <inheritdoc/>
     protected override bool DefaultAbs => true;
     /// <inheritdoc/>
-    protected override Fill DefaultFill => Fill.Uniform;
+    protected override Fill DefaultFill => Fill.UniformStep;
 
     /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)

@@ -8,7 +8,7 @@ namespace Loupe.Analysis.Evaluation;
 /// <summary>Options of the localisation metrics. The mask: a folder of masks or a boxes file keyed by input id when
 /// given, else the data source's object masks when it has them (e.g. <c>fashion-placement</c>), else display pixels
 /// brighter than <c>threshold</c>.</summary>
-public sealed record LocalisationOptions : MetricOptions
+public sealed record LocalisationOptions : NormalisedMetricOptions
 {
     /// <summary>Object threshold.</summary>
     [Range(0.0, 1.0), Description("object mask when the data source has none: display pixel (max over channels) > threshold")]

@@ -125,3 +125,40 @@ public class FocusNormaliseTests
         Assert.All(Env.InputValues(r, "raw", "focus"), v => Assert.Equal(1e-12 / (1e-12 + 1e-9), v, 6));
     }
 }
+
+/// <summary>The localisation metrics take <c>normalise_over</c>: Quantus normalises the a_batch of a call together,
+/// which matters under <c>normalise: negative</c> (audit of 2026-12-05).</summary>
+public class LocalisationNormaliseOverTests
+{
+    [Fact]
+    public void RelevanceMassOverTheBatchUsesTheBatchsMaxAndMin()
+    {
+        // Map 1: 2, −1, 1 at pixels 0..2; map 2: 4, −1 at pixels 0..1 (zeros elsewhere); masks: pixel 0.
+        // normalise_by_negative per map: map 1 → 1, −1, 0.5, mass 1 / 0.5 = 2. Over the batch (positives over 4,
+        // negatives over 1): map 1 → 0.5, −1, 0.25, mass 0.5 / −0.25 = −2 (Quantus's number for one call of both).
+        var dir = Env.TempDir();
+        var maps = new float[4 * 784];
+        maps[0] = 2; maps[1] = -1; maps[2] = 1;
+        maps[784] = 4; maps[785] = -1;
+        maps[2 * 784] = 1; maps[3 * 784] = 1;
+        var path = Path.Combine(dir, "maps.npy");
+        File.WriteAllBytes(path, Npy.Encode(new NdArray(maps, [4, 28, 28])));
+        var masks = Directory.CreateDirectory(Path.Combine(dir, "masks")).FullName;
+        var mask = new float[784];
+        mask[0] = 1;
+        for (int i = 0; i < 4; i++) File.WriteAllBytes(Path.Combine(masks, $"{i:D5}.npy"), Npy.Encode(new NdArray(mask, [28, 28])));
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.QualityFixture("inputs.npy")}} } }
+            settings: { batch_size: 2 }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(path)}} } }
+              - { id: map, uses: relevance-mass-accuracy, with: { of: m, masks: {{Env.Yaml(masks)}}, normalise: negative } }
+              - { id: batch, uses: relevance-mass-accuracy, with: { of: m, masks: {{Env.Yaml(masks)}}, normalise: negative, normalise_over: batch } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        Assert.Equal(2, Env.InputValues(r, "map", "relevance_mass_accuracy")[0], 9);
+        Assert.Equal(-2, Env.InputValues(r, "batch", "relevance_mass_accuracy")[0], 9);
+    }
+}
