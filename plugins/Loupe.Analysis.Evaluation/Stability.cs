@@ -32,7 +32,7 @@ public sealed record StabilityOptions : NormalisedMetricOptions
     [Range(0.0, 1000.0), Description("uniform noise: up to r per input element, normalised units: U[−r, r], or U[lower_bound, r] when lower_bound is set (Quantus: 0.2 — avg- and max-sensitivity's lower_bound 0.2 = U[−0.2, 0.2], relative-*-stability's upper_bound 0.2; local-lipschitz 0.02, batch_uniform_noise's own lower_bound)")]
     public double? Radius { get; init; }
     /// <summary>One-sided noise from this bound.</summary>
-    [Range(0.0, 1000.0), Description("uniform noise: U[lower_bound, radius] instead of U[−radius, radius] (Quantus's relative-*-stability: 0.02, its batch_uniform_noise lower_bound with upper_bound 0.2; unset for the others)")]
+    [Range(-1000.0, 1000.0), Description("uniform noise: U[lower_bound, radius] instead of U[−radius, radius] (Quantus's relative-*-stability: 0.02, its batch_uniform_noise lower_bound with upper_bound 0.2; unset for the others). It may be negative: lower_bound: -0.02 with radius: 0.02 is U[−0.02, 0.02], Quantus's batch_uniform_noise with upper_bound=None")]
     public double? LowerBound { get; init; }
     /// <summary>Gaussian σ.</summary>
     [Range(0.0, 1000.0), Description("gaussian noise: N(mean, σ²) per input element, normalised units (Quantus perturb_std: local-lipschitz 0.1; the others 0.01, batch_gaussian_noise's own)")]

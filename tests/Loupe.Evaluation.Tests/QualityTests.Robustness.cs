@@ -208,6 +208,25 @@ public partial class QualityTests
     }
 
     [Fact]
+    public void ANegativeLowerBoundGivesTwoSidedUniformNoise()
+    {
+        // U[lower_bound, radius] with lower_bound = −radius is the two-sided U[−r, r] (the same draws); the relative
+        // stabilities (one-sided by default, 0.02..0.2) can then take Quantus's upper_bound=None, U[−0.02, 0.02].
+        // (Draws are seeded per step and input: the same step id in two runs.)
+        var sym = RegionRun("""
+              - { id: as, uses: avg-sensitivity, with: { of: edges, samples: 3, radius: 0.1 } }
+              - { id: ris, uses: relative-input-stability, with: { of: edges, samples: 3 } }
+            """, 4);
+        var neg = RegionRun("""
+              - { id: as, uses: avg-sensitivity, with: { of: edges, samples: 3, radius: 0.1, lower_bound: -0.1 } }
+              - { id: ris, uses: relative-input-stability, with: { of: edges, samples: 3, radius: 0.02, lower_bound: -0.02 } }
+            """, 4);
+        Assert.True(sym.ExitCode == 0 && neg.ExitCode == 0, Failures(sym) + Failures(neg));
+        Assert.Equal(Values(sym, "as", "avg_sensitivity"), Values(neg, "as", "avg_sensitivity"));
+        Assert.NotEqual(Values(sym, "ris", "relative_input_stability"), Values(neg, "ris", "relative_input_stability"));
+    }
+
+    [Fact]
     public void SensitivitiesOfAMapOfZerosAreUndefinedNotPerfect()
     {
         // ‖Φ(x) − Φ(x')‖ / ‖Φ(x)‖ with Φ ≡ 0 is 0/0 in every sample: Quantus divides unguarded (NaN); a guard on the
