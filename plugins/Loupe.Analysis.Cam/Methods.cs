@@ -136,8 +136,10 @@ public sealed class ScoreCam : CamAnalysis<ScoreCamOptions>
     {
         var a = l.Activation; var x = l.Input;
         long n = a.shape[0], k = a.shape[1];
-        // pytorch-grad-cam upsamples with UpsamplingBilinear2d, i.e. align_corners = true.
-        var up = Display.Resize(a, x.shape[2], x.shape[3], alignCorners: o.Convention == CamConvention.PytorchGradCam);  // N×K×H×W
+        // pytorch-grad-cam upsamples with UpsamplingBilinear2d, i.e. align_corners = true, under either convention:
+        // Captum has no Score-CAM, so its convention (the output's scaling and resize) has no masks of its own (until
+        // 2026-12-05 the captum convention masked with align_corners = false, a different layer map).
+        var up = Display.Resize(a, x.shape[2], x.shape[3], alignCorners: true);  // N×K×H×W
         var flat = up.reshape(n, k, -1);
         var min = flat.amin([2]).view(n, k, 1, 1); var max = flat.amax([2]).view(n, k, 1, 1);
         var masks = (up - min) / (max - min + 1e-8f);

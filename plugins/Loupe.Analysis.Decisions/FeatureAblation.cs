@@ -165,8 +165,8 @@ public sealed record RiseOptions
     [Description("score masked copies with the class probability (softmax, as the paper) or the target score")]
     public bool Softmax { get; init; } = true;
     /// <summary>Fill for removed pixels.</summary>
-    [OrConstant(nameof(FillValue)), Description("what masked-out pixels become: zero (normalised), mean, blur, black (the paper multiplies pixels by the mask: black), or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
-    public Fill Fill { get; init; } = Fill.Black;
+    [OrConstant(nameof(FillValue)), Description("what masked-out pixels become: zero (normalised: the default, as the authors' code multiplies the normalised input by the mask), mean, blur, black (pixels 0), or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
+    public Fill Fill { get; init; } = Fill.Zero;
     /// <summary>Constant fill.</summary>
     [Description(Perturbation.ConstantDescription + "'fill'")]
     public float[]? FillValue { get; init; }

@@ -70,6 +70,17 @@ public static class Features
         return scope.MoveToOuter(dense!.view(h, w).to(ScalarType.Int64));
     }
 
+    /// <summary>Segment choices these methods cannot honour: their features are pixel regions (all channels together),
+    /// so <c>segments: elements</c> (every scalar a feature, Captum's feature_mask=None) has no label map here, and
+    /// <c>segments: mask</c> needs its <c>feature_mask</c> (until 2026-12-05 both fell back to the grid silently).</summary>
+    public static IEnumerable<string> SegmentErrors(FeatureOptions o, string id)
+    {
+        if (o.Segments == FeatureSegments.Elements && o.FeatureMask is null)
+            yield return $"option 'segments': {id} switches pixel regions (every channel together) on and off; elements (every scalar a feature) is feature-ablation's: give grid, superpixels or a feature_mask";
+        if (o.Segments == FeatureSegments.Mask && o.FeatureMask is null)
+            yield return "option 'segments': mask needs 'feature_mask' (a .npy H×W of feature ids)";
+    }
+
     /// <summary>Number of features of a label map.</summary>
     public static long Count(Tensor labels) => labels.max().item<long>() + 1;
 

@@ -23,7 +23,7 @@ public record LayerPathOptions : LayerOptions
     [Range(2, 100_000), Description("points on the path from the baseline to the input (Captum's n_steps)")]
     public int Steps { get; init; } = 50;
     /// <summary>Rule.</summary>
-    [Description("gauss-legendre (Captum's default), riemann-trapezoid, riemann-left, riemann-right, riemann-middle")]
+    [Description("gauss-legendre (Captum's default for the layer methods), riemann-trapezoid (Captum NeuronConductance's default, and neuron-conductance's), riemann-left, riemann-right, riemann-middle")]
     public IntegrationRule Method { get; init; } = IntegrationRule.GaussLegendre;
     /// <summary>Baseline.</summary>
     [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("input baseline x′ (also spelled fill): zero (normalised; Captum's default), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]

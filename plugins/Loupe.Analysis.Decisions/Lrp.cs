@@ -100,7 +100,8 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
 
     /// <summary>Canonizes a graph: each batch norm fed only by a convolution/dense layer is merged into it (the batch
     /// norm becomes an identity); any other batch norm becomes a depthwise 1×1 convolution, returned in
-    /// <paramref name="standalone"/> (LRP-ε). Tensors made here belong to the caller's dispose scope.</summary>
+    /// <paramref name="standalone"/> (Zennit convention: Pass, as its composites map BatchNorm; captum convention: LRP-ε,
+    /// as Captum's EpsilonRule on BatchNorm2d). Tensors made here belong to the caller's dispose scope.</summary>
     public static ModelGraph Canonize(ModelGraph graph, out HashSet<int> standalone) => graph.FoldBatchNorms(out standalone);
 
     /// <summary>The rule of each node under <paramref name="options"/> (null for nodes without weights).</summary>
@@ -135,7 +136,9 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         {
             var n = nodes[i];
             if (!n.IsLinearLayer) return null;
-            if (standalone.Contains(i)) return Make(LrpRuleKind.Epsilon);
+            // A batch norm no canonizer merged (pre-activation blocks, after a concatenation): Zennit's composites map
+            // BatchNorm to Pass (until 2026-12-05 Loupe gave it LRP-ε, whose shift absorbed relevance).
+            if (standalone.Contains(i)) return new LrpRule(LrpRuleKind.Epsilon, eps) { Pass = true };
             if (i == firstIndex && firstKind is { } f) return Make(f);
             return Make((n.Op == GraphOp.Conv ? conv : dense) ?? LrpRuleKind.Epsilon);
         };

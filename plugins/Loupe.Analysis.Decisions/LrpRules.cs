@@ -26,7 +26,12 @@ public enum LrpRuleKind
 }
 
 /// <summary>A rule with its parameters. <see cref="Low"/>/<see cref="High"/> (z^B) are in model-input space, broadcastable to the input.</summary>
-public sealed record LrpRule(LrpRuleKind Kind, double Epsilon = 1e-6, double Gamma = 0.25, Tensor? Low = null, Tensor? High = null);
+public sealed record LrpRule(LrpRuleKind Kind, double Epsilon = 1e-6, double Gamma = 0.25, Tensor? Low = null, Tensor? High = null)
+{
+    /// <summary>Zennit's <c>Pass</c>: the layer hands its relevance on unchanged (it must keep the shape: a batch norm
+    /// that no canonizer merged, which Zennit's composites map to Pass); <see cref="Kind"/> is then not used.</summary>
+    public bool Pass { get; init; }
+}
 
 /// <summary>Relevance propagation over a <see cref="ModelGraph"/> (Bach et al. 2015), each rule as Zennit defines it:
 /// outputs of modified forwards, relevance divided by the stabilised output, the gradient of the modified forward, times
@@ -90,7 +95,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 return Proportional(node, xs, r, PoolEpsilon);
         }
         var rule = ruleOf(index) ?? new LrpRule(LrpRuleKind.Epsilon);
-        return [Layer(node, xs[0], r, rule)];
+        return rule.Pass ? [r] : [Layer(node, xs[0], r, rule)];
     }
 
     static Tensor[] Gradient(GraphNode node, Tensor[] xs, Tensor r)

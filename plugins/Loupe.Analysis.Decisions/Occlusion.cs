@@ -60,9 +60,11 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
         var (strideH, strideW) = options.Stride is { } st ? Pair(st) : (Math.Max(1, winH / 2), Math.Max(1, winW / 2));
         if (winH > h || winW > w) throw new LoupeException($"window {winH}×{winW} is larger than the input {h}×{w}");
         var (baseScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        // Window origins, as Captum: 0, s, 2s, ... while the window fits.
-        var ys = Enumerable.Range(0, (int)((h - winH) / strideH + 1)).Select(i => (long)i * strideH).ToArray();
-        var xs = Enumerable.Range(0, (int)((w - winW) / strideW + 1)).Select(i => (long)i * strideW).ToArray();
+        // Window origins, as Captum: ⌈(H − h) / s⌉ + 1 of them, 0, s, 2s, ..., the last window cut off at the image's
+        // edge when (H − h) is not a multiple of s (BoxMasks clips it), so every pixel is covered. Until 2026-12-05 only
+        // the windows that fit were taken, which left the far rows and columns without a window: 0 there.
+        var ys = Enumerable.Range(0, (int)((h - winH + strideH - 1) / strideH + 1)).Select(i => (long)i * strideH).ToArray();
+        var xs = Enumerable.Range(0, (int)((w - winW + strideW - 1) / strideW + 1)).Select(i => (long)i * strideW).ToArray();
         var originY = tensor(ys).repeat_interleave(xs.Length);
         var originX = tensor(xs).repeat(ys.Length);
         var fill = Perturbation.Baseline(x, options.Fill, Math.Max(winH, winW) / 2.0, ctx.Input, options.FillValue);

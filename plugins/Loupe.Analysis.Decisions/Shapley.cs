@@ -31,6 +31,9 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
     public override string ArtifactName => "shapley-sampling";
 
     /// <inheritdoc/>
+    public override IEnumerable<string> Validate(ShapleySamplingOptions options, AnalysisValidationContext context) => Features.SegmentErrors(options, ArtifactName);
+
+    /// <inheritdoc/>
     public override AttributionResult Attribute(ShapleySamplingOptions options, AttributionInput input)
     {
         var ctx = input.Context;
@@ -106,6 +109,7 @@ public sealed class FeaturePermutation : AttributionAnalysis<FeaturePermutationO
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(FeaturePermutationOptions options, AnalysisValidationContext context)
     {
+        foreach (var e in Features.SegmentErrors(options, ArtifactName)) yield return e;
         if (options.Segments == FeatureSegments.Superpixels && options.FeatureMask is null)
             yield return "segments: superpixels differ from image to image; feature-permutation needs features shared by the batch (grid or feature_mask)";
     }

@@ -38,8 +38,8 @@ public sealed record KernelShapOptions : FeatureOptions
 public sealed record LimeOptions : FeatureOptions
 {
     /// <summary>Perturbations per input.</summary>
-    [Range(2, 1_000_000), Description("perturbed samples per input (Captum's n_samples, default 50)")]
-    public int Samples { get; init; } = 50;
+    [Range(2, 1_000_000), Description("perturbed samples per input (Captum Lime.attribute's n_samples, default 25; its docstring and LimeBase say 50)")]
+    public int Samples { get; init; } = 25;
     /// <summary>Coalitions from a file.</summary>
     [FilePath, Description("a .npy float32 S×M of 0/1 samples (1 = feature kept), used for every input instead of the seeded draws")]
     public string? CoalitionsFile { get; init; }
@@ -63,6 +63,9 @@ public abstract class SurrogateAnalysis<TOptions> : AttributionAnalysis<TOptions
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context) => Features.SegmentErrors(options, ArtifactName);
 
     /// <summary>Seeded coalitions (S×M, 0/1) of one input.</summary>
     protected abstract Tensor Draw(TOptions options, Generator g, long m);

@@ -17,7 +17,9 @@ public class LayerFamilyTests
     static readonly Lazy<RunResult> Cnn = new(() =>
     {
         var r = TestEnv.Run(TestEnv.FixturePipeline(Steps.Replace("LAYER", "pool2").Replace("N", "4")
-            + "\n      - { id: nc, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8, internal_batch_size: 3 } }", batchSize: 3));
+            + "\n      - { id: nc, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8, internal_batch_size: 3, method: gauss-legendre } }"
+            + "\n      - { id: nc-default, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8 } }"
+            + "\n      - { id: nc-trapezoid, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8, method: riemann-trapezoid } }", batchSize: 3));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         return r;
     });
@@ -30,6 +32,15 @@ public class LayerFamilyTests
     [InlineData("nc", "neuron-conductance", "fam_cnn_neuron_conductance.npy")]
     public void MatchesThePyTorchReferenceOnTheDemoCnn(string step, string artifact, string fixture) =>
         TechniqueTests.Close(TechniqueTests.Stack(Cnn.Value, step, artifact), fixture, 1e-4);
+
+    [Fact]
+    public void NeuronConductanceDefaultsToCaptumsRiemannTrapezoid()
+    {
+        // Captum's NeuronConductance.attribute defaults to method="riemann_trapezoid" (its layer methods to gausslegendre).
+        var byDefault = TechniqueTests.Stack(Cnn.Value, "nc-default", "neuron-conductance");
+        Assert.Equal(TechniqueTests.Stack(Cnn.Value, "nc-trapezoid", "neuron-conductance"), byDefault);
+        Assert.NotEqual(TechniqueTests.Stack(Cnn.Value, "nc", "neuron-conductance"), byDefault);
+    }
 
     [Fact]
     public void NoStepLeavesLiveTensorsBehind() =>

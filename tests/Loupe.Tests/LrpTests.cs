@@ -84,6 +84,29 @@ public class LrpTests
     }
 
     [Fact]
+    public void ABatchNormNoCanonizerMergesPassesRelevanceUnderZennitAndTakesEpsilonUnderCaptum()
+    {
+        using var scope = NewDisposeScope();
+        // x → BN (scale 2, shift 1: nothing before it to merge into) → flatten → linear (w 1), x = 1: output 3.
+        // Zennit's composites map BatchNorm to Pass: the input keeps the whole relevance 1. LRP-ε on the batch norm
+        // (Captum's EpsilonRule on BatchNorm2d; Loupe's Zennit convention until 2026-12-05) keeps s·x / (s·x + t) = 2/3.
+        var graph = new ModelGraph([
+            new GraphNode("bn", GraphOp.BatchNorm, [-1]) { Weight = tensor(new float[] { 2f }), Bias = tensor(new float[] { 1f }), Mean = zeros(1), Var = ones(1), Eps = 0 },
+            new GraphNode("flat", GraphOp.Flatten, [0]),
+            new GraphNode("fc", GraphOp.Linear, [1]) { Weight = tensor(new float[] { 1f }).view(1, 1) },
+        ]);
+        var canonized = Lrp.Canonize(graph, out var standalone);
+        Assert.Equal([0], standalone);
+        var x = ones(1, 1, 1, 1);
+        var values = canonized.Run(x);
+        Assert.Equal(3f, values[^1].item<float>(), 1e-6);
+        var spec = new InputSpec(1, 1, 1, [0f], [1f]);
+        float Relevance(LrpOptions o) => new LrpPropagation(canonized, Lrp.Rules(canonized, standalone, o, spec, 1)).Propagate(x, values, ones(1, 1)).item<float>();
+        Assert.Equal(1f, Relevance(new LrpOptions()), 1e-5);
+        Assert.Equal(2f / 3, Relevance(new LrpOptions { Convention = LrpConvention.Captum }), 1e-5);
+    }
+
+    [Fact]
     public void EpsilonAbsorbsRelevanceAndBiasesTakeTheirShare()
     {
         using var scope = NewDisposeScope();

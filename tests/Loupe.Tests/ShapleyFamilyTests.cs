@@ -157,4 +157,24 @@ public class ShapleyFamilyTests
         Assert.Equal(1, empty.ExitCode);
         Assert.Contains("no-perms.npy: permutations_file must be S×4 (S ≥ 1)", empty.Manifest!["steps"]![0]!["error"]!.ToString());
     }
+
+    [Fact]
+    public void SegmentChoicesTheMethodsCannotHonourAreValidationErrors()
+    {
+        // Their features are pixel regions: segments: elements (every scalar) and segments: mask without a
+        // feature_mask fell back to the 8-pixel grid silently until 2026-12-05.
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: ks, uses: kernel-shap, with: { segments: elements } }
+              - { id: lm, uses: lime, with: { segments: mask } }
+              - { id: ss, uses: shapley-sampling, with: { segments: elements } }
+              - { id: fp, uses: feature-permutation, with: { segments: elements } }
+            """));
+        Assert.Equal(2, r.ExitCode);
+        var all = string.Join("\n", r.Errors);
+        foreach (var id in new[] { "kernel-shap", "shapley-sampling", "feature-permutation" })
+            Assert.Contains($"option 'segments': {id} switches pixel regions (every channel together) on and off", all);
+        Assert.Contains("option 'segments': mask needs 'feature_mask'", all);
+        // Captum's Lime.attribute takes 25 samples unless told otherwise.
+        Assert.Equal(25, new Loupe.Analysis.Decisions.LimeOptions().Samples);
+    }
 }
