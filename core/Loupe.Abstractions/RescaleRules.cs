@@ -56,6 +56,15 @@ public static class Rescale
         return Run(() => kind == Nonlinearity.Softmax ? RescaleNonlinear.apply(pre, kind, dim) : RescaleElementwise.apply(pre, kind));
     }
 
+    /// <summary>An element-wise non-linearity outside <see cref="Nonlinearity"/> (LeakyReLU, ELU: Captum's
+    /// <c>nonlinear</c> rule covers them) under the rescale rule: forward <paramref name="f"/>(<paramref name="pre"/>),
+    /// backward × Δout/Δin between the halves, or × <paramref name="derivative"/>(inputs' half) where |Δin| &lt; 1e-10.</summary>
+    public static Tensor Elementwise(Tensor pre, Func<Tensor, Tensor> f, Func<Tensor, Tensor> derivative)
+    {
+        if (pre.shape[0] % 2 != 0) throw new LoupeException($"the rescale rule needs a batch [inputs; references] with an even number of rows, got {pre.shape[0]}");
+        return Run(() => RescaleGiven.apply(pre, f, derivative));
+    }
+
     /// <summary>2-D max pooling whose backward is Captum's DeepLift <c>maxpool</c> rule (see <see cref="RescaleMaxPool2d"/>).</summary>
     public static Tensor MaxPool2d(Tensor x, long[] kernel, long[] stride, long[] padding, long[] dilation, bool ceilMode)
     {
@@ -116,6 +125,19 @@ public static class Rescale
     /// reference half gets f′(a) instead of Captum's f′(b)).</summary>
     internal static Tensor Multipliers(Tensor pre, Tensor y, Nonlinearity kind)
     {
+        long h = pre.shape[0] / 2;
+        return Multipliers(pre, y, a => kind switch
+        {
+            Nonlinearity.Relu => a.gt(0).to(y.dtype),
+            Nonlinearity.Sigmoid => y.narrow(0, 0, h) * (1 - y.narrow(0, 0, h)),
+            _ => 1 - y.narrow(0, 0, h).square(),
+        });
+    }
+
+    /// <summary>Δout/Δin between the halves of [inputs; references], or <paramref name="own"/>(inputs' half) — the
+    /// function's own derivative there — where |Δin| &lt; 1e-10.</summary>
+    internal static Tensor Multipliers(Tensor pre, Tensor y, Func<Tensor, Tensor> own)
+    {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         long h = pre.shape[0] / 2;
@@ -123,13 +145,7 @@ public static class Rescale
         var din = a - pre.narrow(0, h, h);
         var ratio = (y.narrow(0, 0, h) - y.narrow(0, h, h)).div_(din);      // inf/nan where din = 0: replaced below
         var small = din.abs_().lt(1e-10);
-        var own = kind switch
-        {
-            Nonlinearity.Relu => a.gt(0).to(y.dtype),
-            Nonlinearity.Sigmoid => y.narrow(0, 0, h) * (1 - y.narrow(0, 0, h)),
-            _ => 1 - y.narrow(0, 0, h).square(),
-        };
-        return scope.MoveToOuter(where(small, own, ratio));
+        return scope.MoveToOuter(where(small, own(a), ratio));
     }
 
     /// <summary>g (2N rows) times the half-batch <paramref name="m"/>, for both halves, in g's own memory layout.</summary>
@@ -182,6 +198,28 @@ sealed class RescaleElementwise : autograd.SingleTensorFunction<RescaleElementwi
     {
         using var scope = NewDisposeScope();
         return [scope.MoveToOuter(Rescale.TimesHalves(grad, ctx.get_saved_variables()[0])), null!];
+    }
+}
+
+/// <summary>The rescale rule of a caller's element-wise function (see <see cref="Rescale.Elementwise"/>).</summary>
+sealed class RescaleGiven : autograd.SingleTensorFunction<RescaleGiven>
+{
+    public override string Name => "LoupeRescaleGiven";
+
+    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var pre = (Tensor)vars[0];
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var y = ((Func<Tensor, Tensor>)vars[1])(pre);
+        Rescale.Save(ctx, Rescale.Multipliers(pre, y, (Func<Tensor, Tensor>)vars[2]));
+        return scope.MoveToOuter(y);
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    {
+        using var scope = NewDisposeScope();
+        return [scope.MoveToOuter(Rescale.TimesHalves(grad, ctx.get_saved_variables()[0])), null!, null!];
     }
 }
 

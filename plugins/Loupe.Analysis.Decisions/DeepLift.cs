@@ -17,6 +17,9 @@ public sealed record DeepLiftOptions
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description(Perturbation.MultiplyByInputsDescription)]
+    public bool MultiplyByInputs { get; init; } = true;
 }
 
 /// <summary>Options of <c>deeplift-shap</c>.</summary>
@@ -34,13 +37,16 @@ public sealed record DeepLiftShapOptions
     /// <summary>Pairs per pass.</summary>
     [Range(1, 100_000), Description("input × reference pairs per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description(Perturbation.MultiplyByInputsDescription)]
+    public bool MultiplyByInputs { get; init; } = true;
 }
 
 /// <summary>DeepLift with the rescale rule (Shrikumar et al. 2017; Captum <c>DeepLift</c>): one forward of the batch
 /// [x; x′], the target scores of both halves summed (Captum's main-model hook keeps both), every ReLU and max pool back-propagating Δout/Δin multipliers (Captum's <c>nonlinear</c> and
 /// <c>maxpool</c> rules; linear layers keep their gradients), and attribution (x − x′) ⊙ multipliers. Its sum is
 /// F(x) − F(x′) (summation to delta). Needs the rescale rule of the backend: the torchvision backend's ReLU modules,
-/// residual blocks and max pools; the onnx interpreter's Relu, Sigmoid, Tanh, Softmax and MaxPool nodes.</summary>
+/// residual blocks and max pools; the onnx interpreter's Relu, LeakyRelu, Sigmoid, Tanh, Softmax and MaxPool nodes.</summary>
 public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
 {
     /// <inheritdoc/>
@@ -53,13 +59,13 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
         Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput);
 
     /// <summary>Multipliers × (x − x′) for rows of inputs and references (same count).</summary>
-    public static Tensor Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection selection, int slot) =>
-        AttributeAndSelect(ctx, x, reference, selection, slot).Map;
+    public static Tensor Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection selection, int slot, bool multiplyByInputs = true) =>
+        AttributeAndSelect(ctx, x, reference, selection, slot, multiplyByInputs).Map;
 
     /// <summary>Multipliers × (x − x′), and what they explain: <paramref name="selection"/>, or (null) the target's
     /// choice on the inputs' half of the one forward of [x; x′] — its first N rows are the model's output on x, so no
     /// forward of its own is needed to select.</summary>
-    static (Tensor Map, TargetSelection Selection) AttributeAndSelect(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection? selection, int slot)
+    static (Tensor Map, TargetSelection Selection) AttributeAndSelect(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection? selection, int slot, bool multiplyByInputs = true)
     {
         using var scope = NewDisposeScope();
         int n = (int)x.shape[0];
@@ -78,7 +84,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
                 g = autograd.grad([score], [both])[0].narrow(0, 0, n);
             }
         }
-        return (scope.MoveToOuter((x - reference) * g), chosen);
+        return (scope.MoveToOuter(multiplyByInputs ? (x - reference) * g : g), chosen);
     }
 
     /// <inheritdoc/>
@@ -86,7 +92,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     {
         var ctx = input.Context;
         var reference = Perturbation.Baseline(input.Input, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill");
-        var (map, selection) = AttributeAndSelect(ctx, input.Input, reference, input.Selection, input.Slot);
+        var (map, selection) = AttributeAndSelect(ctx, input.Input, reference, input.Selection, input.Slot, options.MultiplyByInputs);
         return new AttributionResult(map, selection);
     }
 }
@@ -134,7 +140,7 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
             var xi = x.index_select(0, pairs.div(b, rounding_mode: RoundingMode.floor));
             var ri = refs.index_select(0, pairs.remainder(b));
             var sel = selection.Rows(Enumerable.Range((int)p0, (int)k).Select(p => (int)(p / b)).ToArray());
-            parts.Add(chunk.MoveToOuter(DeepLift.Attribute(ctx, xi, ri, sel, input.Slot)));
+            parts.Add(chunk.MoveToOuter(DeepLift.Attribute(ctx, xi, ri, sel, input.Slot, options.MultiplyByInputs)));
         }
         var all = cat(parts, 0);
         return new AttributionResult(all.view([n, b, .. x.shape.Skip(1)]).mean([1]), selection);

@@ -29,6 +29,9 @@ public sealed record GradientShapOptions
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description(Perturbation.MultiplyByInputsDescription)]
+    public bool MultiplyByInputs { get; init; } = true;
     /// <summary>Points per backward pass.</summary>
     [Range(1, 100_000), Description("samples (× inputs) per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
@@ -95,7 +98,7 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
             var points = (bsel + alphas.narrow(1, s0, k).view(n, k, 1, 1, 1) * delta).reshape(n * k, c, h, w);
             var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
             var (g, _) = Explain.InputGradient(ctx, points, selection.Rows(rows), input.Slot);
-            sum.add_((g.view(n, k, c, h, w) * delta).sum(1, keepdim: false));
+            sum.add_((options.MultiplyByInputs ? g.view(n, k, c, h, w) * delta : g.view(n, k, c, h, w)).sum(1, keepdim: false));
         }
         return new AttributionResult(sum / s, selection);
     }

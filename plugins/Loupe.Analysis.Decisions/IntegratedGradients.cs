@@ -43,6 +43,9 @@ public sealed record IntegratedGradientsOptions
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description(Perturbation.MultiplyByInputsDescription)]
+    public bool MultiplyByInputs { get; init; } = true;
     /// <summary>Baselines of the side inputs.</summary>
     [Description("baselines of the model's side inputs (Captum's per-input baselines): a list of { input: NAME, value: CONSTANT } or { input: NAME, file: X.npy }; side inputs not listed start from 0 (Captum's default)")]
     public SideBaseline[]? SideBaselines { get; init; }
@@ -155,6 +158,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         }
         var attr = delta * sum;
         var sideAttr = side.Keys.ToDictionary(name => name, name => sideDelta[name] * sideSum[name]);
+        // The completeness check is of the global attribution, whichever the step returns.
         var total = sideAttr.Values.Aggregate(attr.flatten(1).sum(1), (acc, a) => acc + a.flatten(1).sum(1));
         var error = total - (endScores - baseScores);
         var errs = error.ToArray<float>();
@@ -165,6 +169,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
                 _completeness[input.Ids?[i] ?? $"#{_completeness.Count}"] = errs[i];
                 _relative.Add(Math.Abs(errs[i]) / Math.Max(1e-12, Math.Abs(gaps[i])));
             }
+        if (!options.MultiplyByInputs) (attr, sideAttr) = (sum, sideSum);
         return new AttributionResult(attr, selection) { Side = sideAttr.Count > 0 ? sideAttr : null };
     }
 

@@ -8,6 +8,9 @@ namespace Loupe.Analysis.Decisions;
 /// <see cref="Baselines"/>).</summary>
 public static class Perturbation
 {
+    /// <summary>The description of the path and reference methods' <c>multiply_by_inputs</c>.</summary>
+    public const string MultiplyByInputsDescription = "multiply by (x − baseline), the global attribution (Captum's multiply_by_inputs, default true); false gives the local attribution: the averaged gradients (integrated-gradients, gradient-shap) or the multipliers (deeplift, deeplift-shap), as Captum with multiply_by_inputs=False";
+
     /// <summary>Description of the constant-fill options.</summary>
     public const string ConstantDescription = "older spelling of a constant given to ";
 

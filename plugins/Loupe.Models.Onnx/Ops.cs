@@ -172,13 +172,19 @@ public static partial class Ops
         return x[0]!.clamp(min, max);
     }
 
-    /// <summary>The output of a Relu, Sigmoid, Tanh, Softmax or MaxPool node under DeepLift's rescale rule (Captum's
-    /// multipliers), or null for any other node (which keeps its gradient, as Captum's linear layers do).</summary>
+    /// <summary>The output of a Relu, LeakyRelu, Sigmoid, Tanh, Softmax or MaxPool node under DeepLift's rescale rule
+    /// (Captum's multipliers; its nonlinear rule covers LeakyReLU too), or null for any other node (which keeps its
+    /// gradient, as Captum's linear layers do).</summary>
     internal static Tensor? Rescaled(OnnxNode n, Tensor?[] x)
     {
         switch (n.OpType)
         {
             case "Relu": return Rescale.Nonlinear(x[0]!, Nonlinearity.Relu);
+            case "LeakyRelu":
+            {
+                float alpha = n.Float("alpha", 0.01f);
+                return Rescale.Elementwise(x[0]!, t => F.leaky_relu(t, alpha), a => where(a.gt(0), ones_like(a), full_like(a, alpha)));
+            }
             case "Sigmoid": return Rescale.Nonlinear(x[0]!, Nonlinearity.Sigmoid);
             case "Tanh": return Rescale.Nonlinear(x[0]!, Nonlinearity.Tanh);
             case "Softmax":

@@ -30,6 +30,27 @@ public class DeepLiftOnnxTests
     }
 
     [Fact]
+    public void LeakyReluNodesTakeTheRescaleRuleAndSumToDelta()
+    {
+        // Captum's nonlinear rule covers nn.LeakyReLU; the interpreter gave LeakyRelu nodes plain gradients until
+        // 2026-12-05 (tests/fixtures/make_leaky_fixtures.py: conv → LeakyRelu 0.2 → conv → LeakyRelu 0.05 → GAP → fc).
+        var r = Ok(TestEnv.Run(LayerInputTests.OnnxPipeline("dl_leaky.onnx", "dl_leaky_input.npy", """
+              - { id: dl, uses: deeplift }
+              - { id: ab, uses: feature-ablation, with: { cell: 12 } }
+              - { id: grad, uses: saliency, with: { abs: false } }
+            """, batchSize: 3)));
+        TechniqueTests.Close(TechniqueTests.Stack(r, "dl", "deeplift", 3), "dl_leaky_deeplift.npy", 1e-4);
+        for (int i = 0; i < 3; i++)
+        {
+            double total = TestEnv.Artifact(r, $"dl/{i:D5}.deeplift.npy").Data.Sum(v => (double)v);
+            double gap = TestEnv.Artifact(r, $"ab/{i:D5}.feature-ablation.npy").Data[0];   // F(x) − F(0): the whole image ablated
+            Assert.True(Math.Abs(total - gap) <= 1e-4 * Math.Abs(gap) + 1e-6, $"input {i}: Σ {total} vs F(x) − F(x′) {gap}");
+        }
+        var gxi = TechniqueTests.Stack(r, "grad", "saliency", 3).Zip(Loupe.Abstractions.Toolkit.Npy.Read(TestEnv.Fixture("dl_leaky_input.npy")).Data, (g, x) => g * x).ToArray();
+        Assert.True(TestEnv.RelL2(gxi, Loupe.Abstractions.Toolkit.Npy.Read(TestEnv.Fixture("dl_leaky_deeplift.npy")).Data) > 1e-2);
+    }
+
+    [Fact]
     public void SigmoidTanhSoftmaxAndAPaddedPoolFollowCaptumsRules()
     {
         var r = Ok(TestEnv.Run(LayerInputTests.OnnxPipeline("dl_net.onnx", "dl_net_input.npy", """
