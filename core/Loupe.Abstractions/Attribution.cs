@@ -8,7 +8,16 @@ namespace Loupe.Abstractions;
 /// <param name="Selection">What to explain per row; null: the method selects from its own forward pass (slot <paramref name="Slot"/>).</param>
 /// <param name="Slot">Target slot (e.g. the k-th class of <c>top-k</c>).</param>
 /// <param name="Ids">Input ids of the rows, when they are original inputs (null for perturbed copies).</param>
-public sealed record AttributionInput(IAnalysisContext Context, Tensor Input, TargetSelection? Selection, int Slot = 0, string[]? Ids = null);
+public sealed record AttributionInput(IAnalysisContext Context, Tensor Input, TargetSelection? Selection, int Slot = 0, string[]? Ids = null)
+{
+    /// <summary>The inputs an image-dependent baseline (<c>mean</c>, <c>blur</c>) is made of, row for row, when
+    /// <see cref="Input"/> holds perturbed copies of them (noise-tunnel's noisy copies: Captum keeps the baseline of the
+    /// clean input); null: <see cref="Input"/> itself.</summary>
+    public Tensor? BaselineSource { get; init; }
+
+    /// <summary>The tensor a baseline is made of: <see cref="BaselineSource"/>, else <see cref="Input"/>.</summary>
+    public Tensor BaselineOf => BaselineSource ?? Input;
+}
 
 /// <summary>An attribution map per input and what it explains.</summary>
 /// <param name="Map">N×C×H×W (per channel) or N×H×W, at input resolution.</param>

@@ -91,7 +91,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     public override AttributionResult Attribute(DeepLiftOptions options, AttributionInput input)
     {
         var ctx = input.Context;
-        var reference = Perturbation.Baseline(input.Input, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill");
+        var reference = Perturbation.Baseline(input.BaselineOf, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill");
         var (map, selection) = AttributeAndSelect(ctx, input.Input, reference, input.Selection, input.Slot, options.MultiplyByInputs);
         return new AttributionResult(map, selection);
     }

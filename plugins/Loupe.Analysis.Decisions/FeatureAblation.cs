@@ -72,17 +72,17 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         int cell = options.Cell;
         var (baseScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        if (options.Segments == FeatureSegments.Superpixels) return Superpixels(options, ctx, x, baseScores, selection);
+        if (options.Segments == FeatureSegments.Superpixels) return Superpixels(options, ctx, x, input.BaselineOf, baseScores, selection);
         if (options.Segments is FeatureSegments.Elements or FeatureSegments.Mask)
         {
             using var labels = options.Segments == FeatureSegments.Mask ? FeatureIds.Load(options.FeatureMask!, c, h, w)
                 : arange(c * h * w).view(c, h, w);
-            return new AttributionResult(ByIds(options, ctx, x, baseScores, selection, labels), selection);
+            return new AttributionResult(ByIds(options, ctx, x, input.BaselineOf, baseScores, selection, labels), selection);
         }
         long gy = (h + cell - 1) / cell, gx = (w + cell - 1) / cell;
         var originY = (arange(gy) * cell).repeat_interleave(gx);
         var originX = (arange(gx) * cell).repeat(gy);
-        var fill = Perturbation.Baseline(x, options.Fill, cell / 2.0, ctx.Input, options.FillValue);
+        var fill = Perturbation.Baseline(input.BaselineOf, options.Fill, cell / 2.0, ctx.Input, options.FillValue);
         Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), cell, cell, h, w);
         var scores = Perturbation.MaskedScores(ctx, x, fill, gy * gx, Masks, selection, options.MicroBatch);
         var diff = (baseScores.view(n, 1) - scores).view(n, 1, gy, gx);
@@ -93,11 +93,11 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
 
     /// <summary>Features given as dense ids per element (C×H×W, 0..K−1): feature k's elements are filled together, and
     /// each element gets y(x) − y(x with its feature filled). Masks are built chunk by chunk (K may be C·H·W).</summary>
-    static Tensor ByIds(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor baseScores, TargetSelection selection, Tensor labels)
+    static Tensor ByIds(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor source, Tensor baseScores, TargetSelection selection, Tensor labels)
     {
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         long k = labels.max().item<long>() + 1;
-        var fill = Perturbation.Baseline(x, options.Fill, options.Cell / 2.0, ctx.Input, options.FillValue);
+        var fill = Perturbation.Baseline(source, options.Fill, options.Cell / 2.0, ctx.Input, options.FillValue);
         Tensor Masks(long p0, long p) => (labels.unsqueeze(0) == arange(p0, p0 + p).view(p, 1, 1, 1)).to(ScalarType.Float32);   // p×C×H×W
         var scores = Perturbation.MaskedScores(ctx, x, fill, k, Masks, selection, options.MicroBatch);
         var diff = baseScores.view(n, 1) - scores;                                                                 // N×K
@@ -105,11 +105,11 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
     }
 
     /// <summary>Each image has its own superpixels: ablate them one by one (all of an image's segments batched).</summary>
-    AttributionResult Superpixels(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor baseScores, TargetSelection selection)
+    AttributionResult Superpixels(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor source, Tensor baseScores, TargetSelection selection)
     {
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var pixels = ctx.Input.Denormalize(x);
-        var fill = Perturbation.Baseline(x, options.Fill, Math.Sqrt(h * w / (double)options.NSegments) / 2, ctx.Input, options.FillValue);
+        var fill = Perturbation.Baseline(source, options.Fill, Math.Sqrt(h * w / (double)options.NSegments) / 2, ctx.Input, options.FillValue);
         var maps = new List<Tensor>();
         for (int i = 0; i < n; i++)
         {
@@ -202,7 +202,7 @@ public sealed class Rise : AttributionAnalysis<RiseOptions>
         var ctx = input.Context;
         var x = input.Input;
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        var fill = Perturbation.Baseline(x, options.Fill, 4, ctx.Input, options.FillValue);
+        var fill = Perturbation.Baseline(input.BaselineOf, options.Fill, 4, ctx.Input, options.FillValue);
         var map = WeightedMaskSum(ctx, x, options.Masks, options.Grid, options.Probability,
             keep => Perturbation.MaskedScores(ctx, x, fill, keep.shape[0], (p0, p) => 1 - keep.narrow(0, p0, p), selection, options.MicroBatch, options.Softmax));
         return new AttributionResult(map, selection);

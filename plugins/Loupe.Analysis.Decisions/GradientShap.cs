@@ -83,7 +83,7 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
             foreach (var g in gens) g.Dispose();
         }
         long s = alphas.shape[1];
-        var baseSet = baselines is null ? Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill").unsqueeze(1) : null;
+        var baseSet = baselines is null ? Perturbation.Baseline(input.BaselineOf, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill").unsqueeze(1) : null;
         long perPass = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true) / n);
         var sum = zeros_like(x);
         for (long s0 = 0; s0 < s; s0 += perPass)

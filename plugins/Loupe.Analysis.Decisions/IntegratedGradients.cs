@@ -128,7 +128,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         var x = input.Input;
         long n = x.shape[0];
         var baseline = options.BaselineFile is { } file ? LoadBaseline(file, x)
-            : Perturbation.Baseline(x, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "baseline_value");
+            : Perturbation.Baseline(input.BaselineOf, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "baseline_value");
         var (endScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         // Side inputs move along the same path, from their own baselines (Captum's tuple inputs and baselines).
         var side = SideInputs.Of(ctx.Model)?.Active ?? new Dictionary<string, Tensor>();

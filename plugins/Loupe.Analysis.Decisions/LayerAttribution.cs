@@ -106,7 +106,7 @@ public static class LayerPaths
 
     /// <summary>The input baseline of a path method.</summary>
     public static Tensor Baseline(LayerPathOptions o, AttributionInput input) =>
-        Perturbation.Baseline(input.Input, o.Baseline, o.BlurSigma, input.Context.Input, o.BaselineValue, "fill");
+        Perturbation.Baseline(input.BaselineOf, o.Baseline, o.BlurSigma, input.Context.Input, o.BaselineValue, "fill");
 }
 
 /// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer.</summary>

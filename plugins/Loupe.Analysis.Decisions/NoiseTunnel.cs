@@ -124,7 +124,9 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
                 : InputSeeds.Randn(perInput, [k, x.shape[1], x.shape[2], x.shape[3]])) * sigma.unsqueeze(0);
             var noisy = (x.unsqueeze(0) + noise).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
-            var maps = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot)).Map;
+            // Image-dependent baselines (mean, blur) of the clean rows, as Captum's NoiseTunnel keeps the given baseline.
+            var clean = x.unsqueeze(0).expand([k, .. x.shape]).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
+            var maps = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot) { BaselineSource = clean }).Map;
             var shaped = maps.view([k, n, .. maps.shape.Skip(1)]);
             var s1 = shaped.sum(0, keepdim: false); var s2 = (shaped * shaped).sum(0, keepdim: false);
             sum = sum is null ? chunk.MoveToOuter(s1) : chunk.MoveToOuter(sum + s1);

@@ -67,7 +67,7 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
         var xs = Enumerable.Range(0, (int)((w - winW + strideW - 1) / strideW + 1)).Select(i => (long)i * strideW).ToArray();
         var originY = tensor(ys).repeat_interleave(xs.Length);
         var originX = tensor(xs).repeat(ys.Length);
-        var fill = Perturbation.Baseline(x, options.Fill, Math.Max(winH, winW) / 2.0, ctx.Input, options.FillValue);
+        var fill = Perturbation.Baseline(input.BaselineOf, options.Fill, Math.Max(winH, winW) / 2.0, ctx.Input, options.FillValue);
         Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), winH, winW, h, w);
         // When the batch is the whole data (one image in the explorer), progress counts windows, not inputs.
         long windows = originY.shape[0];
