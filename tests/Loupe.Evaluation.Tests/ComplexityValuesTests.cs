@@ -6,6 +6,24 @@ namespace Loupe.Evaluation.Tests;
 /// a_batch it is given, channels and all), against the metrics' formulas restated here on the raw values.</summary>
 public class ComplexityValuesTests
 {
+    /// <summary>A run of the region CNN on the 4 quality fixture inputs with <paramref name="maps"/> as step <c>m</c>
+    /// (written to <paramref name="dir"/>), then <paramref name="steps"/>; asserts it succeeded.</summary>
+    static Loupe.Core.RunResult OnMaps(string dir, NdArray maps, string steps)
+    {
+        var path = Path.Combine(dir, "maps.npy");
+        File.WriteAllBytes(path, Npy.Encode(maps));
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.QualityFixture("inputs.npy")}} } }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(path)}} } }
+            {{steps}}
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
+        return r;
+    }
+
     [Fact]
     public void PerChannelMapsAreScoredOnEveryValue()
     {
@@ -13,20 +31,12 @@ public class ComplexityValuesTests
         var dir = Env.TempDir();
         var rng = new Random(5);
         var data = Enumerable.Range(0, 4 * 2 * 784).Select(i => (float)(rng.NextDouble() * 2 - 1) * (i % 3 == 0 ? 2 : 1) * (rng.NextDouble() < 0.3 ? 0 : 1)).ToArray();
-        var path = Path.Combine(dir, "maps.npy");
-        File.WriteAllBytes(path, Npy.Encode(new NdArray(data, [4, 2, 28, 28])));
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "inputs.npy"))}} } }
-            steps:
-              - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(path)}} } }
+        var r = OnMaps(dir, new NdArray(data, [4, 2, 28, 28]), """
               - { id: sp, uses: sparseness, with: { of: m, features: values } }
               - { id: cx, uses: complexity, with: { of: m, features: values } }
               - { id: ec, uses: effective-complexity, with: { of: m, features: values, eps: 0.1 } }
               - { id: sp-px, uses: sparseness, with: { of: m } }
             """);
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
         double[] Values(string step, string key) => Env.InputValues(r, step, key);
         var (sp, cx, ec) = (Values("sp", "sparseness"), Values("cx", "complexity"), Values("ec", "effective_complexity"));
         for (int i = 0; i < 4; i++)
@@ -54,20 +64,12 @@ public class ComplexityValuesTests
         var dir = Env.TempDir();
         var rng = new Random(9);
         var data = Enumerable.Range(0, 4 * 784).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-        var path = Path.Combine(dir, "maps.npy");
-        File.WriteAllBytes(path, Npy.Encode(new NdArray(data, [4, 28, 28])));
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "quality", "inputs.npy"))}} } }
-            steps:
-              - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(path)}} } }
+        var r = OnMaps(dir, new NdArray(data, [4, 28, 28]), """
               - { id: sp, uses: sparseness, with: { of: m, abs: false } }
               - { id: cx, uses: complexity, with: { of: m, abs: false } }
               - { id: ec, uses: effective-complexity, with: { of: m, abs: false, eps: 0.1 } }
               - { id: sp-abs, uses: sparseness, with: { of: m } }
             """);
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
         double[] Values(string step, string key) => Env.InputValues(r, step, key);
         var (sp, cx, ec, spAbs) = (Values("sp", "sparseness"), Values("cx", "complexity"), Values("ec", "effective_complexity"), Values("sp-abs", "sparseness"));
         for (int i = 0; i < 4; i++)
