@@ -178,7 +178,7 @@ public static class Rescale
 public sealed record PoolGeometry(long[] Kernel, long[] Stride, long[] Padding, long[] Dilation, bool CeilMode);
 
 /// <summary>Captum's <c>nonlinear</c> multipliers of ReLU, σ and tanh (see <see cref="Rescale.Nonlinear"/>): computed once
-/// in the forward (<see cref="Rescale.Multipliers"/>, half a batch, in the activations' layout), so the backward is one
+/// in the forward (<see cref="Rescale.Multipliers(Tensor, Tensor, Nonlinearity)"/>, half a batch, in the activations' layout), so the backward is one
 /// product per element.</summary>
 sealed class RescaleElementwise : autograd.SingleTensorFunction<RescaleElementwise>
 {
