@@ -155,8 +155,10 @@ public sealed record ModelGraph(IReadOnlyList<GraphNode> Nodes)
     /// a depthwise 1×1 convolution with bias t, whose index goes in <paramref name="standalone"/>. <paramref name="merged"/>
     /// (when given) receives, per merged layer, its own bias (or null) and the batch norm's s and t. A merged layer's
     /// output is the batch norm's, so the gradient there is the batch norm's output gradient. Tensors made here belong
-    /// to the caller's dispose scope.</summary>
-    public ModelGraph FoldBatchNorms(out HashSet<int> standalone, Dictionary<int, (Tensor? Bias, Tensor Scale, Tensor Shift)>? merged = null)
+    /// to the caller's dispose scope. <paramref name="keepSeparate"/> (batch norm index → true) leaves a batch norm its
+    /// own node (the depthwise convolution) even where it could be merged: LRP under Captum's conventions, whose rules
+    /// treat the convolution and the batch norm as two layers.</summary>
+    public ModelGraph FoldBatchNorms(out HashSet<int> standalone, Dictionary<int, (Tensor? Bias, Tensor Scale, Tensor Shift)>? merged = null, Func<int, bool>? keepSeparate = null)
     {
         var nodes = Nodes.ToList();
         var consumers = Consumers();
@@ -168,7 +170,7 @@ public sealed record ModelGraph(IReadOnlyList<GraphNode> Nodes)
             var scale = bn.Weight! / (bn.Var! + bn.Eps).sqrt();
             var shift = bn.Bias! - bn.Mean! * scale;
             int p = bn.Inputs[0];
-            if (p >= 0 && nodes[p].IsLinearLayer && consumers[p].Count == 1)
+            if (p >= 0 && nodes[p].IsLinearLayer && consumers[p].Count == 1 && keepSeparate?.Invoke(i) != true)
             {
                 var layer = nodes[p];
                 var view = new long[layer.Weight!.dim()]; Array.Fill(view, 1L); view[0] = -1;

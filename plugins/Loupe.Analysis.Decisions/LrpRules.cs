@@ -23,6 +23,9 @@ public enum LrpRuleKind
     Flat,
     /// <summary>w²: inputs replaced by ones, weights and biases squared (Montavon et al. 2017).</summary>
     WSquare,
+    /// <summary>The relevance passes unchanged (Zennit's <c>Pass</c>, Captum's <c>IdentityRule</c>): only for a layer whose
+    /// output has its input's shape (a batch norm). Per layer only (<c>rules:</c>).</summary>
+    Pass,
 }
 
 /// <summary>A rule with its parameters. <see cref="Low"/>/<see cref="High"/> (z^B) are in model-input space, broadcastable to the input.</summary>
@@ -31,6 +34,16 @@ public sealed record LrpRule(LrpRuleKind Kind, double Epsilon = 1e-6, double Gam
     /// <summary>Zennit's <c>Pass</c>: the layer hands its relevance on unchanged (it must keep the shape: a batch norm
     /// that no canonizer merged, which Zennit's composites map to Pass); <see cref="Kind"/> is then not used.</summary>
     public bool Pass { get; init; }
+    /// <summary>The stabiliser of the rules other than ε (Zennit's <c>stabilizer</c>, default 1e-6): z + s·sign(z).</summary>
+    public double Stabilizer { get; init; } = 1e-6;
+    /// <summary>The layer's bias taken as zero in the rule's modified forwards (Zennit's <c>zero_params='bias'</c>,
+    /// Captum's <c>set_bias_to_zero</c>); the γ rule's choice between its positive and negative terms still reads the
+    /// layer's own output, as Zennit's unmodified fifth forward does.</summary>
+    public bool ZeroBias { get; init; }
+    /// <summary>Captum's form of γ and α1β0 (<c>GammaRule</c>, <c>Alpha1_Beta0_Rule</c>): one forward of the unmodified
+    /// input through the modified weights (w + γw⁺, or w⁺) and the layer's bias, stabilised by <see cref="Stabilizer"/>
+    /// (Captum's 1e-9), relevance x ⊙ ∂z/∂x · R / z — without Zennit's separate terms for x⁻ and negative outputs.</summary>
+    public bool Captum { get; init; }
 }
 
 /// <summary>Relevance propagation over a <see cref="ModelGraph"/> (Bach et al. 2015), each rule as Zennit defines it:
@@ -95,7 +108,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 return Proportional(node, xs, r, PoolEpsilon);
         }
         var rule = ruleOf(index) ?? new LrpRule(LrpRuleKind.Epsilon);
-        return rule.Pass ? [r] : [Layer(node, xs[0], r, rule)];
+        return rule.Pass || rule.Kind == LrpRuleKind.Pass ? [r] : [Layer(node, xs[0], r, rule)];
     }
 
     static Tensor[] Gradient(GraphNode node, Tensor[] xs, Tensor r)
@@ -128,10 +141,16 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
     static Tensor Layer(GraphNode node, Tensor x, Tensor r, LrpRule rule)
     {
         var w = node.Weight!;
-        var b = node.Bias;
+        var own = node.Bias;
+        var b = rule.ZeroBias ? null : own;
         Tensor? Pos(Tensor? t) => t?.clamp_min(0);
         Tensor? Neg(Tensor? t) => t?.clamp_max(0);
         Term T(Tensor input, Tensor? weight, Tensor? bias) => new Term(node, input, weight, bias).Run();
+        if (rule.Captum && rule.Kind is LrpRuleKind.Gamma or LrpRuleKind.Alpha1Beta0)
+        {
+            var t = T(x, rule.Kind == LrpRuleKind.Gamma ? w + rule.Gamma * Pos(w)! : Pos(w), b);
+            return x * t.Grad(r / Stabilize(t.Output.detach(), rule.Stabilizer));
+        }
         var xp = x.clamp_min(0);
         var xn = x.clamp_max(0);
         // Inputs without negative values (any layer after a ReLU): the terms of x⁻ are exactly zero (x⁻ = 0, no bias), so
@@ -139,7 +158,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
         bool signed = rule.Kind is LrpRuleKind.ZPlus or LrpRuleKind.Alpha1Beta0 or LrpRuleKind.Alpha2Beta1 or LrpRuleKind.Gamma
             && x.lt(0).any().item<bool>();
         Tensor Sum(Tensor? a, Tensor? b) => b is null ? a! : a! + b;
-        const double stab = 1e-6;
+        double stab = rule.Stabilizer;
         switch (rule.Kind)
         {
             case LrpRuleKind.Epsilon:
@@ -170,7 +189,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 var t1 = signed ? T(xn, wDown, null) : null;
                 var t2 = T(xp, wDown, b is null ? null : b + g * Neg(b)!);
                 var t3 = signed ? T(xn, wUp, null) : null;
-                var z = node.Apply([x], w, b);
+                var z = node.Apply([x], w, own);
                 var sp = z.gt(0).to(r.dtype) * r / Stabilize(Sum(t0.Output, t1?.Output).detach(), stab);
                 var sn = z.lt(0).to(r.dtype) * r / Stabilize(Sum(t2.Output, t3?.Output).detach(), stab);
                 return Sum(Sum(xp * t0.Grad(sp), t1 is null ? null : xn * t1.Grad(sp)), Sum(xp * t2.Grad(sn), t3 is null ? null : xn * t3.Grad(sn)));

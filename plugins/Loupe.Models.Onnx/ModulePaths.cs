@@ -16,17 +16,8 @@ public static class ModulePaths
             if (!n.Name.StartsWith('/')) continue;
             var output = n.Outputs.FirstOrDefault(o => o.Length > 0);
             if (output is null) continue;
-            var parts = n.Name.Split('/', StringSplitOptions.RemoveEmptyEntries);
-            string path = "", previous = "";
-            for (int i = 0; i < parts.Length - 1; i++)   // the last part is the node's own name (Relu, Conv_3, ...)
+            foreach (var path in Loupe.Abstractions.ModuleScopes.Of(n.Name))
             {
-                // Children of a Sequential/ModuleList appear qualified by their parent's own name ("layer4.1" under
-                // "layer4", "block.2" under ".../block"), others by name ("relu").
-                var c = parts[i];
-                path = path.Length == 0 ? c
-                    : c.StartsWith(previous + ".", StringComparison.Ordinal) ? path[..^previous.Length] + c
-                    : path + "." + c;
-                previous = c;
                 if (!last.ContainsKey(path)) order.Add(path);
                 last[path] = (output, n.OpType);
             }

@@ -46,6 +46,31 @@ public class LrpGraphTests
         Assert.True(Env.RelL2(fromOnnx, reference) <= 1e-4, $"onnx vs PyTorch: {Env.RelL2(fromOnnx, reference):E2}");
     }
 
+    /// <summary>Per-layer rules name layers by module path on both backends: the ONNX export's node names
+    /// (<c>/layer1/layer1.0/conv1/Conv</c>) resolve to the same layers as torchvision's modules, under Zennit's
+    /// conventions (its batch norms merged) and Captum's (each batch norm a layer of its own, one given IdentityRule).</summary>
+    [Theory]
+    [InlineData(LrpConvention.Zennit)]
+    [InlineData(LrpConvention.Captum)]
+    public void PerLayerRulesNameTheSameLayersOnTheOnnxExport(LrpConvention convention)
+    {
+        var path = ModelTests.ResNetWithHashWeights();
+        using var onnx = Env.LoadOnnx(new OnnxOptions { Path = path, Mean = [0.485f, 0.456f, 0.406f], Std = [0.229f, 0.224f, 0.225f] });
+        using var tv = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18", NumClasses = 10 }, Env.Context);
+        ModelTests.SetHashWeights((TorchModel)tv);
+        using var scope = NewDisposeScope();
+        var x = Npy.Read(Env.LoupeFixture("arch_input_64.npy")).ToTensor();
+        LrpLayerRule[] rules = convention == LrpConvention.Zennit
+            ? [new() { Layer = "conv1", Rule = LrpRuleKind.Flat }, new() { Layer = "layer2.0.downsample.0", Rule = LrpRuleKind.Gamma, Gamma = 1 }, new() { Layer = "fc", Rule = LrpRuleKind.Epsilon, Epsilon = 0.5 }]
+            : [new() { Layer = "layer1.0.conv1", Rule = LrpRuleKind.Gamma }, new() { Layer = "layer3.1.bn2", Rule = LrpRuleKind.Pass }, new() { Layer = "fc", Rule = LrpRuleKind.Alpha1Beta0, ZeroBias = true }];
+        var options = new LrpOptions { Convention = convention, Rules = rules };
+        var fromOnnx = Map(onnx, x, options);
+        var fromTv = Map(tv, x, options);
+        var without = Map(tv, x, options with { Rules = null });
+        Assert.True(Env.RelL2(fromOnnx, fromTv) <= 1e-4, $"onnx vs torchvision: {Env.RelL2(fromOnnx, fromTv):E2}");
+        Assert.True(Env.RelL2(fromTv, without) > 1e-2, $"the rules changed the map by only {Env.RelL2(fromTv, without):E2}");
+    }
+
     /// <summary>With Captum's conventions (every layer LRP-ε, relevance × the target's output) and ε → 0, LRP of a ReLU
     /// network is gradient × input: each layer's relevance is its activation times the output's gradient at it.</summary>
     [Theory]

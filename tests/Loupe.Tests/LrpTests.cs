@@ -44,6 +44,52 @@ public class LrpTests
         Assert.True(errors.All(e => e.e <= 1e-4), string.Join("; ", errors.Select(e => $"{e.v}: {e.e:E2}")));
     }
 
+    /// <summary>Per-layer rules (<c>rules:</c>): Zennit's NameMapComposite before EpsilonPlus (γ with its own γ,
+    /// stabiliser and zero bias, ε with its own ε, α1β0 without bias), a composite's zero_params=['bias'], and Captum's
+    /// layer.rule (its own GammaRule and Alpha1_Beta0_Rule forms, set_bias_to_zero, an EpsilonRule's ε, IdentityRule on
+    /// a batch norm, which Captum keeps as a layer of its own), against make_lrp_fixtures.py.</summary>
+    [Fact]
+    public void PerLayerRulesMatchThePyTorchReferences()
+    {
+        (string Fixture, string With)[] cases =
+        [
+            ("named-epsilon-plus", "{ composite: epsilon-plus, rules: [ { layer: conv2, rule: gamma, gamma: 0.5, stabilizer: 1e-4, zero_bias: true }, { layer: fc, rule: epsilon, epsilon: 0.01 }, { layer: conv3, rule: alpha1-beta0, zero_bias: true } ] }"),
+            ("zero-bias-epsilon-gamma-box", "{ composite: epsilon-gamma-box, zero_bias: true }"),
+            ("captum-rules", "{ convention: captum, rules: [ { layer: conv1, rule: gamma }, { layer: conv2, rule: alpha1-beta0, zero_bias: true }, { layer: conv3, rule: epsilon, epsilon: 0.05 }, { layer: bn3, rule: pass }, { layer: fc, rule: gamma, gamma: 0.1 } ] }"),
+        ];
+        var steps = string.Join("\n", cases.Select((c, i) => $"  - {{ id: l{i}, uses: lrp, with: {c.With} }}"));
+        var r = TestEnv.Run(TestEnv.FixturePipeline(steps, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        var errors = cases.Select((c, i) => (c.Fixture, e: TestEnv.RelL2(TechniqueTests.Stack(r, $"l{i}", "lrp"), Npy.Read(TestEnv.Fixture($"lrp_cnn_{c.Fixture}.npy")).Data))).ToList();
+        Assert.True(errors.All(e => e.e <= 1e-4), string.Join("; ", errors.Select(e => $"{e.Fixture}: {e.e:E2}")));
+        // Each differs from the map without its rules by far more than the tolerance.
+        foreach (var (fixture, without) in new[] { ("named-epsilon-plus", "epsilon-plus"), ("zero-bias-epsilon-gamma-box", "epsilon-gamma-box"), ("captum-rules", "captum") })
+            Assert.True(TestEnv.RelL2(Npy.Read(TestEnv.Fixture($"lrp_cnn_{fixture}.npy")).Data, Npy.Read(TestEnv.Fixture($"lrp_cnn_{without}.npy")).Data) > 0.05, fixture);
+    }
+
+    [Fact]
+    public void PerLayerRulesAreCheckedAtValidation()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline(string.Join("\n",
+            "  - { id: a, uses: lrp, with: { rules: [ { layer: conv9, rule: gamma } ] } }",
+            "  - { id: b, uses: lrp, with: { rules: [ { layer: conv1, rule: pass } ] } }",
+            "  - { id: c, uses: lrp, with: { convention: captum, rules: [ { layer: conv1, rule: z-plus } ] } }",
+            "  - { id: d, uses: lrp, with: { rules: [ { layer: bn1, rule: gamma } ] } }",
+            "  - { id: e, uses: lrp, with: { rules: [ { layer: fc, rule: epsilon, gamma: 0.5 } ] } }",
+            "  - { id: f, uses: lrp, with: { rule: pass } }")));
+        Assert.Equal(2, r.ExitCode);
+        string[] expected =
+        [
+            "layer 'conv9': no such layer in the model's graph (did you mean 'conv1'",
+            "layer 'conv1': pass keeps the relevance's shape",
+            "Captum has no rule z-plus",
+            "layer 'bn1' is a batch norm merged into the layer before it",
+            "gamma applies to the gamma rule",
+            "name the layer (a batch norm) in rules:",
+        ];
+        foreach (var e in expected) Assert.Contains(r.Errors, x => x.Message.Contains(e));
+    }
+
     [Fact]
     public void ConventionCaptumRefusesAComposite()
     {
