@@ -28,6 +28,13 @@ public sealed record AttributionResult(Tensor Map, TargetSelection Selection, Te
     /// <summary>Attributions to the model's side inputs (<see cref="IModelSideInputs"/>), name → N×shape, or null; the
     /// base writes them as <c>&lt;id&gt;.&lt;artifact&gt;-&lt;input&gt;.npy</c> and one table per step.</summary>
     public IReadOnlyDictionary<string, Tensor>? Side { get; init; }
+
+    /// <summary>How <see cref="Map"/> follows from <see cref="Raw"/> when it is a function of the raw result alone (a
+    /// layer attribution's channel sum resized to the input; a Captum-convention CAM's upsampling), or null. A wrapper
+    /// that combines the results of noisy copies (<c>noise-tunnel</c>) combines the raw results, as the library whose
+    /// method returns the raw result combines that (Captum's NoiseTunnel around LayerGradCam squares layer-resolution
+    /// maps), and derives the map with this.</summary>
+    public Func<Tensor, Tensor>? MapOfRaw { get; init; }
 }
 
 /// <summary>A technique that produces one map per input for a target: what <c>noise-tunnel</c> and the metrics wrap.</summary>

@@ -174,16 +174,23 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             var map = options.EigenSmooth && !ProjectsAlready ? Projections.FirstComponent(WeightedActivations(options, grid)) : LayerMap(options, grid);
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
             raw ??= map;
-            maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w)
-                : options.Upsample == CamUpsample.Nearest ? Nearest(map, h, w)
-                : Display.Resize(map, h, w));
+            maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w) : Upsample(options, map, h, w));
         }
         var combined = maps.Count == 1 ? maps[0] : stack(maps, 0).mean([0]);
         // pytorch-grad-cam ends every call with aggregate_multi_layers: ReLU, mean over layers and scale_cam_image once
         // more, also for a single layer (a map resized by a non-integer factor peaks below 1 before it).
         if (options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(nn.functional.relu(combined));
-        return new AttributionResult(combined, selection, layers.Count == 1 ? raw : null);
+        // Captum's convention, one layer: the map is the layer-resolution CAM upsampled (what LayerGradCam returns,
+        // then LayerAttribution.interpolate), so a noise tunnel combines the layer-resolution CAMs as Captum's does.
+        Func<Tensor, Tensor>? mapOfRaw = options.Convention != CamConvention.PytorchGradCam && layers.Count == 1
+            ? r => Upsample(options, r, h, w) : null;
+        return new AttributionResult(combined, selection, layers.Count == 1 ? raw : null) { MapOfRaw = mapOfRaw };
     }
+
+    /// <summary>Captum's convention: the layer-resolution map resized to the input (bilinear, or nearest as Captum's
+    /// interpolate default).</summary>
+    static Tensor Upsample(TOptions options, Tensor map, long h, long w) =>
+        options.Upsample == CamUpsample.Nearest ? Nearest(map, h, w) : Display.Resize(map, h, w);
 
     /// <summary>Nearest-neighbour resize (PyTorch's legacy 'nearest', as Captum's interpolate) of N×h×w or N×K×h×w maps.</summary>
     static Tensor Nearest(Tensor map, long h, long w) => map.dim() == 4

@@ -64,8 +64,9 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
         var (_, _, selection) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
         var layer = LayerMap(options, input, selection);
         if (layer.dim() != 4) throw new LoupeException($"{ArtifactName}: layer '{options.Layer}' gives {layer.dim()}-D {(options.AttributeToLayerInput ? "inputs" : "outputs")}; choose a layer with N×K×h×w {(options.AttributeToLayerInput ? "inputs" : "outputs")}");
-        var map = Display.Resize(layer.sum(1, keepdim: false), input.Input.shape[2], input.Input.shape[3]);
-        return new AttributionResult(map, selection, layer);
+        long h = input.Input.shape[2], w = input.Input.shape[3];
+        Tensor MapOf(Tensor raw) => Display.Resize(raw.sum(1, keepdim: false), h, w);
+        return new AttributionResult(MapOf(layer), selection, layer) { MapOfRaw = MapOf };
     }
 }
 

@@ -46,7 +46,9 @@ public sealed record NoiseTunnelOptions
 }
 
 /// <summary>Noise tunnel: wraps any attribution step and combines its maps over noisy copies of each input (SmoothGrad,
-/// SmoothGrad², VarGrad). The target is fixed on the clean input; noise is drawn from the step's seed and the input's id, so an image gets the
+/// SmoothGrad², VarGrad) — or, for a method whose map follows from a raw result (layer attributions, Captum-convention
+/// CAMs: <see cref="AttributionResult.MapOfRaw"/>), its raw results, as Captum's NoiseTunnel combines what the method
+/// returns (the layer-resolution attributions), the map then made of the combination. The target is fixed on the clean input; noise is drawn from the step's seed and the input's id, so an image gets the
 /// same noise whatever its batch, the data order or the shard — or read from fixed draws (<c>noise_file</c>, <c>noise_dir</c>).</summary>
 public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
 {
@@ -56,6 +58,8 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
     /// <inheritdoc/>
     public override string ArtifactName => "noise-tunnel";
+    /// <summary>The combined raw results of a layer method or CAM: <c>&lt;id&gt;.noise-tunnel-layer.npy</c>.</summary>
+    protected override string RawName => ArtifactName + "-layer";
 
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(NoiseTunnelOptions options, AnalysisValidationContext context)
@@ -114,6 +118,9 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         var draws = FixedDraws(options, x, input.Ids);
         long perCall = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.SamplesPerBatch, gradients: true) / n);
         Tensor? sum = null, sumSq = null;
+        // Combined: the inner's raw results where its map follows from them (layer methods, Captum-convention CAMs:
+        // Captum's NoiseTunnel combines what the method returns), else its maps.
+        Func<Tensor, Tensor>? mapOfRaw = null;
         for (int s0 = 0; s0 < options.Samples; s0 += (int)perCall)
         {
             using var chunk = NewDisposeScope();
@@ -126,7 +133,9 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             // Image-dependent baselines (mean, blur) of the clean rows, as Captum's NoiseTunnel keeps the given baseline.
             var clean = x.unsqueeze(0).expand([k, .. x.shape]).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
-            var maps = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot) { BaselineSource = clean }).Map;
+            var result = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot) { BaselineSource = clean });
+            if (s0 == 0) mapOfRaw = result.Raw is not null ? result.MapOfRaw : null;
+            var maps = mapOfRaw is not null ? result.Raw! : result.Map;
             var shaped = maps.view([k, n, .. maps.shape.Skip(1)]);
             var s1 = shaped.sum(0, keepdim: false); var s2 = (shaped * shaped).sum(0, keepdim: false);
             sum = sum is null ? chunk.MoveToOuter(s1) : chunk.MoveToOuter(sum + s1);
@@ -135,12 +144,13 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         if (perInput is not null) foreach (var g in perInput) g.Dispose();
         var mean = sum! / options.Samples;
         var meanSq = sumSq! / options.Samples;
-        var result = options.Type switch
+        var combined = options.Type switch
         {
             NoiseTunnelType.Smoothgrad => mean,
             NoiseTunnelType.SmoothgradSq => meanSq,
             _ => meanSq - mean * mean,
         };
-        return new AttributionResult(result, selection);
+        return mapOfRaw is null ? new AttributionResult(combined, selection)
+            : new AttributionResult(mapOfRaw(combined), selection, combined) { MapOfRaw = mapOfRaw };
     }
 }

@@ -98,6 +98,28 @@ public class ConventionTests
         TechniqueTests.Close(TechniqueTests.Stack(r, "pd", "noise-tunnel"), "conv_nt_smoothgrad.npy", 1e-4);
     }
 
+    /// <summary>Captum's NoiseTunnel around LayerGradCam / LayerGradientXActivation combines the layer-resolution
+    /// outputs: smoothgrad-sq squares the 7×7 CAMs (not their upsampled copies), vargrad takes the variance of the
+    /// N×128×7×7 attributions; the map is the combination upsampled (make_convention_fixtures.py section 10).</summary>
+    [Fact]
+    public void NoiseTunnelAroundLayerMethodsCombinesTheirLayerResolutionOutputs()
+    {
+        var draws = TestEnv.Yaml(TestEnv.Fixture("conv_nt_draws.npy"));
+        var r = Run(TestEnv.FixturePipeline($$"""
+              - { id: gc, uses: noise-tunnel, with: { inner: { uses: grad-cam, with: { layer: relu3, relu: false } }, samples: 4, stdevs: 0.3, noise_file: {{draws}}, type: smoothgrad-sq, samples_per_batch: 3 } }
+              - { id: gx, uses: noise-tunnel, with: { inner: { uses: layer-gradient-x-activation, with: { layer: relu3 } }, samples: 4, stdevs: 0.3, noise_file: {{draws}}, type: vargrad } }
+            """, batchSize: 3));
+        Assert.Equal([7L, 7], TestEnv.Artifact(r, "gc/00000.noise-tunnel-layer.npy").Shape);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "gc", "noise-tunnel-layer"), "conv_nt_gradcam_sq_layer.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "gx", "noise-tunnel-layer"), "conv_nt_gxa_vargrad_layer.npy", 1e-3);
+        using var scope = NewDisposeScope();
+        var layer = tensor(Npy.Read(TestEnv.Fixture("conv_nt_gradcam_sq_layer.npy")).Data, [4, 1, 7, 7]);
+        var upsampled = nn.functional.interpolate(layer, [28, 28], mode: InterpolationMode.Bilinear, align_corners: false);
+        var expected = upsampled.contiguous().data<float>().ToArray();
+        var map = TechniqueTests.Stack(r, "gc", "noise-tunnel");
+        Assert.True(TestEnv.RelL2(map, expected) <= 1e-4, $"map vs the upsampled combination: {TestEnv.RelL2(map, expected):E2}");
+    }
+
     [Fact]
     public void NoiseDrawsOfTheWrongShapeAreRefusedNamingTheFile()
     {
