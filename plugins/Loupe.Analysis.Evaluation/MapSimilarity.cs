@@ -5,7 +5,8 @@ namespace Loupe.Analysis.Evaluation;
 /// <summary>How the randomisation metrics compare two maps (Quantus's similarity_func).</summary>
 public enum MapSimilarity
 {
-    /// <summary>Spearman's ρ of the flattened maps (average ranks; a constant map against a varying one: 0).</summary>
+    /// <summary>Spearman's ρ of the flattened maps (average ranks), scipy's <c>spearmanr</c>: NaN when a map is constant
+    /// (it has no ranks to correlate), as Quantus's <c>correlation_spearman</c> gives.</summary>
     Spearman,
     /// <summary>Pearson's r of the flattened maps.</summary>
     Pearson,
@@ -28,7 +29,7 @@ public static class MapSimilarities
         float[] Flat(Tensor t) => t.to(ScalarType.Float32).contiguous().view(-1).data<float>().ToArray();
         return kind switch
         {
-            MapSimilarity.Spearman => Maps.Spearman(Flat(a), Flat(b)),
+            MapSimilarity.Spearman => Maps.Spearman(Flat(a), Flat(b), constantIsNaN: true),
             MapSimilarity.Pearson => Maps.Pearson(Flat(a).Select(v => (double)v).ToArray(), Flat(b).Select(v => (double)v).ToArray()),
             MapSimilarity.Kendall => KendallTau(Flat(a).Select(v => (double)v).ToArray(), Flat(b).Select(v => (double)v).ToArray()),
             MapSimilarity.Ssim => Maps.Ssim(a.reshape(h, w), b.reshape(h, w)),

@@ -361,12 +361,13 @@ public static class Maps
 
     /// <summary>Spearman's rank correlation with average ranks for ties.
     /// A constant map shares no rank information with a varying one: ρ = 0 (e.g. Grad-CAM maps that become all zero
-    /// under randomisation); two constant maps: ρ = 1. NaN when a map has non-finite values.</summary>
-    public static double Spearman(float[] a, float[] b)
+    /// under randomisation); two constant maps: ρ = 1 — or, with <paramref name="constantIsNaN"/>, NaN for either, as
+    /// scipy's <c>spearmanr</c> (and so Quantus) gives. NaN when a map has non-finite values.</summary>
+    public static double Spearman(float[] a, float[] b, bool constantIsNaN = false)
     {
         if (a.Any(v => !float.IsFinite(v)) || b.Any(v => !float.IsFinite(v))) return double.NaN;
         bool ca = a.All(v => v == a[0]), cb = b.All(v => v == b[0]);
-        if (ca || cb) return ca && cb ? 1 : 0;
+        if (ca || cb) return constantIsNaN ? double.NaN : ca && cb ? 1 : 0;
         return Pearson(Ranks(a), Ranks(b));
     }
 

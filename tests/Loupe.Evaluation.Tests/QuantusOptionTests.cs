@@ -301,6 +301,15 @@ public class QuantusOptionTests
                 double want = expected[key]![i]!.GetValue<double>(), got = MapSimilarities.Of(kind, a, b, 28, 28);
                 Assert.True(Math.Abs(got - want) <= 1e-6, $"{key}[{i}]: {got} against {want}");
             }
+        // A constant map has no ranks or variance: scipy's spearmanr, kendalltau and pearsonr give NaN against a varying
+        // map or another constant one (Loupe's Spearman gave 0 and 1 until 2026-12-05).
+        using (var flat = zeros(784))
+        using (var varying = arange(784, dtype: ScalarType.Float32))
+            foreach (var kind in new[] { MapSimilarity.Spearman, MapSimilarity.Kendall, MapSimilarity.Pearson })
+            {
+                Assert.True(double.IsNaN(MapSimilarities.Of(kind, flat, varying, 28, 28)), $"{kind}: constant vs varying");
+                Assert.True(double.IsNaN(MapSimilarities.Of(kind, flat, flat, 28, 28)), $"{kind}: constant vs constant");
+            }
         // A map that depends on neither the class nor the weights: 1 under every similarity.
         var (r, _) = SeededRegionRun(2, 3, "region-test", """
               - { id: edges, uses: sobel-map }
