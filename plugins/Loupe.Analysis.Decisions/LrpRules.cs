@@ -62,8 +62,9 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
 
     /// <summary>Propagates <paramref name="outputRelevance"/> (shape of the last node's output) back to the input.
     /// <paramref name="values"/> are the node outputs of <see cref="ModelGraph.Run"/> on <paramref name="input"/>;
-    /// <paramref name="observe"/> sees each node's total output relevance.</summary>
-    public Tensor Propagate(Tensor input, Tensor[] values, Tensor outputRelevance, Action<int, Tensor>? observe = null)
+    /// <paramref name="observe"/> sees each node's total output relevance, <paramref name="observeInputs"/> the relevance
+    /// it hands each of its inputs.</summary>
+    public Tensor Propagate(Tensor input, Tensor[] values, Tensor outputRelevance, Action<int, Tensor>? observe = null, Action<int, Tensor[]>? observeInputs = null)
     {
         var nodes = graph.Nodes;
         var relevance = new Tensor?[nodes.Count];
@@ -81,6 +82,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 var xs = node.Inputs.Select(j => (j < 0 ? input : values[j]).detach()).ToArray();
                 parts = Node(i, node, xs, r).Select(p => ReferenceEquals(p, r) ? p : step.MoveToOuter(p)).ToArray();
             }
+            observeInputs?.Invoke(i, parts);
             for (int k = 0; k < parts.Length; k++)
             {
                 int j = node.Inputs[k];

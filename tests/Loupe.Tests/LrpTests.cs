@@ -90,6 +90,36 @@ public class LrpTests
         foreach (var e in expected) Assert.Contains(r.Errors, x => x.Message.Contains(e));
     }
 
+    /// <summary>Captum's LayerLRP (<c>layer:</c>): the relevance at a layer's output, or with attribute_to_layer_input
+    /// at its input, under both conventions, against make_lrp_fixtures.py (Zennit: conv2 merged with bn2; Captum:
+    /// conv2's own output, before bn2); the map is the channel sum resized; a misspelt layer fails validation.</summary>
+    [Fact]
+    public void LayerRelevanceIsCaptumsLayerLrp()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: a, uses: lrp, with: { layer: relu2 } }
+              - { id: b, uses: lrp, with: { layer: conv2, attribute_to_layer_input: true } }
+              - { id: c, uses: lrp, with: { convention: captum, layer: conv2 } }
+              - { id: d, uses: lrp, with: { convention: captum, layer: conv3, attribute_to_layer_input: true, internal_batch_size: 2 } }
+            """, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.Equal([64L, 14, 14], TestEnv.Artifact(r, "a/00000.lrp-layer.npy").Shape);
+        foreach (var (step, fixture) in new[] { ("a", "epsilon-plus_relu2"), ("b", "epsilon-plus_conv2_input"), ("c", "captum_conv2"), ("d", "captum_conv3_input") })
+            TechniqueTests.Close(TechniqueTests.Stack(r, step, "lrp-layer"), $"lrp_cnn_layer_{fixture}.npy", 1e-4);
+        using var scope = NewDisposeScope();
+        var layer = tensor(Npy.Read(TestEnv.Fixture("lrp_cnn_layer_epsilon-plus_relu2.npy")).Data, [4, 64, 14, 14]).sum(1, keepdim: true);
+        var expected = nn.functional.interpolate(layer, [28, 28], mode: InterpolationMode.Bilinear, align_corners: false).contiguous().data<float>().ToArray();
+        Assert.True(TestEnv.RelL2(TechniqueTests.Stack(r, "a", "lrp"), expected) <= 1e-4);
+
+        var bad = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: a, uses: lrp, with: { layer: relu9 } }
+              - { id: b, uses: lrp, with: { attribute_to_layer_input: true } }
+            """));
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains(bad.Errors, e => e.Message.Contains("layer 'relu9': no such layer") && e.Message.Contains("did you mean"));
+        Assert.Contains(bad.Errors, e => e.Message.Contains("attribute_to_layer_input applies with layer:"));
+    }
+
     [Fact]
     public void ConventionCaptumRefusesAComposite()
     {
