@@ -14,6 +14,9 @@ public sealed record ShapleySamplingOptions : FeatureOptions
     /// <summary>Permutations from a file.</summary>
     [FilePath, Description("a .npy float32 S×M whose rows are permutations of 0..M−1, used for every input instead of the seeded draws")]
     public string? PermutationsFile { get; init; }
+    /// <summary>Exact Shapley values (Captum's ShapleyValues).</summary>
+    [Description("the exact Shapley values, Captum's ShapleyValues (every permutation): each of the 2^M coalitions scored once, φ_i = Σ_S |S|!(M−|S|−1)!/M! · (v(S ∪ i) − v(S)); at most 16 features (a coarser cell or a feature_mask); samples is not used")]
+    public bool Exact { get; init; }
 }
 
 /// <summary>Shapley value sampling (Castro et al. 2009; Captum <c>ShapleyValueSampling</c>): for each permutation of
@@ -31,7 +34,14 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
     public override string ArtifactName => "shapley-sampling";
 
     /// <inheritdoc/>
-    public override IEnumerable<string> Validate(ShapleySamplingOptions options, AnalysisValidationContext context) => Features.SegmentErrors(options, ArtifactName);
+    public override IEnumerable<string> Validate(ShapleySamplingOptions options, AnalysisValidationContext context)
+    {
+        foreach (var e in Features.SegmentErrors(options, ArtifactName)) yield return e;
+        if (options.Exact && options.PermutationsFile is not null) yield return "exact: true takes every permutation; leave out permutations_file";
+    }
+
+    /// <summary>Most features of <c>exact: true</c> (2^16 = 65,536 coalitions, one forward of one copy each).</summary>
+    public const int MaxExactFeatures = 16;
 
     /// <inheritdoc/>
     public override AttributionResult Attribute(ShapleySamplingOptions options, AttributionInput input)
@@ -50,11 +60,16 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
             long m = Features.Count(labels);
             if (file is not null && (file.dim() != 2 || file.shape[0] == 0 || file.shape[1] != m || !(file.sort(1).Values == arange(m)).all().item<bool>()))
                 throw new LoupeException($"{options.PermutationsFile}: permutations_file must be S×{m} (S ≥ 1) with each row a permutation of 0..{m - 1} (the image has {m} features)");
-            long s = file?.shape[0] ?? options.Samples;
-            using var g = file is null ? new Generator(InputSeeds.For(ctx.Seed, input.Ids?[i] ?? $"#{i}")) : null;
             var xi = x[i].unsqueeze(0);
             var fi = fill[i].unsqueeze(0);
             var rows = selection.Rows([i]);
+            if (options.Exact)
+            {
+                maps.Add(scope.MoveToOuter(Features.ToPixels(Exact(options, ctx, xi, fi, labels, m, rows), labels, c)));
+                continue;
+            }
+            long s = file?.shape[0] ?? options.Samples;
+            using var g = file is null ? new Generator(InputSeeds.For(ctx.Seed, input.Ids?[i] ?? $"#{i}")) : null;
             // The empty coalition's score, then the permutations a chunk at a time: a chunk's K·M prefix coalitions are
             // built pass by pass from its positions (never the S·M×M masks at once: 100,000 permutations of 784 pixels
             // would be 61 GB), and the run's cancellation is checked between chunks and passes.
@@ -83,6 +98,42 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
             maps.Add(scope.MoveToOuter(Features.ToPixels(total / s, labels, c)));
         }
         return new AttributionResult(cat(maps, 0).contiguous(), selection);
+    }
+
+    /// <summary>The exact Shapley values of one input's M features (float32, M): every coalition S (bit f of its index:
+    /// feature f present, the others at the fill) scored once in batched forwards, then
+    /// φ_f = Σ_{S ∌ f} |S|!(M − |S| − 1)!/M! · (v(S ∪ {f}) − v(S)) in float64 — what Captum's ShapleyValues averages
+    /// over all M! permutations, without repeating a coalition.</summary>
+    static Tensor Exact(ShapleySamplingOptions options, IAnalysisContext ctx, Tensor xi, Tensor fi, Tensor labels, long m, TargetSelection rows)
+    {
+        if (m > MaxExactFeatures)
+            throw new LoupeException($"shapley-sampling: exact: true scores all 2^M coalitions; this image has M = {m} features (at most {MaxExactFeatures}: a larger cell or a feature_mask with fewer values)");
+        long count = 1L << (int)m;
+        var bits = arange(m);
+        var v = Perturbation.MaskedScores(ctx, xi, fi, count, (p0, p) =>
+        {
+            var present = arange(p0, p0 + p).unsqueeze(1).bitwise_right_shift(bits).bitwise_and(1).to(ScalarType.Float32);   // p×M
+            return (1 - present.index_select(1, labels.flatten())).view(p, 1, labels.shape[0], labels.shape[1]);
+        }, rows, options.MicroBatch)[0].to(ScalarType.Float64).contiguous().data<double>().ToArray();
+        var weight = new double[m];   // |S|!(M − |S| − 1)!/M! for |S| = 0..M−1
+        for (int k = 0; k < m; k++) weight[k] = Math.Exp(LogFactorial(k) + LogFactorial((int)m - k - 1) - LogFactorial((int)m));
+        var phi = new double[m];
+        for (int f = 0; f < m; f++)
+        {
+            long bit = 1L << f;
+            double sum = 0;
+            for (long set = 0; set < count; set++)
+                if ((set & bit) == 0) sum += weight[System.Numerics.BitOperations.PopCount((ulong)set)] * (v[set | bit] - v[set]);
+            phi[f] = sum;
+        }
+        return tensor(phi).to(ScalarType.Float32);
+    }
+
+    static double LogFactorial(int k)
+    {
+        double s = 0;
+        for (int i = 2; i <= k; i++) s += Math.Log(i);
+        return s;
     }
 }
 

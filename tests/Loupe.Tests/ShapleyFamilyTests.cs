@@ -20,6 +20,7 @@ public class ShapleyFamilyTests
               - { id: lr, uses: lime, with: { cell: 7, coalitions_file: {{F("fam_lime_coalitions.npy")}}, model: linear, distance: euclidean, kernel_width: 20 } }
               - { id: ss, uses: shapley-sampling, with: { cell: 7, permutations_file: {{F("fam_shapley_perms.npy")}}, micro_batch: 7 } }
               - { id: fp, uses: feature-permutation, with: { cell: 7, permutations_file: {{F("fam_fperm_perms.npy")}}, micro_batch: 3 } }
+              - { id: sx, uses: shapley-sampling, with: { exact: true, feature_mask: {{F("fam_shapley_exact_mask.npy")}}, micro_batch: 10 } }
             """, batchSize: 4));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         return r;
@@ -36,8 +37,20 @@ public class ShapleyFamilyTests
     [InlineData("lr", "lime", "fam_lime_linear.npy")]
     [InlineData("ss", "shapley-sampling", "fam_shapley.npy")]
     [InlineData("fp", "feature-permutation", "fam_fperm.npy")]
+    [InlineData("sx", "shapley-sampling", "fam_shapley_exact.npy")]   // Captum's ShapleyValues: all 720 permutations
     public void MatchesThePyTorchReferenceOnTheDemoCnn(string step, string artifact, string fixture) =>
         TechniqueTests.Close(TechniqueTests.Stack(Fixed.Value, step, artifact), fixture, 1e-4);
+
+    /// <summary><c>exact: true</c> on more than 16 features, or with a permutations file, is refused with the numbers.</summary>
+    [Fact]
+    public void ExactShapleyValuesRefuseTooManyFeatures()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: sx, uses: shapley-sampling, with: { exact: true, cell: 4 } }
+            """));
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("M = 49 features (at most 16", r.Manifest!["steps"]![0]!["error"]!.GetValue<string>());
+    }
 
     /// <summary>Runs steps on torchvision's resnet18 with the 'hash' weights (saved as TorchSharp .dat) over
     /// arch_input_64.npy (2 inputs, 64²).</summary>
