@@ -22,8 +22,21 @@ public sealed record DeepLiftOptions
     public bool MultiplyByInputs { get; init; } = true;
 }
 
+/// <summary>The reference set of DeepLiftShap (<c>deeplift-shap</c>, <c>layer-deeplift-shap</c>).</summary>
+public interface IDeepLiftReferences
+{
+    /// <summary>Baseline set file.</summary>
+    string? BaselinesFile { get; }
+    /// <summary>References drawn from the data source.</summary>
+    int? BaselinesFromData { get; }
+    /// <summary>Seed of the draw.</summary>
+    int? BaselineSeed { get; }
+    /// <summary>Pairs per pass.</summary>
+    int? InternalBatchSize { get; }
+}
+
 /// <summary>Options of <c>deeplift-shap</c>.</summary>
-public sealed record DeepLiftShapOptions
+public sealed record DeepLiftShapOptions : IDeepLiftReferences
 {
     /// <summary>Baseline set.</summary>
     [FilePath, Description("a .npy float32 B×C×H×W set of references in normalised input space (B ≥ 2); the map is the mean of DeepLift over them")]
@@ -108,7 +121,10 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
     public override string ArtifactName => "deeplift-shap";
 
     /// <inheritdoc/>
-    public override IEnumerable<string> Validate(DeepLiftShapOptions options, AnalysisValidationContext context)
+    public override IEnumerable<string> Validate(DeepLiftShapOptions options, AnalysisValidationContext context) => ReferenceErrors(options);
+
+    /// <summary>Validation of a reference set: a file or a draw from the data, not both.</summary>
+    public static IEnumerable<string> ReferenceErrors(IDeepLiftReferences options)
     {
         if ((options.BaselinesFile is null) == (options.BaselinesFromData is null))
             yield return "give either 'baselines_file' or 'baselines_from_data' (the reference set)";
@@ -119,16 +135,22 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
     /// <inheritdoc/>
     public override AttributionResult Attribute(DeepLiftShapOptions options, AttributionInput input)
     {
-        var ctx = input.Context;
-        var x = input.Input;
+        var (_, _, selection) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
+        var map = OverReferences(options, input.Context, input.Input, selection, (xi, ri, sel) => DeepLift.Attribute(input.Context, xi, ri, sel, input.Slot, options.MultiplyByInputs));
+        return new AttributionResult(map, selection);
+    }
+
+    /// <summary>The mean over the reference set of <paramref name="attribute"/>(inputs, references, selection) on
+    /// input × reference pairs, batched (pair p = i·B + j: input i with reference j, Captum's repeat_interleave / repeat
+    /// order); the result has the attribution's shape per input.</summary>
+    public static Tensor OverReferences(IDeepLiftReferences options, IAnalysisContext ctx, Tensor x, TargetSelection selection, Func<Tensor, Tensor, TargetSelection, Tensor> attribute)
+    {
         long n = x.shape[0];
         var refs = options.BaselinesFile is { } file ? Npy.Read(file).ToTensor()
             : DataReferences.Draw(ctx, options.BaselinesFromData!.Value, options.BaselineSeed ?? ctx.Seed, "baselines_from_data");
         if (refs.dim() != 4 || refs.shape[0] < 2 || refs.shape[1] != x.shape[1] || refs.shape[2] != x.shape[2] || refs.shape[3] != x.shape[3])
             throw new LoupeException($"{options.BaselinesFile ?? "baselines_from_data"}: the references must be B×{x.shape[1]}×{x.shape[2]}×{x.shape[3]} with B ≥ 2 (a single reference: use deeplift); they are {string.Join("×", refs.shape)}");
         long b = refs.shape[0];
-        var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        // Pair p = i·B + j: input i with reference j (Captum's repeat_interleave / repeat order).
         long perPass = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true) / 2);
         var parts = new List<Tensor>();
         for (long p0 = 0; p0 < n * b; p0 += perPass)
@@ -140,10 +162,10 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
             var xi = x.index_select(0, pairs.div(b, rounding_mode: RoundingMode.floor));
             var ri = refs.index_select(0, pairs.remainder(b));
             var sel = selection.Rows(Enumerable.Range((int)p0, (int)k).Select(p => (int)(p / b)).ToArray());
-            parts.Add(chunk.MoveToOuter(DeepLift.Attribute(ctx, xi, ri, sel, input.Slot, options.MultiplyByInputs)));
+            parts.Add(chunk.MoveToOuter(attribute(xi, ri, sel)));
         }
         var all = cat(parts, 0);
-        return new AttributionResult(all.view([n, b, .. x.shape.Skip(1)]).mean([1]), selection);
+        return all.view([n, b, .. all.shape.Skip(1)]).mean([1]);
     }
 }
 

@@ -36,6 +36,9 @@ public sealed partial class TorchModel : ILayerInputs
         return new Interventions.Handle([.. removers, .. pins.Select(p => (Action)p.Dispose)]);
     }
 
+    /// <summary>Unfolds what a hook on these layers' inputs needs: a folded batch norm's pair (its input exists only
+    /// unfolded) and a folded convolution's (the fused module that runs in its place carries no hooks; until 2026-12-05
+    /// the input of a folded convolution was never captured).</summary>
     List<IDisposable> InputPins(IEnumerable<string> layers) =>
-        _rewrites is null ? [] : layers.Select(_rewrites.PinInput).OfType<IDisposable>().ToList();
+        _rewrites is null ? [] : layers.SelectMany(l => new[] { _rewrites.PinInput(l), _rewrites.Pin(l) }).OfType<IDisposable>().ToList();
 }

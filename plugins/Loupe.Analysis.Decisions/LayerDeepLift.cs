@@ -1,0 +1,109 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Decisions;
+
+/// <summary>Options of <c>layer-deeplift</c>.</summary>
+public sealed record LayerDeepLiftOptions : LayerOptions
+{
+    /// <summary>Baseline.</summary>
+    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("reference input x′ (also spelled fill): zero (normalised; Captum's default), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
+    public Fill Baseline { get; init; } = Fill.Zero;
+    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
+    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
+    public float[]? BaselineValue { get; init; }
+    /// <summary>Blur σ for the blur baseline.</summary>
+    [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
+    public double BlurSigma { get; init; } = 5;
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description("true: (A(x) − A(x′)) ⊙ the layer's multipliers (Captum's default); false: the multipliers alone")]
+    public bool MultiplyByInputs { get; init; } = true;
+}
+
+/// <summary>Options of <c>layer-deeplift-shap</c>.</summary>
+public sealed record LayerDeepLiftShapOptions : LayerOptions, IDeepLiftReferences
+{
+    /// <summary>Baseline set.</summary>
+    [FilePath, Description("a .npy float32 B×C×H×W set of references in normalised input space (B ≥ 2); the map is the mean of layer DeepLift over them")]
+    public string? BaselinesFile { get; init; }
+    /// <summary>References drawn from the data source.</summary>
+    [Range(2, 4096), Description("instead of baselines_file: draw this many references from the data source (as deeplift-shap draws them)")]
+    public int? BaselinesFromData { get; init; }
+    /// <summary>Seed of the draw.</summary>
+    [Description("seed of baselines_from_data (default: the step seed)")]
+    public int? BaselineSeed { get; init; }
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description("true: (A(x) − A(x′)) ⊙ the layer's multipliers (Captum's default); false: the multipliers alone")]
+    public bool MultiplyByInputs { get; init; } = true;
+    /// <summary>Pairs per pass.</summary>
+    [Range(1, 100_000), Description("input × reference pairs per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
+    public int? InternalBatchSize { get; init; }
+}
+
+/// <summary>Layer DeepLift (Captum <c>LayerDeepLift</c>): DeepLift's rescale rule from the output down to a layer, one
+/// forward of [x; x′] with both halves' target scores (as <c>deeplift</c>), and attribution (A(x) − A(x′)) ⊙ ∂*F/∂A,
+/// the multipliers at the layer's output (or input). Its sum over the layer is F(x) − F(x′) when the layer cuts every
+/// path from the input (summation to delta).</summary>
+public sealed class LayerDeepLift : LayerAttribution<LayerDeepLiftOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.ReluOverride);
+    /// <inheritdoc/>
+    public override string ArtifactName => "layer-deeplift";
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(LayerDeepLiftOptions options, AnalysisValidationContext context) =>
+        base.Validate(options, context).Concat(Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput));
+
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(LayerDeepLiftOptions options, AttributionInput input, TargetSelection selection)
+    {
+        var reference = Perturbation.Baseline(input.BaselineOf, options.Baseline, options.BlurSigma, input.Context.Input, options.BaselineValue, "fill");
+        return At(input.Context, options.Layer, options.AttributeToLayerInput, input.Input, reference, selection, options.MultiplyByInputs);
+    }
+
+    /// <summary>(A(x) − A(x′)) ⊙ multipliers at <paramref name="layer"/> (or the multipliers alone) for rows of inputs
+    /// and references (same count), explaining <paramref name="selection"/>.</summary>
+    public static Tensor At(IAnalysisContext ctx, string layer, bool layerInput, Tensor x, Tensor reference, TargetSelection selection, bool multiplyByInputs)
+    {
+        using var scope = NewDisposeScope();
+        int n = (int)x.shape[0];
+        var half = Enumerable.Range(0, n).ToArray();
+        var rows = selection.Rows(half.Concat(half).ToArray());
+        // A layer's input is captured before the rescale rule is installed, its output after: the rule's hooks on a
+        // ReLU take its input and replace its output, so the capture must see the input first and the output last.
+        using var inputs = layerInput ? LayerInputs.Of(ctx.Model, "attribute_to_layer_input").CaptureInputs([layer], forGradients: true) : null;
+        using (((IModelInterventions)ctx.Model).OverrideRelu(ReluRule.Rescale))
+        {
+            var (_, capture, ti, _) = Explain.Forward(ctx.Model, ctx.Target, cat([x, reference], 0).detach(), layerInput ? [] : [layer], forGradients: true, rows);
+            using (capture)
+            {
+                var a = inputs is not null ? inputs[layer] : capture[layer];
+                var g = Explain.Gradient(ctx.Target, ti, rows, a).narrow(0, 0, n);   // both halves' scores, as Captum's hook
+                var ad = a.detach();
+                return scope.MoveToOuter(multiplyByInputs ? (ad.narrow(0, 0, n) - ad.narrow(0, n, n)) * g : g);
+            }
+        }
+    }
+}
+
+/// <summary>Layer DeepLiftShap (Captum <c>LayerDeepLiftShap</c>): <c>layer-deeplift</c> of each input against every
+/// reference of a set (a file, or drawn from the data source), averaged over the references (pairs batched).</summary>
+public sealed class LayerDeepLiftShap : LayerAttribution<LayerDeepLiftShapOptions>
+{
+    /// <inheritdoc/>
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.ReluOverride);
+    /// <inheritdoc/>
+    public override string ArtifactName => "layer-deeplift-shap";
+
+    /// <inheritdoc/>
+    public override IEnumerable<string> Validate(LayerDeepLiftShapOptions options, AnalysisValidationContext context) =>
+        base.Validate(options, context).Concat(DeepLiftShap.ReferenceErrors(options));
+
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(LayerDeepLiftShapOptions options, AttributionInput input, TargetSelection selection) =>
+        DeepLiftShap.OverReferences(options, input.Context, input.Input, selection,
+            (xi, ri, sel) => LayerDeepLift.At(input.Context, options.Layer, options.AttributeToLayerInput, xi, ri, sel, options.MultiplyByInputs));
+}
