@@ -5,8 +5,29 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
 
+/// <summary>The draws of GradientSHAP (<c>gradient-shap</c>, <c>layer-gradient-shap</c>).</summary>
+public interface IGradientShapDraws
+{
+    /// <summary>Samples per input.</summary>
+    int Samples { get; }
+    /// <summary>Noise σ.</summary>
+    double Stdevs { get; }
+    /// <summary>Single baseline.</summary>
+    Fill Baseline { get; }
+    /// <summary>Constant baseline.</summary>
+    float[]? BaselineValue { get; }
+    /// <summary>Baseline distribution.</summary>
+    string? BaselinesFile { get; }
+    /// <summary>Draws from a file.</summary>
+    string? DrawsFile { get; }
+    /// <summary>Blur σ for the blur baseline.</summary>
+    double BlurSigma { get; }
+    /// <summary>Points per backward pass.</summary>
+    int? InternalBatchSize { get; }
+}
+
 /// <summary>Options of <c>gradient-shap</c>.</summary>
-public sealed record GradientShapOptions
+public sealed record GradientShapOptions : IGradientShapDraws
 {
     /// <summary>Samples per input.</summary>
     [Range(1, 100_000), Description("samples per input (Captum's n_samples, default 5): each draws a baseline, a noise and a point α on the path")]
@@ -57,8 +78,28 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
     {
         var ctx = input.Context;
         var x = input.Input;
-        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3], d = c * h * w;
+        long n = x.shape[0];
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
+        var sum = zeros_like(x);
+        long s = Samples(options, input, selection, (k, noisy, baseline, points, rows) =>
+        {
+            var (g, _) = Explain.InputGradient(ctx, points, rows, input.Slot);
+            var part = options.MultiplyByInputs ? g * (noisy - baseline) : g;
+            sum.add_(part.view([n, k, .. x.shape.Skip(1)]).sum(1, keepdim: false));
+        });
+        return new AttributionResult(sum / s, selection);
+    }
+
+    /// <summary>GradientSHAP's samples of a batch, a chunk at a time under the memory budget: per input, S draws of
+    /// α ~ U(0, 1), a baseline b from the set (or the one baseline) and noise ε ~ N(0, σ²) — seeded per input, or from
+    /// <c>draws_file</c> — and <paramref name="visit"/>(k, noisy inputs x + ε, their baselines b, the points
+    /// b + α (x + ε − b), the points' selection), each (N·k)×C×H×W input-major (row i·k + j: sample j of input i), in
+    /// the chunk's dispose scope. Returns S.</summary>
+    public static long Samples(IGradientShapDraws options, AttributionInput input, TargetSelection selection, Action<long, Tensor, Tensor, Tensor, TargetSelection> visit)
+    {
+        var ctx = input.Context;
+        var x = input.Input;
+        long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3], d = c * h * w;
         var baselines = options.BaselinesFile is { } bf ? LoadBaselines(bf, x) : null;
         long b = baselines?.shape[0] ?? 1;
         // Draws: n × S of α and baseline index, n × S × C×H×W of noise.
@@ -85,7 +126,6 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
         long s = alphas.shape[1];
         var baseSet = baselines is null ? Perturbation.Baseline(input.BaselineOf, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill").unsqueeze(1) : null;
         long perPass = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true) / n);
-        var sum = zeros_like(x);
         for (long s0 = 0; s0 < s; s0 += perPass)
         {
             using var chunk = NewDisposeScope();
@@ -94,16 +134,15 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
             var bsel = baselines is null ? baseSet!.expand(n, k, c, h, w)
                 : baselines.index_select(0, index.narrow(1, s0, k).reshape(-1)).view(n, k, c, h, w);
             var noisy = x.unsqueeze(1) + noise.narrow(1, s0, k) * (float)options.Stdevs;        // n×k×C×H×W
-            var delta = noisy - bsel;
-            var points = (bsel + alphas.narrow(1, s0, k).view(n, k, 1, 1, 1) * delta).reshape(n * k, c, h, w);
+            var points = bsel + alphas.narrow(1, s0, k).view(n, k, 1, 1, 1) * (noisy - bsel);
             var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
-            var (g, _) = Explain.InputGradient(ctx, points, selection.Rows(rows), input.Slot);
-            sum.add_((options.MultiplyByInputs ? g.view(n, k, c, h, w) * delta : g.view(n, k, c, h, w)).sum(1, keepdim: false));
+            visit(k, noisy.reshape(n * k, c, h, w), bsel.reshape(n * k, c, h, w), points.reshape(n * k, c, h, w), selection.Rows(rows));
         }
-        return new AttributionResult(sum / s, selection);
+        return s;
     }
 
-    static Tensor LoadBaselines(string file, Tensor x)
+    /// <summary>A baselines file, B×C×H×W (or C×H×W), checked against the input.</summary>
+    public static Tensor LoadBaselines(string file, Tensor x)
     {
         var b = Npy.Read(file).ToTensor();
         if (b.dim() == 3) b = b.unsqueeze(0);

@@ -87,6 +87,16 @@ public static class LayerPaths
         }
     }
 
+    /// <summary>The activation (or, with <paramref name="layerInput"/>, the input) of <paramref name="layer"/> on
+    /// <paramref name="x"/>, without gradients.</summary>
+    public static Tensor Activation(IAnalysisContext ctx, string layer, Tensor x, bool layerInput = false)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, x, [layer], forGradients: false, layerInput);
+        using (capture) return scope.MoveToOuter(capture[layer].detach().clone());
+    }
+
     /// <summary>Visits the path points x′ + α (x − x′) in chunks: <paramref name="visit"/>(first point index, points
     /// (k·N×C×H×W, point-major), their selection).</summary>
     public static void Path(IAnalysisContext ctx, Tensor x, Tensor baseline, double[] alphas, int? perPassOption, TargetSelection selection, Action<int, int, Tensor, TargetSelection> visit)

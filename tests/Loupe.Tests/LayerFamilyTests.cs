@@ -2,8 +2,8 @@ using Loupe.Core;
 
 namespace Loupe.Tests;
 
-/// <summary>layer-gradient-x-activation, internal-influence, layer-conductance, layer-integrated-gradients and
-/// neuron-conductance against PyTorch implementations of Captum's formulas (tests/fixtures/make_families_fixtures.py)
+/// <summary>layer-gradient-x-activation, internal-influence, layer-conductance, layer-integrated-gradients,
+/// layer-gradient-shap and neuron-conductance against PyTorch implementations of Captum's formulas (tests/fixtures/make_families_fixtures.py)
 /// on the demo CNN (pool2) and resnet18 (layer3), 4 Gauss–Legendre steps (neuron-conductance: relu3, 8).</summary>
 public class LayerFamilyTests
 {
@@ -19,7 +19,8 @@ public class LayerFamilyTests
         var r = TestEnv.Run(TestEnv.FixturePipeline(Steps.Replace("LAYER", "pool2").Replace("N", "4")
             + "\n      - { id: nc, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8, internal_batch_size: 3, method: gauss-legendre } }"
             + "\n      - { id: nc-default, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8 } }"
-            + "\n      - { id: nc-trapezoid, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8, method: riemann-trapezoid } }", batchSize: 3));
+            + "\n      - { id: nc-trapezoid, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8, method: riemann-trapezoid } }"
+            + $"\n      - {{ id: lgs, uses: layer-gradient-shap, with: {{ layer: relu3, stdevs: 0.3, baselines_file: {TestEnv.Yaml(TestEnv.Fixture("fam_gshap_baselines.npy"))}, draws_file: {TestEnv.Yaml(TestEnv.Fixture("fam_gshap_draws.npy"))}, internal_batch_size: 5 }} }}", batchSize: 3));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         return r;
     });
@@ -30,6 +31,7 @@ public class LayerFamilyTests
     [InlineData("lc", "layer-conductance-layer", "fam_cnn_conductance.npy")]
     [InlineData("lig", "layer-integrated-gradients-layer", "fam_cnn_lig.npy")]
     [InlineData("nc", "neuron-conductance", "fam_cnn_neuron_conductance.npy")]
+    [InlineData("lgs", "layer-gradient-shap-layer", "fam_layer_gshap_relu3.npy")]   // Captum's LayerGradientShap, gradient-shap's draws
     public void MatchesThePyTorchReferenceOnTheDemoCnn(string step, string artifact, string fixture) =>
         TechniqueTests.Close(TechniqueTests.Stack(Cnn.Value, step, artifact), fixture, 1e-4);
 
