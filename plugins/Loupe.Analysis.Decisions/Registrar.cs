@@ -32,6 +32,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<Lrp>("lrp", "layer-wise relevance propagation with Zennit's rules and composites or Captum's defaults, on the model's canonized graph (Bach et al. 2015)")
         .AddLoupeAnalysis<DeepLiftShap>("deeplift-shap", "DeepLift averaged over a set of references (Lundberg & Lee 2017; Captum DeepLiftShap)")
         .AddLoupeAnalysis<LayerGradientShap>("layer-gradient-shap", "expected gradients at a layer × its activation difference from the baselines (Captum LayerGradientShap)")
+        .AddLoupeAnalysis<LayerFeatureAblation>("layer-feature-ablation", "a layer's units set to a baseline, group by group: the score each group's ablation costs (Captum LayerFeatureAblation)")
         .AddLoupeAnalysis<LayerDeepLift>("layer-deeplift", "DeepLift's rescale multipliers at a layer × its activation difference (Captum LayerDeepLift)")
         .AddLoupeAnalysis<LayerDeepLiftShap>("layer-deeplift-shap", "layer DeepLift averaged over a set of references (Captum LayerDeepLiftShap)");
 }
