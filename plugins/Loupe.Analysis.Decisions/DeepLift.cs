@@ -5,8 +5,8 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
 
-/// <summary>Options of <c>deeplift</c>.</summary>
-public sealed record DeepLiftOptions
+/// <summary>The reference input of DeepLift (<c>deeplift</c>, <c>layer-deeplift</c>).</summary>
+public record DeepLiftReference
 {
     /// <summary>Baseline.</summary>
     [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("reference input x′ (also spelled fill): zero (normalised; Captum's default), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
@@ -17,26 +17,18 @@ public sealed record DeepLiftOptions
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
+}
+
+/// <summary>Options of <c>deeplift</c>.</summary>
+public sealed record DeepLiftOptions : DeepLiftReference
+{
     /// <summary>Captum's multiply_by_inputs.</summary>
     [Description(Perturbation.MultiplyByInputsDescription)]
     public bool MultiplyByInputs { get; init; } = true;
 }
 
 /// <summary>The reference set of DeepLiftShap (<c>deeplift-shap</c>, <c>layer-deeplift-shap</c>).</summary>
-public interface IDeepLiftReferences
-{
-    /// <summary>Baseline set file.</summary>
-    string? BaselinesFile { get; }
-    /// <summary>References drawn from the data source.</summary>
-    int? BaselinesFromData { get; }
-    /// <summary>Seed of the draw.</summary>
-    int? BaselineSeed { get; }
-    /// <summary>Pairs per pass.</summary>
-    int? InternalBatchSize { get; }
-}
-
-/// <summary>Options of <c>deeplift-shap</c>.</summary>
-public sealed record DeepLiftShapOptions : IDeepLiftReferences
+public record DeepLiftReferences
 {
     /// <summary>Baseline set.</summary>
     [FilePath, Description("a .npy float32 B×C×H×W set of references in normalised input space (B ≥ 2); the map is the mean of DeepLift over them")]
@@ -50,6 +42,11 @@ public sealed record DeepLiftShapOptions : IDeepLiftReferences
     /// <summary>Pairs per pass.</summary>
     [Range(1, 100_000), Description("input × reference pairs per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
+}
+
+/// <summary>Options of <c>deeplift-shap</c>.</summary>
+public sealed record DeepLiftShapOptions : DeepLiftReferences
+{
     /// <summary>Captum's multiply_by_inputs.</summary>
     [Description(Perturbation.MultiplyByInputsDescription)]
     public bool MultiplyByInputs { get; init; } = true;
@@ -124,7 +121,7 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
     public override IEnumerable<string> Validate(DeepLiftShapOptions options, AnalysisValidationContext context) => ReferenceErrors(options);
 
     /// <summary>Validation of a reference set: a file or a draw from the data, not both.</summary>
-    public static IEnumerable<string> ReferenceErrors(IDeepLiftReferences options)
+    public static IEnumerable<string> ReferenceErrors(DeepLiftReferences options)
     {
         if ((options.BaselinesFile is null) == (options.BaselinesFromData is null))
             yield return "give either 'baselines_file' or 'baselines_from_data' (the reference set)";
@@ -143,7 +140,7 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
     /// <summary>The mean over the reference set of <paramref name="attribute"/>(inputs, references, selection) on
     /// input × reference pairs, batched (pair p = i·B + j: input i with reference j, Captum's repeat_interleave / repeat
     /// order); the result has the attribution's shape per input.</summary>
-    public static Tensor OverReferences(IDeepLiftReferences options, IAnalysisContext ctx, Tensor x, TargetSelection selection, Func<Tensor, Tensor, TargetSelection, Tensor> attribute)
+    public static Tensor OverReferences(DeepLiftReferences options, IAnalysisContext ctx, Tensor x, TargetSelection selection, Func<Tensor, Tensor, TargetSelection, Tensor> attribute)
     {
         long n = x.shape[0];
         var refs = options.BaselinesFile is { } file ? Npy.Read(file).ToTensor()

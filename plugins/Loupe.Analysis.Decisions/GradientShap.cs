@@ -6,28 +6,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Decisions;
 
 /// <summary>The draws of GradientSHAP (<c>gradient-shap</c>, <c>layer-gradient-shap</c>).</summary>
-public interface IGradientShapDraws
-{
-    /// <summary>Samples per input.</summary>
-    int Samples { get; }
-    /// <summary>Noise σ.</summary>
-    double Stdevs { get; }
-    /// <summary>Single baseline.</summary>
-    Fill Baseline { get; }
-    /// <summary>Constant baseline.</summary>
-    float[]? BaselineValue { get; }
-    /// <summary>Baseline distribution.</summary>
-    string? BaselinesFile { get; }
-    /// <summary>Draws from a file.</summary>
-    string? DrawsFile { get; }
-    /// <summary>Blur σ for the blur baseline.</summary>
-    double BlurSigma { get; }
-    /// <summary>Points per backward pass.</summary>
-    int? InternalBatchSize { get; }
-}
-
-/// <summary>Options of <c>gradient-shap</c>.</summary>
-public sealed record GradientShapOptions : IGradientShapDraws
+public record GradientShapDraws
 {
     /// <summary>Samples per input.</summary>
     [Range(1, 100_000), Description("samples per input (Captum's n_samples, default 5): each draws a baseline, a noise and a point α on the path")]
@@ -50,12 +29,17 @@ public sealed record GradientShapOptions : IGradientShapDraws
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
-    /// <summary>Captum's multiply_by_inputs.</summary>
-    [Description(Perturbation.MultiplyByInputsDescription)]
-    public bool MultiplyByInputs { get; init; } = true;
     /// <summary>Points per backward pass.</summary>
     [Range(1, 100_000), Description("samples (× inputs) per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
+}
+
+/// <summary>Options of <c>gradient-shap</c>.</summary>
+public sealed record GradientShapOptions : GradientShapDraws
+{
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description(Perturbation.MultiplyByInputsDescription)]
+    public bool MultiplyByInputs { get; init; } = true;
 }
 
 /// <summary>GradientSHAP (Lundberg &amp; Lee 2017; Captum <c>GradientShap</c>): the expected gradients approximation
@@ -95,7 +79,7 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
     /// <c>draws_file</c> — and <paramref name="visit"/>(k, noisy inputs x + ε, their baselines b, the points
     /// b + α (x + ε − b), the points' selection), each (N·k)×C×H×W input-major (row i·k + j: sample j of input i), in
     /// the chunk's dispose scope. Returns S.</summary>
-    public static long Samples(IGradientShapDraws options, AttributionInput input, TargetSelection selection, Action<long, Tensor, Tensor, Tensor, TargetSelection> visit)
+    public static long Samples(GradientShapDraws options, AttributionInput input, TargetSelection selection, Action<long, Tensor, Tensor, Tensor, TargetSelection> visit)
     {
         var ctx = input.Context;
         var x = input.Input;

@@ -5,8 +5,15 @@ using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
 
+/// <summary>What a layer attribution's options hold: the layer, and whether its input is attributed.</summary>
+public interface ILayerOptions : IAttributesToLayerInput
+{
+    /// <summary>Layer.</summary>
+    string Layer { get; }
+}
+
 /// <summary>Options of <c>layer-gradient-x-activation</c>.</summary>
-public record LayerOptions : IAttributesToLayerInput
+public record LayerOptions : ILayerOptions
 {
     /// <summary>Layer.</summary>
     [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
@@ -41,7 +48,7 @@ public record LayerPathOptions : LayerOptions
 
 /// <summary>Base of the layer attributions: the raw result is the layer attribution (N×K×h×w, Captum's output, written
 /// as <c>&lt;id&gt;-layer</c>); the overlay is its channel sum, bilinearly resized to the input.</summary>
-public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions> where TOptions : LayerOptions, new()
+public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions> where TOptions : class, ILayerOptions, new()
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients);

@@ -6,40 +6,31 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Decisions;
 
 /// <summary>Options of <c>layer-deeplift</c>.</summary>
-public sealed record LayerDeepLiftOptions : LayerOptions
+public sealed record LayerDeepLiftOptions : DeepLiftReference, ILayerOptions
 {
-    /// <summary>Baseline.</summary>
-    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("reference input x′ (also spelled fill): zero (normalised; Captum's default), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
-    public Fill Baseline { get; init; } = Fill.Zero;
-    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
-    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
-    public float[]? BaselineValue { get; init; }
-    /// <summary>Blur σ for the blur baseline.</summary>
-    [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
-    public double BlurSigma { get; init; } = 5;
+    /// <summary>Layer.</summary>
+    [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
+    public string Layer { get; init; } = "";
+    /// <summary>The layer's input instead of its output.</summary>
+    [Description(LayerInputs.Description)]
+    public bool AttributeToLayerInput { get; init; }
     /// <summary>Captum's multiply_by_inputs.</summary>
     [Description("true: (A(x) − A(x′)) ⊙ the layer's multipliers (Captum's default); false: the multipliers alone")]
     public bool MultiplyByInputs { get; init; } = true;
 }
 
 /// <summary>Options of <c>layer-deeplift-shap</c>.</summary>
-public sealed record LayerDeepLiftShapOptions : LayerOptions, IDeepLiftReferences
+public sealed record LayerDeepLiftShapOptions : DeepLiftReferences, ILayerOptions
 {
-    /// <summary>Baseline set.</summary>
-    [FilePath, Description("a .npy float32 B×C×H×W set of references in normalised input space (B ≥ 2); the map is the mean of layer DeepLift over them")]
-    public string? BaselinesFile { get; init; }
-    /// <summary>References drawn from the data source.</summary>
-    [Range(2, 4096), Description("instead of baselines_file: draw this many references from the data source (as deeplift-shap draws them)")]
-    public int? BaselinesFromData { get; init; }
-    /// <summary>Seed of the draw.</summary>
-    [Description("seed of baselines_from_data (default: the step seed)")]
-    public int? BaselineSeed { get; init; }
+    /// <summary>Layer.</summary>
+    [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
+    public string Layer { get; init; } = "";
+    /// <summary>The layer's input instead of its output.</summary>
+    [Description(LayerInputs.Description)]
+    public bool AttributeToLayerInput { get; init; }
     /// <summary>Captum's multiply_by_inputs.</summary>
     [Description("true: (A(x) − A(x′)) ⊙ the layer's multipliers (Captum's default); false: the multipliers alone")]
     public bool MultiplyByInputs { get; init; } = true;
-    /// <summary>Pairs per pass.</summary>
-    [Range(1, 100_000), Description("input × reference pairs per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
-    public int? InternalBatchSize { get; init; }
 }
 
 /// <summary>Layer DeepLift (Captum <c>LayerDeepLift</c>): DeepLift's rescale rule from the output down to a layer, one

@@ -95,9 +95,9 @@ public sealed class LayerFeatureAblation : LayerAttribution<LayerFeatureAblation
             Tensor full;
             try { full = mask.expand(shape).contiguous(); }
             catch (Exception) { throw new LoupeException($"{file}: layer_mask of shape ({string.Join("×", mask.shape)}) does not broadcast to the layer's {string.Join("×", shape)}"); }
-            // Ids relabelled 0..M−1 in ascending order, as Captum's feature masks may have gaps.
-            var (values, inverse, _) = unique(full.flatten(), sorted: true, return_inverse: true);
-            return inverse.view(shape);
+            // Ids relabelled 0..M−1 in ascending order (Captum asks for 0..M−1; a mask with gaps gives the same groups).
+            var (_, inverse, _) = unique(full.flatten(), sorted: true, return_inverse: true);
+            return inverse!.view(shape);
         }
         if (options.Groups == LayerUnitGroups.Neurons || shape.Length < 2) return arange(units).view(shape);
         if (options.Groups == LayerUnitGroups.Channels) return arange(shape[0]).view([shape[0], .. Enumerable.Repeat(1L, shape.Length - 1)]).expand(shape).contiguous();

@@ -6,35 +6,17 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Decisions;
 
 /// <summary>Options of <c>layer-gradient-shap</c>.</summary>
-public sealed record LayerGradientShapOptions : LayerOptions, IGradientShapDraws
+public sealed record LayerGradientShapOptions : GradientShapDraws, ILayerOptions
 {
-    /// <summary>Samples per input.</summary>
-    [Range(1, 100_000), Description("samples per input (Captum's n_samples, default 5): each draws a baseline, a noise and a point α on the path")]
-    public int Samples { get; init; } = 5;
-    /// <summary>Noise σ.</summary>
-    [Range(0.0, 1000.0), Description("σ of the Gaussian noise added to the input, in normalised units (Captum's stdevs, default 0)")]
-    public double Stdevs { get; init; }
-    /// <summary>Single baseline.</summary>
-    [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("the baseline when no baselines file is given (also spelled fill): zero (normalised), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
-    public Fill Baseline { get; init; } = Fill.Zero;
-    /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
-    [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
-    public float[]? BaselineValue { get; init; }
-    /// <summary>Baseline distribution.</summary>
-    [FilePath, Description("a .npy float32 B×C×H×W set of baselines in normalised input space (the distribution of Captum's baselines); each sample draws one uniformly")]
-    public string? BaselinesFile { get; init; }
-    /// <summary>Draws from a file.</summary>
-    [FilePath, Description("a .npy float32 S×(2 + C·H·W): per sample α ∈ [0,1], the baseline index, then standard-normal noise (× stdevs), or S×2 without noise; the same draws for every input (overrides samples and the seeded draws)")]
-    public string? DrawsFile { get; init; }
-    /// <summary>Blur σ for the blur baseline.</summary>
-    [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
-    public double BlurSigma { get; init; } = 5;
+    /// <summary>Layer.</summary>
+    [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
+    public string Layer { get; init; } = "";
+    /// <summary>The layer's input instead of its output.</summary>
+    [Description(LayerInputs.Description)]
+    public bool AttributeToLayerInput { get; init; }
     /// <summary>Captum's multiply_by_inputs.</summary>
     [Description("true: (A(x + ε) − A(b)) ⊙ the layer gradient (Captum's default); false: the averaged layer gradients")]
     public bool MultiplyByInputs { get; init; } = true;
-    /// <summary>Points per backward pass.</summary>
-    [Range(1, 100_000), Description("samples (× inputs) per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
-    public int? InternalBatchSize { get; init; }
 }
 
 /// <summary>Layer GradientSHAP (Captum <c>LayerGradientShap</c>): the expected gradients at a layer,
