@@ -17,6 +17,19 @@ public record DeepLiftReference
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
+    /// <summary>Reference from a file.</summary>
+    [FilePath, Description(Perturbation.BaselineFileDescription)]
+    public string? BaselineFile { get; init; }
+
+    /// <summary>The reference of a batch.</summary>
+    public Tensor Of(AttributionInput input) => Perturbation.BaselineOrFile(input, BaselineFile, Baseline, BlurSigma, BaselineValue);
+
+    /// <summary>Validation of the reference options.</summary>
+    public IEnumerable<string> Errors(IModel model)
+    {
+        if (BaselineFile is not null && BaselineValue is not null) yield return "give either 'baseline_file' or a constant fill, not both";
+        foreach (var e in Perturbation.CheckConstant(BaselineValue, "fill", model.DefaultInput)) yield return e;
+    }
 }
 
 /// <summary>Options of <c>deeplift</c>.</summary>
@@ -65,8 +78,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     public override string ArtifactName => "deeplift";
 
     /// <inheritdoc/>
-    public override IEnumerable<string> Validate(DeepLiftOptions options, AnalysisValidationContext context) =>
-        Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput);
+    public override IEnumerable<string> Validate(DeepLiftOptions options, AnalysisValidationContext context) => options.Errors(context.Model);
 
     /// <summary>Multipliers × (x − x′) for rows of inputs and references (same count).</summary>
     public static Tensor Attribute(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection selection, int slot, bool multiplyByInputs = true) =>
@@ -101,8 +113,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     public override AttributionResult Attribute(DeepLiftOptions options, AttributionInput input)
     {
         var ctx = input.Context;
-        var reference = Perturbation.Baseline(input.BaselineOf, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "fill");
-        var (map, selection) = AttributeAndSelect(ctx, input.Input, reference, input.Selection, input.Slot, options.MultiplyByInputs);
+        var (map, selection) = AttributeAndSelect(ctx, input.Input, options.Of(input), input.Selection, input.Slot, options.MultiplyByInputs);
         return new AttributionResult(map, selection);
     }
 }

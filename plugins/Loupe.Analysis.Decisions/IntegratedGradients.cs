@@ -35,7 +35,7 @@ public sealed record IntegratedGradientsOptions
     [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("baseline x′ (also spelled fill): zero (normalised), black, mean, blur, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]; or a file (baseline_file)")]
     public Fill Baseline { get; init; } = Fill.Zero;
     /// <summary>Custom baseline.</summary>
-    [FilePath, Description("a .npy baseline in normalised input space, C×H×W or 1×C×H×W (overrides 'baseline')")]
+    [FilePath, Description(Perturbation.BaselineFileDescription)]
     public string? BaselineFile { get; init; }
     /// <summary>Constant baseline.</summary>
     [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
@@ -127,8 +127,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         var ctx = input.Context;
         var x = input.Input;
         long n = x.shape[0];
-        var baseline = options.BaselineFile is { } file ? LoadBaseline(file, x)
-            : Perturbation.Baseline(input.BaselineOf, options.Baseline, options.BlurSigma, ctx.Input, options.BaselineValue, "baseline_value");
+        var baseline = Perturbation.BaselineOrFile(input, options.BaselineFile, options.Baseline, options.BlurSigma, options.BaselineValue, "baseline_value");
         var (endScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         // Side inputs move along the same path, from their own baselines (Captum's tuple inputs and baselines).
         var side = SideInputs.Of(ctx.Model)?.Active ?? new Dictionary<string, Tensor>();
@@ -203,14 +202,5 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         merge.Output.Metric("completeness_error_max_abs", all.Max(kv => Math.Abs((float)kv.Value!)));
         merge.Output.Metric("completeness_error_mean_relative",
             parts.Select((p, i) => merge.Metrics[i]["completeness_error_mean_relative"] * p.Count).Sum() / all.Count);
-    }
-
-    static Tensor LoadBaseline(string file, Tensor x)
-    {
-        var b = Npy.Read(file).ToTensor();
-        if (b.dim() == 3) b = b.unsqueeze(0);
-        if (b.dim() != 4 || b.shape[0] != 1 || b.shape[1] != x.shape[1] || b.shape[2] != x.shape[2] || b.shape[3] != x.shape[3])
-            throw new LoupeException($"{file}: baseline shape ({string.Join("×", b.shape)}) does not match the input {x.shape[1]}×{x.shape[2]}×{x.shape[3]}");
-        return b.expand_as(x).contiguous();
     }
 }

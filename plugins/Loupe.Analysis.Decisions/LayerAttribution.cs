@@ -41,6 +41,9 @@ public record LayerPathOptions : LayerOptions
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]
     public double BlurSigma { get; init; } = 5;
+    /// <summary>Baseline from a file.</summary>
+    [FilePath, Description(Perturbation.BaselineFileDescription)]
+    public string? BaselineFile { get; init; }
     /// <summary>Points per pass.</summary>
     [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
@@ -59,7 +62,11 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
     public override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
     {
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
-        if (options is LayerPathOptions p) foreach (var c in Perturbation.CheckConstant(p.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
+        if (options is LayerPathOptions p)
+        {
+            if (p.BaselineFile is not null && p.BaselineValue is not null) yield return "give either 'baseline_file' or a constant fill, not both";
+            foreach (var c in Perturbation.CheckConstant(p.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
+        }
     }
 
     /// <summary>The layer attribution of a batch (N×K×h×w).</summary>
@@ -124,7 +131,7 @@ public static class LayerPaths
 
     /// <summary>The input baseline of a path method.</summary>
     public static Tensor Baseline(LayerPathOptions o, AttributionInput input) =>
-        Perturbation.Baseline(input.BaselineOf, o.Baseline, o.BlurSigma, input.Context.Input, o.BaselineValue, "fill");
+        Perturbation.BaselineOrFile(input, o.BaselineFile, o.Baseline, o.BlurSigma, o.BaselineValue);
 }
 
 /// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer.</summary>

@@ -46,14 +46,11 @@ public sealed class LayerDeepLift : LayerAttribution<LayerDeepLiftOptions>
 
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(LayerDeepLiftOptions options, AnalysisValidationContext context) =>
-        base.Validate(options, context).Concat(Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput));
+        base.Validate(options, context).Concat(options.Errors(context.Model));
 
     /// <inheritdoc/>
-    protected override Tensor LayerMap(LayerDeepLiftOptions options, AttributionInput input, TargetSelection selection)
-    {
-        var reference = Perturbation.Baseline(input.BaselineOf, options.Baseline, options.BlurSigma, input.Context.Input, options.BaselineValue, "fill");
-        return At(input.Context, options.Layer, options.AttributeToLayerInput, input.Input, reference, selection, options.MultiplyByInputs);
-    }
+    protected override Tensor LayerMap(LayerDeepLiftOptions options, AttributionInput input, TargetSelection selection) =>
+        At(input.Context, options.Layer, options.AttributeToLayerInput, input.Input, options.Of(input), selection, options.MultiplyByInputs);
 
     /// <summary>(A(x) − A(x′)) ⊙ multipliers at <paramref name="layer"/> (or the multipliers alone) for rows of inputs
     /// and references (same count), explaining <paramref name="selection"/>.</summary>

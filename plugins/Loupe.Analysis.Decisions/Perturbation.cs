@@ -21,6 +21,25 @@ public static class Perturbation
     public static Tensor Baseline(Tensor x, Fill fill, double blurSigma, InputSpec spec, float[]? constant = null, string option = "fill_value") =>
         Baselines.Of(x, fill, blurSigma, spec, constant, option);
 
+    /// <summary>Description of the <c>baseline_file</c> options (Captum's tensor baselines).</summary>
+    public const string BaselineFileDescription = "a .npy baseline in normalised input space, C×H×W or 1×C×H×W, the same for every input (Captum's tensor baselines; overrides the fill)";
+
+    /// <summary>A <c>baseline_file</c> (C×H×W or 1×C×H×W in normalised input space) expanded to the batch
+    /// <paramref name="x"/>; a clear error naming the file when its shape is not the input's.</summary>
+    public static Tensor LoadBaseline(string file, Tensor x)
+    {
+        var b = Npy.Read(file).ToTensor();
+        if (b.dim() == 3) b = b.unsqueeze(0);
+        if (b.dim() != 4 || b.shape[0] != 1 || b.shape[1] != x.shape[1] || b.shape[2] != x.shape[2] || b.shape[3] != x.shape[3])
+            throw new LoupeException($"{file}: baseline shape ({string.Join("×", b.shape)}) does not match the input {x.shape[1]}×{x.shape[2]}×{x.shape[3]}");
+        return b.expand_as(x).contiguous();
+    }
+
+    /// <summary>The baseline of a batch: the file when one is given, else the named or constant fill of the inputs
+    /// <paramref name="input"/> makes baselines of.</summary>
+    public static Tensor BaselineOrFile(AttributionInput input, string? file, Fill fill, double blurSigma, float[]? constant, string option = "fill") =>
+        file is not null ? LoadBaseline(file, input.Input) : Baseline(input.BaselineOf, fill, blurSigma, input.Context.Input, constant, option);
+
     /// <summary>Scores of the target for every input × mask: x ⊙ (1 − M) + fill ⊙ M for masks M (P×1×H×W, 1 = removed),
     /// all images of the batch × a chunk of masks per forward pass. Returns N×P.</summary>
     /// <param name="masks">Produces masks [start, start + count).</param>

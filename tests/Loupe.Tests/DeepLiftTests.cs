@@ -62,6 +62,31 @@ public class DeepLiftTests
         }
     }
 
+    /// <summary><c>baseline_file</c> (Captum's tensor baselines) on deeplift and layer-deeplift against the reference
+    /// run with that reference input, and on the layer path methods: a file of 0.5 everywhere gives fill: 0.5's maps.</summary>
+    [Fact]
+    public void BaselineFilesAreCaptumsTensorBaselines()
+    {
+        var dir = TestEnv.TempDir("loupe-baseline");
+        var half = Path.Combine(dir, "half.npy");
+        File.WriteAllBytes(half, Npy.Encode(new Loupe.Abstractions.NdArray(Enumerable.Repeat(0.5f, 28 * 28).ToArray(), [1, 28, 28])));
+        var file = TestEnv.Yaml(TestEnv.Fixture("fam_dl_baseline_file.npy"));
+        var r = TestEnv.Run(TestEnv.FixturePipeline($$"""
+              - { id: dl, uses: deeplift, with: { baseline_file: {{file}} } }
+              - { id: ldl, uses: layer-deeplift, with: { layer: conv3, baseline_file: {{file}} } }
+              - { id: lc-file, uses: layer-conductance, with: { layer: pool2, steps: 4, baseline_file: {{TestEnv.Yaml(half)}} } }
+              - { id: lc-fill, uses: layer-conductance, with: { layer: pool2, steps: 4, fill: 0.5 } }
+              - { id: nc-file, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 4, baseline_file: {{TestEnv.Yaml(half)}} } }
+              - { id: nc-fill, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 4, fill: 0.5 } }
+            """, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        TechniqueTests.Close(TechniqueTests.Stack(r, "dl", "deeplift"), "fam_cnn_deeplift_file.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ldl", "layer-deeplift-layer"), "fam_cnn_layer_deeplift_conv3_file.npy", 1e-4);
+        Assert.Equal(TechniqueTests.Stack(r, "lc-fill", "layer-conductance-layer"), TechniqueTests.Stack(r, "lc-file", "layer-conductance-layer"));
+        Assert.Equal(TechniqueTests.Stack(r, "nc-fill", "neuron-conductance"), TechniqueTests.Stack(r, "nc-file", "neuron-conductance"));
+        Assert.NotEqual(TechniqueTests.Stack(r, "dl", "deeplift"), Npy.Read(TestEnv.Fixture("fam_cnn_deeplift.npy")).Data);
+    }
+
     [Fact]
     public void MatchesThePyTorchReferenceOnResNet18()
     {
