@@ -114,7 +114,7 @@ public class PerturbationCamBenchmarks : FashionCamBenchmarks
     protected override string Relu3 => "relu3";
 
     [Benchmark(Description = "ablation-cam (relu3)")]
-    public void AblationCam() => new Loupe.Analysis.Cam.AblationCam().Run(new Loupe.Analysis.Cam.ScoreCamOptions { Layer = Relu3 }, Ctx);
+    public void AblationCam() => new Loupe.Analysis.Cam.AblationCam().Run(new Loupe.Analysis.Cam.AblationCamOptions { Layer = Relu3 }, Ctx);
 }
 
 /// <summary>Score-CAM with the demo CNN run by ONNX Runtime (<c>samples/models/fashion-cnn/fashion-cnn.onnx</c>, the same

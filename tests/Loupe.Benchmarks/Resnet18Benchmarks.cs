@@ -160,5 +160,5 @@ public class Resnet18PerturbationCamBenchmarks
     public void ScoreCam() => new ScoreCam().Run(new ScoreCamOptions { Layer = "layer4" }, _ctx);
 
     [Benchmark(Description = "ablation-cam (layer4)")]
-    public void AblationCam() => new AblationCam().Run(new ScoreCamOptions { Layer = "layer4" }, _ctx);
+    public void AblationCam() => new AblationCam().Run(new AblationCamOptions { Layer = "layer4" }, _ctx);
 }

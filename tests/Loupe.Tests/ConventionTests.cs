@@ -120,6 +120,20 @@ public class ConventionTests
         Assert.True(TestEnv.RelL2(map, expected) <= 1e-4, $"map vs the upsampled combination: {TestEnv.RelL2(map, expected):E2}");
     }
 
+    /// <summary>Ablation-CAM under pytorch-grad-cam's convention on a layer with negative values (conv3 before its batch
+    /// norm): a channel at place j of its batch of batch_size takes min − (j + 1)·1e7, as that library's AblationLayer
+    /// sets it (make_convention_fixtures.py section 11); the paper's zero under the default convention differs.</summary>
+    [Fact]
+    public void AblationCamAblatesAsPytorchGradCamOnALayerWithNegativeValues()
+    {
+        var r = Run(TestEnv.FixturePipeline("""
+              - { id: pgc, uses: ablation-cam, with: { layer: conv3, convention: pytorch-grad-cam, batch_size: 8, micro_batch: 20 } }
+              - { id: zero, uses: ablation-cam, with: { layer: conv3, relu: true } }
+            """, batchSize: 3));
+        TechniqueTests.Close(TechniqueTests.Stack(r, "pgc", "ablation-cam-layer"), "conv_pgc_ablationcam_conv3_b8_layer.npy", 1e-4);
+        Assert.True(TestEnv.RelL2(TechniqueTests.Stack(r, "zero", "ablation-cam-layer"), Npy.Read(TestEnv.Fixture("conv_pgc_ablationcam_conv3_b8_layer.npy")).Data) > 0.05);
+    }
+
     [Fact]
     public void NoiseDrawsOfTheWrongShapeAreRefusedNamingTheFile()
     {
