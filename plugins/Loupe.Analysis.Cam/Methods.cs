@@ -26,7 +26,9 @@ public sealed class GradCam : CamAnalysis<GradCamOptions>
         return o.SumChannels ? terms.sum(1) : terms;
     }
     /// <inheritdoc/>
-    protected override Tensor WeightedActivations(GradCamOptions o, CamLayer l) => l.Gradient!.mean([2, 3], keepdim: true) * l.Activation;
+    protected override Tensor WeightedActivations(GradCamOptions o, CamLayer l) => Weighted(l);
+    /// <summary>α_k A_k with α_k the spatial mean of the gradient.</summary>
+    internal static Tensor Weighted(CamLayer l) => l.Gradient!.mean([2, 3], keepdim: true) * l.Activation;
 }
 
 /// <summary>Options of <c>grad-cam</c>.</summary>
@@ -48,7 +50,9 @@ public sealed class GradCamPlusPlus : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "grad-cam-plus-plus";
     /// <inheritdoc/>
-    protected override Tensor WeightedActivations(CamOptions o, CamLayer l)
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => Weighted(l);
+    /// <summary>w_k A_k with Grad-CAM++'s weights.</summary>
+    internal static Tensor Weighted(CamLayer l)
     {
         var g = l.Gradient!; var a = l.Activation;
         var g2 = g * g; var g3 = g2 * g;
@@ -66,7 +70,9 @@ public sealed class XGradCam : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "xgrad-cam";
     /// <inheritdoc/>
-    protected override Tensor WeightedActivations(CamOptions o, CamLayer l)
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => Weighted(l);
+    /// <summary>w_k A_k with XGrad-CAM's weights.</summary>
+    internal static Tensor Weighted(CamLayer l)
     {
         var a = l.Activation;
         var weights = (l.Gradient! * a / (a.sum([2, 3], keepdim: true) + 1e-7f)).sum([2, 3], keepdim: true);
@@ -80,7 +86,9 @@ public sealed class HiResCam : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "hires-cam";
     /// <inheritdoc/>
-    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => l.Gradient! * l.Activation;
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => Weighted(l);
+    /// <summary>∂y/∂A ⊙ A.</summary>
+    internal static Tensor Weighted(CamLayer l) => l.Gradient! * l.Activation;
 }
 
 /// <summary>LayerCAM (Jiang et al. 2021, Eq. 6): Σ_k relu(∂y/∂A_k) ⊙ A_k.</summary>
@@ -89,7 +97,9 @@ public sealed class LayerCam : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "layer-cam";
     /// <inheritdoc/>
-    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => nn.functional.relu(l.Gradient!) * l.Activation;
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => Weighted(l);
+    /// <summary>relu(∂y/∂A) ⊙ A.</summary>
+    internal static Tensor Weighted(CamLayer l) => nn.functional.relu(l.Gradient!) * l.Activation;
 }
 
 /// <summary>Eigen-CAM (Muhammad &amp; Yeasin 2020): the projection of A (h·w × K, centred) on its first principal

@@ -11,7 +11,9 @@ public sealed class GradCamElementWise : CamAnalysis<CamOptions>
     /// <inheritdoc/>
     public override string ArtifactName => "grad-cam-element-wise";
     /// <inheritdoc/>
-    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => nn.functional.relu(l.Gradient! * l.Activation);
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l) => Weighted(l);
+    /// <summary>relu(∂y/∂A ⊙ A).</summary>
+    internal static Tensor Weighted(CamLayer l) => nn.functional.relu(l.Gradient! * l.Activation);
 }
 
 /// <summary>Eigen-Grad-CAM (pytorch-grad-cam <c>EigenGradCAM</c>): the projection of ∂y/∂A ⊙ A (h·w × K, centred) on
@@ -94,9 +96,29 @@ public sealed class KpcaCam : CamAnalysis<KpcaCamOptions>
     }
 }
 
+/// <summary>The CAM whose channel weighting Finer-CAM uses (pytorch-grad-cam's base_method).</summary>
+public enum FinerBase
+{
+    /// <summary>GradCAM (the default).</summary>
+    GradCam,
+    /// <summary>GradCAMPlusPlus.</summary>
+    GradCamPlusPlus,
+    /// <summary>XGradCAM.</summary>
+    XgradCam,
+    /// <summary>HiResCAM.</summary>
+    HiresCam,
+    /// <summary>LayerCAM.</summary>
+    LayerCam,
+    /// <summary>GradCAMElementWise.</summary>
+    GradCamElementWise,
+}
+
 /// <summary>Options of <c>finer-cam</c>.</summary>
 public sealed record FinerCamOptions : CamOptions
 {
+    /// <summary>pytorch-grad-cam's base_method.</summary>
+    [Description("the CAM that weighs the channels with the comparison score's gradient (pytorch-grad-cam's base_method): grad-cam (default), grad-cam-plus-plus, xgrad-cam, hires-cam, layer-cam, grad-cam-element-wise")]
+    public FinerBase Base { get; init; } = FinerBase.GradCam;
     /// <summary>α.</summary>
     [Range(0.0, 100.0), Description("comparison strength α of the reference classes (pytorch-grad-cam's default 1)")]
     public double Alpha { get; init; } = 1;
@@ -137,8 +159,17 @@ public sealed class FinerCam : CamAnalysis<FinerCamOptions>
         var p = nn.functional.softmax(logits, 1).gather(1, refs);
         var score = (p * (yc - o.Alpha * logits.gather(1, refs))).sum(1) / (p.sum(1) + 1e-9);
         var a = capture[l.Layer];
-        var g = autograd.grad([score.sum()], [a])[0];
-        return g.mean([2, 3], keepdim: true) * l.Activation;
+        var g = LayerReshapes.ToGrid(autograd.grad([score.sum()], [a])[0], l.Reshape);
+        var scored = l with { Gradient = g };
+        return o.Base switch
+        {
+            FinerBase.GradCamPlusPlus => GradCamPlusPlus.Weighted(scored),
+            FinerBase.XgradCam => XGradCam.Weighted(scored),
+            FinerBase.HiresCam => HiResCam.Weighted(scored),
+            FinerBase.LayerCam => LayerCam.Weighted(scored),
+            FinerBase.GradCamElementWise => GradCamElementWise.Weighted(scored),
+            _ => GradCam.Weighted(scored),
+        };
     }
 }
 

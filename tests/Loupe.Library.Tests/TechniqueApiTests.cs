@@ -32,15 +32,18 @@ public class TechniqueApiTests
     {
         using var model = FixtureModel();
         var input = Npy.Read(Fixture("fashion_input.npy"));
-        foreach (var (technique, artifact, fixture) in new[]
+        foreach (var (technique, artifact, fixture, options) in new (string, string, string, object)[]
                  {
-                     ("grad-cam-element-wise", "grad-cam-element-wise-layer", "gcew"), ("eigen-grad-cam", "eigen-grad-cam-layer", "egc"),
-                     ("kpca-cam", "kpca-cam-layer", "kpca"), ("finer-cam", "finer-cam-layer", "finer"),
+                     ("grad-cam-element-wise", "grad-cam-element-wise-layer", "gcew", new { layer = "relu3" }), ("eigen-grad-cam", "eigen-grad-cam-layer", "egc", new { layer = "relu3" }),
+                     ("kpca-cam", "kpca-cam-layer", "kpca", new { layer = "relu3" }), ("finer-cam", "finer-cam-layer", "finer", new { layer = "relu3" }),
+                     // pytorch-grad-cam's FinerCAM(base_method=LayerCAM / GradCAMPlusPlus)
+                     ("finer-cam", "finer-cam-layer", "finer_layercam", new { layer = "relu3", @base = "layer-cam" }),
+                     ("finer-cam", "finer-cam-layer", "finer_gcpp", new { layer = "relu3", @base = "grad-cam-plus-plus" }),
                  })
         {
-            model.Explain(technique, input, new { layer = "relu3" });   // a first call's lasting allocations (caches) are not leaks
+            model.Explain(technique, input, options);   // a first call's lasting allocations (caches) are not leaks
             var before = Live();
-            var e = model.Explain(technique, input, new { layer = "relu3" });
+            var e = model.Explain(technique, input, options);
             Assert.True(Live() == before, $"{technique}: {Live() - before} tensors left behind");
             Assert.Equal(4, e.InputIds.Count);
             var expected = Npy.Read(Fixture($"fam_cnn_{fixture}.npy")).Data;

@@ -12,10 +12,13 @@ public class NewerCamTests
               - { id: egc, uses: eigen-grad-cam, with: { layer: LAYER } }
               - { id: kpca, uses: kpca-cam, with: { layer: LAYER } }
               - { id: finer, uses: finer-cam, with: { layer: LAYER } }
+              - { id: finer-lc, uses: finer-cam, with: { layer: LAYER, base: layer-cam } }
+              - { id: finer-pp, uses: finer-cam, with: { layer: LAYER, base: grad-cam-plus-plus } }
         """;
 
     static readonly (string Step, string Artifact, string Fixture)[] Cases =
-        [("gcew", "grad-cam-element-wise-layer", "gcew"), ("egc", "eigen-grad-cam-layer", "egc"), ("kpca", "kpca-cam-layer", "kpca"), ("finer", "finer-cam-layer", "finer")];
+        [("gcew", "grad-cam-element-wise-layer", "gcew"), ("egc", "eigen-grad-cam-layer", "egc"), ("kpca", "kpca-cam-layer", "kpca"), ("finer", "finer-cam-layer", "finer"),
+         ("finer-lc", "finer-cam-layer", "finer_layercam"), ("finer-pp", "finer-cam-layer", "finer_gcpp")];
 
     static void Check(RunResult r, string model, int n)
     {
