@@ -59,12 +59,18 @@ public static class LrpLayers
             return (i, null);
         }
         if (able.Count > 1) return (-1, $"{at} names {able.Count} layers with weights ({string.Join(", ", able.Select(i => nodes[i].Name))}): name one");
+        // Captum's layer.rule on a pool: EpsilonRule(ε) (its default for MaxPool, AvgPool and AdaptiveAvgPool).
+        var pools = matches.Where(i => nodes[i].Op is GraphOp.MaxPool or GraphOp.AvgPool or GraphOp.AdaptiveAvgPool).ToList();
+        if (convention == LrpConvention.Captum && pools.Count == 1)
+            return rule.Rule == LrpRuleKind.Epsilon && !rule.ZeroBias && rule.Stabilizer is null
+                ? (pools[0], null)
+                : (-1, $"{at} is a {nodes[pools[0]].Op.ToString().ToLowerInvariant()}: a pool takes rule: epsilon (Captum's EpsilonRule, with its own epsilon)");
         if (matches.Count > 0)
         {
             var op = nodes[matches[^1]].Op;
             return (-1, op == GraphOp.Identity && convention == LrpConvention.Zennit
                 ? $"{at} is a batch norm merged into the layer before it (Zennit's canonizer): give that layer the rule"
-                : $"{at} is a {op.ToString().ToLowerInvariant()} node: rules apply to convolutions and dense layers{(convention == LrpConvention.Captum ? " and batch norms" : "")}");
+                : $"{at} is a {op.ToString().ToLowerInvariant()} node: rules apply to convolutions and dense layers{(convention == LrpConvention.Captum ? ", batch norms and pools" : "")}");
         }
         var names = nodes.Where(n => n.IsLinearLayer).Select(n => ModuleScopes.Innermost(n.Name) ?? n.Name).Distinct().ToList();
         return (-1, $"{at}: no such layer in the model's graph{Suggest.DidYouMean(rule.Layer, names)}; layers with weights: {string.Join(", ", names.Take(12))}{(names.Count > 12 ? ", …" : "")}");

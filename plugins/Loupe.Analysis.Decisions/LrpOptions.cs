@@ -55,7 +55,7 @@ public sealed record LrpOptions
     [Range(0, 1e6), Description("γ of the gamma rule (Zennit's default 0.25)")]
     public double Gamma { get; init; } = 0.25;
     /// <summary>Rules per layer.</summary>
-    [Description("rules for named layers, before the composite's (Zennit's NameMapComposite in a MixedComposite; Captum's layer.rule): a list of { layer: NAME, rule: RULE } with optional epsilon, gamma, stabilizer, zero_bias; NAME a convolution or dense layer (module path, e.g. features.0, or graph node name), or a batch norm under convention: captum. Rules: zennit: epsilon, gamma, alpha1-beta0, alpha2-beta1, z-plus, z-box, flat, w-square, pass; captum: epsilon, gamma, alpha1-beta0 (Captum's forms) and pass (IdentityRule)")]
+    [Description("rules for named layers, before the composite's (Zennit's NameMapComposite in a MixedComposite; Captum's layer.rule): a list of { layer: NAME, rule: RULE } with optional epsilon, gamma, stabilizer, zero_bias; NAME a convolution or dense layer (module path, e.g. features.0, or graph node name), or under convention: captum a batch norm or a pool (rule: epsilon). Rules: zennit: epsilon, gamma, alpha1-beta0, alpha2-beta1, z-plus, z-box, flat, w-square, pass; captum: epsilon, gamma, alpha1-beta0 (Captum's forms) and pass (IdentityRule)")]
     public LrpLayerRule[]? Rules { get; init; }
     /// <summary>Zennit's composite zero_params: ['bias'].</summary>
     [Description("every rule takes the layers' biases as zero (Zennit's composite zero_params=['bias']); per layer: rules' zero_bias")]
@@ -81,7 +81,7 @@ public sealed record LrpOptions
 public sealed record LrpLayerRule
 {
     /// <summary>The layer.</summary>
-    [Description("a convolution or dense layer (its module path, e.g. features.0, or its graph node name); under convention: captum also a batch norm")]
+    [Description("a convolution or dense layer (its module path, e.g. features.0, or its graph node name); under convention: captum also a batch norm, or a max / average pool (rule: epsilon, Captum's EpsilonRule with its own epsilon)")]
     public string Layer { get; init; } = "";
     /// <summary>The rule.</summary>
     [Description("epsilon, gamma, alpha1-beta0, alpha2-beta1, z-plus, z-box, flat, w-square or pass (zennit); epsilon, gamma, alpha1-beta0 or pass (captum)")]

@@ -104,6 +104,8 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 return Gradient(node, xs, r);            // identity on the kept region, the border's relevance dropped
             case GraphOp.Flatten or GraphOp.Reshape:
                 return [r.reshape(xs[0].shape)];
+            case GraphOp.MaxPool or GraphOp.AvgPool or GraphOp.AdaptiveAvgPool when ruleOf(index) is { } poolRule:
+                return Proportional(node, xs, r, poolRule.Epsilon);   // a pool's own ε (Captum's EpsilonRule on it)
             case GraphOp.Concat or GraphOp.MaxPool:
                 return Gradient(node, xs, r);
             case GraphOp.AvgPool or GraphOp.AdaptiveAvgPool or GraphOp.Add:
