@@ -22,6 +22,7 @@ public class LayerFamilyTests
             + "\n      - { id: nc-trapezoid, uses: neuron-conductance, with: { layer: relu3, neuron: [9, 3, 3], steps: 8, method: riemann-trapezoid } }"
             + $"\n      - {{ id: lgs, uses: layer-gradient-shap, with: {{ layer: relu3, stdevs: 0.3, baselines_file: {TestEnv.Yaml(TestEnv.Fixture("fam_gshap_baselines.npy"))}, draws_file: {TestEnv.Yaml(TestEnv.Fixture("fam_gshap_draws.npy"))}, internal_batch_size: 5 }} }}", batchSize: 3));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
         return r;
     });
 
@@ -48,6 +49,7 @@ public class LayerFamilyTests
               - { id: inp, uses: layer-feature-ablation, with: { layer: relu2, groups: channels, attribute_to_layer_input: true } }
             """, batchSize: 3));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
         // One neuron's ablation moves the logit by ~1e-4 (median 8e-5): the difference of two float32 forwards of logits
         // near 5 (batch norms folded here, not in PyTorch) keeps only ~1e-4 of it exact, so that case is held to 1e-3.
         foreach (var (step, fixture, tol) in new[] { ("pos", "relu3_positions", 1e-4), ("neu", "pool2_neurons", 1e-3), ("msk", "conv3_mask_groups", 1e-4), ("inp", "relu2_input_channels", 1e-4) })

@@ -62,6 +62,7 @@ public class LrpTests
         var steps = string.Join("\n", cases.Select((c, i) => $"  - {{ id: l{i}, uses: lrp, with: {c.With} }}"));
         var r = TestEnv.Run(TestEnv.FixturePipeline(steps, batchSize: 3));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
         var errors = cases.Select((c, i) => (c.Fixture, e: TestEnv.RelL2(TechniqueTests.Stack(r, $"l{i}", "lrp"), Npy.Read(TestEnv.Fixture($"lrp_cnn_{c.Fixture}.npy")).Data))).ToList();
         Assert.True(errors.All(e => e.e <= 1e-4), string.Join("; ", errors.Select(e => $"{e.Fixture}: {e.e:E2}")));
         // Each differs from the map without its rules by far more than the tolerance.
@@ -105,6 +106,7 @@ public class LrpTests
               - { id: d, uses: lrp, with: { convention: captum, layer: conv3, attribute_to_layer_input: true, internal_batch_size: 2 } }
             """, batchSize: 3));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Assert.All(r.Manifest!["steps"]!.AsArray(), s => Assert.True(s!["liveTensorDelta"]!.GetValue<long>() == 0, $"{s["id"]}: {s["liveTensorDelta"]}"));
         Assert.Equal([64L, 14, 14], TestEnv.Artifact(r, "a/00000.lrp-layer.npy").Shape);
         foreach (var (step, fixture) in new[] { ("a", "epsilon-plus_relu2"), ("b", "epsilon-plus_conv2_input"), ("c", "captum_conv2"), ("d", "captum_conv3_input") })
             TechniqueTests.Close(TechniqueTests.Stack(r, step, "lrp-layer"), $"lrp_cnn_layer_{fixture}.npy", 1e-4);
