@@ -31,6 +31,8 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         if (options.Convention == LrpConvention.Captum && (options.Composite is not null || options.Rule is not null || options.FirstRule is not null))
             yield return "lrp: convention: captum assigns Captum's rules (ε everywhere); leave composite, rule and first_rule unset";
         if (options.High <= options.Low) yield return $"lrp: high ({options.High}) must be above low ({options.Low})";
+        if (options.Alpha is not null && options.Rule != LrpRuleKind.AlphaBeta && options.FirstRule != LrpRuleKind.AlphaBeta && options.Rules?.Any(r => r.Rule == LrpRuleKind.AlphaBeta && r.Alpha is null) != true)
+            yield return "lrp: alpha applies to rule alpha-beta (rule:, first_rule: or rules:)";
         if (options.Rule == LrpRuleKind.Pass || options.FirstRule == LrpRuleKind.Pass)
             yield return "lrp: pass keeps a layer's relevance as it is: name the layer (a batch norm) in rules:, not in rule: or first_rule:";
         foreach (var e in LrpLayers.RuleErrors(options)) yield return e;
@@ -80,7 +82,8 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         var mean = tensor(spec.Mean.Take((int)channels).ToArray()).view(1, -1, 1, 1);
         var std = tensor(spec.Std.Take((int)channels).ToArray()).view(1, -1, 1, 1);
         LrpRule Make(LrpRuleKind kind) => new(kind, eps, options.Gamma,
-            kind == LrpRuleKind.ZBox ? (mean.neg() + options.Low) / std : null, kind == LrpRuleKind.ZBox ? (mean.neg() + options.High) / std : null);
+            kind == LrpRuleKind.ZBox ? (mean.neg() + options.Low) / std : null, kind == LrpRuleKind.ZBox ? (mean.neg() + options.High) / std : null)
+        { Alpha = options.Alpha ?? 2 };
         var named = new Dictionary<int, LrpRule>();
         foreach (var r in options.Rules ?? [])
         {
@@ -90,6 +93,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             {
                 Epsilon = r.Epsilon ?? eps,
                 Gamma = r.Gamma ?? options.Gamma,
+                Alpha = r.Alpha ?? options.Alpha ?? 2,
                 Stabilizer = r.Stabilizer ?? (options.Convention == LrpConvention.Captum ? 1e-9 : 1e-6),
                 ZeroBias = r.ZeroBias,
                 Captum = options.Convention == LrpConvention.Captum,

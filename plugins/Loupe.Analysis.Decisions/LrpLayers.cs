@@ -24,6 +24,7 @@ public static class LrpLayers
             if (r.Epsilon is not null && r.Rule != LrpRuleKind.Epsilon) yield return $"{at}: epsilon applies to the epsilon rule (the other rules' is stabilizer)";
             if (r.Stabilizer is not null && r.Rule is LrpRuleKind.Epsilon or LrpRuleKind.Pass) yield return $"{at}: stabilizer applies to rules other than epsilon and pass (epsilon's is epsilon)";
             if (r.Gamma is not null && r.Rule != LrpRuleKind.Gamma) yield return $"{at}: gamma applies to the gamma rule";
+            if (r.Alpha is not null && r.Rule != LrpRuleKind.AlphaBeta) yield return $"{at}: alpha applies to the alpha-beta rule";
             if (r.ZeroBias && (r.Rule == LrpRuleKind.Pass || captum && r.Rule == LrpRuleKind.Epsilon))
                 yield return $"{at}: zero_bias does not apply to {Kebab(r.Rule)}{(captum ? " under convention: captum (its set_bias_to_zero belongs to gamma and alpha1-beta0)" : "")}";
         }
@@ -35,7 +36,7 @@ public static class LrpLayers
     public static string Kebab(LrpRuleKind k) => k switch
     {
         LrpRuleKind.Alpha1Beta0 => "alpha1-beta0", LrpRuleKind.Alpha2Beta1 => "alpha2-beta1", LrpRuleKind.ZPlus => "z-plus",
-        LrpRuleKind.ZBox => "z-box", LrpRuleKind.WSquare => "w-square", _ => k.ToString().ToLowerInvariant(),
+        LrpRuleKind.ZBox => "z-box", LrpRuleKind.WSquare => "w-square", LrpRuleKind.AlphaBeta => "alpha-beta", _ => k.ToString().ToLowerInvariant(),
     };
 
     /// <summary>Whether a graph node answers to a layer name: its own name, or (ONNX exports) the module it belongs to.</summary>

@@ -51,6 +51,9 @@ public sealed record LrpOptions
     /// <summary>ε.</summary>
     [Range(0, 1e6), Description("ε of the epsilon rule (default 1e-6, Zennit's; 1e-9 under convention: captum, also on pools)")]
     public double? Epsilon { get; init; }
+    /// <summary>α of the alpha-beta rule.</summary>
+    [Range(1, 1e6), Description("α of rule alpha-beta (Zennit's AlphaBeta, β = α − 1; default 2)")]
+    public double? Alpha { get; init; }
     /// <summary>γ.</summary>
     [Range(0, 1e6), Description("γ of the gamma rule (Zennit's default 0.25)")]
     public double Gamma { get; init; } = 0.25;
@@ -84,7 +87,7 @@ public sealed record LrpLayerRule
     [Description("a convolution or dense layer (its module path, e.g. features.0, or its graph node name); under convention: captum also a batch norm, or a max / average pool (rule: epsilon, Captum's EpsilonRule with its own epsilon)")]
     public string Layer { get; init; } = "";
     /// <summary>The rule.</summary>
-    [Description("epsilon, gamma, alpha1-beta0, alpha2-beta1, z-plus, z-box, flat, w-square or pass (zennit); epsilon, gamma, alpha1-beta0 or pass (captum)")]
+    [Description("epsilon, gamma, alpha1-beta0, alpha2-beta1, alpha-beta (with alpha), z-plus, z-box, flat, w-square or pass (zennit); epsilon, gamma, alpha1-beta0 or pass (captum)")]
     public LrpRuleKind Rule { get; init; } = LrpRuleKind.Epsilon;
     /// <summary>ε of the epsilon rule.</summary>
     [Range(0, 1e6), Description("ε of the epsilon rule (default: lrp's epsilon)")]
@@ -92,6 +95,9 @@ public sealed record LrpLayerRule
     /// <summary>γ of the gamma rule.</summary>
     [Range(0, 1e6), Description("γ of the gamma rule (default: lrp's gamma)")]
     public double? Gamma { get; init; }
+    /// <summary>α of the alpha-beta rule.</summary>
+    [Range(1, 1e6), Description("α of the alpha-beta rule, β = α − 1 (default: lrp's alpha)")]
+    public double? Alpha { get; init; }
     /// <summary>Stabiliser of the other rules.</summary>
     [Range(0, 1e6), Description("the stabiliser of a rule other than epsilon (Zennit's stabilizer, default 1e-6; Captum's 1e-9)")]
     public double? Stabilizer { get; init; }

@@ -23,6 +23,9 @@ public enum LrpRuleKind
     Flat,
     /// <summary>w²: inputs replaced by ones, weights and biases squared (Montavon et al. 2017).</summary>
     WSquare,
+    /// <summary>LRP-αβ with any α ≥ 1 and β = α − 1 (Zennit's <c>AlphaBeta(alpha, beta)</c>, which requires α − β = 1):
+    /// α times the positive contributions' share minus β times the negative ones'.</summary>
+    AlphaBeta,
     /// <summary>The relevance passes unchanged (Zennit's <c>Pass</c>, Captum's <c>IdentityRule</c>): only for a layer whose
     /// output has its input's shape (a batch norm). Per layer only (<c>rules:</c>).</summary>
     Pass,
@@ -44,6 +47,8 @@ public sealed record LrpRule(LrpRuleKind Kind, double Epsilon = 1e-6, double Gam
     /// input through the modified weights (w + γw⁺, or w⁺) and the layer's bias, stabilised by <see cref="Stabilizer"/>
     /// (Captum's 1e-9), relevance x ⊙ ∂z/∂x · R / z — without Zennit's separate terms for x⁻ and negative outputs.</summary>
     public bool Captum { get; init; }
+    /// <summary>α of <see cref="LrpRuleKind.AlphaBeta"/> (β = α − 1).</summary>
+    public double Alpha { get; init; } = 2;
 }
 
 /// <summary>Relevance propagation over a <see cref="ModelGraph"/> (Bach et al. 2015), each rule as Zennit defines it:
@@ -159,7 +164,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
         var xn = x.clamp_max(0);
         // Inputs without negative values (any layer after a ReLU): the terms of x⁻ are exactly zero (x⁻ = 0, no bias), so
         // the rules below skip their modified forwards and gradients — the same sums, half the passes.
-        bool signed = rule.Kind is LrpRuleKind.ZPlus or LrpRuleKind.Alpha1Beta0 or LrpRuleKind.Alpha2Beta1 or LrpRuleKind.Gamma
+        bool signed = rule.Kind is LrpRuleKind.ZPlus or LrpRuleKind.Alpha1Beta0 or LrpRuleKind.Alpha2Beta1 or LrpRuleKind.AlphaBeta or LrpRuleKind.Gamma
             && x.lt(0).any().item<bool>();
         Tensor Sum(Tensor? a, Tensor? b) => b is null ? a! : a! + b;
         double stab = rule.Stabilizer;
@@ -176,13 +181,14 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 var s = r / Stabilize(Sum(t0.Output, t1?.Output).detach(), stab);
                 return Sum(xp * t0.Grad(s), t1 is null ? null : xn * t1.Grad(s));
             }
-            case LrpRuleKind.Alpha2Beta1:
+            case LrpRuleKind.Alpha2Beta1 or LrpRuleKind.AlphaBeta:
             {
+                double alpha = rule.Kind == LrpRuleKind.Alpha2Beta1 ? 2 : rule.Alpha;
                 var (t0, t2) = (T(xp, Pos(w), Pos(b)), T(xp, Neg(w), Neg(b)));
                 var (t1, t3) = signed ? (T(xn, Neg(w), null), T(xn, Pos(w), null)) : (null, null);
                 var sp = r / Stabilize(Sum(t0.Output, t1?.Output).detach(), stab);
                 var sn = r / Stabilize(Sum(t2.Output, t3?.Output).detach(), stab);
-                return 2 * Sum(xp * t0.Grad(sp), t1 is null ? null : xn * t1.Grad(sp)) - Sum(xp * t2.Grad(sn), t3 is null ? null : xn * t3.Grad(sn));
+                return alpha * Sum(xp * t0.Grad(sp), t1 is null ? null : xn * t1.Grad(sp)) - (alpha - 1) * Sum(xp * t2.Grad(sn), t3 is null ? null : xn * t3.Grad(sn));
             }
             case LrpRuleKind.Gamma:
             {

@@ -55,6 +55,8 @@ public class LrpTests
         [
             ("named-epsilon-plus", "{ composite: epsilon-plus, rules: [ { layer: conv2, rule: gamma, gamma: 0.5, stabilizer: 1e-4, zero_bias: true }, { layer: fc, rule: epsilon, epsilon: 0.01 }, { layer: conv3, rule: alpha1-beta0, zero_bias: true } ] }"),
             ("zero-bias-epsilon-gamma-box", "{ composite: epsilon-gamma-box, zero_bias: true }"),
+            // Zennit's AlphaBeta(alpha, alpha − 1) on the (normalised, signed) input layer and a hidden one
+            ("named-alpha-beta", "{ composite: epsilon-plus, rules: [ { layer: conv1, rule: alpha-beta, alpha: 1.5 }, { layer: conv2, rule: alpha-beta, alpha: 3 } ] }"),
             ("captum-rules", "{ convention: captum, rules: [ { layer: conv1, rule: gamma }, { layer: conv2, rule: alpha1-beta0, zero_bias: true }, { layer: conv3, rule: epsilon, epsilon: 0.05 }, { layer: bn3, rule: pass }, { layer: fc, rule: gamma, gamma: 0.1 } ] }"),
             // Captum's EpsilonRule on pools with their own ε (a max pool's ε shrinks what reaches its maxima)
             ("captum-pool-rules", "{ convention: captum, rules: [ { layer: pool2, rule: epsilon, epsilon: 0.5 }, { layer: gap, rule: epsilon, epsilon: 0.1 } ] }"),
@@ -66,7 +68,7 @@ public class LrpTests
         var errors = cases.Select((c, i) => (c.Fixture, e: TestEnv.RelL2(TechniqueTests.Stack(r, $"l{i}", "lrp"), Npy.Read(TestEnv.Fixture($"lrp_cnn_{c.Fixture}.npy")).Data))).ToList();
         Assert.True(errors.All(e => e.e <= 1e-4), string.Join("; ", errors.Select(e => $"{e.Fixture}: {e.e:E2}")));
         // Each differs from the map without its rules by far more than the tolerance.
-        foreach (var (fixture, without) in new[] { ("named-epsilon-plus", "epsilon-plus"), ("zero-bias-epsilon-gamma-box", "epsilon-gamma-box"), ("captum-rules", "captum"), ("captum-pool-rules", "captum") })
+        foreach (var (fixture, without) in new[] { ("named-epsilon-plus", "epsilon-plus"), ("named-alpha-beta", "epsilon-plus"), ("zero-bias-epsilon-gamma-box", "epsilon-gamma-box"), ("captum-rules", "captum"), ("captum-pool-rules", "captum") })
             Assert.True(TestEnv.RelL2(Npy.Read(TestEnv.Fixture($"lrp_cnn_{fixture}.npy")).Data, Npy.Read(TestEnv.Fixture($"lrp_cnn_{without}.npy")).Data) > 0.05, fixture);
     }
 
@@ -145,6 +147,7 @@ public class LrpTests
     [InlineData(LrpRuleKind.ZPlus, 1.0, 0.0)]                    // positive contributions only: 2 / 2
     [InlineData(LrpRuleKind.Alpha1Beta0, 1.0, 0.0)]
     [InlineData(LrpRuleKind.Alpha2Beta1, 2.0, -1.0)]             // 2·(2/2, 0) − 1·(0, −1/−1)
+    [InlineData(LrpRuleKind.AlphaBeta, 2.0, -1.0)]               // α = 2 (the rule's default): alpha2-beta1
     [InlineData(LrpRuleKind.Gamma, 2.5 / 1.5, -1 / 1.5)]         // x⁺(w + γw⁺) / Σ = (2.5, −1) / 1.5
     [InlineData(LrpRuleKind.Flat, 0.5, 0.5)]
     [InlineData(LrpRuleKind.WSquare, 4 / 4.25, 0.25 / 4.25)]
