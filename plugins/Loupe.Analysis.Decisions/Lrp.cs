@@ -46,13 +46,20 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         if (error is not null) yield return error;
         if (options.AttributeToLayerInput && options.Layer is null) yield return "lrp: attribute_to_layer_input applies with layer:";
         if (graph is not null && (options.Rules is { Length: > 0 } || options.Layer is not null))
-        {
-            using var scope = NewDisposeScope();
-            var canonized = Canonize(graph, options, out var standalone);
-            foreach (var r in options.Rules ?? [])
-                if (LrpLayers.Find(canonized, standalone, r, options.Convention) is { Error: { } e }) yield return e;
-            if (options.Layer is { } layer && LrpLayers.Kept(canonized, layer, options.AttributeToLayerInput) is { Error: { } kept }) yield return kept;
-        }
+            foreach (var e in NamedLayerErrors(graph, options)) yield return e;
+    }
+
+    /// <summary>The named layers' errors on the canonized graph (a list, so that the dispose scope of the canonized
+    /// graph's tensors closes before the validator's enumeration goes on).</summary>
+    static List<string> NamedLayerErrors(ModelGraph graph, LrpOptions options)
+    {
+        using var scope = NewDisposeScope();
+        var canonized = Canonize(graph, options, out var standalone);
+        var errors = new List<string>();
+        foreach (var r in options.Rules ?? [])
+            if (LrpLayers.Find(canonized, standalone, r, options.Convention) is { Error: { } e }) errors.Add(e);
+        if (options.Layer is { } layer && LrpLayers.Kept(canonized, layer, options.AttributeToLayerInput) is { Error: { } kept }) errors.Add(kept);
+        return errors;
     }
 
     /// <summary>Canonizes a graph: each batch norm fed only by a convolution/dense layer is merged into it (the batch
