@@ -6,15 +6,17 @@ namespace Loupe.Abstractions;
 public enum LayerReshape
 {
     /// <summary>Decided from the shape: 4-D N×C×h×w as is, 4-D N×h×w×C (h = w ≠ C) transposed, 3-D N×T×C tokens on a
-    /// square grid (T = s², or T = 1 + s² with a leading class token, which is dropped).</summary>
+    /// grid of the image's aspect (T = h·w, or T = 1 + h·w with a leading class token, which is dropped; a square grid
+    /// when the image size is not known).</summary>
     Auto,
     /// <summary>N×C×h×w, used as is.</summary>
     None,
     /// <summary>Channels last, N×h×w×C (Swin's stages, ConvNeXt's permuted blocks) → N×C×h×w.</summary>
     Nhwc,
-    /// <summary>ViT tokens N×(1 + h·w)×C: the class token is dropped, the rest laid on a square grid → N×C×h×w.</summary>
+    /// <summary>ViT tokens N×(1 + h·w)×C: the class token is dropped, the rest laid on an h×w grid of the image's aspect
+    /// (pytorch-grad-cam's reshape_transform with its height and width) → N×C×h×w.</summary>
     Vit,
-    /// <summary>Tokens N×(h·w)×C, all on a square grid (no class token) → N×C×h×w.</summary>
+    /// <summary>Tokens N×(h·w)×C, all on an h×w grid of the image's aspect (no class token) → N×C×h×w.</summary>
     Tokens,
 }
 
@@ -28,38 +30,56 @@ public interface IReshapesLayers
 /// <summary>Resolving and applying a <see cref="LayerReshape"/>.</summary>
 public static class LayerReshapes
 {
-    static long Root(long t) { var s = (long)Math.Round(Math.Sqrt(t)); return s * s == t ? s : -1; }
+    /// <summary>The h×w grid of <paramref name="t"/> tokens: the one with the image's aspect (h = H/p, w = W/p for the
+    /// patch side p = √(H·W/t)) when <paramref name="image"/> is given and it fits, else a square one; (−1, −1) when
+    /// neither fits.</summary>
+    public static (long Height, long Width) Grid(long t, (long Height, long Width)? image = null)
+    {
+        if (t <= 0) return (-1, -1);
+        if (image is { Height: > 0, Width: > 0 } size)
+        {
+            double side = Math.Sqrt((double)size.Height * size.Width / t);
+            long h = (long)Math.Round(size.Height / side), w = (long)Math.Round(size.Width / side);
+            if (h > 0 && w > 0 && h * w == t) return (h, w);
+        }
+        var s = (long)Math.Round(Math.Sqrt(t));
+        return s * s == t ? (s, s) : (-1, -1);
+    }
+
+    static bool Fits(long t, (long, long)? image) => Grid(t, image).Height > 0;
 
     /// <summary>The concrete reshape for a layer of <paramref name="shape"/> (never <see cref="LayerReshape.Auto"/>),
-    /// or an explanation why it does not fit.</summary>
-    public static (LayerReshape Mode, string? Error) Resolve(LayerReshape requested, long[] shape)
+    /// or an explanation why it does not fit; <paramref name="image"/> (the input's H×W) lets token layers lie on a
+    /// grid of the image's aspect.</summary>
+    public static (LayerReshape Mode, string? Error) Resolve(LayerReshape requested, long[] shape, (long Height, long Width)? image = null)
     {
         string S() => string.Join("×", shape);
+        string Of() => image is { } i ? $" of the image's {i.Height}×{i.Width} aspect" : "";
         switch (requested)
         {
             case LayerReshape.Auto when shape.Length == 4:
                 return (shape[2] != shape[3] && shape[1] == shape[2] ? LayerReshape.Nhwc : LayerReshape.None, null);
             case LayerReshape.Auto when shape.Length == 3:
-                if (Root(shape[1]) > 0) return (LayerReshape.Tokens, null);
-                if (Root(shape[1] - 1) > 0) return (LayerReshape.Vit, null);
-                return (requested, $"the layer's {shape[1]} tokens are neither a square grid nor a class token plus a square grid");
+                if (Fits(shape[1], image)) return (LayerReshape.Tokens, null);
+                if (Fits(shape[1] - 1, image)) return (LayerReshape.Vit, null);
+                return (requested, $"the layer's {shape[1]} tokens are neither a grid{Of()} nor a class token plus such a grid");
             case LayerReshape.Auto:
                 return (requested, $"a layer of shape ({S()}) cannot be laid out as N×C×h×w");
             case LayerReshape.None or LayerReshape.Nhwc when shape.Length != 4:
                 return (requested, $"reshape '{Name(requested)}' needs a 4-D layer, this one is ({S()})");
             case LayerReshape.Vit or LayerReshape.Tokens when shape.Length != 3:
                 return (requested, $"reshape '{Name(requested)}' needs a 3-D token layer N×T×C, this one is ({S()})");
-            case LayerReshape.Vit when Root(shape[1] - 1) < 0:
-                return (requested, $"reshape 'vit': {shape[1]} tokens are not 1 + a square number");
-            case LayerReshape.Tokens when Root(shape[1]) < 0:
-                return (requested, $"reshape 'tokens': {shape[1]} tokens are not a square number");
+            case LayerReshape.Vit when !Fits(shape[1] - 1, image):
+                return (requested, $"reshape 'vit': {shape[1]} tokens are not 1 + a grid{Of()} (or a square number)");
+            case LayerReshape.Tokens when !Fits(shape[1], image):
+                return (requested, $"reshape 'tokens': {shape[1]} tokens are not a grid{Of()} (or a square number)");
             default:
                 return (requested, null);
         }
     }
 
     /// <summary>The activation (or its gradient) of a layer as N×C×h×w, per a resolved mode.</summary>
-    public static Tensor ToGrid(Tensor a, LayerReshape mode)
+    public static Tensor ToGrid(Tensor a, LayerReshape mode, (long Height, long Width)? image = null)
     {
         switch (mode)
         {
@@ -67,8 +87,8 @@ public static class LayerReshapes
             case LayerReshape.Vit or LayerReshape.Tokens:
             {
                 var tokens = mode == LayerReshape.Vit ? a[.., 1..] : a;
-                long s = Root(tokens.shape[1]);
-                return tokens.reshape(a.shape[0], s, s, a.shape[2]).permute(0, 3, 1, 2);
+                var (h, w) = Grid(tokens.shape[1], image);
+                return tokens.reshape(a.shape[0], h, w, a.shape[2]).permute(0, 3, 1, 2);
             }
             default: return a;
         }
@@ -76,11 +96,11 @@ public static class LayerReshapes
 
     /// <summary>A captured activation of <paramref name="layer"/> as N×C×h×w per the requested reshape, or a
     /// <see cref="LoupeException"/> naming the layer when its shape cannot be laid out so.</summary>
-    public static Tensor ToGrid(Tensor a, LayerReshape requested, string layer)
+    public static Tensor ToGrid(Tensor a, LayerReshape requested, string layer, (long Height, long Width)? image = null)
     {
-        var (mode, error) = Resolve(requested, a.shape);
+        var (mode, error) = Resolve(requested, a.shape, image);
         if (error is not null) throw new LoupeException($"layer '{layer}': {error}");
-        return ToGrid(a, mode);
+        return ToGrid(a, mode, image);
     }
 
     /// <summary>Shape to which a per-channel factor (rows × C) is viewed to broadcast over the layer's own layout.</summary>

@@ -88,7 +88,7 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
         foreach (var (batch, captured) in Explain.LayerBatches(ctx, options.Layer))
         {
             using var scope = NewDisposeScope();
-            var a = Grid(captured, options);
+            var a = Grid(captured, options, batch.Input);
             long k = a.shape[1];
             CheckChannels(options, k);
             var h = batch.Input.shape[2]; var w = batch.Input.shape[3];
@@ -128,7 +128,7 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
     }
 
     /// <summary>The captured layer as N×C×h×w, per the step's <c>reshape</c>.</summary>
-    static Tensor Grid(Tensor a, ActivationsOptions options) => LayerReshapes.ToGrid(a, options.Reshape, options.Layer);
+    static Tensor Grid(Tensor a, ActivationsOptions options, Tensor input) => LayerReshapes.ToGrid(a, options.Reshape, options.Layer, (input.shape[2], input.shape[3]));
 
     static string SafeId(string id) => string.Concat(id.Select(ch => char.IsLetterOrDigit(ch) || ch is '-' or '_' or '.' ? ch : '_'));
 
@@ -195,7 +195,7 @@ public sealed class Activations : Analysis<ActivationsOptions>, IPlansLayerPasse
         public void Consume(InputBatch batch, Tensor captured)
         {
             using var scope = NewDisposeScope();
-            var a = LayerReshapes.ToGrid(captured, reshape, layer);
+            var a = LayerReshapes.ToGrid(captured, reshape, layer, (batch.Input.shape[2], batch.Input.shape[3]));
             long k = a.shape[1];
             Reservoirs ??= Enumerable.Range(0, (int)k).Select(_ => new List<float>()).ToArray();
             Seen ??= new long[k]; Sum ??= new double[k]; SumSq ??= new double[k];

@@ -90,10 +90,10 @@ public sealed class AttentionRollout : AttributionAnalysis<AttentionRolloutOptio
             rollout = Rollout(atts, options.HeadFusion, options.Residual);
         }
         long n = rollout.shape[0], t = rollout.shape[1], p = options.PrefixTokens;
-        long s = (long)Math.Round(Math.Sqrt(t - p));
-        if (s * s != t - p) throw new LoupeException($"attention-rollout: {t} tokens minus {p} prefix token(s) are not a square grid; set prefix_tokens");
+        var (gh, gw) = LayerReshapes.Grid(t - p, (x.shape[2], x.shape[3]));
+        if (gh < 0) throw new LoupeException($"attention-rollout: {t} tokens minus {p} prefix token(s) are not a grid of the image's {x.shape[2]}×{x.shape[3]} aspect; set prefix_tokens");
         var row = p > 0 ? rollout[.., 0, TensorIndex.Slice(p)] : rollout.mean([1]);
-        var grid = row.reshape(n, s, s);
+        var grid = row.reshape(n, gh, gw);
         return new AttributionResult(Display.Resize(grid, x.shape[2], x.shape[3]), selection, grid);
     }
 }

@@ -164,12 +164,13 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         }
         for (int i = 0; i < layers.Count; i++)
         {
-            var (mode, error) = LayerReshapes.Resolve(options.Reshape, acts[i].shape);
+            var image = (h, w);
+            var (mode, error) = LayerReshapes.Resolve(options.Reshape, acts[i].shape, image);
             if (error is not null) throw new LoupeException($"layer '{layers[i]}'{(options.AttributeToLayerInput ? " (its input)" : "")}: {error}");
-            var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode) : null, layers[i], x, selection, ctx)
+            var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode, image), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode, image) : null, layers[i], x, selection, ctx)
             {
                 Reshape = mode,
-                HessianTimesActivation = hvps?[i] is { } hv ? LayerReshapes.ToGrid(hv, mode) : null,
+                HessianTimesActivation = hvps?[i] is { } hv ? LayerReshapes.ToGrid(hv, mode, image) : null,
             };
             var map = options.EigenSmooth && !ProjectsAlready ? Projections.FirstComponent(WeightedActivations(options, grid)) : LayerMap(options, grid);
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);

@@ -134,7 +134,7 @@ public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses,
         public void Consume(InputBatch batch, Tensor captured)
         {
             using var scope = NewDisposeScope();
-            var a = LayerReshapes.ToGrid(captured, reshape, layer);
+            var a = LayerReshapes.ToGrid(captured, reshape, layer, (batch.Input.shape[2], batch.Input.shape[3]));
             long b = a.shape[0], kc = a.shape[1], h = a.shape[2], w = a.shape[3];
             if (channels is null) channels = Enumerable.Range(0, (int)kc).ToArray();
             else if (channels.FirstOrDefault(c => c >= kc, -1) is var bad and >= 0)

@@ -42,7 +42,7 @@ public static class ReceptiveFields
         var input = randn([probes, channels, h, w], generator: gen).requires_grad_(true);
         using var capture = model.Capture([layer], forGradients: true);
         model.Forward(input);
-        var a = LayerReshapes.ToGrid(capture[layer], reshape, layer);
+        var a = LayerReshapes.ToGrid(capture[layer], reshape, layer, (h, w));
         if (y >= a.shape[2] || x >= a.shape[3]) throw new ArgumentOutOfRangeException(nameof(y), $"unit ({y},{x}) is outside the {a.shape[2]}×{a.shape[3]} map");
         var unit = sumChannels == false ? a[.., channel, y, x] : a[.., .., y, x];
         var g = autograd.grad([unit.sum()], [input])[0];
@@ -67,7 +67,7 @@ public static class ReceptiveFields
         using var scope = NewDisposeScope();
         using var capture = model.Capture([layer], forGradients: false);
         using (no_grad()) model.Forward(zeros(1, c, h, w));
-        var a = LayerReshapes.ToGrid(capture[layer], reshape, layer);
+        var a = LayerReshapes.ToGrid(capture[layer], reshape, layer, (h, w));
         return ((int)a.shape[2], (int)a.shape[3]);
     }
 

@@ -86,6 +86,6 @@ public class TokenPatchesTests
                 with: { layer: encoder.layers.encoder_layer_1.ln_1, reshape: tokens }
             """));
         Assert.Equal(2, r.ExitCode);
-        Assert.Contains(r.Errors, e => e.Message.Contains("reshape 'tokens': 17 tokens are not a square number"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("reshape 'tokens': 17 tokens are not a grid"));
     }
 }

@@ -116,7 +116,7 @@ public class TransformerCamTests
             """);
         var r = TestEnv.Run(path);
         Assert.Equal(2, r.ExitCode);
-        Assert.Contains(r.Errors, e => e.Message.Contains("reshape 'tokens': 17 tokens are not a square number") && e.Line == 12);
+        Assert.Contains(r.Errors, e => e.Message.Contains("reshape 'tokens': 17 tokens are not a grid") && e.Line == 12);
     }
 
     [Fact]
@@ -135,5 +135,26 @@ public class TransformerCamTests
         Assert.Equal(tokens[0, 1 + 3 * 1 + 2, 3].item<float>(), t[0, 3, 1, 2].item<float>());   // token (1, 2) of the grid
         Assert.Equal(LayerReshape.None, LayerReshapes.Resolve(LayerReshape.Auto, [2, 8, 7, 7]).Mode);
         Assert.NotNull(LayerReshapes.Resolve(LayerReshape.Auto, [2, 11, 4]).Error);
+    }
+
+    /// <summary>A ViT on a non-square image (224×320, patches of 16: 14×20 tokens after the class token) lays its tokens
+    /// on the image's aspect, row by row, as pytorch-grad-cam's reshape_transform with height 14 and width 20; without
+    /// the image size only square grids are known.</summary>
+    [Fact]
+    public void TokensOfANonSquareImageLieOnAGridOfItsAspect()
+    {
+        using var scope = NewDisposeScope();
+        Assert.Equal((14L, 20L), LayerReshapes.Grid(280, (224, 320)));
+        Assert.Equal((20L, 14L), LayerReshapes.Grid(280, (320, 224)));
+        Assert.Equal((14L, 14L), LayerReshapes.Grid(196, (224, 224)));
+        Assert.Equal((16L, 16L), LayerReshapes.Grid(256));
+        Assert.Equal((-1L, -1L), LayerReshapes.Grid(280));
+        var tokens = arange(2 * 281 * 3, dtype: ScalarType.Float32).view(2, 281, 3);    // class token + 14×20
+        Assert.NotNull(LayerReshapes.Resolve(LayerReshape.Auto, tokens.shape).Error);
+        Assert.Equal((LayerReshape.Vit, (string?)null), LayerReshapes.Resolve(LayerReshape.Auto, tokens.shape, (224, 320)));
+        var grid = LayerReshapes.ToGrid(tokens, LayerReshape.Vit, (224, 320));
+        Assert.Equal([2L, 3, 14, 20], grid.shape);
+        Assert.Equal(tokens[1, 1 + 20 * 5 + 7, 2].item<float>(), grid[1, 2, 5, 7].item<float>());   // token (5, 7): row 5, column 7
+        Assert.Contains("224×320", LayerReshapes.Resolve(LayerReshape.Tokens, [1, 283, 3], (224, 320)).Error);
     }
 }
