@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -9,23 +10,23 @@ namespace Loupe.Abstractions;
 /// backprop (Springenberg et al. 2015, §3.4): ReLU's own backward then keeps the gradient where the forward input &gt; 0,
 /// so the gradient passes where input &gt; 0 and gradient &gt; 0. Nothing is saved for backward: a custom function
 /// holding the ReLU output and masking in its backward made guided backprop 1.3–1.5× its forward+backward.</summary>
-public sealed class PositiveGradient : autograd.SingleTensorFunction<PositiveGradient>
+public sealed class PositiveGradient : GuardedFunction<PositiveGradient>
 {
     /// <inheritdoc/>
     public override string Name => "LoupePositiveGradient";
     /// <inheritdoc/>
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars) => ((Tensor)vars[0]).alias();
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars) => ((Tensor)vars[0]).alias();
     /// <inheritdoc/>
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
 }
 
 /// <summary>ReLU with a DeconvNet backward: relu(gradient), whatever the forward input was (Zeiler &amp; Fergus 2014).</summary>
-public sealed class DeconvRelu : autograd.SingleTensorFunction<DeconvRelu>
+public sealed class DeconvRelu : GuardedFunction<DeconvRelu>
 {
     /// <inheritdoc/>
     public override string Name => "LoupeDeconvRelu";
     /// <inheritdoc/>
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars) => nn.functional.relu((Tensor)vars[0]);
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars) => nn.functional.relu((Tensor)vars[0]);
     /// <inheritdoc/>
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
 }

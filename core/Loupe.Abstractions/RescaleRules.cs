@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -180,11 +181,11 @@ public sealed record PoolGeometry(long[] Kernel, long[] Stride, long[] Padding, 
 /// <summary>Captum's <c>nonlinear</c> multipliers of ReLU, σ and tanh (see <see cref="Rescale.Nonlinear"/>): computed once
 /// in the forward (<see cref="Rescale.Multipliers(Tensor, Tensor, Nonlinearity)"/>, half a batch, in the activations' layout), so the backward is one
 /// product per element.</summary>
-sealed class RescaleElementwise : autograd.SingleTensorFunction<RescaleElementwise>
+sealed class RescaleElementwise : GuardedFunction<RescaleElementwise>
 {
     public override string Name => "LoupeRescaleElementwise";
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var pre = (Tensor)vars[0];
         using var scope = NewDisposeScope();
@@ -194,7 +195,7 @@ sealed class RescaleElementwise : autograd.SingleTensorFunction<RescaleElementwi
         return scope.MoveToOuter(y);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         using var scope = NewDisposeScope();
         return [scope.MoveToOuter(Rescale.TimesHalves(grad, ctx.get_saved_variables()[0])), null!];
@@ -202,11 +203,11 @@ sealed class RescaleElementwise : autograd.SingleTensorFunction<RescaleElementwi
 }
 
 /// <summary>The rescale rule of a caller's element-wise function (see <see cref="Rescale.Elementwise"/>).</summary>
-sealed class RescaleGiven : autograd.SingleTensorFunction<RescaleGiven>
+sealed class RescaleGiven : GuardedFunction<RescaleGiven>
 {
     public override string Name => "LoupeRescaleGiven";
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var pre = (Tensor)vars[0];
         using var scope = NewDisposeScope();
@@ -216,7 +217,7 @@ sealed class RescaleGiven : autograd.SingleTensorFunction<RescaleGiven>
         return scope.MoveToOuter(y);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         using var scope = NewDisposeScope();
         return [scope.MoveToOuter(Rescale.TimesHalves(grad, ctx.get_saved_variables()[0])), null!, null!];
@@ -226,18 +227,18 @@ sealed class RescaleGiven : autograd.SingleTensorFunction<RescaleGiven>
 /// <summary>The rescale rule on a buffer an in-place ReLU already wrote (see <see cref="Rescale.AfterInPlaceRelu"/>):
 /// arguments [multipliers; inputs...], forward the first input's buffer, backward the gradient times the multipliers
 /// to each input.</summary>
-sealed class RescalePass : autograd.SingleTensorFunction<RescalePass>
+sealed class RescalePass : GuardedFunction<RescalePass>
 {
     public override string Name => "LoupeRescalePass";
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         Rescale.Save(ctx, (Tensor)vars[0]);
         ctx.save_data("inputs", vars.Length - 1);
         return ((Tensor)vars[1]).alias();
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         using var scope = NewDisposeScope();
         var g = scope.MoveToOuter(Rescale.TimesHalves(grad, ctx.get_saved_variables()[0]));
@@ -246,11 +247,11 @@ sealed class RescalePass : autograd.SingleTensorFunction<RescalePass>
 }
 
 /// <summary>Captum's <c>softmax</c> multipliers (see <see cref="Rescale.Nonlinear"/>).</summary>
-sealed class RescaleNonlinear : autograd.SingleTensorFunction<RescaleNonlinear>
+sealed class RescaleNonlinear : GuardedFunction<RescaleNonlinear>
 {
     public override string Name => "LoupeRescaleNonlinear";
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var pre = (Tensor)vars[0];
         var kind = (Nonlinearity)vars[1];
@@ -261,7 +262,7 @@ sealed class RescaleNonlinear : autograd.SingleTensorFunction<RescaleNonlinear>
         return Rescale.Forward(pre, kind, dim);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         using var scope = NewDisposeScope();
         var kind = (Nonlinearity)ctx.get_data("kind");
@@ -285,11 +286,11 @@ sealed class RescaleNonlinear : autograd.SingleTensorFunction<RescaleNonlinear>
 /// Δin = x − x′; where |Δin| &lt; 1e-10 the pool's own gradient is kept. The forward pools through a channels-last
 /// view (libtorch's NCHW max-pool kernel is scalar) and keeps the output in the input's layout; Δout, Δin and the
 /// |Δin| &lt; 1e-10 mask are made once there, so the backward is two scatters and three element-wise passes.</summary>
-sealed class RescaleMaxPool2d : autograd.SingleTensorFunction<RescaleMaxPool2d>
+sealed class RescaleMaxPool2d : GuardedFunction<RescaleMaxPool2d>
 {
     public override string Name => "LoupeRescaleMaxPool2d";
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var x = (Tensor)vars[0];
         var p = (PoolGeometry)vars[1];
@@ -306,7 +307,7 @@ sealed class RescaleMaxPool2d : autograd.SingleTensorFunction<RescaleMaxPool2d>
         return scope.MoveToOuter(x.is_contiguous() ? y.contiguous() : y);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         using var scope = NewDisposeScope();
         var saved = ctx.get_saved_variables();

@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -39,7 +40,7 @@ sealed class FastMaxPool : nn.Module<Tensor, Tensor>
 /// <summary>Max pooling of an NCHW input through channels-last, differentiable: the backward scatters (adds) the output
 /// gradient to the input position each output took its maximum from — libtorch's rule, ties included (the first
 /// maximum in window order wins). Not differentiable twice.</summary>
-sealed class MaxPoolFunction : autograd.SingleTensorFunction<MaxPoolFunction>
+sealed class MaxPoolFunction : GuardedFunction<MaxPoolFunction>
 {
     /// <summary>The indices saved by the forward running on this thread: TorchSharp keeps the managed tensor handed to
     /// <c>save_for_backward</c> (the saved variable holds its own reference), so it is disposed once apply returns.</summary>
@@ -57,7 +58,7 @@ sealed class MaxPoolFunction : autograd.SingleTensorFunction<MaxPoolFunction>
         }
     }
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var x = (Tensor)vars[0];
         var p = (FastMaxPool)vars[1];
@@ -71,7 +72,7 @@ sealed class MaxPoolFunction : autograd.SingleTensorFunction<MaxPoolFunction>
         return scope.MoveToOuter(y.contiguous());
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         using var scope = NewDisposeScope();
         var indices = ctx.get_saved_variables()[0];

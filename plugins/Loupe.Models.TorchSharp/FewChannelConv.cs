@@ -61,13 +61,13 @@ sealed class FewChannelConv(Conv2d conv) : nn.Module<Tensor, Tensor>("Conv2d")
 /// as a channels-last kernel after reordering the 64×112×112 output gradient (6–9 ms at batch 1); here it is one GEMM
 /// (weightᵀ · gradient: 147 × 64 × 12,544) and 49 strided adds (~4 ms). The forward is libtorch's. Parameters must be
 /// frozen (their gradients are not computed); not differentiable twice.</summary>
-sealed class FewChannelConvFunction : autograd.SingleTensorFunction<FewChannelConvFunction>
+sealed class FewChannelConvFunction : GuardedFunction<FewChannelConvFunction>
 {
     public const int MaxChannels = 4;
 
     public override string Name => "LoupeFewChannelConv";
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var x = (Tensor)vars[0];
         var args = (ConvArgs)vars[1];
@@ -76,7 +76,7 @@ sealed class FewChannelConvFunction : autograd.SingleTensorFunction<FewChannelCo
         return args.Conv(x);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         var a = (ConvArgs)ctx.get_data("args");
         var (h, w) = ((long, long))ctx.get_data("size");

@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using Loupe.Abstractions;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -8,15 +9,15 @@ namespace Loupe.Models.TorchSharp;
 /// <summary>DeconvNet's ReLU after the ReLU already ran in place, without autograd, on the first input's buffer: the
 /// forward is that buffer (relu of the inputs' sum), the backward relu(gradient) to every input (the sum's derivative
 /// is 1 for each). No pass over the activations in the forward.</summary>
-sealed class DeconvPass : autograd.SingleTensorFunction<DeconvPass>
+sealed class DeconvPass : GuardedFunction<DeconvPass>
 {
     public override string Name => "LoupeDeconvPass";
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         ctx.save_data("inputs", vars.Length);
         return ((Tensor)vars[0]).alias();
     }
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         var g = grad.clamp_min(0);
         return [.. Enumerable.Repeat(g, (int)ctx.get_data("inputs"))];

@@ -55,12 +55,38 @@ public class FaultTests
         }
     }
 
+    /// <summary>A custom autograd function whose backward throws, as a libtorch error there would.</summary>
+    sealed class ThrowingBackward : Loupe.Abstractions.Toolkit.GuardedFunction<ThrowingBackward>
+    {
+        public override string Name => "FaultThrowingBackward";
+        protected override Tensor Forward(TorchSharp.torch.autograd.AutogradContext ctx, object[] vars) => ((Tensor)vars[0]).alias();
+        protected override List<Tensor> Backward(TorchSharp.torch.autograd.AutogradContext ctx, Tensor grad) => throw new InvalidOperationException("no rule for this layer");
+    }
+
+    /// <summary>A step that takes a gradient through <see cref="ThrowingBackward"/> with libtorch's own autograd.grad
+    /// (as a plugin may, without the toolkit) and writes a map of it.</summary>
+    public sealed class BackwardFault : Analysis<NoOptions>
+    {
+        public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients, UsesTarget: false);
+        public override void Run(NoOptions o, IAnalysisContext ctx)
+        {
+            foreach (var batch in ctx.Batches())
+            {
+                using var scope = NewDisposeScope();
+                var x = batch.Input.detach().requires_grad_(true);
+                var g = autograd.grad([ctx.Model.Forward(ThrowingBackward.apply(x)).sum()], [x])[0];
+                ctx.Output.Raw("gradient", batch.Ids[0], NdArray.FromTensor(g[0]));
+            }
+        }
+    }
+
     sealed class Registrar : IPluginRegistrar
     {
         public void Register(IServiceCollection services)
         {
             services.AddLoupeAnalysis<Hang>("fault-hang", "hangs");
             services.AddLoupeAnalysis<Oom>("fault-oom", "runs out of memory");
+            services.AddLoupeAnalysis<BackwardFault>("fault-backward", "fails in its backward pass");
         }
     }
 
@@ -182,6 +208,23 @@ public class FaultTests
         var oom = m["steps"]![1]!;
         Assert.Equal("out-of-memory", oom["fault"]!.GetValue<string>());
         Assert.StartsWith("out of memory: ", oom["error"]!.GetValue<string>());
+        AssertOutputs(r.OutDir!, "before", "after");
+    }
+
+    /// <summary>An exception inside a backward callback used to end the process (libtorch's engine cannot unwind it):
+    /// now that step fails with the callback's error, between its batches, and the steps around it keep their outputs.</summary>
+    [Fact]
+    public void ABackwardPassThatFailsFailsOnlyThatStep()
+    {
+        var r = Run(Pipeline("""
+              - id: broken
+                uses: fault-backward
+            """));
+        Assert.Equal(1, r.ExitCode);
+        var m = AssertManifest(r.OutDir!, "succeeded", "failed", "succeeded");
+        var broken = m["steps"]![1]!;
+        Assert.Contains("the backward pass of FaultThrowingBackward failed: no rule for this layer", broken["error"]!.GetValue<string>());
+        Assert.Equal(0, broken["liveTensorDelta"]!.GetValue<long>());
         AssertOutputs(r.OutDir!, "before", "after");
     }
 

@@ -178,11 +178,11 @@ public static class DirectConvolution
 
 /// <summary><see cref="DirectConvolution"/> with its own input gradient: under <c>create_graph</c> the gradient is
 /// this function again (the flipped kernel, the complementary padding), so it can be differentiated once more.</summary>
-sealed class DirectConvolutionFunction : autograd.SingleTensorFunction<DirectConvolutionFunction>
+sealed class DirectConvolutionFunction : GuardedFunction<DirectConvolutionFunction>
 {
     public override string Name => "LoupeDirectConvolution";
 
-    public override Tensor forward(autograd.AutogradContext ctx, params object[] vars)
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
     {
         var x = (Tensor)vars[0];
         var weight = (Tensor)vars[1];
@@ -193,7 +193,7 @@ sealed class DirectConvolutionFunction : autograd.SingleTensorFunction<DirectCon
         return DirectConvolution.Forward(x, weight, bias, g.PadH, g.PadW, g.DilationH, g.DilationW);
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, Tensor grad)
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
     {
         var g = (DirectConvolution.Geometry)ctx.get_data("geometry");
         var weight = ctx.get_saved_variables()[0];

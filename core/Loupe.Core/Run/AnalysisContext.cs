@@ -1,4 +1,5 @@
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Core;
@@ -51,6 +52,7 @@ internal sealed class AnalysisContext(PreparedRun run, PreparedStep step, IArtif
         foreach (var b in run.Data!.Read(run.Input, batchSize, cancellation))
         {
             cancellation.ThrowIfCancellationRequested();
+            BackwardErrors.ThrowIfAny();   // the previous batch's guarded backward pass failed: stop here
             // Between two batches of the pass (the previous batch's work is done and its tensors are freed): hand the
             // freed native heap back when it has piled up. Not after the last batch: the step's working set stays
             // for the next step instead of being faulted in again — trimming after every step (an aggressive

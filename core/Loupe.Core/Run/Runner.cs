@@ -1,4 +1,5 @@
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -67,11 +68,20 @@ public static partial class PipelineRunner
     }
 
     /// <summary>A step's body on its worker thread. libtorch keeps its intra-op thread count per native thread (OpenMP's
-    /// setting), so <c>settings.threads</c>, applied while preparing, is applied again on the worker that runs the step.</summary>
+    /// setting), so <c>settings.threads</c>, applied while preparing, is applied again on the worker that runs the step.
+    /// A guarded backward pass that failed in the step (<see cref="GuardedFunction{T}"/>) fails it, whatever the step
+    /// made of the zeros it got.</summary>
     internal static void RunStepBody(PreparedRun run, PreparedStep step, IAnalysisContext context)
     {
         if (run.Spec.Threads > 0) torch.set_num_threads(Math.Min(run.Spec.Threads, MaxThreads));
-        step.Analysis.Run(step.Options, context);
+        BackwardErrors.Take();   // a previous step's, on this worker thread: already reported (or its step was abandoned)
+        try { step.Analysis.Run(step.Options, context); }
+        catch (Exception e) when (e is not OperationCanceledException && BackwardErrors.Take() is { } backward)
+        {
+            // The step failed after a guarded backward pass did (its gradients were zeros): that error is the cause.
+            throw new LoupeException(backward.Message, e);
+        }
+        BackwardErrors.ThrowIfAny();
     }
 
     /// <summary>Folders a run may never write into (nor below, but for '/' itself).</summary>
