@@ -66,7 +66,7 @@ public sealed class AttentionRollout : AttributionAnalysis<AttentionRolloutOptio
             var id = eye(a.shape[1], dtype: a.dtype, device: a.device).unsqueeze(0);
             var hat = a * (1 - residual) + id * residual;
             hat = hat / hat.sum([2], keepdim: true);
-            r = r is null ? hat : hat.matmul(r);
+            r = r is null ? hat : hat.MatMul(r);
         }
         return scope.MoveToOuter(r!.to(ScalarType.Float32));
     }

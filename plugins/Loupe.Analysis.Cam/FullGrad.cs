@@ -119,8 +119,8 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
         var c = b / (1e-7f + b * (hi - lo));
         // Channel contraction in g's own layout: N×hw×K for channels-last gradients, N×K×hw otherwise (both views).
         var sum = g.permute(0, 2, 3, 1).is_contiguous()
-            ? g.permute(0, 2, 3, 1).reshape(n, mh * mw, k).matmul(c.unsqueeze(2)).view(n, mh, mw)
-            : c.unsqueeze(1).matmul(g.reshape(n, k, mh * mw)).view(n, mh, mw);
+            ? g.permute(0, 2, 3, 1).reshape(n, mh * mw, k).MatMul(c.unsqueeze(2)).view(n, mh, mw)
+            : c.unsqueeze(1).MatMul(g.reshape(n, k, mh * mw)).view(n, mh, mw);
         sum = sum - (c * lo).sum(1).view(n, 1, 1);
         return scope.MoveToOuter(sum);
     }

@@ -121,7 +121,7 @@ public sealed class EigenCam : CamAnalysis<CamOptions>
         var m = a.reshape(n, k, h * w).transpose(1, 2);                         // N×hw×K
         var centred = m - m.mean([1], keepdim: true);
         var (_, _, vh) = linalg.svd(centred, fullMatrices: false);
-        var proj = centred.matmul(vh[.., 0].unsqueeze(2)).squeeze(2);           // N×hw
+        var proj = centred.MatMul(vh[.., 0].unsqueeze(2)).squeeze(2);           // N×hw
         var sign = (proj * a.mean([1]).reshape(n, h * w)).sum([1], keepdim: true).sign();
         sign = where(sign == 0, ones_like(sign), sign);
         return (proj * sign).view(n, h, w);

@@ -76,7 +76,7 @@ public sealed class KpcaCam : CamAnalysis<KpcaCamOptions>
         var x = a.reshape(n, k, h * w).transpose(1, 2);
         x = x - x.mean([1], keepdim: true);                                         // N×hw×K
         double gamma = o.Gamma ?? 1.0 / k;
-        var dot = x.matmul(x.transpose(1, 2));
+        var dot = x.MatMul(x.transpose(1, 2));
         var norms = x.square().sum([2], keepdim: true);
         var kernel = o.Kernel switch
         {
@@ -228,7 +228,7 @@ public static class Projections
         var points = m.reshape(n, k, h * w).transpose(1, 2);
         var centred = points - points.mean([1], keepdim: true);
         var (_, _, vh) = linalg.svd(centred, fullMatrices: false);
-        var proj = centred.matmul(vh[.., 0].unsqueeze(2)).squeeze(2);
+        var proj = centred.MatMul(vh[.., 0].unsqueeze(2)).squeeze(2);
         var sign = (proj * m.mean([1]).reshape(n, h * w)).sum([1], keepdim: true).sign();
         return (proj * where(sign == 0, ones_like(sign), sign)).view(n, h, w);
     }

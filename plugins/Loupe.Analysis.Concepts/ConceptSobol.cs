@@ -84,7 +84,7 @@ public static class ConceptSobol
             using var inner = NewDisposeScope();
             int len = Math.Min(batch, rows - s);
             // (len × hw × r) ⊙ masks, then · W: len × hw × K → len × K × h × w.
-            var a = (u.unsqueeze(0) * masks.narrow(0, s, len).unsqueeze(1)).matmul(w64)
+            var a = (u.unsqueeze(0) * masks.narrow(0, s, len).unsqueeze(1)).MatMul(w64)
                 .reshape(len, h, wd, -1).permute(0, 3, 1, 2).contiguous();
             using (no_grad())
             using (interventions.Intervene(layer, t => a.to(t.dtype, t.device)))

@@ -169,7 +169,7 @@ public sealed class Dissection : Analysis<DissectionOptions>, IPlansLayerPasses
                     for (int p = 0; p < hw; p++) if (mask[p]) masks[(i * nc + c) * hw + p] = 1;
                 }
             var l = tensor(masks, [n, nc, hw]).to(ScalarType.Float64);
-            var inter = units.matmul(l.transpose(1, 2)).sum(dim: 0).contiguous().data<double>().ToArray();
+            var inter = units.MatMul(l.transpose(1, 2)).sum(dim: 0).contiguous().data<double>().ToArray();
             var su = units.sum([0, 2]).data<double>().ToArray();
             var sl = l.sum([0, 2]).data<double>().ToArray();
             for (int i = 0; i < inter.Length; i++) _inter[i] += inter[i];

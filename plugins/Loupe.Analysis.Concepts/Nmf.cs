@@ -23,8 +23,8 @@ public static class Nmf
         for (int it = 0; it < iterations; it++)
         {
             using var inner = NewDisposeScope();
-            var wNew = w * u.t().matmul(x) / (u.t().matmul(u).matmul(w)).clamp_min(Eps);
-            var uNew = u * x.matmul(wNew.t()) / u.matmul(wNew.matmul(wNew.t())).clamp_min(Eps);
+            var wNew = w * u.t().MatMul(x) / (u.t().MatMul(u).MatMul(w)).clamp_min(Eps);
+            var uNew = u * x.MatMul(wNew.t()) / u.MatMul(wNew.MatMul(wNew.t())).clamp_min(Eps);
             w = wNew.MoveToOuterDisposeScope();
             u = uNew.MoveToOuterDisposeScope();
         }
@@ -37,15 +37,15 @@ public static class Nmf
     {
         using var scope = NewDisposeScope();
         var x = a.to(ScalarType.Float64).clamp_min(0);
-        var wwt = w.matmul(w.t());
-        var xwt = x.matmul(w.t());
+        var wwt = w.MatMul(w.t());
+        var xwt = x.MatMul(w.t());
         double scale = Math.Sqrt(Math.Max(x.mean().item<double>(), Eps) / w.shape[0]);
         var u = full([x.shape[0], w.shape[0]], scale, dtype: ScalarType.Float64);
         for (int it = 0; it < iterations; it++)
         {
             using var inner = NewDisposeScope();
             // In place: one temporary per iteration (the denominator, from U before the update), not four.
-            var den = u.matmul(wwt).clamp_min_(Eps);
+            var den = u.MatMul(wwt).clamp_min_(Eps);
             u.mul_(xwt).div_(den);
         }
         return scope.MoveToOuter(u);
@@ -55,6 +55,6 @@ public static class Nmf
     public static double Error(Tensor a, Tensor u, Tensor w)
     {
         using var scope = NewDisposeScope();
-        return (a.to(ScalarType.Float64) - u.matmul(w)).norm().item<double>();
+        return (a.to(ScalarType.Float64) - u.MatMul(w)).norm().item<double>();
     }
 }

@@ -21,27 +21,27 @@ public static class Stats
         var z = cat([x, ones(x.shape[0], 1, dtype: ScalarType.Float64)], 1);
         var y = cat([ones(n1, dtype: ScalarType.Float64), zeros(n0, dtype: ScalarType.Float64)]);
         double lambda = 1.0 / c;
-        var k = z.matmul(z.t());
+        var k = z.MatMul(z.t());
         long n = k.shape[0];
         var a = zeros(n, dtype: ScalarType.Float64);
         var eye = TorchSharp.torch.eye(n, dtype: ScalarType.Float64);
         double Objective(Tensor coef)
         {
-            var m = k.matmul(coef);
+            var m = k.MatMul(coef);
             return (nn.functional.softplus(m) - y * m).sum().item<double>() + 0.5 * lambda * coef.dot(m).item<double>();
         }
         double f = Objective(a);
         for (int it = 0; it < maxIterations; it++)
         {
             using var inner = NewDisposeScope();
-            var m = k.matmul(a);
+            var m = k.MatMul(a);
             var p = sigmoid(m);
             var r = p - y + lambda * a;                          // gradient = Zᵀ r
-            double gradNorm = Math.Sqrt(Math.Max(0, r.dot(k.matmul(r)).item<double>()));
+            double gradNorm = Math.Sqrt(Math.Max(0, r.dot(k.MatMul(r)).item<double>()));
             if (gradNorm < 1e-10 * Math.Max(1, n)) break;
             var s = (p * (1 - p)).sqrt();
             var mat = lambda * eye + s.unsqueeze(1) * k * s.unsqueeze(0);
-            var step = (r - s * linalg.solve(mat, s * k.matmul(r))) / lambda;   // H⁻¹ g in row coefficients
+            var step = (r - s * linalg.solve(mat, s * k.MatMul(r))) / lambda;   // H⁻¹ g in row coefficients
             double t = 1;
             Tensor next = a;
             double fNext = f;
@@ -57,8 +57,8 @@ public static class Stats
             f = fNext;
             if (done) break;
         }
-        var w = z.t().matmul(a).contiguous().data<double>().ToArray();
-        var margin = k.matmul(a);
+        var w = z.t().MatMul(a).contiguous().data<double>().ToArray();
+        var margin = k.MatMul(a);
         double acc = ((margin > 0).to(ScalarType.Float64).eq(y)).to(ScalarType.Float64).mean().item<double>();
         return (w[..^1], w[^1], acc);
     }
@@ -134,6 +134,6 @@ public static class Stats
         using var scope = NewDisposeScope();
         var a64 = a.to(ScalarType.Float64);
         var b64 = b.to(ScalarType.Float64);
-        return scope.MoveToOuter(((a64 * a64).sum(1, keepdim: true) + (b64 * b64).sum(1).unsqueeze(0) - 2 * a64.matmul(b64.t())).clamp_min(0));
+        return scope.MoveToOuter(((a64 * a64).sum(1, keepdim: true) + (b64 * b64).sum(1).unsqueeze(0) - 2 * a64.MatMul(b64.t())).clamp_min(0));
     }
 }

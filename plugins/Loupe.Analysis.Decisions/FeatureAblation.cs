@@ -223,7 +223,7 @@ public sealed class Rise : AttributionAnalysis<RiseOptions>
             using var scope = NewDisposeScope();
             long count = Math.Min(block, masks - m0);
             var keep = MakeMasks(gen, count, grid, probability, h, w);   // count×1×H×W
-            sal.add_(weights(keep).matmul(keep.view(count, h * w)));
+            sal.add_(weights(keep).MatMul(keep.view(count, h * w)));
         }
         return (sal / (float)(masks * probability)).view(n, 1, h, w).expand(n, c, h, w).contiguous();
     }

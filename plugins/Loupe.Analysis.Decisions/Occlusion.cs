@@ -81,7 +81,7 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
             using var chunk = NewDisposeScope();
             long p = Math.Min(256, positions - p0);
             var m = Masks(p0, p).view(p, h * w);
-            total.add_(diff.narrow(1, p0, p).matmul(m));
+            total.add_(diff.narrow(1, p0, p).MatMul(m));
             count.add_(m.sum(0, keepdim: false));
         }
         total = total.view(n, 1, h, w);

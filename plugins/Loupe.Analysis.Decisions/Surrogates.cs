@@ -175,11 +175,11 @@ public sealed class Lime : SurrogateAnalysis<LimeOptions>
         var zd = z.to(ScalarType.Float64); var off = 1 - zd;
         Tensor d;
         if (options.Distance == LimeDistance.Euclidean)
-            d = off.matmul(Sum((xi - fi).square())).sqrt();
+            d = off.MatMul(Sum((xi - fi).square())).sqrt();
         else
         {
-            var dot = zd.matmul(Sum(xi * xi)) + off.matmul(Sum(xi * fi));
-            var nc = zd.matmul(Sum(xi * xi)) + off.matmul(Sum(fi * fi));
+            var dot = zd.MatMul(Sum(xi * xi)) + off.MatMul(Sum(xi * fi));
+            var nc = zd.MatMul(Sum(xi * xi)) + off.MatMul(Sum(fi * fi));
             var nx = Sum(xi * xi).sum();
             d = 1 - dot / (nx * nc).clamp_min(1e-16).sqrt();                           // torch's cosine_similarity (eps 1e-8)
         }
@@ -206,7 +206,7 @@ public static class LinearFits
     {
         var (xc, yc, p) = Centre(x, y, w);
         var sq = p.sqrt();
-        return linalg.pinv(xc * sq.view(-1, 1)).matmul(yc * sq);
+        return linalg.pinv(xc * sq.view(-1, 1)).MatMul(yc * sq);
     }
 
     /// <summary>Lasso coefficients: argmin (1/2) Σ pᵢ (ycᵢ − xcᵢ·β)² + α‖β‖₁ by cyclic coordinate descent to convergence.</summary>

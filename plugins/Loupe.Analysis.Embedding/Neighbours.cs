@@ -57,7 +57,7 @@ public sealed class NearestNeighbours : FeatureAnalysis<NearestNeighboursOptions
             using var inner = NewDisposeScope();
             long len = Math.Min(blockSize, n - start);
             var b = xs.narrow(0, start, len);
-            var dot = qs.matmul(b.t());
+            var dot = qs.MatMul(b.t());
             var d = metric == Metric.Cosine
                 ? 1 - dot
                 : (qn + (b * b).sum(1).unsqueeze(0) - 2 * dot).clamp_min(0).sqrt();

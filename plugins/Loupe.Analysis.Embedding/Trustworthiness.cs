@@ -22,7 +22,7 @@ public static class Trustworthiness
         {
             using var inner = NewDisposeScope();
             long len = Math.Min(block, n - start);
-            var d = (sq.narrow(0, start, len).unsqueeze(1) + sq.unsqueeze(0) - 2 * xd.narrow(0, start, len).matmul(xd.t())).clamp_min(0);
+            var d = (sq.narrow(0, start, len).unsqueeze(1) + sq.unsqueeze(0) - 2 * xd.narrow(0, start, len).MatMul(xd.t())).clamp_min(0);
             var self = arange(start, start + len, dtype: ScalarType.Int64).unsqueeze(1);
             d = d.scatter(1, self, full(len, 1, double.PositiveInfinity, dtype: ScalarType.Float64));
             var order = d.sort(1, stable: true).Indices;                                // ascending, self last

@@ -186,7 +186,7 @@ public sealed class Sufficiency : DatasetMetric
         Tensor Cosine(Tensor u)
         {
             var unit = u / u.norm(1, keepdim: true);
-            return 1 - unit.matmul(unit.T);
+            return 1 - unit.MatMul(unit.T);
         }
         var d = distance switch
         {

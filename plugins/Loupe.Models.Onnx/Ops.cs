@@ -122,17 +122,11 @@ public static partial class Ops
     /// error, so a shape mismatch there aborts the process (found by tools/Loupe.Fuzz).</summary>
     static Tensor MatMul(OnnxNode n, Tensor a, Tensor b)
     {
-        string Shapes() => $"({string.Join("×", a.shape)}) and ({string.Join("×", b.shape)})";
-        if (a.dim() == 0 || b.dim() == 0) throw n.Error($"cannot multiply scalars: {Shapes()}");
-        long ka = a.shape[^1], kb = b.dim() == 1 ? b.shape[0] : b.shape[^2];
-        if (ka != kb) throw n.Error($"cannot multiply matrices of shapes {Shapes()}");
-        var ba = a.shape.SkipLast(2).Reverse().ToArray();
-        var bb = b.shape.SkipLast(2).Reverse().ToArray();
-        for (int i = 0; i < Math.Min(ba.Length, bb.Length); i++)
-            if (ba[i] != bb[i] && ba[i] != 1 && bb[i] != 1) throw n.Error($"batch dimensions do not broadcast: {Shapes()}");
+        if (CheckedOps.MatMulError(a.shape, b.shape) is { } error) throw n.Error(error);
+        long ka = a.shape[^1];
         if (a.dim() > 2 && b.dim() == 2 && ka > 0 && a.numel() > 0)
             return a.reshape(-1, ka).mm(b).reshape([.. a.shape[..^1], b.shape[1]]);
-        return a.matmul(b);
+        return a.MatMul(b);
     }
 
     /// <summary>libtorch's linear on the rows of <paramref name="x"/> (any rank ≥ 1) as one 2-D GEMM. libtorch's own

@@ -86,7 +86,7 @@ sealed class FewChannelConvFunction : GuardedFunction<FewChannelConvFunction>
         long c = weight.shape[1], kh = weight.shape[2], kw = weight.shape[3];
         long sh = a.Stride[0], sw = a.Stride[1], ph = a.Padding[0], pw = a.Padding[1], dh = a.Dilation[0], dw = a.Dilation[1];
         // columns[n, (c, i, j), (y, x)] = Σ_o weight[o, c, i, j] · grad[n, o, y, x]
-        var columns = weight.reshape(outC, -1).t().matmul(grad.reshape(n, outC, oh * ow)).view(n, c, kh, kw, oh, ow);
+        var columns = weight.reshape(outC, -1).t().MatMul(grad.reshape(n, outC, oh * ow)).view(n, c, kh, kw, oh, ow);
         // Each kernel tap (i, j) adds its columns to the padded input at rows i·dh + y·sh, columns j·dw + x·sw.
         long spanH = sh * (oh - 1) + 1, spanW = sw * (ow - 1) + 1;
         var padded = zeros([n, c, Math.Max(h + 2 * ph, (kh - 1) * dh + spanH), Math.Max(w + 2 * pw, (kw - 1) * dw + spanW)], dtype: grad.dtype);

@@ -165,7 +165,7 @@ public sealed class OutputTargetFactory : TargetFactory<OutputOptions>
             var y = input.Output.reshape(input.Output.shape[0], -1);
             if (index is { } i) return scope.MoveToOuter(y.select(1, i));
             var w = tensor(weights!, device: y.device).to(y.dtype);
-            return scope.MoveToOuter(y.matmul(w));
+            return scope.MoveToOuter(y.MatMul(w));
         }
         public string Describe() => index is { } i ? $"output {i}" : $"Σ w·output ({weights!.Length} weights)";
     }

@@ -46,7 +46,7 @@ if (args.Contains("--spin-check"))
     using var m = TorchSharp.torch.randn(400, 400);
     for (int i = 0; i < 7; i++)
     {
-        m.matmul(m).Dispose();
+        m.MatMul(m).Dispose();
         using var p = System.Diagnostics.Process.GetCurrentProcess();
         var t0 = p.TotalProcessorTime;
         Thread.Sleep(50);

@@ -98,11 +98,11 @@ public class AlgorithmTests
         using var wide = x.narrow(0, 0, 3);
         var g = Pca.Fit(wide, 2);
         var wc = wide - wide.mean([0]);
-        var cov = wc.t().matmul(wc) / 2;
+        var cov = wc.t().MatMul(wc) / 2;
         var eig = linalg.eigvalsh(cov).flip(0).ToArray<double>();
         for (int i = 0; i < 2; i++) Assert.Equal(eig[i], g.ExplainedVariance[i], 1e-9);
         var gramCoords = g.Coordinates;
-        var direct = wc.matmul(tensor(new[] { g.Components[0, 0], g.Components[0, 1], g.Components[0, 2], g.Components[0, 3] })).ToArray<double>();
+        var direct = wc.MatMul(tensor(new[] { g.Components[0, 0], g.Components[0, 1], g.Components[0, 2], g.Components[0, 3] })).ToArray<double>();
         for (int i = 0; i < 3; i++) Assert.Equal(direct[i], gramCoords[i, 0], 1e-9);
     }
 

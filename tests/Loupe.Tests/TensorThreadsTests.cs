@@ -12,7 +12,7 @@ public class TensorThreadsTests
     static void ParallelTensorCall()
     {
         using var m = randn(300, 300);
-        m.matmul(m).Dispose();
+        m.MatMul(m).Dispose();
     }
 
     [Fact]

@@ -206,7 +206,7 @@ public static partial class BarnesHutTsne
             using var inner = NewDisposeScope();
             long len = Math.Min(block, n - start);
             var q = xd.narrow(0, start, len);
-            var d = (sq.narrow(0, start, len).unsqueeze(1) + sq.unsqueeze(0) - 2 * q.matmul(xd.t())).clamp_min(0);
+            var d = (sq.narrow(0, start, len).unsqueeze(1) + sq.unsqueeze(0) - 2 * q.MatMul(xd.t())).clamp_min(0);
             var self = arange(start, start + len, dtype: ScalarType.Int64).unsqueeze(1);
             d = d.scatter(1, self, full(len, 1, double.PositiveInfinity, dtype: ScalarType.Float64));
             var (vals, idx) = d.topk(k, dim: 1, largest: false, sorted: true);

@@ -27,19 +27,19 @@ public static class Pca
         Tensor vals, comps; // comps: k×D
         if (d <= n)
         {
-            var cov = xc.t().matmul(xc) / (n - 1);
+            var cov = xc.t().MatMul(xc) / (n - 1);
             var (ev, evec) = linalg.eigh(cov);                    // ascending
             vals = ev.flip(0).narrow(0, 0, k).clamp_min(0);
             comps = evec.flip(1).narrow(1, 0, k).t();
         }
         else
         {
-            var gram = xc.matmul(xc.t());
+            var gram = xc.MatMul(xc.t());
             var (ev, evec) = linalg.eigh(gram);
             var s2 = ev.flip(0).narrow(0, 0, k).clamp_min(0);
             var u = evec.flip(1).narrow(1, 0, k);                  // N×k
             var s = s2.sqrt();
-            comps = (xc.t().matmul(u) / s.clamp_min(1e-300).unsqueeze(0)).t();   // k×D, unit rows
+            comps = (xc.t().MatMul(u) / s.clamp_min(1e-300).unsqueeze(0)).t();   // k×D, unit rows
             comps = where(s.unsqueeze(1) > 0, comps, zeros_like(comps));
             vals = s2 / (n - 1);
         }
@@ -48,7 +48,7 @@ public static class Pca
         var sign = comps.gather(1, arg).sign();
         sign = where(sign == 0, ones_like(sign), sign);
         comps = comps * sign;
-        var coords = xc.matmul(comps.t());
+        var coords = xc.MatMul(comps.t());
         var total = xc.pow(2).sum() / (n - 1);
         var ratio = total.item<double>() > 0 ? vals / total : zeros_like(vals);
         return new PcaResult(To2D(coords), To2D(comps), vals.ToArray<double>(), ratio.ToArray<double>(), mean.ToArray<double>());
