@@ -69,6 +69,8 @@ public sealed record CamLayer(Tensor Activation, Tensor? Gradient, string Layer,
 {
     /// <summary>How the layer's own output was laid out as <see cref="Activation"/> (for methods that intervene on the layer).</summary>
     public LayerReshape Reshape { get; init; } = LayerReshape.None;
+    /// <summary>The layer's own output, before <see cref="Reshape"/> (a ViT's class token included).</summary>
+    public Tensor? Own { get; init; }
     /// <summary>H·A (N×K×h×w), the Hessian of the score w.r.t. the layer times its activation, for methods that ask
     /// for it (<c>UsesHessian</c>), else null.</summary>
     public Tensor? HessianTimesActivation { get; init; }
@@ -170,6 +172,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode, image), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode, image) : null, layers[i], x, selection, ctx)
             {
                 Reshape = mode,
+                Own = acts[i],
                 HessianTimesActivation = hvps?[i] is { } hv ? LayerReshapes.ToGrid(hv, mode, image) : null,
             };
             var map = options.EigenSmooth && !ProjectsAlready ? Projections.FirstComponent(WeightedActivations(options, grid)) : LayerMap(options, grid);

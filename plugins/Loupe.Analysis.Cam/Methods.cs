@@ -240,7 +240,9 @@ public sealed record AblationCamOptions : ScoreCamOptions
 /// score with channel k of the layer ablated: set to 0 (the paper; pytorch-grad-cam too when the layer's smallest value
 /// is 0, after a ReLU), or under <c>convention: pytorch-grad-cam</c> on a layer with other values, to that library's
 /// min − (j + 1)·1e7 (j: the channel's place in its batch of <c>batch_size</c>; the minimum is taken again after each
-/// row of the batch is ablated, in float32). Forward passes only (the model runs with the channel ablated).</summary>
+/// row of the batch is ablated, in float32; over the layer's own output, so a ViT's class token counts, as in its
+/// AblationLayerVit). A token layer's channel is ablated in every token, the class token too. Forward passes only (the
+/// model runs with the channel ablated).</summary>
 public sealed class AblationCam : CamAnalysis<AblationCamOptions>
 {
     /// <inheritdoc/>
@@ -257,7 +259,8 @@ public sealed class AblationCam : CamAnalysis<AblationCamOptions>
         var a = l.Activation; var x = l.Input; var ctx = l.Context;
         long n = a.shape[0], k = a.shape[1];
         var (baseScores, _, _) = Explain.Scores(ctx, x, l.Selection, 0);
-        var minima = o.Convention == CamConvention.PytorchGradCam ? a.flatten(1).amin([1]).to(ScalarType.Float32).data<float>().ToArray() : null;
+        // pytorch-grad-cam takes the minimum of the layer's own output: a ViT's class token included (AblationLayerVit).
+        var minima = o.Convention == CamConvention.PytorchGradCam ? (l.Own ?? a).flatten(1).amin([1]).to(ScalarType.Float32).data<float>().ToArray() : null;
         long chunk = o.MicroBatch ?? 64;
         var scores = new List<Tensor>();
         using (no_grad())

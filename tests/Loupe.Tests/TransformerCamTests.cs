@@ -56,6 +56,22 @@ public class TransformerCamTests
         Assert.Equal([32L, 32], TestEnv.Artifact(r, "roll/00000.attention-rollout.npy").Shape);
     }
 
+    /// <summary>Ablation-CAM under pytorch-grad-cam's convention on a ViT's ln_1 (negative values), as its
+    /// AblationLayerVit: channel k ablated in every token, the class token included, to the minimum of the layer's whole
+    /// output less 1e7 per row of a batch of 8. (Whether the class token's values count in that minimum moves the value
+    /// by less than float32's step at 10⁷ on this model; Loupe follows the library there too.)</summary>
+    [Fact]
+    public void AblationCamOnViTTokensAblatesAsPytorchGradCamsVitLayer()
+    {
+        var r = TestEnv.Run(VitPipeline($"""
+              - id: pgc
+                uses: ablation-cam
+                with: {"{"} layer: "{Ln1}", convention: pytorch-grad-cam, batch_size: 8 {"}"}
+            """));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Close(r, "pgc", "ablation-cam-layer", "vit_pgc_ablationcam_ln1_b8.npy", 1e-4);
+    }
+
     [Fact]
     public void ActivationsLayTokensOutOnTheirGrid()
     {
