@@ -167,6 +167,11 @@ public class QualityMetricBenchmarks
     public float SaliencyPass() => Saliency(_x);
     public float SaliencyPass80() => Saliency(_x80);
     public float Forward40() { using (no_grad()) return _model.Forward(_x40).sum().item<float>(); }
+    /// <summary>The input gradient through the toolkit (capture, target selection, scores, |·|), as saliency makes it.</summary>
+    public float ToolkitSaliency() => Explain.InputGradient(_ctx, _x, null, 0).Gradient.abs().sum().item<float>();
+    /// <summary>The saliency step's map as a metric asks for it (the linked step's Attribute).</summary>
+    public float PluginSaliency() =>
+        new Loupe.Analysis.Decisions.Saliency().Attribute(new Loupe.Analysis.Decisions.SaliencyOptions(), new AttributionInput(_ctx, _x, null, 0, null)).Map.sum().item<float>();
 
     float Saliency(Tensor input) => Bench.SaliencySum(_model, input);
 

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace Loupe.Benchmarks;
 
-/// <summary><c>--profile-road [CALLS] [THREADS] [imputation | lipschitz] [paced]</c>: in-process stopwatch shares of ROAD (issue 22) on the bench row's inputs
+/// <summary><c>--profile-road [CALLS] [THREADS] [imputation | lipschitz | saliency] [paced]</c>: in-process stopwatch shares of ROAD (issue 22) on the bench row's inputs
 /// (the demo CNN, 8 images, 5 percentages): the whole metric (its figure left undrawn, as the row; then drawn, as a pipeline run draws it), its floor (a saliency pass of 8 + one forward of 40)
 /// and the imputation alone on the 40 masks of the saliency ranking (MoRF), by the default path and by conjugate gradients, the median of CALLS calls each,
 /// interleaved so the machine's drift hits all three alike. On a loaded machine pass THREADS = 1: two-thread BLAS and
@@ -37,6 +37,10 @@ public static class RoadProfile
             phases = [("local-lipschitz, 10 samples", bench.LocalLipschitz), ("its floor (saliency passes of 8 and of 80)", () => bench.LipschitzPasses()),
                 ("saliency of 8", () => { using var s = NewDisposeScope(); bench.SaliencyPass(); }),
                 ("saliency of 80", () => { using var s = NewDisposeScope(); bench.SaliencyPass80(); })];
+        if (args.Contains("saliency"))
+            phases = [("saliency of 8, raw (the floor's)", () => { using var s = NewDisposeScope(); bench.SaliencyPass(); }),
+                ("saliency of 8 through the toolkit (Explain.InputGradient)", () => { using var s = NewDisposeScope(); bench.ToolkitSaliency(); }),
+                ("saliency of 8 through the plugin (Saliency.Attribute)", () => { using var s = NewDisposeScope(); bench.PluginSaliency(); })];
         if (args.Contains("imputation")) phases = phases.Where(p => p.Name.StartsWith("imputation")).ToArray();
         bool paced = args.Contains("paced");
         var times = phases.Select(_ => new List<double>()).ToArray();
@@ -50,7 +54,7 @@ public static class RoadProfile
                 times[j].Add(sw.Elapsed.TotalMilliseconds);
             }
         double Median(List<double> t) => t.Order().ElementAt(t.Count / 2);
-        double floor = Median(times[args.Contains("lipschitz") ? 1 : Math.Min(2, times.Length - 1)]);
+        double floor = Median(times[args.Contains("lipschitz") ? 1 : args.Contains("saliency") ? 0 : Math.Min(2, times.Length - 1)]);
         for (int j = 0; j < phases.Length; j++)
             Console.WriteLine($"{phases[j].Name}: {Median(times[j]):F1} ms median of {calls} ({Median(times[j]) / floor:F2} × the floor)");
         bench.Cleanup();
