@@ -1,0 +1,116 @@
+using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Synthesis;
+
+/// <summary>Optimiser.</summary>
+public enum OptimizerKind
+{
+    /// <summary>Adam (β = 0.9, 0.999), Lucid's default.</summary>
+    Adam,
+    /// <summary>Plain gradient ascent.</summary>
+    Sgd,
+}
+
+/// <summary>A direction in a layer's channel space.</summary>
+public sealed record DirectionOptions
+{
+    /// <summary>Layer.</summary>
+    [Required, LayerName, Description("layer whose channel space the direction lives in")]
+    public string Layer { get; init; } = "";
+    /// <summary>Vector file.</summary>
+    [Required, FilePath, Description("float32 .npy with one value per channel of the layer")]
+    public string Vector { get; init; } = "";
+}
+
+/// <summary>Options of <c>activation-max</c>.</summary>
+public sealed record ActivationMaxOptions
+{
+    /// <summary>One objective.</summary>
+    [Description("objective expression: class:sneaker, class:3, relu3:12 (channel mean), relu3:12:3:3 (neuron), relu3 (layer mean), weighted sums such as 'relu3:12 - 0.5 * relu3:7'; 'class:*' expands to every class")]
+    public string? Objective { get; init; }
+    /// <summary>Several objectives, one image each.</summary>
+    [Description("several objectives optimised in one batch, one image each")]
+    public string[]? Objectives { get; init; }
+    /// <summary>Class shorthand.</summary>
+    [Description("shorthand for objective: class:<label or index>")]
+    public string? Class { get; init; }
+    /// <summary>Direction objective.</summary>
+    [Description("a direction objective { layer, vector: file.npy } (one more image): mean over positions of ⟨v, A[:, :, y, x]⟩")]
+    public DirectionOptions? Direction { get; init; }
+
+    /// <summary>Parameterisation.</summary>
+    [Description("pixels, or fft (Fourier coefficients scaled by 1/frequency, Lucid)")]
+    public ParameterizationKind Parameterization { get; init; } = ParameterizationKind.Fft;
+    /// <summary>Colour decorrelation.</summary>
+    [Description("mix channels with Lucid's ImageNet colour correlation matrix (3-channel inputs; identity for grey)")]
+    public bool Decorrelate { get; init; } = true;
+    /// <summary>Range mapping.</summary>
+    [Description("how parameters become pixels in [0,1]: sigmoid, clamp (clamp(0.5 + t)), or none (0.5 + t, unbounded)")]
+    public RangeMapping Range { get; init; } = RangeMapping.Sigmoid;
+    /// <summary>Image size.</summary>
+    [Description("[height, width] of the synthesised image (default: the model's input size)")]
+    public int[]? Size { get; init; }
+    /// <summary>Resize to the model.</summary>
+    [Description("resize each step's transformed batch (bilinear) to the model's input size: for models with a fixed input size, or to synthesise at a lower resolution than the model sees")]
+    public bool ResizeToModel { get; init; }
+    /// <summary>Init noise.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0.0, 10.0), Description("standard deviation of the initial parameters (seeded normal noise; 0 = start from grey)")]
+    public double InitSd { get; init; } = 0.01;
+
+    /// <summary>Steps.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 1_000_000), Description("optimisation steps")]
+    public int Steps { get; init; } = 256;
+    /// <summary>Optimiser.</summary>
+    [Description("adam or sgd")]
+    public OptimizerKind Optimizer { get; init; } = OptimizerKind.Adam;
+    /// <summary>Learning rate.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1e-9, 1e6), Description("learning rate")]
+    public double LearningRate { get; init; } = 0.05;
+
+    /// <summary>L2 decay.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0.0, 1e9), Description("λ of the L2 decay λ·Σ(I − l2_center)² over the image's pixels and channels (pixel space, before transforms)")]
+    public double L2 { get; init; }
+    /// <summary>L2 centre.</summary>
+    [Description("the value the L2 decay pulls pixels toward (0.5 = mid-grey; 0 gives Simonyan's λ‖I‖²)")]
+    public double L2Center { get; init; } = 0.5;
+    /// <summary>Total variation.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0.0, 1e9), Description("λ of the total variation λ·Σ(|I[y+1,x] − I[y,x]| + |I[y,x+1] − I[y,x]|)")]
+    public double Tv { get; init; }
+    /// <summary>Blur period.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0, 1_000_000), Description("blur the image every n steps (0 = never; Yosinski et al. 2015)")]
+    public int BlurEvery { get; init; }
+    /// <summary>Blur σ.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0.01, 100.0), Description("σ of that Gaussian blur, in pixels")]
+    public double BlurSigma { get; init; } = 0.5;
+    /// <summary>Pixel-norm clipping.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0.0, 100.0), Description("after each step, set pixels whose norm ‖I − 0.5‖ (over channels) is below this percentile to grey (pixels parameterisation)")]
+    public double NormClip { get; init; }
+    /// <summary>Contribution clipping.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0.0, 100.0), Description("after each step, set pixels whose contribution |Σ_c (I − 0.5)·∂S/∂I| is below this percentile to grey (pixels parameterisation)")]
+    public double ContributionClip { get; init; }
+    /// <summary>Jitter.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0, 10_000), Description("random shift of up to ±n pixels each step (torch.roll)")]
+    public int Jitter { get; init; }
+    /// <summary>Scales.</summary>
+    [Description("random zoom factor per step, chosen from this list (e.g. [0.95, 1, 1.05])")]
+    public double[]? Scales { get; init; }
+    /// <summary>Rotations.</summary>
+    [Description("random rotation per step in degrees, chosen from this list (e.g. [-5, 0, 5])")]
+    public double[]? Rotations { get; init; }
+    /// <summary>Padding.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0, 10_000), Description("pad the image by n pixels of grey (0.5) before the other transforms (Lucid pads 12)")]
+    public int Pad { get; init; }
+    /// <summary>Display size.</summary>
+    [System.ComponentModel.DataAnnotations.Range(16, 4096), Description("display PNGs are upscaled (nearest) to at least this width")]
+    public int DisplaySize { get; init; } = 112;
+}
+
+/// <summary>The result of an optimisation.</summary>
+/// <param name="Images">N×C×H×W in [0,1] pixel space (unbounded with range none).</param>
+/// <param name="History">Objective values per step (steps × N), measured on the transformed batch of that step.</param>
+/// <param name="Start">Objective values of the start image (untransformed).</param>
+/// <param name="Final">Objective values of the final image (untransformed).</param>
+public sealed record SynthesisResult(Tensor Images, float[,] History, float[] Start, float[] Final);

@@ -1,0 +1,134 @@
+using Loupe.Abstractions;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Loupe.Analysis.Synthesis;
+
+/// <summary>The optimisation loop of activation maximisation, usable without a pipeline.</summary>
+public static class Synthesizer
+{
+    /// <summary>Optimises one image per objective: maximise objective_i(model(Normalize(T(I_i)))) − regularisers(I_i).</summary>
+    public static SynthesisResult Optimize(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, ActivationMaxOptions o, int seed,
+        Action<int>? onStep = null, CancellationToken cancel = default)
+    {
+        int n = objectives.Count;
+        long h = o.Size is { Length: 2 } s ? s[0] : input.Height, w = o.Size is { Length: 2 } s2 ? s2[1] : input.Width;
+        var gen = new Generator((ulong)(uint)seed);
+        using var param = new Parameterization(o.Parameterization, n, input.Channels, h, w, o.Decorrelate, o.Range);
+        var p = TensorAccounting.NewParameter(o.InitSd > 0 ? param.Initial(gen, o.InitSd) : zeros(param.ParameterShape));
+        using var opt = o.Optimizer == OptimizerKind.Adam
+            ? (optim.Optimizer)optim.Adam([p], lr: o.LearningRate)
+            : optim.SGD([p], o.LearningRate);
+        var layers = objectives.SelectMany(x => x.Layers).Distinct().ToList();
+        var history = new float[o.Steps, n];
+        var rows = arange(n, dtype: ScalarType.Int64);
+        bool clip = o.NormClip > 0 || o.ContributionClip > 0;
+        // Without transforms, step 0 scores exactly the untransformed start image: its values are the start values, and
+        // the extra forward pass is saved.
+        bool plain = o.Pad <= 0 && o.Jitter <= 0 && (o.Scales ?? []).All(v => v == 1) && (o.Rotations ?? []).All(v => v % 360 == 0);
+        float[]? start = null;
+        if (!plain || o.Steps == 0)
+            using (var _ = no_grad()) start = Evaluate(model, input, objectives, layers, FitToModel(param.Image(p), input, o));
+
+        for (int step = 0; step < o.Steps; step++)
+        {
+            cancel.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            opt.zero_grad();
+            var img = param.Image(p);
+            if (o.ContributionClip > 0) img.retain_grad();
+            var x = img;
+            x = Transforms.Pad(x, o.Pad, 0.5);
+            if (o.Jitter > 0) x = Transforms.Jitter(x, Transforms.UniformInt(gen, -o.Jitter, o.Jitter), Transforms.UniformInt(gen, -o.Jitter, o.Jitter));
+            double sc = o.Scales is { Length: > 0 } ? Transforms.Choose(gen, o.Scales) : 1, rot = o.Rotations is { Length: > 0 } ? Transforms.Choose(gen, o.Rotations) : 0;
+            x = Transforms.Affine(x, sc, rot);
+            x = FitToModel(x, input, o);
+            var values = Scores(model, input, objectives, layers, x, rows);
+            var loss = -values.sum();
+            if (o.L2 > 0) loss = loss + (float)o.L2 * (img - (float)o.L2Center).pow(2).sum();
+            if (o.Tv > 0) loss = loss + (float)o.Tv * TotalVariation(img).sum();
+            loss.backward();
+            opt.step();
+            var v = values.detach().ToArray<float>();
+            for (int i = 0; i < n; i++) history[step, i] = v[i];
+            start ??= v;
+            using (var _ = no_grad())
+            {
+                if (o.BlurEvery > 0 && (step + 1) % o.BlurEvery == 0) param.Blur(p, o.BlurSigma);
+                if (clip)
+                {
+                    var centred = img.detach() - 0.5f;
+                    if (o.NormClip > 0) ZeroBelowPercentile(p, centred.pow(2).sum([1]).sqrt(), o.NormClip);
+                    if (o.ContributionClip > 0 && img.grad is { } g) ZeroBelowPercentile(p, (centred * -g).sum([1]).abs(), o.ContributionClip);
+                }
+            }
+            onStep?.Invoke(step);
+        }
+        using var __ = no_grad();
+        var final = param.Image(p).detach();
+        var finalValues = Evaluate(model, input, objectives, layers, FitToModel(final, input, o));
+        return new SynthesisResult(final.clone(), history, start!, finalValues);
+    }
+
+    /// <summary>Bilinear resize to the model's input size when <see cref="ActivationMaxOptions.ResizeToModel"/> is set.</summary>
+    public static Tensor FitToModel(Tensor x, InputSpec input, ActivationMaxOptions o) =>
+        o.ResizeToModel && (x.shape[2] != input.Height || x.shape[3] != input.Width) ? Display.Resize(x, input.Height, input.Width) : x;
+
+    /// <summary>Σ over pixels of |∂y| + |∂x| per image (anisotropic L1 total variation), shape N.</summary>
+    public static Tensor TotalVariation(Tensor img)
+    {
+        var dy = (img[.., .., 1.., ..] - img[.., .., ..^1, ..]).abs().sum([1, 2, 3]);
+        var dx = (img[.., .., .., 1..] - img[.., .., .., ..^1]).abs().sum([1, 2, 3]);
+        return dy + dx;
+    }
+
+    /// <summary>Yosinski's clipping: pixels whose <paramref name="score"/> (N×H×W) is below the per-image percentile get parameter 0 (grey).</summary>
+    static void ZeroBelowPercentile(Tensor p, Tensor score, double percentile)
+    {
+        long n = score.shape[0];
+        var flat = score.reshape(n, -1);
+        long k = (long)Math.Floor(percentile / 100.0 * (flat.shape[1] - 1));
+        var (sorted, _) = flat.sort(1);
+        var thr = sorted[.., k].view(n, 1, 1);
+        var keep = (score >= thr).unsqueeze(1).to(p.dtype);          // N×1×H×W
+        p.mul_(keep);
+    }
+
+    /// <summary>Objective i on row i of the batch (shape N); gradients flow to <paramref name="pixels"/>.</summary>
+    public static Tensor Scores(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels, Tensor rows)
+    {
+        using var cap = model.Capture(layers, forGradients: true);
+        var output = model.Forward(input.Normalize(pixels));
+        if (rows.shape[0] == output.shape[0] && objectives.All(ob => ob is ClassLogit { Index: >= 0 } c && c.Index < output.shape[1]))
+        {
+            // Class objectives only (the common case): row i's logit of class i in one gather, not N objectives × N rows.
+            var classes = tensor(objectives.Select(ob => (long)((ClassLogit)ob).Index).ToArray());
+            return output.reshape(output.shape[0], -1).gather(1, classes.index_select(0, rows).unsqueeze(1)).squeeze(1);
+        }
+        if (rows.shape[0] == output.shape[0] && objectives.Count > 0 && objectives[0] is DirectionNeuron d0
+            && objectives.All(ob => ob is DirectionNeuron d && d.LayerName == d0.LayerName && d.CossimPower == d0.CossimPower && d.Centre == d0.Centre && d.Vector.Length == d0.Vector.Length))
+        {
+            // Atlas icons: one direction per row, all rows at once (N×C directions) instead of N objectives × N rows.
+            var a = cap[d0.LayerName];
+            if (a.dim() < 2 || a.shape[1] != d0.Vector.Length)
+                throw new LoupeException($"an atlas direction has {d0.Vector.Length} values but layer '{d0.LayerName}' has {(a.dim() < 2 ? 1 : a.shape[1])} channels");
+            var v = tensor(objectives.SelectMany(ob => ((DirectionNeuron)ob).Vector).ToArray(), [objectives.Count, d0.Vector.Length]).to(a.dtype).to(a.device);
+            return DirectionNeuron.Values(a, v.index_select(0, rows), d0.CossimPower, d0.Centre);
+        }
+        var oi = new ObjectiveInput(output, l => cap[l]);
+        var cols = objectives.Select(ob =>
+        {
+            var v = ob.Evaluate(oi);
+            return v.dim() == 0 ? v.expand(pixels.shape[0]) : v;
+        }).ToList();
+        var all = stack(cols, 1);                                        // N × objectives
+        return all.gather(1, rows.unsqueeze(1)).squeeze(1);
+    }
+
+    static float[] Evaluate(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels)
+    {
+        using var scope = NewDisposeScope();
+        var rows = arange(objectives.Count, dtype: ScalarType.Int64);
+        return Scores(model, input, objectives, layers, pixels, rows).detach().ToArray<float>();
+    }
+}
