@@ -60,6 +60,10 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         if ((o.NormClip > 0 || o.ContributionClip > 0) && o.Parameterization != ParameterizationKind.Pixels)
             errors.Add("options 'norm_clip' and 'contribution_clip' act on pixels: set 'parameterization: pixels'");
         if (o.Scales is { } sc && sc.Any(v => !(v > 0))) errors.Add("option 'scales' must hold positive factors");
+        if (o.Diversity > 0 && o.Batch < 2)
+            errors.Add("option 'diversity' compares the images of one objective: set 'batch' to 2 or more (Lucent's examples optimise 4)");
+        if (o.Diversity > 0 && o.DiversityLayer is null)
+            errors.Add("option 'diversity' needs 'diversity_layer', the layer whose channel Gram matrices are compared");
         var parsed = new List<(string Text, Objective Ob)>();
         foreach (var t in texts)
         {
@@ -80,6 +84,12 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         if (probeError is not null) { errors.Add($"the model does not run on a {h}×{w} image: {probeError}{(o.ResizeToModel ? "" : "; set 'resize_to_model: true' to feed it the image resized to its input size")}"); return errors; }
         foreach (var (t, ob) in parsed)
             errors.AddRange(ObjectiveBinder.Check(ob, t, layerNames, shapes, outputs, context.Model.DefaultLabels));
+        if (o.DiversityLayer is { } dl && layerNames.Contains(dl))
+        {
+            var (_, dShapes, _) = Probe(context.Model, [dl], h, w);
+            if (dShapes.TryGetValue(dl, out var ds) && ds.Length < 3)
+                errors.Add($"option 'diversity_layer': layer '{dl}' has shape ({string.Join("×", ds)}); its Gram matrices need channels and positions (N×C×…)");
+        }
         return errors;
     }
 
@@ -107,8 +117,11 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         var (outputs, _, err) = o.ResizeToModel ? Probe(ctx.Model, [], ctx.Input.Height, ctx.Input.Width) : Probe(ctx.Model, [], h, w);
         if (err is not null) throw new LoupeException($"the model does not run on a {h}×{w} image: {err}");
         var objectives = Build(o, ctx.Labels, outputs);
-        int n = objectives.Count;
-        var ids = objectives.Select((x, i) => $"{i:D2}-{Slug(x.Text)}").ToArray();
+        int batch = Math.Max(1, o.Batch), n = objectives.Count * batch;
+        var groups = objectives.Select((x, i) => $"{i:D2}-{Slug(x.Text)}").ToArray();
+        // Image r shows objective r / batch; with batch > 1 its id ends in its place in the objective's batch.
+        var ids = Enumerable.Range(0, n).Select(r => batch == 1 ? groups[r] : $"{groups[r / batch]}-{r % batch}").ToArray();
+        var texts = Enumerable.Range(0, n).Select(r => objectives[r / batch].Text + (batch == 1 ? "" : $" #{r % batch + 1}")).ToArray();
         var result = Synthesizer.Optimize(ctx.Model, ctx.Input, objectives.Select(x => x.Objective).ToList(), o, ctx.Seed,
             step => ctx.Progress((step + 1) / (double)o.Steps, $"step {step + 1}/{o.Steps}"), ctx.Cancellation);
         using var scope = NewDisposeScope();
@@ -123,26 +136,29 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
             ctx.Output.Display("image", ids[i], tile);
         }
         if (n > 1)
-            ctx.Output.Display("grid", null, Figure.Sheet(tiles, Math.Min(n, 5),
-                objectives.Select((x, i) => (string?)$"{x.Text}\nobjective {Display.Number(result.History[o.Steps - 1, i])}").ToList(),
-                $"{ctx.StepId}: images that maximise each objective ({o.Steps} steps)"));
+            ctx.Output.Display("grid", null, Figure.Sheet(tiles, batch > 1 ? batch : Math.Min(n, 5),
+                texts.Select((t, i) => (string?)$"{t}\nobjective {Display.Number(result.History[o.Steps - 1, i])}").ToList(),
+                $"{ctx.StepId}: images that maximise each objective ({o.Steps} steps{(batch > 1 && o.Diversity > 0 ? $", diversity {Display.Number(o.Diversity)}" : "")})"));
         var hist = new float[o.Steps * n];
         Buffer.BlockCopy(result.History, 0, hist, 0, hist.Length * 4);
         ctx.Output.Raw("objective", null, new NdArray(hist, [o.Steps, n]));
-        ctx.Output.Figure("objective", null, () => Plot.Lines(result.History, objectives.Select(x => x.Text).ToArray(), "objective per step", 640, 400));
+        ctx.Output.Figure("objective", null, () => Plot.Lines(result.History, texts, "objective per step", 640, 400));
 
         // Predictions of the final images (untransformed) for the record.
         long[] top;
         using (no_grad()) top = ctx.Model.Forward(ctx.Input.Normalize(Synthesizer.FitToModel(imgs, ctx.Input, o))).reshape(n, -1).argmax(1).ToArray<long>();
-        ctx.Output.Json("objectives", objectives.Select((x, i) => new
+        ctx.Output.Json("objectives", Enumerable.Range(0, n).Select(i => new
         {
-            id = ids[i], objective = x.Text, parsed = x.Objective.ToString(), start = result.Start[i], final = result.Final[i],
-            predicted = top[i], predicted_label = top[i] < ctx.Labels.Count ? ctx.Labels[(int)top[i]] : null,
+            id = ids[i], objective = objectives[i / batch].Text, image = batch > 1 ? i % batch : (int?)null, parsed = objectives[i / batch].Objective.ToString(),
+            start = result.Start[i], final = result.Final[i], predicted = top[i], predicted_label = top[i] < ctx.Labels.Count ? ctx.Labels[(int)top[i]] : null,
+            gram_similarity = result.Similarity?[i / batch],
         }).ToList());
         for (int i = 0; i < n; i++) ctx.Output.Metric($"{ids[i]}.final", result.Final[i]);
+        if (result.Similarity is { } similarity)
+            for (int g = 0; g < groups.Length; g++) ctx.Output.Metric($"{groups[g]}.gram_similarity", similarity[g]);
         for (int i = 0; i < n; i++)
             if (result.Start[i] == result.Final[i])
-                ctx.Warn($"objective '{objectives[i].Text}' did not change: its gradient is zero at the start image (e.g. a ReLU channel that is off everywhere); use the layer before the ReLU or a larger init_sd");
+                ctx.Warn($"objective '{texts[i]}' did not change: its gradient is zero at the start image (e.g. a ReLU channel that is off everywhere); use the layer before the ReLU or a larger init_sd");
     }
 
     /// <summary>File-name-safe form of an objective.</summary>

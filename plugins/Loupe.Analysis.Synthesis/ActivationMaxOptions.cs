@@ -103,14 +103,25 @@ public sealed record ActivationMaxOptions
     /// <summary>Padding.</summary>
     [System.ComponentModel.DataAnnotations.Range(0, 10_000), Description("pad the image by n pixels of grey (0.5) before the other transforms (Lucid pads 12)")]
     public int Pad { get; init; }
+    /// <summary>Images per objective.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 64), Description("images per objective (Lucent's param batch), each from its own start noise; with 'diversity' they are pushed apart")]
+    public int Batch { get; init; } = 1;
+    /// <summary>Diversity weight.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0.0, 1e9), Description("λ of Lucid's diversity term (Olah et al. 2017; Lucent's '- λ * diversity(layer)'): λ·Σ_{i≠j} ⟨Ĝ_i, Ĝ_j⟩ / B is subtracted from the objective of each objective's B = batch images, Ĝ the Frobenius-normalised Gram matrix of diversity_layer's channels")]
+    public double Diversity { get; init; }
+    /// <summary>Diversity layer.</summary>
+    [LayerName, Description("layer whose channel Gram matrices the diversity term compares (needs diversity > 0 and batch ≥ 2)")]
+    public string? DiversityLayer { get; init; }
     /// <summary>Display size.</summary>
     [System.ComponentModel.DataAnnotations.Range(16, 4096), Description("display PNGs are upscaled (nearest) to at least this width")]
     public int DisplaySize { get; init; } = 112;
 }
 
 /// <summary>The result of an optimisation.</summary>
-/// <param name="Images">N×C×H×W in [0,1] pixel space (unbounded with range none).</param>
+/// <param name="Images">N×C×H×W in [0,1] pixel space (unbounded with range none): <c>batch</c> images per objective, objective by objective.</param>
 /// <param name="History">Objective values per step (steps × N), measured on the transformed batch of that step.</param>
 /// <param name="Start">Objective values of the start image (untransformed).</param>
 /// <param name="Final">Objective values of the final image (untransformed).</param>
-public sealed record SynthesisResult(Tensor Images, float[,] History, float[] Start, float[] Final);
+/// <param name="Similarity">With <c>batch</c> ≥ 2 and <c>diversity</c>: per objective, Lucid's diversity term of its final
+/// images (<see cref="Synthesizer.GramSimilarity"/>: the mean pairwise similarity of their Gram matrices), else null.</param>
+public sealed record SynthesisResult(Tensor Images, float[,] History, float[] Start, float[] Final, float[]? Similarity = null);

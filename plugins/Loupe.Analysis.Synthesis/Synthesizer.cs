@@ -7,11 +7,13 @@ namespace Loupe.Analysis.Synthesis;
 /// <summary>The optimisation loop of activation maximisation, usable without a pipeline.</summary>
 public static class Synthesizer
 {
-    /// <summary>Optimises one image per objective: maximise objective_i(model(Normalize(T(I_i)))) − regularisers(I_i).</summary>
+    /// <summary>Optimises <c>batch</c> images per objective: maximise objective_i(model(Normalize(T(I_r)))) − regularisers(I_r)
+    /// for each image r of objective i, less λ_diversity × each objective's <see cref="GramSimilarity"/>.</summary>
     public static SynthesisResult Optimize(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, ActivationMaxOptions o, int seed,
         Action<int>? onStep = null, CancellationToken cancel = default)
     {
-        int n = objectives.Count;
+        int batch = Math.Max(1, o.Batch), n = objectives.Count * batch;
+        string? diversityLayer = o.Diversity > 0 && batch > 1 ? o.DiversityLayer : null;
         long h = o.Size is { Length: 2 } s ? s[0] : input.Height, w = o.Size is { Length: 2 } s2 ? s2[1] : input.Width;
         var gen = new Generator((ulong)(uint)seed);
         using var param = new Parameterization(o.Parameterization, n, input.Channels, h, w, o.Decorrelate, o.Range);
@@ -21,14 +23,14 @@ public static class Synthesizer
             : optim.SGD([p], o.LearningRate);
         var layers = objectives.SelectMany(x => x.Layers).Distinct().ToList();
         var history = new float[o.Steps, n];
-        var rows = arange(n, dtype: ScalarType.Int64);
+        var rows = arange(objectives.Count, dtype: ScalarType.Int64).repeat_interleave(batch);   // row r: objective r / batch
         bool clip = o.NormClip > 0 || o.ContributionClip > 0;
         // Without transforms, step 0 scores exactly the untransformed start image: its values are the start values, and
         // the extra forward pass is saved.
         bool plain = o.Pad <= 0 && o.Jitter <= 0 && (o.Scales ?? []).All(v => v == 1) && (o.Rotations ?? []).All(v => v % 360 == 0);
         float[]? start = null;
         if (!plain || o.Steps == 0)
-            using (var _ = no_grad()) start = Evaluate(model, input, objectives, layers, FitToModel(param.Image(p), input, o));
+            using (var _ = no_grad()) start = Evaluate(model, input, objectives, layers, FitToModel(param.Image(p), input, o), rows);
 
         for (int step = 0; step < o.Steps; step++)
         {
@@ -43,8 +45,9 @@ public static class Synthesizer
             double sc = o.Scales is { Length: > 0 } ? Transforms.Choose(gen, o.Scales) : 1, rot = o.Rotations is { Length: > 0 } ? Transforms.Choose(gen, o.Rotations) : 0;
             x = Transforms.Affine(x, sc, rot);
             x = FitToModel(x, input, o);
-            var values = Scores(model, input, objectives, layers, x, rows);
+            var values = Scores(model, input, objectives, layers, x, rows, diversityLayer, out var diverse);
             var loss = -values.sum();
+            if (diverse is not null) loss = loss + (float)o.Diversity * GramSimilarity(diverse, batch).sum();
             if (o.L2 > 0) loss = loss + (float)o.L2 * (img - (float)o.L2Center).pow(2).sum();
             if (o.Tv > 0) loss = loss + (float)o.Tv * TotalVariation(img).sum();
             loss.backward();
@@ -66,8 +69,17 @@ public static class Synthesizer
         }
         using var __ = no_grad();
         var final = param.Image(p).detach();
-        var finalValues = Evaluate(model, input, objectives, layers, FitToModel(final, input, o));
-        return new SynthesisResult(final.clone(), history, start!, finalValues);
+        var fitted = FitToModel(final, input, o);
+        var finalValues = Evaluate(model, input, objectives, layers, fitted, rows);
+        float[]? similarity = null;
+        if (batch > 1 && o.DiversityLayer is { } dl)
+            using (var scope = NewDisposeScope())
+            using (var cap = model.Capture([dl], forGradients: false))
+            {
+                model.Forward(input.Normalize(fitted));
+                similarity = GramSimilarity(cap[dl], batch).ToArray<float>();
+            }
+        return new SynthesisResult(final.clone(), history, start!, finalValues, similarity);
     }
 
     /// <summary>Bilinear resize to the model's input size when <see cref="ActivationMaxOptions.ResizeToModel"/> is set.</summary>
@@ -94,11 +106,33 @@ public static class Synthesizer
         p.mul_(keep);
     }
 
-    /// <summary>Objective i on row i of the batch (shape N); gradients flow to <paramref name="pixels"/>.</summary>
-    public static Tensor Scores(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels, Tensor rows)
+    /// <summary>Lucid's diversity term (Olah et al. 2017; Lucent's <c>diversity(layer)</c>, negated): for each group of
+    /// <paramref name="batch"/> consecutive rows, Σ_{i≠j} ⟨Ĝ_i, Ĝ_j⟩ / B, where G_i = F_i F_iᵀ is row i's C×C Gram matrix
+    /// (F_i its activation, C × the rest) and Ĝ = G / max(‖G‖_F, 1e-12). One value per group: B − 1 when the group's Gram
+    /// matrices are proportional (identical images), 0 when they are pairwise orthogonal.</summary>
+    public static Tensor GramSimilarity(Tensor activation, int batch)
     {
-        using var cap = model.Capture(layers, forGradients: true);
+        long n = activation.shape[0], c = activation.shape[1];
+        var f = activation.reshape(n, c, -1);
+        var g = f.bmm(f.transpose(1, 2)).reshape(n, -1);
+        var unit = g / g.pow(2).sum(1, keepdim: true).sqrt().clamp_min(1e-12);
+        var grouped = unit.view(n / batch, batch, -1);
+        var s = grouped.bmm(grouped.transpose(1, 2));                    // groups × B × B
+        return (s.sum([1, 2]) - s.diagonal(0, 1, 2).sum(1)) / batch;
+    }
+
+    /// <summary>Objective rows[r] on row r of the batch (shape N); gradients flow to <paramref name="pixels"/>.</summary>
+    public static Tensor Scores(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels, Tensor rows) =>
+        Scores(model, input, objectives, layers, pixels, rows, null, out _);
+
+    /// <summary>As <see cref="Scores(IModel, InputSpec, IReadOnlyList{Objective}, List{string}, Tensor, Tensor)"/>, with
+    /// <paramref name="extraLayer"/>'s activation of the same pass (null when none is asked).</summary>
+    public static Tensor Scores(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels, Tensor rows,
+        string? extraLayer, out Tensor? extra)
+    {
+        using var cap = model.Capture(extraLayer is null || layers.Contains(extraLayer) ? layers : [.. layers, extraLayer], forGradients: true);
         var output = model.Forward(input.Normalize(pixels));
+        extra = extraLayer is null ? null : cap[extraLayer].alias();   // the capture frees its own handles when disposed
         if (rows.shape[0] == output.shape[0] && objectives.All(ob => ob is ClassLogit { Index: >= 0 } c && c.Index < output.shape[1]))
         {
             // Class objectives only (the common case): row i's logit of class i in one gather, not N objectives × N rows.
@@ -125,10 +159,9 @@ public static class Synthesizer
         return all.gather(1, rows.unsqueeze(1)).squeeze(1);
     }
 
-    static float[] Evaluate(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels)
+    static float[] Evaluate(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels, Tensor rows)
     {
         using var scope = NewDisposeScope();
-        var rows = arange(objectives.Count, dtype: ScalarType.Int64);
         return Scores(model, input, objectives, layers, pixels, rows).detach().ToArray<float>();
     }
 }
