@@ -72,7 +72,13 @@ static class Targets
                 using var scope = NewDisposeScope();
                 var i = model.DefaultInput;
                 if ((long)i.Channels * i.Height * i.Width <= 1 << 16)
-                    model.Forward(zeros(1, i.Channels, i.Height, i.Width));
+                {
+                    // Forward, then the input gradient every gradient technique takes (custom autograd functions included).
+                    var x = zeros(1, i.Channels, i.Height, i.Width).requires_grad_(true);
+                    var y = model.Forward(x);
+                    if (y.is_floating_point() && y.requires_grad) _ = autograd.grad([y.sum()], [x], allow_unused: true);
+                    Loupe.Abstractions.Toolkit.BackwardErrors.ThrowIfAny();
+                }
             }),
         new("idx", ".idx", ["samples/data/fashion-mnist/*", "tests/corpus/idx/*"],
             ["\u0000\u0000\u0008\u0003", "\u0000\u0000\u0008\u0001", "\u007f\u00ff\u00ff\u00ff", "\u0080\u0000\u0000\u0000", "\u0000\u0000\u0000\u001c", "\u001f\u008b\u0008"],
