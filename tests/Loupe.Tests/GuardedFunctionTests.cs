@@ -88,6 +88,17 @@ public class GuardedFunctionTests
         public string Describe() => "sum";
     }
 
+    /// <summary>When not even the zeros can be allocated, the engine gets no gradient (nulls) rather than an exception.</summary>
+    [Fact]
+    public void WithoutMemoryForTheZerosTheEngineGetsNoGradient()
+    {
+        var ok = GuardedFunction<Faulty>.Zeros([new([2, 3], ScalarType.Float32, CPU), null]);
+        Assert.Equal([2L, 3], ok[0].shape);
+        Assert.Null(ok[1]);
+        var none = GuardedFunction<Faulty>.Zeros([new([1L << 25, 1L << 25], ScalarType.Float32, CPU), null]);   // 4 PiB
+        Assert.All(none, Assert.Null);
+    }
+
     [Fact]
     public void ExpandsToIsLibtorchsRule()
     {

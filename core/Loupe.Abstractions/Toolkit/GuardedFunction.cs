@@ -43,9 +43,20 @@ public abstract class GuardedFunction<T> : autograd.SingleTensorFunction<T> wher
         catch (Exception e)
         {
             BackwardErrors.Record(new LoupeException($"the backward pass of {Name} failed: {e.Message}", e));
+            return Zeros(inputs);
+        }
+    }
+
+    /// <summary>Zeros of each tensor input's shape; where even those cannot be made (no memory left), no gradient at all
+    /// (null entries, which libtorch reads as undefined gradients) — nothing may leave <c>backward</c>.</summary>
+    internal static List<Tensor> Zeros(InputInfo?[] inputs)
+    {
+        try
+        {
             using var _ = no_grad();
             return [.. inputs.Select(i => i is null ? null! : zeros(i.Shape, i.Type, i.Device))];
         }
+        catch (Exception) { return [.. inputs.Select(_ => (Tensor)null!)]; }
     }
 
     /// <summary>Why libtorch would reject these gradients (validate_outputs: one per argument; each tensor's shape must
@@ -77,7 +88,7 @@ public abstract class GuardedFunction<T> : autograd.SingleTensorFunction<T> wher
         return true;
     }
 
-    sealed record InputInfo(long[] Shape, ScalarType Type, Device Device);
+    internal sealed record InputInfo(long[] Shape, ScalarType Type, Device Device);
 }
 
 /// <summary>Errors kept from guarded backward passes (<see cref="GuardedFunction{T}"/>) of the current thread (libtorch
