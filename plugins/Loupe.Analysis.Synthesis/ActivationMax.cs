@@ -64,6 +64,10 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
             errors.Add("option 'diversity' compares the images of one objective: set 'batch' to 2 or more (Lucent's examples optimise 4)");
         if (o.Diversity > 0 && o.DiversityLayer is null)
             errors.Add("option 'diversity' needs 'diversity_layer', the layer whose channel Gram matrices are compared");
+        if (o.Alignment > 0 && o.AlignmentLayer is null)
+            errors.Add("option 'alignment' needs 'alignment_layer', the layer at which neighbouring images are compared");
+        if (o.Alignment > 0 && (texts.Count + (o.Direction is null ? 0 : 1)) * o.Batch < 2 && !texts.Any(t => t.Replace(" ", "") is "class:*"))
+            errors.Add("option 'alignment' compares neighbouring images: give two or more objectives (or 'batch' ≥ 2)");
         var parsed = new List<(string Text, Objective Ob)>();
         foreach (var t in texts)
         {
@@ -156,6 +160,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         for (int i = 0; i < n; i++) ctx.Output.Metric($"{ids[i]}.final", result.Final[i]);
         if (result.Similarity is { } similarity)
             for (int g = 0; g < groups.Length; g++) ctx.Output.Metric($"{groups[g]}.gram_similarity", similarity[g]);
+        if (result.Misalignment is { } misalignment) ctx.Output.Metric("misalignment", misalignment);
         for (int i = 0; i < n; i++)
             if (result.Start[i] == result.Final[i])
                 ctx.Warn($"objective '{texts[i]}' did not change: its gradient is zero at the start image (e.g. a ReLU channel that is off everywhere); use the layer before the ReLU or a larger init_sd");

@@ -112,6 +112,15 @@ public sealed record ActivationMaxOptions
     /// <summary>Diversity layer.</summary>
     [LayerName, Description("layer whose channel Gram matrices the diversity term compares (needs diversity > 0 and batch ≥ 2)")]
     public string? DiversityLayer { get; init; }
+    /// <summary>Alignment weight.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0.0, 1e9), Description("λ of Lucid's alignment term (Lucent's '+ λ * alignment(layer)' in its loss): λ·Σ_{d=1..4} Σ_i mean((A_i − A_{i+d})²) / alignment_decay^d over the images in order, at alignment_layer — neighbouring images (an interpolation between objectives) keep the same layout")]
+    public double Alignment { get; init; }
+    /// <summary>Alignment layer.</summary>
+    [LayerName, Description("layer at which the alignment term compares neighbouring images (needs alignment > 0 and two or more images)")]
+    public string? AlignmentLayer { get; init; }
+    /// <summary>Alignment decay.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1e-3, 1e3), Description("how much the alignment penalty decays per place between two images (Lucent's decay_ratio)")]
+    public double AlignmentDecay { get; init; } = 2;
     /// <summary>Display size.</summary>
     [System.ComponentModel.DataAnnotations.Range(16, 4096), Description("display PNGs are upscaled (nearest) to at least this width")]
     public int DisplaySize { get; init; } = 112;
@@ -124,4 +133,6 @@ public sealed record ActivationMaxOptions
 /// <param name="Final">Objective values of the final image (untransformed).</param>
 /// <param name="Similarity">With <c>batch</c> ≥ 2 and <c>diversity</c>: per objective, Lucid's diversity term of its final
 /// images (<see cref="Synthesizer.GramSimilarity"/>: the mean pairwise similarity of their Gram matrices), else null.</param>
-public sealed record SynthesisResult(Tensor Images, float[,] History, float[] Start, float[] Final, float[]? Similarity = null);
+/// <param name="Misalignment">With an <c>alignment_layer</c> and two or more images: Lucid's alignment term of the final
+/// images (<see cref="Synthesizer.Misalignment"/>, at the step's <c>alignment_decay</c>), else null.</param>
+public sealed record SynthesisResult(Tensor Images, float[,] History, float[] Start, float[] Final, float[]? Similarity = null, float? Misalignment = null);

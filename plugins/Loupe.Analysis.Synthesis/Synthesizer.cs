@@ -14,6 +14,8 @@ public static class Synthesizer
     {
         int batch = Math.Max(1, o.Batch), n = objectives.Count * batch;
         string? diversityLayer = o.Diversity > 0 && batch > 1 ? o.DiversityLayer : null;
+        string? alignmentLayer = o.Alignment > 0 && n > 1 ? o.AlignmentLayer : null;
+        string[] terms = [.. new[] { diversityLayer, alignmentLayer }.OfType<string>().Distinct()];
         long h = o.Size is { Length: 2 } s ? s[0] : input.Height, w = o.Size is { Length: 2 } s2 ? s2[1] : input.Width;
         var gen = new Generator((ulong)(uint)seed);
         using var param = new Parameterization(o.Parameterization, n, input.Channels, h, w, o.Decorrelate, o.Range);
@@ -45,9 +47,10 @@ public static class Synthesizer
             double sc = o.Scales is { Length: > 0 } ? Transforms.Choose(gen, o.Scales) : 1, rot = o.Rotations is { Length: > 0 } ? Transforms.Choose(gen, o.Rotations) : 0;
             x = Transforms.Affine(x, sc, rot);
             x = FitToModel(x, input, o);
-            var values = Scores(model, input, objectives, layers, x, rows, diversityLayer, out var diverse);
+            var values = Scores(model, input, objectives, layers, x, rows, terms, out var termActs);
             var loss = -values.sum();
-            if (diverse is not null) loss = loss + (float)o.Diversity * GramSimilarity(diverse, batch).sum();
+            if (diversityLayer is not null) loss = loss + (float)o.Diversity * GramSimilarity(termActs[Array.IndexOf(terms, diversityLayer)], batch).sum();
+            if (alignmentLayer is not null) loss = loss + (float)o.Alignment * Misalignment(termActs[Array.IndexOf(terms, alignmentLayer)], o.AlignmentDecay);
             if (o.L2 > 0) loss = loss + (float)o.L2 * (img - (float)o.L2Center).pow(2).sum();
             if (o.Tv > 0) loss = loss + (float)o.Tv * TotalVariation(img).sum();
             loss.backward();
@@ -71,15 +74,19 @@ public static class Synthesizer
         var final = param.Image(p).detach();
         var fitted = FitToModel(final, input, o);
         var finalValues = Evaluate(model, input, objectives, layers, fitted, rows);
+        // The batch terms of the final images, for the record (also where their weight is 0: what they would have been).
+        string? dl = batch > 1 ? o.DiversityLayer : null, al = n > 1 ? o.AlignmentLayer : null;
         float[]? similarity = null;
-        if (batch > 1 && o.DiversityLayer is { } dl)
+        float? misalignment = null;
+        if (dl is not null || al is not null)
             using (var scope = NewDisposeScope())
-            using (var cap = model.Capture([dl], forGradients: false))
+            using (var cap = model.Capture([.. new[] { dl, al }.OfType<string>().Distinct()], forGradients: false))
             {
                 model.Forward(input.Normalize(fitted));
-                similarity = GramSimilarity(cap[dl], batch).ToArray<float>();
+                if (dl is not null) similarity = GramSimilarity(cap[dl], batch).ToArray<float>();
+                if (al is not null) misalignment = Misalignment(cap[al], o.AlignmentDecay).item<float>();
             }
-        return new SynthesisResult(final.clone(), history, start!, finalValues, similarity);
+        return new SynthesisResult(final.clone(), history, start!, finalValues, similarity, misalignment);
     }
 
     /// <summary>Bilinear resize to the model's input size when <see cref="ActivationMaxOptions.ResizeToModel"/> is set.</summary>
@@ -121,18 +128,33 @@ public static class Synthesizer
         return (s.sum([1, 2]) - s.diagonal(0, 1, 2).sum(1)) / batch;
     }
 
+    /// <summary>Lucid's alignment term (Lucent's <c>alignment(layer, decay_ratio)</c>): Σ_{d=1..4} Σ_i mean((A_i − A_{i+d})²)
+    /// / decay^d over the batch's rows in order, which draws neighbouring images (e.g. the steps of an interpolation
+    /// between two objectives) towards the same layout. A scalar.</summary>
+    public static Tensor Misalignment(Tensor activation, double decay)
+    {
+        long n = activation.shape[0];
+        var total = zeros([], dtype: activation.dtype, device: activation.device);
+        for (long d = 1; d <= 4 && d < n; d++)
+        {
+            var diff = activation.narrow(0, 0, n - d) - activation.narrow(0, d, n - d);
+            total = total + diff.pow(2).flatten(1).mean([1]).sum() / (float)Math.Pow(decay, d);
+        }
+        return total;
+    }
+
     /// <summary>Objective rows[r] on row r of the batch (shape N); gradients flow to <paramref name="pixels"/>.</summary>
     public static Tensor Scores(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels, Tensor rows) =>
-        Scores(model, input, objectives, layers, pixels, rows, null, out _);
+        Scores(model, input, objectives, layers, pixels, rows, [], out _);
 
-    /// <summary>As <see cref="Scores(IModel, InputSpec, IReadOnlyList{Objective}, List{string}, Tensor, Tensor)"/>, with
-    /// <paramref name="extraLayer"/>'s activation of the same pass (null when none is asked).</summary>
+    /// <summary>As <see cref="Scores(IModel, InputSpec, IReadOnlyList{Objective}, List{string}, Tensor, Tensor)"/>, with the
+    /// activations of <paramref name="extraLayers"/> in the same pass.</summary>
     public static Tensor Scores(IModel model, InputSpec input, IReadOnlyList<Objective> objectives, List<string> layers, Tensor pixels, Tensor rows,
-        string? extraLayer, out Tensor? extra)
+        IReadOnlyList<string> extraLayers, out Tensor[] extras)
     {
-        using var cap = model.Capture(extraLayer is null || layers.Contains(extraLayer) ? layers : [.. layers, extraLayer], forGradients: true);
+        using var cap = model.Capture([.. layers.Union(extraLayers)], forGradients: true);
         var output = model.Forward(input.Normalize(pixels));
-        extra = extraLayer is null ? null : cap[extraLayer].alias();   // the capture frees its own handles when disposed
+        extras = [.. extraLayers.Select(l => cap[l].alias())];   // the capture frees its own handles when disposed
         if (rows.shape[0] == output.shape[0] && objectives.All(ob => ob is ClassLogit { Index: >= 0 } c && c.Index < output.shape[1]))
         {
             // Class objectives only (the common case): row i's logit of class i in one gather, not N objectives × N rows.

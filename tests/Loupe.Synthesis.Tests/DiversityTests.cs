@@ -109,8 +109,50 @@ public class DiversityTests
         Assert.True(Env.RelL2(i0, i1) > 0.05);
     }
 
+    /// <summary>Lucid's alignment term (Lucent's <c>alignment(layer, decay_ratio)</c>) written out: Σ_{d=1..4} Σ_{i+d&lt;N}
+    /// mean((A_i − A_{i+d})²) / decay^d.</summary>
+    [Theory]
+    [InlineData(6, 2.0)]
+    [InlineData(3, 1.5)]
+    public void MisalignmentIsLucidsAlignmentTerm(int n, double decay)
+    {
+        using var scope = NewDisposeScope();
+        var a = randn([n, 2, 3, 3], generator: new Generator(7));
+        var v = a.ToArray<float>();
+        int per = 18;
+        double expected = 0;
+        for (int d = 1; d <= 4; d++)
+            for (int i = 0; i + d < n; i++)
+            {
+                double m = 0;
+                for (int k = 0; k < per; k++) m += Math.Pow(v[i * per + k] - v[(i + d) * per + k], 2);
+                expected += m / per / Math.Pow(decay, d);
+            }
+        Assert.Equal(expected, Synthesizer.Misalignment(a, decay).item<float>(), 4);
+    }
+
+    /// <summary>An interpolation between two channels in three images (Lucent's channel_interpolate, written as three
+    /// weighted objectives): with alignment at relu2 the neighbouring images' relu2 maps end closer than without.</summary>
     [Fact]
-    public void DiversityWithoutABatchOrALayerIsAValidationError()
+    public void AlignmentDrawsNeighbouringImagesTogether()
+    {
+        const string Common = "objectives: ['relu3:5', '0.5 * relu3:5 + 0.5 * relu3:9', 'relu3:9'], alignment_layer: relu2, steps: 60, jitter: 1, parameterization: pixels, init_sd: 0.5";
+        var r = Env.Run(Env.DemoPipeline($$"""
+              - id: plain
+                uses: activation-max
+                with: { {{Common}} }
+              - id: aligned
+                uses: activation-max
+                with: { {{Common}}, alignment: 10 }
+            """, seed: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        double Metric(string step) => r.Manifest!["steps"]!.AsArray().First(x => x!["id"]!.GetValue<string>() == step)!["metrics"]!["misalignment"]!.GetValue<double>();
+        Assert.True(Metric("aligned") < 0.7 * Metric("plain"), $"misalignment with alignment {Metric("aligned"):F4}, without {Metric("plain"):F4}");
+        Assert.All(Objectives(r, "aligned"), e => Assert.True(e!["final"]!.GetValue<double>() > e["start"]!.GetValue<double>(), e!.ToJsonString()));
+    }
+
+    [Fact]
+    public void BatchTermsWithoutTheirImagesOrLayerAreValidationErrors()
     {
         var path = Env.DemoPipeline("""
               - id: one
@@ -125,6 +167,12 @@ public class DiversityTests
               - id: typo
                 uses: activation-max
                 with: { objective: 'relu3:5', diversity: 10, batch: 4, diversity_layer: relu22 }
+              - id: lonely
+                uses: activation-max
+                with: { objective: 'relu3:5', alignment: 1, alignment_layer: relu2 }
+              - id: noalign
+                uses: activation-max
+                with: { objectives: ['relu3:5', 'relu3:6'], alignment: 1 }
             """);
         var r = Env.Run(path);
         Assert.Equal(2, r.ExitCode);
@@ -132,5 +180,7 @@ public class DiversityTests
         Assert.Contains(r.Errors, e => e.Message.Contains("needs 'diversity_layer'"));
         Assert.Contains(r.Errors, e => e.Message.Contains("layer 'fc' has shape"));
         Assert.Contains(r.Errors, e => e.Message.Contains("relu22") && e.Message.Contains("did you mean", StringComparison.OrdinalIgnoreCase));
+        Assert.Contains(r.Errors, e => e.Message.Contains("give two or more objectives"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("needs 'alignment_layer'"));
     }
 }
