@@ -60,6 +60,8 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         if ((o.NormClip > 0 || o.ContributionClip > 0) && o.Parameterization != ParameterizationKind.Pixels)
             errors.Add("options 'norm_clip' and 'contribution_clip' act on pixels: set 'parameterization: pixels'");
         if (o.Scales is { } sc && sc.Any(v => !(v > 0))) errors.Add("option 'scales' must hold positive factors");
+        if (o.Snapshots is { } snapAt && (snapAt.Any(k => k < 1 || k > o.Steps) || snapAt.Distinct().Count() != snapAt.Length))
+            errors.Add($"option 'snapshots' must list distinct steps in 1..{o.Steps}, got [{string.Join(", ", snapAt)}]");
         if (o.Diversity > 0 && o.Batch < 2)
             errors.Add("option 'diversity' compares the images of one objective: set 'batch' to 2 or more (Lucent's examples optimise 4)");
         if (o.Diversity > 0 && o.DiversityLayer is null)
@@ -143,6 +145,26 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
             ctx.Output.Display("grid", null, Figure.Sheet(tiles, batch > 1 ? batch : Math.Min(n, 5),
                 texts.Select((t, i) => (string?)$"{t}\nobjective {Display.Number(result.History[o.Steps - 1, i])}").ToList(),
                 $"{ctx.StepId}: images that maximise each objective ({o.Steps} steps{(batch > 1 && o.Diversity > 0 ? $", diversity {Display.Number(o.Diversity)}" : "")})"));
+        if (result.Snapshots is { } snaps)
+        {
+            // Each image at each snapshot and at the end, one row per image (Lucent's render_vis thresholds).
+            var progress = new List<RgbImage>();
+            var captions = new List<string?>();
+            for (int i = 0; i < n; i++)
+            {
+                foreach (var (at, images) in snaps)
+                {
+                    var snap = Display.Scale(Display.Image(images[i]), factor);
+                    ctx.Output.Raw($"image-step{at}", ids[i], NdArray.FromTensor(images[i]));
+                    ctx.Output.Display($"image-step{at}", ids[i], snap);
+                    progress.Add(snap);
+                    captions.Add($"{texts[i]}\nstep {at}");
+                }
+                progress.Add(tiles[i]);
+                captions.Add($"{texts[i]}\nstep {o.Steps} (final)");
+            }
+            ctx.Output.Display("progress", null, Figure.Sheet(progress, snaps.Count + 1, captions, $"{ctx.StepId}: the images during the optimisation"));
+        }
         var hist = new float[o.Steps * n];
         Buffer.BlockCopy(result.History, 0, hist, 0, hist.Length * 4);
         ctx.Output.Raw("objective", null, new NdArray(hist, [o.Steps, n]));

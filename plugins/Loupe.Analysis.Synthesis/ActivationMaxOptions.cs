@@ -121,6 +121,9 @@ public sealed record ActivationMaxOptions
     /// <summary>Alignment decay.</summary>
     [System.ComponentModel.DataAnnotations.Range(1e-3, 1e3), Description("how much the alignment penalty decays per place between two images (Lucent's decay_ratio)")]
     public double AlignmentDecay { get; init; } = 2;
+    /// <summary>Snapshot steps.</summary>
+    [Description("steps after which the images are also kept (Lucent's render_vis thresholds), e.g. [16, 64]: <id>.image-step<k>.npy/.png per image and a progress.png sheet of every image at each of them and at the end")]
+    public int[]? Snapshots { get; init; }
     /// <summary>Display size.</summary>
     [System.ComponentModel.DataAnnotations.Range(16, 4096), Description("display PNGs are upscaled (nearest) to at least this width")]
     public int DisplaySize { get; init; } = 112;
@@ -135,4 +138,6 @@ public sealed record ActivationMaxOptions
 /// images (<see cref="Synthesizer.GramSimilarity"/>: the mean pairwise similarity of their Gram matrices), else null.</param>
 /// <param name="Misalignment">With an <c>alignment_layer</c> and two or more images: Lucid's alignment term of the final
 /// images (<see cref="Synthesizer.Misalignment"/>, at the step's <c>alignment_decay</c>), else null.</param>
-public sealed record SynthesisResult(Tensor Images, float[,] History, float[] Start, float[] Final, float[]? Similarity = null, float? Misalignment = null);
+/// <param name="Snapshots">The images after each step of <c>snapshots</c> (in [0,1] pixel space), in step order.</param>
+public sealed record SynthesisResult(Tensor Images, float[,] History, float[] Start, float[] Final, float[]? Similarity = null, float? Misalignment = null,
+    IReadOnlyList<(int Step, Tensor Images)>? Snapshots = null);

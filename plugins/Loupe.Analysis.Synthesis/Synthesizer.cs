@@ -25,6 +25,7 @@ public static class Synthesizer
             : optim.SGD([p], o.LearningRate);
         var layers = objectives.SelectMany(x => x.Layers).Distinct().ToList();
         var history = new float[o.Steps, n];
+        var snapshots = new List<(int Step, Tensor Images)>();
         var rows = arange(objectives.Count, dtype: ScalarType.Int64).repeat_interleave(batch);   // row r: objective r / batch
         bool clip = o.NormClip > 0 || o.ContributionClip > 0;
         // Without transforms, step 0 scores exactly the untransformed start image: its values are the start values, and
@@ -68,6 +69,8 @@ public static class Synthesizer
                     if (o.ContributionClip > 0 && img.grad is { } g) ZeroBelowPercentile(p, (centred * -g).sum([1]).abs(), o.ContributionClip);
                 }
             }
+            if (o.Snapshots is { } at && at.Contains(step + 1))
+                using (var _ = no_grad()) snapshots.Add((step + 1, scope.MoveToOuter(param.Image(p).detach().clone())));
             onStep?.Invoke(step);
         }
         using var __ = no_grad();
@@ -86,7 +89,7 @@ public static class Synthesizer
                 if (dl is not null) similarity = GramSimilarity(cap[dl], batch).ToArray<float>();
                 if (al is not null) misalignment = Misalignment(cap[al], o.AlignmentDecay).item<float>();
             }
-        return new SynthesisResult(final.clone(), history, start!, finalValues, similarity, misalignment);
+        return new SynthesisResult(final.clone(), history, start!, finalValues, similarity, misalignment, snapshots.Count > 0 ? snapshots : null);
     }
 
     /// <summary>Bilinear resize to the model's input size when <see cref="ActivationMaxOptions.ResizeToModel"/> is set.</summary>

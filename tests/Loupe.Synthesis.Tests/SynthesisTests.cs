@@ -216,6 +216,39 @@ public class SynthesisTests
         Assert.NotEqual(a, c);
     }
 
+    /// <summary>Snapshots (Lucent's thresholds): the images after step k of a run are the final images of the same step
+    /// stopped at k steps (same step id and seed, same draws), byte for byte; the progress sheet and each snapshot are
+    /// written.</summary>
+    [Fact]
+    public void SnapshotsAreTheImagesAfterThoseSteps()
+    {
+        var r = Env.Run(Env.DemoPipeline($$"""
+              - id: am
+                uses: activation-max
+                with: { objectives: ['relu3:5', 'class:sneaker'], snapshots: [3, 8], {{Fast}} }
+            """, 2));
+        var shortRun = Env.Run(Env.DemoPipeline($$"""
+              - id: am
+                uses: activation-max
+                with: { objectives: ['relu3:5', 'class:sneaker'], {{Fast.Replace("steps: 25", "steps: 8")}} }
+            """, 2));
+        Assert.True(r.ExitCode == 0 && shortRun.ExitCode == 0, string.Join("\n", r.Errors.Concat(shortRun.Errors)));
+        foreach (var id in new[] { "00-relu3-5", "01-class-sneaker" })
+        {
+            Assert.Equal(Env.Artifact(shortRun, $"am/{id}.image.npy").Data, Env.Artifact(r, $"am/{id}.image-step8.npy").Data);
+            Assert.NotEqual(Env.Artifact(r, $"am/{id}.image-step3.npy").Data, Env.Artifact(r, $"am/{id}.image-step8.npy").Data);
+            Assert.True(File.Exists(Path.Combine(r.OutDir!, "am", $"{id}.image-step3.png")));
+        }
+        Assert.True(File.Exists(Path.Combine(r.OutDir!, "am", "progress.png")));
+        var bad = Env.Run(Env.DemoPipeline("""
+              - id: past
+                uses: activation-max
+                with: { objective: 'relu3:5', steps: 10, snapshots: [5, 11] }
+            """));
+        Assert.Equal(2, bad.ExitCode);
+        Assert.Contains(bad.Errors, e => e.Message.Contains("option 'snapshots' must list distinct steps in 1..10, got [5, 11]"));
+    }
+
     [Fact]
     public void DemoCnnEveryClassIsSynthesised()
     {
