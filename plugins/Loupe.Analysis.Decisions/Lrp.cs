@@ -114,9 +114,15 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             LrpComposite.EpsilonPlus or LrpComposite.EpsilonPlusFlat => LrpRuleKind.ZPlus,
             LrpComposite.EpsilonGammaBox => LrpRuleKind.Gamma,
             LrpComposite.EpsilonAlpha2Beta1 or LrpComposite.EpsilonAlpha2Beta1Flat => LrpRuleKind.Alpha2Beta1,
+            LrpComposite.ExcitationBackprop => LrpRuleKind.ZPlus,
             _ => options.Rule,
         };
-        LrpRuleKind? dense = composite == LrpComposite.Uniform ? options.Rule : LrpRuleKind.Epsilon;
+        LrpRuleKind? dense = composite switch
+        {
+            LrpComposite.Uniform => options.Rule,
+            LrpComposite.ExcitationBackprop => LrpRuleKind.ZPlus,
+            _ => LrpRuleKind.Epsilon,
+        };
         var (firstIndex, firstKind) = composite switch
         {
             LrpComposite.EpsilonGammaBox => (firstConv, (LrpRuleKind?)LrpRuleKind.ZBox),
@@ -131,7 +137,8 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             if (named.TryGetValue(i, out var own)) return own;
             // A batch norm no canonizer merged (pre-activation blocks, after a concatenation): Zennit's composites map
             // BatchNorm to Pass (until 2026-12-05 Loupe gave it LRP-ε, whose shift absorbed relevance).
-            if (standalone.Contains(i)) return new LrpRule(LrpRuleKind.Epsilon, eps) { Pass = true };
+            if (standalone.Contains(i))
+                return new LrpRule(LrpRuleKind.Epsilon, eps) { Pass = composite != LrpComposite.ExcitationBackprop, Gradient = composite == LrpComposite.ExcitationBackprop };
             var rule = i == firstIndex && firstKind is { } f ? Make(f) : Make((n.Op == GraphOp.Conv ? conv : dense) ?? LrpRuleKind.Epsilon);
             return options.ZeroBias ? rule with { ZeroBias = true } : rule;
         };
@@ -200,6 +207,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             var propagation = new LrpPropagation(Graph, Rules(Graph, Standalone, options, spec, Input.shape[1]))
             {
                 PoolEpsilon = options.Convention == LrpConvention.Captum ? options.Epsilon ?? 1e-9 : 1e-6,
+                DifferentiateActivations = options.Composite == LrpComposite.ExcitationBackprop,
             };
             return propagation.Propagate(Input, Values, outputRelevance, observe, observeInputs);
         }

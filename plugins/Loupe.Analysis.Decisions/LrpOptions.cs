@@ -21,6 +21,10 @@ public enum LrpComposite
     EpsilonAlpha2Beta1Flat,
     /// <summary>One rule (<c>rule:</c>) on every convolution and dense layer.</summary>
     Uniform,
+    /// <summary>Zennit's ExcitationBackprop (Zhang et al. 2016): z⁺ on every convolution and dense layer, proportional
+    /// (Norm) pools and sums, and — unlike the other composites, whose activations pass relevance on — every
+    /// activation and unmerged batch norm differentiated.</summary>
+    ExcitationBackprop,
 }
 
 /// <summary>Whose conventions the map follows.</summary>
@@ -37,7 +41,7 @@ public enum LrpConvention
 public sealed record LrpOptions
 {
     /// <summary>Composite.</summary>
-    [Description("Zennit composite assigning rules per layer type and position: epsilon-plus (default), epsilon-gamma-box, epsilon-alpha2-beta1, epsilon-plus-flat, epsilon-alpha2-beta1-flat, or uniform (rule: on every layer with weights)")]
+    [Description("Zennit composite assigning rules per layer type and position: epsilon-plus (default), epsilon-gamma-box, epsilon-alpha2-beta1, epsilon-plus-flat, epsilon-alpha2-beta1-flat, excitation-backprop (z+ everywhere, activations differentiated), or uniform (rule: on every layer with weights)")]
     public LrpComposite? Composite { get; init; }
     /// <summary>Rule of composite: uniform.</summary>
     [Description("the rule of every convolution and dense layer (sets composite: uniform): epsilon, gamma, alpha1-beta0, alpha2-beta1, z-plus, z-box, flat or w-square")]

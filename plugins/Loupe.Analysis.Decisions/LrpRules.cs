@@ -37,6 +37,9 @@ public sealed record LrpRule(LrpRuleKind Kind, double Epsilon = 1e-6, double Gam
     /// <summary>Zennit's <c>Pass</c>: the layer hands its relevance on unchanged (it must keep the shape: a batch norm
     /// that no canonizer merged, which Zennit's composites map to Pass); <see cref="Kind"/> is then not used.</summary>
     public bool Pass { get; init; }
+    /// <summary>The layer's own gradient carries the relevance (a batch norm no canonizer merged, under Zennit's
+    /// ExcitationBackprop, which maps no rule to it); <see cref="Kind"/> is then not used.</summary>
+    public bool Gradient { get; init; }
     /// <summary>The stabiliser of the rules other than ε (Zennit's <c>stabilizer</c>, default 1e-6): z + s·sign(z).</summary>
     public double Stabilizer { get; init; } = 1e-6;
     /// <summary>The layer's bias taken as zero in the rule's modified forwards (Zennit's <c>zero_params='bias'</c>,
@@ -61,6 +64,9 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
 {
     /// <summary>The stabiliser of proportional rules (pools, sums): Zennit's 1e-6; Captum uses its ε.</summary>
     public double PoolEpsilon { get; init; } = 1e-6;
+    /// <summary>Activations take their own gradient (Zennit's ExcitationBackprop, which maps no rule to them) instead
+    /// of passing relevance on (Zennit's Pass, in every other composite, and Captum).</summary>
+    public bool DifferentiateActivations { get; init; }
 
     /// <summary>Zennit's stabiliser: x + ε·sign(x), with sign(0) = +1.</summary>
     public static Tensor Stabilize(Tensor z, double epsilon) => z + (z.eq(0).to(z.dtype) + z.sign()) * epsilon;
@@ -103,6 +109,8 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
     {
         switch (node.Op)
         {
+            case GraphOp.Relu or GraphOp.Clip or GraphOp.Sigmoid when DifferentiateActivations:
+                return Gradient(node, xs, r);
             case GraphOp.Relu or GraphOp.Identity or GraphOp.Clip or GraphOp.Sigmoid:
                 return [r];                              // activations: Zennit's Pass rule
             case GraphOp.Pad:
@@ -117,6 +125,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 return Proportional(node, xs, r, PoolEpsilon);
         }
         var rule = ruleOf(index) ?? new LrpRule(LrpRuleKind.Epsilon);
+        if (rule.Gradient) return Gradient(node, xs, r);
         return rule.Pass || rule.Kind == LrpRuleKind.Pass ? [r] : [Layer(node, xs[0], r, rule)];
     }
 

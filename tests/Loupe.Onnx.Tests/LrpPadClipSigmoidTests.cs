@@ -6,14 +6,15 @@ using static TorchSharp.torch;
 namespace Loupe.Onnx.Tests;
 
 /// <summary><c>lrp</c> through Pad, Clip and Sigmoid nodes of an ONNX export (tests/fixtures/make_lrp_graph_fixtures.py:
-/// activations pass relevance through as Zennit's Pass rule, the pad keeps its unpadded region), against the PyTorch
-/// implementation of Zennit's rules.</summary>
+/// activations pass relevance through as Zennit's Pass rule — or, under its ExcitationBackprop, take their own gradient —
+/// the pad keeps its unpadded region), against the PyTorch implementation of Zennit's rules.</summary>
 public class LrpPadClipSigmoidTests
 {
     [Theory]
     [InlineData("epsilon-plus", LrpComposite.EpsilonPlus)]
     [InlineData("epsilon-gamma-box", LrpComposite.EpsilonGammaBox)]
     [InlineData("epsilon-alpha2-beta1", LrpComposite.EpsilonAlpha2Beta1)]
+    [InlineData("excitation-backprop", LrpComposite.ExcitationBackprop)]
     public void MatchesThePyTorchReference(string fixture, LrpComposite composite)
     {
         using var model = Env.LoadOnnx(new OnnxOptions { Path = Env.Fixture("lrp_pad_clip_sigmoid.onnx"), Mean = [0.5f, 0.5f, 0.5f], Std = [0.25f, 0.25f, 0.25f] });

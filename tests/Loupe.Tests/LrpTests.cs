@@ -167,7 +167,7 @@ public class LrpTests
     }
 
     [Fact]
-    public void ABatchNormNoCanonizerMergesPassesRelevanceUnderZennitAndTakesEpsilonUnderCaptum()
+    public void ABatchNormNoCanonizerMergesPassesRelevanceUnderZennitAndTakesEpsilonUnderCaptumAndItsGradientUnderExcitationBackprop()
     {
         using var scope = NewDisposeScope();
         // x → BN (scale 2, shift 1: nothing before it to merge into) → flatten → linear (w 1), x = 1: output 3.
@@ -187,6 +187,8 @@ public class LrpTests
         float Relevance(LrpOptions o) => new LrpPropagation(canonized, Lrp.Rules(canonized, standalone, o, spec, 1)).Propagate(x, values, ones(1, 1)).item<float>();
         Assert.Equal(1f, Relevance(new LrpOptions()), 1e-5);
         Assert.Equal(2f / 3, Relevance(new LrpOptions { Convention = LrpConvention.Captum }), 1e-5);
+        // Zennit's ExcitationBackprop maps nothing to BatchNorm: its gradient carries the relevance, ∂(s·x + t)/∂x = 2.
+        Assert.Equal(2f, Relevance(new LrpOptions { Composite = LrpComposite.ExcitationBackprop }), 1e-5);
     }
 
     [Fact]
