@@ -29,7 +29,7 @@ public sealed record DirectionOptions
 public sealed record ActivationMaxOptions
 {
     /// <summary>One objective.</summary>
-    [Description("objective expression: class:sneaker, class:3, relu3:12 (channel mean), relu3:12:3:3 (neuron), relu3 (layer mean), weighted sums such as 'relu3:12 - 0.5 * relu3:7'; 'class:*' expands to every class")]
+    [Description("objective expression: class:sneaker, class:3, relu3:12 (channel mean), relu3:12:3:3 (neuron), relu3:12:center (the centre neuron, Lucent's neuron default), relu3 (layer mean), weighted sums such as 'relu3:12 - 0.5 * relu3:7'; 'class:*' expands to every class")]
     public string? Objective { get; init; }
     /// <summary>Several objectives, one image each.</summary>
     [Description("several objectives optimised in one batch, one image each")]

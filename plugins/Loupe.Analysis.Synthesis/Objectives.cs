@@ -50,8 +50,10 @@ public sealed record ClassLogit(string Name, int Index = -1) : Objective
     internal static string Quote(string s) => s.All(c => char.IsLetterOrDigit(c) || c is '_' or '.') ? s : "'" + s + "'";
 }
 
-/// <summary>A layer's mean (all channels), a channel's mean, or one neuron (channel, y, x).</summary>
-public sealed record LayerUnit(string LayerName, int? Channel = null, int? Y = null, int? X = null) : Objective
+/// <summary>A layer's mean (all channels), a channel's mean, or one neuron (channel, y, x); with <see cref="Centre"/>
+/// the neuron at (h/2, w/2) of the layer's h×w output (integer halves: the bottom-right of the central 2×2 when a side
+/// is even), Lucent's <c>neuron(layer, n)</c> without x and y.</summary>
+public sealed record LayerUnit(string LayerName, int? Channel = null, int? Y = null, int? X = null, bool Centre = false) : Objective
 {
     /// <inheritdoc/>
     public override IEnumerable<string> Layers => [LayerName];
@@ -63,13 +65,15 @@ public sealed record LayerUnit(string LayerName, int? Channel = null, int? Y = n
         if (Channel is not int c) return a.reshape(n, -1).mean([1]);
         if (a.dim() < 2 || c >= a.shape[1]) throw new LoupeException($"channel {c} of layer '{LayerName}' is out of range: its output has shape ({string.Join("×", a.shape)})");
         var ch = a[.., c];
+        if (Centre && a.dim() == 4) return ch[.., a.shape[2] / 2, a.shape[3] / 2];
+        if (Centre) throw new LoupeException($"the centre neuron of layer '{LayerName}' needs an N×C×h×w output, it has shape ({string.Join("×", a.shape)})");
         if (Y is not int y || X is not int x) return ch.reshape(n, -1).mean([1]);
         if (a.dim() != 4 || y >= a.shape[2] || x >= a.shape[3])
             throw new LoupeException($"neuron ({c}, {y}, {x}) of layer '{LayerName}' is out of range: its output has shape ({string.Join("×", a.shape)}) at this image size");
         return ch[.., y, x];
     }
     /// <inheritdoc/>
-    public override string ToString() => ClassLogit.Quote(LayerName) + (Channel is int c ? $":{c}" : "") + (Y is int y && X is int x ? $":{y}:{x}" : "");
+    public override string ToString() => ClassLogit.Quote(LayerName) + (Channel is int c ? $":{c}" : "") + (Centre ? ":center" : Y is int y && X is int x ? $":{y}:{x}" : "");
 }
 
 /// <summary>A direction v in a layer's channel space: the mean over positions of ⟨v, A[:, :, y, x]⟩ (Olah et al. 2017).</summary>
@@ -262,6 +266,12 @@ public sealed class ObjectiveParser
             if (!Eat(':')) return new LayerUnit(name);
             int ch = Int("channel index");
             if (!Eat(':')) return new LayerUnit(name, ch);
+            Skip();
+            if (_s.AsSpan(_p).StartsWith("center", StringComparison.Ordinal) || _s.AsSpan(_p).StartsWith("centre", StringComparison.Ordinal))
+            {
+                _p += 6;
+                return new LayerUnit(name, ch, Centre: true);
+            }
             int y = Int("neuron row (y)");
             if (!Eat(':')) Fail("expected ':' and the neuron column (x)");
             int x = Int("neuron column (x)");
@@ -365,6 +375,8 @@ public static class ObjectiveBinder
                 case LayerUnit u when shapes.TryGetValue(u.LayerName, out var s):
                     if (u.Channel is int c && (s.Length < 2 || c >= s[1]))
                         yield return $"objective '{text}': channel {c} is out of range for layer '{u.LayerName}' (output {string.Join("×", s)}: channels 0..{(s.Length < 2 ? 0 : s[1] - 1)})";
+                    else if (u.Centre && s.Length != 4)
+                        yield return $"objective '{text}': the centre neuron needs a layer with an h×w output; '{u.LayerName}' gives {string.Join("×", s)}";
                     else if (u.Y is int y && u.X is int x && (s.Length != 4 || y >= s[2] || x >= s[3]))
                         yield return $"objective '{text}': neuron ({u.Channel}, {y}, {x}) is out of range for layer '{u.LayerName}' (output {string.Join("×", s)} at the model's input size)";
                     break;

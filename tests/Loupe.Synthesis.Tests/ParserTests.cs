@@ -22,6 +22,8 @@ public class ParserTests
     [InlineData("a:1 / 4", "(a:1 / 4)")]
     [InlineData("1e-1*a:1", "(0.1 * a:1)")]
     [InlineData("'Conv:0':3", "'Conv:0':3")]
+    [InlineData("relu3:12:center", "relu3:12:center")]
+    [InlineData("relu3:12 : centre + 1", "(relu3:12:center + 1)")]
     public void ParsesWithPrecedence(string text, string canonical) => Assert.Equal(canonical, ObjectiveParser.Parse(text).ToString());
 
     [Theory]
@@ -72,5 +74,20 @@ public class ParserTests
         // row 0: ch2 mean = 9.5, ch0 mean = 1.5, ch1[1,0] = 6  → 9.5 − 0.75 + 6
         Assert.Equal(9.5f - 0.75f + 6f, v[0], 1e-5);
         Assert.Equal(21.5f - 0.5f * 13.5f + 18f, v[1], 1e-5);
+    }
+
+    /// <summary>Lucent's neuron(layer, n) without x, y: the neuron at (h // 2, w // 2) — the centre of an odd side, the
+    /// bottom-right of the central 2×2 of an even one.</summary>
+    [Theory]
+    [InlineData(5, 5, 2, 2)]
+    [InlineData(4, 6, 2, 3)]
+    public void TheCentreNeuronIsLucentsDefault(int h, int w, int y, int x)
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var act = TorchSharp.torch.randn(2, 3, h, w);
+        var input = new ObjectiveInput(TorchSharp.torch.zeros(2, 10), _ => act);
+        Assert.Equal(ObjectiveParser.Parse($"L:1:{y}:{x}").Evaluate(input).ToArray<float>(), ObjectiveParser.Parse("L:1:center").Evaluate(input).ToArray<float>());
+        var flat = new ObjectiveInput(TorchSharp.torch.zeros(2, 10), _ => TorchSharp.torch.randn(2, 3));
+        Assert.Throws<Loupe.Abstractions.LoupeException>(() => ObjectiveParser.Parse("L:1:center").Evaluate(flat));
     }
 }
