@@ -17,6 +17,16 @@ public sealed record AttributionInput(IAnalysisContext Context, Tensor Input, Ta
 
     /// <summary>The tensor a baseline is made of: <see cref="BaselineSource"/>, else <see cref="Input"/>.</summary>
     public Tensor BaselineOf => BaselineSource ?? Input;
+
+    /// <summary>The ids of the data inputs the rows were made from, row for row — set for original rows (without the
+    /// slot suffix <see cref="Ids"/> may carry) and for copies of them (noise-tunnel's noisy copies, a metric's
+    /// perturbed copies), where <see cref="Ids"/> is null; null where the rows come from no single input (a metric's
+    /// mosaics). What per-input files (a <c>baseline_folder</c>: Captum's per-example tensor baselines) are looked up by.</summary>
+    public string[]? SourceIds { get; init; }
+
+    /// <summary>The <see cref="SourceIds"/> of copies made of this input's rows: copy j was made from row
+    /// <paramref name="rows"/>[j]; null where this input has none.</summary>
+    public string[]? SourceIdsOf(IReadOnlyList<int> rows) => SourceIds is { } s ? rows.Select(r => s[r]).ToArray() : null;
 }
 
 /// <summary>An attribution map per input and what it explains.</summary>
@@ -91,7 +101,7 @@ public abstract class AttributionAnalysis<TOptions> : Analysis<TOptions>, IAttri
                 // A target that reads the data (e.g. ground-truth labels) selects here; any other selects on the
                 // technique's own forward pass.
                 var given = ctx.Target is IDataTarget data ? data.Select(batch, slot) : null;
-                var result = Attribute(options, new AttributionInput(ctx, batch.Input, given, slot, slots > 1 ? batch.Ids.Select(i => $"{i}.top{slot + 1}").ToArray() : batch.Ids));
+                var result = Attribute(options, new AttributionInput(ctx, batch.Input, given, slot, slots > 1 ? batch.Ids.Select(i => $"{i}.top{slot + 1}").ToArray() : batch.Ids) { SourceIds = batch.Ids });
                 var suffix = slots > 1 ? $".top{slot + 1}" : "";
                 if (slots == 1) MapCache.Put(ctx, batch.Ids, result.Map, result.Selection);   // reused by steps that evaluate this one
                 if (result.Raw is { } raw)

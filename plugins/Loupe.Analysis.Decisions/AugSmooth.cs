@@ -54,7 +54,7 @@ public sealed class AugSmooth : AttributionAnalysis<AugSmoothOptions>
                 using var scope = NewDisposeScope();
                 ctx.Cancellation.ThrowIfCancellationRequested();
                 var augmented = (flip ? x.flip(3) : x) * (float)factor;
-                var map = inner.Attribute(innerStep.Options, new AttributionInput(ctx, augmented, selection, input.Slot)).Map;
+                var map = inner.Attribute(innerStep.Options, new AttributionInput(ctx, augmented, selection, input.Slot) { SourceIds = input.SourceIds }).Map;
                 if (flip) map = map.flip(map.dim() - 1);
                 sum = sum is null ? scope.MoveToOuter(map.clone()) : sum.add_(map);
                 count++;

@@ -20,14 +20,18 @@ public record DeepLiftReference
     /// <summary>Reference from a file.</summary>
     [FilePath, Description(Perturbation.BaselineFileDescription)]
     public string? BaselineFile { get; init; }
+    /// <summary>Per-input references from a folder.</summary>
+    [FilePath(Directory = true), Description(Perturbation.BaselineFolderDescription)]
+    public string? BaselineFolder { get; init; }
 
     /// <summary>The reference of a batch.</summary>
-    public Tensor Of(AttributionInput input) => Perturbation.BaselineOrFile(input, BaselineFile, Baseline, BlurSigma, BaselineValue);
+    public Tensor Of(AttributionInput input) => Perturbation.BaselineOrFile(input, BaselineFile, BaselineFolder, Baseline, BlurSigma, BaselineValue);
 
     /// <summary>Validation of the reference options.</summary>
     public IEnumerable<string> Errors(IModel model)
     {
         if (BaselineFile is not null && BaselineValue is not null) yield return "give either 'baseline_file' or a constant fill, not both";
+        foreach (var e in Perturbation.BaselineFolderErrors(BaselineFolder, BaselineFile, BaselineValue, "fill")) yield return e;
         foreach (var e in Perturbation.CheckConstant(BaselineValue, "fill", model.DefaultInput)) yield return e;
     }
 }

@@ -37,6 +37,9 @@ public sealed record IntegratedGradientsOptions
     /// <summary>Custom baseline.</summary>
     [FilePath, Description(Perturbation.BaselineFileDescription)]
     public string? BaselineFile { get; init; }
+    /// <summary>Per-input baselines from a folder.</summary>
+    [FilePath(Directory = true), Description(Perturbation.BaselineFolderDescription)]
+    public string? BaselineFolder { get; init; }
     /// <summary>Constant baseline.</summary>
     [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
     public float[]? BaselineValue { get; init; }
@@ -117,6 +120,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
     public override IEnumerable<string> Validate(IntegratedGradientsOptions options, AnalysisValidationContext context)
     {
         if (options.BaselineFile is not null && options.BaselineValue is not null) yield return "give either 'baseline_file' or 'baseline_value', not both";
+        foreach (var e in Perturbation.BaselineFolderErrors(options.BaselineFolder, options.BaselineFile, options.BaselineValue, "baseline_value")) yield return e;
         foreach (var e in Perturbation.CheckConstant(options.BaselineValue, "baseline_value", context.Model.DefaultInput)) yield return e;
         foreach (var e in SideBaseline.Check(options.SideBaselines, context.Model)) yield return e;
     }
@@ -127,7 +131,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
         var ctx = input.Context;
         var x = input.Input;
         long n = x.shape[0];
-        var baseline = Perturbation.BaselineOrFile(input, options.BaselineFile, options.Baseline, options.BlurSigma, options.BaselineValue, "baseline_value");
+        var baseline = Perturbation.BaselineOrFile(input, options.BaselineFile, options.BaselineFolder, options.Baseline, options.BlurSigma, options.BaselineValue, "baseline_value");
         var (endScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         // Side inputs move along the same path, from their own baselines (Captum's tuple inputs and baselines).
         var side = SideInputs.Of(ctx.Model)?.Active ?? new Dictionary<string, Tensor>();

@@ -44,6 +44,9 @@ public record LayerPathOptions : LayerOptions
     /// <summary>Baseline from a file.</summary>
     [FilePath, Description(Perturbation.BaselineFileDescription)]
     public string? BaselineFile { get; init; }
+    /// <summary>Per-input baselines from a folder.</summary>
+    [FilePath(Directory = true), Description(Perturbation.BaselineFolderDescription)]
+    public string? BaselineFolder { get; init; }
     /// <summary>Points per pass.</summary>
     [Range(1, 100_000), Description("path points (× inputs) per forward/backward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? InternalBatchSize { get; init; }
@@ -65,6 +68,7 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
         if (options is LayerPathOptions p)
         {
             if (p.BaselineFile is not null && p.BaselineValue is not null) yield return "give either 'baseline_file' or a constant fill, not both";
+            foreach (var f in Perturbation.BaselineFolderErrors(p.BaselineFolder, p.BaselineFile, p.BaselineValue, "fill")) yield return f;
             foreach (var c in Perturbation.CheckConstant(p.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
         }
     }
@@ -131,7 +135,7 @@ public static class LayerPaths
 
     /// <summary>The input baseline of a path method.</summary>
     public static Tensor Baseline(LayerPathOptions o, AttributionInput input) =>
-        Perturbation.BaselineOrFile(input, o.BaselineFile, o.Baseline, o.BlurSigma, o.BaselineValue);
+        Perturbation.BaselineOrFile(input, o.BaselineFile, o.BaselineFolder, o.Baseline, o.BlurSigma, o.BaselineValue);
 }
 
 /// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer.</summary>

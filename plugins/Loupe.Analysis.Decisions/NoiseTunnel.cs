@@ -131,9 +131,10 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
                 : InputSeeds.Randn(perInput, [k, x.shape[1], x.shape[2], x.shape[3]])) * sigma.unsqueeze(0);
             var noisy = (x.unsqueeze(0) + noise).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
-            // Image-dependent baselines (mean, blur) of the clean rows, as Captum's NoiseTunnel keeps the given baseline.
+            // Image-dependent baselines (mean, blur) of the clean rows and each input's own baseline file, as Captum's
+            // NoiseTunnel keeps the given baseline.
             var clean = x.unsqueeze(0).expand([k, .. x.shape]).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
-            var result = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot) { BaselineSource = clean });
+            var result = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot) { BaselineSource = clean, SourceIds = input.SourceIdsOf(rows) });
             if (s0 == 0) mapOfRaw = result.Raw is not null ? result.MapOfRaw : null;
             var maps = mapOfRaw is not null ? result.Raw! : result.Map;
             var shaped = maps.view([k, n, .. maps.shape.Skip(1)]);

@@ -24,21 +24,65 @@ public static class Perturbation
     /// <summary>Description of the <c>baseline_file</c> options (Captum's tensor baselines).</summary>
     public const string BaselineFileDescription = "a .npy baseline in normalised input space, C×H×W or 1×C×H×W, the same for every input (Captum's tensor baselines; overrides the fill)";
 
+    /// <summary>Description of the <c>baseline_folder</c> options (Captum's per-example tensor baselines).</summary>
+    public const string BaselineFolderDescription = "folder of per-input baselines, <id>.npy for every input id (C×H×W or 1×C×H×W in normalised input space): Captum's per-example tensor baselines (an N×C×H×W baselines tensor, row i for input i); copies made from an input (noise-tunnel's noisy copies, a metric's perturbed copies) take that input's baseline; overrides the fill";
+
     /// <summary>A <c>baseline_file</c> (C×H×W or 1×C×H×W in normalised input space) expanded to the batch
     /// <paramref name="x"/>; a clear error naming the file when its shape is not the input's.</summary>
-    public static Tensor LoadBaseline(string file, Tensor x)
+    public static Tensor LoadBaseline(string file, Tensor x) => ReadBaseline(file, x).expand_as(x).contiguous();
+
+    /// <summary>One 1×C×H×W baseline of the inputs <paramref name="x"/> from a .npy file (C×H×W or 1×C×H×W), in the
+    /// inputs' type; an error naming the file otherwise (a file far larger than one input is refused before it is read).</summary>
+    static Tensor ReadBaseline(string file, Tensor x)
     {
-        var b = Npy.Read(file).ToTensor();
+        var b = Npy.Read(file, Math.Max(1L << 20, 16 * x.shape[1] * x.shape[2] * x.shape[3])).ToTensor().to(x.dtype);
         if (b.dim() == 3) b = b.unsqueeze(0);
         if (b.dim() != 4 || b.shape[0] != 1 || b.shape[1] != x.shape[1] || b.shape[2] != x.shape[2] || b.shape[3] != x.shape[3])
             throw new LoupeException($"{file}: baseline shape ({string.Join("×", b.shape)}) does not match the input {x.shape[1]}×{x.shape[2]}×{x.shape[3]}");
-        return b.expand_as(x).contiguous();
+        return b;
     }
 
-    /// <summary>The baseline of a batch: the file when one is given, else the named or constant fill of the inputs
-    /// <paramref name="input"/> makes baselines of.</summary>
-    public static Tensor BaselineOrFile(AttributionInput input, string? file, Fill fill, double blurSigma, float[]? constant, string option = "fill") =>
-        file is not null ? LoadBaseline(file, input.Input) : Baseline(input.BaselineOf, fill, blurSigma, input.Context.Input, constant, option);
+    /// <summary>The per-input baselines of the rows of <paramref name="input"/> from a <c>baseline_folder</c>: row r takes
+    /// <c>&lt;id&gt;.npy</c> of the input it was made from (<see cref="AttributionInput.SourceIds"/>); each file read once
+    /// per call. Ids that would lead outside the folder, files that are not regular, missing files and rows made from
+    /// no single input are errors naming the folder, the input or the file.</summary>
+    public static Tensor LoadBaselines(string folder, AttributionInput input)
+    {
+        var x = input.Input;
+        var ids = input.SourceIds ?? input.Ids
+            ?? throw new LoupeException($"option 'baseline_folder': these {x.shape[0]} rows were made from no single input (e.g. a metric's mosaics), so no input's baseline applies; use baseline_file or a fill");
+        if (ids.Length != x.shape[0]) throw new InvalidOperationException($"{ids.Length} source ids for {x.shape[0]} rows");
+        using var scope = NewDisposeScope();
+        var read = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var rows = new Tensor[ids.Length];
+        for (int r = 0; r < ids.Length; r++)
+        {
+            if (!read.TryGetValue(ids[r], out var b))
+            {
+                string what = $"option 'baseline_folder': input '{SafeFile.Printable(ids[r])}'";
+                var file = SafeFile.Inside(folder, ids[r] + ".npy", what);
+                if (!File.Exists(file)) throw new LoupeException($"{what}: folder '{folder}' has no {SafeFile.Printable(ids[r])}.npy");
+                SafeFile.RequireRegular(file, what);
+                read[ids[r]] = b = ReadBaseline(file, x);
+            }
+            rows[r] = b;
+        }
+        return scope.MoveToOuter(cat(rows, 0));
+    }
+
+    /// <summary>The baseline of a batch: the per-input files of <paramref name="folder"/>, else the file when one is
+    /// given, else the named or constant fill of the inputs <paramref name="input"/> makes baselines of.</summary>
+    public static Tensor BaselineOrFile(AttributionInput input, string? file, string? folder, Fill fill, double blurSigma, float[]? constant, string option = "fill") =>
+        folder is not null ? LoadBaselines(folder, input)
+        : file is not null ? LoadBaseline(file, input.Input) : Baseline(input.BaselineOf, fill, blurSigma, input.Context.Input, constant, option);
+
+    /// <summary>Validation of a <c>baseline_folder</c> beside the other baseline options.</summary>
+    public static IEnumerable<string> BaselineFolderErrors(string? folder, string? file, float[]? constant, string constantOption)
+    {
+        if (folder is null) yield break;
+        if (file is not null) yield return "give either 'baseline_folder' or 'baseline_file', not both";
+        if (constant is not null) yield return $"give either 'baseline_folder' or a constant '{constantOption}', not both";
+    }
 
     /// <summary>Scores of the target for every input × mask: x ⊙ (1 − M) + fill ⊙ M for masks M (P×1×H×W, 1 = removed),
     /// all images of the batch × a chunk of masks per forward pass. Returns N×P.</summary>

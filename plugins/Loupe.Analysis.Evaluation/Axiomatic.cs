@@ -146,7 +146,7 @@ public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
         var reference = Flat(b.Map);
         Tensor shifted;
         using (iv.Intervene(layer, t => t - delta.to(t.dtype)))
-            shifted = Flat(LinkedMaps(o, ctx, x + s, null, b.Selection).Map);
+            shifted = Flat(LinkedMaps(o, ctx, x + s, null, b.Selection, b.Batch.Ids).Map);
         return ((shifted - reference).abs().sum(1) / reference.abs().sum(1).clamp_min(1e-300)).ToArray<double>();
     }
 }

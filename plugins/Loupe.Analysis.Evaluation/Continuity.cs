@@ -105,7 +105,7 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
             var copies = stack(shifts.Skip(k0).Take(k).Select(dx => Translate(x, fill, dx)).ToArray());   // k×N×C×H×W
             var xs = copies.reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var sel = b.Selection.Rows(Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
-            var maps = LinkedMaps(o, ctx, xs, null, sel).Map;
+            var maps = LinkedMaps(o, ctx, xs, null, sel, CopyIds(b.Batch.Ids, k)).Map;
             var rs = o.Values(new MetricBatch(ctx, b.Batch with { Input = xs }, maps, sel, [], null) { NormaliseGroup = b.NormaliseGroup }).view(k, n, -1);
             var dr = (rs - r.unsqueeze(0)).abs().sum(2);                                                   // k×N
             var dx = (copies - x.unsqueeze(0)).to(ScalarType.Float64).reshape(k, n, -1).norm(2);           // k×N

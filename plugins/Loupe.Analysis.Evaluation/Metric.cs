@@ -122,7 +122,7 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     protected virtual void MergeDetails(IShardMerge merge) { }
 
     /// <summary>Maps of the linked step for one of the run's batches: as
-    /// <see cref="LinkedMaps(TOptions, IAnalysisContext, Tensor, string[], TargetSelection)"/>, a target that reads
+    /// <see cref="LinkedMaps(TOptions, IAnalysisContext, Tensor, string[], TargetSelection, string[])"/>, a target that reads
     /// the data (<see cref="IDataTarget"/>, e.g. ground-truth labels) selecting from the batch when the maps are made
     /// again.</summary>
     protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, InputBatch batch)
@@ -133,13 +133,19 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
 
     /// <summary>Maps of the linked step for a batch (target: this step's target, or <paramref name="selection"/>). The
     /// original inputs' maps are the ones that step made in this run (<see cref="MapCache"/>) when it kept them for the
-    /// same target; otherwise (perturbed inputs, a given selection, maps beyond the memory budget) the method runs.</summary>
-    protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, Tensor input, string[]? ids, TargetSelection? selection = null)
+    /// same target; otherwise (perturbed inputs, a given selection, maps beyond the memory budget) the method runs.
+    /// <paramref name="sources"/>: the ids of the inputs perturbed rows were made from, row for row (what per-input
+    /// baselines are looked up by; <see cref="AttributionInput.SourceIds"/>); default <paramref name="ids"/>.</summary>
+    protected static AttributionResult LinkedMaps(TOptions options, IAnalysisContext ctx, Tensor input, string[]? ids, TargetSelection? selection = null, string[]? sources = null)
     {
         if (ids is not null && selection is null && MapCache.TryGet(ctx, options.Of!.Id, ids) is { } cached) return cached;
         var of = ctx.Referenced(options.Of!);
-        return ((IAttribution)of.Analysis).Attribute(of.Options, new AttributionInput(ctx, input, selection, 0, ids));
+        return ((IAttribution)of.Analysis).Attribute(of.Options, new AttributionInput(ctx, input, selection, 0, ids) { SourceIds = sources ?? ids });
     }
+
+    /// <summary>The ids of k copies of each of a batch's inputs, copy-major (copy j of input i at row j·N + i), as
+    /// <see cref="LinkedMaps(TOptions, IAnalysisContext, Tensor, string[], TargetSelection, string[])"/>'s sources.</summary>
+    protected static string[] CopyIds(string[] ids, long k) => Enumerable.Range(0, (int)k).SelectMany(_ => ids).ToArray();
 }
 
 /// <summary>A per-image series behind a step's metrics: <c>stat</c> (name_mean, name_std), <c>rate</c> (a mean

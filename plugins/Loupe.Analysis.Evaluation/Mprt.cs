@@ -99,7 +99,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     Tensor Maps(MprtOptions o, MetricBatch b, Tensor? noise, Tensor? clean = null)
     {
         using var scope = NewDisposeScope();
-        if (noise is null) return scope.MoveToOuter(Magnitude(o, Flat(o, LinkedMaps(o, b.Context, b.X, null, b.Selection).Map, b.N)));
+        if (noise is null) return scope.MoveToOuter(Magnitude(o, Flat(o, LinkedMaps(o, b.Context, b.X, null, b.Selection, b.Batch.Ids).Map, b.N)));
         long n = b.N, s = noise.shape[0], run = clean is null ? s : s - 1;   // the last copy is the clean input
         long chunk = Math.Max(1, Explain.CopiesPerForward(b.Context, b.X, o.MicroBatch, gradients: true) / n);
         Tensor? sum = clean is null ? null : Flat(o, clean, n);
@@ -109,7 +109,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             long k = Math.Min(chunk, run - s0);
             var xs = (b.X.unsqueeze(0) + noise.narrow(0, s0, k)).reshape(k * n, b.X.shape[1], b.X.shape[2], b.X.shape[3]);
             var sel = b.Selection.Rows(Enumerable.Range(0, (int)k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
-            var m = Flat(o, LinkedMaps(o, b.Context, xs, null, sel).Map, k * n).reshape(k, n, -1).sum([0]);
+            var m = Flat(o, LinkedMaps(o, b.Context, xs, null, sel, CopyIds(b.Batch.Ids, k)).Map, k * n).reshape(k, n, -1).sum([0]);
             sum = inner.MoveToOuter(sum is null ? m : sum + m);
         }
         return scope.MoveToOuter(Magnitude(o, sum! / s));

@@ -80,7 +80,7 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
             off[i] = r >= classes[i] ? r + 1 : r;
         }
         var labels = off.Select(c => c < ctx.Labels.Count ? $"class {c} ({ctx.Labels[(int)c]})" : $"class {c}").ToArray();
-        var other = LinkedMaps(o, ctx, b.X, null, new TargetSelection(off, labels)).Map;
+        var other = LinkedMaps(o, ctx, b.X, null, new TargetSelection(off, labels), b.Batch.Ids).Map;
         var a = o.Values(b);
         var bm = o.Values(new MetricBatch(ctx, b.Batch, other, b.Selection, b.Generators, null) { NormaliseGroup = b.NormaliseGroup });
         long h = b.X.shape[2], w = b.X.shape[3];

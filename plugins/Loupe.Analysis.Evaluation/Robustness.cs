@@ -207,7 +207,7 @@ public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, ISharda
                 using var inner = NewDisposeScope();
                 ctx.Cancellation.ThrowIfCancellationRequested();
                 var delta = (InputSeeds.Rand(gens, [1, .. x.shape.Skip(1)]).squeeze(0) * 2 - 1) * (float)o.Radius;
-                var m = LinkedMaps(o, ctx, x + delta, null, result.Selection).Map.detach().to(ScalarType.Float64).reshape(n, -1);
+                var m = LinkedMaps(o, ctx, x + delta, null, result.Selection, batch.Ids).Map.detach().to(ScalarType.Float64).reshape(n, -1);
                 worst = inner.MoveToOuter(maximum(worst, (m - phi).norm(1) / norm));
             }
             return worst.ToArray<double>();

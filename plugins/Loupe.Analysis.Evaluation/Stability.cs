@@ -195,7 +195,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             var xs = (x.unsqueeze(0) + noise.to(x.dtype)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
-            var es = Flat(LinkedMaps(o, ctx, xs, null, sel).Map).view(k, n, -1);
+            var es = Flat(LinkedMaps(o, ctx, xs, null, sel, CopyIds(b.Batch.Ids, k)).Map).view(k, n, -1);
             Tensor? topS = null, hs = null;
             if (forward)
             {
