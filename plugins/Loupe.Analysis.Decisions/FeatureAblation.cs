@@ -39,6 +39,12 @@ public sealed record FeatureAblationOptions
     /// <summary>Constant fill.</summary>
     [Description(Perturbation.ConstantDescription + "'fill'")]
     public float[]? FillValue { get; init; }
+    /// <summary>Baseline from a file.</summary>
+    [FilePath, Description(Perturbation.BaselineFileDescription)]
+    public string? BaselineFile { get; init; }
+    /// <summary>Per-input baselines from a folder.</summary>
+    [FilePath(Directory = true), Description(Perturbation.BaselineFolderDescription)]
+    public string? BaselineFolder { get; init; }
     /// <summary>Feature ids.</summary>
     [FilePath, Description("segments: mask: a float32 .npy of integer feature ids, H×W, C×H×W or 1×C×H×W, broadcastable to the input (a channel axis of C gives per-channel features); elements with the same id are ablated together")]
     public string? FeatureMask { get; init; }
@@ -62,6 +68,7 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
         if ((options.Segments == FeatureSegments.Mask) != (options.FeatureMask is not null))
             yield return "'segments: mask' and 'feature_mask' go together: give both or neither";
         foreach (var e in Perturbation.CheckConstant(options.FillValue, "fill_value", context.Model.DefaultInput)) yield return e;
+        foreach (var e in Perturbation.TensorBaselineErrors(options.BaselineFile, options.BaselineFolder, options.FillValue, "fill")) yield return e;
     }
 
     /// <inheritdoc/>
@@ -72,17 +79,19 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         int cell = options.Cell;
         var (baseScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        if (options.Segments == FeatureSegments.Superpixels) return Superpixels(options, ctx, x, input.BaselineOf, baseScores, selection);
+        // The blur baseline's σ follows the feature size: half a cell, or half a superpixel's side.
+        double sigma = options.Segments == FeatureSegments.Superpixels ? Math.Sqrt(h * w / (double)options.NSegments) / 2 : cell / 2.0;
+        var fill = Perturbation.BaselineOrFile(input, options.BaselineFile, options.BaselineFolder, options.Fill, sigma, options.FillValue, "fill_value");
+        if (options.Segments == FeatureSegments.Superpixels) return Superpixels(options, ctx, x, fill, baseScores, selection);
         if (options.Segments is FeatureSegments.Elements or FeatureSegments.Mask)
         {
             using var labels = options.Segments == FeatureSegments.Mask ? FeatureIds.Load(options.FeatureMask!, c, h, w)
                 : arange(c * h * w).view(c, h, w);
-            return new AttributionResult(ByIds(options, ctx, x, input.BaselineOf, baseScores, selection, labels), selection);
+            return new AttributionResult(ByIds(options, ctx, x, fill, baseScores, selection, labels), selection);
         }
         long gy = (h + cell - 1) / cell, gx = (w + cell - 1) / cell;
         var originY = (arange(gy) * cell).repeat_interleave(gx);
         var originX = (arange(gx) * cell).repeat(gy);
-        var fill = Perturbation.Baseline(input.BaselineOf, options.Fill, cell / 2.0, ctx.Input, options.FillValue);
         Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), cell, cell, h, w);
         var scores = Perturbation.MaskedScores(ctx, x, fill, gy * gx, Masks, selection, options.MicroBatch);
         var diff = (baseScores.view(n, 1) - scores).view(n, 1, gy, gx);
@@ -93,11 +102,10 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
 
     /// <summary>Features given as dense ids per element (C×H×W, 0..K−1): feature k's elements are filled together, and
     /// each element gets y(x) − y(x with its feature filled). Masks are built chunk by chunk (K may be C·H·W).</summary>
-    static Tensor ByIds(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor source, Tensor baseScores, TargetSelection selection, Tensor labels)
+    static Tensor ByIds(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor fill, Tensor baseScores, TargetSelection selection, Tensor labels)
     {
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         long k = labels.max().item<long>() + 1;
-        var fill = Perturbation.Baseline(source, options.Fill, options.Cell / 2.0, ctx.Input, options.FillValue);
         Tensor Masks(long p0, long p) => (labels.unsqueeze(0) == arange(p0, p0 + p).view(p, 1, 1, 1)).to(ScalarType.Float32);   // p×C×H×W
         var scores = Perturbation.MaskedScores(ctx, x, fill, k, Masks, selection, options.MicroBatch);
         var diff = baseScores.view(n, 1) - scores;                                                                 // N×K
@@ -105,11 +113,10 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
     }
 
     /// <summary>Each image has its own superpixels: ablate them one by one (all of an image's segments batched).</summary>
-    AttributionResult Superpixels(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor source, Tensor baseScores, TargetSelection selection)
+    AttributionResult Superpixels(FeatureAblationOptions options, IAnalysisContext ctx, Tensor x, Tensor fill, Tensor baseScores, TargetSelection selection)
     {
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var pixels = ctx.Input.Denormalize(x);
-        var fill = Perturbation.Baseline(source, options.Fill, Math.Sqrt(h * w / (double)options.NSegments) / 2, ctx.Input, options.FillValue);
         var maps = new List<Tensor>();
         for (int i = 0; i < n; i++)
         {

@@ -30,6 +30,12 @@ public record FeatureOptions
     /// <summary>Constant baseline (older spelling; <c>fill: 0.5</c> binds here).</summary>
     [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
     public float[]? BaselineValue { get; init; }
+    /// <summary>Baseline from a file.</summary>
+    [FilePath, Description(Perturbation.BaselineFileDescription)]
+    public string? BaselineFile { get; init; }
+    /// <summary>Per-input baselines from a folder.</summary>
+    [FilePath(Directory = true), Description(Perturbation.BaselineFolderDescription)]
+    public string? BaselineFolder { get; init; }
     /// <summary>Copies per forward.</summary>
     [Range(1, 65536), Description("perturbed copies per forward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? MicroBatch { get; init; }
@@ -75,6 +81,7 @@ public static class Features
     /// <c>segments: mask</c> needs its <c>feature_mask</c> (until 2026-12-05 both fell back to the grid silently).</summary>
     public static IEnumerable<string> SegmentErrors(FeatureOptions o, string id)
     {
+        foreach (var e in Perturbation.TensorBaselineErrors(o.BaselineFile, o.BaselineFolder, o.BaselineValue, "fill")) yield return e;
         if (o.Segments == FeatureSegments.Elements && o.FeatureMask is null)
             yield return $"option 'segments': {id} switches pixel regions (every channel together) on and off; elements (every scalar a feature) is feature-ablation's: give grid, superpixels or a feature_mask";
         if (o.Segments == FeatureSegments.Mask && o.FeatureMask is null)

@@ -20,6 +20,12 @@ public sealed record OcclusionOptions
     /// <summary>Constant fill.</summary>
     [Description(Perturbation.ConstantDescription + "'fill'")]
     public float[]? FillValue { get; init; }
+    /// <summary>Baseline from a file.</summary>
+    [FilePath, Description(Perturbation.BaselineFileDescription)]
+    public string? BaselineFile { get; init; }
+    /// <summary>Per-input baselines from a folder.</summary>
+    [FilePath(Directory = true), Description(Perturbation.BaselineFolderDescription)]
+    public string? BaselineFolder { get; init; }
     /// <summary>Occluded copies per forward pass.</summary>
     [Range(1, 65536), Description("occluded copies per forward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? MicroBatch { get; init; }
@@ -48,6 +54,7 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
         if (options.Window.Length is 1 or 2 && (Pair(options.Window).H > spec.Height || Pair(options.Window).W > spec.Width))
             yield return $"option 'window' ([{string.Join(", ", options.Window)}]) is larger than the input ({spec.Height}×{spec.Width})";
         foreach (var e in Perturbation.CheckConstant(options.FillValue, "fill_value", spec)) yield return e;
+        foreach (var e in Perturbation.TensorBaselineErrors(options.BaselineFile, options.BaselineFolder, options.FillValue, "fill")) yield return e;
     }
 
     /// <inheritdoc/>
@@ -67,7 +74,7 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
         var xs = Enumerable.Range(0, (int)((w - winW + strideW - 1) / strideW + 1)).Select(i => (long)i * strideW).ToArray();
         var originY = tensor(ys).repeat_interleave(xs.Length);
         var originX = tensor(xs).repeat(ys.Length);
-        var fill = Perturbation.Baseline(input.BaselineOf, options.Fill, Math.Max(winH, winW) / 2.0, ctx.Input, options.FillValue);
+        var fill = Perturbation.BaselineOrFile(input, options.BaselineFile, options.BaselineFolder, options.Fill, Math.Max(winH, winW) / 2.0, options.FillValue, "fill_value");
         Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), winH, winW, h, w);
         // When the batch is the whole data (one image in the explorer), progress counts windows, not inputs.
         long windows = originY.shape[0];

@@ -76,6 +76,14 @@ public static class Perturbation
         folder is not null ? LoadBaselines(folder, input)
         : file is not null ? LoadBaseline(file, input.Input) : Baseline(input.BaselineOf, fill, blurSigma, input.Context.Input, constant, option);
 
+    /// <summary>Validation of the tensor baselines (<c>baseline_file</c>, <c>baseline_folder</c>) beside a constant fill
+    /// (option <paramref name="constantOption"/>), for the methods that took only named and constant fills before.</summary>
+    public static IEnumerable<string> TensorBaselineErrors(string? file, string? folder, float[]? constant, string constantOption)
+    {
+        if (file is not null && constant is not null) yield return $"give either 'baseline_file' or a constant '{constantOption}', not both";
+        foreach (var e in BaselineFolderErrors(folder, file, constant, constantOption)) yield return e;
+    }
+
     /// <summary>Validation of a <c>baseline_folder</c> beside the other baseline options.</summary>
     public static IEnumerable<string> BaselineFolderErrors(string? folder, string? file, float[]? constant, string constantOption)
     {

@@ -50,7 +50,7 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
         var x = input.Input;
         long n = x.shape[0], c = x.shape[1];
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        var fill = Perturbation.Baseline(input.BaselineOf, options.Baseline, options.Cell / 2.0, ctx.Input, options.BaselineValue, "fill");
+        var fill = Perturbation.BaselineOrFile(input, options.BaselineFile, options.BaselineFolder, options.Baseline, options.Cell / 2.0, options.BaselineValue);
         var file = options.PermutationsFile is { } f ? Npy.Read(f).ToTensor().to(ScalarType.Int64) : null;
         var maps = new List<Tensor>();
         for (int i = 0; i < n; i++)
@@ -161,6 +161,8 @@ public sealed class FeaturePermutation : AttributionAnalysis<FeaturePermutationO
     public override IEnumerable<string> Validate(FeaturePermutationOptions options, AnalysisValidationContext context)
     {
         foreach (var e in Features.SegmentErrors(options, ArtifactName)) yield return e;
+        if (options.Baseline != Fill.Zero || options.BaselineValue is not null || options.BaselineFile is not null || options.BaselineFolder is not null)
+            yield return "feature-permutation fills nothing (it permutes each feature across the batch, Captum's FeaturePermutation): leave out 'fill', 'baseline_file' and 'baseline_folder'";
         if (options.Segments == FeatureSegments.Superpixels && options.FeatureMask is null)
             yield return "segments: superpixels differ from image to image; feature-permutation needs features shared by the batch (grid or feature_mask)";
     }

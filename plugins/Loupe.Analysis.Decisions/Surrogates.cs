@@ -83,7 +83,7 @@ public abstract class SurrogateAnalysis<TOptions> : AttributionAnalysis<TOptions
         var x = input.Input;
         long n = x.shape[0], c = x.shape[1];
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
-        var fill = Perturbation.Baseline(input.BaselineOf, options.Baseline, options.Cell / 2.0, ctx.Input, options.BaselineValue, "fill");
+        var fill = Perturbation.BaselineOrFile(input, options.BaselineFile, options.BaselineFolder, options.Baseline, options.Cell / 2.0, options.BaselineValue);
         var file = CoalitionsFile(options) is { } f ? Npy.Read(f).ToTensor() : null;
         var maps = new List<Tensor>();
         for (int i = 0; i < n; i++)

@@ -59,6 +59,49 @@ public class BaselineFolderTests
         }
     }
 
+    /// <summary>The perturbation methods fill with each input's baseline (Captum's Occlusion, FeatureAblation,
+    /// ShapleyValueSampling, KernelShap, Lime with an N×C×H×W baselines tensor): with a constant image per input, row i
+    /// equals the method run with that constant as its fill (already Captum's scalar baseline); feature ablation of the
+    /// whole image with reference images gives F(x) − F(x′ᵢ), which DeepLift's summation to delta also gives.</summary>
+    [Fact]
+    public void PerturbationMethodsFillWithEachInputsBaseline()
+    {
+        var constants = TestEnv.TempDir("loupe-baselines-constant");
+        for (int i = 0; i < 4; i++)
+            File.WriteAllBytes(Path.Combine(constants, $"{i:D5}.npy"), Npy.Encode(new NdArray(Enumerable.Repeat(0.25f * (i + 1), 28 * 28).ToArray(), [1, 1, 28, 28])));
+        var folder = TestEnv.Yaml(constants);
+        string Each(string id, string uses, string with) =>
+            $"  - {{ id: {id}, uses: {uses}, with: {{ {with}, baseline_folder: {folder} }} }}\n"
+            + string.Concat(Enumerable.Range(0, 4).Select(i => $"  - {{ id: {id}-{i}, uses: {uses}, with: {{ {with}, fill: {0.25 * (i + 1)} }} }}\n"));
+        var refs = TestEnv.Yaml(Folder());
+        var r = TestEnv.Run(TestEnv.FixturePipeline(
+            Each("occ", "occlusion", "window: 7, stride: 5")
+            + Each("fa", "feature-ablation", "cell: 14")
+            + Each("ss", "shapley-sampling", "cell: 14, exact: true")
+            + $$"""
+              - { id: whole, uses: feature-ablation, with: { cell: 28, baseline_folder: {{refs}} } }
+              - { id: dl, uses: deeplift, with: { baseline_folder: {{refs}} } }
+              - { id: ks, uses: kernel-shap, with: { cell: 14, samples: 32, baseline_folder: {{refs}} } }
+              - { id: lime, uses: lime, with: { cell: 14, samples: 32, baseline_folder: {{refs}} } }
+            """, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        foreach (var (id, artifact) in new[] { ("occ", "occlusion"), ("fa", "feature-ablation"), ("ss", "shapley-sampling") })
+            for (int i = 0; i < 4; i++)
+            {
+                var folderRow = TestEnv.Artifact(r, $"{id}/{i:D5}.{artifact}.npy").Data;
+                var constantRow = TestEnv.Artifact(r, $"{id}-{i}/{i:D5}.{artifact}.npy").Data;
+                Assert.True(TestEnv.RelL2(folderRow, constantRow) <= 1e-6, $"{id}, input {i}");
+                // The constants differ by input, so row i differs from the neighbouring constant's row.
+                Assert.True(TestEnv.RelL2(folderRow, TestEnv.Artifact(r, $"{id}-{(i + 1) % 4}/{i:D5}.{artifact}.npy").Data) > 1e-3, $"{id}, input {i}: the constants' maps do not differ");
+            }
+        for (int i = 0; i < 4; i++)
+        {
+            double gap = TestEnv.Artifact(r, $"whole/{i:D5}.feature-ablation.npy").Data[0];
+            double total = TestEnv.Artifact(r, $"dl/{i:D5}.deeplift.npy").Data.Sum(v => (double)v);
+            Assert.True(Math.Abs(total - gap) <= 1e-4 * Math.Abs(gap) + 1e-5, $"input {i}: F(x) − F(x′) {gap} vs Σ DeepLift {total}");
+        }
+    }
+
     /// <summary>Focus's own mosaics are made of four inputs: no single input's baseline applies — said, and only that
     /// step fails.</summary>
     [Fact]
@@ -115,11 +158,15 @@ public class BaselineFolderTests
         var r = TestEnv.Run(TestEnv.FixturePipeline($$"""
               - { id: a, uses: integrated-gradients, with: { baseline_folder: {{dir}}, baseline_file: {{file}} } }
               - { id: b, uses: deeplift, with: { baseline_folder: {{dir}}, fill: 0.5 } }
+              - { id: o, uses: occlusion, with: { baseline_file: {{file}}, fill: 0.5 } }
+              - { id: p, uses: feature-permutation, with: { baseline_folder: {{dir}} } }
             """));
         Assert.NotEqual(0, r.ExitCode);
         var all = string.Join("\n", r.Errors);
         Assert.True(all.Contains("step 'a'") && all.Contains("give either 'baseline_folder' or 'baseline_file'"), all);
         Assert.True(all.Contains("step 'b'") && all.Contains("give either 'baseline_folder' or a constant 'fill'"), all);
+        Assert.True(all.Contains("step 'o'") && all.Contains("give either 'baseline_file' or a constant 'fill'"), all);
+        Assert.True(all.Contains("step 'p'") && all.Contains("feature-permutation fills nothing"), all);
         var nowhere = TestEnv.Run(TestEnv.FixturePipeline($$"""
               - { id: c, uses: layer-conductance, with: { layer: pool2, baseline_folder: {{dir}}-nowhere } }
             """));
