@@ -67,6 +67,9 @@ public record CamOptions : IReshapesLayers, IAttributesToLayerInput
 /// <param name="Context">The step context (for methods that run extra forward passes).</param>
 public sealed record CamLayer(Tensor Activation, Tensor? Gradient, string Layer, Tensor Input, TargetSelection Selection, IAnalysisContext Context)
 {
+    /// <summary>The ids of the inputs the rows were made from (<see cref="AttributionInput.SourceIds"/>), for draws seeded
+    /// per input; null where the rows come from no single input.</summary>
+    public string[]? Ids { get; init; }
     /// <summary>How the layer's own output was laid out as <see cref="Activation"/> (for methods that intervene on the layer).</summary>
     public LayerReshape Reshape { get; init; } = LayerReshape.None;
     /// <summary>The layer's own output, before <see cref="Reshape"/> (a ViT's class token included).</summary>
@@ -171,6 +174,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             if (error is not null) throw new LoupeException($"layer '{layers[i]}'{(options.AttributeToLayerInput ? " (its input)" : "")}: {error}");
             var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode, image), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode, image) : null, layers[i], x, selection, ctx)
             {
+                Ids = input.SourceIds ?? input.Ids,
                 Reshape = mode,
                 Own = acts[i],
                 HessianTimesActivation = hvps?[i] is { } hv ? LayerReshapes.ToGrid(hv, mode, image) : null,

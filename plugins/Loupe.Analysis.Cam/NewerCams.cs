@@ -217,6 +217,62 @@ public sealed class ShapleyCam : CamAnalysis<ShapleyCamOptions>
         (l.Gradient! - 0.5 * l.HessianTimesActivation!).mean([2, 3], keepdim: true) * l.Activation;
 }
 
+/// <summary>Options of <c>fem</c>.</summary>
+public sealed record FemOptions : CamOptions
+{
+    /// <summary>k of the k-sigma rule.</summary>
+    [Range(0.0, 1000.0), Description("k of the k-sigma rule: a channel's value counts where it exceeds its spatial mean + k · its spatial standard deviation (population σ, numpy's default; pytorch-grad-cam's k: 2)")]
+    public double K { get; init; } = 2;
+}
+
+/// <summary>FEM, the Feature Explanation Method (Fuad et al. 2020; pytorch-grad-cam <c>FEM</c>): each channel is weighted
+/// by the share of its positions above its spatial mean + k·σ (σ the population standard deviation), and the map is
+/// Σ_k w_k·A_k. No gradients and no target; pytorch-grad-cam's FEM returns that sum whatever eigen_smooth says, and so
+/// does this one.</summary>
+public sealed class Fem : CamAnalysis<FemOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "fem";
+    /// <inheritdoc/>
+    protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override bool ProjectsAlready => true;
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(FemOptions o, CamLayer l)
+    {
+        using var scope = NewDisposeScope();
+        var a = l.Activation;
+        var mean = a.mean([2, 3], keepdim: true);
+        var std = a.std([2, 3], unbiased: false, keepdim: true);
+        var weights = (a > mean + o.K * std).to(a.dtype).mean([2, 3], keepdim: true);
+        return scope.MoveToOuter((weights * a).sum(1));
+    }
+}
+
+/// <summary>Random-CAM (pytorch-grad-cam <c>RandomCAM</c>): channel weights drawn from U(−1, 1), seeded per input id
+/// (per row where the rows come from no single input): a baseline any method should beat.</summary>
+public sealed class RandomCam : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "random-cam";
+    /// <inheritdoc/>
+    protected override bool UsesGradients => false;
+    /// <inheritdoc/>
+    protected override Tensor WeightedActivations(CamOptions o, CamLayer l)
+    {
+        using var scope = NewDisposeScope();
+        long n = l.Activation.shape[0], k = l.Activation.shape[1];
+        var ids = l.Ids ?? Enumerable.Range(0, (int)n).Select(i => $"#{i}").ToArray();
+        var generators = InputSeeds.Generators(l.Context.Seed, ids)!;
+        try
+        {
+            var weights = InputSeeds.Rand(generators, [1, k]).squeeze(0) * 2 - 1;   // N×k
+            return scope.MoveToOuter(weights.to(l.Activation.dtype).view(n, k, 1, 1) * l.Activation);
+        }
+        finally { foreach (var g in generators) g.Dispose(); }
+    }
+}
+
 /// <summary>Projections of a layer's maps on their principal direction.</summary>
 public static class Projections
 {
@@ -242,6 +298,8 @@ public sealed class NewerCamRegistrar : IPluginRegistrar
         .AddLoupeAnalysis<GradCamElementWise>("grad-cam-element-wise", "Grad-CAM with element-wise relu(gradient × activation) (pytorch-grad-cam GradCAMElementWise)")
         .AddLoupeAnalysis<EigenGradCam>("eigen-grad-cam", "first principal component of gradient × activation (pytorch-grad-cam EigenGradCAM)")
         .AddLoupeAnalysis<KpcaCam>("kpca-cam", "first kernel principal component of the activations (Karmani et al. 2024; pytorch-grad-cam KPCA_CAM)")
+        .AddLoupeAnalysis<Fem>("fem", "channels weighted by their share of positions above mean + k·σ (Fuad et al. 2020; pytorch-grad-cam FEM)")
+        .AddLoupeAnalysis<RandomCam>("random-cam", "channel weights drawn from U(−1, 1), seeded per input: a baseline (pytorch-grad-cam RandomCAM)")
         .AddLoupeAnalysis<FinerCam>("finer-cam", "Grad-CAM of the target against its most similar classes (Zhang et al. 2025; pytorch-grad-cam FinerCAM)")
         .AddLoupeAnalysis<ShapleyCam>("shapley-cam", "channel weights from the gradient and the Hessian-vector product, mean(g − ½·H·A) (Cai et al. 2025; pytorch-grad-cam ShapleyCAM)")
         .AddLoupeAnalysis<FullGrad>("full-grad", "input gradient × input plus |bias × gradient| of every convolution and batch norm, scaled and summed (Srinivas & Fleuret 2019; pytorch-grad-cam FullGrad)");

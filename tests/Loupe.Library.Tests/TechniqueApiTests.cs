@@ -25,7 +25,7 @@ public class TechniqueApiTests
         return TensorAccounting.Live;
     }
 
-    /// <summary>grad-cam-element-wise, eigen-grad-cam, kpca-cam and finer-cam at relu3 (make_families_fixtures.py;
+    /// <summary>grad-cam-element-wise, eigen-grad-cam, kpca-cam, fem and finer-cam at relu3 (make_families_fixtures.py;
     /// formerly a pipeline run in Loupe.Tests/NewerCamTests).</summary>
     [Fact]
     public void NewerCamsMatchThePyTorchReferenceOnTheDemoCnn()
@@ -35,7 +35,8 @@ public class TechniqueApiTests
         foreach (var (technique, artifact, fixture, options) in new (string, string, string, object)[]
                  {
                      ("grad-cam-element-wise", "grad-cam-element-wise-layer", "gcew", new { layer = "relu3" }), ("eigen-grad-cam", "eigen-grad-cam-layer", "egc", new { layer = "relu3" }),
-                     ("kpca-cam", "kpca-cam-layer", "kpca", new { layer = "relu3" }), ("finer-cam", "finer-cam-layer", "finer", new { layer = "relu3" }),
+                     ("kpca-cam", "kpca-cam-layer", "kpca", new { layer = "relu3" }), ("fem", "fem-layer", "fem", new { layer = "relu3" }),
+                     ("finer-cam", "finer-cam-layer", "finer", new { layer = "relu3" }),
                      // pytorch-grad-cam's FinerCAM(base_method=LayerCAM / GradCAMPlusPlus)
                      ("finer-cam", "finer-cam-layer", "finer_layercam", new { layer = "relu3", @base = "layer-cam" }),
                      ("finer-cam", "finer-cam-layer", "finer_gcpp", new { layer = "relu3", @base = "grad-cam-plus-plus" }),

@@ -2,7 +2,7 @@ using Loupe.Core;
 
 namespace Loupe.Tests;
 
-/// <summary>grad-cam-element-wise, eigen-grad-cam, kpca-cam and finer-cam against PyTorch / sklearn implementations of
+/// <summary>grad-cam-element-wise, eigen-grad-cam, kpca-cam, fem and finer-cam against PyTorch / sklearn implementations of
 /// pytorch-grad-cam's formulas (tests/fixtures/make_families_fixtures.py): layer maps after ReLU, demo CNN at relu3 and
 /// resnet18 at layer3 (the demo CNN case: Loupe.Library.Tests/TechniqueApiTests, through the in-process API).</summary>
 public class NewerCamTests
@@ -11,13 +11,14 @@ public class NewerCamTests
               - { id: gcew, uses: grad-cam-element-wise, with: { layer: LAYER } }
               - { id: egc, uses: eigen-grad-cam, with: { layer: LAYER } }
               - { id: kpca, uses: kpca-cam, with: { layer: LAYER } }
+              - { id: fem, uses: fem, with: { layer: LAYER } }
               - { id: finer, uses: finer-cam, with: { layer: LAYER } }
               - { id: finer-lc, uses: finer-cam, with: { layer: LAYER, base: layer-cam } }
               - { id: finer-pp, uses: finer-cam, with: { layer: LAYER, base: grad-cam-plus-plus } }
         """;
 
     static readonly (string Step, string Artifact, string Fixture)[] Cases =
-        [("gcew", "grad-cam-element-wise-layer", "gcew"), ("egc", "eigen-grad-cam-layer", "egc"), ("kpca", "kpca-cam-layer", "kpca"), ("finer", "finer-cam-layer", "finer"),
+        [("gcew", "grad-cam-element-wise-layer", "gcew"), ("egc", "eigen-grad-cam-layer", "egc"), ("kpca", "kpca-cam-layer", "kpca"), ("fem", "fem-layer", "fem"), ("finer", "finer-cam-layer", "finer"),
          ("finer-lc", "finer-cam-layer", "finer_layercam"), ("finer-pp", "finer-cam-layer", "finer_gcpp")];
 
     static void Check(RunResult r, string model, int n)
@@ -33,6 +34,26 @@ public class NewerCamTests
     [Fact]
     public void MatchThePyTorchReferenceOnResNet18() =>
         Check(ShapleyFamilyTests.ResNet18(Steps.Replace("LAYER", "layer3")), "r18", 2);
+
+    /// <summary>random-cam (pytorch-grad-cam's RandomCAM): weights from U(−1, 1) seeded per input id — the same map of an
+    /// input in batches of 1 and of 4; another seed, other maps.</summary>
+    [Fact]
+    public void RandomCamIsSeededPerInputAndBatchFree()
+    {
+        float[] Map(int batch, int seed)
+        {
+            var path = TestEnv.FixturePipeline("  - { id: rc, uses: random-cam, with: { layer: relu3, relu: false } }", batchSize: batch);
+            var r = TestEnv.Run(path, null, $"seed={seed}");
+            Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+            return TechniqueTests.Stack(r, "rc", "random-cam");
+        }
+        // The raw signed map (no ReLU, no min-max scaling, which would magnify the float rounding of passes of another
+        // size where a map is mostly negative).
+        var a = Map(1, 0);
+        Assert.True(TestEnv.RelL2(a, Map(4, 0)) <= 1e-5);
+        Assert.True(TestEnv.RelL2(a, Map(4, 1)) > 0.05);
+        Assert.Contains(a, v => v < 0);   // weights of both signs
+    }
 
     [Fact]
     public void FinerCamRefusesRanksBeyondTheClasses()
