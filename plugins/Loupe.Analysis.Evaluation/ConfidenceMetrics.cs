@@ -147,22 +147,8 @@ public sealed class RoadConfidence : ConfidenceMetric<RoadConfidenceOptions>
     protected override double[] Score(RoadConfidenceOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        long n = b.N, c = b.X.shape[1], h = b.X.shape[2], w = b.X.shape[3], p = o.Percentiles.Length;
-        var cam = Maps.Reduce(b.Map.dim() == 4 ? b.Map.detach().to(ScalarType.Float32).sum(1) : b.Map, h, w).reshape(n, h * w);
         var orders = o.Order == RoadConfidenceOrder.Combined ? new[] { false, true } : [o.Order == RoadConfidenceOrder.Lerf];
-        // The removed pixels of every (order, percentile) of each input, input-major: N × (orders·P) × H·W.
-        var removed = stack(orders.Select(lerf => Removed(lerf ? 1f - cam : cam, o.Percentiles)).ToArray(), 1).view(n, orders.Length * p, 1, h, w);
-        long k = orders.Length * p;
-        var copies = b.X.unsqueeze(1).expand(n, k, c, h, w).reshape(n * k, c, h, w);
-        var unknown = removed.reshape(n * k, 1, h, w);
-        var imputed = LinearImputation.Solve(copies, unknown).to(b.X.dtype).view(n, k, c, h, w);
-        if (o.Noise > 0)
-        {
-            // One draw per input from its generator (the same numbers in any batch or shard), on the imputed values only.
-            var noise = stack(Enumerable.Range(0, (int)n).Select(i => randn([k, c, h, w], generator: b.Generators[i])).ToArray());
-            imputed = imputed + noise * (float)o.Noise * removed.to(imputed.dtype);
-        }
-        var changes = Changes(b, imputed, o.Softmax).view(n, orders.Length, p);                       // float32
+        var changes = RoadChanges(b, CamPixels(b), o.Percentiles, orders, o.Noise, o.Softmax);                 // N×orders×P, float32
         var curve = o.Order == RoadConfidenceOrder.Combined ? (changes[.., 1] - changes[.., 0]) / 2 : changes[.., 0];
         b.RecordCurves(curve.to(ScalarType.Float64), null, new(o.Percentiles, o.Order switch
         {
@@ -170,10 +156,42 @@ public sealed class RoadConfidence : ConfidenceMetric<RoadConfidenceOptions>
             RoadConfidenceOrder.Lerf => "percentile p of 1 − map (pixels at or above it imputed)",
             _ => "percentile p (LeRF − MoRF) / 2",
         }, "change of the target's score", [.. CurvePoints(o)!]));
-        // pytorch-grad-cam: np.mean over the percentiles of the float32 changes; ROADCombined halves LeRF − MoRF.
+        return Averaged(changes, o.Order == RoadConfidenceOrder.Combined).to(ScalarType.Float64).ToArray<double>();
+    }
+
+    /// <summary>pytorch-grad-cam's averages over the percentiles (np.mean of the float32 changes): of the one order
+    /// given, or ROADCombined's (LeRF − MoRF) / 2 of [MoRF, LeRF] (<paramref name="combined"/>). N.</summary>
+    internal static Tensor Averaged(Tensor changes, bool combined)
+    {
         var mean = changes.mean([2]);
-        var score = o.Order == RoadConfidenceOrder.Combined ? (mean[.., 1] - mean[.., 0]) / 2 : mean[.., 0];
-        return score.to(ScalarType.Float64).ToArray<double>();
+        return combined ? (mean[.., 1] - mean[.., 0]) / 2 : mean[.., 0];
+    }
+
+    /// <summary>The map as one float32 value per pixel at the input's resolution, N × H·W (a per-channel map's signed
+    /// channel sum: pytorch-grad-cam's CAMs are one value per pixel).</summary>
+    internal static Tensor CamPixels(MetricBatch b)
+    {
+        long h = b.X.shape[2], w = b.X.shape[3];
+        return Maps.Reduce(b.Map.dim() == 4 ? b.Map.detach().to(ScalarType.Float32).sum(1) : b.Map, h, w).reshape(b.N, h * w);
+    }
+
+    /// <summary>f(imputed) − f(x) (float32) for every order (false: MoRF, true: LeRF) and percentile: N × orders × P.
+    /// The pixels at or above each percentile (of 1 − map under LeRF) are imputed, + N(0, σ²) drawn per input.</summary>
+    internal static Tensor RoadChanges(MetricBatch b, Tensor cam, double[] percentiles, bool[] orders, double sigma, bool softmax)
+    {
+        using var scope = NewDisposeScope();
+        long n = b.N, c = b.X.shape[1], h = b.X.shape[2], w = b.X.shape[3], p = percentiles.Length, k = orders.Length * p;
+        // The removed pixels of every (order, percentile) of each input, input-major: N × (orders·P) × 1 × H × W.
+        var removed = stack(orders.Select(lerf => Removed(lerf ? 1f - cam : cam, percentiles)).ToArray(), 1).view(n, k, 1, h, w);
+        var copies = b.X.unsqueeze(1).expand(n, k, c, h, w).reshape(n * k, c, h, w);
+        var imputed = LinearImputation.Solve(copies, removed.reshape(n * k, 1, h, w)).to(b.X.dtype).view(n, k, c, h, w);
+        if (sigma > 0)
+        {
+            // One draw per input from its generator (the same numbers in any batch or shard), on the imputed values only.
+            var noise = stack(Enumerable.Range(0, (int)n).Select(i => randn([k, c, h, w], generator: b.Generators[i])).ToArray());
+            imputed = imputed + noise * (float)sigma * removed.to(imputed.dtype);
+        }
+        return scope.MoveToOuter(Changes(b, imputed, softmax).view(n, orders.Length, p));
     }
 
     /// <summary>N × P × H·W: the pixels of each row of <paramref name="v"/> (N × H·W, float32) not below its p-th
@@ -198,5 +216,91 @@ public sealed class RoadConfidence : ConfidenceMetric<RoadConfidenceOptions>
         int lo = (int)Math.Floor(index), hi = Math.Min(lo + 1, sorted.Length - 1);
         double t = index - lo, a = sorted[lo], bValue = sorted[hi], diff = bValue - a;
         return t >= 0.5 ? bValue - diff * (1 - t) : a + diff * t;
+    }
+}
+
+/// <summary>What <c>arcc</c> reports.</summary>
+public enum ArccPart
+{
+    /// <summary>The harmonic mean of coherency, 1 − complexity and ROAD.</summary>
+    Arcc,
+    /// <summary>(ρ + 1) / 2 of the map and the map of the input multiplied by it.</summary>
+    Coherency,
+    /// <summary>The L1 norm of the map over its pixels.</summary>
+    Complexity,
+    /// <summary>ROADCombined over the percentiles, × 2 and clipped to [0, 1].</summary>
+    Road,
+}
+
+/// <summary>Options of <c>arcc</c>.</summary>
+public sealed record ArccOptions : ConfidenceOptions
+{
+    /// <summary>Part.</summary>
+    [Description("arcc (the default: 3 / (1/(coherency + 1e-8) + 1/(1 − complexity + 1e-8) + 1/(road + 1e-8)), pytorch-grad-cam's ARCC; higher is better), or one of its parts as pytorch-grad-cam's classes compute them: coherency (Coherency: (Pearson ρ of the map and the evaluated method's map of x ⊙ map, + 1) / 2; higher is better), complexity (Complexity: Σ|map| / pixels; lower is better) or road (ROADCombined × 2, clipped to [0, 1]; higher is better)")]
+    public ArccPart Part { get; init; }
+    /// <summary>ROAD percentiles.</summary>
+    [Description("the percentiles of ARCC's ROADCombined (pytorch-grad-cam's road_percentiles: 20, 40, 60, 80)")]
+    public double[] Percentiles { get; init; } = [20, 40, 60, 80];
+    /// <summary>Noise σ.</summary>
+    [Range(0.0, 1000.0), Description("σ of the Gaussian noise added to each imputed value of the ROAD part, normalised units, seeded per input (pytorch-grad-cam's NoisyLinearImputer: 0.01)")]
+    public double Noise { get; init; } = 0.01;
+}
+
+/// <summary><c>arcc</c>: pytorch-grad-cam's ARCC — the harmonic mean of a map's coherency (the method's map of the input
+/// multiplied by the map correlates with the map: (ρ + 1) / 2, Pearson with n − 1 and a 1e-8 guard), its simplicity
+/// (1 − Σ|map| / pixels; the map in [0, 1] as pytorch-grad-cam's CAMs) and its ROADCombined (× 2, clipped to [0, 1]).
+/// Coherency re-runs the evaluated method on x ⊙ map for the same classes (batched, as every metric's re-evaluations).</summary>
+public sealed class Arcc : ConfidenceMetric<ArccOptions>
+{
+    /// <inheritdoc/>
+    public override string Id => "arcc";
+    /// <inheritdoc/>
+    public override bool HigherIsBetter => true;
+    /// <inheritdoc/>
+    protected override bool HigherIsBetterWith(ArccOptions options) => options.Part != ArccPart.Complexity;
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(ArccOptions o, AnalysisValidationContext context)
+    {
+        foreach (var e in base.ValidateMetric(o, context)) yield return e;
+        if (o.Percentiles.Length == 0 || o.Percentiles.Any(p => p is < 0 or > 100 || double.IsNaN(p))) yield return "option 'percentiles' must list values in [0, 100]";
+    }
+
+    /// <inheritdoc/>
+    protected override double[] Score(ArccOptions o, MetricBatch b)
+    {
+        using var scope = NewDisposeScope();
+        var cam = RoadConfidence.CamPixels(b);                                                                    // N×HW
+        var complexity = cam.abs().to(ScalarType.Float64).mean([1]);
+        Tensor Coherency()
+        {
+            long h = b.X.shape[2], w = b.X.shape[3];
+            var mixed = LinkedMaps(o, b.Context, b.X * cam.view(b.N, 1, h, w), null, b.Selection, b.Batch.Ids).Map;
+            var again = Maps.Reduce(mixed.dim() == 4 ? mixed.detach().to(ScalarType.Float32).sum(1) : mixed, h, w).reshape(b.N, h * w);
+            return (Pearson(again.to(ScalarType.Float64), cam.to(ScalarType.Float64)) + 1) / 2;
+        }
+        Tensor Road() => RoadConfidence.Averaged(RoadConfidence.RoadChanges(b, cam, o.Percentiles, [false, true], o.Noise, o.Softmax), true)
+            .to(ScalarType.Float64).mul(2).clamp(0, 1);
+        var score = o.Part switch
+        {
+            ArccPart.Complexity => complexity,
+            ArccPart.Coherency => Coherency(),
+            ArccPart.Road => Road(),
+            _ => 3 / (1 / (Coherency() + 1e-8) + 1 / (1 - complexity + 1e-8) + 1 / (Road() + 1e-8)),
+        };
+        return score.ToArray<double>();
+    }
+
+    /// <summary>Pearson's ρ per row with n − 1 in the covariance and deviations and 1e-8 added to their product, as
+    /// pytorch-grad-cam's batch_pearson_coherency.</summary>
+    static Tensor Pearson(Tensor a, Tensor b)
+    {
+        long d = a.shape[1];
+        var ac = a - a.mean([1], keepdim: true);
+        var bc = b - b.mean([1], keepdim: true);
+        var cov = (ac * bc).sum(1) / (d - 1);
+        var sa = ((ac * ac).sum(1) / (d - 1)).sqrt();
+        var sb = ((bc * bc).sum(1) / (d - 1)).sqrt();
+        return cov / (sa * sb + 1e-8);
     }
 }

@@ -39,6 +39,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<Irof>("irof", "area over the probability curve as superpixels are removed most relevant first (Rieger & Hansen 2020); higher is better; of: step id")
         .AddLoupeAnalysis<ConfidenceChange>("confidence-change", "the target's score of the input multiplied by the map, minus the input's (pytorch-grad-cam's CamMultImageConfidenceChange; mode: drop, increase); of: step id")
         .AddLoupeAnalysis<RoadConfidence>("road-confidence", "ROAD as pytorch-grad-cam scores it: the change of the target's score when the pixels above the map's percentiles are imputed, MoRF, LeRF or combined (Rong et al. 2022); of: step id")
+        .AddLoupeAnalysis<Arcc>("arcc", "harmonic mean of coherency, simplicity and ROAD (pytorch-grad-cam's ARCC; part: coherency, complexity, road); of: step id")
         .AddLoupeAnalysis<Road>("road", "accuracy as pixels are replaced by noisy linear imputation, MoRF or LeRF (Rong et al. 2022); MoRF lower / LeRF higher is better; of: step id")
         .AddLoupeAnalysis<Sufficiency>("sufficiency", "share of inputs with a close explanation that get the same class (Dasgupta et al. 2022); higher is better; of: step id")
         .AddLoupeAnalysis<RegionPerturbation>("region-perturbation", "AOPC of MoRF/LeRF region perturbation (Samek et al. 2017); MoRF higher / LeRF lower is better; of: step id")

@@ -56,6 +56,32 @@ public class ConfidenceMetricTests
             Assert.True(Math.Abs(noisy[i] - clean[i]) <= 0.05 * Math.Max(1, Math.Abs(clean[i])) && noisy[i] != clean[i], $"input {i}: {noisy[i]} vs σ = 0 {clean[i]}");
     }
 
+    /// <summary>ARCC and its parts against numpy, with gradient × input as the evaluated method (coherency re-runs it on
+    /// x ⊙ map: x²·(20/64)² in the region, not a multiple of the map).</summary>
+    [Fact]
+    public void ArccMatchesPytorchGradCamsWrittenOutInNumpy()
+    {
+        var r = Env.FixtureRun("""
+              - { id: gxi, uses: gradient-x-input }
+              - { id: arcc, uses: arcc, with: { of: gxi, noise: 0 } }
+              - { id: arcc_coherency, uses: arcc, with: { of: gxi, part: coherency } }
+              - { id: arcc_complexity, uses: arcc, with: { of: gxi, part: complexity } }
+              - { id: arcc_road, uses: arcc, with: { of: gxi, part: road, noise: 0 } }
+              - { id: arcc_softmax, uses: arcc, with: { of: gxi, noise: 0, softmax: true } }
+              - { id: arcc_road_softmax, uses: arcc, with: { of: gxi, part: road, noise: 0, softmax: true } }
+            """);
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
+        foreach (var key in new[] { "arcc", "arcc_coherency", "arcc_complexity", "arcc_road", "arcc_softmax", "arcc_road_softmax" })
+        {
+            var got = Env.InputValues(r, key, "arcc");
+            var want = Want(key);
+            for (int i = 0; i < want.Length; i++)
+                Assert.True(Math.Abs(got[i] - want[i]) <= 1e-5 * Math.Max(1, Math.Abs(want[i])), $"{key}[{i}]: {got[i]} against numpy {want[i]}");
+        }
+        Assert.False(Step(r, "arcc_complexity")["directions"]!["arcc"]!.GetValue<bool>());
+        Assert.True(Step(r, "arcc")["directions"]!["arcc"]!.GetValue<bool>());
+    }
+
     [Fact]
     public void RefusesPercentilesOutsideTheRangeOrRepeated()
     {
