@@ -23,6 +23,15 @@ public enum CamUpsample
     Nearest,
 }
 
+/// <summary>How a CAM combines the maps of several layers.</summary>
+public enum CamAggregate
+{
+    /// <summary>Their mean (multi-layer aggregation).</summary>
+    Mean,
+    /// <summary>Their product (pytorch-grad-cam's RefineCAM).</summary>
+    Product,
+}
+
 /// <summary>Options shared by every CAM method.</summary>
 public record CamOptions : IReshapesLayers, IAttributesToLayerInput
 {
@@ -30,7 +39,7 @@ public record CamOptions : IReshapesLayers, IAttributesToLayerInput
     [LayerName(Spatial = true), Description("layer whose activations A (N×K×h×w) are weighted, e.g. layer4 or relu3")]
     public string? Layer { get; init; }
     /// <summary>Several layers (maps are averaged).</summary>
-    [LayerName(Spatial = true), Description("several layers: their upsampled maps are averaged (multi-layer aggregation)")]
+    [LayerName(Spatial = true), Description("several layers: their upsampled maps are averaged (multi-layer aggregation; aggregate: product multiplies them)")]
     public string[]? Layers { get; init; }
     /// <summary>ReLU on the map.</summary>
     [Description("apply ReLU to the layer map (the papers; Captum relu_attributions=True)")]
@@ -49,6 +58,10 @@ public record CamOptions : IReshapesLayers, IAttributesToLayerInput
     /// <summary>The layer's input instead of its output.</summary>
     [Description(LayerInputs.Description + " (Captum LayerGradCam's option, offered by every CAM method)")]
     public bool AttributeToLayerInput { get; init; }
+
+    /// <summary>How the maps of several layers are combined.</summary>
+    [Description("several layers: mean (the default: multi-layer aggregation, pytorch-grad-cam's aggregate_multi_layers) or product (pytorch-grad-cam's RefineCAM with this method as base_method: under its convention each layer's map is the method's for that layer alone — ReLU, min-max — and their product is min-max scaled; the product of the upsampled maps under Captum's); it denoises the maps of early layers")]
+    public CamAggregate Aggregate { get; init; }
 
     /// <summary>First principal component of the weighted activations instead of their channel sum.</summary>
     [Description("pytorch-grad-cam's eigen_smooth: the map is the first principal component of the weighted activations (h·w points of K values, centred, SVD; signed to correlate positively with their channel mean) instead of their sum over channels; eigen-cam, eigen-grad-cam and kpca-cam are projections already and are unchanged")]
@@ -138,6 +151,8 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         if (options.Upsample is not null && options.Convention == CamConvention.PytorchGradCam)
             yield return "option 'upsample' applies to convention captum; pytorch-grad-cam always resizes bilinearly";
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
+        if (options.Aggregate == CamAggregate.Product && options.AllLayers.Count < 2)
+            yield return "option 'aggregate: product' (RefineCAM) combines several layers: give 'layers' with two or more";
     }
 
     /// <inheritdoc/>
@@ -184,7 +199,12 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             raw ??= map;
             maps.Add(options.Convention == CamConvention.PytorchGradCam ? Display.Resize(ScaleEach(map), h, w) : Upsample(options, map, h, w));
         }
-        var combined = maps.Count == 1 ? maps[0] : stack(maps, 0).mean([0]);
+        // RefineCAM multiplies what the base method gives for each layer alone (under pytorch-grad-cam's convention: its
+        // ReLU and min-max once more, as aggregate_multi_layers ends a one-layer call).
+        var combined = maps.Count == 1 ? maps[0]
+            : options.Aggregate == CamAggregate.Product
+                ? maps.Select(m => options.Convention == CamConvention.PytorchGradCam ? ScaleEach(nn.functional.relu(m)) : m).Aggregate((a, b) => a * b)
+                : stack(maps, 0).mean([0]);
         // pytorch-grad-cam ends every call with aggregate_multi_layers: ReLU, mean over layers and scale_cam_image once
         // more, also for a single layer (a map resized by a non-integer factor peaks below 1 before it).
         if (options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(nn.functional.relu(combined));

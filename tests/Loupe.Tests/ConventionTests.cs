@@ -54,10 +54,13 @@ public class ConventionTests
         var r = Run(Pipeline("conv_input_20x30.npy", 20, 30, """
               - { id: gc, uses: grad-cam, with: { layer: relu3, convention: pytorch-grad-cam } }
               - { id: lc, uses: layer-cam, with: { layers: [relu2, relu3], convention: pytorch-grad-cam } }
+              - { id: refine, uses: layer-cam, with: { layers: [relu2, relu3], convention: pytorch-grad-cam, aggregate: product } }
             """));
         var gc = TechniqueTests.Stack(r, "gc", "grad-cam", 2);
         TechniqueTests.Close(gc, "conv_pgc_gradcam_20x30.npy", 1e-4);
         TechniqueTests.Close(TechniqueTests.Stack(r, "lc", "layer-cam", 2), "conv_pgc_layercam_multi_20x30.npy", 1e-4);
+        // pytorch-grad-cam's RefineCAM(base_method=LayerCAM): the product of the one-layer maps, rescaled.
+        TechniqueTests.Close(TechniqueTests.Stack(r, "refine", "layer-cam", 2), "conv_pgc_refine_layercam_20x30.npy", 1e-4);
         // Each map spans [0, 1] as pytorch-grad-cam's do (a 5×7 map resized to 20×30 peaks below 1 before the rescale).
         for (int i = 0; i < 2; i++)
         {

@@ -56,6 +56,14 @@ public class NewerCamTests
     }
 
     [Fact]
+    public void RefineCamNeedsSeveralLayers()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("- { id: f, uses: grad-cam-plus-plus, with: { layer: relu3, aggregate: product } }"));
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("'aggregate: product' (RefineCAM) combines several layers", string.Join("\n", r.Errors));
+    }
+
+    [Fact]
     public void FinerCamRefusesRanksBeyondTheClasses()
     {
         var r = TestEnv.Run(TestEnv.FixturePipeline("- { id: f, uses: finer-cam, with: { layer: relu3, compare: [1, 10] } }"));
