@@ -33,6 +33,9 @@ public abstract record ConfidenceOptions : MetricOptions
     /// <summary>Score.</summary>
     [Description("score f with the class probability (pytorch-grad-cam's ClassifierOutputSoftmaxTarget) instead of the target's score (ClassifierOutputTarget: the logit; the default)")]
     public bool Softmax { get; init; }
+    /// <summary>Min-max scaling of the maps.</summary>
+    [Description("min-max scale each map first, as pytorch-grad-cam's scale_cam_image (x − min, / (1e-7 + max)): for methods whose maps are not CAMs in [0, 1] (default false: the map as the evaluated step gives it — Loupe's CAMs under convention: pytorch-grad-cam are pytorch-grad-cam's)")]
+    public bool Scale { get; init; }
     /// <summary>Copies per forward.</summary>
     [Range(1, 65536), Description("perturbed copies per forward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]
     public int? MicroBatch { get; init; }
@@ -66,6 +69,23 @@ public abstract class ConfidenceMetric<TOptions> : QualityMetric<TOptions> where
     /// <inheritdoc/>
     protected override int? MicroBatch(TOptions options) => options.MicroBatch;
 
+    /// <summary>The maps as the metric reads them: min-max scaled under <c>scale</c>; otherwise as given, with a warning
+    /// (once) when they leave [0, 1], the range pytorch-grad-cam's metrics are written for.</summary>
+    protected Tensor MapOf(TOptions o, MetricBatch b)
+    {
+        var map = b.Map.detach().to(ScalarType.Float32);
+        if (o.Scale)
+        {
+            var flat = map.reshape(b.N, -1);
+            var shifted = flat - flat.amin([1], keepdim: true);
+            return (shifted / (1e-7f + shifted.amax([1], keepdim: true))).view(map.shape);
+        }
+        double lo = map.min().item<float>(), hi = map.max().item<float>();
+        if (lo < 0 || hi > 1)
+            b.Context.Warn($"{Id}: the maps of '{o.Of!.Id}' leave [0, 1] (seen {lo:G3} … {hi:G3}); pytorch-grad-cam's metrics are written for CAMs scaled to [0, 1] — give the method convention: pytorch-grad-cam, or this metric scale: true");
+        return map;
+    }
+
     /// <summary>f(copy) − f(x) for k copies of each input (N×k×C×H×W), in float32 as pytorch-grad-cam subtracts its
     /// float32 score arrays: N×k.</summary>
     protected static Tensor Changes(MetricBatch b, Tensor copies, bool softmax)
@@ -79,10 +99,10 @@ public abstract class ConfidenceMetric<TOptions> : QualityMetric<TOptions> where
 
     /// <summary>The map as the perturbation reads it: N×1×H×W for an H×W map (resized to the input when its resolution
     /// differs), a per-channel map as given (pytorch-grad-cam multiplies the input by the CAM it is handed).</summary>
-    protected static Tensor Cam(MetricBatch b)
+    protected static Tensor Cam(MetricBatch b, Tensor map)
     {
         long h = b.X.shape[2], w = b.X.shape[3];
-        var m = b.Map.detach().to(ScalarType.Float32);
+        var m = map;
         if (m.dim() == 4 && m.shape[2] == h && m.shape[3] == w && (m.shape[1] == 1 || m.shape[1] == b.X.shape[1])) return m;
         if (m.dim() == 4) throw new LoupeException($"the linked step's per-channel maps ({string.Join("×", m.shape)}) do not match the input ({string.Join("×", b.X.shape.Skip(1))})");
         return Maps.Reduce(m, h, w).unsqueeze(1);
@@ -105,7 +125,7 @@ public sealed class ConfidenceChange : ConfidenceMetric<ConfidenceChangeOptions>
     protected override double[] Score(ConfidenceChangeOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        var change = Changes(b, (b.X * Cam(b)).unsqueeze(1), o.Softmax).squeeze(1);
+        var change = Changes(b, (b.X * Cam(b, MapOf(o, b))).unsqueeze(1), o.Softmax).squeeze(1);
         var score = o.Mode switch
         {
             ConfidenceMode.Drop => (-change).clamp_min(0),
@@ -148,7 +168,7 @@ public sealed class RoadConfidence : ConfidenceMetric<RoadConfidenceOptions>
     {
         using var scope = NewDisposeScope();
         var orders = o.Order == RoadConfidenceOrder.Combined ? new[] { false, true } : [o.Order == RoadConfidenceOrder.Lerf];
-        var changes = RoadChanges(b, CamPixels(b), o.Percentiles, orders, o.Noise, o.Softmax);                 // N×orders×P, float32
+        var changes = RoadChanges(b, CamPixels(b, MapOf(o, b)), o.Percentiles, orders, o.Noise, o.Softmax);                 // N×orders×P, float32
         var curve = o.Order == RoadConfidenceOrder.Combined ? (changes[.., 1] - changes[.., 0]) / 2 : changes[.., 0];
         b.RecordCurves(curve.to(ScalarType.Float64), null, new(o.Percentiles, o.Order switch
         {
@@ -169,10 +189,10 @@ public sealed class RoadConfidence : ConfidenceMetric<RoadConfidenceOptions>
 
     /// <summary>The map as one float32 value per pixel at the input's resolution, N × H·W (a per-channel map's signed
     /// channel sum: pytorch-grad-cam's CAMs are one value per pixel).</summary>
-    internal static Tensor CamPixels(MetricBatch b)
+    internal static Tensor CamPixels(MetricBatch b, Tensor map)
     {
         long h = b.X.shape[2], w = b.X.shape[3];
-        return Maps.Reduce(b.Map.dim() == 4 ? b.Map.detach().to(ScalarType.Float32).sum(1) : b.Map, h, w).reshape(b.N, h * w);
+        return Maps.Reduce(map.dim() == 4 ? map.sum(1) : map, h, w).reshape(b.N, h * w);
     }
 
     /// <summary>f(imputed) − f(x) (float32) for every order (false: MoRF, true: LeRF) and percentile: N × orders × P.
@@ -270,7 +290,7 @@ public sealed class Arcc : ConfidenceMetric<ArccOptions>
     protected override double[] Score(ArccOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
-        var cam = RoadConfidence.CamPixels(b);                                                                    // N×HW
+        var cam = RoadConfidence.CamPixels(b, MapOf(o, b));                                                                    // N×HW
         var complexity = cam.abs().to(ScalarType.Float64).mean([1]);
         Tensor Coherency()
         {

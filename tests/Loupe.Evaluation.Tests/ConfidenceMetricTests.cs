@@ -82,6 +82,24 @@ public class ConfidenceMetricTests
         Assert.True(Step(r, "arcc")["directions"]!["arcc"]!.GetValue<bool>());
     }
 
+    /// <summary>Maps outside [0, 1] are used as given with a warning; <c>scale: true</c> min-max scales them first (a
+    /// map already spanning [0, 1], the one-hot input 2, scores the same either way; the signed noise of input 1 not).</summary>
+    [Fact]
+    public void WarnsOfMapsOutsideTheUnitRangeAndScalesThemOnRequest()
+    {
+        var r = Env.FixtureRun("""
+              - { id: cc, uses: confidence-change, with: { of: m } }
+              - { id: cc_scaled, uses: confidence-change, with: { of: m, scale: true } }
+            """);
+        Assert.True(r.ExitCode == 0, QualityTests.Failures(r));
+        Assert.Contains(Step(r, "cc")["warnings"]!.AsArray(), w => w!.GetValue<string>().Contains("leave [0, 1]"));
+        Assert.Null(Step(r, "cc_scaled")["warnings"]);
+        var plain = Env.InputValues(r, "cc", "confidence_change");
+        var scaled = Env.InputValues(r, "cc_scaled", "confidence_change");
+        Assert.True(Math.Abs(plain[2] - scaled[2]) <= 1e-4, $"{plain[2]} vs {scaled[2]}");
+        Assert.True(Math.Abs(plain[1] - scaled[1]) > 1e-2, $"{plain[1]} vs {scaled[1]}");
+    }
+
     [Fact]
     public void RefusesPercentilesOutsideTheRangeOrRepeated()
     {
