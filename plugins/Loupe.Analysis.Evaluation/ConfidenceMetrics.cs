@@ -222,10 +222,15 @@ public sealed class RoadConfidence : ConfidenceMetric<RoadConfidenceOptions>
         var sorted = v.to(ScalarType.Float64).sort(1).Values.contiguous().data<double>().ToArray();
         var thresholds = new float[n * percentiles.Length];
         for (int i = 0; i < n; i++)
+        {
+            var row = sorted.AsSpan((int)(i * d), (int)d);
+            bool nan = double.IsNaN(row[^1]);   // sorted last; numpy's percentile of a row with NaN is NaN
             for (int j = 0; j < percentiles.Length; j++)
-                thresholds[i * percentiles.Length + j] = (float)Percentile(sorted.AsSpan((int)(i * d), (int)d), percentiles[j]);
-        // The comparison is made in float32: torch compares its float32 map with numpy's float64 threshold as a scalar.
-        return v.unsqueeze(1) >= tensor(thresholds).view(n, percentiles.Length, 1);
+                thresholds[i * percentiles.Length + j] = nan ? float.NaN : (float)Percentile(row, percentiles[j]);
+        }
+        // The comparison is made in float32 (torch compares its float32 map with numpy's float64 threshold as a
+        // scalar), and negated as the library keeps mask < threshold: a NaN value or threshold removes the pixel.
+        return (v.unsqueeze(1) < tensor(thresholds).view(n, percentiles.Length, 1)).logical_not();
     }
 
     /// <summary>numpy's percentile with linear interpolation (its default) of sorted values: position p/100·(n − 1),
