@@ -53,7 +53,7 @@ public sealed record ActivationAtlasOptions
     [Range(0.0, 100.0), Description("p of the icon objective ⟨a, v⟩ · max(cos(a, v), 0.1)^p (Lucid's cossim_pow; 0: the dot product alone)")]
     public double CossimPower { get; init; } = 4;
     /// <summary>Parameterisation.</summary>
-    [Description("pixels, or fft (Fourier coefficients scaled by 1/frequency, Lucid)")]
+    [Description("pixels, fft (Fourier coefficients scaled by 1/frequency, Lucid) or cppn (Lucent's param.cppn with its defaults: 24 hidden channels, 8 layers)")]
     public ParameterizationKind Parameterization { get; init; } = ParameterizationKind.Fft;
     /// <summary>Colour decorrelation.</summary>
     [Description("mix channels with Lucid's ImageNet colour correlation matrix (3-channel inputs; identity for grey)")]

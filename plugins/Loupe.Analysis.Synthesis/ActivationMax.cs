@@ -59,6 +59,8 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
             errors.Add($"option 'size' must be [height, width] with values in 1..8192, got [{string.Join(", ", size)}]");
         if ((o.NormClip > 0 || o.ContributionClip > 0) && o.Parameterization != ParameterizationKind.Pixels)
             errors.Add("options 'norm_clip' and 'contribution_clip' act on pixels: set 'parameterization: pixels'");
+        if (o.BlurEvery > 0 && o.Parameterization == ParameterizationKind.Cppn)
+            errors.Add("option 'blur_every' blurs pixels or Fourier coefficients; a cppn's image is a function of its weights: leave it out (or use 'tv')");
         if (o.Scales is { } sc && sc.Any(v => !(v > 0))) errors.Add("option 'scales' must hold positive factors");
         if (o.Snapshots is { } snapAt && (snapAt.Any(k => k < 1 || k > o.Steps) || snapAt.Distinct().Count() != snapAt.Length))
             errors.Add($"option 'snapshots' must list distinct steps in 1..{o.Steps}, got [{string.Join(", ", snapAt)}]");

@@ -42,8 +42,17 @@ public sealed record ActivationMaxOptions
     public DirectionOptions? Direction { get; init; }
 
     /// <summary>Parameterisation.</summary>
-    [Description("pixels, or fft (Fourier coefficients scaled by 1/frequency, Lucid)")]
+    [Description("pixels, fft (Fourier coefficients scaled by 1/frequency, Lucid) or cppn (the weights of a compositional pattern-producing network of the pixel coordinates, Lucent's param.cppn: cppn_channels, cppn_layers, cppn_normalize; decorrelate, range and init_sd do not apply; Lucent optimises it with Adam at learning_rate 0.005)")]
     public ParameterizationKind Parameterization { get; init; } = ParameterizationKind.Fft;
+    /// <summary>CPPN hidden channels.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 1024), Description("parameterization cppn: hidden channels of each layer (Lucent's num_hidden_channels: 24)")]
+    public int CppnChannels { get; init; } = 24;
+    /// <summary>CPPN layers.</summary>
+    [System.ComponentModel.DataAnnotations.Range(2, 64), Description("parameterization cppn: 1×1 convolutions, the last producing the image (Lucent's num_layers: 8)")]
+    public int CppnLayers { get; init; } = 8;
+    /// <summary>CPPN instance norm.</summary>
+    [Description("parameterization cppn: an instance norm after every convolution (Lucent's normalize: false)")]
+    public bool CppnNormalize { get; init; }
     /// <summary>Colour decorrelation.</summary>
     [Description("mix channels with Lucid's ImageNet colour correlation matrix (3-channel inputs; identity for grey)")]
     public bool Decorrelate { get; init; } = true;

@@ -11,6 +11,9 @@ public enum ParameterizationKind
     Pixels,
     /// <summary>Fourier coefficients scaled by 1/frequency (Lucid's <c>fft_image</c>, decay power 1).</summary>
     Fft,
+    /// <summary>The weights of a compositional pattern-producing network of the pixel coordinates (Lucent's
+    /// <c>param.cppn</c>; <see cref="Cppn"/>): the colour decorrelation and range mapping do not apply.</summary>
+    Cppn,
 }
 
 /// <summary>How the unbounded parameter becomes a pixel in [0,1].</summary>
@@ -59,10 +62,15 @@ public sealed class Parameterization : IDisposable
     /// <summary>Whether colours are decorrelated (3 channels only).</summary>
     public bool Decorrelate { get; }
 
-    /// <summary>Creates a parameterisation for images N×C×H×W.</summary>
-    public Parameterization(ParameterizationKind kind, long n, long c, long h, long w, bool decorrelate, RangeMapping range)
+    /// <summary>The network of <see cref="ParameterizationKind.Cppn"/>, else null.</summary>
+    public Cppn? Network { get; }
+
+    /// <summary>Creates a parameterisation for images N×C×H×W (<paramref name="cppn"/>: hidden channels, layers and
+    /// instance norm of a CPPN, for <see cref="ParameterizationKind.Cppn"/>; Lucent's 24, 8, false by default).</summary>
+    public Parameterization(ParameterizationKind kind, long n, long c, long h, long w, bool decorrelate, RangeMapping range, (int Hidden, int Layers, bool Normalize)? cppn = null)
     {
-        Kind = kind; N = n; C = c; H = h; W = w; Range = range; Decorrelate = decorrelate && c == 3;
+        Kind = kind; N = n; C = c; H = h; W = w; Range = range; Decorrelate = decorrelate && c == 3 && kind != ParameterizationKind.Cppn;
+        if (kind == ParameterizationKind.Cppn) Network = new Cppn(cppn?.Hidden ?? 24, cppn?.Layers ?? 8, cppn?.Normalize ?? false, c);
         if (kind == ParameterizationKind.Fft)
         {
             var f = Frequencies(h, w);
@@ -98,10 +106,17 @@ public sealed class Parameterization : IDisposable
     }
 
     /// <summary>Shape of the parameter tensor.</summary>
-    public long[] ParameterShape => Kind == ParameterizationKind.Pixels ? [N, C, H, W] : [N, C, H, W / 2 + 1, 2];
+    public long[] ParameterShape => Kind switch
+    {
+        ParameterizationKind.Pixels => [N, C, H, W],
+        ParameterizationKind.Cppn => [N, Network!.Count],
+        _ => [N, C, H, W / 2 + 1, 2],
+    };
 
-    /// <summary>Initial parameters: N(0, sd²) from the generator (Lucid: sd = 0.01).</summary>
-    public Tensor Initial(Generator gen, double sd = 0.01) => randn(ParameterShape, generator: gen) * (float)sd;
+    /// <summary>Initial parameters: N(0, sd²) from the generator (Lucid: sd = 0.01); a CPPN's own initialisation
+    /// (<see cref="Cppn.Initial"/>), whatever <paramref name="sd"/>.</summary>
+    public Tensor Initial(Generator gen, double sd = 0.01) =>
+        Network is { } net ? net.Initial(N, gen) : randn(ParameterShape, generator: gen) * (float)sd;
 
     /// <summary>Parameters → spatial pre-image t (before colour and range).</summary>
     public Tensor Spatial(Tensor p)
@@ -142,7 +157,7 @@ public sealed class Parameterization : IDisposable
     };
 
     /// <summary>Parameters → image (N×C×H×W, in [0,1] unless the range is none).</summary>
-    public Tensor Image(Tensor p) => ToRange(Colour(Spatial(p)));
+    public Tensor Image(Tensor p) => Network is { } net ? net.Image(p, H, W) : ToRange(Colour(Spatial(p)));
 
     /// <summary>Image → parameters (inverse of <see cref="Image"/>).</summary>
     public Tensor Encode(Tensor img) => SpatialInverse(ColourInverse(FromRange(img)));

@@ -18,8 +18,8 @@ public static class Synthesizer
         string[] terms = [.. new[] { diversityLayer, alignmentLayer }.OfType<string>().Distinct()];
         long h = o.Size is { Length: 2 } s ? s[0] : input.Height, w = o.Size is { Length: 2 } s2 ? s2[1] : input.Width;
         var gen = new Generator((ulong)(uint)seed);
-        using var param = new Parameterization(o.Parameterization, n, input.Channels, h, w, o.Decorrelate, o.Range);
-        var p = TensorAccounting.NewParameter(o.InitSd > 0 ? param.Initial(gen, o.InitSd) : zeros(param.ParameterShape));
+        using var param = new Parameterization(o.Parameterization, n, input.Channels, h, w, o.Decorrelate, o.Range, (o.CppnChannels, o.CppnLayers, o.CppnNormalize));
+        var p = TensorAccounting.NewParameter(o.InitSd > 0 || param.Network is not null ? param.Initial(gen, o.InitSd) : zeros(param.ParameterShape));
         using var opt = o.Optimizer == OptimizerKind.Adam
             ? (optim.Optimizer)optim.Adam([p], lr: o.LearningRate)
             : optim.SGD([p], o.LearningRate);
