@@ -69,6 +69,13 @@ public abstract class ConfidenceMetric<TOptions> : QualityMetric<TOptions> where
     /// <inheritdoc/>
     protected override int? MicroBatch(TOptions options) => options.MicroBatch;
 
+    /// <summary>Errors of a <c>percentiles</c> option: values in [0, 100], each once (one curve point and one series).</summary>
+    protected static IEnumerable<string> PercentileErrors(double[] percentiles)
+    {
+        if (percentiles.Length == 0 || percentiles.Any(p => p is < 0 or > 100 || double.IsNaN(p))) yield return "option 'percentiles' must list values in [0, 100]";
+        else if (percentiles.Distinct().Count() != percentiles.Length) yield return $"option 'percentiles' lists {percentiles.GroupBy(p => p).First(g => g.Count() > 1).Key} twice (each is one curve point and one series)";
+    }
+
     /// <summary>The maps as the metric reads them: min-max scaled under <c>scale</c>; otherwise as given, with a warning
     /// (once) when they leave [0, 1], the range pytorch-grad-cam's metrics are written for.</summary>
     protected Tensor MapOf(TOptions o, MetricBatch b)
@@ -154,9 +161,7 @@ public sealed class RoadConfidence : ConfidenceMetric<RoadConfidenceOptions>
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(RoadConfidenceOptions o, AnalysisValidationContext context)
     {
-        foreach (var e in base.ValidateMetric(o, context)) yield return e;
-        if (o.Percentiles.Length == 0 || o.Percentiles.Any(p => p is < 0 or > 100 || double.IsNaN(p))) yield return "option 'percentiles' must list values in [0, 100]";
-        else if (o.Percentiles.Distinct().Count() != o.Percentiles.Length) yield return $"option 'percentiles' lists {o.Percentiles.GroupBy(p => p).First(g => g.Count() > 1).Key} twice (each is one curve point and one series)";
+        foreach (var e in base.ValidateMetric(o, context).Concat(PercentileErrors(o.Percentiles))) yield return e;
     }
 
     /// <inheritdoc/>
@@ -287,8 +292,7 @@ public sealed class Arcc : ConfidenceMetric<ArccOptions>
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(ArccOptions o, AnalysisValidationContext context)
     {
-        foreach (var e in base.ValidateMetric(o, context)) yield return e;
-        if (o.Percentiles.Length == 0 || o.Percentiles.Any(p => p is < 0 or > 100 || double.IsNaN(p))) yield return "option 'percentiles' must list values in [0, 100]";
+        foreach (var e in base.ValidateMetric(o, context).Concat(PercentileErrors(o.Percentiles))) yield return e;
     }
 
     /// <inheritdoc/>

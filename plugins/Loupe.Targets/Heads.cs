@@ -15,13 +15,15 @@ public enum ScoreMode
     LogSoftmax,
     /// <summary>σ(z_c): the class's own probability in a multi-label (sigmoid) head; every class is an independent yes/no.</summary>
     Sigmoid,
+    /// <summary>z_c + log softmax(z)_c = z_c − CE(z, c): ReST (Cai et al. 2025), pytorch-grad-cam's ClassifierOutputReST.</summary>
+    Rest,
 }
 
 /// <summary>Options of <c>top-1</c>.</summary>
 public sealed record ScoreOptions
 {
     /// <summary>Score mode.</summary>
-    [Shorthand, Description("what is explained: logit (raw output), softmax, log-softmax, or sigmoid (multi-label heads)")]
+    [Shorthand, Description("what is explained: logit (raw output), softmax, log-softmax, sigmoid (multi-label heads), or rest (logit + log-softmax, pytorch-grad-cam's ClassifierOutputReST)")]
     public ScoreMode Mode { get; init; } = ScoreMode.Logit;
 }
 
@@ -35,6 +37,7 @@ public static class ScoreModes
         ScoreMode.Softmax => output.softmax(1),
         ScoreMode.LogSoftmax => output.log_softmax(1),
         ScoreMode.Sigmoid => output.sigmoid(),
+        ScoreMode.Rest => output + output.log_softmax(1),
         _ => output.alias(),
     };
 

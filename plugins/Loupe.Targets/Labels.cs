@@ -6,7 +6,7 @@ namespace Loupe.Targets;
 /// <summary>Explain each input's ground-truth class, as the data source gives it (<c>npy</c>'s and <c>idx</c>'s
 /// <c>labels:</c> file): what Quantus evaluates when its <c>y_batch</c> holds the labels, and Captum's
 /// <c>target=labels</c>. Unlike <c>top-1</c>, a misclassified input is explained for the class it should have had.
-/// Options as <c>top-1</c>'s (<c>mode</c>: logit, softmax, log-softmax, sigmoid).</summary>
+/// Options as <c>top-1</c>'s (<c>mode</c>: logit, softmax, log-softmax, sigmoid, rest).</summary>
 public sealed class LabelTargetFactory : TargetFactory<ScoreOptions>
 {
     /// <inheritdoc/>

@@ -40,7 +40,7 @@ public sealed class RegionTargetFactory : TargetFactory<RegionOptions>
         if (options.Mask is not null && options.Box is not null) throw new LoupeException("region: give 'mask' or 'box', not both");
         if (options.Box is { } b && (b.Length != 4 || b[2] <= b[0] || b[3] <= b[1]))
             throw new LoupeException($"region: box must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got [{string.Join(", ", b)}]");
-        if (options.Mode == ScoreMode.Sigmoid) throw new LoupeException("region: mode sigmoid is not defined for a segmentation output; use logit, softmax or log-softmax");
+        if (options.Mode is ScoreMode.Sigmoid or ScoreMode.Rest) throw new LoupeException($"region: mode {ScoreModes.Name(options.Mode)} is not defined for a segmentation output; use logit, softmax or log-softmax");
         (bool[] Data, int Height, int Width)? mask = options.Mask is null ? null : ReadMask(options.Mask);
         var label = k < context.Labels.Count ? $"class {k} ({context.Labels[(int)k]})" : $"class {k}";
         return new Region(k, label, mask, options.Box, options.Mask is null ? null : Path.GetFileName(options.Mask), options.Mode, context.Input);

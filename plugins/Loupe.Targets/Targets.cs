@@ -34,7 +34,7 @@ public sealed record ClassTargetOptions
     public string Class { get; init; } = "";
 
     /// <summary>Score mode.</summary>
-    [Description("what is explained: logit (raw output), softmax, log-softmax, or sigmoid (multi-label heads)")]
+    [Description("what is explained: logit (raw output), softmax, log-softmax, sigmoid (multi-label heads), or rest (logit + log-softmax, pytorch-grad-cam's ClassifierOutputReST)")]
     public ScoreMode Mode { get; init; } = ScoreMode.Logit;
 }
 
@@ -77,7 +77,7 @@ public sealed record TopKOptions
     public int K { get; init; } = 3;
 
     /// <summary>Score mode.</summary>
-    [Description("what is explained: logit (raw output), softmax, log-softmax, or sigmoid (multi-label heads)")]
+    [Description("what is explained: logit (raw output), softmax, log-softmax, sigmoid (multi-label heads), or rest (logit + log-softmax, pytorch-grad-cam's ClassifierOutputReST)")]
     public ScoreMode Mode { get; init; } = ScoreMode.Logit;
 }
 

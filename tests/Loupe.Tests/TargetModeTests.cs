@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace Loupe.Tests;
 
-/// <summary>Target score modes (softmax, log-softmax, sigmoid), binary heads and regression outputs.</summary>
+/// <summary>Target score modes (softmax, log-softmax, sigmoid, rest), binary heads and regression outputs.</summary>
 public class TargetModeTests
 {
     static TargetInput Input(Tensor output) => new(output, l => throw new KeyNotFoundException(l));
@@ -33,6 +33,7 @@ public class TargetModeTests
                     ScoreMode.Softmax => Math.Exp(r[2] - lse),
                     ScoreMode.LogSoftmax => r[2] - lse,
                     ScoreMode.Sigmoid => 1 / (1 + Math.Exp(-r[2])),
+                    ScoreMode.Rest => r[2] + (r[2] - lse),   // z_c − CE(z, c), pytorch-grad-cam's ClassifierOutputReST
                     _ => r[2],
                 };
                 Assert.Equal(expected, s[i], 1e-12);
