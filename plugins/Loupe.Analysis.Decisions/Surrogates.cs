@@ -12,6 +12,8 @@ public enum SurrogateFit
     Lasso,
     /// <summary>Weighted least squares with an intercept, minimum-norm when underdetermined (sklearn <c>LinearRegression</c>).</summary>
     Linear,
+    /// <summary>sklearn <c>Ridge(alpha)</c> with sample weights and an intercept (Captum's <c>SkLearnRidge</c>).</summary>
+    Ridge,
 }
 
 /// <summary>Distance of LIME's similarity kernel (Captum <c>get_exp_kernel_similarity_function</c>).</summary>
@@ -44,11 +46,11 @@ public sealed record LimeOptions : FeatureOptions
     [FilePath, Description("a .npy float32 S×M of 0/1 samples (1 = feature kept), used for every input instead of the seeded draws")]
     public string? CoalitionsFile { get; init; }
     /// <summary>Surrogate.</summary>
-    [Description("interpretable model: lasso (Captum's default, sklearn Lasso with sample weights) or linear (weighted least squares)")]
+    [Description("interpretable model: lasso (Captum's default, sklearn Lasso with sample weights), linear (weighted least squares, Captum's SkLearnLinearRegression) or ridge (sklearn Ridge with sample weights, Captum's SkLearnRidge)")]
     public SurrogateFit Model { get; init; } = SurrogateFit.Lasso;
-    /// <summary>Lasso α.</summary>
-    [Range(0.0, 1e6), Description("lasso: L1 weight α of (1/2)·Σ pᵢ rᵢ² + α‖w‖₁, pᵢ = weights normalised to sum 1 (sklearn's objective; Captum's default 0.01)")]
-    public double Alpha { get; init; } = 0.01;
+    /// <summary>Regularisation α (null: the model's default).</summary>
+    [Range(0.0, 1e6), Description("lasso: L1 weight α of (1/2)·Σ pᵢ rᵢ² + α‖w‖₁, pᵢ = weights normalised to sum 1 (sklearn's objective; default 0.01, Captum's); ridge: L2 weight α of Σ wᵢ rᵢ² + α‖w‖², the kernel weights as they are (sklearn Ridge's objective; default 1.0, sklearn's)")]
+    public double? Alpha { get; init; }
     /// <summary>Distance.</summary>
     [Description("similarity kernel distance between the input and a perturbed copy (normalised space): cosine (Captum's default) or euclidean")]
     public LimeDistance Distance { get; init; } = LimeDistance.Cosine;
@@ -161,6 +163,11 @@ public sealed class Lime : SurrogateAnalysis<LimeOptions>
     protected override string? CoalitionsFile(LimeOptions o) => o.CoalitionsFile;
 
     /// <inheritdoc/>
+    public override IEnumerable<string> Validate(LimeOptions options, AnalysisValidationContext context) =>
+        base.Validate(options, context).Concat(options.Alpha is not null && options.Model == SurrogateFit.Linear
+            ? ["option 'alpha' applies to model lasso or ridge (linear has no regularisation)"] : []);
+
+    /// <inheritdoc/>
     protected override Tensor Draw(LimeOptions options, Generator g, long m) =>
         (rand([options.Samples, m], generator: g) < 0.5).to(ScalarType.Float32);
 
@@ -188,7 +195,12 @@ public sealed class Lime : SurrogateAnalysis<LimeOptions>
 
     /// <inheritdoc/>
     protected override Tensor Fit(LimeOptions options, Tensor z, Tensor y, Tensor weights) =>
-        options.Model == SurrogateFit.Lasso ? LinearFits.Lasso(z, y, weights, options.Alpha) : LinearFits.Least(z, y, weights);
+        options.Model switch
+        {
+            SurrogateFit.Lasso => LinearFits.Lasso(z, y, weights, options.Alpha ?? 0.01),
+            SurrogateFit.Ridge => LinearFits.Ridge(z, y, weights, options.Alpha ?? 1.0),
+            _ => LinearFits.Least(z, y, weights),
+        };
 }
 
 /// <summary>Weighted linear fits with intercept, as sklearn computes them (double precision).</summary>
@@ -207,6 +219,16 @@ public static class LinearFits
         var (xc, yc, p) = Centre(x, y, w);
         var sq = p.sqrt();
         return linalg.pinv(xc * sq.view(-1, 1)).MatMul(yc * sq);
+    }
+
+    /// <summary>Ridge coefficients: argmin Σ wᵢ (ycᵢ − xcᵢ·β)² + α‖β‖² with the raw weights (sklearn <c>Ridge</c> with
+    /// sample_weight; the intercept, from the weighted means, is not penalised): (XcᵀWXc + αI)⁻¹XcᵀWyc.</summary>
+    public static Tensor Ridge(Tensor x, Tensor y, Tensor w, double alpha)
+    {
+        var (xc, yc, _) = Centre(x, y, w);
+        var xw = xc * w.view(-1, 1);
+        var gram = xw.t().MatMul(xc) + alpha * eye(xc.shape[1], dtype: xc.dtype);
+        return linalg.pinv(gram).MatMul(xw.t().MatMul(yc));
     }
 
     /// <summary>Lasso coefficients: argmin (1/2) Σ pᵢ (ycᵢ − xcᵢ·β)² + α‖β‖₁ by cyclic coordinate descent to convergence.</summary>

@@ -18,6 +18,7 @@ public class ShapleyFamilyTests
               - { id: ks, uses: kernel-shap, with: { cell: 7, coalitions_file: {{F("fam_kshap_coalitions.npy")}}, micro_batch: 16 } }
               - { id: ll, uses: lime, with: { cell: 7, alpha: 0.001, coalitions_file: {{F("fam_lime_coalitions.npy")}} } }
               - { id: lr, uses: lime, with: { cell: 7, coalitions_file: {{F("fam_lime_coalitions.npy")}}, model: linear, distance: euclidean, kernel_width: 20 } }
+              - { id: lridge, uses: lime, with: { cell: 7, coalitions_file: {{F("fam_lime_coalitions.npy")}}, model: ridge } }
               - { id: ss, uses: shapley-sampling, with: { cell: 7, permutations_file: {{F("fam_shapley_perms.npy")}}, micro_batch: 7 } }
               - { id: fp, uses: feature-permutation, with: { cell: 7, permutations_file: {{F("fam_fperm_perms.npy")}}, micro_batch: 3 } }
               - { id: sx, uses: shapley-sampling, with: { exact: true, feature_mask: {{F("fam_shapley_exact_mask.npy")}}, micro_batch: 10 } }
@@ -35,6 +36,7 @@ public class ShapleyFamilyTests
     [InlineData("ks", "kernel-shap", "fam_kshap.npy")]
     [InlineData("ll", "lime", "fam_lime_lasso.npy")]
     [InlineData("lr", "lime", "fam_lime_linear.npy")]
+    [InlineData("lridge", "lime", "fam_lime_ridge.npy")]
     [InlineData("ss", "shapley-sampling", "fam_shapley.npy")]
     [InlineData("fp", "feature-permutation", "fam_fperm.npy")]
     [InlineData("sx", "shapley-sampling", "fam_shapley_exact.npy")]   // Captum's ShapleyValues: all 720 permutations
