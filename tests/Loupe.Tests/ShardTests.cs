@@ -47,6 +47,8 @@ public sealed class ShardRuns
               - { id: irofq, uses: irof, with: { of: cam, cell: 7, score: quantus, baseline: running-mean, quantus_batch_size: 8 } }
               - { id: road, uses: road, with: { of: cam, percentages: [10, 50, 90] } }
               - { id: sel, uses: selectivity, with: { of: cam, patch: 7 } }
+              - { id: roadc, uses: road-confidence, with: { of: cam, percentiles: [20, 80], scale: true } }
+              - { id: arcc, uses: arcc, with: { of: cam, percentiles: [50], scale: true } }
             """, Dir);
         Full = TestEnv.Run(PipelineFile, Path.Combine(Dir, "full"));
         Shards = Enumerable.Range(0, 4).Select(i => PipelineRunner.Run(new RunRequest(PipelineFile)
