@@ -112,6 +112,12 @@ public sealed record ActivationMaxOptions
     /// <summary>Padding.</summary>
     [System.ComponentModel.DataAnnotations.Range(0, 10_000), Description("pad the image by n pixels of grey (0.5) before the other transforms (Lucid pads 12)")]
     public int Pad { get; init; }
+    /// <summary>Second jitter.</summary>
+    [System.ComponentModel.DataAnnotations.Range(0, 10_000), Description("a second jitter of n pixels after scale and rotation (Lucent's standard_transforms end with jitter(4))")]
+    public int JitterAfter { get; init; }
+    /// <summary>How the transforms act.</summary>
+    [Description("loupe (the default: the image keeps its size — jitter rolls by ±n, scale zooms about the centre, borders replicated) or lucent (Lucent's transforms: jitter crops (H − n) × (W − n) at an offset in [0, n), scale resizes to ⌈s·H⌉ (align_corners, zero padding when smaller), rotation fills with zeros (kornia's rotate) — the model sees images of varying size; Lucent's standard_transforms: pad 12, jitter 8, scales 0.9…1.1 by 0.02, rotations −10…10 and five more 0, jitter_after 4)")]
+    public TransformStyle Transforms { get; init; }
     /// <summary>Images per objective.</summary>
     [System.ComponentModel.DataAnnotations.Range(1, 64), Description("images per objective (Lucent's param batch), each from its own start noise; with 'diversity' they are pushed apart")]
     public int Batch { get; init; } = 1;
@@ -150,3 +156,12 @@ public sealed record ActivationMaxOptions
 /// <param name="Snapshots">The images after each step of <c>snapshots</c> (in [0,1] pixel space), in step order.</param>
 public sealed record SynthesisResult(Tensor Images, float[,] History, float[] Start, float[] Final, float[]? Similarity = null, float? Misalignment = null,
     IReadOnlyList<(int Step, Tensor Images)>? Snapshots = null);
+
+/// <summary>How activation-max's random transforms act.</summary>
+public enum TransformStyle
+{
+    /// <summary>Same-size transforms: roll, zoom about the centre (replicated borders), rotation.</summary>
+    Loupe,
+    /// <summary>Lucent's: crop jitter, size-changing scale, zero-filled rotation.</summary>
+    Lucent,
+}

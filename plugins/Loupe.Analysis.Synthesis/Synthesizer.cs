@@ -30,7 +30,7 @@ public static class Synthesizer
         bool clip = o.NormClip > 0 || o.ContributionClip > 0;
         // Without transforms, step 0 scores exactly the untransformed start image: its values are the start values, and
         // the extra forward pass is saved.
-        bool plain = o.Pad <= 0 && o.Jitter <= 0 && (o.Scales ?? []).All(v => v == 1) && (o.Rotations ?? []).All(v => v % 360 == 0);
+        bool plain = o.Pad <= 0 && o.Jitter <= 0 && o.JitterAfter <= 0 && (o.Scales ?? []).All(v => v == 1) && (o.Rotations ?? []).All(v => v % 360 == 0);
         float[]? start = null;
         if (!plain || o.Steps == 0)
             using (var _ = no_grad()) start = Evaluate(model, input, objectives, layers, FitToModel(param.Image(p), input, o), rows);
@@ -43,10 +43,7 @@ public static class Synthesizer
             var img = param.Image(p);
             if (o.ContributionClip > 0) img.retain_grad();
             var x = img;
-            x = Transforms.Pad(x, o.Pad, 0.5);
-            if (o.Jitter > 0) x = Transforms.Jitter(x, Transforms.UniformInt(gen, -o.Jitter, o.Jitter), Transforms.UniformInt(gen, -o.Jitter, o.Jitter));
-            double sc = o.Scales is { Length: > 0 } ? Transforms.Choose(gen, o.Scales) : 1, rot = o.Rotations is { Length: > 0 } ? Transforms.Choose(gen, o.Rotations) : 0;
-            x = Transforms.Affine(x, sc, rot);
+            x = Transformed(x, o, gen);
             x = FitToModel(x, input, o);
             var values = Scores(model, input, objectives, layers, x, rows, terms, out var termActs);
             var loss = -values.sum();
@@ -90,6 +87,20 @@ public static class Synthesizer
                 if (al is not null) misalignment = Misalignment(cap[al], o.AlignmentDecay).item<float>();
             }
         return new SynthesisResult(final.clone(), history, start!, finalValues, similarity, misalignment, snapshots.Count > 0 ? snapshots : null);
+    }
+
+    /// <summary>One step's random transforms of the (padded) image, in Lucid's order: jitter, scale, rotation, the second
+    /// jitter; same-size (<see cref="TransformStyle.Loupe"/>) or Lucent's (<see cref="TransformStyle.Lucent"/>).</summary>
+    public static Tensor Transformed(Tensor x, ActivationMaxOptions o, Generator gen)
+    {
+        bool lucent = o.Transforms == TransformStyle.Lucent;
+        x = Transforms.Pad(x, o.Pad, 0.5);
+        Tensor Jitter(Tensor t, int d) => d <= 0 ? t : lucent ? Transforms.Crop(t, d, gen)
+            : Transforms.Jitter(t, Transforms.UniformInt(gen, -d, d), Transforms.UniformInt(gen, -d, d));
+        x = Jitter(x, o.Jitter);
+        double sc = o.Scales is { Length: > 0 } ? Transforms.Choose(gen, o.Scales) : 1, rot = o.Rotations is { Length: > 0 } ? Transforms.Choose(gen, o.Rotations) : 0;
+        x = lucent ? Transforms.RotateZeros(Transforms.ScaleResize(x, sc), rot) : Transforms.Affine(x, sc, rot);
+        return Jitter(x, o.JitterAfter);
     }
 
     /// <summary>Bilinear resize to the model's input size when <see cref="ActivationMaxOptions.ResizeToModel"/> is set.</summary>

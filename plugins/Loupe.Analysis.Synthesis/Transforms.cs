@@ -50,6 +50,42 @@ public static class Transforms
         return nn.functional.conv2d(h, ky, groups: c);
     }
 
+    /// <summary>Lucent's <c>jitter(d)</c>: the (H − d) × (W − d) crop at a random offset in [0, d) per axis (drawn row
+    /// offset first); the image shrinks by d.</summary>
+    public static Tensor Crop(Tensor x, int d, Generator gen)
+    {
+        if (d <= 0) return x;
+        long dy = UniformInt(gen, 0, d - 1), dx = UniformInt(gen, 0, d - 1);
+        long h = Math.Max(1, x.shape[2] - d), w = Math.Max(1, x.shape[3] - d);
+        return x.narrow(2, Math.Min(dy, x.shape[2] - h), h).narrow(3, Math.Min(dx, x.shape[3] - w), w);
+    }
+
+    /// <summary>Lucent's <c>random_scale</c> for one factor: bilinear resize (align_corners = true) to ⌈s·H⌉ × ⌈s·W⌉,
+    /// then, when that is smaller, zero padding of ⌈(H − ⌈s·H⌉)/2⌉ on both sides of each axis (as Lucent pads).</summary>
+    public static Tensor ScaleResize(Tensor x, double scale)
+    {
+        if (scale == 1) return x;
+        long h = x.shape[2], w = x.shape[3], sh = (long)Math.Ceiling(scale * h), sw = (long)Math.Ceiling(scale * w);
+        var up = nn.functional.interpolate(x, [sh, sw], mode: InterpolationMode.Bilinear, align_corners: true);
+        long py = Math.Max(0, (long)Math.Ceiling((h - sh) / 2.0)), px = Math.Max(0, (long)Math.Ceiling((w - sw) / 2.0));
+        return px == 0 && py == 0 ? up : nn.functional.pad(up, [px, px, py, py], PaddingModes.Constant, 0);
+    }
+
+    /// <summary>Rotation by <paramref name="degrees"/> counter-clockwise about the centre, bilinear, zeros outside,
+    /// align_corners = true, the rotation taken in pixel space (kornia's <c>rotate</c>, which Lucent's
+    /// <c>random_rotate</c> calls).</summary>
+    public static Tensor RotateZeros(Tensor x, double degrees)
+    {
+        if (degrees % 360 == 0) return x;
+        double r = degrees * Math.PI / 180, c = Math.Cos(r), s = Math.Sin(r);
+        long n = x.shape[0], h = x.shape[2], w = x.shape[3];
+        // The source of each output pixel, in coordinates normalised per axis: N·R·N⁻¹ with N = diag(2/(W−1), 2/(H−1)).
+        double ay = h > 1 && w > 1 ? (h - 1.0) / (w - 1.0) : 1;
+        var theta = tensor(new float[] { (float)c, (float)(-s * ay), 0, (float)(s / ay), (float)c, 0 }).view(1, 2, 3).expand(n, 2, 3).to(x.dtype);
+        var grid = nn.functional.affine_grid(theta, [n, x.shape[1], h, w], align_corners: true);
+        return nn.functional.grid_sample(x, grid, GridSampleMode.Bilinear, GridSamplePaddingMode.Zeros, align_corners: true);
+    }
+
     /// <summary>Uniform integer in [lo, hi] from the generator.</summary>
     public static long UniformInt(Generator gen, long lo, long hi) => hi <= lo ? lo : randint(lo, hi + 1, [1], generator: gen).item<long>();
 
