@@ -44,7 +44,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         if (o.Direction is { } d)
         {
             var v = Npy.Read(d.Vector);
-            result.Add(($"direction:{d.Layer}", new Direction(d.Layer, v.Data, d.Vector)));
+            result.Add(($"direction:{d.Layer}", new Direction(d.Layer, v.Data, d.Vector, d.Similarity == DirectionSimilarity.Cosine, d.Position == DirectionPosition.Center)));
         }
         return result;
     }

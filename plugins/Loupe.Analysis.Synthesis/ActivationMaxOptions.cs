@@ -23,6 +23,30 @@ public sealed record DirectionOptions
     /// <summary>Vector file.</summary>
     [Required, FilePath, Description("float32 .npy with one value per channel of the layer")]
     public string Vector { get; init; } = "";
+    /// <summary>Similarity.</summary>
+    [Description("dot (the default: ⟨v, A[:, :, y, x]⟩, Lucid's direction) or cosine (the cosine similarity of v and A[:, :, y, x], PyTorch's CosineSimilarity with eps 1e-8: Lucent's direction and direction_neuron)")]
+    public DirectionSimilarity Similarity { get; init; }
+    /// <summary>Positions.</summary>
+    [Description("mean (the default: averaged over the layer's positions, Lucent's direction) or center (the position (h // 2, w // 2) only, Lucent's direction_neuron without x and y)")]
+    public DirectionPosition Position { get; init; }
+}
+
+/// <summary>How a direction objective compares v with the activations.</summary>
+public enum DirectionSimilarity
+{
+    /// <summary>⟨v, a⟩.</summary>
+    Dot,
+    /// <summary>⟨v, a⟩ / (max(‖v‖, ε) · max(‖a‖, ε)), ε = 1e-8.</summary>
+    Cosine,
+}
+
+/// <summary>Where a direction objective reads the activations.</summary>
+public enum DirectionPosition
+{
+    /// <summary>Averaged over positions.</summary>
+    Mean,
+    /// <summary>The centre position (h // 2, w // 2).</summary>
+    Center,
 }
 
 /// <summary>Options of <c>activation-max</c>.</summary>

@@ -76,8 +76,11 @@ public sealed record LayerUnit(string LayerName, int? Channel = null, int? Y = n
     public override string ToString() => ClassLogit.Quote(LayerName) + (Channel is int c ? $":{c}" : "") + (Centre ? ":center" : Y is int y && X is int x ? $":{y}:{x}" : "");
 }
 
-/// <summary>A direction v in a layer's channel space: the mean over positions of ⟨v, A[:, :, y, x]⟩ (Olah et al. 2017).</summary>
-public sealed record Direction(string LayerName, float[] Vector, string Source) : Objective
+/// <summary>A direction v in a layer's channel space: the mean over positions of ⟨v, A[:, :, y, x]⟩ (Olah et al. 2017), or
+/// of their cosine similarity (<paramref name="Cosine"/>: Lucent's <c>direction</c>, PyTorch's CosineSimilarity with
+/// each vector divided by max(‖·‖, 1e-8)); <paramref name="Centre"/>: at (h // 2, w // 2) only (Lucent's
+/// <c>direction_neuron</c>).</summary>
+public sealed record Direction(string LayerName, float[] Vector, string Source, bool Cosine = false, bool Centre = false) : Objective
 {
     /// <inheritdoc/>
     public override IEnumerable<string> Layers => [LayerName];
@@ -87,12 +90,21 @@ public sealed record Direction(string LayerName, float[] Vector, string Source) 
         var a = input.Layer(LayerName);
         if (a.dim() < 2 || a.shape[1] != Vector.Length)
             throw new LoupeException($"direction from {Source} has {Vector.Length} values but layer '{LayerName}' has {(a.dim() < 2 ? 1 : a.shape[1])} channels");
+        if (Centre && a.dim() > 2)
+            a = a.dim() == 4 ? a[.., .., TensorIndex.Slice(a.shape[2] / 2, a.shape[2] / 2 + 1), TensorIndex.Slice(a.shape[3] / 2, a.shape[3] / 2 + 1)]
+                : a.flatten(2)[.., .., TensorIndex.Slice(a.flatten(2).shape[2] / 2, a.flatten(2).shape[2] / 2 + 1)];
         var shape = new long[a.dim()]; Array.Fill(shape, 1L); shape[1] = Vector.Length;
-        var dot = (a * tensor(Vector).view(shape)).sum([1]);
+        var v = tensor(Vector).to(a.dtype).view(shape);
+        if (Cosine)
+        {
+            v = v / v.pow(2).sum([1], keepdim: true).sqrt().clamp_min(1e-8);
+            a = a / a.pow(2).sum([1], keepdim: true).sqrt().clamp_min(1e-8);
+        }
+        var dot = (a * v).sum([1]);
         return dot.reshape(a.shape[0], -1).mean([1]);
     }
     /// <inheritdoc/>
-    public override string ToString() => $"direction({ClassLogit.Quote(LayerName)}, {Path.GetFileName(Source)})";
+    public override string ToString() => $"direction({ClassLogit.Quote(LayerName)}, {Path.GetFileName(Source)}{(Cosine ? ", cosine" : "")}{(Centre ? ", centre" : "")})";
 }
 
 /// <summary>Carter et al.'s activation-atlas objective (Lucid's <c>direction_neuron</c> with <c>cossim_pow</c>): for the
