@@ -107,10 +107,10 @@ public class ConfigTests
             OutDir = outDir,
             PluginDirectories = [Env.BuiltInPlugins],
         });
-        Env.Succeeded(r, "tcav", "dissection", "concept-discovery", "prototypes", "counterfactuals");
+        Env.Succeeded(r, "tcav", "dissection", "concept-discovery", "prototypes", "counterfactuals", "dff");
         Assert.Equal(0, r.ExitCode);
         foreach (var png in new[] { "tcav/tcav.png", "dissection/units.png", "dissection/summary.png", "concept-discovery/concepts.png",
-                     "concept-discovery/heatmaps.png", "prototypes/prototypes.png", "counterfactuals/neighbours.png" })
+                     "concept-discovery/heatmaps.png", "prototypes/prototypes.png", "counterfactuals/neighbours.png", "dff/dff-grid.png" })
             Assert.True(new FileInfo(Path.Combine(outDir, png)).Length > 3000, png);
     }
 }

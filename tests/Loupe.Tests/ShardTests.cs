@@ -49,6 +49,7 @@ public sealed class ShardRuns
               - { id: sel, uses: selectivity, with: { of: cam, patch: 7 } }
               - { id: roadc, uses: road-confidence, with: { of: cam, percentiles: [20, 80], scale: true } }
               - { id: arcc, uses: arcc, with: { of: cam, percentiles: [50], scale: true } }
+              - { id: dff, uses: deep-feature-factorization, with: { layer: relu3, components: 3, head: fc } }
             """, Dir);
         Full = TestEnv.Run(PipelineFile, Path.Combine(Dir, "full"));
         Shards = Enumerable.Range(0, 4).Select(i => PipelineRunner.Run(new RunRequest(PipelineFile)

@@ -2,14 +2,16 @@ namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>numpy's legacy <c>np.random.RandomState(seed)</c> — the Mersenne Twister MT19937 seeded by Knuth's
 /// recurrence (init_genrand) — and its <c>randint(low, high, size)</c> for int64 results (masked rejection: each value
-/// the next 32-bit output masked to the smallest all-ones mask covering high − 1 − low, drawn again while above it), so
-/// that a library which seeds numpy before its draws (Quantus's RandomLogit: <c>np.random.seed(seed)</c> per batch)
-/// can be followed draw for draw. Not for Loupe's own random elements, which use torch generators seeded per input.</summary>
+/// the next 32-bit output masked to the smallest all-ones mask covering high − 1 − low, drawn again while above it) and
+/// <c>standard_normal</c> (the legacy polar method), so that a library which seeds numpy before its draws (Quantus's
+/// RandomLogit: <c>np.random.seed(seed)</c> per batch; sklearn's <c>NMF(init='random', random_state=0)</c>) can be
+/// followed draw for draw. Not for Loupe's own random elements, which use torch generators seeded per input.</summary>
 public sealed class NumpyRandomState
 {
     const int N = 624, M = 397;
     readonly uint[] mt = new uint[N];
     int index = N;
+    double? _gauss;   // the second value of the last polar pair, returned by the next standard_normal draw
 
     /// <summary><c>np.random.RandomState(seed)</c> (0 ≤ seed &lt; 2³²).</summary>
     public NumpyRandomState(uint seed)
@@ -85,5 +87,33 @@ public sealed class NumpyRandomState
             values[i] = low + (long)v;
         }
         return values;
+    }
+
+    /// <summary>numpy's <c>random_sample</c> (legacy double): 53 bits from two outputs, (a ≫ 5, b ≫ 6).</summary>
+    public double NextDouble()
+    {
+        uint a = NextUInt32() >> 5, b = NextUInt32() >> 6;
+        return (a * 67108864.0 + b) / 9007199254740992.0;
+    }
+
+    /// <summary>numpy's legacy <c>standard_normal</c>: Marsaglia's polar method on pairs (x₁, x₂) uniform in the unit
+    /// disc, f = √(−2 ln r² / r²); f·x₂ is returned and f·x₁ kept for the next draw.</summary>
+    public double StandardNormal()
+    {
+        if (_gauss is { } kept)
+        {
+            _gauss = null;
+            return kept;
+        }
+        double x1, x2, r2;
+        do
+        {
+            x1 = 2.0 * NextDouble() - 1.0;
+            x2 = 2.0 * NextDouble() - 1.0;
+            r2 = x1 * x1 + x2 * x2;
+        } while (r2 >= 1.0 || r2 == 0.0);
+        double f = Math.Sqrt(-2.0 * Math.Log(r2) / r2);
+        _gauss = f * x1;
+        return f * x2;
     }
 }
