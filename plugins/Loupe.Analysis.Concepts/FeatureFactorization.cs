@@ -78,6 +78,9 @@ public sealed class FeatureFactorization : Analysis<FeatureFactorizationOptions>
                 height = batch.Input.shape[2]; width = batch.Input.shape[3];
                 var a = LayerReshapes.ToGrid(captured, options.Reshape, options.Layer, (height, width)).to(ScalarType.Float32).cpu().contiguous();
                 (k, h, w) = (a.shape[1], a.shape[2], a.shape[3]);
+                // The group's matrix, its transpose and the copies kept per input: ~4 float32 copies of K × images·h·w.
+                if (16L * k * h * w * options.Images > ctx.MemoryBudgetBytes)
+                    throw new LoupeException($"option 'images': {options.Images} inputs of {k}×{h}×{w} activations need ~{16L * k * h * w * options.Images >> 20} MiB, above the step's memory budget ({ctx.MemoryBudgetBytes >> 20} MiB); factorise fewer inputs together or raise settings.memory_budget_mb");
                 for (int i = 0; i < batch.Ids.Length; i++)
                 {
                     group.Add(new(batch.Ids[i], batch.Pixels[i].detach().cpu().MoveToOuterDisposeScope(), a[i].data<float>().ToArray()));

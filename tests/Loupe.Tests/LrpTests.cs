@@ -41,7 +41,10 @@ public class LrpTests
         var r = ShapleyFamilyTests.ResNet18(string.Join("\n", variants.Select((v, i) => $"  - {{ id: l{i}, uses: lrp, with: {With(v)} }}")));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         var errors = variants.Select((v, i) => (v, e: TestEnv.RelL2(TechniqueTests.Stack(r, $"l{i}", "lrp", 2), Npy.Read(TestEnv.Fixture($"lrp_r18_{v}.npy")).Data))).ToList();
-        Assert.True(errors.All(e => e.e <= 1e-4), string.Join("; ", errors.Select(e => $"{e.v}: {e.e:E2}")));
+        // Captum's rules divide by z + 1e-9·sign(z) at every layer: on resnet18's deep stack a pre-activation near 0
+        // amplifies the convolutions' last-bit differences between machines (1.0e-3 on an AMD EPYC with oneDNN's AVX-512
+        // kernels, 2026-12-06, where the other composites stay at 3e-7), so it is held to 5e-3.
+        Assert.True(errors.All(e => e.e <= (e.v == "captum" ? 5e-3 : 1e-4)), string.Join("; ", errors.Select(e => $"{e.v}: {e.e:E2}")));
     }
 
     /// <summary>Per-layer rules (<c>rules:</c>): Zennit's NameMapComposite before EpsilonPlus (γ with its own γ,
