@@ -36,6 +36,10 @@ public enum ReluRule
     /// back-propagates Δout/Δin between the two halves, and so does every max pool (Captum's maxpool rule); the onnx
     /// interpreter also gives Sigmoid, Tanh and Softmax nodes Captum's rules (<see cref="Rescale"/>).</summary>
     Rescale,
+    /// <summary>β-smooth (Dombrowski et al. 2019; Zennit's ReLUBetaSmooth): the gradient times sigmoid(β·x), x the
+    /// ReLU's input — softplus's derivative in place of the step (β from
+    /// <see cref="IModelInterventions.OverrideRelu(ReluRule, double)"/>).</summary>
+    BetaSmooth,
 }
 
 /// <summary>Optional: parameters handed out for reading only. <see cref="IModel.GetParameter"/> prepares the model for
@@ -64,6 +68,10 @@ public interface IModelInterventions
     /// <summary>While the returned handle lives, every ReLU of the model (modules and the ReLUs inside residual blocks)
     /// back-propagates with <paramref name="rule"/>. The forward pass is unchanged.</summary>
     IDisposable OverrideRelu(ReluRule rule);
+    /// <summary>As <see cref="OverrideRelu(ReluRule)"/>, with the rule's parameter: β of <see cref="ReluRule.BetaSmooth"/>
+    /// (a backend without that rule refuses it; the other rules take no parameter).</summary>
+    IDisposable OverrideRelu(ReluRule rule, double beta) => rule == ReluRule.BetaSmooth
+        ? throw new LoupeException("this model backend has no beta-smooth ReLU rule") : OverrideRelu(rule);
 }
 
 /// <summary>Optional model feature: a layer's *input* instead of its output (Captum's <c>attribute_to_layer_input=True</c>).

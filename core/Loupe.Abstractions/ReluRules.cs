@@ -30,3 +30,26 @@ public sealed class DeconvRelu : GuardedFunction<DeconvRelu>
     /// <inheritdoc/>
     protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad) => [grad.clamp_min(0)];
 }
+
+/// <summary>ReLU whose backward is the gradient times sigmoid(β·x), x its input (<see cref="ReluRule.BetaSmooth"/>):
+/// <c>apply(x, β)</c>. The forward is relu(x); x is kept for the backward.</summary>
+public sealed class BetaSmoothRelu : GuardedFunction<BetaSmoothRelu>
+{
+    /// <inheritdoc/>
+    public override string Name => "LoupeBetaSmoothRelu";
+    /// <inheritdoc/>
+    protected override Tensor Forward(autograd.AutogradContext ctx, object[] vars)
+    {
+        var x = (Tensor)vars[0];
+        ctx.save_for_backward([x]);
+        ctx.save_data("beta", (double)vars[1]);
+        return nn.functional.relu(x);
+    }
+    /// <inheritdoc/>
+    protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
+    {
+        var x = ctx.get_saved_variables()[0];
+        return [grad * (x * (double)ctx.get_data("beta")).sigmoid(), null!];
+    }
+}
+

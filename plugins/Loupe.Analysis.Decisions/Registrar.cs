@@ -27,6 +27,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<LayerConductance>("layer-conductance", "conductance of a layer's units (Dhamdhere et al. 2018; Captum LayerConductance)")
         .AddLoupeAnalysis<LayerIntegratedGradients>("layer-integrated-gradients", "integrated gradients along the path in a layer's space (Captum LayerIntegratedGradients)")
         .AddLoupeAnalysis<NeuronConductance>("neuron-conductance", "input attribution through one neuron (Dhamdhere et al. 2018; Captum NeuronConductance)")
+        .AddLoupeAnalysis<BetaSmooth>("beta-smooth", "β-smoothed gradients around any gradient method (inner:): every ReLU back-propagates sigmoid(β·x), as Zennit's BetaSmooth composite")
         .AddLoupeAnalysis<AugSmooth>("aug-smooth", "test-time augmentation (flips × factors) around any attribution step (inner:), as pytorch-grad-cam's aug_smooth")
         .AddLoupeAnalysis<DeepLift>("deeplift", "DeepLift, rescale rule, against a reference input (Shrikumar et al. 2017; Captum DeepLift)")
         .AddLoupeAnalysis<Lrp>("lrp", "layer-wise relevance propagation with Zennit's rules and composites or Captum's defaults, on the model's canonized graph (Bach et al. 2015)")

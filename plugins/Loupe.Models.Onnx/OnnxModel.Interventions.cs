@@ -12,6 +12,7 @@ public sealed partial class OnnxModel : IModelInterventions
 
     readonly List<Intervention> _interventions = new();
     ReluRule? _reluRule;
+    double _reluBeta = 10;
 
     /// <inheritdoc/>
     public IDisposable Intervene(string layer, Func<Tensor, Tensor> transform)
@@ -24,13 +25,17 @@ public sealed partial class OnnxModel : IModelInterventions
     }
 
     /// <inheritdoc/>
-    public IDisposable OverrideRelu(ReluRule rule)
+    public IDisposable OverrideRelu(ReluRule rule) => OverrideRelu(rule, 10);
+
+    /// <inheritdoc/>
+    public IDisposable OverrideRelu(ReluRule rule, double beta)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         lock (_gate)
         {
             if (_reluRule is not null) throw new LoupeException("a ReLU override is already active on this model");
             _reluRule = rule;
+            _reluBeta = beta;
         }
         return new Undo(() => { lock (_gate) _reluRule = null; });
     }
@@ -46,8 +51,12 @@ public sealed partial class OnnxModel : IModelInterventions
         catch (Exception e) when (e is not OutOfMemoryException) { throw n.Error($"rescale rule failed: {e.Message.Split('\n')[0]}"); }
     }
 
-    static Tensor OverriddenRelu(ReluRule rule, Tensor input, Tensor output) =>
-        rule == ReluRule.Guided ? PositiveGradient.apply(output) : DeconvRelu.apply(input);
+    static Tensor OverriddenRelu(ReluRule rule, double beta, Tensor input, Tensor output) => rule switch
+    {
+        ReluRule.Guided => PositiveGradient.apply(output),
+        ReluRule.BetaSmooth => BetaSmoothRelu.apply(input, beta),
+        _ => DeconvRelu.apply(input),
+    };
 
     sealed class Undo(Action undo) : IDisposable
     {

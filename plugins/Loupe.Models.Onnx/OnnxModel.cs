@@ -217,7 +217,8 @@ public sealed partial class OnnxModel : IModel
         LayerCapture[] captures;
         Intervention[] interventions;
         ReluRule? relu;
-        lock (_gate) (captures, interventions, relu) = (_captures.ToArray(), _interventions.ToArray(), _reluRule);
+        double beta;
+        lock (_gate) (captures, interventions, relu, beta) = (_captures.ToArray(), _interventions.ToArray(), _reluRule, _reluBeta);
         using var scope = NewDisposeScope();
         var x = input;   // the graph input is a value too: a layer's input may be it
         foreach (var iv in interventions) if (iv.Value == _inputName) x = iv.Transform(x);
@@ -236,7 +237,7 @@ public sealed partial class OnnxModel : IModel
             var inputs = new Tensor?[n.Inputs.Length];
             for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
             var outs = relu == ReluRule.Rescale && Rescaled(n, inputs) is { } r ? [r] : Run(n, inputs);
-            if (relu is { } rule && rule != ReluRule.Rescale && n.OpType == "Relu") outs = [OverriddenRelu(rule, inputs[0]!, outs[0])];
+            if (relu is { } rule && rule != ReluRule.Rescale && n.OpType == "Relu") outs = [OverriddenRelu(rule, beta, inputs[0]!, outs[0])];
             for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
             {
                 var name = n.Outputs[k];

@@ -34,12 +34,13 @@ static class Interventions
     /// gets <see cref="DeconvRelu"/> of its kept pre-activation. Install the override before any capture of the same
     /// modules (captures registered earlier would see the module's own output).</summary>
     /// <param name="running">The modules that may run in a module's place (a folded batch norm's placeholder).</param>
-    public static IDisposable OverrideRelu(IReadOnlyDictionary<string, nn.Module> modules, ReluRule rule, Func<nn.Module, IReadOnlyList<nn.Module>> running)
+    public static IDisposable OverrideRelu(IReadOnlyDictionary<string, nn.Module> modules, ReluRule rule, Func<nn.Module, IReadOnlyList<nn.Module>> running, double beta = 10)
     {
         var removers = new List<Action>();
         try
         {
             if (rule == ReluRule.Rescale) RescaleRule.Install(modules, running, removers);
+            else if (rule == ReluRule.BetaSmooth) InstallBetaSmooth(modules, running, beta, removers);
             else foreach (var (name, module) in modules)
             {
                 if (rule == ReluRule.Guided && (module is ReLU || module.GetType().Name is "BasicBlock" or "Bottleneck") && module is nn.Module<Tensor, Tensor> m)
@@ -107,6 +108,47 @@ static class Interventions
             throw;
         }
         return new Handle(removers);
+    }
+
+    /// <summary>β-smooth at every ReLU module (in place or not: the module runs on an empty tensor and its output is
+    /// <see cref="BetaSmoothRelu"/> of the kept input) and at the functional ReLU that ends TorchVision's residual blocks:
+    /// the last batch norm hands the block a copy to add to and ReLU in place, so that its own output stays intact, and
+    /// the block's output becomes BetaSmoothRelu(bnOut + identity).</summary>
+    static void InstallBetaSmooth(IReadOnlyDictionary<string, nn.Module> modules, Func<nn.Module, IReadOnlyList<nn.Module>> running, double beta, List<Action> removers)
+    {
+        foreach (var (name, module) in modules)
+        {
+            if (module is ReLU relu)
+            {
+                Tensor? pre = null;
+                var h1 = relu.register_forward_pre_hook((_, input) => { pre = input; return empty(0, dtype: input.dtype); });
+                var h2 = relu.register_forward_hook((_, _, _) => BetaSmoothRelu.apply(pre!, beta));
+                removers.Add(() => h1.remove());
+                removers.Add(() => h2.remove());
+            }
+            else if (module.GetType().Name is "BasicBlock" or "Bottleneck" && module is nn.Module<Tensor, Tensor> block)
+            {
+                var children = module.named_children().ToDictionary(c => c.name, c => c.module);
+                var lastBn = children.GetValueOrDefault("bn3") ?? children.GetValueOrDefault("bn2")
+                    ?? throw new LoupeException($"block '{name}' has no bn2/bn3: cannot override its ReLU");
+                var down = children.GetValueOrDefault("downsample");
+                Tensor? blockInput = null, bnOut = null, identity = null;
+                var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null!; });
+                removers.Add(() => h1.remove());
+                foreach (var bn in running(lastBn).OfType<nn.Module<Tensor, Tensor>>())
+                {
+                    var h2 = bn.register_forward_hook((_, _, output) => { bnOut = output; return output.detach().clone(); });
+                    removers.Add(() => h2.remove());
+                }
+                foreach (var d in down is null ? [] : running(down).OfType<nn.Module<Tensor, Tensor>>())
+                {
+                    var h3 = d.register_forward_hook((_, _, output) => { identity = output; return null!; });
+                    removers.Add(() => h3.remove());
+                }
+                var h4 = block.register_forward_hook((_, _, _) => BetaSmoothRelu.apply(bnOut! + (identity ?? blockInput!), beta));
+                removers.Add(() => h4.remove());
+            }
+        }
     }
 
     [System.Runtime.InteropServices.DllImport("LibTorchSharp")]

@@ -163,7 +163,26 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
     }
 
     /// <inheritdoc/>
-    public IDisposable OverrideRelu(ReluRule rule) => Interventions.OverrideRelu(_modules, rule, m => Running(m));
+    public IDisposable OverrideRelu(ReluRule rule) => OverrideRelu(rule, 10);
+
+    /// <inheritdoc/>
+    public IDisposable OverrideRelu(ReluRule rule, double beta)
+    {
+        // One rule at a time (a wrapper around a method that sets its own would chain two rules' hooks).
+        if (Interlocked.Exchange(ref _reluOverride, 1) == 1) throw new LoupeException("a ReLU override is already active on this model");
+        try
+        {
+            var handle = Interventions.OverrideRelu(_modules, rule, m => Running(m), beta);
+            return new Interventions.Handle([handle.Dispose, () => Volatile.Write(ref _reluOverride, 0)]);
+        }
+        catch
+        {
+            Volatile.Write(ref _reluOverride, 0);
+            throw;
+        }
+    }
+
+    int _reluOverride;
 
     /// <summary>The modules that may run for <paramref name="module"/>: itself, and what runs in its place while folded.</summary>
     IReadOnlyList<nn.Module> Running(nn.Module module) =>
