@@ -299,6 +299,7 @@ public sealed class NewerCamRegistrar : IPluginRegistrar
         .AddLoupeAnalysis<EigenGradCam>("eigen-grad-cam", "first principal component of gradient × activation (pytorch-grad-cam EigenGradCAM)")
         .AddLoupeAnalysis<KpcaCam>("kpca-cam", "first kernel principal component of the activations (Karmani et al. 2024; pytorch-grad-cam KPCA_CAM)")
         .AddLoupeAnalysis<Fem>("fem", "channels weighted by their share of positions above mean + k·σ (Fuad et al. 2020; pytorch-grad-cam FEM)")
+        .AddLoupeAnalysis<SobelCam>("sobel-cam", "the input's Sobel edge map, a baseline that explains nothing (pytorch-grad-cam sobel_cam)")
         .AddLoupeAnalysis<RandomCam>("random-cam", "channel weights drawn from U(−1, 1), seeded per input: a baseline (pytorch-grad-cam RandomCAM)")
         .AddLoupeAnalysis<FinerCam>("finer-cam", "Grad-CAM of the target against its most similar classes (Zhang et al. 2025; pytorch-grad-cam FinerCAM)")
         .AddLoupeAnalysis<ShapleyCam>("shapley-cam", "channel weights from the gradient and the Hessian-vector product, mean(g − ½·H·A) (Cai et al. 2025; pytorch-grad-cam ShapleyCAM)")
