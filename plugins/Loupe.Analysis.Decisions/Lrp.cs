@@ -101,6 +101,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
                 Epsilon = r.Epsilon ?? eps,
                 Gamma = r.Gamma ?? options.Gamma,
                 Alpha = r.Alpha ?? options.Alpha ?? 2,
+                Beta = r.Beta ?? 1,
                 Stabilizer = r.Stabilizer ?? (options.Convention == LrpConvention.Captum ? 1e-9 : 1e-6),
                 ZeroBias = r.ZeroBias,
                 Captum = options.Convention == LrpConvention.Captum,
@@ -133,8 +134,8 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         return i =>
         {
             var n = nodes[i];
-            if (!n.IsLinearLayer) return null;
             if (named.TryGetValue(i, out var own)) return own;
+            if (!n.IsLinearLayer) return null;
             // A batch norm no canonizer merged (pre-activation blocks, after a concatenation): Zennit's composites map
             // BatchNorm to Pass (until 2026-12-05 Loupe gave it LRP-ε, whose shift absorbed relevance).
             if (standalone.Contains(i))

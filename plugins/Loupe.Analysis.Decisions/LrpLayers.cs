@@ -25,6 +25,8 @@ public static class LrpLayers
             if (r.Stabilizer is not null && r.Rule is LrpRuleKind.Epsilon or LrpRuleKind.Pass) yield return $"{at}: stabilizer applies to rules other than epsilon and pass (epsilon's is epsilon)";
             if (r.Gamma is not null && r.Rule != LrpRuleKind.Gamma) yield return $"{at}: gamma applies to the gamma rule";
             if (r.Alpha is not null && r.Rule != LrpRuleKind.AlphaBeta) yield return $"{at}: alpha applies to the alpha-beta rule";
+            if (r.Beta is not null && r.Rule != LrpRuleKind.TakesMost) yield return $"{at}: beta applies to the takes-most rule";
+            if (r.Rule == LrpRuleKind.TakesMost && (r.Stabilizer is not null || r.ZeroBias)) yield return $"{at}: takes-most takes only beta";
             if (r.ZeroBias && (r.Rule == LrpRuleKind.Pass || captum && r.Rule == LrpRuleKind.Epsilon))
                 yield return $"{at}: zero_bias does not apply to {Kebab(r.Rule)}{(captum ? " under convention: captum (its set_bias_to_zero belongs to gamma and alpha1-beta0)" : "")}";
         }
@@ -36,7 +38,8 @@ public static class LrpLayers
     public static string Kebab(LrpRuleKind k) => k switch
     {
         LrpRuleKind.Alpha1Beta0 => "alpha1-beta0", LrpRuleKind.Alpha2Beta1 => "alpha2-beta1", LrpRuleKind.ZPlus => "z-plus",
-        LrpRuleKind.ZBox => "z-box", LrpRuleKind.WSquare => "w-square", LrpRuleKind.AlphaBeta => "alpha-beta", _ => k.ToString().ToLowerInvariant(),
+        LrpRuleKind.ZBox => "z-box", LrpRuleKind.WSquare => "w-square", LrpRuleKind.AlphaBeta => "alpha-beta", LrpRuleKind.TakesMost => "takes-most",
+        _ => k.ToString().ToLowerInvariant(),
     };
 
     /// <summary>Whether a graph node answers to a layer name: its own name, or (ONNX exports) the module it belongs to.</summary>
@@ -49,6 +52,15 @@ public static class LrpLayers
         var matches = Enumerable.Range(0, nodes.Count).Where(i => Names(nodes[i], rule.Layer)).ToList();
         var at = $"lrp: rules: layer '{rule.Layer}'";
         // A module path names every node inside the module; a layer takes the rule when exactly one of them can.
+        var maxPools = matches.Where(i => nodes[i].Op == GraphOp.MaxPool).ToList();
+        if (rule.Rule == LrpRuleKind.TakesMost)
+        {
+            if (maxPools.Count != 1)
+                return (-1, maxPools.Count > 1 ? $"{at} names {maxPools.Count} max pools: name one" : $"{at}: takes-most applies to a max pool, and this layer holds none");
+            if (nodes[maxPools[0]].CeilMode)
+                return (-1, $"{at}: takes-most recomputes the pool's windows in floor mode, as Zennit's does; this pool rounds its output size up (ceil_mode)");
+            return (maxPools[0], null);
+        }
         var able = matches.Where(i => nodes[i].IsLinearLayer).ToList();
         if (able.Count == 1)
         {
@@ -71,7 +83,7 @@ public static class LrpLayers
             var op = nodes[matches[^1]].Op;
             return (-1, op == GraphOp.Identity && convention == LrpConvention.Zennit
                 ? $"{at} is a batch norm merged into the layer before it (Zennit's canonizer): give that layer the rule"
-                : $"{at} is a {op.ToString().ToLowerInvariant()} node: rules apply to convolutions and dense layers{(convention == LrpConvention.Captum ? ", batch norms and pools" : "")}");
+                : $"{at} is a {op.ToString().ToLowerInvariant()} node: rules apply to convolutions and dense layers{(convention == LrpConvention.Captum ? ", batch norms and pools" : " (a max pool takes rule: takes-most)")}");
         }
         var names = nodes.Where(n => n.IsLinearLayer).Select(n => ModuleScopes.Innermost(n.Name) ?? n.Name).Distinct().ToList();
         return (-1, $"{at}: no such layer in the model's graph{Suggest.DidYouMean(rule.Layer, names)}; layers with weights: {string.Join(", ", names.Take(12))}{(names.Count > 12 ? ", …" : "")}");

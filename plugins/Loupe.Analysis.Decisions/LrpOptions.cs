@@ -88,10 +88,10 @@ public sealed record LrpOptions
 public sealed record LrpLayerRule
 {
     /// <summary>The layer.</summary>
-    [Description("a convolution or dense layer (its module path, e.g. features.0, or its graph node name); under convention: captum also a batch norm, or a max / average pool (rule: epsilon, Captum's EpsilonRule with its own epsilon)")]
+    [Description("a convolution or dense layer (its module path, e.g. features.0, or its graph node name); a max pool with rule: takes-most (zennit); under convention: captum also a batch norm, or a max / average pool (rule: epsilon, Captum's EpsilonRule with its own epsilon)")]
     public string Layer { get; init; } = "";
     /// <summary>The rule.</summary>
-    [Description("epsilon, gamma, alpha1-beta0, alpha2-beta1, alpha-beta (with alpha), z-plus, z-box, flat, w-square or pass (zennit); epsilon, gamma, alpha1-beta0 or pass (captum)")]
+    [Description("epsilon, gamma, alpha1-beta0, alpha2-beta1, alpha-beta (with alpha), z-plus, z-box, flat, w-square or pass (zennit), takes-most at a max pool (zennit); epsilon, gamma, alpha1-beta0 or pass (captum)")]
     public LrpRuleKind Rule { get; init; } = LrpRuleKind.Epsilon;
     /// <summary>ε of the epsilon rule.</summary>
     [Range(0, 1e6), Description("ε of the epsilon rule (default: lrp's epsilon)")]
@@ -102,6 +102,9 @@ public sealed record LrpLayerRule
     /// <summary>α of the alpha-beta rule.</summary>
     [Range(1, 1e6), Description("α of the alpha-beta rule, β = α − 1 (default: lrp's alpha)")]
     public double? Alpha { get; init; }
+    /// <summary>β of takes-most.</summary>
+    [Range(0, 1e6), Description("β of the takes-most rule: the softmax's sharpness within each pooling window (Zennit's beta, default 1; large β gives all to the maximum)")]
+    public double? Beta { get; init; }
     /// <summary>Stabiliser of the other rules.</summary>
     [Range(0, 1e6), Description("the stabiliser of a rule other than epsilon (Zennit's stabilizer, default 1e-6; Captum's 1e-9)")]
     public double? Stabilizer { get; init; }

@@ -29,6 +29,9 @@ public enum LrpRuleKind
     /// <summary>The relevance passes unchanged (Zennit's <c>Pass</c>, Captum's <c>IdentityRule</c>): only for a layer whose
     /// output has its input's shape (a batch norm). Per layer only (<c>rules:</c>).</summary>
     Pass,
+    /// <summary>Zennit's <c>TakesMost</c> for a max pool: each window's relevance shared by softmax(β·x) over the window
+    /// instead of all to its maximum. Per layer only (<c>rules:</c>), Zennit convention.</summary>
+    TakesMost,
 }
 
 /// <summary>A rule with its parameters. <see cref="Low"/>/<see cref="High"/> (z^B) are in model-input space, broadcastable to the input.</summary>
@@ -52,6 +55,8 @@ public sealed record LrpRule(LrpRuleKind Kind, double Epsilon = 1e-6, double Gam
     public bool Captum { get; init; }
     /// <summary>α of <see cref="LrpRuleKind.AlphaBeta"/> (β = α − 1).</summary>
     public double Alpha { get; init; } = 2;
+    /// <summary>β of <see cref="LrpRuleKind.TakesMost"/> (Zennit's default 1).</summary>
+    public double Beta { get; init; } = 1;
 }
 
 /// <summary>Relevance propagation over a <see cref="ModelGraph"/> (Bach et al. 2015), each rule as Zennit defines it:
@@ -117,6 +122,8 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 return Gradient(node, xs, r);            // identity on the kept region, the border's relevance dropped
             case GraphOp.Flatten or GraphOp.Reshape:
                 return [r.reshape(xs[0].shape)];
+            case GraphOp.MaxPool when ruleOf(index) is { Kind: LrpRuleKind.TakesMost } takesMost:
+                return [TakesMost(node, xs[0], r, takesMost.Beta)];
             case GraphOp.MaxPool or GraphOp.AvgPool or GraphOp.AdaptiveAvgPool when ruleOf(index) is { } poolRule:
                 return Proportional(node, xs, r, poolRule.Epsilon);   // a pool's own ε (Captum's EpsilonRule on it)
             case GraphOp.Concat or GraphOp.MaxPool:
@@ -127,6 +134,25 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
         var rule = ruleOf(index) ?? new LrpRule(LrpRuleKind.Epsilon);
         if (rule.Gradient) return Gradient(node, xs, r);
         return rule.Pass || rule.Kind == LrpRuleKind.Pass ? [r] : [Layer(node, xs[0], r, rule)];
+    }
+
+    /// <summary>Zennit's TakesMost at a max pool (as its rules document it): with s = β·x, each window's maximum m and
+    /// e = exp(s − U(m)), where U spreads each window's value over its inputs (a transposed convolution with ones, so an
+    /// input in several overlapping windows gets their sum), the share e / (U(Σ_window e) + 1e-10) of U(R) — for windows
+    /// that do not overlap, softmax(β·x) within the window times the window's relevance.</summary>
+    static Tensor TakesMost(GraphNode node, Tensor x, Tensor r, double beta)
+    {
+        using var scope = NewDisposeScope();
+        long c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var ones = torch.ones([c, 1, node.Kernel[0], node.Kernel[1]], dtype: x.dtype, device: x.device);
+        var s = x * beta;
+        var max = nn.functional.max_pool2d(s, node.Kernel, node.Stride, node.Padding, node.Dilation);
+        long[] outputPadding = new[] { 0, 1 }.Select(d => (d == 0 ? h : w) - ((max.shape[2 + d] - 1) * node.Stride[d] - 2 * node.Padding[d] + node.Dilation[d] * (node.Kernel[d] - 1) + 1)).ToArray();
+        Tensor Spread(Tensor t) => nn.functional.conv_transpose2d(t, ones, null, node.Stride, node.Padding, outputPadding, node.Dilation, c)
+            .narrow(2, 0, h).narrow(3, 0, w);
+        var e = (s - Spread(max)).exp();
+        var sums = nn.functional.conv2d(e, ones, null, node.Stride, node.Padding, node.Dilation, c);
+        return scope.MoveToOuter(e / (Spread(sums) + 1e-10) * Spread(r));
     }
 
     static Tensor[] Gradient(GraphNode node, Tensor[] xs, Tensor r)

@@ -47,6 +47,31 @@ public class LrpTests
         Assert.True(errors.All(e => e.e <= (e.v == "captum" ? 5e-3 : 1e-4)), string.Join("; ", errors.Select(e => $"{e.v}: {e.e:E2}")));
     }
 
+    /// <summary>Zennit's TakesMost at max pools (<c>rules:</c> … <c>rule: takes-most</c>): each window's relevance shared by
+    /// softmax(β·x), against make_lrp_takes_most_fixtures.py — the demo CNN's 2×2 pools (β 1 and 2) and resnet18's
+    /// overlapping 3×3 / stride 2 pool; 27 % from the gradient rule on the demo CNN.</summary>
+    [Fact]
+    public void TakesMostSharesEachWindowByASoftmax()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("  - { id: t, uses: lrp, with: { composite: epsilon-plus, rules: [ { layer: pool1, rule: takes-most }, { layer: pool2, rule: takes-most, beta: 2 } ] } }\n", batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        TechniqueTests.Close(TechniqueTests.Stack(r, "t", "lrp"), "lrp_cnn_takes-most.npy", 1e-4);
+        var r18 = ShapleyFamilyTests.ResNet18("  - { id: t, uses: lrp, with: { composite: epsilon-plus, rules: [ { layer: maxpool, rule: takes-most } ] } }");
+        Assert.True(r18.ExitCode == 0, string.Join("\n", r18.Errors));
+        TechniqueTests.Close(TechniqueTests.Stack(r18, "t", "lrp", 2), "lrp_r18_takes-most.npy", 1e-4);
+    }
+
+    [Theory]
+    [InlineData("{ layer: conv2, rule: takes-most }", "takes-most applies to a max pool")]
+    [InlineData("{ layer: pool1, rule: epsilon, beta: 2 }", "beta applies to the takes-most rule")]
+    [InlineData("{ layer: pool1, rule: gamma }", "a max pool takes rule: takes-most")]
+    public void TakesMostIsRefusedWhereItDoesNotApply(string rule, string error)
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline($"  - {{ id: t, uses: lrp, with: {{ rules: [ {rule} ] }} }}\n"));
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains(r.Errors, e => e.ToString().Contains(error, StringComparison.Ordinal));
+    }
+
     /// <summary>Per-layer rules (<c>rules:</c>): Zennit's NameMapComposite before EpsilonPlus (γ with its own γ,
     /// stabiliser and zero bias, ε with its own ε, α1β0 without bias), a composite's zero_params=['bias'], and Captum's
     /// layer.rule (its own GammaRule and Alpha1_Beta0_Rule forms, set_bias_to_zero, an EpsilonRule's ε, IdentityRule on
