@@ -7,7 +7,7 @@ using static TorchSharp.torch;
 namespace Loupe.Analysis.Concepts;
 
 /// <summary>Options of <c>deep-feature-factorization</c>.</summary>
-public sealed record FeatureFactorizationOptions
+public sealed record FeatureFactorizationOptions : IReshapesLayers
 {
     /// <summary>Layer.</summary>
     [Required, LayerName(Spatial = true), Description("layer whose activations are factorised (N×K×h×w, or tokens / channels-last through 'reshape'), e.g. layer4")]

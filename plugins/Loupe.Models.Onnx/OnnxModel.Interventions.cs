@@ -31,6 +31,8 @@ public sealed partial class OnnxModel : IModelInterventions
     public IDisposable OverrideRelu(ReluRule rule, double beta)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        if (rule == ReluRule.BetaSmooth && !_plan.Any(n => n.OpType == "Relu"))
+            throw new LoupeException("β-smooth changes the backward pass of Relu nodes, and this graph has none (its activations are of another kind): the map would be the plain gradient's");
         lock (_gate)
         {
             if (_reluRule is not null) throw new LoupeException("a ReLU override is already active on this model");

@@ -116,6 +116,8 @@ static class Interventions
     /// the block's output becomes BetaSmoothRelu(bnOut + identity).</summary>
     static void InstallBetaSmooth(IReadOnlyDictionary<string, nn.Module> modules, Func<nn.Module, IReadOnlyList<nn.Module>> running, double beta, List<Action> removers)
     {
+        if (!modules.Values.Any(m => m is ReLU || m.GetType().Name is "BasicBlock" or "Bottleneck"))
+            throw new LoupeException("β-smooth changes the backward pass of ReLU modules, and this model has none (its activations are of another kind): the map would be the plain gradient's");
         foreach (var (name, module) in modules)
         {
             if (module is ReLU relu)

@@ -98,6 +98,39 @@ public class FeatureFactorizationTests
         Assert.True(File.Exists(Path.Combine(r.OutDir!, "d", "dff-grid.png")));
     }
 
+    /// <summary>A transformer's token layer (the small ViT's ln_1, class token dropped by reshape: vit): one map per
+    /// concept at the patch grid and at the input, the concepts one per channel, the NMF's start and descent as on a CNN.</summary>
+    [Fact]
+    public void ATokenLayerIsFactorisedOnItsPatchGrid()
+    {
+        var onnx = Path.Combine(Env.RepoRoot, "tests", "fixtures", "onnx");
+        var dir = Loupe.Testing.RepoPaths.TempDir("loupe-dff-vit");
+        var path = Path.Combine(dir, "vit.yaml");
+        File.WriteAllText(path, $$"""
+            version: 1
+            model: { uses: onnx, with: { path: {{Yaml(Path.Combine(onnx, "families", "vit.onnx"))}} } }
+            data: { uses: npy, with: { path: {{Yaml(Path.Combine(onnx, "vit_input.npy"))}} } }
+            steps:
+              - { id: d, uses: deep-feature-factorization, with: { layer: /encoder/layers/encoder_layer_1/ln_1/LayerNormalization_output_0, reshape: vit, components: 3 } }
+            """);
+        var r = Env.Run(path);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        var layer = Env.Artifact(r, "d/00000.dff-layer.npy");
+        var map = Env.Artifact(r, "d/00000.dff.npy");
+        var concepts = Env.Artifact(r, "d/00000.concepts.npy");
+        Assert.Equal(3, layer.Shape[0]);
+        Assert.Equal(3, map.Shape[0]);
+        Assert.Equal(3, concepts.Shape[1]);
+        Assert.True(map.Shape[1] > layer.Shape[1], "the maps are resized to the input");
+        // Each map min-max scaled: its range is [0, 1) unless the concept is absent from the input.
+        for (int j = 0; j < 3; j++)
+        {
+            var m = map.Data.Skip(j * (int)(map.Shape[1] * map.Shape[2])).Take((int)(map.Shape[1] * map.Shape[2])).ToArray();
+            Assert.InRange(m.Min(), -1e-6f, 1e-6f);
+            Assert.InRange(m.Max(), 0f, 1f);
+        }
+    }
+
     [Fact]
     public void AHeadWithoutALinearWeightIsRefusedAndImagesAboveOneCannotBeSharded()
     {

@@ -32,6 +32,23 @@ public class BetaSmoothTests
         TechniqueTests.Close(TechniqueTests.Stack(r, "b", "beta-smooth", 2), "bs_r18_gradient_b10.npy", 1e-4);
     }
 
+    /// <summary>A model without ReLUs (the small ViT's GELUs): the step fails and says why, instead of writing the plain
+    /// gradient under β-smooth's name.</summary>
+    [Fact]
+    public void AModelWithoutReluIsRefused()
+    {
+        var vit = Path.Combine(TestEnv.Fixtures, "onnx");
+        var r = TestEnv.Run(TestEnv.Pipeline($$"""
+            version: 1
+            model: { uses: onnx, with: { path: {{TestEnv.Yaml(Path.Combine(vit, "families", "vit.onnx"))}} } }
+            data: { uses: npy, with: { path: {{TestEnv.Yaml(Path.Combine(vit, "vit_input.npy"))}} } }
+            steps:
+              - { id: b, uses: beta-smooth, with: { inner: { uses: saliency } } }
+            """));
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("this graph has none", r.Manifest!.ToJsonString());
+    }
+
     [Fact]
     public void AMethodThatSetsItsOwnReluRuleCannotBeWrapped()
     {
