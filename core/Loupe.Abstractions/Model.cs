@@ -19,7 +19,7 @@ public enum ModelCapabilities
     Parameters = 8,
     /// <summary>Layer outputs can be replaced during a forward pass (<see cref="IModelInterventions.Intervene"/>).</summary>
     Interventions = 16,
-    /// <summary>Every ReLU's backward rule can be replaced (guided backprop, deconvnet: <see cref="IModelInterventions.OverrideRelu"/>).</summary>
+    /// <summary>Every ReLU's backward rule can be replaced (guided backprop, deconvnet: <see cref="IModelInterventions.OverrideRelu(ReluRule)"/>).</summary>
     ReluOverride = 32,
     /// <summary>The model describes itself as a dataflow graph of standard operators (<see cref="IModelGraphSource.Graph"/>).</summary>
     Graph = 64,

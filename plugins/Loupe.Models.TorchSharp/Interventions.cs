@@ -43,7 +43,7 @@ static class Interventions
             else if (rule == ReluRule.BetaSmooth) InstallBetaSmooth(modules, running, beta, removers);
             else foreach (var (name, module) in modules)
             {
-                if (rule == ReluRule.Guided && (module is ReLU || module.GetType().Name is "BasicBlock" or "Bottleneck") && module is nn.Module<Tensor, Tensor> m)
+                if (rule == ReluRule.Guided && (module is ReLU || IsBlock(module)) && module is nn.Module<Tensor, Tensor> m)
                 {
                     // Guided backprop needs no pre-activation: the ReLU's own backward keeps the gradient where its
                     // input > 0, so wrapping its output (or a block's, which ends in a functional ReLU) in the
@@ -72,34 +72,12 @@ static class Interventions
                     removers.Add(() => h1.remove());
                     removers.Add(() => h2.remove());
                 }
-                else if (module.GetType().Name is "BasicBlock" or "Bottleneck" && module is nn.Module<Tensor, Tensor> block)
-                {
-                    // out = relu(lastBn(...) + identity), identity = downsample(x) or x; the relu is functional.
-                    var children = module.named_children().ToDictionary(c => c.name, c => c.module);
-                    var lastBn = children.GetValueOrDefault("bn3") ?? children.GetValueOrDefault("bn2")
-                        ?? throw new LoupeException($"block '{name}' has no bn2/bn3: cannot override its ReLU");
-                    var down = children.GetValueOrDefault("downsample");
-                    Tensor? blockInput = null, bnOut = null, identity = null;
-                    var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null!; });
-                    removers.Add(() => h1.remove());
+                else if (IsBlock(module))
                     // The block's own add and ReLU run on a detached alias of the last batch norm's output. TorchVision's
                     // blocks add and ReLU in place, so that buffer then holds relu(bnOut + identity): DeconvPass returns it
                     // and sends relu(gradient) to both terms. Were they not in place, bnOut is intact and is recomputed.
-                    foreach (var bn in running(lastBn).OfType<nn.Module<Tensor, Tensor>>())
-                    {
-                        var h2 = bn.register_forward_hook((_, _, output) => { bnOut = output; return output.detach(); });
-                        removers.Add(() => h2.remove());
-                    }
-                    foreach (var d in down is null ? [] : running(down).OfType<nn.Module<Tensor, Tensor>>())
-                    {
-                        var h3 = d.register_forward_hook((_, _, output) => { identity = output; return null!; });
-                        removers.Add(() => h3.remove());
-                    }
-                    var h4 = block.register_forward_hook((_, _, output) => SameBuffer(output, bnOut!)
-                        ? DeconvPass.apply(bnOut!, identity ?? blockInput!)
-                        : DeconvRelu.apply(bnOut! + (identity ?? blockInput!)));
-                    removers.Add(() => h4.remove());
-                }
+                    HookBlock(name, module, running, removers, "override its ReLU", bnOut => bnOut.detach(),
+                        (output, bnOut, identity) => SameBuffer(output, bnOut) ? DeconvPass.apply(bnOut, identity) : DeconvRelu.apply(bnOut + identity));
             }
         }
         catch
@@ -116,7 +94,7 @@ static class Interventions
     /// the block's output becomes BetaSmoothRelu(bnOut + identity).</summary>
     static void InstallBetaSmooth(IReadOnlyDictionary<string, nn.Module> modules, Func<nn.Module, IReadOnlyList<nn.Module>> running, double beta, List<Action> removers)
     {
-        if (!modules.Values.Any(m => m is ReLU || m.GetType().Name is "BasicBlock" or "Bottleneck"))
+        if (!modules.Values.Any(m => m is ReLU || IsBlock(m)))
             throw new LoupeException("β-smooth changes the backward pass of ReLU modules, and this model has none (its activations are of another kind): the map would be the plain gradient's");
         foreach (var (name, module) in modules)
         {
@@ -128,29 +106,42 @@ static class Interventions
                 removers.Add(() => h1.remove());
                 removers.Add(() => h2.remove());
             }
-            else if (module.GetType().Name is "BasicBlock" or "Bottleneck" && module is nn.Module<Tensor, Tensor> block)
-            {
-                var children = module.named_children().ToDictionary(c => c.name, c => c.module);
-                var lastBn = children.GetValueOrDefault("bn3") ?? children.GetValueOrDefault("bn2")
-                    ?? throw new LoupeException($"block '{name}' has no bn2/bn3: cannot override its ReLU");
-                var down = children.GetValueOrDefault("downsample");
-                Tensor? blockInput = null, bnOut = null, identity = null;
-                var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null!; });
-                removers.Add(() => h1.remove());
-                foreach (var bn in running(lastBn).OfType<nn.Module<Tensor, Tensor>>())
-                {
-                    var h2 = bn.register_forward_hook((_, _, output) => { bnOut = output; return output.detach().clone(); });
-                    removers.Add(() => h2.remove());
-                }
-                foreach (var d in down is null ? [] : running(down).OfType<nn.Module<Tensor, Tensor>>())
-                {
-                    var h3 = d.register_forward_hook((_, _, output) => { identity = output; return null!; });
-                    removers.Add(() => h3.remove());
-                }
-                var h4 = block.register_forward_hook((_, _, _) => BetaSmoothRelu.apply(bnOut! + (identity ?? blockInput!), beta));
-                removers.Add(() => h4.remove());
-            }
+            else if (IsBlock(module))
+                HookBlock(name, module, running, removers, "override its ReLU", bnOut => bnOut.detach().clone(),
+                    (_, bnOut, identity) => BetaSmoothRelu.apply(bnOut + identity, beta));
         }
+    }
+
+    /// <summary>Whether a module is a TorchVision residual block (BasicBlock, Bottleneck), whose final ReLU is functional.</summary>
+    internal static bool IsBlock(nn.Module module) => module.GetType().Name is "BasicBlock" or "Bottleneck" && module is nn.Module<Tensor, Tensor>;
+
+    /// <summary>Hooks on a TorchVision residual block, out = relu(lastBn(…) + identity) with identity = downsample(x) or x
+    /// and a functional (in-place) ReLU: the last batch norm (and whatever runs in its place) hands the block
+    /// <paramref name="handOn"/>(its output) and keeps its output; the block's output becomes
+    /// <paramref name="output"/>(the block's own output, the batch norm's output, the identity).</summary>
+    internal static void HookBlock(string name, nn.Module module, Func<nn.Module, IReadOnlyList<nn.Module>> running, List<Action> removers,
+        string what, Func<Tensor, Tensor> handOn, Func<Tensor, Tensor, Tensor, Tensor> output)
+    {
+        var block = (nn.Module<Tensor, Tensor>)module;
+        var children = module.named_children().ToDictionary(c => c.name, c => c.module);
+        var lastBn = children.GetValueOrDefault("bn3") ?? children.GetValueOrDefault("bn2")
+            ?? throw new LoupeException($"block '{name}' has no bn2/bn3: cannot {what}");
+        var down = children.GetValueOrDefault("downsample");
+        Tensor? blockInput = null, bnOut = null, identity = null;
+        var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null!; });
+        removers.Add(() => h1.remove());
+        foreach (var bn in running(lastBn).OfType<nn.Module<Tensor, Tensor>>())
+        {
+            var h2 = bn.register_forward_hook((_, _, o) => { bnOut = o; return handOn(o); });
+            removers.Add(() => h2.remove());
+        }
+        foreach (var d in down is null ? [] : running(down).OfType<nn.Module<Tensor, Tensor>>())
+        {
+            var h3 = d.register_forward_hook((_, _, o) => { identity = o; return null!; });
+            removers.Add(() => h3.remove());
+        }
+        var h4 = block.register_forward_hook((_, _, o) => output(o, bnOut!, identity ?? blockInput!));
+        removers.Add(() => h4.remove());
     }
 
     [System.Runtime.InteropServices.DllImport("LibTorchSharp")]

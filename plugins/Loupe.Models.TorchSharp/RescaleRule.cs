@@ -42,37 +42,21 @@ static class RescaleRule
                     removers.Add(() => h1.remove()); removers.Add(() => h2.remove());
                 }
             }
-            else if (module.GetType().Name is "BasicBlock" or "Bottleneck" && module is nn.Module<Tensor, Tensor> block)
+            else if (Interventions.IsBlock(module))
             {
                 // out = relu(lastBn(...) + identity): the block adds and ReLUs in place on a detached alias of the last
                 // batch norm's output, whose half difference is taken first; the identity's is added once it is known,
                 // and the rule is applied to the buffer the block wrote. Were the block not in place, bnOut is intact
                 // and the sum is recomputed.
-                var children = module.named_children().ToDictionary(c => c.name, c => c.module);
-                var lastBn = children.GetValueOrDefault("bn3") ?? children.GetValueOrDefault("bn2")
-                    ?? throw new LoupeException($"block '{name}' has no bn2/bn3: cannot apply the rescale rule to its ReLU");
-                var down = children.GetValueOrDefault("downsample");
-                Tensor? blockInput = null, bnOut = null, identity = null, din = null;
-                var h1 = block.register_forward_pre_hook((_, input) => { blockInput = input; identity = null; return null!; });
-                removers.Add(() => h1.remove());
-                foreach (var bn in running(lastBn).OfType<nn.Module<Tensor, Tensor>>())
-                {
-                    var h2 = bn.register_forward_hook((_, _, output) => { bnOut = output; din = Rescale.HalfDifference(output); return output.detach(); });
-                    removers.Add(() => h2.remove());
-                }
-                foreach (var d in down is null ? [] : running(down).OfType<nn.Module<Tensor, Tensor>>())
-                {
-                    var h3 = d.register_forward_hook((_, _, output) => { identity = output; return null!; });
-                    removers.Add(() => h3.remove());
-                }
-                var h4 = block.register_forward_hook((_, _, output) =>
-                {
-                    var id = identity ?? blockInput!;
-                    if (!Interventions.SameBuffer(output, bnOut!)) return Rescale.Nonlinear(bnOut! + id, Nonlinearity.Relu);
-                    Rescale.AddHalfDifference(din!, id);
-                    return Rescale.AfterInPlaceRelu(output, din!, bnOut!, id);
-                });
-                removers.Add(() => h4.remove());
+                Tensor? din = null;
+                Interventions.HookBlock(name, module, running, removers, "apply the rescale rule to its ReLU",
+                    bnOut => { din = Rescale.HalfDifference(bnOut); return bnOut.detach(); },
+                    (output, bnOut, id) =>
+                    {
+                        if (!Interventions.SameBuffer(output, bnOut)) return Rescale.Nonlinear(bnOut + id, Nonlinearity.Relu);
+                        Rescale.AddHalfDifference(din!, id);
+                        return Rescale.AfterInPlaceRelu(output, din!, bnOut, id);
+                    });
             }
         }
     }
