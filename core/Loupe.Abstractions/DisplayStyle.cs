@@ -12,6 +12,9 @@ public enum Colormap
     Diverging,
     /// <summary>Black → white.</summary>
     Grey,
+    /// <summary>Jet (MATLAB's; OpenCV's COLORMAP_JET, which pytorch-grad-cam's <c>show_cam_on_image</c> draws, within one
+    /// level): dark blue → cyan → yellow → dark red. Not perceptually uniform: for comparing with that library's pictures.</summary>
+    Jet,
 }
 
 /// <summary>Which part of a signed attribution map is shown (Captum's <c>visualize_image_attr</c> <c>sign</c>).</summary>
@@ -32,7 +35,7 @@ public enum AttributionSign
 public sealed record OverlayStyle
 {
     /// <summary>Colour map (default viridis; diverging when <see cref="Sign"/> is <c>all</c>).</summary>
-    [Description("colour map: viridis, diverging (signed maps) or grey")]
+    [Description("colour map: viridis, diverging (signed maps), grey, or jet (pytorch-grad-cam's show_cam_on_image colours: OpenCV's COLORMAP_JET)")]
     public Colormap? Colormap { get; set; }
 
     /// <summary>Captum's <c>outlier_perc</c>: the map is divided by the value at which the cumulative sum of its sorted

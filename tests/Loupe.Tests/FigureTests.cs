@@ -94,6 +94,21 @@ public class FigureTests
         Assert.True(img.Width < 230 + 3 * 60 + 20, $"width {img.Width}");
     }
 
+    /// <summary>colormap: jet is pytorch-grad-cam's show_cam_on_image colours (OpenCV's COLORMAP_JET, read from OpenCV by
+    /// make_sobel_fixtures.py) within one level, and overlays draw with it.</summary>
+    [Fact]
+    public void JetIsOpenCvsColormapWithinOneLevel()
+    {
+        var lut = Display.Lut(Colormap.Jet);
+        var opencv = Npy.Read(TestEnv.Fixture("opencv_jet.npy")).Data;
+        Assert.Equal(opencv.Length, lut.Length);
+        Assert.True(Enumerable.Range(0, lut.Length).All(i => Math.Abs(lut[i] - opencv[i]) <= 1), "jet differs from OpenCV's by more than one level");
+        using var ramp = arange(256, dtype: ScalarType.Float32).view(1, 1, 256);
+        using var pixels = zeros(1, 3, 1, 256);
+        var overlay = Display.Overlays(pixels, ramp, alpha: 1, colormap: Colormap.Jet)[0];
+        Assert.Equal(lut, overlay.Pixels);
+    }
+
     [Fact]
     public void EachMapsRangeIsItsMinAndMaxOrItsClipValue()
     {

@@ -29,11 +29,17 @@ public static partial class Display
 
     static readonly Lazy<byte[]> GreyLut = new(() => Enumerable.Range(0, 256).SelectMany(i => new[] { (byte)i, (byte)i, (byte)i }).ToArray());
 
+    // MATLAB's jet, v = i / 255: red, green and blue are clamp(1.5 − |4v − k|) for k = 3, 2, 1 (OpenCV's COLORMAP_JET
+    // samples the same ramps: within one level of it at every index).
+    static readonly Lazy<byte[]> JetLut = new(() => Enumerable.Range(0, 256).SelectMany(i =>
+        new[] { 3.0, 2.0, 1.0 }.Select(k => (byte)Math.Round(255 * Math.Clamp(1.5 - Math.Abs(4 * i / 255.0 - k), 0, 1)))).ToArray());
+
     /// <summary>The 256-entry lookup table (RGB interleaved) of a colour map.</summary>
     public static byte[] Lut(Colormap map) => map switch
     {
         Colormap.Diverging => DivergingLut.Value,
         Colormap.Grey => GreyLut.Value,
+        Colormap.Jet => JetLut.Value,
         _ => ViridisLut.Value,
     };
 
