@@ -50,3 +50,39 @@ public sealed class BooleanFormsAttribute(string whenTrue, string whenFalse) : A
     /// <summary>The member <c>false</c> binds to.</summary>
     public string WhenFalse => whenFalse;
 }
+
+/// <summary>On a component that shares its options record with others (a family of metrics with one record) and reads
+/// only some of its options: the options it reads, by property name (<c>nameof</c>). The attributes on the class and
+/// on its base classes add up, so a family's base names what every member reads and each member adds its own;
+/// plugins may derive named sets from it (e.g. every option of a baseline). A component without one reads every
+/// option. The host refuses a step that gives an option the component does not read a value other than its default,
+/// naming the components of the same record that read it, and <c>loupe describe</c>, the library's
+/// <c>Technique.Options</c> and the pipeline schema list only the options it reads. An option's
+/// <see cref="OrConstantAttribute"/> property comes with it.</summary>
+[AttributeUsage(AttributeTargets.Class, AllowMultiple = true, Inherited = true)]
+public class ReadsOptionsAttribute(params string[] properties) : Attribute
+{
+    /// <summary>The options read, by property name of the options record.</summary>
+    public IReadOnlyList<string> Properties => properties;
+
+    /// <summary>The properties of <paramref name="optionsType"/> that <paramref name="component"/> reads: every one
+    /// when it (and its bases) carry no <see cref="ReadsOptionsAttribute"/>, else the union of their lists with the
+    /// <see cref="OrConstantAttribute"/> properties of those named. A name that is no property of the record is a
+    /// plugin error (<see cref="InvalidOperationException"/>, naming both types).</summary>
+    public static IReadOnlySet<string> Of(Type component, Type optionsType)
+    {
+        var properties = optionsType.GetProperties(System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)
+            .Where(p => p.CanWrite && p.GetIndexParameters().Length == 0).ToDictionary(p => p.Name);
+        var lists = component.GetCustomAttributes(typeof(ReadsOptionsAttribute), inherit: true).Cast<ReadsOptionsAttribute>().ToList();
+        if (lists.Count == 0) return properties.Keys.ToHashSet();
+        var read = new HashSet<string>();
+        foreach (var name in lists.SelectMany(l => l.Properties))
+        {
+            if (!properties.TryGetValue(name, out var p))
+                throw new InvalidOperationException($"{component.FullName} reads option '{name}', which {optionsType.FullName} does not have");
+            read.Add(name);
+            if (System.Reflection.CustomAttributeExtensions.GetCustomAttribute<OrConstantAttribute>(p) is { } constant) read.Add(constant.Property);
+        }
+        return read;
+    }
+}

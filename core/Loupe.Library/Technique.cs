@@ -23,7 +23,7 @@ public sealed class Technique
     /// <summary>One line on what it shows.</summary>
     public string Description => _descriptor.Description;
     /// <summary>Its options, as <c>loupe describe</c> lists them.</summary>
-    public IReadOnlyList<OptionInfo> Options => Inspector.Options(_descriptor.OptionsType);
+    public IReadOnlyList<OptionInfo> Options => Inspector.Options(_descriptor.OptionsType, _descriptor.ImplementationType);
     /// <summary>The type of its options record (from the plugin's assembly).</summary>
     public Type OptionsType => _descriptor.OptionsType;
 

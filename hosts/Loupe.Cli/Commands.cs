@@ -178,7 +178,7 @@ internal static class Commands
         }
         foreach (var c in matches)
         {
-            var options = Inspector.Options(c.OptionsType);
+            var options = Inspector.Options(c.OptionsType, c.ImplementationType);
             if (json)
             {
                 Console.WriteLine(JsonSerializer.Serialize(new { c.Id, Kind = c.Kind.ToString().ToLowerInvariant(), c.Description, c.Source, Options = options }, Manifest.JsonOptions));

@@ -23,6 +23,7 @@ public sealed record ComplexityOptions : NormalisedMetricOptions
 }
 
 /// <summary>Base of the complexity metrics: a function of the map alone (no forward pass).</summary>
+[ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(ComplexityOptions.Abs), nameof(ComplexityOptions.Normalise), nameof(ComplexityOptions.Features))]
 public abstract class ComplexityMetric : QualityMetric<ComplexityOptions>
 {
     /// <inheritdoc/>
@@ -60,6 +61,7 @@ public sealed class Complexity : ComplexityMetric
 }
 
 /// <summary><c>effective-complexity</c> (Nguyen &amp; Rodríguez Martínez 2020): features with a &gt; eps (|a| by default). Lower is better.</summary>
+[ReadsOptions(nameof(ComplexityOptions.Eps))]
 public sealed class EffectiveComplexity : ComplexityMetric
 {
     /// <inheritdoc/>

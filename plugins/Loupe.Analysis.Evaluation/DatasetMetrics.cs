@@ -84,6 +84,7 @@ public enum Discretisation
 /// <summary>Base of the metrics of Dasgupta et al. (2022) whose per-input value depends on every input of the run:
 /// the maps and predicted classes of all inputs are gathered (batching does not change the numbers), then scored
 /// together. They compare inputs across the whole dataset, so they do not run on shards.</summary>
+[ReadsMetric, ReadsOptions(nameof(DatasetMetricOptions.Abs), nameof(DatasetMetricOptions.Normalise), nameof(DatasetMetricOptions.QuantusBatchSize), nameof(DatasetMetricOptions.Features))]
 public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
 {
     /// <summary>The component id.</summary>
@@ -163,6 +164,7 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
 /// never vary are left out), divided by the largest distance between any two maps (Quantus's normalise_func on the
 /// distance matrix: <c>second-moment</c> divides by its root mean square instead), is at most <c>threshold</c>; the score is the share
 /// of the other inputs with an agreeing explanation that the model assigns to the same class. Higher is better.</summary>
+[ReadsOptions(nameof(DatasetMetricOptions.Threshold), nameof(DatasetMetricOptions.Distance))]
 public sealed class Sufficiency : DatasetMetric
 {
     /// <inheritdoc/>
@@ -240,6 +242,7 @@ public sealed class Sufficiency : DatasetMetric
 /// Loupe follows the paper's idea of an explanation as its most relevant features; <c>sign</c>, <c>floating-points</c>
 /// and <c>rank</c> are Quantus's others); the score is the share of the other inputs with the same discretised explanation that
 /// the model assigns to the same class (0 when none has it). Higher is better.</summary>
+[ReadsOptions(nameof(DatasetMetricOptions.TopN), nameof(DatasetMetricOptions.Discretise))]
 public sealed class Consistency : DatasetMetric
 {
     /// <inheritdoc/>

@@ -7,6 +7,7 @@ namespace Loupe.Analysis.Evaluation;
 
 /// <summary>Base of the faithfulness metrics: the map ranks pixels (per-channel maps summed over channels), perturbed
 /// copies are scored in batches under the memory budget, and a published formula reduces the outputs.</summary>
+[ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(FaithfulnessOptions.Abs), nameof(FaithfulnessOptions.Normalise), nameof(FaithfulnessOptions.MicroBatch))]
 public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
 {
     /// <summary>Quantus's default of <c>abs</c>.</summary>
@@ -51,30 +52,15 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
         return scope.MoveToOuter(b.ValueFeatures(abs, normalise).view(b.N, c, -1).sum(1));
     }
 
-    /// <summary>Whether the metric ranks single features, so that <c>features: values</c> applies.</summary>
-    protected virtual bool RanksFeatures => false;
-
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
     {
-        if (o.Features == FeatureUnit.Values && !RanksFeatures)
-            yield return $"option 'features': values applies to pixel-flipping, faithfulness-estimate, faithfulness-correlation, monotonicity, monotonicity-correlation and sensitivity-n, not to {Id}";
-        if (o.QuantusBatchSize is not null && !UsesQuantusBatch)
-            yield return $"option 'quantus_batch_size' applies to sensitivity-n and irof, not to {Id} (its Quantus scores do not depend on the batch)";
         if (o.Runs < MinRuns)
             yield return $"option 'runs' must be at least {MinRuns} for {Id} (a correlation over the runs)";
-        if (o.Score != ScoreConvention.Paper && !UsesScore)
-            yield return $"option 'score' applies to pixel-flipping, selectivity, region-perturbation, irof and sensitivity-n, not to {Id} (it has one definition)";
     }
-
-    /// <summary>Whether the metric reads <c>quantus_batch_size</c>.</summary>
-    protected virtual bool UsesQuantusBatch => false;
 
     /// <summary>The fewest <c>runs</c> the metric takes.</summary>
     protected virtual int MinRuns => 1;
-
-    /// <summary>Whether the metric reads <c>score</c> (paper or Quantus convention).</summary>
-    protected virtual bool UsesScore => false;
 
     /// <summary>The features a row has: pixels, or channel values under <c>features: values</c>.</summary>
     protected static long FeatureCount(FaithfulnessOptions o, MetricBatch b) => o.Features == FeatureUnit.Values ? b.D * b.X.shape[1] : b.D;
@@ -152,14 +138,13 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
 /// <summary><c>faithfulness-correlation</c> (Bhatt et al. 2020): Pearson correlation, over <c>runs</c> random pixel
 /// subsets (seeded per input), between the subset's attribution sum and the output drop f(x) − f(x with the subset
 /// replaced). Quantus defaults: logits, signed map, baseline min, 100 runs of 224 pixels. Higher is better.</summary>
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.SubsetSize), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
 public sealed class FaithfulnessCorrelation : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "faithfulness-correlation";
     /// <inheritdoc/>
     protected override int MinRuns => 2;
-    /// <inheritdoc/>
-    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
@@ -196,12 +181,11 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
 /// <summary><c>faithfulness-estimate</c> (Alvarez-Melis &amp; Jaakkola 2018): Pearson correlation between each step's
 /// attribution sum and the output drop when that step's pixels alone are replaced (pixels in decreasing order,
 /// <c>features_in_step</c> per step). Quantus defaults: logits, signed map, baseline min. Higher is better.</summary>
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
 public sealed class FaithfulnessEstimate : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "faithfulness-estimate";
-    /// <inheritdoc/>
-    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
@@ -219,12 +203,11 @@ public sealed class FaithfulnessEstimate : FaithfulnessMetric
 /// <summary><c>monotonicity</c> (Arya et al. 2019): starting from the baseline, pixels are put back in increasing order
 /// of attribution (<c>features_in_step</c> per step); 1 when the class probability never decreases, else 0 (the mean
 /// is the share of monotonic inputs). Quantus defaults: softmax, |map|, baseline min. Higher is better.</summary>
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Features))]
 public sealed class Monotonicity : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "monotonicity";
-    /// <inheritdoc/>
-    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
@@ -244,12 +227,11 @@ public sealed class Monotonicity : FaithfulnessMetric
 /// one U[0, 1) value in the model's input space for all the pixels it replaces, seeded per input: <c>uniform-step</c>;
 /// until 2026-12-05 the default drew U[0, 1) per pixel in display space, <c>uniform</c>); the step's variance E[(f(x') − f(x))²] / f(x)² (1/f(x)² only when |f(x)| ≥ <c>eps</c>, Quantus: 1e-5) is Spearman-correlated
 /// with the step's attribution sum. Softmax by default. Higher is better.</summary>
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Features), nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.Eps), nameof(FaithfulnessOptions.Similarity))]
 public sealed class MonotonicityCorrelation : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "monotonicity-correlation";
-    /// <inheritdoc/>
-    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>

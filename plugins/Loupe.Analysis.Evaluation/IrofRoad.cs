@@ -12,6 +12,7 @@ namespace Loupe.Analysis.Evaluation;
 /// p_k = f(x after k segments) / f(x) (class probability by default) and p_0 = 1, the score is the area over that curve
 /// on [0, 1] (x = k / M, trapezoid): 1 − AUC. Quantus omits p_0 and returns M − Σ_trapezoid with dx = 1 (it removes
 /// segments cumulatively too); Loupe keeps the paper's scale, the same for any M. Higher is better.</summary>
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Segmentation), nameof(FaithfulnessOptions.Segments), nameof(FaithfulnessOptions.Compactness), nameof(FaithfulnessOptions.Cell), nameof(FaithfulnessOptions.QuantusBatchSize))]
 public sealed class Irof : FaithfulnessMetric
 {
     /// <inheritdoc/>
@@ -24,10 +25,6 @@ public sealed class Irof : FaithfulnessMetric
     /// perturbation is cumulative), so <c>score: quantus</c> defaults to running-mean; the paper's score keeps the image
     /// mean.</summary>
     protected override Fill DefaultFillWith(FaithfulnessOptions o) => o.Score == ScoreConvention.Quantus ? Fill.RunningMean : Fill.Mean;
-    /// <inheritdoc/>
-    protected override bool UsesQuantusBatch => true;
-    /// <inheritdoc/>
-    protected override bool UsesScore => true;
 
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
@@ -100,6 +97,7 @@ public sealed class Irof : FaithfulnessMetric
 /// input), and the point is 1 when the model still predicts the explained class. The score is the mean of the
 /// points (the accuracy curve's mean; Quantus reports the curve averaged over inputs). MoRF: lower is better (the
 /// class is lost quickly); LeRF: higher is better. Needs a class target.</summary>
+[ReadsOptions(nameof(FaithfulnessOptions.Percentages), nameof(FaithfulnessOptions.Noise), nameof(FaithfulnessOptions.Order))]
 public sealed class Road : FaithfulnessMetric
 {
     /// <inheritdoc/>
@@ -174,8 +172,6 @@ public sealed class Road : FaithfulnessMetric
         foreach (var e in base.ValidateMetric(o, context)) yield return e;
         foreach (var e in PercentageErrors(o)) yield return e;
         if (o.Order == RegionOrder.Random) yield return "option 'order': road takes morf or lerf";
-        if (o.Baseline is not null || o.BaselineValue is not null || o.BaselineImages is not null)
-            yield return "road imputes the removed pixels from their neighbours: it takes no 'baseline' or 'baseline_images'";
     }
 
     /// <inheritdoc/>

@@ -41,6 +41,7 @@ public sealed record LocalisationOptions : NormalisedMetricOptions
 
 /// <summary>Base of the localisation metrics: a function of the map and the object mask (no forward pass).
 /// Inputs whose mask is empty score NaN and are left out of the mean.</summary>
+[ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(LocalisationOptions.Threshold), nameof(LocalisationOptions.Abs), nameof(LocalisationOptions.Normalise), nameof(LocalisationOptions.Masks), nameof(LocalisationOptions.Boxes))]
 public abstract class LocalisationMetric : QualityMetric<LocalisationOptions>
 {
     /// <summary>Quantus's default of <c>abs</c>.</summary>
@@ -60,6 +61,7 @@ public abstract class LocalisationMetric : QualityMetric<LocalisationOptions>
 }
 
 /// <summary><c>attribution-localisation</c> (Kohlbrenner et al. 2020): share of the positive attribution inside the mask.</summary>
+[ReadsOptions(nameof(LocalisationOptions.Weighted), nameof(LocalisationOptions.PositiveOnly))]
 public sealed class AttributionLocalisation : LocalisationMetric
 {
     /// <inheritdoc/>
@@ -71,6 +73,7 @@ public sealed class AttributionLocalisation : LocalisationMetric
 }
 
 /// <summary><c>top-k-intersection</c> (Theiner et al. 2021): share of the k top features inside the mask.</summary>
+[ReadsOptions(nameof(LocalisationOptions.K), nameof(LocalisationOptions.ConceptInfluence))]
 public sealed class TopKIntersection : LocalisationMetric
 {
     /// <inheritdoc/>

@@ -63,6 +63,17 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             yield return $"option 'score': {(options.Score == MprtScore.Average ? "average" : "quantus-average")} needs the curve's every point (per_layer: true)";
         if (options.BinsRule is not null && (options.Variant != MprtVariant.Efficient || options.Complexity != MprtComplexity.DiscreteEntropy))
             yield return "option 'bins_rule' applies to variant efficient with complexity discrete-entropy";
+        var defaults = new MprtOptions();
+        foreach (var (key, set, variant) in new[]
+        {
+            ("samples", options.Samples != defaults.Samples, MprtVariant.Smooth),
+            ("noise_magnitude", options.NoiseMagnitude != defaults.NoiseMagnitude, MprtVariant.Smooth),
+            ("micro_batch", options.MicroBatch is not null, MprtVariant.Smooth),
+            ("bins", options.Bins != defaults.Bins, MprtVariant.Efficient),
+            ("min_bins", options.MinBins != defaults.MinBins, MprtVariant.Efficient),
+            ("max_bins", options.MaxBins != defaults.MaxBins, MprtVariant.Efficient),
+        })
+            if (set && options.Variant != variant) yield return $"option '{key}' applies to variant {(variant == MprtVariant.Smooth ? "smooth" : "efficient")}";
         if (options.MinBins > options.MaxBins) yield return $"option 'min_bins' ({options.MinBins}) must not exceed 'max_bins' ({options.MaxBins})";
     }
 

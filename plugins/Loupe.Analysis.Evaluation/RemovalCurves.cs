@@ -8,12 +8,11 @@ namespace Loupe.Analysis.Evaluation;
 /// <summary>Base of the removal-curve metrics: units (pixels or patches) replaced cumulatively by the baseline in
 /// decreasing order of attribution; the score is the area under the probability curve, normalised by its length
 /// (Quantus returns the curve, or its trapezoid with dx = 1 = this × (steps − 1)). Lower is better.</summary>
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Score))]
 public abstract class RemovalCurveMetric : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
-    /// <inheritdoc/>
-    protected override bool UsesScore => true;
 
     /// <summary>The step of each pixel, most relevant first, and each row's number of steps.</summary>
     protected abstract Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts);
@@ -35,12 +34,11 @@ public abstract class RemovalCurveMetric : FaithfulnessMetric
 }
 
 /// <summary><c>pixel-flipping</c> (Bach et al. 2015): pixels removed most relevant first, <c>features_in_step</c> per step.</summary>
+[ReadsOptions(nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Features))]
 public sealed class PixelFlipping : RemovalCurveMetric
 {
     /// <inheritdoc/>
     public override string Id => "pixel-flipping";
-    /// <inheritdoc/>
-    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     protected override Tensor Steps(FaithfulnessOptions o, MetricBatch b, Tensor a, out long[] counts)
     {
@@ -58,6 +56,7 @@ public sealed class PixelFlipping : RemovalCurveMetric
 /// <summary><c>selectivity</c> (Montavon et al. 2018): patch × patch regions removed most relevant first, every region
 /// that <c>windows</c> yields (grid: Quantus 0.6's blocks; sliding: Quantus 0.5's windows, whose number differs between
 /// inputs).</summary>
+[ReadsOptions(nameof(FaithfulnessOptions.Patch), nameof(FaithfulnessOptions.Windows))]
 public sealed class Selectivity : RemovalCurveMetric
 {
     /// <inheritdoc/>
@@ -80,6 +79,7 @@ public sealed class Selectivity : RemovalCurveMetric
 /// mean over k = 0..L of f(x) − f(x after k regions), or with <c>score: quantus</c> Quantus's get_auc_score of its
 /// curve: numpy's trapz, dx = 1, of f(x) − f(x after k regions) for k = 1..L. MoRF: higher is better; LeRF: lower is
 /// better (both scores: Quantus labels the metric lower-is-better whatever the order).</summary>
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Patch), nameof(FaithfulnessOptions.Regions), nameof(FaithfulnessOptions.Windows), nameof(FaithfulnessOptions.Order))]
 public sealed class RegionPerturbation : FaithfulnessMetric
 {
     /// <inheritdoc/>
@@ -88,8 +88,6 @@ public sealed class RegionPerturbation : FaithfulnessMetric
     protected override bool SumsBlocksOverChannels => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
-    /// <inheritdoc/>
-    protected override bool UsesScore => true;
     /// <inheritdoc/>
     protected override bool HigherIsBetterWith(FaithfulnessOptions options) => options.Order != RegionOrder.Lerf;
 

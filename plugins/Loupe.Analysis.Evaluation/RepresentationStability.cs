@@ -9,14 +9,13 @@ namespace Loupe.Analysis.Evaluation;
 /// flattened and concatenated (the norm does not depend on their order), or by default those of every layer but the
 /// containers; every call's output, as Quantus's forward hooks keep them (a module that runs twice, as resnet's ReLUs,
 /// contributes both). Lower is better.</summary>
+[ReadsOptions(nameof(StabilityOptions.Layer), nameof(StabilityOptions.Layers))]
 public sealed class RelativeRepresentationStability : RelativeStability
 {
     /// <inheritdoc/>
     public override string Id => "relative-representation-stability";
     /// <inheritdoc/>
     protected override bool UsesRepresentation => true;
-    /// <inheritdoc/>
-    protected override bool ReadsLayers => true;
     /// <summary>Kinds of layers that only hold others (Quantus skips the model and its Sequentials).</summary>
     static readonly HashSet<string> Containers = ["Sequential", "ModuleList", "ModuleDict"];
 

@@ -16,12 +16,11 @@ namespace Loupe.Analysis.Evaluation;
 /// the maps are rescaled over the run together as Quantus rescales its batch: max and second-moment are one positive
 /// factor, which changes neither the ranks nor a correlation, so they are left out; negative is refused. Higher is
 /// better.</summary>
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Fractions), nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.MaxFraction), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.QuantusBatchSize), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
 public sealed class SensitivityN : FaithfulnessMetric
 {
     /// <inheritdoc/>
     public override string Id => "sensitivity-n";
-    /// <inheritdoc/>
-    protected override bool RanksFeatures => true;
     /// <inheritdoc/>
     public override bool HigherIsBetter => true;
     /// <inheritdoc/>
@@ -40,10 +39,6 @@ public sealed class SensitivityN : FaithfulnessMetric
     protected override string? Unshardable(FaithfulnessOptions o) => AcrossInputs(o)
         ? "with score: quantus it correlates each step across the inputs, so it needs the whole dataset at once" : null;
 
-    /// <inheritdoc/>
-    protected override bool UsesQuantusBatch => true;
-    /// <inheritdoc/>
-    protected override bool UsesScore => true;
     /// <inheritdoc/>
     protected override int MinRuns => 2;
 

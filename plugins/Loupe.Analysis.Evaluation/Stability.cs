@@ -89,6 +89,7 @@ public enum StabilityNoise
 /// <summary>Base of the robustness metrics: <c>samples</c> noisy copies per input (noise drawn per input id, one sample
 /// at a time, so batches and shards give the same numbers), the method run again on them in batches of copies under the
 /// memory budget (target: the classes chosen on the clean input), and a per-sample ratio reduced over samples.</summary>
+[ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(StabilityOptions.Samples), nameof(StabilityOptions.Noise), nameof(StabilityOptions.Radius), nameof(StabilityOptions.LowerBound), nameof(StabilityOptions.Sigma), nameof(StabilityOptions.Mean), nameof(StabilityOptions.SkipChangedPredictions), nameof(StabilityOptions.NanWhenPredictionChanges), nameof(StabilityOptions.Abs), nameof(StabilityOptions.Normalise), nameof(StabilityOptions.MicroBatch))]
 public abstract class StabilityMetric : QualityMetric<StabilityOptions>
 {
     /// <inheritdoc/>
@@ -120,13 +121,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     {
         if (!GaussianWith(o) && (o.LowerBound ?? DefaultLowerBound) is { } lo && lo >= RadiusOf(o))
             yield return $"option 'lower_bound' ({lo}) must be below 'radius' ({RadiusOf(o)}): the noise is drawn from U[lower_bound, radius]";
-        if (!ReadsLayers)
-            foreach (var (key, set) in new[] { ("layer", o.Layer is not null), ("layers", o.Layers is not null) })
-                if (set) yield return $"option '{key}' applies to relative-representation-stability, not to {Id} (it reads no layer's output)";
     }
-
-    /// <summary>Whether the representation is layers' outputs (<c>layer</c>, <c>layers</c>).</summary>
-    protected virtual bool ReadsLayers => false;
 
     /// <summary>Whether <see cref="Ratio"/> reads the representations h, h' (else no forward computes them).</summary>
     protected virtual bool UsesRepresentation => false;
@@ -268,6 +263,7 @@ public sealed class MaxSensitivity : MapSensitivity
 /// difference, fro_norm numerator and denominator), unguarded as in Quantus: a map of zeros has no relative change —
 /// +∞ when a sample's map is not zero, no value (NaN, left out as a skipped sample) when it is, so an input whose every
 /// map is zero scores NaN, not the best score 0 (a Grad-CAM whose ReLU zeroes the whole map is not "stable").</summary>
+[ReadsOptions(nameof(StabilityOptions.NormNumerator), nameof(StabilityOptions.NormDenominator))]
 public abstract class MapSensitivity : StabilityMetric
 {
     /// <inheritdoc/>
@@ -278,6 +274,7 @@ public abstract class MapSensitivity : StabilityMetric
 /// <summary><c>local-lipschitz</c> (Alvarez-Melis &amp; Jaakkola 2018; Quantus LocalLipschitzEstimate): the max over
 /// samples x' = x + N(0, σ²) of ‖Φ(x) − Φ(x')‖₂ / ‖x − x'‖₂, maps normalised by their max |·| (Quantus default).
 /// Lower is better.</summary>
+[ReadsOptions(nameof(StabilityOptions.NormNumerator), nameof(StabilityOptions.NormDenominator))]
 public sealed class LocalLipschitz : StabilityMetric
 {
     /// <inheritdoc/>
@@ -294,6 +291,7 @@ public sealed class LocalLipschitz : StabilityMetric
 /// <summary>Base of the relative stabilities (Agarwal et al. 2022; Quantus 0.6): noise U[0.02, 0.2] per input element,
 /// samples whose prediction changed left out, the max over samples of ‖(Φ(x) − Φ(x'))/Φ(x)‖ over a denominator that
 /// is replaced by ε when it is exactly 0, as are the zero entries of the divisors (Quantus's guards).</summary>
+[ReadsOptions(nameof(StabilityOptions.EpsMin))]
 public abstract class RelativeStability : StabilityMetric
 {
     /// <inheritdoc/>
@@ -328,6 +326,7 @@ public sealed class RelativeInputStability : RelativeStability
 
 /// <summary><c>relative-output-stability</c>: the denominator is the change of the logits, ‖h(x) − h(x')‖₂ (the
 /// paper's and Quantus's: not relative to h(x)). Lower is better.</summary>
+[ReadsOptions(nameof(StabilityOptions.Softmax))]
 public sealed class RelativeOutputStability : RelativeStability
 {
     /// <inheritdoc/>

@@ -11,13 +11,7 @@ public class FaithfulnessOptionRulesTests
     [Fact]
     public void ScoreAndRunsAreCheckedWhereTheyMeanSomething()
     {
-        var path = Path.Combine(Env.TempDir(), "p.yaml");
-        File.WriteAllText(path, $$"""
-            version: 1
-            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
-            data: { uses: idx, with: { images: {{Env.DemoImages}}, limit: 4 } }
-            steps:
-              - { id: sal, uses: saliency }
+        var path = OptionReadersTests.Pipeline("""
               - { id: fe, uses: faithfulness-estimate, with: { of: sal, score: quantus } }
               - { id: road, uses: road, with: { of: sal, score: quantus } }
               - { id: fc, uses: faithfulness-correlation, with: { of: sal, runs: 1 } }
@@ -26,7 +20,7 @@ public class FaithfulnessOptionRulesTests
             """);
         var v = Assert.Throws<PipelineException>(() => PipelineRunner.Prepare(new RunRequest(path) { PluginDirectories = [Env.BuiltInPlugins] }));
         Assert.True(v.Errors.Count == 3, string.Join("\n", v.Errors.Select(e => e.Message)));
-        Assert.Contains(v.Errors, x => x.Message.Contains("option 'score' applies to pixel-flipping, selectivity, region-perturbation, irof and sensitivity-n, not to faithfulness-estimate"));
+        Assert.Contains(v.Errors, x => x.Message.Contains("option 'score' applies to irof, pixel-flipping, region-perturbation, selectivity and sensitivity-n, not to faithfulness-estimate"));
         Assert.Contains(v.Errors, x => x.Message.Contains("not to road"));
         Assert.Contains(v.Errors, x => x.Message.Contains("option 'runs' must be at least 2 for faithfulness-correlation"));
     }

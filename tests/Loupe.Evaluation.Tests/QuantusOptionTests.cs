@@ -246,7 +246,7 @@ public class QuantusOptionTests
             """);
         Assert.NotEqual(0, bad.ExitCode);
         Assert.Contains(bad.Errors, e => e.Message.Contains("step 'c' (completeness): give 'baseline' or 'baseline_images', not both"));
-        Assert.Contains(bad.Errors, e => e.Message.Contains("step 'r' (road): road imputes the removed pixels"));
+        Assert.Contains(bad.Errors, e => e.Message.Contains("step 'r' (road): option 'baseline' applies to faithfulness-correlation") && e.Message.EndsWith("not to road"));
     }
 
     [Fact]

@@ -49,23 +49,32 @@ public static class OptionsBinder
     public static PropertyInfo[] Properties(Type t) =>
         t.GetProperties(BindingFlags.Public | BindingFlags.Instance).Where(p => p.CanWrite && p.GetIndexParameters().Length == 0).ToArray();
 
-    /// <summary>Binds <paramref name="node"/> (may be null: all defaults) to <paramref name="type"/>.</summary>
-    public static BoundOptions Bind(Type type, YamlNode? node, string file, string where, string baseDirectory, List<PipelineError> errors, Mark fallback) =>
-        Bind(type, node, file, new BindVoice(where), baseDirectory, errors, fallback);
+    /// <summary>Binds <paramref name="node"/> (may be null: all defaults) to <paramref name="type"/>.
+    /// <paramref name="notRead"/>: for an option the component does not read, why (e.g. "applies to a and b, not to
+    /// c"), else null; such an option given a value other than its default is an error
+    /// (<see cref="ReadsOptionsAttribute"/>, <see cref="OptionReaders"/>), added to <paramref name="deferred"/> when
+    /// given (the options are usable all the same: the host goes on to the checks that need the model and reports
+    /// these with theirs), else to <paramref name="errors"/>.</summary>
+    public static BoundOptions Bind(Type type, YamlNode? node, string file, string where, string baseDirectory, List<PipelineError> errors, Mark fallback,
+        Func<PropertyInfo, string?>? notRead = null, List<PipelineError>? deferred = null) =>
+        Bind(type, node, file, new BindVoice(where), baseDirectory, errors, fallback, notRead, deferred);
 
-    /// <summary>As <see cref="Bind(Type, YamlNode?, string, string, string, List{PipelineError}, Mark)"/>, with errors in
-    /// <paramref name="voice"/> (the pipeline's own sections name their fields as <c>'settings.batch_size'</c>).</summary>
-    public static BoundOptions Bind(Type type, YamlNode? node, string file, BindVoice voice, string baseDirectory, List<PipelineError> errors, Mark fallback)
+    /// <summary>As <see cref="Bind(Type, YamlNode?, string, string, string, List{PipelineError}, Mark, Func{PropertyInfo, string?}?, List{PipelineError}?)"/>,
+    /// with errors in <paramref name="voice"/> (the pipeline's own sections name their fields as
+    /// <c>'settings.batch_size'</c>).</summary>
+    public static BoundOptions Bind(Type type, YamlNode? node, string file, BindVoice voice, string baseDirectory, List<PipelineError> errors, Mark fallback,
+        Func<PropertyInfo, string?>? notRead = null, List<PipelineError>? deferred = null)
     {
         var layers = new List<LayerReference>();
-        var value = BindObject(type, node, file, voice, baseDirectory, errors, layers, fallback);
+        var value = BindObject(type, node, file, voice, baseDirectory, errors, layers, fallback, notRead, deferred);
         return new BoundOptions(value, layers);
     }
 
     /// <summary>The YAML keys of an options record, in declaration order.</summary>
     public static string[] Keys(Type type) => Properties(type).Select(YamlName).ToArray();
 
-    static object BindObject(Type type, YamlNode? node, string file, BindVoice voice, string baseDir, List<PipelineError> errors, List<LayerReference> layers, Mark fallback)
+    static object BindObject(Type type, YamlNode? node, string file, BindVoice voice, string baseDir, List<PipelineError> errors, List<LayerReference> layers, Mark fallback,
+        Func<PropertyInfo, string?>? notRead = null, List<PipelineError>? deferred = null)
     {
         object instance;
         try { instance = Activator.CreateInstance(type)!; }
@@ -96,7 +105,10 @@ public static class OptionsBinder
                     continue;
                 }
                 if (!seen.Add(prop)) { errors.Add(PipelineParser.At(file, k, voice.Twice(key))); continue; }
+                int before = errors.Count;
                 Assign(instance, prop, v, file, voice, baseDir, errors, layers);
+                if (errors.Count == before && notRead?.Invoke(prop) is { } why && !IsDefault(type, prop, prop.GetValue(instance)))
+                    (deferred ?? errors).Add(PipelineParser.At(file, k, $"{voice.Field(key)} {why}"));
             }
         }
         else if (node is not null && !(node is YamlScalarNode { Value: null or "" or "~" or "null" }))
@@ -135,6 +147,16 @@ public static class OptionsBinder
                 layers.Add(new(defLayer, YamlName(p), keyMark, la.Spatial));
         }
         return instance;
+    }
+
+    /// <summary>Whether <paramref name="value"/> is <paramref name="p"/>'s default in a new <paramref name="type"/>
+    /// (lists compared item by item).</summary>
+    static bool IsDefault(Type type, PropertyInfo p, object? value)
+    {
+        object? d;
+        try { d = p.GetValue(Activator.CreateInstance(type)); }
+        catch (Exception e) when (e is MissingMethodException or TargetInvocationException) { return false; }
+        return StructuralComparisons.StructuralEqualityComparer.Equals(value, d);
     }
 
     static Mark? FindValueMark(YamlMappingNode? map, PropertyInfo p) =>

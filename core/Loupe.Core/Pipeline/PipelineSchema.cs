@@ -30,7 +30,7 @@ public static class PipelineSchema
         var all = components.OrderBy(c => c.Kind).ThenBy(c => c.Id, StringComparer.Ordinal).ToList();
         ComponentDescriptor[] Of(ComponentKind k) => all.Where(c => c.Kind == k).ToArray();
         var defs = new JsonObject();
-        foreach (var c in all) defs[Def(c)] = ObjectSchema(c.OptionsType, 0);
+        foreach (var c in all) defs[Def(c)] = ObjectSchema(c.OptionsType, 0, OptionReaders.Read(c));
 
         defs["analysis-with"] = new JsonObject { ["allOf"] = Dispatch(Of(ComponentKind.Analysis)) };
         defs["step-reference"] = new JsonObject
@@ -157,13 +157,13 @@ public static class PipelineSchema
     static PropertyInfo? Shorthand(Type t) => OptionsBinder.Properties(t).FirstOrDefault(p => p.GetCustomAttribute<ShorthandAttribute>() != null);
 
     /// <summary>An options record: its properties in snake_case with types, defaults, descriptions, ranges and required.</summary>
-    static JsonObject ObjectSchema(Type t, int depth)
+    static JsonObject ObjectSchema(Type t, int depth, IReadOnlySet<string>? read = null)
     {
         object? defaults = null;
         try { defaults = Activator.CreateInstance(t); } catch { /* no defaults */ }
         var props = new JsonObject();
         var required = new JsonArray();
-        foreach (var p in OptionsBinder.Properties(t))
+        foreach (var p in OptionsBinder.Properties(t).Where(p => read?.Contains(p.Name) != false))
         {
             var s = ValueSchema(p.PropertyType, depth + 1);
             var hint = p.GetCustomAttribute<LayerNameAttribute>() is not null ? "a layer name ('loupe layers FILE' lists them)"

@@ -23,7 +23,7 @@ public static class Inspector
         var m = spec.Model!;
         var desc = registry.Find(ComponentKind.Model, m.Uses)
             ?? throw new PipelineException([new(spec.File, (int)m.Mark.Line, (int)m.Mark.Column, "model: " + registry.Unknown(ComponentKind.Model, m.Uses))]);
-        var options = OptionsBinder.Bind(desc.OptionsType, m.With, spec.File, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark).Value;
+        var options = OptionsBinder.Bind(desc.OptionsType, m.With, spec.File, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark, registry.NotRead(desc)).Value;
         var input = m.Input;
         if (errors.Count > 0) throw new PipelineException(errors);
         using var model = registry.Create<IModelAdapter>(desc.Id).Load(options, new ModelLoadContext(spec.BaseDirectory, spec.Seed));
@@ -55,12 +55,14 @@ public static class Inspector
         }
     }
 
-    /// <summary>Options of an options record, with YAML names, types, defaults and descriptions.</summary>
-    public static IReadOnlyList<OptionInfo> Options(Type optionsType)
+    /// <summary>Options of an options record, with YAML names, types, defaults and descriptions; with
+    /// <paramref name="component"/>, only those it reads (<see cref="ReadsOptionsAttribute"/>).</summary>
+    public static IReadOnlyList<OptionInfo> Options(Type optionsType, Type? component = null)
     {
         object? defaults = null;
         try { defaults = Activator.CreateInstance(optionsType); } catch { /* no defaults */ }
-        return OptionsBinder.Properties(optionsType).Select(p =>
+        var read = component is null ? null : ReadsOptionsAttribute.Of(component, optionsType);
+        return OptionsBinder.Properties(optionsType).Where(p => read?.Contains(p.Name) != false).Select(p =>
         {
             var d = defaults is null ? null : p.GetValue(defaults);
             string? shown = d switch

@@ -273,6 +273,11 @@ public sealed class ComponentRegistry : IDisposable
     /// <summary>The descriptor for (kind, id), or null.</summary>
     public ComponentDescriptor? Find(ComponentKind kind, string id) => Components.FirstOrDefault(c => c.Kind == kind && c.Id == id);
 
+    /// <summary>Why the component <paramref name="d"/> does not read an option of its record, for
+    /// <see cref="OptionsBinder.Bind(Type, YamlDotNet.RepresentationModel.YamlNode?, string, string, string, List{PipelineError}, YamlDotNet.Core.Mark, Func{System.Reflection.PropertyInfo, string?}?, List{PipelineError}?)"/>
+    /// (null when it reads them all): <see cref="OptionReaders.NotRead"/> over this registry's components.</summary>
+    public Func<System.Reflection.PropertyInfo, string?>? NotRead(ComponentDescriptor d) => OptionReaders.NotRead(d, Components);
+
     /// <summary>All ids of a kind.</summary>
     public IEnumerable<string> Ids(ComponentKind kind) => Components.Where(c => c.Kind == kind).Select(c => c.Id).OrderBy(i => i);
 

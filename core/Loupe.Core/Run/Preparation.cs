@@ -27,6 +27,8 @@ public static partial class PipelineRunner
         List<string> labels = [];
         HashSet<string> layerNames = [];
         HashSet<int> badSteps = [];
+        // Options a step's component does not read: reported with the checks that need the model, which still run.
+        readonly List<PipelineError> unread = [];
         long outputSize;
 
         public PreparedRun Run()
@@ -40,7 +42,7 @@ public static partial class PipelineRunner
             {
                 // One pass: layer names and targets are checked too when the model section itself is valid.
                 if (modelValid) CheckLayersAndTargets(spec, registry, modelDesc!, modelOptions!, stepDescs, stepOptions, targetRefs, labelsFile, spec.Model!.Input, preloaded, errors, warnings);
-                throw new PipelineException(errors);
+                throw new PipelineException([.. errors, .. unread]);
             }
             var modelAdapter = registry.Create<IModelAdapter>(modelDesc!.Id);
             LoadModel(modelAdapter);
@@ -62,10 +64,11 @@ public static partial class PipelineRunner
                     Reload = () => modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed)),
                 };
             }
-            catch
+            catch (Exception e)
             {
                 data?.Dispose();
                 if (preloaded is null) model.Dispose();
+                if (e is PipelineException p && unread.Count > 0 && !p.Errors.Intersect(unread).Any()) throw new PipelineException([.. p.Errors, .. unread]);
                 throw;
             }
         }
@@ -95,11 +98,11 @@ public static partial class PipelineRunner
         void BindOptions()
         {
             int beforeModel = errors.Count;
-            modelOptions = modelDesc is null ? null : OptionsBinder.Bind(modelDesc.OptionsType, m.With, file, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark).Value;
+            modelOptions = modelDesc is null ? null : OptionsBinder.Bind(modelDesc.OptionsType, m.With, file, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark, registry.NotRead(modelDesc)).Value;
             modelValid = modelDesc is not null && errors.Count == beforeModel;
-            dataOptions = dataDesc is null ? null : OptionsBinder.Bind(dataDesc.OptionsType, spec.Data!.With, file, $"data '{spec.Data.Uses}'", spec.BaseDirectory, errors, spec.Data.Mark).Value;
+            dataOptions = dataDesc is null ? null : OptionsBinder.Bind(dataDesc.OptionsType, spec.Data!.With, file, $"data '{spec.Data.Uses}'", spec.BaseDirectory, errors, spec.Data.Mark, registry.NotRead(dataDesc)).Value;
             stepOptions = spec.Steps.Select((s, i) => stepDescs[i] is { } sd
-                ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark) : null).ToList();
+                ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark, registry.NotRead(sd), unread) : null).ToList();
             stepReferences = stepOptions.Select(_ => new List<PlannedReference>()).ToList();
             for (int i = 0; i < stepOptions.Count; i++)
                 if (stepOptions[i] is { } bo) (stepOptions[i], stepReferences[i]) = ResolveReferences(bo, spec.Steps[i], registry, spec, errors);
@@ -238,6 +241,7 @@ public static partial class PipelineRunner
                     foreach (var e in s.Expect)
                         if (e.Unknown(declares.MetricNamesFor(prepared[i].Options, model)) is { } why) errors.Add(At(e.Mark, $"step '{s.Id}': {why}"));
             }
+            errors.AddRange(unread);
             if (errors.Count > 0) throw new PipelineException(errors);
         }
 

@@ -72,7 +72,7 @@ public static partial class PipelineRunner
                     errors.Add(new(spec.File, (int)mark.Line, (int)mark.Column, $"step '{s.Id}' option '{name}': " + registry.Unknown(ComponentKind.Analysis, r.Uses)));
                     continue;
                 }
-                var inner = OptionsBinder.Bind(desc.OptionsType, r.With as YamlNode, spec.File, $"step '{s.Id}' {name} ({r.Uses})", spec.BaseDirectory, errors, mark);
+                var inner = OptionsBinder.Bind(desc.OptionsType, r.With as YamlNode, spec.File, $"step '{s.Id}' {name} ({r.Uses})", spec.BaseDirectory, errors, mark, registry.NotRead(desc));
                 var step = new ReferencedStep($"{idPath}/{name}", desc.Id, registry.Create<IAnalysis>(desc.Id), inner.Value);
                 references.Add(new PlannedReference(r, step, path + p.Name, null));
                 layers.AddRange(inner.Layers);
@@ -147,7 +147,7 @@ public static partial class PipelineRunner
             errors.Add(new(file, (int)mark.Line, (int)mark.Column, $"step '{s.Id}': " + registry.Unknown(ComponentKind.Target, id)));
             return null;
         }
-        var bound = OptionsBinder.Bind(desc.OptionsType, args, file, $"step '{s.Id}' target '{id}'", Path.GetDirectoryName(file)!, errors, mark);
+        var bound = OptionsBinder.Bind(desc.OptionsType, args, file, $"step '{s.Id}' target '{id}'", Path.GetDirectoryName(file)!, errors, mark, registry.NotRead(desc));
         return new TargetRef(desc, bound.Value, mark);
     }
 

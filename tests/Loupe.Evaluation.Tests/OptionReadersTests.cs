@@ -1,0 +1,126 @@
+using System.Text.Json.Nodes;
+using Loupe.Abstractions;
+using Loupe.Core;
+
+namespace Loupe.Evaluation.Tests;
+
+/// <summary>Options a metric does not read (ReadsOptionsAttribute): the metric families share one options record each,
+/// and an option of another member used to be accepted and ignored (road with patch: 4, attribution-localisation with
+/// k, smooth mprt with bins). Now the host refuses it — every such option of a step at once, naming the members that
+/// read it — and describe, the library and the schema list only what a metric reads.</summary>
+public class OptionReadersTests
+{
+    static ComponentRegistry Registry() => ComponentRegistry.Load([Env.BuiltInPlugins]);
+
+    /// <summary>A pipeline on the demo CNN (4 images) with a saliency step 'sal' and <paramref name="steps"/>.</summary>
+    internal static string Pipeline(string steps)
+    {
+        var path = Path.Combine(Env.TempDir(), "p.yaml");
+        File.WriteAllText(path, $$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.DemoWeights}} } }
+            data: { uses: idx, with: { images: {{Env.DemoImages}}, limit: 4 } }
+            steps:
+              - { id: sal, uses: saliency }
+            {{steps}}
+            """);
+        return path;
+    }
+
+    static List<string> Errors(string steps)
+    {
+        var e = Assert.Throws<PipelineException>(() => PipelineRunner.Prepare(new RunRequest(Pipeline(steps)) { PluginDirectories = [Env.BuiltInPlugins] }));
+        return e.Errors.Select(x => x.Message).ToList();
+    }
+
+    [Fact]
+    public void AnOptionOfAnotherMetricIsRefusedNamingTheMetricsThatReadIt()
+    {
+        var errors = Errors("""
+              - { id: r, uses: road, with: { of: sal, patch: 4, runs: 3, baseline: 0.5, softmax: true, percentages: [10, 20] } }
+              - { id: pf, uses: pixel-flipping, with: { of: sal, noise: 0.3, features: values } }
+              - { id: a, uses: avg-sensitivity, with: { of: sal, eps_min: 0.1 } }
+              - { id: l, uses: attribution-localisation, with: { of: sal, k: 5 } }
+              - { id: s, uses: sparseness, with: { of: sal, eps: 0.1 } }
+              - { id: c, uses: consistency, with: { of: sal, distance: euclidean } }
+            """);
+        string[] want =
+        [
+            "step 'r' (road): option 'patch' applies to region-perturbation and selectivity, not to road",
+            "step 'r' (road): option 'runs' applies to faithfulness-correlation, monotonicity-correlation and sensitivity-n, not to road",
+            // a constant baseline binds to baseline_value, read with baseline
+            "step 'r' (road): option 'baseline' applies to faithfulness-correlation, faithfulness-estimate, irof, monotonicity, monotonicity-correlation, pixel-flipping, region-perturbation, selectivity and sensitivity-n, not to road",
+            "step 'r' (road): option 'softmax' applies to faithfulness-correlation",
+            "step 'pf' (pixel-flipping): option 'noise' applies to road, not to pixel-flipping",
+            "step 'a' (avg-sensitivity): option 'eps_min' applies to relative-input-stability, relative-output-stability and relative-representation-stability, not to avg-sensitivity",
+            "step 'l' (attribution-localisation): option 'k' applies to top-k-intersection, not to attribution-localisation",
+            "step 's' (sparseness): option 'eps' applies to effective-complexity, not to sparseness",
+            "step 'c' (consistency): option 'distance' applies to sufficiency, not to consistency",
+        ];
+        foreach (var w in want) Assert.Contains(errors, e => e.Contains(w));
+        Assert.Equal(want.Length, errors.Count);   // percentages on road and features on pixel-flipping are read
+    }
+
+    [Fact]
+    public void AnUnreadOptionAtItsDefaultIsAccepted()
+    {
+        // The library writes a typed options record whole (every property, defaults included): a FaithfulnessOptions
+        // given to road carries patch: 8, runs: 100, ... — only values that would change something are refused.
+        var path = Pipeline("""
+              - { id: r, uses: road, with: { of: sal, patch: 8, runs: 100, windows: grid, similarity: null, percentages: [50] } }
+            """);
+        using var run = PipelineRunner.Prepare(new RunRequest(path) { PluginDirectories = [Env.BuiltInPlugins] });
+        Assert.NotNull(run);
+    }
+
+    [Fact]
+    public void SmoothAndEfficientMprtRefuseEachOthersOptions()
+    {
+        var errors = Errors("""
+              - { id: s, uses: mprt, with: { of: sal, bins: 5, max_bins: 50 } }
+              - { id: e, uses: mprt, with: { of: sal, variant: efficient, samples: 3, noise_magnitude: 0.3, micro_batch: 4 } }
+            """);
+        Assert.Equal(
+        [
+            "step 's' (mprt): option 'bins' applies to variant efficient",
+            "step 's' (mprt): option 'max_bins' applies to variant efficient",
+            "step 'e' (mprt): option 'samples' applies to variant smooth",
+            "step 'e' (mprt): option 'noise_magnitude' applies to variant smooth",
+            "step 'e' (mprt): option 'micro_batch' applies to variant smooth",
+        ], errors.Select(e => e[e.IndexOf("step '", StringComparison.Ordinal)..]));
+    }
+
+    [Fact]
+    public void DescribeAndTheSchemaListWhatAMetricReads()
+    {
+        using var registry = Registry();
+        var road = registry.Find(ComponentKind.Analysis, "road")!;
+        Assert.Equal(["order", "percentages", "noise", "abs", "normalise", "micro_batch", "normalise_over", "of", "expect"],
+            Inspector.Options(road.OptionsType, road.ImplementationType).Select(o => o.Name));
+        Assert.Contains(Inspector.Options(road.OptionsType), o => o.Name == "patch");   // the record itself has it
+
+        var schema = PipelineSchema.Generate(registry.Components);
+        var props = schema["$defs"]!["analysis.road"]!["properties"]!.AsObject();
+        Assert.True(props.ContainsKey("percentages") && !props.ContainsKey("patch") && !props.ContainsKey("baseline"), props.ToJsonString());
+        var rp = schema["$defs"]!["analysis.region-perturbation"]!["properties"]!.AsObject();
+        Assert.True(rp.ContainsKey("patch") && rp.ContainsKey("baseline") && !rp.ContainsKey("percentages"), rp.ToJsonString());
+    }
+
+    [Fact]
+    public void EveryOptionOfASharedRecordIsReadBySomeComponent()
+    {
+        // A misspelt name in [ReadsOptions] throws (naming the plugin type); an option no member reads would be
+        // refused everywhere.
+        using var registry = Registry();
+        foreach (var family in registry.Components.GroupBy(c => (c.Kind, c.OptionsType)))
+        {
+            var read = family.SelectMany(OptionReaders.Read).ToHashSet();
+            var orphans = OptionsBinder.Properties(family.Key.OptionsType).Select(p => p.Name).Where(p => !read.Contains(p)).ToList();
+            Assert.True(orphans.Count == 0, $"{family.Key.OptionsType.Name} ({string.Join(", ", family.Select(c => c.Id))}): no component reads {string.Join(", ", orphans)}");
+        }
+        Assert.Throws<InvalidOperationException>(() => ReadsOptionsAttribute.Of(typeof(Misspelt), typeof(Loupe.Analysis.Evaluation.FaithfulnessOptions)));
+    }
+
+    [ReadsOptions("Pach")]
+    sealed class Misspelt;
+}
