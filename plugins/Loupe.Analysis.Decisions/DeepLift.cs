@@ -30,9 +30,7 @@ public record DeepLiftReference
     /// <summary>Validation of the reference options.</summary>
     public IEnumerable<string> Errors(IModel model)
     {
-        if (BaselineFile is not null && BaselineValue is not null) yield return "give either 'baseline_file' or a constant fill, not both";
-        foreach (var e in Perturbation.BaselineFolderErrors(BaselineFolder, BaselineFile, BaselineValue, "fill")) yield return e;
-        foreach (var e in Perturbation.CheckConstant(BaselineValue, "fill", model.DefaultInput)) yield return e;
+        foreach (var e in Perturbation.BaselineErrors(this, Baseline, BaselineFile, BaselineFolder, BaselineValue, "fill", model.DefaultInput)) yield return e;
     }
 }
 

@@ -82,6 +82,7 @@ public static class Features
     public static IEnumerable<string> SegmentErrors(FeatureOptions o, string id)
     {
         foreach (var e in Perturbation.TensorBaselineErrors(o.BaselineFile, o.BaselineFolder, o.BaselineValue, "fill")) yield return e;
+        foreach (var e in Perturbation.NamedBesideTensorErrors(o, "Baseline", o.BaselineFile, o.BaselineFolder)) yield return e;
         if (o.Segments == FeatureSegments.Elements && o.FeatureMask is null)
             yield return $"option 'segments': {id} switches pixel regions (every channel together) on and off; elements (every scalar a feature) is feature-ablation's: give grid, superpixels or a feature_mask";
         if (o.Segments == FeatureSegments.Mask && o.FeatureMask is null)

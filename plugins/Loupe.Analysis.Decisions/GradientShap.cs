@@ -55,7 +55,7 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
 
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(GradientShapOptions options, AnalysisValidationContext context) =>
-        Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput);
+        Perturbation.BaselineErrors(options, options.Baseline, options.BaselinesFile, null, options.BaselineValue, "fill", context.Model.DefaultInput);
 
     /// <inheritdoc/>
     public override AttributionResult Attribute(GradientShapOptions options, AttributionInput input)

@@ -119,9 +119,7 @@ public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradient
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(IntegratedGradientsOptions options, AnalysisValidationContext context)
     {
-        if (options.BaselineFile is not null && options.BaselineValue is not null) yield return "give either 'baseline_file' or 'baseline_value', not both";
-        foreach (var e in Perturbation.BaselineFolderErrors(options.BaselineFolder, options.BaselineFile, options.BaselineValue, "baseline_value")) yield return e;
-        foreach (var e in Perturbation.CheckConstant(options.BaselineValue, "baseline_value", context.Model.DefaultInput)) yield return e;
+        foreach (var e in Perturbation.BaselineErrors(options, options.Baseline, options.BaselineFile, options.BaselineFolder, options.BaselineValue, "baseline_value", context.Model.DefaultInput)) yield return e;
         foreach (var e in SideBaseline.Check(options.SideBaselines, context.Model)) yield return e;
     }
 

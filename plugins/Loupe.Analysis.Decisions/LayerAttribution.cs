@@ -67,9 +67,7 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
         if (options is LayerPathOptions p)
         {
-            if (p.BaselineFile is not null && p.BaselineValue is not null) yield return "give either 'baseline_file' or a constant fill, not both";
-            foreach (var f in Perturbation.BaselineFolderErrors(p.BaselineFolder, p.BaselineFile, p.BaselineValue, "fill")) yield return f;
-            foreach (var c in Perturbation.CheckConstant(p.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
+            foreach (var f in Perturbation.BaselineErrors(p, p.Baseline, p.BaselineFile, p.BaselineFolder, p.BaselineValue, "fill", context.Model.DefaultInput)) yield return f;
         }
     }
 

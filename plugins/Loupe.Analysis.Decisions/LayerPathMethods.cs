@@ -83,9 +83,7 @@ public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOpt
     {
         if (options.Neuron is not { Length: 3 } nu || nu.Any(v => v < 0)) yield return "neuron must be [channel, y, x], each ≥ 0";
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
-        if (options.BaselineFile is not null && options.BaselineValue is not null) yield return "give either 'baseline_file' or a constant fill, not both";
-        foreach (var f in Perturbation.BaselineFolderErrors(options.BaselineFolder, options.BaselineFile, options.BaselineValue, "fill")) yield return f;
-        foreach (var c in Perturbation.CheckConstant(options.BaselineValue, "fill", context.Model.DefaultInput)) yield return c;
+        foreach (var f in Perturbation.BaselineErrors(options, options.Baseline, options.BaselineFile, options.BaselineFolder, options.BaselineValue, "fill", context.Model.DefaultInput)) yield return f;
     }
 
     /// <inheritdoc/>

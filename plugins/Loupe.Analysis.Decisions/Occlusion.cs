@@ -55,6 +55,7 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
             yield return $"option 'window' ([{string.Join(", ", options.Window)}]) is larger than the input ({spec.Height}×{spec.Width})";
         foreach (var e in Perturbation.CheckConstant(options.FillValue, "fill_value", spec)) yield return e;
         foreach (var e in Perturbation.TensorBaselineErrors(options.BaselineFile, options.BaselineFolder, options.FillValue, "fill")) yield return e;
+        foreach (var e in Perturbation.NamedBesideTensorErrors(options, "Fill", options.BaselineFile, options.BaselineFolder)) yield return e;
     }
 
     /// <inheritdoc/>

@@ -1,4 +1,5 @@
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -82,6 +83,27 @@ public static class Perturbation
     {
         if (file is not null && constant is not null) yield return $"give either 'baseline_file' or a constant '{constantOption}', not both";
         foreach (var e in BaselineFolderErrors(folder, file, constant, constantOption)) yield return e;
+    }
+
+    /// <summary>Validation of a path or reference method's baseline options: the tensor baselines beside a constant
+    /// (<see cref="TensorBaselineErrors"/>), the constant against the model's channels, <c>blur_sigma</c> only with
+    /// <c>baseline: blur</c>, and a named baseline (property <c>Baseline</c> of <paramref name="options"/>) not beside
+    /// a file or folder of baselines, which replace it.</summary>
+    public static IEnumerable<string> BaselineErrors(object options, Fill baseline, string? file, string? folder, float[]? constant, string constantOption, InputSpec spec)
+    {
+        foreach (var e in TensorBaselineErrors(file, folder, constant, constantOption)) yield return e;
+        foreach (var e in CheckConstant(constant, constantOption, spec)) yield return e;
+        bool tensors = file is not null || folder is not null;
+        foreach (var e in OptionRules.OnlyWith(options, baseline == Fill.Blur && !tensors && constant is null, "baseline: blur", "BlurSigma")) yield return e;
+        foreach (var e in NamedBesideTensorErrors(options, "Baseline", file, folder)) yield return e;
+    }
+
+    /// <summary>A named fill (property <paramref name="named"/> of <paramref name="options"/>, set to another than its
+    /// default) beside <c>baseline_file</c> or <c>baseline_folder</c>, whose tensors replace it.</summary>
+    public static IEnumerable<string> NamedBesideTensorErrors(object options, string named, string? file, string? folder)
+    {
+        if ((file is not null || folder is not null) && OptionRules.IsSet(options, named))
+            yield return $"give either a named '{OptionRules.YamlName(named)}' or '{(folder is not null ? "baseline_folder" : "baseline_file")}', not both: its baselines replace the named one";
     }
 
     /// <summary>Validation of a <c>baseline_folder</c> beside the other baseline options.</summary>

@@ -35,6 +35,9 @@ public sealed class Completeness : QualityMetric<CompletenessOptions>
     public override bool HigherIsBetter => false;
 
     /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(CompletenessOptions o, AnalysisValidationContext context) => o.FillOptionErrors(Fill.Min);
+
+    /// <inheritdoc/>
     protected override double[] Score(CompletenessOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();
@@ -63,6 +66,9 @@ public sealed class NonSensitivity : QualityMetric<NonSensitivityOptions>
     public override bool HigherIsBetter => false;
     /// <inheritdoc/>
     protected override int? MicroBatch(NonSensitivityOptions options) => options.MicroBatch;
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(NonSensitivityOptions o, AnalysisValidationContext context) => o.FillOptionErrors(Fill.Min);
 
     /// <inheritdoc/>
     protected override double[] Score(NonSensitivityOptions o, MetricBatch b)

@@ -57,6 +57,8 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
     {
         if (o.Runs < MinRuns)
             yield return $"option 'runs' must be at least {MinRuns} for {Id} (a correlation over the runs)";
+        if (UsesBaseline)
+            foreach (var e in o.FillOptionErrors(DefaultFillWith(o))) yield return e;
     }
 
     /// <summary>The fewest <c>runs</c> the metric takes.</summary>

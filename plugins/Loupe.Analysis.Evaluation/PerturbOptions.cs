@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -92,6 +93,17 @@ public abstract record PerturbOptions : NormalisedMetricOptions, IConstantFill
     /// <summary>The baseline these options ask for, or <paramref name="fallback"/> (the metric's default).</summary>
     public Tensor BaselineOf(MetricBatch b, Fill fallback) => BaselineImages is { } folder ? b.BaselineImages(folder)
         : b.Baseline(Baseline ?? fallback, BaselineValue, UniformLow, UniformHigh, NoiseOf());
+    /// <summary>The fill's companions set without their fill (the metric's default <paramref name="fallback"/> when
+    /// <c>baseline</c> is not given): perturb_mean / perturb_std without gaussian-noise, lower_bound / upper_bound
+    /// without uniform-noise, uniform_low / uniform_high without a uniform fill.</summary>
+    public IEnumerable<string> FillOptionErrors(Fill fallback)
+    {
+        var fill = FillOf(fallback);
+        foreach (var e in OptionRules.OnlyWith(this, fill == Fill.GaussianNoise, "baseline: gaussian-noise", nameof(PerturbMean), nameof(PerturbStd))) yield return e;
+        foreach (var e in OptionRules.OnlyWith(this, fill == Fill.UniformNoise, "baseline: uniform-noise", nameof(LowerBound), nameof(UpperBound))) yield return e;
+        foreach (var e in OptionRules.OnlyWith(this, fill is Fill.Uniform or Fill.UniformInput or Fill.UniformStep, "baseline: uniform, uniform-input or uniform-step", nameof(UniformLow), nameof(UniformHigh))) yield return e;
+    }
+
     /// <summary>The fill these options ask for (a constant or baseline images count as none of the named ones).</summary>
     public Fill? FillOf(Fill fallback) => BaselineValue is null && BaselineImages is null ? Baseline ?? fallback : null;
     /// <summary>Softmax.</summary>

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -61,6 +62,13 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
     {
         if (o.PatchSizes.Length == 0 || o.PatchSizes.Any(p => p < 1))
             yield return $"option 'patch_sizes': give one or more block sides ≥ 1, got [{string.Join(", ", o.PatchSizes)}]";
+        bool blocks = o.Perturbation == InfidelityPerturbation.Blocks;
+        // Captum's Gaussian perturbation subtracts noise: no baseline; the blocks take the fill and its companions.
+        foreach (var e in OptionRules.OnlyWith(o, blocks, "perturbation: blocks", nameof(o.Baseline), nameof(o.BaselineValue), nameof(o.BaselineImages), nameof(o.PatchSizes)))
+            yield return e;
+        foreach (var e in OptionRules.OnlyWith(o, !blocks, "perturbation: gaussian", nameof(o.Sigma))) yield return e;
+        if (blocks) foreach (var e in o.FillOptionErrors(Fill.Min)) yield return e;
+        else foreach (var e in OptionRules.OnlyWith(o, false, "perturbation: blocks", nameof(o.UniformLow), nameof(o.UniformHigh), nameof(o.PerturbMean), nameof(o.PerturbStd), nameof(o.LowerBound), nameof(o.UpperBound))) yield return e;
     }
 
     /// <inheritdoc/>

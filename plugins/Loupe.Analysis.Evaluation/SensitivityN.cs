@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -46,6 +47,8 @@ public sealed class SensitivityN : FaithfulnessMetric
     protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
     {
         foreach (var e in base.ValidateMetric(o, context)) yield return e;
+        foreach (var e in OptionRules.OnlyWith(o, AcrossInputs(o), "score: quantus", nameof(o.MaxFraction), nameof(o.FeaturesInStep))) yield return e;
+        foreach (var e in OptionRules.OnlyWith(o, !AcrossInputs(o), "score: paper (random subsets of each size)", nameof(o.Fractions), nameof(o.Runs))) yield return e;
         if (!AcrossInputs(o))
         {
             if (o.QuantusBatchSize is not null) yield return "option 'quantus_batch_size' applies to score: quantus";

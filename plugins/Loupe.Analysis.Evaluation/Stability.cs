@@ -119,6 +119,8 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(StabilityOptions o, AnalysisValidationContext context)
     {
+        foreach (var e in OptionRules.OnlyWith(o, !GaussianWith(o), "noise: uniform", nameof(o.Radius), nameof(o.LowerBound))) yield return e;
+        foreach (var e in OptionRules.OnlyWith(o, GaussianWith(o), "noise: gaussian", nameof(o.Sigma), nameof(o.Mean))) yield return e;
         if (!GaussianWith(o) && (o.LowerBound ?? DefaultLowerBound) is { } lo && lo >= RadiusOf(o))
             yield return $"option 'lower_bound' ({lo}) must be below 'radius' ({RadiusOf(o)}): the noise is drawn from U[lower_bound, radius]";
     }

@@ -91,6 +91,45 @@ public class OptionReadersTests
     }
 
     [Fact]
+    public void CompanionOptionsNeedTheOptionTheyQualify()
+    {
+        // Options read only with another option's value (toolkit OptionRules): set without it they did nothing.
+        var file = Path.Combine(Env.TempDir(), "baseline.npy");
+        File.WriteAllBytes(file, Loupe.Abstractions.Toolkit.Npy.Encode(new NdArray(new float[28 * 28], [1, 28, 28])));
+        var errors = Errors($$"""
+              - { id: pf, uses: pixel-flipping, with: { of: sal, perturb_std: 0.5, uniform_high: 3, lower_bound: 0.4 } }
+              - { id: pf2, uses: pixel-flipping, with: { of: sal, baseline: uniform-noise, lower_bound: 0.4, upper_bound: 0.6 } }
+              - { id: ll, uses: local-lipschitz, with: { of: sal, radius: 0.5 } }
+              - { id: as, uses: avg-sensitivity, with: { of: sal, sigma: 0.5 } }
+              - { id: as2, uses: avg-sensitivity, with: { of: sal, noise: gaussian, sigma: 0.5 } }
+              - { id: sn, uses: sensitivity-n, with: { of: sal, max_fraction: 0.5 } }
+              - { id: snq, uses: sensitivity-n, with: { of: sal, score: quantus, fractions: [0.1] } }
+              - { id: inf, uses: infidelity, with: { of: sal, baseline: max } }
+              - { id: infb, uses: infidelity, with: { of: sal, perturbation: blocks, sigma: 0.3 } }
+              - { id: c, uses: completeness, with: { of: sal, perturb_mean: 0.1 } }
+              - { id: ig, uses: integrated-gradients, with: { steps: 4, blur_sigma: 3 } }
+              - { id: igf, uses: integrated-gradients, with: { steps: 4, baseline: mean, baseline_file: {{Env.Yaml(file)}} } }
+              - { id: igb, uses: integrated-gradients, with: { steps: 4, baseline: blur, blur_sigma: 3 } }
+            """);
+        string[] want =
+        [
+            "step 'pf' (pixel-flipping): option 'perturb_std' applies to baseline: gaussian-noise",
+            "step 'pf' (pixel-flipping): option 'lower_bound' applies to baseline: uniform-noise",
+            "step 'pf' (pixel-flipping): option 'uniform_high' applies to baseline: uniform, uniform-input or uniform-step",
+            "step 'll' (local-lipschitz): option 'radius' applies to noise: uniform",
+            "step 'as' (avg-sensitivity): option 'sigma' applies to noise: gaussian",
+            "step 'sn' (sensitivity-n): option 'max_fraction' applies to score: quantus",
+            "step 'snq' (sensitivity-n): option 'fractions' applies to score: paper (random subsets of each size)",
+            "step 'inf' (infidelity): option 'baseline' applies to perturbation: blocks",
+            "step 'infb' (infidelity): option 'sigma' applies to perturbation: gaussian",
+            "step 'c' (completeness): option 'perturb_mean' applies to baseline: gaussian-noise",
+            "step 'ig' (integrated-gradients): option 'blur_sigma' applies to baseline: blur",
+            "step 'igf' (integrated-gradients): give either a named 'baseline' or 'baseline_file', not both: its baselines replace the named one",
+        ];
+        Assert.Equal(want.Order(StringComparer.Ordinal), errors.Select(e => e[e.IndexOf("step '", StringComparison.Ordinal)..]).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
     public void DescribeAndTheSchemaListWhatAMetricReads()
     {
         using var registry = Registry();

@@ -3,6 +3,7 @@ using System.ComponentModel.DataAnnotations;
 using System.Globalization;
 using System.Reflection;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
@@ -42,8 +43,7 @@ public static class OptionsBinder
     public static string Normalize(string name) => name.Replace("_", "").Replace("-", "").ToLowerInvariant();
 
     /// <summary>The YAML name of a property (snake_case).</summary>
-    public static string YamlName(PropertyInfo p) =>
-        string.Concat(p.Name.Select((c, i) => i > 0 && char.IsUpper(c) ? "_" + char.ToLowerInvariant(c) : char.ToLowerInvariant(c).ToString()));
+    public static string YamlName(PropertyInfo p) => OptionRules.YamlName(p.Name);
 
     /// <summary>Public settable properties of an options type.</summary>
     public static PropertyInfo[] Properties(Type t) =>
@@ -107,7 +107,7 @@ public static class OptionsBinder
                 if (!seen.Add(prop)) { errors.Add(PipelineParser.At(file, k, voice.Twice(key))); continue; }
                 int before = errors.Count;
                 Assign(instance, prop, v, file, voice, baseDir, errors, layers);
-                if (errors.Count == before && notRead?.Invoke(prop) is { } why && !IsDefault(type, prop, prop.GetValue(instance)))
+                if (errors.Count == before && notRead?.Invoke(prop) is { } why && OptionRules.IsSet(instance, prop.Name))
                     (deferred ?? errors).Add(PipelineParser.At(file, k, $"{voice.Field(key)} {why}"));
             }
         }
@@ -147,16 +147,6 @@ public static class OptionsBinder
                 layers.Add(new(defLayer, YamlName(p), keyMark, la.Spatial));
         }
         return instance;
-    }
-
-    /// <summary>Whether <paramref name="value"/> is <paramref name="p"/>'s default in a new <paramref name="type"/>
-    /// (lists compared item by item).</summary>
-    static bool IsDefault(Type type, PropertyInfo p, object? value)
-    {
-        object? d;
-        try { d = p.GetValue(Activator.CreateInstance(type)); }
-        catch (Exception e) when (e is MissingMethodException or TargetInvocationException) { return false; }
-        return StructuralComparisons.StructuralEqualityComparer.Equals(value, d);
     }
 
     static Mark? FindValueMark(YamlMappingNode? map, PropertyInfo p) =>
