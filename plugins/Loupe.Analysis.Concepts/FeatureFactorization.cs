@@ -50,6 +50,7 @@ public sealed class FeatureFactorization : Analysis<FeatureFactorizationOptions>
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(FeatureFactorizationOptions options, AnalysisValidationContext context)
     {
+        foreach (var e in OptionRules.OnlyWith(options, options.Head is not null, "a 'head' (the classes shown per concept)", nameof(options.Top))) yield return e;
         if (options.Head is not { } head) yield break;
         if (!context.Capabilities.HasFlag(ModelCapabilities.Parameters))
             yield return "option 'head': this model backend cannot read a layer's weights";

@@ -67,6 +67,7 @@ public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions
     {
         if ((options.Segments == FeatureSegments.Mask) != (options.FeatureMask is not null))
             yield return "'segments: mask' and 'feature_mask' go together: give both or neither";
+        foreach (var e in Features.SegmentOptionErrors(options, options.Segments)) yield return e;
         foreach (var e in Perturbation.CheckConstant(options.FillValue, "fill_value", context.Model.DefaultInput)) yield return e;
         foreach (var e in Perturbation.TensorBaselineErrors(options.BaselineFile, options.BaselineFolder, options.FillValue, "fill")) yield return e;
         foreach (var e in Perturbation.NamedBesideTensorErrors(options, "Fill", options.BaselineFile, options.BaselineFolder)) yield return e;

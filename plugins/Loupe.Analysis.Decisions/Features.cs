@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
@@ -76,11 +77,19 @@ public static class Features
         return scope.MoveToOuter(dense!.view(h, w).to(ScalarType.Int64));
     }
 
+    /// <summary>The segmentation's own options set under another <paramref name="segments"/>: <c>cell</c> is the
+    /// grid's, <c>n_segments</c> and <c>compactness</c> the superpixels' (properties <c>Cell</c>, <c>NSegments</c>,
+    /// <c>Compactness</c> of <paramref name="options"/>).</summary>
+    public static IEnumerable<string> SegmentOptionErrors(object options, FeatureSegments segments) =>
+        OptionRules.OnlyWith(options, segments == FeatureSegments.Grid, "segments: grid", "Cell")
+            .Concat(OptionRules.OnlyWith(options, segments == FeatureSegments.Superpixels, "segments: superpixels", "NSegments", "Compactness"));
+
     /// <summary>Segment choices these methods cannot honour: their features are pixel regions (all channels together),
     /// so <c>segments: elements</c> (every scalar a feature, Captum's feature_mask=None) has no label map here, and
     /// <c>segments: mask</c> needs its <c>feature_mask</c> (until 2026-12-05 both fell back to the grid silently).</summary>
     public static IEnumerable<string> SegmentErrors(FeatureOptions o, string id)
     {
+        foreach (var e in SegmentOptionErrors(o, o.Segments)) yield return e;
         foreach (var e in Perturbation.TensorBaselineErrors(o.BaselineFile, o.BaselineFolder, o.BaselineValue, "fill")) yield return e;
         foreach (var e in Perturbation.NamedBesideTensorErrors(o, "Baseline", o.BaselineFile, o.BaselineFolder)) yield return e;
         if (o.Segments == FeatureSegments.Elements && o.FeatureMask is null)

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -31,6 +32,12 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         if (options.Convention == LrpConvention.Captum && (options.Composite is not null || options.Rule is not null || options.FirstRule is not null))
             yield return "lrp: convention: captum assigns Captum's rules (ε everywhere); leave composite, rule and first_rule unset";
         if (options.High <= options.Low) yield return $"lrp: high ({options.High}) must be above low ({options.Low})";
+        foreach (var e in OptionRules.OnlyWith(options, Assigns(options, LrpRuleKind.ZBox), "the z-box rule (composite epsilon-gamma-box, rule:, first_rule: or rules:)", nameof(options.Low), nameof(options.High)))
+            yield return "lrp: " + e;
+        bool gamma = options.Rules?.Any(r => r.Rule == LrpRuleKind.Gamma && r.Gamma is null) == true
+            || options.Convention != LrpConvention.Captum && (options.Composite == LrpComposite.EpsilonGammaBox || options.Rule == LrpRuleKind.Gamma || options.FirstRule == LrpRuleKind.Gamma);
+        foreach (var e in OptionRules.OnlyWith(options, gamma, "the gamma rule (composite epsilon-gamma-box, rule:, first_rule:, or rules: without their own gamma)", nameof(options.Gamma)))
+            yield return "lrp: " + e;
         if (options.Alpha is not null && options.Rule != LrpRuleKind.AlphaBeta && options.FirstRule != LrpRuleKind.AlphaBeta && options.Rules?.Any(r => r.Rule == LrpRuleKind.AlphaBeta && r.Alpha is null) != true)
             yield return "lrp: alpha applies to rule alpha-beta (rule:, first_rule: or rules:)";
         if (options.Rule == LrpRuleKind.Pass || options.FirstRule == LrpRuleKind.Pass)
@@ -48,6 +55,13 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         if (graph is not null && (options.Rules is { Length: > 0 } || options.Layer is not null))
             foreach (var e in NamedLayerErrors(graph, options)) yield return e;
     }
+
+    /// <summary>Whether some layer gets rule <paramref name="kind"/>: by rules:, or (Zennit's convention) by rule:,
+    /// first_rule: or epsilon-gamma-box's first layer (z-box) when first_rule does not replace it.</summary>
+    static bool Assigns(LrpOptions o, LrpRuleKind kind) =>
+        o.Rules?.Any(r => r.Rule == kind) == true
+        || o.Convention != LrpConvention.Captum && (o.Rule == kind || o.FirstRule == kind
+            || kind == LrpRuleKind.ZBox && o.FirstRule is null && o.Composite == LrpComposite.EpsilonGammaBox);
 
     /// <summary>The named layers' errors on the canonized graph (a list, so that the dispose scope of the canonized
     /// graph's tensors closes before the validator's enumeration goes on).</summary>

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -63,6 +64,10 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
     public override string Id => "continuity";
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(ContinuityOptions o, AnalysisValidationContext context) =>
+        OptionRules.OnlyWith(o, o.Sweep == ContinuitySweep.Right, "sweep: right (Quantus's sweep spreads its steps over the width)", nameof(o.Shift));
 
     /// <summary>x moved <paramref name="dx"/> pixels to the right (left when negative), <paramref name="fill"/>
     /// entering at the other side (Quantus's batched_translation).</summary>

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 using Baseline = Loupe.Abstractions.Toolkit.Fill;
 
@@ -44,6 +45,11 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["auc_mean", "auc_std"];
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(PixelCurveOptions o, AnalysisValidationContext context) =>
+        OptionRules.OnlyWith(o, (o.Baseline ?? (Insert ? Baseline.Blur : Baseline.Zero)) == Baseline.Blur && o.BaselineValue is null,
+            "the blur baseline (fill: blur, insertion's default)", nameof(o.BlurSigma));
 
     /// <inheritdoc/>
     protected override void Evaluate(PixelCurveOptions o, IAnalysisContext ctx, MetricWriter writer)

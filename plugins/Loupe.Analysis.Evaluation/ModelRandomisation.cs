@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -32,6 +33,10 @@ public abstract record RandomisationOptions : MetricOptions
     protected abstract ParameterRandomisation DefaultRandomisation { get; }
     /// <summary>The randomisation in effect.</summary>
     internal ParameterRandomisation Kind => Randomise ?? DefaultRandomisation;
+
+    /// <summary><c>reset_seed</c> set while the modules are not reset (it seeds reset_parameters only).</summary>
+    internal IEnumerable<string> RandomisationErrors() =>
+        OptionRules.OnlyWith(this, Kind == ParameterRandomisation.Reset, "randomise: reset", nameof(ResetSeed));
 }
 
 /// <summary>The modules of a model that the parameter-randomisation metrics randomise, and how (shared by

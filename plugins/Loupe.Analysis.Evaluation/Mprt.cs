@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using System.Text.Json.Nodes;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -45,6 +46,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     protected override IEnumerable<string> ValidateMetric(MprtOptions options, AnalysisValidationContext context)
     {
         foreach (var e in ModelRandomisation.Validate(context.Model, options.Kind)) yield return e;
+        foreach (var e in options.RandomisationErrors()) yield return e;
         if (options.Score != MprtScore.Last && options.Variant != MprtVariant.Smooth)
             yield return $"option 'score': {(options.Score == MprtScore.Average ? "average" : "quantus-average")} applies to variant smooth (eMPRT's score is the relative entropy rise)";
         if (options.ExtraScores && options.Variant != MprtVariant.Efficient)
@@ -70,10 +72,15 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             ("noise_magnitude", options.NoiseMagnitude != defaults.NoiseMagnitude, MprtVariant.Smooth),
             ("micro_batch", options.MicroBatch is not null, MprtVariant.Smooth),
             ("bins", options.Bins != defaults.Bins, MprtVariant.Efficient),
-            ("min_bins", options.MinBins != defaults.MinBins, MprtVariant.Efficient),
-            ("max_bins", options.MaxBins != defaults.MaxBins, MprtVariant.Efficient),
         })
             if (set && options.Variant != variant) yield return $"option '{key}' applies to variant {(variant == MprtVariant.Smooth ? "smooth" : "efficient")}";
+        if (options.Variant == MprtVariant.Efficient)
+        {
+            // bins counts the discrete entropy's histogram, unless bins_rule computes it; min_bins and max_bins bound the rule.
+            foreach (var e in OptionRules.OnlyWith(options, options.Complexity == MprtComplexity.DiscreteEntropy && options.BinsRule is null, "complexity: discrete-entropy without bins_rule", nameof(options.Bins))) yield return e;
+            foreach (var e in OptionRules.OnlyWith(options, options.BinsRule is not null, "bins_rule", nameof(options.MinBins), nameof(options.MaxBins))) yield return e;
+        }
+        else foreach (var e in OptionRules.OnlyWith(options, false, "variant efficient with bins_rule", nameof(options.MinBins), nameof(options.MaxBins))) yield return e;
         if (options.MinBins > options.MaxBins) yield return $"option 'min_bins' ({options.MinBins}) must not exceed 'max_bins' ({options.MaxBins})";
     }
 

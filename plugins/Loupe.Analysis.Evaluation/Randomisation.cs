@@ -59,6 +59,7 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
     /// <inheritdoc/>
     protected override IEnumerable<string> ValidateMetric(RandomLogitOptions o, AnalysisValidationContext context)
     {
+        foreach (var e in OptionRules.OnlyWith(o, o.Draw == OtherClassDraw.Quantus, "draw: quantus", nameof(o.QuantusSeed), nameof(o.QuantusBatchSize))) yield return e;
         if (o.Features == FeatureUnit.Values && o.Similarity == MapSimilarity.Ssim)
             yield return "option 'features': values compares the flattened maps (as Quantus does); similarity: ssim needs 2-D maps — use flat-ssim (Quantus's ssim), spearman, pearson or kendall";
     }

@@ -36,6 +36,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
     protected override IEnumerable<string> ValidateMetric(SanityOptions options, AnalysisValidationContext context)
     {
         foreach (var e in ModelRandomisation.Validate(context.Model, options.Kind)) yield return e;
+        foreach (var e in options.RandomisationErrors()) yield return e;
     }
 
     /// <inheritdoc/>

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Synthesis;
@@ -62,6 +63,11 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         if (o.BlurEvery > 0 && o.Parameterization == ParameterizationKind.Cppn)
             errors.Add("option 'blur_every' blurs pixels or Fourier coefficients; a cppn's image is a function of its weights: leave it out (or use 'tv')");
         if (o.Scales is { } sc && sc.Any(v => !(v > 0))) errors.Add("option 'scales' must hold positive factors");
+        bool cppn = o.Parameterization == ParameterizationKind.Cppn;
+        errors.AddRange(OptionRules.OnlyWith(o, cppn, "parameterization: cppn", nameof(o.CppnChannels), nameof(o.CppnLayers), nameof(o.CppnNormalize)));
+        errors.AddRange(OptionRules.OnlyWith(o, !cppn, "parameterization: pixels or fft (a cppn's image is a function of its weights, initialised its own way)", nameof(o.Decorrelate), nameof(o.Range), nameof(o.InitSd)));
+        errors.AddRange(OptionRules.OnlyWith(o, o.BlurEvery > 0, "blur_every above 0", nameof(o.BlurSigma)));
+        errors.AddRange(OptionRules.OnlyWith(o, o.L2 > 0, "l2 above 0", nameof(o.L2Center)));
         if (o.Snapshots is { } snapAt && (snapAt.Any(k => k < 1 || k > o.Steps) || snapAt.Distinct().Count() != snapAt.Length))
             errors.Add($"option 'snapshots' must list distinct steps in 1..{o.Steps}, got [{string.Join(", ", snapAt)}]");
         if (o.Diversity > 0 && o.Batch < 2)

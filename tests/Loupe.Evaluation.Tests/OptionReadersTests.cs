@@ -79,14 +79,20 @@ public class OptionReadersTests
         var errors = Errors("""
               - { id: s, uses: mprt, with: { of: sal, bins: 5, max_bins: 50 } }
               - { id: e, uses: mprt, with: { of: sal, variant: efficient, samples: 3, noise_magnitude: 0.3, micro_batch: 4 } }
+              - { id: e2, uses: mprt, with: { of: sal, variant: efficient, bins_rule: scott, bins: 5 } }
+              - { id: e3, uses: mprt, with: { of: sal, variant: efficient, min_bins: 3 } }
+              - { id: r, uses: sanity-randomisation, with: { of: sal, reset_seed: 7 } }
             """);
         Assert.Equal(
         [
             "step 's' (mprt): option 'bins' applies to variant efficient",
-            "step 's' (mprt): option 'max_bins' applies to variant efficient",
+            "step 's' (mprt): option 'max_bins' applies to variant efficient with bins_rule",
             "step 'e' (mprt): option 'samples' applies to variant smooth",
             "step 'e' (mprt): option 'noise_magnitude' applies to variant smooth",
             "step 'e' (mprt): option 'micro_batch' applies to variant smooth",
+            "step 'e2' (mprt): option 'bins' applies to complexity: discrete-entropy without bins_rule",
+            "step 'e3' (mprt): option 'min_bins' applies to bins_rule",
+            "step 'r' (sanity-randomisation): option 'reset_seed' applies to randomise: reset",
         ], errors.Select(e => e[e.IndexOf("step '", StringComparison.Ordinal)..]));
     }
 
@@ -125,6 +131,44 @@ public class OptionReadersTests
             "step 'c' (completeness): option 'perturb_mean' applies to baseline: gaussian-noise",
             "step 'ig' (integrated-gradients): option 'blur_sigma' applies to baseline: blur",
             "step 'igf' (integrated-gradients): give either a named 'baseline' or 'baseline_file', not both: its baselines replace the named one",
+        ];
+        Assert.Equal(want.Order(StringComparer.Ordinal), errors.Select(e => e[e.IndexOf("step '", StringComparison.Ordinal)..]).Order(StringComparer.Ordinal));
+    }
+
+    [Fact]
+    public void CompanionOptionsOfOtherTechniquesNeedTheirOption()
+    {
+        var errors = Errors("""
+              - { id: fa, uses: feature-ablation, with: { n_segments: 20 } }
+              - { id: fa2, uses: feature-ablation, with: { segments: superpixels, cell: 7, n_segments: 20 } }
+              - { id: ks, uses: kernel-shap, with: { samples: 20, compactness: 3 } }
+              - { id: lrp, uses: lrp, with: { low: -2, gamma: 0.5 } }
+              - { id: lrp2, uses: lrp, with: { composite: epsilon-gamma-box, low: -2, high: 2, gamma: 0.5 } }
+              - { id: lrp3, uses: lrp, with: { composite: epsilon-gamma-box, first_rule: flat, low: -2 } }
+              - { id: am, uses: activation-max, with: { objective: "relu3:1", cppn_layers: 3, blur_sigma: 1, l2_center: 0.3, steps: 4 } }
+              - { id: am2, uses: activation-max, with: { objective: "relu3:1", parameterization: cppn, decorrelate: false, steps: 4 } }
+              - { id: rl, uses: random-logit, with: { of: sal, quantus_batch_size: 8 } }
+              - { id: dff, uses: deep-feature-factorization, with: { layer: relu3, top: 3 } }
+              - { id: co, uses: continuity, with: { of: sal, sweep: quantus, shift: 2 } }
+              - { id: del, uses: deletion, with: { of: sal, blur_sigma: 3 } }
+              - { id: ins, uses: insertion, with: { of: sal, blur_sigma: 3 } }
+            """);
+        string[] want =
+        [
+            "step 'fa' (feature-ablation): option 'n_segments' applies to segments: superpixels",
+            "step 'fa2' (feature-ablation): option 'cell' applies to segments: grid",
+            "step 'ks' (kernel-shap): option 'compactness' applies to segments: superpixels",
+            "step 'lrp' (lrp): lrp: option 'low' applies to the z-box rule (composite epsilon-gamma-box, rule:, first_rule: or rules:)",
+            "step 'lrp' (lrp): lrp: option 'gamma' applies to the gamma rule (composite epsilon-gamma-box, rule:, first_rule:, or rules: without their own gamma)",
+            "step 'lrp3' (lrp): lrp: option 'low' applies to the z-box rule (composite epsilon-gamma-box, rule:, first_rule: or rules:)",
+            "step 'am' (activation-max): option 'cppn_layers' applies to parameterization: cppn",
+            "step 'am' (activation-max): option 'blur_sigma' applies to blur_every above 0",
+            "step 'am' (activation-max): option 'l2_center' applies to l2 above 0",
+            "step 'am2' (activation-max): option 'decorrelate' applies to parameterization: pixels or fft (a cppn's image is a function of its weights, initialised its own way)",
+            "step 'rl' (random-logit): option 'quantus_batch_size' applies to draw: quantus",
+            "step 'dff' (deep-feature-factorization): option 'top' applies to a 'head' (the classes shown per concept)",
+            "step 'co' (continuity): option 'shift' applies to sweep: right (Quantus's sweep spreads its steps over the width)",
+            "step 'del' (deletion): option 'blur_sigma' applies to the blur baseline (fill: blur, insertion's default)",
         ];
         Assert.Equal(want.Order(StringComparer.Ordinal), errors.Select(e => e[e.IndexOf("step '", StringComparison.Ordinal)..]).Order(StringComparer.Ordinal));
     }
