@@ -7,7 +7,8 @@ namespace Loupe.Analysis.Evaluation;
 
 /// <summary>Base of the faithfulness metrics: the map ranks pixels (per-channel maps summed over channels), perturbed
 /// copies are scored in batches under the memory budget, and a published formula reduces the outputs.</summary>
-[ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(FaithfulnessOptions.Abs), nameof(FaithfulnessOptions.Normalise), nameof(FaithfulnessOptions.MicroBatch))]
+// softmax: every metric takes it, as every Quantus metric's call does (road's argmax does not depend on it).
+[ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(FaithfulnessOptions.Abs), nameof(FaithfulnessOptions.Normalise), nameof(FaithfulnessOptions.MicroBatch), nameof(FaithfulnessOptions.Softmax))]
 public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
 {
     /// <summary>Quantus's default of <c>abs</c>.</summary>
@@ -140,7 +141,7 @@ public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
 /// <summary><c>faithfulness-correlation</c> (Bhatt et al. 2020): Pearson correlation, over <c>runs</c> random pixel
 /// subsets (seeded per input), between the subset's attribution sum and the output drop f(x) − f(x with the subset
 /// replaced). Quantus defaults: logits, signed map, baseline min, 100 runs of 224 pixels. Higher is better.</summary>
-[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.SubsetSize), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.SubsetSize), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
 public sealed class FaithfulnessCorrelation : FaithfulnessMetric
 {
     /// <inheritdoc/>
@@ -183,7 +184,7 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
 /// <summary><c>faithfulness-estimate</c> (Alvarez-Melis &amp; Jaakkola 2018): Pearson correlation between each step's
 /// attribution sum and the output drop when that step's pixels alone are replaced (pixels in decreasing order,
 /// <c>features_in_step</c> per step). Quantus defaults: logits, signed map, baseline min. Higher is better.</summary>
-[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
 public sealed class FaithfulnessEstimate : FaithfulnessMetric
 {
     /// <inheritdoc/>
@@ -205,7 +206,7 @@ public sealed class FaithfulnessEstimate : FaithfulnessMetric
 /// <summary><c>monotonicity</c> (Arya et al. 2019): starting from the baseline, pixels are put back in increasing order
 /// of attribution (<c>features_in_step</c> per step); 1 when the class probability never decreases, else 0 (the mean
 /// is the share of monotonic inputs). Quantus defaults: softmax, |map|, baseline min. Higher is better.</summary>
-[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Features))]
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Features))]
 public sealed class Monotonicity : FaithfulnessMetric
 {
     /// <inheritdoc/>
@@ -229,7 +230,7 @@ public sealed class Monotonicity : FaithfulnessMetric
 /// one U[0, 1) value in the model's input space for all the pixels it replaces, seeded per input: <c>uniform-step</c>;
 /// until 2026-12-05 the default drew U[0, 1) per pixel in display space, <c>uniform</c>); the step's variance E[(f(x') − f(x))²] / f(x)² (1/f(x)² only when |f(x)| ≥ <c>eps</c>, Quantus: 1e-5) is Spearman-correlated
 /// with the step's attribution sum. Softmax by default. Higher is better.</summary>
-[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Features), nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.Eps), nameof(FaithfulnessOptions.Similarity))]
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.Features), nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.Eps), nameof(FaithfulnessOptions.Similarity))]
 public sealed class MonotonicityCorrelation : FaithfulnessMetric
 {
     /// <inheritdoc/>

@@ -12,7 +12,7 @@ namespace Loupe.Analysis.Evaluation;
 /// p_k = f(x after k segments) / f(x) (class probability by default) and p_0 = 1, the score is the area over that curve
 /// on [0, 1] (x = k / M, trapezoid): 1 − AUC. Quantus omits p_0 and returns M − Σ_trapezoid with dx = 1 (it removes
 /// segments cumulatively too); Loupe keeps the paper's scale, the same for any M. Higher is better.</summary>
-[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Segmentation), nameof(FaithfulnessOptions.Segments), nameof(FaithfulnessOptions.Compactness), nameof(FaithfulnessOptions.Cell), nameof(FaithfulnessOptions.QuantusBatchSize))]
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Segmentation), nameof(FaithfulnessOptions.Segments), nameof(FaithfulnessOptions.Compactness), nameof(FaithfulnessOptions.Cell), nameof(FaithfulnessOptions.QuantusBatchSize))]
 public sealed class Irof : FaithfulnessMetric
 {
     /// <inheritdoc/>

@@ -8,7 +8,7 @@ namespace Loupe.Analysis.Evaluation;
 /// <summary>Base of the removal-curve metrics: units (pixels or patches) replaced cumulatively by the baseline in
 /// decreasing order of attribution; the score is the area under the probability curve, normalised by its length
 /// (Quantus returns the curve, or its trapezoid with dx = 1 = this × (steps − 1)). Lower is better.</summary>
-[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Score))]
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Score))]
 public abstract class RemovalCurveMetric : FaithfulnessMetric
 {
     /// <inheritdoc/>
@@ -79,7 +79,7 @@ public sealed class Selectivity : RemovalCurveMetric
 /// mean over k = 0..L of f(x) − f(x after k regions), or with <c>score: quantus</c> Quantus's get_auc_score of its
 /// curve: numpy's trapz, dx = 1, of f(x) − f(x after k regions) for k = 1..L. MoRF: higher is better; LeRF: lower is
 /// better (both scores: Quantus labels the metric lower-is-better whatever the order).</summary>
-[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Patch), nameof(FaithfulnessOptions.Regions), nameof(FaithfulnessOptions.Windows), nameof(FaithfulnessOptions.Order))]
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Patch), nameof(FaithfulnessOptions.Regions), nameof(FaithfulnessOptions.Windows), nameof(FaithfulnessOptions.Order))]
 public sealed class RegionPerturbation : FaithfulnessMetric
 {
     /// <inheritdoc/>

@@ -17,7 +17,7 @@ namespace Loupe.Analysis.Evaluation;
 /// the maps are rescaled over the run together as Quantus rescales its batch: max and second-moment are one positive
 /// factor, which changes neither the ranks nor a correlation, so they are left out; negative is refused. Higher is
 /// better.</summary>
-[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Softmax), nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Fractions), nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.MaxFraction), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.QuantusBatchSize), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
+[ReadsBaseline, ReadsOptions(nameof(FaithfulnessOptions.Score), nameof(FaithfulnessOptions.Fractions), nameof(FaithfulnessOptions.Runs), nameof(FaithfulnessOptions.MaxFraction), nameof(FaithfulnessOptions.FeaturesInStep), nameof(FaithfulnessOptions.QuantusBatchSize), nameof(FaithfulnessOptions.Similarity), nameof(FaithfulnessOptions.Features))]
 public sealed class SensitivityN : FaithfulnessMetric
 {
     /// <inheritdoc/>

@@ -89,7 +89,8 @@ public enum StabilityNoise
 /// <summary>Base of the robustness metrics: <c>samples</c> noisy copies per input (noise drawn per input id, one sample
 /// at a time, so batches and shards give the same numbers), the method run again on them in batches of copies under the
 /// memory budget (target: the classes chosen on the clean input), and a per-sample ratio reduced over samples.</summary>
-[ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(StabilityOptions.Samples), nameof(StabilityOptions.Noise), nameof(StabilityOptions.Radius), nameof(StabilityOptions.LowerBound), nameof(StabilityOptions.Sigma), nameof(StabilityOptions.Mean), nameof(StabilityOptions.SkipChangedPredictions), nameof(StabilityOptions.NanWhenPredictionChanges), nameof(StabilityOptions.Abs), nameof(StabilityOptions.Normalise), nameof(StabilityOptions.MicroBatch))]
+// softmax: every metric takes it, as every Quantus metric's call does (it changes relative-output-stability only).
+[ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(StabilityOptions.Samples), nameof(StabilityOptions.Noise), nameof(StabilityOptions.Radius), nameof(StabilityOptions.LowerBound), nameof(StabilityOptions.Sigma), nameof(StabilityOptions.Mean), nameof(StabilityOptions.SkipChangedPredictions), nameof(StabilityOptions.NanWhenPredictionChanges), nameof(StabilityOptions.Abs), nameof(StabilityOptions.Normalise), nameof(StabilityOptions.MicroBatch), nameof(StabilityOptions.Softmax))]
 public abstract class StabilityMetric : QualityMetric<StabilityOptions>
 {
     /// <inheritdoc/>
@@ -328,7 +329,6 @@ public sealed class RelativeInputStability : RelativeStability
 
 /// <summary><c>relative-output-stability</c>: the denominator is the change of the logits, ‖h(x) − h(x')‖₂ (the
 /// paper's and Quantus's: not relative to h(x)). Lower is better.</summary>
-[ReadsOptions(nameof(StabilityOptions.Softmax))]
 public sealed class RelativeOutputStability : RelativeStability
 {
     /// <inheritdoc/>
