@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -67,6 +68,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(ConceptDiscoveryOptions options, AnalysisValidationContext context)
     {
+        foreach (var e in OptionRules.OnlyWith(options, options.Importance == ConceptImportance.Sobol, "importance: sobol", nameof(options.Designs))) yield return e;
         if (options.Importance == ConceptImportance.Sobol && !context.Capabilities.HasFlag(ModelCapabilities.Interventions))
             yield return "option 'importance': 'sobol' replaces the layer's activation, which this model backend cannot do (use 'gradient')";
     }

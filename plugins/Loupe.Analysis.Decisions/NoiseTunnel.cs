@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
@@ -29,7 +30,7 @@ public sealed record NoiseTunnelOptions
     [Range(0.0, 100.0), Description("σ = noise_level · (max(x) − min(x)) per input (Smilkov et al.: 0.15)")]
     public double NoiseLevel { get; init; } = 0.15;
     /// <summary>Absolute noise σ.</summary>
-    [Range(0.0, 1e6), Description("absolute σ of the noise in normalised input space, as Captum's stdevs (overrides noise_level)")]
+    [Range(0.0, 1e6), Description("absolute σ of the noise in normalised input space, as Captum's stdevs (instead of noise_level, which is then refused)")]
     public double? Stdevs { get; init; }
     /// <summary>Fixed draws shared by every input.</summary>
     [FilePath, Description("fixed standard-normal draws z instead of the seeded ones: a float32 .npy S×C×H×W (S ≥ samples) used for every input; noise = σ·z")]
@@ -69,6 +70,7 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
             yield return $"inner step '{options.Inner!.Uses}' is not an attribution method (it must produce one map per input, like saliency or integrated-gradients)";
         if (inner is NoiseTunnel) yield return "noise-tunnel cannot wrap another noise-tunnel";
         if (options.NoiseFile is not null && options.NoiseDir is not null) yield return "give either 'noise_file' or 'noise_dir', not both";
+        foreach (var e in OptionRules.OnlyWith(options, options.Stdevs is null, "the noise without 'stdevs' (an absolute σ replaces the relative one)", nameof(options.NoiseLevel))) yield return e;
     }
 
     /// <summary>The first <paramref name="samples"/> fixed draws of a file (S×C×H×W), checked against the input shape.</summary>

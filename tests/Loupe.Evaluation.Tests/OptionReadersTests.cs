@@ -153,6 +153,8 @@ public class OptionReadersTests
               - { id: co, uses: continuity, with: { of: sal, sweep: quantus, shift: 2 } }
               - { id: del, uses: deletion, with: { of: sal, blur_sigma: 3 } }
               - { id: ins, uses: insertion, with: { of: sal, blur_sigma: 3 } }
+              - { id: nt, uses: noise-tunnel, with: { inner: saliency, samples: 4, noise_level: 0.3, stdevs: 0.2 } }
+              - { id: cd, uses: concept-discovery, with: { layer: relu2, designs: 8 } }
             """);
         string[] want =
         [
@@ -170,6 +172,8 @@ public class OptionReadersTests
             "step 'dff' (deep-feature-factorization): option 'top' applies to a 'head' (the classes shown per concept)",
             "step 'co' (continuity): option 'shift' applies to sweep: right (Quantus's sweep spreads its steps over the width)",
             "step 'del' (deletion): option 'blur_sigma' applies to the blur baseline (fill: blur, insertion's default)",
+            "step 'nt' (noise-tunnel): option 'noise_level' applies to the noise without 'stdevs' (an absolute σ replaces the relative one)",
+            "step 'cd' (concept-discovery): option 'designs' applies to importance: sobol",
         ];
         Assert.Equal(want.Order(StringComparer.Ordinal), errors.Select(e => e[e.IndexOf("step '", StringComparison.Ordinal)..]).Order(StringComparer.Ordinal));
     }

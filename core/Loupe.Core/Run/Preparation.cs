@@ -45,7 +45,8 @@ public static partial class PipelineRunner
                 throw new PipelineException([.. errors, .. unread]);
             }
             var modelAdapter = registry.Create<IModelAdapter>(modelDesc!.Id);
-            LoadModel(modelAdapter);
+            try { LoadModel(modelAdapter); }
+            catch (PipelineException p) when (unread.Count > 0) { throw new PipelineException([.. p.Errors, .. unread]); }
             try
             {
                 CheckInputAndReadLabels();
