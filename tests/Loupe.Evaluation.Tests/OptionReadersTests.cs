@@ -63,6 +63,25 @@ public class OptionReadersTests
     }
 
     [Fact]
+    public void UnreadOptionsAreReportedWithAModelThatFailsToLoad()
+    {
+        var weights = Path.Combine(Env.TempDir(), "broken.safetensors");
+        File.WriteAllText(weights, "not a safetensors file");
+        var path = Path.Combine(Env.TempDir(), "p.yaml");
+        File.WriteAllText(path, $$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{Env.Yaml(weights)}} } }
+            data: { uses: idx, with: { images: {{Env.DemoImages}}, limit: 4 } }
+            steps:
+              - { id: sal, uses: saliency }
+              - { id: r, uses: road, with: { of: sal, patch: 4 } }
+            """);
+        var e = Assert.Throws<PipelineException>(() => PipelineRunner.Prepare(new RunRequest(path) { PluginDirectories = [Env.BuiltInPlugins] }));
+        Assert.Contains(e.Errors, x => x.Message.StartsWith("model 'torchvision'", StringComparison.Ordinal));
+        Assert.Contains(e.Errors, x => x.Message.Contains("step 'r' (road): option 'patch' applies to region-perturbation and selectivity, not to road"));
+    }
+
+    [Fact]
     public void AnUnreadOptionAtItsDefaultIsAccepted()
     {
         // The library writes a typed options record whole (every property, defaults included): a FaithfulnessOptions
