@@ -36,8 +36,11 @@ public sealed record FiltersOptions
 
 /// <summary>Filter visualisation (Zeiler &amp; Fergus 2014): a first layer (3 input channels) as RGB tiles, deeper
 /// layers as one grey tile per (filter, input channel). Raw weights are saved as <c>.npy</c>.</summary>
-public sealed class Filters : Analysis<FiltersOptions>
+public sealed class Filters : Analysis<FiltersOptions>, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => ["filters", "weight_norm_mean"];
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Parameters, UsesTarget: false, UsesData: false);
 

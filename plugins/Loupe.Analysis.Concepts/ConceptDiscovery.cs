@@ -60,8 +60,11 @@ public enum ConceptImportance
 /// class's inputs of the concepts' total Sobol indices (<see cref="ConceptSobol"/>, CRAFT).
 /// Outputs <c>concepts.npy</c> (r×K), <c>importance.npy</c> (classes×r), <c>crops.json</c>, <c>concepts.png</c> (top
 /// crops per concept, ranked for the first class), <c>heatmaps.png</c> and <c>importance.png</c>.</summary>
-public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlansLayerPasses
+public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlansLayerPasses, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => ["relative_error"];
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients, UsesTarget: false);
 

@@ -7,8 +7,11 @@ public sealed record EmbeddingsOptions : FeatureOptions;
 
 /// <summary>Features of one layer for the whole data source, streamed batch by batch: <c>features.npy</c> (N×D float32),
 /// <c>ids.json</c> (row order) and <c>labels.npy</c> (float32, when the source has labels).</summary>
-public sealed class Embeddings : FeatureAnalysis<EmbeddingsOptions>, IShardable
+public sealed class Embeddings : FeatureAnalysis<EmbeddingsOptions>, IShardable, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => ["inputs", "dimensions"];
+
     /// <inheritdoc/>
     public override void Run(EmbeddingsOptions options, IAnalysisContext ctx)
     {

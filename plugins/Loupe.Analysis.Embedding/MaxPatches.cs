@@ -70,8 +70,11 @@ public sealed record MaxPatchesOptions : IReshapesLayers
 /// Boxes are [y0, x0, y1, x1] in input pixels, end-exclusive, clipped to the image. Token and channels-last layers
 /// are laid out as N×C×h×w first (<see cref="MaxPatchesOptions.Reshape"/>), for ranking and for the receptive field
 /// alike: a ViT token's field is its patch before the first attention and the whole image after it.</summary>
-public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses, IShardable
+public sealed class MaxPatches : Analysis<MaxPatchesOptions>, IPlansLayerPasses, IShardable, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => ["receptive_field"];
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations, UsesTarget: false);
 

@@ -18,8 +18,13 @@ public sealed record PcaOptions : FeatureOptions
 
 /// <summary>PCA of a layer's dataset features: <c>coordinates.npy</c> (N×k), <c>components.npy</c> (k×D),
 /// <c>explained-variance.npy</c>, <c>explained-variance-ratio.npy</c>, <c>mean.npy</c>, a scatter of PC1/PC2 coloured by label (PNG, and <c>points2d.json</c> for the report).</summary>
-public sealed class PcaAnalysis : FeatureAnalysis<PcaOptions>
+public sealed class PcaAnalysis : FeatureAnalysis<PcaOptions>, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => ["explained_variance_ratio_pc1", "explained_variance_ratio_pc2", "explained_variance_ratio_pc3"];
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNamesFor(object options, IModel model) => MetricNames.Take(Math.Clamp(((PcaOptions)options).Components, 1, 3)).ToList();
+
     /// <inheritdoc/>
     public override void Run(PcaOptions options, IAnalysisContext ctx)
     {

@@ -54,8 +54,14 @@ public sealed record TsneOptions : FeatureOptions
 
 /// <summary>Barnes-Hut t-SNE of a layer's dataset features: <c>coordinates.npy</c> (N×2), <c>points2d.json</c> (for the report), <c>scatter.png</c> coloured
 /// by label with a legend, <c>map.png</c> (thumbnails at their positions), KL divergence and trustworthiness metrics.</summary>
-public sealed class TsneAnalysis : FeatureAnalysis<TsneOptions>
+public sealed class TsneAnalysis : FeatureAnalysis<TsneOptions>, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => ["kl_divergence", "iterations", "learning_rate", "tsne_seconds"];
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNamesFor(object options, IModel model) =>
+        ((TsneOptions)options).TrustworthinessK is > 0 and var k ? [.. MetricNames, $"trustworthiness_k{k}"] : MetricNames;
+
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(TsneOptions options, AnalysisValidationContext context)
     {
