@@ -11,7 +11,7 @@ namespace Loupe.Analysis.Evaluation;
 public abstract record MetricOptions
 {
     /// <summary>The evaluated step.</summary>
-    [Required, Description("id of the attribution step to evaluate (e.g. of: saliency); give this step the same target as that step")]
+    [Required, Description("id of the attribution step to evaluate (e.g. of: saliency); without a target of its own this step explains that step's")]
     public StepLink? Of { get; init; }
     /// <summary>Assertions on this step's metrics.</summary>
     [Description("assertions checked after all outputs are written, e.g. [\"auc_mean < 0.2\"]; a failed one fails the step")]

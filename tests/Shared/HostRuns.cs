@@ -51,7 +51,8 @@ public static class HostRuns
     /// <summary>An array a run wrote (path relative to the run folder).</summary>
     public static NdArray Artifact(RunResult r, string relativePath) => Npy.Read(Path.Combine(r.OutDir!, relativePath));
 
-    static System.Text.Json.Nodes.JsonNode Step(RunResult r, string id) =>
+    /// <summary>The manifest record of step <paramref name="id"/>.</summary>
+    public static System.Text.Json.Nodes.JsonNode Step(RunResult r, string id) =>
         r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == id)!;
 
     /// <summary>A step's status in the run's manifest.</summary>

@@ -113,7 +113,28 @@ public static partial class PipelineRunner
                 if (lf.Contains('\0')) errors.Add(At(m.LabelsMark, "model.labels: the path contains a NUL character"));
                 else if (!File.Exists(labelsFile)) errors.Add(At(m.LabelsMark, $"model.labels: file not found: {labelsFile}"));
             }
-            targetRefs = spec.Steps.Select(s => ResolveTarget(s, registry, file, errors)).ToList();
+            // A step without a target of its own explains the target of the step it evaluates (of:), so that a metric
+            // scores the maps that step made; with none to inherit, top-1.
+            var own = spec.Steps.Select(s => s.Target is null ? null : ResolveTarget(s, registry, file, errors)).ToList();
+            targetRefs = spec.Steps.Select((s, i) => s.Target is not null ? own[i] : InheritedTarget(i, own) ?? ResolveTarget(s, registry, file, errors)).ToList();
+        }
+
+        /// <summary>The target step <paramref name="i"/> inherits: that of the one step its <see cref="StepLink"/> options
+        /// name (followed through steps without a target of their own), when that step gives one; else null.</summary>
+        TargetRef? InheritedTarget(int i, List<TargetRef?> own)
+        {
+            var seen = new HashSet<int>();
+            for (int at = i; seen.Add(at);)
+            {
+                var linked = stepOptions[at]?.Value is { } o
+                    ? OptionsBinder.Properties(o.GetType()).Where(p => p.PropertyType == typeof(StepLink)).Select(p => p.GetValue(o)).OfType<StepLink>()
+                        .Select(l => spec.Steps.ToList().FindIndex(x => x.Id == l.Id)).Where(j => j >= 0).Distinct().ToList()
+                    : [];
+                if (linked.Count != 1) return null;
+                at = linked[0];
+                if (spec.Steps[at].Target is not null) return own[at];
+            }
+            return null;
         }
 
         void LoadModel(IModelAdapter modelAdapter)
