@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
@@ -55,7 +56,9 @@ public sealed class GradientShap : AttributionAnalysis<GradientShapOptions>
 
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(GradientShapOptions options, AnalysisValidationContext context) =>
-        Perturbation.BaselineErrors(options, options.Baseline, options.BaselinesFile, null, options.BaselineValue, "fill", context.Model.DefaultInput);
+        Perturbation.BaselineErrors(options, options.Baseline, null, null, options.BaselineValue, "fill", context.Model.DefaultInput)
+            .Concat(OptionRules.OnlyWith(options, options.BaselinesFile is null, "a single baseline (baselines_file's baselines replace it)",
+                nameof(options.Baseline), nameof(options.BaselineValue), nameof(options.BlurSigma)));
 
     /// <inheritdoc/>
     public override AttributionResult Attribute(GradientShapOptions options, AttributionInput input)

@@ -136,6 +136,7 @@ public class OptionReadersTests
               - { id: ig, uses: integrated-gradients, with: { steps: 4, blur_sigma: 3 } }
               - { id: igf, uses: integrated-gradients, with: { steps: 4, baseline: mean, baseline_file: {{Env.Yaml(file)}} } }
               - { id: igb, uses: integrated-gradients, with: { steps: 4, baseline: blur, blur_sigma: 3 } }
+              - { id: gs, uses: gradient-shap, with: { baseline: mean, baselines_file: {{Env.Yaml(file)}} } }
             """);
         string[] want =
         [
@@ -151,6 +152,7 @@ public class OptionReadersTests
             "step 'c' (completeness): option 'perturb_mean' applies to baseline: gaussian-noise",
             "step 'ig' (integrated-gradients): option 'blur_sigma' applies to baseline: blur",
             "step 'igf' (integrated-gradients): give either a named 'baseline' or 'baseline_file', not both: its baselines replace the named one",
+            "step 'gs' (gradient-shap): option 'baseline' applies to a single baseline (baselines_file's baselines replace it)",
         ];
         Assert.Equal(want.Order(StringComparer.Ordinal), errors.Select(e => e[e.IndexOf("step '", StringComparison.Ordinal)..]).Order(StringComparer.Ordinal));
     }
