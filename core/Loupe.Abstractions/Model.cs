@@ -152,6 +152,16 @@ public sealed record LayerInfo(string Name, string Kind)
 {
     /// <summary>Convolution/pooling geometry where the layer has one (for receptive fields).</summary>
     public LayerGeometry? Geometry { get; init; }
+
+    /// <summary>Set when this name is another name for the output of the listed layer named here (an ONNX node's name
+    /// beside its output's, a PyTorch module path of an exported graph): capturing both captures one tensor twice.
+    /// </summary>
+    public string? AliasOf { get; init; }
+
+    /// <summary>Whether the layer is a module of the network as its source code built it (a TorchSharp module, a
+    /// PyTorch module path recovered from an exported graph) rather than a node of a graph; what a PyTorch forward
+    /// hook would see.</summary>
+    public bool IsModule { get; init; }
 }
 
 /// <summary>Kernel, stride, padding and dilation of a spatial layer.</summary>

@@ -19,50 +19,75 @@ public sealed class RelativeRepresentationStability : RelativeStability
     /// <summary>Kinds of layers that only hold others (Quantus skips the model and its Sequentials).</summary>
     static readonly HashSet<string> Containers = ["Sequential", "ModuleList", "ModuleDict"];
 
-    /// <summary>The layers of the default representation: every layer but the containers.</summary>
-    public static string[] AllLayers(IModel model) => [.. model.Layers.Where(l => !Containers.Contains(l.Kind)).Select(l => l.Name)];
+    /// <summary>The layers of the default representation, each tensor once: the model's modules but the containers
+    /// where it lists modules (a TorchSharp model's; the PyTorch module paths of an exported ONNX graph, each a name of
+    /// one node output, so a container and its last child, which name one value, count once), else every node output
+    /// (a graph without module paths); never an alias (a node's name beside its output's).</summary>
+    public static string[] AllLayers(IModel model)
+    {
+        bool modules = model.Layers.Any(l => l.IsModule);
+        return [.. model.Layers.Where(l => (!modules || l.IsModule) && (modules || l.AliasOf is null) && !Containers.Contains(l.Kind))
+            .DistinctBy(l => l.AliasOf ?? l.Name, StringComparer.Ordinal).Select(l => l.Name)];
+    }
+
+    /// <summary>Whether a layer's output is part of the representation of a batch of <paramref name="rows"/> inputs: a
+    /// floating-point tensor with one row per input (not a shape, an index or a sequence-first tensor).</summary>
+    static bool PerInput(Tensor t, long rows) => t.dim() > 0 && t.shape[0] == rows && t.is_floating_point();
 
     /// <inheritdoc/>
-    protected override (Tensor Logits, Tensor? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    protected override (Tensor Logits, IReadOnlyList<(string Key, Tensor Part)>? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var layers = o.RepresentationLayers();
+        bool named = layers.Length > 0;
+        if (!named) layers = AllLayers(ctx.Model);
         long n = input.shape[0];
+        var parts = new List<(string Key, Tensor Part)>();
         if (ctx.Model is IModelInterventions iv && ctx.Model.Capabilities.HasFlag(ModelCapabilities.Interventions))
         {
             // Every call's output of every selected layer, in the order of the calls, as Quantus's forward hooks collect
-            // them (a module that runs twice, as resnet's ReLUs, gives two parts); kept out of the module's own dispose scope.
-            var outputs = new List<Tensor>();
+            // them (a module that runs twice, as resnet's ReLUs, gives two parts, keyed by layer and call); kept out of
+            // the module's own dispose scope.
             var handles = new List<IDisposable>();
+            Tensor logits;
             try
             {
-                foreach (var l in layers.Length > 0 ? layers : AllLayers(ctx.Model))
+                foreach (var l in layers)
+                {
+                    int calls = 0;
                     handles.Add(iv.Intervene(l, t =>
                     {
-                        if (t.dim() > 0 && t.shape[0] == n) outputs.Add(t.detach().reshape(n, -1).clone().DetachFromDisposeScope());
+                        int call = calls++;
+                        if (PerInput(t, n)) parts.Add(($"{l}#{call}", t.detach().reshape(n, -1).clone().DetachFromDisposeScope()));
                         return t;
                     }));
-                var (logits, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
+                }
+                var (forward, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
                 capture.Dispose();
-                if (outputs.Count == 0)
-                    throw new LoupeException($"relative-representation-stability: {(layers.Length > 0 ? $"layer(s) {string.Join(", ", layers)}" : "the model's layers")} gave no output of the batch's {n} rows during the forward pass (a layer the model never calls, or whose output is not one row per input): name layers that 'loupe layers' lists with an N×… output");
-                return (scope.MoveToOuter(logits.detach()), scope.MoveToOuter(cat(outputs, 1)));
+                logits = forward.detach();
             }
             finally
             {
                 foreach (var h in handles) h.Dispose();
-                foreach (var t in outputs) t.Dispose();
+                foreach (var (_, t) in parts) scope.Attach(t);   // this scope frees them on every path
             }
+            if (parts.Count == 0) throw NoOutput(layers, named, n);
+            return (scope.MoveToOuter(logits), [.. parts.Select(p => (p.Key, scope.MoveToOuter(p.Part)))]);
         }
-        if (layers.Length == 0) layers = AllLayers(ctx.Model);
         var (output, cap, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, layers, forGradients: false, selection);
         using (cap)
         {
-            var h = cat(layers.Select(l => cap[l].reshape(n, -1)).ToArray(), 1);
-            return (scope.MoveToOuter(output.detach()), scope.MoveToOuter(h));
+            foreach (var l in layers)
+                if (PerInput(cap[l], n)) parts.Add((l, cap[l].reshape(n, -1)));
+            if (parts.Count == 0) throw NoOutput(layers, named, n);
+            return (scope.MoveToOuter(output.detach()), [.. parts.Select(p => (p.Key, scope.MoveToOuter(p.Part.clone())))]);
         }
     }
+
+    static LoupeException NoOutput(string[] layers, bool named, long n) =>
+        new($"relative-representation-stability: {(named ? $"layer(s) {string.Join(", ", layers)}" : "the model's layers")} gave no floating-point output of the batch's {n} rows during the forward pass (a layer the model never calls, or whose output is not one row per input): name layers that 'loupe layers' lists with an N×… output");
+
     /// <inheritdoc/>
     /// <remarks>The representations are kept as the model gives them (float32: every layer's output of every copy can be
     /// large) and compared in float64, a block of columns at a time (the float64 temporaries stay small).</remarks>

@@ -68,7 +68,7 @@ public sealed record StabilityOptions : NormalisedMetricOptions
     [Range(1, 100_000), Description("perturbed copies per call of the method (default: within the memory budget)")]
     public int? MicroBatch { get; init; }
     /// <summary>Representation layer.</summary>
-    [LayerName, Description("relative-representation-stability: the layer whose output (every call's, as Quantus's forward hooks keep them: a module that runs twice gives both) is the internal representation; without it and 'layers', every layer of the model but its containers (Sequential, ModuleList, ModuleDict), each output of each call, as Quantus's default (layer_names and layer_indices None)")]
+    [LayerName, Description("relative-representation-stability: the layer whose output (every call's, as Quantus's forward hooks keep them: a module that runs twice gives both) is the internal representation; without it and 'layers', every layer of the model but its containers (Sequential, ModuleList, ModuleDict), each output of each call, as Quantus's default (layer_names and layer_indices None); on an ONNX graph its PyTorch module paths, each value once, or every node output where it has none. Only floating-point outputs with one row per input are taken")]
     public string? Layer { get; init; }
     /// <summary>Representation layers.</summary>
     [LayerName, Description("relative-representation-stability: several layers whose outputs (every call's, as Quantus's forward hooks keep them), flattened and concatenated, are the internal representation (Quantus layer_names)")]
@@ -130,13 +130,30 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     protected virtual bool UsesRepresentation => false;
 
     /// <summary>One forward of a batch without gradients: the logits (N×classes, for the changed-prediction check)
-    /// and what the model gives besides the maps (N×K) when <see cref="UsesRepresentation"/>: the logits, or a layer's
-    /// output (relative-representation-stability).</summary>
-    protected virtual (Tensor Logits, Tensor? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    /// and what the model gives besides the maps when <see cref="UsesRepresentation"/>: named parts of N×K_i each, the
+    /// logits, or the outputs of layers (relative-representation-stability). The representation of x and of its noisy
+    /// copies are the parts both passes gave, in x's order (<see cref="Align"/>).</summary>
+    protected virtual (Tensor Logits, IReadOnlyList<(string Key, Tensor Part)>? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
         var (_, output, _) = Explain.Scores(ctx, input, selection, 0);
-        return (scope.MoveToOuter(output), UsesRepresentation ? scope.MoveToOuter(output.to(ScalarType.Float64).reshape(input.shape[0], -1)) : null);
+        return (scope.MoveToOuter(output), UsesRepresentation ? [("logits", scope.MoveToOuter(output.to(ScalarType.Float64).reshape(input.shape[0], -1)))] : null);
+    }
+
+    /// <summary>The representations of the N inputs (N×K) and of their k noisy copies (k×N×K) from the parts of both
+    /// passes: the parts the copies' pass gave too, in the inputs' order. A part only one pass gave is not one row per
+    /// input (an output whose first axis matched one batch's size by chance, e.g. a sequence-first tensor of 17 tokens
+    /// on a batch of 17) and is left out.</summary>
+    protected static (Tensor H, Tensor Hs) Align(IReadOnlyList<(string Key, Tensor Part)> clean, IReadOnlyList<(string Key, Tensor Part)> copies, long k, long n, string metric)
+    {
+        var byKey = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (key, part) in copies) byKey.TryAdd(key, part);
+        var common = clean.Where(c => byKey.TryGetValue(c.Key, out var p) && p.shape[1] == c.Part.shape[1]).ToArray();
+        if (common.Length == 0)
+            throw new LoupeException($"{metric}: no layer of the representation gave one row per input in both the inputs' and the noisy copies' forward passes ({clean.Count} parts against {copies.Count}); name layers with an N×… output ('loupe layers' lists them)");
+        var h = common.Length == 1 ? common[0].Part : cat(common.Select(c => c.Part).ToArray(), 1);
+        var hs = common.Length == 1 ? byKey[common[0].Key] : cat(common.Select(c => byKey[c.Key]).ToArray(), 1);
+        return (h, hs.view(k, n, -1));
     }
 
     /// <summary>The per-sample value (N): maps e, e' (N×F), inputs x, x' (N×D) and representations h, h' (N×K; null
@@ -164,8 +181,9 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         bool skip = o.SkipChangedPredictions ?? SkipChangedByDefault, nanIfChanged = o.NanWhenPredictionChanges;
         bool forward = skip || nanIfChanged || UsesRepresentation;
         var changed = zeros(n, dtype: ScalarType.Bool);                               // any sample's top-1 changed
-        Tensor? top = null, h = null;
-        if (forward) { var (logits, rep) = Forward(o, ctx, x, b.Selection); top = logits.argmax(1); h = rep; }
+        Tensor? top = null;
+        IReadOnlyList<(string Key, Tensor Part)>? representation = null;
+        if (forward) { var (logits, rep) = Forward(o, ctx, x, b.Selection); top = logits.argmax(1); representation = rep; }
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
         var values = new List<Tensor>();
         bool gaussian = GaussianWith(o);
@@ -194,12 +212,12 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
             var es = Flat(LinkedMaps(o, ctx, xs, null, sel, CopyIds(b.Batch.Ids, k)).Map).view(k, n, -1);
-            Tensor? topS = null, hs = null;
+            Tensor? topS = null, h = null, hs = null;
             if (forward)
             {
                 var (logitsS, repS) = Forward(o, ctx, xs, sel);
                 topS = logitsS.argmax(1).view(k, n);
-                hs = repS?.view(k, n, -1);
+                if (representation is not null && repS is not null) (h, hs) = Align(representation, repS, k, n, Id);
                 changed = inner.MoveToOuter(changed.logical_or((topS != top!.unsqueeze(0)).any(0)));
             }
             var xsv = xs.to(ScalarType.Float64).view(k, n, -1);

@@ -99,10 +99,10 @@ public sealed partial class OnnxModel : IModel
         foreach (var n in nodeNames)
         {
             var first = n.Outputs.FirstOrDefault(o => o.Length > 0);
-            if (first is not null && _layerToValue.TryAdd(n.Name, first)) layers.Add(new LayerInfo(n.Name, n.OpType) { Geometry = GeometryOf(n) });
+            if (first is not null && _layerToValue.TryAdd(n.Name, first)) layers.Add(new LayerInfo(n.Name, n.OpType) { Geometry = GeometryOf(n), AliasOf = first });
         }
         foreach (var (path, value, op) in ModulePaths.Of(_plan))   // PyTorch module paths of exported graphs
-            if (_layerToValue.TryAdd(path, value)) layers.Add(new LayerInfo(path, $"module ({op}) = {value}"));
+            if (_layerToValue.TryAdd(path, value)) layers.Add(new LayerInfo(path, $"module ({op}) = {value}") { AliasOf = value, IsModule = true });
         Layers = layers;
         BuildFusedPlan();
 

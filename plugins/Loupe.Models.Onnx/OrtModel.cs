@@ -63,7 +63,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
         {
             var n = g.First();
             var first = n.Output.FirstOrDefault(o => o.Length > 0);
-            if (first is not null && _layerToValue.ContainsKey(first) && _layerToValue.TryAdd(n.Name, first)) layers.Add(new LayerInfo(n.Name, n.OpType));
+            if (first is not null && _layerToValue.ContainsKey(first) && _layerToValue.TryAdd(n.Name, first)) layers.Add(new LayerInfo(n.Name, n.OpType) { AliasOf = first });
         }
         Layers = layers;
     }

@@ -42,7 +42,7 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
         foreach (var (name, buffer) in _module.named_buffers()) _parameters.TryAdd(name, buffer);
         DefaultInput = input;
         DefaultLabels = labels;
-        Layers = _modules.Select(kv => new LayerInfo(kv.Key, kv.Value.GetType().Name) { Geometry = GeometryOf(kv.Value) }).ToList();
+        Layers = _modules.Select(kv => new LayerInfo(kv.Key, kv.Value.GetType().Name) { Geometry = GeometryOf(kv.Value), IsModule = true }).ToList();
         if (foldBatchNorm || fastKernels) _rewrites = CheckedRewrite(_module, input, foldBatchNorm, fastKernels);
     }
 

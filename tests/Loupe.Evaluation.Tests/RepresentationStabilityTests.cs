@@ -9,11 +9,11 @@ namespace Loupe.Evaluation.Tests;
 /// changes d₁, d₂, … has ‖·‖² = Σ dᵢ², so its score r = n / ‖·‖ gives 1/r² = Σ 1/rᵢ² over runs that each take one part.</summary>
 public class RepresentationStabilityTests
 {
-    static double[] Scores(string model, string with)
+    static double[] Scores(string model, string with, int images = 3, int samples = 1)
     {
-        var (r, _) = SeededRegionRun(7, 19, model, $$"""
+        var r = RunOn(RegionNet.Images(images, 19), 7, model, $$"""
               - { id: gxi, uses: gradient-x-input }
-              - { id: rrs, uses: relative-representation-stability, with: { of: gxi, samples: 1{{with}} } }
+              - { id: rrs, uses: relative-representation-stability, with: { of: gxi, samples: {{samples}}{{with}} } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
         return JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "rrs", "relative_representation_stability.json")))!["inputs"]!
@@ -55,6 +55,45 @@ public class RepresentationStabilityTests
         // Every layer named is the default.
         Same(Scores("reuse-test", ", layers: [conv, relu, first, conv2, fc]"), all, "every layer named");
         Same(Scores("region-test", ", layers: [conv, relu, fc]"), Scores("region-test", ""), "region CNN, every layer named");
+    }
+
+    /// <summary>The ViT sample as an exported ONNX graph: its layers are node outputs, node names and PyTorch module
+    /// paths, and a module path names the same value as its last child's when the child ends it.</summary>
+    static readonly string Vit = $"onnx, with: {{ path: {Env.Yaml(Path.Combine(Env.RepoRoot, "samples", "models", "fashion-vit", "fashion-vit.onnx"))} }}";
+
+    static string Block(int b) => string.Join(", ", new[] { "", ".ln_1", ".self_attention", ".ln_2", ".mlp.0", ".mlp.1", ".mlp.3" }.Select(s => $"vit.encoder.layers.encoder_layer_{b}{s}"));
+
+    [Fact]
+    public void On_an_onnx_graph_the_default_is_each_module_value_once()
+    {
+        // 3 inputs: the graph's shape vectors of 3-D tensors ([3], int64) have 3 rows too; they are not outputs per
+        // input and must not be taken (they were, and the copies' pass, without them, failed to line up). The distinct
+        // values of the module paths: the logits (vit = vit.heads = vit.heads.head), the patch embedding, the final
+        // LayerNorm (vit.encoder = vit.encoder.ln) and seven per block (its output, ln_1, self_attention, ln_2, mlp.0,
+        // mlp.1 and mlp.3, which ends the mlp: mlp = mlp.3; vit.encoder.layers ends in block 1): Σ 1/r² over three runs that split them is the default's, which a
+        // default counting a value under two names would exceed.
+        var all = Scores(Vit, "");
+        Sums(all, Scores(Vit, ", layers: [vit, vit.conv_proj, vit.encoder]"), Scores(Vit, $", layers: [{Block(0)}]"), Scores(Vit, $", layers: [{Block(1)}]"));
+        // A name and its alias are one value.
+        Same(Scores(Vit, ", layers: [vit.encoder.layers.encoder_layer_0.mlp]"), Scores(Vit, ", layers: [vit.encoder.layers.encoder_layer_0.mlp.3]"), "mlp and mlp.3");
+    }
+
+    [Fact]
+    public void Outputs_that_are_not_one_row_per_input_are_left_out_however_they_are_named()
+    {
+        // A shape ([3] int64 on 3 inputs) beside a layer changes nothing; alone it is no representation.
+        var conv = Scores(Vit, ", layer: vit.conv_proj");
+        Same(Scores(Vit, ", layers: [vit.conv_proj, /vit/Shape_output_0]"), conv, "with a shape vector");
+        var r = RunOn(RegionNet.Images(3, 19), 7, Vit, """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: rrs, uses: relative-representation-stability, with: { of: gxi, samples: 1, layer: /vit/Shape_output_0 } }
+            """);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("layer(s) /vit/Shape_output_0 gave no floating-point output of the batch's 3 rows", Loupe.Testing.HostRuns.StepError(r, "rrs"));
+        // 17 inputs: the attention's sequence-first tensors (17 tokens × N × 64) have 17 rows on the inputs, not on
+        // their 2 × 17 copies; left out, not lined up against another layer.
+        var seq = "/vit/encoder/layers/encoder_layer_0/self_attention/Transpose_output_0";
+        Same(Scores(Vit, $", layers: [vit.conv_proj, {seq}]", 17, 2), Scores(Vit, ", layer: vit.conv_proj", 17, 2), "with a sequence-first tensor");
     }
 
     [Fact]
