@@ -81,6 +81,35 @@ public class ValidationTests
     }
 
     [Fact]
+    public void The_steps_that_bound_cleanly_get_their_own_checks_links_and_expect_names_beside_an_option_error()
+    {
+        // 'a' has an option error (an unknown value); the other steps bound cleanly. Their checks that need the model (a
+        // fill of two values for a one-channel model), a link to no step and a misspelt metric in expect: used to wait
+        // for a second 'validate'. A step linked to 'a' is not checked (its checks may read a's options), and no error
+        // says that 'a' does not exist.
+        var dir = TestEnv.TempDir("clean-steps");
+        var path = TestEnv.Pipeline($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))}} } }
+            steps:
+              - { id: a, uses: saliency, with: { reduce: maxx } }
+              - { id: b, uses: saliency }
+              - { id: pf, uses: pixel-flipping, with: { of: b, baseline: [0.1, 0.2] } }
+              - { id: sp, uses: sparseness, with: { of: nosuch } }
+              - { id: sp2, uses: sparseness, with: { of: b, expect: ["sparsenes_mean > 0.5"] } }
+              - { id: pfa, uses: pixel-flipping, with: { of: a, baseline: [0.1, 0.2] } }
+            """, dir);
+        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        Assert.Equal(2, code);
+        var errors = (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList();
+        Assert.True(errors.Count == 4, string.Join("\n", errors));
+        Assert.Contains(errors, e => e.Contains(":4:") && e.Contains("did you mean 'max'"));
+        Assert.Contains(errors, e => e.Contains(":6:") && e.Contains("step 'pf' (pixel-flipping): option 'baseline': give one value or one per channel (1), got 2"));
+        Assert.Contains(errors, e => e.Contains(":7:") && e.Contains("step 'sp' option 'of': no other step with id 'nosuch'"));
+        Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("step 'sp2'") && e.Contains("did you mean 'sparseness_mean'"));
+    }
+
+    [Fact]
     public void AModelThatCannotLoadIsReportedOnceAndTheOtherErrorsStand()
     {
         var dir = TestEnv.TempDir("five-broken");

@@ -27,6 +27,9 @@ public static partial class PipelineRunner
         List<string> labels = [];
         HashSet<string> layerNames = [];
         HashSet<int> badSteps = [];
+        // The steps whose options bound without an error: when another part of the pipeline has one, these still get
+        // the checks that need the model (one validation reports everything it can).
+        readonly HashSet<int> cleanSteps = [];
         // Options a step's component does not read: reported with the checks that need the model, which still run.
         readonly List<PipelineError> unread = [];
         long outputSize;
@@ -41,7 +44,7 @@ public static partial class PipelineRunner
             if (errors.Count > 0)
             {
                 // One pass: layer names and targets are checked too when the model section itself is valid.
-                if (modelValid) CheckLayersAndTargets(spec, registry, modelDesc!, modelOptions!, stepDescs, stepOptions, targetRefs, labelsFile, spec.Model!.Input, preloaded, errors, warnings);
+                if (modelValid) CheckLayersAndTargets(spec, registry, modelDesc!, modelOptions!, stepDescs, stepOptions, stepReferences, cleanSteps, targetRefs, labelsFile, spec.Model!.Input, preloaded, errors, warnings);
                 throw new PipelineException([.. errors, .. unread]);
             }
             var modelAdapter = registry.Create<IModelAdapter>(modelDesc!.Id);
@@ -102,11 +105,20 @@ public static partial class PipelineRunner
             modelOptions = modelDesc is null ? null : OptionsBinder.Bind(modelDesc.OptionsType, m.With, file, $"model '{m.Uses}'", spec.BaseDirectory, errors, m.Mark, registry.NotRead(modelDesc)).Value;
             modelValid = modelDesc is not null && errors.Count == beforeModel;
             dataOptions = dataDesc is null ? null : OptionsBinder.Bind(dataDesc.OptionsType, spec.Data!.With, file, $"data '{spec.Data.Uses}'", spec.BaseDirectory, errors, spec.Data.Mark, registry.NotRead(dataDesc)).Value;
-            stepOptions = spec.Steps.Select((s, i) => stepDescs[i] is { } sd
-                ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark, registry.NotRead(sd), unread) : null).ToList();
-            stepReferences = stepOptions.Select(_ => new List<PlannedReference>()).ToList();
-            for (int i = 0; i < stepOptions.Count; i++)
-                if (stepOptions[i] is { } bo) (stepOptions[i], stepReferences[i]) = ResolveReferences(bo, spec.Steps[i], registry, spec, errors);
+            stepOptions = [];
+            stepReferences = [];
+            for (int i = 0; i < spec.Steps.Count; i++)
+            {
+                var s = spec.Steps[i];
+                int before = errors.Count;
+                var bo = stepDescs[i] is { } sd
+                    ? OptionsBinder.Bind(sd.OptionsType, s.With, file, $"step '{s.Id}' ({s.Uses})", spec.BaseDirectory, errors, s.Mark, registry.NotRead(sd), unread) : null;
+                List<PlannedReference> references = [];
+                if (bo is not null) (bo, references) = ResolveReferences(bo, s, registry, spec, errors);
+                stepOptions.Add(bo);
+                stepReferences.Add(references);
+                if (bo is not null && errors.Count == before) cleanSteps.Add(i);
+            }
             if (m.Labels is { } lf)
             {
                 labelsFile = lf.Contains('\0') ? lf : Path.GetFullPath(Path.Combine(spec.BaseDirectory, lf));
@@ -256,12 +268,7 @@ public static partial class PipelineRunner
             {
                 var s = prepared[i].Spec;
                 var missing = prepared[i].Analysis.Requirements.Capabilities & ~model.Capabilities;
-                if (missing == ModelCapabilities.None && !badSteps.Contains(i))
-                    foreach (var msg in prepared[i].Analysis.Validate(prepared[i].Options, vctx with { References = prepared[i].Resolved }))
-                        errors.Add(At(s.With?.Start ?? s.Mark, $"step '{s.Id}' ({s.Uses}): {msg}"));
-                if (prepared[i].Analysis is IDeclaresMetrics declares)
-                    foreach (var e in s.Expect)
-                        if (e.Unknown(declares.MetricNamesFor(prepared[i].Options, model)) is { } why) errors.Add(At(e.Mark, $"step '{s.Id}': {why}"));
+                ValidateStep(file, prepared[i], vctx, ownChecks: missing == ModelCapabilities.None && !badSteps.Contains(i), errors);
             }
             errors.AddRange(unread);
             if (errors.Count > 0) throw new PipelineException(errors);

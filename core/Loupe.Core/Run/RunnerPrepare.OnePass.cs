@@ -9,11 +9,13 @@ public static partial class PipelineRunner
         new(file, (int)r.Mark.Line, (int)r.Mark.Column, $"option '{r.Option}': layer '{r.Layer}' does not exist in the model{Suggest.DidYouMean(r.Layer, layerNames)}; run 'loupe layers {Path.GetFileName(file)}' to list them");
 
     /// <summary>Validation in one pass (issue 23): when the first pass found errors elsewhere but the model section is
-    /// valid, the model is still loaded so that layer names and targets are reported with the other errors (nothing is
-    /// run but the one-input probe that gives the output size targets are checked against). A model that cannot load
-    /// is reported once, and the rest still stands.</summary>
+    /// valid, the model is still loaded so that layer names, targets, links (<c>of:</c>) and the analyses' own checks of
+    /// the steps whose options bound cleanly are reported with the other errors (nothing is run but the one-input probe
+    /// that gives the output size targets are checked against). A model that cannot load is reported once, and the rest
+    /// still stands.</summary>
     static void CheckLayersAndTargets(PipelineSpec spec, ComponentRegistry registry, ComponentDescriptor modelDesc, object modelOptions,
-        IReadOnlyList<ComponentDescriptor?> stepDescs, IReadOnlyList<BoundOptions?> stepOptions, IReadOnlyList<TargetRef?> targetRefs,
+        IReadOnlyList<ComponentDescriptor?> stepDescs, IReadOnlyList<BoundOptions?> stepOptions, IReadOnlyList<List<PlannedReference>> stepReferences,
+        IReadOnlySet<int> cleanSteps, IReadOnlyList<TargetRef?> targetRefs,
         string? labelsFile, InputOptions? inputOverride, IModel? preloaded, List<PipelineError> errors, List<string> warnings)
     {
         var file = spec.File;
@@ -30,6 +32,7 @@ public static partial class PipelineRunner
             var layerNames = model.Layers.Select(l => l.Name).ToHashSet();
             foreach (var r in stepOptions.Where(o => o is not null).SelectMany(o => o!.Layers).Where(r => !layerNames.Contains(r.Layer)))
                 errors.Add(UnknownLayer(file, r, layerNames));
+            CheckCleanSteps(spec, registry, model, stepDescs, stepOptions, stepReferences, cleanSteps, layerNames, errors);
             var targeted = Enumerable.Range(0, stepDescs.Count)
                 .Where(i => stepDescs[i] is { } d && targetRefs[i] is not null && registry.Create<IAnalysis>(d.Id).Requirements.UsesTarget).ToList();
             if (targeted.Count == 0) return;
@@ -64,5 +67,52 @@ public static partial class PipelineRunner
         {
             if (preloaded is null) model.Dispose();
         }
+    }
+
+    /// <summary>The one-pass checks of the steps whose options bound without an error (<paramref name="cleanSteps"/>):
+    /// their links to steps that do not exist, their analyses' own checks and their <c>expect:</c> names — for a step
+    /// whose layers all exist, whose linked steps bound cleanly too (a check may read their options) and whose
+    /// capabilities the model has (else the full pass reports that once the rest is fixed).</summary>
+    static void CheckCleanSteps(PipelineSpec spec, ComponentRegistry registry, IModel model, IReadOnlyList<ComponentDescriptor?> stepDescs,
+        IReadOnlyList<BoundOptions?> stepOptions, IReadOnlyList<List<PlannedReference>> stepReferences, IReadOnlySet<int> cleanSteps,
+        IReadOnlySet<string> layerNames, List<PipelineError> errors)
+    {
+        var prepared = new List<PreparedStep>();
+        var index = new Dictionary<PreparedStep, int>(ReferenceEqualityComparer.Instance);
+        for (int i = 0; i < spec.Steps.Count; i++)
+            if (cleanSteps.Contains(i) && stepDescs[i] is { } d && stepOptions[i] is { } o)
+            {
+                var step = new PreparedStep(spec.Steps[i], d, registry.Create<IAnalysis>(d.Id), o.Value, NoTarget.Instance) { References = stepReferences[i] };
+                prepared.Add(step);
+                index[step] = i;
+            }
+        var planned = prepared.Select(p => p.Spec.Id).ToHashSet();
+        ResolveLinks(spec, prepared, errors, spec.Steps.Select(s => s.Id).Where(id => !planned.Contains(id)).ToHashSet());
+        var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model);
+        foreach (var step in prepared)
+        {
+            int i = index[step];
+            bool linksPlanned = OptionsBinder.Properties(step.Options.GetType()).Where(p => p.PropertyType == typeof(StepLink))
+                .Select(p => p.GetValue(step.Options)).OfType<StepLink>().All(l => planned.Contains(l.Id));
+            var needed = step.References.Select(r => r.Step.Analysis).Aggregate(step.Analysis.Requirements.Capabilities, (c, a) => c | a.Requirements.Capabilities);
+            if (!linksPlanned || (needed & ~model.Capabilities) != ModelCapabilities.None) continue;
+            ValidateStep(spec.File, step, vctx, ownChecks: stepOptions[i]!.Layers.All(r => layerNames.Contains(r.Layer)), errors);
+        }
+    }
+
+    /// <summary>One prepared step's analysis checks (when <paramref name="ownChecks"/>: the model has what it needs and
+    /// its layers exist) and its <c>expect:</c> lines against the metrics it declares.</summary>
+    static void ValidateStep(string file, PreparedStep step, AnalysisValidationContext vctx, bool ownChecks, List<PipelineError> errors)
+    {
+        var s = step.Spec;
+        if (ownChecks)
+            foreach (var msg in step.Analysis.Validate(step.Options, vctx with { References = step.Resolved }))
+            {
+                var mark = s.With?.Start ?? s.Mark;
+                errors.Add(new(file, (int)mark.Line, (int)mark.Column, $"step '{s.Id}' ({s.Uses}): {msg}"));
+            }
+        if (step.Analysis is IDeclaresMetrics declares)
+            foreach (var e in s.Expect)
+                if (e.Unknown(declares.MetricNamesFor(step.Options, vctx.Model)) is { } why) errors.Add(new(file, (int)e.Mark.Line, (int)e.Mark.Column, $"step '{s.Id}': {why}"));
     }
 }

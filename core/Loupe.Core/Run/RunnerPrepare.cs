@@ -85,8 +85,9 @@ public static partial class PipelineRunner
 
     /// <summary>Links every <see cref="StepLink"/> option (<c>of: step-id</c>) to the named step's plan entry, then gives
     /// each step the references of the steps it links to (transitively: a metric of a noise-tunnel step runs that
-    /// step's inner method too).</summary>
-    static void ResolveLinks(PipelineSpec spec, List<PreparedStep> steps, List<PipelineError> errors)
+    /// step's inner method too). A link to one of <paramref name="unprepared"/> (steps of the pipeline left out of
+    /// <paramref name="steps"/>) is skipped, not reported.</summary>
+    static void ResolveLinks(PipelineSpec spec, List<PreparedStep> steps, List<PipelineError> errors, IReadOnlySet<string>? unprepared = null)
     {
         var own = steps.Select(s => s.References.ToList()).ToList();
         for (int i = 0; i < steps.Count; i++)
@@ -97,6 +98,7 @@ public static partial class PipelineRunner
                 if (p.GetValue(step.Options) is not StepLink link) continue;
                 var mark = step.Spec.With?.Start ?? step.Spec.Mark;
                 var target = steps.FirstOrDefault(s => s.Spec.Id == link.Id);
+                if (target is null && unprepared?.Contains(link.Id) == true) continue;   // a step of the pipeline not planned (its own errors said why)
                 if (target is null || ReferenceEquals(target, step))
                 {
                     var ids = steps.Where(s => !ReferenceEquals(s, step)).Select(s => s.Spec.Id).ToList();
