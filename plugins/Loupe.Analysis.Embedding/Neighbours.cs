@@ -28,8 +28,12 @@ public sealed record NearestNeighboursOptions : FeatureOptions
 
 /// <summary>Exact brute-force k-NN over a layer's dataset features (L2 or cosine), in blocks of dataset rows with
 /// tensor ops; results merged exactly across blocks.</summary>
-public sealed class NearestNeighbours : FeatureAnalysis<NearestNeighboursOptions>
+public sealed class NearestNeighbours : FeatureAnalysis<NearestNeighboursOptions>, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    /// <remarks>label_agreement: the share of each query's neighbours with its label, written when the data has labels.</remarks>
+    public IReadOnlyList<string> MetricNames => ["label_agreement"];
+
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(NearestNeighboursOptions options, AnalysisValidationContext context)
     {

@@ -13,8 +13,16 @@ namespace Loupe.Analysis.Synthesis;
 /// inputs' classes (classifiers only). Outputs <c>atlas.png</c>, <c>atlas-classes.png</c>, <c>cells.json</c>,
 /// <c>cells.npy</c> (K×C means), <c>icons.npy</c>, <c>vectors.npy</c>, <c>coordinates.npy</c> (t-SNE), <c>layout.npy</c>
 /// (normalised to [0,1]²), <c>sample.json</c> and <c>points2d.json</c> for the report's scatter.</summary>
-public sealed class ActivationAtlas : Analysis<ActivationAtlasOptions>, IPlansLayerPasses
+public sealed class ActivationAtlas : Analysis<ActivationAtlasOptions>, IPlansLayerPasses, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => ["kl_divergence", "vectors", "cells", "objective_gain_mean"];
+
+    /// <inheritdoc/>
+    /// <remarks>objective_gain_mean only when the cells' icons are optimised (steps &gt; 0).</remarks>
+    public IReadOnlyList<string> MetricNamesFor(object options, IModel model) =>
+        options is ActivationAtlasOptions { Steps: > 0 } ? MetricNames : ["kl_divergence", "vectors", "cells"];
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements =>
         new(ModelCapabilities.Forward | ModelCapabilities.Gradients | ModelCapabilities.LayerActivations, UsesTarget: false);
