@@ -206,13 +206,16 @@ public sealed class MetricWriter(IArtifactSink output, string stepId, string of)
         return (mean, std);
     }
 
-    /// <summary>Writes the mean of per-image values as <paramref name="metric"/> (e.g. a hit rate) and a summary row <paramref name="row"/>.</summary>
-    public double Rate(string metric, string row, IReadOnlyList<double> values)
+    /// <summary>Writes the mean of per-image values as <paramref name="metric"/> (e.g. a hit rate) and a summary row
+    /// <paramref name="row"/>; with <paramref name="higherIsBetter"/>, its direction too (a column of the methods
+    /// table).</summary>
+    public double Rate(string metric, string row, IReadOnlyList<double> values, bool? higherIsBetter = null)
     {
-        Series.Add(new("rate", metric, row, values.ToArray()));
+        Series.Add(new("rate", metric, row, values.ToArray(), higherIsBetter));
         double mean = values.Count == 0 ? double.NaN : values.Average();
         Metric(metric, mean);
-        Rows.Add(new SummaryRow(stepId, of, row, mean, double.NaN, values.Count));
+        if (higherIsBetter is { } up) output.MetricDirection(metric, up);
+        Rows.Add(new SummaryRow(stepId, of, row, mean, double.NaN, values.Count, higherIsBetter));
         return mean;
     }
 
@@ -229,7 +232,7 @@ public sealed class MetricWriter(IArtifactSink output, string stepId, string of)
         switch (s.Kind)
         {
             case "stat": Stat(s.Name, s.Values, s.HigherIsBetter); break;
-            case "rate": Rate(s.Name, s.Row!, s.Values); break;
+            case "rate": Rate(s.Name, s.Row!, s.Values, s.HigherIsBetter); break;
             case "count": Count(s.Name, s.Values.Sum()); break;
             default: throw new LoupeException($"unknown metric series kind '{s.Kind}'");
         }

@@ -94,7 +94,7 @@ public sealed class PointingGame : MetricAnalysis<PointingOptions>, IShardable
         if (empty.Count > 0)
             ctx.Warn($"pointing-game: {empty.Count} input(s) have no object pixels (no pixel > threshold {o.Threshold}), skipped: {string.Join(", ", empty.Take(10))}{(empty.Count > 10 ? ", ..." : "")}");
         ctx.Output.Json("pointing", new { of = o.Of!.Id, threshold = o.Threshold, tolerance = t, inputs = rows, skipped = empty });
-        writer.Rate("hit_rate", "hit", hits);
+        writer.Rate("hit_rate", "hit", hits, higherIsBetter: true);
         writer.Stat("energy", energies, higherIsBetter: true);
         writer.Count("skipped", empty.Count);
     }

@@ -333,6 +333,26 @@ public partial class QualityTests
     }
 
     [Fact]
+    public void The_pointing_game_s_table_columns_are_its_hit_rate_and_its_energy()
+    {
+        // The table showed the energy share alone under 'pointing-game', read as the hit rate it is not.
+        var r = FixtureRun("""
+              - { id: pg, uses: pointing-game, with: { of: m } }
+              - { id: sp, uses: sparseness, with: { of: m } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var table = r.Manifest!["methodsTable"]!;
+        var cols = table["metrics"]!.AsArray().Select(c => (c!["name"]!.GetValue<string>(), c!["higherIsBetter"]!.GetValue<bool>())).ToList();
+        Assert.Equal([("pointing-game.hit_rate", true), ("pointing-game.energy", true), ("sparseness", true)], cols);
+        Assert.Equal(Env.Metric(r, "pg", "hit_rate"), table["mean"]![0]![0]!.GetValue<double>());
+        Assert.Null(table["std"]![0]![0]);
+        Assert.Equal(Env.Metric(r, "pg", "energy_mean"), table["mean"]![0]![1]!.GetValue<double>());
+        var csv = File.ReadAllLines(Path.Combine(r.OutDir!, "metrics.csv"));
+        Assert.Contains(csv, l => l.StartsWith("pg,pointing-game,m,hit_rate,") && l.EndsWith(",true"));
+        Assert.Contains(csv, l => l.StartsWith("pg,pointing-game,m,skipped,") && l.EndsWith(","));
+    }
+
+    [Fact]
     public void AMisspeltMetricInExpectFailsValidationWithASuggestion()
     {
         var r = FixtureRun("""

@@ -23,7 +23,8 @@ public static class MethodsTable
             var uses = rec["uses"]?.ToString() ?? "";
             foreach (var (name, up) in dirs)
             {
-                if (metrics[name + "_mean"] is not JsonValue mv || !mv.TryGetValue<double>(out var mean)) continue;
+                // A series' mean and std, or a rate (one value, e.g. the pointing game's hit rate: the share of inputs).
+                if ((metrics[name + "_mean"] ?? metrics[name]) is not JsonValue mv || !mv.TryGetValue<double>(out var mean)) continue;
                 double std = metrics[name + "_std"] is JsonValue sv && sv.TryGetValue<double>(out var s) ? s : double.NaN;
                 // A column is the component (its series too when it declares several); a second step of the same
                 // component on the same method (e.g. MoRF and LeRF) gets its own column, named after the step.

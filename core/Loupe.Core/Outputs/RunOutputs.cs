@@ -30,7 +30,7 @@ internal static class RunOutputs
             if (rec["metrics"] is not JsonObject metrics) continue;
             string id = (string)rec["id"]!, uses = (string)rec["uses"]!, of = (string?)rec["of"] ?? "";
             var dirs = rec["directions"] as JsonObject;
-            bool? Up(string metric) => dirs?.FirstOrDefault(d => metric == d.Key + "_mean" || metric == d.Key + "_std").Value?.GetValue<bool>();
+            bool? Up(string metric) => dirs?.FirstOrDefault(d => metric == d.Key || metric == d.Key + "_mean" || metric == d.Key + "_std").Value?.GetValue<bool>();
             foreach (var (name, value) in metrics)
                 if (value is JsonValue v && v.TryGetValue<double>(out var d)) rows.Add((id, uses, of, name, d, Up(name)));
         }
