@@ -107,8 +107,8 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
             ctx.Output.Raw("spearman", null, new NdArray(Enumerable.Range(0, n).SelectMany(i => spearman.Select(s => (float)s[i])).ToArray(), [n, l]));
             ctx.Output.Raw("ssim", null, new NdArray(Enumerable.Range(0, n).SelectMany(i => ssim.Select(s => (float)s[i])).ToArray(), [n, l]));
         }
-        var (spFull, _) = l == 0 ? (double.NaN, 0.0) : writer.Stat("spearman_full", spearman[l - 1]);
-        if (l > 0) writer.Stat("ssim_full", ssim[l - 1]);
+        var (spFull, _) = l == 0 ? (double.NaN, 0.0) : writer.Stat("spearman_full", spearman[l - 1], higherIsBetter: false);
+        if (l > 0) writer.Stat("ssim_full", ssim[l - 1], higherIsBetter: false);
         bool insensitive = spFull > o.FlagAbove;
         writer.Metric("insensitive", insensitive ? 1 : 0);
         if (insensitive)

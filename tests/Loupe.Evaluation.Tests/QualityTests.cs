@@ -335,15 +335,21 @@ public partial class QualityTests
     [Fact]
     public void The_pointing_game_s_table_columns_are_its_hit_rate_and_its_energy()
     {
-        // The table showed the energy share alone under 'pointing-game', read as the hit rate it is not.
+        // The table showed the energy share alone under 'pointing-game', read as the hit rate it is not; the cascading
+        // randomisation had no column (its end points are lower-is-better similarities).
         var r = FixtureRun("""
               - { id: pg, uses: pointing-game, with: { of: m } }
               - { id: sp, uses: sparseness, with: { of: m } }
+              - { id: g, uses: saliency }
+              - { id: sr, uses: sanity-randomisation, with: { of: g } }
             """);
         Assert.True(r.ExitCode == 0, Failures(r));
         var table = r.Manifest!["methodsTable"]!;
         var cols = table["metrics"]!.AsArray().Select(c => (c!["name"]!.GetValue<string>(), c!["higherIsBetter"]!.GetValue<bool>())).ToList();
-        Assert.Equal([("pointing-game.hit_rate", true), ("pointing-game.energy", true), ("sparseness", true)], cols);
+        Assert.Equal([("pointing-game.hit_rate", true), ("pointing-game.energy", true), ("sparseness", true),
+            ("sanity-randomisation.spearman_full", false), ("sanity-randomisation.ssim_full", false)], cols);
+        Assert.Equal(["m", "g"], table["methods"]!.AsArray().Select(x => x!.GetValue<string>()));
+        Assert.Equal(Env.Metric(r, "sr", "spearman_full_mean"), table["mean"]![1]![3]!.GetValue<double>());
         Assert.Equal(Env.Metric(r, "pg", "hit_rate"), table["mean"]![0]![0]!.GetValue<double>());
         Assert.Null(table["std"]![0]![0]);
         Assert.Equal(Env.Metric(r, "pg", "energy_mean"), table["mean"]![0]![1]!.GetValue<double>());
