@@ -122,7 +122,7 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
             {
                 var (_, logits, _) = Explain.Scores(ctx, xs, sel, 0);
                 var target = tensor(classes).repeat(k);
-                changed = inner.MoveToOuter(changed.logical_or((logits.argmax(1) != target).view(k, n).any(0)));
+                changed = inner.MoveToOuter(changed.logical_or((Maps.TopClass(logits, Id, "set nan_when_prediction_changes: false") != target).view(k, n).any(0)));
             }
         }
         if (o.NanWhenPredictionChanges) worst = where(changed, full_like(worst, double.NaN), worst);

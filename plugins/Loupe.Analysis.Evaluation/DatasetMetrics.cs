@@ -111,7 +111,7 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
             using var inner = NewDisposeScope();
             var result = LinkedMaps(o, ctx, batch);
             var (_, logits, _) = Explain.Scores(ctx, batch.Input, result.Selection, 0);
-            predicted.AddRange(logits.argmax(1).ToArray<long>());
+            predicted.AddRange(Maps.TopClass(logits, Id).ToArray<long>());
             var mb = new MetricBatch(ctx, batch, result.Map, result.Selection, [], null);
             features.Add(inner.MoveToOuter(o.Features == FeatureUnit.Values ? mb.MapValues(false, Normalisation.None) : mb.Features(false, Normalisation.None)));
             ids.AddRange(batch.Ids);

@@ -103,7 +103,7 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
             using var inner = NewDisposeScope();
             var (_, logits, sel) = Explain.Scores(ctx, batch.Input, null, 0);
             var classes = sel.Classes ?? throw new LoupeException("focus: the target is not a class (a mosaic is explained for a class; use a class target such as top-1)");
-            predicted.AddRange(logits.argmax(1).ToArray<long>());
+            predicted.AddRange(Maps.TopClass(logits, "focus").ToArray<long>());
             explained.AddRange(classes);
             labels.AddRange(sel.Labels);
             ids.AddRange(batch.Ids);

@@ -318,7 +318,9 @@ public static class Maps
         return scope.MoveToOuter(m.contiguous());
     }
 
-    /// <summary>Softmax probability of the selected classes (N), or the target's score when the target is not a class.</summary>
+    /// <summary>Softmax probability of the selected classes (N) on a classifier's N×K output, or the target's score when
+    /// the target is not a class or the output is not one score per class (a segmentation map: the target's score, e.g.
+    /// a class's logits summed over its region, as pytorch-grad-cam's metrics score such targets).</summary>
     public static Tensor Probability(IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
@@ -326,12 +328,19 @@ public static class Maps
         var (output, capture, ti, sel) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
         using (capture)
         {
-            var s = sel.Classes is not null
+            var s = sel.Classes is not null && output.dim() == 2
                 ? nn.functional.softmax(output, 1).gather(1, tensor(sel.Classes, dtype: ScalarType.Int64).unsqueeze(1)).squeeze(1)
                 : ctx.Target.Scores(ti, sel);
             return scope.MoveToOuter(s.detach());
         }
     }
+
+    /// <summary>The top-1 class of each row of a classifier's output (N×K). Any other output (a segmentation map,
+    /// detections) has no one predicted class to compare: a clear error naming the metric, and what to set instead
+    /// (<paramref name="instead"/>) where the metric can do without.</summary>
+    public static Tensor TopClass(Tensor output, string metric, string? instead = null) =>
+        output.dim() == 2 ? output.argmax(1)
+            : throw new LoupeException($"{metric}: the model's output is N×{string.Join("×", output.shape.Skip(1))}, not one score per class (N×K), so the predicted class this metric compares is not defined{(instead is null ? "" : $"; {instead}")}");
 
     /// <summary>Object masks from display pixels in [0,1] (N×C×H×W): pixel (max over channels) &gt; threshold. N×H×W bool.</summary>
     public static Tensor ObjectMask(Tensor pixels, double threshold)

@@ -71,6 +71,8 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         var ctx = b.Context;
         var classes = b.Selection.Classes ?? throw new LoupeException("random-logit: the target is not a class (use a class target such as top-1)");
         var (_, output, _) = Explain.Scores(ctx, b.X, b.Selection, 0);
+        if (output.dim() != 2)
+            throw new LoupeException($"random-logit: it explains another class of a classifier's output (N×K); the model's output is N×{string.Join("×", output.shape.Skip(1))}, whose target (a class over a region, a box) has no other class to explain the same way");
         long k = output.shape[1];
         if (k < 2) throw new LoupeException("random-logit: the model has one output; there is no other class to compare with");
         var off = new long[b.N];

@@ -183,7 +183,12 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         var changed = zeros(n, dtype: ScalarType.Bool);                               // any sample's top-1 changed
         Tensor? top = null;
         IReadOnlyList<(string Key, Tensor Part)>? representation = null;
-        if (forward) { var (logits, rep) = Forward(o, ctx, x, b.Selection); top = logits.argmax(1); representation = rep; }
+        if (forward)
+        {
+            var (logits, rep) = Forward(o, ctx, x, b.Selection);
+            if (skip || nanIfChanged) top = Maps.TopClass(logits, Id, $"set {(skip ? "skip_changed_predictions: false" : "")}{(skip && nanIfChanged ? " and " : "")}{(nanIfChanged ? "nan_when_prediction_changes: false" : "")} to compare without it");
+            representation = rep;
+        }
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);
         var values = new List<Tensor>();
         bool gaussian = GaussianWith(o);
@@ -216,9 +221,12 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             if (forward)
             {
                 var (logitsS, repS) = Forward(o, ctx, xs, sel);
-                topS = logitsS.argmax(1).view(k, n);
                 if (representation is not null && repS is not null) (h, hs) = Align(representation, repS, k, n, Id);
-                changed = inner.MoveToOuter(changed.logical_or((topS != top!.unsqueeze(0)).any(0)));
+                if (top is not null)
+                {
+                    topS = logitsS.argmax(1).view(k, n);
+                    changed = inner.MoveToOuter(changed.logical_or((topS != top.unsqueeze(0)).any(0)));
+                }
             }
             var xsv = xs.to(ScalarType.Float64).view(k, n, -1);
             var xv = x.to(ScalarType.Float64).reshape(n, -1);
