@@ -21,12 +21,18 @@ public sealed record TargetSelection(long[]? Classes, string[] Labels)
     /// outline, a box); null when there are none.</summary>
     public IReadOnlyList<OverlayMark[]?>? Marks { get; init; }
 
+    /// <summary>Whether the target's score is already its class's probability (a class target in softmax or sigmoid
+    /// mode): a metric that takes the class probability reads the score instead of a softmax over the classes (which
+    /// would be wrong for a multi-label head's sigmoids).</summary>
+    public bool ScoresProbability { get; init; }
+
     /// <summary>Selection for a batch whose rows are copies of original rows <paramref name="rows"/>.</summary>
     public TargetSelection Rows(IReadOnlyList<int> rows) =>
         new(Classes is null ? null : rows.Select(r => Classes[r]).ToArray(), rows.Select(r => Labels[r]).ToArray())
         {
             State = State is null ? null : rows.Select(r => State[r]).ToArray(),
             Marks = Marks is null ? null : rows.Select(r => Marks[r]).ToArray(),
+            ScoresProbability = ScoresProbability,
         };
 
     /// <summary>Selection for <paramref name="count"/> copies of original row <paramref name="row"/>.</summary>

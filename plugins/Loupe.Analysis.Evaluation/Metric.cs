@@ -318,9 +318,12 @@ public static class Maps
         return scope.MoveToOuter(m.contiguous());
     }
 
-    /// <summary>Softmax probability of the selected classes (N) on a classifier's N×K output, or the target's score when
-    /// the target is not a class or the output is not one score per class (a segmentation map: the target's score, e.g.
-    /// a class's logits summed over its region, as pytorch-grad-cam's metrics score such targets).</summary>
+    /// <summary>The probability of the selected classes (N): on a classifier's N×K output their softmax probability, or
+    /// the target's own score when that is a probability already (a class target in softmax or sigmoid mode: a
+    /// multi-label head's σ(z_c)); on a one-output (binary) head σ of the target's score (σ(±z), the selected side's
+    /// probability). The target's score when the target is not a class or the output is not one score per class (a
+    /// segmentation map: a class's logits summed over its region, as pytorch-grad-cam's metrics score such targets).
+    /// </summary>
     public static Tensor Probability(IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
@@ -328,9 +331,10 @@ public static class Maps
         var (output, capture, ti, sel) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
         using (capture)
         {
-            var s = sel.Classes is not null && output.dim() == 2
-                ? nn.functional.softmax(output, 1).gather(1, tensor(sel.Classes, dtype: ScalarType.Int64).unsqueeze(1)).squeeze(1)
-                : ctx.Target.Scores(ti, sel);
+            bool classifier = sel.Classes is not null && output.dim() == 2 && !sel.ScoresProbability;
+            var s = !classifier ? ctx.Target.Scores(ti, sel)
+                : output.shape[1] == 1 ? ctx.Target.Scores(ti, sel).sigmoid()
+                : nn.functional.softmax(output, 1).gather(1, tensor(sel.Classes!, dtype: ScalarType.Int64).unsqueeze(1)).squeeze(1);
             return scope.MoveToOuter(s.detach());
         }
     }

@@ -53,8 +53,9 @@ public static class ScoreModes
         protected ITarget Inner => inner;
         public IReadOnlyCollection<string> RequiredLayers => inner.RequiredLayers;
         public int Slots => inner.Slots;
-        public TargetSelection Select(TargetInput original) => inner.Select(original);
-        public TargetSelection Select(TargetInput original, int slot) => inner.Select(original, slot);
+        public TargetSelection Select(TargetInput original) => Marked(inner.Select(original));
+        public TargetSelection Select(TargetInput original, int slot) => Marked(inner.Select(original, slot));
+        protected TargetSelection Marked(TargetSelection s) => s with { ScoresProbability = mode is ScoreMode.Softmax or ScoreMode.Sigmoid };
         public Tensor Scores(TargetInput input, TargetSelection selection)
         {
             using var scope = NewDisposeScope();
@@ -68,7 +69,7 @@ public static class ScoreModes
     /// <summary>A scored target that selects from the data (its inner one does).</summary>
     sealed class ScoredData(ITarget target, ScoreMode mode) : Scored(target, mode), IDataTarget
     {
-        public TargetSelection Select(InputBatch batch, int slot) => ((IDataTarget)Inner).Select(batch, slot);
+        public TargetSelection Select(InputBatch batch, int slot) => Marked(((IDataTarget)Inner).Select(batch, slot));
     }
 }
 
@@ -116,7 +117,7 @@ public sealed class BinaryTargetFactory : TargetFactory<BinaryOptions>
             using var z = original.Output.detach().reshape(original.Output.shape[0], -1);
             var logits = z[.., 0].to(ScalarType.Float32).cpu().ToArray<float>();
             var classes = logits.Select(v => side switch { BinarySide.Positive => 1L, BinarySide.Negative => 0L, _ => v > 0 ? 1L : 0L }).ToArray();
-            return new TargetSelection(classes, classes.Select(c => c == 1 ? "positive" : "negative").ToArray());
+            return new TargetSelection(classes, classes.Select(c => c == 1 ? "positive" : "negative").ToArray()) { ScoresProbability = mode == ScoreMode.Sigmoid };
         }
         public Tensor Scores(TargetInput input, TargetSelection selection)
         {

@@ -48,4 +48,23 @@ public class DenseOutputMetricTests
         Assert.Equal(Env.Metric(r, "pf-raw", "pixel_flipping_mean"), Env.Metric(r, "pf", "pixel_flipping_mean"));
         Assert.True(double.IsFinite(Env.Metric(r, "del", "auc_mean")) && double.IsFinite(Env.Metric(r, "ris-all", "relative_input_stability_mean")));
     }
+
+    [Fact]
+    public void On_a_multi_label_head_a_sigmoid_target_s_probability_is_its_own_score()
+    {
+        // A class target in sigmoid mode (each class its own yes/no): a metric that takes the class probability
+        // scores σ(z_c), as softmax: false does, not a softmax over the classes; a logit target keeps the softmax.
+        string Steps(string mode) => $$"""
+              - { id: s, uses: saliency, target: { class: { class: 1, mode: {{mode}} } } }
+              - { id: pf, uses: pixel-flipping, with: { of: s, features_in_step: 196 } }
+              - { id: pf-raw, uses: pixel-flipping, with: { of: s, features_in_step: 196, softmax: false } }
+            """;
+        var sigmoid = Env.FixtureRun(Steps("sigmoid"));
+        Assert.True(sigmoid.ExitCode == 0, Env.Dump(sigmoid));
+        Assert.Equal(Env.Metric(sigmoid, "pf-raw", "pixel_flipping_mean"), Env.Metric(sigmoid, "pf", "pixel_flipping_mean"));
+        var logit = Env.FixtureRun(Steps("logit"));
+        Assert.True(logit.ExitCode == 0, Env.Dump(logit));
+        Assert.NotEqual(Env.Metric(logit, "pf-raw", "pixel_flipping_mean"), Env.Metric(logit, "pf", "pixel_flipping_mean"));
+        Assert.InRange(Env.Metric(sigmoid, "pf", "pixel_flipping_mean"), 0, 1);
+    }
 }

@@ -81,6 +81,25 @@ public class TargetModeTests
         var sel = target.Select(Input(z));
         Assert.Equal(expected, target.Scores(Input(z), sel).ToArray<double>(), (a, b) => Math.Abs(a - b) < 1e-12);
         if (side == BinarySide.Predicted) Assert.Equal(["positive", "negative"], sel.Labels);
+        Assert.Equal(mode == ScoreMode.Sigmoid, sel.ScoresProbability);
+    }
+
+    [Fact]
+    public void A_selection_says_when_its_score_is_already_the_class_probability()
+    {
+        // Metrics that take the class probability read a softmax or sigmoid target's own score (a multi-label head's
+        // σ(z_c)) instead of a softmax over the classes; copies of the rows keep the mark.
+        using var scope = NewDisposeScope();
+        var output = tensor(new[,] { { 1.5, -0.5, 0.25 } }, ScalarType.Float64);
+        var ctx = new TargetContext(["a", "b", "c"], 3, []);
+        foreach (var mode in Enum.GetValues<ScoreMode>())
+        {
+            var sel = new ClassTargetFactory().Create(new ClassTargetOptions { Class = "c", Mode = mode }, ctx).Select(Input(output));
+            bool probability = mode is ScoreMode.Softmax or ScoreMode.Sigmoid;
+            Assert.Equal(probability, sel.ScoresProbability);
+            Assert.Equal(probability, sel.Repeat(0, 3).ScoresProbability);
+            Assert.Equal(probability, new TopOneTargetFactory().Create(new ScoreOptions { Mode = mode }, ctx).Select(Input(output)).ScoresProbability);
+        }
     }
 
     [Fact]

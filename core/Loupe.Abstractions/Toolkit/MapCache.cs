@@ -8,7 +8,7 @@ namespace Loupe.Abstractions.Toolkit;
 /// target is described the same way, and falls back to recomputing otherwise.</summary>
 public static class MapCache
 {
-    sealed record Entry(float[] Data, long[] Shape, long? Class, string Label, string Target, object? State, OverlayMark[]? Marks);
+    sealed record Entry(float[] Data, long[] Shape, long? Class, string Label, string Target, object? State, OverlayMark[]? Marks, bool ScoresProbability);
     sealed class Budget { public long Bytes; }
 
     static string Key(string step, string id) => $"maps/{step}/{id}";
@@ -31,7 +31,7 @@ public static class MapCache
             var shape = c.shape.Skip(1).ToArray();
             string target = ctx.Target.Describe();
             for (int i = 0; i < ids.Length; i++)
-                cache[Key(ctx.StepId, ids[i])] = new Entry(all.AsSpan((int)(i * per), (int)per).ToArray(), shape, selection.Classes?[i], selection.Labels[i], target, selection.State?[i], selection.Marks?[i]);
+                cache[Key(ctx.StepId, ids[i])] = new Entry(all.AsSpan((int)(i * per), (int)per).ToArray(), shape, selection.Classes?[i], selection.Labels[i], target, selection.State?[i], selection.Marks?[i], selection.ScoresProbability);
         }
     }
 
@@ -55,6 +55,7 @@ public static class MapCache
         {
             State = entries.Any(e => e.State is not null) ? entries.Select(e => e.State).ToArray() : null,
             Marks = entries.Any(e => e.Marks is not null) ? entries.Select(e => e.Marks).ToArray() : null,
+            ScoresProbability = entries.All(e => e.ScoresProbability),
         });
     }
 }
