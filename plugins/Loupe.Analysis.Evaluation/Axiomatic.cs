@@ -30,6 +30,9 @@ public sealed record NonSensitivityOptions : PerturbOptions
 public sealed class Completeness : QualityMetric<CompletenessOptions>
 {
     /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+
+    /// <inheritdoc/>
     public override string Id => "completeness";
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
@@ -60,6 +63,9 @@ public sealed class Completeness : QualityMetric<CompletenessOptions>
 /// (|Δf| &lt; eps when its group is replaced) disagree. One forward per group. Lower is better.</summary>
 public sealed class NonSensitivity : QualityMetric<NonSensitivityOptions>
 {
+    /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+
     /// <inheritdoc/>
     public override string Id => "non-sensitivity";
     /// <inheritdoc/>

@@ -27,6 +27,9 @@ public sealed record ComplexityOptions : NormalisedMetricOptions
 public abstract class ComplexityMetric : QualityMetric<ComplexityOptions>
 {
     /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+
+    /// <inheritdoc/>
     protected sealed override double[] Score(ComplexityOptions o, MetricBatch b)
     {
         using var scope = NewDisposeScope();

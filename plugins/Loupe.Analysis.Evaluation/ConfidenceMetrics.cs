@@ -67,6 +67,9 @@ public sealed record RoadConfidenceOptions : ConfidenceOptions
 public abstract class ConfidenceMetric<TOptions> : QualityMetric<TOptions> where TOptions : ConfidenceOptions, new()
 {
     /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+
+    /// <inheritdoc/>
     protected override int? MicroBatch(TOptions options) => options.MicroBatch;
 
     /// <summary>Errors of a <c>percentiles</c> option: values in [0, 100], each once (one curve point and one series).</summary>

@@ -11,6 +11,9 @@ namespace Loupe.Analysis.Evaluation;
 [ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(FaithfulnessOptions.Abs), nameof(FaithfulnessOptions.Normalise), nameof(FaithfulnessOptions.MicroBatch), nameof(FaithfulnessOptions.Softmax))]
 public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
 {
+    /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+
     /// <summary>Quantus's default of <c>abs</c>.</summary>
     protected virtual bool DefaultAbs => false;
     /// <summary>Quantus's default of <c>softmax</c>.</summary>

@@ -155,7 +155,9 @@ public sealed class Road : FaithfulnessMetric
                 var rows = Enumerable.Range((int)r0, (int)k).Select(r => r / (int)gk).ToArray();   // copy r: input r / gk
                 // Only the predicted class is read: the model's output, without the target's capture and scores.
                 Tensor logits;
-                using (no_grad()) logits = b.Context.Model.Forward(imputed.narrow(0, r0, k));
+                using (no_grad())
+                using (SideInputs.ForRows(b.Context.Model, rows))
+                    logits = b.Context.Model.Forward(imputed.narrow(0, r0, k));
                 found.Add(scope.MoveToOuter(Maps.TopClass(logits, Id) == target.index_select(0, tensor(rows.Select(i => (long)i).ToArray()))));
             }
             hits.Add(groupScope.MoveToOuter(cat(found, 0).view(n, gk).to(ScalarType.Float64)));

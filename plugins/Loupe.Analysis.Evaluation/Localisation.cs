@@ -44,6 +44,9 @@ public sealed record LocalisationOptions : NormalisedMetricOptions
 [ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(LocalisationOptions.Threshold), nameof(LocalisationOptions.Abs), nameof(LocalisationOptions.Normalise), nameof(LocalisationOptions.Masks), nameof(LocalisationOptions.Boxes))]
 public abstract class LocalisationMetric : QualityMetric<LocalisationOptions>
 {
+    /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+
     /// <summary>Quantus's default of <c>abs</c>.</summary>
     protected virtual bool DefaultAbs => false;
     /// <inheritdoc/>

@@ -49,7 +49,7 @@ public sealed record PointingOptions : MetricOptions
 public sealed class PointingGame : MetricAnalysis<PointingOptions>, IShardable
 {
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };   // no copies: the batch's maps and masks
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["hit_rate", "energy_mean", "energy_std", "skipped"];
 

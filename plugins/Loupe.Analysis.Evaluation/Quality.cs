@@ -228,7 +228,8 @@ public sealed partial class MetricBatch(IAnalysisContext ctx, InputBatch batch, 
             long k = Math.Min(chunk, copies - k0);
             var batchCopies = make(k0, k).reshape(n * k, X.shape[1], X.shape[2], X.shape[3]);
             var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)k)).ToArray();
-            parts.Add(inner.MoveToOuter(Output(batchCopies, selection.Rows(rows), softmax).view(n, k)));
+            using (SideInputs.ForRows(ctx.Model, rows))   // each copy with its row's side inputs (none on most models)
+                parts.Add(inner.MoveToOuter(Output(batchCopies, selection.Rows(rows), softmax).view(n, k)));
         }
         return scope.MoveToOuter(cat(parts, 1).to(ScalarType.Float64));
     }
@@ -281,9 +282,14 @@ public abstract class QualityMetric<TOptions> : MetricAnalysis<TOptions>, IShard
     protected string Key => Id.Replace('-', '_');
 
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = HoldsSideInputs };
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => [Key + "_mean", Key + "_std"];
+
+    /// <summary>Whether the metric runs on models with side inputs (Captum's tuple inputs): it forwards nothing but the
+    /// batch and <see cref="MetricBatch.Outputs"/>'s copies, which hold each row's side inputs (or holds them itself).
+    /// </summary>
+    protected virtual bool HoldsSideInputs => false;
 
     /// <summary>Direction with these options (e.g. LeRF reverses region perturbation).</summary>
     protected virtual bool HigherIsBetterWith(TOptions options) => HigherIsBetter;
