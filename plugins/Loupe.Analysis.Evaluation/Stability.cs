@@ -92,7 +92,9 @@ public enum StabilityNoise
 // softmax: every metric takes it, as every Quantus metric's call does (it changes relative-output-stability only).
 [ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(StabilityOptions.Samples), nameof(StabilityOptions.Noise), nameof(StabilityOptions.Radius), nameof(StabilityOptions.LowerBound), nameof(StabilityOptions.Sigma), nameof(StabilityOptions.Mean), nameof(StabilityOptions.SkipChangedPredictions), nameof(StabilityOptions.NanWhenPredictionChanges), nameof(StabilityOptions.Abs), nameof(StabilityOptions.Normalise), nameof(StabilityOptions.MicroBatch), nameof(StabilityOptions.Softmax))]
 public abstract class StabilityMetric : QualityMetric<StabilityOptions>
-{
+{    /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
     /// <summary>Gaussian (local Lipschitz) rather than uniform noise by default.</summary>
@@ -216,6 +218,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             var xs = (x.unsqueeze(0) + noise.to(x.dtype)).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             var sel = b.Selection.Rows(rows);
+            using var held = SideInputs.ForRows(ctx.Model, rows);   // the method and the forwards see each copy's row's side inputs
             var es = Flat(LinkedMaps(o, ctx, xs, null, sel, CopyIds(b.Batch.Ids, k)).Map).view(k, n, -1);
             Tensor? topS = null, h = null, hs = null;
             if (forward)

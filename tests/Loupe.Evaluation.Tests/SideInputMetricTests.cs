@@ -17,6 +17,10 @@ public class SideInputMetricTests
         "{ id: cc, uses: confidence-change, with: { of: sal } }",
         "{ id: sp, uses: sparseness, with: { of: sal } }",
         "{ id: rma, uses: relevance-mass-accuracy, with: { of: sal } }",
+        "{ id: as, uses: avg-sensitivity, with: { of: sal, samples: 3 } }",
+        "{ id: ll, uses: local-lipschitz, with: { of: sal, samples: 3 } }",
+        "{ id: ris, uses: relative-input-stability, with: { of: sal, samples: 3, skip_changed_predictions: false } }",
+        "{ id: rrs, uses: relative-representation-stability, with: { of: sal, samples: 3, skip_changed_predictions: false } }",
     ];
 
     static Loupe.Core.RunResult Run(int batch) => Env.Run($$"""
@@ -42,7 +46,8 @@ public class SideInputMetricTests
         var one = Run(1);
         Assert.True(one.ExitCode == 0, Env.Dump(one));
         foreach (var (step, key) in new[] { ("pf", "pixel_flipping"), ("rp", "region_perturbation"), ("fc", "faithfulness_correlation"), ("road", "road"),
-            ("comp", "completeness"), ("ns", "non_sensitivity"), ("cc", "confidence_change"), ("sp", "sparseness"), ("rma", "relevance_mass_accuracy") })
+            ("comp", "completeness"), ("ns", "non_sensitivity"), ("cc", "confidence_change"), ("sp", "sparseness"), ("rma", "relevance_mass_accuracy"),
+            ("as", "avg_sensitivity"), ("ll", "local_lipschitz"), ("ris", "relative_input_stability"), ("rrs", "relative_representation_stability") })
         {
             var a = Env.InputValues(three, step, key);
             var b = Env.InputValues(one, step, key);
@@ -66,9 +71,9 @@ public class SideInputMetricTests
             data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "multi_image.npy"))}} } }
             steps:
               - { id: sal, uses: saliency }
-              - { id: as, uses: avg-sensitivity, with: { of: sal, samples: 2 } }
+              - { id: c, uses: continuity, with: { of: sal, steps: 2 } }
             """);
         Assert.Equal(2, r.ExitCode);
-        Assert.Contains(r.Errors, e => e.Message.Contains("step 'as' (avg-sensitivity) cannot explain a model with side inputs (meta)"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'c' (continuity) cannot explain a model with side inputs (meta)"));
     }
 }
