@@ -59,7 +59,9 @@ public sealed record ContinuityOptions : NormalisedMetricOptions, IConstantFill
 /// default), the method re-run on the copies (batched) for the classes chosen on x. <c>sweep: quantus</c> takes
 /// Quantus 0.6's shifts (<see cref="Shifts"/>) and its ‖x − x_k‖₂ + 1e-9. Lower is better.</summary>
 public sealed class Continuity : QualityMetric<ContinuityOptions>
-{
+{    /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+
     /// <inheritdoc/>
     public override string Id => "continuity";
     /// <inheritdoc/>
@@ -109,7 +111,9 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
             int k = (int)Math.Min(chunk, shifts.Length - k0);
             var copies = stack(shifts.Skip(k0).Take(k).Select(dx => Translate(x, fill, dx)).ToArray());   // k×N×C×H×W
             var xs = copies.reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
-            var sel = b.Selection.Rows(Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
+            var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
+            var sel = b.Selection.Rows(rows);
+            using var held = SideInputs.ForRows(ctx.Model, rows);   // the method and the forwards see each copy's row's side inputs
             var maps = LinkedMaps(o, ctx, xs, null, sel, CopyIds(b.Batch.Ids, k)).Map;
             var rs = o.Values(new MetricBatch(ctx, b.Batch with { Input = xs }, maps, sel, [], null) { NormaliseGroup = b.NormaliseGroup }).view(k, n, -1);
             var dr = (rs - r.unsqueeze(0)).abs().sum(2);                                                   // k×N

@@ -90,7 +90,7 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
     /// <summary>The component id.</summary>
     public abstract string Id { get; }
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };   // the batch's own forward only
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => [Id.Replace('-', '_') + "_mean", Id.Replace('-', '_') + "_std"];
 

@@ -42,7 +42,7 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
     string Name => Insert ? "insertion" : "deletion";
 
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["auc_mean", "auc_std"];
 
@@ -84,7 +84,8 @@ public abstract class PixelCurve : MetricAnalysis<PixelCurveOptions>, IShardable
                 var (from, to) = Insert ? (baseline, x) : (x, baseline);
                 var copies = (from.unsqueeze(1) * (1 - m) + to.unsqueeze(1) * m).reshape(n * p, c, h, w);
                 var rows = Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)p)).ToArray();
-                parts.Add(inner.MoveToOuter(Maps.Probability(ctx, copies, sel.Rows(rows)).view(n, p)));
+                using (SideInputs.ForRows(ctx.Model, rows))   // each copy with its row's side inputs
+                    parts.Add(inner.MoveToOuter(Maps.Probability(ctx, copies, sel.Rows(rows)).view(n, p)));
             }
             var probs = cat(parts, 1).to(ScalarType.Float64).contiguous().ToArray<double>();
             int s1 = o.Steps + 1;

@@ -50,7 +50,9 @@ public enum OtherClassDraw
 /// Quantus's 1-D <c>flat-ssim</c>). A map that does not depend on the
 /// class scores 1. Needs a class target. Lower is better.</summary>
 public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
-{
+{    /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;   // the other class's maps: one pass of the batch
+
     /// <inheritdoc/>
     public override string Id => "random-logit";
     /// <inheritdoc/>

@@ -53,7 +53,7 @@ public enum InfidelityPerturbation
 public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
 {
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };   // copies through MetricBatch.Outputs
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["infidelity_mean", "infidelity_std"];
 
@@ -195,7 +195,7 @@ public sealed record SensitivityOptions : MetricOptions
 public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, IShardable
 {
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };   // one noisy copy of the batch at a time
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["sensitivity_mean", "sensitivity_std"];
 

@@ -21,6 +21,12 @@ public class SideInputMetricTests
         "{ id: ll, uses: local-lipschitz, with: { of: sal, samples: 3 } }",
         "{ id: ris, uses: relative-input-stability, with: { of: sal, samples: 3, skip_changed_predictions: false } }",
         "{ id: rrs, uses: relative-representation-stability, with: { of: sal, samples: 3, skip_changed_predictions: false } }",
+        "{ id: cont, uses: continuity, with: { of: sal, steps: 2 } }",
+        "{ id: del, uses: deletion, with: { of: sal, steps: 8 } }",
+        "{ id: inf, uses: infidelity, with: { of: sal } }",
+        "{ id: smax, uses: sensitivity-max, with: { of: sal, samples: 3 } }",
+        "{ id: rl, uses: random-logit, with: { of: sal } }",
+        "{ id: suff, uses: sufficiency, with: { of: sal } }",
     ];
 
     static Loupe.Core.RunResult Run(int batch) => Env.Run($$"""
@@ -47,7 +53,8 @@ public class SideInputMetricTests
         Assert.True(one.ExitCode == 0, Env.Dump(one));
         foreach (var (step, key) in new[] { ("pf", "pixel_flipping"), ("rp", "region_perturbation"), ("fc", "faithfulness_correlation"), ("road", "road"),
             ("comp", "completeness"), ("ns", "non_sensitivity"), ("cc", "confidence_change"), ("sp", "sparseness"), ("rma", "relevance_mass_accuracy"),
-            ("as", "avg_sensitivity"), ("ll", "local_lipschitz"), ("ris", "relative_input_stability"), ("rrs", "relative_representation_stability") })
+            ("as", "avg_sensitivity"), ("ll", "local_lipschitz"), ("ris", "relative_input_stability"), ("rrs", "relative_representation_stability"),
+            ("cont", "continuity"), ("del", "auc"), ("inf", "infidelity"), ("smax", "sensitivity"), ("rl", "random_logit"), ("suff", "sufficiency") })
         {
             var a = Env.InputValues(three, step, key);
             var b = Env.InputValues(one, step, key);
@@ -58,7 +65,7 @@ public class SideInputMetricTests
     }
 
     [Fact]
-    public void The_metrics_that_re_run_the_method_on_copies_are_still_refused()
+    public void Focus_whose_mosaics_mix_inputs_is_still_refused()
     {
         var r = Env.Run($$"""
             version: 1
@@ -71,9 +78,9 @@ public class SideInputMetricTests
             data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "multi_image.npy"))}} } }
             steps:
               - { id: sal, uses: saliency }
-              - { id: c, uses: continuity, with: { of: sal, steps: 2 } }
+              - { id: f, uses: focus, with: { of: sal } }
             """);
         Assert.Equal(2, r.ExitCode);
-        Assert.Contains(r.Errors, e => e.Message.Contains("step 'c' (continuity) cannot explain a model with side inputs (meta)"));
+        Assert.Contains(r.Errors, e => e.Message.Contains("step 'f' (focus) cannot explain a model with side inputs (meta)"));
     }
 }
