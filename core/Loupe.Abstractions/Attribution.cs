@@ -204,3 +204,9 @@ public static class SideTables
         foreach (var (name, table) in tables) output.Json(name, table);
     }
 }
+
+/// <summary>Marks an attribution technique whose maps do not come from the model (maps read from files, Quantus's
+/// <c>a_batch</c>): it gives the original inputs' maps for the target they were made for, and cannot explain copies
+/// of the inputs, another class or a changed model. Metrics that explain again (robustness under noise, another class,
+/// parameter randomisation) refuse to evaluate it at validation.</summary>
+public interface IFixedMaps : IAttribution;

@@ -60,6 +60,8 @@ public sealed record ContinuityOptions : NormalisedMetricOptions, IConstantFill
 /// Quantus 0.6's shifts (<see cref="Shifts"/>) and its ‖x − x_k‖₂ + 1e-9. Lower is better.</summary>
 public sealed class Continuity : QualityMetric<ContinuityOptions>
 {    /// <inheritdoc/>
+    protected override string? ExplainsAgain(ContinuityOptions options) => "shifted copies of the inputs";
+    /// <inheritdoc/>
     protected override bool HoldsSideInputs => true;
 
     /// <inheritdoc/>

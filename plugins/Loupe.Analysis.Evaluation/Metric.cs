@@ -58,6 +58,10 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     /// <summary>Metric-specific checks.</summary>
     protected virtual IEnumerable<string> ValidateMetric(TOptions options, AnalysisValidationContext context) => [];
 
+    /// <summary>What the metric explains again besides the evaluated step's maps of the inputs (e.g. "noisy copies of
+    /// the inputs"), or null: a step of fixed maps (<see cref="IFixedMaps"/>) cannot be evaluated then.</summary>
+    protected virtual string? ExplainsAgain(TOptions options) => null;
+
     /// <summary>Computes and writes the metric.</summary>
     protected abstract void Evaluate(TOptions options, IAnalysisContext ctx, MetricWriter writer);
 
@@ -66,6 +70,8 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     {
         if (context.Referenced(options.Of)?.Analysis is { } a && a is not IAttribution)
             yield return $"option 'of': step '{options.Of!.Id}' is not an attribution method (a metric needs one map per input, like saliency, grad-cam or occlusion)";
+        if (context.Referenced(options.Of)?.Analysis is IFixedMaps && ExplainsAgain(options) is { } again)
+            yield return $"option 'of': step '{options.Of!.Id}' gives fixed maps, of the inputs as they are, and this metric explains {again} (a method to run again, as Quantus's explain_func)";
         foreach (var e in Expectation.Errors(options.Expect, MetricNamesWith(options, context.Model))) yield return e;
         if (options is PerturbOptions { UniformLow: var low, UniformHigh: var high } && low >= high)
             yield return $"option 'uniform_low' ({low}) must be below 'uniform_high' ({high})";

@@ -25,7 +25,9 @@ namespace Loupe.Analysis.Evaluation;
 /// Higher is better: a map that depends on the model becomes noisier.</item>
 /// </list></summary>
 public sealed class Mprt : QualityMetric<MprtOptions>
-{
+{    /// <inheritdoc/>
+    protected override string? ExplainsAgain(MprtOptions options) => "the inputs on randomised models";
+
     /// <inheritdoc/>
     public override string Id => "mprt";
     /// <inheritdoc/>

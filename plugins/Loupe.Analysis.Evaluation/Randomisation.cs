@@ -51,6 +51,8 @@ public enum OtherClassDraw
 /// class scores 1. Needs a class target. Lower is better.</summary>
 public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
 {    /// <inheritdoc/>
+    protected override string? ExplainsAgain(RandomLogitOptions options) => "another class";
+    /// <inheritdoc/>
     protected override bool HoldsSideInputs => true;   // the other class's maps: one pass of the batch
 
     /// <inheritdoc/>

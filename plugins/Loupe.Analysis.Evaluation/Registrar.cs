@@ -12,6 +12,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<PointingGame>("pointing-game", "pointing game and mask-energy ratio against object masks from the input (Zhang et al. 2016); of: step id")
         .AddLoupeAnalysis<SanityRandomisation>("sanity-randomisation", "cascading parameter randomisation, Spearman / SSIM per module (Adebayo et al. 2018); of: step id")
         .AddLoupeAnalysis<Infidelity>("infidelity", "infidelity under Gaussian perturbations (Yeh et al. 2019; Captum, normalize=False); of: step id")
+        .AddLoupeAnalysis<GivenMaps>("given-maps", "maps made elsewhere (Captum, pytorch-grad-cam, an earlier run), read per input id from a folder, for the metrics to evaluate (Quantus's a_batch); folder, pattern")
         .AddLoupeAnalysis<SensitivityMax>("sensitivity-max", "max relative change of the map in an L-inf ball (Yeh et al. 2019; Captum sensitivity_max); of: step id")
         // Complexity (no forward pass)
         .AddLoupeAnalysis<Sparseness>("sparseness", "Gini index of |map| (Chalasani et al. 2020; Quantus Sparseness); higher is better; of: step id")

@@ -26,7 +26,9 @@ public sealed record SanityOptions : RandomisationOptions
 /// Spearman ρ of |map| (average ranks for ties) and SSIM of the min-max normalised |map|. The weights are restored
 /// after every batch, also on errors. A method whose maps do not change is flagged.</summary>
 public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
-{
+{    /// <inheritdoc/>
+    protected override string? ExplainsAgain(SanityOptions options) => "the inputs on randomised models";
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Parameters);
     /// <inheritdoc/>
