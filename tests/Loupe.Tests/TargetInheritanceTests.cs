@@ -27,4 +27,23 @@ public class TargetInheritanceTests
         Assert.Equal(HostRuns.Metric(r, "same", "auc_mean"), HostRuns.Metric(r, "inherited", "auc_mean"));
         Assert.NotEqual(HostRuns.Metric(r, "own", "auc_mean"), HostRuns.Metric(r, "inherited", "auc_mean"));
     }
+
+    [Fact]
+    public void A_wrong_target_is_reported_once_by_its_step_not_again_by_the_steps_that_inherit_it()
+    {
+        // Both passes: with the other steps valid, and beside an option error (the one-pass checks).
+        foreach (var extra in new[] { "", "\n  - { id: typo, uses: saliency, with: { reduce: maxx } }" })
+        {
+            var r = TestEnv.Run(TestEnv.FixturePipeline("""
+                  - { id: sal, uses: saliency, target: { class: 42 } }
+                  - { id: del, uses: deletion, with: { of: sal, steps: 10 } }
+                  - { id: sp, uses: sparseness, with: { of: del2 } }
+                  - { id: del2, uses: deletion, with: { of: sal, steps: 10 } }
+                """ + extra));
+            Assert.Equal(2, r.ExitCode);
+            var targetErrors = r.Errors.Where(e => e.Message.Contains("class index 42")).ToList();
+            Assert.True(targetErrors.Count == 1, string.Join("\n", r.Errors));
+            Assert.Contains("step 'sal' target: class index 42 is out of range", targetErrors[0].Message);
+        }
+    }
 }

@@ -30,6 +30,8 @@ public static partial class PipelineRunner
         // The steps whose options bound without an error: when another part of the pipeline has one, these still get
         // the checks that need the model (one validation reports everything it can).
         readonly HashSet<int> cleanSteps = [];
+        // The steps whose target is that of the step they evaluate: its errors are that step's, reported once, there.
+        readonly HashSet<int> inheritedTargets = [];
         // Options a step's component does not read: reported with the checks that need the model, which still run.
         readonly List<PipelineError> unread = [];
         long outputSize;
@@ -44,7 +46,8 @@ public static partial class PipelineRunner
             if (errors.Count > 0)
             {
                 // One pass: layer names and targets are checked too when the model section itself is valid.
-                if (modelValid) CheckLayersAndTargets(spec, registry, modelDesc!, modelOptions!, stepDescs, stepOptions, stepReferences, cleanSteps, targetRefs, labelsFile, spec.Model!.Input, preloaded, errors, warnings);
+                if (modelValid) CheckLayersAndTargets(spec, registry, modelDesc!, modelOptions!, stepDescs, stepOptions, stepReferences, cleanSteps,
+                    [.. targetRefs.Select((t, i) => inheritedTargets.Contains(i) ? null : t)], labelsFile, spec.Model!.Input, preloaded, errors, warnings);
                 throw new PipelineException([.. errors, .. unread]);
             }
             var modelAdapter = registry.Create<IModelAdapter>(modelDesc!.Id);
@@ -128,7 +131,12 @@ public static partial class PipelineRunner
             // A step without a target of its own explains the target of the step it evaluates (of:), so that a metric
             // scores the maps that step made; with none to inherit, top-1.
             var own = spec.Steps.Select(s => s.Target is null ? null : ResolveTarget(s, registry, file, errors)).ToList();
-            targetRefs = spec.Steps.Select((s, i) => s.Target is not null ? own[i] : InheritedTarget(i, own) ?? ResolveTarget(s, registry, file, errors)).ToList();
+            targetRefs = spec.Steps.Select((s, i) =>
+            {
+                if (s.Target is not null) return own[i];
+                if (InheritedTarget(i, own) is { } inherited) { inheritedTargets.Add(i); return inherited; }
+                return ResolveTarget(s, registry, file, errors);
+            }).ToList();
         }
 
         /// <summary>The target step <paramref name="i"/> inherits: that of the one step its <see cref="StepLink"/> options
@@ -248,9 +256,10 @@ public static partial class PipelineRunner
                 ITarget target = NoTarget.Instance;
                 if (req.UsesTarget && targetRefs[i] is { } tr)
                 {
+                    bool own = !inheritedTargets.Contains(i);
                     try { target = registry.Create<ITargetFactory>(tr.Descriptor.Id).Create(tr.Options, tctx); }
-                    catch (LoupeException e) { errors.Add(At(tr.Mark, $"step '{s.Id}' target: {e.Message}")); }
-                    foreach (var l in target.RequiredLayers.Where(l => !layerNames.Contains(l)))
+                    catch (LoupeException e) { if (own) errors.Add(At(tr.Mark, $"step '{s.Id}' target: {e.Message}")); }
+                    foreach (var l in target.RequiredLayers.Where(l => own && !layerNames.Contains(l)))
                         errors.Add(At(tr.Mark, $"step '{s.Id}' target: layer '{l}' does not exist{Suggest.DidYouMean(l, layerNames)}"));
                 }
                 prepared.Add(new PreparedStep(s, stepDescs[i]!, analysis, stepOptions[i]!.Value, target) { Display = displays[i], References = stepReferences[i] });
