@@ -121,7 +121,8 @@ public sealed record InputInvarianceOptions : NormalisedMetricOptions
 /// change ‖R'(x + s) − R(x)‖₁ / ‖R(x)‖₁ of the map as given (0: invariant; Quantus returns whether every value is
 /// exactly equal). Gradients are invariant; gradient × input is not. Needs model interventions. Lower is better.</summary>
 public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(InputInvarianceOptions options) => "the shifted inputs on a compensated model";
 
     /// <inheritdoc/>

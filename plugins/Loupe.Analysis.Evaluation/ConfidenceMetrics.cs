@@ -284,7 +284,8 @@ public sealed record ArccOptions : ConfidenceOptions
 /// (1 − Σ|map| / pixels; the map in [0, 1] as pytorch-grad-cam's CAMs) and its ROADCombined (× 2, clipped to [0, 1]).
 /// Coherency re-runs the evaluated method on x ⊙ map for the same classes (batched, as every metric's re-evaluations).</summary>
 public sealed class Arcc : ConfidenceMetric<ArccOptions>
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(ArccOptions options) => "the inputs multiplied by their maps (coherency)";
 
     /// <inheritdoc/>

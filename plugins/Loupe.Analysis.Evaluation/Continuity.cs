@@ -59,7 +59,8 @@ public sealed record ContinuityOptions : NormalisedMetricOptions, IConstantFill
 /// default), the method re-run on the copies (batched) for the classes chosen on x. <c>sweep: quantus</c> takes
 /// Quantus 0.6's shifts (<see cref="Shifts"/>) and its ‖x − x_k‖₂ + 1e-9. Lower is better.</summary>
 public sealed class Continuity : QualityMetric<ContinuityOptions>
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(ContinuityOptions options) => "shifted copies of the inputs";
     /// <inheritdoc/>
     protected override bool HoldsSideInputs => true;

@@ -48,7 +48,8 @@ public enum MosaicSource
 /// class c. Inputs without such partners score NaN (left out of the mean, with a warning). The partners come from
 /// every input of the run, so the step does not run on shards. Higher is better.</summary>
 public sealed class Focus : MetricAnalysis<FocusOptions>
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(FocusOptions options) => "mosaics of four inputs";
 
     /// <inheritdoc/>

@@ -25,7 +25,10 @@ namespace Loupe.Analysis.Evaluation;
 /// Higher is better: a map that depends on the model becomes noisier.</item>
 /// </list></summary>
 public sealed class Mprt : QualityMetric<MprtOptions>
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
+    protected override bool HoldsSideInputs => true;
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(MprtOptions options) => "the inputs on randomised models";
 
     /// <inheritdoc/>
@@ -33,7 +36,7 @@ public sealed class Mprt : QualityMetric<MprtOptions>
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Parameters);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Parameters) { HandlesSideInputs = HoldsSideInputs };
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["mprt_mean", "mprt_std", "mprt_original_mean", "mprt_original_std"];
     /// <inheritdoc/>
@@ -128,7 +131,9 @@ public sealed class Mprt : QualityMetric<MprtOptions>
             using var inner = NewDisposeScope();
             long k = Math.Min(chunk, run - s0);
             var xs = (b.X.unsqueeze(0) + noise.narrow(0, s0, k)).reshape(k * n, b.X.shape[1], b.X.shape[2], b.X.shape[3]);
-            var sel = b.Selection.Rows(Enumerable.Range(0, (int)k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray());
+            var rows = Enumerable.Range(0, (int)k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
+            var sel = b.Selection.Rows(rows);
+            using var held = SideInputs.ForRows(b.Context.Model, rows);   // each noisy copy with its row's side inputs
             var m = Flat(o, LinkedMaps(o, b.Context, xs, null, sel, CopyIds(b.Batch.Ids, k)).Map, k * n).reshape(k, n, -1).sum([0]);
             sum = inner.MoveToOuter(sum is null ? m : sum + m);
         }

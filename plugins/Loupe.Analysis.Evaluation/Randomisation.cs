@@ -50,7 +50,8 @@ public enum OtherClassDraw
 /// Quantus's 1-D <c>flat-ssim</c>). A map that does not depend on the
 /// class scores 1. Needs a class target. Lower is better.</summary>
 public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(RandomLogitOptions options) => "another class";
     /// <inheritdoc/>
     protected override bool HoldsSideInputs => true;   // the other class's maps: one pass of the batch

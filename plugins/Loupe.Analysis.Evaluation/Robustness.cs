@@ -193,7 +193,8 @@ public sealed record SensitivityOptions : MetricOptions
 /// <c>samples</c> δ ~ U[−r, r]^d of ‖Φ(x + δ) − Φ(x)‖_F / ‖Φ(x)‖_F, per input; the target classes are those chosen on
 /// the clean input. Lower is better (more stable).</summary>
 public sealed class SensitivityMax : MetricAnalysis<SensitivityOptions>, IShardable
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(SensitivityOptions options) => "noisy copies of the inputs";
 
     /// <inheritdoc/>

@@ -26,11 +26,12 @@ public sealed record SanityOptions : RandomisationOptions
 /// Spearman ρ of |map| (average ranks for ties) and SSIM of the min-max normalised |map|. The weights are restored
 /// after every batch, also on errors. A method whose maps do not change is flagged.</summary>
 public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(SanityOptions options) => "the inputs on randomised models";
 
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Parameters);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Parameters) { HandlesSideInputs = true };   // the batch's maps on each randomised model
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["spearman_full_mean", "spearman_full_std", "ssim_full_mean", "ssim_full_std", "insensitive"];
 

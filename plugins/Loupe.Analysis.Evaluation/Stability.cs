@@ -92,7 +92,8 @@ public enum StabilityNoise
 // softmax: every metric takes it, as every Quantus metric's call does (it changes relative-output-stability only).
 [ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(StabilityOptions.Samples), nameof(StabilityOptions.Noise), nameof(StabilityOptions.Radius), nameof(StabilityOptions.LowerBound), nameof(StabilityOptions.Sigma), nameof(StabilityOptions.Mean), nameof(StabilityOptions.SkipChangedPredictions), nameof(StabilityOptions.NanWhenPredictionChanges), nameof(StabilityOptions.Abs), nameof(StabilityOptions.Normalise), nameof(StabilityOptions.MicroBatch), nameof(StabilityOptions.Softmax))]
 public abstract class StabilityMetric : QualityMetric<StabilityOptions>
-{    /// <inheritdoc/>
+{
+    /// <inheritdoc/>
     protected override string? ExplainsAgain(StabilityOptions options) => "noisy copies of the inputs";
     /// <inheritdoc/>
     protected override bool HoldsSideInputs => true;

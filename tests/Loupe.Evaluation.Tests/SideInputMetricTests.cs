@@ -27,6 +27,9 @@ public class SideInputMetricTests
         "{ id: smax, uses: sensitivity-max, with: { of: sal, samples: 3 } }",
         "{ id: rl, uses: random-logit, with: { of: sal } }",
         "{ id: suff, uses: sufficiency, with: { of: sal } }",
+        "{ id: mprt, uses: mprt, with: { of: sal, samples: 3 } }",
+        "{ id: emprt, uses: mprt, with: { of: sal, variant: efficient } }",
+        "{ id: sr, uses: sanity-randomisation, with: { of: sal } }",
     ];
 
     static Loupe.Core.RunResult Run(int batch) => Env.Run($$"""
@@ -54,7 +57,8 @@ public class SideInputMetricTests
         foreach (var (step, key) in new[] { ("pf", "pixel_flipping"), ("rp", "region_perturbation"), ("fc", "faithfulness_correlation"), ("road", "road"),
             ("comp", "completeness"), ("ns", "non_sensitivity"), ("cc", "confidence_change"), ("sp", "sparseness"), ("rma", "relevance_mass_accuracy"),
             ("as", "avg_sensitivity"), ("ll", "local_lipschitz"), ("ris", "relative_input_stability"), ("rrs", "relative_representation_stability"),
-            ("cont", "continuity"), ("del", "auc"), ("inf", "infidelity"), ("smax", "sensitivity"), ("rl", "random_logit"), ("suff", "sufficiency") })
+            ("cont", "continuity"), ("del", "auc"), ("inf", "infidelity"), ("smax", "sensitivity"), ("rl", "random_logit"), ("suff", "sufficiency"),
+            ("mprt", "mprt"), ("emprt", "mprt") })
         {
             var a = Env.InputValues(three, step, key);
             var b = Env.InputValues(one, step, key);
