@@ -69,6 +69,7 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         if (inner is not null and not IAttribution)
             yield return $"inner step '{options.Inner!.Uses}' is not an attribution method (it must produce one map per input, like saliency or integrated-gradients)";
         if (inner is NoiseTunnel) yield return "noise-tunnel cannot wrap another noise-tunnel";
+        if (inner is IFixedMaps) yield return $"inner step '{options.Inner!.Uses}' gives fixed maps of the inputs as they are; noise-tunnel explains noisy copies of them";
         if (options.NoiseFile is not null && options.NoiseDir is not null) yield return "give either 'noise_file' or 'noise_dir', not both";
         foreach (var e in OptionRules.OnlyWith(options, options.Stdevs is null, "the noise without 'stdevs' (an absolute σ replaces the relative one)", nameof(options.NoiseLevel))) yield return e;
     }

@@ -46,6 +46,7 @@ public class GivenMapsTests
               - { id: sr, uses: sanity-randomisation, with: { of: m } }
               - { id: rl, uses: random-logit, with: { of: m } }
               - { id: bad, uses: given-maps, with: { folder: {{Env.Yaml(dir)}}, pattern: maps.npy } }
+              - { id: nt, uses: noise-tunnel, with: { inner: { uses: given-maps, with: { folder: {{Env.Yaml(dir)}} } } } }
             """);
         Assert.Equal(2, r.ExitCode);
         var errors = r.Errors.Select(e => e.Message).ToList();
@@ -53,6 +54,7 @@ public class GivenMapsTests
         Assert.Contains(errors, e => e.Contains("step 'sr' (sanity-randomisation): option 'of': step 'm' gives fixed maps") && e.Contains("explains the inputs on randomised models"));
         Assert.Contains(errors, e => e.Contains("step 'rl' (random-logit): option 'of': step 'm' gives fixed maps") && e.Contains("explains another class"));
         Assert.Contains(errors, e => e.Contains("step 'bad' (given-maps): option 'pattern' ('maps.npy') must contain {id}"));
+        Assert.Contains(errors, e => e.Contains("step 'nt' (noise-tunnel): inner step 'given-maps' gives fixed maps of the inputs as they are; noise-tunnel explains noisy copies of them"));
     }
 
     [Fact]
