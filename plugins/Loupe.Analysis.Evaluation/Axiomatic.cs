@@ -138,16 +138,16 @@ public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
         using var scope = NewDisposeScope();
         var ctx = b.Context;
         var iv = ctx.Model as IModelInterventions ?? throw new LoupeException("input-invariance: the model does not support interventions");
-        var layer = o.Layer ?? ctx.Model.Layers.FirstOrDefault()?.Name ?? throw new LoupeException("input-invariance: the model lists no layers");
         var x = b.X;
         var s = (float)o.Shift;
+        var probe = x.narrow(0, 0, 1);
+        var layer = o.Layer ?? FirstLayer(ctx, probe, b.Selection);
         Tensor First(Tensor input)
         {
             using var _ = no_grad();
             var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [layer], forGradients: false, b.Selection.Rows(Enumerable.Repeat(0, (int)input.shape[0]).ToArray()));
             using (capture) return capture[layer].detach().clone();
         }
-        var probe = x.narrow(0, 0, 1);
         var delta = First(full_like(probe, s)) - First(zeros_like(probe));
         var check = First(probe + s) - First(probe) - delta;
         double err = check.abs().max().item<float>(), scale = delta.abs().max().item<float>() + 1e-12;
@@ -163,5 +163,26 @@ public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
         using (iv.Intervene(layer, t => t - delta.to(t.dtype)))
             shifted = Flat(LinkedMaps(o, ctx, x + s, null, b.Selection, b.Batch.Ids).Map);
         return ((shifted - reference).abs().sum(1) / reference.abs().sum(1).clamp_min(1e-300)).ToArray<double>();
+    }
+
+    /// <summary>Layers looked at for the default first layer.</summary>
+    const int FirstCandidates = 32;
+
+    /// <summary>The model's first layer that computes on the image: of its first <see cref="FirstCandidates"/> listed
+    /// layers (aliases and containers aside), the first whose output is a floating-point tensor with one row per input
+    /// — an exported graph lists its shape computations (Shape, Gather: integers) before the first convolution.</summary>
+    static string FirstLayer(IAnalysisContext ctx, Tensor probe, TargetSelection selection)
+    {
+        var candidates = ctx.Model.Layers.Where(l => l.AliasOf is null && l.Kind is not ("Sequential" or "ModuleList" or "ModuleDict"))
+            .Take(FirstCandidates).Select(l => l.Name).ToList();
+        if (candidates.Count == 0) throw new LoupeException("input-invariance: the model lists no layers");
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var two = cat([probe, probe]);   // two rows: a layer's output has them, a shape or an index does not
+        var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, two, candidates, forGradients: false, selection.Rows([0, 0]));
+        using (capture)
+            foreach (var l in candidates)
+                if (capture[l] is { } t && t.is_floating_point() && t.dim() >= 2 && t.shape[0] == 2) return l;
+        throw new LoupeException($"input-invariance: none of the model's first {candidates.Count} layers outputs a tensor per input; set 'layer' to its first convolution or linear layer");
     }
 }
