@@ -130,7 +130,7 @@ public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
     /// <inheritdoc/>
     public override bool HigherIsBetter => false;
     /// <inheritdoc/>
-    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Interventions);
+    public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Interventions) { HandlesSideInputs = true };   // the shifted batch, and probes of its first input
 
     /// <inheritdoc/>
     protected override double[] Score(InputInvarianceOptions o, MetricBatch b)
@@ -145,7 +145,9 @@ public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
         Tensor First(Tensor input)
         {
             using var _ = no_grad();
-            var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [layer], forGradients: false, b.Selection.Rows(Enumerable.Repeat(0, (int)input.shape[0]).ToArray()));
+            var rows = Enumerable.Repeat(0, (int)input.shape[0]).ToArray();
+            using var held = SideInputs.ForRows(ctx.Model, rows);   // the probe is the first input's: its side inputs
+            var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [layer], forGradients: false, b.Selection.Rows(rows));
             using (capture) return capture[layer].detach().clone();
         }
         var delta = First(full_like(probe, s)) - First(zeros_like(probe));
@@ -179,6 +181,7 @@ public sealed class InputInvariance : QualityMetric<InputInvarianceOptions>
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         var two = cat([probe, probe]);   // two rows: a layer's output has them, a shape or an index does not
+        using var held = SideInputs.ForRows(ctx.Model, [0, 0]);
         var (_, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, two, candidates, forGradients: false, selection.Rows([0, 0]));
         using (capture)
             foreach (var l in candidates)

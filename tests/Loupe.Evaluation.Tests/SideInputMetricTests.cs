@@ -30,6 +30,7 @@ public class SideInputMetricTests
         "{ id: mprt, uses: mprt, with: { of: sal, samples: 3 } }",
         "{ id: emprt, uses: mprt, with: { of: sal, variant: efficient } }",
         "{ id: sr, uses: sanity-randomisation, with: { of: sal } }",
+        "{ id: ii, uses: input-invariance, with: { of: gxi } }",
     ];
 
     static Loupe.Core.RunResult Run(int batch) => Env.Run($$"""
@@ -44,6 +45,7 @@ public class SideInputMetricTests
         settings: { batch_size: {{batch}} }
         steps:
           - { id: sal, uses: saliency }
+          - { id: gxi, uses: gradient-x-input }
         {{string.Join("\n", Metrics.Select(m => "  - " + m))}}
         """);
 
@@ -58,7 +60,7 @@ public class SideInputMetricTests
             ("comp", "completeness"), ("ns", "non_sensitivity"), ("cc", "confidence_change"), ("sp", "sparseness"), ("rma", "relevance_mass_accuracy"),
             ("as", "avg_sensitivity"), ("ll", "local_lipschitz"), ("ris", "relative_input_stability"), ("rrs", "relative_representation_stability"),
             ("cont", "continuity"), ("del", "auc"), ("inf", "infidelity"), ("smax", "sensitivity"), ("rl", "random_logit"), ("suff", "sufficiency"),
-            ("mprt", "mprt"), ("emprt", "mprt") })
+            ("mprt", "mprt"), ("emprt", "mprt"), ("ii", "input_invariance") })
         {
             var a = Env.InputValues(three, step, key);
             var b = Env.InputValues(one, step, key);
