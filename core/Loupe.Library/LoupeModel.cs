@@ -245,20 +245,8 @@ public sealed class LoupeModel : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             using var run = Prepare(_header + dataSection + steps, requireSteps: true);
-            Explanation? result = null;
-            foreach (var prepared in run.Steps)
-            {
-                var sink = new MemorySink();
-                var warnings = new List<string>();
-                using var stepCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-                var context = new AnalysisContext(run, prepared, sink, stepCancellation.Token, null, warnings);
-                var outcome = StepThread.Run(() => PipelineRunner.RunStepBody(run, prepared, context), stepCancellation, null, cancellation);
-                if (outcome.Status == "cancelled") throw new OperationCanceledException(outcome.Error, cancellation);
-                var name = prepared.Spec.Id == "method" ? method : metric;
-                if (outcome.Status != "succeeded") throw new LoupeException($"{name}: {outcome.Error}", outcome.Exception);
-                result = new Explanation(name, ids, sink.Artifacts, sink.Metrics, [.. run.Warnings, .. warnings]);
-            }
-            return result!;
+            RunPrepared(run, run.Steps[0], method, ids, null, cancellation);   // its maps stay in the run's map cache
+            return RunPrepared(run, run.Steps[1], metric, ids, null, cancellation);
         }
     }
 
@@ -335,18 +323,23 @@ public sealed class LoupeModel : IDisposable
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
             using var run = Prepare(_header + dataSection + step, requireSteps: true);
-            var prepared = run.Steps[0];
-            var sink = new MemorySink();
-            var warnings = new List<string>();
-            using var stepCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-            var context = new AnalysisContext(run, prepared, sink, stepCancellation.Token, observer, warnings);
-            // On a step worker, as in a pipeline run: same thread settings, same numbers.
-            var outcome = StepThread.Run(() => PipelineRunner.RunStepBody(run, prepared, context), stepCancellation, null, cancellation);
-            if (outcome.Status == "cancelled") throw new OperationCanceledException(outcome.Error, cancellation);
-            if (outcome.Status != "succeeded")
-                throw new LoupeException($"{technique}: {outcome.Error}", outcome.Exception);
-            return new Explanation(technique, ids, sink.Artifacts, sink.Metrics, [.. run.Warnings, .. warnings]);
+            return RunPrepared(run, run.Steps[0], technique, ids, observer, cancellation);
         }
+    }
+
+    /// <summary>Runs one prepared step of <paramref name="run"/> on a step worker, as a pipeline run does (same thread
+    /// settings, same numbers); its result, or the step's error as a <see cref="LoupeException"/> naming
+    /// <paramref name="technique"/>.</summary>
+    static Explanation RunPrepared(PreparedRun run, PreparedStep prepared, string technique, IReadOnlyList<string> ids, IRunObserver? observer, CancellationToken cancellation)
+    {
+        var sink = new MemorySink();
+        var warnings = new List<string>();
+        using var stepCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        var context = new AnalysisContext(run, prepared, sink, stepCancellation.Token, observer, warnings);
+        var outcome = StepThread.Run(() => PipelineRunner.RunStepBody(run, prepared, context), stepCancellation, null, cancellation);
+        if (outcome.Status == "cancelled") throw new OperationCanceledException(outcome.Error, cancellation);
+        if (outcome.Status != "succeeded") throw new LoupeException($"{technique}: {outcome.Error}", outcome.Exception);
+        return new Explanation(technique, ids, sink.Artifacts, sink.Metrics, [.. run.Warnings, .. warnings]);
     }
 
     PreparedRun Prepare(string text, bool requireSteps)

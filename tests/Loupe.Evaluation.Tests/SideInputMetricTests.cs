@@ -33,8 +33,8 @@ public class SideInputMetricTests
         "{ id: ii, uses: input-invariance, with: { of: gxi } }",
     ];
 
-    static Loupe.Core.RunResult Run(int batch) => Env.Run($$"""
-        version: 1
+    /// <summary>The two-input fixture (an 8×8 image and a 4-value metadata vector per input id) and its three inputs.</summary>
+    static string ModelAndData => $$"""
         model:
           uses: onnx
           with:
@@ -42,6 +42,11 @@ public class SideInputMetricTests
             image_input: image
             side_inputs: [ { name: meta, folder: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "multi_meta"))}} } ]
         data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "multi_image.npy"))}} } }
+        """;
+
+    static Loupe.Core.RunResult Run(int batch) => Env.Run($$"""
+        version: 1
+        {{ModelAndData}}
         settings: { batch_size: {{batch}} }
         steps:
           - { id: sal, uses: saliency }
@@ -75,13 +80,7 @@ public class SideInputMetricTests
     {
         var r = Env.Run($$"""
             version: 1
-            model:
-              uses: onnx
-              with:
-                path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "multi_net.onnx"))}}
-                image_input: image
-                side_inputs: [ { name: meta, folder: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "multi_meta"))}} } ]
-            data: { uses: npy, with: { path: {{Env.Yaml(Path.Combine(Env.RepoRoot, "tests", "fixtures", "multi_image.npy"))}} } }
+            {{ModelAndData}}
             steps:
               - { id: sal, uses: saliency }
               - { id: f, uses: focus, with: { of: sal } }
