@@ -230,6 +230,16 @@ public sealed class LoupeModel : IDisposable
         return RunEvaluation(metric, method, methodOptions, options, target, folder.Data, ids, cancellation);
     }
 
+    /// <summary>As <see cref="Evaluate(string, NdArray, string, object?, object?, object?, IReadOnlyList{long}?, CancellationToken)"/>
+    /// on images (read as <see cref="Explain(string, IReadOnlyList{ImageInput}, object?, object?, CancellationToken)"/>
+    /// reads them; ids must differ).</summary>
+    public Explanation Evaluate(string metric, IReadOnlyList<ImageInput> images, string method, object? methodOptions = null, object? options = null,
+        object? target = null, CancellationToken cancellation = default)
+    {
+        using var folder = ImageFolder(images);
+        return RunEvaluation(metric, method, methodOptions, options, target, folder.Data, images.Select(i => i.Id).ToList(), cancellation);
+    }
+
     /// <summary>Two steps, the method (id <c>method</c>, with the target) and the metric (id <c>metric</c>, <c>of:
     /// method</c>, the method's target inherited), run in order; the metric's result.</summary>
     Explanation RunEvaluation(string metric, string method, object? methodOptions, object? options, object? target, string dataSection, IReadOnlyList<string> ids, CancellationToken cancellation)

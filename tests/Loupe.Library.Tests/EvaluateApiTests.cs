@@ -53,7 +53,11 @@ public class EvaluateApiTests
         var e = Assert.Throws<LoupeValidationException>(() => model.Evaluate("avg-sensitivity", input, a));
         Assert.Contains("gives fixed maps, of the inputs as they are, and this metric explains noisy copies of the inputs", e.Message);
         Assert.Throws<ArgumentException>(() => model.Evaluate("sparseness", input, new NdArray(new float[28 * 28], [1, 28, 28])));
-        // The model stays usable.
+        // The model stays usable; images work as Explain's do.
         Assert.True(double.IsFinite(model.Evaluate("sparseness", input, "saliency").Metrics["sparseness_mean"]));
+        var images = new[] { "00009-sneaker.png", "00001-pullover.png" }.Select(f => ImageInput.FromFile(Path.Combine(RepoPaths.Root, "samples", "images", "fashion", f))).ToList();
+        var onImages = model.Evaluate("sparseness", images, "grad-cam", new { layer = "relu3" });
+        Assert.Equal(["00009-sneaker.png", "00001-pullover.png"], onImages.InputIds);
+        Assert.InRange(onImages.Metrics["sparseness_mean"], 0, 1);
     }
 }
