@@ -40,6 +40,7 @@ public class NotebookTests
         var pngs = html.SelectMany(h => Regex.Matches(h, "data:image/png;base64,([A-Za-z0-9+/=]+)").Select(m => Convert.FromBase64String(m.Groups[1].Value))).ToList();
         Assert.True(pngs.Count >= 5, $"{pngs.Count} inline pictures"); // Grad-CAM overlay, its map, three techniques
         Assert.Contains(html, h => h.Contains("sneaker"));                // the predictions table
+        Assert.Contains(html, h => h.Contains("deletion_auc"));           // the metric per method (Evaluate)
         Assert.Contains(html, h => h.Contains("float32 (1×28×28)") || h.Contains("float32 (28×28)"));
         // The inline Grad-CAM picture is the library's own.
         using var model = LoupeModel.Load("torchvision",
