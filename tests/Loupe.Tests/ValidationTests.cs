@@ -4,6 +4,13 @@ namespace Loupe.Tests;
 /// itself is wrong; with a valid model section, its layer names and targets too.</summary>
 public class ValidationTests
 {
+    /// <summary>`loupe validate` on a pipeline: its exit code, its error lines and its whole output.</summary>
+    static (int Code, List<string> Errors, string Output) Validate(string dir, string path)
+    {
+        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        return (code, (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList(), stdout + stderr);
+    }
+
     [Fact]
     public void FiveMistakesInFiveSectionsGiveFiveErrorsBeforeTheModelLoads()
     {
@@ -28,16 +35,15 @@ public class ValidationTests
             output:
               report: pdf
             """, dir);
-        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        var (code, errors, output) = Validate(dir, path);
         Assert.Equal(2, code);
-        var errors = (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList();
         Assert.True(errors.Count == 5, string.Join("\n", errors));
         Assert.Contains(errors, e => e.Contains(":10:") && e.Contains("settings.batch_size"));
         Assert.Contains(errors, e => e.Contains(":16:") && e.Contains("'pdf'"));
         Assert.Contains(errors, e => e.Contains(":5:") && e.Contains("'colour'"));
         Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("missing-images.gz"));
         Assert.Contains(errors, e => e.Contains(":14:") && e.Contains("did you mean 'max'"));
-        Assert.DoesNotContain("broken.pt", stdout + stderr);
+        Assert.DoesNotContain("broken.pt", output);
     }
 
     static string FiveMistakes(string weights) => $"""
@@ -69,9 +75,8 @@ public class ValidationTests
         // checked only once the first pass had no errors); with the model section valid, all five come at once.
         var dir = TestEnv.TempDir("five-layers");
         var path = TestEnv.Pipeline(FiveMistakes(TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))), dir);
-        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        var (code, errors, output) = Validate(dir, path);
         Assert.Equal(2, code);
-        var errors = (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList();
         Assert.True(errors.Count == 5, string.Join("\n", errors));
         Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("missing.npy"));
         Assert.Contains(errors, e => e.Contains(":10:") && e.Contains("settings.batch_size"));
@@ -99,9 +104,8 @@ public class ValidationTests
               - { id: sp2, uses: sparseness, with: { of: b, expect: ["sparsenes_mean > 0.5"] } }
               - { id: pfa, uses: pixel-flipping, with: { of: a, baseline: [0.1, 0.2] } }
             """, dir);
-        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        var (code, errors, output) = Validate(dir, path);
         Assert.Equal(2, code);
-        var errors = (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList();
         Assert.True(errors.Count == 4, string.Join("\n", errors));
         Assert.Contains(errors, e => e.Contains(":4:") && e.Contains("did you mean 'max'"));
         Assert.Contains(errors, e => e.Contains(":6:") && e.Contains("step 'pf' (pixel-flipping): option 'baseline': give one value or one per channel (1), got 2"));
@@ -115,9 +119,8 @@ public class ValidationTests
         var dir = TestEnv.TempDir("five-broken");
         File.WriteAllText(Path.Combine(dir, "broken.pt"), "not a checkpoint");
         var path = TestEnv.Pipeline(FiveMistakes("broken.pt"), dir);
-        var (code, stdout, stderr) = TestEnv.Cli(dir, "validate", path);
+        var (code, errors, output) = Validate(dir, path);
         Assert.Equal(2, code);
-        var errors = (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList();
         Assert.True(errors.Count == 4, string.Join("\n", errors));
         Assert.Single(errors, e => e.Contains("broken.pt") && e.Contains("layer names and targets could not be checked"));
         Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("missing.npy"));
