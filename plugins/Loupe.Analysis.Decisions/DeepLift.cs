@@ -46,7 +46,7 @@ public sealed record DeepLiftOptions : DeepLiftReference
 public record DeepLiftReferences
 {
     /// <summary>Baseline set.</summary>
-    [FilePath, Description("a .npy float32 B×C×H×W set of references in normalised input space (B ≥ 2); the map is the mean of DeepLift over them")]
+    [FilePath, Description("a .npy B×C×H×W set of references in normalised input space (B ≥ 2); the map is the mean of DeepLift over them")]
     public string? BaselinesFile { get; init; }
     /// <summary>References drawn from the data source.</summary>
     [Range(2, 4096), Description("instead of baselines_file: draw this many references from the data source (the inputs with the smallest keys splitmix64(seed XOR index·0x9E3779B97F4A7C15), in data order)")]

@@ -46,7 +46,7 @@ public sealed record FeatureAblationOptions
     [FilePath(Directory = true), Description(Perturbation.BaselineFolderDescription)]
     public string? BaselineFolder { get; init; }
     /// <summary>Feature ids.</summary>
-    [FilePath, Description("segments: mask: a float32 .npy of integer feature ids, H×W, C×H×W or 1×C×H×W, broadcastable to the input (a channel axis of C gives per-channel features); elements with the same id are ablated together")]
+    [FilePath, Description("segments: mask: a .npy of integer feature ids, H×W, C×H×W or 1×C×H×W, broadcastable to the input (a channel axis of C gives per-channel features); elements with the same id are ablated together")]
     public string? FeatureMask { get; init; }
     /// <summary>Copies per forward.</summary>
     [Range(1, 65536), Description("ablated copies per forward pass (default: as many as fill ~64 MiB of activations, at least 8, within settings.memory_budget_mb)")]

@@ -22,10 +22,10 @@ public record GradientShapDraws
     [Description(Perturbation.ConstantDescription + "'fill' (or 'baseline')")]
     public float[]? BaselineValue { get; init; }
     /// <summary>Baseline distribution.</summary>
-    [FilePath, Description("a .npy float32 B×C×H×W set of baselines in normalised input space (the distribution of Captum's baselines); each sample draws one uniformly")]
+    [FilePath, Description("a .npy B×C×H×W set of baselines in normalised input space (the distribution of Captum's baselines); each sample draws one uniformly")]
     public string? BaselinesFile { get; init; }
     /// <summary>Draws from a file.</summary>
-    [FilePath, Description("a .npy float32 S×(2 + C·H·W): per sample α ∈ [0,1], the baseline index, then standard-normal noise (× stdevs), or S×2 without noise; the same draws for every input (overrides samples and the seeded draws)")]
+    [FilePath, Description("a .npy S×(2 + C·H·W): per sample α ∈ [0,1], the baseline index, then standard-normal noise (× stdevs), or S×2 without noise; the same draws for every input (overrides samples and the seeded draws)")]
     public string? DrawsFile { get; init; }
     /// <summary>Blur σ for the blur baseline.</summary>
     [Range(0.1, 1000), Description("σ of the blur baseline, in pixels")]

@@ -33,7 +33,7 @@ public sealed record NoiseTunnelOptions
     [Range(0.0, 1e6), Description("absolute σ of the noise in normalised input space, as Captum's stdevs (instead of noise_level, which is then refused)")]
     public double? Stdevs { get; init; }
     /// <summary>Fixed draws shared by every input.</summary>
-    [FilePath, Description("fixed standard-normal draws z instead of the seeded ones: a float32 .npy S×C×H×W (S ≥ samples) used for every input; noise = σ·z")]
+    [FilePath, Description("fixed standard-normal draws z instead of the seeded ones: a .npy S×C×H×W (S ≥ samples) used for every input; noise = σ·z")]
     public string? NoiseFile { get; init; }
     /// <summary>Fixed draws per input.</summary>
     [FilePath(Directory = true), Description("fixed standard-normal draws per input: a folder of <input id>.npy files, each S×C×H×W (S ≥ samples); noise = σ·z")]

@@ -12,7 +12,7 @@ public sealed record ShapleySamplingOptions : FeatureOptions
     [Range(1, 100_000), Description("feature permutations per input (Captum's n_samples, default 25); each costs M forwards of one copy")]
     public int Samples { get; init; } = 25;
     /// <summary>Permutations from a file.</summary>
-    [FilePath, Description("a .npy float32 S×M whose rows are permutations of 0..M−1, used for every input instead of the seeded draws")]
+    [FilePath, Description("a .npy S×M whose rows are permutations of 0..M−1, used for every input instead of the seeded draws")]
     public string? PermutationsFile { get; init; }
     /// <summary>Exact Shapley values (Captum's ShapleyValues).</summary>
     [Description("the exact Shapley values, Captum's ShapleyValues (every permutation): each of the 2^M coalitions scored once, φ_i = Σ_S |S|!(M−|S|−1)!/M! · (v(S ∪ i) − v(S)); at most 16 features (a coarser cell or a feature_mask); samples is not used")]
@@ -141,7 +141,7 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
 public sealed record FeaturePermutationOptions : FeatureOptions
 {
     /// <summary>Permutations from a file.</summary>
-    [FilePath, Description("a .npy float32 M×N: row f permutes the N inputs of a batch for feature f (instead of the seeded draws; batches must have N inputs)")]
+    [FilePath, Description("a .npy M×N: row f permutes the N inputs of a batch for feature f (instead of the seeded draws; batches must have N inputs)")]
     public string? PermutationsFile { get; init; }
 }
 

@@ -14,7 +14,7 @@ public sealed record SideBaseline
     [Description("a constant baseline for every element of the side input")]
     public float? Value { get; init; }
     /// <summary>Baseline file.</summary>
-    [FilePath, Description("a float32 .npy baseline of the side input's shape (or 1×shape)")]
+    [FilePath, Description("a .npy baseline of the side input's shape (or 1×shape)")]
     public string? File { get; init; }
 
     /// <summary>Largest baseline file read (elements).</summary>

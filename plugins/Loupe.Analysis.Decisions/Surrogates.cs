@@ -32,7 +32,7 @@ public sealed record KernelShapOptions : FeatureOptions
     [Range(3, 1_000_000), Description("coalitions per input (Captum's n_samples, default 25); the first two are all features and none")]
     public int Samples { get; init; } = 25;
     /// <summary>Coalitions from a file.</summary>
-    [FilePath, Description("a .npy float32 S×M of 0/1 coalitions (1 = feature kept), used for every input instead of the seeded draws")]
+    [FilePath, Description("a .npy S×M of 0/1 coalitions (1 = feature kept), used for every input instead of the seeded draws")]
     public string? CoalitionsFile { get; init; }
 }
 
@@ -43,7 +43,7 @@ public sealed record LimeOptions : FeatureOptions
     [Range(2, 1_000_000), Description("perturbed samples per input (Captum Lime.attribute's n_samples, default 25; its docstring and LimeBase say 50)")]
     public int Samples { get; init; } = 25;
     /// <summary>Coalitions from a file.</summary>
-    [FilePath, Description("a .npy float32 S×M of 0/1 samples (1 = feature kept), used for every input instead of the seeded draws")]
+    [FilePath, Description("a .npy S×M of 0/1 samples (1 = feature kept), used for every input instead of the seeded draws")]
     public string? CoalitionsFile { get; init; }
     /// <summary>Surrogate.</summary>
     [Description("interpretable model: lasso (Captum's default, sklearn Lasso with sample weights), linear (weighted least squares, Captum's SkLearnLinearRegression) or ridge (sklearn Ridge with sample weights, Captum's SkLearnRidge)")]

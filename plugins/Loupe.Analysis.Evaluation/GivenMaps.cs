@@ -9,7 +9,7 @@ namespace Loupe.Analysis.Evaluation;
 public sealed record GivenMapsOptions
 {
     /// <summary>Folder of the maps.</summary>
-    [FilePath(Directory = true), Description("folder of the maps, one float32 .npy per input id (H×W, 1×H×W or C×H×W, at any resolution: metrics resize them to the input's), e.g. maps saved from Captum or pytorch-grad-cam, or a Loupe run's step folder")]
+    [FilePath(Directory = true), Description("folder of the maps, one .npy per input id (H×W, 1×H×W or C×H×W, at any resolution: metrics resize them to the input's), e.g. maps saved from Captum or pytorch-grad-cam, or a Loupe run's step folder")]
     public string? Folder { get; init; }
     /// <summary>File name pattern.</summary>
     [Description("an input's file in the folder, {id} standing for the input id: {id}.npy (the default), or {id}.saliency.npy for the raw maps of a Loupe run's saliency step")]

@@ -21,7 +21,7 @@ public sealed record DirectionOptions
     [Required, LayerName, Description("layer whose channel space the direction lives in")]
     public string Layer { get; init; } = "";
     /// <summary>Vector file.</summary>
-    [Required, FilePath, Description("float32 .npy with one value per channel of the layer")]
+    [Required, FilePath, Description(".npy with one value per channel of the layer")]
     public string Vector { get; init; } = "";
     /// <summary>Similarity.</summary>
     [Description("dot (the default: ⟨v, A[:, :, y, x]⟩, Lucid's direction) or cosine (the cosine similarity of v and A[:, :, y, x], PyTorch's CosineSimilarity with eps 1e-8: Lucent's direction and direction_neuron)")]

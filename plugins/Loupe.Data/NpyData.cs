@@ -9,15 +9,16 @@ namespace Loupe.Data;
 public sealed record NpyDataOptions
 {
     /// <summary>The tensor file.</summary>
-    [Required, FilePath, Description("float32 .npy of shape N×C×H×W, already preprocessed (normalised) model input")]
+    [Required, FilePath, Description(".npy of shape N×C×H×W (float32, or any numeric dtype: read as float32), already preprocessed (normalised) model input")]
     public string Path { get; init; } = "";
 
     /// <summary>Ground-truth labels.</summary>
-    [FilePath, Description("optional .npy of the inputs' integer class labels (int64, int32, int16 or uint8; shape N or N×1): the classes the 'label' target explains")]
+    [FilePath, Description("optional .npy of the inputs' integer class labels (any integer dtype, or whole numbers; shape N or N×1): the classes the 'label' target explains")]
     public string? Labels { get; init; }
 }
 
-/// <summary>Preprocessed tensors from a <c>.npy</c> file (N×C×H×W float32, C-order), streamed batch by batch.
+/// <summary>Preprocessed tensors from a <c>.npy</c> file (N×C×H×W, C-order; float32 or any dtype <see cref="Npy.ElementOf"/>
+/// reads, converted), streamed batch by batch.
 /// No resizing or normalisation: results can be compared exactly with other tools on the same tensor.</summary>
 public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
 {
@@ -27,50 +28,39 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         Npy.Header h;
         long length;
         using (var s = File.OpenRead(options.Path)) { h = Npy.ReadHeader(s, options.Path); length = s.Length; }
-        if (h.Descr is not ("<f4" or "|f4")) throw new LoupeException($"{options.Path}: dtype '{h.Descr}' is not supported; save float32 (<f4)");
-        if (h.FortranOrder) throw new LoupeException($"{options.Path}: Fortran-order arrays are not supported; save C-order");
+        var type = Npy.ElementOf(h, options.Path);
+        if (h.FortranOrder) throw new LoupeException($"{options.Path}: Fortran-order arrays cannot be streamed by input; save C-order (np.ascontiguousarray)");
         if (h.Shape.Length != 4) throw new LoupeException($"{options.Path}: expected 4 dimensions N×C×H×W, found shape ({string.Join(",", h.Shape)})");
         var spec = context.Input;
         if (h.Shape[1] != spec.Channels || h.Shape[2] != spec.Height || h.Shape[3] != spec.Width)
             throw new LoupeException($"{options.Path}: shape ({string.Join(",", h.Shape)}) does not match the model input N×{spec.Channels}×{spec.Height}×{spec.Width}");
-        if (length - h.DataOffset < h.Count * 4)
-            throw new LoupeException($"{options.Path}: truncated: shape ({string.Join(",", h.Shape)}) needs {h.Count * 4} bytes of data, the file has {length - h.DataOffset}");
-        return new NpySource(options.Path, h, options.Labels is null ? null : ReadLabels(options.Labels, h.Shape[0]), options.Labels);
+        Npy.CheckLength(h, type, length, options.Path);
+        return new NpySource(options.Path, h, type, options.Labels is null ? null : ReadLabels(options.Labels, h.Shape[0]), options.Labels);
     }
 
-    /// <summary>The labels file: N integers (shape N or N×1) of a little-endian integer type, for <paramref name="n"/>
-    /// inputs.</summary>
+    /// <summary>The labels file: N whole numbers (shape N or N×1, any dtype <see cref="Npy.Read"/> reads), for
+    /// <paramref name="n"/> inputs.</summary>
     static long[] ReadLabels(string file, long n)
     {
-        using var s = File.OpenRead(file);
-        var h = Npy.ReadHeader(s, file);
-        int size = h.Descr switch { "<i8" => 8, "<i4" => 4, "<i2" => 2, "|u1" or "<u1" => 1, _ => 0 };
-        if (size == 0) throw new LoupeException($"{file}: labels of dtype '{h.Descr}' are not supported; save integers (int64, int32, int16 or uint8)");
-        if (h.FortranOrder && h.Shape.Length > 1) throw new LoupeException($"{file}: Fortran-order arrays are not supported; save C-order");
-        if (!(h.Shape.Length == 1 || h.Shape.Length == 2 && h.Shape[1] == 1))
-            throw new LoupeException($"{file}: expected one label per input (shape N or N×1), found shape ({string.Join(",", h.Shape)})");
-        if (h.Shape[0] != n) throw new LoupeException($"{file}: {h.Shape[0]} labels for {n} inputs");
-        var bytes = new byte[n * size];
-        if (s.Length - h.DataOffset < bytes.Length)
-            throw new LoupeException($"{file}: truncated: {n} labels need {bytes.Length} bytes of data, the file has {s.Length - h.DataOffset}");
-        s.Position = h.DataOffset;
-        s.ReadExactly(bytes);
+        using (var s = File.OpenRead(file))
+        {
+            var h = Npy.ReadHeader(s, file);
+            if (!(h.Shape.Length == 1 || h.Shape.Length == 2 && h.Shape[1] == 1))
+                throw new LoupeException($"{file}: expected one label per input (shape N or N×1), found shape ({string.Join(",", h.Shape)})");
+            if (h.Shape[0] != n) throw new LoupeException($"{file}: {h.Shape[0]} labels for {n} inputs");
+        }
+        var values = Npy.Read(file, n).Data;
         var labels = new long[n];
         for (int i = 0; i < n; i++)
-            labels[i] = size switch
-            {
-                8 => BitConverter.ToInt64(bytes, i * 8),
-                4 => BitConverter.ToInt32(bytes, i * 4),
-                2 => BitConverter.ToInt16(bytes, i * 2),
-                _ => bytes[i],
-            };
+            labels[i] = float.IsFinite(values[i]) && values[i] == MathF.Round(values[i]) ? (long)values[i]
+                : throw new LoupeException($"{file}: label {i} ({values[i].ToString(System.Globalization.CultureInfo.InvariantCulture)}) is not a whole number; save integer class labels");
         return labels;
     }
 
-    sealed class NpySource(string path, Npy.Header header, long[]? labels, string? labelsPath, long start = 0, long? count = null) : IDataSource, IRangeDataSource
+    sealed class NpySource(string path, Npy.Header header, Npy.Element type, long[]? labels, string? labelsPath, long start = 0, long? count = null) : IDataSource, IRangeDataSource
     {
         public long? Count => count ?? header.Shape[0];
-        public IDataSource Slice(long first, long rows) => new NpySource(path, header, labels, labelsPath, start + first, rows);
+        public IDataSource Slice(long first, long rows) => new NpySource(path, header, type, labels, labelsPath, start + first, rows);
         public bool Preprocessed => true;
         public IEnumerable<string> Files => labelsPath is null ? [path] : [path, labelsPath];
         public bool? HasLabels => labels is not null;
@@ -79,15 +69,14 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         {
             long item = header.Shape[1] * header.Shape[2] * header.Shape[3];
             using var s = File.OpenRead(path);
-            s.Position = header.DataOffset + start * item * 4;
+            s.Position = header.DataOffset + start * item * type.Size;
             var buf = new float[batchSize * item];
             long total = Count!.Value;
             for (long done = 0; done < total;)
             {
                 cancellation.ThrowIfCancellationRequested();
                 int n = (int)Math.Min(batchSize, total - done);
-                var bytes = System.Runtime.InteropServices.MemoryMarshal.AsBytes(buf.AsSpan(0, (int)(n * item)));
-                s.ReadExactly(bytes);
+                Npy.ReadFloats(s, buf.AsSpan(0, (int)(n * item)), type, path, (start + done) * item);
                 var ids = Enumerable.Range(0, n).Select(i => (start + done + i).ToString("D5")).ToArray();
                 yield return new DataBatch(ids, tensor(buf.AsSpan(0, (int)(n * item)).ToArray(), [n, header.Shape[1], header.Shape[2], header.Shape[3]]),
                     labels?[(int)(start + done)..(int)(start + done + n)]);
@@ -106,5 +95,5 @@ public sealed class Registrar : IPluginRegistrar
     public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
         .AddLoupeData<ImageFolderAdapter>("image-folder", "PNG/JPEG/BMP images from a folder, resized and normalised per the model's input spec")
         .AddLoupeData<IdxAdapter>("idx", "IDX files (MNIST / Fashion-MNIST), gzip or raw, streamed")
-        .AddLoupeData<NpyDataAdapter>("npy", "preprocessed N×C×H×W float32 tensors from a .npy file");
+        .AddLoupeData<NpyDataAdapter>("npy", "preprocessed N×C×H×W tensors from a .npy file (float32 or any numeric dtype)");
 }

@@ -11,10 +11,10 @@ public sealed record SideInputSource
     [Description("the graph input's name (an input other than the image)")]
     public string Name { get; init; } = "";
     /// <summary>One .npy per input id.</summary>
-    [FilePath(Directory = true), Description("a folder holding one float32 <id>.npy per input id of the data source (ids with '/' are subfolders), each of the input's shape or 1×shape")]
+    [FilePath(Directory = true), Description("a folder holding one <id>.npy per input id of the data source (ids with '/' are subfolders), each of the input's shape or 1×shape")]
     public string? Folder { get; init; }
     /// <summary>One .npy for every input.</summary>
-    [FilePath, Description("a float32 .npy of the input's shape or 1×shape, used for every input (a constant side input)")]
+    [FilePath, Description("a .npy of the input's shape or 1×shape, used for every input (a constant side input)")]
     public string? File { get; init; }
 }
 

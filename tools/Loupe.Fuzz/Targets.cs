@@ -53,8 +53,8 @@ static class Targets
                 try { LoadWeights(zip); }
                 finally { File.Delete(zip); }
             }) { Seed = PickleOf },
-        new("npy", ".npy", ["tests/fixtures/fashion_input.npy", "tests/fixtures/fashion_logits.npy", "tests/corpus/npy/*"],
-            ["\u0093NUMPY", "'descr': '<f4'", "'descr': '<f8'", "'descr': '|O'", "'fortran_order': True", "'shape': (", "9223372036854775807", "-1", ",)", "()", "{", "}", "\n"],
+        new("npy", ".npy", ["tests/fixtures/fashion_input.npy", "tests/fixtures/fashion_logits.npy", "tests/corpus/npy/*", "tests/fixtures/npy_dtypes/*.npy"],
+            ["\u0093NUMPY", "'descr': '<f4'", "'descr': '<f8'", "'descr': '>i8'", "'descr': '<f2'", "'descr': '|b1'", "'descr': '|O'", "'fortran_order': True", "'shape': (", "9223372036854775807", "-1", ",)", "()", "{", "}", "\n"],
             path =>
             {
                 _ = Npy.Read(path);

@@ -5,7 +5,8 @@ using System.Text.RegularExpressions;
 
 namespace Loupe.Abstractions.Toolkit;
 
-/// <summary>NumPy <c>.npy</c> (format 1.0/2.0/3.0) reader, float32 and int64 writer.</summary>
+/// <summary>NumPy <c>.npy</c> (format 1.0/2.0/3.0) reader (numbers of any common dtype, read as float32), float32 and
+/// int64 writer.</summary>
 public static partial class Npy
 {
     /// <summary>Serialises a float32 array.</summary>
@@ -93,18 +94,140 @@ public static partial class Npy
         return new Header(descr.Groups[1].Value, fortran.Groups[1].Value == "True", dims, offset + headerLen);
     }
 
-    /// <summary>Reads a whole little-endian float32 C-order .npy file (size-checked against the file length).</summary>
+    /// <summary>Reads a whole .npy file as float32 (size-checked against the file length): any element type
+    /// <see cref="ElementOf"/> accepts (float64 as NumPy saves by default, integers, booleans; either byte order),
+    /// C or Fortran order (returned in C order).</summary>
     public static NdArray Read(string path, long maxElements = 1L << 28)
     {
         using var s = File.OpenRead(path);
         var h = ReadHeader(s, path);
-        if (h.Descr is not ("<f4" or "|f4")) throw new LoupeException($"{path}: dtype '{h.Descr}' is not supported; save float32 (<f4)");
-        if (h.FortranOrder) throw new LoupeException($"{path}: Fortran-order arrays are not supported; save C-order");
+        var type = ElementOf(h, path);
         if (h.Count > maxElements) throw new LoupeException($"{path}: {h.Count} elements exceed the limit of {maxElements}");
-        if (s.Length - h.DataOffset < h.Count * 4) throw new LoupeException($"{path}: truncated: shape ({string.Join(",", h.Shape)}) needs {h.Count * 4} bytes, file has {s.Length - h.DataOffset}");
+        CheckLength(h, type, s.Length, path);
         var data = new float[h.Count];
-        s.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan()));
-        return new NdArray(data, h.Shape);
+        ReadFloats(s, data, type, path);
+        return new NdArray(h.FortranOrder ? FromFortran(data, h.Shape) : data, h.Shape);
+    }
+
+    /// <summary>An element type of a .npy file: its kind (<c>f</c> float, <c>i</c> signed, <c>u</c> unsigned,
+    /// <c>b</c> boolean), its size in bytes and its byte order.</summary>
+    public readonly record struct Element(char Kind, int Size, bool BigEndian)
+    {
+        /// <summary>Whether the values are little-endian float32, read without conversion.</summary>
+        public bool IsFloat32 => Kind == 'f' && Size == 4 && !BigEndian;
+    }
+
+    /// <summary>The header's element type, or an error naming the file: float16/32/64, signed and unsigned integers of
+    /// 1–8 bytes and booleans, little- or big-endian (NumPy's <c>descr</c>: <c>&lt;f8</c>, <c>|u1</c>, <c>&gt;i4</c>, <c>|b1</c>…).</summary>
+    public static Element ElementOf(Header h, string file)
+    {
+        var d = h.Descr;
+        bool ok = d.Length == 3 && d[0] is '<' or '>' or '|'
+            && (d[1], d[2]) is ('f', '2' or '4' or '8') or ('i' or 'u', '1' or '2' or '4' or '8') or ('b', '1');
+        if (!ok) throw new LoupeException($"{file}: dtype '{d}' is not supported; save numbers (float32, float64, float16, integers or booleans)");
+        return new Element(d[1], d[2] - '0', d[0] == '>');
+    }
+
+    /// <summary>Refuses a file shorter than its header's shape needs.</summary>
+    public static void CheckLength(Header h, Element type, long fileLength, string file)
+    {
+        if (fileLength - h.DataOffset < h.Count * type.Size)
+            throw new LoupeException($"{file}: truncated: shape ({string.Join(",", h.Shape)}) needs {h.Count * type.Size} bytes of data, the file has {fileLength - h.DataOffset}");
+    }
+
+    /// <summary>Largest integer every value up to which float32 holds exactly (2^24): larger integers are refused
+    /// rather than rounded (an index or id would silently change).</summary>
+    public const long ExactIntegers = 1L << 24;
+
+    /// <summary>Reads <paramref name="into"/>.Length elements of <paramref name="type"/> from the stream's position as
+    /// float32. Errors name the file and the element (counted from <paramref name="first"/>): a float64 beyond float32's
+    /// range, an integer beyond ±<see cref="ExactIntegers"/>.</summary>
+    public static void ReadFloats(Stream s, Span<float> into, Element type, string file, long first = 0)
+    {
+        if (type.IsFloat32 && BitConverter.IsLittleEndian)
+        {
+            s.ReadExactly(System.Runtime.InteropServices.MemoryMarshal.AsBytes(into));
+            return;
+        }
+        const int Chunk = 1 << 14;
+        var buffer = new byte[Chunk * type.Size];
+        for (int at = 0; at < into.Length; at += Chunk)
+        {
+            int k = Math.Min(Chunk, into.Length - at);
+            var bytes = buffer.AsSpan(0, k * type.Size);
+            s.ReadExactly(bytes);
+            Convert(bytes, into.Slice(at, k), type, file, first + at);
+        }
+    }
+
+    static void Convert(ReadOnlySpan<byte> bytes, Span<float> into, Element t, string file, long first)
+    {
+        int size = t.Size;
+        for (int i = 0; i < into.Length; i++)
+        {
+            var b = bytes.Slice(i * size, size);
+            switch (t.Kind, size)
+            {
+                case ('f', 2): into[i] = (float)(t.BigEndian ? BinaryPrimitives.ReadHalfBigEndian(b) : BinaryPrimitives.ReadHalfLittleEndian(b)); break;
+                case ('f', 4): into[i] = t.BigEndian ? BinaryPrimitives.ReadSingleBigEndian(b) : BinaryPrimitives.ReadSingleLittleEndian(b); break;
+                case ('f', _):
+                    double v = t.BigEndian ? BinaryPrimitives.ReadDoubleBigEndian(b) : BinaryPrimitives.ReadDoubleLittleEndian(b);
+                    if (double.IsFinite(v) && Math.Abs(v) > float.MaxValue)
+                        throw new LoupeException($"{file}: element {first + i} ({v.ToString("R", CultureInfo.InvariantCulture)}) is beyond float32's range (Loupe computes in float32)");
+                    into[i] = (float)v;
+                    break;
+                case ('b', _): into[i] = b[0] != 0 ? 1 : 0; break;
+                case ('u', _):
+                    ulong u = size switch
+                    {
+                        1 => b[0],
+                        2 => t.BigEndian ? BinaryPrimitives.ReadUInt16BigEndian(b) : BinaryPrimitives.ReadUInt16LittleEndian(b),
+                        4 => t.BigEndian ? BinaryPrimitives.ReadUInt32BigEndian(b) : BinaryPrimitives.ReadUInt32LittleEndian(b),
+                        _ => t.BigEndian ? BinaryPrimitives.ReadUInt64BigEndian(b) : BinaryPrimitives.ReadUInt64LittleEndian(b),
+                    };
+                    into[i] = u <= ExactIntegers ? u : throw Inexact(file, first + i, u.ToString(CultureInfo.InvariantCulture));
+                    break;
+                default:
+                    long n = size switch
+                    {
+                        1 => (sbyte)b[0],
+                        2 => t.BigEndian ? BinaryPrimitives.ReadInt16BigEndian(b) : BinaryPrimitives.ReadInt16LittleEndian(b),
+                        4 => t.BigEndian ? BinaryPrimitives.ReadInt32BigEndian(b) : BinaryPrimitives.ReadInt32LittleEndian(b),
+                        _ => t.BigEndian ? BinaryPrimitives.ReadInt64BigEndian(b) : BinaryPrimitives.ReadInt64LittleEndian(b),
+                    };
+                    into[i] = Math.Abs((double)n) <= ExactIntegers ? n : throw Inexact(file, first + i, n.ToString(CultureInfo.InvariantCulture));
+                    break;
+            }
+        }
+    }
+
+    static LoupeException Inexact(string file, long element, string value) =>
+        new($"{file}: element {element} ({value}) is an integer beyond ±{ExactIntegers} (2^24), which float32 cannot hold exactly");
+
+    /// <summary>The C-order copy of Fortran-order <paramref name="data"/> of <paramref name="shape"/> (the first
+    /// index varies fastest in the file).</summary>
+    static float[] FromFortran(float[] data, long[] shape)
+    {
+        if (shape.Count(d => d > 1) <= 1) return data;   // one axis of length > 1: the same order
+        int k = shape.Length;
+        var fortranStride = new long[k];
+        long stride = 1;
+        for (int j = 0; j < k; j++) { fortranStride[j] = stride; stride *= shape[j]; }
+        var c = new float[data.Length];
+        var index = new long[k];
+        long from = 0;
+        for (long i = 0; i < c.Length; i++)
+        {
+            c[i] = data[from];
+            // Next C-order index: the last axis fastest; the Fortran offset follows it.
+            for (int j = k - 1; j >= 0; j--)
+            {
+                if (++index[j] < shape[j]) { from += fortranStride[j]; break; }
+                from -= (shape[j] - 1) * fortranStride[j];
+                index[j] = 0;
+            }
+        }
+        return c;
     }
 
     [GeneratedRegex(@"'descr'\s*:\s*'([^']*)'")] private static partial Regex DescrRx();
