@@ -9,7 +9,7 @@ namespace Loupe.Data;
 public sealed record NpyDataOptions
 {
     /// <summary>The tensor file.</summary>
-    [Required, FilePath, Description(".npy of shape N×C×H×W (float32, or any numeric dtype: read as float32), already preprocessed (normalised) model input")]
+    [Required, FilePath, Description(".npy of shape N×C×H×W (N×H×W for a one-channel model; float32, or any numeric dtype: read as float32), already preprocessed (normalised) model input")]
     public string Path { get; init; } = "";
 
     /// <summary>Ground-truth labels.</summary>
@@ -30,8 +30,10 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         using (var s = File.OpenRead(options.Path)) { h = Npy.ReadHeader(s, options.Path); length = s.Length; }
         var type = Npy.ElementOf(h, options.Path);
         if (h.FortranOrder) throw new LoupeException($"{options.Path}: Fortran-order arrays cannot be streamed by input; save C-order (np.ascontiguousarray)");
-        if (h.Shape.Length != 4) throw new LoupeException($"{options.Path}: expected 4 dimensions N×C×H×W, found shape ({string.Join(",", h.Shape)})");
         var spec = context.Input;
+        // N×H×W for a one-channel model (MNIST-style arrays) is N×1×H×W: the same bytes.
+        if (h.Shape.Length == 3 && spec.Channels == 1) h = h with { Shape = [h.Shape[0], 1, h.Shape[1], h.Shape[2]] };
+        if (h.Shape.Length != 4) throw new LoupeException($"{options.Path}: expected 4 dimensions N×C×H×W{(spec.Channels == 1 ? " (or N×H×W)" : "")}, found shape ({string.Join(",", h.Shape)})");
         if (h.Shape[1] != spec.Channels || h.Shape[2] != spec.Height || h.Shape[3] != spec.Width)
             throw new LoupeException($"{options.Path}: shape ({string.Join(",", h.Shape)}) does not match the model input N×{spec.Channels}×{spec.Height}×{spec.Width}");
         Npy.CheckLength(h, type, length, options.Path);

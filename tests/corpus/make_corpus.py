@@ -311,7 +311,8 @@ n("shape-overflow.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'sha
 n("shape-negative.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (-1, 1, 28, 28), }"), "bad .npy shape")
 n("shape-huge-n.npy", npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 1, 28, 28), }", b"\0" * 64), "truncated: shape (1000000000000,1,28,28) needs")
 n("truncated-data.npy", saved(np.zeros((4, 1, 28, 28), np.float32))[:-100], "truncated: shape (4,1,28,28) needs 12544 bytes of data, the file has 12444")
-n("wrong-rank.npy", saved(np.zeros((28, 28), np.float32)), "expected 4 dimensions N×C×H×W, found shape (28,28)")
+n("wrong-rank.npy", saved(np.zeros((28, 28), np.float32)), "expected 4 dimensions N×C×H×W (or N×H×W), found shape (28,28)")
+n("three-dims.npy", saved(ramp.reshape(2, 28, 28)), {"ok": "data", "mean": round(float(ramp.mean()), 4)})   # N×H×W: a one-channel model's N×1×H×W
 n("wrong-shape.npy", saved(np.zeros((2, 3, 28, 28), np.float32)), "does not match the model input N×1×28×28")
 n("zero-items.npy", saved(np.zeros((0, 1, 28, 28), np.float32)), "the data source is empty")
 
