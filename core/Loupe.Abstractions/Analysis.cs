@@ -190,8 +190,10 @@ public interface IDeclaresMetrics
     IReadOnlyList<string> MetricNames { get; }
 
     /// <summary>The metric names with these <paramref name="options"/> on this <paramref name="model"/>, when they
-    /// depend on them (e.g. one series per randomised layer); default <see cref="MetricNames"/>.</summary>
-    IReadOnlyList<string> MetricNamesFor(object options, IModel model) => MetricNames;
+    /// depend on them (e.g. one series per randomised layer, one per concept subfolder); default
+    /// <see cref="MetricNames"/>. Null when these options make names known only once the step has run (the host then
+    /// checks <c>expect:</c> after it).</summary>
+    IReadOnlyList<string>? MetricNamesFor(object options, IModel model) => MetricNames;
 }
 
 /// <summary>A technique. Derive from <see cref="Analysis{TOptions}"/>.</summary>

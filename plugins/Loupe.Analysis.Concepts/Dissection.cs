@@ -33,8 +33,18 @@ public sealed record DissectionOptions
 /// passes go through the host's shared layer passes, and pass 1 is planned (<see cref="IPlansLayerPasses"/>): it rides
 /// along with whichever step's dataset pass runs first. Outputs <c>iou.npy</c> (K×C), <c>thresholds.npy</c>,
 /// <c>units.json</c> (label and IoU per unit), <c>summary.png</c> (units per concept) and <c>units.png</c>.</summary>
-public sealed class Dissection : Analysis<DissectionOptions>, IPlansLayerPasses
+public sealed class Dissection : Analysis<DissectionOptions>, IPlansLayerPasses, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => [];
+
+    /// <summary><c>units_&lt;concept&gt;</c> (units labelled with it) and <c>best_iou_&lt;concept&gt;</c> per concept
+    /// subfolder of <c>masks</c>, so that <c>expect:</c> lines are checked at validation.</summary>
+    public IReadOnlyList<string>? MetricNamesFor(object options, IModel model) =>
+        options is DissectionOptions { Masks: var masks } && Directory.Exists(masks)
+            ? [.. Directory.EnumerateDirectories(masks).Select(d => Path.GetFileName(d)!).Order(StringComparer.Ordinal).SelectMany(c => new[] { $"units_{c}", $"best_iou_{c}" })]
+            : null;
+
     static LayerPass TopPass(DissectionOptions o) =>
         new(o.Layer, FormattableString.Invariant($"loupe.dissection.top:{o.Layer}:{o.Quantile:R}"), () => new TopValues(o.Quantile));
 

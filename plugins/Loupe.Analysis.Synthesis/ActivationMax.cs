@@ -11,8 +11,39 @@ namespace Loupe.Analysis.Synthesis;
 /// weighted combination) minus regularisers, through a parameterisation (pixels or Fourier with decorrelated colour) and
 /// random transforms (jitter, scale, rotation, padding). One image per objective, optimised together in one batch;
 /// seeded from the step seed, bit-for-bit reproducible.</summary>
-public sealed class ActivationMax : Analysis<ActivationMaxOptions>
+public sealed class ActivationMax : Analysis<ActivationMaxOptions>, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => [];
+
+    /// <summary><c>&lt;image id&gt;.final</c> per image, <c>&lt;objective&gt;.gram_similarity</c> per objective with a
+    /// <c>diversity_layer</c> and batch &gt; 1, <c>misalignment</c> with an <c>alignment_layer</c> and two or more
+    /// images; null with <c>class: "*"</c> (its objectives are the model's classes, named once it has run).</summary>
+    public IReadOnlyList<string>? MetricNamesFor(object options, IModel model)
+    {
+        var o = (ActivationMaxOptions)options;
+        var texts = Texts(o);
+        if (texts.Any(IsEveryClass)) return null;
+        if (o.Direction is { } d) texts.Add(DirectionText(d));
+        int batch = Math.Max(1, o.Batch);
+        var (groups, ids) = ImageNames(texts, batch);
+        var names = ids.Select(i => i + ".final").ToList();
+        if (batch > 1 && o.DiversityLayer is not null) names.AddRange(groups.Select(g => g + ".gram_similarity"));
+        if (ids.Length > 1 && o.AlignmentLayer is not null) names.Add("misalignment");
+        return names;
+    }
+
+    static bool IsEveryClass(string text) => text.Replace(" ", "") is "class:*";
+    static string DirectionText(DirectionOptions d) => $"direction:{d.Layer}";
+
+    /// <summary>Each objective's name (<c>NN-slug</c>) and each image's id: the objective's name, or with batch &gt; 1 the
+    /// name and the image's place in its batch (image r shows objective r / batch).</summary>
+    static (string[] Groups, string[] Ids) ImageNames(IReadOnlyList<string> texts, int batch)
+    {
+        var groups = texts.Select((x, i) => $"{i:D2}-{Slug(x)}").ToArray();
+        return (groups, Enumerable.Range(0, groups.Length * batch).Select(r => batch == 1 ? groups[r] : $"{groups[r / batch]}-{r % batch}").ToArray());
+    }
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements =>
         new(ModelCapabilities.Forward | ModelCapabilities.Gradients | ModelCapabilities.LayerActivations, UsesTarget: false, UsesData: false);
@@ -33,7 +64,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         var result = new List<(string, Objective)>();
         foreach (var text in Texts(o))
         {
-            if (text.Replace(" ", "") is "class:*")
+            if (IsEveryClass(text))
             {
                 for (int k = 0; k < outputs; k++)
                     result.Add((k < labels.Count ? $"class:{labels[k]}" : $"class:{k}", new ClassLogit(k < labels.Count ? labels[k] : k.ToString(CultureInfo.InvariantCulture), k)));
@@ -45,7 +76,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         if (o.Direction is { } d)
         {
             var v = Npy.Read(d.Vector);
-            result.Add(($"direction:{d.Layer}", new Direction(d.Layer, v.Data, d.Vector, d.Similarity == DirectionSimilarity.Cosine, d.Position == DirectionPosition.Center)));
+            result.Add((DirectionText(d), new Direction(d.Layer, v.Data, d.Vector, d.Similarity == DirectionSimilarity.Cosine, d.Position == DirectionPosition.Center)));
         }
         return result;
     }
@@ -132,9 +163,7 @@ public sealed class ActivationMax : Analysis<ActivationMaxOptions>
         if (err is not null) throw new LoupeException($"the model does not run on a {h}×{w} image: {err}");
         var objectives = Build(o, ctx.Labels, outputs);
         int batch = Math.Max(1, o.Batch), n = objectives.Count * batch;
-        var groups = objectives.Select((x, i) => $"{i:D2}-{Slug(x.Text)}").ToArray();
-        // Image r shows objective r / batch; with batch > 1 its id ends in its place in the objective's batch.
-        var ids = Enumerable.Range(0, n).Select(r => batch == 1 ? groups[r] : $"{groups[r / batch]}-{r % batch}").ToArray();
+        var (groups, ids) = ImageNames(objectives.Select(x => x.Text).ToList(), batch);
         var texts = Enumerable.Range(0, n).Select(r => objectives[r / batch].Text + (batch == 1 ? "" : $" #{r % batch + 1}")).ToArray();
         var result = Synthesizer.Optimize(ctx.Model, ctx.Input, objectives.Select(x => x.Objective).ToList(), o, ctx.Seed,
             step => ctx.Progress((step + 1) / (double)o.Steps, $"step {step + 1}/{o.Steps}"), ctx.Cancellation);

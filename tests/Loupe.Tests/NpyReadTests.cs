@@ -115,17 +115,17 @@ public sealed class NpyReadTests
         using var source = new NpyDataAdapter().Open(new NpyDataOptions { Path = f64, Labels = Path.Combine(Folder, "labels_i1.npy") }, context);
         using var reference = new NpyDataAdapter().Open(new NpyDataOptions { Path = TestEnv.Fixture("fashion_input.npy") }, context);
         Assert.Equal(Stream(reference, out _), Stream(source, out var labels));
-        Assert.Equal([3L, 0, 9, 1], labels);
+        Assert.Equal([3L, 0, 9, 1], labels!);
         // A shard's slice starts at its first row's bytes (8 per element here).
         using var slice = ((IRangeDataSource)source).Slice(1, 2);
         Assert.Equal(Stream(reference, out _).Skip(784).Take(2 * 784), Stream(slice, out var sliced));
-        Assert.Equal([0L, 9], sliced);
+        Assert.Equal([0L, 9], sliced!);
         // N×H×W for a one-channel model.
         using var nhw = new NpyDataAdapter().Open(new NpyDataOptions { Path = Path.Combine(Folder, "fashion_input_nhw.npy") }, context);
         Assert.Equal(Stream(reference, out _), Stream(nhw, out _));
         using var floats = new NpyDataAdapter().Open(new NpyDataOptions { Path = f64, Labels = Path.Combine(Folder, "labels_f8.npy") }, context);
         Stream(floats, out var fromFloats);
-        Assert.Equal([3L, 0, 9, 1], fromFloats);
+        Assert.Equal([3L, 0, 9, 1], fromFloats!);
     }
 
     [Fact]

@@ -68,10 +68,11 @@ public sealed class PipelineSpec
     public string Report { get; set; } = "none";
 }
 
-/// <summary>One <c>expect:</c> line: <c>[prefix.]metric op number</c>, e.g. <c>deletion.auc &lt; 0.2</c>.</summary>
+/// <summary>One <c>expect:</c> line: <c>[prefix.]metric op number</c>, e.g. <c>deletion.auc &lt; 0.2</c>; a name may start
+/// with a digit (activation-max's <c>00-class-3.final</c>).</summary>
 public sealed record Expectation(string Text, string Name, string Op, double Value, Mark Mark)
 {
-    static readonly System.Text.RegularExpressions.Regex Rx = new(@"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$");
+    static readonly System.Text.RegularExpressions.Regex Rx = new(@"^\s*([A-Za-z0-9_][A-Za-z0-9_.\-]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$");
 
     /// <summary>Parses one expectation; the error names the column where it goes wrong.</summary>
     public static Expectation? Parse(string text, Mark mark, out string? error)
@@ -84,7 +85,7 @@ public sealed record Expectation(string Text, string Name, string Op, double Val
         }
         int pos = 0;
         while (pos < text.Length && char.IsWhiteSpace(text[pos])) pos++;
-        if (pos == text.Length || !(char.IsLetter(text[pos]) || text[pos] == '_')) { error = $"expected a metric name at position {pos + 1}"; return null; }
+        if (pos == text.Length || !(char.IsAsciiLetterOrDigit(text[pos]) || text[pos] == '_')) { error = $"expected a metric name at position {pos + 1}"; return null; }
         while (pos < text.Length && (char.IsLetterOrDigit(text[pos]) || text[pos] is '_' or '.' or '-')) pos++;
         while (pos < text.Length && char.IsWhiteSpace(text[pos])) pos++;
         if (pos == text.Length || text[pos] is not ('<' or '>' or '=' or '!')) { error = $"expected a comparison (<, <=, >, >=, ==, !=) at position {pos + 1}"; return null; }

@@ -111,8 +111,8 @@ public static partial class PipelineRunner
                 var mark = s.With?.Start ?? s.Mark;
                 errors.Add(new(file, (int)mark.Line, (int)mark.Column, $"step '{s.Id}' ({s.Uses}): {msg}"));
             }
-        if (step.Analysis is IDeclaresMetrics declares)
+        if (step.Analysis is IDeclaresMetrics declares && s.Expect.Count > 0 && declares.MetricNamesFor(step.Options, vctx.Model) is { } names)
             foreach (var e in s.Expect)
-                if (e.Unknown(declares.MetricNamesFor(step.Options, vctx.Model)) is { } why) errors.Add(new(file, (int)e.Mark.Line, (int)e.Mark.Column, $"step '{s.Id}': {why}"));
+                if (e.Unknown(names) is { } why) errors.Add(new(file, (int)e.Mark.Line, (int)e.Mark.Column, $"step '{s.Id}': {why}"));
     }
 }
