@@ -245,11 +245,10 @@ public sealed class MetricWriter(IArtifactSink output, string stepId, string of)
     }
 }
 
-/// <summary>An assertion <c>metric op number</c> (op: &lt; &lt;= &gt; &gt;= == !=).</summary>
-public sealed record Expectation(string Text, string Metric, string Op, double Value)
+/// <summary>One line of a metric step's <c>expect</c> option: the grammar of a step's <c>expect:</c> lines
+/// (<see cref="ExpectLine"/>: <c>[prefix.]metric op number</c>), checked against the metrics this step writes.</summary>
+public sealed record Expectation(ExpectLine Line)
 {
-    static readonly string[] Ops = ["<=", ">=", "==", "!=", "<", ">"];
-
     /// <summary>Parse errors of every expectation (empty when all parse).</summary>
     public static IEnumerable<string> Errors(string[] expect, IReadOnlyList<string> metrics)
     {
@@ -257,48 +256,31 @@ public sealed record Expectation(string Text, string Metric, string Op, double V
             if (Parse(expect[i], i, metrics, out var error) is null) yield return error!;
     }
 
-    /// <summary>Parses one expectation; null with an error naming the position (1-based character) when it does not.</summary>
+    /// <summary>Parses one expectation against the step's <paramref name="metrics"/>; null with an error naming the
+    /// position (1-based character) when it does not parse or names no metric of the step.</summary>
     public static Expectation? Parse(string text, int index, IReadOnlyList<string> metrics, out string? error)
     {
-        string Err(int pos, string what) => $"option 'expect'[{index}] \"{text}\": at character {pos + 1}: {what}";
+        string Err(int position, string what) => $"option 'expect'[{index}] \"{text}\": at character {position}: {what}";
+        var line = ExpectLine.Parse(text, out var why, out int at);
+        if (line is null)
+        {
+            error = Err(at, why == "expected a metric name" ? why + " (e.g. auc_mean)" : why!);
+            return null;
+        }
+        if (line.Key(metrics.Contains) is null)
+        {
+            error = Err(text.Length - text.TrimStart().Length + 1, $"unknown metric '{line.Name}'{line.DidYouMean(metrics)}; this step writes: {string.Join(", ", metrics)}");
+            return null;
+        }
         error = null;
-        int p = 0;
-        void Skip() { while (p < text.Length && char.IsWhiteSpace(text[p])) p++; }
-        Skip();
-        int start = p;
-        while (p < text.Length && (char.IsAsciiLetterOrDigit(text[p]) || text[p] == '_')) p++;
-        if (p == start) { error = Err(p, "expected a metric name (e.g. auc_mean)"); return null; }
-        var name = text[start..p];
-        if (!metrics.Contains(name))
-        {
-            error = Err(start, $"unknown metric '{name}'{Suggest.DidYouMean(name, metrics)}; this step writes: {string.Join(", ", metrics)}");
-            return null;
-        }
-        Skip();
-        var op = Ops.FirstOrDefault(o => string.CompareOrdinal(text, p, o, 0, o.Length) == 0);
-        if (op is null) { error = Err(p, "expected a comparison (<, <=, >, >=, ==, !=)"); return null; }
-        p += op.Length;
-        Skip();
-        int numStart = p;
-        while (p < text.Length && !char.IsWhiteSpace(text[p])) p++;
-        if (!double.TryParse(text.AsSpan(numStart, p - numStart), NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !double.IsFinite(value))
-        {
-            error = Err(numStart, "expected a number");
-            return null;
-        }
-        Skip();
-        if (p < text.Length) { error = Err(p, $"unexpected '{text[p..]}'"); return null; }
-        return new Expectation(text.Trim(), name, op, value);
+        return new Expectation(line);
     }
 
     /// <summary>Null when it holds; otherwise what failed.</summary>
     public string? Check(IReadOnlyDictionary<string, double> values)
     {
-        if (!values.TryGetValue(Metric, out var v)) return $"{Text} ({Metric} was not computed)";
-        bool ok = Op switch
-        {
-            "<" => v < Value, "<=" => v <= Value, ">" => v > Value, ">=" => v >= Value, "==" => v == Value, _ => v != Value,
-        };
-        return ok ? null : $"{Text} ({Metric} = {v.ToString("G4", CultureInfo.InvariantCulture)})";
+        if (Line.Key(values.ContainsKey) is not { } key) return $"{Line.Text} ({Line.Name} was not computed)";
+        var v = values[key];
+        return Line.Holds(v) ? null : $"{Line.Text} ({key} = {v.ToString("G4", CultureInfo.InvariantCulture)})";
     }
 }

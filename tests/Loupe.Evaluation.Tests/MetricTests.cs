@@ -199,13 +199,32 @@ public class MetricTests
     [InlineData("auc_mean < 0.2", "auc_mean", "<", 0.2)]
     [InlineData("  auc_std>=1e-3 ", "auc_std", ">=", 1e-3)]
     [InlineData("auc_mean != -1", "auc_mean", "!=", -1)]
+    // The step-level grammar (one for both): a prefix and the _mean of a name resolve as in a step's expect: lines.
+    [InlineData("deletion.auc <= .5", "auc_mean", "<=", 0.5)]
+    [InlineData("auc_std == +2E1", "auc_std", "==", 20)]
     public void ExpectationsParse(string text, string metric, string op, double value)
     {
         var e = Expectation.Parse(text, 0, ["auc_mean", "auc_std"], out var err);
         Assert.Null(err);
-        Assert.Equal((metric, op, value), (e!.Metric, e.Op, e.Value));
-        Assert.Null(new Expectation("x", "auc_mean", "<", 1).Check(new Dictionary<string, double> { ["auc_mean"] = 0.5 }));
-        Assert.NotNull(new Expectation("x", "auc_mean", "<", 1).Check(new Dictionary<string, double> { ["auc_mean"] = double.NaN }));
+        Assert.Equal((metric, op, value), (e!.Line.Key(new[] { "auc_mean", "auc_std" }.Contains), e.Line.Op, e.Line.Value));
+        var line = Expectation.Parse("auc_mean < 1", 0, ["auc_mean"], out _)!;
+        Assert.Null(line.Check(new Dictionary<string, double> { ["auc_mean"] = 0.5 }));
+        Assert.Contains("auc_mean = 1", line.Check(new Dictionary<string, double> { ["auc_mean"] = 1 }));
+        Assert.NotNull(line.Check(new Dictionary<string, double> { ["auc_mean"] = double.NaN }));
+        Assert.Contains("was not computed", line.Check(new Dictionary<string, double>()));
+    }
+
+    [Theory]
+    [InlineData("auc_mean < 0.2 x", 16, "unexpected 'x'")]
+    [InlineData("< 0.2", 1, "expected a metric name (e.g. auc_mean)")]
+    [InlineData("auc_mean 0.2", 10, "expected a comparison")]
+    [InlineData("auc_mean < nan", 12, "expected a number")]
+    [InlineData("auc_mean < 1e999", 12, "expected a number")]
+    [InlineData("deletion.auc_men < 1", 1, "unknown metric 'deletion.auc_men' (did you mean 'auc_mean'?)")]
+    public void ExpectationErrorsNameTheCharacter(string text, int position, string message)
+    {
+        Assert.Null(Expectation.Parse(text, 3, ["auc_mean", "auc_std"], out var err));
+        Assert.Contains($"option 'expect'[3] \"{text}\": at character {position}: {message}", err);
     }
 
     [Fact]

@@ -1,4 +1,5 @@
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using YamlDotNet.Core;
 using YamlDotNet.RepresentationModel;
 
@@ -68,51 +69,33 @@ public sealed class PipelineSpec
     public string Report { get; set; } = "none";
 }
 
-/// <summary>One <c>expect:</c> line: <c>[prefix.]metric op number</c>, e.g. <c>deletion.auc &lt; 0.2</c>; a name may start
-/// with a digit (activation-max's <c>00-class-3.final</c>).</summary>
-public sealed record Expectation(string Text, string Name, string Op, double Value, Mark Mark)
+/// <summary>One step-level <c>expect:</c> line (<see cref="ExpectLine"/>, the grammar a metric step's <c>expect</c> option
+/// shares) and where it stands in the pipeline file.</summary>
+public sealed record Expectation(ExpectLine Line, Mark Mark)
 {
-    static readonly System.Text.RegularExpressions.Regex Rx = new(@"^\s*([A-Za-z0-9_][A-Za-z0-9_.\-]*)\s*(<=|>=|==|!=|<|>)\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$");
+    /// <summary>The line as written (trimmed).</summary>
+    public string Text => Line.Text;
 
-    /// <summary>Parses one expectation; the error names the column where it goes wrong.</summary>
+    /// <summary>Parses one expectation; the error names the position where it goes wrong.</summary>
     public static Expectation? Parse(string text, Mark mark, out string? error)
     {
-        var m = Rx.Match(text);
-        if (m.Success)
-        {
-            error = null;
-            return new Expectation(text.Trim(), m.Groups[1].Value, m.Groups[2].Value, double.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture), mark);
-        }
-        int pos = 0;
-        while (pos < text.Length && char.IsWhiteSpace(text[pos])) pos++;
-        if (pos == text.Length || !(char.IsAsciiLetterOrDigit(text[pos]) || text[pos] == '_')) { error = $"expected a metric name at position {pos + 1}"; return null; }
-        while (pos < text.Length && (char.IsLetterOrDigit(text[pos]) || text[pos] is '_' or '.' or '-')) pos++;
-        while (pos < text.Length && char.IsWhiteSpace(text[pos])) pos++;
-        if (pos == text.Length || text[pos] is not ('<' or '>' or '=' or '!')) { error = $"expected a comparison (<, <=, >, >=, ==, !=) at position {pos + 1}"; return null; }
-        pos += pos + 1 < text.Length && text[pos + 1] == '=' ? 2 : 1;
-        while (pos < text.Length && char.IsWhiteSpace(text[pos])) pos++;
-        error = $"expected a number at position {pos + 1}";
-        return null;
+        var line = ExpectLine.Parse(text, out var what, out int position);
+        error = line is null ? $"{what} at position {position}" : null;
+        return line is null ? null : new Expectation(line, mark);
     }
-
-    string Last => Name.Contains('.') ? Name[(Name.LastIndexOf('.') + 1)..] : Name;
-    string[] Candidates => [Name, Last, Last + "_mean"];
 
     /// <summary>Null when the expectation names one of <paramref name="declared"/> (as <see cref="Check"/> resolves
     /// names); otherwise the validation error, with a did-you-mean.</summary>
-    public string? Unknown(IReadOnlyList<string> declared) => Candidates.Any(declared.Contains) ? null
-        : $"expect '{Text}': the step writes no metric '{Last}'{Suggest.DidYouMean(Last, declared.Concat(declared.Where(d => d.EndsWith("_mean")).Select(d => d[..^5])).Distinct().ToList())}; its metrics: {string.Join(", ", declared)}";
+    public string? Unknown(IReadOnlyList<string> declared) => Line.Key(declared.Contains) is not null ? null
+        : $"expect '{Text}': the step writes no metric '{Line.Metric}'{Line.DidYouMean(declared)}; its metrics: {string.Join(", ", declared)}";
 
     /// <summary>Checks the expectation against a step's metrics; null when it holds, else the failure message.</summary>
     public string? Check(IReadOnlyDictionary<string, double> metrics)
     {
-        var last = Last;
-        string[] candidates = Candidates;
-        var key = candidates.FirstOrDefault(metrics.ContainsKey);
+        var key = Line.Key(metrics.ContainsKey);
         if (key is null)
-            return $"expect '{Text}': the step produced no metric '{last}'; its metrics: {(metrics.Count == 0 ? "(none)" : string.Join(", ", metrics.Keys.Order()))}";
+            return $"expect '{Text}': the step produced no metric '{Line.Metric}'; its metrics: {(metrics.Count == 0 ? "(none)" : string.Join(", ", metrics.Keys.Order()))}";
         var v = metrics[key];
-        bool ok = Op switch { "<" => v < Value, "<=" => v <= Value, ">" => v > Value, ">=" => v >= Value, "==" => v == Value, _ => v != Value };
-        return ok ? null : $"expect '{Text}' failed: {key} = {v.ToString("G6", System.Globalization.CultureInfo.InvariantCulture)}";
+        return Line.Holds(v) ? null : $"expect '{Text}' failed: {key} = {v.ToString("G6", System.Globalization.CultureInfo.InvariantCulture)}";
     }
 }
