@@ -15,6 +15,10 @@ public sealed record NpyDataOptions
     /// <summary>Ground-truth labels.</summary>
     [FilePath, Description("optional .npy of the inputs' integer class labels (any integer dtype, or whole numbers; shape N or N×1): the classes the 'label' target explains")]
     public string? Labels { get; init; }
+
+    /// <summary>Object masks.</summary>
+    [FilePath, Description("optional .npy of the inputs' object masks, N×H×W or N×1×H×W at the model input's size (any dtype, non-zero = object; Quantus's s_batch): what the localisation metrics and the pointing game compare maps with")]
+    public string? Masks { get; init; }
 }
 
 /// <summary>Preprocessed tensors from a <c>.npy</c> file (N×C×H×W, C-order; float32 or any dtype <see cref="Npy.ElementOf"/>
@@ -37,7 +41,20 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         if (h.Shape[1] != spec.Channels || h.Shape[2] != spec.Height || h.Shape[3] != spec.Width)
             throw new LoupeException($"{options.Path}: shape ({string.Join(",", h.Shape)}) does not match the model input N×{spec.Channels}×{spec.Height}×{spec.Width}");
         Npy.CheckLength(h, type, length, options.Path);
-        return new NpySource(options.Path, h, type, options.Labels is null ? null : ReadLabels(options.Labels, h.Shape[0]), options.Labels);
+        return new NpySource(options.Path, h, type, options.Labels is null ? null : ReadLabels(options.Labels, h.Shape[0]), options.Labels,
+            options.Masks is null ? null : OpenMasks(options.Masks, h.Shape[0], spec));
+    }
+
+    /// <summary>The masks file: one H×W (or 1×H×W) mask per input, at the model input's size.</summary>
+    static Npy.Rows OpenMasks(string file, long n, InputSpec spec)
+    {
+        var rows = Npy.Rows.Open(file, (long)spec.Height * spec.Width);
+        var shape = rows.Header.Shape;
+        bool fits = shape.Length == 3 && shape[1] == spec.Height && shape[2] == spec.Width
+            || shape.Length == 4 && shape[1] == 1 && shape[2] == spec.Height && shape[3] == spec.Width;
+        if (!fits) throw new LoupeException($"{file}: masks of shape ({string.Join(",", shape)}); expected N×{spec.Height}×{spec.Width} or N×1×{spec.Height}×{spec.Width}, one mask per input at the model input's size");
+        if (rows.Count != n) throw new LoupeException($"{file}: {rows.Count} masks for {n} inputs");
+        return rows;
     }
 
     /// <summary>The labels file: N whole numbers (shape N or N×1, any dtype <see cref="Npy.Read"/> reads), for
@@ -59,12 +76,12 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         return labels;
     }
 
-    sealed class NpySource(string path, Npy.Header header, Npy.Element type, long[]? labels, string? labelsPath, long start = 0, long? count = null) : IDataSource, IRangeDataSource
+    sealed class NpySource(string path, Npy.Header header, Npy.Element type, long[]? labels, string? labelsPath, Npy.Rows? masks, long start = 0, long? count = null) : IDataSource, IRangeDataSource
     {
         public long? Count => count ?? header.Shape[0];
-        public IDataSource Slice(long first, long rows) => new NpySource(path, header, type, labels, labelsPath, start + first, rows);
+        public IDataSource Slice(long first, long rows) => new NpySource(path, header, type, labels, labelsPath, masks, start + first, rows);
         public bool Preprocessed => true;
-        public IEnumerable<string> Files => labelsPath is null ? [path] : [path, labelsPath];
+        public IEnumerable<string> Files => new[] { path, labelsPath, masks?.Path }.OfType<string>();
         public bool? HasLabels => labels is not null;
 
         public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
@@ -80,8 +97,14 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
                 int n = (int)Math.Min(batchSize, total - done);
                 Npy.ReadFloats(s, buf.AsSpan(0, (int)(n * item)), type, path, (start + done) * item);
                 var ids = Enumerable.Range(0, n).Select(i => (start + done + i).ToString("D5")).ToArray();
+                Tensor? objects = null;
+                if (masks is not null)
+                {
+                    var m = masks.ReadRows([.. Enumerable.Range(0, n).Select(i => start + done + i)]);
+                    objects = tensor(m.Data.Select(v => v != 0 ? 1f : 0f).ToArray(), [n, 1, header.Shape[2], header.Shape[3]]);
+                }
                 yield return new DataBatch(ids, tensor(buf.AsSpan(0, (int)(n * item)).ToArray(), [n, header.Shape[1], header.Shape[2], header.Shape[3]]),
-                    labels?[(int)(start + done)..(int)(start + done + n)]);
+                    labels?[(int)(start + done)..(int)(start + done + n)], objects);
                 done += n;
             }
         }

@@ -109,6 +109,48 @@ public static partial class Npy
         return new NdArray(h.FortranOrder ? FromFortran(data, h.Shape) : data, h.Shape);
     }
 
+    /// <summary>A C-order .npy file read row by row (the first axis): its header and element type, checked once;
+    /// <see cref="ReadRows"/> reads any rows (e.g. Quantus's <c>a_batch</c> or <c>s_batch</c>, one row per input).</summary>
+    public sealed record Rows(string Path, Header Header, Element Type)
+    {
+        /// <summary>Number of rows.</summary>
+        public long Count => Header.Shape[0];
+        /// <summary>Elements per row.</summary>
+        public long RowElements => Header.Shape.Skip(1).Aggregate(1L, (a, b) => checked(a * b));
+
+        /// <summary>Opens <paramref name="path"/>: any dtype <see cref="ElementOf"/> reads, C order, at least one axis, no
+        /// more than <paramref name="maxRowElements"/> per row, as long as its shape says. Errors name the file.</summary>
+        public static Rows Open(string path, long maxRowElements)
+        {
+            SafeFile.RequireRegular(path);
+            using var s = File.OpenRead(path);
+            var h = ReadHeader(s, path);
+            var type = ElementOf(h, path);
+            if (h.FortranOrder) throw new LoupeException($"{path}: Fortran-order arrays cannot be read by row; save C-order (np.ascontiguousarray)");
+            if (h.Shape.Length == 0) throw new LoupeException($"{path}: a 0-d array has no rows (one per input is expected)");
+            var rows = new Rows(path, h, type);
+            if (rows.RowElements > maxRowElements) throw new LoupeException($"{path}: rows of {rows.RowElements} elements exceed the limit of {maxRowElements}");
+            CheckLength(h, type, s.Length, path);
+            return rows;
+        }
+
+        /// <summary>Rows <paramref name="rows"/> (each below <see cref="Count"/>), stacked: float32, the row's shape
+        /// after a leading axis of their number.</summary>
+        public NdArray ReadRows(IReadOnlyList<long> rows)
+        {
+            long k = RowElements;
+            var data = new float[checked(rows.Count * k)];
+            using var s = File.OpenRead(Path);
+            for (int i = 0; i < rows.Count; i++)
+            {
+                if (rows[i] < 0 || rows[i] >= Count) throw new LoupeException($"{Path}: row {rows[i]} asked for, the file holds {Count}");
+                s.Position = Header.DataOffset + rows[i] * k * Type.Size;
+                ReadFloats(s, data.AsSpan((int)(i * k), (int)k), Type, Path, rows[i] * k);
+            }
+            return new NdArray(data, [rows.Count, .. Header.Shape.Skip(1)]);
+        }
+    }
+
     /// <summary>An element type of a .npy file: its kind (<c>f</c> float, <c>i</c> signed, <c>u</c> unsigned,
     /// <c>b</c> boolean), its size in bytes and its byte order.</summary>
     public readonly record struct Element(char Kind, int Size, bool BigEndian)
