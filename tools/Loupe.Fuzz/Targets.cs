@@ -57,6 +57,12 @@ static class Targets
             ["\u0093NUMPY", "'descr': '<f4'", "'descr': '<f8'", "'descr': '>i8'", "'descr': '<f2'", "'descr': '|b1'", "'descr': '|O'", "'fortran_order': True", "'shape': (", "9223372036854775807", "-1", ",)", "()", "{", "}", "\n"],
             path =>
             {
+                try
+                {
+                    var rows = Npy.Rows.Open(path, 1 << 20);
+                    if (rows.Count > 0) _ = rows.ReadRows([rows.Count - 1, 0]);
+                }
+                catch (LoupeException) { }
                 _ = Npy.Read(path);
                 using var source = new NpyDataAdapter().Open(new NpyDataOptions { Path = path }, new DataOpenContext(Path.GetDirectoryName(path)!, Grey28));
                 foreach (var b in source.Read(Grey28, 16, default)) b.Dispose();
