@@ -72,7 +72,10 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
                 Console.WriteLine($"{"metrics of".PadRight(wm)}  {"of".PadRight(wo)}  values");
                 foreach (var row in table)
                 {
-                    var metrics = row!["metrics"]!.AsObject().Select(kv => $"{kv.Key}={kv.Value!.GetValue<double>():G4}");
+                    // A curve's points (ROAD's 50 percentages by default) would fill a screen: the first few, then a count.
+                    var all = row!["metrics"]!.AsObject();
+                    var metrics = all.Take(ShownMetrics).Select(kv => $"{kv.Key}={kv.Value!.GetValue<double>():G4}").ToList();
+                    if (all.Count > ShownMetrics) metrics.Add($"… {all.Count - ShownMetrics} more in metrics.csv");
                     Console.WriteLine($"{((string?)row["step"] ?? "").PadRight(wm)}  {(row["of"]?.ToString() ?? "").PadRight(wo)}  {string.Join("  ", metrics)}");
                 }
             }
@@ -89,6 +92,9 @@ internal sealed class ConsoleObserver(bool quiet) : IRunObserver
         Console.WriteLine($"outputs: {result.OutDir}");
         if (!quiet) Console.WriteLine($"manifest: {Path.Combine(result.OutDir!, "manifest.json")}");
     }
+
+    /// <summary>Metrics printed per step in the run summary (every one is in metrics.csv and the manifest).</summary>
+    const int ShownMetrics = 8;
 
     /// <summary>The first inputs' top-3 predictions (all of them are in the run folder's predictions file).</summary>
     static void PrintPredictions(System.Text.Json.Nodes.JsonNode? manifest, string runDir)

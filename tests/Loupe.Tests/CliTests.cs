@@ -6,6 +6,26 @@ namespace Loupe.Tests;
 public class CliTests
 {
     [Fact]
+    public void TheRunSummaryShowsAFewMetricsPerStepAndCountsTheRest()
+    {
+        // ROAD's default curve has 50 points: 102 metrics, which the summary must not print one by one.
+        var pipeline = TestEnv.FixturePipeline("""
+              - { id: sal, uses: saliency }
+              - { id: road, uses: road, with: { of: sal } }
+              - { id: sp, uses: sparseness, with: { of: sal } }
+            """);
+        var outDir = Path.Combine(TestEnv.TempDir("loupe-cli"), "run");
+        var (code, stdout, stderr) = TestEnv.Cli(TestEnv.RepoRoot, "run", pipeline, "--out", outDir);
+        Assert.True(code == 0, stdout + stderr);
+        int rows = File.ReadAllLines(Path.Combine(outDir, "metrics.csv")).Count(l => l.StartsWith("road,"));
+        Assert.True(rows > 100, $"{rows} road rows in metrics.csv");
+        var line = stdout.Split('\n').Single(l => l.StartsWith("road ") && l.Contains("road_mean="));
+        Assert.EndsWith($"… {rows - 8} more in metrics.csv", line.TrimEnd());
+        Assert.Equal(8, line.Split("  ").Count(p => p.Contains('=')));
+        Assert.Contains(stdout.Split('\n'), l => l.StartsWith("sp ") && l.Contains("sparseness_mean=") && !l.Contains("more in metrics.csv"));
+    }
+
+    [Fact]
     public void QuickstartRunsEndToEndAndWritesAManifest()
     {
         var work = TestEnv.TempDir("loupe-cli");
