@@ -18,31 +18,31 @@ public sealed partial class LoupeModel
     /// explains again (robustness, randomisation) is refused with <see cref="LoupeValidationException"/>: give it a
     /// method (<see cref="Evaluate(string, NdArray, string, object?, object?, object?, IReadOnlyList{long}?, CancellationToken)"/>).
     /// The result is the metric step's: <see cref="Explanation.Metrics"/> (e.g. <c>pixel_flipping_mean</c>) and its
-    /// per-input values and curves in <see cref="Explanation.Artifacts"/>.</summary>
+    /// per-input values and curves in <see cref="Explanation.Artifacts"/>. <paramref name="masks"/> (N×H×W or N×1×H×W at
+    /// the input's size, non-zero = object; Quantus's <c>s_batch</c>) are the objects the localisation metrics and the
+    /// pointing game compare the maps with.</summary>
     public Explanation Evaluate(string metric, NdArray input, NdArray maps, object? options = null, object? target = null,
-        IReadOnlyList<long>? labels = null, CancellationToken cancellation = default)
+        IReadOnlyList<long>? labels = null, CancellationToken cancellation = default, NdArray? masks = null)
     {
         ArgumentNullException.ThrowIfNull(maps);
         if (maps.Shape.Length is not (3 or 4) || input.Shape.Length == 0 || maps.Shape[0] != input.Shape[0])
             throw new ArgumentException($"expected one map per input (N×H×W or N×C×H×W with N = {(input.Shape.Length > 0 ? input.Shape[0] : 0)}), got shape ({string.Join(",", maps.Shape)})", nameof(maps));
-        using var folder = NpyFolder(input, labels);
+        using var folder = NpyFolder(input, labels, masks);
         var ids = Enumerable.Range(0, (int)input.Shape[0]).Select(i => i.ToString("D5")).ToList();
-        var mapFolder = Path.Combine(folder.Folder, "maps");
-        Directory.CreateDirectory(mapFolder);
-        long per = maps.Data.Length / maps.Shape[0];
-        for (int i = 0; i < ids.Count; i++)
-            File.WriteAllBytes(Path.Combine(mapFolder, ids[i] + ".npy"), Npy.Encode(new NdArray(maps.Data.AsSpan((int)(i * per), (int)per).ToArray(), maps.Shape[1..])));
-        return RunEvaluation(metric, "given-maps", new { folder = mapFolder }, options, target, folder.Data, ids, cancellation);
+        var file = Path.Combine(folder.Folder, "maps.npy");   // row i: input i's map (given-maps' file)
+        File.WriteAllBytes(file, Npy.Encode(maps));
+        return RunEvaluation(metric, "given-maps", new { file }, options, target, folder.Data, ids, cancellation);
     }
 
     /// <summary>Evaluates a method with a metric: <paramref name="method"/> (e.g. <c>"saliency"</c>, with
     /// <paramref name="methodOptions"/>) explains <paramref name="input"/> for <paramref name="target"/>, then
     /// <paramref name="metric"/> (with <paramref name="options"/>) scores its maps, re-running the method where the metric
-    /// needs it (noisy copies, another class, randomised models) — what a pipeline's <c>of:</c> does.</summary>
+    /// needs it (noisy copies, another class, randomised models) — what a pipeline's <c>of:</c> does; with
+    /// <paramref name="masks"/> as the other overload's.</summary>
     public Explanation Evaluate(string metric, NdArray input, string method, object? methodOptions = null, object? options = null, object? target = null,
-        IReadOnlyList<long>? labels = null, CancellationToken cancellation = default)
+        IReadOnlyList<long>? labels = null, CancellationToken cancellation = default, NdArray? masks = null)
     {
-        using var folder = NpyFolder(input, labels);
+        using var folder = NpyFolder(input, labels, masks);
         var ids = Enumerable.Range(0, (int)input.Shape[0]).Select(i => i.ToString("D5")).ToList();
         return RunEvaluation(metric, method, methodOptions, options, target, folder.Data, ids, cancellation);
     }

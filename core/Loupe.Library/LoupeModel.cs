@@ -315,11 +315,15 @@ public sealed partial class LoupeModel : IDisposable
         return t;
     }
 
-    static TempInputs NpyFolder(NdArray input, IReadOnlyList<long>? labels = null)
+    static TempInputs NpyFolder(NdArray input, IReadOnlyList<long>? labels = null, NdArray? masks = null)
     {
         if (input.Shape.Length != 4) throw new ArgumentException($"expected N×C×H×W model input, got shape ({string.Join(",", input.Shape)})", nameof(input));
         if (labels is not null && labels.Count != input.Shape[0])
             throw new ArgumentException($"{labels.Count} labels for {input.Shape[0]} inputs", nameof(labels));
+        // One mask per input at the input's size (the npy source's masks: N×H×W or N×1×H×W).
+        long n = input.Shape[0], h = input.Shape[2], w = input.Shape[3];
+        if (masks is not null && !(masks.Shape.SequenceEqual([n, h, w]) || masks.Shape.SequenceEqual([n, 1, h, w])))
+            throw new ArgumentException($"expected one mask per input ({n}×{h}×{w} or {n}×1×{h}×{w}), got shape ({string.Join(",", masks.Shape)})", nameof(masks));
         var t = new TempInputs();
         var path = Path.Combine(t.Folder, "input.npy");
         File.WriteAllBytes(path, Npy.Encode(input));
@@ -329,6 +333,12 @@ public sealed partial class LoupeModel : IDisposable
             var file = Path.Combine(t.Folder, "labels.npy");
             File.WriteAllBytes(file, Npy.EncodeInt64(labels));
             with["labels"] = file;
+        }
+        if (masks is not null)
+        {
+            var file = Path.Combine(t.Folder, "masks.npy");
+            File.WriteAllBytes(file, Npy.Encode(masks));
+            with["masks"] = file;
         }
         t.Data = "data:\n  uses: npy\n  with: " + with.ToJsonString() + "\n";
         return t;

@@ -45,6 +45,30 @@ public class EvaluateApiTests
     }
 
     [Fact]
+    public void Masks_are_the_objects_the_localisation_metrics_compare_with()
+    {
+        // Quantus's metric(model, x, y, a, s): s as masks, equal to the same masks as a step's folder of files.
+        var input = Npy.Read(Fixture("fashion_input.npy"));
+        long n = input.Shape[0];
+        var masks = new float[n * 28 * 28];
+        for (int i = 0; i < n; i++) for (int y = 4 + 3 * i; y < 16 + 3 * i; y++) for (int x = 6; x < 22; x++) masks[i * 784 + y * 28 + x] = 1;
+        var folder = RepoPaths.TempDir("loupe-lib-masks");
+        for (int i = 0; i < n; i++) File.WriteAllBytes(Path.Combine(folder, $"{i:D5}.npy"), Npy.Encode(new NdArray(masks[(i * 784)..((i + 1) * 784)], [28, 28])));
+        using var model = Model();
+        var maps = model.Explain("saliency", input);
+        var a = new NdArray(maps.InputIds.SelectMany(id => maps.Map(id).Data).ToArray(), [n, 28, 28]);
+        foreach (var metric in new[] { "relevance-mass-accuracy", "attribution-localisation" })
+        {
+            var key = metric.Replace('-', '_') + "_mean";
+            var given = model.Evaluate(metric, input, a, masks: new NdArray(masks, [n, 1, 28, 28])).Metrics[key];
+            Assert.Equal(model.Evaluate(metric, input, a, options: new { masks = folder }).Metrics[key], given, 12);
+            Assert.Equal(given, model.Evaluate(metric, input, "saliency", masks: new NdArray(masks, [n, 28, 28])).Metrics[key], 12);
+            Assert.NotEqual(given, model.Evaluate(metric, input, a).Metrics[key]);   // without masks: the pixel-threshold objects
+        }
+        Assert.Throws<ArgumentException>(() => model.Evaluate("auc", input, a, masks: new NdArray(new float[784], [1, 28, 28])));
+    }
+
+    [Fact]
     public void Given_maps_refuse_a_metric_that_explains_again_and_wrong_shapes()
     {
         var input = Npy.Read(Fixture("fashion_input.npy"));
