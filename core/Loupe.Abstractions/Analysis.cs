@@ -173,6 +173,11 @@ public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, 
     /// opened), then — when the source knows its size — again with it set; checks that need it run only when it is set.</summary>
     public long? InputCount { get; init; }
 
+    /// <summary>The model input the run feeds (the backend's default with the pipeline's <c>model.input</c> applied), for
+    /// checks that depend on its size (e.g. a pixel count an option must stay below); null where the host could not
+    /// resolve it (an invalid <c>model.input</c>: reported on its own).</summary>
+    public InputSpec? Input { get; init; }
+
     /// <summary>The steps the validated step's options name, resolved by the host (see
     /// <see cref="IAnalysisContext.Referenced"/>).</summary>
     public StepReferences References { get; init; } = StepReferences.None;

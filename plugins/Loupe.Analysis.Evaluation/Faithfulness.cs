@@ -157,9 +157,20 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
     protected override bool DefaultSoftmax => false;
 
     /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(FaithfulnessOptions o, AnalysisValidationContext context)
+    {
+        foreach (var e in base.ValidateMetric(o, context)) yield return e;
+        if (context.Input is { } i && SubsetError(o, (o.Features == FeatureUnit.Values ? i.Channels : 1) * (long)i.Height * i.Width) is { } error) yield return error;
+    }
+
+    /// <summary>Null when <c>subset_size</c> is below the <paramref name="features"/> of an input (Quantus asserts it too).</summary>
+    static string? SubsetError(FaithfulnessOptions o, long features) => o.SubsetSize < features ? null
+        : $"option 'subset_size' = {o.SubsetSize} is not smaller than the {features} {(o.Features == FeatureUnit.Values ? "channel values" : "pixels")} of an input";
+
+    /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
-        if (o.SubsetSize >= a.shape[1]) throw new LoupeException($"faithfulness-correlation: option 'subset_size' = {o.SubsetSize} is not smaller than the {a.shape[1]} {(o.Features == FeatureUnit.Values ? "channel values" : "pixels")} of an input");
+        if (SubsetError(o, a.shape[1]) is { } error) throw new LoupeException("faithfulness-correlation: " + error);
         return Correlation(o, b, a, baseline, softmax, o.Runs, o.SubsetSize, b.Clean(softmax));
     }
 

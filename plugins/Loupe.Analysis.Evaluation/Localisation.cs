@@ -82,9 +82,20 @@ public sealed class TopKIntersection : LocalisationMetric
     /// <inheritdoc/>
     public override string Id => "top-k-intersection";
     /// <inheritdoc/>
-    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => o.K < a.shape[1]
-        ? QualityFormulas.TopKIntersection(a, s, o.K, o.ConceptInfluence).ToArray<double>()
-        : throw new LoupeException($"top-k-intersection: option 'k' = {o.K} is not smaller than the {a.shape[1]} pixels of an input");
+    protected override double[] Of(Tensor a, Tensor s, LocalisationOptions o) => KError(o, a.shape[1]) is { } error
+        ? throw new LoupeException("top-k-intersection: " + error)
+        : QualityFormulas.TopKIntersection(a, s, o.K, o.ConceptInfluence).ToArray<double>();
+
+    /// <inheritdoc/>
+    protected override IEnumerable<string> ValidateMetric(LocalisationOptions o, AnalysisValidationContext context)
+    {
+        foreach (var e in base.ValidateMetric(o, context)) yield return e;
+        if (context.Input is { } i && KError(o, (long)i.Height * i.Width) is { } error) yield return error;
+    }
+
+    /// <summary>Null when <c>k</c> is below an input's <paramref name="pixels"/> (Quantus asserts it too).</summary>
+    static string? KError(LocalisationOptions o, long pixels) => o.K < pixels ? null
+        : $"option 'k' = {o.K} is not smaller than the {pixels} pixels of an input (Quantus's default k = 1000 needs inputs of more than 1000 pixels)";
 }
 
 /// <summary><c>relevance-rank-accuracy</c> (Arras et al. 2022): share of the |mask| top features inside the mask.</summary>

@@ -52,8 +52,10 @@ public sealed class SensitivityN : FaithfulnessMetric
         if (!AcrossInputs(o))
         {
             if (o.QuantusBatchSize is not null) yield return "option 'quantus_batch_size' applies to score: quantus";
+            if (FractionsError(o) is { } fractions) yield return fractions;
             yield break;
         }
+        if (context.Input is { } input && StepsError(o, input.Height, input.Width) is { } steps) yield return steps;
         if (o.QuantusBatchSize < 2) yield return "option 'quantus_batch_size' must be at least 2 for sensitivity-n (it correlates across the inputs)";
         if (o.MaxFraction <= 0) yield return "option 'max_fraction' must be above 0";
         if (o.Normalise.Resolve(true) == Normalisation.Negative)
@@ -62,12 +64,18 @@ public sealed class SensitivityN : FaithfulnessMetric
             yield return $"score: quantus correlates across the inputs: the data has {context.InputCount}";
     }
 
+    static string? FractionsError(FaithfulnessOptions o) =>
+        o.Fractions.Length == 0 || o.Fractions.Any(f => f is <= 0 or >= 1 || double.IsNaN(f)) ? "option 'fractions' must list fractions in (0, 1)" : null;
+
+    /// <summary>Null when <c>max_fraction</c> of an h×w input holds at least one step of <c>features_in_step</c>.</summary>
+    static string? StepsError(FaithfulnessOptions o, long h, long w) => StepCount(o, h * w) >= 1 ? null
+        : $"max_fraction {o.MaxFraction} of {h}×{w} pixels is less than one step of {o.FeaturesInStep} features";
+
     /// <inheritdoc/>
     protected override Tensor Of(FaithfulnessOptions o, MetricBatch b, Tensor a, Tensor baseline, bool softmax)
     {
         if (AcrossInputs(o)) return Ranked(o, b, a, baseline, softmax);
-        if (o.Fractions.Length == 0 || o.Fractions.Any(f => f is <= 0 or >= 1))
-            throw new LoupeException("sensitivity-n: option 'fractions' must list fractions in (0, 1)");
+        if (FractionsError(o) is { } error) throw new LoupeException("sensitivity-n: " + error);
         var fx = b.Clean(softmax);
         var per = o.Fractions.Select(frac =>
         {
@@ -86,8 +94,7 @@ public sealed class SensitivityN : FaithfulnessMetric
     {
         var step = PixelSteps(o, b, a, true, out long all);
         long steps = Math.Min(all, StepCount(o, b.X.shape[2] * b.X.shape[3]));
-        if (steps < 1)
-            throw new LoupeException($"sensitivity-n: max_fraction {o.MaxFraction} of {b.X.shape[2]}×{b.X.shape[3]} pixels is less than one step of {o.FeaturesInStep} features");
+        if (steps < 1) throw new LoupeException("sensitivity-n: " + StepsError(o, b.X.shape[2], b.X.shape[3]));
         var outputs = Cumulative(b, step, steps, b.X, CumulativeFill(o, b, baseline, step, steps), softmax);
         var drops = b.Clean(softmax).unsqueeze(1) - outputs;
         var sums = StepSums(a, step, all).narrow(1, 0, steps);

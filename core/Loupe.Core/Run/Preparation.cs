@@ -272,7 +272,7 @@ public static partial class PipelineRunner
         /// <summary>The analyses' own checks, and each step's <c>expect:</c> lines against the metrics it declares.</summary>
         void ValidateSteps(List<PreparedStep> prepared)
         {
-            var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model);
+            var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { Input = input };
             for (int i = 0; i < prepared.Count; i++)
             {
                 var s = prepared[i].Spec;
@@ -304,7 +304,7 @@ public static partial class PipelineRunner
                     errors.Add(At(st.Spec.Target?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): its target reads each input's label, and data '{d.Uses}' has none (give the source its labels: 'loupe describe {d.Uses}' lists its options)"));
             if (data.Count is { } count)
             {
-                var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count };
+                var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count, Input = input };
                 foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
                     foreach (var msg in st.Analysis.Validate(st.Options, dctx with { References = st.Resolved }))
                         errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): {msg}"));

@@ -32,7 +32,10 @@ public static partial class PipelineRunner
             var layerNames = model.Layers.Select(l => l.Name).ToHashSet();
             foreach (var r in stepOptions.Where(o => o is not null).SelectMany(o => o!.Layers).Where(r => !layerNames.Contains(r.Layer)))
                 errors.Add(UnknownLayer(file, r, layerNames));
-            CheckCleanSteps(spec, registry, model, stepDescs, stepOptions, stepReferences, cleanSteps, layerNames, errors);
+            InputSpec? effective;
+            try { effective = inputOverride is null ? model.DefaultInput : inputOverride.Apply(model.DefaultInput); effective.Validate(); }
+            catch (ArgumentException) { effective = null; }   // reported with the model's other checks
+            CheckCleanSteps(spec, registry, model, effective, stepDescs, stepOptions, stepReferences, cleanSteps, layerNames, errors);
             var targeted = Enumerable.Range(0, stepDescs.Count)
                 .Where(i => stepDescs[i] is { } d && targetRefs[i] is not null && registry.Create<IAnalysis>(d.Id).Requirements.UsesTarget).ToList();
             if (targeted.Count == 0) return;
@@ -73,7 +76,7 @@ public static partial class PipelineRunner
     /// their links to steps that do not exist, their analyses' own checks and their <c>expect:</c> names — for a step
     /// whose layers all exist, whose linked steps bound cleanly too (a check may read their options) and whose
     /// capabilities the model has (else the full pass reports that once the rest is fixed).</summary>
-    static void CheckCleanSteps(PipelineSpec spec, ComponentRegistry registry, IModel model, IReadOnlyList<ComponentDescriptor?> stepDescs,
+    static void CheckCleanSteps(PipelineSpec spec, ComponentRegistry registry, IModel model, InputSpec? input, IReadOnlyList<ComponentDescriptor?> stepDescs,
         IReadOnlyList<BoundOptions?> stepOptions, IReadOnlyList<List<PlannedReference>> stepReferences, IReadOnlySet<int> cleanSteps,
         IReadOnlySet<string> layerNames, List<PipelineError> errors)
     {
@@ -88,7 +91,7 @@ public static partial class PipelineRunner
             }
         var planned = prepared.Select(p => p.Spec.Id).ToHashSet();
         ResolveLinks(spec, prepared, errors, spec.Steps.Select(s => s.Id).Where(id => !planned.Contains(id)).ToHashSet());
-        var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model);
+        var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { Input = input };
         foreach (var step in prepared)
         {
             int i = index[step];
