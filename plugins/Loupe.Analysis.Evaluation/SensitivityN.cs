@@ -55,9 +55,9 @@ public sealed class SensitivityN : FaithfulnessMetric
             if (FractionsError(o) is { } fractions) yield return fractions;
             yield break;
         }
-        if (context.Input is { } input && StepsError(o, input.Height, input.Width) is { } steps) yield return steps;
         if (o.QuantusBatchSize < 2) yield return "option 'quantus_batch_size' must be at least 2 for sensitivity-n (it correlates across the inputs)";
         if (o.MaxFraction <= 0) yield return "option 'max_fraction' must be above 0";
+        else if (context.Input is { } input && StepsError(o, input.Height, input.Width) is { } steps) yield return steps;
         if (o.Normalise.Resolve(true) == Normalisation.Negative)
             yield return "option 'normalise': negative with score: quantus would rescale the run's maps by the run's own max and min together (Quantus's batch); give true, second-moment or false (equal scores: one positive factor)";
         if (context.InputCount is < 2 && (o.QuantusBatchSize ?? 2) >= 2)
