@@ -66,6 +66,19 @@ public class QuantusArraysTests
             Assert.True(expected.Distinct().Count() > 1, $"{step}: every input scores the same, so misaligned rows would pass");
         }
         Assert.Equal(Env.Metric(files, "pg", "hit_rate"), Env.Metric(arrays, "pg", "hit_rate"));
+
+        // Shards read their own rows of both files: two shards merged give the unsharded values.
+        var pipeline = Directory.GetFiles(Path.GetDirectoryName(arrays.OutDir!)!, "pipeline.yaml").Single();
+        var shards = Enumerable.Range(0, 2).Select(i => Loupe.Core.PipelineRunner.Run(new Loupe.Core.RunRequest(pipeline)
+        {
+            OutDir = Path.Combine(dir, $"shard{i}"), PluginDirectories = [Env.BuiltInPlugins], Registrars = [new TestComponents()], Shard = new Loupe.Core.ShardRequest(i, 2),
+        })).ToList();
+        Assert.All(shards, r => Assert.True(r.ExitCode == 0, Env.Dump(r)));
+        var merged = Loupe.Core.ShardMerger.Merge(new Loupe.Core.MergeRequest([.. shards.Select(r => r.OutDir!)], Path.Combine(dir, "merged"))
+            { PluginDirectories = [Env.BuiltInPlugins], Registrars = [new TestComponents()] });
+        Assert.True(merged.ExitCode == 0, Env.Dump(merged));
+        foreach (var (step, key) in new[] { ("al", "attribution_localisation"), ("rma", "relevance_mass_accuracy"), ("auc", "auc") })
+            Assert.Equal(Env.InputValues(arrays, step, key), Env.InputValues(merged, step, key));
     }
 
     [Fact]
