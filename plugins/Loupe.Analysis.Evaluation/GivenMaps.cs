@@ -38,7 +38,8 @@ public sealed class GivenMaps : AttributionAnalysis<GivenMapsOptions>, IFixedMap
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(GivenMapsOptions options, AnalysisValidationContext context)
     {
-        if (options.Folder is null == options.File is null) yield return "give 'folder' (one map per file) or 'file' (every map, a row each), not both";
+        if (options.Folder is null && options.File is null) yield return "give 'folder' (one map per file) or 'file' (every map, a row each)";
+        if (options.Folder is not null && options.File is not null) yield return "give 'folder' (one map per file) or 'file' (every map, a row each), not both";
         if (!options.Pattern.Contains("{id}")) yield return $"option 'pattern' ('{options.Pattern}') must contain {{id}}: each input has its own file";
         if (options.File is null) yield break;
         Npy.Rows? rows = null;
