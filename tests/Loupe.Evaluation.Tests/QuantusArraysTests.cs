@@ -103,10 +103,12 @@ public class QuantusArraysTests
 
         var both = Run("", $"folder: {Env.Yaml(dir)}, file: {Env.Yaml(maps)}", "");
         Assert.Contains(both.Errors, e => e.Message.Contains("give 'folder' (one map per file) or 'file' (every map, a row each), not both"));
+        var neither = Run("", "", "");
+        Assert.Contains(neither.Errors, e => e.Message.EndsWith("give 'folder' (one map per file) or 'file' (every map, a row each)"));
         var fewer = Run("", $"file: {Env.Yaml(three)}", "");
         Assert.Contains(fewer.Errors, e => e.Message.Contains("three.npy holds 3 maps for 4 inputs"));
         var flatMaps = Run("", $"file: {Env.Yaml(flat)}", "");
         Assert.Contains(flatMaps.Errors, e => e.Message.Contains("flat.npy holds (4×784); expected one map per input"));
-        Assert.All(new[] { masks3, masksSmall, both, fewer, flatMaps }, r => Assert.Equal(2, r.ExitCode));
+        Assert.All(new[] { masks3, masksSmall, both, neither, fewer, flatMaps }, r => Assert.Equal(2, r.ExitCode));
     }
 }
