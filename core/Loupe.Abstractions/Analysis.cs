@@ -178,6 +178,10 @@ public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, 
     /// resolve it (an invalid <c>model.input</c>: reported on its own).</summary>
     public InputSpec? Input { get; init; }
 
+    /// <summary>The class labels the run names outputs with (<c>model.labels</c>, else the backend's), or null where the
+    /// host has not read them.</summary>
+    public IReadOnlyList<string>? Labels { get; init; }
+
     /// <summary>The steps the validated step's options name, resolved by the host (see
     /// <see cref="IAnalysisContext.Referenced"/>).</summary>
     public StepReferences References { get; init; } = StepReferences.None;
@@ -199,6 +203,10 @@ public interface IDeclaresMetrics
     /// <see cref="MetricNames"/>. Null when these options make names known only once the step has run (the host then
     /// checks <c>expect:</c> after it).</summary>
     IReadOnlyList<string>? MetricNamesFor(object options, IModel model) => MetricNames;
+
+    /// <summary>As <see cref="MetricNamesFor(object, IModel)"/>, for names that depend on more than the model (e.g. the
+    /// run's class labels, <see cref="AnalysisValidationContext.Labels"/>): what the host calls.</summary>
+    IReadOnlyList<string>? MetricNamesFor(object options, AnalysisValidationContext context) => MetricNamesFor(options, context.Model);
 }
 
 /// <summary>A technique. Derive from <see cref="Analysis{TOptions}"/>.</summary>

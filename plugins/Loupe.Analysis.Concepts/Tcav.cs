@@ -41,8 +41,29 @@ public sealed record TcavOptions
 /// labels. Outputs <c>scores.npy</c> (concepts+1 × classes × sets, last row the baseline), <c>pvalues.npy</c>,
 /// <c>cavs.npy</c> (concepts × sets × D), <c>tcav.json</c> and <c>tcav.png</c> (bars: mean ± std over the sets, * marks
 /// significance).</summary>
-public sealed class Tcav : Analysis<TcavOptions>
+public sealed class Tcav : Analysis<TcavOptions>, IDeclaresMetrics
 {
+    /// <inheritdoc/>
+    public IReadOnlyList<string> MetricNames => [];
+
+    /// <inheritdoc/>
+    public IReadOnlyList<string>? MetricNamesFor(object options, IModel model) => null;
+
+    /// <summary><c>tcav_&lt;concept&gt;_&lt;class&gt;</c> for the concepts (<c>names</c>, else the subfolders) and the
+    /// classes (<c>classes</c>, else every labelled class: those with inputs in the data are written), so that
+    /// <c>expect:</c> lines are checked at validation; null when the classes are not known by name (no labels).</summary>
+    public IReadOnlyList<string>? MetricNamesFor(object options, AnalysisValidationContext context)
+    {
+        var o = (TcavOptions)options;
+        if (context.Labels is not { } labels || !Directory.Exists(o.Concepts)) return null;
+        long[] classes;
+        try { classes = ResolveClasses(o.Classes, labels, "tcav") ?? [.. Enumerable.Range(0, labels.Count).Select(k => (long)k)]; }
+        catch (LoupeException) { return null; }   // reported by the run
+        if (classes.Length == 0) return null;
+        var concepts = o.Names ?? [.. Directory.EnumerateDirectories(o.Concepts).Select(d => Path.GetFileName(d)!)];
+        return [.. concepts.SelectMany(c => classes.Select(k => $"tcav_{c}_{ClassName(labels, k)}"))];
+    }
+
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients, UsesTarget: false);
 
@@ -146,7 +167,8 @@ public sealed class Tcav : Analysis<TcavOptions>
         Report(options, ctx, names, tested, positive, count, cavs, accuracy, nr, dim);
     }
 
-    static string ClassName(IAnalysisContext ctx, long k) => k < ctx.Labels.Count ? ctx.Labels[(int)k] : $"class {k}";
+    static string ClassName(IAnalysisContext ctx, long k) => ClassName(ctx.Labels, k);
+    static string ClassName(IReadOnlyList<string> labels, long k) => k < labels.Count ? labels[(int)k] : $"class {k}";
 
     static void Report(TcavOptions options, IAnalysisContext ctx, List<string> names, long[] tested, Dictionary<long, long[]> positive,
         Dictionary<long, long> count, double[][][] cavs, double[,] accuracy, int nr, long dim)

@@ -1,3 +1,4 @@
+using Loupe.Abstractions;
 using Loupe.Analysis.Concepts;
 
 namespace Loupe.Concepts.Tests;
@@ -31,5 +32,37 @@ public class DeclaredMetricsTests
             """));
         Assert.Equal(2, typo.ExitCode);
         Assert.Contains(typo.Errors, e => e.Message.Contains("the step writes no metric 'best_iou_stripe'") && e.Message.Contains("did you mean 'best_iou_stripes'"));
+    }
+
+    [Fact]
+    public void TcavDeclaresItsConceptsTimesTheRunsClassLabels()
+    {
+        // classes given: the names written are exactly those declared; a misspelt class fails validation, named.
+        var r = Env.Run(Env.PlantedPipeline($"""
+              - id: tcav
+                uses: tcav
+                with: {"{"} layer: pool2, concepts: {Env.Planted}/concepts, random: {Env.Planted}/random, classes: [striped, plain] {"}"}
+                expect: ['tcav_stripes_striped >= 0']
+            """));
+        Env.Succeeded(r, "tcav");
+        var written = r.Manifest!["steps"]!.AsArray().First(s => (string?)s!["id"] == "tcav")!["metrics"]!.AsObject().Select(kv => kv.Key).Order().ToList();
+        var labels = File.ReadAllLines(Path.Combine(Env.Planted, "labels.txt")).Where(l => l.Trim().Length > 0).ToList();
+        var context = new AnalysisValidationContext([], ModelCapabilities.Forward, null!) { Labels = labels };
+        IDeclaresMetrics tcav = new Tcav();
+        var options = new TcavOptions { Layer = "pool2", Concepts = Path.Combine(Env.Planted, "concepts"), Random = Path.Combine(Env.Planted, "random"), Classes = ["striped", "plain"] };
+        Assert.Equal(written, tcav.MetricNamesFor(options, context)!.Order().ToList());
+        Assert.Contains("tcav_stripes_striped", written);
+        // Every labelled class without 'classes' (those with inputs are written); no labels: checked after the run.
+        Assert.Equal(3 * labels.Count, tcav.MetricNamesFor(options with { Classes = null }, context)!.Count);
+        Assert.Null(tcav.MetricNamesFor(options, context with { Labels = null }));
+
+        var typo = Env.Run(Env.PlantedPipeline($"""
+              - id: tcav
+                uses: tcav
+                with: {"{"} layer: pool2, concepts: {Env.Planted}/concepts, random: {Env.Planted}/random {"}"}
+                expect: ['tcav_stripes_stripd > 0.5']
+            """));
+        Assert.Equal(2, typo.ExitCode);
+        Assert.Contains(typo.Errors, e => e.Message.Contains("the step writes no metric 'tcav_stripes_stripd'") && e.Message.Contains("did you mean 'tcav_stripes_striped'"));
     }
 }

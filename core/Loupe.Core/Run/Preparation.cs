@@ -179,8 +179,7 @@ public static partial class PipelineRunner
                     $"(settings.max_image_pixels = {spec.MaxImagePixels} pixels, settings.memory_budget_mb = {spec.MemoryBudgetBytes >> 20} MB)"));
             try
             {
-                labels = labelsFile is not null ? SafeFile.ReadAllText(labelsFile, MaxLabelsBytes, $"model.labels: {labelsFile}").Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
-                    : model.DefaultLabels?.ToList() ?? [];
+                labels = ReadLabels(labelsFile, model);
             }
             catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
             {
@@ -272,7 +271,7 @@ public static partial class PipelineRunner
         /// <summary>The analyses' own checks, and each step's <c>expect:</c> lines against the metrics it declares.</summary>
         void ValidateSteps(List<PreparedStep> prepared)
         {
-            var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { Input = input };
+            var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { Input = input, Labels = labels };
             for (int i = 0; i < prepared.Count; i++)
             {
                 var s = prepared[i].Spec;
@@ -304,7 +303,7 @@ public static partial class PipelineRunner
                     errors.Add(At(st.Spec.Target?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): its target reads each input's label, and data '{d.Uses}' has none (give the source its labels: 'loupe describe {d.Uses}' lists its options)"));
             if (data.Count is { } count)
             {
-                var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count, Input = input };
+                var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count, Input = input, Labels = labels };
                 foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
                     foreach (var msg in st.Analysis.Validate(st.Options, dctx with { References = st.Resolved }))
                         errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): {msg}"));

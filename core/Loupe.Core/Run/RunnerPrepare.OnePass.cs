@@ -35,7 +35,10 @@ public static partial class PipelineRunner
             InputSpec? effective;
             try { effective = inputOverride is null ? model.DefaultInput : inputOverride.Apply(model.DefaultInput); effective.Validate(); }
             catch (ArgumentException) { effective = null; }   // reported with the model's other checks
-            CheckCleanSteps(spec, registry, model, effective, stepDescs, stepOptions, stepReferences, cleanSteps, layerNames, errors);
+            List<string>? runLabels;
+            try { runLabels = ReadLabels(labelsFile, model); }
+            catch (Exception e) when (e is LoupeException or IOException) { runLabels = null; }   // reported by the full pass
+            CheckCleanSteps(spec, registry, model, effective, runLabels, stepDescs, stepOptions, stepReferences, cleanSteps, layerNames, errors);
             var targeted = Enumerable.Range(0, stepDescs.Count)
                 .Where(i => stepDescs[i] is { } d && targetRefs[i] is not null && registry.Create<IAnalysis>(d.Id).Requirements.UsesTarget).ToList();
             if (targeted.Count == 0) return;
@@ -46,9 +49,7 @@ public static partial class PipelineRunner
             {
                 input = inputOverride is null ? model.DefaultInput : inputOverride.Apply(model.DefaultInput);
                 input.Validate();
-                labels = labelsFile is not null && File.Exists(labelsFile)
-                    ? SafeFile.ReadAllText(labelsFile, MaxLabelsBytes, $"model.labels: {labelsFile}").Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
-                    : model.DefaultLabels?.ToList() ?? [];
+                labels = ReadLabels(labelsFile, model);
                 if ((long)input.Height * input.Width > spec.MaxImagePixels || (long)input.Height * input.Width * input.Channels * sizeof(float) > spec.MemoryBudgetBytes) return;
                 outputSize = Probe(model, input, []).OutputSize;
             }
@@ -76,7 +77,12 @@ public static partial class PipelineRunner
     /// their links to steps that do not exist, their analyses' own checks and their <c>expect:</c> names — for a step
     /// whose layers all exist, whose linked steps bound cleanly too (a check may read their options) and whose
     /// capabilities the model has (else the full pass reports that once the rest is fixed).</summary>
-    static void CheckCleanSteps(PipelineSpec spec, ComponentRegistry registry, IModel model, InputSpec? input, IReadOnlyList<ComponentDescriptor?> stepDescs,
+    /// <summary>The labels a run names outputs with: <c>model.labels</c> when the file exists, else the backend's.</summary>
+    static List<string> ReadLabels(string? labelsFile, IModel model) => labelsFile is not null && File.Exists(labelsFile)
+        ? SafeFile.ReadAllText(labelsFile, MaxLabelsBytes, $"model.labels: {labelsFile}").Split('\n').Select(l => l.Trim()).Where(l => l.Length > 0).ToList()
+        : model.DefaultLabels?.ToList() ?? [];
+
+    static void CheckCleanSteps(PipelineSpec spec, ComponentRegistry registry, IModel model, InputSpec? input, IReadOnlyList<string>? labels, IReadOnlyList<ComponentDescriptor?> stepDescs,
         IReadOnlyList<BoundOptions?> stepOptions, IReadOnlyList<List<PlannedReference>> stepReferences, IReadOnlySet<int> cleanSteps,
         IReadOnlySet<string> layerNames, List<PipelineError> errors)
     {
@@ -91,7 +97,7 @@ public static partial class PipelineRunner
             }
         var planned = prepared.Select(p => p.Spec.Id).ToHashSet();
         ResolveLinks(spec, prepared, errors, spec.Steps.Select(s => s.Id).Where(id => !planned.Contains(id)).ToHashSet());
-        var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { Input = input };
+        var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { Input = input, Labels = labels };
         foreach (var step in prepared)
         {
             int i = index[step];
@@ -114,7 +120,7 @@ public static partial class PipelineRunner
                 var mark = s.With?.Start ?? s.Mark;
                 errors.Add(new(file, (int)mark.Line, (int)mark.Column, $"step '{s.Id}' ({s.Uses}): {msg}"));
             }
-        if (step.Analysis is IDeclaresMetrics declares && s.Expect.Count > 0 && declares.MetricNamesFor(step.Options, vctx.Model) is { } names)
+        if (step.Analysis is IDeclaresMetrics declares && s.Expect.Count > 0 && declares.MetricNamesFor(step.Options, vctx) is { } names)
             foreach (var e in s.Expect)
                 if (e.Unknown(names) is { } why) errors.Add(new(file, (int)e.Mark.Line, (int)e.Mark.Column, $"step '{s.Id}': {why}"));
     }
