@@ -25,6 +25,10 @@ public sealed class OnnxFile
     /// <summary>Every graph input that is not an initializer, in graph order (the image and any side inputs).</summary>
     public IReadOnlyList<ValueInfoProto> Inputs { get; init; } = [];
 
+    /// <summary>Whether the image input is one C×H×W image without a batch dimension (torchvision's detectors exported as
+    /// torchvision documents it, <c>torch.onnx.export(model, ([image],), ...)</c>).</summary>
+    public bool Unbatched => Dims(Input)?.Length == 3;
+
     /// <summary>This file with the image input chosen: <paramref name="name"/> (option <c>image_input</c>), or the only
     /// N×C×H×W input when the model has several inputs.</summary>
     public OnnxFile WithImageInput(string? name)
@@ -148,9 +152,11 @@ public sealed class OnnxFile
     public (InputSpec Spec, long?[] Dims) InputSpecFor(OnnxOptions o)
     {
         var name = Input.Name;
-        var dims = Dims(Input);
-        if (dims is null || dims.Length != 4)
-            throw new LoupeException($"{Source}: input '{name}' has shape {Describe(dims)}; Loupe image models take N×C×H×W (rank 4)");
+        var declared = Dims(Input);
+        if (declared is null || declared.Length is not (3 or 4))
+            throw new LoupeException($"{Source}: input '{name}' has shape {Describe(declared)}; Loupe image models take N×C×H×W (rank 4), or one C×H×W image (rank 3, as torchvision's detectors export)");
+        // An unbatched graph (one C×H×W image) is run image by image; its spec is that of the batched images.
+        var dims = declared.Length == 3 ? [null, .. declared] : declared;
         long? Pick(long? fromFile, int? fromOptions, string what)
         {
             if (fromFile is { } f && fromOptions is { } v && f != v)

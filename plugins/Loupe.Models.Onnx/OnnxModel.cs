@@ -129,6 +129,9 @@ public sealed partial class OnnxModel : IModel
     /// <summary>Builds the interpreter over a checked file and test-runs it once on zeros (so shape errors surface at load).</summary>
     public static OnnxModel Create(OnnxFile file, OnnxOptions options)
     {
+        if (file.Unbatched)
+            throw new LoupeException($"{file.Source}: input '{file.Input.Name}' is one image {OnnxFile.Describe(OnnxFile.Dims(file.Input))} without a batch dimension, as torchvision's detectors export; " +
+                "the differentiable onnx backend runs graphs that take N×C×H×W: use backend onnx-runtime (forward-only techniques and layer activations), or export a wrapper that takes a batch (docs/guide/detection.md)");
         var (spec, dims) = file.InputSpecFor(options);
         var side = SideInputStore.Create(file, spec, options);
         OnnxModel model;

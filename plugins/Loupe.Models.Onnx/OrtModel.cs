@@ -10,7 +10,13 @@ namespace Loupe.Models.Onnx;
 
 /// <summary>An ONNX model run by ONNX Runtime: forward and layer activations, no gradients. Activations come from a
 /// copy of the model that declares the captured values as extra graph outputs; one session is cached per set of
-/// captured values.</summary>
+/// captured values. The graph's own outputs are values of any numeric type (read as float32: a detector's int64
+/// labels); other values are offered as layers when they are float.
+/// <para>A graph whose image input is one C×H×W image (torchvision's detectors as torchvision exports them) is run
+/// image by image: each of its outputs gains a batch dimension, and outputs whose size differs between the images (a
+/// detector's D detections) are padded with zeros to the batch's largest (a zero score and label, a zero box); a
+/// captured value keeps its first dimension when it is 1 (the graph's own batch of one, as a backbone's features),
+/// else gains one.</para></summary>
 public sealed class OrtModel : IModel, IModelSideInputs
 {
     SideInputStore _side = null!;
@@ -18,7 +24,8 @@ public sealed class OrtModel : IModel, IModelSideInputs
     readonly ModelProto _model;
     readonly string _source, _inputName, _outputName;
     readonly long?[] _inputDims;
-    readonly bool _flattenOutput, _batchIsOne;
+    readonly bool _flattenOutput, _batchIsOne, _unbatched;
+    readonly HashSet<string> _graphOutputs;
     readonly SessionOptions _sessionOptions;
     readonly Dictionary<string, string> _layerToValue = new(StringComparer.Ordinal);
     readonly Dictionary<string, InferenceSession> _sessions = new(StringComparer.Ordinal);
@@ -37,10 +44,13 @@ public sealed class OrtModel : IModel, IModelSideInputs
         _outputName = options.Output ?? _model.Graph.Output[0].Name;
         _flattenOutput = options.FlattenOutput;
         (DefaultInput, _inputDims) = file.InputSpecFor(options);
-        _batchIsOne = OnnxFile.Dims(file.Input)?[0] == 1;
+        _unbatched = file.Unbatched;
+        _batchIsOne = _unbatched || OnnxFile.Dims(file.Input)?[0] == 1;
+        _graphOutputs = _model.Graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
         // Every output shape that can be inferred from the declared input size is held to the memory budget before
         // ONNX Runtime sees the graph (it allocates, and constant-folds at session creation, whatever a node asks for).
-        OrtGuard.Check(file, [1, DefaultInput.Channels, DefaultInput.Height, DefaultInput.Width]);
+        long[] one = [DefaultInput.Channels, DefaultInput.Height, DefaultInput.Width];
+        OrtGuard.Check(file, _unbatched ? one : [1, .. one]);
         _sessionOptions = new SessionOptions
         {
             IntraOpNumThreads = options.Threads > 0 ? options.Threads : Math.Max(1, TorchSharp.torch.get_num_threads()),
@@ -54,10 +64,11 @@ public sealed class OrtModel : IModel, IModelSideInputs
 
         // Layers: node outputs whose element type is float (propagated from initializers, Constant and Cast), so that
         // declaring them as float graph outputs is valid.
+        // The graph's outputs are declared with their types already: any numeric one is a layer (read as float32).
         var types = ElementTypes(_model.Graph);
         var layers = new List<LayerInfo>();
         foreach (var n in _model.Graph.Node)
-            foreach (var o in n.Output.Where(o => o.Length > 0 && types.GetValueOrDefault(o) == TensorProto.Types.DataType.Float))
+            foreach (var o in n.Output.Where(o => o.Length > 0 && (types.GetValueOrDefault(o) == TensorProto.Types.DataType.Float || _graphOutputs.Contains(o) && Numeric(_model.Graph.Output.First(v => v.Name == o)))))
                 if (_layerToValue.TryAdd(o, o)) layers.Add(new LayerInfo(o, n.OpType));
         foreach (var g in _model.Graph.Node.Where(n => n.Name.Length > 0).GroupBy(n => n.Name).Where(g => g.Count() == 1))
         {
@@ -71,6 +82,8 @@ public sealed class OrtModel : IModel, IModelSideInputs
     /// <summary>Creates the main session (so a model ONNX Runtime cannot run fails at load) and test-runs it on zeros.</summary>
     public static OrtModel Create(OnnxFile file, OnnxOptions options)
     {
+        if (file.Unbatched && file.Inputs.Count > 1)
+            throw new LoupeException($"{file.Source}: input '{file.Input.Name}' is one image without a batch dimension and the graph has other inputs ({string.Join(", ", file.Inputs.Where(i => i.Name != file.Input.Name).Select(i => $"'{i.Name}'"))}); side inputs are supported on graphs that take N×C×H×W images only");
         var m = new OrtModel(file, options);
         try
         {
@@ -85,6 +98,14 @@ public sealed class OrtModel : IModel, IModelSideInputs
             throw;
         }
     }
+
+    /// <summary>Whether a graph output is declared with an element type ONNX Runtime's results can be read as float32
+    /// from (floating, integer or bool).</summary>
+    static bool Numeric(ValueInfoProto v) => (TensorProto.Types.DataType)(v.Type?.TensorType?.ElemType ?? 0) is
+        TensorProto.Types.DataType.Float or TensorProto.Types.DataType.Double or TensorProto.Types.DataType.Float16
+        or TensorProto.Types.DataType.Int64 or TensorProto.Types.DataType.Int32 or TensorProto.Types.DataType.Int16
+        or TensorProto.Types.DataType.Int8 or TensorProto.Types.DataType.Uint8 or TensorProto.Types.DataType.Uint16
+        or TensorProto.Types.DataType.Uint32 or TensorProto.Types.DataType.Uint64 or TensorProto.Types.DataType.Bool;
 
     /// <summary>Element types of values, propagated through the graph (unknown ops: the type of their first input).</summary>
     static Dictionary<string, TensorProto.Types.DataType> ElementTypes(GraphProto g)
@@ -189,14 +210,38 @@ public sealed class OrtModel : IModel, IModelSideInputs
         using (results)
         {
             var map = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-            foreach (var r in results)
-            {
-                Microsoft.ML.OnnxRuntime.Tensors.Tensor<float> t = r.AsTensor<float>();
-                var data = t is DenseTensor<float> d ? d.Buffer.ToArray() : t.ToArray();
-                map[r.Name] = tensor(data, t.Dimensions.ToArray().Select(v => (long)v).ToArray());
-            }
+            foreach (var r in results) map[r.Name] = ToFloat(r);
             return map;
         }
+    }
+
+    /// <summary>One result as a float32 tensor, whatever its numeric element type.</summary>
+    Tensor ToFloat(DisposableNamedOnnxValue r)
+    {
+        static Tensor Read<T>(DisposableNamedOnnxValue r, Func<T, float> convert)
+        {
+            var t = r.AsTensor<T>();
+            var data = t is DenseTensor<T> d ? d.Buffer.Span : t.ToArray();
+            var values = new float[data.Length];
+            for (int i = 0; i < values.Length; i++) values[i] = convert(data[i]);
+            return tensor(values, t.Dimensions.ToArray().Select(v => (long)v).ToArray());
+        }
+        return r.ElementType switch
+        {
+            TensorElementType.Float => Read<float>(r, v => v),
+            TensorElementType.Double => Read<double>(r, v => (float)v),
+            TensorElementType.Float16 => Read<Float16>(r, v => (float)v),
+            TensorElementType.Int64 => Read<long>(r, v => v),
+            TensorElementType.Int32 => Read<int>(r, v => v),
+            TensorElementType.Int16 => Read<short>(r, v => v),
+            TensorElementType.Int8 => Read<sbyte>(r, v => v),
+            TensorElementType.UInt8 => Read<byte>(r, v => v),
+            TensorElementType.UInt16 => Read<ushort>(r, v => v),
+            TensorElementType.UInt32 => Read<uint>(r, v => v),
+            TensorElementType.UInt64 => Read<ulong>(r, v => v),
+            TensorElementType.Bool => Read<bool>(r, v => v ? 1f : 0f),
+            var other => throw new LoupeException($"{_source}: output '{r.Name}' has element type {other}, which Loupe cannot read as numbers"),
+        };
     }
 
     /// <inheritdoc/>
@@ -214,7 +259,13 @@ public sealed class OrtModel : IModel, IModelSideInputs
         Dictionary<string, Tensor> result;
         long n = x.shape[0];
         var side = _side.Names.ToDictionary(name => name, name => _side.ValueFor(name, n).detach().to(ScalarType.Float32).cpu().contiguous());
-        if (_batchIsOne && n > 1)
+        if (_unbatched)
+        {
+            // One C×H×W image per run; each value batched (see the class comment), then padded to the batch's largest.
+            var parts = Enumerable.Range(0, (int)n).Select(i => RunOrt(session, x[i].contiguous(), side, outputs)).ToList();   // no side inputs (Create)
+            result = outputs.ToDictionary(o => o, o => Padded.Cat(parts.Select(p => _graphOutputs.Contains(o) || p[o].dim() == 0 || p[o].shape[0] != 1 ? p[o].unsqueeze(0) : p[o]).ToList()));
+        }
+        else if (_batchIsOne && n > 1)
         {
             // The model fixes batch 1: run the rows one at a time.
             var parts = Enumerable.Range(0, (int)n).Select(i => RunOrt(session, x[TensorIndex.Slice(i, i + 1)].contiguous(),

@@ -97,9 +97,11 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
         var rb = minimum(a[TensorIndex.Ellipsis, 2..], b[TensorIndex.Ellipsis, 2..]);
         var wh = (rb - lt).clamp_min(0);
         var inter = wh[TensorIndex.Ellipsis, 0] * wh[TensorIndex.Ellipsis, 1];
-        Tensor Area(Tensor t) => (t[TensorIndex.Ellipsis, 2] - t[TensorIndex.Ellipsis, 0]).clamp_min(0) * (t[TensorIndex.Ellipsis, 3] - t[TensorIndex.Ellipsis, 1]).clamp_min(0);
         return scope.MoveToOuter(inter / (Area(a) + Area(b) - inter).clamp_min(1e-9));
     }
+
+    /// <summary>The area of boxes (…×4, x1 y1 x2 y2; 0 when inverted).</summary>
+    static Tensor Area(Tensor t) => (t[TensorIndex.Ellipsis, 2] - t[TensorIndex.Ellipsis, 0]).clamp_min(0) * (t[TensorIndex.Ellipsis, 3] - t[TensorIndex.Ellipsis, 1]).clamp_min(0);
 
     sealed class Box(BoxOptions o, long? cls, string? labelValue, string? probs, string? objectness, IReadOnlyList<string> names) : ITarget, IDetectionSimilarity
     {
@@ -134,11 +136,15 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
             else
                 for (int i = 0; i < n; i++)
                 {
-                    var score = s[i].detach().clone();
-                    if (cls is { } c) score = where(l[i].eq(c), score, full_like(score, -1));
+                    // Candidates: boxes with an area (an unbatched graph's rows are padded with zero boxes to the batch's
+                    // most detections, docs/guide/detection.md), of the class when one is given.
+                    var candidate = Area(b[i].detach()).gt(0);
+                    if (cls is { } c) candidate = candidate.logical_and(l[i].eq(c));
+                    if (!candidate.any().item<bool>())
+                        throw new LoupeException($"target '{Describe()}': input {i} has no {(cls is { } k ? "candidate of " + Name(k) : "detection")} (the model returned {b.shape[1]} boxes{(b.shape[1] > 0 ? ", none of them a candidate" : "")}); explain inputs with a detection, or give the box to explain (option box)");
+                    var score = where(candidate, s[i].detach(), full_like(s[i], float.NegativeInfinity));
                     int j = (int)score.argmax().item<long>();
                     float best = score[j].item<float>();
-                    if (best < 0) throw new LoupeException($"target '{Describe()}': input {i} has no candidate of {Name(cls!.Value)}");
                     var box = b[i, j].detach().to(ScalarType.Float32).cpu().ToArray<float>();
                     rows[i] = new Detection(box, l[i, j].item<long>());
                     labels[i] = $"{Name(rows[i].Class)} {best.ToString("0.00", CultureInfo.InvariantCulture)} at [{string.Join(", ", box.Select(v => v.ToString("0.#", CultureInfo.InvariantCulture)))}]"
@@ -164,6 +170,7 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
             using var scope = NewDisposeScope();
             var (b, s, l) = Outputs(input);
             var (tb, tc) = Targets(selection, b.shape[0], b.device);
+            if (b.shape[1] == 0) return scope.MoveToOuter(zeros(b.shape[0], dtype: s.dtype, device: b.device) + s.sum() * 0);   // no detection survives: 0
             var iou = Iou(tb.to(b.dtype).unsqueeze(1), b);                                  // N×D
             var eligible = where(s.detach() >= o.MinScore, iou.detach(), full_like(iou, -1));
             var j = eligible.argmax(1, keepdim: true);
@@ -177,6 +184,7 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
             using var scope = NewDisposeScope();
             var (b, s, l) = Outputs(input);
             var (tb, tc) = Targets(selection, b.shape[0], b.device);
+            if (b.shape[1] == 0) return scope.MoveToOuter(zeros(b.shape[0], dtype: b.dtype, device: b.device));
             var iou = Iou(tb.to(b.dtype).unsqueeze(1), b);
             Tensor agreement;
             if (probs is not null)

@@ -135,7 +135,7 @@ public class DetectionTests
     [Fact]
     public void ForwardOnlyMethodsGiveTheSameMapsOnOnnxRuntime()
     {
-        // onnx-runtime exposes float values only: the box target then takes the labels as the arg-max of 'probs'.
+        // onnx-runtime reads the int64 'labels' graph output as float32 numbers.
         const string steps = """
               - { id: occ, uses: occlusion, with: { window: 8, stride: 4 }, target: { box: { min_score: 0.3 } } }
               - { id: drise, uses: d-rise, with: { masks: 64, grid: 8 }, target: { box: { min_score: 0.3 } } }

@@ -1,0 +1,136 @@
+using Loupe.Abstractions;
+using Loupe.Core;
+using Loupe.Targets;
+using static TorchSharp.torch;
+
+namespace Loupe.Tests;
+
+/// <summary>torchvision's detectors as torchvision exports them (<c>torch.onnx.export(model, ([image],), ...)</c>: one
+/// unbatched C×H×W image in; D×4 boxes, D int64 labels and D scores out, D varying with the image), on the
+/// onnx-runtime backend: run image by image, padded to a batch. References: PyTorch's own detections of each image,
+/// tests/fixtures/detseg/make_torchvision_detectors.py (FasterRCNN and RetinaNet with tiny backbones and heads).</summary>
+public class TorchvisionDetectorTests
+{
+    static string Dir => Path.Combine(TestEnv.Fixtures, "detseg", "torchvision");
+    static NdArray Fixture(string name) => Npy.Read(Path.Combine(Dir, name));
+
+    static string DetPipeline(string model, string steps, string backend = "onnx-runtime") => TestEnv.Pipeline($$"""
+        version: 1
+        name: torchvision-det
+        model:
+          uses: {{backend}}
+          with: { path: {{TestEnv.Yaml(Path.Combine(Dir, model + ".onnx"))}}, flatten_output: false, mean: [0, 0, 0], std: [1, 1, 1] }
+        data:
+          uses: npy
+          with: { path: {{TestEnv.Yaml(Path.Combine(Dir, "input.npy"))}} }
+        steps:
+        {{steps}}
+        """);
+
+    static ITarget Box(BoxOptions o, IReadOnlyList<string> layers) => new BoxTargetFactory().Create(o, new TargetContext([], 64, layers));
+
+    [Theory]
+    [InlineData("fasterrcnn")]
+    [InlineData("retinanet")]
+    public void EachImagesDetectionsArePyTorchsPaddedToTheBatch(string model)
+    {
+        using var scope = NewDisposeScope();
+        using var prep = PipelineRunner.Prepare(new RunRequest(DetPipeline(model, "  - { id: s, uses: occlusion, target: { box: {} } }\n")) { PluginDirectories = [TestEnv.PluginDirectory] });
+        Assert.Equal((3, 64, 64), (prep.Model.DefaultInput.Channels, prep.Model.DefaultInput.Height, prep.Model.DefaultInput.Width));
+        var x = Fixture("input.npy").ToTensor();
+        var counts = Enumerable.Range(0, 2).Select(i => Fixture($"{model}.{i}.scores.npy").Shape[0]).ToArray();
+        Assert.NotEqual(counts[0], counts[1]);   // the fixture's images detect differently: one row is padded
+        long d = counts.Max();
+        using var cap = prep.Model.Capture(["boxes", "labels", "scores"], false);
+        Tensor y;
+        using (no_grad()) y = prep.Model.Forward(x);
+        Assert.Equal(new long[] { 2, d, 4 }, y.shape);                           // the first output: boxes
+        foreach (var key in new[] { "boxes", "labels", "scores" })
+        {
+            var got = cap[key];
+            Assert.Equal(2, got.shape[0]);
+            Assert.Equal(d, got.shape[1]);
+            for (int i = 0; i < 2; i++)
+            {
+                var want = Fixture($"{model}.{i}.{key}.npy").Data;
+                var row = got[i].flatten().ToArray<float>();
+                var real = row.Take(want.Length).ToArray();
+                double err = TestEnv.RelL2(real, want);
+                Assert.True(err <= 1e-4, $"{model} image {i} {key}: rel L2 {err:E2} against PyTorch: {string.Join(" ", real)} vs {string.Join(" ", want)}");
+                Assert.All(row.Skip(want.Length), v => Assert.Equal(0f, v));   // the padding
+            }
+        }
+        // The box target takes each image's top-scoring detection, never a padded row: IoU 1 + its score.
+        var target = Box(new BoxOptions(), ["boxes", "labels", "scores"]);
+        var input = new TargetInput(y, l => cap[l]);
+        var selection = target.Select(input);
+        var scores = target.Scores(input, selection).ToArray<float>();
+        for (int i = 0; i < 2; i++)
+        {
+            var s = Fixture($"{model}.{i}.scores.npy").Data;
+            int top = Array.IndexOf(s, s.Max());
+            Assert.Equal((long)Fixture($"{model}.{i}.labels.npy").Data[top], selection.Classes![i]);
+            Assert.Equal(Fixture($"{model}.{i}.boxes.npy").Data.Skip(top * 4).Take(4).ToArray(), selection.Marks![i]![0].Box!,
+                new Tolerance(1e-3f));
+            Assert.Equal(1 + s.Max(), scores[i], 1e-4f);
+        }
+    }
+
+    sealed class Tolerance(float tol) : IEqualityComparer<float>
+    {
+        public bool Equals(float a, float b) => Math.Abs(a - b) <= tol * Math.Max(1, Math.Abs(b));
+        public int GetHashCode(float v) => 0;
+    }
+
+    [Theory]
+    [InlineData("fasterrcnn")]
+    [InlineData("retinanet")]
+    public void ForwardOnlyMethodsExplainTheTopDetection(string model)
+    {
+        var r = TestEnv.Run(DetPipeline(model, """
+              - { id: drise, uses: d-rise, with: { masks: 64, grid: 8 }, target: { box: {} } }
+              - { id: occ, uses: occlusion, with: { window: 16, stride: 16 }, target: { box: {} } }
+              - { id: eigen, uses: eigen-cam, with: { layer: /backbone/backbone.5/Relu_output_0 }, target: { box: {} } }
+            """));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        foreach (var (step, name) in new[] { ("drise", "d-rise"), ("occ", "occlusion"), ("eigen", "eigen-cam") })
+            for (int i = 0; i < 2; i++)
+            {
+                var map = TestEnv.Artifact(r, $"{step}/{i:D5}.{name}.npy").Data;
+                Assert.All(map, v => Assert.True(float.IsFinite(v)));
+                Assert.True(map.Max() > map.Min(), $"{step} image {i}: a constant map");
+            }
+    }
+
+    [Fact]
+    public void TheDifferentiableBackendSaysWhichBackendRunsAnUnbatchedGraph()
+    {
+        var r = TestEnv.Run(DetPipeline("fasterrcnn", "  - { id: d, uses: d-rise, with: { masks: 8 }, target: { box: {} } }\n", "onnx"));
+        Assert.NotEqual(0, r.ExitCode);
+        var message = string.Join("\n", r.Errors);
+        Assert.Contains("without a batch dimension", message);
+        Assert.Contains("use backend onnx-runtime", message);
+    }
+
+    [Fact]
+    public void AnImageWithoutDetectionsIsNamedAndNoDetectionScoresZero()
+    {
+        using var scope = NewDisposeScope();
+        // Image 1's row is all padding (zero boxes): no detection to explain.
+        var boxes = tensor(new float[] { 4, 4, 20, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, [2, 2, 4]);
+        var scores = tensor(new float[] { 0.9f, 0, 0, 0 }, [2, 2]);
+        var labels = tensor(new float[] { 1, 0, 0, 0 }, [2, 2]);
+        var layers = new Dictionary<string, Tensor> { ["boxes"] = boxes, ["scores"] = scores, ["labels"] = labels };
+        var target = Box(new BoxOptions(), ["boxes", "labels", "scores"]);
+        var e = Assert.Throws<LoupeException>(() => target.Select(new TargetInput(boxes, l => layers[l])));
+        Assert.Contains("input 1 has no detection", e.Message);
+        // Image 0 alone: selected; a forward whose images keep no detection at all (D = 0) scores 0.
+        var one = new Dictionary<string, Tensor> { ["boxes"] = boxes[..1], ["scores"] = scores[..1], ["labels"] = labels[..1] };
+        var selection = target.Select(new TargetInput(boxes[..1], l => one[l]));
+        Assert.Equal(1L, selection.Classes![0]);
+        var none = new Dictionary<string, Tensor> { ["boxes"] = zeros(1, 0, 4), ["scores"] = zeros(1, 0), ["labels"] = zeros(1, 0) };
+        var input = new TargetInput(none["boxes"], l => none[l]);
+        Assert.Equal(0f, target.Scores(input, selection).ToArray<float>()[0]);
+        Assert.Equal(0f, ((IDetectionSimilarity)target).Similarity(input, selection).ToArray<float>()[0]);
+    }
+}
