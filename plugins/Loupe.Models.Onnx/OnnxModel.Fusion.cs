@@ -26,7 +26,7 @@ public sealed partial class OnnxModel
     {
         var consumers = new Dictionary<string, List<int>>(StringComparer.Ordinal);
         for (int i = 0; i < _plan.Count; i++)
-            foreach (var v in _plan[i].Inputs.Where(v => v.Length > 0))
+            foreach (var v in _plan[i].Reads)
                 (consumers.TryGetValue(v, out var l) ? l : consumers[v] = []).Add(i);
         // The one node reading value v, or -1 (none, several, or v is the model's output).
         int Single(string v) => v != _outputName && consumers.TryGetValue(v, out var l) && l.Count == 1 ? l[0] : -1;

@@ -16,12 +16,14 @@ public sealed partial class OnnxModel : IModel
     readonly Dictionary<string, Tensor> _parameters;
     readonly string _inputName, _outputName, _source;
     readonly long?[] _inputDims;
-    readonly bool _flattenOutput;
+    readonly bool _flattenOutput, _unbatched;
+    readonly HashSet<string> _graphOutputs;
     readonly object _gate = new();
     readonly OpenCaptures<LayerCapture> _captures;
     bool _disposed;
 
     readonly SideInputStore _side;
+    readonly List<Tensor> _branchTensors = new();   // the If branches' own initializers
 
     OnnxModel(OnnxFile file, InputSpec input, long?[] inputDims, string? output, bool flattenOutput, SideInputStore side)
     {
@@ -32,6 +34,8 @@ public sealed partial class OnnxModel : IModel
         var graph = file.Model.Graph;
         _inputName = file.Input.Name;
         _flattenOutput = flattenOutput;
+        _unbatched = file.Unbatched;
+        _graphOutputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
         _outputName = output ?? graph.Output[0].Name;
         if (!graph.Output.Any(o => o.Name == _outputName) && !graph.Node.Any(n => n.Output.Contains(_outputName)))
             throw new LoupeException($"{_source}: output '{output}' is neither a graph output nor a node output; graph outputs: {string.Join(", ", graph.Output.Select(o => o.Name))}");
@@ -39,6 +43,7 @@ public sealed partial class OnnxModel : IModel
         var nodes = graph.Node.Select((n, i) => new OnnxNode(n, file.Opset, _source, i)).ToList();
         foreach (var n in nodes) Ops.Check(n);                      // every unsupported operator is refused before anything runs
         foreach (var n in nodes) Ops.Bind(n);
+        CompileBranches(nodes, file, _branchTensors);
 
         _constants = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         _parameters = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -59,13 +64,13 @@ public sealed partial class OnnxModel : IModel
                 defined.UnionWith(side.Names);
                 foreach (var n in nodes)
                 {
-                    foreach (var i in n.Inputs.Where(i => i.Length > 0))
+                    foreach (var i in n.Reads)
                         if (!defined.Contains(i)) throw n.Error($"input '{i}' is not produced by any earlier node, initializer or graph input (graph not topologically sorted?)");
-                    if (n.Inputs.Where(i => i.Length > 0).All(_constants.ContainsKey))
+                    if (n.Reads.All(_constants.ContainsKey))
                     {
                         // Constant folding: evaluated once, now.
                         using var scope = NewDisposeScope();
-                        var outs = Run(n, n.Inputs.Select(i => i.Length > 0 ? _constants[i] : null).ToArray());
+                        var outs = Evaluate(n, _constants);
                         for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
                             if (n.Outputs[k].Length > 0)
                             {
@@ -129,9 +134,8 @@ public sealed partial class OnnxModel : IModel
     /// <summary>Builds the interpreter over a checked file and test-runs it once on zeros (so shape errors surface at load).</summary>
     public static OnnxModel Create(OnnxFile file, OnnxOptions options)
     {
-        if (file.Unbatched)
-            throw new LoupeException($"{file.Source}: input '{file.Input.Name}' is one image {OnnxFile.Describe(OnnxFile.Dims(file.Input))} without a batch dimension, as torchvision's detectors export; " +
-                "the differentiable onnx backend runs graphs that take N×C×H×W: use backend onnx-runtime (forward-only techniques and layer activations), or export a wrapper that takes a batch (docs/guide/detection.md)");
+        if (file.Unbatched && file.Inputs.Count > 1)
+            throw new LoupeException($"{file.Source}: input '{file.Input.Name}' is one image without a batch dimension and the graph has other inputs ({string.Join(", ", file.Inputs.Where(i => i.Name != file.Input.Name).Select(i => $"'{i.Name}'"))}); side inputs are supported on graphs that take N×C×H×W images only");
         var (spec, dims) = file.InputSpecFor(options);
         var side = SideInputStore.Create(file, spec, options);
         OnnxModel model;
@@ -226,6 +230,7 @@ public sealed partial class OnnxModel : IModel
         var x = input;   // the graph input is a value too: a layer's input may be it
         foreach (var iv in interventions) if (iv.Value == _inputName) x = iv.Transform(x);
         foreach (var c in captures) x = c.OnForward(_inputName, x);
+        if (_unbatched) return scope.MoveToOuter(ForwardImages(x, captures, interventions, relu, beta));
         x = Laid(x);
         var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x };
         foreach (var name in _side.Names)
@@ -237,10 +242,7 @@ public sealed partial class OnnxModel : IModel
         }
         foreach (var n in PlanFor(captures, interventions, relu))
         {
-            var inputs = new Tensor?[n.Inputs.Length];
-            for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
-            var outs = relu == ReluRule.Rescale && Rescaled(n, inputs) is { } r ? [r] : Run(n, inputs);
-            if (relu is { } rule && rule != ReluRule.Rescale && n.OpType == "Relu") outs = [OverriddenRelu(rule, beta, inputs[0]!, outs[0])];
+            var outs = Step(n, env, relu, beta);
             for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
             {
                 var name = n.Outputs[k];
@@ -255,6 +257,16 @@ public sealed partial class OnnxModel : IModel
         if (y.dim() == 0 || y.numel() == 0) throw new LoupeException($"{_source}: output '{_outputName}' is empty ({string.Join("×", y.shape)}); expected N×K scores");
         y = _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y.alias();
         return scope.MoveToOuter(y);
+    }
+
+    /// <summary>One node's outputs over the values computed so far, under the ReLU rule of the forward.</summary>
+    Tensor[] Step(OnnxNode n, Dictionary<string, Tensor> env, ReluRule? relu, double beta)
+    {
+        var inputs = new Tensor?[n.Inputs.Length];
+        for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
+        var outs = relu == ReluRule.Rescale && Rescaled(n, inputs) is { } r ? [r] : n.Branches is not null ? Evaluate(n, env) : Run(n, inputs);
+        if (relu is { } rule && rule != ReluRule.Rescale && n.OpType == "Relu") outs = [OverriddenRelu(rule, beta, inputs[0]!, outs[0])];
+        return outs;
     }
 
     /// <inheritdoc/>
@@ -272,6 +284,7 @@ public sealed partial class OnnxModel : IModel
         _captures.CloseAll();
         foreach (var t in _constants.Values) t.Dispose();
         foreach (var t in _fusedConstants) t.Dispose();
+        foreach (var t in _branchTensors) t.Dispose();
         _constants.Clear();
         _fusedConstants.Clear();
         _parameters.Clear();
@@ -304,6 +317,9 @@ public sealed partial class OnnxModel : IModel
                 if (_slots.Keep(name, output, _forGradients) is { } replacement) output = replacement;
             return output;
         }
+
+        /// <summary>True when this capture keeps <paramref name="value"/>.</summary>
+        public bool Keeps(string value) => !_disposed && _byValue.Contains(value);
 
         /// <summary>True when this capture keeps one of <paramref name="values"/>.</summary>
         public bool Reads(HashSet<string> values) => !_disposed && _byValue.Any(g => values.Contains(g.Key));

@@ -56,6 +56,13 @@ public sealed class OnnxNode
     public long Opset { get; }
     /// <summary>Position in the graph.</summary>
     public int Index { get; }
+    /// <summary>An If node's branches (null for other operators).</summary>
+    internal (Branch Then, Branch Else)? Branches { get; set; }
+    /// <summary>Values of the enclosing graphs that an If node's branches read (empty for other operators).</summary>
+    internal string[] OuterReads { get; set; } = [];
+    /// <summary>Every value the node reads: its inputs and its branches' outer reads.</summary>
+    internal IEnumerable<string> Reads => Inputs.Where(i => i.Length > 0).Concat(OuterReads);
+
     /// <summary>The function that computes the outputs (set once the operator is resolved).</summary>
     internal Func<OnnxNode, Tensor?[], Tensor[]> Run { get; set; } = null!;
 

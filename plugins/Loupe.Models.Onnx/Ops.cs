@@ -15,7 +15,7 @@ public static partial class Ops
 
     static Tensor[] One(Tensor t) => [t];
 
-    static readonly Dictionary<string, OpFn> Table = WithHeadOps(WithTensorOps(new(StringComparer.Ordinal)
+    static readonly Dictionary<string, OpFn> Table = WithDetectionOps(WithHeadOps(WithTensorOps(new(StringComparer.Ordinal)
     {
         ["Conv"] = (n, x) => One(Conv(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
         ["ConvTranspose"] = (n, x) => One(ConvTranspose(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
@@ -54,7 +54,9 @@ public static partial class Ops
         ["Gather"] = (n, x) => One(Gather(n, x[0]!, x[1]!)),
         ["ReduceMean"] = (n, x) => One(ReduceMean(n, x[0]!)),
         ["Cast"] = (n, x) => One(Cast(n, x[0]!)),
-    }));
+        // If runs a branch of its own graph over the enclosing values: the interpreter runs it (OnnxModel.Branches.cs).
+        ["If"] = (n, x) => throw n.Error("If is run by the interpreter, not as an operator"),
+    })));
 
     /// <summary>The operators this backend runs.</summary>
     public static IReadOnlyCollection<string> Supported => Table.Keys;
@@ -91,6 +93,7 @@ public static partial class Ops
         }
         CheckTensorOps(n);
         CheckHeadOps(n);
+        CheckDetectionOps(n);
         if (n.OpType is "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool")
         {
             var ap = n.String("auto_pad", "NOTSET");

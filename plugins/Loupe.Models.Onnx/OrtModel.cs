@@ -263,7 +263,11 @@ public sealed class OrtModel : IModel, IModelSideInputs
         {
             // One C×H×W image per run; each value batched (see the class comment), then padded to the batch's largest.
             var parts = Enumerable.Range(0, (int)n).Select(i => RunOrt(session, x[i].contiguous(), side, outputs)).ToList();   // no side inputs (Create)
-            result = outputs.ToDictionary(o => o, o => Padded.Cat(parts.Select(p => _graphOutputs.Contains(o) || p[o].dim() == 0 || p[o].shape[0] != 1 ? p[o].unsqueeze(0) : p[o]).ToList()));
+            result = outputs.ToDictionary(o => o, o =>
+            {
+                var values = parts.Select(p => p[o]).ToList();
+                return Padded.Batch(values, Padded.AddsBatch(values, _graphOutputs.Contains(o)));
+            });
         }
         else if (_batchIsOne && n > 1)
         {

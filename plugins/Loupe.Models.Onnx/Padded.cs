@@ -3,9 +3,30 @@ using static TorchSharp.torch;
 
 namespace Loupe.Models.Onnx;
 
-/// <summary>Rows of different sizes as one batch.</summary>
+/// <summary>Rows of different sizes as one batch: how the onnx backends run a graph that takes one unbatched image
+/// (torchvision's detectors) on a batch — each image's value of a graph output gains a batch dimension, another value
+/// keeps its first dimension when that is 1 for every image (the graph's own batch of one, as a backbone's features)
+/// and gains one otherwise; values whose sizes differ are zero-padded at their end.</summary>
 internal static class Padded
 {
+    /// <summary>Whether the images' values of one graph value gain a batch dimension (see the class comment).</summary>
+    public static bool AddsBatch(IReadOnlyList<Tensor> parts, bool graphOutput) =>
+        graphOutput || parts.Any(p => p.dim() == 0 || p.shape[0] != 1);
+
+    /// <summary>The images' values of one graph value as one batch.</summary>
+    public static Tensor Batch(IReadOnlyList<Tensor> parts, bool addsBatch) =>
+        Cat(addsBatch ? parts.Select(p => p.unsqueeze(0)).ToList() : parts);
+
+    /// <summary>Image <paramref name="i"/>'s value back from a batch (a view: gradients reach the batch), cut to its own
+    /// <paramref name="shape"/>.</summary>
+    public static Tensor Row(Tensor batched, int i, long[] shape, bool addsBatch)
+    {
+        var r = addsBatch ? batched[i] : batched.narrow(0, i, 1);
+        for (int d = 0; d < shape.Length; d++)
+            if (r.shape[d] != shape[d]) r = r.narrow(d, 0, shape[d]);
+        return r;
+    }
+
     /// <summary>The parts (each 1×…, of one rank) concatenated along dim 0 after padding every other dim with zeros at
     /// its end to the parts' largest: a detector's per-image D×4 boxes become N×max(D)×4.</summary>
     public static Tensor Cat(IReadOnlyList<Tensor> parts)

@@ -6,9 +6,11 @@ using static TorchSharp.torch;
 namespace Loupe.Tests;
 
 /// <summary>torchvision's detectors as torchvision exports them (<c>torch.onnx.export(model, ([image],), ...)</c>: one
-/// unbatched C×H×W image in; D×4 boxes, D int64 labels and D scores out, D varying with the image), on the
-/// onnx-runtime backend: run image by image, padded to a batch. References: PyTorch's own detections of each image,
-/// tests/fixtures/detseg/make_torchvision_detectors.py (FasterRCNN and RetinaNet with tiny backbones and heads).</summary>
+/// unbatched C×H×W image in; D×4 boxes, D int64 labels and D scores out, D varying with the image), on both onnx
+/// backends: run image by image, padded to a batch (the differentiable one interprets If, NonMaxSuppression, RoiAlign,
+/// TopK, GatherND, …). References: PyTorch's own detections of each image and the gradient of pytorch-grad-cam's
+/// FasterRCNNBoxScoreTarget, tests/fixtures/detseg/make_torchvision_detectors.py (FasterRCNN and RetinaNet with tiny
+/// backbones and heads).</summary>
 public class TorchvisionDetectorTests
 {
     static string Dir => Path.Combine(TestEnv.Fixtures, "detseg", "torchvision");
@@ -30,12 +32,14 @@ public class TorchvisionDetectorTests
     static ITarget Box(BoxOptions o, IReadOnlyList<string> layers) => new BoxTargetFactory().Create(o, new TargetContext([], 64, layers));
 
     [Theory]
-    [InlineData("fasterrcnn")]
-    [InlineData("retinanet")]
-    public void EachImagesDetectionsArePyTorchsPaddedToTheBatch(string model)
+    [InlineData("fasterrcnn", "onnx-runtime")]
+    [InlineData("retinanet", "onnx-runtime")]
+    [InlineData("fasterrcnn", "onnx")]
+    [InlineData("retinanet", "onnx")]
+    public void EachImagesDetectionsArePyTorchsPaddedToTheBatch(string model, string backend)
     {
         using var scope = NewDisposeScope();
-        using var prep = PipelineRunner.Prepare(new RunRequest(DetPipeline(model, "  - { id: s, uses: occlusion, target: { box: {} } }\n")) { PluginDirectories = [TestEnv.PluginDirectory] });
+        using var prep = PipelineRunner.Prepare(new RunRequest(DetPipeline(model, "  - { id: s, uses: occlusion, target: { box: {} } }\n", backend)) { PluginDirectories = [TestEnv.PluginDirectory] });
         Assert.Equal((3, 64, 64), (prep.Model.DefaultInput.Channels, prep.Model.DefaultInput.Height, prep.Model.DefaultInput.Width));
         var x = Fixture("input.npy").ToTensor();
         var counts = Enumerable.Range(0, 2).Select(i => Fixture($"{model}.{i}.scores.npy").Shape[0]).ToArray();
@@ -53,10 +57,10 @@ public class TorchvisionDetectorTests
             for (int i = 0; i < 2; i++)
             {
                 var want = Fixture($"{model}.{i}.{key}.npy").Data;
-                var row = got[i].flatten().ToArray<float>();
+                var row = got[i].flatten().to(ScalarType.Float32).ToArray<float>();
                 var real = row.Take(want.Length).ToArray();
                 double err = TestEnv.RelL2(real, want);
-                Assert.True(err <= 1e-4, $"{model} image {i} {key}: rel L2 {err:E2} against PyTorch: {string.Join(" ", real)} vs {string.Join(" ", want)}");
+                Assert.True(err <= 1e-4, $"{model} on {backend}, image {i} {key}: rel L2 {err:E2} against PyTorch: {string.Join(" ", real)} vs {string.Join(" ", want)}");
                 Assert.All(row.Skip(want.Length), v => Assert.Equal(0f, v));   // the padding
             }
         }
@@ -82,34 +86,54 @@ public class TorchvisionDetectorTests
         public int GetHashCode(float v) => 0;
     }
 
-    [Theory]
-    [InlineData("fasterrcnn")]
-    [InlineData("retinanet")]
-    public void ForwardOnlyMethodsExplainTheTopDetection(string model)
-    {
-        var r = TestEnv.Run(DetPipeline(model, """
+    const string ForwardOnly = """
               - { id: drise, uses: d-rise, with: { masks: 64, grid: 8 }, target: { box: {} } }
               - { id: occ, uses: occlusion, with: { window: 16, stride: 16 }, target: { box: {} } }
               - { id: eigen, uses: eigen-cam, with: { layer: /backbone/backbone.5/Relu_output_0 }, target: { box: {} } }
-            """));
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+            """;
+
+    [Theory]
+    [InlineData("fasterrcnn")]
+    [InlineData("retinanet")]
+    public void ForwardOnlyMethodsGiveTheSameMapsOnBothBackends(string model)
+    {
+        var ort = TestEnv.Run(DetPipeline(model, ForwardOnly));
+        Assert.True(ort.ExitCode == 0, string.Join("\n", ort.Errors) + ort.Manifest?.ToJsonString());
+        var onnx = TestEnv.Run(DetPipeline(model, ForwardOnly, "onnx"));
+        Assert.True(onnx.ExitCode == 0, string.Join("\n", onnx.Errors) + onnx.Manifest?.ToJsonString());
         foreach (var (step, name) in new[] { ("drise", "d-rise"), ("occ", "occlusion"), ("eigen", "eigen-cam") })
             for (int i = 0; i < 2; i++)
             {
-                var map = TestEnv.Artifact(r, $"{step}/{i:D5}.{name}.npy").Data;
-                Assert.All(map, v => Assert.True(float.IsFinite(v)));
-                Assert.True(map.Max() > map.Min(), $"{step} image {i}: a constant map");
+                var a = TestEnv.Artifact(ort, $"{step}/{i:D5}.{name}.npy").Data;
+                var b = TestEnv.Artifact(onnx, $"{step}/{i:D5}.{name}.npy").Data;
+                Assert.All(a, v => Assert.True(float.IsFinite(v)));
+                Assert.True(a.Max() > a.Min(), $"{step} image {i}: a constant map");
+                double err = TestEnv.RelL2(b, a);
+                Assert.True(err <= 1e-4, $"{model} {step} image {i}: onnx vs onnx-runtime rel L2 {err:E2}");
             }
     }
 
-    [Fact]
-    public void TheDifferentiableBackendSaysWhichBackendRunsAnUnbatchedGraph()
+    [Theory]
+    [InlineData("fasterrcnn")]
+    [InlineData("retinanet")]
+    public void TheGradientOfTheTopDetectionIsPyTorchs(string model)
     {
-        var r = TestEnv.Run(DetPipeline("fasterrcnn", "  - { id: d, uses: d-rise, with: { masks: 8 }, target: { box: {} } }\n", "onnx"));
-        Assert.NotEqual(0, r.ExitCode);
-        var message = string.Join("\n", r.Errors);
-        Assert.Contains("without a batch dimension", message);
-        Assert.Contains("use backend onnx-runtime", message);
+        // saliency = |d(IoU + score)/dx| of each image's top detection, through NMS, RoiAlign / GatherND and the
+        // graph's own normalisation and resize; grad-cam on the backbone runs on the same gradient.
+        var r = TestEnv.Run(DetPipeline(model, """
+              - { id: sal, uses: saliency, target: { box: {} } }
+              - { id: cam, uses: grad-cam, with: { layer: backbone.5 }, target: { box: {} } }
+            """, "onnx"));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        for (int i = 0; i < 2; i++)
+        {
+            var want = Fixture($"{model}.{i}.grad.npy").Data.Select(Math.Abs).ToArray();
+            var got = TestEnv.Artifact(r, $"sal/{i:D5}.saliency.npy").Data;
+            double err = TestEnv.RelL2(got, want);
+            Assert.True(err <= 1e-3, $"{model} image {i}: saliency of the box score, rel L2 {err:E2} against PyTorch's gradient");
+            var cam = TestEnv.Artifact(r, $"cam/{i:D5}.grad-cam.npy").Data;
+            Assert.True(cam.Max() > cam.Min(), $"grad-cam image {i}: a constant map");
+        }
     }
 
     [Fact]

@@ -1,0 +1,42 @@
+using Loupe.Abstractions;
+using static TorchSharp.torch;
+
+namespace Loupe.Models.Onnx;
+
+public sealed partial class OnnxModel
+{
+    /// <summary>A forward of a graph that takes one C×H×W image (torchvision's detectors as torchvision exports them):
+    /// the images run through the plan in step, node by node, each over its own values; a value that a capture or an
+    /// intervention reads is joined into one batch (<see cref="Padded"/>), handed to them, and each image continues
+    /// from its row of the result — so a captured layer is one N×… tensor that the outputs depend on (gradients reach
+    /// it) and an intervention acts on every image. The graph's outputs gain a batch dimension, padded with zeros to
+    /// the images' largest (a detector's D detections).</summary>
+    Tensor ForwardImages(Tensor x, LayerCapture[] captures, Intervention[] interventions, ReluRule? relu, double beta)
+    {
+        int n = (int)x.shape[0];
+        var envs = Enumerable.Range(0, n).Select(i => new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x[i] }).ToArray();
+        bool Watched(string value) => interventions.Any(iv => iv.Value == value) || captures.Any(c => c.Keeps(value));
+        foreach (var node in PlanFor(captures, interventions, relu))
+        {
+            var outs = envs.Select(env => Step(node, env, relu, beta)).ToArray();
+            for (int k = 0; k < node.Outputs.Length; k++)
+            {
+                var name = node.Outputs[k];
+                if (name.Length == 0 || outs.Any(o => k >= o.Length)) continue;
+                if (!Watched(name))
+                {
+                    for (int i = 0; i < n; i++) envs[i][name] = outs[i][k];
+                    continue;
+                }
+                var parts = outs.Select(o => o[k]).ToList();
+                bool adds = Padded.AddsBatch(parts, _graphOutputs.Contains(name));
+                var batched = Padded.Batch(parts, adds);
+                foreach (var iv in interventions) if (iv.Value == name) batched = iv.Transform(batched);
+                foreach (var c in captures) batched = c.OnForward(name, batched);
+                for (int i = 0; i < n; i++) envs[i][name] = Padded.Row(batched, i, parts[i].shape, adds);
+            }
+        }
+        var y = Padded.Batch(envs.Select(e => e[_outputName]).ToList(), addsBatch: true);
+        return _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y;
+    }
+}
