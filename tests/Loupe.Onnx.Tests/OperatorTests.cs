@@ -4,10 +4,10 @@ using static TorchSharp.torch;
 
 namespace Loupe.Onnx.Tests;
 
-/// <summary>Each operator form (fixtures/onnx/ops/*.onnx, ops-tensor/*.onnx) through the interpreter against ONNX Runtime.</summary>
+/// <summary>Each operator form (fixtures/onnx/ops/*.onnx, ops-tensor/*.onnx, ops-detection/*.onnx) through the interpreter against ONNX Runtime.</summary>
 public class OperatorTests
 {
-    static IEnumerable<string> OpFiles() => new[] { "ops", "ops-tensor" }
+    static IEnumerable<string> OpFiles() => new[] { "ops", "ops-tensor", "ops-detection" }
         .SelectMany(d => Directory.GetFiles(Path.Combine(Env.FixtureRoot, d), "*.onnx")).Order(StringComparer.Ordinal);
 
     /// <summary>"folder/name" of each operator model.</summary>
