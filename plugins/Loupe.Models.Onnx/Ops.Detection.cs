@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Loupe.Models.Onnx;
 
 /// <summary>Operators of torchvision's detectors as torchvision exports them (Faster R-CNN, RetinaNet, FCOS, SSD):
-/// the box arithmetic (Ceil, Floor, Max, Min, ReduceProd, Xor), the candidate selection (TopK, NonZero, GatherND,
+/// the box arithmetic (Ceil, Floor, Max, Min, ReduceProd, Xor, Tile), the candidate selection (TopK, NonZero, GatherND,
 /// ScatterElements, NonMaxSuppression) and RoiAlign. Indices carry no gradient; values do (TopK's values, GatherND,
 /// RoiAlign's features: torchvision's roi_align gives no gradient to the boxes either).</summary>
 public static partial class Ops
@@ -19,6 +19,7 @@ public static partial class Ops
         table["Xor"] = (n, x) => One(x[0]!.logical_xor(x[1]!));
         table["ReduceProd"] = (n, x) => One(ReduceProd(n, x));
         table["NonZero"] = (n, x) => One(x[0]!.detach().nonzero().t().contiguous());
+        table["Tile"] = (n, x) => One(Tile(n, x[0]!, x[1]!));
         table["TopK"] = (n, x) => TopK(n, x);
         table["GatherND"] = (n, x) => One(GatherND(n, x[0]!, x[1]!));
         table["ScatterElements"] = (n, x) => One(ScatterElements(n, x[0]!, x[1]!, x[2]!));
@@ -53,6 +54,15 @@ public static partial class Ops
                 if (n.Int("center_point_box", 0) is not (0 or 1)) throw n.Error("center_point_box must be 0 or 1");
                 break;
         }
+    }
+
+    /// <summary>The input repeated <c>repeats</c>[d] times along each dim d.</summary>
+    static Tensor Tile(OnnxNode n, Tensor x, Tensor repeats)
+    {
+        var r = Longs(repeats);
+        if (r.Length != x.dim() || r.Any(v => v < 0)) throw n.Error($"repeats ({string.Join(", ", r)}) must give one count ≥ 0 per dim of the input ({string.Join("×", x.shape)})");
+        n.CheckOutput(x.shape.Zip(r, (d, k) => d * k));
+        return x.repeat(r);
     }
 
     static Tensor ReduceProd(OnnxNode n, Tensor?[] x)
