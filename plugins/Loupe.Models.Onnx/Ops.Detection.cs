@@ -229,9 +229,9 @@ public static partial class Ops
         if (iouLimit is < 0 or > 1 || float.IsNaN(iouLimit)) throw n.Error($"iou_threshold {iouLimit} is outside [0, 1]");
         bool center = n.Int("center_point_box", 0) == 1;
         long batches = boxes.shape[0], count = boxes.shape[1], classes = scores.shape[1];
-        // Greedy suppression compares each candidate with the boxes kept so far: bounded, so a file cannot make it hang.
-        if ((double)batches * classes * count * Math.Min(Math.Max(most, 0), count) > 4e8)
-            throw n.Error($"{batches}×{classes} suppressions of {count} boxes (up to {most} kept each) are over this backend's bound of 4·10⁸ box comparisons");
+        // Greedy suppression compares each candidate with the boxes kept so far (SSDlite: 27,000 candidates, a few
+        // hundred kept); the comparisons are counted so that a file cannot make it run for minutes.
+        long comparisons = 0;
         var bv = boxes.ToArray<float>();
         var sv = scores.ToArray<float>();
         var selected = new List<long>();
@@ -254,13 +254,22 @@ public static partial class Ops
                 foreach (var i in order)
                 {
                     if (kept.Count >= most) break;
-                    if (kept.All(k => Iou(corners, i, k) <= iouLimit)) kept.Add(i);
+                    bool keep = true;
+                    foreach (var k in kept)
+                        if (Iou(corners, i, k) > iouLimit) { keep = false; break; }
+                    comparisons += kept.Count;
+                    if (comparisons > MaxNmsComparisons)
+                        throw n.Error($"suppression over {count} boxes needs more than {MaxNmsComparisons:E0} box comparisons, this backend's bound");
+                    if (keep) kept.Add(i);
                 }
                 foreach (var k in kept) selected.AddRange([bi, ci, k]);
             }
         }
         return tensor(selected.ToArray(), [selected.Count / 3, 3]);
     }
+
+    /// <summary>Most box comparisons one NonMaxSuppression may make (a few seconds).</summary>
+    const long MaxNmsComparisons = 2_000_000_000;
 
     /// <summary>IoU of boxes i and j (y1 x1 y2 x2 corners); 0 when either has no area.</summary>
     static float Iou(float[] c, int i, int j)
