@@ -264,7 +264,7 @@ public sealed partial class OnnxModel : IModel
     {
         var inputs = new Tensor?[n.Inputs.Length];
         for (int i = 0; i < inputs.Length; i++) inputs[i] = n.Inputs[i].Length > 0 ? env[n.Inputs[i]] : null;
-        var outs = relu == ReluRule.Rescale && Rescaled(n, inputs) is { } r ? [r] : n.Branches is not null ? Evaluate(n, env) : Run(n, inputs);
+        var outs = relu == ReluRule.Rescale && Rescaled(n, inputs) is { } r ? [r] : n.Branches is not null || n.Body is not null ? Evaluate(n, env) : Run(n, inputs);
         if (relu is { } rule && rule != ReluRule.Rescale && n.OpType == "Relu") outs = [OverriddenRelu(rule, beta, inputs[0]!, outs[0])];
         return outs;
     }

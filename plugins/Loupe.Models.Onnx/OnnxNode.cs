@@ -58,7 +58,10 @@ public sealed class OnnxNode
     public int Index { get; }
     /// <summary>An If node's branches (null for other operators).</summary>
     internal (Branch Then, Branch Else)? Branches { get; set; }
-    /// <summary>Values of the enclosing graphs that an If node's branches read (empty for other operators).</summary>
+    /// <summary>A Loop node's body (null for other operators).</summary>
+    internal Branch? Body { get; set; }
+    /// <summary>Values of the enclosing graphs that an If node's branches or a Loop's body read (empty for other
+    /// operators).</summary>
     internal string[] OuterReads { get; set; } = [];
     /// <summary>Every value the node reads: its inputs and its branches' outer reads.</summary>
     internal IEnumerable<string> Reads => Inputs.Where(i => i.Length > 0).Concat(OuterReads);

@@ -54,8 +54,9 @@ public static partial class Ops
         ["Gather"] = (n, x) => One(Gather(n, x[0]!, x[1]!)),
         ["ReduceMean"] = (n, x) => One(ReduceMean(n, x[0]!)),
         ["Cast"] = (n, x) => One(Cast(n, x[0]!)),
-        // If runs a branch of its own graph over the enclosing values: the interpreter runs it (OnnxModel.Branches.cs).
+        // If and Loop run subgraphs over the enclosing values: the interpreter runs them (OnnxModel.Branches.cs).
         ["If"] = (n, x) => throw n.Error("If is run by the interpreter, not as an operator"),
+        ["Loop"] = (n, x) => throw n.Error("Loop is run by the interpreter, not as an operator"),
     })));
 
     /// <summary>The operators this backend runs.</summary>
