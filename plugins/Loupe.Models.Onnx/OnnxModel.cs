@@ -23,7 +23,7 @@ public sealed partial class OnnxModel : IModel
     bool _disposed;
 
     readonly SideInputStore _side;
-    readonly List<Tensor> _branchTensors = new();   // the If branches' own initializers
+    readonly List<Tensor> _branchTensors = new();   // the If branches' and Loop bodies' own initializers
 
     OnnxModel(OnnxFile file, InputSpec input, long?[] inputDims, string? output, bool flattenOutput, SideInputStore side)
     {

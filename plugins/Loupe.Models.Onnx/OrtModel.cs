@@ -226,9 +226,13 @@ public sealed class OrtModel : IModel, IModelSideInputs
             for (int i = 0; i < values.Length; i++) values[i] = convert(data[i]);
             return tensor(values, t.Dimensions.ToArray().Select(v => (long)v).ToArray());
         }
+        if (r.ElementType == TensorElementType.Float)
+        {
+            var t = r.AsTensor<float>();   // a copy of the buffer, no per-element conversion (activations are large)
+            return tensor(t is DenseTensor<float> d ? d.Buffer.ToArray() : t.ToArray(), t.Dimensions.ToArray().Select(v => (long)v).ToArray());
+        }
         return r.ElementType switch
         {
-            TensorElementType.Float => Read<float>(r, v => v),
             TensorElementType.Double => Read<double>(r, v => (float)v),
             TensorElementType.Float16 => Read<Float16>(r, v => (float)v),
             TensorElementType.Int64 => Read<long>(r, v => v),
