@@ -56,6 +56,44 @@ def onnx_cases(g):
       "output shape (200000×200000) is over the memory budget of 1024 MB")
     o("control-chars-in-names.onnx", external("\x1b]0;pwned\x07\x1b[2J.bin"), "'?]0;pwned??[2J.bin', which is missing")
 
+    # Control flow and detection operators (the interpreter runs torchvision's detectors): nesting, endless loops and
+    # sizes from the file are bounded, each with a message naming the node.
+    vi = helper.make_tensor_value_info
+    fc_tail = [helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("ReduceMean", ["f"], ["m"], keepdims=0)]
+
+    def nested_if(depth):
+        out = helper.make_graph([helper.make_node("Identity", ["m"], ["r0"])], "leaf", [], [vi("r0", TensorProto.FLOAT, None)])
+        for d in range(depth):
+            out = helper.make_graph([helper.make_node("If", ["c"], [f"r{d + 1}"], then_branch=out, else_branch=out)], f"level{d}", [],
+                                    [vi(f"r{d + 1}", TensorProto.FLOAT, None)])
+        return out.node[0]
+
+    top = nested_if(10)
+    top.output[0] = "z"
+    tail = [helper.make_node("Add", ["x", "z"], ["s"]), helper.make_node("Flatten", ["s"], ["fl"]),
+            helper.make_node("Slice", ["fl", "zero", "ten", "one"], ["y"])]
+    ints = [helper.make_tensor("zero", TensorProto.INT64, [1], [0]), helper.make_tensor("ten", TensorProto.INT64, [1], [10]),
+            helper.make_tensor("one", TensorProto.INT64, [1], [1]), helper.make_tensor("c", TensorProto.BOOL, [], [True])]
+    o("if-nested-too-deep.onnx", model([*fc_tail, top, *tail], [X], [Y], ints), "If nodes nest deeper than 8")
+    forever = helper.make_graph([helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])], "body",
+                                [vi("i", TensorProto.INT64, []), vi("c_in", TensorProto.BOOL, []), vi("v_in", TensorProto.FLOAT, None)],
+                                [vi("c_out", TensorProto.BOOL, []), vi("v_out", TensorProto.FLOAT, None)])
+    o("loop-forever.onnx", model([*fc_tail, helper.make_node("Loop", ["", "c", "m"], ["z"], body=forever), *tail], [X], [Y], ints),
+      "runs more than 100000 iterations")
+    rois = helper.make_tensor("rois", TensorProto.FLOAT, [1, 4], [0, 0, 8, 8])
+    bi = helper.make_tensor("bi", TensorProto.INT64, [1], [0])
+    o("roialign-output-huge.onnx", model([helper.make_node("RoiAlign", ["x", "rois", "bi"], ["r"], output_height=100000, output_width=100000),
+                                          helper.make_node("ReduceMean", ["r"], ["z"], keepdims=0), *tail], [X], [Y], [rois, bi, *ints], opset=10),
+      "output_height and output_width must be 1–1024")
+    o("roialign-batch-index-outside.onnx", model([helper.make_node("RoiAlign", ["x", "rois", "bad"], ["r"], output_height=2, output_width=2),
+                                                  helper.make_node("ReduceMean", ["r"], ["z"], keepdims=0), *tail], [X], [Y],
+                                                 [rois, helper.make_tensor("bad", TensorProto.INT64, [1], [7]), *ints], opset=10),
+      "a batch index is outside 0..0")
+    o("topk-k-too-large.onnx", model([helper.make_node("Flatten", ["x"], ["f"], axis=1), helper.make_node("TopK", ["f", "k"], ["v", "ix"]),
+                                      helper.make_node("ReduceMean", ["v"], ["z"], keepdims=0), *tail], [X], [Y],
+                                     [helper.make_tensor("k", TensorProto.INT64, [1], [100000]), *ints], opset=11),
+      "K = 100000 is outside 0..784")
+
     # The same bombs through the onnx-runtime backend (tests/corpus/onnx-runtime/, loaded with `uses: onnx-runtime`):
     # ONNX Runtime allocates whatever a node asks for, and constant-folds at session creation, so each output is sized
     # to allocate 2-4 GB if nothing stopped it (over the 1 GB budget, small enough that malloc would not refuse it).
