@@ -19,8 +19,9 @@ public sealed partial class OnnxModel
     /// <summary>How deep If and Loop nodes may nest (torchvision's exports nest two).</summary>
     const int MaxBranchDepth = 8;
 
-    /// <summary>Most iterations one Loop node may run (Mask R-CNN's paste loop runs once per detection).</summary>
-    const long MaxLoopTrips = 100_000;
+    /// <summary>Most iterations one Loop node may run (Mask R-CNN's paste loop runs once per detection, at most
+    /// box_detections_per_img: 100 by default).</summary>
+    const long MaxLoopTrips = 10_000;
 
     /// <summary>Compiles the branches of every If node and the body of every Loop among <paramref name="nodes"/>
     /// (recursively), recording the enclosing values each reads; every operator in them is checked as the graph's own
@@ -121,11 +122,16 @@ public sealed partial class OnnxModel
         long? trips = n.HasInput(0) ? Ops.Longs(env[n.Inputs[0]]).FirstOrDefault() : null;
         bool go = !n.HasInput(1) || env[n.Inputs[1]].to(ScalarType.Bool).item<bool>();
         var carried = n.Inputs.Skip(2).Select(i => env[i]).ToArray();
+        var owned = new HashSet<Tensor>(ReferenceEqualityComparer.Instance);   // carried values this loop made
         int scanCount = body.Outputs.Length - 1 - carried.Length;
         var scans = Enumerable.Range(0, scanCount).Select(_ => new List<Tensor>()).ToArray();
+        long scanned = 0;
         for (long i = 0; go && (trips is not { } m || i < m); i++)
         {
             if (i >= MaxLoopTrips) throw n.Error($"runs more than {MaxLoopTrips} iterations");
+            // Each iteration's temporaries are freed when it ends (autograd keeps what a backward pass needs); only the
+            // carried values and scan outputs leave it.
+            using var iteration = NewDisposeScope();
             var inner = new Dictionary<string, Tensor>(env.Count + 8, StringComparer.Ordinal);
             foreach (var (k, v) in env) inner[k] = v;
             inner[body.Inputs[0]] = tensor(i);
@@ -134,20 +140,35 @@ public sealed partial class OnnxModel
             var outs = RunSubgraph(n, body, inner);
             if (outs[0].numel() != 1) throw n.Error($"its body's condition has {outs[0].numel()} values, not one");
             go = outs[0].to(ScalarType.Bool).item<bool>();
-            carried = outs[1..(1 + carried.Length)];
-            for (int k = 0; k < scanCount; k++) scans[k].Add(outs[1 + carried.Length + k]);
+            var next = outs[1..(1 + carried.Length)].Select(t => iteration.MoveToOuter(t.alias())).ToArray();
+            foreach (var t in carried.Where(owned.Contains)) t.Dispose();
+            owned.Clear();
+            owned.UnionWith(next);
+            carried = next;
+            for (int k = 0; k < scanCount; k++)
+            {
+                var t = outs[1 + carried.Length + k];
+                scanned += t.numel();
+                if (scanned > NodeOutputElements) throw n.Error($"its scan outputs hold more than {NodeOutputElements} values, over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB");
+                scans[k].Add(iteration.MoveToOuter(t.alias()));
+            }
         }
-        var scanned = scans.Select((s, k) =>
+        var stackedScans = scans.Select((s, k) =>
         {
             if (s.Count > 0)
             {
                 if (s.Any(t => !t.shape.SequenceEqual(s[0].shape))) throw n.Error($"scan output {k} changes shape between iterations");
-                return stack(s);
+                var stacked = stack(s);
+                foreach (var t in s) t.Dispose();
+                return stacked;
             }
             // No iteration: an empty stack of the body's declared shape where it is static.
             var dims = body.OutputDims.ElementAtOrDefault(1 + carried.Length + k);
             return zeros([0, .. (dims ?? []).Select(d => d ?? 0)]);
-        });
-        return [.. carried, .. scanned];
+        }).ToArray();
+        return [.. carried, .. stackedScans];
     }
+
+    /// <summary>Most float values the outputs of one node may hold (<see cref="OnnxNode.MaxOutputBytes"/>).</summary>
+    const long NodeOutputElements = OnnxNode.MaxOutputBytes / 4;
 }
