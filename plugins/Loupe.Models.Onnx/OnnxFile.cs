@@ -29,6 +29,13 @@ public sealed class OnnxFile
     /// torchvision documents it, <c>torch.onnx.export(model, ([image],), ...)</c>).</summary>
     public bool Unbatched => Dims(Input)?.Length == 3;
 
+    /// <summary>Refuses an unbatched graph with other inputs: side inputs are fed per batch row.</summary>
+    public void CheckUnbatchedInputs()
+    {
+        if (Unbatched && Inputs.Count > 1)
+            throw new LoupeException($"{Source}: input '{Input.Name}' is one image without a batch dimension and the graph has other inputs ({string.Join(", ", Inputs.Where(i => i.Name != Input.Name).Select(i => $"'{i.Name}'"))}); side inputs are supported on graphs that take N×C×H×W images only");
+    }
+
     /// <summary>This file with the image input chosen: <paramref name="name"/> (option <c>image_input</c>), or the only
     /// N×C×H×W input when the model has several inputs.</summary>
     public OnnxFile WithImageInput(string? name)

@@ -134,8 +134,7 @@ public sealed partial class OnnxModel : IModel
     /// <summary>Builds the interpreter over a checked file and test-runs it once on zeros (so shape errors surface at load).</summary>
     public static OnnxModel Create(OnnxFile file, OnnxOptions options)
     {
-        if (file.Unbatched && file.Inputs.Count > 1)
-            throw new LoupeException($"{file.Source}: input '{file.Input.Name}' is one image without a batch dimension and the graph has other inputs ({string.Join(", ", file.Inputs.Where(i => i.Name != file.Input.Name).Select(i => $"'{i.Name}'"))}); side inputs are supported on graphs that take N×C×H×W images only");
+        file.CheckUnbatchedInputs();
         var (spec, dims) = file.InputSpecFor(options);
         var side = SideInputStore.Create(file, spec, options);
         OnnxModel model;

@@ -82,8 +82,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
     /// <summary>Creates the main session (so a model ONNX Runtime cannot run fails at load) and test-runs it on zeros.</summary>
     public static OrtModel Create(OnnxFile file, OnnxOptions options)
     {
-        if (file.Unbatched && file.Inputs.Count > 1)
-            throw new LoupeException($"{file.Source}: input '{file.Input.Name}' is one image without a batch dimension and the graph has other inputs ({string.Join(", ", file.Inputs.Where(i => i.Name != file.Input.Name).Select(i => $"'{i.Name}'"))}); side inputs are supported on graphs that take N×C×H×W images only");
+        file.CheckUnbatchedInputs();
         var m = new OrtModel(file, options);
         try
         {

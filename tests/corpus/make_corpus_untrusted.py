@@ -94,6 +94,12 @@ def onnx_cases(g):
                                      [helper.make_tensor("k", TensorProto.INT64, [1], [100000]), *ints], opset=11),
       "K = 100000 is outside 0..784")
 
+    # An unbatched image (torchvision's detector exports) beside another input: side inputs need a batch.
+    o("unbatched-with-side-input.onnx", model([helper.make_node("Add", ["x", "x2"], ["s"]), helper.make_node("Flatten", ["s"], ["fl"]),
+                                               helper.make_node("Slice", ["fl", "zero", "ten", "one"], ["y"])],
+                                              [vi("x", TensorProto.FLOAT, [1, 28, 28]), vi("x2", TensorProto.FLOAT, [1, 28, 28])], [Y], ints),
+      "side inputs are supported on graphs that take N×C×H×W images only")
+
     # The same bombs through the onnx-runtime backend (tests/corpus/onnx-runtime/, loaded with `uses: onnx-runtime`):
     # ONNX Runtime allocates whatever a node asks for, and constant-folds at session creation, so each output is sized
     # to allocate 2-4 GB if nothing stopped it (over the 1 GB budget, small enough that malloc would not refuse it).
