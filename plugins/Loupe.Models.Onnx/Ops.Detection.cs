@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Loupe.Models.Onnx;
 
 /// <summary>Operators of torchvision's detectors as torchvision exports them (Faster R-CNN, RetinaNet, FCOS, SSD):
-/// the box arithmetic (Ceil, Floor, Max, Min, ReduceProd, Xor, Tile), the candidate selection (TopK, NonZero, GatherND,
+/// the box arithmetic (Ceil, Floor, Max, Min, ReduceProd, Xor, Tile), InstanceNormalization (FCOS's GroupNorm), the candidate selection (TopK, NonZero, GatherND,
 /// ScatterElements, NonMaxSuppression) and RoiAlign. Indices carry no gradient; values do (TopK's values, GatherND,
 /// RoiAlign's features: torchvision's roi_align gives no gradient to the boxes either).</summary>
 public static partial class Ops
@@ -20,6 +20,7 @@ public static partial class Ops
         table["ReduceProd"] = (n, x) => One(ReduceProd(n, x));
         table["NonZero"] = (n, x) => One(x[0]!.detach().nonzero().t().contiguous());
         table["Tile"] = (n, x) => One(Tile(n, x[0]!, x[1]!));
+        table["InstanceNormalization"] = (n, x) => One(InstanceNorm(n, x[0]!, x[1]!, x[2]!));
         table["TopK"] = (n, x) => TopK(n, x);
         table["GatherND"] = (n, x) => One(GatherND(n, x[0]!, x[1]!));
         table["ScatterElements"] = (n, x) => One(ScatterElements(n, x[0]!, x[1]!, x[2]!));
@@ -54,6 +55,22 @@ public static partial class Ops
                 if (n.Int("center_point_box", 0) is not (0 or 1)) throw n.Error("center_point_box must be 0 or 1");
                 break;
         }
+    }
+
+    /// <summary>(x − mean) / √(var + ε) · scale + B per instance and channel, over the dims after the channel (biased
+    /// variance): the GroupNorm of FCOS's heads, which the exporter writes as Reshape, InstanceNormalization, Reshape.</summary>
+    static Tensor InstanceNorm(OnnxNode n, Tensor x, Tensor scale, Tensor bias)
+    {
+        if (x.dim() < 3 || scale.numel() != x.shape[1] || bias.numel() != x.shape[1])
+            throw n.Error($"input ({string.Join("×", x.shape)}) needs rank ≥ 3 and scale, B of its {(x.dim() > 1 ? x.shape[1] : 0)} channels (got {scale.numel()}, {bias.numel()})");
+        var dims = Enumerable.Range(2, (int)x.dim() - 2).Select(d => (long)d).ToArray();
+        var mean = x.mean(dims, keepdim: true);
+        var centred = x - mean;
+        var variance = centred.square().mean(dims, keepdim: true);
+        var shape = new long[x.dim()];
+        Array.Fill(shape, 1L);
+        shape[1] = x.shape[1];
+        return centred / (variance + n.Float("epsilon", 1e-5f)).sqrt() * scale.reshape(shape) + bias.reshape(shape);
     }
 
     /// <summary>The input repeated <c>repeats</c>[d] times along each dim d.</summary>

@@ -6,7 +6,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace Loupe.Models.Onnx;
 
 /// <summary>Operators of segmentation and detection heads: Resize (the bilinear / nearest upsampling of torchvision's
-/// FCN, DeepLabV3 and LRASPP), ReduceMax, ArgMax and ArgMin. ArgMax/ArgMin give Int64 indices (no gradient: the
+/// FCN, DeepLabV3 and LRASPP; Keypoint R-CNN's bicubic heatmaps), ReduceMax, ArgMax and ArgMin. ArgMax/ArgMin give Int64 indices (no gradient: the
 /// gradient of a detector's scores goes through the values, e.g. ReduceMax, not through the chosen index).</summary>
 public static partial class Ops
 {
@@ -33,7 +33,11 @@ public static partial class Ops
                     throw n.Error($"linear Resize with coordinate_transformation_mode '{ct}' is not supported (half_pixel, pytorch_half_pixel, align_corners)");
                 if (mode == "nearest" && (ct != "asymmetric" || n.String("nearest_mode", "round_prefer_floor") != "floor"))
                     throw n.Error($"nearest Resize is supported with coordinate_transformation_mode 'asymmetric' and nearest_mode 'floor' (PyTorch's), got '{ct}' / '{n.String("nearest_mode", "round_prefer_floor")}'");
-                if (mode is not ("linear" or "nearest")) throw n.Error($"Resize mode '{mode}' is not supported (linear, nearest)");
+                if (mode == "cubic" && ct is not ("half_pixel" or "pytorch_half_pixel" or "align_corners"))
+                    throw n.Error($"cubic Resize with coordinate_transformation_mode '{ct}' is not supported (half_pixel, pytorch_half_pixel, align_corners)");
+                if (mode == "cubic" && Math.Abs(n.Float("cubic_coeff_a", -0.75f) + 0.75f) > 1e-6f)
+                    throw n.Error($"cubic Resize with cubic_coeff_a {n.Float("cubic_coeff_a", -0.75f)} is not supported (−0.75, PyTorch's bicubic)");
+                if (mode is not ("linear" or "nearest" or "cubic")) throw n.Error($"Resize mode '{mode}' is not supported (linear, nearest, cubic)");
                 if (n.Int("antialias", 0) != 0) throw n.Error("antialias = 1 is not supported");
                 if (n.Int("exclude_outside", 0) != 0) throw n.Error("exclude_outside = 1 is not supported");
                 break;
@@ -70,7 +74,8 @@ public static partial class Ops
         n.CheckOutput(size);
         if (n.String("mode", "nearest") == "nearest") return F.interpolate(input, [size[2], size[3]], mode: InterpolationMode.Nearest);
         bool corners = n.String("coordinate_transformation_mode", "half_pixel") == "align_corners";
-        return F.interpolate(input, [size[2], size[3]], mode: InterpolationMode.Bilinear, align_corners: corners);
+        var how = n.String("mode", "nearest") == "cubic" ? InterpolationMode.Bicubic : InterpolationMode.Bilinear;   // cubic: a = −0.75, edge values beyond the border
+        return F.interpolate(input, [size[2], size[3]], mode: how, align_corners: corners);
     }
 
     static long[] ReduceAxes(OnnxNode n, Tensor?[] x)

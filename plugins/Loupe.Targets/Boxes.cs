@@ -136,9 +136,9 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
             else
                 for (int i = 0; i < n; i++)
                 {
-                    // Candidates: boxes with an area (an unbatched graph's rows are padded with zero boxes to the batch's
-                    // most detections, docs/guide/detection.md), of the class when one is given.
-                    var candidate = Area(b[i].detach()).gt(0);
+                    // Candidates: every detection but padding (an unbatched graph's rows are padded with zeros — a zero
+                    // box scoring 0 — to the batch's most detections, docs/guide/detection.md), of the class when one is given.
+                    var candidate = b[i].detach().ne(0).any(-1).logical_or(s[i].detach().ne(0));
                     if (cls is { } c) candidate = candidate.logical_and(l[i].eq(c));
                     if (!candidate.any().item<bool>())
                         throw new LoupeException($"target '{Describe()}': input {i} has no {(cls is { } k ? "candidate of " + Name(k) : "detection")} (the model returned {b.shape[1]} boxes{(b.shape[1] > 0 ? ", none of them a candidate" : "")}); explain inputs with a detection, or give the box to explain (option box)");

@@ -9,8 +9,8 @@ namespace Loupe.Tests;
 /// unbatched C×H×W image in; D×4 boxes, D int64 labels and D scores out, D varying with the image), on both onnx
 /// backends: run image by image, padded to a batch (the differentiable one interprets If, Loop, NonMaxSuppression,
 /// RoiAlign, TopK, GatherND, …). References: PyTorch's own detections of each image and the gradient of pytorch-grad-cam's
-/// FasterRCNNBoxScoreTarget, tests/fixtures/detseg/make_torchvision_detectors.py (FasterRCNN, RetinaNet and MaskRCNN
-/// with tiny backbones and heads).</summary>
+/// FasterRCNNBoxScoreTarget, tests/fixtures/detseg/make_torchvision_detectors.py (FasterRCNN, RetinaNet, MaskRCNN,
+/// KeypointRCNN and FCOS with tiny backbones and heads).</summary>
 public class TorchvisionDetectorTests
 {
     static string Dir => Path.Combine(TestEnv.Fixtures, "detseg", "torchvision");
@@ -38,6 +38,10 @@ public class TorchvisionDetectorTests
     [InlineData("retinanet", "onnx")]
     [InlineData("maskrcnn", "onnx-runtime")]
     [InlineData("maskrcnn", "onnx")]
+    [InlineData("keypointrcnn", "onnx-runtime")]
+    [InlineData("keypointrcnn", "onnx")]
+    [InlineData("fcos", "onnx-runtime")]
+    [InlineData("fcos", "onnx")]
     public void EachImagesDetectionsArePyTorchsPaddedToTheBatch(string model, string backend)
     {
         using var scope = NewDisposeScope();
@@ -45,10 +49,13 @@ public class TorchvisionDetectorTests
         Assert.Equal((3, 64, 64), (prep.Model.DefaultInput.Channels, prep.Model.DefaultInput.Height, prep.Model.DefaultInput.Width));
         var x = Fixture("input.npy").ToTensor();
         var counts = Enumerable.Range(0, 2).Select(i => Fixture($"{model}.{i}.scores.npy").Shape[0]).ToArray();
-        Assert.NotEqual(counts[0], counts[1]);   // the fixture's images detect differently: one row is padded
+        if (model != "keypointrcnn") Assert.NotEqual(counts[0], counts[1]);   // the images detect differently: one row is padded
         long d = counts.Max();
-        // Mask R-CNN also returns each detection's mask pasted into the image (1×H×W, by the graph's Loop).
-        string[] keys = File.Exists(Path.Combine(Dir, $"{model}.0.masks.npy")) ? ["boxes", "labels", "scores", "masks"] : ["boxes", "labels", "scores"];
+        // Every output PyTorch gave: Mask R-CNN's masks pasted into the image (by the graph's Loop), Keypoint R-CNN's
+        // keypoints and their scores (bicubic heatmaps, in a Loop too).
+        var keys = Directory.GetFiles(Dir, $"{model}.0.*.npy").Select(f => Path.GetFileName(f)[$"{model}.0.".Length..^".npy".Length])
+            .Where(k => k != "grad").Order(StringComparer.Ordinal).ToArray();
+        Assert.Contains("boxes", keys);
         using var cap = prep.Model.Capture(keys, false);
         Tensor y;
         using (no_grad()) y = prep.Model.Forward(x);
@@ -90,21 +97,26 @@ public class TorchvisionDetectorTests
         public int GetHashCode(float v) => 0;
     }
 
-    const string ForwardOnly = """
+    /// <summary>The backbone's last ReLU (module path): FCOS's one-convolution backbone, the others' three.</summary>
+    static string Relu(string model) => model == "fcos" ? "backbone.1" : "backbone.5";
+
+    static string ForwardOnly(string model) => $$"""
               - { id: drise, uses: d-rise, with: { masks: 64, grid: 8 }, target: { box: {} } }
               - { id: occ, uses: occlusion, with: { window: 16, stride: 16 }, target: { box: {} } }
-              - { id: eigen, uses: eigen-cam, with: { layer: /backbone/backbone.5/Relu_output_0 }, target: { box: {} } }
+              - { id: eigen, uses: eigen-cam, with: { layer: /backbone/{{Relu(model)}}/Relu_output_0 }, target: { box: {} } }
             """;
 
     [Theory]
     [InlineData("fasterrcnn")]
     [InlineData("retinanet")]
     [InlineData("maskrcnn")]
+    [InlineData("keypointrcnn")]
+    [InlineData("fcos")]
     public void ForwardOnlyMethodsGiveTheSameMapsOnBothBackends(string model)
     {
-        var ort = TestEnv.Run(DetPipeline(model, ForwardOnly));
+        var ort = TestEnv.Run(DetPipeline(model, ForwardOnly(model)));
         Assert.True(ort.ExitCode == 0, string.Join("\n", ort.Errors) + ort.Manifest?.ToJsonString());
-        var onnx = TestEnv.Run(DetPipeline(model, ForwardOnly, "onnx"));
+        var onnx = TestEnv.Run(DetPipeline(model, ForwardOnly(model), "onnx"));
         Assert.True(onnx.ExitCode == 0, string.Join("\n", onnx.Errors) + onnx.Manifest?.ToJsonString());
         foreach (var (step, name) in new[] { ("drise", "d-rise"), ("occ", "occlusion"), ("eigen", "eigen-cam") })
             for (int i = 0; i < 2; i++)
@@ -122,13 +134,15 @@ public class TorchvisionDetectorTests
     [InlineData("fasterrcnn")]
     [InlineData("retinanet")]
     [InlineData("maskrcnn")]
+    [InlineData("keypointrcnn")]
+    [InlineData("fcos")]
     public void TheGradientOfTheTopDetectionIsPyTorchs(string model)
     {
         // saliency = |d(IoU + score)/dx| of each image's top detection, through NMS, RoiAlign / GatherND and the
         // graph's own normalisation and resize; grad-cam on the backbone runs on the same gradient.
-        var r = TestEnv.Run(DetPipeline(model, """
+        var r = TestEnv.Run(DetPipeline(model, $$"""
               - { id: sal, uses: saliency, target: { box: {} } }
-              - { id: cam, uses: grad-cam, with: { layer: backbone.5 }, target: { box: {} } }
+              - { id: cam, uses: grad-cam, with: { layer: {{Relu(model)}} }, target: { box: {} } }
             """, "onnx"));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         for (int i = 0; i < 2; i++)
