@@ -35,6 +35,10 @@ internal static class Padded
             throw new LoupeException($"the images' outputs differ in rank ({string.Join(", ", parts.Select(p => "(" + string.Join("×", p.shape) + ")"))}); they cannot form one batch");
         int rank = (int)parts[0].dim();
         var largest = Enumerable.Range(0, rank).Select(d => parts.Max(p => p.shape[d])).ToArray();
+        // Padding to the largest size of every dim can multiply sizes (1×N×1 beside 1×1×N): held to the budget.
+        double padded = parts.Count * (double)Enumerable.Range(1, Math.Max(0, rank - 1)).Aggregate(1.0, (a, d) => a * largest[d]);
+        if (padded * parts[0].element_size() > OnnxNode.MaxOutputBytes)
+            throw new LoupeException($"the images' outputs ({string.Join(", ", parts.Take(4).Select(p => "(" + string.Join("×", p.shape) + ")"))}{(parts.Count > 4 ? ", …" : "")}) padded to one batch would be over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB");
         var rows = parts.Select(p =>
         {
             if (Enumerable.Range(1, rank - 1).All(d => p.shape[d] == largest[d])) return p;

@@ -84,6 +84,20 @@ public class BadInputTests
     }
 
     [Fact]
+    public void UnbatchedOutputsThatPadPastTheBudgetAreRefused()
+    {
+        // One image's output is 1×16384×1, the other's 1×1×16384: one padded batch would be 2×16384×16384 floats.
+        foreach (var load in new Func<OnnxOptions, IModel>[] { Env.LoadOrt, Env.LoadOnnx })
+        {
+            using var m = load(new OnnxOptions { Path = Env.Fixture("unbatched/padding_bomb.onnx"), FlattenOutput = false });
+            using var s = NewDisposeScope();
+            Assert.Equal(new long[] { 2, 1, 16384, 1 }, m.Forward(ones(2, 1, 128, 128)).shape);   // same shapes: no padding
+            var e = Assert.Throws<LoupeException>(() => m.Forward(cat([ones(1, 1, 128, 128), -ones(1, 1, 128, 128)])));
+            Assert.Contains("padded to one batch would be over the memory budget", e.Message);
+        }
+    }
+
+    [Fact]
     public void TwoImageInputsNeedImageInputAndTheOtherASource()
     {
         // Two N×C×H×W inputs: which one the data source feeds must be said (issue 18 item 10).

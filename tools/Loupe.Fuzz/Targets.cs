@@ -67,7 +67,7 @@ static class Targets
                 using var source = new NpyDataAdapter().Open(new NpyDataOptions { Path = path }, new DataOpenContext(Path.GetDirectoryName(path)!, Grey28));
                 foreach (var b in source.Read(Grey28, 16, default)) b.Dispose();
             }),
-        new("onnx", ".onnx", ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/ops-detection/*.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"],
+        new("onnx", ".onnx", ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/ops-detection/*.onnx", "tests/fixtures/onnx/unbatched/*.onnx", "tests/fixtures/detseg/torchvision/fasterrcnn.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"],
             ["If", "RoiAlign", "NonMaxSuppression", "TopK", "GatherND", "ScatterElements", "then_branch", "\u0008\u0007", "\u0008\u00ff\u00ff\u00ff\u00ff\u000f", "Conv", "Gemm", "Reshape", "ConstantOfShape", "Expand", "Tile", "Resize", "\u0012\u0004", "\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u007f",
              // issue 26: external data (location, offset, length), links out of the folder, control characters in names
              "location", "offset", "length", "99999999999999999999", "-5", "12abc", "../", "/etc/passwd", "linked/passwd", "/dev/zero", "\u001b]0;x\u0007", "Pad"],
@@ -79,8 +79,9 @@ static class Targets
                 var i = model.DefaultInput;
                 if ((long)i.Channels * i.Height * i.Width <= 1 << 16)
                 {
-                    // Forward, then the input gradient every gradient technique takes (custom autograd functions included).
-                    var x = zeros(1, i.Channels, i.Height, i.Width).requires_grad_(true);
+                    // Forward, then the input gradient every gradient technique takes (custom autograd functions included);
+                    // two different images, so an unbatched graph's outputs are padded into one batch.
+                    var x = cat([zeros(1, i.Channels, i.Height, i.Width), full(1, i.Channels, i.Height, i.Width, 0.5f)]).requires_grad_(true);
                     var y = model.Forward(x);
                     if (y.is_floating_point() && y.requires_grad) _ = autograd.grad([y.sum()], [x], allow_unused: true);
                     Loupe.Abstractions.Toolkit.BackwardErrors.ThrowIfAny();
