@@ -30,13 +30,13 @@ public sealed partial class OnnxModel
                 }
                 var parts = outs.Select(o => o[k]).ToList();
                 bool adds = Padded.AddsBatch(parts, _graphOutputs.Contains(name));
-                var batched = Padded.Batch(parts, adds);
+                var batched = Padded.Batch(parts, adds, _source);
                 foreach (var iv in interventions) if (iv.Value == name) batched = iv.Transform(batched);
                 foreach (var c in captures) batched = c.OnForward(name, batched);
                 for (int i = 0; i < n; i++) envs[i][name] = Padded.Row(batched, i, parts[i].shape, adds);
             }
         }
-        var y = Padded.Batch(envs.Select(e => e[_outputName]).ToList(), addsBatch: true);
+        var y = Padded.Batch(envs.Select(e => e[_outputName]).ToList(), addsBatch: true, _source);
         return _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y;
     }
 }

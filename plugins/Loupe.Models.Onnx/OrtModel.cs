@@ -269,7 +269,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
             result = outputs.ToDictionary(o => o, o =>
             {
                 var values = parts.Select(p => p[o]).ToList();
-                return Padded.Batch(values, Padded.AddsBatch(values, _graphOutputs.Contains(o)));
+                return Padded.Batch(values, Padded.AddsBatch(values, _graphOutputs.Contains(o)), _source);
             });
         }
         else if (_batchIsOne && n > 1)

@@ -13,9 +13,10 @@ internal static class Padded
     public static bool AddsBatch(IReadOnlyList<Tensor> parts, bool graphOutput) =>
         graphOutput || parts.Any(p => p.dim() == 0 || p.shape[0] != 1);
 
-    /// <summary>The images' values of one graph value as one batch.</summary>
-    public static Tensor Batch(IReadOnlyList<Tensor> parts, bool addsBatch) =>
-        Cat(addsBatch ? parts.Select(p => p.unsqueeze(0)).ToList() : parts);
+    /// <summary>The images' values of one graph value as one batch (<paramref name="source"/>: the model file, for
+    /// messages).</summary>
+    public static Tensor Batch(IReadOnlyList<Tensor> parts, bool addsBatch, string source) =>
+        Cat(addsBatch ? parts.Select(p => p.unsqueeze(0)).ToList() : parts, source);
 
     /// <summary>Image <paramref name="i"/>'s value back from a batch (a view: gradients reach the batch), cut to its own
     /// <paramref name="shape"/>.</summary>
@@ -29,16 +30,16 @@ internal static class Padded
 
     /// <summary>The parts (each 1×…, of one rank) concatenated along dim 0 after padding every other dim with zeros at
     /// its end to the parts' largest: a detector's per-image D×4 boxes become N×max(D)×4.</summary>
-    public static Tensor Cat(IReadOnlyList<Tensor> parts)
+    public static Tensor Cat(IReadOnlyList<Tensor> parts, string source)
     {
         if (parts.Select(p => p.dim()).Distinct().Count() > 1)
-            throw new LoupeException($"the images' outputs differ in rank ({string.Join(", ", parts.Select(p => "(" + string.Join("×", p.shape) + ")"))}); they cannot form one batch");
+            throw new LoupeException($"{source}: the images' outputs differ in rank ({string.Join(", ", parts.Select(p => "(" + string.Join("×", p.shape) + ")"))}); they cannot form one batch");
         int rank = (int)parts[0].dim();
         var largest = Enumerable.Range(0, rank).Select(d => parts.Max(p => p.shape[d])).ToArray();
         // Padding to the largest size of every dim can multiply sizes (1×N×1 beside 1×1×N): held to the budget.
         double padded = parts.Count * (double)Enumerable.Range(1, Math.Max(0, rank - 1)).Aggregate(1.0, (a, d) => a * largest[d]);
         if (padded * parts[0].element_size() > OnnxNode.MaxOutputBytes)
-            throw new LoupeException($"the images' outputs ({string.Join(", ", parts.Take(4).Select(p => "(" + string.Join("×", p.shape) + ")"))}{(parts.Count > 4 ? ", …" : "")}) padded to one batch would be over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB");
+            throw new LoupeException($"{source}: the images' outputs ({string.Join(", ", parts.Take(4).Select(p => "(" + string.Join("×", p.shape) + ")"))}{(parts.Count > 4 ? ", …" : "")}) padded to one batch would be over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB");
         var rows = parts.Select(p =>
         {
             if (Enumerable.Range(1, rank - 1).All(d => p.shape[d] == largest[d])) return p;
