@@ -113,9 +113,11 @@ public sealed class OnnxFile
         foreach (var t in All())
         {
             if (t.DataLocation != TensorProto.Types.DataLocation.External) continue;
+            if (t.ExternalData.GroupBy(e => e.Key).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                throw new LoupeException($"{source}: tensor '{Name(t)}' lists external data key '{SafeFile.Printable(twice.Key)}' {twice.Count()} times");
             var kv = t.ExternalData.ToDictionary(e => e.Key, e => e.Value);
             if (!kv.TryGetValue("location", out var location) || location.Length == 0)
-                throw new LoupeException($"{source}: tensor '{t.Name}' is stored externally but names no data file");
+                throw new LoupeException($"{source}: tensor '{Name(t)}' is stored externally but names no data file");
             if (System.IO.Path.IsPathRooted(location) || location.Split('/', '\\').Contains(".."))
                 throw new LoupeException($"{source}: tensor '{Name(t)}' points outside the model's folder ('{SafeFile.Printable(location)}'); refused");
             long offset = Number(kv, "offset", 0, t, source), length = Number(kv, "length", -1, t, source);

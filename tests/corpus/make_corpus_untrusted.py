@@ -41,6 +41,11 @@ def onnx_cases(g):
     o("external-offset-not-a-number.onnx", external("w.bin", offset="12abc"), "external data 'offset' is '12abc', not a whole number")
     o("external-offset-overflow.onnx", external("w.bin", offset="99999999999999999999"), "external data 'offset' is '99999999999999999999', not a whole number")
     o("external-length-negative.onnx", external("w.bin", length="-5"), "external data 'length' is '-5', not a whole number")
+    twice = raw_tensor("w", [10, 784], b"")
+    twice.data_location = TensorProto.EXTERNAL
+    twice.external_data.add(key="location", value="w.bin")
+    twice.external_data.add(key="location", value="../../etc/passwd")
+    o("external-location-twice.onnx", model(nodes, [X], [Y], [twice]), "lists external data key 'location' 2 times")
     # Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
     pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
     o("pad-bomb.onnx", model([helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("ReduceMean", ["p"], ["y"], axes=[2, 3], keepdims=0)], [X], [Y], [pads]),
