@@ -30,7 +30,7 @@ public sealed partial class OnnxModel
     {
         foreach (var n in nodes.Where(n => n.OpType is "If" or "Loop"))
         {
-            if (depth >= MaxBranchDepth) throw n.Error($"If nodes nest deeper than {MaxBranchDepth}");
+            if (depth >= MaxBranchDepth) throw n.Error($"{n.OpType} nodes nest deeper than {MaxBranchDepth}");
             Branch Compile(string name)
             {
                 var g = n.Attribute(name)?.G ?? throw n.Error($"has no {name}");
@@ -54,6 +54,7 @@ public sealed partial class OnnxModel
             }
             if (n.OpType == "Loop")
             {
+                if (n.Inputs.Length < 2) throw n.Error($"has {n.Inputs.Length} inputs; a Loop takes M, cond and its carried values (M and cond may be empty)");
                 var body = Compile("body");
                 int carried = Math.Max(0, n.Inputs.Length - 2);
                 if (body.Inputs.Length != 2 + carried || body.Outputs.Length < 1 + carried || n.Outputs.Length > body.Outputs.Length - 1)
@@ -62,6 +63,7 @@ public sealed partial class OnnxModel
                 n.OuterReads = OuterReadsOf(body).ToArray();
                 continue;
             }
+            if (!n.HasInput(0)) throw n.Error("has no condition input");
             var then = Compile("then_branch");
             var @else = Compile("else_branch");
             if (then.Outputs.Length != @else.Outputs.Length || then.Outputs.Length < n.Outputs.Count(o => o.Length > 0))

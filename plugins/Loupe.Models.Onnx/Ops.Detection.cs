@@ -109,10 +109,11 @@ public static partial class Ops
     /// from the end).</summary>
     static Tensor GatherND(OnnxNode n, Tensor data, Tensor indices)
     {
-        long k = indices.shape[^1];
-        if (indices.dim() < 1 || k < 1 || k > data.dim()) throw n.Error($"indices ({string.Join("×", indices.shape)}) do not index data ({string.Join("×", data.shape)})");
+        long k = indices.dim() < 1 ? 0 : indices.shape[^1];
+        if (k < 1 || k > data.dim()) throw n.Error($"indices ({string.Join("×", indices.shape)}) do not index data ({string.Join("×", data.shape)})");
         var lead = data.shape[..(int)k];
         var rest = data.shape[(int)k..];
+        n.CheckOutput([.. indices.shape[..^1], .. rest]);
         var idx = indices.to(ScalarType.Int64);
         var linear = zeros(indices.shape[..^1], ScalarType.Int64);
         for (int j = 0; j < k; j++)
