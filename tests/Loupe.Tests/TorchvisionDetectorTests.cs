@@ -29,6 +29,9 @@ public class TorchvisionDetectorTests
         {{steps}}
         """);
 
+    /// <summary>The fixture's detectors.</summary>
+    public static TheoryData<string> Models => new() { "fasterrcnn", "retinanet", "maskrcnn", "keypointrcnn", "fcos" };
+
     static ITarget Box(BoxOptions o, IReadOnlyList<string> layers) => new BoxTargetFactory().Create(o, new TargetContext([], 64, layers));
 
     [Theory]
@@ -107,11 +110,7 @@ public class TorchvisionDetectorTests
             """;
 
     [Theory]
-    [InlineData("fasterrcnn")]
-    [InlineData("retinanet")]
-    [InlineData("maskrcnn")]
-    [InlineData("keypointrcnn")]
-    [InlineData("fcos")]
+    [MemberData(nameof(Models))]
     public void ForwardOnlyMethodsGiveTheSameMapsOnBothBackends(string model)
     {
         var ort = TestEnv.Run(DetPipeline(model, ForwardOnly(model)));
@@ -131,11 +130,7 @@ public class TorchvisionDetectorTests
     }
 
     [Theory]
-    [InlineData("fasterrcnn")]
-    [InlineData("retinanet")]
-    [InlineData("maskrcnn")]
-    [InlineData("keypointrcnn")]
-    [InlineData("fcos")]
+    [MemberData(nameof(Models))]
     public void TheGradientOfTheTopDetectionIsPyTorchs(string model)
     {
         // saliency = |d(IoU + score)/dx| of each image's top detection, through NMS, RoiAlign / GatherND and the
