@@ -153,6 +153,36 @@ public class TorchvisionDetectorTests
     }
 
     [Fact]
+    public void CocoLabelsNameTheDetectionsWithoutAnOutputCountWarning()
+    {
+        // samples/labels/coco-torchvision.txt: 91 names by label index. A detector's first output is N×D×4 boxes, whose
+        // dim 1 counts detections, not classes: no "the model has 30 outputs but 91 labels" warning.
+        var yaml = File.ReadAllText(DetPipeline("fasterrcnn", "  - { id: occ, uses: occlusion, with: { window: 32, stride: 32 }, target: { box: {} } }\n"))
+            .Replace("data:", $"  labels: {TestEnv.Yaml(Path.Combine(TestEnv.Samples, "labels", "coco-torchvision.txt"))}\ndata:");
+        var r = TestEnv.Run(TestEnv.Pipeline(yaml));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        var warnings = r.Manifest!["warnings"]!.AsArray().Select(w => (string)w!).ToList();
+        Assert.DoesNotContain(warnings, w => w.Contains("labels"));
+        var labels = File.ReadAllLines(Path.Combine(TestEnv.Samples, "labels", "coco-torchvision.txt"));
+        Assert.Equal(91, labels.Length);
+        Assert.Equal(("__background__", "person", "toothbrush"), (labels[0], labels[1], labels[90]));
+        // The box target names each image's top detection by its label (PyTorch's top label, by name).
+        using var prep = PipelineRunner.Prepare(new RunRequest(TestEnv.Pipeline(yaml)) { PluginDirectories = [TestEnv.PluginDirectory] });
+        using var scope = NewDisposeScope();
+        var target = prep.Steps[0].Target;
+        using var cap = prep.Model.Capture(target.RequiredLayers, false);
+        Tensor y;
+        using (no_grad()) y = prep.Model.Forward(Fixture("input.npy").ToTensor());
+        var selection = target.Select(new TargetInput(y, l => cap[l]));
+        for (int i = 0; i < 2; i++)
+        {
+            var s = Fixture($"fasterrcnn.{i}.scores.npy").Data;
+            var top = (int)Fixture($"fasterrcnn.{i}.labels.npy").Data[Array.IndexOf(s, s.Max())];
+            Assert.StartsWith(labels[top] + " ", selection.Labels![i]);
+        }
+    }
+
+    [Fact]
     public void AnImageWithoutDetectionsIsNamedAndNoDetectionScoresZero()
     {
         using var scope = NewDisposeScope();

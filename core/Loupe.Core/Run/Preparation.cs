@@ -199,7 +199,8 @@ public static partial class PipelineRunner
                 errors.Add(UnknownLayer(file, r, layerNames));
             var probeLayers = refs.Select(r => r.Layer).Where(layerNames.Contains).Distinct().ToList();
             Dictionary<string, long[]> shapes;
-            try { (outputSize, shapes) = Probe(model, input, probeLayers); }
+            int outputRank;
+            try { (outputSize, shapes, outputRank) = Probe(model, input, probeLayers); }
             catch (LoupeException e) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {e.Message}")]); }
             var firstForward = DateTimeOffset.Now;
             // Steps that attribute to a layer's input are checked on that tensor, not on the layer's output.
@@ -220,7 +221,8 @@ public static partial class PipelineRunner
                     if (why is not null)
                         errors.Add(At(r.Mark, $"option '{r.Option}': layer '{r.Layer}' has {(ofInput ? "input" : "output")} shape ({string.Join("×", shape)}): {why}"));
                 }
-            if (labels.Count > 0 && labels.Count != outputSize)
+            // Labels name the classes of dim 1 of an N×K or N×K×H×W output; a detector's N×D×4 boxes have no class axis.
+            if (labels.Count > 0 && outputRank != 3 && labels.Count != outputSize)
                 warnings.Add($"the model has {outputSize} outputs but {labels.Count} labels");
             return firstForward;
         }
