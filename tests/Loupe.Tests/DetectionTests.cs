@@ -171,5 +171,18 @@ public class DetectionTests
         var r = TestEnv.Run(Path.Combine(TestEnv.RepoRoot, "configs", "detection.yaml"), Path.Combine(TestEnv.TempDir("detection"), "run"));
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         Assert.True(File.Exists(Path.Combine(r.OutDir!, "comparison.png")));
+        // A detector has no class predictions: each row names the detection its first column explains, and the last
+        // column (the top disc) names its own where that differs, under the cell's value range.
+        var comparison = r.Manifest!["comparison"]!;
+        var rows = comparison["rowLabels"]!.AsArray().Select(l => (string)l!).ToList();
+        Assert.All(rows, l => Assert.Matches(@"^shapes\d\.png\n(square|disc) \d\.\d\d at \[", l));
+        var captions = comparison["captions"]!.AsArray().Select(row => row!.AsArray().Select(c => (string?)c).ToList()).ToList();
+        for (int i = 0; i < rows.Count; i++)
+        {
+            Assert.All(captions[i].Take(5), c => Assert.DoesNotContain("\n", c!));           // same target as the row: the range only
+            bool differs = !rows[i].Contains("\ndisc ");
+            if (differs) Assert.Matches(@"\ndisc \d\.\d\d at \[", captions[i][5]!);
+            else Assert.DoesNotContain("\n", captions[i][5]!);
+        }
     }
 }

@@ -52,7 +52,9 @@ internal static class RunOutputs
 
     /// <summary>Methods × images: when two or more steps wrote a per-input display image for the same inputs, one grid
     /// (rows: the first 8 shared inputs; columns: the steps in pipeline order, each step's first per-input image),
-    /// labelled: a title per column (step id · technique), a label per row (input id, prediction, true label).</summary>
+    /// labelled: a title per column (step id · technique), a label per row (input id, prediction, true label; without
+    /// predictions, the target its first cell explains, and under a cell's value range the target it explains when
+    /// that differs).</summary>
     static void WriteComparison(string outDir, List<JsonObject> stepRecords, List<ArtifactRecord> artifacts, JsonObject manifest)
     {
         var perStep = artifacts.Where(a => a.Kind == "display" && a.Input is not null)
@@ -72,9 +74,16 @@ internal static class RunOutputs
         var uses = stepRecords.ToDictionary(r => (string)r["id"]!, r => (string?)r["uses"] ?? "");
         var titles = perStep.Select(s => uses.GetValueOrDefault(s.Step) is { Length: > 0 } u && u != s.Step ? $"{s.Step} · {u}" : s.Step).ToList();
         var predictions = Predictions.ById(manifest, outDir, inputs);
-        var rowLabels = inputs.Select(i => predictions.TryGetValue(i, out var p) ? RowLabel(i, p) : i).ToList();
+        // Without class predictions (a detector, a segmentation model) a row is labelled with what its first cell explains
+        // (the target's own label: "bicycle 0.48 at [2.1, 37.1, 13.7, 42.9]"); a cell that explains something else says
+        // so under its value range.
+        string? RowTarget(string input) => perStep.Select(s => s.ByInput.TryGetValue(input, out var a) ? a.Target : null).FirstOrDefault(t => t is not null);
+        var rowTargets = inputs.ToDictionary(i => i, i => predictions.ContainsKey(i) ? null : RowTarget(i));
+        var rowLabels = inputs.Select(i => predictions.TryGetValue(i, out var p) ? RowLabel(i, p) : rowTargets[i] is { } t ? $"{i}\n{t}" : i).ToList();
         // Each cell's value range (what the colours span on that map; recorded with its overlay), under the cell.
-        var captions = inputs.Select(i => (IReadOnlyList<string?>)perStep.Select(s => s.ByInput.TryGetValue(i, out var a) ? a.Range : null).ToList()).ToList();
+        string? Caption(string input, ArtifactRecord a) =>
+            rowTargets[input] is { } row && a.Target is { } own && own != row ? (a.Range is null ? own : $"{a.Range}\n{own}") : a.Range;
+        var captions = inputs.Select(i => (IReadOnlyList<string?>)perStep.Select(s => s.ByInput.TryGetValue(i, out var a) ? Caption(i, a) : null).ToList()).ToList();
         var grid = Figure.Table(cells, titles, rowLabels, "Methods × images", captions.Any(r => r.Any(c => c is not null)) ? captions : null);
         AtomicFile.Write(Path.Combine(outDir, "comparison.png"), Png.Encode(grid));
         artifacts.Add(new ArtifactRecord("comparison", null, "display", "comparison.png", [grid.Height, grid.Width, 3], "uint8", null, "comparison"));
@@ -83,6 +92,8 @@ internal static class RunOutputs
             ["path"] = "comparison.png",
             ["columns"] = new JsonArray(perStep.Select(s => (JsonNode)JsonValue.Create($"{s.Step}/{s.Name}")!).ToArray()),
             ["rows"] = new JsonArray(inputs.Select(i => (JsonNode)JsonValue.Create(i)!).ToArray()),
+            ["rowLabels"] = new JsonArray(rowLabels.Select(l => (JsonNode)JsonValue.Create(l)!).ToArray()),
+            ["captions"] = new JsonArray(captions.Select(r => (JsonNode)new JsonArray(r.Select(c => (JsonNode?)(c is null ? null : JsonValue.Create(c))).ToArray())).ToArray()),
         };
     }
 

@@ -38,7 +38,7 @@ public static class Predictions
                     using (no_grad()) output = run.Model.Forward(batch.Input);
                     if (output.dim() != 2 || output.shape[1] < 2)
                     {
-                        skipped = $"no predictions recorded: the model's output is {string.Join("×", output.shape)}, not N × classes (a feature extractor?)";
+                        skipped = $"no predictions recorded: the model's output is {string.Join("×", output.shape)}, not N × classes (a detector's boxes, a segmentation map, a feature extractor: the comparison names each row's target instead)";
                         break;
                     }
                     var o = output.to(ScalarType.Float32);
