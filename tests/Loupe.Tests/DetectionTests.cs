@@ -184,5 +184,8 @@ public class DetectionTests
             if (differs) Assert.Matches(@"\ndisc \d\.\d\d at \[", captions[i][5]!);
             else Assert.DoesNotContain("\n", captions[i][5]!);
         }
+        // The HTML report's grid labels its rows the same way.
+        var html = File.ReadAllText(Loupe.Core.Report.HtmlReport.Write(r.OutDir!));
+        foreach (var row in rows) Assert.Contains(System.Text.Json.JsonSerializer.Serialize(row.Split('\n')[1]), html);
     }
 }

@@ -121,13 +121,28 @@ public static class HtmlReport
             ["columns"] = new JsonArray(columns.Select(c => (JsonNode)new JsonObject { ["step"] = c.Step, ["name"] = c.Name }).ToArray()),
             ["rows"] = new JsonArray(rows.Select(i => (JsonNode)new JsonArray(i, new JsonArray(columns.Select(c =>
                 c.ByInput.TryGetValue(i, out var p) ? (JsonNode?)JsonValue.Create(Url(p)) : null).ToArray()))).ToArray()),
-            // Per input: the top classes with probabilities and the true label (manifest predictions).
-            ["predictions"] = new JsonObject(Predictions.ById(run.Manifest, run.Directory, rows).Select(kv => KeyValuePair.Create(kv.Key,
-                (JsonNode?)new JsonArray([.. (kv.Value["top"] as JsonArray ?? []).Take(3).Select(t => (JsonNode)JsonValue.Create(
-                    $"{(string?)t!["label"]} {((double)t["p"]!).ToString("0.0%", System.Globalization.CultureInfo.InvariantCulture)}")!),
-                    .. kv.Value["labelName"] is { } truth ? [(JsonNode)JsonValue.Create($"true: {(string?)truth}")!] : Array.Empty<JsonNode>()])))),
+            // Per input: the top classes with probabilities and the true label (manifest predictions); without them (a
+            // detector, a segmentation model), what the row's first image explains, as comparison.png labels its rows.
+            ["predictions"] = RowLines(run, displays, rows),
         };
         sb.Append($"<p class=\"muted\">{rows.Count} inputs × {columns.Count} steps.</p><div data-grid></div></section>\n");
+    }
+
+    /// <summary>The lines under each grid row's input id: its predictions, else its first image's target.</summary>
+    static JsonObject RowLines(RunFolder run, List<ArtifactRecord> displays, List<string> rows)
+    {
+        var predictions = Predictions.ById(run.Manifest, run.Directory, rows);
+        var lines = new JsonObject();
+        foreach (var row in rows)
+        {
+            if (predictions.TryGetValue(row, out var p))
+                lines[row] = new JsonArray([.. (p["top"] as JsonArray ?? []).Take(3).Select(t => (JsonNode)JsonValue.Create(
+                    $"{(string?)t!["label"]} {((double)t["p"]!).ToString("0.0%", System.Globalization.CultureInfo.InvariantCulture)}")!),
+                    .. p["labelName"] is { } truth ? [(JsonNode)JsonValue.Create($"true: {(string?)truth}")!] : Array.Empty<JsonNode>()]);
+            else if (displays.FirstOrDefault(a => a.Input == row && a.Target is not null)?.Target is { } target)
+                lines[row] = new JsonArray((JsonNode)JsonValue.Create(target)!);
+        }
+        return lines;
     }
 
     /// <summary>Metric tables: steps grouped by technique, one column per metric.</summary>
