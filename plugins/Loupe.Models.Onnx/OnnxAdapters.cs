@@ -234,7 +234,7 @@ public sealed class Registrar : IPluginRegistrar
     /// <inheritdoc/>
     public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services)
     {
-        services.AddLoupeModel<OnnxAdapter>("onnx", "ONNX models (opsets 7-17) interpreted in TorchSharp; differentiable; built-in: mlnet-resnet18");
+        services.AddLoupeModel<OnnxAdapter>("onnx", "ONNX models (opsets 7-23) interpreted in TorchSharp; differentiable; built-in: mlnet-resnet18");
         services.AddLoupeModel<OnnxRuntimeAdapter>("onnx-runtime", "ONNX models run by ONNX Runtime; forward and layer activations only (no gradients)");
     }
 }

@@ -56,7 +56,7 @@ public sealed class OnnxFile
     public const long MaxInputPixels = 4096L * 4096;
 
     /// <summary>Lowest and highest default-domain opsets this backend accepts.</summary>
-    public const long MinOpset = 7, MaxOpset = 17;
+    public const long MinOpset = 7, MaxOpset = 23;
 
     /// <summary>Reads and checks an ONNX file.</summary>
     public static OnnxFile Load(string path, long maxBytes)

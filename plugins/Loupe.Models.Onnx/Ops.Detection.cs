@@ -17,7 +17,6 @@ public static partial class Ops
         table["Max"] = (n, x) => One(x.OfType<Tensor>().Aggregate((a, b) => a.maximum(b)));
         table["Min"] = (n, x) => One(x.OfType<Tensor>().Aggregate((a, b) => a.minimum(b)));
         table["Xor"] = (n, x) => One(x[0]!.logical_xor(x[1]!));
-        table["ReduceProd"] = (n, x) => One(ReduceProd(n, x));
         table["NonZero"] = (n, x) => One(x[0]!.detach().nonzero().t().contiguous());
         table["Tile"] = (n, x) => One(Tile(n, x[0]!, x[1]!));
         table["InstanceNormalization"] = (n, x) => One(InstanceNorm(n, x[0]!, x[1]!, x[2]!));
@@ -34,14 +33,11 @@ public static partial class Ops
     {
         switch (n.OpType)
         {
-            case "ReduceProd":
-                if (n.Int("noop_with_empty_axes", 0) != 0) throw n.Error("noop_with_empty_axes = 1 is not supported");
-                break;
             case "GatherND":
                 if (n.Int("batch_dims", 0) != 0) throw n.Error("batch_dims other than 0 is not supported");
                 break;
             case "ScatterElements":
-                if (n.String("reduction", "none") != "none") throw n.Error($"reduction '{n.String("reduction", "")}' is not supported (none)");
+                if (n.String("reduction", "none") is not ("none" or "add" or "mul" or "max" or "min")) throw n.Error($"reduction '{n.String("reduction", "")}' is not supported (none, add, mul, max, min)");
                 break;
             case "RoiAlign":
                 if (n.String("mode", "avg") != "avg") throw n.Error($"mode '{n.String("mode", "")}' is not supported (avg, torchvision's)");
@@ -80,15 +76,6 @@ public static partial class Ops
         if (r.Length != x.dim() || r.Any(v => v < 0)) throw n.Error($"repeats ({string.Join(", ", r)}) must give one count ≥ 0 per dim of the input ({string.Join("×", x.shape)})");
         n.CheckOutput(x.shape.Zip(r, (d, k) => d * k));
         return x.repeat(r);
-    }
-
-    static Tensor ReduceProd(OnnxNode n, Tensor?[] x)
-    {
-        bool keep = n.Int("keepdims", 1) != 0;
-        var axes = ReduceAxes(n, x).Distinct().OrderDescending().ToArray();
-        var y = x[0]!;
-        foreach (var a in axes) y = y.prod(a, keep);   // from the last axis, so the others keep their place
-        return y;
     }
 
     /// <summary>The k largest (or smallest) values along an axis and their Int64 indices; k from the input (opset 10+)
@@ -137,7 +124,21 @@ public static partial class Ops
         if (idx.numel() > 0 && (idx.lt(-size).any().item<bool>() || idx.ge(size).any().item<bool>())) throw n.Error($"an index is outside axis {axis} of size {size}");
         for (int d = 0; d < data.dim(); d++)
             if (d != axis && idx.shape[d] > data.shape[d]) throw n.Error($"indices are larger than data on dimension {d}");
-        return data.scatter(axis, idx.remainder(size), updates.to(data.dtype));
+        idx = idx.remainder(size);
+        if (n.String("reduction", "none") == "none") return data.scatter(axis, idx, updates.to(data.dtype));
+        // A reduction: each update's place in the flattened data (its own index on the axis, its position elsewhere).
+        var strides = new long[data.dim()];
+        long stride = 1;
+        for (int d = (int)data.dim() - 1; d >= 0; d--) { strides[d] = stride; stride *= data.shape[d]; }
+        var place = idx * strides[axis];
+        for (int d = 0; d < data.dim(); d++)
+            if (d != axis)
+            {
+                var shape = Enumerable.Repeat(1L, (int)data.dim()).ToArray();
+                shape[d] = idx.shape[d];
+                place = place + arange(idx.shape[d], dtype: ScalarType.Int64).view(shape) * strides[d];
+            }
+        return ScatterRows(n, data.reshape(-1), place.reshape(-1), updates.to(data.dtype).reshape(-1)).reshape(data.shape);
     }
 
     /// <summary>Average RoiAlign (Mask R-CNN's; torchvision's roi_align): R×C×oh×ow features of each box of

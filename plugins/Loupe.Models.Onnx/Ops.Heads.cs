@@ -6,7 +6,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace Loupe.Models.Onnx;
 
 /// <summary>Operators of segmentation and detection heads: Resize (the bilinear / nearest upsampling of torchvision's
-/// FCN, DeepLabV3 and LRASPP; Keypoint R-CNN's bicubic heatmaps), ReduceMax, ArgMax and ArgMin. ArgMax/ArgMin give Int64 indices (no gradient: the
+/// FCN, DeepLabV3 and LRASPP; Keypoint R-CNN's bicubic heatmaps), ArgMax and ArgMin. ArgMax/ArgMin give Int64 indices (no gradient: the
 /// gradient of a detector's scores goes through the values, e.g. ReduceMax, not through the chosen index).</summary>
 public static partial class Ops
 {
@@ -14,8 +14,6 @@ public static partial class Ops
     static Dictionary<string, OpFn> WithHeadOps(Dictionary<string, OpFn> table)
     {
         table["Resize"] = (n, x) => One(Resize(n, x));
-        table["ReduceMax"] = (n, x) => One(Reduce(n, x, max: true));
-        table["ReduceMin"] = (n, x) => One(Reduce(n, x, max: false));
         table["ArgMax"] = (n, x) => One(ArgExtreme(n, x[0]!, max: true));
         table["ArgMin"] = (n, x) => One(ArgExtreme(n, x[0]!, max: false));
         return table;
@@ -38,58 +36,61 @@ public static partial class Ops
                 if (mode == "cubic" && Math.Abs(n.Float("cubic_coeff_a", -0.75f) + 0.75f) > 1e-6f)
                     throw n.Error($"cubic Resize with cubic_coeff_a {n.Float("cubic_coeff_a", -0.75f)} is not supported (−0.75, PyTorch's bicubic)");
                 if (mode is not ("linear" or "nearest" or "cubic")) throw n.Error($"Resize mode '{mode}' is not supported (linear, nearest, cubic)");
-                if (n.Int("antialias", 0) != 0) throw n.Error("antialias = 1 is not supported");
+                if (n.String("keep_aspect_ratio_policy", "stretch") != "stretch")
+                    throw n.Error($"keep_aspect_ratio_policy '{n.String("keep_aspect_ratio_policy", "")}' is not supported (stretch)");
                 if (n.Int("exclude_outside", 0) != 0) throw n.Error("exclude_outside = 1 is not supported");
                 break;
             case "ArgMax" or "ArgMin":
                 if (n.Int("select_last_index", 0) != 0) throw n.Error("select_last_index = 1 is not supported");
                 break;
-            case "ReduceMax" or "ReduceMin":
-                if (n.Int("noop_with_empty_axes", 0) != 0) throw n.Error("noop_with_empty_axes = 1 is not supported");
-                break;
         }
     }
 
-    /// <summary>Resizes the spatial dims of an N×C×H×W input to <c>sizes</c> (or floor(dim · <c>scales</c>)); N and C
-    /// must keep their size.</summary>
+    /// <summary>Resizes the spatial dims of an N×C×H×W input to <c>sizes</c>, or by <c>scales</c> (floor(dim · scale)
+    /// pixels, the scale itself mapping the coordinates, as ONNX and PyTorch's <c>scale_factor</c> do); from opset 18
+    /// the two may list only the <c>axes</c> they change. N and C must keep their size. <c>antialias</c> (opset 18, which
+    /// PyTorch 2's exporter always writes) is accepted where it changes nothing: when no axis shrinks.</summary>
     static Tensor Resize(OnnxNode n, Tensor?[] x)
     {
         var input = x[0]!;
         if (input.dim() != 4) throw n.Error($"only 4-D (N×C×H×W) Resize is supported, input is ({string.Join("×", input.shape)})");
         int scalesAt = n.Opset >= 11 ? 2 : 1, sizesAt = 3;
+        var axes = n.Opset >= 18 && n.Ints("axes") is { } ax ? ax.Select(a => Axis(a, 4)).ToArray() : [0, 1, 2, 3];
+        if (axes.Any(a => a < 0 || a > 3) || axes.Distinct().Count() != axes.Length) throw n.Error($"axes ({string.Join(", ", n.Ints("axes") ?? [])}) are not distinct axes of a 4-D input");
         long[] size;
+        double[]? scales = null;
         if (sizesAt < x.Length && x[sizesAt] is { } sz && sz.numel() > 0)
-            size = Longs(sz);
+        {
+            var given = Longs(sz);
+            if (given.Length != axes.Length) throw n.Error($"sizes has {given.Length} values for {axes.Length} axes");
+            size = input.shape.ToArray();
+            for (int i = 0; i < axes.Length; i++) size[axes[i]] = given[i];
+        }
         else if (scalesAt < x.Length && x[scalesAt] is { } sc && sc.numel() > 0)
         {
-            var s = sc.to(ScalarType.Float64).ToArray<double>();
-            if (s.Length != 4) throw n.Error($"scales has {s.Length} values, the input has 4 dims");
-            size = input.shape.Select((d, i) => (long)Math.Floor(d * s[i])).ToArray();
+            var given = sc.to(ScalarType.Float64).ToArray<double>();
+            if (given.Length != axes.Length) throw n.Error($"scales has {given.Length} values for {axes.Length} axes");
+            scales = [1, 1, 1, 1];
+            for (int i = 0; i < axes.Length; i++) scales[axes[i]] = given[i];
+            if (scales.Any(v => !(v > 0) || double.IsInfinity(v))) throw n.Error($"scales ({string.Join(", ", given)}) must be positive and finite");
+            size = input.shape.Select((d, i) => (long)Math.Floor(d * scales[i])).ToArray();
         }
         else throw n.Error("Resize needs 'scales' or 'sizes'");
-        if (size.Length != 4) throw n.Error($"sizes has {size.Length} values, the input has 4 dims");
         if (size[0] != input.shape[0] || size[1] != input.shape[1])
             throw n.Error($"only the spatial dims can be resized: ({string.Join("×", input.shape)}) → ({string.Join("×", size)})");
         if (size[2] <= 0 || size[3] <= 0) throw n.Error($"output size {size[2]}×{size[3]} is empty");
         n.CheckOutput(size);
-        if (n.String("mode", "nearest") == "nearest") return F.interpolate(input, [size[2], size[3]], mode: InterpolationMode.Nearest);
+        var mode = n.String("mode", "nearest");
+        // With scales, the scale maps the coordinates (not the rounded size ratio); with sizes, the size ratio.
+        long[]? outSize = scales is null ? [size[2], size[3]] : null;
+        double[]? factor = scales is null ? null : [scales[2], scales[3]];
+        if (mode == "nearest") return F.interpolate(input, outSize, factor, InterpolationMode.Nearest);
         bool corners = n.String("coordinate_transformation_mode", "half_pixel") == "align_corners";
-        var how = n.String("mode", "nearest") == "cubic" ? InterpolationMode.Bicubic : InterpolationMode.Bilinear;   // cubic: a = −0.75, edge values beyond the border
-        return F.interpolate(input, [size[2], size[3]], mode: how, align_corners: corners);
-    }
-
-    static long[] ReduceAxes(OnnxNode n, Tensor?[] x)
-    {
-        var data = x[0]!;
-        var axes = n.Opset >= 18 && x.Length > 1 && x[1] is { } a ? Longs(a) : n.Ints("axes");
-        return (axes ?? Enumerable.Range(0, (int)data.dim()).Select(i => (long)i).ToArray()).Select(v => Axis(v, data.dim())).ToArray();
-    }
-
-    static Tensor Reduce(OnnxNode n, Tensor?[] x, bool max)
-    {
-        bool keep = n.Int("keepdims", 1) != 0;
-        var axes = ReduceAxes(n, x);
-        return max ? x[0]!.amax(axes, keep) : x[0]!.amin(axes, keep);
+        var how = mode == "cubic" ? InterpolationMode.Bicubic : InterpolationMode.Bilinear;   // cubic: a = −0.75, edge values beyond the border
+        if (n.Int("antialias", 0) != 0 && (size[2] < input.shape[2] || size[3] < input.shape[3]))
+            // ONNX's antialiased kernel reaches past the border to the edge pixels (exclude_outside 0), PyTorch's does not.
+            throw n.Error($"antialias = 1 when downsampling ({input.shape[2]}×{input.shape[3]} → {size[2]}×{size[3]}) is not supported (upsampling with antialias is)");
+        return F.interpolate(input, outSize, factor, how, corners);
     }
 
     static Tensor ArgExtreme(OnnxNode n, Tensor x, bool max)

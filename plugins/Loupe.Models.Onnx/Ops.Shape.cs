@@ -31,12 +31,22 @@ public static partial class Ops
         long axis = Axis(n.Int("axis", 0), t.dim());
         long[]? sizes = n.Opset >= 13 ? (x.Length > 1 && x[1] is { } s ? Longs(s) : null) : n.Ints("split");
         int outputs = n.Outputs.Length;
+        long dim = t.shape[axis];
+        if ((sizes is null || sizes.Length == 0) && n.Opset >= 18 && n.Has("num_outputs"))
+        {
+            // Opset 18: num_outputs parts of ⌈dim / num_outputs⌉, the last one smaller when it does not divide.
+            long parts = n.Int("num_outputs", 0);
+            if (parts < 1 || parts != outputs) throw n.Error($"num_outputs {parts} does not match the node's {outputs} outputs");
+            long each = (dim + parts - 1) / parts;
+            sizes = Enumerable.Range(0, (int)parts).Select(i => Math.Clamp(dim - i * each, 0, each)).ToArray();
+        }
         if (sizes is null || sizes.Length == 0)
         {
-            long dim = t.shape[axis];
             if (dim % outputs != 0) throw n.Error($"cannot split {dim} into {outputs} equal parts");
             sizes = Enumerable.Repeat(dim / outputs, outputs).ToArray();
         }
+        if (sizes.Length != outputs || sizes.Any(v => v < 0) || sizes.Sum() != dim)
+            throw n.Error($"split sizes ({string.Join(", ", sizes)}) do not cut the axis of {dim} into the node's {outputs} outputs");
         return t.split(sizes, axis);
     }
 
@@ -131,14 +141,54 @@ public static partial class Ops
             value = x.Length > 2 && x[2] is { } v && v.numel() > 0 ? v.to(ScalarType.Float64).item<double>() : 0;
         }
         int r = (int)t.dim();
+        if (n.Opset >= 18 && x.Length > 3 && x[3] is { } axesTensor)
+        {
+            // Opset 18: pads for the listed axes only (begins of each, then ends of each); the other axes keep their size.
+            var axes = Longs(axesTensor).Select(a => Axis(a, r)).ToArray();
+            if (axes.Any(a => a < 0 || a >= r) || axes.Distinct().Count() != axes.Length) throw n.Error($"axes ({string.Join(", ", Longs(axesTensor))}) are not distinct axes of a {r}-D input");
+            if (pads.Length != 2 * axes.Length) throw n.Error($"pads has {pads.Length} values for {axes.Length} axes");
+            var full = new long[2 * r];
+            for (int i = 0; i < axes.Length; i++) { full[axes[i]] = pads[i]; full[axes[i] + r] = pads[i + axes.Length]; }
+            pads = full;
+        }
         if (pads.Length != 2 * r) throw n.Error($"pads has {pads.Length} values for a {r}-D input");
         int first = Enumerable.Range(0, r).FirstOrDefault(i => pads[i] != 0 || pads[i + r] != 0, r);
         if (first == r) return t.alias();
+        if (t.shape.Select((d, i) => d + pads[i] + pads[i + r]).Any(d => d < 0)) throw n.Error("negative pads remove more than the input holds");
+        n.CheckOutput(t.shape.Select((d, i) => d + pads[i] + pads[i + r])); // pads come from the file: bound before F.pad allocates
+        var mode = n.String("mode", "constant");
+        if (mode != "constant")
+        {
+            // edge, reflect and wrap (opset 19), axis by axis as a gather of the source index of each output place (any
+            // axis, any pad length; negative pads crop): differentiable, and not limited to the last dims as F.pad's modes.
+            for (int i = first; i < r; i++)
+            {
+                if (pads[i] == 0 && pads[i + r] == 0) continue;
+                long dim = t.shape[i];
+                if (dim == 0) throw n.Error($"{mode} padding of the empty axis {i}");
+                using var j = arange(-pads[i], dim + pads[i + r], dtype: ScalarType.Int64);
+                using var index = mode switch
+                {
+                    "wrap" => j.remainder(dim),
+                    "edge" => j.clamp(0, dim - 1),
+                    _ => dim == 1 ? zeros_like(j) : Reflect(j, dim),
+                };
+                t = t.index_select(i, index);
+            }
+            return t;
+        }
         var list = new List<long>();
         for (int i = r - 1; i >= first; i--) { list.Add(pads[i]); list.Add(pads[i + r]); }
-        n.CheckOutput(t.shape.Select((d, i) => d + pads[i] + pads[i + r])); // pads come from the file: bound before F.pad allocates
-        var mode = n.String("mode", "constant") switch { "reflect" => PaddingModes.Reflect, "edge" => PaddingModes.Replicate, _ => PaddingModes.Constant };
-        return F.pad(t, list.ToArray(), mode, value);
+        return F.pad(t, list.ToArray(), PaddingModes.Constant, value);
+    }
+
+    /// <summary>Reflection of positions <paramref name="j"/> into [0, dim) without repeating the border (numpy's
+    /// 'reflect', ONNX's), periodic beyond one reflection.</summary>
+    static Tensor Reflect(Tensor j, long dim)
+    {
+        long period = 2 * (dim - 1);
+        var m = j.abs().remainder(period);
+        return where(m.ge(dim), period - m, m);
     }
 
     static Tensor Shape(OnnxNode n, Tensor x)

@@ -121,6 +121,27 @@ public static partial class Ops
         return pool(F.pad(x, TorchPad(b, e), PaddingModes.Constant, double.NegativeInfinity), k, s, [0, 0], d, ceil);
     }
 
+    /// <summary>MaxPool with its Indices output (PyTorch 2's exporter names it even when nothing reads it): each maximum's
+    /// place as ONNX counts it, row-major over the whole N×C×H×W input (storage_order 0). The pads are applied first with
+    /// −∞, so the indices into the padded plane are mapped back to the input's.</summary>
+    static Tensor[] MaxPoolWithIndices(OnnxNode n, Tensor x)
+    {
+        if (x.dim() != 4) throw n.Error($"only 2-D pooling is supported (input {x.dim()}-D)");
+        var k = n.Ints("kernel_shape")!;
+        var s = Fill(n.Ints("strides"), 2, 1);
+        var d = Fill(n.Ints("dilations"), 2, 1);
+        bool ceil = n.Int("ceil_mode", 0) != 0;
+        long h = x.shape[2], w = x.shape[3];
+        var (b, e) = Pads(n, [h, w], k, s, d);
+        var padded = b.All(v => v == 0) && e.All(v => v == 0) ? x : F.pad(x, TorchPad(b, e), PaddingModes.Constant, double.NegativeInfinity);
+        var (values, plane) = F.max_pool2d_with_indices(padded, k, s, [0, 0], d, ceil);
+        long pw = padded.shape[3];
+        var row = plane.div(pw, RoundingMode.floor) - b[0];
+        var col = plane.remainder(pw) - b[1];
+        var planes = arange(x.shape[0] * x.shape[1], dtype: ScalarType.Int64).view(x.shape[0], x.shape[1], 1, 1);
+        return [values, (planes * h + row) * w + col];
+    }
+
     static Tensor AveragePool(OnnxNode n, Tensor x)
     {
         if (x.dim() != 4) throw n.Error($"only 2-D pooling is supported (input {x.dim()}-D)");

@@ -12,7 +12,8 @@ public static partial class Ops
     /// <summary>Adds the operators of this file to the table.</summary>
     static Dictionary<string, OpFn> WithTensorOps(Dictionary<string, OpFn> table)
     {
-        table["LayerNormalization"] = (n, x) => One(LayerNorm(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null));
+        table["LayerNormalization"] = (n, x) => n.HasOutput(1) || n.HasOutput(2) ? LayerNormWithStatistics(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)
+            : One(LayerNorm(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null));
         table["Pow"] = (n, x) => One(Pow(x[0]!, x[1]!));
         table["Sqrt"] = (n, x) => One(x[0]!.sqrt());
         table["Erf"] = (n, x) => One(x[0]!.erf());
@@ -21,7 +22,6 @@ public static partial class Ops
         table["Neg"] = (n, x) => One(x[0]!.neg());
         table["Abs"] = (n, x) => One(x[0]!.abs());
         table["Reciprocal"] = (n, x) => One(x[0]!.reciprocal());
-        table["ReduceSum"] = (n, x) => One(ReduceSum(n, x));
         table["Equal"] = (n, x) => One(x[0]!.eq(x[1]!));
         table["Less"] = (n, x) => One(x[0]!.lt(x[1]!));
         table["Greater"] = (n, x) => One(x[0]!.gt(x[1]!));
@@ -42,14 +42,8 @@ public static partial class Ops
     {
         switch (n.OpType)
         {
-            case "LayerNormalization":
-                if (n.HasOutput(1) || n.HasOutput(2)) throw n.Error("the Mean and InvStdDev outputs are not supported");
-                break;
             case "ScatterND":
-                if (n.String("reduction", "none") is not ("none" or "add")) throw n.Error($"reduction '{n.String("reduction", "")}' is not supported (none, add)");
-                break;
-            case "ReduceSum":
-                if (n.Int("noop_with_empty_axes", 0) != 0) throw n.Error("noop_with_empty_axes = 1 is not supported");
+                if (n.String("reduction", "none") is not ("none" or "add" or "mul" or "max" or "min")) throw n.Error($"reduction '{n.String("reduction", "")}' is not supported (none, add, mul, max, min)");
                 break;
         }
     }
@@ -68,6 +62,17 @@ public static partial class Ops
         return bias is null ? y : y + bias;
     }
 
+    /// <summary>LayerNormalization with its Mean and InvStdDev outputs (PyTorch 2's exporter names them): the mean and
+    /// 1/√(var + ε) over the normalised dims, kept as size-1 dims.</summary>
+    static Tensor[] LayerNormWithStatistics(OnnxNode n, Tensor x, Tensor scale, Tensor? bias)
+    {
+        long axis = Axis(n.Int("axis", -1), x.dim());
+        var dims = Enumerable.Range((int)axis, (int)(x.dim() - axis)).Select(d => (long)d).ToArray();
+        var mean = x.mean(dims, keepdim: true);
+        var inv = ((x - mean).square().mean(dims, keepdim: true) + n.Float("epsilon", 1e-5f)).rsqrt();
+        return [LayerNorm(n, x, scale, bias), mean, inv];
+    }
+
     static Tensor Pow(Tensor x, Tensor y)
     {
         // Exporters write x^2 with a constant exponent: a scalar exponent keeps libtorch's exact square.
@@ -78,16 +83,6 @@ public static partial class Ops
             return y.dim() == 0 ? r : r.reshape(BroadcastShape(x.shape, y.shape));
         }
         return x.pow(y.is_floating_point() || !x.is_floating_point() ? y : y.to(x.dtype));
-    }
-
-    static Tensor ReduceSum(OnnxNode n, Tensor?[] x)
-    {
-        var t = x[0]!;
-        bool keep = n.Int("keepdims", 1) != 0;
-        var axes = (n.Opset >= 13 ? (x.Length > 1 && x[1] is { } a ? Longs(a) : null) : n.Ints("axes"))
-                   ?? Enumerable.Range(0, (int)t.dim()).Select(i => (long)i).ToArray();
-        if (axes.Length == 0) axes = Enumerable.Range(0, (int)t.dim()).Select(i => (long)i).ToArray();
-        return t.sum(axes.Select(v => Axis(v, t.dim())).ToArray(), keep);
     }
 
     static Tensor ConstantOfShape(OnnxNode n, Tensor shape)
@@ -143,7 +138,7 @@ public static partial class Ops
     }
 
     /// <summary>Copies <paramref name="data"/> with the slices addressed by the last axis of <paramref name="indices"/>
-    /// replaced by (or, with reduction 'add', increased by) <paramref name="updates"/>; differentiable in both.</summary>
+    /// replaced by (or, with a reduction, combined with) <paramref name="updates"/>; differentiable in both.</summary>
     static Tensor ScatterND(OnnxNode n, Tensor data, Tensor indices, Tensor updates)
     {
         int k = (int)indices.shape[^1];
@@ -164,7 +159,42 @@ public static partial class Ops
         }
         var flat = data.reshape([stride, .. rest]);
         var upd = updates.reshape([-1, .. rest]).to(data.dtype);
-        var y = n.String("reduction", "none") == "add" ? flat.index_add(0, lin, upd, 1) : flat.index_copy(0, lin, upd);
-        return y.reshape(data.shape);
+        return ScatterRows(n, flat, lin, upd).reshape(data.shape);
     }
+
+    /// <summary>Rows <paramref name="rows"/> of <paramref name="flat"/> replaced by, or with reduction add / mul / max / min
+    /// (opsets 16 and 18) combined with, the rows of <paramref name="updates"/>; the data's own value takes part in the
+    /// reduction, as ONNX defines it. mul, max and min go in rounds, each taking the next update of every row (a row
+    /// named by more than <see cref="MaxScatterRepeats"/> updates is refused), so the result keeps its gradient.</summary>
+    static Tensor ScatterRows(OnnxNode n, Tensor flat, Tensor rows, Tensor updates)
+    {
+        var reduction = n.String("reduction", "none");
+        if (reduction == "none") return flat.index_copy(0, rows, updates);
+        if (reduction == "add") return flat.index_add(0, rows, updates, 1);
+        var places = rows.ToArray<long>();
+        var round = new long[places.Length];
+        var seen = new Dictionary<long, long>();
+        for (int i = 0; i < places.Length; i++)
+        {
+            long k = seen.GetValueOrDefault(places[i]);
+            if (k >= MaxScatterRepeats) throw n.Error($"place {places[i]} receives more than {MaxScatterRepeats} updates");
+            round[i] = k;
+            seen[places[i]] = k + 1;
+        }
+        long rounds = seen.Count == 0 ? 0 : seen.Values.Max();
+        var y = flat;
+        using var order = tensor(round);
+        for (long r = 0; r < rounds; r++)
+        {
+            var pick = order.eq(r).nonzero().view(-1);
+            var at = rows.index_select(0, pick);
+            var old = y.index_select(0, at);
+            var upd = updates.index_select(0, pick);
+            y = y.index_copy(0, at, reduction switch { "mul" => old * upd, "max" => old.maximum(upd), _ => old.minimum(upd) });
+        }
+        return y;
+    }
+
+    /// <summary>Most updates a ScatterND or ScatterElements reduction may send to one place.</summary>
+    const int MaxScatterRepeats = 1024;
 }

@@ -6,7 +6,7 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Loupe.Models.Onnx;
 
-/// <summary>ONNX operators (default domain, opsets 7–17) as differentiable TorchSharp code. Each operator has a
+/// <summary>ONNX operators (default domain, opsets 7–22) as differentiable TorchSharp code. Each operator has a
 /// load-time check (<see cref="Check"/>: attributes the implementation does not handle are refused before anything
 /// runs) and a run function.</summary>
 public static partial class Ops
@@ -15,7 +15,7 @@ public static partial class Ops
 
     static Tensor[] One(Tensor t) => [t];
 
-    static readonly Dictionary<string, OpFn> Table = WithDetectionOps(WithHeadOps(WithTensorOps(new(StringComparer.Ordinal)
+    static readonly Dictionary<string, OpFn> Table = WithNewerOps(WithReduceOps(WithDetectionOps(WithHeadOps(WithTensorOps(new(StringComparer.Ordinal)
     {
         ["Conv"] = (n, x) => One(Conv(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
         ["ConvTranspose"] = (n, x) => One(ConvTranspose(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
@@ -32,7 +32,7 @@ public static partial class Ops
         ["Sub"] = (n, x) => One(x[0]! - x[1]!),
         ["Mul"] = (n, x) => One(x[0]! * x[1]!),
         ["Div"] = (n, x) => One(x[0]!.is_floating_point() ? x[0]! / x[1]! : x[0]!.div(x[1]!, RoundingMode.trunc)),
-        ["MaxPool"] = (n, x) => One(MaxPool(n, x[0]!)),
+        ["MaxPool"] = (n, x) => n.HasOutput(1) ? MaxPoolWithIndices(n, x[0]!) : One(MaxPool(n, x[0]!)),
         ["AveragePool"] = (n, x) => One(AveragePool(n, x[0]!)),
         ["GlobalAveragePool"] = (n, x) => One(x[0]!.mean(SpatialDims(x[0]!), keepdim: true)),
         ["GlobalMaxPool"] = (n, x) => One(x[0]!.amax(SpatialDims(x[0]!), keepdim: true)),
@@ -52,12 +52,11 @@ public static partial class Ops
         ["Constant"] = (n, x) => One(Constant(n)),
         ["Shape"] = (n, x) => One(Shape(n, x[0]!)),
         ["Gather"] = (n, x) => One(Gather(n, x[0]!, x[1]!)),
-        ["ReduceMean"] = (n, x) => One(ReduceMean(n, x[0]!)),
         ["Cast"] = (n, x) => One(Cast(n, x[0]!)),
         // If and Loop run subgraphs over the enclosing values: the interpreter runs them (OnnxModel.Branches.cs).
         ["If"] = (n, x) => throw n.Error("If is run by the interpreter, not as an operator"),
         ["Loop"] = (n, x) => throw n.Error("Loop is run by the interpreter, not as an operator"),
-    })));
+    })))));
 
     /// <summary>The operators this backend runs.</summary>
     public static IReadOnlyCollection<string> Supported => Table.Keys;
@@ -76,17 +75,19 @@ public static partial class Ops
                 if (n.Inputs.Length < 5) throw n.Error("needs 5 inputs");
                 break;
             case "MaxPool":
-                if (n.HasOutput(1)) throw n.Error("the Indices output is not supported");
-                if (n.Int("storage_order", 0) != 0) throw n.Error("storage_order = 1 is not supported");
+                if (n.HasOutput(1) && n.Int("storage_order", 0) != 0) throw n.Error("storage_order = 1 (column-major indices) is not supported");
                 break;
-            case "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool":
+            case "AveragePool":
+                if (n.Ints("dilations") is { } dil && dil.Any(v => v != 1)) throw n.Error($"dilations ({string.Join(", ", dil)}) are not supported (1 only)");
+                break;
+            case "Conv" or "ConvTranspose":
                 break;
             case "Constant":
                 if (n.Has("sparse_value")) throw n.Error("sparse constants are not supported");
                 if (n.Has("value_string") || n.Has("value_strings")) throw n.Error("string constants are not supported");
                 break;
             case "Pad":
-                if (n.String("mode", "constant") is not ("constant" or "reflect" or "edge")) throw n.Error($"pad mode '{n.String("mode", "")}' is not supported");
+                if (n.String("mode", "constant") is not ("constant" or "reflect" or "edge" or "wrap")) throw n.Error($"pad mode '{n.String("mode", "")}' is not supported");
                 break;
             case "Cast":
                 _ = CastType(n);
@@ -95,6 +96,7 @@ public static partial class Ops
         CheckTensorOps(n);
         CheckHeadOps(n);
         CheckDetectionOps(n);
+        CheckNewerOps(n);
         if (n.OpType is "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool")
         {
             var ap = n.String("auto_pad", "NOTSET");
@@ -218,13 +220,6 @@ public static partial class Ops
         if (n.Has("value_int")) return tensor(n.Int("value_int", 0));
         if (n.Has("value_ints")) return tensor(n.Ints("value_ints")!);
         throw n.Error("Constant has no value");
-    }
-
-    static Tensor ReduceMean(OnnxNode n, Tensor x)
-    {
-        bool keep = n.Int("keepdims", 1) != 0;
-        var axes = n.Ints("axes") ?? Enumerable.Range(0, (int)x.dim()).Select(i => (long)i).ToArray();
-        return x.mean(axes.Select(a => Axis(a, x.dim())).ToArray(), keep);
     }
 
     static ScalarType CastType(OnnxNode n) => (TensorProto.Types.DataType)n.Int("to", 0) switch

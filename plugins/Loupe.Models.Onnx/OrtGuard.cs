@@ -211,28 +211,52 @@ public static partial class OrtGuard
             {
                 if (S(0) is not { } s) return [];
                 bool keep = n.Int("keepdims", 1) != 0;
-                long[]? axes = n.OpType.StartsWith("Arg") ? [n.Int("axis", 0)] : n.OpType == "ReduceSum" && n.Opset >= 13 ? x.Length > 1 ? L(1) : null : n.Ints("axes");
-                if (n.OpType == "ReduceSum" && n.Opset >= 13 && x.Length > 1 && x[1] is not null && axes is null) return [];
+                bool fromInput = !n.OpType.StartsWith("Arg") && Ops.AxesFromInput(n);
+                long[]? axes = n.OpType.StartsWith("Arg") ? [n.Int("axis", 0)] : fromInput ? x.Length > 1 ? L(1) : null : n.Ints("axes");
+                if (fromInput && n.HasInput(1) && axes is null) return [];   // axes computed in the graph: unknown
                 var set = (axes is { Length: > 0 } ? axes : Enumerable.Range(0, s.Length).Select(i => (long)i)).Select(a => Axis(a, s.Length, false)).ToHashSet();
-                if (axes is { Length: 0 } && n.Int("noop_with_empty_axes", 0) != 0) set.Clear();
+                if (axes is null or { Length: 0 } && n.Int("noop_with_empty_axes", 0) != 0) set.Clear();
                 return [new V(s.Select((d, i) => set.Contains(i) ? keep ? 1 : -1 : d).Where(d => d >= 0).ToArray())];
             }
             case "Pad":
             {
                 if (S(0) is not { } s) return [];
                 var pads = n.Opset < 11 ? n.Ints("pads") : L(1);
+                if (n.Opset >= 18 && n.HasInput(3))
+                {
+                    // Opset 18: pads for the listed axes only.
+                    if (L(3) is not { } axes || pads is null || pads.Length != 2 * axes.Length) return [];
+                    var full = new long[2 * s.Length];
+                    for (int i = 0; i < axes.Length; i++)
+                    {
+                        long a = Axis(axes[i], s.Length, false);
+                        full[a] = pads[i];
+                        full[a + s.Length] = pads[i + axes.Length];
+                    }
+                    pads = full;
+                }
                 if (pads is null || pads.Length != 2 * s.Length) return [];
                 return [new V(s.Select((d, i) => d + pads[i] + pads[i + s.Length]).ToArray())];
             }
             case "Resize" or "Upsample":
             {
                 if (S(0) is not { } s) return [];
+                // Opset 18: sizes or scales may list only the axes attribute's axes; the others keep their size.
+                var axes = n.OpType == "Resize" && n.Opset >= 18 && n.Ints("axes") is { } ax ? ax.Select(a => Axis(a, s.Length, false)).ToArray()
+                    : Enumerable.Range(0, s.Length).Select(i => (long)i).ToArray();
                 var sizes = n.OpType == "Resize" && n.Opset >= 11 && x.Length > 3 ? L(3) : null;
-                if (sizes is { Length: > 0 } && sizes.Length == s.Length) return [new V(sizes)];
+                if (sizes is { Length: > 0 } && sizes.Length == axes.Length)
+                {
+                    var o = s.ToArray();
+                    for (int i = 0; i < axes.Length; i++) o[axes[i]] = sizes[i];
+                    return [new V(o)];
+                }
                 var scales = n.OpType == "Upsample" && n.Opset < 9 ? n.Attribute("scales")?.Floats.Select(f => (double)f).ToArray()
                     : D(n.OpType == "Resize" && n.Opset >= 11 ? 2 : 1);
-                if (scales is null || scales.Length != s.Length) return [];
-                return [new V(s.Select((d, i) => Floor(d * scales[i])).ToArray())];
+                if (scales is null || scales.Length != axes.Length) return [];
+                var scaled = s.ToArray();
+                for (int i = 0; i < axes.Length; i++) scaled[axes[i]] = Floor(s[axes[i]] * scales[i]);
+                return [new V(scaled)];
             }
             case "Expand": return S(0) is { } es && L(1) is { } to ? [new V(Broadcast(es, to))] : [];
             case "ConstantOfShape":
@@ -277,6 +301,11 @@ public static partial class OrtGuard
                 long axis = Axis(n.Int("axis", 0), s.Length, false);
                 var parts = n.Opset < 13 ? n.Ints("split") : x.Length > 1 ? L(1) : null;
                 int outputs = n.Outputs.Length;
+                if (parts is null && n.Opset >= 18 && n.Int("num_outputs", 0) is > 0 and var k)
+                {
+                    long each = (s[axis] + k - 1) / k;
+                    parts = Enumerable.Range(0, (int)Math.Min(k, outputs)).Select(i => Math.Clamp(s[axis] - i * each, 0, each)).ToArray();
+                }
                 parts ??= s[axis] % outputs == 0 ? Enumerable.Repeat(s[axis] / outputs, outputs).ToArray() : null;
                 if (parts is null || parts.Length != outputs) return [];
                 return parts.Select(p => { var o = s.ToArray(); o[axis] = p; return (V?)new V(o); }).ToArray();

@@ -7,7 +7,7 @@ namespace Loupe.Onnx.Tests;
 /// <summary>Each operator form (fixtures/onnx/ops/*.onnx, ops-tensor/*.onnx, ops-detection/*.onnx) through the interpreter against ONNX Runtime.</summary>
 public class OperatorTests
 {
-    static IEnumerable<string> OpFiles() => new[] { "ops", "ops-tensor", "ops-detection" }
+    static IEnumerable<string> OpFiles() => new[] { "ops", "ops-tensor", "ops-detection", "ops-newer" }
         .SelectMany(d => Directory.GetFiles(Path.Combine(Env.FixtureRoot, d), "*.onnx")).Order(StringComparer.Ordinal);
 
     /// <summary>"folder/name" of each operator model.</summary>

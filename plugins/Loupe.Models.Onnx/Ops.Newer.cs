@@ -1,0 +1,121 @@
+using TorchSharp;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Loupe.Models.Onnx;
+
+/// <summary>Operators that PyTorch 2's exporter (opsets 18–22) and other exporters write besides the TorchScript-era set:
+/// Gelu (opset 20), GroupNormalization (18, and 21's per-channel scale), CastLike, the remaining activations (Mish, Softplus,
+/// Softsign, Elu, Selu, Celu, PRelu, ThresholdedRelu), comparisons (LessOrEqual, GreaterOrEqual), IsNaN, IsInf, Sign,
+/// Round, Sin, Cos, variadic Sum and Mean, LogSoftmax, CumSum, Einsum, Trilu and Size.</summary>
+public static partial class Ops
+{
+    /// <summary>Adds the operators of this file to the table.</summary>
+    static Dictionary<string, OpFn> WithNewerOps(Dictionary<string, OpFn> table)
+    {
+        table["Gelu"] = (n, x) => One(F.gelu(x[0]!, n.String("approximate", "none") == "tanh" ? TorchSharp.Modules.GELU.Approximate.tanh : TorchSharp.Modules.GELU.Approximate.none));
+        table["GroupNormalization"] = (n, x) => One(GroupNorm(n, x[0]!, x[1]!, x[2]!));
+        table["CastLike"] = (n, x) => One(x[0]!.dtype == x[1]!.dtype ? x[0]!.alias() : x[0]!.to(x[1]!.dtype));
+        table["Mish"] = (n, x) => One(F.mish(x[0]!));
+        table["Softplus"] = (n, x) => One(F.softplus(x[0]!, 1, double.PositiveInfinity));
+        table["Softsign"] = (n, x) => One(x[0]! / (x[0]!.abs() + 1));
+        table["Elu"] = (n, x) => One(F.elu(x[0]!, n.Float("alpha", 1f)));
+        table["Celu"] = (n, x) => One(F.celu(x[0]!, n.Float("alpha", 1f)));
+        table["Selu"] = (n, x) =>
+        {
+            float alpha = n.Float("alpha", 1.67326319217681884765625f), gamma = n.Float("gamma", 1.05070102214813232421875f);
+            var t = x[0]!;
+            return One(where(t.gt(0), t, (t.exp() - 1) * alpha) * gamma);
+        };
+        table["PRelu"] = (n, x) => One(where(x[0]!.lt(0), x[0]! * x[1]!, x[0]!).expand(x[0]!.shape));
+        table["ThresholdedRelu"] = (n, x) => One(where(x[0]!.gt(n.Float("alpha", 1f)), x[0]!, zeros_like(x[0]!)));
+        table["LessOrEqual"] = (n, x) => One(x[0]!.le(x[1]!));
+        table["GreaterOrEqual"] = (n, x) => One(x[0]!.ge(x[1]!));
+        table["IsNaN"] = (n, x) => One(x[0]!.isnan());
+        table["IsInf"] = (n, x) => One(IsInf(n, x[0]!));
+        table["Sign"] = (n, x) => One(x[0]!.sign());
+        table["Round"] = (n, x) => One(x[0]!.round());   // half to even, as ONNX
+        table["Sin"] = (n, x) => One(x[0]!.sin());
+        table["Cos"] = (n, x) => One(x[0]!.cos());
+        table["Sum"] = (n, x) => One(x.OfType<Tensor>().Aggregate((a, b) => a + b));
+        table["Mean"] = (n, x) => One(x.OfType<Tensor>().Aggregate((a, b) => a + b) / x.OfType<Tensor>().Count());
+        table["LogSoftmax"] = (n, x) => One(LogSoftmax(n, x[0]!));
+        table["CumSum"] = (n, x) => One(CumSum(n, x[0]!, x[1]!));
+        table["Einsum"] = (n, x) => One(einsum(n.String("equation", ""), x.OfType<Tensor>().ToArray()));
+        table["Trilu"] = (n, x) =>
+        {
+            long k = x.Length > 1 && x[1] is { } kt ? Longs(kt)[0] : 0;
+            return One(n.Int("upper", 1) != 0 ? x[0]!.triu(k) : x[0]!.tril(k));
+        };
+        table["Size"] = (n, x) => One(tensor(x[0]!.numel()));
+        return table;
+    }
+
+    /// <summary>Load-time checks of the operators of this file.</summary>
+    static void CheckNewerOps(OnnxNode n)
+    {
+        switch (n.OpType)
+        {
+            case "Gelu":
+                if (n.String("approximate", "none") is not ("none" or "tanh")) throw n.Error($"approximate '{n.String("approximate", "")}' is not supported (none, tanh)");
+                break;
+            case "GroupNormalization":
+                if (n.Int("num_groups", 0) < 1) throw n.Error("num_groups must be given and ≥ 1");
+                break;
+            case "Einsum":
+                var eq = n.String("equation", "");
+                if (eq.Length == 0 || eq.Length > 256 || eq.Any(c => !(char.IsAsciiLetter(c) || c is ',' or '-' or '>' or '.' or ' ')))
+                    throw n.Error($"equation '{eq}' is not an einsum equation");
+                break;
+        }
+    }
+
+    /// <summary>GroupNormalization: the channels in <c>num_groups</c> groups, each normalised over its channels and the
+    /// spatial dims; then scaled and shifted — per group in opset 18 (scale and bias of num_groups values), per channel
+    /// from opset 21 (of C values).</summary>
+    static Tensor GroupNorm(OnnxNode n, Tensor x, Tensor scale, Tensor bias)
+    {
+        long groups = n.Int("num_groups", 0), c = x.dim() >= 2 ? x.shape[1] : 0;
+        if (x.dim() < 3 || c % groups != 0) throw n.Error($"input ({string.Join("×", x.shape)}) needs rank ≥ 3 and channels divisible by num_groups {groups}");
+        long perChannel = n.Opset >= 21 ? c : groups;
+        if (scale.numel() != perChannel || bias.numel() != perChannel)
+            throw n.Error($"scale and bias must hold {perChannel} values ({(n.Opset >= 21 ? "one per channel, opset 21" : "one per group, opset 18")}), got {scale.numel()} and {bias.numel()}");
+        float eps = n.Float("epsilon", 1e-5f);
+        if (n.Opset >= 21) return F.group_norm(x, groups, scale.reshape(c), bias.reshape(c), eps);
+        // Opset 18: one scale and bias per group, i.e. repeated over the group's channels.
+        long each = c / groups;
+        return F.group_norm(x, groups, scale.reshape(groups).repeat_interleave(each), bias.reshape(groups).repeat_interleave(each), eps);
+    }
+
+    static Tensor IsInf(OnnxNode n, Tensor x)
+    {
+        bool neg = n.Int("detect_negative", 1) != 0, pos = n.Int("detect_positive", 1) != 0;
+        if (neg && pos) return x.isinf();
+        if (neg) return x.isneginf();
+        if (pos) return x.isposinf();
+        return zeros_like(x, ScalarType.Bool);
+    }
+
+    static Tensor LogSoftmax(OnnxNode n, Tensor x)
+    {
+        long rank = x.dim();
+        if (n.Opset >= 13) return x.log_softmax(Axis(n.Int("axis", -1), rank));
+        long axis = Axis(n.Int("axis", 1), rank);
+        var shape = x.shape;
+        long rows = shape[..(int)axis].Aggregate(1L, (p, v) => p * v);
+        return x.reshape(rows, -1).log_softmax(1).reshape(shape);
+    }
+
+    /// <summary>Running sums along the axis given as the second input; <c>exclusive</c> leaves each element out of its own
+    /// sum, <c>reverse</c> sums from the end.</summary>
+    static Tensor CumSum(OnnxNode n, Tensor x, Tensor axisTensor)
+    {
+        long axis = Axis(Longs(axisTensor)[0], x.dim());
+        if (axis < 0 || axis >= x.dim()) throw n.Error($"axis {Longs(axisTensor)[0]} is outside the input's {x.dim()} dims");
+        bool reverse = n.Int("reverse", 0) != 0, exclusive = n.Int("exclusive", 0) != 0;
+        var t = reverse ? x.flip(axis) : x;
+        var y = t.cumsum(axis);
+        if (exclusive) y = y - t;
+        return reverse ? y.flip(axis) : y;
+    }
+}
