@@ -95,6 +95,7 @@ public sealed class OnnxFile
         if (opset < MinOpset || opset > MaxOpset)
             throw new LoupeException($"{source} uses ONNX opset {opset}; the onnx backends support opsets {MinOpset}–{MaxOpset}");
         InlineExternalData(graph, source, maxBytes);
+        NameScopesFromMetadata(graph);
         var initNames = graph.Initializer.Select(t => t.Name).ToHashSet();
         var inputs = graph.Input.Where(i => !initNames.Contains(i.Name)).ToList();
         if (inputs.Count == 0)
@@ -102,6 +103,55 @@ public sealed class OnnxFile
         // Several inputs: the image is the only N×C×H×W one unless image_input says otherwise; the rest are side inputs.
         var image = inputs.Count == 1 ? inputs[0] : inputs.FirstOrDefault(i => Dims(i)?.Length == 4) ?? inputs[0];
         return new OnnxFile { Model = model, Source = source, Opset = opset, Input = image, Inputs = inputs };
+    }
+
+    /// <summary>The metadata key in which PyTorch 2's exporter (torch.onnx.export with dynamo) records each node's module
+    /// scopes: the Python repr of a list of cumulative paths, <c>['', 'layer4', 'layer4.1', 'layer4.1.conv2', 'conv2d_7']</c>
+    /// (the root, the modules outermost first, the FX node).</summary>
+    public const string NameScopesKey = "pkg.torch.onnx.name_scopes";
+
+    /// <summary>Gives each node that carries <see cref="NameScopesKey"/> the scoped name the TorchScript exporter writes
+    /// (<c>/layer4/layer4.1/layer4.1.conv2/node_conv2d_7</c>), so module paths (<c>layer: layer4</c>, LRP's per-layer
+    /// rules) resolve the same on graphs of both exporters (<see cref="Abstractions.ModuleScopes"/>).</summary>
+    static void NameScopesFromMetadata(GraphProto graph)
+    {
+        foreach (var node in graph.Node)
+        {
+            if (node.Name.StartsWith('/')) continue;
+            var entry = node.MetadataProps.FirstOrDefault(p => p.Key == NameScopesKey);
+            if (entry is null || ParsePythonStrings(entry.Value) is not { Count: >= 3 } scopes || scopes[0].Length != 0) continue;
+            var modules = scopes.Skip(1).Take(scopes.Count - 2).ToList();
+            if (modules.Any(m => m.Length == 0 || m.Contains('/'))) continue;
+            node.Name = "/" + string.Join("/", modules) + "/" + (node.Name.Length > 0 ? node.Name : node.OpType);
+        }
+    }
+
+    /// <summary>The strings of a Python list repr (<c>['a', "b's"]</c>), or null when the text is not one (or is longer
+    /// than 4,096 characters or 64 items: metadata comes from the file).</summary>
+    public static List<string>? ParsePythonStrings(string text)
+    {
+        if (text.Length > 4096) return null;
+        var t = text.Trim();
+        if (t.Length < 2 || t[0] != '[' || t[^1] != ']') return null;
+        var items = new List<string>();
+        int i = 1;
+        while (true)
+        {
+            while (i < t.Length - 1 && (t[i] == ' ' || t[i] == ',')) i++;
+            if (i >= t.Length - 1) return items;
+            char quote = t[i];
+            if (quote is not ('\'' or '"')) return null;
+            var sb = new System.Text.StringBuilder();
+            for (i++; ; i++)
+            {
+                if (i >= t.Length - 1) return null;
+                if (t[i] == '\\' && i + 1 < t.Length - 1) { sb.Append(t[++i]); continue; }
+                if (t[i] == quote) { i++; break; }
+                sb.Append(t[i]);
+            }
+            items.Add(sb.ToString());
+            if (items.Count > 64) return null;
+        }
     }
 
     /// <summary>Reads tensors stored outside the .onnx (data_location = EXTERNAL) into raw_data.</summary>

@@ -76,6 +76,9 @@ public sealed class OrtModel : IModel, IModelSideInputs
             var first = n.Output.FirstOrDefault(o => o.Length > 0);
             if (first is not null && _layerToValue.ContainsKey(first) && _layerToValue.TryAdd(n.Name, first)) layers.Add(new LayerInfo(n.Name, n.OpType) { AliasOf = first });
         }
+        // PyTorch module paths (layer4, features.7), as the onnx backend resolves them, where the module's output is a layer.
+        foreach (var (path, value, op) in ModulePaths.Of(_model.Graph.Node.Select((n, i) => new OnnxNode(n, file.Opset, _source, i))))
+            if (_layerToValue.ContainsKey(value) && _layerToValue.TryAdd(path, value)) layers.Add(new LayerInfo(path, $"module ({op}) = {value}") { AliasOf = value, IsModule = true });
         Layers = layers;
     }
 

@@ -105,6 +105,19 @@ public class NewerExporterFormTests
                     break;
             }
         }
+        // Module scopes as PyTorch 2 records them: node names node_<Op>_<i>, and the scopes in the node's metadata as the
+        // Python repr of the cumulative paths between the root ('') and the FX node's name.
+        for (int i = 0; i < nodes.Count; i++)
+        {
+            var n = nodes[i];
+            var scopes = ModuleScopes.Of(n.Name).ToList();
+            var fx = n.OpType.ToLowerInvariant() + "_" + i;
+            n.Name = $"node_{n.OpType}_{i}";
+            if (scopes.Count == 0) continue;
+            n.MetadataProps.Add(new StringStringEntryProto { Key = "namespace", Value = ": torchvision.models.Model/" + string.Join("/", scopes.Select(p => p + ": torch.nn.Module")) });
+            n.MetadataProps.Add(new StringStringEntryProto { Key = "pkg.torch.onnx.name_scopes", Value = "[" + string.Join(", ", new[] { "" }.Concat(scopes).Append(fx).Select(p => $"'{p}'")) + "]" });
+            Count("name_scopes metadata");
+        }
         g.Node.Clear();
         g.Node.Add(nodes);
         return m;
@@ -135,13 +148,34 @@ public class NewerExporterFormTests
         Assert.True(y.Zip(r.Logits.Data).Max(p => Math.Abs(p.First - p.Second)) / scale <= 1e-4, $"{name}: onnx-runtime logits differ");
     }
 
+    [Theory]
+    [InlineData("resnet")]
+    [InlineData("swin")]
+    [InlineData("convnext")]
+    [InlineData("vit")]
+    public void ModulePathsComeFromTheNodesNameScopes(string name)
+    {
+        var path = Path.Combine(FamilyTests.Folder, name + ".onnx");
+        var rewritten = Path.Combine(Env.TempDir(), name + "_scopes.onnx");
+        File.WriteAllBytes(rewritten, Rewrite(ModelProto.Parser.ParseFrom(File.ReadAllBytes(path)), []).ToByteArray());
+        foreach (var load in new Func<OnnxOptions, IModel>[] { Env.LoadOnnx, Env.LoadOrt })
+        {
+            using var before = load(new OnnxOptions { Path = path });
+            using var after = load(new OnnxOptions { Path = rewritten });
+            var expected = before.Layers.Where(l => l.IsModule).ToDictionary(l => l.Name, l => l.AliasOf);
+            var got = after.Layers.Where(l => l.IsModule).ToDictionary(l => l.Name, l => l.AliasOf);
+            Assert.True(expected.Count > 5, $"{name}: {expected.Count} module paths");
+            Assert.Equal(expected.OrderBy(kv => kv.Key, StringComparer.Ordinal), got.OrderBy(kv => kv.Key, StringComparer.Ordinal));
+        }
+    }
+
     [Fact]
     public void TheRewriteReachesEveryForm()
     {
         var forms = new Dictionary<string, int>();
         foreach (string name in Families())
             Rewrite(ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(FamilyTests.Folder, name + ".onnx"))), forms);
-        foreach (var form in new[] { "Gelu", "Reduce axes input", "ReduceMean pooling", "Flatten as Reshape", "MaxPool Indices", "LayerNormalization statistics" })
+        foreach (var form in new[] { "Gelu", "Reduce axes input", "ReduceMean pooling", "Flatten as Reshape", "MaxPool Indices", "LayerNormalization statistics", "name_scopes metadata" })
             Assert.True(forms.ContainsKey(form), $"no family has the form '{form}' ({string.Join(", ", forms.Keys)})");
     }
 }
