@@ -8,7 +8,7 @@ namespace Loupe.Models.Onnx;
 public sealed partial class OnnxModel : IModelGraphSource
 {
     static readonly string[] GraphOps =
-        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Pad", "Clip", "Sigmoid"];
+        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Pad", "Clip", "Sigmoid"];
 
     /// <inheritdoc/>
     public ModelGraph Graph()
@@ -16,6 +16,8 @@ public sealed partial class OnnxModel : IModelGraphSource
         ObjectDisposedException.ThrowIf(_disposed, this);
         var nodes = new List<GraphNode>();
         var index = new Dictionary<string, int>(StringComparer.Ordinal) { [_inputName] = -1 };
+        // Values something reads: an optional output nobody reads (PyTorch 2's MaxPool Indices) needs no graph form.
+        var read = _plan.SelectMany(n => n.Reads).Append(_outputName).ToHashSet(StringComparer.Ordinal);
         foreach (var n in _plan)
         {
             int In(int i) => n.HasInput(i) && index.TryGetValue(n.Inputs[i], out var k) ? k
@@ -80,7 +82,7 @@ public sealed partial class OnnxModel : IModelGraphSource
                 case "MaxPool":
                 case "AveragePool":
                 {
-                    if (n.HasOutput(1)) throw n.Error("max-pool indices have no model-graph form");
+                    if (n.HasOutput(1) && read.Contains(n.Outputs[1])) throw n.Error("max-pool indices have no model-graph form");
                     var k = n.Ints("kernel_shape") ?? throw n.Error("kernel_shape is missing");
                     if (k.Length != 2) throw n.Error("the model graph supports 2-D pools only");
                     node = new GraphNode(name, n.OpType == "MaxPool" ? GraphOp.MaxPool : GraphOp.AvgPool, [In(0)])
@@ -91,6 +93,18 @@ public sealed partial class OnnxModel : IModelGraphSource
                     break;
                 }
                 case "GlobalAveragePool": node = new GraphNode(name, GraphOp.AdaptiveAvgPool, [In(0)]) { Kernel = [1, 1] }; break;
+                case "ReduceMean":
+                {
+                    // The mean over the two spatial dims (PyTorch 2's global pooling): an adaptive 1×1 pool, then a
+                    // flatten when the dims are not kept.
+                    var axes = (Ops.AxesFromInput(n) ? n.HasInput(1) ? Const(1).to(ScalarType.Int64).data<long>().ToArray() : null : n.Ints("axes"))?.Order().ToArray();
+                    if (axes is not ([2, 3] or [-2, -1])) throw n.Error($"the model graph supports ReduceMean over the two spatial dims (axes 2, 3) only, not ({string.Join(", ", axes ?? [])})");
+                    var pool = new GraphNode(name, GraphOp.AdaptiveAvgPool, [In(0)]) { Kernel = [1, 1] };
+                    if (n.Int("keepdims", 1) != 0) { node = pool; break; }
+                    nodes.Add(pool);
+                    node = new GraphNode(name + "/flatten", GraphOp.Flatten, [nodes.Count - 1]);
+                    break;
+                }
                 case "Flatten":
                     if (n.Int("axis", 1) != 1) throw n.Error("the model graph supports Flatten with axis 1 only");
                     node = new GraphNode(name, GraphOp.Flatten, [In(0)]);
@@ -106,7 +120,7 @@ public sealed partial class OnnxModel : IModelGraphSource
                     node = new GraphNode(name, GraphOp.Concat, Enumerable.Range(0, n.Inputs.Length).Select(In).ToArray()) { Axis = n.Int("axis", 1) };
                     break;
                 case "Identity" or "Dropout":
-                    if (n.HasOutput(1)) throw n.Error("a dropout mask output has no model-graph form");
+                    if (n.HasOutput(1) && read.Contains(n.Outputs[1])) throw n.Error("a dropout mask output has no model-graph form");
                     node = new GraphNode(name, GraphOp.Identity, [In(0)]);
                     break;
                 case "Pad": node = PadNode(n, name, In(0), Const); break;

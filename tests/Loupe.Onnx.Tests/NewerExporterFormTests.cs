@@ -169,6 +169,37 @@ public class NewerExporterFormTests
         }
     }
 
+    /// <summary>LRP on the graph form of resnet18 as PyTorch 2 exports it (global pooling a ReduceMean, the flatten a
+    /// Reshape, MaxPool's Indices named, module scopes in metadata): the same map as on the TorchScript export, with
+    /// per-layer rules named by module path.</summary>
+    [Fact]
+    public void LrpRunsOnTheNewerFormsWithPerLayerRules()
+    {
+        var path = ModelTests.ResNetWithHashWeights();
+        var rewritten = Path.Combine(Path.GetDirectoryName(path)!, "resnet18_opset20.onnx");   // beside its external data
+        var forms = new Dictionary<string, int>();
+        File.WriteAllBytes(rewritten, Rewrite(ModelProto.Parser.ParseFrom(File.ReadAllBytes(path)), forms).ToByteArray());
+        Assert.True(forms.ContainsKey("ReduceMean pooling") && forms.ContainsKey("MaxPool Indices") && forms.ContainsKey("name_scopes metadata"), string.Join(", ", forms.Keys));
+        var options = new Loupe.Analysis.Decisions.LrpOptions
+        {
+            Composite = Loupe.Analysis.Decisions.LrpComposite.EpsilonGammaBox,
+            Rules = [new() { Layer = "layer2.0.downsample.0", Rule = Loupe.Analysis.Decisions.LrpRuleKind.Gamma, Gamma = 1 }, new() { Layer = "fc", Rule = Loupe.Analysis.Decisions.LrpRuleKind.Epsilon, Epsilon = 0.5 }],
+        };
+        float[] Map(string file)
+        {
+            using var model = Env.LoadOnnx(new OnnxOptions { Path = file, Mean = [0.485f, 0.456f, 0.406f], Std = [0.229f, 0.224f, 0.225f] });
+            using var scope = NewDisposeScope();
+            var x = Npy.Read(Env.LoupeFixture("arch_input_64.npy")).ToTensor();
+            Tensor y;
+            using (no_grad()) y = model.Forward(x);
+            var relevance = nn.functional.one_hot(y.argmax(1), y.shape[1]).to(ScalarType.Float32);
+            return Env.Data(Loupe.Analysis.Decisions.Lrp.Relevance(model, model.DefaultInput, options, x, relevance, y));
+        }
+        var before = Map(path);
+        var after = Map(rewritten);
+        Assert.True(Env.RelL2(after, before) <= 1e-5, $"rel-L2 {Env.RelL2(after, before):E2}");
+    }
+
     [Fact]
     public void TheRewriteReachesEveryForm()
     {
