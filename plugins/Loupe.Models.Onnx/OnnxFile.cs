@@ -265,13 +265,14 @@ public sealed class OnnxFile
     public static Tensor ToTensor(TensorProto t, string source)
     {
         var dims = t.Dims.ToArray();
-        long n = 1;
+        long n = 1, extent = 1;   // extent: the product of the non-zero dims, which libtorch's strides must hold even when n is 0
         foreach (var d in dims)
         {
             if (d < 0) throw new LoupeException($"{source}: tensor '{t.Name}' has a negative dimension");
-            if (d > 0 && n > (1L << 40) / d)
+            if (d > 0 && extent > (1L << 40) / d)
                 throw new LoupeException($"{source}: tensor '{t.Name}' declares shape ({string.Join("×", dims)}), more elements than any model file holds");
             n *= d;
+            if (d > 0) extent *= d;
         }
         var dt = (TensorProto.Types.DataType)t.DataType;
         var rawMem = t.RawData.Memory;

@@ -11,10 +11,20 @@ public sealed partial class OnnxModel
     /// from its row of the result — so a captured layer is one N×… tensor that the outputs depend on (gradients reach
     /// it) and an intervention acts on every image. The graph's outputs gain a batch dimension, padded with zeros to
     /// the images' largest (a detector's D detections).</summary>
+    /// <remarks>A graph whose input declares a batch of one (an export without dynamic axes, whose reshapes may have
+    /// the 1 written in) runs the same way on rows of one (1×C×H×W, and each side input's row): a value keeps its
+    /// leading 1 and the rows are concatenated.</remarks>
     Tensor ForwardImages(Tensor x, LayerCapture[] captures, Intervention[] interventions, ReluRule? relu, double beta)
     {
         int n = (int)x.shape[0];
-        var envs = Enumerable.Range(0, n).Select(i => new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x[i] }).ToArray();
+        var envs = Enumerable.Range(0, n).Select(i => new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = _unbatched ? x[i] : x.narrow(0, i, 1) }).ToArray();
+        foreach (var name in _side.Names)   // (none on unbatched graphs: refused at load)
+        {
+            var v = _side.ValueFor(name, n);
+            foreach (var iv in interventions) if (iv.Value == name) v = iv.Transform(v);
+            foreach (var c in captures) v = c.OnForward(name, v);
+            for (int i = 0; i < n; i++) envs[i][name] = v.narrow(0, i, 1);
+        }
         bool Watched(string value) => interventions.Any(iv => iv.Value == value) || captures.Any(c => c.Keeps(value));
         foreach (var node in PlanFor(captures, interventions, relu))
         {
@@ -29,14 +39,15 @@ public sealed partial class OnnxModel
                     continue;
                 }
                 var parts = outs.Select(o => o[k]).ToList();
-                bool adds = Padded.AddsBatch(parts, _graphOutputs.Contains(name));
+                bool adds = Padded.AddsBatch(parts, _unbatched && _graphOutputs.Contains(name));
                 var batched = Padded.Batch(parts, adds, _source);
                 foreach (var iv in interventions) if (iv.Value == name) batched = iv.Transform(batched);
                 foreach (var c in captures) batched = c.OnForward(name, batched);
                 for (int i = 0; i < n; i++) envs[i][name] = Padded.Row(batched, i, parts[i].shape, adds);
             }
         }
-        var y = Padded.Batch(envs.Select(e => e[_outputName]).ToList(), addsBatch: true, _source);
+        var outputs = envs.Select(e => e[_outputName]).ToList();
+        var y = Padded.Batch(outputs, addsBatch: _unbatched || Padded.AddsBatch(outputs, false), _source);
         return _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y;
     }
 }

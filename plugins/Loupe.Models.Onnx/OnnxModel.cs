@@ -16,7 +16,7 @@ public sealed partial class OnnxModel : IModel
     readonly Dictionary<string, Tensor> _parameters;
     readonly string _inputName, _outputName, _source;
     readonly long?[] _inputDims;
-    readonly bool _flattenOutput, _unbatched;
+    readonly bool _flattenOutput, _unbatched, _batchIsOne;
     readonly HashSet<string> _graphOutputs;
     readonly object _gate = new();
     readonly OpenCaptures<LayerCapture> _captures;
@@ -35,6 +35,9 @@ public sealed partial class OnnxModel : IModel
         _inputName = file.Input.Name;
         _flattenOutput = flattenOutput;
         _unbatched = file.Unbatched;
+        // A graph exported for a batch of one (PyTorch's default without dynamic axes): its reshapes and expands may
+        // have the 1 written in, so a larger batch runs as rows of one, in step (ForwardImages).
+        _batchIsOne = !_unbatched && OnnxFile.Dims(file.Input) is [1, ..];
         _graphOutputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
         _outputName = output ?? graph.Output[0].Name;
         if (!graph.Output.Any(o => o.Name == _outputName) && !graph.Node.Any(n => n.Output.Contains(_outputName)))
@@ -229,7 +232,7 @@ public sealed partial class OnnxModel : IModel
         var x = input;   // the graph input is a value too: a layer's input may be it
         foreach (var iv in interventions) if (iv.Value == _inputName) x = iv.Transform(x);
         foreach (var c in captures) x = c.OnForward(_inputName, x);
-        if (_unbatched) return scope.MoveToOuter(ForwardImages(x, captures, interventions, relu, beta));
+        if (_unbatched || _batchIsOne && x.shape[0] > 1) return scope.MoveToOuter(ForwardImages(x, captures, interventions, relu, beta));
         x = Laid(x);
         var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x };
         foreach (var name in _side.Names)

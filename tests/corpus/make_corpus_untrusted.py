@@ -46,6 +46,11 @@ def onnx_cases(g):
     twice.external_data.add(key="location", value="w.bin")
     twice.external_data.add(key="location", value="../../etc/passwd")
     o("external-location-twice.onnx", model(nodes, [X], [Y], [twice]), "lists external data key 'location' 2 times")
+    # An empty tensor whose other dims multiply past int64 (found by tools/Loupe.Fuzz): libtorch's stride computation
+    # overflowed before the count check, which saw 0 elements.
+    o("empty-tensor-huge-dims.onnx", model(nodes, [X], [Y], [raw_tensor("w", [0, 130436250, 1254989, 129181261], b"")]),
+      "more elements than any model file holds")
+    o("opset-24.onnx", model(nodes, [X], [Y], [], opset=24, ir=10), "uses ONNX opset 24; the onnx backends support opsets 7–23")
     # Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
     pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
     o("pad-bomb.onnx", model([helper.make_node("Pad", ["x", "pads"], ["p"]), helper.make_node("ReduceMean", ["p"], ["y"], axes=[2, 3], keepdims=0)], [X], [Y], [pads]),

@@ -1,0 +1,73 @@
+using System.Globalization;
+using Loupe.Abstractions;
+using Loupe.Models.Onnx;
+using static TorchSharp.torch;
+
+namespace Loupe.Onnx.Tests;
+
+/// <summary>A graph exported for a batch of one (input 1×3×S×S, the 1 written into its reshapes and expands: what
+/// torch.onnx.export writes without dynamic axes, tests/fixtures/onnx/make_batch_one_fixtures.py) on a batch of three:
+/// both backends run it row by row, with PyTorch's logits; the onnx backend's input gradient is PyTorch's, and a
+/// captured layer is one 3×… tensor the output depends on (Grad-CAM's gradient reaches it).</summary>
+public class BatchOfOneTests
+{
+    static string Folder => Env.Fixture("batch-one");
+
+    static (int Size, long[] Classes, NdArray Logits, NdArray Grad) Reference(string name)
+    {
+        var kv = File.ReadAllLines(Path.Combine(Folder, name + ".txt")).Select(l => l.Split(' ', 2)).ToDictionary(p => p[0], p => p[1]);
+        return (int.Parse(kv["size"], CultureInfo.InvariantCulture), kv["classes"].Split(' ').Select(s => long.Parse(s, CultureInfo.InvariantCulture)).ToArray(),
+            Npy.Read(Path.Combine(Folder, name + ".logits.npy")), Npy.Read(Path.Combine(Folder, name + ".grad.npy")));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ABatchOfThreeRunsAsPyTorchOnBothBackends(bool ort)
+    {
+        var r = Reference("vit");
+        var options = new OnnxOptions { Path = Path.Combine(Folder, "vit.onnx") };
+        using var model = ort ? Env.LoadOrt(options) : Env.LoadOnnx(options);
+        using var scope = NewDisposeScope();
+        var x = tensor(Env.SinInput(3L * 3 * r.Size * r.Size), [3, 3, r.Size, r.Size]).requires_grad_(!ort);
+        var y = model.Forward(x);
+        Assert.Equal(r.Logits.Shape, y.shape);
+        double err = Env.Data(y).Zip(r.Logits.Data).Max(p => Math.Abs(p.First - p.Second)) / r.Logits.Data.Max(v => Math.Abs(v));
+        Assert.True(err <= 1e-4, $"logits differ by {err:E2}");
+        if (ort) return;
+        var g = autograd.grad([y.gather(1, tensor(r.Classes).view(-1, 1)).sum()], [x])[0];
+        Assert.True(Env.RelL2(Env.Data(g), r.Grad.Data) <= 1e-3, $"input gradient rel-L2 {Env.RelL2(Env.Data(g), r.Grad.Data):E2}");
+    }
+
+    [Fact]
+    public void ACapturedLayerIsOneBatchTheOutputDependsOn()
+    {
+        var r = Reference("vit");
+        using var model = Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(Folder, "vit.onnx") });
+        const string layer = "encoder.layers.encoder_layer_1";
+        Assert.Contains(model.Layers, l => l.Name == layer);
+        using var scope = NewDisposeScope();
+        using var capture = model.Capture([layer], forGradients: true);
+        var x = tensor(Env.SinInput(3L * 3 * r.Size * r.Size), [3, 3, r.Size, r.Size]);
+        var y = model.Forward(x);
+        var a = capture[layer];
+        Assert.Equal(3, a.shape[0]);
+        var g = autograd.grad([y.gather(1, tensor(r.Classes).view(-1, 1)).sum()], [a])[0];
+        Assert.Equal(a.shape, g.shape);
+        // Each image's gradient is its own: image 0's logit does not depend on image 1's activations.
+        var g0 = autograd.grad([model.Forward(x)[0, r.Classes[0]]], [capture[layer]])[0];
+        Assert.True(g0[0].abs().sum().item<float>() > 0 && g0[1].abs().sum().item<float>() == 0);
+    }
+
+    [Fact]
+    public void ABatchOfOneRunsTheGraphAsItIs()
+    {
+        var r = Reference("vit");
+        using var model = Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(Folder, "vit.onnx") });
+        using var scope = NewDisposeScope();
+        var x = tensor(Env.SinInput(3L * 3 * r.Size * r.Size), [3, 3, r.Size, r.Size]);
+        var y = model.Forward(x.narrow(0, 1, 1));
+        double err = Env.Data(y).Zip(r.Logits.Data.Skip(10).Take(10)).Max(p => Math.Abs(p.First - p.Second)) / r.Logits.Data.Max(v => Math.Abs(v));
+        Assert.True(err <= 1e-4, $"logits differ by {err:E2}");
+    }
+}
