@@ -7,7 +7,8 @@ namespace Loupe.Models.Onnx;
 /// <summary>Operators that PyTorch 2's exporter (opsets 18–22) and other exporters write besides the TorchScript-era set:
 /// Gelu (opset 20), GroupNormalization (18, and 21's per-channel scale), CastLike, the remaining activations (Mish, Softplus,
 /// Softsign, Elu, Selu, Celu, PRelu, ThresholdedRelu), comparisons (LessOrEqual, GreaterOrEqual), IsNaN, IsInf, Sign,
-/// Round, Sin, Cos, variadic Sum and Mean, LogSoftmax, CumSum, Einsum, Trilu and Size.</summary>
+/// Round, Sin, Cos, variadic Sum and Mean, LogSoftmax, CumSum, Einsum, Trilu, Size, and opset 23's Attention (what
+/// PyTorch's exporter writes for scaled_dot_product_attention at opset 23) and RMSNormalization.</summary>
 public static partial class Ops
 {
     /// <summary>Adds the operators of this file to the table.</summary>
@@ -48,6 +49,8 @@ public static partial class Ops
             return One(n.Int("upper", 1) != 0 ? x[0]!.triu(k) : x[0]!.tril(k));
         };
         table["Size"] = (n, x) => One(tensor(x[0]!.numel()));
+        table["Attention"] = (n, x) => One(Attention(n, x));
+        table["RMSNormalization"] = (n, x) => One(RmsNorm(n, x[0]!, x[1]!));
         return table;
     }
 
@@ -61,6 +64,11 @@ public static partial class Ops
                 break;
             case "GroupNormalization":
                 if (n.Int("num_groups", 0) < 1) throw n.Error("num_groups must be given and ≥ 1");
+                break;
+            case "Attention":
+                if (n.HasInput(4) || n.HasInput(5) || n.HasInput(6)) throw n.Error("past_key / past_value (a key-value cache) and nonpad_kv_seqlen are not supported");
+                if (n.HasOutput(1) || n.HasOutput(2) || n.HasOutput(3)) throw n.Error("the present_key, present_value and qk_matmul_output outputs are not supported");
+                if (n.Int("qk_matmul_output_mode", 0) != 0) throw n.Error("qk_matmul_output_mode other than 0 is not supported");
                 break;
             case "Einsum":
                 var eq = n.String("equation", "");
@@ -117,5 +125,71 @@ public static partial class Ops
         var y = t.cumsum(axis);
         if (exclusive) y = y - t;
         return reverse ? y.flip(axis) : y;
+    }
+
+    /// <summary>Opset 23's Attention without a key-value cache: softmax(softcap(Q·Kᵀ·scale) + mask [+ causal]) · V over
+    /// 4-D (batch, heads, sequence, head size) or 3-D (batch, sequence, heads × head size; q_num_heads, kv_num_heads)
+    /// inputs; fewer key-value heads than query heads are repeated (grouped-query attention); a boolean mask keeps its
+    /// true places, a float mask is added; the causal mask lets query i see keys j ≤ i; a row with every key masked
+    /// gives 0, as ONNX's reference.</summary>
+    static Tensor Attention(OnnxNode n, Tensor?[] x)
+    {
+        Tensor q = x[0]!, k = x[1]!, v = x[2]!;
+        var mask = x.Length > 3 ? x[3] : null;
+        long rank = q.dim();
+        if (rank != k.dim() || rank != v.dim() || rank is not (3 or 4))
+            throw n.Error($"Q, K and V must all be 3-D or all 4-D, got ({string.Join("×", q.shape)}), ({string.Join("×", k.shape)}), ({string.Join("×", v.shape)})");
+        if (rank == 3)
+        {
+            long qh = n.Int("q_num_heads", 0), kvh = n.Int("kv_num_heads", 0);
+            if (qh < 1 || kvh < 1 || q.shape[2] % qh != 0 || k.shape[2] % kvh != 0 || v.shape[2] % kvh != 0)
+                throw n.Error($"3-D inputs need q_num_heads and kv_num_heads that divide their hidden sizes ({q.shape[2]}, {k.shape[2]}, {v.shape[2]})");
+            Tensor Heads(Tensor t, long heads) => t.reshape(t.shape[0], t.shape[1], heads, t.shape[2] / heads).transpose(1, 2);
+            (q, k, v) = (Heads(q, qh), Heads(k, kvh), Heads(v, kvh));
+        }
+        if (k.shape[1] != v.shape[1] || q.shape[1] % k.shape[1] != 0 || q.shape[3] != k.shape[3] || k.shape[2] != v.shape[2])
+            throw n.Error($"Q ({string.Join("×", q.shape)}), K ({string.Join("×", k.shape)}) and V ({string.Join("×", v.shape)}) do not form an attention");
+        if (q.shape[1] != k.shape[1])
+        {
+            long repeat = q.shape[1] / k.shape[1];
+            (k, v) = (k.repeat_interleave(repeat, 1), v.repeat_interleave(repeat, 1));
+        }
+        double scale = n.Has("scale") ? n.Float("scale", 1f) : 1 / Math.Sqrt(q.shape[3]);
+        double root = Math.Sqrt(scale);
+        var scores = MatMul(n, q * root, (k * root).transpose(-1, -2));
+        float softcap = n.Float("softcap", 0f);
+        if (softcap > 0) scores = (scores / softcap).tanh() * softcap;
+        long qs = q.shape[2], ks = k.shape[2];
+        Tensor? bias = null;
+        if (mask is not null)
+        {
+            bias = mask.dtype == ScalarType.Bool ? where(mask, 0f, float.NegativeInfinity) : mask.to(scores.dtype);
+            if (bias.shape[^1] < ks)   // a mask shorter than the keys: the missing keys masked, as ONNX's reference
+                bias = F.pad(bias, [0, ks - bias.shape[^1]], PaddingModes.Constant, double.NegativeInfinity);
+        }
+        if (n.Int("is_causal", 0) != 0)
+        {
+            var allowed = arange(ks).view(1, ks).le(arange(qs).view(qs, 1));
+            var causal = where(allowed, 0f, float.NegativeInfinity);
+            bias = bias is null ? causal : bias + causal;
+        }
+        if (bias is null) return MatMul(n, scores.softmax(-1), v) is var y0 && rank == 3 ? Merged(y0) : y0;
+        scores = scores + bias;
+        // A row whose keys are all masked: 0, not NaN (and no NaN in the backward pass either).
+        var masked = scores.detach().amax([-1], keepdim: true).isneginf();
+        var p = where(masked, 0f, where(masked, zeros_like(scores), scores).softmax(-1));
+        var y = MatMul(n, p, v);
+        return rank == 3 ? Merged(y) : y;
+
+        static Tensor Merged(Tensor t) => t.transpose(1, 2).reshape(t.shape[0], t.shape[2], -1);
+    }
+
+    /// <summary>Opset 23's RMSNormalization: x / √(mean of x² over the dims from <c>axis</c> + ε) · scale.</summary>
+    static Tensor RmsNorm(OnnxNode n, Tensor x, Tensor scale)
+    {
+        long axis = Axis(n.Int("axis", -1), x.dim());
+        if (axis < 0 || axis >= x.dim()) throw n.Error($"axis {n.Int("axis", -1)} is outside the input's {x.dim()} dims");
+        var dims = Enumerable.Range((int)axis, (int)(x.dim() - axis)).Select(d => (long)d).ToArray();
+        return x * (x.square().mean(dims, keepdim: true) + n.Float("epsilon", 1e-5f)).rsqrt() * scale;
     }
 }

@@ -69,7 +69,7 @@ public static partial class OrtGuard
     [
         "Identity", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "HardSigmoid", "HardSwish", "Elu", "Selu", "Celu", "Softplus", "Softsign",
         "Gelu", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Not", "IsNaN", "IsInf",
-        "Softmax", "LogSoftmax", "Hardmax", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "LpNormalization", "GroupNormalization",
+        "Softmax", "LogSoftmax", "Hardmax", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "LpNormalization", "GroupNormalization", "RMSNormalization",
         "LRN", "Clip", "Dropout", "Cast", "CastLike", "Sin", "Cos", "Tan", "ThresholdedRelu", "Shrink", "Mish", "Trilu", "CumSum",
         "MeanVarianceNormalization", "ReverseSequence", "ScatterND", "ScatterElements", "Scatter",
     ];
