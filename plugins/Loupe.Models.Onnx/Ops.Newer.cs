@@ -40,7 +40,7 @@ public static partial class Ops
         table["Cos"] = (n, x) => One(x[0]!.cos());
         table["Sum"] = (n, x) => One(x.OfType<Tensor>().Aggregate((a, b) => a + b));
         table["Mean"] = (n, x) => One(x.OfType<Tensor>().Aggregate((a, b) => a + b) / x.OfType<Tensor>().Count());
-        table["LogSoftmax"] = (n, x) => One(LogSoftmax(n, x[0]!));
+        table["LogSoftmax"] = (n, x) => One(AlongAxis(n, x[0]!, (t, d) => t.log_softmax(d)));
         table["CumSum"] = (n, x) => One(CumSum(n, x[0]!, x[1]!));
         table["Einsum"] = (n, x) => One(einsum(n.String("equation", ""), x.OfType<Tensor>().ToArray()));
         table["Trilu"] = (n, x) =>
@@ -102,16 +102,6 @@ public static partial class Ops
         if (neg) return x.isneginf();
         if (pos) return x.isposinf();
         return zeros_like(x, ScalarType.Bool);
-    }
-
-    static Tensor LogSoftmax(OnnxNode n, Tensor x)
-    {
-        long rank = x.dim();
-        if (n.Opset >= 13) return x.log_softmax(Axis(n.Int("axis", -1), rank));
-        long axis = Axis(n.Int("axis", 1), rank);
-        var shape = x.shape;
-        long rows = shape[..(int)axis].Aggregate(1L, (p, v) => p * v);
-        return x.reshape(rows, -1).log_softmax(1).reshape(shape);
     }
 
     /// <summary>Running sums along the axis given as the second input; <c>exclusive</c> leaves each element out of its own

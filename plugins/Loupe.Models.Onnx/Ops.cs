@@ -202,14 +202,18 @@ public static partial class Ops
         }
     }
 
-    static Tensor Softmax(OnnxNode n, Tensor x)
+    static Tensor Softmax(OnnxNode n, Tensor x) => AlongAxis(n, x, (t, d) => t.softmax(d));
+
+    /// <summary>Softmax or LogSoftmax (<paramref name="f"/>) as the node's opset defines the axis: from opset 13 along
+    /// <c>axis</c> (default −1); before, over the input coerced to 2-D at <c>axis</c> (default 1).</summary>
+    static Tensor AlongAxis(OnnxNode n, Tensor x, Func<Tensor, long, Tensor> f)
     {
         long rank = x.dim();
-        if (n.Opset >= 13) return x.softmax(Axis(n.Int("axis", -1), rank));
+        if (n.Opset >= 13) return f(x, Axis(n.Int("axis", -1), rank));
         long axis = Axis(n.Int("axis", 1), rank);
         var shape = x.shape;
         long rows = shape[..(int)axis].Aggregate(1L, (p, v) => p * v);
-        return x.reshape(rows, -1).softmax(1).reshape(shape);
+        return f(x.reshape(rows, -1), 1).reshape(shape);
     }
 
     internal static Tensor Constant(OnnxNode n)

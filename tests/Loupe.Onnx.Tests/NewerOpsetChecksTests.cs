@@ -118,6 +118,48 @@ public class NewerOpsetChecksTests
         else Assert.Contains($"uses ONNX opset {opset}; the onnx backends support opsets 7–23", Refusal(path));
     }
 
+    [Fact]
+    public void ARecursiveFunctionIsRefusedByItsDepth()
+    {
+        var path = Edited("functions_nested_with_attribute_refs", m =>
+        {
+            var f = m.Functions.Single(f => f.Name == "ScaledAct");
+            f.Node.Add(new NodeProto { OpType = "ScaledAct", Domain = "local", Input = { "Y", "S" }, Output = { "again", "again2" } });
+        });
+        Assert.Contains("function calls nest deeper than 32 ('local.ScaledAct' calls itself?)", Refusal(path));
+    }
+
+    [Fact]
+    public void FunctionsThatDoubleAtEachLevelAreRefusedByTheirSize()
+    {
+        // f0 = Relu; f_k(X) = f_{k-1}(f_{k-1}(X)): f_21 alone would be 2,097,152 nodes.
+        var path = Edited("functions_nested_with_attribute_refs", m =>
+        {
+            m.Functions.Clear();
+            var f0 = new FunctionProto { Name = "f0", Domain = "local", Input = { "X" }, Output = { "Y" }, Node = { new NodeProto { OpType = "Relu", Input = { "X" }, Output = { "Y" } } } };
+            f0.OpsetImport.Add(m.OpsetImport.First(o => o.Domain == ""));
+            m.Functions.Add(f0);
+            for (int k = 1; k <= 21; k++)
+            {
+                var f = new FunctionProto { Name = $"f{k}", Domain = "local", Input = { "X" }, Output = { "Y" } };
+                f.Node.Add(new NodeProto { OpType = $"f{k - 1}", Domain = "local", Input = { "X" }, Output = { "h" } });
+                f.Node.Add(new NodeProto { OpType = $"f{k - 1}", Domain = "local", Input = { "h" }, Output = { "Y" } });
+                f.OpsetImport.Add(m.OpsetImport);
+                m.Functions.Add(f);
+            }
+            m.Graph.Node.Clear();
+            m.Graph.Node.Add(new NodeProto { OpType = "f21", Domain = "local", Input = { "x" }, Output = { "y" } });
+        });
+        Assert.Contains("its functions expand to more than 1,000,000 nodes", Refusal(path));
+    }
+
+    [Fact]
+    public void AFunctionOfAnotherOpsetIsRefused()
+    {
+        var path = Edited("functions_nested_with_attribute_refs", m => m.Functions.Single(f => f.Name == "Block").OpsetImport.First(o => o.Domain == "").Version = 13);
+        Assert.Contains("function 'local.Block' imports ONNX opset 13, the model 18", Refusal(path));
+    }
+
     public static TheoryData<string> NewerForms()
     {
         var data = new TheoryData<string>();
