@@ -15,7 +15,7 @@ public static partial class Ops
 
     static Tensor[] One(Tensor t) => [t];
 
-    static readonly Dictionary<string, OpFn> Table = WithNewerOps(WithReduceOps(WithDetectionOps(WithHeadOps(WithTensorOps(new(StringComparer.Ordinal)
+    static readonly Dictionary<string, OpFn> Table = WithLegacyOps(WithNewerOps(WithReduceOps(WithDetectionOps(WithHeadOps(WithTensorOps(new(StringComparer.Ordinal)
     {
         ["Conv"] = (n, x) => One(Conv(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
         ["ConvTranspose"] = (n, x) => One(ConvTranspose(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
@@ -56,7 +56,7 @@ public static partial class Ops
         // If and Loop run subgraphs over the enclosing values: the interpreter runs them (OnnxModel.Branches.cs).
         ["If"] = (n, x) => throw n.Error("If is run by the interpreter, not as an operator"),
         ["Loop"] = (n, x) => throw n.Error("Loop is run by the interpreter, not as an operator"),
-    })))));
+    }))))));
 
     /// <summary>The operators this backend runs.</summary>
     public static IReadOnlyCollection<string> Supported => Table.Keys;
@@ -97,6 +97,7 @@ public static partial class Ops
         CheckHeadOps(n);
         CheckDetectionOps(n);
         CheckNewerOps(n);
+        CheckLegacyOps(n);
         if (n.OpType is "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool")
         {
             var ap = n.String("auto_pad", "NOTSET");
