@@ -79,12 +79,14 @@ public sealed class OnnxNode
     /// the default memory budget (settings.memory_budget_mb), checked before anything is allocated.</summary>
     public const long MaxOutputBytes = 1L << 30;
 
-    /// <summary>Throws unless a float tensor of <paramref name="shape"/> fits <see cref="MaxOutputBytes"/> (no overflow).</summary>
-    public void CheckOutput(IEnumerable<long> shape)
+    /// <summary>Throws unless a float tensor of <paramref name="shape"/> fits <see cref="MaxOutputBytes"/> (no overflow);
+    /// <paramref name="copies"/>: how many tensors of that size the operator holds at once (an interpolation's output
+    /// and libtorch's working copy).</summary>
+    public void CheckOutput(IEnumerable<long> shape, int copies = 1)
     {
         long elements = 1;
         foreach (var d in shape)
-            if (d < 0 || d > 0 && elements > MaxOutputBytes / 4 / d) throw Error($"output shape ({string.Join("×", shape)}) is over the memory budget of {MaxOutputBytes >> 20} MB");
+            if (d < 0 || d > 0 && elements > MaxOutputBytes / 4 / copies / d) throw Error($"output shape ({string.Join("×", shape)}) is over the memory budget of {MaxOutputBytes >> 20} MB{(copies > 1 ? $" (the operator holds {copies} tensors of that size)" : "")}");
             else elements *= d;
     }
 

@@ -50,6 +50,12 @@ def onnx_cases(g):
     # overflowed before the count check, which saw 0 elements.
     o("empty-tensor-huge-dims.onnx", model(nodes, [X], [Y], [raw_tensor("w", [0, 130436250, 1254989, 129181261], b"")]),
       "more elements than any model file holds")
+    # A Resize (opset 18, sizes of the listed axes) to 600 MB: within the budget for one tensor, not for the output and
+    # libtorch's working copy (found by tools/Loupe.Fuzz: +1.3 GB while loading).
+    o("resize-axes-two-copies.onnx", model([helper.make_node("Resize", ["x", "", "", "sz"], ["r"], mode="cubic", axes=[2, 3]),
+                                            helper.make_node("ReduceMean", ["r", "ax"], ["y"], keepdims=0)], [X], [Y],
+                                           [helper.make_tensor("sz", TensorProto.INT64, [2], [30000000, 5]), helper.make_tensor("ax", TensorProto.INT64, [2], [2, 3])], opset=18, ir=8),
+      "output shape (1×1×30000000×5) is over the memory budget of 1024 MB (the operator holds 2 tensors of that size)")
     o("opset-24.onnx", model(nodes, [X], [Y], [], opset=24, ir=10), "uses ONNX opset 24; the onnx backends support opsets 7–23")
     # Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
     pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
