@@ -16,7 +16,8 @@ public sealed partial class OnnxModel : IModel
     readonly Dictionary<string, Tensor> _parameters;
     readonly string _inputName, _outputName, _source;
     readonly long?[] _inputDims;
-    readonly bool _flattenOutput, _unbatched, _batchIsOne;
+    readonly bool _flattenOutput, _unbatched;
+    bool _batchIsOne;
     readonly HashSet<string> _graphOutputs;
     readonly object _gate = new();
     readonly OpenCaptures<LayerCapture> _captures;
@@ -152,6 +153,7 @@ public sealed partial class OnnxModel : IModel
             using var scope = NewDisposeScope();
             using var _ = no_grad();
             model.Forward(zeros(1, spec.Channels, spec.Height, spec.Width));
+            if (model._batchIsOne) model._batchIsOne = !model.RunsBatched(spec);
             return model;
         }
         catch (Exception e) when (e is not LoupeException and not OutOfMemoryException)
@@ -164,6 +166,32 @@ public sealed partial class OnnxModel : IModel
             model.Dispose();
             throw;
         }
+    }
+
+    /// <summary>Whether a larger batch runs as rows of one, in step (<see cref="ForwardImages"/>): a graph that takes one
+    /// unbatched image, or one exported for a batch of one whose batched run does not give its rows' results.</summary>
+    public bool RowByRow => _unbatched || _batchIsOne;
+
+    /// <summary>For a graph exported for a batch of one: whether it runs a batch of two as it runs each row (a CNN
+    /// whose Flatten and Gemm take any batch does; a ViT whose reshapes have the 1 written in does not — it fails or
+    /// mixes the rows). Tested at load on two different seeded inputs; graphs with If or Loop stay row by row.</summary>
+    bool RunsBatched(InputSpec spec)
+    {
+        if (_plan.Any(n => n.OpType is "If" or "Loop")) return false;
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var x = rand(2, spec.Channels, spec.Height, spec.Width, generator: new Generator(20261206)) * 2 - 1;
+        var rows = Forward(x);
+        _batchIsOne = false;
+        try
+        {
+            var batched = Forward(x);
+            if (!batched.shape.SequenceEqual(rows.shape)) return false;
+            double scale = Math.Max(1e-6, rows.abs().max().item<float>());
+            return (batched - rows).abs().max().item<float>() <= 1e-4 * scale;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException) { return false; }
+        finally { _batchIsOne = true; }
     }
 
     static LayerGeometry? GeometryOf(OnnxNode n)

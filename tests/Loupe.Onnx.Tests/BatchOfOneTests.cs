@@ -8,7 +8,8 @@ namespace Loupe.Onnx.Tests;
 /// <summary>A graph exported for a batch of one (input 1×3×S×S, the 1 written into its reshapes and expands: what
 /// torch.onnx.export writes without dynamic axes, tests/fixtures/onnx/make_batch_one_fixtures.py) on a batch of three:
 /// both backends run it row by row, with PyTorch's logits; the onnx backend's input gradient is PyTorch's, and a
-/// captured layer is one 3×… tensor the output depends on (Grad-CAM's gradient reaches it).</summary>
+/// captured layer is one 3×… tensor the output depends on (Grad-CAM's gradient reaches it). A batch-of-one export that
+/// runs batched as it runs row by row (a CNN: Flatten and Gemm take any batch) keeps the batched run.</summary>
 public class BatchOfOneTests
 {
     static string Folder => Env.Fixture("batch-one");
@@ -68,6 +69,27 @@ public class BatchOfOneTests
         var x = tensor(Env.SinInput(3L * 3 * r.Size * r.Size), [3, 3, r.Size, r.Size]);
         var y = model.Forward(x.narrow(0, 1, 1));
         double err = Env.Data(y).Zip(r.Logits.Data.Skip(10).Take(10)).Max(p => Math.Abs(p.First - p.Second)) / r.Logits.Data.Max(v => Math.Abs(v));
+        Assert.True(err <= 1e-4, $"logits differ by {err:E2}");
+    }
+
+    [Fact]
+    public void TheViTRunsRowByRowAndABatchSafeCnnRunsBatched()
+    {
+        using (var vit = (OnnxModel)Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(Folder, "vit.onnx") }))
+            Assert.True(vit.RowByRow);
+        // families/resnet.onnx with its input declared 1×3×64×64: the same graph, batch-safe.
+        var m = global::Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(FamilyTests.Folder, "resnet.onnx")));
+        var batch = m.Graph.Input[0].Type.TensorType.Shape.Dim[0];
+        batch.ClearDimParam();
+        batch.DimValue = 1;
+        var path = Path.Combine(Env.TempDir(), "resnet_b1.onnx");
+        File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(m));
+        using var resnet = (OnnxModel)Env.LoadOnnx(new OnnxOptions { Path = path });
+        Assert.False(resnet.RowByRow);
+        var r = FamilyTests.Reference.Read(FamilyTests.Folder, "resnet");
+        using var scope = NewDisposeScope();
+        var y = resnet.Forward(tensor(Env.SinInput(2L * 3 * r.Size * r.Size), [2, 3, r.Size, r.Size]));
+        double err = Env.Data(y).Zip(r.Logits.Data).Max(p => Math.Abs(p.First - p.Second)) / r.Logits.Data.Max(v => Math.Abs(v));
         Assert.True(err <= 1e-4, $"logits differ by {err:E2}");
     }
 }
