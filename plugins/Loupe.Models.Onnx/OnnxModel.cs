@@ -37,7 +37,8 @@ public sealed partial class OnnxModel : IModel
         _flattenOutput = flattenOutput;
         _unbatched = file.Unbatched;
         // A graph exported for a batch of one (PyTorch's default without dynamic axes): its reshapes and expands may
-        // have the 1 written in, so a larger batch runs as rows of one, in step (ForwardImages).
+        // have the 1 written in, so a larger batch runs as rows of one, in step (ForwardImages), unless the load-time
+        // probe (RunsBatched) finds that the graph takes any batch.
         _batchIsOne = !_unbatched && OnnxFile.Dims(file.Input) is [1, ..];
         _graphOutputs = graph.Output.Select(o => o.Name).ToHashSet(StringComparer.Ordinal);
         _outputName = output ?? graph.Output[0].Name;
