@@ -6,7 +6,7 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Loupe.Models.Onnx;
 
-/// <summary>ONNX operators (default domain, opsets 7–22) as differentiable TorchSharp code. Each operator has a
+/// <summary>ONNX operators (default domain, opsets 7–23) as differentiable TorchSharp code. Each operator has a
 /// load-time check (<see cref="Check"/>: attributes the implementation does not handle are refused before anything
 /// runs) and a run function.</summary>
 public static partial class Ops
