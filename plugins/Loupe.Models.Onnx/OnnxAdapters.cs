@@ -212,7 +212,13 @@ public static class MlNetPreprocess
 public sealed class OnnxAdapter : ModelAdapter<OnnxOptions>
 {
     /// <inheritdoc/>
-    public override IModel Load(OnnxOptions options, ModelLoadContext context) => OnnxModel.Create(OnnxSources.Load(options, context), options);
+    public override IModel Load(OnnxOptions options, ModelLoadContext context)
+    {
+        var model = OnnxModel.Create(OnnxSources.Load(options, context), options);
+        if (model.RowByRow && !model.Unbatched)
+            context.Warn($"{model.Source}: the graph was exported for a batch of one and does not run larger batches as it runs each image (its reshapes have the 1 written in): batches run as rows of one, in step — correct, slower than a batched graph; export with a dynamic batch (dynamic_axes, or dynamic_shapes with dynamo=True) for speed");
+        return model;
+    }
 
     /// <inheritdoc/>
     public override IEnumerable<string> Files(OnnxOptions options, string baseDirectory) => OnnxSources.Files(options, baseDirectory);

@@ -173,6 +173,12 @@ public sealed partial class OnnxModel : IModel
     /// unbatched image, or one exported for a batch of one whose batched run does not give its rows' results.</summary>
     public bool RowByRow => _unbatched || _batchIsOne;
 
+    /// <summary>Whether the graph takes one C×H×W image without a batch dimension (torchvision's detectors as exported).</summary>
+    public bool Unbatched => _unbatched;
+
+    /// <summary>The model file (for messages).</summary>
+    public string Source => _source;
+
     /// <summary>For a graph exported for a batch of one: whether it runs a batch of two as it runs each row (a CNN
     /// whose Flatten and Gemm take any batch does; a ViT whose reshapes have the 1 written in does not — it fails or
     /// mixes the rows). Tested at load on two different seeded inputs; graphs with If or Loop stay row by row.</summary>
