@@ -21,8 +21,8 @@ public sealed record NpyDataOptions
     public string? Masks { get; init; }
 }
 
-/// <summary>Preprocessed tensors from a <c>.npy</c> file (N×C×H×W, C-order; float32 or any dtype <see cref="Npy.ElementOf"/>
-/// reads, converted), streamed batch by batch.
+/// <summary>Preprocessed tensors from a <c>.npy</c> file (N×C×H×W; float32 or any dtype <see cref="Npy.ElementOf"/>
+/// reads, converted), streamed batch by batch (a Fortran-order file is read whole, in C order).
 /// No resizing or normalisation: results can be compared exactly with other tools on the same tensor.</summary>
 public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
 {
@@ -33,7 +33,10 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         long length;
         using (var s = File.OpenRead(options.Path)) { h = Npy.ReadHeader(s, options.Path); length = s.Length; }
         var type = Npy.ElementOf(h, options.Path);
-        if (h.FortranOrder) throw new LoupeException($"{options.Path}: Fortran-order arrays cannot be streamed by input; save C-order (np.ascontiguousarray)");
+        // Fortran order (np.asfortranarray, a saved transpose): an input's values are scattered over the whole file, so
+        // the array is read once into memory in C order, up to FortranLimit elements (1 GB of float32).
+        if (h.FortranOrder && h.Count > FortranLimit)
+            throw new LoupeException($"{options.Path}: a Fortran-order array of {h.Count:N0} elements is read whole into memory, and that is more than {FortranLimit:N0}; save C-order (np.ascontiguousarray) to stream it by input");
         var spec = context.Input;
         // N×H×W for a one-channel model (MNIST-style arrays) is N×1×H×W: the same bytes.
         if (h.Shape.Length == 3 && spec.Channels == 1) h = h with { Shape = [h.Shape[0], 1, h.Shape[1], h.Shape[2]] };
@@ -41,9 +44,13 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         if (h.Shape[1] != spec.Channels || h.Shape[2] != spec.Height || h.Shape[3] != spec.Width)
             throw new LoupeException($"{options.Path}: shape ({string.Join(",", h.Shape)}) does not match the model input N×{spec.Channels}×{spec.Height}×{spec.Width}");
         Npy.CheckLength(h, type, length, options.Path);
+        var whole = h.FortranOrder ? Npy.Read(options.Path, FortranLimit).Data : null;
         return new NpySource(options.Path, h, type, options.Labels is null ? null : ReadLabels(options.Labels, h.Shape[0]), options.Labels,
-            options.Masks is null ? null : OpenMasks(options.Masks, h.Shape[0], spec));
+            options.Masks is null ? null : OpenMasks(options.Masks, h.Shape[0], spec), whole);
     }
+
+    /// <summary>Most elements of a Fortran-order array, which is read whole (C order) rather than streamed.</summary>
+    public const long FortranLimit = 1L << 28;
 
     /// <summary>The masks file: one H×W (or 1×H×W) mask per input, at the model input's size.</summary>
     static Npy.Rows OpenMasks(string file, long n, InputSpec spec)
@@ -76,10 +83,11 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         return labels;
     }
 
-    sealed class NpySource(string path, Npy.Header header, Npy.Element type, long[]? labels, string? labelsPath, Npy.Rows? masks, long start = 0, long? count = null) : IDataSource, IRangeDataSource
+    /// <param name="whole">The array in C order when the file holds it in Fortran order (read whole); null: streamed.</param>
+    sealed class NpySource(string path, Npy.Header header, Npy.Element type, long[]? labels, string? labelsPath, Npy.Rows? masks, float[]? whole, long start = 0, long? count = null) : IDataSource, IRangeDataSource
     {
         public long? Count => count ?? header.Shape[0];
-        public IDataSource Slice(long first, long rows) => new NpySource(path, header, type, labels, labelsPath, masks, start + first, rows);
+        public IDataSource Slice(long first, long rows) => new NpySource(path, header, type, labels, labelsPath, masks, whole, start + first, rows);
         public bool Preprocessed => true;
         public IEnumerable<string> Files => new[] { path, labelsPath, masks?.Path }.OfType<string>();
         public bool? HasLabels => labels is not null;
@@ -87,15 +95,16 @@ public sealed class NpyDataAdapter : DataAdapter<NpyDataOptions>
         public IEnumerable<DataBatch> Read(InputSpec spec, int batchSize, CancellationToken cancellation)
         {
             long item = header.Shape[1] * header.Shape[2] * header.Shape[3];
-            using var s = File.OpenRead(path);
-            s.Position = header.DataOffset + start * item * type.Size;
+            using var s = whole is null ? File.OpenRead(path) : null;
+            if (s is not null) s.Position = header.DataOffset + start * item * type.Size;
             var buf = new float[batchSize * item];
             long total = Count!.Value;
             for (long done = 0; done < total;)
             {
                 cancellation.ThrowIfCancellationRequested();
                 int n = (int)Math.Min(batchSize, total - done);
-                Npy.ReadFloats(s, buf.AsSpan(0, (int)(n * item)), type, path, (start + done) * item);
+                if (whole is not null) whole.AsSpan((int)((start + done) * item), (int)(n * item)).CopyTo(buf);
+                else Npy.ReadFloats(s!, buf.AsSpan(0, (int)(n * item)), type, path, (start + done) * item);
                 var ids = Enumerable.Range(0, n).Select(i => (start + done + i).ToString("D5")).ToArray();
                 Tensor? objects = null;
                 if (masks is not null)

@@ -129,6 +129,27 @@ public sealed class NpyReadTests
     }
 
     [Fact]
+    public void TheNpyDataSourceReadsAFortranOrderFileWholeAsTheCOrderOne()
+    {
+        // fashion_input.npy (4×1×28×28) saved as np.asfortranarray would save it: the first axis varies fastest.
+        var reference = Npy.Read(TestEnv.Fixture("fashion_input.npy"));
+        long[] shape = reference.Shape;
+        var fortran = new float[reference.Data.Length];
+        for (long n = 0, i = 0; n < shape[0]; n++)
+            for (long c = 0; c < shape[1]; c++)
+                for (long h = 0; h < shape[2]; h++)
+                    for (long w = 0; w < shape[3]; w++, i++)
+                        fortran[n + shape[0] * (c + shape[1] * (h + shape[2] * w))] = reference.Data[i];
+        var path = Write("fortran.npy", "<f4", [.. fortran.SelectMany(BitConverter.GetBytes)], "(4, 1, 28, 28)", fortran: true);
+        var context = new DataOpenContext(Folder, TorchVisionInput);
+        using var source = new NpyDataAdapter().Open(new NpyDataOptions { Path = path }, context);
+        using var cOrder = new NpyDataAdapter().Open(new NpyDataOptions { Path = TestEnv.Fixture("fashion_input.npy") }, context);
+        Assert.Equal(Stream(cOrder, out _), Stream(source, out _));
+        using var slice = ((IRangeDataSource)source).Slice(1, 2);
+        Assert.Equal(Stream(cOrder, out _).Skip(784).Take(2 * 784), Stream(slice, out _));
+    }
+
+    [Fact]
     public void LabelsThatAreNotWholeNumbersAreRefused()
     {
         var path = Write("labels.npy", "<f8", [.. BitConverter.GetBytes(1.0), .. BitConverter.GetBytes(2.5), .. BitConverter.GetBytes(0.0), .. BitConverter.GetBytes(1.0)], "(4,)");

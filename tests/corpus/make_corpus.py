@@ -293,7 +293,7 @@ n("header-too-long.npy", b"\x93NUMPY\x02\x00" + struct.pack("<I", 1 << 30) + b"{
 n("header-truncated.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", 500) + b"{'descr': '<f4',", "truncated .npy header")
 n("version-9.npy", b"\x93NUMPY\x09\x00" + garbage(100), "unsupported .npy format version 9")
 n("malformed-header.npy", npy_bytes("{garbage: yes}"), "malformed .npy header")
-n("fortran-order.npy", saved(np.asfortranarray(np.zeros((2, 1, 28, 28), np.float32))), "Fortran-order arrays cannot be streamed by input")
+n("fortran-order-huge.npy", npy_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': (400000, 1, 28, 28), }", b"\0" * 64), "is read whole into memory, and that is more than")
 n("object-dtype.npy", saved(np.array([{"x": 1}, None], dtype=object), allow_pickle=True), "dtype '|O' is not supported")
 # Numbers of other dtypes are read as float32 (NumPy saves float64 by default); the values are the model input.
 ramp = np.linspace(-0.8, 1.2, 2 * 28 * 28).reshape(2, 1, 28, 28)
