@@ -201,8 +201,11 @@ internal static class Commands
             if (json) { Console.WriteLine(JsonSerializer.Serialize(new { input, layers = rows }, Manifest.JsonOptions)); return 0; }
             Console.WriteLine($"input: {input.Channels}×{input.Height}×{input.Width}, mean [{string.Join(", ", input.Mean)}], std [{string.Join(", ", input.Std)}]");
             var width = rows.Count == 0 ? 10 : rows.Max(r => r.Name.Length) + 2;
+            // The kind column is as wide as its longest entry (module paths' "module (Conv) = <value>"), so the shapes
+            // never run into it.
+            var kindWidth = rows.Count == 0 ? 22 : Math.Max(22, rows.Max(r => r.Kind.Length) + 2);
             foreach (var r in rows)
-                Console.WriteLine($"{r.Name.PadRight(width)}{r.Kind,-22}{(r.OutputShape is null ? "" : string.Join("×", r.OutputShape))}");
+                Console.WriteLine($"{r.Name.PadRight(width)}{r.Kind.PadRight(kindWidth)}{(r.OutputShape is null ? "" : string.Join("×", r.OutputShape))}");
             return 0;
         }
         catch (PipelineException e) { foreach (var err in e.Errors) Error(err.ToString()); return 2; }

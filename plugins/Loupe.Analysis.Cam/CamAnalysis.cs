@@ -30,6 +30,10 @@ public enum CamAggregate
     Mean,
     /// <summary>Their product (pytorch-grad-cam's RefineCAM).</summary>
     Product,
+    /// <summary>One map of their activations together: each layer's |activation| resized (bilinear) to the last
+    /// layer's grid and concatenated along the channels (pytorch-grad-cam's fasterrcnn_reshape_transform over an FPN's
+    /// levels, 'pool' last).</summary>
+    Concat,
 }
 
 /// <summary>Options shared by every CAM method.</summary>
@@ -60,7 +64,7 @@ public record CamOptions : IReshapesLayers, IAttributesToLayerInput
     public bool AttributeToLayerInput { get; init; }
 
     /// <summary>How the maps of several layers are combined.</summary>
-    [Description("several layers: mean (the default: multi-layer aggregation, pytorch-grad-cam's aggregate_multi_layers) or product (pytorch-grad-cam's RefineCAM with this method as base_method: under its convention each layer's map is the method's for that layer alone — ReLU, min-max — and their product is min-max scaled; the product of the upsampled maps under Captum's); it denoises the maps of early layers")]
+    [Description("several layers: mean (the default: multi-layer aggregation, pytorch-grad-cam's aggregate_multi_layers) or product (pytorch-grad-cam's RefineCAM with this method as base_method: under its convention each layer's map is the method's for that layer alone — ReLU, min-max — and their product is min-max scaled; the product of the upsampled maps under Captum's); it denoises the maps of early layers; or concat (pytorch-grad-cam's fasterrcnn_reshape_transform: one map of the layers' |activations| resized bilinearly to the last layer's grid and concatenated along the channels — a detector's FPN levels with 'pool' last; for methods that read activations only: eigen-cam, kpca-cam, random-cam, fem)")]
     public CamAggregate Aggregate { get; init; }
 
     /// <summary>First principal component of the weighted activations instead of their channel sum.</summary>
@@ -153,6 +157,10 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
         if (options.Aggregate == CamAggregate.Product && options.AllLayers.Count < 2)
             yield return "option 'aggregate: product' (RefineCAM) combines several layers: give 'layers' with two or more";
+        if (options.Aggregate == CamAggregate.Concat && options.AllLayers.Count < 2)
+            yield return "option 'aggregate: concat' (pytorch-grad-cam's fasterrcnn_reshape_transform) joins several layers' activations: give 'layers' with two or more";
+        if (options.Aggregate == CamAggregate.Concat && (UsesGradients || ForwardsCopies))
+            yield return "option 'aggregate: concat' joins activations, which this method does not read alone (it needs their gradients or masked forward passes): use it with eigen-cam, kpca-cam, random-cam or fem";
     }
 
     /// <inheritdoc/>
@@ -182,18 +190,23 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             // Ablation-CAM do not copy (or, in ONNX Runtime, output) the layer again on every masked batch.
             acts = captured.Select(a => a.detach()).ToList();
         }
+        var grids = new List<CamLayer>();
         for (int i = 0; i < layers.Count; i++)
         {
             var image = (h, w);
             var (mode, error) = LayerReshapes.Resolve(options.Reshape, acts[i].shape, image);
             if (error is not null) throw new LoupeException($"layer '{layers[i]}'{(options.AttributeToLayerInput ? " (its input)" : "")}: {error}");
-            var grid = new CamLayer(LayerReshapes.ToGrid(acts[i], mode, image), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode, image) : null, layers[i], x, selection, ctx)
+            grids.Add(new CamLayer(LayerReshapes.ToGrid(acts[i], mode, image), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode, image) : null, layers[i], x, selection, ctx)
             {
                 Ids = input.SourceIds ?? input.Ids,
                 Reshape = mode,
                 Own = acts[i],
                 HessianTimesActivation = hvps?[i] is { } hv ? LayerReshapes.ToGrid(hv, mode, image) : null,
-            };
+            });
+        }
+        if (options.Aggregate == CamAggregate.Concat) grids = [Concatenated(grids)];
+        foreach (var grid in grids)
+        {
             var map = options.EigenSmooth && !ProjectsAlready ? Projections.FirstComponent(WeightedActivations(options, grid)) : LayerMap(options, grid);
             if (options.Relu || options.Convention == CamConvention.PytorchGradCam) map = nn.functional.relu(map);
             raw ??= map;
@@ -210,9 +223,19 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         if (options.Convention == CamConvention.PytorchGradCam) combined = ScaleEach(nn.functional.relu(combined));
         // Captum's convention, one layer: the map is the layer-resolution CAM upsampled (what LayerGradCam returns,
         // then LayerAttribution.interpolate), so a noise tunnel combines the layer-resolution CAMs as Captum's does.
-        Func<Tensor, Tensor>? mapOfRaw = options.Convention != CamConvention.PytorchGradCam && layers.Count == 1
+        Func<Tensor, Tensor>? mapOfRaw = options.Convention != CamConvention.PytorchGradCam && grids.Count == 1
             ? r => Upsample(options, r, h, w) : null;
-        return new AttributionResult(combined, selection, layers.Count == 1 ? raw : null) { MapOfRaw = mapOfRaw };
+        return new AttributionResult(combined, selection, grids.Count == 1 ? raw : null) { MapOfRaw = mapOfRaw };
+    }
+
+    /// <summary>pytorch-grad-cam's fasterrcnn_reshape_transform: the layers' |activations| resized bilinearly
+    /// (align_corners false) to the last layer's grid and concatenated along the channels, as one layer.</summary>
+    public static CamLayer Concatenated(IReadOnlyList<CamLayer> layers)
+    {
+        var last = layers[^1].Activation;
+        long gh = last.shape[2], gw = last.shape[3];
+        var joined = cat(layers.Select(l => nn.functional.interpolate(l.Activation.abs(), [gh, gw], mode: InterpolationMode.Bilinear, align_corners: false)).ToArray(), 1);
+        return layers[^1] with { Activation = joined, Gradient = null, Layer = string.Join("+", layers.Select(l => l.Layer)), Reshape = LayerReshape.None, Own = joined, HessianTimesActivation = null };
     }
 
     /// <summary>Captum's convention: the layer-resolution map resized to the input (bilinear, or nearest as Captum's

@@ -64,6 +64,17 @@ public class NewerCamTests
     }
 
     [Fact]
+    public void ConcatRunsWithActivationMethodsAndIsRefusedWithOthers()
+    {
+        var ok = TestEnv.Run(TestEnv.FixturePipeline("- { id: e, uses: eigen-cam, with: { layers: [relu2, relu3], aggregate: concat, convention: pytorch-grad-cam } }"));
+        Assert.True(ok.ExitCode == 0, string.Join("\n", ok.Errors));
+        var grad = TestEnv.Run(TestEnv.FixturePipeline("- { id: g, uses: grad-cam, with: { layers: [relu2, relu3], aggregate: concat } }"));
+        Assert.Contains("'aggregate: concat' joins activations, which this method does not read alone", string.Join("\n", grad.Errors));
+        var one = TestEnv.Run(TestEnv.FixturePipeline("- { id: e, uses: eigen-cam, with: { layer: relu3, aggregate: concat } }"));
+        Assert.Contains("'aggregate: concat' (pytorch-grad-cam's fasterrcnn_reshape_transform) joins several layers", string.Join("\n", one.Errors));
+    }
+
+    [Fact]
     public void FinerCamRefusesRanksBeyondTheClasses()
     {
         var r = TestEnv.Run(TestEnv.FixturePipeline("- { id: f, uses: finer-cam, with: { layer: relu3, compare: [1, 10] } }"));
