@@ -29,8 +29,8 @@ public static partial class Ops
                 var ct = n.String("coordinate_transformation_mode", "half_pixel");
                 if (mode == "linear" && ct is not ("half_pixel" or "pytorch_half_pixel" or "align_corners"))
                     throw n.Error($"linear Resize with coordinate_transformation_mode '{ct}' is not supported (half_pixel, pytorch_half_pixel, align_corners)");
-                if (mode == "nearest" && (ct != "asymmetric" || n.String("nearest_mode", "round_prefer_floor") != "floor"))
-                    throw n.Error($"nearest Resize is supported with coordinate_transformation_mode 'asymmetric' and nearest_mode 'floor' (PyTorch's), got '{ct}' / '{n.String("nearest_mode", "round_prefer_floor")}'");
+                if (mode == "nearest" && !NearestExact(n) && (ct != "asymmetric" || n.String("nearest_mode", "round_prefer_floor") != "floor"))
+                    throw n.Error($"nearest Resize is supported with coordinate_transformation_mode 'asymmetric' and nearest_mode 'floor' (PyTorch's 'nearest') or 'half_pixel' and 'round_prefer_ceil' (its 'nearest-exact'), got '{ct}' / '{n.String("nearest_mode", "round_prefer_floor")}'");
                 if (mode == "cubic" && ct is not ("half_pixel" or "pytorch_half_pixel" or "align_corners"))
                     throw n.Error($"cubic Resize with coordinate_transformation_mode '{ct}' is not supported (half_pixel, pytorch_half_pixel, align_corners)");
                 if (mode == "cubic" && Math.Abs(n.Float("cubic_coeff_a", -0.75f) + 0.75f) > 1e-6f)
@@ -84,7 +84,7 @@ public static partial class Ops
         // With scales, the scale maps the coordinates (not the rounded size ratio); with sizes, the size ratio.
         long[]? outSize = scales is null ? [size[2], size[3]] : null;
         double[]? factor = scales is null ? null : [scales[2], scales[3]];
-        if (mode == "nearest") return F.interpolate(input, outSize, factor, InterpolationMode.Nearest);
+        if (mode == "nearest") return F.interpolate(input, outSize, factor, NearestExact(n) ? InterpolationMode.NearestExact : InterpolationMode.Nearest);
         bool corners = n.String("coordinate_transformation_mode", "half_pixel") == "align_corners";
         var how = mode == "cubic" ? InterpolationMode.Bicubic : InterpolationMode.Bilinear;   // cubic: a = −0.75, edge values beyond the border
         if (n.Int("antialias", 0) != 0 && (size[2] < input.shape[2] || size[3] < input.shape[3]))
@@ -92,6 +92,10 @@ public static partial class Ops
             throw n.Error($"antialias = 1 when downsampling ({input.shape[2]}×{input.shape[3]} → {size[2]}×{size[3]}) is not supported (upsampling with antialias is)");
         return F.interpolate(input, outSize, factor, how, corners);
     }
+
+    /// <summary>Nearest with half-pixel centres rounded half up: ⌊(x + ½) / scale⌋, PyTorch's 'nearest-exact'.</summary>
+    static bool NearestExact(OnnxNode n) =>
+        n.String("coordinate_transformation_mode", "half_pixel") is "half_pixel" or "pytorch_half_pixel" && n.String("nearest_mode", "round_prefer_floor") == "round_prefer_ceil";
 
     static Tensor ArgExtreme(OnnxNode n, Tensor x, bool max)
     {
