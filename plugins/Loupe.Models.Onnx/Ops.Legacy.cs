@@ -69,7 +69,9 @@ public static partial class Ops
         if (input.dim() != 4 || scales is not { Length: 4 } || scales[0] != 1 || scales[1] != 1 || !(scales[2] >= 1) || !(scales[3] >= 1) || double.IsInfinity(scales[2] * scales[3]))
             throw n.Error($"Upsample is supported on N×C×H×W inputs with scales (1, 1, ≥ 1, ≥ 1), got ({string.Join("×", input.shape)}) and ({string.Join(", ", scales ?? [])})");
         long oh = (long)Math.Floor(input.shape[2] * scales[2]), ow = (long)Math.Floor(input.shape[3] * scales[3]);
-        n.CheckOutput([input.shape[0], input.shape[1], oh, ow], copies: 2);
+        // Nearest: libtorch's output and working copy; linear: the two neighbours' gathers, their difference and the
+        // weighted sum, each of the output's size.
+        n.CheckOutput([input.shape[0], input.shape[1], oh, ow], copies: n.String("mode", "nearest") == "nearest" ? 2 : 6);
         if (n.String("mode", "nearest") == "nearest") return F.interpolate(input, null, [scales[2], scales[3]], InterpolationMode.Nearest);
         // Linear, asymmetric: each output row/column reads its two neighbours at x / scale (clamped to the last pixel).
         Tensor Along(Tensor t, int dim, long outSize, double scale)

@@ -56,6 +56,11 @@ def onnx_cases(g):
                                             helper.make_node("ReduceMean", ["r", "ax"], ["y"], keepdims=0)], [X], [Y],
                                            [helper.make_tensor("sz", TensorProto.INT64, [2], [30000000, 5]), helper.make_tensor("ax", TensorProto.INT64, [2], [2, 3])], opset=18, ir=8),
       "output shape (1×1×30000000×5) is over the memory budget of 1024 MB (the operator holds 2 tensors of that size)")
+    # Upsample (opset 7) linear to 822 MB: within the budget for one tensor, not for the six its linear pass holds
+    # (found by tools/Loupe.Fuzz: 3.2 GB resident and over 5 s for a smaller one).
+    o("upsample-linear-six-copies.onnx", model([helper.make_node("Upsample", ["x"], ["u"], mode="linear", scales=[1.0, 1.0, 131072.0, 2.0]),
+                                                helper.make_node("ReduceMean", ["u"], ["y"], axes=[2, 3], keepdims=0)], [X], [Y], [], opset=7, ir=3),
+      "output shape (1×1×3670016×56) is over the memory budget of 1024 MB (the operator holds 6 tensors of that size)")
     o("opset-24.onnx", model(nodes, [X], [Y], [], opset=24, ir=10), "uses ONNX opset 24; the onnx backends support opsets 7–23")
     # Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
     pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
