@@ -49,7 +49,7 @@ public static partial class Ops
     /// <summary>Resizes the spatial dims of an N×C×H×W input to <c>sizes</c>, or by <c>scales</c> (floor(dim · scale)
     /// pixels, the scale itself mapping the coordinates, as ONNX and PyTorch's <c>scale_factor</c> do); from opset 18
     /// the two may list only the <c>axes</c> they change. N and C must keep their size. <c>antialias</c> (opset 18, which
-    /// PyTorch 2's exporter always writes) is accepted where it changes nothing: when no axis shrinks.</summary>
+    /// PyTorch 2's exporter always writes) widens a linear or cubic kernel when an axis shrinks, as ONNX defines it.</summary>
     static Tensor Resize(OnnxNode n, Tensor?[] x)
     {
         var input = x[0]!;
@@ -88,9 +88,57 @@ public static partial class Ops
         bool corners = n.String("coordinate_transformation_mode", "half_pixel") == "align_corners";
         var how = mode == "cubic" ? InterpolationMode.Bicubic : InterpolationMode.Bilinear;   // cubic: a = −0.75, edge values beyond the border
         if (n.Int("antialias", 0) != 0 && (size[2] < input.shape[2] || size[3] < input.shape[3]))
-            // ONNX's antialiased kernel reaches past the border to the edge pixels (exclude_outside 0), PyTorch's does not.
-            throw n.Error($"antialias = 1 when downsampling ({input.shape[2]}×{input.shape[3]} → {size[2]}×{size[3]}) is not supported (upsampling with antialias is)");
+        {
+            // ONNX's antialiased kernel reaches past the border to the edge pixels (exclude_outside 0), PyTorch's does
+            // not: the kernel's weights as matrices, one per axis.
+            var sh = scales?[2] ?? size[2] / (double)input.shape[2];
+            var sw = scales?[3] ?? size[3] / (double)input.shape[3];
+            var ct = n.String("coordinate_transformation_mode", "half_pixel");
+            bool cubic = mode == "cubic";
+            n.CheckOutput([size[2], input.shape[2]]);   // the weight matrices (out × in) come from the file's sizes too
+            n.CheckOutput([size[3], input.shape[3]]);
+            using var wh = tensor(AntialiasWeights(input.shape[2], size[2], sh, ct, cubic), [size[2], input.shape[2]]).to(input.dtype);
+            using var ww = tensor(AntialiasWeights(input.shape[3], size[3], sw, ct, cubic), [size[3], input.shape[3]]).to(input.dtype);
+            return MatMul(n, MatMul(n, wh, input), ww.t());
+        }
         return F.interpolate(input, outSize, factor, how, corners);
+    }
+
+    /// <summary>The out × in weights of ONNX's antialiased linear or cubic (a = −0.75) resize of one axis by
+    /// <paramref name="scale"/>: the kernel stretched by 1 / scale, its taps around each output's source coordinate (as
+    /// <paramref name="mode"/> maps it) normalised to sum 1, taps past the border read the edge pixel (exclude_outside 0)
+    /// — ONNX's reference implementation, which ONNX Runtime follows.</summary>
+    static float[] AntialiasWeights(long inSize, long outSize, double scale, string mode, bool cubic)
+    {
+        var w = new float[outSize * inSize];
+        double s = Math.Min(scale, 1.0), outWidth = scale * inSize;
+        int start = cubic ? (int)Math.Floor(-2 / s) + 1 : (int)Math.Floor(-1 / s) + 1;
+        int taps = 2 - 2 * start;
+        var coeffs = new double[taps];
+        for (long o = 0; o < outSize; o++)
+        {
+            double x = mode switch
+            {
+                "align_corners" => outWidth == 1 ? 0 : o * (inSize - 1) / (outWidth - 1),
+                "asymmetric" => o / scale,
+                "pytorch_half_pixel" => outWidth == 1 ? -0.5 : (o + 0.5) / scale - 0.5,
+                _ => (o + 0.5) / scale - 0.5,
+            };
+            double floor = Math.Floor(x), ratio = x == floor ? 1 : x - floor;
+            long b = (long)Math.Round(x - ratio);
+            double sum = 0;
+            for (int i = 0; i < taps; i++)
+            {
+                double a = Math.Abs(s * (start + i - ratio));
+                coeffs[i] = cubic
+                    ? a <= 1 ? (1.25 * a - 2.25) * a * a + 1 : a < 2 ? ((-0.75 * a + 3.75) * a - 6) * a + 3 : 0
+                    : Math.Clamp(1 - a, 0, 1);
+                sum += coeffs[i];
+            }
+            for (int i = 0; i < taps; i++)
+                w[o * inSize + Math.Clamp(b + start + i, 0, inSize - 1)] += (float)(coeffs[i] / sum);
+        }
+        return w;
     }
 
     /// <summary>Nearest with half-pixel centres rounded half up: ⌊(x + ½) / scale⌋, PyTorch's 'nearest-exact'.</summary>

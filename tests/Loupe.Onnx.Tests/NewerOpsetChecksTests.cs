@@ -37,13 +37,6 @@ public class NewerOpsetChecksTests
     }
 
     [Fact]
-    public void AntialiasWhenDownsamplingIsRefusedByName()
-    {
-        var path = Edited("resize18_antialias_off_down", m => SetInt(m.Graph.Node.Single(n => n.OpType == "Resize"), "antialias", 1));
-        Assert.Contains("antialias = 1 when downsampling (8×8 → 4×6)", Refusal(path));
-    }
-
-    [Fact]
     public void KeepAspectRatioPolicyOtherThanStretchIsRefused()
     {
         var path = Edited("resize18_axes_sizes_nearest", m => m.Graph.Node.Single(n => n.OpType == "Resize").Attribute.Add(
