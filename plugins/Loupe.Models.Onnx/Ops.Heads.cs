@@ -79,7 +79,9 @@ public static partial class Ops
         if (size[0] != input.shape[0] || size[1] != input.shape[1])
             throw n.Error($"only the spatial dims can be resized: ({string.Join("×", input.shape)}) → ({string.Join("×", size)})");
         if (size[2] <= 0 || size[3] <= 0) throw n.Error($"output size {size[2]}×{size[3]} is empty");
-        n.CheckOutput(size, copies: 2);
+        // The output and libtorch's working copies: two for nearest, four for linear and cubic (whose time, too, grows
+        // with the output: a cubic Resize to 480 MB took over 5 s, found by the fuzzer).
+        n.CheckOutput(size, copies: n.String("mode", "nearest") == "nearest" ? 2 : 4);
         var mode = n.String("mode", "nearest");
         // With scales, the scale maps the coordinates (not the rounded size ratio); with sizes, the size ratio.
         long[]? outSize = scales is null ? [size[2], size[3]] : null;
