@@ -155,8 +155,10 @@ public static partial class Ops
         int first = Enumerable.Range(0, r).FirstOrDefault(i => pads[i] != 0 || pads[i + r] != 0, r);
         if (first == r) return t.alias();
         if (t.shape.Select((d, i) => d + pads[i] + pads[i + r]).Any(d => d < 0)) throw n.Error("negative pads remove more than the input holds");
-        n.CheckOutput(t.shape.Select((d, i) => d + pads[i] + pads[i + r])); // pads come from the file: bound before F.pad allocates
         var mode = n.String("mode", "constant");
+        // Pads come from the file: bound before anything allocates (edge, reflect and wrap gather axis by axis, holding
+        // the last axis' result and the next: two tensors up to the output's size).
+        n.CheckOutput(t.shape.Select((d, i) => d + pads[i] + pads[i + r]), copies: mode == "constant" ? 1 : 2);
         if (mode != "constant")
         {
             // edge, reflect and wrap (opset 19), axis by axis as a gather of the source index of each output place (any

@@ -61,6 +61,13 @@ def onnx_cases(g):
     o("upsample-linear-six-copies.onnx", model([helper.make_node("Upsample", ["x"], ["u"], mode="linear", scales=[1.0, 1.0, 131072.0, 2.0]),
                                                 helper.make_node("ReduceMean", ["u"], ["y"], axes=[2, 3], keepdims=0)], [X], [Y], [], opset=7, ir=3),
       "output shape (1×1×3670016×56) is over the memory budget of 1024 MB (the operator holds 6 tensors of that size)")
+    # A wrap Pad (opset 19) to 940 MB: gathered axis by axis, so two tensors of that size (the fuzzer's grew the
+    # process by 1.3 GB).
+    o("pad-wrap-two-copies.onnx", model([helper.make_node("Pad", ["x", "wp"], ["p"], mode="wrap"),
+                                         helper.make_node("ReduceMean", ["p", "ax"], ["y"], keepdims=0)], [X], [Y],
+                                        [helper.make_tensor("wp", TensorProto.INT64, [8], [0, 0, 0, 0, 0, 599999, 0, -14]),
+                                         helper.make_tensor("ax", TensorProto.INT64, [3], [1, 2, 3])], opset=19, ir=9),
+      "output shape (1×600000×28×14) is over the memory budget of 1024 MB (the operator holds 2 tensors of that size)")
     o("opset-24.onnx", model(nodes, [X], [Y], [], opset=24, ir=10), "uses ONNX opset 24; the onnx backends support opsets 7–23")
     # Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
     pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
