@@ -74,6 +74,9 @@ public static partial class Ops
     {
         var r = Longs(repeats);
         if (r.Length != x.dim() || r.Any(v => v < 0)) throw n.Error($"repeats ({string.Join(", ", r)}) must give one count ≥ 0 per dim of the input ({string.Join("×", x.shape)})");
+        // (the product is checked dim by dim before it is formed: 8 × 2^62 would wrap around to a small number)
+        if (x.shape.Zip(r).Any(p => p.First > 0 && p.Second > OnnxNode.MaxOutputBytes / p.First))
+            throw n.Error($"repeats ({string.Join(", ", r)}) of ({string.Join("×", x.shape)}) are over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB");
         n.CheckOutput(x.shape.Zip(r, (d, k) => d * k));
         return x.repeat(r);
     }

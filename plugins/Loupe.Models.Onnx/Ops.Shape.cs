@@ -175,7 +175,9 @@ public static partial class Ops
                     "edge" => j.clamp(0, dim - 1),
                     _ => dim == 1 ? zeros_like(j) : Reflect(j, dim),
                 };
-                t = t.index_select(i, index);
+                var next = t.index_select(i, index);
+                if (!ReferenceEquals(t, x[0])) t.Dispose();   // the previous axis' result (index_select's backward keeps only the index)
+                t = next;
             }
             return t;
         }

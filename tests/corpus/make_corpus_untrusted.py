@@ -68,6 +68,13 @@ def onnx_cases(g):
                                         [helper.make_tensor("wp", TensorProto.INT64, [8], [0, 0, 0, 0, 0, 599999, 0, -14]),
                                          helper.make_tensor("ax", TensorProto.INT64, [3], [1, 2, 3])], opset=19, ir=9),
       "output shape (1×600000×28×14) is over the memory budget of 1024 MB (the operator holds 2 tensors of that size)")
+    # Tile whose repeats multiply past int64 (28 × (2^62 + 3) wraps to a small number): the process aborted in libtorch
+    # (found by tools/Loupe.Fuzz); refused before the product is formed.
+    o("tile-repeats-overflow.onnx", model([helper.make_node("Tile", ["x", "reps"], ["t"]),
+                                           helper.make_node("ReduceMean", ["t", "ax"], ["y"], keepdims=0)], [X], [Y],
+                                          [helper.make_tensor("reps", TensorProto.INT64, [4], [1, 1, 1, 4611686018427387907]),
+                                           helper.make_tensor("ax", TensorProto.INT64, [3], [1, 2, 3])], opset=13, ir=7),
+      "repeats (1, 1, 1, 4611686018427387907) of (1×1×28×28) are over the memory budget of 1024 MB")
     o("opset-24.onnx", model(nodes, [X], [Y], [], opset=24, ir=10), "uses ONNX opset 24; the onnx backends support opsets 7–23")
     # Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
     pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
