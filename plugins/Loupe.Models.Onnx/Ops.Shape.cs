@@ -152,6 +152,7 @@ public static partial class Ops
             pads = full;
         }
         if (pads.Length != 2 * r) throw n.Error($"pads has {pads.Length} values for a {r}-D input");
+        if (pads.Any(p => Math.Abs(p) > 1L << 40)) throw n.Error($"pads ({string.Join(", ", pads)}) are beyond any image (sums of them would wrap around)");
         int first = Enumerable.Range(0, r).FirstOrDefault(i => pads[i] != 0 || pads[i + r] != 0, r);
         if (first == r) return t.alias();
         if (t.shape.Select((d, i) => d + pads[i] + pads[i + r]).Any(d => d < 0)) throw n.Error("negative pads remove more than the input holds");

@@ -236,6 +236,7 @@ public static partial class OrtGuard
                     pads = full;
                 }
                 if (pads is null || pads.Length != 2 * s.Length) return [];
+                if (pads.Any(p => Math.Abs(p) > 1L << 40)) return [new V(s.Select(_ => long.MaxValue / 2).ToArray())];   // beyond any image: over the budget
                 return [new V(s.Select((d, i) => d + pads[i] + pads[i + s.Length]).ToArray())];
             }
             case "Resize" or "Upsample":

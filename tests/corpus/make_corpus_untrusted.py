@@ -75,6 +75,11 @@ def onnx_cases(g):
                                           [helper.make_tensor("reps", TensorProto.INT64, [4], [1, 1, 1, 4611686018427387907]),
                                            helper.make_tensor("ax", TensorProto.INT64, [3], [1, 2, 3])], opset=13, ir=7),
       "repeats (1, 1, 1, 4611686018427387907) of (1×1×28×28) are over the memory budget of 1024 MB")
+    # Pads whose sum wraps around int64 (28 + (2^63 − 1) + (2^63 − 1) = 26): refused before any sum is formed.
+    o("pad-sum-wraps.onnx", model([helper.make_node("Pad", ["x", "wp"], ["p"]), helper.make_node("ReduceMean", ["p", "ax"], ["y"], keepdims=0)], [X], [Y],
+                                  [helper.make_tensor("wp", TensorProto.INT64, [8], [0, 0, 9223372036854775807, 0, 0, 0, 9223372036854775807, 0]),
+                                   helper.make_tensor("ax", TensorProto.INT64, [3], [1, 2, 3])], opset=13, ir=7),
+      "are beyond any image (sums of them would wrap around)")
     o("opset-24.onnx", model(nodes, [X], [Y], [], opset=24, ir=10), "uses ONNX opset 24; the onnx backends support opsets 7–23")
     # Pad whose pads (from the file) ask for 1×1×200028×200028 floats (149 GB): bounded before libtorch allocates.
     pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 100000, 100000, 0, 0, 100000, 100000])
