@@ -96,6 +96,7 @@ public sealed class OnnxFile
             throw new LoupeException($"{source} uses ONNX opset {opset}; the onnx backends support opsets {MinOpset}–{MaxOpset}");
         InlineExternalData(graph, source, maxBytes);
         OnnxFunctions.Inline(model, opset, source);
+        OnnxContrib.Expand(model, opset, source);
         NameScopesFromMetadata(graph);
         var initNames = graph.Initializer.Select(t => t.Name).ToHashSet();
         var inputs = graph.Input.Where(i => !initNames.Contains(i.Name)).ToList();
