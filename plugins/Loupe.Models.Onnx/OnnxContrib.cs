@@ -97,16 +97,22 @@ public static partial class OnnxContrib
             }
         }
 
-        static string Fresh(HashSet<string> taken, string wanted)
+        readonly Dictionary<string, int> _next = new(StringComparer.Ordinal);
+
+        /// <summary><paramref name="wanted"/>, else <c>wanted_k</c> for the first k free, counting on from the last k
+        /// given for it (a file full of such names costs each of them once, not once per call).</summary>
+        string Fresh(HashSet<string> taken, string wanted)
         {
             if (taken.Add(wanted)) return wanted;
-            for (int k = 1; ; k++)
-                if (taken.Add($"{wanted}_{k}")) return $"{wanted}_{k}";
+            for (int k = _next.GetValueOrDefault(wanted, 1); ; k++)
+                if (taken.Add($"{wanted}_{k}"))
+                {
+                    _next[wanted] = k + 1;
+                    return $"{wanted}_{k}";
+                }
         }
 
         public string Value(string wanted) => Fresh(_values, wanted);
-        /// <summary>Frees a node's name (the fused node's, for the node that takes its place).</summary>
-        public void Release(string node) => _nodes.Remove(node);
         public string Node(string wanted) => Fresh(_nodes, wanted);
     }
 
@@ -124,7 +130,6 @@ public static partial class OnnxContrib
             _n = n;
             _out = output;
             _keepName = n.OpType is "FusedConv" or "FusedGemm" && n.Name.Length > 0;
-            names.Release(n.Name);
         }
 
         LoupeException Error(string message) =>
@@ -162,8 +167,9 @@ public static partial class OnnxContrib
             var node = new NodeProto { OpType = op, Domain = "" };
             node.Input.Add(inputs);
             node.Output.Add(outputs);
-            // (ONNX Runtime names a fused Gemm "fused " + the Gemm's name)
-            node.Name = names.Node(name ?? (_keepName ? (_n.Name.StartsWith("fused ", StringComparison.Ordinal) ? _n.Name[6..] : _n.Name) : (scope ?? ScopeOf(outputs[0])) + op));
+            // The main node takes the fused node's name as it is (ONNX Runtime names a fused Gemm "fused " + the Gemm's).
+            node.Name = name is null && _keepName ? (_n.Name.StartsWith("fused ", StringComparison.Ordinal) ? _n.Name[6..] : _n.Name)
+                : names.Node(name ?? (scope ?? ScopeOf(outputs[0])) + op);
             node.DocString = $"expanded from {Domain}.{_n.OpType} '{_n.Name}'";
             _keepName = false;
             _out.Add(node);

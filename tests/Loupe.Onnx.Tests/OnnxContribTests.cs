@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using Google.Protobuf;
+using Loupe.Abstractions;
+using Loupe.Models.Onnx;
+using Onnx;
+using static TorchSharp.torch;
+
+namespace Loupe.Onnx.Tests;
+
+/// <summary>ONNX Runtime's fused operators where ONNX Runtime itself gives no reference (BiasAdd has no CPU kernel:
+/// its formula), what is refused and how (the file is untrusted: a fused node that ONNX Runtime would reject is named
+/// with its reason), and the names the expansion gives.</summary>
+public class OnnxContribTests
+{
+    /// <summary>A copy of ops-contrib fixture <paramref name="name"/> changed by <paramref name="edit"/>.</summary>
+    static string Edited(string name, Action<ModelProto> edit)
+    {
+        var m = ModelProto.Parser.ParseFrom(File.ReadAllBytes(Env.Fixture($"ops-contrib/{name}.onnx")));
+        edit(m);
+        var path = Path.Combine(Env.TempDir(), name + "_edited.onnx");
+        File.WriteAllBytes(path, m.ToByteArray());
+        return path;
+    }
+
+    static NodeProto Fused(ModelProto m) => m.Graph.Node.Single(n => n.Domain == OnnxContrib.Domain);
+
+    static string Refusal(string path)
+    {
+        var e = Assert.Throws<LoupeException>(() => { using var m = Env.LoadOnnx(new OnnxOptions { Path = path }); });
+        Assert.Contains(path, e.Message);
+        return e.Message;
+    }
+
+    [Fact]
+    public void BiasAddIsXPlusBiasPlusSkip()
+    {
+        // skiplayernorm: t (N×24×8), skip (24×8), bias8 (8) — the same inputs, as a BiasAdd.
+        var path = Edited("skiplayernorm", m =>
+        {
+            var n = Fused(m);
+            n.OpType = "BiasAdd";
+            n.Input.Clear();
+            n.Input.Add(["t", "bias8", "skip"]);
+            n.Attribute.Clear();
+        });
+        using var model = Env.LoadOnnx(new OnnxOptions { Path = path, FlattenOutput = false });
+        using var scope = NewDisposeScope();
+        var m = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        Tensor Init(string name)
+        {
+            var t = m.Graph.Initializer.Single(i => i.Name == name);
+            var values = t.FloatData.Count > 0 ? t.FloatData.ToArray() : System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.RawData.Span).ToArray();
+            return tensor(values).view(t.Dims.ToArray());
+        }
+        var x = tensor(Env.SinInput(2 * 3 * 8 * 8, 1.5, 0.1), [2, 3, 8, 8]);
+        var expected = x.view(2, 24, 8) + Init("bias8") + Init("skip");
+        Assert.Equal(Env.Data(expected), Env.Data(model.Forward(x)));
+    }
+
+    [Fact]
+    public void AFusedActivationOnnxRuntimeDoesNotKnowIsRefusedByName()
+    {
+        var path = Edited("fusedconv_relu", m => Fused(m).Attribute.Single(a => a.Name == "activation").S = ByteString.CopyFromUtf8("Swish"));
+        var message = Refusal(path);
+        Assert.Contains("com.microsoft.FusedConv", message);
+        Assert.Contains("activation 'Swish'", message);
+    }
+
+    [Fact]
+    public void AFusedGemmActivationWithoutItsParameterIsRefused()
+    {
+        var path = Edited("fusedgemm_elu", m => Fused(m).Attribute.Remove(Fused(m).Attribute.Single(a => a.Name == "activation_alpha")));
+        Assert.Contains("activation Elu needs the attribute activation_alpha", Refusal(path));
+    }
+
+    [Fact]
+    public void WrongActivationParametersAreRefused()
+    {
+        var path = Edited("fusedconv_leakyrelu", m => Fused(m).Attribute.Single(a => a.Name == "activation_params").Floats.Add(0.5f));
+        Assert.Contains("activation LeakyRelu takes 1 parameter(s), not 2", Refusal(path));
+    }
+
+    [Fact]
+    public void AMissingInputIsRefused()
+    {
+        var path = Edited("biasgelu", m => Fused(m).Input.RemoveAt(1));
+        Assert.Contains("input 1 is missing", Refusal(path));
+    }
+
+    [Fact]
+    public void TheExpandedNodesTakeTheExportersNames()
+    {
+        // A FusedConv named as ONNX Runtime names it (the Conv's name), writing the value the exporter's ReLU wrote.
+        var path = Edited("fusedconv_relu", m =>
+        {
+            var n = Fused(m);
+            n.Name = "/block/conv/Conv";
+            m.Graph.Node.Add(new NodeProto { OpType = "Identity", Input = { "/block/act/Relu_output_0" }, Output = { "y" }, Name = "/Identity" });
+            n.Output[0] = "/block/act/Relu_output_0";
+        });
+        using var model = Env.LoadOnnx(new OnnxOptions { Path = path });
+        var layers = model.Layers.ToDictionary(l => l.Name, l => l.Kind);
+        Assert.Equal("module (Conv) = /block/conv/Conv_output_0", layers["block.conv"]);
+        Assert.Equal("module (Relu) = /block/act/Relu_output_0", layers["block.act"]);
+    }
+
+    [Fact]
+    public void NamesTakenAlreadyCostOncePerName()
+    {
+        // 20,000 FusedConvs whose expansion wants names a hostile file has taken: v_output_0, v_output_0_1 … _20000.
+        var path = Edited("fusedconv_relu", m =>
+        {
+            var n = Fused(m);
+            n.Name = "v";
+            var nodes = m.Graph.Node;
+            for (int k = 0; k <= 20_000; k++)
+                m.Graph.Initializer.Add(new TensorProto { Name = k == 0 ? "v_output_0" : $"v_output_0_{k}", DataType = 1, Dims = { 1 }, FloatData = { 0f } });
+            string last = "x";
+            for (int k = 0; k < 2_000; k++)
+            {
+                var copy = n.Clone();
+                copy.Input[0] = last;
+                copy.Output[0] = last = k == 1_999 ? "y" : $"c{k}";
+                if (k < 1_999) copy.Input[0] = k == 0 ? "x" : $"c{k - 1}";
+                nodes.Add(copy);
+            }
+            nodes.Remove(n);
+        });
+        var clock = Stopwatch.StartNew();
+        var file = OnnxFile.Load(path, 256L << 20);
+        Assert.True(clock.Elapsed.TotalSeconds < 5, $"expansion took {clock.Elapsed.TotalSeconds:F1} s");
+        Assert.Equal(4_000, file.Model.Graph.Node.Count);
+    }
+}
