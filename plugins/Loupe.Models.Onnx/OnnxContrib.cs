@@ -26,7 +26,8 @@ public static partial class OnnxContrib
 
     /// <summary>The operators expanded at load.</summary>
     public static readonly IReadOnlyCollection<string> Expanded =
-        ["FusedConv", "FusedGemm", "Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasAdd", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization"];
+        ["FusedConv", "FusedGemm", "Gelu", "BiasGelu", "FastGelu", "QuickGelu", "BiasAdd", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
+         "Attention", "MultiHeadAttention"];
 
     /// <summary>Replaces every expandable <c>com.microsoft</c> node of the main graph (and of If/Loop bodies) by standard
     /// operators.</summary>
@@ -35,7 +36,8 @@ public static partial class OnnxContrib
         if (!model.Graph.Node.Any(IsExpanded) && !model.Graph.Node.Any(n => n.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0))) return;
         var names = new Names(model.Graph);
         var initializers = new List<TensorProto>();
-        ExpandGraph(model.Graph, new Emitter(names, initializers, opset, source));
+        var constants = model.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        ExpandGraph(model.Graph, new Emitter(names, initializers, constants, opset, source));
         model.Graph.Initializer.Add(initializers);
     }
 
@@ -66,6 +68,8 @@ public static partial class OnnxContrib
                 case "BiasAdd": e.Node("Add", [e.BiasAdded(e.In(0), e.In(1)), e.In(2)], [e.Out(0)], e.ScopeOf(e.Out(0))); break;
                 case "SkipLayerNormalization": e.SkipNormalization(simplified: false); break;
                 case "SkipSimplifiedLayerNormalization": e.SkipNormalization(simplified: true); break;
+                case "Attention": e.Attention(); break;
+                case "MultiHeadAttention": e.MultiHeadAttention(); break;
             }
         }
         graph.Node.Clear();
@@ -117,7 +121,7 @@ public static partial class OnnxContrib
     }
 
     /// <summary>Writes the standard nodes of one fused node.</summary>
-    sealed partial class Emitter(Names names, List<TensorProto> initializers, long opset, string source)
+    sealed partial class Emitter(Names names, List<TensorProto> initializers, IReadOnlyDictionary<string, TensorProto> constants, long opset, string source)
     {
         NodeProto _n = null!;
         List<NodeProto> _out = null!;
@@ -180,6 +184,23 @@ public static partial class OnnxContrib
         string Temp(string node) => names.Value(node + "_output_0");
 
         string Constant(float value) => Constant([value], []);
+
+        string Constant(long[] values)
+        {
+            var t = new TensorProto { Name = names.Value($"{(_n.Name.Length > 0 ? _n.Name : _n.OpType)}/const"), DataType = (int)TensorProto.Types.DataType.Int64 };
+            t.Dims.Add(values.Length);
+            t.Int64Data.Add(values);
+            initializers.Add(t);
+            return t.Name;
+        }
+
+        /// <summary>One node of <paramref name="op"/> in <paramref name="scope"/> writing a fresh value, which it returns.</summary>
+        string Step(string op, string[] inputs, string scope, params AttributeProto[] attributes)
+        {
+            var node = Node(op, inputs, [""], scope);
+            node.Attribute.Add(attributes);
+            return node.Output[0] = Temp(node.Name);
+        }
 
         string Constant(float[] values, long[] dims)
         {

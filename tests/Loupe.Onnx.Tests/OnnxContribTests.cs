@@ -131,4 +131,66 @@ public class OnnxContribTests
         Assert.True(clock.Elapsed.TotalSeconds < 5, $"expansion took {clock.Elapsed.TotalSeconds:F1} s");
         Assert.Equal(4_000, file.Model.Graph.Node.Count);
     }
+
+    /// <summary>Attention without its bias is attention with a zero bias (ONNX Runtime's CPU kernel crashes on it, so no
+    /// fixture compares the two there).</summary>
+    [Fact]
+    public void AttentionWithoutBiasIsAZeroBias()
+    {
+        var zero = Edited("attention", m =>
+        {
+            var b = m.Graph.Initializer.Single(t => t.Name == "bqkv");
+            b.RawData = ByteString.Empty;
+            b.FloatData.Clear();
+            b.FloatData.Add(new float[24]);
+        });
+        var none = Edited("attention_heads4_scale", m => { Fused(m).Input.RemoveAt(2); Fused(m).Attribute.Single(a => a.Name == "num_heads").I = 2; Fused(m).Attribute.Remove(Fused(m).Attribute.Single(a => a.Name == "scale")); });
+        using var a = Env.LoadOnnx(new OnnxOptions { Path = zero });
+        using var b = Env.LoadOnnx(new OnnxOptions { Path = none });
+        using var scope = NewDisposeScope();
+        var x = tensor(Env.SinInput(2 * 3 * 8 * 8, 1.5, 0.1), [2, 3, 8, 8]);
+        Assert.Equal(Env.Data(a.Forward(x)), Env.Data(b.Forward(x)));
+    }
+
+    [Theory]
+    [InlineData("attention", 3, "mask_index (a text model's token mask) is not supported")]
+    [InlineData("attention", 4, "a key-value cache")]
+    [InlineData("multiheadattention", 4, "key_padding_mask (a text model's token mask) is not supported")]
+    [InlineData("multiheadattention", 6, "a key-value cache")]
+    public void TextModelInputsOfAttentionAreRefusedByName(string fixture, int slot, string expected)
+    {
+        var path = Edited(fixture, m =>
+        {
+            var n = Fused(m);
+            while (n.Input.Count <= slot) n.Input.Add("");
+            n.Input[slot] = "x";
+        });
+        Assert.Contains(expected, Refusal(path));
+    }
+
+    [Fact]
+    public void CausalAttentionIsRefused()
+    {
+        var path = Edited("attention", m => Fused(m).Attribute.Add(new AttributeProto { Name = "unidirectional", Type = AttributeProto.Types.AttributeType.Int, I = 1 }));
+        Assert.Contains("unidirectional (causal) attention is not supported", Refusal(path));
+    }
+
+    /// <summary>The attention probabilities are a Softmax node's output again, in the fused node's scope: what attention
+    /// rollout reads.</summary>
+    [Fact]
+    public void AttentionProbabilitiesAreALayer()
+    {
+        var path = Edited("attention", m => Fused(m).Output[0] = "/encoder/layer_0/attention/Reshape_3_output_0");
+        var m = ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
+        m.Graph.Node.Add(new NodeProto { OpType = "Identity", Input = { "/encoder/layer_0/attention/Reshape_3_output_0" }, Output = { "y" }, Name = "/Identity" });
+        File.WriteAllBytes(path, m.ToByteArray());
+        using var model = Env.LoadOnnx(new OnnxOptions { Path = path });
+        Assert.Contains(model.Layers, l => l.Name == "/encoder/layer_0/attention/Softmax_output_0");
+        using var scope = NewDisposeScope();
+        using var capture = model.Capture(["/encoder/layer_0/attention/Softmax_output_0"], forGradients: false);
+        model.Forward(tensor(Env.SinInput(2 * 3 * 8 * 8, 1.5, 0.1), [2, 3, 8, 8]));
+        var p = capture["/encoder/layer_0/attention/Softmax_output_0"];
+        Assert.Equal([2L, 2, 24, 24], p.shape);
+        Assert.True(Env.Data(p.sum(-1)).All(s => Math.Abs(s - 1) < 1e-5));
+    }
 }
