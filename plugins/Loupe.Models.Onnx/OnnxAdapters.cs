@@ -68,6 +68,9 @@ public sealed record OnnxOptions
     /// <summary>ONNX Runtime intra-op threads.</summary>
     [Range(0, 256), Description("onnx-runtime only: intra-op threads (0 = as many as libtorch uses)")]
     public int Threads { get; init; }
+
+    [Description("onnx-runtime only: run ONNX Runtime's own operators (domains com.microsoft, com.microsoft.nchwc, ...) that Loupe does not expand into standard ones; only for files you trust: their kernels are not hardened against malformed graphs (default false: refused by name)")]
+    public bool ContribOperators { get; init; }
 }
 
 /// <summary>How the <c>onnx</c> backend lays out 4-D image batches (the torchvision backend's <c>layout</c> rule).</summary>

@@ -41,6 +41,24 @@ public static partial class OnnxContrib
         model.Graph.Initializer.Add(initializers);
     }
 
+    /// <summary>ONNX Runtime's operators that its backend runs from any file: those whose kernels check their shapes
+    /// (a mismatch is an error, not a crash; ops-contrib fixtures).</summary>
+    static readonly HashSet<string> SafeForOnnxRuntime = ["FusedMatMul", "TransposeMatMul"];
+
+    /// <summary>Refuses, for the onnx-runtime backend, a node of another domain than ONNX's that is left after the
+    /// expansion, unless the pipeline allows them (<paramref name="allowed"/>): ONNX Runtime runs its own operators'
+    /// kernels on whatever the file gives them, and they are not hardened as its standard ones are (1.31's CPU
+    /// Attention, given no bias — which its schema allows — crashes the process; the expansion now runs that one).</summary>
+    public static void CheckForOnnxRuntime(OnnxFile file, bool allowed)
+    {
+        if (allowed) return;
+        static IEnumerable<NodeProto> All(GraphProto g) => g.Node.SelectMany(n => n.Attribute.SelectMany(a => (a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)).SelectMany(All)).Prepend(n));
+        if (All(file.Model.Graph).FirstOrDefault(n => n.Domain is not ("" or "ai.onnx") && !(n.Domain == Domain && SafeForOnnxRuntime.Contains(n.OpType))) is { } node)
+            throw new LoupeException($"{file.Source}: node '{(node.Name.Length > 0 ? node.Name : node.Output.FirstOrDefault())}' is {node.Domain}.{node.OpType}, an operator of ONNX Runtime's own (or another runtime's), not of ONNX; "
+                + "the onnx-runtime backend runs such operators only with 'contrib_operators: true', for a file you trust (their kernels are not hardened against malformed graphs)"
+                + (node.Domain == Domain + ".nchwc" ? "; this graph was saved at ORT_ENABLE_ALL for one machine's CPU: save it at ORT_ENABLE_EXTENDED instead" : ""));
+    }
+
     static bool IsExpanded(NodeProto n) => n.Domain == Domain && Expanded.Contains(n.OpType);
 
     static void ExpandGraph(GraphProto graph, Emitter e)

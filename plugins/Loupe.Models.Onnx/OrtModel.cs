@@ -50,6 +50,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
         // Every output shape that can be inferred from the declared input size is held to the memory budget before
         // ONNX Runtime sees the graph (it allocates, and constant-folds at session creation, whatever a node asks for).
         long[] one = [DefaultInput.Channels, DefaultInput.Height, DefaultInput.Width];
+        OnnxContrib.CheckForOnnxRuntime(file, options.ContribOperators);
         OrtGuard.Check(file, _unbatched ? one : [1, .. one]);
         _sessionOptions = new SessionOptions
         {

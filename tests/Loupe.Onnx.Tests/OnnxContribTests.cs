@@ -193,4 +193,23 @@ public class OnnxContribTests
         Assert.Equal([2L, 2, 24, 24], p.shape);
         Assert.True(Env.Data(p.sum(-1)).All(s => Math.Abs(s - 1) < 1e-5));
     }
+
+    /// <summary>The onnx-runtime backend runs ONNX Runtime's own operators left after the expansion only when the
+    /// pipeline says it trusts the file: their kernels are not hardened (a valid Attention without a bias crashed the
+    /// process). Those it expands, and FusedMatMul, load either way.</summary>
+    [Fact]
+    public void OnnxRuntimeRunsUnexpandedContribOperatorsOnlyWhenAllowed()
+    {
+        var path = Edited("gelu_ms", m => Fused(m).OpType = "QuickGeluV2");
+        var e = Assert.Throws<LoupeException>(() => Env.LoadOrt(new OnnxOptions { Path = path }).Dispose());
+        Assert.Contains("com.microsoft.QuickGeluV2", e.Message);
+        Assert.Contains("contrib_operators: true", e.Message);
+        foreach (var name in new[] { "attention", "fusedmatmul_a0b0_ba0bb0", "biasgelu" })
+        {
+            using var model = Env.LoadOrt(new OnnxOptions { Path = Env.Fixture($"ops-contrib/{name}.onnx") });
+        }
+        // Allowed, ONNX Runtime itself says what it cannot run.
+        var allowed = Assert.ThrowsAny<Exception>(() => Env.LoadOrt(new OnnxOptions { Path = path, ContribOperators = true }).Dispose());
+        Assert.Contains("QuickGeluV2", allowed.Message);
+    }
 }

@@ -141,8 +141,9 @@ public class OrtOptimisedGraphTests
         var e = Assert.Throws<LoupeException>(() => Env.LoadOnnx(new OnnxOptions { Path = path }).Dispose());
         Assert.Contains("com.microsoft.nchwc", e.Message);
         Assert.Contains("ORT_ENABLE_EXTENDED", e.Message);
-        // onnx-runtime runs it.
-        using var model = Env.LoadOrt(new OnnxOptions { Path = path });
+        // onnx-runtime refuses it too, unless the pipeline trusts the file.
+        Assert.Contains("contrib_operators: true", Assert.Throws<LoupeException>(() => Env.LoadOrt(new OnnxOptions { Path = path }).Dispose()).Message);
+        using var model = Env.LoadOrt(new OnnxOptions { Path = path, ContribOperators = true });
         using var scope = NewDisposeScope();
         Assert.Equal([2L, 10], model.Forward(tensor(Env.SinInput(2L * 3 * 64 * 64), [2, 3, 64, 64])).shape);
     }

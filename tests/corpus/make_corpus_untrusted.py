@@ -134,6 +134,20 @@ def onnx_cases(g):
                                      [helper.make_tensor("k", TensorProto.INT64, [1], [100000]), *ints], opset=11),
       "K = 100000 is outside 0..784")
 
+    # ONNX Runtime's fused operators are expanded at load (for both backends); one ONNX Runtime would reject is refused
+    # by name, and so is an attention with a text model's token mask.
+    w1 = helper.make_tensor("w1", TensorProto.FLOAT, [1, 1, 1, 1], [1.0])
+    o("contrib-fused-activation-unknown.onnx", model([helper.make_node("FusedConv", ["x", "w1"], ["c"], domain="com.microsoft", activation="Swish"),
+                                                      helper.make_node("Flatten", ["c"], ["f"]), helper.make_node("Slice", ["f", "zero", "ten", "one"], ["y"])],
+                                                     [X], [Y], [w1, *ints]),
+      "com.microsoft.FusedConv node 'c': activation 'Swish' is not one ONNX Runtime fuses into a convolution")
+    o("contrib-attention-token-mask.onnx", model([helper.make_node("Reshape", ["x", "tok"], ["t"]),
+                                                  helper.make_node("Attention", ["t", "wqkv", "", "x"], ["a"], domain="com.microsoft", num_heads=2),
+                                                  helper.make_node("Flatten", ["a"], ["f"]), helper.make_node("Slice", ["f", "zero", "ten", "one"], ["y"])],
+                                                 [X], [Y], [helper.make_tensor("tok", TensorProto.INT64, [3], [0, 28, 28]),
+                                                            helper.make_tensor("wqkv", TensorProto.FLOAT, [28, 84], np.zeros(28 * 84, np.float32).tobytes(), raw=True), *ints]),
+      "mask_index (a text model's token mask) is not supported")
+
     # An unbatched image (torchvision's detector exports) beside another input: side inputs need a batch.
     o("unbatched-with-side-input.onnx", model([helper.make_node("Add", ["x", "x2"], ["s"]), helper.make_node("Flatten", ["s"], ["fl"]),
                                                helper.make_node("Slice", ["fl", "zero", "ten", "one"], ["y"])],
@@ -178,6 +192,10 @@ def onnx_cases(g):
        helper.make_tensor("delta", TensorProto.FLOAT, [], [1.0]), *rinits], "Range node 'e' (opset 13): output shape (900000000) " + budget)
     r("conv-transpose-bomb.onnx", [helper.make_node("ConvTranspose", ["x", "w1"], ["e"], strides=[1000, 1000]), *rtail],
       [helper.make_tensor("w1", TensorProto.FLOAT, [1, 1, 1, 1], [1.0]), *rinits], "ConvTranspose node 'e' (opset 13): output shape (1×1×27001×27001) " + budget)
+    # ONNX Runtime's own operators that Loupe does not expand: their kernels are not hardened (1.31's CPU Attention
+    # without a bias crashed the process), so onnx-runtime runs them only when the pipeline trusts the file.
+    r("contrib-operator.onnx", [helper.make_node("Rfft", ["x"], ["e"], domain="com.microsoft"), *rtail], rinits,
+      "is com.microsoft.Rfft, an operator of ONNX Runtime's own (or another runtime's), not of ONNX; the onnx-runtime backend runs such operators only with 'contrib_operators: true'")
     # The size computed in the graph, as exporters write it: Shape(x)[2:4] * 1000, then Resize to those sizes.
     r("computed-size-bomb.onnx", [helper.make_node("Shape", ["x"], ["shp"]), helper.make_node("Slice", ["shp", "two", "four"], ["hw"]),
                                   helper.make_node("Mul", ["hw", "k"], ["big"]), helper.make_node("Concat", ["nc", "big"], ["sizes"], axis=0),
