@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Abstractions;
 
@@ -182,7 +183,7 @@ public interface IModel : IDisposable
     Tensor Forward(Tensor input);
     /// <summary>Starts capturing the outputs of <paramref name="layers"/> on subsequent forwards. With
     /// <paramref name="forGradients"/>, each captured activation is a leaf that requires grad, so
-    /// <c>torch.autograd.grad(score, capture[layer])</c> works without a backward pass to the input.</summary>
+    /// <c>CheckedOps.Grad(score, capture[layer])</c> works without a backward pass to the input.</summary>
     ILayerCapture Capture(IReadOnlyCollection<string> layers, bool forGradients);
     /// <summary>A named parameter (e.g. <c>conv1.weight</c>), or null. The caller must not dispose it.</summary>
     Tensor? GetParameter(string name);

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Cam;
 
@@ -140,7 +141,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
     static Tensor HessianTimes(Tensor gradient, Tensor activation, bool retain)
     {
         if (!gradient.requires_grad) return zeros_like(activation);
-        return autograd.grad([gradient], [activation], [activation.detach()], retain_graph: retain, allow_unused: true)[0] is { } hv && hv.IsInvalid == false
+        return CheckedOps.Grad([gradient], [activation], [activation.detach()], retainGraph: retain, allowUnused: true)[0] is { } hv && hv.IsInvalid == false
             ? hv.detach() : zeros_like(activation);
     }
 
@@ -182,7 +183,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
             {
                 using var s = NewDisposeScope();
                 var score = Score(options, ti, selection, ctx).sum();
-                var g = autograd.grad([score], captured, retain_graph: UsesHessian, create_graph: UsesHessian);
+                var g = CheckedOps.Grad([score], captured, retainGraph: UsesHessian, createGraph: UsesHessian);
                 if (UsesHessian) hvps = captured.Select((a, i) => s.MoveToOuter(HessianTimes(g[i], a, i < captured.Count - 1))).ToArray();
                 grads = g.Select(t => s.MoveToOuter(t.detach())).ToArray();
             }

@@ -1,5 +1,6 @@
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Cam;
 
@@ -82,7 +83,7 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
         }
         var layers = terms.Select(t => t.Node).Distinct().ToList();
         var score = ctx.Target.Scores(ti, selection).sum();
-        var grads = autograd.grad([score], [x, .. layers.Select(i => values[i])]);
+        var grads = CheckedOps.Grad([score], [x, .. layers.Select(i => values[i])]);
         long h = x.shape[2], w = x.shape[3];
         // Bilinear resizing is linear: the layers' maps are summed at each resolution and each sum resized once (resnet18:
         // 5 resizes to the input instead of 21), the same sum up to float rounding.

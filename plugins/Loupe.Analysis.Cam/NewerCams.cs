@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Cam;
 
@@ -159,7 +160,7 @@ public sealed class FinerCam : CamAnalysis<FinerCamOptions>
         var p = nn.functional.softmax(logits, 1).gather(1, refs);
         var score = (p * (yc - o.Alpha * logits.gather(1, refs))).sum(1) / (p.sum(1) + 1e-9);
         var a = capture[l.Layer];
-        var g = LayerReshapes.ToGrid(autograd.grad([score.sum()], [a])[0], l.Reshape, (l.Input.shape[2], l.Input.shape[3]));
+        var g = LayerReshapes.ToGrid(CheckedOps.Grad([score.sum()], [a])[0], l.Reshape, (l.Input.shape[2], l.Input.shape[3]));
         var scored = l with { Gradient = g };
         return o.Base switch
         {

@@ -153,7 +153,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
                     }
                     continue;
                 }
-                var g = autograd.grad([output[.., c].sum()], [act], retain_graph: idx < wanted.Count - 1)[0];
+                var g = CheckedOps.Grad([output[.., c].sum()], [act], retainGraph: idx < wanted.Count - 1)[0];
                 var gw = g.to(ScalarType.Float64).permute(0, 2, 3, 1).reshape(n, h * wd, k).MatMul(w.t());   // n × hw × r
                 var per = (coef * gw).sum(1).cpu();                                                          // n × r
                 var rows = Enumerable.Range(0, (int)n).Where(i => cls[i] == c).ToArray();

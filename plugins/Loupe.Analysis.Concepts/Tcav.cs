@@ -3,6 +3,7 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Concepts;
 
@@ -150,7 +151,7 @@ public sealed class Tcav : Analysis<TcavOptions>, IDeclaresMetrics
             foreach (var (k, idx) in wanted.Select((k, i) => (k, i)))
             {
                 if (k >= output.shape[1]) throw new LoupeException($"tcav: class {k} is out of range: the model has {output.shape[1]} outputs");
-                var g = autograd.grad([output[.., k].sum()], [a], retain_graph: idx < wanted.Count - 1)[0].flatten(1).to(ScalarType.Float64).cpu();
+                var g = CheckedOps.Grad([output[.., k].sum()], [a], retainGraph: idx < wanted.Count - 1)[0].flatten(1).to(ScalarType.Float64).cpu();
                 var rows = tensor(Enumerable.Range(0, cls.Length).Where(i => cls[i] == k).Select(i => (long)i).ToArray());
                 var signs = g.index_select(0, rows).MatMul(cavMatrix.t()).gt(0).to(ScalarType.Int64).sum(dim: 0).data<long>().ToArray();
                 if (!positive.TryGetValue(k, out var acc)) { positive[k] = acc = new long[signs.Length]; count[k] = 0; }

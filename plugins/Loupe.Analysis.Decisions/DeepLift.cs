@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Decisions;
 
@@ -105,7 +106,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
             {
                 chosen = selection ?? picked.Rows(firstHalf);                     // rows are selected independently
                 var score = ctx.Target.Scores(ti, selection is null ? chosen.Rows(rows) : picked).sum();   // both halves, as Captum's forward hook
-                g = autograd.grad([score], [both])[0].narrow(0, 0, n);
+                g = CheckedOps.Grad([score], [both])[0].narrow(0, 0, n);
             }
         }
         return (scope.MoveToOuter(multiplyByInputs ? (x - reference) * g : g), chosen);

@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Decisions;
 
@@ -107,8 +108,8 @@ public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOpt
                 if (a.dim() != 4 || c >= a.shape[1] || py >= a.shape[2] || px >= a.shape[3])
                     throw new LoupeException($"neuron [{c}, {py}, {px}] is outside layer '{options.Layer}' ({string.Join("×", a.shape.Skip(1))})");
                 var score = ctx.Target.Scores(ti, sel).sum();
-                var dA = autograd.grad([score], [a], retain_graph: true)[0][.., c, py, px];   // ∂F/∂Aₙ per row
-                var dx = autograd.grad([a[.., c, py, px].sum()], [xp])[0];                     // ∂Aₙ/∂x per row
+                var dA = CheckedOps.Grad([score], [a], retainGraph: true)[0][.., c, py, px];   // ∂F/∂Aₙ per row
+                var dx = CheckedOps.Grad([a[.., c, py, px].sum()], [xp])[0];                     // ∂Aₙ/∂x per row
                 var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view(k, 1, 1, 1, 1);
                 sum.add_(((dx * dA.view(-1, 1, 1, 1)).view(k, n, x.shape[1], x.shape[2], x.shape[3]) * w).sum(0, keepdim: false));
             }

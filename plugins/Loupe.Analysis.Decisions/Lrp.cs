@@ -174,7 +174,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         using var scope = NewDisposeScope();
         var o = output.detach().requires_grad_(true);
         var scores = ctx.Target.Scores(new TargetInput(o, l => throw new LoupeException($"lrp: no layer '{l}'")), selection);
-        var relevance = autograd.grad([scores.sum()], [o])[0];
+        var relevance = CheckedOps.Grad([scores.sum()], [o])[0];
         if (options.Convention == LrpConvention.Captum)
             relevance = relevance * scores.detach().view([-1, .. Enumerable.Repeat(1L, (int)o.dim() - 1)]);
         return scope.MoveToOuter(relevance);

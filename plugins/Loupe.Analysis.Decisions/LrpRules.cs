@@ -1,6 +1,7 @@
 using Loupe.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Decisions;
 
@@ -159,7 +160,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
     {
         var leaves = xs.Select(x => x.requires_grad_(true)).ToArray();
         var z = node.Apply(leaves);
-        var g = autograd.grad([z], leaves, [r]);
+        var g = CheckedOps.Grad([z], leaves, [r]);
         return g.ToArray();
     }
 
@@ -169,7 +170,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
         var leaves = xs.Select(x => x.requires_grad_(true)).ToArray();
         var z = node.Apply(leaves);
         var s = r / Stabilize(z.detach(), epsilon);
-        var g = autograd.grad([z], leaves, [s]);
+        var g = CheckedOps.Grad([z], leaves, [s]);
         return leaves.Select((x, k) => x.detach() * g[k]).ToArray();
     }
 
@@ -179,7 +180,7 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
         public readonly Tensor Input = x.detach().requires_grad_(true);
         public Tensor Output = null!;
         public Term Run() { Output = node.Apply([Input], w, b); return this; }
-        public Tensor Grad(Tensor s) => autograd.grad([Output], [Input], [s], retain_graph: true)[0];
+        public Tensor Grad(Tensor s) => CheckedOps.Grad([Output], [Input], [s], retainGraph: true)[0];
     }
 
     static Tensor Layer(GraphNode node, Tensor x, Tensor r, LrpRule rule)

@@ -1,5 +1,6 @@
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Embedding;
 
@@ -45,7 +46,7 @@ public static class ReceptiveFields
         var a = LayerReshapes.ToGrid(capture[layer], reshape, layer, (h, w));
         if (y >= a.shape[2] || x >= a.shape[3]) throw new ArgumentOutOfRangeException(nameof(y), $"unit ({y},{x}) is outside the {a.shape[2]}×{a.shape[3]} map");
         var unit = sumChannels == false ? a[.., channel, y, x] : a[.., .., y, x];
-        var g = autograd.grad([unit.sum()], [input])[0];
+        var g = CheckedOps.Grad([unit.sum()], [input])[0];
         var mask = (g.abs().sum([0, 1]) > 0).contiguous();
         var flat = mask.ToArray<bool>();
         var result = new bool[h, w];

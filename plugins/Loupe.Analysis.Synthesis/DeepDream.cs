@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Synthesis;
 
@@ -93,7 +94,7 @@ public sealed class DeepDream : Analysis<DeepDreamOptions>
                 var a = cap[o.Layer];
                 if (o.Channel is int c) a = a[.., c];
                 var score = o.Objective == DreamObjective.MeanSquare ? a.pow(2).mean() : a.mean();
-                var g = autograd.grad([score], [x])[0];
+                var g = CheckedOps.Grad([score], [x])[0];
                 g = Transforms.Jitter(g, -dy, -dx);
                 // Normalise per image so each gets the same step size whatever its gradient scale.
                 var gn = g / (g.abs().mean([1, 2, 3], keepdim: true) + 1e-8f);

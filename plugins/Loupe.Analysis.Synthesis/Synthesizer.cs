@@ -1,6 +1,7 @@
 using Loupe.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Synthesis;
 
@@ -51,7 +52,7 @@ public static class Synthesizer
             if (alignmentLayer is not null) loss = loss + (float)o.Alignment * Misalignment(termActs[Array.IndexOf(terms, alignmentLayer)], o.AlignmentDecay);
             if (o.L2 > 0) loss = loss + (float)o.L2 * (img - (float)o.L2Center).pow(2).sum();
             if (o.Tv > 0) loss = loss + (float)o.Tv * TotalVariation(img).sum();
-            loss.backward();
+            loss.Backward();
             opt.step();
             var v = values.detach().ToArray<float>();
             for (int i = 0; i < n; i++) history[step, i] = v[i];

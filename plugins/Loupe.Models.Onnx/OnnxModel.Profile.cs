@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Models.Onnx;
 
@@ -49,7 +50,7 @@ public sealed partial class OnnxModel
                 if (!y.requires_grad) continue;
                 var g = randn_like(y);
                 start = clockMs();
-                _ = autograd.grad([y], wrt, [g], allow_unused: true);
+                _ = CheckedOps.Grad([y], wrt, [g], allowUnused: true);
                 bwd[key] = bwd.GetValueOrDefault(key) + clockMs() - start;
             }
         }

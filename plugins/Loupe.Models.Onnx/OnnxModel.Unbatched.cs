@@ -28,7 +28,18 @@ public sealed partial class OnnxModel
         bool Watched(string value) => interventions.Any(iv => iv.Value == value) || captures.Any(c => c.Keeps(value));
         foreach (var node in PlanFor(captures, interventions, relu))
         {
-            var outs = envs.Select(env => Step(node, env, relu, beta)).ToArray();
+            // The rows' outputs together are held to the budget one batched output is (OnnxNode.CheckOutput): a node
+            // whose output for one image is within it may not be for the batch (found by tools/Loupe.Fuzz: a batch-of-one
+            // graph padding to 940 MB per image, run on two).
+            var outs = new Tensor[n][];
+            long bytes = 0;
+            for (int i = 0; i < n; i++)
+            {
+                outs[i] = Step(node, envs[i], relu, beta);
+                bytes += outs[i].Sum(t => t.numel() * t.element_size());
+                if (bytes > OnnxNode.MaxOutputBytes / n * (i + 1) && bytes > (1L << 20))
+                    throw node.Error($"its outputs for {n} images ({string.Join(", ", outs[i].Select(t => string.Join("×", t.shape)))} each) are over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB; run fewer images per batch (settings: batch_size)");
+            }
             for (int k = 0; k < node.Outputs.Length; k++)
             {
                 var name = node.Outputs[k];

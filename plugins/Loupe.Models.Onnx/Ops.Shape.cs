@@ -182,9 +182,17 @@ public static partial class Ops
             }
             return t;
         }
+        // Negative pads crop first, as views: F.pad would pad, then crop, holding the uncropped result (found by
+        // tools/Loupe.Fuzz: a channel axis padded by 599,999 and the width cropped by half took twice the budget).
+        for (int i = first; i < r; i++)
+            if (pads[i] < 0 || pads[i + r] < 0)
+            {
+                long start = Math.Max(0, -pads[i]);
+                t = t.narrow(i, start, t.shape[i] - start - Math.Max(0, -pads[i + r]));
+            }
         var list = new List<long>();
-        for (int i = r - 1; i >= first; i--) { list.Add(pads[i]); list.Add(pads[i + r]); }
-        return F.pad(t, list.ToArray(), PaddingModes.Constant, value);
+        for (int i = r - 1; i >= first; i--) { list.Add(Math.Max(0, pads[i])); list.Add(Math.Max(0, pads[i + r])); }
+        return list.All(p => p == 0) ? t.alias() : F.pad(t, list.ToArray(), PaddingModes.Constant, value);
     }
 
     /// <summary>Reflection of positions <paramref name="j"/> into [0, dim) without repeating the border (numpy's

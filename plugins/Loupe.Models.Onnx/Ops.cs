@@ -15,7 +15,7 @@ public static partial class Ops
 
     static Tensor[] One(Tensor t) => [t];
 
-    static readonly Dictionary<string, OpFn> Table = WithContribOps(WithLegacyOps(WithNewerOps(WithReduceOps(WithDetectionOps(WithHeadOps(WithTensorOps(new(StringComparer.Ordinal)
+    static readonly Dictionary<string, OpFn> Table = WithQuantizedOps(WithContribOps(WithLegacyOps(WithNewerOps(WithReduceOps(WithDetectionOps(WithHeadOps(WithTensorOps(new(StringComparer.Ordinal)
     {
         ["Conv"] = (n, x) => One(Conv(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
         ["ConvTranspose"] = (n, x) => One(ConvTranspose(n, x[0]!, x[1]!, x.Length > 2 ? x[2] : null)),
@@ -56,7 +56,7 @@ public static partial class Ops
         // If and Loop run subgraphs over the enclosing values: the interpreter runs them (OnnxModel.Branches.cs).
         ["If"] = (n, x) => throw n.Error("If is run by the interpreter, not as an operator"),
         ["Loop"] = (n, x) => throw n.Error("Loop is run by the interpreter, not as an operator"),
-    })))))));
+    }))))))));
 
     /// <summary>The operators this backend runs.</summary>
     public static IReadOnlyCollection<string> Supported => Table.Keys;
@@ -65,6 +65,7 @@ public static partial class Ops
     public static void Check(OnnxNode n)
     {
         if (n.Domain == OnnxContrib.Domain && ContribTable.ContainsKey(n.OpType)) return;
+        if (n.Domain == Quantization.Domain && LoupeTable.ContainsKey(n.OpType)) return;
         if (n.Domain == OnnxContrib.Domain + ".nchwc")
             throw n.Error($"'{n.Domain}.{n.OpType}' is ONNX Runtime's blocked memory layout for this machine's CPU, written into graphs saved at ORT_ENABLE_ALL; save the graph at ORT_ENABLE_EXTENDED or below (its fused operators load), or run it on the onnx-runtime backend");
         if (n.Domain is not ("" or "ai.onnx") || !Table.ContainsKey(n.OpType))
@@ -103,6 +104,7 @@ public static partial class Ops
         CheckNewerOps(n);
         CheckLegacyOps(n);
         CheckContribOps(n);
+        CheckQuantizedOps(n);
         if (n.OpType is "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool")
         {
             var ap = n.String("auto_pad", "NOTSET");
@@ -116,7 +118,7 @@ public static partial class Ops
     /// <summary>Binds the run function of a checked node.</summary>
     internal static void Bind(OnnxNode n)
     {
-        var fn = n.Domain == OnnxContrib.Domain ? ContribTable[n.OpType] : Table[n.OpType];
+        var fn = n.Domain == OnnxContrib.Domain ? ContribTable[n.OpType] : n.Domain == Quantization.Domain ? LoupeTable[n.OpType] : Table[n.OpType];
         n.Run = (node, inputs) => fn(node, inputs);
     }
 

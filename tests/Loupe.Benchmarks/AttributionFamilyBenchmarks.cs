@@ -3,6 +3,7 @@ using Loupe.Abstractions;
 using Loupe.Analysis.Cam;
 using Loupe.Analysis.Decisions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Benchmarks;
 
@@ -45,8 +46,8 @@ public class AttributionFamilyBenchmarks
         var c = y.argmax(1, keepdim: true);
         var score = (y.gather(1, c) + nn.functional.log_softmax(y, 1).gather(1, c)).sum();      // ReST
         var a = capture["layer4"];
-        var g = autograd.grad([score], [a], retain_graph: true, create_graph: true)[0];
-        return autograd.grad([g], [a], [a.detach()])[0].sum().item<float>();
+        var g = CheckedOps.Grad([score], [a], retainGraph: true, createGraph: true)[0];
+        return CheckedOps.Grad([g], [a], [a.detach()])[0].sum().item<float>();
     }
 
     [Benchmark(Description = "shapley-cam (layer4, rest)"), Floor("forward + double backward to layer4")]
@@ -62,7 +63,7 @@ public class AttributionFamilyBenchmarks
         {
             using var inner = NewDisposeScope();
             var x = (k == 0 ? _x.clamp_min(0) : _x.clamp_max(0)).requires_grad_(true);
-            s += autograd.grad([TopScore(_model.Forward(x))], [x])[0].sum().item<float>();
+            s += CheckedOps.Grad([TopScore(_model.Forward(x))], [x])[0].sum().item<float>();
         }
         return s;
     }
@@ -77,7 +78,7 @@ public class AttributionFamilyBenchmarks
         float s;
         using (no_grad()) s = _model.Forward(_x).sum().item<float>();
         var both = cat([_x, zeros_like(_x)]).requires_grad_(true);
-        return s + autograd.grad([TopScore(_model.Forward(both))], [both])[0].sum().item<float>();
+        return s + CheckedOps.Grad([TopScore(_model.Forward(both))], [both])[0].sum().item<float>();
     }
 
     [Benchmark(Description = "deeplift"), Floor("forward + forward+backward to input of 16")]

@@ -5,6 +5,7 @@ using Loupe.Models.Onnx;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Benchmarks;
 
@@ -36,7 +37,7 @@ public class BackendBenchmarks
         using var scope = NewDisposeScope();
         var x = x0.detach().requires_grad_(true);
         var y = m.Forward(x);
-        return torch.autograd.grad([y.flatten(1).max(1).values.sum()], [x])[0].sum().item<float>();
+        return CheckedOps.Grad([y.flatten(1).max(1).values.sum()], [x])[0].sum().item<float>();
     }
 
     static float Forward(IModel m, Tensor x)
@@ -92,7 +93,7 @@ public class PathBenchmarks
         using var scope = NewDisposeScope();
         var x = _x50.detach().requires_grad_(true);
         var y = _model.Forward(x);
-        return torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
+        return CheckedOps.Grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
     }
 
     [Benchmark(Description = "integrated-gradients, 50 steps")]

@@ -1,6 +1,7 @@
 using Loupe.Abstractions;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Benchmarks;
 
@@ -43,7 +44,7 @@ public static class Bench
     {
         var x = input.detach().requires_grad_(true);
         var y = model.Forward(x);
-        return torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
+        return CheckedOps.Grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
     }
 
     /// <summary>The forward (no gradients; <paramref name="softmax"/>: with a softmax) of <paramref name="copies"/>' rows

@@ -26,8 +26,8 @@ public static class ConvLayers
             {
                 () => nn.functional.conv2d(x, w, b, padding: [1, 1]),
                 () => DirectConvolution.Forward(x, w, b, 1, 1, 1, 1),
-                () => { var xi = x.detach().requires_grad_(true); return autograd.grad([nn.functional.conv2d(xi, w, b, padding: [1, 1]).sum()], [xi])[0]; },
-                () => { var xi = x.detach().requires_grad_(true); return autograd.grad([DirectConvolution.Conv2d(xi, w, b, [1, 1], [1, 1]).sum()], [xi])[0]; },
+                () => { var xi = x.detach().requires_grad_(true); return CheckedOps.Grad([nn.functional.conv2d(xi, w, b, padding: [1, 1]).sum()], [xi])[0]; },
+                () => { var xi = x.detach().requires_grad_(true); return CheckedOps.Grad([DirectConvolution.Conv2d(xi, w, b, [1, 1], [1, 1]).sum()], [xi])[0]; },
             };
             var best = new double[work.Length];
             Array.Fill(best, double.MaxValue);

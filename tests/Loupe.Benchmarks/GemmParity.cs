@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Benchmarks;
 
@@ -85,7 +86,7 @@ public static class GemmParity
                     using var s = NewDisposeScope();
                     var t = backward ? x.detach().requires_grad_(true) : x;
                     double start = Now();
-                    if (backward) autograd.grad([f(t).sum()], [t])[0].sum().item<float>();
+                    if (backward) CheckedOps.Grad([f(t).sum()], [t])[0].sum().item<float>();
                     else using (no_grad()) f(t).sum().item<float>();
                     return Now() - start;
                 }
@@ -129,7 +130,7 @@ public static class GemmParity
                 for (int i = 0; i < 8; i++)
                 {
                     var y = run(xin);
-                    if (backward) autograd.grad([y], [xin], [ones_like(y)]);
+                    if (backward) CheckedOps.Grad([y], [xin], [ones_like(y)]);
                 }
                 best = Math.Min(best, (ThreadCpuMs() - start) / 8);
             }

@@ -5,6 +5,7 @@ using Loupe.Analysis.Evaluation;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Benchmarks;
 
@@ -47,7 +48,7 @@ public class MetricBenchmarks
             s += Bench.ForwardInPasses(_model, _x808, _x.shape[0], perPass, softmax: true);
             var x = _x.detach().requires_grad_(true);
             var y = _model.Forward(x);
-            s += torch.autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
+            s += CheckedOps.Grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
         }
         return s;
     }
@@ -181,7 +182,7 @@ public class QualityMetricBenchmarks
     {
         var x = _x.detach().requires_grad_(true);
         var y = _model.Forward(x);
-        var a = torch.autograd.grad([y.max(1).values.sum()], [x])[0].abs().amax([1]).flatten(1);
+        var a = CheckedOps.Grad([y.max(1).values.sum()], [x])[0].abs().amax([1]).flatten(1);
         long n = a.shape[0], d = a.shape[1], p = percentages.Length;
         var rank = zeros_like(a, dtype: ScalarType.Int64).scatter_(1, a.argsort(1, descending: true), arange(d).expand(n, d).contiguous());
         var limits = tensor(percentages.Select(q => (long)Math.Floor(d * q / 100.0 + 1e-9)).ToArray());

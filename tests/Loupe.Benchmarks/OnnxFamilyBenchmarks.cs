@@ -3,6 +3,7 @@ using BenchmarkDotNet.Attributes;
 using Loupe.Abstractions;
 using Loupe.Models.Onnx;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Benchmarks;
 
@@ -60,7 +61,7 @@ public class OnnxFamilyBenchmarks
         using var scope = NewDisposeScope();
         var x = _x.detach().requires_grad_(true);
         var y = _model.Forward(x);
-        return autograd.grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
+        return CheckedOps.Grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
     }
 
     [Benchmark(Description = "forward (no grad)"), Floor("")]

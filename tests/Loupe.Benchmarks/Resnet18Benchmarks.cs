@@ -5,6 +5,7 @@ using Loupe.Analysis.Decisions;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Benchmarks;
 
@@ -48,7 +49,7 @@ public class Resnet18Benchmarks
         var x = _x.detach().requires_grad_(true);
         var y = _model.Forward(x);
         var s = y.gather(1, y.argmax(1).unsqueeze(1)).sum();
-        return torch.autograd.grad([s], [x])[0].sum().item<float>();
+        return CheckedOps.Grad([s], [x])[0].sum().item<float>();
     }
 
     [Benchmark(Description = "grad-cam (layer4)")]

@@ -130,7 +130,7 @@ public static class RoadLarge
             var ctx = new BenchContext(model, Bench.TopOne(1000), x);
             long per = Explain.EvenPasses(n * limits.Length, Explain.CopiesPerForward(ctx, x, null));
             var saliency = x.detach().requires_grad_(true);
-            var g = autograd.grad([model.Forward(saliency).max(1).values.sum()], [saliency])[0].detach();
+            var g = CheckedOps.Grad([model.Forward(saliency).max(1).values.sum()], [saliency])[0].detach();
             var order = g.abs().sum(1).reshape(n, d).argsort(1, descending: true);
             var metricRank = zeros_like(order).scatter_(1, order, arange(d).expand(n, d).contiguous());
             var parts = new (string Name, Action Call)[]

@@ -4,6 +4,7 @@ using Loupe.Analysis.Synthesis;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Benchmarks;
 
@@ -40,7 +41,7 @@ public class SynthesisBenchmarks
             using var scope = NewDisposeScope();
             var x = _x.detach().requires_grad_(true);
             var y = _model.Forward(_model.DefaultInput.Normalize(x));
-            s += torch.autograd.grad([y.diagonal().sum()], [x])[0].sum().item<float>();
+            s += CheckedOps.Grad([y.diagonal().sum()], [x])[0].sum().item<float>();
         }
         return s;
     }

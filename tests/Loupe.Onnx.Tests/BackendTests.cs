@@ -4,6 +4,7 @@ using Loupe.Core;
 using Loupe.Models.Onnx;
 using static TorchSharp.torch;
 using Xunit.Abstractions;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Onnx.Tests;
 
@@ -72,7 +73,7 @@ public class BadInputTests
             var x = randn(2, 3, 8, 8).requires_grad_(m.Capabilities.HasFlag(ModelCapabilities.Gradients));
             var y = m.Forward(x);
             Assert.Equal(Env.Data(x.relu()), Env.Data(y));
-            if (x.requires_grad) Assert.Equal(Env.Data(x.gt(0).to(ScalarType.Float32)), Env.Data(autograd.grad([y.sum()], [x])[0]));
+            if (x.requires_grad) Assert.Equal(Env.Data(x.gt(0).to(ScalarType.Float32)), Env.Data(CheckedOps.Grad([y.sum()], [x])[0]));
         }
         Assert.Contains("5 channels", Refused(Env.Fixture("bad/five_channels.onnx")).Message);
         Assert.Contains("option height", Refused(Env.Fixture("ops/relu.onnx"), new OnnxOptions { Height = 16 }).Message);

@@ -1,6 +1,7 @@
 using Loupe.Abstractions;
 using Loupe.Models.Onnx;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Onnx.Tests;
 
@@ -24,11 +25,11 @@ public class FusionTests
         using var scope = NewDisposeScope();
         var x = tensor(Env.SinInput(2L * 3 * 32 * 32), [2, 3, 32, 32]).requires_grad_(true);
         var fused = model.Forward(x);
-        var gFused = autograd.grad([fused[.., 3].sum()], [x])[0];
+        var gFused = CheckedOps.Grad([fused[.., 3].sum()], [x])[0];
         // Erf and InProj are inside fused groups: capturing them runs the node-by-node plan.
         using var cap = model.Capture([Erf, Fc1, Gelu, InProj], forGradients: false);
         var y = model.Forward(x);
-        var g = autograd.grad([y[.., 3].sum()], [x])[0];
+        var g = CheckedOps.Grad([y[.., 3].sum()], [x])[0];
         var (erf, fc1, gelu) = (cap[Erf], cap[Fc1], cap[Gelu]);
         Assert.Equal([17L, 2, 48], cap[InProj].shape);   // the in-projection before its bias: tokens first, 3 × 16
         Assert.True(Env.RelL2(Env.Data(fused), Env.Data(y)) <= 1e-6, "fused logits differ from the node-by-node plan");
@@ -56,7 +57,7 @@ public class FusionTests
             using var inner = nodeByNode ? model.Capture([Erf], forGradients: false) : null;   // forces the node-by-node plan
             var y = model.Forward(xi);
             var wrt = qkv.Select(v => cap[v]).Prepend(xi).ToArray();
-            var g = autograd.grad([(y * y).sum()], wrt);
+            var g = CheckedOps.Grad([(y * y).sum()], wrt);
             return (Env.Data(y), Env.Data(g[0]), qkv.Select(v => Env.Data(cap[v])).ToArray(), g.Skip(1).Select(Env.Data).ToArray());
         }
         var fused = Run(false);

@@ -3,6 +3,7 @@ using Loupe.Analysis.Decisions;
 using Loupe.Models.Onnx;
 using Loupe.Models.TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Onnx.Tests;
 
@@ -87,7 +88,7 @@ public class LrpGraphTests
         var y = model.Forward(x);
         var top = y.argmax(1, keepdim: true);
         var picked = y.gather(1, top);
-        var gxi = Env.Data(x * autograd.grad([picked.sum()], [x])[0]);
+        var gxi = Env.Data(x * CheckedOps.Grad([picked.sum()], [x])[0]);
         var relevance = nn.functional.one_hot(top.squeeze(1), y.shape[1]).to(ScalarType.Float32) * picked.detach();
         var map = Env.Data(Lrp.Relevance(model, model.DefaultInput, new LrpOptions { Convention = LrpConvention.Captum, Epsilon = 1e-12 }, x.detach(), relevance, y.detach()));
         Assert.True(Env.RelL2(map, gxi) <= 1e-3, $"{name}: LRP-0 vs gradient × input rel-L2 {Env.RelL2(map, gxi):E2}");

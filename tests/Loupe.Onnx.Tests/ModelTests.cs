@@ -3,6 +3,7 @@ using Loupe.Models.Onnx;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Onnx.Tests;
 
@@ -65,10 +66,10 @@ public class ModelTests
         var a = cap["ReLU393"];
         Assert.Equal([2L, 512, 7, 7], a.shape);
         Assert.True(a.requires_grad);
-        var ga = autograd.grad([y[.., 3].sum()], [a], retain_graph: true)[0];
+        var ga = CheckedOps.Grad([y[.., 3].sum()], [a], retainGraph: true)[0];
         Assert.Equal(a.shape, ga.shape);
         // The input requires grad, so the captured layer is the graph's own output and the gradient flows to the input.
-        var gx = autograd.grad([y[.., 3].sum()], [x])[0];
+        var gx = CheckedOps.Grad([y[.., 3].sum()], [x])[0];
         Assert.True(gx.abs().sum().item<float>() > 0);
     }
 
@@ -111,7 +112,7 @@ public class ModelTests
         var a = cap[layer];
         var top = y.argmax(1);
         var score = y.gather(1, top.unsqueeze(1)).sum();
-        var g = autograd.grad([score], [a])[0];
+        var g = CheckedOps.Grad([score], [a])[0];
         var cam = nn.functional.relu((g.mean([2, 3], keepdim: true) * a.detach()).sum(1));
         return Env.Data(cam);
     }
@@ -152,7 +153,7 @@ public class ModelTests
             byValue = cap["r1"];                           // the same value by its ONNX name
             Assert.True(a.requires_grad && a.is_leaf);     // nothing upstream required grad: a leaf
             Assert.Equal([4L, 8, 8, 8], a.shape);
-            var g = autograd.grad([y[.., 1].sum()], [a], retain_graph: true)[0];
+            var g = CheckedOps.Grad([y[.., 1].sum()], [a], retainGraph: true)[0];
             Assert.Equal(a.shape, g.shape);
             Assert.True(byValue.requires_grad);
             Assert.Throws<LoupeException>(() => cap["pool1"]);

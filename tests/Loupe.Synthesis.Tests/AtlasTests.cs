@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Loupe.Abstractions;
 using Loupe.Analysis.Synthesis;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Synthesis.Tests;
 
@@ -85,7 +86,7 @@ public class AtlasTests
         // Row 1 points against v at the centre (and on average): its cosine is below the 0.1 floor.
         using (no_grad()) a[1].mul_(tensor(new double[] { -1, -1, 1 }).view(3, 1, 1));
         var s = DirectionNeuron.Values(a, tensor(v).view(1, 3).expand(2, 3), p, centre);
-        var g = autograd.grad([s.sum()], [a])[0];
+        var g = CheckedOps.Grad([s.sum()], [a])[0];
         for (int r = 0; r < 2; r++)
         {
             var vec = centre ? a[r, .., 1, 1].detach().ToArray<double>() : a[r].detach().mean([1, 2]).ToArray<double>();

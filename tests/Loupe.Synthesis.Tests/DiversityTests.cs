@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using Loupe.Abstractions;
 using Loupe.Analysis.Synthesis;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Synthesis.Tests;
 
@@ -62,7 +63,7 @@ public class DiversityTests
         using var scope = NewDisposeScope();
         var x = (randn([2, 3, 4, 4], generator: new Generator(5)).abs() + 0.5f).requires_grad_(true);
         var s = Synthesizer.GramSimilarity(x, 2).sum();
-        var g = autograd.grad([s], [x])[0];
+        var g = CheckedOps.Grad([s], [x])[0];
         using (no_grad())
         {
             var after = Synthesizer.GramSimilarity(x - 0.05f * g, 2).item<float>();

@@ -2,6 +2,7 @@ using Loupe.Abstractions;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Tests;
 
@@ -31,12 +32,12 @@ public class AttributionTests
         {
             var y = model.Forward(x);
             var top1 = y.detach().argmax(1);
-            g = torch.autograd.grad([y.gather(1, top1.unsqueeze(1)).sum()], [x])[0];
+            g = CheckedOps.Grad([y.gather(1, top1.unsqueeze(1)).sum()], [x])[0];
         }
         TechniqueTests.Close(g.ToArray<float>(), fixture, 1e-4);
         // The override is gone afterwards: plain gradients differ from guided ones.
         var y2 = model.Forward(x);
-        var plain = torch.autograd.grad([y2.gather(1, y2.detach().argmax(1).unsqueeze(1)).sum()], [x])[0];
+        var plain = CheckedOps.Grad([y2.gather(1, y2.detach().argmax(1).unsqueeze(1)).sum()], [x])[0];
         Assert.True(TestEnv.RelL2(plain.ToArray<float>(), g.ToArray<float>()) > 1e-2);
     }
 
@@ -53,7 +54,7 @@ public class AttributionTests
         {
             using var h = rule is { } r ? ((IModelInterventions)model).OverrideRelu(r) : null;
             var xi = x.view(1, 6).detach().requires_grad_(true);
-            return torch.autograd.grad([model.Forward(xi).sum()], [xi])[0].ToArray<float>();
+            return CheckedOps.Grad([model.Forward(xi).sum()], [xi])[0].ToArray<float>();
         }
         Assert.Equal(new float[] { 0.7f, 0, -1.2f, 0, 0.2f, 0 }, Grad(null));
         Assert.Equal(new float[] { 0.7f, 0, 0, 0, 0.2f, 0 }, Grad(ReluRule.Guided));

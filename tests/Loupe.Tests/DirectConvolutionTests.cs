@@ -37,7 +37,7 @@ public class DirectConvolutionTests
 
         var upstream = randn(reference.shape, generator: g);
         var xi = x.detach().requires_grad_(true);
-        var expected = autograd.grad([(nn.functional.conv2d(xi, weight, b, padding: [ph, pw], dilation: [dilation, dilation]) * upstream).sum()], [xi])[0];
+        var expected = CheckedOps.Grad([(nn.functional.conv2d(xi, weight, b, padding: [ph, pw], dilation: [dilation, dilation]) * upstream).sum()], [xi])[0];
         var gradient = DirectConvolution.InputGradient(upstream, weight, ph, pw, dilation, dilation);
         Assert.Equal(expected.shape, gradient.shape);
         Assert.True(TestEnv.RelL2(gradient.ToArray<float>(), expected.ToArray<float>()) < 1e-6,
@@ -45,7 +45,7 @@ public class DirectConvolutionTests
 
         // Through autograd, as a model runs it (arguments read when it runs).
         var xj = x.detach().requires_grad_(true);
-        var viaFunction = autograd.grad([(DirectConvolution.Conv2d(xj, weight, b, [ph, pw], [dilation, dilation]) * upstream).sum()], [xj])[0];
+        var viaFunction = CheckedOps.Grad([(DirectConvolution.Conv2d(xj, weight, b, [ph, pw], [dilation, dilation]) * upstream).sum()], [xj])[0];
         Assert.True(TestEnv.RelL2(viaFunction.ToArray<float>(), expected.ToArray<float>()) < 1e-6);
     }
 
@@ -66,8 +66,8 @@ public class DirectConvolutionTests
         float[] Hvp(Func<Tensor, Tensor> conv)
         {
             var xi = x.detach().requires_grad_(true);
-            var first = autograd.grad([conv(xi).pow(2).sum()], [xi], retain_graph: true, create_graph: true)[0];
-            return autograd.grad([(first * v).sum()], [xi])[0].ToArray<float>();
+            var first = CheckedOps.Grad([conv(xi).pow(2).sum()], [xi], retainGraph: true, createGraph: true)[0];
+            return CheckedOps.Grad([(first * v).sum()], [xi])[0].ToArray<float>();
         }
         var expected = Hvp(xi => nn.functional.conv2d(xi, weight, b, padding: [pad, pad], dilation: [dilation, dilation]));
         var direct = Hvp(xi => DirectConvolution.Conv2d(xi, weight, b, [pad, pad], [dilation, dilation]));
@@ -121,12 +121,12 @@ public class DirectConvolutionTests
         var x = randn([3, 6, 10, 10], generator: new Generator(12));
         var upstream = randn([3, 12], generator: new Generator(13));
         var xr = x.detach().requires_grad_(true);
-        var expected = autograd.grad([(Reference(xr) * upstream).sum()], [xr])[0].ToArray<float>();
+        var expected = CheckedOps.Grad([(Reference(xr) * upstream).sum()], [xr])[0].ToArray<float>();
         void Check(string state, int calls)
         {
             long before = DirectConvolution.Calls;
             var xi = x.detach().requires_grad_(true);
-            var gradient = autograd.grad([(model.Forward(xi) * upstream).sum()], [xi])[0].ToArray<float>();
+            var gradient = CheckedOps.Grad([(model.Forward(xi) * upstream).sum()], [xi])[0].ToArray<float>();
             Assert.Equal(DirectConvolution.Enabled ? calls : 0, DirectConvolution.Calls - before);
             Assert.True(TestEnv.RelL2(gradient, expected) < 1e-5, $"{state}: input gradient rel L2 {TestEnv.RelL2(gradient, expected):E2}");
         }
@@ -141,7 +141,7 @@ public class DirectConvolutionTests
         // A parameter handed out is released for good: the kernel reads it as it is when it runs.
         using (no_grad()) model.GetParameter("body.conv1.weight")!.mul_(-1);
         using (no_grad()) p["body.conv1.weight"].mul_(-1);
-        expected = autograd.grad([(Reference(xr) * upstream).sum()], [xr])[0].ToArray<float>();
+        expected = CheckedOps.Grad([(Reference(xr) * upstream).sum()], [xr])[0].ToArray<float>();
         Check("released", 4);
     }
 }

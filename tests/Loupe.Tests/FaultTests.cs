@@ -4,6 +4,7 @@ using Loupe.Abstractions;
 using Loupe.Core;
 using Microsoft.Extensions.DependencyInjection;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Tests;
 
@@ -74,7 +75,7 @@ public class FaultTests
             {
                 using var scope = NewDisposeScope();
                 var x = batch.Input.detach().requires_grad_(true);
-                var g = autograd.grad([ctx.Model.Forward(ThrowingBackward.apply(x)).sum()], [x])[0];
+                var g = CheckedOps.Grad([ctx.Model.Forward(ThrowingBackward.apply(x)).sum()], [x])[0];
                 ctx.Output.Raw("gradient", batch.Ids[0], NdArray.FromTensor(g[0]));
             }
         }

@@ -2,6 +2,7 @@ using Loupe.Abstractions;
 using Loupe.Models.TorchSharp;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Tests;
 
@@ -99,7 +100,7 @@ public class ModelTests
         {
             var xi = x.detach().requires_grad_(true);
             var y = m.Forward(xi);
-            var g = autograd.grad([y[.., 3].sum()], [xi])[0];
+            var g = CheckedOps.Grad([y[.., 3].sum()], [xi])[0];
             return (y.detach().contiguous().ToArray<float>(), g.contiguous().ToArray<float>());
         }
         var (ya, ga) = Run(auto);
@@ -180,7 +181,7 @@ public class ModelTests
             a = cap["relu3"];
             Assert.True(a.requires_grad);
             Assert.Equal([4L, 128, 7, 7], a.shape);
-            var g = torch.autograd.grad([y[.., 6].sum()], [a])[0];
+            var g = CheckedOps.Grad([y[.., 6].sum()], [a])[0];
             Assert.Equal(a.shape, g.shape);
             Assert.Throws<LoupeException>(() => cap["conv1"]);
         }

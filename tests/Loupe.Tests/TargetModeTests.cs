@@ -1,6 +1,7 @@
 using Loupe.Abstractions;
 using Loupe.Targets;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Tests;
 
@@ -50,7 +51,7 @@ public class TargetModeTests
         var target = new TopOneTargetFactory().Create(new ScoreOptions { Mode = ScoreMode.LogSoftmax }, new TargetContext([], 5, []));
         var sel = target.Select(Input(z.detach()));
         Assert.Equal([2L], sel.Classes!);
-        var g = autograd.grad([target.Scores(Input(z), sel).sum()], [z])[0].view(-1).ToArray<double>();
+        var g = CheckedOps.Grad([target.Scores(Input(z), sel).sum()], [z])[0].view(-1).ToArray<double>();
         var e = new[] { 0.3, -1.2, 2.0, 0.7, 0.1 }.Select(Math.Exp).ToArray();
         for (int k = 0; k < 5; k++) Assert.Equal((k == 2 ? 1 : 0) - e[k] / e.Sum(), g[k], 1e-12);
         Assert.Equal("top-1 (log-softmax)", target.Describe());

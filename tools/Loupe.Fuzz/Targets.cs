@@ -4,6 +4,7 @@ using Loupe.Data;
 using Loupe.Models.Onnx;
 using Loupe.Models.TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Fuzz;
 
@@ -67,12 +68,12 @@ static class Targets
                 using var source = new NpyDataAdapter().Open(new NpyDataOptions { Path = path }, new DataOpenContext(Path.GetDirectoryName(path)!, Grey28));
                 foreach (var b in source.Read(Grey28, 16, default)) b.Dispose();
             }),
-        new("onnx", ".onnx", ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/ops-detection/*.onnx", "tests/fixtures/onnx/ops-newer/*.onnx", "tests/fixtures/onnx/ops-contrib/*.onnx", "tests/fixtures/onnx/unbatched/*.onnx", "tests/fixtures/detseg/torchvision/fasterrcnn.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"],
+        new("onnx", ".onnx", ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/ops-detection/*.onnx", "tests/fixtures/onnx/ops-newer/*.onnx", "tests/fixtures/onnx/ops-contrib/*.onnx", "tests/fixtures/onnx/ops-quant/*.onnx", "tests/fixtures/onnx/unbatched/*.onnx", "tests/fixtures/detseg/torchvision/fasterrcnn.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"],
             ["If", "RoiAlign", "NonMaxSuppression", "TopK", "GatherND", "ScatterElements", "then_branch", "\u0008\u0007", "\u0008\u00ff\u00ff\u00ff\u00ff\u000f", "Conv", "Gemm", "Reshape", "ConstantOfShape", "Expand", "Tile", "Resize", "\u0012\u0004", "\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u007f",
              // issue 26: external data (location, offset, length), links out of the folder, control characters in names
              "location", "offset", "length", "99999999999999999999", "-5", "12abc", "../", "/etc/passwd", "linked/passwd", "/dev/zero", "\u001b]0;x\u0007", "Pad",
              // ONNX Runtime's fused operators (expanded at load)
-             "com.microsoft", "FusedConv", "activation", "activation_params", "SkipLayerNormalization", "_output_0"],
+             "com.microsoft", "FusedConv", "activation", "activation_params", "SkipLayerNormalization", "_output_0", "QuantizeLinear", "DequantizeLinear"],
             path =>
             {
                 var file = OnnxFile.Load(path, 64L << 20);
@@ -85,7 +86,7 @@ static class Targets
                     // two different images, so an unbatched graph's outputs are padded into one batch.
                     var x = cat([zeros(1, i.Channels, i.Height, i.Width), full(1, i.Channels, i.Height, i.Width, 0.5f)]).requires_grad_(true);
                     var y = model.Forward(x);
-                    if (y.is_floating_point() && y.requires_grad) _ = autograd.grad([y.sum()], [x], allow_unused: true);
+                    if (y.is_floating_point() && y.requires_grad) _ = CheckedOps.Grad([y.sum()], [x], allowUnused: true);
                     Loupe.Abstractions.Toolkit.BackwardErrors.ThrowIfAny();
                 }
             }),

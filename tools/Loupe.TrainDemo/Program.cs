@@ -14,6 +14,7 @@ using SixLabors.ImageSharp.PixelFormats;
 using TorchSharp;
 using TorchSharp.PyBridge;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 string Arg(string name, string def) { var i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : def; }
 var verb = args.FirstOrDefault() ?? "train";
@@ -73,7 +74,7 @@ if (verb == "train")
             var y = tensor(idx.Select(i => (long)train.Labels[i]).ToArray());
             optimizer.zero_grad();
             var loss = nn.functional.cross_entropy(model.call(x), y);
-            loss.backward();
+            loss.Backward();
             optimizer.step();
             lossSum += loss.item<float>(); batches++;
         }

@@ -188,7 +188,7 @@ public static class Explain
         using (capture)
         {
             var score = ctx.Target.Scores(ti, selection).sum();
-            var grads = autograd.grad([score], [x, .. names.Select(n => leaves[n])]);
+            var grads = CheckedOps.Grad([score], [x, .. names.Select(n => leaves[n])]);
             BackwardErrors.ThrowIfAny();
             var result = new Dictionary<string, Tensor>(StringComparer.Ordinal);
             for (int i = 0; i < names.Count; i++) result[names[i]] = scope.MoveToOuter(grads[i + 1]);
@@ -215,7 +215,7 @@ public static class Explain
     {
         using var scope = NewDisposeScope();
         var score = target.Scores(input, selection).sum();
-        var g = autograd.grad([score], [wrt])[0];
+        var g = CheckedOps.Grad([score], [wrt])[0];
         BackwardErrors.ThrowIfAny();
         return scope.MoveToOuter(g);
     }
