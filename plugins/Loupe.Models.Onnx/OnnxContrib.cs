@@ -250,14 +250,8 @@ public static partial class OnnxContrib
         public void Gelu(string x, string y)
         {
             string scope = ScopeOf(y);
-            string Step(string op, string[] inputs)
-            {
-                var node = Node(op, inputs, [""], scope);
-                node.Output[0] = Temp(node.Name);
-                return node.Output[0];
-            }
-            var erf = Step("Erf", [Step("Div", [x, Constant(MathF.Sqrt(2f))])]);
-            var mul = Step("Mul", [x, Step("Add", [erf, Constant(1f)])]);
+            var erf = Step("Erf", [Step("Div", [x, Constant(MathF.Sqrt(2f))], scope)], scope);
+            var mul = Step("Mul", [x, Step("Add", [erf, Constant(1f)], scope)], scope);
             Node("Mul", [mul, Constant(0.5f)], [y], scope);
         }
 
@@ -265,15 +259,9 @@ public static partial class OnnxContrib
         public void FastGelu(string v, string y)
         {
             string scope = ScopeOf(y);
-            string Step(string op, string[] inputs)
-            {
-                var node = Node(op, inputs, [""], scope);
-                node.Output[0] = Temp(node.Name);
-                return node.Output[0];
-            }
-            var cube = Step("Mul", [Step("Mul", [v, v]), v]);
-            var inner = Step("Mul", [Step("Add", [v, Step("Mul", [cube, Constant(0.044715f)])]), Constant(0.7978845608028654f)]);
-            var mul = Step("Mul", [v, Step("Add", [Step("Tanh", [inner]), Constant(1f)])]);
+            var cube = Step("Mul", [Step("Mul", [v, v], scope), v], scope);
+            var inner = Step("Mul", [Step("Add", [v, Step("Mul", [cube, Constant(0.044715f)], scope)], scope), Constant(0.7978845608028654f)], scope);
+            var mul = Step("Mul", [v, Step("Add", [Step("Tanh", [inner], scope), Constant(1f)], scope)], scope);
             Node("Mul", [mul, Constant(0.5f)], [y], scope);
         }
 
@@ -282,15 +270,8 @@ public static partial class OnnxContrib
         {
             string x = In(0), y = Out(0), scope = ScopeOf(y);
             float alpha = FloatAttr("alpha") ?? 1.702f;
-            string s = x;
-            if (alpha != 1f)
-            {
-                var scaled = Node("Mul", [x, Constant(alpha)], [""], scope);
-                s = scaled.Output[0] = Temp(scaled.Name);
-            }
-            var sigmoid = Node("Sigmoid", [s], [""], scope);
-            sigmoid.Output[0] = Temp(sigmoid.Name);
-            Node("Mul", [x, sigmoid.Output[0]], [y], scope);
+            var sigmoid = Step("Sigmoid", [alpha == 1f ? x : Step("Mul", [x, Constant(alpha)], scope)], scope);
+            Node("Mul", [x, sigmoid], [y], scope);
         }
 
         /// <summary>Conv (+ Z) + activation: act(Conv(X, W, B) + Z).</summary>
@@ -370,11 +351,8 @@ public static partial class OnnxContrib
                     break;
                 case "ScaledTanh" or "ParametricSoftplus":   // α·tanh(β·x), α·softplus(β·x)
                 {
-                    var scaled = Node("Mul", [x, Constant(p[1])], [""], scope);
-                    scaled.Output[0] = Temp(scaled.Name);
-                    var inner = Node(activation == "ScaledTanh" ? "Tanh" : "Softplus", [scaled.Output[0]], [""], scope);
-                    inner.Output[0] = Temp(inner.Name);
-                    Node("Mul", [inner.Output[0], Constant(p[0])], [y], scope);
+                    var inner = Step(activation == "ScaledTanh" ? "Tanh" : "Softplus", [Step("Mul", [x, Constant(p[1])], scope)], scope);
+                    Node("Mul", [inner, Constant(p[0])], [y], scope);
                     break;
                 }
             }

@@ -79,4 +79,12 @@ public static class Env
         }
         return v;
     }
+
+    /// <summary>The message with which the onnx backend refuses <paramref name="path"/> (it names the file).</summary>
+    public static string Refusal(string path)
+    {
+        var e = Assert.Throws<Loupe.Abstractions.LoupeException>(() => { using var m = LoadOnnx(new OnnxOptions { Path = path }); });
+        Assert.Contains(path, e.Message);
+        return e.Message;
+    }
 }
