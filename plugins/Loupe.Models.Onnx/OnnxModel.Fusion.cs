@@ -43,6 +43,7 @@ public sealed partial class OnnxModel
         {
             var n = _plan[i];
             if (removed.Contains(i) || n.Outputs.Length != 1) continue;
+            if (n.Inputs.Length < 2) continue;   // (a binary node missing an input fails when it runs, by name)
             if (n.OpType == "MatMul" && Const(n.Inputs[0]) is null && Const(n.Inputs[1]) is { } w && w.dim() == 2 && w.is_floating_point()
                 && Single(n.Outputs[0]) is var a and >= 0 && _plan[a] is { OpType: "Add" } add
                 && Other(add, n.Outputs[0]) is { } bName && Const(bName) is { } b && b.dim() == 1 && b.shape[0] == w.shape[1])

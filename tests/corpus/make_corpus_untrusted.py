@@ -148,6 +148,17 @@ def onnx_cases(g):
                                                             helper.make_tensor("wqkv", TensorProto.FLOAT, [28, 84], np.zeros(28 * 84, np.float32).tobytes(), raw=True), *ints]),
       "mask_index (a text model's token mask) is not supported")
 
+    # Found by tools/Loupe.Fuzz (2026-12-06): a MatMul missing its second input reached the fused plan's pattern match
+    # (IndexOutOfRange at load); a pair's dequantisation scale of no element type reached the pair's comparison.
+    o("matmul-missing-input.onnx", model([helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f"], ["y"])], [X], [Y]),
+      "MatMul node 'y' (opset 13): failed on inputs (1×784)")
+    bad_scale = helper.make_tensor("s2", TensorProto.FLOAT, [], [0.02])
+    bad_scale.data_type = 0
+    o("qdq-scale-undefined.onnx", model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s2", "z"], ["d"]),
+                                         helper.make_node("Flatten", ["d"], ["f"]), helper.make_node("Slice", ["f", "zero", "ten", "one"], ["y"])], [X], [Y],
+                                        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.02]), bad_scale, helper.make_tensor("z", TensorProto.UINT8, [], [128]), *ints]),
+      "tensor 's2' has element type Undefined")
+
     # An unbatched image (torchvision's detector exports) beside another input: side inputs need a batch.
     o("unbatched-with-side-input.onnx", model([helper.make_node("Add", ["x", "x2"], ["s"]), helper.make_node("Flatten", ["s"], ["fl"]),
                                                helper.make_node("Slice", ["fl", "zero", "ten", "one"], ["y"])],
