@@ -246,6 +246,19 @@ public static partial class Ops
     static Tensor Cast(OnnxNode n, Tensor x)
     {
         var to = CastType(n);
-        return x.dtype == to ? x.alias() : x.to(to);
+        var y = x.dtype == to ? x.alias() : x.to(to);   // (to int64: truncated toward zero)
+        // Integers are int64 here; a cast to a narrower integer type wraps as ONNX's (C's) conversion does: uint8 200
+        // as int8 is −56 (a quantised graph's Cast between its integer types).
+        long bits = (TensorProto.Types.DataType)n.Int("to", 0) switch
+        {
+            TensorProto.Types.DataType.Int8 or TensorProto.Types.DataType.Uint8 => 8,
+            TensorProto.Types.DataType.Int16 or TensorProto.Types.DataType.Uint16 => 16,
+            TensorProto.Types.DataType.Int32 or TensorProto.Types.DataType.Uint32 => 32,
+            _ => 0,
+        };
+        if (bits == 0 || y.dtype != ScalarType.Int64) return y;
+        bool signed = (TensorProto.Types.DataType)n.Int("to", 0) is TensorProto.Types.DataType.Int8 or TensorProto.Types.DataType.Int16 or TensorProto.Types.DataType.Int32;
+        long range = 1L << (int)bits, half = range / 2;
+        return signed ? (y + half).remainder(range) - half : y.remainder(range);
     }
 }

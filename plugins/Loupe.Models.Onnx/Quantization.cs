@@ -49,7 +49,7 @@ public static class Quantization
                 ?? throw new LoupeException($"{Where()}: its zero point is computed in the graph, not a constant; such graphs are not supported");
             var (min, max) = Range(type) ?? throw new LoupeException($"{Where()}: quantising to {type} is not supported (int8, uint8, int16, uint16, int4, uint4)");
             long axis = q.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 1;
-            // The pair: Q → (Cast to an integer type →) DQ of the same scale, zero point and axis — each reader of Q's
+            // The pair: Q → (Cast to Q's own type, an identity; to another it would wrap →) DQ of the same scale, zero point and axis — each reader of Q's
             // integers (a value read by two layers, a residual's, is dequantised twice, each through its own Cast).
             bool Matches(NodeProto dq, string value) => dq is { OpType: "DequantizeLinear", Domain: "" or "ai.onnx" } && dq.Input.Count >= 2 && dq.Input[0] == value
                 && dq.Attribute.FirstOrDefault(a => a.Name == "block_size") is null or { I: 0 }
@@ -61,7 +61,7 @@ public static class Quantization
             bool pair = Readers(q.Output[0]) is { Count: > 0 } first && first.All(r =>
             {
                 if (Matches(r, q.Output[0])) { ends.Add(r); return true; }
-                if (r.OpType != "Cast" || !IntegerCast(r) || Readers(r.Output[0]) is not { Count: > 0 } next || !next.All(d => Matches(d, r.Output[0]))) return false;
+                if (r.OpType != "Cast" || !CastsTo(r, type) || Readers(r.Output[0]) is not { Count: > 0 } next || !next.All(d => Matches(d, r.Output[0]))) return false;
                 between.Add(r);
                 ends.AddRange(next);
                 return true;
@@ -79,7 +79,7 @@ public static class Quantization
         return nodes.Where(n => !removed.Contains(n)).Select(n => replaced.GetValueOrDefault(n, n)).ToList();
     }
 
-    static bool IntegerCast(NodeProto cast) => cast.Attribute.FirstOrDefault(a => a.Name == "to") is { } to && Range((TensorProto.Types.DataType)to.I) is not null;
+    static bool CastsTo(NodeProto cast, TensorProto.Types.DataType type) => cast.Attribute.FirstOrDefault(a => a.Name == "to") is { } to && (TensorProto.Types.DataType)to.I == type;
 
     /// <summary>The type of a QuantizeLinear's output: its zero point's, else <c>output_dtype</c>, else uint8; null when
     /// the zero point is not a constant.</summary>
@@ -106,7 +106,8 @@ public static class Quantization
     {
         if (a == b) return true;
         if (!constants.TryGetValue(a, out var x) || !constants.TryGetValue(b, out var y)) return false;
-        if (x.Dims.Count > 1 || y.Dims.Count > 1 || x.Dims.Aggregate(1L, (p, d) => p * d) > 65536) return false;
+        static bool Small(TensorProto t) => t.Dims.Count <= 1 && t.Dims.All(d => d is >= 0 and <= 65536);
+        if (!Small(x) || !Small(y)) return false;
         using var scope = NewDisposeScope();
         try
         {

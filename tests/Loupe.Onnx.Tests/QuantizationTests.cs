@@ -54,7 +54,7 @@ public class QuantizationTests
         bool network = name.StartsWith("tq_", StringComparison.Ordinal) || name == "qdq_grad";
         Assert.True(err <= (network ? 2e-2 : 1e-5), $"{name}: rel L2 {err:E2} from ONNX Runtime");
         if (name.StartsWith("tq_", StringComparison.Ordinal)) Assert.Equal(Env.Data(y.argmax(1)), Env.Data(tensor(expected).view(y.shape).argmax(1)));
-        if (name is "q_standalone" or "q_then_other_dq") return;   // integers in between: nothing to differentiate
+        if (name is "q_standalone" or "q_then_other_dq" or "q_cast_other_type") return;   // integers in between: nothing to differentiate
         var g = CheckedOps.Grad([y.to(ScalarType.Float32).sum()], [xt], allowUnused: true)[0];
         Assert.True(g is not null && !g.IsInvalid && g.abs().sum().item<float>() > 0, $"{name}: no gradient reaches the input");
     }
