@@ -10,6 +10,10 @@ out=$(realpath -m "${1:-bench-paired}")
 repeats=${2:-15}
 only=${3:-}
 mkdir -p "$out"
+# Debian's PyTorch without OpenBLAS runs the reference BLAS, many times slower: the Python side would not be PyTorch's.
+if ! dpkg -s libopenblas0-pthread >/dev/null 2>&1 && ! dpkg -s libopenblas0-openmp >/dev/null 2>&1; then
+  echo "paired.sh: warning: no OpenBLAS for /usr/bin/python3's torch (reference BLAS): run 'bash scripts/setup.sh --bench' first" >&2
+fi
 dotnet build tests/Loupe.Benchmarks -c Release -v q
 /usr/bin/python3 tools/bench/python_bench.py --threads 2 --repeats "$repeats" --only "$only" \
   --paired tests/Loupe.Benchmarks/bin/Release/net10.0/Loupe.Benchmarks.dll > "$out/paired.json" 2> >(tee "$out/log.txt" >&2)
