@@ -69,6 +69,9 @@ public sealed record OnnxOptions
     [Range(0, 256), Description("onnx-runtime only: intra-op threads (0 = as many as libtorch uses)")]
     public int Threads { get; init; }
 
+    [Range(0, 86400), Description("onnx-runtime only: seconds one ONNX Runtime run may take before it is stopped, for files whose Loop never ends (the onnx backend stops a Loop after 10,000 iterations); 0 = no limit")]
+    public int RunTimeoutS { get; init; } = 300;
+
     [Description("onnx-runtime only: run ONNX Runtime's own operators (domains com.microsoft, com.microsoft.nchwc, ...) that Loupe does not expand into standard ones; only for files you trust: their kernels are not hardened against malformed graphs (default false: refused by name)")]
     public bool ContribOperators { get; init; }
 }

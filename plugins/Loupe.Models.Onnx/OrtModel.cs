@@ -27,6 +27,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
     readonly bool _flattenOutput, _batchIsOne, _unbatched;
     readonly HashSet<string> _graphOutputs;
     readonly SessionOptions _sessionOptions;
+    readonly int _runTimeout;
     readonly Dictionary<string, string> _layerToValue = new(StringComparer.Ordinal);
     readonly Dictionary<string, InferenceSession> _sessions = new(StringComparer.Ordinal);
     readonly List<string> _sessionOrder = new();
@@ -51,6 +52,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
         // ONNX Runtime sees the graph (it allocates, and constant-folds at session creation, whatever a node asks for).
         long[] one = [DefaultInput.Channels, DefaultInput.Height, DefaultInput.Width];
         OnnxContrib.CheckForOnnxRuntime(file, options.ContribOperators);
+        _runTimeout = options.RunTimeoutS;
         OrtGuard.Check(file, _unbatched ? one : [1, .. one]);
         _sessionOptions = new SessionOptions
         {
@@ -208,8 +210,22 @@ public sealed class OrtModel : IModel, IModelSideInputs
         foreach (var (name, v) in side)
             inputs.Add(NamedOnnxValue.CreateFromTensor(name, new DenseTensor<float>(v.ToArray<float>(), v.shape.Select(d => (int)d).ToArray())));
         IDisposableReadOnlyCollection<DisposableNamedOnnxValue> results;
-        try { results = session.Run(inputs, outputs); }
-        catch (OnnxRuntimeException e) { throw new LoupeException($"{_source}: ONNX Runtime failed on an input of shape ({string.Join("×", x.shape)}): {e.Message}", e); }
+        // A run that does not end (a hostile Loop whose condition stays true: ONNX Runtime bounds nothing) is stopped
+        // after run_timeout_s by ONNX Runtime's terminate flag, which every kernel loop polls.
+        using var run = new RunOptions();
+        var gate = new object();
+        bool done = false, stopped = false;
+        using var watchdog = _runTimeout > 0
+            ? new Timer(_ => { lock (gate) if (!done) { stopped = true; run.Terminate = true; } }, null, TimeSpan.FromSeconds(_runTimeout), Timeout.InfiniteTimeSpan)
+            : null;
+        try { results = session.Run(inputs, outputs, run); }
+        catch (OnnxRuntimeException e)
+        {
+            lock (gate) done = true;
+            if (stopped) throw new LoupeException($"{_source}: ONNX Runtime's run took longer than {_runTimeout} s and was stopped (a Loop that does not end?); option run_timeout_s sets the limit", e);
+            throw new LoupeException($"{_source}: ONNX Runtime failed on an input of shape ({string.Join("×", x.shape)}): {e.Message}", e);
+        }
+        lock (gate) done = true;
         using (results)
         {
             var map = new Dictionary<string, Tensor>(StringComparer.Ordinal);

@@ -207,6 +207,10 @@ def onnx_cases(g):
     # without a bias crashed the process), so onnx-runtime runs them only when the pipeline trusts the file.
     r("contrib-operator.onnx", [helper.make_node("Rfft", ["x"], ["e"], domain="com.microsoft"), *rtail], rinits,
       "is com.microsoft.Rfft, an operator of ONNX Runtime's own (or another runtime's), not of ONNX; the onnx-runtime backend runs such operators only with 'contrib_operators: true'")
+    # A wrap Pad to 940 MB: within the budget for one tensor, not for the two ONNX Runtime's Pad holds (found by
+    # tools/Loupe.Fuzz's onnx-runtime target: +1.7 GB).
+    r("pad-wrap-two-copies.onnx", [helper.make_node("Pad", ["x", "wp"], ["e"], mode="wrap"), *rtail], [i64("wp", [0, 0, 0, 0, 0, 599999, 0, -14]), *rinits],
+      "Pad node 'e' (opset 19): output shape (1×600000×28×14) is over the memory budget of 1024 MB (the operator holds 2 tensors of that size)", opset=19)
     # The size computed in the graph, as exporters write it: Shape(x)[2:4] * 1000, then Resize to those sizes.
     r("computed-size-bomb.onnx", [helper.make_node("Shape", ["x"], ["shp"]), helper.make_node("Slice", ["shp", "two", "four"], ["hw"]),
                                   helper.make_node("Mul", ["hw", "k"], ["big"]), helper.make_node("Concat", ["nc", "big"], ["sizes"], axis=0),

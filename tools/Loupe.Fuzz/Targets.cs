@@ -22,6 +22,15 @@ static class Targets
     static readonly InputSpec Rgb32 = new(3, 32, 32, [0f, 0f, 0f], [1f, 1f, 1f]);
     static FashionCnn? _module;
 
+    static readonly string[] OnnxSeeds = ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/ops-detection/*.onnx", "tests/fixtures/onnx/ops-newer/*.onnx", "tests/fixtures/onnx/ops-contrib/*.onnx", "tests/fixtures/onnx/ops-quant/*.onnx", "tests/fixtures/onnx/unbatched/*.onnx", "tests/fixtures/detseg/torchvision/fasterrcnn.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"];
+
+    static readonly string[] OnnxTokens =
+        ["If", "RoiAlign", "NonMaxSuppression", "TopK", "GatherND", "ScatterElements", "then_branch", "\u0008\u0007", "\u0008\u00ff\u00ff\u00ff\u00ff\u000f", "Conv", "Gemm", "Reshape", "ConstantOfShape", "Expand", "Tile", "Resize", "\u0012\u0004", "\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u007f",
+             // issue 26: external data (location, offset, length), links out of the folder, control characters in names
+             "location", "offset", "length", "99999999999999999999", "-5", "12abc", "../", "/etc/passwd", "linked/passwd", "/dev/zero", "\u001b]0;x\u0007", "Pad",
+             // ONNX Runtime's fused operators (expanded at load)
+             "com.microsoft", "FusedConv", "activation", "activation_params", "SkipLayerNormalization", "_output_0", "QuantizeLinear", "DequantizeLinear"];
+
     public static readonly Target[] All =
     [
         new("yaml", ".yaml", ["configs/*.yaml", "tests/corpus/yaml/*"],
@@ -68,12 +77,7 @@ static class Targets
                 using var source = new NpyDataAdapter().Open(new NpyDataOptions { Path = path }, new DataOpenContext(Path.GetDirectoryName(path)!, Grey28));
                 foreach (var b in source.Read(Grey28, 16, default)) b.Dispose();
             }),
-        new("onnx", ".onnx", ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/ops-detection/*.onnx", "tests/fixtures/onnx/ops-newer/*.onnx", "tests/fixtures/onnx/ops-contrib/*.onnx", "tests/fixtures/onnx/ops-quant/*.onnx", "tests/fixtures/onnx/unbatched/*.onnx", "tests/fixtures/detseg/torchvision/fasterrcnn.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"],
-            ["If", "RoiAlign", "NonMaxSuppression", "TopK", "GatherND", "ScatterElements", "then_branch", "\u0008\u0007", "\u0008\u00ff\u00ff\u00ff\u00ff\u000f", "Conv", "Gemm", "Reshape", "ConstantOfShape", "Expand", "Tile", "Resize", "\u0012\u0004", "\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u007f",
-             // issue 26: external data (location, offset, length), links out of the folder, control characters in names
-             "location", "offset", "length", "99999999999999999999", "-5", "12abc", "../", "/etc/passwd", "linked/passwd", "/dev/zero", "\u001b]0;x\u0007", "Pad",
-             // ONNX Runtime's fused operators (expanded at load)
-             "com.microsoft", "FusedConv", "activation", "activation_params", "SkipLayerNormalization", "_output_0", "QuantizeLinear", "DequantizeLinear"],
+        new("onnx", ".onnx", OnnxSeeds, OnnxTokens,
             path =>
             {
                 var file = OnnxFile.Load(path, 64L << 20);
@@ -89,6 +93,18 @@ static class Targets
                     if (y.is_floating_point() && y.requires_grad) _ = CheckedOps.Grad([y.sum()], [x], allowUnused: true);
                     Loupe.Abstractions.Toolkit.BackwardErrors.ThrowIfAny();
                 }
+            }),
+        // The same files through ONNX Runtime (the onnx-runtime backend): its kernels see whatever OrtGuard and the
+        // contrib-operator refusal let through; a native crash ends the process and run-all.sh keeps the input.
+        new("onnx-runtime", ".onnx", OnnxSeeds, OnnxTokens,
+            path =>
+            {
+                var file = OnnxFile.Load(path, 64L << 20);
+                using var model = OrtModel.Create(file, new OnnxOptions { Path = path, RunTimeoutS = 2 });
+                using var scope = NewDisposeScope();
+                var i = model.DefaultInput;
+                if ((long)i.Channels * i.Height * i.Width <= 1 << 16)
+                    _ = model.Forward(cat([zeros(1, i.Channels, i.Height, i.Width), full(1, i.Channels, i.Height, i.Width, 0.5f)]));
             }),
         new("idx", ".idx", ["samples/data/fashion-mnist/*", "tests/corpus/idx/*"],
             ["\u0000\u0000\u0008\u0003", "\u0000\u0000\u0008\u0001", "\u007f\u00ff\u00ff\u00ff", "\u0080\u0000\u0000\u0000", "\u0000\u0000\u0000\u001c", "\u001f\u008b\u0008"],

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs the fuzzer over every target, one after another, single-threaded and niced (see docs/reliability.md).
-#   bash tools/Loupe.Fuzz/run-all.sh [MINUTES=10] [OUT=fuzz-out] [TARGETS="onnx idx npy yaml safetensors pt image manifest"]
+#   bash tools/Loupe.Fuzz/run-all.sh [MINUTES=10] [OUT=fuzz-out] [TARGETS="onnx onnx-runtime idx npy yaml safetensors pt image manifest"]
 # Each target runs from a fresh copy of the latest build. When an input kills the process (a native abort or a
 # stack overflow) or hangs, that input is kept as abort-<sha>.<ext> and fuzzing resumes with the next seed until
 # the target's minutes are used up.
 set -u
 minutes=${1:-10}
 out=$(realpath -m "${2:-fuzz-out}")
-targets=${3:-"onnx idx npy yaml safetensors pt image manifest"}
+targets=${3:-"onnx onnx-runtime idx npy yaml safetensors pt image manifest"}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$out"
 for t in $targets; do
