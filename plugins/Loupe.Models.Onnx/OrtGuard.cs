@@ -22,9 +22,20 @@ public static partial class OrtGuard
     /// <summary>Throws a LoupeException naming the node whose inferred output is over the budget.</summary>
     public static void Check(OnnxFile file, long[] inputShape) => Shapes(file, inputShape);
 
+    /// <summary>Checks as <see cref="Check"/> and returns the most bytes one inferred node holds for the input
+    /// (its output's float bytes × <see cref="Copies"/>): what one image costs at the largest node.</summary>
+    public static long Peak(OnnxFile file, long[] inputShape)
+    {
+        long peak = 0;
+        Shapes(file, inputShape, (n, shape) => peak = Math.Max(peak, shape.Aggregate(4L * Copies(n), (p, d) => d <= 0 ? 0 : p > long.MaxValue / d ? long.MaxValue : p * d)));
+        return peak;
+    }
+
     /// <summary>The output shapes the pass infers (value name → shape; values it cannot infer are absent), after
     /// checking each against the budget (throws a LoupeException naming the first node over it).</summary>
-    public static IReadOnlyDictionary<string, long[]> Shapes(OnnxFile file, long[] inputShape)
+    public static IReadOnlyDictionary<string, long[]> Shapes(OnnxFile file, long[] inputShape) => Shapes(file, inputShape, null);
+
+    static IReadOnlyDictionary<string, long[]> Shapes(OnnxFile file, long[] inputShape, Action<OnnxNode, long[]>? each)
     {
         var g = file.Model.Graph;
         var known = new Dictionary<string, V>(StringComparer.Ordinal);
@@ -41,14 +52,25 @@ public static partial class OrtGuard
             for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
                 if (n.Outputs[k].Length > 0 && outs[k] is { } o)
                 {
-                    // ONNX Runtime's Pad holds two tensors of its output's size (found by tools/Loupe.Fuzz: a wrap Pad
-                    // to 940 MB grew the process by 1.7 GB), as the onnx backend's gather modes do.
-                    n.CheckOutput(o.Shape, copies: n.OpType == "Pad" ? 2 : 1);
+                    n.CheckOutput(o.Shape, copies: Copies(n));
+                    each?.Invoke(n, o.Shape);
                     known[n.Outputs[k]] = o;
                 }
         }
         return known.Where(kv => kv.Key != file.Input.Name).ToDictionary(kv => kv.Key, kv => kv.Value.Shape, StringComparer.Ordinal);
     }
+
+    /// <summary>How many tensors of its output's size ONNX Runtime's kernel holds at once (found by
+    /// tools/Loupe.Fuzz's onnx-runtime target: a wrap Pad to 940 MB grew the process by 1.7 GB, a constant one to
+    /// 760 MB by 2.0 GB, a cubic Resize to 600 MB ran past 5 s, a linear Upsample to 400 MB took 1.5 GB, a Tile to
+    /// 880 MB 1.6 GB): the onnx backend's counts for Resize and Upsample, two for Pad and Tile.</summary>
+    static int Copies(OnnxNode n) => n.OpType switch
+    {
+        "Resize" => n.String("mode", "nearest") == "nearest" ? 2 : 4,
+        "Upsample" => n.String("mode", "nearest") == "nearest" ? 2 : 6,
+        "Pad" or "Tile" => 2,
+        _ => 1,
+    };
 
     static V? FromTensor(TensorProto t, string source)
     {

@@ -211,6 +211,12 @@ def onnx_cases(g):
     # tools/Loupe.Fuzz's onnx-runtime target: +1.7 GB).
     r("pad-wrap-two-copies.onnx", [helper.make_node("Pad", ["x", "wp"], ["e"], mode="wrap"), *rtail], [i64("wp", [0, 0, 0, 0, 0, 599999, 0, -14]), *rinits],
       "Pad node 'e' (opset 19): output shape (1×600000×28×14) is over the memory budget of 1024 MB (the operator holds 2 tensors of that size)", opset=19)
+    # ONNX Runtime's linear/cubic Resize holds four tensors of its output (a cubic one to 600 MB ran past 5 s), and a
+    # Resize by a vanishing scale gives an empty output, which the backend refuses by name (libtorch could not flatten it).
+    r("resize-cubic-four-copies.onnx", [helper.make_node("Resize", ["x", "", "sz"], ["e"], mode="cubic", axes=[2, 3]), *rtail],
+      [f32("sz", [30000000, 5]), *rinits], "Resize node 'e' (opset 18): output shape (1×1×840000000×140) is over the memory budget of 1024 MB (the operator holds 4 tensors of that size)", opset=18)
+    r("resize-to-nothing.onnx", [helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest")], [f32("sc", [1.0, 1.0, 1e-30, 1.0])],
+      "is empty (1×1×0×28)")
     # The size computed in the graph, as exporters write it: Shape(x)[2:4] * 1000, then Resize to those sizes.
     r("computed-size-bomb.onnx", [helper.make_node("Shape", ["x"], ["shp"]), helper.make_node("Slice", ["shp", "two", "four"], ["hw"]),
                                   helper.make_node("Mul", ["hw", "k"], ["big"]), helper.make_node("Concat", ["nc", "big"], ["sizes"], axis=0),
