@@ -248,8 +248,14 @@ public sealed class OrtModel : IModel, IModelSideInputs
         }
         if (r.ElementType == TensorElementType.Float)
         {
-            var t = r.AsTensor<float>();   // a copy of the buffer, no per-element conversion (activations are large)
-            return tensor(t is DenseTensor<float> d ? d.Buffer.ToArray() : t.ToArray(), t.Dimensions.ToArray().Select(v => (long)v).ToArray());
+            // One copy, from ONNX Runtime's buffer straight into the tensor (no managed array between: a large output
+            // was held three times on its way out, found by tools/Loupe.Fuzz's onnx-runtime target).
+            var t = r.AsTensor<float>();
+            var result = empty(t.Dimensions.ToArray().Select(v => (long)v).ToArray(), ScalarType.Float32);
+            if (result.numel() == 0) return result;   // (an accessor cannot address an empty tensor)
+            if (t is DenseTensor<float> d) result.data<float>().CopyFrom(d.Buffer.Span, 0, 0);
+            else result.data<float>().CopyFrom(t.ToArray(), 0, 0);
+            return result;
         }
         return r.ElementType switch
         {
