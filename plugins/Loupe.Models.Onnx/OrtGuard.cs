@@ -46,6 +46,7 @@ public static partial class OrtGuard
         {
             var n = new OnnxNode(proto, file.Opset, file.Source, index++);
             var ins = n.Inputs.Select(i => i.Length > 0 ? known.GetValueOrDefault(i) : null).ToArray();
+            if (n.OpType == "Attention" && n.Domain is "" or "ai.onnx") CheckAttention(n, ins);
             V?[] outs;
             try { outs = Infer(n, ins); }
             catch (Exception e) when (e is not Abstractions.LoupeException) { outs = []; } // nonsense shapes: ONNX Runtime says so
@@ -71,6 +72,18 @@ public static partial class OrtGuard
         "Pad" or "Tile" => 2,
         _ => 1,
     };
+
+    /// <summary>Opset 23's Attention with an empty query, key or value, or query heads that the key's do not divide:
+    /// ONNX Runtime 1.31's kernel divides by them and the process dies of SIGFPE (found by tools/Loupe.Fuzz's
+    /// onnx-runtime target: keys sliced to nothing).</summary>
+    static void CheckAttention(OnnxNode n, V?[] ins)
+    {
+        for (int k = 0; k < Math.Min(3, ins.Length); k++)
+            if (ins[k] is { } v && v.Shape.Any(d => d == 0))
+                throw n.Error($"its {(k == 0 ? "query" : k == 1 ? "key" : "value")} ({string.Join("×", v.Shape)}) is empty");
+        if (ins.Length > 1 && ins[0] is { Shape.Length: 4 } q && ins[1] is { Shape.Length: 4 } key && key.Shape[1] > 0 && q.Shape[1] % key.Shape[1] != 0)
+            throw n.Error($"its query's {q.Shape[1]} heads are not a multiple of the key's {key.Shape[1]}");
+    }
 
     static V? FromTensor(TensorProto t, string source)
     {

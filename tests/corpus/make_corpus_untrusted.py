@@ -217,6 +217,10 @@ def onnx_cases(g):
       [f32("sz", [30000000, 5]), *rinits], "Resize node 'e' (opset 18): output shape (1×1×840000000×140) is over the memory budget of 1024 MB (the operator holds 4 tensors of that size)", opset=18)
     r("resize-to-nothing.onnx", [helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest")], [f32("sc", [1.0, 1.0, 1e-30, 1.0])],
       "is empty (1×1×0×28)")
+    # Opset 23's Attention with keys sliced to nothing: ONNX Runtime 1.31's kernel divides by their heads and the process
+    # dies of SIGFPE (found by tools/Loupe.Fuzz's onnx-runtime target).
+    r("attention-empty-key.onnx", [helper.make_node("Slice", ["x", "big", "ten", "ax"], ["k"]), helper.make_node("Attention", ["x", "k", "k"], ["y"])],
+      [i64("big", [224]), i64("ten", [10]), i64("ax", [1])], "Attention node 'y' (opset 23): its key (1×0×28×28) is empty", opset=23)
     # The size computed in the graph, as exporters write it: Shape(x)[2:4] * 1000, then Resize to those sizes.
     r("computed-size-bomb.onnx", [helper.make_node("Shape", ["x"], ["shp"]), helper.make_node("Slice", ["shp", "two", "four"], ["hw"]),
                                   helper.make_node("Mul", ["hw", "k"], ["big"]), helper.make_node("Concat", ["nc", "big"], ["sizes"], axis=0),
