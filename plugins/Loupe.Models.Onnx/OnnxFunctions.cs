@@ -63,8 +63,8 @@ public static class OnnxFunctions
             for (int i = 0; i < f.Input.Count; i++) names[f.Input[i]] = i < node.Input.Count ? node.Input[i] : "";
             for (int i = 0; i < f.Output.Count; i++) names[f.Output[i]] = i < node.Output.Count ? node.Output[i] : "";
             string Bound(string value) => names.TryGetValue(value, out var outer) ? outer : prefix + value;
-            var given = node.Attribute.ToDictionary(a => a.Name, StringComparer.Ordinal);
-            var defaults = f.AttributeProto.ToDictionary(a => a.Name, StringComparer.Ordinal);
+            var given = node.Attribute.GroupBy(a => a.Name, StringComparer.Ordinal).ToDictionary(a => a.Key, a => a.First(), StringComparer.Ordinal);   // (a repeated name: the first)
+            var defaults = f.AttributeProto.GroupBy(a => a.Name, StringComparer.Ordinal).ToDictionary(a => a.Key, a => a.First(), StringComparer.Ordinal);
             foreach (var b in f.Node)
             {
                 var copy = b.Clone();

@@ -122,7 +122,7 @@ public sealed class OrtModel : IModel, IModelSideInputs
         foreach (var n in g.Node)
         {
             var first = n.Input.Count > 0 && t.TryGetValue(n.Input[0], out var ft) ? ft : TensorProto.Types.DataType.Float;
-            var attr = n.Attribute.ToDictionary(a => a.Name);
+            var attr = n.Attribute.GroupBy(a => a.Name).ToDictionary(a => a.Key, a => a.First());   // (a file may repeat a name: found by tools/Loupe.Fuzz)
             TensorProto.Types.DataType type = n.OpType switch
             {
                 "Shape" or "Size" or "ArgMax" or "ArgMin" or "NonZero" => TensorProto.Types.DataType.Int64,
