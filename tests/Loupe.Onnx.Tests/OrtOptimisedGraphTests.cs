@@ -31,6 +31,11 @@ public class OrtOptimisedGraphTests
     static string Family(string name, GraphOptimizationLevel level = GraphOptimizationLevel.ORT_ENABLE_EXTENDED) =>
         Optimised(Path.Combine(FamilyTests.Folder, name + ".onnx"), level);
 
+    /// <summary>A family's reference, its export and the same graph saved by ONNX Runtime, both on the onnx backend.</summary>
+    static (FamilyTests.Reference, IModel Exported, IModel Saved) ExportedAndSaved(string name) =>
+        (FamilyTests.Reference.Read(FamilyTests.Folder, name), Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(FamilyTests.Folder, name + ".onnx") }),
+         Env.LoadOnnx(new OnnxOptions { Path = Family(name) }));
+
     static IEnumerable<string> Operators(string path) => global::Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(path)).Graph.Node
         .Select(n => (n.Domain.Length == 0 ? "" : n.Domain + ".") + n.OpType);
 
@@ -78,9 +83,9 @@ public class OrtOptimisedGraphTests
     [InlineData("regnet")]
     public void ModulePathsNameTheSameValues(string name)
     {
-        var r = FamilyTests.Reference.Read(FamilyTests.Folder, name);
-        using var exported = Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(FamilyTests.Folder, name + ".onnx") });
-        using var saved = Env.LoadOnnx(new OnnxOptions { Path = Family(name) });
+        var (r, exported, saved) = ExportedAndSaved(name);
+        using var _ = exported;
+        using var __ = saved;
         var modules = exported.Layers.Where(l => l.Kind.StartsWith("module", StringComparison.Ordinal)).Select(l => l.Name).ToArray();
         var after = saved.Layers.Where(l => l.Kind.StartsWith("module", StringComparison.Ordinal)).Select(l => l.Name).ToHashSet();
         Assert.True(modules.Length > 5);
@@ -114,9 +119,9 @@ public class OrtOptimisedGraphTests
     [InlineData("efficientnet")]
     public void RuleBasedMapsEqualThoseOfTheExport(string name)
     {
-        var r = FamilyTests.Reference.Read(FamilyTests.Folder, name);
-        using var exported = Env.LoadOnnx(new OnnxOptions { Path = Path.Combine(FamilyTests.Folder, name + ".onnx") });
-        using var saved = Env.LoadOnnx(new OnnxOptions { Path = Family(name) });
+        var (r, exported, saved) = ExportedAndSaved(name);
+        using var _ = exported;
+        using var __ = saved;
         using var scope = NewDisposeScope();
         var x = tensor(Env.SinInput(2L * 3 * r.Size * r.Size), [2, 3, r.Size, r.Size]);
         var methods = new (string Name, Func<AttributionInput, AttributionResult> Run)[]
