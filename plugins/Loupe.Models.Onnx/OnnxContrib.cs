@@ -154,8 +154,11 @@ public static partial class OnnxContrib
             _keepName = n.OpType is "FusedConv" or "FusedGemm" && n.Name.Length > 0;
         }
 
+        /// <summary>The operator begun, as a file names it (<c>com.microsoft.FusedConv</c>, <c>QLinearConv</c>).</summary>
+        string Operator => (_n.Domain is "" or "ai.onnx" ? "" : _n.Domain + ".") + _n.OpType;
+
         LoupeException Error(string message) =>
-            new($"{source}: {Domain}.{_n.OpType} node '{(_n.Name.Length > 0 ? _n.Name : _n.Output.FirstOrDefault())}': {message}");
+            new($"{source}: {Operator} node '{(_n.Name.Length > 0 ? _n.Name : _n.Output.FirstOrDefault())}': {message}");
 
         public string In(int i) => i < _n.Input.Count && _n.Input[i].Length > 0 ? _n.Input[i] : throw Error($"input {i} is missing");
         public string Out(int i) => i < _n.Output.Count ? _n.Output[i] : "";
@@ -192,7 +195,7 @@ public static partial class OnnxContrib
             // The main node takes the fused node's name as it is (ONNX Runtime names a fused Gemm "fused " + the Gemm's).
             node.Name = name is null && _keepName ? (_n.Name.StartsWith("fused ", StringComparison.Ordinal) ? _n.Name[6..] : _n.Name)
                 : names.Node(name ?? (scope ?? ScopeOf(outputs[0])) + op);
-            node.DocString = $"expanded from {Domain}.{_n.OpType} '{_n.Name}'";
+            node.DocString = $"expanded from {Operator} '{_n.Name}'";
             _keepName = false;
             _out.Add(node);
             return node;

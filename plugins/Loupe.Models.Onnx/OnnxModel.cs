@@ -45,7 +45,7 @@ public sealed partial class OnnxModel : IModel
         if (!graph.Output.Any(o => o.Name == _outputName) && !graph.Node.Any(n => n.Output.Contains(_outputName)))
             throw new LoupeException($"{_source}: output '{output}' is neither a graph output nor a node output; graph outputs: {string.Join(", ", graph.Output.Select(o => o.Name))}");
 
-        var nodes = Quantization.Prepare(graph, _source).Select((n, i) => new OnnxNode(n, file.Opset, _source, i)).ToList();
+        var nodes = Quantization.Prepare(graph, file.Opset, _source).Select((n, i) => new OnnxNode(n, file.Opset, _source, i)).ToList();
         foreach (var n in nodes) Ops.Check(n);                      // every unsupported operator is refused before anything runs
         foreach (var n in nodes) Ops.Bind(n);
         CompileBranches(nodes, file, _branchTensors);

@@ -70,7 +70,8 @@ public static partial class Ops
             throw n.Error($"'{n.Domain}.{n.OpType}' is ONNX Runtime's blocked memory layout for this machine's CPU, written into graphs saved at ORT_ENABLE_ALL; save the graph at ORT_ENABLE_EXTENDED or below (its fused operators load), or run it on the onnx-runtime backend");
         if (n.Domain is not ("" or "ai.onnx") || !Table.ContainsKey(n.OpType))
             throw n.Error($"unsupported ONNX operator '{(n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".")}{n.OpType}'; the onnx backend supports {string.Join(", ", Table.Keys.Order())}"
-                + $" and ONNX Runtime's {string.Join(", ", OnnxContrib.Expanded.Concat(ContribTable.Keys).Order().Select(o => OnnxContrib.Domain + "." + o))}");
+                + $" and ONNX Runtime's {string.Join(", ", OnnxContrib.Expanded.Concat(ContribTable.Keys).Concat(OnnxContrib.QOperators).Order().Select(o => OnnxContrib.Domain + "." + o))}"
+                + " (and the integer operators QLinearConv, QLinearMatMul, rewritten at load into QDQ form)");
         switch (n.OpType)
         {
             case "BatchNormalization":

@@ -24,8 +24,9 @@ public static class Quantization
     /// <summary>The nodes of <paramref name="graph"/> as the interpreter runs them: each QuantizeLinear → (Cast →)
     /// DequantizeLinear pair with the same scale and zero point as one <c>loupe.QuantizeDequantize</c>, any other
     /// QuantizeLinear as <c>loupe.Quantize</c>; both carry q_min and q_max (from the zero point's type).</summary>
-    public static List<NodeProto> Prepare(GraphProto graph, string source)
+    public static List<NodeProto> Prepare(GraphProto graph, long opset, string source)
     {
+        OnnxContrib.ExpandQuantized(graph, opset, source);   // the QOperator form (QLinearConv, …) into this QDQ form
         var nodes = graph.Node.ToList();
         if (!nodes.Any(n => n.OpType == "QuantizeLinear" && n.Domain is "" or "ai.onnx")) return nodes;
         var constants = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
@@ -53,7 +54,7 @@ public static class Quantization
             // integers (a value read by two layers, a residual's, is dequantised twice, each through its own Cast).
             bool Matches(NodeProto dq, string value) => dq is { OpType: "DequantizeLinear", Domain: "" or "ai.onnx" } && dq.Input.Count >= 2 && dq.Input[0] == value
                 && dq.Attribute.FirstOrDefault(a => a.Name == "block_size") is null or { I: 0 }
-                && (dq.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 1) == axis
+                && ((dq.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 1) == axis || OnnxContrib.PerTensor(q.Input[1], constants))   // (a per-tensor scale's axis says nothing)
                 && Same(q.Input[1], dq.Input[1], constants) && Same(q.Input.Count > 2 ? q.Input[2] : "", dq.Input.Count > 2 ? dq.Input[2] : "", constants);
             List<NodeProto>? Readers(string value) => !outputs.Contains(value) && readers.TryGetValue(value, out var l) ? l : null;
             var ends = new List<NodeProto>();
@@ -89,7 +90,7 @@ public static class Quantization
         return q.Attribute.FirstOrDefault(a => a.Name == "output_dtype") is { I: not 0 } o ? (TensorProto.Types.DataType)o.I : TensorProto.Types.DataType.Uint8;
     }
 
-    static (long Min, long Max)? Range(TensorProto.Types.DataType type) => type switch
+    internal static (long Min, long Max)? Range(TensorProto.Types.DataType type) => type switch
     {
         TensorProto.Types.DataType.Uint8 => (0, 255),
         TensorProto.Types.DataType.Int8 => (-128, 127),
@@ -101,17 +102,20 @@ public static class Quantization
     };
 
     /// <summary>Whether two inputs are the same value or constants of equal contents (an exporter writes a pair's scale
-    /// twice, as two Constant nodes).</summary>
-    static bool Same(string a, string b, Dictionary<string, TensorProto> constants)
+    /// twice, as two Constant nodes); an absent zero point equals a constant of zeros.</summary>
+    internal static bool Same(string a, string b, IReadOnlyDictionary<string, TensorProto> constants)
     {
         if (a == b) return true;
-        if (!constants.TryGetValue(a, out var x) || !constants.TryGetValue(b, out var y)) return false;
+        if (a.Length == 0) (a, b) = (b, a);
+        if (!constants.TryGetValue(a, out var x) || (b.Length > 0 && !constants.TryGetValue(b, out _))) return false;
+        var y = b.Length > 0 ? constants[b] : null;
         static bool Small(TensorProto t) => t.Dims.Count <= 1 && t.Dims.All(d => d is >= 0 and <= 65536);
-        if (!Small(x) || !Small(y)) return false;
+        if (!Small(x) || (y is not null && !Small(y))) return false;
         using var scope = NewDisposeScope();
         try
         {
             var tx = OnnxFile.ToTensor(x, "");
+            if (y is null) return tx.eq(0).all().item<bool>();
             var ty = OnnxFile.ToTensor(y, "");
             return tx.numel() == ty.numel() && tx.flatten().eq(ty.flatten().to(tx.dtype)).all().item<bool>();
         }

@@ -55,6 +55,27 @@ public static class Env
         return (t.ToArray(), t.Dimensions.ToArray().Select(d => (long)d).ToArray());
     }
 
+    /// <summary>ONNX Runtime with its graph optimisations off, one thread: every operator of the file runs its own
+    /// kernel (optimised, ONNX Runtime fuses QuantizeLinear/DequantizeLinear pairs into integer kernels that round
+    /// differently). Returns the first output.</summary>
+    public static (float[] Data, long[] Shape) OrtRunAsWritten(string path, float[] x, long[] shape)
+    {
+        using var options = new SessionOptions { IntraOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        using var s = new InferenceSession(path, options);
+        using var r = s.Run([NamedOnnxValue.CreateFromTensor(s.InputMetadata.Keys.First(), new DenseTensor<float>(x, shape.Select(d => (int)d).ToArray()))]);
+        var t = r.First().AsTensor<float>();
+        return (t.ToArray(), t.Dimensions.ToArray().Select(d => (long)d).ToArray());
+    }
+
+    /// <summary>The models (file names without .onnx, in order) of a fixture folder, as theory data.</summary>
+    public static TheoryData<string> ModelsIn(string folder)
+    {
+        var data = new TheoryData<string>();
+        foreach (var f in Directory.GetFiles(Fixture(folder), "*.onnx").Order(StringComparer.Ordinal))
+            data.Add(Path.GetFileNameWithoutExtension(f));
+        return data;
+    }
+
     public static float[] Data(Tensor t) => t.detach().contiguous().to(ScalarType.Float32).cpu().ToArray<float>();
 
     /// <summary>Relative L2 error ‖a − b‖ / ‖b‖.</summary>

@@ -44,8 +44,10 @@ public class OperatorTests
     public void EveryOperatorOfTheBriefHasAFixture()
     {
         var used = OpFiles().Concat(Directory.GetFiles(Env.Fixture("ops-quant"), "*.onnx"))   // QuantizationTests' fixtures
+            .Concat(Directory.GetFiles(Env.Fixture("ops-qop"), "*.onnx"))                         // QOperatorTests'
             .SelectMany(f => global::Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(f)).Graph.Node.Select(n => n.OpType)).ToHashSet();
-        var missing = Ops.Supported.Concat(Ops.SupportedContrib).Concat(OnnxContrib.Expanded.Where(op => op != "BiasAdd")).Where(op => !used.Contains(op)).ToList();
+        var missing = Ops.Supported.Concat(Ops.SupportedContrib).Concat(OnnxContrib.Expanded.Where(op => op != "BiasAdd")).Concat(OnnxContrib.QOperators)
+            .Where(op => !used.Contains(op)).ToList();
         Assert.True(missing.Count == 0, "operators without a fixture: " + string.Join(", ", missing));
     }
 

@@ -15,24 +15,7 @@ public class QuantizationTests
 {
     static string Fixture(string name) => Env.Fixture($"ops-quant/{name}.onnx");
 
-    public static TheoryData<string> Forms()
-    {
-        var data = new TheoryData<string>();
-        foreach (var f in Directory.GetFiles(Env.Fixture("ops-quant"), "*.onnx").Order(StringComparer.Ordinal))
-            data.Add(Path.GetFileNameWithoutExtension(f));
-        return data;
-    }
-
-    /// <summary>ONNX Runtime with its graph optimisations off: every QuantizeLinear and DequantizeLinear runs as written
-    /// (optimised, it fuses pairs into integer kernels that round differently).</summary>
-    static (float[] Data, long[] Shape) OrtRun(string path, float[] x, long[] shape)
-    {
-        using var options = new SessionOptions { IntraOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
-        using var s = new InferenceSession(path, options);
-        using var r = s.Run([NamedOnnxValue.CreateFromTensor(s.InputMetadata.Keys.First(), new DenseTensor<float>(x, shape.Select(d => (int)d).ToArray()))]);
-        var t = r.First().AsTensor<float>();
-        return (t.ToArray(), t.Dimensions.ToArray().Select(d => (long)d).ToArray());
-    }
+    public static TheoryData<string> Forms() => Env.ModelsIn("ops-quant");
 
     [Theory]
     [MemberData(nameof(Forms))]
@@ -41,7 +24,7 @@ public class QuantizationTests
         var input = name.StartsWith("tq_", StringComparison.Ordinal) ? Npy.Read(Env.Fixture("ops-quant/tq_input.npy")) : null;
         long[] shape = input?.Shape ?? [2, 3, 8, 8];
         var x = input?.Data ?? Env.SinInput(2 * 3 * 8 * 8, 2, 0.1);
-        var (expected, expectedShape) = OrtRun(Fixture(name), x, shape);
+        var (expected, expectedShape) = Env.OrtRunAsWritten(Fixture(name), x, shape);
         using var model = Env.LoadOnnx(new OnnxOptions { Path = Fixture(name), FlattenOutput = false });
         using var scope = NewDisposeScope();
         var xt = tensor(x, shape).requires_grad_(true);
@@ -59,19 +42,29 @@ public class QuantizationTests
         Assert.True(g is not null && !g.IsInvalid && g.abs().sum().item<float>() > 0, $"{name}: no gradient reaches the input");
     }
 
+    /// <summary>The onnx backend's output and input gradient of Σ y·cos(0.7 k) for <paramref name="model"/> (a file) on
+    /// <paramref name="input"/> (an .npy) against PyTorch's (<paramref name="reference"/>.y.npy and .grad.npy); returns
+    /// the model (the caller disposes it) and PyTorch's gradient.</summary>
+    internal static (IModel Model, float[] Gradient) AssertPyTorchsFakeQuantisation(string model, string input, string reference)
+    {
+        var m = Env.LoadOnnx(new OnnxOptions { Path = model, FlattenOutput = false });
+        using var scope = NewDisposeScope();
+        var x = Npy.Read(input).ToTensor().requires_grad_(true);
+        var y = m.Forward(x);
+        var expectedY = Npy.Read(reference + ".y.npy").Data;
+        Assert.True(Env.RelL2(Env.Data(y), expectedY) <= 1e-6, $"output: {Env.RelL2(Env.Data(y), expectedY):E2} from PyTorch's");
+        var w = arange(y.numel()).to(ScalarType.Float32).mul(0.7).cos().view(y.shape);
+        var g = CheckedOps.Grad([(y * w).sum()], [x])[0];
+        var expected = Npy.Read(reference + ".grad.npy").Data;
+        Assert.True(Env.RelL2(Env.Data(g), expected) <= 1e-5, $"gradient: {Env.RelL2(Env.Data(g), expected):E2} from PyTorch's");
+        return (m, expected);
+    }
+
     [Fact]
     public void TheGradientIsPyTorchsFakeQuantisation()
     {
-        using var model = Env.LoadOnnx(new OnnxOptions { Path = Fixture("qdq_grad"), FlattenOutput = false });
-        using var scope = NewDisposeScope();
-        var x = Npy.Read(Env.Fixture("ops-quant/qdq_input.npy")).ToTensor().requires_grad_(true);
-        var y = model.Forward(x);
-        var expectedY = Npy.Read(Env.Fixture("ops-quant/qdq_grad.y.npy"));
-        Assert.True(Env.RelL2(Env.Data(y), expectedY.Data) <= 1e-6, $"output: {Env.RelL2(Env.Data(y), expectedY.Data):E2}");
-        var w = arange(y.numel()).to(ScalarType.Float32).mul(0.7).cos().view(y.shape);
-        var g = CheckedOps.Grad([(y * w).sum()], [x])[0];
-        var expected = Npy.Read(Env.Fixture("ops-quant/qdq_grad.grad.npy")).Data;
-        Assert.True(Env.RelL2(Env.Data(g), expected) <= 1e-5, $"gradient: {Env.RelL2(Env.Data(g), expected):E2} from PyTorch's");
+        var (model, expected) = AssertPyTorchsFakeQuantisation(Fixture("qdq_grad"), Env.Fixture("ops-quant/qdq_input.npy"), Env.Fixture("ops-quant/qdq_grad"));
+        model.Dispose();
         // Inputs that quantise outside [0, 255] (saturated) get no gradient, as in PyTorch: some do here.
         Assert.Contains(expected, v => v == 0);
     }

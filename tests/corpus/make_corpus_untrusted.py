@@ -159,6 +159,20 @@ def onnx_cases(g):
                                         [helper.make_tensor("s", TensorProto.FLOAT, [], [0.02]), bad_scale, helper.make_tensor("z", TensorProto.UINT8, [], [128]), *ints]),
       "tensor 's2' has element type Undefined")
 
+    # The QOperator form is rewritten into QDQ at load: a malformed integer operator is refused by name.
+    qx = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"])]
+    qtail = [helper.make_node("DequantizeLinear", ["c", "s", "z"], ["d"]), helper.make_node("Flatten", ["d"], ["f"]),
+             helper.make_node("Slice", ["f", "zero", "ten", "one"], ["y"])]
+    qinits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.02]), helper.make_tensor("z", TensorProto.UINT8, [], [128]), *ints]
+    o("qop-conv-missing-inputs.onnx", model([*qx, helper.make_node("QLinearConv", ["q"], ["c"]), *qtail], [X], [Y], qinits),
+      "QLinearConv node 'c': input 1 is missing")
+    o("qop-concat-input-count.onnx", model([*qx, helper.make_node("QLinearConcat", ["s", "z", "q", "s"], ["c"], domain="com.microsoft", axis=1), *qtail],
+                                           [X], [Y], qinits),
+      "needs Y_scale, Y_zero_point and triples of (X, scale, zero point), not 4 inputs")
+    o("qop-channels-last.onnx", model([*qx, helper.make_node("QLinearGlobalAveragePool", ["q", "s", "z", "s", "z"], ["c"], domain="com.microsoft", channels_last=1),
+                                       *qtail], [X], [Y], qinits),
+      "channels_last = 1")
+
     # An unbatched image (torchvision's detector exports) beside another input: side inputs need a batch.
     o("unbatched-with-side-input.onnx", model([helper.make_node("Add", ["x", "x2"], ["s"]), helper.make_node("Flatten", ["s"], ["fl"]),
                                                helper.make_node("Slice", ["fl", "zero", "ten", "one"], ["y"])],

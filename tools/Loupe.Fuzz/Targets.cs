@@ -22,14 +22,16 @@ static class Targets
     static readonly InputSpec Rgb32 = new(3, 32, 32, [0f, 0f, 0f], [1f, 1f, 1f]);
     static FashionCnn? _module;
 
-    static readonly string[] OnnxSeeds = ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/ops-detection/*.onnx", "tests/fixtures/onnx/ops-newer/*.onnx", "tests/fixtures/onnx/ops-contrib/*.onnx", "tests/fixtures/onnx/ops-quant/*.onnx", "tests/fixtures/onnx/unbatched/*.onnx", "tests/fixtures/detseg/torchvision/fasterrcnn.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"];
+    static readonly string[] OnnxSeeds = ["tests/fixtures/onnx/ops/*.onnx", "tests/fixtures/onnx/ops-detection/*.onnx", "tests/fixtures/onnx/ops-newer/*.onnx", "tests/fixtures/onnx/ops-contrib/*.onnx", "tests/fixtures/onnx/ops-quant/*.onnx", "tests/fixtures/onnx/ops-qop/*.onnx", "tests/fixtures/onnx/unbatched/*.onnx", "tests/fixtures/detseg/torchvision/fasterrcnn.onnx", "tests/fixtures/onnx/bad/*.onnx", "tests/corpus/onnx/*"];
 
     static readonly string[] OnnxTokens =
         ["If", "RoiAlign", "NonMaxSuppression", "TopK", "GatherND", "ScatterElements", "then_branch", "\u0008\u0007", "\u0008\u00ff\u00ff\u00ff\u00ff\u000f", "Conv", "Gemm", "Reshape", "ConstantOfShape", "Expand", "Tile", "Resize", "\u0012\u0004", "\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u00ff\u007f",
              // issue 26: external data (location, offset, length), links out of the folder, control characters in names
              "location", "offset", "length", "99999999999999999999", "-5", "12abc", "../", "/etc/passwd", "linked/passwd", "/dev/zero", "\u001b]0;x\u0007", "Pad",
              // ONNX Runtime's fused operators (expanded at load)
-             "com.microsoft", "FusedConv", "activation", "activation_params", "SkipLayerNormalization", "_output_0", "QuantizeLinear", "DequantizeLinear"];
+             "com.microsoft", "FusedConv", "activation", "activation_params", "SkipLayerNormalization", "_output_0", "QuantizeLinear", "DequantizeLinear",
+             // the QOperator form (rewritten into QDQ at load)
+             "QLinearConv", "QGemm", "QLinearConcat", "QLinearAdd", "channels_last", "MaxPool"];
 
     public static readonly Target[] All =
     [
