@@ -18,13 +18,15 @@ namespace Loupe.Models.Onnx;
 /// QuantizeLinear and the DequantizeLinears after it (MaxPool, Reshape, Transpose, Resize, Pad, Concat of one scale, …)
 /// run on the dequantised values, followed by a QuantizeLinear of the same scale and zero point (exact for the
 /// operators that only select values; the rounding ONNX Runtime's integer kernel does for Resize's interpolation), so
-/// that every QuantizeLinear → DequantizeLinear is a pair — a fake quantisation through which gradients pass.</summary>
+/// that every QuantizeLinear → DequantizeLinear is a pair — a fake quantisation through which gradients pass. ONNX
+/// Runtime's fused dynamic quantisation (DynamicQuantizeMatMul, MatMulIntegerToFloat) becomes DynamicQuantizeLinear →
+/// MatMulInteger → Mul by the scales (→ Add of the bias), which <see cref="Ops"/> runs with a gradient.</summary>
 public static partial class OnnxContrib
 {
     /// <summary>The com.microsoft integer operators expanded into QDQ form on the onnx backend.</summary>
     public static readonly IReadOnlyCollection<string> QOperators =
         ["QLinearConv", "QGemm", "QLinearAdd", "QLinearMul", "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSigmoid",
-         "QLinearLeakyRelu", "QLinearSoftmax", "QLinearWhere"];
+         "QLinearLeakyRelu", "QLinearSoftmax", "QLinearWhere", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"];
 
     static bool IsQOperator(NodeProto n) => n.Domain is "" or "ai.onnx" ? n.OpType is "QLinearConv" or "QLinearMatMul" : n.Domain == Domain && QOperators.Contains(n.OpType);
 
@@ -36,10 +38,7 @@ public static partial class OnnxContrib
         if (!expand && !graph.Node.Any(n => n.OpType == "QuantizeLinear" && n.Domain is "" or "ai.onnx")) return;
         var names = new Names(graph);
         var initializers = new List<TensorProto>();
-        var constants = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        foreach (var n in graph.Node)
-            if (n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t)
-                constants[n.Output[0]] = t;
+        var constants = Constants(graph, graph.Node);
         var e = new Emitter(names, initializers, constants, opset, source);
         var nodes = new List<NodeProto>(graph.Node.Count);
         var types = new IntegerTypes(graph, constants);
@@ -58,6 +57,18 @@ public static partial class OnnxContrib
         graph.Node.Clear();
         graph.Node.Add(nodes);
         graph.Initializer.Add(initializers);
+    }
+
+    /// <summary>The graph's constant values by name: its initializers (a name given twice: the last, as the model's load
+    /// takes it) and the value tensors of its Constant nodes among <paramref name="nodes"/>.</summary>
+    internal static Dictionary<string, TensorProto> Constants(GraphProto graph, IEnumerable<NodeProto> nodes)
+    {
+        var constants = new Dictionary<string, TensorProto>(StringComparer.Ordinal);
+        foreach (var t in graph.Initializer) constants[t.Name] = t;
+        foreach (var n in nodes)
+            if (n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t)
+                constants[n.Output[0]] = t;
+        return constants;
     }
 
     /// <summary>The integer type of values the rewrite needs one for (a QLinear operator without a zero point
@@ -142,6 +153,7 @@ public static partial class OnnxContrib
         /// <summary>Writes the QDQ form of the integer operator begun (<see cref="Begin"/>).</summary>
         public void QOperator(IntegerTypes types)
         {
+            if (Out(0).Length == 0) throw Error("has no output");
             if (_n.Attribute.FirstOrDefault(a => a.Name == "channels_last") is { I: not 0 })
                 throw Error("channels_last = 1 (ONNX Runtime's NHWC layout, written at ORT_ENABLE_ALL for one machine's CPU) is not supported; save the graph at ORT_ENABLE_EXTENDED or below");
             // The output's integer type where it has no zero point: the first input's (the com.microsoft operators quantise to their input's type).
@@ -214,9 +226,33 @@ public static partial class OnnxContrib
                 case "QLinearWhere":   // condition, X, x_scale, x_zero_point, Y, y_scale, y_zero_point, z_scale, z_zero_point
                     Quantise(Main("Where", [In(0), Dequantized(1), Dequantized(4)], []), In(7), Optional(8), OutputType(Optional(8)), Scope());
                     break;
+                case "DynamicQuantizeMatMul":   // A (float), B, b_scale, b_zero_point, bias: DynamicQuantizeLinear(A), then as below
+                {
+                    var quantise = Node("DynamicQuantizeLinear", [In(0)], ["", "", ""], Scope());
+                    for (int k = 0; k < 3; k++) quantise.Output[k] = names.Value($"{quantise.Name}_output_{k}");
+                    IntegerProductToFloat(quantise.Output[0], In(1), quantise.Output[1], In(2), quantise.Output[2], Optional(3), Optional(4));
+                    break;
+                }
+                case "MatMulIntegerToFloat":   // A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias
+                    IntegerProductToFloat(In(0), In(1), In(2), In(3), Optional(4), Optional(5), Optional(6));
+                    break;
                 default:
                     throw Error("is not an integer operator this load rewrites");
             }
+        }
+
+        /// <summary>MatMulInteger(a, b, a_zero_point, b_zero_point) · a_scale·b_scale (+ bias) into the output, the product
+        /// under the fused node's name.</summary>
+        void IntegerProductToFloat(string a, string b, string aScale, string bScale, string? aZero, string? bZero, string? bias)
+        {
+            string scope = ScopeOf(Out(0));
+            var inputs = new List<string> { a, b, aZero ?? "", bZero ?? "" };
+            while (inputs[^1].Length == 0) inputs.RemoveAt(inputs.Count - 1);
+            var product = Main("MatMulInteger", [.. inputs], []);
+            var scale = Node("Mul", [aScale, bScale], [""], scope);
+            scale.Output[0] = Temp(scale.Name);
+            var scaled = Node("Mul", [product, scale.Output[0]], [bias is null ? Out(0) : ""], scope);
+            if (bias is not null) Node("Add", [scaled.Output[0] = Temp(scaled.Name), bias], [Out(0)], scope);
         }
 
         /// <summary>DequantizeLinear of the integer input at <paramref name="i"/> with the scale and zero point after it

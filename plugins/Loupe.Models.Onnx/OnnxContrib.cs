@@ -36,7 +36,7 @@ public static partial class OnnxContrib
         if (!model.Graph.Node.Any(IsExpanded) && !model.Graph.Node.Any(n => n.Attribute.Any(a => a.G is not null || a.Graphs.Count > 0))) return;
         var names = new Names(model.Graph);
         var initializers = new List<TensorProto>();
-        var constants = model.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var constants = Constants(model.Graph, []);
         ExpandGraph(model.Graph, new Emitter(names, initializers, constants, opset, source));
         model.Graph.Initializer.Add(initializers);
     }

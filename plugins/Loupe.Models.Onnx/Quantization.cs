@@ -29,10 +29,7 @@ public static class Quantization
         OnnxContrib.ExpandQuantized(graph, opset, source);   // the QOperator form (QLinearConv, …) into this QDQ form
         var nodes = graph.Node.ToList();
         if (!nodes.Any(n => n.OpType == "QuantizeLinear" && n.Domain is "" or "ai.onnx")) return nodes;
-        var constants = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        foreach (var n in nodes)
-            if (n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t && n.Output.Count == 1)
-                constants[n.Output[0]] = t;
+        var constants = OnnxContrib.Constants(graph, nodes);
         var readers = new Dictionary<string, List<NodeProto>>(StringComparer.Ordinal);
         foreach (var n in nodes)
             foreach (var i in n.Input.Where(i => i.Length > 0).Distinct())
@@ -52,7 +49,7 @@ public static class Quantization
             long axis = q.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 1;
             // The pair: Q → (Cast to Q's own type, an identity; to another it would wrap →) DQ of the same scale, zero point and axis — each reader of Q's
             // integers (a value read by two layers, a residual's, is dequantised twice, each through its own Cast).
-            bool Matches(NodeProto dq, string value) => dq is { OpType: "DequantizeLinear", Domain: "" or "ai.onnx" } && dq.Input.Count >= 2 && dq.Input[0] == value
+            bool Matches(NodeProto dq, string value) => dq is { OpType: "DequantizeLinear", Domain: "" or "ai.onnx" } && dq.Input.Count >= 2 && dq.Output.Count >= 1 && dq.Input[0] == value
                 && dq.Attribute.FirstOrDefault(a => a.Name == "block_size") is null or { I: 0 }
                 && ((dq.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 1) == axis || OnnxContrib.PerTensor(q.Input[1], constants))   // (a per-tensor scale's axis says nothing)
                 && Same(q.Input[1], dq.Input[1], constants) && Same(q.Input.Count > 2 ? q.Input[2] : "", dq.Input.Count > 2 ? dq.Input[2] : "", constants);
@@ -62,12 +59,15 @@ public static class Quantization
             bool pair = Readers(q.Output[0]) is { Count: > 0 } first && first.All(r =>
             {
                 if (Matches(r, q.Output[0])) { ends.Add(r); return true; }
-                if (r.OpType != "Cast" || !CastsTo(r, type) || Readers(r.Output[0]) is not { Count: > 0 } next || !next.All(d => Matches(d, r.Output[0]))) return false;
+                if (r.OpType != "Cast" || r.Output.Count == 0 || !CastsTo(r, type) || Readers(r.Output[0]) is not { Count: > 0 } next || !next.All(d => Matches(d, r.Output[0]))) return false;
                 between.Add(r);
                 ends.AddRange(next);
                 return true;
             });
-            var node = new NodeProto { Domain = Domain, OpType = pair ? "QuantizeDequantize" : "Quantize", Name = q.Name, DocString = q.DocString };
+            // Read only as the integers of MatMulInteger/ConvInteger (ONNX Runtime's MatMulIntegerToFloat, expanded): float
+            // integers with the straight-through gradient, which the product's scaling after carries on.
+            bool products = !pair && Readers(q.Output[0]) is { Count: > 0 } users && users.All(r => r.OpType is "MatMulInteger" or "ConvInteger" && r.Input[0] == q.Output[0] && !r.Input.Skip(1).Contains(q.Output[0]));
+            var node = new NodeProto { Domain = Domain, OpType = pair ? "QuantizeDequantize" : products ? "QuantizeStraightThrough" : "Quantize", Name = q.Name, DocString = q.DocString };
             node.Input.Add(q.Input);
             if (pair) node.Output.Add(ends.Select(d => d.Output[0]));
             else node.Output.Add(q.Output[0]);

@@ -66,6 +66,12 @@ public class QOperatorTests
             Assert.Superset(new HashSet<string> { "Conv", "MaxPool", "Add", "GlobalAveragePool", "Flatten", "Reshape", "Gemm" }, model.Layers.Select(l => l.Kind).ToHashSet());
     }
 
+    /// <summary>Dynamic quantisation (DynamicQuantizeLinear → MatMulInteger → Cast → Mul by the scales): the values and
+    /// the input gradient of PyTorch's fake quantisation with the scale and zero point of ONNX's formula.</summary>
+    [Fact]
+    public void DynamicQuantisationGivesPyTorchsFakeQuantisationAndItsInputGradient() =>
+        QuantizationTests.AssertPyTorchsFakeQuantisation(Fixture("dyn_matmulinteger"), Env.Fixture("ops-qop/qop_input.npy"), Env.Fixture("ops-qop/dyn_matmulinteger")).Model.Dispose();
+
     /// <summary>torchvision's quantised MobileNetV2 (QDQ, as torch.onnx.export writes it) saved by ONNX Runtime after
     /// optimising at ORT_ENABLE_EXTENDED: QLinearConv, QLinearAdd, QLinearGlobalAveragePool, QGemm and an integer Flatten.</summary>
     [Fact]
