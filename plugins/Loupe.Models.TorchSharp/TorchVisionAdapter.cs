@@ -1,3 +1,4 @@
+using System.Reflection;
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
@@ -10,7 +11,7 @@ namespace Loupe.Models.TorchSharp;
 public sealed record TorchVisionOptions
 {
     /// <summary>Architecture name.</summary>
-    [Required, Description("architecture: alexnet, vgg11..vgg19 (+_bn), resnet18..resnet152, wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, googlenet, inception_v3, mobilenet_v2, or fashion-cnn (the Loupe demo CNN)")]
+    [Required, Description("architecture: alexnet, vgg11..vgg19 (+_bn), resnet18..resnet152, wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, googlenet, inception_v3, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, or fashion-cnn (the Loupe demo CNN)")]
     public string Architecture { get; init; } = "";
 
     /// <summary>Number of outputs of the classifier head.</summary>
@@ -54,7 +55,7 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
     [
         "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2",
-        "resnext50_32x4d", "googlenet", "inception_v3", "mobilenet_v2", "fashion-cnn",
+        "resnext50_32x4d", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "fashion-cnn",
     ];
 
     /// <summary>Builds an architecture with default initialisation.</summary>
@@ -80,9 +81,27 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
         "googlenet" => torchvision.models.googlenet(num_classes: numClasses),
         "inception_v3" => torchvision.models.inception_v3(num_classes: numClasses),
         "mobilenet_v2" => torchvision.models.mobilenet_v2(num_classes: numClasses),
+        "mobilenet_v3_small" or "mobilenet_v3_large" => MobileNetV3(architecture, numClasses),
         "fashion-cnn" => new FashionCnn(numClasses),
         _ => throw new LoupeException($"unknown architecture '{architecture}'; supported: {string.Join(", ", Architectures)}"),
     };
+
+    /// <summary>TorchVision for .NET's MobileNetV3 (PyTorch's state_dict names and forward, tested), built with
+    /// <paramref name="numClasses"/> outputs: its public factories take no arguments (1000 classes), so the
+    /// architecture's table and the constructor they call are reached by reflection (TorchSharp is pinned; the tests
+    /// fail loudly if they move).</summary>
+    static nn.Module<Tensor, Tensor> MobileNetV3(string architecture, int numClasses)
+    {
+        const BindingFlags Private = BindingFlags.NonPublic | BindingFlags.Static | BindingFlags.Instance;
+        var models = typeof(torchvision).GetNestedType("models", BindingFlags.Public | BindingFlags.NonPublic);
+        var conf = models?.GetMethod("_mobilenet_v3_conf", Private);
+        var ctor = typeof(global::TorchSharp.Modules.MobileNetV3).GetConstructors(Private).FirstOrDefault(c => c.GetParameters().Length == 7);
+        if (conf is null || ctor is null) throw new LoupeException($"{architecture}: this TorchVision for .NET has no MobileNetV3 constructor Loupe knows");
+        var tuple = conf.Invoke(null, [architecture, 1.0, false, false])!;
+        var fields = tuple.GetType().GetFields();
+        // torchvision's defaults: its blocks and BatchNorm (null: the constructor's own), dropout 0.2
+        return (nn.Module<Tensor, Tensor>)ctor.Invoke(["MobileNetV3", fields[0].GetValue(tuple), fields[1].GetValue(tuple), (long)numClasses, null, null, 0.2]);
+    }
 
     /// <inheritdoc/>
     public override IModel Load(TorchVisionOptions options, ModelLoadContext context)

@@ -64,10 +64,12 @@ public class ModelTests
     [InlineData("resnet18")]
     [InlineData("alexnet")]
     [InlineData("vgg11")]
+    [InlineData("mobilenet_v3_small")]
+    [InlineData("mobilenet_v3_large")]
     public void TorchVisionArchitecturesMatchPyTorch(string arch)
     {
         using var model = Load(arch, null, 10);
-        var keys = File.ReadAllLines(TestEnv.Fixture($"arch_state_keys_{arch}.txt")).Select(l => l.Split('\t')).ToDictionary(p => p[0], p => p[1]);
+        var keys = File.ReadAllLines(Path.Combine(TestEnv.Fixtures, "arch_keys", $"{arch}.txt")).Select(l => l.Split('\t')).ToDictionary(p => p[0], p => p[1]);
         var ours = ((TorchModel)model).Module.state_dict();
         Assert.Equal(keys.Keys.OrderBy(k => k), ours.Keys.OrderBy(k => k));
         foreach (var (k, shape) in keys) Assert.Equal(shape, string.Join(",", ours[k].shape));
