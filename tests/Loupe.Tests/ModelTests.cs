@@ -66,6 +66,10 @@ public class ModelTests
     [InlineData("vgg11")]
     [InlineData("mobilenet_v3_small")]
     [InlineData("mobilenet_v3_large")]
+    [InlineData("convnext_tiny")]
+    [InlineData("efficientnet_b0")]
+    [InlineData("efficientnet_b5")]
+    [InlineData("efficientnet_v2_s")]
     public void TorchVisionArchitecturesMatchPyTorch(string arch)
     {
         using var model = Load(arch, null, 10);
