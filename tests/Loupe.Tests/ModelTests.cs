@@ -70,6 +70,7 @@ public class ModelTests
     [InlineData("efficientnet_b0")]
     [InlineData("efficientnet_b5")]
     [InlineData("efficientnet_v2_s")]
+    [InlineData("densenet121")]
     public void TorchVisionArchitecturesMatchPyTorch(string arch)
     {
         using var model = Load(arch, null, 10);
