@@ -16,11 +16,19 @@ public interface ILayerOptions : IAttributesToLayerInput
 public record LayerOptions : ILayerOptions
 {
     /// <summary>Layer.</summary>
-    [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
+    [Required, LayerName, Description(LayerAttributions.LayerDescription)]
     public string Layer { get; init; } = "";
     /// <summary>The layer's input instead of its output.</summary>
     [Description(LayerInputs.Description)]
     public bool AttributeToLayerInput { get; init; }
+}
+
+/// <summary>Options of <c>layer-gradient-x-activation</c>.</summary>
+public sealed record LayerGradientXActivationOptions : LayerOptions
+{
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description("A ⊙ ∂F/∂A (true, Captum's default) or the layer gradient ∂F/∂A alone (false: Captum's multiply_by_inputs=False)")]
+    public bool MultiplyByInputs { get; init; } = true;
 }
 
 /// <summary>Options of the path methods at a layer (layer-conductance, internal-influence, layer-integrated-gradients).</summary>
@@ -52,8 +60,35 @@ public record LayerPathOptions : LayerOptions
     public int? InternalBatchSize { get; init; }
 }
 
-/// <summary>Base of the layer attributions: the raw result is the layer attribution (N×K×h×w, Captum's output, written
-/// as <c>&lt;id&gt;-layer</c>); the overlay is its channel sum, bilinearly resized to the input.</summary>
+/// <summary>What the layer attributions share.</summary>
+public static class LayerAttributions
+{
+    /// <summary>The description of their <c>layer</c> option.</summary>
+    public const string LayerDescription = "layer whose output A is attributed, any shape as in Captum: N×K×h×w (e.g. relu3, layer3), "
+        + "tokens N×T×C (a ViT block) or N×K (fc, flatten)";
+
+    /// <summary>The input-sized map of a layer attribution <paramref name="raw"/>: the channel sum of an N×K×h×w one
+    /// resized to <paramref name="h"/>×<paramref name="w"/>; a token layer's (N×T×C, T = h·w or 1 + h·w) laid on the
+    /// image's grid first (as <c>reshape: auto</c>); any other (N×K, or tokens of no grid) kept as N×(units)×1×1, which
+    /// the overlay shows as its largest |value| everywhere.</summary>
+    public static Tensor MapOf(Tensor raw, long h, long w)
+    {
+        if (raw.dim() == 4) return Display.Resize(raw.sum(1, keepdim: false), h, w);
+        if (raw.dim() == 3 && LayerReshapes.Resolve(LayerReshape.Auto, raw.shape, (h, w)) is (var mode and not LayerReshape.None, null))
+            return Display.Resize(LayerReshapes.ToGrid(raw, mode, (h, w)).sum(1, keepdim: false), h, w);
+        return raw.reshape(raw.shape[0], -1, 1, 1);
+    }
+
+    /// <summary>Per-point weights of a path chunk, shaped to broadcast over k×N×(a layer's shape of <paramref name="rank"/> dims).</summary>
+    public static Tensor PointWeights(IEnumerable<double> weights, long rank)
+    {
+        var w = weights.Select(v => (float)v).ToArray();
+        return tensor(w).view([w.Length, .. Enumerable.Repeat(1L, (int)rank)]);
+    }
+}
+
+/// <summary>Base of the layer attributions: the raw result is the layer attribution (the layer's shape, Captum's
+/// output, written as <c>&lt;id&gt;-layer</c>); the overlay is <see cref="LayerAttributions.MapOf"/> of it.</summary>
 public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions> where TOptions : class, ILayerOptions, new()
 {
     /// <inheritdoc/>
@@ -79,9 +114,8 @@ public abstract class LayerAttribution<TOptions> : AttributionAnalysis<TOptions>
     {
         var (_, _, selection) = Explain.Scores(input.Context, input.Input, input.Selection, input.Slot);
         var layer = LayerMap(options, input, selection);
-        if (layer.dim() != 4) throw new LoupeException($"{ArtifactName}: layer '{options.Layer}' gives {layer.dim()}-D {(options.AttributeToLayerInput ? "inputs" : "outputs")}; choose a layer with N×K×h×w {(options.AttributeToLayerInput ? "inputs" : "outputs")}");
         long h = input.Input.shape[2], w = input.Input.shape[3];
-        Tensor MapOf(Tensor raw) => Display.Resize(raw.sum(1, keepdim: false), h, w);
+        Tensor MapOf(Tensor raw) => LayerAttributions.MapOf(raw, h, w);
         return new AttributionResult(MapOf(layer), selection, layer) { MapOfRaw = MapOf };
     }
 }
@@ -136,18 +170,19 @@ public static class LayerPaths
         Perturbation.BaselineOrFile(input, o.BaselineFile, o.BaselineFolder, o.Baseline, o.BlurSigma, o.BaselineValue);
 }
 
-/// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer.</summary>
-public sealed class LayerGradientXActivation : LayerAttribution<LayerOptions>
+/// <summary>Layer gradient × activation (Captum <c>LayerGradientXActivation</c>): A ⊙ ∂F/∂A at the layer (∂F/∂A alone
+/// with multiply_by_inputs = false).</summary>
+public sealed class LayerGradientXActivation : LayerAttribution<LayerGradientXActivationOptions>
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => base.Requirements with { HandlesSideInputs = true };   // one forward of the batch
     /// <inheritdoc/>
     public override string ArtifactName => "layer-gradient-x-activation";
     /// <inheritdoc/>
-    protected override Tensor LayerMap(LayerOptions options, AttributionInput input, TargetSelection selection)
+    protected override Tensor LayerMap(LayerGradientXActivationOptions options, AttributionInput input, TargetSelection selection)
     {
         var (a, g) = LayerPaths.LayerGradient(input.Context, options.Layer, input.Input, selection, options.AttributeToLayerInput);
-        return a * g;
+        return options.MultiplyByInputs ? a * g : g;
     }
 }
 
@@ -167,7 +202,7 @@ public sealed class InternalInfluence : LayerAttribution<LayerPathOptions>
         LayerPaths.Path(ctx, input.Input, LayerPaths.Baseline(options, input), alphas, options.InternalBatchSize, selection, (s0, k, points, sel) =>
         {
             var (_, g) = LayerPaths.LayerGradient(ctx, options.Layer, points, sel, options.AttributeToLayerInput);
-            var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view([k, 1, 1, 1, 1]);
+            var w = LayerAttributions.PointWeights(weights.Skip(s0).Take(k), g.dim());
             var part = (g.view([k, n, .. g.shape.Skip(1)]) * w).sum(0, keepdim: false);
             if (sum is null) sum = part.MoveToOuterDisposeScope(); else sum.add_(part);
         });

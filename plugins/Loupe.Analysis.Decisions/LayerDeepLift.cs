@@ -9,7 +9,7 @@ namespace Loupe.Analysis.Decisions;
 public sealed record LayerDeepLiftOptions : DeepLiftReference, ILayerOptions
 {
     /// <summary>Layer.</summary>
-    [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
+    [Required, LayerName, Description(LayerAttributions.LayerDescription)]
     public string Layer { get; init; } = "";
     /// <summary>The layer's input instead of its output.</summary>
     [Description(LayerInputs.Description)]
@@ -23,7 +23,7 @@ public sealed record LayerDeepLiftOptions : DeepLiftReference, ILayerOptions
 public sealed record LayerDeepLiftShapOptions : DeepLiftReferences, ILayerOptions
 {
     /// <summary>Layer.</summary>
-    [Required, LayerName(Spatial = true), Description("layer whose output A (N×K×h×w) is attributed, e.g. relu3 or layer3")]
+    [Required, LayerName, Description(LayerAttributions.LayerDescription)]
     public string Layer { get; init; } = "";
     /// <summary>The layer's input instead of its output.</summary>
     [Description(LayerInputs.Description)]

@@ -7,9 +7,10 @@ using Loupe.Abstractions.Toolkit;
 namespace Loupe.Analysis.Decisions;
 
 /// <summary>Layer integrated gradients (Captum <c>LayerIntegratedGradients</c>): the path runs in the layer's space —
-/// the layer's output (or, with attribute_to_layer_input, its input) is replaced by A(x′) + αᵢ (A(x) − A(x′)) — and the result is (A(x) − A(x′)) ⊙ Σᵢ wᵢ ∂F/∂A there.
+/// the layer's output (or, with attribute_to_layer_input, its input) is replaced by A(x′) + αᵢ (A(x) − A(x′)) — and the result is (A(x) − A(x′)) ⊙ Σᵢ wᵢ ∂F/∂A there
+/// (Σᵢ wᵢ ∂F/∂A alone with multiply_by_inputs = false). Any layer shape, as Captum's.
 /// Needs layer interventions (the torchvision and onnx backends have them).</summary>
-public sealed class LayerIntegratedGradients : LayerAttribution<LayerPathOptions>
+public sealed class LayerIntegratedGradients : LayerAttribution<LayerIntegratedGradientsOptions>
 {
     /// <inheritdoc/>
     public override string ArtifactName => "layer-integrated-gradients";
@@ -17,7 +18,7 @@ public sealed class LayerIntegratedGradients : LayerAttribution<LayerPathOptions
     public override AnalysisRequirements Requirements => new(base.Requirements.Capabilities | ModelCapabilities.Interventions);
 
     /// <inheritdoc/>
-    protected override Tensor LayerMap(LayerPathOptions options, AttributionInput input, TargetSelection selection)
+    protected override Tensor LayerMap(LayerIntegratedGradientsOptions options, AttributionInput input, TargetSelection selection)
     {
         var ctx = input.Context;
         var x = input.Input;
@@ -53,8 +54,16 @@ public sealed class LayerIntegratedGradients : LayerAttribution<LayerPathOptions
             var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view(shape);
             sum.add_((g.view([k, n, .. end.shape.Skip(1)]) * w).sum(0, keepdim: false));
         }
-        return delta * sum;
+        return options.MultiplyByInputs ? delta * sum : sum;
     }
+}
+
+/// <summary>Options of <c>layer-integrated-gradients</c>.</summary>
+public sealed record LayerIntegratedGradientsOptions : LayerPathOptions
+{
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description("(A(x) − A(x′)) ⊙ the integrated layer gradient (true, Captum's default) or the integrated gradient alone (false: Captum's multiply_by_inputs=False)")]
+    public bool MultiplyByInputs { get; init; } = true;
 }
 
 /// <summary>Options of <c>neuron-conductance</c>.</summary>
@@ -66,8 +75,11 @@ public sealed record NeuronConductanceOptions : LayerPathOptions
     public NeuronConductanceOptions() => Method = IntegrationRule.RiemannTrapezoid;
 
     /// <summary>Neuron index.</summary>
-    [Required, Description("the neuron of the layer's output: [channel, y, x] (Captum's neuron_selector)")]
+    [Required, Description("the neuron of the layer's output, one index per dim after the batch (Captum's neuron_selector as a tuple): [channel, y, x] of an N×K×h×w layer, [token, channel] of N×T×C, [unit] of N×K")]
     public int[]? Neuron { get; init; }
+    /// <summary>Captum's multiply_by_inputs.</summary>
+    [Description("(x − x′) ⊙ the integrated gradient through the neuron (true, Captum's default) or the integrated gradient alone (false: Captum's multiply_by_inputs=False)")]
+    public bool MultiplyByInputs { get; init; } = true;
 }
 
 /// <summary>Neuron conductance (Dhamdhere et al. 2018; Captum <c>NeuronConductance</c>): how much each input pixel
@@ -82,7 +94,7 @@ public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOpt
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(NeuronConductanceOptions options, AnalysisValidationContext context)
     {
-        if (options.Neuron is not { Length: 3 } nu || nu.Any(v => v < 0)) yield return "neuron must be [channel, y, x], each ≥ 0";
+        if (options.Neuron is not { Length: > 0 } nu || nu.Any(v => v < 0)) yield return "neuron must be one index per dim of the layer after the batch ([channel, y, x], [token, channel] or [unit]), each ≥ 0";
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
         foreach (var f in Perturbation.BaselineErrors(options, options.Baseline, options.BaselineFile, options.BaselineFolder, options.BaselineValue, "fill", context.Model.DefaultInput)) yield return f;
     }
@@ -96,7 +108,7 @@ public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOpt
         var (_, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         var baseline = LayerPaths.Baseline(options, input);
         var (alphas, weights) = IntegratedGradients.Rule(options.Method, options.Steps);
-        int c = options.Neuron![0], py = options.Neuron[1], px = options.Neuron[2];
+        var neuron = options.Neuron!;
         var sum = zeros_like(x);
         LayerPaths.Path(ctx, x, baseline, alphas, options.InternalBatchSize, selection, (s0, k, points, sel) =>
         {
@@ -105,15 +117,26 @@ public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOpt
             using (capture)
             {
                 var a = capture[options.Layer];
-                if (a.dim() != 4 || c >= a.shape[1] || py >= a.shape[2] || px >= a.shape[3])
-                    throw new LoupeException($"neuron [{c}, {py}, {px}] is outside layer '{options.Layer}' ({string.Join("×", a.shape.Skip(1))})");
+                long unit = Unit(neuron, a.shape, options.Layer);
                 var score = ctx.Target.Scores(ti, sel).sum();
-                var dA = CheckedOps.Grad([score], [a], retainGraph: true)[0][.., c, py, px];   // ∂F/∂Aₙ per row
-                var dx = CheckedOps.Grad([a[.., c, py, px].sum()], [xp])[0];                     // ∂Aₙ/∂x per row
+                var dA = CheckedOps.Grad([score], [a], retainGraph: true)[0].flatten(1)[.., unit];   // ∂F/∂Aₙ per row
+                var dx = CheckedOps.Grad([a.flatten(1)[.., unit].sum()], [xp])[0];                     // ∂Aₙ/∂x per row
                 var w = tensor(weights.Skip(s0).Take(k).Select(v => (float)v).ToArray()).view(k, 1, 1, 1, 1);
                 sum.add_(((dx * dA.view(-1, 1, 1, 1)).view(k, n, x.shape[1], x.shape[2], x.shape[3]) * w).sum(0, keepdim: false));
             }
         });
-        return new AttributionResult((x - baseline) * sum, selection);
+        return new AttributionResult(options.MultiplyByInputs ? (x - baseline) * sum : sum, selection);
+    }
+
+    /// <summary>The row-major index of <paramref name="neuron"/> within one row of a layer of <paramref name="shape"/>,
+    /// or an error naming the layer when it has another rank or lies outside.</summary>
+    static long Unit(int[] neuron, long[] shape, string layer)
+    {
+        var dims = shape.Skip(1).ToArray();
+        if (neuron.Length != dims.Length || neuron.Where((v, i) => v >= dims[i]).Any())
+            throw new LoupeException($"neuron [{string.Join(", ", neuron)}] is outside layer '{layer}' ({string.Join("×", dims)}): give one index per dim after the batch");
+        long unit = 0;
+        for (int i = 0; i < dims.Length; i++) unit = unit * dims[i] + neuron[i];
+        return unit;
     }
 }

@@ -56,6 +56,61 @@ public class LayerFamilyTests
             TechniqueTests.Close(TechniqueTests.Stack(r, step, "layer-feature-ablation-layer"), $"fam_lfa_{fixture}.npy", tol);
     }
 
+    /// <summary>Captum runs its layer methods on any layer: the demo CNN's flatten (N×128), each method and its
+    /// multiply_by_inputs=False form against the same PyTorch restatements (tests/fixtures/make_dense_layer_fixtures.py),
+    /// neuron-conductance through flatten[9]; the overlay of a dense layer's attribution is N×128×1×1.</summary>
+    [Fact]
+    public void LayerMethodsRunOnADenseLayerAsCaptumsDo()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline(Steps.Replace("LAYER", "flatten").Replace("N", "4")
+            + "\n      - { id: gnm, uses: layer-gradient-x-activation, with: { layer: flatten, multiply_by_inputs: false } }"
+            + "\n      - { id: lnm, uses: layer-integrated-gradients, with: { layer: flatten, steps: 4, multiply_by_inputs: false } }"
+            + "\n      - { id: nc, uses: neuron-conductance, with: { layer: flatten, neuron: [9], steps: 8, method: gauss-legendre } }"
+            + "\n      - { id: ncn, uses: neuron-conductance, with: { layer: flatten, neuron: [9], steps: 8, method: gauss-legendre, multiply_by_inputs: false } }", batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        foreach (var (step, artifact, fixture) in new[] { ("gxa", "layer-gradient-x-activation-layer", "lgxa"), ("gnm", "layer-gradient-x-activation-layer", "lgrad"),
+            ("ii", "internal-influence-layer", "influence"), ("lc", "layer-conductance-layer", "conductance"), ("lig", "layer-integrated-gradients-layer", "lig"),
+            ("lnm", "layer-integrated-gradients-layer", "lig_nomul"), ("nc", "neuron-conductance", "neuron_conductance"), ("ncn", "neuron-conductance", "neuron_conductance_nomul") })
+            TechniqueTests.Close(TechniqueTests.Stack(r, step, artifact), $"fam_cnn_flat_{fixture}.npy", 1e-4);
+        // A neuron given with the wrong number of indices is named with the layer's shape.
+        var bad = TestEnv.Run(TestEnv.FixturePipeline("      - { id: nc, uses: neuron-conductance, with: { layer: flatten, neuron: [9, 0, 0] } }"));
+        Assert.NotEqual(0, bad.ExitCode);
+        var said = string.Join("\n", bad.Errors) + bad.Manifest?.ToJsonString();
+        Assert.Contains("is outside layer", said);
+        Assert.Contains("flatten", said);
+        Assert.Contains("(128): give one index per dim after the batch", said);
+    }
+
+    /// <summary>A ViT's token layer (the shipped fashion ViT's first block, N×17×64): the raw results
+    /// keep the tokens (Captum's shape); layer integrated gradients there sum to F(x) − F(x′) as integrated gradients at
+    /// the input do (both zero baseline); the overlay lays the 16 patch tokens on the image's 4×4 grid.</summary>
+    [Fact]
+    public void LayerMethodsRunOnAVisionTransformersTokens()
+    {
+        const string layer = "vit.encoder.layers.encoder_layer_0";   // a block: a cut of the network (a LayerNorm in it is not: the residual goes round); the first: the last one's patch tokens do not reach the class token
+        var r = TestEnv.Run(TestEnv.Pipeline($$"""
+            version: 1
+            name: vit-tokens
+            model: { uses: onnx, with: { path: {{TestEnv.Yaml(Path.Combine(TestEnv.Samples, "models", "fashion-vit", "fashion-vit.onnx"))}} } }
+            data: { uses: npy, with: { path: {{TestEnv.Yaml(TestEnv.Fixture("fashion_input.npy"))}} } }
+            steps:
+              - { id: gxa, uses: layer-gradient-x-activation, with: { layer: {{layer}} } }
+              - { id: lig, uses: layer-integrated-gradients, with: { layer: {{layer}}, steps: 64 } }
+              - { id: ig, uses: integrated-gradients, with: { steps: 64 } }
+            """));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        for (int i = 0; i < 4; i++)
+        {
+            var raw = TestEnv.Artifact(r, $"lig/{i:D5}.layer-integrated-gradients-layer.npy");
+            Assert.Equal(new long[] { 17, 64 }, raw.Shape);
+            double layerSum = raw.Data.Sum(v => (double)v), inputSum = TestEnv.Artifact(r, $"ig/{i:D5}.integrated-gradients.npy").Data.Sum(v => (double)v);
+            Assert.True(Math.Abs(layerSum - inputSum) <= 0.02 * Math.Abs(inputSum) + 1e-3, $"input {i}: Σ layer IG {layerSum:G5}, Σ IG {inputSum:G5}");
+            var map = TestEnv.Artifact(r, $"gxa/{i:D5}.layer-gradient-x-activation.npy");
+            Assert.Equal(new long[] { 28, 28 }, map.Shape.TakeLast(2));
+            Assert.True(map.Data.Max() > map.Data.Min());
+        }
+    }
+
     [Fact]
     public void NeuronConductanceDefaultsToCaptumsRiemannTrapezoid()
     {
