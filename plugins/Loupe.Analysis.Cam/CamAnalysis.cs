@@ -47,7 +47,7 @@ public record CamOptions : IReshapesLayers, IAttributesToLayerInput
     [LayerName(Spatial = true), Description("several layers: their upsampled maps are averaged (multi-layer aggregation; aggregate: product multiplies them)")]
     public string[]? Layers { get; init; }
     /// <summary>ReLU on the map.</summary>
-    [Description("apply ReLU to the layer map (the papers; Captum relu_attributions=True)")]
+    [Description("apply ReLU to the layer map (true: the papers, pytorch-grad-cam, Captum relu_attributions=True; Captum LayerGradCam's own default is False: set relu: false for it)")]
     public bool Relu { get; init; } = true;
     /// <summary>Output convention.</summary>
     [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, resized, averaged over layers, min-max again")]

@@ -30,6 +30,21 @@ public sealed class EigenGradCam : CamAnalysis<CamOptions>
     protected override Tensor LayerMap(CamOptions o, CamLayer l) => Projections.FirstComponent(l.Gradient! * l.Activation);
 }
 
+/// <summary>Seg-Eigen-CAM (Chung &amp; Ying 2025; pytorch-grad-cam <c>SegEigenCAM</c>): the projection of |∂y/∂A| ⊙ A
+/// (h·w × K, centred) on its first principal direction, flipped when its most negative value is larger in magnitude than
+/// its most positive one (the paper's sign correction, which pytorch-grad-cam applies; <c>eigen-grad-cam</c> fixes the
+/// sign by the channel mean instead, and weights by the signed gradient). For segmentation models (with a
+/// <c>region</c> target), as for classifiers.</summary>
+public sealed class SegEigenCam : CamAnalysis<CamOptions>
+{
+    /// <inheritdoc/>
+    public override string ArtifactName => "seg-eigen-cam";
+    /// <inheritdoc/>
+    protected override bool ProjectsAlready => true;
+    /// <inheritdoc/>
+    protected override Tensor LayerMap(CamOptions o, CamLayer l) => Projections.FirstComponent(l.Gradient!.abs() * l.Activation, signByExtremes: true);
+}
+
 /// <summary>Kernel of <c>kpca-cam</c> (sklearn <c>KernelPCA</c>'s, coef0 = 1, degree 3).</summary>
 public enum KpcaKernel
 {
@@ -278,15 +293,18 @@ public sealed class RandomCam : CamAnalysis<CamOptions>
 public static class Projections
 {
     /// <summary>First principal component of M (N×K×h×w as h·w points of K values, centred), N×h×w, signed so that it
-    /// correlates positively with the channel mean of M.</summary>
-    public static Tensor FirstComponent(Tensor m)
+    /// correlates positively with the channel mean of M — or, with <paramref name="signByExtremes"/>, so that its largest
+    /// magnitude is positive (flipped when |min| &gt; |max|: Seg-Eigen-CAM's sign correction).</summary>
+    public static Tensor FirstComponent(Tensor m, bool signByExtremes = false)
     {
         long n = m.shape[0], k = m.shape[1], h = m.shape[2], w = m.shape[3];
         var points = m.reshape(n, k, h * w).transpose(1, 2);
         var centred = points - points.mean([1], keepdim: true);
         var (_, _, vh) = linalg.svd(centred, fullMatrices: false);
         var proj = centred.MatMul(vh[.., 0].unsqueeze(2)).squeeze(2);
-        var sign = (proj * m.mean([1]).reshape(n, h * w)).sum([1], keepdim: true).sign();
+        var sign = signByExtremes
+            ? where(proj.amin([1], keepdim: true).abs() > proj.amax([1], keepdim: true).abs(), full_like(proj[.., ..1], -1), ones_like(proj[.., ..1]))
+            : (proj * m.mean([1]).reshape(n, h * w)).sum([1], keepdim: true).sign();
         return (proj * where(sign == 0, ones_like(sign), sign)).view(n, h, w);
     }
 }
@@ -298,6 +316,7 @@ public sealed class NewerCamRegistrar : IPluginRegistrar
     public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) => services
         .AddLoupeAnalysis<GradCamElementWise>("grad-cam-element-wise", "Grad-CAM with element-wise relu(gradient × activation) (pytorch-grad-cam GradCAMElementWise)")
         .AddLoupeAnalysis<EigenGradCam>("eigen-grad-cam", "first principal component of gradient × activation (pytorch-grad-cam EigenGradCAM)")
+        .AddLoupeAnalysis<SegEigenCam>("seg-eigen-cam", "first principal component of |gradient| × activation, its larger extreme positive (Chung & Ying 2025; pytorch-grad-cam SegEigenCAM)")
         .AddLoupeAnalysis<KpcaCam>("kpca-cam", "first kernel principal component of the activations (Karmani et al. 2024; pytorch-grad-cam KPCA_CAM)")
         .AddLoupeAnalysis<Fem>("fem", "channels weighted by their share of positions above mean + k·σ (Fuad et al. 2020; pytorch-grad-cam FEM)")
         .AddLoupeAnalysis<SobelCam>("sobel-cam", "the input's Sobel edge map, a baseline that explains nothing (pytorch-grad-cam sobel_cam)")

@@ -24,10 +24,10 @@ public sealed record NoiseTunnelOptions
     [Required, Description("the attribution step to smooth: { uses: saliency, with: { ... } }")]
     public StepReference? Inner { get; init; }
     /// <summary>Noisy samples per input.</summary>
-    [Range(1, 100_000), Description("noisy copies per input (n)")]
+    [Range(1, 100_000), Description("noisy copies per input (n; default 50, Smilkov et al.'s; Captum NoiseTunnel's nt_samples default is 5)")]
     public int Samples { get; init; } = 50;
     /// <summary>Noise level.</summary>
-    [Range(0.0, 100.0), Description("σ = noise_level · (max(x) − min(x)) per input (Smilkov et al.: 0.15)")]
+    [Range(0.0, 100.0), Description("σ = noise_level · (max(x) − min(x)) per input (Smilkov et al.: 0.15, the default; Captum's default is an absolute stdevs: 1.0)")]
     public double NoiseLevel { get; init; } = 0.15;
     /// <summary>Absolute noise σ.</summary>
     [Range(0.0, 1e6), Description("absolute σ of the noise in normalised input space, as Captum's stdevs (instead of noise_level, which is then refused)")]

@@ -8,11 +8,11 @@ namespace Loupe.Analysis.Decisions;
 /// <summary>Options of <c>occlusion</c>.</summary>
 public sealed record OcclusionOptions
 {
-    /// <summary>Window size in pixels: one value (square) or [height, width].</summary>
-    [Range(1, 4096), Description("occluding window in input pixels: one value (square) or [height, width] (Captum sliding_window_shapes)")]
+    /// <summary>Window size in pixels: one value (square) or [height, width], or [channels, height, width].</summary>
+    [Range(1, 4096), Description("occluding window in input pixels: one value (square) or [height, width], covering every channel; or [channels, height, width] (Captum sliding_window_shapes with the channel axis, e.g. [1, 8, 8]: each channel occluded on its own)")]
     public int[] Window { get; init; } = [8];
-    /// <summary>Stride in pixels: one value or [height, width].</summary>
-    [Range(1, 4096), Description("stride between windows: one value or [height, width] (default: window / 2 per axis; Captum strides)")]
+    /// <summary>Stride in pixels: one value or [height, width] ([channels, height, width] with a 3-value window).</summary>
+    [Range(1, 4096), Description("stride between windows: one value or [height, width] ([channels, height, width] with a 3-value window; Captum strides; default: window / 2 per axis, where Captum's default is 1 — give stride: 1 for it)")]
     public int[]? Stride { get; init; }
     /// <summary>Fill of the window.</summary>
     [OrConstant(nameof(FillValue)), Description("fill: zero (normalised), mean, blur (σ = window/2), black, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
@@ -32,8 +32,9 @@ public sealed record OcclusionOptions
 }
 
 /// <summary>Occlusion (Zeiler &amp; Fergus 2014) with Captum's <c>Occlusion</c> semantics: h×w windows at offsets 0, s, 2s, … per axis
-/// that fit inside the image, covering all channels; a pixel's attribution is the mean, over the windows covering it,
-/// of y_c(x) − y_c(x with the window filled). Forward passes only.</summary>
+/// (the last one cut off at the edge), covering all channels — or, with a [channels, height, width] window, c×h×w boxes
+/// slid along the channel axis too (Captum's 3-D sliding_window_shapes); a value's attribution is the mean, over the
+/// windows covering it, of y_c(x) − y_c(x with the window filled). Forward passes only.</summary>
 public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
 {
     /// <inheritdoc/>
@@ -44,15 +45,42 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
     /// <summary>[height, width] of a one- or two-value option.</summary>
     public static (int H, int W) Pair(int[] v) => v.Length == 1 ? (v[0], v[0]) : (v[0], v[1]);
 
+    /// <summary>[channels, height, width] of a window (a one- or two-value window covers all <paramref name="channels"/>)
+    /// and of its stride (default: window / 2 per axis, at least 1; one value: every axis).</summary>
+    static ((long C, long H, long W) Window, (long C, long H, long W) Stride) Geometry(OcclusionOptions o, long channels)
+    {
+        (long C, long H, long W) win = o.Window.Length == 3 ? (o.Window[0], o.Window[1], o.Window[2]) : (channels, Pair(o.Window).H, Pair(o.Window).W);
+        (long C, long H, long W) stride = o.Stride switch
+        {
+            null => (Math.Max(1, win.C / 2), Math.Max(1, win.H / 2), Math.Max(1, win.W / 2)),
+            [var v] => (o.Window.Length == 3 ? v : win.C, v, v),
+            [var sy, var sx] => (win.C, sy, sx),
+            _ => (o.Stride[0], o.Stride[1], o.Stride[2]),
+        };
+        if (o.Window.Length != 3) stride = (Math.Max(1, win.C), stride.H, stride.W);   // one window across the channels
+        return (win, stride);
+    }
+
+    /// <summary>Origins 0, s, 2s, … along an axis of <paramref name="size"/>, as Captum: ⌈(size − window) / s⌉ + 1 of them,
+    /// the last window cut off at the edge.</summary>
+    static long[] Origins(long size, long window, long stride) =>
+        Enumerable.Range(0, (int)((size - window + stride - 1) / stride + 1)).Select(i => i * stride).ToArray();
+
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(OcclusionOptions options, AnalysisValidationContext context)
     {
         var spec = context.Model.DefaultInput;
         foreach (var (name, v) in new[] { ("window", options.Window), ("stride", options.Stride) })
-            if (v is not null && v.Length is not (1 or 2))
-                yield return $"option '{name}': give one value or [height, width] (got [{string.Join(", ", v)}])";
+            if (v is not null && v.Length is not (1 or 2 or 3))
+                yield return $"option '{name}': give one value, [height, width] or [channels, height, width] (got [{string.Join(", ", v)}])";
+        if (options.Stride is { Length: 3 } && options.Window.Length != 3)
+            yield return "option 'stride': [channels, height, width] goes with a window of [channels, height, width]";
+        if (options.Window.Length == 3 && options.Stride is { Length: 2 })
+            yield return "option 'stride': give one value or [channels, height, width] with a window of [channels, height, width]";
         if (options.Window.Length is 1 or 2 && (Pair(options.Window).H > spec.Height || Pair(options.Window).W > spec.Width))
             yield return $"option 'window' ([{string.Join(", ", options.Window)}]) is larger than the input ({spec.Height}×{spec.Width})";
+        if (options.Window is [var wc, var wh, var ww] && (wc > spec.Channels || wh > spec.Height || ww > spec.Width))
+            yield return $"option 'window' ([{string.Join(", ", options.Window)}]) is larger than the input ({spec.Channels}×{spec.Height}×{spec.Width})";
         foreach (var e in Perturbation.CheckConstant(options.FillValue, "fill_value", spec)) yield return e;
         foreach (var e in Perturbation.TensorBaselineErrors(options.BaselineFile, options.BaselineFolder, options.FillValue, "fill")) yield return e;
         foreach (var e in Perturbation.NamedBesideTensorErrors(options, "Fill", options.BaselineFile, options.BaselineFolder)) yield return e;
@@ -64,36 +92,47 @@ public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
         var ctx = input.Context;
         var x = input.Input;
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
-        var (winH, winW) = Pair(options.Window);
-        var (strideH, strideW) = options.Stride is { } st ? Pair(st) : (Math.Max(1, winH / 2), Math.Max(1, winW / 2));
-        if (winH > h || winW > w) throw new LoupeException($"window {winH}×{winW} is larger than the input {h}×{w}");
+        var ((winC, winH, winW), (strideC, strideH, strideW)) = Geometry(options, c);
+        if (winC > c || winH > h || winW > w) throw new LoupeException($"window {winC}×{winH}×{winW} is larger than the input {c}×{h}×{w}");
         var (baseScores, _, selection) = Explain.Scores(ctx, x, input.Selection, input.Slot);
         // Window origins, as Captum: ⌈(H − h) / s⌉ + 1 of them, 0, s, 2s, ..., the last window cut off at the image's
         // edge when (H − h) is not a multiple of s (BoxMasks clips it), so every pixel is covered. Until 2026-12-05 only
         // the windows that fit were taken, which left the far rows and columns without a window: 0 there.
-        var ys = Enumerable.Range(0, (int)((h - winH + strideH - 1) / strideH + 1)).Select(i => (long)i * strideH).ToArray();
-        var xs = Enumerable.Range(0, (int)((w - winW + strideW - 1) / strideW + 1)).Select(i => (long)i * strideW).ToArray();
-        var originY = tensor(ys).repeat_interleave(xs.Length);
-        var originX = tensor(xs).repeat(ys.Length);
+        var cs = Origins(c, winC, strideC);
+        var ys = Origins(h, winH, strideH);
+        var xs = Origins(w, winW, strideW);
+        var originC = tensor(cs).repeat_interleave(ys.Length * xs.Length);
+        var originY = tensor(ys).repeat_interleave(xs.Length).repeat(cs.Length);
+        var originX = tensor(xs).repeat(cs.Length * ys.Length);
+        bool perChannel = winC < c;
         var fill = Perturbation.BaselineOrFile(input, options.BaselineFile, options.BaselineFolder, options.Fill, Math.Max(winH, winW) / 2.0, options.FillValue, "fill_value");
-        Tensor Masks(long p0, long p) => Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), winH, winW, h, w);
+        // P×1×H×W boxes over every channel, or P×C×H×W boxes of winC channels (Captum's 3-D sliding window)
+        Tensor Masks(long p0, long p)
+        {
+            var box = Perturbation.BoxMasks(originY.narrow(0, p0, p), originX.narrow(0, p0, p), winH, winW, h, w);
+            if (!perChannel) return box;
+            var channel = arange(c).view(1, -1);
+            var oc = originC.narrow(0, p0, p).view(-1, 1);
+            return box * channel.ge(oc).logical_and(channel.lt(oc + winC)).to(box.dtype).view(p, c, 1, 1);
+        }
         // When the batch is the whole data (one image in the explorer), progress counts windows, not inputs.
         long windows = originY.shape[0];
         Action<double>? progress = ctx.InputCount == n ? f => ctx.Progress(f, $"window {Math.Round(f * windows)}/{windows}") : null;
         var scores = Perturbation.MaskedScores(ctx, x, fill, windows, Masks, selection, options.MicroBatch, progress: progress);
         var diff = baseScores.view(n, 1) - scores;                                            // N×P
-        var total = zeros(n, h * w);
-        var count = zeros(h * w);
+        long planes = perChannel ? c : 1;
+        var total = zeros(n, planes * h * w);
+        var count = zeros(planes * h * w);
         for (long p0 = 0, positions = originY.shape[0]; p0 < positions; p0 += 256)
         {
             using var chunk = NewDisposeScope();
             long p = Math.Min(256, positions - p0);
-            var m = Masks(p0, p).view(p, h * w);
+            var m = Masks(p0, p).reshape(p, planes * h * w);
             total.add_(diff.narrow(1, p0, p).MatMul(m));
             count.add_(m.sum(0, keepdim: false));
         }
-        total = total.view(n, 1, h, w);
-        count = count.view(1, 1, h, w);
+        total = total.view(n, planes, h, w);
+        count = count.view(1, planes, h, w);
         var attr = where(count > 0, total / count.clamp_min(1), zeros_like(total)).expand(n, c, h, w).contiguous();
         return new AttributionResult(attr, selection);
     }

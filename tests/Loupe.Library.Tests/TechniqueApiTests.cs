@@ -25,7 +25,7 @@ public class TechniqueApiTests
         return TensorAccounting.Live;
     }
 
-    /// <summary>grad-cam-element-wise, eigen-grad-cam, kpca-cam, fem and finer-cam at relu3 (make_families_fixtures.py;
+    /// <summary>grad-cam-element-wise, eigen-grad-cam, seg-eigen-cam, kpca-cam, fem and finer-cam at relu3 (make_families_fixtures.py;
     /// formerly a pipeline run in Loupe.Tests/NewerCamTests).</summary>
     [Fact]
     public void NewerCamsMatchThePyTorchReferenceOnTheDemoCnn()
@@ -35,6 +35,7 @@ public class TechniqueApiTests
         foreach (var (technique, artifact, fixture, options) in new (string, string, string, object)[]
                  {
                      ("grad-cam-element-wise", "grad-cam-element-wise-layer", "gcew", new { layer = "relu3" }), ("eigen-grad-cam", "eigen-grad-cam-layer", "egc", new { layer = "relu3" }),
+                     ("seg-eigen-cam", "seg-eigen-cam-layer", "segeigen", new { layer = "relu3" }),   // make_seg_eigen_cam_fixtures.py
                      ("kpca-cam", "kpca-cam-layer", "kpca", new { layer = "relu3" }), ("fem", "fem-layer", "fem", new { layer = "relu3" }),
                      ("finer-cam", "finer-cam-layer", "finer", new { layer = "relu3" }),
                      // pytorch-grad-cam's FinerCAM(base_method=LayerCAM / GradCAMPlusPlus)

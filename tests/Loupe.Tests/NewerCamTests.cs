@@ -2,14 +2,15 @@ using Loupe.Core;
 
 namespace Loupe.Tests;
 
-/// <summary>grad-cam-element-wise, eigen-grad-cam, kpca-cam, fem and finer-cam against PyTorch / sklearn implementations of
-/// pytorch-grad-cam's formulas (tests/fixtures/make_families_fixtures.py): layer maps after ReLU, demo CNN at relu3 and
+/// <summary>grad-cam-element-wise, eigen-grad-cam, seg-eigen-cam, kpca-cam, fem and finer-cam against PyTorch / sklearn
+/// implementations of pytorch-grad-cam's formulas (tests/fixtures/make_families_fixtures.py, make_seg_eigen_cam_fixtures.py): layer maps after ReLU, demo CNN at relu3 and
 /// resnet18 at layer3 (the demo CNN case: Loupe.Library.Tests/TechniqueApiTests, through the in-process API).</summary>
 public class NewerCamTests
 {
     const string Steps = """
               - { id: gcew, uses: grad-cam-element-wise, with: { layer: LAYER } }
               - { id: egc, uses: eigen-grad-cam, with: { layer: LAYER } }
+              - { id: seg, uses: seg-eigen-cam, with: { layer: LAYER } }
               - { id: kpca, uses: kpca-cam, with: { layer: LAYER } }
               - { id: fem, uses: fem, with: { layer: LAYER } }
               - { id: finer, uses: finer-cam, with: { layer: LAYER } }
@@ -18,7 +19,7 @@ public class NewerCamTests
         """;
 
     static readonly (string Step, string Artifact, string Fixture)[] Cases =
-        [("gcew", "grad-cam-element-wise-layer", "gcew"), ("egc", "eigen-grad-cam-layer", "egc"), ("kpca", "kpca-cam-layer", "kpca"), ("fem", "fem-layer", "fem"), ("finer", "finer-cam-layer", "finer"),
+        [("gcew", "grad-cam-element-wise-layer", "gcew"), ("egc", "eigen-grad-cam-layer", "egc"), ("seg", "seg-eigen-cam-layer", "segeigen"), ("kpca", "kpca-cam-layer", "kpca"), ("fem", "fem-layer", "fem"), ("finer", "finer-cam-layer", "finer"),
          ("finer-lc", "finer-cam-layer", "finer_layercam"), ("finer-pp", "finer-cam-layer", "finer_gcpp")];
 
     static void Check(RunResult r, string model, int n)

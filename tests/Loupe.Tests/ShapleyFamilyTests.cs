@@ -192,4 +192,22 @@ public class ShapleyFamilyTests
         // Captum's Lime.attribute takes 25 samples unless told otherwise.
         Assert.Equal(25, new Loupe.Analysis.Decisions.LimeOptions().Samples);
     }
+
+    /// <summary>Captum's Occlusion with a window over the channel axis (sliding_window_shapes=(1, 16, 16),
+    /// strides=(1, 8, 8)) against a PyTorch restatement of its algorithm (make_occlusion_channel_fixtures.py); a window
+    /// of all three channels gives the 2-value window's map.</summary>
+    [Fact]
+    public void OcclusionSlidesAlongChannelsAsCaptumsThreeDimensionalWindow()
+    {
+        var r = ResNet18("""
+              - { id: occ, uses: occlusion, with: { window: [1, 16, 16], stride: [1, 8, 8] } }
+              - { id: all3, uses: occlusion, with: { window: [3, 16, 16], stride: [3, 8, 8] } }
+              - { id: two, uses: occlusion, with: { window: [16, 16], stride: [8, 8] } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        TechniqueTests.Close(TechniqueTests.Stack(r, "occ", "occlusion", 2), "fam_r18_occlusion_channels.npy", 1e-4);
+        Assert.Equal(TechniqueTests.Stack(r, "two", "occlusion", 2), TechniqueTests.Stack(r, "all3", "occlusion", 2));
+        var bad = TestEnv.Run(TestEnv.FixturePipeline("      - { id: o, uses: occlusion, with: { window: [2, 4, 4] } }"));
+        Assert.Contains("option 'window' ([2, 4, 4]) is larger than the input (1×28×28)", string.Join("\n", bad.Errors));
+    }
 }
