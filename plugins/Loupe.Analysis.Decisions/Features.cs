@@ -11,7 +11,7 @@ namespace Loupe.Analysis.Decisions;
 public record FeatureOptions
 {
     /// <summary>Feature shape.</summary>
-    [Description("features: grid (square cells of side 'cell') or superpixels (scikit-image's SLIC on the displayed image); feature_mask overrides both")]
+    [Description("features: grid (square cells of side 'cell', the default), superpixels (scikit-image's SLIC on the displayed image), elements (every scalar of the input, each channel of each pixel: Captum's default, feature_mask=None), or mask (feature_mask); feature_mask overrides the others")]
     public FeatureSegments Segments { get; init; } = FeatureSegments.Grid;
     /// <summary>Grid cell size.</summary>
     [Range(1, 4096), Description("grid: side of the square cells, in input pixels; edge cells may be smaller")]
@@ -23,7 +23,7 @@ public record FeatureOptions
     [Range(0.01, 1000.0), Description("superpixels: SLIC compactness, as scikit-image's (colour distance in Lab for RGB, in [0, 1] after rescaling otherwise, over this; larger = more square)")]
     public double Compactness { get; init; } = 10;
     /// <summary>Feature mask file.</summary>
-    [FilePath, Description("a .npy H×W feature mask (Captum's feature_mask): pixels with the same value form one feature; values are relabelled 0..M−1 in ascending order")]
+    [FilePath, Description("a .npy feature mask (Captum's feature_mask): H×W (a feature is pixels, every channel together) or C×H×W (per channel); values equal = one feature, relabelled 0..M−1 in ascending order")]
     public string? FeatureMask { get; init; }
     /// <summary>Fill.</summary>
     [Alias("fill"), OrConstant(nameof(BaselineValue)), Description("what an absent feature becomes (Captum's baselines; also spelled fill): zero (normalised), mean, blur, black, or a constant: one value or one per channel in normalised space (Captum's scalar / per-channel baselines), e.g. 0.5 or [0.1, 0.2, 0.3]")]
@@ -45,15 +45,26 @@ public record FeatureOptions
 /// <summary>Interpretable features of images (label maps) and batched evaluation of feature coalitions.</summary>
 public static class Features
 {
-    /// <summary>Feature labels of image <paramref name="i"/> of the batch: H×W int64, dense 0..M−1.</summary>
+    /// <summary>Feature labels of image <paramref name="i"/> of the batch, int64, dense 0..M−1: H×W (a feature is a pixel
+    /// region, every channel together) or C×H×W (per channel: every scalar with <c>segments: elements</c>, or a C×H×W
+    /// feature_mask).</summary>
     public static Tensor Labels(FeatureOptions options, IAnalysisContext ctx, Tensor x, int i)
     {
-        long h = x.shape[2], w = x.shape[3];
-        if (options.FeatureMask is { } file) return MaskFile(file, h, w);
+        long c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        if (options.FeatureMask is { } file) return MaskFile(file, c, h, w);
         if (options.Segments == FeatureSegments.Superpixels)
             return Slic.Segment(ctx.Input.Denormalize(x[i].unsqueeze(0))[0], options.NSegments, options.Compactness);
+        if (options.Segments == FeatureSegments.Elements) return c == 1 ? arange(h * w).view(h, w) : arange(c * h * w).view(c, h, w);
         return Grid(h, w, options.Cell);
     }
+
+    /// <summary>The planes a label map covers one by one: its channels when it is C×H×W, else 1 (all channels together).</summary>
+    public static long Planes(Tensor labels) => labels.dim() == 3 ? labels.shape[0] : 1;
+
+    /// <summary>Masks of the absent part of coalitions <paramref name="present"/> (p×M, 1 = feature present): 1 where the
+    /// image takes the fill, p×planes×H×W.</summary>
+    public static Tensor Absent(Tensor present, Tensor labels) =>
+        (1 - present.to(ScalarType.Float32).index_select(1, labels.flatten())).view(present.shape[0], Planes(labels), labels.shape[^2], labels.shape[^1]);
 
     /// <summary>Grid cells of side <paramref name="cell"/> numbered row by row (H×W int64).</summary>
     public static Tensor Grid(long h, long w, int cell)
@@ -65,16 +76,17 @@ public static class Features
         return scope.MoveToOuter((rows * gx + cols).contiguous());
     }
 
-    /// <summary>A feature mask from a .npy H×W (or 1×H×W) file, relabelled densely.</summary>
-    public static Tensor MaskFile(string file, long h, long w)
+    /// <summary>A feature mask from a .npy H×W, 1×H×W or C×H×W file, relabelled densely (H×W, or C×H×W per channel).</summary>
+    public static Tensor MaskFile(string file, long c, long h, long w)
     {
         using var scope = NewDisposeScope();
         var m = Npy.Read(file).ToTensor();
         if (m.dim() == 3 && m.shape[0] == 1) m = m[0];
-        if (m.dim() != 2 || m.shape[0] != h || m.shape[1] != w)
-            throw new LoupeException($"{file}: feature_mask shape ({string.Join("×", m.shape)}) does not match the input {h}×{w}");
+        bool perChannel = m.dim() == 3 && m.shape[0] == c && c > 1;
+        if (!(m.dim() == 2 || perChannel) || m.shape[^2] != h || m.shape[^1] != w)
+            throw new LoupeException($"{file}: feature_mask shape ({string.Join("×", m.shape)}) does not match the input: give {h}×{w} (pixels, all channels together) or {c}×{h}×{w} (per channel)");
         var (_, dense, _) = unique(m.flatten(), sorted: true, return_inverse: true);
-        return scope.MoveToOuter(dense!.view(h, w).to(ScalarType.Int64));
+        return scope.MoveToOuter(dense!.view(m.shape).to(ScalarType.Int64));
     }
 
     /// <summary>The segmentation's own options set under another <paramref name="segments"/>: <c>cell</c> is the
@@ -84,16 +96,14 @@ public static class Features
         OptionRules.OnlyWith(options, segments == FeatureSegments.Grid, "segments: grid", "Cell")
             .Concat(OptionRules.OnlyWith(options, segments == FeatureSegments.Superpixels, "segments: superpixels", "NSegments", "Compactness"));
 
-    /// <summary>Segment choices these methods cannot honour: their features are pixel regions (all channels together),
-    /// so <c>segments: elements</c> (every scalar a feature, Captum's feature_mask=None) has no label map here, and
-    /// <c>segments: mask</c> needs its <c>feature_mask</c> (until 2026-12-05 both fell back to the grid silently).</summary>
+    /// <summary>Segment choices these methods cannot honour: <c>segments: mask</c> needs its <c>feature_mask</c> (until
+    /// 2026-12-05 it fell back to the grid silently; so did <c>elements</c>, then refused, and since 2026-12-06 every
+    /// scalar a feature as Captum's feature_mask=None).</summary>
     public static IEnumerable<string> SegmentErrors(FeatureOptions o, string id)
     {
         foreach (var e in SegmentOptionErrors(o, o.Segments)) yield return e;
         foreach (var e in Perturbation.TensorBaselineErrors(o.BaselineFile, o.BaselineFolder, o.BaselineValue, "fill")) yield return e;
         foreach (var e in Perturbation.NamedBesideTensorErrors(o, "Baseline", o.BaselineFile, o.BaselineFolder)) yield return e;
-        if (o.Segments == FeatureSegments.Elements && o.FeatureMask is null)
-            yield return $"option 'segments': {id} switches pixel regions (every channel together) on and off; elements (every scalar a feature) is feature-ablation's: give grid, superpixels or a feature_mask";
         if (o.Segments == FeatureSegments.Mask && o.FeatureMask is null)
             yield return "option 'segments': mask needs 'feature_mask' (a .npy H×W of feature ids)";
     }
@@ -105,18 +115,15 @@ public static class Features
     /// kept from the image; 0 = absent, taken from <paramref name="fill"/>), a chunk of coalitions per forward. Returns S.</summary>
     public static Tensor CoalitionScores(IAnalysisContext ctx, Tensor x, Tensor fill, Tensor labels, Tensor z, TargetSelection selection, int? microBatch)
     {
-        long h = labels.shape[0], w = labels.shape[1];
-        var flat = labels.flatten();
         var zf = z.to(ScalarType.Float32);
-        return Perturbation.MaskedScores(ctx, x, fill, z.shape[0],
-            (p0, p) => (1 - zf.narrow(0, p0, p).index_select(1, flat)).view(p, 1, h, w), selection, microBatch)[0];
+        return Perturbation.MaskedScores(ctx, x, fill, z.shape[0], (p0, p) => Absent(zf.narrow(0, p0, p), labels), selection, microBatch)[0];
     }
 
-    /// <summary>Feature values (M per row of <paramref name="values"/>) spread to the pixels of each feature: N×C×H×W.</summary>
+    /// <summary>Feature values (M of them) spread to the pixels (or, per channel, the scalars) of each feature: 1×C×H×W.</summary>
     public static Tensor ToPixels(Tensor values, Tensor labels, long c)
     {
-        long h = labels.shape[0], w = labels.shape[1];
-        return values.index_select(0, labels.flatten()).view(1, 1, h, w).expand(1, c, h, w);
+        long h = labels.shape[^2], w = labels.shape[^1];
+        return values.index_select(0, labels.flatten()).view(1, Planes(labels), h, w).expand(1, c, h, w);
     }
 
     /// <summary>Per-input generators: step seed × input id (<see cref="InputSeeds"/>); rows without ids use "#row".</summary>

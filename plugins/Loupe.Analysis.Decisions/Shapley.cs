@@ -90,7 +90,7 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
                 {
                     var r = arange(p0, p0 + p);
                     var prefix = pos.index_select(0, r.div(m, rounding_mode: RoundingMode.floor)) < (r.remainder(m) + 1).unsqueeze(1);
-                    return (1 - prefix.to(ScalarType.Float32).index_select(1, labels.flatten())).view(p, 1, labels.shape[0], labels.shape[1]);
+                    return Features.Absent(prefix, labels);
                 }, rows, options.MicroBatch)[0].view(k, m);
                 var gain = y - cat([empty.expand(k, 1), y[.., ..^1]], 1);                   // change when perms[j, t] is added
                 total.index_add_(0, perms.flatten(), gain.flatten(), 1);
@@ -113,7 +113,7 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
         var v = Perturbation.MaskedScores(ctx, xi, fi, count, (p0, p) =>
         {
             var present = arange(p0, p0 + p).unsqueeze(1).bitwise_right_shift(bits).bitwise_and(1).to(ScalarType.Float32);   // p×M
-            return (1 - present.index_select(1, labels.flatten())).view(p, 1, labels.shape[0], labels.shape[1]);
+            return Features.Absent(present, labels);
         }, rows, options.MicroBatch)[0].to(ScalarType.Float64).contiguous().data<double>().ToArray();
         var weight = new double[m];   // |S|!(M − |S| − 1)!/M! for |S| = 0..M−1
         for (int k = 0; k < m; k++) weight[k] = Math.Exp(LogFactorial(k) + LogFactorial((int)m - k - 1) - LogFactorial((int)m));
@@ -204,7 +204,7 @@ public sealed class FeaturePermutation : AttributionAnalysis<FeaturePermutationO
                 using var scope = NewDisposeScope();
                 ctx.Cancellation.ThrowIfCancellationRequested();
                 long p = Math.Min(chunk, m - f0);
-                var mask = (flat.view(1, -1) == arange(f0, f0 + p).view(-1, 1)).to(ScalarType.Float32).view(1, p, 1, h, w);
+                var mask = (flat.view(1, -1) == arange(f0, f0 + p).view(-1, 1)).to(ScalarType.Float32).view(1, p, Features.Planes(labels), h, w);
                 var other = x.index_select(0, perms.narrow(0, f0, p).t().reshape(-1)).view(n, p, c, h, w);
                 var copies = (x.unsqueeze(1) * (1 - mask) + other * mask).reshape(n * p, c, h, w);
                 var sel = selection.Rows(Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Repeat(i, (int)p)).ToArray());
@@ -212,7 +212,7 @@ public sealed class FeaturePermutation : AttributionAnalysis<FeaturePermutationO
                 using (capture) parts.Add(scope.MoveToOuter(baseScores.view(n, 1) - ctx.Target.Scores(ti, sel).view(n, p)));
             }
         var diff = cat(parts, 1);                                                               // N×M
-        var map = diff.index_select(1, flat).view(n, 1, h, w).expand(n, c, h, w).contiguous();
+        var map = diff.index_select(1, flat).view(n, Features.Planes(labels), h, w).expand(n, c, h, w).contiguous();
         return new AttributionResult(map, selection);
     }
 }

@@ -177,7 +177,9 @@ public sealed class Lime : SurrogateAnalysis<LimeOptions>
         // Per-feature sums give the distances of all copies at once: a copy holds x on kept features and the fill elsewhere.
         long m = z.shape[1];
         var flat = labels.flatten();
-        Tensor Sum(Tensor v) => zeros(m, dtype: ScalarType.Float64).index_add_(0, flat, v.to(ScalarType.Float64).sum(0, keepdim: false), 1);
+        // per feature: the sum over its pixels of every channel (a region's), or over its scalars (per-channel labels)
+        bool perChannel = Features.Planes(labels) > 1;
+        Tensor Sum(Tensor v) => zeros(m, dtype: ScalarType.Float64).index_add_(0, flat, (perChannel ? v.flatten() : v.sum(0, keepdim: false)).to(ScalarType.Float64), 1);
         var xi = x[0].flatten(1); var fi = fill[0].flatten(1);
         var zd = z.to(ScalarType.Float64); var off = 1 - zd;
         Tensor d;

@@ -176,21 +176,34 @@ public class ShapleyFamilyTests
     [Fact]
     public void SegmentChoicesTheMethodsCannotHonourAreValidationErrors()
     {
-        // Their features are pixel regions: segments: elements (every scalar) and segments: mask without a
-        // feature_mask fell back to the 8-pixel grid silently until 2026-12-05.
+        // segments: mask without a feature_mask fell back to the 8-pixel grid silently until 2026-12-05.
         var r = TestEnv.Run(TestEnv.FixturePipeline("""
-              - { id: ks, uses: kernel-shap, with: { segments: elements } }
               - { id: lm, uses: lime, with: { segments: mask } }
-              - { id: ss, uses: shapley-sampling, with: { segments: elements } }
-              - { id: fp, uses: feature-permutation, with: { segments: elements } }
             """));
         Assert.Equal(2, r.ExitCode);
-        var all = string.Join("\n", r.Errors);
-        foreach (var id in new[] { "kernel-shap", "shapley-sampling", "feature-permutation" })
-            Assert.Contains($"option 'segments': {id} switches pixel regions (every channel together) on and off", all);
-        Assert.Contains("option 'segments': mask needs 'feature_mask'", all);
+        Assert.Contains("option 'segments': mask needs 'feature_mask'", string.Join("\n", r.Errors));
         // Captum's Lime.attribute takes 25 samples unless told otherwise.
         Assert.Equal(25, new Loupe.Analysis.Decisions.LimeOptions().Samples);
+    }
+
+    /// <summary>Features per channel, as Captum's feature_mask of the input's C×H×W shape: kernel-shap and
+    /// shapley-sampling with a 3×64×64 mask of (channel, 16×16 cell) features on resnet18 against families_refs.py's
+    /// restatements (make_channel_feature_fixtures.py); and every scalar a feature (segments: elements, Captum's
+    /// feature_mask=None), refused until 2026-12-06, runs and gives each pixel its own value.</summary>
+    [Fact]
+    public void FeaturesMayBePerChannelAsCaptumsFeatureMask()
+    {
+        var r = ResNet18($$"""
+              - { id: ks, uses: kernel-shap, with: { feature_mask: {{F("fam_chan_mask.npy")}}, coalitions_file: {{F("fam_chan_kshap_coalitions.npy")}} } }
+              - { id: ss, uses: shapley-sampling, with: { feature_mask: {{F("fam_chan_mask.npy")}}, permutations_file: {{F("fam_chan_shapley_perms.npy")}} } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ks", "kernel-shap", 2), "fam_chan_kshap.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "ss", "shapley-sampling", 2), "fam_chan_shapley.npy", 1e-4);
+        var e = TestEnv.Run(TestEnv.FixturePipeline("      - { id: ks, uses: kernel-shap, with: { segments: elements, samples: 200 } }", batchSize: 2));
+        Assert.True(e.ExitCode == 0, string.Join("\n", e.Errors) + e.Manifest?.ToJsonString());
+        var map = TestEnv.Artifact(e, "ks/00000.kernel-shap.npy").Data;
+        Assert.True(map.Distinct().Count() > 100, $"{map.Distinct().Count()} distinct values over 784 pixels");
     }
 
     /// <summary>Captum's Occlusion with a window over the channel axis (sliding_window_shapes=(1, 16, 16),
