@@ -22,6 +22,12 @@ public enum CamUpsample
     Bilinear,
     /// <summary>Nearest neighbour (PyTorch's legacy 'nearest'; Captum <c>GuidedGradCam</c>'s default).</summary>
     Nearest,
+    /// <summary>Bicubic, align_corners = false (PyTorch's 'bicubic').</summary>
+    Bicubic,
+    /// <summary>Adaptive average pooling (PyTorch's 'area').</summary>
+    Area,
+    /// <summary>Nearest with half-pixel centres (PyTorch's 'nearest-exact').</summary>
+    NearestExact,
 }
 
 /// <summary>How a CAM combines the maps of several layers.</summary>
@@ -57,7 +63,7 @@ public record CamOptions : IReshapesLayers, IAttributesToLayerInput
     public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
 
     /// <summary>Upsampling under the Captum convention.</summary>
-    [Description("convention captum only: bilinear or nearest upsampling of the layer map (Captum interpolate_mode; default bilinear, nearest for guided-grad-cam as Captum's GuidedGradCam)")]
+    [Description("convention captum only: upsampling of the layer map, as Captum's interpolate_mode (F.interpolate's modes): bilinear, nearest, bicubic, area or nearest-exact (default bilinear — Captum LayerAttribution.interpolate's own default is nearest; nearest for guided-grad-cam as Captum's GuidedGradCam)")]
     public CamUpsample? Upsample { get; init; }
 
     /// <summary>The layer's input instead of its output.</summary>
@@ -155,6 +161,8 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         if (options.Layer is not null && options.Layers is not null) yield return "give either 'layer' or 'layers', not both";
         if (options.Upsample is not null && options.Convention == CamConvention.PytorchGradCam)
             yield return "option 'upsample' applies to convention captum; pytorch-grad-cam always resizes bilinearly";
+        if (!options.Relu && options.Convention == CamConvention.PytorchGradCam)
+            yield return "option 'relu: false' applies to convention captum; pytorch-grad-cam clips every CAM at 0 before scaling it (until 2026-12-06 the option was ignored here)";
         if (LayerInputs.Check(options.AttributeToLayerInput, context.Model) is { } e) yield return e;
         if (options.Aggregate == CamAggregate.Product && options.AllLayers.Count < 2)
             yield return "option 'aggregate: product' (RefineCAM) combines several layers: give 'layers' with two or more";
@@ -241,13 +249,20 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
 
     /// <summary>Captum's convention: the layer-resolution map resized to the input (bilinear, or nearest as Captum's
     /// interpolate default).</summary>
-    static Tensor Upsample(TOptions options, Tensor map, long h, long w) =>
-        options.Upsample == CamUpsample.Nearest ? Nearest(map, h, w) : Display.Resize(map, h, w);
+    static Tensor Upsample(TOptions options, Tensor map, long h, long w) => options.Upsample switch
+    {
+        CamUpsample.Nearest => Interpolate(map, h, w, InterpolationMode.Nearest),
+        CamUpsample.NearestExact => Interpolate(map, h, w, InterpolationMode.NearestExact),
+        CamUpsample.Bicubic => Interpolate(map, h, w, InterpolationMode.Bicubic, alignCorners: false),
+        CamUpsample.Area => Interpolate(map, h, w, InterpolationMode.Area),
+        _ => Display.Resize(map, h, w),
+    };
 
-    /// <summary>Nearest-neighbour resize (PyTorch's legacy 'nearest', as Captum's interpolate) of N×h×w or N×K×h×w maps.</summary>
-    static Tensor Nearest(Tensor map, long h, long w) => map.dim() == 4
-        ? nn.functional.interpolate(map, [h, w], mode: InterpolationMode.Nearest)
-        : nn.functional.interpolate(map.unsqueeze(1), [h, w], mode: InterpolationMode.Nearest).squeeze(1);
+    /// <summary>F.interpolate of N×h×w or N×K×h×w maps to <paramref name="h"/>×<paramref name="w"/> (as Captum's
+    /// LayerAttribution.interpolate).</summary>
+    static Tensor Interpolate(Tensor map, long h, long w, InterpolationMode mode, bool? alignCorners = null) => map.dim() == 4
+        ? nn.functional.interpolate(map, [h, w], mode: mode, align_corners: alignCorners)
+        : nn.functional.interpolate(map.unsqueeze(1), [h, w], mode: mode, align_corners: alignCorners).squeeze(1);
 
     /// <summary>pytorch-grad-cam's scale_cam_image without the resize: per map x − min, then / (1e-7 + max).</summary>
     public static Tensor ScaleEach(Tensor maps)

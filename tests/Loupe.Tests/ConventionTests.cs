@@ -166,6 +166,23 @@ public class ConventionTests
                 Assert.Equal(raw[y / 4 * 7 + x / 4], up[y * 28 + x]);
     }
 
+    /// <summary>F.interpolate's other modes, as Captum's interpolate_mode: Grad-CAM at relu3 upsampled bicubic, area and
+    /// nearest-exact against PyTorch (make_cam_upsample_fixtures.py); relu: false under pytorch-grad-cam's convention is
+    /// refused (that library clips every CAM at 0).</summary>
+    [Fact]
+    public void CamsUpsampleWithEveryInterpolateModeOfCaptum()
+    {
+        var r = Run(TestEnv.FixturePipeline("""
+              - { id: bc, uses: grad-cam, with: { layer: relu3, upsample: bicubic } }
+              - { id: ar, uses: grad-cam, with: { layer: relu3, upsample: area } }
+              - { id: ne, uses: grad-cam, with: { layer: relu3, upsample: nearest-exact } }
+            """, batchSize: 4));
+        foreach (var (step, fixture) in new[] { ("bc", "bicubic"), ("ar", "area"), ("ne", "nearest_exact") })
+            TechniqueTests.Close(TechniqueTests.Stack(r, step, "grad-cam"), $"conv_gradcam_{fixture}.npy", 1e-5);
+        var bad = TestEnv.Run(TestEnv.FixturePipeline("      - { id: gc, uses: grad-cam, with: { layer: relu3, relu: false, convention: pytorch-grad-cam } }"));
+        Assert.Contains("option 'relu: false' applies to convention captum", string.Join("\n", bad.Errors));
+    }
+
     [Fact]
     public void FeatureAblationPerElementAndWithAMaskFile()
     {
@@ -237,11 +254,11 @@ public class ConventionTests
     public void ConstantFillsOfTheWrongLengthAreValidationErrors()
     {
         var r = TestEnv.Run(TestEnv.FixturePipeline("""
-              - { id: occ, uses: occlusion, with: { window: [3, 5, 7], fill_value: [0.1, 0.2] } }
+              - { id: occ, uses: occlusion, with: { window: [3, 5, 7, 9], fill_value: [0.1, 0.2] } }
             """));
         Assert.Equal(2, r.ExitCode);
         var all = string.Join("\n", r.Errors);
-        Assert.Contains("option 'window': give one value or [height, width]", all);
+        Assert.Contains("option 'window': give one value, [height, width] or [channels, height, width]", all);
         Assert.Contains("option 'fill_value': give one value or one per channel (1), got 2", all);
         var bounds = TestEnv.Run(TestEnv.FixturePipeline("""
               - { id: occ, uses: occlusion, with: { window: [3, 5], stride: [2, 0] } }
