@@ -6,15 +6,18 @@ namespace Loupe.Abstractions;
 public enum LayerReshape
 {
     /// <summary>Decided from the shape: 4-D N×C×h×w as is, 4-D N×h×w×C (h = w ≠ C) transposed, 3-D N×T×C tokens on a
-    /// grid of the image's aspect (T = h·w, or T = 1 + h·w with a leading class token, which is dropped; a square grid
-    /// when the image size is not known).</summary>
+    /// grid of the image's aspect (T = h·w, or T = k + h·w with k leading tokens that are not patches — a class token,
+    /// DeiT's distillation token, registers — which are dropped; a square grid when the image size is not known).</summary>
     Auto,
     /// <summary>N×C×h×w, used as is.</summary>
     None,
     /// <summary>Channels last, N×h×w×C (Swin's stages, ConvNeXt's permuted blocks) → N×C×h×w.</summary>
     Nhwc,
-    /// <summary>ViT tokens N×(1 + h·w)×C: the class token is dropped, the rest laid on an h×w grid of the image's aspect
-    /// (pytorch-grad-cam's reshape_transform with its height and width) → N×C×h×w.</summary>
+    /// <summary>ViT tokens N×(k + h·w)×C: the k leading tokens that are not patches (the class token; DeiT's
+    /// distillation token; registers: k = 1, 2, 5, 9 or 17, the first that leaves a grid of the image's aspect) are
+    /// dropped and the rest
+    /// laid on that h×w grid (pytorch-grad-cam's reshape_transform with its height and width: tensor[:, k:, :]) →
+    /// N×C×h×w.</summary>
     Vit,
     /// <summary>Tokens N×(h·w)×C, all on an h×w grid of the image's aspect (no class token) → N×C×h×w.</summary>
     Tokens,
@@ -48,6 +51,19 @@ public static class LayerReshapes
 
     static bool Fits(long t, (long, long)? image) => Grid(t, image).Height > 0;
 
+    /// <summary>The counts of leading non-patch tokens looked for, in order: a class token (ViT), class + distillation
+    /// (DeiT), class + 4, 8 or 16 registers (Darcet et al. 2024's ViTs with registers).</summary>
+    public static readonly int[] PrefixTokenCounts = [1, 2, 5, 9, 17];
+
+    /// <summary>The first of <see cref="PrefixTokenCounts"/> that leaves <paramref name="t"/> − k tokens on a grid of the
+    /// image's aspect, or −1.</summary>
+    public static long PrefixTokens(long t, (long Height, long Width)? image = null)
+    {
+        foreach (var k in PrefixTokenCounts)
+            if (k < t && Fits(t - k, image)) return k;
+        return -1;
+    }
+
     /// <summary>The concrete reshape for a layer of <paramref name="shape"/> (never <see cref="LayerReshape.Auto"/>),
     /// or an explanation why it does not fit; <paramref name="image"/> (the input's H×W) lets token layers lie on a
     /// grid of the image's aspect.</summary>
@@ -61,16 +77,16 @@ public static class LayerReshapes
                 return (shape[2] != shape[3] && shape[1] == shape[2] ? LayerReshape.Nhwc : LayerReshape.None, null);
             case LayerReshape.Auto when shape.Length == 3:
                 if (Fits(shape[1], image)) return (LayerReshape.Tokens, null);
-                if (Fits(shape[1] - 1, image)) return (LayerReshape.Vit, null);
-                return (requested, $"the layer's {shape[1]} tokens are neither a grid{Of()} nor a class token plus such a grid");
+                if (PrefixTokens(shape[1], image) > 0) return (LayerReshape.Vit, null);
+                return (requested, $"the layer's {shape[1]} tokens are neither a grid{Of()} nor {string.Join(", ", PrefixTokenCounts)} leading tokens (a class token, a distillation token, registers) plus such a grid");
             case LayerReshape.Auto:
                 return (requested, $"a layer of shape ({S()}) cannot be laid out as N×C×h×w");
             case LayerReshape.None or LayerReshape.Nhwc when shape.Length != 4:
                 return (requested, $"reshape '{Name(requested)}' needs a 4-D layer, this one is ({S()})");
             case LayerReshape.Vit or LayerReshape.Tokens when shape.Length != 3:
                 return (requested, $"reshape '{Name(requested)}' needs a 3-D token layer N×T×C, this one is ({S()})");
-            case LayerReshape.Vit when !Fits(shape[1] - 1, image):
-                return (requested, $"reshape 'vit': {shape[1]} tokens are not 1 + a grid{Of()} (or a square number)");
+            case LayerReshape.Vit when PrefixTokens(shape[1], image) < 0:
+                return (requested, $"reshape 'vit': {shape[1]} tokens are not {string.Join(", ", PrefixTokenCounts)} leading tokens + a grid{Of()} (or a square number)");
             case LayerReshape.Tokens when !Fits(shape[1], image):
                 return (requested, $"reshape 'tokens': {shape[1]} tokens are not a grid{Of()} (or a square number)");
             default:
@@ -86,7 +102,7 @@ public static class LayerReshapes
             case LayerReshape.Nhwc: return a.permute(0, 3, 1, 2);
             case LayerReshape.Vit or LayerReshape.Tokens:
             {
-                var tokens = mode == LayerReshape.Vit ? a[.., 1..] : a;
+                var tokens = mode == LayerReshape.Vit ? a[.., (int)PrefixTokens(a.shape[1], image)..] : a;
                 var (h, w) = Grid(tokens.shape[1], image);
                 return tokens.reshape(a.shape[0], h, w, a.shape[2]).permute(0, 3, 1, 2);
             }

@@ -42,7 +42,7 @@ public sealed record ActivationsOptions : IReshapesLayers
     [Required, LayerName(Spatial = true), Description("layer whose activation maps are shown (N×K×h×w, or tokens / channels-last through 'reshape')")]
     public string Layer { get; init; } = "";
     /// <summary>Layout of the layer.</summary>
-    [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the class token of N×(1+h·w)×C), tokens (N×(h·w)×C), as on CAM steps")]
+    [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the leading tokens that are not patches — class token, DeiT's distillation token, registers — of N×(k+h·w)×C), tokens (N×(h·w)×C), as on CAM steps")]
     public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
     /// <summary>Channels.</summary>
     [Description("channels to show; omit for the top-n most active per input")]

@@ -59,7 +59,7 @@ public record CamOptions : IReshapesLayers, IAttributesToLayerInput
     [Description("captum (default): raw map upsampled bilinearly; pytorch-grad-cam: min-max per map, resized, averaged over layers, min-max again")]
     public CamConvention Convention { get; init; } = CamConvention.Captum;
     /// <summary>Token/channels-last layout of the layers.</summary>
-    [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the class token of N×(1+h·w)×C), tokens (N×(h·w)×C) — pytorch-grad-cam's reshape_transform")]
+    [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the leading tokens that are not patches — class token, DeiT's distillation token, registers — of N×(k+h·w)×C), tokens (N×(h·w)×C) — pytorch-grad-cam's reshape_transform")]
     public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
 
     /// <summary>Upsampling under the Captum convention.</summary>

@@ -13,7 +13,7 @@ public sealed record FeatureFactorizationOptions : IReshapesLayers
     [Required, LayerName(Spatial = true), Description("layer whose activations are factorised (N×K×h×w, or tokens / channels-last through 'reshape'), e.g. layer4")]
     public string Layer { get; init; } = "";
     /// <summary>Layout of the layer.</summary>
-    [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the class token of N×(1+h·w)×C), tokens (N×(h·w)×C) — pytorch-grad-cam's reshape_transform")]
+    [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the leading tokens that are not patches — class token, DeiT's distillation token, registers — of N×(k+h·w)×C), tokens (N×(h·w)×C) — pytorch-grad-cam's reshape_transform")]
     public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
     /// <summary>Components.</summary>
     [Range(1, 64), Description("concepts per factorisation: pytorch-grad-cam's n_components (5 in its run_dff_on_image and dff(); its DeepFeatureFactorization call defaults to 16)")]

@@ -46,7 +46,7 @@ public sealed record MaxPatchesOptions : IReshapesLayers
     [Required, LayerName(Spatial = true), Description("spatial layer (N×K×h×w, or tokens / channels-last laid out by 'reshape') whose units are ranked, e.g. relu3")]
     public string Layer { get; init; } = "";
     /// <summary>How the layer is laid out as N×C×h×w (ViT tokens, NHWC).</summary>
-    [Description("layout of the layer as N×C×h×w: auto (from the shape), none, nhwc, vit (class token dropped), tokens")]
+    [Description("layout of the layer as N×C×h×w: auto (from the shape), none, nhwc, vit (leading non-patch tokens dropped: class, distillation, registers), tokens")]
     public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
     /// <summary>Channels.</summary>
     [Description("channels to rank; omit for all channels of the layer")]

@@ -150,7 +150,23 @@ public class TransformerCamTests
         Assert.Equal([2L, 4, 3, 3], t.shape);
         Assert.Equal(tokens[0, 1 + 3 * 1 + 2, 3].item<float>(), t[0, 3, 1, 2].item<float>());   // token (1, 2) of the grid
         Assert.Equal(LayerReshape.None, LayerReshapes.Resolve(LayerReshape.Auto, [2, 8, 7, 7]).Mode);
-        Assert.NotNull(LayerReshapes.Resolve(LayerReshape.Auto, [2, 11, 4]).Error);
+        Assert.NotNull(LayerReshapes.Resolve(LayerReshape.Auto, [2, 12, 4]).Error);   // 12 − 1, 2, 5, 9: no square
+    }
+
+    /// <summary>Leading tokens that are not patches besides the class token (pytorch-grad-cam's reshape_transform
+    /// tensor[:, k:, :]): DeiT's class + distillation tokens (198 = 2 + 14×14), a ViT with 4 registers (201 = 5 + 14×14).</summary>
+    [Fact]
+    public void DistillationAndRegisterTokensAreDroppedWithTheClassToken()
+    {
+        using var scope = NewDisposeScope();
+        foreach (var (t, k) in new[] { (198L, 2L), (201L, 5L), (197L, 1L) })
+        {
+            var tokens = arange(2 * t * 3, dtype: ScalarType.Float32).view(2, t, 3);
+            Assert.Equal((LayerReshape.Vit, (string?)null), LayerReshapes.Resolve(LayerReshape.Auto, tokens.shape, (224, 224)));
+            var grid = LayerReshapes.ToGrid(tokens, LayerReshape.Vit, (224, 224));
+            Assert.Equal([2L, 3, 14, 14], grid.shape);
+            Assert.Equal(tokens[1, k + 14 * 3 + 5, 2].item<float>(), grid[1, 2, 3, 5].item<float>());   // patch (3, 5)
+        }
     }
 
     /// <summary>A ViT on a non-square image (224×320, patches of 16: 14×20 tokens after the class token) lays its tokens
