@@ -18,6 +18,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeAnalysis<Sparseness>("sparseness", "Gini index of |map| (Chalasani et al. 2020; Quantus Sparseness); higher is better; of: step id")
         .AddLoupeAnalysis<Complexity>("complexity", "entropy of the map's fractional contributions (Bhatt et al. 2020; Quantus Complexity); lower is better; of: step id")
         .AddLoupeAnalysis<EffectiveComplexity>("effective-complexity", "number of pixels with |map| > eps (Nguyen & Rodríguez Martínez 2020); lower is better; of: step id")
+        .AddLoupeAnalysis<MstCompactness>("mst-c", "compactness of the salient points: 1/√hull area × points / minimum-spanning-tree length (Mesgari et al. 2026; Quantus MSTC); higher is better; of: step id")
         // Localisation (object masks from the data source or the input)
         .AddLoupeAnalysis<AttributionLocalisation>("attribution-localisation", "share of positive attribution inside the object mask (Kohlbrenner et al. 2020); higher is better; of: step id")
         .AddLoupeAnalysis<TopKIntersection>("top-k-intersection", "share of the k top pixels inside the object mask (Theiner et al. 2021); higher is better; of: step id")

@@ -10,18 +10,25 @@ public class ComplexityValuesTests
     /// (written to <paramref name="dir"/>), then <paramref name="steps"/>; asserts it succeeded.</summary>
     static Loupe.Core.RunResult OnMaps(string dir, NdArray maps, string steps)
     {
+        var r = Env.Run(MapsPipeline(dir, maps, steps));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
+        return r;
+    }
+
+    /// <summary>The pipeline of <see cref="OnMaps"/>: the region CNN, the 4 quality fixture inputs, <paramref name="maps"/>
+    /// (written to <paramref name="dir"/>) as step <c>m</c>, then <paramref name="steps"/>.</summary>
+    internal static string MapsPipeline(string dir, NdArray maps, string steps)
+    {
         var path = Path.Combine(dir, "maps.npy");
         File.WriteAllBytes(path, Npy.Encode(maps));
-        var r = Env.Run($$"""
+        return $$"""
             version: 1
             model: { uses: region-test }
             data: { uses: npy, with: { path: {{Env.QualityFixture("inputs.npy")}} } }
             steps:
               - { id: m, uses: fixture-map, with: { path: {{Env.Yaml(path)}} } }
             {{steps}}
-            """);
-        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?["steps"]?.ToJsonString());
-        return r;
+            """;
     }
 
     [Fact]
