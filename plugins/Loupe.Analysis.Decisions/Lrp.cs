@@ -102,9 +102,10 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         double eps = options.Epsilon ?? (options.Convention == LrpConvention.Captum ? 1e-9 : 1e-6);
         var mean = tensor(spec.Mean.Take((int)channels).ToArray()).view(1, -1, 1, 1);
         var std = tensor(spec.Std.Take((int)channels).ToArray()).view(1, -1, 1, 1);
+        double stabilizer = options.Stabilizer ?? (options.Convention == LrpConvention.Captum ? 1e-9 : 1e-6);
         LrpRule Make(LrpRuleKind kind) => new(kind, eps, options.Gamma,
             kind == LrpRuleKind.ZBox ? (mean.neg() + options.Low) / std : null, kind == LrpRuleKind.ZBox ? (mean.neg() + options.High) / std : null)
-        { Alpha = options.Alpha ?? 2 };
+        { Alpha = options.Alpha ?? 2, Stabilizer = stabilizer };
         var named = new Dictionary<int, LrpRule>();
         foreach (var r in options.Rules ?? [])
         {
@@ -116,7 +117,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
                 Gamma = r.Gamma ?? options.Gamma,
                 Alpha = r.Alpha ?? options.Alpha ?? 2,
                 Beta = r.Beta ?? 1,
-                Stabilizer = r.Stabilizer ?? (options.Convention == LrpConvention.Captum ? 1e-9 : 1e-6),
+                Stabilizer = r.Stabilizer ?? stabilizer,
                 ZeroBias = r.ZeroBias,
                 Captum = options.Convention == LrpConvention.Captum,
             };

@@ -55,6 +55,9 @@ public sealed record LrpOptions
     /// <summary>ε.</summary>
     [Range(0, 1e6), Description("ε of the epsilon rule (default 1e-6, Zennit's; 1e-9 under convention: captum, also on pools)")]
     public double? Epsilon { get; init; }
+    /// <summary>The composite's stabilizer.</summary>
+    [Range(0, 1e6), Description("stabilizer of every rule other than epsilon and pass (Zennit's composite-wide stabilizer, default 1e-6; 1e-9 under convention: captum); a rules entry's own stabilizer wins")]
+    public double? Stabilizer { get; init; }
     /// <summary>α of the alpha-beta rule.</summary>
     [Range(1, 1e6), Description("α of rule alpha-beta (Zennit's AlphaBeta, β = α − 1; default 2)")]
     public double? Alpha { get; init; }

@@ -100,6 +100,21 @@ public class LrpTests
             Assert.True(TestEnv.RelL2(Npy.Read(TestEnv.Fixture($"lrp_cnn_{fixture}.npy")).Data, Npy.Read(TestEnv.Fixture($"lrp_cnn_{without}.npy")).Data) > 0.05, fixture);
     }
 
+    /// <summary>Zennit's composite-wide stabilizer: every rule but ε takes it — the same map as each convolution's rule
+    /// given that stabilizer by name, and another map than the default's.</summary>
+    [Fact]
+    public void TheCompositesStabilizerReachesEveryRule()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline(string.Join("\n",
+            "  - { id: wide, uses: lrp, with: { composite: epsilon-gamma-box, stabilizer: 0.5 } }",
+            "  - { id: named, uses: lrp, with: { composite: epsilon-gamma-box, rules: [ { layer: conv1, rule: z-box, stabilizer: 0.5 }, { layer: conv2, rule: gamma, stabilizer: 0.5 }, { layer: conv3, rule: gamma, stabilizer: 0.5 } ] } }",
+            "  - { id: plain, uses: lrp, with: { composite: epsilon-gamma-box } }"), batchSize: 4));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        var wide = TechniqueTests.Stack(r, "wide", "lrp");
+        Assert.Equal(TechniqueTests.Stack(r, "named", "lrp"), wide);
+        Assert.True(TestEnv.RelL2(wide, TechniqueTests.Stack(r, "plain", "lrp")) > 1e-3);
+    }
+
     [Fact]
     public void PerLayerRulesAreCheckedAtValidation()
     {
