@@ -173,6 +173,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeTarget<TopKTargetFactory>("top-k", "each of the k largest logits: { top-k: 3 } gives one map per input and rank")
         .AddLoupeTarget<UnitTargetFactory>("channel", "mean activation of a channel: { channel: \"relu3:12\" }")
         .AddLoupeTarget<NeuronTargetFactory>("neuron", "one neuron of a layer: { neuron: \"relu3:12:3:4\" }")
+        .AddLoupeTarget<FinerTargetFactory>("finer", "Finer-CAM's score for any method: the class against its nearest competitors, Σ p_r (z_c − α z_r) / Σ p_r (pytorch-grad-cam FinerWeightedTarget): { finer: { compare: [1, 2, 3] } }")
         .AddLoupeTarget<BinaryTargetFactory>("binary", "a binary head's positive or negative side (±logit, or sigmoid): { binary: positive }")
         .AddLoupeTarget<OutputTargetFactory>("output", "one output value or a weighted sum (regression heads): { output: 0 } or { output: { weights: [...] } }")
         .AddLoupeTarget<RegionTargetFactory>("region", "segmentation: the class-k output summed over a mask (the model's argmax, a file or a box): { region: { class: disc } }")

@@ -95,4 +95,24 @@ public class NewerCamTests
         TechniqueTests.Close(TechniqueTests.Stack(r, "ag", "aug-smooth"), "fam_aug_gxi.npy", 1e-4);
         TechniqueTests.Close(TechniqueTests.Stack(r, "ak", "aug-smooth"), "fam_aug_kpca.npy", 1e-4);
     }
+
+    /// <summary>The <c>finer</c> target is Finer-CAM's score for any method (pytorch-grad-cam's FinerWeightedTarget,
+    /// which its FinerCAM hands to any base CAM): Grad-CAM with it is finer-cam (base grad-cam), and Score-CAM takes it
+    /// (FinerCAM(base_method=ScoreCAM)), giving another map than Score-CAM of the top-1 logit.</summary>
+    [Fact]
+    public void TheFinerTargetGivesFinerCamToAnyMethod()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: finer, uses: finer-cam, with: { layer: relu3 } }
+              - { id: gc, uses: grad-cam, with: { layer: relu3 }, target: finer }
+              - { id: sc, uses: score-cam, with: { layer: relu3 }, target: { finer: { compare: [1, 2], alpha: 0.5 } } }
+              - { id: sc1, uses: score-cam, with: { layer: relu3 } }
+            """, batchSize: 4));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        var finer = TechniqueTests.Stack(r, "finer", "finer-cam-layer");
+        Assert.True(TestEnv.RelL2(TechniqueTests.Stack(r, "gc", "grad-cam-layer"), finer) <= 1e-6);
+        Assert.True(TestEnv.RelL2(TechniqueTests.Stack(r, "sc", "score-cam-layer"), TechniqueTests.Stack(r, "sc1", "score-cam-layer")) > 1e-3);
+        var bad = TestEnv.Run(TestEnv.FixturePipeline("      - { id: gc, uses: grad-cam, with: { layer: relu3 }, target: { finer: { compare: [0, 1] } } }"));
+        Assert.Contains("compare must list ranks ≥ 1", string.Join("\n", bad.Errors) + bad.Manifest?.ToJsonString());
+    }
 }
