@@ -17,6 +17,10 @@ public sealed record BoxOptions
     [Description("the box to explain, [x1, y1, x2, y2] in input pixels (needs 'class'); default: each input's top-scoring detection")]
     public double[]? Box { get; init; }
 
+    /// <summary>Every detection above a score.</summary>
+    [Range(0.0, 1.0), Description("explain every detection scoring at least this (of 'class' when given), chosen on the input, their scores summed: pytorch-grad-cam's FasterRCNNBoxScoreTarget over a list of boxes and labels, as its tutorial builds it from the detections above a confidence; default: one detection")]
+    public double? AllAbove { get; init; }
+
     /// <summary>IoU threshold.</summary>
     [Range(0.0, 1.0), Description("a detection matches when its IoU with the box is above this (pytorch-grad-cam: 0.5)")]
     public double IouThreshold { get; init; } = 0.5;
@@ -46,7 +50,8 @@ public sealed record BoxOptions
     public string? Objectness { get; init; }
 }
 
-/// <summary>Object detection: explain one detection, as pytorch-grad-cam's FasterRCNNBoxScoreTarget. Among the
+/// <summary>Object detection: explain one detection (or, with <c>all_above</c>, every detection above a score, their
+/// scores summed), as pytorch-grad-cam's FasterRCNNBoxScoreTarget. Among the
 /// candidates scoring at least <c>min_score</c>, the one whose box overlaps the target box most is found on every
 /// forward pass; when its IoU is above the threshold and its label is the target class the score is IoU + its score,
 /// else 0. The target box and class are given, or each input's top-scoring detection (chosen once, on the unperturbed
@@ -82,6 +87,7 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
         {
             if (b.Length != 4 || b[2] <= b[0] || b[3] <= b[1]) throw new LoupeException($"box: box must be [x1, y1, x2, y2] with x2 > x1 and y2 > y1, got [{string.Join(", ", b)}]");
             if (cls is null) throw new LoupeException("box: a given box needs its 'class'");
+            if (o.AllAbove is not null) throw new LoupeException("box: give 'box' (one detection) or 'all_above' (every detection above a score), not both");
         }
         return new Box(o, cls, labels, probs, objectness, context.Labels);
     }
@@ -126,13 +132,24 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
             using var scope = NewDisposeScope();
             var (b, s, l) = Outputs(original);
             int n = (int)b.shape[0];
-            var rows = new Detection[n];
+            var rows = new Detection[n][];
             var labels = new string[n];
             if (o.Box is { } given)
             {
-                Array.Fill(rows, new Detection(given.Select(v => (float)v).ToArray(), cls!.Value));
+                Array.Fill(rows, [new Detection(given.Select(v => (float)v).ToArray(), cls!.Value)]);
                 for (int i = 0; i < n; i++) labels[i] = $"{Name(cls.Value)} at [{string.Join(", ", given.Select(v => v.ToString("0.#", CultureInfo.InvariantCulture)))}]";
             }
+            else if (o.AllAbove is { } above)
+                for (int i = 0; i < n; i++)
+                {
+                    var keep = s[i].detach().ge(above);
+                    if (cls is { } c) keep = keep.logical_and(l[i].eq(c));
+                    var idx = keep.nonzero().flatten().ToArray<long>();
+                    if (idx.Length == 0)
+                        throw new LoupeException($"target '{Describe()}': input {i} has no detection scoring {above} or more{(cls is { } k ? " of " + Name(k) : "")}; lower all_above, or explain the top detection (leave it out)");
+                    rows[i] = idx.Select(j => new Detection(b[i, j].detach().to(ScalarType.Float32).cpu().ToArray<float>(), l[i, j].item<long>())).ToArray();
+                    labels[i] = $"{idx.Length} detection{(idx.Length == 1 ? "" : "s")} ≥ {above.ToString("0.##", CultureInfo.InvariantCulture)}: {string.Join(", ", rows[i].GroupBy(d => d.Class).Select(g => $"{g.Count()} {Name(g.Key)}"))}";
+                }
             else
                 for (int i = 0; i < n; i++)
                 {
@@ -146,44 +163,61 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
                     int j = (int)score.argmax().item<long>();
                     float best = score[j].item<float>();
                     var box = b[i, j].detach().to(ScalarType.Float32).cpu().ToArray<float>();
-                    rows[i] = new Detection(box, l[i, j].item<long>());
-                    labels[i] = $"{Name(rows[i].Class)} {best.ToString("0.00", CultureInfo.InvariantCulture)} at [{string.Join(", ", box.Select(v => v.ToString("0.#", CultureInfo.InvariantCulture)))}]"
+                    rows[i] = [new Detection(box, l[i, j].item<long>())];
+                    labels[i] = $"{Name(rows[i][0].Class)} {best.ToString("0.00", CultureInfo.InvariantCulture)} at [{string.Join(", ", box.Select(v => v.ToString("0.#", CultureInfo.InvariantCulture)))}]"
                         + (best < o.MinScore ? $" (below min_score {o.MinScore})" : "");
                 }
-            return new TargetSelection(rows.Select(r => r.Class).ToArray(), labels)
+            return new TargetSelection(rows.Select(r => r[0].Class).ToArray(), labels)
             {
                 State = rows,
-                Marks = rows.Select(r => new[] { new OverlayMark { Box = r.Box } }).ToArray(),
+                Marks = rows.Select(r => r.Select(d => new OverlayMark { Box = d.Box }).ToArray()).ToArray(),
             };
         }
 
-        (Tensor Boxes, Tensor Classes) Targets(TargetSelection selection, long n, Device device)
+        /// <summary>The detections each row explains, padded to the most of any row: boxes N×K×4, classes N×K, and
+        /// which of the K are real.</summary>
+        (Tensor Boxes, Tensor Classes, Tensor Real) Targets(TargetSelection selection, long n, Device device)
         {
-            if (selection.State is not { } state || state.Count != n || state.Any(d => d is not Detection))
+            if (selection.State is not { } state || state.Count != n || state.Any(d => d is not Detection[] { Length: > 0 }))
                 throw new LoupeException($"target '{Describe()}': the selection was not made by this target");
-            var d = state.Cast<Detection>().ToArray();
-            return (tensor(d.SelectMany(r => r.Box).ToArray(), [n, 4], device: device), tensor(d.Select(r => r.Class).ToArray(), device: device));
+            var d = state.Cast<Detection[]>().ToArray();
+            int k = d.Max(r => r.Length);
+            var boxes = new float[n * k * 4];
+            var classes = new long[n * k];
+            var real = new bool[n * k];
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < d[i].Length; j++)
+                {
+                    Array.Copy(d[i][j].Box, 0, boxes, (i * k + j) * 4, 4);
+                    classes[i * k + j] = d[i][j].Class;
+                    real[i * k + j] = true;
+                }
+            return (tensor(boxes, [n, k, 4], device: device), tensor(classes, [n, k], device: device), tensor(real, [n, k], device: device));
         }
 
         public Tensor Scores(TargetInput input, TargetSelection selection)
         {
             using var scope = NewDisposeScope();
             var (b, s, l) = Outputs(input);
-            var (tb, tc) = Targets(selection, b.shape[0], b.device);
+            var (tb, tc, real) = Targets(selection, b.shape[0], b.device);
             if (b.shape[1] == 0) return scope.MoveToOuter(zeros(b.shape[0], dtype: s.dtype, device: b.device) + s.sum() * 0);   // no detection survives: 0
-            var iou = Iou(tb.to(b.dtype).unsqueeze(1), b);                                  // N×D
-            var eligible = where(s.detach() >= o.MinScore, iou.detach(), full_like(iou, -1));
-            var j = eligible.argmax(1, keepdim: true);
-            var ok = eligible.gather(1, j).squeeze(1).gt(o.IouThreshold).logical_and(l.gather(1, j).squeeze(1).eq(tc));
-            var value = iou.gather(1, j).squeeze(1) + s.gather(1, j).squeeze(1);
-            return scope.MoveToOuter(where(ok, value, zeros_like(value)));
+            // Each explained detection k of a row: the eligible candidate overlapping it most (N×K×D IoUs).
+            var iou = Iou(tb.to(b.dtype).unsqueeze(2), b.unsqueeze(1));
+            var eligible = where((s.detach() >= o.MinScore).unsqueeze(1), iou.detach(), full_like(iou, -1));
+            var j = eligible.argmax(2, keepdim: true);                                     // N×K×1
+            var lk = l.unsqueeze(1).expand(-1, tb.shape[1], -1).gather(2, j).squeeze(2);
+            var ok = eligible.gather(2, j).squeeze(2).gt(o.IouThreshold).logical_and(lk.eq(tc)).logical_and(real);
+            var value = iou.gather(2, j).squeeze(2) + s.unsqueeze(1).expand(-1, tb.shape[1], -1).gather(2, j).squeeze(2);
+            return scope.MoveToOuter(where(ok, value, zeros_like(value)).sum(1));
         }
 
         public Tensor Similarity(TargetInput input, TargetSelection selection)
         {
             using var scope = NewDisposeScope();
             var (b, s, l) = Outputs(input);
-            var (tb, tc) = Targets(selection, b.shape[0], b.device);
+            var (tb3, tc2, _) = Targets(selection, b.shape[0], b.device);
+            if (tb3.shape[1] != 1) throw new LoupeException($"target '{Describe()}': d-rise weighs its masks by the similarity to one detection; all_above explains several (use it with gradient or perturbation methods)");
+            var (tb, tc) = (tb3[.., 0], tc2[.., 0]);
             if (b.shape[1] == 0) return scope.MoveToOuter(zeros(b.shape[0], dtype: b.dtype, device: b.device));
             var iou = Iou(tb.to(b.dtype).unsqueeze(1), b);
             Tensor agreement;
@@ -203,6 +237,8 @@ public sealed class BoxTargetFactory : TargetFactory<BoxOptions>
         string Name(long c) => c < names.Count ? $"{names[(int)c]}" : $"class {c}";
 
         public string Describe() =>
-            o.Box is { } b ? $"box {Name(cls!.Value)} [{string.Join(", ", b)}]" : cls is { } c ? $"top {Name(c)} detection" : "top detection";
+            o.Box is { } b ? $"box {Name(cls!.Value)} [{string.Join(", ", b)}]"
+            : o.AllAbove is { } a ? $"every {(cls is { } k ? Name(k) + " " : "")}detection ≥ {a.ToString("0.##", CultureInfo.InvariantCulture)}"
+            : cls is { } c ? $"top {Name(c)} detection" : "top detection";
     }
 }

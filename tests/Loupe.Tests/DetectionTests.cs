@@ -64,6 +64,33 @@ public class DetectionTests
         Assert.Equal(0f, other.Scores(ti, other.Select(ti)).ToArray<float>()[0]);
     }
 
+    /// <summary>all_above: every detection scoring at least the threshold, their scores summed — pytorch-grad-cam's
+    /// FasterRCNNBoxScoreTarget over the list of boxes and labels its tutorial takes from the confident detections; on
+    /// the unperturbed outputs each matches itself (IoU 1), so the score is Σ (1 + s_k); d-rise refuses several.</summary>
+    [Fact]
+    public void AllAboveExplainsEveryConfidentDetectionTogether()
+    {
+        using var scope = NewDisposeScope();
+        var ti = FixtureOutputs();
+        var scores = Fixture("det_scores.npy");
+        long d = scores.Shape[^1];
+        foreach (var above in new[] { 0.3, 0.15 })
+        {
+            var target = Box(new BoxOptions { AllAbove = above });
+            var selection = target.Select(ti);
+            var got = target.Scores(ti, selection).ToArray<float>();
+            for (int i = 0; i < 2; i++)
+            {
+                var chosen = scores.Data.Skip((int)(i * d)).Take((int)d).Where(v => v >= above).ToArray();
+                Assert.Equal(chosen.Length, selection.Marks![i]!.Length);
+                Assert.Equal(chosen.Sum(v => 1 + (double)v), got[i], 1e-4);
+            }
+            if (selection.Marks!.Any(m => m!.Length > 1))
+                Assert.Throws<LoupeException>(() => ((IDetectionSimilarity)target).Similarity(ti, selection));
+        }
+        Assert.Throws<LoupeException>(() => Box(new BoxOptions { AllAbove = 0.3, Class = "disc", Box = [1, 1, 5, 5] }));
+    }
+
     sealed class FloatTolerance(float tol) : IEqualityComparer<float>
     {
         public bool Equals(float a, float b) => Math.Abs(a - b) <= tol * Math.Max(1, Math.Abs(b));
