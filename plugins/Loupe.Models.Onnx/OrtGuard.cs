@@ -109,6 +109,9 @@ public static partial class OrtGuard
         "Softmax", "LogSoftmax", "Hardmax", "BatchNormalization", "InstanceNormalization", "LayerNormalization", "LpNormalization", "GroupNormalization", "RMSNormalization",
         "LRN", "Clip", "Dropout", "Cast", "CastLike", "Sin", "Cos", "Tan", "ThresholdedRelu", "Shrink", "Mish", "Trilu", "CumSum",
         "MeanVarianceNormalization", "ReverseSequence", "ScatterND", "ScatterElements", "Scatter",
+        // quantisation keeps the shape (found by the onnx-runtime fuzz target on the QOperator seeds: a huge Pad of the
+        // integers after a QuantizeLinear went unchecked, its size unknown past the quantisation)
+        "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
     ];
 
     static readonly HashSet<string> Broadcasting =

@@ -206,6 +206,12 @@ def onnx_cases(g):
       [f32("scales", [1, 1, 1000, 1000])], "Upsample node 'e' (opset 9): output shape (1×1×28000×28000) " + budget, opset=9)
     r("pad-bomb.onnx", [helper.make_node("Pad", ["x", "pads"], ["e"]), *rtail], [i64("pads", [0, 0, 12000, 12000, 0, 0, 12000, 12000]), *rinits],
       "Pad node 'e' (opset 13): output shape (1×1×24028×24028) " + budget)
+    # Found by tools/Loupe.Fuzz's onnx-runtime target on the QOperator seeds (2026-12-06): the guard did not follow shapes
+    # through QuantizeLinear, so a huge Pad of the integers went to ONNX Runtime unchecked (> 5 s, GBs).
+    r("quantised-pad-bomb.onnx", [helper.make_node("QuantizeLinear", ["x", "qs", "qz"], ["q"]), helper.make_node("Pad", ["q", "pads"], ["qp"]),
+                                  helper.make_node("DequantizeLinear", ["qp", "qs", "qz"], ["e"]), *rtail],
+      [helper.make_tensor("qs", TensorProto.FLOAT, [], [0.02]), helper.make_tensor("qz", TensorProto.UINT8, [], [128]),
+       i64("pads", [0, 0, 12000, 12000, 0, 0, 12000, 12000]), *rinits], budget)
     r("expand-bomb.onnx", [helper.make_node("Expand", ["one", "shape"], ["e"]), *rtail], [f32("one", [1.0]), i64("shape", [30000, 30000]), *rinits],
       "Expand node 'e' (opset 13): output shape (30000×30000) " + budget)
     r("constant-of-shape-bomb.onnx", [helper.make_node("ConstantOfShape", ["shape"], ["e"]), *rtail], [i64("shape", [30000, 30000]), *rinits],
