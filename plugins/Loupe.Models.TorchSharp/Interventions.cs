@@ -151,12 +151,19 @@ static class Interventions
     internal static bool SameBuffer(Tensor a, Tensor b) =>
         a.storage_offset() == b.storage_offset() && THSStorage_data_ptr(a.Handle) == THSStorage_data_ptr(b.Handle);
 
-    /// <summary>Replaces a module's output by <paramref name="transform"/>(output).</summary>
+    /// <summary>Replaces a module's output by <paramref name="transform"/>(output). The forward pass continues on an alias
+    /// of the replacement (the same tensor and autograd node under another handle): a TorchSharp Sequential disposes each
+    /// member's output once the next member has run, which disposed the caller's own replacement (layer integrated
+    /// gradients at <c>layer3.0</c> of a ResNet, or at a ViT block, failed: "Tensor invalid -- empty handle").</summary>
     public static IDisposable Intervene(nn.Module module, string name, Func<Tensor, Tensor> transform)
     {
         if (module is not nn.Module<Tensor, Tensor> m)
             throw new LoupeException($"layer '{name}' ({module.GetType().Name}) does not map one tensor to one tensor");
-        var h = m.register_forward_hook((_, _, output) => transform(output));
+        var h = m.register_forward_hook((_, _, output) =>
+        {
+            var replaced = transform(output);
+            return ReferenceEquals(replaced, output) ? replaced : replaced.alias();
+        });
         return new Handle([() => h.remove()]);
     }
 

@@ -111,6 +111,26 @@ public class LayerFamilyTests
         }
     }
 
+    /// <summary>A block inside a TorchSharp Sequential (resnet18's <c>layer3.0</c>): the Sequential disposes each member's
+    /// output after the next member, which disposed layer integrated gradients' replacement ("Tensor invalid -- empty
+    /// handle") until the backend continued on an alias of it. The block is a cut: the attributions sum to integrated
+    /// gradients' sum (both F(x) − F(x′)).</summary>
+    [Fact]
+    public void LayerIntegratedGradientsRunAtABlockInsideASequential()
+    {
+        var r = ShapleyFamilyTests.ResNet18("""
+              - { id: lig, uses: layer-integrated-gradients, with: { layer: layer3.0, steps: 32 } }
+              - { id: ig, uses: integrated-gradients, with: { steps: 32 } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        for (int i = 0; i < 2; i++)
+        {
+            double layerSum = TestEnv.Artifact(r, $"lig/{i:D5}.layer-integrated-gradients-layer.npy").Data.Sum(v => (double)v);
+            double inputSum = TestEnv.Artifact(r, $"ig/{i:D5}.integrated-gradients.npy").Data.Sum(v => (double)v);
+            Assert.True(Math.Abs(layerSum - inputSum) <= 0.02 * Math.Abs(inputSum) + 1e-3, $"input {i}: Σ layer IG {layerSum:G5}, Σ IG {inputSum:G5}");
+        }
+    }
+
     [Fact]
     public void NeuronConductanceDefaultsToCaptumsRiemannTrapezoid()
     {
