@@ -124,6 +124,7 @@ sealed class Rewrites : IDisposable
     void FromSequential(nn.Module parent, FieldInfo field, Sequential seq, string prefix, bool foldBatchNorm, bool fastKernels)
     {
         var items = seq.named_children().ToList();
+        if (items.Count == 0) return;   // an empty Sequential (ShuffleNet v2's stride-1 branch1): nothing runs in it
         bool folds = foldBatchNorm && Enumerable.Range(0, items.Count - 1).Any(i => items[i].module is Conv2d && items[i + 1].module is BatchNorm2d);
         bool fast = fastKernels && items.Any(i => HasFastKernel(i.module));
         if (!folds && !fast) return;

@@ -72,6 +72,9 @@ public class ModelTests
     [InlineData("efficientnet_v2_s")]
     [InlineData("densenet121")]
     [InlineData("vit_b_32")]
+    [InlineData("squeezenet1_0")]
+    [InlineData("squeezenet1_1")]
+    [InlineData("shufflenet_v2_x1_0")]
     public void TorchVisionArchitecturesMatchPyTorch(string arch)
     {
         using var model = Load(arch, null, 10);

@@ -1,0 +1,144 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using static TorchSharp.torch.nn;
+
+namespace Loupe.Models.TorchSharp;
+
+/// <summary>torchvision's SqueezeNet 1.0/1.1 (Iandola et al. 2016) and ShuffleNet v2 ×0.5/×1.0/×1.5/×2.0 (Ma et al.
+/// 2018), which TorchVision for .NET does not have, with torchvision 0.14's module trees and state_dict names and its
+/// eval-mode forward (tests compare the logits with PyTorch's on formula weights).</summary>
+public static class SmallCnns
+{
+    /// <summary>The architectures of this file.</summary>
+    public static readonly string[] Architectures =
+        ["squeezenet1_0", "squeezenet1_1", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"];
+
+    /// <summary>Builds <paramref name="architecture"/> with <paramref name="numClasses"/> outputs, or null for another name.</summary>
+    public static Module<Tensor, Tensor>? Build(string architecture, int numClasses) => architecture switch
+    {
+        "squeezenet1_0" => new SqueezeNet(false, numClasses),
+        "squeezenet1_1" => new SqueezeNet(true, numClasses),
+        "shufflenet_v2_x0_5" => new ShuffleNetV2([24, 48, 96, 192, 1024], numClasses),
+        "shufflenet_v2_x1_0" => new ShuffleNetV2([24, 116, 232, 464, 1024], numClasses),
+        "shufflenet_v2_x1_5" => new ShuffleNetV2([24, 176, 352, 704, 1024], numClasses),
+        "shufflenet_v2_x2_0" => new ShuffleNetV2([24, 244, 488, 976, 2048], numClasses),
+        _ => null,
+    };
+}
+
+/// <summary>SqueezeNet's Fire module: squeeze 1×1 + ReLU, then the concatenation of expand 1×1 and expand 3×3, each + ReLU.</summary>
+public sealed class Fire : Module<Tensor, Tensor>
+{
+    readonly Module<Tensor, Tensor> squeeze, squeeze_activation, expand1x1, expand1x1_activation, expand3x3, expand3x3_activation;
+
+    public Fire(long input, long squeezed, long expand1, long expand3) : base("Fire")
+    {
+        squeeze = Conv2d(input, squeezed, 1); squeeze_activation = ReLU();
+        expand1x1 = Conv2d(squeezed, expand1, 1); expand1x1_activation = ReLU();
+        expand3x3 = Conv2d(squeezed, expand3, 3, padding: 1); expand3x3_activation = ReLU();
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var s = squeeze_activation.call(squeeze.call(x));
+        return scope.MoveToOuter(cat([expand1x1_activation.call(expand1x1.call(s)), expand3x3_activation.call(expand3x3.call(s))], 1));
+    }
+}
+
+/// <summary>SqueezeNet: <c>features</c> (conv, ReLU, ceil-mode max pools, Fire modules) and <c>classifier</c> (Dropout,
+/// 1×1 conv to the classes, ReLU, global average pool), flattened.</summary>
+public sealed class SqueezeNet : Module<Tensor, Tensor>
+{
+    readonly Module<Tensor, Tensor> features, classifier;
+
+    public SqueezeNet(bool version11, int numClasses) : base("SqueezeNet")
+    {
+        Module<Tensor, Tensor> Pool() => MaxPool2d(3, stride: 2, ceil_mode: true);
+        features = version11
+            ? Sequential(Conv2d(3, 64, 3, stride: 2), ReLU(), Pool(), new Fire(64, 16, 64, 64), new Fire(128, 16, 64, 64), Pool(),
+                new Fire(128, 32, 128, 128), new Fire(256, 32, 128, 128), Pool(), new Fire(256, 48, 192, 192), new Fire(384, 48, 192, 192),
+                new Fire(384, 64, 256, 256), new Fire(512, 64, 256, 256))
+            : Sequential(Conv2d(3, 96, 7, stride: 2), ReLU(), Pool(), new Fire(96, 16, 64, 64), new Fire(128, 16, 64, 64),
+                new Fire(128, 32, 128, 128), Pool(), new Fire(256, 32, 128, 128), new Fire(256, 48, 192, 192), new Fire(384, 48, 192, 192),
+                new Fire(384, 64, 256, 256), Pool(), new Fire(512, 64, 256, 256));
+        classifier = Sequential(Dropout(0.5), Conv2d(512, numClasses, 1), ReLU(), AdaptiveAvgPool2d(1));
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(classifier.call(features.call(x)).flatten(1));
+    }
+}
+
+/// <summary>ShuffleNet v2's unit: stride 1 — half the channels through <c>branch2</c> (1×1, depthwise 3×3, 1×1), the
+/// other half passed on; stride 2 — <c>branch1</c> (depthwise 3×3, 1×1) and <c>branch2</c> both on the input; then the
+/// two halves concatenated and their channels shuffled in two groups.</summary>
+public sealed class ShuffleUnit : Module<Tensor, Tensor>
+{
+    readonly Module<Tensor, Tensor> branch1, branch2;
+    readonly long _stride;
+
+    public ShuffleUnit(long input, long output, long stride) : base("InvertedResidual")
+    {
+        _stride = stride;
+        long half = output / 2;
+        Module<Tensor, Tensor> Depthwise(long c) => Conv2d(c, c, 3, stride: stride, padding: 1, groups: c, bias: false);
+        branch1 = stride > 1
+            ? Sequential(Depthwise(input), BatchNorm2d(input), Conv2d(input, half, 1, bias: false), BatchNorm2d(half), ReLU())
+            : Sequential();
+        branch2 = Sequential(Conv2d(stride > 1 ? input : half, half, 1, bias: false), BatchNorm2d(half), ReLU(),
+            Depthwise(half), BatchNorm2d(half), Conv2d(half, half, 1, bias: false), BatchNorm2d(half), ReLU());
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        Tensor joined;
+        if (_stride == 1)
+        {
+            var halves = x.chunk(2, 1);
+            joined = cat([halves[0], branch2.call(halves[1])], 1);
+        }
+        else joined = cat([branch1.call(x), branch2.call(x)], 1);
+        long n = joined.shape[0], c = joined.shape[1], h = joined.shape[2], w = joined.shape[3];
+        return scope.MoveToOuter(joined.view(n, 2, c / 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w));
+    }
+}
+
+/// <summary>ShuffleNet v2: <c>conv1</c>, max pool, <c>stage2</c>–<c>stage4</c> (4, 8, 4 units), <c>conv5</c>, the mean over
+/// positions, <c>fc</c>.</summary>
+public sealed class ShuffleNetV2 : Module<Tensor, Tensor>
+{
+    readonly Module<Tensor, Tensor> conv1, maxpool, stage2, stage3, stage4, conv5, fc;
+
+    public ShuffleNetV2(long[] channels, int numClasses) : base("ShuffleNetV2")
+    {
+        conv1 = Sequential(Conv2d(3, channels[0], 3, stride: 2, padding: 1, bias: false), BatchNorm2d(channels[0]), ReLU());
+        maxpool = MaxPool2d(3, stride: 2, padding: 1);
+        Module<Tensor, Tensor> Stage(long input, long output, int repeats) =>
+            Sequential(Enumerable.Range(0, repeats).Select(i => (Module<Tensor, Tensor>)new ShuffleUnit(i == 0 ? input : output, output, i == 0 ? 2 : 1)).ToArray());
+        stage2 = Stage(channels[0], channels[1], 4);
+        stage3 = Stage(channels[1], channels[2], 8);
+        stage4 = Stage(channels[2], channels[3], 4);
+        conv5 = Sequential(Conv2d(channels[3], channels[4], 1, bias: false), BatchNorm2d(channels[4]), ReLU());
+        fc = Linear(channels[4], numClasses);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var y = conv5.call(stage4.call(stage3.call(stage2.call(maxpool.call(conv1.call(x))))));
+        return scope.MoveToOuter(fc.call(y.mean([2, 3])));
+    }
+}
