@@ -5,14 +5,15 @@ using static TorchSharp.torch.nn;
 
 namespace Loupe.Models.TorchSharp;
 
-/// <summary>torchvision's SqueezeNet 1.0/1.1 (Iandola et al. 2016) and ShuffleNet v2 ×0.5/×1.0/×1.5/×2.0 (Ma et al.
-/// 2018), which TorchVision for .NET does not have, with torchvision 0.14's module trees and state_dict names and its
+/// <summary>torchvision's SqueezeNet 1.0/1.1 (Iandola et al. 2016), ShuffleNet v2 ×0.5/×1.0/×1.5/×2.0 (Ma et al.
+/// 2018) and MNASNet 0.5/0.75/1.0/1.3 (Tan et al. 2019, its B1 variant), which TorchVision for .NET does not have, with torchvision 0.14's module trees and state_dict names and its
 /// eval-mode forward (tests compare the logits with PyTorch's on formula weights).</summary>
 public static class SmallCnns
 {
     /// <summary>The architectures of this file.</summary>
     public static readonly string[] Architectures =
-        ["squeezenet1_0", "squeezenet1_1", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0"];
+        ["squeezenet1_0", "squeezenet1_1", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
+         "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3"];
 
     /// <summary>Builds <paramref name="architecture"/> with <paramref name="numClasses"/> outputs, or null for another name.</summary>
     public static Module<Tensor, Tensor>? Build(string architecture, int numClasses) => architecture switch
@@ -23,6 +24,10 @@ public static class SmallCnns
         "shufflenet_v2_x1_0" => new ShuffleNetV2([24, 116, 232, 464, 1024], numClasses),
         "shufflenet_v2_x1_5" => new ShuffleNetV2([24, 176, 352, 704, 1024], numClasses),
         "shufflenet_v2_x2_0" => new ShuffleNetV2([24, 244, 488, 976, 2048], numClasses),
+        "mnasnet0_5" => new MnasNet(0.5, numClasses),
+        "mnasnet0_75" => new MnasNet(0.75, numClasses),
+        "mnasnet1_0" => new MnasNet(1.0, numClasses),
+        "mnasnet1_3" => new MnasNet(1.3, numClasses),
         _ => null,
     };
 }
@@ -140,5 +145,62 @@ public sealed class ShuffleNetV2 : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var y = conv5.call(stage4.call(stage3.call(stage2.call(maxpool.call(conv1.call(x))))));
         return scope.MoveToOuter(fc.call(y.mean([2, 3])));
+    }
+}
+
+/// <summary>MNASNet's inverted residual: 1×1 expand + BN + ReLU, k×k depthwise + BN + ReLU, 1×1 project + BN
+/// (<c>layers</c>), plus the input when the shape is kept.</summary>
+public sealed class MnasResidual : Module<Tensor, Tensor>
+{
+    readonly Module<Tensor, Tensor> layers;
+    readonly bool _residual;
+
+    public MnasResidual(long input, long output, long kernel, long stride, long expansion) : base("_InvertedResidual")
+    {
+        long mid = input * expansion;
+        _residual = input == output && stride == 1;
+        layers = Sequential(Conv2d(input, mid, 1, bias: false), BatchNorm2d(mid), ReLU(),
+            Conv2d(mid, mid, kernel, stride: stride, padding: kernel / 2, groups: mid, bias: false), BatchNorm2d(mid), ReLU(),
+            Conv2d(mid, output, 1, bias: false), BatchNorm2d(output));
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        if (!_residual) return layers.call(x);
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(layers.call(x) + x);
+    }
+}
+
+/// <summary>MNASNet (B1): <c>layers</c> (stem, separable conv, six stacks of inverted residuals, 1×1 conv to 1280),
+/// the mean over positions, <c>classifier</c> (Dropout, Linear). Depths scaled by α and rounded to multiples of 8 as
+/// torchvision's (up unless within 10 %).</summary>
+public sealed class MnasNet : Module<Tensor, Tensor>
+{
+    readonly Module<Tensor, Tensor> layers, classifier;
+
+    public MnasNet(double alpha, int numClasses) : base("MNASNet")
+    {
+        var d = new[] { 32, 16, 24, 40, 80, 96, 192, 320 }.Select(v => EfficientNet.Divisible(v * alpha)).ToArray();
+        Module<Tensor, Tensor> Stack(long input, long output, long kernel, long stride, long expansion, int repeats) =>
+            Sequential(Enumerable.Range(0, repeats).Select(i => (Module<Tensor, Tensor>)new MnasResidual(i == 0 ? input : output, output, kernel, i == 0 ? stride : 1, expansion)).ToArray());
+        layers = Sequential(
+            Conv2d(3, d[0], 3, stride: 2, padding: 1, bias: false), BatchNorm2d(d[0]), ReLU(),
+            Conv2d(d[0], d[0], 3, stride: 1, padding: 1, groups: d[0], bias: false), BatchNorm2d(d[0]), ReLU(),
+            Conv2d(d[0], d[1], 1, bias: false), BatchNorm2d(d[1]),
+            Stack(d[1], d[2], 3, 2, 3, 3), Stack(d[2], d[3], 5, 2, 3, 3), Stack(d[3], d[4], 5, 2, 6, 3),
+            Stack(d[4], d[5], 3, 1, 6, 2), Stack(d[5], d[6], 5, 2, 6, 4), Stack(d[6], d[7], 3, 1, 6, 1),
+            Conv2d(d[7], 1280, 1, bias: false), BatchNorm2d(1280), ReLU());
+        classifier = Sequential(Dropout(0.2), Linear(1280, numClasses));
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(classifier.call(layers.call(x).mean([2, 3])));
     }
 }

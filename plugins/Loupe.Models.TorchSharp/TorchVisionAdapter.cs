@@ -11,7 +11,7 @@ namespace Loupe.Models.TorchSharp;
 public sealed record TorchVisionOptions
 {
     /// <summary>Architecture name.</summary>
-    [Required, Description("architecture: alexnet, vgg11..vgg19 (+_bn), resnet18..resnet152, wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, googlenet, inception_v3, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, convnext_tiny/small/base/large, efficientnet_b0..b7, efficientnet_v2_s/m/l, densenet121/161/169/201, squeezenet1_0/1_1, shufflenet_v2_x0_5/x1_0/x1_5/x2_0, vit_b_16/b_32/l_16/l_32/h_14 (224×224 inputs), or fashion-cnn (the Loupe demo CNN)")]
+    [Required, Description("architecture: alexnet, vgg11..vgg19 (+_bn), resnet18..resnet152, wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, googlenet, inception_v3, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, convnext_tiny/small/base/large, efficientnet_b0..b7, efficientnet_v2_s/m/l, densenet121/161/169/201, squeezenet1_0/1_1, shufflenet_v2_x0_5/x1_0/x1_5/x2_0, mnasnet0_5/0_75/1_0/1_3, vit_b_16/b_32/l_16/l_32/h_14 (224×224 inputs), or fashion-cnn (the Loupe demo CNN)")]
     public string Architecture { get; init; } = "";
 
     /// <summary>Number of outputs of the classifier head.</summary>

@@ -75,6 +75,8 @@ public class ModelTests
     [InlineData("squeezenet1_0")]
     [InlineData("squeezenet1_1")]
     [InlineData("shufflenet_v2_x1_0")]
+    [InlineData("mnasnet0_75")]
+    [InlineData("mnasnet1_0")]
     public void TorchVisionArchitecturesMatchPyTorch(string arch)
     {
         using var model = Load(arch, null, 10);
