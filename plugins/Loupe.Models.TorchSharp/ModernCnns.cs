@@ -46,6 +46,14 @@ public static class ModernCnns
         _ => null,
     };
 
+    /// <summary><paramref name="body"/>(x), plus x when <paramref name="residual"/> (an inverted residual block's sum).</summary>
+    internal static Tensor Residual(Module<Tensor, Tensor> body, Tensor x, bool residual)
+    {
+        if (!residual) return body.call(x);
+        using var scope = NewDisposeScope();
+        return scope.MoveToOuter(body.call(x) + x);
+    }
+
     /// <summary>Conv → norm (→ activation) as torchvision's Conv2dNormActivation (a Sequential: "0", "1", "2"), padding
     /// (k − 1)/2, no convolution bias when there is a norm.</summary>
     internal static Sequential ConvNormActivation(long input, long output, long kernel, long stride, long groups, Module<Tensor, Tensor> norm, Module<Tensor, Tensor>? activation)
@@ -203,12 +211,7 @@ public sealed class MBConv : Module<Tensor, Tensor>
     }
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor x)
-    {
-        if (!_residual) return block.call(x);
-        using var scope = NewDisposeScope();
-        return scope.MoveToOuter(block.call(x) + x);
-    }
+    public override Tensor forward(Tensor x) => ModernCnns.Residual(block, x, _residual);
 }
 
 /// <summary>EfficientNet V1 (b0–b7: width and depth multipliers of the b0 table) and V2 (s, m, l): stem 3×3 stride 2

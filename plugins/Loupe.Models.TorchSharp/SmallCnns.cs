@@ -166,12 +166,7 @@ public sealed class MnasResidual : Module<Tensor, Tensor>
     }
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor x)
-    {
-        if (!_residual) return layers.call(x);
-        using var scope = NewDisposeScope();
-        return scope.MoveToOuter(layers.call(x) + x);
-    }
+    public override Tensor forward(Tensor x) => ModernCnns.Residual(layers, x, _residual);
 }
 
 /// <summary>MNASNet (B1): <c>layers</c> (stem, separable conv, six stacks of inverted residuals, 1×1 conv to 1280),
