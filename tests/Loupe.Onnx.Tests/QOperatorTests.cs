@@ -34,12 +34,9 @@ public class QOperatorTests
     {
         long[] shape = [2, 3, 8, 8];
         var x = Env.SinInput(2 * 3 * 8 * 8, 2, 0.1);
-        var (expected, expectedShape) = Env.OrtRunAsWritten(Fixture(name), x, shape);
-        using var model = Env.LoadOnnx(new OnnxOptions { Path = Fixture(name), FlattenOutput = false });
         using var scope = NewDisposeScope();
-        var xt = tensor(x, shape).requires_grad_(true);
-        var y = model.Forward(xt);
-        Assert.Equal(expectedShape, y.shape);
+        var (model, xt, y, expected) = Env.ForwardBesideOrt(Fixture(name), x, shape);
+        using var _ = model;
         var actual = Env.Data(y);
         if (OutputStep(Fixture(name)) is { } step)
         {

@@ -24,12 +24,9 @@ public class QuantizationTests
         var input = name.StartsWith("tq_", StringComparison.Ordinal) ? Npy.Read(Env.Fixture("ops-quant/tq_input.npy")) : null;
         long[] shape = input?.Shape ?? [2, 3, 8, 8];
         var x = input?.Data ?? Env.SinInput(2 * 3 * 8 * 8, 2, 0.1);
-        var (expected, expectedShape) = Env.OrtRunAsWritten(Fixture(name), x, shape);
-        using var model = Env.LoadOnnx(new OnnxOptions { Path = Fixture(name), FlattenOutput = false });
         using var scope = NewDisposeScope();
-        var xt = tensor(x, shape).requires_grad_(true);
-        var y = model.Forward(xt);
-        Assert.Equal(expectedShape, y.shape);
+        var (model, xt, y, expected) = Env.ForwardBesideOrt(Fixture(name), x, shape);
+        using var _ = model;
         double err = Env.RelL2(Env.Data(y), expected);
         // A convolution quantised after: ONNX Runtime's float Conv sums in another order, and a value near a rounding
         // boundary may then quantise one step apart (qdq_grad: 1.2e-3), which the layers after carry on; the
