@@ -168,12 +168,8 @@ public sealed class FinerCam : CamAnalysis<FinerCamOptions>
         using var capture = o.AttributeToLayerInput ? LayerInputs.Of(ctx.Model, ArtifactName).CaptureInputs([l.Layer], forGradients: true) : ctx.Model.Capture([l.Layer], forGradients: true);
         var logits = ctx.Model.Forward(l.Input);
         if (o.Compare.Max() >= logits.shape[1]) throw new LoupeException($"compare rank {o.Compare.Max()} needs more than the model's {logits.shape[1]} classes");
-        var main = tensor(classes).unsqueeze(1);
-        var yc = logits.gather(1, main);
-        var order = (logits.detach() - yc.detach()).abs().argsort(1);               // rank 0: the target itself
-        var refs = order.index_select(1, tensor(o.Compare.Select(r => (long)r).ToArray()));
-        var p = nn.functional.softmax(logits, 1).gather(1, refs);
-        var score = (p * (yc - o.Alpha * logits.gather(1, refs))).sum(1) / (p.sum(1) + 1e-9);
+        var main = tensor(classes);
+        var score = FinerScore.Of(logits, main, FinerScore.Compared(logits, main, o.Compare), o.Alpha);
         var a = capture[l.Layer];
         var g = LayerReshapes.ToGrid(CheckedOps.Grad([score.sum()], [a])[0], l.Reshape, (l.Input.shape[2], l.Input.shape[3]));
         var scored = l with { Gradient = g };

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Targets;
@@ -51,10 +52,7 @@ public sealed class FinerTargetFactory : TargetFactory<FinerTargetOptions>
             if (original.Output.dim() != 2) throw new LoupeException($"target '{Describe()}': the model output has shape ({string.Join("×", original.Output.shape)}); finer needs N×classes");
             var classes = Choose(original.Output);
             using var scope = NewDisposeScope();
-            var z = original.Output.detach();
-            var yc = z.gather(1, tensor(classes).unsqueeze(1));
-            var order = (z - yc).abs().argsort(1);                                      // rank 0: the class itself
-            var refs = order.index_select(1, tensor(compare.Select(r => (long)r).ToArray()));
+            var refs = FinerScore.Compared(original.Output, tensor(classes), compare);
             var rows = Enumerable.Range(0, classes.Length).Select(i => (object?)refs[i].ToArray<long>()).ToArray();
             return new TargetSelection(classes, classes.Select(k => $"{Name(k)} vs its {compare.Length} nearest").ToArray()) { State = rows };
         }
@@ -66,9 +64,7 @@ public sealed class FinerTargetFactory : TargetFactory<FinerTargetOptions>
             using var scope = NewDisposeScope();
             var z = input.Output;
             var refs = tensor(selection.State!.SelectMany(s => (long[])s!).ToArray()).view(z.shape[0], compare.Length);
-            var yc = z.gather(1, tensor(selection.Classes!).unsqueeze(1));
-            var p = nn.functional.softmax(z, 1).gather(1, refs);
-            return scope.MoveToOuter((p * (yc - alpha * z.gather(1, refs))).sum(1) / (p.sum(1) + 1e-9));
+            return scope.MoveToOuter(FinerScore.Of(z, tensor(selection.Classes!), refs, alpha));
         }
 
         Tensor ITarget.Scores(TargetInput input, TargetSelection selection) => Scores(input, selection);
