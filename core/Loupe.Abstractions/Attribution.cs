@@ -27,7 +27,16 @@ public sealed record AttributionInput(IAnalysisContext Context, Tensor Input, Ta
     /// <summary>The <see cref="SourceIds"/> of copies made of this input's rows: copy j was made from row
     /// <paramref name="rows"/>[j]; null where this input has none.</summary>
     public string[]? SourceIdsOf(IReadOnlyList<int> rows) => SourceIds is { } s ? rows.Select(r => s[r]).ToArray() : null;
+
+    /// <summary>One baseline per row (N×C×H×W, normalised) given by a wrapper, replacing the method's own baseline
+    /// options: <c>noise-tunnel</c>'s draws from a baseline distribution (Captum NoiseTunnel's
+    /// draw_baseline_from_distrib). Only methods that implement <see cref="ITakesBaseline"/> read it.</summary>
+    public Tensor? Baselines { get; init; }
 }
+
+/// <summary>An attribution method that compares the input with one baseline per row (integrated gradients, DeepLift,
+/// occlusion, …) and takes <see cref="AttributionInput.Baselines"/> when a wrapper gives them.</summary>
+public interface ITakesBaseline : IAttribution;
 
 /// <summary>An attribution map per input and what it explains.</summary>
 /// <param name="Map">N×C×H×W (per channel) or N×H×W, at input resolution.</param>

@@ -25,6 +25,31 @@ public enum Nonlinearity
 public static class Rescale
 {
     [ThreadStatic] static List<Tensor>? t_saved;
+    static readonly AsyncLocal<double?> s_epsilon = new();
+
+    /// <summary>Captum's default <c>eps</c> of DeepLift: where |Δin| is below it, a non-linearity keeps its own gradient.</summary>
+    public const double DefaultEpsilon = 1e-10;
+
+    /// <summary>The threshold on |Δin| below which the rules keep the function's own gradient (Captum DeepLift's
+    /// <c>eps</c>): <see cref="DefaultEpsilon"/> unless a caller set another with <see cref="WithEpsilon"/>. Read when a
+    /// rule's forward runs (the softmax rule keeps it for its backward).</summary>
+    public static double Epsilon => s_epsilon.Value ?? DefaultEpsilon;
+
+    /// <summary>Sets <see cref="Epsilon"/> for the calls that follow on this logical flow, until the result is disposed
+    /// (DeepLift's <c>eps</c> option around its forward and backward).</summary>
+    public static IDisposable WithEpsilon(double eps)
+    {
+        if (!(eps >= 0) || double.IsInfinity(eps)) throw new ArgumentOutOfRangeException(nameof(eps), eps, "DeepLift's eps must be a finite value ≥ 0");
+        var before = s_epsilon.Value;
+        s_epsilon.Value = eps;
+        return new Restore(() => s_epsilon.Value = before);
+    }
+
+    sealed class Restore(Action undo) : IDisposable
+    {
+        Action? _undo = undo;
+        public void Dispose() { _undo?.Invoke(); _undo = null; }
+    }
 
     /// <summary>Keeps detached copies for backward. TorchSharp holds the managed tensors handed to
     /// <c>save_for_backward</c>, so they are disposed once <c>apply</c> returns.</summary>
@@ -50,7 +75,7 @@ public static class Rescale
 
     /// <summary><paramref name="kind"/>(<paramref name="pre"/>) whose backward multiplies by Δout/Δin between the halves
     /// (Captum's <c>nonlinear</c>; for softmax over <paramref name="dim"/> its <c>softmax</c> rule, which then subtracts
-    /// the mean of the whole 2N-row gradient). Where |Δin| &lt; 1e-10 the function's own gradient is kept.</summary>
+    /// the mean of the whole 2N-row gradient). Where |Δin| &lt; eps (<see cref="Rescale.Epsilon"/>) the function's own gradient is kept.</summary>
     public static Tensor Nonlinear(Tensor pre, Nonlinearity kind, long dim = -1)
     {
         if (pre.shape[0] % 2 != 0) throw new LoupeException($"the rescale rule needs a batch [inputs; references] with an even number of rows, got {pre.shape[0]}");
@@ -59,7 +84,7 @@ public static class Rescale
 
     /// <summary>An element-wise non-linearity outside <see cref="Nonlinearity"/> (LeakyReLU, ELU: Captum's
     /// <c>nonlinear</c> rule covers them) under the rescale rule: forward <paramref name="f"/>(<paramref name="pre"/>),
-    /// backward × Δout/Δin between the halves, or × <paramref name="derivative"/>(inputs' half) where |Δin| &lt; 1e-10.</summary>
+    /// backward × Δout/Δin between the halves, or × <paramref name="derivative"/>(inputs' half) where |Δin| &lt; eps (<see cref="Rescale.Epsilon"/>).</summary>
     public static Tensor Elementwise(Tensor pre, Func<Tensor, Tensor> f, Func<Tensor, Tensor> derivative)
     {
         if (pre.shape[0] % 2 != 0) throw new LoupeException($"the rescale rule needs a batch [inputs; references] with an even number of rows, got {pre.shape[0]}");
@@ -113,7 +138,7 @@ public static class Rescale
             long h = relu.shape[0] / 2;
             var ya = relu.narrow(0, 0, h);
             var ratio = (ya - relu.narrow(0, h, h)).div_(din);                   // inf/nan where din = 0: replaced below
-            m = where(din.abs_().lt(1e-10), ya.gt(0).to(relu.dtype), ratio);      // ReLU's own gradient: relu(a) > 0 ⇔ a > 0
+            m = where(din.abs_().lt(Epsilon), ya.gt(0).to(relu.dtype), ratio);      // ReLU's own gradient: relu(a) > 0 ⇔ a > 0
             din.Dispose();
         }
         return scope.MoveToOuter(Run(() => RescalePass.apply([m, .. inputs])));
@@ -136,7 +161,7 @@ public static class Rescale
     }
 
     /// <summary>Δout/Δin between the halves of [inputs; references], or <paramref name="own"/>(inputs' half) — the
-    /// function's own derivative there — where |Δin| &lt; 1e-10.</summary>
+    /// function's own derivative there — where |Δin| &lt; eps (<see cref="Rescale.Epsilon"/>).</summary>
     internal static Tensor Multipliers(Tensor pre, Tensor y, Func<Tensor, Tensor> own)
     {
         using var scope = NewDisposeScope();
@@ -145,7 +170,7 @@ public static class Rescale
         var a = pre.narrow(0, 0, h);
         var din = a - pre.narrow(0, h, h);
         var ratio = (y.narrow(0, 0, h) - y.narrow(0, h, h)).div_(din);      // inf/nan where din = 0: replaced below
-        var small = din.abs_().lt(1e-10);
+        var small = din.abs_().lt(Epsilon);
         return scope.MoveToOuter(where(small, own(a), ratio));
     }
 
@@ -258,6 +283,7 @@ sealed class RescaleNonlinear : GuardedFunction<RescaleNonlinear>
         var dim = (long)vars[2];
         ctx.save_data("kind", kind);
         ctx.save_data("dim", dim);
+        ctx.save_data("eps", Rescale.Epsilon);
         Rescale.Save(ctx, pre);
         return Rescale.Forward(pre, kind, dim);
     }
@@ -267,12 +293,14 @@ sealed class RescaleNonlinear : GuardedFunction<RescaleNonlinear>
         using var scope = NewDisposeScope();
         var kind = (Nonlinearity)ctx.get_data("kind");
         var dim = (long)ctx.get_data("dim");
+        var eps = (double)ctx.get_data("eps");
         var pre = ctx.get_saved_variables()[0];
         var halves = pre.chunk(2, 0);
         var din = halves[0] - halves[1];
         var dout = Rescale.Forward(halves[0], kind, dim) - Rescale.Forward(halves[1], kind, dim);
-        var small = Rescale.Twice(din.abs() < 1e-10);
-        var ratio = Rescale.Twice(dout / where(din.abs() < 1e-10, ones_like(din), din));
+        var tiny = din.abs() < eps;
+        var small = Rescale.Twice(tiny);
+        var ratio = Rescale.Twice(dout / where(tiny, ones_like(din), din));
         var g = grad.contiguous();
         var r = where(small, Rescale.OwnGradient(pre, g, kind, dim), g * ratio);
         if (kind == Nonlinearity.Softmax) r = r - r.sum() / r.numel();   // Captum's softmax rule: over all 2N rows
@@ -283,9 +311,9 @@ sealed class RescaleNonlinear : GuardedFunction<RescaleNonlinear>
 /// <summary>Max pooling with Captum's DeepLift <c>maxpool</c> rule on a batch [inputs; references]: with y, y′ the two
 /// halves' outputs and m = max(y, y′), the output gradient times [m − y′; y − m] is unpooled to each half's argmax
 /// positions (max_unpool2d: written, not added, where windows overlap), the halves are added, and divided by
-/// Δin = x − x′; where |Δin| &lt; 1e-10 the pool's own gradient is kept. The forward pools through a channels-last
+/// Δin = x − x′; where |Δin| &lt; eps (<see cref="Rescale.Epsilon"/>) the pool's own gradient is kept. The forward pools through a channels-last
 /// view (libtorch's NCHW max-pool kernel is scalar) and keeps the output in the input's layout; Δout, Δin and the
-/// |Δin| &lt; 1e-10 mask are made once there, so the backward is two scatters and three element-wise passes.</summary>
+/// |Δin| &lt; eps (<see cref="Rescale.Epsilon"/>) mask are made once there, so the backward is two scatters and three element-wise passes.</summary>
 sealed class RescaleMaxPool2d : GuardedFunction<RescaleMaxPool2d>
 {
     public override string Name => "LoupeRescaleMaxPool2d";
@@ -303,7 +331,7 @@ sealed class RescaleMaxPool2d : GuardedFunction<RescaleMaxPool2d>
         var m = maximum(y0, y1);
         var dout = cat([m - y1, y0 - m], 0);
         var din = (x.narrow(0, 0, h) - x.narrow(0, h, h)).contiguous();
-        Rescale.Save(ctx, indices.contiguous(), dout, din, din.abs().lt(1e-10));
+        Rescale.Save(ctx, indices.contiguous(), dout, din, din.abs().lt(Rescale.Epsilon));
         return scope.MoveToOuter(x.is_contiguous() ? y.contiguous() : y);
     }
 

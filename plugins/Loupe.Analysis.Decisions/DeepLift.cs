@@ -41,6 +41,9 @@ public sealed record DeepLiftOptions : DeepLiftReference
     /// <summary>Captum's multiply_by_inputs.</summary>
     [Description(Perturbation.MultiplyByInputsDescription)]
     public bool MultiplyByInputs { get; init; } = true;
+    /// <summary>Captum DeepLift's eps.</summary>
+    [Range(0.0, 1e6), Description(DeepLift.EpsDescription)]
+    public double Eps { get; init; } = Rescale.DefaultEpsilon;
 }
 
 /// <summary>The reference set of DeepLiftShap (<c>deeplift-shap</c>, <c>layer-deeplift-shap</c>).</summary>
@@ -73,12 +76,15 @@ public sealed record DeepLiftShapOptions : DeepLiftReferences
 /// <c>maxpool</c> rules; linear layers keep their gradients), and attribution (x − x′) ⊙ multipliers. Its sum is
 /// F(x) − F(x′) (summation to delta). Needs the rescale rule of the backend: the torchvision backend's ReLU modules,
 /// residual blocks and max pools; the onnx interpreter's Relu, LeakyRelu, Sigmoid, Tanh, Softmax and MaxPool nodes.</summary>
-public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
+public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>, ITakesBaseline
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients | ModelCapabilities.ReluOverride);
     /// <inheritdoc/>
     public override string ArtifactName => "deeplift";
+
+    /// <summary>What the <c>eps</c> option does.</summary>
+    public const string EpsDescription = "Captum DeepLift's eps: where a non-linearity's input changes by less than this between the input and the reference (|Δin| < eps), it keeps its own gradient instead of Δout/Δin (default 1e-10, Captum's; raise it for float16 models or to silence near-zero divisions)";
 
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(DeepLiftOptions options, AnalysisValidationContext context) => options.Errors(context.Model);
@@ -90,9 +96,10 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     /// <summary>Multipliers × (x − x′), and what they explain: <paramref name="selection"/>, or (null) the target's
     /// choice on the inputs' half of the one forward of [x; x′] — its first N rows are the model's output on x, so no
     /// forward of its own is needed to select.</summary>
-    static (Tensor Map, TargetSelection Selection) AttributeAndSelect(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection? selection, int slot, bool multiplyByInputs = true)
+    static (Tensor Map, TargetSelection Selection) AttributeAndSelect(IAnalysisContext ctx, Tensor x, Tensor reference, TargetSelection? selection, int slot, bool multiplyByInputs = true, double eps = Rescale.DefaultEpsilon)
     {
         using var scope = NewDisposeScope();
+        using var threshold = Rescale.WithEpsilon(eps);
         int n = (int)x.shape[0];
         var both = cat([x, reference], 0).detach().requires_grad_(true);
         var firstHalf = Enumerable.Range(0, n).ToArray();
@@ -116,7 +123,7 @@ public sealed class DeepLift : AttributionAnalysis<DeepLiftOptions>
     public override AttributionResult Attribute(DeepLiftOptions options, AttributionInput input)
     {
         var ctx = input.Context;
-        var (map, selection) = AttributeAndSelect(ctx, input.Input, options.Of(input), input.Selection, input.Slot, options.MultiplyByInputs);
+        var (map, selection) = AttributeAndSelect(ctx, input.Input, options.Of(input), input.Selection, input.Slot, options.MultiplyByInputs, options.Eps);
         return new AttributionResult(map, selection);
     }
 }
@@ -157,10 +164,7 @@ public sealed class DeepLiftShap : AttributionAnalysis<DeepLiftShapOptions>
     public static Tensor OverReferences(DeepLiftReferences options, IAnalysisContext ctx, Tensor x, TargetSelection selection, Func<Tensor, Tensor, TargetSelection, Tensor> attribute)
     {
         long n = x.shape[0];
-        var refs = options.BaselinesFile is { } file ? Npy.Read(file).ToTensor()
-            : DataReferences.Draw(ctx, options.BaselinesFromData!.Value, options.BaselineSeed ?? ctx.Seed, "baselines_from_data");
-        if (refs.dim() != 4 || refs.shape[0] < 2 || refs.shape[1] != x.shape[1] || refs.shape[2] != x.shape[2] || refs.shape[3] != x.shape[3])
-            throw new LoupeException($"{options.BaselinesFile ?? "baselines_from_data"}: the references must be B×{x.shape[1]}×{x.shape[2]}×{x.shape[3]} with B ≥ 2 (a single reference: use deeplift); they are {string.Join("×", refs.shape)}");
+        var refs = DataReferences.Set(ctx, x, options.BaselinesFile, options.BaselinesFromData, options.BaselineSeed, 2, " (a single reference: use deeplift)");
         long b = refs.shape[0];
         long perPass = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.InternalBatchSize, gradients: true) / 2);
         var parts = new List<Tensor>();
@@ -196,6 +200,19 @@ public static class DataReferences
             z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
             return z ^ (z >> 31);
         }
+    }
+
+    /// <summary>A reference set B×C×H×W for inputs like <paramref name="x"/>: the .npy <paramref name="file"/>, else
+    /// <paramref name="fromData"/> inputs drawn from the data source (<see cref="Draw"/>, seed <paramref name="seed"/> or
+    /// the step's); an error naming the file unless it holds at least <paramref name="minimum"/> references of the
+    /// inputs' shape (<paramref name="hint"/> follows the message).</summary>
+    public static Tensor Set(IAnalysisContext ctx, Tensor x, string? file, int? fromData, int? seed, int minimum, string hint = "")
+    {
+        var refs = file is not null ? Npy.Read(file).ToTensor()
+            : Draw(ctx, fromData ?? throw new ArgumentNullException(nameof(fromData)), seed ?? ctx.Seed, "baselines_from_data");
+        if (refs.dim() != 4 || refs.shape[0] < minimum || refs.shape[1] != x.shape[1] || refs.shape[2] != x.shape[2] || refs.shape[3] != x.shape[3])
+            throw new LoupeException($"{file ?? "baselines_from_data"}: the references must be B×{x.shape[1]}×{x.shape[2]}×{x.shape[3]} with B ≥ {minimum}{hint}; they are {string.Join("×", refs.shape)}");
+        return refs;
     }
 
     /// <summary>The drawn references (B×C×H×W, normalised), B = min(count, inputs).</summary>

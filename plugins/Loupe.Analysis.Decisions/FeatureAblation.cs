@@ -55,7 +55,7 @@ public sealed record FeatureAblationOptions
 
 /// <summary>Feature ablation over grid cells (Captum <c>FeatureAblation</c> with a grid feature mask): each cell's pixels
 /// get y_c(x) − y_c(x with the cell replaced by the fill). Forward passes only.</summary>
-public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions>
+public sealed class FeatureAblation : AttributionAnalysis<FeatureAblationOptions>, ITakesBaseline
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };

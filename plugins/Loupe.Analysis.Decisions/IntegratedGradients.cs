@@ -60,7 +60,7 @@ public sealed record IntegratedGradientsOptions
 /// <summary>Integrated gradients (Sundararajan et al. 2017, Eq. 1 and its Riemann/Gauss–Legendre approximation):
 /// (x − x′) ⊙ Σ_i w_i ∂F(x′ + α_i (x − x′))/∂x. Records the completeness error Σ attr − (F(x) − F(x′)) per input
 /// (<c>completeness.json</c> and metrics).</summary>
-public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradientsOptions>, IDeclaresMetrics
+public sealed class IntegratedGradients : AttributionAnalysis<IntegratedGradientsOptions>, IDeclaresMetrics, ITakesBaseline
 {
     /// <inheritdoc/>
     public IReadOnlyList<string> MetricNames => ["completeness_error_max_abs", "completeness_error_mean_relative"];

@@ -188,7 +188,7 @@ public sealed class LayerGradientXActivation : LayerAttribution<LayerGradientXAc
 
 /// <summary>Internal influence (Leino et al. 2018; Captum <c>InternalInfluence</c>): the layer gradient integrated along
 /// the input path, Σᵢ wᵢ ∂F/∂A(x′ + αᵢ (x − x′)), with IG's rules (α, w).</summary>
-public sealed class InternalInfluence : LayerAttribution<LayerPathOptions>
+public sealed class InternalInfluence : LayerAttribution<LayerPathOptions>, ITakesBaseline
 {
     /// <inheritdoc/>
     public override string ArtifactName => "internal-influence";
@@ -213,7 +213,7 @@ public sealed class InternalInfluence : LayerAttribution<LayerPathOptions>
 /// <summary>Layer conductance (Dhamdhere et al. 2018; Captum <c>LayerConductance</c>): Σᵢ ∂F/∂A(xᵢ) ⊙ (A(xᵢ₊₁) − A(xᵢ))
 /// over steps + 1 points xᵢ = x′ + αᵢ (x − x′) of the rule (Captum evaluates n_steps + 1 points and takes differences;
 /// with gauss-legendre the ends are not exactly x′ and x, so the sum approximates F(x) − F(x′) as Captum's does).</summary>
-public sealed class LayerConductance : LayerAttribution<LayerPathOptions>
+public sealed class LayerConductance : LayerAttribution<LayerPathOptions>, ITakesBaseline
 {
     /// <inheritdoc/>
     public override string ArtifactName => "layer-conductance";

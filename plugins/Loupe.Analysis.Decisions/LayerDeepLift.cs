@@ -17,6 +17,9 @@ public sealed record LayerDeepLiftOptions : DeepLiftReference, ILayerOptions
     /// <summary>Captum's multiply_by_inputs.</summary>
     [Description("true: (A(x) − A(x′)) ⊙ the layer's multipliers (Captum's default); false: the multipliers alone")]
     public bool MultiplyByInputs { get; init; } = true;
+    /// <summary>DeepLift's eps.</summary>
+    [Range(0.0, 1e6), Description(DeepLift.EpsDescription)]
+    public double Eps { get; init; } = Rescale.DefaultEpsilon;
 }
 
 /// <summary>Options of <c>layer-deeplift-shap</c>.</summary>
@@ -37,7 +40,7 @@ public sealed record LayerDeepLiftShapOptions : DeepLiftReferences, ILayerOption
 /// forward of [x; x′] with both halves' target scores (as <c>deeplift</c>), and attribution (A(x) − A(x′)) ⊙ ∂*F/∂A,
 /// the multipliers at the layer's output (or input). Its sum over the layer is F(x) − F(x′) when the layer cuts every
 /// path from the input (summation to delta).</summary>
-public sealed class LayerDeepLift : LayerAttribution<LayerDeepLiftOptions>
+public sealed class LayerDeepLift : LayerAttribution<LayerDeepLiftOptions>, ITakesBaseline
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients | ModelCapabilities.ReluOverride);
@@ -50,13 +53,14 @@ public sealed class LayerDeepLift : LayerAttribution<LayerDeepLiftOptions>
 
     /// <inheritdoc/>
     protected override Tensor LayerMap(LayerDeepLiftOptions options, AttributionInput input, TargetSelection selection) =>
-        At(input.Context, options.Layer, options.AttributeToLayerInput, input.Input, options.Of(input), selection, options.MultiplyByInputs);
+        At(input.Context, options.Layer, options.AttributeToLayerInput, input.Input, options.Of(input), selection, options.MultiplyByInputs, options.Eps);
 
     /// <summary>(A(x) − A(x′)) ⊙ multipliers at <paramref name="layer"/> (or the multipliers alone) for rows of inputs
     /// and references (same count), explaining <paramref name="selection"/>.</summary>
-    public static Tensor At(IAnalysisContext ctx, string layer, bool layerInput, Tensor x, Tensor reference, TargetSelection selection, bool multiplyByInputs)
+    public static Tensor At(IAnalysisContext ctx, string layer, bool layerInput, Tensor x, Tensor reference, TargetSelection selection, bool multiplyByInputs, double eps = Rescale.DefaultEpsilon)
     {
         using var scope = NewDisposeScope();
+        using var threshold = Rescale.WithEpsilon(eps);
         int n = (int)x.shape[0];
         var half = Enumerable.Range(0, n).ToArray();
         var rows = selection.Rows(half.Concat(half).ToArray());

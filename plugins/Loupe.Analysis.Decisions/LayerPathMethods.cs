@@ -10,7 +10,7 @@ namespace Loupe.Analysis.Decisions;
 /// the layer's output (or, with attribute_to_layer_input, its input) is replaced by A(x′) + αᵢ (A(x) − A(x′)) — and the result is (A(x) − A(x′)) ⊙ Σᵢ wᵢ ∂F/∂A there
 /// (Σᵢ wᵢ ∂F/∂A alone with multiply_by_inputs = false). Any layer shape, as Captum's.
 /// Needs layer interventions (the torchvision and onnx backends have them).</summary>
-public sealed class LayerIntegratedGradients : LayerAttribution<LayerIntegratedGradientsOptions>
+public sealed class LayerIntegratedGradients : LayerAttribution<LayerIntegratedGradientsOptions>, ITakesBaseline
 {
     /// <inheritdoc/>
     public override string ArtifactName => "layer-integrated-gradients";
@@ -84,7 +84,7 @@ public sealed record NeuronConductanceOptions : LayerPathOptions
 
 /// <summary>Neuron conductance (Dhamdhere et al. 2018; Captum <c>NeuronConductance</c>): how much each input pixel
 /// contributes to the target through one neuron n of a layer, (x − x′) ⊙ Σᵢ wᵢ (∂F/∂Aₙ · ∂Aₙ/∂x)(x′ + αᵢ (x − x′)).</summary>
-public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOptions>
+public sealed class NeuronConductance : AttributionAnalysis<NeuronConductanceOptions>, ITakesBaseline
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.LayerActivations | ModelCapabilities.Gradients);

@@ -44,13 +44,30 @@ public sealed record NoiseTunnelOptions
     /// <summary>Copies per inner call.</summary>
     [Range(1, 100_000), Description("noisy copies (× inputs) per call of the inner method (default: all samples at once, within 64 RGB 224² images)")]
     public int? SamplesPerBatch { get; init; }
+    /// <summary>Captum's draw_baseline_from_distrib.</summary>
+    [Description("Captum NoiseTunnel's draw_baseline_from_distrib: each noisy copy gets a baseline drawn at random (with replacement, seeded per input) from a set — baselines_file or baselines_from_data — which replaces the inner method's own baseline; the inner method must take a baseline (integrated-gradients, deeplift, occlusion, kernel-shap, …)")]
+    public bool DrawBaselineFromDistrib { get; init; }
+    /// <summary>The baseline distribution.</summary>
+    [FilePath, Description("with draw_baseline_from_distrib: a .npy B×C×H×W set of baselines in normalised input space (Captum's baselines tensor)")]
+    public string? BaselinesFile { get; init; }
+    /// <summary>The baseline distribution drawn from the data.</summary>
+    [Range(1, 4096), Description("with draw_baseline_from_distrib, instead of baselines_file: this many inputs of the data source (chosen as deeplift-shap's baselines_from_data)")]
+    public int? BaselinesFromData { get; init; }
+    /// <summary>Seed of the data draw.</summary>
+    [Description("seed of baselines_from_data (default: the step seed)")]
+    public int? BaselineSeed { get; init; }
+    /// <summary>Fixed baseline indices.</summary>
+    [FilePath, Description("with draw_baseline_from_distrib: fixed draws instead of the seeded ones, a .npy of S ≥ samples integers in 0..B−1 (copy s of every input takes baseline [s]; Captum's np.random.choice indices of one input)")]
+    public string? BaselineIndicesFile { get; init; }
 }
 
 /// <summary>Noise tunnel: wraps any attribution step and combines its maps over noisy copies of each input (SmoothGrad,
 /// SmoothGrad², VarGrad) — or, for a method whose map follows from a raw result (layer attributions, Captum-convention
 /// CAMs: <see cref="AttributionResult.MapOfRaw"/>), its raw results, as Captum's NoiseTunnel combines what the method
 /// returns (the layer-resolution attributions), the map then made of the combination. The target is fixed on the clean input; noise is drawn from the step's seed and the input's id, so an image gets the
-/// same noise whatever its batch, the data order or the shard — or read from fixed draws (<c>noise_file</c>, <c>noise_dir</c>).</summary>
+/// same noise whatever its batch, the data order or the shard — or read from fixed draws (<c>noise_file</c>, <c>noise_dir</c>).
+/// With <c>draw_baseline_from_distrib</c> each copy also gets a baseline drawn from a set (Captum's option of that name,
+/// which draws n_samples · N indices with replacement), given to the inner method as <see cref="AttributionInput.Baselines"/>.</summary>
 public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
 {
     /// <inheritdoc/>
@@ -71,8 +88,51 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         if (inner is NoiseTunnel) yield return "noise-tunnel cannot wrap another noise-tunnel";
         if (inner is IFixedMaps) yield return $"inner step '{options.Inner!.Uses}' gives fixed maps of the inputs as they are; noise-tunnel explains noisy copies of them";
         if (options.NoiseFile is not null && options.NoiseDir is not null) yield return "give either 'noise_file' or 'noise_dir', not both";
+        foreach (var e in BaselineDrawErrors(options, inner)) yield return e;
         foreach (var e in OptionRules.OnlyWith(options, options.Stdevs is null, "the noise without 'stdevs' (an absolute σ replaces the relative one)", nameof(options.NoiseLevel))) yield return e;
     }
+
+    static IEnumerable<string> BaselineDrawErrors(NoiseTunnelOptions o, IAnalysis? inner)
+    {
+        bool set = o.BaselinesFile is not null || o.BaselinesFromData is not null;
+        if (!o.DrawBaselineFromDistrib)
+        {
+            if (set || o.BaselineIndicesFile is not null || o.BaselineSeed is not null)
+                yield return "'baselines_file', 'baselines_from_data', 'baseline_seed' and 'baseline_indices_file' only apply with 'draw_baseline_from_distrib: true' (a baseline per input: give the inner step a baseline_folder)";
+            yield break;
+        }
+        if ((o.BaselinesFile is null) == (o.BaselinesFromData is null))
+            yield return "draw_baseline_from_distrib: give either 'baselines_file' or 'baselines_from_data' (the set the baselines are drawn from)";
+        if (o.BaselineSeed is not null && o.BaselinesFromData is null) yield return "'baseline_seed' only applies with 'baselines_from_data'";
+        if (inner is not null and not ITakesBaseline)
+            yield return $"draw_baseline_from_distrib: inner step '{o.Inner!.Uses}' takes no baseline (use a method that compares with one: integrated-gradients, deeplift, layer-integrated-gradients, occlusion, feature-ablation, shapley-sampling, kernel-shap, lime, …)";
+    }
+
+    /// <summary>Baseline indices per input and copy (N×S, int64) in 0..<paramref name="count"/> − 1: a file's, or drawn
+    /// uniformly with replacement from a stream per input id (the step seed's, apart from the noise's) or, without ids,
+    /// from <paramref name="stream"/>.</summary>
+    static Tensor BaselineIndices(NoiseTunnelOptions o, IAnalysisContext ctx, string[]? ids, long n, long count, Generator stream)
+    {
+        if (o.BaselineIndicesFile is { } file)
+        {
+            var t = Npy.Read(file).ToTensor().flatten();
+            if (t.shape[0] < o.Samples) throw new LoupeException($"{file}: baseline_indices_file holds {t.shape[0]} indices, fewer than samples ({o.Samples})");
+            var idx = t.narrow(0, 0, o.Samples);
+            if (!(idx == idx.round()).all().item<bool>() || idx.min().item<float>() < 0 || idx.max().item<float>() >= count)
+                throw new LoupeException($"{file}: baseline_indices_file must hold integers in 0..{count - 1} (the set has {count} baselines)");
+            return idx.to(ScalarType.Int64).unsqueeze(0).expand(n, -1);
+        }
+        var gens = InputSeeds.Generators(unchecked(ctx.Seed ^ BaselineStream), ids);
+        try
+        {
+            return gens is null ? (rand([n, o.Samples], generator: stream) * count).floor().clamp_max(count - 1).to(ScalarType.Int64)
+                : stack(gens.Select(g => (rand(o.Samples, generator: g) * count).floor().clamp_max(count - 1).to(ScalarType.Int64)).ToArray());
+        }
+        finally { if (gens is not null) foreach (var g in gens) g.Dispose(); }
+    }
+
+    /// <summary>Mixed into the step seed for the baseline draws, so that they leave the noise draws as they are.</summary>
+    const int BaselineStream = 0x2545F491;
 
     /// <summary>The first <paramref name="samples"/> fixed draws of a file (S×C×H×W), checked against the input shape.</summary>
     static Tensor Draws(string file, Tensor x, int samples)
@@ -119,6 +179,12 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
         var range = (x.flatten(1).amax([1]) - x.flatten(1).amin([1])).view(n, 1, 1, 1);
         var sigma = options.Stdevs is { } sd ? full([n, 1, 1, 1], (float)sd) : range * (float)options.NoiseLevel;
         var draws = FixedDraws(options, x, input.Ids);
+        Tensor? refs = null, indices = null;
+        if (options.DrawBaselineFromDistrib)
+        {
+            refs = DataReferences.Set(ctx, x, options.BaselinesFile, options.BaselinesFromData, options.BaselineSeed, 1);
+            indices = BaselineIndices(options, ctx, input.Ids, n, refs.shape[0], _generator ??= new Generator((ulong)ctx.Seed));
+        }
         long perCall = Math.Max(1, Explain.CopiesPerForward(ctx, x, options.SamplesPerBatch, gradients: true) / n);
         Tensor? sum = null, sumSq = null;
         // Combined: the inner's raw results where its map follows from them (layer methods, Captum-convention CAMs:
@@ -137,7 +203,11 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
             // Image-dependent baselines (mean, blur) of the clean rows and each input's own baseline file, as Captum's
             // NoiseTunnel keeps the given baseline.
             var clean = x.unsqueeze(0).expand([k, .. x.shape]).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
-            var result = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot) { BaselineSource = clean, SourceIds = input.SourceIdsOf(rows) });
+            var result = inner.Attribute(innerStep.Options, new AttributionInput(ctx, noisy, selection.Rows(rows), input.Slot) {
+                BaselineSource = clean, SourceIds = input.SourceIdsOf(rows),
+                // Copy-major rows, as the noisy copies: copy s of input i takes baseline indices[i, s].
+                Baselines = refs?.index_select(0, indices!.narrow(1, s0, k).t().reshape(-1)),
+            });
             if (s0 == 0) mapOfRaw = result.Raw is not null ? result.MapOfRaw : null;
             var maps = mapOfRaw is not null ? result.Raw! : result.Map;
             var shaped = maps.view([k, n, .. maps.shape.Skip(1)]);

@@ -35,7 +35,7 @@ public sealed record OcclusionOptions
 /// (the last one cut off at the edge), covering all channels — or, with a [channels, height, width] window, c×h×w boxes
 /// slid along the channel axis too (Captum's 3-D sliding_window_shapes); a value's attribution is the mean, over the
 /// windows covering it, of y_c(x) − y_c(x with the window filled). Forward passes only.</summary>
-public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>
+public sealed class Occlusion : AttributionAnalysis<OcclusionOptions>, ITakesBaseline
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward) { HandlesSideInputs = true };

@@ -71,10 +71,11 @@ public static class Perturbation
         return scope.MoveToOuter(cat(rows, 0));
     }
 
-    /// <summary>The baseline of a batch: the per-input files of <paramref name="folder"/>, else the file when one is
-    /// given, else the named or constant fill of the inputs <paramref name="input"/> makes baselines of.</summary>
+    /// <summary>The baseline of a batch: the baselines a wrapper gave (<see cref="AttributionInput.Baselines"/>), else the
+    /// per-input files of <paramref name="folder"/>, else the file when one is given, else the named or constant fill of the inputs <paramref name="input"/> makes baselines of.</summary>
     public static Tensor BaselineOrFile(AttributionInput input, string? file, string? folder, Fill fill, double blurSigma, float[]? constant, string option = "fill") =>
-        folder is not null ? LoadBaselines(folder, input)
+        input.Baselines is { } given ? given
+        : folder is not null ? LoadBaselines(folder, input)
         : file is not null ? LoadBaseline(file, input.Input) : Baseline(input.BaselineOf, fill, blurSigma, input.Context.Input, constant, option);
 
     /// <summary>Validation of the tensor baselines (<c>baseline_file</c>, <c>baseline_folder</c>) beside a constant fill

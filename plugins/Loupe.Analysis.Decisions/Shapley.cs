@@ -23,7 +23,7 @@ public sealed record ShapleySamplingOptions : FeatureOptions
 /// the features, start from the baseline and add the features in that order; each feature gets the score change it
 /// caused, averaged over the permutations. Seeded draws per input: permutation s = argsort of rand(S, M) row s.
 /// The prefixes of the permutations are evaluated in batched forwards, a chunk of permutations at a time.</summary>
-public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions>
+public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions>, ITakesBaseline
 {
     /// <summary>Prefix-mask entries (K permutations × M prefixes × M features) a chunk of permutations may span.</summary>
     const long ChunkEntries = 16L << 20;

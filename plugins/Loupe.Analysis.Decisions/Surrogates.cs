@@ -61,7 +61,7 @@ public sealed record LimeOptions : FeatureOptions
 
 /// <summary>Shared loop of the surrogate methods: per image, features, coalitions, their scores in batched forwards,
 /// per-coalition weights and a weighted linear fit; the coefficients are the features' attributions.</summary>
-public abstract class SurrogateAnalysis<TOptions> : AttributionAnalysis<TOptions> where TOptions : FeatureOptions, new()
+public abstract class SurrogateAnalysis<TOptions> : AttributionAnalysis<TOptions>, ITakesBaseline where TOptions : FeatureOptions, new()
 {
     /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);

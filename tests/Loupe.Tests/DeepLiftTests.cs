@@ -94,4 +94,25 @@ public class DeepLiftTests
         Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
         TechniqueTests.Close(TechniqueTests.Stack(r, "dl", "deeplift", 2), "fam_r18_deeplift.npy", 1e-4);
     }
+
+    /// <summary>Captum DeepLift's <c>eps</c>: where |Δin| &lt; eps a non-linearity keeps its own gradient at the input. With
+    /// an eps above every |Δin| of the demo CNN, DeepLift is the plain gradient: (x − 0) ⊙ ∂F/∂x is gradient × input,
+    /// and layer-deeplift's multipliers at conv3 are the layer gradient; with Captum's default it is not.</summary>
+    [Fact]
+    public void EpsAboveEveryChangeGivesThePlainGradient()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: big, uses: deeplift, with: { eps: 1.0e+6 } }
+              - { id: dl, uses: deeplift }
+              - { id: gxi, uses: gradient-x-input }
+              - { id: lbig, uses: layer-deeplift, with: { layer: conv3, eps: 1.0e+6, multiply_by_inputs: false } }
+              - { id: lg, uses: layer-gradient-x-activation, with: { layer: conv3, multiply_by_inputs: false } }
+            """, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        var gxi = TechniqueTests.Stack(r, "gxi", "gradient-x-input");
+        Assert.True(TestEnv.RelL2(TechniqueTests.Stack(r, "big", "deeplift"), gxi) < 1e-5);
+        Assert.True(TestEnv.RelL2(TechniqueTests.Stack(r, "dl", "deeplift"), gxi) > 1e-2, "the default eps gave the plain gradient too");
+        var lg = TechniqueTests.Stack(r, "lg", "layer-gradient-x-activation-layer");
+        Assert.True(TestEnv.RelL2(TechniqueTests.Stack(r, "lbig", "layer-deeplift-layer"), lg) < 1e-5);
+    }
 }
