@@ -1,8 +1,17 @@
+using System.ComponentModel;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
 using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Cam;
+
+/// <summary>Options of <c>full-grad</c>.</summary>
+public sealed record FullGradOptions
+{
+    /// <summary>pytorch-grad-cam's eigen_smooth for FullGrad.</summary>
+    [Description("pytorch-grad-cam's eigen_smooth for FullGrad: the input's per-channel maps and each bias layer's map, each scaled and shrunk to (H/8)×(W/8), are projected on their first principal component (signed as eigen_smooth's other CAMs), which is scaled and resized to the input, instead of their sum")]
+    public bool EigenSmooth { get; init; }
+}
 
 /// <summary>FullGrad (Srinivas &amp; Fleuret 2019) in pytorch-grad-cam's <c>FullGrad</c> convention, on the model's graph
 /// form (<see cref="ModelCapabilities.Graph"/>, both backends): |∂y/∂x ⊙ x| per input channel plus, for every 2-D
@@ -10,7 +19,7 @@ namespace Loupe.Analysis.Cam;
 /// z (from the graph with batch norms folded into their convolutions: one fewer pass per batch norm each way). Each of these maps is min-max scaled per input and channel ((m − min) / (max + 1e-7)), resized bilinearly to the
 /// input (align_corners = false), summed over channels and layers, and the sum min-max scaled once more. One forward and
 /// one backward through the graph; the gradients at the layer outputs come from the same backward.</summary>
-public sealed class FullGrad : AttributionAnalysis<NoOptions>
+public sealed class FullGrad : AttributionAnalysis<FullGradOptions>
 {
     /// <inheritdoc/>
     public override string ArtifactName => "full-grad";
@@ -18,7 +27,7 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward | ModelCapabilities.Gradients | ModelCapabilities.Graph);
 
     /// <inheritdoc/>
-    public override IEnumerable<string> Validate(NoOptions options, AnalysisValidationContext context)
+    public override IEnumerable<string> Validate(FullGradOptions options, AnalysisValidationContext context)
     {
         if (context.Model is not IModelGraphSource source) yield break;   // the capability check names what is missing
         string? error = null;
@@ -38,7 +47,7 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
     static bool Biased(GraphNode n) => n.Op == GraphOp.Conv && n.Bias is not null || n.Op == GraphOp.BatchNorm;
 
     /// <inheritdoc/>
-    public override AttributionResult Attribute(NoOptions options, AttributionInput input)
+    public override AttributionResult Attribute(FullGradOptions options, AttributionInput input)
     {
         var ctx = input.Context;
         if (ctx.Target.RequiredLayers.Count > 0)
@@ -85,6 +94,9 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
         var score = ctx.Target.Scores(ti, selection).sum();
         var grads = CheckedOps.Grad([score], [x, .. layers.Select(i => values[i])]);
         long h = x.shape[2], w = x.shape[3];
+        if (options.EigenSmooth)
+            return new AttributionResult(scope.MoveToOuter(EigenSmoothed((grads[0] * x.detach()).abs(),
+                terms.Select(t => ScaledBiasChannels(t.Bias.detach(), grads[layers.IndexOf(t.Node) + 1])))), selection);
         // Bilinear resizing is linear: the layers' maps are summed at each resolution and each sum resized once (resnet18:
         // 5 resizes to the input instead of 21), the same sum up to float rounding.
         var byResolution = new Dictionary<(long, long), Tensor>();
@@ -102,6 +114,26 @@ public sealed class FullGrad : AttributionAnalysis<NoOptions>
             total = total is null ? resized : total.add_(resized);
         }
         return new AttributionResult(scope.MoveToOuter(CamAnalysis<CamOptions>.ScaleEach(total!)), selection);
+    }
+
+    /// <summary>pytorch-grad-cam's FullGrad with eigen_smooth: the maps are the input's channels |∂y/∂x ⊙ x| (each scaled
+    /// and at input size) and each bias term's channel sum (<paramref name="layerSums"/>, each at its layer's size,
+    /// resized to the input); all are scaled once more and shrunk to (H/8)×(W/8) (bilinear, as cv2.resize), projected
+    /// on their first principal component (<see cref="Projections.FirstComponent"/>), and the projection scaled, resized
+    /// to the input and scaled again (the library's aggregate of its one layer).</summary>
+    static Tensor EigenSmoothed(Tensor inputMaps, IEnumerable<Tensor> layerSums)
+    {
+        long n = inputMaps.shape[0], c = inputMaps.shape[1], h = inputMaps.shape[2], w = inputMaps.shape[3];
+        if (h / 8 == 0 || w / 8 == 0)
+            throw new LoupeException($"full-grad: eigen_smooth projects maps shrunk to (H/8)×(W/8), which is empty for a {h}×{w} input");
+        var maps = new List<Tensor> { CamAnalysis<CamOptions>.ScaleEach(inputMaps.reshape(n * c, h, w)).view(n, c, h, w) };
+        foreach (var sum in layerSums)
+            maps.Add((sum.shape[1] != h || sum.shape[2] != w ? Display.Resize(sum, h, w) : sum).unsqueeze(1));
+        var all = cat(maps, 1);
+        long k = all.shape[1];
+        var small = Display.Resize(CamAnalysis<CamOptions>.ScaleEach(all.reshape(n * k, h, w)), h / 8, w / 8).view(n, k, h / 8, w / 8);
+        var projected = Projections.FirstComponent(small.nan_to_num(0.0));
+        return CamAnalysis<CamOptions>.ScaleEach(Display.Resize(CamAnalysis<CamOptions>.ScaleEach(projected), h, w));
     }
 
     /// <summary><see cref="ScaledChannels"/> of |b ⊙ g| (bias b per channel, gradient g: N×K×h×w) without forming it:

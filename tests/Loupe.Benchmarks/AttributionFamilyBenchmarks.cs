@@ -35,7 +35,7 @@ public class AttributionFamilyBenchmarks
     Tensor TopScore(Tensor y) => y.gather(1, y.argmax(1, keepdim: true)).sum();
 
     [Benchmark(Description = "full-grad"), Floor("forward+backward to input")]
-    public void FullGrad() => new FullGrad().Run(new NoOptions(), _ctx);
+    public void FullGrad() => new FullGrad().Run(new FullGradOptions(), _ctx);
 
     [Benchmark(Description = "forward + double backward to layer4"), Floor("")]
     public float DoubleBackward()

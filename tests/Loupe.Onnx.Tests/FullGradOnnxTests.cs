@@ -16,8 +16,8 @@ public class FullGradOnnxTests
     {
         using var scope = NewDisposeScope();
         var ctx = new TensorContext(model, x, 2, new Top1Target());
-        Assert.Empty(new FullGrad().Validate(new NoOptions(), new AnalysisValidationContext(model.Layers, model.Capabilities, model)));
-        return Env.Data(new FullGrad().Attribute(new NoOptions(), new AttributionInput(ctx, x, null)).Map);
+        Assert.Empty(new FullGrad().Validate(new FullGradOptions(), new AnalysisValidationContext(model.Layers, model.Capabilities, model)));
+        return Env.Data(new FullGrad().Attribute(new FullGradOptions(), new AttributionInput(ctx, x, null)).Map);
     }
 
     [Fact]

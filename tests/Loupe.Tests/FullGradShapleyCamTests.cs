@@ -19,11 +19,13 @@ public class FullGradShapleyCamTests
         // batch 3 over 4 inputs: the maps do not depend on batch edges.
         var r = TestEnv.Run(TestEnv.FixturePipeline("""
               - { id: fg, uses: full-grad }
+              - { id: fge, uses: full-grad, with: { eigen_smooth: true } }
               - { id: rest, uses: shapley-cam, with: { layer: relu3, score: rest } }
               - { id: soft, uses: shapley-cam, with: { layer: relu3 }, target: { top-1: softmax } }
             """, batchSize: 3));
         Ok(r);
         TechniqueTests.Close(TechniqueTests.Stack(r, "fg", "full-grad"), "cams_cnn_fullgrad.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "fge", "full-grad"), "cams_cnn_fullgrad_eigen.npy", 1e-4);
         TechniqueTests.Close(TechniqueTests.Stack(r, "rest", "shapley-cam-layer"), "cams_cnn_shapley_rest.npy", 1e-4);
         TechniqueTests.Close(TechniqueTests.Stack(r, "soft", "shapley-cam-layer"), "cams_cnn_shapley_softmax.npy", 1e-4);
     }
@@ -33,10 +35,12 @@ public class FullGradShapleyCamTests
     {
         var r = ShapleyFamilyTests.ResNet18("""
               - { id: fg, uses: full-grad }
+              - { id: fge, uses: full-grad, with: { eigen_smooth: true } }
               - { id: rest, uses: shapley-cam, with: { layer: layer3, score: rest } }
             """);
         Ok(r);
         TechniqueTests.Close(TechniqueTests.Stack(r, "fg", "full-grad", 2), "cams_r18_fullgrad.npy", 1e-4);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "fge", "full-grad", 2), "cams_r18_fullgrad_eigen.npy", 1e-4);
         TechniqueTests.Close(TechniqueTests.Stack(r, "rest", "shapley-cam-layer", 2), "cams_r18_shapley_rest.npy", 1e-4);
     }
 
