@@ -28,6 +28,35 @@ public interface IReshapesLayers
 {
     /// <summary>The requested reshape.</summary>
     LayerReshape Reshape { get; }
+
+    /// <summary>An explicit token grid [height, width] (pytorch-grad-cam's reshape_transform height and width), or null:
+    /// the grid of the image's aspect.</summary>
+    int[]? TokenGrid => null;
+
+    /// <summary>The description of a <c>token_grid</c> option.</summary>
+    public const string TokenGridDescription = "the h×w grid of a token layer, [height, width] (pytorch-grad-cam's reshape_transform height and width, e.g. [14, 14]): a layer of T = h·w tokens is laid on it as is, one of T > h·w tokens drops its T − h·w leading tokens (class, distillation, register tokens); default: the grid of the image's aspect";
+}
+
+/// <summary>How a token layer is laid out: an explicit grid, else the image's aspect.</summary>
+/// <param name="Image">The input's H×W, or null.</param>
+/// <param name="Grid">An explicit h×w token grid, or null.</param>
+public readonly record struct TokenLayout((long Height, long Width)? Image, (long Height, long Width)? Grid = null)
+{
+    /// <summary>The layout of <paramref name="options"/>' token grid over an image of <paramref name="image"/>.</summary>
+    public static TokenLayout Of(IReshapesLayers options, (long Height, long Width)? image) =>
+        new(image, options.TokenGrid is [var h, var w] ? (h, w) : null);
+
+    /// <summary>The layout of an image alone (or of no image: a square grid).</summary>
+    public static implicit operator TokenLayout((long Height, long Width)? image) => new(image);
+
+    /// <summary>Validation of a <c>token_grid</c> option.</summary>
+    public static IEnumerable<string> Errors(IReshapesLayers options)
+    {
+        if (options.TokenGrid is not { } g) yield break;
+        if (g.Length != 2 || g.Any(v => v <= 0)) yield return "option 'token_grid': give [height, width], two whole numbers ≥ 1";
+        if (options.Reshape is not (LayerReshape.Auto or LayerReshape.Vit or LayerReshape.Tokens))
+            yield return $"option 'token_grid' lays out token layers: it does not apply with reshape '{LayerReshapes.Name(options.Reshape)}'";
+    }
 }
 
 /// <summary>Resolving and applying a <see cref="LayerReshape"/>.</summary>
@@ -51,6 +80,11 @@ public static class LayerReshapes
 
     static bool Fits(long t, (long, long)? image) => Grid(t, image).Height > 0;
 
+    /// <summary>Leading tokens to drop and the grid of a layer of <paramref name="t"/> tokens under an explicit grid
+    /// (t − h·w, h, w), or null where the grid holds more tokens than the layer.</summary>
+    static (long Prefix, long Height, long Width)? Explicit(long t, (long Height, long Width) grid) =>
+        grid.Height * grid.Width <= t ? (t - grid.Height * grid.Width, grid.Height, grid.Width) : null;
+
     /// <summary>The counts of leading non-patch tokens looked for, in order: a class token (ViT), class + distillation
     /// (DeiT), class + 4, 8 or 16 registers (Darcet et al. 2024's ViTs with registers).</summary>
     public static readonly int[] PrefixTokenCounts = [1, 2, 5, 9, 17];
@@ -65,10 +99,23 @@ public static class LayerReshapes
     }
 
     /// <summary>The concrete reshape for a layer of <paramref name="shape"/> (never <see cref="LayerReshape.Auto"/>),
-    /// or an explanation why it does not fit; <paramref name="image"/> (the input's H×W) lets token layers lie on a
-    /// grid of the image's aspect.</summary>
-    public static (LayerReshape Mode, string? Error) Resolve(LayerReshape requested, long[] shape, (long Height, long Width)? image = null)
+    /// or an explanation why it does not fit; the layout's image (the input's H×W) lets token layers lie on a
+    /// grid of the image's aspect.
+    /// Under an explicit grid h×w (<see cref="TokenLayout.Grid"/>) a token layer of h·w tokens is
+    /// <see cref="LayerReshape.Tokens"/>, one of more is <see cref="LayerReshape.Vit"/> (its T − h·w leading tokens
+    /// dropped), one of fewer an error.</summary>
+    public static (LayerReshape Mode, string? Error) Resolve(LayerReshape requested, long[] shape, TokenLayout layout = default)
     {
+        if (layout.Grid is { } g && shape.Length == 3 && requested is LayerReshape.Auto or LayerReshape.Vit or LayerReshape.Tokens)
+        {
+            long t = shape[1], cells = g.Height * g.Width;
+            if (cells > t || requested == LayerReshape.Tokens && cells != t)
+                return (requested, $"token_grid {g.Height}×{g.Width} holds {cells} tokens; the layer has {t}{(requested == LayerReshape.Tokens ? " (reshape 'tokens' takes them all: use vit or auto to drop leading tokens)" : "")}");
+            if (requested == LayerReshape.Vit && cells == t)
+                return (requested, $"reshape 'vit' drops leading tokens, but token_grid {g.Height}×{g.Width} takes all {t}: use tokens or auto");
+            return (cells == t ? LayerReshape.Tokens : LayerReshape.Vit, null);
+        }
+        var image = layout.Image;
         string S() => string.Join("×", shape);
         string Of() => image is { } i ? $" of the image's {i.Height}×{i.Width} aspect" : "";
         switch (requested)
@@ -95,15 +142,19 @@ public static class LayerReshapes
     }
 
     /// <summary>The activation (or its gradient) of a layer as N×C×h×w, per a resolved mode.</summary>
-    public static Tensor ToGrid(Tensor a, LayerReshape mode, (long Height, long Width)? image = null)
+    public static Tensor ToGrid(Tensor a, LayerReshape mode, TokenLayout layout = default)
     {
         switch (mode)
         {
             case LayerReshape.Nhwc: return a.permute(0, 3, 1, 2);
             case LayerReshape.Vit or LayerReshape.Tokens:
             {
-                var tokens = mode == LayerReshape.Vit ? a[.., (int)PrefixTokens(a.shape[1], image)..] : a;
-                var (h, w) = Grid(tokens.shape[1], image);
+                long t = a.shape[1];
+                var (prefix, h, w) = layout.Grid is { } g
+                    ? Explicit(t, g) ?? throw new LoupeException($"token_grid {g.Height}×{g.Width} holds more than the layer's {t} tokens")
+                    : (mode == LayerReshape.Vit ? PrefixTokens(t, layout.Image) : 0, 0L, 0L);
+                var tokens = prefix > 0 ? a[.., (int)prefix..] : a;
+                if (layout.Grid is null) (h, w) = Grid(tokens.shape[1], layout.Image);
                 return tokens.reshape(a.shape[0], h, w, a.shape[2]).permute(0, 3, 1, 2);
             }
             default: return a;
@@ -112,11 +163,11 @@ public static class LayerReshapes
 
     /// <summary>A captured activation of <paramref name="layer"/> as N×C×h×w per the requested reshape, or a
     /// <see cref="LoupeException"/> naming the layer when its shape cannot be laid out so.</summary>
-    public static Tensor ToGrid(Tensor a, LayerReshape requested, string layer, (long Height, long Width)? image = null)
+    public static Tensor ToGrid(Tensor a, LayerReshape requested, string layer, TokenLayout layout = default)
     {
-        var (mode, error) = Resolve(requested, a.shape, image);
+        var (mode, error) = Resolve(requested, a.shape, layout);
         if (error is not null) throw new LoupeException($"layer '{layer}': {error}");
-        return ToGrid(a, mode, image);
+        return ToGrid(a, mode, layout);
     }
 
     /// <summary>Shape to which a per-channel factor (rows × C) is viewed to broadcast over the layer's own layout.</summary>

@@ -62,6 +62,10 @@ public record CamOptions : IReshapesLayers, IAttributesToLayerInput
     [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the leading tokens that are not patches — class token, DeiT's distillation token, registers — of N×(k+h·w)×C), tokens (N×(h·w)×C) — pytorch-grad-cam's reshape_transform")]
     public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
 
+    /// <summary>Explicit token grid.</summary>
+    [Description(IReshapesLayers.TokenGridDescription)]
+    public int[]? TokenGrid { get; init; }
+
     /// <summary>Upsampling under the Captum convention.</summary>
     [Description("convention captum only: upsampling of the layer map, as Captum's interpolate_mode (F.interpolate's modes): bilinear, nearest, bicubic, area or nearest-exact (default bilinear — Captum LayerAttribution.interpolate's own default is nearest; nearest for guided-grad-cam as Captum's GuidedGradCam)")]
     public CamUpsample? Upsample { get; init; }
@@ -96,6 +100,8 @@ public sealed record CamLayer(Tensor Activation, Tensor? Gradient, string Layer,
     public string[]? Ids { get; init; }
     /// <summary>How the layer's own output was laid out as <see cref="Activation"/> (for methods that intervene on the layer).</summary>
     public LayerReshape Reshape { get; init; } = LayerReshape.None;
+    /// <summary>The token layout <see cref="Reshape"/> used (the image's aspect or an explicit grid).</summary>
+    public TokenLayout Layout { get; init; }
     /// <summary>The layer's own output, before <see cref="Reshape"/> (a ViT's class token included).</summary>
     public Tensor? Own { get; init; }
     /// <summary>H·A (N×K×h×w), the Hessian of the score w.r.t. the layer times its activation, for methods that ask
@@ -158,6 +164,7 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
     public override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
     {
         if (options.AllLayers.Count == 0) yield return "give a 'layer' (or 'layers')";
+        foreach (var grid in TokenLayout.Errors(options)) yield return grid;
         if (options.Layer is not null && options.Layers is not null) yield return "give either 'layer' or 'layers', not both";
         if (options.Upsample is not null && options.Convention == CamConvention.PytorchGradCam)
             yield return "option 'upsample' applies to convention captum; pytorch-grad-cam always resizes bilinearly";
@@ -202,13 +209,14 @@ public abstract class CamAnalysis<TOptions> : AttributionAnalysis<TOptions> wher
         var grids = new List<CamLayer>();
         for (int i = 0; i < layers.Count; i++)
         {
-            var image = (h, w);
+            var image = TokenLayout.Of(options, (h, w));
             var (mode, error) = LayerReshapes.Resolve(options.Reshape, acts[i].shape, image);
             if (error is not null) throw new LoupeException($"layer '{layers[i]}'{(options.AttributeToLayerInput ? " (its input)" : "")}: {error}");
             grids.Add(new CamLayer(LayerReshapes.ToGrid(acts[i], mode, image), grads?[i] is { } g ? LayerReshapes.ToGrid(g, mode, image) : null, layers[i], x, selection, ctx)
             {
                 Ids = input.SourceIds ?? input.Ids,
                 Reshape = mode,
+                Layout = image,
                 Own = acts[i],
                 HessianTimesActivation = hvps?[i] is { } hv ? LayerReshapes.ToGrid(hv, mode, image) : null,
             });

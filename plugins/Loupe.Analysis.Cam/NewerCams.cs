@@ -171,7 +171,7 @@ public sealed class FinerCam : CamAnalysis<FinerCamOptions>
         var main = tensor(classes);
         var score = FinerScore.Of(logits, main, FinerScore.Compared(logits, main, o.Compare), o.Alpha);
         var a = capture[l.Layer];
-        var g = LayerReshapes.ToGrid(CheckedOps.Grad([score.sum()], [a])[0], l.Reshape, (l.Input.shape[2], l.Input.shape[3]));
+        var g = LayerReshapes.ToGrid(CheckedOps.Grad([score.sum()], [a])[0], l.Reshape, l.Layout);
         var scored = l with { Gradient = g };
         return o.Base switch
         {

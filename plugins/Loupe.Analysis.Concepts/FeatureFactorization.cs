@@ -15,6 +15,9 @@ public sealed record FeatureFactorizationOptions : IReshapesLayers
     /// <summary>Layout of the layer.</summary>
     [Description("lay the layer out as N×C×h×w: auto (from its shape), none, nhwc (Swin/ConvNeXt channels-last), vit (drop the leading tokens that are not patches — class token, DeiT's distillation token, registers — of N×(k+h·w)×C), tokens (N×(h·w)×C) — pytorch-grad-cam's reshape_transform")]
     public LayerReshape Reshape { get; init; } = LayerReshape.Auto;
+    /// <summary>Explicit token grid.</summary>
+    [Description(IReshapesLayers.TokenGridDescription)]
+    public int[]? TokenGrid { get; init; }
     /// <summary>Components.</summary>
     [Range(1, 64), Description("concepts per factorisation: pytorch-grad-cam's n_components (5 in its run_dff_on_image and dff(); its DeepFeatureFactorization call defaults to 16)")]
     public int Components { get; init; } = 5;
@@ -50,6 +53,7 @@ public sealed class FeatureFactorization : Analysis<FeatureFactorizationOptions>
     /// <inheritdoc/>
     public override IEnumerable<string> Validate(FeatureFactorizationOptions options, AnalysisValidationContext context)
     {
+        foreach (var e in TokenLayout.Errors(options)) yield return e;
         foreach (var e in OptionRules.OnlyWith(options, options.Head is not null, "a 'head' (the classes shown per concept)", nameof(options.Top))) yield return e;
         if (options.Head is not { } head) yield break;
         if (!context.Capabilities.HasFlag(ModelCapabilities.Parameters))
@@ -77,7 +81,7 @@ public sealed class FeatureFactorization : Analysis<FeatureFactorizationOptions>
             {
                 using var scope = NewDisposeScope();
                 height = batch.Input.shape[2]; width = batch.Input.shape[3];
-                var a = LayerReshapes.ToGrid(captured, options.Reshape, options.Layer, (height, width)).to(ScalarType.Float32).cpu().contiguous();
+                var a = LayerReshapes.ToGrid(captured, options.Reshape, options.Layer, TokenLayout.Of(options, (height, width))).to(ScalarType.Float32).cpu().contiguous();
                 (k, h, w) = (a.shape[1], a.shape[2], a.shape[3]);
                 // The group's matrix, its transpose and the copies kept per input: ~4 float32 copies of K × images·h·w.
                 if (16L * k * h * w * options.Images > ctx.MemoryBudgetBytes)

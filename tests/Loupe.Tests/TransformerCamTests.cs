@@ -56,6 +56,52 @@ public class TransformerCamTests
         Assert.Equal([32L, 32], TestEnv.Artifact(r, "roll/00000.attention-rollout.npy").Shape);
     }
 
+    /// <summary>An explicit token grid (pytorch-grad-cam's reshape_transform height and width): [4, 4] is the grid auto
+    /// finds; [2, 8] lays the same 16 patch tokens out row by row, so Grad-CAM's layer map holds the same values in
+    /// that shape (its channel weights are token means, unchanged); [1, 17] takes every token, the class token too; a
+    /// grid of more tokens than the layer's, or one beside reshape nhwc, is refused at validation.</summary>
+    [Fact]
+    public void ExplicitTokenGridsAreReshapeTransformsHeightAndWidth()
+    {
+        var r = TestEnv.Run(VitPipeline($"""
+              - id: g44
+                uses: grad-cam
+                with: {"{"} layer: "{Ln1}", token_grid: [4, 4] {"}"}
+              - id: g28
+                uses: grad-cam
+                with: {"{"} layer: "{Ln1}", reshape: vit, token_grid: [2, 8] {"}"}
+              - id: all
+                uses: grad-cam
+                with: {"{"} layer: "{Ln1}", reshape: tokens, token_grid: [1, 17] {"}"}
+            """));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        Close(r, "g44", "grad-cam-layer", "vit_gradcam_ln1.npy", 1e-4);
+        for (int i = 0; i < 2; i++)
+        {
+            var wide = TestEnv.Artifact(r, $"g28/{i:D5}.grad-cam-layer.npy");
+            Assert.Equal([2L, 8], wide.Shape);
+            var square = TestEnv.Artifact(r, $"g44/{i:D5}.grad-cam-layer.npy").Data;
+            Assert.True(TestEnv.RelL2(wide.Data, square) < 1e-6, $"input {i}: the 2×8 grid is not the 4×4 one's tokens");
+            Assert.Equal([1L, 17], TestEnv.Artifact(r, $"all/{i:D5}.grad-cam-layer.npy").Shape);
+        }
+        var bad = TestEnv.Run(VitPipeline($"""
+              - id: big
+                uses: grad-cam
+                with: {"{"} layer: "{Ln1}", token_grid: [5, 5] {"}"}
+              - id: nhwc
+                uses: grad-cam
+                with: {"{"} layer: "{Ln1}", reshape: nhwc, token_grid: [4, 4] {"}"}
+              - id: odd
+                uses: grad-cam
+                with: {"{"} layer: "{Ln1}", token_grid: [4] {"}"}
+            """));
+        Assert.NotEqual(0, bad.ExitCode);
+        var all = string.Join("\n", bad.Errors);
+        Assert.Contains("token_grid 5×5 holds 25 tokens; the layer has 17", all);
+        Assert.Contains("does not apply with reshape 'nhwc'", all);
+        Assert.Contains("give [height, width]", all);
+    }
+
     /// <summary>Ablation-CAM under pytorch-grad-cam's convention on a ViT's ln_1 (negative values), as its
     /// AblationLayerVit: channel k ablated in every token, the class token included, to the minimum of the layer's whole
     /// output less 1e7 per row of a batch of 8. (Whether the class token's values count in that minimum moves the value

@@ -216,7 +216,7 @@ public static partial class PipelineRunner
                     bool ofInput = o.Value is IAttributesToLayerInput { AttributeToLayerInput: true };
                     if (ofInput && !inputShapes.ContainsKey(r.Layer)) continue;   // no layer inputs: the step's own check says so
                     var shape = ofInput ? inputShapes[r.Layer] : shapes[r.Layer];
-                    string? why = o.Value is IReshapesLayers rl ? LayerReshapes.Resolve(rl.Reshape, shape, (input.Height, input.Width)).Error
+                    string? why = o.Value is IReshapesLayers rl ? LayerReshapes.Resolve(rl.Reshape, shape, TokenLayout.Of(rl, (input.Height, input.Width))).Error
                         : shape.Length != 4 ? "this step needs a spatial N×C×H×W layer" : null;
                     if (why is not null)
                         errors.Add(At(r.Mark, $"option '{r.Option}': layer '{r.Layer}' has {(ofInput ? "input" : "output")} shape ({string.Join("×", shape)}): {why}"));
