@@ -44,6 +44,9 @@ public sealed record NoiseTunnelOptions
     /// <summary>Copies per inner call.</summary>
     [Range(1, 100_000), Description("noisy copies (× inputs) per call of the inner method (default: all samples at once, within 64 RGB 224² images)")]
     public int? SamplesPerBatch { get; init; }
+    /// <summary>Zennit's noise-free last iteration.</summary>
+    [Description("the last of the samples is the clean input, without noise (Zennit's SmoothGrad: its last iteration adds none, so samples: 1 is the gradient; Zennit's defaults are samples 20, noise_level 0.1)")]
+    public bool CleanLast { get; init; }
     /// <summary>Captum's draw_baseline_from_distrib.</summary>
     [Description("Captum NoiseTunnel's draw_baseline_from_distrib: each noisy copy gets a baseline drawn at random (with replacement, seeded per input) from a set — baselines_file or baselines_from_data — which replaces the inner method's own baseline; the inner method must take a baseline (integrated-gradients, deeplift, occlusion, kernel-shap, …)")]
     public bool DrawBaselineFromDistrib { get; init; }
@@ -198,6 +201,7 @@ public sealed class NoiseTunnel : AttributionAnalysis<NoiseTunnelOptions>
             var noise = (draws is not null ? draws.narrow(0, s0, k)
                 : perInput is null ? randn([k, x.shape[0], x.shape[1], x.shape[2], x.shape[3]], generator: _generator)
                 : InputSeeds.Randn(perInput, [k, x.shape[1], x.shape[2], x.shape[3]])) * sigma.unsqueeze(0);
+            if (options.CleanLast && s0 + k == options.Samples) noise[k - 1].zero_();   // Zennit: the last copy is x itself
             var noisy = (x.unsqueeze(0) + noise).reshape(k * n, x.shape[1], x.shape[2], x.shape[3]);
             var rows = Enumerable.Range(0, k).SelectMany(_ => Enumerable.Range(0, (int)n)).ToArray();
             // Image-dependent baselines (mean, blur) of the clean rows and each input's own baseline file, as Captum's
