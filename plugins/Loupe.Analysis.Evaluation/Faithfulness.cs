@@ -11,6 +11,28 @@ namespace Loupe.Analysis.Evaluation;
 [ReadsMetric, ReadsNormaliseOver, ReadsOptions(nameof(FaithfulnessOptions.Abs), nameof(FaithfulnessOptions.Normalise), nameof(FaithfulnessOptions.MicroBatch), nameof(FaithfulnessOptions.Softmax))]
 public abstract class FaithfulnessMetric : QualityMetric<FaithfulnessOptions>
 {
+    /// <summary>For fills drawn afresh in every perturbation (uniform, uniform-input, gaussian-noise, uniform-noise:
+    /// Quantus draws them in each call of its perturbation function), the replacement values of the next
+    /// <c>k</c> copies of every input, N×k×C×H×W: one draw per copy and input from the input's generator, in copy order
+    /// (the same whatever the chunking); null for the other fills (one baseline per input).</summary>
+    public static Func<long, Tensor>? FreshFills(FaithfulnessOptions o, MetricBatch b, Fill? fillKind)
+    {
+        if (!(fillKind is Fill.Uniform or Fill.UniformInput || NoiseFill.Adds(fillKind))) return null;
+        var x = b.X;
+        long c = x.shape[1], h = x.shape[2], w = x.shape[3];
+        var noise = o.NoiseOf();
+        float lo = (float)o.UniformLow, span = (float)(o.UniformHigh - o.UniformLow);
+        Tensor Draw(Generator g) => NoiseFill.Adds(fillKind) ? noise.Draw(fillKind!.Value, [c, h, w], g) : rand([c, h, w], generator: g);
+        return k =>
+        {
+            var draws = stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k).Select(_ => Draw(g)).ToArray())).ToArray());   // N×k×C×H×W
+            if (NoiseFill.Adds(fillKind)) return x.unsqueeze(1) + draws.to(x.dtype);
+            // U[low, high) pixels (uniform) are normalised; uniform-input draws are model-input values already.
+            var u = draws.view(b.N * k, c, h, w) * span + lo;
+            return (fillKind == Fill.Uniform ? b.Context.Input.Normalize(u) : u).view(b.N, k, c, h, w).to(x.dtype);
+        };
+    }
+
     /// <inheritdoc/>
     protected override bool HoldsSideInputs => true;
 
@@ -183,12 +205,14 @@ public sealed class FaithfulnessCorrelation : FaithfulnessMetric
         using var scope = NewDisposeScope();
         long d = a.shape[1];   // pixels, or channel values
         var idx = stack(b.Generators.Select(g => stack(Enumerable.Range(0, runs).Select(_ => randperm(d, generator: g).narrow(0, 0, size)).ToArray())).ToArray());
-        // uniform-step: one value per subset (Quantus draws one per perturbation call), after the subsets.
+        // uniform-step: one value per subset (Quantus draws one per perturbation call), after the subsets; uniform and
+        // noise fills: a fresh draw per subset, as Quantus's perturbation function draws in each call.
         var values = o.FillOf(Fill.Min) == Fill.UniformStep ? b.Scalars(runs, o.UniformLow, o.UniformHigh) : null;
+        var fresh = FreshFills(o, b, o.FillOf(Fill.Min));
         var f = b.Outputs(runs, (k0, k) =>
         {
             var m = zeros(b.N, k, d).scatter_(2, idx.narrow(1, k0, k), ones(b.N, k, size));
-            return values is null ? b.Replace(m, baseline) : b.ReplaceWith(m, values.narrow(1, k0, k));
+            return values is not null ? b.ReplaceWith(m, values.narrow(1, k0, k)) : b.Replace(m, fresh is not null ? fresh(k) : baseline);
         }, softmax);
         var sums = a.gather(1, idx.view(b.N, -1)).view(b.N, runs, size).sum(2);
         return scope.MoveToOuter(QualityFormulas.CorrelationRows(o.Similarity ?? Similarity.Pearson, sums, fx.unsqueeze(1) - f));
@@ -263,22 +287,14 @@ public sealed class MonotonicityCorrelation : FaithfulnessMetric
         long h = x.shape[2], w = x.shape[3], runs = o.Runs;
         var step = PixelSteps(o, b, a, false, out var steps);
         var fillKind = o.FillOf(DefaultFillWith(o));
-        bool fresh = fillKind is Fill.Uniform or Fill.UniformInput || NoiseFill.Adds(fillKind);
-        var noise = o.NoiseOf();
-        float lo = (float)o.UniformLow, span = (float)(o.UniformHigh - o.UniformLow);
-        // U[low, high) pixels (uniform) are normalised; uniform-input draws are model-input values already.
-        Tensor Draws(Tensor u) => fillKind == Fill.Uniform ? b.Context.Input.Normalize(u * span + lo) : u * span + lo;
-        Tensor Draw(Generator g) => NoiseFill.Adds(fillKind) ? noise.Draw(fillKind!.Value, [x.shape[1], h, w], g) : rand([x.shape[1], h, w], generator: g);
+        var fresh = FreshFills(o, b, fillKind);
         // uniform-step: one value per copy (a step's sample: Quantus's one draw per perturbation call).
         var values = fillKind == Fill.UniformStep ? b.Scalars(steps * runs, o.UniformLow, o.UniformHigh).to(x.dtype) : null;
         var f = b.Outputs(steps * runs, (k0, k) =>
         {
             var copySteps = arange(k0, k0 + k).div(runs, rounding_mode: RoundingMode.floor);            // step of each copy
             var m = (step.unsqueeze(1) == copySteps.view(1, k, 1)).to(ScalarType.Float32).view(b.N, k, step.shape[1] == b.D ? 1 : x.shape[1], h, w);
-            // Uniform and noise: one draw per copy and input, in copy order (the same whatever the chunking); else the baseline.
-            var draws = fresh ? stack(b.Generators.Select(g => stack(Enumerable.Range(0, (int)k).Select(_ => Draw(g)).ToArray())).ToArray()) : null;   // N×k×C×H×W
-            var fill = fresh
-                ? NoiseFill.Adds(fillKind) ? x.unsqueeze(1) + draws!.to(x.dtype) : Draws(draws!.view(b.N * k, x.shape[1], h, w)).view(b.N, k, x.shape[1], h, w)
+            var fill = fresh is not null ? fresh(k)
                 : values is not null ? values.narrow(1, k0, k).view(b.N, k, 1, 1, 1) : baseline.unsqueeze(1);
             return x.unsqueeze(1) * (1 - m) + fill * m;
         }, softmax).view(b.N, steps, runs);

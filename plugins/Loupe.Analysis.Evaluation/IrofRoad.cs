@@ -96,8 +96,9 @@ public sealed class Irof : FaithfulnessMetric
 /// normalised by its max) is replaced by noisy linear imputation (<see cref="LinearImputation"/>, noise seeded per
 /// input), and the point is 1 when the model still predicts the explained class. The score is the mean of the
 /// points (the accuracy curve's mean; Quantus reports the curve averaged over inputs). MoRF: lower is better (the
-/// class is lost quickly); LeRF: higher is better. Needs a class target.</summary>
-[ReadsOptions(nameof(FaithfulnessOptions.Percentages), nameof(FaithfulnessOptions.Noise), nameof(FaithfulnessOptions.Order))]
+/// class is lost quickly); LeRF: higher is better. Needs a class target. <c>quantus_batch_size</c> scores only the run's
+/// first inputs, as Quantus 0.6's ROAD returns its first batch's accuracies.</summary>
+[ReadsOptions(nameof(FaithfulnessOptions.Percentages), nameof(FaithfulnessOptions.Noise), nameof(FaithfulnessOptions.Order), nameof(FaithfulnessOptions.QuantusBatchSize))]
 public sealed class Road : FaithfulnessMetric
 {
     /// <inheritdoc/>
@@ -112,6 +113,16 @@ public sealed class Road : FaithfulnessMetric
     {
         var classes = b.Selection.Classes ?? throw new LoupeException("road: the target is not a class (ROAD scores whether the predicted class survives; use a class target such as top-1)");
         if (PercentageErrors(o).FirstOrDefault() is { } error) throw new LoupeException("road: " + error);
+        // Quantus 0.6 scores only the first batch of a call: with quantus_batch_size q, the data's rows from the q-th on (under
+        // --shard too: batch starts count from the data's first row) are left out (NaN: not in the means), and a batch wholly past them is not imputed at all.
+        long kept = o.QuantusBatchSize is { } q ? Math.Clamp(q - b.Start, 0, b.N) : b.N;
+        var axis = new CurveAxis(o.Percentages, $"pixels imputed, % of the image ({(o.Order == RegionOrder.Morf ? "most" : "least")} relevant first)",
+            "explained class still predicted", [.. CurvePoints(o)!]);
+        if (kept == 0)
+        {
+            b.RecordCurves(full(b.N, o.Percentages.Length, double.NaN, dtype: ScalarType.Float64), null, axis);
+            return full(b.N, double.NaN, dtype: ScalarType.Float64);
+        }
         var x = b.X;
         long n = b.N, c = x.shape[1], h = x.shape[2], w = x.shape[3];
         var rank = PixelSteps(o with { FeaturesInStep = 1 }, b, a, o.Order == RegionOrder.Morf, out _);
@@ -163,8 +174,8 @@ public sealed class Road : FaithfulnessMetric
             hits.Add(groupScope.MoveToOuter(cat(found, 0).view(n, gk).to(ScalarType.Float64)));
         }
         var curve = cat(hits, 1);
-        b.RecordCurves(curve, null, new(o.Percentages, $"pixels imputed, % of the image ({(o.Order == RegionOrder.Morf ? "most" : "least")} relevant first)",
-            "explained class still predicted", [.. CurvePoints(o)!]));
+        if (kept < n) curve = cat([curve.narrow(0, 0, kept), full(n - kept, points, double.NaN, dtype: ScalarType.Float64)], 0);
+        b.RecordCurves(curve, null, axis);
         return curve.mean([1]);
     }
 

@@ -18,7 +18,7 @@ public enum MprtVariant
 /// <summary>Order in which <c>mprt</c> randomises the modules (Quantus <c>layer_order</c>).</summary>
 public enum MprtOrder
 {
-    /// <summary>Cascading from the first module the input meets to the output (Quantus's default for both variants).</summary>
+    /// <summary>Cascading from the first module the input meets to the output (Quantus's default for SmoothMPRT and EfficientMPRT).</summary>
     BottomUp,
     /// <summary>Cascading from the output module down to the input (Adebayo et al.'s cascade).</summary>
     TopDown,
@@ -37,7 +37,7 @@ public sealed record MprtOptions : RandomisationOptions
     [Description("smooth (sMPRT: Spearman of noise-averaged |maps|, intact vs randomised model; lower is better) or efficient (eMPRT: relative rise of the map's histogram entropy, randomised over intact; higher is better)")]
     public MprtVariant Variant { get; init; } = MprtVariant.Smooth;
     /// <summary>Layer order.</summary>
-    [Description("order of randomisation: bottom-up (cascading from the input side, Quantus's default), top-down (cascading from the output) or independent (one module at a time); the score is the curve's last point")]
+    [Description("order of randomisation: bottom-up (cascading from the input side, the default of Quantus's SmoothMPRT and EfficientMPRT; its plain MPRT's is top_down), top-down (cascading from the output) or independent (one module at a time); the score is the curve's last point")]
     public MprtOrder Order { get; init; } = MprtOrder.BottomUp;
     /// <summary>Per-layer curve.</summary>
     [Description("compute the curve after every module (true, Quantus skip_layers: false) or only the last point (false: two map evaluations instead of one per module)")]

@@ -245,13 +245,13 @@ public sealed partial class MetricBatch(IAnalysisContext ctx, InputBatch batch, 
         softmax ? Maps.Probability(ctx, input, sel) : Explain.Scores(ctx, input, sel, 0).Scores;
 
     /// <summary>x with the features where <paramref name="replace"/> (N×k×D, or N×k×(C·D) for channel values; 1 =
-    /// replaced) taken from <paramref name="baseline"/>: N×k×C×H×W.</summary>
+    /// replaced) taken from <paramref name="baseline"/> (N×C×H×W, or one per copy: N×k×C×H×W): N×k×C×H×W.</summary>
     public Tensor Replace(Tensor replace, Tensor baseline, Tensor? from = null)
     {
         var x = from ?? X;
         // One select instead of x·(1 − m) + baseline·m (four passes over the copies); the same values.
         var m = AsImage(replace.to(ScalarType.Bool));
-        return where(m, baseline.unsqueeze(1), x.unsqueeze(1));
+        return where(m, baseline.dim() == 5 ? baseline : baseline.unsqueeze(1), x.unsqueeze(1));
     }
 
     /// <summary>x with the features where <paramref name="replace"/> (N×k×D) set to one value per copy

@@ -202,6 +202,42 @@ public partial class QualityTests
     }
 
     [Fact]
+    public void FaithfulnessCorrelationDrawsFreshNoiseForEverySubset()
+    {
+        // Quantus's faithfulness correlation calls its perturbation function once per run, so a noise fill
+        // (batch_gaussian_noise) is drawn afresh for every subset: run j replaces its subset by x + n_j, n_j ~ N(0, σ²).
+        // Each input's generator gives the metric's one-call baseline, then the subsets, then one noise image per run.
+        var (r, images) = SeededRegionRun(8, 19, "region-test", """
+              - { id: gxi, uses: gradient-x-input }
+              - { id: fc, uses: faithfulness-correlation, with: { of: gxi, runs: 6, subset_size: 60, baseline: gaussian-noise, perturb_std: 0.5 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var fc = JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutDir!, "fc", "faithfulness_correlation.json")))!["inputs"]!.AsArray();
+        for (int i = 0; i < 3; i++)
+        {
+            Func<int, double> x = p => images[i * 784 + p];
+            using var g = InputGenerator(8, "fc", fc[i]!["id"]!.GetValue<string>());
+            TorchSharp.torch.randn([1, 28, 28], generator: g).Dispose();                             // the one-call baseline
+            var subsets = Enumerable.Range(0, 6).Select(_ => TorchSharp.torch.randperm(784, generator: g).narrow(0, 0, 60).data<long>().ToArray()).ToArray();
+            var noise = Enumerable.Range(0, 6).Select(_ => (TorchSharp.torch.randn([1, 28, 28], generator: g) * 0.5f).data<float>().ToArray()).ToArray();
+            double zx = RegionLogit(x), max = Enumerable.Range(0, 784).Where(InRegion).Max(p => Math.Max(0, x(p)));
+            var sums = new double[6];
+            var drops = new double[6];
+            for (int j = 0; j < 6; j++)
+            {
+                var set = subsets[j].ToHashSet();
+                sums[j] = set.Where(p => InRegion((int)p)).Sum(p => Math.Max(0, x((int)p)) / max);
+                drops[j] = zx - RegionLogit(p => set.Contains(p) ? x(p) + noise[j][p] : x(p));
+            }
+            double ms = sums.Average(), md = drops.Average();
+            double cov = sums.Zip(drops, (s1, d) => (s1 - ms) * (d - md)).Sum();
+            double want = cov / Math.Sqrt(sums.Sum(s1 => (s1 - ms) * (s1 - ms)) * drops.Sum(d => (d - md) * (d - md)));
+            double got = fc[i]!["value"]!.GetValue<double>();
+            Assert.True(Math.Abs(got - want) < 1e-4, $"fc[{i}]: {got} against {want}");
+        }
+    }
+
+    [Fact]
     public void RelativeStabilitiesFollowQuantusNoiseAndDenominators()
     {
         // Gradient × input of the region CNN is c·x on the region (c = 20/64) and 0 elsewhere, and the logits are

@@ -358,6 +358,37 @@ public partial class QualityTests
         Assert.Contains(csv, l => l.StartsWith("pg,pointing-game,m,skipped,") && l.EndsWith(","));
     }
 
+    /// <summary>Quantus 0.6's ROAD returns the accuracies of the first batch it is given: quantus_batch_size q scores the
+    /// data's first q inputs, the same values as without it, and leaves the rest out of every mean — in a batch that
+    /// straddles q (q = 3, batches of 2) and one wholly past it (q = 2).</summary>
+    [Fact]
+    public void RoadScoresOnlyQuantusFirstBatch()
+    {
+        var r = Env.Run($$"""
+            version: 1
+            model: { uses: region-test }
+            data: { uses: npy, with: { path: {{Env.QualityFixture("inputs.npy")}} } }
+            settings: { batch_size: 2 }
+            steps:
+              - { id: m, uses: fixture-map, with: { path: {{Env.QualityFixture("maps.npy")}} } }
+              - { id: all, uses: road, with: { of: m, noise: 0 } }
+              - { id: q3, uses: road, with: { of: m, noise: 0, quantus_batch_size: 3 } }
+              - { id: q2, uses: road, with: { of: m, noise: 0, quantus_batch_size: 2 } }
+            """);
+        Assert.True(r.ExitCode == 0, Failures(r));
+        var all = Values(r, "all", "road");
+        Assert.Equal(4, all.Length);
+        foreach (var (step, q) in new[] { ("q3", 3), ("q2", 2) })
+        {
+            var v = Values(r, step, "road");
+            for (int i = 0; i < 4; i++)
+                if (i < q) Assert.Equal(all[i], v[i], 12);
+                else Assert.True(double.IsNaN(v[i]), $"{step}[{i}] = {v[i]}: past the first {q} inputs");
+            Assert.Equal(all.Take(q).Average(), Env.Metric(r, step, "road_mean"), 12);
+        }
+        Assert.NotEqual(all.Take(2).Average(), all.Average());   // the left-out inputs would have moved the mean
+    }
+
     [Fact]
     public void AMisspeltMetricInExpectFailsValidationWithASuggestion()
     {
