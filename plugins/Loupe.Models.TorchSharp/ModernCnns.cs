@@ -151,18 +151,20 @@ public sealed class ConvNeXt : Module<Tensor, Tensor>
     }
 }
 
-/// <summary>EfficientNet's squeeze-and-excitation: x · σ(fc2(SiLU(fc1(avgpool(x))))) (torchvision's
-/// SqueezeExcitation with SiLU: <c>fc1</c>, <c>fc2</c> 1×1 convolutions).</summary>
+/// <summary>torchvision's SqueezeExcitation: x · σ(fc2(act(fc1(avgpool(x))))), <c>fc1</c>, <c>fc2</c> 1×1 convolutions
+/// (act: SiLU in EfficientNet, ReLU in RegNet).</summary>
 public sealed class SqueezeExcitation : Module<Tensor, Tensor>
 {
     readonly Module<Tensor, Tensor> avgpool, fc1, fc2, activation, scale_activation;
 
-    public SqueezeExcitation(long channels, long squeeze) : base("SqueezeExcitation")
+    /// <summary>SE over <paramref name="channels"/> through <paramref name="squeeze"/>, with SiLU between the two
+    /// convolutions (EfficientNet's) or, <paramref name="relu"/>, ReLU (RegNet's).</summary>
+    public SqueezeExcitation(long channels, long squeeze, bool relu = false) : base("SqueezeExcitation")
     {
         avgpool = AdaptiveAvgPool2d(1);
         fc1 = Conv2d(channels, squeeze, 1);
         fc2 = Conv2d(squeeze, channels, 1);
-        activation = SiLU();
+        activation = relu ? ReLU() : SiLU();
         scale_activation = Sigmoid();
         RegisterComponents();
     }

@@ -204,7 +204,7 @@ public class OptionReadersTests
     {
         using var registry = Registry();
         var road = registry.Find(ComponentKind.Analysis, "road")!;
-        Assert.Equal(["order", "percentages", "noise", "abs", "normalise", "softmax", "micro_batch", "normalise_over", "of", "expect"],
+        Assert.Equal(["quantus_batch_size", "order", "percentages", "noise", "abs", "normalise", "softmax", "micro_batch", "normalise_over", "of", "expect"],
             Inspector.Options(road.OptionsType, road.ImplementationType).Select(o => o.Name));
         Assert.Contains(Inspector.Options(road.OptionsType), o => o.Name == "patch");   // the record itself has it
 

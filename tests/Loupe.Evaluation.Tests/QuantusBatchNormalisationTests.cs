@@ -88,6 +88,6 @@ public partial class QuantusReferenceTests
               - { id: pf, uses: pixel-flipping, with: { of: m, quantus_batch_size: 4 } }
             """);
         Assert.NotEqual(0, bad.ExitCode);
-        Assert.Contains("quantus_batch_size' applies to irof and sensitivity-n, not to pixel-flipping", QualityTests.Failures(bad));
+        Assert.Contains("quantus_batch_size' applies to irof, road and sensitivity-n, not to pixel-flipping", QualityTests.Failures(bad));
     }
 }

@@ -77,6 +77,9 @@ public class ModelTests
     [InlineData("shufflenet_v2_x1_0")]
     [InlineData("mnasnet0_75")]
     [InlineData("mnasnet1_0")]
+    [InlineData("regnet_y_400mf")]
+    [InlineData("regnet_x_400mf")]
+    [InlineData("regnet_x_8gf")]
     public void TorchVisionArchitecturesMatchPyTorch(string arch)
     {
         using var model = Load(arch, null, 10);
@@ -128,6 +131,37 @@ public class ModelTests
         var (yn, gn) = Run(nchw);
         Assert.True(TestEnv.RelL2(ya, yn) < 1e-5, $"outputs differ: rel L2 {TestEnv.RelL2(ya, yn)}");
         Assert.True(TestEnv.RelL2(ga, gn) < 1e-4, $"gradients differ: rel L2 {TestEnv.RelL2(ga, gn)}");
+    }
+
+    /// <summary>RegNet on the torchvision backend runs the gradient, CAM, path and rescale methods: DeepLift's sum is
+    /// F(x) − F(x′) on RegNet X (every non-linearity a ReLU module, the residual sums linear), and integrated gradients
+    /// approach it; Grad-CAM at the last stage is 2×2 for a 64×64 input (stride 32). RegNet Y's squeeze-and-excitation
+    /// (a product with a sigmoid) runs through the same steps.</summary>
+    [Theory]
+    [InlineData("regnet_x_400mf")]
+    [InlineData("regnet_y_400mf")]
+    public void RegNetRunsTheMethodFamilies(string arch)
+    {
+        var r = ShapleyFamilyTests.TorchVision(arch, """
+              - { id: sal, uses: saliency }
+              - { id: cam, uses: grad-cam, with: { layer: trunk_output.block4 } }
+              - { id: gb, uses: guided-backprop }
+              - { id: ig, uses: integrated-gradients, with: { steps: 64 } }
+              - { id: dl, uses: deeplift }
+              - { id: ab, uses: feature-ablation, with: { cell: 64 } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        Assert.Equal([2L, 2], TestEnv.Artifact(r, "cam/00000.grad-cam-layer.npy").Shape);
+        for (int i = 0; i < 2; i++)
+        {
+            double gap = TestEnv.Artifact(r, $"ab/{i:D5}.feature-ablation.npy").Data[0];
+            double dl = TestEnv.Artifact(r, $"dl/{i:D5}.deeplift.npy").Data.Sum(v => (double)v);
+            double ig = TestEnv.Artifact(r, $"ig/{i:D5}.integrated-gradients.npy").Data.Sum(v => (double)v);
+            Assert.True(Math.Abs(gap) > 1e-3, $"input {i}: F(x) − F(x′) = {gap}: nothing to compare");
+            if (arch.StartsWith("regnet_x", StringComparison.Ordinal))
+                Assert.True(Math.Abs(dl - gap) <= 1e-3 * Math.Abs(gap) + 1e-5, $"input {i}: Σ deeplift {dl} vs F(x) − F(x′) {gap}");
+            Assert.True(Math.Abs(ig - gap) <= 0.1 * Math.Abs(gap) + 1e-4, $"input {i}: Σ IG {ig} vs F(x) − F(x′) {gap}");
+        }
     }
 
     public static IEnumerable<object[]> ArchKeyFiles() =>

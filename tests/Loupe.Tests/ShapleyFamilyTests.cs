@@ -56,18 +56,22 @@ public class ShapleyFamilyTests
 
     /// <summary>Runs steps on torchvision's resnet18 with the 'hash' weights (saved as TorchSharp .dat) over
     /// arch_input_64.npy (2 inputs, 64²).</summary>
-    internal static RunResult ResNet18(string steps)
+    internal static RunResult ResNet18(string steps) => TorchVision("resnet18", steps);
+
+    /// <summary>A run of torchvision architecture <paramref name="arch"/> (10 classes, the 'hash' formula weights) on
+    /// arch_input_64.npy (2 inputs of 3×64×64), batches of 2.</summary>
+    internal static RunResult TorchVision(string arch, string steps)
     {
         var dir = TestEnv.TempDir();
-        var weights = Path.Combine(dir, "resnet18_hash.dat");
-        using (var module = Loupe.Models.TorchSharp.TorchVisionAdapter.Build("resnet18", 10))
+        var weights = Path.Combine(dir, arch + "_hash.dat");
+        using (var module = Loupe.Models.TorchSharp.TorchVisionAdapter.Build(arch, 10))
         {
             ModelTests.SetHashWeights(module);
             module.save(weights);
         }
         return TestEnv.Run(TestEnv.Pipeline($$"""
             version: 1
-            model: { uses: torchvision, with: { architecture: resnet18, num_classes: 10, weights: {{TestEnv.Yaml(weights)}} }, input: { size: [64] } }
+            model: { uses: torchvision, with: { architecture: {{arch}}, num_classes: 10, weights: {{TestEnv.Yaml(weights)}} }, input: { size: [64] } }
             data: { uses: npy, with: { path: {{F("arch_input_64.npy")}} } }
             settings: { batch_size: 2 }
             steps:
