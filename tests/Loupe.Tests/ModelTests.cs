@@ -80,6 +80,8 @@ public class ModelTests
     [InlineData("regnet_y_400mf")]
     [InlineData("regnet_x_400mf")]
     [InlineData("regnet_x_8gf")]
+    [InlineData("swin_t")]
+    [InlineData("swin_v2_t")]
     public void TorchVisionArchitecturesMatchPyTorch(string arch)
     {
         using var model = Load(arch, null, 10);
@@ -161,6 +163,33 @@ public class ModelTests
             if (arch.StartsWith("regnet_x", StringComparison.Ordinal))
                 Assert.True(Math.Abs(dl - gap) <= 1e-3 * Math.Abs(gap) + 1e-5, $"input {i}: Σ deeplift {dl} vs F(x) − F(x′) {gap}");
             Assert.True(Math.Abs(ig - gap) <= 0.1 * Math.Abs(gap) + 1e-4, $"input {i}: Σ IG {ig} vs F(x) − F(x′) {gap}");
+        }
+    }
+
+    /// <summary>Swin on the torchvision backend: its channels-last stage outputs (N×h×w×C) are laid out by reshape auto
+    /// for Grad-CAM (2×2 at the last stage of a 64×64 input) and the layer methods; integrated gradients sum to about
+    /// F(x) − F(0) through the shifted-window attention, the masks and the padding to whole windows.</summary>
+    [Theory]
+    [InlineData("swin_t")]
+    [InlineData("swin_v2_t")]
+    public void SwinRunsTheMethodFamilies(string arch)
+    {
+        var r = ShapleyFamilyTests.TorchVision(arch, """
+              - { id: sal, uses: saliency }
+              - { id: cam, uses: grad-cam, with: { layer: features.7 } }
+              - { id: lgx, uses: layer-gradient-x-activation, with: { layer: features.5 } }
+              - { id: ig, uses: integrated-gradients, with: { steps: 48 } }
+              - { id: ab, uses: feature-ablation, with: { cell: 64 } }
+            """);
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        Assert.Equal([2L, 2], TestEnv.Artifact(r, "cam/00000.grad-cam-layer.npy").Shape);
+        Assert.Equal([4L, 4, 384], TestEnv.Artifact(r, "lgx/00000.layer-gradient-x-activation-layer.npy").Shape);
+        for (int i = 0; i < 2; i++)
+        {
+            double gap = TestEnv.Artifact(r, $"ab/{i:D5}.feature-ablation.npy").Data[0];
+            double ig = TestEnv.Artifact(r, $"ig/{i:D5}.integrated-gradients.npy").Data.Sum(v => (double)v);
+            Assert.True(Math.Abs(gap) > 1e-3, $"input {i}: F(x) − F(0) = {gap}: nothing to compare");
+            Assert.True(Math.Abs(ig - gap) <= 0.05 * Math.Abs(gap) + 1e-4, $"input {i}: Σ IG {ig} vs F(x) − F(0) {gap}");
         }
     }
 
