@@ -144,5 +144,5 @@ public sealed class Registrar : IPluginRegistrar
 {
     /// <inheritdoc/>
     public void Register(Microsoft.Extensions.DependencyInjection.IServiceCollection services) =>
-        services.AddLoupeModel<TorchVisionAdapter>("torchvision", "TorchVision architectures (resnet, vgg, alexnet) and the Loupe demo CNN in TorchSharp; differentiable");
+        services.AddLoupeModel<TorchVisionAdapter>("torchvision", "torchvision classification architectures (ResNet, VGG, EfficientNet, ConvNeXt, RegNet, ViT, Swin, …) with PyTorch's state_dict names, and the Loupe demo CNN, in TorchSharp; differentiable");
 }
