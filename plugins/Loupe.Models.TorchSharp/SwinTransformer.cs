@@ -1,3 +1,4 @@
+using Loupe.Abstractions;
 using Loupe.Abstractions.Toolkit;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -118,7 +119,7 @@ public sealed class SwinBlock : Module<Tensor, Tensor>
 /// (V2, the key bias zeroed) — plus the bias (V1: a learnt table; V2: 16·σ(cpb_mlp(log-spaced coordinates))), −100 between
 /// tokens from different regions of a shifted window, softmax (a child module, <c>softmax</c>), projection, the
 /// windows and the shift undone, the padding cut.</summary>
-public sealed class ShiftedWindowAttention : Module<Tensor, Tensor>
+public sealed class ShiftedWindowAttention : Module<Tensor, Tensor>, IChecksLoadedWeights
 {
     readonly Module<Tensor, Tensor> qkv, proj, softmax;
     readonly Parameter? relative_position_bias_table, logit_scale;
@@ -150,7 +151,18 @@ public sealed class ShiftedWindowAttention : Module<Tensor, Tensor>
         var rel = (flat.unsqueeze(2) - flat.unsqueeze(1)).permute(1, 2, 0) + (window - 1);    // w² × w² × 2
         relative_position_index = (rel.select(2, 0) * span + rel.select(2, 1)).flatten();
         register_buffer("relative_position_index", relative_position_index);
+        _index = relative_position_index.data<long>().ToArray();
         RegisterComponents();
+    }
+
+    /// <summary>The index the window defines (an array: a tensor field would be registered as a buffer).</summary>
+    readonly long[] _index;
+
+    /// <inheritdoc/>
+    public void CheckLoaded(string path, string name)
+    {
+        if (!relative_position_index.data<long>().SequenceEqual(_index))
+            throw new LoupeException($"{path}: {name}.relative_position_index is not the {_window}×{_window} window's index torchvision defines (a hostile or damaged file: its values pick the attention's position biases)");
     }
 
     /// <summary>The bias per head, 1 × heads × w² × w².</summary>

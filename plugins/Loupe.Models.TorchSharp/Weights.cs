@@ -89,6 +89,7 @@ public static class Weights
         {
             try { module.load(path, strict: true); }
             catch (Exception e) { throw new LoupeException($"{path}: cannot load TorchSharp weights: {e.Message}", e); }
+            CheckLoaded(module, path);
             return;
         }
         var source = ReadStateDict(path, weightsKey);
@@ -124,5 +125,23 @@ public static class Weights
         {
             foreach (var t in source.Values) t.Dispose();
         }
+        CheckLoaded(module, path);
     }
+
+    /// <summary>Asks every submodule that derives buffers from its own shape (<see cref="IChecksLoadedWeights"/>) to
+    /// check what the file gave it.</summary>
+    static void CheckLoaded(nn.Module module, string path)
+    {
+        foreach (var (name, m) in module.named_modules())
+            if (m is IChecksLoadedWeights c) c.CheckLoaded(path, name);
+    }
+}
+
+/// <summary>A module with buffers that follow from its configuration (a window's relative position index) and that a
+/// weights file still carries: loaded values that differ would index out of range or silently scramble the model.</summary>
+public interface IChecksLoadedWeights
+{
+    /// <summary>Throws a <see cref="LoupeException"/> naming <paramref name="path"/> and the module
+    /// <paramref name="name"/> when a loaded buffer differs from the one the configuration defines.</summary>
+    void CheckLoaded(string path, string name);
 }

@@ -193,6 +193,23 @@ public class ModelTests
         }
     }
 
+    /// <summary>A Swin file whose relative position index is not the window's (values that would pick other position
+    /// biases, or index past the table) is refused at load, naming the file and the buffer.</summary>
+    [Fact]
+    public void SwinRefusesAForeignRelativePositionIndex()
+    {
+        var path = Path.Combine(TestEnv.TempDir(), "swin_bad.dat");
+        using (var module = TorchVisionAdapter.Build("swin_t", 10))
+        {
+            using (no_grad())
+                module.state_dict()["features.3.1.attn.relative_position_index"].fill_(1_000_000);
+            module.save(path);
+        }
+        var e = Assert.Throws<LoupeException>(() => Load("swin_t", path, 10));
+        Assert.Contains(path, e.Message);
+        Assert.Contains("features.3.1.attn.relative_position_index", e.Message);
+    }
+
     public static IEnumerable<object[]> ArchKeyFiles() =>
         Directory.GetFiles(Path.Combine(TestEnv.Fixtures, "arch_keys"), "*.txt").Order(StringComparer.Ordinal).Select(f => new object[] { Path.GetFileNameWithoutExtension(f) });
 
