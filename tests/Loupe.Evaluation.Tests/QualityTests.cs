@@ -11,7 +11,7 @@ public partial class QualityTests
 
     static double[] Values(Loupe.Core.RunResult r, string step, string key) => Env.InputValues(r, step, key);
 
-    static Loupe.Core.RunResult FixtureRun(string steps) => Env.FixtureRun(steps);
+    static Loupe.Core.RunResult FixtureRun(string steps, int? batchSize = null) => Env.FixtureRun(steps, batchSize);
 
     /// <summary>Whether pixel p of a 28×28 image lies in the region CNN's region R.</summary>
     internal static bool InRegion(int p) => p / 28 is >= RegionNet.Lo and < RegionNet.Hi && p % 28 is >= RegionNet.Lo and < RegionNet.Hi;
@@ -364,17 +364,11 @@ public partial class QualityTests
     [Fact]
     public void RoadScoresOnlyQuantusFirstBatch()
     {
-        var r = Env.Run($$"""
-            version: 1
-            model: { uses: region-test }
-            data: { uses: npy, with: { path: {{Env.QualityFixture("inputs.npy")}} } }
-            settings: { batch_size: 2 }
-            steps:
-              - { id: m, uses: fixture-map, with: { path: {{Env.QualityFixture("maps.npy")}} } }
+        var r = FixtureRun("""
               - { id: all, uses: road, with: { of: m, noise: 0 } }
               - { id: q3, uses: road, with: { of: m, noise: 0, quantus_batch_size: 3 } }
               - { id: q2, uses: road, with: { of: m, noise: 0, quantus_batch_size: 2 } }
-            """);
+            """, batchSize: 2);
         Assert.True(r.ExitCode == 0, Failures(r));
         var all = Values(r, "all", "road");
         Assert.Equal(4, all.Length);

@@ -50,11 +50,12 @@ public static class Env
                 : (i["value"] ?? i[key])!.GetValue<double>()).ToArray();
 
     /// <summary>A run of the region CNN on the fixture inputs with the fixture maps as step <c>m</c>, then
-    /// <paramref name="steps"/>.</summary>
-    public static RunResult FixtureRun(string steps) => Run($$"""
+    /// <paramref name="steps"/> (batches of <paramref name="batchSize"/> when given).</summary>
+    public static RunResult FixtureRun(string steps, int? batchSize = null) => Run($$"""
         version: 1
         model: { uses: region-test }
         data: { uses: npy, with: { path: {{QualityFixture("inputs.npy")}} } }
+        {{(batchSize is { } b ? $"settings: {{ batch_size: {b} }}" : "")}}
         steps:
           - { id: m, uses: fixture-map, with: { path: {{QualityFixture("maps.npy")}} } }
         {{steps}}
