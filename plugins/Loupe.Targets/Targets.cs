@@ -115,7 +115,7 @@ public sealed class TopKTargetFactory : TargetFactory<TopKOptions>
 public sealed record UnitOptions
 {
     /// <summary>The unit.</summary>
-    [Required, Shorthand, Description("layer:channel (channel mean) or layer:channel:y:x (one neuron), e.g. relu3:12")]
+    [Required, Shorthand, Description("channel: layer:channel (its mean activation), e.g. relu3:12; neuron: layer and one index per dimension after the batch (Captum's neuron_selector): relu3:12:3:4 on N×C×H×W, fc:3 on a dense N×K layer, encoder.layers.encoder_layer_11:5:100 (token 5, feature 100) on N×T×C")]
     public string Unit { get; init; } = "";
 }
 
@@ -129,9 +129,8 @@ public sealed class UnitTargetFactory(bool neuron) : TargetFactory<UnitOptions>
     public override ITarget Create(UnitOptions options, TargetContext context)
     {
         var parts = options.Unit.Split(':');
-        int expected = neuron ? 4 : 2;
-        if (parts.Length != expected || parts.Skip(1).Any(p => !int.TryParse(p, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) || v < 0))
-            throw new LoupeException($"'{options.Unit}' is not a {(neuron ? "neuron (layer:channel:y:x)" : "channel (layer:channel)")} with non-negative integer indices");
+        if ((neuron ? parts.Length < 2 : parts.Length != 2) || parts.Skip(1).Any(p => !int.TryParse(p, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) || v < 0))
+            throw new LoupeException($"'{options.Unit}' is not a {(neuron ? "neuron (layer:i:j:…, one index per dimension after the batch, e.g. relu3:12:3:4)" : "channel (layer:channel)")} with non-negative integer indices");
         if (!context.Layers.Contains(parts[0]))
             throw new LoupeException($"layer '{parts[0]}' does not exist{Suggest.DidYouMean(parts[0], context.Layers)}");
         var idx = parts.Skip(1).Select(int.Parse).ToArray();
@@ -146,8 +145,10 @@ public sealed class UnitTargetFactory(bool neuron) : TargetFactory<UnitOptions>
             var a = original.Layer(layer);
             if (a.dim() < 2 || idx[0] >= a.shape[1])
                 throw new LoupeException($"target '{text}': layer '{layer}' has {(a.dim() < 2 ? 0 : a.shape[1])} channels");
-            if (neuron && (a.dim() != 4 || idx[1] >= a.shape[2] || idx[2] >= a.shape[3]))
-                throw new LoupeException($"target '{text}': position ({idx[1]}, {idx[2]}) is outside layer '{layer}' of shape ({string.Join("×", a.shape)})");
+            if (neuron && (a.dim() != idx.Length + 1 || idx.Where((v, d) => v >= a.shape[d + 1]).Any()))
+                throw new LoupeException(a.dim() != idx.Length + 1
+                    ? $"target '{text}': layer '{layer}' has shape ({string.Join("×", a.shape)}): give {a.dim() - 1} indices, one per dimension after the batch"
+                    : $"target '{text}': position ({string.Join(", ", idx)}) is outside layer '{layer}' of shape ({string.Join("×", a.shape)})");
             return new TargetSelection(null, Enumerable.Repeat(Describe(), (int)a.shape[0]).ToArray());
         }
         public Tensor Scores(TargetInput input, TargetSelection selection)
@@ -155,7 +156,8 @@ public sealed class UnitTargetFactory(bool neuron) : TargetFactory<UnitOptions>
             using var scope = NewDisposeScope();
             var a = input.Layer(layer);
             var unit = a.select(1, idx[0]);
-            var s = neuron ? unit.select(1, idx[1]).select(1, idx[2]) : unit.dim() > 1 ? unit.flatten(1).mean([1]) : unit;
+            if (neuron) foreach (var i in idx.Skip(1)) unit = unit.select(1, i);
+            var s = neuron || unit.dim() == 1 ? unit : unit.flatten(1).mean([1]);
             return scope.MoveToOuter(s);
         }
         public string Describe() => (neuron ? "neuron " : "channel ") + text;
@@ -172,7 +174,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeTarget<ClassTargetFactory>("class", "a fixed class, by index or label name: { class: 3 } or { class: sneaker }")
         .AddLoupeTarget<TopKTargetFactory>("top-k", "each of the k largest logits: { top-k: 3 } gives one map per input and rank")
         .AddLoupeTarget<UnitTargetFactory>("channel", "mean activation of a channel: { channel: \"relu3:12\" }")
-        .AddLoupeTarget<NeuronTargetFactory>("neuron", "one neuron of a layer: { neuron: \"relu3:12:3:4\" }")
+        .AddLoupeTarget<NeuronTargetFactory>("neuron", "one neuron of a layer, an index per dimension after the batch (Captum's neuron_selector): { neuron: \"relu3:12:3:4\" }, { neuron: \"fc:3\" }")
         .AddLoupeTarget<FinerTargetFactory>("finer", "Finer-CAM's score for any method: the class against its nearest competitors, Σ p_r (z_c − α z_r) / Σ p_r (pytorch-grad-cam FinerWeightedTarget): { finer: { compare: [1, 2, 3] } }")
         .AddLoupeTarget<BinaryTargetFactory>("binary", "a binary head's positive or negative side (±logit, or sigmoid): { binary: positive }")
         .AddLoupeTarget<OutputTargetFactory>("output", "one output value or a weighted sum (regression heads): { output: 0 } or { output: { weights: [...] } }")
@@ -181,7 +183,7 @@ public sealed class Registrar : IPluginRegistrar
         .AddLoupeTarget<SimilarToTargetFactory>("similar-to", "cosine similarity to a reference image's embedding at a layer: { similar-to: { image: ref.png, layer: gap } }");
 }
 
-/// <summary>Neuron target (<c>layer:channel:y:x</c>).</summary>
+/// <summary>Neuron target (<c>layer:channel:y:x</c>; <c>layer:k</c> on a dense layer, <c>layer:t:c</c> on tokens).</summary>
 public sealed class NeuronTargetFactory : TargetFactory<UnitOptions>
 {
     readonly UnitTargetFactory _inner = new(neuron: true);

@@ -90,6 +90,45 @@ public class AttributionTests
         Assert.Equal(1.0, w.Sum(), 1e-12);
     }
 
+    /// <summary>The neuron target takes one index per dimension after the batch (Captum's neuron_selector): on the dense
+    /// output layer <c>fc:3</c> is the class-3 logit, so saliency for it is saliency for class 3; on a ViT's token layer
+    /// (N×17×16) <c>layer:5:3</c> is token 5's feature 3, whose integrated gradients sum to its change from the zero
+    /// input; a wrong number of indices is an error naming the layer's shape.</summary>
+    [Fact]
+    public void NeuronTargetsIndexEveryDimensionAfterTheBatch()
+    {
+        var r = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: ne, uses: saliency, with: { abs: false }, target: { neuron: "fc:3" } }
+              - { id: cl, uses: saliency, with: { abs: false }, target: { class: 3 } }
+            """));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        var ne = TechniqueTests.Stack(r, "ne", "saliency");
+        Assert.Equal(TechniqueTests.Stack(r, "cl", "saliency"), ne);
+        Assert.Contains(ne, v => v != 0);
+        var onnx = (string name) => TestEnv.Yaml(Path.Combine(TestEnv.Fixtures, "onnx", name));
+        const string Ln1 = "/encoder/layers/encoder_layer_1/ln_1/LayerNormalization_output_0";
+        var vit = TestEnv.Run(TestEnv.Pipeline($$"""
+            version: 1
+            model: { uses: onnx, with: { path: {{onnx("families/vit.onnx")}} } }
+            data: { uses: npy, with: { path: {{onnx("vit_input.npy")}} } }
+            steps:
+              - { id: ig, uses: integrated-gradients, with: { steps: 64 }, target: { neuron: "{{Ln1}}:5:3" } }
+              - { id: ab, uses: feature-ablation, with: { cell: 32 }, target: { neuron: "{{Ln1}}:5:3" } }
+            """));
+        Assert.True(vit.ExitCode == 0, string.Join("\n", vit.Errors));
+        for (int i = 0; i < 2; i++)
+        {
+            double sum = TestEnv.Artifact(vit, $"ig/{i:D5}.integrated-gradients.npy").Data.Sum(v => (double)v);
+            double gap = TestEnv.Artifact(vit, $"ab/{i:D5}.feature-ablation.npy").Data[0];
+            Assert.True(Math.Abs(gap) > 1e-3 && Math.Abs(sum - gap) <= 0.02 * Math.Abs(gap), $"input {i}: Σ IG {sum} vs neuron(x) − neuron(0) {gap}");
+        }
+        var bad = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: ne, uses: saliency, target: { neuron: "relu3:2:3" } }
+            """));
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Contains("give 3 indices, one per dimension after the batch", bad.Manifest!["steps"]![0]!["error"]!.GetValue<string>());
+    }
+
     [Fact]
     public void NoiseTunnelAndTopKAndUnitTargets()
     {
