@@ -29,19 +29,22 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             yield return $"lrp: rule: applies to composite: uniform, not {c}; set one of them";
         if (options.Composite == LrpComposite.Uniform && options.Rule is null)
             yield return "lrp: composite: uniform needs rule:";
-        if (options.Convention == LrpConvention.Captum && (options.Composite is not null || options.Rule is not null || options.FirstRule is not null))
-            yield return "lrp: convention: captum assigns Captum's rules (ε everywhere); leave composite, rule and first_rule unset";
+        if (options.Convention == LrpConvention.Captum && (options.Composite is not null || options.Rule is not null || options.FirstRule is not null || options.ConvRule is not null || options.DenseRule is not null))
+            yield return "lrp: convention: captum assigns Captum's rules (ε everywhere); leave composite, rule, first_rule, conv_rule and dense_rule unset (name layers in rules: instead)";
+        if (options.Composite is LrpComposite.Uniform or LrpComposite.ExcitationBackprop || options.Rule is not null)
+            foreach (var (set, key) in new[] { (options.ConvRule, "conv_rule"), (options.DenseRule, "dense_rule") })
+                if (set is not null) yield return $"lrp: {key} replaces a composite's rule for a layer type; composite {(options.Rule is not null ? "uniform (rule:)" : options.Composite == LrpComposite.Uniform ? "uniform" : "excitation-backprop")} already sets one rule for every layer";
         if (options.High <= options.Low) yield return $"lrp: high ({options.High}) must be above low ({options.Low})";
         foreach (var e in OptionRules.OnlyWith(options, Assigns(options, LrpRuleKind.ZBox), "the z-box rule (composite epsilon-gamma-box, rule:, first_rule: or rules:)", nameof(options.Low), nameof(options.High)))
             yield return "lrp: " + e;
         bool gamma = options.Rules?.Any(r => r.Rule == LrpRuleKind.Gamma && r.Gamma is null) == true
-            || options.Convention != LrpConvention.Captum && (options.Composite == LrpComposite.EpsilonGammaBox || options.Rule == LrpRuleKind.Gamma || options.FirstRule == LrpRuleKind.Gamma);
-        foreach (var e in OptionRules.OnlyWith(options, gamma, "the gamma rule (composite epsilon-gamma-box, rule:, first_rule:, or rules: without their own gamma)", nameof(options.Gamma)))
+            || options.Convention != LrpConvention.Captum && (options.Composite == LrpComposite.EpsilonGammaBox && options.ConvRule is null || Types(options).Contains(LrpRuleKind.Gamma));
+        foreach (var e in OptionRules.OnlyWith(options, gamma, "the gamma rule (composite epsilon-gamma-box, rule:, first_rule:, conv_rule:, dense_rule:, or rules: without their own gamma)", nameof(options.Gamma)))
             yield return "lrp: " + e;
-        if (options.Alpha is not null && options.Rule != LrpRuleKind.AlphaBeta && options.FirstRule != LrpRuleKind.AlphaBeta && options.Rules?.Any(r => r.Rule == LrpRuleKind.AlphaBeta && r.Alpha is null) != true)
-            yield return "lrp: alpha applies to rule alpha-beta (rule:, first_rule: or rules:)";
-        if (options.Rule == LrpRuleKind.Pass || options.FirstRule == LrpRuleKind.Pass)
-            yield return "lrp: pass keeps a layer's relevance as it is: name the layer (a batch norm) in rules:, not in rule: or first_rule:";
+        if (options.Alpha is not null && !Types(options).Contains(LrpRuleKind.AlphaBeta) && options.Rules?.Any(r => r.Rule == LrpRuleKind.AlphaBeta && r.Alpha is null) != true)
+            yield return "lrp: alpha applies to rule alpha-beta (rule:, first_rule:, conv_rule:, dense_rule: or rules:)";
+        if (Types(options).Contains(LrpRuleKind.Pass))
+            yield return "lrp: pass keeps a layer's relevance as it is: name the layer (a batch norm) in rules:, not in rule:, first_rule:, conv_rule: or dense_rule:";
         foreach (var e in LrpLayers.RuleErrors(options)) yield return e;
         string? error = null;
         ModelGraph? graph = null;
@@ -56,11 +59,14 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             foreach (var e in NamedLayerErrors(graph, options)) yield return e;
     }
 
+    /// <summary>The rules given by type or position: rule:, first_rule:, conv_rule:, dense_rule:.</summary>
+    static LrpRuleKind[] Types(LrpOptions o) => [.. new[] { o.Rule, o.FirstRule, o.ConvRule, o.DenseRule }.OfType<LrpRuleKind>()];
+
     /// <summary>Whether some layer gets rule <paramref name="kind"/>: by rules:, or (Zennit's convention) by rule:,
-    /// first_rule: or epsilon-gamma-box's first layer (z-box) when first_rule does not replace it.</summary>
+    /// first_rule:, conv_rule:, dense_rule: or epsilon-gamma-box's first layer (z-box) when first_rule does not replace it.</summary>
     static bool Assigns(LrpOptions o, LrpRuleKind kind) =>
         o.Rules?.Any(r => r.Rule == kind) == true
-        || o.Convention != LrpConvention.Captum && (o.Rule == kind || o.FirstRule == kind
+        || o.Convention != LrpConvention.Captum && (Types(o).Contains(kind)
             || kind == LrpRuleKind.ZBox && o.FirstRule is null && o.Composite == LrpComposite.EpsilonGammaBox);
 
     /// <summary>The named layers' errors on the canonized graph (a list, so that the dispose scope of the canonized
@@ -139,6 +145,8 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             LrpComposite.ExcitationBackprop => LrpRuleKind.ZPlus,
             _ => LrpRuleKind.Epsilon,
         };
+        conv = options.ConvRule ?? conv;
+        dense = options.DenseRule ?? dense;
         var (firstIndex, firstKind) = composite switch
         {
             LrpComposite.EpsilonGammaBox => (firstConv, (LrpRuleKind?)LrpRuleKind.ZBox),

@@ -46,6 +46,12 @@ public sealed record LrpOptions
     /// <summary>Rule of composite: uniform.</summary>
     [Description("the rule of every convolution and dense layer (sets composite: uniform): epsilon, gamma, alpha1-beta0, alpha2-beta1, z-plus, z-box, flat or w-square")]
     public LrpRuleKind? Rule { get; init; }
+    /// <summary>Rule of every convolution (a type map entry).</summary>
+    [Description("the rule of every convolution, replacing the composite's (Zennit's TypeMapComposite entry for Convolution layers, e.g. gamma with composite epsilon-plus); first_rule and rules: still win")]
+    public LrpRuleKind? ConvRule { get; init; }
+    /// <summary>Rule of every dense layer (a type map entry).</summary>
+    [Description("the rule of every dense (Linear) layer, replacing the composite's (Zennit's TypeMapComposite entry for Linear layers); first_rule and rules: still win")]
+    public LrpRuleKind? DenseRule { get; init; }
     /// <summary>Rule of the first layer with weights.</summary>
     [Description("overrides the rule of the first layer with weights (e.g. z-box for pixels, flat, w-square)")]
     public LrpRuleKind? FirstRule { get; init; }

@@ -183,7 +183,7 @@ public class OptionReadersTests
             "step 'fa2' (feature-ablation): option 'cell' applies to segments: grid",
             "step 'ks' (kernel-shap): option 'compactness' applies to segments: superpixels",
             "step 'lrp' (lrp): lrp: option 'low' applies to the z-box rule (composite epsilon-gamma-box, rule:, first_rule: or rules:)",
-            "step 'lrp' (lrp): lrp: option 'gamma' applies to the gamma rule (composite epsilon-gamma-box, rule:, first_rule:, or rules: without their own gamma)",
+            "step 'lrp' (lrp): lrp: option 'gamma' applies to the gamma rule (composite epsilon-gamma-box, rule:, first_rule:, conv_rule:, dense_rule:, or rules: without their own gamma)",
             "step 'lrp3' (lrp): lrp: option 'low' applies to the z-box rule (composite epsilon-gamma-box, rule:, first_rule: or rules:)",
             "step 'am' (activation-max): option 'cppn_layers' applies to parameterization: cppn",
             "step 'am' (activation-max): option 'blur_sigma' applies to blur_every above 0",

@@ -100,6 +100,33 @@ public class LrpTests
             Assert.True(TestEnv.RelL2(Npy.Read(TestEnv.Fixture($"lrp_cnn_{fixture}.npy")).Data, Npy.Read(TestEnv.Fixture($"lrp_cnn_{without}.npy")).Data) > 0.05, fixture);
     }
 
+    /// <summary>Rules by layer type (Zennit's TypeMapComposite): each composite is a type map, so conv_rule and
+    /// dense_rule rebuild them from epsilon-plus — α2β1 on convolutions is epsilon-alpha2-beta1, γ on convolutions with
+    /// z-box first is epsilon-gamma-box, γ on both types is uniform γ — against the PyTorch references of those
+    /// composites; beside convention captum or a uniform rule they are refused.</summary>
+    [Fact]
+    public void TypeRulesRebuildTheComposites()
+    {
+        (string With, string Fixture)[] cases =
+        [
+            ("{ composite: epsilon-plus, conv_rule: alpha2-beta1 }", "epsilon-alpha2-beta1"),
+            ("{ conv_rule: gamma, first_rule: z-box }", "epsilon-gamma-box"),
+            ("{ composite: epsilon-plus, conv_rule: gamma, dense_rule: gamma }", "uniform-gamma"),
+            ("{ conv_rule: epsilon }", "uniform-epsilon"),
+        ];
+        var r = TestEnv.Run(TestEnv.FixturePipeline(string.Join("\n", cases.Select((c, i) => $"  - {{ id: t{i}, uses: lrp, with: {c.With} }}")), batchSize: 4));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        for (int i = 0; i < cases.Length; i++)
+            TechniqueTests.Close(TechniqueTests.Stack(r, $"t{i}", "lrp"), $"lrp_cnn_{cases[i].Fixture}.npy", 1e-4);
+        var bad = TestEnv.Run(TestEnv.FixturePipeline(string.Join("\n",
+            "  - { id: cap, uses: lrp, with: { convention: captum, conv_rule: gamma } }",
+            "  - { id: uni, uses: lrp, with: { rule: epsilon, dense_rule: gamma } }")));
+        Assert.NotEqual(0, bad.ExitCode);
+        var all = string.Join("\n", bad.Errors);
+        Assert.Contains("leave composite, rule, first_rule, conv_rule and dense_rule unset", all);
+        Assert.Contains("dense_rule replaces a composite's rule for a layer type", all);
+    }
+
     /// <summary>Zennit's composite-wide stabilizer: every rule but ε takes it — the same map as each convolution's rule
     /// given that stabilizer by name, and another map than the default's.</summary>
     [Fact]
