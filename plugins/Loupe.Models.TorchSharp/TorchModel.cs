@@ -10,7 +10,8 @@ namespace Loupe.Models.TorchSharp;
 public enum MemoryLayout
 {
     /// <summary>Channels-last for batches of 2 or more images with more than one channel (measured on resnet18 224²,
-    /// 2 threads: batch 8 forward −27 %, forward+backward −13 %; batch 1 is faster in NCHW).</summary>
+    /// 2 threads: batch 8 forward −27 %, forward+backward −13 %; batch 1 is faster in NCHW), and for single images too
+    /// on the architectures measured faster so (<see cref="TorchModel.ChannelsLastAtBatchOne"/>).</summary>
     Auto,
     /// <summary>Always channels-last (NHWC strides) for multi-channel 4-D inputs.</summary>
     Always,
@@ -109,6 +110,9 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
     public Tensor? ReadParameter(string name) => _parameters.GetValueOrDefault(name);   // no release: the pair stays folded
     /// <summary>Memory layout of 4-D inputs (see <see cref="MemoryLayout"/>).</summary>
     public MemoryLayout Layout { get; init; } = MemoryLayout.Auto;
+    /// <summary>Under <see cref="MemoryLayout.Auto"/>, channels-last for a batch of one too (the backend sets it for the
+    /// architectures whose single-image passes are faster so).</summary>
+    public bool ChannelsLastAtBatchOne { get; init; }
 
     /// <inheritdoc/>
     public Tensor Forward(Tensor input)
@@ -126,7 +130,7 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
         {
             MemoryLayout.Always => true,
             MemoryLayout.Never => false,
-            _ => x.shape[0] >= 2,
+            _ => x.shape[0] >= 2 || ChannelsLastAtBatchOne,
         };
 
     /// <summary>The same values with NHWC strides (N×C×H×W shape). TorchSharp 0.107 has no <c>memory_format</c>

@@ -34,6 +34,12 @@ public static class Serve
         (typeof(OnnxFamilyBenchmarks), "vit_b_16 b8, onnx", [("Model", "vit_b_16"), ("Batch", 8)]),
         (typeof(OnnxFamilyBenchmarks), "convnext_tiny b1, onnx", [("Model", "convnext_tiny"), ("Batch", 1)]),
         (typeof(OnnxFamilyBenchmarks), "convnext_tiny b8, onnx", [("Model", "convnext_tiny"), ("Batch", 8)]),
+        (typeof(TorchVisionFamilyBenchmarks), "vit_b_16 b1, torchvision", [("Model", "vit_b_16"), ("Batch", 1)]),
+        (typeof(TorchVisionFamilyBenchmarks), "vit_b_16 b8, torchvision", [("Model", "vit_b_16"), ("Batch", 8)]),
+        (typeof(TorchVisionFamilyBenchmarks), "swin_t b1, torchvision", [("Model", "swin_t"), ("Batch", 1)]),
+        (typeof(TorchVisionFamilyBenchmarks), "swin_t b8, torchvision", [("Model", "swin_t"), ("Batch", 8)]),
+        (typeof(TorchVisionFamilyBenchmarks), "regnet_y_400mf b1, torchvision", [("Model", "regnet_y_400mf"), ("Batch", 1)]),
+        (typeof(TorchVisionFamilyBenchmarks), "regnet_y_400mf b8, torchvision", [("Model", "regnet_y_400mf"), ("Batch", 8)]),
     ];
 
     /// <summary>Loupe descriptions whose Python row has another name.</summary>
