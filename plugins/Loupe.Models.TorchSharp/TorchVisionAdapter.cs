@@ -11,7 +11,7 @@ namespace Loupe.Models.TorchSharp;
 public sealed record TorchVisionOptions
 {
     /// <summary>Architecture name.</summary>
-    [Required, Description("architecture: alexnet, vgg11..vgg19 (+_bn), resnet18..resnet152, wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, googlenet, inception_v3, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, convnext_tiny/small/base/large, efficientnet_b0..b7, efficientnet_v2_s/m/l, densenet121/161/169/201, squeezenet1_0/1_1, shufflenet_v2_x0_5/x1_0/x1_5/x2_0, mnasnet0_5/0_75/1_0/1_3, regnet_x_400mf/800mf/1_6gf/3_2gf/8gf/16gf/32gf, regnet_y_400mf/800mf/1_6gf/3_2gf/8gf/16gf/32gf/128gf, swin_t/s/b, swin_v2_t/s/b, vit_b_16/b_32/l_16/l_32/h_14 (224×224 inputs), or fashion-cnn (the Loupe demo CNN)")]
+    [Required, Description("architecture: alexnet, vgg11..vgg19 (+_bn), resnet18..resnet152, wide_resnet50_2, wide_resnet101_2, resnext50_32x4d, googlenet, inception_v3, mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large, convnext_tiny/small/base/large, efficientnet_b0..b7, efficientnet_v2_s/m/l, densenet121/161/169/201, squeezenet1_0/1_1, shufflenet_v2_x0_5/x1_0/x1_5/x2_0, mnasnet0_5/0_75/1_0/1_3, regnet_x_400mf/800mf/1_6gf/3_2gf/8gf/16gf/32gf, regnet_y_400mf/800mf/1_6gf/3_2gf/8gf/16gf/32gf/128gf, swin_t/s/b, swin_v2_t/s/b, maxvit_t (224×224), vit_b_16/b_32/l_16/l_32/h_14 (224×224 inputs), or fashion-cnn (the Loupe demo CNN)")]
     public string Architecture { get; init; } = "";
 
     /// <summary>Number of outputs of the classifier head.</summary>
@@ -56,7 +56,7 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
         "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2",
         "resnext50_32x4d", "googlenet", "inception_v3", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
-        .. ModernCnns.Architectures, .. SmallCnns.Architectures, .. RegNet.Architectures, .. SwinTransformer.Architectures, "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14", "fashion-cnn",
+        .. ModernCnns.Architectures, .. SmallCnns.Architectures, .. RegNet.Architectures, .. SwinTransformer.Architectures, "maxvit_t", "vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32", "vit_h_14", "fashion-cnn",
     ];
 
     /// <summary>Builds an architecture with default initialisation.</summary>
@@ -84,7 +84,7 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
         "mobilenet_v2" => torchvision.models.mobilenet_v2(num_classes: numClasses),
         "mobilenet_v3_small" or "mobilenet_v3_large" => MobileNetV3(architecture, numClasses),
         "fashion-cnn" => new FashionCnn(numClasses),
-        _ => ModernCnns.Build(architecture, numClasses) ?? SmallCnns.Build(architecture, numClasses) ?? VisionTransformer.Build(architecture, numClasses) ?? RegNet.Build(architecture, numClasses) ?? SwinTransformer.Build(architecture, numClasses) ?? throw new LoupeException($"unknown architecture '{architecture}'; supported: {string.Join(", ", Architectures)}"),
+        _ => ModernCnns.Build(architecture, numClasses) ?? SmallCnns.Build(architecture, numClasses) ?? VisionTransformer.Build(architecture, numClasses) ?? RegNet.Build(architecture, numClasses) ?? SwinTransformer.Build(architecture, numClasses) ?? MaxVit.Build(architecture, numClasses) ?? throw new LoupeException($"unknown architecture '{architecture}'; supported: {string.Join(", ", Architectures)}"),
     };
 
     /// <summary>TorchVision for .NET's MobileNetV3 (PyTorch's state_dict names and forward, tested), built with

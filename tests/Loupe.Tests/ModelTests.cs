@@ -82,6 +82,7 @@ public class ModelTests
     [InlineData("regnet_x_8gf")]
     [InlineData("swin_t")]
     [InlineData("swin_v2_t")]
+    [InlineData("maxvit_t")]
     public void TorchVisionArchitecturesMatchPyTorch(string arch)
     {
         using var model = Load(arch, null, 10);
@@ -92,7 +93,7 @@ public class ModelTests
         SetHashWeights(model);
         var expected = Npy.Read(TestEnv.Fixture($"arch_logits_{arch}_hash.npy")).Data;
         float[] actual;
-        if (arch.StartsWith("vit", StringComparison.Ordinal))   // 224×224 only: sin(0.37 j), as make_arch_keys.py
+        if (arch.StartsWith("vit", StringComparison.Ordinal) || arch == "maxvit_t")   // 224×224 only: sin(0.37 j), as make_arch_keys.py
         {
             using var scope = NewDisposeScope();
             using var _ = no_grad();
@@ -191,6 +192,59 @@ public class ModelTests
             Assert.True(Math.Abs(gap) > 1e-3, $"input {i}: F(x) − F(0) = {gap}: nothing to compare");
             Assert.True(Math.Abs(ig - gap) <= 0.05 * Math.Abs(gap) + 1e-4, $"input {i}: Σ IG {ig} vs F(x) − F(0) {gap}");
         }
+    }
+
+    /// <summary>MaxViT on the torchvision backend (224×224 only): saliency and Grad-CAM at the last block (7×7) run as
+    /// steps on its PyTorch-checkpoint form.</summary>
+    [Fact]
+    public void MaxVitRunsAsAStep()
+    {
+        var dir = TestEnv.TempDir("loupe-maxvit");
+        var weights = Path.Combine(dir, "maxvit_hash.dat");
+        using (var module = TorchVisionAdapter.Build("maxvit_t", 10))
+        {
+            SetHashWeights(module);
+            module.save(weights);
+        }
+        var input = Path.Combine(dir, "x.npy");
+        File.WriteAllBytes(input, Npy.Encode(new NdArray(Enumerable.Range(0, 3 * 224 * 224).Select(j => (float)Math.Sin(0.37 * j)).ToArray(), [1, 3, 224, 224])));
+        var r = TestEnv.Run(TestEnv.Pipeline($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: maxvit_t, num_classes: 10, weights: {{TestEnv.Yaml(weights)}} } }
+            data: { uses: npy, with: { path: {{TestEnv.Yaml(input)}} } }
+            steps:
+              - { id: sal, uses: saliency }
+              - { id: cam, uses: grad-cam, with: { layer: blocks.3 } }
+            """, dir));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors));
+        Assert.Equal([7L, 7], TestEnv.Artifact(r, "cam/00000.grad-cam-layer.npy").Shape);
+        Assert.Contains(TestEnv.Artifact(r, "sal/00000.saliency.npy").Data, v => v != 0);
+    }
+
+    /// <summary>The backward of the hand-written transformer modules (MaxViT's window and grid attention and MBConv,
+    /// Swin's shifted windows, masks and V2 attention, ViT's attention) against central differences in float64: the
+    /// gradient's component along a random direction, ∇F·δ, equals (F(x + εδ) − F(x − εδ)) / 2ε.</summary>
+    [Theory]
+    [InlineData("maxvit_t", 224)]
+    [InlineData("swin_t", 64)]
+    [InlineData("swin_v2_t", 64)]
+    [InlineData("regnet_y_400mf", 64)]
+    public void HandWrittenModulesHaveTheirGradients(string arch, int size)
+    {
+        using var module = TorchVisionAdapter.Build(arch, 10);
+        SetHashWeights(module);
+        module.to(ScalarType.Float64).eval();
+        using var scope = NewDisposeScope();
+        var gen = new Generator(7);
+        var x = randn([1, 3, size, size], dtype: ScalarType.Float64, generator: gen).requires_grad_(true);
+        var delta = randn([1, 3, size, size], dtype: ScalarType.Float64, generator: gen);
+        var score = module.call(x)[0, 3];
+        double analytic = (CheckedOps.Grad([score], [x])[0] * delta).sum().item<double>();
+        const double Eps = 1e-6;   // small: a ReLU kink between x ± εδ would bend the difference (RegNet)
+        double numeric;
+        using (no_grad())
+            numeric = (module.call(x + Eps * delta)[0, 3] - module.call(x - Eps * delta)[0, 3]).item<double>() / (2 * Eps);
+        Assert.True(Math.Abs(analytic - numeric) <= 1e-5 * Math.Max(1, Math.Abs(numeric)), $"{arch}: ∇F·δ {analytic} vs central difference {numeric}");
     }
 
     /// <summary>A Swin file whose relative position index is not the window's (values that would pick other position
