@@ -9,7 +9,8 @@ namespace Loupe.Models.TorchSharp;
 /// containers whose forward is known are unrolled: <see cref="Sequential"/> (in order), TorchVision's ResNet
 /// (stem, layers, average pool, flatten, fc), BasicBlock and Bottleneck (the residual sum is an explicit
 /// <see cref="GraphOp.Add"/> node followed by the block's final ReLU), VGG and AlexNet (features, average pool, flatten,
-/// classifier) and the demo CNN. The registered modules are read, never the rewrites that run in their place, so the
+/// classifier) and the demo CNN; Loupe's own torchvision modules describe themselves (<see cref="IGraphForm"/>: RegNet,
+/// DenseNet, MNASNet, SqueezeNet). The registered modules are read, never the rewrites that run in their place, so the
 /// graph holds the model's own weights (batch norms unfolded). Anything else is refused, naming the module.</summary>
 static class GraphExport
 {
@@ -25,18 +26,25 @@ static class GraphExport
     static nn.Module Child(Dictionary<string, nn.Module> children, string name, string owner) =>
         children.GetValueOrDefault(name) ?? throw new LoupeException($"model graph: module '{owner}' has no child '{name}'");
 
-    static string Join(string prefix, string name) => prefix.Length == 0 ? name : prefix + "." + name;
+    internal static string Join(string prefix, string name) => prefix.Length == 0 ? name : prefix + "." + name;
 
-    static int Add(List<GraphNode> nodes, GraphNode node) { nodes.Add(node); return nodes.Count - 1; }
+    internal static int Add(List<GraphNode> nodes, GraphNode node) { nodes.Add(node); return nodes.Count - 1; }
+
+    /// <summary>The nodes of <paramref name="module"/>'s child <paramref name="child"/> (module path
+    /// <paramref name="name"/>.<paramref name="child"/>) reading node <paramref name="input"/>.</summary>
+    internal static int Child(nn.Module module, string name, string child, int input, List<GraphNode> nodes) =>
+        Emit(Child(Children(module), child, name), Join(name, child), input, nodes);
 
     static long[] Pair(long[]? v, long[] fallback) => v is null || v.Length == 0 ? fallback : v.Length == 1 ? [v[0], v[0]] : v;
 
     /// <summary>Appends the nodes of <paramref name="module"/> reading <paramref name="input"/>; returns its output node.</summary>
-    static int Emit(nn.Module module, string name, int input, List<GraphNode> nodes)
+    internal static int Emit(nn.Module module, string name, int input, List<GraphNode> nodes)
     {
         var type = module.GetType().Name;
         switch (module)
         {
+            case IGraphForm own:
+                return own.EmitGraph(name, input, nodes);
             case Sequential seq:
                 foreach (var (child, m) in seq.named_children()) input = Emit(m, Join(name, child), input, nodes);
                 return input;
@@ -119,6 +127,14 @@ static class GraphExport
                 return h;
             }
         }
-        throw new LoupeException($"model graph: module '{(name.Length == 0 ? "(root)" : name)}' of type {type} has no graph form; supported: Conv2d, Linear, BatchNorm2d, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Sequential, ResNet/BasicBlock/Bottleneck, VGG, AlexNet and the demo CNN");
+        throw new LoupeException($"model graph: module '{(name.Length == 0 ? "(root)" : name)}' of type {type} has no graph form; supported: Conv2d, Linear, BatchNorm2d, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Sequential, ResNet/BasicBlock/Bottleneck, VGG, AlexNet, RegNet X, DenseNet, MNASNet, SqueezeNet and the demo CNN");
     }
+}
+
+/// <summary>A module that writes its own graph form (its forward as graph nodes over its children).</summary>
+interface IGraphForm
+{
+    /// <summary>Appends the module's nodes (module path <paramref name="name"/>) reading node <paramref name="input"/>;
+    /// returns its output node.</summary>
+    int EmitGraph(string name, int input, List<GraphNode> nodes);
 }

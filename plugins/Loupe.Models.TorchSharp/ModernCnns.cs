@@ -1,3 +1,4 @@
+using Loupe.Abstractions;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -289,7 +290,7 @@ public sealed class EfficientNet : Module<Tensor, Tensor>
 /// <summary>DenseNet's layer: BN → ReLU → 1×1 conv (4·growth) → BN → ReLU → 3×3 conv (growth), on the concatenation of
 /// the block's input and the earlier layers' outputs (<c>norm1</c>, <c>relu1</c>, <c>conv1</c>, <c>norm2</c>,
 /// <c>relu2</c>, <c>conv2</c> as torchvision names them).</summary>
-public sealed class DenseLayer : Module<Tensor, Tensor>
+public sealed class DenseLayer : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> norm1, relu1, conv1, norm2, relu2, conv2;
 
@@ -306,11 +307,17 @@ public sealed class DenseLayer : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         return scope.MoveToOuter(conv2.call(relu2.call(norm2.call(conv1.call(relu1.call(norm1.call(x)))))));
     }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        foreach (var child in new[] { "norm1", "relu1", "conv1", "norm2", "relu2", "conv2" }) input = GraphExport.Child(this, name, child, input, nodes);
+        return input;
+    }
 }
 
 /// <summary>DenseNet's block: each layer (<c>denselayer1</c>…) reads the concatenation of the block's input and the
 /// earlier layers' outputs; the block returns the concatenation of all of them.</summary>
-public sealed class DenseBlock : Module<Tensor, Tensor>
+public sealed class DenseBlock : Module<Tensor, Tensor>, IGraphForm
 {
     readonly DenseLayer[] _layers;
 
@@ -328,12 +335,26 @@ public sealed class DenseBlock : Module<Tensor, Tensor>
         foreach (var layer in _layers) features.Add(layer.call(cat(features, 1)));
         return scope.MoveToOuter(cat(features, 1));
     }
+
+    /// <summary>Each layer reads the concatenation (<c>denselayerK.cat</c>) of the block's input and the earlier layers'
+    /// outputs; the block's output is the concatenation of all of them, under the block's name.</summary>
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var features = new List<int> { input };
+        for (int i = 0; i < _layers.Length; i++)
+        {
+            var layer = GraphExport.Join(name, $"denselayer{i + 1}");
+            int joined = features.Count == 1 ? input : GraphExport.Add(nodes, new GraphNode(GraphExport.Join(layer, "cat"), GraphOp.Concat, [.. features]) { Axis = 1 });
+            features.Add(GraphExport.Emit(_layers[i], layer, joined, nodes));
+        }
+        return GraphExport.Add(nodes, new GraphNode(name, GraphOp.Concat, [.. features]) { Axis = 1 });
+    }
 }
 
 /// <summary>DenseNet-BC: stem (<c>conv0</c>, <c>norm0</c>, <c>relu0</c>, <c>pool0</c>), dense blocks with transitions
 /// (BN, ReLU, 1×1 conv halving the channels, 2×2 average pool) between them, <c>norm5</c>, then a ReLU, global average
 /// pool and the <c>classifier</c> (as torchvision's forward: the last ReLU is functional, not a module).</summary>
-public sealed class DenseNet : Module<Tensor, Tensor>
+public sealed class DenseNet : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> features, classifier;
 
@@ -366,5 +387,14 @@ public sealed class DenseNet : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var pooled = functional.adaptive_avg_pool2d(functional.relu(features.call(x)), [1, 1]).flatten(1);
         return scope.MoveToOuter(classifier.call(pooled));
+    }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "features", input, nodes);
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "relu"), GraphOp.Relu, [h]));
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "avgpool"), GraphOp.AdaptiveAvgPool, [h]) { Kernel = [1, 1] });
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "flatten"), GraphOp.Flatten, [h]));
+        return GraphExport.Child(this, name, "classifier", h, nodes);
     }
 }

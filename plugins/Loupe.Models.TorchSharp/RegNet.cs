@@ -1,3 +1,4 @@
+using Loupe.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
 using static TorchSharp.torch.nn;
@@ -9,7 +10,7 @@ namespace Loupe.Models.TorchSharp;
 /// formula weights). The stage widths, depths and group widths are torchvision's, as its BlockParams computes them from
 /// (depth, w₀, w_a, w_m, group width) — a quantisation in float32 written down here per architecture rather than
 /// recomputed (tests/fixtures/make_arch_keys.py checks every table against torchvision's modules).</summary>
-public sealed class RegNet : Module<Tensor, Tensor>
+public sealed class RegNet : Module<Tensor, Tensor>, IGraphForm
 {
     /// <summary>One stage: output width, blocks, group width.</summary>
     public readonly record struct Stage(long Width, int Depth, long GroupWidth);
@@ -70,12 +71,21 @@ public sealed class RegNet : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         return scope.MoveToOuter(fc.call(avgpool.call(trunk_output.call(stem.call(x))).flatten(1)));
     }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "stem", input, nodes);
+        h = GraphExport.Child(this, name, "trunk_output", h, nodes);
+        h = GraphExport.Child(this, name, "avgpool", h, nodes);
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "flatten"), GraphOp.Flatten, [h]));
+        return GraphExport.Child(this, name, "fc", h, nodes);
+    }
 }
 
 /// <summary>RegNet's residual bottleneck block: ReLU(proj(x) + f(x)), or ReLU(x + f(x)) when the shape is kept; f is
 /// 1×1 (a) → grouped 3×3 of stride s (b) → squeeze-and-excitation of ¼ the block's input width (se, RegNet Y) → 1×1
 /// without activation (c), each a Conv2dNormActivation.</summary>
-public sealed class ResBottleneckBlock : Module<Tensor, Tensor>
+public sealed class ResBottleneckBlock : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor>? proj;
     readonly Module<Tensor, Tensor> f, activation;
@@ -101,5 +111,15 @@ public sealed class ResBottleneckBlock : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var sum = proj is not null ? proj.call(x) + f.call(x) : x + f.call(x);
         return scope.MoveToOuter(activation.call(sum));
+    }
+
+    /// <summary>f, the projection (or the input), their sum (<c>add</c>) and the block's ReLU, which takes the block's
+    /// name (as a torchvision ResNet block's): RegNet Y's squeeze-and-excitation has no graph form and is refused by name.</summary>
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "f", input, nodes);
+        var identity = proj is not null ? GraphExport.Child(this, name, "proj", input, nodes) : input;
+        var sum = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "add"), GraphOp.Add, [h, identity]));
+        return GraphExport.Add(nodes, new GraphNode(name, GraphOp.Relu, [sum]));
     }
 }

@@ -1,3 +1,4 @@
+using Loupe.Abstractions;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -33,7 +34,7 @@ public static class SmallCnns
 }
 
 /// <summary>SqueezeNet's Fire module: squeeze 1×1 + ReLU, then the concatenation of expand 1×1 and expand 3×3, each + ReLU.</summary>
-public sealed class Fire : Module<Tensor, Tensor>
+public sealed class Fire : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> squeeze, squeeze_activation, expand1x1, expand1x1_activation, expand3x3, expand3x3_activation;
 
@@ -52,11 +53,20 @@ public sealed class Fire : Module<Tensor, Tensor>
         var s = squeeze_activation.call(squeeze.call(x));
         return scope.MoveToOuter(cat([expand1x1_activation.call(expand1x1.call(s)), expand3x3_activation.call(expand3x3.call(s))], 1));
     }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        int Run(string child, int from) => GraphExport.Child(this, name, child, from, nodes);
+        var s = Run("squeeze_activation", Run("squeeze", input));
+        var e1 = Run("expand1x1_activation", Run("expand1x1", s));
+        var e3 = Run("expand3x3_activation", Run("expand3x3", s));
+        return GraphExport.Add(nodes, new GraphNode(name, GraphOp.Concat, [e1, e3]) { Axis = 1 });
+    }
 }
 
 /// <summary>SqueezeNet: <c>features</c> (conv, ReLU, ceil-mode max pools, Fire modules) and <c>classifier</c> (Dropout,
 /// 1×1 conv to the classes, ReLU, global average pool), flattened.</summary>
-public sealed class SqueezeNet : Module<Tensor, Tensor>
+public sealed class SqueezeNet : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> features, classifier;
 
@@ -79,6 +89,12 @@ public sealed class SqueezeNet : Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         return scope.MoveToOuter(classifier.call(features.call(x)).flatten(1));
+    }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "classifier", GraphExport.Child(this, name, "features", input, nodes), nodes);
+        return GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "flatten"), GraphOp.Flatten, [h]));
     }
 }
 
@@ -150,7 +166,7 @@ public sealed class ShuffleNetV2 : Module<Tensor, Tensor>
 
 /// <summary>MNASNet's inverted residual: 1×1 expand + BN + ReLU, k×k depthwise + BN + ReLU, 1×1 project + BN
 /// (<c>layers</c>), plus the input when the shape is kept.</summary>
-public sealed class MnasResidual : Module<Tensor, Tensor>
+public sealed class MnasResidual : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> layers;
     readonly bool _residual;
@@ -167,12 +183,18 @@ public sealed class MnasResidual : Module<Tensor, Tensor>
 
     /// <inheritdoc/>
     public override Tensor forward(Tensor x) => ModernCnns.Residual(layers, x, _residual);
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "layers", input, nodes);
+        return _residual ? GraphExport.Add(nodes, new GraphNode(name, GraphOp.Add, [h, input])) : h;
+    }
 }
 
 /// <summary>MNASNet (B1): <c>layers</c> (stem, separable conv, six stacks of inverted residuals, 1×1 conv to 1280),
 /// the mean over positions, <c>classifier</c> (Dropout, Linear). Depths scaled by α and rounded to multiples of 8 as
 /// torchvision's (up unless within 10 %).</summary>
-public sealed class MnasNet : Module<Tensor, Tensor>
+public sealed class MnasNet : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> layers, classifier;
 
@@ -197,5 +219,13 @@ public sealed class MnasNet : Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         return scope.MoveToOuter(classifier.call(layers.call(x).mean([2, 3])));
+    }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "layers", input, nodes);
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "mean"), GraphOp.AdaptiveAvgPool, [h]) { Kernel = [1, 1] });
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "flatten"), GraphOp.Flatten, [h]));
+        return GraphExport.Child(this, name, "classifier", h, nodes);
     }
 }

@@ -44,6 +44,30 @@ public class FullGradShapleyCamTests
         TechniqueTests.Close(TechniqueTests.Stack(r, "rest", "shapley-cam-layer", 2), "cams_r18_shapley_rest.npy", 1e-4);
     }
 
+    /// <summary>full-grad on the torchvision families whose graph form Loupe's own modules write (RegNet X's residual
+    /// bottlenecks, DenseNet's concatenations and pre-activation batch norms, MNASNet's inverted residuals, SqueezeNet's
+    /// Fire concatenations and biased convolutions) against the PyTorch reference of pytorch-grad-cam's FullGrad
+    /// ('hash' weights, 64²); the graph run inside full-grad is checked against the model's own output too, and LRP runs on
+    /// the same graph form.</summary>
+    [Theory]
+    [InlineData("regnet_x_400mf")]
+    [InlineData("densenet121")]
+    [InlineData("mnasnet1_0")]
+    [InlineData("squeezenet1_1")]
+    public void FullGradMatchesThePyTorchReferenceOnMoreFamilies(string arch)
+    {
+        var r = ShapleyFamilyTests.TorchVision(arch, """
+              - { id: fg, uses: full-grad }
+              - { id: lrp, uses: lrp, with: { rule: epsilon, epsilon: 1.0e-9, zero_bias: true } }
+            """);
+        Ok(r);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "fg", "full-grad", 2), $"cams_{arch}_fullgrad.npy", 1e-4);
+        // The same graph form carries LRP: with LRP-0 (ε → 0, biases taken as zero) every map is finite and not zero.
+        var lrp = TechniqueTests.Stack(r, "lrp", "lrp", 2);
+        Assert.All(lrp, v => Assert.True(float.IsFinite(v)));
+        Assert.Contains(lrp, v => v != 0);
+    }
+
     [Fact]
     public void ShapleyCamOfALogitAfterReluIsGradCam()
     {
