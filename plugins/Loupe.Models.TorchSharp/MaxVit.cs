@@ -159,7 +159,6 @@ public sealed class RelativePositionalAttention : Module<Tensor, Tensor>, ICheck
     readonly Tensor relative_position_index;
     readonly long _heads, _headDim, _size;
     readonly double _scale;
-    readonly long[] _index;
 
     public RelativePositionalAttention(long channels, long headDim, long size) : base("RelativePositionalMultiHeadAttention")
     {
@@ -168,21 +167,13 @@ public sealed class RelativePositionalAttention : Module<Tensor, Tensor>, ICheck
         merge = Linear(channels, channels);
         softmax = Softmax(-1);
         relative_position_bias_table = new global::TorchSharp.Modules.Parameter(zeros((2 * size - 1) * (2 * size - 1), _heads));
-        var coords = arange(size);
-        var flat = stack(meshgrid([coords, coords], indexing: "ij")).flatten(1);
-        var rel = (flat.unsqueeze(2) - flat.unsqueeze(1)).permute(1, 2, 0) + (size - 1);
-        relative_position_index = rel.select(2, 0) * (2 * size - 1) + rel.select(2, 1);   // P²×P²
+        relative_position_index = RelativePositions.Index(size);   // P²×P²
         register_buffer("relative_position_index", relative_position_index);
-        _index = relative_position_index.contiguous().data<long>().ToArray();
         RegisterComponents();
     }
 
     /// <inheritdoc/>
-    public void CheckLoaded(string path, string name)
-    {
-        if (!relative_position_index.contiguous().data<long>().SequenceEqual(_index))
-            throw new LoupeException($"{path}: {name}.relative_position_index is not the {_size}×{_size} window's index torchvision defines (a hostile or damaged file: its values pick the attention's position biases)");
-    }
+    public void CheckLoaded(string path, string name) => RelativePositions.Check(relative_position_index, _size, path, name);
 
     /// <inheritdoc/>
     public override Tensor forward(Tensor x)

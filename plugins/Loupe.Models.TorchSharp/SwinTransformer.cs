@@ -146,24 +146,13 @@ public sealed class ShiftedWindowAttention : Module<Tensor, Tensor>, IChecksLoad
             register_buffer("relative_coords_table", relative_coords_table);
         }
         else relative_position_bias_table = new Parameter(zeros(span * span, heads));
-        var coords = arange(window);
-        var flat = stack(meshgrid([coords, coords], indexing: "ij")).flatten(1);              // 2 × w²
-        var rel = (flat.unsqueeze(2) - flat.unsqueeze(1)).permute(1, 2, 0) + (window - 1);    // w² × w² × 2
-        relative_position_index = (rel.select(2, 0) * span + rel.select(2, 1)).flatten();
+        relative_position_index = RelativePositions.Index(window).flatten();
         register_buffer("relative_position_index", relative_position_index);
-        _index = relative_position_index.data<long>().ToArray();
         RegisterComponents();
     }
 
-    /// <summary>The index the window defines (an array: a tensor field would be registered as a buffer).</summary>
-    readonly long[] _index;
-
     /// <inheritdoc/>
-    public void CheckLoaded(string path, string name)
-    {
-        if (!relative_position_index.data<long>().SequenceEqual(_index))
-            throw new LoupeException($"{path}: {name}.relative_position_index is not the {_window}×{_window} window's index torchvision defines (a hostile or damaged file: its values pick the attention's position biases)");
-    }
+    public void CheckLoaded(string path, string name) => RelativePositions.Check(relative_position_index, _window, path, name);
 
     /// <summary>The bias per head, 1 × heads × w² × w².</summary>
     Tensor PositionBias()
@@ -234,5 +223,29 @@ public sealed class ShiftedWindowAttention : Module<Tensor, Tensor>, IChecksLoad
         x = x.view(b, ph / win, pw / win, win, win, c).permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c);
         if (sh + sw > 0) x = x.roll([sh, sw], [1, 2]);
         return scope.MoveToOuter(x[.., ..(int)h, ..(int)w, ..].contiguous());
+    }
+}
+
+/// <summary>The relative position index of a w×w window's tokens that Swin and MaxViT read their position-bias tables
+/// with (torchvision's: (Δy + w − 1)·(2w − 1) + Δx + w − 1 for token pairs in row-major order).</summary>
+static class RelativePositions
+{
+    /// <summary>The w²×w² index.</summary>
+    public static Tensor Index(long window)
+    {
+        using var scope = NewDisposeScope();
+        var coords = arange(window);
+        var flat = stack(meshgrid([coords, coords], indexing: "ij")).flatten(1);              // 2 × w²
+        var rel = (flat.unsqueeze(2) - flat.unsqueeze(1)).permute(1, 2, 0) + (window - 1);    // w² × w² × 2
+        return scope.MoveToOuter(rel.select(2, 0) * (2 * window - 1) + rel.select(2, 1));
+    }
+
+    /// <summary>Throws a <see cref="LoupeException"/> naming the file and the module when a loaded index is not the
+    /// window's.</summary>
+    public static void Check(Tensor loaded, long window, string path, string name)
+    {
+        using var scope = NewDisposeScope();
+        if (!loaded.contiguous().data<long>().SequenceEqual(Index(window).flatten().data<long>()))
+            throw new LoupeException($"{path}: {name}.relative_position_index is not the {window}×{window} window's index torchvision defines (a hostile or damaged file: its values pick the attention's position biases)");
     }
 }

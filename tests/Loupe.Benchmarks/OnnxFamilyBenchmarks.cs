@@ -13,17 +13,11 @@ namespace Loupe.Benchmarks;
 /// on the same models in PyTorch.</summary>
 [MemoryDiagnoser(false)]
 [MedianColumn]
-public class OnnxFamilyBenchmarks
+public class OnnxFamilyBenchmarks : FamilyBenchmarks
 {
     /// <summary>torchvision model name.</summary>
     [Params("vit_b_16", "convnext_tiny")]
     public string Model = "vit_b_16";
-    /// <summary>Batch size.</summary>
-    [Params(1, 8)]
-    public int Batch = 1;
-
-    IModel _model = null!;
-    Tensor _x = null!;
 
     static readonly string Root = Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", ".."));
 
@@ -44,33 +38,8 @@ public class OnnxFamilyBenchmarks
     /// <summary>The model through the onnx backend (ImageNet input, 224²).</summary>
     public static IModel Load(string name) => new OnnxAdapter().Load(new OnnxOptions { Path = Exported(name), Preset = "imagenet" }, new ModelLoadContext(".", 0));
 
-    [GlobalSetup]
-    public void Setup()
-    {
-        Bench.Init();
-        _model = Load(Model);
-        _x = randn(Batch, 3, 224, 224);
-    }
-
-    [GlobalCleanup]
-    public void Cleanup() { _x.Dispose(); _model.Dispose(); }
-
-    [Benchmark(Description = "forward+backward to input"), Floor("")]
-    public float ForwardBackward()
-    {
-        using var scope = NewDisposeScope();
-        var x = _x.detach().requires_grad_(true);
-        var y = _model.Forward(x);
-        return CheckedOps.Grad([y.max(1).values.sum()], [x])[0].sum().item<float>();
-    }
-
-    [Benchmark(Description = "forward (no grad)"), Floor("")]
-    public float Forward()
-    {
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        return _model.Forward(_x).sum().item<float>();
-    }
+    /// <inheritdoc/>
+    protected override IModel LoadModel() => Load(Model);
 
     /// <summary><c>--cpu-onnx NAME [BATCH] [ROUNDS]</c>: the two rows at one intra-op thread, timed by the calling
     /// thread's CPU time (minimum over the rounds), which a loaded machine barely disturbs; tools/bench/cpu_time.py
