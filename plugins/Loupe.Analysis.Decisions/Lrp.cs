@@ -35,8 +35,10 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             foreach (var (set, key) in new[] { (options.ConvRule, "conv_rule"), (options.DenseRule, "dense_rule") })
                 if (set is not null) yield return $"lrp: {key} replaces a composite's rule for a layer type; composite {(options.Rule is not null ? "uniform (rule:)" : options.Composite == LrpComposite.Uniform ? "uniform" : "excitation-backprop")} already sets one rule for every layer";
         if (options.High <= options.Low) yield return $"lrp: high ({options.High}) must be above low ({options.Low})";
-        foreach (var e in OptionRules.OnlyWith(options, Assigns(options, LrpRuleKind.ZBox), "the z-box rule (composite epsilon-gamma-box, rule:, first_rule: or rules:)", nameof(options.Low), nameof(options.High)))
+        foreach (var e in OptionRules.OnlyWith(options, Assigns(options, LrpRuleKind.ZBox), "the z-box rule (composite epsilon-gamma-box, rule:, first_rule: or rules:)", nameof(options.Low), nameof(options.High), nameof(options.LowFile), nameof(options.HighFile)))
             yield return "lrp: " + e;
+        foreach (var (file, scalar, key) in new[] { (options.LowFile, nameof(options.Low), "low"), (options.HighFile, nameof(options.High), "high") })
+            if (file is not null && OptionRules.IsSet(options, scalar)) yield return $"lrp: give either '{key}' (pixel space) or '{key}_file' (per element, normalised space), not both";
         bool gamma = options.Rules?.Any(r => r.Rule == LrpRuleKind.Gamma && r.Gamma is null) == true
             || options.Convention != LrpConvention.Captum && (options.Composite == LrpComposite.EpsilonGammaBox && options.ConvRule is null || Types(options).Contains(LrpRuleKind.Gamma));
         foreach (var e in OptionRules.OnlyWith(options, gamma, "the gamma rule (composite epsilon-gamma-box, rule:, first_rule:, conv_rule:, dense_rule:, or rules: without their own gamma)", nameof(options.Gamma)))
@@ -109,8 +111,9 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         var mean = tensor(spec.Mean.Take((int)channels).ToArray()).view(1, -1, 1, 1);
         var std = tensor(spec.Std.Take((int)channels).ToArray()).view(1, -1, 1, 1);
         double stabilizer = options.Stabilizer ?? (options.Convention == LrpConvention.Captum ? 1e-9 : 1e-6);
-        LrpRule Make(LrpRuleKind kind) => new(kind, eps, options.Gamma,
-            kind == LrpRuleKind.ZBox ? (mean.neg() + options.Low) / std : null, kind == LrpRuleKind.ZBox ? (mean.neg() + options.High) / std : null)
+        var low = options.LowFile is { } lf ? Bound(lf, spec, channels) : (mean.neg() + options.Low) / std;
+        var high = options.HighFile is { } hf ? Bound(hf, spec, channels) : (mean.neg() + options.High) / std;
+        LrpRule Make(LrpRuleKind kind) => new(kind, eps, options.Gamma, kind == LrpRuleKind.ZBox ? low : null, kind == LrpRuleKind.ZBox ? high : null)
         { Alpha = options.Alpha ?? 2, Stabilizer = stabilizer };
         var named = new Dictionary<int, LrpRule>();
         foreach (var r in options.Rules ?? [])
@@ -166,6 +169,19 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             var rule = i == firstIndex && firstKind is { } f ? Make(f) : Make((n.Op == GraphOp.Conv ? conv : dense) ?? LrpRuleKind.Epsilon);
             return options.ZeroBias ? rule with { ZeroBias = true } : rule;
         };
+    }
+
+    /// <summary>A z-box bound from a .npy (C×H×W, 1×C×H×W, or C×1×1 per channel; normalised input space) as
+    /// 1×C×H×W, checked against the model's input.</summary>
+    static Tensor Bound(string file, InputSpec spec, long channels)
+    {
+        var t = Npy.Read(file).ToTensor().to(ScalarType.Float32);
+        if (t.dim() == 3) t = t.unsqueeze(0);
+        if (t.dim() != 4 || t.shape[0] != 1 || t.shape[1] != channels
+            || !(t.shape[2] == spec.Height && t.shape[3] == spec.Width || t.shape[2] == 1 && t.shape[3] == 1))
+            throw new LoupeException($"{file}: a z-box bound must be {channels}×{spec.Height}×{spec.Width} (or {channels}×1×1) in normalised input space; it is {string.Join("×", t.shape)}");
+        if (!t.isfinite().all().item<bool>()) throw new LoupeException($"{file}: a z-box bound holds NaN or infinite values");
+        return t;
     }
 
     /// <summary>LRP maps of <paramref name="x"/> for <paramref name="selection"/> (the target's scores of the output).</summary>

@@ -91,6 +91,12 @@ public sealed record LrpOptions
     /// <summary>Highest pixel.</summary>
     [Description("z-box: highest possible pixel value in pixel space")]
     public double High { get; init; } = 1;
+    /// <summary>Lowest values per element.</summary>
+    [FilePath, Description("z-box: the lowest value of every input element, a .npy C×H×W (or 1×C×H×W; C×1×1 per channel) in normalised input space, instead of low — Zennit's EpsilonGammaBox(low=tensor)")]
+    public string? LowFile { get; init; }
+    /// <summary>Highest values per element.</summary>
+    [FilePath, Description("z-box: the highest value of every input element, as low_file — Zennit's EpsilonGammaBox(high=tensor)")]
+    public string? HighFile { get; init; }
 }
 
 /// <summary>The rule of one named layer (<c>lrp</c>'s <c>rules:</c>).</summary>

@@ -127,6 +127,32 @@ public class LrpTests
         Assert.Contains("dense_rule replaces a composite's rule for a layer type", all);
     }
 
+    /// <summary>Zennit's EpsilonGammaBox with tensor bounds: per-pixel low/high files (normalised space) against the
+    /// PyTorch reference with the same tensors; the scalar bounds give another map; a bound of the wrong shape, or a
+    /// file beside its scalar, is refused.</summary>
+    [Fact]
+    public void ZBoxTakesPerElementBounds()
+    {
+        string F(string name) => TestEnv.Yaml(TestEnv.Fixture(name));
+        var r = TestEnv.Run(TestEnv.FixturePipeline($$"""
+              - { id: px, uses: lrp, with: { composite: epsilon-gamma-box, low_file: {{F("lrp_cnn_zbox_low.npy")}}, high_file: {{F("lrp_cnn_zbox_high.npy")}} } }
+            """, batchSize: 3));
+        Assert.True(r.ExitCode == 0, string.Join("\n", r.Errors) + r.Manifest?.ToJsonString());
+        var px = TechniqueTests.Stack(r, "px", "lrp");
+        TechniqueTests.Close(px, "lrp_cnn_epsilon-gamma-box-pixel-bounds.npy", 1e-4);
+        Assert.True(TestEnv.RelL2(px, Npy.Read(TestEnv.Fixture("lrp_cnn_epsilon-gamma-box.npy")).Data) > 1e-3);
+        var both = TestEnv.Run(TestEnv.FixturePipeline($$"""
+              - { id: both, uses: lrp, with: { composite: epsilon-gamma-box, low: 0.1, low_file: {{F("lrp_cnn_zbox_low.npy")}} } }
+            """));
+        Assert.NotEqual(0, both.ExitCode);
+        Assert.Contains("give either 'low' (pixel space) or 'low_file'", string.Join("\n", both.Errors));
+        var shape = TestEnv.Run(TestEnv.FixturePipeline($$"""
+              - { id: shape, uses: lrp, with: { composite: epsilon-gamma-box, low_file: {{F("fashion_input.npy")}} } }
+            """));
+        Assert.NotEqual(0, shape.ExitCode);
+        Assert.Contains("a z-box bound must be 1×28×28", shape.Manifest!["steps"]![0]!["error"]!.GetValue<string>());
+    }
+
     /// <summary>Zennit's composite-wide stabilizer: every rule but ε takes it — the same map as each convolution's rule
     /// given that stabilizer by name, and another map than the default's.</summary>
     [Fact]
