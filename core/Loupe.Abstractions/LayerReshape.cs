@@ -106,6 +106,8 @@ public static class LayerReshapes
     /// dropped), one of fewer an error.</summary>
     public static (LayerReshape Mode, string? Error) Resolve(LayerReshape requested, long[] shape, TokenLayout layout = default)
     {
+        if (layout.Grid is { } grid && shape.Length != 3 && requested is LayerReshape.Auto or LayerReshape.Vit or LayerReshape.Tokens)
+            return (requested, $"token_grid {grid.Height}×{grid.Width} lays out a token layer N×T×C; this one is ({string.Join("×", shape)})");
         if (layout.Grid is { } g && shape.Length == 3 && requested is LayerReshape.Auto or LayerReshape.Vit or LayerReshape.Tokens)
         {
             long t = shape[1], cells = g.Height * g.Width;

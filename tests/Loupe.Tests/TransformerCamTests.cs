@@ -100,6 +100,12 @@ public class TransformerCamTests
         Assert.Contains("token_grid 5×5 holds 25 tokens; the layer has 17", all);
         Assert.Contains("does not apply with reshape 'nhwc'", all);
         Assert.Contains("give [height, width]", all);
+        // On a CNN's N×C×H×W layer a token grid has nothing to lay out: refused, not ignored.
+        var cnn = TestEnv.Run(TestEnv.FixturePipeline("""
+              - { id: g, uses: grad-cam, with: { layer: relu3, token_grid: [7, 7] } }
+            """));
+        Assert.NotEqual(0, cnn.ExitCode);
+        Assert.Contains("token_grid 7×7 lays out a token layer N×T×C", string.Join("\n", cnn.Errors));
     }
 
     /// <summary>Ablation-CAM under pytorch-grad-cam's convention on a ViT's ln_1 (negative values), as its
