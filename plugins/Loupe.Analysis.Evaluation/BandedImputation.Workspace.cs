@@ -90,7 +90,7 @@ public static partial class BandedImputation
     /// reference solves multiply by the weights too).</summary>
     internal const double Direct = 1.0 / 6, Diagonal = 1.0 / 12;
 
-    /// <summary>Zeros after each column's widest extent: a four-column block's reach (3) and a whole vector's (3), and
-    /// one to spare.</summary>
-    const int Pad = 7;
+    /// <summary>Zeros after each column's widest extent: a four-column block's reach (3) and a whole 8-wide vector's
+    /// (7), and one to spare (the same for 4-wide vectors: the storage does not depend on the width).</summary>
+    const int Pad = 11;
 }

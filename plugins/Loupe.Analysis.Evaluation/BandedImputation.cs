@@ -116,6 +116,10 @@ public static partial class BandedImputation
         return (count, band);
     }
 
+    /// <summary>Whether the factorisation and the solves run on 8-wide vectors: where the processor has them (AVX-512).
+    /// Tests switch it to check both widths on one machine.</summary>
+    internal static bool Wide = Vector512.IsHardwareAccelerated;
+
     /// <summary>Entries of the factor's storage for n unknowns and half-bandwidth b (each column b + 1 + Pad).</summary>
     public static long Entries(long unknowns, long band) => unknowns * (band + 1 + Pad) + 1;
 
@@ -137,6 +141,7 @@ public static partial class BandedImputation
         int hw = h * w, w2 = w + 2, padded = (h + 2) * w2;
         if (image.Length < c * hw || unknown.Length < hw) throw new ArgumentException("ROAD imputation: image or mask shorter than C×H×W");
         var ws = Workspace.For(h, w, c);
+        bool wide = Wide;   // read once: a test may switch it while another thread solves
         // Pixels on a grid with a one-pixel border (index −1, value 0), so that the stencil needs no bounds tests; raw
         // references below index it (every q is an interior cell ± one row and column: inside the padded grid).
         ref int index = ref MemoryMarshal.GetArrayDataReference(ws.Index);
@@ -155,12 +160,30 @@ public static partial class BandedImputation
         bool byComponent = MaskComponents.Worthwhile(count, h, w);
         if (byComponent && !(shaped && ws.Ordered == (count, h, w))) MaskComponents.Order(unknown, h, w, ws.Order, ws.Root, ws.Slot);
         ws.Ordered = default;
-        for (int y = 0, p = 0; y < h; y++)
-            for (int q = (y + 1) * w2 + 1, end = q + w; q < end; q++, p++)
+        // No branch on the mask's bits (they are irregular: such a branch mispredicted on about every other pixel of a
+        // half-imputed mask): a known value goes through a bit mask of ones, an unknown one through zeros; the
+        // unknowns of each run of up to 64 pixels of a row are collected as bits and numbered by their set bits.
+        ref byte bits = ref Unsafe.As<bool, byte>(ref MemoryMarshal.GetReference(unknown));
+        ref double values = ref MemoryMarshal.GetReference(image);
+        for (int y = 0; y < h; y++)
+            for (int x0 = 0; x0 < w; x0 += 64)
             {
-                if (!unknown[p])
-                    for (int ch = 0; ch < c; ch++) Unsafe.Add(ref known, ch * padded + q) = image[ch * hw + p];
-                else if (!byComponent) Number(ref index, ws, p, q, ref n, ref band);
+                int p0 = y * w + x0, q0 = (y + 1) * w2 + 1 + x0, run = Math.Min(64, w - x0);
+                ulong found = 0;
+                for (int x = 0; x < run; x++)
+                {
+                    int b = Unsafe.Add(ref bits, p0 + x) & 1;
+                    found |= (ulong)b << x;
+                    long keep = b - 1L;   // all ones where known
+                    for (int ch = 0; ch < c; ch++)
+                        Unsafe.Add(ref known, ch * padded + q0 + x) = BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(Unsafe.Add(ref values, ch * hw + p0 + x)) & keep);
+                }
+                if (byComponent) continue;
+                for (; found != 0; found &= found - 1)
+                {
+                    int x = System.Numerics.BitOperations.TrailingZeroCount(found);
+                    Number(ref index, ws, p0 + x, q0 + x, ref n, ref band);
+                }
             }
         if (byComponent)
             for (int i = 0; i < count; i++)
@@ -208,33 +231,19 @@ public static partial class BandedImputation
             }
 
             var inverse = ws.Inverse;
-            Factor(l, last, inverse, n, stride);
-            // The two triangular solves per channel, column by column in whole vectors: past a column's extent its
-            // entries are zero (up to the stride), so the extra lanes add nothing to v (the next channel's values, or the
-            // zeros after the last) and read nothing into the dot products.
-            ref double inv = ref MemoryMarshal.GetArrayDataReference(inverse);
+            if (wide)
+            {
+                Factor<Lanes8, Vector512<double>>(l, last, inverse, n, stride);
+                for (int ch = 0; ch < c; ch++) Substitute<Lanes8, Vector512<double>>(l, last, inverse, rhs.AsSpan(ch * n), n, stride);
+            }
+            else
+            {
+                Factor<Lanes4, Vector256<double>>(l, last, inverse, n, stride);
+                for (int ch = 0; ch < c; ch++) Substitute<Lanes4, Vector256<double>>(l, last, inverse, rhs.AsSpan(ch * n), n, stride);
+            }
             for (int ch = 0; ch < c; ch++)
             {
                 ref double v = ref rhs[ch * n];
-                for (int k = 0; k < n; k++)   // L y = r
-                {
-                    double vk = Unsafe.Add(ref v, k) *= Unsafe.Add(ref inv, k);
-                    if (vk == 0) continue;
-                    var a = Vector256.Create(-vk);
-                    ref double x = ref Unsafe.Add(ref l0, k * stride + 1);
-                    ref double y = ref Unsafe.Add(ref v, k + 1);
-                    for (int r = 0, m = last[k] - k; r < m; r += 4)
-                        Vector256.FusedMultiplyAdd(a, Vector256.LoadUnsafe(ref x, (nuint)r), Vector256.LoadUnsafe(ref y, (nuint)r)).StoreUnsafe(ref y, (nuint)r);
-                }
-                for (int k = n - 1; k >= 0; k--)   // Lᵀ v = y
-                {
-                    ref double x = ref Unsafe.Add(ref l0, k * stride + 1);
-                    ref double y = ref Unsafe.Add(ref v, k + 1);
-                    var sum = Vector256<double>.Zero;
-                    for (int r = 0, m = last[k] - k; r < m; r += 4)
-                        sum = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref x, (nuint)r), Vector256.LoadUnsafe(ref y, (nuint)r), sum);
-                    Unsafe.Add(ref v, k) = (Unsafe.Add(ref v, k) - Vector256.Sum(sum)) * Unsafe.Add(ref inv, k);
-                }
                 var plane = image.Slice(ch * hw, hw);
                 for (int i = 0; i < n; i++) plane[pixel[i]] = Unsafe.Add(ref v, i);
             }
@@ -242,6 +251,58 @@ public static partial class BandedImputation
         finally
         {
             if (native != 0) Workspace.Free(native);
+        }
+    }
+
+    /// <summary>The two triangular solves for one right-hand side (<paramref name="v"/>, in place), L y = r then
+    /// Lᵀ v = y, by blocks of four columns, as <see cref="Factor{TL, TV}"/> runs. Forward: a block's four values by its
+    /// small triangle, then the rows past the block take its four columns in one pass. Backward: the four dot products of
+    /// a block's columns with the values already found past it are independent of one another (the processor overlaps
+    /// them), then the small triangle; a column at a time, each dot product waited on the value found just before it.
+    /// Whole vectors: past a column's extent its entries are zero (up to the stride), so the extra lanes add nothing to
+    /// v (the next channel's values, or the zeros after the last) and read nothing into the dot products.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static unsafe void Substitute<TL, TV>(Span<double> l, int[] last, double[] inverse, Span<double> v, int n, int stride) where TL : struct, ILanes<TV> where TV : struct
+    {
+        fixed (double* l0 = l)
+        fixed (double* v0 = v)
+        fixed (double* inv = inverse)
+        {
+            for (int k0 = 0; k0 < n; k0 += 4)   // L y = r
+            {
+                int size = Math.Min(4, n - k0);
+                for (int q = 0; q < size; q++)
+                {
+                    double vk = v0[k0 + q] *= inv[k0 + q];
+                    double* column = l0 + (long)(k0 + q) * stride;
+                    for (int r = 1; q + r < size; r++) v0[k0 + q + r] -= vk * column[r];
+                }
+                if (size < 4) break;
+                int end = last[k0 + 3];
+                if (end < k0 + 4) continue;
+                // Row k0 + o of block column s at (k0 + s)·stride + o − s.
+                CholeskyKernels.Update<TL, TV>(l0 + (long)k0 * stride + 4, l0 + (long)(k0 + 1) * stride + 3, l0 + (long)(k0 + 2) * stride + 2,
+                    l0 + (long)(k0 + 3) * stride + 1, v0[k0], v0[k0 + 1], v0[k0 + 2], v0[k0 + 3], v0 + k0 + 4, end - k0 - 3);
+            }
+            for (int k0 = (n - 1) / 4 * 4; k0 >= 0; k0 -= 4)   // Lᵀ v = y
+            {
+                int size = Math.Min(4, n - k0), top = k0 + size;
+                double d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+                for (int q = 0; q < size; q++)
+                {
+                    int k = k0 + q, rows = last[k] - top + 1;
+                    double d = rows > 0 ? CholeskyKernels.Dot<TL, TV>(l0 + (long)k * stride + top - k, v0 + top, rows) : 0;
+                    if (q == 0) d0 = d; else if (q == 1) d1 = d; else if (q == 2) d2 = d; else d3 = d;
+                }
+                for (int q = size - 1; q >= 0; q--)
+                {
+                    int k = k0 + q;
+                    double* column = l0 + (long)k * stride;
+                    double t = v0[k] - (q == 0 ? d0 : q == 1 ? d1 : q == 2 ? d2 : d3);
+                    for (int r = 1; q + r < size; r++) t -= column[r] * v0[k + r];
+                    v0[k] = t * inv[k];
+                }
+            }
         }
     }
 
@@ -264,7 +325,11 @@ public static partial class BandedImputation
 
     /// <summary>Where A[i, j] lives (row i of column j), or the discard slot when j is −1 (no unknown there).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static int Entry(int j, int i, int stride, int discard) => j >= 0 ? j * stride + i - j : discard;
+    static int Entry(int j, int i, int stride, int discard)
+    {
+        int absent = j >> 31;   // all ones when j is −1 (a select, not a branch: the masks are irregular)
+        return ((j * stride + i - j) & ~absent) | (discard & absent);
+    }
 
     /// <summary>In-place Cholesky of the column-stored envelope, right-looking by blocks of four columns: each block's
     /// columns take the updates of the block's earlier columns, their pivot and scale; then every later column j of
@@ -275,7 +340,7 @@ public static partial class BandedImputation
     /// first column's diagonal, plus three for a whole last vector; the entries there are zero (rows past a column's
     /// extent), so the padded lanes add nothing, and writes reach at most b + 2 rows into a column.</para></summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // ROAD calls it a few dozen times per run: no tier-0 code
-    static unsafe void Factor(Span<double> l, int[] last, double[] inverse, int n, int stride)
+    static unsafe void Factor<TL, TV>(Span<double> l, int[] last, double[] inverse, int n, int stride) where TL : struct, ILanes<TV> where TV : struct
     {
         if ((long)n * stride > l.Length) throw new InvalidOperationException("ROAD imputation: factor storage too small");
         fixed (double* l0 = l)
@@ -288,14 +353,14 @@ public static partial class BandedImputation
                     for (int e = k0; e < c; e++)   // the block's earlier columns: rows c..last[e]
                     {
                         double* x = l0 + (long)e * stride + c - e;
-                        if (*x != 0) CholeskyKernels.Axpy(-*x, x, column, last[e] - c + 1);
+                        if (*x != 0) CholeskyKernels.Axpy<TL, TV>(-*x, x, column, last[e] - c + 1);
                     }
                     double d = *column;
                     if (!(d > 0)) throw new InvalidOperationException($"ROAD imputation: the system is not positive definite at unknown {c} (pivot {d}).");
                     d = Math.Sqrt(d);
                     *column = d;
                     double inv = inverse[c] = 1 / d;
-                    CholeskyKernels.Scale(column + 1, inv, last[c] - c);   // whole vectors: the zeros past the extent stay 0
+                    CholeskyKernels.Scale<TL, TV>(column + 1, inv, last[c] - c);   // whole vectors: the zeros past the extent stay 0
                 }
                 if (size < 4) break;   // the last block: no column after it
                 double* c0 = l0 + (long)k0 * stride;
@@ -314,19 +379,14 @@ public static partial class BandedImputation
                     double* y = l0 + (long)j * stride;         // column j: row j at 0
                     double* z = l0 + (long)(j + 1) * stride;   // column j + 1: row j + 1 at 0
                     *y = CholeskyKernels.Diagonal(*y, a0, a1, a2, a3);
-                    CholeskyKernels.UpdatePair(c0 + o + 1, c1 + o + 1, c2 + o + 1, c3 + o + 1, a0, a1, a2, a3, b0, b1, b2, b3, y + 1, z, end - j);
+                    CholeskyKernels.UpdatePair<TL, TV>(c0 + o + 1, c1 + o + 1, c2 + o + 1, c3 + o + 1, a0, a1, a2, a3, b0, b1, b2, b3, y + 1, z, end - j);
                 }
                 if (j == end)   // the last column alone
                 {
                     int o = j - k0;
                     double a0 = c0[o], a1 = c1[o], a2 = c2[o], a3 = c3[o];
                     double* y = l0 + (long)j * stride;
-                    var acc = Vector256.Load(y);   // rows j..j+3: only row j is non-zero in the sources
-                    acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a0), Vector256.Load(c0 + o), acc);
-                    acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a1), Vector256.Load(c1 + o), acc);
-                    acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a2), Vector256.Load(c2 + o), acc);
-                    acc = Vector256.FusedMultiplyAdd(Vector256.Create(-a3), Vector256.Load(c3 + o), acc);
-                    acc.Store(y);
+                    CholeskyKernels.Update<TL, TV>(c0 + o, c1 + o, c2 + o, c3 + o, a0, a1, a2, a3, y, 1);   // only row j is non-zero in the sources
                 }
             }
     }

@@ -149,6 +149,50 @@ public partial class ImputationTests
         Assert.Equal(0.0, (v - x).masked_select(unknown.logical_not()).abs().max().item<double>());   // known pixels kept
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void TheBandedPathSatisfiesTheSystemsEquationsOnBothVectorWidths(bool wide)
+    {
+        // The banded factorisation and its blocked solves on 8-wide (AVX-512; emulated where the processor lacks it) and
+        // 4-wide vectors: every shape of system (1 to ~2,000 unknowns, so that blocks of four columns end at every
+        // remainder; bands from 1 to W + 1; one to five channels) against the system's own equations — each unknown
+        // the weighted mean of its in-image neighbours, by a 3×3 convolution — and the two widths against each other.
+        using var scope = NewDisposeScope();
+        var random = new Random(17);
+        var k = tensor(new[] { 1 / 12.0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 0, 1 / 6.0, 1 / 12.0, 1 / 6.0, 1 / 12.0 }, dtype: ScalarType.Float64).view(1, 1, 3, 3);
+        bool before = BandedImputation.Wide;
+        try
+        {
+            foreach (var (h, w, c) in new[] { (1, 2, 1), (1, 7, 2), (2, 2, 1), (3, 5, 3), (5, 3, 1), (7, 9, 5), (13, 10, 3), (28, 28, 1), (9, 40, 2), (40, 9, 1), (45, 45, 1) })
+                foreach (double fraction in new[] { 0.05, 0.3, 0.6, 0.9, 1.0 })
+                {
+                    int hw = h * w;
+                    var mask = Enumerable.Range(0, hw).Select(_ => random.NextDouble() < fraction).ToArray();
+                    mask[random.Next(hw)] = false;   // at least one known pixel
+                    if (!mask.Contains(true)) mask[(random.Next(hw) + 1) % hw] = hw > 1;
+                    var image = Enumerable.Range(0, c * hw).Select(_ => random.NextDouble() * 2 - 1).ToArray();
+                    var solved = new double[2][];
+                    foreach (bool width in new[] { wide, !wide })
+                    {
+                        BandedImputation.Wide = width;
+                        var v = (double[])image.Clone();
+                        BandedImputation.Solve(v, mask, c, h, w);
+                        solved[width == wide ? 0 : 1] = v;
+                    }
+                    var got = tensor(solved[0], dtype: ScalarType.Float64).view(c, 1, h, w);
+                    var unknown = tensor(mask).view(1, 1, h, w).expand(c, 1, h, w);
+                    var degree = nn.functional.conv2d(ones_like(got), k, padding: [1, 1]);
+                    var residual = (degree * got - nn.functional.conv2d(got, k, padding: [1, 1])).masked_select(unknown);
+                    string where = $"{h}×{w}×{c}, {fraction:P0} unknown ({mask.Count(m => m)}), wide: {wide}";
+                    if (residual.numel() > 0) Assert.True(residual.abs().max().item<double>() < 1e-10, $"{where}: largest residual {residual.abs().max().item<double>()}");
+                    Assert.Equal(0.0, (got - tensor(image, dtype: ScalarType.Float64).view(c, 1, h, w)).masked_select(unknown.logical_not()).abs().max().item<double>());
+                    Assert.True(solved[0].Zip(solved[1], (a, b) => Math.Abs(a - b)).Max() < 1e-12, $"{where}: the widths differ");
+                }
+        }
+        finally { BandedImputation.Wide = before; }
+    }
+
     [Fact]
     public void ABatchMixingBothPathsGivesEachImageItsOwnSolve()
     {
