@@ -640,6 +640,7 @@ def paired_row(server, name, fn, n, pause):
         "ratio": round(med([a / b for a, b in zip(t["loupe"], t["python"])]), 3),
         "ratios": [round(a / b, 3) for a, b in zip(t["loupe"], t["python"])],
     }
+    o["times"] = {k: [round(v, 3) for v in vs] for k, vs in t.items()}   # per round, in round order (round_order)
     if floor:
         o.update(floor=floor, floor_ms=round(med(t["floor"]), 2),
                  floor_ratio=round(med([a / b for a, b in zip(t["loupe"], t["floor"])]), 3))
