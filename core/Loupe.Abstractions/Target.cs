@@ -101,6 +101,10 @@ public sealed record TargetContext(IReadOnlyList<string> Labels, long OutputSize
     public IModel? Model { get; init; }
     /// <summary>The effective input spec.</summary>
     public InputSpec? Input { get; init; }
+    /// <summary>A layer's output shape for one input of the pipeline's size (batch dimension 1), so that a target can
+    /// check its indices when the pipeline is validated; null where the host does not probe layers or the model cannot
+    /// give that one (the target then checks at run time).</summary>
+    public Func<string, long[]?>? LayerShape { get; init; }
 }
 
 /// <summary>Creates targets from YAML. Derive from <see cref="TargetFactory{TOptions}"/>.</summary>

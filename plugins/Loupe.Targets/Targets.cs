@@ -134,6 +134,9 @@ public sealed class UnitTargetFactory(bool neuron) : TargetFactory<UnitOptions>
         if (!context.Layers.Contains(parts[0]))
             throw new LoupeException($"layer '{parts[0]}' does not exist{Suggest.DidYouMean(parts[0], context.Layers)}");
         var idx = parts.Skip(1).Select(int.Parse).ToArray();
+        // Checked at validation where the host knows the layer's shape, else at the first batch (Select).
+        if (context.LayerShape?.Invoke(parts[0]) is { } shape && Unit.Mismatch(parts[0], idx, options.Unit, neuron, shape) is { } error)
+            throw new LoupeException(error);
         return new Unit(parts[0], idx, options.Unit, neuron);
     }
 
@@ -143,12 +146,7 @@ public sealed class UnitTargetFactory(bool neuron) : TargetFactory<UnitOptions>
         public TargetSelection Select(TargetInput original)
         {
             var a = original.Layer(layer);
-            if (a.dim() < 2 || idx[0] >= a.shape[1])
-                throw new LoupeException($"target '{text}': layer '{layer}' has {(a.dim() < 2 ? 0 : a.shape[1])} channels");
-            if (neuron && (a.dim() != idx.Length + 1 || idx.Where((v, d) => v >= a.shape[d + 1]).Any()))
-                throw new LoupeException(a.dim() != idx.Length + 1
-                    ? $"target '{text}': layer '{layer}' has shape ({string.Join("×", a.shape)}): give {a.dim() - 1} indices, one per dimension after the batch"
-                    : $"target '{text}': position ({string.Join(", ", idx)}) is outside layer '{layer}' of shape ({string.Join("×", a.shape)})");
+            if (Mismatch(layer, idx, text, neuron, a.shape) is { } error) throw new LoupeException(error);
             return new TargetSelection(null, Enumerable.Repeat(Describe(), (int)a.shape[0]).ToArray());
         }
         public Tensor Scores(TargetInput input, TargetSelection selection)
@@ -161,6 +159,21 @@ public sealed class UnitTargetFactory(bool neuron) : TargetFactory<UnitOptions>
             return scope.MoveToOuter(s);
         }
         public string Describe() => (neuron ? "neuron " : "channel ") + text;
+
+        /// <summary>Why the indices do not fit a layer of <paramref name="shape"/> (null when they do).</summary>
+        public static string? Mismatch(string layer, int[] idx, string text, bool neuron, long[] shape)
+        {
+            if (shape.Length < 2 || idx[0] >= shape[1])
+                return $"target '{text}': layer '{layer}' has {(shape.Length < 2 ? 0 : shape[1])} channels";
+            if (!neuron) return null;
+            if (shape.Length != idx.Length + 1)
+                return $"target '{text}': layer '{layer}' has shape ({Shape(shape)}): give {shape.Length - 1} indices, one per dimension after the batch";
+            return idx.Where((v, d) => v >= shape[d + 1]).Any()
+                ? $"target '{text}': position ({string.Join(", ", idx)}) is outside layer '{layer}' of shape ({Shape(shape)})" : null;
+        }
+
+        /// <summary>N×C×… : the batch as N (validation probes one input, a run whole batches).</summary>
+        static string Shape(long[] shape) => string.Join("×", shape.Skip(1).Prepend(0).Select((v, d) => d == 0 ? "N" : v.ToString(CultureInfo.InvariantCulture)));
     }
 }
 

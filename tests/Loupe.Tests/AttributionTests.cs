@@ -122,11 +122,21 @@ public class AttributionTests
             double gap = TestEnv.Artifact(vit, $"ab/{i:D5}.feature-ablation.npy").Data[0];
             Assert.True(Math.Abs(gap) > 1e-3 && Math.Abs(sum - gap) <= 0.02 * Math.Abs(gap), $"input {i}: Σ IG {sum} vs neuron(x) − neuron(0) {gap}");
         }
+        // Indices that do not fit the layer are refused when the pipeline is validated (the layer's shape probed), all
+        // at once, each at its target: too few, past the end, a channel past the last.
         var bad = TestEnv.Run(TestEnv.FixturePipeline("""
               - { id: ne, uses: saliency, target: { neuron: "relu3:2:3" } }
+              - { id: far, uses: saliency, target: { neuron: "relu3:2:3:7" } }
+              - { id: ch, uses: saliency, target: { channel: "relu3:128" } }
+              - { id: ok, uses: saliency, target: { neuron: "relu3:127:6:6" } }
             """));
         Assert.NotEqual(0, bad.ExitCode);
-        Assert.Contains("give 3 indices, one per dimension after the batch", bad.Manifest!["steps"]![0]!["error"]!.GetValue<string>());
+        Assert.Null(bad.Manifest);   // nothing ran
+        Assert.Equal(3, bad.Errors.Count);
+        Assert.Contains(bad.Errors, e => e.Message.Contains("step 'ne' target: target 'relu3:2:3': layer 'relu3' has shape (N×128×7×7): give 3 indices, one per dimension after the batch"));
+        Assert.Contains(bad.Errors, e => e.Message.Contains("step 'far' target: target 'relu3:2:3:7': position (2, 3, 7) is outside layer 'relu3' of shape (N×128×7×7)"));
+        Assert.Contains(bad.Errors, e => e.Message.Contains("step 'ch' target: target 'relu3:128': layer 'relu3' has 128 channels"));
+        Assert.All(bad.Errors, e => Assert.True(e.Line > 0 && e.File.EndsWith(".yaml"), e.ToString()));   // each at its place in the file
     }
 
     [Fact]

@@ -26,6 +26,8 @@ public static partial class PipelineRunner
         InputSpec input = null!;
         List<string> labels = [];
         HashSet<string> layerNames = [];
+        // Layer shapes for the pipeline's input at batch 1: the probe's, then any a target asks for (LayerShape).
+        readonly Dictionary<string, long[]?> probedShapes = new(StringComparer.Ordinal);
         HashSet<int> badSteps = [];
         // The steps whose options bound without an error: when another part of the pipeline has one, these still get
         // the checks that need the model (one validation reports everything it can).
@@ -202,6 +204,7 @@ public static partial class PipelineRunner
             int outputRank;
             try { (outputSize, shapes, outputRank) = Probe(model, input, probeLayers); }
             catch (LoupeException e) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {e.Message}")]); }
+            foreach (var (name, shape) in shapes) probedShapes[name] = shape;
             var firstForward = DateTimeOffset.Now;
             // Steps that attribute to a layer's input are checked on that tensor, not on the layer's output.
             var inputLayers = stepOptions.Where(o => o?.Value is IAttributesToLayerInput { AttributeToLayerInput: true })
@@ -227,12 +230,24 @@ public static partial class PipelineRunner
             return firstForward;
         }
 
+        /// <summary>A layer's output shape at batch 1 (probed once per layer: a zero batch through the model), null when the
+        /// model has no such layer or cannot give it.</summary>
+        long[]? ShapeOf(string layer)
+        {
+            if (probedShapes.TryGetValue(layer, out var known)) return known;
+            long[]? shape = null;
+            if (layerNames.Contains(layer))
+                try { shape = Probe(model, input, [layer]).Shapes.GetValueOrDefault(layer); }
+                catch (LoupeException) { }   // the model's own probe reported why it cannot run
+            return probedShapes[layer] = shape;
+        }
+
         /// <summary>Each step's analysis and target, with the capability, target and data checks.</summary>
         List<PreparedStep> PrepareSteps()
         {
             var prepared = new List<PreparedStep>();
             var displays = DisplayStyles.Of(spec);
-            var tctx = new TargetContext(labels, outputSize, model.Layers.Select(l => l.Name).ToList()) { Model = model, Input = input };
+            var tctx = new TargetContext(labels, outputSize, model.Layers.Select(l => l.Name).ToList()) { Model = model, Input = input, LayerShape = ShapeOf };
             for (int i = 0; i < spec.Steps.Count; i++)
             {
                 var s = spec.Steps[i];
