@@ -43,14 +43,7 @@ public static partial class BandedImputation
             if (ws.Rhs.Length < c * hw + Pad + 1) ws.Rhs = new double[c * hw + Pad + 1];
             if ((ws._h, ws._w) != (h, w))
             {
-                // Each cell's diagonal: the sum of its in-image neighbours' weights (1/6 direct, 1/12 diagonal).
-                ws.Degree = new double[padded];
-                for (int y = 0; y < h; y++)
-                    for (int x = 0; x < w; x++)
-                    {
-                        double vertical = (y > 0 ? 1 : 0) + (y < h - 1 ? 1 : 0), horizontal = (x > 0 ? 1 : 0) + (x < w - 1 ? 1 : 0);
-                        ws.Degree[(y + 1) * (w + 2) + x + 1] = (vertical + horizontal) / 6 + vertical * horizontal / 12;
-                    }
+                ws.Degree = Degrees(h, w);
                 (ws._h, ws._w) = (h, w);
             }
             ws.Index.AsSpan(0, padded).Fill(-1);
@@ -83,6 +76,20 @@ public static partial class BandedImputation
 
         /// <summary>Releases storage <see cref="Entries"/> took from native memory.</summary>
         public static unsafe void Free(nint native) => NativeMemory.Free((void*)native);
+    }
+
+    /// <summary>Each cell's diagonal on the padded grid ((H + 2)×(W + 2)): the sum of its in-image neighbours' weights
+    /// (1/6 direct, 1/12 diagonal).</summary>
+    internal static double[] Degrees(int h, int w)
+    {
+        var degree = new double[(h + 2) * (w + 2)];
+        for (int y = 0; y < h; y++)
+            for (int x = 0; x < w; x++)
+            {
+                double vertical = (y > 0 ? 1 : 0) + (y < h - 1 ? 1 : 0), horizontal = (x > 0 ? 1 : 0) + (x < w - 1 ? 1 : 0);
+                degree[(y + 1) * (w + 2) + x + 1] = (vertical + horizontal) / 6 + vertical * horizontal / 12;
+            }
+        return degree;
     }
 
     /// <summary>The stencil's weights, 1/6 for a direct neighbour and 1/12 for a diagonal one, multiplied rather than

@@ -24,6 +24,12 @@ internal interface ILanes<TV> where TV : struct
     static abstract TV Multiply(TV a, TV b);
     /// <summary>The lanes' sum.</summary>
     static abstract double Sum(TV v);
+    /// <summary>√v per lane.</summary>
+    static abstract TV Sqrt(TV v);
+    /// <summary>a / b per lane.</summary>
+    static abstract TV Divide(TV a, TV b);
+    /// <summary>Whether every lane is above zero (false for NaN).</summary>
+    static abstract bool AllPositive(TV v);
 }
 
 /// <summary>4-wide vectors (AVX2).</summary>
@@ -37,6 +43,9 @@ internal readonly struct Lanes4 : ILanes<Vector256<double>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Fma(Vector256<double> a, Vector256<double> b, Vector256<double> c) => Vector256.FusedMultiplyAdd(a, b, c);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Multiply(Vector256<double> a, Vector256<double> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double Sum(Vector256<double> v) => Vector256.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Sqrt(Vector256<double> v) => Vector256.Sqrt(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector256<double> Divide(Vector256<double> a, Vector256<double> b) => a / b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static bool AllPositive(Vector256<double> v) => Vector256.GreaterThanAll(v, Vector256<double>.Zero);
 }
 
 /// <summary>8-wide vectors (AVX-512; emulated, slowly, where the processor lacks them: tests run both widths).</summary>
@@ -50,6 +59,9 @@ internal readonly struct Lanes8 : ILanes<Vector512<double>>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Fma(Vector512<double> a, Vector512<double> b, Vector512<double> c) => Vector512.FusedMultiplyAdd(a, b, c);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Multiply(Vector512<double> a, Vector512<double> b) => a * b;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static double Sum(Vector512<double> v) => Vector512.Sum(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Sqrt(Vector512<double> v) => Vector512.Sqrt(v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Vector512<double> Divide(Vector512<double> a, Vector512<double> b) => a / b;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static bool AllPositive(Vector512<double> v) => Vector512.GreaterThanAll(v, Vector512<double>.Zero);
 }
 
 /// <summary>The column operations of the right-looking Cholesky factorisations of ROAD's imputation (the banded

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Loupe.Abstractions.Toolkit;
 using System.Runtime.InteropServices;
 using static TorchSharp.torch;
@@ -82,9 +83,6 @@ public static class LinearImputation
         var result = empty([n * p, c, h, w], x.dtype == ScalarType.Float32 ? ScalarType.Float32 : ScalarType.Float64);
         bool singleOut = result.dtype == ScalarType.Float32;
         var maskTensor = empty([n * p, hw], ScalarType.Bool);
-        // Each copy is built, solved and made noisy by one iteration on libtorch's threads, the largest masks first.
-        var order = Enumerable.Range(0, n * p).OrderByDescending(image => limits[image % p]).ToArray();
-        var viaGradients = new bool[n * p];
         void Finish(int image, Span<double> d)
         {
             var m = Cells<bool>(maskTensor).Slice(image * hw, hw);
@@ -103,20 +101,51 @@ public static class LinearImputation
                 else Write(d, m, z, sigma, Cells<double>(result).Slice(image * chw, chw), c, hw);
             }
         }
-        TensorThreads.For(order.Length, k =>
+        // Copy `image`'s mask (from its input's ranks) and pixels (into d).
+        Span<bool> Prepare(int image, Span<double> d)
         {
-            int image = order[k], i = image / p;
+            int i = image / p;
             long limit = limits[image % p];
             var m = Cells<bool>(maskTensor).Slice(image * hw, hw);
             var r = Cells<long>(rankTensor).Slice(i * hw, hw);
             int count = 0;
             for (int q = 0; q < hw; q++) count += (m[q] = r[q] < limit) ? 1 : 0;
             if (count != unknowns[image % p]) throw new ArgumentException($"ROAD imputation: rank row {i} is not a permutation of 0..{hw - 1}");
-            var d = CopyBuffer(chw);
             Cells<double>(pixelTensor).Slice(i * chw, chw).CopyTo(d);
-            if (!SolveDirect(d, m, c, h, w, directEntries)) { viaGradients[image] = true; return; }
-            Finish(image, d);
-        });
+            return m;
+        }
+        var viaGradients = new bool[n * p];
+        bool wide = BandedImputation.Wide;
+        int lanes = wide ? 8 : 4;
+        if (w + 1 <= 40 && BandedImputation.Entries(hw, w + 1) <= directEntries && LaneImputation.Fits(lanes, h, w))
+        {
+            // Every copy takes the banded path in raster order (DirectPath): the copies of one point, whose systems have
+            // the same size, are solved together, one per vector lane (LaneImputation), the largest points first.
+            var groups = Enumerable.Range(0, p).OrderByDescending(j => unknowns[j])
+                .SelectMany(j => Enumerable.Range(0, (n + lanes - 1) / lanes).Select(g => (Point: j, First: g * lanes, Count: Math.Min(lanes, n - g * lanes)))).ToArray();
+            TensorThreads.For(groups.Length, k =>
+            {
+                var (j, first, count) = groups[k];
+                var (data, masks) = GroupBuffers(count * chw, count * hw);
+                for (int s = 0; s < count; s++) Prepare((first + s) * p + j, data.AsSpan(s * chw, chw)).CopyTo(masks.AsSpan(s * hw, hw));
+                if (wide) LaneImputation.Solve<Lanes8, System.Runtime.Intrinsics.Vector512<double>>(data, masks, count, c, h, w);
+                else LaneImputation.Solve<Lanes4, System.Runtime.Intrinsics.Vector256<double>>(data, masks, count, c, h, w);
+                for (int s = 0; s < count; s++) Finish((first + s) * p + j, data.AsSpan(s * chw, chw));
+            });
+        }
+        else
+        {
+            // Each copy is built, solved and made noisy by one iteration on libtorch's threads, the largest masks first.
+            var order = Enumerable.Range(0, n * p).OrderByDescending(image => limits[image % p]).ToArray();
+            TensorThreads.For(n * p, k =>
+            {
+                int image = order[k];
+                var d = CopyBuffer(chw);
+                var m = Prepare(image, d);
+                if (!SolveDirect(d, m, c, h, w, directEntries)) { viaGradients[image] = true; return; }
+                Finish(image, d);
+            });
+        }
         var rest = Enumerable.Range(0, n * p).Where(image => viaGradients[image]).ToArray();
         if (rest.Length > 0)
         {
@@ -134,6 +163,17 @@ public static class LinearImputation
     public static long NoiseLength(IEnumerable<long> limits, long c, long hw) => c * limits.Sum(l => Math.Clamp(l, 0, hw));
 
     [ThreadStatic] static double[]? _copy;
+    [ThreadStatic] static double[]? _group;
+    [ThreadStatic] static bool[]? _groupMasks;
+
+    /// <summary>This thread's buffers for a group of copies solved together (their pixels, float64, and masks), kept
+    /// between calls.</summary>
+    static (double[] Data, bool[] Masks) GroupBuffers(int values, int pixels)
+    {
+        if (_group is null || _group.Length < values) _group = new double[values];
+        if (_groupMasks is null || _groupMasks.Length < pixels) _groupMasks = new bool[pixels];
+        return (_group, _groupMasks);
+    }
 
     /// <summary>This thread's buffer for one copy being solved (C·H·W float64), kept between calls.</summary>
     static Span<double> CopyBuffer(int chw)
@@ -148,12 +188,23 @@ public static class LinearImputation
     static void Write<T, U>(ReadOnlySpan<double> data, ReadOnlySpan<bool> mask, ReadOnlySpan<T> noise, double sigma, Span<U> output, int c, int hw)
         where T : unmanaged, System.Numerics.INumberBase<T> where U : unmanaged, System.Numerics.INumberBase<U>
     {
-        int e = 0;
+        // No branch on the mask (irregular: it mispredicted on about every other pixel of a half-imputed copy): the noisy
+        // value or the solved one chosen by a bit mask, the noise's place moved on by the mask's bit.
+        int e = 0, last = noise.Length - 1;
+        ref byte bits = ref Unsafe.As<bool, byte>(ref MemoryMarshal.GetReference(mask));
         for (int ch = 0; ch < c; ch++)
         {
             var d = data.Slice(ch * hw, hw);
             var o = output.Slice(ch * hw, hw);
-            for (int q = 0; q < hw; q++) o[q] = U.CreateTruncating(mask[q] ? d[q] + sigma * double.CreateTruncating(noise[e++]) : d[q]);
+            if (last < 0) { for (int q = 0; q < hw; q++) o[q] = U.CreateTruncating(d[q]); continue; }   // nothing imputed
+            for (int q = 0; q < hw; q++)
+            {
+                int b = Unsafe.Add(ref bits, q) & 1;
+                long keep = -(long)b;   // all ones where imputed
+                double noisy = d[q] + sigma * double.CreateTruncating(noise[Math.Min(e, last)]);
+                o[q] = U.CreateTruncating(BitConverter.Int64BitsToDouble((BitConverter.DoubleToInt64Bits(noisy) & keep) | (BitConverter.DoubleToInt64Bits(d[q]) & ~keep)));
+                e += b;
+            }
         }
     }
 

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace Loupe.Benchmarks;
 
-/// <summary><c>--profile-road [CALLS] [THREADS] [imputation | lipschitz | saliency | road-only | floor-only | pair] [paced]</c>: in-process stopwatch shares of ROAD (issue 22) on the bench row's inputs
+/// <summary><c>--profile-road [CALLS] [THREADS] [imputation | lipschitz | saliency | noisy | road-only | floor-only | pair] [paced]</c>: in-process stopwatch shares of ROAD (issue 22) on the bench row's inputs
 /// (the demo CNN, 8 images, 5 percentages): the whole metric (its figure left undrawn, as the row; then drawn, as a pipeline run draws it), its floor (a saliency pass of 8 + one forward of 40)
 /// and the imputation alone on the 40 masks of the saliency ranking (MoRF), by the default path and by conjugate gradients, the median of CALLS calls each,
 /// interleaved so the machine's drift hits all three alike. On a loaded machine pass THREADS = 1: two-thread BLAS and
@@ -17,7 +17,8 @@ namespace Loupe.Benchmarks;
 /// its time: back to back, unpaced, the floor ran 7.5–8 ms against 10.6–11.8 ms paced).</summary>
 public static class RoadProfile
 {
-    /// <summary>Runs the profile and prints one line per phase.</summary>
+    /// <summary>Runs the profile and prints one line per phase (<c>noisy</c>: ROAD's fused imputation, its copies in
+    /// vector lanes against one by one).</summary>
     public static int Run(string[] args)
     {
         int calls = args.Length > 0 ? int.Parse(args[0], System.Globalization.CultureInfo.InvariantCulture) : 15;
@@ -43,6 +44,16 @@ public static class RoadProfile
             phases = [("saliency of 8, raw (the floor's)", () => { using var s = NewDisposeScope(); bench.SaliencyPass(); }),
                 ("saliency of 8 through the toolkit (Explain.InputGradient)", () => { using var s = NewDisposeScope(); bench.ToolkitSaliency(); }),
                 ("saliency of 8 through the plugin (Saliency.Attribute)", () => { using var s = NewDisposeScope(); bench.PluginSaliency(); })];
+        // With `noisy`: ROAD's fused noisy imputation of the 40 copies (LinearImputation.Noisy, ranks that give the same
+        // masks), its copies of one point in vector lanes (the default on these images) against one by one (a factor
+        // limit just below the lanes path's).
+        var ranks = unknown.view(8, 5, 784).sum(1).neg().argsort(1).argsort(1);   // a permutation per input
+        long[] lim = [78, 235, 392, 548, 705];
+        var nz = randn(8, LinearImputation.NoiseLength(lim, 1, 784));
+        var xin = xs.view(8, 5, 1, 28, 28).select(1, 0).contiguous();
+        if (args.Contains("noisy"))
+            phases = [("Noisy, lanes", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(xin, ranks, lim, nz, 0.1); }),
+                ("Noisy, one by one", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(xin, ranks, lim, nz, 0.1, Loupe.Analysis.Evaluation.BandedImputation.Entries(784, 29) - 1); })];
         if (args.Contains("road-only")) phases = phases.Take(1).ToArray();
         if (args.Contains("floor-only")) phases = [phases[2]];
         if (args.Contains("pair")) phases = [phases[0], phases[2]];

@@ -193,6 +193,42 @@ public partial class ImputationTests
         finally { BandedImputation.Wide = before; }
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void SystemsSolvedTogetherInVectorLanesGiveEachItsOwnSolve(bool wide)
+    {
+        // ROAD's copies of one point solved one per lane (LaneImputation: eight lanes on AVX-512, four on AVX2, both
+        // run here) against each solved alone by the banded path: full and partial groups (the lanes past them solve the
+        // identity), one and three channels, shapes whose band differs from lane to lane, no unknown and all unknown;
+        // groups whose masks differ in size are refused.
+        var random = new Random(23);
+        int lanes = wide ? 8 : 4;
+        foreach (var (h, w, c) in new[] { (28, 28, 1), (13, 21, 3), (21, 13, 1), (5, 7, 3), (1, 9, 1), (40, 6, 1) })
+            foreach (int count in new[] { lanes, 3, 1 })
+                foreach (int unknown in new[] { 0, 1, h * w / 10, h * w / 2, h * w * 9 / 10, h * w - 1, h * w })
+                {
+                    int hw = h * w, chw = c * hw;
+                    var masks = new bool[count * hw];
+                    for (int s = 0; s < count; s++)
+                        foreach (int q in Enumerable.Range(0, hw).OrderBy(_ => random.Next()).Take(unknown)) masks[s * hw + q] = true;
+                    var images = Enumerable.Range(0, count * chw).Select(_ => random.NextDouble() * 2 - 1).ToArray();
+                    var together = (double[])images.Clone();
+                    if (wide) LaneImputation.Solve<Lanes8, System.Runtime.Intrinsics.Vector512<double>>(together, masks, count, c, h, w);
+                    else LaneImputation.Solve<Lanes4, System.Runtime.Intrinsics.Vector256<double>>(together, masks, count, c, h, w);
+                    for (int s = 0; s < count; s++)
+                    {
+                        var alone = images.AsSpan(s * chw, chw).ToArray();
+                        BandedImputation.Solve(alone, masks.AsSpan(s * hw, hw), c, h, w);
+                        double diff = alone.Zip(together.AsSpan(s * chw, chw).ToArray(), (a, b) => Math.Abs(a - b)).Max();
+                        Assert.True(diff < 1e-12, $"{h}×{w}×{c}, {count} of {lanes} lanes, {unknown} unknowns, image {s}: largest difference {diff}");
+                    }
+                }
+        var uneven = new bool[2 * 12];
+        uneven[0] = uneven[12] = uneven[13] = true;
+        Assert.Throws<ArgumentException>(() => LaneImputation.Solve<Lanes4, System.Runtime.Intrinsics.Vector256<double>>(new double[24], uneven, 2, 1, 3, 4));
+    }
+
     [Fact]
     public void ABatchMixingBothPathsGivesEachImageItsOwnSolve()
     {
