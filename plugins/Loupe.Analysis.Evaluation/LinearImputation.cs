@@ -61,7 +61,10 @@ public static class LinearImputation
     /// over the point's unknown pixels in raster order (<see cref="NoiseLength"/>). The same numbers as
     /// <see cref="Solve"/> on the expanded copies and their masks, then the noise; the masks, copies and noise never
     /// become tensors (each of those steps was a tensor call costing more than its arithmetic on ROAD's small
-    /// images).</summary>
+    /// images). Where every copy takes the banded path (images at most 39 pixels wide), the copies of one point — the
+    /// same number of unknowns — are solved together, one per vector lane (<see cref="LaneImputation"/>): ROAD's 40
+    /// copies of the bench row in 1.2 instead of 1.7 ms on two threads (`Loupe.Benchmarks.dll --profile-road 201 2
+    /// noisy`).</summary>
     public static Tensor Noisy(Tensor x, Tensor rank, long[] limits, Tensor noise, double sigma, long directEntries = DirectEntries)
     {
         using var scope = NewDisposeScope();
