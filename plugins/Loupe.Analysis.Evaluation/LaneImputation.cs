@@ -212,16 +212,37 @@ static class LaneImputation
             if (size < 4) break;   // the last block: no column after it
             int end = Math.Min(k0 + 3 + band, n - 1);
             double* c0 = a0 + k0 * shift, c1 = c0 + shift, c2 = c1 + shift, c3 = c2 + shift;
-            for (int t = k0 + 4; t <= end; t++)
+            long bottom = end * (long)lanes;
+            int t = k0 + 4;
+            for (; t < end; t += 2)   // two later columns at a time: each source vector loaded once for both
             {
                 long at = (long)t * lanes;
                 var u0 = TL.Multiply(TL.Load(c0 + at), minus);
                 var u1 = TL.Multiply(TL.Load(c1 + at), minus);
                 var u2 = TL.Multiply(TL.Load(c2 + at), minus);
                 var u3 = TL.Multiply(TL.Load(c3 + at), minus);
+                var w0 = TL.Multiply(TL.Load(c0 + at + lanes), minus);
+                var w1 = TL.Multiply(TL.Load(c1 + at + lanes), minus);
+                var w2 = TL.Multiply(TL.Load(c2 + at + lanes), minus);
+                var w3 = TL.Multiply(TL.Load(c3 + at + lanes), minus);
+                double* y = a0 + t * shift, z = y + shift;
+                TL.Store(TL.Fma(u3, TL.Load(c3 + at), TL.Fma(u2, TL.Load(c2 + at), TL.Fma(u1, TL.Load(c1 + at), TL.Fma(u0, TL.Load(c0 + at), TL.Load(y + at))))), y + at);
+                for (long i = at + lanes; i <= bottom; i += lanes)
+                {
+                    var x0 = TL.Load(c0 + i);
+                    var x1 = TL.Load(c1 + i);
+                    var x2 = TL.Load(c2 + i);
+                    var x3 = TL.Load(c3 + i);
+                    TL.Store(TL.Fma(u3, x3, TL.Fma(u2, x2, TL.Fma(u1, x1, TL.Fma(u0, x0, TL.Load(y + i))))), y + i);
+                    TL.Store(TL.Fma(w3, x3, TL.Fma(w2, x2, TL.Fma(w1, x1, TL.Fma(w0, x0, TL.Load(z + i))))), z + i);
+                }
+            }
+            if (t == end)   // the last column alone: its diagonal
+            {
+                long at = (long)t * lanes;
                 double* y = a0 + t * shift;
-                for (long i = at, stop = end * (long)lanes; i <= stop; i += lanes)
-                    TL.Store(TL.Fma(u3, TL.Load(c3 + i), TL.Fma(u2, TL.Load(c2 + i), TL.Fma(u1, TL.Load(c1 + i), TL.Fma(u0, TL.Load(c0 + i), TL.Load(y + i))))), y + i);
+                var sum = TL.Fma(TL.Load(c3 + at), TL.Load(c3 + at), TL.Fma(TL.Load(c2 + at), TL.Load(c2 + at), TL.Fma(TL.Load(c1 + at), TL.Load(c1 + at), TL.Multiply(TL.Load(c0 + at), TL.Load(c0 + at)))));
+                TL.Store(TL.Fma(sum, minus, TL.Load(y + at)), y + at);
             }
         }
     }
@@ -241,12 +262,20 @@ static class LaneImputation
             int m = Math.Min(band, n - 1 - k);
             for (int r = 1; r <= m; r++) TL.Store(TL.Fma(ny, TL.Load(ck + r * lanes), TL.Load(v + (long)(k + r) * lanes)), v + (long)(k + r) * lanes);
         }
+        // Backward, each dot product from its far end: only its last term waits on the value found just before it, so
+        // the processor runs the next columns' sums while one finishes (in row order every sum waited on it).
         for (int k = n - 1; k >= 0; k--)
         {
             double* ck = a0 + (long)k * stride;
-            var sum = TL.Zero;
-            int m = Math.Min(band, n - 1 - k);
-            for (int r = 1; r <= m; r++) sum = TL.Fma(TL.Load(ck + r * lanes), TL.Load(v + (long)(k + r) * lanes), sum);
+            var even = TL.Zero;
+            var odd = TL.Zero;
+            int r = Math.Min(band, n - 1 - k);
+            for (; r >= 2; r -= 2)
+            {
+                even = TL.Fma(TL.Load(ck + r * lanes), TL.Load(v + (long)(k + r) * lanes), even);
+                odd = TL.Fma(TL.Load(ck + (r - 1) * lanes), TL.Load(v + (long)(k + r - 1) * lanes), odd);
+            }
+            var sum = TL.Fma(TL.Load(ck + r * lanes), r == 1 ? TL.Load(v + (long)(k + 1) * lanes) : TL.Zero, TL.Fma(even, TL.Splat(1), odd));
             TL.Store(TL.Multiply(TL.Fma(sum, minus, TL.Load(v + (long)k * lanes)), TL.Load(inv + (long)k * lanes)), v + (long)k * lanes);
         }
     }
