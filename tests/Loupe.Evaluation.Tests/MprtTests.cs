@@ -80,8 +80,15 @@ public class MprtTests
         var a = Run(4, Steps);
         var b = Run(3, Steps);
         Assert.True(a.ExitCode == 0 && b.ExitCode == 0, Failures(a) + Failures(b));
+        // The same curves to rounding: the batch size can select other convolution kernels (on an AVX-512 Xeon batches of
+        // 4 and 3 gave maps a float rounding apart, one curve point 4.5e-7 off), and a rounding difference moves a
+        // Spearman rank or a histogram bin at most (the tolerance of the reference test above).
         foreach (var step in new[] { "smprt", "emprt-ind" })
-            Assert.Equal(Npy.Read(Path.Combine(a.OutDir!, step, "mprt_curve.npy")).Data, Npy.Read(Path.Combine(b.OutDir!, step, "mprt_curve.npy")).Data);
+        {
+            var (x, y) = (Npy.Read(Path.Combine(a.OutDir!, step, "mprt_curve.npy")), Npy.Read(Path.Combine(b.OutDir!, step, "mprt_curve.npy")));
+            Assert.Equal(x.Shape, y.Shape);
+            for (int i = 0; i < x.Data.Length; i++) Close(x.Data[i], y.Data[i], $"{step} curve value {i}", 2e-4);
+        }
         // A layer past the model's seven modules, or a misspelt series, fails validation with the names it may use.
         var bad = Run(4, """
               - { id: m, uses: mprt, with: { of: sal, variant: efficient, expect: ["mprt_layer8_mean < 1"] } }

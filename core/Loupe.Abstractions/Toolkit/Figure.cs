@@ -68,6 +68,26 @@ public static class Figure
         return lines;
     }
 
+    /// <summary>How much wider than its cell a caption's line may be and still be drawn on one line, smaller.</summary>
+    const float MaxCaptionShrink = 1.25f;
+
+    /// <summary>A caption's lines and their sizes: each of its lines ('\n') that is at most
+    /// <see cref="MaxCaptionShrink"/> times the cell's width stays one line, drawn smaller to fit; longer ones wrap
+    /// (<see cref="Wrap"/>). A value range one digit longer on another machine ("0.000928 … 0.97" against
+    /// "0.00093 … 0.97") then changes a few pixels, not the figure's layout.</summary>
+    static List<(string Text, float Size)> CaptionLines(string caption, int width)
+    {
+        var lines = new List<(string, float)>();
+        foreach (var line in caption.Split('\n'))
+        {
+            float w = TextWidth(line);
+            if (w <= width) lines.Add((line, TextSize));
+            else if (w <= width * MaxCaptionShrink) lines.Add((line, TextSize * width / w));
+            else lines.AddRange(Wrap(line, width, TextSize, 4).Select(l => (l, TextSize)));
+        }
+        return lines.Count > 4 ? [.. lines.Take(3), (Ellipsis(lines[3].Item1 + "…", width, lines[3].Item2, force: true), lines[3].Item2)] : lines;
+    }
+
     static string Ellipsis(string line, float width, float size, bool force = false)
     {
         if (!force && TextWidth(line, size) <= width) return line;
@@ -97,7 +117,7 @@ public static class Figure
         var labelLines = Enumerable.Range(0, rows).Select(r => rowLabels is not null && r < rowLabels.Count ? Wrap(rowLabels[r], MaxRowLabelWidth, TextSize, Math.Max(1, rowH[r] / lh)) : []).ToList();
         int labelW = labelLines.SelectMany(l => l).Select(l => (int)Math.Ceiling(TextWidth(l))).DefaultIfEmpty(0).Max();
         var capLines = Enumerable.Range(0, rows).Select(r => Enumerable.Range(0, cols).Select(c =>
-            captions is not null && r < captions.Count && c < captions[r].Count && captions[r][c] is { } cap ? Wrap(cap, colW[c], TextSize, 4) : []).ToList()).ToList();
+            captions is not null && r < captions.Count && c < captions[r].Count && captions[r][c] is { } cap ? CaptionLines(cap, colW[c]) : []).ToList()).ToList();
         var capH = capLines.Select(row => row.Select(l => l.Count).DefaultIfEmpty(0).Max() is var n && n > 0 ? n * lh + 2 : 0).ToArray();
 
         int left = Pad + (labelW > 0 ? labelW + 3 * Pad : 0);
@@ -133,7 +153,7 @@ public static class Figure
                 if (c < cells[r].Count && cells[r][c] is { } img)
                     blits.Add((img, x + (colW[c] - img.Width) / 2, y + (rowH[r] - img.Height) / 2));
                 int cy = y + rowH[r] + 2;
-                foreach (var l in capLines[r][c]) { canvas.Text(l, x + (colW[c] - TextWidth(l)) / 2, cy, TextSize); cy += lh; }
+                foreach (var (l, size) in capLines[r][c]) { canvas.Text(l, x + (colW[c] - TextWidth(l, size)) / 2, cy, size); cy += lh; }
                 x += colW[c] + Pad;
             }
             y += rowH[r] + capH[r] + Pad;
