@@ -63,7 +63,7 @@ public static class LinearImputation
     /// become tensors (each of those steps was a tensor call costing more than its arithmetic on ROAD's small
     /// images). Where every copy takes the banded path (images at most 39 pixels wide), the copies of one point — the
     /// same number of unknowns — are solved together, one per vector lane (<see cref="LaneImputation"/>): ROAD's 40
-    /// copies of the bench row in 1.2 instead of 1.7 ms on two threads (`Loupe.Benchmarks.dll --profile-road 201 2
+    /// copies of the bench row in 1.0 instead of 1.3 ms on two threads (`Loupe.Benchmarks.dll --profile-road 301 2
     /// noisy`).</summary>
     public static Tensor Noisy(Tensor x, Tensor rank, long[] limits, Tensor noise, double sigma, long directEntries = DirectEntries)
     {

@@ -238,7 +238,7 @@ public static partial class PipelineRunner
             long[]? shape = null;
             if (layerNames.Contains(layer))
                 try { shape = Probe(model, input, [layer]).Shapes.GetValueOrDefault(layer); }
-                catch (LoupeException) { }   // the model's own probe reported why it cannot run
+                catch (Exception e) when (e is not OutOfMemoryException) { }   // best effort: the target then checks at run time
             return probedShapes[layer] = shape;
         }
 
