@@ -37,6 +37,24 @@ public enum GraphOp
     Clip,
     /// <summary>1 / (1 + e^−x).</summary>
     Sigmoid,
+    /// <summary>Element-wise product of the inputs (broadcast as in PyTorch: squeeze-and-excitation's x · scale), times
+    /// <see cref="GraphNode.Weight"/> when it is set (a constant factor, e.g. ONNX's Mul by an initializer).</summary>
+    Mul,
+    /// <summary>x · σ(x) (SiLU, Swish).</summary>
+    Silu,
+    /// <summary>x · clamp(x + 3, 0, 6) / 6 (PyTorch's Hardswish; ONNX HardSwish).</summary>
+    Hardswish,
+    /// <summary>clamp(α·x + β, 0, 1) with <see cref="GraphNode.Alpha"/> and <see cref="GraphNode.Beta"/> (PyTorch's
+    /// Hardsigmoid: α = 1/6, β = 1/2; ONNX HardSigmoid: its attributes).</summary>
+    Hardsigmoid,
+    /// <summary>Reorders the dimensions by <see cref="GraphNode.Dims"/> (the batch dimension first: ConvNeXt's channels-last
+    /// sections).</summary>
+    Permute,
+    /// <summary>Layer norm over the last dimension: (x − mean) / √(var + ε) · γ + β, γ = <see cref="GraphNode.Weight"/>
+    /// and β = <see cref="GraphNode.Bias"/> (null: none), ε = <see cref="GraphNode.Eps"/>.</summary>
+    LayerNorm,
+    /// <summary>The exact GELU, x · Φ(x); with <see cref="GraphNode.Tanh"/>, its tanh approximation.</summary>
+    Gelu,
 }
 
 /// <summary>One operator of a <see cref="ModelGraph"/>. Inputs are indices of earlier nodes (−1: the graph input). Parameter
@@ -79,6 +97,14 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
     public double? Min { get; init; }
     /// <summary>Clip: upper bound, or null for none.</summary>
     public double? Max { get; init; }
+    /// <summary>Permute: the new order of the dimensions (the first one 0, the batch).</summary>
+    public long[] Dims { get; init; } = [];
+    /// <summary>Gelu: the tanh approximation instead of the exact form.</summary>
+    public bool Tanh { get; init; }
+    /// <summary>Hardsigmoid: the slope α.</summary>
+    public double Alpha { get; init; } = 1.0 / 6;
+    /// <summary>Hardsigmoid: the offset β.</summary>
+    public double Beta { get; init; } = 0.5;
 
     /// <summary>True for the operators with weights that act linearly on their input (Conv, Linear).</summary>
     public bool IsLinearLayer => Op is GraphOp.Conv or GraphOp.Linear;
@@ -120,6 +146,20 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
             case GraphOp.Pad: return nn.functional.pad(x, Pads, PaddingModes.Constant, PadValue);
             case GraphOp.Clip: return x.clamp(Min is { } lo ? (Scalar)lo : null, Max is { } hi ? (Scalar)hi : null);
             case GraphOp.Sigmoid: return x.sigmoid();
+            case GraphOp.Mul:
+            {
+                var product = inputs[0];
+                for (int i = 1; i < inputs.Count; i++) product = product * inputs[i];
+                if (Weight is not null) product = product * Weight;
+                return inputs.Count == 1 && Weight is null ? product.alias() : product;
+            }
+            case GraphOp.Silu: return nn.functional.silu(x);
+            case GraphOp.Hardswish: return nn.functional.hardswish(x);
+            case GraphOp.Hardsigmoid:
+                return Alpha == 1.0 / 6 && Beta == 0.5 ? nn.functional.hardsigmoid(x) : (x * Alpha + Beta).clamp(0, 1);
+            case GraphOp.Permute: return x.permute(Dims);
+            case GraphOp.LayerNorm: return nn.functional.layer_norm(x, [x.shape[^1]], Weight, Bias, Eps);
+            case GraphOp.Gelu: return nn.functional.gelu(x, Tanh ? TorchSharp.Modules.GELU.Approximate.tanh : TorchSharp.Modules.GELU.Approximate.none);
             default: throw new LoupeException($"graph node '{Name}': unknown operator {Op}");
         }
     }
@@ -211,6 +251,8 @@ public sealed record ModelGraph(IReadOnlyList<GraphNode> Nodes)
                 throw new LoupeException($"{source}: graph node '{n.Name}' ({n.Op}) reads inputs [{string.Join(", ", n.Inputs)}]: each must be an earlier node or −1 (the input)");
             if (n.IsLinearLayer && n.Weight is null || n.Op == GraphOp.BatchNorm && (n.Weight is null || n.Bias is null || n.Mean is null || n.Var is null))
                 throw new LoupeException($"{source}: graph node '{n.Name}' ({n.Op}) lacks its parameters");
+            if (n.Op == GraphOp.Permute && (n.Dims.Length < 2 || n.Dims[0] != 0 || !n.Dims.Order().SequenceEqual(Enumerable.Range(0, n.Dims.Length).Select(d => (long)d))))
+                throw new LoupeException($"{source}: graph node '{n.Name}' permutes dimensions ({string.Join(", ", n.Dims)}): a permutation that keeps the batch first is needed");
         }
     }
 }

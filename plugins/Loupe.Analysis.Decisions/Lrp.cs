@@ -54,6 +54,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         {
             try { graph = source.Graph(); }
             catch (LoupeException e) { error = $"lrp: the model has no graph form: {e.Message}"; }
+            if (graph is not null && NoRule(graph) is { } refused) { error = refused; graph = null; }
         }
         if (error is not null) yield return error;
         if (options.AttributeToLayerInput && options.Layer is null) yield return "lrp: attribute_to_layer_input applies with layer:";
@@ -73,6 +74,18 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
 
     /// <summary>The named layers' errors on the canonized graph (a list, so that the dispose scope of the canonized
     /// graph's tensors closes before the validator's enumeration goes on).</summary>
+    /// <summary>The operators of the graph form that no LRP rule here covers (the gating product of squeeze-and-excitation;
+    /// SiLU, hard-swish, hard-sigmoid and GELU, which are not Zennit's pass-through activations; ConvNeXt's layer norms and
+    /// permutes): the first such node, named, or null. The graph form has them for the methods that only differentiate it
+    /// (full-grad).</summary>
+    static string? NoRule(ModelGraph graph) =>
+        graph.Nodes.FirstOrDefault(n => !Ruled(n.Op)) is { } n
+            ? $"lrp: node '{n.Name}' ({n.Op}{(n.Op == GraphOp.Mul ? ": a product of two activations, as squeeze-and-excitation's" : "")}) has no LRP rule here; operators with one: {string.Join(", ", Enum.GetValues<GraphOp>().Where(Ruled))}"
+            : null;
+
+    static bool Ruled(GraphOp op) => op is GraphOp.Conv or GraphOp.Linear or GraphOp.BatchNorm or GraphOp.Relu or GraphOp.MaxPool or GraphOp.AvgPool
+        or GraphOp.AdaptiveAvgPool or GraphOp.Flatten or GraphOp.Reshape or GraphOp.Add or GraphOp.Concat or GraphOp.Identity or GraphOp.Pad or GraphOp.Clip or GraphOp.Sigmoid;
+
     static List<string> NamedLayerErrors(ModelGraph graph, LrpOptions options)
     {
         using var scope = NewDisposeScope();
@@ -229,7 +242,9 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         public static GraphPass Run(IModel model, Tensor x, LrpOptions options)
         {
             if (model is not IModelGraphSource source) throw new LoupeException("lrp: the model has no graph form (capability graph)");
-            var graph = Canonize(source.Graph(), options, out var standalone);
+            var whole = source.Graph();
+            if (NoRule(whole) is { } refused) throw new LoupeException(refused);
+            var graph = Canonize(whole, options, out var standalone);
             var input = ModelGraph.PreferredLayout(x.detach());
             using (no_grad()) return new GraphPass { Graph = graph, Standalone = standalone, Input = input, Values = graph.Run(input) };
         }

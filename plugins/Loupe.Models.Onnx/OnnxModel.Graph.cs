@@ -8,7 +8,7 @@ namespace Loupe.Models.Onnx;
 public sealed partial class OnnxModel : IModelGraphSource
 {
     static readonly string[] GraphOps =
-        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Pad", "Clip", "Sigmoid"];
+        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Pad", "Clip", "Sigmoid", "Mul", "HardSigmoid", "HardSwish"];
 
     /// <inheritdoc/>
     public ModelGraph Graph()
@@ -133,6 +133,19 @@ public sealed partial class OnnxModel : IModelGraphSource
                     break;
                 }
                 case "Sigmoid": node = new GraphNode(name, GraphOp.Sigmoid, [In(0)]); break;
+                case "Mul":
+                {
+                    // x · y (squeeze-and-excitation, SiLU as x · σ(x)), or x times a constant factor.
+                    bool c0 = _constants.ContainsKey(n.Inputs[0]), c1 = _constants.ContainsKey(n.Inputs[1]);
+                    if (c0 && c1) throw n.Error("multiplies two constants: no model-graph form");
+                    node = c0 || c1 ? new GraphNode(name, GraphOp.Mul, [In(c0 ? 1 : 0)]) { Weight = Const(c0 ? 0 : 1) }
+                        : new GraphNode(name, GraphOp.Mul, [In(0), In(1)]);
+                    break;
+                }
+                case "HardSigmoid":
+                    node = new GraphNode(name, GraphOp.Hardsigmoid, [In(0)]) { Alpha = n.Float("alpha", 0.2f), Beta = n.Float("beta", 0.5f) };
+                    break;
+                case "HardSwish": node = new GraphNode(name, GraphOp.Hardswish, [In(0)]); break;
                 default:
                     throw n.Error($"operator {n.OpType} has no model-graph form; supported: {string.Join(", ", GraphOps)}");
             }

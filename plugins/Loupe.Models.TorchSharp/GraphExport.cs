@@ -10,7 +10,8 @@ namespace Loupe.Models.TorchSharp;
 /// (stem, layers, average pool, flatten, fc), BasicBlock and Bottleneck (the residual sum is an explicit
 /// <see cref="GraphOp.Add"/> node followed by the block's final ReLU), VGG and AlexNet (features, average pool, flatten,
 /// classifier) and the demo CNN; Loupe's own torchvision modules describe themselves (<see cref="IGraphForm"/>: RegNet,
-/// DenseNet, MNASNet, SqueezeNet). The registered modules are read, never the rewrites that run in their place, so the
+/// DenseNet, MNASNet, SqueezeNet, EfficientNet, ConvNeXt); squeeze-and-excitation (a <see cref="GraphOp.Mul"/> of the input and
+/// its scale) and TorchVision for .NET's MobileNet v2 and v3 are unrolled by type name. The registered modules are read, never the rewrites that run in their place, so the
 /// graph holds the model's own weights (batch norms unfolded). Anything else is refused, naming the module.</summary>
 static class GraphExport
 {
@@ -63,6 +64,23 @@ static class GraphExport
                 return Add(nodes, new GraphNode(name, GraphOp.BatchNorm, [input]) { Weight = bn.weight, Bias = bn.bias, Mean = bn.running_mean, Var = bn.running_var, Eps = bn.eps });
             case ReLU:
                 return Add(nodes, new GraphNode(name, GraphOp.Relu, [input]));
+            case ReLU6:
+                return Add(nodes, new GraphNode(name, GraphOp.Clip, [input]) { Min = 0, Max = 6 });
+            case Sigmoid:
+                return Add(nodes, new GraphNode(name, GraphOp.Sigmoid, [input]));
+            case SiLU:
+                return Add(nodes, new GraphNode(name, GraphOp.Silu, [input]));
+            case Hardswish:
+                return Add(nodes, new GraphNode(name, GraphOp.Hardswish, [input]));
+            case Hardsigmoid:
+                return Add(nodes, new GraphNode(name, GraphOp.Hardsigmoid, [input]));
+            case GELU g:
+                return Add(nodes, new GraphNode(name, GraphOp.Gelu, [input]) { Tanh = g.approximate == GELU.Approximate.tanh });
+            case LayerNorm ln:
+                if (ln.normalized_shape.Length != 1) throw new LoupeException($"model graph: layer norm '{name}' normalises {ln.normalized_shape.Length} dimensions (the graph form: the last one)");
+                return Add(nodes, new GraphNode(name, GraphOp.LayerNorm, [input]) { Weight = ln.weight, Bias = ln.bias, Eps = ln.eps });
+            case Permute p:
+                return Add(nodes, new GraphNode(name, GraphOp.Permute, [input]) { Dims = p.Dims });
             case MaxPool2d p:
             {
                 var k = Pair(p.kernel_size, [1, 1]);
@@ -119,6 +137,29 @@ static class GraphExport
                 h = Add(nodes, new GraphNode(Join(name, "flatten"), GraphOp.Flatten, [h]));
                 return Run("classifier", h);
             }
+            case "SqueezeExcitation":
+            {
+                // x · scale_activation(fc2(activation(fc1(avgpool(x))))): Loupe's (EfficientNet, RegNet Y) and TorchVision
+                // for .NET's (MobileNet v3); the product takes the module's name.
+                var h = input;
+                foreach (var child in new[] { "avgpool", "fc1", "activation", "fc2", "scale_activation" }) h = Run(child, h);
+                return Add(nodes, new GraphNode(name, GraphOp.Mul, [input, h]));
+            }
+            case "InvertedResidual":
+            {
+                // TorchVision for .NET's MobileNet v2 (body "conv") and v3 (body "block") blocks: x + body(x) where the
+                // block keeps its shape (its use_res_connect), the sum under the block's name.
+                var body = Run(children.ContainsKey("block") ? "block" : "conv", input);
+                return Residual(module) ? Add(nodes, new GraphNode(name, GraphOp.Add, [body, input])) : body;
+            }
+            case "MobileNetV2" or "MobileNetV3":
+            {
+                // features, global average pool (v2: functional; v3: the avgpool module), flatten, classifier
+                var h = Run("features", input);
+                h = children.ContainsKey("avgpool") ? Run("avgpool", h) : Add(nodes, new GraphNode(Join(name, "avgpool"), GraphOp.AdaptiveAvgPool, [h]) { Kernel = [1, 1] });
+                h = Add(nodes, new GraphNode(Join(name, "flatten"), GraphOp.Flatten, [h]));
+                return Run("classifier", h);
+            }
             case "FashionCnn":
             {
                 var h = input;
@@ -127,8 +168,14 @@ static class GraphExport
                 return h;
             }
         }
-        throw new LoupeException($"model graph: module '{(name.Length == 0 ? "(root)" : name)}' of type {type} has no graph form; supported: Conv2d, Linear, BatchNorm2d, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Sequential, ResNet/BasicBlock/Bottleneck, VGG, AlexNet, RegNet X, DenseNet, MNASNet, SqueezeNet and the demo CNN");
+        throw new LoupeException($"model graph: module '{(name.Length == 0 ? "(root)" : name)}' of type {type} has no graph form; supported: Conv2d, Linear, BatchNorm2d, ReLU, ReLU6, Sigmoid, SiLU, Hardswish, Hardsigmoid, GELU, LayerNorm (of the last dimension), Permute, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Sequential, ResNet/BasicBlock/Bottleneck, VGG, AlexNet, RegNet X and Y, DenseNet, MNASNet, SqueezeNet, MobileNet v2 and v3, EfficientNet v1 and v2, ConvNeXt and the demo CNN");
     }
+
+    /// <summary>Whether a TorchVision for .NET inverted residual block adds its input (its private <c>use_res_connect</c>,
+    /// read by reflection: TorchSharp is pinned, and the tests fail loudly if the field moves).</summary>
+    static bool Residual(nn.Module block) =>
+        block.GetType().GetField("use_res_connect", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Instance)?.GetValue(block) is bool b
+            ? b : throw new LoupeException($"model graph: {block.GetType().Name} has no use_res_connect field this version of Loupe knows");
 }
 
 /// <summary>A module that writes its own graph form (its forward as graph nodes over its children).</summary>

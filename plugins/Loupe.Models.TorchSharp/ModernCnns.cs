@@ -67,7 +67,7 @@ public static class ModernCnns
 
 /// <summary>LayerNorm over the channels of an N×C×H×W tensor (torchvision's LayerNorm2d: a LayerNorm of the channels-last
 /// view); parameters <c>weight</c> and <c>bias</c>.</summary>
-public sealed class LayerNorm2d : Module<Tensor, Tensor>
+public sealed class LayerNorm2d : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Parameter weight, bias;
     readonly long _channels;
@@ -89,18 +89,29 @@ public sealed class LayerNorm2d : Module<Tensor, Tensor>
         var y = functional.layer_norm(x.permute(0, 2, 3, 1), [_channels], weight, bias, _eps).permute(0, 3, 1, 2);
         return scope.MoveToOuter(y);
     }
+
+    /// <summary>Channels last, the layer norm (<c>norm</c>), channels first again under the module's name.</summary>
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "channels_last"), GraphOp.Permute, [input]) { Dims = [0, 2, 3, 1] });
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "norm"), GraphOp.LayerNorm, [h]) { Weight = weight, Bias = bias, Eps = _eps });
+        return GraphExport.Add(nodes, new GraphNode(name, GraphOp.Permute, [h]) { Dims = [0, 3, 1, 2] });
+    }
 }
 
 /// <summary>torchvision's Permute module.</summary>
 public sealed class Permute(long[] dims) : Module<Tensor, Tensor>("Permute")
 {
+    /// <summary>The new order of the dimensions.</summary>
+    public long[] Dims => dims;
+
     /// <inheritdoc/>
     public override Tensor forward(Tensor x) => x.permute(dims);
 }
 
 /// <summary>ConvNeXt's block: x + γ · (7×7 depthwise conv → LayerNorm → Linear 4C → GELU → Linear C), channels last
 /// between the permutes; <c>block</c> (Sequential 0–6) and <c>layer_scale</c> (C×1×1) as torchvision names them.</summary>
-public sealed class CNBlock : Module<Tensor, Tensor>
+public sealed class CNBlock : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> block;
     readonly Parameter layer_scale;
@@ -120,12 +131,21 @@ public sealed class CNBlock : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         return scope.MoveToOuter(layer_scale * block.call(x) + x);
     }
+
+    /// <summary>The block, its product by <c>layer_scale</c> (a constant factor) and the sum with the input under the
+    /// module's name.</summary>
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "block", input, nodes);
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "layer_scale"), GraphOp.Mul, [h]) { Weight = layer_scale });
+        return GraphExport.Add(nodes, new GraphNode(name, GraphOp.Add, [h, input]));
+    }
 }
 
 /// <summary>ConvNeXt: stem (4×4 conv, stride 4, LayerNorm2d), four stages of <see cref="CNBlock"/>s with LayerNorm2d +
 /// 2×2 stride-2 conv between them (<c>features.0</c>–<c>features.7</c>), global average pool, classifier
 /// (LayerNorm2d, Flatten, Linear).</summary>
-public sealed class ConvNeXt : Module<Tensor, Tensor>
+public sealed class ConvNeXt : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> features, avgpool, classifier;
 
@@ -149,6 +169,13 @@ public sealed class ConvNeXt : Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         return scope.MoveToOuter(classifier.call(avgpool.call(features.call(x))));
+    }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "features", input, nodes);
+        h = GraphExport.Child(this, name, "avgpool", h, nodes);
+        return GraphExport.Child(this, name, "classifier", h, nodes);
     }
 }
 
@@ -182,7 +209,7 @@ public sealed class SqueezeExcitation : Module<Tensor, Tensor>
 /// <summary>EfficientNet's MBConv (expand 1×1 → depthwise k×k → squeeze-and-excitation → project 1×1) and
 /// EfficientNet V2's FusedMBConv (expand k×k → project 1×1, or one k×k), with the residual sum where stride is 1 and
 /// the channels match; <c>block</c> as torchvision names it.</summary>
-public sealed class MBConv : Module<Tensor, Tensor>
+public sealed class MBConv : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> block;
     readonly bool _residual;
@@ -215,12 +242,19 @@ public sealed class MBConv : Module<Tensor, Tensor>
 
     /// <inheritdoc/>
     public override Tensor forward(Tensor x) => ModernCnns.Residual(block, x, _residual);
+
+    /// <summary>The block, and its sum with the input under the module's name where the block is residual.</summary>
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "block", input, nodes);
+        return _residual ? GraphExport.Add(nodes, new GraphNode(name, GraphOp.Add, [h, input])) : h;
+    }
 }
 
 /// <summary>EfficientNet V1 (b0–b7: width and depth multipliers of the b0 table) and V2 (s, m, l): stem 3×3 stride 2
 /// (<c>features.0</c>), one Sequential of blocks per stage, head 1×1 conv (<c>features.N</c>), global average pool,
 /// classifier (Dropout, Linear).</summary>
-public sealed class EfficientNet : Module<Tensor, Tensor>
+public sealed class EfficientNet : Module<Tensor, Tensor>, IGraphForm
 {
     /// <summary>One stage: expansion ratio, kernel, stride, input and output channels, number of blocks, fused (V2).</summary>
     public sealed record Stage(double Expand, long Kernel, long Stride, long Input, long Output, int Layers, bool Fused = false);
@@ -284,6 +318,14 @@ public sealed class EfficientNet : Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         return scope.MoveToOuter(classifier.call(avgpool.call(features.call(x)).flatten(1)));
+    }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = GraphExport.Child(this, name, "features", input, nodes);
+        h = GraphExport.Child(this, name, "avgpool", h, nodes);
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "flatten"), GraphOp.Flatten, [h]));
+        return GraphExport.Child(this, name, "classifier", h, nodes);
     }
 }
 

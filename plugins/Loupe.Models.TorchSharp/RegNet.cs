@@ -114,7 +114,7 @@ public sealed class ResBottleneckBlock : Module<Tensor, Tensor>, IGraphForm
     }
 
     /// <summary>f, the projection (or the input), their sum (<c>add</c>) and the block's ReLU, which takes the block's
-    /// name (as a torchvision ResNet block's): RegNet Y's squeeze-and-excitation has no graph form and is refused by name.</summary>
+    /// name (as a torchvision ResNet block's); RegNet Y's squeeze-and-excitation is a product node (<see cref="GraphExport"/>).</summary>
     int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
     {
         var h = GraphExport.Child(this, name, "f", input, nodes);

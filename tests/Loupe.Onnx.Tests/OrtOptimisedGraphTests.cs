@@ -132,7 +132,7 @@ public class OrtOptimisedGraphTests
         };
         foreach (var (method, run) in methods)
         {
-            if (method == "lrp" && name == "efficientnet") continue;   // Mul (squeeze-excitation) has no LRP graph form in either graph
+            if (method == "lrp" && name == "efficientnet") continue;   // LRP has no rule for squeeze-excitation's Mul (refused in either graph)
             var a = Map(exported, x, run);
             var b = Map(saved, x, run);
             Assert.True(Env.RelL2(b, a) <= 1e-4, $"{name} {method}: {Env.RelL2(b, a):E2} from the export's map");

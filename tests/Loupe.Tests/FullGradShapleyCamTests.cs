@@ -68,6 +68,42 @@ public class FullGradShapleyCamTests
         Assert.Contains(lrp, v => v != 0);
     }
 
+    /// <summary>full-grad on the families with squeeze-and-excitation and smooth activations — EfficientNet v1 (MBConv:
+    /// SiLU, SE of SiLU and sigmoid, residual sums), v2 (FusedMBConv too), MobileNet v3 (TorchVision for .NET's modules:
+    /// hard-swish, SE of ReLU6 and hard-sigmoid), MobileNet v2 (ReLU6, inverted residuals) and RegNet Y (SE in the
+    /// residual bottleneck) and ConvNeXt (layer norms of the channels, GELU, layer scale; its Linear layers are not
+    /// biased Conv2d layers and take no part) — against the PyTorch reference of pytorch-grad-cam's FullGrad ('hash' weights, 64²): every
+    /// Conv2d with a bias (SE's two 1×1 convolutions among them) and every batch norm. LRP has no rule for SE's product
+    /// or these activations: it is refused at validation, naming the first such node; on MobileNet v2 (ReLU6 is a clip)
+    /// it runs.</summary>
+    [Theory]
+    [InlineData("efficientnet_b0", "features.0.2' (Silu)")]
+    [InlineData("efficientnet_v2_s", "features.0.2' (Silu)")]
+    [InlineData("mobilenet_v3_small", "features.0.2' (Hardswish)")]
+    [InlineData("mobilenet_v2", null)]
+    [InlineData("regnet_y_400mf", "trunk_output.block1.block1-0.f.se' (Mul: a product of two activations")]
+    [InlineData("convnext_tiny", "features.0.1.channels_last' (Permute)")]
+    public void FullGradMatchesThePyTorchReferenceOnSqueezeExcitationFamilies(string arch, string? refused)
+    {
+        var r = ShapleyFamilyTests.TorchVision(arch, """
+              - { id: fg, uses: full-grad }
+            """ + (refused is null ? "\n  - { id: lrp, uses: lrp, with: { rule: epsilon, epsilon: 1.0e-9, zero_bias: true } }" : ""));
+        Ok(r);
+        TechniqueTests.Close(TechniqueTests.Stack(r, "fg", "full-grad", 2), $"cams_{arch}_fullgrad.npy", 1e-4);
+        if (refused is null)
+        {
+            var maps = TechniqueTests.Stack(r, "lrp", "lrp", 2);
+            Assert.All(maps, v => Assert.True(float.IsFinite(v)));
+            Assert.Contains(maps, v => v != 0);
+            return;
+        }
+        var lrp = ShapleyFamilyTests.TorchVision(arch, "- { id: lrp, uses: lrp }");
+        Assert.NotEqual(0, lrp.ExitCode);
+        var error = string.Join("\n", lrp.Errors.Select(e => e.Message));
+        Assert.Contains($"lrp: node '{refused}", error);
+        Assert.Contains("has no LRP rule here", error);
+    }
+
     [Fact]
     public void ShapleyCamOfALogitAfterReluIsGradCam()
     {
