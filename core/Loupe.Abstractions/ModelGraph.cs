@@ -55,6 +55,12 @@ public enum GraphOp
     LayerNorm,
     /// <summary>The exact GELU, x · Φ(x); with <see cref="GraphNode.Tanh"/>, its tanh approximation.</summary>
     Gelu,
+    /// <summary><see cref="GraphNode.Length"/> entries of dimension <see cref="GraphNode.Axis"/> from
+    /// <see cref="GraphNode.Start"/> (a chunk or slice: ShuffleNet's halves).</summary>
+    Narrow,
+    /// <summary>The channels (dimension 1) split into <see cref="GraphNode.Groups"/> groups and interleaved (ShuffleNet's
+    /// channel shuffle: view N×g×C/g×…, swap the two, view N×C×…).</summary>
+    ChannelShuffle,
 }
 
 /// <summary>One operator of a <see cref="ModelGraph"/>. Inputs are indices of earlier nodes (−1: the graph input). Parameter
@@ -79,13 +85,13 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
     public long[] Padding { get; init; } = [0, 0];
     /// <summary>Dilation.</summary>
     public long[] Dilation { get; init; } = [1, 1];
-    /// <summary>Convolution groups.</summary>
+    /// <summary>Convolution groups; ChannelShuffle: the groups interleaved.</summary>
     public long Groups { get; init; } = 1;
     /// <summary>Pools: ceil instead of floor for the output size.</summary>
     public bool CeilMode { get; init; }
     /// <summary>AvgPool: padded zeros count in the average.</summary>
     public bool CountIncludePad { get; init; } = true;
-    /// <summary>Concat axis.</summary>
+    /// <summary>Concat, Narrow: the axis.</summary>
     public long Axis { get; init; } = 1;
     /// <summary>Reshape: target dimensions after the batch.</summary>
     public long[] Shape { get; init; } = [];
@@ -99,6 +105,10 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
     public double? Max { get; init; }
     /// <summary>Permute: the new order of the dimensions (the first one 0, the batch).</summary>
     public long[] Dims { get; init; } = [];
+    /// <summary>Narrow: the first entry kept.</summary>
+    public long Start { get; init; }
+    /// <summary>Narrow: how many entries are kept.</summary>
+    public long Length { get; init; }
     /// <summary>Gelu: the tanh approximation instead of the exact form.</summary>
     public bool Tanh { get; init; }
     /// <summary>Hardsigmoid: the slope α.</summary>
@@ -160,6 +170,13 @@ public sealed record GraphNode(string Name, GraphOp Op, int[] Inputs)
             case GraphOp.Permute: return x.permute(Dims);
             case GraphOp.LayerNorm: return nn.functional.layer_norm(x, [x.shape[^1]], Weight, Bias, Eps);
             case GraphOp.Gelu: return nn.functional.gelu(x, Tanh ? TorchSharp.Modules.GELU.Approximate.tanh : TorchSharp.Modules.GELU.Approximate.none);
+            case GraphOp.Narrow: return x.narrow(Axis, Start, Length);
+            case GraphOp.ChannelShuffle:
+            {
+                using var scope = NewDisposeScope();
+                long[] grouped = [x.shape[0], Groups, x.shape[1] / Groups, .. x.shape[2..]];
+                return scope.MoveToOuter(x.reshape(grouped).transpose(1, 2).reshape(x.shape));
+            }
             default: throw new LoupeException($"graph node '{Name}': unknown operator {Op}");
         }
     }

@@ -84,7 +84,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
             : null;
 
     static bool Ruled(GraphOp op) => op is GraphOp.Conv or GraphOp.Linear or GraphOp.BatchNorm or GraphOp.Relu or GraphOp.MaxPool or GraphOp.AvgPool
-        or GraphOp.AdaptiveAvgPool or GraphOp.Flatten or GraphOp.Reshape or GraphOp.Add or GraphOp.Concat or GraphOp.Identity or GraphOp.Pad or GraphOp.Clip or GraphOp.Sigmoid;
+        or GraphOp.AdaptiveAvgPool or GraphOp.Flatten or GraphOp.Reshape or GraphOp.Add or GraphOp.Concat or GraphOp.Identity or GraphOp.Pad or GraphOp.Clip or GraphOp.Sigmoid or GraphOp.Narrow or GraphOp.ChannelShuffle;
 
     static List<string> NamedLayerErrors(ModelGraph graph, LrpOptions options)
     {

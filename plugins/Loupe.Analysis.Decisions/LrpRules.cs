@@ -127,8 +127,8 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 return [TakesMost(node, xs[0], r, takesMost.Beta)];
             case GraphOp.MaxPool or GraphOp.AvgPool or GraphOp.AdaptiveAvgPool when ruleOf(index) is { } poolRule:
                 return Proportional(node, xs, r, poolRule.Epsilon);   // a pool's own ε (Captum's EpsilonRule on it)
-            case GraphOp.Concat or GraphOp.MaxPool:
-                return Gradient(node, xs, r);
+            case GraphOp.Concat or GraphOp.MaxPool or GraphOp.Narrow or GraphOp.ChannelShuffle:
+                return Gradient(node, xs, r);            // selections and permutations: the relevance moves with its values
             case GraphOp.AvgPool or GraphOp.AdaptiveAvgPool or GraphOp.Add:
                 return Proportional(node, xs, r, PoolEpsilon);
         }

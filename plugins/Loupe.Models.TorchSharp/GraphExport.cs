@@ -10,7 +10,7 @@ namespace Loupe.Models.TorchSharp;
 /// (stem, layers, average pool, flatten, fc), BasicBlock and Bottleneck (the residual sum is an explicit
 /// <see cref="GraphOp.Add"/> node followed by the block's final ReLU), VGG and AlexNet (features, average pool, flatten,
 /// classifier) and the demo CNN; Loupe's own torchvision modules describe themselves (<see cref="IGraphForm"/>: RegNet,
-/// DenseNet, MNASNet, SqueezeNet, EfficientNet, ConvNeXt); squeeze-and-excitation (a <see cref="GraphOp.Mul"/> of the input and
+/// DenseNet, MNASNet, SqueezeNet, ShuffleNet v2, EfficientNet, ConvNeXt); squeeze-and-excitation (a <see cref="GraphOp.Mul"/> of the input and
 /// its scale) and TorchVision for .NET's MobileNet v2 and v3 are unrolled by type name. The registered modules are read, never the rewrites that run in their place, so the
 /// graph holds the model's own weights (batch norms unfolded). Anything else is refused, naming the module.</summary>
 static class GraphExport
@@ -168,7 +168,7 @@ static class GraphExport
                 return h;
             }
         }
-        throw new LoupeException($"model graph: module '{(name.Length == 0 ? "(root)" : name)}' of type {type} has no graph form; supported: Conv2d, Linear, BatchNorm2d, ReLU, ReLU6, Sigmoid, SiLU, Hardswish, Hardsigmoid, GELU, LayerNorm (of the last dimension), Permute, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Sequential, ResNet/BasicBlock/Bottleneck, VGG, AlexNet, RegNet X and Y, DenseNet, MNASNet, SqueezeNet, MobileNet v2 and v3, EfficientNet v1 and v2, ConvNeXt and the demo CNN");
+        throw new LoupeException($"model graph: module '{(name.Length == 0 ? "(root)" : name)}' of type {type} has no graph form; supported: Conv2d, Linear, BatchNorm2d, ReLU, ReLU6, Sigmoid, SiLU, Hardswish, Hardsigmoid, GELU, LayerNorm (of the last dimension), Permute, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, Dropout, Identity, Sequential, ResNet/BasicBlock/Bottleneck, VGG, AlexNet, RegNet X and Y, DenseNet, MNASNet, SqueezeNet, ShuffleNet v2, MobileNet v2 and v3, EfficientNet v1 and v2, ConvNeXt and the demo CNN");
     }
 
     /// <summary>Whether a TorchVision for .NET inverted residual block adds its input (its private <c>use_res_connect</c>,

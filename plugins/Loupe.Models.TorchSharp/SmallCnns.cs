@@ -101,15 +101,15 @@ public sealed class SqueezeNet : Module<Tensor, Tensor>, IGraphForm
 /// <summary>ShuffleNet v2's unit: stride 1 — half the channels through <c>branch2</c> (1×1, depthwise 3×3, 1×1), the
 /// other half passed on; stride 2 — <c>branch1</c> (depthwise 3×3, 1×1) and <c>branch2</c> both on the input; then the
 /// two halves concatenated and their channels shuffled in two groups.</summary>
-public sealed class ShuffleUnit : Module<Tensor, Tensor>
+public sealed class ShuffleUnit : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> branch1, branch2;
-    readonly long _stride;
+    readonly long _stride, _half;
 
     public ShuffleUnit(long input, long output, long stride) : base("InvertedResidual")
     {
         _stride = stride;
-        long half = output / 2;
+        long half = _half = output / 2;
         Module<Tensor, Tensor> Depthwise(long c) => Conv2d(c, c, 3, stride: stride, padding: 1, groups: c, bias: false);
         branch1 = stride > 1
             ? Sequential(Depthwise(input), BatchNorm2d(input), Conv2d(input, half, 1, bias: false), BatchNorm2d(half), ReLU())
@@ -133,11 +133,32 @@ public sealed class ShuffleUnit : Module<Tensor, Tensor>
         long n = joined.shape[0], c = joined.shape[1], h = joined.shape[2], w = joined.shape[3];
         return scope.MoveToOuter(joined.view(n, 2, c / 2, h, w).transpose(1, 2).contiguous().view(n, c, h, w));
     }
+
+    /// <summary>The halves (<c>chunk0</c>, <c>chunk1</c>: narrows of the channels) or the two branches, their
+    /// concatenation (<c>cat</c>) and the shuffle, which takes the unit's name.</summary>
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        int first, second;
+        if (_stride == 1)
+        {
+            long half = _half;
+            first = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "chunk0"), GraphOp.Narrow, [input]) { Axis = 1, Start = 0, Length = half });
+            int rest = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "chunk1"), GraphOp.Narrow, [input]) { Axis = 1, Start = half, Length = half });
+            second = GraphExport.Child(this, name, "branch2", rest, nodes);
+        }
+        else
+        {
+            first = GraphExport.Child(this, name, "branch1", input, nodes);
+            second = GraphExport.Child(this, name, "branch2", input, nodes);
+        }
+        int joined = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "cat"), GraphOp.Concat, [first, second]) { Axis = 1 });
+        return GraphExport.Add(nodes, new GraphNode(name, GraphOp.ChannelShuffle, [joined]) { Groups = 2 });
+    }
 }
 
 /// <summary>ShuffleNet v2: <c>conv1</c>, max pool, <c>stage2</c>–<c>stage4</c> (4, 8, 4 units), <c>conv5</c>, the mean over
 /// positions, <c>fc</c>.</summary>
-public sealed class ShuffleNetV2 : Module<Tensor, Tensor>
+public sealed class ShuffleNetV2 : Module<Tensor, Tensor>, IGraphForm
 {
     readonly Module<Tensor, Tensor> conv1, maxpool, stage2, stage3, stage4, conv5, fc;
 
@@ -161,6 +182,15 @@ public sealed class ShuffleNetV2 : Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var y = conv5.call(stage4.call(stage3.call(stage2.call(maxpool.call(conv1.call(x))))));
         return scope.MoveToOuter(fc.call(y.mean([2, 3])));
+    }
+
+    int IGraphForm.EmitGraph(string name, int input, List<GraphNode> nodes)
+    {
+        var h = input;
+        foreach (var child in new[] { "conv1", "maxpool", "stage2", "stage3", "stage4", "conv5" }) h = GraphExport.Child(this, name, child, h, nodes);
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "mean"), GraphOp.AdaptiveAvgPool, [h]) { Kernel = [1, 1] });
+        h = GraphExport.Add(nodes, new GraphNode(GraphExport.Join(name, "flatten"), GraphOp.Flatten, [h]));
+        return GraphExport.Child(this, name, "fc", h, nodes);
     }
 }
 

@@ -81,10 +81,23 @@ public class FaultTests
         }
     }
 
+    /// <summary>A step whose own checks throw something other than a <see cref="LoupeException"/> (a plugin's bug).</summary>
+    public sealed class ThrowingCheck : Analysis<NoOptions>
+    {
+        public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward, UsesTarget: false, UsesData: false);
+        public override IEnumerable<string> Validate(NoOptions options, AnalysisValidationContext context)
+        {
+            yield return "a first complaint";
+            throw new InvalidOperationException("Sequence contains no elements");
+        }
+        public override void Run(NoOptions o, IAnalysisContext ctx) => throw new InvalidOperationException("never runs");
+    }
+
     sealed class Registrar : IPluginRegistrar
     {
         public void Register(IServiceCollection services)
         {
+            services.AddLoupeAnalysis<ThrowingCheck>("fault-check", "throws in its checks");
             services.AddLoupeAnalysis<Hang>("fault-hang", "hangs");
             services.AddLoupeAnalysis<Oom>("fault-oom", "runs out of memory");
             services.AddLoupeAnalysis<BackwardFault>("fault-backward", "fails in its backward pass");
@@ -128,6 +141,25 @@ public class FaultTests
             Assert.NotEmpty(listed);
             Assert.All(listed, a => Assert.True(File.Exists(Path.Combine(outDir, a!["path"]!.GetValue<string>())), a!["path"]!.ToString()));
         }
+    }
+
+    /// <summary>A step's checks that throw are one validation error naming the step and the exception; the other steps'
+    /// errors are reported with it, nothing runs and the exit code is non-zero.</summary>
+    [Fact]
+    public void AThrowingCheckIsAValidationErrorBesideTheOthers()
+    {
+        var r = Run(TestEnv.FixturePipeline("""
+              - id: broken
+                uses: fault-check
+              - id: cam
+                uses: grad-cam
+                with: { layer: no_such_layer }
+            """));
+        Assert.NotEqual(0, r.ExitCode);
+        var messages = r.Errors.Select(e => e.Message).ToList();
+        Assert.Contains(messages, m => m == "step 'broken' (fault-check): a first complaint");
+        Assert.Contains(messages, m => m == "step 'broken' (fault-check): its checks failed: InvalidOperationException: Sequence contains no elements");
+        Assert.Contains(messages, m => m.Contains("no_such_layer"));
     }
 
     [Fact]

@@ -72,10 +72,11 @@ public class FullGradShapleyCamTests
     /// SiLU, SE of SiLU and sigmoid, residual sums), v2 (FusedMBConv too), MobileNet v3 (TorchVision for .NET's modules:
     /// hard-swish, SE of ReLU6 and hard-sigmoid), MobileNet v2 (ReLU6, inverted residuals) and RegNet Y (SE in the
     /// residual bottleneck) and ConvNeXt (layer norms of the channels, GELU, layer scale; its Linear layers are not
-    /// biased Conv2d layers and take no part) — against the PyTorch reference of pytorch-grad-cam's FullGrad ('hash' weights, 64²): every
+    /// biased Conv2d layers and take no part) and ShuffleNet v2 (channel halves, concatenation, channel shuffle) —
+    /// against the PyTorch reference of pytorch-grad-cam's FullGrad ('hash' weights, 64²): every
     /// Conv2d with a bias (SE's two 1×1 convolutions among them) and every batch norm. LRP has no rule for SE's product
     /// or these activations: it is refused at validation, naming the first such node; on MobileNet v2 (ReLU6 is a clip)
-    /// it runs.</summary>
+    /// and ShuffleNet (the halves and the shuffle move relevance with the values) it runs.</summary>
     [Theory]
     [InlineData("efficientnet_b0", "features.0.2' (Silu)")]
     [InlineData("efficientnet_v2_s", "features.0.2' (Silu)")]
@@ -83,6 +84,7 @@ public class FullGradShapleyCamTests
     [InlineData("mobilenet_v2", null)]
     [InlineData("regnet_y_400mf", "trunk_output.block1.block1-0.f.se' (Mul: a product of two activations")]
     [InlineData("convnext_tiny", "features.0.1.channels_last' (Permute)")]
+    [InlineData("shufflenet_v2_x1_0", null)]
     public void FullGradMatchesThePyTorchReferenceOnSqueezeExcitationFamilies(string arch, string? refused)
     {
         var r = ShapleyFamilyTests.TorchVision(arch, """

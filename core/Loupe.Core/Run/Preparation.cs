@@ -322,8 +322,8 @@ public static partial class PipelineRunner
             {
                 var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count, Input = input, Labels = labels };
                 foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
-                    foreach (var msg in st.Analysis.Validate(st.Options, dctx with { References = st.Resolved }))
-                        errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): {msg}"));
+                    foreach (var msg in st.Check(dctx))
+                        errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, msg));
             }
             if (errors.Count > 0) { data.Dispose(); throw new PipelineException(errors); }
         }

@@ -64,6 +64,23 @@ public sealed record PreparedStep(StepSpec Spec, ComponentDescriptor Descriptor,
     /// <summary><see cref="References"/> as the SDK's table (what <see cref="IAnalysisContext.Referenced"/> and
     /// <see cref="AnalysisValidationContext.Referenced"/> read).</summary>
     public StepReferences Resolved { get; private set; } = StepReferences.None;
+
+    /// <summary>The analysis's own checks of the step (with its resolved references), each message prefixed with the
+    /// step's id and technique. A check that throws (a plugin's bug, a model part it did not expect) is one message
+    /// naming the exception, not the end of the validation: the other steps' errors are still reported.</summary>
+    public List<string> Check(AnalysisValidationContext context)
+    {
+        var messages = new List<string>();
+        try
+        {
+            foreach (var message in Analysis.Validate(Options, context with { References = Resolved })) messages.Add(message);
+        }
+        catch (Exception e) when (e is not (OperationCanceledException or OutOfMemoryException))
+        {
+            messages.Add($"its checks failed: {(e is LoupeException ? "" : e.GetType().Name + ": ")}{e.Message}");
+        }
+        return messages.Select(m => $"step '{Spec.Id}' ({Spec.Uses}): {m}").ToList();
+    }
 }
 
 /// <summary>One step reference resolved in the run's plan.</summary>

@@ -115,10 +115,10 @@ public static partial class PipelineRunner
     {
         var s = step.Spec;
         if (ownChecks)
-            foreach (var msg in step.Analysis.Validate(step.Options, vctx with { References = step.Resolved }))
+            foreach (var msg in step.Check(vctx))
             {
                 var mark = s.With?.Start ?? s.Mark;
-                errors.Add(new(file, (int)mark.Line, (int)mark.Column, $"step '{s.Id}' ({s.Uses}): {msg}"));
+                errors.Add(new(file, (int)mark.Line, (int)mark.Column, msg));
             }
         if (step.Analysis is IDeclaresMetrics declares && s.Expect.Count > 0 && declares.MetricNamesFor(step.Options, vctx) is { } names)
             foreach (var e in s.Expect)
