@@ -93,10 +93,30 @@ public class FaultTests
         public override void Run(NoOptions o, IAnalysisContext ctx) => throw new InvalidOperationException("never runs");
     }
 
+    public sealed record CrashOptions
+    {
+        /// <summary>A file the adapter "parses" (named in the error, as a real parser's would be).</summary>
+        public string Path { get; init; } = "";
+    }
+
+    /// <summary>A model backend whose parser fails on a hostile file with something other than a LoupeException.</summary>
+    public sealed class CrashingModel : ModelAdapter<CrashOptions>
+    {
+        public override IModel Load(CrashOptions options, ModelLoadContext context) => throw new IndexOutOfRangeException("Index was outside the bounds of the array.");
+    }
+
+    /// <summary>A data source that fails the same way when opened.</summary>
+    public sealed class CrashingData : DataAdapter<CrashOptions>
+    {
+        public override IDataSource Open(CrashOptions options, DataOpenContext context) => throw new InvalidCastException("Unable to cast object of type 'A' to type 'B'.");
+    }
+
     sealed class Registrar : IPluginRegistrar
     {
         public void Register(IServiceCollection services)
         {
+            services.AddLoupeModel<CrashingModel>("fault-model", "crashes on load");
+            services.AddLoupeData<CrashingData>("fault-data", "crashes on open");
             services.AddLoupeAnalysis<ThrowingCheck>("fault-check", "throws in its checks");
             services.AddLoupeAnalysis<Hang>("fault-hang", "hangs");
             services.AddLoupeAnalysis<Oom>("fault-oom", "runs out of memory");
@@ -160,6 +180,33 @@ public class FaultTests
         Assert.Contains(messages, m => m == "step 'broken' (fault-check): a first complaint");
         Assert.Contains(messages, m => m == "step 'broken' (fault-check): its checks failed: InvalidOperationException: Sequence contains no elements");
         Assert.Contains(messages, m => m.Contains("no_such_layer"));
+    }
+
+    /// <summary>A model or data adapter that throws something other than a LoupeException on a stranger's file (a
+    /// parser's bug) gives an error at the component's line naming it and the exception, exit code 2 — not a crash.</summary>
+    [Fact]
+    public void ACrashingModelOrDataAdapterIsAnErrorOfItsComponent()
+    {
+        var dir = TestEnv.TempDir();
+        var model = Run(TestEnv.Pipeline("""
+            version: 1
+            model: { uses: fault-model, with: { path: hostile.bin } }
+            steps:
+              - { id: s, uses: saliency }
+            """, dir));
+        Assert.Equal(2, model.ExitCode);
+        var error = Assert.Single(model.Errors);
+        Assert.Equal("model 'fault-model': IndexOutOfRangeException: Index was outside the bounds of the array.", error.Message);
+        Assert.Equal(2, error.Line);
+        var data = Run(TestEnv.Pipeline($$"""
+            version: 1
+            model: { uses: torchvision, with: { architecture: fashion-cnn, weights: {{TestEnv.Yaml(TestEnv.Fixture("fashion_cnn_seed0.pt"))}} } }
+            data: { uses: fault-data, with: { path: hostile.bin } }
+            steps:
+              - { id: s, uses: saliency }
+            """, TestEnv.TempDir()));
+        Assert.Equal(2, data.ExitCode);
+        Assert.Contains(data.Errors, e => e.Message == "data 'fault-data': InvalidCastException: Unable to cast object of type 'A' to type 'B'.");
     }
 
     [Fact]

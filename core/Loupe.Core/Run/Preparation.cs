@@ -162,9 +162,9 @@ public static partial class PipelineRunner
         void LoadModel(IModelAdapter modelAdapter)
         {
             try { model = preloaded ?? modelAdapter.Load(modelOptions!, new ModelLoadContext(spec.BaseDirectory, spec.Seed) { Warn = warnings.Add }); }
-            catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+            catch (Exception e) when (ComponentFaults.Reported(e))
             {
-                throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {e.Message}")]);
+                throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {ComponentFaults.Describe(e)}")]);
             }
         }
 
@@ -183,9 +183,9 @@ public static partial class PipelineRunner
             {
                 labels = ReadLabels(labelsFile, model);
             }
-            catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+            catch (Exception e) when (ComponentFaults.Reported(e))
             {
-                throw new PipelineException([At(m.LabelsMark, e.Message)]);
+                throw new PipelineException([At(m.LabelsMark, ComponentFaults.Describe(e))]);
             }
             if (errors.Count > 0) throw new PipelineException(errors);
         }
@@ -203,7 +203,7 @@ public static partial class PipelineRunner
             Dictionary<string, long[]> shapes;
             int outputRank;
             try { (outputSize, shapes, outputRank) = Probe(model, input, probeLayers); }
-            catch (LoupeException e) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {e.Message}")]); }
+            catch (Exception e) when (ComponentFaults.Reported(e)) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {ComponentFaults.Describe(e)}")]); }
             foreach (var (name, shape) in shapes) probedShapes[name] = shape;
             var firstForward = DateTimeOffset.Now;
             // Steps that attribute to a layer's input are checked on that tensor, not on the layer's output.
@@ -212,7 +212,7 @@ public static partial class PipelineRunner
             Dictionary<string, long[]> inputShapes = [];
             if (inputLayers.Count > 0 && model is ILayerInputs li)
                 try { inputShapes = ProbeInputs(model, li, input, inputLayers); }
-                catch (LoupeException e) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {e.Message}")]); }
+                catch (Exception e) when (ComponentFaults.Reported(e)) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {ComponentFaults.Describe(e)}")]); }
             foreach (var o in stepOptions.Where(o => o is not null))
                 foreach (var r in o!.Layers.Where(r => r.Spatial && shapes.ContainsKey(r.Layer)))
                 {
@@ -307,9 +307,9 @@ public static partial class PipelineRunner
             if (dataDesc is null) return;
             var d = spec.Data!;
             try { data = registry.Create<IDataAdapter>(dataDesc.Id).Open(dataOptions!, new DataOpenContext(spec.BaseDirectory, input) { Warn = warnings.Add, MaxImagePixels = spec.MaxImagePixels }); }
-            catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+            catch (Exception e) when (ComponentFaults.Reported(e))
             {
-                throw new PipelineException([At(d.Mark, $"data '{d.Uses}': {e.Message}")]);
+                throw new PipelineException([At(d.Mark, $"data '{d.Uses}': {ComponentFaults.Describe(e)}")]);
             }
             if (spec.MaxItems is { } maxItems && data.Count is { } n && n > maxItems)
                 throw new PipelineException([At(d.Mark, $"data '{d.Uses}': {n} items, over settings.max_items = {maxItems} ({string.Join(", ", data.Files.Take(3))}); use the source's limit option or raise the budget")]);
@@ -328,4 +328,18 @@ public static partial class PipelineRunner
             if (errors.Count > 0) { data.Dispose(); throw new PipelineException(errors); }
         }
     }
+}
+
+/// <summary>What a component threw while the run was prepared. A model or data file comes from anyone: whatever its
+/// adapter throws while reading or probing it (a parser's IndexOutOfRangeException on a truncated file as much as a
+/// <see cref="LoupeException"/>) is that component's error, at its line, not the end of the process; only cancellation
+/// goes through.</summary>
+static class ComponentFaults
+{
+    /// <summary>Whether the exception becomes an error of the pipeline (all but cancellation).</summary>
+    public static bool Reported(Exception e) => e is not OperationCanceledException;
+
+    /// <summary>The message: Loupe's and I/O errors as they are, anything else with its type (it is a fault of the
+    /// component, not a sentence written for the user).</summary>
+    public static string Describe(Exception e) => e is LoupeException or IOException or UnauthorizedAccessException ? e.Message : $"{e.GetType().Name}: {e.Message}";
 }

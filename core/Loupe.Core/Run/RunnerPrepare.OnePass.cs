@@ -22,9 +22,9 @@ public static partial class PipelineRunner
         var m = spec.Model!;
         IModel model;
         try { model = preloaded ?? registry.Create<IModelAdapter>(modelDesc.Id).Load(modelOptions, new ModelLoadContext(spec.BaseDirectory, spec.Seed) { Warn = warnings.Add }); }
-        catch (Exception e) when (e is LoupeException or IOException or UnauthorizedAccessException)
+        catch (Exception e) when (ComponentFaults.Reported(e))
         {
-            errors.Add(new(file, (int)m.Mark.Line, (int)m.Mark.Column, $"model '{m.Uses}': {e.Message} (layer names and targets could not be checked)"));
+            errors.Add(new(file, (int)m.Mark.Line, (int)m.Mark.Column, $"model '{m.Uses}': {ComponentFaults.Describe(e)} (layer names and targets could not be checked)"));
             return;
         }
         try
@@ -37,7 +37,7 @@ public static partial class PipelineRunner
             catch (ArgumentException) { effective = null; }   // reported with the model's other checks
             List<string>? runLabels;
             try { runLabels = ReadLabels(labelsFile, model); }
-            catch (Exception e) when (e is LoupeException or IOException) { runLabels = null; }   // reported by the full pass
+            catch (Exception e) when (ComponentFaults.Reported(e)) { runLabels = null; }   // reported by the full pass
             CheckCleanSteps(spec, registry, model, effective, runLabels, stepDescs, stepOptions, stepReferences, cleanSteps, layerNames, errors);
             var targeted = Enumerable.Range(0, stepDescs.Count)
                 .Where(i => stepDescs[i] is { } d && targetRefs[i] is not null && registry.Create<IAnalysis>(d.Id).Requirements.UsesTarget).ToList();
