@@ -17,6 +17,9 @@ public sealed partial class OnnxModel
 {
     List<OnnxNode> _fused = null!;
     HashSet<string> _fusedInternal = null!;
+    /// <summary>The exact GELUs of the plan: the position of each chain's Div → the positions of its Erf, Add, Mul and
+    /// final Mul (the graph form reads them as one operator too).</summary>
+    readonly Dictionary<int, int[]> _geluChains = new();
     readonly List<Tensor> _fusedConstants = new();
 
     /// <summary>Number of nodes the fused plan runs per forward (see <see cref="RuntimeNodeCount"/> for the ONNX plan).</summary>
@@ -70,6 +73,7 @@ public sealed partial class OnnxModel
             {
                 replaced[h] = Fused(half, "Gelu", [n.Inputs[0]], half.Outputs, (_, x) => [F.gelu(x[0]!)]);
                 removed.UnionWith([i, e, p, m]);
+                _geluChains[i] = [e, p, m, h];
                 _fusedInternal.UnionWith([n.Outputs[0], erf.Outputs[0], plus.Outputs[0], mul.Outputs[0]]);
             }
         }

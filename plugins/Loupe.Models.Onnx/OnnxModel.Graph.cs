@@ -8,7 +8,8 @@ namespace Loupe.Models.Onnx;
 public sealed partial class OnnxModel : IModelGraphSource
 {
     static readonly string[] GraphOps =
-        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Pad", "Clip", "Sigmoid", "Mul", "HardSigmoid", "HardSwish"];
+        ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Pad", "Clip", "Sigmoid", "Mul", "HardSigmoid", "HardSwish",
+         "Transpose", "LayerNormalization", "the exact GELU (Div by √2, Erf, Add 1, Mul, Mul by 0.5)"];
 
     /// <inheritdoc/>
     public ModelGraph Graph()
@@ -18,8 +19,11 @@ public sealed partial class OnnxModel : IModelGraphSource
         var index = new Dictionary<string, int>(StringComparer.Ordinal) { [_inputName] = -1 };
         // Values something reads: an optional output nobody reads (PyTorch 2's MaxPool Indices) needs no graph form.
         var read = _plan.SelectMany(n => n.Reads).Append(_outputName).ToHashSet(StringComparer.Ordinal);
-        foreach (var n in _plan)
+        var inGelu = _geluChains.Values.SelectMany(c => c).ToHashSet();
+        for (int at = 0; at < _plan.Count; at++)
         {
+            var n = _plan[at];
+            if (inGelu.Contains(at)) continue;   // read as one Gelu at its Div
             int In(int i) => n.HasInput(i) && index.TryGetValue(n.Inputs[i], out var k) ? k
                 : throw n.Error($"input {i} ('{(i < n.Inputs.Length ? n.Inputs[i] : "")}') is not computed from the graph input: the model graph needs one data path per operator");
             Tensor Const(int i) => n.HasInput(i) && _constants.TryGetValue(n.Inputs[i], out var t) ? t
@@ -27,6 +31,14 @@ public sealed partial class OnnxModel : IModelGraphSource
             string name = n.Name.Length > 0 ? n.Name : n.Outputs[0];
             GraphNode? node = null;
             int? alias = null;
+            if (_geluChains.TryGetValue(at, out var chain))
+            {
+                // The exporter's exact GELU: x / √2 → Erf → + 1 → x · (·) → · 0.5, one operator under its last node's name.
+                var last = _plan[chain[^1]];
+                nodes.Add(new GraphNode(last.Name.Length > 0 ? last.Name : last.Outputs[0], GraphOp.Gelu, [In(0)]));
+                index[last.Outputs[0]] = nodes.Count - 1;
+                continue;
+            }
             switch (n.OpType)
             {
                 case "Conv":
@@ -146,6 +158,20 @@ public sealed partial class OnnxModel : IModelGraphSource
                     node = new GraphNode(name, GraphOp.Hardsigmoid, [In(0)]) { Alpha = n.Float("alpha", 0.2f), Beta = n.Float("beta", 0.5f) };
                     break;
                 case "HardSwish": node = new GraphNode(name, GraphOp.Hardswish, [In(0)]); break;
+                case "Transpose":
+                {
+                    var perm = n.Ints("perm") ?? throw n.Error("a Transpose without perm (reversing every axis, the batch too) has no model-graph form");
+                    if (perm.Length < 2 || perm[0] != 0) throw n.Error($"perm ({string.Join(", ", perm)}) moves the batch dimension: no model-graph form");
+                    node = new GraphNode(name, GraphOp.Permute, [In(0)]) { Dims = perm };
+                    break;
+                }
+                case "LayerNormalization":
+                {
+                    if (n.Int("axis", -1) != -1) throw n.Error($"axis {n.Int("axis", -1)}: the model graph normalises the last axis only (axis -1)");
+                    if (n.Outputs.Skip(1).Any(o => o.Length > 0 && read.Contains(o))) throw n.Error("the mean and inverse deviation outputs have no model-graph form");
+                    node = new GraphNode(name, GraphOp.LayerNorm, [In(0)]) { Weight = Const(1), Bias = n.HasInput(2) ? Const(2) : null, Eps = n.Float("epsilon", 1e-5f) };
+                    break;
+                }
                 default:
                     throw n.Error($"operator {n.OpType} has no model-graph form; supported: {string.Join(", ", GraphOps)}");
             }

@@ -9,15 +9,17 @@ namespace Loupe.Onnx.Tests;
 
 /// <summary>The onnx backend's graph form (what full-grad and LRP run on) of PyTorch's exports of the torchvision
 /// families (<see cref="FamilyTests"/>): its logits and input gradients against PyTorch's own — squeeze-and-excitation's
-/// products (Mul of two values), SiLU as x · σ(x), HardSigmoid with the exporter's α and β, HardSwish — and full-grad on
-/// it.</summary>
+/// products (Mul of two values), SiLU as x · σ(x), HardSigmoid with the exporter's α and β, HardSwish, ConvNeXt's
+/// Transpose, LayerNormalization, exact GELU (Div, Erf, Add, Mul, Mul: one operator) and layer scale (Mul by a
+/// constant) — and full-grad on it.</summary>
 public class GraphFormFamilyTests
 {
-    /// <summary>The exports with a graph form: every family but the transformers, ConvNeXt (LayerNormalization),
-    /// GoogLeNet and Inception v3 (their input transform and auxiliary branches), and ShuffleNet (channel shuffle).</summary>
+    /// <summary>The exports with a graph form: every family but the transformers, ConvNeXt at opset 13 (its layer norm
+    /// spelled out in reductions), GoogLeNet and Inception v3 (their input transform and auxiliary branches), and
+    /// ShuffleNet (its channel shuffle as Reshape/Transpose of the batch's own size).</summary>
     public static TheoryData<string> WithGraphForm() =>
     [
-        "alexnet", "densenet", "efficientnet", "efficientnet_op13", "efficientnet_v2", "mnasnet", "mobilenet_v2", "mobilenet_v3",
+        "alexnet", "convnext", "densenet", "efficientnet", "efficientnet_op13", "efficientnet_v2", "mnasnet", "mobilenet_v2", "mobilenet_v3",
         "mobilenet_v3_op13", "mobilenet_v3_small", "regnet", "resnet", "resnext", "squeezenet", "squeezenet1_1", "vgg", "vgg_bn", "wide_resnet",
     ];
 
@@ -48,6 +50,7 @@ public class GraphFormFamilyTests
     [InlineData("efficientnet_v2")]
     [InlineData("mobilenet_v3")]
     [InlineData("mobilenet_v3_op13")]
+    [InlineData("convnext")]
     public void FullGradRunsWhereLrpIsRefused(string name)
     {
         var r = FamilyTests.Reference.Read(FamilyTests.Folder, name);
