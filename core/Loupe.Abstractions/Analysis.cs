@@ -182,6 +182,11 @@ public sealed record AnalysisValidationContext(IReadOnlyList<LayerInfo> Layers, 
     /// host has not read them.</summary>
     public IReadOnlyList<string>? Labels { get; init; }
 
+    /// <summary>The model's output shape on one input (the batch dimension 1: N×K for a classifier, N×K×H×W for a
+    /// segmentation map, ...), from the host's probe, or null where the host has not probed it (a check that needs it
+    /// then leaves it to the run).</summary>
+    public long[]? OutputShape { get; init; }
+
     /// <summary>The steps the validated step's options name, resolved by the host (see
     /// <see cref="IAnalysisContext.Referenced"/>).</summary>
     public StepReferences References { get; init; } = StepReferences.None;

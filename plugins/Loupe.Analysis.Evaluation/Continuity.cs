@@ -62,6 +62,9 @@ public sealed class Continuity : QualityMetric<ContinuityOptions>
 {
     /// <inheritdoc/>
     protected override string? ExplainsAgain(ContinuityOptions options) => "shifted copies of the inputs";
+
+    /// <inheritdoc/>
+    protected override string? ComparesPredictedClass(ContinuityOptions options) => options.NanWhenPredictionChanges ? "set nan_when_prediction_changes: false" : null;
     /// <inheritdoc/>
     protected override bool HoldsSideInputs => true;
 

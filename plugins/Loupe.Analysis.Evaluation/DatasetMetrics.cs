@@ -98,6 +98,9 @@ public abstract class DatasetMetric : MetricAnalysis<DatasetMetricOptions>
     protected abstract double[] Score(DatasetMetricOptions o, Tensor a, long[] predicted);
 
     /// <inheritdoc/>
+    protected override string? ComparesPredictedClass(DatasetMetricOptions options) => "";
+
+    /// <inheritdoc/>
     protected override void Evaluate(DatasetMetricOptions o, IAnalysisContext ctx, MetricWriter writer)
     {
         var ids = new List<string>();

@@ -53,6 +53,9 @@ public sealed class Focus : MetricAnalysis<FocusOptions>
     protected override string? ExplainsAgain(FocusOptions options) => "mosaics of four inputs";
 
     /// <inheritdoc/>
+    protected override string? ComparesPredictedClass(FocusOptions options) => "";
+
+    /// <inheritdoc/>
     public override AnalysisRequirements Requirements => new(ModelCapabilities.Forward);
     /// <inheritdoc/>
     public override IReadOnlyList<string> MetricNames => ["focus_mean", "focus_std"];

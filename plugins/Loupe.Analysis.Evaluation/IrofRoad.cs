@@ -190,6 +190,9 @@ public sealed class Road : FaithfulnessMetric
     /// <inheritdoc/>
     protected override bool UsesBaseline => false;
 
+    /// <inheritdoc/>
+    protected override string? ComparesPredictedClass(FaithfulnessOptions options) => "";
+
     static IEnumerable<string> PercentageErrors(FaithfulnessOptions o)
     {
         if (o.Percentages.Length == 0 || o.Percentages.Any(p => p is < 0 or > 100 || double.IsNaN(p))) yield return "option 'percentages' must list values in [0, 100]";

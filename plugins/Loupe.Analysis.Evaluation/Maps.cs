@@ -50,8 +50,12 @@ public static class Maps
     /// detections) has no one predicted class to compare: a clear error naming the metric, and what to set instead
     /// (<paramref name="instead"/>) where the metric can do without.</summary>
     public static Tensor TopClass(Tensor output, string metric, string? instead = null) =>
-        output.dim() == 2 ? output.argmax(1)
-            : throw new LoupeException($"{metric}: the model's output is N×{string.Join("×", output.shape.Skip(1))}, not one score per class (N×K), so the predicted class this metric compares is not defined{(instead is null ? "" : $"; {instead}")}");
+        output.dim() == 2 ? output.argmax(1) : throw new LoupeException($"{metric}: {NoPredictedClass(output.shape, instead)}");
+
+    /// <summary>Why a model whose output (one input's shape, <paramref name="shape"/>, batch first) is not N×K has no
+    /// predicted class, and <paramref name="instead"/> where there is something to set (null or empty: nothing).</summary>
+    public static string NoPredictedClass(long[] shape, string? instead) =>
+        $"the model's output is N×{string.Join("×", shape.Skip(1))}, not one score per class (N×K), so the predicted class this metric compares is not defined{(string.IsNullOrEmpty(instead) ? "" : $"; {instead}")}";
 
     /// <summary>Object masks from display pixels in [0,1] (N×C×H×W): pixel (max over channels) &gt; threshold. N×H×W bool.</summary>
     public static Tensor ObjectMask(Tensor pixels, double threshold)

@@ -65,6 +65,11 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
     /// <summary>Computes and writes the metric.</summary>
     protected abstract void Evaluate(TOptions options, IAnalysisContext ctx, MetricWriter writer);
 
+    /// <summary>Where these options make the metric compare each input's predicted (top-1) class: what to set to do
+    /// without it (empty when nothing can), else null. Checked at validation against the model's output, which must
+    /// then be one score per class.</summary>
+    protected virtual string? ComparesPredictedClass(TOptions options) => null;
+
     /// <inheritdoc/>
     public sealed override IEnumerable<string> Validate(TOptions options, AnalysisValidationContext context)
     {
@@ -81,6 +86,14 @@ public abstract class MetricAnalysis<TOptions> : Analysis<TOptions>, IDeclaresMe
             yield return "give 'baseline' or 'baseline_images', not both: the images replace the baseline";
         if (options is IConstantFill { BaselineValue: { } constant })
             foreach (var e in Baselines.CheckConstant(constant, "baseline", context.Model.DefaultInput)) yield return e;
+        if (context.OutputShape is { Length: not 2 } output)
+        {
+            // A class probability, or a predicted class, needs a class axis: on a segmentation map or detections the
+            // metric would score the target's own score instead, or fail at run time.
+            if (options is PerturbOptions { Softmax: true } or ConfidenceOptions { Softmax: true })
+                yield return $"option 'softmax': the model's output is N×{string.Join("×", output.Skip(1))}, not one score per class (N×K): there is no class probability to score; leave softmax out (the metric then scores the target's own score; a segmentation target's mode: softmax scores per-pixel probabilities)";
+            if (ComparesPredictedClass(options) is { } instead) yield return Maps.NoPredictedClass(output, instead);
+        }
         foreach (var e in ValidateMetric(options, context)) yield return e;
     }
 

@@ -67,7 +67,11 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         foreach (var e in OptionRules.OnlyWith(o, o.Draw == OtherClassDraw.Quantus, "draw: quantus", nameof(o.QuantusSeed), nameof(o.QuantusBatchSize))) yield return e;
         if (o.Features == FeatureUnit.Values && o.Similarity == MapSimilarity.Ssim)
             yield return "option 'features': values compares the flattened maps (as Quantus does); similarity: ssim needs 2-D maps — use flat-ssim (Quantus's ssim), spearman, pearson or kendall";
+        if (context.OutputShape is { Length: not 2 } output) yield return NoOtherClass(output);
     }
+
+    static string NoOtherClass(long[] output) =>
+        $"it explains another class of a classifier's output (N×K); the model's output is N×{string.Join("×", output.Skip(1))}, whose target (a class over a region, a box) has no other class to explain the same way";
 
     /// <inheritdoc/>
     protected override double[] Score(RandomLogitOptions o, MetricBatch b)
@@ -77,7 +81,7 @@ public sealed class RandomLogit : QualityMetric<RandomLogitOptions>
         var classes = b.Selection.Classes ?? throw new LoupeException("random-logit: the target is not a class (use a class target such as top-1)");
         var (_, output, _) = Explain.Scores(ctx, b.X, b.Selection, 0);
         if (output.dim() != 2)
-            throw new LoupeException($"random-logit: it explains another class of a classifier's output (N×K); the model's output is N×{string.Join("×", output.shape.Skip(1))}, whose target (a class over a region, a box) has no other class to explain the same way");
+            throw new LoupeException($"random-logit: {NoOtherClass(output.shape)}");
         long k = output.shape[1];
         if (k < 2) throw new LoupeException("random-logit: the model has one output; there is no other class to compare with");
         var off = new long[b.N];

@@ -113,6 +113,17 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     double SigmaOf(StabilityOptions o) => o.Sigma ?? (Gaussian ? 0.1 : 0.01);
     /// <summary>Quantus's default of skipping changed predictions.</summary>
     protected virtual bool SkipChangedByDefault => false;
+
+    /// <inheritdoc/>
+    protected override string? ComparesPredictedClass(StabilityOptions o) => ChangedCheck(o) is { } check ? $"set {check} to compare without it" : null;
+
+    /// <summary>The options that make the metric compare predicted classes, as the user sets them off, or null.</summary>
+    string? ChangedCheck(StabilityOptions o)
+    {
+        bool skip = o.SkipChangedPredictions ?? SkipChangedByDefault, nanIfChanged = o.NanWhenPredictionChanges;
+        return !skip && !nanIfChanged ? null
+            : $"{(skip ? "skip_changed_predictions: false" : "")}{(skip && nanIfChanged ? " and " : "")}{(nanIfChanged ? "nan_when_prediction_changes: false" : "")}";
+    }
     /// <summary>Max over samples (else the mean).</summary>
     protected virtual bool TakeMax => true;
     /// <summary>Quantus's default of normalising the maps.</summary>
@@ -191,7 +202,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         if (forward)
         {
             var (logits, rep) = Forward(o, ctx, x, b.Selection);
-            if (skip || nanIfChanged) top = Maps.TopClass(logits, Id, $"set {(skip ? "skip_changed_predictions: false" : "")}{(skip && nanIfChanged ? " and " : "")}{(nanIfChanged ? "nan_when_prediction_changes: false" : "")} to compare without it");
+            if (skip || nanIfChanged) top = Maps.TopClass(logits, Id, ComparesPredictedClass(o));
             representation = rep;
         }
         long chunk = Math.Max(1, Explain.CopiesPerForward(ctx, x, o.MicroBatch, gradients: true) / n);

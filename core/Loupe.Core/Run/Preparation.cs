@@ -37,6 +37,7 @@ public static partial class PipelineRunner
         // Options a step's component does not read: reported with the checks that need the model, which still run.
         readonly List<PipelineError> unread = [];
         long outputSize;
+        long[]? outputShape;
 
         public PreparedRun Run()
         {
@@ -201,8 +202,7 @@ public static partial class PipelineRunner
                 errors.Add(UnknownLayer(file, r, layerNames));
             var probeLayers = refs.Select(r => r.Layer).Where(layerNames.Contains).Distinct().ToList();
             Dictionary<string, long[]> shapes;
-            int outputRank;
-            try { (outputSize, shapes, outputRank) = Probe(model, input, probeLayers); }
+            try { (outputSize, shapes, outputShape) = Probe(model, input, probeLayers); }
             catch (Exception e) when (ComponentFaults.Reported(e)) { throw new PipelineException([At(m.Mark, $"model '{m.Uses}': {ComponentFaults.Describe(e)}")]); }
             foreach (var (name, shape) in shapes) probedShapes[name] = shape;
             var firstForward = DateTimeOffset.Now;
@@ -225,7 +225,7 @@ public static partial class PipelineRunner
                         errors.Add(At(r.Mark, $"option '{r.Option}': layer '{r.Layer}' has {(ofInput ? "input" : "output")} shape ({string.Join("×", shape)}): {why}"));
                 }
             // Labels name the classes of dim 1 of an N×K or N×K×H×W output; a detector's N×D×4 boxes have no class axis.
-            if (labels.Count > 0 && outputRank != 3 && labels.Count != outputSize)
+            if (labels.Count > 0 && outputShape!.Length != 3 && labels.Count != outputSize)
                 warnings.Add($"the model has {outputSize} outputs but {labels.Count} labels");
             return firstForward;
         }
@@ -288,7 +288,7 @@ public static partial class PipelineRunner
         /// <summary>The analyses' own checks, and each step's <c>expect:</c> lines against the metrics it declares.</summary>
         void ValidateSteps(List<PreparedStep> prepared)
         {
-            var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { Input = input, Labels = labels };
+            var vctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { Input = input, Labels = labels, OutputShape = outputShape };
             for (int i = 0; i < prepared.Count; i++)
             {
                 var s = prepared[i].Spec;
@@ -320,7 +320,7 @@ public static partial class PipelineRunner
                     errors.Add(At(st.Spec.Target?.Start ?? st.Spec.Mark, $"step '{st.Spec.Id}' ({st.Spec.Uses}): its target reads each input's label, and data '{d.Uses}' has none (give the source its labels: 'loupe describe {d.Uses}' lists its options)"));
             if (data.Count is { } count)
             {
-                var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count, Input = input, Labels = labels };
+                var dctx = new AnalysisValidationContext(model.Layers, model.Capabilities, model) { InputCount = count, Input = input, Labels = labels, OutputShape = outputShape };
                 foreach (var st in prepared.Where(st => (st.Analysis.Requirements.Capabilities & ~model.Capabilities) == ModelCapabilities.None))
                     foreach (var msg in st.Check(dctx))
                         errors.Add(At(st.Spec.With?.Start ?? st.Spec.Mark, msg));

@@ -173,8 +173,8 @@ public static partial class PipelineRunner
     }
 
     /// <summary>Runs a zero batch through the model, capturing <paramref name="layers"/>; returns the output size (its dim
-    /// 1), the output's rank and the layer shapes.</summary>
-    public static (long OutputSize, Dictionary<string, long[]> Shapes, int OutputRank) Probe(IModel model, InputSpec input, IReadOnlyCollection<string> layers)
+    /// 1), the layer shapes and the output's shape (batch 1).</summary>
+    public static (long OutputSize, Dictionary<string, long[]> Shapes, long[] OutputShape) Probe(IModel model, InputSpec input, IReadOnlyCollection<string> layers)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -185,6 +185,6 @@ public static partial class PipelineRunner
         catch (Exception e) { throw new LoupeException($"the model cannot run on input 1×{input.Channels}×{input.Height}×{input.Width}: {e.Message.Split('\n')[0]}", e); }
         var shapes = new Dictionary<string, long[]>();
         foreach (var l in layers) if (cap.TryGet(l, out var a)) shapes[l] = a.shape;
-        return (y.dim() >= 2 ? y.shape[1] : y.numel(), shapes, (int)y.dim());
+        return (y.dim() >= 2 ? y.shape[1] : y.numel(), shapes, y.shape);
     }
 }
