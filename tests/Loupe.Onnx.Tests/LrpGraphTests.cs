@@ -94,6 +94,25 @@ public class LrpGraphTests
         Assert.True(Env.RelL2(map, gxi) <= 1e-3, $"{name}: LRP-0 vs gradient × input rel-L2 {Env.RelL2(map, gxi):E2}");
     }
 
+    /// <summary>The same on the graph form Loupe's ShuffleNet v2 module writes on the torchvision backend (a ReLU
+    /// network): each unit's channel halves are narrows and its shuffle a permutation, through which the relevance moves
+    /// with the values.</summary>
+    [Fact]
+    public void CaptumEpsilonToZeroIsGradientTimesInputOnShuffleNet()
+    {
+        using var model = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "shufflenet_v2_x0_5", NumClasses = 10 }, Env.Context);
+        ModelTests.SetHashWeights((TorchModel)model);
+        using var scope = NewDisposeScope();
+        var x = Npy.Read(Env.LoupeFixture("arch_input_64.npy")).ToTensor().requires_grad_(true);
+        var y = model.Forward(x);
+        var top = y.argmax(1, keepdim: true);
+        var picked = y.gather(1, top);
+        var gxi = Env.Data(x * CheckedOps.Grad([picked.sum()], [x])[0]);
+        var relevance = nn.functional.one_hot(top.squeeze(1), y.shape[1]).to(ScalarType.Float32) * picked.detach();
+        var map = Env.Data(Lrp.Relevance(model, model.DefaultInput, new LrpOptions { Convention = LrpConvention.Captum, Epsilon = 1e-12 }, x.detach(), relevance, y.detach()));
+        Assert.True(Env.RelL2(map, gxi) <= 1e-3, $"shufflenet: LRP-0 vs gradient × input rel-L2 {Env.RelL2(map, gxi):E2}");
+    }
+
     [Fact]
     public void AnOperatorWithoutAGraphFormIsNamed()
     {
