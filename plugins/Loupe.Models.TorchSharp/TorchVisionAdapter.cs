@@ -101,7 +101,27 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
         var tuple = conf.Invoke(null, [architecture, 1.0, false, false])!;
         var fields = tuple.GetType().GetFields();
         // torchvision's defaults: its blocks and BatchNorm (null: the constructor's own), dropout 0.2
-        return (nn.Module<Tensor, Tensor>)ctor.Invoke(["MobileNetV3", fields[0].GetValue(tuple), fields[1].GetValue(tuple), (long)numClasses, null, null, 0.2]);
+        var model = (nn.Module<Tensor, Tensor>)ctor.Invoke(["MobileNetV3", fields[0].GetValue(tuple), fields[1].GetValue(tuple), (long)numClasses, null, null, 0.2]);
+        foreach (var (_, se) in model.named_modules().Where(m => m.module.GetType().Name == "SqueezeExcitation")) ReluBetween(se);
+        return model;
+    }
+
+    /// <summary>torchvision's MobileNet v3 squeezes and excites with a ReLU between the two 1×1 convolutions (its
+    /// SqueezeExcitation's default); TorchVision for .NET builds a ReLU6 there, which clips every squeeze activation
+    /// above 6 (a trained checkpoint has many: logits 10 % off PyTorch's). The module's <c>activation</c> becomes a ReLU,
+    /// as its forward reads it and as it is registered (hooks and layer names see it).</summary>
+    static void ReluBetween(nn.Module se)
+    {
+        const BindingFlags Instance = BindingFlags.NonPublic | BindingFlags.Public | BindingFlags.Instance;
+        var field = se.GetType().GetField("activation", Instance);
+        var registered = typeof(nn.Module).GetField("_internal_submodules", Instance)?.GetValue(se) as global::TorchSharp.Utils.OrderedDict<string, nn.Module>;
+        if (field is null || registered is null || !registered.ContainsKey("activation"))
+            throw new LoupeException("mobilenet_v3: this TorchVision for .NET's squeeze-and-excitation has no activation Loupe knows");
+        if (field.GetValue(se) is not nn.Module old || old is global::TorchSharp.Modules.ReLU) return;
+        var relu = nn.ReLU();
+        field.SetValue(se, relu);
+        registered["activation"] = relu;
+        old.Dispose();
     }
 
     /// <summary>Families whose single-image passes run faster channels-last (224², 2 threads, interleaved medians of

@@ -104,6 +104,22 @@ public class ModelTests
         Assert.True(TestEnv.RelL2(actual, expected) < 1e-4, $"{arch}: rel L2 {TestEnv.RelL2(actual, expected)}");
     }
 
+    /// <summary>MobileNet v3's squeeze-and-excitation as torchvision's: a ReLU between its two convolutions (TorchVision
+    /// for .NET builds a ReLU6 there, which clips any squeeze activation above 6 — trained checkpoints have them): with
+    /// every SE's fc1 bias raised by 8 the logits still match PyTorch's.</summary>
+    [Fact]
+    public void MobileNetV3SqueezeExcitationIsPyTorchs()
+    {
+        using var model = Load("mobilenet_v3_small", null, 10);
+        SetHashWeights(model);
+        using (no_grad())
+            foreach (var (name, t) in ((TorchModel)model).Module.state_dict().Where(p => p.Key.EndsWith(".fc1.bias", StringComparison.Ordinal)))
+                t.add_(8);
+        var expected = Npy.Read(TestEnv.Fixture("arch_logits_mobilenet_v3_small_se8_hash.npy")).Data;
+        var actual = Logits(model, "arch_input_64.npy");
+        Assert.True(TestEnv.RelL2(actual, expected) < 1e-4, $"rel L2 {TestEnv.RelL2(actual, expected)}");
+    }
+
     /// <summary>Batches of 2+ multi-channel images run channels-last by default (layout: auto): the layers see NHWC
     /// strides, and outputs and input gradients equal the NCHW model's.</summary>
     [Fact]
