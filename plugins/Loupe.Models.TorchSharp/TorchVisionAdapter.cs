@@ -38,6 +38,10 @@ public sealed record TorchVisionOptions
     [Description("the checkpoint entry holding the state_dict, for files such as {'state_dict': ..., 'epoch': ...} (default: the file itself when it is a state_dict, else the first of state_dict, model_state_dict, model, net, module found)")]
     public string? WeightsKey { get; init; }
 
+    /// <summary>GoogLeNet's and Inception v3's input transform.</summary>
+    [Description("googlenet and inception_v3: re-normalise the input inside the model from ImageNet's mean and std to [-1, 1], as torchvision's pretrained GoogLeNet and Inception v3 do (their builders set transform_input=True when given weights); default: true when weights are given (torchvision's checkpoints and the models fine-tuned from them), false for a random initialisation — set false for weights trained from scratch")]
+    public bool? TransformInput { get; init; }
+
     /// <summary>Prefix removed from every parameter name.</summary>
     [Description("prefix removed from every parameter name, e.g. 'model.' (Lightning) or 'module.' (DataParallel; removed automatically when every name has it)")]
     public string? StripPrefix { get; init; }
@@ -60,7 +64,11 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
     ];
 
     /// <summary>Builds an architecture with default initialisation.</summary>
-    public static nn.Module<Tensor, Tensor> Build(string architecture, int numClasses) => architecture switch
+    public static nn.Module<Tensor, Tensor> Build(string architecture, int numClasses) => Build(architecture, numClasses, false);
+
+    /// <summary>Builds an architecture with default initialisation; <paramref name="transformInput"/>: GoogLeNet's and
+    /// Inception v3's transform_input.</summary>
+    public static nn.Module<Tensor, Tensor> Build(string architecture, int numClasses, bool transformInput) => architecture switch
     {
         "resnet18" => torchvision.models.resnet18(num_classes: numClasses),
         "resnet34" => torchvision.models.resnet34(num_classes: numClasses),
@@ -79,8 +87,8 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
         "vgg19" => torchvision.models.vgg19(num_classes: numClasses),
         "vgg19_bn" => torchvision.models.vgg19_bn(num_classes: numClasses),
         "alexnet" => torchvision.models.alexnet(num_classes: numClasses),
-        "googlenet" => torchvision.models.googlenet(num_classes: numClasses),
-        "inception_v3" => torchvision.models.inception_v3(num_classes: numClasses),
+        "googlenet" => torchvision.models.googlenet(num_classes: numClasses, transform_input: transformInput),
+        "inception_v3" => torchvision.models.inception_v3(num_classes: numClasses, transform_input: transformInput),
         "mobilenet_v2" => torchvision.models.mobilenet_v2(num_classes: numClasses),
         "mobilenet_v3_small" or "mobilenet_v3_large" => MobileNetV3(architecture, numClasses),
         "fashion-cnn" => new FashionCnn(numClasses),
@@ -139,12 +147,15 @@ public sealed class TorchVisionAdapter : ModelAdapter<TorchVisionOptions>
             throw new LoupeException($"unknown architecture '{options.Architecture}'{Suggest.DidYouMean(arch, Architectures)}; supported: {string.Join(", ", Architectures)}");
         }
         var classes = options.NumClasses ?? (arch == "fashion-cnn" ? 10 : 1000);
+        bool transforms = arch is "googlenet" or "inception_v3";
+        if (options.TransformInput is not null && !transforms)
+            throw new LoupeException($"option 'transform_input' applies to googlenet and inception_v3 (their input transform), not {arch}");
         if (options.Weights is null)
         {
             torch.manual_seed(context.Seed);
             context.Warn($"model '{arch}' has no weights: using a random initialisation (seed {context.Seed})");
         }
-        var module = TensorAccounting.Constructed(Build(arch, classes));
+        var module = TensorAccounting.Constructed(Build(arch, classes, transforms && (options.TransformInput ?? options.Weights is not null)));
         try
         {
             if (options.Weights is not null) Weights.Load(module, options.Weights, options.WeightsKey, options.StripPrefix);

@@ -111,6 +111,40 @@ public class ModelTests
         Assert.True(TestEnv.RelL2(actual, expected) < 1e-4, $"{arch}: rel L2 {TestEnv.RelL2(actual, expected)}");
     }
 
+    /// <summary>GoogLeNet and Inception v3 re-normalise their input inside the model as torchvision's pretrained builders
+    /// set them (transform_input): with weights given (a checkpoint of theirs) by default, or by the option, the logits
+    /// are PyTorch's with transform_input=True; transform_input: false, or no weights, without it; the option on
+    /// another architecture is refused.</summary>
+    [Theory]
+    [InlineData("googlenet", 64)]
+    [InlineData("inception_v3", 224)]
+    public void GoogLeNetAndInceptionTransformTheirInputAsTorchvisionsPretrainedModels(string arch, int size)
+    {
+        var weights = Path.Combine(TestEnv.TempDir(), arch + ".dat");
+        using (var built = TorchVisionAdapter.Build(arch, 10))
+        {
+            SetHashWeights(built);
+            built.save(weights);
+        }
+        float[] Run(bool? transform)
+        {
+            using var model = new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = arch, NumClasses = 10, Weights = weights, TransformInput = transform }, new ModelLoadContext(TestEnv.Fixtures, 0));
+            using var scope = NewDisposeScope();
+            using var _ = no_grad();
+            var x = size == 64 ? Npy.Read(TestEnv.Fixture("arch_input_64.npy")).ToTensor()
+                : tensor(Enumerable.Range(0, 2 * 3 * 224 * 224).Select(j => (float)Math.Sin(0.37 * j)).ToArray(), [2, 3, 224, 224]);
+            return model.Forward(x).ToArray<float>();
+        }
+        var transformed = Npy.Read(TestEnv.Fixture($"arch_logits_{arch}_ti_hash.npy")).Data;
+        var plain = Npy.Read(TestEnv.Fixture($"arch_logits_{arch}_hash.npy")).Data;
+        Assert.True(TestEnv.RelL2(Run(null), transformed) < 1e-4, $"default with weights: rel L2 {TestEnv.RelL2(Run(null), transformed)}");
+        Assert.True(TestEnv.RelL2(Run(true), transformed) < 1e-4);
+        Assert.True(TestEnv.RelL2(Run(false), plain) < 1e-4);
+        Assert.True(TestEnv.RelL2(transformed, plain) > 1e-2, "the transform must change these logits for the test to tell");
+        var e = Assert.Throws<LoupeException>(() => new TorchVisionAdapter().Load(new TorchVisionOptions { Architecture = "resnet18", TransformInput = true }, new ModelLoadContext(TestEnv.Fixtures, 0)));
+        Assert.Contains("applies to googlenet and inception_v3", e.Message);
+    }
+
     /// <summary>MobileNet v3's squeeze-and-excitation as torchvision's: a ReLU between its two convolutions (TorchVision
     /// for .NET builds a ReLU6 there, which clips any squeeze activation above 6 — trained checkpoints have them): with
     /// every SE's fc1 bias raised by 8 the logits still match PyTorch's.</summary>
