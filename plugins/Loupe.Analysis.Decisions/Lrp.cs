@@ -54,7 +54,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         {
             try { graph = source.Graph(); }
             catch (LoupeException e) { error = $"lrp: the model has no graph form: {e.Message}"; }
-            if (graph is not null && NoRule(graph) is { } refused) { error = refused; graph = null; }
+            if (graph is not null && NoRule(graph, options) is { } refused) { error = refused; graph = null; }
         }
         if (error is not null) yield return error;
         if (options.AttributeToLayerInput && options.Layer is null) yield return "lrp: attribute_to_layer_input applies with layer:";
@@ -72,20 +72,27 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         || o.Convention != LrpConvention.Captum && (Types(o).Contains(kind)
             || kind == LrpRuleKind.ZBox && o.FirstRule is null && o.Composite == LrpComposite.EpsilonGammaBox);
 
-    /// <summary>The named layers' errors on the canonized graph (a list, so that the dispose scope of the canonized
-    /// graph's tensors closes before the validator's enumeration goes on).</summary>
-    /// <summary>The operators of the graph form that no LRP rule here covers (the gating product of squeeze-and-excitation;
-    /// SiLU, hard-swish, hard-sigmoid and GELU, which are not Zennit's pass-through activations; ConvNeXt's layer norms and
-    /// permutes): the first such node, named, or null. The graph form has them for the methods that only differentiate it
-    /// (full-grad).</summary>
-    static string? NoRule(ModelGraph graph) =>
-        graph.Nodes.FirstOrDefault(n => !Ruled(n.Op)) is { } n
-            ? $"lrp: node '{n.Name}' ({n.Op}{(n.Op == GraphOp.Mul ? ": a product of two activations, as squeeze-and-excitation's" : "")}) has no LRP rule here; operators with one: {string.Join(", ", Enum.GetValues<GraphOp>().Where(Ruled))}"
+    /// <summary>The first node of the graph form no LRP rule here covers, named, or null. Under Zennit's conventions
+    /// (its composites' behaviour) SiLU, hard-swish, hard-sigmoid and GELU are activations (Zennit's Activation types:
+    /// relevance passes, or ExcitationBackprop differentiates them) and a product of two values — squeeze-and-excitation's
+    /// x · scale, a functional product in PyTorch that no composite hooks — takes its gradient, as autograd gives it to
+    /// Zennit's relevance; Captum's LRP refuses modules outside its rule list (SiLU, …) and propagates gradients rather
+    /// than relevance through unhooked products, so under convention: captum they are refused. Layer norms and permutes
+    /// (ConvNeXt) are refused in both: their dense layers act on channels-last values, which the rules here do not
+    /// take. The graph form has them all for the methods that only differentiate it (full-grad).</summary>
+    static string? NoRule(ModelGraph graph, LrpOptions options) =>
+        graph.Nodes.FirstOrDefault(n => !Ruled(n.Op, options.Convention)) is { } n
+            ? $"lrp: node '{n.Name}' ({n.Op}{(n.Op == GraphOp.Mul ? ": a product of two values, as squeeze-and-excitation's" : "")}) has no LRP rule here under convention: {options.Convention.ToString().ToLowerInvariant()}{(Ruled(n.Op, LrpConvention.Zennit) ? " (convention: zennit takes it, as Zennit's composites do)" : "")}; operators with one: {string.Join(", ", Enum.GetValues<GraphOp>().Where(op => Ruled(op, options.Convention)))}"
             : null;
 
-    static bool Ruled(GraphOp op) => op is GraphOp.Conv or GraphOp.Linear or GraphOp.BatchNorm or GraphOp.Relu or GraphOp.MaxPool or GraphOp.AvgPool
-        or GraphOp.AdaptiveAvgPool or GraphOp.Flatten or GraphOp.Reshape or GraphOp.Add or GraphOp.Concat or GraphOp.Identity or GraphOp.Pad or GraphOp.Clip or GraphOp.Sigmoid or GraphOp.Narrow or GraphOp.ChannelShuffle;
+    static bool Ruled(GraphOp op, LrpConvention convention) =>
+        op is GraphOp.Conv or GraphOp.Linear or GraphOp.BatchNorm or GraphOp.Relu or GraphOp.MaxPool or GraphOp.AvgPool or GraphOp.AdaptiveAvgPool
+            or GraphOp.Flatten or GraphOp.Reshape or GraphOp.Add or GraphOp.Concat or GraphOp.Identity or GraphOp.Pad or GraphOp.Clip or GraphOp.Sigmoid
+            or GraphOp.Narrow or GraphOp.ChannelShuffle
+        || convention != LrpConvention.Captum && op is GraphOp.Silu or GraphOp.Hardswish or GraphOp.Hardsigmoid or GraphOp.Gelu or GraphOp.Mul;
 
+    /// <summary>The named layers' errors on the canonized graph (a list, so that the dispose scope of the canonized
+    /// graph's tensors closes before the validator's enumeration goes on).</summary>
     static List<string> NamedLayerErrors(ModelGraph graph, LrpOptions options)
     {
         using var scope = NewDisposeScope();
@@ -243,7 +250,7 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         {
             if (model is not IModelGraphSource source) throw new LoupeException("lrp: the model has no graph form (capability graph)");
             var whole = source.Graph();
-            if (NoRule(whole) is { } refused) throw new LoupeException(refused);
+            if (NoRule(whole, options) is { } refused) throw new LoupeException(refused);
             var graph = Canonize(whole, options, out var standalone);
             var input = ModelGraph.PreferredLayout(x.detach());
             using (no_grad()) return new GraphPass { Graph = graph, Standalone = standalone, Input = input, Values = graph.Run(input) };

@@ -115,10 +115,12 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
     {
         switch (node.Op)
         {
-            case GraphOp.Relu or GraphOp.Clip or GraphOp.Sigmoid when DifferentiateActivations:
+            case GraphOp.Relu or GraphOp.Clip or GraphOp.Sigmoid or GraphOp.Silu or GraphOp.Hardswish or GraphOp.Hardsigmoid or GraphOp.Gelu when DifferentiateActivations:
                 return Gradient(node, xs, r);
-            case GraphOp.Relu or GraphOp.Identity or GraphOp.Clip or GraphOp.Sigmoid:
-                return [r];                              // activations: Zennit's Pass rule
+            case GraphOp.Relu or GraphOp.Identity or GraphOp.Clip or GraphOp.Sigmoid or GraphOp.Silu or GraphOp.Hardswish or GraphOp.Hardsigmoid or GraphOp.Gelu:
+                return [r];                              // activations: Zennit's Pass rule (its Activation types)
+            case GraphOp.Mul:
+                return Gradient(node, xs, r);            // a product no composite hooks: autograd's gradient of the relevance, as in Zennit
             case GraphOp.Pad:
                 return Gradient(node, xs, r);            // identity on the kept region, the border's relevance dropped
             case GraphOp.Flatten or GraphOp.Reshape:

@@ -20,10 +20,19 @@ public sealed partial class OnnxModel : IModelGraphSource
         // Values something reads: an optional output nobody reads (PyTorch 2's MaxPool Indices) needs no graph form.
         var read = _plan.SelectMany(n => n.Reads).Append(_outputName).ToHashSet(StringComparer.Ordinal);
         var inGelu = _geluChains.Values.SelectMany(c => c).ToHashSet();
+        var gated = SelfGates();
         for (int at = 0; at < _plan.Count; at++)
         {
             var n = _plan[at];
             if (inGelu.Contains(at)) continue;   // read as one Gelu at its Div
+            if (gated.Gates.Contains(at)) continue;   // read as one Silu / Hardswish at its Mul
+            if (gated.Products.TryGetValue(at, out var product))
+            {
+                int from = index.TryGetValue(product.Input, out var g) ? g : throw n.Error("its gate's input is not computed from the graph input");
+                nodes.Add(new GraphNode(n.Name.Length > 0 ? n.Name : n.Outputs[0], product.Op, [from]));
+                index[n.Outputs[0]] = nodes.Count - 1;
+                continue;
+            }
             int In(int i) => n.HasInput(i) && index.TryGetValue(n.Inputs[i], out var k) ? k
                 : throw n.Error($"input {i} ('{(i < n.Inputs.Length ? n.Inputs[i] : "")}') is not computed from the graph input: the model graph needs one data path per operator");
             Tensor Const(int i) => n.HasInput(i) && _constants.TryGetValue(n.Inputs[i], out var t) ? t
@@ -184,6 +193,42 @@ public sealed partial class OnnxModel : IModelGraphSource
         var graph = new ModelGraph(nodes);
         graph.Validate(_source);
         return graph;
+    }
+
+    /// <summary>The exporter's SiLU and hard-swish: Mul(x, Sigmoid(x)) and Mul(x, HardSigmoid(x)) with PyTorch's α = 1/6,
+    /// β = 1/2, whose gate nothing else reads — one operator each (the PyTorch module they came from), at the Mul's
+    /// position; the gates' positions are skipped.</summary>
+    (HashSet<int> Gates, Dictionary<int, (GraphOp Op, string Input)> Products) SelfGates()
+    {
+        var readers = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var v in _plan.SelectMany(p => p.Reads).Append(_outputName)) readers[v] = readers.GetValueOrDefault(v) + 1;
+        var producer = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < _plan.Count; i++)
+            foreach (var o in _plan[i].Outputs) producer[o] = i;
+        var gates = new HashSet<int>();
+        var products = new Dictionary<int, (GraphOp, string)>();
+        for (int i = 0; i < _plan.Count; i++)
+        {
+            var m = _plan[i];
+            if (m.OpType != "Mul" || m.Inputs.Length != 2) continue;
+            for (int side = 0; side < 2; side++)
+            {
+                if (!producer.TryGetValue(m.Inputs[1 - side], out var g) || readers.GetValueOrDefault(m.Inputs[1 - side]) != 1) continue;
+                var gate = _plan[g];
+                if (gate.Inputs.Length < 1 || gate.Inputs[0] != m.Inputs[side]) continue;
+                GraphOp? op = gate.OpType switch
+                {
+                    "Sigmoid" => GraphOp.Silu,
+                    "HardSigmoid" when Math.Abs(gate.Float("alpha", 0.2f) - 1.0 / 6) < 1e-6 && Math.Abs(gate.Float("beta", 0.5f) - 0.5) < 1e-6 => GraphOp.Hardswish,
+                    _ => null,
+                };
+                if (op is null) continue;
+                gates.Add(g);
+                products[i] = (op.Value, m.Inputs[side]);
+                break;
+            }
+        }
+        return (gates, products);
     }
 
     /// <summary>A constant Pad of the two spatial dimensions of a 4-D value (batch and channels unpadded).</summary>

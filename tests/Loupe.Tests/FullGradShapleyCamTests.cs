@@ -70,40 +70,44 @@ public class FullGradShapleyCamTests
 
     /// <summary>full-grad on the families with squeeze-and-excitation and smooth activations — EfficientNet v1 (MBConv:
     /// SiLU, SE of SiLU and sigmoid, residual sums), v2 (FusedMBConv too), MobileNet v3 (TorchVision for .NET's modules:
-    /// hard-swish, SE of ReLU6 and hard-sigmoid), MobileNet v2 (ReLU6, inverted residuals) and RegNet Y (SE in the
-    /// residual bottleneck) and ConvNeXt (layer norms of the channels, GELU, layer scale; its Linear layers are not
-    /// biased Conv2d layers and take no part) and ShuffleNet v2 (channel halves, concatenation, channel shuffle) —
-    /// against the PyTorch reference of pytorch-grad-cam's FullGrad ('hash' weights, 64²): every
-    /// Conv2d with a bias (SE's two 1×1 convolutions among them) and every batch norm. LRP has no rule for SE's product
-    /// or these activations: it is refused at validation, naming the first such node; on MobileNet v2 (ReLU6 is a clip)
-    /// and ShuffleNet (the halves and the shuffle move relevance with the values) it runs.</summary>
+    /// hard-swish, SE of ReLU and hard-sigmoid), MobileNet v2 (ReLU6, inverted residuals) and RegNet Y (SE in the
+    /// residual bottleneck), ConvNeXt (layer norms of the channels, GELU, layer scale; its Linear layers are not biased
+    /// Conv2d layers and take no part) and ShuffleNet v2 (channel halves, concatenation, channel shuffle) — against the
+    /// PyTorch reference of pytorch-grad-cam's FullGrad ('hash' weights, 64²): every Conv2d with a bias (SE's two 1×1
+    /// convolutions among them) and every batch norm. LRP (epsilon-plus) runs on the same graph form (finite, non-zero
+    /// maps) under Zennit's conventions (the SE product's gradient, the activations passed; its numbers: LrpSqueezeExcitationTests)
+    /// and is refused where it has no rule: under Captum's conventions the smooth activations and products (Captum's LRP
+    /// refuses such modules), in both ConvNeXt's layer norms and permutes — naming the first such node.</summary>
     [Theory]
-    [InlineData("efficientnet_b0", "features.0.2' (Silu)")]
-    [InlineData("efficientnet_v2_s", "features.0.2' (Silu)")]
-    [InlineData("mobilenet_v3_small", "features.0.2' (Hardswish)")]
-    [InlineData("mobilenet_v2", null)]
-    [InlineData("regnet_y_400mf", "trunk_output.block1.block1-0.f.se' (Mul: a product of two activations")]
-    [InlineData("convnext_tiny", "features.0.1.channels_last' (Permute)")]
-    [InlineData("shufflenet_v2_x1_0", null)]
-    public void FullGradMatchesThePyTorchReferenceOnSqueezeExcitationFamilies(string arch, string? refused)
+    [InlineData("efficientnet_b0", null, "features.0.2' (Silu)")]
+    [InlineData("efficientnet_v2_s", null, "features.0.2' (Silu)")]
+    [InlineData("mobilenet_v3_small", null, "features.0.2' (Hardswish)")]
+    [InlineData("mobilenet_v2", null, null)]
+    [InlineData("regnet_y_400mf", null, "trunk_output.block1.block1-0.f.se' (Mul: a product of two values")]
+    [InlineData("convnext_tiny", "features.0.1.channels_last' (Permute)", "features.0.1.channels_last' (Permute)")]
+    [InlineData("shufflenet_v2_x1_0", null, null)]
+    public void FullGradMatchesThePyTorchReferenceOnSqueezeExcitationFamilies(string arch, string? refusedUnderZennit, string? refusedUnderCaptum)
     {
         var r = ShapleyFamilyTests.TorchVision(arch, """
               - { id: fg, uses: full-grad }
-            """ + (refused is null ? "\n  - { id: lrp, uses: lrp, with: { rule: epsilon, epsilon: 1.0e-9, zero_bias: true } }" : ""));
+            """ + (refusedUnderZennit is null ? "\n  - { id: lrp, uses: lrp }" : ""));
         Ok(r);
         TechniqueTests.Close(TechniqueTests.Stack(r, "fg", "full-grad", 2), $"cams_{arch}_fullgrad.npy", 1e-4);
-        if (refused is null)
+        if (refusedUnderZennit is null)
         {
             var maps = TechniqueTests.Stack(r, "lrp", "lrp", 2);
             Assert.All(maps, v => Assert.True(float.IsFinite(v)));
             Assert.Contains(maps, v => v != 0);
-            return;
         }
-        var lrp = ShapleyFamilyTests.TorchVision(arch, "- { id: lrp, uses: lrp }");
-        Assert.NotEqual(0, lrp.ExitCode);
-        var error = string.Join("\n", lrp.Errors.Select(e => e.Message));
-        Assert.Contains($"lrp: node '{refused}", error);
-        Assert.Contains("has no LRP rule here", error);
+        foreach (var (convention, refused) in new[] { ("zennit", refusedUnderZennit), ("captum", refusedUnderCaptum) })
+        {
+            if (refused is null) continue;
+            var lrp = ShapleyFamilyTests.TorchVision(arch, $"- {{ id: lrp, uses: lrp, with: {{ convention: {convention} }} }}");
+            Assert.NotEqual(0, lrp.ExitCode);
+            var error = string.Join("\n", lrp.Errors.Select(e => e.Message));
+            Assert.Contains($"lrp: node '{refused}", error);
+            Assert.Contains($"has no LRP rule here under convention: {convention}", error);
+        }
     }
 
     [Fact]

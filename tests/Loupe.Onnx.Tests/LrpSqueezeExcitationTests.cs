@@ -1,0 +1,48 @@
+using Loupe.Abstractions;
+using Loupe.Analysis.Decisions;
+using Loupe.Models.Onnx;
+using static TorchSharp.torch;
+
+namespace Loupe.Onnx.Tests;
+
+/// <summary><c>lrp</c> through squeeze-and-excitation and smooth activations under Zennit's conventions
+/// (tests/fixtures/make_lrp_se_fixtures.py): SiLU (exported as x · σ(x), read back as one operator), hard-swish,
+/// hard-sigmoid and GELU pass relevance as Zennit's Activation types do (ExcitationBackprop: their gradient), SE's
+/// product takes its gradient as autograd gives it to Zennit's relevance, the pools split in proportion — against the
+/// PyTorch implementation of Zennit's rules. Under Captum's conventions they are refused, by node.</summary>
+public class LrpSqueezeExcitationTests
+{
+    static IModel Load() => Env.LoadOnnx(new OnnxOptions { Path = Env.Fixture("lrp_se.onnx"), Mean = [0.5f, 0.5f, 0.5f], Std = [0.25f, 0.25f, 0.25f] });
+
+    [Theory]
+    [InlineData("epsilon-plus", LrpComposite.EpsilonPlus)]
+    [InlineData("epsilon-gamma-box", LrpComposite.EpsilonGammaBox)]
+    [InlineData("epsilon-alpha2-beta1", LrpComposite.EpsilonAlpha2Beta1)]
+    [InlineData("excitation-backprop", LrpComposite.ExcitationBackprop)]
+    public void MatchesThePyTorchReference(string fixture, LrpComposite composite)
+    {
+        using var model = Load();
+        using var scope = NewDisposeScope();
+        var ops = ((IModelGraphSource)model).Graph().Nodes.Select(n => n.Op).ToList();
+        Assert.Equal([GraphOp.Silu, GraphOp.Silu, GraphOp.Hardsigmoid, GraphOp.Mul, GraphOp.Hardswish, GraphOp.Gelu],
+            ops.Where(o => o is GraphOp.Silu or GraphOp.Hardsigmoid or GraphOp.Mul or GraphOp.Hardswish or GraphOp.Gelu or GraphOp.Sigmoid));
+        var x = Npy.Read(Env.LoupeFixture("lrp_se_input.npy")).ToTensor();
+        Tensor y;
+        using (no_grad()) y = model.Forward(x);
+        var relevance = nn.functional.one_hot(y.argmax(1), y.shape[1]).to(ScalarType.Float32);
+        var map = Env.Data(Lrp.Relevance(model, model.DefaultInput, new LrpOptions { Composite = composite }, x, relevance, y));
+        var reference = Npy.Read(Env.LoupeFixture($"lrp_se_{fixture}.npy")).Data;
+        Assert.Equal(reference.Length, map.Length);
+        Assert.True(Env.RelL2(map, reference) <= 1e-4, $"{fixture}: {Env.RelL2(map, reference):E2}");
+    }
+
+    [Fact]
+    public void CaptumsConventionsRefuseThemByNode()
+    {
+        using var model = Load();
+        var context = new AnalysisValidationContext(model.Layers, model.Capabilities, model);
+        var errors = new Lrp().Validate(new LrpOptions { Convention = LrpConvention.Captum }, context).ToList();
+        Assert.Contains(errors, e => e.StartsWith("lrp: node '") && e.Contains("(Silu) has no LRP rule here under convention: captum (convention: zennit takes it"));
+        Assert.DoesNotContain(new Lrp().Validate(new LrpOptions(), context), e => e.Contains("no LRP rule"));
+    }
+}
