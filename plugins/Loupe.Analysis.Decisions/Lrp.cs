@@ -78,8 +78,9 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
     /// x · scale, a functional product in PyTorch that no composite hooks — takes its gradient, as autograd gives it to
     /// Zennit's relevance; Captum's LRP refuses modules outside its rule list (SiLU, …) and propagates gradients rather
     /// than relevance through unhooked products, so under convention: captum they are refused. Layer norms and permutes
-    /// (ConvNeXt) are refused in both: their dense layers act on channels-last values, which the rules here do not
-    /// take. The graph form has them all for the methods that only differentiate it (full-grad).</summary>
+    /// (ConvNeXt) likewise: no Zennit composite maps LayerNorm or a permute, so autograd's gradient carries the relevance
+    /// through them (and ConvNeXt's dense layers take the dense rule on channels-last values); Captum refuses LayerNorm.
+    /// The graph form has them all for the methods that only differentiate it (full-grad).</summary>
     static string? NoRule(ModelGraph graph, LrpOptions options) =>
         graph.Nodes.FirstOrDefault(n => !Ruled(n.Op, options.Convention)) is { } n
             ? $"lrp: node '{n.Name}' ({n.Op}{(n.Op == GraphOp.Mul ? ": a product of two values, as squeeze-and-excitation's" : "")}) has no LRP rule here under convention: {options.Convention.ToString().ToLowerInvariant()}{(Ruled(n.Op, LrpConvention.Zennit) ? " (convention: zennit takes it, as Zennit's composites do)" : "")}; operators with one: {string.Join(", ", Enum.GetValues<GraphOp>().Where(op => Ruled(op, options.Convention)))}"
@@ -89,7 +90,8 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
         op is GraphOp.Conv or GraphOp.Linear or GraphOp.BatchNorm or GraphOp.Relu or GraphOp.MaxPool or GraphOp.AvgPool or GraphOp.AdaptiveAvgPool
             or GraphOp.Flatten or GraphOp.Reshape or GraphOp.Add or GraphOp.Concat or GraphOp.Identity or GraphOp.Pad or GraphOp.Clip or GraphOp.Sigmoid
             or GraphOp.Narrow or GraphOp.ChannelShuffle
-        || convention != LrpConvention.Captum && op is GraphOp.Silu or GraphOp.Hardswish or GraphOp.Hardsigmoid or GraphOp.Gelu or GraphOp.Mul;
+        || convention != LrpConvention.Captum && op is GraphOp.Silu or GraphOp.Hardswish or GraphOp.Hardsigmoid or GraphOp.Gelu or GraphOp.Mul
+            or GraphOp.LayerNorm or GraphOp.Permute;
 
     /// <summary>The named layers' errors on the canonized graph (a list, so that the dispose scope of the canonized
     /// graph's tensors closes before the validator's enumeration goes on).</summary>

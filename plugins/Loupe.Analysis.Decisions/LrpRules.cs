@@ -119,8 +119,8 @@ public sealed class LrpPropagation(ModelGraph graph, Func<int, LrpRule?> ruleOf)
                 return Gradient(node, xs, r);
             case GraphOp.Relu or GraphOp.Identity or GraphOp.Clip or GraphOp.Sigmoid or GraphOp.Silu or GraphOp.Hardswish or GraphOp.Hardsigmoid or GraphOp.Gelu:
                 return [r];                              // activations: Zennit's Pass rule (its Activation types)
-            case GraphOp.Mul:
-                return Gradient(node, xs, r);            // a product no composite hooks: autograd's gradient of the relevance, as in Zennit
+            case GraphOp.Mul or GraphOp.LayerNorm or GraphOp.Permute:
+                return Gradient(node, xs, r);            // operators no composite hooks: autograd's gradient of the relevance, as in Zennit
             case GraphOp.Pad:
                 return Gradient(node, xs, r);            // identity on the kept region, the border's relevance dropped
             case GraphOp.Flatten or GraphOp.Reshape:

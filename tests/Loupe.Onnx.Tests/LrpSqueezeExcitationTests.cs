@@ -36,6 +36,31 @@ public class LrpSqueezeExcitationTests
         Assert.True(Env.RelL2(map, reference) <= 1e-4, $"{fixture}: {Env.RelL2(map, reference):E2}");
     }
 
+    /// <summary>A ConvNeXt block (the same script's CnNet): layer norm, permutes and the layer scale's product take
+    /// autograd's gradient, GELU passes, the dense layers act on channels-last values, the residual sum splits in
+    /// proportion.</summary>
+    [Theory]
+    [InlineData("epsilon-plus", LrpComposite.EpsilonPlus)]
+    [InlineData("epsilon-gamma-box", LrpComposite.EpsilonGammaBox)]
+    [InlineData("excitation-backprop", LrpComposite.ExcitationBackprop)]
+    public void AConvNeXtBlockMatchesThePyTorchReference(string fixture, LrpComposite composite)
+    {
+        using var model = Env.LoadOnnx(new OnnxOptions { Path = Env.Fixture("lrp_cn.onnx"), Mean = [0.5f, 0.5f, 0.5f], Std = [0.25f, 0.25f, 0.25f] });
+        using var scope = NewDisposeScope();
+        var ops = ((IModelGraphSource)model).Graph().Nodes.Select(n => n.Op).ToList();
+        Assert.Contains(GraphOp.LayerNorm, ops);
+        Assert.Contains(GraphOp.Permute, ops);
+        Assert.Contains(GraphOp.Gelu, ops);
+        var x = Npy.Read(Env.LoupeFixture("lrp_se_input.npy")).ToTensor();
+        Tensor y;
+        using (no_grad()) y = model.Forward(x);
+        var relevance = nn.functional.one_hot(y.argmax(1), y.shape[1]).to(ScalarType.Float32);
+        var map = Env.Data(Lrp.Relevance(model, model.DefaultInput, new LrpOptions { Composite = composite }, x, relevance, y));
+        var reference = Npy.Read(Env.LoupeFixture($"lrp_cn_{fixture}.npy")).Data;
+        Assert.Equal(reference.Length, map.Length);
+        Assert.True(Env.RelL2(map, reference) <= 1e-4, $"{fixture}: {Env.RelL2(map, reference):E2}");
+    }
+
     [Fact]
     public void CaptumsConventionsRefuseThemByNode()
     {
