@@ -21,14 +21,21 @@ public class LrpPadClipSigmoidTests
         using var scope = NewDisposeScope();
         var graph = ((IModelGraphSource)model).Graph();
         Assert.Equal([GraphOp.Pad, GraphOp.Clip, GraphOp.Sigmoid], graph.Nodes.Select(n => n.Op).Where(o => o is GraphOp.Pad or GraphOp.Clip or GraphOp.Sigmoid));
-        var x = Npy.Read(Env.LoupeFixture("lrp_pcs_input.npy")).ToTensor();
+        MatchesReference(model, "lrp_pcs_input.npy", composite, $"lrp_pcs_{fixture}.npy");
+    }
+
+    /// <summary>LRP of the top-1 class (one-hot relevance, <paramref name="composite"/>) on the inputs of
+    /// <paramref name="input"/> against the reference maps of <paramref name="reference"/> (relative L2 ≤ 1e-4).</summary>
+    internal static void MatchesReference(IModel model, string input, LrpComposite composite, string reference)
+    {
+        var x = Npy.Read(Env.LoupeFixture(input)).ToTensor();
         Tensor y;
         using (no_grad()) y = model.Forward(x);
         var relevance = nn.functional.one_hot(y.argmax(1), y.shape[1]).to(ScalarType.Float32);
         var map = Env.Data(Lrp.Relevance(model, model.DefaultInput, new LrpOptions { Composite = composite }, x, relevance, y));
-        var reference = Npy.Read(Env.LoupeFixture($"lrp_pcs_{fixture}.npy")).Data;
-        Assert.Equal(reference.Length, map.Length);
-        Assert.True(Env.RelL2(map, reference) <= 1e-4, $"{fixture}: {Env.RelL2(map, reference):E2}");
+        var expected = Npy.Read(Env.LoupeFixture(reference)).Data;
+        Assert.Equal(expected.Length, map.Length);
+        Assert.True(Env.RelL2(map, expected) <= 1e-4, $"{reference}: {Env.RelL2(map, expected):E2}");
     }
 
     [Fact]

@@ -26,14 +26,7 @@ public class LrpSqueezeExcitationTests
         var ops = ((IModelGraphSource)model).Graph().Nodes.Select(n => n.Op).ToList();
         Assert.Equal([GraphOp.Silu, GraphOp.Silu, GraphOp.Hardsigmoid, GraphOp.Mul, GraphOp.Hardswish, GraphOp.Gelu],
             ops.Where(o => o is GraphOp.Silu or GraphOp.Hardsigmoid or GraphOp.Mul or GraphOp.Hardswish or GraphOp.Gelu or GraphOp.Sigmoid));
-        var x = Npy.Read(Env.LoupeFixture("lrp_se_input.npy")).ToTensor();
-        Tensor y;
-        using (no_grad()) y = model.Forward(x);
-        var relevance = nn.functional.one_hot(y.argmax(1), y.shape[1]).to(ScalarType.Float32);
-        var map = Env.Data(Lrp.Relevance(model, model.DefaultInput, new LrpOptions { Composite = composite }, x, relevance, y));
-        var reference = Npy.Read(Env.LoupeFixture($"lrp_se_{fixture}.npy")).Data;
-        Assert.Equal(reference.Length, map.Length);
-        Assert.True(Env.RelL2(map, reference) <= 1e-4, $"{fixture}: {Env.RelL2(map, reference):E2}");
+        LrpPadClipSigmoidTests.MatchesReference(model, "lrp_se_input.npy", composite, $"lrp_se_{fixture}.npy");
     }
 
     /// <summary>A ConvNeXt block (the same script's CnNet): layer norm, permutes and the layer scale's product take
@@ -51,14 +44,7 @@ public class LrpSqueezeExcitationTests
         Assert.Contains(GraphOp.LayerNorm, ops);
         Assert.Contains(GraphOp.Permute, ops);
         Assert.Contains(GraphOp.Gelu, ops);
-        var x = Npy.Read(Env.LoupeFixture("lrp_se_input.npy")).ToTensor();
-        Tensor y;
-        using (no_grad()) y = model.Forward(x);
-        var relevance = nn.functional.one_hot(y.argmax(1), y.shape[1]).to(ScalarType.Float32);
-        var map = Env.Data(Lrp.Relevance(model, model.DefaultInput, new LrpOptions { Composite = composite }, x, relevance, y));
-        var reference = Npy.Read(Env.LoupeFixture($"lrp_cn_{fixture}.npy")).Data;
-        Assert.Equal(reference.Length, map.Length);
-        Assert.True(Env.RelL2(map, reference) <= 1e-4, $"{fixture}: {Env.RelL2(map, reference):E2}");
+        LrpPadClipSigmoidTests.MatchesReference(model, "lrp_se_input.npy", composite, $"lrp_cn_{fixture}.npy");
     }
 
     [Fact]
