@@ -65,5 +65,11 @@ public class GraphFormFamilyTests
         Assert.True(map.Max() - map.Min() > 0.5, $"{name}: a flat map");
         var errors = new Loupe.Analysis.Decisions.Lrp().Validate(new Loupe.Analysis.Decisions.LrpOptions { Convention = Loupe.Analysis.Decisions.LrpConvention.Captum }, context).ToList();
         Assert.Contains(errors, e => e.Contains("has no LRP rule here") && e.StartsWith("lrp: node '"));
+        // Under Zennit's conventions (the default) LRP takes the graph: finite maps, not all zero.
+        var lrp = new Loupe.Analysis.Decisions.Lrp();
+        Assert.Empty(lrp.Validate(new Loupe.Analysis.Decisions.LrpOptions(), context));
+        var relevance = Env.Data(lrp.Attribute(new Loupe.Analysis.Decisions.LrpOptions(), new AttributionInput(new TensorContext(model, x, 2, new Top1Target()), x, null)).Map);
+        Assert.All(relevance, v => Assert.True(float.IsFinite(v), $"{name}: {v}"));
+        Assert.Contains(relevance, v => v != 0);
     }
 }
