@@ -9,7 +9,8 @@ public sealed partial class OnnxModel : IModelGraphSource
 {
     static readonly string[] GraphOps =
         ["Conv", "Gemm", "MatMul", "Add", "BatchNormalization", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Concat", "Identity", "Dropout", "Pad", "Clip", "Sigmoid", "Mul", "HardSigmoid", "HardSwish",
-         "Transpose", "LayerNormalization", "the exact GELU (Div by √2, Erf, Add 1, Mul, Mul by 0.5)"];
+         "Transpose", "LayerNormalization", "the exact GELU (Div by √2, Erf, Add 1, Mul, Mul by 0.5)",
+         "the layer norm below opset 17 (ReduceMean, Sub, Pow, ReduceMean, Add ε, Sqrt, Div, Mul γ, Add β)"];
 
     /// <inheritdoc/>
     public ModelGraph Graph()
@@ -21,11 +22,24 @@ public sealed partial class OnnxModel : IModelGraphSource
         var read = _plan.SelectMany(n => n.Reads).Append(_outputName).ToHashSet(StringComparer.Ordinal);
         var inGelu = _geluChains.Values.SelectMany(c => c).ToHashSet();
         var gated = SelfGates();
+        var norms = LayerNormChains();
+        var inNorm = norms.Values.SelectMany(c => c.Members).ToHashSet();
         for (int at = 0; at < _plan.Count; at++)
         {
             var n = _plan[at];
             if (inGelu.Contains(at)) continue;   // read as one Gelu at its Div
             if (gated.Gates.Contains(at)) continue;   // read as one Silu / Hardswish at its Mul
+            if (norms.TryGetValue(at, out var ln))
+            {
+                // The exporter's layer norm below opset 17 (its mean, centring, variance, ε, root, division, scale and
+                // shift), one operator under its last node's name.
+                var last = _plan[ln.Members[^1]];
+                int from = index.TryGetValue(ln.Input, out var li) ? li : throw n.Error("its input is not computed from the graph input");
+                nodes.Add(new GraphNode(last.Name.Length > 0 ? last.Name : last.Outputs[0], GraphOp.LayerNorm, [from]) { Weight = ln.Weight, Bias = ln.Bias, Eps = ln.Eps });
+                index[last.Outputs[0]] = nodes.Count - 1;
+                continue;
+            }
+            if (inNorm.Contains(at)) continue;
             if (gated.Products.TryGetValue(at, out var product))
             {
                 int from = index.TryGetValue(product.Input, out var g) ? g : throw n.Error("its gate's input is not computed from the graph input");
@@ -200,11 +214,7 @@ public sealed partial class OnnxModel : IModelGraphSource
     /// position; the gates' positions are skipped.</summary>
     (HashSet<int> Gates, Dictionary<int, (GraphOp Op, string Input)> Products) SelfGates()
     {
-        var readers = new Dictionary<string, int>(StringComparer.Ordinal);
-        foreach (var v in _plan.SelectMany(p => p.Reads).Append(_outputName)) readers[v] = readers.GetValueOrDefault(v) + 1;
-        var producer = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int i = 0; i < _plan.Count; i++)
-            foreach (var o in _plan[i].Outputs) producer[o] = i;
+        var (readers, producer) = Wiring();
         var gates = new HashSet<int>();
         var products = new Dictionary<int, (GraphOp, string)>();
         for (int i = 0; i < _plan.Count; i++)
@@ -229,6 +239,74 @@ public sealed partial class OnnxModel : IModelGraphSource
             }
         }
         return (gates, products);
+    }
+
+    /// <summary>How many nodes read each value (the model's output counts as read), and the position of each value's
+    /// producer in the plan.</summary>
+    (Dictionary<string, int> Readers, Dictionary<string, int> Producer) Wiring()
+    {
+        var readers = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (var v in _plan.SelectMany(p => p.Reads).Append(_outputName)) readers[v] = readers.GetValueOrDefault(v) + 1;
+        var producer = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < _plan.Count; i++)
+            foreach (var o in _plan[i].Outputs) producer[o] = i;
+        return (readers, producer);
+    }
+
+    /// <summary>The exporter's layer norm of the last axis below opset 17: m = ReduceMean(x), d = Sub(x, m),
+    /// v = ReduceMean(Pow(d, 2)), Div(d, Sqrt(Add(v, ε))), then optionally Mul by a constant γ and Add of a constant β —
+    /// each value read only inside the chain (d by the Pow and the Div). Keyed by the first ReduceMean's position: the
+    /// chain's positions, x, ε, γ and β.</summary>
+    Dictionary<int, (int[] Members, string Input, double Eps, Tensor? Weight, Tensor? Bias)> LayerNormChains()
+    {
+        var (readers, producer) = Wiring();
+        var readersOf = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        for (int i = 0; i < _plan.Count; i++)
+            foreach (var v in _plan[i].Reads) (readersOf.TryGetValue(v, out var l) ? l : readersOf[v] = []).Add(i);
+        Tensor? Const(string v) => _constants.TryGetValue(v, out var t) ? t : null;
+        bool LastAxis(OnnxNode r)
+        {
+            var axes = Ops.AxesFromInput(r) ? (r.Inputs.Length > 1 && Const(r.Inputs[1]) is { } a ? a.to(ScalarType.Int64).data<long>().ToArray() : null) : r.Ints("axes");
+            return axes is [-1] && r.Int("keepdims", 1) == 1;
+        }
+        // The one node reading v (and nothing else), of type `op`, or -1.
+        int Sole(string v, string op) => readers.GetValueOrDefault(v) == 1 && readersOf.TryGetValue(v, out var l) && _plan[l[0]].OpType == op ? l[0] : -1;
+        string? Other(OnnxNode n, string known) => n.Inputs.Length != 2 ? null : n.Inputs[0] == known ? n.Inputs[1] : n.Inputs[1] == known ? n.Inputs[0] : null;
+        var chains = new Dictionary<int, (int[], string, double, Tensor?, Tensor?)>();
+        for (int i = 0; i < _plan.Count; i++)
+        {
+            var mean = _plan[i];
+            if (mean.OpType != "ReduceMean" || mean.Inputs.Length < 1 || Const(mean.Inputs[0]) is not null || !LastAxis(mean)) continue;
+            string x = mean.Inputs[0];
+            int sub = Sole(mean.Outputs[0], "Sub");
+            if (sub < 0 || _plan[sub].Inputs is not [var sx, var sm] || sx != x || sm != mean.Outputs[0]) continue;
+            string d = _plan[sub].Outputs[0];
+            if (readers.GetValueOrDefault(d) != 2 || !readersOf.TryGetValue(d, out var dl)) continue;
+            int pow = dl.FirstOrDefault(k => _plan[k].OpType == "Pow", -1), div = dl.FirstOrDefault(k => _plan[k].OpType == "Div", -1);
+            if (pow < 0 || div < 0 || _plan[pow].Inputs[0] != d || Const(_plan[pow].Inputs[1]) is not { } two || two.numel() != 1 || two.to(ScalarType.Float64).item<double>() != 2) continue;
+            int variance = Sole(_plan[pow].Outputs[0], "ReduceMean");
+            if (variance < 0 || !LastAxis(_plan[variance])) continue;
+            int plus = Sole(_plan[variance].Outputs[0], "Add");
+            if (plus < 0 || Other(_plan[plus], _plan[variance].Outputs[0]) is not { } epsName || Const(epsName) is not { } eps || eps.numel() != 1) continue;
+            int root = Sole(_plan[plus].Outputs[0], "Sqrt");
+            if (root < 0 || Sole(_plan[root].Outputs[0], "Div") != div || _plan[div].Inputs[0] != d) continue;
+            var members = new List<int> { i, sub, pow, variance, plus, root, div };
+            Tensor? weight = null, bias = null;
+            int scale = Sole(_plan[div].Outputs[0], "Mul");
+            if (scale >= 0 && Other(_plan[scale], _plan[div].Outputs[0]) is { } wName && Const(wName) is { } w && w.dim() == 1)
+            {
+                members.Add(scale);
+                weight = w;
+                int shift = Sole(_plan[scale].Outputs[0], "Add");
+                if (shift >= 0 && Other(_plan[shift], _plan[scale].Outputs[0]) is { } bName && Const(bName) is { } b && b.dim() == 1)
+                {
+                    members.Add(shift);
+                    bias = b;
+                }
+            }
+            chains[i] = ([.. members], x, eps.to(ScalarType.Float64).item<double>(), weight, bias);
+        }
+        return chains;
     }
 
     /// <summary>A constant Pad of the two spatial dimensions of a 4-D value (batch and channels unpadded).</summary>
