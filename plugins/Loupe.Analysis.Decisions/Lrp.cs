@@ -326,6 +326,10 @@ public sealed class Lrp : AttributionAnalysis<LrpOptions>
     /// its channel sum resized to the input as the map (as the other layer attributions).</summary>
     static AttributionResult Result(LrpOptions options, Tensor x, Tensor map, Tensor? layer, TargetSelection selection)
     {
+        // A stabiliser far below a layer's pre-activations (ε = 1e-9 on squeeze-and-excitation's small branches, in
+        // float32) can overflow the relevance: a clear error, not maps of NaN.
+        if (!(layer ?? map).isfinite().all().item<bool>())
+            throw new LoupeException($"lrp: the relevance overflowed (infinite or NaN values): a stabiliser (epsilon {options.Epsilon?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "default"}, stabilizer) far below some layer's outputs in float32 — raise epsilon or stabilizer, or leave zero_bias off");
         if (layer is null) return new AttributionResult(map, selection);
         if (layer.dim() != 4)
             throw new LoupeException($"lrp: layer '{options.Layer}' gives {layer.dim()}-D relevance ({string.Join("×", layer.shape)}); a map needs an N×K×h×w layer (a convolution, pool or activation before the flatten)");

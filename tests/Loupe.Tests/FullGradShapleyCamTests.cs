@@ -110,6 +110,21 @@ public class FullGradShapleyCamTests
         }
     }
 
+    /// <summary>LRP-ε with ε = 1e-9 and zero biases overflows on EfficientNet's squeeze-and-excitation branches in
+    /// float32: the step fails with the reason and what to change, instead of writing maps of NaN.</summary>
+    [Fact]
+    public void AnOverflowingRelevanceFailsTheStepWithTheReason()
+    {
+        var r = ShapleyFamilyTests.TorchVision("efficientnet_b0", """
+              - { id: lrp, uses: lrp, with: { rule: epsilon, epsilon: 1.0e-9, zero_bias: true } }
+              - { id: ok, uses: lrp }
+            """);
+        Assert.NotEqual(0, r.ExitCode);
+        var steps = r.Manifest!["steps"]!.AsArray();
+        Assert.Contains("lrp: the relevance overflowed (infinite or NaN values)", steps[0]!["error"]!.ToString());
+        Assert.Equal("succeeded", steps[1]!["status"]!.GetValue<string>());
+    }
+
     [Fact]
     public void ShapleyCamOfALogitAfterReluIsGradCam()
     {
