@@ -80,6 +80,8 @@ static class LaneImputation
         {
             ref int index = ref ws.Index[s * padded];
             ref double known = ref ws.Known[s * c * padded];
+            ref int pixel = ref ws.Pixel[s * hw];
+            ref int cell = ref ws.Cell[s * hw];
             int found = 0;
             for (int y = 0; y < h; y++)
                 for (int x0 = 0; x0 < w; x0 += 64)
@@ -102,8 +104,8 @@ static class LaneImputation
                         uint f = Math.Min(Math.Min((uint)found, (uint)Unsafe.Add(ref index, q - 1)),
                             Math.Min((uint)Unsafe.Add(ref index, q - w2 - 1), Math.Min((uint)Unsafe.Add(ref index, q - w2), (uint)Unsafe.Add(ref index, q - w2 + 1))));
                         band = Math.Max(band, found - (int)f);
-                        ws.Pixel[s * hw + found] = p0 + x;
-                        ws.Cell[s * hw + found] = q;
+                        Unsafe.Add(ref pixel, found) = p0 + x;
+                        Unsafe.Add(ref cell, found) = q;
                         found++;
                     }
                 }

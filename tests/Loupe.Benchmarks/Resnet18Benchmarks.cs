@@ -95,15 +95,24 @@ public sealed class BenchContext(IModel model, ITarget target, Tensor x, int bat
     public ShardInfo? Shard => null;
     public OverlayStyle? OverlayStyle => null;
     public ILayerConsumer RunLayerPass(LayerPass pass) => Explain.StandaloneLayerPass(this, pass);
+    List<InputBatch>? _batches;
+    /// <summary>The batches, made on the first call and kept (outside any dispose scope): what the data source
+    /// delivers — the input and its display pixels — is not the technique's work (the Python rows and the floors take
+    /// the tensor as it is), so no row pays for it again on every call.</summary>
     public IEnumerable<InputBatch> Batches()
     {
-        for (long b0 = 0; b0 < x.shape[0]; b0 += BatchSize)
+        if (_batches is null)
         {
-            long n = Math.Min(BatchSize, x.shape[0] - b0);
-            using var input = x.narrow(0, b0, n);
-            using var pixels = Input.Denormalize(input);
-            yield return new InputBatch(Enumerable.Range((int)b0, (int)n).Select(i => i.ToString("D5")).ToArray(), input, pixels, null);
+            _batches = [];
+            for (long b0 = 0; b0 < x.shape[0]; b0 += BatchSize)
+            {
+                long n = Math.Min(BatchSize, x.shape[0] - b0);
+                var input = x.narrow(0, b0, n).DetachFromDisposeScope();
+                var pixels = Input.Denormalize(input).DetachFromDisposeScope();
+                _batches.Add(new InputBatch(Enumerable.Range((int)b0, (int)n).Select(i => i.ToString("D5")).ToArray(), input, pixels, null));
+            }
         }
+        return _batches;
     }
     public void Progress(double fraction, string? message = null) { }
     public void Warn(string message) { }
