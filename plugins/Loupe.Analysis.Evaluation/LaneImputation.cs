@@ -32,26 +32,30 @@ static class LaneImputation
         {
             var ws = _current ??= new Workspace();
             int hw = h * w, padded = (h + 2) * (w + 2);
-            if (ws.Index.Length < lanes * padded) ws.Index = new int[lanes * padded];
+            // The padded grids' borders (no unknown, value 0) are set when the grids are made or the image size changes;
+            // every interior cell is written by each solve's first pass. Planes start at multiples of the padded size,
+            // so a border cell is a border cell of whichever image and channel uses it.
+            bool fresh = (ws._h, ws._w) != (h, w);
+            if (ws.Index.Length < lanes * padded) (ws.Index, fresh) = (new int[lanes * padded], true);
             if (ws.Pixel.Length < lanes * hw) (ws.Pixel, ws.Cell) = (new int[lanes * hw], new int[lanes * hw]);
-            if (ws.Known.Length < lanes * c * padded) ws.Known = new double[lanes * c * padded];
-            if ((ws._h, ws._w) != (h, w))
+            if (ws.Known.Length < lanes * c * padded) (ws.Known, fresh) = (new double[lanes * c * padded], true);
+            if (fresh)
             {
                 ws.Degree = BandedImputation.Degrees(h, w);
                 (ws._h, ws._w) = (h, w);
+                ws.Index.AsSpan().Fill(-1);
+                ws.Known.AsSpan().Clear();
             }
-            ws.Index.AsSpan(0, lanes * padded).Fill(-1);
-            ws.Known.AsSpan(0, lanes * c * padded).Clear();
             return ws;
         }
 
-        /// <summary>The band (n columns of B + 1 vectors, zeroed, and one vector where absent neighbours' entries go),
-        /// the right-hand sides (C × n vectors) and the pivots' inverses (n vectors).</summary>
+        /// <summary>The band (n columns of B + 1 + <see cref="Pad"/> vectors, each zeroed by the pass that fills it,
+        /// and one vector where absent neighbours' entries go), the right-hand sides (C × n vectors) and the pivots'
+        /// inverses (n vectors).</summary>
         public void Size(int lanes, int n, int band, int c)
         {
             long entries = ((long)n * (band + 1 + Pad) + 1) * lanes;
             if (Band.Length < entries) Band = new double[Math.Max(entries, 2L * Band.Length)];
-            else Array.Clear(Band, 0, (int)entries);
             if (Rhs.Length < (long)c * n * lanes) Rhs = new double[(long)c * n * lanes];
             if (Inverse.Length < (long)n * lanes) Inverse = new double[(long)n * lanes];
         }
@@ -92,6 +96,7 @@ static class LaneImputation
                     {
                         int b = Unsafe.Add(ref bits, s * hw + p0 + x) & 1;
                         row |= (ulong)b << x;
+                        Unsafe.Add(ref index, q0 + x) = -1;   // the unknowns are numbered below
                         long keep = b - 1L;   // all ones where known
                         for (int ch = 0; ch < c; ch++)
                             Unsafe.Add(ref known, ch * padded + q0 + x) = BitConverter.Int64BitsToDouble(
@@ -119,9 +124,11 @@ static class LaneImputation
             return;
         }
 
-        // Pass 2, each image's lane: its right-hand sides, its diagonal and −w at (i, j) for each backward unknown
-        // neighbour j of unknown i (absent ones to the spare vector: a select, not a branch); lanes past the last
-        // image get the identity.
+        // Pass 2, column by column: the column's vectors zeroed (in the first-level cache, just before its entries go
+        // in: no separate clearing pass over the band), then in each image's lane its right-hand sides, its diagonal
+        // and −w at (k, i) for each forward unknown neighbour k of unknown i (k − i ≤ B: i is one of k's backward
+        // neighbours; absent ones to the spare vector: a select, not a branch); lanes past the last image get the
+        // identity.
         int stride = (band + 1 + Pad) * lanes;   // doubles per column
         ws.Size(lanes, n, band, c);
         fixed (double* a0 = ws.Band)
@@ -130,29 +137,35 @@ static class LaneImputation
         {
             long spare = (long)n * stride;
             // Unknown by unknown, lane by lane: the lanes of one entry share its cache line.
+            ref int index0 = ref MemoryMarshal.GetArrayDataReference(ws.Index);
+            ref double known0 = ref MemoryMarshal.GetArrayDataReference(ws.Known);
+            ref int cell0 = ref MemoryMarshal.GetArrayDataReference(ws.Cell);
+            ref double degree = ref MemoryMarshal.GetArrayDataReference(ws.Degree);
             for (int i = 0; i < n; i++)
+            {
+                long column = (long)i * stride;
+                new Span<double>(a0 + column, stride).Clear();
                 for (int s = 0; s < count; s++)
                 {
-                    ref int index = ref ws.Index[s * padded];
-                    ref double known = ref ws.Known[s * c * padded];
-                    int q = ws.Cell[s * hw + i];
+                    ref int index = ref Unsafe.Add(ref index0, s * padded);
+                    ref double known = ref Unsafe.Add(ref known0, s * c * padded);
+                    int q = Unsafe.Add(ref cell0, s * hw + i);
                     for (int ch = 0; ch < c; ch++)
                     {
                         ref double z = ref Unsafe.Add(ref known, ch * padded + q);
                         r0[((long)ch * n + i) * lanes + s] = (Unsafe.Add(ref z, -1) + Unsafe.Add(ref z, 1) + Unsafe.Add(ref z, -w2) + Unsafe.Add(ref z, w2)) * BandedImputation.Direct
                             + (Unsafe.Add(ref z, -w2 - 1) + Unsafe.Add(ref z, -w2 + 1) + Unsafe.Add(ref z, w2 - 1) + Unsafe.Add(ref z, w2 + 1)) * BandedImputation.Diagonal;
                     }
-                    a0[(long)i * stride + s] = ws.Degree[q];
-                    a0[Entry(Unsafe.Add(ref index, q - 1), i, stride, lanes, spare) + s] = -BandedImputation.Direct;
-                    a0[Entry(Unsafe.Add(ref index, q - w2 - 1), i, stride, lanes, spare) + s] = -BandedImputation.Diagonal;
-                    a0[Entry(Unsafe.Add(ref index, q - w2), i, stride, lanes, spare) + s] = -BandedImputation.Direct;
-                    a0[Entry(Unsafe.Add(ref index, q - w2 + 1), i, stride, lanes, spare) + s] = -BandedImputation.Diagonal;
+                    a0[column + s] = Unsafe.Add(ref degree, q);
+                    a0[Below(Unsafe.Add(ref index, q + 1), i, column, lanes, spare) + s] = -BandedImputation.Direct;
+                    a0[Below(Unsafe.Add(ref index, q + w2 - 1), i, column, lanes, spare) + s] = -BandedImputation.Diagonal;
+                    a0[Below(Unsafe.Add(ref index, q + w2), i, column, lanes, spare) + s] = -BandedImputation.Direct;
+                    a0[Below(Unsafe.Add(ref index, q + w2 + 1), i, column, lanes, spare) + s] = -BandedImputation.Diagonal;
                 }
-            for (int s = count; s < lanes; s++)
-            {
-                for (int i = 0; i < n; i++) a0[(long)i * stride + s] = 1;
-                for (long e = 0; e < (long)c * n; e++) r0[e * lanes + s] = 0;
+                for (int s = count; s < lanes; s++) a0[column + s] = 1;
             }
+            for (int s = count; s < lanes; s++)
+                for (long e = 0; e < (long)c * n; e++) r0[e * lanes + s] = 0;
 
             Factor<TL, TV>(a0, inv, n, band);
             for (int ch = 0; ch < c; ch++) Substitute<TL, TV>(a0, inv, r0 + (long)ch * n * lanes, n, band);
@@ -167,12 +180,13 @@ static class LaneImputation
         }
     }
 
-    /// <summary>Where entry (i, j) of the band starts (row i of column j, lane 0), or the spare vector when j is −1.</summary>
+    /// <summary>Where entry (k, i) of the band starts (row k of column i, which starts at <paramref name="column"/>;
+    /// lane 0), or the spare vector when k is −1.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static long Entry(int j, int i, int stride, int lanes, long spare)
+    static long Below(int k, int i, long column, int lanes, long spare)
     {
-        long absent = j >> 31;   // all ones when j is −1
-        return (((long)j * stride + (long)(i - j) * lanes) & ~absent) | (spare & absent);
+        long absent = k >> 31;   // all ones when k is −1
+        return ((column + (long)(k - i) * lanes) & ~absent) | (spare & absent);
     }
 
     /// <summary>Zero vectors after each column's B + 1: a block of four columns reads three rows past the first

@@ -72,7 +72,7 @@ public static class RoadProfile
         double Median(List<double> t) => t.Order().ElementAt(t.Count / 2);
         double floor = Median(times[args.Contains("lipschitz") ? 1 : args.Contains("saliency") ? 0 : Math.Min(2, times.Length - 1)]);
         for (int j = 0; j < phases.Length; j++)
-            Console.WriteLine($"{phases[j].Name}: {Median(times[j]):F1} ms median of {calls} ({Median(times[j]) / floor:F2} × the floor)");
+            Console.WriteLine($"{phases[j].Name}: {Median(times[j]):F2} ms median of {calls} ({Median(times[j]) / floor:F2} × the floor)");
         bench.Cleanup();
         return 0;
     }
