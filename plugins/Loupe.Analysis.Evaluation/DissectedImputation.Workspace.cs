@@ -14,6 +14,7 @@ public static partial class DissectedImputation
         public (int Start, int K, int M)[] NodeList = [];
         public (int Offset, int Size, int ListAt)[] Updates = new (int, int, int)[64];
         public double[] Y = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [], KnownLanes = [];
+        public double[] Inverse = [];   // 1 / the factor's diagonal, in elimination order
         public bool[] Interior = [];   // pixels with all eight neighbours in the image
         public bool Dirty;
         int _h = -1, _w = -1;
@@ -52,6 +53,7 @@ public static partial class DissectedImputation
             if (ws.Y.Length < (long)(c + 3) / 4 * 4 * n) ws.Y = new double[(c + 3) / 4 * 4 * hw];
             if (ws.Known.Length < c * (h + 2) * (w + 2)) ws.Known = new double[c * (h + 2) * (w + 2)];   // borders stay 0
             if (ws.Gather.Length < 4 * hw) ws.Gather = new double[4 * hw];
+            if (ws.Inverse.Length < hw) ws.Inverse = new double[hw];
             return ws;
         }
 

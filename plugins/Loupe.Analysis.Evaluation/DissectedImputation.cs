@@ -129,8 +129,6 @@ public static partial class DissectedImputation
         // are factored; the Schur complement on its ring is written over the rest of the front (−L₂₁L₂₁ᵀ, one dense
         // product), takes the children's updates on ring pairs and goes to the update stack. The forward solve runs
         // while the front is at hand.
-        Span<int> offsets = stackalloc int[8];   // the neighbours' places in the image, in Dy/Dx order
-        for (int d = 0; d < 8; d++) offsets[d] = Dy[d] * w + Dx[d];
         var lists = ws.Lists;   // per node: its V then its B (pixels)
         var places = ws.Places; // per list entry of a ring: the pixel's place in the elimination order
         int listTop = 0, factorTop = 0, stackTop = 0, updateCount = 0;
@@ -184,13 +182,17 @@ public static partial class DissectedImputation
                     int p = lists[vStart + i];
                     double* column = f + (long)i * ld;
                     column[i] += ws.Degree[p];
-                    if (ws.Interior[p])   // every neighbour in the image: no division, no bounds test
+                    if (ws.Interior[p])   // every neighbour in the image: no division, no bounds test, no branch
                     {
-                        for (int d = 0; d < 8; d++)
-                        {
-                            int r = pos[p + offsets[d]];
-                            if (r > i) column[r] -= Weight[d];
-                        }
+                        ref int at = ref pos[p];
+                        Couple(column, i, Unsafe.Add(ref at, -1), t, BandedImputation.Direct);
+                        Couple(column, i, Unsafe.Add(ref at, 1), t + 1, BandedImputation.Direct);
+                        Couple(column, i, Unsafe.Add(ref at, -w), t + 2, BandedImputation.Direct);
+                        Couple(column, i, Unsafe.Add(ref at, w), t + 3, BandedImputation.Direct);
+                        Couple(column, i, Unsafe.Add(ref at, -w - 1), t + 4, BandedImputation.Diagonal);
+                        Couple(column, i, Unsafe.Add(ref at, -w + 1), t + 5, BandedImputation.Diagonal);
+                        Couple(column, i, Unsafe.Add(ref at, w - 1), t + 6, BandedImputation.Diagonal);
+                        Couple(column, i, Unsafe.Add(ref at, w + 1), t + 7, BandedImputation.Diagonal);
                         continue;
                     }
                     int py = p / w, px = p - py * w;
@@ -216,8 +218,11 @@ public static partial class DissectedImputation
             fixed (double* stack = ws.Stack)
             fixed (double* y = ws.Y)
             fixed (double* g = ws.Gather)
+            fixed (double* inverse = ws.Inverse)
             {
-                double* f = factor + factorTop;
+                double* f = factor + factorTop, inv = inverse + nodeStart[node];
+                // The pivots' reciprocals, for both solves (a division per unknown fewer, off their dependency chains).
+                for (int j = 0; j < k; j++) inv[j] = 1 / f[(long)j * ld + j];
                 for (int j = 0; j < m; j++)
                 {
                     new ReadOnlySpan<double>(f + (long)(k + j) * ld + k + j, m - j).CopyTo(new Span<double>(stack + stackTop, m - j));
@@ -230,7 +235,7 @@ public static partial class DissectedImputation
                     {
                         double* yv = y + ((long)group * n + nodeStart[node]) * 4, yg = y + (long)group * n * 4;
                         for (int i = 0; i < m; i++) Vector256.Load(yg + 4 * places[vStart + k + i]).Store(g + 4 * i);
-                        FrontKernels.ForwardFront(f, ld, k, m, yv, g);
+                        FrontKernels.ForwardFront(f, ld, k, m, yv, g, inv);
                         for (int i = 0; i < m; i++) Vector256.Load(g + 4 * i).Store(yg + 4 * places[vStart + k + i]);
                     }
             }
@@ -247,6 +252,7 @@ public static partial class DissectedImputation
         fixed (double* l0 = ws.Factor)
         fixed (double* y = ws.Y)
         fixed (double* g = ws.Gather)
+        fixed (double* inverse = ws.Inverse)
             for (int node = nodes - 1; node >= 0; node--)
             {
                 var (vStart, k, m) = nodeList[node];
@@ -277,7 +283,7 @@ public static partial class DissectedImputation
                             double* col = l + (long)j * ld + j;
                             var v = Vector256.Load(yv + 4 * j);
                             for (int r = 1; j + r < hi; r++) v = Vector256.FusedMultiplyAdd(Vector256.Create(-col[r]), Vector256.Load(yv + 4 * (j + r)), v);
-                            (v * Vector256.Create(1 / col[0])).Store(yv + 4 * j);
+                            (v * Vector256.Create(inverse[nodeStart[node] + j])).Store(yv + 4 * j);
                         }
                         hi = lo;
                     }
@@ -306,6 +312,17 @@ public static partial class DissectedImputation
                 }
         }
         ws.Trim();
+    }
+
+    /// <summary>column[r] −= <paramref name="weight"/> when the neighbour's place r is below the diagonal (r &gt; i),
+    /// without a branch (whether a neighbour is unknown and placed after is as irregular as the mask: the branch
+    /// mispredicted often): otherwise the column's zero pad row <paramref name="spare"/> (t..t + 7, one per neighbour,
+    /// so that no two updates wait on one address) takes −0, and stays +0.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static unsafe void Couple(double* column, int i, int r, int spare, double weight)
+    {
+        int after = (i - r) >> 31;   // all ones where r > i
+        column[(r & after) | (spare & ~after)] -= BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(weight) & after);
     }
 
     /// <summary>Adds the columns [<paramref name="from"/>, <paramref name="to"/>) of the front that child update

@@ -12,21 +12,21 @@ internal static partial class FrontKernels
     /// <summary>The forward solve over one front, four channels at once (interleaved): V's values y (a run) become
     /// L₁₁⁻¹y, the ring's (gathered in <paramref name="ring"/>) take −L₂₁ times them. By blocks of four columns: the
     /// block's 4×4 triangle, then each later row takes the four columns' terms in one load and store of its value.
-    /// </summary>
+    /// <paramref name="inverse"/>: the k pivots' reciprocals.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void ForwardFront(double* f, int ld, int k, int m, double* y, double* ring)
+    public static unsafe void ForwardFront(double* f, int ld, int k, int m, double* y, double* ring, double* inverse)
     {
         int j = 0;
         for (; j + 4 <= k; j += 4)
         {
             double* c0 = f + (long)j * ld, c1 = c0 + ld, c2 = c1 + ld, c3 = c2 + ld;
             double* yj = y + 4 * j;
-            var v0 = Vector256.Load(yj) * Vector256.Create(1 / c0[j]);
-            var v1 = Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 1]), v0, Vector256.Load(yj + 4)) * Vector256.Create(1 / c1[j + 1]);
+            var v0 = Vector256.Load(yj) * Vector256.Create(inverse[j]);
+            var v1 = Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 1]), v0, Vector256.Load(yj + 4)) * Vector256.Create(inverse[j + 1]);
             var v2 = Vector256.FusedMultiplyAdd(Vector256.Create(-c1[j + 2]), v1,
-                Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 2]), v0, Vector256.Load(yj + 8))) * Vector256.Create(1 / c2[j + 2]);
+                Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 2]), v0, Vector256.Load(yj + 8))) * Vector256.Create(inverse[j + 2]);
             var v3 = Vector256.FusedMultiplyAdd(Vector256.Create(-c2[j + 3]), v2, Vector256.FusedMultiplyAdd(Vector256.Create(-c1[j + 3]), v1,
-                Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 3]), v0, Vector256.Load(yj + 12)))) * Vector256.Create(1 / c3[j + 3]);
+                Vector256.FusedMultiplyAdd(Vector256.Create(-c0[j + 3]), v0, Vector256.Load(yj + 12)))) * Vector256.Create(inverse[j + 3]);
             v0.Store(yj); v1.Store(yj + 4); v2.Store(yj + 8); v3.Store(yj + 12);
             Update4(c0, c1, c2, c3, -v0, -v1, -v2, -v3, j + 4, k, y);
             Update4(c0 + k, c1 + k, c2 + k, c3 + k, -v0, -v1, -v2, -v3, 0, m, ring);
@@ -34,7 +34,7 @@ internal static partial class FrontKernels
         for (; j < k; j++)
         {
             double* col = f + (long)j * ld;
-            var v = Vector256.Load(y + 4 * j) * Vector256.Create(1 / col[j]);
+            var v = Vector256.Load(y + 4 * j) * Vector256.Create(inverse[j]);
             v.Store(y + 4 * j);
             var minus = -v;
             for (int r = j + 1; r < k; r++)
