@@ -12,10 +12,13 @@ public static partial class DissectedImputation
         public int[] Position = [], Lists = new int[1024], Places = new int[1024], Index = [], NodeStart = [], Map = [];
         public long[] NodeFactor = [];
         public (int Start, int K, int M)[] NodeList = [];
-        public (int Offset, int Size, int ListAt)[] Updates = new (int, int, int)[64];
+        public (int Offset, int Size, int ListAt, bool Cached)[] Updates = new (int, int, int, bool)[64];
         public double[] Y = [], Degree = [], Factor = [], Stack = [], Gather = [], Known = [], KnownLanes = [];
         public double[] Inverse = [];   // 1 / the factor's diagonal, in elimination order
         public bool[] Interior = [];   // pixels with all eight neighbours in the image
+        public bool[] Full = [], Reused = [];   // per node: its box and ring all unknown; its front taken from FullFronts
+        public int[] KnownSums = [];   // (H + 1)×(W + 1) prefix sums of the known pixels
+        public long Bound;   // Entries(H, W)
         public bool Dirty;
         int _h = -1, _w = -1;
 
@@ -40,6 +43,9 @@ public static partial class DissectedImputation
                 ws.Index = new int[hw];
                 ws.Map = new int[hw];
                 ws.NodeStart = new int[ws.Tree.Count];
+                ws.Full = new bool[ws.Tree.Count];
+                ws.Reused = new bool[ws.Tree.Count];
+                ws.KnownSums = new int[(h + 1) * (w + 1)];
                 ws.Known = [];
                 ws.KnownLanes = [];
                 ws.Position = new int[hw];
@@ -47,7 +53,7 @@ public static partial class DissectedImputation
                 (ws._h, ws._w) = (h, w);
                 // The factor's storage at once, up to its bound for this size (any mask's, when that is kept between
                 // systems): grown by doubling instead, a thread's first large system copied and paged in ~60 MB.
-                long bound = Entries(h, w);
+                long bound = ws.Bound = Entries(h, w);
                 if (bound <= RetainedEntries) ws.EnsureFactor(bound + FrontKernels.Pad);
             }
             if (ws.Y.Length < (long)(c + 3) / 4 * 4 * n) ws.Y = new double[(c + 3) / 4 * 4 * hw];

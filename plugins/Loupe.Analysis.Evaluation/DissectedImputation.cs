@@ -22,27 +22,41 @@ namespace Loupe.Analysis.Evaluation;
 /// columns stay for the two triangular solves (forward over the nodes in elimination order while each front is at
 /// hand, backward in reverse), whose values are kept in elimination order, four channels interleaved: a node's own
 /// unknowns are one contiguous run (<see cref="FrontKernels"/>). Same numbers as the banded path to rounding
-/// (tests/Loupe.Evaluation.Tests/ImputationTests.cs).</para></summary>
+/// (tests/Loupe.Evaluation.Tests/ImputationTests.cs).</para>
+/// <para>A subtree whose box and ring are all unknown — ROAD's masks from smooth maps leave many — has the all-unknown
+/// system's fronts, kept once per image size (<see cref="FullFronts"/>): only its two triangular solves run.</para>
+/// </summary>
 public static partial class DissectedImputation
 {
+    /// <summary>The nodes whose fronts this thread's last solve took from the all-unknown system's (tests).</summary>
+    [ThreadStatic] internal static int LastReused;
+
     /// <summary>Largest box that is not cut further: its unknowns form one dense front.</summary>
     public const int LeafArea = 24;
 
     /// <summary>Imputes one image in place, as <see cref="BandedImputation.Solve"/> does (same rule for an image with no
     /// known pixel: its pixels become 0).</summary>
+    public static void Solve(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w) => Core(image, unknown, c, h, w, null);
+
+    /// <summary><see cref="Solve"/>; with <paramref name="record"/>, the all-unknown system's factorisation instead,
+    /// every node but the root, kept in it (<see cref="FullFronts"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static unsafe void Solve(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w)
+    static unsafe void Core(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w, FullFronts? record)
     {
         int hw = h * w;
         if (image.Length < c * hw || unknown.Length < hw) throw new ArgumentException("ROAD imputation: image or mask shorter than C×H×W");
         int n = unknown[..hw].Count(true);
         if (n == 0) return;
-        if (n == hw)
+        if (n == hw && record is null)
         {
             image[..(c * hw)].Clear();
             return;
         }
         var ws = Workspace.For(h, w, c, n);
+        // Subtrees whose box and ring are all unknown take their fronts from the all-unknown system's (built once
+        // per image size, on this thread, before this solve uses the workspace).
+        var full = record is null ? FullFronts.For(ws, unknown, h, w, n) : null;
+        if (full is not null) ws = Workspace.For(h, w, c, n);
         var tree = ws.Tree;
         var pos = ws.Position;   // a pixel's place in the front being assembled, else −1
         if (ws.Dirty) Array.Fill(pos, -1);   // a solve that threw left a front's places set
@@ -134,9 +148,12 @@ public static partial class DissectedImputation
         int listTop = 0, factorTop = 0, stackTop = 0, updateCount = 0;
         var nodeList = ws.NodeList;
         var nodeFactor = ws.NodeFactor;
+        var reused = ws.Reused;
+        LastReused = 0;
         for (int node = 0; node < nodes; node++)
         {
             ref readonly var box = ref tree.Boxes[node];
+            if (record is not null && node == nodes - 1) break;   // the all-unknown system's root is singular
             int vStart = listTop;
             // V, then B: the box's pixels (a leaf) or its line's, and its ring, as the dissection lists them, the
             // unknown ones.
@@ -160,6 +177,19 @@ public static partial class DissectedImputation
             }
             int t = listTop - vStart, m = t - k, ld = t + FrontKernels.Pad;
             nodeList[node] = (vStart, k, m);
+            reused[node] = full is not null && ws.Full[node];
+            if (reused[node])
+            {
+                // The all-unknown system's front: its factor columns and update are this one's (its children's too:
+                // none of theirs is on the stack). Only the forward solve runs.
+                nodeFactor[node] = full!.FactorAt[node];
+                LastReused++;
+                updateCount -= box.Children;
+                PushUpdate(ws, ref updateCount, (int)full.UpdateAt[node], m, vStart + k, cached: true);
+                fixed (double* factor = full.Factor)
+                    ForwardNode(ws, factor + full.FactorAt[node], ld, k, m, n, groups, nodeStart[node], vStart, places);
+                continue;
+            }
             nodeFactor[node] = factorTop;
             for (int i = 0; i < t; i++) pos[lists[vStart + i]] = i;
 
@@ -169,13 +199,14 @@ public static partial class DissectedImputation
             int first = updateCount - box.Children;
             fixed (double* factor = ws.Factor)
             fixed (double* stack = ws.Stack)
+            fixed (double* cached = full?.Updates)
             {
                 double* f = factor + factorTop;
                 for (int j = 0; j < k; j++) new Span<double>(f + (long)j * ld + j, ld - j).Clear();
                 // The children's update matrices (the top entries of the stack; packed lower triangles): their columns
                 // that land in V's now. A child's ring is in the order of this front (the dissection sorts rings so):
                 // its lower triangle lands in this one's, its first columns in V's.
-                for (int u = first; u < updateCount; u++) ExtendAdd(ws, u, stack, f, ld, lists, pos, 0, k);
+                for (int u = first; u < updateCount; u++) ExtendAdd(ws, u, stack, cached, f, ld, lists, pos, 0, k);
                 // A's entries of V's columns: the diagonal, and −w below it for each neighbour in V ∪ B placed after.
                 for (int i = 0; i < k; i++)
                 {
@@ -206,38 +237,26 @@ public static partial class DissectedImputation
                 }
                 FrontKernels.PartialFactor(ref ws.PackBuffer, f, t, ld, k);
                 if (m > 0) FrontKernels.SchurProduct(ref ws.PackBuffer, f, ld, k, m);
-                for (int u = first; u < updateCount; u++) ExtendAdd(ws, u, stack, f, ld, lists, pos, k, t);
-                if (box.Children > 0) stackTop = ws.Updates[first].Offset;
+                for (int u = first; u < updateCount; u++) ExtendAdd(ws, u, stack, cached, f, ld, lists, pos, k, t);
+                for (int u = first; u < updateCount; u++)
+                    if (!ws.Updates[u].Cached) { stackTop = ws.Updates[u].Offset; break; }   // the first on the stack
                 updateCount = first;
                 // The Schur complement on B, packed, onto the stack (over the children's, now spent).
-                if (updateCount == ws.Updates.Length) Array.Resize(ref ws.Updates, 2 * updateCount);
-                ws.Updates[updateCount++] = (stackTop, m, vStart + k);
+                PushUpdate(ws, ref updateCount, stackTop, m, vStart + k, cached: false);
             }
             ws.EnsureStack(stackTop + (long)m * (m + 1) / 2);
             fixed (double* factor = ws.Factor)
             fixed (double* stack = ws.Stack)
-            fixed (double* y = ws.Y)
-            fixed (double* g = ws.Gather)
-            fixed (double* inverse = ws.Inverse)
             {
-                double* f = factor + factorTop, inv = inverse + nodeStart[node];
-                // The pivots' reciprocals, for both solves (a division per unknown fewer, off their dependency chains).
-                for (int j = 0; j < k; j++) inv[j] = 1 / f[(long)j * ld + j];
+                double* f = factor + factorTop;
+                int packed = stackTop;
                 for (int j = 0; j < m; j++)
                 {
                     new ReadOnlySpan<double>(f + (long)(k + j) * ld + k + j, m - j).CopyTo(new Span<double>(stack + stackTop, m - j));
                     stackTop += m - j;
                 }
-                // Forward solve L y = r over this front, every channel: V's values (a run of y) become y, B's (gathered)
-                // take the update.
-                if (k > 0)
-                    for (int group = 0; group < groups; group++)
-                    {
-                        double* yv = y + ((long)group * n + nodeStart[node]) * 4, yg = y + (long)group * n * 4;
-                        for (int i = 0; i < m; i++) Vector256.Load(yg + 4 * places[vStart + k + i]).Store(g + 4 * i);
-                        FrontKernels.ForwardFront(f, ld, k, m, yv, g, inv);
-                        for (int i = 0; i < m; i++) Vector256.Load(g + 4 * i).Store(yg + 4 * places[vStart + k + i]);
-                    }
+                if (record is not null) record.Keep(node, factorTop, new ReadOnlySpan<double>(stack + packed, stackTop - packed));
+                else ForwardNode(ws, f, ld, k, m, n, groups, nodeStart[node], vStart, places);
             }
             // V's columns stay (rows j..t−1 of column j are the factor's).
             factorTop += k * ld;
@@ -246,10 +265,16 @@ public static partial class DissectedImputation
         ws.Lists = lists;
         ws.Places = places;
         ws.Dirty = false;
+        if (record is not null)
+        {
+            record.Finish(ws.Factor.AsSpan(0, factorTop));
+            return;
+        }
 
         // The backward solve Lᵀ v = y, nodes in reverse: each node's unknowns from the later ones (its ring), every
         // channel in one pass over the node's columns.
         fixed (double* l0 = ws.Factor)
+        fixed (double* reusedFactor = full?.Factor)
         fixed (double* y = ws.Y)
         fixed (double* g = ws.Gather)
         fixed (double* inverse = ws.Inverse)
@@ -258,10 +283,15 @@ public static partial class DissectedImputation
                 var (vStart, k, m) = nodeList[node];
                 if (k == 0) continue;
                 int t = k + m, ld = t + FrontKernels.Pad;
-                double* l = l0 + nodeFactor[node];
+                double* l = (reused[node] ? reusedFactor : l0) + nodeFactor[node];
                 // The factor is read in the reverse of the order it was written, in short runs (a leaf's ~7 KB): the
                 // next node's run is requested now, while this one is solved.
-                if (node > 0) FrontKernels.Prefetch(l0 + nodeFactor[node - 1], l);
+                if (node > 0)
+                {
+                    var (_, k1, m1) = nodeList[node - 1];
+                    double* before = (reused[node - 1] ? reusedFactor : l0) + nodeFactor[node - 1];
+                    FrontKernels.Prefetch(before, before + (long)k1 * (k1 + m1 + FrontKernels.Pad));
+                }
                 for (int group = 0; group < groups; group++)
                 {
                     double* yv = y + ((long)group * n + nodeStart[node]) * 4, yg = y + (long)group * n * 4;
@@ -312,37 +342,6 @@ public static partial class DissectedImputation
                 }
         }
         ws.Trim();
-    }
-
-    /// <summary>column[r] −= <paramref name="weight"/> when the neighbour's place r is below the diagonal (r &gt; i),
-    /// without a branch (whether a neighbour is unknown and placed after is as irregular as the mask: the branch
-    /// mispredicted often): otherwise the column's zero pad row <paramref name="spare"/> (t..t + 7, one per neighbour,
-    /// so that no two updates wait on one address) takes −0, and stays +0.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static unsafe void Couple(double* column, int i, int r, int spare, double weight)
-    {
-        int after = (i - r) >> 31;   // all ones where r > i
-        column[(r & after) | (spare & ~after)] -= BitConverter.Int64BitsToDouble(BitConverter.DoubleToInt64Bits(weight) & after);
-    }
-
-    /// <summary>Adds the columns [<paramref name="from"/>, <paramref name="to"/>) of the front that child update
-    /// <paramref name="u"/> lands in (its columns whose places fall there; they come first to last, rings being in the
-    /// front's order) into the front <paramref name="f"/>, entry by entry (vectors over runs of consecutive places were
-    /// no faster on dense rings and several times slower on scattered ones).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    static unsafe void ExtendAdd(Workspace ws, int u, double* stack, double* f, int ld, int[] lists, int[] pos, int from, int to)
-    {
-        var (offset, size, listAt) = ws.Updates[u];
-        var map = ws.Map;
-        for (int i = 0; i < size; i++) map[i] = pos[lists[listAt + i]];
-        int j = 0;
-        while (j < size && map[j] < from) j++;
-        double* column = stack + offset + (long)j * size - (long)j * (j - 1) / 2;
-        for (; j < size && map[j] < to; column += size - j, j++)
-        {
-            double* into = f + (long)map[j] * ld;
-            for (int i = j; i < size; i++) into[map[i]] += column[i - j];
-        }
     }
 
     /// <summary>An upper bound on the factor storage (float64 entries) of an H×W image's system, whatever its mask: the

@@ -54,6 +54,46 @@ public partial class ImputationTests
     }
 
     [Theory]
+    [InlineData(64, 64)]
+    [InlineData(57, 90)]
+    [InlineData(224, 224)]
+    public void WhollyUnknownSubtreesTakeTheAllUnknownFrontsAndTheSameSolution(int h, int w)
+    {
+        // ROAD's masks from a smooth map (blobs: the nested 10…90 % of a bilinear upsampled random field) leave whole
+        // boxes of the dissection and their rings unknown: those fronts come from the all-unknown system's, and the
+        // solution is still the banded path's; a speckled mask reuses none.
+        var random = new Random(11);
+        int hw = h * w, gh = h / 8 + 2, gw = w / 8 + 2;
+        var coarse = Enumerable.Range(0, gh * gw).Select(_ => random.NextDouble()).ToArray();
+        var map = Enumerable.Range(0, hw).Select(p =>
+        {
+            double y = (p / w) / 8.0, x = (p % w) / 8.0;
+            int y0 = (int)y, x0 = (int)x;
+            double fy = y - y0, fx = x - x0;
+            return (1 - fy) * ((1 - fx) * coarse[y0 * gw + x0] + fx * coarse[y0 * gw + x0 + 1]) + fy * ((1 - fx) * coarse[(y0 + 1) * gw + x0] + fx * coarse[(y0 + 1) * gw + x0 + 1]);
+        }).ToArray();
+        var order = Enumerable.Range(0, hw).OrderByDescending(p => map[p]).ToArray();
+        var image = Enumerable.Range(0, 3 * hw).Select(_ => random.NextDouble() * 2 - 1).ToArray();
+        int reusedSomewhere = 0;
+        foreach (double fraction in new[] { 0.1, 0.5, 0.9, 0.999 })
+        {
+            var mask = new bool[hw];
+            foreach (int p in order.Take((int)(fraction * hw))) mask[p] = true;
+            var banded = (double[])image.Clone();
+            var dissected = (double[])image.Clone();
+            BandedImputation.Solve(banded, mask, 3, h, w);
+            DissectedImputation.Solve(dissected, mask, 3, h, w);
+            reusedSomewhere += DissectedImputation.LastReused;
+            double diff = banded.Zip(dissected, (a, b) => Math.Abs(a - b)).Max();
+            Assert.True(diff < 1e-10, $"{h}×{w} at {fraction:P0}: largest difference {diff}");
+        }
+        Assert.True(reusedSomewhere > 0, "no subtree took the all-unknown fronts");
+        var speckled = Enumerable.Range(0, hw).Select(_ => random.NextDouble() < 0.5).ToArray();
+        DissectedImputation.Solve((double[])image.Clone(), speckled, 3, h, w);
+        Assert.Equal(0, DissectedImputation.LastReused);
+    }
+
+    [Theory]
     [InlineData(1)]
     [InlineData(4)]
     [InlineData(6)]
