@@ -70,9 +70,9 @@ public static class Env
     /// <summary>The onnx backend's output for <paramref name="x"/> (an input that requires grad) beside ONNX Runtime's
     /// operator-by-operator run of the same file (<see cref="OrtRunAsWritten"/>), the shapes asserted equal. Tensors go
     /// to the caller's dispose scope; the caller disposes the model.</summary>
-    public static (IModel Model, Tensor X, Tensor Y, float[] Expected) ForwardBesideOrt(string path, float[] x, long[] shape)
+    public static (IModel Model, Tensor X, Tensor Y, float[] Expected) ForwardBesideOrt(string path, float[] x, long[] shape, string? ortPath = null)
     {
-        var (expected, expectedShape) = OrtRunAsWritten(path, x, shape);
+        var (expected, expectedShape) = OrtRunAsWritten(ortPath ?? path, x, shape);
         var model = LoadOnnx(new OnnxOptions { Path = path, FlattenOutput = false });
         var xt = tensor(x, shape).requires_grad_(true);
         var y = model.Forward(xt);
