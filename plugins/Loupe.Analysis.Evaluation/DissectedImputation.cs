@@ -54,9 +54,8 @@ public static partial class DissectedImputation
         }
         var ws = Workspace.For(h, w, c, n);
         // Subtrees whose box and ring are all unknown take their fronts from the all-unknown system's (built once
-        // per image size, on this thread, before this solve uses the workspace).
+        // per image size, on this thread, before this solve uses the workspace: that build only grows its arrays).
         var full = record is null ? FullFronts.For(ws, unknown, h, w, n) : null;
-        if (full is not null) ws = Workspace.For(h, w, c, n);
         var tree = ws.Tree;
         var pos = ws.Position;   // a pixel's place in the front being assembled, else −1
         if (ws.Dirty) Array.Fill(pos, -1);   // a solve that threw left a front's places set
