@@ -35,7 +35,55 @@ public sealed class RelativeRepresentationStability : RelativeStability
     static bool PerInput(Tensor t, long rows) => t.dim() > 0 && t.shape[0] == rows && t.is_floating_point();
 
     /// <inheritdoc/>
+    /// <remarks>The inputs' representation: every part (layer and call) cloned as the model gives it (its type, shape
+    /// and memory layout: float32, N×C×H×W channels-last on the torchvision backend).</remarks>
     protected override (Tensor Logits, IReadOnlyList<(string Key, Tensor Part)>? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
+    {
+        using var scope = NewDisposeScope();
+        var parts = new List<(string Key, Tensor Part)>();
+        Tensor logits;
+        try
+        {
+            logits = WithOutputs(o, ctx, input, selection, (key, t) => parts.Add((key, t.clone().DetachFromDisposeScope())));
+        }
+        finally
+        {
+            foreach (var (_, t) in parts) scope.Attach(t);   // kept out of the forward's scopes; this one frees them on every path
+        }
+        return (scope.MoveToOuter(logits), [.. parts.Select(p => (p.Key, scope.MoveToOuter(p.Part)))]);
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>The copies' representation is never kept: each part, as the forward gives it, adds its rows' squared
+    /// relative changes against the input's part of the same key and shape (the parts both passes gave, as
+    /// <see cref="StabilityMetric.Align"/> keeps them), read in one pass as they lie (<see cref="RelativeSquares"/>) to one float64 sum per copy, which h' carries (k×N×1; h is
+    /// null). Keeping every layer's output of every copy and comparing them in float64 tensors took resnet18 at 224×224
+    /// 1.47× the forward and backward passes the metric needs (`Loupe.Benchmarks.dll --metric-survey 224 8 2 Samples=8
+    /// RelativeRepresentationStability`).</remarks>
+    protected override (Tensor Logits, Tensor? H, Tensor? Hs) CopiesForward(StabilityOptions o, IAnalysisContext ctx, Tensor xs, TargetSelection selection, IReadOnlyList<(string Key, Tensor Part)>? clean, long k, long n)
+    {
+        using var scope = NewDisposeScope();
+        var byKey = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        foreach (var (key, part) in clean ?? []) byKey.TryAdd(key, part);
+        var sums = new double[k * n];
+        int matched = 0, given = 0;
+        var logits = WithOutputs(o, ctx, xs, selection, (key, t) =>
+        {
+            given++;
+            if (!byKey.TryGetValue(key, out var h) || !t.shape.Skip(1).SequenceEqual(h.shape.Skip(1))) return;
+            matched++;
+            RelativeSquares.Add(h, t, o.EpsMin, sums);
+        });
+        if (matched == 0)
+            throw new LoupeException($"{Id}: no layer of the representation gave one row per input in both the inputs' and the noisy copies' forward passes ({byKey.Count} parts against {given}); name layers with an N×… output ('loupe layers' lists them)");
+        return (scope.MoveToOuter(logits), null, scope.MoveToOuter(tensor(sums).view(k, n, 1)));
+    }
+
+    /// <summary>One forward without gradients; <paramref name="output"/> sees each output of the representation's
+    /// layers that has one row per input, keyed by layer and call (every call's, as Quantus's forward hooks collect
+    /// them: a module that runs twice, as resnet's ReLUs, gives two) on a model with interventions, else by layer (its
+    /// last call's, from a capture). The tensors are the model's: read them, do not keep them.</summary>
+    static Tensor WithOutputs(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection, Action<string, Tensor> output)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -43,14 +91,10 @@ public sealed class RelativeRepresentationStability : RelativeStability
         bool named = layers.Length > 0;
         if (!named) layers = AllLayers(ctx.Model);
         long n = input.shape[0];
-        var parts = new List<(string Key, Tensor Part)>();
+        int seen = 0;
         if (ctx.Model is IModelInterventions iv && ctx.Model.Capabilities.HasFlag(ModelCapabilities.Interventions))
         {
-            // Every call's output of every selected layer, in the order of the calls, as Quantus's forward hooks collect
-            // them (a module that runs twice, as resnet's ReLUs, gives two parts, keyed by layer and call); kept out of
-            // the module's own dispose scope.
             var handles = new List<IDisposable>();
-            Tensor logits;
             try
             {
                 foreach (var l in layers)
@@ -59,29 +103,27 @@ public sealed class RelativeRepresentationStability : RelativeStability
                     handles.Add(iv.Intervene(l, t =>
                     {
                         int call = calls++;
-                        if (PerInput(t, n)) parts.Add(($"{l}#{call}", t.detach().reshape(n, -1).clone().DetachFromDisposeScope()));
+                        if (PerInput(t, n)) { seen++; output($"{l}#{call}", t.detach()); }
                         return t;
                     }));
                 }
                 var (forward, capture, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, [], forGradients: false, selection);
                 capture.Dispose();
-                logits = forward.detach();
+                if (seen == 0) throw NoOutput(layers, named, n);
+                return scope.MoveToOuter(forward.detach());
             }
             finally
             {
                 foreach (var h in handles) h.Dispose();
-                foreach (var (_, t) in parts) scope.Attach(t);   // this scope frees them on every path
             }
-            if (parts.Count == 0) throw NoOutput(layers, named, n);
-            return (scope.MoveToOuter(logits), [.. parts.Select(p => (p.Key, scope.MoveToOuter(p.Part)))]);
         }
-        var (output, cap, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, layers, forGradients: false, selection);
+        var (logits, cap, _, _) = Explain.Forward(ctx.Model, ctx.Target, input, layers, forGradients: false, selection);
         using (cap)
         {
             foreach (var l in layers)
-                if (PerInput(cap[l], n)) parts.Add((l, cap[l].reshape(n, -1)));
-            if (parts.Count == 0) throw NoOutput(layers, named, n);
-            return (scope.MoveToOuter(output.detach()), [.. parts.Select(p => (p.Key, scope.MoveToOuter(p.Part.clone())))]);
+                if (PerInput(cap[l], n)) { seen++; output(l, cap[l]); }
+            if (seen == 0) throw NoOutput(layers, named, n);
+            return scope.MoveToOuter(logits.detach());
         }
     }
 
@@ -89,20 +131,6 @@ public sealed class RelativeRepresentationStability : RelativeStability
         new($"relative-representation-stability: {(named ? $"layer(s) {string.Join(", ", layers)}" : "the model's layers")} gave no floating-point output of the batch's {n} rows during the forward pass (a layer the model never calls, or whose output is not one row per input): name layers that 'loupe layers' lists with an N×… output");
 
     /// <inheritdoc/>
-    /// <remarks>The representations are kept as the model gives them (float32: every layer's output of every copy can be
-    /// large) and compared in float64, a block of columns at a time (the float64 temporaries stay small).</remarks>
-    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs)
-    {
-        long rows = h!.shape[0], k = h.shape[1], step = Math.Max(1, (1L << 22) / Math.Max(1, rows));
-        var squares = zeros(rows, dtype: ScalarType.Float64);
-        for (long c0 = 0; c0 < k; c0 += step)
-        {
-            using var block = NewDisposeScope();
-            long width = Math.Min(step, k - c0);
-            var a = h.narrow(1, c0, width).to(ScalarType.Float64);
-            var b = hs!.narrow(1, c0, width).to(ScalarType.Float64);
-            squares.add_(((a - b) / (a + (a == 0).to(a.dtype) * o.EpsMin)).square().sum(1));
-        }
-        return squares.sqrt();
-    }
+    /// <remarks>h' holds each copy's sum of squared relative changes (<see cref="CopiesForward"/>).</remarks>
+    protected override Tensor Denominator(StabilityOptions o, Tensor x, Tensor xs, Tensor? h, Tensor? hs) => hs!.view(-1).sqrt();
 }

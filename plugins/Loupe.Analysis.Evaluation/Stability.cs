@@ -146,8 +146,8 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
     protected virtual bool UsesRepresentation => false;
 
     /// <summary>One forward of a batch without gradients: the logits (N×classes, for the changed-prediction check)
-    /// and what the model gives besides the maps when <see cref="UsesRepresentation"/>: named parts of N×K_i each, the
-    /// logits, or the outputs of layers (relative-representation-stability). The representation of x and of its noisy
+    /// and what the model gives besides the maps when <see cref="UsesRepresentation"/>: named parts, one row per input
+    /// (N×…), the logits, or the outputs of layers (relative-representation-stability). The representation of x and of its noisy
     /// copies are the parts both passes gave, in x's order (<see cref="Align"/>).</summary>
     protected virtual (Tensor Logits, IReadOnlyList<(string Key, Tensor Part)>? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
@@ -172,8 +172,20 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         return (h, hs.view(k, n, -1));
     }
 
+    /// <summary>The forward of the k noisy copies of the N inputs (k·N rows, sample-major) without gradients: their logits
+    /// and what <see cref="Ratio"/> reads as h (N×K) and h' (k×N×K) — by default the copies' parts of
+    /// <see cref="Forward"/> aligned with the inputs' <paramref name="clean"/> ones (<see cref="Align"/>); null when
+    /// the metric reads no representation.</summary>
+    protected virtual (Tensor Logits, Tensor? H, Tensor? Hs) CopiesForward(StabilityOptions o, IAnalysisContext ctx, Tensor xs, TargetSelection selection, IReadOnlyList<(string Key, Tensor Part)>? clean, long k, long n)
+    {
+        var (logits, parts) = Forward(o, ctx, xs, selection);
+        if (clean is null || parts is null) return (logits, null, null);
+        var (h, hs) = Align(clean, parts, k, n, Id);
+        return (logits, h, hs);
+    }
+
     /// <summary>The per-sample value (N): maps e, e' (N×F), inputs x, x' (N×D) and representations h, h' (N×K; null
-    /// unless <see cref="UsesRepresentation"/>).</summary>
+    /// unless <see cref="UsesRepresentation"/>; as <see cref="CopiesForward"/> gives them).</summary>
     protected abstract Tensor Ratio(StabilityOptions o, Tensor e, Tensor es, Tensor x, Tensor xs, Tensor? h, Tensor? hs);
 
     /// <inheritdoc/>
@@ -237,8 +249,7 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
             Tensor? topS = null, h = null, hs = null;
             if (forward)
             {
-                var (logitsS, repS) = Forward(o, ctx, xs, sel);
-                if (representation is not null && repS is not null) (h, hs) = Align(representation, repS, k, n, Id);
+                (var logitsS, h, hs) = CopiesForward(o, ctx, xs, sel, representation, k, n);
                 if (top is not null)
                 {
                     topS = logitsS.argmax(1).view(k, n);

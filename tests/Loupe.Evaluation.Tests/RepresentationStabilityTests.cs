@@ -109,4 +109,38 @@ public class RepresentationStabilityTests
         Assert.Contains("option 'layer' applies to relative-representation-stability, not to local-lipschitz", errors);
         Assert.Contains("option 'layers' applies to relative-representation-stability, not to relative-output-stability", errors);
     }
+    /// <summary>The copies' squared relative changes, read as the tensors lie (channels-last or not, float32 or float64,
+    /// zeros in the clean rows guarded by ε), equal the formula on float64 tensors in logical order.</summary>
+    [Fact]
+    public void RelativeSquaresMatchTheFormulaWhateverTheLayout()
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        TorchSharp.torch.manual_seed(5);
+        const double eps = 1e-6;
+        long n = 3, k = 4;
+        var a = TorchSharp.torch.randn(n, 5, 6, 7);
+        a.select(1, 1).zero_();   // a channel of zeros: ε
+        var b = a.repeat(k, 1, 1, 1) + 0.1 * TorchSharp.torch.randn(k * n, 5, 6, 7);
+        var a64 = a.to(TorchSharp.torch.ScalarType.Float64).reshape(n, -1);
+        var b64 = b.to(TorchSharp.torch.ScalarType.Float64).reshape(k * n, -1);
+        var rows = a64.repeat(k, 1);
+        var want = ((rows - b64) / (rows + (rows == 0).to(rows.dtype) * eps)).square().sum(1).data<double>().ToArray();
+        static TorchSharp.torch.Tensor Last(TorchSharp.torch.Tensor t) => t.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);   // N×C×H×W stored N×H×W×C
+        foreach (var (name, clean, copies) in new[]
+        {
+            ("contiguous", a, b),
+            ("channels-last", Last(a), Last(b)),
+            ("clean channels-last, copies not", Last(a), b),
+            ("clean contiguous, copies channels-last", a, Last(b)),
+            ("float64", a.to(TorchSharp.torch.ScalarType.Float64), b.to(TorchSharp.torch.ScalarType.Float64)),
+            ("2-D, width not a multiple of 8", a.reshape(n, -1).narrow(1, 0, 203).contiguous(), b.reshape(k * n, -1).narrow(1, 0, 203).contiguous()),
+        })
+        {
+            var sums = new double[k * n];
+            Loupe.Analysis.Evaluation.RelativeSquares.Add(clean, copies, eps, sums);
+            var expected = name.StartsWith("2-D") ? ((rows.narrow(1, 0, 203) - b64.narrow(1, 0, 203)) / (rows.narrow(1, 0, 203) + (rows.narrow(1, 0, 203) == 0).to(rows.dtype) * eps)).square().sum(1).data<double>().ToArray() : want;
+            for (int r = 0; r < sums.Length; r++)
+                Assert.True(Math.Abs(sums[r] - expected[r]) <= 1e-12 * expected[r], $"{name} row {r}: {sums[r]} against {expected[r]}");
+        }
+    }
 }
