@@ -64,8 +64,31 @@ public static class Maps
         return scope.MoveToOuter(pixels.amax([1]) > threshold);
     }
 
-    /// <summary>Average ranks (ties share their mean rank), for Spearman's ρ.</summary>
-    public static double[] Ranks(float[] v) => Ranks(Array.ConvertAll(v, x => (double)x));
+    /// <summary>Average ranks (ties share their mean rank), for Spearman's ρ. Finite values are sorted as one array of
+    /// 64-bit words (the value's order-preserving bits above its index; −0 as +0), ~2× faster than sorting values with
+    /// their indices beside (a 224×224 map per randomised layer in sanity-randomisation and MPRT).</summary>
+    public static double[] Ranks(float[] v)
+    {
+        if (!v.All(float.IsFinite)) return Ranks(Array.ConvertAll(v, x => (double)x));
+        var keys = new ulong[v.Length];
+        for (int i = 0; i < v.Length; i++)
+        {
+            uint bits = BitConverter.SingleToUInt32Bits(v[i] == 0 ? 0f : v[i]);
+            bits = (bits & 0x80000000u) != 0 ? ~bits : bits | 0x80000000u;   // ascending as unsigned integers
+            keys[i] = (ulong)bits << 32 | (uint)i;
+        }
+        Array.Sort(keys);
+        var r = new double[v.Length];
+        for (int i = 0; i < keys.Length;)
+        {
+            int j = i;
+            while (j + 1 < keys.Length && keys[j + 1] >> 32 == keys[i] >> 32) j++;
+            double avg = (i + j) / 2.0;
+            for (int k = i; k <= j; k++) r[(int)(uint)keys[k]] = avg;
+            i = j + 1;
+        }
+        return r;
+    }
 
     /// <summary>Average ranks (ties share their mean rank) of float64 values.</summary>
     public static double[] Ranks(double[] v)
@@ -96,12 +119,16 @@ public static class Maps
     /// A constant map shares no rank information with a varying one: ρ = 0 (e.g. Grad-CAM maps that become all zero
     /// under randomisation); two constant maps: ρ = 1 — or, with <paramref name="constantIsNaN"/>, NaN for either, as
     /// scipy's <c>spearmanr</c> (and so Quantus) gives. NaN when a map has non-finite values.</summary>
-    public static double Spearman(float[] a, float[] b, bool constantIsNaN = false)
+    public static double Spearman(float[] a, float[] b, bool constantIsNaN = false) => Spearman(a, null, b, constantIsNaN);
+
+    /// <summary><see cref="Spearman(float[], float[], bool)"/> with <paramref name="a"/>'s ranks given when known (a
+    /// reference map compared with many).</summary>
+    public static double Spearman(float[] a, double[]? ranksOfA, float[] b, bool constantIsNaN = false)
     {
         if (a.Any(v => !float.IsFinite(v)) || b.Any(v => !float.IsFinite(v))) return double.NaN;
         bool ca = a.All(v => v == a[0]), cb = b.All(v => v == b[0]);
         if (ca || cb) return constantIsNaN ? double.NaN : ca && cb ? 1 : 0;
-        return Pearson(Ranks(a), Ranks(b));
+        return Pearson(ranksOfA ?? Ranks(a), Ranks(b));
     }
 
     /// <summary>Mean SSIM of two H×W maps, each min-max normalised to [0,1] (data range 1), 7×7 uniform window,
@@ -112,9 +139,11 @@ public static class Maps
         Tensor Norm(Tensor t) { var mn = t.min(); var mx = t.max(); var d = (mx - mn).clamp_min(1e-12f); return ((t - mn) / d).view(1, 1, t.shape[0], t.shape[1]); }
         var x = Norm(a.to(ScalarType.Float64)); var y = Norm(b.to(ScalarType.Float64));
         long win = Math.Min(7, Math.Min(a.shape[0], a.shape[1]));
-        Tensor Pool(Tensor t) => nn.functional.avg_pool2d(t, win, stride: 1);
-        var mx_ = Pool(x); var my = Pool(y);
-        var vx = Pool(x * x) - mx_ * mx_; var vy = Pool(y * y) - my * my; var cxy = Pool(x * y) - mx_ * my;
+        // The five window means in one separable pass (a column of win, then a row of win: 2·win additions a pixel,
+        // not win², as scipy's uniform_filter, which skimage's SSIM uses, filters too).
+        var pooled = nn.functional.avg_pool2d(nn.functional.avg_pool2d(cat([x, y, x * x, y * y, x * y], 1), [win, 1], [1, 1]), [1, win], [1, 1]);
+        var mx_ = pooled.narrow(1, 0, 1); var my = pooled.narrow(1, 1, 1);
+        var vx = pooled.narrow(1, 2, 1) - mx_ * mx_; var vy = pooled.narrow(1, 3, 1) - my * my; var cxy = pooled.narrow(1, 4, 1) - mx_ * my;
         const double c1 = 0.01 * 0.01, c2 = 0.03 * 0.03;
         var s = (2 * mx_ * my + c1) * (2 * cxy + c2) / ((mx_ * mx_ + my * my + c1) * (vx + vy + c2));
         return s.mean().item<double>();

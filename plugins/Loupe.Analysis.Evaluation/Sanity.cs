@@ -61,6 +61,9 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
             var original = LinkedMaps(o, ctx, batch);
             var selection = original.Selection;
             var reference = Maps.Reduce(original.Map, h, w).abs();
+            // The intact maps' values and ranks, once for every randomised layer.
+            var referenceValues = Enumerable.Range(0, (int)x.shape[0]).Select(i => reference[i].contiguous().ToArray<float>()).ToArray();
+            var referenceRanks = referenceValues.Select(v => v.All(float.IsFinite) ? Maps.Ranks(v) : null).ToArray();
             var saved = new List<(Tensor Live, Tensor Copy)>();
             try
             {
@@ -72,7 +75,7 @@ public sealed class SanityRandomisation : MetricAnalysis<SanityOptions>
                     var randomised = Maps.Reduce(LinkedMaps(o, ctx, x, batch.Ids, selection).Map, h, w).abs();
                     for (int i = 0; i < x.shape[0]; i++)
                     {
-                        spearman[g].Add(Maps.Spearman(reference[i].contiguous().ToArray<float>(), randomised[i].contiguous().ToArray<float>()));
+                        spearman[g].Add(Maps.Spearman(referenceValues[i], referenceRanks[i], randomised[i].contiguous().ToArray<float>()));
                         ssim[g].Add(Maps.Ssim(reference[i], randomised[i]));
                     }
                 }
