@@ -56,10 +56,10 @@ public sealed class RelativeRepresentationStability : RelativeStability
     /// <inheritdoc/>
     /// <remarks>The copies' representation is never kept: each part, as the forward gives it, adds its rows' squared
     /// relative changes against the input's part of the same key and shape (the parts both passes gave, as
-    /// <see cref="StabilityMetric.Align"/> keeps them), read in one pass as they lie (<see cref="RelativeSquares"/>) to one float64 sum per copy, which h' carries (k×N×1; h is
-    /// null). Keeping every layer's output of every copy and comparing them in float64 tensors took resnet18 at 224×224
-    /// 1.47× the forward and backward passes the metric needs (`Loupe.Benchmarks.dll --metric-survey 224 8 2 Samples=8
-    /// RelativeRepresentationStability`).</remarks>
+    /// <see cref="StabilityMetric.Align"/> keeps them), read in one pass as they lie (<see cref="RelativeSquares"/>),
+    /// to one float64 sum per copy, which h' carries (k×N×1; h is null). Keeping every layer's output of every copy and
+    /// comparing them in float64 tensors took resnet18 at 224×224 1.47× the forward and backward passes the metric
+    /// needs (`Loupe.Benchmarks.dll --metric-survey 224 8 2 Samples=8 RelativeRepresentationStability`).</remarks>
     protected override (Tensor Logits, Tensor? H, Tensor? Hs) CopiesForward(StabilityOptions o, IAnalysisContext ctx, Tensor xs, TargetSelection selection, IReadOnlyList<(string Key, Tensor Part)>? clean, long k, long n)
     {
         using var scope = NewDisposeScope();
@@ -103,7 +103,12 @@ public sealed class RelativeRepresentationStability : RelativeStability
                     handles.Add(iv.Intervene(l, t =>
                     {
                         int call = calls++;
-                        if (PerInput(t, n)) { seen++; output($"{l}#{call}", t.detach()); }
+                        if (PerInput(t, n))
+                        {
+                            seen++;
+                            using var d = t.detach();   // freed at once: a handle left to the forward's scope would keep every output alive
+                            output($"{l}#{call}", d);
+                        }
                         return t;
                     }));
                 }
