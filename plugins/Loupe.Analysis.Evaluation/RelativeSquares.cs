@@ -50,17 +50,11 @@ internal static class RelativeSquares
         {
             var (al, ah) = Vector256.Widen(Vector256.Load(a + i));
             var (bl, bh) = Vector256.Widen(Vector256.Load(b + i));
-            var ql = (al - bl) / Vector256.ConditionalSelect(Vector256.Equals(al, Vector256<double>.Zero), e, al);
-            var qh = (ah - bh) / Vector256.ConditionalSelect(Vector256.Equals(ah, Vector256<double>.Zero), e, ah);
-            s0 = Vector256.FusedMultiplyAdd(ql, ql, s0);
-            s1 = Vector256.FusedMultiplyAdd(qh, qh, s1);
+            s0 = Square(al, bl, e, s0);
+            s1 = Square(ah, bh, e, s1);
         }
         double sum = Vector256.Sum(s0 + s1);
-        for (; i < count; i++)
-        {
-            double q = ((double)a[i] - b[i]) / (a[i] == 0 ? eps : a[i]);
-            sum += q * q;
-        }
+        for (; i < count; i++) sum += Square(a[i], b[i], eps);
         return sum;
     }
 
@@ -72,19 +66,26 @@ internal static class RelativeSquares
         long i = 0;
         for (; i + 8 <= count; i += 8)
         {
-            var a0 = Vector256.Load(a + i);
-            var a1 = Vector256.Load(a + i + 4);
-            var q0 = (a0 - Vector256.Load(b + i)) / Vector256.ConditionalSelect(Vector256.Equals(a0, Vector256<double>.Zero), e, a0);
-            var q1 = (a1 - Vector256.Load(b + i + 4)) / Vector256.ConditionalSelect(Vector256.Equals(a1, Vector256<double>.Zero), e, a1);
-            s0 = Vector256.FusedMultiplyAdd(q0, q0, s0);
-            s1 = Vector256.FusedMultiplyAdd(q1, q1, s1);
+            s0 = Square(Vector256.Load(a + i), Vector256.Load(b + i), e, s0);
+            s1 = Square(Vector256.Load(a + i + 4), Vector256.Load(b + i + 4), e, s1);
         }
         double sum = Vector256.Sum(s0 + s1);
-        for (; i < count; i++)
-        {
-            double q = (a[i] - b[i]) / (a[i] == 0 ? eps : a[i]);
-            sum += q * q;
-        }
+        for (; i < count; i++) sum += Square(a[i], b[i], eps);
         return sum;
+    }
+
+    /// <summary>sum + ((a − b) / (a, or ε where a = 0))², four at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<double> Square(Vector256<double> a, Vector256<double> b, Vector256<double> eps, Vector256<double> sum)
+    {
+        var q = (a - b) / Vector256.ConditionalSelect(Vector256.Equals(a, Vector256<double>.Zero), eps, a);
+        return Vector256.FusedMultiplyAdd(q, q, sum);
+    }
+
+    /// <summary>((a − b) / (a, or ε where a = 0))².</summary>
+    static double Square(double a, double b, double eps)
+    {
+        double q = (a - b) / (a == 0 ? eps : a);
+        return q * q;
     }
 }
