@@ -147,8 +147,8 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
 
     /// <summary>One forward of a batch without gradients: the logits (N×classes, for the changed-prediction check)
     /// and what the model gives besides the maps when <see cref="UsesRepresentation"/>: named parts, one row per input
-    /// (N×…), the logits, or the outputs of layers (relative-representation-stability). The representation of x and of its noisy
-    /// copies are the parts both passes gave, in x's order (<see cref="Align"/>).</summary>
+    /// (N×…), the logits, or the outputs of layers (relative-representation-stability). The representation of x and of
+    /// its noisy copies are the parts both passes gave, in x's order (<see cref="Align"/>).</summary>
     protected virtual (Tensor Logits, IReadOnlyList<(string Key, Tensor Part)>? Representation) Forward(StabilityOptions o, IAnalysisContext ctx, Tensor input, TargetSelection selection)
     {
         using var scope = NewDisposeScope();
@@ -172,8 +172,8 @@ public abstract class StabilityMetric : QualityMetric<StabilityOptions>
         return (h, hs.view(k, n, -1));
     }
 
-    /// <summary>The forward of the k noisy copies of the N inputs (k·N rows, sample-major) without gradients: their logits
-    /// and what <see cref="Ratio"/> reads as h (N×K) and h' (k×N×K) — by default the copies' parts of
+    /// <summary>The forward of the k noisy copies of the N inputs (k·N rows, sample-major) without gradients: their
+    /// logits and what <see cref="Ratio"/> reads as h (N×K) and h' (k×N×K) — by default the copies' parts of
     /// <see cref="Forward"/> aligned with the inputs' <paramref name="clean"/> ones (<see cref="Align"/>); null when
     /// the metric reads no representation.</summary>
     protected virtual (Tensor Logits, Tensor? H, Tensor? Hs) CopiesForward(StabilityOptions o, IAnalysisContext ctx, Tensor xs, TargetSelection selection, IReadOnlyList<(string Key, Tensor Part)>? clean, long k, long n)
