@@ -11,7 +11,10 @@ namespace Loupe.Benchmarks;
 /// shape, and a backward to the input where gradients flowed). Metric call and replay alternate, medians of ROUNDS; the
 /// saliency map the metric evaluates is made inside its call (no map cache), so both sides hold its gradient pass.
 /// Arguments Name=VALUE set an integer option of every metric that has it (e.g. Samples=16). Metrics that need more
-/// than a model with layer interventions (parameter access, masks) print why they did not run.</summary>
+/// than a model with layer interventions (parameter access, masks) print why they did not run. The word <c>blocks</c>
+/// makes the inputs piecewise constant (16×16 tiles of one random colour each, plus noise of σ 0.05) instead of white
+/// noise, so that segmenting metrics (irof) meet images with ~100 superpixels, as photographs give them, not the single
+/// segment SLIC leaves of white noise.</summary>
 public static class MetricSurvey
 {
     /// <summary>Runs the survey and prints one line per metric.</summary>
@@ -20,18 +23,21 @@ public static class MetricSurvey
         Bench.Init();
         var numbers = args.TakeWhile(a => int.TryParse(a, out _)).Select(int.Parse).ToArray();
         int side = numbers.Length > 0 ? numbers[0] : 224, n = numbers.Length > 1 ? numbers[1] : 8, rounds = numbers.Length > 2 ? numbers[2] : 3;
-        var only = args.Skip(numbers.Length).Where(a => !a.Contains('=')).ToHashSet();
+        bool blocks = args.Contains("blocks");
+        var only = args.Skip(numbers.Length).Where(a => !a.Contains('=') && a != "blocks").ToHashSet();
         var set = args.Where(a => a.Contains('=')).Select(a => a.Split('=')).ToDictionary(a => a[0], a => int.Parse(a[1], System.Globalization.CultureInfo.InvariantCulture));
         using var inner = Bench.Resnet18();
         var model = new RecordingModel(inner);
         manual_seed(0);
-        var x = randn(n, 3, side, side);
+        var x = blocks
+            ? randn(n, 3, (side + 15) / 16, (side + 15) / 16).repeat_interleave(16, 2).repeat_interleave(16, 3).narrow(2, 0, side).narrow(3, 0, side) + 0.05 * randn(n, 3, side, side)
+            : randn(n, 3, side, side);
         var ctx = new BenchContext(model, Bench.TopOne(1000), x);
         var link = Bench.SaliencyStep(ctx);
         var metrics = typeof(Loupe.Analysis.Evaluation.Road).Assembly.GetTypes()
             .Where(t => !t.IsAbstract && typeof(IAnalysis).IsAssignableFrom(t) && t.GetConstructor(Type.EmptyTypes) is not null)
             .OrderBy(t => t.Name).ToArray();
-        Console.WriteLine($"resnet18, {n} inputs of 3×{side}×{side}, medians of {rounds} alternated rounds");
+        Console.WriteLine($"resnet18, {n} {(blocks ? "blocky" : "white-noise")} inputs of 3×{side}×{side}, medians of {rounds} alternated rounds");
         foreach (var type in metrics)
         {
             if (only.Count > 0 && !only.Contains(type.Name)) continue;

@@ -70,7 +70,7 @@ if (args.Length > 0 && args[0] == "--conv-layers") return Loupe.Benchmarks.ConvL
 if (args.Length > 0 && args[0] == "--batch-sweep") return Loupe.Benchmarks.BatchSweep.Run(args[1..]);
 // --road-large [SIDE] [CALLS]: ROAD's imputation at ImageNet size against resnet18's forward of the 40 copies (RoadLarge).
 if (args.Length > 0 && args[0] == "--road-large") return Loupe.Benchmarks.RoadLarge.Run(args[1..]);
-// --metric-survey [SIDE] [N] [ROUNDS] [TypeName ...]: every metric that runs the model, on resnet18, against the passes it made (MetricSurvey).
+// --metric-survey [SIDE] [N] [ROUNDS] [blocks] [Name=VALUE ...] [TypeName ...]: every metric that runs the model, on resnet18, against the passes it made (MetricSurvey).
 if (args.Length > 0 && args[0] == "--metric-survey") return Loupe.Benchmarks.MetricSurvey.Run(args[1..]);
 bool isShort = args.Contains("--short");
 args = args.Where(a => a != "--short").ToArray();
