@@ -16,7 +16,7 @@ public sealed partial class LoupeModel
     /// <c>"label"</c> with <paramref name="labels"/>: the ground truth). <paramref name="options"/> are the metric's
     /// <c>with:</c> (its <c>of:</c> is set). The maps go through the <c>given-maps</c> technique, so a metric that
     /// explains again (robustness, randomisation) is refused with <see cref="LoupeValidationException"/>: give it a
-    /// method (<see cref="Evaluate(string, NdArray, string, object?, object?, object?, IReadOnlyList{long}?, CancellationToken)"/>).
+    /// method (<see cref="Evaluate(string, NdArray, string, object?, object?, object?, IReadOnlyList{long}?, CancellationToken, NdArray?)"/>).
     /// The result is the metric step's: <see cref="Explanation.Metrics"/> (e.g. <c>pixel_flipping_mean</c>) and its
     /// per-input values and curves in <see cref="Explanation.Artifacts"/>. <paramref name="masks"/> (N×H×W or N×1×H×W at
     /// the input's size, non-zero = object; Quantus's <c>s_batch</c>) are the objects the localisation metrics and the
@@ -47,7 +47,7 @@ public sealed partial class LoupeModel
         return RunEvaluation(metric, method, methodOptions, options, target, folder.Data, ids, cancellation);
     }
 
-    /// <summary>As <see cref="Evaluate(string, NdArray, string, object?, object?, object?, IReadOnlyList{long}?, CancellationToken)"/>
+    /// <summary>As <see cref="Evaluate(string, NdArray, string, object?, object?, object?, IReadOnlyList{long}?, CancellationToken, NdArray?)"/>
     /// on images (read as <see cref="Explain(string, IReadOnlyList{ImageInput}, object?, object?, CancellationToken)"/>
     /// reads them; ids must differ).</summary>
     public Explanation Evaluate(string metric, IReadOnlyList<ImageInput> images, string method, object? methodOptions = null, object? options = null,

@@ -13,7 +13,7 @@ public class PackageTests
     static string Sample(string p) => Path.Combine(RepoPaths.Root, "samples", p);
 
     [Fact]
-    public void TheConsoleSampleBuildsAgainstThePackedLibraryAndExplainsAsTheLibraryDoes()
+    public async Task TheConsoleSampleBuildsAgainstThePackedLibraryAndExplainsAsTheLibraryDoes()
     {
         var work = RepoPaths.TempDir("loupe-package"); // under /tmp: no Directory.Build.props of the repository applies
         var feed = Path.Combine(work, "feed");
@@ -59,8 +59,8 @@ public class PackageTests
             var stdout = p.StandardOutput.ReadToEndAsync();
             var stderr = p.StandardError.ReadToEndAsync();
             Assert.True(p.WaitForExit(120_000));
-            Assert.True(p.ExitCode == 0, stderr.Result);
-            var lines = stdout.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.True(p.ExitCode == 0, await stderr);
+            var lines = (await stdout).Split('\n', StringSplitOptions.RemoveEmptyEntries);
             Assert.Equal(6, lines.Length);
             Assert.StartsWith("sneaker", lines[0]);
 

@@ -36,7 +36,7 @@ public class FamilyTests
 
     /// <summary>Runs one exported model against its reference: logits within 1e-4 (relative to the largest logit),
     /// input gradient within max(1e-3, 10 × PyTorch's float32/float64 difference) in relative L2.</summary>
-    public static void Compare(string path, Reference r, string name)
+    internal static void Compare(string path, Reference r, string name)
     {
         using var model = Env.LoadOnnx(new OnnxOptions { Path = path });
         using var scope = NewDisposeScope();

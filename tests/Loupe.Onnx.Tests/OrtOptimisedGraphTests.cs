@@ -89,7 +89,7 @@ public class OrtOptimisedGraphTests
         var modules = exported.Layers.Where(l => l.Kind.StartsWith("module", StringComparison.Ordinal)).Select(l => l.Name).ToArray();
         var after = saved.Layers.Where(l => l.Kind.StartsWith("module", StringComparison.Ordinal)).Select(l => l.Name).ToHashSet();
         Assert.True(modules.Length > 5);
-        Assert.Empty(modules.Where(m => !after.Contains(m)));
+        Assert.DoesNotContain(modules, m => !after.Contains(m));
         using var scope = NewDisposeScope();
         var x = tensor(Env.SinInput(2L * 3 * r.Size * r.Size), [2, 3, r.Size, r.Size]);
         using var a = exported.Capture(modules, forGradients: false);
