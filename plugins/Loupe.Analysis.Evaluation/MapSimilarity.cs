@@ -38,6 +38,21 @@ public static class MapSimilarities
         };
     }
 
+    /// <summary>The similarity of <paramref name="reference"/> (H×W values) to each map it is compared with, as
+    /// <see cref="Of"/> gives it; Spearman ranks the reference once (a reference compared with every randomised model's
+    /// map in MPRT).</summary>
+    public static Func<Tensor, double> Against(MapSimilarity kind, Tensor reference, long h, long w)
+    {
+        if (kind != MapSimilarity.Spearman) return map => Of(kind, reference, map, h, w);
+        var values = reference.to(ScalarType.Float32).contiguous().view(-1).data<float>().ToArray();
+        var ranks = values.All(float.IsFinite) ? Maps.Ranks(values) : null;
+        return map =>
+        {
+            using var scope = NewDisposeScope();
+            return Maps.Spearman(values, ranks, map.to(ScalarType.Float32).contiguous().view(-1).data<float>().ToArray(), constantIsNaN: true);
+        };
+    }
+
     /// <summary>skimage's <c>structural_similarity</c> of two 1-D signals with its defaults (7-value uniform windows,
     /// sample covariances ×7/6, K1 0.01, K2 0.03, mean over the windows that fit), data range |max − min| of both
     /// together, as Quantus's <c>ssim</c> calls it. NaN for two equal constant signals' zero range, as skimage gives.</summary>

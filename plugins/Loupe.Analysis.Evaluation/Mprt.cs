@@ -178,7 +178,8 @@ public sealed class Mprt : QualityMetric<MprtOptions>
         var intact = smooth ? Maps(o, b, noise, clean: b.Map) : given;   // the step's maps of x: not recomputed
         double Similar(Tensor p, Tensor q) => MapSimilarities.Of(o.Similarity, p, q, 1, p.shape[0]);
         var reference = o.Reference == MprtReference.Given ? given : intact;
-        double Point(Tensor maps, int i) => smooth ? Similar(reference[i], maps[i]) : MapComplexity.Of(maps[i], o.Complexity, o.Bins);
+        var against = smooth ? Enumerable.Range(0, (int)b.N).Select(i => MapSimilarities.Against(o.Similarity, reference[i], 1, reference.shape[1])).ToArray() : null;
+        double Point(Tensor maps, int i) => smooth ? against![i](maps[i]) : MapComplexity.Of(maps[i], o.Complexity, o.Bins);
         var curves = Enumerable.Range(0, (int)b.N).Select(i => new List<double> { smooth ? Similar(given[i], intact[i]) : Point(intact, i) }).ToArray();
         // The intact model's output as the randomised ones run it: modules whose parameters are written run unfolded
         // (a batch norm folded into its convolution rounds differently), whichever batch randomises them first.

@@ -281,6 +281,7 @@ public class MetricTests
         Assert.Equal(5, count);
         Assert.True(positions.Count > 1);
     }
+
     /// <summary>The ranks of float32 values (sorted as packed 64-bit words) equal the ranks of the same values as float64
     /// (ties averaged, −0 tied with +0, negatives), and a non-finite value takes the float64 path.</summary>
     [Fact]

@@ -109,6 +109,7 @@ public class RepresentationStabilityTests
         Assert.Contains("option 'layer' applies to relative-representation-stability, not to local-lipschitz", errors);
         Assert.Contains("option 'layers' applies to relative-representation-stability, not to relative-output-stability", errors);
     }
+
     /// <summary>The copies' squared relative changes, read as the tensors lie (channels-last or not, float32 or float64,
     /// zeros in the clean rows guarded by ε), equal the formula on float64 tensors in logical order.</summary>
     [Fact]
