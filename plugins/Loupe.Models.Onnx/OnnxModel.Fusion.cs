@@ -55,11 +55,14 @@ public sealed partial class OnnxModel
                 wt.DetachFromDisposeScope();
                 _fusedConstants.Add(wt);
                 long k = w.shape[0];
+                string wName = n.Inputs[1];
                 replaced[a] = Fused(n, "MatMul+Add", [n.Inputs[0]], add.Outputs, (node, x) =>
                 {
                     if (x[0]!.dim() < 1 || x[0]!.shape[^1] != k)
                         throw node.Error($"cannot multiply ({string.Join("×", x[0]!.shape)}) by the {k}×{wt.shape[0]} weight");
-                    return [Ops.Linear(x[0]!, wt, b)];
+                    // A weight handed out for change is read as it is now (OnnxModel.Parameters.cs), not as copied at load.
+                    if (!IsLive(wName)) return [Ops.Linear(x[0]!, wt, b)];
+                    return [Ops.Linear(x[0]!, w.t(), b)];
                 });
                 removed.Add(i);
                 _fusedInternal.Add(n.Outputs[0]);

@@ -16,6 +16,7 @@ public sealed partial class OnnxModel : IModelGraphSource
     public ModelGraph Graph()
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        Refold();
         var nodes = new List<GraphNode>();
         var index = new Dictionary<string, int>(StringComparer.Ordinal) { [_inputName] = -1 };
         // Values something reads: an optional output nobody reads (PyTorch 2's MaxPool Indices) needs no graph form.

@@ -64,6 +64,7 @@ public sealed partial class OnnxModel : IModel
                     if (_constants.Remove(init.Name, out var dup)) dup.Dispose();
                     _constants[init.Name] = t;
                     _parameters[init.Name] = t;
+                    _parameterValue[init.Name] = init.Name;
                 }
                 var defined = new HashSet<string>(_constants.Keys, StringComparer.Ordinal) { _inputName };
                 defined.UnionWith(side.Names);
@@ -83,6 +84,7 @@ public sealed partial class OnnxModel : IModel
                                 c.DetachFromDisposeScope();
                                 _constants[n.Outputs[k]] = c;
                             }
+                        _foldedNodes.Add(n);
                     }
                     else _plan.Add(n);
                     foreach (var o in n.Outputs.Where(o => o.Length > 0)) defined.Add(o);
@@ -129,8 +131,10 @@ public sealed partial class OnnxModel : IModel
             var names = new[] { n.Name, n.Outputs.FirstOrDefault() ?? "" }.Where(s => s.Length > 0).Distinct();
             for (int r = 1; r < roles.Length && r < n.Inputs.Length; r++)
                 if (n.Inputs[r].Length > 0 && _constants.TryGetValue(n.Inputs[r], out var p))
-                    foreach (var name in names) _parameters.TryAdd($"{name}.{roles[r]}", p);
+                    foreach (var name in names)
+                        if (_parameters.TryAdd($"{name}.{roles[r]}", p)) _parameterValue[$"{name}.{roles[r]}"] = n.Inputs[r];
         }
+        NameLinearWeights(nodes);
 
         DefaultInput = input;
         _inputDims = inputDims;
@@ -225,8 +229,6 @@ public sealed partial class OnnxModel : IModel
     public IReadOnlyList<LayerInfo> Layers { get; }
     /// <inheritdoc/>
     public IReadOnlyList<string> ParameterNames => _parameters.Keys.ToList();
-    /// <inheritdoc/>
-    public Tensor? GetParameter(string name) => _parameters.GetValueOrDefault(name);
     /// <summary>Memory layout of 4-D image batches (<see cref="OnnxLayout"/>).</summary>
     public OnnxLayout Layout { get; init; } = OnnxLayout.Auto;
 
@@ -260,6 +262,7 @@ public sealed partial class OnnxModel : IModel
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         OnnxFile.CheckInput(input, _inputDims, _source);
+        Refold();
         LayerCapture[] captures;
         Intervention[] interventions;
         ReluRule? relu;
@@ -323,9 +326,11 @@ public sealed partial class OnnxModel : IModel
         _captures.CloseAll();
         foreach (var t in _constants.Values) t.Dispose();
         foreach (var t in _fusedConstants) t.Dispose();
+        foreach (var t in _parameterViews) t.Dispose();
         foreach (var t in _branchTensors) t.Dispose();
         _constants.Clear();
         _fusedConstants.Clear();
+        _parameterViews.Clear();
         _parameters.Clear();
         _side.Dispose();
     }
