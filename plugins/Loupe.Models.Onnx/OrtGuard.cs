@@ -47,6 +47,7 @@ public static partial class OrtGuard
             var n = new OnnxNode(proto, file.Opset, file.Source, index++);
             var ins = n.Inputs.Select(i => i.Length > 0 ? known.GetValueOrDefault(i) : null).ToArray();
             if (n.OpType == "Attention" && n.Domain is "" or "ai.onnx") CheckAttention(n, ins);
+            if (n.OpType == "RoiAlign" && n.Domain is "" or "ai.onnx") CheckRoiAlign(n, ins);
             V?[] outs;
             try { outs = Infer(n, ins); }
             catch (Exception e) when (e is not Abstractions.LoupeException) { outs = []; } // nonsense shapes: ONNX Runtime says so
@@ -83,6 +84,32 @@ public static partial class OrtGuard
                 throw n.Error($"its {(k == 0 ? "query" : k == 1 ? "key" : "value")} ({string.Join("×", v.Shape)}) is empty");
         if (ins.Length > 1 && ins[0] is { Shape.Length: 4 } q && ins[1] is { Shape.Length: 4 } key && key.Shape[1] > 0 && q.Shape[1] % key.Shape[1] != 0)
             throw n.Error($"its query's {q.Shape[1]} heads are not a multiple of the key's {key.Shape[1]}");
+    }
+
+    /// <summary>ONNX Runtime's RoiAlign precomputes, for each box it pools, four positions and four weights (48 bytes) per
+    /// sample of every output bin — output_height × output_width × grid_h × grid_w entries — one table per box its
+    /// threads pool at once (found by tools/Loupe.Fuzz's onnx-runtime target: a 100,000 × 1,696 output of one box grew
+    /// the process by 8.6 GB, past 5 s). The grid is sampling_ratio, or ⌈box size / bins⌉ per box when 0: known here
+    /// when the boxes are constants, counted as 1 (the least) when they are computed.</summary>
+    static void CheckRoiAlign(OnnxNode n, V?[] ins)
+    {
+        long oh = n.Int("output_height", 1), ow = n.Int("output_width", 1), ratio = n.Int("sampling_ratio", 0);
+        if (oh < 1 || ow < 1) throw n.Error($"output_height and output_width ({oh}, {ow}) must be at least 1");
+        if (ratio < 0) throw n.Error($"sampling_ratio ({ratio}) must be 0 (adaptive) or more");
+        double gh = Math.Max(ratio, 1), gw = gh;
+        if (ratio == 0 && ins.Length > 1 && ins[1] is { Data: { } box, Shape: [_, 4] })
+        {
+            double scale = n.Float("spatial_scale", 1f);
+            for (int i = 0; i + 3 < box.Length; i += 4)
+            {
+                gh = Math.Max(gh, Math.Ceiling(Math.Abs(box[i + 3] - box[i + 1]) * scale / oh));
+                gw = Math.Max(gw, Math.Ceiling(Math.Abs(box[i + 2] - box[i]) * scale / ow));
+            }
+        }
+        double boxes = ins.Length > 1 && ins[1] is { Shape: [var r, ..] } ? Math.Clamp(r, 1, Environment.ProcessorCount) : 1;
+        double bytes = 48.0 * oh * ow * gh * gw * boxes;
+        if (bytes > OnnxNode.MaxOutputBytes)
+            throw n.Error($"ONNX Runtime's tables for {boxes:0} box(es) of {oh}×{ow} bins of {gh:0}×{gw:0} samples ({bytes / (1 << 20):0} MB) are over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB");
     }
 
     static V? FromTensor(TensorProto t, string source)
@@ -168,6 +195,10 @@ public static partial class OrtGuard
             case "Conv" or "ConvTranspose" or "MaxPool" or "AveragePool" or "LpPool": return [Windowed(n, S(0), S(1)), Windowed(n, S(0), S(1))];
             case "GlobalAveragePool" or "GlobalMaxPool" or "GlobalLpPool":
                 return S(0) is { Length: > 2 } gs ? [new V([gs[0], gs[1], .. gs.Skip(2).Select(_ => 1L)])] : [];
+            case "RoiAlign":
+                return S(0) is { Length: 4 } rx && S(1) is { Length: 2 } rr ? [new V([rr[0], rx[1], n.Int("output_height", 1), n.Int("output_width", 1)])] : [];
+            case "MaxRoiPool":
+                return S(0) is { Length: 4 } px && S(1) is { Length: 2 } pr && n.Ints("pooled_shape") is [var ph, var pw] ? [new V([pr[0], px[1], ph, pw])] : [];
             case "Gemm":
             {
                 if (S(0) is not { Length: 2 } a || S(1) is not { Length: 2 } b) return [];

@@ -241,6 +241,11 @@ def onnx_cases(g):
     # dies of SIGFPE (found by tools/Loupe.Fuzz's onnx-runtime target).
     r("attention-empty-key.onnx", [helper.make_node("Slice", ["x", "big", "ten", "ax"], ["k"]), helper.make_node("Attention", ["x", "k", "k"], ["y"])],
       [i64("big", [224]), i64("ten", [10]), i64("ax", [1])], "Attention node 'y' (opset 23): its key (1×0×28×28) is empty", opset=23)
+    # ONNX Runtime's RoiAlign precomputes 48 bytes per sample of every bin of a box: a 100,000 × 1,696 output of one box
+    # (678 MB, within the budget) took 8.6 GB that way (found by tools/Loupe.Fuzz's onnx-runtime target).
+    r("roialign-tables.onnx", [helper.make_node("RoiAlign", ["x", "rois", "bi"], ["e"], output_height=100000, output_width=1696), *rtail],
+      [helper.make_tensor("rois", TensorProto.FLOAT, [1, 4], [0, 0, 8, 8]), i64("bi", [0]), *rinits],
+      "RoiAlign node 'e' (opset 13): ONNX Runtime's tables for 1 box(es) of 100000×1696 bins of 1×1 samples (7764 MB) are over the memory budget of 1024 MB")
     # The size computed in the graph, as exporters write it: Shape(x)[2:4] * 1000, then Resize to those sizes.
     r("computed-size-bomb.onnx", [helper.make_node("Shape", ["x"], ["shp"]), helper.make_node("Slice", ["shp", "two", "four"], ["hw"]),
                                   helper.make_node("Mul", ["hw", "k"], ["big"]), helper.make_node("Concat", ["nc", "big"], ["sizes"], axis=0),
