@@ -76,22 +76,33 @@ public sealed partial class OnnxModel : IModelParameterReader
     /// at export: in × out) and adds its module's bias: that weight is listed under the module's PyTorch name instead
     /// (<c>X.weight</c> beside <c>X.bias</c>, <c>X.in_proj_weight</c> beside <c>X.in_proj_bias</c>), shaped as PyTorch
     /// holds it (out × in: a transposed view of the constant, so writes reach it), so that a module's tensors are
-    /// randomised together and PyTorch's reset_parameters draws for it what it draws for the module.</summary>
+    /// randomised together and PyTorch's reset_parameters draws for it what it draws for the module. A bias-free linear
+    /// layer (Swin's patch merging) has no bias to name it: its MatMul's node name gives the module's scope
+    /// (<c>/features/features.2/reduction/MatMul</c>), taken when that MatMul is the only node run inside it.</summary>
     void NameLinearWeights(List<OnnxNode> nodes)
     {
         var readers = new Dictionary<string, List<OnnxNode>>(StringComparer.Ordinal);
         foreach (var n in nodes)
             foreach (var v in n.Reads) (readers.TryGetValue(v, out var l) ? l : readers[v] = []).Add(n);
+        var inScope = nodes.Where(n => n.Name.StartsWith('/')).GroupBy(n => ModuleScopes.Innermost(n.Name) ?? "")
+            .ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
         foreach (var n in nodes)
         {
             if (n.OpType != "MatMul" || n.Inputs.Length != 2 || n.Outputs.Length != 1) continue;
             string wName = n.Inputs[1];
             if (!_constants.TryGetValue(wName, out var w) || w.dim() != 2 || !w.is_floating_point() || _constants.ContainsKey(n.Inputs[0])) continue;
-            if (!readers.TryGetValue(n.Outputs[0], out var after) || after is not [{ OpType: "Add", Inputs.Length: 2 } add]) continue;
-            string bName = add.Inputs[0] == n.Outputs[0] ? add.Inputs[1] : add.Inputs[0];
-            if (!bName.EndsWith("bias", StringComparison.Ordinal) || !_constants.TryGetValue(bName, out var b) || b.dim() != 1 || b.shape[0] != w.shape[1]) continue;
-            string alias = bName[..^4] + "weight";
-            if (_parameters.ContainsKey(alias)) continue;
+            // Only an anonymous constant (onnx::MatMul_317): a PyTorch parameter keeps its dotted path.
+            if (_parameters.Any(p => ReferenceEquals(p.Value, w) && p.Key.Contains('.'))) continue;
+            string? alias = null;
+            if (readers.TryGetValue(n.Outputs[0], out var after) && after is [{ OpType: "Add", Inputs.Length: 2 } add])
+            {
+                string bName = add.Inputs[0] == n.Outputs[0] ? add.Inputs[1] : add.Inputs[0];
+                if (bName.EndsWith("bias", StringComparison.Ordinal) && _constants.TryGetValue(bName, out var b) && b.dim() == 1 && b.shape[0] == w.shape[1])
+                    alias = bName[..^4] + "weight";
+            }
+            if (alias is null && n.Name.StartsWith('/') && ModuleScopes.Innermost(n.Name) is { Length: > 0 } module && inScope.GetValueOrDefault(module) == 1)
+                alias = module + ".weight";
+            if (alias is null || _parameters.ContainsKey(alias)) continue;
             var view = w.t();
             view.DetachFromDisposeScope();
             _parameterViews.Add(view);
