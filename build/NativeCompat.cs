@@ -23,6 +23,7 @@ namespace Loupe.Build
         public const string ShimSymbol = "_ZSt21ios_base_library_initv";
         const ushort VerFlgWeak = 0x2;
         const uint ShtGnuVerneed = 0x6ffffffe;
+        const uint ShtDynsym = 11;
 
         /// <summary>True when a libstdc++ file exports the given version tag.</summary>
         public static bool LibraryHasVersion(string libstdcxxPath, string version)
@@ -69,15 +70,90 @@ namespace Loupe.Build
         }
 
         /// <summary>True when the file's dynamic string table mentions the shim (so DT_NEEDED was added).</summary>
-        public static bool MentionsShim(string elfPath) =>
-            IndexOf(File.ReadAllBytes(elfPath), Encoding.ASCII.GetBytes(ShimName + "\0"), 0) >= 0;
+        public static bool MentionsShim(string elfPath) => Mentions(elfPath, ShimName);
 
-        // Returns the file offset of the Elf64_Vernaux whose name is `version`, or -1.
-        static int FindVernaux(byte[] b, string version)
+        /// <summary>True when the file holds <paramref name="name"/> as a NUL-terminated string (e.g. a DT_NEEDED entry).</summary>
+        public static bool Mentions(string elfPath, string name) =>
+            IndexOf(File.ReadAllBytes(elfPath), Encoding.ASCII.GetBytes(name + "\0"), 0) >= 0;
+
+        /// <summary>The value (address) of the dynamic symbol <paramref name="name"/>, or null when the file exports none.</summary>
+        public static ulong? DynamicSymbolValue(string elfPath, string name)
+        {
+            var b = File.ReadAllBytes(elfPath);
+            var sym = FindDynamicSymbol(b, name);
+            return sym < 0 ? null : BitConverter.ToUInt64(b, sym + 8);
+        }
+
+        /// <summary>The name a symbol hidden by <see cref="HideDynamicSymbol"/> carries: its first letter replaced by 'X'.</summary>
+        public static string HiddenName(string name) => "X" + name.Substring(1);
+
+        /// <summary>Hides the dynamic symbol <paramref name="name"/> from dlsym by renaming it in place (first letter → 'X'; the
+        /// hash table still files it under the old name, so neither name resolves to it). A library later in the search order
+        /// (a DT_NEEDED shim) then provides the symbol. Only the first byte of the name changes, so names sharing its tail
+        /// (string-table suffix merging) are untouched; refuses when another symbol points at the same string.
+        /// Returns false when the file exports no such symbol.</summary>
+        public static bool HideDynamicSymbol(string elfPath, string name)
+        {
+            var b = File.ReadAllBytes(elfPath);
+            var sym = FindDynamicSymbol(b, name);
+            if (sym < 0) return false;
+            var (symtab, count, strtab) = DynamicTables(b);
+            uint nameOff = BitConverter.ToUInt32(b, sym);
+            for (long i = 0; i < count; i++)
+            {
+                int e = checked((int)(symtab + i * 24));
+                if (e != sym && BitConverter.ToUInt32(b, e) == nameOff)
+                    throw new InvalidDataException($"{elfPath}: another dynamic symbol shares the name string of {name}");
+            }
+            using (var fs = new FileStream(elfPath, FileMode.Open, FileAccess.Write))
+            {
+                fs.Position = strtab + nameOff;
+                fs.WriteByte((byte)'X');
+            }
+            return true;
+        }
+
+        // File offset of the Elf64_Sym in .dynsym named `name`, or -1.
+        static int FindDynamicSymbol(byte[] b, string name)
+        {
+            var (symtab, count, strtab) = DynamicTables(b);
+            for (long i = 0; i < count; i++)
+            {
+                int e = checked((int)(symtab + i * 24));
+                if (ReadCString(b, checked((int)(strtab + BitConverter.ToUInt32(b, e)))) == name) return e;
+            }
+            return -1;
+        }
+
+        // (.dynsym file offset, entry count, its string table's file offset).
+        static (long Symtab, long Count, long Strtab) DynamicTables(byte[] b)
+        {
+            CheckElf64(b);
+            long shoff = BitConverter.ToInt64(b, 0x28);
+            int shentsize = BitConverter.ToUInt16(b, 0x3A), shnum = BitConverter.ToUInt16(b, 0x3C);
+            for (int i = 0; i < shnum; i++)
+            {
+                int sh = checked((int)(shoff + (long)i * shentsize));
+                if (BitConverter.ToUInt32(b, sh + 4) != ShtDynsym) continue;
+                long off = BitConverter.ToInt64(b, sh + 0x18), size = BitConverter.ToInt64(b, sh + 0x20);
+                uint link = BitConverter.ToUInt32(b, sh + 0x28);
+                int strSh = checked((int)(shoff + (long)link * shentsize));
+                return (off, size / 24, BitConverter.ToInt64(b, strSh + 0x18));
+            }
+            throw new InvalidDataException("no .dynsym section");
+        }
+
+        static void CheckElf64(byte[] b)
         {
             if (b.Length < 64 || b[0] != 0x7f || b[1] != (byte)'E' || b[2] != (byte)'L' || b[3] != (byte)'F')
                 throw new InvalidDataException("not an ELF file");
             if (b[4] != 2 || b[5] != 1) throw new InvalidDataException("only little-endian ELF64 is supported");
+        }
+
+        // Returns the file offset of the Elf64_Vernaux whose name is `version`, or -1.
+        static int FindVernaux(byte[] b, string version)
+        {
+            CheckElf64(b);
             long shoff = BitConverter.ToInt64(b, 0x28);
             int shentsize = BitConverter.ToUInt16(b, 0x3A), shnum = BitConverter.ToUInt16(b, 0x3C);
             for (int i = 0; i < shnum; i++)
@@ -129,6 +205,47 @@ namespace Loupe.Build
         }
     }
 
+    /// <summary>
+    /// Deferred release of TorchSharp scalars. TorchSharp's operators turn .NET numbers into temporary <c>Scalar</c> objects and
+    /// pass their native handles to libtorch without keeping the objects alive for the call (<c>scalar.Handle</c> is their last
+    /// use), so a garbage collection started by another thread can run a temporary's finalizer — which frees the native scalar —
+    /// while libtorch is about to read it: "Unknown scalar type", or a wrong value, at random after minutes of work.
+    /// The fix is in the build output's copy of libLibTorchSharp.so: its <c>THSTorch_dispose_scalar</c> is hidden and a shim
+    /// (a DT_NEEDED library beside it) provides one that queues the pointer and hands it to the original only after at least
+    /// <see cref="DelaySeconds"/> s or <see cref="Capacity"/> later releases, whichever comes first — far beyond the
+    /// nanoseconds between a handle's read and libtorch's use. Memory held: at most 2 × Capacity scalars of 32 bytes.
+    /// </summary>
+    public static class ScalarRelease
+    {
+        public const string ShimName = "libloupe_scalar_shim.so";
+        public const string Symbol = "THSTorch_dispose_scalar";
+        /// <summary>An exported function of the same library whose address locates the hidden original at run time.</summary>
+        public const string Anchor = "THSTorch_int8_to_scalar";
+        public const int DelaySeconds = 1;
+        public const int Capacity = 1 << 18;
+
+        /// <summary>C source of the shim; <paramref name="delta"/> = address of the original release − address of <see cref="Anchor"/>.</summary>
+        public static string ShimSource(long delta) =>
+            "/* Generated by Loupe (build/NativeCompat.cs): deferred release of TorchSharp scalars. */\n" +
+            "#include <pthread.h>\n#include <stddef.h>\n#include <time.h>\n" +
+            $"extern void* {Anchor}(signed char);\n" +
+            "typedef void (*release_fn)(void*);\n" +
+            $"#define CAPACITY {Capacity}\n" +
+            "static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;\n" +
+            "static void* queue[2][CAPACITY];\nstatic size_t queued[2];\nstatic int current;\nstatic time_t rotated;\n" +
+            $"void {Symbol}(void* scalar)\n{{\n" +
+            "    if (!scalar) return;\n" +
+            $"    release_fn release = (release_fn)((char*)(void*){Anchor} + ({delta}LL));\n" +
+            "    struct timespec now;\n    clock_gettime(CLOCK_MONOTONIC_COARSE, &now);\n" +
+            "    pthread_mutex_lock(&lock);\n" +
+            $"    if (queued[current] == CAPACITY || (queued[current] > 0 && now.tv_sec - rotated >= {DelaySeconds + 1})) {{\n" +
+            "        int older = 1 - current;\n" +
+            "        for (size_t i = 0; i < queued[older]; i++) release(queue[older][i]);\n" +
+            "        queued[older] = 0;\n        current = older;\n        rotated = now.tv_sec;\n    }\n" +
+            "    queue[current][queued[current]++] = scalar;\n" +
+            "    pthread_mutex_unlock(&lock);\n}\n";
+    }
+
 #if !LOUPE_NATIVECOMPAT_TESTS
     /// <summary>MSBuild task: patch every libLibTorchSharp.so under OutputDir when the system needs it.</summary>
     public class LoupeTorchSharpCompat : Microsoft.Build.Utilities.Task
@@ -140,31 +257,73 @@ namespace Loupe.Build
         {
             if (!System.Runtime.InteropServices.RuntimeInformation.IsOSPlatform(System.Runtime.InteropServices.OSPlatform.Linux)) return true;
             var sys = ElfCompat.FindSystemLibStdCxx();
-            if (sys == null || ElfCompat.LibraryHasVersion(sys, ElfCompat.MissingVersion))
-            {
-                Log.LogMessage(Microsoft.Build.Framework.MessageImportance.Low, "Loupe: system libstdc++ is new enough; no TorchSharp compat step needed.");
-                return true;
-            }
+            bool glibcxx = sys != null && !ElfCompat.LibraryHasVersion(sys, ElfCompat.MissingVersion);
+            if (!glibcxx)
+                Log.LogMessage(Microsoft.Build.Framework.MessageImportance.Low, "Loupe: system libstdc++ is new enough; no libstdc++ compat step needed.");
             foreach (var lib in Directory.GetFiles(OutputDir, "libLibTorchSharp.so", SearchOption.AllDirectories))
             {
-                var (requires, weak) = ElfCompat.InspectVersionNeed(lib, ElfCompat.MissingVersion);
-                if (!requires || (weak && ElfCompat.MentionsShim(lib))) continue;
-                var dir = Path.GetDirectoryName(lib)!;
-                var shim = Path.Combine(dir, ElfCompat.ShimName);
-                if (!File.Exists(shim) && !BuildShim(shim)) return false;
-                if (!weak) ElfCompat.MakeVersionWeak(lib, ElfCompat.MissingVersion);
-                if (!ElfCompat.MentionsShim(lib))
-                {
-                    if (!Run("patchelf", $"--add-needed {ElfCompat.ShimName} \"{lib}\"", out var err))
-                    {
-                        Log.LogError($"Loupe: could not patch {lib} for this system's libstdc++ ({ElfCompat.MissingVersion} missing): {err}. " +
-                                     "Install patchelf first: run scripts/setup.sh (it runs 'apt-get install -y patchelf gcc').");
-                        return false;
-                    }
-                }
-                Log.LogMessage(Microsoft.Build.Framework.MessageImportance.High, $"Loupe: patched {lib} for a libstdc++ without {ElfCompat.MissingVersion}.");
+                if (glibcxx && !PatchLibStdCxx(lib)) return false;
+                PatchScalarRelease(lib);
             }
             return true;
+        }
+
+        bool PatchLibStdCxx(string lib)
+        {
+            var (requires, weak) = ElfCompat.InspectVersionNeed(lib, ElfCompat.MissingVersion);
+            if (!requires || (weak && ElfCompat.MentionsShim(lib))) return true;
+            var dir = Path.GetDirectoryName(lib)!;
+            var shim = Path.Combine(dir, ElfCompat.ShimName);
+            if (!File.Exists(shim) && !BuildShim(shim)) return false;
+            if (!weak) ElfCompat.MakeVersionWeak(lib, ElfCompat.MissingVersion);
+            if (!ElfCompat.MentionsShim(lib))
+            {
+                if (!Run("patchelf", $"--add-needed {ElfCompat.ShimName} \"{lib}\"", out var err))
+                {
+                    Log.LogError($"Loupe: could not patch {lib} for this system's libstdc++ ({ElfCompat.MissingVersion} missing): {err}. " +
+                                 "Install patchelf first: run scripts/setup.sh (it runs 'apt-get install -y patchelf gcc').");
+                    return false;
+                }
+            }
+            Log.LogMessage(Microsoft.Build.Framework.MessageImportance.High, $"Loupe: patched {lib} for a libstdc++ without {ElfCompat.MissingVersion}.");
+            return true;
+        }
+
+        /// <summary>Routes the library's scalar release through the deferring shim (<see cref="ScalarRelease"/>). Without gcc or
+        /// patchelf it warns and leaves the library as TorchSharp ships it.</summary>
+        void PatchScalarRelease(string lib)
+        {
+            if (ElfCompat.DynamicSymbolValue(lib, ElfCompat.HiddenName(ScalarRelease.Symbol)) != null) return;   // done already
+            var release = ElfCompat.DynamicSymbolValue(lib, ScalarRelease.Symbol);
+            var anchor = ElfCompat.DynamicSymbolValue(lib, ScalarRelease.Anchor);
+            if (release is null || anchor is null)
+            {
+                Log.LogWarning($"Loupe: {lib} exports no {ScalarRelease.Symbol} or {ScalarRelease.Anchor}; scalar release left as shipped.");
+                return;
+            }
+            var dir = Path.GetDirectoryName(lib)!;
+            Directory.CreateDirectory(IntermediateDir);
+            var src = Path.Combine(IntermediateDir, "loupe_scalar_shim.c");
+            var code = ScalarRelease.ShimSource((long)release.Value - (long)anchor.Value);
+            var shim = Path.Combine(dir, ScalarRelease.ShimName);
+            bool fresh = File.Exists(shim) && File.Exists(src) && File.ReadAllText(src) == code;
+            const string risk = "TorchSharp may free a temporary scalar while libtorch reads it (random \"Unknown scalar type\" failures in long runs)";
+            if (!fresh)
+            {
+                File.WriteAllText(src, code);
+                if (!Run("gcc", $"-shared -fPIC -O2 -pthread -o \"{shim}\" \"{src}\"", out var gccErr))
+                {
+                    Log.LogWarning($"Loupe: could not build {ScalarRelease.ShimName} with gcc ({gccErr}); {risk}. Run scripts/setup.sh (installs gcc and patchelf).");
+                    return;
+                }
+            }
+            if (!ElfCompat.Mentions(lib, ScalarRelease.ShimName) && !Run("patchelf", $"--add-needed {ScalarRelease.ShimName} \"{lib}\"", out var err))
+            {
+                Log.LogWarning($"Loupe: could not add {ScalarRelease.ShimName} to {lib} ({err}); {risk}. Run scripts/setup.sh (installs gcc and patchelf).");
+                return;
+            }
+            ElfCompat.HideDynamicSymbol(lib, ScalarRelease.Symbol);
+            Log.LogMessage(Microsoft.Build.Framework.MessageImportance.High, $"Loupe: {lib} releases TorchSharp scalars through {ScalarRelease.ShimName} (deferred).");
         }
 
         bool BuildShim(string shimPath)

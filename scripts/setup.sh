@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages Loupe's build needs on Debian/Ubuntu. Idempotent; safe to re-run.
-#   patchelf, gcc : the TorchSharp compatibility step (build/Loupe.NativeCompat.targets) on systems whose
-#                   libstdc++ lacks GLIBCXX_3.4.32 (Debian 12, Ubuntu 22.04). Nothing is needed elsewhere.
+#   patchelf, gcc : the TorchSharp compatibility step (build/Loupe.NativeCompat.targets): on systems whose
+#                   libstdc++ lacks GLIBCXX_3.4.32 (Debian 12, Ubuntu 22.04), and on every Linux for the deferred
+#                   release of TorchSharp's scalars (docs/design.md, "Scalars freed mid-call").
 #   chromium      : headless browser for the HTML report tests (tests/Loupe.Report.Tests, PuppeteerSharp).
 #   tesseract-ocr : OCR of the labelled figures in the tests (LabelledRunTests reads comparison.png's words).
 #   --train       : also dataset-fashion-mnist, to retrain the demo CNN (tools/Loupe.TrainDemo).
