@@ -271,9 +271,8 @@ namespace Loupe.Build
         bool PatchLibStdCxx(string lib)
         {
             var (requires, weak) = ElfCompat.InspectVersionNeed(lib, ElfCompat.MissingVersion);
-            if (!requires || (weak && ElfCompat.MentionsShim(lib))) return true;
-            var dir = Path.GetDirectoryName(lib)!;
-            var shim = Path.Combine(dir, ElfCompat.ShimName);
+            var shim = Path.Combine(Path.GetDirectoryName(lib)!, ElfCompat.ShimName);
+            if (!requires || (weak && ElfCompat.MentionsShim(lib) && File.Exists(shim))) return true;
             if (!File.Exists(shim) && !BuildShim(shim)) return false;
             if (!weak) ElfCompat.MakeVersionWeak(lib, ElfCompat.MissingVersion);
             if (!ElfCompat.MentionsShim(lib))
@@ -293,20 +292,20 @@ namespace Loupe.Build
         /// patchelf it warns and leaves the library as TorchSharp ships it.</summary>
         void PatchScalarRelease(string lib)
         {
-            if (ElfCompat.DynamicSymbolValue(lib, ElfCompat.HiddenName(ScalarRelease.Symbol)) != null) return;   // done already
-            var release = ElfCompat.DynamicSymbolValue(lib, ScalarRelease.Symbol);
+            var hidden = ElfCompat.DynamicSymbolValue(lib, ElfCompat.HiddenName(ScalarRelease.Symbol));
+            var release = hidden ?? ElfCompat.DynamicSymbolValue(lib, ScalarRelease.Symbol);
             var anchor = ElfCompat.DynamicSymbolValue(lib, ScalarRelease.Anchor);
             if (release is null || anchor is null)
             {
                 Log.LogWarning($"Loupe: {lib} exports no {ScalarRelease.Symbol} or {ScalarRelease.Anchor}; scalar release left as shipped.");
                 return;
             }
-            var dir = Path.GetDirectoryName(lib)!;
             Directory.CreateDirectory(IntermediateDir);
             var src = Path.Combine(IntermediateDir, "loupe_scalar_shim.c");
             var code = ScalarRelease.ShimSource((long)release.Value - (long)anchor.Value);
-            var shim = Path.Combine(dir, ScalarRelease.ShimName);
+            var shim = Path.Combine(Path.GetDirectoryName(lib)!, ScalarRelease.ShimName);
             bool fresh = File.Exists(shim) && File.Exists(src) && File.ReadAllText(src) == code;
+            if (hidden != null && fresh) return;   // done already (a hidden release without its shim would not load)
             const string risk = "TorchSharp may free a temporary scalar while libtorch reads it (random \"Unknown scalar type\" failures in long runs)";
             if (!fresh)
             {
@@ -322,7 +321,7 @@ namespace Loupe.Build
                 Log.LogWarning($"Loupe: could not add {ScalarRelease.ShimName} to {lib} ({err}); {risk}. Run scripts/setup.sh (installs gcc and patchelf).");
                 return;
             }
-            ElfCompat.HideDynamicSymbol(lib, ScalarRelease.Symbol);
+            if (hidden == null) ElfCompat.HideDynamicSymbol(lib, ScalarRelease.Symbol);
             Log.LogMessage(Microsoft.Build.Framework.MessageImportance.High, $"Loupe: {lib} releases TorchSharp scalars through {ScalarRelease.ShimName} (deferred).");
         }
 

@@ -14,6 +14,7 @@ using TorchSharp;
 // With --concepts N it instead runs dissection + concept-discovery + tcav once over N generated inputs and checks that
 // RSS stays flat through every dataset pass (ConceptsSoak.cs):
 //   dotnet run -c Release --project tools/Loupe.Soak -- --concepts 60000 [--batch 100] [--top-k 0] [--steps concept-discovery] [--csv FILE]
+// With --scalar-race SECONDS it provokes TorchSharp's scalar race for that long (ScalarRace.cs).
 NativeHeap.LimitArenas(); // first, before other threads allocate (as the CLI does)
 int runs = 200, batch = 100, topK = 0;
 long concepts = 0;
@@ -28,8 +29,9 @@ for (int i = 0; i < args.Length; i++)
         case "--concepts": concepts = long.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--batch": batch = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
         case "--top-k": topK = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+        case "--scalar-race": return ScalarRace.Run(double.Parse(args[++i], CultureInfo.InvariantCulture));
         case "--steps": steps = args[++i].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries); break;
-        default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.Soak [--runs N] [--pipeline FILE] [--csv FILE] | --concepts N [--batch B] [--top-k K] [--steps dissection,concept-discovery,tcav] [--csv FILE]"); return 2;
+        default: Console.Error.WriteLine($"unknown argument '{args[i]}'; usage: Loupe.Soak [--runs N] [--pipeline FILE] [--csv FILE] | --concepts N [--batch B] [--top-k K] [--steps dissection,concept-discovery,tcav] [--csv FILE] | --scalar-race SECONDS"); return 2;
     }
 if (concepts > 0) return ConceptsSoak.Run(RepoPaths.Root, concepts, batch, topK, csv, steps);
 if (runs < 10) { Console.Error.WriteLine("--runs must be at least 10 (run 10 is the reference)"); return 2; }
