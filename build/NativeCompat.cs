@@ -128,19 +128,32 @@ namespace Loupe.Build
         // (.dynsym file offset, entry count, its string table's file offset).
         static (long Symtab, long Count, long Strtab) DynamicTables(byte[] b)
         {
+            int sh = FindSection(b, ShtDynsym);
+            if (sh < 0) throw new InvalidDataException("no .dynsym section");
+            return (BitConverter.ToInt64(b, sh + 0x18), BitConverter.ToInt64(b, sh + 0x20) / 24, LinkedOffset(b, sh));
+        }
+
+        // File offset of the first section header of `type`, or -1 (after checking the ELF header).
+        static int FindSection(byte[] b, uint type)
+        {
             CheckElf64(b);
             long shoff = BitConverter.ToInt64(b, 0x28);
             int shentsize = BitConverter.ToUInt16(b, 0x3A), shnum = BitConverter.ToUInt16(b, 0x3C);
             for (int i = 0; i < shnum; i++)
             {
                 int sh = checked((int)(shoff + (long)i * shentsize));
-                if (BitConverter.ToUInt32(b, sh + 4) != ShtDynsym) continue;
-                long off = BitConverter.ToInt64(b, sh + 0x18), size = BitConverter.ToInt64(b, sh + 0x20);
-                uint link = BitConverter.ToUInt32(b, sh + 0x28);
-                int strSh = checked((int)(shoff + (long)link * shentsize));
-                return (off, size / 24, BitConverter.ToInt64(b, strSh + 0x18));
+                if (BitConverter.ToUInt32(b, sh + 4) == type) return sh;
             }
-            throw new InvalidDataException("no .dynsym section");
+            return -1;
+        }
+
+        // File offset of the section that section header `sh` links to (its string table).
+        static long LinkedOffset(byte[] b, int sh)
+        {
+            long shoff = BitConverter.ToInt64(b, 0x28);
+            int shentsize = BitConverter.ToUInt16(b, 0x3A);
+            uint link = BitConverter.ToUInt32(b, sh + 0x28);
+            return BitConverter.ToInt64(b, checked((int)(shoff + (long)link * shentsize)) + 0x18);
         }
 
         static void CheckElf64(byte[] b)
@@ -153,17 +166,11 @@ namespace Loupe.Build
         // Returns the file offset of the Elf64_Vernaux whose name is `version`, or -1.
         static int FindVernaux(byte[] b, string version)
         {
-            CheckElf64(b);
-            long shoff = BitConverter.ToInt64(b, 0x28);
-            int shentsize = BitConverter.ToUInt16(b, 0x3A), shnum = BitConverter.ToUInt16(b, 0x3C);
-            for (int i = 0; i < shnum; i++)
+            int sh = FindSection(b, ShtGnuVerneed);
+            if (sh >= 0)
             {
-                int sh = checked((int)(shoff + (long)i * shentsize));
-                if (BitConverter.ToUInt32(b, sh + 4) != ShtGnuVerneed) continue;
-                long secOff = BitConverter.ToInt64(b, sh + 0x18);
-                uint link = BitConverter.ToUInt32(b, sh + 0x28), count = BitConverter.ToUInt32(b, sh + 0x2C);
-                int strSh = checked((int)(shoff + (long)link * shentsize));
-                long strOff = BitConverter.ToInt64(b, strSh + 0x18);
+                long secOff = BitConverter.ToInt64(b, sh + 0x18), strOff = LinkedOffset(b, sh);
+                uint count = BitConverter.ToUInt32(b, sh + 0x2C);
                 long vn = secOff;
                 for (uint e = 0; e < count; e++)
                 {

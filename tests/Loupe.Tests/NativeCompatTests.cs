@@ -19,6 +19,16 @@ public class NativeCompatTests
         return Directory.Exists(dir) ? Directory.GetFiles(dir, "libLibTorchSharp.so", SearchOption.AllDirectories).FirstOrDefault(f => f.Contains("linux-x64")) : null;
     }
 
+    /// <summary>The package's libLibTorchSharp.so (as shipped) and a fresh copy of it to patch, or null when the packages are elsewhere.</summary>
+    static (string Original, string Copy)? CopyOfPackageLib()
+    {
+        var original = PackageLib();
+        if (original is null) return null;
+        var copy = Path.Combine(TestEnv.TempDir(), "lib.so");
+        File.Copy(original, copy);
+        return (original, copy);
+    }
+
     [Fact]
     public void TorchSharpLoadsAndComputesInThisProcess()
     {
@@ -43,10 +53,7 @@ public class NativeCompatTests
     [Fact]
     public void MakeVersionWeakFlipsOnlyTheFlagOnACopy()
     {
-        var original = PackageLib();
-        if (original is null) return; // packages restored elsewhere: covered by the output test above
-        var copy = Path.Combine(TestEnv.TempDir(), "lib.so");
-        File.Copy(original, copy);
+        if (CopyOfPackageLib() is not (string original, string copy)) return; // packages restored elsewhere: covered by the output tests
         Assert.Equal((true, false), ElfCompat.InspectVersionNeed(copy, ElfCompat.MissingVersion));
         var before = File.ReadAllBytes(copy);
         Assert.True(ElfCompat.MakeVersionWeak(copy, ElfCompat.MissingVersion));
@@ -120,10 +127,7 @@ public class NativeCompatTests
     [Fact]
     public void HideDynamicSymbolRenamesOneByteOnACopy()
     {
-        var original = PackageLib();
-        if (original is null) return; // packages restored elsewhere: covered by the output test above
-        var copy = Path.Combine(TestEnv.TempDir(), "lib.so");
-        File.Copy(original, copy);
+        if (CopyOfPackageLib() is not (string original, string copy)) return; // packages restored elsewhere: covered by the output tests
         var value = ElfCompat.DynamicSymbolValue(copy, ScalarRelease.Symbol);
         Assert.NotNull(value);
         Assert.Null(ElfCompat.DynamicSymbolValue(copy, ElfCompat.HiddenName(ScalarRelease.Symbol)));
