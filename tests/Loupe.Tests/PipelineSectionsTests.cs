@@ -53,6 +53,20 @@ public class PipelineSectionsTests
         Assert.Contains("step 1 is missing 'uses'", Refused(Valid.Replace("{ uses: y }", "{ id: s }")).Message);
     }
 
+    /// <summary>A tagged key (<c>!!str name:</c>) is the same name, as the binder reads it; a tagged <c>version</c> or
+    /// <c>name</c> with a bad value threw a NullReferenceException (tools/Loupe.Fuzz, corpus yaml/fuzz-tagged-key.yaml).</summary>
+    [Fact]
+    public void Tagged_keys_are_found_by_their_text()
+    {
+        var e = Assert.Single(Refused(Valid.Replace("version: 1\n", "!!binary version:\n")).Errors);
+        Assert.Equal(("unsupported pipeline version '' (this Loupe reads version 1)", 1, 18), (e.Message, e.Line, e.Column));
+        Assert.Contains("'name' may not contain", Assert.Single(Refused(Valid + "!!str name: a/b\n").Errors).Message);
+        Assert.Equal("demo", PipelineParser.ParseText(Valid + "!!str name: demo\n", "/p/p.yaml").Name);
+        // --set replaces the tagged key's value instead of adding a second 'name' beside it.
+        Assert.Equal("other", PipelineParser.ParseText(Valid + "!!str name: demo\n", "/p/p.yaml", ["name=other"]).Name);
+        Assert.Equal(3, PipelineParser.ParseText(Valid + "settings: { !!str batch_size: 2 }\n", "/p/p.yaml", ["settings.batch_size=3"]).BatchSize);
+    }
+
     [Fact]
     public void The_schema_of_each_section_is_generated_from_its_record()
     {

@@ -35,11 +35,13 @@ public static class Overrides
             switch (current)
             {
                 case YamlMappingNode m:
-                    if (last) { m.Children[new YamlScalarNode(key)] = value; return; }
-                    if (!m.Children.TryGetValue(new YamlScalarNode(key), out var next))
+                    // The key as the file writes it, tagged or not (a second, untagged one would be a duplicate).
+                    var keyNode = PipelineParser.KeyNode(m, key) ?? new YamlScalarNode(key);
+                    if (last) { m.Children[keyNode] = value; return; }
+                    if (!m.Children.TryGetValue(keyNode, out var next))
                     {
                         next = new YamlMappingNode();
-                        m.Children[new YamlScalarNode(key)] = next;
+                        m.Children[keyNode] = next;
                     }
                     current = next;
                     break;

@@ -248,8 +248,19 @@ public static partial class PipelineParser
 
     internal static PipelineError At(string file, YamlNode node, string message) => new(file, (int)node.Start.Line, (int)node.Start.Column, message);
 
-    internal static YamlNode? Child(YamlMappingNode m, string key) =>
-        m.Children.TryGetValue(new YamlScalarNode(key), out var v) ? v : null;
+    /// <summary>The value under <paramref name="key"/>, whatever tag the key carries (<c>!!str name:</c>, or a fuzzer's
+    /// <c>!!binary version:</c>, is bound by its text as everywhere else: a lookup by an untagged node would miss it).</summary>
+    internal static YamlNode? Child(YamlMappingNode m, string key) => KeyNode(m, key) is { } k ? m.Children[k] : null;
+
+    /// <summary>The key node of <paramref name="m"/> whose text is <paramref name="key"/>, tagged or not, or null.</summary>
+    internal static YamlNode? KeyNode(YamlMappingNode m, string key)
+    {
+        var plain = new YamlScalarNode(key);
+        if (m.Children.ContainsKey(plain)) return plain;
+        foreach (var k in m.Children.Keys)
+            if (k is YamlScalarNode s && s.Value == key) return k;
+        return null;
+    }
 
     static string Clean(YamlException e)
     {
