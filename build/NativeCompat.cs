@@ -220,7 +220,7 @@ namespace Loupe.Build
     /// The fix is in the build output's copy of libLibTorchSharp.so: its <c>THSTorch_dispose_scalar</c> is hidden and a shim
     /// (a DT_NEEDED library beside it) provides one that queues the pointer and hands it to the original only after at least
     /// <see cref="DelaySeconds"/> s or <see cref="Capacity"/> later releases, whichever comes first — far beyond the
-    /// nanoseconds between a handle's read and libtorch's use. Memory held: at most 2 × Capacity scalars of 32 bytes.
+    /// time between a handle's read and libtorch's use (nanoseconds; a scheduler's time slice when the thread is preempted). Memory held: at most 2 × Capacity scalars of 32 bytes.
     /// </summary>
     public static class ScalarRelease
     {
