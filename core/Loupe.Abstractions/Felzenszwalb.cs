@@ -12,7 +12,7 @@ public static class Felzenszwalb
     public static Tensor Segment(Tensor image, double scale = 1, double sigma = 0.8, int minSize = 20)
     {
         long c = image.shape[0], h = image.shape[1], w = image.shape[2];
-        var hwc = image.detach().to(ScalarType.Float64).permute(1, 2, 0).contiguous().cpu().data<double>().ToArray();
+        var hwc = image.detach().to(ScalarType.Float64).permute(1, 2, 0).ToArray<double>();
         var labels = SkimageFelzenszwalb.Segment(hwc, (int)h, (int)w, (int)c, scale, sigma, minSize);
         return tensor(labels.Select(l => (long)l).ToArray(), [h, w]);
     }

@@ -13,7 +13,7 @@ public static class Slic
     public static Tensor Segment(Tensor image, int segments, double compactness)
     {
         long c = image.shape[0], h = image.shape[1], w = image.shape[2];
-        var hwc = image.detach().to(ScalarType.Float64).permute(1, 2, 0).contiguous().cpu().data<double>().ToArray();
+        var hwc = image.detach().to(ScalarType.Float64).permute(1, 2, 0).ToArray<double>();
         var labels = SkimageSlic.Segment(hwc, (int)h, (int)w, (int)c, segments, compactness);
         return tensor(labels.Select(l => (long)l).ToArray(), [h, w]);
     }

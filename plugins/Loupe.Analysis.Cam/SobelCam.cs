@@ -1,4 +1,5 @@
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Cam;
@@ -27,7 +28,7 @@ public sealed class SobelCam : AttributionAnalysis<SobelCamOptions>
         using var scope = NewDisposeScope();
         var pixels = ctx.Input.Denormalize(input.Input).to(ScalarType.Float32).cpu().contiguous();
         long n = pixels.shape[0], c = pixels.shape[1], h = pixels.shape[2], w = pixels.shape[3];
-        var values = pixels.data<float>().ToArray();
+        var values = pixels.ToArray<float>();
         var map = new float[n * h * w];
         var grey = new int[h * w];
         for (long i = 0; i < n; i++)

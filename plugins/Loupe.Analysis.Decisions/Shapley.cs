@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Decisions;
@@ -114,7 +115,7 @@ public sealed class ShapleySampling : AttributionAnalysis<ShapleySamplingOptions
         {
             var present = arange(p0, p0 + p).unsqueeze(1).bitwise_right_shift(bits).bitwise_and(1).to(ScalarType.Float32);   // p×M
             return Features.Absent(present, labels);
-        }, rows, options.MicroBatch)[0].to(ScalarType.Float64).contiguous().data<double>().ToArray();
+        }, rows, options.MicroBatch)[0].to(ScalarType.Float64).ToArray<double>();
         var weight = new double[m];   // |S|!(M − |S| − 1)!/M! for |S| = 0..M−1
         for (int k = 0; k < m; k++) weight[k] = Math.Exp(LogFactorial(k) + LogFactorial((int)m - k - 1) - LogFactorial((int)m));
         var phi = new double[m];

@@ -1,6 +1,7 @@
 using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -227,7 +228,7 @@ public sealed class RoadConfidence : ConfidenceMetric<RoadConfidenceOptions>
     static Tensor Removed(Tensor v, double[] percentiles)
     {
         long n = v.shape[0], d = v.shape[1];
-        var sorted = v.to(ScalarType.Float64).sort(1).Values.contiguous().data<double>().ToArray();
+        var sorted = v.to(ScalarType.Float64).sort(1).Values.ToArray<double>();
         var thresholds = new float[n * percentiles.Length];
         for (int i = 0; i < n; i++)
         {

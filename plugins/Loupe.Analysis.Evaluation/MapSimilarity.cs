@@ -1,3 +1,4 @@
+using Loupe.Abstractions.Toolkit;
 using static TorchSharp.torch;
 
 namespace Loupe.Analysis.Evaluation;
@@ -26,7 +27,7 @@ public static class MapSimilarities
     public static double Of(MapSimilarity kind, Tensor a, Tensor b, long h, long w)
     {
         using var scope = NewDisposeScope();
-        float[] Flat(Tensor t) => t.to(ScalarType.Float32).contiguous().view(-1).data<float>().ToArray();
+        float[] Flat(Tensor t) => t.to(ScalarType.Float32).ToArray<float>();
         return kind switch
         {
             MapSimilarity.Spearman => Maps.Spearman(Flat(a), Flat(b), constantIsNaN: true),
@@ -44,12 +45,12 @@ public static class MapSimilarities
     public static Func<Tensor, double> Against(MapSimilarity kind, Tensor reference, long h, long w)
     {
         if (kind != MapSimilarity.Spearman) return map => Of(kind, reference, map, h, w);
-        var values = reference.to(ScalarType.Float32).contiguous().view(-1).data<float>().ToArray();
+        var values = reference.to(ScalarType.Float32).ToArray<float>();
         var ranks = values.All(float.IsFinite) ? Maps.Ranks(values) : null;
         return map =>
         {
             using var scope = NewDisposeScope();
-            return Maps.Spearman(values, ranks, map.to(ScalarType.Float32).contiguous().view(-1).data<float>().ToArray(), constantIsNaN: true);
+            return Maps.Spearman(values, ranks, map.to(ScalarType.Float32).ToArray<float>(), constantIsNaN: true);
         };
     }
 

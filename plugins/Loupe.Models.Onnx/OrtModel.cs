@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Loupe.Abstractions;
+using Loupe.Abstractions.Toolkit;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Tensor = TorchSharp.torch.Tensor;
@@ -248,14 +249,11 @@ public sealed class OrtModel : IModel, IModelSideInputs
         }
         if (r.ElementType == TensorElementType.Float)
         {
-            // One copy, from ONNX Runtime's buffer straight into the tensor (no managed array between: a large output
-            // was held three times on its way out, found by tools/Loupe.Fuzz's onnx-runtime target).
+            // One block copy, from ONNX Runtime's buffer straight into the tensor (no managed array between: a large
+            // output was held three times on its way out, found by tools/Loupe.Fuzz's onnx-runtime target).
             var t = r.AsTensor<float>();
-            var result = empty(t.Dimensions.ToArray().Select(v => (long)v).ToArray(), ScalarType.Float32);
-            if (result.numel() == 0) return result;   // (an accessor cannot address an empty tensor)
-            if (t is DenseTensor<float> d) result.data<float>().CopyFrom(d.Buffer.Span, 0, 0);
-            else result.data<float>().CopyFrom(t.ToArray(), 0, 0);
-            return result;
+            var shape = t.Dimensions.ToArray().Select(v => (long)v).ToArray();
+            return t is DenseTensor<float> d ? TensorData.FromSpan<float>(d.Buffer.Span, shape) : TensorData.FromSpan<float>(t.ToArray(), shape);
         }
         return r.ElementType switch
         {

@@ -91,4 +91,25 @@ public class DisplayTests
         Assert.Empty(zeros(0).ToArray<float>());
         Assert.Throws<ArgumentException>(() => t.ToArray<double>());
     }
+
+    [Fact]
+    public void TensorDataFillsANewTensorFromASpan()
+    {
+        using var scope = NewDisposeScope();
+        var values = Enumerable.Range(0, 60).Select(v => v * 0.5f).ToArray();
+        var t = TensorData.FromSpan<float>(values, [3, 4, 5]);
+        Assert.Equal(new long[] { 3, 4, 5 }, t.shape);
+        Assert.Equal(ScalarType.Float32, t.dtype);
+        Assert.Equal(values, t.ToArray<float>());
+        Assert.Equal(2.5f, t[0, 1, 0].item<float>());   // C order: element (0, 1, 0) is the fifth
+        Assert.Equal(new long[] { 7, -1 }, TensorData.FromSpan<long>(new long[] { 7, -1 }, [2]).ToArray<long>());
+        Assert.Equal(new long[] { 0, 3 }, TensorData.FromSpan<float>(ReadOnlySpan<float>.Empty, [0, 3]).shape);
+        Assert.Throws<ArgumentException>(() => TensorData.FromSpan<float>(values, [7, 9]));
+        // Larger than one 1 GiB piece of a byte span: 2^28 + 16 floats copied in two pieces, both ends right.
+        var big = new float[(1 << 28) + 16];
+        big[0] = 1; big[^1] = 2; big[(1 << 28) - 1] = 3; big[1 << 28] = 4;
+        using var copy = TensorData.FromSpan<float>(big, [big.Length]);
+        Assert.Equal((1f, 2f, 3f, 4f), (copy[0].item<float>(), copy[^1].item<float>(), copy[(1 << 28) - 1].item<float>(), copy[1 << 28].item<float>()));
+        Assert.Equal(10.0, copy.sum().item<float>(), 3);
+    }
 }
