@@ -2,6 +2,7 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Cam;
 
@@ -40,7 +41,7 @@ public sealed class AblationCam : CamAnalysis<AblationCamOptions>
         long n = a.shape[0], k = a.shape[1];
         var (baseScores, _, _) = Explain.Scores(ctx, x, l.Selection, 0);
         // pytorch-grad-cam takes the minimum of the layer's own output: a ViT's class token included (AblationLayerVit).
-        var minima = o.Convention == CamConvention.PytorchGradCam ? (l.Own ?? a).flatten(1).amin([1]).to(ScalarType.Float32).data<float>().ToArray() : null;
+        var minima = o.Convention == CamConvention.PytorchGradCam ? (l.Own ?? a).flatten(1).amin([1]).to(ScalarType.Float32).ToArray<float>() : null;
         long chunk = o.MicroBatch ?? 64;
         bool pgc = o.Convention == CamConvention.PytorchGradCam;
         var scores = new List<Tensor>();
@@ -72,7 +73,7 @@ public sealed class AblationCam : CamAnalysis<AblationCamOptions>
                 using var entries = m == 0 ? zeros(0, dtype: baseScores.dtype) : cat(per, 0);
                 using var values = entries.to(ScalarType.Float64).cpu();
                 using var baseScore = baseScores[i].to(ScalarType.Float64).cpu();
-                scores.Add(tensor(AblationChannels.Assemble(order, values.data<double>().ToArray(), baseScore.item<double>(), (int)k, pgc))
+                scores.Add(tensor(AblationChannels.Assemble(order, values.ToArray<double>(), baseScore.item<double>(), (int)k, pgc))
                     .to(entries.dtype).to(baseScores.device));
             }
         var ablated = stack(scores, 0);                                            // N×K

@@ -1,4 +1,5 @@
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Cam;
 
@@ -27,7 +28,7 @@ public static class AblationChannels
         var magnitude = act.abs();
         var shifted = magnitude - magnitude.amin([1], keepdim: true);
         var normalised = shifted / shifted.amax([1], keepdim: true);           // 0/0 = NaN for a constant channel
-        var score = ((normalised * mask).sum([1]) / normalised.sum([1])).data<float>().ToArray();
+        var score = ((normalised * mask).sum([1]) / normalised.sum([1])).ToArray<float>();
         // numpy's argsort: ascending, NaN after every number.
         var ascending = Enumerable.Range(0, (int)k).OrderBy(j => float.IsNaN(score[j]) ? 1 : 0).ThenBy(j => float.IsNaN(score[j]) ? 0f : score[j]).ToArray();
         int q = (int)Math.Floor(k * ratio);

@@ -95,7 +95,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
             using var scope = NewDisposeScope();
             if (a.dim() != 4) throw new LoupeException("concept-discovery needs a spatial layer (N×K×h×w)");
             long k = a.shape[1];
-            var rows = a.to(ScalarType.Float32).permute(0, 2, 3, 1).reshape(-1, k).cpu().contiguous().data<float>().ToArray();
+            var rows = a.to(ScalarType.Float32).permute(0, 2, 3, 1).reshape(-1, k).cpu().contiguous().ToArray<float>();
             for (long r = 0; r < rows.Length / k; r++, _seen++)
             {
                 long slot = _seen < max ? _seen : _rng.NextInt64(_seen + 1);
@@ -137,7 +137,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
             var act = capture[options.Layer];
             long n = act.shape[0], k = act.shape[1], h = act.shape[2], wd = act.shape[3];
             var coef = Nmf.Transform(act.detach().permute(0, 2, 3, 1).reshape(-1, k), w, 100).reshape(n, h * wd, r);   // n × hw × r
-            var cls = batch.Labels ?? output.argmax(1).cpu().data<long>().ToArray();
+            var cls = batch.Labels ?? output.argmax(1).cpu().ToArray<long>();
             var wanted = cls.Distinct().Where(c => classes is null || classes.Contains(c)).OrderBy(c => c).ToList();
             foreach (var (c, idx) in wanted.Select((c, i) => (c, i)))
             {
@@ -158,7 +158,7 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
                 var per = (coef * gw).sum(1).cpu();                                                          // n × r
                 var rows = Enumerable.Range(0, (int)n).Where(i => cls[i] == c).ToArray();
                 if (!importance.TryGetValue(c, out var sum)) { importance[c] = sum = new double[r]; counts[c] = 0; }
-                var vals = per.index_select(0, tensor(rows.Select(i => (long)i).ToArray())).sum(dim: 0).data<double>().ToArray();
+                var vals = per.index_select(0, tensor(rows.Select(i => (long)i).ToArray())).sum(dim: 0).ToArray<double>();
                 for (int j = 0; j < r; j++) sum[j] += vals[j];
                 counts[c] += rows.Length;
             }
@@ -189,8 +189,8 @@ public sealed class ConceptDiscovery : Analysis<ConceptDiscoveryOptions>, IPlans
         {
             // Each input's best position for the concept, then the inputs in descending order (one crop per input).
             var (best, where) = coef.select(2, j).to(ScalarType.Float32).max(1);
-            var v = best.cpu().data<float>().ToArray();
-            var pos = where.cpu().data<long>().ToArray();
+            var v = best.cpu().ToArray<float>();
+            var pos = where.cpu().ToArray<long>();
             var list = tops[j];
             foreach (int img in Enumerable.Range(0, n).OrderByDescending(i => v[i]).ThenBy(i => i))
             {

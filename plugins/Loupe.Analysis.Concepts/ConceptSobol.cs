@@ -1,5 +1,6 @@
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Concepts;
 
@@ -90,7 +91,7 @@ public static class ConceptSobol
             using (interventions.Intervene(layer, t => a.to(t.dtype, t.device)))
             {
                 var output = model.Forward(input.expand(len, -1, -1, -1));
-                var v = output[.., cls].to(ScalarType.Float64).cpu().data<double>().ToArray();
+                var v = output[.., cls].to(ScalarType.Float64).cpu().ToArray<double>();
                 Array.Copy(v, 0, y, s, len);
             }
         }

@@ -4,6 +4,7 @@ using System.Globalization;
 using Loupe.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Concepts;
 
@@ -44,7 +45,7 @@ public sealed class CounterfactualNeighbours : Analysis<CounterfactualOptions>, 
         using var scope = NewDisposeScope();
         var x = emb.X.to(ScalarType.Float64);
         var q = x.index_select(0, tensor(queries.Select(i => (long)i).ToArray()));
-        var d = ((q * q).sum(1, keepdim: true) + (x * x).sum(1).unsqueeze(0) - 2 * q.MatMul(x.t())).clamp_min(0).sqrt().data<double>().ToArray();
+        var d = ((q * q).sum(1, keepdim: true) + (x * x).sum(1).unsqueeze(0) - 2 * q.MatMul(x.t())).clamp_min(0).sqrt().ToArray<double>();
         var idx = new List<int[]>();
         var dist = new List<double[]>();
         for (int r = 0; r < queries.Length; r++)

@@ -3,6 +3,7 @@ using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Concepts;
 
@@ -139,7 +140,7 @@ public sealed class Dissection : Analysis<DissectionOptions>, IPlansLayerPasses,
             _heaps ??= Enumerable.Range(0, (int)k).Select(_ => new PriorityQueue<float, float>()).ToArray();
             var flat = a.to(ScalarType.Float32).transpose(0, 1).reshape(k, -1);
             int kk = (int)Math.Min(m, flat.shape[1]);
-            var vals = flat.topk(kk, dim: 1).values.cpu().contiguous().data<float>().ToArray();
+            var vals = flat.topk(kk, dim: 1).values.cpu().contiguous().ToArray<float>();
             for (int u = 0; u < k; u++)
             {
                 var heap = _heaps[u];
@@ -179,9 +180,9 @@ public sealed class Dissection : Analysis<DissectionOptions>, IPlansLayerPasses,
                     for (int p = 0; p < hw; p++) if (mask[p]) masks[(i * nc + c) * hw + p] = 1;
                 }
             var l = tensor(masks, [n, nc, hw]).to(ScalarType.Float64);
-            var inter = units.MatMul(l.transpose(1, 2)).sum(dim: 0).contiguous().data<double>().ToArray();
-            var su = units.sum([0, 2]).data<double>().ToArray();
-            var sl = l.sum([0, 2]).data<double>().ToArray();
+            var inter = units.MatMul(l.transpose(1, 2)).sum(dim: 0).contiguous().ToArray<double>();
+            var su = units.sum([0, 2]).ToArray<double>();
+            var sl = l.sum([0, 2]).ToArray<double>();
             for (int i = 0; i < inter.Length; i++) _inter[i] += inter[i];
             for (int i = 0; i < su.Length; i++) _unit[i] += su[i];
             for (int i = 0; i < sl.Length; i++) _concept[i] += sl[i];

@@ -88,7 +88,7 @@ public sealed class FeatureFactorization : Analysis<FeatureFactorizationOptions>
                     throw new LoupeException($"option 'images': {options.Images} inputs of {k}×{h}×{w} activations need ~{16L * k * h * w * options.Images >> 20} MiB, above the step's memory budget ({ctx.MemoryBudgetBytes >> 20} MiB); factorise fewer inputs together or raise settings.memory_budget_mb");
                 for (int i = 0; i < batch.Ids.Length; i++)
                 {
-                    group.Add(new(batch.Ids[i], batch.Pixels[i].detach().cpu().MoveToOuterDisposeScope(), a[i].data<float>().ToArray()));
+                    group.Add(new(batch.Ids[i], batch.Pixels[i].detach().cpu().MoveToOuterDisposeScope(), a[i].ToArray<float>()));
                     if (group.Count == options.Images) Flush();
                 }
             }
@@ -190,7 +190,7 @@ public sealed class FeatureFactorization : Analysis<FeatureFactorizationOptions>
     /// <summary>The <paramref name="top"/> classes of each concept by softmax probability (ties: the lower class).</summary>
     static List<(long Class, string Name, double Probability)[]> Labels(IAnalysisContext ctx, Tensor probabilities, int top)
     {
-        var p = probabilities.to(ScalarType.Float64).data<double>().ToArray();
+        var p = probabilities.to(ScalarType.Float64).ToArray<double>();
         long classes = probabilities.shape[1];
         string Name(long c) => c < ctx.Labels.Count ? ctx.Labels[(int)c] : $"class {c}";
         return Enumerable.Range(0, (int)probabilities.shape[0]).Select(j =>

@@ -3,6 +3,7 @@ using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Concepts;
 
@@ -46,7 +47,7 @@ public sealed class Embedding(Tensor x, string[] ids, long[]? labels) : IDisposa
             using var scope = NewDisposeScope();
             var f = (a.dim() == 4 ? a.mean([2, 3]) : a.flatten(1)).to(ScalarType.Float32).cpu().contiguous();
             _d = f.shape[1];
-            _rows.Add(f.data<float>().ToArray());
+            _rows.Add(f.ToArray<float>());
             _ids.AddRange(batch.Ids);
             if (batch.Labels is { } l) _labels.AddRange(l); else _labelled = false;
         }
@@ -108,10 +109,10 @@ public sealed class Prototypes : Analysis<PrototypesOptions>, IPlansLayerPasses
         {
             var d = Stats.SquaredDistances(x, x);
             var off = d.masked_select(ones(n, n, dtype: ScalarType.Bool).triu(1));
-            double med = off.numel() == 0 ? 1 : Median(off.data<double>().ToArray());
+            double med = off.numel() == 0 ? 1 : Median(off.ToArray<double>());
             gamma = 1 / Math.Max(med, 1e-12);
         }
-        var k = Stats.Rbf(x, x, gamma).data<double>().ToArray();
+        var k = Stats.Rbf(x, x, gamma).ToArray<double>();
         var colMean = new double[n];
         for (int i = 0; i < n; i++) { double s = 0; for (int j = 0; j < n; j++) s += k[i * n + j]; colMean[i] = s / n; }
         var chosen = new List<int>();

@@ -1,5 +1,6 @@
 using TorchSharp;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Concepts;
 
@@ -57,7 +58,7 @@ public static class Stats
             f = fNext;
             if (done) break;
         }
-        var w = z.t().MatMul(a).contiguous().data<double>().ToArray();
+        var w = z.t().MatMul(a).contiguous().ToArray<double>();
         var margin = k.MatMul(a);
         double acc = ((margin > 0).to(ScalarType.Float64).eq(y)).to(ScalarType.Float64).mean().item<double>();
         return (w[..^1], w[^1], acc);

@@ -153,7 +153,7 @@ public sealed class Tcav : Analysis<TcavOptions>, IDeclaresMetrics
                 if (k >= output.shape[1]) throw new LoupeException($"tcav: class {k} is out of range: the model has {output.shape[1]} outputs");
                 var g = CheckedOps.Grad([output[.., k].sum()], [a], retainGraph: idx < wanted.Count - 1)[0].flatten(1).to(ScalarType.Float64).cpu();
                 var rows = tensor(Enumerable.Range(0, cls.Length).Where(i => cls[i] == k).Select(i => (long)i).ToArray());
-                var signs = g.index_select(0, rows).MatMul(cavMatrix.t()).gt(0).to(ScalarType.Int64).sum(dim: 0).data<long>().ToArray();
+                var signs = g.index_select(0, rows).MatMul(cavMatrix.t()).gt(0).to(ScalarType.Int64).sum(dim: 0).ToArray<long>();
                 if (!positive.TryGetValue(k, out var acc)) { positive[k] = acc = new long[signs.Length]; count[k] = 0; }
                 for (int j = 0; j < signs.Length; j++) acc[j] += signs[j];
                 count[k] += rows.shape[0];

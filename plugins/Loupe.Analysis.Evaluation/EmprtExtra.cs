@@ -31,7 +31,7 @@ public static class EmprtExtra
             var p = nn.functional.softmax(output.reshape(b.N, -1).to(ScalarType.Float32), 1).to(ScalarType.Float64);
             p /= p.sum(1, keepdim: true);
             var terms = where(p > 0, -p * p.log(), zeros_like(p));
-            return terms.sum(1).data<double>().ToArray();
+            return terms.sum(1).ToArray<double>();
         }
     }
 

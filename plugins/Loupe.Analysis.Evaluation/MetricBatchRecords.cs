@@ -1,4 +1,5 @@
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Evaluation;
 
@@ -16,7 +17,7 @@ public sealed partial class MetricBatch
     public void RecordCurves(Tensor curves, long[]? lengths, CurveAxis axis)
     {
         long t = curves.shape[1], width = axis.X.Length;
-        var values = curves.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        var values = curves.to(ScalarType.Float64).cpu().contiguous().ToArray<double>();
         var rows = new double[N][];
         for (int i = 0; i < N; i++)
         {
@@ -36,7 +37,7 @@ public sealed partial class MetricBatch
     public void RecordAcross(Tensor rows)
     {
         long t = rows.shape[1];
-        var values = rows.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        var values = rows.to(ScalarType.Float64).cpu().contiguous().ToArray<double>();
         Across = Enumerable.Range(0, (int)N).Select(i => values.AsSpan((int)(i * t), (int)t).ToArray()).ToArray();
     }
 }

@@ -1,5 +1,6 @@
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Evaluation;
 
@@ -28,7 +29,7 @@ public sealed class MstCompactness : ComplexityMetric
     protected override Tensor Of(Tensor a, ComplexityOptions o, MetricBatch b)
     {
         int h = (int)b.X.shape[2], w = (int)b.X.shape[3];
-        var rows = a.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        var rows = a.to(ScalarType.Float64).cpu().contiguous().ToArray<double>();
         var scores = new double[a.shape[0]];
         for (int i = 0; i < scores.Length; i++)
             scores[i] = Score(rows.AsSpan(i * h * w, h * w), h, w, o.Threshold, o.K, o.AutoIncreaseK, o.ScaleScore);

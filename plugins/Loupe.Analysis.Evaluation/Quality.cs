@@ -3,6 +3,7 @@ using System.ComponentModel;
 using System.ComponentModel.DataAnnotations;
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Analysis.Evaluation;
 
@@ -186,9 +187,9 @@ public sealed partial class MetricBatch(IAnalysisContext ctx, InputBatch batch, 
         var inside = group < steps;
         var index = where(inside, group, zeros_like(group));
         var flat = x.reshape(N, -1);
-        var sums = zeros(N, Math.Max(steps, 1), dtype: ScalarType.Float64).scatter_add_(1, index, where(inside, flat, zeros_like(flat))).cpu().data<double>().ToArray();
-        var counts = zeros(N, Math.Max(steps, 1), dtype: ScalarType.Float64).scatter_add_(1, index, inside.to(ScalarType.Float64)).cpu().data<double>().ToArray();
-        var total = flat.sum(1).cpu().data<double>().ToArray();
+        var sums = zeros(N, Math.Max(steps, 1), dtype: ScalarType.Float64).scatter_add_(1, index, where(inside, flat, zeros_like(flat))).cpu().ToArray<double>();
+        var counts = zeros(N, Math.Max(steps, 1), dtype: ScalarType.Float64).scatter_add_(1, index, inside.to(ScalarType.Float64)).cpu().ToArray<double>();
+        var total = flat.sum(1).cpu().ToArray<double>();
         groups ??= [.. Enumerable.Range(0, (int)N).Select(i => (long)i)];
         int g = (int)groups.Max() + 1;
         var sum = new double[g];

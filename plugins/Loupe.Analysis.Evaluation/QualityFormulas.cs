@@ -149,8 +149,8 @@ public static class QualityFormulas
     {
         using var scope = NewDisposeScope();
         long n = x.shape[0], t = x.shape[1];
-        var a = x.to(ScalarType.Float64).contiguous().data<double>().ToArray();
-        var b = y.to(ScalarType.Float64).contiguous().data<double>().ToArray();
+        var a = x.to(ScalarType.Float64).contiguous().ToArray<double>();
+        var b = y.to(ScalarType.Float64).contiguous().ToArray<double>();
         var tau = new double[n];
         Parallel.For(0, (int)n, row => tau[row] = MapSimilarities.KendallTau(a.AsSpan((int)(row * t), (int)t).ToArray(), b.AsSpan((int)(row * t), (int)t).ToArray()));
         return scope.MoveToOuter(tensor(tau));
@@ -311,7 +311,7 @@ public static class QualityFormulas
         ArgumentOutOfRangeException.ThrowIfLessThan(patch, 1);
         int n = (int)a.shape[0], rows = (int)h, cols = (int)w, d = rows * cols;
         if (a.shape[1] != d) throw new ArgumentException($"a has {a.shape[1]} features per row, not {h}×{w}", nameof(a));
-        var values = a.to(ScalarType.Float64).cpu().contiguous().data<double>().ToArray();
+        var values = a.to(ScalarType.Float64).cpu().contiguous().ToArray<double>();
         var steps = new long[(long)n * d];
         var taken = new long[n];
         TensorThreads.For(n, i =>

@@ -114,7 +114,7 @@ public sealed class Infidelity : MetricAnalysis<InfidelityOptions>, IShardable
         var drop = fx.unsqueeze(1) - b.Outputs(o.Samples, (k0, k) =>
         {
             var noise = InputSeeds.Randn(b.Generators, [k, c, h, w]).transpose(0, 1) * (float)o.Sigma;   // n×k×c×h×w
-            var dot = (noise * phi.unsqueeze(1)).sum([2, 3, 4]).to(ScalarType.Float64).data<double>().ToArray();
+            var dot = (noise * phi.unsqueeze(1)).sum([2, 3, 4]).to(ScalarType.Float64).ToArray<double>();
             for (long i = 0; i < n; i++) Array.Copy(dot, i * k, dots, i * o.Samples + k0, k);
             return x.unsqueeze(1) - noise;
         }, o.Softmax ?? false);

@@ -1,5 +1,6 @@
 using Loupe.Abstractions;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Models.Onnx;
 
@@ -133,7 +134,7 @@ public sealed partial class OnnxModel : IModelGraphSource
                 {
                     // The mean over the two spatial dims (PyTorch 2's global pooling): an adaptive 1×1 pool, then a
                     // flatten when the dims are not kept.
-                    var axes = (Ops.AxesFromInput(n) ? n.HasInput(1) ? Const(1).to(ScalarType.Int64).data<long>().ToArray() : null : n.Ints("axes"))?.Order().ToArray();
+                    var axes = (Ops.AxesFromInput(n) ? n.HasInput(1) ? Const(1).to(ScalarType.Int64).ToArray<long>() : null : n.Ints("axes"))?.Order().ToArray();
                     if (axes is not ([2, 3] or [-2, -1])) throw n.Error($"the model graph supports ReduceMean over the two spatial dims (axes 2, 3) only, not ({string.Join(", ", axes ?? [])})");
                     var pool = new GraphNode(name, GraphOp.AdaptiveAvgPool, [In(0)]) { Kernel = [1, 1] };
                     if (n.Int("keepdims", 1) != 0) { node = pool; break; }
@@ -147,7 +148,7 @@ public sealed partial class OnnxModel : IModelGraphSource
                     break;
                 case "Reshape":
                 {
-                    var shape = Const(1).to(ScalarType.Int64).data<long>().ToArray();
+                    var shape = Const(1).to(ScalarType.Int64).ToArray<long>();
                     if (shape.Length < 2) throw n.Error("the model graph supports reshapes that keep the batch dimension only");
                     node = new GraphNode(name, GraphOp.Reshape, [In(0)]) { Shape = shape[1..] };
                     break;
@@ -267,7 +268,7 @@ public sealed partial class OnnxModel : IModelGraphSource
         Tensor? Const(string v) => _constants.TryGetValue(v, out var t) ? t : null;
         bool LastAxis(OnnxNode r)
         {
-            var axes = Ops.AxesFromInput(r) ? (r.Inputs.Length > 1 && Const(r.Inputs[1]) is { } a ? a.to(ScalarType.Int64).data<long>().ToArray() : null) : r.Ints("axes");
+            var axes = Ops.AxesFromInput(r) ? (r.Inputs.Length > 1 && Const(r.Inputs[1]) is { } a ? a.to(ScalarType.Int64).ToArray<long>() : null) : r.Ints("axes");
             return axes is [-1] && r.Int("keepdims", 1) == 1;
         }
         // The one node reading v (and nothing else), of type `op`, or -1.
@@ -314,7 +315,7 @@ public sealed partial class OnnxModel : IModelGraphSource
     static GraphNode PadNode(OnnxNode n, string name, int input, Func<int, Tensor> constant)
     {
         if (n.String("mode", "constant") != "constant") throw n.Error($"{n.String("mode", "")} padding has no model-graph form (constant only)");
-        long[] pads = n.Opset < 11 ? n.Ints("pads") ?? [] : constant(1).to(ScalarType.Int64).data<long>().ToArray();
+        long[] pads = n.Opset < 11 ? n.Ints("pads") ?? [] : constant(1).to(ScalarType.Int64).ToArray<long>();
         double value = n.Opset < 11 ? n.Float("value", 0) : n.HasInput(2) ? constant(2).to(ScalarType.Float64).item<double>() : 0;
         if (n.Opset >= 11 && n.HasInput(3)) throw n.Error("Pad with axes has no model-graph form");
         if (pads.Length != 8 || pads[0] != 0 || pads[1] != 0 || pads[4] != 0 || pads[5] != 0)

@@ -1,5 +1,6 @@
 using Onnx;
 using static TorchSharp.torch;
+using Loupe.Abstractions.Toolkit;
 
 namespace Loupe.Models.Onnx;
 
@@ -124,7 +125,7 @@ public static partial class OrtGuard
         try
         {
             using var scope = NewDisposeScope();
-            return new V(dims, OnnxFile.ToTensor(t, source).to(ScalarType.Float64).data<double>().ToArray(), isInt);
+            return new V(dims, OnnxFile.ToTensor(t, source).to(ScalarType.Float64).ToArray<double>(), isInt);
         }
         catch (Exception) { return new V(dims, null, isInt); } // unsupported or malformed: ONNX Runtime will say so
     }
