@@ -564,17 +564,24 @@ class LoupeServer:
         self.proc.wait()
 
 
-def paired(rows, dll, repeats, pause):
+def paired(rows, dll, repeats, pause, only=""):
     """Per row: warm both sides, then `repeats` rounds, each one Python call, one Loupe call and (when the row has one)
     one call of its Loupe floor, in the order of `round_order` with `pause` seconds between calls (OpenMP workers of the side that
-    just ran stop spinning). Ratios are medians of per-round ratios: each round's calls ran within seconds."""
+    just ran stop spinning). Ratios are medians of per-round ratios: each round's calls ran within seconds. `only` picks
+    rows by a substring of the Python row's name or of a Loupe row's ("onnx-runtime" names only Loupe rows: the same work
+    on another backend, compared with the one Python row)."""
     server = LoupeServer(dll)
     out = {}
     try:
         for pyname, fn, rep in rows:
-            if pyname not in server.variants:
+            names = server.variants.get(pyname, [])
+            if only not in pyname:
+                names = [n for n in names if only in n]
+                if not names:
+                    continue
+            elif not names:
                 print(f"{pyname}: no Loupe row", file=sys.stderr, flush=True)
-            for name in server.variants.get(pyname, []):
+            for name in names:
                 try:
                     out[name] = paired_row(server, name, fn, rep or repeats, pause)
                 except RuntimeError as e:       # one failing row must not lose the others' results
@@ -658,6 +665,8 @@ def table(results, rounds):
         tag, work = name.split(" | ", 1)
         fl = f"{o['floor_ratio']:.2f}× ({o['floor'].split(' | ', 1)[1]}: {o['floor_ms']:.1f} ms)" if "floor" in o else "— (is a floor)"
         lines.append(f"| {tag} | {work} | {o['loupe_ms']:.1f} ms | {o['python_ms']:.1f} ms | **{o['ratio']:.2f}×** | {fl} |")
+    if not results:
+        return "\n".join(lines) + "\n\nrows: 0 (no row ran: see the log above)"
     worst = max(o["ratio"] for o in results.values())
     lines.append(f"\nrows: {len(results)}, worst Loupe / Python {worst:.2f}×, "
                  f"worst Loupe / floor {max((o['floor_ratio'] for o in results.values() if 'floor_ratio' in o), default=0):.2f}×")
@@ -674,12 +683,15 @@ def main():
     ap.add_argument("--pause", type=float, default=0.05, help="seconds between calls in --paired mode")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [r for r in define_rows() if args.only in r[0]]
     if args.paired:
-        results = paired(rows, args.paired, args.repeats, args.pause)
+        # Every Python row goes to paired(), which also matches `only` against the Loupe rows' names.
+        results = paired(define_rows(), args.paired, args.repeats, args.pause, args.only)
         print(json.dumps(results, indent=1, ensure_ascii=False))
         print(table(results, args.repeats), file=sys.stderr)
+        if not results:
+            sys.exit(f"python_bench.py: no row ran (--only {args.only!r} matches no Python or Loupe row, or every row failed)")
         return
+    rows = [r for r in define_rows() if args.only in r[0]]
     results = {}
     for name, fn, repeats in rows:
         results[name] = round(timed(fn, repeats or args.repeats), 2)
