@@ -11,6 +11,15 @@ public class ValidationTests
         return (code, (stdout + stderr).Split('\n').Where(l => l.Contains(": error: ")).ToList(), stdout + stderr);
     }
 
+    /// <summary>The errors come in reading order (line, then column), whatever phase of validation found them.</summary>
+    static void AssertInFileOrder(List<string> errors)
+    {
+        var places = errors.Select(e => System.Text.RegularExpressions.Regex.Match(e, @":(\d+):(\d+): error: ")).Where(m => m.Success)
+            .Select(m => (int.Parse(m.Groups[1].Value), int.Parse(m.Groups[2].Value))).ToList();
+        Assert.True(places.Count >= 2, string.Join("\n", errors));
+        Assert.True(places.SequenceEqual(places.Order()), "errors out of file order:\n" + string.Join("\n", errors));
+    }
+
     [Fact]
     public void FiveMistakesInFiveSectionsGiveFiveErrorsBeforeTheModelLoads()
     {
@@ -83,6 +92,7 @@ public class ValidationTests
         Assert.Contains(errors, e => e.Contains(":14:") && e.Contains("layer 'relu33' does not exist in the model") && e.Contains("did you mean 'relu3'"));
         Assert.Contains(errors, e => e.Contains(":17:") && e.Contains("step 'sal' target: class index 42 is out of range: the model has 10 outputs"));
         Assert.Contains(errors, e => e.Contains(":19:") && e.Contains("'pdf'"));
+        AssertInFileOrder(errors);   // 14 and 17 are found with the model, after 19
     }
 
     [Fact]
@@ -111,6 +121,7 @@ public class ValidationTests
         Assert.Contains(errors, e => e.Contains(":6:") && e.Contains("step 'pf' (pixel-flipping): option 'baseline': give one value or one per channel (1), got 2"));
         Assert.Contains(errors, e => e.Contains(":7:") && e.Contains("step 'sp' option 'of': no other step with id 'nosuch'"));
         Assert.Contains(errors, e => e.Contains(":8:") && e.Contains("step 'sp2'") && e.Contains("did you mean 'sparseness_mean'"));
+        AssertInFileOrder(errors);
     }
 
     [Fact]
