@@ -62,9 +62,12 @@ public static partial class Ops
         return Conv2d(F.pad(x, TorchPad(b, e)), w, bias, s, [0, 0], d, g);
     }
 
-    /// <summary>libtorch's convolution, or <see cref="DirectConvolution"/> where it applies (oneDNN off, stride 1).</summary>
+    /// <summary>libtorch's convolution, or where oneDNN is off <see cref="DirectConvolution"/> (stride 1, one group) or
+    /// <see cref="DepthwiseConvolution"/> (depthwise) where they apply.</summary>
     static Tensor Conv2d(Tensor x, Tensor w, Tensor? bias, long[] s, long[] p, long[] d, long g) =>
-        DirectConvolution.Applies(x, w, bias, s, p, d, g) ? DirectConvolution.Conv2d(x, w, bias, p, d) : F.conv2d(x, w, bias, s, p, d, g);
+        DirectConvolution.Applies(x, w, bias, s, p, d, g) ? DirectConvolution.Conv2d(x, w, bias, p, d)
+        : DepthwiseConvolution.Applies(x, w, bias, s, p, d, g) ? DepthwiseConvolution.Conv2d(x, w, bias, s, p, d)
+        : F.conv2d(x, w, bias, s, p, d, g);
 
     static Tensor ConvTranspose(OnnxNode n, Tensor x, Tensor w, Tensor? bias)
     {

@@ -18,13 +18,19 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
     /// <summary>The convolution of <paramref name="x"/>; an NCHW input with at most 4 channels that needs its gradient
     /// (the first layer of an image model, when a technique differentiates to the pixels) goes through
     /// <see cref="FewChannelConvFunction"/>; other stride-1 ones, where oneDNN is off, through
-    /// <see cref="DirectConvolution"/>.</summary>
+    /// <see cref="DirectConvolution"/>, and depthwise ones (any stride) through <see cref="DepthwiseConvolution"/>.</summary>
     public Tensor Run(Tensor x)
     {
         if (Groups == 1 && x.dim() == 4 && x.shape[1] <= FewChannelConvFunction.MaxChannels && x.requires_grad && is_grad_enabled()
             && x.is_contiguous() && !Weight.requires_grad && Bias is not { requires_grad: true })
             return FewChannelConvFunction.apply(x, this);
-        if (x.dim() == 4 && x.shape[1] > FewChannelConvFunction.MaxChannels)
+        if (Groups > 1)
+        {
+            var weight = Weight;
+            var bias = Bias;
+            if (DepthwiseConvolution.Applies(x, weight, bias, Stride, Padding, Dilation, Groups)) return DepthwiseConvolution.Conv2d(x, weight, bias, Stride, Padding, Dilation);
+        }
+        else if (x.dim() == 4 && x.shape[1] > FewChannelConvFunction.MaxChannels)
         {
             var weight = Weight;
             var bias = Bias;
@@ -44,6 +50,12 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
         DirectConvolution.Enabled && conv.groups == 1 && conv.padding_mode == PaddingModes.Zeros && conv.padding is { Length: 2 } p
         && conv.stride.All(s => s == 1) && conv.in_channels > FewChannelConvFunction.MaxChannels
         && p[0] <= conv.dilation[0] * (conv.kernel_size[0] - 1) && p[1] <= conv.dilation[1] * (conv.kernel_size[1] - 1);
+
+    /// <summary>Whether <paramref name="conv"/> is a depthwise convolution (groups = input channels) that runs on
+    /// <see cref="DepthwiseConvolution"/> in this process (enabled there; zero padding given as numbers).</summary>
+    public static bool Depthwise(Conv2d conv) =>
+        DepthwiseConvolution.Enabled && conv.groups > 1 && conv.groups == conv.in_channels && conv.padding_mode == PaddingModes.Zeros
+        && conv.padding is { Length: 2 };
 
     public static ConvArgs Of(Conv2d conv) => new(() => conv.weight!, () => conv.bias, conv.stride, conv.padding!, conv.dilation, conv.groups);
 }
