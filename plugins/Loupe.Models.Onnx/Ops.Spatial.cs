@@ -63,10 +63,10 @@ public static partial class Ops
     }
 
     /// <summary>libtorch's convolution, or where oneDNN is off <see cref="DirectConvolution"/> (stride 1, one group) or
-    /// <see cref="DepthwiseConvolution"/> (depthwise) where they apply.</summary>
+    /// <see cref="GroupedConvolution"/> (narrow groups: depthwise and the like) where they apply.</summary>
     static Tensor Conv2d(Tensor x, Tensor w, Tensor? bias, long[] s, long[] p, long[] d, long g) =>
         DirectConvolution.Applies(x, w, bias, s, p, d, g) ? DirectConvolution.Conv2d(x, w, bias, p, d)
-        : DepthwiseConvolution.Applies(x, w, bias, s, p, d, g) ? DepthwiseConvolution.Conv2d(x, w, bias, s, p, d)
+        : GroupedConvolution.Applies(x, w, bias, s, p, d, g) ? GroupedConvolution.Conv2d(x, w, bias, s, p, d, g)
         : F.conv2d(x, w, bias, s, p, d, g);
 
     static Tensor ConvTranspose(OnnxNode n, Tensor x, Tensor w, Tensor? bias)

@@ -18,7 +18,8 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
     /// <summary>The convolution of <paramref name="x"/>; an NCHW input with at most 4 channels that needs its gradient
     /// (the first layer of an image model, when a technique differentiates to the pixels) goes through
     /// <see cref="FewChannelConvFunction"/>; other stride-1 ones, where oneDNN is off, through
-    /// <see cref="DirectConvolution"/>, and depthwise ones (any stride) through <see cref="DepthwiseConvolution"/>.</summary>
+    /// <see cref="DirectConvolution"/>, and grouped ones of narrow groups (depthwise and the like, any stride) through
+    /// <see cref="GroupedConvolution"/>.</summary>
     public Tensor Run(Tensor x)
     {
         if (Groups == 1 && x.dim() == 4 && x.shape[1] <= FewChannelConvFunction.MaxChannels && x.requires_grad && is_grad_enabled()
@@ -28,7 +29,7 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
         {
             var weight = Weight;
             var bias = Bias;
-            if (DepthwiseConvolution.Applies(x, weight, bias, Stride, Padding, Dilation, Groups)) return DepthwiseConvolution.Conv2d(x, weight, bias, Stride, Padding, Dilation);
+            if (GroupedConvolution.Applies(x, weight, bias, Stride, Padding, Dilation, Groups)) return GroupedConvolution.Conv2d(x, weight, bias, Stride, Padding, Dilation, Groups);
         }
         else if (x.dim() == 4 && x.shape[1] > FewChannelConvFunction.MaxChannels)
         {
@@ -51,11 +52,11 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
         && conv.stride.All(s => s == 1) && conv.in_channels > FewChannelConvFunction.MaxChannels
         && p[0] <= conv.dilation[0] * (conv.kernel_size[0] - 1) && p[1] <= conv.dilation[1] * (conv.kernel_size[1] - 1);
 
-    /// <summary>Whether <paramref name="conv"/> is a depthwise convolution (groups = input channels) that runs on
-    /// <see cref="DepthwiseConvolution"/> in this process (enabled there; zero padding given as numbers).</summary>
-    public static bool Depthwise(Conv2d conv) =>
-        DepthwiseConvolution.Enabled && conv.groups > 1 && conv.groups == conv.in_channels && conv.padding_mode == PaddingModes.Zeros
-        && conv.padding is { Length: 2 };
+    /// <summary>Whether <paramref name="conv"/> is a grouped convolution of narrow groups (depthwise and the like) that
+    /// runs on <see cref="GroupedConvolution"/> in this process (enabled there; zero padding given as numbers).</summary>
+    public static bool Grouped(Conv2d conv) =>
+        GroupedConvolution.Enabled && conv.groups > 1 && conv.in_channels / conv.groups <= GroupedConvolution.MaxGroupWidth
+        && conv.padding_mode == PaddingModes.Zeros && conv.padding is { Length: 2 };
 
     public static ConvArgs Of(Conv2d conv) => new(() => conv.weight!, () => conv.bias, conv.stride, conv.padding!, conv.dilation, conv.groups);
 }

@@ -34,7 +34,7 @@ sealed class Rewrites : IDisposable
     static readonly HashSet<string> KnownBlocks = ["ResNet", "BasicBlock", "Bottleneck", "FashionCnn"];
     const BindingFlags Instance = BindingFlags.Instance | BindingFlags.NonPublic | BindingFlags.Public;
 
-    enum Kind { Fold, Pool, Conv, Direct, Depthwise }
+    enum Kind { Fold, Pool, Conv, Direct, Grouped }
 
     /// <summary>One replacement: applied while not pinned; owns what it put in place. A pinned fold runs its convolution
     /// on the fast kernel when there is one (<see cref="Unfold"/>); undone for good, the original modules.</summary>
@@ -74,8 +74,8 @@ sealed class Rewrites : IDisposable
     /// <summary>Number of unfolded convolutions that run on <see cref="DirectConvolution"/> (where it is enabled).</summary>
     public int DirectConvs => _swaps.Count(p => p.Kind == Kind.Direct);
 
-    /// <summary>Depthwise convolutions swapped for <see cref="DepthwiseConvolution"/>'s kernel (outside folds).</summary>
-    public int DepthwiseConvs => _swaps.Count(p => p.Kind == Kind.Depthwise);
+    /// <summary>Grouped convolutions swapped for <see cref="GroupedConvolution"/>'s kernel (outside folds).</summary>
+    public int GroupedConvs => _swaps.Count(p => p.Kind == Kind.Grouped);
 
     /// <summary>Number of rewrites in place.</summary>
     public int Count => _swaps.Count(p => p.Pins == 0);
@@ -183,7 +183,7 @@ sealed class Rewrites : IDisposable
         foreach (var (b, _) in bn.named_buffers()) _byParameter[bnName + "." + b] = pair;
     }
 
-    static bool HasFastKernel(nn.Module module) => module is MaxPool2d || module is Conv2d conv && (ConvArgs.FewChannels(conv) || ConvArgs.Direct(conv) || ConvArgs.Depthwise(conv));
+    static bool HasFastKernel(nn.Module module) => module is MaxPool2d || module is Conv2d conv && (ConvArgs.FewChannels(conv) || ConvArgs.Direct(conv) || ConvArgs.Grouped(conv));
 
     /// <summary>What a module runs as on the fast kernels, or null.</summary>
     static (nn.Module<Tensor, Tensor> Fast, Kind Kind)? FastKernel(nn.Module module) => module switch
@@ -191,7 +191,7 @@ sealed class Rewrites : IDisposable
         MaxPool2d pool => (new FastMaxPool(pool), Kind.Pool),
         Conv2d conv when ConvArgs.FewChannels(conv) => (new FewChannelConv(conv), Kind.Conv),
         Conv2d conv when ConvArgs.Direct(conv) => (new FewChannelConv(conv), Kind.Direct),
-        Conv2d conv when ConvArgs.Depthwise(conv) => (new FewChannelConv(conv), Kind.Depthwise),
+        Conv2d conv when ConvArgs.Grouped(conv) => (new FewChannelConv(conv), Kind.Grouped),
         _ => null,
     };
 

@@ -60,8 +60,8 @@ public sealed partial class TorchModel : IModel, IModelInterventions, IModelGrap
     /// there too when it can).</summary>
     public int DirectConvs => _rewrites?.DirectConvs ?? 0;
 
-    /// <summary>Depthwise convolutions running on <see cref="Loupe.Abstractions.Toolkit.DepthwiseConvolution"/> (outside folds).</summary>
-    public int DepthwiseConvs => _rewrites?.DepthwiseConvs ?? 0;
+    /// <summary>Grouped convolutions running on <see cref="Loupe.Abstractions.Toolkit.GroupedConvolution"/> (outside folds).</summary>
+    public int GroupedConvs => _rewrites?.GroupedConvs ?? 0;
 
     /// <summary>Rewrites, then compares the rewritten and the original model on one seeded input: a relative difference
     /// above 1e-3 of the largest output means a pair was not the chain it looked like, and the rewrites are undone.</summary>
