@@ -74,28 +74,6 @@ public class DirectConvolutionTests
         Assert.True(TestEnv.RelL2(direct, expected) < 1e-5, $"Hessian-vector product rel L2 {TestEnv.RelL2(direct, expected):E2}");
     }
 
-    /// <summary>A stride-1 convolution with a batch norm (folded by the backend into a fused convolution, the demo
-    /// CNN's shape), a ReLU and a dilated convolution on its own, in a Sequential held in a field.</summary>
-    sealed class TwoConvNet : nn.Module<Tensor, Tensor>
-    {
-        public readonly nn.Module<Tensor, Tensor> body;
-
-        public TwoConvNet() : base("TwoConvNet")
-        {
-            body = nn.Sequential(("conv1", nn.Conv2d(6, 40, 3, padding: 1)), ("bn1", nn.BatchNorm2d(40)), ("relu", nn.ReLU()),
-                ("conv2", nn.Conv2d(40, 12, 3, padding: 2, dilation: 2)), ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()));
-            RegisterComponents();
-            using var _ = no_grad();
-            var g = new Generator(11);
-            foreach (var p in parameters()) p.copy_(randn(p.shape, generator: g) * 0.3);
-            foreach (var (name, b) in named_buffers())
-                if (name.EndsWith("running_var", StringComparison.Ordinal)) b.copy_(rand(b.shape, generator: g) + 0.5);
-                else if (name.EndsWith("running_mean", StringComparison.Ordinal)) b.copy_(randn(b.shape, generator: g) * 0.1);
-        }
-
-        public override Tensor forward(Tensor x) => body.call(x);
-    }
-
     /// <summary>Logits and input gradients of a model whose convolutions the backend rewrites agree with libtorch's
     /// functional convolutions, folded, pinned and released alike; the convolutions run the direct kernel exactly when it
     /// is enabled in this process (forward and backward of both: four calls).</summary>
@@ -104,7 +82,10 @@ public class DirectConvolutionTests
     {
         using var scope = NewDisposeScope();
         var spec = new InputSpec(6, 10, 10, Enumerable.Repeat(0f, 6).ToArray(), Enumerable.Repeat(1f, 6).ToArray());
-        var net = new TwoConvNet();
+        // A stride-1 convolution with a batch norm (folded by the backend into a fused convolution, the demo CNN's shape), a
+        // ReLU and a dilated convolution on its own.
+        var net = new SeededSequential("TwoConvNet", 11, ("conv1", nn.Conv2d(6, 40, 3, padding: 1)), ("bn1", nn.BatchNorm2d(40)), ("relu", nn.ReLU()),
+            ("conv2", nn.Conv2d(40, 12, 3, padding: 2, dilation: 2)), ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()));
         net.eval();
         var p = net.named_parameters().ToDictionary(q => q.name, q => q.parameter.detach().clone());
         var bufs = net.named_buffers().ToDictionary(q => q.name, q => q.buffer.detach().clone());

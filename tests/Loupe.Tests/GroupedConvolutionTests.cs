@@ -85,29 +85,6 @@ public class GroupedConvolutionTests
         Assert.False(GroupedConvolution.Shaped(x, randn([4, 1, 9, 9]), null, one, zero, one, 4));                      // no output position
         Assert.False(GroupedConvolution.Shaped(x, randn([4, 1, 3, 3]), randn([3]), one, one, one, 4));                 // bias of the wrong length
     }
-    /// <summary>A MobileNet-like block: a pointwise convolution with batch norm, a depthwise 3×3 of stride 2 with batch
-    /// norm (folded by the backend) and a depthwise 5×5 with channel multiplier 2 on its own.</summary>
-    sealed class DepthwiseNet : nn.Module<Tensor, Tensor>
-    {
-        public readonly nn.Module<Tensor, Tensor> body;
-
-        public DepthwiseNet() : base("DepthwiseNet")
-        {
-            body = nn.Sequential(("pw", nn.Conv2d(3, 12, 1)), ("bn1", nn.BatchNorm2d(12)), ("act", nn.ReLU6()),
-                ("dw", nn.Conv2d(12, 12, 3, stride: 2, padding: 1, groups: 12, bias: false)), ("bn2", nn.BatchNorm2d(12)),
-                ("dw2", nn.Conv2d(12, 24, 5, padding: 2, groups: 12)), ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()));
-            RegisterComponents();
-            using var _ = no_grad();
-            var g = new Generator(21);
-            foreach (var p in parameters()) p.copy_(randn(p.shape, generator: g) * 0.3);
-            foreach (var (name, b) in named_buffers())
-                if (name.EndsWith("running_var", StringComparison.Ordinal)) b.copy_(rand(b.shape, generator: g) + 0.5);
-                else if (name.EndsWith("running_mean", StringComparison.Ordinal)) b.copy_(randn(b.shape, generator: g) * 0.1);
-        }
-
-        public override Tensor forward(Tensor x) => body.call(x);
-    }
-
     /// <summary>The TorchSharp backend runs a model's depthwise convolutions — folded with their batch norm or on their
     /// own — on the kernel exactly where it is enabled (forward and input gradient of both: four calls), with the logits'
     /// input gradients of libtorch's functional convolutions.</summary>
@@ -116,7 +93,11 @@ public class GroupedConvolutionTests
     {
         using var scope = NewDisposeScope();
         var spec = new InputSpec(3, 13, 13, [0f, 0f, 0f], [1f, 1f, 1f]);
-        var net = new DepthwiseNet();
+        // A MobileNet-like block: a pointwise convolution with batch norm, a depthwise 3×3 of stride 2 with batch norm
+        // (folded by the backend) and a depthwise 5×5 with channel multiplier 2 on its own.
+        var net = new SeededSequential("DepthwiseNet", 21, ("pw", nn.Conv2d(3, 12, 1)), ("bn1", nn.BatchNorm2d(12)), ("act", nn.ReLU6()),
+            ("dw", nn.Conv2d(12, 12, 3, stride: 2, padding: 1, groups: 12, bias: false)), ("bn2", nn.BatchNorm2d(12)),
+            ("dw2", nn.Conv2d(12, 24, 5, padding: 2, groups: 12)), ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()));
         net.eval();
         var p = net.named_parameters().ToDictionary(q => q.name, q => q.parameter.detach().clone());
         var bufs = net.named_buffers().ToDictionary(q => q.name, q => q.buffer.detach().clone());
