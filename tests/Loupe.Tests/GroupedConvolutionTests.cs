@@ -79,6 +79,10 @@ public class GroupedConvolutionTests
         Assert.True(GroupedConvolution.Shaped(x, randn([4, 2, 3, 3]), null, one, one, one, 2));                        // two groups of two
         Assert.False(GroupedConvolution.Shaped(randn([1, 34, 8, 8]), randn([34, 17, 3, 3]), null, one, one, one, 2));   // groups wider than 16
         Assert.False(GroupedConvolution.Shaped(x, randn([4, 1, 3, 3]), null, one, one, one, 2));                        // weight of the wrong width
+        var wide = randn([1, 2, 300, 300]);
+        Assert.True(GroupedConvolution.Shaped(wide, randn([200, 1, 1, 1]), null, one, zero, one, 2));
+        Assert.False(GroupedConvolution.Shaped(wide, randn([1600, 1, 1, 1]), null, one, zero, one, 2));                 // a gradient buffer over 256 MB: ATen's
+        Assert.False(GroupedConvolution.Shaped(x, randn([4, 1, 3, 3]), null, [1, 1_000_000_000], one, one, 4));        // a hostile stride: ATen's
         Assert.False(GroupedConvolution.Shaped(x, randn([4, 4, 3, 3]), null, one, one, one, 1));                       // dense
         Assert.False(GroupedConvolution.Shaped(x, randn([4, 1, 3, 3]).requires_grad_(true), null, one, one, one, 4)); // trained weights
         Assert.False(GroupedConvolution.Shaped(x.to(ScalarType.Float64), randn([4, 1, 3, 3], ScalarType.Float64), null, one, one, one, 4));
