@@ -104,7 +104,11 @@ sealed class Rewrites : IDisposable
                 {
                     var value = field.GetValue(module);
                     if (!Registered(fieldName, value)) continue;
-                    if (value is Sequential seq) rewrites.FromSequential(module, field, seq, prefix + fieldName + ".", foldBatchNorm, fastKernels);
+                    if (value is Sequential seq && rewrites.FromSequential(seq, prefix + fieldName + ".", foldBatchNorm, fastKernels) is { } copy)
+                    {
+                        field.SetValue(module, copy);
+                        rewrites._restoreFields.Add(() => field.SetValue(module, seq));
+                    }
                     else if (fastKernels) rewrites.AddFast((nn.Module)value!, m => field.SetValue(module, m));
                 }
             }
@@ -124,15 +128,19 @@ sealed class Rewrites : IDisposable
         }
     }
 
-    void FromSequential(nn.Module parent, FieldInfo field, Sequential seq, string prefix, bool foldBatchNorm, bool fastKernels)
+    /// <summary>What runs in place of <paramref name="seq"/> (null: itself): a copy with its conv → batch-norm pairs
+    /// folded and its fast kernels swapped in, and each Sequential item (torchvision's Conv2dNormActivation inside
+    /// EfficientNet's, MobileNet's and RegNet's blocks) rewritten the same way.</summary>
+    SequentialCopy? FromSequential(Sequential seq, string prefix, bool foldBatchNorm, bool fastKernels)
     {
         var items = seq.named_children().ToList();
-        if (items.Count == 0) return;   // an empty Sequential (ShuffleNet v2's stride-1 branch1): nothing runs in it
+        if (items.Count == 0) return null;   // an empty Sequential (ShuffleNet v2's stride-1 branch1): nothing runs in it
+        if (items.Any(i => i.module is not nn.Module<Tensor, Tensor>)) return null;
+        var nested = items.Select(i => i.module is Sequential inner ? FromSequential(inner, prefix + i.name + ".", foldBatchNorm, fastKernels) : null).ToList();
         bool folds = foldBatchNorm && Enumerable.Range(0, items.Count - 1).Any(i => items[i].module is Conv2d && items[i + 1].module is BatchNorm2d);
         bool fast = fastKernels && items.Any(i => HasFastKernel(i.module));
-        if (!folds && !fast) return;
-        if (items.Any(i => i.module is not nn.Module<Tensor, Tensor>)) return;
-        var copy = new SequentialCopy(items.Select(i => (nn.Module<Tensor, Tensor>)i.module).ToList());
+        if (!folds && !fast && nested.All(n => n is null)) return null;
+        var copy = new SequentialCopy([.. items.Select((i, k) => nested[k] ?? (nn.Module<Tensor, Tensor>)i.module)]);
         for (int i = 0; i < items.Count; i++)
         {
             int ci = i, bi = i + 1;
@@ -145,10 +153,9 @@ sealed class Rewrites : IDisposable
                 int ci = i;
                 AddFast(items[ci].module, m => copy.Items[ci] = m);
             }
-        field.SetValue(parent, copy);
-        _restoreFields.Add(() => field.SetValue(parent, seq));
         _runsFor[seq] = copy;
         _copies.Add(copy);
+        return copy;
     }
 
     void Add(string convName, string bnName, Conv2d conv, BatchNorm2d bn, Action<nn.Module<Tensor, Tensor>> setConv, Action<nn.Module<Tensor, Tensor>> setBn, bool fastKernels)

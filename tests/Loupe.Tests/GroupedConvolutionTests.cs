@@ -89,18 +89,19 @@ public class GroupedConvolutionTests
         Assert.False(GroupedConvolution.Shaped(x, randn([4, 1, 9, 9]), null, one, zero, one, 4));                      // no output position
         Assert.False(GroupedConvolution.Shaped(x, randn([4, 1, 3, 3]), randn([3]), one, one, one, 4));                 // bias of the wrong length
     }
-    /// <summary>The TorchSharp backend runs a model's depthwise convolutions — folded with their batch norm or on their
-    /// own — on the kernel exactly where it is enabled (forward and input gradient of both: four calls), with the logits'
+    /// <summary>The TorchSharp backend runs a model's depthwise convolutions — folded with their batch norm inside a
+    /// nested Sequential (torchvision's Conv2dNormActivation in EfficientNet's and MobileNet's blocks) or on their own —
+    /// on the kernel exactly where it is enabled (forward and input gradient of both: four calls), with the logits'
     /// input gradients of libtorch's functional convolutions.</summary>
     [Fact]
     public void A_models_grouped_convolutions_run_the_kernel_where_it_is_enabled()
     {
         using var scope = NewDisposeScope();
         var spec = new InputSpec(3, 13, 13, [0f, 0f, 0f], [1f, 1f, 1f]);
-        // A MobileNet-like block: a pointwise convolution with batch norm, a depthwise 3×3 of stride 2 with batch norm
-        // (folded by the backend) and a depthwise 5×5 with channel multiplier 2 on its own.
+        // A MobileNet-like block: a pointwise convolution with batch norm, a depthwise 3×3 of stride 2 with batch norm in
+        // a Sequential of its own (both folded by the backend) and a depthwise 5×5 with channel multiplier 2 on its own.
         var net = new SeededSequential("DepthwiseNet", 21, ("pw", nn.Conv2d(3, 12, 1)), ("bn1", nn.BatchNorm2d(12)), ("act", nn.ReLU6()),
-            ("dw", nn.Conv2d(12, 12, 3, stride: 2, padding: 1, groups: 12, bias: false)), ("bn2", nn.BatchNorm2d(12)),
+            ("dw", nn.Sequential(("0", nn.Conv2d(12, 12, 3, stride: 2, padding: 1, groups: 12, bias: false)), ("1", nn.BatchNorm2d(12)))),
             ("dw2", nn.Conv2d(12, 24, 5, padding: 2, groups: 12)), ("pool", nn.AdaptiveAvgPool2d(1)), ("flat", nn.Flatten()));
         net.eval();
         var p = net.named_parameters().ToDictionary(q => q.name, q => q.parameter.detach().clone());
@@ -109,12 +110,13 @@ public class GroupedConvolutionTests
         Tensor Reference(Tensor input)
         {
             var h = nn.functional.relu6(Bn(nn.functional.conv2d(input, p["body.pw.weight"], p["body.pw.bias"]), "bn1"));
-            h = Bn(nn.functional.conv2d(h, p["body.dw.weight"], null, [2, 2], [1, 1], groups: 12), "bn2");
+            h = Bn(nn.functional.conv2d(h, p["body.dw.0.weight"], null, [2, 2], [1, 1], groups: 12), "dw.1");
             h = nn.functional.conv2d(h, p["body.dw2.weight"], p["body.dw2.bias"], padding: [2, 2], groups: 12);
             return h.mean([2, 3]);
         }
         using var model = new TorchModel(net, spec, null, foldBatchNorm: true, fastKernels: true);
         Assert.Equal(GroupedConvolution.Enabled ? 1 : 0, model.GroupedConvs);
+        Assert.Equal(2, model.FoldedBatchNorms);   // the nested one too
         var x = randn([2, 3, 13, 13], generator: new Generator(22));
         var upstream = randn([2, 24], generator: new Generator(23));
         var xr = x.detach().requires_grad_(true);
