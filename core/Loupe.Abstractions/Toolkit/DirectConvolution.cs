@@ -115,7 +115,8 @@ public static class DirectConvolution
         return scope.MoveToOuter(Forward(grad.contiguous(), flipped, null, dh * (kh - 1) - ph, dw * (kw - 1) - pw, dh, dw));
     }
 
-    static unsafe float* Pointer(Tensor t)
+    /// <summary>The first float of a contiguous CPU float32 tensor's storage (also used by <see cref="GroupedConvolution"/>).</summary>
+    internal static unsafe float* Pointer(Tensor t)
     {
         fixed (byte* p = t.bytes) return (float*)p;   // libtorch's storage: it does not move
     }

@@ -142,10 +142,7 @@ public static partial class GroupedConvolution
         return scope.MoveToOuter(result);
     }
 
-    static unsafe float* Pointer(Tensor t)
-    {
-        fixed (byte* p = t.bytes) return (float*)p;   // libtorch's storage: it does not move
-    }
+    static unsafe float* Pointer(Tensor t) => DirectConvolution.Pointer(t);
 }
 
 /// <summary><see cref="GroupedConvolution.Forward"/> with its input gradient, the transposed convolution (recorded
