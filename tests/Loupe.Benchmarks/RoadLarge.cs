@@ -14,7 +14,9 @@ namespace Loupe.Benchmarks;
 /// on two; <c>chunks</c>: the forward of the 40 copies split into passes of several sizes; <c>first</c>: the first
 /// calls of a fresh process. With <c>speckled</c>, the masks are ranked by white noise instead (speckled, as input
 /// gradients are), in the modes that solve these masks (<c>metric</c> and <c>inmetric</c> run the metric itself, on
-/// resnet18's saliency maps as the paired row does).</summary>
+/// resnet18's saliency maps as the paired row does). With <c>fifty</c>, Quantus's default 50 percentages (1, 3, …, 99)
+/// instead of five (<c>parts</c> then also times the imputation on one thread and the noise draw); with <c>nd</c>,
+/// <c>one</c> times the dissection alone (the banded path takes seconds on the largest masks).</summary>
 public static class RoadLarge
 {
     delegate void SpanSolver(Span<double> image, ReadOnlySpan<bool> unknown, int c, int h, int w);
@@ -30,7 +32,9 @@ public static class RoadLarge
         var x = randn([n, 3, side, side]);
         var map = args.Contains("speckled") ? randn([n, side * side]) : nn.functional.interpolate(randn([n, 1, side / 16, side / 16]), size: [side, side], mode: InterpolationMode.Bilinear, align_corners: false).flatten(1);
         var rank = zeros_like(map, dtype: ScalarType.Int64).scatter_(1, map.argsort(1, descending: true), arange(d).expand(n, d).contiguous());
-        long[] limits = [.. new[] { 10, 30, 50, 70, 90 }.Select(p => (long)Math.Floor(d * p / 100.0 + 1e-9))];
+        // `fifty`: Quantus's default percentages (1, 3, …, 99) instead of five.
+        int[] percentages = args.Contains("fifty") ? [.. Enumerable.Range(0, 50).Select(k => 1 + 2 * k)] : [10, 30, 50, 70, 90];
+        long[] limits = [.. percentages.Select(p => (long)Math.Floor(d * p / 100.0 + 1e-9))];
         var noise = randn([n, LinearImputation.NoiseLength(limits, 3, d)]);
         var generators = Enumerable.Range(0, (int)n).Select(i => new TorchSharp.torch.Generator((ulong)i)).ToArray();
         using var model = Bench.Resnet18();
@@ -137,10 +141,12 @@ public static class RoadLarge
             {
                 ("road, 5 percentages (saliency + metric)", bench.Road),
                 ("saliency pass of 8", () => { using var s = NewDisposeScope(); Bench.SaliencySum(model, x); }),
-                ($"forward of 40 in passes of {per}", () => { using var s = NewDisposeScope(); using (no_grad()) for (long at = 0; at < copies.shape[0]; at += per) model.Forward(copies.narrow(0, at, Math.Min(per, copies.shape[0] - at))); }),
-                ("forward of 40 in one pass", () => { using var s = NewDisposeScope(); using (no_grad()) model.Forward(copies); }),
-                ("noisy imputation of the metric's 40", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(x, metricRank, limits, noise, 0.01); }),
+                ($"forward of {copies.shape[0]} in passes of {per}", () => { using var s = NewDisposeScope(); using (no_grad()) for (long at = 0; at < copies.shape[0]; at += per) model.Forward(copies.narrow(0, at, Math.Min(per, copies.shape[0] - at))); }),
+                ($"noisy imputation of the metric's {copies.shape[0]}", () => { using var s = NewDisposeScope(); LinearImputation.Noisy(x, metricRank, limits, noise, 0.01); }),
+                ($"noisy imputation of the metric's {copies.shape[0]}, one thread", () => { using var s = NewDisposeScope(); set_num_threads(1); LinearImputation.Noisy(x, metricRank, limits, noise, 0.01); set_num_threads(2); }),
+                ("noise draw, per-input generators", () => { using var s = NewDisposeScope(); var z = empty_like(noise); TensorThreads.For((int)n, i => { using var row = z[i]; row.normal_(0, 1, generator: generators[i]); }); }),
             };
+            if (percentages.Length != 5) parts = parts[1..];   // the paired row's metric runs five
             var spent = parts.Select(_ => new List<double>()).ToArray();
             for (int r = 0; r <= calls; r++)
                 for (int j = 0; j < parts.Length; j++)
@@ -204,7 +210,7 @@ public static class RoadLarge
                     }
                     return best;
                 }
-                double best = Best(BandedImputation.Solve);
+                double best = args.Contains("nd") ? double.NaN : Best(BandedImputation.Solve);   // `nd`: the dissection alone
                 Best(DissectedImputation.Solve);   // the first call grows the thread's storage to this mask's size
                 double dissected = Best(DissectedImputation.Solve);
                 Console.WriteLine($"{limits[j]} unknown: n {un}, band {band}: {best:F1} ms, {un * (double)band * band / 2 / best / 1e6:F2} G multiply-adds/s (n·b²/2); nested dissection {dissected:F1} ms");
