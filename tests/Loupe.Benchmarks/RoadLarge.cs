@@ -58,6 +58,27 @@ public static class RoadLarge
             bench.Setup();
             phases = [.. phases, ("road, 5 percentages (resnet18 b8)", bench.Road), ("its floor (saliency of 8 + forward of 40)", () => bench.RoadPasses())];
         }
+        if (args.Contains("perpoint"))
+        {
+            // The noisy imputation of the 8 inputs at each point alone, on one thread: what each percentage costs.
+            set_num_threads(1);
+            int only = args.Select(a => a.StartsWith("at=") ? int.Parse(a[3..]) : -1).Max();   // `at=J`: that point alone
+            for (int j = 0; j < limits.Length; j++)
+            {
+                if (only >= 0 && j != only) continue;
+                var one = new[] { limits[j] };
+                var z = randn([n, LinearImputation.NoiseLength(one, 3, d)]);
+                var best = double.MaxValue;
+                for (int r = 0; r < calls; r++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    using (NewDisposeScope()) LinearImputation.Noisy(x, rank, one, z, 0.01);
+                    best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
+                }
+                Console.WriteLine($"{percentages[j]}%: {best / n:F2} ms per system");
+            }
+            return 0;
+        }
         if (args.Contains("sweep"))
         {
             // One thread, the 40 systems one after another (as a run meets them), solve alone, per round.
