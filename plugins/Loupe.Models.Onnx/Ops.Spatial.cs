@@ -105,7 +105,7 @@ public static partial class Ops
         return y[.., .., TensorIndex.Slice(b[0] - p[0], h - (e[0] - p[0])), TensorIndex.Slice(b[1] - p[1], wd - (e[1] - p[1]))];
     }
 
-    static Tensor MaxPool(OnnxNode n, Tensor x) => MaxPool(n, x, (t, k, s, p, d, ceil) => F.max_pool2d(t, k, s, p, d, ceil));
+    static Tensor MaxPool(OnnxNode n, Tensor x) => MaxPool(n, x, MaxPooling.Pool2d);   // libtorch's numbers, NCHW through channels-last
 
     /// <summary>A MaxPool node's output under DeepLift's rescale rule (Captum's maxpool multipliers, <see cref="Rescale.MaxPool2d"/>).
     /// Asymmetric pads are applied first with −∞ (their multipliers are dropped by the pad's backward).</summary>

@@ -58,14 +58,16 @@ public static class RoadLarge
             bench.Setup();
             phases = [.. phases, ("road, 5 percentages (resnet18 b8)", bench.Road), ("its floor (saliency of 8 + forward of 40)", () => bench.RoadPasses())];
         }
+        // `at=J` or `at=J-K`: the modes that go point by point (perpoint, one) take those points only.
+        var points = args.FirstOrDefault(a => a.StartsWith("at="))?[3..].Split('-').Select(int.Parse).ToArray();
+        bool Selected(int j) => points is null || (j >= points[0] && j <= points[^1]);
         if (args.Contains("perpoint"))
         {
             // The noisy imputation of the 8 inputs at each point alone, on one thread: what each percentage costs.
             set_num_threads(1);
-            int only = args.Select(a => a.StartsWith("at=") ? int.Parse(a[3..]) : -1).Max();   // `at=J`: that point alone
             for (int j = 0; j < limits.Length; j++)
             {
-                if (only >= 0 && j != only) continue;
+                if (!Selected(j)) continue;
                 var one = new[] { limits[j] };
                 var z = randn([n, LinearImputation.NoiseLength(one, 3, d)]);
                 var best = double.MaxValue;
@@ -75,7 +77,9 @@ public static class RoadLarge
                     using (NewDisposeScope()) LinearImputation.Noisy(x, rank, one, z, 0.01);
                     best = Math.Min(best, sw.Elapsed.TotalMilliseconds);
                 }
-                Console.WriteLine($"{percentages[j]}%: {best / n:F2} ms per system");
+                var mask0 = (rank[0] < limits[j]).data<bool>().ToArray();
+                var (count0, band0) = LinearImputation.SystemShape(mask0, side, side);
+                Console.WriteLine($"{percentages[j]}%: {best / n:F2} ms per system (input 0: {LinearImputation.DirectPath(mask0, side, side)}, n {count0}, b {band0})");
             }
             return 0;
         }
@@ -216,6 +220,7 @@ public static class RoadLarge
             var masks = unknown.reshape(-1, d).cpu().contiguous();
             for (int j = 0; j < limits.Length; j++)
             {
+                if (!Selected(j)) continue;
                 var m = masks[j].data<bool>().ToArray();
                 var (un, band) = LinearImputation.SystemShape(m, side, side);
                 var image = x[0].to(ScalarType.Float64).contiguous().data<double>().ToArray();
