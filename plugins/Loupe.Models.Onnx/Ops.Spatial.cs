@@ -62,10 +62,10 @@ public static partial class Ops
         return Conv2d(F.pad(x, TorchPad(b, e)), w, bias, s, [0, 0], d, g);
     }
 
-    /// <summary>libtorch's convolution, or where oneDNN is off <see cref="DirectConvolution"/> (stride 1, one group) or
+    /// <summary>libtorch's convolution, or where oneDNN is off <see cref="DirectConvolution"/> (one group) or
     /// <see cref="GroupedConvolution"/> (narrow groups: depthwise and the like) where they apply.</summary>
     static Tensor Conv2d(Tensor x, Tensor w, Tensor? bias, long[] s, long[] p, long[] d, long g) =>
-        DirectConvolution.Applies(x, w, bias, s, p, d, g) ? DirectConvolution.Conv2d(x, w, bias, p, d)
+        DirectConvolution.Applies(x, w, bias, s, p, d, g) ? DirectConvolution.Conv2d(x, w, bias, s, p, d)
         : GroupedConvolution.Applies(x, w, bias, s, p, d, g) ? GroupedConvolution.Conv2d(x, w, bias, s, p, d, g)
         : F.conv2d(x, w, bias, s, p, d, g);
 

@@ -17,9 +17,9 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
 
     /// <summary>The convolution of <paramref name="x"/>; an NCHW input with at most 4 channels that needs its gradient
     /// (the first layer of an image model, when a technique differentiates to the pixels) goes through
-    /// <see cref="FewChannelConvFunction"/>; other stride-1 ones, where oneDNN is off, through
-    /// <see cref="DirectConvolution"/>, and grouped ones of narrow groups (depthwise and the like, any stride) through
-    /// <see cref="GroupedConvolution"/>.</summary>
+    /// <see cref="FewChannelConvFunction"/>; where oneDNN is off, other ones <see cref="DirectConvolution"/> runs (any
+    /// without a gradient, stride 1 with one) go there, and grouped ones of narrow groups (depthwise and the like, any
+    /// stride) through <see cref="GroupedConvolution"/>.</summary>
     public Tensor Run(Tensor x)
     {
         if (Groups == 1 && x.dim() == 4 && x.shape[1] <= FewChannelConvFunction.MaxChannels && x.requires_grad && is_grad_enabled()
@@ -31,11 +31,11 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
             var bias = Bias;
             if (GroupedConvolution.Applies(x, weight, bias, Stride, Padding, Dilation, Groups)) return GroupedConvolution.Conv2d(x, weight, bias, Stride, Padding, Dilation, Groups);
         }
-        else if (x.dim() == 4 && x.shape[1] > FewChannelConvFunction.MaxChannels)
+        else if (x.dim() == 4 && (x.shape[1] > FewChannelConvFunction.MaxChannels || !(x.requires_grad && is_grad_enabled())))
         {
             var weight = Weight;
             var bias = Bias;
-            if (DirectConvolution.Applies(x, weight, bias, Stride, Padding, Dilation, Groups)) return DirectConvolution.Conv2d(x, weight, bias, Padding, Dilation);
+            if (DirectConvolution.Applies(x, weight, bias, Stride, Padding, Dilation, Groups)) return DirectConvolution.Conv2d(x, weight, bias, Stride, Padding, Dilation);
         }
         return Conv(x);
     }
@@ -46,10 +46,11 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
         conv.in_channels <= FewChannelConvFunction.MaxChannels && conv.groups == 1 && conv.padding_mode == PaddingModes.Zeros && conv.padding is not null;
 
     /// <summary>Whether <paramref name="conv"/> can run on <see cref="DirectConvolution"/> in this process (enabled
-    /// there; stride 1, one group, zero padding given as numbers, within the kernel's reach).</summary>
+    /// there; strides up to <see cref="DirectConvolution.MaxStride"/>, one group, zero padding given as numbers, within the
+    /// kernel's reach).</summary>
     public static bool Direct(Conv2d conv) =>
         DirectConvolution.Enabled && conv.groups == 1 && conv.padding_mode == PaddingModes.Zeros && conv.padding is { Length: 2 } p
-        && conv.stride.All(s => s == 1) && conv.in_channels > FewChannelConvFunction.MaxChannels
+        && conv.stride.All(s => s is >= 1 and <= DirectConvolution.MaxStride) && conv.in_channels > FewChannelConvFunction.MaxChannels
         && p[0] <= conv.dilation[0] * (conv.kernel_size[0] - 1) && p[1] <= conv.dilation[1] * (conv.kernel_size[1] - 1);
 
     /// <summary>Whether <paramref name="conv"/> is a grouped convolution of narrow groups (depthwise and the like) that
@@ -61,7 +62,7 @@ sealed class ConvArgs(Func<Tensor> weight, Func<Tensor?> bias, long[] stride, lo
     public static ConvArgs Of(Conv2d conv) => new(() => conv.weight!, () => conv.bias, conv.stride, conv.padding!, conv.dilation, conv.groups);
 }
 
-/// <summary>Runs in place of a first-layer <see cref="Conv2d"/>, or of a stride-1 one where <see cref="DirectConvolution"/>
+/// <summary>Runs in place of a first-layer <see cref="Conv2d"/>, or of one <see cref="DirectConvolution"/> can run where it
 /// is enabled (see <see cref="Rewrites"/>): the same convolution, through <see cref="ConvArgs.Run"/>.</summary>
 sealed class FewChannelConv(Conv2d conv) : nn.Module<Tensor, Tensor>("Conv2d")
 {

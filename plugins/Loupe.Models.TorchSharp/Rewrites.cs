@@ -20,7 +20,7 @@ namespace Loupe.Models.TorchSharp;
 /// <para><b>Fast kernels.</b> Any <see cref="MaxPool2d"/> held in a field typed as a module, or in a Sequential, runs as a
 /// <see cref="FastMaxPool"/>: the same values, indices and gradients; so does any <see cref="Conv2d"/> with at most 4
 /// input channels as a <see cref="FewChannelConv"/> (a folded one gets the same path inside its fused convolution), and,
-/// where <see cref="DirectConvolution"/> is enabled, any stride-1 one it can run (a folded one inside its fused
+/// where <see cref="DirectConvolution"/> is enabled, any one it can run (strides up to 4; a folded one inside its fused
 /// convolution, and on a <see cref="FewChannelConv"/> while pinned or released).</para>
 /// <para>The rewrites change what runs, never the module tree: parents' fields point at the replacement (a fused
 /// convolution, an identity placeholder for the batch norm, a fast pool), and a <see cref="Sequential"/> is replaced by

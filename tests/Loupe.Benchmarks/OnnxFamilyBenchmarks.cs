@@ -69,6 +69,28 @@ public class OnnxFamilyBenchmarks : FamilyBenchmarks
         return 0;
     }
 
+    /// <summary><c>--forward-onnx NAME [BATCH] [CALLS]</c>: forward passes without gradients (what perturbation methods
+    /// and metrics run) of <c>bench-models/NAME.onnx</c> on random 224² inputs, the fused plan; median and minimum of
+    /// CALLS calls (default 5) after one warm-up.</summary>
+    public static int Forward(string[] args)
+    {
+        Bench.Init();
+        int batch = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 8;
+        int calls = args.Length > 2 ? int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 5;
+        using var model = Load(args[0]);
+        using var x = randn(batch, 3, 224, 224);
+        var times = new List<double>();
+        for (int r = 0; r <= calls; r++)
+        {
+            using var scope = NewDisposeScope();
+            var sw = System.Diagnostics.Stopwatch.StartNew();
+            using (no_grad()) model.Forward(x);
+            if (r > 0) times.Add(sw.Elapsed.TotalMilliseconds);
+        }
+        Console.WriteLine($"{args[0]} b{batch}, forward without gradients: median {times.Order().ElementAt(times.Count / 2):F1} ms, min {times.Min():F1} ms");
+        return 0;
+    }
+
     /// <summary><c>--profile-onnx NAME [BATCH] [CALLS] [cpu]</c>: per operator type, the share of forward and backward time
     /// (<see cref="OnnxModel.ProfileByOperator"/>), for the fused and the node-by-node plans.</summary>
     public static int Profile(string[] args)

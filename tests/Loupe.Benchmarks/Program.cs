@@ -58,6 +58,8 @@ if (args.Contains("--spin-check"))
 if (args.Contains("--serve")) return Loupe.Benchmarks.Serve.Run(Console.In, Console.Out);
 // --profile-onnx NAME [BATCH] [CALLS] [cpu]: operator shares of the onnx backend on bench-models/NAME.onnx (OnnxFamilyBenchmarks.Profile).
 if (args.Length > 1 && args[0] == "--profile-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.Profile(args[1..]);
+// --forward-onnx NAME [BATCH] [CALLS]: forward passes without gradients of an exported model (see OnnxFamilyBenchmarks.Forward).
+if (args.Length > 1 && args[0] == "--forward-onnx") return Loupe.Benchmarks.OnnxFamilyBenchmarks.Forward(args[1..]);
 // --gemm-parity [ROUNDS]: vit_b_16's GEMM shapes by linear (BLAS) and by 1×1 convolution (oneDNN), alternated (GemmParity).
 if (args.Length > 0 && args[0] == "--gemm-parity") return Loupe.Benchmarks.GemmParity.Run(args[1..]);
 // --cpu-onnx NAME [BATCH] [ROUNDS]: the onnx rows at 1 thread by thread CPU time (OnnxFamilyBenchmarks.CpuTime).

@@ -49,6 +49,72 @@ public class DirectConvolutionTests
         Assert.True(TestEnv.RelL2(viaFunction.ToArray<float>(), expected.ToArray<float>()) < 1e-6);
     }
 
+    /// <summary>Strided convolutions (phase planes): outputs against libtorch's over ResNet's strided layers (3×3 and 1×1
+    /// at stride 2, the 7×7 stem shape on more channels), odd sizes, stride 3 and 4, a stride per axis, dilation with
+    /// stride, and an output of one pixel; with a gradient, libtorch's convolution runs (the kernel is not called) and
+    /// input gradients and Hessian-vector products are libtorch's.</summary>
+    [Theory]
+    [InlineData(2, 8, 16, 14, 14, 3, 3, 2, 2, 1, 1, 1, true)]    // ResNet's 3×3 stride 2
+    [InlineData(2, 8, 16, 15, 13, 3, 3, 2, 2, 1, 1, 1, false)]   // odd sizes
+    [InlineData(3, 6, 33, 14, 14, 1, 1, 2, 2, 0, 0, 1, false)]   // the 1×1 downsample, one channel past a block
+    [InlineData(1, 5, 12, 23, 21, 7, 7, 2, 2, 3, 3, 1, true)]    // the stem's 7×7 stride 2
+    [InlineData(2, 4, 8, 17, 19, 3, 3, 3, 3, 1, 1, 1, true)]     // stride 3
+    [InlineData(1, 4, 8, 18, 18, 4, 4, 4, 4, 0, 0, 1, false)]    // stride 4 = kernel (patchify)
+    [InlineData(2, 5, 7, 12, 16, 3, 3, 2, 1, 1, 1, 1, true)]     // a stride per axis
+    [InlineData(1, 6, 9, 17, 17, 3, 3, 2, 2, 2, 2, 2, false)]    // dilation 2 with stride 2
+    [InlineData(2, 7, 5, 3, 3, 3, 3, 2, 2, 0, 0, 1, true)]       // a one-pixel output
+    public void StridedOutputsGradientsAndSecondDerivativesEqualLibtorchs(int n, int c, int o, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int d, bool bias)
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator((ulong)(n * 100000 + c * 1000 + o * 10 + kh + sh * 7 + sw));
+        var x = randn([n, c, h, w], generator: g);
+        var weight = randn([o, c, kh, kw], generator: g);
+        var b = bias ? randn([o], generator: g) : null;
+        long[] stride = [sh, sw], padding = [ph, pw], dilation = [d, d];
+        Tensor Reference(Tensor input) => nn.functional.conv2d(input, weight, b, stride, padding, dilation);
+        Tensor Direct(Tensor input) => DirectConvolution.Conv2d(input, weight, b, stride, padding, dilation);
+        Assert.True(!DirectConvolution.Enabled || kh * kw == 1 || DirectConvolution.Applies(x, weight, b, stride, padding, dilation, 1));
+        var reference = Reference(x);
+        long before = DirectConvolution.Calls;
+        var y = Direct(x);
+        Assert.Equal(1, DirectConvolution.Calls - before);
+        Assert.Equal(reference.shape, y.shape);
+        Assert.True(TestEnv.RelL2(y.ToArray<float>(), reference.ToArray<float>()) < 1e-6, $"output rel L2 {TestEnv.RelL2(y.ToArray<float>(), reference.ToArray<float>()):E2}");
+        var upstream = randn(reference.shape, generator: g);
+        var v = randn(x.shape, generator: g);
+        (float[] Gradient, float[] Hvp) Derivatives(Func<Tensor, Tensor> conv)
+        {
+            var xi = x.detach().requires_grad_(true);
+            var first = CheckedOps.Grad([(conv(xi).pow(2) * upstream).sum()], [xi], retainGraph: true, createGraph: true)[0];
+            return (first.detach().ToArray<float>(), CheckedOps.Grad([(first * v).sum()], [xi])[0].ToArray<float>());
+        }
+        before = DirectConvolution.Calls;
+        var (gradient, hvp) = Derivatives(Direct);
+        Assert.Equal(0, DirectConvolution.Calls - before);
+        var (expected, expectedHvp) = Derivatives(Reference);
+        Assert.True(TestEnv.RelL2(gradient, expected) < 1e-5, $"input gradient rel L2 {TestEnv.RelL2(gradient, expected):E2}");
+        Assert.True(TestEnv.RelL2(hvp, expectedHvp) < 1e-5, $"Hessian-vector product rel L2 {TestEnv.RelL2(hvp, expectedHvp):E2}");
+    }
+
+    /// <summary>1×1 convolutions run here only where the kernel was measured faster than libtorch's product: many input
+    /// channels on small maps (resnet50's later stages), not wide maps or few channels; larger kernels at any size.</summary>
+    [Fact]
+    public void PointwiseConvolutionsRunHereOnlyWithManyChannelsOnSmallMaps()
+    {
+        if (!DirectConvolution.Enabled) return;   // nothing runs here in this process: the rule has nothing to choose
+        using var scope = NewDisposeScope();
+        bool Applies(int c, int o, int side, int k, int stride) =>
+            DirectConvolution.Applies(zeros(1, c, side, side), zeros(o, c, k, k), null, [stride, stride], [k / 2, k / 2], [1, 1], 1);
+        Assert.False(Applies(64, 256, 56, 1, 1));    // libtorch 5.1 ms, here 9.4
+        Assert.False(Applies(256, 64, 56, 1, 1));    // wide map
+        Assert.False(Applies(64, 128, 56, 1, 2));    // few channels, strided
+        Assert.True(Applies(1024, 256, 14, 1, 1));   // here 3.4 ms, libtorch 5.2
+        Assert.True(Applies(256, 128, 28, 1, 1));
+        Assert.True(Applies(256, 512, 14, 1, 2));
+        Assert.True(Applies(64, 64, 56, 3, 1));      // 3×3: always
+        Assert.True(Applies(3, 64, 224, 7, 2));
+    }
+
     /// <summary>A gradient taken with <c>create_graph</c> (ShapleyCAM's Hessian-vector products) differentiates once
     /// more through the kernel: the Hessian-vector product of Σ conv(x)² equals libtorch's.</summary>
     [Theory]

@@ -5,7 +5,8 @@ using static TorchSharp.torch;
 
 namespace Loupe.Abstractions.Toolkit;
 
-/// <summary>Stride-1 2-D convolutions (any kernel size, zero padding, dilation; one group; float32) on Loupe's own
+/// <summary>2-D convolutions (any kernel size, zero padding, dilation, strides up to <see cref="MaxStride"/>; one group;
+/// float32) on Loupe's own
 /// AVX-512 kernel, for processes where libtorch's oneDNN convolutions are off (<see cref="TorchNative"/>). There, libtorch
 /// falls back to ATen's "slow" convolution — an im2col copy and a small matrix product per image — which on a 2-core
 /// AVX-512 machine ran the demo CNN's 32 → 64 channel 14×14 layer at batch 256 in 16–20 ms against oneDNN's 6–7 ms.
@@ -42,44 +43,97 @@ public static class DirectConvolution
     public static long Calls => Interlocked.Read(ref _calls);
 
     /// <summary>Whether <c>F.conv2d(x, weight, bias, stride, padding, dilation, groups)</c> can run here where it is
-    /// <see cref="Enabled"/> (see the class comment): stride 1, one group, float32 on the CPU, frozen weights, and
+    /// <see cref="Enabled"/> (see the class comment): strides up to <see cref="MaxStride"/>, one group, float32 on the CPU, frozen weights, and
     /// padding ≤ d·(k − 1) on both axes (which the input gradient needs).</summary>
     public static bool Applies(Tensor x, Tensor weight, Tensor? bias, long[] stride, long[] padding, long[] dilation, long groups)
     {
-        if (!Enabled || groups != 1 || stride.Length != 2 || stride.Any(s => s != 1) || padding.Length != 2 || dilation.Length != 2
+        if (!Enabled || groups != 1 || stride.Length != 2 || stride.Any(s => s is < 1 or > MaxStride) || padding.Length != 2 || dilation.Length != 2
             || x.dim() != 4 || x.dtype != ScalarType.Float32 || x.device_type != DeviceType.CPU) return false;
         if (weight.dtype != ScalarType.Float32 || weight.requires_grad || weight.dim() != 4 || weight.shape[1] != x.shape[1]
             || weight.device_type != DeviceType.CPU || bias is { requires_grad: true } || bias is { } b && (b.dtype != ScalarType.Float32 || b.device_type != DeviceType.CPU)) return false;
         long kh = weight.shape[2], kw = weight.shape[3];
-        return padding[0] >= 0 && padding[1] >= 0 && padding[0] <= dilation[0] * (kh - 1) && padding[1] <= dilation[1] * (kw - 1)
-            && x.shape[2] + 2 * padding[0] > dilation[0] * (kh - 1) && x.shape[3] + 2 * padding[1] > dilation[1] * (kw - 1);
+        if (!(padding[0] >= 0 && padding[1] >= 0 && padding[0] <= dilation[0] * (kh - 1) && padding[1] <= dilation[1] * (kw - 1)
+            && x.shape[2] + 2 * padding[0] > dilation[0] * (kh - 1) && x.shape[3] + 2 * padding[1] > dilation[1] * (kw - 1))) return false;
+        // A 1×1 convolution does one multiply-add per input channel and output, so writing its output (and the layout
+        // copies) weighs as much as the arithmetic: libtorch's product, which writes NCHW directly, is faster on wide
+        // maps or few input channels (resnet50 b8: 64 → 256 at 56×56 5.1 against 9.4 ms; 1024 → 256 at 14×14 5.2
+        // against 3.4 ms here; `Loupe.Benchmarks.dll --conv-layers 7 pointwise` and `strided`).
+        long outputs = ((x.shape[2] - 1) / stride[0] + 1) * ((x.shape[3] - 1) / stride[1] + 1);
+        return kh * kw > 1 || x.shape[1] >= 128 && outputs <= 1024;
     }
 
-    /// <summary>The convolution (stride 1), differentiable to <paramref name="x"/> when it needs a gradient.</summary>
-    public static Tensor Conv2d(Tensor x, Tensor weight, Tensor? bias, long[] padding, long[] dilation) =>
-        x.requires_grad && is_grad_enabled() ? DirectConvolutionFunction.apply(x, weight, bias!, new Geometry(padding[0], padding[1], dilation[0], dilation[1]))
-            : Forward(x, weight, bias, padding[0], padding[1], dilation[0], dilation[1]);
+    /// <summary>Largest stride run here (a stride-s convolution reads s² phase planes of its input).</summary>
+    public const int MaxStride = 4;
 
-    /// <summary>Padding and dilation of one convolution.</summary>
-    internal sealed record Geometry(long PadH, long PadW, long DilationH, long DilationW);
+    /// <summary>The convolution (stride 1), differentiable to <paramref name="x"/> when it needs a gradient.</summary>
+    public static Tensor Conv2d(Tensor x, Tensor weight, Tensor? bias, long[] padding, long[] dilation) => Conv2d(x, weight, bias, [1, 1], padding, dilation);
+
+    /// <summary>The convolution, differentiable to <paramref name="x"/> when it needs a gradient: at stride 1 through this
+    /// kernel both ways (<see cref="InputGradient"/>); at larger strides libtorch's convolution runs whenever a gradient
+    /// is taken (this kernel's forward with libtorch's transposed convolution as the input gradient measured faster per
+    /// layer, `--conv-layers 7 strided`, yet resnet18's ONNX backward took 176–180 instead of 144–154 ms; not found why),
+    /// so only forward passes (perturbation methods, metrics) take the strided kernel.</summary>
+    public static Tensor Conv2d(Tensor x, Tensor weight, Tensor? bias, long[] stride, long[] padding, long[] dilation)
+    {
+        var g = new Geometry(padding[0], padding[1], dilation[0], dilation[1], stride[0], stride[1]);
+        if (!(x.requires_grad && is_grad_enabled())) return Forward(x, weight, bias, g);
+        return stride[0] == 1 && stride[1] == 1 ? DirectConvolutionFunction.apply(x, weight, bias!, g)
+            : nn.functional.conv2d(x, weight, bias, stride, padding, dilation);
+    }
+
+    /// <summary>Padding, dilation and stride of one convolution.</summary>
+    internal sealed record Geometry(long PadH, long PadW, long DilationH, long DilationW, long StrideH = 1, long StrideW = 1);
 
     /// <summary><c>F.conv2d(x, weight, bias, stride=1, padding=(ph, pw), dilation=(dh, dw))</c>, NCHW result.</summary>
-    public static unsafe Tensor Forward(Tensor x, Tensor weight, Tensor? bias, long ph, long pw, long dh, long dw)
+    public static Tensor Forward(Tensor x, Tensor weight, Tensor? bias, long ph, long pw, long dh, long dw) =>
+        Forward(x, weight, bias, new Geometry(ph, pw, dh, dw));
+
+    /// <summary><c>F.conv2d(x, weight, bias, stride, padding, dilation)</c>, NCHW result. A stride s·t convolution reads
+    /// the zero-padded input split into s·t phase planes (rows ≡ a mod s, columns ≡ b mod t): output (y, x) then takes
+    /// tap (i, j) from phase (i·d mod s, j·d mod t) at (y + ⌊i·d / s⌋, x + ⌊j·d / t⌋), one offset per tap as at stride 1,
+    /// so the same register-tiled kernel runs every stride.</summary>
+    internal static unsafe Tensor Forward(Tensor x, Tensor weight, Tensor? bias, Geometry geometry)
     {
         Interlocked.Increment(ref _calls);
         using var scope = NewDisposeScope();
         using var _ = no_grad();
+        var (ph, pw, dh, dw, sh, sw) = geometry;
         long n = x.shape[0], c = x.shape[1], h = x.shape[2], w = x.shape[3];
         long o = weight.shape[0], kh = weight.shape[2], kw = weight.shape[3];
-        long hp = h + 2 * ph, wp = w + 2 * pw, oh = hp - dh * (kh - 1), ow = wp - dw * (kw - 1);
-        long positions = oh * wp, tiles = (positions + Tile - 1) / Tile;
-        long reach = dh * (kh - 1) * wp + dw * (kw - 1);
-        long plane = Math.Max(hp * wp, tiles * Tile + reach);   // tiles past the last row read zeros
+        long hp = h + 2 * ph, wp = w + 2 * pw, oh = (hp - dh * (kh - 1) - 1) / sh + 1, ow = (wp - dw * (kw - 1) - 1) / sw + 1;
+        long gh = (hp + sh - 1) / sh, gw = (wp + sw - 1) / sw;   // one phase plane's grid (stride 1: the padded image)
+        // The phases some tap reads, in order (a 1×1 kernel at stride 2 reads one of four), and each one's place.
+        var place = new int[sh * sw];
+        Array.Fill(place, -1);
+        for (long i = 0; i < kh; i++)
+            for (long j = 0; j < kw; j++) place[i * dh % sh * sw + j * dw % sw] = 0;
+        long phases = 0;
+        for (int a = 0; a < place.Length; a++) if (place[a] == 0) place[a] = (int)phases++;
+        long positions = oh * gw, tiles = (positions + Tile - 1) / Tile;
+        long reach = dh * (kh - 1) / sh * gw + dw * (kw - 1) / sw;
+        long phasePlane = Math.Max(gh * gw, tiles * Tile + reach);   // tiles past the last row read zeros
+        long plane = phases * phasePlane;
         long blocks = (o + Block - 1) / Block, chunks = (tiles + TilesPerItem - 1) / TilesPerItem, items = n * blocks * chunks;
-        if (items > int.MaxValue)   // more work items than one loop hands out: libtorch's convolution
-            return scope.MoveToOuter(nn.functional.conv2d(x, weight, bias, padding: [ph, pw], dilation: [dh, dw]));
-        var input = zeros([n, c, plane]);
-        input.narrow(2, 0, hp * wp).view(n, c, hp, wp).narrow(2, ph, h).narrow(3, pw, w).copy_(x);
+        if (items > int.MaxValue || plane > int.MaxValue)   // more work items than one loop hands out: libtorch's convolution
+            return scope.MoveToOuter(nn.functional.conv2d(x, weight, bias, [sh, sw], [ph, pw], [dh, dw]));
+        var input = zeros([n, c, phases, phasePlane]);
+        if (sh * sw == 1) input.narrow(3, 0, hp * wp).view(n, c, hp, wp).narrow(2, ph, h).narrow(3, pw, w).copy_(x);
+        else
+        {
+            // Phase (a, b) holds padded rows a, a + s, … and columns b, b + t, …: input rows (a − pad) + s·k.
+            var grid = input.narrow(3, 0, gh * gw).view(n, c, phases, gh, gw);
+            for (long a = 0; a < sh; a++)
+                for (long b = 0; b < sw; b++)
+                {
+                    if (place[a * sw + b] < 0) continue;
+                    long firstRow = ((a - ph) % sh + sh) % sh, firstCol = ((b - pw) % sw + sw) % sw;   // the first input row and column there
+                    if (firstRow >= h || firstCol >= w) continue;
+                    long count = (h - firstRow + sh - 1) / sh, across = (w - firstCol + sw - 1) / sw;
+                    long at = (firstRow + ph - a) / sh, atCol = (firstCol + pw - b) / sw;   // their place in the phase grid
+                    var source = x[TensorIndex.Ellipsis, TensorIndex.Slice(firstRow, h, sh), TensorIndex.Slice(firstCol, w, sw)];
+                    grid.select(2, place[a * sw + b]).narrow(2, at, count).narrow(3, atCol, across).copy_(source);
+                }
+        }
         long width = blocks * Block, k = c * kh * kw;
         // Weights per block of 32 output channels: k rows (channel, tap i, tap j) of 32 values.
         var rows = weight.detach().permute(1, 2, 3, 0).reshape(k, o);
@@ -91,7 +145,10 @@ public static class DirectConvolution
         var taps = new int[kh * kw];
         for (long i = 0; i < kh; i++)
             for (long j = 0; j < kw; j++)
-                taps[i * kw + j] = (int)(i * dh * wp + j * dw);
+            {
+                long r = i * dh, q = j * dw;
+                taps[i * kw + j] = (int)(place[r % sh * sw + q % sw] * phasePlane + r / sh * gw + q / sw);
+            }
         float* inBase = Pointer(input), wBase = Pointer(packed), bBase = Pointer(biases), outBase = Pointer(output);
         TensorThreads.For((int)items, item =>
         {
@@ -101,7 +158,7 @@ public static class DirectConvolution
                 Tiles(inBase + image * c * plane, plane, (int)c, tapOffsets, taps.Length, wBase + block * k * Block,
                     bBase + block * Block, outBase + image * tiles * Tile * width + block * Block, width, first, last);
         });
-        var y = output.narrow(1, 0, positions).view(n, oh, wp, width).narrow(2, 0, ow).narrow(3, 0, o).permute(0, 3, 1, 2).contiguous();
+        var y = output.narrow(1, 0, positions).view(n, oh, gw, width).narrow(2, 0, ow).narrow(3, 0, o).permute(0, 3, 1, 2).contiguous();
         return scope.MoveToOuter(y);
     }
 
@@ -191,7 +248,7 @@ sealed class DirectConvolutionFunction : GuardedFunction<DirectConvolutionFuncti
         var g = (DirectConvolution.Geometry)vars[3];
         ctx.save_for_backward([weight]);   // the weights as they were: a later in-place change does not reach this graph
         ctx.save_data("geometry", g);
-        return DirectConvolution.Forward(x, weight, bias, g.PadH, g.PadW, g.DilationH, g.DilationW);
+        return DirectConvolution.Forward(x, weight, bias, g);
     }
 
     protected override List<Tensor> Backward(autograd.AutogradContext ctx, Tensor grad)
