@@ -71,8 +71,9 @@ public static class DirectConvolution
     /// <summary>The convolution, differentiable to <paramref name="x"/> when it needs a gradient: at stride 1 through this
     /// kernel both ways (<see cref="InputGradient"/>); at larger strides libtorch's convolution runs whenever a gradient
     /// is taken (this kernel's forward with libtorch's transposed convolution as the input gradient measured faster per
-    /// layer, `--conv-layers 7 strided`, yet resnet18's ONNX backward took 176–180 instead of 144–154 ms; not found why),
-    /// so only forward passes (perturbation methods, metrics) take the strided kernel.</summary>
+    /// layer, `--conv-layers 7 strided`, but resnet18's ONNX forward + backward with it swung between 280 and 359 ms
+    /// against 311–372 ms without, its stem's transposed convolution now 22, now 63 ms: no clear gain), so only forward
+    /// passes (perturbation methods, metrics) take the strided kernel.</summary>
     public static Tensor Conv2d(Tensor x, Tensor weight, Tensor? bias, long[] stride, long[] padding, long[] dilation)
     {
         var g = new Geometry(padding[0], padding[1], dilation[0], dilation[1], stride[0], stride[1]);
