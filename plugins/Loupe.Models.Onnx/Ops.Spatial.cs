@@ -137,7 +137,7 @@ public static partial class Ops
         long h = x.shape[2], w = x.shape[3];
         var (b, e) = Pads(n, [h, w], k, s, d);
         var padded = b.All(v => v == 0) && e.All(v => v == 0) ? x : F.pad(x, TorchPad(b, e), PaddingModes.Constant, double.NegativeInfinity);
-        var (values, plane) = F.max_pool2d_with_indices(padded, k, s, [0, 0], d, ceil);
+        var (values, plane) = MaxPooling.Pool2dWithIndices(padded, k, s, [0, 0], d, ceil);
         long pw = padded.shape[3];
         var row = plane.div(pw, RoundingMode.floor) - b[0];
         var col = plane.remainder(pw) - b[1];

@@ -45,6 +45,22 @@ public class MaxPoolingTests
         }
     }
 
+    [Theory]
+    [InlineData(3, 3, 2, 1, false)]   // ResNet's stem pool
+    [InlineData(2, 2, 2, 0, false)]   // VGG's
+    [InlineData(3, 3, 2, 0, true)]    // GoogLeNet's ceil mode
+    public void ValuesAndIndicesWithoutGradientsEqualLibtorchs(int kh, int kw, int stride, int pad, bool ceil)
+    {
+        using var scope = NewDisposeScope();
+        var x = randint(-2, 3, [2, 5, 15, 13], generator: new Generator(3)).to(ScalarType.Float32);   // ties everywhere
+        long[] k = [kh, kw], s = [stride, stride], p = [pad, pad], d = [1, 1];
+        var (ev, ei) = nn.functional.max_pool2d_with_indices(x, k, s, p, d, ceil);
+        var (v, i) = MaxPooling.Pool2dWithIndices(x, k, s, p, d, ceil);
+        Assert.Equal(D(ev), D(v));
+        Assert.Equal(ei.data<long>().ToArray(), i.contiguous().data<long>().ToArray());
+        Assert.True(v.is_contiguous() && i.is_contiguous());
+    }
+
     static double[] D(Tensor t) => t.detach().to(ScalarType.Float64).data<double>().ToArray();
 
     [Fact]

@@ -28,6 +28,19 @@ public static class MaxPooling
         return scope.MoveToOuter(nn.functional.max_pool2d(ChannelsLast(x), kernel, stride, padding, dilation, ceilMode).contiguous());
     }
 
+    /// <summary><c>max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceilMode)</c>, as libtorch computes it:
+    /// the values and each one's flat index within its H×W plane. Without a gradient an NCHW input is pooled through
+    /// channels-last (the indices are logical, the same in either layout); with one, libtorch's NCHW kernel runs (its
+    /// backward is fast; the indices output has no gradient for the custom function to carry).</summary>
+    public static (Tensor Values, Tensor Indices) Pool2dWithIndices(Tensor x, long[] kernel, long[] stride, long[] padding, long[] dilation, bool ceilMode)
+    {
+        if (x.dim() != 4 || x.shape[1] == 1 || !x.is_contiguous() || !x.is_floating_point() || x.requires_grad && is_grad_enabled())
+            return nn.functional.max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceilMode);
+        using var scope = NewDisposeScope();
+        var (values, indices) = nn.functional.max_pool2d_with_indices(ChannelsLast(x), kernel, stride, padding, dilation, ceilMode);
+        return (scope.MoveToOuter(values.contiguous()), scope.MoveToOuter(indices.contiguous()));
+    }
+
     /// <summary>The same values in channels-last storage (NCHW shape).</summary>
     static Tensor ChannelsLast(Tensor x) => x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
 
