@@ -44,7 +44,8 @@ public static class DirectConvolution
 
     /// <summary>Whether <c>F.conv2d(x, weight, bias, stride, padding, dilation, groups)</c> can run here where it is
     /// <see cref="Enabled"/> (see the class comment): strides up to <see cref="MaxStride"/>, one group, float32 on the CPU, frozen weights, and
-    /// padding ≤ d·(k − 1) on both axes (which the input gradient needs).</summary>
+    /// padding ≤ d·(k − 1) on both axes (which the input gradient needs); a 1×1 kernel only with at least 128 input
+    /// channels on maps of at most 1,024 output positions (below).</summary>
     public static bool Applies(Tensor x, Tensor weight, Tensor? bias, long[] stride, long[] padding, long[] dilation, long groups)
     {
         if (!Enabled || groups != 1 || stride.Length != 2 || stride.Any(s => s is < 1 or > MaxStride) || padding.Length != 2 || dilation.Length != 2

@@ -15,13 +15,12 @@ namespace Loupe.Abstractions.Toolkit;
 public static class MaxPooling
 {
     /// <summary>One pool's geometry: kernel, stride, padding, dilation (two values each) and ceil mode.</summary>
-    public sealed record Geometry(long[] Kernel, long[] Stride, long[] Padding, long[] Dilation, bool CeilMode);
+    sealed record Geometry(long[] Kernel, long[] Stride, long[] Padding, long[] Dilation, bool CeilMode);
 
     /// <summary><c>max_pool2d(x, kernel, stride, padding, dilation, ceilMode)</c>, as libtorch computes it.</summary>
     public static Tensor Pool2d(Tensor x, long[] kernel, long[] stride, long[] padding, long[] dilation, bool ceilMode)
     {
-        if (x.dim() != 4 || x.shape[1] == 1 || !x.is_contiguous() || !x.is_floating_point())
-            return nn.functional.max_pool2d(x, kernel, stride, padding, dilation, ceilMode);
+        if (!Faster(x)) return nn.functional.max_pool2d(x, kernel, stride, padding, dilation, ceilMode);
         var geometry = new Geometry(kernel, stride, padding, dilation, ceilMode);
         if (x.requires_grad && is_grad_enabled()) return MaxPoolFunction.Apply(x, geometry);
         using var scope = NewDisposeScope();
@@ -34,12 +33,15 @@ public static class MaxPooling
     /// backward is fast; the indices output has no gradient for the custom function to carry).</summary>
     public static (Tensor Values, Tensor Indices) Pool2dWithIndices(Tensor x, long[] kernel, long[] stride, long[] padding, long[] dilation, bool ceilMode)
     {
-        if (x.dim() != 4 || x.shape[1] == 1 || !x.is_contiguous() || !x.is_floating_point() || x.requires_grad && is_grad_enabled())
-            return nn.functional.max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceilMode);
+        if (!Faster(x) || x.requires_grad && is_grad_enabled()) return nn.functional.max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceilMode);
         using var scope = NewDisposeScope();
         var (values, indices) = nn.functional.max_pool2d_with_indices(ChannelsLast(x), kernel, stride, padding, dilation, ceilMode);
         return (scope.MoveToOuter(values.contiguous()), scope.MoveToOuter(indices.contiguous()));
     }
+
+    /// <summary>Whether <paramref name="x"/> is pooled through channels-last: a contiguous NCHW floating-point batch of
+    /// more than one channel (the class comment).</summary>
+    static bool Faster(Tensor x) => x.dim() == 4 && x.shape[1] > 1 && x.is_contiguous() && x.is_floating_point();
 
     /// <summary>The same values in channels-last storage (NCHW shape).</summary>
     static Tensor ChannelsLast(Tensor x) => x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
