@@ -22,6 +22,8 @@ public class DirectConvolutionTests
     [InlineData(1, 9, 5, 6, 8, 1, 0, 0, 1, true)]     // 1×1
     [InlineData(2, 3, 3, 1, 1, 3, 1, 1, 1, true)]     // a 1×1 image: every tap but the centre reads padding
     [InlineData(2, 5, 6, 8, 9, 3, 1, 0, 1, true)]  // rows padded, columns not: the kernel takes the two apart
+    [InlineData(2, 6, 48, 40, 37, 3, 1, 1, 1, true)]  // rows of 16 + 16 + 5 written in 16 × 16 blocks, rows cut between work items, a block of 16 channels
+    [InlineData(1, 17, 70, 20, 30, 3, 1, 1, 1, false)] // 70 channels: two blocks and 6 (a partial 16 × 16 block of channels)
     public void OutputsAndInputGradientsEqualLibtorchs(int n, int c, int o, int h, int w, int k, int padH, int padW, int dilation, bool bias)
     {
         using var scope = NewDisposeScope();
@@ -63,6 +65,7 @@ public class DirectConvolutionTests
     [InlineData(2, 5, 7, 12, 16, 3, 3, 2, 1, 1, 1, 1, true)]     // a stride per axis
     [InlineData(1, 6, 9, 17, 17, 3, 3, 2, 2, 2, 2, 2, false)]    // dilation 2 with stride 2
     [InlineData(2, 7, 5, 3, 3, 3, 3, 2, 2, 0, 0, 1, true)]       // a one-pixel output
+    [InlineData(2, 8, 40, 60, 50, 3, 3, 2, 2, 1, 1, 1, true)]    // wide rows (25 outputs: 16 + 9) cut between work items
     public void StridedOutputsGradientsAndSecondDerivativesEqualLibtorchs(int n, int c, int o, int h, int w, int kh, int kw, int sh, int sw, int ph, int pw, int d, bool bias)
     {
         using var scope = NewDisposeScope();
