@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace Loupe.Abstractions.Toolkit;
 
 /// <summary>The layouts around <see cref="DirectConvolution"/>'s kernel: the zero-padded input planes, the packed
-/// weights and the NCHW result, each written in one pass on libtorch's threads (a third of resnet18's forward went to
+/// weights and the NCHW result, each written in one pass on libtorch's threads (a sixth of resnet18's forward went to
 /// libtorch's fills, permutes and copies for them before).</summary>
 public static partial class DirectConvolution
 {
@@ -49,8 +49,9 @@ public static partial class DirectConvolution
     /// <summary>Positions [<paramref name="from"/>, <paramref name="to"/>) of a work item's tiles (position-major, 32
     /// channels each, from <paramref name="scratch"/>) into the output planes of its <paramref name="lanes"/> channels:
     /// position f is row f / W', column f mod W' of the grid, kept where the column is an output column (&lt; W_out).
-    /// Runs of 16 positions × 16 channels are transposed in registers (<see cref="Transpose16(float*, long, float*, long, int, Vector512{float})"/>), the rest moved one
-    /// value at a time.</summary>
+    /// Blocks of 16 positions × 16 channels are transposed in registers
+    /// (<see cref="Transpose16(float*, long, float*, long, int, Vector512{float})"/>; a row's last block and a block's
+    /// last channels masked off); without AVX-512, one value at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static unsafe void Scatter(float* scratch, long from, long to, long gridWidth, long outWidth, int lanes, float* planes, long outPlane)
     {
