@@ -8,7 +8,8 @@ namespace Loupe.Benchmarks;
 /// options, on resnet18 (random weights) and N inputs of 3×SIDE×SIDE (defaults 224, 8, 3), against the passes it
 /// made (issue 22: a metric's time ≤ 1.2× the forward passes it needs). The model is wrapped to record each forward's
 /// input shape and whether gradients flow from it; the floor replays those passes (a forward of a random input of each
-/// shape, and a backward to the input where gradients flowed). Metric call and replay alternate, medians of ROUNDS; the
+/// shape, and a backward to the input where gradients flowed). Each line also gives the time the metric spent inside the
+/// model's forward calls, so its own overhead reads directly. Metric call and replay alternate, medians of ROUNDS; the
 /// saliency map the metric evaluates is made inside its call (no map cache), so both sides hold its gradient pass.
 /// Arguments Name=VALUE set an integer option of every metric that has it (e.g. Samples=16). Metrics that need more
 /// than a model with layer interventions (parameter access, masks) print why they did not run. The word <c>blocks</c>
