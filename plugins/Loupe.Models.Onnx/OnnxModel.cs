@@ -282,8 +282,11 @@ public sealed partial class OnnxModel : IModel
             foreach (var c in captures) v = c.OnForward(name, v);
             env[name] = v;
         }
-        foreach (var n in PlanFor(captures, interventions, relu))
+        var plan = PlanFor(captures, interventions, relu);
+        var release = Releaser.For(this, plan, scope, env, captures, interventions);
+        for (int i = 0; i < plan.Count; i++)
         {
+            var n = plan[i];
             var outs = Step(n, env, relu, beta);
             for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
             {
@@ -293,8 +296,11 @@ public sealed partial class OnnxModel : IModel
                 foreach (var iv in interventions) if (iv.Value == name) o = iv.Transform(o);
                 foreach (var c in captures) o = c.OnForward(name, o);
                 env[name] = o;
+                release?.Stored(o);
             }
+            release?.After(i, env);
         }
+        release?.Finish();
         var y = env[_outputName];
         if (y.dim() == 0 || y.numel() == 0) throw new LoupeException($"{_source}: output '{_outputName}' is empty ({string.Join("×", y.shape)}); expected N×K scores");
         y = _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y.alias();

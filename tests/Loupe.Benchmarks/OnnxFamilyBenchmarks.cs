@@ -71,7 +71,8 @@ public class OnnxFamilyBenchmarks : FamilyBenchmarks
 
     /// <summary><c>--forward-onnx NAME [BATCH] [CALLS]</c>: forward passes without gradients (what perturbation methods
     /// and metrics run) of <c>bench-models/NAME.onnx</c> on random 224² inputs, the fused plan; median and minimum of
-    /// CALLS calls (default 5) after one warm-up.</summary>
+    /// CALLS calls (default 5) after one warm-up; with LOUPE_BENCH_ALL set, every call's time too (this VM's timings come in
+    /// runs of slow calls: a median alone hides them).</summary>
     public static int Forward(string[] args)
     {
         Bench.Init();
@@ -87,6 +88,7 @@ public class OnnxFamilyBenchmarks : FamilyBenchmarks
             using (no_grad()) model.Forward(x);
             if (r > 0) times.Add(sw.Elapsed.TotalMilliseconds);
         }
+        if (Environment.GetEnvironmentVariable("LOUPE_BENCH_ALL") is not null) Console.WriteLine(string.Join(" ", times.Select(t => t.ToString("F0"))));
         Console.WriteLine($"{args[0]} b{batch}, forward without gradients: median {times.Order().ElementAt(times.Count / 2):F1} ms, min {times.Min():F1} ms");
         return 0;
     }
