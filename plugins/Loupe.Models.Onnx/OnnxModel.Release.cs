@@ -13,8 +13,8 @@ public sealed partial class OnnxModel
     [ThreadStatic] static int _heldPeak;
 
     /// <summary>Diagnostics: the most tensors computed by the graph's nodes that the last forward without gradients on
-    /// this thread held at once (0 before any such forward). Values a capture keeps or an intervention replaces are
-    /// held to the end.</summary>
+    /// this thread held at once (a graph run row by row: the rows' peaks together; 0 after a forward with gradients,
+    /// which frees nothing). Values a capture keeps or an intervention replaces are held to the end.</summary>
     public static int HeldPeak => _heldPeak;
 
     /// <summary>For each position of <paramref name="plan"/>, the values no later node reads: the outputs of the nodes
@@ -74,6 +74,12 @@ public sealed partial class OnnxModel
 
         /// <summary>Records this forward's peak (<see cref="HeldPeak"/>).</summary>
         public void Finish() => _heldPeak = Peak;
+
+        /// <summary>Records the peak of a forward run row by row: the rows' peaks together (the rows go in step).</summary>
+        public static void Finish(Releaser?[] rows)
+        {
+            if (rows.Length > 0 && rows[0] is not null) _heldPeak = rows.Sum(r => r!.Peak);
+        }
 
         /// <summary>Frees the values no node after <paramref name="position"/> reads.</summary>
         public void After(int position, Dictionary<string, Tensor> env)

@@ -14,7 +14,7 @@ public sealed partial class OnnxModel
     /// <remarks>A graph whose input declares a batch of one (an export without dynamic axes, whose reshapes may have
     /// the 1 written in) runs the same way on rows of one (1×C×H×W, and each side input's row): a value keeps its
     /// leading 1 and the rows are concatenated.</remarks>
-    Tensor ForwardImages(Tensor x, LayerCapture[] captures, Intervention[] interventions, ReluRule? relu, double beta)
+    Tensor ForwardImages(Tensor x, LayerCapture[] captures, Intervention[] interventions, ReluRule? relu, double beta, TorchSharp.DisposeScope scope)
     {
         int n = (int)x.shape[0];
         var envs = Enumerable.Range(0, n).Select(i => new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = _unbatched ? x[i] : x.narrow(0, i, 1) }).ToArray();
@@ -26,8 +26,12 @@ public sealed partial class OnnxModel
             for (int i = 0; i < n; i++) envs[i][name] = v.narrow(0, i, 1);
         }
         bool Watched(string value) => interventions.Any(iv => iv.Value == value) || captures.Any(c => c.Keeps(value));
-        foreach (var node in PlanFor(captures, interventions, relu))
+        var plan = PlanFor(captures, interventions, relu);
+        // Without gradients each row frees its values after their last reader, as a batched forward does.
+        var releases = envs.Select(e => Releaser.For(this, plan, scope, e, captures, interventions)).ToArray();
+        for (int position = 0; position < plan.Count; position++)
         {
+            var node = plan[position];
             // The rows' outputs together are held to the budget one batched output is (OnnxNode.CheckOutput): a node
             // whose output for one image is within it may not be for the batch (found by tools/Loupe.Fuzz: a batch-of-one
             // graph padding to 940 MB per image, run on two).
@@ -46,7 +50,11 @@ public sealed partial class OnnxModel
                 if (name.Length == 0 || outs.Any(o => k >= o.Length)) continue;
                 if (!Watched(name))
                 {
-                    for (int i = 0; i < n; i++) envs[i][name] = outs[i][k];
+                    for (int i = 0; i < n; i++)
+                    {
+                        envs[i][name] = outs[i][k];
+                        releases[i]?.Stored(outs[i][k]);
+                    }
                     continue;
                 }
                 var parts = outs.Select(o => o[k]).ToList();
@@ -54,9 +62,15 @@ public sealed partial class OnnxModel
                 var batched = Padded.Batch(parts, adds, _source);
                 foreach (var iv in interventions) if (iv.Value == name) batched = iv.Transform(batched);
                 foreach (var c in captures) batched = c.OnForward(name, batched);
-                for (int i = 0; i < n; i++) envs[i][name] = Padded.Row(batched, i, parts[i].shape, adds);
+                for (int i = 0; i < n; i++)
+                {
+                    var row = envs[i][name] = Padded.Row(batched, i, parts[i].shape, adds);
+                    releases[i]?.Stored(row);   // (not inside the call: ?. would skip the assignment with no releaser)
+                }
             }
+            for (int i = 0; i < n; i++) releases[i]?.After(position, envs[i]);
         }
+        Releaser.Finish(releases);
         var outputs = envs.Select(e => e[_outputName]).ToList();
         var y = Padded.Batch(outputs, addsBatch: _unbatched || Padded.AddsBatch(outputs, false), _source);
         return _flattenOutput && y.dim() > 2 ? y.reshape(y.shape[0], -1) : y;

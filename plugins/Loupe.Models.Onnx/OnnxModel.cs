@@ -269,10 +269,11 @@ public sealed partial class OnnxModel : IModel
         double beta;
         lock (_gate) (captures, interventions, relu, beta) = (_captures.ToArray(), _interventions.ToArray(), _reluRule, _reluBeta);
         using var scope = NewDisposeScope();
+        _heldPeak = 0;
         var x = input;   // the graph input is a value too: a layer's input may be it
         foreach (var iv in interventions) if (iv.Value == _inputName) x = iv.Transform(x);
         foreach (var c in captures) x = c.OnForward(_inputName, x);
-        if (_unbatched || _batchIsOne && x.shape[0] > 1) return scope.MoveToOuter(ForwardImages(x, captures, interventions, relu, beta));
+        if (_unbatched || _batchIsOne && x.shape[0] > 1) return scope.MoveToOuter(ForwardImages(x, captures, interventions, relu, beta, scope));
         x = Laid(x);
         var env = new Dictionary<string, Tensor>(_constants, StringComparer.Ordinal) { [_inputName] = x };
         foreach (var name in _side.Names)

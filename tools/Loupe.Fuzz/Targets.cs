@@ -88,9 +88,11 @@ static class Targets
                 var i = model.DefaultInput;
                 if ((long)i.Channels * i.Height * i.Width <= 1 << 16)
                 {
-                    // Forward, then the input gradient every gradient technique takes (custom autograd functions included);
+                    // A forward, then the input gradient every gradient technique takes (custom autograd functions included);
                     // two different images, so an unbatched graph's outputs are padded into one batch.
                     var x = cat([zeros(1, i.Channels, i.Height, i.Width), full(1, i.Channels, i.Height, i.Width, 0.5f)]).requires_grad_(true);
+                    // Without gradients first: that forward frees each value after its last reader (OnnxModel.Release.cs).
+                    using (no_grad()) model.Forward(x.detach());
                     var y = model.Forward(x);
                     if (y.is_floating_point() && y.requires_grad) _ = CheckedOps.Grad([y.sum()], [x], allowUnused: true);
                     Loupe.Abstractions.Toolkit.BackwardErrors.ThrowIfAny();
