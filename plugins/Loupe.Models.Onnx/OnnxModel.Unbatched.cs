@@ -29,6 +29,7 @@ public sealed partial class OnnxModel
         var plan = PlanFor(captures, interventions, relu);
         // Without gradients each row frees its values after their last reader, as a batched forward does.
         var releases = envs.Select(e => Releaser.For(this, plan, scope, e, captures, interventions)).ToArray();
+        using var inStep = OnnxNode.RowsInStep(n);
         for (int position = 0; position < plan.Count; position++)
         {
             var node = plan[position];

@@ -82,12 +82,31 @@ public sealed class OnnxNode
     /// <summary>Throws unless a float tensor of <paramref name="shape"/> fits <see cref="MaxOutputBytes"/> (no overflow);
     /// <paramref name="copies"/>: how many tensors of that size the operator holds at once (an interpolation's output
     /// and libtorch's working copy).</summary>
+    /// <remarks>A graph run row by row (<see cref="RowsInStep"/>) holds each row's output: the rows together are held to the
+    /// budget, before the first row's is allocated.</remarks>
     public void CheckOutput(IEnumerable<long> shape, int copies = 1)
     {
         long elements = 1;
+        int rows = Math.Max(1, _rows);
         foreach (var d in shape)
-            if (d < 0 || d > 0 && elements > MaxOutputBytes / 4 / copies / d) throw Error($"output shape ({string.Join("×", shape)}) is over the memory budget of {MaxOutputBytes >> 20} MB{(copies > 1 ? $" (the operator holds {copies} tensors of that size)" : "")}");
+            if (d < 0 || d > 0 && elements > MaxOutputBytes / 4 / copies / rows / d)
+                throw Error(rows > 1
+                    ? $"its outputs for {rows} images ({string.Join("×", shape)} each) would be over the memory budget of {MaxOutputBytes >> 20} MB{(copies > 1 ? $" (the operator holds {copies} tensors of that size)" : "")}; run fewer images per batch (settings: batch_size)"
+                    : $"output shape ({string.Join("×", shape)}) is over the memory budget of {MaxOutputBytes >> 20} MB{(copies > 1 ? $" (the operator holds {copies} tensors of that size)" : "")}");
             else elements *= d;
+    }
+
+    [ThreadStatic] static int _rows;
+
+    /// <summary>While the result is held (<c>using</c>): this thread runs a graph row by row over <paramref name="rows"/>
+    /// images, node by node in step (<see cref="CheckOutput"/> holds the rows' outputs together to the budget).</summary>
+    internal static RowsScope RowsInStep(int rows) => new(rows);
+
+    internal readonly struct RowsScope : IDisposable
+    {
+        readonly int _saved;
+        public RowsScope(int rows) => (_saved, _rows) = (_rows, rows);
+        public void Dispose() => _rows = _saved;
     }
 
     public bool Has(string name) => _attributes.ContainsKey(name);
