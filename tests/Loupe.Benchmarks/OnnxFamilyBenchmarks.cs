@@ -89,7 +89,7 @@ public class OnnxFamilyBenchmarks : FamilyBenchmarks
             if (r > 0) times.Add(sw.Elapsed.TotalMilliseconds);
         }
         if (Environment.GetEnvironmentVariable("LOUPE_BENCH_ALL") is not null) Console.WriteLine(string.Join(" ", times.Select(t => t.ToString("F0"))));
-        Console.WriteLine($"{args[0]} b{batch}, forward without gradients: median {times.Order().ElementAt(times.Count / 2):F1} ms, min {times.Min():F1} ms");
+        Console.WriteLine($"{args[0]} b{batch}, forward without gradients: median {times.Order().ElementAt(times.Count / 2):F1} ms, min {times.Min():F1} ms; at most {OnnxModel.HeldPeak} computed values held at once");
         return 0;
     }
 
