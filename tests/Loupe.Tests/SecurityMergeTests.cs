@@ -96,4 +96,35 @@ public class SecurityMergeTests
         Assert.Contains($"names plugin folder(s) '{evil}'", error);
         Assert.Contains("pass the plugin you trust with --plugin DIR", error);
     }
+
+    [Fact]
+    public void Shard_numbers_in_a_manifest_are_checked_before_they_are_counted()
+    {
+        // Found by the fuzzer's manifest target: a count of −12 threw from the list of missing shards. Each bad number
+        // is a damaged manifest named by file; a count of int.MaxValue names ten missing shards and counts the rest.
+        var shards = Shards();
+        var work = TestEnv.TempDir("loupe-sec-shardinfo");
+        var file = Path.Combine(shards[0], "manifest.json");
+        var original = File.ReadAllText(file);
+        foreach (var (key, value) in new (string, long)[] { ("count", -12), ("count", 0), ("index", -1), ("index", 2), ("firstRow", -4), ("rows", -1), ("rows", long.MaxValue) })
+        {
+            File.WriteAllText(file, original);
+            Edit(shards[0], m => m["shard"]![key] = value);
+            var r = Merge(shards, Path.Combine(work, $"{key}{value}"));
+            Assert.Equal(2, r.ExitCode);
+            var e = r.Errors.Single(x => x.File == file);
+            Assert.Contains("damaged manifest", e.Message);
+            Assert.Contains("is not a shard of a run", e.Message);
+        }
+        File.WriteAllText(file, original);
+        Edit(shards[0], m => m["shard"]!["index"] = 1e12);   // not an int
+        Assert.Contains("damaged manifest", Merge(shards, Path.Combine(work, "big")).Errors.Single(x => x.File == file).Message);
+
+        File.WriteAllText(file, original);
+        foreach (var s in shards) Edit(s, m => m["shard"]!["count"] = int.MaxValue);
+        var huge = Merge(shards, Path.Combine(work, "huge"));
+        Assert.Equal(2, huge.ExitCode);
+        Assert.Equal($"missing shard(s) {string.Join(", ", Enumerable.Range(2, 10).Select(i => $"{i}/{int.MaxValue}"))} and {int.MaxValue - 12L} more: all {int.MaxValue} shards are needed", Assert.Single(huge.Errors).Message);
+        Assert.False(Directory.Exists(Path.Combine(work, "huge")));
+    }
 }
