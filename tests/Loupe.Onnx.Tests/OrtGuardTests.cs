@@ -69,4 +69,53 @@ public class OrtGuardTests
         Assert.Contains("took longer than 1 s and was stopped", e.Message);
         Assert.True(clock.Elapsed.TotalSeconds < 30, $"stopped after {clock.Elapsed.TotalSeconds:F0} s");
     }
+
+    /// <summary>x (N×3×8×8) → Resize, cubic, to per-channel <paramref name="height"/>×<paramref name="width"/>.</summary>
+    static string CubicResize(long height, long width)
+    {
+        var m = new global::Onnx.ModelProto { IrVersion = 8, Graph = new global::Onnx.GraphProto { Name = "g" } };
+        m.OpsetImport.Add(new global::Onnx.OperatorSetIdProto { Domain = "", Version = 18 });
+        var dims = new global::Onnx.TensorShapeProto();
+        dims.Dim.Add(new global::Onnx.TensorShapeProto.Types.Dimension { DimParam = "N" });
+        foreach (var d in new long[] { 3, 8, 8 }) dims.Dim.Add(new global::Onnx.TensorShapeProto.Types.Dimension { DimValue = d });
+        m.Graph.Input.Add(new global::Onnx.ValueInfoProto { Name = "x", Type = new global::Onnx.TypeProto { TensorType = new global::Onnx.TypeProto.Types.Tensor { ElemType = 1, Shape = dims } } });
+        m.Graph.Output.Add(new global::Onnx.ValueInfoProto { Name = "y", Type = new global::Onnx.TypeProto { TensorType = new global::Onnx.TypeProto.Types.Tensor { ElemType = 1 } } });
+        var sizes = new global::Onnx.TensorProto { Name = "sz", DataType = 7 };
+        sizes.Dims.Add(2);
+        sizes.Int64Data.Add([height, width]);
+        m.Graph.Initializer.Add(sizes);
+        var resize = new global::Onnx.NodeProto { OpType = "Resize", Name = "up", Input = { "x", "", "", "sz" }, Output = { "y" } };
+        resize.Attribute.Add(new global::Onnx.AttributeProto { Name = "axes", Type = global::Onnx.AttributeProto.Types.AttributeType.Ints, Ints = { 2, 3 } });
+        resize.Attribute.Add(new global::Onnx.AttributeProto { Name = "mode", Type = global::Onnx.AttributeProto.Types.AttributeType.String, S = Google.Protobuf.ByteString.CopyFromUtf8("cubic") });
+        m.Graph.Node.Add(resize);
+        var path = Path.Combine(Env.TempDir(), $"cubic_{height}x{width}.onnx");
+        File.WriteAllBytes(path, Google.Protobuf.MessageExtensions.ToByteArray(m));
+        return path;
+    }
+
+    [Fact]
+    public void CubicResizesAreHeldToWhatOnnxRuntimesCachesCost()
+    {
+        // Found by tools/Loupe.Fuzz's onnx-runtime target: 3×8×8 to 3×524,293 per channel took ONNX Runtime 30 s (a
+        // heap node per cached 1-D interpolation: 3 × 524,293 × (8 + 3) per image). Refused at load, by node.
+        var e = Assert.Throws<Loupe.Abstractions.LoupeException>(() => Env.LoadOrt(new OnnxOptions { Path = CubicResize(3, 524_293), FlattenOutput = false }).Dispose());
+        Assert.Contains("Resize node 'up'", e.Message);
+        Assert.Contains("would cache ~17.3 M one-dimensional interpolations for one image", e.Message);
+        Assert.Contains("uses: onnx", e.Message);
+        // The onnx backend computes the same resize (libtorch's bicubic), within its byte budget.
+        using (var onnx = Env.LoadOnnx(new OnnxOptions { Path = CubicResize(3, 524_293), FlattenOutput = false }))
+        using (NewDisposeScope())
+            Assert.Equal([1L, 3, 3, 524_293], onnx.Forward(zeros(1, 3, 8, 8)).shape);
+
+        // An image up to the cap loads; its cost counts as the whole budget's share, so a batch runs in chunks that
+        // keep each run's caches within the cap: 3 × 95,000 × 11 = 3.1 M per image → chunks of one image.
+        var file = OnnxFile.Load(CubicResize(3, 95_000), 64L << 20);
+        Assert.Equal(3L * 95_000 * 11 * (OnnxNode.MaxOutputBytes / OrtGuard.MaxCubicEntries), OrtGuard.Peak(file, [1, 3, 8, 8]));
+        // An ordinary upsampling (8×8 → 96×96) is far below it and runs on ONNX Runtime as on the onnx backend.
+        using var ort = Env.LoadOrt(new OnnxOptions { Path = CubicResize(96, 96), FlattenOutput = false });
+        using var reference = Env.LoadOnnx(new OnnxOptions { Path = CubicResize(96, 96), FlattenOutput = false });
+        using var scope = NewDisposeScope();
+        var x = tensor(Env.SinInput(2L * 3 * 8 * 8, 0.8, 0.1), [2, 3, 8, 8]);
+        Assert.True(Env.RelL2(Env.Data(reference.Forward(x)), Env.Data(ort.Forward(x))) <= 1e-5, "cubic resize differs between the backends");
+    }
 }

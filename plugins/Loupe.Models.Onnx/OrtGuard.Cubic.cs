@@ -1,0 +1,40 @@
+namespace Loupe.Models.Onnx;
+
+public static partial class OrtGuard
+{
+    /// <summary>Most one-dimensional interpolations ONNX Runtime's cubic Resize may cache for one image (4 M: ~3.5 s on
+    /// the 2-core EPYC VM). Its CPU kernel keeps, per channel, a hash table per distinct fractional offset along the
+    /// width, one heap node per (input row, column) an output column reads, built as the rows are swept and freed at
+    /// the channel's end: a resize with many distinct offsets (found by tools/Loupe.Fuzz's onnx-runtime target: 3×8×8 to
+    /// 3×524,293 per channel, 34.6 M nodes for two images) spends ~0.9 µs per node in malloc, hashing and free —
+    /// 30 s where libtorch's cubic interpolation (the <c>onnx</c> backend) takes 1.8 s.</summary>
+    public const long MaxCubicEntries = 4L << 20;
+
+    /// <summary>Bytes of the memory budget one cached interpolation stands for when a batch is split into chunks
+    /// (<see cref="Peak"/>): a chunk holds as many images as keep its cubic Resizes within <see cref="MaxCubicEntries"/>.</summary>
+    const long BytesPerCubicEntry = OnnxNode.MaxOutputBytes / MaxCubicEntries;
+
+    /// <summary>The interpolations ONNX Runtime's cubic Resize caches over <paramref name="output"/> from
+    /// <paramref name="input"/> (0 for other nodes, or when a shape is unknown): each leading (batch, channel) slice
+    /// caches at most one per output column and input row it reads (input height + 3, the kernel's four taps clamped
+    /// at the edges) and at most four per output element.</summary>
+    static long CubicEntries(OnnxNode n, V? input, V? output)
+    {
+        if (n.OpType != "Resize" || n.Domain is not ("" or "ai.onnx") || n.String("mode", "nearest") != "cubic") return 0;
+        if (input is not { Shape.Length: >= 2 } i || output is not { Shape.Length: >= 2 } o || i.Shape.Length != o.Shape.Length) return 0;
+        double slices = 1;
+        for (int k = 0; k < o.Shape.Length - 2; k++) slices *= Math.Max(o.Shape[k], 0);
+        double oh = Math.Max(o.Shape[^2], 0), ow = Math.Max(o.Shape[^1], 0), ih = Math.Max(i.Shape[^2], 0);
+        return (long)Math.Min(slices * Math.Min(ow * (ih + 3), 4 * ow * oh), long.MaxValue / 2);
+    }
+
+    /// <summary>Throws when one image's cubic Resize would cache more than <see cref="MaxCubicEntries"/>; returns the
+    /// count otherwise.</summary>
+    static long CheckCubic(OnnxNode n, V? input, V? output)
+    {
+        long entries = CubicEntries(n, input, output);
+        if (entries > MaxCubicEntries)
+            throw n.Error($"ONNX Runtime's cubic Resize of ({string.Join("×", input!.Shape)}) to ({string.Join("×", output!.Shape)}) would cache ~{entries / 1e6:0.#} M one-dimensional interpolations for one image, one heap node each (~1 µs apiece), over the {MaxCubicEntries >> 20} M it may take; the onnx backend (uses: onnx) computes cubic resizes directly");
+        return entries;
+    }
+}
