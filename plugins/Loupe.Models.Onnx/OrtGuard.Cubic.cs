@@ -2,13 +2,14 @@ namespace Loupe.Models.Onnx;
 
 public static partial class OrtGuard
 {
-    /// <summary>Most one-dimensional interpolations ONNX Runtime's cubic Resize may cache for one image (4 M: ~3.5 s on
-    /// the 2-core EPYC VM). Its CPU kernel keeps, per channel, a hash table per distinct fractional offset along the
-    /// width, one heap node per (input row, column) an output column reads, built as the rows are swept and freed at
-    /// the channel's end: a resize with many distinct offsets (found by tools/Loupe.Fuzz's onnx-runtime target: 3×8×8 to
-    /// 3×524,293 per channel, 34.6 M nodes for two images) spends ~0.9 µs per node in malloc, hashing and free —
-    /// 30 s where libtorch's cubic interpolation (the <c>onnx</c> backend) takes 1.8 s.</summary>
-    public const long MaxCubicEntries = 4L << 20;
+    /// <summary>Most one-dimensional interpolations ONNX Runtime's cubic Resize may cache for one image (8 M: ~7 s on
+    /// the 2-core EPYC VM; a 64-channel feature map doubled to 448×448 caches 6.5 M and passes). Its CPU kernel keeps,
+    /// per channel, a hash table per distinct fractional offset along the width, one heap node per (input row, column)
+    /// an output column reads, built as the rows are swept and freed at the channel's end: a resize with many distinct
+    /// offsets (found by tools/Loupe.Fuzz's onnx-runtime target: 3×8×8 to 3×524,293 per channel, 34.6 M nodes for two
+    /// images) spends ~0.9 µs per node in malloc, hashing and free — 30 s where libtorch's cubic interpolation (the
+    /// <c>onnx</c> backend) takes 1.8 s.</summary>
+    public const long MaxCubicEntries = 8L << 20;
 
     /// <summary>Bytes of the memory budget one cached interpolation stands for when a batch is split into chunks
     /// (<see cref="Peak"/>): a chunk holds as many images as keep its cubic Resizes within <see cref="MaxCubicEntries"/>.</summary>
