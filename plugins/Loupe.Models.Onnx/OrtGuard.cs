@@ -77,18 +77,6 @@ public static partial class OrtGuard
         _ => 1,
     };
 
-    /// <summary>Opset 23's Attention with an empty query, key or value, or query heads that the key's do not divide:
-    /// ONNX Runtime 1.31's kernel divides by them and the process dies of SIGFPE (found by tools/Loupe.Fuzz's
-    /// onnx-runtime target: keys sliced to nothing).</summary>
-    static void CheckAttention(OnnxNode n, V?[] ins)
-    {
-        for (int k = 0; k < Math.Min(3, ins.Length); k++)
-            if (ins[k] is { } v && v.Shape.Any(d => d == 0))
-                throw n.Error($"its {(k == 0 ? "query" : k == 1 ? "key" : "value")} ({string.Join("×", v.Shape)}) is empty");
-        if (ins.Length > 1 && ins[0] is { Shape.Length: 4 } q && ins[1] is { Shape.Length: 4 } key && key.Shape[1] > 0 && q.Shape[1] % key.Shape[1] != 0)
-            throw n.Error($"its query's {q.Shape[1]} heads are not a multiple of the key's {key.Shape[1]}");
-    }
-
     /// <summary>ONNX Runtime's RoiAlign precomputes, for each box it pools, four positions and four weights (48 bytes) per
     /// sample of every output bin — output_height × output_width × grid_h × grid_w entries — one table per box its
     /// threads pool at once (found by tools/Loupe.Fuzz's onnx-runtime target: a 100,000 × 1,696 output of one box grew
