@@ -28,7 +28,7 @@ public static partial class OrtGuard
     public static long Peak(OnnxFile file, long[] inputShape)
     {
         long peak = 0;
-        Shapes(file, inputShape, (n, shape, cubic) => peak = Math.Max(peak, Math.Max(cubic * BytesPerCubicEntry,
+        Shapes(file, inputShape, (n, shape, kernel) => peak = Math.Max(peak, Math.Max(kernel,
             shape.Aggregate(4L * Copies(n), (p, d) => d <= 0 ? 0 : p > long.MaxValue / d ? long.MaxValue : p * d))));
         return peak;
     }
@@ -53,12 +53,12 @@ public static partial class OrtGuard
             V?[] outs;
             try { outs = Infer(n, ins); }
             catch (Exception e) when (e is not Abstractions.LoupeException) { outs = []; } // nonsense shapes: ONNX Runtime says so
-            long cubic = CheckCubic(n, ins.Length > 0 ? ins[0] : null, outs.Length > 0 ? outs[0] : null);
+            long kernel = CheckResize(n, ins.Length > 0 ? ins[0] : null, outs.Length > 0 ? outs[0] : null);
             for (int k = 0; k < n.Outputs.Length && k < outs.Length; k++)
                 if (n.Outputs[k].Length > 0 && outs[k] is { } o)
                 {
                     n.CheckOutput(o.Shape, copies: Copies(n));
-                    each?.Invoke(n, o.Shape, k == 0 ? cubic : 0);
+                    each?.Invoke(n, o.Shape, k == 0 ? kernel : 0);
                     known[n.Outputs[k]] = o;
                 }
         }

@@ -29,13 +29,34 @@ public static partial class OrtGuard
         return (long)Math.Min(slices * Math.Min(ow * (ih + 3), 4 * ow * oh), long.MaxValue / 2);
     }
 
-    /// <summary>Throws when one image's cubic Resize would cache more than <see cref="MaxCubicEntries"/>; returns the
-    /// count otherwise.</summary>
-    static long CheckCubic(OnnxNode n, V? input, V? output)
+    /// <summary>Throws when one image's cubic Resize would cache more than <see cref="MaxCubicEntries"/>, or an
+    /// antialiased Resize would hold more than the budget (<see cref="AntialiasBytes"/>); returns the share of the
+    /// budget the node's kernel takes beyond its output (for <see cref="Peak"/>).</summary>
+    static long CheckResize(OnnxNode n, V? input, V? output)
     {
+        long antialias = AntialiasBytes(n, input, output);
+        if (antialias > OnnxNode.MaxOutputBytes)
+            throw n.Error($"ONNX Runtime's antialiased Resize of ({string.Join("×", input!.Shape)}) to ({string.Join("×", output!.Shape)}) would hold {antialias >> 20} MB for one image (its output {Copies(n)} times over and the image resized along one axis first), over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB");
         long entries = CubicEntries(n, input, output);
         if (entries > MaxCubicEntries)
             throw n.Error($"ONNX Runtime's cubic Resize of ({string.Join("×", input!.Shape)}) to ({string.Join("×", output!.Shape)}) would cache ~{entries / 1e6:0.#} M one-dimensional interpolations for one image, one heap node each (~1 µs apiece), over the {MaxCubicEntries >> 20} M it may take; the onnx backend (uses: onnx) computes cubic resizes directly");
-        return entries;
+        return Math.Max(antialias, entries * BytesPerCubicEntry);
+    }
+
+    /// <summary>The bytes ONNX Runtime's antialiased Resize (opset 18 <c>antialias</c> 1, linear or cubic) holds for
+    /// <paramref name="output"/> from <paramref name="input"/> (0 for other nodes, or when a shape is unknown): its
+    /// output as every Resize (<see cref="Copies"/>) and the image resized along one of the two axes first — an
+    /// intermediate as large as the larger of output height × input width and input height × output width per channel
+    /// (found by tools/Loupe.Fuzz's onnx-runtime target: 3×8×8 to 3×4,194,307×5, an output of 252 MB, took 8.5 s and
+    /// grew the process by 1.7 GB).</summary>
+    static long AntialiasBytes(OnnxNode n, V? input, V? output)
+    {
+        if (n.OpType != "Resize" || n.Domain is not ("" or "ai.onnx") || n.Int("antialias", 0) == 0 || n.String("mode", "nearest") == "nearest") return 0;
+        if (input is not { Shape.Length: >= 2 } i || output is not { Shape.Length: >= 2 } o || i.Shape.Length != o.Shape.Length) return 0;
+        double slices = 1, size = 1;
+        for (int k = 0; k < o.Shape.Length - 2; k++) slices *= Math.Max(o.Shape[k], 0);
+        foreach (var d in o.Shape) size *= Math.Max(d, 0);
+        double oh = Math.Max(o.Shape[^2], 0), ow = Math.Max(o.Shape[^1], 0), ih = Math.Max(i.Shape[^2], 0), iw = Math.Max(i.Shape[^1], 0);
+        return (long)Math.Min(4 * (Copies(n) * size + slices * Math.Max(oh * iw, ih * ow)), long.MaxValue / 2);
     }
 }
