@@ -2,18 +2,19 @@ namespace Loupe.Models.Onnx;
 
 public static partial class OrtGuard
 {
-    /// <summary>Most one-dimensional interpolations ONNX Runtime's cubic Resize may cache for one image (8 M: ~7 s on
-    /// the 2-core EPYC VM; a 64-channel feature map doubled to 448×448 caches 6.5 M and passes). Its CPU kernel keeps,
-    /// per channel, a hash table per distinct fractional offset along the width, one heap node per (input row, column)
-    /// an output column reads, built as the rows are swept and freed at the channel's end: a resize with many distinct
-    /// offsets (found by tools/Loupe.Fuzz's onnx-runtime target: 3×8×8 to 3×524,293 per channel, 34.6 M nodes for two
-    /// images) spends ~0.9 µs per node in malloc, hashing and free — 30 s where libtorch's cubic interpolation (the
-    /// <c>onnx</c> backend) takes 1.8 s.</summary>
-    public const long MaxCubicEntries = 8L << 20;
+    /// <summary>Most work ONNX Runtime's cubic Resize may do for one image, in units of one output value (~0.26 µs):
+    /// 40 M, ~10 s on the 2-core EPYC VM (a 64-channel feature map doubled to 448×448: 12.8 M values and 6.5 M cached
+    /// interpolations, 32 M units, passes). Its CPU kernel finds each output value's four horizontal interpolations in
+    /// hash tables (~0.26 µs per value: 3×8×8 to 3×1,310,720×12 per channel took 24.7 s for two images) and keeps, per
+    /// channel, a table per distinct fractional offset along the width with one heap node per (input row, column) an
+    /// output column reads (~0.8 µs each, three units: 3×8×8 to 3×3×524,293 cached 34.6 M for two images, 30 s). Both
+    /// found by tools/Loupe.Fuzz's onnx-runtime target; libtorch's cubic interpolation (the <c>onnx</c> backend) takes
+    /// under 2 s for either.</summary>
+    public const long MaxCubicWork = 40L << 20;
 
-    /// <summary>Bytes of the memory budget one cached interpolation stands for when a batch is split into chunks
-    /// (<see cref="Peak"/>): a chunk holds as many images as keep its cubic Resizes within <see cref="MaxCubicEntries"/>.</summary>
-    const long BytesPerCubicEntry = OnnxNode.MaxOutputBytes / MaxCubicEntries;
+    /// <summary>Bytes of the memory budget one unit of cubic work stands for when a batch is split into chunks
+    /// (<see cref="Peak"/>): a chunk holds as many images as keep its cubic Resizes within <see cref="MaxCubicWork"/>.</summary>
+    const long BytesPerCubicWork = OnnxNode.MaxOutputBytes / MaxCubicWork;
 
     /// <summary>The interpolations ONNX Runtime's cubic Resize caches over <paramref name="output"/> from
     /// <paramref name="input"/> (0 for other nodes, or when a shape is unknown): each leading (batch, channel) slice
@@ -29,7 +30,7 @@ public static partial class OrtGuard
         return (long)Math.Min(slices * Math.Min(ow * (ih + 3), 4 * ow * oh), long.MaxValue / 2);
     }
 
-    /// <summary>Throws when one image's cubic Resize would cache more than <see cref="MaxCubicEntries"/>, or an
+    /// <summary>Throws when one image's cubic Resize would do more than <see cref="MaxCubicWork"/>, or an
     /// antialiased Resize would hold more than the budget (<see cref="AntialiasBytes"/>); returns the share of the
     /// budget the node's kernel takes beyond its output (for <see cref="Peak"/>).</summary>
     static long CheckResize(OnnxNode n, V? input, V? output)
@@ -38,9 +39,13 @@ public static partial class OrtGuard
         if (antialias > OnnxNode.MaxOutputBytes)
             throw n.Error($"ONNX Runtime's antialiased Resize of ({string.Join("×", input!.Shape)}) to ({string.Join("×", output!.Shape)}) would hold {antialias >> 20} MB for one image (its output {Copies(n)} times over and the image resized along one axis first), over the memory budget of {OnnxNode.MaxOutputBytes >> 20} MB");
         long entries = CubicEntries(n, input, output);
-        if (entries > MaxCubicEntries)
-            throw n.Error($"ONNX Runtime's cubic Resize of ({string.Join("×", input!.Shape)}) to ({string.Join("×", output!.Shape)}) would cache ~{entries / 1e6:0.#} M one-dimensional interpolations for one image, one heap node each (~1 µs apiece), over the {MaxCubicEntries >> 20} M it may take; the onnx backend (uses: onnx) computes cubic resizes directly");
-        return Math.Max(antialias, entries * BytesPerCubicEntry);
+        if (entries == 0) return antialias;
+        double values = output!.Shape.Aggregate(1.0, (p, d) => p * Math.Max(d, 0));
+        if (values * 4 * Copies(n) > OnnxNode.MaxOutputBytes) return 0;   // over the memory budget: CheckOutput says so
+        long work = (long)Math.Min(values + 3.0 * entries, long.MaxValue / 2);
+        if (work > MaxCubicWork)
+            throw n.Error($"ONNX Runtime's cubic Resize of ({string.Join("×", input!.Shape)}) to ({string.Join("×", output.Shape)}) would take ~{work * 0.26e-6:0} s for one image ({values / 1e6:0.#} M output values, each found through hash tables, and {entries:N0} cached one-dimensional interpolations, a heap node each), over the ~10 s it may take; the onnx backend (uses: onnx) computes cubic resizes directly");
+        return Math.Max(antialias, work * BytesPerCubicWork);
     }
 
     /// <summary>The bytes ONNX Runtime's antialiased Resize (opset 18 <c>antialias</c> 1, linear or cubic) holds for

@@ -97,22 +97,28 @@ public class OrtGuardTests
     public void ResizesAreHeldToWhatOnnxRuntimesKernelsHoldAndCost()
     {
         // Found by tools/Loupe.Fuzz's onnx-runtime target: 3×8×8 to 3×524,293 per channel took ONNX Runtime 30 s (a
-        // heap node per cached 1-D interpolation: 3 × 524,293 × (8 + 3) per image). Refused at load, by node.
+        // heap node per cached 1-D interpolation: 3 × 524,293 × (8 + 3) per image, three units of work each, beside
+        // 4.7 M output values: 56.6 M units). Refused at load, by node.
         var e = Assert.Throws<Loupe.Abstractions.LoupeException>(() => Env.LoadOrt(new OnnxOptions { Path = CubicResize(3, 524_293), FlattenOutput = false }).Dispose());
         Assert.Contains("Resize node 'up'", e.Message);
-        Assert.Contains("would cache ~17.3 M one-dimensional interpolations for one image", e.Message);
+        Assert.Contains("would take ~15 s for one image (4.7 M output values, each found through hash tables, and 17,301,669 cached one-dimensional interpolations", e.Message);
         Assert.Contains("uses: onnx", e.Message);
+        // Found by the same target: 3×8×8 to 3×1,310,720×12 took 24.7 s with few cached interpolations (47.2 M output
+        // values, each looked up through hash tables).
+        var tall = Assert.Throws<Loupe.Abstractions.LoupeException>(() => Env.LoadOrt(new OnnxOptions { Path = CubicResize(1_310_720, 12), FlattenOutput = false }).Dispose());
+        Assert.Contains("would take ~12 s for one image (47.2 M output values", tall.Message);
         // The onnx backend computes the same resize (libtorch's bicubic), within its byte budget.
         using (var onnx = Env.LoadOnnx(new OnnxOptions { Path = CubicResize(3, 524_293), FlattenOutput = false }))
         using (NewDisposeScope())
             Assert.Equal([1L, 3, 3, 524_293], onnx.Forward(zeros(1, 3, 8, 8)).shape);
 
-        // An image up to the cap loads; its cost counts as the whole budget's share, so a batch runs in chunks that
-        // keep each run's caches within the cap: 3 × 95,000 × 11 = 3.1 M per image → chunks of two images.
+        // An image up to the cap loads; its work counts as its share of the budget, so a batch runs in chunks that
+        // keep each run within the cap: 3·3·95,000 values + 3 × (3 × 95,000 × 11) cached = 10.3 M units per image →
+        // chunks of four images.
         var file = OnnxFile.Load(CubicResize(3, 95_000), 64L << 20);
         long share = OrtGuard.Peak(file, [1, 3, 8, 8]);
-        Assert.Equal(3L * 95_000 * 11 * (OnnxNode.MaxOutputBytes / OrtGuard.MaxCubicEntries), share);
-        Assert.Equal(2, OnnxNode.MaxOutputBytes / share);
+        Assert.Equal((3L * 3 * 95_000 + 3L * 3 * 95_000 * 11) * (OnnxNode.MaxOutputBytes / OrtGuard.MaxCubicWork), share);
+        Assert.Equal(4, OnnxNode.MaxOutputBytes / share);
         // Antialiased, ONNX Runtime also holds the image resized along one axis first (here 3 × 4,194,307 × 8 floats
         // beside four copies of the 252 MB output: 1,344 MB), found by the same target (8.5 s, 1.7 GB).
         var antialiased = CubicResize(4_194_307, 5);
